@@ -1,0 +1,28 @@
+{
+  "targets": [
+    {
+      "target_name": "pirl",
+      "sources": [
+        "native/core/dtype.cpp",
+        "native/core/runtime.cpp",
+        "native/addon/addon.cc",
+        "native/addon/env_state.cc",
+        "native/addon/ops_wrap.cc",
+        "native/addon/runtime_wrap.cc",
+        "native/addon/tensor_wrap.cc"
+      ],
+      "defines": [
+        "NAPI_VERSION=9",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "<!@(node scripts/libtorch.js --gyp-cflags)"],
+      "libraries": ["<!@(node scripts/libtorch.js --gyp-libs)"]
+    }
+  ]
+}

@@ -1,0 +1,23 @@
+// Entry point of the pirl addon: one registration call per concern.
+#include <napi.h>
+
+#include "env_state.h"
+#include "ops_wrap.h"
+#include "runtime_wrap.h"
+#include "tensor_wrap.h"
+
+namespace {
+
+Napi::Object initPirl(Napi::Env env, Napi::Object exports) {
+  using namespace pirl::addon;
+  EnvState::create(env);
+  TensorWrap::Init(env, exports);
+  registerTensorFactories(env, exports);
+  registerOps(env, exports);
+  registerRuntime(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(pirl_addon, initPirl)

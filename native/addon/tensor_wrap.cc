@@ -1,0 +1,258 @@
+#include "tensor_wrap.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "../core/dtype.h"
+#include "async_task.h"
+#include "env_state.h"
+#include "errors.h"
+
+namespace pirl::addon {
+
+namespace {
+
+struct TypedArrayKind {
+  napi_typedarray_type napi;
+  c10::ScalarType dtype;
+  const char* jsName;
+};
+constexpr TypedArrayKind kTypedArrays[] = {
+    {napi_float32_array, c10::ScalarType::Float, "Float32Array"},
+    {napi_float64_array, c10::ScalarType::Double, "Float64Array"},
+    {napi_int32_array, c10::ScalarType::Int, "Int32Array"},
+    {napi_bigint64_array, c10::ScalarType::Long, "BigInt64Array"},
+    {napi_uint8_array, c10::ScalarType::Byte, "Uint8Array"},
+};
+
+const TypedArrayKind* kindOfDtype(c10::ScalarType dtype) {
+  for (const auto& k : kTypedArrays) {
+    if (k.dtype == dtype) return &k;
+  }
+  return nullptr;
+}
+
+const TypedArrayKind* kindOfArray(napi_typedarray_type type) {
+  for (const auto& k : kTypedArrays) {
+    if (k.napi == type) return &k;
+  }
+  return nullptr;
+}
+
+// External ArrayBuffers keep the tensor they view alive through this hint.
+void deleteTensorHint(napi_env, void*, void* hint) { delete static_cast<at::Tensor*>(hint); }
+
+}  // namespace
+
+std::vector<int64_t> readShape(Napi::Value value, const std::string& arg) {
+  if (!value.IsArray()) throw std::invalid_argument(arg + " must be an array of integers");
+  auto array = value.As<Napi::Array>();
+  std::vector<int64_t> shape(array.Length());
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value v = array.Get(i);
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(d >= 0 && d <= 9007199254740991.0 && std::floor(d) == d)) {
+      throw std::out_of_range(arg + "[" + std::to_string(i) + "] must be a non-negative integer, got " +
+                              v.ToString().Utf8Value());
+    }
+    shape[i] = static_cast<int64_t>(d);
+  }
+  checkedNumel(shape);
+  return shape;
+}
+
+c10::Device readDevice(Napi::Value value, const std::string& arg) {
+  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+  try {
+    return c10::Device(name);
+  } catch (const c10::Error&) {
+    throw std::invalid_argument(arg + " must be 'cpu', 'cuda' or 'cuda:N', got '" + name + "'");
+  }
+}
+
+void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DefineClass(env, "TensorHandle",
+                                    {
+                                        InstanceMethod<&TensorWrap::shape>("shape"),
+                                        InstanceMethod<&TensorWrap::dtype>("dtype"),
+                                        InstanceMethod<&TensorWrap::device>("device"),
+                                        InstanceMethod<&TensorWrap::data>("data"),
+                                        InstanceMethod<&TensorWrap::dispose>("dispose"),
+                                        InstanceMethod<&TensorWrap::disposed>("disposed"),
+                                        InstanceMethod<&TensorWrap::to>("to"),
+                                    });
+  EnvState::of(env)->tensorConstructor = Napi::Persistent(ctor);
+  // Exported for `instanceof` checks only: the constructor refuses calls from JavaScript.
+  exports.Set("TensorHandle", ctor);
+}
+
+TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "TensorHandle cannot be constructed from JavaScript; use pirl.tensor()");
+  }
+}
+
+TensorWrap::~TensorWrap() { reset(); }
+
+void TensorWrap::reset() {
+  if (accountedBytes_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -accountedBytes_);
+  accountedBytes_ = 0;
+  tensor_ = at::Tensor();
+}
+
+Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed) {
+  static int token = 0;
+  Napi::Object object = EnvState::of(env)->tensorConstructor.New({Napi::External<int>::New(env, &token)});
+  TensorWrap* self = Unwrap(object);
+  if (!borrowed.IsEmpty()) {
+    self->source_ = Napi::Weak(borrowed);
+  } else if (tensor.defined()) {
+    // Tensors over JavaScript memory are already counted by V8; native storage is not.
+    self->accountedBytes_ = static_cast<int64_t>(tensor.storage().nbytes());
+    if (self->accountedBytes_) Napi::MemoryManagement::AdjustExternalMemory(env, self->accountedBytes_);
+  }
+  self->tensor_ = std::move(tensor);
+  return object;
+}
+
+at::Tensor TensorWrap::unwrap(Napi::Value value, const std::string& arg) {
+  Napi::Env env = value.Env();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(EnvState::of(env)->tensorConstructor.Value())) {
+    throw std::invalid_argument(arg + " must be a Tensor");
+  }
+  return Unwrap(value.As<Napi::Object>())->live(arg);
+}
+
+const at::Tensor& TensorWrap::live(const std::string& what) const {
+  if (disposed_) throw std::invalid_argument(what + " was disposed");
+  if (!source_.IsEmpty() && source_.Value().IsDetached()) {
+    throw std::invalid_argument(what + " borrows an ArrayBuffer that was detached (transferred) after the tensor was made");
+  }
+  return tensor_;
+}
+
+Napi::Value TensorWrap::shape(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const auto sizes = live("tensor").sizes();
+    auto out = Napi::Array::New(info.Env(), sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(sizes[i]));
+    return out;
+  });
+}
+
+Napi::Value TensorWrap::dtype(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), dtypeName(live("tensor").scalar_type()));
+  });
+}
+
+Napi::Value TensorWrap::device(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), live("tensor").device().str());
+  });
+}
+
+Napi::Value TensorWrap::disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+
+Napi::Value TensorWrap::dispose(const Napi::CallbackInfo& info) {
+  disposed_ = true;
+  source_.Reset();
+  reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    at::Tensor t = live("tensor");
+    const TypedArrayKind* kind = kindOfDtype(t.scalar_type());
+    if (!kind) throw std::invalid_argument("tensor of dtype " + dtypeName(t.scalar_type()) + " has no typed array view");
+    // Only a dense CPU tensor can be viewed in place; anything else is read through a copy.
+    if (!t.device().is_cpu() || !t.is_contiguous()) t = t.to(at::kCPU).contiguous();
+    const size_t bytes = t.nbytes();
+    auto* ptr = static_cast<uint8_t*>(t.data_ptr());
+    napi_value buffer = nullptr;
+    size_t byteOffset = 0;
+    if (!source_.IsEmpty()) {
+      Napi::ArrayBuffer src = source_.Value();
+      auto* base = static_cast<uint8_t*>(src.Data());
+      if (ptr >= base && ptr + bytes <= base + src.ByteLength()) {
+        buffer = src;
+        byteOffset = static_cast<size_t>(ptr - base);
+      }
+    }
+    if (!buffer && bytes == 0) buffer = Napi::ArrayBuffer::New(env, 0);
+    if (!buffer) {
+      auto* keep = new at::Tensor(t);
+      napi_status status = napi_create_external_arraybuffer(env, ptr, bytes, deleteTensorHint, keep, &buffer);
+      if (status != napi_ok) {
+        // Runtimes that forbid external buffers (napi_no_external_buffers_allowed) get a copy.
+        delete keep;
+        Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
+        std::memcpy(copy.Data(), ptr, bytes);
+        buffer = copy;
+      }
+    }
+    napi_value array;
+    NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, kind->napi, t.numel(), buffer, byteOffset, &array),
+                         Napi::Value());
+    return Napi::Value(env, array);
+  });
+}
+
+Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    at::Tensor t = live("tensor");
+    const c10::Device device = readDevice(info[0], "device");
+    return AsyncTask<at::Tensor>::run(
+        env, "pirl.to", [t, device] { return t.to(device); },
+        [](Napi::Env e, at::Tensor& r) -> Napi::Value { return TensorWrap::wrap(e, r); });
+  });
+}
+
+namespace {
+
+Napi::Value fromArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) throw std::invalid_argument("data must be a typed array or Buffer");
+  auto view = info[0].As<Napi::TypedArray>();
+  const std::vector<int64_t> shape = readShape(info[1], "shape");
+  const c10::ScalarType dtype = dtypeFromName(info[2].As<Napi::String>().Utf8Value());
+  const TypedArrayKind* kind = kindOfArray(view.TypedArrayType());
+  if (!kind || kind->dtype != dtype) {
+    throw std::invalid_argument("data must be the typed array of dtype " + dtypeName(dtype) + ", got " +
+                                (kind ? kind->jsName : "an unsupported typed array"));
+  }
+  Napi::ArrayBuffer buffer = view.ArrayBuffer();
+  if (buffer.IsDetached()) throw std::invalid_argument("data is backed by a detached ArrayBuffer");
+  const int64_t numel = checkedNumel(shape);
+  if (static_cast<int64_t>(view.ElementLength()) != numel) {
+    throw std::out_of_range("data has " + std::to_string(view.ElementLength()) + " elements but shape " +
+                            shapeString(shape) + " needs " + std::to_string(numel));
+  }
+  const auto options = at::TensorOptions().dtype(dtype);
+  if (numel == 0) return TensorWrap::wrap(env, at::empty(shape, options));
+  void* ptr = static_cast<uint8_t*>(buffer.Data()) + view.ByteOffset();
+  napi_ref ref;
+  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, buffer, 1, &ref), Napi::Value());
+  auto state = EnvState::of(env);
+  at::Tensor t = at::from_blob(ptr, shape, [state, ref](void*) { state->releaseReference(ref); }, options);
+  return TensorWrap::wrap(env, std::move(t), buffer);
+}
+
+Napi::Value zeros(const Napi::CallbackInfo& info) {
+  const auto shape = readShape(info[0], "shape");
+  const auto options =
+      at::TensorOptions().dtype(dtypeFromName(info[1].As<Napi::String>().Utf8Value())).device(readDevice(info[2], "device"));
+  return TensorWrap::wrap(info.Env(), at::zeros(shape, options));
+}
+
+}  // namespace
+
+void registerTensorFactories(Napi::Env env, Napi::Object exports) {
+  exports.Set("fromArray", Napi::Function::New<binding<fromArray>>(env, "fromArray"));
+  exports.Set("zeros", Napi::Function::New<binding<zeros>>(env, "zeros"));
+}
+
+}  // namespace pirl::addon

@@ -1,0 +1,51 @@
+// The JavaScript handle of an at::Tensor: zero-copy construction from typed arrays, typed-array
+// views over the tensor's own memory, explicit disposal and GC-visible native memory.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+namespace pirl::addon {
+
+class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports);
+
+  // A new JavaScript handle that owns `tensor`; `borrowed` is the ArrayBuffer its memory lives in,
+  // when it lives in one.
+  static Napi::Object wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed = {});
+  // The tensor behind a handle; TypeError naming `arg` if it is not a live tensor handle.
+  static at::Tensor unwrap(Napi::Value value, const std::string& arg);
+
+  explicit TensorWrap(const Napi::CallbackInfo& info);
+  ~TensorWrap() override;
+
+ private:
+  const at::Tensor& live(const std::string& what) const;
+  void reset();
+
+  Napi::Value shape(const Napi::CallbackInfo& info);
+  Napi::Value dtype(const Napi::CallbackInfo& info);
+  Napi::Value device(const Napi::CallbackInfo& info);
+  Napi::Value data(const Napi::CallbackInfo& info);
+  Napi::Value dispose(const Napi::CallbackInfo& info);
+  Napi::Value disposed(const Napi::CallbackInfo& info);
+  Napi::Value to(const Napi::CallbackInfo& info);
+
+  at::Tensor tensor_;
+  bool disposed_ = false;
+  int64_t accountedBytes_ = 0;  // native bytes reported to V8 so its GC sees them
+  // Set when the tensor borrows a JavaScript ArrayBuffer (weak: the tensor's deleter holds it).
+  Napi::Reference<Napi::ArrayBuffer> source_;
+};
+
+// Reads a JavaScript shape (array of non-negative safe integers); errors name `arg`.
+std::vector<int64_t> readShape(Napi::Value value, const std::string& arg);
+c10::Device readDevice(Napi::Value value, const std::string& arg);
+
+void registerTensorFactories(Napi::Env env, Napi::Object exports);
+
+}  // namespace pirl::addon

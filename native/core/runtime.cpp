@@ -1,0 +1,111 @@
+#include "runtime.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <dlfcn.h>
+#include <link.h>
+#include <torch/version.h>
+
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <stdexcept>
+
+namespace pirl {
+
+namespace {
+std::atomic<int> desiredThreads{0};
+std::atomic<int> settingsGeneration{0};
+thread_local int appliedGeneration = -1;
+
+std::string realPath(const char* p) {
+  char buf[PATH_MAX];
+  return ::realpath(p, buf) ? std::string(buf) : std::string(p);
+}
+
+bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+void setNumThreads(int n) {
+  if (n < 1) throw std::out_of_range("numThreads must be an integer >= 1, got " + std::to_string(n));
+  desiredThreads = n;
+  ++settingsGeneration;
+  applyThreadSettings();
+}
+
+int numThreads() {
+  applyThreadSettings();
+  return at::get_num_threads();
+}
+
+void applyThreadSettings() {
+  const int generation = settingsGeneration.load();
+  if (appliedGeneration == generation) return;
+  appliedGeneration = generation;
+  if (desiredThreads > 0) at::set_num_threads(desiredThreads);
+}
+
+const char* blasKindName(BlasKind kind) {
+  switch (kind) {
+    case BlasKind::OpenBLAS: return "openblas";
+    case BlasKind::MKL: return "mkl";
+    case BlasKind::Reference: return "reference";
+    case BlasKind::Other: return "other";
+    case BlasKind::None: return "none";
+  }
+  return "none";
+}
+
+BlasInfo detectBlas() {
+  BlasInfo info;
+  dl_iterate_phdr(
+      [](dl_phdr_info* phdr, size_t, void* data) {
+        auto* out = static_cast<BlasInfo*>(data);
+        if (!phdr->dlpi_name || !*phdr->dlpi_name) return 0;
+        const std::string path = realPath(phdr->dlpi_name);
+        const std::string file = path.substr(path.rfind('/') + 1);
+        if (contains(file, "openblas") || contains(path, "/openblas")) {
+          *out = {BlasKind::OpenBLAS, path};
+          return 1;  // OpenBLAS wins over any libblas shim next to it
+        }
+        if (contains(file, "mkl_rt") || contains(file, "mkl_core")) {
+          *out = {BlasKind::MKL, path};
+        } else if (contains(file, "libblas.so") && out->kind == BlasKind::None) {
+          // Debian's alternatives: /usr/lib/<triple>/blas/libblas.so.3 is the netlib reference.
+          *out = {contains(path, "/blas/libblas") ? BlasKind::Reference : BlasKind::Other, path};
+        }
+        return 0;
+      },
+      &info);
+  if (info.kind == BlasKind::None && at::hasMKL()) info = {BlasKind::MKL, ""};
+  return info;
+}
+
+BuildInfo buildInfo() {
+  BuildInfo info;
+  info.libtorchVersion = TORCH_VERSION;
+  Dl_info dl{};
+  if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &dl) && dl.dli_fname) {
+    info.libtorchLibrary = realPath(dl.dli_fname);
+  }
+#ifdef PIRL_WITH_CUDA
+  info.cudaCompiled = true;
+#endif
+  info.cudaAvailable = at::hasCUDA();
+  if (info.cudaAvailable) info.cudaDeviceCount = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+  info.cxx11Abi = _GLIBCXX_USE_CXX11_ABI != 0;
+  info.blas = detectBlas();
+  info.numThreads = numThreads();
+  info.numInteropThreads = at::get_num_interop_threads();
+#if AT_PARALLEL_OPENMP
+  info.parallelBackend = "openmp";
+#elif AT_PARALLEL_NATIVE
+  info.parallelBackend = "native";
+#else
+  info.parallelBackend = "tbb";
+#endif
+  return info;
+}
+
+}  // namespace pirl

@@ -1,0 +1,43 @@
+// Process-wide runtime settings of the pirl core: intra-op threads and what libtorch is running on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pirl {
+
+// Sets the intra-op thread count used by every pirl computation, in every thread that runs one.
+void setNumThreads(int n);
+int numThreads();
+
+// OpenMP keeps the thread count per calling thread: call this first in any worker thread
+// (e.g. libuv's pool) so it honours setNumThreads; cheap when nothing changed.
+void applyThreadSettings();
+
+enum class BlasKind { OpenBLAS, MKL, Reference, Other, None };
+const char* blasKindName(BlasKind kind);
+
+struct BlasInfo {
+  BlasKind kind = BlasKind::None;
+  std::string library;  // resolved path of the loaded BLAS, empty when linked statically (MKL wheels)
+};
+
+// The BLAS actually loaded in this process, not the one libtorch was configured with.
+BlasInfo detectBlas();
+
+struct BuildInfo {
+  std::string libtorchVersion;  // compile-time version of the headers
+  std::string libtorchLibrary;  // path of the libtorch_cpu loaded at run time
+  bool cudaCompiled = false;    // pirl's CUDA kernels are in this build
+  bool cudaAvailable = false;   // a CUDA device is usable now
+  int cudaDeviceCount = 0;
+  bool cxx11Abi = false;
+  BlasInfo blas;
+  int numThreads = 0;
+  int numInteropThreads = 0;
+  std::string parallelBackend;
+};
+
+BuildInfo buildInfo();
+
+}  // namespace pirl

@@ -1,0 +1,52 @@
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <thread>
+
+#include "core/runtime.h"
+
+namespace {
+
+TEST(Runtime, SetNumThreadsReachesOtherThreads) {
+  pirl::setNumThreads(2);
+  EXPECT_EQ(pirl::numThreads(), 2);
+  int seen = 0;
+  std::thread worker([&] {
+    pirl::applyThreadSettings();
+    seen = at::get_num_threads();
+  });
+  worker.join();
+  EXPECT_EQ(seen, 2);
+
+  pirl::setNumThreads(1);
+  std::thread again([&] {
+    pirl::applyThreadSettings();
+    seen = at::get_num_threads();
+  });
+  again.join();
+  EXPECT_EQ(seen, 1);
+}
+
+TEST(Runtime, RejectsNonPositiveThreads) { EXPECT_THROW(pirl::setNumThreads(0), std::out_of_range); }
+
+TEST(Runtime, BuildInfoDescribesTheLoadedLibtorch) {
+  const auto info = pirl::buildInfo();
+  EXPECT_FALSE(info.libtorchVersion.empty());
+  EXPECT_NE(info.libtorchLibrary.find("libtorch"), std::string::npos) << info.libtorchLibrary;
+  EXPECT_GE(info.numThreads, 1);
+  EXPECT_EQ(info.cudaAvailable, at::hasCUDA());
+}
+
+TEST(Runtime, BlasIsDetectedOnceAMatmulHasRun) {
+  at::mm(at::ones({8, 8}), at::ones({8, 8}));
+  const auto blas = pirl::detectBlas();
+  // Every libtorch build links some BLAS; an unknown one still reports its path.
+  EXPECT_NE(blas.kind, pirl::BlasKind::None);
+  if (blas.kind != pirl::BlasKind::MKL) {
+    EXPECT_FALSE(blas.library.empty());
+  }
+}
+
+}  // namespace
