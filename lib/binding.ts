@@ -1,0 +1,122 @@
+// The only file that loads the native addon. Everything else imports `binding` from here.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import type { DType, TypedArray } from './tensor';
+
+/** The native tensor handle (native/addon/tensor_wrap.cc). */
+export interface TensorHandle {
+  shape(): number[];
+  dtype(): DType;
+  device(): string;
+  data(): TypedArray;
+  dispose(): void;
+  disposed(): boolean;
+  to(device: string): Promise<TensorHandle>;
+}
+
+export interface NativeBuildInfo {
+  libtorchVersion: string;
+  libtorchLibrary: string;
+  cudaCompiled: boolean;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  cxx11Abi: boolean;
+  blas: { kind: 'openblas' | 'mkl' | 'reference' | 'other' | 'none'; library: string };
+  numThreads: number;
+  numInteropThreads: number;
+  parallelBackend: string;
+  napiVersion: number;
+}
+
+/** Everything the addon exports, typed once. */
+export interface Binding {
+  TensorHandle: abstract new (...args: never[]) => TensorHandle;
+  fromArray(data: TypedArray, shape: readonly number[], dtype: DType): TensorHandle;
+  zeros(shape: readonly number[], dtype: DType, device: string): TensorHandle;
+  matmul(a: TensorHandle, b: TensorHandle): Promise<TensorHandle>;
+  conv2d(
+    input: TensorHandle,
+    weight: TensorHandle,
+    bias: TensorHandle | null,
+    stride: readonly number[],
+    padding: readonly number[],
+  ): Promise<TensorHandle>;
+  buildInfo(): NativeBuildInfo;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+}
+
+export const packageRoot = path.join(__dirname, '..');
+
+// glibc's RTLD_NODELETE: keeps a library loaded although process.dlopen closes what registers no module.
+const RTLD_NODELETE = 0x1000;
+
+/**
+ * With $LIBTORCH set, loads its libraries first (global, never unloaded), so an addon or prebuild
+ * finds them by soname without LD_LIBRARY_PATH.
+ */
+function preloadLibtorch(): void {
+  const root = process.env.LIBTORCH;
+  if (!root) return;
+  const flags = os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL | RTLD_NODELETE;
+  for (const lib of ['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so']) {
+    const file = path.join(root, 'lib', lib);
+    if (!fs.existsSync(file)) continue;
+    try {
+      process.dlopen({ exports: {} } as NodeJS.Module, file, flags);
+    } catch (err) {
+      if (!/did not self-register/.test(String((err as Error).message))) throw err;
+    }
+  }
+}
+
+/** Why the addon did not load, and what to run about it, in the style of sharp's "Possible solutions". */
+export function explainLoadFailure(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  let cause: string;
+  const missing = /(lib[\w.+-]+\.so[\w.]*): cannot open shared object file/.exec(message);
+  if (/No native build was found/.test(message)) {
+    cause = `no build of the addon exists for ${process.platform}-${process.arch} (Node-API 9): neither build/Release/pirl.node nor a matching prebuild.`;
+  } else if (missing && /torch|c10/.test(missing[1])) {
+    cause = `libtorch is missing: ${missing[1]} could not be found by the dynamic loader.`;
+  } else if (missing) {
+    cause = `a shared library the addon needs is missing: ${missing[1]}.`;
+  } else if (/undefined symbol/.test(message)) {
+    cause = 'the addon was built against a different libtorch than the one found now (ABI mismatch).';
+  } else {
+    cause = `the addon failed to load: ${message}`;
+  }
+  return [
+    'pirl: could not load the native addon.',
+    `Cause: ${cause}`,
+    `Loader said: ${message.split('\n')[0]}`,
+    'Possible solutions:',
+    '- Debian/Ubuntu, as root: apt-get install libtorch-dev libopenblas0-pthread',
+    '- Another libtorch (CPU or CUDA, unpacked from pytorch.org): set LIBTORCH=/path/to/libtorch',
+    '  (or have `python3 -c "import torch"` work: pip-installed torch is found too)',
+    '- Build the addon for the libtorch you have: node node_modules/pirl/scripts/install.js',
+    '  (npm 11 skips dependencies\' install scripts unless allowed: allow pirl in your npm allowScripts)',
+    '- See which libtorch would be used: node node_modules/pirl/scripts/libtorch.js',
+  ].join('\n');
+}
+
+function load(): { binding: Binding; addonPath: string } {
+  try {
+    preloadLibtorch();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+    const addonPath = nodeGypBuild.path(packageRoot);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return { binding: require(addonPath) as Binding, addonPath };
+  } catch (err) {
+    const error = new Error(explainLoadFailure(err));
+    (error as Error & { cause?: unknown }).cause = err;
+    throw error;
+  }
+}
+
+const loaded = load();
+export const binding: Binding = loaded.binding;
+export const addonPath: string = loaded.addonPath;

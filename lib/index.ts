@@ -1,0 +1,10 @@
+// Public entry point of pirl.
+import { initRuntime } from './runtime';
+
+initRuntime();
+
+export { Tensor } from './tensor';
+export type { DType, Device, TypedArray } from './tensor';
+export * as ops from './ops';
+export { buildInfo, setNumThreads, getNumThreads } from './runtime';
+export type { BuildInfo } from './runtime';

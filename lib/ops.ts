@@ -1,0 +1,35 @@
+// Tensor operations that run on the native thread pool and resolve to new tensors.
+import { binding } from './binding';
+import { nativeCall, typeError } from './errors';
+import { Tensor, checkShape, handleOf } from './tensor';
+
+/** Matrix product with numpy/torch broadcasting rules. */
+export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
+  const ha = handleOf('a', a);
+  const hb = handleOf('b', b);
+  return nativeCall(async () => new Tensor(await binding.matmul(ha, hb)));
+}
+
+export interface Conv2dOptions {
+  bias?: Tensor | null;
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+}
+
+function pair(arg: string, value: number | [number, number]): [number, number] {
+  const list = typeof value === 'number' ? [value, value] : value;
+  if (!Array.isArray(list) || list.length !== 2) throw typeError(arg, 'an integer or [height, width]', value);
+  const [h, w] = checkShape(arg, list);
+  return [h, w];
+}
+
+/** 2-D convolution of NCHW `input` with OIHW `weight`. */
+export async function conv2d(input: Tensor, weight: Tensor, options: Conv2dOptions = {}): Promise<Tensor> {
+  const hi = handleOf('input', input);
+  const hw = handleOf('weight', weight);
+  const hb = options.bias == null ? null : handleOf('options.bias', options.bias);
+  const stride = pair('options.stride', options.stride ?? 1);
+  const padding = pair('options.padding', options.padding ?? 0);
+  if (stride[0] < 1 || stride[1] < 1) throw new RangeError(`options.stride must be >= 1, got [${stride.join(', ')}]`);
+  return nativeCall(async () => new Tensor(await binding.conv2d(hi, hw, hb, stride, padding)));
+}

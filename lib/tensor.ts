@@ -1,0 +1,123 @@
+// Tensor: a typed handle over a native at::Tensor that shares memory with JavaScript typed arrays.
+import { binding, type TensorHandle } from './binding';
+import { checkInteger, describe, nativeCall, typeError } from './errors';
+
+export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
+export type TypedArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'int64', 'uint8'];
+
+const ARRAY_DTYPES: ReadonlyArray<[new (...args: never[]) => TypedArray, DType]> = [
+  [Float32Array, 'float32'],
+  [Float64Array, 'float64'],
+  [Int32Array, 'int32'],
+  [BigInt64Array, 'int64'],
+  [Uint8Array, 'uint8'], // Node Buffers are Uint8Arrays
+];
+
+function dtypeOfArray(data: unknown): DType {
+  for (const [ctor, dtype] of ARRAY_DTYPES) {
+    if (data instanceof ctor) return dtype;
+  }
+  throw typeError('data', 'a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or Buffer', data);
+}
+
+export function checkShape(arg: string, shape: unknown): number[] {
+  if (!Array.isArray(shape)) throw typeError(arg, 'an array of non-negative integers', shape);
+  return shape.map((d, i) => checkInteger(`${arg}[${i}]`, d, 0));
+}
+
+export function checkDevice(arg: string, device: unknown): Device {
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+    throw typeError(arg, "'cpu', 'cuda' or 'cuda:N'", device);
+  }
+  return device as Device;
+}
+
+function checkDtype(arg: string, dtype: unknown): DType {
+  if (!DTYPES.includes(dtype as DType)) throw typeError(arg, `one of ${DTYPES.join(', ')}`, dtype);
+  return dtype as DType;
+}
+
+export class Tensor {
+  /** @internal The native handle; shared with other pirl classes, not part of the public API. */
+  readonly handle: TensorHandle;
+
+  /** @internal Wraps a native handle; use Tensor.from / Tensor.zeros. */
+  constructor(handle: TensorHandle) {
+    if (!(handle instanceof binding.TensorHandle)) throw typeError('handle', 'a native tensor handle', handle);
+    this.handle = handle;
+  }
+
+  /**
+   * A tensor over the same memory as `data` (no copy): writes on either side are seen by the other.
+   * The dtype follows the array type; `shape` defaults to `[data.length]`.
+   */
+  static from(data: TypedArray, shape?: readonly number[]): Tensor {
+    const dtype = dtypeOfArray(data);
+    const dims = shape === undefined ? [data.length] : checkShape('shape', shape);
+    const numel = dims.reduce((a, b) => a * b, 1);
+    if (numel !== data.length) {
+      throw new RangeError(`shape [${dims.join(', ')}] needs ${numel} elements, but data has ${data.length}`);
+    }
+    return new Tensor(binding.fromArray(data, dims, dtype));
+  }
+
+  static zeros(shape: readonly number[], options: { dtype?: DType; device?: Device } = {}): Tensor {
+    const dims = checkShape('shape', shape);
+    const dtype = checkDtype('options.dtype', options.dtype ?? 'float32');
+    const device = checkDevice('options.device', options.device ?? 'cpu');
+    return new Tensor(binding.zeros(dims, dtype, device));
+  }
+
+  get shape(): number[] {
+    return this.handle.shape();
+  }
+
+  get dtype(): DType {
+    return this.handle.dtype();
+  }
+
+  get device(): Device {
+    return this.handle.device() as Device;
+  }
+
+  get numel(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  get disposed(): boolean {
+    return this.handle.disposed();
+  }
+
+  /**
+   * A typed array over the tensor's own memory (a view, not a copy) for a dense CPU tensor; a copy
+   * for any other tensor (CUDA, strided).
+   */
+  data(): TypedArray {
+    return this.handle.data();
+  }
+
+  /** A copy on `device` (CPU ↔ CUDA), made off the JavaScript thread. */
+  async to(device: Device): Promise<Tensor> {
+    const target = checkDevice('device', device);
+    return new Tensor(await nativeCall(() => this.handle.to(target)));
+  }
+
+  /** Releases the native memory now instead of at garbage collection; later use throws. */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  toString(): string {
+    return this.disposed ? 'Tensor(disposed)' : `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
+  }
+}
+
+/** The native handle of a Tensor argument; errors name `arg`. */
+export function handleOf(arg: string, value: unknown): TensorHandle {
+  if (!(value instanceof Tensor)) throw typeError(arg, 'a Tensor', value);
+  if (value.disposed) throw new TypeError(`${arg} was disposed (received ${describe(value)})`);
+  return value.handle;
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+'use strict';
+// Builds the addon with cmake-js against the libtorch that scripts/libtorch.js finds.
+// Usage: node scripts/build.js [--tests] [--debug]
+const path = require('path');
+const { spawnSync } = require('child_process');
+const os = require('os');
+const { findLibtorch } = require('./libtorch');
+
+const root = path.join(__dirname, '..');
+
+function build({ tests = false, debug = false } = {}) {
+  const { found, tried } = findLibtorch();
+  if (!found) throw new Error(`libtorch not found; looked at:\n  ${tried.join('\n  ')}`);
+  console.log(`pirl: building against libtorch ${found.version} (${found.source}: ${found.torchDir}), CUDA ${found.cuda ? 'yes' : 'no'}`);
+  const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+  const args = [
+    cmakeJs, 'build', '--directory', root, '--out', path.join(root, 'build'),
+    '--parallel', String(os.availableParallelism()),
+    `--CDTorch_DIR=${found.torchDir}`,
+    `--CDPIRL_BUILD_TESTS=${tests ? 'ON' : 'OFF'}`,
+  ];
+  if (debug) args.push('--debug');
+  const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`cmake-js build failed (exit ${r.status})`);
+}
+
+module.exports = { build };
+
+if (require.main === module) {
+  try {
+    build({ tests: process.argv.includes('--tests'), debug: process.argv.includes('--debug') });
+  } catch (err) {
+    console.error(`pirl: ${err.message}`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+'use strict';
+// npm install step of pirl: make sure a libtorch exists (installing Debian's with apt-get when
+// allowed), then use a prebuild that loads, or build the addon from source.
+//
+// Environment: PIRL_NO_APT=1   never run apt-get (report what to install instead)
+//              PIRL_FORCE_BUILD=1   build from source even when a prebuild loads
+const fs = require('fs');
+const path = require('path');
+const { spawnSync } = require('child_process');
+const { findLibtorch } = require('./libtorch');
+const { build } = require('./build');
+
+const root = path.join(__dirname, '..');
+const APT_PACKAGES = ['libtorch-dev', 'libopenblas0-pthread'];
+
+function log(msg) {
+  console.log(`pirl: ${msg}`);
+}
+
+function canUseApt() {
+  return process.platform === 'linux' && process.getuid && process.getuid() === 0 &&
+    fs.existsSync('/usr/bin/apt-get') && !process.env.PIRL_NO_APT;
+}
+
+function aptInstall(packages) {
+  log(`installing ${packages.join(' ')} with apt-get (set PIRL_NO_APT=1 to prevent this)`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const run = (args) => spawnSync('apt-get', args, { stdio: 'inherit', env }).status === 0;
+  // A fresh machine often has no package lists yet; update only when the first try fails.
+  if (!run(['install', '-y', '-q', ...packages]) && !(run(['update', '-q']) && run(['install', '-y', '-q', ...packages]))) {
+    throw new Error(`apt-get install ${packages.join(' ')} failed`);
+  }
+}
+
+function noLibtorchHelp(tried) {
+  return [
+    'libtorch was not found, and pirl needs it. Looked at:',
+    ...tried.map((t) => `  - ${t}`),
+    'Ways to provide it:',
+    '  - Debian/Ubuntu: as root, apt-get install libtorch-dev libopenblas0-pthread (or rerun npm install as root)',
+    '  - an unpacked libtorch (CPU or CUDA, from pytorch.org): LIBTORCH=/path/to/libtorch npm install',
+    '  - a CMake package dir: Torch_DIR=/path/to/share/cmake/Torch or CMAKE_PREFIX_PATH=...',
+    '  - PyTorch for python3 (pip install torch): found through torch.utils.cmake_prefix_path',
+  ].join('\n');
+}
+
+function referenceBlasBehindSystemLibtorch() {
+  try {
+    return /\/blas\/libblas\.so/.test(fs.realpathSync('/usr/lib/x86_64-linux-gnu/libblas.so.3'));
+  } catch {
+    return false;
+  }
+}
+
+function addonLoads() {
+  const probe = "const p=require('node-gyp-build').path(process.argv[1]); require(p); console.log(p)";
+  const r = spawnSync(process.execPath, ['-e', probe, root], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+function main() {
+  let { found, tried } = findLibtorch();
+  if (!found) {
+    if (!canUseApt()) throw new Error(noLibtorchHelp(tried));
+    aptInstall(APT_PACKAGES);
+    ({ found, tried } = findLibtorch());
+    if (!found) throw new Error(noLibtorchHelp(tried));
+  }
+  log(`libtorch ${found.version} from ${found.source} (${found.torchDir})`);
+  if (found.source === 'system' && referenceBlasBehindSystemLibtorch()) {
+    if (canUseApt()) aptInstall(['libopenblas0-pthread']);
+    else console.warn('pirl: warning: libtorch uses the reference BLAS (~30x slower matmul). Fix: apt-get install libopenblas0-pthread');
+  }
+  if (!process.env.PIRL_FORCE_BUILD) {
+    const loaded = addonLoads();
+    if (loaded) {
+      log(`using ${path.relative(root, loaded)}`);
+      return;
+    }
+  }
+  build();
+}
+
+try {
+  main();
+} catch (err) {
+  console.error(`pirl: ${err.message}`);
+  process.exit(1);
+}

@@ -1,0 +1,76 @@
+import { Tensor, ops } from '../lib';
+
+function randn(shape: number[]): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = Math.random() - 0.5;
+  return Tensor.from(data, shape);
+}
+
+/** Runs `work` while a 5 ms interval counts its ticks. */
+async function ticksDuring<T>(work: () => Promise<T>): Promise<{ result: T; ticks: number }> {
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  try {
+    const result = await work();
+    return { result, ticks };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+describe('heavy native work runs off the JavaScript thread', () => {
+  test('a large matmul lets an interval keep firing, and is right', async () => {
+    const n = 2048;
+    const a = randn([n, n]);
+    const b = randn([n, n]);
+    // Several products queued at once: their total time is long enough for many ticks.
+    const { result, ticks } = await ticksDuring(() => Promise.all([0, 1, 2, 3].map(() => ops.matmul(a, b))));
+    expect(ticks).toBeGreaterThanOrEqual(3);
+    const c = result[0].data() as Float32Array;
+    const A = a.data() as Float32Array;
+    const B = b.data() as Float32Array;
+    for (const [i, j] of [[0, 0], [17, 1000], [n - 1, n - 1]]) {
+      let ref = 0;
+      for (let k = 0; k < n; k++) ref += A[i * n + k] * B[k * n + j];
+      expect(c[i * n + j]).toBeCloseTo(ref, 2);
+    }
+  });
+
+  test('a large conv2d lets an interval keep firing, and has the right shape and values', async () => {
+    const input = randn([8, 64, 96, 96]);
+    const weight = randn([64, 64, 3, 3]);
+    const { result, ticks } = await ticksDuring(() => Promise.all([0, 1].map(() => ops.conv2d(input, weight, { padding: 1 }))));
+    expect(ticks).toBeGreaterThanOrEqual(3);
+    expect(result[0].shape).toEqual([8, 64, 96, 96]);
+    // one output value against a direct sum
+    const I = input.data() as Float32Array;
+    const W = weight.data() as Float32Array;
+    const [o, y, x] = [5, 40, 50];
+    let ref = 0;
+    for (let c = 0; c < 64; c++) for (let dy = 0; dy < 3; dy++) for (let dx = 0; dx < 3; dx++) {
+      ref += I[((0 * 64 + c) * 96 + (y + dy - 1)) * 96 + (x + dx - 1)] * W[((o * 64 + c) * 3 + dy) * 3 + dx];
+    }
+    expect((result[0].data() as Float32Array)[(o * 96 + y) * 96 + x]).toBeCloseTo(ref, 3);
+  });
+});
+
+describe('libtorch errors reach JavaScript cleanly', () => {
+  test('a shape error rejects with the message, no C++ backtrace, and the caller stack', async () => {
+    const err = await ops.matmul(Tensor.zeros([2, 3]), Tensor.zeros([4, 5])).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(err.message).toMatch(/mat1 and mat2 shapes cannot be multiplied \(2x3 and 4x5\)/);
+    expect(err.message).not.toMatch(/Exception raised from|frame #/);
+    expect(err.stack).toContain('async.test.ts');
+  });
+
+  test('invalid arguments reject with errors naming them', async () => {
+    await expect(ops.matmul('x' as never, Tensor.zeros([1]))).rejects.toThrow(/^a must be a Tensor, got "x"$/);
+    await expect(ops.conv2d(Tensor.zeros([1, 1, 4, 4]), Tensor.zeros([1, 1, 3, 3]), { stride: 0 })).rejects.toThrow(
+      /options.stride must be >= 1/,
+    );
+    const disposed = Tensor.zeros([2, 2]);
+    disposed.dispose();
+    await expect(ops.matmul(disposed, disposed)).rejects.toThrow(/a was disposed/);
+  });
+});

@@ -1,0 +1,80 @@
+import { execFileSync } from 'child_process';
+import * as os from 'os';
+import * as path from 'path';
+
+import { buildInfo, getNumThreads, setNumThreads } from '../lib';
+
+const root = path.join(__dirname, '..');
+
+describe('buildInfo', () => {
+  test('reports libtorch, CUDA, BLAS, threads, Node-API and the addon path', () => {
+    const b = buildInfo();
+    expect(b.libtorch.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(b.libtorch.library).toMatch(/libtorch_cpu\.so/);
+    expect(typeof b.cuda.compiled).toBe('boolean');
+    expect(b.cuda.available).toBe(b.cuda.deviceCount > 0);
+    expect(['openblas', 'mkl', 'reference', 'other']).toContain(b.blas.kind);
+    expect(b.blas.warning === null).toBe(b.blas.kind !== 'reference');
+    expect(b.napiVersion.addon).toBe(9);
+    expect(b.napiVersion.node).toBeGreaterThanOrEqual(9);
+    expect(b.addonPath).toMatch(/\.node$/);
+  });
+
+  test('the libtorch reported is the one scripts/libtorch.js finds', () => {
+    const found = JSON.parse(execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js')]).toString());
+    expect(buildInfo().libtorch.version).toBe(found.version.split('.').slice(0, 3).join('.'));
+  });
+});
+
+describe('threads', () => {
+  const threadsIn = (value: string | undefined): string => {
+    const env = { ...process.env };
+    if (value === undefined) delete env.PIRL_NUM_THREADS;
+    else env.PIRL_NUM_THREADS = value;
+    return execFileSync(process.execPath, ['-e', "console.log(require('./dist').getNumThreads())"], {
+      cwd: root,
+      env,
+      stdio: 'pipe',
+    }).toString();
+  };
+
+  test('default to the available cores, not libtorch’s 1', () => {
+    expect(Number(threadsIn(undefined))).toBe(os.availableParallelism());
+  });
+
+  test('PIRL_NUM_THREADS overrides the default and is validated', () => {
+    expect(Number(threadsIn('1'))).toBe(1);
+    expect(() => threadsIn('lots')).toThrow(/PIRL_NUM_THREADS must be an integer >= 1, got "lots"/);
+  });
+
+  test('setNumThreads changes the count and validates its argument', () => {
+    const before = getNumThreads();
+    setNumThreads(1);
+    expect(getNumThreads()).toBe(1);
+    expect(buildInfo().threads.intraOp).toBe(1);
+    setNumThreads(before);
+    expect(() => setNumThreads(0)).toThrow(/n must be an integer >= 1, got 0/);
+    expect(() => setNumThreads(1.5)).toThrow(TypeError);
+    expect(() => setNumThreads('2' as never)).toThrow(/got "2"/);
+  });
+});
+
+describe('pirl info', () => {
+  test('prints the facts as JSON and as text', () => {
+    const json = JSON.parse(execFileSync(process.execPath, [path.join(root, 'dist/cli.js'), 'info', '--json']).toString());
+    expect(json.libtorch.version).toBe(buildInfo().libtorch.version);
+    const text = execFileSync(process.execPath, [path.join(root, 'dist/cli.js'), 'info']).toString();
+    expect(text).toMatch(/libtorch\s+\d+\.\d+/);
+    expect(text).toMatch(/BLAS\s+\w+/);
+  });
+
+  test('an unknown command exits 2 with the usage', () => {
+    let status = 0;
+    try {
+      execFileSync(process.execPath, [path.join(root, 'dist/cli.js'), 'frobnicate'], { stdio: 'pipe' });
+    } catch (e) {
+      status = (e as { status: number }).status;
+    }
+    expect(status).toBe(2);
+  });
+});

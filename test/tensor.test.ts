@@ -1,0 +1,124 @@
+import { Tensor } from '../lib';
+
+describe('Tensor.from shares memory with JavaScript', () => {
+  const cases: Array<[string, () => Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array, unknown, unknown]> = [
+    ['float32', () => new Float32Array([1, 2, 3, 4, 5, 6]), 7.5, -2.25],
+    ['float64', () => new Float64Array([1, 2, 3, 4, 5, 6]), 1e300, -3.5],
+    ['int32', () => new Int32Array([1, 2, 3, 4, 5, 6]), -7, 2 ** 30],
+    ['int64', () => new BigInt64Array([1n, 2n, 3n, 4n, 5n, 6n]), 2n ** 62n, -5n],
+    ['uint8', () => new Uint8Array([1, 2, 3, 4, 5, 6]), 255, 9],
+  ];
+
+  test.each(cases)('%s: writes on either side are visible on the other', (dtype, make, a, b) => {
+    const source = make();
+    const t = Tensor.from(source, [2, 3]);
+    expect(t.dtype).toBe(dtype);
+    expect(t.shape).toEqual([2, 3]);
+    expect(t.device).toBe('cpu');
+    const view = t.data();
+    expect(view.constructor).toBe(source.constructor);
+    expect(view.buffer).toBe(source.buffer);
+    (source as unknown as unknown[])[4] = a;
+    expect(view[4]).toBe(a);
+    (view as unknown as unknown[])[1] = b;
+    expect(source[1]).toBe(b);
+  });
+
+  test('a Node Buffer is a uint8 tensor over the same bytes, pooled offset included', () => {
+    const buf = Buffer.from([10, 20, 30, 40]); // small Buffers live at an offset in a shared pool
+    const t = Tensor.from(buf, [2, 2]);
+    expect(t.dtype).toBe('uint8');
+    const view = t.data();
+    expect(view.byteOffset).toBe(buf.byteOffset);
+    buf[3] = 99;
+    expect(view[3]).toBe(99);
+  });
+
+  test('a view into the middle of an ArrayBuffer keeps its offset', () => {
+    const whole = new Float32Array(16).map((_, i) => i);
+    const middle = whole.subarray(4, 10);
+    const t = Tensor.from(middle, [6]);
+    expect(Array.from(t.data())).toEqual([4, 5, 6, 7, 8, 9]);
+    whole[4] = -1;
+    expect(t.data()[0]).toBe(-1);
+  });
+
+  test('shape defaults to the array length; empty tensors work', () => {
+    expect(Tensor.from(new Float32Array(5)).shape).toEqual([5]);
+    const empty = Tensor.from(new Float32Array(0), [0, 3]);
+    expect(empty.shape).toEqual([0, 3]);
+    expect(empty.data().length).toBe(0);
+  });
+
+  test('the source array stays valid after the JavaScript array is dropped', () => {
+    const t = Tensor.from(new Float64Array([3, 1, 4, 1, 5]));
+    global.gc?.();
+    expect(Array.from(t.data())).toEqual([3, 1, 4, 1, 5]);
+  });
+});
+
+describe('Tensor.zeros and data() over native memory', () => {
+  test('data() is a view: writes through it reach the tensor', async () => {
+    const t = Tensor.zeros([2, 2]);
+    const view = t.data() as Float32Array;
+    view.set([1, 2, 3, 4]);
+    expect(Array.from(t.data())).toEqual([1, 2, 3, 4]);
+    const copy = await t.to('cpu'); // same-device `to` returns the same storage
+    expect(Array.from(copy.data())).toEqual([1, 2, 3, 4]);
+  });
+
+  test.each(['float32', 'float64', 'int32', 'int64', 'uint8'] as const)('zeros of %s', (dtype) => {
+    const t = Tensor.zeros([3], { dtype });
+    expect(t.dtype).toBe(dtype);
+    expect(t.data().length).toBe(3);
+  });
+});
+
+describe('bad input is refused with errors naming the argument', () => {
+  test('unsupported typed array', () => {
+    expect(() => Tensor.from(new Int16Array(4) as never)).toThrow(TypeError);
+    expect(() => Tensor.from(new Int16Array(4) as never)).toThrow(/data must be a Float32Array.*got Int16Array\(4\)/);
+    expect(() => Tensor.from([1, 2, 3] as never)).toThrow(/data must be .* got \[1, 2, 3\]/);
+  });
+
+  test('shape that does not match the data', () => {
+    expect(() => Tensor.from(new Float32Array(6), [4, 2])).toThrow(RangeError);
+    expect(() => Tensor.from(new Float32Array(6), [4, 2])).toThrow(/shape \[4, 2\] needs 8 elements, but data has 6/);
+    expect(() => Tensor.from(new Float32Array(6), [2, 2])).toThrow(/needs 4 elements, but data has 6/);
+  });
+
+  test('malformed shapes', () => {
+    expect(() => Tensor.from(new Float32Array(6), [2, -3] as never)).toThrow(RangeError);
+    expect(() => Tensor.from(new Float32Array(6), [2, -3])).toThrow(/shape\[1\] must be an integer >= 0, got -3/);
+    expect(() => Tensor.from(new Float32Array(6), [2, 1.5])).toThrow(TypeError);
+    expect(() => Tensor.from(new Float32Array(6), '6' as never)).toThrow(/shape must be an array/);
+    expect(() => Tensor.zeros([2, Number.NaN])).toThrow(/shape\[1\] must be an integer >= 0, got NaN/);
+  });
+
+  test('bad dtype and device', () => {
+    expect(() => Tensor.zeros([2], { dtype: 'float16' as never })).toThrow(/options.dtype must be one of .* got "float16"/);
+    expect(() => Tensor.zeros([2], { device: 'gpu' as never })).toThrow(/options.device must be 'cpu', 'cuda' or 'cuda:N', got "gpu"/);
+  });
+
+  test('a detached buffer is refused at creation', () => {
+    const source = new Float32Array(4);
+    structuredClone(source.buffer, { transfer: [source.buffer] });
+    expect(() => Tensor.from(source, [0])).toThrow(/detached/);
+  });
+
+  test('a buffer detached after creation is refused at use, never read', () => {
+    const source = new Float32Array([1, 2, 3, 4]);
+    const t = Tensor.from(source);
+    structuredClone(source.buffer, { transfer: [source.buffer] });
+    expect(() => t.data()).toThrow(TypeError);
+    expect(() => t.shape).toThrow(/borrows an ArrayBuffer that was detached/);
+  });
+
+  test('a disposed tensor throws on use', () => {
+    const t = Tensor.zeros([4]);
+    t.dispose();
+    expect(t.disposed).toBe(true);
+    expect(() => t.data()).toThrow(/tensor was disposed/);
+    expect(String(t)).toBe('Tensor(disposed)');
+  });
+});
