@@ -14,15 +14,16 @@ function build({ tests = false, debug = false } = {}) {
   if (!found) throw new Error(`libtorch not found; looked at:\n  ${tried.join('\n  ')}`);
   console.log(`pirl: building against libtorch ${found.version} (${found.source}: ${found.torchDir}), CUDA ${found.cuda ? 'yes' : 'no'}`);
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-  const args = [
-    cmakeJs, 'build', '--directory', root, '--out', path.join(root, 'build'),
-    '--parallel', String(os.availableParallelism()),
-    `--CDTorch_DIR=${found.torchDir}`,
-    `--CDPIRL_BUILD_TESTS=${tests ? 'ON' : 'OFF'}`,
+  const common = ['--directory', root, '--out', path.join(root, 'build'), ...(debug ? ['--debug'] : [])];
+  // Configure every time: `cmake-js build` alone keeps the options of an earlier configure.
+  const steps = [
+    ['configure', ...common, `--CDTorch_DIR=${found.torchDir}`, `--CDPIRL_BUILD_TESTS=${tests ? 'ON' : 'OFF'}`],
+    ['build', ...common, '--parallel', String(os.availableParallelism())],
   ];
-  if (debug) args.push('--debug');
-  const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`cmake-js build failed (exit ${r.status})`);
+  for (const step of steps) {
+    const r = spawnSync(process.execPath, [cmakeJs, ...step], { cwd: root, stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`cmake-js ${step[0]} failed (exit ${r.status})`);
+  }
 }
 
 module.exports = { build };

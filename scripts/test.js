@@ -23,7 +23,9 @@ function ctestCounts() {
   const attr = (name) => Number((new RegExp(`\\b${name}="(\\d+)"`).exec(head) || [0, 0])[1]);
   const failed = attr('failures') + attr('errors');
   const skipped = attr('skipped') + attr('disabled');
-  return { passed: attr('tests') - failed - skipped, failed: failed || (status ? 1 : 0), skipped, status };
+  // A native suite that found no tests is broken, not green.
+  const broken = status !== 0 || attr('tests') === 0;
+  return { passed: attr('tests') - failed - skipped, failed: failed || (broken ? 1 : 0), skipped, status: broken ? 1 : 0 };
 }
 
 function jestCounts(extraArgs) {
