@@ -4,6 +4,9 @@
       "target_name": "pirl",
       "sources": [
         "native/core/dtype.cpp",
+        "native/core/nce/nce.cpp",
+        "native/core/nce/autograd/nce_function.cpp",
+        "native/core/nce/cpu/nce_kernels_cpu.cpp",
         "native/core/runtime.cpp",
         "native/addon/addon.cc",
         "native/addon/env_state.cc",

@@ -1,5 +1,5 @@
 // Turns C++ failures into JavaScript exceptions at the boundary: std::invalid_argument → TypeError,
-// std::out_of_range / c10::IndexError → RangeError, anything else (c10::Error included) → Error,
+// std::out_of_range / c10::IndexError / c10::ValueError → RangeError, anything else (c10::Error included) → Error,
 // always without libtorch's C++ backtrace.
 #pragma once
 
@@ -23,6 +23,8 @@ inline CaughtError classifyCurrentException() {
   try {
     throw;
   } catch (const c10::IndexError& e) {
+    return {ErrorKind::RangeError, e.what_without_backtrace()};
+  } catch (const c10::ValueError& e) {
     return {ErrorKind::RangeError, e.what_without_backtrace()};
   } catch (const c10::TypeError& e) {
     return {ErrorKind::TypeError, e.what_without_backtrace()};

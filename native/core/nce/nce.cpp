@@ -1,0 +1,94 @@
+// Schema of the fused NCE op: argument checks, then the autograd Function (autograd/) that calls
+// the device kernels (cpu/, cuda/).
+#include "nce.h"
+
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+#include "autograd/nce_function.h"
+
+namespace pirl::nce {
+
+Mode modeFromName(const std::string& name) {
+  if (name == "nce") return Mode::Nce;
+  if (name == "infonce") return Mode::InfoNce;
+  TORCH_CHECK_TYPE(false, "mode must be 'nce' or 'infonce', got '", name, "'");
+}
+
+namespace {
+
+void checkIndices(const at::Tensor& index, const char* name, int64_t numRows) {
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, name, " must be int64, got ", index.scalar_type());
+  if (index.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(index);
+  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+  TORCH_CHECK_INDEX(min >= 0 && max < numRows, name, " must be rows in [0, ", numRows, "), got values in [", min,
+                    ", ", max, "]");
+}
+
+void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                    const at::Tensor& negatives, const Options& o) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "x must be B×D, got ", x.sizes());
+  TORCH_CHECK_VALUE(bank.dim() == 2, "bank must be N×D, got ", bank.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16,
+                   "x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(bank.scalar_type() == x.scalar_type(), "bank must have x's dtype ", x.scalar_type(), ", got ",
+                   bank.scalar_type());
+  TORCH_CHECK_TYPE(bank.device() == x.device() && positives.device() == x.device() && negatives.device() == x.device(),
+                   "x, bank, positives and negatives must be on one device, got ", x.device(), ", ", bank.device(), ", ",
+                   positives.device(), ", ", negatives.device());
+  TORCH_CHECK_VALUE(bank.size(1) == x.size(1), "bank rows must have x's width ", x.size(1), ", got ", bank.size(1));
+  TORCH_CHECK_VALUE(positives.dim() == 1 && positives.size(0) == x.size(0), "positives must have shape [", x.size(0),
+                    "], got ", positives.sizes());
+  TORCH_CHECK_VALUE((negatives.dim() == 2 && negatives.size(0) == x.size(0)) || negatives.dim() == 1,
+                    "negatives must be B×K (per sample) or K (shared) with B = ", x.size(0), ", got ", negatives.sizes());
+  TORCH_CHECK_VALUE(negatives.size(-1) >= 1, "negatives must hold at least one row per sample, got ", negatives.sizes());
+  TORCH_CHECK_VALUE(x.size(0) >= 1, "x must hold at least one sample");
+  TORCH_CHECK_VALUE(o.tau > 0 && std::isfinite(o.tau), "tau must be a positive number, got ", o.tau);
+  TORCH_CHECK_VALUE(std::isfinite(o.z), "z must be finite, got ", o.z);
+  checkIndices(positives, "positives", bank.size(0));
+  checkIndices(negatives, "negatives", bank.size(0));
+}
+
+Result unpack(at::Tensor loss, const at::Tensor& stats) {
+  const at::Tensor s = stats.cpu();
+  return {std::move(loss), s[0].item<double>(), s[1].item<double>()};
+}
+
+}  // namespace
+
+Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
+               const Options& options) {
+  checkArguments(x, bank, positives, negatives, options);
+  const at::Tensor rows = bank.detach().contiguous();
+  const bool shared = negatives.dim() == 1;
+  const at::Tensor index = shared ? positives.contiguous() : at::cat({positives.unsqueeze(1), negatives}, 1);
+  const at::Tensor sharedRows = shared ? negatives.contiguous() : at::empty({0}, negatives.options());
+  auto out = applyNceFunction(x, rows, index, sharedRows, options);
+  return unpack(out[0], out[1]);
+}
+
+Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                        const at::Tensor& negatives, const Options& o) {
+  checkArguments(x, bank, positives, negatives, o);
+  const int64_t B = x.size(0), K = negatives.size(-1), N = bank.size(0);
+  const at::Tensor neg = negatives.dim() == 1 ? negatives.unsqueeze(0).expand({B, K}) : negatives;
+  const at::Tensor index = at::cat({positives.unsqueeze(1), neg}, 1);
+  const at::Tensor gathered = bank.detach().index_select(0, index.reshape(-1)).view({B, K + 1, -1});
+  const at::Tensor s = at::bmm(gathered, x.unsqueeze(2)).squeeze(2);
+  const at::Tensor logits = s / o.tau;
+  const double zBatch = static_cast<double>(N) * logits.detach().exp().mean(at::kDouble).item<double>();
+  const double z = o.z > 0 ? o.z : zBatch;
+  at::Tensor loss;
+  if (o.mode == Mode::Nce) {
+    const at::Tensor e = logits.exp();
+    const at::Tensor h = e / (e + static_cast<double>(K) * z / static_cast<double>(N));
+    loss = -(at::log(h.select(1, 0)) + at::log(1 - h.narrow(1, 1, K)).sum(1)).mean();
+  } else {
+    loss = at::cross_entropy_loss(logits, at::zeros({B}, index.options()));
+  }
+  return {loss, z, zBatch};
+}
+
+}  // namespace pirl::nce
