@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // Builds the addon with cmake-js against the libtorch that scripts/libtorch.js finds.
-// Usage: node scripts/build.js [--tests] [--debug]
+// Usage: node scripts/build.js [--tests] [--benchmarks] [--debug]
 const path = require('path');
 const { spawnSync } = require('child_process');
 const os = require('os');
@@ -9,7 +9,7 @@ const { findLibtorch } = require('./libtorch');
 
 const root = path.join(__dirname, '..');
 
-function build({ tests = false, debug = false } = {}) {
+function build({ tests = false, benchmarks = false, debug = false } = {}) {
   const { found, tried } = findLibtorch();
   if (!found) throw new Error(`libtorch not found; looked at:\n  ${tried.join('\n  ')}`);
   console.log(`pirl: building against libtorch ${found.version} (${found.source}: ${found.torchDir}), CUDA ${found.cuda ? 'yes' : 'no'}`);
@@ -17,7 +17,9 @@ function build({ tests = false, debug = false } = {}) {
   const common = ['--directory', root, '--out', path.join(root, 'build'), ...(debug ? ['--debug'] : [])];
   // Configure every time: `cmake-js build` alone keeps the options of an earlier configure.
   const steps = [
-    ['configure', ...common, `--CDTorch_DIR=${found.torchDir}`, `--CDPIRL_BUILD_TESTS=${tests ? 'ON' : 'OFF'}`],
+    // Optional targets are only ever switched on, so building one kind keeps the others built.
+    ['configure', ...common, `--CDTorch_DIR=${found.torchDir}`,
+      ...(tests ? ['--CDPIRL_BUILD_TESTS=ON'] : []), ...(benchmarks ? ['--CDPIRL_BUILD_BENCHMARKS=ON'] : [])],
     ['build', ...common, '--parallel', String(os.availableParallelism())],
   ];
   for (const step of steps) {
@@ -30,7 +32,8 @@ module.exports = { build };
 
 if (require.main === module) {
   try {
-    build({ tests: process.argv.includes('--tests'), debug: process.argv.includes('--debug') });
+    const flag = (name) => process.argv.includes(name);
+    build({ tests: flag('--tests'), benchmarks: flag('--benchmarks'), debug: flag('--debug') });
   } catch (err) {
     console.error(`pirl: ${err.message}`);
     process.exit(1);

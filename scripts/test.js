@@ -17,7 +17,7 @@ function run(cmd, args, options = {}) {
 function ctestCounts() {
   const junit = path.join(buildDir, 'ctest-junit.xml');
   fs.rmSync(junit, { force: true });
-  const status = run('ctest', ['--test-dir', buildDir, '--output-on-failure', '--output-junit', junit]);
+  const status = run('ctest', ['--test-dir', buildDir, '--parallel', String(require('os').availableParallelism()), '--output-on-failure', '--output-junit', junit]);
   if (!fs.existsSync(junit)) return { passed: 0, failed: 1, skipped: 0, status };
   const head = /<testsuite\b[^>]*>/.exec(fs.readFileSync(junit, 'utf8'))[0];
   const attr = (name) => Number((new RegExp(`\\b${name}="(\\d+)"`).exec(head) || [0, 0])[1]);

@@ -11,9 +11,4 @@ at::Tensor scoresCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tens
 // grad[b] = Σ_k coef[b, k] · bank[index[b, k]].
 at::Tensor weightedRowSumCpu(const at::Tensor& coef, const at::Tensor& bank, const at::Tensor& index);
 
-#ifdef PIRL_WITH_CUDA
-at::Tensor scoresCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index);
-at::Tensor weightedRowSumCuda(const at::Tensor& coef, const at::Tensor& bank, const at::Tensor& index);
-#endif
-
 }  // namespace pirl::nce

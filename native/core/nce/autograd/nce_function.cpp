@@ -13,17 +13,14 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Per-sample negatives have a CPU kernel only so far; shared negatives (matmul) run on any device.
 at::Tensor scores(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index) {
-#ifdef PIRL_WITH_CUDA
-  if (x.is_cuda()) return scoresCuda(x, bank, index);
-#endif
+  TORCH_CHECK_TYPE(x.is_cpu(), "nceLoss with per-sample negatives has no CUDA kernel yet; use shared negatives on ",
+                   x.device());
   return scoresCpu(x, bank, index);
 }
 
 at::Tensor weightedRowSum(const at::Tensor& coef, const at::Tensor& bank, const at::Tensor& index) {
-#ifdef PIRL_WITH_CUDA
-  if (coef.is_cuda()) return weightedRowSumCuda(coef, bank, index);
-#endif
   return weightedRowSumCpu(coef, bank, index);
 }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+'use strict';
+// `npm run bench:nce`: forward+backward time and extra peak memory of the fused NCE op against the
+// naive gather+bmm reference, side by side in one run, each case in its own process. JSON on stdout.
+// Options: --threads N (default: all cores), --reps N (default 3), --quick (small cases only).
+const path = require('path');
+const os = require('os');
+const { execFileSync } = require('child_process');
+const { build } = require('./build');
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
+const threads = opt('--threads', os.availableParallelism());
+const reps = opt('--reps', 3);
+const D = 128;
+const sizes = args.includes('--quick') ? [[32, 4096]] : [[32, 4096], [256, 32000]];
+const banks = [1281167, 60000];
+
+build({ benchmarks: true, tests: false });
+const exe = path.join(__dirname, '..', 'build', 'pirl_bench_nce');
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function measure(B, K, N, impl) {
+  const out = execFileSync(exe, [B, K, N, D, impl, threads, reps].map(String), { maxBuffer: 1 << 20 });
+  const r = JSON.parse(out.toString());
+  return { ms: Math.round(median(r.ms) * 10) / 10, allMs: r.ms, extraMB: r.extraMB };
+}
+
+const results = [];
+for (const [B, K] of sizes) {
+  for (const N of banks) {
+    const reference = measure(B, K, N, 'reference');
+    const fused = measure(B, K, N, 'fused');
+    const shared = measure(B, K, N, 'shared');
+    results.push({
+      B, K, N, D,
+      reference, fused, shared,
+      fusedSpeedup: Math.round((reference.ms / fused.ms) * 100) / 100,
+      fusedMemoryRatio: Math.round((reference.extraMB / Math.max(fused.extraMB, 0.1)) * 10) / 10,
+      sharedSpeedup: Math.round((reference.ms / shared.ms) * 100) / 100,
+    });
+    process.stderr.write(`B=${B} K=${K} N=${N}: reference ${reference.ms} ms / ${reference.extraMB} MB, fused ${fused.ms} ms / ${fused.extraMB} MB, shared ${shared.ms} ms / ${shared.extraMB} MB\n`);
+  }
+}
+console.log(JSON.stringify({
+  benchmark: 'nce', mode: 'nce', tau: 0.07, threads, reps,
+  note: 'ms = median forward+backward; extraMB = peak RSS above the set-up (bank, x, indices)',
+  results,
+}, null, 2));
