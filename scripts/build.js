@@ -23,7 +23,8 @@ function build({ tests = false, benchmarks = false, debug = false } = {}) {
     ['build', ...common, '--parallel', String(os.availableParallelism())],
   ];
   for (const step of steps) {
-    const r = spawnSync(process.execPath, [cmakeJs, ...step], { cwd: root, stdio: 'inherit' });
+    // Build logs go to stderr so that callers' stdout (benchmark JSON) stays clean.
+    const r = spawnSync(process.execPath, [cmakeJs, ...step], { cwd: root, stdio: ['inherit', 2, 2] });
     if (r.status !== 0) throw new Error(`cmake-js ${step[0]} failed (exit ${r.status})`);
   }
 }
