@@ -128,6 +128,20 @@ TEST(Nce, BankGetsNoGradientAndComposesWithAutograd) {
   EXPECT_FALSE(bank.grad().defined());
 }
 
+TEST(Nce, BankMayBeUpdatedInPlaceBeforeBackward) {
+  for (const bool sharedNegatives : {false, true}) {
+    const Case c = makeCase(4, 6, 8, 30, sharedNegatives, at::kFloat, 11);
+    const Options o{0.07, Mode::Nce, -1};
+    const auto [loss, expected] = lossAndGrad(c, o, false);
+    at::Tensor bank = c.bank.clone();
+    at::Tensor x = c.x.detach().clone().requires_grad_(true);
+    auto r = pirl::nce::nceLoss(x, bank, c.positives, c.negatives, o);
+    bank.mul_(0.5).add_(0.25);  // what the memory-bank update does, before the step's backward
+    r.loss.backward();
+    EXPECT_TRUE(at::allclose(x.grad(), expected)) << "shared=" << sharedNegatives;
+  }
+}
+
 TEST(Nce, FirstCallEstimatesZAndALaterCallUsesTheGivenOne) {
   const Case c = makeCase(8, 32, 16, 50, false, at::kFloat, 3);
   auto first = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0.07, Mode::Nce, -1});

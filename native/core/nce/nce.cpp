@@ -61,11 +61,7 @@ Result unpack(at::Tensor loss, const at::Tensor& stats) {
 Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
                const Options& options) {
   checkArguments(x, bank, positives, negatives, options);
-  const at::Tensor rows = bank.detach().contiguous();
-  const bool shared = negatives.dim() == 1;
-  const at::Tensor index = shared ? positives.contiguous() : at::cat({positives.unsqueeze(1), negatives}, 1);
-  const at::Tensor sharedRows = shared ? negatives.contiguous() : at::empty({0}, negatives.options());
-  auto out = applyNceFunction(x, rows, index, sharedRows, options);
+  auto out = applyNceFunction(x, bank.detach().contiguous(), positives.contiguous(), negatives.contiguous(), options);
   return unpack(out[0], out[1]);
 }
 

@@ -1,14 +1,26 @@
-// Device kernels behind the fused NCE op: only the bank-row dot products and the gradient
-// accumulation need custom kernels; the loss on the B×(K+1) scores is plain ATen.
+// Device kernels behind the fused NCE op with per-sample negatives. Each bank row is read once,
+// while it is in cache: its dot product, its loss term and its gradient contribution are done
+// together, so memory stays O(B·D) — no B×(K+1) scores and no B×(K+1)×D gather.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include "nce.h"
+
 namespace pirl::nce {
 
-// scores[b, k] = <x[b], bank[index[b, k]]>, index B×(K+1).
-at::Tensor scoresCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index);
-// grad[b] = Σ_k coef[b, k] · bank[index[b, k]].
-at::Tensor weightedRowSumCpu(const at::Tensor& coef, const at::Tensor& bank, const at::Tensor& index);
+struct FusedResult {
+  at::Tensor rowLoss;  // B: the loss of each sample
+  at::Tensor grad;     // B×D: d(mean loss)/dx
+  double expSum;       // Σ e^{s/τ} over all B·(K+1) scores (for Z)
+};
+
+// Σ e^{s/τ} over the B·(K+1) scores: the extra pass that estimates Z on the first step.
+double expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                 const at::Tensor& negatives, double tau);
+
+// Loss and gradient in one pass. `logNoise` = log(K·Z/N), used by Mode::Nce only.
+FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                        const at::Tensor& negatives, double tau, Mode mode, double logNoise);
 
 }  // namespace pirl::nce

@@ -13,34 +13,44 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Per-sample negatives have a CPU kernel only so far; shared negatives (matmul) run on any device.
-at::Tensor scores(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index) {
-  TORCH_CHECK_TYPE(x.is_cpu(), "nceLoss with per-sample negatives has no CUDA kernel yet; use shared negatives on ",
-                   x.device());
-  return scoresCpu(x, bank, index);
+double logNoise(int64_t K, double z, int64_t numRows) {
+  return std::log(static_cast<double>(K) * z / static_cast<double>(numRows));
 }
 
-at::Tensor weightedRowSum(const at::Tensor& coef, const at::Tensor& bank, const at::Tensor& index) {
-  return weightedRowSumCpu(coef, bank, index);
-}
-
-struct LossAndCoef {
+struct Forward {
   at::Tensor loss;  // scalar
-  at::Tensor coef;  // dLoss/dscores, B×(K+1)
+  at::Tensor grad;  // d loss / d x, B×D
   double zUsed;
   double zBatch;
 };
 
-// The loss on the B×(K+1) scores (positive in column 0) and its derivative, in closed form.
-LossAndCoef lossFromScores(const at::Tensor& s, int64_t numRows, const Options& o) {
-  const int64_t B = s.size(0), K = s.size(1) - 1;
+// Per-sample negatives: the one-pass kernel (two passes on the step that estimates Z).
+Forward perSample(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                  const at::Tensor& negatives, const Options& o) {
+  TORCH_CHECK_TYPE(x.is_cpu(), "nceLoss with per-sample negatives has no CUDA kernel yet; use shared negatives on ",
+                   x.device());
+  const int64_t B = x.size(0), K = negatives.size(1), N = bank.size(0);
+  const double scores = static_cast<double>(B * (K + 1));
+  double zUsed = o.z;
+  if (o.mode == Mode::Nce && zUsed <= 0) zUsed = N * expSumCpu(x, bank, positives, negatives, o.tau) / scores;
+  const FusedResult r = fusedNceCpu(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, zUsed, N));
+  const double zBatch = N * r.expSum / scores;
+  return {r.rowLoss.mean(), r.grad, zUsed > 0 ? zUsed : zBatch, zBatch};
+}
+
+// Shared negatives: the B×K scores are one matrix product; the loss and dL/ds are closed forms on them.
+Forward shared(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
+               const Options& o) {
+  const int64_t B = x.size(0), K = negatives.size(0), N = bank.size(0);
+  const at::Tensor positiveRows = bank.index_select(0, positives);
+  const at::Tensor negativeRows = bank.index_select(0, negatives);
+  const at::Tensor s = at::cat({(x * positiveRows).sum(1, true), at::matmul(x, negativeRows.t())}, 1);
   const at::Tensor logits = s / o.tau;
-  const double zBatch = static_cast<double>(numRows) * logits.exp().mean(at::kDouble).item<double>();
+  const double zBatch = static_cast<double>(N) * logits.exp().mean(at::kDouble).item<double>();
   const double zUsed = o.z > 0 ? o.z : zBatch;
   at::Tensor rows, coef;
   if (o.mode == Mode::Nce) {
-    // With u = s/τ − log(K·Z/N): −log h = softplus(−u), −log(1 − h) = softplus(u); stable for any s.
-    const at::Tensor u = logits - std::log(static_cast<double>(K) * zUsed / static_cast<double>(numRows));
+    const at::Tensor u = logits - logNoise(K, zUsed, N);
     rows = at::softplus(-u.select(1, 0)) + at::softplus(u.narrow(1, 1, K)).sum(1);
     coef = at::sigmoid(u);
   } else {
@@ -49,51 +59,36 @@ LossAndCoef lossFromScores(const at::Tensor& s, int64_t numRows, const Options& 
   }
   coef.select(1, 0).sub_(1);  // d/ds_pos of both losses carries the −1 of the positive term
   coef.div_(o.tau * static_cast<double>(B));
-  return {rows.mean(), coef, zUsed, zBatch};
+  const at::Tensor grad = coef.select(1, 0).unsqueeze(1) * positiveRows + at::matmul(coef.narrow(1, 1, K), negativeRows);
+  return {rows.mean(), grad, zUsed, zBatch};
 }
 
 struct NceFunction : public torch::autograd::Function<NceFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& bank,
-                               const at::Tensor& index, const at::Tensor& shared, double tau, int64_t mode,
+                               const at::Tensor& positives, const at::Tensor& negatives, double tau, int64_t mode,
                                double z) {
     const Options o{tau, static_cast<Mode>(mode), z};
     const at::Tensor xc = x.contiguous();
-    at::Tensor s;
-    at::Tensor gathered = at::empty({0}, x.options());  // shared mode: the K negative rows, K×D
-    if (shared.numel() > 0) {
-      gathered = bank.index_select(0, shared);
-      const at::Tensor positive = (xc * bank.index_select(0, index)).sum(1, true);
-      s = at::cat({positive, at::matmul(xc, gathered.t())}, 1);
-    } else {
-      s = scores(xc, bank, index);
-    }
-    LossAndCoef r = lossFromScores(s, bank.size(0), o);
-    ctx->save_for_backward({r.coef, bank, index, shared, gathered});
-    at::Tensor stats = at::tensor({r.zUsed, r.zBatch}, at::kDouble);
+    const Forward f = negatives.dim() == 1 ? shared(xc, bank, positives, negatives, o)
+                                           : perSample(xc, bank, positives, negatives, o);
+    // The gradient is known in closed form at forward time: backward only scales it.
+    ctx->save_for_backward({f.grad});
+    at::Tensor stats = at::tensor({f.zUsed, f.zBatch}, at::kDouble);
     ctx->mark_non_differentiable({stats});
-    return {r.loss, stats};
+    return {f.loss, stats};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &coef = saved[0], &bank = saved[1], &index = saved[2], &shared = saved[3], &gathered = saved[4];
-    at::Tensor grad;
-    if (shared.numel() > 0) {
-      grad = coef.select(1, 0).unsqueeze(1) * bank.index_select(0, index) +
-             at::matmul(coef.narrow(1, 1, coef.size(1) - 1), gathered);
-    } else {
-      grad = weightedRowSum(coef, bank, index);
-    }
-    grad.mul_(gradOutputs[0]);
+    const at::Tensor grad = ctx->get_saved_variables()[0] * gradOutputs[0];
     return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-std::vector<at::Tensor> applyNceFunction(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index,
-                                         const at::Tensor& shared, const Options& options) {
-  return NceFunction::apply(x, bank, index, shared, options.tau, static_cast<int64_t>(options.mode), options.z);
+std::vector<at::Tensor> applyNceFunction(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                                         const at::Tensor& negatives, const Options& options) {
+  return NceFunction::apply(x, bank, positives, negatives, options.tau, static_cast<int64_t>(options.mode), options.z);
 }
 
 }  // namespace pirl::nce

@@ -7,10 +7,10 @@
 
 namespace pirl::nce {
 
-// Returns {loss, stats} where stats = [zUsed, zBatch] (not differentiable). `index` is B×(K+1)
-// (positive first) in per-sample mode, `shared` then empty; in shared mode `index` is the B positives
-// and `shared` the K negatives.
-std::vector<at::Tensor> applyNceFunction(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index,
-                                         const at::Tensor& shared, const Options& options);
+// Returns {loss, stats} with stats = [zUsed, zBatch] (not differentiable). `negatives` is B×K (per
+// sample) or K (shared by the batch). Nothing saved for backward refers to the bank, so the bank may
+// be updated in place before backward runs.
+std::vector<at::Tensor> applyNceFunction(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                                         const at::Tensor& negatives, const Options& options);
 
 }  // namespace pirl::nce

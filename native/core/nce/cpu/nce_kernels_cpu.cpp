@@ -1,7 +1,11 @@
-// CPU kernels of the fused NCE op: parallel over the batch, D-loops written with independent lanes
-// so the compiler vectorises them without fast-math.
+// CPU kernels of the fused NCE op: parallel over the batch; D-loops written with independent lanes
+// so the compiler vectorises them without fast-math; upcoming bank rows are prefetched because
+// random 512-byte rows of a large bank make this loop latency-bound.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+
+#include <cmath>
+#include <limits>
 
 #include "../nce_kernels.h"
 
@@ -10,6 +14,8 @@ namespace pirl::nce {
 namespace {
 
 constexpr int kLanes = 8;
+constexpr int64_t kPrefetchAhead = 6;  // rows; enough to cover DRAM latency at ~100 ns per row
+constexpr int64_t kCacheLine = 64;
 
 template <typename T>
 inline T dot(const T* a, const T* b, int64_t d) {
@@ -29,44 +35,127 @@ inline void axpy(T alpha, const T* x, T* y, int64_t d) {
   for (int64_t i = 0; i < d; ++i) y[i] += alpha * x[i];
 }
 
-// Batch rows per parallel task: each one is K+1 random bank rows, plenty of work.
+template <typename T>
+inline void prefetchRow(const T* row, int64_t d) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < d * static_cast<int64_t>(sizeof(T)); off += kCacheLine) __builtin_prefetch(p + off);
+}
+
+template <typename T>
+inline T softplus(T v) {
+  return v > 0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));
+}
+
+template <typename T>
+inline T sigmoid(T v) {
+  return v >= 0 ? T(1) / (T(1) + std::exp(-v)) : std::exp(v) / (T(1) + std::exp(v));
+}
+
+// Visits the rows of sample b — the positive first, then its K negatives — prefetching ahead.
+template <typename T, typename Visit>
+inline void forEachRow(const T* bank, int64_t D, int64_t positive, const int64_t* negatives, int64_t K, Visit&& visit) {
+  for (int64_t k = 0; k < std::min(K, kPrefetchAhead); ++k) prefetchRow(bank + negatives[k] * D, D);
+  visit(bank + positive * D, true);
+  for (int64_t k = 0; k < K; ++k) {
+    if (k + kPrefetchAhead < K) prefetchRow(bank + negatives[k + kPrefetchAhead] * D, D);
+    visit(bank + negatives[k] * D, false);
+  }
+}
+
+// Batch samples per parallel task: each one is K+1 random bank rows, plenty of work.
 constexpr int64_t kGrain = 1;
 
 }  // namespace
 
-at::Tensor scoresCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& index) {
-  const int64_t B = index.size(0), K1 = index.size(1), D = x.size(1);
-  auto out = at::empty({B, K1}, x.options());
-  const int64_t* idx = index.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pirl_nce_scores_cpu", [&] {
+double expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                 const at::Tensor& negatives, double tau) {
+  const int64_t B = x.size(0), D = x.size(1), K = negatives.size(1);
+  std::vector<double> perSample(B);
+  const int64_t* pos = positives.data_ptr<int64_t>();
+  const int64_t* neg = negatives.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pirl_nce_expsum_cpu", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* bp = bank.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+    const scalar_t invTau = static_cast<scalar_t>(1.0 / tau);
     at::parallel_for(0, B, kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const scalar_t* xb = xp + b * D;
-        for (int64_t k = 0; k < K1; ++k) op[b * K1 + k] = dot(xb, bp + idx[b * K1 + k] * D, D);
+        double sum = 0;
+        forEachRow(bp, D, pos[b], neg + b * K, K, [&](const scalar_t* row, bool) {
+          sum += std::exp(static_cast<double>(dot(xb, row, D) * invTau));
+        });
+        perSample[b] = sum;
       }
     });
   });
-  return out;
+  double total = 0;
+  for (double s : perSample) total += s;
+  return total;
 }
 
-at::Tensor weightedRowSumCpu(const at::Tensor& coef, const at::Tensor& bank, const at::Tensor& index) {
-  const int64_t B = index.size(0), K1 = index.size(1), D = bank.size(1);
-  auto out = at::zeros({B, D}, bank.options());
-  const int64_t* idx = index.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(bank.scalar_type(), "pirl_nce_grad_cpu", [&] {
-    const scalar_t* cp = coef.data_ptr<scalar_t>();
-    const scalar_t* bp = bank.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                        const at::Tensor& negatives, double tau, Mode mode, double logNoise) {
+  const int64_t B = x.size(0), D = x.size(1), K = negatives.size(1);
+  at::Tensor rowLoss = at::empty({B}, x.options());
+  at::Tensor grad = at::zeros({B, D}, x.options());
+  std::vector<double> perSample(B);
+  const int64_t* pos = positives.data_ptr<int64_t>();
+  const int64_t* neg = negatives.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pirl_nce_fused_cpu", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    const T* bp = bank.data_ptr<T>();
+    T* lp = rowLoss.data_ptr<T>();
+    T* gp = grad.data_ptr<T>();
+    const T invTau = static_cast<T>(1.0 / tau);
+    const T gradScale = static_cast<T>(1.0 / (tau * static_cast<double>(B)));
+    const T c = static_cast<T>(logNoise);
     at::parallel_for(0, B, kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        for (int64_t k = 0; k < K1; ++k) axpy(cp[b * K1 + k], bp + idx[b * K1 + k] * D, op + b * D, D);
+        const T* xb = xp + b * D;
+        T* gb = gp + b * D;
+        const T* positiveRow = bp + pos[b] * D;
+        double expSum = 0;
+        if (mode == Mode::Nce) {
+          // u = s/τ − log(K·Z/N); −log h = softplus(−u), −log(1−h) = softplus(u); dL/ds = (σ(u) − [pos])/τ.
+          T loss = 0;
+          forEachRow(bp, D, pos[b], neg + b * K, K, [&](const T* row, bool isPositive) {
+            const T t = dot(xb, row, D) * invTau;
+            expSum += std::exp(static_cast<double>(t));
+            const T u = t - c;
+            loss += isPositive ? softplus(-u) : softplus(u);
+            axpy((sigmoid(u) - (isPositive ? T(1) : T(0))) * gradScale, row, gb, D);
+          });
+          lp[b] = loss;
+        } else {
+          // Online softmax: running max m, normaliser l and Σ p·row in gb, rescaled when m grows.
+          T m = -std::numeric_limits<T>::infinity(), l = 0, tPositive = 0;
+          forEachRow(bp, D, pos[b], neg + b * K, K, [&](const T* row, bool isPositive) {
+            const T t = dot(xb, row, D) * invTau;
+            expSum += std::exp(static_cast<double>(t));
+            if (isPositive) tPositive = t;
+            if (t > m) {
+              const T scale = std::exp(m - t);
+              l = l * scale + 1;
+              for (int64_t i = 0; i < D; ++i) gb[i] = gb[i] * scale + row[i];
+              m = t;
+            } else {
+              const T w = std::exp(t - m);
+              l += w;
+              axpy(w, row, gb, D);
+            }
+          });
+          lp[b] = m + std::log(l) - tPositive;
+          // dL/dx = (Σ_k p_k row_k − row_pos) / τ, averaged over the batch.
+          for (int64_t i = 0; i < D; ++i) gb[i] = (gb[i] / l - positiveRow[i]) * gradScale;
+        }
+        perSample[b] = expSum;
       }
     });
   });
-  return out;
+  double total = 0;
+  for (double s : perSample) total += s;
+  return {rowLoss, grad, total};
 }
 
 }  // namespace pirl::nce
