@@ -4,6 +4,7 @@
       "target_name": "pirl",
       "sources": [
         "native/core/dtype.cpp",
+        "native/core/memory_bank.cpp",
         "native/core/nce/nce.cpp",
         "native/core/nce/autograd/nce_function.cpp",
         "native/core/nce/cpu/nce_kernels_cpu.cpp",
@@ -24,7 +25,8 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "<!@(node scripts/libtorch.js --gyp-cflags)"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-fopenmp", "<!@(node scripts/libtorch.js --gyp-cflags)"],
+      "ldflags": ["-fopenmp"],
       "libraries": ["<!@(node scripts/libtorch.js --gyp-libs)"]
     }
   ]

@@ -31,11 +31,12 @@ Forward perSample(const at::Tensor& x, const at::Tensor& bank, const at::Tensor&
                    x.device());
   const int64_t B = x.size(0), K = negatives.size(1), N = bank.size(0);
   const double scores = static_cast<double>(B * (K + 1));
-  double zUsed = o.z;
-  if (o.mode == Mode::Nce && zUsed <= 0) zUsed = N * expSumCpu(x, bank, positives, negatives, o.tau) / scores;
-  const FusedResult r = fusedNceCpu(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, zUsed, N));
-  const double zBatch = N * r.expSum / scores;
-  return {r.rowLoss.mean(), r.grad, zUsed > 0 ? zUsed : zBatch, zBatch};
+  const bool estimate = o.mode == Mode::Nce && o.z <= 0;
+  const double zEstimate = estimate ? N * expSumCpu(x, bank, positives, negatives, o.tau) / scores : o.z;
+  const FusedResult r = fusedNceCpu(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, zEstimate, N));
+  // The estimating pass computed zBatch exactly; the loss pass derives it from its own terms.
+  const double zBatch = estimate ? zEstimate : N * r.expSum / scores;
+  return {r.rowLoss.mean(), r.grad, o.z > 0 ? o.z : zBatch, zBatch};
 }
 
 // Shared negatives: the B×K scores are one matrix product; the loss and dL/ds are closed forms on them.

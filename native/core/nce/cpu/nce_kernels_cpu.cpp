@@ -4,6 +4,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -14,11 +15,11 @@ namespace pirl::nce {
 namespace {
 
 constexpr int kLanes = 8;
-constexpr int64_t kPrefetchAhead = 6;  // rows; enough to cover DRAM latency at ~100 ns per row
+constexpr int64_t kPrefetchAhead = 16;  // rows in flight per thread: measured best of 2, 6, 16, 32 on the CI machine
 constexpr int64_t kCacheLine = 64;
 
 template <typename T>
-inline T dot(const T* a, const T* b, int64_t d) {
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
   T acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= d; i += kLanes) {
@@ -31,7 +32,7 @@ inline T dot(const T* a, const T* b, int64_t d) {
 }
 
 template <typename T>
-inline void axpy(T alpha, const T* x, T* y, int64_t d) {
+inline void axpy(T alpha, const T* __restrict x, T* __restrict y, int64_t d) {
   for (int64_t i = 0; i < d; ++i) y[i] += alpha * x[i];
 }
 
@@ -39,16 +40,6 @@ template <typename T>
 inline void prefetchRow(const T* row, int64_t d) {
   const char* p = reinterpret_cast<const char*>(row);
   for (int64_t off = 0; off < d * static_cast<int64_t>(sizeof(T)); off += kCacheLine) __builtin_prefetch(p + off);
-}
-
-template <typename T>
-inline T softplus(T v) {
-  return v > 0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));
-}
-
-template <typename T>
-inline T sigmoid(T v) {
-  return v >= 0 ? T(1) / (T(1) + std::exp(-v)) : std::exp(v) / (T(1) + std::exp(v));
 }
 
 // Visits the rows of sample b — the positive first, then its K negatives — prefetching ahead.
@@ -118,13 +109,18 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
         double expSum = 0;
         if (mode == Mode::Nce) {
           // u = s/τ − log(K·Z/N); −log h = softplus(−u), −log(1−h) = softplus(u); dL/ds = (σ(u) − [pos])/τ.
+          // One exp per score: with e = e^{−|u|}, softplus(±u) = max(±u, 0) + log1p(e), σ(u) and
+          // e^{s/τ} = e^{u}·K·Z/N all follow from e.
+          const double noise = std::exp(static_cast<double>(c));
           T loss = 0;
           forEachRow(bp, D, pos[b], neg + b * K, K, [&](const T* row, bool isPositive) {
-            const T t = dot(xb, row, D) * invTau;
-            expSum += std::exp(static_cast<double>(t));
-            const T u = t - c;
-            loss += isPositive ? softplus(-u) : softplus(u);
-            axpy((sigmoid(u) - (isPositive ? T(1) : T(0))) * gradScale, row, gb, D);
+            const T u = dot(xb, row, D) * invTau - c;
+            const T e = std::exp(-std::abs(u));
+            const T logTerm = std::log1p(e);
+            const T sigma = u >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
+            expSum += (u >= 0 ? noise / e : noise * e);
+            loss += (isPositive ? std::max(-u, T(0)) : std::max(u, T(0))) + logTerm;
+            axpy((sigma - (isPositive ? T(1) : T(0))) * gradScale, row, gb, D);
           });
           lp[b] = loss;
         } else {
@@ -132,7 +128,6 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
           T m = -std::numeric_limits<T>::infinity(), l = 0, tPositive = 0;
           forEachRow(bp, D, pos[b], neg + b * K, K, [&](const T* row, bool isPositive) {
             const T t = dot(xb, row, D) * invTau;
-            expSum += std::exp(static_cast<double>(t));
             if (isPositive) tPositive = t;
             if (t > m) {
               const T scale = std::exp(m - t);
@@ -146,6 +141,7 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
             }
           });
           lp[b] = m + std::log(l) - tPositive;
+          expSum = static_cast<double>(l) * std::exp(static_cast<double>(m));
           // dL/dx = (Σ_k p_k row_k − row_pos) / τ, averaged over the batch.
           for (int64_t i = 0; i < D; ++i) gb[i] = (gb[i] / l - positiveRow[i]) * gradScale;
         }

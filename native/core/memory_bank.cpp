@@ -1,0 +1,108 @@
+#include "memory_bank.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+
+#include <sys/mman.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace pirl {
+
+namespace {
+at::Tensor normalizedRows(const at::Tensor& t) { return t / t.norm(2, 1, true).clamp_min(1e-12); }
+
+// Negatives are random rows of a bank of up to ~1 GB: with 4 KB pages nearly every row read is a
+// TLB miss. Asking for transparent huge pages before the memory is first touched avoids most of them.
+at::Tensor hugePageRows(int64_t size, int64_t dim) {
+  at::Tensor rows = at::empty({size, dim}, at::kFloat);
+  constexpr uintptr_t kHuge = 2u << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(rows.data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + rows.nbytes()) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint: failure is harmless
+  return rows;
+}
+}  // namespace
+
+MemoryBank::MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device device)
+    : generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
+  TORCH_CHECK_VALUE(size >= 1, "size must be >= 1, got ", size);
+  TORCH_CHECK_VALUE(dim >= 1, "dim must be >= 1, got ", dim);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(dim) / 3.0);
+  // In place: a bank of a million rows must not need two more copies of itself to be made.
+  at::Tensor rows = hugePageRows(size, dim).uniform_(-bound, bound, generator_);
+  rows.div_(rows.norm(2, 1, true).clamp_min(1e-12));
+  rows_ = rows.to(device);
+}
+
+MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
+    : rows_(std::move(rows)), generator_(at::make_generator<at::CPUGeneratorImpl>(0)) {
+  TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1, "rows must be N×D with N >= 1, got ", rows_.sizes());
+  TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat, "rows must be float32, got ", rows_.scalar_type());
+  generator_.set_state(generatorState);
+}
+
+void MemoryBank::checkIndices(const at::Tensor& indices, const char* name) const {
+  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, name, " must be int64, got ", indices.scalar_type());
+  TORCH_CHECK_VALUE(indices.dim() == 1, name, " must be one-dimensional, got ", indices.sizes());
+  if (indices.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(indices);
+  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+  TORCH_CHECK_INDEX(min >= 0 && max < size(), name, " must be rows in [0, ", size(), "), got values in [", min, ", ",
+                    max, "]");
+}
+
+at::Tensor MemoryBank::get(const at::Tensor& indices) const {
+  checkIndices(indices, "indices");
+  std::lock_guard<std::mutex> lock(mutex_);
+  return rows_.index_select(0, indices.to(rows_.device()));
+}
+
+void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, double momentum) {
+  checkIndices(indices, "indices");
+  TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
+                    indices.size(0), "×", dim(), ", got ", fHat.sizes());
+  TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
+  const at::Tensor idx = indices.to(rows_.device());
+  const at::Tensor f = fHat.detach().to(rows_.device(), at::kFloat);
+  const auto unique = at::_unique(idx, /*sorted=*/false, /*return_inverse=*/true);
+  const at::Tensor& rowsToUpdate = std::get<0>(unique);
+  const at::Tensor& slot = std::get<1>(unique);
+  const int64_t U = rowsToUpdate.size(0);
+  at::Tensor sums = at::zeros({U, dim()}, f.options()).index_add_(0, slot, f);
+  at::Tensor counts = at::zeros({U}, f.options()).index_add_(0, slot, at::ones({idx.size(0)}, f.options()));
+  std::lock_guard<std::mutex> lock(mutex_);
+  const at::Tensor mixed = momentum * rows_.index_select(0, rowsToUpdate) + (1 - momentum) * (sums / counts.unsqueeze(1));
+  rows_.index_copy_(0, rowsToUpdate, normalizedRows(mixed));
+}
+
+at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives) {
+  TORCH_CHECK_VALUE(batch >= 1 && k >= 1, "batch and k must be >= 1, got ", batch, " and ", k);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!excludePositives.defined()) {
+    return at::randint(size(), {batch, k}, generator_, at::kLong).to(rows_.device());
+  }
+  TORCH_CHECK_VALUE(size() >= 2, "excluding the positive needs a bank of at least 2 rows, got ", size());
+  TORCH_CHECK_VALUE(excludePositives.dim() == 1 && excludePositives.size(0) == batch,
+                    "excludePositives must hold one row per sample (", batch, "), got ", excludePositives.sizes());
+  // Uniform over the N−1 other rows: draw from [0, N−1) and step over the positive.
+  at::Tensor r = at::randint(size() - 1, {batch, k}, generator_, at::kLong);
+  const at::Tensor positives = excludePositives.to(at::kCPU, at::kLong).unsqueeze(1);
+  r += (r >= positives).to(at::kLong);
+  return r.to(rows_.device());
+}
+
+at::Tensor MemoryBank::sampleShared(int64_t k) {
+  TORCH_CHECK_VALUE(k >= 1, "k must be >= 1, got ", k);
+  std::lock_guard<std::mutex> lock(mutex_);
+  return at::randint(size(), {k}, generator_, at::kLong).to(rows_.device());
+}
+
+at::Tensor MemoryBank::generatorState() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return generator_.get_state();
+}
+
+}  // namespace pirl

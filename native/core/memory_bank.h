@@ -1,0 +1,45 @@
+// PIRL's memory bank (shared/PIRL.md, "Memory bank"): one unit row m_y per training image, updated
+// by momentum after each step, and the seeded source of the negatives drawn from it.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <mutex>
+
+namespace pirl {
+
+class MemoryBank {
+ public:
+  // N×D rows, uniform(±1/sqrt(D/3)) then L2-normalised; `seed` drives initialisation and sampling.
+  MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device device = at::kCPU);
+  // A bank restored from a checkpoint: its rows and the state of its sampling generator.
+  MemoryBank(at::Tensor rows, const at::Tensor& generatorState);
+
+  int64_t size() const { return rows_.size(0); }
+  int64_t dim() const { return rows_.size(1); }
+  const at::Tensor& rows() const { return rows_; }
+
+  // Rows at `indices` (a copy); out-of-range indices → c10::IndexError.
+  at::Tensor get(const at::Tensor& indices) const;
+
+  // m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in the batch is updated once, with the
+  // mean of its f̂ rows, so the result does not depend on the order of the batch.
+  void update(const at::Tensor& indices, const at::Tensor& fHat, double momentum);
+
+  // B×K rows drawn uniformly with replacement; with `excludePositives` (B rows) sample b never draws
+  // its own positive (uniform over the other N−1 rows).
+  at::Tensor sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives = at::Tensor());
+  // K rows shared by the whole batch.
+  at::Tensor sampleShared(int64_t k);
+
+  at::Tensor generatorState() const;
+
+ private:
+  void checkIndices(const at::Tensor& indices, const char* name) const;
+
+  at::Tensor rows_;
+  at::Generator generator_;
+  mutable std::mutex mutex_;  // sampling and updates may come from several worker threads
+};
+
+}  // namespace pirl

@@ -1,0 +1,93 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/memory_bank.h"
+
+namespace {
+
+TEST(MemoryBank, InitialRowsAreUnitAndSeeded) {
+  pirl::MemoryBank a(500, 16, 7), b(500, 16, 7), c(500, 16, 8);
+  EXPECT_TRUE(at::allclose(a.rows().norm(2, 1), at::ones({500}), 1e-5, 1e-6));
+  EXPECT_TRUE(at::equal(a.rows(), b.rows()));
+  EXPECT_FALSE(at::equal(a.rows(), c.rows()));
+  // uniform(±1/sqrt(D/3)) before normalising: each coordinate has variance 1/D, so after
+  // normalisation the coordinates stay spread in both signs with mean ~0.
+  EXPECT_LT(std::abs(a.rows().mean().item<double>()), 0.01);
+}
+
+TEST(MemoryBank, UpdateIsMomentumThenNormalise) {
+  pirl::MemoryBank bank(10, 4, 1);
+  const at::Tensor before = bank.rows().clone();
+  const at::Tensor idx = at::tensor({3, 7}, at::kLong);
+  at::Tensor f = at::randn({2, 4});
+  f = f / f.norm(2, 1, true);
+  bank.update(idx, f, 0.5);
+  at::Tensor expected = 0.5 * before.index_select(0, idx) + 0.5 * f;
+  expected = expected / expected.norm(2, 1, true);
+  EXPECT_TRUE(at::allclose(bank.rows().index_select(0, idx), expected, 1e-6, 1e-6));
+  // untouched rows stay as they were
+  const at::Tensor others = at::tensor({0, 1, 2, 4, 5, 6, 8, 9}, at::kLong);
+  EXPECT_TRUE(at::equal(bank.rows().index_select(0, others), before.index_select(0, others)));
+}
+
+TEST(MemoryBank, ARepeatedIndexIsUpdatedOnceWithTheMeanOfItsRows) {
+  pirl::MemoryBank bank(6, 3, 2), swapped(6, 3, 2);
+  const at::Tensor before = bank.rows().clone();
+  at::Tensor f = at::randn({3, 3});
+  f = f / f.norm(2, 1, true);
+  bank.update(at::tensor({4, 1, 4}, at::kLong), f, 0.5);
+  swapped.update(at::tensor({4, 4, 1}, at::kLong), f.index_select(0, at::tensor({2, 0, 1}, at::kLong)), 0.5);
+  at::Tensor expected = 0.5 * before[4] + 0.5 * (f[0] + f[2]) / 2;
+  expected = expected / expected.norm();
+  EXPECT_TRUE(at::allclose(bank.rows()[4], expected, 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(bank.rows(), swapped.rows(), 1e-6, 1e-6)) << "the order of the batch must not matter";
+}
+
+TEST(MemoryBank, SamplingIsSeededUniformAndCanExcludeThePositive) {
+  pirl::MemoryBank a(50, 4, 3), b(50, 4, 3);
+  EXPECT_TRUE(at::equal(a.sampleNegatives(8, 100), b.sampleNegatives(8, 100)));
+  const at::Tensor draws = a.sampleNegatives(64, 5000);
+  EXPECT_EQ(draws.sizes(), (std::vector<int64_t>{64, 5000}));
+  EXPECT_GE(draws.min().item<int64_t>(), 0);
+  EXPECT_LT(draws.max().item<int64_t>(), 50);
+  // uniform: every row drawn, counts within 6 sigma of 64·5000/50
+  const at::Tensor counts = at::bincount(draws.reshape(-1), {}, 50).to(at::kDouble);
+  const double mean = 64.0 * 5000 / 50, sigma = std::sqrt(mean);
+  EXPECT_LT((counts - mean).abs().max().item<double>(), 6 * sigma);
+
+  const at::Tensor positives = at::arange(64, at::kLong) % 50;
+  const at::Tensor excluded = a.sampleNegatives(64, 2000, positives);
+  EXPECT_FALSE((excluded == positives.unsqueeze(1)).any().item<bool>());
+  EXPECT_LT(excluded.max().item<int64_t>(), 50);
+  const at::Tensor perRow = at::bincount(excluded[0], {}, 50);
+  EXPECT_EQ(perRow[0].item<int64_t>(), 0);
+  EXPECT_GT(perRow[49].item<int64_t>(), 0);
+
+  const at::Tensor shared = a.sampleShared(30);
+  EXPECT_EQ(shared.sizes(), (std::vector<int64_t>{30}));
+}
+
+TEST(MemoryBank, GeneratorStateRestoresTheSameDraws) {
+  pirl::MemoryBank bank(100, 8, 4);
+  bank.sampleNegatives(4, 10);
+  pirl::MemoryBank restored(bank.rows().clone(), bank.generatorState());
+  EXPECT_TRUE(at::equal(bank.sampleNegatives(4, 10), restored.sampleNegatives(4, 10)));
+  EXPECT_TRUE(at::equal(bank.sampleShared(7), restored.sampleShared(7)));
+}
+
+TEST(MemoryBank, BadIndicesAreRangeErrorsNeverReads) {
+  pirl::MemoryBank bank(10, 4, 1);
+  EXPECT_THROW(bank.get(at::tensor({0, 10}, at::kLong)), c10::IndexError);
+  EXPECT_THROW(bank.get(at::tensor({-1}, at::kLong)), c10::IndexError);
+  EXPECT_THROW(bank.update(at::tensor({11}, at::kLong), at::randn({1, 4}), 0.5), c10::IndexError);
+  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 3}), 0.5), c10::ValueError);
+  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 4}), 1.0), c10::ValueError);
+  EXPECT_THROW(bank.get(at::tensor({1}, at::kInt)), c10::TypeError);
+  EXPECT_THROW(pirl::MemoryBank(0, 4, 1), c10::ValueError);
+  pirl::MemoryBank single(1, 4, 1);
+  EXPECT_THROW(single.sampleNegatives(1, 3, at::tensor({0}, at::kLong)), c10::ValueError);
+}
+
+}  // namespace
