@@ -8,6 +8,7 @@
         "native/core/nce/nce.cpp",
         "native/core/nce/autograd/nce_function.cpp",
         "native/core/nce/cpu/nce_kernels_cpu.cpp",
+        "native/core/pirl_loss.cpp",
         "native/core/runtime.cpp",
         "native/addon/addon.cc",
         "native/addon/env_state.cc",

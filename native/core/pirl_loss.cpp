@@ -1,0 +1,54 @@
+#include "pirl_loss.h"
+
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+namespace pirl {
+
+PirlLoss::PirlLoss(const PirlLossOptions& o) : options_(o) {
+  TORCH_CHECK_VALUE(o.lambda >= 0 && o.lambda <= 1, "lambda must be in [0, 1], got ", o.lambda);
+  TORCH_CHECK_VALUE(o.tau > 0 && std::isfinite(o.tau), "tau must be a positive number, got ", o.tau);
+  TORCH_CHECK_VALUE(o.numNegatives >= 1, "numNegatives must be >= 1, got ", o.numNegatives);
+  TORCH_CHECK_VALUE(o.momentum >= 0 && o.momentum < 1, "momentum must be in [0, 1), got ", o.momentum);
+  TORCH_CHECK_VALUE(o.zMomentum >= 0 && o.zMomentum < 1, "zMomentum must be in [0, 1), got ", o.zMomentum);
+}
+
+void PirlLoss::setZ(double zImage, double zJigsaw) {
+  TORCH_CHECK_VALUE(std::isfinite(zImage) && std::isfinite(zJigsaw), "Z must be finite, got ", zImage, ", ", zJigsaw);
+  zImage_ = zImage;
+  zJigsaw_ = zJigsaw;
+}
+
+at::Tensor PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices) const {
+  if (options_.sharedNegatives) return bank.sampleShared(options_.numNegatives);
+  return bank.sampleNegatives(indices.size(0), options_.numNegatives,
+                              options_.excludePositive ? indices : at::Tensor());
+}
+
+nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z) const {
+  const nce::Result r =
+      nce::nceLoss(x, bank.rows(), indices, drawNegatives(bank, indices), {options_.tau, options_.mode, z});
+  if (z <= 0 || options_.zMode == ZMode::Frozen) {
+    z = r.zUsed;  // the first estimate, then frozen
+  } else {
+    z = options_.zMomentum * z + (1 - options_.zMomentum) * r.zBatch;
+  }
+  return r;
+}
+
+PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
+                                    const at::Tensor& indices) {
+  TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
+  TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
+  TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
+                    f.size(0), "), got ", indices.sizes());
+  const nce::Result jigsaw = term(bank, g, indices, zJigsaw_);
+  const nce::Result image = term(bank, f, indices, zImage_);
+  const at::Tensor loss = options_.lambda * jigsaw.loss + (1 - options_.lambda) * image.loss;
+  // Both terms saved no reference to the bank, so updating it before backward is safe.
+  bank.update(indices, f.detach(), options_.momentum);
+  return {loss, image.loss.detach(), jigsaw.loss.detach(), zImage_, zJigsaw_};
+}
+
+}  // namespace pirl

@@ -1,0 +1,57 @@
+// The PIRL objective (shared/PIRL.md, "Loss"): L = λ·L_NCE(m_y, g(v_It)) + (1−λ)·L_NCE(m_y, f(v_I)),
+// both terms against the bank as it was before this step, then m_y updated with f̂.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "memory_bank.h"
+#include "nce/nce.h"
+
+namespace pirl {
+
+enum class ZMode { Frozen, Ema };
+
+struct PirlLossOptions {
+  double lambda = 0.5;
+  double tau = 0.07;
+  int64_t numNegatives = 4096;  // K
+  double momentum = 0.5;        // μ of the bank update
+  nce::Mode mode = nce::Mode::Nce;
+  ZMode zMode = ZMode::Frozen;  // Frozen: NPID's one-time estimate; Ema: follows each batch's estimate
+  double zMomentum = 0.99;      // EMA weight of the old Z
+  bool sharedNegatives = false; // one set of K for the whole batch (a matrix product)
+  bool excludePositive = false;
+};
+
+struct PirlLossResult {
+  at::Tensor loss;        // scalar, differentiable w.r.t. f and g
+  at::Tensor lossImage;   // L_NCE(m_y, f(v_I)), detached
+  at::Tensor lossJigsaw;  // L_NCE(m_y, g(v_It)), detached
+  double zImage;          // the Z each term will use from now on (NCE mode)
+  double zJigsaw;
+};
+
+class PirlLoss {
+ public:
+  explicit PirlLoss(const PirlLossOptions& options);
+
+  // f, g: B×D L2-normalised embeddings of the images and of their jigsaw versions; indices: their
+  // B bank rows. Draws fresh negatives for each term (jigsaw term first), computes L, then updates
+  // the bank with f. Each term keeps its own Z.
+  PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices);
+
+  const PirlLossOptions& options() const { return options_; }
+  double zImage() const { return zImage_; }
+  double zJigsaw() const { return zJigsaw_; }
+  void setZ(double zImage, double zJigsaw);  // checkpoint restore; <= 0 means not estimated yet
+
+ private:
+  at::Tensor drawNegatives(MemoryBank& bank, const at::Tensor& indices) const;
+  nce::Result term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z) const;
+
+  PirlLossOptions options_;
+  double zImage_ = -1;
+  double zJigsaw_ = -1;
+};
+
+}  // namespace pirl

@@ -1,0 +1,77 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/pirl_loss.h"
+
+namespace {
+
+at::Tensor unit(int64_t b, int64_t d) {
+  const at::Tensor r = at::randn({b, d});
+  return r / r.norm(2, 1, true);
+}
+
+TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
+  for (const bool shared : {false, true}) {
+    at::manual_seed(0);
+    pirl::PirlLossOptions o;
+    o.numNegatives = 64;
+    o.sharedNegatives = shared;
+    o.lambda = 0.3;
+    pirl::MemoryBank bank(200, 16, 5), twin(200, 16, 5);
+    const at::Tensor f = unit(8, 16).requires_grad_(true), g = unit(8, 16).requires_grad_(true);
+    const at::Tensor idx = at::randint(200, {8}, at::kLong);
+    pirl::PirlLoss loss(o);
+    const auto r = loss(bank, f, g, idx);
+
+    // The same draws from the twin: jigsaw term first, then the image term.
+    const at::Tensor before = twin.rows().clone();
+    const at::Tensor negG = shared ? twin.sampleShared(64) : twin.sampleNegatives(8, 64);
+    const at::Tensor negF = shared ? twin.sampleShared(64) : twin.sampleNegatives(8, 64);
+    const auto refG = pirl::nce::nceLossReference(g, before, idx, negG, {0.07, pirl::nce::Mode::Nce, -1});
+    const auto refF = pirl::nce::nceLossReference(f, before, idx, negF, {0.07, pirl::nce::Mode::Nce, -1});
+    const double expected = 0.3 * refG.loss.item<double>() + 0.7 * refF.loss.item<double>();
+    EXPECT_NEAR(r.loss.item<double>(), expected, 1e-5 * std::abs(expected)) << "shared=" << shared;
+    EXPECT_NEAR(r.zJigsaw, refG.zBatch, 1e-5 * refG.zBatch);
+    EXPECT_NEAR(r.zImage, refF.zBatch, 1e-5 * refF.zBatch);
+
+    twin.update(idx, f.detach(), 0.5);
+    EXPECT_TRUE(at::allclose(bank.rows(), twin.rows(), 1e-6, 1e-6));
+
+    r.loss.backward();
+    EXPECT_TRUE(f.grad().defined() && g.grad().defined());
+  }
+}
+
+TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
+  at::manual_seed(1);
+  pirl::MemoryBank bank(100, 8, 2);
+  pirl::PirlLossOptions frozenOptions;
+  frozenOptions.numNegatives = 16;
+  pirl::PirlLoss frozen(frozenOptions);
+  const at::Tensor idx = at::randint(100, {4}, at::kLong);
+  const auto first = frozen(bank, unit(4, 8), unit(4, 8), idx);
+  const auto second = frozen(bank, unit(4, 8), unit(4, 8), idx);
+  EXPECT_GT(first.zImage, 0);
+  EXPECT_EQ(first.zImage, second.zImage);
+  EXPECT_EQ(first.zJigsaw, second.zJigsaw);
+
+  pirl::PirlLossOptions emaOptions = frozenOptions;
+  emaOptions.zMode = pirl::ZMode::Ema;
+  emaOptions.zMomentum = 0.5;
+  pirl::PirlLoss ema(emaOptions);
+  const auto a = ema(bank, unit(4, 8), unit(4, 8), idx);
+  const auto b = ema(bank, unit(4, 8), unit(4, 8), idx);
+  EXPECT_NE(a.zImage, b.zImage);
+}
+
+TEST(PirlLoss, RejectsBadOptionsAndShapes) {
+  pirl::PirlLossOptions o;
+  o.lambda = 1.5;
+  EXPECT_THROW(pirl::PirlLoss{o}, c10::ValueError);
+  pirl::MemoryBank bank(10, 8, 1);
+  pirl::PirlLoss loss(pirl::PirlLossOptions{});
+  EXPECT_THROW(loss(bank, unit(4, 8), unit(3, 8), at::zeros({4}, at::kLong)), c10::ValueError);
+  EXPECT_THROW(loss(bank, unit(4, 6), unit(4, 6), at::zeros({4}, at::kLong)), c10::ValueError);
+}
+
+}  // namespace
