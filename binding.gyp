@@ -12,6 +12,8 @@
         "native/core/runtime.cpp",
         "native/addon/addon.cc",
         "native/addon/env_state.cc",
+        "native/addon/memory_bank_wrap.cc",
+        "native/addon/nce_wrap.cc",
         "native/addon/ops_wrap.cc",
         "native/addon/runtime_wrap.cc",
         "native/addon/tensor_wrap.cc"

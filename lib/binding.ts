@@ -30,6 +30,54 @@ export interface NativeBuildInfo {
   napiVersion: number;
 }
 
+/** The native memory bank handle (native/addon/memory_bank_wrap.cc). */
+export interface MemoryBankHandle {
+  size(): number;
+  dim(): number;
+  rows(): TensorHandle;
+  get(indices: TensorHandle): TensorHandle;
+  update(indices: TensorHandle, fHat: TensorHandle, momentum: number): void;
+  sampleNegatives(batch: number, k: number, excludePositives: TensorHandle | null): TensorHandle;
+  sampleShared(k: number): TensorHandle;
+  generatorState(): TensorHandle;
+}
+
+export interface NativeNceResult {
+  loss: number;
+  zUsed: number;
+  zBatch: number;
+  grad: TensorHandle;
+}
+
+export interface NativePirlLossOptions {
+  lambda: number;
+  tau: number;
+  negatives: number;
+  momentum: number;
+  mode: 'nce' | 'infonce';
+  z: 'frozen' | 'ema';
+  zMomentum: number;
+  sharedNegatives: boolean;
+  excludePositive: boolean;
+}
+
+export interface NativePirlLossResult {
+  loss: number;
+  lossImage: number;
+  lossJigsaw: number;
+  zImage: number;
+  zJigsaw: number;
+  gradF: TensorHandle;
+  gradG: TensorHandle;
+}
+
+/** The native PIRL loss handle (native/addon/nce_wrap.cc). */
+export interface PirlLossHandle {
+  compute(bank: MemoryBankHandle, f: TensorHandle, g: TensorHandle, indices: TensorHandle): Promise<NativePirlLossResult>;
+  z(): { image: number; jigsaw: number };
+  setZ(image: number, jigsaw: number): void;
+}
+
 /** Everything the addon exports, typed once. */
 export interface Binding {
   TensorHandle: abstract new (...args: never[]) => TensorHandle;
@@ -43,6 +91,19 @@ export interface Binding {
     stride: readonly number[],
     padding: readonly number[],
   ): Promise<TensorHandle>;
+  MemoryBankHandle: abstract new (...args: never[]) => MemoryBankHandle;
+  createMemoryBank(size: number, dim: number, seed: number, device: string): Promise<MemoryBankHandle>;
+  restoreMemoryBank(rows: TensorHandle, generator: TensorHandle): MemoryBankHandle;
+  nceLoss(
+    x: TensorHandle,
+    bank: TensorHandle,
+    positives: TensorHandle,
+    negatives: TensorHandle,
+    tau: number,
+    mode: 'nce' | 'infonce',
+    z: number,
+  ): Promise<NativeNceResult>;
+  PirlLossHandle: new (options: NativePirlLossOptions) => PirlLossHandle;
   buildInfo(): NativeBuildInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;

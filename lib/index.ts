@@ -8,3 +8,7 @@ export type { DType, Device, TypedArray } from './tensor';
 export * as ops from './ops';
 export { buildInfo, setNumThreads, getNumThreads } from './runtime';
 export type { BuildInfo } from './runtime';
+export { MemoryBank } from './memoryBank';
+export type { MemoryBankOptions, MemoryBankState } from './memoryBank';
+export { nceLoss, PirlLoss } from './loss';
+export type { NceLossOptions, NceLossResult, NceMode, PirlLossOptions, PirlLossResult } from './loss';

@@ -2,6 +2,8 @@
 #include <napi.h>
 
 #include "env_state.h"
+#include "memory_bank_wrap.h"
+#include "nce_wrap.h"
 #include "ops_wrap.h"
 #include "runtime_wrap.h"
 #include "tensor_wrap.h"
@@ -14,6 +16,8 @@ Napi::Object initPirl(Napi::Env env, Napi::Object exports) {
   TensorWrap::Init(env, exports);
   registerTensorFactories(env, exports);
   registerOps(env, exports);
+  MemoryBankWrap::Init(env, exports);
+  registerNce(env, exports);
   registerRuntime(env, exports);
   return exports;
 }

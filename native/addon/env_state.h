@@ -23,6 +23,8 @@ class EnvState {
   void teardown();
 
   Napi::FunctionReference tensorConstructor;
+  Napi::FunctionReference memoryBankConstructor;
+  Napi::FunctionReference pirlLossConstructor;
 
  private:
   static void deleteReferenceOnJsThread(napi_env env, napi_value, void*, void* data);

@@ -106,8 +106,9 @@ Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffe
   TensorWrap* self = Unwrap(object);
   if (!borrowed.IsEmpty()) {
     self->source_ = Napi::Weak(borrowed);
-  } else if (tensor.defined()) {
-    // Tensors over JavaScript memory are already counted by V8; native storage is not.
+  } else if (tensor.defined() && tensor.storage().use_count() == 1) {
+    // Tensors over JavaScript memory are already counted by V8; native storage is not. Storage that
+    // another owner holds too (a view of the memory bank's rows) is that owner's to count.
     self->accountedBytes_ = static_cast<int64_t>(tensor.storage().nbytes());
     if (self->accountedBytes_) Napi::MemoryManagement::AdjustExternalMemory(env, self->accountedBytes_);
   }

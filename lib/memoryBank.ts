@@ -1,0 +1,104 @@
+// PIRL's memory bank: one unit row m_y per training image (shared/PIRL.md, "Memory bank").
+import { binding, type MemoryBankHandle } from './binding';
+import { checkInteger, nativeCall, rangeError, typeError } from './errors';
+import { Tensor, checkDevice, handleOf, type Device } from './tensor';
+
+export interface MemoryBankOptions {
+  /** N: rows, one per training image. */
+  size: number;
+  /** D: embedding width (128 in the paper). */
+  dim?: number;
+  /** Seeds the initial rows and every negative drawn from this bank. */
+  seed?: number;
+  device?: Device;
+}
+
+/** What a checkpoint stores to restore a bank exactly, sampling generator included. */
+export interface MemoryBankState {
+  rows: Tensor;
+  generator: Tensor;
+}
+
+/** Row indices as an int64 Tensor: from a Tensor (int64), an array of integers or an Int32Array. */
+export function indexTensor(arg: string, value: unknown): Tensor {
+  if (value instanceof Tensor) {
+    if (value.dtype !== 'int64') throw typeError(arg, 'an int64 Tensor', value.dtype);
+    return value;
+  }
+  if (Array.isArray(value) || value instanceof Int32Array) {
+    const list = Array.from(value as ArrayLike<number>, (v, i) => checkInteger(`${arg}[${i}]`, v, 0));
+    return Tensor.from(BigInt64Array.from(list, (v) => BigInt(v)));
+  }
+  throw typeError(arg, 'an int64 Tensor, an array of row numbers or an Int32Array', value);
+}
+
+export class MemoryBank {
+  /** @internal */
+  readonly handle: MemoryBankHandle;
+
+  /** @internal Use MemoryBank.create or MemoryBank.restore. */
+  constructor(handle: MemoryBankHandle) {
+    if (!(handle instanceof binding.MemoryBankHandle)) throw typeError('handle', 'a native memory bank handle', handle);
+    this.handle = handle;
+  }
+
+  /** N×D rows, uniform(±1/sqrt(D/3)) then L2-normalised; made off the JavaScript thread. */
+  static async create(options: MemoryBankOptions): Promise<MemoryBank> {
+    if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
+    const size = checkInteger('options.size', options.size, 1);
+    const dim = checkInteger('options.dim', options.dim ?? 128, 1);
+    const seed = checkInteger('options.seed', options.seed ?? 0, 0);
+    const device = checkDevice('options.device', options.device ?? 'cpu');
+    return new MemoryBank(await nativeCall(() => binding.createMemoryBank(size, dim, seed, device)));
+  }
+
+  /** A bank exactly as `state()` saw it; its rows are copied. */
+  static restore(state: MemoryBankState): MemoryBank {
+    if (typeof state !== 'object' || state === null) throw typeError('state', 'a MemoryBankState', state);
+    return new MemoryBank(binding.restoreMemoryBank(handleOf('state.rows', state.rows), handleOf('state.generator', state.generator)));
+  }
+
+  get size(): number {
+    return this.handle.size();
+  }
+
+  get dim(): number {
+    return this.handle.dim();
+  }
+
+  /** All N×D rows, as a view (no copy) that follows later updates. */
+  rows(): Tensor {
+    return new Tensor(this.handle.rows());
+  }
+
+  /** A copy of the rows at `indices` (e.g. for a kNN monitor). */
+  get(indices: Tensor | readonly number[] | Int32Array): Tensor {
+    return new Tensor(this.handle.get(indexTensor('indices', indices).handle));
+  }
+
+  /**
+   * m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in one batch is updated once, with the
+   * mean of its rows of f̂, so the batch order does not matter.
+   */
+  update(indices: Tensor | readonly number[] | Int32Array, fHat: Tensor, momentum = 0.5): void {
+    if (typeof momentum !== 'number' || !(momentum >= 0 && momentum < 1)) throw rangeError('momentum', 'a number in [0, 1)', momentum);
+    this.handle.update(indexTensor('indices', indices).handle, handleOf('fHat', fHat), momentum);
+  }
+
+  /** batch×k rows drawn uniformly with replacement; optionally never a sample's own positive. */
+  sampleNegatives(batch: number, k: number, options: { excludePositives?: Tensor | readonly number[] } = {}): Tensor {
+    const b = checkInteger('batch', batch, 1);
+    const exclude = options.excludePositives === undefined ? null : indexTensor('options.excludePositives', options.excludePositives);
+    return new Tensor(this.handle.sampleNegatives(b, checkInteger('k', k, 1), exclude && exclude.handle));
+  }
+
+  /** k rows shared by the whole batch. */
+  sampleShared(k: number): Tensor {
+    return new Tensor(this.handle.sampleShared(checkInteger('k', k, 1)));
+  }
+
+  /** Rows (a view) and the sampling generator's state, for a checkpoint. */
+  state(): MemoryBankState {
+    return { rows: this.rows(), generator: new Tensor(this.handle.generatorState()) };
+  }
+}

@@ -1,0 +1,117 @@
+#include "memory_bank_wrap.h"
+
+#include "async_task.h"
+#include "env_state.h"
+#include "errors.h"
+#include "tensor_wrap.h"
+
+namespace pirl::addon {
+
+namespace {
+
+// A bank of a million rows takes seconds to initialise: off the JavaScript thread.
+Napi::Value createMemoryBank(const Napi::CallbackInfo& info) {
+  const int64_t size = info[0].As<Napi::Number>().Int64Value();
+  const int64_t dim = info[1].As<Napi::Number>().Int64Value();
+  const auto seed = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
+  const c10::Device device = readDevice(info[3], "options.device");
+  return AsyncTask<std::shared_ptr<MemoryBank>>::run(
+      info.Env(), "pirl.createMemoryBank", [=] { return std::make_shared<MemoryBank>(size, dim, seed, device); },
+      [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
+}
+
+Napi::Value restoreMemoryBank(const Napi::CallbackInfo& info) {
+  // The bank owns its rows: a copy, so a JavaScript buffer they came from may go away.
+  const at::Tensor rows = TensorWrap::unwrap(info[0], "state.rows").clone();
+  const at::Tensor state = TensorWrap::unwrap(info[1], "state.generator").clone();
+  return MemoryBankWrap::wrap(info.Env(), std::make_shared<MemoryBank>(rows, state));
+}
+
+}  // namespace
+
+void MemoryBankWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DefineClass(env, "MemoryBankHandle",
+                                    {
+                                        InstanceMethod<&MemoryBankWrap::size>("size"),
+                                        InstanceMethod<&MemoryBankWrap::dim>("dim"),
+                                        InstanceMethod<&MemoryBankWrap::rows>("rows"),
+                                        InstanceMethod<&MemoryBankWrap::get>("get"),
+                                        InstanceMethod<&MemoryBankWrap::update>("update"),
+                                        InstanceMethod<&MemoryBankWrap::sampleNegatives>("sampleNegatives"),
+                                        InstanceMethod<&MemoryBankWrap::sampleShared>("sampleShared"),
+                                        InstanceMethod<&MemoryBankWrap::generatorState>("generatorState"),
+                                    });
+  EnvState::of(env)->memoryBankConstructor = Napi::Persistent(ctor);
+  exports.Set("MemoryBankHandle", ctor);
+
+  exports.Set("createMemoryBank", Napi::Function::New<binding<createMemoryBank>>(env, "createMemoryBank"));
+  exports.Set("restoreMemoryBank", Napi::Function::New<binding<restoreMemoryBank>>(env, "restoreMemoryBank"));
+}
+
+MemoryBankWrap::MemoryBankWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemoryBankWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "MemoryBankHandle cannot be constructed from JavaScript; use MemoryBank.create()");
+  }
+}
+
+Napi::Object MemoryBankWrap::wrap(Napi::Env env, std::shared_ptr<MemoryBank> bank) {
+  static int token = 0;
+  Napi::Object object = EnvState::of(env)->memoryBankConstructor.New({Napi::External<int>::New(env, &token)});
+  Unwrap(object)->bank_ = std::move(bank);
+  return object;
+}
+
+std::shared_ptr<MemoryBank> MemoryBankWrap::unwrap(Napi::Value value, const std::string& arg) {
+  Napi::Env env = value.Env();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(EnvState::of(env)->memoryBankConstructor.Value())) {
+    throw std::invalid_argument(arg + " must be a MemoryBank");
+  }
+  return Unwrap(value.As<Napi::Object>())->bank_;
+}
+
+Napi::Value MemoryBankWrap::size(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(bank_->size()));
+}
+
+Napi::Value MemoryBankWrap::dim(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(bank_->dim()));
+}
+
+Napi::Value MemoryBankWrap::rows(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), bank_->rows()); });
+}
+
+Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return TensorWrap::wrap(info.Env(), bank_->get(TensorWrap::unwrap(info[0], "indices")));
+  });
+}
+
+Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    bank_->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
+                  info[2].As<Napi::Number>().DoubleValue());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const at::Tensor exclude =
+        info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
+    return TensorWrap::wrap(info.Env(), bank_->sampleNegatives(info[0].As<Napi::Number>().Int64Value(),
+                                                               info[1].As<Napi::Number>().Int64Value(), exclude));
+  });
+}
+
+Napi::Value MemoryBankWrap::sampleShared(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return TensorWrap::wrap(info.Env(), bank_->sampleShared(info[0].As<Napi::Number>().Int64Value()));
+  });
+}
+
+Napi::Value MemoryBankWrap::generatorState(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), bank_->generatorState()); });
+}
+
+}  // namespace pirl::addon

@@ -1,0 +1,34 @@
+// The JavaScript handle of a MemoryBank.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "../core/memory_bank.h"
+
+namespace pirl::addon {
+
+class MemoryBankWrap : public Napi::ObjectWrap<MemoryBankWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports);
+  static Napi::Object wrap(Napi::Env env, std::shared_ptr<MemoryBank> bank);
+  // The bank behind a handle; TypeError naming `arg` if it is not one.
+  static std::shared_ptr<MemoryBank> unwrap(Napi::Value value, const std::string& arg);
+
+  explicit MemoryBankWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value size(const Napi::CallbackInfo& info);
+  Napi::Value dim(const Napi::CallbackInfo& info);
+  Napi::Value rows(const Napi::CallbackInfo& info);
+  Napi::Value get(const Napi::CallbackInfo& info);
+  Napi::Value update(const Napi::CallbackInfo& info);
+  Napi::Value sampleNegatives(const Napi::CallbackInfo& info);
+  Napi::Value sampleShared(const Napi::CallbackInfo& info);
+  Napi::Value generatorState(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<MemoryBank> bank_;
+};
+
+}  // namespace pirl::addon

@@ -1,0 +1,127 @@
+import { MemoryBank, PirlLoss, Tensor, nceLoss } from '../lib';
+
+/** The loss of shared/PIRL.md written out in float64 JavaScript: an independent reference. */
+function reference(
+  x: Float32Array, rows: Float32Array, D: number, positives: number[], negatives: number[][], tau: number,
+  mode: 'nce' | 'infonce', zGiven: number, N: number,
+): { loss: number; grad: Float64Array; zBatch: number } {
+  const B = positives.length;
+  const K = negatives[0].length;
+  const dot = (b: number, r: number) => {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += x[b * D + d] * rows[r * D + d];
+    return s;
+  };
+  const scores = positives.map((p, b) => [p, ...negatives[b]].map((r) => dot(b, r) / tau));
+  const zBatch = (N * scores.flat().reduce((a, t) => a + Math.exp(t), 0)) / (B * (K + 1));
+  const z = zGiven > 0 ? zGiven : zBatch;
+  const c = (K * z) / N;
+  let loss = 0;
+  const grad = new Float64Array(B * D);
+  scores.forEach((t, b) => {
+    const ids = [positives[b], ...negatives[b]];
+    let coef: number[];
+    if (mode === 'nce') {
+      const h = t.map((v) => Math.exp(v) / (Math.exp(v) + c));
+      loss += -Math.log(h[0]) - h.slice(1).reduce((a, v) => a + Math.log(1 - v), 0);
+      coef = h.map((v, k) => (k === 0 ? v - 1 : v));
+    } else {
+      const m = Math.max(...t);
+      const sum = t.reduce((a, v) => a + Math.exp(v - m), 0);
+      loss += m + Math.log(sum) - t[0];
+      coef = t.map((v, k) => Math.exp(v - m) / sum - (k === 0 ? 1 : 0));
+    }
+    coef.forEach((w, k) => {
+      for (let d = 0; d < D; d++) grad[b * D + d] += (w / tau / B) * rows[ids[k] * D + d];
+    });
+  });
+  return { loss: loss / B, grad, zBatch };
+}
+
+function unit(b: number, d: number): Float32Array {
+  const out = new Float32Array(b * d).map(() => Math.random() - 0.5);
+  for (let i = 0; i < b; i++) {
+    const row = out.subarray(i * d, (i + 1) * d);
+    const n = Math.hypot(...row);
+    row.forEach((v, j) => (row[j] = v / n));
+  }
+  return out;
+}
+
+const toNumbers = (t: Tensor) => Array.from(t.data() as BigInt64Array, Number);
+
+describe('nceLoss matches a float64 JavaScript reference', () => {
+  test.each([
+    ['nce', false],
+    ['infonce', false],
+    ['nce', true],
+    ['infonce', true],
+  ] as const)('%s, shared negatives: %s', async (mode, shared) => {
+    const N = 200, D = 16, B = 6, K = 40, tau = 0.1;
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 9 });
+    const rows = bank.rows().data() as Float32Array;
+    const x = unit(B, D);
+    const positives = [3, 50, 199, 0, 7, 7];
+    const negatives = shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
+    const negRows = shared
+      ? Array.from({ length: B }, () => toNumbers(negatives))
+      : Array.from({ length: B }, (_, b) => toNumbers(negatives).slice(b * K, (b + 1) * K));
+    for (const z of [undefined, 150]) {
+      const r = await nceLoss(Tensor.from(x, [B, D]), bank, positives, negatives, { tau, mode, z });
+      const ref = reference(x, rows, D, positives, negRows, tau, mode, z ?? -1, N);
+      expect(r.loss).toBeCloseTo(ref.loss, 4);
+      expect(Math.abs(r.zBatch - ref.zBatch) / ref.zBatch).toBeLessThan(1e-5);
+      const grad = r.grad.data() as Float32Array;
+      const scale = Math.max(...Array.from(ref.grad, Math.abs));
+      grad.forEach((g, i) => expect(Math.abs(g - ref.grad[i])).toBeLessThan(1e-4 * scale + 1e-6));
+    }
+  });
+
+  test('argument errors name the argument', async () => {
+    const bank = await MemoryBank.create({ size: 10, dim: 4 });
+    const x = Tensor.zeros([2, 4]);
+    const neg = bank.sampleNegatives(2, 3);
+    await expect(nceLoss(x, bank, [0, 10], neg)).rejects.toThrow(/positives must be rows in \[0, 10\)/);
+    await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0 })).rejects.toThrow(/options.tau must be a positive number, got 0/);
+    await expect(nceLoss(x, bank, [0, 1], neg, { mode: 'softmax' as never })).rejects.toThrow(/options.mode must be 'nce' or 'infonce'/);
+    await expect(nceLoss(Tensor.zeros([2, 5]), bank, [0, 1], neg)).rejects.toThrow(/bank rows must have x's width 5, got 4/);
+    await expect(nceLoss(x, bank, [0], neg)).rejects.toThrow(/positives must have shape \[2\]/);
+  });
+});
+
+describe('PirlLoss', () => {
+  test('one step: λ-mix of the two terms against the pre-update bank, then the bank moves towards f', async () => {
+    const N = 100, D = 8, B = 4;
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
+    const twin = await MemoryBank.create({ size: N, dim: D, seed: 5 });
+    const loss = new PirlLoss(bank, { negatives: 32, lambda: 0.25 });
+    const f = unit(B, D), g = unit(B, D);
+    const indices = [1, 2, 3, 2];
+    const r = await loss.compute(Tensor.from(f, [B, D]), Tensor.from(g, [B, D]), indices);
+
+    const before = Float32Array.from(twin.rows().data() as Float32Array);
+    const negG = twin.sampleNegatives(B, 32), negF = twin.sampleNegatives(B, 32);
+    const rowsOf = (t: Tensor) => Array.from({ length: B }, (_, b) => toNumbers(t).slice(b * 32, (b + 1) * 32));
+    const lossG = reference(g, before, D, indices, rowsOf(negG), 0.07, 'nce', -1, N).loss;
+    const lossF = reference(f, before, D, indices, rowsOf(negF), 0.07, 'nce', -1, N).loss;
+    expect(r.lossJigsaw).toBeCloseTo(lossG, 4);
+    expect(r.lossImage).toBeCloseTo(lossF, 4);
+    expect(r.loss).toBeCloseTo(0.25 * lossG + 0.75 * lossF, 4);
+    expect(loss.z.image).toBeCloseTo(r.zImage);
+    expect(r.gradF.shape).toEqual([B, D]);
+
+    twin.update(indices, Tensor.from(f, [B, D]), 0.5);
+    const a = bank.rows().data() as Float32Array, b = twin.rows().data() as Float32Array;
+    a.forEach((v, i) => expect(v).toBeCloseTo(b[i], 6));
+  });
+
+  test('options are validated', async () => {
+    const bank = await MemoryBank.create({ size: 10, dim: 4 });
+    expect(() => new PirlLoss(bank, { lambda: 2 })).toThrow(/options.lambda must be a number in \[0, 1\], got 2/);
+    expect(() => new PirlLoss(bank, { negatives: 0 })).toThrow(/options.negatives must be an integer >= 1, got 0/);
+    expect(() => new PirlLoss(bank, { z: 'auto' as never })).toThrow(/options.z must be 'frozen' or 'ema', got "auto"/);
+    expect(() => new PirlLoss({} as never)).toThrow(/bank must be a MemoryBank/);
+    const loss = new PirlLoss(bank);
+    await expect(loss.compute(Tensor.zeros([2, 4]), Tensor.zeros([3, 4]), [0, 1])).rejects.toThrow(/f and g must have one shape/);
+  });
+});

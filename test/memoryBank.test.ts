@@ -1,0 +1,74 @@
+import { MemoryBank, Tensor } from '../lib';
+
+function unitRows(b: number, d: number): Float32Array {
+  const out = new Float32Array(b * d).map(() => Math.random() - 0.5);
+  for (let i = 0; i < b; i++) {
+    const row = out.subarray(i * d, (i + 1) * d);
+    const n = Math.hypot(...row);
+    row.forEach((v, j) => (row[j] = v / n));
+  }
+  return out;
+}
+
+describe('MemoryBank', () => {
+  test('create: N unit rows of width D, seeded', async () => {
+    const a = await MemoryBank.create({ size: 300, dim: 8, seed: 4 });
+    const b = await MemoryBank.create({ size: 300, dim: 8, seed: 4 });
+    expect(a.size).toBe(300);
+    expect(a.dim).toBe(8);
+    const rows = a.rows().data() as Float32Array;
+    for (let i = 0; i < 300; i++) expect(Math.hypot(...rows.subarray(i * 8, i * 8 + 8))).toBeCloseTo(1, 5);
+    expect(Array.from(b.rows().data())).toEqual(Array.from(rows));
+  });
+
+  test('update: momentum then normalise; a repeated index gets the mean of its rows', async () => {
+    const bank = await MemoryBank.create({ size: 10, dim: 4, seed: 1 });
+    const before = Float32Array.from(bank.rows().data() as Float32Array);
+    const f = unitRows(3, 4);
+    bank.update([7, 2, 7], Tensor.from(f, [3, 4]), 0.5);
+    const after = bank.rows().data() as Float32Array;
+    const expect7 = [0, 1, 2, 3].map((j) => 0.5 * before[28 + j] + 0.5 * (f[j] + f[8 + j]) / 2);
+    const n = Math.hypot(...expect7);
+    for (let j = 0; j < 4; j++) expect(after[28 + j]).toBeCloseTo(expect7[j] / n, 6);
+    expect(after[0]).toBe(before[0]);
+  });
+
+  test('rows() is a view that follows updates', async () => {
+    const bank = await MemoryBank.create({ size: 5, dim: 4, seed: 2 });
+    const view = bank.rows().data() as Float32Array;
+    bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]));
+    expect(Array.from(view.subarray(0, 4))).toEqual(Array.from((bank.get([0]).data() as Float32Array)));
+  });
+
+  test('sampling is seeded, in range, can exclude positives, and restores from state', async () => {
+    const bank = await MemoryBank.create({ size: 20, dim: 4, seed: 3 });
+    const state = bank.state();
+    const restored = MemoryBank.restore(state);
+    const a = bank.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
+    const b = restored.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
+    expect(a.shape).toEqual([6, 500]);
+    expect(Array.from(a.data())).toEqual(Array.from(b.data()));
+    const values = a.data() as BigInt64Array;
+    for (let i = 0; i < 6; i++) {
+      for (let k = 0; k < 500; k++) {
+        const v = values[i * 500 + k];
+        expect(v).not.toBe(BigInt(i));
+        expect(v >= 0n && v < 20n).toBe(true);
+      }
+    }
+    expect(bank.sampleShared(9).shape).toEqual([9]);
+  });
+
+  test('bad input: clear errors, never a read past the end', async () => {
+    const bank = await MemoryBank.create({ size: 10, dim: 4 });
+    expect(() => bank.get([10])).toThrow(RangeError);
+    expect(() => bank.get([10])).toThrow(/indices must be rows in \[0, 10\), got values in \[10, 10\]/);
+    expect(() => bank.get([-1])).toThrow(/indices\[0\] must be an integer >= 0, got -1/);
+    expect(() => bank.get(Tensor.from(new Float32Array([1])) as never)).toThrow(/indices must be an int64 Tensor, got "float32"/);
+    expect(() => bank.update([1], Tensor.zeros([1, 3]))).toThrow(/fHat must be 1×4/);
+    expect(() => bank.update([1], Tensor.zeros([1, 4]), 1)).toThrow(/momentum must be a number in \[0, 1\), got 1/);
+    expect(() => bank.sampleNegatives(0, 3)).toThrow(/batch must be an integer >= 1, got 0/);
+    await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer >= 1, got 0/);
+    await expect(MemoryBank.create({ size: 5, device: 'tpu' as never })).rejects.toThrow(/options.device/);
+  });
+});
