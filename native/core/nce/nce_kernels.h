@@ -23,4 +23,11 @@ double expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& 
 FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                         const at::Tensor& negatives, double tau, Mode mode, double logNoise);
 
+#ifdef PIRL_WITH_CUDA
+double expSumCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                  const at::Tensor& negatives, double tau);
+FusedResult fusedNceCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                         const at::Tensor& negatives, double tau, Mode mode, double logNoise);
+#endif
+
 }  // namespace pirl::nce

@@ -24,16 +24,32 @@ struct Forward {
   double zBatch;
 };
 
+double expSum(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
+              double tau) {
+#ifdef PIRL_WITH_CUDA
+  if (x.is_cuda()) return expSumCuda(x, bank, positives, negatives, tau);
+#endif
+  TORCH_CHECK_TYPE(x.is_cpu(), "nceLoss: this build has no kernel for ", x.device(), " (CUDA needs a CUDA libtorch)");
+  return expSumCpu(x, bank, positives, negatives, tau);
+}
+
+FusedResult fused(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+                  const at::Tensor& negatives, double tau, Mode mode, double noise) {
+#ifdef PIRL_WITH_CUDA
+  if (x.is_cuda()) return fusedNceCuda(x, bank, positives, negatives, tau, mode, noise);
+#endif
+  TORCH_CHECK_TYPE(x.is_cpu(), "nceLoss: this build has no kernel for ", x.device(), " (CUDA needs a CUDA libtorch)");
+  return fusedNceCpu(x, bank, positives, negatives, tau, mode, noise);
+}
+
 // Per-sample negatives: the one-pass kernel (two passes on the step that estimates Z).
 Forward perSample(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                   const at::Tensor& negatives, const Options& o) {
-  TORCH_CHECK_TYPE(x.is_cpu(), "nceLoss with per-sample negatives has no CUDA kernel yet; use shared negatives on ",
-                   x.device());
   const int64_t B = x.size(0), K = negatives.size(1), N = bank.size(0);
   const double scores = static_cast<double>(B * (K + 1));
   const bool estimate = o.mode == Mode::Nce && o.z <= 0;
-  const double zEstimate = estimate ? N * expSumCpu(x, bank, positives, negatives, o.tau) / scores : o.z;
-  const FusedResult r = fusedNceCpu(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, zEstimate, N));
+  const double zEstimate = estimate ? N * expSum(x, bank, positives, negatives, o.tau) / scores : o.z;
+  const FusedResult r = fused(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, zEstimate, N));
   // The estimating pass computed zBatch exactly; the loss pass derives it from its own terms.
   const double zBatch = estimate ? zEstimate : N * r.expSum / scores;
   return {r.rowLoss.mean(), r.grad, o.z > 0 ? o.z : zBatch, zBatch};

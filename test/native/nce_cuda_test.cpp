@@ -1,0 +1,50 @@
+// The fused NCE op on CUDA against the CPU op and the gather+bmm reference; skipped without a GPU.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <tuple>
+
+#include "core/nce/nce.h"
+
+namespace {
+
+using pirl::nce::Mode;
+
+class NceCuda : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, Mode, bool, at::ScalarType>> {};
+
+TEST_P(NceCuda, MatchesCpuAndReference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped";
+  const auto [B, K, D, mode, shared, type] = GetParam();
+  at::manual_seed(B * 31 + K);
+  const auto opts = at::TensorOptions().dtype(type);
+  at::Tensor bank = at::randn({257, D}, opts);
+  bank = bank / bank.norm(2, 1, true);
+  const at::Tensor positives = at::randint(257, {B}, at::kLong);
+  at::Tensor x = bank.index_select(0, positives) + 0.5 * at::randn({B, D}, opts);
+  x = x / x.norm(2, 1, true);
+  const at::Tensor negatives = shared ? at::randint(257, {K}, at::kLong) : at::randint(257, {B, K}, at::kLong);
+  const double tol = type == at::kDouble ? 1e-10 : 1e-5;
+  for (const double z : {-1.0, 300.0}) {
+    const pirl::nce::Options o{0.07, mode, z};
+    at::Tensor xc = x.clone().requires_grad_(true);
+    auto cpu = pirl::nce::nceLoss(xc, bank, positives, negatives, o);
+    cpu.loss.backward();
+    at::Tensor xg = x.cuda().requires_grad_(true);
+    auto gpu = pirl::nce::nceLoss(xg, bank.cuda(), positives.cuda(), negatives.cuda(), o);
+    gpu.loss.backward();
+    EXPECT_NEAR(gpu.loss.item<double>(), cpu.loss.item<double>(), tol * std::abs(cpu.loss.item<double>()));
+    EXPECT_NEAR(gpu.zBatch, cpu.zBatch, tol * cpu.zBatch);
+    const double scale = xc.grad().abs().max().item<double>();
+    EXPECT_LE((xg.grad().cpu() - xc.grad()).abs().max().item<double>(), tol * scale + 1e-7);
+    at::Tensor xr = x.cuda().to(at::kDouble).requires_grad_(true);
+    auto ref = pirl::nce::nceLossReference(xr, bank.cuda().to(at::kDouble), positives.cuda(), negatives.cuda(), o);
+    EXPECT_NEAR(gpu.loss.item<double>(), ref.loss.item<double>(), 1e-5 * std::abs(ref.loss.item<double>()));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, NceCuda,
+                         ::testing::Combine(::testing::Values(1, 64), ::testing::Values(1, 300),
+                                            ::testing::Values(3, 128), ::testing::Values(Mode::Nce, Mode::InfoNce),
+                                            ::testing::Bool(), ::testing::Values(at::kFloat, at::kDouble)));
+
+}  // namespace
