@@ -5,6 +5,9 @@
       "sources": [
         "native/core/dtype.cpp",
         "native/core/memory_bank.cpp",
+        "native/core/model/heads.cpp",
+        "native/core/model/pirl_model.cpp",
+        "native/core/model/trunk.cpp",
         "native/core/nce/nce.cpp",
         "native/core/nce/autograd/nce_function.cpp",
         "native/core/nce/cpu/nce_kernels_cpu.cpp",

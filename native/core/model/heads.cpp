@@ -1,0 +1,23 @@
+#include "heads.h"
+
+namespace pirl::model {
+
+namespace {
+at::Tensor l2Normalize(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(1e-12); }
+}  // namespace
+
+FHeadImpl::FHeadImpl(int64_t featureDim, int64_t embeddingDim)
+    : fc(register_module("fc", torch::nn::Linear(featureDim, embeddingDim))) {}
+
+at::Tensor FHeadImpl::forward(const at::Tensor& pooled) { return l2Normalize(fc(pooled)); }
+
+GHeadImpl::GHeadImpl(int64_t featureDim, int64_t embeddingDim)
+    : patch(register_module("patch", torch::nn::Linear(featureDim, embeddingDim))),
+      fc(register_module("fc", torch::nn::Linear(kPatches * embeddingDim, embeddingDim))) {}
+
+at::Tensor GHeadImpl::forward(const at::Tensor& pooledPatches) {
+  const int64_t batch = pooledPatches.size(0) / kPatches;
+  return l2Normalize(fc(patch(pooledPatches).reshape({batch, -1})));
+}
+
+}  // namespace pirl::model

@@ -1,0 +1,53 @@
+#include "pirl_model.h"
+
+#include <c10/util/Exception.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+namespace pirl::model {
+
+PirlModelImpl::PirlModelImpl(const PirlModelOptions& options)
+    : trunk(register_module("trunk", Trunk(options.trunk))),
+      fHead(register_module("fHead", FHead(trunk->featureDim(), options.embeddingDim))),
+      gHead(register_module("gHead", GHead(trunk->featureDim(), options.embeddingDim))),
+      options_(options) {
+  TORCH_CHECK_VALUE(options.embeddingDim >= 1, "embeddingDim must be >= 1, got ", options.embeddingDim);
+  applyMemoryFormat();
+}
+
+void PirlModelImpl::applyMemoryFormat() {
+  if (!options_.channelsLast) return;
+  for (auto& p : parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
+at::Tensor PirlModelImpl::prepare(const at::Tensor& images) const {
+  return options_.channelsLast ? images.contiguous(at::MemoryFormat::ChannelsLast) : images;
+}
+
+Embeddings PirlModelImpl::forward(const at::Tensor& images, const at::Tensor& patches) {
+  TORCH_CHECK_VALUE(patches.dim() == 5 && patches.size(1) == kPatches && patches.size(0) == images.size(0),
+                    "patches must be B×9×3×P×P with B = ", images.size(0), ", got ", patches.sizes());
+  const at::Tensor f = fHead(trunk(prepare(images)));
+  const at::Tensor flat = patches.reshape({patches.size(0) * kPatches, patches.size(2), patches.size(3), patches.size(4)});
+  const at::Tensor g = gHead(trunk(prepare(flat)));
+  return {f, g};
+}
+
+at::Tensor PirlModelImpl::embed(const at::Tensor& images, EmbedLayer layer) {
+  const bool wasTraining = is_training();
+  eval();
+  at::Tensor out;
+  try {
+    torch::NoGradGuard noGrad;
+    const at::Tensor pooled = trunk(prepare(images));
+    out = layer == EmbedLayer::F ? fHead(pooled) : pooled;
+  } catch (...) {
+    train(wasTraining);
+    throw;
+  }
+  train(wasTraining);
+  return out;
+}
+
+}  // namespace pirl::model

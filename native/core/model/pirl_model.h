@@ -1,0 +1,51 @@
+// The PIRL network: one trunk (shared weights) embedding the images and, in a second pass, their
+// jigsaw patches (BatchNorm statistics per pass, as in VISSL), with the f and g heads on top.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+
+#include "heads.h"
+#include "trunk.h"
+
+namespace pirl::model {
+
+struct PirlModelOptions {
+  TrunkOptions trunk;
+  int64_t embeddingDim = 128;
+  bool channelsLast = false;  // NHWC activations and weights
+};
+
+struct Embeddings {
+  at::Tensor f;  // B×D, unit rows
+  at::Tensor g;  // B×D, unit rows
+};
+
+enum class EmbedLayer { Res5, F };
+
+struct PirlModelImpl : torch::nn::Module {
+  explicit PirlModelImpl(const PirlModelOptions& options);
+
+  // images: B×3×H×W; patches: B×9×3×P×P in the sample's (permuted) order.
+  Embeddings forward(const at::Tensor& images, const at::Tensor& patches);
+  // Features for transfer or kNN, in eval mode and without autograd; the training mode is restored.
+  at::Tensor embed(const at::Tensor& images, EmbedLayer layer);
+
+  // Puts parameters and buffers into NHWC when channelsLast is set (after construction or a move).
+  void applyMemoryFormat();
+  at::Tensor prepare(const at::Tensor& images) const;
+
+  const PirlModelOptions& options() const { return options_; }
+
+  Trunk trunk{nullptr};
+  FHead fHead{nullptr};
+  GHead gHead{nullptr};
+
+ private:
+  PirlModelOptions options_;
+};
+TORCH_MODULE(PirlModel);
+
+}  // namespace pirl::model

@@ -1,0 +1,122 @@
+#include "trunk.h"
+
+#include <c10/util/Exception.h>
+#include <torch/nn/functional/pooling.h>
+#include <torch/nn/init.h>
+
+#include <array>
+#include <cmath>
+
+namespace pirl::model {
+
+namespace nn = torch::nn;
+
+namespace {
+
+nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
+}
+
+nn::Sequential downsampleIfNeeded(int64_t inplanes, int64_t outplanes, int64_t stride) {
+  if (stride == 1 && inplanes == outplanes) return nullptr;
+  return nn::Sequential(conv(inplanes, outplanes, 1, stride, 0), nn::BatchNorm2d(outplanes));
+}
+
+struct ArchSpec {
+  std::array<int64_t, 4> blocks;
+  bool bottleneck;
+};
+
+ArchSpec archSpec(const std::string& arch) {
+  if (arch == "resnet18") return {{2, 2, 2, 2}, false};
+  if (arch == "resnet34") return {{3, 4, 6, 3}, false};
+  if (arch == "resnet50") return {{3, 4, 6, 3}, true};
+  TORCH_CHECK_TYPE(false, "arch must be 'resnet18', 'resnet34' or 'resnet50', got '", arch, "'");
+}
+
+}  // namespace
+
+BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride)
+    : conv1(register_module("conv1", conv(inplanes, planes, 3, stride, 1))),
+      conv2(register_module("conv2", conv(planes, planes, 3, 1, 1))),
+      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
+      bn2(register_module("bn2", nn::BatchNorm2d(planes))) {
+  downsample = downsampleIfNeeded(inplanes, planes * kExpansion, stride);
+  if (downsample) register_module("downsample", downsample);
+}
+
+at::Tensor BasicBlockImpl::forward(const at::Tensor& x) {
+  at::Tensor out = at::relu(bn1(conv1(x)));
+  out = bn2(conv2(out));
+  return at::relu(out + (downsample ? downsample->forward(x) : x));
+}
+
+BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride)
+    : conv1(register_module("conv1", conv(inplanes, planes, 1, 1, 0))),
+      conv2(register_module("conv2", conv(planes, planes, 3, stride, 1))),
+      conv3(register_module("conv3", conv(planes, planes * kExpansion, 1, 1, 0))),
+      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
+      bn2(register_module("bn2", nn::BatchNorm2d(planes))),
+      bn3(register_module("bn3", nn::BatchNorm2d(planes * kExpansion))) {
+  downsample = downsampleIfNeeded(inplanes, planes * kExpansion, stride);
+  if (downsample) register_module("downsample", downsample);
+}
+
+at::Tensor BottleneckImpl::forward(const at::Tensor& x) {
+  at::Tensor out = at::relu(bn1(conv1(x)));
+  out = at::relu(bn2(conv2(out)));
+  out = bn3(conv3(out));
+  return at::relu(out + (downsample ? downsample->forward(x) : x));
+}
+
+TrunkImpl::TrunkImpl(const TrunkOptions& options) : options_(options) {
+  const ArchSpec spec = archSpec(options.arch);
+  TORCH_CHECK_VALUE(options.width > 0 && std::isfinite(options.width), "width must be a positive number, got ",
+                    options.width);
+  const auto widthOf = [&](int64_t base) { return std::max<int64_t>(1, std::llround(base * options.width)); };
+  const int64_t stemWidth = widthOf(64);
+  conv1 = register_module("conv1", options.stem == Stem::Small ? conv(3, stemWidth, 3, 1, 1) : conv(3, stemWidth, 7, 2, 3));
+  bn1 = register_module("bn1", nn::BatchNorm2d(stemWidth));
+  int64_t inplanes = stemWidth;
+  const int64_t expansion = spec.bottleneck ? BottleneckImpl::kExpansion : BasicBlockImpl::kExpansion;
+  std::array<nn::Sequential*, 4> layers{&layer1, &layer2, &layer3, &layer4};
+  for (int stage = 0; stage < 4; ++stage) {
+    const int64_t planes = widthOf(64 << stage);
+    nn::Sequential layer;
+    for (int64_t i = 0; i < spec.blocks[stage]; ++i) {
+      const int64_t stride = (i == 0 && stage > 0) ? 2 : 1;
+      if (spec.bottleneck) {
+        layer->push_back(Bottleneck(inplanes, planes, stride));
+      } else {
+        layer->push_back(BasicBlock(inplanes, planes, stride));
+      }
+      inplanes = planes * expansion;
+    }
+    *layers[stage] = register_module("layer" + std::to_string(stage + 1), layer);
+  }
+  featureDim_ = inplanes;
+  // torchvision's initialisation: He (fan_out) for convolutions, BatchNorm as identity.
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* c = module->as<nn::Conv2d>()) {
+      nn::init::kaiming_normal_(c->weight, 0, torch::kFanOut, torch::kReLU);
+    } else if (auto* b = module->as<nn::BatchNorm2d>()) {
+      nn::init::ones_(b->weight);
+      nn::init::zeros_(b->bias);
+    }
+  }
+}
+
+int64_t TrunkImpl::minInputSize() const {
+  // Each stride-2 step needs at least one pixel to remain: 32 px for the ImageNet stem, 8 for the small one.
+  return options_.stem == Stem::Small ? 8 : 32;
+}
+
+at::Tensor TrunkImpl::res5(const at::Tensor& images) {
+  at::Tensor x = at::relu(bn1(conv1(images)));
+  if (options_.stem == Stem::ImageNet) x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+  return layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
+}
+
+at::Tensor TrunkImpl::forward(const at::Tensor& images) { return res5(images).mean({2, 3}); }
+
+}  // namespace pirl::model

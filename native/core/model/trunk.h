@@ -1,0 +1,70 @@
+// The ResNet trunk of PIRL (shared/PIRL.md, "Network"): torchvision's architecture, parameter names
+// and initialisation, so weights move between pirl and torchvision unchanged.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+
+namespace pirl::model {
+
+enum class Stem {
+  ImageNet,  // 7×7 stride-2 conv + 3×3 max-pool (torchvision)
+  Small,     // 3×3 stride-1 conv, no max-pool: for 28–96 px images
+};
+
+struct TrunkOptions {
+  std::string arch = "resnet50";  // resnet18 | resnet34 | resnet50
+  Stem stem = Stem::ImageNet;
+  double width = 1.0;             // multiplies every stage's width (1: torchvision's)
+};
+
+// torchvision's BasicBlock (ResNet-18/34).
+struct BasicBlockImpl : torch::nn::Module {
+  BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride);
+  at::Tensor forward(const at::Tensor& x);
+  static constexpr int64_t kExpansion = 1;
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+// torchvision's Bottleneck (ResNet-50; stride on the 3×3 conv, "ResNet v1.5").
+struct BottleneckImpl : torch::nn::Module {
+  BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride);
+  at::Tensor forward(const at::Tensor& x);
+  static constexpr int64_t kExpansion = 4;
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(Bottleneck);
+
+struct TrunkImpl : torch::nn::Module {
+  explicit TrunkImpl(const TrunkOptions& options);
+  // res5 feature map, B×F×h×w.
+  at::Tensor res5(const at::Tensor& images);
+  // Globally average-pooled res5: the representation, B×F.
+  at::Tensor forward(const at::Tensor& images);
+  // F: width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50, times `width`).
+  int64_t featureDim() const { return featureDim_; }
+  // The smallest input side the stem and the four stages accept.
+  int64_t minInputSize() const;
+  const TrunkOptions& options() const { return options_; }
+
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+
+ private:
+  TrunkOptions options_;
+  int64_t featureDim_ = 0;
+};
+TORCH_MODULE(Trunk);
+
+}  // namespace pirl::model

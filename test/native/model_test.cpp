@@ -1,0 +1,107 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/model/pirl_model.h"
+
+namespace {
+
+using namespace pirl::model;
+
+PirlModelOptions small(const std::string& arch) {
+  PirlModelOptions o;
+  o.trunk.arch = arch;
+  o.trunk.stem = Stem::Small;
+  return o;
+}
+
+TEST(Trunk, FeatureWidthsAndParameterCountsOfTorchvision) {
+  // torchvision resnet18/34/50 have 11,689,512 / 21,797,672 / 25,557,032 parameters, of which the
+  // fc layer has 513,000 / 513,000 / 2,049,000.
+  const std::pair<const char*, int64_t> expected[] = {
+      {"resnet18", 11689512 - 513000}, {"resnet34", 21797672 - 513000}, {"resnet50", 25557032 - 2049000}};
+  for (const auto& [arch, count] : expected) {
+    Trunk trunk(TrunkOptions{arch, Stem::ImageNet, 1.0});
+    int64_t n = 0;
+    for (const auto& p : trunk->parameters()) n += p.numel();
+    EXPECT_EQ(n, count) << arch;
+  }
+  EXPECT_EQ(Trunk(TrunkOptions{"resnet18", Stem::ImageNet, 1.0})->featureDim(), 512);
+  EXPECT_EQ(Trunk(TrunkOptions{"resnet50", Stem::ImageNet, 1.0})->featureDim(), 2048);
+  EXPECT_EQ(Trunk(TrunkOptions{"resnet18", Stem::Small, 0.5})->featureDim(), 256);
+}
+
+TEST(Trunk, TorchvisionNames) {
+  Trunk trunk(TrunkOptions{"resnet50", Stem::ImageNet, 1.0});
+  const auto named = trunk->named_parameters();
+  const auto buffers = trunk->named_buffers();
+  for (const char* key : {"conv1.weight", "bn1.weight", "layer1.0.conv3.weight", "layer1.0.downsample.0.weight",
+                          "layer1.0.downsample.1.bias", "layer4.2.bn3.weight"}) {
+    EXPECT_NE(named.find(key), nullptr) << key;
+  }
+  for (const char* key : {"bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked", "layer4.2.bn3.running_var"}) {
+    EXPECT_NE(buffers.find(key), nullptr) << key;
+  }
+}
+
+TEST(PirlModel, ForwardGivesUnitEmbeddingsForBothPasses) {
+  PirlModel model(small("resnet18"));
+  const at::Tensor images = at::randn({4, 3, 32, 32});
+  const at::Tensor patches = at::randn({4, 9, 3, 12, 12});
+  const Embeddings e = model->forward(images, patches);
+  EXPECT_EQ(e.f.sizes(), (std::vector<int64_t>{4, 128}));
+  EXPECT_EQ(e.g.sizes(), (std::vector<int64_t>{4, 128}));
+  EXPECT_TRUE(at::allclose(e.f.norm(2, 1), at::ones({4}), 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(e.g.norm(2, 1), at::ones({4}), 1e-5, 1e-5));
+  (e.f.sum() + e.g.sum()).backward();
+  EXPECT_TRUE(model->trunk->conv1->weight.grad().defined());
+  EXPECT_TRUE(model->gHead->patch->weight.grad().defined());
+}
+
+TEST(PirlModel, PatchOrderMattersToG) {
+  PirlModel model(small("resnet18"));
+  model->eval();
+  const at::Tensor images = at::randn({2, 3, 32, 32});
+  const at::Tensor patches = at::randn({2, 9, 3, 12, 12});
+  const at::Tensor permuted = patches.index_select(1, at::tensor({8, 7, 6, 5, 4, 3, 2, 1, 0}, at::kLong));
+  const auto a = model->forward(images, patches), b = model->forward(images, permuted);
+  EXPECT_TRUE(at::allclose(a.f, b.f));
+  EXPECT_FALSE(at::allclose(a.g, b.g, 1e-4, 1e-4));
+}
+
+TEST(PirlModel, EmbedIsEvalNoGradAndRestoresTheMode) {
+  PirlModel model(small("resnet18"));
+  model->train();
+  const at::Tensor images = at::randn({3, 3, 32, 32});
+  const at::Tensor res5 = model->embed(images, EmbedLayer::Res5);
+  EXPECT_EQ(res5.sizes(), (std::vector<int64_t>{3, 512}));
+  EXPECT_FALSE(res5.requires_grad());
+  EXPECT_TRUE(model->is_training());
+  EXPECT_TRUE(at::allclose(model->embed(images.narrow(0, 0, 1), EmbedLayer::Res5), res5.narrow(0, 0, 1), 1e-5, 1e-5))
+      << "eval mode: a sample's features do not depend on its batch";
+  EXPECT_EQ(model->embed(images, EmbedLayer::F).sizes(), (std::vector<int64_t>{3, 128}));
+}
+
+TEST(PirlModel, ChannelsLastComputesTheSameFunction) {
+  PirlModelOptions o = small("resnet18");
+  PirlModel a(o);
+  o.channelsLast = true;
+  PirlModel b(o);
+  // same weights
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  torch::NoGradGuard g;
+  for (auto& item : pa) pb[item.key()].copy_(item.value());
+  a->eval();
+  b->eval();
+  const at::Tensor images = at::randn({2, 3, 32, 32});
+  EXPECT_TRUE(at::allclose(a->embed(images, EmbedLayer::Res5), b->embed(images, EmbedLayer::Res5), 1e-4, 1e-4));
+}
+
+TEST(PirlModel, BadOptionsAndShapes) {
+  PirlModelOptions o;
+  o.trunk.arch = "vgg16";
+  EXPECT_THROW(PirlModel{o}, c10::TypeError);
+  PirlModel model(small("resnet18"));
+  EXPECT_THROW(model->forward(at::randn({2, 3, 32, 32}), at::randn({2, 8, 3, 12, 12})), c10::ValueError);
+}
+
+}  // namespace
