@@ -78,6 +78,31 @@ export interface PirlLossHandle {
   setZ(image: number, jigsaw: number): void;
 }
 
+export interface NativeModelOptions {
+  arch: 'resnet18' | 'resnet34' | 'resnet50';
+  stem: 'imagenet' | 'small';
+  width: number;
+  embeddingDim: number;
+  channelsLast: boolean;
+}
+
+/** The native model handle (native/addon/model_wrap.cc). */
+export interface PirlModelHandle {
+  forward(images: TensorHandle, patches: TensorHandle): Promise<{ f: TensorHandle; g: TensorHandle }>;
+  embed(images: TensorHandle, layer: 'res5' | 'f', batchSize: number): Promise<TensorHandle>;
+  setTraining(training: boolean): void;
+  isTraining(): boolean;
+  info(): {
+    parameters: { trunk: number; fHead: number; gHead: number; total: number };
+    featureDim: number;
+    minInputSize: number;
+    device: string;
+  };
+  stateDict(scope: 'all' | 'trunk'): { names: string[]; tensors: TensorHandle[] };
+  loadStateDict(scope: 'all' | 'trunk', names: string[], tensors: TensorHandle[], strict: boolean): void;
+  to(device: string): Promise<void>;
+}
+
 /** Everything the addon exports, typed once. */
 export interface Binding {
   TensorHandle: abstract new (...args: never[]) => TensorHandle;
@@ -104,6 +129,7 @@ export interface Binding {
     z: number,
   ): Promise<NativeNceResult>;
   PirlLossHandle: new (options: NativePirlLossOptions) => PirlLossHandle;
+  createPirlModel(options: NativeModelOptions): Promise<PirlModelHandle>;
   buildInfo(): NativeBuildInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;

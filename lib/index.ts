@@ -12,3 +12,7 @@ export { MemoryBank } from './memoryBank';
 export type { MemoryBankOptions, MemoryBankState } from './memoryBank';
 export { nceLoss, PirlLoss } from './loss';
 export type { NceLossOptions, NceLossResult, NceMode, PirlLossOptions, PirlLossResult } from './loss';
+export { PirlModel } from './model';
+export type { Arch, Embeddings, PirlModelOptions, Stem } from './model';
+export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors, SafetensorsError } from './safetensors';
+export type { SafetensorsContent } from './safetensors';

@@ -3,6 +3,7 @@
 
 #include "env_state.h"
 #include "memory_bank_wrap.h"
+#include "model_wrap.h"
 #include "nce_wrap.h"
 #include "ops_wrap.h"
 #include "runtime_wrap.h"
@@ -18,6 +19,7 @@ Napi::Object initPirl(Napi::Env env, Napi::Object exports) {
   registerOps(env, exports);
   MemoryBankWrap::Init(env, exports);
   registerNce(env, exports);
+  registerModel(env, exports);
   registerRuntime(env, exports);
   return exports;
 }

@@ -25,6 +25,7 @@ class EnvState {
   Napi::FunctionReference tensorConstructor;
   Napi::FunctionReference memoryBankConstructor;
   Napi::FunctionReference pirlLossConstructor;
+  Napi::FunctionReference modelConstructor;
 
  private:
   static void deleteReferenceOnJsThread(napi_env env, napi_value, void*, void* data);

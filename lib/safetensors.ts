@@ -1,0 +1,126 @@
+// The safetensors format (8-byte little-endian header length, JSON header, raw data), read with
+// every offset and size checked: a malformed file is an error, never a crash or a wrong tensor.
+import { promises as fs } from 'fs';
+import * as path from 'path';
+
+import { Tensor, type DType, type TypedArray } from './tensor';
+
+const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
+  F32: { dtype: 'float32', bytes: 4, array: Float32Array },
+  F64: { dtype: 'float64', bytes: 8, array: Float64Array },
+  I32: { dtype: 'int32', bytes: 4, array: Int32Array },
+  I64: { dtype: 'int64', bytes: 8, array: BigInt64Array },
+  U8: { dtype: 'uint8', bytes: 1, array: Uint8Array },
+};
+const CODES = Object.fromEntries(Object.entries(DTYPES).map(([code, d]) => [d.dtype, code])) as Record<DType, string>;
+
+// Headers beyond this are not model files but attacks or corruption.
+const MAX_HEADER_BYTES = 100 * 2 ** 20;
+
+export class SafetensorsError extends Error {
+  constructor(file: string, problem: string) {
+    super(`${file}: not a valid safetensors file: ${problem}`);
+    this.name = 'SafetensorsError';
+  }
+}
+
+export interface SafetensorsContent {
+  tensors: Map<string, Tensor>;
+  metadata: Record<string, string>;
+}
+
+/** Parses safetensors bytes; `file` names the source in errors. */
+export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): SafetensorsContent {
+  const fail = (problem: string): never => {
+    throw new SafetensorsError(file, problem);
+  };
+  if (bytes.byteLength < 8) fail(`${bytes.byteLength} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = view.getBigUint64(0, true);
+  if (headerLength > BigInt(bytes.byteLength - 8) || headerLength > BigInt(MAX_HEADER_BYTES)) {
+    fail(`header length ${headerLength} is beyond the file's ${bytes.byteLength - 8} remaining bytes`);
+  }
+  const dataStart = 8 + Number(headerLength);
+  let header: unknown;
+  try {
+    header = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset + 8, Number(headerLength)).toString('utf8'));
+  } catch (err) {
+    fail(`header is not JSON (${(err as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+  const dataLength = bytes.byteLength - dataStart;
+  const metadata: Record<string, string> = {};
+  const spans: Array<[number, number, string]> = [];
+  const tensors = new Map<string, Tensor>();
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof entry !== 'object' || entry === null) fail('__metadata__ is not an object');
+      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+        if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
+        metadata[k] = v as string;
+      }
+      continue;
+    }
+    const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const kind = typeof e.dtype === 'string' ? DTYPES[e.dtype] : undefined;
+    if (!kind) fail(`tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (pirl reads ${Object.keys(DTYPES).join(', ')})`);
+    const shape = e.shape;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      fail(`tensor '${name}' has shape ${JSON.stringify(shape)}, not a list of non-negative integers`);
+    }
+    const offsets = e.data_offsets;
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+      fail(`tensor '${name}' has data_offsets ${JSON.stringify(offsets)}, not [begin, end]`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end || end > dataLength) fail(`tensor '${name}' spans bytes [${begin}, ${end}) of a ${dataLength}-byte data section`);
+    const numel = (shape as number[]).reduce((a, b) => a * b, 1);
+    if (numel * kind!.bytes !== end - begin) {
+      fail(`tensor '${name}' of shape [${(shape as number[]).join(', ')}] needs ${numel * kind!.bytes} bytes, its offsets give ${end - begin}`);
+    }
+    spans.push([begin, end, name]);
+    const at = bytes.byteOffset + dataStart + begin;
+    // Zero copy when the data is aligned for its typed array; otherwise a copy.
+    const data = at % kind!.bytes === 0
+      ? new kind!.array(bytes.buffer as ArrayBuffer, at, numel)
+      : new kind!.array(bytes.slice(dataStart + begin, dataStart + end).buffer as ArrayBuffer, 0, numel);
+    tensors.set(name, Tensor.from(data, shape as number[]));
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < spans.length; i++) {
+    if (spans[i][0] < spans[i - 1][1]) fail(`tensors '${spans[i - 1][2]}' and '${spans[i][2]}' overlap`);
+  }
+  return { tensors, metadata };
+}
+
+export async function readSafetensors(file: string): Promise<SafetensorsContent> {
+  return parseSafetensors(await fs.readFile(file), file);
+}
+
+/** Serialises named tensors (CPU, dense) with `metadata`; names are written in sorted order. */
+export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Buffer {
+  const entries = [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, tensor] of entries) {
+    const data = tensor.data();
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    header[name] = { dtype: CODES[tensor.dtype], shape: tensor.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // data section 8-byte aligned
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  return Buffer.concat([head, Buffer.from(json, 'utf8'), ...chunks]);
+}
+
+/** Writes atomically: a temporary file in the same folder, then a rename. */
+export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
+  const bytes = serializeSafetensors(tensors, metadata);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  await fs.writeFile(tmp, bytes);
+  await fs.rename(tmp, file);
+}

@@ -1,0 +1,222 @@
+#include "model_wrap.h"
+
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <memory>
+#include <mutex>
+
+#include "../core/model/pirl_model.h"
+#include "../core/model/state_dict.h"
+#include "async_task.h"
+#include "env_state.h"
+#include "errors.h"
+#include "tensor_wrap.h"
+
+namespace pirl::addon {
+
+namespace {
+
+using model::EmbedLayer;
+using model::PirlModel;
+using model::PirlModelOptions;
+
+// One model, used from worker threads one call at a time.
+struct ModelState {
+  explicit ModelState(const PirlModelOptions& o) : model(o) {}
+  std::mutex mutex;
+  PirlModel model;
+  c10::Device device{at::kCPU};
+};
+
+PirlModelOptions readOptions(const Napi::Object& o) {
+  PirlModelOptions options;
+  options.trunk.arch = o.Get("arch").As<Napi::String>().Utf8Value();
+  options.trunk.stem = o.Get("stem").As<Napi::String>().Utf8Value() == "small" ? model::Stem::Small : model::Stem::ImageNet;
+  options.trunk.width = o.Get("width").As<Napi::Number>().DoubleValue();
+  options.embeddingDim = o.Get("embeddingDim").As<Napi::Number>().Int64Value();
+  options.channelsLast = o.Get("channelsLast").As<Napi::Boolean>().Value();
+  return options;
+}
+
+// Which tensors a state dict covers: the whole model, or the trunk under torchvision's names.
+torch::nn::Module& scopeOf(ModelState& s, const std::string& scope) {
+  if (scope == "trunk") return *s.model->trunk;
+  return *s.model;
+}
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(env, "PirlModelHandle",
+                                      {
+                                          InstanceMethod<&ModelWrap::forward>("forward"),
+                                          InstanceMethod<&ModelWrap::embed>("embed"),
+                                          InstanceMethod<&ModelWrap::setTraining>("setTraining"),
+                                          InstanceMethod<&ModelWrap::isTraining>("isTraining"),
+                                          InstanceMethod<&ModelWrap::info>("info"),
+                                          InstanceMethod<&ModelWrap::stateDict>("stateDict"),
+                                          InstanceMethod<&ModelWrap::loadStateDict>("loadStateDict"),
+                                          InstanceMethod<&ModelWrap::to>("to"),
+                                      });
+    EnvState::of(env)->modelConstructor = Napi::Persistent(ctor);
+    exports.Set("PirlModelHandle", ctor);
+  }
+
+  static Napi::Object wrap(Napi::Env env, std::shared_ptr<ModelState> state) {
+    static int token = 0;
+    Napi::Object object = EnvState::of(env)->modelConstructor.New({Napi::External<int>::New(env, &token)});
+    Unwrap(object)->state_ = std::move(state);
+    return object;
+  }
+
+  explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      throw Napi::TypeError::New(info.Env(), "PirlModelHandle cannot be constructed from JavaScript; use PirlModel.create()");
+    }
+  }
+
+ private:
+  Napi::Value forward(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const at::Tensor images = TensorWrap::unwrap(info[0], "images");
+      const at::Tensor patches = TensorWrap::unwrap(info[1], "patches");
+      auto s = state_;
+      return AsyncTask<model::Embeddings>::run(
+          info.Env(), "pirl.model.forward",
+          [=] {
+            std::lock_guard<std::mutex> lock(s->mutex);
+            torch::NoGradGuard noGrad;  // JavaScript gets values; training steps run natively
+            return s->model->forward(images.to(s->device), patches.to(s->device));
+          },
+          [](Napi::Env env, model::Embeddings& e) -> Napi::Value {
+            auto out = Napi::Object::New(env);
+            out.Set("f", TensorWrap::wrap(env, e.f));
+            out.Set("g", TensorWrap::wrap(env, e.g));
+            return out;
+          });
+    });
+  }
+
+  Napi::Value embed(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const at::Tensor images = TensorWrap::unwrap(info[0], "images");
+      const EmbedLayer layer = info[1].As<Napi::String>().Utf8Value() == "f" ? EmbedLayer::F : EmbedLayer::Res5;
+      const int64_t batchSize = info[2].As<Napi::Number>().Int64Value();
+      auto s = state_;
+      return AsyncTask<at::Tensor>::run(
+          info.Env(), "pirl.model.embed",
+          [=] {
+            std::lock_guard<std::mutex> lock(s->mutex);
+            std::vector<at::Tensor> parts;
+            for (int64_t begin = 0; begin < images.size(0); begin += batchSize) {
+              const at::Tensor batch = images.narrow(0, begin, std::min(batchSize, images.size(0) - begin));
+              parts.push_back(s->model->embed(batch.to(s->device), layer).to(at::kCPU));
+            }
+            return at::cat(parts);
+          },
+          [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
+    });
+  }
+
+  Napi::Value setTraining(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->model->train(info[0].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value isTraining(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), state_->model->is_training());
+  }
+
+  Napi::Value info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    const auto count = [](const torch::nn::Module& m) {
+      double n = 0;
+      for (const auto& p : m.parameters()) n += static_cast<double>(p.numel());
+      return n;
+    };
+    auto& m = state_->model;
+    auto out = Napi::Object::New(env);
+    auto params = Napi::Object::New(env);
+    params.Set("trunk", count(*m->trunk));
+    params.Set("fHead", count(*m->fHead));
+    params.Set("gHead", count(*m->gHead));
+    params.Set("total", count(*m));
+    out.Set("parameters", params);
+    out.Set("featureDim", static_cast<double>(m->trunk->featureDim()));
+    out.Set("minInputSize", static_cast<double>(m->trunk->minInputSize()));
+    out.Set("device", state_->device.str());
+    return out;
+  }
+
+  Napi::Value stateDict(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Napi::Env env = info.Env();
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      const auto named = model::stateDict(scopeOf(*state_, info[0].As<Napi::String>().Utf8Value()));
+      auto names = Napi::Array::New(env, named.size());
+      auto tensors = Napi::Array::New(env, named.size());
+      for (uint32_t i = 0; i < named.size(); ++i) {
+        names.Set(i, named[i].first);
+        tensors.Set(i, TensorWrap::wrap(env, named[i].second.to(at::kCPU).contiguous()));
+      }
+      auto out = Napi::Object::New(env);
+      out.Set("names", names);
+      out.Set("tensors", tensors);
+      return out;
+    });
+  }
+
+  Napi::Value loadStateDict(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const std::string scope = info[0].As<Napi::String>().Utf8Value();
+      auto names = info[1].As<Napi::Array>();
+      auto tensors = info[2].As<Napi::Array>();
+      const bool strict = info[3].As<Napi::Boolean>().Value();
+      model::NamedTensors values;
+      for (uint32_t i = 0; i < names.Length(); ++i) {
+        const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+        values.emplace_back(name, TensorWrap::unwrap(tensors.Get(i), "tensor '" + name + "'"));
+      }
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      model::loadStateDict(scopeOf(*state_, scope), values, strict);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value to(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const c10::Device device = readDevice(info[0], "device");
+      auto s = state_;
+      return AsyncTask<bool>::run(
+          info.Env(), "pirl.model.to",
+          [=] {
+            std::lock_guard<std::mutex> lock(s->mutex);
+            s->model->to(device);
+            s->model->applyMemoryFormat();
+            s->device = device;
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+
+  std::shared_ptr<ModelState> state_;
+};
+
+Napi::Value createPirlModel(const Napi::CallbackInfo& info) {
+  const PirlModelOptions options = readOptions(info[0].As<Napi::Object>());
+  return AsyncTask<std::shared_ptr<ModelState>>::run(
+      info.Env(), "pirl.createModel", [=] { return std::make_shared<ModelState>(options); },
+      [](Napi::Env env, std::shared_ptr<ModelState>& s) -> Napi::Value { return ModelWrap::wrap(env, s); });
+}
+
+}  // namespace
+
+void registerModel(Napi::Env env, Napi::Object exports) {
+  ModelWrap::Init(env, exports);
+  exports.Set("createPirlModel", Napi::Function::New<binding<createPirlModel>>(env, "createPirlModel"));
+}
+
+}  // namespace pirl::addon
