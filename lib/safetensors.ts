@@ -83,7 +83,7 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
     // Zero copy when the data is aligned for its typed array; otherwise a copy.
     const data = at % kind!.bytes === 0
       ? new kind!.array(bytes.buffer as ArrayBuffer, at, numel)
-      : new kind!.array(bytes.slice(dataStart + begin, dataStart + end).buffer as ArrayBuffer, 0, numel);
+      : new kind!.array(new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end)).buffer, 0, numel);
     tensors.set(name, Tensor.from(data, shape as number[]));
   }
   spans.sort((a, b) => a[0] - b[0]);

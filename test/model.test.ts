@@ -1,0 +1,80 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { PirlModel, Tensor } from '../lib';
+
+const rand = (shape: number[]) => Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)).map(() => Math.random() - 0.5), shape);
+
+describe('PirlModel', () => {
+  let model: PirlModel;
+  beforeAll(async () => {
+    model = await PirlModel.create({ arch: 'resnet18', stem: 'small' });
+  });
+
+  test('forward: unit f and g for the two passes; embed: res5 or f', async () => {
+    const { f, g } = await model.forward(rand([2, 3, 32, 32]), rand([2, 9, 3, 12, 12]));
+    expect(f.shape).toEqual([2, 128]);
+    expect(g.shape).toEqual([2, 128]);
+    const row = Array.from(f.data() as Float32Array).slice(0, 128);
+    expect(Math.hypot(...row)).toBeCloseTo(1, 5);
+    expect((await model.embed(rand([5, 3, 32, 32]), { batchSize: 2 })).shape).toEqual([5, 512]);
+    expect((await model.embed(rand([3, 3, 32, 32]), { layer: 'f' })).shape).toEqual([3, 128]);
+  });
+
+  test('embed is batch-independent (eval mode) and leaves the training mode as it was', async () => {
+    model.train();
+    const images = rand([4, 3, 32, 32]);
+    const all = (await model.embed(images, { batchSize: 4 })).data() as Float32Array;
+    const split = (await model.embed(images, { batchSize: 1 })).data() as Float32Array;
+    all.forEach((v, i) => expect(v).toBeCloseTo(split[i], 4));
+    expect(model.training).toBe(true);
+    expect(model.eval().training).toBe(false);
+  });
+
+  test('parameter counts: torchvision ResNet-18 trunk without fc, and the two heads', () => {
+    const p = model.parameters();
+    expect(p.trunk).toBe(11689512 - 513000 - 64 * 3 * 7 * 7 + 64 * 3 * 3 * 3); // the small stem's 3×3 conv1
+    expect(p.fHead).toBe(512 * 128 + 128);
+    expect(p.gHead).toBe(512 * 128 + 128 + 1152 * 128 + 128);
+    expect(p.total).toBe(p.trunk + p.fHead + p.gHead);
+    expect(model.featureDim).toBe(512);
+  });
+
+  test('save / load keeps weights, buffers and options', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-model-'));
+    const file = path.join(dir, 'model.safetensors');
+    await model.save(file);
+    const loaded = await PirlModel.load(file);
+    expect(loaded.options).toEqual(model.options);
+    const images = rand([2, 3, 32, 32]);
+    const a = (await model.embed(images)).data() as Float32Array;
+    const b = (await loaded.embed(images)).data() as Float32Array;
+    expect(Array.from(b)).toEqual(Array.from(a));
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  test('loading refuses wrong names and shapes before copying anything', async () => {
+    const other = await PirlModel.create({ arch: 'resnet18', stem: 'small' });
+    const before = Array.from(other.stateDict().get('trunk.conv1.weight')!.data() as Float32Array);
+    const values = model.stateDict();
+    values.set('trunk.bn1.weight', Tensor.zeros([3]));
+    expect(() => other.loadStateDict(values)).toThrow(/tensor 'trunk.bn1.weight' must have shape \[64\], got \[3\]/);
+    expect(Array.from(other.stateDict().get('trunk.conv1.weight')!.data() as Float32Array)).toEqual(before);
+    const extra = new Map([['trunk.nope', Tensor.zeros([1])]]);
+    expect(() => other.loadStateDict(extra, { strict: false })).toThrow(/unexpected tensor 'trunk.nope'/);
+    expect(() => other.loadStateDict(new Map())).toThrow(/missing tensors: /);
+  });
+
+  test('inputs are validated in TypeScript with clear errors', async () => {
+    const patches = rand([2, 9, 3, 12, 12]);
+    await expect(model.forward(rand([2, 1, 32, 32]), patches)).rejects.toThrow(/images must be B×3×H×W with 3 channels, got \[2, 1, 32, 32\]/);
+    await expect(model.forward(rand([2, 3, 32, 32]), rand([2, 8, 3, 12, 12]))).rejects.toThrow(/9 jigsaw patches per sample/);
+    await expect(model.forward(rand([3, 3, 32, 32]), patches)).rejects.toThrow(/patches must be a batch of 3 like images/);
+    await expect(model.embed(rand([2, 3, 4, 4]))).rejects.toThrow(/sides of at least 8 px for the 'small' stem, got \[2, 3, 4, 4\]/);
+    await expect(model.embed(Tensor.zeros([1, 3, 32, 32], { dtype: 'float64' }))).rejects.toThrow(/images must be a float32 Tensor/);
+    await expect(model.embed(rand([1, 3, 32, 32]), { layer: 'res4' as never })).rejects.toThrow(/options.layer must be 'res5' or 'f'/);
+    await expect(PirlModel.create({ arch: 'vgg' as never })).rejects.toThrow(/options.arch must be one of resnet18, resnet34, resnet50, got "vgg"/);
+    await expect(PirlModel.create({ width: 0 })).rejects.toThrow(/options.width must be a positive number, got 0/);
+  });
+});

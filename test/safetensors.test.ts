@@ -1,0 +1,72 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { SafetensorsError, Tensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../lib';
+
+function file(header: unknown, data: Uint8Array = new Uint8Array(0), lengthOverride?: bigint): Buffer {
+  const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(lengthOverride ?? BigInt(json.length));
+  return Buffer.concat([head, json, data]);
+}
+
+describe('safetensors', () => {
+  test('round trip of every dtype, with metadata, through a file', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-st-'));
+    const tensors: Array<[string, Tensor]> = [
+      ['a.weight', Tensor.from(new Float32Array([1.5, -2, 3, 4]), [2, 2])],
+      ['b', Tensor.from(new Float64Array([Math.PI]), [1])],
+      ['c', Tensor.from(new BigInt64Array([7n, -9n]), [2])],
+      ['d', Tensor.from(new Int32Array([1, 2, 3]), [3])],
+      ['e', Tensor.from(new Uint8Array([255, 0, 1]), [1, 3])],
+      ['empty', Tensor.from(new Float32Array(0), [0, 4])],
+    ];
+    const target = path.join(dir, 'x.safetensors');
+    await writeSafetensors(target, tensors, { note: 'hi' });
+    expect(fs.readdirSync(dir)).toEqual(['x.safetensors']); // the temporary file was renamed
+    const back = await readSafetensors(target);
+    expect(back.metadata).toEqual({ note: 'hi' });
+    for (const [name, t] of tensors) {
+      const r = back.tensors.get(name)!;
+      expect(r.dtype).toBe(t.dtype);
+      expect(r.shape).toEqual(t.shape);
+      expect(Array.from(r.data() as ArrayLike<unknown>)).toEqual(Array.from(t.data() as ArrayLike<unknown>));
+    }
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  test('the data section is 8-byte aligned, so tensors are read without a copy', () => {
+    const bytes = serializeSafetensors([['w', Tensor.from(new Float64Array([1, 2]))]]);
+    const headerLength = Number(bytes.readBigUInt64LE(0));
+    expect((8 + headerLength) % 8).toBe(0);
+    const t = parseSafetensors(bytes).tensors.get('w')!;
+    expect(t.data().buffer).toBe(bytes.buffer);
+  });
+
+  const f32 = (n: number) => new Uint8Array(new Float32Array(n).buffer);
+  test.each([
+    ['shorter than 8 bytes', Buffer.from([1, 2, 3]), /shorter than the 8-byte header length/],
+    ['header length beyond the file', file({}, new Uint8Array(0), 1000n), /header length 1000 is beyond/],
+    ['header length of 2^64−1', file({}, new Uint8Array(0), 2n ** 64n - 1n), /header length .* is beyond/],
+    ['header not JSON', file('{not json'), /header is not JSON/],
+    ['header not an object', file('[1,2]'), /header is not a JSON object/],
+    ['unknown dtype', file({ w: { dtype: 'F16', shape: [2], data_offsets: [0, 4] } }, f32(1)), /unknown dtype "F16"/],
+    ['offsets out of range', file({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, f32(2)), /spans bytes \[0, 16\) of a 8-byte/],
+    ['reversed offsets', file({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }, f32(2)), /spans bytes \[8, 4\)/],
+    ['negative offset', file({ w: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, f32(2)), /data_offsets \[-4,0\]/],
+    ['shape and size disagree', file({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, f32(2)), /needs 12 bytes, its offsets give 8/],
+    ['bad shape', file({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, f32(1)), /shape \[-1\]/],
+    ['overlap', file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, f32(3)), /'a' and 'b' overlap/],
+    ['metadata not strings', file({ __metadata__: { a: 1 } }), /__metadata__.a is not a string/],
+  ])('rejects a file with %s', (_, bytes, message) => {
+    expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(SafetensorsError);
+    expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(message as RegExp);
+  });
+
+  test('unaligned data is copied, not misread', () => {
+    // A header of odd length puts the data at an odd offset.
+    const bytes = file({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(new Float32Array([1.25, -3]).buffer));
+    expect(Array.from(parseSafetensors(bytes).tensors.get('w')!.data())).toEqual([1.25, -3]);
+  });
+});
