@@ -16,7 +16,7 @@ export interface PirlModelOptions {
   width?: number;
   /** D of f and g (128). */
   embeddingDim?: number;
-  /** NHWC activations and weights. */
+  /** NHWC activations and weights (default: measured 1.13× faster for a CPU training step, bench:model). */
   channelsLast?: boolean;
   device?: Device;
 }
@@ -37,7 +37,7 @@ function checkOptions(options: PirlModelOptions): NativeModelOptions & { device:
   if (stem !== 'imagenet' && stem !== 'small') throw typeError('options.stem', "'imagenet' or 'small'", stem);
   const width = options.width ?? 1;
   if (typeof width !== 'number' || !(width > 0) || !Number.isFinite(width)) throw rangeError('options.width', 'a positive number', width);
-  const channelsLast = options.channelsLast ?? false;
+  const channelsLast = options.channelsLast ?? true;
   if (typeof channelsLast !== 'boolean') throw typeError('options.channelsLast', 'a boolean', channelsLast);
   return {
     arch,

@@ -57,6 +57,7 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
     expect(ours.length).toBe(theirs.length);
     let maxDiff = 0;
     ours.forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - theirs[i]))));
+    expect(Math.max(...Array.from(theirs, Math.abs))).toBeGreaterThan(0.1); // features of a meaningful scale
     expect(maxDiff).toBeLessThanOrEqual(1e-4);
     // the BatchNorm buffers came across too
     const { tensors } = await readSafetensors(weights);
