@@ -24,7 +24,6 @@ class EnvState {
 
   Napi::FunctionReference tensorConstructor;
   Napi::FunctionReference memoryBankConstructor;
-  Napi::FunctionReference pirlLossConstructor;
   Napi::FunctionReference modelConstructor;
 
  private:

@@ -6,7 +6,6 @@
 #include "../core/nce/nce.h"
 #include "../core/pirl_loss.h"
 #include "async_task.h"
-#include "env_state.h"
 #include "errors.h"
 #include "memory_bank_wrap.h"
 #include "tensor_wrap.h"
@@ -61,7 +60,6 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
     Napi::Function ctor = DefineClass(env, "PirlLossHandle",
                                       {InstanceMethod<&PirlLossWrap::compute>("compute"),
                                        InstanceMethod<&PirlLossWrap::z>("z"), InstanceMethod<&PirlLossWrap::setZ>("setZ")});
-    EnvState::of(env)->pirlLossConstructor = Napi::Persistent(ctor);
     exports.Set("PirlLossHandle", ctor);
   }
 
