@@ -3,6 +3,8 @@
     {
       "target_name": "pirl",
       "sources": [
+        "native/core/data/pirl_sampler.cpp",
+        "native/core/data/transforms.cpp",
         "native/core/dtype.cpp",
         "native/core/memory_bank.cpp",
         "native/core/model/heads.cpp",

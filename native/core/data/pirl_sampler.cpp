@@ -1,0 +1,122 @@
+#include "pirl_sampler.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <array>
+#include <numeric>
+
+namespace pirl::data {
+
+namespace {
+
+constexpr int64_t kCells = 3, kPatches = kCells * kCells;
+
+void checkSource(const at::Tensor& source, const at::Tensor& rows) {
+  TORCH_CHECK_TYPE(source.scalar_type() == at::kByte && source.is_cpu(), "source must be a uint8 CPU tensor, got ",
+                   source.scalar_type(), " on ", source.device());
+  TORCH_CHECK_VALUE(source.dim() == 4 && (source.size(3) == 1 || source.size(3) == 3) && source.size(1) > 0 &&
+                        source.size(2) > 0,
+                    "source must be N×H×W×C with C = 1 or 3, got ", source.sizes());
+  TORCH_CHECK_TYPE(rows.scalar_type() == at::kLong && rows.dim() == 1, "rows must be a 1-D int64 tensor");
+  if (rows.numel() > 0) {
+    TORCH_CHECK_INDEX(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < source.size(0),
+                      "rows must be in [0, ", source.size(0), ")");
+  }
+}
+
+ImageView viewOf(const at::Tensor& source, int64_t row) {
+  const int64_t h = source.size(1), w = source.size(2), c = source.size(3);
+  return {source.data_ptr<uint8_t>() + row * h * w * c, h, w, c};
+}
+
+}  // namespace
+
+SamplerConfig presetConfig(const std::string& name) {
+  SamplerConfig config;
+  if (name == "paper") return config;
+  if (name == "small") {
+    config.imageSize = 32;
+    config.jigsawSize = 36;
+    config.patchSize = 9;
+    return config;
+  }
+  TORCH_CHECK_TYPE(false, "preset must be 'paper' or 'small', got '", name, "'");
+}
+
+void checkConfig(const SamplerConfig& c) {
+  TORCH_CHECK_VALUE(c.imageSize >= 1, "imageSize must be >= 1, got ", c.imageSize);
+  TORCH_CHECK_VALUE(c.jigsawSize >= kCells && c.jigsawSize % kCells == 0, "jigsawSize must be a multiple of 3, got ",
+                    c.jigsawSize);
+  TORCH_CHECK_VALUE(c.patchSize >= 1 && c.patchSize <= c.jigsawSize / kCells, "patchSize must be in [1, jigsawSize/3 = ",
+                    c.jigsawSize / kCells, "], got ", c.patchSize);
+  TORCH_CHECK_VALUE(0 < c.imageScaleMin && c.imageScaleMin <= c.imageScaleMax && c.imageScaleMax <= 1,
+                    "image crop scale must satisfy 0 < min <= max <= 1, got [", c.imageScaleMin, ", ", c.imageScaleMax, "]");
+  TORCH_CHECK_VALUE(0 < c.jigsawScaleMin && c.jigsawScaleMin <= c.jigsawScaleMax && c.jigsawScaleMax <= 1,
+                    "jigsaw crop scale must satisfy 0 < min <= max <= 1, got [", c.jigsawScaleMin, ", ",
+                    c.jigsawScaleMax, "]");
+}
+
+Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tensor& sampleIndices, uint64_t seed,
+                uint64_t epoch, const SamplerConfig& config) {
+  checkSource(source, rows);
+  checkConfig(config);
+  TORCH_CHECK_VALUE(sampleIndices.scalar_type() == at::kLong && sampleIndices.sizes() == rows.sizes(),
+                    "sampleIndices must be int64 with one index per row");
+  const int64_t B = rows.size(0), S = config.imageSize, J = config.jigsawSize, P = config.patchSize, cell = J / kCells;
+  Batch batch{at::empty({B, 3, S, S}, at::kFloat), at::empty({B, kPatches, 3, P, P}, at::kFloat),
+              at::empty({B, kPatches}, at::kLong)};
+  const at::Tensor src = source.contiguous();
+  const int64_t* rowPtr = rows.data_ptr<int64_t>();
+  const int64_t* indexPtr = sampleIndices.data_ptr<int64_t>();
+  float* images = batch.images.data_ptr<float>();
+  float* patches = batch.patches.data_ptr<float>();
+  int64_t* perms = batch.permutations.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      SampleRng rng(seed, epoch, static_cast<uint64_t>(indexPtr[b]));
+      const ImageView view = viewOf(src, rowPtr[b]);
+      // Image branch I.
+      Image image = cropResize(view, randomResizedCropBox(rng, view.width, view.height, config.imageScaleMin,
+                                                          config.imageScaleMax), S);
+      photometric(image, rng, config.photometric);
+      normalizeInto(image, images + b * 3 * S * S);
+      // Jigsaw branch I_t: an independent crop, 3×3 cells, one P×P patch per cell, shuffled.
+      const Image jigsaw = cropResize(view, randomResizedCropBox(rng, view.width, view.height, config.jigsawScaleMin,
+                                                                 config.jigsawScaleMax), J);
+      std::array<int64_t, kPatches> order;
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng.engine());  // uniform over the 9! orders
+      for (int64_t k = 0; k < kPatches; ++k) {
+        const int64_t cellIndex = order[k];
+        const int64_t ox = rng.below(cell - P + 1), oy = rng.below(cell - P + 1);
+        Image patch = crop(jigsaw, (cellIndex % kCells) * cell + ox, (cellIndex / kCells) * cell + oy, P);
+        photometric(patch, rng, config.photometric);
+        normalizeInto(patch, patches + (b * kPatches + k) * 3 * P * P);
+        perms[b * kPatches + k] = cellIndex;
+      }
+    }
+  });
+  return batch;
+}
+
+at::Tensor evalImages(const at::Tensor& source, const at::Tensor& rows, int64_t size) {
+  checkSource(source, rows);
+  TORCH_CHECK_VALUE(size >= 1, "size must be >= 1, got ", size);
+  const int64_t B = rows.size(0);
+  at::Tensor out = at::empty({B, 3, size, size}, at::kFloat);
+  const at::Tensor src = source.contiguous();
+  const int64_t* rowPtr = rows.data_ptr<int64_t>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const ImageView view = viewOf(src, rowPtr[b]);
+      normalizeInto(cropResize(view, {0, 0, static_cast<double>(view.width), static_cast<double>(view.height)}, size),
+                    o + b * 3 * size * size);
+    }
+  });
+  return out;
+}
+
+}  // namespace pirl::data

@@ -1,0 +1,72 @@
+// PIRL's augmentations (shared/PIRL.md, "Data") on 8-bit RGB images, in C++: the crops, colour
+// jitter, photometric ops, grayscale and flip of both branches, and the final normalisation.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sample_rng.h"
+
+namespace pirl::data {
+
+// An 8-bit HWC RGB image that owns its pixels.
+struct Image {
+  int64_t height = 0, width = 0;
+  std::vector<uint8_t> pixels;  // height·width·3
+  Image() = default;
+  Image(int64_t h, int64_t w) : height(h), width(w), pixels(static_cast<size_t>(h * w * 3)) {}
+  uint8_t* at(int64_t y, int64_t x) { return pixels.data() + (y * width + x) * 3; }
+  const uint8_t* at(int64_t y, int64_t x) const { return pixels.data() + (y * width + x) * 3; }
+};
+
+// A view of an 8-bit HWC source image with 1 (gray) or 3 (RGB) channels.
+struct ImageView {
+  const uint8_t* data;
+  int64_t height, width, channels;
+};
+
+struct Box {
+  double x, y, width, height;
+};
+
+// torchvision's RandomResizedCrop box: area fraction in [scaleMin, scaleMax], aspect ratio in
+// [3/4, 4/3] (log-uniform), 10 tries, then the largest centred box of an allowed ratio.
+Box randomResizedCropBox(SampleRng& rng, int64_t width, int64_t height, double scaleMin, double scaleMax);
+
+// The box of `src` resampled to size×size RGB (bilinear, pixel centres aligned).
+Image cropResize(const ImageView& src, const Box& box, int64_t size);
+
+// The cell-local P×P window of `src` at (x, y) (a plain copy).
+Image crop(const Image& src, int64_t x, int64_t y, int64_t size);
+
+struct ColorJitter {
+  double brightness = 0.4, contrast = 0.4, saturation = 0.4, hue = 0.2;
+};
+
+struct PhotometricOptions {
+  ColorJitter jitter;
+  double photometricProbability = 0.66;  // one of posterize, sharpness, solarize, autocontrast
+  double grayscaleProbability = 0.2;
+  double flipProbability = 0.5;
+};
+
+// Colour jitter (torchvision's: the four adjustments in random order, factors uniform), then with
+// p=0.66 one photometric op, then grayscale (p=0.2), then a horizontal flip (p=0.5); in place.
+void photometric(Image& image, SampleRng& rng, const PhotometricOptions& options);
+
+// The individual operations (exposed for tests).
+void adjustBrightness(Image& image, double factor);
+void adjustContrast(Image& image, double factor);
+void adjustSaturation(Image& image, double factor);
+void adjustHue(Image& image, double shift);  // shift in [−0.5, 0.5] of a full turn
+void posterize(Image& image, int bits);
+void solarize(Image& image, int threshold);
+void autocontrast(Image& image);
+void sharpness(Image& image, double factor);
+void grayscale(Image& image);
+void flipHorizontal(Image& image);
+
+// (x/255 − mean)/std into a float CHW buffer (ImageNet mean and std).
+void normalizeInto(const Image& image, float* chw);
+
+}  // namespace pirl::data
