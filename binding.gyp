@@ -17,6 +17,7 @@
         "native/core/pirl_loss.cpp",
         "native/core/runtime.cpp",
         "native/addon/addon.cc",
+        "native/addon/data_wrap.cc",
         "native/addon/env_state.cc",
         "native/addon/memory_bank_wrap.cc",
         "native/addon/model_wrap.cc",

@@ -103,6 +103,24 @@ export interface PirlModelHandle {
   to(device: string): Promise<void>;
 }
 
+/** The sampler configuration as native code receives it: every field present and valid. */
+export interface NativeSamplerConfig {
+  imageSize: number;
+  jigsawSize: number;
+  patchSize: number;
+  imageScaleMin: number;
+  imageScaleMax: number;
+  jigsawScaleMin: number;
+  jigsawScaleMax: number;
+  brightness: number;
+  contrast: number;
+  saturation: number;
+  hue: number;
+  photometricProbability: number;
+  grayscaleProbability: number;
+  flipProbability: number;
+}
+
 /** Everything the addon exports, typed once. */
 export interface Binding {
   TensorHandle: abstract new (...args: never[]) => TensorHandle;
@@ -130,6 +148,15 @@ export interface Binding {
   ): Promise<NativeNceResult>;
   PirlLossHandle: new (options: NativePirlLossOptions) => PirlLossHandle;
   createPirlModel(options: NativeModelOptions): Promise<PirlModelHandle>;
+  makeBatch(
+    source: TensorHandle,
+    rows: TensorHandle,
+    indices: TensorHandle,
+    seed: number,
+    epoch: number,
+    config: NativeSamplerConfig,
+  ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
+  evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;
   buildInfo(): NativeBuildInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;

@@ -1,6 +1,7 @@
 // Entry point of the pirl addon: one registration call per concern.
 #include <napi.h>
 
+#include "data_wrap.h"
 #include "env_state.h"
 #include "memory_bank_wrap.h"
 #include "model_wrap.h"
@@ -20,6 +21,7 @@ Napi::Object initPirl(Napi::Env env, Napi::Object exports) {
   MemoryBankWrap::Init(env, exports);
   registerNce(env, exports);
   registerModel(env, exports);
+  registerData(env, exports);
   registerRuntime(env, exports);
   return exports;
 }

@@ -1,0 +1,119 @@
+// Image sources: every sample has its index (its memory-bank row) and, where known, a label.
+import { promises as fs } from 'fs';
+import * as path from 'path';
+import { promisify } from 'util';
+import * as zlib from 'zlib';
+
+import { checkInteger, rangeError, typeError } from '../errors';
+import { Tensor } from '../tensor';
+
+const gunzip = promisify(zlib.gunzip);
+
+/** What the sampler reads for a batch: uint8 N×H×W×C images and the rows of the requested samples. */
+export interface BatchSource {
+  source: Tensor;
+  rows: Tensor;
+  /** The dataset indices actually present (unreadable samples are left out). */
+  indices: number[];
+}
+
+export interface Dataset {
+  readonly length: number;
+  /** Per-index labels, or null for unlabeled data. */
+  readonly labels: Int32Array | null;
+  /** Class names by label, where known. */
+  readonly classes: string[] | null;
+  batchSource(indices: readonly number[]): Promise<BatchSource>;
+}
+
+function int64(values: readonly number[]): Tensor {
+  return Tensor.from(BigInt64Array.from(values, (v) => BigInt(v)));
+}
+
+function checkIndices(indices: readonly number[], length: number): void {
+  for (const i of indices) {
+    if (!Number.isInteger(i) || i < 0 || i >= length) throw rangeError('indices', `integers in [0, ${length})`, i);
+  }
+}
+
+/** Images already in memory: one uint8 buffer of N×H×W×C (C = 1 or 3), shared, never copied. */
+export class ArrayDataset implements Dataset {
+  readonly source: Tensor;
+  readonly labels: Int32Array | null;
+  readonly classes: string[] | null;
+
+  constructor(images: Uint8Array, shape: readonly [number, number, number, number], options: { labels?: Int32Array | null; classes?: string[] } = {}) {
+    if (!(images instanceof Uint8Array)) throw typeError('images', 'a Uint8Array or Buffer', images);
+    if (!Array.isArray(shape) || shape.length !== 4) throw typeError('shape', '[N, H, W, C]', shape);
+    const [n, h, w, c] = shape.map((d, i) => checkInteger(`shape[${i}]`, d, i === 0 ? 0 : 1));
+    if (c !== 1 && c !== 3) throw rangeError('shape[3]', '1 (gray) or 3 (RGB) channels', c);
+    if (n * h * w * c !== images.length) throw rangeError('images', `${n * h * w * c} bytes for shape [${shape.join(', ')}]`, images.length);
+    const labels = options.labels ?? null;
+    if (labels !== null && (!(labels instanceof Int32Array) || labels.length !== n)) {
+      throw typeError('options.labels', `an Int32Array of ${n} labels`, labels);
+    }
+    this.source = Tensor.from(images, [n, h, w, c]);
+    this.labels = labels;
+    this.classes = options.classes ?? null;
+  }
+
+  get length(): number {
+    return this.source.shape[0];
+  }
+
+  async batchSource(indices: readonly number[]): Promise<BatchSource> {
+    checkIndices(indices, this.length);
+    return { source: this.source, rows: int64(indices), indices: [...indices] };
+  }
+}
+
+async function readMaybeGzipped(file: string): Promise<Buffer> {
+  const bytes = await fs.readFile(file);
+  return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes) : bytes;
+}
+
+function parseIdx(bytes: Buffer, file: string, dims: number): { shape: number[]; data: Buffer } {
+  if (bytes.length < 4 + 4 * dims || bytes.readUInt16BE(0) !== 0 || bytes[2] !== 0x08 || bytes[3] !== dims) {
+    throw new TypeError(`${file}: not an IDX file of unsigned bytes with ${dims} dimension(s)`);
+  }
+  const shape = Array.from({ length: dims }, (_, i) => bytes.readUInt32BE(4 + 4 * i));
+  const size = shape.reduce((a, b) => a * b, 1);
+  const start = 4 + 4 * dims;
+  if (bytes.length - start !== size) {
+    throw new RangeError(`${file}: IDX header says ${shape.join('×')} = ${size} bytes, the file holds ${bytes.length - start}`);
+  }
+  return { shape, data: bytes.subarray(start) };
+}
+
+const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
+
+/** (Fashion-)MNIST-style IDX files, gzipped or not. */
+export class IdxDataset extends ArrayDataset {
+  static async open(imagesFile: string, labelsFile?: string, classes?: string[]): Promise<IdxDataset> {
+    const images = parseIdx(await readMaybeGzipped(imagesFile), imagesFile, 3);
+    let labels: Int32Array | null = null;
+    if (labelsFile) {
+      const parsed = parseIdx(await readMaybeGzipped(labelsFile), labelsFile, 1);
+      if (parsed.shape[0] !== images.shape[0]) {
+        throw new RangeError(`${labelsFile}: ${parsed.shape[0]} labels for ${images.shape[0]} images`);
+      }
+      labels = Int32Array.from(parsed.data);
+    }
+    const [n, h, w] = images.shape;
+    return new IdxDataset(images.data, [n, h, w, 1], { labels, classes });
+  }
+
+  /** Fashion-MNIST from Debian's dataset-fashion-mnist (or `dir`). */
+  static async fashionMnist(split: 'train' | 'test' = 'train', dir = FASHION_MNIST_DIR): Promise<IdxDataset> {
+    if (split !== 'train' && split !== 'test') throw typeError('split', "'train' or 'test'", split);
+    const prefix = split === 'train' ? 'train' : 't10k';
+    const file = (kind: string) => path.join(dir, `${prefix}-${kind}-idx${kind === 'images' ? 3 : 1}-ubyte.gz`);
+    try {
+      await fs.access(file('images'));
+    } catch {
+      throw new Error(`Fashion-MNIST not found in ${dir}: install it with apt-get install dataset-fashion-mnist`);
+    }
+    return IdxDataset.open(file('images'), file('labels'), FASHION_MNIST_CLASSES);
+  }
+}

@@ -1,0 +1,230 @@
+// A folder of images decoded with sharp: flat (unlabeled) or one subfolder per class (labeled).
+// Every image becomes size×size 8-bit RGB (EXIF orientation applied, alpha dropped, CMYK, gray and
+// 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
+import { createHash } from 'crypto';
+import { promises as fs } from 'fs';
+import * as path from 'path';
+
+import sharp from 'sharp';
+
+import { checkInteger, typeError } from '../errors';
+import { Tensor } from '../tensor';
+import type { BatchSource, Dataset } from './datasets';
+
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
+const CACHE_VERSION = 1;
+
+export interface ImageFolderOptions {
+  /** Side of the stored square images (default 64); crops are taken from these. */
+  size?: number;
+  /** A file that keeps the decoded images, so later epochs and runs do not decode again. */
+  cache?: string;
+  /** Called once per unreadable file (default: process.emitWarning). */
+  onWarning?: (message: string) => void;
+}
+
+async function listImages(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { withFileTypes: true });
+  return entries
+    .filter((e) => e.isFile() && IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase()))
+    .map((e) => path.join(dir, e.name))
+    .sort();
+}
+
+
+export class ImageFolder implements Dataset {
+  readonly failures = new Map<string, string>();
+  private cacheHandle: fs.FileHandle | null = null;
+  private cacheDataStart = 0;
+
+  private constructor(
+    readonly dir: string,
+    readonly files: string[],
+    readonly labels: Int32Array | null,
+    readonly classes: string[] | null,
+    readonly size: number,
+    private readonly warn: (message: string) => void,
+  ) {}
+
+  static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
+    if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
+    const size = checkInteger('options.size', options.size ?? 64, 1);
+    const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
+    let stat;
+    try {
+      stat = await fs.stat(dir);
+    } catch {
+      throw new Error(`${dir}: no such folder`);
+    }
+    if (!stat.isDirectory()) throw new Error(`${dir}: not a folder`);
+    const subdirs = (await fs.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    let files: string[] = [];
+    let labels: Int32Array | null = null;
+    let classes: string[] | null = null;
+    const perClass = await Promise.all(subdirs.map((d) => listImages(path.join(dir, d))));
+    if (perClass.some((list) => list.length > 0)) {
+      classes = subdirs.filter((_, i) => perClass[i].length > 0);
+      const lists = perClass.filter((list) => list.length > 0);
+      files = lists.flat();
+      labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
+    } else {
+      files = await listImages(dir);
+    }
+    if (files.length === 0) {
+      throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, flat or in class subfolders)`);
+    }
+    const folder = new ImageFolder(dir, files, labels, classes, size, warn);
+    if (options.cache) {
+      await folder.openCache(options.cache);
+    } else {
+      await folder.probe();
+    }
+    return folder;
+  }
+
+  get length(): number {
+    return this.files.length;
+  }
+
+  /** One image as size×size×3 bytes, or null (warned once, recorded in `failures`). */
+  async decode(index: number): Promise<Buffer | null> {
+    const file = this.files[index];
+    try {
+      const { data, info } = await sharp(file, { failOn: 'truncated', animated: false })
+        .rotate()
+        .resize(this.size, this.size, { fit: 'cover' })
+        .toColourspace('srgb')
+        .removeAlpha()
+        .raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true });
+      if (info.channels !== 3 || data.length !== this.size * this.size * 3) {
+        throw new Error(`decoded to ${info.channels} channels`);
+      }
+      return data;
+    } catch (err) {
+      if (!this.failures.has(file)) {
+        const reason = (err as Error).message.split('\n')[0];
+        this.failures.set(file, reason);
+        this.warn(`pirl: skipping unreadable image ${file}: ${reason}`);
+      }
+      return null;
+    }
+  }
+
+  // Without a cache: an unreadable data set must fail now, not after training has started.
+  private async probe(): Promise<void> {
+    const sample = this.files.slice(0, 32).map((_, i) => i);
+    const decoded = await Promise.all(sample.map((i) => this.decode(i)));
+    if (decoded.every((d) => d === null)) {
+      throw new Error(`${this.dir}: none of the first ${sample.length} images could be decoded (see the warnings)`);
+    }
+  }
+
+  private async signature(): Promise<string> {
+    const hash = createHash('sha256').update(`pirl-cache ${CACHE_VERSION} ${this.size}\n`);
+    for (const file of this.files) {
+      const s = await fs.stat(file);
+      hash.update(`${path.relative(this.dir, file)}\t${s.size}\t${s.mtimeMs}\n`);
+    }
+    return hash.digest('hex');
+  }
+
+  private get recordBytes(): number {
+    return 1 + this.size * this.size * 3; // a validity byte, then the pixels
+  }
+
+  // Cache file: 8-byte header length, JSON header {signature, count, size}, then one record per image.
+  private async openCache(file: string): Promise<void> {
+    const signature = await this.signature();
+    if (!(await this.cacheMatches(file, signature))) await this.buildCache(file, signature);
+    this.cacheHandle = await fs.open(file, 'r');
+    const head = Buffer.alloc(8);
+    await this.cacheHandle.read(head, 0, 8, 0);
+    this.cacheDataStart = 8 + Number(head.readBigUInt64LE(0));
+    const flags = Buffer.alloc(1);
+    let valid = 0;
+    for (let i = 0; i < this.files.length; i++) {
+      await this.cacheHandle.read(flags, 0, 1, this.cacheDataStart + i * this.recordBytes);
+      if (flags[0] === 1) valid++;
+      else this.failures.set(this.files[i], 'unreadable when the cache was built');
+    }
+    if (valid === 0) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
+  }
+
+  private async cacheMatches(file: string, signature: string): Promise<boolean> {
+    try {
+      const handle = await fs.open(file, 'r');
+      try {
+        const head = Buffer.alloc(8);
+        await handle.read(head, 0, 8, 0);
+        const length = Number(head.readBigUInt64LE(0));
+        if (length > 1 << 20) return false;
+        const json = Buffer.alloc(length);
+        await handle.read(json, 0, length, 8);
+        const header = JSON.parse(json.toString('utf8'));
+        const { size } = await handle.stat();
+        return header.signature === signature && size === 8 + length + this.files.length * this.recordBytes;
+      } finally {
+        await handle.close();
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  private async buildCache(file: string, signature: string): Promise<void> {
+    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64LE(BigInt(json.length));
+    const tmp = `${file}.${process.pid}.tmp`;
+    const handle = await fs.open(tmp, 'w');
+    try {
+      await handle.write(Buffer.concat([head, json]), 0, 8 + json.length, 0);
+      const chunk = 64;
+      for (let begin = 0; begin < this.files.length; begin += chunk) {
+        const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
+        const decoded = await Promise.all(indices.map((i) => this.decode(i)));
+        const records = Buffer.alloc(indices.length * this.recordBytes);
+        decoded.forEach((d, i) => {
+          if (d) {
+            records[i * this.recordBytes] = 1;
+            d.copy(records, i * this.recordBytes + 1);
+          }
+        });
+        await handle.write(records, 0, records.length, 8 + json.length + begin * this.recordBytes);
+      }
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, file);
+  }
+
+  private async cached(index: number): Promise<Buffer | null> {
+    const record = Buffer.alloc(this.recordBytes);
+    await this.cacheHandle!.read(record, 0, record.length, this.cacheDataStart + index * this.recordBytes);
+    return record[0] === 1 ? record.subarray(1) : null;
+  }
+
+  async batchSource(indices: readonly number[]): Promise<BatchSource> {
+    for (const i of indices) {
+      if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new RangeError(`indices must be integers in [0, ${this.length}), got ${i}`);
+    }
+    const decoded = await Promise.all(indices.map((i) => (this.cacheHandle ? this.cached(i) : this.decode(i))));
+    const present = indices.filter((_, k) => decoded[k] !== null);
+    const pixels = this.size * this.size * 3;
+    const images = new Uint8Array(present.length * pixels);
+    let row = 0;
+    for (const d of decoded) if (d) images.set(d, (row++) * pixels);
+    return {
+      source: Tensor.from(images, [present.length, this.size, this.size, 3]),
+      rows: Tensor.from(BigInt64Array.from(present, (_, k) => BigInt(k))),
+      indices: present,
+    };
+  }
+
+  /** Closes the cache file, if any. */
+  async close(): Promise<void> {
+    await this.cacheHandle?.close();
+    this.cacheHandle = null;
+  }
+}

@@ -1,0 +1,139 @@
+// Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
+// number in flight), in a shuffled order that depends only on (seed, epoch).
+import { binding } from '../binding';
+import { checkInteger, nativeCall, typeError } from '../errors';
+import { Tensor } from '../tensor';
+import type { Dataset } from './datasets';
+import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from './sampler';
+
+export interface PirlBatch {
+  /** B×3×S×S, normalised. */
+  images: Tensor;
+  /** B×9×3×P×P, normalised, in the order of `permutations`. */
+  patches: Tensor;
+  /** B×9: patch k comes from cell permutations[b][k] of the 3×3 grid (row-major). */
+  permutations: Tensor;
+  /** B dataset indices: the memory-bank rows. */
+  indices: Tensor;
+  /** Labels of the batch where the data set has them. */
+  labels: Int32Array | null;
+  epoch: number;
+  step: number;
+}
+
+export interface LoaderOptions {
+  batchSize?: number;
+  shuffle?: boolean;
+  /** Drop the last, smaller batch of an epoch (default true: BatchNorm and the NCE loss like full batches). */
+  dropLast?: boolean;
+  /** Batches per epoch at most (default: the whole data set). */
+  epochLength?: number;
+  seed?: number;
+  config?: SamplerPreset | (Partial<SamplerConfig> & { preset?: SamplerPreset });
+  /** Batches made ahead of the consumer (default 2). */
+  prefetch?: number;
+}
+
+// sfc32, seeded from (seed, epoch): a fast, well-mixed 32-bit generator for the epoch's order.
+function orderGenerator(seed: number, epoch: number): () => number {
+  let a = seed >>> 0, b = epoch >>> 0, c = 0x9e3779b9, d = 1;
+  const next = () => {
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4294967296;
+  };
+  for (let i = 0; i < 16; i++) next();
+  return next;
+}
+
+export class Loader {
+  readonly config: SamplerConfig;
+  readonly batchSize: number;
+  readonly shuffle: boolean;
+  readonly dropLast: boolean;
+  readonly epochLength: number | null;
+  readonly seed: number;
+  readonly prefetch: number;
+
+  constructor(readonly dataset: Dataset, options: LoaderOptions = {}) {
+    if (typeof dataset !== 'object' || dataset === null || typeof dataset.batchSource !== 'function') {
+      throw typeError('dataset', 'a Dataset (ArrayDataset, IdxDataset, ImageFolder)', dataset);
+    }
+    if (dataset.length === 0) throw new RangeError('dataset is empty: nothing to train on');
+    this.batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
+    this.shuffle = options.shuffle ?? true;
+    this.dropLast = options.dropLast ?? true;
+    this.epochLength = options.epochLength === undefined ? null : checkInteger('options.epochLength', options.epochLength, 1);
+    this.seed = checkInteger('options.seed', options.seed ?? 0, 0);
+    this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1);
+    this.config = resolveSamplerConfig(options.config ?? 'small');
+    if (this.dropLast && dataset.length < this.batchSize) {
+      throw new RangeError(`options.batchSize ${this.batchSize} is larger than the data set (${dataset.length}) with dropLast`);
+    }
+  }
+
+  /** The dataset indices of each batch of `epoch`, in order. */
+  batchesOf(epoch: number): number[][] {
+    const order = Array.from({ length: this.dataset.length }, (_, i) => i);
+    if (this.shuffle) {
+      const random = orderGenerator(this.seed, epoch);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+    }
+    const batches: number[][] = [];
+    for (let begin = 0; begin < order.length; begin += this.batchSize) {
+      const batch = order.slice(begin, begin + this.batchSize);
+      if (batch.length < this.batchSize && this.dropLast) break;
+      batches.push(batch);
+    }
+    return this.epochLength === null ? batches : batches.slice(0, this.epochLength);
+  }
+
+  /** Makes one batch (exposed for previews and tests). */
+  async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
+    const { source, rows, indices: present } = await this.dataset.batchSource(indices);
+    const ids = Tensor.from(BigInt64Array.from(present, (i) => BigInt(i)));
+    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config));
+    const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
+    return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };
+  }
+
+  /** The batches of one epoch; `prefetch` of them are being made while the consumer works. */
+  async *epoch(epoch: number): AsyncGenerator<PirlBatch> {
+    checkInteger('epoch', epoch, 0);
+    const batches = this.batchesOf(epoch);
+    const inFlight: Array<Promise<PirlBatch>> = [];
+    let next = 0;
+    const fill = () => {
+      while (inFlight.length < this.prefetch && next < batches.length) {
+        const promise = this.makeBatch(batches[next], epoch, next);
+        promise.catch(() => undefined); // surfaced when awaited below, not as an unhandled rejection
+        inFlight.push(promise);
+        next++;
+      }
+    };
+    fill();
+    while (inFlight.length > 0) {
+      const batch = await inFlight.shift()!;
+      fill();
+      if (batch.indices.shape[0] > 0) yield batch; // a batch of only unreadable files is skipped
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<PirlBatch> {
+    return this.epoch(0);
+  }
+}
+
+/** The evaluation transform for kNN and probes: whole images resized, normalised, no augmentation. */
+export async function evalImages(dataset: Dataset, indices: readonly number[], size: number): Promise<{ images: Tensor; indices: number[] }> {
+  const { source, rows, indices: present } = await dataset.batchSource(indices);
+  const s = checkInteger('size', size, 1);
+  return { images: new Tensor(await nativeCall(() => binding.evalImages(source.handle, rows.handle, s))), indices: present };
+}
