@@ -1,16 +1,25 @@
 #!/usr/bin/env node
 // The `pirl` command line.
-import { buildInfo } from './index';
+import { parseArgs } from 'util';
+
+import { ImageFolder, IdxDataset, Loader, buildInfo, type Dataset } from './index';
+import { writePreview } from './data/preview';
 
 const USAGE = `Usage: pirl <command> [options]
 
 Commands:
-  info [--json]   libtorch version and path, CUDA, BLAS, threads, Node-API version, addon path
-  help            this text`;
+  info [--json]                 libtorch version and path, CUDA, BLAS, threads, Node-API, addon path
+  preview <data> --out FILE     a PNG of samples: each image view and its 9 jigsaw patches in order
+        <data>: a folder of images (flat or one subfolder per class) or 'fashion-mnist'
+        --count N (8)  --preset small|paper (small)  --seed N (0)  --epoch N (0)  --size N (64, folders)
+  help                          this text`;
+
+class UsageError extends Error {}
 
 function info(args: string[]): void {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
   const b = buildInfo();
-  if (args.includes('--json')) {
+  if (values.json) {
     console.log(JSON.stringify(b, null, 2));
     return;
   }
@@ -27,22 +36,70 @@ function info(args: string[]): void {
   if (b.blas.warning) console.warn(`warning: ${b.blas.warning}`);
 }
 
-function main(argv: string[]): number {
+function integer(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got '${value}'`);
+  return n;
+}
+
+/** A data argument: 'fashion-mnist' or a folder of images. */
+export async function openData(spec: string, size: number): Promise<Dataset> {
+  if (spec === 'fashion-mnist') return IdxDataset.fashionMnist('train');
+  return ImageFolder.open(spec, { size });
+}
+
+async function preview(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      out: { type: 'string' }, count: { type: 'string' }, preset: { type: 'string' },
+      seed: { type: 'string' }, epoch: { type: 'string' }, size: { type: 'string' },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('preview needs one <data> argument');
+  if (!values.out) throw new UsageError('preview needs --out FILE.png');
+  const preset = values.preset ?? 'small';
+  if (preset !== 'small' && preset !== 'paper') throw new UsageError(`--preset must be 'small' or 'paper', got '${preset}'`);
+  const data = await openData(positionals[0], integer('size', values.size, preset === 'paper' ? 292 : 64));
+  const count = integer('count', values.count, 8);
+  const loader = new Loader(data, { batchSize: Math.min(count, data.length), seed: integer('seed', values.seed, 0), config: preset });
+  await writePreview(loader, values.out, { count, epoch: integer('epoch', values.epoch, 0) });
+  console.log(`wrote ${values.out}`);
+}
+
+async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
-  switch (command) {
-    case 'info':
-      info(args);
-      return 0;
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(USAGE);
-      return 0;
-    default:
-      console.error(`pirl: unknown command '${command}'\n\n${USAGE}`);
+  try {
+    switch (command) {
+      case 'info':
+        info(args);
+        return 0;
+      case 'preview':
+        await preview(args);
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(USAGE);
+        return 0;
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`pirl: ${(err as Error).message}\n\n${USAGE}`);
       return 2;
+    }
+    console.error(`pirl: ${(err as Error).message}`);
+    return 1;
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

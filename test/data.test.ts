@@ -247,3 +247,18 @@ describe('Loader', () => {
     expect(indices).toEqual([3, 4]);
   });
 });
+
+describe('pirl preview', () => {
+  test('writes a PNG grid of images and their patches', async () => {
+    const { execFileSync } = await import('child_process');
+    const dir = tmp();
+    for (let i = 0; i < 4; i++) await raw(40, 40).png().toFile(path.join(dir, `${i}.png`));
+    const out = path.join(dir, 'preview.png');
+    execFileSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli.js'), 'preview', dir, '--out', out, '--count', '3']);
+    const meta = await sharp(out).metadata();
+    expect(meta.format).toBe('png');
+    // small preset: rows of 32 px (+2 gap), image + 9 patches of 9 px, scaled ×3
+    expect(meta.height).toBe(3 * 34 * 3);
+    expect(meta.width).toBe((32 + 4 + 9 * 11) * 3);
+  });
+});

@@ -1,0 +1,56 @@
+// A PNG that shows what the model is fed: per sample, the image view and its 9 jigsaw patches in
+// their sampled order, composed with sharp.
+import sharp, { type OverlayOptions } from 'sharp';
+
+import { checkInteger } from '../errors';
+import type { Loader } from './loader';
+
+const MEAN = [0.485, 0.456, 0.406];
+const STD = [0.229, 0.224, 0.225];
+const GAP = 2;
+
+// Normalised CHW floats back to 8-bit HWC RGB.
+function toRgb(chw: Float32Array, offset: number, size: number): Buffer {
+  const plane = size * size;
+  const out = Buffer.alloc(plane * 3);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) {
+      const v = (chw[offset + c * plane + i] * STD[c] + MEAN[c]) * 255;
+      out[i * 3 + c] = Math.max(0, Math.min(255, Math.round(v)));
+    }
+  }
+  return out;
+}
+
+/** Writes a grid of `count` samples of epoch `epoch`: the image, then its patches left to right. */
+export async function writePreview(loader: Loader, file: string, options: { count?: number; epoch?: number; scale?: number } = {}): Promise<void> {
+  const count = checkInteger('options.count', options.count ?? 8, 1);
+  const epoch = checkInteger('options.epoch', options.epoch ?? 0, 0);
+  const { imageSize: S, patchSize: P } = loader.config;
+  const scale = checkInteger('options.scale', options.scale ?? Math.max(1, Math.round(96 / S)), 1);
+  const indices = loader.batchesOf(epoch).flat().slice(0, count);
+  const batch = await loader.makeBatch(indices, epoch);
+  const images = batch.images.data() as Float32Array;
+  const patches = batch.patches.data() as Float32Array;
+  const rows = batch.indices.shape[0];
+  const rowHeight = Math.max(S, P) + GAP;
+  const width = S + 2 * GAP + 9 * (P + GAP);
+  const layers: OverlayOptions[] = [];
+  for (let b = 0; b < rows; b++) {
+    const top = b * rowHeight;
+    layers.push({ input: toRgb(images, b * 3 * S * S, S), raw: { width: S, height: S, channels: 3 }, left: 0, top });
+    for (let k = 0; k < 9; k++) {
+      layers.push({
+        input: toRgb(patches, (b * 9 + k) * 3 * P * P, P),
+        raw: { width: P, height: P, channels: 3 },
+        left: S + 2 * GAP + k * (P + GAP),
+        top,
+      });
+    }
+  }
+  const canvas = await sharp({ create: { width, height: rows * rowHeight, channels: 3, background: { r: 255, g: 255, b: 255 } } })
+    .composite(layers)
+    .png()
+    .toBuffer();
+  await sharp(canvas).resize(width * scale, rows * rowHeight * scale, { kernel: 'nearest' }).png().toFile(file);
+}
