@@ -38,7 +38,7 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
 }
 
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
-                                    const at::Tensor& indices) {
+                                    const at::Tensor& indices, bool updateBank) {
   TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
   TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
   TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
@@ -47,7 +47,7 @@ PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const
   const nce::Result image = term(bank, f, indices, zImage_);
   const at::Tensor loss = options_.lambda * jigsaw.loss + (1 - options_.lambda) * image.loss;
   // Both terms saved no reference to the bank, so updating it before backward is safe.
-  bank.update(indices, f.detach(), options_.momentum);
+  if (updateBank) bank.update(indices, f.detach(), options_.momentum);
   return {loss, image.loss.detach(), jigsaw.loss.detach(), zImage_, zJigsaw_};
 }
 

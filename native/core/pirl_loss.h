@@ -37,8 +37,10 @@ class PirlLoss {
 
   // f, g: B×D L2-normalised embeddings of the images and of their jigsaw versions; indices: their
   // B bank rows. Draws fresh negatives for each term (jigsaw term first), computes L, then updates
-  // the bank with f. Each term keeps its own Z.
-  PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices);
+  // the bank with f unless `updateBank` is false (the caller then updates it, e.g. after checking
+  // the gradients). Each term keeps its own Z.
+  PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
+                            bool updateBank = true);
 
   const PirlLossOptions& options() const { return options_; }
   double zImage() const { return zImage_; }

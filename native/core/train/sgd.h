@@ -1,0 +1,40 @@
+// SGD with momentum and decoupled-from-nothing weight decay, as torch.optim.SGD computes it, with the
+// momentum buffers kept by parameter name so that a checkpoint restores them exactly.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace pirl::train {
+
+struct SgdOptions {
+  double momentum = 0.9;
+  double weightDecay = 1e-4;  // not on BatchNorm parameters and biases (PIRL.md, "Optimisation")
+};
+
+class Sgd {
+ public:
+  // `params`: named parameters; `decay[i]` says whether parameter i gets weight decay.
+  Sgd(std::vector<std::pair<std::string, at::Tensor>> params, std::vector<bool> decay, const SgdOptions& options);
+
+  // p ← p − lr·buf, buf ← momentum·buf + (grad + wd·p) (buf = grad + wd·p on the first step).
+  void step(double lr);
+  void zeroGrad();
+
+  // Σ‖grad‖²: its square root is the gradient norm; non-finite when any gradient is.
+  double gradSquaredNorm() const;
+
+  const std::map<std::string, at::Tensor>& momentumBuffers() const { return buffers_; }
+  void setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers);
+
+ private:
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::vector<bool> decay_;
+  SgdOptions options_;
+  std::map<std::string, at::Tensor> buffers_;
+};
+
+}  // namespace pirl::train

@@ -1,0 +1,95 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/eval/knn.h"
+#include "core/train/train_state.h"
+
+namespace {
+
+using namespace pirl;
+
+TEST(Sgd, MatchesTorchOptimSgdWithMomentumAndWeightDecay) {
+  at::Tensor w = at::tensor({1.0, -2.0}, at::kDouble).requires_grad_(true);
+  at::Tensor b = at::tensor({0.5}, at::kDouble).requires_grad_(true);
+  train::Sgd sgd({{"w", w}, {"b", b}}, {true, false}, {0.9, 0.1});
+  // step 1: buf = g + wd·p; p -= lr·buf
+  w.mutable_grad() = at::tensor({1.0, 1.0}, at::kDouble);
+  b.mutable_grad() = at::tensor({2.0}, at::kDouble);
+  sgd.step(0.5);
+  EXPECT_TRUE(at::allclose(w.detach(), at::tensor({1.0 - 0.5 * 1.1, -2.0 - 0.5 * (1 - 0.2)}, at::kDouble)));
+  EXPECT_NEAR(b.item<double>(), 0.5 - 0.5 * 2.0, 1e-12);
+  // step 2: buf = 0.9·buf + (g + wd·p)
+  const double w0 = w[0].item<double>();
+  sgd.step(0.5);
+  EXPECT_NEAR(w[0].item<double>(), w0 - 0.5 * (0.9 * 1.1 + 1 + 0.1 * w0), 1e-12);
+  EXPECT_TRUE(sgd.momentumBuffers().count("w") && sgd.momentumBuffers().count("b"));
+}
+
+train::TrainState makeState(uint64_t seed) {
+  at::manual_seed(seed);
+  model::PirlModelOptions o;
+  o.trunk = {"resnet18", model::Stem::Small, 0.25};
+  o.embeddingDim = 16;
+  PirlLossOptions loss;
+  loss.numNegatives = 32;
+  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, seed), loss, {});
+}
+
+TEST(TrainState, StepsAreDeterministic) {
+  at::manual_seed(99);
+  const at::Tensor images = at::randn({8, 3, 16, 16}), patches = at::randn({8, 9, 3, 8, 8});
+  const at::Tensor indices = at::arange(8, at::kLong);
+  auto a = makeState(1), b = makeState(1);
+  for (int i = 0; i < 4; ++i) {
+    const auto ra = a.step(images, patches, indices, 0.05), rb = b.step(images, patches, indices, 0.05);
+    EXPECT_EQ(ra.loss, rb.loss) << "step " << i;
+    EXPECT_EQ(ra.gradNorm, rb.gradNorm) << "step " << i;
+    EXPECT_GT(ra.gradNorm, 0);
+  }
+  EXPECT_TRUE(at::equal(a.bank().rows(), b.bank().rows()));
+}
+
+TEST(TrainState, LrMovesTheWeightsAndTheBankMovesTowardsF) {
+  at::manual_seed(5);
+  const at::Tensor images = at::randn({4, 3, 16, 16}), patches = at::randn({4, 9, 3, 8, 8});
+  const at::Tensor indices = at::arange(4, at::kLong);
+  auto s = makeState(3);
+  const at::Tensor w0 = s.model()->trunk->conv1->weight.detach().clone();
+  const at::Tensor rows0 = s.bank().rows().clone();
+  s.step(images, patches, indices, 0.0);
+  EXPECT_TRUE(at::equal(w0, s.model()->trunk->conv1->weight.detach())) << "lr 0 keeps the weights";
+  EXPECT_FALSE(at::equal(rows0.narrow(0, 0, 4), s.bank().rows().narrow(0, 0, 4))) << "the batch's rows move";
+  EXPECT_TRUE(at::equal(rows0.narrow(0, 4, 36), s.bank().rows().narrow(0, 4, 36))) << "the others do not";
+  s.step(images, patches, indices, 0.1);
+  EXPECT_FALSE(at::equal(w0, s.model()->trunk->conv1->weight.detach()));
+}
+
+TEST(TrainState, ANonFiniteGradientChangesNothing) {
+  auto s = makeState(2);
+  const at::Tensor indices = at::arange(4, at::kLong);
+  at::Tensor images = at::randn({4, 3, 16, 16});
+  s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1);
+  const at::Tensor weight = s.model()->trunk->conv1->weight.detach().clone();
+  const at::Tensor rows = s.bank().rows().clone();
+  images[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1), c10::Error);
+  EXPECT_TRUE(at::equal(weight, s.model()->trunk->conv1->weight.detach()));
+  EXPECT_TRUE(at::equal(rows, s.bank().rows()));
+}
+
+TEST(Knn, WeightedVoteOfTheNearest) {
+  // Two tight clusters on the unit circle, one label each; test points near each.
+  const at::Tensor train = at::tensor({1.0f, 0.0f, 0.99f, 0.1f, 0.0f, 1.0f, 0.1f, 0.99f}).view({4, 2});
+  const at::Tensor labels = at::tensor({0, 0, 1, 1}, at::kLong);
+  const at::Tensor test = at::tensor({0.9f, 0.2f, 0.2f, 0.9f}).view({2, 2});
+  const at::Tensor p = eval::knnPredict(train, labels, test, 3, 0.07, 2, 1);
+  EXPECT_EQ(p[0].item<int64_t>(), 0);
+  EXPECT_EQ(p[1].item<int64_t>(), 1);
+  // k larger than N is clamped; weights decide against a 2-vs-1 majority of far points
+  const at::Tensor t2 = at::tensor({1.0f, 0.0f, -1.0f, 0.05f, -1.0f, -0.05f}).view({3, 2});
+  const at::Tensor l2 = at::tensor({0, 1, 1}, at::kLong);
+  EXPECT_EQ(eval::knnPredict(t2, l2, at::tensor({0.95f, 0.3f}).view({1, 2}), 200, 0.07, 2)[0].item<int64_t>(), 0);
+  EXPECT_THROW(eval::knnPredict(t2, at::tensor({0, 1, 2}, at::kLong), t2, 2, 0.07, 2), c10::IndexError);
+}
+
+}  // namespace
