@@ -27,7 +27,8 @@
         "native/addon/nce_wrap.cc",
         "native/addon/ops_wrap.cc",
         "native/addon/runtime_wrap.cc",
-        "native/addon/tensor_wrap.cc"
+        "native/addon/tensor_wrap.cc",
+        "native/addon/train_wrap.cc"
       ],
       "defines": [
         "NAPI_VERSION=9",

@@ -84,6 +84,7 @@ export interface NativeModelOptions {
   width: number;
   embeddingDim: number;
   channelsLast: boolean;
+  seed: number;
 }
 
 /** The native model handle (native/addon/model_wrap.cc). */
@@ -119,6 +120,20 @@ export interface NativeSamplerConfig {
   photometricProbability: number;
   grayscaleProbability: number;
   flipProbability: number;
+}
+
+export interface NativeStepResult {
+  loss: number;
+  lossImage: number;
+  lossJigsaw: number;
+  gradNorm: number;
+}
+
+/** The native training state (native/addon/train_wrap.cc). */
+export interface TrainerHandle {
+  step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number): Promise<NativeStepResult>;
+  state(): { zImage: number; zJigsaw: number; momentum: { names: string[]; tensors: TensorHandle[] } };
+  setState(zImage: number, zJigsaw: number, names: string[], tensors: TensorHandle[]): void;
 }
 
 /** Everything the addon exports, typed once. */
@@ -157,6 +172,20 @@ export interface Binding {
     config: NativeSamplerConfig,
   ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
   evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;
+  TrainerHandle: new (
+    model: PirlModelHandle,
+    bank: MemoryBankHandle,
+    loss: NativePirlLossOptions,
+    sgd: { momentum: number; weightDecay: number },
+  ) => TrainerHandle;
+  knnPredict(
+    trainFeatures: TensorHandle,
+    trainLabels: TensorHandle,
+    testFeatures: TensorHandle,
+    k: number,
+    tau: number,
+    numClasses: number,
+  ): Promise<TensorHandle>;
   buildInfo(): NativeBuildInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;

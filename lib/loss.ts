@@ -94,6 +94,27 @@ export interface PirlLossResult {
   zJigsaw: number;
 }
 
+/** Every PIRL loss option, checked, with the paper's defaults. */
+export function resolvePirlLossOptions(options: PirlLossOptions = {}): Required<PirlLossOptions> {
+  if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
+  const z = options.z ?? 'frozen';
+  if (z !== 'frozen' && z !== 'ema') throw typeError('options.z', "'frozen' or 'ema'", z);
+  for (const key of ['sharedNegatives', 'excludePositive'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'boolean') throw typeError(`options.${key}`, 'a boolean', options[key]);
+  }
+  return {
+    lambda: checkUnit('options.lambda', options.lambda ?? 0.5, true),
+    tau: checkTau('options.tau', options.tau ?? 0.07),
+    negatives: checkInteger('options.negatives', options.negatives ?? 4096, 1),
+    momentum: checkUnit('options.momentum', options.momentum ?? 0.5, false),
+    mode: checkMode('options.mode', options.mode ?? 'nce'),
+    z,
+    zMomentum: checkUnit('options.zMomentum', options.zMomentum ?? 0.99, false),
+    sharedNegatives: options.sharedNegatives ?? false,
+    excludePositive: options.excludePositive ?? false,
+  };
+}
+
 /**
  * L = λ·L_NCE(m_y, g(v_It)) + (1−λ)·L_NCE(m_y, f(v_I)): both terms against the bank as it was before
  * the step, fresh negatives per term, then m_y updated with f — one native call per step.
@@ -105,24 +126,8 @@ export class PirlLoss {
 
   constructor(bank: MemoryBank, options: PirlLossOptions = {}) {
     if (!(bank instanceof MemoryBank)) throw typeError('bank', 'a MemoryBank', bank);
-    if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
-    const z = options.z ?? 'frozen';
-    if (z !== 'frozen' && z !== 'ema') throw typeError('options.z', "'frozen' or 'ema'", z);
-    for (const key of ['sharedNegatives', 'excludePositive'] as const) {
-      if (options[key] !== undefined && typeof options[key] !== 'boolean') throw typeError(`options.${key}`, 'a boolean', options[key]);
-    }
     this.bank = bank;
-    this.options = {
-      lambda: checkUnit('options.lambda', options.lambda ?? 0.5, true),
-      tau: checkTau('options.tau', options.tau ?? 0.07),
-      negatives: checkInteger('options.negatives', options.negatives ?? 4096, 1),
-      momentum: checkUnit('options.momentum', options.momentum ?? 0.5, false),
-      mode: checkMode('options.mode', options.mode ?? 'nce'),
-      z,
-      zMomentum: checkUnit('options.zMomentum', options.zMomentum ?? 0.99, false),
-      sharedNegatives: options.sharedNegatives ?? false,
-      excludePositive: options.excludePositive ?? false,
-    };
+    this.options = resolvePirlLossOptions(options);
     this.handle = new binding.PirlLossHandle(this.options);
   }
 

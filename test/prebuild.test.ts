@@ -20,6 +20,7 @@ function packageCopy(): string {
 }
 
 describe('node-gyp and prebuildify', () => {
+  // node-gyp compiles every source without a precompiled header: minutes on two cores.
   test('`npm run prebuild` (node-gyp under prebuildify) makes an addon that loads once build/ is gone', () => {
     const dir = packageCopy();
     try {
@@ -39,5 +40,5 @@ describe('node-gyp and prebuildify', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 900_000);
 });

@@ -105,11 +105,17 @@ export class Loader {
   }
 
   /** The batches of one epoch; `prefetch` of them are being made while the consumer works. */
-  async *epoch(epoch: number): AsyncGenerator<PirlBatch> {
+  epoch(epoch: number): AsyncGenerator<PirlBatch> {
+    return this.epochFrom(epoch, 0);
+  }
+
+  /** The batches of `epoch` from its batch number `first` on (a resumed run). */
+  async *epochFrom(epoch: number, first: number): AsyncGenerator<PirlBatch> {
     checkInteger('epoch', epoch, 0);
+    checkInteger('first', first, 0);
     const batches = this.batchesOf(epoch);
     const inFlight: Array<Promise<PirlBatch>> = [];
-    let next = 0;
+    let next = first;
     const fill = () => {
       while (inFlight.length < this.prefetch && next < batches.length) {
         const promise = this.makeBatch(batches[next], epoch, next);

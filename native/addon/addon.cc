@@ -9,6 +9,7 @@
 #include "ops_wrap.h"
 #include "runtime_wrap.h"
 #include "tensor_wrap.h"
+#include "train_wrap.h"
 
 namespace {
 
@@ -22,6 +23,7 @@ Napi::Object initPirl(Napi::Env env, Napi::Object exports) {
   registerNce(env, exports);
   registerModel(env, exports);
   registerData(env, exports);
+  registerTrain(env, exports);
   registerRuntime(env, exports);
   return exports;
 }

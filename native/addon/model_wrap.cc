@@ -20,14 +20,6 @@ using model::EmbedLayer;
 using model::PirlModel;
 using model::PirlModelOptions;
 
-// One model, used from worker threads one call at a time.
-struct ModelState {
-  explicit ModelState(const PirlModelOptions& o) : model(o) {}
-  std::mutex mutex;
-  PirlModel model;
-  c10::Device device{at::kCPU};
-};
-
 PirlModelOptions readOptions(const Napi::Object& o) {
   PirlModelOptions options;
   options.trunk.arch = o.Get("arch").As<Napi::String>().Utf8Value();
@@ -60,6 +52,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                       });
     EnvState::of(env)->modelConstructor = Napi::Persistent(ctor);
     exports.Set("PirlModelHandle", ctor);
+  }
+
+  static std::shared_ptr<ModelState> unwrap(Napi::Value value, const std::string& arg) {
+    Napi::Env env = value.Env();
+    if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(EnvState::of(env)->modelConstructor.Value())) {
+      throw std::invalid_argument(arg + " must be a PirlModel");
+    }
+    return Unwrap(value.As<Napi::Object>())->state_;
   }
 
   static Napi::Object wrap(Napi::Env env, std::shared_ptr<ModelState> state) {
@@ -205,14 +205,26 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   std::shared_ptr<ModelState> state_;
 };
 
+// Initialisation draws from libtorch's global generator: seeding it and building the model must not
+// interleave with another model's construction.
+std::mutex initMutex;
+
 Napi::Value createPirlModel(const Napi::CallbackInfo& info) {
   const PirlModelOptions options = readOptions(info[0].As<Napi::Object>());
+  const auto seed = static_cast<uint64_t>(info[0].As<Napi::Object>().Get("seed").As<Napi::Number>().Int64Value());
   return AsyncTask<std::shared_ptr<ModelState>>::run(
-      info.Env(), "pirl.createModel", [=] { return std::make_shared<ModelState>(options); },
+      info.Env(), "pirl.createModel",
+      [=] {
+        std::lock_guard<std::mutex> lock(initMutex);
+        at::manual_seed(seed);
+        return std::make_shared<ModelState>(options);
+      },
       [](Napi::Env env, std::shared_ptr<ModelState>& s) -> Napi::Value { return ModelWrap::wrap(env, s); });
 }
 
 }  // namespace
+
+std::shared_ptr<ModelState> unwrapModel(Napi::Value value, const std::string& arg) { return ModelWrap::unwrap(value, arg); }
 
 void registerModel(Napi::Env env, Napi::Object exports) {
   ModelWrap::Init(env, exports);

@@ -65,18 +65,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
 
   explicit PirlLossWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PirlLossWrap>(info) {
     if (info.Length() != 1 || !info[0].IsObject()) throw Napi::TypeError::New(info.Env(), "options must be an object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    PirlLossOptions options;
-    options.lambda = o.Get("lambda").As<Napi::Number>().DoubleValue();
-    options.tau = o.Get("tau").As<Napi::Number>().DoubleValue();
-    options.numNegatives = o.Get("negatives").As<Napi::Number>().Int64Value();
-    options.momentum = o.Get("momentum").As<Napi::Number>().DoubleValue();
-    options.mode = nce::modeFromName(o.Get("mode").As<Napi::String>().Utf8Value());
-    options.zMode = o.Get("z").As<Napi::String>().Utf8Value() == "ema" ? ZMode::Ema : ZMode::Frozen;
-    options.zMomentum = o.Get("zMomentum").As<Napi::Number>().DoubleValue();
-    options.sharedNegatives = o.Get("sharedNegatives").As<Napi::Boolean>().Value();
-    options.excludePositive = o.Get("excludePositive").As<Napi::Boolean>().Value();
-    state_ = guarded(info.Env(), [&] { return std::make_shared<PirlLossState>(options); });
+    state_ = guarded(info.Env(), [&] { return std::make_shared<PirlLossState>(readPirlLossOptions(info[0].As<Napi::Object>())); });
   }
 
  private:
@@ -134,6 +123,20 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
 };
 
 }  // namespace
+
+PirlLossOptions readPirlLossOptions(const Napi::Object& o) {
+  PirlLossOptions options;
+  options.lambda = o.Get("lambda").As<Napi::Number>().DoubleValue();
+  options.tau = o.Get("tau").As<Napi::Number>().DoubleValue();
+  options.numNegatives = o.Get("negatives").As<Napi::Number>().Int64Value();
+  options.momentum = o.Get("momentum").As<Napi::Number>().DoubleValue();
+  options.mode = nce::modeFromName(o.Get("mode").As<Napi::String>().Utf8Value());
+  options.zMode = o.Get("z").As<Napi::String>().Utf8Value() == "ema" ? ZMode::Ema : ZMode::Frozen;
+  options.zMomentum = o.Get("zMomentum").As<Napi::Number>().DoubleValue();
+  options.sharedNegatives = o.Get("sharedNegatives").As<Napi::Boolean>().Value();
+  options.excludePositive = o.Get("excludePositive").As<Napi::Boolean>().Value();
+  return options;
+}
 
 void registerNce(Napi::Env env, Napi::Object exports) {
   exports.Set("nceLoss", Napi::Function::New<binding<nceLoss>>(env, "nceLoss"));

@@ -1,0 +1,58 @@
+// Evaluation of a trunk's features: NPID's weighted kNN (k=200, τ=0.07) on features recomputed with
+// the test transform (shared/PIRL.md, "Evaluation protocols").
+import { binding } from '../binding';
+import type { Dataset } from '../data/datasets';
+import { evalImages } from '../data/loader';
+import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
+import type { PirlModel } from '../model';
+import { Tensor } from '../tensor';
+
+/** Pooled res5 features of a whole data set (eval transform), and the labels of the rows kept. */
+export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number }): Promise<{ features: Tensor; labels: Int32Array }> {
+  if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
+  const batchSize = checkInteger('options.batchSize', options.batchSize ?? 512, 1);
+  const parts: Float32Array[] = [];
+  const labels: number[] = [];
+  let width = 0;
+  for (let begin = 0; begin < dataset.length; begin += batchSize) {
+    const indices = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
+    const { images, indices: kept } = await evalImages(dataset, indices, options.size);
+    if (kept.length === 0) continue;
+    const features = await model.embed(images, { layer: 'res5', batchSize });
+    width = features.shape[1];
+    parts.push(features.data() as Float32Array);
+    for (const i of kept) labels.push(dataset.labels[i]);
+  }
+  const all = new Float32Array(labels.length * width);
+  let offset = 0;
+  for (const p of parts) {
+    all.set(p, offset);
+    offset += p.length;
+  }
+  return { features: Tensor.from(all, [labels.length, width]), labels: Int32Array.from(labels) };
+}
+
+export interface KnnOptions {
+  k?: number;
+  tau?: number;
+  /** Side of the evaluation images. */
+  size: number;
+  batchSize?: number;
+}
+
+/** Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. */
+export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions): Promise<number> {
+  const k = checkInteger('options.k', options.k ?? 200, 1);
+  const tau = options.tau ?? 0.07;
+  if (typeof tau !== 'number' || !(tau > 0)) throw rangeError('options.tau', 'a positive number', tau);
+  const a = await datasetFeatures(model, train, options);
+  const b = await datasetFeatures(model, test, options);
+  const classes = Math.max(...a.labels, ...b.labels) + 1;
+  const trainLabels = Tensor.from(BigInt64Array.from(a.labels, (l) => BigInt(l)));
+  const predicted = new Tensor(
+    await nativeCall(() => binding.knnPredict(a.features.handle, trainLabels.handle, b.features.handle, k, tau, classes)),
+  ).data() as BigInt64Array;
+  let correct = 0;
+  predicted.forEach((p, i) => (correct += Number(p) === b.labels[i] ? 1 : 0));
+  return correct / b.labels.length;
+}

@@ -1,0 +1,25 @@
+// PIRL's learning rate (shared/PIRL.md, "Optimisation"): lr = base·batch/256, a linear warm-up,
+// then a cosine decay down to finalRatio of the peak.
+
+export interface LrSchedule {
+  baseLr: number;
+  batchSize: number;
+  totalSteps: number;
+  warmupSteps: number;
+  /** The last step's lr as a fraction of the peak (1/1000 in the paper). */
+  finalRatio: number;
+}
+
+export function peakLr(s: LrSchedule): number {
+  return (s.baseLr * s.batchSize) / 256;
+}
+
+/** The lr of step `step` (0-based). */
+export function lrAt(s: LrSchedule, step: number): number {
+  const peak = peakLr(s);
+  if (step < s.warmupSteps) return (peak * (step + 1)) / s.warmupSteps;
+  const span = Math.max(1, s.totalSteps - s.warmupSteps - 1);
+  const progress = Math.min(1, (step - s.warmupSteps) / span);
+  const floor = peak * s.finalRatio;
+  return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
+}

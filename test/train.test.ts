@@ -1,0 +1,116 @@
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Trainer, lrAt, type BatchLogs } from '../lib';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-train-'));
+
+async function uninterruptedLosses(): Promise<number[]> {
+  const losses: number[] = [];
+  const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+  await trainer.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+  return losses;
+}
+
+describe('learning-rate schedule', () => {
+  const s = { baseLr: 0.03, batchSize: 512, totalSteps: 101, warmupSteps: 10, finalRatio: 1e-3 };
+  test('linear warm-up to base·batch/256, cosine down to 1/1000 of it', () => {
+    expect(lrAt(s, 0)).toBeCloseTo(0.006, 10);
+    expect(lrAt(s, 9)).toBeCloseTo(0.06, 10);
+    expect(lrAt(s, 10)).toBeCloseTo(0.06, 10);
+    expect(lrAt(s, 100)).toBeCloseTo(0.06e-3, 10);
+    expect(lrAt(s, 55)).toBeCloseTo(0.06e-3 + (0.06 - 0.06e-3) * 0.5, 10);
+    for (let i = 11; i < 101; i++) expect(lrAt(s, i)).toBeLessThan(lrAt(s, i - 1));
+  });
+});
+
+describe('Trainer', () => {
+  let reference: number[];
+  beforeAll(async () => {
+    reference = await uninterruptedLosses();
+  });
+
+  test('fit calls back with loss, lr and img/s, epoch by epoch', async () => {
+    const events: string[] = [];
+    const batches: BatchLogs[] = [];
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await trainer.fit({
+      callbacks: {
+        onTrainBegin: (i) => void events.push(`begin ${i.epochs}x${i.stepsPerEpoch}`),
+        onEpochBegin: (e) => void events.push(`epoch ${e}`),
+        onBatchEnd: (l) => void batches.push(l),
+        onEpochEnd: (l) => void events.push(`end ${l.epoch}`),
+        onTrainEnd: (l) => void events.push(`done ${l.steps}`),
+      },
+    });
+    expect(events).toEqual(['begin 3x3', 'epoch 0', 'end 0', 'epoch 1', 'end 1', 'epoch 2', 'end 2', 'done 9']);
+    expect(batches.map((b) => b.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    for (const b of batches) {
+      expect(Number.isFinite(b.loss) && b.lr > 0 && b.imagesPerSecond > 0 && b.gradNorm > 0).toBe(true);
+    }
+    expect(batches.map((b) => b.loss)).toEqual(reference); // same seed, same run
+  });
+
+  test('resume from a checkpoint continues with exactly the losses of an uninterrupted run', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const first = await Trainer.create(tiny.dataset(), tiny.config);
+    // Stop after step 4 (mid-epoch 1) by throwing from the callback; the step-4 checkpoint exists.
+    await expect(first.fit({
+      checkpoint: file, checkpointEvery: 1,
+      callbacks: { onBatchEnd: (l) => { if (l.step === 4) throw new Error('stop'); } },
+    })).rejects.toThrow('stop');
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress).toEqual({ epoch: 1, stepInEpoch: 1, step: 4 });
+    const losses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(4));
+  });
+
+  test('resume after the training process was killed mid-epoch', async () => {
+    const file = path.join(tmp(), 'killed.ckpt');
+    const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'tiny-run.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const seen: Array<{ step: number; loss: number }> = [];
+    await new Promise<void>((resolve) => {
+      let buffer = '';
+      child.stdout!.on('data', (chunk: Buffer) => {
+        buffer += chunk.toString();
+        const lines = buffer.split('\n');
+        buffer = lines.pop()!;
+        for (const line of lines) seen.push(JSON.parse(line));
+        if (seen.length >= 5) child.kill('SIGKILL');
+      });
+      child.on('exit', () => resolve());
+    });
+    expect(seen.map((s) => s.loss)).toEqual(reference.slice(0, seen.length)); // another process, the same run
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    const from = resumed.progress.step;
+    expect(from).toBeGreaterThanOrEqual(5);
+    const losses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(from));
+  });
+
+  test('a non-finite gradient stops training with a clear error; the last good checkpoint stays', async () => {
+    const file = path.join(tmp(), 'nan.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: 1e12, warmupEpochs: 0 });
+    const steps: number[] = [];
+    await expect(trainer.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => void steps.push(l.step) } }))
+      .rejects.toThrow(/non-finite (gradient|loss).*training stopped/);
+    expect(steps.length).toBeGreaterThanOrEqual(1);
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress.step).toBe(steps[steps.length - 1]);
+  });
+
+  test('config and checkpoint errors are clear', async () => {
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 0 })).rejects.toThrow(/config.epochs must be an integer >= 1, got 0/);
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: -1 })).rejects.toThrow(/config.baseLr must be a number >= 0, got -1/);
+    const file = path.join(tmp(), 'model.safetensors');
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await trainer.model.save(file);
+    await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint/);
+  });
+});
