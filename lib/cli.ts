@@ -2,19 +2,25 @@
 // The `pirl` command line.
 import { parseArgs } from 'util';
 
-import { ImageFolder, IdxDataset, Loader, buildInfo, type Dataset } from './index';
+import { Loader, buildInfo } from './index';
+import { TRAIN_USAGE, UsageError, embed, evaluate, exportTrunk, integer, openData, train } from './cli/train';
 import { writePreview } from './data/preview';
 
 const USAGE = `Usage: pirl <command> [options]
 
 Commands:
   info [--json]                 libtorch version and path, CUDA, BLAS, threads, Node-API, addon path
+  ${TRAIN_USAGE}
+  eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size 32]
+                                weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist)
+  embed <model> <folder> --out FILE [--layer res5|f] [--size 32]
+                                features of every image, with the file list in the metadata
+  export <model> --out FILE     the trunk with torchvision's names (safetensors)
   preview <data> --out FILE     a PNG of samples: each image view and its 9 jigsaw patches in order
-        <data>: a folder of images (flat or one subfolder per class) or 'fashion-mnist'
         --count N (8)  --preset small|paper (small)  --seed N (0)  --epoch N (0)  --size N (64, folders)
-  help                          this text`;
+  help                          this text
 
-class UsageError extends Error {}
+<data> is a folder of images (flat, or one subfolder per class) or 'fashion-mnist'.`;
 
 function info(args: string[]): void {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
@@ -36,19 +42,6 @@ function info(args: string[]): void {
   if (b.blas.warning) console.warn(`warning: ${b.blas.warning}`);
 }
 
-function integer(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got '${value}'`);
-  return n;
-}
-
-/** A data argument: 'fashion-mnist' or a folder of images. */
-export async function openData(spec: string, size: number): Promise<Dataset> {
-  if (spec === 'fashion-mnist') return IdxDataset.fashionMnist('train');
-  return ImageFolder.open(spec, { size });
-}
-
 async function preview(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -62,7 +55,7 @@ async function preview(args: string[]): Promise<void> {
   if (!values.out) throw new UsageError('preview needs --out FILE.png');
   const preset = values.preset ?? 'small';
   if (preset !== 'small' && preset !== 'paper') throw new UsageError(`--preset must be 'small' or 'paper', got '${preset}'`);
-  const data = await openData(positionals[0], integer('size', values.size, preset === 'paper' ? 292 : 64));
+  const data = await openData(positionals[0], integer('size', values.size, preset === 'paper' ? 292 : 64, 1));
   const count = integer('count', values.count, 8);
   const loader = new Loader(data, { batchSize: Math.min(count, data.length), seed: integer('seed', values.seed, 0), config: preset });
   await writePreview(loader, values.out, { count, epoch: integer('epoch', values.epoch, 0) });
@@ -78,6 +71,18 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case 'preview':
         await preview(args);
+        return 0;
+      case 'train':
+        await train(args);
+        return 0;
+      case 'eval':
+        await evaluate(args);
+        return 0;
+      case 'embed':
+        await embed(args);
+        return 0;
+      case 'export':
+        await exportTrunk(args);
         return 0;
       case undefined:
       case 'help':

@@ -1,0 +1,67 @@
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+
+import { readSafetensors } from '../lib';
+
+const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+const run = (args: string[]) => execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+describe('pirl train / eval / embed / export', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-'));
+  const data = path.join(dir, 'data');
+  const out = path.join(dir, 'run');
+  const small = ['--width', '0.125', '--batch', '8', '--negatives', '16', '--epoch-length', '2', '--size', '24'];
+
+  beforeAll(async () => {
+    for (const [c, cls] of ['light', 'dark'].entries()) {
+      fs.mkdirSync(path.join(data, cls), { recursive: true });
+      for (let i = 0; i < 10; i++) {
+        const px = Buffer.alloc(24 * 24 * 3, c === 0 ? 200 - i : 40 + i);
+        await sharp(px, { raw: { width: 24, height: 24, channels: 3 } }).png().toFile(path.join(data, cls, `${i}.png`));
+      }
+    }
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('train writes the model, a checkpoint, JSON-lines metrics and the curves, then resumes', async () => {
+    run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', ...small]);
+    for (const f of ['model.safetensors', 'checkpoint.safetensors', 'metrics.jsonl', 'curves.png']) expect(fs.existsSync(path.join(out, f))).toBe(true);
+    const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === 'batch')).toHaveLength(4);
+    const epochs = lines.filter((l) => l.type === 'epoch');
+    expect(epochs).toHaveLength(2);
+    expect(epochs[1].knn).toBeGreaterThanOrEqual(0);
+    expect((await sharp(path.join(out, 'curves.png')).metadata()).width).toBe(800);
+    // --resume continues from the checkpoint: this run had finished, so it adds no step.
+    run(['train', data, '--out', out, '--resume', ...small]);
+    const after = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(after.filter((l) => l.type === 'batch')).toHaveLength(4);
+  });
+
+  test('eval, embed and export use the saved model', async () => {
+    const model = path.join(out, 'model.safetensors');
+    const evaluation = JSON.parse(run(['eval', model, '--data', data, '--size', '16']).trim());
+    expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
+    expect(evaluation.test).toBe(20);
+    const features = path.join(dir, 'features.safetensors');
+    run(['embed', model, data, '--out', features, '--size', '16']);
+    const { tensors, metadata } = await readSafetensors(features);
+    expect(tensors.get('features')!.shape[0]).toBe(20);
+    expect(JSON.parse(metadata.files)).toContain(path.join('dark', '0.png'));
+    const trunk = path.join(dir, 'trunk.safetensors');
+    run(['export', model, '--out', trunk]);
+    expect((await readSafetensors(trunk)).tensors.has('layer4.1.bn2.running_var')).toBe(true);
+  });
+
+  test('bad arguments exit 2 with the usage; missing data exits 1', () => {
+    const bad = spawnSync(process.execPath, [cli, 'train', data, '--epochs', 'many'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--epochs must be an integer >= 1, got 'many'/);
+    const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/no such folder/);
+  });
+});
