@@ -1,5 +1,7 @@
 import { MemoryBank, PirlLoss, Tensor, nceLoss } from '../lib';
 
+import { unitRows } from './helpers';
+
 /** The loss of shared/PIRL.md written out in float64 JavaScript: an independent reference. */
 function reference(
   x: Float32Array, rows: Float32Array, D: number, positives: number[], negatives: number[][], tau: number,
@@ -38,15 +40,6 @@ function reference(
   return { loss: loss / B, grad, zBatch };
 }
 
-function unit(b: number, d: number): Float32Array {
-  const out = new Float32Array(b * d).map(() => Math.random() - 0.5);
-  for (let i = 0; i < b; i++) {
-    const row = out.subarray(i * d, (i + 1) * d);
-    const n = Math.hypot(...row);
-    row.forEach((v, j) => (row[j] = v / n));
-  }
-  return out;
-}
 
 const toNumbers = (t: Tensor) => Array.from(t.data() as BigInt64Array, Number);
 
@@ -60,7 +53,7 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     const N = 200, D = 16, B = 6, K = 40, tau = 0.1;
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 9 });
     const rows = bank.rows().data() as Float32Array;
-    const x = unit(B, D);
+    const x = unitRows(B, D);
     const positives = [3, 50, 199, 0, 7, 7];
     const negatives = shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
     const negRows = shared
@@ -95,7 +88,7 @@ describe('PirlLoss', () => {
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
     const twin = await MemoryBank.create({ size: N, dim: D, seed: 5 });
     const loss = new PirlLoss(bank, { negatives: 32, lambda: 0.25 });
-    const f = unit(B, D), g = unit(B, D);
+    const f = unitRows(B, D), g = unitRows(B, D);
     const indices = [1, 2, 3, 2];
     const r = await loss.compute(Tensor.from(f, [B, D]), Tensor.from(g, [B, D]), indices);
 

@@ -3,6 +3,7 @@
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
+#include "handle.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -49,24 +50,17 @@ void MemoryBankWrap::Init(Napi::Env env, Napi::Object exports) {
 }
 
 MemoryBankWrap::MemoryBankWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemoryBankWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    throw Napi::TypeError::New(info.Env(), "MemoryBankHandle cannot be constructed from JavaScript; use MemoryBank.create()");
-  }
+  refuseJavaScriptConstruction(info, "MemoryBankHandle", "MemoryBank.create()");
 }
 
 Napi::Object MemoryBankWrap::wrap(Napi::Env env, std::shared_ptr<MemoryBank> bank) {
-  static int token = 0;
-  Napi::Object object = EnvState::of(env)->memoryBankConstructor.New({Napi::External<int>::New(env, &token)});
+  Napi::Object object = newHandle(env, EnvState::of(env)->memoryBankConstructor);
   Unwrap(object)->bank_ = std::move(bank);
   return object;
 }
 
 std::shared_ptr<MemoryBank> MemoryBankWrap::unwrap(Napi::Value value, const std::string& arg) {
-  Napi::Env env = value.Env();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(EnvState::of(env)->memoryBankConstructor.Value())) {
-    throw std::invalid_argument(arg + " must be a MemoryBank");
-  }
-  return Unwrap(value.As<Napi::Object>())->bank_;
+  return unwrapHandle<MemoryBankWrap>(value, EnvState::of(value.Env())->memoryBankConstructor, arg, "MemoryBank")->bank_;
 }
 
 Napi::Value MemoryBankWrap::size(const Napi::CallbackInfo& info) {

@@ -10,6 +10,7 @@
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
+#include "handle.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -55,24 +56,17 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   static std::shared_ptr<ModelState> unwrap(Napi::Value value, const std::string& arg) {
-    Napi::Env env = value.Env();
-    if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(EnvState::of(env)->modelConstructor.Value())) {
-      throw std::invalid_argument(arg + " must be a PirlModel");
-    }
-    return Unwrap(value.As<Napi::Object>())->state_;
+    return unwrapHandle<ModelWrap>(value, EnvState::of(value.Env())->modelConstructor, arg, "PirlModel")->state_;
   }
 
   static Napi::Object wrap(Napi::Env env, std::shared_ptr<ModelState> state) {
-    static int token = 0;
-    Napi::Object object = EnvState::of(env)->modelConstructor.New({Napi::External<int>::New(env, &token)});
+    Napi::Object object = newHandle(env, EnvState::of(env)->modelConstructor);
     Unwrap(object)->state_ = std::move(state);
     return object;
   }
 
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
-    if (info.Length() != 1 || !info[0].IsExternal()) {
-      throw Napi::TypeError::New(info.Env(), "PirlModelHandle cannot be constructed from JavaScript; use PirlModel.create()");
-    }
+    refuseJavaScriptConstruction(info, "PirlModelHandle", "PirlModel.create()");
   }
 
  private:

@@ -7,6 +7,7 @@
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
+#include "handle.h"
 
 namespace pirl::addon {
 
@@ -87,9 +88,7 @@ void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
 }
 
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    throw Napi::TypeError::New(info.Env(), "TensorHandle cannot be constructed from JavaScript; use pirl.tensor()");
-  }
+  refuseJavaScriptConstruction(info, "TensorHandle", "Tensor.from()");
 }
 
 TensorWrap::~TensorWrap() { reset(); }
@@ -101,8 +100,7 @@ void TensorWrap::reset() {
 }
 
 Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed) {
-  static int token = 0;
-  Napi::Object object = EnvState::of(env)->tensorConstructor.New({Napi::External<int>::New(env, &token)});
+  Napi::Object object = newHandle(env, EnvState::of(env)->tensorConstructor);
   TensorWrap* self = Unwrap(object);
   if (!borrowed.IsEmpty()) {
     self->source_ = Napi::Weak(borrowed);
@@ -117,11 +115,7 @@ Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffe
 }
 
 at::Tensor TensorWrap::unwrap(Napi::Value value, const std::string& arg) {
-  Napi::Env env = value.Env();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(EnvState::of(env)->tensorConstructor.Value())) {
-    throw std::invalid_argument(arg + " must be a Tensor");
-  }
-  return Unwrap(value.As<Napi::Object>())->live(arg);
+  return unwrapHandle<TensorWrap>(value, EnvState::of(value.Env())->tensorConstructor, arg, "Tensor")->live(arg);
 }
 
 const at::Tensor& TensorWrap::live(const std::string& what) const {
