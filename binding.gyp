@@ -7,6 +7,7 @@
         "native/core/data/transforms.cpp",
         "native/core/dtype.cpp",
         "native/core/eval/knn.cpp",
+        "native/core/eval/linear_probe.cpp",
         "native/core/memory_bank.cpp",
         "native/core/model/heads.cpp",
         "native/core/model/pirl_model.cpp",

@@ -186,6 +186,14 @@ export interface Binding {
     tau: number,
     numClasses: number,
   ): Promise<TensorHandle>;
+  linearProbe(
+    trainFeatures: TensorHandle,
+    trainLabels: TensorHandle,
+    testFeatures: TensorHandle,
+    testLabels: TensorHandle,
+    numClasses: number,
+    options: { epochs: number; batchSize: number; lr: number; weightDecay: number; seed: number },
+  ): Promise<number>;
   buildInfo(): NativeBuildInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;

@@ -3,7 +3,8 @@
 // `npm run demo`: PIRL pretraining on Fashion-MNIST (Debian's dataset-fashion-mnist) within about ten
 // minutes of this 2-core CPU, then the weighted-kNN top-1 (k=200, τ=0.07) of the trained trunk next
 // to the same trunk randomly initialised, evaluated identically. Writes demo-run/ (model,
-// checkpoint, metrics, curves). Options: --minutes M (training budget, default 7), --out DIR.
+// checkpoint, curves, result.json). Options: --minutes M (training budget, default 7),
+// --subset N (training images, default 20000), --out DIR. `npm run bench:quality` is this with 30 minutes.
 const path = require('path');
 const { execFileSync } = require('child_process');
 
@@ -20,8 +21,8 @@ async function main() {
   fs.mkdirSync(out, { recursive: true });
   const train = await pirl.IdxDataset.fashionMnist('train');
   const test = await pirl.IdxDataset.fashionMnist('test');
-  // A narrow ResNet-18 (small stem) and 20,000 training images: as many epochs as the budget allows.
-  const subset = 20000;
+  // A narrow ResNet-18 (small stem) on a subset of the training images: as many epochs as the budget allows.
+  const subset = Number(opt('--subset', 20000));
   const pretrain = new pirl.ArrayDataset(train.source.data().subarray(0, subset * 28 * 28), [subset, 28, 28, 1], {
     labels: train.labels.subarray(0, subset),
   });

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Trainer, lrAt, type BatchLogs } from '../lib';
+import { Trainer, knnAccuracy, linearProbeAccuracy, lrAt, type BatchLogs } from '../lib';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -112,5 +112,19 @@ describe('Trainer', () => {
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     await trainer.model.save(file);
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint/);
+  });
+});
+
+describe('evaluation', () => {
+  test('kNN and the linear probe score a trained trunk on labeled data; options are checked', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    const data = tiny.dataset();
+    const knn = await knnAccuracy(trainer.model, data, data, { size: 16, k: 5 });
+    const probe = await linearProbeAccuracy(trainer.model, data, data, { size: 16, epochs: 20 });
+    for (const a of [knn, probe]) expect(a >= 0 && a <= 1).toBe(true);
+    // Evaluated on its own training set, a 1-nearest-neighbour classifier finds each sample itself.
+    expect(await knnAccuracy(trainer.model, data, data, { size: 16, k: 1 })).toBe(1);
+    await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
+    await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer >= 1, got 0/);
   });
 });

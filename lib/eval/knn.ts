@@ -56,3 +56,30 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   predicted.forEach((p, i) => (correct += Number(p) === b.labels[i] ? 1 : 0));
   return correct / b.labels.length;
 }
+
+export interface LinearProbeOptions {
+  /** Side of the evaluation images. */
+  size: number;
+  epochs?: number;
+  lr?: number;
+  weightDecay?: number;
+  batchSize?: number;
+  seed?: number;
+}
+
+/** Top-1 of a softmax classifier trained with SGD on the frozen pooled features of `model`'s trunk. */
+export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions): Promise<number> {
+  const epochs = checkInteger('options.epochs', options.epochs ?? 30, 1);
+  const batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
+  const seed = checkInteger('options.seed', options.seed ?? 0, 0);
+  const lr = options.lr ?? 0.1;
+  if (typeof lr !== 'number' || !(lr > 0)) throw rangeError('options.lr', 'a positive number', lr);
+  const weightDecay = options.weightDecay ?? 1e-4;
+  if (typeof weightDecay !== 'number' || !(weightDecay >= 0)) throw rangeError('options.weightDecay', 'a number >= 0', weightDecay);
+  const a = await datasetFeatures(model, train, { size: options.size });
+  const b = await datasetFeatures(model, test, { size: options.size });
+  const classes = Math.max(...a.labels, ...b.labels) + 1;
+  const labels = (l: Int32Array) => Tensor.from(BigInt64Array.from(l, (v) => BigInt(v)));
+  return nativeCall(() => binding.linearProbe(a.features.handle, labels(a.labels).handle, b.features.handle, labels(b.labels).handle, classes,
+    { epochs, batchSize, lr, weightDecay, seed }));
+}

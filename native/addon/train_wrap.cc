@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "../core/eval/knn.h"
+#include "../core/eval/linear_probe.h"
 #include "../core/train/train_state.h"
 #include "async_task.h"
 #include "env_state.h"
@@ -127,11 +128,31 @@ Napi::Value knnPredict(const Napi::CallbackInfo& info) {
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
 }
 
+Napi::Value linearProbe(const Napi::CallbackInfo& info) {
+  const at::Tensor train = TensorWrap::unwrap(info[0], "trainFeatures");
+  const at::Tensor trainLabels = TensorWrap::unwrap(info[1], "trainLabels");
+  const at::Tensor test = TensorWrap::unwrap(info[2], "testFeatures");
+  const at::Tensor testLabels = TensorWrap::unwrap(info[3], "testLabels");
+  const int64_t classes = info[4].As<Napi::Number>().Int64Value();
+  const Napi::Object o = info[5].As<Napi::Object>();
+  eval::LinearProbeOptions options;
+  options.epochs = o.Get("epochs").As<Napi::Number>().Int64Value();
+  options.batchSize = o.Get("batchSize").As<Napi::Number>().Int64Value();
+  options.lr = o.Get("lr").As<Napi::Number>().DoubleValue();
+  options.weightDecay = o.Get("weightDecay").As<Napi::Number>().DoubleValue();
+  options.seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());
+  return AsyncTask<double>::run(
+      info.Env(), "pirl.linearProbe",
+      [=] { return eval::linearProbeAccuracy(train, trainLabels, test, testLabels, classes, options); },
+      [](Napi::Env env, double& accuracy) -> Napi::Value { return Napi::Number::New(env, accuracy); });
+}
+
 }  // namespace
 
 void registerTrain(Napi::Env env, Napi::Object exports) {
   TrainerWrap::Init(env, exports);
   exports.Set("knnPredict", Napi::Function::New<binding<knnPredict>>(env, "knnPredict"));
+  exports.Set("linearProbe", Napi::Function::New<binding<linearProbe>>(env, "linearProbe"));
 }
 
 }  // namespace pirl::addon

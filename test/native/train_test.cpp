@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "core/eval/knn.h"
+#include "core/eval/linear_probe.h"
 #include "core/train/train_state.h"
 
 namespace {
@@ -90,6 +91,22 @@ TEST(Knn, WeightedVoteOfTheNearest) {
   const at::Tensor l2 = at::tensor({0, 1, 1}, at::kLong);
   EXPECT_EQ(eval::knnPredict(t2, l2, at::tensor({0.95f, 0.3f}).view({1, 2}), 200, 0.07, 2)[0].item<int64_t>(), 0);
   EXPECT_THROW(eval::knnPredict(t2, at::tensor({0, 1, 2}, at::kLong), t2, 2, 0.07, 2), c10::IndexError);
+}
+
+TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
+  at::manual_seed(4);
+  // Three Gaussian blobs far apart in 8-D: a linear classifier gets (nearly) all of them.
+  const at::Tensor centres = at::randn({3, 8}) * 6;
+  const at::Tensor labels = at::randint(3, {600}, at::kLong);
+  const at::Tensor features = centres.index_select(0, labels) + at::randn({600, 8});
+  const double separable = eval::linearProbeAccuracy(features.narrow(0, 0, 500), labels.narrow(0, 0, 500),
+                                                     features.narrow(0, 500, 100), labels.narrow(0, 500, 100), 3, {});
+  EXPECT_GT(separable, 0.97);
+  // Labels unrelated to the features: chance level.
+  const at::Tensor noise = at::randint(3, {600}, at::kLong);
+  const double chance = eval::linearProbeAccuracy(features.narrow(0, 0, 500), noise.narrow(0, 0, 500),
+                                                  features.narrow(0, 500, 100), noise.narrow(0, 500, 100), 3, {});
+  EXPECT_LT(chance, 0.55);
 }
 
 }  // namespace
