@@ -4,7 +4,7 @@
 // minutes of this 2-core CPU, then the weighted-kNN top-1 (k=200, τ=0.07) of the trained trunk next
 // to the same trunk randomly initialised, evaluated identically. Writes demo-run/ (model,
 // checkpoint, curves, result.json). Options: --minutes M (training budget, default 7),
-// --subset N (training images, default 20000), --out DIR. `npm run bench:quality` is this with 30 minutes.
+// --subset N (training images, default 20000), --config JSON (overrides), --out DIR. `npm run bench:quality` is this with 30 minutes.
 const path = require('path');
 const { execFileSync } = require('child_process');
 
@@ -35,6 +35,10 @@ async function main() {
     warmupEpochs: 0,
     seed: 0,
   };
+  // --config '{"loss":{"lambda":0.25}}' overrides fields, one level deep (for experiments).
+  for (const [key, value] of Object.entries(JSON.parse(opt('--config', '{}')))) {
+    config[key] = typeof value === 'object' && !Array.isArray(value) ? { ...config[key], ...value } : value;
+  }
   const evaluate = (model) => pirl.knnAccuracy(model, train, test, { size: 32, k: 200, tau: 0.07 });
   const random = await pirl.PirlModel.create({ ...config.model, seed: config.seed });
   const randomTop1 = await evaluate(random);
