@@ -37,7 +37,8 @@ async function main() {
   };
   // --config '{"loss":{"lambda":0.25}}' overrides fields, one level deep (for experiments).
   for (const [key, value] of Object.entries(JSON.parse(opt('--config', '{}')))) {
-    config[key] = typeof value === 'object' && !Array.isArray(value) ? { ...config[key], ...value } : value;
+    const merge = typeof value === 'object' && value !== null && typeof config[key] === 'object';
+    config[key] = merge ? { ...config[key], ...value } : value;
   }
   const evaluate = (model) => pirl.knnAccuracy(model, train, test, { size: 32, k: 200, tau: 0.07 });
   const random = await pirl.PirlModel.create({ ...config.model, seed: config.seed });
