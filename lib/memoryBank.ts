@@ -1,7 +1,7 @@
 // PIRL's memory bank: one unit row m_y per training image (shared/PIRL.md, "Memory bank").
 import { binding, type MemoryBankHandle } from './binding';
 import { checkInteger, nativeCall, rangeError, typeError } from './errors';
-import { Tensor, checkDevice, handleOf, type Device } from './tensor';
+import { Tensor, checkDevice, handleOf, int64Tensor, type Device } from './tensor';
 
 export interface MemoryBankOptions {
   /** N: rows, one per training image. */
@@ -27,7 +27,7 @@ export function indexTensor(arg: string, value: unknown): Tensor {
   }
   if (Array.isArray(value) || value instanceof Int32Array) {
     const list = Array.from(value as ArrayLike<number>, (v, i) => checkInteger(`${arg}[${i}]`, v, 0));
-    return Tensor.from(BigInt64Array.from(list, (v) => BigInt(v)));
+    return int64Tensor(list);
   }
   throw typeError(arg, 'an int64 Tensor, an array of row numbers or an Int32Array', value);
 }

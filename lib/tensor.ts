@@ -115,6 +115,11 @@ export class Tensor {
   }
 }
 
+/** A 1-D int64 tensor of row numbers or labels (a copy: int64 has no number-typed array). */
+export function int64Tensor(values: ArrayLike<number>): Tensor {
+  return Tensor.from(BigInt64Array.from(values as ArrayLike<number>, (v) => BigInt(v)));
+}
+
 /** The native handle of a Tensor argument; errors name `arg`. */
 export function handleOf(arg: string, value: unknown): TensorHandle {
   if (!(value instanceof Tensor)) throw typeError(arg, 'a Tensor', value);

@@ -190,6 +190,11 @@ describe('Loader', () => {
     expect(loader.batchesOf(1)).not.toEqual(e0);
     expect(new Loader(ds, { batchSize: 6, dropLast: false, config }).batchesOf(0).flat().sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i));
     expect(new Loader(ds, { batchSize: 6, epochLength: 2, config }).batchesOf(0)).toHaveLength(2);
+    // batchesPerEpoch counts what batchesOf makes, with and without dropLast and epochLength
+    for (const o of [{ batchSize: 6 }, { batchSize: 6, dropLast: false }, { batchSize: 6, epochLength: 2 }, { batchSize: 5 }]) {
+      const l = new Loader(ds, { ...o, config });
+      expect(l.batchesPerEpoch).toBe(l.batchesOf(0).length);
+    }
     expect(new Loader(ds, { batchSize: 5, shuffle: false, config }).batchesOf(0)[0]).toEqual([0, 1, 2, 3, 4]);
   });
 

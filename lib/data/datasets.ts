@@ -5,7 +5,7 @@ import { promisify } from 'util';
 import * as zlib from 'zlib';
 
 import { checkInteger, rangeError, typeError } from '../errors';
-import { Tensor } from '../tensor';
+import { Tensor, int64Tensor } from '../tensor';
 
 const gunzip = promisify(zlib.gunzip);
 
@@ -24,10 +24,6 @@ export interface Dataset {
   /** Class names by label, where known. */
   readonly classes: string[] | null;
   batchSource(indices: readonly number[]): Promise<BatchSource>;
-}
-
-function int64(values: readonly number[]): Tensor {
-  return Tensor.from(BigInt64Array.from(values, (v) => BigInt(v)));
 }
 
 function checkIndices(indices: readonly number[], length: number): void {
@@ -63,7 +59,7 @@ export class ArrayDataset implements Dataset {
 
   async batchSource(indices: readonly number[]): Promise<BatchSource> {
     checkIndices(indices, this.length);
-    return { source: this.source, rows: int64(indices), indices: [...indices] };
+    return { source: this.source, rows: int64Tensor(indices), indices: [...indices] };
   }
 }
 

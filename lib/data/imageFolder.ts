@@ -8,7 +8,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { checkInteger, typeError } from '../errors';
-import { Tensor } from '../tensor';
+import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
@@ -217,7 +217,7 @@ export class ImageFolder implements Dataset {
     for (const d of decoded) if (d) images.set(d, (row++) * pixels);
     return {
       source: Tensor.from(images, [present.length, this.size, this.size, 3]),
-      rows: Tensor.from(BigInt64Array.from(present, (_, k) => BigInt(k))),
+      rows: int64Tensor(present.map((_, k) => k)),
       indices: present,
     };
   }

@@ -2,7 +2,7 @@
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding } from '../binding';
 import { checkInteger, nativeCall, typeError } from '../errors';
-import { Tensor } from '../tensor';
+import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
 import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from './sampler';
 
@@ -76,6 +76,13 @@ export class Loader {
     }
   }
 
+  /** How many batches an epoch has: the same for every epoch. */
+  get batchesPerEpoch(): number {
+    const n = this.dataset.length;
+    const full = this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+    return this.epochLength === null ? full : Math.min(full, this.epochLength);
+  }
+
   /** The dataset indices of each batch of `epoch`, in order. */
   batchesOf(epoch: number): number[][] {
     const order = Array.from({ length: this.dataset.length }, (_, i) => i);
@@ -98,7 +105,7 @@ export class Loader {
   /** Makes one batch (exposed for previews and tests). */
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
     const { source, rows, indices: present } = await this.dataset.batchSource(indices);
-    const ids = Tensor.from(BigInt64Array.from(present, (i) => BigInt(i)));
+    const ids = int64Tensor(present);
     const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config));
     const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
     return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };

@@ -5,7 +5,7 @@ import type { Dataset } from '../data/datasets';
 import { evalImages } from '../data/loader';
 import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
-import { Tensor } from '../tensor';
+import { Tensor, int64Tensor } from '../tensor';
 
 /** Pooled res5 features of a whole data set (eval transform), and the labels of the rows kept. */
 export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number }): Promise<{ features: Tensor; labels: Int32Array }> {
@@ -48,7 +48,7 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   const a = await datasetFeatures(model, train, options);
   const b = await datasetFeatures(model, test, options);
   const classes = Math.max(...a.labels, ...b.labels) + 1;
-  const trainLabels = Tensor.from(BigInt64Array.from(a.labels, (l) => BigInt(l)));
+  const trainLabels = int64Tensor(a.labels);
   const predicted = new Tensor(
     await nativeCall(() => binding.knnPredict(a.features.handle, trainLabels.handle, b.features.handle, k, tau, classes)),
   ).data() as BigInt64Array;
@@ -79,7 +79,6 @@ export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test
   const a = await datasetFeatures(model, train, { size: options.size });
   const b = await datasetFeatures(model, test, { size: options.size });
   const classes = Math.max(...a.labels, ...b.labels) + 1;
-  const labels = (l: Int32Array) => Tensor.from(BigInt64Array.from(l, (v) => BigInt(v)));
-  return nativeCall(() => binding.linearProbe(a.features.handle, labels(a.labels).handle, b.features.handle, labels(b.labels).handle, classes,
+  return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes,
     { epochs, batchSize, lr, weightDecay, seed }));
 }

@@ -123,7 +123,7 @@ export class Trainer {
   }
 
   get stepsPerEpoch(): number {
-    return this.loader.batchesOf(0).length;
+    return this.loader.batchesPerEpoch;
   }
 
   get schedule(): LrSchedule {
