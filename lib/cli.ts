@@ -3,7 +3,7 @@
 import { parseArgs } from 'util';
 
 import { Loader, buildInfo } from './index';
-import { TRAIN_USAGE, UsageError, embed, evaluate, exportTrunk, integer, openData, train } from './cli/train';
+import { TRAIN_USAGE, UsageError, embed, evaluate, exportTrunk, folderSize, integer, openData, train } from './cli/train';
 import { writePreview } from './data/preview';
 
 const USAGE = `Usage: pirl <command> [options]
@@ -55,7 +55,7 @@ async function preview(args: string[]): Promise<void> {
   if (!values.out) throw new UsageError('preview needs --out FILE.png');
   const preset = values.preset ?? 'small';
   if (preset !== 'small' && preset !== 'paper') throw new UsageError(`--preset must be 'small' or 'paper', got '${preset}'`);
-  const data = await openData(positionals[0], integer('size', values.size, preset === 'paper' ? 292 : 64, 1));
+  const data = await openData(positionals[0], folderSize(values.size, preset));
   const count = integer('count', values.count, 8);
   const loader = new Loader(data, { batchSize: Math.min(count, data.length), seed: integer('seed', values.seed, 0), config: preset });
   await writePreview(loader, values.out, { count, epoch: integer('epoch', values.epoch, 0) });

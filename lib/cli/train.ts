@@ -35,6 +35,11 @@ function oneOf<T extends string>(name: string, value: string | undefined, allowe
   return value as T;
 }
 
+/** --size of a folder's stored images: room for the preset's crops unless given. */
+export function folderSize(value: string | undefined, preset: 'small' | 'paper'): number {
+  return integer('size', value, preset === 'paper' ? 292 : 64, 1);
+}
+
 /** A data argument: 'fashion-mnist' (its train or test split) or a folder of images. */
 export async function openData(spec: string, size: number, split: 'train' | 'test' = 'train'): Promise<Dataset> {
   if (spec === 'fashion-mnist') return IdxDataset.fashionMnist(split);
@@ -105,7 +110,7 @@ export async function train(args: string[]): Promise<void> {
     ...(v['epoch-length'] || fromFile.epochLength ? { epochLength: integer('epoch-length', v['epoch-length'], fromFile.epochLength ?? 1, 1) } : {}),
   };
   const spec = positionals[0];
-  const data = await openData(spec, integer('size', v.size, preset === 'paper' ? 292 : 64, 1));
+  const data = await openData(spec, folderSize(v.size, preset));
   const checkpoint = path.join(out, 'checkpoint.safetensors');
   const trainer = values.resume ? await Trainer.resume(checkpoint, data) : await Trainer.create(data, config);
   const knnEvery = integer('knn-every', v['knn-every'], 0);
@@ -116,6 +121,7 @@ export async function train(args: string[]): Promise<void> {
   const knnCurve: Array<[number, number]> = [];
   const progress = new Progress();
   const started = Date.now();
+  const firstStep = trainer.progress.step; // a resumed run has done steps before this process
   let total = 0;
   await trainer.fit({
     checkpoint,
@@ -124,7 +130,7 @@ export async function train(args: string[]): Promise<void> {
       onTrainBegin: (i) => void (total = i.epochs * i.stepsPerEpoch),
       onBatchEnd: async (l) => {
         lossCurve.push([l.step, l.loss]);
-        const eta = ((Date.now() - started) / 1000 / Math.max(1, l.step - (trainer.progress.step - l.step))) * (total - l.step);
+        const eta = ((Date.now() - started) / 1000 / (l.step - firstStep)) * (total - l.step);
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} step ${l.step}/${total} loss ${l.loss.toFixed(4)} lr ${l.lr.toExponential(2)} ${l.imagesPerSecond.toFixed(0)} img/s ETA ${formatDuration(eta)}`, false);
         await fs.appendFile(metrics, `${JSON.stringify({ type: 'batch', time: new Date().toISOString(), ...l })}\n`);
       },
