@@ -9,9 +9,7 @@ const os = require('os');
 const path = require('path');
 const { execFileSync } = require('child_process');
 
-const root = path.join(__dirname, '..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
+const { root, args, option: opt, compileTypeScript } = require('./bench-common');
 
 async function child(dir, threads, cache, batch, batches) {
   process.env.PIRL_NUM_THREADS = String(threads);
@@ -44,7 +42,7 @@ async function main() {
   if (args[0] === '--child') return child(args[1], Number(args[2]), args[3] === '1', Number(args[4]), Number(args[5]));
   const images = opt('--images', 1024), batch = opt('--batch', 128), batches = opt('--batches', 8);
   require('./build').build({ benchmarks: true });
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
+  compileTypeScript();
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-bench-data-'));
   const dir = path.join(work, 'images');
   await makeImages(dir, images);

@@ -7,8 +7,7 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 const { build } = require('./build');
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const { option: opt, median } = require('./bench-common');
 const config = {
   arch: opt('--arch', 'resnet18'),
   stem: opt('--stem', 'imagenet'),
@@ -21,7 +20,6 @@ const config = {
 
 build({ benchmarks: true });
 const exe = path.join(__dirname, '..', 'build', 'pirl_bench_model');
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const results = {};
 for (const channelsLast of [false, true]) {

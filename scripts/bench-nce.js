@@ -8,8 +8,7 @@ const os = require('os');
 const { execFileSync } = require('child_process');
 const { build } = require('./build');
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
+const { args, option: opt, median } = require('./bench-common');
 const threads = opt('--threads', os.availableParallelism());
 const reps = opt('--reps', 3);
 const D = 128;
@@ -18,7 +17,6 @@ const banks = [1281167, 60000];
 
 build({ benchmarks: true, tests: false });
 const exe = path.join(__dirname, '..', 'build', 'pirl_bench_nce');
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function measure(B, K, N, impl) {
   const out = execFileSync(exe, [B, K, N, D, impl, threads, reps].map(String), { maxBuffer: 1 << 20 });

@@ -7,14 +7,12 @@
 const path = require('path');
 const { execFileSync } = require('child_process');
 
-const root = path.join(__dirname, '..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
+const { root, option: opt, median, compileTypeScript } = require('./bench-common');
 const steps = opt('--steps', 10), threads = opt('--threads', 2);
 
 async function main() {
   require('./build').build({ benchmarks: true });
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
+  compileTypeScript();
   process.env.PIRL_NUM_THREADS = String(threads);
   const pirl = require(path.join(root, 'dist'));
   const n = 1024, side = 112;
@@ -30,7 +28,6 @@ async function main() {
   const times = [];
   let last = 0;
   await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 2) times.push(now - last); last = now; } } });
-  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const endToEnd = (32 * 1000) / median(times);
   const model = JSON.parse(execFileSync(path.join(root, 'build', 'pirl_bench_model'),
     ['resnet18', 'imagenet', '32', '96', '24', '1', String(threads), '3']).toString());

@@ -6,14 +6,11 @@
 // checkpoint, curves, result.json). Options: --minutes M (training budget, default 7),
 // --subset N (training images, default 20000), --config JSON (overrides), --out DIR. `npm run bench:quality` is this with 30 minutes.
 const path = require('path');
-const { execFileSync } = require('child_process');
 
-const root = path.join(__dirname, '..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const { root, option: opt, compileTypeScript } = require('./bench-common');
 
 async function main() {
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
+  compileTypeScript();
   const pirl = require(path.join(root, 'dist'));
   const out = opt('--out', path.join(root, 'demo-run'));
   const minutes = Number(opt('--minutes', 7));

@@ -1,0 +1,24 @@
+'use strict';
+// What the benchmark and demo scripts share: their command-line options, the median, and the
+// compiled TypeScript they load.
+const path = require('path');
+const { execFileSync } = require('child_process');
+
+const root = path.join(__dirname, '..');
+const args = process.argv.slice(2);
+
+/** `--name VALUE` from the command line, or `fallback`; numbers when the fallback is one. */
+function option(name, fallback) {
+  if (!args.includes(name)) return fallback;
+  const value = args[args.indexOf(name) + 1];
+  return typeof fallback === 'number' ? Number(value) : value;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Compiles lib/ into dist/, which the scripts require. */
+function compileTypeScript() {
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
+}
+
+module.exports = { root, args, option, median, compileTypeScript };
