@@ -27,7 +27,9 @@ describe('pirl train / eval / embed / export', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('train writes the model, a checkpoint, JSON-lines metrics and the curves, then resumes', async () => {
-    run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', ...small]);
+    run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small]);
+    const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
+    expect(JSON.parse(metadata['pirl-checkpoint']).config.bankInit).toBe('features');
     for (const f of ['model.safetensors', 'checkpoint.safetensors', 'metrics.jsonl', 'curves.png']) expect(fs.existsSync(path.join(out, f))).toBe(true);
     const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.filter((l) => l.type === 'batch')).toHaveLength(4);
@@ -60,6 +62,9 @@ describe('pirl train / eval / embed / export', () => {
     const bad = spawnSync(process.execPath, [cli, 'train', data, '--epochs', 'many'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--epochs must be an integer >= 1, got 'many'/);
+    const init = spawnSync(process.execPath, [cli, 'train', data, '--bank-init', 'zeros'], { encoding: 'utf8' });
+    expect(init.status).toBe(2);
+    expect(init.stderr).toMatch(/--bank-init must be one of random, features, got 'zeros'/);
     const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/no such folder/);

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Trainer, knnAccuracy, linearProbeAccuracy, lrAt, type BatchLogs } from '../lib';
+import { Trainer, evalImages, knnAccuracy, linearProbeAccuracy, lrAt, resolveSamplerConfig, type BatchLogs } from '../lib';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -106,7 +106,25 @@ describe('Trainer', () => {
     expect(resumed.progress.step).toBe(steps[steps.length - 1]);
   });
 
+  test("bankInit 'features' starts each bank row at the sample's normalised f embedding (eval transform)", async () => {
+    const dataset = tiny.dataset();
+    const trainer = await Trainer.create(dataset, { ...tiny.config, bankInit: 'features' });
+    const all = Array.from({ length: dataset.length }, (_, i) => i);
+    const { images } = await evalImages(dataset, all, resolveSamplerConfig(tiny.config.sampler).imageSize);
+    const f = (await trainer.model.embed(images, { layer: 'f' })).data() as Float32Array;
+    const rows = trainer.bank.rows().data() as Float32Array;
+    const dim = trainer.bank.dim;
+    for (let i = 0; i < dataset.length; i++) {
+      const row = f.subarray(i * dim, (i + 1) * dim);
+      const norm = Math.hypot(...row);
+      for (let d = 0; d < dim; d++) expect(rows[i * dim + d]).toBeCloseTo(row[d] / norm, 5);
+    }
+    const random = await Trainer.create(dataset, tiny.config);
+    expect(Math.abs((random.bank.rows().data() as Float32Array)[0] - rows[0])).toBeGreaterThan(1e-6);
+  });
+
   test('config and checkpoint errors are clear', async () => {
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, bankInit: 'zeros' as 'random' })).rejects.toThrow(/config.bankInit must be 'random' or 'features', got "zeros"/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 0 })).rejects.toThrow(/config.epochs must be an integer >= 1, got 0/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: -1 })).rejects.toThrow(/config.baseLr must be a number >= 0, got -1/);
     const file = path.join(tmp(), 'model.safetensors');
@@ -125,6 +143,8 @@ describe('evaluation', () => {
     for (const a of [knn, probe]) expect(a >= 0 && a <= 1).toBe(true);
     // Evaluated on its own training set, a 1-nearest-neighbour classifier finds each sample itself.
     expect(await knnAccuracy(trainer.model, data, data, { size: 16, k: 1 })).toBe(1);
+    expect(await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, layer: 'f' })).toBe(1);
+    await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer >= 1, got 0/);
   });

@@ -68,12 +68,13 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --preset small|paper (small)  --size N (64: stored side of folder images)
         --epochs N (10)  --batch N (256)  --negatives K (4096)  --lr BASE (0.03)  --warmup EPOCHS (0)
         --mode nce|infonce (nce)  --z frozen|ema (frozen)  --lambda L (0.5)  --tau T (0.07)
-        --epoch-length N  --checkpoint-every N (100)  --knn-every N (0: off; needs labels)
+        --bank-init random|features (random)  --epoch-length N  --checkpoint-every N (100)
+        --knn-every N (0: off; needs labels)
         --threads N  --device cpu|cuda  --seed N (0)`;
 
 export async function train(args: string[]): Promise<void> {
   const stringOptions = ['out', 'config', 'arch', 'stem', 'width', 'preset', 'size', 'epochs', 'batch', 'negatives', 'lr',
-    'warmup', 'mode', 'z', 'lambda', 'tau', 'epoch-length', 'checkpoint-every', 'knn-every', 'threads', 'device', 'seed'];
+    'warmup', 'mode', 'z', 'lambda', 'tau', 'bank-init', 'epoch-length', 'checkpoint-every', 'knn-every', 'threads', 'device', 'seed'];
   const options: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries(stringOptions.map((k) => [k, { type: 'string' }]));
   options.resume = { type: 'boolean' };
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options });
@@ -107,6 +108,7 @@ export async function train(args: string[]): Promise<void> {
     baseLr: decimal('lr', v.lr, fromFile.baseLr ?? 0.03),
     warmupEpochs: decimal('warmup', v.warmup, fromFile.warmupEpochs ?? 0),
     seed: integer('seed', v.seed, fromFile.seed ?? 0),
+    bankInit: oneOf('bank-init', v['bank-init'], ['random', 'features'] as const, fromFile.bankInit ?? 'random'),
     ...(v['epoch-length'] || fromFile.epochLength ? { epochLength: integer('epoch-length', v['epoch-length'], fromFile.epochLength ?? 1, 1) } : {}),
   };
   const spec = positionals[0];

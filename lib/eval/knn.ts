@@ -7,8 +7,8 @@ import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
 
-/** Pooled res5 features of a whole data set (eval transform), and the labels of the rows kept. */
-export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number }): Promise<{ features: Tensor; labels: Int32Array }> {
+/** Pooled res5 features (or the f embedding) of a whole data set (eval transform), and the labels of the rows kept. */
+export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number; layer?: 'res5' | 'f' }): Promise<{ features: Tensor; labels: Int32Array }> {
   if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
   const batchSize = checkInteger('options.batchSize', options.batchSize ?? 512, 1);
   const parts: Float32Array[] = [];
@@ -18,7 +18,7 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
     const indices = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
     const { images, indices: kept } = await evalImages(dataset, indices, options.size);
     if (kept.length === 0) continue;
-    const features = await model.embed(images, { layer: 'res5', batchSize });
+    const features = await model.embed(images, { layer: options.layer ?? 'res5', batchSize });
     width = features.shape[1];
     parts.push(features.data() as Float32Array);
     for (const i of kept) labels.push(dataset.labels[i]);
@@ -38,6 +38,8 @@ export interface KnnOptions {
   /** Side of the evaluation images. */
   size: number;
   batchSize?: number;
+  /** Which features vote: the trunk's pooled res5 (default, the transfer representation) or the f embedding (NPID's monitor). */
+  layer?: 'res5' | 'f';
 }
 
 /** Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. */

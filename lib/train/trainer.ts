@@ -2,7 +2,7 @@
 // checkpoints and exact resume (shared/PIRL.md, "Optimisation").
 import { binding, type TrainerHandle } from '../binding';
 import type { Dataset } from '../data/datasets';
-import { Loader, type PirlBatch } from '../data/loader';
+import { Loader, evalImages, type PirlBatch } from '../data/loader';
 import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from '../data/sampler';
 import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
 import { resolvePirlLossOptions, type PirlLossOptions } from '../loss';
@@ -27,6 +27,12 @@ export interface TrainConfig {
   /** Batches per epoch at most (default: the whole data set). */
   epochLength?: number;
   seed?: number;
+  /**
+   * The memory bank's first rows: 'random' (the paper, default) or 'features' — each sample's f
+   * embedding from the initial model (eval transform), so the first epoch's positives carry the
+   * images' similarities instead of noise; one forward pass over the data, worth it for short runs.
+   */
+  bankInit?: 'random' | 'features';
 }
 
 export interface BatchLogs {
@@ -87,7 +93,22 @@ function resolveConfig(config: TrainConfig): ResolvedConfig {
     weightDecay: number('weightDecay', config.weightDecay ?? 1e-4, 0),
     epochLength: config.epochLength === undefined ? null : checkInteger('config.epochLength', config.epochLength, 1),
     seed: checkInteger('config.seed', config.seed ?? 0, 0),
+    bankInit: oneOf('config.bankInit', config.bankInit ?? 'random', ['random', 'features'] as const),
   };
+}
+
+function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) throw typeError(name, allowed.map((a) => `'${a}'`).join(' or '), value);
+  return value as T;
+}
+
+/** m_y ← f̂_y of the current model for every sample (in chunks, eval transform); rows of undecodable images stay as they were. */
+async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, imageSize: number, chunk: number): Promise<void> {
+  for (let begin = 0; begin < dataset.length; begin += chunk) {
+    const wanted = Array.from({ length: Math.min(chunk, dataset.length - begin) }, (_, i) => begin + i);
+    const { images, indices } = await evalImages(dataset, wanted, imageSize);
+    if (indices.length > 0) bank.update(indices, await model.embed(images, { layer: 'f', batchSize: chunk }), 0);
+  }
 }
 
 /** Where a run stands: the next step to take. */
@@ -112,6 +133,7 @@ export class Trainer {
     const c = resolveConfig(config);
     const model = await PirlModel.create({ seed: c.seed, ...c.model });
     const bank = await MemoryBank.create({ size: dataset.length, dim: model.options.embeddingDim, seed: c.seed });
+    if (c.bankInit === 'features') await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256));
     return new Trainer(model, bank, Trainer.loaderFor(dataset, c), c);
   }
 
