@@ -84,6 +84,7 @@ export interface NativeModelOptions {
   width: number;
   embeddingDim: number;
   channelsLast: boolean;
+  patchRunningStats: boolean;
   seed: number;
 }
 

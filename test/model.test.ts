@@ -76,5 +76,6 @@ describe('PirlModel', () => {
     await expect(model.embed(rand([1, 3, 32, 32]), { layer: 'res4' as never })).rejects.toThrow(/options.layer must be 'res5' or 'f'/);
     await expect(PirlModel.create({ arch: 'vgg' as never })).rejects.toThrow(/options.arch must be one of resnet18, resnet34, resnet50, got "vgg"/);
     await expect(PirlModel.create({ width: 0 })).rejects.toThrow(/options.width must be a positive number, got 0/);
+    await expect(PirlModel.create({ patchRunningStats: 'yes' as never })).rejects.toThrow(/options.patchRunningStats must be a boolean, got "yes"/);
   });
 });

@@ -28,6 +28,7 @@ PirlModelOptions readOptions(const Napi::Object& o) {
   options.trunk.width = o.Get("width").As<Napi::Number>().DoubleValue();
   options.embeddingDim = o.Get("embeddingDim").As<Napi::Number>().Int64Value();
   options.channelsLast = o.Get("channelsLast").As<Napi::Boolean>().Value();
+  options.patchRunningStats = o.Get("patchRunningStats").As<Napi::Boolean>().Value();
   return options;
 }
 

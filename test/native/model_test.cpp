@@ -1,6 +1,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "core/model/pirl_model.h"
 
 namespace {
@@ -94,6 +97,48 @@ TEST(PirlModel, ChannelsLastComputesTheSameFunction) {
   b->eval();
   const at::Tensor images = at::randn({2, 3, 32, 32});
   EXPECT_TRUE(at::allclose(a->embed(images, EmbedLayer::Res5), b->embed(images, EmbedLayer::Res5), 1e-4, 1e-4));
+}
+
+// Running means and variances of the trunk, by name (num_batches_tracked left out: it counts every pass).
+std::map<std::string, at::Tensor> runningStats(PirlModel& model) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& item : model->trunk->named_buffers()) {
+    if (item.key().find("running_") != std::string::npos) out[item.key()] = item.value().clone();
+  }
+  return out;
+}
+
+TEST(PirlModel, OnlyTheImagePassSetsRunningStatsUnlessAsked) {
+  PirlModelOptions o = small("resnet18");
+  o.trunk.width = 0.25;
+  const at::Tensor images = at::randn({4, 3, 32, 32});
+  const at::Tensor patches = at::randn({4, 9, 3, 10, 10}) * 3 + 1;
+  PirlModel imagesOnly(o), model(o);
+  o.patchRunningStats = true;
+  PirlModel both(o);
+  {
+    torch::NoGradGuard noGrad;
+    for (PirlModel* m : {&model, &both}) {
+      auto params = (*m)->named_parameters();
+      for (const auto& item : imagesOnly->named_parameters()) params[item.key()].copy_(item.value());
+    }
+  }
+  for (PirlModel* m : {&imagesOnly, &model, &both}) (*m)->train();
+  imagesOnly->trunk->forward(images);
+  model->forward(images, patches);
+  both->forward(images, patches);
+  const auto expected = runningStats(imagesOnly), got = runningStats(model), mixed = runningStats(both);
+  ASSERT_EQ(got.size(), expected.size());
+  ASSERT_GT(got.size(), 0u);
+  int differing = 0;
+  for (const auto& [name, value] : expected) {
+    EXPECT_TRUE(at::equal(got.at(name), value)) << name;
+    differing += at::allclose(mixed.at(name), value, 1e-4, 1e-4) ? 0 : 1;
+  }
+  EXPECT_EQ(differing, static_cast<int>(expected.size())) << "with patchRunningStats every running statistic moves";
+  for (const auto& module : model->trunk->modules(false)) {
+    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(module.get())) EXPECT_EQ(bn->options.momentum(), 0.1);
+  }
 }
 
 TEST(PirlModel, BadOptionsAndShapes) {

@@ -30,6 +30,8 @@ Embeddings PirlModelImpl::forward(const at::Tensor& images, const at::Tensor& pa
                     "patches must be B×9×3×P×P with B = ", images.size(0), ", got ", patches.sizes());
   const at::Tensor f = fHead(trunk(prepare(images)));
   const at::Tensor flat = patches.reshape({patches.size(0) * kPatches, patches.size(2), patches.size(3), patches.size(4)});
+  c10::optional<RunningStatsFrozen> frozen;
+  if (!options_.patchRunningStats) frozen.emplace(*trunk);
   const at::Tensor g = gHead(trunk(prepare(flat)));
   return {f, g};
 }

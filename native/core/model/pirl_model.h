@@ -16,6 +16,9 @@ struct PirlModelOptions {
   TrunkOptions trunk;
   int64_t embeddingDim = 128;
   bool channelsLast = false;  // NHWC activations and weights
+  // Whether the jigsaw pass also moves the BatchNorm running statistics (VISSL: yes). They serve eval
+  // mode, which sees whole images, so by default only the image pass sets them.
+  bool patchRunningStats = false;
 };
 
 struct Embeddings {

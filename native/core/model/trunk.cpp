@@ -119,4 +119,17 @@ at::Tensor TrunkImpl::res5(const at::Tensor& images) {
 
 at::Tensor TrunkImpl::forward(const at::Tensor& images) { return res5(images).mean({2, 3}); }
 
+RunningStatsFrozen::RunningStatsFrozen(TrunkImpl& trunk) {
+  for (const auto& module : trunk.modules(/*include_self=*/false)) {
+    if (auto* bn = dynamic_cast<nn::BatchNorm2dImpl*>(module.get())) {
+      saved_.emplace_back(bn, bn->options.momentum());
+      bn->options.momentum(0.0);
+    }
+  }
+}
+
+RunningStatsFrozen::~RunningStatsFrozen() {
+  for (auto& [bn, momentum] : saved_) bn->options.momentum(momentum);
+}
+
 }  // namespace pirl::model

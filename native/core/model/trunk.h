@@ -9,6 +9,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace pirl::model {
 
@@ -66,5 +68,18 @@ struct TrunkImpl : torch::nn::Module {
   int64_t featureDim_ = 0;
 };
 TORCH_MODULE(Trunk);
+
+// While alive, the trunk's BatchNorm layers normalise with the batch's statistics as usual but leave
+// their running statistics unchanged (momentum 0), so a pass does not shift what eval mode uses.
+class RunningStatsFrozen {
+ public:
+  explicit RunningStatsFrozen(TrunkImpl& trunk);
+  ~RunningStatsFrozen();
+  RunningStatsFrozen(const RunningStatsFrozen&) = delete;
+  RunningStatsFrozen& operator=(const RunningStatsFrozen&) = delete;
+
+ private:
+  std::vector<std::pair<torch::nn::BatchNorm2dImpl*, c10::optional<double>>> saved_;
+};
 
 }  // namespace pirl::model
