@@ -187,6 +187,7 @@ export interface Binding {
     tau: number,
     numClasses: number,
   ): Promise<TensorHandle>;
+  nearestNeighbours(features: TensorHandle, queries: TensorHandle, k: number): Promise<{ similarity: TensorHandle; index: TensorHandle }>;
   linearProbe(
     trainFeatures: TensorHandle,
     trainLabels: TensorHandle,

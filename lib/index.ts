@@ -28,5 +28,5 @@ export { Trainer } from './train/trainer';
 export type { BatchLogs, Callbacks, EpochLogs, FitOptions, TrainConfig } from './train/trainer';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
-export { knnAccuracy, linearProbeAccuracy, datasetFeatures } from './eval/knn';
-export type { KnnOptions, LinearProbeOptions } from './eval/knn';
+export { knnAccuracy, linearProbeAccuracy, datasetFeatures, nearestNeighbours } from './eval/knn';
+export type { DatasetFeatures, KnnOptions, LinearProbeOptions } from './eval/knn';

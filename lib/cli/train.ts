@@ -5,8 +5,7 @@ import { parseArgs } from 'util';
 
 import { IdxDataset, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
-import { evalImages } from '../data/loader';
-import { knnAccuracy } from '../eval/knn';
+import { datasetFeatures, knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
 import { setNumThreads } from '../runtime';
 import { writeSafetensors } from '../safetensors';
@@ -174,10 +173,8 @@ export async function embed(args: string[]): Promise<void> {
   const size = integer('size', values.size, 32, 1);
   const folder = await ImageFolder.open(positionals[1], { size: Math.max(size, 8) });
   const layer = oneOf('layer', values.layer, ['res5', 'f'] as const, 'res5');
-  const indices = folder.files.map((_, i) => i);
-  const { images, indices: kept } = await evalImages(folder, indices, size);
-  const features = await model.embed(images, { layer });
-  const files = kept.map((i) => path.relative(positionals[1], folder.files[i]));
+  const { features, indices } = await datasetFeatures(model, folder, { size, layer });
+  const files = indices.map((i) => path.relative(positionals[1], folder.files[i]));
   await writeSafetensors(values.out, [['features', features]], { files: JSON.stringify(files), layer });
   console.log(`wrote ${features.shape.join('×')} features of ${files.length} images to ${values.out}`);
 }

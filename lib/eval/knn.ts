@@ -7,29 +7,64 @@ import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
 
-/** Pooled res5 features (or the f embedding) of a whole data set (eval transform), and the labels of the rows kept. */
-export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number; layer?: 'res5' | 'f' }): Promise<{ features: Tensor; labels: Int32Array }> {
-  if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
+export interface DatasetFeatures {
+  /** One row per sample kept, in data set order. */
+  features: Tensor;
+  /** The data set index of each row (undecodable images are left out). */
+  indices: number[];
+  /** Their labels, where the data set has labels. */
+  labels: Int32Array | null;
+}
+
+/** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch. */
+export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number; layer?: 'res5' | 'f' }): Promise<DatasetFeatures> {
   const batchSize = checkInteger('options.batchSize', options.batchSize ?? 512, 1);
   const parts: Float32Array[] = [];
-  const labels: number[] = [];
+  const indices: number[] = [];
   let width = 0;
   for (let begin = 0; begin < dataset.length; begin += batchSize) {
-    const indices = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
-    const { images, indices: kept } = await evalImages(dataset, indices, options.size);
+    const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
+    const { images, indices: kept } = await evalImages(dataset, wanted, options.size);
     if (kept.length === 0) continue;
     const features = await model.embed(images, { layer: options.layer ?? 'res5', batchSize });
     width = features.shape[1];
     parts.push(features.data() as Float32Array);
-    for (const i of kept) labels.push(dataset.labels[i]);
+    indices.push(...kept);
   }
-  const all = new Float32Array(labels.length * width);
+  const all = new Float32Array(indices.length * width);
   let offset = 0;
   for (const p of parts) {
     all.set(p, offset);
     offset += p.length;
   }
-  return { features: Tensor.from(all, [labels.length, width]), labels: Int32Array.from(labels) };
+  const labels = dataset.labels ? Int32Array.from(indices, (i) => dataset.labels![i]) : null;
+  return { features: Tensor.from(all, [indices.length, width]), indices, labels };
+}
+
+async function labeledFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number; layer?: 'res5' | 'f' }): Promise<{ features: Tensor; labels: Int32Array }> {
+  if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
+  const { features, labels } = await datasetFeatures(model, dataset, options);
+  return { features, labels: labels! };
+}
+
+function checkFeatures(arg: string, t: unknown): Tensor {
+  if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
+  if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
+  return t;
+}
+
+/**
+ * kNN search: the k rows of `features` (N×F) most cosine-similar to each query (M×F), most similar
+ * first — M×k int64 row numbers and M×k float32 similarities. k is clamped to N.
+ */
+export async function nearestNeighbours(features: Tensor, queries: Tensor, k: number): Promise<{ indices: Tensor; similarities: Tensor }> {
+  const f = checkFeatures('features', features);
+  const q = checkFeatures('queries', queries);
+  if (f.shape[1] !== q.shape[1]) throw rangeError('queries', `rows of ${f.shape[1]} features like features`, q.shape);
+  if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
+  const kk = checkInteger('k', k, 1);
+  const out = await nativeCall(() => binding.nearestNeighbours(f.handle, q.handle, kk));
+  return { indices: new Tensor(out.index), similarities: new Tensor(out.similarity) };
 }
 
 export interface KnnOptions {
@@ -47,8 +82,8 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   const k = checkInteger('options.k', options.k ?? 200, 1);
   const tau = options.tau ?? 0.07;
   if (typeof tau !== 'number' || !(tau > 0)) throw rangeError('options.tau', 'a positive number', tau);
-  const a = await datasetFeatures(model, train, options);
-  const b = await datasetFeatures(model, test, options);
+  const a = await labeledFeatures(model, train, options);
+  const b = await labeledFeatures(model, test, options);
   const classes = Math.max(...a.labels, ...b.labels) + 1;
   const trainLabels = int64Tensor(a.labels);
   const predicted = new Tensor(
@@ -78,8 +113,8 @@ export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test
   if (typeof lr !== 'number' || !(lr > 0)) throw rangeError('options.lr', 'a positive number', lr);
   const weightDecay = options.weightDecay ?? 1e-4;
   if (typeof weightDecay !== 'number' || !(weightDecay >= 0)) throw rangeError('options.weightDecay', 'a number >= 0', weightDecay);
-  const a = await datasetFeatures(model, train, { size: options.size });
-  const b = await datasetFeatures(model, test, { size: options.size });
+  const a = await labeledFeatures(model, train, { size: options.size });
+  const b = await labeledFeatures(model, test, { size: options.size });
   const classes = Math.max(...a.labels, ...b.labels) + 1;
   return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes,
     { epochs, batchSize, lr, weightDecay, seed }));

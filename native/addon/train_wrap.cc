@@ -128,6 +128,20 @@ Napi::Value knnPredict(const Napi::CallbackInfo& info) {
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
 }
 
+Napi::Value nearestNeighbours(const Napi::CallbackInfo& info) {
+  const at::Tensor features = TensorWrap::unwrap(info[0], "features");
+  const at::Tensor queries = TensorWrap::unwrap(info[1], "queries");
+  const int64_t k = info[2].As<Napi::Number>().Int64Value();
+  return AsyncTask<eval::Neighbours>::run(
+      info.Env(), "pirl.nearestNeighbours", [=] { return eval::nearestNeighbours(features, queries, k); },
+      [](Napi::Env env, eval::Neighbours& n) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("similarity", TensorWrap::wrap(env, n.similarity));
+        out.Set("index", TensorWrap::wrap(env, n.index));
+        return out;
+      });
+}
+
 Napi::Value linearProbe(const Napi::CallbackInfo& info) {
   const at::Tensor train = TensorWrap::unwrap(info[0], "trainFeatures");
   const at::Tensor trainLabels = TensorWrap::unwrap(info[1], "trainLabels");
@@ -152,6 +166,7 @@ Napi::Value linearProbe(const Napi::CallbackInfo& info) {
 void registerTrain(Napi::Env env, Napi::Object exports) {
   TrainerWrap::Init(env, exports);
   exports.Set("knnPredict", Napi::Function::New<binding<knnPredict>>(env, "knnPredict"));
+  exports.Set("nearestNeighbours", Napi::Function::New<binding<nearestNeighbours>>(env, "nearestNeighbours"));
   exports.Set("linearProbe", Napi::Function::New<binding<linearProbe>>(env, "linearProbe"));
 }
 

@@ -1,6 +1,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 #include "core/eval/knn.h"
 #include "core/eval/linear_probe.h"
 #include "core/train/train_state.h"
@@ -91,6 +95,30 @@ TEST(Knn, WeightedVoteOfTheNearest) {
   const at::Tensor l2 = at::tensor({0, 1, 1}, at::kLong);
   EXPECT_EQ(eval::knnPredict(t2, l2, at::tensor({0.95f, 0.3f}).view({1, 2}), 200, 0.07, 2)[0].item<int64_t>(), 0);
   EXPECT_THROW(eval::knnPredict(t2, at::tensor({0, 1, 2}, at::kLong), t2, 2, 0.07, 2), c10::IndexError);
+}
+
+TEST(Knn, NearestNeighboursMatchASortOfAllCosineSimilarities) {
+  at::manual_seed(2);
+  const at::Tensor features = at::randn({50, 6}, at::kDouble) * at::rand({50, 1}, at::kDouble);  // rows of varied length
+  const at::Tensor queries = at::randn({7, 6}, at::kDouble);
+  const eval::Neighbours nn = eval::nearestNeighbours(features, queries, 5, /*chunk=*/3);
+  ASSERT_EQ(nn.index.sizes(), (std::vector<int64_t>{7, 5}));
+  for (int64_t q = 0; q < 7; q++) {
+    std::vector<std::pair<double, int64_t>> all;  // naive: every similarity, sorted
+    for (int64_t i = 0; i < 50; i++) {
+      const double s = (features[i] * queries[q]).sum().item<double>() /
+                       (features[i].norm().item<double>() * queries[q].norm().item<double>());
+      all.emplace_back(-s, i);
+    }
+    std::sort(all.begin(), all.end());
+    for (int64_t j = 0; j < 5; j++) {
+      EXPECT_EQ(nn.index[q][j].item<int64_t>(), all[j].second);
+      EXPECT_NEAR(nn.similarity[q][j].item<float>(), -all[j].first, 1e-5);
+    }
+  }
+  EXPECT_EQ(eval::nearestNeighbours(features, queries, 500).index.size(1), 50) << "k is clamped to N";
+  EXPECT_THROW(eval::nearestNeighbours(features, at::randn({2, 5}), 1), c10::ValueError);
+  EXPECT_THROW(eval::nearestNeighbours(features, queries, 0), c10::ValueError);
 }
 
 TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {

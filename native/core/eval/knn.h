@@ -6,8 +6,16 @@
 
 namespace pirl::eval {
 
+struct Neighbours {
+  at::Tensor similarity;  // M×k float32 cosine similarities, most similar first
+  at::Tensor index;       // M×k int64 rows of `features`
+};
+
+// The k rows of `features` (N×F) most cosine-similar to each query (M×F), k clamped to N. Works in
+// chunks of queries, so memory is O(chunk·N), not O(M·N).
+Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queries, int64_t k, int64_t chunk = 256);
+
 // train: N×F features, trainLabels: N int64 in [0, numClasses); test: M×F. Returns M int64 labels.
-// Works in chunks of test rows, so memory is O(chunk·N), not O(M·N).
 at::Tensor knnPredict(const at::Tensor& train, const at::Tensor& trainLabels, const at::Tensor& test, int64_t k,
                       double tau, int64_t numClasses, int64_t chunk = 256);
 
