@@ -64,6 +64,11 @@ async function preview(args: string[]): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  // `pirl <command> --help` shows the usage, which lists every command's options.
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(USAGE);
+    return 0;
+  }
   try {
     switch (command) {
       case 'info':

@@ -62,6 +62,9 @@ describe('pirl train / eval / embed / export', () => {
     const bad = spawnSync(process.execPath, [cli, 'train', data, '--epochs', 'many'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--epochs must be an integer >= 1, got 'many'/);
+    const help = spawnSync(process.execPath, [cli, 'train', '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/train <data> \[options\][^]*--bank-init random\|features/);
     const init = spawnSync(process.execPath, [cli, 'train', data, '--bank-init', 'zeros'], { encoding: 'utf8' });
     expect(init.status).toBe(2);
     expect(init.stderr).toMatch(/--bank-init must be one of random, features, got 'zeros'/);
