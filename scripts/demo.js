@@ -3,7 +3,7 @@
 // `npm run demo`: PIRL pretraining on Fashion-MNIST (Debian's dataset-fashion-mnist) within about ten
 // minutes of this 2-core CPU, then the weighted-kNN top-1 (k=200, τ=0.07) of the trained trunk next
 // to the same trunk randomly initialised, evaluated identically. Writes demo-run/ (model,
-// checkpoint, curves, result.json). Options: --minutes M (training budget, default 8.5),
+// checkpoint, curves, result.json). Options: --minutes M (training budget, default 8.5), --epochs N (instead of a budget),
 // --subset N (training images, default 20000), --config JSON (overrides), --out DIR. `npm run bench:quality` is this with 30 minutes.
 const path = require('path');
 
@@ -44,16 +44,10 @@ async function main() {
   const random = await pirl.PirlModel.create({ ...config.model, seed: config.seed });
   const randomTop1 = await evaluate(random);
   console.log(`random init: weighted kNN top-1 ${(100 * randomTop1).toFixed(2)}%`);
-  // Epochs from a measured step time, so the run fits the budget.
-  // The first step is left out: it warms up, and in NCE mode it makes an extra pass to estimate Z.
-  const probe = await pirl.Trainer.create(pretrain, { ...config, epochs: 1, epochLength: 4 });
   const trainStart = Date.now();
-  let afterFirst = 0;
-  await probe.fit({ callbacks: { onBatchEnd: (l) => { if (l.step === 1) afterFirst = Date.now(); } } });
-  const stepSeconds = (Date.now() - afterFirst) / 1000 / 3;
   const stepsPerEpoch = Math.floor(subset / config.batchSize);
-  const epochs = Math.max(1, Math.floor((minutes * 60) / (stepSeconds * stepsPerEpoch)));
-  console.log(`training ${epochs} epoch(s) of ${stepsPerEpoch} steps (~${stepSeconds.toFixed(2)} s/step)`);
+  const epochs = opt('--epochs', 0) || (await epochsWithin(pirl, pretrain, config, minutes * 60, stepsPerEpoch));
+  console.log(`training ${epochs} epoch(s) of ${stepsPerEpoch} steps`);
   const trainer = await pirl.Trainer.create(pretrain, { ...config, epochs });
   const curve = [];
   await trainer.fit({
@@ -73,6 +67,17 @@ async function main() {
   fs.writeFileSync(path.join(out, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
   console.log(`trained:     weighted kNN top-1 ${(100 * trainedTop1).toFixed(2)}%  (random init ${(100 * randomTop1).toFixed(2)}%)`);
   console.log(JSON.stringify(result));
+}
+
+// Epochs from a measured step time, so the run fits the budget. The first step is left out: it
+// warms up, and in NCE mode it makes an extra pass to estimate Z.
+async function epochsWithin(pirl, data, config, seconds, stepsPerEpoch) {
+  const probe = await pirl.Trainer.create(data, { ...config, bankInit: 'random', epochs: 1, epochLength: 4 });
+  let afterFirst = 0;
+  await probe.fit({ callbacks: { onBatchEnd: (l) => { if (l.step === 1) afterFirst = Date.now(); } } });
+  const stepSeconds = (Date.now() - afterFirst) / 1000 / 3;
+  console.log(`~${stepSeconds.toFixed(2)} s/step`);
+  return Math.max(1, Math.floor(seconds / (stepSeconds * stepsPerEpoch)));
 }
 
 main().catch((err) => {
