@@ -25,6 +25,12 @@ export function rangeError(arg: string, expected: string, received: unknown): Ra
   return new RangeError(`${arg} must be ${expected}, got ${describe(received)}`);
 }
 
+/** Checks that `value` is one of the `allowed` strings; errors name `arg` and list them ('a' or 'b'). */
+export function checkOneOf<T extends string>(arg: string, value: unknown, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) throw typeError(arg, allowed.map((a) => `'${a}'`).join(' or '), value);
+  return value as T;
+}
+
 /** Checks a positive (or non-negative) safe integer; errors name `arg`. */
 export function checkInteger(arg: string, value: unknown, min: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value)) throw typeError(arg, `an integer >= ${min}`, value);

@@ -1,6 +1,6 @@
 // The NCE loss against the memory bank and the PIRL objective (shared/PIRL.md, "Loss").
 import { binding, type PirlLossHandle } from './binding';
-import { checkInteger, nativeCall, rangeError, typeError } from './errors';
+import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from './errors';
 import { MemoryBank, indexTensor } from './memoryBank';
 import { Tensor, handleOf } from './tensor';
 
@@ -29,10 +29,7 @@ function checkTau(arg: string, tau: unknown): number {
   return tau;
 }
 
-function checkMode(arg: string, mode: unknown): NceMode {
-  if (mode !== 'nce' && mode !== 'infonce') throw typeError(arg, "'nce' or 'infonce'", mode);
-  return mode;
-}
+const checkMode = (arg: string, mode: unknown): NceMode => checkOneOf(arg, mode, ['nce', 'infonce']);
 
 function checkUnit(arg: string, value: unknown, closedTop: boolean): number {
   if (typeof value !== 'number' || !(value >= 0 && (closedTop ? value <= 1 : value < 1))) {
@@ -97,8 +94,7 @@ export interface PirlLossResult {
 /** Every PIRL loss option, checked, with the paper's defaults. */
 export function resolvePirlLossOptions(options: PirlLossOptions = {}): Required<PirlLossOptions> {
   if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
-  const z = options.z ?? 'frozen';
-  if (z !== 'frozen' && z !== 'ema') throw typeError('options.z', "'frozen' or 'ema'", z);
+  const z = checkOneOf('options.z', options.z ?? 'frozen', ['frozen', 'ema'] as const);
   for (const key of ['sharedNegatives', 'excludePositive'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'boolean') throw typeError(`options.${key}`, 'a boolean', options[key]);
   }

@@ -1,6 +1,6 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (shared/PIRL.md, "Network"), in libtorch.
 import { binding, type NativeModelOptions, type PirlModelHandle } from './binding';
-import { checkInteger, nativeCall, rangeError, typeError } from './errors';
+import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from './errors';
 import { readSafetensors, writeSafetensors } from './safetensors';
 import { Tensor, checkDevice, handleOf, type Device } from './tensor';
 
@@ -41,8 +41,7 @@ function checkOptions(options: PirlModelOptions): NativeModelOptions & { device:
   if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
   const arch = options.arch ?? 'resnet50';
   if (!ARCHS.includes(arch)) throw typeError('options.arch', `one of ${ARCHS.join(', ')}`, arch);
-  const stem = options.stem ?? 'imagenet';
-  if (stem !== 'imagenet' && stem !== 'small') throw typeError('options.stem', "'imagenet' or 'small'", stem);
+  const stem = checkOneOf('options.stem', options.stem ?? 'imagenet', ['imagenet', 'small'] as const);
   const width = options.width ?? 1;
   if (typeof width !== 'number' || !(width > 0) || !Number.isFinite(width)) throw rangeError('options.width', 'a positive number', width);
   const channelsLast = options.channelsLast ?? true;
@@ -144,8 +143,7 @@ export class PirlModel {
    */
   async embed(images: Tensor, options: { layer?: 'res5' | 'f'; batchSize?: number } = {}): Promise<Tensor> {
     this.checkImages('images', images, 1);
-    const layer = options.layer ?? 'res5';
-    if (layer !== 'res5' && layer !== 'f') throw typeError('options.layer', "'res5' or 'f'", layer);
+    const layer = checkOneOf('options.layer', options.layer ?? 'res5', ['res5', 'f'] as const);
     const batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
     return new Tensor(await nativeCall(() => this.handle.embed(images.handle, layer, batchSize)));
   }

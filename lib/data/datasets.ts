@@ -4,7 +4,7 @@ import * as path from 'path';
 import { promisify } from 'util';
 import * as zlib from 'zlib';
 
-import { checkInteger, rangeError, typeError } from '../errors';
+import { checkInteger, checkOneOf, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 
 const gunzip = promisify(zlib.gunzip);
@@ -102,7 +102,7 @@ export class IdxDataset extends ArrayDataset {
 
   /** Fashion-MNIST from Debian's dataset-fashion-mnist (or `dir`). */
   static async fashionMnist(split: 'train' | 'test' = 'train', dir = FASHION_MNIST_DIR): Promise<IdxDataset> {
-    if (split !== 'train' && split !== 'test') throw typeError('split', "'train' or 'test'", split);
+    checkOneOf('split', split, ['train', 'test'] as const);
     const prefix = split === 'train' ? 'train' : 't10k';
     const file = (kind: string) => path.join(dir, `${prefix}-${kind}-idx${kind === 'images' ? 3 : 1}-ubyte.gz`);
     try {

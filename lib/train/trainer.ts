@@ -4,7 +4,7 @@ import { binding, type TrainerHandle } from '../binding';
 import type { Dataset } from '../data/datasets';
 import { Loader, evalImages, type PirlBatch } from '../data/loader';
 import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from '../data/sampler';
-import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
+import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from '../errors';
 import { resolvePirlLossOptions, type PirlLossOptions } from '../loss';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, type PirlModelOptions } from '../model';
@@ -93,13 +93,8 @@ function resolveConfig(config: TrainConfig): ResolvedConfig {
     weightDecay: number('weightDecay', config.weightDecay ?? 1e-4, 0),
     epochLength: config.epochLength === undefined ? null : checkInteger('config.epochLength', config.epochLength, 1),
     seed: checkInteger('config.seed', config.seed ?? 0, 0),
-    bankInit: oneOf('config.bankInit', config.bankInit ?? 'random', ['random', 'features'] as const),
+    bankInit: checkOneOf('config.bankInit', config.bankInit ?? 'random', ['random', 'features'] as const),
   };
-}
-
-function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) throw typeError(name, allowed.map((a) => `'${a}'`).join(' or '), value);
-  return value as T;
 }
 
 /** m_y ← f̂_y of the current model for every sample (in chunks, eval transform); rows of undecodable images stay as they were. */
