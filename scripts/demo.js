@@ -15,6 +15,9 @@ async function main() {
   const pirl = require(path.join(root, 'dist'));
   const out = opt('--out', path.join(root, 'demo-run'));
   const minutes = Number(opt('--minutes', 8.5));
+  if (!(minutes > 0)) throw new RangeError(`--minutes must be a positive number, got '${opt('--minutes')}'`);
+  const fixedEpochs = opt('--epochs', 0);
+  if (!Number.isSafeInteger(fixedEpochs) || fixedEpochs < 0) throw new RangeError(`--epochs must be a positive integer, got '${opt('--epochs')}'`);
   const fs = require('fs');
   fs.mkdirSync(out, { recursive: true });
   const train = await pirl.IdxDataset.fashionMnist('train');
@@ -46,7 +49,7 @@ async function main() {
   console.log(`random init: weighted kNN top-1 ${(100 * randomTop1).toFixed(2)}%`);
   const trainStart = Date.now();
   const stepsPerEpoch = Math.floor(subset / config.batchSize);
-  const epochs = opt('--epochs', 0) || (await epochsWithin(pirl, pretrain, config, minutes * 60, stepsPerEpoch));
+  const epochs = fixedEpochs || (await epochsWithin(pirl, pretrain, config, minutes * 60, stepsPerEpoch));
   console.log(`training ${epochs} epoch(s) of ${stepsPerEpoch} steps`);
   const trainer = await pirl.Trainer.create(pretrain, { ...config, epochs });
   const curve = [];
