@@ -38,11 +38,7 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   return AsyncTask<data::Batch>::run(
       info.Env(), "pirl.makeBatch", [=] { return data::makeBatch(source, rows, indices, seed, epoch, config); },
       [](Napi::Env env, data::Batch& b) -> Napi::Value {
-        auto out = Napi::Object::New(env);
-        out.Set("images", TensorWrap::wrap(env, b.images));
-        out.Set("patches", TensorWrap::wrap(env, b.patches));
-        out.Set("permutations", TensorWrap::wrap(env, b.permutations));
-        return out;
+        return TensorWrap::wrapAll(env, {{"images", b.images}, {"patches", b.patches}, {"permutations", b.permutations}});
       });
 }
 

@@ -84,10 +84,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             return s->model->forward(images.to(s->device), patches.to(s->device));
           },
           [](Napi::Env env, model::Embeddings& e) -> Napi::Value {
-            auto out = Napi::Object::New(env);
-            out.Set("f", TensorWrap::wrap(env, e.f));
-            out.Set("g", TensorWrap::wrap(env, e.g));
-            return out;
+            return TensorWrap::wrapAll(env, {{"f", e.f}, {"g", e.g}});
           });
     });
   }

@@ -99,6 +99,12 @@ void TensorWrap::reset() {
   tensor_ = at::Tensor();
 }
 
+Napi::Object TensorWrap::wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor>> tensors) {
+  Napi::Object out = Napi::Object::New(env);
+  for (const auto& [name, tensor] : tensors) out.Set(name, wrap(env, tensor));
+  return out;
+}
+
 Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed) {
   Napi::Object object = newHandle(env, EnvState::of(env)->tensorConstructor);
   TensorWrap* self = Unwrap(object);

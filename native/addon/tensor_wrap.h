@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 #include <napi.h>
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pirl::addon {
@@ -19,6 +21,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   static Napi::Object wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed = {});
   // The tensor behind a handle; TypeError naming `arg` if it is not a live tensor handle.
   static at::Tensor unwrap(Napi::Value value, const std::string& arg);
+  // A plain object of named tensors (a native result such as {f, g}), each wrapped without a copy.
+  static Napi::Object wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor>> tensors);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
   ~TensorWrap() override;

@@ -135,10 +135,7 @@ Napi::Value nearestNeighbours(const Napi::CallbackInfo& info) {
   return AsyncTask<eval::Neighbours>::run(
       info.Env(), "pirl.nearestNeighbours", [=] { return eval::nearestNeighbours(features, queries, k); },
       [](Napi::Env env, eval::Neighbours& n) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("similarity", TensorWrap::wrap(env, n.similarity));
-        out.Set("index", TensorWrap::wrap(env, n.index));
-        return out;
+        return TensorWrap::wrapAll(env, {{"similarity", n.similarity}, {"index", n.index}});
       });
 }
 
