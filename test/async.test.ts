@@ -57,7 +57,7 @@ describe('heavy native work runs off the JavaScript thread', () => {
 
 describe('libtorch errors reach JavaScript cleanly', () => {
   test('a shape error rejects with the message, no C++ backtrace, and the caller stack', async () => {
-    const err = await ops.matmul(Tensor.zeros([2, 3]), Tensor.zeros([4, 5])).catch((e: Error) => e);
+    const err = (await ops.matmul(Tensor.zeros([2, 3]), Tensor.zeros([4, 5])).catch((e: Error) => e)) as Error;
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toMatch(/mat1 and mat2 shapes cannot be multiplied \(2x3 and 4x5\)/);
     expect(err.message).not.toMatch(/Exception raised from|frame #/);

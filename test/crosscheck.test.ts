@@ -62,6 +62,6 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
     // the BatchNorm buffers came across too
     const { tensors } = await readSafetensors(weights);
     const mean = model.stateDict('trunk').get('bn1.running_mean')!.data();
-    expect(Array.from(mean)).toEqual(Array.from(tensors.get('bn1.running_mean')!.data()));
+    expect([...mean]).toEqual([...tensors.get('bn1.running_mean')!.data()]);
   });
 });

@@ -115,13 +115,13 @@ describe('ImageFolder', () => {
     const built = fs.statSync(cache).mtimeMs;
     const second = await ImageFolder.open(dir, { size: 16, cache });
     expect(fs.statSync(cache).mtimeMs).toBe(built); // reused
-    expect(Array.from((await second.batchSource([0, 1, 2])).source.data())).toEqual(Array.from(a));
+    expect([...(await second.batchSource([0, 1, 2])).source.data()]).toEqual([...a]);
     await second.close();
     await new Promise((r) => setTimeout(r, 20));
     await raw(50, 40).negate().jpeg().toFile(path.join(dir, 'a.jpg')); // content changes
     const third = await ImageFolder.open(dir, { size: 16, cache });
     expect(fs.statSync(cache).mtimeMs).not.toBe(built);
-    expect(Array.from((await third.batchSource([0])).source.data())).not.toEqual(Array.from(a.subarray(0, 16 * 16 * 3)));
+    expect([...(await third.batchSource([0])).source.data()]).not.toEqual([...a.subarray(0, 16 * 16 * 3)]);
     await third.close();
     const resized = await ImageFolder.open(dir, { size: 8, cache });
     expect((await resized.batchSource([0])).source.shape).toEqual([1, 8, 8, 3]);
@@ -147,7 +147,7 @@ describe('IdxDataset and ArrayDataset', () => {
     expect(ds.length).toBe(3);
     expect(ds.source.shape).toEqual([3, 4, 5, 1]);
     expect(Array.from(ds.labels!)).toEqual([7, 8, 9]);
-    expect(Array.from(ds.source.data()).slice(20, 23)).toEqual([20, 21, 22]);
+    expect([...ds.source.data()].slice(20, 23)).toEqual([20, 21, 22]);
   });
 
   test('bad IDX files are refused clearly', async () => {

@@ -11,7 +11,7 @@ describe('MemoryBank', () => {
     expect(a.dim).toBe(8);
     const rows = a.rows().data() as Float32Array;
     for (let i = 0; i < 300; i++) expect(Math.hypot(...rows.subarray(i * 8, i * 8 + 8))).toBeCloseTo(1, 5);
-    expect(Array.from(b.rows().data())).toEqual(Array.from(rows));
+    expect([...b.rows().data()]).toEqual(Array.from(rows));
   });
 
   test('update: momentum then normalise; a repeated index gets the mean of its rows', async () => {
@@ -40,7 +40,7 @@ describe('MemoryBank', () => {
     const a = bank.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
     const b = restored.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
     expect(a.shape).toEqual([6, 500]);
-    expect(Array.from(a.data())).toEqual(Array.from(b.data()));
+    expect([...a.data()]).toEqual([...b.data()]);
     const values = a.data() as BigInt64Array;
     for (let i = 0; i < 6; i++) {
       for (let k = 0; k < 500; k++) {
