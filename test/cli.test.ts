@@ -5,6 +5,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { readSafetensors } from '../lib';
+import { writeCurves } from '../lib/cli/plot';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 const run = (args: string[]) => execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -56,6 +57,13 @@ describe('pirl train / eval / embed / export', () => {
     const trunk = path.join(dir, 'trunk.safetensors');
     run(['export', model, '--out', trunk]);
     expect((await readSafetensors(trunk)).tensors.has('layer4.1.bn2.running_var')).toBe(true);
+  });
+
+  test('the curves of a long run (300,000 steps) are drawn, not a stack overflow', async () => {
+    const file = path.join(dir, 'long.png');
+    const loss = Array.from({ length: 300000 }, (_, i): [number, number] => [i, 8 - Math.log1p(i) * 0.3]);
+    await writeCurves(file, loss, [[1, 0.7], [2, 0.8]]);
+    expect((await sharp(file).metadata()).width).toBe(800);
   });
 
   test('bad arguments exit 2 with the usage; missing data exits 1', () => {

@@ -1,11 +1,21 @@
 // A PNG of the training curves (loss per step, kNN per epoch), drawn as SVG and rendered by sharp.
 import sharp from 'sharp';
 
+// [min, max] by a loop: spreading a long run's points into Math.min overflows the call stack.
+function extent(values: readonly number[]): [number, number] {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  return [lo, hi];
+}
+
 function polyline(points: Array<[number, number]>, box: { x: number; y: number; w: number; h: number }, color: string): string {
   if (points.length === 0) return '';
-  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const [x0, x1] = [Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1e-9)];
-  const [y0, y1] = [Math.min(...ys), Math.max(...ys, Math.min(...ys) + 1e-9)];
+  const [x0, xMax] = extent(points.map((p) => p[0]));
+  const [y0, yMax] = extent(points.map((p) => p[1]));
+  const [x1, y1] = [Math.max(xMax, x0 + 1e-9), Math.max(yMax, y0 + 1e-9)];
   const path = points
     .map(([x, y]) => `${(box.x + ((x - x0) / (x1 - x0)) * box.w).toFixed(1)},${(box.y + box.h - ((y - y0) / (y1 - y0)) * box.h).toFixed(1)}`)
     .join(' ');
