@@ -29,4 +29,4 @@ export type { BatchLogs, Callbacks, EpochLogs, FitOptions, TrainConfig } from '.
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
 export { knnAccuracy, linearProbeAccuracy, datasetFeatures, nearestNeighbours } from './eval/knn';
-export type { DatasetFeatures, KnnOptions, LinearProbeOptions } from './eval/knn';
+export type { DatasetFeatures, FeatureOptions, KnnOptions, LinearProbeOptions } from './eval/knn';

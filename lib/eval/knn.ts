@@ -16,20 +16,33 @@ export interface DatasetFeatures {
   labels: Int32Array | null;
 }
 
-/** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch. */
-export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number; layer?: 'res5' | 'f' }): Promise<DatasetFeatures> {
+export interface FeatureOptions {
+  /** Side of the evaluation images. */
+  size: number;
+  batchSize?: number;
+  /** The trunk's pooled res5 features (default) or the f embedding. */
+  layer?: 'res5' | 'f';
+}
+
+/** Features of a data set with the eval transform, one batch at a time, with the data set index of each row. */
+export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions): AsyncGenerator<{ features: Tensor; indices: number[] }> {
   const batchSize = checkInteger('options.batchSize', options.batchSize ?? 512, 1);
+  for (let begin = 0; begin < dataset.length; begin += batchSize) {
+    const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
+    const { images, indices } = await evalImages(dataset, wanted, options.size);
+    if (indices.length > 0) yield { features: await model.embed(images, { layer: options.layer ?? 'res5', batchSize }), indices };
+  }
+}
+
+/** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch. */
+export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions): Promise<DatasetFeatures> {
   const parts: Float32Array[] = [];
   const indices: number[] = [];
   let width = 0;
-  for (let begin = 0; begin < dataset.length; begin += batchSize) {
-    const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
-    const { images, indices: kept } = await evalImages(dataset, wanted, options.size);
-    if (kept.length === 0) continue;
-    const features = await model.embed(images, { layer: options.layer ?? 'res5', batchSize });
-    width = features.shape[1];
-    parts.push(features.data() as Float32Array);
-    indices.push(...kept);
+  for await (const batch of featureBatches(model, dataset, options)) {
+    width = batch.features.shape[1];
+    parts.push(batch.features.data() as Float32Array);
+    indices.push(...batch.indices);
   }
   const all = new Float32Array(indices.length * width);
   let offset = 0;
@@ -41,7 +54,7 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
   return { features: Tensor.from(all, [indices.length, width]), indices, labels };
 }
 
-async function labeledFeatures(model: PirlModel, dataset: Dataset, options: { size: number; batchSize?: number; layer?: 'res5' | 'f' }): Promise<{ features: Tensor; labels: Int32Array }> {
+async function labeledFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions): Promise<{ features: Tensor; labels: Int32Array }> {
   if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
   const { features, labels } = await datasetFeatures(model, dataset, options);
   return { features, labels: labels! };
@@ -67,14 +80,17 @@ export async function nearestNeighbours(features: Tensor, queries: Tensor, k: nu
   return { indices: new Tensor(out.index), similarities: new Tensor(out.similarity) };
 }
 
-export interface KnnOptions {
+// Labels run from 0, so the classes are the largest label + 1 (a loop: spreading 10^5 labels into Math.max overflows the stack).
+function classCount(...labels: Int32Array[]): number {
+  let max = -1;
+  for (const set of labels) for (const label of set) max = Math.max(max, label);
+  return max + 1;
+}
+
+/** Which features vote: the trunk's pooled res5 (default, the transfer representation) or the f embedding (NPID's monitor). */
+export interface KnnOptions extends FeatureOptions {
   k?: number;
   tau?: number;
-  /** Side of the evaluation images. */
-  size: number;
-  batchSize?: number;
-  /** Which features vote: the trunk's pooled res5 (default, the transfer representation) or the f embedding (NPID's monitor). */
-  layer?: 'res5' | 'f';
 }
 
 /** Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. */
@@ -84,7 +100,7 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   if (typeof tau !== 'number' || !(tau > 0)) throw rangeError('options.tau', 'a positive number', tau);
   const a = await labeledFeatures(model, train, options);
   const b = await labeledFeatures(model, test, options);
-  const classes = Math.max(...a.labels, ...b.labels) + 1;
+  const classes = classCount(a.labels, b.labels);
   const trainLabels = int64Tensor(a.labels);
   const predicted = new Tensor(
     await nativeCall(() => binding.knnPredict(a.features.handle, trainLabels.handle, b.features.handle, k, tau, classes)),
@@ -115,7 +131,7 @@ export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test
   if (typeof weightDecay !== 'number' || !(weightDecay >= 0)) throw rangeError('options.weightDecay', 'a number >= 0', weightDecay);
   const a = await labeledFeatures(model, train, { size: options.size });
   const b = await labeledFeatures(model, test, { size: options.size });
-  const classes = Math.max(...a.labels, ...b.labels) + 1;
+  const classes = classCount(a.labels, b.labels);
   return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes,
     { epochs, batchSize, lr, weightDecay, seed }));
 }

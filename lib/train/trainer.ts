@@ -2,9 +2,10 @@
 // checkpoints and exact resume (shared/PIRL.md, "Optimisation").
 import { binding, type TrainerHandle } from '../binding';
 import type { Dataset } from '../data/datasets';
-import { Loader, evalImages, type PirlBatch } from '../data/loader';
+import { Loader, type PirlBatch } from '../data/loader';
 import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from '../data/sampler';
 import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from '../errors';
+import { featureBatches } from '../eval/knn';
 import { resolvePirlLossOptions, type PirlLossOptions } from '../loss';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, type PirlModelOptions } from '../model';
@@ -97,13 +98,9 @@ function resolveConfig(config: TrainConfig): ResolvedConfig {
   };
 }
 
-/** m_y ← f̂_y of the current model for every sample (in chunks, eval transform); rows of undecodable images stay as they were. */
-async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, imageSize: number, chunk: number): Promise<void> {
-  for (let begin = 0; begin < dataset.length; begin += chunk) {
-    const wanted = Array.from({ length: Math.min(chunk, dataset.length - begin) }, (_, i) => begin + i);
-    const { images, indices } = await evalImages(dataset, wanted, imageSize);
-    if (indices.length > 0) bank.update(indices, await model.embed(images, { layer: 'f', batchSize: chunk }), 0);
-  }
+/** m_y ← f̂_y of the current model for every sample (eval transform); rows of undecodable images stay as they were. */
+async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, size: number, batchSize: number): Promise<void> {
+  for await (const { features, indices } of featureBatches(model, dataset, { size, batchSize, layer: 'f' })) bank.update(indices, features, 0);
 }
 
 /** Where a run stands: the next step to take. */
