@@ -23,7 +23,8 @@ async function main() {
   const train = await pirl.IdxDataset.fashionMnist('train');
   const test = await pirl.IdxDataset.fashionMnist('test');
   // A narrow ResNet-18 (small stem) on a subset of the training images: as many epochs as the budget allows.
-  const subset = Number(opt('--subset', 20000));
+  const subset = opt('--subset', 20000);
+  if (!Number.isSafeInteger(subset) || subset < 1 || subset > train.length) throw new RangeError(`--subset must be an integer in [1, ${train.length}], got '${opt('--subset')}'`);
   const pretrain = new pirl.ArrayDataset(train.source.data().subarray(0, subset * 28 * 28), [subset, 28, 28, 1], {
     labels: train.labels.subarray(0, subset),
   });
@@ -43,7 +44,9 @@ async function main() {
     const merge = typeof value === 'object' && value !== null && typeof config[key] === 'object';
     config[key] = merge ? { ...config[key], ...value } : value;
   }
-  const evaluate = (model) => pirl.knnAccuracy(model, train, test, { size: 32, k: 200, tau: 0.07 });
+  // Evaluated at the size the sampler trains on (32 px for the small preset).
+  const size = pirl.resolveSamplerConfig(config.sampler).imageSize;
+  const evaluate = (model) => pirl.knnAccuracy(model, train, test, { size, k: 200, tau: 0.07 });
   const random = await pirl.PirlModel.create({ ...config.model, seed: config.seed });
   const randomTop1 = await evaluate(random);
   console.log(`random init: weighted kNN top-1 ${(100 * randomTop1).toFixed(2)}%`);
@@ -61,12 +64,13 @@ async function main() {
       onEpochEnd: (l) => console.log(`epoch ${l.epoch + 1}/${epochs}: loss ${l.loss.toFixed(4)}, ${l.imagesPerSecond.toFixed(0)} img/s`),
     },
   });
+  const trainingMinutes = (Date.now() - trainStart) / 60000; // step-time probe, bank init and the epochs
   await trainer.model.save(path.join(out, 'model.safetensors'));
   const trainedTop1 = await evaluate(trainer.model);
   const { writeCurves } = require(path.join(root, 'dist', 'cli', 'plot.js'));
   await writeCurves(path.join(out, 'curves.png'), curve, [[0, randomTop1], [epochs, trainedTop1]]);
   const result = { randomInitKnnTop1: randomTop1, trainedKnnTop1: trainedTop1, epochs,
-    trainingMinutes: (Date.now() - trainStart) / 60000, totalMinutes: (Date.now() - started) / 60000, config };
+    trainingMinutes, totalMinutes: (Date.now() - started) / 60000, config };
   fs.writeFileSync(path.join(out, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
   console.log(`trained:     weighted kNN top-1 ${(100 * trainedTop1).toFixed(2)}%  (random init ${(100 * randomTop1).toFixed(2)}%)`);
   console.log(JSON.stringify(result));
