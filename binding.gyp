@@ -3,6 +3,7 @@
     {
       "target_name": "pirl",
       "sources": [
+        "native/core/data/jigsaw.cpp",
         "native/core/data/pirl_sampler.cpp",
         "native/core/data/transforms.cpp",
         "native/core/dtype.cpp",
@@ -23,10 +24,13 @@
         "native/addon/addon.cc",
         "native/addon/data_wrap.cc",
         "native/addon/env_state.cc",
+        "native/addon/eval_wrap.cc",
         "native/addon/memory_bank_wrap.cc",
         "native/addon/model_wrap.cc",
         "native/addon/nce_wrap.cc",
         "native/addon/ops_wrap.cc",
+        "native/addon/options.cc",
+        "native/addon/pirl_loss_wrap.cc",
         "native/addon/runtime_wrap.cc",
         "native/addon/tensor_wrap.cc",
         "native/addon/train_wrap.cc"

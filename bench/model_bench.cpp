@@ -15,11 +15,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s arch stem(imagenet|small) batch imageSize patchSize channelsLast(0|1) threads reps\n", argv[0]);
     return 2;
   }
-  pirl::model::PirlModelOptions options;
-  options.trunk.arch = argv[1];
-  options.trunk.stem = std::string(argv[2]) == "small" ? pirl::model::Stem::Small : pirl::model::Stem::ImageNet;
+  const std::string arch = argv[1];
+  const auto trunkArch = arch == "resnet50"   ? pirl::model::Arch::ResNet50
+                         : arch == "resnet34" ? pirl::model::Arch::ResNet34
+                                              : pirl::model::Arch::ResNet18;
+  const auto stem = std::string(argv[2]) == "small" ? pirl::model::Stem::Small : pirl::model::Stem::ImageNet;
   const int64_t batch = std::stoll(argv[3]), imageSize = std::stoll(argv[4]), patchSize = std::stoll(argv[5]);
-  options.channelsLast = std::string(argv[6]) == "1";
+  const pirl::model::PirlModelOptions options{
+      {trunkArch, stem, 1.0}, 128, /*channelsLast=*/std::string(argv[6]) == "1", /*patchRunningStats=*/false};
   pirl::setNumThreads(std::stoi(argv[7]));
   const int reps = std::stoi(argv[8]);
 

@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import type { EmbedLayer, NceMode, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedTrainConfig, SamplerConfig } from './config';
 import type { DType, TypedArray } from './tensor';
 
 /** The native tensor handle (native/addon/tensor_wrap.cc). */
@@ -28,6 +29,8 @@ export interface NativeBuildInfo {
   numInteropThreads: number;
   parallelBackend: string;
   napiVersion: number;
+  /** setNumThreads refuses more. */
+  maxThreads: number;
 }
 
 /** The native memory bank handle (native/addon/memory_bank_wrap.cc). */
@@ -49,18 +52,6 @@ export interface NativeNceResult {
   grad: TensorHandle;
 }
 
-export interface NativePirlLossOptions {
-  lambda: number;
-  tau: number;
-  negatives: number;
-  momentum: number;
-  mode: 'nce' | 'infonce';
-  z: 'frozen' | 'ema';
-  zMomentum: number;
-  sharedNegatives: boolean;
-  excludePositive: boolean;
-}
-
 export interface NativePirlLossResult {
   loss: number;
   lossImage: number;
@@ -78,20 +69,12 @@ export interface PirlLossHandle {
   setZ(image: number, jigsaw: number): void;
 }
 
-export interface NativeModelOptions {
-  arch: 'resnet18' | 'resnet34' | 'resnet50';
-  stem: 'imagenet' | 'small';
-  width: number;
-  embeddingDim: number;
-  channelsLast: boolean;
-  patchRunningStats: boolean;
-  seed: number;
-}
+export type StateDictScope = 'all' | 'trunk';
 
 /** The native model handle (native/addon/model_wrap.cc). */
 export interface PirlModelHandle {
   forward(images: TensorHandle, patches: TensorHandle): Promise<{ f: TensorHandle; g: TensorHandle }>;
-  embed(images: TensorHandle, layer: 'res5' | 'f', batchSize: number): Promise<TensorHandle>;
+  embed(images: TensorHandle, layer: EmbedLayer, batchSize: number): Promise<TensorHandle>;
   setTraining(training: boolean): void;
   isTraining(): boolean;
   info(): {
@@ -100,27 +83,9 @@ export interface PirlModelHandle {
     minInputSize: number;
     device: string;
   };
-  stateDict(scope: 'all' | 'trunk'): { names: string[]; tensors: TensorHandle[] };
-  loadStateDict(scope: 'all' | 'trunk', names: string[], tensors: TensorHandle[], strict: boolean): void;
+  stateDict(scope: StateDictScope): { names: string[]; tensors: TensorHandle[] };
+  loadStateDict(scope: StateDictScope, names: string[], tensors: TensorHandle[], strict: boolean): void;
   to(device: string): Promise<void>;
-}
-
-/** The sampler configuration as native code receives it: every field present and valid. */
-export interface NativeSamplerConfig {
-  imageSize: number;
-  jigsawSize: number;
-  patchSize: number;
-  imageScaleMin: number;
-  imageScaleMax: number;
-  jigsawScaleMin: number;
-  jigsawScaleMax: number;
-  brightness: number;
-  contrast: number;
-  saturation: number;
-  hue: number;
-  photometricProbability: number;
-  grayscaleProbability: number;
-  flipProbability: number;
 }
 
 export interface NativeStepResult {
@@ -152,32 +117,32 @@ export interface Binding {
   ): Promise<TensorHandle>;
   MemoryBankHandle: abstract new (...args: never[]) => MemoryBankHandle;
   createMemoryBank(size: number, dim: number, seed: number, device: string): Promise<MemoryBankHandle>;
-  restoreMemoryBank(rows: TensorHandle, generator: TensorHandle): MemoryBankHandle;
+  restoreMemoryBank(rows: TensorHandle, generator: TensorHandle, device: string): MemoryBankHandle;
   nceLoss(
     x: TensorHandle,
     bank: TensorHandle,
     positives: TensorHandle,
     negatives: TensorHandle,
     tau: number,
-    mode: 'nce' | 'infonce',
+    mode: NceMode,
     z: number,
   ): Promise<NativeNceResult>;
-  PirlLossHandle: new (options: NativePirlLossOptions) => PirlLossHandle;
-  createPirlModel(options: NativeModelOptions): Promise<PirlModelHandle>;
+  PirlLossHandle: new (options: ResolvedLossOptions) => PirlLossHandle;
+  createPirlModel(options: ResolvedModelOptions): Promise<PirlModelHandle>;
   makeBatch(
     source: TensorHandle,
     rows: TensorHandle,
     indices: TensorHandle,
     seed: number,
     epoch: number,
-    config: NativeSamplerConfig,
+    config: SamplerConfig,
   ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
   evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;
   TrainerHandle: new (
     model: PirlModelHandle,
     bank: MemoryBankHandle,
-    loss: NativePirlLossOptions,
-    sgd: { momentum: number; weightDecay: number },
+    loss: ResolvedLossOptions,
+    sgd: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay'>,
   ) => TrainerHandle;
   knnPredict(
     trainFeatures: TensorHandle,
@@ -194,7 +159,7 @@ export interface Binding {
     testFeatures: TensorHandle,
     testLabels: TensorHandle,
     numClasses: number,
-    options: { epochs: number; batchSize: number; lr: number; weightDecay: number; seed: number },
+    options: Omit<ResolvedLinearProbeOptions, 'size'>,
   ): Promise<number>;
   buildInfo(): NativeBuildInfo;
   setNumThreads(n: number): void;

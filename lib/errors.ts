@@ -1,5 +1,6 @@
-// Argument errors with one shape everywhere: which argument, what was expected, what came instead;
-// and the caller's JavaScript stack on errors that come back from native threads.
+// The validation vocabulary of the library and the CLI: argument errors with one shape everywhere
+// (which argument, what was expected, what came instead), and the caller's JavaScript stack on
+// errors that come back from native threads.
 
 /** A short, readable description of a received value for error messages. */
 export function describe(value: unknown): string {
@@ -17,25 +18,98 @@ export function describe(value: unknown): string {
   return name && name !== 'Object' ? `a ${name}` : 'an object';
 }
 
-export function typeError(arg: string, expected: string, received: unknown): TypeError {
-  return new TypeError(`${arg} must be ${expected}, got ${describe(received)}`);
+/** What an argument error carries besides its message, so callers (the CLI) can name it their way. */
+export interface ArgumentErrorInfo {
+  /** The argument as the library names it, e.g. 'config.loss.tau'. */
+  argument: string;
+  /** What it must be, e.g. 'a positive number'. */
+  expected: string;
+  received: unknown;
 }
 
-export function rangeError(arg: string, expected: string, received: unknown): RangeError {
-  return new RangeError(`${arg} must be ${expected}, got ${describe(received)}`);
+function argumentError<E extends Error>(make: (message: string) => E, arg: string, expected: string, received: unknown): E & ArgumentErrorInfo {
+  return Object.assign(make(`${arg} must be ${expected}, got ${describe(received)}`), { argument: arg, expected, received });
 }
 
-/** Checks that `value` is one of the `allowed` strings; errors name `arg` and list them ('a' or 'b'). */
+export function typeError(arg: string, expected: string, received: unknown): TypeError & ArgumentErrorInfo {
+  return argumentError((m) => new TypeError(m), arg, expected, received);
+}
+
+export function rangeError(arg: string, expected: string, received: unknown): RangeError & ArgumentErrorInfo {
+  return argumentError((m) => new RangeError(m), arg, expected, received);
+}
+
+export function isArgumentError(err: unknown): err is Error & ArgumentErrorInfo {
+  return err instanceof Error && typeof (err as Partial<ArgumentErrorInfo>).argument === 'string';
+}
+
+/** Bounds of a number; `integer` asks for a safe integer. Infinity and NaN are never in range. */
+export interface NumberRange {
+  min?: number;
+  max?: number;
+  minExclusive?: boolean;
+  maxExclusive?: boolean;
+  integer?: boolean;
+}
+
+/** 'an integer >= 1', 'a number in (0, 4]', 'a positive number', 'a finite number'… */
+export function rangeText(r: NumberRange): string {
+  const kind = r.integer ? 'integer' : 'number';
+  const article = r.integer ? 'an' : 'a';
+  if (r.min !== undefined && r.max !== undefined) {
+    return `${article} ${kind} in ${r.minExclusive ? '(' : '['}${r.min}, ${r.max}${r.maxExclusive ? ')' : ']'}`;
+  }
+  if (r.min === 0 && r.minExclusive) return `a positive ${kind}`;
+  if (r.min !== undefined) return `${article} ${kind} ${r.minExclusive ? '>' : '>='} ${r.min}`;
+  if (r.max !== undefined) return `${article} ${kind} ${r.maxExclusive ? '<' : '<='} ${r.max}`;
+  return r.integer ? 'an integer' : 'a finite number';
+}
+
+/** A number within `range`: TypeError for a non-number (or a non-integer where one is asked), RangeError outside the range. */
+export function checkNumber(arg: string, value: unknown, range: NumberRange = {}): number {
+  const expected = rangeText(range);
+  if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(arg, expected, value);
+  if (range.integer && Number.isFinite(value) && !Number.isInteger(value)) throw typeError(arg, expected, value);
+  const { min, max } = range;
+  const below = min !== undefined && (range.minExclusive ? value <= min : value < min);
+  const above = max !== undefined && (range.maxExclusive ? value >= max : value > max);
+  if (!Number.isFinite(value) || below || above || (range.integer && !Number.isSafeInteger(value))) throw rangeError(arg, expected, value);
+  return value;
+}
+
+/** A safe integer >= min (and <= max); errors name `arg`. */
+export function checkInteger(arg: string, value: unknown, min: number, max?: number): number {
+  return checkNumber(arg, value, { integer: true, min, max });
+}
+
+export function checkBoolean(arg: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw typeError(arg, 'a boolean', value);
+  return value;
+}
+
+/** "'a' or 'b'", "one of 'a', 'b', 'c'". */
+export function oneOfText(allowed: readonly string[]): string {
+  const quoted = allowed.map((a) => `'${a}'`);
+  return quoted.length <= 2 ? quoted.join(' or ') : `one of ${quoted.join(', ')}`;
+}
+
+/** Checks that `value` is one of the `allowed` strings; errors name `arg` and list them. */
 export function checkOneOf<T extends string>(arg: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) throw typeError(arg, allowed.map((a) => `'${a}'`).join(' or '), value);
+  if (!allowed.includes(value as T)) throw typeError(arg, oneOfText(allowed), value);
   return value as T;
 }
 
-/** Checks a positive (or non-negative) safe integer; errors name `arg`. */
-export function checkInteger(arg: string, value: unknown, min: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value)) throw typeError(arg, `an integer >= ${min}`, value);
-  if (value < min || !Number.isSafeInteger(value)) throw rangeError(arg, `an integer >= ${min}`, value);
-  return value;
+/** A plain object (not null, not an array): options and metadata. */
+export function checkObject(arg: string, value: unknown): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) throw typeError(arg, 'an object', value);
+  return value as Record<string, unknown>;
+}
+
+/** An array whose items each pass `item` (named arg[i]), with at most `maxLength` of them. */
+export function checkArrayOf<T>(arg: string, value: unknown, item: (arg: string, value: unknown) => T, maxLength = Infinity): T[] {
+  if (!Array.isArray(value)) throw typeError(arg, 'an array', value);
+  if (value.length > maxLength) throw rangeError(`${arg}.length`, `at most ${maxLength}`, value.length);
+  return value.map((v, i) => item(`${arg}[${i}]`, v));
 }
 
 /**

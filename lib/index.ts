@@ -9,11 +9,20 @@ export * as ops from './ops';
 export { buildInfo, setNumThreads, getNumThreads } from './runtime';
 export type { BuildInfo } from './runtime';
 export { MemoryBank } from './memoryBank';
-export type { MemoryBankOptions, MemoryBankState } from './memoryBank';
+export type { MemoryBankState } from './memoryBank';
 export { nceLoss, PirlLoss } from './loss';
-export type { NceLossOptions, NceLossResult, NceMode, PirlLossOptions, PirlLossResult } from './loss';
+export type { NceLossResult, PirlLossResult } from './loss';
 export { PirlModel } from './model';
-export type { Arch, Embeddings, PirlModelOptions, Stem } from './model';
+export type { Embeddings, Placement } from './model';
+export {
+  PRESETS, RECIPES, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, resolveLossOptions, resolveMemoryBankOptions,
+  resolveModelOptions, resolveNceOptions, resolveRunOptions, resolveSamplerConfig, resolveTrainConfig,
+} from './config';
+export type {
+  Arch, EmbedLayer, FeatureOptions, KnnOptions, LinearProbeOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
+  Recipe, ResolvedFeatureOptions, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedRunOptions, ResolvedTrainConfig,
+  RunOptions, SamplerConfig, SamplerOptions, SamplerPreset, Stem, TrainConfig,
+} from './config';
 export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors, SafetensorsError } from './safetensors';
 export type { SafetensorsContent } from './safetensors';
 export { ArrayDataset, IdxDataset, FASHION_MNIST_DIR } from './data/datasets';
@@ -22,11 +31,10 @@ export { ImageFolder, IMAGE_EXTENSIONS } from './data/imageFolder';
 export type { ImageFolderOptions } from './data/imageFolder';
 export { Loader, evalImages } from './data/loader';
 export type { LoaderOptions, PirlBatch } from './data/loader';
-export { PRESETS, resolveSamplerConfig } from './data/sampler';
-export type { SamplerConfig, SamplerPreset } from './data/sampler';
+export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';
 export { Trainer } from './train/trainer';
-export type { BatchLogs, Callbacks, EpochLogs, FitOptions, TrainConfig } from './train/trainer';
+export type { BatchLogs, Callbacks, EpochLogs, FitOptions, ResumeOptions } from './train/trainer';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
 export { knnAccuracy, linearProbeAccuracy, datasetFeatures, nearestNeighbours } from './eval/knn';
-export type { DatasetFeatures, FeatureOptions, KnnOptions, LinearProbeOptions } from './eval/knn';
+export type { DatasetFeatures } from './eval/knn';

@@ -1,19 +1,9 @@
-// The NCE loss against the memory bank and the PIRL objective (shared/PIRL.md, "Loss").
+// The NCE loss against the memory bank and the PIRL objective (docs/PIRL.md, "Loss").
 import { binding, type PirlLossHandle } from './binding';
-import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from './errors';
+import { checkNumber, checkObject, nativeCall, typeError } from './errors';
+import { resolveLossOptions, resolveNceOptions, type NceLossOptions, type PirlLossOptions, type ResolvedLossOptions } from './config';
 import { MemoryBank, indexTensor } from './memoryBank';
 import { Tensor, handleOf } from './tensor';
-
-export type NceMode = 'nce' | 'infonce';
-
-export interface NceLossOptions {
-  /** Temperature τ (0.07). */
-  tau?: number;
-  /** 'nce': the paper's/VISSL's NCE; 'infonce': softmax cross-entropy, the positive first. */
-  mode?: NceMode;
-  /** NCE partition function Z; leave out on the first step to estimate it as N·mean(e^{s/τ}). */
-  z?: number;
-}
 
 export interface NceLossResult {
   loss: number;
@@ -22,20 +12,6 @@ export interface NceLossResult {
   zUsed: number;
   /** This batch's estimate N·mean(e^{s/τ}). */
   zBatch: number;
-}
-
-function checkTau(arg: string, tau: unknown): number {
-  if (typeof tau !== 'number' || !(tau > 0) || !Number.isFinite(tau)) throw rangeError(arg, 'a positive number', tau);
-  return tau;
-}
-
-const checkMode = (arg: string, mode: unknown): NceMode => checkOneOf(arg, mode, ['nce', 'infonce']);
-
-function checkUnit(arg: string, value: unknown, closedTop: boolean): number {
-  if (typeof value !== 'number' || !(value >= 0 && (closedTop ? value <= 1 : value < 1))) {
-    throw rangeError(arg, `a number in [0, 1${closedTop ? ']' : ')'}`, value);
-  }
-  return value;
 }
 
 /**
@@ -54,30 +30,9 @@ export async function nceLoss(
   const hb = handleOf('bank', rows);
   const hp = indexTensor('positives', positives).handle;
   const hn = indexTensor('negatives', negatives).handle;
-  const tau = checkTau('options.tau', options.tau ?? 0.07);
-  const mode = checkMode('options.mode', options.mode ?? 'nce');
-  const z = options.z ?? -1;
-  if (typeof z !== 'number' || !Number.isFinite(z)) throw rangeError('options.z', 'a finite number', z);
+  const { tau, mode, z } = resolveNceOptions(options);
   const r = await nativeCall(() => binding.nceLoss(hx, hb, hp, hn, tau, mode, z));
   return { loss: r.loss, grad: new Tensor(r.grad), zUsed: r.zUsed, zBatch: r.zBatch };
-}
-
-export interface PirlLossOptions {
-  /** λ: weight of the jigsaw term (0.5). */
-  lambda?: number;
-  tau?: number;
-  /** K negatives per sample and term (paper 32,000; ablations 4,096). */
-  negatives?: number;
-  /** μ of the bank update (0.5). */
-  momentum?: number;
-  mode?: NceMode;
-  /** 'frozen': Z estimated on the first step then fixed (NPID, VISSL); 'ema': follows each batch. */
-  z?: 'frozen' | 'ema';
-  zMomentum?: number;
-  /** One set of K negatives for the whole batch (a matrix product: much faster). */
-  sharedNegatives?: boolean;
-  /** Never draw a sample's own row as its negative. */
-  excludePositive?: boolean;
 }
 
 export interface PirlLossResult {
@@ -91,39 +46,19 @@ export interface PirlLossResult {
   zJigsaw: number;
 }
 
-/** Every PIRL loss option, checked, with the paper's defaults. */
-export function resolvePirlLossOptions(options: PirlLossOptions = {}): Required<PirlLossOptions> {
-  if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
-  const z = checkOneOf('options.z', options.z ?? 'frozen', ['frozen', 'ema'] as const);
-  for (const key of ['sharedNegatives', 'excludePositive'] as const) {
-    if (options[key] !== undefined && typeof options[key] !== 'boolean') throw typeError(`options.${key}`, 'a boolean', options[key]);
-  }
-  return {
-    lambda: checkUnit('options.lambda', options.lambda ?? 0.5, true),
-    tau: checkTau('options.tau', options.tau ?? 0.07),
-    negatives: checkInteger('options.negatives', options.negatives ?? 4096, 1),
-    momentum: checkUnit('options.momentum', options.momentum ?? 0.5, false),
-    mode: checkMode('options.mode', options.mode ?? 'nce'),
-    z,
-    zMomentum: checkUnit('options.zMomentum', options.zMomentum ?? 0.99, false),
-    sharedNegatives: options.sharedNegatives ?? false,
-    excludePositive: options.excludePositive ?? false,
-  };
-}
-
 /**
  * L = λ·L_NCE(m_y, g(v_It)) + (1−λ)·L_NCE(m_y, f(v_I)): both terms against the bank as it was before
  * the step, fresh negatives per term, then m_y updated with f — one native call per step.
  */
 export class PirlLoss {
   readonly bank: MemoryBank;
-  readonly options: Required<PirlLossOptions>;
+  readonly options: Readonly<ResolvedLossOptions>;
   private readonly handle: PirlLossHandle;
 
   constructor(bank: MemoryBank, options: PirlLossOptions = {}) {
     if (!(bank instanceof MemoryBank)) throw typeError('bank', 'a MemoryBank', bank);
     this.bank = bank;
-    this.options = resolvePirlLossOptions(options);
+    this.options = Object.freeze(resolveLossOptions(options));
     this.handle = new binding.PirlLossHandle(this.options);
   }
 
@@ -143,9 +78,7 @@ export class PirlLoss {
 
   /** Restores Z from a checkpoint. */
   setZ(z: { image: number; jigsaw: number }): void {
-    if (typeof z !== 'object' || z === null || !Number.isFinite(z.image) || !Number.isFinite(z.jigsaw)) {
-      throw typeError('z', '{ image, jigsaw } finite numbers', z);
-    }
-    this.handle.setZ(z.image, z.jigsaw);
+    const { image, jigsaw } = checkObject('z', z);
+    this.handle.setZ(checkNumber('z.image', image), checkNumber('z.jigsaw', jigsaw));
   }
 }

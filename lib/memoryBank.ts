@@ -1,17 +1,8 @@
-// PIRL's memory bank: one unit row m_y per training image (shared/PIRL.md, "Memory bank").
+// PIRL's memory bank: one unit row m_y per training image (docs/PIRL.md, "Memory bank").
 import { binding, type MemoryBankHandle } from './binding';
-import { checkInteger, nativeCall, rangeError, typeError } from './errors';
-import { Tensor, checkDevice, handleOf, int64Tensor, type Device } from './tensor';
-
-export interface MemoryBankOptions {
-  /** N: rows, one per training image. */
-  size: number;
-  /** D: embedding width (128 in the paper). */
-  dim?: number;
-  /** Seeds the initial rows and every negative drawn from this bank. */
-  seed?: number;
-  device?: Device;
-}
+import { checkDevice, resolveMemoryBankOptions, type Device, type MemoryBankOptions } from './config';
+import { checkInteger, checkNumber, checkObject, nativeCall, typeError } from './errors';
+import { Tensor, handleOf, int64Tensor } from './tensor';
 
 /** What a checkpoint stores to restore a bank exactly, sampling generator included. */
 export interface MemoryBankState {
@@ -44,18 +35,20 @@ export class MemoryBank {
 
   /** N×D rows, uniform(±1/sqrt(D/3)) then L2-normalised; made off the JavaScript thread. */
   static async create(options: MemoryBankOptions): Promise<MemoryBank> {
-    if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
-    const size = checkInteger('options.size', options.size, 1);
-    const dim = checkInteger('options.dim', options.dim ?? 128, 1);
-    const seed = checkInteger('options.seed', options.seed ?? 0, 0);
-    const device = checkDevice('options.device', options.device ?? 'cpu');
+    const { size, dim, seed, device } = resolveMemoryBankOptions(options);
     return new MemoryBank(await nativeCall(() => binding.createMemoryBank(size, dim, seed, device)));
   }
 
-  /** A bank exactly as `state()` saw it; its rows are copied. */
-  static restore(state: MemoryBankState): MemoryBank {
-    if (typeof state !== 'object' || state === null) throw typeError('state', 'a MemoryBankState', state);
-    return new MemoryBank(binding.restoreMemoryBank(handleOf('state.rows', state.rows), handleOf('state.generator', state.generator)));
+  /** A bank exactly as `state()` saw it, on `placement.device` (default 'cpu'); its rows are copied. */
+  static restore(state: MemoryBankState, placement: { device?: Device } = {}): MemoryBank {
+    checkObject('state', state);
+    const device = checkDevice('placement.device', checkObject('placement', placement).device ?? 'cpu');
+    return new MemoryBank(binding.restoreMemoryBank(handleOf('state.rows', state.rows), handleOf('state.generator', state.generator), device));
+  }
+
+  /** Where the rows live. */
+  get device(): Device {
+    return this.rows().device;
   }
 
   get size(): number {
@@ -81,7 +74,7 @@ export class MemoryBank {
    * mean of its rows of f̂, so the batch order does not matter.
    */
   update(indices: Tensor | readonly number[] | Int32Array, fHat: Tensor, momentum = 0.5): void {
-    if (typeof momentum !== 'number' || !(momentum >= 0 && momentum < 1)) throw rangeError('momentum', 'a number in [0, 1)', momentum);
+    checkNumber('momentum', momentum, { min: 0, max: 1, maxExclusive: true });
     this.handle.update(indexTensor('indices', indices).handle, handleOf('fHat', fHat), momentum);
   }
 

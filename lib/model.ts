@@ -1,79 +1,80 @@
-// PirlModel: the ResNet trunk with PIRL's f and g heads (shared/PIRL.md, "Network"), in libtorch.
-import { binding, type NativeModelOptions, type PirlModelHandle } from './binding';
-import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from './errors';
-import { readSafetensors, writeSafetensors } from './safetensors';
-import { Tensor, checkDevice, handleOf, type Device } from './tensor';
-
-export type Arch = 'resnet18' | 'resnet34' | 'resnet50';
-export type Stem = 'imagenet' | 'small';
-
-export interface PirlModelOptions {
-  /** ResNet depth (paper: resnet50). */
-  arch?: Arch;
-  /** 'imagenet': 7×7 stride-2 conv and max-pool; 'small': 3×3 stride-1 conv, no pool (28–96 px images). */
-  stem?: Stem;
-  /** Multiplies every stage's width; only 1 is torchvision-compatible. */
-  width?: number;
-  /** D of f and g (128). */
-  embeddingDim?: number;
-  /** Seeds the initial weights (default 0): the same options give the same model. */
-  seed?: number;
-  /** NHWC activations and weights (default: measured 1.13× faster for a CPU training step, bench:model). */
-  channelsLast?: boolean;
-  /**
-   * Whether the jigsaw-patch pass also updates the BatchNorm running statistics, as in VISSL (default
-   * false: eval mode sees whole images, so only the image pass sets them; +1.3 kNN points measured on
-   * Fashion-MNIST, README "Demo").
-   */
-  patchRunningStats?: boolean;
-  device?: Device;
-}
+// PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
+import { binding, type PirlModelHandle, type StateDictScope } from './binding';
+import {
+  checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
+} from './config';
+import { JIGSAW_PATCHES } from './data/jigsaw';
+import { checkBoolean, checkObject, checkOneOf, nativeCall, rangeError, typeError } from './errors';
+import { readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
+import { Tensor, handleOf } from './tensor';
 
 export interface Embeddings {
   f: Tensor;
   g: Tensor;
 }
 
-const ARCHS: readonly Arch[] = ['resnet18', 'resnet34', 'resnet50'];
-const PATCHES = 9;
+/** Where a model is placed; not part of its options (a saved model loads on any device). */
+export interface Placement {
+  device?: Device;
+}
 
-function checkOptions(options: PirlModelOptions): NativeModelOptions & { device: Device } {
-  if (typeof options !== 'object' || options === null) throw typeError('options', 'an object', options);
-  const arch = options.arch ?? 'resnet50';
-  if (!ARCHS.includes(arch)) throw typeError('options.arch', `one of ${ARCHS.join(', ')}`, arch);
-  const stem = checkOneOf('options.stem', options.stem ?? 'imagenet', ['imagenet', 'small'] as const);
-  const width = options.width ?? 1;
-  if (typeof width !== 'number' || !(width > 0) || !Number.isFinite(width)) throw rangeError('options.width', 'a positive number', width);
-  const channelsLast = options.channelsLast ?? true;
-  if (typeof channelsLast !== 'boolean') throw typeError('options.channelsLast', 'a boolean', channelsLast);
-  const patchRunningStats = options.patchRunningStats ?? false;
-  if (typeof patchRunningStats !== 'boolean') throw typeError('options.patchRunningStats', 'a boolean', patchRunningStats);
-  return {
-    arch,
-    stem,
-    width,
-    embeddingDim: checkInteger('options.embeddingDim', options.embeddingDim ?? 128, 1),
-    channelsLast,
-    patchRunningStats,
-    seed: checkInteger('options.seed', options.seed ?? 0, 0),
-    device: checkDevice('options.device', options.device ?? 'cpu'),
-  };
+/** Format of the `pirl` metadata of a model file; files without `format` are the first layout (bare options). */
+const MODEL_FILE_FORMAT = 1;
+
+/** F, the width of the pooled res5 features, as the native trunk computes it (stage widths round(base·width) ≥ 1). */
+export function featureDimOf(options: ResolvedModelOptions): number {
+  return Math.max(1, Math.round(512 * options.width)) * (options.arch === 'resnet50' ? 4 : 1);
+}
+
+/** The model options in a model file's metadata, checked like user input; errors name the file and the field. */
+export function modelOptionsOf(file: string, content: SafetensorsContent): ResolvedModelOptions {
+  const text = content.metadata.pirl;
+  if (text === undefined) throw new TypeError(`${file}: no pirl model options in its metadata; for a torchvision trunk use importTrunk`);
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch (err) {
+    throw new TypeError(`${file}: metadata "pirl" is not JSON (${(err as Error).message})`);
+  }
+  const field = `${file}: metadata "pirl"`;
+  const object = checkObject(field, meta);
+  const options = object.format === undefined ? object : object.format === MODEL_FILE_FORMAT ? object.model : undefined;
+  if (options === undefined) throw rangeError(`${field}.format`, `${MODEL_FILE_FORMAT} (this pirl's model file format)`, object.format);
+  const resolved = resolveModelOptions(options, object.format === undefined ? field : `${field}.model`);
+  checkShapesAgainstOptions(file, content.tensors, resolved);
+  return resolved;
+}
+
+// Options that disagree with the file's own tensors would build a model of the wrong size (a few
+// wrong digits of `width` can ask for gigabytes) before any tensor is compared: compare first.
+function checkShapesAgainstOptions(file: string, tensors: Map<string, Tensor>, o: ResolvedModelOptions): void {
+  const expected: Array<[string, number[]]> = [
+    ['trunk.conv1.weight', [Math.max(1, Math.round(64 * o.width)), 3, o.stem === 'small' ? 3 : 7, o.stem === 'small' ? 3 : 7]],
+    ['fHead.fc.weight', [o.embeddingDim, featureDimOf(o)]],
+  ];
+  for (const [name, shape] of expected) {
+    const got = tensors.get(name)?.shape;
+    if (!got || got.join() !== shape.join()) {
+      throw new RangeError(`${file}: its options (${o.arch}, stem ${o.stem}, width ${o.width}, embeddingDim ${o.embeddingDim}) need tensor '${name}' of shape [${shape.join(', ')}], the file has ${got ? `[${got.join(', ')}]` : 'none'}`);
+    }
+  }
 }
 
 export class PirlModel {
-  readonly options: Readonly<NativeModelOptions>;
+  readonly options: Readonly<ResolvedModelOptions>;
   /** @internal */
   readonly handle: PirlModelHandle;
 
-  private constructor(handle: PirlModelHandle, options: NativeModelOptions) {
+  private constructor(handle: PirlModelHandle, options: ResolvedModelOptions) {
     this.handle = handle;
     this.options = Object.freeze({ ...options });
   }
 
-  /** A new model with torchvision's initialisation, built off the JavaScript thread. */
-  static async create(options: PirlModelOptions = {}): Promise<PirlModel> {
-    const { device, ...native } = checkOptions(options);
-    const model = new PirlModel(await nativeCall(() => binding.createPirlModel(native)), native);
+  /** A new model with torchvision's initialisation, built off the JavaScript thread, on `placement.device` (default 'cpu'). */
+  static async create(options: PirlModelOptions = {}, placement: Placement = {}): Promise<PirlModel> {
+    const resolved = resolveModelOptions(options);
+    const device = checkDevice('placement.device', checkObject('placement', placement).device ?? 'cpu');
+    const model = new PirlModel(await nativeCall(() => binding.createPirlModel(resolved)), resolved);
     if (device !== 'cpu') await model.to(device);
     return model;
   }
@@ -83,6 +84,7 @@ export class PirlModel {
     return this.handle.info().featureDim;
   }
 
+  /** Where the parameters are (the model is the one owner of its device). */
   get device(): Device {
     return this.handle.info().device as Device;
   }
@@ -119,8 +121,9 @@ export class PirlModel {
     const expected = leading === 1 ? 'B×3×H×W' : 'B×9×3×P×P';
     if (images.dtype !== 'float32') throw typeError(arg, 'a float32 Tensor', images.dtype);
     if (shape.length !== 3 + leading) throw rangeError(arg, `${expected}`, shape);
-    if (leading === 2 && shape[1] !== PATCHES) throw rangeError(arg, `${expected} (9 jigsaw patches per sample)`, shape);
+    if (leading === 2 && shape[1] !== JIGSAW_PATCHES) throw rangeError(arg, `${expected} (9 jigsaw patches per sample)`, shape);
     if (shape[leading] !== 3) throw rangeError(arg, `${expected} with 3 channels`, shape);
+    if (shape[0] === 0) throw rangeError(arg, `${expected} with at least one sample`, shape);
     const [h, w] = shape.slice(leading + 1);
     if (h < min || w < min) {
       throw rangeError(arg, `${expected} with sides of at least ${min} px for the '${this.options.stem}' stem`, shape);
@@ -139,41 +142,40 @@ export class PirlModel {
 
   /**
    * Features in eval mode without autograd: 'res5' (pooled trunk features, for transfer and kNN) or
-   * 'f' (the f head's embedding). Runs in batches of `batchSize`; the result is on the CPU.
+   * 'f' (the f head's embedding). Runs in batches of `batchSize` on the model's device; the result is on the CPU.
    */
-  async embed(images: Tensor, options: { layer?: 'res5' | 'f'; batchSize?: number } = {}): Promise<Tensor> {
+  async embed(images: Tensor, options: { layer?: EmbedLayer; batchSize?: number } = {}): Promise<Tensor> {
     this.checkImages('images', images, 1);
-    const layer = checkOneOf('options.layer', options.layer ?? 'res5', ['res5', 'f'] as const);
-    const batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
+    const { layer, batchSize } = resolveFeatureOptions({ layer: options.layer, batchSize: options.batchSize });
     return new Tensor(await nativeCall(() => this.handle.embed(images.handle, layer, batchSize)));
   }
 
   /** Named parameters and buffers: the whole model, or the trunk alone under torchvision's names. */
-  stateDict(scope: 'all' | 'trunk' = 'all'): Map<string, Tensor> {
-    const { names, tensors } = this.handle.stateDict(scope);
+  stateDict(scope: StateDictScope = 'all'): Map<string, Tensor> {
+    const { names, tensors } = this.handle.stateDict(checkOneOf('scope', scope, ['all', 'trunk'] as const));
     return new Map(names.map((name, i) => [name, new Tensor(tensors[i])]));
   }
 
   /** Loads named tensors; names and shapes are checked before anything is copied. */
-  loadStateDict(values: Map<string, Tensor>, options: { scope?: 'all' | 'trunk'; strict?: boolean } = {}): void {
+  loadStateDict(values: Map<string, Tensor>, options: { scope?: StateDictScope; strict?: boolean } = {}): void {
     if (!(values instanceof Map)) throw typeError('values', 'a Map of name → Tensor', values);
+    const scope = checkOneOf('options.scope', options.scope ?? 'all', ['all', 'trunk'] as const);
+    const strict = checkBoolean('options.strict', options.strict ?? true);
     const names = [...values.keys()];
     const tensors = names.map((n) => handleOf(`values.get('${n}')`, values.get(n)));
-    this.handle.loadStateDict(options.scope ?? 'all', names, tensors, options.strict ?? true);
+    this.handle.loadStateDict(scope, names, tensors, strict);
   }
 
   /** The whole model (trunk, heads and options) as safetensors. */
   async save(file: string): Promise<void> {
-    await writeSafetensors(file, this.stateDict('all'), { format: 'pt', pirl: JSON.stringify(this.options) });
+    await writeSafetensors(file, this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options }) });
   }
 
-  /** A model saved by `save`, with its options. */
-  static async load(file: string, options: { device?: Device } = {}): Promise<PirlModel> {
-    const { tensors, metadata } = await readSafetensors(file);
-    if (!metadata.pirl) throw new TypeError(`${file}: no pirl model options in its metadata; for a torchvision trunk use importTrunk`);
-    const model = await PirlModel.create({ ...(JSON.parse(metadata.pirl) as PirlModelOptions) });
-    model.loadStateDict(tensors);
-    if (options.device) await model.to(options.device);
+  /** A model saved by `save`, with its options, on `placement.device` (default 'cpu'). */
+  static async load(file: string, placement: Placement = {}): Promise<PirlModel> {
+    const content = await readSafetensors(file);
+    const model = await PirlModel.create(modelOptionsOf(file, content), placement);
+    model.loadStateDict(content.tensors);
     return model;
   }
 

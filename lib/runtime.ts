@@ -35,7 +35,7 @@ export function buildInfo(): BuildInfo {
 
 /** Sets the intra-op threads of every native computation (default: the available cores). */
 export function setNumThreads(n: number): void {
-  binding.setNumThreads(checkInteger('n', n, 1));
+  binding.setNumThreads(checkInteger('n', n, 1, binding.buildInfo().maxThreads));
 }
 
 export function getNumThreads(): number {
@@ -45,9 +45,10 @@ export function getNumThreads(): number {
 /** The default thread count: $PIRL_NUM_THREADS, else the cores this process may use. */
 export function defaultNumThreads(): number {
   const fromEnv = process.env.PIRL_NUM_THREADS;
-  if (fromEnv === undefined || fromEnv === '') return os.availableParallelism();
+  if (fromEnv === undefined || fromEnv === '') return Math.min(os.availableParallelism(), binding.buildInfo().maxThreads);
+  const max = binding.buildInfo().maxThreads;
   const n = Number(fromEnv);
-  if (!Number.isSafeInteger(n) || n < 1) throw rangeError('PIRL_NUM_THREADS', 'an integer >= 1', fromEnv);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) throw rangeError('PIRL_NUM_THREADS', `an integer in [1, ${max}]`, fromEnv);
   return n;
 }
 

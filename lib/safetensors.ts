@@ -29,40 +29,57 @@ export interface SafetensorsContent {
   metadata: Record<string, string>;
 }
 
-/** Parses safetensors bytes; `file` names the source in errors. */
-export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): SafetensorsContent {
-  const fail = (problem: string): never => {
-    throw new SafetensorsError(file, problem);
-  };
-  if (bytes.byteLength < 8) fail(`${bytes.byteLength} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = view.getBigUint64(0, true);
-  if (headerLength > BigInt(bytes.byteLength - 8) || headerLength > BigInt(MAX_HEADER_BYTES)) {
-    fail(`header length ${headerLength} is beyond the file's ${bytes.byteLength - 8} remaining bytes`);
+type Fail = (problem: string) => never;
+
+const failer = (file: string): Fail => (problem) => {
+  throw new SafetensorsError(file, problem);
+};
+
+/** The header's length, checked against the bytes that follow it in a file of `fileBytes`. */
+function headerLengthOf(head: Uint8Array, fileBytes: number, fail: Fail): number {
+  if (fileBytes < 8) fail(`${fileBytes} bytes, shorter than the 8-byte header length`);
+  const headerLength = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
+  if (headerLength > BigInt(fileBytes - 8) || headerLength > BigInt(MAX_HEADER_BYTES)) {
+    fail(`header length ${headerLength} is beyond the file's ${fileBytes - 8} remaining bytes`);
   }
-  const dataStart = 8 + Number(headerLength);
+  return Number(headerLength);
+}
+
+/** The JSON header as an object, and its string metadata. */
+function parseHeader(json: Uint8Array, fail: Fail): { header: Record<string, unknown>; metadata: Record<string, string> } {
   let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset + 8, Number(headerLength)).toString('utf8'));
+    header = JSON.parse(Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8'));
   } catch (err) {
     fail(`header is not JSON (${(err as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
-  const dataLength = bytes.byteLength - dataStart;
   const metadata: Record<string, string> = {};
+  const entry = (header as Record<string, unknown>).__metadata__;
+  if (entry !== undefined) {
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('__metadata__ is not an object');
+    for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+      if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
+      metadata[k] = v as string;
+    }
+  }
+  return { header: header as Record<string, unknown>, metadata };
+}
+
+/** Parses safetensors bytes; `file` names the source in errors. */
+export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): SafetensorsContent {
+  const fail = failer(file);
+  const headerLength = headerLengthOf(bytes, bytes.byteLength, fail);
+  const dataStart = 8 + headerLength;
+  const { header, metadata } = parseHeader(bytes.subarray(8, dataStart), fail);
+  const dataLength = bytes.byteLength - dataStart;
   const spans: Array<[number, number, string]> = [];
   const tensors = new Map<string, Tensor>();
-  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
-    if (name === '__metadata__') {
-      if (typeof entry !== 'object' || entry === null) fail('__metadata__ is not an object');
-      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
-        if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
-        metadata[k] = v as string;
-      }
-      continue;
-    }
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(`tensor '${name}' is ${JSON.stringify(entry)}, not an object`);
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const kind = typeof e.dtype === 'string' ? DTYPES[e.dtype] : undefined;
+    const kind = typeof e.dtype === 'string' && Object.hasOwn(DTYPES, e.dtype) ? DTYPES[e.dtype] : undefined;
     if (!kind) fail(`tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (pirl reads ${Object.keys(DTYPES).join(', ')})`);
     const shape = e.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
@@ -95,6 +112,23 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
 
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
   return parseSafetensors(await fs.readFile(file), file);
+}
+
+/** The metadata of a safetensors file, reading its header only (not the tensors). */
+export async function readSafetensorsMetadata(file: string): Promise<Record<string, string>> {
+  const fail = failer(file);
+  const handle = await fs.open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    const head = Buffer.alloc(8);
+    await handle.read(head, 0, 8, 0);
+    const headerLength = headerLengthOf(head, size, fail);
+    const json = Buffer.alloc(headerLength);
+    await handle.read(json, 0, headerLength, 8);
+    return parseHeader(json, fail).metadata;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Serialises named tensors (CPU, dense) with `metadata`; names are written in sorted order. */

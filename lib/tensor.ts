@@ -1,10 +1,11 @@
 // Tensor: a typed handle over a native at::Tensor that shares memory with JavaScript typed arrays.
 import { binding, type TensorHandle } from './binding';
-import { checkInteger, describe, nativeCall, typeError } from './errors';
+import { checkDevice, type Device } from './config';
+import { checkInteger, checkOneOf, describe, nativeCall, typeError } from './errors';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 export type TypedArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
-export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type { Device };
 
 export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'int64', 'uint8'];
 
@@ -28,17 +29,6 @@ export function checkShape(arg: string, shape: unknown): number[] {
   return shape.map((d, i) => checkInteger(`${arg}[${i}]`, d, 0));
 }
 
-export function checkDevice(arg: string, device: unknown): Device {
-  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
-    throw typeError(arg, "'cpu', 'cuda' or 'cuda:N'", device);
-  }
-  return device as Device;
-}
-
-function checkDtype(arg: string, dtype: unknown): DType {
-  if (!DTYPES.includes(dtype as DType)) throw typeError(arg, `one of ${DTYPES.join(', ')}`, dtype);
-  return dtype as DType;
-}
 
 export class Tensor {
   /** @internal The native handle; shared with other pirl classes, not part of the public API. */
@@ -66,7 +56,7 @@ export class Tensor {
 
   static zeros(shape: readonly number[], options: { dtype?: DType; device?: Device } = {}): Tensor {
     const dims = checkShape('shape', shape);
-    const dtype = checkDtype('options.dtype', options.dtype ?? 'float32');
+    const dtype = checkOneOf('options.dtype', options.dtype ?? 'float32', DTYPES);
     const device = checkDevice('options.device', options.device ?? 'cpu');
     return new Tensor(binding.zeros(dims, dtype, device));
   }

@@ -33,7 +33,7 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('exportTrunk loads into torchvision (strict) and gives the same pooled features', async () => {
-    const model = await PirlModel.create({ arch });
+    const model = await PirlModel.create({ arch, stem: 'imagenet' });
     // A training-mode pass moves the BatchNorm statistics away from their initial values.
     await model.train().forward(images, Tensor.from(new Float32Array(3 * 9 * 3 * 64 * 64).fill(0.3), [3, 9, 3, 64, 64]));
     const ours = await model.eval().embed(images);
@@ -50,7 +50,7 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
     const weights = path.join(dir, 'torchvision.safetensors');
     const featuresFile = path.join(dir, 'theirs.f32');
     python(['make-torchvision', arch, '3', weights, inputFile, featuresFile]);
-    const model = await PirlModel.create({ arch });
+    const model = await PirlModel.create({ arch, stem: 'imagenet' });
     await model.importTrunk(weights);
     const ours = (await model.eval().embed(images)).data() as Float32Array;
     const theirs = new Float32Array(fs.readFileSync(featuresFile).buffer.slice(0));

@@ -262,8 +262,8 @@ describe('pirl preview', () => {
     execFileSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli.js'), 'preview', dir, '--out', out, '--count', '3']);
     const meta = await sharp(out).metadata();
     expect(meta.format).toBe('png');
-    // small preset: rows of 32 px (+2 gap), image + 9 patches of 9 px, scaled ×3
-    expect(meta.height).toBe(3 * 34 * 3);
-    expect(meta.width).toBe((32 + 4 + 9 * 11) * 3);
+    // small preset: rows of max(32 px image, 3×(9+2) px solved grid) + 2 gap; image, 9 patches of 9 px, the grid; scaled ×3
+    expect(meta.height).toBe(3 * 35 * 3);
+    expect(meta.width).toBe((32 + 4 + 9 * 11 + 4 + 3 * 11) * 3);
   });
 });

@@ -2,7 +2,7 @@ import { MemoryBank, PirlLoss, Tensor, nceLoss } from '../lib';
 
 import { unitRows } from './helpers';
 
-/** The loss of shared/PIRL.md written out in float64 JavaScript: an independent reference. */
+/** The loss of docs/PIRL.md written out in float64 JavaScript: an independent reference. */
 function reference(
   x: Float32Array, rows: Float32Array, D: number, positives: number[], negatives: number[][], tau: number,
   mode: 'nce' | 'infonce', zGiven: number, N: number,
@@ -87,7 +87,7 @@ describe('PirlLoss', () => {
     const N = 100, D = 8, B = 4;
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
     const twin = await MemoryBank.create({ size: N, dim: D, seed: 5 });
-    const loss = new PirlLoss(bank, { negatives: 32, lambda: 0.25 });
+    const loss = new PirlLoss(bank, { negatives: 32, lambda: 0.25, mode: 'nce', z: 'frozen' });
     const f = unitRows(B, D), g = unitRows(B, D);
     const indices = [1, 2, 3, 2];
     const r = await loss.compute(Tensor.from(f, [B, D]), Tensor.from(g, [B, D]), indices);
@@ -111,7 +111,7 @@ describe('PirlLoss', () => {
   test('options are validated', async () => {
     const bank = await MemoryBank.create({ size: 10, dim: 4 });
     expect(() => new PirlLoss(bank, { lambda: 2 })).toThrow(/options.lambda must be a number in \[0, 1\], got 2/);
-    expect(() => new PirlLoss(bank, { negatives: 0 })).toThrow(/options.negatives must be an integer >= 1, got 0/);
+    expect(() => new PirlLoss(bank, { negatives: 0 })).toThrow(/options.negatives must be an integer in \[1, 1000000\], got 0/);
     expect(() => new PirlLoss(bank, { z: 'auto' as never })).toThrow(/options.z must be 'frozen' or 'ema', got "auto"/);
     expect(() => new PirlLoss({} as never)).toThrow(/bank must be a MemoryBank/);
     const loss = new PirlLoss(bank);

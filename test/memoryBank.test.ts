@@ -61,7 +61,7 @@ describe('MemoryBank', () => {
     expect(() => bank.update([1], Tensor.zeros([1, 3]))).toThrow(/fHat must be 1×4/);
     expect(() => bank.update([1], Tensor.zeros([1, 4]), 1)).toThrow(/momentum must be a number in \[0, 1\), got 1/);
     expect(() => bank.sampleNegatives(0, 3)).toThrow(/batch must be an integer >= 1, got 0/);
-    await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer >= 1, got 0/);
+    await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer in \[1, 2147483647\], got 0/);
     await expect(MemoryBank.create({ size: 5, device: 'tpu' as never })).rejects.toThrow(/options.device/);
   });
 });

@@ -74,8 +74,8 @@ describe('PirlModel', () => {
     await expect(model.embed(rand([2, 3, 4, 4]))).rejects.toThrow(/sides of at least 8 px for the 'small' stem, got \[2, 3, 4, 4\]/);
     await expect(model.embed(Tensor.zeros([1, 3, 32, 32], { dtype: 'float64' }))).rejects.toThrow(/images must be a float32 Tensor/);
     await expect(model.embed(rand([1, 3, 32, 32]), { layer: 'res4' as never })).rejects.toThrow(/options.layer must be 'res5' or 'f'/);
-    await expect(PirlModel.create({ arch: 'vgg' as never })).rejects.toThrow(/options.arch must be one of resnet18, resnet34, resnet50, got "vgg"/);
-    await expect(PirlModel.create({ width: 0 })).rejects.toThrow(/options.width must be a positive number, got 0/);
+    await expect(PirlModel.create({ arch: 'vgg' as never })).rejects.toThrow(/options.arch must be one of 'resnet18', 'resnet34', 'resnet50', got "vgg"/);
+    await expect(PirlModel.create({ width: 0 })).rejects.toThrow(/options.width must be a number in \(0, 4\], got 0/);
     await expect(PirlModel.create({ patchRunningStats: 'yes' as never })).rejects.toThrow(/options.patchRunningStats must be a boolean, got "yes"/);
   });
 });

@@ -44,7 +44,7 @@ describe('threads', () => {
 
   test('PIRL_NUM_THREADS overrides the default and is validated', () => {
     expect(Number(threadsIn('1'))).toBe(1);
-    expect(() => threadsIn('lots')).toThrow(/PIRL_NUM_THREADS must be an integer >= 1, got "lots"/);
+    expect(() => threadsIn('lots')).toThrow(/PIRL_NUM_THREADS must be an integer in \[1, 256\], got "lots"/);
   });
 
   test('setNumThreads changes the count and validates its argument', () => {
@@ -53,7 +53,7 @@ describe('threads', () => {
     expect(getNumThreads()).toBe(1);
     expect(buildInfo().threads.intraOp).toBe(1);
     setNumThreads(before);
-    expect(() => setNumThreads(0)).toThrow(/n must be an integer >= 1, got 0/);
+    expect(() => setNumThreads(0)).toThrow(/n must be an integer in \[1, 256\], got 0/);
     expect(() => setNumThreads(1.5)).toThrow(TypeError);
     expect(() => setNumThreads('2' as never)).toThrow(/got "2"/);
   });

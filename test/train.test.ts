@@ -119,13 +119,13 @@ describe('Trainer', () => {
       const norm = Math.hypot(...row);
       for (let d = 0; d < dim; d++) expect(rows[i * dim + d]).toBeCloseTo(row[d] / norm, 5);
     }
-    const random = await Trainer.create(dataset, tiny.config);
+    const random = await Trainer.create(dataset, { ...tiny.config, bankInit: 'random' });
     expect(Math.abs((random.bank.rows().data() as Float32Array)[0] - rows[0])).toBeGreaterThan(1e-6);
   });
 
   test('config and checkpoint errors are clear', async () => {
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, bankInit: 'zeros' as 'random' })).rejects.toThrow(/config.bankInit must be 'random' or 'features', got "zeros"/);
-    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 0 })).rejects.toThrow(/config.epochs must be an integer >= 1, got 0/);
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 0 })).rejects.toThrow(/config.epochs must be an integer in \[1, 1000000\], got 0/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: -1 })).rejects.toThrow(/config.baseLr must be a number >= 0, got -1/);
     const file = path.join(tmp(), 'model.safetensors');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
@@ -146,7 +146,7 @@ describe('evaluation', () => {
     expect(await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, layer: 'f' })).toBe(1);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
-    await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer >= 1, got 0/);
+    await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);
   });
 
   test('nearestNeighbours returns the most cosine-similar rows, best first, as a full sort finds them', async () => {

@@ -7,6 +7,7 @@ import * as path from 'path';
 
 import sharp from 'sharp';
 
+import { PRESETS, folderImageSize } from '../config';
 import { checkInteger, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
@@ -48,7 +49,7 @@ export class ImageFolder implements Dataset {
 
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
     if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
-    const size = checkInteger('options.size', options.size ?? 64, 1);
+    const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
     const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
     let stat;
     try {

@@ -1,10 +1,10 @@
 // Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding } from '../binding';
-import { checkInteger, nativeCall, typeError } from '../errors';
+import { resolveSamplerConfig, type SamplerConfig, type SamplerOptions } from '../config';
+import { checkBoolean, checkInteger, nativeCall, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
-import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from './sampler';
 
 export interface PirlBatch {
   /** B×3×S×S, normalised. */
@@ -29,7 +29,7 @@ export interface LoaderOptions {
   /** Batches per epoch at most (default: the whole data set). */
   epochLength?: number;
   seed?: number;
-  config?: SamplerPreset | (Partial<SamplerConfig> & { preset?: SamplerPreset });
+  config?: SamplerOptions;
   /** Batches made ahead of the consumer (default 2). */
   prefetch?: number;
 }
@@ -65,12 +65,12 @@ export class Loader {
     }
     if (dataset.length === 0) throw new RangeError('dataset is empty: nothing to train on');
     this.batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
-    this.shuffle = options.shuffle ?? true;
-    this.dropLast = options.dropLast ?? true;
+    this.shuffle = checkBoolean('options.shuffle', options.shuffle ?? true);
+    this.dropLast = checkBoolean('options.dropLast', options.dropLast ?? true);
     this.epochLength = options.epochLength === undefined ? null : checkInteger('options.epochLength', options.epochLength, 1);
     this.seed = checkInteger('options.seed', options.seed ?? 0, 0);
     this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1);
-    this.config = resolveSamplerConfig(options.config ?? 'small');
+    this.config = resolveSamplerConfig(options.config ?? 'small', 'options.config');
     if (this.dropLast && dataset.length < this.batchSize) {
       throw new RangeError(`options.batchSize ${this.batchSize} is larger than the data set (${dataset.length}) with dropLast`);
     }

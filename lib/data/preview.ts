@@ -1,8 +1,9 @@
-// A PNG that shows what the model is fed: per sample, the image view and its 9 jigsaw patches in
-// their sampled order, composed with sharp.
+// A PNG that shows what the model is fed: per sample, the image view, its 9 jigsaw patches in their
+// sampled order, and the same patches put back in their grid cells (the solved puzzle), composed with sharp.
 import sharp, { type OverlayOptions } from 'sharp';
 
 import { checkInteger } from '../errors';
+import { JIGSAW_CELLS, JIGSAW_PATCHES, patchCell } from './jigsaw';
 import type { Loader } from './loader';
 
 const MEAN = [0.485, 0.456, 0.406];
@@ -22,7 +23,7 @@ function toRgb(chw: Float32Array, offset: number, size: number): Buffer {
   return out;
 }
 
-/** Writes a grid of `count` samples of epoch `epoch`: the image, then its patches left to right. */
+/** Writes a grid of `count` samples of epoch `epoch`: the image, its patches left to right, then the solved 3×3 grid. */
 export async function writePreview(loader: Loader, file: string, options: { count?: number; epoch?: number; scale?: number } = {}): Promise<void> {
   const count = checkInteger('options.count', options.count ?? 8, 1);
   const epoch = checkInteger('options.epoch', options.epoch ?? 0, 0);
@@ -32,20 +33,22 @@ export async function writePreview(loader: Loader, file: string, options: { coun
   const batch = await loader.makeBatch(indices, epoch);
   const images = batch.images.data() as Float32Array;
   const patches = batch.patches.data() as Float32Array;
+  const permutations = batch.permutations.data() as BigInt64Array;
   const rows = batch.indices.shape[0];
-  const rowHeight = Math.max(S, P) + GAP;
-  const width = S + 2 * GAP + 9 * (P + GAP);
+  const grid = JIGSAW_CELLS * (P + GAP);
+  const rowHeight = Math.max(S, grid) + GAP;
+  const solvedLeft = S + 2 * GAP + JIGSAW_PATCHES * (P + GAP) + 2 * GAP;
+  const width = solvedLeft + grid;
   const layers: OverlayOptions[] = [];
   for (let b = 0; b < rows; b++) {
     const top = b * rowHeight;
     layers.push({ input: toRgb(images, b * 3 * S * S, S), raw: { width: S, height: S, channels: 3 }, left: 0, top });
-    for (let k = 0; k < 9; k++) {
-      layers.push({
-        input: toRgb(patches, (b * 9 + k) * 3 * P * P, P),
-        raw: { width: P, height: P, channels: 3 },
-        left: S + 2 * GAP + k * (P + GAP),
-        top,
-      });
+    for (let k = 0; k < JIGSAW_PATCHES; k++) {
+      const input = toRgb(patches, (b * JIGSAW_PATCHES + k) * 3 * P * P, P);
+      const raw = { width: P, height: P, channels: 3 as const };
+      const { row, column } = patchCell(permutations, b, k);
+      layers.push({ input, raw, left: S + 2 * GAP + k * (P + GAP), top });
+      layers.push({ input, raw, left: solvedLeft + column * (P + GAP), top: top + row * (P + GAP) });
     }
   }
   const canvas = await sharp({ create: { width, height: rows * rowHeight, channels: 3, background: { r: 255, g: 255, b: 255 } } })

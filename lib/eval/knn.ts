@@ -1,11 +1,16 @@
 // Evaluation of a trunk's features: NPID's weighted kNN (k=200, τ=0.07) on features recomputed with
-// the test transform (shared/PIRL.md, "Evaluation protocols").
+// the test transform (docs/PIRL.md, "Evaluation protocols").
 import { binding } from '../binding';
+import {
+  resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
+} from '../config';
 import type { Dataset } from '../data/datasets';
 import { evalImages } from '../data/loader';
 import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
+
+export type { FeatureOptions, KnnOptions, LinearProbeOptions };
 
 export interface DatasetFeatures {
   /** One row per sample kept, in data set order. */
@@ -16,26 +21,21 @@ export interface DatasetFeatures {
   labels: Int32Array | null;
 }
 
-export interface FeatureOptions {
-  /** Side of the evaluation images. */
-  size: number;
-  batchSize?: number;
-  /** The trunk's pooled res5 features (default) or the f embedding. */
-  layer?: 'res5' | 'f';
-}
-
-/** Features of a data set with the eval transform, one batch at a time, with the data set index of each row. */
-export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions): AsyncGenerator<{ features: Tensor; indices: number[] }> {
-  const batchSize = checkInteger('options.batchSize', options.batchSize ?? 512, 1);
+/**
+ * Features of a data set with the eval transform, one batch at a time, with the data set index of
+ * each row. The model runs on its own device; the features come back on the CPU.
+ */
+export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}): AsyncGenerator<{ features: Tensor; indices: number[] }> {
+  const { size, batchSize, layer } = resolveFeatureOptions(options);
   for (let begin = 0; begin < dataset.length; begin += batchSize) {
     const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
-    const { images, indices } = await evalImages(dataset, wanted, options.size);
-    if (indices.length > 0) yield { features: await model.embed(images, { layer: options.layer ?? 'res5', batchSize }), indices };
+    const { images, indices } = await evalImages(dataset, wanted, size);
+    if (indices.length > 0) yield { features: await model.embed(images, { layer, batchSize }), indices };
   }
 }
 
-/** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch. */
-export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions): Promise<DatasetFeatures> {
+/** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch, on the CPU. */
+export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}): Promise<DatasetFeatures> {
   const parts: Float32Array[] = [];
   const indices: number[] = [];
   let width = 0;
@@ -68,12 +68,14 @@ function checkFeatures(arg: string, t: unknown): Tensor {
 
 /**
  * kNN search: the k rows of `features` (N×F) most cosine-similar to each query (M×F), most similar
- * first — M×k int64 row numbers and M×k float32 similarities. k is clamped to N.
+ * first — M×k int64 row numbers and M×k float32 similarities, on the CPU. k is clamped to N. It runs
+ * where `features` are (a CUDA device too); `queries` must be there as well.
  */
 export async function nearestNeighbours(features: Tensor, queries: Tensor, k: number): Promise<{ indices: Tensor; similarities: Tensor }> {
   const f = checkFeatures('features', features);
   const q = checkFeatures('queries', queries);
   if (f.shape[1] !== q.shape[1]) throw rangeError('queries', `rows of ${f.shape[1]} features like features`, q.shape);
+  if (f.device !== q.device) throw rangeError('queries', `on the device of features (${f.device})`, q.device);
   if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
   const kk = checkInteger('k', k, 1);
   const out = await nativeCall(() => binding.nearestNeighbours(f.handle, q.handle, kk));
@@ -87,51 +89,30 @@ function classCount(...labels: Int32Array[]): number {
   return max + 1;
 }
 
-/** Which features vote: the trunk's pooled res5 (default, the transfer representation) or the f embedding (NPID's monitor). */
-export interface KnnOptions extends FeatureOptions {
-  k?: number;
-  tau?: number;
-}
-
-/** Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. */
-export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions): Promise<number> {
-  const k = checkInteger('options.k', options.k ?? 200, 1);
-  const tau = options.tau ?? 0.07;
-  if (typeof tau !== 'number' || !(tau > 0)) throw rangeError('options.tau', 'a positive number', tau);
-  const a = await labeledFeatures(model, train, options);
-  const b = await labeledFeatures(model, test, options);
+/**
+ * Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. The
+ * similarities are computed on the model's device.
+ */
+export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}): Promise<number> {
+  const { k, tau, ...features } = resolveKnnOptions(options);
+  const a = await labeledFeatures(model, train, features);
+  const b = await labeledFeatures(model, test, features);
   const classes = classCount(a.labels, b.labels);
   const trainLabels = int64Tensor(a.labels);
+  const [trainFeatures, testFeatures] = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
   const predicted = new Tensor(
-    await nativeCall(() => binding.knnPredict(a.features.handle, trainLabels.handle, b.features.handle, k, tau, classes)),
+    await nativeCall(() => binding.knnPredict(trainFeatures.handle, trainLabels.handle, testFeatures.handle, k, tau, classes)),
   ).data() as BigInt64Array;
   let correct = 0;
   predicted.forEach((p, i) => (correct += Number(p) === b.labels[i] ? 1 : 0));
   return correct / b.labels.length;
 }
 
-export interface LinearProbeOptions {
-  /** Side of the evaluation images. */
-  size: number;
-  epochs?: number;
-  lr?: number;
-  weightDecay?: number;
-  batchSize?: number;
-  seed?: number;
-}
-
 /** Top-1 of a softmax classifier trained with SGD on the frozen pooled features of `model`'s trunk. */
-export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions): Promise<number> {
-  const epochs = checkInteger('options.epochs', options.epochs ?? 30, 1);
-  const batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
-  const seed = checkInteger('options.seed', options.seed ?? 0, 0);
-  const lr = options.lr ?? 0.1;
-  if (typeof lr !== 'number' || !(lr > 0)) throw rangeError('options.lr', 'a positive number', lr);
-  const weightDecay = options.weightDecay ?? 1e-4;
-  if (typeof weightDecay !== 'number' || !(weightDecay >= 0)) throw rangeError('options.weightDecay', 'a number >= 0', weightDecay);
-  const a = await labeledFeatures(model, train, { size: options.size });
-  const b = await labeledFeatures(model, test, { size: options.size });
+export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}): Promise<number> {
+  const { size, ...probe } = resolveLinearProbeOptions(options);
+  const a = await labeledFeatures(model, train, { size });
+  const b = await labeledFeatures(model, test, { size });
   const classes = classCount(a.labels, b.labels);
-  return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes,
-    { epochs, batchSize, lr, weightDecay, seed }));
+  return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes, probe));
 }

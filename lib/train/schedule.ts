@@ -1,4 +1,4 @@
-// PIRL's learning rate (shared/PIRL.md, "Optimisation"): lr = base·batch/256, a linear warm-up,
+// PIRL's learning rate (docs/PIRL.md, "Optimisation"): lr = base·batch/256, a linear warm-up,
 // then a cosine decay down to finalRatio of the peak.
 
 export interface LrSchedule {

@@ -1,40 +1,16 @@
 // The PIRL training loop: SGD with warm-up and cosine decay over native steps, callbacks, atomic
-// checkpoints and exact resume (shared/PIRL.md, "Optimisation").
+// checkpoints and exact resume (docs/PIRL.md, "Optimisation").
 import { binding, type TrainerHandle } from '../binding';
+import { checkDevice, resolveTrainConfig, type Device, type ResolvedTrainConfig, type TrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
-import { resolveSamplerConfig, type SamplerConfig, type SamplerPreset } from '../data/sampler';
-import { checkInteger, checkOneOf, nativeCall, rangeError, typeError } from '../errors';
+import { checkInteger, checkNumber, checkObject, nativeCall, rangeError } from '../errors';
 import { featureBatches } from '../eval/knn';
-import { resolvePirlLossOptions, type PirlLossOptions } from '../loss';
 import { MemoryBank } from '../memoryBank';
-import { PirlModel, type PirlModelOptions } from '../model';
+import { PirlModel } from '../model';
 import { readSafetensors, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { lrAt, type LrSchedule } from './schedule';
-
-export interface TrainConfig {
-  model?: PirlModelOptions;
-  loss?: PirlLossOptions;
-  sampler?: SamplerPreset | (Partial<SamplerConfig> & { preset?: SamplerPreset });
-  epochs?: number;
-  batchSize?: number;
-  /** lr = baseLr·batchSize/256 (0.03 in the paper). */
-  baseLr?: number;
-  warmupEpochs?: number;
-  finalLrRatio?: number;
-  momentum?: number;
-  weightDecay?: number;
-  /** Batches per epoch at most (default: the whole data set). */
-  epochLength?: number;
-  seed?: number;
-  /**
-   * The memory bank's first rows: 'random' (the paper, default) or 'features' — each sample's f
-   * embedding from the initial model (eval transform), so the first epoch's positives carry the
-   * images' similarities instead of noise; one forward pass over the data, worth it for short runs.
-   */
-  bankInit?: 'random' | 'features';
-}
 
 export interface BatchLogs {
   epoch: number;
@@ -68,36 +44,6 @@ export interface FitOptions {
   checkpointEvery?: number;
 }
 
-type ResolvedConfig = Required<Omit<TrainConfig, 'model' | 'loss' | 'sampler' | 'epochLength'>> & {
-  model: PirlModelOptions;
-  loss: Required<PirlLossOptions>;
-  sampler: SamplerConfig;
-  epochLength: number | null;
-};
-
-function resolveConfig(config: TrainConfig): ResolvedConfig {
-  if (typeof config !== 'object' || config === null) throw typeError('config', 'an object', config);
-  const number = (name: keyof TrainConfig, value: unknown, min: number): number => {
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < min) throw rangeError(`config.${name}`, `a number >= ${min}`, value);
-    return value;
-  };
-  return {
-    model: { ...(config.model ?? {}) },
-    loss: resolvePirlLossOptions(config.loss ?? {}),
-    sampler: resolveSamplerConfig(config.sampler ?? 'small'),
-    epochs: checkInteger('config.epochs', config.epochs ?? 1, 1),
-    batchSize: checkInteger('config.batchSize', config.batchSize ?? 256, 1),
-    baseLr: number('baseLr', config.baseLr ?? 0.03, 0),
-    warmupEpochs: number('warmupEpochs', config.warmupEpochs ?? 0, 0),
-    finalLrRatio: number('finalLrRatio', config.finalLrRatio ?? 1e-3, 0),
-    momentum: number('momentum', config.momentum ?? 0.9, 0),
-    weightDecay: number('weightDecay', config.weightDecay ?? 1e-4, 0),
-    epochLength: config.epochLength === undefined ? null : checkInteger('config.epochLength', config.epochLength, 1),
-    seed: checkInteger('config.seed', config.seed ?? 0, 0),
-    bankInit: checkOneOf('config.bankInit', config.bankInit ?? 'random', ['random', 'features'] as const),
-  };
-}
-
 /** m_y ← f̂_y of the current model for every sample (eval transform); rows of undecodable images stay as they were. */
 async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, size: number, batchSize: number): Promise<void> {
   for await (const { features, indices } of featureBatches(model, dataset, { size, batchSize, layer: 'f' })) bank.update(indices, features, 0);
@@ -110,26 +56,42 @@ interface Position {
   step: number;
 }
 
+/** Format of a checkpoint's `pirl-checkpoint` metadata. */
+const CHECKPOINT_FORMAT = 1;
+
+interface CheckpointMeta {
+  format: number;
+  config: ResolvedTrainConfig;
+  position: Position;
+  z: { image: number; jigsaw: number };
+}
+
+/** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU). */
+export interface ResumeOptions {
+  device?: Device;
+}
+
 export class Trainer {
-  readonly config: ResolvedConfig;
+  readonly config: Readonly<ResolvedTrainConfig>;
   private position: Position = { epoch: 0, stepInEpoch: 0, step: 0 };
   private readonly handle: TrainerHandle;
 
-  private constructor(readonly model: PirlModel, readonly bank: MemoryBank, readonly loader: Loader, config: ResolvedConfig) {
-    this.config = config;
+  private constructor(readonly model: PirlModel, readonly bank: MemoryBank, readonly loader: Loader, config: ResolvedTrainConfig) {
+    this.config = Object.freeze(config);
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, { momentum: config.momentum, weightDecay: config.weightDecay });
   }
 
-  /** A new run over `dataset`: a model and a bank of one row per sample, seeded by config.seed. */
+  /** A new run over `dataset`: a model and a bank of one row per sample on config.device, seeded by config.seed. */
   static async create(dataset: Dataset, config: TrainConfig = {}): Promise<Trainer> {
-    const c = resolveConfig(config);
-    const model = await PirlModel.create({ seed: c.seed, ...c.model });
-    const bank = await MemoryBank.create({ size: dataset.length, dim: model.options.embeddingDim, seed: c.seed });
+    const c = resolveTrainConfig(config);
+    const loader = Trainer.loaderFor(dataset, c);
+    const model = await PirlModel.create(c.model, { device: c.device });
+    const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: c.device });
     if (c.bankInit === 'features') await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256));
-    return new Trainer(model, bank, Trainer.loaderFor(dataset, c), c);
+    return new Trainer(model, bank, loader, c);
   }
 
-  private static loaderFor(dataset: Dataset, c: ResolvedConfig): Loader {
+  private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig): Loader {
     return new Loader(dataset, {
       batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true,
       ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
@@ -152,11 +114,10 @@ export class Trainer {
     return { ...this.position };
   }
 
-  /** One step on one batch (exposed for custom loops); returns the native step's losses. */
+  /** One step on one batch (exposed for custom loops): the batch moves to the model's device; returns the native step's losses. */
   async step(batch: PirlBatch, lr: number): Promise<{ loss: number; lossImage: number; lossJigsaw: number; gradNorm: number }> {
     return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr));
   }
-
   /** Trains from where the run stands to config.epochs; the event loop stays free throughout. */
   async fit(options: FitOptions = {}): Promise<void> {
     const cb = options.callbacks ?? {};
@@ -190,7 +151,7 @@ export class Trainer {
 
   /**
    * Everything the run changes — model, optimizer momentum, memory bank and its generator, Z, the
-   * position and the config — as one safetensors file, written atomically.
+   * position and the config (the device included) — as one safetensors file, written atomically.
    */
   async save(file: string): Promise<void> {
     const tensors: Array<[string, Tensor]> = [];
@@ -198,34 +159,84 @@ export class Trainer {
     const state = this.handle.state();
     state.momentum.names.forEach((name, i) => tensors.push([`momentum.${name}`, new Tensor(state.momentum.tensors[i])]));
     const bankState = this.bank.state();
-    tensors.push(['bank.rows', bankState.rows], ['bank.generator', bankState.generator]);
-    const meta = { config: this.config, modelOptions: this.model.options, position: this.position, z: { image: state.zImage, jigsaw: state.zJigsaw } };
+    tensors.push(['bank.rows', await bankState.rows.to('cpu')], ['bank.generator', bankState.generator]);
+    const meta: CheckpointMeta = { format: CHECKPOINT_FORMAT, config: this.config, position: this.position, z: { image: state.zImage, jigsaw: state.zJigsaw } };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });
   }
 
-  /** Continues a run from its checkpoint over the same data set. */
-  static async resume(file: string, dataset: Dataset): Promise<Trainer> {
+  /**
+   * Continues a run from its checkpoint over the same data set, exactly as it would have gone on;
+   * `options.device` moves it (a CUDA run continues on the CPU, or the other way round).
+   */
+  static async resume(file: string, dataset: Dataset, options: ResumeOptions = {}): Promise<Trainer> {
+    const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
     const { tensors, metadata } = await readSafetensors(file);
-    if (!metadata['pirl-checkpoint']) throw new TypeError(`${file}: not a pirl training checkpoint`);
-    const meta = JSON.parse(metadata['pirl-checkpoint']) as { config: ResolvedConfig; modelOptions: PirlModelOptions; position: Position; z: { image: number; jigsaw: number } };
+    const meta = checkpointMeta(file, metadata, device);
     const c = meta.config;
     const rows = tensors.get('bank.rows');
     if (!rows || rows.shape[0] !== dataset.length) {
       throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples`);
     }
-    const model = await PirlModel.create(meta.modelOptions);
+    const generator = tensors.get('bank.generator');
+    if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
+    const loader = Trainer.loaderFor(dataset, c);
+    checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
     const modelTensors = new Map<string, Tensor>();
     const momentum = new Map<string, Tensor>();
     for (const [name, t] of tensors) {
       if (name.startsWith('model.')) modelTensors.set(name.slice(6), t);
       if (name.startsWith('momentum.')) momentum.set(name.slice(9), t);
     }
+    if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
+    const model = await PirlModel.create(c.model, { device: c.device });
     model.loadStateDict(modelTensors);
-    const bank = MemoryBank.restore({ rows, generator: tensors.get('bank.generator')! });
-    const trainer = new Trainer(model, bank, Trainer.loaderFor(dataset, c), c);
+    const bank = MemoryBank.restore({ rows, generator }, { device: c.device });
+    const trainer = new Trainer(model, bank, loader, c);
     const names = [...momentum.keys()];
     trainer.handle.setState(meta.z.image, meta.z.jigsaw, names, names.map((n) => momentum.get(n)!.handle));
     trainer.position = meta.position;
     return trainer;
+  }
+}
+
+/** A checkpoint's training config from its metadata (readSafetensorsMetadata), checked; `device` replaces the saved one. */
+export function checkpointConfigOf(file: string, metadata: Record<string, string>, device?: Device): ResolvedTrainConfig {
+  return checkpointMeta(file, metadata, device).config;
+}
+
+/** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
+function checkpointMeta(file: string, metadata: Record<string, string>, device: Device | undefined): CheckpointMeta {
+  const text = metadata['pirl-checkpoint'];
+  if (text === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new TypeError(`${file}: metadata "pirl-checkpoint" is not JSON (${(err as Error).message})`);
+  }
+  const field = `${file}: metadata "pirl-checkpoint"`;
+  const meta = checkObject(field, parsed);
+  if (meta.format !== CHECKPOINT_FORMAT) {
+    throw rangeError(`${field}.format`, `${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
+  }
+  const saved = checkObject(`${field}.config`, meta.config);
+  const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`);
+  const p = checkObject(`${field}.position`, meta.position);
+  const position = {
+    epoch: checkInteger(`${field}.position.epoch`, p.epoch, 0),
+    stepInEpoch: checkInteger(`${field}.position.stepInEpoch`, p.stepInEpoch, 0),
+    step: checkInteger(`${field}.position.step`, p.step, 0),
+  };
+  const z = checkObject(`${field}.z`, meta.z);
+  return { format: CHECKPOINT_FORMAT, config, position, z: { image: checkNumber(`${field}.z.image`, z.image), jigsaw: checkNumber(`${field}.z.jigsaw`, z.jigsaw) } };
+}
+
+/** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */
+function checkPosition(file: string, p: Position, stepsPerEpoch: number, epochs: number): void {
+  const field = `${file}: metadata "pirl-checkpoint".position`;
+  if (p.epoch > epochs) throw rangeError(`${field}.epoch`, `at most the run's ${epochs} epochs`, p.epoch);
+  if (p.stepInEpoch >= stepsPerEpoch) throw rangeError(`${field}.stepInEpoch`, `below the ${stepsPerEpoch} steps of an epoch of this data set`, p.stepInEpoch);
+  if (p.step !== p.epoch * stepsPerEpoch + p.stepInEpoch) {
+    throw rangeError(`${field}.step`, `epoch·${stepsPerEpoch} + stepInEpoch = ${p.epoch * stepsPerEpoch + p.stepInEpoch}`, p.step);
   }
 }

@@ -3,10 +3,12 @@
 
 #include "data_wrap.h"
 #include "env_state.h"
+#include "eval_wrap.h"
 #include "memory_bank_wrap.h"
 #include "model_wrap.h"
 #include "nce_wrap.h"
 #include "ops_wrap.h"
+#include "pirl_loss_wrap.h"
 #include "runtime_wrap.h"
 #include "tensor_wrap.h"
 #include "train_wrap.h"
@@ -21,9 +23,11 @@ Napi::Object initPirl(Napi::Env env, Napi::Object exports) {
   registerOps(env, exports);
   MemoryBankWrap::Init(env, exports);
   registerNce(env, exports);
+  registerPirlLoss(env, exports);
   registerModel(env, exports);
   registerData(env, exports);
   registerTrain(env, exports);
+  registerEval(env, exports);
   registerRuntime(env, exports);
   return exports;
 }

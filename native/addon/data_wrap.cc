@@ -3,38 +3,38 @@
 #include "../core/data/pirl_sampler.h"
 #include "async_task.h"
 #include "errors.h"
+#include "options.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
 
 namespace {
 
-double number(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().DoubleValue(); }
-
-// TypeScript validated and completed the config; this only copies it into the plain struct.
-data::SamplerConfig readConfig(const Napi::Object& o) {
-  data::SamplerConfig c;
-  c.imageSize = static_cast<int64_t>(number(o, "imageSize"));
-  c.jigsawSize = static_cast<int64_t>(number(o, "jigsawSize"));
-  c.patchSize = static_cast<int64_t>(number(o, "patchSize"));
-  c.imageScaleMin = number(o, "imageScaleMin");
-  c.imageScaleMax = number(o, "imageScaleMax");
-  c.jigsawScaleMin = number(o, "jigsawScaleMin");
-  c.jigsawScaleMax = number(o, "jigsawScaleMax");
-  c.photometric.jitter = {number(o, "brightness"), number(o, "contrast"), number(o, "saturation"), number(o, "hue")};
-  c.photometric.photometricProbability = number(o, "photometricProbability");
-  c.photometric.grayscaleProbability = number(o, "grayscaleProbability");
-  c.photometric.flipProbability = number(o, "flipProbability");
-  return c;
+// lib/config.ts resolved the config; ranges are checked again by data::checkConfig.
+data::SamplerConfig readConfig(Napi::Value value, const std::string& name) {
+  const Napi::Object o = AsObject(value, name);
+  const auto number = [&](const char* key) { return AttrAsDouble(o, key, name); };
+  const auto integer = [&](const char* key) { return AttrAsInt64(o, key, name); };
+  return {integer("imageSize"),
+          integer("jigsawSize"),
+          integer("patchSize"),
+          number("imageScaleMin"),
+          number("imageScaleMax"),
+          number("jigsawScaleMin"),
+          number("jigsawScaleMax"),
+          {{number("brightness"), number("contrast"), number("saturation"), number("hue")},
+           number("photometricProbability"),
+           number("grayscaleProbability"),
+           number("flipProbability")}};
 }
 
 Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const at::Tensor source = TensorWrap::unwrap(info[0], "source");
   const at::Tensor rows = TensorWrap::unwrap(info[1], "rows");
   const at::Tensor indices = TensorWrap::unwrap(info[2], "indices");
-  const auto seed = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
-  const auto epoch = static_cast<uint64_t>(info[4].As<Napi::Number>().Int64Value());
-  const data::SamplerConfig config = readConfig(info[5].As<Napi::Object>());
+  const auto seed = static_cast<uint64_t>(AsInt64(info[3], "seed"));
+  const auto epoch = static_cast<uint64_t>(AsInt64(info[4], "epoch"));
+  const data::SamplerConfig config = readConfig(info[5], "config");
   return AsyncTask<data::Batch>::run(
       info.Env(), "pirl.makeBatch", [=] { return data::makeBatch(source, rows, indices, seed, epoch, config); },
       [](Napi::Env env, data::Batch& b) -> Napi::Value {
@@ -45,7 +45,7 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
 Napi::Value evalImages(const Napi::CallbackInfo& info) {
   const at::Tensor source = TensorWrap::unwrap(info[0], "source");
   const at::Tensor rows = TensorWrap::unwrap(info[1], "rows");
-  const int64_t size = info[2].As<Napi::Number>().Int64Value();
+  const int64_t size = AsInt64(info[2], "size");
   return AsyncTask<at::Tensor>::run(
       info.Env(), "pirl.evalImages", [=] { return data::evalImages(source, rows, size); },
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });

@@ -4,6 +4,7 @@
 #include "env_state.h"
 #include "errors.h"
 #include "handle.h"
+#include "options.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -12,20 +13,22 @@ namespace {
 
 // A bank of a million rows takes seconds to initialise: off the JavaScript thread.
 Napi::Value createMemoryBank(const Napi::CallbackInfo& info) {
-  const int64_t size = info[0].As<Napi::Number>().Int64Value();
-  const int64_t dim = info[1].As<Napi::Number>().Int64Value();
-  const auto seed = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
-  const c10::Device device = readDevice(info[3], "options.device");
+  const int64_t size = AsInt64(info[0], "size");
+  const int64_t dim = AsInt64(info[1], "dim");
+  const auto seed = static_cast<uint64_t>(AsInt64(info[2], "seed"));
+  const c10::Device device = AsDevice(info[3], "device");
   return AsyncTask<std::shared_ptr<MemoryBank>>::run(
       info.Env(), "pirl.createMemoryBank", [=] { return std::make_shared<MemoryBank>(size, dim, seed, device); },
       [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
 }
 
+// restoreMemoryBank(rows, generator, device)
 Napi::Value restoreMemoryBank(const Napi::CallbackInfo& info) {
-  // The bank owns its rows: a copy, so a JavaScript buffer they came from may go away.
-  const at::Tensor rows = TensorWrap::unwrap(info[0], "state.rows").clone();
+  const c10::Device device = AsDevice(info[2], "device");
+  // The bank owns its rows: a copy (on its device), so a JavaScript buffer they came from may go away.
+  const at::Tensor rows = TensorWrap::unwrap(info[0], "state.rows");
   const at::Tensor state = TensorWrap::unwrap(info[1], "state.generator").clone();
-  return MemoryBankWrap::wrap(info.Env(), std::make_shared<MemoryBank>(rows, state));
+  return MemoryBankWrap::wrap(info.Env(), std::make_shared<MemoryBank>(rows.to(device, /*non_blocking=*/false, /*copy=*/true), state));
 }
 
 }  // namespace
@@ -84,7 +87,7 @@ Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
 Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     bank_->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
-                  info[2].As<Napi::Number>().DoubleValue());
+                  AsDouble(info[2], "momentum"));
     return info.Env().Undefined();
   });
 }
@@ -93,14 +96,13 @@ Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const at::Tensor exclude =
         info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
-    return TensorWrap::wrap(info.Env(), bank_->sampleNegatives(info[0].As<Napi::Number>().Int64Value(),
-                                                               info[1].As<Napi::Number>().Int64Value(), exclude));
+    return TensorWrap::wrap(info.Env(), bank_->sampleNegatives(AsInt64(info[0], "batch"), AsInt64(info[1], "k"), exclude));
   });
 }
 
 Napi::Value MemoryBankWrap::sampleShared(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), bank_->sampleShared(info[0].As<Napi::Number>().Int64Value()));
+    return TensorWrap::wrap(info.Env(), bank_->sampleShared(AsInt64(info[0], "k")));
   });
 }
 

@@ -11,6 +11,7 @@
 #include "env_state.h"
 #include "errors.h"
 #include "handle.h"
+#include "options.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -21,21 +22,12 @@ using model::EmbedLayer;
 using model::PirlModel;
 using model::PirlModelOptions;
 
-PirlModelOptions readOptions(const Napi::Object& o) {
-  PirlModelOptions options;
-  options.trunk.arch = o.Get("arch").As<Napi::String>().Utf8Value();
-  options.trunk.stem = o.Get("stem").As<Napi::String>().Utf8Value() == "small" ? model::Stem::Small : model::Stem::ImageNet;
-  options.trunk.width = o.Get("width").As<Napi::Number>().DoubleValue();
-  options.embeddingDim = o.Get("embeddingDim").As<Napi::Number>().Int64Value();
-  options.channelsLast = o.Get("channelsLast").As<Napi::Boolean>().Value();
-  options.patchRunningStats = o.Get("patchRunningStats").As<Napi::Boolean>().Value();
-  return options;
-}
-
-// Which tensors a state dict covers: the whole model, or the trunk under torchvision's names.
-torch::nn::Module& scopeOf(ModelState& s, const std::string& scope) {
-  if (scope == "trunk") return *s.model->trunk;
-  return *s.model;
+PirlModelOptions readOptions(const Napi::Object& o, const std::string& name) {
+  return {{AttrAsEnum(o, "arch", name, kArchNames), AttrAsEnum(o, "stem", name, kStemNames),
+           AttrAsDouble(o, "width", name)},
+          AttrAsInt64(o, "embeddingDim", name),
+          AttrAsBool(o, "channelsLast", name),
+          AttrAsBool(o, "patchRunningStats", name)};
 }
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
@@ -81,7 +73,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             torch::NoGradGuard noGrad;  // JavaScript gets values; training steps run natively
-            return s->model->forward(images.to(s->device), patches.to(s->device));
+            const c10::Device device = s->model->device();
+            return s->model->forward(images.to(device), patches.to(device));
           },
           [](Napi::Env env, model::Embeddings& e) -> Napi::Value {
             return TensorWrap::wrapAll(env, {{"f", e.f}, {"g", e.g}});
@@ -92,17 +85,19 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value embed(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const at::Tensor images = TensorWrap::unwrap(info[0], "images");
-      const EmbedLayer layer = info[1].As<Napi::String>().Utf8Value() == "f" ? EmbedLayer::F : EmbedLayer::Res5;
-      const int64_t batchSize = info[2].As<Napi::Number>().Int64Value();
+      const EmbedLayer layer = AsEnum(info[1], "layer", kEmbedLayerNames);
+      const int64_t batchSize = AsInt64(info[2], "batchSize");
+      if (batchSize < 1) throw std::out_of_range("batchSize must be >= 1, got " + std::to_string(batchSize));
       auto s = state_;
       return AsyncTask<at::Tensor>::run(
           info.Env(), "pirl.model.embed",
           [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
+            const c10::Device device = s->model->device();
             std::vector<at::Tensor> parts;
             for (int64_t begin = 0; begin < images.size(0); begin += batchSize) {
               const at::Tensor batch = images.narrow(0, begin, std::min(batchSize, images.size(0) - begin));
-              parts.push_back(s->model->embed(batch.to(s->device), layer).to(at::kCPU));
+              parts.push_back(s->model->embed(batch.to(device), layer).to(at::kCPU));
             }
             return at::cat(parts);
           },
@@ -111,9 +106,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   Napi::Value setTraining(const Napi::CallbackInfo& info) {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    state_->model->train(info[0].As<Napi::Boolean>().Value());
-    return info.Env().Undefined();
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const bool training = AsBool(info[0], "training");
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      state_->model->train(training);
+      return info.Env().Undefined();
+    });
   }
 
   Napi::Value isTraining(const Napi::CallbackInfo& info) {
@@ -138,7 +136,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     out.Set("parameters", params);
     out.Set("featureDim", static_cast<double>(m->trunk->featureDim()));
     out.Set("minInputSize", static_cast<double>(m->trunk->minInputSize()));
-    out.Set("device", state_->device.str());
+    out.Set("device", m->device().str());
     return out;
   }
 
@@ -146,7 +144,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       Napi::Env env = info.Env();
       std::lock_guard<std::mutex> lock(state_->mutex);
-      const auto named = model::stateDict(scopeOf(*state_, info[0].As<Napi::String>().Utf8Value()));
+      const auto named = model::stateDict(state_->model->scope(AsEnum(info[0], "scope", kScopeNames)));
       auto names = Napi::Array::New(env, named.size());
       auto tensors = Napi::Array::New(env, named.size());
       for (uint32_t i = 0; i < named.size(); ++i) {
@@ -162,24 +160,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   Napi::Value loadStateDict(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const std::string scope = info[0].As<Napi::String>().Utf8Value();
-      auto names = info[1].As<Napi::Array>();
-      auto tensors = info[2].As<Napi::Array>();
-      const bool strict = info[3].As<Napi::Boolean>().Value();
-      model::NamedTensors values;
-      for (uint32_t i = 0; i < names.Length(); ++i) {
-        const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
-        values.emplace_back(name, TensorWrap::unwrap(tensors.Get(i), "tensor '" + name + "'"));
-      }
+      const model::StateDictScope scope = AsEnum(info[0], "scope", kScopeNames);
+      const model::NamedTensors values = readNamedTensors(info[1], info[2], "tensor");
+      const bool strict = AsBool(info[3], "strict");
       std::lock_guard<std::mutex> lock(state_->mutex);
-      model::loadStateDict(scopeOf(*state_, scope), values, strict);
+      model::loadStateDict(state_->model->scope(scope), values, strict);
       return info.Env().Undefined();
     });
   }
 
   Napi::Value to(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const c10::Device device = readDevice(info[0], "device");
+      const c10::Device device = AsDevice(info[0], "device");
       auto s = state_;
       return AsyncTask<bool>::run(
           info.Env(), "pirl.model.to",
@@ -187,7 +179,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             std::lock_guard<std::mutex> lock(s->mutex);
             s->model->to(device);
             s->model->applyMemoryFormat();
-            s->device = device;
             return true;
           },
           [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
@@ -202,8 +193,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 std::mutex initMutex;
 
 Napi::Value createPirlModel(const Napi::CallbackInfo& info) {
-  const PirlModelOptions options = readOptions(info[0].As<Napi::Object>());
-  const auto seed = static_cast<uint64_t>(info[0].As<Napi::Object>().Get("seed").As<Napi::Number>().Int64Value());
+  const Napi::Object o = AsObject(info[0], "options");
+  const PirlModelOptions options = readOptions(o, "options");
+  const auto seed = static_cast<uint64_t>(AttrAsInt64(o, "seed", "options"));
   return AsyncTask<std::shared_ptr<ModelState>>::run(
       info.Env(), "pirl.createModel",
       [=] {

@@ -10,12 +10,11 @@
 
 namespace pirl::addon {
 
-// One model, used from worker threads one call at a time.
+// One model, used from worker threads one call at a time. Its device is the model's own (one owner).
 struct ModelState {
   explicit ModelState(const model::PirlModelOptions& o) : model(o) {}
   std::mutex mutex;
   model::PirlModel model;
-  c10::Device device{at::kCPU};
 };
 
 // The model behind a handle; TypeError naming `arg` if it is not one.

@@ -1,14 +1,13 @@
-// Bindings of the NCE loss and of the PIRL loss.
+// Binding of the fused NCE op (core/nce).
 #pragma once
 
+#include <ATen/ATen.h>
 #include <napi.h>
-
-#include "../core/pirl_loss.h"
 
 namespace pirl::addon {
 
-// The PIRL loss options as TypeScript validated them (lib/loss.ts).
-PirlLossOptions readPirlLossOptions(const Napi::Object& options);
+// A detached leaf copy of `t` that collects d(loss)/d(t) when a loss computed from it runs backward.
+inline at::Tensor gradientLeaf(const at::Tensor& t) { return t.detach().requires_grad_(true); }
 
 void registerNce(Napi::Env env, Napi::Object exports);
 

@@ -3,6 +3,7 @@
 
 #include "../core/runtime.h"
 #include "errors.h"
+#include "options.h"
 
 namespace pirl::addon {
 
@@ -26,11 +27,16 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   out.Set("numInteropThreads", b.numInteropThreads);
   out.Set("parallelBackend", b.parallelBackend);
   out.Set("napiVersion", NAPI_VERSION);
+  out.Set("maxThreads", kMaxThreads);
   return out;
 }
 
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
-  pirl::setNumThreads(info[0].As<Napi::Number>().Int32Value());
+  const int64_t n = AsInt64(info[0], "n");
+  if (n < 1 || n > kMaxThreads) {
+    throw std::out_of_range("n must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " + std::to_string(n));
+  }
+  pirl::setNumThreads(static_cast<int>(n));
   return info.Env().Undefined();
 }
 

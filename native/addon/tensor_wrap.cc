@@ -8,6 +8,7 @@
 #include "env_state.h"
 #include "errors.h"
 #include "handle.h"
+#include "options.h"
 
 namespace pirl::addon {
 
@@ -62,13 +63,19 @@ std::vector<int64_t> readShape(Napi::Value value, const std::string& arg) {
   return shape;
 }
 
-c10::Device readDevice(Napi::Value value, const std::string& arg) {
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  try {
-    return c10::Device(name);
-  } catch (const c10::Error&) {
-    throw std::invalid_argument(arg + " must be 'cpu', 'cuda' or 'cuda:N', got '" + name + "'");
+std::vector<std::pair<std::string, at::Tensor>> readNamedTensors(Napi::Value names, Napi::Value tensors,
+                                                                 const std::string& what) {
+  const Napi::Array nameList = AsArray(names, "names"), tensorList = AsArray(tensors, "tensors");
+  if (nameList.Length() != tensorList.Length()) {
+    throw std::out_of_range("names and tensors must have one length, got " + std::to_string(nameList.Length()) +
+                            " and " + std::to_string(tensorList.Length()));
   }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (uint32_t i = 0; i < nameList.Length(); ++i) {
+    const std::string name = AsString(nameList.Get(i), "names[" + std::to_string(i) + "]");
+    out.emplace_back(name, TensorWrap::unwrap(tensorList.Get(i), what + " '" + name + "'"));
+  }
+  return out;
 }
 
 void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
@@ -205,7 +212,7 @@ Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     at::Tensor t = live("tensor");
-    const c10::Device device = readDevice(info[0], "device");
+    const c10::Device device = AsDevice(info[0], "device");
     return AsyncTask<at::Tensor>::run(
         env, "pirl.to", [t, device] { return t.to(device); },
         [](Napi::Env e, at::Tensor& r) -> Napi::Value { return TensorWrap::wrap(e, r); });
@@ -219,7 +226,7 @@ Napi::Value fromArray(const Napi::CallbackInfo& info) {
   if (!info[0].IsTypedArray()) throw std::invalid_argument("data must be a typed array or Buffer");
   auto view = info[0].As<Napi::TypedArray>();
   const std::vector<int64_t> shape = readShape(info[1], "shape");
-  const c10::ScalarType dtype = dtypeFromName(info[2].As<Napi::String>().Utf8Value());
+  const c10::ScalarType dtype = dtypeFromName(AsString(info[2], "dtype"));
   const TypedArrayKind* kind = kindOfArray(view.TypedArrayType());
   if (!kind || kind->dtype != dtype) {
     throw std::invalid_argument("data must be the typed array of dtype " + dtypeName(dtype) + ", got " +
@@ -245,7 +252,7 @@ Napi::Value fromArray(const Napi::CallbackInfo& info) {
 Napi::Value zeros(const Napi::CallbackInfo& info) {
   const auto shape = readShape(info[0], "shape");
   const auto options =
-      at::TensorOptions().dtype(dtypeFromName(info[1].As<Napi::String>().Utf8Value())).device(readDevice(info[2], "device"));
+      at::TensorOptions().dtype(dtypeFromName(AsString(info[1], "dtype"))).device(AsDevice(info[2], "device"));
   return TensorWrap::wrap(info.Env(), at::zeros(shape, options));
 }
 

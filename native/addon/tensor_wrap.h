@@ -48,7 +48,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
 // Reads a JavaScript shape (array of non-negative safe integers); errors name `arg`.
 std::vector<int64_t> readShape(Napi::Value value, const std::string& arg);
-c10::Device readDevice(Napi::Value value, const std::string& arg);
+// Parallel arrays of names and tensor handles (a state dict); errors call each "<what> '<name>'".
+std::vector<std::pair<std::string, at::Tensor>> readNamedTensors(Napi::Value names, Napi::Value tensors,
+                                                                 const std::string& what);
 
 void registerTensorFactories(Napi::Env env, Napi::Object exports);
 

@@ -2,15 +2,14 @@
 
 #include <memory>
 
-#include "../core/eval/knn.h"
-#include "../core/eval/linear_probe.h"
 #include "../core/train/train_state.h"
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
 #include "memory_bank_wrap.h"
 #include "model_wrap.h"
-#include "nce_wrap.h"
+#include "options.h"
+#include "pirl_loss_wrap.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -37,10 +36,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     guarded(info.Env(), [&] {
       auto model = unwrapModel(info[0], "model");
       auto bank = MemoryBankWrap::unwrap(info[1], "bank");
-      const PirlLossOptions loss = readPirlLossOptions(info[2].As<Napi::Object>());
-      const Napi::Object sgd = info[3].As<Napi::Object>();
-      const train::SgdOptions sgdOptions{sgd.Get("momentum").As<Napi::Number>().DoubleValue(),
-                                         sgd.Get("weightDecay").As<Napi::Number>().DoubleValue()};
+      const PirlLossOptions loss = readPirlLossOptions(info[2], "loss");
+      const Napi::Object sgd = AsObject(info[3], "sgd");
+      const train::SgdOptions sgdOptions{AttrAsDouble(sgd, "momentum", "sgd"), AttrAsDouble(sgd, "weightDecay", "sgd")};
       std::lock_guard<std::mutex> lock(model->mutex);
       state_ = std::make_shared<TrainerState>();
       state_->model = model;
@@ -55,14 +53,13 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const at::Tensor images = TensorWrap::unwrap(info[0], "images");
       const at::Tensor patches = TensorWrap::unwrap(info[1], "patches");
       const at::Tensor indices = TensorWrap::unwrap(info[2], "indices");
-      const double lr = info[3].As<Napi::Number>().DoubleValue();
+      const double lr = AsDouble(info[3], "lr");
       auto s = state_;
       return AsyncTask<train::StepResult>::run(
           info.Env(), "pirl.train.step",
           [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
-            const c10::Device device = s->model->device;
-            return s->train->step(images.to(device), patches.to(device), indices.to(device), lr);
+            return s->train->step(images, patches, indices, lr);
           },
           [](Napi::Env env, train::StepResult& r) -> Napi::Value {
             auto out = Napi::Object::New(env);
@@ -98,14 +95,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
 
   Napi::Value setState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const double zImage = info[0].As<Napi::Number>().DoubleValue(), zJigsaw = info[1].As<Napi::Number>().DoubleValue();
-      auto names = info[2].As<Napi::Array>();
-      auto tensors = info[3].As<Napi::Array>();
+      const double zImage = AsDouble(info[0], "zImage"), zJigsaw = AsDouble(info[1], "zJigsaw");
       std::map<std::string, at::Tensor> buffers;
-      for (uint32_t i = 0; i < names.Length(); ++i) {
-        const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
-        buffers.emplace(name, TensorWrap::unwrap(tensors.Get(i), "momentum '" + name + "'"));
-      }
+      for (auto& [name, tensor] : readNamedTensors(info[2], info[3], "momentum")) buffers.emplace(name, tensor);
       std::lock_guard<std::mutex> lock(state_->model->mutex);
       state_->train->sgd().setMomentumBuffers(buffers);
       state_->train->loss().setZ(zImage, zJigsaw);
@@ -116,55 +108,10 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   std::shared_ptr<TrainerState> state_;
 };
 
-Napi::Value knnPredict(const Napi::CallbackInfo& info) {
-  const at::Tensor train = TensorWrap::unwrap(info[0], "trainFeatures");
-  const at::Tensor labels = TensorWrap::unwrap(info[1], "trainLabels");
-  const at::Tensor test = TensorWrap::unwrap(info[2], "testFeatures");
-  const int64_t k = info[3].As<Napi::Number>().Int64Value();
-  const double tau = info[4].As<Napi::Number>().DoubleValue();
-  const int64_t classes = info[5].As<Napi::Number>().Int64Value();
-  return AsyncTask<at::Tensor>::run(
-      info.Env(), "pirl.knn", [=] { return eval::knnPredict(train, labels, test, k, tau, classes); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
-}
-
-Napi::Value nearestNeighbours(const Napi::CallbackInfo& info) {
-  const at::Tensor features = TensorWrap::unwrap(info[0], "features");
-  const at::Tensor queries = TensorWrap::unwrap(info[1], "queries");
-  const int64_t k = info[2].As<Napi::Number>().Int64Value();
-  return AsyncTask<eval::Neighbours>::run(
-      info.Env(), "pirl.nearestNeighbours", [=] { return eval::nearestNeighbours(features, queries, k); },
-      [](Napi::Env env, eval::Neighbours& n) -> Napi::Value {
-        return TensorWrap::wrapAll(env, {{"similarity", n.similarity}, {"index", n.index}});
-      });
-}
-
-Napi::Value linearProbe(const Napi::CallbackInfo& info) {
-  const at::Tensor train = TensorWrap::unwrap(info[0], "trainFeatures");
-  const at::Tensor trainLabels = TensorWrap::unwrap(info[1], "trainLabels");
-  const at::Tensor test = TensorWrap::unwrap(info[2], "testFeatures");
-  const at::Tensor testLabels = TensorWrap::unwrap(info[3], "testLabels");
-  const int64_t classes = info[4].As<Napi::Number>().Int64Value();
-  const Napi::Object o = info[5].As<Napi::Object>();
-  eval::LinearProbeOptions options;
-  options.epochs = o.Get("epochs").As<Napi::Number>().Int64Value();
-  options.batchSize = o.Get("batchSize").As<Napi::Number>().Int64Value();
-  options.lr = o.Get("lr").As<Napi::Number>().DoubleValue();
-  options.weightDecay = o.Get("weightDecay").As<Napi::Number>().DoubleValue();
-  options.seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());
-  return AsyncTask<double>::run(
-      info.Env(), "pirl.linearProbe",
-      [=] { return eval::linearProbeAccuracy(train, trainLabels, test, testLabels, classes, options); },
-      [](Napi::Env env, double& accuracy) -> Napi::Value { return Napi::Number::New(env, accuracy); });
-}
-
 }  // namespace
 
 void registerTrain(Napi::Env env, Napi::Object exports) {
   TrainerWrap::Init(env, exports);
-  exports.Set("knnPredict", Napi::Function::New<binding<knnPredict>>(env, "knnPredict"));
-  exports.Set("nearestNeighbours", Napi::Function::New<binding<nearestNeighbours>>(env, "nearestNeighbours"));
-  exports.Set("linearProbe", Napi::Function::New<binding<linearProbe>>(env, "linearProbe"));
 }
 
 }  // namespace pirl::addon

@@ -1,4 +1,4 @@
-// Bindings of the training step and the kNN evaluation.
+// Binding of the training state and its step (core/train).
 #pragma once
 #include <napi.h>
 namespace pirl::addon {

@@ -1,4 +1,4 @@
-// PIRL's memory bank (shared/PIRL.md, "Memory bank"): one unit row m_y per training image, updated
+// PIRL's memory bank (docs/PIRL.md, "Memory bank"): one unit row m_y per training image, updated
 // by momentum after each step, and the seeded source of the negatives drawn from it.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The PIRL objective (shared/PIRL.md, "Loss"): L = λ·L_NCE(m_y, g(v_It)) + (1−λ)·L_NCE(m_y, f(v_I)),
+// The PIRL objective (docs/PIRL.md, "Loss"): L = λ·L_NCE(m_y, g(v_It)) + (1−λ)·L_NCE(m_y, f(v_I)),
 // both terms against the bank as it was before this step, then m_y updated with f̂.
 #pragma once
 
@@ -11,16 +11,17 @@ namespace pirl {
 
 enum class ZMode { Frozen, Ema };
 
+// Every field is set by the caller: the defaults live in TypeScript (lib/config.ts).
 struct PirlLossOptions {
-  double lambda = 0.5;
-  double tau = 0.07;
-  int64_t numNegatives = 4096;  // K
-  double momentum = 0.5;        // μ of the bank update
-  nce::Mode mode = nce::Mode::Nce;
-  ZMode zMode = ZMode::Frozen;  // Frozen: NPID's one-time estimate; Ema: follows each batch's estimate
-  double zMomentum = 0.99;      // EMA weight of the old Z
-  bool sharedNegatives = false; // one set of K for the whole batch (a matrix product)
-  bool excludePositive = false;
+  double lambda;
+  double tau;
+  int64_t numNegatives;  // K
+  double momentum;       // μ of the bank update
+  nce::Mode mode;
+  ZMode zMode;           // Frozen: NPID's one-time estimate; Ema: follows each batch's estimate
+  double zMomentum;      // EMA weight of the old Z
+  bool sharedNegatives;  // one set of K for the whole batch (a matrix product)
+  bool excludePositive;
 };
 
 struct PirlLossResult {

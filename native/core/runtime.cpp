@@ -28,7 +28,10 @@ bool contains(const std::string& s, const char* part) { return s.find(part) != s
 }  // namespace
 
 void setNumThreads(int n) {
-  if (n < 1) throw std::out_of_range("numThreads must be an integer >= 1, got " + std::to_string(n));
+  if (n < 1 || n > kMaxThreads) {
+    throw std::out_of_range("numThreads must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " +
+                            std::to_string(n));
+  }
   desiredThreads = n;
   ++settingsGeneration;
   applyThreadSettings();

@@ -6,7 +6,11 @@
 
 namespace pirl {
 
-// Sets the intra-op thread count used by every pirl computation, in every thread that runs one.
+// More intra-op threads than this only thrash (10,000 were seen to stall a step forever).
+constexpr int kMaxThreads = 256;
+
+// Sets the intra-op thread count used by every pirl computation, in every thread that runs one:
+// n in [1, kMaxThreads], std::out_of_range otherwise.
 void setNumThreads(int n);
 int numThreads();
 

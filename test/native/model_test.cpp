@@ -5,36 +5,32 @@
 #include <string>
 
 #include "core/model/pirl_model.h"
+#include "presets.h"
 
 namespace {
 
 using namespace pirl::model;
 
-PirlModelOptions small(const std::string& arch) {
-  PirlModelOptions o;
-  o.trunk.arch = arch;
-  o.trunk.stem = Stem::Small;
-  return o;
-}
+PirlModelOptions small(Arch arch) { return pirl::testing::modelOptions(arch, Stem::Small); }
 
 TEST(Trunk, FeatureWidthsAndParameterCountsOfTorchvision) {
   // torchvision resnet18/34/50 have 11,689,512 / 21,797,672 / 25,557,032 parameters, of which the
   // fc layer has 513,000 / 513,000 / 2,049,000.
-  const std::pair<const char*, int64_t> expected[] = {
-      {"resnet18", 11689512 - 513000}, {"resnet34", 21797672 - 513000}, {"resnet50", 25557032 - 2049000}};
+  const std::pair<Arch, int64_t> expected[] = {
+      {Arch::ResNet18, 11689512 - 513000}, {Arch::ResNet34, 21797672 - 513000}, {Arch::ResNet50, 25557032 - 2049000}};
   for (const auto& [arch, count] : expected) {
     Trunk trunk(TrunkOptions{arch, Stem::ImageNet, 1.0});
     int64_t n = 0;
     for (const auto& p : trunk->parameters()) n += p.numel();
-    EXPECT_EQ(n, count) << arch;
+    EXPECT_EQ(n, count) << static_cast<int>(arch);
   }
-  EXPECT_EQ(Trunk(TrunkOptions{"resnet18", Stem::ImageNet, 1.0})->featureDim(), 512);
-  EXPECT_EQ(Trunk(TrunkOptions{"resnet50", Stem::ImageNet, 1.0})->featureDim(), 2048);
-  EXPECT_EQ(Trunk(TrunkOptions{"resnet18", Stem::Small, 0.5})->featureDim(), 256);
+  EXPECT_EQ(Trunk(TrunkOptions{Arch::ResNet18, Stem::ImageNet, 1.0})->featureDim(), 512);
+  EXPECT_EQ(Trunk(TrunkOptions{Arch::ResNet50, Stem::ImageNet, 1.0})->featureDim(), 2048);
+  EXPECT_EQ(Trunk(TrunkOptions{Arch::ResNet18, Stem::Small, 0.5})->featureDim(), 256);
 }
 
 TEST(Trunk, TorchvisionNames) {
-  Trunk trunk(TrunkOptions{"resnet50", Stem::ImageNet, 1.0});
+  Trunk trunk(TrunkOptions{Arch::ResNet50, Stem::ImageNet, 1.0});
   const auto named = trunk->named_parameters();
   const auto buffers = trunk->named_buffers();
   for (const char* key : {"conv1.weight", "bn1.weight", "layer1.0.conv3.weight", "layer1.0.downsample.0.weight",
@@ -47,7 +43,7 @@ TEST(Trunk, TorchvisionNames) {
 }
 
 TEST(PirlModel, ForwardGivesUnitEmbeddingsForBothPasses) {
-  PirlModel model(small("resnet18"));
+  PirlModel model(small(Arch::ResNet18));
   const at::Tensor images = at::randn({4, 3, 32, 32});
   const at::Tensor patches = at::randn({4, 9, 3, 12, 12});
   const Embeddings e = model->forward(images, patches);
@@ -61,7 +57,7 @@ TEST(PirlModel, ForwardGivesUnitEmbeddingsForBothPasses) {
 }
 
 TEST(PirlModel, PatchOrderMattersToG) {
-  PirlModel model(small("resnet18"));
+  PirlModel model(small(Arch::ResNet18));
   model->eval();
   const at::Tensor images = at::randn({2, 3, 32, 32});
   const at::Tensor patches = at::randn({2, 9, 3, 12, 12});
@@ -72,7 +68,7 @@ TEST(PirlModel, PatchOrderMattersToG) {
 }
 
 TEST(PirlModel, EmbedIsEvalNoGradAndRestoresTheMode) {
-  PirlModel model(small("resnet18"));
+  PirlModel model(small(Arch::ResNet18));
   model->train();
   const at::Tensor images = at::randn({3, 3, 32, 32});
   const at::Tensor res5 = model->embed(images, EmbedLayer::Res5);
@@ -85,7 +81,7 @@ TEST(PirlModel, EmbedIsEvalNoGradAndRestoresTheMode) {
 }
 
 TEST(PirlModel, ChannelsLastComputesTheSameFunction) {
-  PirlModelOptions o = small("resnet18");
+  PirlModelOptions o = small(Arch::ResNet18);
   PirlModel a(o);
   o.channelsLast = true;
   PirlModel b(o);
@@ -109,7 +105,7 @@ std::map<std::string, at::Tensor> runningStats(PirlModel& model) {
 }
 
 TEST(PirlModel, OnlyTheImagePassSetsRunningStatsUnlessAsked) {
-  PirlModelOptions o = small("resnet18");
+  PirlModelOptions o = small(Arch::ResNet18);
   o.trunk.width = 0.25;
   const at::Tensor images = at::randn({4, 3, 32, 32});
   const at::Tensor patches = at::randn({4, 9, 3, 10, 10}) * 3 + 1;
@@ -142,10 +138,13 @@ TEST(PirlModel, OnlyTheImagePassSetsRunningStatsUnlessAsked) {
 }
 
 TEST(PirlModel, BadOptionsAndShapes) {
-  PirlModelOptions o;
-  o.trunk.arch = "vgg16";
-  EXPECT_THROW(PirlModel{o}, c10::TypeError);
-  PirlModel model(small("resnet18"));
+  PirlModelOptions o = small(Arch::ResNet18);
+  o.trunk.width = 0;
+  EXPECT_THROW(PirlModel{o}, c10::ValueError);
+  o = small(Arch::ResNet18);
+  o.embeddingDim = 0;
+  EXPECT_THROW(PirlModel{o}, c10::ValueError);
+  PirlModel model(small(Arch::ResNet18));
   EXPECT_THROW(model->forward(at::randn({2, 3, 32, 32}), at::randn({2, 8, 3, 12, 12})), c10::ValueError);
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "core/pirl_loss.h"
+#include "presets.h"
 
 namespace {
 
@@ -13,7 +14,7 @@ at::Tensor unit(int64_t b, int64_t d) {
 TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
   for (const bool shared : {false, true}) {
     at::manual_seed(0);
-    pirl::PirlLossOptions o;
+    pirl::PirlLossOptions o = pirl::testing::paperLoss();
     o.numNegatives = 64;
     o.sharedNegatives = shared;
     o.lambda = 0.3;
@@ -45,7 +46,7 @@ TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
 TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
   at::manual_seed(1);
   pirl::MemoryBank bank(100, 8, 2);
-  pirl::PirlLossOptions frozenOptions;
+  pirl::PirlLossOptions frozenOptions = pirl::testing::paperLoss();
   frozenOptions.numNegatives = 16;
   pirl::PirlLoss frozen(frozenOptions);
   const at::Tensor idx = at::randint(100, {4}, at::kLong);
@@ -65,11 +66,11 @@ TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
 }
 
 TEST(PirlLoss, RejectsBadOptionsAndShapes) {
-  pirl::PirlLossOptions o;
+  pirl::PirlLossOptions o = pirl::testing::paperLoss();
   o.lambda = 1.5;
   EXPECT_THROW(pirl::PirlLoss{o}, c10::ValueError);
   pirl::MemoryBank bank(10, 8, 1);
-  pirl::PirlLoss loss(pirl::PirlLossOptions{});
+  pirl::PirlLoss loss(pirl::testing::paperLoss());
   EXPECT_THROW(loss(bank, unit(4, 8), unit(3, 8), at::zeros({4}, at::kLong)), c10::ValueError);
   EXPECT_THROW(loss(bank, unit(4, 6), unit(4, 6), at::zeros({4}, at::kLong)), c10::ValueError);
 }

@@ -8,6 +8,7 @@
 #include "core/eval/knn.h"
 #include "core/eval/linear_probe.h"
 #include "core/train/train_state.h"
+#include "presets.h"
 
 namespace {
 
@@ -32,12 +33,11 @@ TEST(Sgd, MatchesTorchOptimSgdWithMomentumAndWeightDecay) {
 
 train::TrainState makeState(uint64_t seed) {
   at::manual_seed(seed);
-  model::PirlModelOptions o;
-  o.trunk = {"resnet18", model::Stem::Small, 0.25};
+  model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
   o.embeddingDim = 16;
-  PirlLossOptions loss;
+  PirlLossOptions loss = pirl::testing::paperLoss();
   loss.numNegatives = 32;
-  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, seed), loss, {});
+  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, seed), loss, pirl::testing::paperSgd());
 }
 
 TEST(TrainState, StepsAreDeterministic) {
@@ -121,6 +121,9 @@ TEST(Knn, NearestNeighboursMatchASortOfAllCosineSimilarities) {
   EXPECT_THROW(eval::nearestNeighbours(features, queries, 0), c10::ValueError);
 }
 
+// lib/config.ts's defaults for the probe: 30 epochs, batch 256, lr 0.1, weight decay 1e-4, seed 0.
+const eval::LinearProbeOptions kProbe{30, 256, 0.1, 1e-4, 0};
+
 TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   at::manual_seed(4);
   // Three Gaussian blobs far apart in 8-D: a linear classifier gets (nearly) all of them.
@@ -128,12 +131,12 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   const at::Tensor labels = at::randint(3, {600}, at::kLong);
   const at::Tensor features = centres.index_select(0, labels) + at::randn({600, 8});
   const double separable = eval::linearProbeAccuracy(features.narrow(0, 0, 500), labels.narrow(0, 0, 500),
-                                                     features.narrow(0, 500, 100), labels.narrow(0, 500, 100), 3, {});
+                                                     features.narrow(0, 500, 100), labels.narrow(0, 500, 100), 3, kProbe);
   EXPECT_GT(separable, 0.97);
   // Labels unrelated to the features: chance level.
   const at::Tensor noise = at::randint(3, {600}, at::kLong);
   const double chance = eval::linearProbeAccuracy(features.narrow(0, 0, 500), noise.narrow(0, 0, 500),
-                                                  features.narrow(0, 500, 100), noise.narrow(0, 500, 100), 3, {});
+                                                  features.narrow(0, 500, 100), noise.narrow(0, 500, 100), 3, kProbe);
   EXPECT_LT(chance, 0.55);
 }
 

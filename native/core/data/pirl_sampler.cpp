@@ -3,15 +3,11 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
-#include <array>
-#include <numeric>
+#include "jigsaw.h"
 
 namespace pirl::data {
 
 namespace {
-
-constexpr int64_t kCells = 3, kPatches = kCells * kCells;
 
 void checkSource(const at::Tensor& source, const at::Tensor& rows) {
   TORCH_CHECK_TYPE(source.scalar_type() == at::kByte && source.is_cpu(), "source must be a uint8 CPU tensor, got ",
@@ -33,24 +29,9 @@ ImageView viewOf(const at::Tensor& source, int64_t row) {
 
 }  // namespace
 
-SamplerConfig presetConfig(const std::string& name) {
-  SamplerConfig config;
-  if (name == "paper") return config;
-  if (name == "small") {
-    config.imageSize = 32;
-    config.jigsawSize = 36;
-    config.patchSize = 9;
-    return config;
-  }
-  TORCH_CHECK_TYPE(false, "preset must be 'paper' or 'small', got '", name, "'");
-}
-
 void checkConfig(const SamplerConfig& c) {
   TORCH_CHECK_VALUE(c.imageSize >= 1, "imageSize must be >= 1, got ", c.imageSize);
-  TORCH_CHECK_VALUE(c.jigsawSize >= kCells && c.jigsawSize % kCells == 0, "jigsawSize must be a multiple of 3, got ",
-                    c.jigsawSize);
-  TORCH_CHECK_VALUE(c.patchSize >= 1 && c.patchSize <= c.jigsawSize / kCells, "patchSize must be in [1, jigsawSize/3 = ",
-                    c.jigsawSize / kCells, "], got ", c.patchSize);
+  checkJigsawGeometry(c.jigsawSize, c.patchSize);
   TORCH_CHECK_VALUE(0 < c.imageScaleMin && c.imageScaleMin <= c.imageScaleMax && c.imageScaleMax <= 1,
                     "image crop scale must satisfy 0 < min <= max <= 1, got [", c.imageScaleMin, ", ", c.imageScaleMax, "]");
   TORCH_CHECK_VALUE(0 < c.jigsawScaleMin && c.jigsawScaleMin <= c.jigsawScaleMax && c.jigsawScaleMax <= 1,
@@ -64,9 +45,9 @@ Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tens
   checkConfig(config);
   TORCH_CHECK_VALUE(sampleIndices.scalar_type() == at::kLong && sampleIndices.sizes() == rows.sizes(),
                     "sampleIndices must be int64 with one index per row");
-  const int64_t B = rows.size(0), S = config.imageSize, J = config.jigsawSize, P = config.patchSize, cell = J / kCells;
-  Batch batch{at::empty({B, 3, S, S}, at::kFloat), at::empty({B, kPatches, 3, P, P}, at::kFloat),
-              at::empty({B, kPatches}, at::kLong)};
+  const int64_t B = rows.size(0), S = config.imageSize, J = config.jigsawSize, P = config.patchSize;
+  Batch batch{at::empty({B, 3, S, S}, at::kFloat), at::empty({B, kJigsawPatches, 3, P, P}, at::kFloat),
+              at::empty({B, kJigsawPatches}, at::kLong)};
   const at::Tensor src = source.contiguous();
   const int64_t* rowPtr = rows.data_ptr<int64_t>();
   const int64_t* indexPtr = sampleIndices.data_ptr<int64_t>();
@@ -82,20 +63,14 @@ Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tens
                                                           config.imageScaleMax), S);
       photometric(image, rng, config.photometric);
       normalizeInto(image, images + b * 3 * S * S);
-      // Jigsaw branch I_t: an independent crop, 3×3 cells, one P×P patch per cell, shuffled.
+      // Jigsaw branch I_t: an independent crop cut into 9 shuffled patches, each augmented on its own.
       const Image jigsaw = cropResize(view, randomResizedCropBox(rng, view.width, view.height, config.jigsawScaleMin,
                                                                  config.jigsawScaleMax), J);
-      std::array<int64_t, kPatches> order;
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(), rng.engine());  // uniform over the 9! orders
-      for (int64_t k = 0; k < kPatches; ++k) {
-        const int64_t cellIndex = order[k];
-        const int64_t ox = rng.below(cell - P + 1), oy = rng.below(cell - P + 1);
-        Image patch = crop(jigsaw, (cellIndex % kCells) * cell + ox, (cellIndex / kCells) * cell + oy, P);
+      cutJigsaw(jigsaw, P, rng, [&](int64_t k, int64_t cell, Image& patch) {
         photometric(patch, rng, config.photometric);
-        normalizeInto(patch, patches + (b * kPatches + k) * 3 * P * P);
-        perms[b * kPatches + k] = cellIndex;
-      }
+        normalizeInto(patch, patches + (b * kJigsawPatches + k) * 3 * P * P);
+        perms[b * kJigsawPatches + k] = cell;
+      });
     }
   });
   return batch;

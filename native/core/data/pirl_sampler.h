@@ -1,27 +1,23 @@
-// One PIRL training sample = two views (shared/PIRL.md, "Data"): the image branch I and the jigsaw
-// branch I_t (9 patches in a recorded random order), made for a whole batch in parallel.
+// One PIRL training sample = two views (docs/PIRL.md, "Data"): the image branch I and the jigsaw
+// branch I_t (9 patches in a recorded random order, jigsaw.h), made for a whole batch in parallel.
 #pragma once
 
 #include <ATen/ATen.h>
-
-#include <string>
 
 #include "transforms.h"
 
 namespace pirl::data {
 
+// Every field is set by the caller: the presets and defaults live in TypeScript (lib/config.ts).
 struct SamplerConfig {
-  int64_t imageSize = 224;   // S
-  int64_t jigsawSize = 255;  // J: the jigsaw crop, split into 3×3 cells of J/3
-  int64_t patchSize = 64;    // P: one patch per cell, at a random offset in [0, J/3 − P]
-  double imageScaleMin = 0.08, imageScaleMax = 1.0;
-  double jigsawScaleMin = 0.6, jigsawScaleMax = 1.0;
+  int64_t imageSize;   // S
+  int64_t jigsawSize;  // J: the jigsaw crop, split into 3×3 cells of J/3
+  int64_t patchSize;   // P: one patch per cell, at a random offset in [0, J/3 − P]
+  double imageScaleMin, imageScaleMax;
+  double jigsawScaleMin, jigsawScaleMax;
   PhotometricOptions photometric;
 };
 
-// "paper": 224 / 255 / 64. "small" (28–96 px data): 32 / 36 / 9, the paper's ratios (J ≈ 1.14·S,
-// P = 0.75·J/3).
-SamplerConfig presetConfig(const std::string& name);
 void checkConfig(const SamplerConfig& config);
 
 struct Batch {

@@ -1,4 +1,4 @@
-// PIRL's augmentations (shared/PIRL.md, "Data") on 8-bit RGB images, in C++: the crops, colour
+// PIRL's augmentations (docs/PIRL.md, "Data") on 8-bit RGB images, in C++: the crops, colour
 // jitter, photometric ops, grayscale and flip of both branches, and the final normalisation.
 #pragma once
 
@@ -40,14 +40,14 @@ Image cropResize(const ImageView& src, const Box& box, int64_t size);
 Image crop(const Image& src, int64_t x, int64_t y, int64_t size);
 
 struct ColorJitter {
-  double brightness = 0.4, contrast = 0.4, saturation = 0.4, hue = 0.2;
+  double brightness, contrast, saturation, hue;
 };
 
 struct PhotometricOptions {
   ColorJitter jitter;
-  double photometricProbability = 0.66;  // one of posterize, sharpness, solarize, autocontrast
-  double grayscaleProbability = 0.2;
-  double flipProbability = 0.5;
+  double photometricProbability;  // one of posterize, sharpness, solarize, autocontrast
+  double grayscaleProbability;
+  double flipProbability;
 };
 
 // Colour jitter (torchvision's: the four adjustments in random order, factors uniform), then with

@@ -1,4 +1,4 @@
-// NPID's weighted kNN classifier (shared/PIRL.md, "Evaluation protocols"): features L2-normalised,
+// NPID's weighted kNN classifier (docs/PIRL.md, "Evaluation protocols"): features L2-normalised,
 // the k most similar training features vote with weight e^{s/τ}; the argmax class wins.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The linear probe (shared/PIRL.md, "Evaluation protocols"): a softmax classifier trained with SGD
+// The linear probe (docs/PIRL.md, "Evaluation protocols"): a softmax classifier trained with SGD
 // on frozen features, scored on held-out features.
 #pragma once
 
@@ -7,11 +7,11 @@
 namespace pirl::eval {
 
 struct LinearProbeOptions {
-  int64_t epochs = 30;
-  int64_t batchSize = 256;
-  double lr = 0.1;            // cosine-decayed over the run
-  double weightDecay = 1e-4;
-  uint64_t seed = 0;
+  int64_t epochs;
+  int64_t batchSize;
+  double lr;  // cosine-decayed over the run
+  double weightDecay;
+  uint64_t seed;
 };
 
 // Features are standardised with the training set's mean and std first. Returns the test top-1.

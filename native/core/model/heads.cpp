@@ -13,10 +13,10 @@ at::Tensor FHeadImpl::forward(const at::Tensor& pooled) { return l2Normalize(fc(
 
 GHeadImpl::GHeadImpl(int64_t featureDim, int64_t embeddingDim)
     : patch(register_module("patch", torch::nn::Linear(featureDim, embeddingDim))),
-      fc(register_module("fc", torch::nn::Linear(kPatches * embeddingDim, embeddingDim))) {}
+      fc(register_module("fc", torch::nn::Linear(kJigsawPatches * embeddingDim, embeddingDim))) {}
 
 at::Tensor GHeadImpl::forward(const at::Tensor& pooledPatches) {
-  const int64_t batch = pooledPatches.size(0) / kPatches;
+  const int64_t batch = pooledPatches.size(0) / kJigsawPatches;
   return l2Normalize(fc(patch(pooledPatches).reshape({batch, -1})));
 }
 

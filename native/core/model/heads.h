@@ -1,13 +1,15 @@
-// PIRL's projection heads (shared/PIRL.md, "Network"): f for the image, g for its 9 jigsaw patches.
+// PIRL's projection heads (docs/PIRL.md, "Network"): f for the image, g for its 9 jigsaw patches.
 #pragma once
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "../data/jigsaw.h"
+
 namespace pirl::model {
 
-constexpr int64_t kPatches = 9;
+using data::kJigsawPatches;
 
 // f(v_I) = normalize(Linear(F→D)(pooled res5)).
 struct FHeadImpl : torch::nn::Module {

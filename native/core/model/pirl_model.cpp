@@ -5,13 +5,27 @@
 
 namespace pirl::model {
 
+namespace {
+// Checked before any module is built: a zero-width head would fail inside libtorch's initialiser.
+const PirlModelOptions& checked(const PirlModelOptions& options) {
+  TORCH_CHECK_VALUE(options.embeddingDim >= 1, "embeddingDim must be >= 1, got ", options.embeddingDim);
+  return options;
+}
+}  // namespace
+
 PirlModelImpl::PirlModelImpl(const PirlModelOptions& options)
-    : trunk(register_module("trunk", Trunk(options.trunk))),
+    : trunk(register_module("trunk", Trunk(checked(options).trunk))),
       fHead(register_module("fHead", FHead(trunk->featureDim(), options.embeddingDim))),
       gHead(register_module("gHead", GHead(trunk->featureDim(), options.embeddingDim))),
       options_(options) {
-  TORCH_CHECK_VALUE(options.embeddingDim >= 1, "embeddingDim must be >= 1, got ", options.embeddingDim);
   applyMemoryFormat();
+}
+
+c10::Device PirlModelImpl::device() const { return trunk->conv1->weight.device(); }
+
+torch::nn::Module& PirlModelImpl::scope(StateDictScope scope) {
+  if (scope == StateDictScope::Trunk) return *trunk;
+  return *this;
 }
 
 void PirlModelImpl::applyMemoryFormat() {
@@ -26,10 +40,10 @@ at::Tensor PirlModelImpl::prepare(const at::Tensor& images) const {
 }
 
 Embeddings PirlModelImpl::forward(const at::Tensor& images, const at::Tensor& patches) {
-  TORCH_CHECK_VALUE(patches.dim() == 5 && patches.size(1) == kPatches && patches.size(0) == images.size(0),
+  TORCH_CHECK_VALUE(patches.dim() == 5 && patches.size(1) == kJigsawPatches && patches.size(0) == images.size(0),
                     "patches must be B×9×3×P×P with B = ", images.size(0), ", got ", patches.sizes());
   const at::Tensor f = fHead(trunk(prepare(images)));
-  const at::Tensor flat = patches.reshape({patches.size(0) * kPatches, patches.size(2), patches.size(3), patches.size(4)});
+  const at::Tensor flat = patches.reshape({patches.size(0) * kJigsawPatches, patches.size(2), patches.size(3), patches.size(4)});
   c10::optional<RunningStatsFrozen> frozen;
   if (!options_.patchRunningStats) frozen.emplace(*trunk);
   const at::Tensor g = gHead(trunk(prepare(flat)));

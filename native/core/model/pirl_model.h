@@ -12,13 +12,14 @@
 
 namespace pirl::model {
 
+// Every field is set by the caller: the defaults live in TypeScript (lib/config.ts).
 struct PirlModelOptions {
   TrunkOptions trunk;
-  int64_t embeddingDim = 128;
-  bool channelsLast = false;  // NHWC activations and weights
+  int64_t embeddingDim;  // D of f and g
+  bool channelsLast;     // NHWC activations and weights
   // Whether the jigsaw pass also moves the BatchNorm running statistics (VISSL: yes). They serve eval
-  // mode, which sees whole images, so by default only the image pass sets them.
-  bool patchRunningStats = false;
+  // mode, which sees whole images, so only the image pass needs to set them.
+  bool patchRunningStats;
 };
 
 struct Embeddings {
@@ -27,6 +28,9 @@ struct Embeddings {
 };
 
 enum class EmbedLayer { Res5, F };
+
+// Which tensors a state dict covers: the whole model, or the trunk under torchvision's names.
+enum class StateDictScope { All, Trunk };
 
 struct PirlModelImpl : torch::nn::Module {
   explicit PirlModelImpl(const PirlModelOptions& options);
@@ -41,6 +45,9 @@ struct PirlModelImpl : torch::nn::Module {
   at::Tensor prepare(const at::Tensor& images) const;
 
   const PirlModelOptions& options() const { return options_; }
+  // Where the parameters are: the model is the one owner of its device.
+  c10::Device device() const;
+  torch::nn::Module& scope(StateDictScope scope);
 
   Trunk trunk{nullptr};
   FHead fHead{nullptr};

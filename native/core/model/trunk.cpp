@@ -27,11 +27,13 @@ struct ArchSpec {
   bool bottleneck;
 };
 
-ArchSpec archSpec(const std::string& arch) {
-  if (arch == "resnet18") return {{2, 2, 2, 2}, false};
-  if (arch == "resnet34") return {{3, 4, 6, 3}, false};
-  if (arch == "resnet50") return {{3, 4, 6, 3}, true};
-  TORCH_CHECK_TYPE(false, "arch must be 'resnet18', 'resnet34' or 'resnet50', got '", arch, "'");
+ArchSpec archSpec(Arch arch) {
+  switch (arch) {
+    case Arch::ResNet18: return {{2, 2, 2, 2}, false};
+    case Arch::ResNet34: return {{3, 4, 6, 3}, false};
+    case Arch::ResNet50: return {{3, 4, 6, 3}, true};
+  }
+  TORCH_CHECK_TYPE(false, "arch must be ResNet18, ResNet34 or ResNet50, got enum value ", static_cast<int>(arch));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// The ResNet trunk of PIRL (shared/PIRL.md, "Network"): torchvision's architecture, parameter names
+// The ResNet trunk of PIRL (docs/PIRL.md, "Network"): torchvision's architecture, parameter names
 // and initialisation, so weights move between pirl and torchvision unchanged.
 #pragma once
 
@@ -14,15 +14,18 @@
 
 namespace pirl::model {
 
+enum class Arch { ResNet18, ResNet34, ResNet50 };
+
 enum class Stem {
   ImageNet,  // 7×7 stride-2 conv + 3×3 max-pool (torchvision)
   Small,     // 3×3 stride-1 conv, no max-pool: for 28–96 px images
 };
 
+// Every field is set by the caller: the defaults live in TypeScript (lib/config.ts).
 struct TrunkOptions {
-  std::string arch = "resnet50";  // resnet18 | resnet34 | resnet50
-  Stem stem = Stem::ImageNet;
-  double width = 1.0;             // multiplies every stage's width (1: torchvision's)
+  Arch arch;
+  Stem stem;
+  double width;  // multiplies every stage's width (1: torchvision's)
 };
 
 // torchvision's BasicBlock (ResNet-18/34).

@@ -10,12 +10,6 @@
 
 namespace pirl::nce {
 
-Mode modeFromName(const std::string& name) {
-  if (name == "nce") return Mode::Nce;
-  if (name == "infonce") return Mode::InfoNce;
-  TORCH_CHECK_TYPE(false, "mode must be 'nce' or 'infonce', got '", name, "'");
-}
-
 namespace {
 
 void checkIndices(const at::Tensor& index, const char* name, int64_t numRows) {

@@ -1,4 +1,4 @@
-// The fused NCE loss of PIRL (shared/PIRL.md, "Loss"): scores and gradients are read straight from
+// The fused NCE loss of PIRL (docs/PIRL.md, "Loss"): scores and gradients are read straight from
 // memory-bank rows, so no B×(K+1)×D tensor of gathered negatives ever exists; memory is O(B·K).
 #pragma once
 
@@ -13,13 +13,11 @@ enum class Mode {
   InfoNce,  // softmax cross-entropy over [pos, neg_1..K] / τ, the positive first
 };
 
-Mode modeFromName(const std::string& name);
-
 struct Options {
-  double tau = 0.07;
-  Mode mode = Mode::Nce;
+  double tau;
+  Mode mode;
   // NCE partition-function estimate Z; a value <= 0 means "estimate it from this batch" (first step).
-  double z = -1;
+  double z;
 };
 
 struct Result {

@@ -11,8 +11,8 @@
 namespace pirl::train {
 
 struct SgdOptions {
-  double momentum = 0.9;
-  double weightDecay = 1e-4;  // not on BatchNorm parameters and biases (PIRL.md, "Optimisation")
+  double momentum;
+  double weightDecay;  // not on BatchNorm parameters and biases (docs/PIRL.md, "Optimisation")
 };
 
 class Sgd {

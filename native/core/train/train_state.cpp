@@ -30,10 +30,15 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
 
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr) {
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0, got ", lr);
+  // The model owns the device: the bank must live there, and the batch (indices too) moves there.
+  const c10::Device device = model_->device();
+  TORCH_CHECK_VALUE(bank_->rows().device() == device, "the memory bank is on ", bank_->rows().device(),
+                    " but the model on ", device, ": create both on one device");
+  const at::Tensor rows = indices.to(device);
   model_->train();
   sgd_.zeroGrad();
-  const auto e = model_->forward(images, patches);
-  const PirlLossResult r = loss_(*bank_, e.f, e.g, indices, /*updateBank=*/false);
+  const auto e = model_->forward(images.to(device), patches.to(device));
+  const PirlLossResult r = loss_(*bank_, e.f, e.g, rows, /*updateBank=*/false);
   r.loss.backward();
   const double norm = std::sqrt(sgd_.gradSquaredNorm());
   const double loss = r.loss.item<double>();
@@ -42,7 +47,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
                 norm, "): training stopped; the weights and the memory bank were not changed by this step");
   }
   sgd_.step(lr);
-  bank_->update(indices, e.f.detach(), loss_.options().momentum);
+  bank_->update(rows, e.f.detach(), loss_.options().momentum);
   return {loss, r.lossImage.item<double>(), r.lossJigsaw.item<double>(), norm};
 }
 

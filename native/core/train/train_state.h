@@ -1,4 +1,4 @@
-// Everything a PIRL training run changes, and one training step over it (shared/PIRL.md).
+// Everything a PIRL training run changes, and one training step over it (docs/PIRL.md).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -26,7 +26,7 @@ class TrainState {
 
   // Forward both passes, the PIRL loss against the pre-update bank, backward; then, only if every
   // gradient is finite, the SGD step and the bank update. A non-finite gradient throws and changes
-  // neither the weights nor the bank.
+  // neither the weights nor the bank. The batch may be on any device: it moves to the model's.
   StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr);
 
   model::PirlModel& model() { return model_; }

@@ -1,0 +1,113 @@
+// What every `pirl` verb shares: flag parsing, flags mapped onto library options (so the library's
+// checks in lib/config.ts and lib/errors.ts judge them, and their errors name the flag), and the data
+// argument.
+import { promises as fs } from 'fs';
+import { parseArgs } from 'util';
+
+import { folderImageSize, type SamplerConfig } from '../config';
+import { IdxDataset, type Dataset } from '../data/datasets';
+import { ImageFolder } from '../data/imageFolder';
+import { checkInteger, checkObject, isArgumentError } from '../errors';
+
+/** A command-line mistake: `pirl` prints it with the usage and exits 2. */
+export class UsageError extends Error {}
+
+export type FlagValues = Record<string, string | boolean | undefined>;
+
+/**
+ * Parses `args` for the string flags `strings` and the boolean flags `booleans`; `count` positionals
+ * (described by `what` in the error) are required. A negative number after a flag is its value.
+ */
+export function parseFlags(args: string[], strings: readonly string[], booleans: readonly string[], count: number, what: string): { values: FlagValues; positionals: string[] } {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const name of strings) options[name] = { type: 'string' };
+  for (const name of booleans) options[name] = { type: 'boolean' };
+  // parseArgs reads `--lr -1` as two flags ("ambiguous"); `--lr=-1` is what was meant.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i].startsWith('--') ? args[i].slice(2) : '';
+    if (strings.includes(flag) && i + 1 < args.length && /^-\d|^-\.\d/.test(args[i + 1])) joined.push(`${args[i]}=${args[++i]}`);
+    else joined.push(args[i]);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: joined, allowPositionals: true, options });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (parsed.positionals.length !== count) throw new UsageError(`${what} (got ${parsed.positionals.length} argument(s))`);
+  return { values: parsed.values as FlagValues, positionals: parsed.positionals };
+}
+
+/** A flag's text as the value a check expects: a number when it reads as one, else the text itself. */
+export function flagValue(text: string | boolean | undefined): unknown {
+  if (typeof text !== 'string') return text;
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text.trim()) ? Number(text) : text;
+}
+
+/** Flag name → the option path it sets (e.g. { arch: 'model.arch', lr: 'baseLr' }). */
+export type FlagMap = Readonly<Record<string, string>>;
+
+/** The options object that the given flags spell, nested along their paths. */
+export function optionsFromFlags(values: FlagValues, map: FlagMap): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [flag, path] of Object.entries(map)) {
+    if (values[flag] === undefined) continue;
+    const keys = path.split('.');
+    let node = out;
+    for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+    node[keys[keys.length - 1]] = flagValue(values[flag]);
+  }
+  return out;
+}
+
+/**
+ * Runs a library check or resolve over options that flags set (named `arg` there); an argument error
+ * about one of them becomes a usage error naming the flag and the text given.
+ */
+export function asFlags<T>(values: FlagValues, map: FlagMap, arg: string, run: () => T): T {
+  try {
+    return run();
+  } catch (err) {
+    if (isArgumentError(err)) {
+      for (const [flag, path] of Object.entries(map)) {
+        if (values[flag] !== undefined && err.argument === `${arg}.${path}`) throw new UsageError(`--${flag} must be ${err.expected}, got '${values[flag]}'`);
+      }
+    }
+    throw err;
+  }
+}
+
+/** One flag checked by a library check: `check(value)` with the flag's value; errors name `--flag`. */
+export function checkFlag<T>(values: FlagValues, flag: string, fallback: T, check: (arg: string, value: unknown) => T): T {
+  if (values[flag] === undefined) return fallback;
+  return asFlags(values, { [flag]: flag }, 'flag', () => check(`flag.${flag}`, flagValue(values[flag])));
+}
+
+/** A JSON file of options (--config): an object, or an error naming the file. */
+export async function readOptionsFile(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--config ${file}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--config ${file} is not JSON: ${(err as Error).message}`);
+  }
+  return checkObject(file, parsed);
+}
+
+/** A data argument: 'fashion-mnist' (its train or test split) or a folder of images stored at `size` px. */
+export async function openData(spec: string, size: number, split: 'train' | 'test' = 'train'): Promise<Dataset> {
+  if (spec === 'fashion-mnist') return IdxDataset.fashionMnist(split);
+  return ImageFolder.open(spec, { size });
+}
+
+/** --size of a folder's stored images: room for the sampler's crops unless given. */
+export function folderSize(values: FlagValues, sampler: SamplerConfig): number {
+  return checkFlag(values, 'size', folderImageSize(sampler), (arg, v) => checkInteger(arg, v, 1, 4096));
+}

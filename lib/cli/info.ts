@@ -1,0 +1,25 @@
+// `pirl info`: what pirl runs on.
+import { buildInfo } from '../runtime';
+import { parseFlags } from './args';
+
+export const INFO_USAGE = `info [--json]                 libtorch version and path, CUDA, BLAS, threads, Node-API, addon path`;
+
+export function info(args: string[]): void {
+  const { values } = parseFlags(args, [], ['json'], 0, 'info takes no arguments');
+  const b = buildInfo();
+  if (values.json) {
+    console.log(JSON.stringify(b, null, 2));
+    return;
+  }
+  const lines = [
+    `pirl        ${b.pirlVersion}`,
+    `libtorch    ${b.libtorch.version} (${b.libtorch.library})`,
+    `CUDA        ${b.cuda.compiled ? 'compiled' : 'not compiled'}, ${b.cuda.available ? `${b.cuda.deviceCount} device(s)` : 'no device'}`,
+    `BLAS        ${b.blas.kind}${b.blas.library ? ` (${b.blas.library})` : ''}`,
+    `threads     ${b.threads.intraOp} intra-op, ${b.threads.interOp} inter-op (${b.threads.backend})`,
+    `Node-API    addon ${b.napiVersion.addon}, node ${b.napiVersion.node}`,
+    `addon       ${b.addonPath}`,
+  ];
+  console.log(lines.join('\n'));
+  if (b.blas.warning) console.warn(`warning: ${b.blas.warning}`);
+}

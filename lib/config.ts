@@ -1,0 +1,349 @@
+// Every option of pirl, its allowed values and its default, per concept (docs/PIRL.md): the model,
+// the loss, the sampler, the optimizer and its schedule, the evaluation protocols and the run (device,
+// threads, seed). This is the only place that holds them: each resolveX() returns a complete, checked
+// plain object, the public option types and the resolved types are derived from the same schemas,
+// and native code (lib/binding.ts) receives exactly the resolved types.
+import { binding } from './binding';
+import { JIGSAW_CELLS, checkJigsawGeometry } from './data/jigsaw';
+import { checkNumber, checkObject, checkOneOf, rangeError, typeError } from './errors';
+import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, type Field, type Options, type Resolved } from './schema';
+
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+
+const unit = { min: 0, max: 1 };
+const belowOne = { min: 0, max: 1, maxExclusive: true };
+const positive = { min: 0, minExclusive: true };
+
+// ---------------------------------------------------------------------------------------------------
+// Run: where and how a process computes.
+
+/** 'cpu', 'cuda' or 'cuda:N', and only a device this libtorch can use; errors say how to get CUDA. */
+export function checkDevice(arg: string, value: unknown): Device {
+  if (typeof value !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(value)) throw typeError(arg, "'cpu', 'cuda' or 'cuda:N'", value);
+  if (value === 'cpu') return value;
+  const info = binding.buildInfo();
+  if (!info.cudaCompiled) {
+    throw new TypeError(
+      `${arg} is '${value}', but the libtorch pirl runs on (${info.libtorchVersion}, ${info.libtorchLibrary}) has no CUDA. ` +
+        'To train on a GPU, give pirl a CUDA libtorch and rebuild the addon for it: set LIBTORCH=/path/to/libtorch ' +
+        '(a CUDA build from pytorch.org) or `pip install torch` (a CUDA wheel), then run ' +
+        '`PIRL_FORCE_BUILD=1 node node_modules/pirl/scripts/install.js`; `npx pirl info` shows what is found.',
+    );
+  }
+  const index = value === 'cuda' ? 0 : Number(value.slice(5));
+  if (index >= info.cudaDeviceCount) {
+    throw rangeError(arg, `a CUDA device of the ${info.cudaDeviceCount} visible (check the driver and CUDA_VISIBLE_DEVICES)`, value);
+  }
+  return value as Device;
+}
+
+const device = (): Field<Device> => leaf("'cpu', 'cuda' or 'cuda:N'", checkDevice);
+const seed = () => integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+
+export const RUN = {
+  /** Where the model, the memory bank and every batch live. */
+  device: device(),
+  /** Intra-op threads for every native computation (null: $PIRL_NUM_THREADS or the cores available). */
+  threads: nullable(leaf('an integer in [1, maxThreads]', (arg, v) => checkNumber(arg, v, { integer: true, min: 1, max: binding.buildInfo().maxThreads }))),
+  /** Seeds the weights, the memory bank, the negatives and every augmentation. */
+  seed: seed(),
+};
+export type RunOptions = Options<typeof RUN>;
+export type ResolvedRunOptions = Resolved<typeof RUN>;
+const RUN_DEFAULTS: ResolvedRunOptions = { device: 'cpu', threads: null, seed: 0 };
+
+export function resolveRunOptions(options: unknown = {}, arg = 'options'): ResolvedRunOptions {
+  return resolve(RUN, RUN_DEFAULTS, options, arg);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Model: the trunk and the f and g heads (docs/PIRL.md, "Network").
+
+export const ARCHS = ['resnet18', 'resnet34', 'resnet50'] as const;
+export type Arch = (typeof ARCHS)[number];
+export type Stem = 'imagenet' | 'small';
+
+export const MODEL = {
+  /** ResNet depth (the paper: resnet50). */
+  arch: oneOf(ARCHS),
+  /** 'imagenet': 7×7 stride-2 conv and max-pool; 'small': 3×3 stride-1 conv, no pool (28–96 px images). */
+  stem: oneOf<Stem>(['imagenet', 'small']),
+  /** Multiplies every stage's width; only 1 is torchvision-compatible. */
+  width: number({ ...positive, max: 4 }),
+  /** D of f and g (128). */
+  embeddingDim: integer({ min: 1, max: 4096 }),
+  /** NHWC activations and weights (measured 1.04–1.13× faster for a CPU training step, bench:model). */
+  channelsLast: boolean(),
+  /**
+   * Whether the jigsaw-patch pass also updates the BatchNorm running statistics, as in VISSL (false:
+   * eval mode sees whole images, so only the image pass sets them; +1.3 kNN points measured on
+   * Fashion-MNIST, README "The demo").
+   */
+  patchRunningStats: boolean(),
+  /** Seeds the initial weights: the same options give the same model. */
+  seed: seed(),
+};
+export type PirlModelOptions = Options<typeof MODEL>;
+export type ResolvedModelOptions = Resolved<typeof MODEL>;
+
+// ---------------------------------------------------------------------------------------------------
+// Loss: NCE against the memory bank and the PIRL objective (docs/PIRL.md, "Loss").
+
+export type NceMode = 'nce' | 'infonce';
+const nceMode = () => oneOf<NceMode>(['nce', 'infonce']);
+
+export const LOSS = {
+  /** λ: weight of the jigsaw term. */
+  lambda: number(unit),
+  /** Temperature τ. */
+  tau: number(positive),
+  /** K negatives per sample and term (paper 32,000; ablations 4,096). */
+  negatives: integer({ min: 1, max: 1_000_000 }),
+  /** μ of the bank update. */
+  momentum: number(belowOne),
+  /** 'nce': the paper's/VISSL's NCE; 'infonce': softmax cross-entropy, the positive first. */
+  mode: nceMode(),
+  /** NCE's Z: 'frozen' — estimated on the first step then fixed (NPID, VISSL); 'ema' — follows each batch. */
+  z: oneOf<'frozen' | 'ema'>(['frozen', 'ema']),
+  zMomentum: number(belowOne),
+  /** One set of K negatives for the whole batch (a matrix product: much faster). */
+  sharedNegatives: boolean(),
+  /** Never draw a sample's own row as its negative. */
+  excludePositive: boolean(),
+};
+export type PirlLossOptions = Options<typeof LOSS>;
+export type ResolvedLossOptions = Resolved<typeof LOSS>;
+
+/** The fused NCE op's own options (nceLoss). */
+export const NCE = {
+  tau: LOSS.tau,
+  mode: nceMode(),
+  /** Z; <= 0 (the default) estimates it from this batch as N·mean(e^{s/τ}). */
+  z: number(),
+};
+export type NceLossOptions = Options<typeof NCE>;
+const NCE_DEFAULTS: Resolved<typeof NCE> = { tau: 0.07, mode: 'nce', z: -1 };
+
+export function resolveNceOptions(options: unknown = {}, arg = 'options'): Resolved<typeof NCE> {
+  return resolve(NCE, NCE_DEFAULTS, options, arg);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sampler: the sizes and augmentation strengths of PIRL's two views (docs/PIRL.md, "Data").
+
+export type SamplerPreset = 'paper' | 'small';
+
+const size = (max: number) => integer({ min: 1, max });
+export const SAMPLER = {
+  /** S: side of the image view. */
+  imageSize: size(1024),
+  /** J: side of the jigsaw crop, a multiple of 3 (cells of J/3). */
+  jigsawSize: integer({ min: JIGSAW_CELLS, max: 1536 }),
+  /** P: side of each of the 9 patches, at most J/3. */
+  patchSize: size(512),
+  imageScaleMin: number({ ...positive, max: 1 }),
+  imageScaleMax: number({ ...positive, max: 1 }),
+  jigsawScaleMin: number({ ...positive, max: 1 }),
+  jigsawScaleMax: number({ ...positive, max: 1 }),
+  brightness: number(unit),
+  contrast: number(unit),
+  saturation: number(unit),
+  hue: number({ min: 0, max: 0.5 }),
+  /** p of one of posterize, sharpness, solarize, autocontrast. */
+  photometricProbability: number(unit),
+  grayscaleProbability: number(unit),
+  flipProbability: number(unit),
+};
+export type SamplerConfig = Resolved<typeof SAMPLER>;
+/** A preset name, or a preset (default: the recipe's) with some fields overridden. */
+export type SamplerOptions = SamplerPreset | (Options<typeof SAMPLER> & { preset?: SamplerPreset });
+
+const AUGMENTATIONS = {
+  imageScaleMin: 0.08, imageScaleMax: 1, jigsawScaleMin: 0.6, jigsawScaleMax: 1,
+  brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.2,
+  photometricProbability: 0.66, grayscaleProbability: 0.2, flipProbability: 0.5,
+};
+/** paper: 224 / 255 / 64; small (28–96 px data sets): 32 / 36 / 9 — the paper's ratios. */
+export const PRESETS: Readonly<Record<SamplerPreset, Readonly<SamplerConfig>>> = Object.freeze({
+  paper: Object.freeze({ imageSize: 224, jigsawSize: 255, patchSize: 64, ...AUGMENTATIONS }),
+  small: Object.freeze({ imageSize: 32, jigsawSize: 36, patchSize: 9, ...AUGMENTATIONS }),
+});
+const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
+
+function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig): SamplerConfig {
+  const spec = typeof given === 'string' ? { preset: given } : given === undefined ? {} : checkObject(arg, given);
+  const { preset, ...overrides } = spec as { preset?: unknown };
+  const base = preset === undefined ? fallback : PRESETS[checkOneOf(`${arg}.preset`, preset, PRESET_NAMES)];
+  const c = resolve(SAMPLER, base, overrides, arg);
+  checkJigsawGeometry(arg, c.jigsawSize, c.patchSize);
+  if (c.imageScaleMin > c.imageScaleMax) throw rangeError(`${arg}.imageScaleMin`, `at most imageScaleMax = ${c.imageScaleMax}`, c.imageScaleMin);
+  if (c.jigsawScaleMin > c.jigsawScaleMax) throw rangeError(`${arg}.jigsawScaleMin`, `at most jigsawScaleMax = ${c.jigsawScaleMax}`, c.jigsawScaleMin);
+  return c;
+}
+
+/** The side a folder's images are stored at (decoded once): room for the sampler's crops, 64 px at least. */
+export function folderImageSize(sampler: Pick<SamplerConfig, 'imageSize' | 'jigsawSize'>): number {
+  return Math.max(64, Math.ceil((Math.max(sampler.imageSize, sampler.jigsawSize) * 8) / 7));
+}
+
+const sampler = (): Field<SamplerConfig, SamplerOptions> => ({ expected: "'paper', 'small' or an object", resolve: resolveSampler });
+
+/** A full, checked sampler config from a preset name or a preset plus overrides (default preset: 'small'). */
+export function resolveSamplerConfig(config: SamplerOptions = 'small', arg = 'config'): SamplerConfig {
+  return resolveSampler(arg, config, PRESETS.small);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Optimizer and schedule (docs/PIRL.md, "Optimisation"), and the training run that uses them all.
+
+export const OPTIMIZER = {
+  epochs: integer({ min: 1, max: 1_000_000 }),
+  batchSize: integer({ min: 1, max: 65_536 }),
+  /** lr = baseLr·batchSize/256 (0.03 in the paper). */
+  baseLr: number({ min: 0 }),
+  /** Linear warm-up, in epochs (fractions allowed). */
+  warmupEpochs: number({ min: 0, max: 1_000_000 }),
+  /** The last step's lr as a fraction of the peak (cosine decay). */
+  finalLrRatio: number(unit),
+  /** SGD momentum. */
+  momentum: number(belowOne),
+  /** On convolution and linear weights only, not BatchNorm or biases. */
+  weightDecay: number({ min: 0 }),
+  /** Batches per epoch at most (null: the whole data set). */
+  epochLength: nullable(integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
+};
+
+export const RECIPES = ['default', 'paper'] as const;
+export type Recipe = (typeof RECIPES)[number];
+
+export const TRAIN = {
+  /**
+   * The defaults every other option starts from: 'default' — measured to learn in short runs (README
+   * "The demo": InfoNCE, bank from features, lr 0.12, ResNet-18 with the small stem); 'paper' — the
+   * paper's exact setup (ResNet-50, 224-px views, NCE with Z frozen, random bank, lr 0.03, batch 1024).
+   */
+  recipe: oneOf(RECIPES),
+  model: nested(MODEL),
+  loss: nested(LOSS),
+  sampler: sampler(),
+  ...OPTIMIZER,
+  /**
+   * The memory bank's first rows: 'random' (the paper) or 'features' — each sample's f embedding from
+   * the initial model (eval transform), so the first epoch's positives carry the images' similarities.
+   */
+  bankInit: oneOf<'random' | 'features'>(['random', 'features']),
+  seed: RUN.seed,
+  device: RUN.device,
+};
+export type TrainConfig = Options<typeof TRAIN>;
+export type ResolvedTrainConfig = Resolved<typeof TRAIN>;
+
+const DEFAULT_RECIPE: ResolvedTrainConfig = {
+  recipe: 'default',
+  model: { arch: 'resnet18', stem: 'small', width: 1, embeddingDim: 128, channelsLast: true, patchRunningStats: false, seed: 0 },
+  loss: {
+    lambda: 0.5, tau: 0.07, negatives: 4096, momentum: 0.5, mode: 'infonce', z: 'ema', zMomentum: 0.99,
+    sharedNegatives: false, excludePositive: false,
+  },
+  sampler: PRESETS.small,
+  epochs: 10, batchSize: 128, baseLr: 0.12, warmupEpochs: 0, finalLrRatio: 1e-3, momentum: 0.9, weightDecay: 1e-4,
+  epochLength: null, bankInit: 'features', seed: 0, device: 'cpu',
+};
+
+const PAPER_RECIPE: ResolvedTrainConfig = {
+  ...DEFAULT_RECIPE,
+  recipe: 'paper',
+  model: { ...DEFAULT_RECIPE.model, arch: 'resnet50', stem: 'imagenet', patchRunningStats: true },
+  loss: { ...DEFAULT_RECIPE.loss, negatives: 32_000, mode: 'nce', z: 'frozen' },
+  sampler: PRESETS.paper,
+  epochs: 800, batchSize: 1024, baseLr: 0.03, bankInit: 'random',
+};
+
+const RECIPE_DEFAULTS: Record<Recipe, ResolvedTrainConfig> = { default: DEFAULT_RECIPE, paper: PAPER_RECIPE };
+
+/** A training run's every option: the recipe's defaults (config.recipe, default 'default') under what is given. */
+export function resolveTrainConfig(config: unknown = {}, arg = 'config'): ResolvedTrainConfig {
+  const given = config === undefined ? {} : checkObject(arg, config);
+  const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? 'default', RECIPES)];
+  // The model is seeded by the run's seed unless model.seed says otherwise.
+  const runSeed = given.seed === undefined ? recipe.seed : given.seed;
+  return resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed as number } }, given, arg);
+}
+
+/** A model's options alone (PirlModel.create): the default recipe's model. */
+export function resolveModelOptions(options: unknown = {}, arg = 'options'): ResolvedModelOptions {
+  return resolve(MODEL, DEFAULT_RECIPE.model, options, arg);
+}
+
+/** The PIRL loss's options alone (PirlLoss): the default recipe's loss. */
+export function resolveLossOptions(options: unknown = {}, arg = 'options'): ResolvedLossOptions {
+  return resolve(LOSS, DEFAULT_RECIPE.loss, options, arg);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Memory bank (docs/PIRL.md, "Memory bank").
+
+export const MEMORY_BANK = {
+  /** N: rows, one per training image. */
+  size: integer({ min: 1, max: 2 ** 31 - 1 }),
+  /** D: embedding width. */
+  dim: MODEL.embeddingDim,
+  /** Seeds the initial rows and every negative drawn from this bank. */
+  seed: RUN.seed,
+  device: RUN.device,
+};
+export type MemoryBankOptions = Options<typeof MEMORY_BANK> & { size: number };
+
+export function resolveMemoryBankOptions(options: unknown, arg = 'options'): Resolved<typeof MEMORY_BANK> {
+  // size has no default: a bank has one row per training image, which only the caller knows.
+  return resolve(MEMORY_BANK, { size: undefined as unknown as number, dim: 128, seed: 0, device: 'cpu' }, options, arg);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Evaluation protocols (docs/PIRL.md, "Evaluation protocols").
+
+export type EmbedLayer = 'res5' | 'f';
+
+export const FEATURES = {
+  /** Side of the evaluation images (the small sampler's imageSize; use the sampler's you trained with). */
+  size: size(4096),
+  batchSize: integer({ min: 1, max: 65_536 }),
+  /** The trunk's pooled res5 features (the transfer representation) or the f embedding (NPID's monitor). */
+  layer: oneOf<EmbedLayer>(['res5', 'f']),
+};
+export type FeatureOptions = Options<typeof FEATURES>;
+export type ResolvedFeatureOptions = Resolved<typeof FEATURES>;
+const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: 32, batchSize: 512, layer: 'res5' };
+
+export function resolveFeatureOptions(options: unknown = {}, arg = 'options'): ResolvedFeatureOptions {
+  return resolve(FEATURES, FEATURE_DEFAULTS, options, arg);
+}
+
+export const KNN = {
+  ...FEATURES,
+  /** Neighbours that vote (NPID: 200). */
+  k: integer({ min: 1, max: 1_000_000 }),
+  /** Votes weigh e^{s/τ}. */
+  tau: number(positive),
+};
+export type KnnOptions = Options<typeof KNN>;
+
+export function resolveKnnOptions(options: unknown = {}, arg = 'options'): Resolved<typeof KNN> {
+  return resolve(KNN, { ...FEATURE_DEFAULTS, k: 200, tau: 0.07 }, options, arg);
+}
+
+export const LINEAR_PROBE = {
+  size: FEATURES.size,
+  epochs: OPTIMIZER.epochs,
+  batchSize: OPTIMIZER.batchSize,
+  /** Cosine-decayed over the run. */
+  lr: number(positive),
+  weightDecay: OPTIMIZER.weightDecay,
+  seed: RUN.seed,
+};
+export type LinearProbeOptions = Options<typeof LINEAR_PROBE>;
+export type ResolvedLinearProbeOptions = Resolved<typeof LINEAR_PROBE>;
+
+export function resolveLinearProbeOptions(options: unknown = {}, arg = 'options'): ResolvedLinearProbeOptions {
+  return resolve(LINEAR_PROBE, { size: 32, epochs: 30, batchSize: 256, lr: 0.1, weightDecay: 1e-4, seed: 0 }, options, arg);
+}

@@ -1,0 +1,109 @@
+#include "pirl_loss_wrap.h"
+
+#include <memory>
+#include <mutex>
+
+#include "async_task.h"
+#include "errors.h"
+#include "memory_bank_wrap.h"
+#include "nce_wrap.h"
+#include "options.h"
+#include "tensor_wrap.h"
+
+namespace pirl::addon {
+
+namespace {
+
+// Holds a PirlLoss; steps of one loss are serialised, since each reads and writes its Z.
+struct PirlLossState {
+  explicit PirlLossState(const PirlLossOptions& o) : loss(o) {}
+  std::mutex mutex;
+  PirlLoss loss;
+};
+
+class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(env, "PirlLossHandle",
+                                      {InstanceMethod<&PirlLossWrap::compute>("compute"),
+                                       InstanceMethod<&PirlLossWrap::z>("z"), InstanceMethod<&PirlLossWrap::setZ>("setZ")});
+    exports.Set("PirlLossHandle", ctor);
+  }
+
+  explicit PirlLossWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PirlLossWrap>(info) {
+    state_ = guarded(info.Env(), [&] { return std::make_shared<PirlLossState>(readPirlLossOptions(info[0], "options")); });
+  }
+
+ private:
+  Napi::Value compute(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto bank = MemoryBankWrap::unwrap(info[0], "bank");
+      const at::Tensor f = TensorWrap::unwrap(info[1], "f");
+      const at::Tensor g = TensorWrap::unwrap(info[2], "g");
+      const at::Tensor indices = TensorWrap::unwrap(info[3], "indices");
+      struct Out {
+        PirlLossResult result;
+        at::Tensor gradF, gradG;
+      };
+      auto state = state_;
+      return AsyncTask<Out>::run(
+          info.Env(), "pirl.pirlLoss",
+          [=] {
+            std::lock_guard<std::mutex> lock(state->mutex);
+            at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
+            PirlLossResult r = state->loss(*bank, lf, lg, indices);
+            r.loss.backward();
+            return Out{r, lf.grad(), lg.grad()};
+          },
+          [](Napi::Env env, Out& out) -> Napi::Value {
+            auto obj = Napi::Object::New(env);
+            obj.Set("loss", out.result.loss.item<double>());
+            obj.Set("lossImage", out.result.lossImage.item<double>());
+            obj.Set("lossJigsaw", out.result.lossJigsaw.item<double>());
+            obj.Set("zImage", out.result.zImage);
+            obj.Set("zJigsaw", out.result.zJigsaw);
+            obj.Set("gradF", TensorWrap::wrap(env, out.gradF));
+            obj.Set("gradG", TensorWrap::wrap(env, out.gradG));
+            return obj;
+          });
+    });
+  }
+
+  Napi::Value z(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    auto out = Napi::Object::New(info.Env());
+    out.Set("image", state_->loss.zImage());
+    out.Set("jigsaw", state_->loss.zJigsaw());
+    return out;
+  }
+
+  Napi::Value setZ(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const double image = AsDouble(info[0], "z.image"), jigsaw = AsDouble(info[1], "z.jigsaw");
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      state_->loss.setZ(image, jigsaw);
+      return info.Env().Undefined();
+    });
+  }
+
+  std::shared_ptr<PirlLossState> state_;
+};
+
+}  // namespace
+
+PirlLossOptions readPirlLossOptions(Napi::Value value, const std::string& name) {
+  const Napi::Object o = AsObject(value, name);
+  return {AttrAsDouble(o, "lambda", name),
+          AttrAsDouble(o, "tau", name),
+          AttrAsInt64(o, "negatives", name),
+          AttrAsDouble(o, "momentum", name),
+          AttrAsEnum(o, "mode", name, kNceModeNames),
+          AttrAsEnum(o, "z", name, kZModeNames),
+          AttrAsDouble(o, "zMomentum", name),
+          AttrAsBool(o, "sharedNegatives", name),
+          AttrAsBool(o, "excludePositive", name)};
+}
+
+void registerPirlLoss(Napi::Env env, Napi::Object exports) { PirlLossWrap::Init(env, exports); }
+
+}  // namespace pirl::addon

@@ -1,0 +1,33 @@
+// Named option sets for the native tests: the C++ option structs have no defaults (lib/config.ts
+// owns them), so a test names the values it builds with. These mirror the paper's constants
+// (docs/PIRL.md); a test that depends on one sets it explicitly.
+#pragma once
+
+#include <string>
+
+#include "core/data/pirl_sampler.h"
+#include "core/model/pirl_model.h"
+#include "core/pirl_loss.h"
+#include "core/train/sgd.h"
+
+namespace pirl::testing {
+
+inline model::PirlModelOptions modelOptions(model::Arch arch, model::Stem stem = model::Stem::Small, double width = 1.0) {
+  return {{arch, stem, width}, /*embeddingDim=*/128, /*channelsLast=*/false, /*patchRunningStats=*/false};
+}
+
+// λ 0.5, τ 0.07, K 4096, μ 0.5, NCE with Z frozen, per-sample negatives, the positive not excluded.
+inline PirlLossOptions paperLoss() {
+  return {0.5, 0.07, 4096, 0.5, nce::Mode::Nce, ZMode::Frozen, 0.99, false, false};
+}
+
+inline train::SgdOptions paperSgd() { return {0.9, 1e-4}; }
+
+// "paper": 224 / 255 / 64; "small": 32 / 36 / 9 (the same ratios); the paper's augmentations.
+inline data::SamplerConfig samplerPreset(const std::string& name) {
+  const data::PhotometricOptions photometric{{0.4, 0.4, 0.4, 0.2}, 0.66, 0.2, 0.5};
+  if (name == "small") return {32, 36, 9, 0.08, 1.0, 0.6, 1.0, photometric};
+  return {224, 255, 64, 0.08, 1.0, 0.6, 1.0, photometric};
+}
+
+}  // namespace pirl::testing
