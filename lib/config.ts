@@ -170,11 +170,11 @@ export const PRESETS: Readonly<Record<SamplerPreset, Readonly<SamplerConfig>>> =
 });
 const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
 
-function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig): SamplerConfig {
-  const spec = typeof given === 'string' ? { preset: given } : given === undefined ? {} : checkObject(arg, given);
+function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, complete = false): SamplerConfig {
+  const spec = typeof given === 'string' && !complete ? { preset: given } : given === undefined && !complete ? {} : checkObject(arg, given);
   const { preset, ...overrides } = spec as { preset?: unknown };
   const base = preset === undefined ? fallback : PRESETS[checkOneOf(`${arg}.preset`, preset, PRESET_NAMES)];
-  const c = resolve(SAMPLER, base, overrides, arg);
+  const c = resolve(SAMPLER, base, overrides, arg, complete);
   checkJigsawGeometry(arg, c.jigsawSize, c.patchSize);
   if (c.imageScaleMin > c.imageScaleMax) throw rangeError(`${arg}.imageScaleMin`, `at most imageScaleMax = ${c.imageScaleMax}`, c.imageScaleMin);
   if (c.jigsawScaleMin > c.jigsawScaleMax) throw rangeError(`${arg}.jigsawScaleMin`, `at most jigsawScaleMax = ${c.jigsawScaleMax}`, c.jigsawScaleMin);
@@ -261,18 +261,21 @@ const PAPER_RECIPE: ResolvedTrainConfig = {
 
 const RECIPE_DEFAULTS: Record<Recipe, ResolvedTrainConfig> = { default: DEFAULT_RECIPE, paper: PAPER_RECIPE };
 
-/** A training run's every option: the recipe's defaults (config.recipe, default 'default') under what is given. */
-export function resolveTrainConfig(config: unknown = {}, arg = 'config'): ResolvedTrainConfig {
+/**
+ * A training run's every option: the recipe's defaults (config.recipe, default 'default') under what
+ * is given; with `complete` (a checkpoint's config) every option must be given.
+ */
+export function resolveTrainConfig(config: unknown = {}, arg = 'config', complete = false): ResolvedTrainConfig {
   const given = config === undefined ? {} : checkObject(arg, config);
-  const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? 'default', RECIPES)];
+  const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? (complete ? undefined : 'default'), RECIPES)];
   // The model is seeded by the run's seed unless model.seed says otherwise.
   const runSeed = given.seed === undefined ? recipe.seed : given.seed;
-  return resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed as number } }, given, arg);
+  return resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed as number } }, given, arg, complete);
 }
 
-/** A model's options alone (PirlModel.create): the default recipe's model. */
-export function resolveModelOptions(options: unknown = {}, arg = 'options'): ResolvedModelOptions {
-  return resolve(MODEL, DEFAULT_RECIPE.model, options, arg);
+/** A model's options alone (PirlModel.create): the default recipe's model; `complete` for a model file's. */
+export function resolveModelOptions(options: unknown = {}, arg = 'options', complete = false): ResolvedModelOptions {
+  return resolve(MODEL, DEFAULT_RECIPE.model, options, arg, complete);
 }
 
 /** The PIRL loss's options alone (PirlLoss): the default recipe's loss. */

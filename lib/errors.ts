@@ -39,6 +39,12 @@ export function rangeError(arg: string, expected: string, received: unknown): Ra
   return argumentError((m) => new RangeError(m), arg, expected, received);
 }
 
+/** `arg.key` is not an option of `arg`: a TypeError listing the options there are. */
+export function unknownOptionError(arg: string, key: string, known: readonly string[]): TypeError & ArgumentErrorInfo {
+  const expected = `one of the options ${known.join(', ')}`;
+  return Object.assign(new TypeError(`${arg}.${key} is not an option; ${arg} takes ${known.join(', ')}`), { argument: `${arg}.${key}`, expected, received: key });
+}
+
 export function isArgumentError(err: unknown): err is Error & ArgumentErrorInfo {
   return err instanceof Error && typeof (err as Partial<ArgumentErrorInfo>).argument === 'string';
 }

@@ -5,7 +5,7 @@ import {
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkObject, checkOneOf, nativeCall, rangeError, typeError } from './errors';
-import { readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
+import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 
 export interface Embeddings {
@@ -28,26 +28,22 @@ export function featureDimOf(options: ResolvedModelOptions): number {
 
 /** The model options in a model file's metadata, checked like user input; errors name the file and the field. */
 export function modelOptionsOf(file: string, content: SafetensorsContent): ResolvedModelOptions {
-  const text = content.metadata.pirl;
-  if (text === undefined) throw new TypeError(`${file}: no pirl model options in its metadata; for a torchvision trunk use importTrunk`);
-  let meta: unknown;
-  try {
-    meta = JSON.parse(text);
-  } catch (err) {
-    throw new TypeError(`${file}: metadata "pirl" is not JSON (${(err as Error).message})`);
-  }
-  const field = `${file}: metadata "pirl"`;
-  const object = checkObject(field, meta);
+  const object = jsonMetadata(file, content.metadata, 'pirl');
+  if (object === undefined) throw new TypeError(`${file}: no pirl model options in its metadata; for a torchvision trunk use importTrunk`);
+  const field = metadataField(file, 'pirl');
   const options = object.format === undefined ? object : object.format === MODEL_FILE_FORMAT ? object.model : undefined;
   if (options === undefined) throw rangeError(`${field}.format`, `${MODEL_FILE_FORMAT} (this pirl's model file format)`, object.format);
-  const resolved = resolveModelOptions(options, object.format === undefined ? field : `${field}.model`);
-  checkShapesAgainstOptions(file, content.tensors, resolved);
+  const resolved = resolveModelOptions(options, object.format === undefined ? field : `${field}.model`, true);
+  checkTensorsFitOptions(file, content.tensors, resolved);
   return resolved;
 }
 
-// Options that disagree with the file's own tensors would build a model of the wrong size (a few
-// wrong digits of `width` can ask for gigabytes) before any tensor is compared: compare first.
-function checkShapesAgainstOptions(file: string, tensors: Map<string, Tensor>, o: ResolvedModelOptions): void {
+/**
+ * Options that disagree with a file's own tensors would build a model of the wrong size (a few wrong
+ * digits of `width` can ask for gigabytes) before any tensor is compared: this compares first.
+ * `tensors` are named as in the model's state dict.
+ */
+export function checkTensorsFitOptions(file: string, tensors: Map<string, Tensor>, o: ResolvedModelOptions): void {
   const expected: Array<[string, number[]]> = [
     ['trunk.conv1.weight', [Math.max(1, Math.round(64 * o.width)), 3, o.stem === 'small' ? 3 : 7, o.stem === 'small' ? 3 : 7]],
     ['fHead.fc.weight', [o.embeddingDim, featureDimOf(o)]],

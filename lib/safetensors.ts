@@ -3,6 +3,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
+import { checkObject } from './errors';
 import { Tensor, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
@@ -112,6 +113,25 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
 
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
   return parseSafetensors(await fs.readFile(file), file);
+}
+
+/** How errors name metadata entry `key` of `file`. */
+export const metadataField = (file: string, key: string): string => `${file}: metadata "${key}"`;
+
+/**
+ * Metadata entry `key` parsed as a JSON object (undefined when absent); an error naming the file and
+ * the entry when it is not JSON or not an object.
+ */
+export function jsonMetadata(file: string, metadata: Record<string, string>, key: string): Record<string, unknown> | undefined {
+  const text = metadata[key];
+  if (text === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new TypeError(`${metadataField(file, key)} is not JSON (${(err as Error).message})`);
+  }
+  return checkObject(metadataField(file, key), parsed);
 }
 
 /** The metadata of a safetensors file, reading its header only (not the tensors). */

@@ -2,11 +2,14 @@
 // the public option type (every key optional) and the resolved type (every key present) are derived
 // from it. resolve() fills what was left out from a defaults object and checks everything, so native
 // code always receives a complete, valid plain object. lib/config.ts declares pirl's concepts.
-import { checkBoolean, checkNumber, checkObject, checkOneOf, oneOfText, rangeText, typeError, type NumberRange } from './errors';
+import { checkBoolean, checkNumber, checkObject, checkOneOf, oneOfText, rangeText, typeError, unknownOptionError, type NumberRange } from './errors';
 
-/** One option: how a given value (or, when left out, the default) becomes the resolved value. */
+/**
+ * One option: how a given value (or, when left out, the default) becomes the resolved value. With
+ * `complete` nothing may be left out (a file that pirl wrote holds every option).
+ */
 export interface Field<Out, In = Out> {
-  resolve(arg: string, given: In | undefined, fallback: Out): Out;
+  resolve(arg: string, given: In | undefined, fallback: Out, complete: boolean): Out;
   /** What the option must be, for errors and usage texts. */
   readonly expected: string;
 }
@@ -22,7 +25,7 @@ export type Options<S extends Schema> = { [K in keyof S]?: S[K] extends Field<in
 
 /** A field whose value is checked as given (or its default, checked too). */
 export function leaf<T>(expected: string, check: (arg: string, value: unknown) => T): Field<T> {
-  return { expected, resolve: (arg, given, fallback) => check(arg, given === undefined ? fallback : given) };
+  return { expected, resolve: (arg, given, fallback, complete) => check(arg, given === undefined && !complete ? fallback : given) };
 }
 
 export const number = (range: NumberRange = {}): Field<number> => leaf(rangeText(range), (arg, v) => checkNumber(arg, v, range));
@@ -39,30 +42,37 @@ export function oneOf<T extends string>(allowed: readonly T[]): Field<T> {
 export function nullable<T>(inner: Field<T>): Field<T | null> {
   return {
     expected: `${inner.expected} or null`,
-    resolve: (arg, given, fallback) => {
-      const value = given === undefined ? fallback : given;
-      return value === null ? null : inner.resolve(arg, value, value as T);
+    resolve: (arg, given, fallback, complete) => {
+      const value = given === undefined && !complete ? fallback : given;
+      return value === null ? null : inner.resolve(arg, value, value as T, complete);
     },
   };
 }
 
 /** A nested options object: its own schema, defaults from the parent's defaults. */
 export function nested<S extends Schema>(schema: S): Field<Resolved<S>, Options<S>> {
-  return { expected: 'an object', resolve: (arg, given, fallback) => resolve(schema, fallback, given, arg) };
+  return {
+    expected: 'an object',
+    resolve: (arg, given, fallback, complete) => {
+      if (given === undefined && complete) throw typeError(arg, 'an object', given);
+      return resolve(schema, fallback, given, arg, complete);
+    },
+  };
 }
 
 /**
- * Every option of `schema` from `given`, the rest from `defaults`, each checked; an unknown key is a
- * TypeError (a misspelt option would otherwise be ignored without a word). Errors name `arg.key`.
+ * Every option of `schema` from `given`, the rest from `defaults` (none may be missing when
+ * `complete`), each checked; an unknown key is a TypeError (a misspelt option would otherwise be
+ * ignored without a word). Errors name `arg.key`.
  */
-export function resolve<S extends Schema>(schema: S, defaults: Resolved<S>, given: unknown, arg: string): Resolved<S> {
+export function resolve<S extends Schema>(schema: S, defaults: Resolved<S>, given: unknown, arg: string, complete = false): Resolved<S> {
   const options = given === undefined ? {} : checkObject(arg, given);
   for (const key of Object.keys(options)) {
-    if (!Object.hasOwn(schema, key)) throw typeError(arg, `an object of the options ${Object.keys(schema).join(', ')}`, `the key '${key}'`);
+    if (!Object.hasOwn(schema, key)) throw unknownOptionError(arg, key, Object.keys(schema));
   }
   const out: Partial<Resolved<S>> = {};
   for (const key of Object.keys(schema) as Array<keyof S & string>) {
-    out[key] = schema[key].resolve(`${arg}.${key}`, options[key], defaults[key]);
+    out[key] = schema[key].resolve(`${arg}.${key}`, options[key], defaults[key], complete);
   }
   return out as Resolved<S>;
 }

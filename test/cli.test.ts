@@ -76,6 +76,22 @@ describe('pirl train / eval / embed / export', () => {
     const init = spawnSync(process.execPath, [cli, 'train', data, '--bank-init', 'zeros'], { encoding: 'utf8' });
     expect(init.status).toBe(2);
     expect(init.stderr).toMatch(/--bank-init must be 'random' or 'features', got 'zeros'/);
+    const usage = (args: string[], message: RegExp) => {
+      const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toMatch(message);
+    };
+    usage(['train', data, '--lr', '-1'], /--lr must be a number >= 0, got '-1'/);
+    usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
+    usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
+    usage(['train', data, '--out', out, '--resume', '--epochs', '3'], /--resume continues the run its checkpoint describes; --epochs cannot change it/);
+    const list = path.join(dir, 'list.json');
+    fs.writeFileSync(list, '[1,2,3]');
+    usage(['train', data, '--config', list], /--config .*list\.json must be an object, got \[1, 2, 3\]/);
+    fs.writeFileSync(list, '{"loss": {"tua": 0.1}}');
+    usage(['train', data, '--config', list], /--config .*list\.json\.loss\.tua is not an option; .*list\.json\.loss takes lambda, tau/);
+    usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
+    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', list, '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
     const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/no such folder/);

@@ -1,58 +1,79 @@
-import { execFileSync, spawnSync } from 'child_process';
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
+import { ArrayDataset, Loader, evalImages } from '../lib';
 
-import { explainLoadFailure } from '../lib/binding';
-
-const root = path.join(__dirname, '..');
-
-describe('when the addon does not load, the error says why and what to run', () => {
-  test('no build at all', () => {
-    // A copy of the compiled TS without build/ or prebuilds/ next to it.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-nobuild-'));
-    fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
-    fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
-    fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
-    const r = spawnSync(process.execPath, ['-e', "require('./dist')"], { cwd: dir, encoding: 'utf8' });
-    fs.rmSync(dir, { recursive: true, force: true });
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/pirl: could not load the native addon/);
-    expect(r.stderr).toMatch(/Cause: no build of the addon exists/);
-    expect(r.stderr).toMatch(/Possible solutions:/);
-    expect(r.stderr).toMatch(/apt-get install libtorch-dev libopenblas0-pthread/);
-    expect(r.stderr).toMatch(/node node_modules\/pirl\/scripts\/install.js/);
+describe('Loader', () => {
+  const ds = new ArrayDataset(Uint8Array.from({ length: 20 * 12 * 12 * 3 }, (_, i) => (i * 7) % 256), [20, 12, 12, 3], {
+    labels: Int32Array.from({ length: 20 }, (_, i) => i % 4),
   });
+  const config = { imageSize: 12, jigsawSize: 12, patchSize: 4 };
 
-  test('libtorch missing: the dynamic loader cannot find it', () => {
-    // The message glibc gives when a DT_NEEDED library is absent (the real one is checked below).
-    const msg = 'libtorch_cpu.so.1.13: cannot open shared object file: No such file or directory';
-    const text = explainLoadFailure(new Error(msg));
-    expect(text).toMatch(/Cause: libtorch is missing: libtorch_cpu\.so\.1\.13/);
-    expect(text).toMatch(/LIBTORCH=\/path\/to\/libtorch/);
-  });
-
-  test('ABI mismatch: undefined libtorch symbol', () => {
-    const text = explainLoadFailure(new Error('/x/pirl.node: undefined symbol: _ZN3c105ErrorC2ENS_14SourceLocationESs'));
-    expect(text).toMatch(/built against a different libtorch .*ABI mismatch/);
-    expect(text).toMatch(/scripts\/install.js/);
-  });
-
-  test('a real loader message for a missing library is classified', () => {
-    let message = '';
-    try {
-      process.dlopen({ exports: {} } as NodeJS.Module, '/nonexistent/libtorch_cpu.so.9');
-    } catch (e) {
-      message = (e as Error).message;
+  test('order: a permutation per epoch, fixed by (seed, epoch); dropLast and epochLength', () => {
+    const loader = new Loader(ds, { batchSize: 6, seed: 3, config });
+    const e0 = loader.batchesOf(0), again = new Loader(ds, { batchSize: 6, seed: 3, config }).batchesOf(0);
+    expect(e0).toEqual(again);
+    expect(e0).toHaveLength(3); // 20 / 6, last partial batch dropped
+    expect(new Set(e0.flat()).size).toBe(18);
+    expect(loader.batchesOf(1)).not.toEqual(e0);
+    expect(new Loader(ds, { batchSize: 6, dropLast: false, config }).batchesOf(0).flat().sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(new Loader(ds, { batchSize: 6, epochLength: 2, config }).batchesOf(0)).toHaveLength(2);
+    // batchesPerEpoch counts what batchesOf makes, with and without dropLast and epochLength
+    for (const o of [{ batchSize: 6 }, { batchSize: 6, dropLast: false }, { batchSize: 6, epochLength: 2 }, { batchSize: 5 }]) {
+      const l = new Loader(ds, { ...o, config });
+      expect(l.batchesPerEpoch).toBe(l.batchesOf(0).length);
     }
-    expect(message).toMatch(/cannot open shared object file/);
-    expect(explainLoadFailure(new Error(message.replace('/nonexistent/', '')))).toMatch(/libtorch is missing/);
+    expect(new Loader(ds, { batchSize: 5, shuffle: false, config }).batchesOf(0)[0]).toEqual([0, 1, 2, 3, 4]);
   });
 
-  test('a LIBTORCH without a libtorch in it falls through to the next place in the order', () => {
-    const out = execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js')], {
-      env: { ...process.env, LIBTORCH: '/nonexistent/libtorch' },
-    }).toString();
-    expect(JSON.parse(out).torchDir).toMatch(/Torch$/);
+  test('batches: tensors of the config, labels and indices, the same for the same (seed, epoch)', async () => {
+    const loader = new Loader(ds, { batchSize: 5, seed: 1, config });
+    const first: string[] = [];
+    for await (const b of loader.epoch(0)) {
+      expect(b.images.shape).toEqual([5, 3, 12, 12]);
+      expect(b.patches.shape).toEqual([5, 9, 3, 4, 4]);
+      const idx = Array.from(b.indices.data() as BigInt64Array, Number);
+      expect(Array.from(b.labels!)).toEqual(idx.map((i) => i % 4));
+      first.push(Buffer.from((b.images.data() as Float32Array).buffer).toString('base64').slice(0, 64));
+    }
+    const second: string[] = [];
+    for await (const b of new Loader(ds, { batchSize: 5, seed: 1, config }).epoch(0)) {
+      second.push(Buffer.from((b.images.data() as Float32Array).buffer).toString('base64').slice(0, 64));
+    }
+    expect(second).toEqual(first);
+  });
+
+  test('at most `prefetch` batches are made ahead', async () => {
+    let active = 0, peak = 0;
+    const slow = {
+      length: ds.length, labels: null, classes: null,
+      async batchSource(indices: readonly number[]) {
+        active++;
+        peak = Math.max(peak, active);
+        await new Promise((r) => setTimeout(r, 5));
+        active--;
+        return ds.batchSource(indices);
+      },
+    };
+    const loader = new Loader(slow, { batchSize: 2, prefetch: 3, config });
+    for await (const b of loader.epoch(0)) {
+      expect(b.images.shape[0]).toBe(2);
+      await new Promise((r) => setTimeout(r, 10)); // a slow consumer
+    }
+    expect(peak).toBeLessThanOrEqual(3);
+    expect(peak).toBeGreaterThanOrEqual(2);
+  });
+
+  test('options are validated', () => {
+    expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/options.batchSize must be an integer >= 1, got 0/);
+    expect(() => new Loader(ds, { batchSize: 50 })).toThrow(/larger than the data set \(20\) with dropLast/);
+    expect(() => new Loader(ds, { config: { jigsawSize: 10 } })).toThrow(/config.jigsawSize must be a multiple of 3, got 10/);
+    expect(() => new Loader(ds, { config: { patchSize: 20 } })).toThrow(/config.patchSize must be at most jigsawSize\/3 = 12, got 20/);
+    expect(() => new Loader(ds, { config: { hue: 0.9 } })).toThrow(/config.hue must be a number in \[0, 0.5\], got 0.9/);
+    expect(() => new Loader(ds, { config: 'huge' as never })).toThrow(/config.preset must be 'paper' or 'small', got "huge"/);
+    expect(() => new Loader({} as never)).toThrow(/dataset must be a Dataset/);
+  });
+
+  test('evalImages: the whole image, resized and normalised', async () => {
+    const { images, indices } = await evalImages(ds, [3, 4], 16);
+    expect(images.shape).toEqual([2, 3, 16, 16]);
+    expect(indices).toEqual([3, 4]);
   });
 });

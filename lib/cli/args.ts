@@ -98,7 +98,11 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
   } catch (err) {
     throw new UsageError(`--config ${file} is not JSON: ${(err as Error).message}`);
   }
-  return checkObject(file, parsed);
+  try {
+    return checkObject(file, parsed);
+  } catch (err) {
+    throw new UsageError(`--config ${(err as Error).message}`);
+  }
 }
 
 /** A data argument: 'fashion-mnist' (its train or test split) or a folder of images stored at `size` px. */

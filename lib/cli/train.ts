@@ -4,7 +4,7 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 
 import { ARCHS, RECIPES, resolveRunOptions, resolveTrainConfig, type ResolvedTrainConfig } from '../config';
-import { checkInteger } from '../errors';
+import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { setNumThreads } from '../runtime';
 import { readSafetensorsMetadata } from '../safetensors';
@@ -53,7 +53,13 @@ function mergeOptions(file: Record<string, unknown>, flags: Record<string, unkno
 async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
   const file = typeof values.config === 'string' ? values.config : undefined;
   const fromFile = file ? await readOptionsFile(file) : {};
-  if (file) resolveTrainConfig(fromFile, file); // the file's own mistakes, named by the file
+  if (file) {
+    try {
+      resolveTrainConfig(fromFile, file); // the file's own mistakes, named by the file
+    } catch (err) {
+      throw isArgumentError(err) ? new UsageError(`--config ${err.message}`) : err;
+    }
+  }
   const merged = mergeOptions(fromFile, optionsFromFlags(values, CONFIG_FLAGS));
   return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
 }

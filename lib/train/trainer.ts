@@ -4,11 +4,11 @@ import { binding, type TrainerHandle } from '../binding';
 import { checkDevice, resolveTrainConfig, type Device, type ResolvedTrainConfig, type TrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkInteger, checkNumber, checkObject, nativeCall, rangeError } from '../errors';
+import { checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
-import { PirlModel } from '../model';
-import { readSafetensors, writeSafetensors } from '../safetensors';
+import { PirlModel, checkTensorsFitOptions } from '../model';
+import { jsonMetadata, metadataField, readSafetensors, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { lrAt, type LrSchedule } from './schedule';
 
@@ -188,6 +188,7 @@ export class Trainer {
       if (name.startsWith('momentum.')) momentum.set(name.slice(9), t);
     }
     if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
+    checkTensorsFitOptions(file, modelTensors, c.model);
     const model = await PirlModel.create(c.model, { device: c.device });
     model.loadStateDict(modelTensors);
     const bank = MemoryBank.restore({ rows, generator }, { device: c.device });
@@ -206,21 +207,17 @@ export function checkpointConfigOf(file: string, metadata: Record<string, string
 
 /** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
 function checkpointMeta(file: string, metadata: Record<string, string>, device: Device | undefined): CheckpointMeta {
-  const text = metadata['pirl-checkpoint'];
-  if (text === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new TypeError(`${file}: metadata "pirl-checkpoint" is not JSON (${(err as Error).message})`);
+  const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
+  if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
+  const field = metadataField(file, 'pirl-checkpoint');
+  for (const key of Object.keys(meta)) {
+    if (!['format', 'config', 'position', 'z'].includes(key)) throw unknownOptionError(field, key, ['format', 'config', 'position', 'z']);
   }
-  const field = `${file}: metadata "pirl-checkpoint"`;
-  const meta = checkObject(field, parsed);
   if (meta.format !== CHECKPOINT_FORMAT) {
     throw rangeError(`${field}.format`, `${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
   const saved = checkObject(`${field}.config`, meta.config);
-  const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`);
+  const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);
   const p = checkObject(`${field}.position`, meta.position);
   const position = {
     epoch: checkInteger(`${field}.position.epoch`, p.epoch, 0),
@@ -233,7 +230,7 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
 
 /** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */
 function checkPosition(file: string, p: Position, stepsPerEpoch: number, epochs: number): void {
-  const field = `${file}: metadata "pirl-checkpoint".position`;
+  const field = `${metadataField(file, 'pirl-checkpoint')}.position`;
   if (p.epoch > epochs) throw rangeError(`${field}.epoch`, `at most the run's ${epochs} epochs`, p.epoch);
   if (p.stepInEpoch >= stepsPerEpoch) throw rangeError(`${field}.stepInEpoch`, `below the ${stepsPerEpoch} steps of an epoch of this data set`, p.stepInEpoch);
   if (p.step !== p.epoch * stepsPerEpoch + p.stepInEpoch) {

@@ -47,6 +47,9 @@ void Sgd::setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers) {
   std::map<std::string, at::Tensor> restored;
   for (const auto& [name, p] : params_) {
     const auto it = buffers.find(name);
+    // Every step gives every parameter a buffer: a partial set is a damaged checkpoint, not a fresh start.
+    TORCH_CHECK_VALUE(it != buffers.end() || buffers.empty(), "momentum buffers must cover every parameter: '", name,
+                      "' is missing");
     if (it == buffers.end()) continue;
     TORCH_CHECK_VALUE(it->second.sizes() == p.sizes(), "momentum buffer '", name, "' must have shape ", p.sizes(),
                       ", got ", it->second.sizes());

@@ -28,6 +28,7 @@ class Sgd {
   double gradSquaredNorm() const;
 
   const std::map<std::string, at::Tensor>& momentumBuffers() const { return buffers_; }
+  // None (before the first step) or one per parameter, of its shape; c10::ValueError otherwise.
   void setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers);
 
  private:

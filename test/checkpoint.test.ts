@@ -1,0 +1,139 @@
+// Checkpoint and model-file metadata are read like user input: every mutation of a field either
+// resumes with exactly the value the file says, or fails with an error naming the file and the field.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { PirlModel, Trainer, readSafetensors, writeSafetensors } from '../lib';
+import { tmpDir } from './helpers';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Every leaf of a JSON tree with its dotted path. */
+function leaves(node: Json, prefix: string[] = []): string[][] {
+  if (node === null || typeof node !== 'object' || Array.isArray(node)) return [prefix];
+  return Object.entries(node).flatMap(([k, v]) => leaves(v, [...prefix, k]));
+}
+
+function getAt(node: Json, at: string[]): Json {
+  return at.reduce<Json>((n, k) => (n as Record<string, Json>)[k], node);
+}
+
+function setAt(node: Json, at: string[], value: Json | undefined): Json {
+  const copy = JSON.parse(JSON.stringify(node)) as Json;
+  const parent = getAt(copy, at.slice(0, -1)) as Record<string, Json>;
+  if (value === undefined) delete parent[at[at.length - 1]];
+  else parent[at[at.length - 1]] = value;
+  return copy;
+}
+
+// A seeded stream (mulberry32) picks among the values each leaf is tried with.
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WRONG: Array<Json | undefined> = [undefined, null, 'x', -1, 0, 0.5, 1e308, -1e-300, true, [], {}, 2 ** 53, '__proto__'];
+
+describe('checkpoint metadata fuzz', () => {
+  test('each mutated field resumes with the value the file holds, or fails naming the file and the field', async () => {
+    const dir = tmpDir('pirl-fuzz-');
+    const file = path.join(dir, 'run.ckpt');
+    const first = await Trainer.create(tiny.dataset(), tiny.config);
+    await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 4) throw new Error('stop'); } } }))
+      .rejects.toThrow('stop');
+    const { tensors, metadata } = await readSafetensors(file);
+    const meta = JSON.parse(metadata['pirl-checkpoint']) as Json;
+    const random = seeded(20261128);
+    const outcomes = { resumed: 0, refused: 0 };
+    const cases: Array<{ at: string[]; value: Json | undefined }> = [];
+    for (const at of leaves(meta)) {
+      // Every leaf with three wrong kinds of value, and once more with a random one from the list.
+      for (const value of [undefined, 'x', -1, WRONG[Math.floor(random() * WRONG.length)]]) cases.push({ at, value });
+    }
+    for (const at of [[], ['config'], ['config', 'model'], ['config', 'loss'], ['config', 'sampler']]) cases.push({ at: [...at, 'bogus'], value: 1 });
+    for (const [i, { at, value }] of cases.entries()) {
+      const mutated = path.join(dir, `case-${i}.ckpt`);
+      await writeSafetensors(mutated, tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify(setAt(meta, at, value)) });
+      const field = at.join('.');
+      try {
+        const trainer = await Trainer.resume(mutated, tiny.dataset());
+        const held = { format: 1, config: trainer.config, position: trainer.progress, z: {} } as unknown as Json;
+        // Resumed: the value the file holds was taken, never silently replaced.
+        if (at[0] !== 'z') expect({ field, value: getAt(held, at) }).toEqual({ field, value });
+        outcomes.resumed++;
+      } catch (err) {
+        const message = (err as Error).message;
+        expect({ field, message, hasFile: message.includes(mutated) }).toMatchObject({ hasFile: true });
+        const last = at[at.length - 1];
+        // The field, or (a value that moves the run's geometry) the position it contradicts.
+        expect({ field, named: message.includes(last) || message.includes('.position.') }).toEqual({ field, named: true });
+        outcomes.refused++;
+      }
+      fs.rmSync(mutated);
+    }
+    expect(outcomes.resumed + outcomes.refused).toBe(cases.length);
+    expect(outcomes.refused).toBeGreaterThan(cases.length / 2);
+    // The counts appear in the test log for the record.
+    console.log(`checkpoint metadata fuzz: ${cases.length} cases, ${outcomes.refused} refused with the field named, ${outcomes.resumed} resumed with the file's value`);
+  }, 300_000);
+
+  test('a checkpoint whose text is not JSON, of another format, or at an impossible position is refused', async () => {
+    const dir = tmpDir('pirl-fuzz-');
+    const file = path.join(dir, 'run.ckpt');
+    await (await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 })).fit({ checkpoint: file });
+    const { tensors, metadata } = await readSafetensors(file);
+    const meta = JSON.parse(metadata['pirl-checkpoint']);
+    const write = async (text: string) => {
+      await writeSafetensors(file, tensors, { ...metadata, 'pirl-checkpoint': text });
+      return Trainer.resume(file, tiny.dataset());
+    };
+    await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
+    await expect(write(JSON.stringify({ ...meta, format: 2 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 .*got 2/);
+    await expect(write(JSON.stringify([meta]))).rejects.toThrow(/"pirl-checkpoint" must be an object/);
+    await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 1, step: 2 } }))).rejects.toThrow(/position\.step must be epoch·3 \+ stepInEpoch = 1, got 2/);
+    await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 3, step: 3 } }))).rejects.toThrow(/position\.stepInEpoch must be below the 3 steps/);
+    await expect(write(JSON.stringify({ ...meta, position: { epoch: 9, stepInEpoch: 0, step: 27 } }))).rejects.toThrow(/position\.epoch must be at most the run's 1 epochs/);
+    // Steps were taken, so the optimizer's momentum must be there, every tensor of it.
+    const names = [...tensors.keys()];
+    const withoutMomentum = new Map(names.filter((n) => !n.startsWith('momentum.')).map((n) => [n, tensors.get(n)!]));
+    await writeSafetensors(file, withoutMomentum, metadata);
+    await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/3 steps taken but no optimizer momentum tensors/);
+    const oneLess = new Map(names.filter((n) => n !== 'momentum.fHead.fc.bias').map((n) => [n, tensors.get(n)!]));
+    await writeSafetensors(file, oneLess, metadata);
+    await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/momentum buffers must cover every parameter: 'fHead.fc.bias' is missing/);
+  });
+});
+
+describe('model file metadata', () => {
+  test('options that disagree with the tensors are refused before the model is built', async () => {
+    const dir = tmpDir('pirl-fuzz-');
+    const file = path.join(dir, 'model.safetensors');
+    const model = await PirlModel.create({ width: 0.125, embeddingDim: 16 });
+    await model.save(file);
+    const { tensors, metadata } = await readSafetensors(file);
+    const rewrite = async (pirl: unknown) => {
+      await writeSafetensors(file, tensors, { ...metadata, pirl: JSON.stringify(pirl) });
+      return PirlModel.load(file);
+    };
+    const saved = JSON.parse(metadata.pirl);
+    await expect(rewrite({ ...saved, model: { ...saved.model, width: 200 } })).rejects.toThrow(/model\.safetensors: metadata "pirl"\.model\.width must be a number in \(0, 4\], got 200/);
+    // A width within range but not the file's: caught against the file's own tensors, before building.
+    const started = Date.now();
+    await expect(rewrite({ ...saved, model: { ...saved.model, width: 4, arch: 'resnet50' } })).rejects.toThrow(/need tensor 'trunk\.conv1\.weight' of shape \[256, 3, 3, 3\], the file has \[8, 3, 3, 3\]/);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await expect(rewrite({ ...saved, model: { ...saved.model, embeddingDim: 32 } })).rejects.toThrow(/need tensor 'fHead\.fc\.weight' of shape \[32, 64\], the file has \[16, 64\]/);
+    await expect(rewrite({ format: 1, model: { ...saved.model, seed: undefined } })).rejects.toThrow(/"pirl"\.model\.seed must be an integer .*got undefined/);
+    await expect(rewrite({ format: 7, model: saved.model })).rejects.toThrow(/"pirl"\.format must be 1/);
+    // The first layout (bare options, no format) still loads.
+    const legacy = await rewrite(saved.model);
+    expect(legacy.options).toEqual(model.options);
+  });
+});

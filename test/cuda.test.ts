@@ -1,0 +1,63 @@
+// CUDA end to end: runs only where a CUDA device is visible (the GPU check, .ci/device-check.sh);
+// skipped elsewhere. The device is the run's: the model, the bank and every batch follow it.
+import * as path from 'path';
+
+import { ArrayDataset, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, datasetFeatures, knnAccuracy, nearestNeighbours } from '../lib';
+import { tmpDir } from './helpers';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
+
+const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Math.max(Math.abs(a), Math.abs(b)) + 1e-6;
+
+(buildInfo().cuda.available ? describe : describe.skip)('on a CUDA device', () => {
+  test('a run trains on CUDA: model, bank and batches on the device; losses follow the CPU run', async () => {
+    const cpu: number[] = [], cuda: number[] = [];
+    await (await Trainer.create(tiny.dataset(), tiny.config)).fit({ callbacks: { onBatchEnd: (l) => void cpu.push(l.loss) } });
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' });
+    expect(trainer.model.device).toBe('cuda:0');
+    expect(trainer.bank.device).toBe('cuda:0');
+    await trainer.fit({ callbacks: { onBatchEnd: (l) => void cuda.push(l.loss) } });
+    expect(cuda).toHaveLength(cpu.length);
+    // The same run in other arithmetic: the first step agrees closely, the rest stays finite and near.
+    expect(close(cuda[0], cpu[0], 1e-3)).toBe(true);
+    for (const l of cuda) expect(Number.isFinite(l)).toBe(true);
+  });
+
+  test('a run moves between CUDA and the CPU through its checkpoint', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'run.ckpt');
+    const onGpu = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' });
+    await expect(onGpu.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 4) throw new Error('stop'); } } }))
+      .rejects.toThrow('stop');
+    const next: Record<string, number> = {};
+    for (const device of ['cpu', 'cuda'] as const) {
+      const resumed = await Trainer.resume(file, tiny.dataset(), { device });
+      expect(resumed.model.device.startsWith(device)).toBe(true);
+      expect(resumed.bank.device.startsWith(device)).toBe(true);
+      await resumed.fit({ callbacks: { onBatchEnd: (l) => void (next[device] ??= l.loss) } });
+    }
+    expect(close(next.cpu, next.cuda, 1e-3)).toBe(true);
+    const back = await Trainer.resume(file, tiny.dataset());
+    expect(back.model.device).toBe('cuda:0'); // the checkpoint's own device
+  });
+
+  test('embed, datasetFeatures, knnAccuracy and nearestNeighbours work with a CUDA model', async () => {
+    const data = tiny.dataset() as ArrayDataset;
+    const model = await PirlModel.create({ width: 0.125, embeddingDim: 16, seed: 3 }, { device: 'cuda' });
+    const reference = await PirlModel.create({ width: 0.125, embeddingDim: 16, seed: 3 });
+    const a = await datasetFeatures(model, data, { size: 16 });
+    const b = await datasetFeatures(reference, data, { size: 16 });
+    expect(a.features.device).toBe('cpu');
+    const fa = a.features.data() as Float32Array, fb = b.features.data() as Float32Array;
+    fa.forEach((v, i) => expect(close(v, fb[i], 1e-3)).toBe(true));
+    expect(await knnAccuracy(model, data, data, { size: 16, k: 1 })).toBe(1);
+    const onGpu = await a.features.to('cuda');
+    const { indices } = await nearestNeighbours(onGpu, await a.features.to('cuda'), 1);
+    expect(Array.from(indices.data() as BigInt64Array, Number)).toEqual(a.indices.map((_, i) => i));
+    await expect(nearestNeighbours(onGpu, a.features, 1)).rejects.toThrow(/queries must be on the device of features \(cuda:0\), got "cpu"/);
+    const bank = await MemoryBank.create({ size: 8, dim: 4, device: 'cuda' });
+    expect(bank.rows().device).toBe('cuda:0');
+    expect(Tensor.zeros([2], { device: 'cuda' }).device).toBe('cuda:0');
+  });
+});

@@ -1,0 +1,120 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import sharp from 'sharp';
+
+import { ImageFolder, Loader } from '../lib';
+import { tmpDir, raw } from './helpers';
+
+async function writeAllKinds(dir: string): Promise<string[]> {
+  const files: Array<[string, Promise<Buffer>]> = [
+    ['a.jpg', raw(50, 40).jpeg().toBuffer()],
+    ['b.png', raw(30, 30).png().toBuffer()],
+    ['c.webp', raw(30, 20).webp().toBuffer()],
+    ['d.gif', raw(24, 24).gif().toBuffer()],
+    ['e.tiff', raw(20, 30).tiff().toBuffer()],
+    ['f.avif', raw(32, 32).avif().toBuffer()],
+    ['g-gray.png', raw(30, 30, 1).png().toBuffer()],
+    ['h-rgba.png', raw(30, 30, 4).png().toBuffer()],
+    ['i-16bit.png', raw(30, 30).toColourspace('rgb16').png().toBuffer()],
+    ['j-cmyk.jpg', raw(30, 30).toColourspace('cmyk').jpeg().toBuffer()],
+  ];
+  for (const [name, data] of files) fs.writeFileSync(path.join(dir, name), await data);
+  return files.map(([name]) => name);
+}
+
+describe('ImageFolder', () => {
+  test('decodes every file kind to size×size 8-bit RGB', async () => {
+    const dir = tmpDir('pirl-data-');
+    const names = await writeAllKinds(dir);
+    const warnings: string[] = [];
+    const folder = await ImageFolder.open(dir, { size: 16, onWarning: (m) => warnings.push(m) });
+    expect(folder.length).toBe(names.length);
+    expect(folder.labels).toBeNull();
+    const { source, indices } = await folder.batchSource(names.map((_, i) => i));
+    expect(warnings).toEqual([]);
+    expect(indices).toEqual(names.map((_, i) => i));
+    expect(source.shape).toEqual([names.length, 16, 16, 3]);
+    // The gray image decodes to equal R, G and B.
+    const px = source.data() as Uint8Array;
+    const gray = folder.files.findIndex((f) => f.endsWith('g-gray.png')) * 16 * 16 * 3;
+    expect(px[gray]).toBe(px[gray + 1]);
+    expect(px[gray + 1]).toBe(px[gray + 2]);
+  });
+
+  test('applies the EXIF orientation', async () => {
+    const dir = tmpDir('pirl-data-');
+    // 20 wide × 40 high: top half red, bottom half blue; orientation 6 turns it 90° clockwise.
+    const px = Buffer.alloc(20 * 40 * 3);
+    for (let y = 0; y < 40; y++) for (let x = 0; x < 20; x++) px[(y * 20 + x) * 3 + (y < 20 ? 0 : 2)] = 255;
+    await sharp(px, { raw: { width: 20, height: 40, channels: 3 } }).jpeg({ quality: 100 }).withMetadata({ orientation: 6 }).toFile(path.join(dir, 'rotated.jpg'));
+    const folder = await ImageFolder.open(dir, { size: 20 });
+    const data = (await folder.batchSource([0])).source.data() as Uint8Array;
+    const at = (x: number, y: number) => Array.from(data.subarray((y * 20 + x) * 3, (y * 20 + x) * 3 + 3));
+    // After turning clockwise the red (former top) half is on the right, blue on the left.
+    expect(at(17, 10)[0]).toBeGreaterThan(200);
+    expect(at(2, 10)[2]).toBeGreaterThan(200);
+  });
+
+  test('class subfolders give labels and class names', async () => {
+    const dir = tmpDir('pirl-data-');
+    for (const cls of ['cats', 'dogs']) {
+      fs.mkdirSync(path.join(dir, cls));
+      for (let i = 0; i < 3; i++) await raw(20, 20).png().toFile(path.join(dir, cls, `${i}.png`));
+    }
+    const folder = await ImageFolder.open(dir, { size: 8 });
+    expect(folder.classes).toEqual(['cats', 'dogs']);
+    expect(Array.from(folder.labels!)).toEqual([0, 0, 0, 1, 1, 1]);
+  });
+
+  test('corrupt, truncated, empty and non-image files are skipped with one warning each', async () => {
+    const dir = tmpDir('pirl-data-');
+    await writeAllKinds(dir);
+    const jpeg = await raw(64, 64).jpeg().toBuffer();
+    fs.writeFileSync(path.join(dir, 'x-corrupt.jpg'), Buffer.from(Array.from({ length: 500 }, (_, i) => (i * 37) % 256)));
+    fs.writeFileSync(path.join(dir, 'x-truncated.jpg'), jpeg.subarray(0, Math.floor(jpeg.length / 2)));
+    fs.writeFileSync(path.join(dir, 'x-empty.png'), Buffer.alloc(0));
+    fs.writeFileSync(path.join(dir, 'x-text.png'), 'this is not an image');
+    const warnings: string[] = [];
+    const folder = await ImageFolder.open(dir, { size: 16, onWarning: (m) => warnings.push(m) });
+    const loader = new Loader(folder, { batchSize: 4, dropLast: false, config: { imageSize: 16, jigsawSize: 18, patchSize: 6 } });
+    let seen = 0;
+    for (let epoch = 0; epoch < 2; epoch++) for await (const batch of loader.epoch(epoch)) seen += batch.indices.shape[0];
+    expect(seen).toBe(2 * 10);
+    const broken = ['x-corrupt.jpg', 'x-empty.png', 'x-text.png', 'x-truncated.jpg'];
+    expect([...folder.failures.keys()].map((f) => path.basename(f)).sort()).toEqual(broken);
+    expect(warnings).toHaveLength(4); // once per file, not once per epoch
+    expect(warnings.join('\n')).toMatch(/x-truncated\.jpg/);
+  });
+
+  test('an empty or unreadable folder is an error before training starts', async () => {
+    const empty = tmpDir('pirl-data-');
+    await expect(ImageFolder.open(empty)).rejects.toThrow(/no images \(looked for \.jpg/);
+    const unreadable = tmpDir('pirl-data-');
+    fs.writeFileSync(path.join(unreadable, 'a.jpg'), 'nope');
+    await expect(ImageFolder.open(unreadable, { onWarning: () => undefined })).rejects.toThrow(/none of the first 1 images could be decoded/);
+    await expect(ImageFolder.open(path.join(empty, 'missing'))).rejects.toThrow(/no such folder/);
+  });
+
+  test('the cache decodes once, and is rebuilt when a file or the size changes', async () => {
+    const dir = tmpDir('pirl-data-');
+    await writeAllKinds(dir);
+    const cache = path.join(tmpDir('pirl-data-'), 'images.cache');
+    const first = await ImageFolder.open(dir, { size: 16, cache });
+    const a = (await first.batchSource([0, 1, 2])).source.data().slice();
+    await first.close();
+    const built = fs.statSync(cache).mtimeMs;
+    const second = await ImageFolder.open(dir, { size: 16, cache });
+    expect(fs.statSync(cache).mtimeMs).toBe(built); // reused
+    expect([...(await second.batchSource([0, 1, 2])).source.data()]).toEqual([...a]);
+    await second.close();
+    await new Promise((r) => setTimeout(r, 20));
+    await raw(50, 40).negate().jpeg().toFile(path.join(dir, 'a.jpg')); // content changes
+    const third = await ImageFolder.open(dir, { size: 16, cache });
+    expect(fs.statSync(cache).mtimeMs).not.toBe(built);
+    expect([...(await third.batchSource([0])).source.data()]).not.toEqual([...a.subarray(0, 16 * 16 * 3)]);
+    await third.close();
+    const resized = await ImageFolder.open(dir, { size: 8, cache });
+    expect((await resized.batchSource([0])).source.shape).toEqual([1, 8, 8, 3]);
+    await resized.close();
+  });
+});
