@@ -21,9 +21,9 @@ async function main() {
   const data = new pirl.ArrayDataset(pixels, [n, side, side, 3]);
   const trainer = await pirl.Trainer.create(data, {
     model: { arch: 'resnet18', stem: 'imagenet' },
-    loss: { negatives: 4096 },
+    loss: { negatives: 4096, mode: 'nce', z: 'frozen' },
     sampler: { preset: 'paper', imageSize: 96, jigsawSize: 108, patchSize: 24 },
-    batchSize: 32, epochs: 1, epochLength: steps + 2, baseLr: 0.03,
+    batchSize: 32, epochs: 1, epochLength: steps + 2, baseLr: 0.03, bankInit: 'random',
   });
   const times = [];
   let last = 0;
