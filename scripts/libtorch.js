@@ -66,8 +66,10 @@ function describe(source, torchDir) {
     const m = /set\(PACKAGE_VERSION "([^"]+)"\)/.exec(fs.readFileSync(versionFile, 'utf8'));
     if (m) version = m[1];
   }
-  // TorchConfig.cmake computes its prefix as four levels above itself.
-  const prefix = path.resolve(torchDir, '../../../..');
+  // TorchConfig.cmake computes its prefix from its own folder: three levels up in upstream libtorch and
+  // pip's torch (<prefix>/share/cmake/Torch), four in Debian's (<prefix>/lib/<triple>/cmake/Torch).
+  const ups = /TORCH_INSTALL_PREFIX "\$\{CMAKE_CURRENT_LIST_DIR\}\/((?:\.\.\/?)+)"/.exec(config);
+  const prefix = path.resolve(torchDir, ups ? ups[1] : '../../..');
   const libDirs = [path.join(prefix, 'lib'), ...MULTIARCH_LIBDIRS];
   const libDir = libDirs.find((d) => fs.existsSync(path.join(d, 'libtorch_cpu.so')) || fs.existsSync(path.join(d, 'libtorch.so')));
   const abi = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(config);

@@ -55,6 +55,19 @@ describe('when the addon does not load, the error says why and what to run', () 
     }).toString();
     expect(JSON.parse(out).torchDir).toMatch(/Torch$/);
   });
+
+  test("an upstream or pip libtorch layout (<prefix>/share/cmake/Torch) is read from its own prefix, CUDA included", () => {
+    const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-libtorch-'));
+    fs.mkdirSync(path.join(prefix, 'share/cmake/Torch'), { recursive: true });
+    fs.mkdirSync(path.join(prefix, 'lib'));
+    // The line upstream's TorchConfig.cmake computes its prefix with: three levels above its folder.
+    fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfig.cmake'),
+      'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
+    for (const lib of ['libtorch_cpu.so', 'libtorch_cuda.so']) fs.writeFileSync(path.join(prefix, 'lib', lib), '');
+    const found = JSON.parse(execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js')], { env: { ...process.env, LIBTORCH: prefix } }).toString());
+    fs.rmSync(prefix, { recursive: true, force: true });
+    expect(found).toMatchObject({ source: 'LIBTORCH', prefix, libDir: path.join(prefix, 'lib'), cuda: true });
+  });
 });
 
 describe('the raw binding reads options strictly: no silent fallback', () => {
