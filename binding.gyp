@@ -19,6 +19,7 @@
         "native/core/nce/cpu/nce_kernels_cpu.cpp",
         "native/core/pirl_loss.cpp",
         "native/core/runtime.cpp",
+        "native/core/train/precision.cpp",
         "native/core/train/sgd.cpp",
         "native/core/train/train_state.cpp",
         "native/addon/addon.cc",

@@ -93,13 +93,23 @@ export interface NativeStepResult {
   lossImage: number;
   lossJigsaw: number;
   gradNorm: number;
+  /** false: fp16 gradients overflowed; the step was skipped and the loss scale halved. */
+  applied: boolean;
+}
+
+/** What a checkpoint holds of the native training state besides the tensors. */
+export interface NativeTrainScalars {
+  zImage: number;
+  zJigsaw: number;
+  lossScale: number;
+  goodSteps: number;
 }
 
 /** The native training state (native/addon/train_wrap.cc). */
 export interface TrainerHandle {
   step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number): Promise<NativeStepResult>;
-  state(): { zImage: number; zJigsaw: number; momentum: { names: string[]; tensors: TensorHandle[] } };
-  setState(zImage: number, zJigsaw: number, names: string[], tensors: TensorHandle[]): void;
+  state(): NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } };
+  setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): void;
 }
 
 /** Everything the addon exports, typed once. */
@@ -142,7 +152,7 @@ export interface Binding {
     model: PirlModelHandle,
     bank: MemoryBankHandle,
     loss: ResolvedLossOptions,
-    sgd: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay'>,
+    step: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay' | 'precision'>,
   ) => TrainerHandle;
   knnPredict(
     trainFeatures: TensorHandle,

@@ -213,6 +213,9 @@ export const OPTIMIZER = {
   epochLength: nullable(integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
 };
 
+export const PRECISIONS = ['fp32', 'bf16', 'fp16'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
 export const RECIPES = ['default', 'paper'] as const;
 export type Recipe = (typeof RECIPES)[number];
 
@@ -232,6 +235,11 @@ export const TRAIN = {
    * the initial model (eval transform), so the first epoch's positives carry the images' similarities.
    */
   bankInit: oneOf<'random' | 'features'>(['random', 'features']),
+  /**
+   * What the trunk and heads compute in: 'fp32', or autocast to 'bf16' (CPU or CUDA) or 'fp16' (CUDA,
+   * with a dynamic loss scale); the NCE loss, the bank and the weights stay fp32.
+   */
+  precision: oneOf(PRECISIONS),
   seed: RUN.seed,
   device: RUN.device,
 };
@@ -247,7 +255,7 @@ const DEFAULT_RECIPE: ResolvedTrainConfig = {
   },
   sampler: PRESETS.small,
   epochs: 10, batchSize: 128, baseLr: 0.12, warmupEpochs: 0, finalLrRatio: 1e-3, momentum: 0.9, weightDecay: 1e-4,
-  epochLength: null, bankInit: 'features', seed: 0, device: 'cpu',
+  epochLength: null, bankInit: 'features', precision: 'fp32', seed: 0, device: 'cpu',
 };
 
 const PAPER_RECIPE: ResolvedTrainConfig = {
@@ -270,7 +278,9 @@ export function resolveTrainConfig(config: unknown = {}, arg = 'config', complet
   const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? (complete ? undefined : 'default'), RECIPES)];
   // The model is seeded by the run's seed unless model.seed says otherwise.
   const runSeed = given.seed === undefined ? recipe.seed : given.seed;
-  return resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed as number } }, given, arg, complete);
+  const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed as number } }, given, arg, complete);
+  if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
+  return c;
 }
 
 /** A model's options alone (PirlModel.create): the default recipe's model; `complete` for a model file's. */

@@ -65,9 +65,9 @@ describe('checkpoint metadata fuzz', () => {
       const field = at.join('.');
       try {
         const trainer = await Trainer.resume(mutated, tiny.dataset());
-        const held = { format: 1, config: trainer.config, position: trainer.progress, z: {} } as unknown as Json;
+        const held = { format: 1, config: trainer.config, position: trainer.progress, state: {} } as unknown as Json;
         // Resumed: the value the file holds was taken, never silently replaced.
-        if (at[0] !== 'z') expect({ field, value: getAt(held, at) }).toEqual({ field, value });
+        if (at[0] !== 'state') expect({ field, value: getAt(held, at) }).toEqual({ field, value });
         outcomes.resumed++;
       } catch (err) {
         const message = (err as Error).message;

@@ -1,6 +1,6 @@
 // The PIRL training loop: SGD with warm-up and cosine decay over native steps, callbacks, atomic
 // checkpoints and exact resume (docs/PIRL.md, "Optimisation").
-import { binding, type TrainerHandle } from '../binding';
+import { binding, type NativeStepResult, type NativeTrainScalars, type TrainerHandle } from '../binding';
 import { checkDevice, resolveTrainConfig, type Device, type ResolvedTrainConfig, type TrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
@@ -20,6 +20,8 @@ export interface BatchLogs {
   lossJigsaw: number;
   lr: number;
   gradNorm: number;
+  /** false when fp16 gradients overflowed: the step was skipped and the loss scale halved. */
+  applied: boolean;
   imagesPerSecond: number;
 }
 
@@ -63,7 +65,8 @@ interface CheckpointMeta {
   format: number;
   config: ResolvedTrainConfig;
   position: Position;
-  z: { image: number; jigsaw: number };
+  /** Z of both NCE terms and the fp16 loss scale. */
+  state: NativeTrainScalars;
 }
 
 /** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU). */
@@ -78,7 +81,9 @@ export class Trainer {
 
   private constructor(readonly model: PirlModel, readonly bank: MemoryBank, readonly loader: Loader, config: ResolvedTrainConfig) {
     this.config = Object.freeze(config);
-    this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, { momentum: config.momentum, weightDecay: config.weightDecay });
+    this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
+      momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision,
+    });
   }
 
   /** A new run over `dataset`: a model and a bank of one row per sample on config.device, seeded by config.seed. */
@@ -115,7 +120,7 @@ export class Trainer {
   }
 
   /** One step on one batch (exposed for custom loops): the batch moves to the model's device; returns the native step's losses. */
-  async step(batch: PirlBatch, lr: number): Promise<{ loss: number; lossImage: number; lossJigsaw: number; gradNorm: number }> {
+  async step(batch: PirlBatch, lr: number): Promise<NativeStepResult> {
     return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr));
   }
   /** Trains from where the run stands to config.epochs; the event loop stays free throughout. */
@@ -160,7 +165,8 @@ export class Trainer {
     state.momentum.names.forEach((name, i) => tensors.push([`momentum.${name}`, new Tensor(state.momentum.tensors[i])]));
     const bankState = this.bank.state();
     tensors.push(['bank.rows', await bankState.rows.to('cpu')], ['bank.generator', bankState.generator]);
-    const meta: CheckpointMeta = { format: CHECKPOINT_FORMAT, config: this.config, position: this.position, z: { image: state.zImage, jigsaw: state.zJigsaw } };
+    const { momentum: _momentum, ...scalars } = state;
+    const meta: CheckpointMeta = { format: CHECKPOINT_FORMAT, config: this.config, position: this.position, state: scalars };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });
   }
 
@@ -194,7 +200,7 @@ export class Trainer {
     const bank = MemoryBank.restore({ rows, generator }, { device: c.device });
     const trainer = new Trainer(model, bank, loader, c);
     const names = [...momentum.keys()];
-    trainer.handle.setState(meta.z.image, meta.z.jigsaw, names, names.map((n) => momentum.get(n)!.handle));
+    trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
     trainer.position = meta.position;
     return trainer;
   }
@@ -210,8 +216,9 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
+  const keys = ['format', 'config', 'position', 'state'];
   for (const key of Object.keys(meta)) {
-    if (!['format', 'config', 'position', 'z'].includes(key)) throw unknownOptionError(field, key, ['format', 'config', 'position', 'z']);
+    if (!keys.includes(key)) throw unknownOptionError(field, key, keys);
   }
   if (meta.format !== CHECKPOINT_FORMAT) {
     throw rangeError(`${field}.format`, `${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
@@ -224,8 +231,14 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     stepInEpoch: checkInteger(`${field}.position.stepInEpoch`, p.stepInEpoch, 0),
     step: checkInteger(`${field}.position.step`, p.step, 0),
   };
-  const z = checkObject(`${field}.z`, meta.z);
-  return { format: CHECKPOINT_FORMAT, config, position, z: { image: checkNumber(`${field}.z.image`, z.image), jigsaw: checkNumber(`${field}.z.jigsaw`, z.jigsaw) } };
+  const s = checkObject(`${field}.state`, meta.state);
+  const state = {
+    zImage: checkNumber(`${field}.state.zImage`, s.zImage),
+    zJigsaw: checkNumber(`${field}.state.zJigsaw`, s.zJigsaw),
+    lossScale: checkNumber(`${field}.state.lossScale`, s.lossScale, { min: 0, minExclusive: true }),
+    goodSteps: checkInteger(`${field}.state.goodSteps`, s.goodSteps, 0),
+  };
+  return { format: CHECKPOINT_FORMAT, config, position, state };
 }
 
 /** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */

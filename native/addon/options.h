@@ -14,6 +14,7 @@
 #include "../core/model/pirl_model.h"
 #include "../core/nce/nce.h"
 #include "../core/pirl_loss.h"
+#include "../core/train/precision.h"
 
 namespace pirl::addon {
 
@@ -30,6 +31,8 @@ inline const EnumNames<model::StateDictScope> kScopeNames = {{"all", model::Stat
                                                              {"trunk", model::StateDictScope::Trunk}};
 inline const EnumNames<nce::Mode> kNceModeNames = {{"nce", nce::Mode::Nce}, {"infonce", nce::Mode::InfoNce}};
 inline const EnumNames<ZMode> kZModeNames = {{"frozen", ZMode::Frozen}, {"ema", ZMode::Ema}};
+inline const EnumNames<train::Precision> kPrecisionNames = {
+    {"fp32", train::Precision::Fp32}, {"bf16", train::Precision::Bf16}, {"fp16", train::Precision::Fp16}};
 
 // Positional arguments; `name` is what errors call them.
 Napi::Object AsObject(Napi::Value value, const std::string& name);

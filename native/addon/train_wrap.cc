@@ -31,18 +31,20 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
                                               InstanceMethod<&TrainerWrap::setState>("setState")}));
   }
 
-  // new TrainerHandle(model, bank, lossOptions, { momentum, weightDecay })
+  // new TrainerHandle(model, bank, lossOptions, { momentum, weightDecay, precision })
   explicit TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
     guarded(info.Env(), [&] {
       auto model = unwrapModel(info[0], "model");
       auto bank = MemoryBankWrap::unwrap(info[1], "bank");
       const PirlLossOptions loss = readPirlLossOptions(info[2], "loss");
-      const Napi::Object sgd = AsObject(info[3], "sgd");
-      const train::SgdOptions sgdOptions{AttrAsDouble(sgd, "momentum", "sgd"), AttrAsDouble(sgd, "weightDecay", "sgd")};
+      const Napi::Object step = AsObject(info[3], "step");
+      const train::StepOptions stepOptions{
+          {AttrAsDouble(step, "momentum", "step"), AttrAsDouble(step, "weightDecay", "step")},
+          AttrAsEnum(step, "precision", "step", kPrecisionNames)};
       std::lock_guard<std::mutex> lock(model->mutex);
       state_ = std::make_shared<TrainerState>();
       state_->model = model;
-      state_->train = std::make_unique<train::TrainState>(model->model, bank, loss, sgdOptions);
+      state_->train = std::make_unique<train::TrainState>(model->model, bank, loss, stepOptions);
       return 0;
     });
   }
@@ -67,18 +69,21 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             out.Set("lossImage", r.lossImage);
             out.Set("lossJigsaw", r.lossJigsaw);
             out.Set("gradNorm", r.gradNorm);
+            out.Set("applied", r.applied);
             return out;
           });
     });
   }
 
-  // { zImage, zJigsaw, momentum: { names, tensors } } for a checkpoint.
+  // { zImage, zJigsaw, lossScale, goodSteps, momentum: { names, tensors } } for a checkpoint.
   Napi::Value state(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::lock_guard<std::mutex> lock(state_->model->mutex);
     auto out = Napi::Object::New(env);
     out.Set("zImage", state_->train->loss().zImage());
     out.Set("zJigsaw", state_->train->loss().zJigsaw());
+    out.Set("lossScale", state_->train->scaler().scale());
+    out.Set("goodSteps", static_cast<double>(state_->train->scaler().goodSteps()));
     const auto& buffers = state_->train->sgd().momentumBuffers();
     auto names = Napi::Array::New(env), tensors = Napi::Array::New(env);
     uint32_t i = 0;
@@ -93,14 +98,19 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     return out;
   }
 
+  // setState({ zImage, zJigsaw, lossScale, goodSteps }, names, tensors)
   Napi::Value setState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const double zImage = AsDouble(info[0], "zImage"), zJigsaw = AsDouble(info[1], "zJigsaw");
+      const Napi::Object s = AsObject(info[0], "state");
+      const double zImage = AttrAsDouble(s, "zImage", "state"), zJigsaw = AttrAsDouble(s, "zJigsaw", "state");
+      const double lossScale = AttrAsDouble(s, "lossScale", "state");
+      const int64_t goodSteps = AttrAsInt64(s, "goodSteps", "state");
       std::map<std::string, at::Tensor> buffers;
-      for (auto& [name, tensor] : readNamedTensors(info[2], info[3], "momentum")) buffers.emplace(name, tensor);
+      for (auto& [name, tensor] : readNamedTensors(info[1], info[2], "momentum")) buffers.emplace(name, tensor);
       std::lock_guard<std::mutex> lock(state_->model->mutex);
       state_->train->sgd().setMomentumBuffers(buffers);
       state_->train->loss().setZ(zImage, zJigsaw);
+      state_->train->scaler().restore(lossScale, goodSteps);
       return info.Env().Undefined();
     });
   }

@@ -37,7 +37,8 @@ train::TrainState makeState(uint64_t seed) {
   o.embeddingDim = 16;
   PirlLossOptions loss = pirl::testing::paperLoss();
   loss.numNegatives = 32;
-  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, seed), loss, pirl::testing::paperSgd());
+  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, seed), loss,
+                           {pirl::testing::paperSgd(), train::Precision::Fp32});
 }
 
 TEST(TrainState, StepsAreDeterministic) {
@@ -138,6 +139,70 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   const double chance = eval::linearProbeAccuracy(features.narrow(0, 0, 500), noise.narrow(0, 0, 500),
                                                   features.narrow(0, 500, 100), noise.narrow(0, 500, 100), 3, kProbe);
   EXPECT_LT(chance, 0.55);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(LossScaler, FollowsGradScalersRule) {
+  pirl::train::LossScaler scaler(1024, 3);
+  EXPECT_FALSE(scaler.update(false));  // overflow: skip and halve
+  EXPECT_EQ(scaler.scale(), 512);
+  EXPECT_TRUE(scaler.update(true));
+  EXPECT_TRUE(scaler.update(true));
+  EXPECT_EQ(scaler.scale(), 512);
+  EXPECT_TRUE(scaler.update(true));  // the third finite step in a row doubles it
+  EXPECT_EQ(scaler.scale(), 1024);
+  EXPECT_EQ(scaler.goodSteps(), 0);
+  scaler.restore(8, 2);
+  EXPECT_TRUE(scaler.update(true));
+  EXPECT_EQ(scaler.scale(), 16);
+  EXPECT_THROW(scaler.restore(0, 0), c10::ValueError);
+}
+
+TEST(AutocastScope, CastsInsideAndRestoresTheStateAfter) {
+  const at::Tensor a = at::randn({4, 4}), b = at::randn({4, 4});
+  {
+    pirl::train::AutocastScope scope(c10::kCPU, pirl::train::Precision::Bf16);
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+    {
+      pirl::train::AutocastScope inner(c10::kCPU, pirl::train::Precision::Fp32);  // fp32 changes nothing
+      EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+    }
+  }
+  EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+  EXPECT_THROW(pirl::train::AutocastScope(c10::kCPU, pirl::train::Precision::Fp16), c10::ValueError);
+  EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+}
+
+TEST(Sgd, MultiTensorStepEqualsThePerParameterRule) {
+  // Three parameters, decayed or not, over three steps: the _foreach step against the loop written out.
+  at::manual_seed(8);
+  std::vector<at::Tensor> params = {at::randn({3, 2}), at::randn({4}), at::randn({2, 2, 2})};
+  std::vector<at::Tensor> expected, buffers(3);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (size_t i = 0; i < params.size(); ++i) {
+    expected.push_back(params[i].clone());
+    named.emplace_back("p" + std::to_string(i), params[i].requires_grad_(true));
+  }
+  const std::vector<bool> decay = {true, false, true};
+  pirl::train::Sgd sgd(named, decay, {0.9, 0.01});
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      const at::Tensor g = at::randn(params[i].sizes());
+      params[i].mutable_grad() = g.clone();
+      const at::Tensor d = decay[i] ? g + 0.01 * expected[i] : g;
+      buffers[i] = step == 0 ? d.clone() : buffers[i] * 0.9 + d;
+      expected[i] = expected[i] - 0.1 * buffers[i];
+    }
+    EXPECT_NEAR(sgd.gradSquaredNorm().item<double>(),
+                [&] { double s = 0; for (auto& p : params) s += p.grad().pow(2).sum().item<double>(); return s; }(), 1e-4);
+    sgd.step(0.1);
+    for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(at::allclose(params[i].detach(), expected[i], 1e-6, 1e-6)) << i;
+  }
+  sgd.zeroGrad();
+  EXPECT_EQ(sgd.gradSquaredNorm().item<double>(), 0);
 }
 
 }  // namespace

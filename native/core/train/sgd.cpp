@@ -14,33 +14,71 @@ Sgd::Sgd(std::vector<std::pair<std::string, at::Tensor>> params, std::vector<boo
 
 void Sgd::step(double lr) {
   c10::NoGradGuard noGrad;
+  // d = grad + wd·p for the decayed parameters, the gradient itself for the others.
+  std::vector<at::Tensor> decayedParams, decayedGrads;
+  std::vector<size_t> decayed, withGrad;
   for (size_t i = 0; i < params_.size(); ++i) {
-    auto& [name, p] = params_[i];
-    const at::Tensor& grad = p.grad();
+    const at::Tensor& grad = params_[i].second.grad();
     if (!grad.defined()) continue;
-    at::Tensor d = decay_[i] && options_.weightDecay > 0 ? grad.add(p, options_.weightDecay) : grad.clone();
+    withGrad.push_back(i);
+    if (decay_[i] && options_.weightDecay > 0) {
+      decayed.push_back(i);
+      decayedParams.push_back(params_[i].second);
+      decayedGrads.push_back(grad);
+    }
+  }
+  std::vector<at::Tensor> d(params_.size());
+  for (size_t i : withGrad) d[i] = params_[i].second.grad();
+  if (!decayed.empty()) {
+    std::vector<at::Tensor> sums = at::_foreach_add(decayedGrads, decayedParams, options_.weightDecay);
+    for (size_t j = 0; j < decayed.size(); ++j) d[decayed[j]] = std::move(sums[j]);
+  }
+  std::vector<at::Tensor> params, buffers, updates;
+  for (size_t i : withGrad) {
+    const auto& [name, p] = params_[i];
     auto it = buffers_.find(name);
     if (it == buffers_.end()) {
-      it = buffers_.emplace(name, d).first;
+      buffers_.emplace(name, d[i].is_same(p.grad()) ? d[i].clone() : d[i]);  // never alias the gradient
     } else {
-      it->second.mul_(options_.momentum).add_(d);
+      buffers.push_back(it->second);
+      updates.push_back(d[i]);
     }
-    p.sub_(it->second, lr);
   }
+  if (!buffers.empty()) {
+    at::_foreach_mul_(buffers, options_.momentum);
+    at::_foreach_add_(buffers, updates);
+  }
+  buffers.clear();
+  for (size_t i : withGrad) {
+    params.push_back(params_[i].second);
+    buffers.push_back(buffers_.at(params_[i].first));
+  }
+  if (!params.empty()) at::_foreach_add_(params, buffers, -lr);
 }
 
 void Sgd::zeroGrad() {
-  for (auto& [name, p] : params_) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
+  std::vector<at::Tensor> grads = gradients();
+  if (!grads.empty()) at::_foreach_zero_(grads);
 }
 
-double Sgd::gradSquaredNorm() const {
-  double total = 0;
+std::vector<at::Tensor> Sgd::gradients() const {
+  std::vector<at::Tensor> grads;
   for (const auto& [name, p] : params_) {
-    if (p.grad().defined()) total += p.grad().pow(2).sum().item<double>();
+    if (p.grad().defined()) grads.push_back(p.grad());
   }
-  return total;
+  return grads;
+}
+
+at::Tensor Sgd::gradSquaredNorm() const {
+  const std::vector<at::Tensor> grads = gradients();
+  if (grads.empty()) return at::zeros({}, at::kDouble);
+  return at::stack(at::_foreach_norm(grads)).to(at::kDouble).pow(2).sum();
+}
+
+void Sgd::scaleGradients(double factor) {
+  c10::NoGradGuard noGrad;
+  std::vector<at::Tensor> grads = gradients();
+  if (!grads.empty()) at::_foreach_mul_(grads, factor);
 }
 
 void Sgd::setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers) {

@@ -1,5 +1,6 @@
-// SGD with momentum and decoupled-from-nothing weight decay, as torch.optim.SGD computes it, with the
-// momentum buffers kept by parameter name so that a checkpoint restores them exactly.
+// SGD with momentum and weight decay, as torch.optim.SGD computes it, over all parameters at once with
+// multi-tensor (_foreach) kernels, and the momentum buffers kept by parameter name so that a
+// checkpoint restores them exactly.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -24,14 +25,19 @@ class Sgd {
   void step(double lr);
   void zeroGrad();
 
-  // Σ‖grad‖²: its square root is the gradient norm; non-finite when any gradient is.
-  double gradSquaredNorm() const;
+  // Σ‖grad‖² as a 0-dim tensor where the gradients are (no host read): its square root is the
+  // gradient norm; non-finite when any gradient is.
+  at::Tensor gradSquaredNorm() const;
+  // Multiplies every gradient by `factor` (unscaling a scaled loss's gradients).
+  void scaleGradients(double factor);
 
   const std::map<std::string, at::Tensor>& momentumBuffers() const { return buffers_; }
   // None (before the first step) or one per parameter, of its shape; c10::ValueError otherwise.
   void setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers);
 
  private:
+  std::vector<at::Tensor> gradients() const;
+
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<bool> decay_;
   SgdOptions options_;

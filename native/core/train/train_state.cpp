@@ -22,8 +22,9 @@ Sgd makeSgd(model::PirlModel& model, const SgdOptions& options) {
 }  // namespace
 
 TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank, const PirlLossOptions& loss,
-                       const SgdOptions& sgd)
-    : model_(std::move(model)), bank_(std::move(bank)), loss_(loss), sgd_(makeSgd(model_, sgd)) {
+                       const StepOptions& options)
+    : model_(std::move(model)), bank_(std::move(bank)), loss_(loss), sgd_(makeSgd(model_, options.sgd)),
+      precision_(options.precision) {
   TORCH_CHECK_VALUE(bank_->dim() == model_->options().embeddingDim, "the bank's rows (", bank_->dim(),
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
 }
@@ -37,18 +38,33 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const at::Tensor rows = indices.to(device);
   model_->train();
   sgd_.zeroGrad();
-  const auto e = model_->forward(images.to(device), patches.to(device));
-  const PirlLossResult r = loss_(*bank_, e.f, e.g, rows, /*updateBank=*/false);
-  r.loss.backward();
-  const double norm = std::sqrt(sgd_.gradSquaredNorm());
-  const double loss = r.loss.item<double>();
-  if (!std::isfinite(norm) || !std::isfinite(loss)) {
+  model::Embeddings e;
+  {
+    AutocastScope autocast(device.type(), precision_);
+    e = model_->forward(images.to(device), patches.to(device));
+  }
+  // The loss and the bank stay fp32 whatever the trunk computed in.
+  const at::Tensor f = e.f.to(at::kFloat), g = e.g.to(at::kFloat);
+  const PirlLossResult r = loss_(*bank_, f, g, rows, /*updateBank=*/false);
+  const bool scaled = precision_ == Precision::Fp16;
+  const double scale = scaled ? scaler_.scale() : 1.0;
+  (scaled ? r.loss * scale : r.loss).backward();
+  // The one host read of the step: every number it reports and decides on, together.
+  const at::Tensor stats = at::stack({r.loss.detach().to(at::kDouble), r.lossImage.to(at::kDouble),
+                                      r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device)})
+                               .cpu();
+  const double* s = stats.data_ptr<double>();
+  const double loss = s[0], norm = std::sqrt(s[3]) / scale;
+  const bool finite = std::isfinite(loss) && std::isfinite(norm);
+  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false};
+  if (!finite) {
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", loss, ", gradient norm ",
                 norm, "): training stopped; the weights and the memory bank were not changed by this step");
   }
+  if (scaled) sgd_.scaleGradients(1.0 / scale);
   sgd_.step(lr);
-  bank_->update(rows, e.f.detach(), loss_.options().momentum);
-  return {loss, r.lossImage.item<double>(), r.lossJigsaw.item<double>(), norm};
+  bank_->update(rows, f.detach(), loss_.options().momentum);
+  return {loss, s[1], s[2], norm, true};
 }
 
 }  // namespace pirl::train

@@ -8,6 +8,7 @@
 #include "../memory_bank.h"
 #include "../model/pirl_model.h"
 #include "../pirl_loss.h"
+#include "precision.h"
 #include "sgd.h"
 
 namespace pirl::train {
@@ -17,28 +18,44 @@ struct StepResult {
   double lossImage;
   double lossJigsaw;
   double gradNorm;
+  bool applied;  // false: fp16 gradients overflowed, the step was skipped and the loss scale halved
 };
+
+// How a step computes: the SGD options and the precision of the trunk and heads.
+struct StepOptions {
+  SgdOptions sgd;
+  Precision precision;
+};
+
+// torch.cuda.amp.GradScaler's defaults.
+constexpr double kInitialLossScale = 65536.0;
+constexpr int64_t kLossScaleGrowthInterval = 2000;
 
 class TrainState {
  public:
   TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank, const PirlLossOptions& loss,
-             const SgdOptions& sgd);
+             const StepOptions& options);
 
-  // Forward both passes, the PIRL loss against the pre-update bank, backward; then, only if every
-  // gradient is finite, the SGD step and the bank update. A non-finite gradient throws and changes
-  // neither the weights nor the bank. The batch may be on any device: it moves to the model's.
+  // Forward both passes (under autocast unless fp32), the PIRL loss in fp32 against the pre-update
+  // bank, backward; then, only if every gradient is finite, the SGD step and the bank update. A
+  // non-finite loss or gradient throws and changes neither the weights nor the bank — except in
+  // fp16, where overflowing gradients skip the step and lower the loss scale. The batch may be on
+  // any device: it moves to the model's. The device is read once per step, for all the step's numbers.
   StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr);
 
   model::PirlModel& model() { return model_; }
   MemoryBank& bank() { return *bank_; }
   PirlLoss& loss() { return loss_; }
   Sgd& sgd() { return sgd_; }
+  LossScaler& scaler() { return scaler_; }
 
  private:
   model::PirlModel model_;
   std::shared_ptr<MemoryBank> bank_;
   PirlLoss loss_;
   Sgd sgd_;
+  Precision precision_;
+  LossScaler scaler_{kInitialLossScale, kLossScaleGrowthInterval};
 };
 
 }  // namespace pirl::train
