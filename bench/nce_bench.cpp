@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     at::Tensor x = x0.clone().requires_grad_(true);
     const auto t0 = std::chrono::steady_clock::now();
     auto result = impl == "reference" ? pirl::nce::nceLossReference(x, bank, positives, negatives, options)
-                                      : pirl::nce::nceLoss(x, bank, positives, negatives, options);
+                                      : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check);
     result.loss.backward();
     const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (r > 0) ms.push_back(elapsed);

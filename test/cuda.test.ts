@@ -24,6 +24,19 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     for (const l of cuda) expect(Number.isFinite(l)).toBe(true);
   });
 
+  test('bf16 and fp16 train on CUDA and follow fp32', async () => {
+    const first: Record<string, number> = {};
+    for (const precision of ['fp32', 'bf16', 'fp16'] as const) {
+      const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: 0.05, device: 'cuda', precision });
+      const losses: number[] = [];
+      await trainer.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+      for (const l of losses) expect(Number.isFinite(l)).toBe(true);
+      first[precision] = losses[0];
+    }
+    expect(close(first.bf16, first.fp32, 1e-2)).toBe(true);
+    expect(close(first.fp16, first.fp32, 1e-2)).toBe(true);
+  });
+
   test('a run moves between CUDA and the CPU through its checkpoint', async () => {
     const dir = tmpDir();
     const file = path.join(dir, 'run.ckpt');

@@ -87,7 +87,7 @@ Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
 Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     bank_->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
-                  AsDouble(info[2], "momentum"));
+                  AsDouble(info[2], "momentum"), IndexCheck::Check);
     return info.Env().Undefined();
   });
 }

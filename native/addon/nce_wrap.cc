@@ -25,15 +25,15 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
       info.Env(), "pirl.nceLoss",
       [=] {
         at::Tensor input = gradientLeaf(x);
-        nce::Result r = nce::nceLoss(input, bank, positives, negatives, o);
+        nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check);
         r.loss.backward();
         return Out{r, input.grad()};
       },
       [](Napi::Env env, Out& out) -> Napi::Value {
         auto obj = Napi::Object::New(env);
         obj.Set("loss", out.result.loss.item<double>());
-        obj.Set("zUsed", out.result.zUsed);
-        obj.Set("zBatch", out.result.zBatch);
+        obj.Set("zUsed", out.result.zUsed.item<double>());
+        obj.Set("zBatch", out.result.zBatch.item<double>());
         obj.Set("grad", TensorWrap::wrap(env, out.grad));
         return obj;
       });

@@ -51,7 +51,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
           [=] {
             std::lock_guard<std::mutex> lock(state->mutex);
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
-            PirlLossResult r = state->loss(*bank, lf, lg, indices);
+            PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);
             r.loss.backward();
             return Out{r, lf.grad(), lg.grad()};
           },

@@ -60,44 +60,56 @@ at::Tensor MemoryBank::get(const at::Tensor& indices) const {
   return rows_.index_select(0, indices.to(rows_.device()));
 }
 
-void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, double momentum) {
-  checkIndices(indices, "indices");
+void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, double momentum, IndexCheck check) {
+  if (check == IndexCheck::Check) checkIndices(indices, "indices");
+  TORCH_CHECK_VALUE(indices.dim() == 1, "indices must be one-dimensional, got ", indices.sizes());
   TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
                     indices.size(0), "×", dim(), ", got ", fHat.sizes());
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
+  const int64_t B = indices.size(0);
+  if (B == 0) return;
   const at::Tensor idx = indices.to(rows_.device());
   const at::Tensor f = fHat.detach().to(rows_.device(), at::kFloat);
-  const auto unique = at::_unique(idx, /*sorted=*/false, /*return_inverse=*/true);
-  const at::Tensor& rowsToUpdate = std::get<0>(unique);
-  const at::Tensor& slot = std::get<1>(unique);
-  const int64_t U = rowsToUpdate.size(0);
-  at::Tensor sums = at::zeros({U, dim()}, f.options()).index_add_(0, slot, f);
-  at::Tensor counts = at::zeros({U}, f.options()).index_add_(0, slot, at::ones({idx.size(0)}, f.options()));
+  // Group equal indices without unique() (whose output size would need a read of the device): a
+  // stable sort keeps each group's rows in batch order, and a running count of the group starts
+  // numbers the groups 0..U−1 in a B-long space.
+  const auto [sorted, order] = at::sort(idx, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const at::Tensor starts = at::ones({B}, idx.options().dtype(at::kBool));
+  if (B > 1) starts.narrow(0, 1, B - 1).copy_(sorted.narrow(0, 1, B - 1) != sorted.narrow(0, 0, B - 1));
+  const at::Tensor groupOfSorted = starts.to(at::kLong).cumsum(0) - 1;
+  const at::Tensor group = at::empty_like(groupOfSorted).index_copy_(0, order, groupOfSorted);  // batch order
+  const at::Tensor sums = at::zeros({B, dim()}, f.options()).index_add_(0, group, f);
+  const at::Tensor counts = at::zeros({B}, f.options()).index_add_(0, group, at::ones({B}, f.options()));
+  const at::Tensor mean = (sums / counts.clamp_min(1).unsqueeze(1)).index_select(0, group);  // each sample's group mean
   std::lock_guard<std::mutex> lock(mutex_);
-  const at::Tensor mixed = momentum * rows_.index_select(0, rowsToUpdate) + (1 - momentum) * (sums / counts.unsqueeze(1));
-  rows_.index_copy_(0, rowsToUpdate, normalizedRows(mixed));
+  const at::Tensor mixed = momentum * rows_.index_select(0, idx) + (1 - momentum) * mean;
+  // A repeated index writes the same row once per repeat: equal values, so the order does not matter.
+  rows_.index_copy_(0, idx, normalizedRows(mixed));
+}
+
+at::Tensor MemoryBank::onDevice(const at::Tensor& drawn) const {
+  if (!rows_.is_cuda()) return drawn;
+  return drawn.pin_memory().to(rows_.device(), /*non_blocking=*/true);
 }
 
 at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives) {
   TORCH_CHECK_VALUE(batch >= 1 && k >= 1, "batch and k must be >= 1, got ", batch, " and ", k);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!excludePositives.defined()) {
-    return at::randint(size(), {batch, k}, generator_, at::kLong).to(rows_.device());
-  }
+  if (!excludePositives.defined()) return onDevice(at::randint(size(), {batch, k}, generator_, at::kLong));
   TORCH_CHECK_VALUE(size() >= 2, "excluding the positive needs a bank of at least 2 rows, got ", size());
   TORCH_CHECK_VALUE(excludePositives.dim() == 1 && excludePositives.size(0) == batch,
                     "excludePositives must hold one row per sample (", batch, "), got ", excludePositives.sizes());
-  // Uniform over the N−1 other rows: draw from [0, N−1) and step over the positive.
-  at::Tensor r = at::randint(size() - 1, {batch, k}, generator_, at::kLong);
-  const at::Tensor positives = excludePositives.to(at::kCPU, at::kLong).unsqueeze(1);
-  r += (r >= positives).to(at::kLong);
-  return r.to(rows_.device());
+  // Uniform over the N−1 other rows: draw from [0, N−1) and step over the positive (where the
+  // positives are, so that no read of the device is needed).
+  at::Tensor r = onDevice(at::randint(size() - 1, {batch, k}, generator_, at::kLong));
+  const at::Tensor positives = excludePositives.to(r.device(), at::kLong).unsqueeze(1);
+  return r + (r >= positives).to(at::kLong);
 }
 
 at::Tensor MemoryBank::sampleShared(int64_t k) {
   TORCH_CHECK_VALUE(k >= 1, "k must be >= 1, got ", k);
   std::lock_guard<std::mutex> lock(mutex_);
-  return at::randint(size(), {k}, generator_, at::kLong).to(rows_.device());
+  return onDevice(at::randint(size(), {k}, generator_, at::kLong));
 }
 
 at::Tensor MemoryBank::generatorState() const {

@@ -6,6 +6,8 @@
 
 #include <mutex>
 
+#include "index_check.h"
+
 namespace pirl {
 
 class MemoryBank {
@@ -22,9 +24,14 @@ class MemoryBank {
   // Rows at `indices` (a copy); out-of-range indices → c10::IndexError.
   at::Tensor get(const at::Tensor& indices) const;
 
+  // 1-D int64 rows in [0, size()), or c10::TypeError / c10::ValueError / c10::IndexError naming `name`.
+  // Cheap on the host; on a GPU it reads the device.
+  void checkIndices(const at::Tensor& indices, const char* name) const;
+
   // m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in the batch is updated once, with the
-  // mean of its f̂ rows, so the result does not depend on the order of the batch.
-  void update(const at::Tensor& indices, const at::Tensor& fHat, double momentum);
+  // mean of its f̂ rows, so the result does not depend on the order of the batch. No host read of the
+  // device with IndexCheck::Trusted.
+  void update(const at::Tensor& indices, const at::Tensor& fHat, double momentum, IndexCheck check);
 
   // B×K rows drawn uniformly with replacement; with `excludePositives` (B rows) sample b never draws
   // its own positive (uniform over the other N−1 rows).
@@ -35,7 +42,8 @@ class MemoryBank {
   at::Tensor generatorState() const;
 
  private:
-  void checkIndices(const at::Tensor& indices, const char* name) const;
+  // Indices drawn on the host, moved to the rows' device without waiting for it.
+  at::Tensor onDevice(const at::Tensor& drawn) const;
 
   at::Tensor rows_;
   at::Generator generator_;

@@ -27,27 +27,30 @@ at::Tensor PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices) 
 }
 
 nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z) const {
-  const nce::Result r =
-      nce::nceLoss(x, bank.rows(), indices, drawNegatives(bank, indices), {options_.tau, options_.mode, z});
-  if (z <= 0 || options_.zMode == ZMode::Frozen) {
-    z = r.zUsed;  // the first estimate, then frozen
-  } else {
-    z = options_.zMomentum * z + (1 - options_.zMomentum) * r.zBatch;
+  // Positives were checked by the caller, negatives come from the bank's own sampler.
+  const nce::Result r = nce::nceLoss(x, bank.rows(), indices, drawNegatives(bank, indices),
+                                     {options_.tau, options_.mode, z}, IndexCheck::Trusted);
+  if (options_.mode != nce::Mode::Nce) return r;  // only NCE uses Z: InfoNCE never reads it off the device
+  if (z <= 0) {
+    z = r.zUsed.item<double>();  // the first estimate
+  } else if (options_.zMode == ZMode::Ema) {
+    z = options_.zMomentum * z + (1 - options_.zMomentum) * r.zBatch.item<double>();
   }
   return r;
 }
 
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
-                                    const at::Tensor& indices, bool updateBank) {
+                                    const at::Tensor& indices, IndexCheck check, bool updateBank) {
   TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
   TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
   TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
                     f.size(0), "), got ", indices.sizes());
+  if (check == IndexCheck::Check) bank.checkIndices(indices, "indices");
   const nce::Result jigsaw = term(bank, g, indices, zJigsaw_);
   const nce::Result image = term(bank, f, indices, zImage_);
   const at::Tensor loss = options_.lambda * jigsaw.loss + (1 - options_.lambda) * image.loss;
   // Both terms saved no reference to the bank, so updating it before backward is safe.
-  if (updateBank) bank.update(indices, f.detach(), options_.momentum);
+  if (updateBank) bank.update(indices, f.detach(), options_.momentum, IndexCheck::Trusted);
   return {loss, image.loss.detach(), jigsaw.loss.detach(), zImage_, zJigsaw_};
 }
 

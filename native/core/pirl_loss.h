@@ -28,7 +28,7 @@ struct PirlLossResult {
   at::Tensor loss;        // scalar, differentiable w.r.t. f and g
   at::Tensor lossImage;   // L_NCE(m_y, f(v_I)), detached
   at::Tensor lossJigsaw;  // L_NCE(m_y, g(v_It)), detached
-  double zImage;          // the Z each term will use from now on (NCE mode)
+  double zImage;          // the Z each term will use from now on (NCE mode; <= 0 for InfoNCE)
   double zJigsaw;
 };
 
@@ -37,11 +37,12 @@ class PirlLoss {
   explicit PirlLoss(const PirlLossOptions& options);
 
   // f, g: B×D L2-normalised embeddings of the images and of their jigsaw versions; indices: their
-  // B bank rows. Draws fresh negatives for each term (jigsaw term first), computes L, then updates
-  // the bank with f unless `updateBank` is false (the caller then updates it, e.g. after checking
-  // the gradients). Each term keeps its own Z.
+  // B bank rows (checked unless `check` is Trusted). Draws fresh negatives for each term (jigsaw term
+  // first), computes L, then updates the bank with f unless `updateBank` is false (the caller then
+  // updates it, e.g. after checking the gradients). Each term keeps its own Z. Nothing here reads the
+  // device except NCE's Z where it must (the first step; every step with an EMA of Z).
   PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
-                            bool updateBank = true);
+                            IndexCheck check, bool updateBank);
 
   const PirlLossOptions& options() const { return options_; }
   double zImage() const { return zImage_; }

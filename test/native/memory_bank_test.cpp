@@ -23,7 +23,7 @@ TEST(MemoryBank, UpdateIsMomentumThenNormalise) {
   const at::Tensor idx = at::tensor({3, 7}, at::kLong);
   at::Tensor f = at::randn({2, 4});
   f = f / f.norm(2, 1, true);
-  bank.update(idx, f, 0.5);
+  bank.update(idx, f, 0.5, pirl::IndexCheck::Check);
   at::Tensor expected = 0.5 * before.index_select(0, idx) + 0.5 * f;
   expected = expected / expected.norm(2, 1, true);
   EXPECT_TRUE(at::allclose(bank.rows().index_select(0, idx), expected, 1e-6, 1e-6));
@@ -37,8 +37,8 @@ TEST(MemoryBank, ARepeatedIndexIsUpdatedOnceWithTheMeanOfItsRows) {
   const at::Tensor before = bank.rows().clone();
   at::Tensor f = at::randn({3, 3});
   f = f / f.norm(2, 1, true);
-  bank.update(at::tensor({4, 1, 4}, at::kLong), f, 0.5);
-  swapped.update(at::tensor({4, 4, 1}, at::kLong), f.index_select(0, at::tensor({2, 0, 1}, at::kLong)), 0.5);
+  bank.update(at::tensor({4, 1, 4}, at::kLong), f, 0.5, pirl::IndexCheck::Check);
+  swapped.update(at::tensor({4, 4, 1}, at::kLong), f.index_select(0, at::tensor({2, 0, 1}, at::kLong)), 0.5, pirl::IndexCheck::Check);
   at::Tensor expected = 0.5 * before[4] + 0.5 * (f[0] + f[2]) / 2;
   expected = expected / expected.norm();
   EXPECT_TRUE(at::allclose(bank.rows()[4], expected, 1e-6, 1e-6));
@@ -81,9 +81,9 @@ TEST(MemoryBank, BadIndicesAreRangeErrorsNeverReads) {
   pirl::MemoryBank bank(10, 4, 1);
   EXPECT_THROW(bank.get(at::tensor({0, 10}, at::kLong)), c10::IndexError);
   EXPECT_THROW(bank.get(at::tensor({-1}, at::kLong)), c10::IndexError);
-  EXPECT_THROW(bank.update(at::tensor({11}, at::kLong), at::randn({1, 4}), 0.5), c10::IndexError);
-  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 3}), 0.5), c10::ValueError);
-  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 4}), 1.0), c10::ValueError);
+  EXPECT_THROW(bank.update(at::tensor({11}, at::kLong), at::randn({1, 4}), 0.5, pirl::IndexCheck::Check), c10::IndexError);
+  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 3}), 0.5, pirl::IndexCheck::Check), c10::ValueError);
+  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 4}), 1.0, pirl::IndexCheck::Check), c10::ValueError);
   EXPECT_THROW(bank.get(at::tensor({1}, at::kInt)), c10::TypeError);
   EXPECT_THROW(pirl::MemoryBank(0, 4, 1), c10::ValueError);
   pirl::MemoryBank single(1, 4, 1);

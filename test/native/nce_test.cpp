@@ -44,7 +44,7 @@ std::pair<at::Tensor, at::Tensor> lossAndGrad(const Case& c, const Options& o, b
     return {r.loss.detach(), x.grad().to(c.x.scalar_type())};
   }
   at::Tensor x = c.x.detach().clone().requires_grad_(true);
-  auto r = pirl::nce::nceLoss(x, c.bank, c.positives, c.negatives, o);
+  auto r = pirl::nce::nceLoss(x, c.bank, c.positives, c.negatives, o, pirl::IndexCheck::Check);
   r.loss.backward();
   return {r.loss.detach(), x.grad()};
 }
@@ -56,10 +56,10 @@ TEST_P(NceGrid, MatchesTheGatherBmmReference) {
   const Case c = makeCase(B, K, D, 97, shared, at::kFloat, 1234 + B * 7 + K);
   for (const double z : {-1.0, 2500.0}) {
     const Options o{tau, mode, z};
-    auto fused = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, o);
+    auto fused = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, o, pirl::IndexCheck::Check);
     auto ref = pirl::nce::nceLossReference(c.x, c.bank, c.positives, c.negatives, o);
-    EXPECT_NEAR(fused.zBatch, ref.zBatch, 1e-5 * ref.zBatch);
-    EXPECT_NEAR(fused.zUsed, ref.zUsed, 1e-5 * ref.zUsed);
+    EXPECT_NEAR(fused.zBatch.item<double>(), ref.zBatch.item<double>(), 1e-5 * ref.zBatch.item<double>());
+    EXPECT_NEAR(fused.zUsed.item<double>(), ref.zUsed.item<double>(), 1e-5 * ref.zUsed.item<double>());
     const auto [lf, gf] = lossAndGrad(c, o, false);
     const auto [lr, gr] = lossAndGrad(c, o, true);
     EXPECT_NEAR(lf.item<double>(), lr.item<double>(), 1e-5 * std::abs(lr.item<double>()) + 1e-6)
@@ -91,9 +91,9 @@ TEST_P(NceGradcheck, AgreesWithFloat64FiniteDifferences) {
   for (int64_t i = 0; i < x.numel(); ++i) {
     const double keep = px[i];
     px[i] = keep + eps;
-    const double up = pirl::nce::nceLoss(x, c.bank, c.positives, c.negatives, o).loss.item<double>();
+    const double up = pirl::nce::nceLoss(x, c.bank, c.positives, c.negatives, o, pirl::IndexCheck::Check).loss.item<double>();
     px[i] = keep - eps;
-    const double down = pirl::nce::nceLoss(x, c.bank, c.positives, c.negatives, o).loss.item<double>();
+    const double down = pirl::nce::nceLoss(x, c.bank, c.positives, c.negatives, o, pirl::IndexCheck::Check).loss.item<double>();
     px[i] = keep;
     const double numeric = (up - down) / (2 * eps);
     EXPECT_NEAR(grad.view(-1)[i].item<double>(), numeric, 1e-6 * (1 + std::abs(numeric))) << "element " << i;
@@ -121,7 +121,7 @@ TEST(Nce, BankGetsNoGradientAndComposesWithAutograd) {
   at::Tensor bank = c.bank.clone().requires_grad_(true);
   at::Tensor w = at::randn({8, 8}).requires_grad_(true);
   at::Tensor x = at::matmul(c.x.detach(), w);  // the op inside a larger graph
-  auto r = pirl::nce::nceLoss(x, bank, c.positives, c.negatives, {0.07, Mode::Nce, -1});
+  auto r = pirl::nce::nceLoss(x, bank, c.positives, c.negatives, {0.07, Mode::Nce, -1}, pirl::IndexCheck::Check);
   r.loss.backward();
   EXPECT_TRUE(w.grad().defined());
   EXPECT_GT(w.grad().abs().sum().item<double>(), 0);
@@ -135,7 +135,7 @@ TEST(Nce, BankMayBeUpdatedInPlaceBeforeBackward) {
     const auto [loss, expected] = lossAndGrad(c, o, false);
     at::Tensor bank = c.bank.clone();
     at::Tensor x = c.x.detach().clone().requires_grad_(true);
-    auto r = pirl::nce::nceLoss(x, bank, c.positives, c.negatives, o);
+    auto r = pirl::nce::nceLoss(x, bank, c.positives, c.negatives, o, pirl::IndexCheck::Check);
     bank.mul_(0.5).add_(0.25);  // what the memory-bank update does, before the step's backward
     r.loss.backward();
     EXPECT_TRUE(at::allclose(x.grad(), expected)) << "shared=" << sharedNegatives;
@@ -144,15 +144,15 @@ TEST(Nce, BankMayBeUpdatedInPlaceBeforeBackward) {
 
 TEST(Nce, FirstCallEstimatesZAndALaterCallUsesTheGivenOne) {
   const Case c = makeCase(8, 32, 16, 50, false, at::kFloat, 3);
-  auto first = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0.07, Mode::Nce, -1});
+  auto first = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0.07, Mode::Nce, -1}, pirl::IndexCheck::Check);
   at::Tensor s = at::cat({(c.x * c.bank.index_select(0, c.positives)).sum(1, true),
                           at::bmm(c.bank.index_select(0, c.negatives.reshape(-1)).view({8, 32, 16}), c.x.unsqueeze(2)).squeeze(2)},
                          1);
   const double expected = 50 * (s / 0.07).exp().mean().item<double>();
-  EXPECT_NEAR(first.zBatch, expected, 1e-5 * expected);
-  EXPECT_DOUBLE_EQ(first.zUsed, first.zBatch);
-  auto later = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0.07, Mode::Nce, 123.0});
-  EXPECT_DOUBLE_EQ(later.zUsed, 123.0);
+  EXPECT_NEAR(first.zBatch.item<double>(), expected, 1e-5 * expected);
+  EXPECT_DOUBLE_EQ(first.zUsed.item<double>(), first.zBatch.item<double>());
+  auto later = pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0.07, Mode::Nce, 123.0}, pirl::IndexCheck::Check);
+  EXPECT_DOUBLE_EQ(later.zUsed.item<double>(), 123.0);
 }
 
 TEST(Nce, BadArgumentsAreRefusedWithTheirNames) {
@@ -160,16 +160,16 @@ TEST(Nce, BadArgumentsAreRefusedWithTheirNames) {
   const Options o{0.07, Mode::Nce, -1};
   at::Tensor outOfRange = c.negatives.clone();
   outOfRange[1][2] = 10;
-  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives, outOfRange, o), c10::IndexError);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives, outOfRange, o, pirl::IndexCheck::Check), c10::IndexError);
   at::Tensor negative = c.positives.clone();
   negative[0] = -1;
-  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, negative, c.negatives, o), c10::IndexError);
-  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives.to(at::kInt), c.negatives, o), c10::TypeError);
-  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank.to(at::kDouble), c.positives, c.negatives, o), c10::TypeError);
-  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank.narrow(1, 0, 3), c.positives, c.negatives, o), c10::ValueError);
-  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0, Mode::Nce, -1}), c10::ValueError);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, negative, c.negatives, o, pirl::IndexCheck::Check), c10::IndexError);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives.to(at::kInt), c.negatives, o, pirl::IndexCheck::Check), c10::TypeError);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank.to(at::kDouble), c.positives, c.negatives, o, pirl::IndexCheck::Check), c10::TypeError);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank.narrow(1, 0, 3), c.positives, c.negatives, o, pirl::IndexCheck::Check), c10::ValueError);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0, Mode::Nce, -1}, pirl::IndexCheck::Check), c10::ValueError);
   try {
-    pirl::nce::nceLoss(c.x, c.bank, c.positives, outOfRange, o);
+    pirl::nce::nceLoss(c.x, c.bank, c.positives, outOfRange, o, pirl::IndexCheck::Check);
   } catch (const c10::IndexError& e) {
     EXPECT_NE(std::string(e.what_without_backtrace()).find("negatives must be rows in [0, 10)"), std::string::npos)
         << e.what_without_backtrace();

@@ -22,7 +22,7 @@ TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
     const at::Tensor f = unit(8, 16).requires_grad_(true), g = unit(8, 16).requires_grad_(true);
     const at::Tensor idx = at::randint(200, {8}, at::kLong);
     pirl::PirlLoss loss(o);
-    const auto r = loss(bank, f, g, idx);
+    const auto r = loss(bank, f, g, idx, pirl::IndexCheck::Check, true);
 
     // The same draws from the twin: jigsaw term first, then the image term.
     const at::Tensor before = twin.rows().clone();
@@ -32,10 +32,10 @@ TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
     const auto refF = pirl::nce::nceLossReference(f, before, idx, negF, {0.07, pirl::nce::Mode::Nce, -1});
     const double expected = 0.3 * refG.loss.item<double>() + 0.7 * refF.loss.item<double>();
     EXPECT_NEAR(r.loss.item<double>(), expected, 1e-5 * std::abs(expected)) << "shared=" << shared;
-    EXPECT_NEAR(r.zJigsaw, refG.zBatch, 1e-5 * refG.zBatch);
-    EXPECT_NEAR(r.zImage, refF.zBatch, 1e-5 * refF.zBatch);
+    EXPECT_NEAR(r.zJigsaw, refG.zBatch.item<double>(), 1e-5 * refG.zBatch.item<double>());
+    EXPECT_NEAR(r.zImage, refF.zBatch.item<double>(), 1e-5 * refF.zBatch.item<double>());
 
-    twin.update(idx, f.detach(), 0.5);
+    twin.update(idx, f.detach(), 0.5, pirl::IndexCheck::Check);
     EXPECT_TRUE(at::allclose(bank.rows(), twin.rows(), 1e-6, 1e-6));
 
     r.loss.backward();
@@ -50,8 +50,8 @@ TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
   frozenOptions.numNegatives = 16;
   pirl::PirlLoss frozen(frozenOptions);
   const at::Tensor idx = at::randint(100, {4}, at::kLong);
-  const auto first = frozen(bank, unit(4, 8), unit(4, 8), idx);
-  const auto second = frozen(bank, unit(4, 8), unit(4, 8), idx);
+  const auto first = frozen(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
+  const auto second = frozen(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
   EXPECT_GT(first.zImage, 0);
   EXPECT_EQ(first.zImage, second.zImage);
   EXPECT_EQ(first.zJigsaw, second.zJigsaw);
@@ -60,8 +60,8 @@ TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
   emaOptions.zMode = pirl::ZMode::Ema;
   emaOptions.zMomentum = 0.5;
   pirl::PirlLoss ema(emaOptions);
-  const auto a = ema(bank, unit(4, 8), unit(4, 8), idx);
-  const auto b = ema(bank, unit(4, 8), unit(4, 8), idx);
+  const auto a = ema(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
+  const auto b = ema(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
   EXPECT_NE(a.zImage, b.zImage);
 }
 
@@ -71,8 +71,8 @@ TEST(PirlLoss, RejectsBadOptionsAndShapes) {
   EXPECT_THROW(pirl::PirlLoss{o}, c10::ValueError);
   pirl::MemoryBank bank(10, 8, 1);
   pirl::PirlLoss loss(pirl::testing::paperLoss());
-  EXPECT_THROW(loss(bank, unit(4, 8), unit(3, 8), at::zeros({4}, at::kLong)), c10::ValueError);
-  EXPECT_THROW(loss(bank, unit(4, 6), unit(4, 6), at::zeros({4}, at::kLong)), c10::ValueError);
+  EXPECT_THROW(loss(bank, unit(4, 8), unit(3, 8), at::zeros({4}, at::kLong), pirl::IndexCheck::Check, true), c10::ValueError);
+  EXPECT_THROW(loss(bank, unit(4, 6), unit(4, 6), at::zeros({4}, at::kLong), pirl::IndexCheck::Check, true), c10::ValueError);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ void checkIndices(const at::Tensor& index, const char* name, int64_t numRows) {
 }
 
 void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
-                    const at::Tensor& negatives, const Options& o) {
+                    const at::Tensor& negatives, const Options& o, IndexCheck check) {
   TORCH_CHECK_VALUE(x.dim() == 2, "x must be B×D, got ", x.sizes());
   TORCH_CHECK_VALUE(bank.dim() == 2, "bank must be N×D, got ", bank.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16,
@@ -41,35 +41,33 @@ void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tenso
   TORCH_CHECK_VALUE(x.size(0) >= 1, "x must hold at least one sample");
   TORCH_CHECK_VALUE(o.tau > 0 && std::isfinite(o.tau), "tau must be a positive number, got ", o.tau);
   TORCH_CHECK_VALUE(std::isfinite(o.z), "z must be finite, got ", o.z);
+  TORCH_CHECK_TYPE(positives.scalar_type() == at::kLong && negatives.scalar_type() == at::kLong,
+                   "positives and negatives must be int64, got ", positives.scalar_type(), " and ", negatives.scalar_type());
+  if (check == IndexCheck::Trusted) return;
   checkIndices(positives, "positives", bank.size(0));
   checkIndices(negatives, "negatives", bank.size(0));
-}
-
-Result unpack(at::Tensor loss, const at::Tensor& stats) {
-  const at::Tensor s = stats.cpu();
-  return {std::move(loss), s[0].item<double>(), s[1].item<double>()};
 }
 
 }  // namespace
 
 Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
-               const Options& options) {
-  checkArguments(x, bank, positives, negatives, options);
+               const Options& options, IndexCheck check) {
+  checkArguments(x, bank, positives, negatives, options, check);
   auto out = applyNceFunction(x, bank.detach().contiguous(), positives.contiguous(), negatives.contiguous(), options);
-  return unpack(out[0], out[1]);
+  return {out[0], out[1][0], out[1][1]};
 }
 
 Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                         const at::Tensor& negatives, const Options& o) {
-  checkArguments(x, bank, positives, negatives, o);
+  checkArguments(x, bank, positives, negatives, o, IndexCheck::Check);
   const int64_t B = x.size(0), K = negatives.size(-1), N = bank.size(0);
   const at::Tensor neg = negatives.dim() == 1 ? negatives.unsqueeze(0).expand({B, K}) : negatives;
   const at::Tensor index = at::cat({positives.unsqueeze(1), neg}, 1);
   const at::Tensor gathered = bank.detach().index_select(0, index.reshape(-1)).view({B, K + 1, -1});
   const at::Tensor s = at::bmm(gathered, x.unsqueeze(2)).squeeze(2);
   const at::Tensor logits = s / o.tau;
-  const double zBatch = static_cast<double>(N) * logits.detach().exp().mean(at::kDouble).item<double>();
-  const double z = o.z > 0 ? o.z : zBatch;
+  const at::Tensor zBatch = logits.detach().exp().mean(at::kDouble) * static_cast<double>(N);
+  const double z = o.z > 0 ? o.z : zBatch.item<double>();
   at::Tensor loss;
   if (o.mode == Mode::Nce) {
     const at::Tensor e = logits.exp();
@@ -78,7 +76,7 @@ Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::T
   } else {
     loss = at::cross_entropy_loss(logits, at::zeros({B}, index.options()));
   }
-  return {loss, z, zBatch};
+  return {loss, at::scalar_tensor(z, zBatch.options()), zBatch};
 }
 
 }  // namespace pirl::nce

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "../index_check.h"
+
 namespace pirl::nce {
 
 enum class Mode {
@@ -20,17 +22,20 @@ struct Options {
   double z;
 };
 
+// The Z's are 0-dim double tensors where x is: reading one waits for the device, so callers read
+// them only when they need them.
 struct Result {
   at::Tensor loss;    // scalar, mean over the batch; differentiable w.r.t. x only
-  double zUsed;       // the Z the loss was computed with (NCE mode)
-  double zBatch;      // this batch's estimate N·mean(e^{s/τ}) over all B·(K+1) scores
+  at::Tensor zUsed;   // the Z the loss was computed with (NCE mode)
+  at::Tensor zBatch;  // this batch's estimate N·mean(e^{s/τ}) over all B·(K+1) scores
 };
 
 // x: B×D embeddings (float32/float64, CPU or CUDA); bank: N×D rows (never gets a gradient);
 // positives: B int64 rows; negatives: B×K int64 rows per sample, or K rows shared by the batch
-// (then the scores are one matrix product). Indices are checked: out of range → c10::IndexError.
+// (then the scores are one matrix product). With IndexCheck::Check the indices are checked (out of
+// range → c10::IndexError); Trusted skips that read of the device.
 Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
-               const Options& options);
+               const Options& options, IndexCheck check);
 
 // The textbook implementation (gather the negatives, bmm, ATen autograd) used as the reference in
 // tests and benchmarks. It materialises B×(K+1)×D.

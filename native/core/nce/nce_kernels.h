@@ -12,11 +12,11 @@ namespace pirl::nce {
 struct FusedResult {
   at::Tensor rowLoss;  // B: the loss of each sample
   at::Tensor grad;     // B×D: d(mean loss)/dx
-  double expSum;       // Σ e^{s/τ} over all B·(K+1) scores (for Z)
+  at::Tensor expSum;   // 0-dim double where x is: Σ e^{s/τ} over all B·(K+1) scores (for Z), not read here
 };
 
-// Σ e^{s/τ} over the B·(K+1) scores: the extra pass that estimates Z on the first step.
-double expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+// Σ e^{s/τ} over the B·(K+1) scores (0-dim double where x is): the extra pass that estimates Z on the first step.
+at::Tensor expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                  const at::Tensor& negatives, double tau);
 
 // Loss and gradient in one pass. `logNoise` = log(K·Z/N), used by Mode::Nce only.
@@ -24,7 +24,7 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
                         const at::Tensor& negatives, double tau, Mode mode, double logNoise);
 
 #ifdef PIRL_WITH_CUDA
-double expSumCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+at::Tensor expSumCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                   const at::Tensor& negatives, double tau);
 FusedResult fusedNceCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                          const at::Tensor& negatives, double tau, Mode mode, double logNoise);

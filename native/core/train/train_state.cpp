@@ -35,17 +35,19 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const c10::Device device = model_->device();
   TORCH_CHECK_VALUE(bank_->rows().device() == device, "the memory bank is on ", bank_->rows().device(),
                     " but the model on ", device, ": create both on one device");
-  const at::Tensor rows = indices.to(device);
+  // Checked where they come from (the host, for the loader's batches), then trusted on the device.
+  bank_->checkIndices(indices, "indices");
+  const at::Tensor rows = indices.to(device, /*non_blocking=*/true);
   model_->train();
   sgd_.zeroGrad();
   model::Embeddings e;
   {
     AutocastScope autocast(device.type(), precision_);
-    e = model_->forward(images.to(device), patches.to(device));
+    e = model_->forward(images.to(device, /*non_blocking=*/true), patches.to(device, /*non_blocking=*/true));
   }
   // The loss and the bank stay fp32 whatever the trunk computed in.
   const at::Tensor f = e.f.to(at::kFloat), g = e.g.to(at::kFloat);
-  const PirlLossResult r = loss_(*bank_, f, g, rows, /*updateBank=*/false);
+  const PirlLossResult r = loss_(*bank_, f, g, rows, IndexCheck::Trusted, /*updateBank=*/false);
   const bool scaled = precision_ == Precision::Fp16;
   const double scale = scaled ? scaler_.scale() : 1.0;
   (scaled ? r.loss * scale : r.loss).backward();
@@ -63,7 +65,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   }
   if (scaled) sgd_.scaleGradients(1.0 / scale);
   sgd_.step(lr);
-  bank_->update(rows, f.detach(), loss_.options().momentum);
+  bank_->update(rows, f.detach(), loss_.options().momentum, IndexCheck::Trusted);
   return {loss, s[1], s[2], norm, true};
 }
 

@@ -18,13 +18,13 @@ double logNoise(int64_t K, double z, int64_t numRows) {
 }
 
 struct Forward {
-  at::Tensor loss;  // scalar
-  at::Tensor grad;  // d loss / d x, B×D
-  double zUsed;
-  double zBatch;
+  at::Tensor loss;    // scalar
+  at::Tensor grad;    // d loss / d x, B×D
+  at::Tensor zUsed;   // 0-dim double where x is
+  at::Tensor zBatch;  // 0-dim double where x is
 };
 
-double expSum(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
+at::Tensor expSum(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
               double tau) {
 #ifdef PIRL_WITH_CUDA
   if (x.is_cuda()) return expSumCuda(x, bank, positives, negatives, tau);
@@ -42,17 +42,26 @@ FusedResult fused(const at::Tensor& x, const at::Tensor& bank, const at::Tensor&
   return fusedNceCpu(x, bank, positives, negatives, tau, mode, noise);
 }
 
+// Z as a 0-dim double where the scores are; `z` > 0 is a given Z.
+at::Tensor given(double z, const at::Tensor& like) { return at::scalar_tensor(z, like.options().dtype(at::kDouble)); }
+
 // Per-sample negatives: the one-pass kernel (two passes on the step that estimates Z).
 Forward perSample(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                   const at::Tensor& negatives, const Options& o) {
   const int64_t B = x.size(0), K = negatives.size(1), N = bank.size(0);
   const double scores = static_cast<double>(B * (K + 1));
   const bool estimate = o.mode == Mode::Nce && o.z <= 0;
-  const double zEstimate = estimate ? N * expSum(x, bank, positives, negatives, o.tau) / scores : o.z;
-  const FusedResult r = fused(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, zEstimate, N));
+  at::Tensor zEstimate;
+  double z = o.z;
+  if (estimate) {
+    // NCE's first step: the kernel's noise term needs Z on the host, the one read of the device here.
+    zEstimate = expSum(x, bank, positives, negatives, o.tau) * static_cast<double>(N) / scores;
+    z = zEstimate.item<double>();
+  }
+  const FusedResult r = fused(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, z, N));
   // The estimating pass computed zBatch exactly; the loss pass derives it from its own terms.
-  const double zBatch = estimate ? zEstimate : N * r.expSum / scores;
-  return {r.rowLoss.mean(), r.grad, o.z > 0 ? o.z : zBatch, zBatch};
+  const at::Tensor zBatch = estimate ? zEstimate : r.expSum * static_cast<double>(N) / scores;
+  return {r.rowLoss.mean(), r.grad, o.z > 0 ? given(o.z, zBatch) : zBatch, zBatch};
 }
 
 // Shared negatives: the B×K scores are one matrix product; the loss and dL/ds are closed forms on them.
@@ -63,11 +72,12 @@ Forward shared(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& po
   const at::Tensor negativeRows = bank.index_select(0, negatives);
   const at::Tensor s = at::cat({(x * positiveRows).sum(1, true), at::matmul(x, negativeRows.t())}, 1);
   const at::Tensor logits = s / o.tau;
-  const double zBatch = static_cast<double>(N) * logits.exp().mean(at::kDouble).item<double>();
-  const double zUsed = o.z > 0 ? o.z : zBatch;
+  const at::Tensor zBatch = logits.exp().mean(at::kDouble) * static_cast<double>(N);
+  const at::Tensor zUsed = o.z > 0 ? given(o.z, zBatch) : zBatch;
   at::Tensor rows, coef;
   if (o.mode == Mode::Nce) {
-    const at::Tensor u = logits - logNoise(K, zUsed, N);
+    // Only NCE needs Z, and on the host only when it was not given (the first step).
+    const at::Tensor u = logits - logNoise(K, o.z > 0 ? o.z : zBatch.item<double>(), N);
     rows = at::softplus(-u.select(1, 0)) + at::softplus(u.narrow(1, 1, K)).sum(1);
     coef = at::sigmoid(u);
   } else {
@@ -90,7 +100,7 @@ struct NceFunction : public torch::autograd::Function<NceFunction> {
                                            : perSample(xc, bank, positives, negatives, o);
     // The gradient is known in closed form at forward time: backward only scales it.
     ctx->save_for_backward({f.grad});
-    at::Tensor stats = at::tensor({f.zUsed, f.zBatch}, at::kDouble);
+    at::Tensor stats = at::stack({f.zUsed, f.zBatch});
     ctx->mark_non_differentiable({stats});
     return {f.loss, stats};
   }

@@ -58,7 +58,7 @@ constexpr int64_t kGrain = 1;
 
 }  // namespace
 
-double expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+at::Tensor expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                  const at::Tensor& negatives, double tau) {
   const int64_t B = x.size(0), D = x.size(1), K = negatives.size(1);
   std::vector<double> perSample(B);
@@ -81,7 +81,7 @@ double expSumCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& 
   });
   double total = 0;
   for (double s : perSample) total += s;
-  return total;
+  return at::scalar_tensor(total, at::kDouble);
 }
 
 FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
@@ -151,7 +151,7 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
   });
   double total = 0;
   for (double s : perSample) total += s;
-  return {rowLoss, grad, total};
+  return {rowLoss, grad, at::scalar_tensor(total, at::kDouble)};
 }
 
 }  // namespace pirl::nce

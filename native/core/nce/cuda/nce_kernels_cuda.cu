@@ -144,7 +144,7 @@ size_t sharedBytes(int64_t D, size_t elementSize) {
 
 }  // namespace
 
-double expSumCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
+at::Tensor expSumCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                   const at::Tensor& negatives, double tau) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t B = x.size(0), D = x.size(1), K = negatives.size(1);
@@ -155,7 +155,7 @@ double expSumCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor&
         negatives.data_ptr<int64_t>(), K, D, static_cast<scalar_t>(1.0 / tau), sums.data_ptr<double>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return sums.sum().item<double>();
+  return sums.sum();  // stays on the device: the caller reads it only when it needs Z
 }
 
 FusedResult fusedNceCuda(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
@@ -176,7 +176,7 @@ FusedResult fusedNceCuda(const at::Tensor& x, const at::Tensor& bank, const at::
         mode == Mode::Nce ? 0 : 1, rowLoss.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), sums.data_ptr<double>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {rowLoss, grad, sums.sum().item<double>()};
+  return {rowLoss, grad, sums.sum()};
 }
 
 }  // namespace pirl::nce

@@ -1,0 +1,86 @@
+// The CUDA training step reads the device once per step: counted with libtorch's sync debug mode,
+// which warns at every host synchronisation. Compiled in CUDA builds only; skipped without a GPU.
+#ifdef PIRL_WITH_CUDA
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/train/train_state.h"
+#include "presets.h"
+
+namespace {
+
+using namespace pirl;
+
+// Counts the synchronisation warnings raised while it is installed.
+class SyncCounter : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning& warning) override {
+    if (std::string(warning.msg()).find("synchroniz") != std::string::npos) ++count;
+  }
+  int count = 0;
+};
+
+int syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision) {
+  at::manual_seed(3);
+  const c10::Device cuda(c10::kCUDA, 0);
+  model::PirlModelOptions o = testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
+  o.embeddingDim = 16;
+  model::PirlModel net(o);
+  net->to(cuda);
+  PirlLossOptions loss = testing::paperLoss();
+  loss.numNegatives = 64;
+  loss.mode = mode;
+  loss.zMode = zMode;
+  train::TrainState state(net, std::make_shared<MemoryBank>(200, 16, 1, cuda), loss, {testing::paperSgd(), precision});
+  const at::Tensor images = at::randn({8, 3, 16, 16}).pin_memory();
+  const at::Tensor patches = at::randn({8, 9, 3, 8, 8}).pin_memory();
+  const at::Tensor indices = at::arange(8, at::kLong);
+  for (int i = 0; i < 2; ++i) state.step(images, patches, indices, 0.01);  // warm-up, Z estimated
+  SyncCounter counter;
+  c10::WarningUtils::WarningHandlerGuard guard(&counter);
+  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
+  for (int i = 0; i < 3; ++i) state.step(images, patches, indices, 0.01);
+  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+  return counter.count / 3;
+}
+
+TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  EXPECT_EQ(syncsPerStep(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32), 1);
+  EXPECT_EQ(syncsPerStep(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Bf16), 1);
+  EXPECT_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Frozen, train::Precision::Fp32), 1);
+  // An EMA of Z needs each term's batch estimate on the host for the next step's noise term.
+  EXPECT_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Ema, train::Precision::Fp32), 3);
+}
+
+TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(5);
+  const c10::Device cuda(c10::kCUDA, 0);
+  model::PirlModelOptions o = testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
+  o.embeddingDim = 16;
+  model::PirlModel net(o);
+  net->to(cuda);
+  PirlLossOptions loss = testing::paperLoss();
+  loss.numNegatives = 64;
+  auto bank = std::make_shared<MemoryBank>(200, 16, 1, cuda);
+  train::TrainState state(net, bank, loss, {testing::paperSgd(), train::Precision::Fp16});
+  state.scaler().restore(1e30, 0);  // a scale no fp16 gradient survives
+  const at::Tensor rows = bank->rows().clone();
+  const at::Tensor before = net->trunk->conv1->weight.detach().clone();
+  const auto r = state.step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01);
+  EXPECT_FALSE(r.applied);
+  EXPECT_EQ(state.scaler().scale(), 5e29);
+  EXPECT_TRUE(at::equal(net->trunk->conv1->weight.detach(), before));
+  EXPECT_TRUE(at::equal(bank->rows(), rows));
+  state.scaler().restore(1024, 0);
+  EXPECT_TRUE(state.step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01).applied);
+}
+
+}  // namespace
+#endif
