@@ -146,6 +146,7 @@ export interface Binding {
     seed: number,
     epoch: number,
     config: SamplerConfig,
+    pinned: boolean,
   ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
   evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;
   TrainerHandle: new (
@@ -172,6 +173,8 @@ export interface Binding {
     options: Omit<ResolvedLinearProbeOptions, 'size'>,
   ): Promise<number>;
   buildInfo(): NativeBuildInfo;
+  /** null in a build without CUDA. */
+  cudaMemory(device: number, resetPeak: boolean): { allocated: number; peakAllocated: number; reserved: number; peakReserved: number } | null;
   setNumThreads(n: number): void;
   getNumThreads(): number;
 }

@@ -2,7 +2,8 @@
 import * as os from 'os';
 
 import { addonPath, binding } from './binding';
-import { checkInteger, rangeError } from './errors';
+import { checkDevice, type Device } from './config';
+import { checkBoolean, checkInteger, rangeError } from './errors';
 
 export interface BuildInfo {
   pirlVersion: string;
@@ -31,6 +32,25 @@ export function buildInfo(): BuildInfo {
     napiVersion: { addon: native.napiVersion, node: Number(process.versions.napi) },
     addonPath,
   };
+}
+
+/** GPU memory of pirl's tensors on a CUDA device, in bytes. */
+export interface CudaMemory {
+  allocated: number;
+  /** The most allocated at once since the last reset. */
+  peakAllocated: number;
+  reserved: number;
+  peakReserved: number;
+}
+
+/**
+ * The CUDA caching allocator's counters for `device` ('cuda' or 'cuda:N'); `resetPeak` starts a new
+ * peak after reading. null where pirl was built without CUDA.
+ */
+export function cudaMemory(device: Device = 'cuda', options: { resetPeak?: boolean } = {}): CudaMemory | null {
+  const target = checkDevice('device', device);
+  if (target === 'cpu') throw rangeError('device', "'cuda' or 'cuda:N'", device);
+  return binding.cudaMemory(target === 'cuda' ? 0 : Number(target.slice(5)), checkBoolean('options.resetPeak', options.resetPeak ?? false));
 }
 
 /** Sets the intra-op threads of every native computation (default: the available cores). */

@@ -1,4 +1,4 @@
-import { ArrayDataset, Loader, evalImages } from '../lib';
+import { ArrayDataset, Loader, buildInfo, evalImages } from '../lib';
 
 describe('Loader', () => {
   const ds = new ArrayDataset(Uint8Array.from({ length: 20 * 12 * 12 * 3 }, (_, i) => (i * 7) % 256), [20, 12, 12, 3], {
@@ -68,6 +68,7 @@ describe('Loader', () => {
     expect(() => new Loader(ds, { config: { patchSize: 20 } })).toThrow(/config.patchSize must be at most jigsawSize\/3 = 12, got 20/);
     expect(() => new Loader(ds, { config: { hue: 0.9 } })).toThrow(/config.hue must be a number in \[0, 0.5\], got 0.9/);
     expect(() => new Loader(ds, { config: 'huge' as never })).toThrow(/config.preset must be 'paper' or 'small', got "huge"/);
+    if (!buildInfo().cuda.available) expect(() => new Loader(ds, { pinMemory: true })).toThrow(/options.pinMemory must be false where no CUDA device is usable/);
     expect(() => new Loader({} as never)).toThrow(/dataset must be a Dataset/);
   });
 

@@ -2,7 +2,7 @@
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding } from '../binding';
 import { resolveSamplerConfig, type SamplerConfig, type SamplerOptions } from '../config';
-import { checkBoolean, checkInteger, nativeCall, typeError } from '../errors';
+import { checkBoolean, checkInteger, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
 
@@ -32,6 +32,11 @@ export interface LoaderOptions {
   config?: SamplerOptions;
   /** Batches made ahead of the consumer (default 2). */
   prefetch?: number;
+  /**
+   * Make batches in page-locked memory, for non-blocking copies to a GPU (default false; the Trainer
+   * sets it when training on CUDA). Needs a CUDA libtorch.
+   */
+  pinMemory?: boolean;
 }
 
 // sfc32, seeded from (seed, epoch): a fast, well-mixed 32-bit generator for the epoch's order.
@@ -58,6 +63,7 @@ export class Loader {
   readonly epochLength: number | null;
   readonly seed: number;
   readonly prefetch: number;
+  readonly pinMemory: boolean;
 
   constructor(readonly dataset: Dataset, options: LoaderOptions = {}) {
     if (typeof dataset !== 'object' || dataset === null || typeof dataset.batchSource !== 'function') {
@@ -71,6 +77,10 @@ export class Loader {
     this.seed = checkInteger('options.seed', options.seed ?? 0, 0);
     this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1);
     this.config = resolveSamplerConfig(options.config ?? 'small', 'options.config');
+    this.pinMemory = checkBoolean('options.pinMemory', options.pinMemory ?? false);
+    if (this.pinMemory && !binding.buildInfo().cudaAvailable) {
+      throw rangeError('options.pinMemory', 'false where no CUDA device is usable (pinned memory serves copies to a GPU)', true);
+    }
     if (this.dropLast && dataset.length < this.batchSize) {
       throw new RangeError(`options.batchSize ${this.batchSize} is larger than the data set (${dataset.length}) with dropLast`);
     }
@@ -106,7 +116,7 @@ export class Loader {
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
     const { source, rows, indices: present } = await this.dataset.batchSource(indices);
     const ids = int64Tensor(present);
-    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config));
+    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory));
     const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
     return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };
   }

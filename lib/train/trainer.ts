@@ -98,7 +98,7 @@ export class Trainer {
 
   private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig): Loader {
     return new Loader(dataset, {
-      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true,
+      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, pinMemory: c.device !== 'cpu',
       ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
     });
   }

@@ -35,8 +35,9 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const auto seed = static_cast<uint64_t>(AsInt64(info[3], "seed"));
   const auto epoch = static_cast<uint64_t>(AsInt64(info[4], "epoch"));
   const data::SamplerConfig config = readConfig(info[5], "config");
+  const bool pinned = AsBool(info[6], "pinned");
   return AsyncTask<data::Batch>::run(
-      info.Env(), "pirl.makeBatch", [=] { return data::makeBatch(source, rows, indices, seed, epoch, config); },
+      info.Env(), "pirl.makeBatch", [=] { return data::makeBatch(source, rows, indices, seed, epoch, config, pinned); },
       [](Napi::Env env, data::Batch& b) -> Napi::Value {
         return TensorWrap::wrapAll(env, {{"images", b.images}, {"patches", b.patches}, {"permutations", b.permutations}});
       });

@@ -5,6 +5,10 @@
 #include "errors.h"
 #include "options.h"
 
+#ifdef PIRL_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace pirl::addon {
 
 namespace {
@@ -42,12 +46,36 @@ Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value getNumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), numThreads()); }
 
+// cudaMemory(deviceIndex, resetPeak): the caching allocator's bytes now and at their peak since the
+// last reset, or null in a build without CUDA.
+Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
+  const int64_t index = AsInt64(info[0], "device");
+  const bool reset = AsBool(info[1], "resetPeak");
+#ifdef PIRL_WITH_CUDA
+  const auto device = static_cast<c10::DeviceIndex>(index);
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+  auto out = Napi::Object::New(info.Env());
+  // Entry 0 of each statistic is the aggregate over all pools (StatType::AGGREGATE in every libtorch).
+  out.Set("allocated", static_cast<double>(stats.allocated_bytes[0].current));
+  out.Set("peakAllocated", static_cast<double>(stats.allocated_bytes[0].peak));
+  out.Set("reserved", static_cast<double>(stats.reserved_bytes[0].current));
+  out.Set("peakReserved", static_cast<double>(stats.reserved_bytes[0].peak));
+  if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(device);
+  return out;
+#else
+  (void)index;
+  (void)reset;
+  return info.Env().Null();
+#endif
+}
+
 }  // namespace
 
 void registerRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New<binding<buildInfo>>(env, "buildInfo"));
   exports.Set("setNumThreads", Napi::Function::New<binding<setNumThreads>>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<binding<getNumThreads>>(env, "getNumThreads"));
+  exports.Set("cudaMemory", Napi::Function::New<binding<cudaMemory>>(env, "cudaMemory"));
 }
 
 }  // namespace pirl::addon

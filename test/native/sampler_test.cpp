@@ -32,19 +32,19 @@ TEST(Sampler, SameSeedEpochIndexGivesTheSameTensorsWhateverTheThreadsAndBatch) {
   const SamplerConfig config = pirl::testing::samplerPreset("small");
   const at::Tensor rows = at::arange(10, at::kLong);
   pirl::setNumThreads(1);
-  const Batch one = makeBatch(source, rows, rows, 7, 3, config);
+  const Batch one = makeBatch(source, rows, rows, 7, 3, config, /*pinned=*/false);
   pirl::setNumThreads(2);
-  const Batch two = makeBatch(source, rows, rows, 7, 3, config);
+  const Batch two = makeBatch(source, rows, rows, 7, 3, config, /*pinned=*/false);
   EXPECT_TRUE(at::equal(one.images, two.images));
   EXPECT_TRUE(at::equal(one.patches, two.patches));
   EXPECT_TRUE(at::equal(one.permutations, two.permutations));
   // Sample 4 alone, in a batch of its own, is the same sample.
   const at::Tensor four = at::tensor({4}, at::kLong);
-  const Batch single = makeBatch(source, four, four, 7, 3, config);
+  const Batch single = makeBatch(source, four, four, 7, 3, config, /*pinned=*/false);
   EXPECT_TRUE(at::equal(single.images[0], one.images[4]));
   EXPECT_TRUE(at::equal(single.patches[0], one.patches[4]));
   // Another epoch draws again.
-  const Batch next = makeBatch(source, rows, rows, 7, 4, config);
+  const Batch next = makeBatch(source, rows, rows, 7, 4, config, /*pinned=*/false);
   EXPECT_FALSE(at::equal(next.images, one.images));
 }
 
@@ -58,7 +58,7 @@ TEST(Sampler, PatchKComesFromTheCellThePermutationNames) {
   config.jigsawScaleMin = config.jigsawScaleMax = 1.0;
   for (int64_t index = 0; index < 20; ++index) {
     const at::Tensor idx = at::tensor({index}, at::kLong);
-    const Batch batch = makeBatch(source, at::zeros({1}, at::kLong), idx, 1, 0, config);
+    const Batch batch = makeBatch(source, at::zeros({1}, at::kLong), idx, 1, 0, config, /*pinned=*/false);
     std::set<int64_t> cells;
     for (int64_t k = 0; k < 9; ++k) {
       const int64_t cell = batch.permutations[0][k].item<int64_t>();
@@ -76,7 +76,7 @@ TEST(Sampler, PermutationsAreUniform) {
   const at::Tensor source = randomImages(1, 36, 36, 3);
   const int64_t n = 9000;
   const at::Tensor idx = at::arange(n, at::kLong);
-  const Batch batch = makeBatch(source, at::zeros({n}, at::kLong), idx, 5, 0, quiet(8, 36, 9));
+  const Batch batch = makeBatch(source, at::zeros({n}, at::kLong), idx, 5, 0, quiet(8, 36, 9), /*pinned=*/false);
   // Each position holds each cell ~n/9 times.
   for (int64_t k = 0; k < 9; ++k) {
     const at::Tensor counts = at::bincount(batch.permutations.select(1, k), {}, 9).to(at::kDouble);
@@ -90,7 +90,7 @@ TEST(Sampler, PermutationsAreUniform) {
 TEST(Sampler, GraySourcesBecomeRgbAndShapesFollowTheConfig) {
   const at::Tensor source = randomImages(3, 28, 28, 1);
   const at::Tensor rows = at::arange(3, at::kLong);
-  const Batch batch = makeBatch(source, rows, rows, 0, 0, quiet(32, 36, 9));
+  const Batch batch = makeBatch(source, rows, rows, 0, 0, quiet(32, 36, 9), /*pinned=*/false);
   EXPECT_EQ(batch.images.sizes(), (std::vector<int64_t>{3, 3, 32, 32}));
   EXPECT_EQ(batch.patches.sizes(), (std::vector<int64_t>{3, 9, 3, 9, 9}));
   // Equal RGB before normalisation.
@@ -109,11 +109,11 @@ TEST(Sampler, EvalImagesResizeWithoutAugmentation) {
 TEST(Sampler, BadConfigAndRows) {
   const at::Tensor source = randomImages(2, 20, 20, 3);
   const at::Tensor rows = at::arange(2, at::kLong);
-  EXPECT_THROW(makeBatch(source, rows, rows, 0, 0, quiet(32, 35, 9)), c10::ValueError);
-  EXPECT_THROW(makeBatch(source, rows, rows, 0, 0, quiet(32, 36, 13)), c10::ValueError);
-  EXPECT_THROW(makeBatch(source, at::tensor({2}, at::kLong), at::tensor({2}, at::kLong), 0, 0, quiet(8, 9, 3)),
+  EXPECT_THROW(makeBatch(source, rows, rows, 0, 0, quiet(32, 35, 9), /*pinned=*/false), c10::ValueError);
+  EXPECT_THROW(makeBatch(source, rows, rows, 0, 0, quiet(32, 36, 13), /*pinned=*/false), c10::ValueError);
+  EXPECT_THROW(makeBatch(source, at::tensor({2}, at::kLong), at::tensor({2}, at::kLong), 0, 0, quiet(8, 9, 3), /*pinned=*/false),
                c10::IndexError);
-  EXPECT_THROW(makeBatch(source.to(at::kFloat), rows, rows, 0, 0, quiet(8, 9, 3)), c10::TypeError);
+  EXPECT_THROW(makeBatch(source.to(at::kFloat), rows, rows, 0, 0, quiet(8, 9, 3), /*pinned=*/false), c10::TypeError);
 }
 
 Image solid(uint8_t r, uint8_t g, uint8_t b) {

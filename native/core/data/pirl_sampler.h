@@ -27,9 +27,10 @@ struct Batch {
 };
 
 // source: N×H×W×C uint8 (C = 1 or 3); rows: the B source rows to use; sampleIndices: their dataset
-// indices, which with (seed, epoch) decide every random choice.
+// indices, which with (seed, epoch) decide every random choice. `pinned` makes the batch in
+// page-locked memory, so that it reaches a GPU by non-blocking copies (a CUDA libtorch only).
 Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tensor& sampleIndices, uint64_t seed,
-                uint64_t epoch, const SamplerConfig& config);
+                uint64_t epoch, const SamplerConfig& config, bool pinned);
 
 // The evaluation transform: the whole image resized to size×size, normalised, no augmentation.
 at::Tensor evalImages(const at::Tensor& source, const at::Tensor& rows, int64_t size);

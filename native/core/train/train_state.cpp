@@ -27,6 +27,8 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
       precision_(options.precision) {
   TORCH_CHECK_VALUE(bank_->dim() == model_->options().embeddingDim, "the bank's rows (", bank_->dim(),
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
+  // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
+  if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
 }
 
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr) {
