@@ -1,12 +1,46 @@
 #!/usr/bin/env bash
-# The GPU check, for the device machine (see shared/device/README.md): run from the project root after
-# `bash ../shared/device/pack.sh` here. Builds the native suite against the device's PyTorch libtorch
-# (CUDA) and runs the CUDA tests and the NCE benchmark on the GPU. Logs go to $OUT.
+# The GPU check, one prepared run on the offline GPU host (../shared/device/README.md): build against the
+# host's PyTorch libtorch (CUDA kernels included), run the whole native suite, the jest suites that
+# exercise CUDA, then bench:gpu. Logs and JSON go to $OUT (default: device-out/); each stage has its own
+# time limit so the whole stays well under 10 minutes, and a failed stage does not stop the next.
+#
+# Here:      bash ../shared/device/pack.sh && npm run build:ts   (then the device tool, carry .device and dist)
+# There:     bash .ci/device-check.sh
+# On a CPU:  DEVICE_CHECK_DRY=1 bash .ci/device-check.sh   (the same stages against the local build, CUDA parts skipped)
 set -uo pipefail
-source .device/unpack.sh
-out=${OUT:-/tmp}
-cmake -S . -B build-cuda -G Ninja -DPIRL_BUILD_ADDON=OFF -DPIRL_BUILD_TESTS=ON -DPIRL_BUILD_BENCHMARKS=ON \
-  -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
-cmake --build build-cuda --parallel 16 >"$out/build.log" 2>&1 || { grep -m20 -A5 error "$out/build.log"; exit 1; }
-(cd build-cuda && ctest --parallel 8 -R 'NceCuda|Nce' --output-on-failure) >"$out/ctest.log" 2>&1
-tail -5 "$out/ctest.log"
+cd "$(dirname "$0")/.."
+OUT=$(mkdir -p "${OUT:-device-out}" && cd "${OUT:-device-out}" && pwd)
+summary="$OUT/summary.txt"
+: > "$summary"
+started=$(date +%s)
+
+stage() {  # stage NAME SECONDS COMMAND...: runs, logs to $OUT/NAME.log, records status and time
+  local name=$1 limit=$2 t0 rc
+  shift 2
+  t0=$(date +%s)
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  echo "$name: exit $rc, $(( $(date +%s) - t0 )) s" | tee -a "$summary"
+  return $rc
+}
+
+if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
+  # shellcheck disable=SC1091
+  source .device/unpack.sh > "$OUT/unpack.log" 2>&1 || { echo "unpack failed" | tee -a "$summary"; exit 1; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+  export PIRL_GPU_NAME=$(head -n1 "$OUT/gpu.txt" | cut -d, -f1)
+  stage build 240 node scripts/build.js --tests --benchmarks
+  stage libtorch 30 node scripts/libtorch.js
+fi
+export PIRL_NUM_THREADS=${PIRL_NUM_THREADS:-$(nproc)}
+
+stage native 180 ctest --test-dir build --parallel "$(nproc)" --output-on-failure
+grep -E "tests passed|tests failed" "$OUT/native.log" | tail -n1 >> "$summary"
+stage jest 240 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts test/precision.test.ts test/train.test.ts
+grep -E "^Tests:" "$OUT/jest.log" | tail -n1 >> "$summary"
+if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
+  stage bench-gpu 300 sh -c "node scripts/bench-gpu.js --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+else
+  stage bench-gpu 300 sh -c "node scripts/bench-gpu.js --device cpu --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+fi
+echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"

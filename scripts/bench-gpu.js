@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+'use strict';
+// `npm run bench:gpu`: the training step on a GPU, side by side in one run, JSON on stdout (logs on
+// stderr). For ResNet-50 at the paper's sizes (224-px views + 9×64-px patches, K=32,000 negatives from
+// a bank of 1,281,167 rows, B=64 and 128) and ResNet-18 at 96 px (B=32), in fp32 and bf16, and both
+// memory formats: the model step alone (one batch reused), end to end (the loader feeding it), the
+// fused NCE op alone, the loader alone, and the peak GPU memory of each — next to the same step in
+// PyTorch eager mode on the same GPU (bench/eager_step.py, python3's torch), as ratios. Writes
+// bench/results/gpu-<card>.json when it ran on a GPU.
+// Options: --device cuda (default) | cpu (a small smoke run of the same code), --steps N (default 20),
+// --quick (one case per part), --out FILE (another results file).
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { execFileSync } = require('child_process');
+
+const { root, args, option: opt, median, compileTypeScript } = require('./bench-common');
+
+const device = opt('--device', 'cuda');
+const steps = opt('--steps', device === 'cpu' ? 3 : 20);
+const quick = args.includes('--quick') || device === 'cpu';
+const BANK_ROWS = 1281167;
+
+const log = (text) => process.stderr.write(`${text}\n`);
+const round = (x, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/**
+ * An ImageNet-sized data set over a few hundred images in memory: its length (the bank's rows) is
+ * 1,281,167 and sample i reads image i mod n, so the bank and the negatives are at full scale while
+ * the pixels fit in memory.
+ */
+function syntheticDataset(pirl, side, images) {
+  const pixels = new Uint8Array(images * side * side * 3);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) % 251;
+  const source = pirl.Tensor.from(pixels, [images, side, side, 3]);
+  return {
+    length: BANK_ROWS,
+    labels: null,
+    classes: null,
+    async batchSource(indices) {
+      return { source, rows: pirl.Tensor.from(BigInt64Array.from(indices, (i) => BigInt(i % images))), indices: [...indices] };
+    },
+  };
+}
+
+const CASES = [
+  { name: 'resnet50-paper', arch: 'resnet50', stem: 'imagenet', sampler: 'paper', imageSize: 224, patchSize: 64, side: 292, batches: [64, 128], negatives: 32000 },
+  { name: 'resnet18-96px', arch: 'resnet18', stem: 'imagenet', sampler: { preset: 'paper', imageSize: 96, jigsawSize: 108, patchSize: 24 }, imageSize: 96, patchSize: 24, side: 112, batches: [32], negatives: 4096 },
+];
+
+/** The same step in PyTorch eager mode on the same GPU (null on the CPU smoke run, or when python3 has no CUDA torch). */
+function eager(c, batchSize, precision, channelsLast, negatives) {
+  if (device === 'cpu') return null;
+  try {
+    const out = execFileSync('python3', [path.join(root, 'bench', 'eager_step.py'), c.arch, batchSize, c.imageSize, c.patchSize, negatives,
+      BANK_ROWS, precision, channelsLast ? 1 : 0, steps].map(String), { stdio: ['ignore', 'pipe', 'inherit'] });
+    return JSON.parse(out.toString().trim().split('\n').pop());
+  } catch (err) {
+    log(`eager PyTorch step failed: ${err.message.split('\n')[0]}`);
+    return null;
+  }
+}
+
+function memoryOf(pirl) {
+  const m = device === 'cpu' ? null : pirl.cudaMemory(device, { resetPeak: true });
+  return m && { peakAllocatedMB: round(m.peakAllocated / 2 ** 20), peakReservedMB: round(m.peakReserved / 2 ** 20) };
+}
+
+async function timed(count, run) {
+  const ms = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await run(i);
+    ms.push(performance.now() - t0);
+  }
+  return ms;
+}
+
+async function trainCase(pirl, c, batchSize, precision, channelsLast, data) {
+  const config = {
+    recipe: 'paper', model: { arch: c.arch, stem: c.stem, channelsLast }, sampler: c.sampler,
+    loss: { negatives: quick ? 1024 : c.negatives }, batchSize, precision, device, epochs: 1, epochLength: steps + 3, bankInit: 'random',
+  };
+  const trainer = await pirl.Trainer.create(data, config);
+  const batch = await trainer.loader.makeBatch(Array.from({ length: batchSize }, (_, i) => i * 7919), 0);
+  await timed(3, () => trainer.step(batch, 0.01)); // warm-up: cuDNN autotuning, the allocator
+  memoryOf(pirl);
+  const stepMs = median(await timed(steps, () => trainer.step(batch, 0.01)));
+  const stepMemory = memoryOf(pirl);
+  const times = [];
+  let last = 0;
+  await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 3) times.push(now - last); last = now; } } });
+  const endMs = median(times);
+  const modelStep = (batchSize * 1000) / stepMs, endToEnd = (batchSize * 1000) / endMs;
+  const peer = eager(c, batchSize, precision, channelsLast, config.loss.negatives);
+  return {
+    case: c.name, batch: batchSize, precision, channelsLast, negatives: config.loss.negatives,
+    modelStepImagesPerSecond: round(modelStep), endToEndImagesPerSecond: round(endToEnd),
+    modelStepMs: round(stepMs, 2), endToEndMs: round(endMs, 2), memory: stepMemory, eager: peer,
+    modelStepVsEager: peer && round(modelStep / peer.imagesPerSecond, 2), endToEndVsEager: peer && round(endToEnd / peer.imagesPerSecond, 2),
+  };
+}
+
+async function nceCase(pirl, B, K) {
+  const bank = await pirl.MemoryBank.create({ size: quick ? 100000 : BANK_ROWS, dim: 128, device });
+  const x0 = new Float32Array(B * 128).map((_, i) => Math.sin(i));
+  const x = await pirl.Tensor.from(x0, [B, 128]).to(device);
+  const positives = await pirl.Tensor.from(BigInt64Array.from({ length: B }, (_, i) => BigInt(i))).to(device);
+  const out = {};
+  for (const shared of [false, true]) {
+    const negatives = shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
+    for (const mode of ['nce', 'infonce']) {
+      await timed(3, () => pirl.nceLoss(x, bank, positives, negatives, { mode, z: 100 }));
+      memoryOf(pirl);
+      const ms = median(await timed(steps, () => pirl.nceLoss(x, bank, positives, negatives, { mode, z: 100 })));
+      out[`${shared ? 'shared' : 'perSample'}-${mode}`] = { ms: round(ms, 3), memory: memoryOf(pirl) };
+    }
+  }
+  return { B, K, N: bank.size, D: 128, forwardBackward: out };
+}
+
+async function loaderCase(pirl, c, batchSize, data) {
+  const loader = new pirl.Loader(data, { batchSize, config: c.sampler, epochLength: steps + 1, pinMemory: device !== 'cpu' });
+  let n = 0, start = 0;
+  for await (const _ of loader.epoch(0)) if (n++ === 0) start = performance.now(); // the first batch warms up
+  return { case: c.name, batch: batchSize, threads: pirl.getNumThreads(), samplesPerSecond: round(((n - 1) * batchSize * 1000) / (performance.now() - start)) };
+}
+
+async function main() {
+  compileTypeScript();
+  const pirl = require(path.join(root, 'dist'));
+  const info = pirl.buildInfo();
+  if (device !== 'cpu' && !info.cuda.available) throw new Error(`bench:gpu needs a CUDA device; this pirl runs on libtorch ${info.libtorch.version} with CUDA ${info.cuda.compiled ? 'compiled, no device' : 'not compiled'} (--device cpu runs a smoke test)`);
+  const cases = quick ? [CASES[1]] : CASES;
+  const precisions = device === 'cpu' ? ['fp32', 'bf16'] : ['fp32', 'bf16'];
+  const training = [], loaders = [];
+  for (const c of cases) {
+    const data = syntheticDataset(pirl, quick ? 112 : c.side, 256);
+    for (const batchSize of quick ? [Math.min(...c.batches, 8)] : c.batches) {
+      loaders.push(await loaderCase(pirl, c, batchSize, data));
+      log(JSON.stringify(loaders.at(-1)));
+      for (const precision of precisions) {
+        for (const channelsLast of quick ? [true] : [true, false]) {
+          training.push(await trainCase(pirl, c, batchSize, precision, channelsLast, data));
+          log(JSON.stringify(training.at(-1)));
+        }
+      }
+    }
+  }
+  const nce = [await nceCase(pirl, quick ? 32 : 256, quick ? 1024 : 32000)];
+  log(JSON.stringify(nce[0]));
+  const card = device === 'cpu' ? `cpu-${os.availableParallelism()}core` : (process.env.PIRL_GPU_NAME || 'cuda').toLowerCase().replace(/[^a-z0-9]+/g, '-');
+  const result = {
+    benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick,
+    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; memory = the CUDA caching allocator peak during the measured steps',
+    training, nce, loaders,
+  };
+  const json = JSON.stringify(result, null, 2);
+  console.log(json);
+  const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}.json`));
+  if (out) fs.writeFileSync(out, `${json}\n`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
