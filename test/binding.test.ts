@@ -77,10 +77,10 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
   const pirl = require('../lib') as typeof import('../lib');
   const model = { ...pirl.resolveModelOptions({ width: 0.125, embeddingDim: 8 }) };
   const loss = pirl.resolveLossOptions({ negatives: 4 });
-  const sgd = { momentum: 0.9, weightDecay: 1e-4 };
+  const sgd = { momentum: 0.9, weightDecay: 1e-4, precision: 'fp32' as const };
   const t = (data: Float32Array, shape: number[]) => pirl.Tensor.from(data, shape).handle;
 
-  test('an unknown name for every enum option is a TypeError naming the option', async () => {
+  test('an unknown name for every enum option (18 arguments) is a TypeError naming the option', async () => {
     const handle = await binding.createPirlModel(model);
     const bank = await binding.createMemoryBank(10, 8, 0, 'cpu');
     const x = t(new Float32Array(16), [2, 8]);
@@ -95,6 +95,7 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
       ['options.z', () => new binding.PirlLossHandle({ ...loss, z: 'auto' as never })],
       ['loss.mode', () => new binding.TrainerHandle(handle, bank, { ...loss, mode: 'softmax' as never }, sgd)],
       ['loss.z', () => new binding.TrainerHandle(handle, bank, { ...loss, z: 'auto' as never }, sgd)],
+      ['step.precision', () => new binding.TrainerHandle(handle, bank, loss, { ...sgd, precision: 'fp8' as never })],
       ['mode', () => binding.nceLoss(x, bank.rows(), rows, rows, 0.07, 'softmax' as never, -1)],
       ['dtype', () => binding.zeros([1], 'float16' as never, 'cpu')],
       ['dtype', () => binding.fromArray(new Float32Array(1), [1], 'half' as never)],
@@ -114,7 +115,7 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
       expect(error).toBeInstanceOf(TypeError);
       expect((error as Error).message).toMatch(new RegExp(`^${name.replace('.', '\\.')} must be`));
     }
-    expect(cases).toHaveLength(17);
+    expect(cases).toHaveLength(18);
   });
 
   test('a missing key or a wrong type is a TypeError naming the field', async () => {
@@ -128,8 +129,8 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
     const { hue: _hue, ...noHue } = config;
     const source = pirl.Tensor.from(new Uint8Array(16 * 16 * 3), [1, 16, 16, 3]).handle;
     const zero = pirl.Tensor.from(new BigInt64Array([0n])).handle;
-    expect(() => binding.makeBatch(source, zero, zero, 0, 0, noHue as never)).toThrow(/^config\.hue is missing$/);
-    expect(() => binding.makeBatch(source, zero, zero, 0, 0, { ...config, imageSize: Infinity })).toThrow(/^config\.imageSize must be an integer, got Infinity$/);
+    expect(() => binding.makeBatch(source, zero, zero, 0, 0, noHue as never, false)).toThrow(/^config\.hue is missing$/);
+    expect(() => binding.makeBatch(source, zero, zero, 0, 0, { ...config, imageSize: Infinity }, false)).toThrow(/^config\.imageSize must be an integer, got Infinity$/);
   });
 
   test("'cuda' on a libtorch without CUDA is refused by the binding too", () => {

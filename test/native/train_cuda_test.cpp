@@ -1,8 +1,11 @@
 // The CUDA training step reads the device once per step: counted with libtorch's sync debug mode,
-// which warns at every host synchronisation. Compiled in CUDA builds only; skipped without a GPU.
-#ifdef PIRL_WITH_CUDA
+// which warns at every host synchronisation. Compiled in CUDA builds of libtorch 2 (its warning
+// handler API) only; skipped without a GPU.
+#include <torch/version.h>
+#if defined(PIRL_WITH_CUDA) && TORCH_VERSION_MAJOR >= 2
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -25,26 +28,39 @@ class SyncCounter : public c10::WarningHandler {
   int count = 0;
 };
 
-int syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision) {
-  at::manual_seed(3);
+// A small ResNet-18 run on the GPU: the model, its bank, and the training state over them.
+struct CudaRun {
+  model::PirlModel net;
+  std::shared_ptr<MemoryBank> bank;
+  std::unique_ptr<train::TrainState> state;
+};
+
+CudaRun cudaRun(nce::Mode mode, ZMode zMode, train::Precision precision) {
   const c10::Device cuda(c10::kCUDA, 0);
-  model::PirlModelOptions o = testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
+  model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
   o.embeddingDim = 16;
   model::PirlModel net(o);
   net->to(cuda);
-  PirlLossOptions loss = testing::paperLoss();
+  PirlLossOptions loss = pirl::testing::paperLoss();
   loss.numNegatives = 64;
   loss.mode = mode;
   loss.zMode = zMode;
-  train::TrainState state(net, std::make_shared<MemoryBank>(200, 16, 1, cuda), loss, {testing::paperSgd(), precision});
+  auto bank = std::make_shared<MemoryBank>(200, 16, 1, cuda);
+  auto state = std::make_unique<train::TrainState>(net, bank, loss, train::StepOptions{pirl::testing::paperSgd(), precision});
+  return {net, bank, std::move(state)};
+}
+
+int syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision) {
+  at::manual_seed(3);
+  CudaRun run = cudaRun(mode, zMode, precision);
   const at::Tensor images = at::randn({8, 3, 16, 16}).pin_memory();
   const at::Tensor patches = at::randn({8, 9, 3, 8, 8}).pin_memory();
   const at::Tensor indices = at::arange(8, at::kLong);
-  for (int i = 0; i < 2; ++i) state.step(images, patches, indices, 0.01);  // warm-up, Z estimated
+  for (int i = 0; i < 2; ++i) run.state->step(images, patches, indices, 0.01);  // warm-up, Z estimated
   SyncCounter counter;
   c10::WarningUtils::WarningHandlerGuard guard(&counter);
   c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
-  for (int i = 0; i < 3; ++i) state.step(images, patches, indices, 0.01);
+  for (int i = 0; i < 3; ++i) run.state->step(images, patches, indices, 0.01);
   c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
   return counter.count / 3;
 }
@@ -61,15 +77,10 @@ TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
 TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   at::manual_seed(5);
-  const c10::Device cuda(c10::kCUDA, 0);
-  model::PirlModelOptions o = testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
-  o.embeddingDim = 16;
-  model::PirlModel net(o);
-  net->to(cuda);
-  PirlLossOptions loss = testing::paperLoss();
-  loss.numNegatives = 64;
-  auto bank = std::make_shared<MemoryBank>(200, 16, 1, cuda);
-  train::TrainState state(net, bank, loss, {testing::paperSgd(), train::Precision::Fp16});
+  CudaRun run = cudaRun(nce::Mode::Nce, ZMode::Frozen, train::Precision::Fp16);
+  auto& state = *run.state;
+  auto& bank = run.bank;
+  auto& net = run.net;
   state.scaler().restore(1e30, 0);  // a scale no fp16 gradient survives
   const at::Tensor rows = bank->rows().clone();
   const at::Tensor before = net->trunk->conv1->weight.detach().clone();
