@@ -18,7 +18,7 @@ const CONFIG_FLAGS: FlagMap = {
   recipe: 'recipe', arch: 'model.arch', stem: 'model.stem', width: 'model.width', preset: 'sampler.preset',
   epochs: 'epochs', batch: 'batchSize', negatives: 'loss.negatives', lr: 'baseLr', warmup: 'warmupEpochs',
   mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
-  'epoch-length': 'epochLength', seed: 'seed', device: 'device',
+  'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision',
 };
 const RUN_FLAGS: FlagMap = { threads: 'threads', device: 'device' };
 const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', 'threads'];
@@ -33,7 +33,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})
         --bank-init random|features (${d.bankInit})  --epoch-length N  --checkpoint-every N (100)
         --knn-every N (0: off; needs labels)
-        --threads N  --device cpu|cuda|cuda:N (${d.device})  --seed N (${d.seed})`;
+        --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})`;
 
 function folderSizeText(c: ResolvedTrainConfig): string {
   return `${folderSize({}, c.sampler)} for the small preset`;
