@@ -19,6 +19,7 @@ Commands:
   ${EXPORT_USAGE}
   ${PREVIEW_USAGE}
   help                          this text
+  --version                     the version of pirl
 
 <data> is a folder of images (flat, or one subfolder per class) or 'fashion-mnist'.`;
 
@@ -28,6 +29,11 @@ const VERBS: Record<string, (args: string[]) => void | Promise<void>> = {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  if (command === '--version' || command === '-v') {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    console.log((require('../package.json') as { version: string }).version);
+    return 0;
+  }
   // `pirl <command> --help` shows the usage, which lists every command's options.
   if (command === undefined || ['help', '--help', '-h'].includes(command) || args.includes('--help') || args.includes('-h')) {
     console.log(USAGE);

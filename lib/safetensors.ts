@@ -104,10 +104,16 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
       : new kind!.array(new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end)).buffer, 0, numel);
     tensors.set(name, Tensor.from(data, shape as number[]));
   }
-  spans.sort((a, b) => a[0] - b[0]);
-  for (let i = 1; i < spans.length; i++) {
-    if (spans[i][0] < spans[i - 1][1]) fail(`tensors '${spans[i - 1][2]}' and '${spans[i][2]}' overlap`);
+  // As the reference implementation requires: the tensors' bytes tile the data section exactly (an
+  // empty tensor takes no bytes, wherever it points).
+  const filled = spans.filter(([begin, end]) => end > begin).sort((a, b) => a[0] - b[0]);
+  let covered = 0;
+  for (const [begin, end, name] of filled) {
+    if (begin < covered) fail(`tensor '${name}' overlaps the tensor before it (bytes [${begin}, ${end}) from ${covered})`);
+    if (begin > covered) fail(`bytes [${covered}, ${begin}) of the data section belong to no tensor`);
+    covered = end;
   }
+  if (covered !== dataLength) fail(`${dataLength - covered} bytes after the last tensor (the header accounts for ${covered} of ${dataLength})`);
   return { tensors, metadata };
 }
 

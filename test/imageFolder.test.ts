@@ -95,6 +95,15 @@ describe('ImageFolder', () => {
     await expect(ImageFolder.open(path.join(empty, 'missing'))).rejects.toThrow(/no such folder/);
   });
 
+  test('decode refuses an index outside the folder instead of answering null', async () => {
+    const dir = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
+    const folder = await ImageFolder.open(dir, { size: 8 });
+    await expect(folder.decode(-1)).rejects.toThrow(/index must be an integer in \[0, 0\], got -1/);
+    await expect(folder.decode(1e9)).rejects.toThrow(RangeError);
+    expect((await folder.decode(0))!.length).toBe(8 * 8 * 3);
+  });
+
   test('the cache decodes once, and is rebuilt when a file or the size changes', async () => {
     const dir = tmpDir('pirl-data-');
     await writeAllKinds(dir);

@@ -63,5 +63,12 @@ describe('MemoryBank', () => {
     expect(() => bank.sampleNegatives(0, 3)).toThrow(/batch must be an integer >= 1, got 0/);
     await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer in \[1, 2147483647\], got 0/);
     await expect(MemoryBank.create({ size: 5, device: 'tpu' as never })).rejects.toThrow(/options.device/);
+    // NaN never enters a bank: not by an update, not by a restore.
+    const nan = Tensor.from(new Float32Array([1, Number.NaN, 0, 0]), [1, 4]);
+    const before = Array.from(bank.rows().data() as Float32Array);
+    expect(() => bank.update([1], nan)).toThrow(/fHat must be finite/);
+    expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
+    const { generator } = bank.state();
+    expect(() => MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, Number.POSITIVE_INFINITY, 0, 1]), [1, 4]), generator })).toThrow(/rows must be finite/);
   });
 });

@@ -57,11 +57,20 @@ describe('safetensors', () => {
     ['negative offset', file({ w: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, f32(2)), /data_offsets \[-4,0\]/],
     ['shape and size disagree', file({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, f32(2)), /needs 12 bytes, its offsets give 8/],
     ['bad shape', file({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, f32(1)), /shape \[-1\]/],
-    ['overlap', file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, f32(3)), /'a' and 'b' overlap/],
+    ['overlap', file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, f32(3)), /tensor 'b' overlaps the tensor before it/],
+    ['trailing bytes', file({ w: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, f32(2)), /4 bytes after the last tensor/],
+    ['a gap between tensors', file({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } }, f32(3)), /bytes \[4, 8\) of the data section belong to no tensor/],
     ['metadata not strings', file({ __metadata__: { a: 1 } }), /__metadata__.a is not a string/],
   ])('rejects a file with %s', (_, bytes, message) => {
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(SafetensorsError);
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(message as RegExp);
+  });
+
+  test('an empty tensor takes no bytes, wherever its offsets point', () => {
+    const bytes = file({ e: { dtype: 'F32', shape: [0], data_offsets: [0, 0] }, w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, f32(2));
+    const { tensors } = parseSafetensors(bytes);
+    expect(tensors.get('e')!.shape).toEqual([0]);
+    expect(tensors.get('w')!.shape).toEqual([2]);
   });
 
   test('unaligned data is copied, not misread', () => {

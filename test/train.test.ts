@@ -70,6 +70,23 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(4));
   });
 
+  test('training stops where a callback returns false or stop() is called, checkpointed, and resumes exactly', async () => {
+    const file = path.join(tmp(), 'stopped.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    let ended: { steps: number; stopped: boolean } | undefined;
+    await trainer.fit({ checkpoint: file, callbacks: { onBatchEnd: (l) => l.step !== 5, onTrainEnd: (l) => void (ended = l) } });
+    expect(ended).toEqual({ epochs: 3, steps: 5, stopped: true });
+    expect(trainer.progress).toEqual({ epoch: 1, stepInEpoch: 2, step: 5 });
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress.step).toBe(5);
+    const losses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => { losses.push(l.loss); if (l.step === 6) resumed.stop(); } } });
+    expect(losses).toEqual(reference.slice(5, 6));
+    expect(resumed.progress).toEqual({ epoch: 2, stepInEpoch: 0, step: 6 }); // stopped on an epoch's last step: the epoch is complete
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss), onEpochEnd: () => false } });
+    expect(losses).toEqual(reference.slice(5, 9));
+  });
+
   test('resume after the training process was killed mid-epoch', async () => {
     const file = path.join(tmp(), 'killed.ckpt');
     const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'tiny-run.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });

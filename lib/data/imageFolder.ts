@@ -89,7 +89,7 @@ export class ImageFolder implements Dataset {
 
   /** One image as size×size×3 bytes, or null (warned once, recorded in `failures`). */
   async decode(index: number): Promise<Buffer | null> {
-    const file = this.files[index];
+    const file = this.files[checkInteger('index', index, 0, this.length - 1)];
     try {
       const { data, info } = await sharp(file, { failOn: 'truncated', animated: false })
         .rotate()

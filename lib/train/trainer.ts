@@ -31,12 +31,16 @@ export interface EpochLogs {
   imagesPerSecond: number;
 }
 
+/** `false` from onBatchEnd or onEpochEnd stops training there, as `trainer.stop()` does. */
+type Continue = void | boolean | Promise<void | boolean>;
+
 export interface Callbacks {
   onTrainBegin?(info: { epochs: number; stepsPerEpoch: number }): void | Promise<void>;
   onEpochBegin?(epoch: number): void | Promise<void>;
-  onBatchEnd?(logs: BatchLogs): void | Promise<void>;
-  onEpochEnd?(logs: EpochLogs): void | Promise<void>;
-  onTrainEnd?(logs: { epochs: number; steps: number }): void | Promise<void>;
+  onBatchEnd?(logs: BatchLogs): Continue;
+  onEpochEnd?(logs: EpochLogs): Continue;
+  /** `stopped`: training ended early (stop() or a callback's false), not at config.epochs. */
+  onTrainEnd?(logs: { epochs: number; steps: number; stopped: boolean }): void | Promise<void>;
 }
 
 export interface FitOptions {
@@ -77,6 +81,7 @@ export interface ResumeOptions {
 export class Trainer {
   readonly config: Readonly<ResolvedTrainConfig>;
   private position: Position = { epoch: 0, stepInEpoch: 0, step: 0 };
+  private stopRequested = false;
   private readonly handle: TrainerHandle;
 
   private constructor(readonly model: PirlModel, readonly bank: MemoryBank, readonly loader: Loader, config: ResolvedTrainConfig) {
@@ -123,13 +128,19 @@ export class Trainer {
   async step(batch: PirlBatch, lr: number): Promise<NativeStepResult> {
     return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr));
   }
-  /** Trains from where the run stands to config.epochs; the event loop stays free throughout. */
+  /** Asks fit() to stop after the step in progress; it writes its checkpoint first, so the run resumes from there. */
+  stop(): void {
+    this.stopRequested = true;
+  }
+
+  /** Trains from where the run stands to config.epochs (or a stop); the event loop stays free throughout. */
   async fit(options: FitOptions = {}): Promise<void> {
     const cb = options.callbacks ?? {};
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
     const schedule = this.schedule;
+    this.stopRequested = false;
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
-    while (this.position.epoch < this.config.epochs) {
+    while (this.position.epoch < this.config.epochs && !this.stopRequested) {
       const epoch = this.position.epoch;
       await cb.onEpochBegin?.(epoch);
       let lossSum = 0, images = 0;
@@ -144,14 +155,20 @@ export class Trainer {
         images += size;
         this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
         if (options.checkpoint && every !== null && this.position.step % every === 0) await this.save(options.checkpoint);
-        await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * 1000) / (now - last) });
+        if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * 1000) / (now - last) })) === false) this.stop();
         last = now;
+        if (this.stopRequested) break;
+      }
+      if (this.stopRequested && this.position.stepInEpoch < this.stepsPerEpoch) {
+        if (options.checkpoint) await this.save(options.checkpoint); // stopped inside the epoch
+        break;
       }
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: this.position.step };
       if (options.checkpoint) await this.save(options.checkpoint);
-      await cb.onEpochEnd?.({ epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * 1000) / (performance.now() - epochStart) });
+      const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * 1000) / (performance.now() - epochStart) };
+      if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
     }
-    await cb.onTrainEnd?.({ epochs: this.config.epochs, steps: this.position.step });
+    await cb.onTrainEnd?.({ epochs: this.config.epochs, steps: this.position.step, stopped: this.position.epoch < this.config.epochs });
   }
 
   /**

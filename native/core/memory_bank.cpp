@@ -41,6 +41,7 @@ MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
     : rows_(std::move(rows)), generator_(at::make_generator<at::CPUGeneratorImpl>(0)) {
   TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1, "rows must be N×D with N >= 1, got ", rows_.sizes());
   TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat, "rows must be float32, got ", rows_.scalar_type());
+  TORCH_CHECK_VALUE(at::isfinite(rows_).all().item<bool>(), "rows must be finite: a NaN or infinite row would poison every loss it is drawn into");
   generator_.set_state(generatorState);
 }
 
@@ -65,6 +66,8 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   TORCH_CHECK_VALUE(indices.dim() == 1, "indices must be one-dimensional, got ", indices.sizes());
   TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
                     indices.size(0), "×", dim(), ", got ", fHat.sizes());
+  // The training step checked its gradients (and so f) before it updates; other callers are checked here.
+  if (check == IndexCheck::Check) TORCH_CHECK_VALUE(at::isfinite(fHat).all().item<bool>(), "fHat must be finite");
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
   const int64_t B = indices.size(0);
   if (B == 0) return;

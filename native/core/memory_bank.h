@@ -14,7 +14,7 @@ class MemoryBank {
  public:
   // N×D rows, uniform(±1/sqrt(D/3)) then L2-normalised; `seed` drives initialisation and sampling.
   MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device device = at::kCPU);
-  // A bank restored from a checkpoint: its rows and the state of its sampling generator.
+  // A bank restored from a checkpoint: its rows (finite) and the state of its sampling generator.
   MemoryBank(at::Tensor rows, const at::Tensor& generatorState);
 
   int64_t size() const { return rows_.size(0); }
@@ -29,8 +29,8 @@ class MemoryBank {
   void checkIndices(const at::Tensor& indices, const char* name) const;
 
   // m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in the batch is updated once, with the
-  // mean of its f̂ rows, so the result does not depend on the order of the batch. No host read of the
-  // device with IndexCheck::Trusted.
+  // mean of its f̂ rows, so the result does not depend on the order of the batch. IndexCheck::Check
+  // also refuses non-finite f̂; Trusted checks neither, and reads nothing off the device.
   void update(const at::Tensor& indices, const at::Tensor& fHat, double momentum, IndexCheck check);
 
   // B×K rows drawn uniformly with replacement; with `excludePositives` (B rows) sample b never draws
