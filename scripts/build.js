@@ -12,7 +12,7 @@ const root = path.join(__dirname, '..');
 function build({ tests = false, benchmarks = false, debug = false } = {}) {
   const { found, tried } = findLibtorch();
   if (!found) throw new Error(`libtorch not found; looked at:\n  ${tried.join('\n  ')}`);
-  console.log(`pirl: building against libtorch ${found.version} (${found.source}: ${found.torchDir}), CUDA ${found.cuda ? 'yes' : 'no'}`);
+  console.error(`pirl: building against libtorch ${found.version} (${found.source}: ${found.torchDir}), CUDA ${found.cuda ? 'yes' : 'no'}`);
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const common = ['--directory', root, '--out', path.join(root, 'build'), ...(debug ? ['--debug'] : [])];
   // Configure every time: `cmake-js build` alone keeps the options of an earlier configure.
