@@ -4,7 +4,7 @@
 # exercise CUDA, then bench:gpu. Logs and JSON go to $OUT (default: device-out/); each stage has its own
 # time limit so the whole stays well under 10 minutes, and a failed stage does not stop the next.
 #
-# Here:      bash ../shared/device/pack.sh && npm run build:ts   (then the device tool, carry .device and dist)
+# Here:      bash .ci/device-pack.sh   (then the device tool, carrying .device and dist)
 # There:     bash .ci/device-check.sh
 # On a CPU:  DEVICE_CHECK_DRY=1 bash .ci/device-check.sh   (the same stages against the local build, CUDA parts skipped)
 set -uo pipefail
@@ -25,6 +25,8 @@ stage() {  # stage NAME SECONDS COMMAND...: runs, logs to $OUT/NAME.log, records
 }
 
 if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
+  # The jest suites need the dev dependencies: unpacked first, so unpack.sh keeps them.
+  [ -d node_modules ] || tar -xJf .device/node_modules-dev.tar.xz
   # shellcheck disable=SC1091
   source .device/unpack.sh > "$OUT/unpack.log" 2>&1 || { echo "unpack failed" | tee -a "$summary"; exit 1; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
