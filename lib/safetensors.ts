@@ -117,8 +117,23 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
   return { tensors, metadata };
 }
 
+/** Reads a safetensors file: only a regular file (a device like /dev/zero would never end), whole. */
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
-  return parseSafetensors(await fs.readFile(file), file);
+  const handle = await openRegular(file);
+  try {
+    return parseSafetensors(await handle.readFile(), file);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function openRegular(file: string): Promise<fs.FileHandle> {
+  const handle = await fs.open(file, 'r');
+  if (!(await handle.stat()).isFile()) {
+    await handle.close();
+    throw new SafetensorsError(file, 'not a regular file');
+  }
+  return handle;
 }
 
 /** How errors name metadata entry `key` of `file`. */
@@ -143,7 +158,7 @@ export function jsonMetadata(file: string, metadata: Record<string, string>, key
 /** The metadata of a safetensors file, reading its header only (not the tensors). */
 export async function readSafetensorsMetadata(file: string): Promise<Record<string, string>> {
   const fail = failer(file);
-  const handle = await fs.open(file, 'r');
+  const handle = await openRegular(file);
   try {
     const { size } = await handle.stat();
     const head = Buffer.alloc(8);
@@ -177,10 +192,40 @@ export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metada
   return Buffer.concat([head, Buffer.from(json, 'utf8'), ...chunks]);
 }
 
+const temporaryOf = (file: string, pid: number) => path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);
+
 /** Writes atomically: a temporary file in the same folder, then a rename. */
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
   const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const tmp = temporaryOf(file, process.pid);
   await fs.writeFile(tmp, bytes);
   await fs.rename(tmp, file);
+}
+
+/** Removes the temporary files that writers of `file` killed mid-write left behind (their process is gone). */
+export async function removeStaleTemporaries(file: string): Promise<string[]> {
+  const prefix = `.${path.basename(file)}.`;
+  let names: string[];
+  try {
+    names = await fs.readdir(path.dirname(file));
+  } catch {
+    return []; // no folder yet: nothing was written
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const pid = name.startsWith(prefix) && name.endsWith('.tmp') ? Number(name.slice(prefix.length, -4)) : NaN;
+    if (!Number.isSafeInteger(pid) || pid === process.pid || processAlive(pid)) continue;
+    await fs.rm(temporaryOf(file, pid), { force: true });
+    removed.push(temporaryOf(file, pid));
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
 }

@@ -27,8 +27,9 @@ describe('pirl train / eval / embed / export', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  test('train writes the model, a checkpoint, JSON-lines metrics and the curves, then resumes', async () => {
-    run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small]);
+  test('train writes the model, a checkpoint, JSON-lines and CSV metrics and the curves, then resumes', async () => {
+    const summary = run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small]);
+    expect(summary).toMatch(/trained 4 step\(s\) in .*, to step 4 of 4; last loss \d+\.\d{4}; kNN top-1 \d+\.\d\d%/);
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
     expect(JSON.parse(metadata['pirl-checkpoint']).config.bankInit).toBe('features');
     for (const f of ['model.safetensors', 'checkpoint.safetensors', 'metrics.jsonl', 'curves.png']) expect(fs.existsSync(path.join(out, f))).toBe(true);
@@ -38,10 +39,26 @@ describe('pirl train / eval / embed / export', () => {
     expect(epochs).toHaveLength(2);
     expect(epochs[1].knn).toBeGreaterThanOrEqual(0);
     expect((await sharp(path.join(out, 'curves.png')).metadata()).width).toBe(800);
-    // --resume continues from the checkpoint: this run had finished, so it adds no step.
+    const csv = fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n');
+    expect(csv[0]).toBe('time,epoch,step,loss,lossImage,lossJigsaw,lr,gradNorm,imagesPerSecond');
+    expect(csv.slice(1).map((r) => Number(r.split(',')[2]))).toEqual([1, 2, 3, 4]);
+    // A run killed after its checkpoint logged steps the checkpoint does not hold, and left a temporary file.
+    fs.appendFileSync(path.join(out, 'metrics.jsonl'), `${JSON.stringify({ type: 'batch', step: 5, epoch: 2, loss: 1 })}\n`);
+    fs.appendFileSync(path.join(out, 'metrics.csv'), 'x,2,5,1,1,1,1,1,1\n');
+    const stale = path.join(out, '.checkpoint.safetensors.2147483646.tmp');
+    fs.writeFileSync(stale, 'half a checkpoint');
+    // --resume continues from the checkpoint: this run had finished, so it adds no step, and drops what came after it.
     run(['train', data, '--out', out, '--resume', '--size', '24']);
     const after = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(after.filter((l) => l.type === 'batch')).toHaveLength(4);
+    expect(after.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4]);
+    expect(fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n')).toEqual(csv);
+    expect(fs.existsSync(stale)).toBe(false);
+    // A new run does not silently overwrite one: --force replaces it.
+    const again = spawnSync(process.execPath, [cli, 'train', data, '--out', out, ...small], { encoding: 'utf8' });
+    expect(again.status).toBe(2);
+    expect(again.stderr).toMatch(/already holds a run \(checkpoint\.safetensors, model\.safetensors, metrics\.jsonl, metrics\.csv\): --resume continues it, --force starts a new one/);
+    run(['train', data, '--out', out, '--force', '--epochs', '1', ...small]);
+    expect(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter((l) => JSON.parse(l).type === 'batch')).toHaveLength(2);
   });
 
   test('eval, embed and export use the saved model', async () => {
@@ -54,6 +71,10 @@ describe('pirl train / eval / embed / export', () => {
     const { tensors, metadata } = await readSafetensors(features);
     expect(tensors.get('features')!.shape[0]).toBe(20);
     expect(JSON.parse(metadata.files)).toContain(path.join('dark', '0.png'));
+    run(['embed', model, 'fashion-mnist', '--out', features, '--size', '8']);
+    const mnist = await readSafetensors(features);
+    expect(mnist.tensors.get('features')!.shape[0]).toBe(60000);
+    expect(JSON.parse(mnist.metadata.files)[59999]).toBe('fashion-mnist/train/59999');
     const trunk = path.join(dir, 'trunk.safetensors');
     run(['export', model, '--out', trunk]);
     expect((await readSafetensors(trunk)).tensors.has('layer4.1.bn2.running_var')).toBe(true);

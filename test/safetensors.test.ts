@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { SafetensorsError, Tensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../lib';
+import { readSafetensorsMetadata } from '../lib/safetensors';
 
 function file(header: unknown, data: Uint8Array = new Uint8Array(0), lengthOverride?: bigint): Buffer {
   const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
@@ -64,6 +65,12 @@ describe('safetensors', () => {
   ])('rejects a file with %s', (_, bytes, message) => {
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(SafetensorsError);
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(message as RegExp);
+  });
+
+  test('only regular files are read: a device or a folder is refused at once, not read forever', async () => {
+    await expect(readSafetensors('/dev/zero')).rejects.toThrow(/\/dev\/zero: not a valid safetensors file: not a regular file/);
+    await expect(readSafetensorsMetadata('/dev/zero')).rejects.toThrow(/not a regular file/);
+    await expect(readSafetensors(os.tmpdir())).rejects.toThrow(/not a regular file|EISDIR/);
   });
 
   test('an empty tensor takes no bytes, wherever its offsets point', () => {

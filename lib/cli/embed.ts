@@ -6,22 +6,23 @@ import { ImageFolder } from '../data/imageFolder';
 import { datasetFeatures } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, asFlags, flagValue, optionsFromFlags, parseFlags } from './args';
+import { UsageError, asFlags, flagValue, openData, optionsFromFlags, parseFlags } from './args';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
 
-export const EMBED_USAGE = `embed <model> <folder> --out FILE [--layer res5|f] [--size 32] [--device cpu|cuda]
-                                features of every image, with the file list in the metadata`;
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--size 32] [--device cpu|cuda]
+                                features of every image, with the file list (or sample numbers) in the metadata`;
 
 export async function embed(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'device', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <folder>');
+  const { values, positionals } = parseFlags(args, ['out', 'device', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = asFlags(values, { device: 'device' }, 'run', () => resolveRunOptions({ device: flagValue(values.device) ?? 'cpu' }, 'run'));
   const model = await PirlModel.load(positionals[0], { device });
-  const folder = await ImageFolder.open(positionals[1], { size: Math.max(options.size, 8) });
-  const { features, indices } = await datasetFeatures(model, folder, options);
-  const files = indices.map((i) => path.relative(positionals[1], folder.files[i]));
+  const data = await openData(positionals[1], Math.max(options.size, 8));
+  const { features, indices } = await datasetFeatures(model, data, options);
+  // A folder's rows are named by their files; fashion-mnist's by their sample numbers.
+  const files = data instanceof ImageFolder ? indices.map((i) => path.relative(positionals[1], data.files[i])) : indices.map((i) => `${positionals[1]}/train/${i}`);
   await writeSafetensors(values.out, [['features', features]], { files: JSON.stringify(files), layer: options.layer });
   console.log(`wrote ${features.shape.join('×')} features of ${files.length} images to ${values.out}`);
 }

@@ -11,6 +11,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointConfigOf } from '../train/trainer';
 import { UsageError, asFlags, checkFlag, flagValue, folderSize, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { writeCurves } from './plot';
+import { MetricsLog } from './metrics';
 import { Progress, formatDuration } from './progress';
 
 /** The flags that set training options, and the option each sets. */
@@ -25,7 +26,7 @@ const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', '
 
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
-        --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume
+        --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume  --force (replace a run in DIR)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
@@ -73,33 +74,48 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string): 
   return Trainer.resume(checkpoint, data, values.device === undefined ? {} : { device });
 }
 
+/** Output files of a run in `out` that a new run would overwrite or append to. */
+async function runFilesIn(out: string): Promise<string[]> {
+  const names = ['checkpoint.safetensors', 'model.safetensors', 'metrics.jsonl', 'metrics.csv'];
+  const present = await Promise.all(names.map((n) => fs.access(path.join(out, n)).then(() => n, () => null)));
+  return present.filter((n): n is string => n !== null);
+}
+
 export async function train(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, [...Object.keys(CONFIG_FLAGS), ...OTHER_FLAGS], ['resume'], 1, 'train needs one <data> argument');
+  const { values, positionals } = parseFlags(args, [...Object.keys(CONFIG_FLAGS), ...OTHER_FLAGS], ['resume', 'force'], 1, 'train needs one <data> argument');
   const { threads } = asFlags(values, RUN_FLAGS, 'run', () => resolveRunOptions({ threads: flagValue(values.threads) ?? null }, 'run'));
   if (threads !== null) setNumThreads(threads);
   const knnEvery = checkFlag(values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
   const checkpointEvery = checkFlag(values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1));
   const out = typeof values.out === 'string' ? values.out : 'pirl-run';
   const checkpoint = path.join(out, 'checkpoint.safetensors');
+  const log = new MetricsLog(out);
   const spec = positionals[0];
   let trainer: Trainer;
   if (values.resume) {
+    if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
     trainer = await resumeRun(values, spec, checkpoint);
+    await log.truncate(trainer.progress);
   } else {
+    const earlier = await runFilesIn(out);
+    if (earlier.length > 0 && !values.force) {
+      throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): --resume continues it, --force starts a new one in its place`);
+    }
     const config = await newRunConfig(values);
     await fs.mkdir(out, { recursive: true });
+    await log.clear();
     trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler)), config);
   }
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
   const testData = knnEvery && spec === 'fashion-mnist' ? await openData(spec, 0, 'test') : data;
-  const metrics = path.join(out, 'metrics.jsonl');
   const lossCurve: Array<[number, number]> = [];
   const knnCurve: Array<[number, number]> = [];
   const progress = new Progress();
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
   let total = 0;
+  let lastLoss = NaN, lastKnn: number | undefined;
   await trainer.fit({
     checkpoint,
     checkpointEvery,
@@ -107,22 +123,27 @@ export async function train(args: string[]): Promise<void> {
       onTrainBegin: (i) => void (total = i.epochs * i.stepsPerEpoch),
       onBatchEnd: async (l) => {
         lossCurve.push([l.step, l.loss]);
+        lastLoss = l.loss;
         const eta = ((Date.now() - started) / 1000 / (l.step - firstStep)) * (total - l.step);
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} step ${l.step}/${total} loss ${l.loss.toFixed(4)} lr ${l.lr.toExponential(2)} ${l.imagesPerSecond.toFixed(0)} img/s ETA ${formatDuration(eta)}`, false);
-        await fs.appendFile(metrics, `${JSON.stringify({ type: 'batch', time: new Date().toISOString(), ...l })}\n`);
+        await log.batch(l);
       },
       onEpochEnd: async (l) => {
         let knn: number | undefined;
         if (knnEvery && (l.epoch + 1) % knnEvery === 0) {
           knn = await knnAccuracy(trainer.model, data, testData, { size: trainer.config.sampler.imageSize });
           knnCurve.push([l.epoch + 1, knn]);
+          lastKnn = knn;
         }
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)} ${l.imagesPerSecond.toFixed(0)} img/s${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
-        await fs.appendFile(metrics, `${JSON.stringify({ type: 'epoch', time: new Date().toISOString(), ...l, knn })}\n`);
+        await log.epoch({ ...l, knn });
         await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve);
       },
     },
   });
   await trainer.model.save(path.join(out, 'model.safetensors'));
-  console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${metrics}, ${path.join(out, 'curves.png')}`);
+  const steps = trainer.progress.step - firstStep;
+  console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
+    `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
+  console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);
 }

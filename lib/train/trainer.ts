@@ -8,7 +8,7 @@ import { checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknown
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
-import { jsonMetadata, metadataField, readSafetensors, writeSafetensors } from '../safetensors';
+import { jsonMetadata, metadataField, readSafetensors, removeStaleTemporaries, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { lrAt, type LrSchedule } from './schedule';
 
@@ -139,6 +139,7 @@ export class Trainer {
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
     const schedule = this.schedule;
     this.stopRequested = false;
+    if (options.checkpoint) await removeStaleTemporaries(options.checkpoint);
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
     while (this.position.epoch < this.config.epochs && !this.stopRequested) {
       const epoch = this.position.epoch;
