@@ -13,6 +13,10 @@ describe('evaluation', () => {
     // Evaluated on its own training set, a 1-nearest-neighbour classifier finds each sample itself.
     expect(await knnAccuracy(trainer.model, data, data, { size: 16, k: 1 })).toBe(1);
     expect(await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, layer: 'f' })).toBe(1);
+    // Progress: after each batch, samples done of both passes (train, then test), ending at the total.
+    const told: Array<[number, number]> = [];
+    await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done, total) => void told.push([done, total]));
+    expect(told).toEqual([[20, 96], [40, 96], [48, 96], [68, 96], [88, 96], [96, 96]]);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);

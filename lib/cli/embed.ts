@@ -7,6 +7,7 @@ import { datasetFeatures } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
 import { UsageError, asFlags, flagValue, openData, optionsFromFlags, parseFlags } from './args';
+import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
 
@@ -20,7 +21,8 @@ export async function embed(args: string[]): Promise<void> {
   const { device } = asFlags(values, { device: 'device' }, 'run', () => resolveRunOptions({ device: flagValue(values.device) ?? 'cpu' }, 'run'));
   const model = await PirlModel.load(positionals[0], { device });
   const data = await openData(positionals[1], Math.max(options.size, 8));
-  const { features, indices } = await datasetFeatures(model, data, options);
+  const progress = new Progress();
+  const { features, indices } = await datasetFeatures(model, data, options, (done, total) => progress.update(`features ${done}/${total} images`, done === total));
   // A folder's rows are named by their files; fashion-mnist's by their sample numbers.
   const files = data instanceof ImageFolder ? indices.map((i) => path.relative(positionals[1], data.files[i])) : indices.map((i) => `${positionals[1]}/train/${i}`);
   await writeSafetensors(values.out, [['features', features]], { files: JSON.stringify(files), layer: options.layer });

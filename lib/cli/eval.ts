@@ -3,6 +3,7 @@ import { resolveKnnOptions, resolveRunOptions } from '../config';
 import { knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
 import { asFlags, flagValue, openData, optionsFromFlags, parseFlags } from './args';
+import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
@@ -17,6 +18,7 @@ export async function evaluate(args: string[]): Promise<void> {
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
   const train = await openData(spec, knn.size, 'train');
   const test = typeof values.test === 'string' ? await openData(values.test, knn.size) : spec === 'fashion-mnist' ? await openData(spec, knn.size, 'test') : train;
-  const accuracy = await knnAccuracy(model, train, test, knn);
+  const progress = new Progress();
+  const accuracy = await knnAccuracy(model, train, test, knn, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total));
   console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length }));
 }

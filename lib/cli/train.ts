@@ -131,7 +131,8 @@ export async function train(args: string[]): Promise<void> {
       onEpochEnd: async (l) => {
         let knn: number | undefined;
         if (knnEvery && (l.epoch + 1) % knnEvery === 0) {
-          knn = await knnAccuracy(trainer.model, data, testData, { size: trainer.config.sampler.imageSize });
+          knn = await knnAccuracy(trainer.model, data, testData, { size: trainer.config.sampler.imageSize },
+            (done, all) => progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false));
           knnCurve.push([l.epoch + 1, knn]);
           lastKnn = knn;
         }

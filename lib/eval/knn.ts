@@ -21,25 +21,30 @@ export interface DatasetFeatures {
   labels: Int32Array | null;
 }
 
+/** Told after each batch of a feature pass how many samples are done, of how many. */
+export type FeatureProgress = (done: number, total: number) => void;
+
 /**
  * Features of a data set with the eval transform, one batch at a time, with the data set index of
  * each row. The model runs on its own device; the features come back on the CPU.
  */
-export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}): AsyncGenerator<{ features: Tensor; indices: number[] }> {
+export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): AsyncGenerator<{ features: Tensor; indices: number[] }> {
   const { size, batchSize, layer } = resolveFeatureOptions(options);
   for (let begin = 0; begin < dataset.length; begin += batchSize) {
     const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
     const { images, indices } = await evalImages(dataset, wanted, size);
-    if (indices.length > 0) yield { features: await model.embed(images, { layer, batchSize }), indices };
+    const features = indices.length > 0 ? await model.embed(images, { layer, batchSize }) : null;
+    onProgress?.(begin + wanted.length, dataset.length);
+    if (features) yield { features, indices };
   }
 }
 
 /** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch, on the CPU. */
-export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}): Promise<DatasetFeatures> {
+export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): Promise<DatasetFeatures> {
   const parts: Float32Array[] = [];
   const indices: number[] = [];
   let width = 0;
-  for await (const batch of featureBatches(model, dataset, options)) {
+  for await (const batch of featureBatches(model, dataset, options, onProgress)) {
     width = batch.features.shape[1];
     parts.push(batch.features.data() as Float32Array);
     indices.push(...batch.indices);
@@ -54,9 +59,9 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
   return { features: Tensor.from(all, [indices.length, width]), indices, labels };
 }
 
-async function labeledFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions): Promise<{ features: Tensor; labels: Int32Array }> {
+async function labeledFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions, onProgress?: FeatureProgress): Promise<{ features: Tensor; labels: Int32Array }> {
   if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
-  const { features, labels } = await datasetFeatures(model, dataset, options);
+  const { features, labels } = await datasetFeatures(model, dataset, options, onProgress);
   return { features, labels: labels! };
 }
 
@@ -82,6 +87,14 @@ export async function nearestNeighbours(features: Tensor, queries: Tensor, k: nu
   return { indices: new Tensor(out.index), similarities: new Tensor(out.similarity) };
 }
 
+/** The labeled features of a train and a test set, their progress told as one pass over both. */
+async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, options: FeatureOptions, onProgress?: FeatureProgress) {
+  const total = train.length + test.length;
+  const a = await labeledFeatures(model, train, options, onProgress && ((done) => onProgress(done, total)));
+  const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total)));
+  return [a, b] as const;
+}
+
 // Labels run from 0, so the classes are the largest label + 1 (a loop: spreading 10^5 labels into Math.max overflows the stack).
 function classCount(...labels: Int32Array[]): number {
   let max = -1;
@@ -93,10 +106,9 @@ function classCount(...labels: Int32Array[]): number {
  * Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. The
  * similarities are computed on the model's device.
  */
-export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}): Promise<number> {
+export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { k, tau, ...features } = resolveKnnOptions(options);
-  const a = await labeledFeatures(model, train, features);
-  const b = await labeledFeatures(model, test, features);
+  const [a, b] = await bothFeatures(model, train, test, features, onProgress);
   const classes = classCount(a.labels, b.labels);
   const trainLabels = int64Tensor(a.labels);
   const [trainFeatures, testFeatures] = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
@@ -109,10 +121,9 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
 }
 
 /** Top-1 of a softmax classifier trained with SGD on the frozen pooled features of `model`'s trunk. */
-export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}): Promise<number> {
+export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { size, ...probe } = resolveLinearProbeOptions(options);
-  const a = await labeledFeatures(model, train, { size });
-  const b = await labeledFeatures(model, test, { size });
+  const [a, b] = await bothFeatures(model, train, test, { size }, onProgress);
   const classes = classCount(a.labels, b.labels);
   return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes, probe));
 }
