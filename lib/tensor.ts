@@ -1,7 +1,7 @@
 // Tensor: a typed handle over a native at::Tensor that shares memory with JavaScript typed arrays.
 import { binding, type TensorHandle } from './binding';
 import { checkDevice, type Device } from './config';
-import { checkInteger, checkOneOf, describe, nativeCall, typeError } from './errors';
+import { checkArrayOf, checkInteger, checkOneOf, describe, nativeCall, typeError } from './errors';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 export type TypedArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -25,8 +25,7 @@ function dtypeOfArray(data: unknown): DType {
 }
 
 export function checkShape(arg: string, shape: unknown): number[] {
-  if (!Array.isArray(shape)) throw typeError(arg, 'an array of non-negative integers', shape);
-  return shape.map((d, i) => checkInteger(`${arg}[${i}]`, d, 0));
+  return checkArrayOf(arg, shape, (a, d) => checkInteger(a, d, 0));
 }
 
 

@@ -4,10 +4,11 @@
 import { promises as fs } from 'fs';
 import { parseArgs } from 'util';
 
-import { folderImageSize, type SamplerConfig } from '../config';
+import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, checkObject, isArgumentError } from '../errors';
+import { setNumThreads } from '../runtime';
 
 /** A command-line mistake: `pirl` prints it with the usage and exits 2. */
 export class UsageError extends Error {}
@@ -76,6 +77,18 @@ export function asFlags<T>(values: FlagValues, map: FlagMap, arg: string, run: (
     }
     throw err;
   }
+}
+
+const RUN_FLAGS: FlagMap = { device: 'device', threads: 'threads' };
+
+/**
+ * The run options that --device and --threads give, resolved by the library (device 'cpu' when left
+ * out); --threads is applied to the process at once.
+ */
+export function applyRunFlags(values: FlagValues): ResolvedRunOptions {
+  const run = asFlags(values, RUN_FLAGS, 'run', () => resolveRunOptions(optionsFromFlags(values, RUN_FLAGS), 'run'));
+  if (run.threads !== null) setNumThreads(run.threads);
+  return run;
 }
 
 /** One flag checked by a library check: `check(value)` with the flag's value; errors name `--flag`. */

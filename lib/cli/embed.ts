@@ -1,24 +1,24 @@
 // `pirl embed`: features of every image of a folder, with the file list in the metadata.
 import * as path from 'path';
 
-import { resolveFeatureOptions, resolveRunOptions } from '../config';
+import { resolveFeatureOptions } from '../config';
 import { ImageFolder } from '../data/imageFolder';
 import { datasetFeatures } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, asFlags, flagValue, openData, optionsFromFlags, parseFlags } from './args';
+import { UsageError, applyRunFlags, asFlags, openData, optionsFromFlags, parseFlags } from './args';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
 
-export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--size 32] [--device cpu|cuda]
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--size 32] [--device cpu|cuda] [--threads N]
                                 features of every image, with the file list (or sample numbers) in the metadata`;
 
 export async function embed(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'device', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
+  const { values, positionals } = parseFlags(args, ['out', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
-  const { device } = asFlags(values, { device: 'device' }, 'run', () => resolveRunOptions({ device: flagValue(values.device) ?? 'cpu' }, 'run'));
+  const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
   const data = await openData(positionals[1], Math.max(options.size, 8));
   const progress = new Progress();

@@ -1,19 +1,19 @@
 // `pirl eval`: the weighted-kNN top-1 of a saved model's trunk.
-import { resolveKnnOptions, resolveRunOptions } from '../config';
+import { resolveKnnOptions } from '../config';
 import { knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
-import { asFlags, flagValue, openData, optionsFromFlags, parseFlags } from './args';
+import { applyRunFlags, asFlags, openData, optionsFromFlags, parseFlags } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size 32] [--device cpu|cuda]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size 32] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist)`;
 
 export async function evaluate(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['data', 'test', 'device', ...Object.keys(KNN_FLAGS)], [], 1, 'eval needs one <model.safetensors> argument');
+  const { values, positionals } = parseFlags(args, ['data', 'test', 'device', 'threads', ...Object.keys(KNN_FLAGS)], [], 1, 'eval needs one <model.safetensors> argument');
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
-  const { device } = asFlags(values, { device: 'device' }, 'run', () => resolveRunOptions({ device: flagValue(values.device) ?? 'cpu' }, 'run'));
+  const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
   const train = await openData(spec, knn.size, 'train');

@@ -3,13 +3,12 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
-import { ARCHS, RECIPES, resolveRunOptions, resolveTrainConfig, type ResolvedTrainConfig } from '../config';
+import { ARCHS, RECIPES, resolveTrainConfig, type Device, type ResolvedTrainConfig } from '../config';
 import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
-import { setNumThreads } from '../runtime';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointConfigOf } from '../train/trainer';
-import { UsageError, asFlags, checkFlag, flagValue, folderSize, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { UsageError, applyRunFlags, asFlags, checkFlag, folderSize, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { writeCurves } from './plot';
 import { MetricsLog } from './metrics';
 import { Progress, formatDuration } from './progress';
@@ -21,7 +20,6 @@ const CONFIG_FLAGS: FlagMap = {
   mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
   'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision',
 };
-const RUN_FLAGS: FlagMap = { threads: 'threads', device: 'device' };
 const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', 'threads'];
 
 const d = resolveTrainConfig();
@@ -65,13 +63,13 @@ async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
   return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
 }
 
-async function resumeRun(values: FlagValues, spec: string, checkpoint: string): Promise<Trainer> {
+async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device): Promise<Trainer> {
   const changed = [...Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device'), 'config'].filter((f) => values[f] !== undefined);
   if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
-  const { device } = asFlags(values, RUN_FLAGS, 'run', () => resolveRunOptions({ device: flagValue(values.device) ?? 'cpu' }, 'run'));
-  const saved = checkpointConfigOf(checkpoint, await readSafetensorsMetadata(checkpoint), values.device === undefined ? undefined : device);
+  const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
+  const saved = checkpointConfigOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
   const data = await openData(spec, folderSize(values, saved.sampler));
-  return Trainer.resume(checkpoint, data, values.device === undefined ? {} : { device });
+  return Trainer.resume(checkpoint, data, moved);
 }
 
 /** Output files of a run in `out` that a new run would overwrite or append to. */
@@ -83,8 +81,7 @@ async function runFilesIn(out: string): Promise<string[]> {
 
 export async function train(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, [...Object.keys(CONFIG_FLAGS), ...OTHER_FLAGS], ['resume', 'force'], 1, 'train needs one <data> argument');
-  const { threads } = asFlags(values, RUN_FLAGS, 'run', () => resolveRunOptions({ threads: flagValue(values.threads) ?? null }, 'run'));
-  if (threads !== null) setNumThreads(threads);
+  const { device } = applyRunFlags(values);
   const knnEvery = checkFlag(values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
   const checkpointEvery = checkFlag(values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1));
   const out = typeof values.out === 'string' ? values.out : 'pirl-run';
@@ -94,7 +91,7 @@ export async function train(args: string[]): Promise<void> {
   let trainer: Trainer;
   if (values.resume) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
-    trainer = await resumeRun(values, spec, checkpoint);
+    trainer = await resumeRun(values, spec, checkpoint, device);
     await log.truncate(trainer.progress);
   } else {
     const earlier = await runFilesIn(out);
