@@ -15,17 +15,16 @@ void checkJigsawGeometry(int64_t jigsawSize, int64_t patchSize) {
                     "patchSize must be in [1, jigsawSize/3 = ", jigsawSize / kJigsawCells, "], got ", patchSize);
 }
 
-void cutJigsaw(const Image& jigsaw, int64_t patchSize, SampleRng& rng,
-               const std::function<void(int64_t k, int64_t cell, Image& patch)>& use) {
-  const int64_t cell = jigsaw.width / kJigsawCells, P = patchSize;
+void cutJigsaw(int64_t jigsawSize, int64_t patchSize, SampleRng& rng,
+               const std::function<void(int64_t k, int64_t cell, int64_t x, int64_t y)>& use) {
+  const int64_t cell = jigsawSize / kJigsawCells, P = patchSize;
   std::array<int64_t, kJigsawPatches> order;
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng.engine());  // uniform over the 9! orders
   for (int64_t k = 0; k < kJigsawPatches; ++k) {
     const int64_t cellIndex = order[k];
     const int64_t ox = rng.below(cell - P + 1), oy = rng.below(cell - P + 1);
-    Image patch = crop(jigsaw, (cellIndex % kJigsawCells) * cell + ox, (cellIndex / kJigsawCells) * cell + oy, P);
-    use(k, cellIndex, patch);
+    use(k, cellIndex, (cellIndex % kJigsawCells) * cell + ox, (cellIndex / kJigsawCells) * cell + oy);
   }
 }
 

@@ -7,7 +7,6 @@
 #include <functional>
 
 #include "sample_rng.h"
-#include "transforms.h"
 
 namespace pirl::data {
 
@@ -17,10 +16,11 @@ constexpr int64_t kJigsawPatches = kJigsawCells * kJigsawCells;  // 9 patches pe
 // J must be a multiple of 3 and P fit in a cell; c10::ValueError otherwise.
 void checkJigsawGeometry(int64_t jigsawSize, int64_t patchSize);
 
-// Cuts the 9 patches of `jigsaw` in a random order and hands each to `use(k, cell, patch)` as soon as
-// it is cut: patch k comes from cell `cell` (row-major). The offsets and the order come from `rng`,
-// which `use` may draw from too (each patch is augmented on its own, in the same stream).
-void cutJigsaw(const Image& jigsaw, int64_t patchSize, SampleRng& rng,
-               const std::function<void(int64_t k, int64_t cell, Image& patch)>& use);
+// Lays out the 9 patches of a J×J jigsaw crop in a random order and hands each to `use(k, cell, x, y)`
+// as soon as it is drawn: patch k comes from cell `cell` (row-major), its top-left corner at (x, y) of
+// the crop. The offsets and the order come from `rng`, which `use` may draw from too (each patch is
+// augmented on its own, in the same stream).
+void cutJigsaw(int64_t jigsawSize, int64_t patchSize, SampleRng& rng,
+               const std::function<void(int64_t k, int64_t cell, int64_t x, int64_t y)>& use);
 
 }  // namespace pirl::data

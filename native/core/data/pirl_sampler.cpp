@@ -65,10 +65,11 @@ Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tens
                                                           config.imageScaleMax), S);
       photometric(image, rng, config.photometric);
       normalizeInto(image, images + b * 3 * S * S);
-      // Jigsaw branch I_t: an independent crop cut into 9 shuffled patches, each augmented on its own.
-      const Image jigsaw = cropResize(view, randomResizedCropBox(rng, view.width, view.height, config.jigsawScaleMin,
-                                                                 config.jigsawScaleMax), J);
-      cutJigsaw(jigsaw, P, rng, [&](int64_t k, int64_t cell, Image& patch) {
+      // Jigsaw branch I_t: an independent crop cut into 9 shuffled patches, each augmented on its own;
+      // only the patches' pixels of the J×J resample are computed.
+      const Box jigsaw = randomResizedCropBox(rng, view.width, view.height, config.jigsawScaleMin, config.jigsawScaleMax);
+      cutJigsaw(J, P, rng, [&](int64_t k, int64_t cell, int64_t x, int64_t y) {
+        Image patch = cropResizeWindow(view, jigsaw, J, x, y, P, P);
         photometric(patch, rng, config.photometric);
         normalizeInto(patch, patches + (b * kJigsawPatches + k) * 3 * P * P);
         perms[b * kJigsawPatches + k] = cell;

@@ -5,28 +5,61 @@
 #include <cmath>
 #include <numeric>
 
+// Speed (bench/sampler_bench.cpp, `npm run bench:data`): every op is one pass over 8-bit pixels with
+// per-image lookup tables where the result depends on one channel value alone, integer luma, and
+// float arithmetic where it does not; results match the double-precision reference
+// (test/native/reference) exactly or within one grey level (test/native/sampler_test.cpp).
 namespace pirl::data {
 
 namespace {
 
-inline uint8_t clamp8(double v) { return static_cast<uint8_t>(std::min(255.0, std::max(0.0, std::round(v)))); }
+// Round half up and clamp to [0, 255]: std::round of a non-negative value, without a libm call.
+inline uint8_t round8(double v) { return static_cast<uint8_t>(std::min(255.0, std::max(0.0, v)) + 0.5); }
+inline uint8_t round8(float v) { return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)) + 0.5f); }
 
-// ITU-R 601-2 luma, as PIL and torchvision compute grayscale.
-inline double luma(const uint8_t* p) { return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]; }
+// ITU-R 601-2 luma ×1000 (PIL's and torchvision's grayscale weights), exact in integers.
+inline int32_t luma1000(const uint8_t* p) { return 299 * p[0] + 587 * p[1] + 114 * p[2]; }
+
+using Lut = std::array<uint8_t, 256>;
 
 template <typename Fn>
-void forEachPixel(Image& image, Fn&& fn) {
-  for (size_t i = 0; i < image.pixels.size(); i += 3) fn(image.pixels.data() + i);
+Lut makeLut(Fn&& fn) {
+  Lut lut;
+  for (int v = 0; v < 256; ++v) lut[v] = fn(v);
+  return lut;
 }
 
-void blend(Image& image, const Image& degenerate, double factor) {
-  for (size_t i = 0; i < image.pixels.size(); ++i) {
-    image.pixels[i] = clamp8(degenerate.pixels[i] + factor * (image.pixels[i] - degenerate.pixels[i]));
-  }
+void applyLut(Image& image, const Lut& lut) {
+  for (auto& v : image.pixels) v = lut[v];
 }
 
 constexpr std::array<float, 3> kMean{0.485f, 0.456f, 0.406f};
 constexpr std::array<float, 3> kStd{0.229f, 0.224f, 0.225f};
+
+// (v/255 − mean)/std for every byte value and channel, computed as the reference computes it.
+const std::array<std::array<float, 256>, 3>& normalizeTable() {
+  static const auto table = [] {
+    std::array<std::array<float, 256>, 3> t{};
+    for (int c = 0; c < 3; ++c) {
+      for (int v = 0; v < 256; ++v) t[c][v] = (v / 255.0f - kMean[c]) / kStd[c];
+    }
+    return t;
+  }();
+  return table;
+}
+
+// Where output column (or row) i of a resize of [start, start+length) to `size` samples the source:
+// the two neighbours and the weight of the second, pixel centres aligned, clamped at the edges.
+struct Tap {
+  int64_t lo, hi;
+  double w;
+};
+
+Tap tapAt(double start, double length, int64_t size, int64_t i, int64_t extent) {
+  const double f = std::clamp(start + (i + 0.5) * (length / size) - 0.5, 0.0, static_cast<double>(extent - 1));
+  const int64_t lo = static_cast<int64_t>(f);
+  return {lo, std::min(lo + 1, extent - 1), f - lo};
+}
 
 }  // namespace
 
@@ -52,82 +85,104 @@ Box randomResizedCropBox(SampleRng& rng, int64_t width, int64_t height, double s
 }
 
 Image cropResize(const ImageView& src, const Box& box, int64_t size) {
-  Image out(size, size);
-  const double sx = box.width / size, sy = box.height / size;
-  for (int64_t y = 0; y < size; ++y) {
-    const double fy = std::clamp(box.y + (y + 0.5) * sy - 0.5, 0.0, static_cast<double>(src.height - 1));
-    const int64_t y0 = static_cast<int64_t>(fy), y1 = std::min(y0 + 1, src.height - 1);
-    const double wy = fy - y0;
-    for (int64_t x = 0; x < size; ++x) {
-      const double fx = std::clamp(box.x + (x + 0.5) * sx - 0.5, 0.0, static_cast<double>(src.width - 1));
-      const int64_t x0 = static_cast<int64_t>(fx), x1 = std::min(x0 + 1, src.width - 1);
-      const double wx = fx - x0;
-      uint8_t* o = out.at(y, x);
-      for (int c = 0; c < 3; ++c) {
-        const int64_t sc = src.channels == 1 ? 0 : c;  // gray sources become RGB here
-        const auto px = [&](int64_t yy, int64_t xx) {
-          return static_cast<double>(src.data[(yy * src.width + xx) * src.channels + sc]);
-        };
-        const double top = px(y0, x0) * (1 - wx) + px(y0, x1) * wx;
-        const double bottom = px(y1, x0) * (1 - wx) + px(y1, x1) * wx;
-        o[c] = clamp8(top * (1 - wy) + bottom * wy);
-      }
-    }
-  }
-  return out;
+  return cropResizeWindow(src, box, size, 0, 0, size, size);
 }
 
-Image crop(const Image& src, int64_t x, int64_t y, int64_t size) {
-  Image out(size, size);
-  for (int64_t r = 0; r < size; ++r) {
-    std::copy_n(src.at(y + r, x), size * 3, out.at(r, 0));
+Image cropResizeWindow(const ImageView& src, const Box& box, int64_t size, int64_t x0, int64_t y0, int64_t width,
+                       int64_t height) {
+  Image out(height, width);
+  const int64_t C = src.channels;
+  std::vector<Tap> columns(width);
+  for (int64_t x = 0; x < width; ++x) columns[x] = tapAt(box.x, box.width, size, x0 + x, src.width);
+  // Separable: each needed source row is interpolated horizontally once, then pairs of rows vertically
+  // (the reference's order of operations, in the same double arithmetic).
+  std::vector<double> rowA(width * 3), rowB(width * 3);
+  int64_t rowAIndex = -1, rowBIndex = -1;
+  const auto horizontal = [&](int64_t sy, std::vector<double>& row) {
+    const uint8_t* line = src.data + sy * src.width * C;
+    for (int64_t x = 0; x < width; ++x) {
+      const Tap& t = columns[x];
+      for (int c = 0; c < 3; ++c) {
+        const int64_t sc = C == 1 ? 0 : c;  // gray sources become RGB here
+        row[x * 3 + c] = line[t.lo * C + sc] * (1 - t.w) + line[t.hi * C + sc] * t.w;
+      }
+    }
+  };
+  for (int64_t y = 0; y < height; ++y) {
+    const Tap r = tapAt(box.y, box.height, size, y0 + y, src.height);
+    // Consecutive output rows share source rows: keep the two interpolated last.
+    if (rowAIndex != r.lo) {
+      if (rowBIndex == r.lo) {
+        std::swap(rowA, rowB);
+        std::swap(rowAIndex, rowBIndex);
+      } else {
+        horizontal(r.lo, rowA);
+        rowAIndex = r.lo;
+      }
+    }
+    if (rowBIndex != r.hi) {
+      horizontal(r.hi, rowB);
+      rowBIndex = r.hi;
+    }
+    uint8_t* o = out.at(y, 0);
+    for (int64_t i = 0; i < width * 3; ++i) o[i] = round8(rowA[i] * (1 - r.w) + rowB[i] * r.w);
   }
   return out;
 }
 
 void adjustBrightness(Image& image, double factor) {
-  forEachPixel(image, [&](uint8_t* p) {
-    for (int c = 0; c < 3; ++c) p[c] = clamp8(p[c] * factor);
-  });
+  applyLut(image, makeLut([&](int v) { return round8(v * factor); }));
 }
 
 void adjustContrast(Image& image, double factor) {
-  double mean = 0;
-  forEachPixel(image, [&](uint8_t* p) { mean += luma(p); });
-  mean = std::round(mean / static_cast<double>(image.height * image.width));
-  forEachPixel(image, [&](uint8_t* p) {
-    for (int c = 0; c < 3; ++c) p[c] = clamp8(mean + factor * (p[c] - mean));
-  });
+  int64_t sum = 0;
+  const uint8_t* p = image.pixels.data();
+  for (size_t i = 0; i < image.pixels.size(); i += 3) sum += luma1000(p + i);
+  const double mean = std::round(static_cast<double>(sum) / 1000.0 / static_cast<double>(image.height * image.width));
+  applyLut(image, makeLut([&](int v) { return round8(mean + factor * (v - mean)); }));
 }
 
 void adjustSaturation(Image& image, double factor) {
-  forEachPixel(image, [&](uint8_t* p) {
-    const double gray = luma(p);
-    for (int c = 0; c < 3; ++c) p[c] = clamp8(gray + factor * (p[c] - gray));
-  });
+  const float f = static_cast<float>(factor);
+  const float g = (1 - f) / 1000.0f;
+  uint8_t* p = image.pixels.data();
+  for (size_t i = 0; i < image.pixels.size(); i += 3) {
+    const float gray = g * static_cast<float>(luma1000(p + i));  // (1 − f)·luma
+    for (int c = 0; c < 3; ++c) p[i + c] = round8(gray + f * p[i + c]);
+  }
 }
 
 void adjustHue(Image& image, double shift) {
-  forEachPixel(image, [&](uint8_t* p) {
-    const double r = p[0] / 255.0, g = p[1] / 255.0, b = p[2] / 255.0;
-    const double mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
-    double h = 0;
-    if (d > 0) {
-      if (mx == r) h = std::fmod((g - b) / d, 6.0);
-      else if (mx == g) h = (b - r) / d + 2;
-      else h = (r - g) / d + 4;
-      h /= 6;
+  // HSV rotation with V and S kept: each channel becomes max, min, or min + d·f / max − d·f where
+  // d = max − min and f the position of the rotated hue within its sixth of the circle.
+  static const auto inverse = [] {
+    std::array<float, 256> t{};
+    for (int d = 1; d < 256; ++d) t[d] = 1.0f / d;
+    return t;
+  }();
+  const float turn = static_cast<float>(6 * (shift - std::floor(shift)));  // in sixths, [0, 6)
+  uint8_t* p = image.pixels.data();
+  for (size_t i = 0; i < image.pixels.size(); i += 3) {
+    const int r = p[i], g = p[i + 1], b = p[i + 2];
+    const int mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
+    if (d == 0) continue;  // gray: no hue to turn
+    const float inv = inverse[d];
+    float h = mx == r ? (g - b) * inv : mx == g ? (b - r) * inv + 2 : (r - g) * inv + 4;
+    h += turn;
+    if (h < 0) h += 6;
+    if (h >= 6) h -= 6;
+    const int sector = std::min(static_cast<int>(h), 5);
+    const float up = mn + d * (h - sector), down = mx - d * (h - sector);
+    const uint8_t hi = static_cast<uint8_t>(mx), lo = static_cast<uint8_t>(mn), u = round8(up), dn = round8(down);
+    switch (sector) {
+      case 0: p[i] = hi, p[i + 1] = u, p[i + 2] = lo; break;
+      case 1: p[i] = dn, p[i + 1] = hi, p[i + 2] = lo; break;
+      case 2: p[i] = lo, p[i + 1] = hi, p[i + 2] = u; break;
+      case 3: p[i] = lo, p[i + 1] = dn, p[i + 2] = hi; break;
+      case 4: p[i] = u, p[i + 1] = lo, p[i + 2] = hi; break;
+      default: p[i] = hi, p[i + 1] = lo, p[i + 2] = dn; break;
     }
-    h = h + shift;
-    h -= std::floor(h);
-    const double s = mx > 0 ? d / mx : 0, v = mx;
-    const double hh = h * 6;
-    const int sector = static_cast<int>(hh) % 6;
-    const double f = hh - std::floor(hh);
-    const double q = v * (1 - s), t1 = v * (1 - s * f), t2 = v * (1 - s * (1 - f));
-    const std::array<std::array<double, 3>, 6> rgb{{{v, t2, q}, {t1, v, q}, {q, v, t2}, {q, t1, v}, {t2, q, v}, {v, q, t1}}};
-    for (int c = 0; c < 3; ++c) p[c] = clamp8(rgb[sector][c] * 255);
-  });
+  }
 }
 
 void posterize(Image& image, int bits) {
@@ -136,43 +191,54 @@ void posterize(Image& image, int bits) {
 }
 
 void solarize(Image& image, int threshold) {
-  for (auto& v : image.pixels) {
-    if (v >= threshold) v = static_cast<uint8_t>(255 - v);
-  }
+  for (auto& v : image.pixels) v = v >= threshold ? static_cast<uint8_t>(255 - v) : v;
 }
 
 void autocontrast(Image& image) {
+  std::array<uint8_t, 3> lo{255, 255, 255}, hi{0, 0, 0};
+  const uint8_t* p = image.pixels.data();
+  for (size_t i = 0; i < image.pixels.size(); i += 3) {
+    for (int c = 0; c < 3; ++c) lo[c] = std::min(lo[c], p[i + c]), hi[c] = std::max(hi[c], p[i + c]);
+  }
+  std::array<Lut, 3> luts;
   for (int c = 0; c < 3; ++c) {
-    uint8_t lo = 255, hi = 0;
-    for (size_t i = c; i < image.pixels.size(); i += 3) {
-      lo = std::min(lo, image.pixels[i]);
-      hi = std::max(hi, image.pixels[i]);
-    }
-    if (hi <= lo) continue;
-    const double scale = 255.0 / (hi - lo);
-    for (size_t i = c; i < image.pixels.size(); i += 3) image.pixels[i] = clamp8((image.pixels[i] - lo) * scale);
+    const double scale = hi[c] > lo[c] ? 255.0 / (hi[c] - lo[c]) : 0;
+    luts[c] = makeLut([&](int v) { return hi[c] > lo[c] ? round8((v - lo[c]) * scale) : static_cast<uint8_t>(v); });
+  }
+  uint8_t* q = image.pixels.data();
+  for (size_t i = 0; i < image.pixels.size(); i += 3) {
+    for (int c = 0; c < 3; ++c) q[i + c] = luts[c][q[i + c]];
   }
 }
 
 void sharpness(Image& image, double factor) {
-  // PIL's SMOOTH kernel [[1,1,1],[1,5,1],[1,1,1]]/13 on the interior; the border stays as it is.
-  Image smooth = image;
+  // PIL's SMOOTH kernel [[1,1,1],[1,5,1],[1,1,1]]/13 on the interior, blended with the image; the border
+  // stays as it is (there the blend is the identity). Integer sums, rounded as the reference rounds.
+  const int64_t W = image.width, rowBytes = W * 3;
+  if (image.height < 3 || W < 3) return;
+  const Image original = image;
+  // factor·(image − smooth) for every difference, in the reference's double arithmetic.
+  std::array<double, 511> scaled;
+  for (int d = -255; d <= 255; ++d) scaled[d + 255] = factor * d;
   for (int64_t y = 1; y + 1 < image.height; ++y) {
-    for (int64_t x = 1; x + 1 < image.width; ++x) {
-      for (int c = 0; c < 3; ++c) {
-        int sum = 4 * image.at(y, x)[c];
-        for (int dy = -1; dy <= 1; ++dy) {
-          for (int dx = -1; dx <= 1; ++dx) sum += image.at(y + dy, x + dx)[c];
-        }
-        smooth.at(y, x)[c] = clamp8(sum / 13.0);
-      }
+    const uint8_t* up = original.at(y - 1, 0);
+    const uint8_t* mid = original.at(y, 0);
+    const uint8_t* down = original.at(y + 1, 0);
+    uint8_t* o = image.at(y, 0);
+    for (int64_t i = 3; i < rowBytes - 3; ++i) {
+      const int sum = up[i - 3] + up[i] + up[i + 3] + mid[i - 3] + 5 * mid[i] + mid[i + 3] + down[i - 3] + down[i] +
+                      down[i + 3];
+      const int smooth = (2 * sum + 13) / 26;  // round(sum/13): 13 is odd, so no ties
+      o[i] = round8(smooth + scaled[mid[i] - smooth + 255]);
     }
   }
-  blend(image, smooth, factor);
 }
 
 void grayscale(Image& image) {
-  forEachPixel(image, [&](uint8_t* p) { p[0] = p[1] = p[2] = clamp8(luma(p)); });
+  uint8_t* p = image.pixels.data();
+  for (size_t i = 0; i < image.pixels.size(); i += 3) {
+    p[i] = p[i + 1] = p[i + 2] = static_cast<uint8_t>((luma1000(p + i) + 500) / 1000);
+  }
 }
 
 void flipHorizontal(Image& image) {
@@ -210,9 +276,12 @@ void photometric(Image& image, SampleRng& rng, const PhotometricOptions& o) {
 }
 
 void normalizeInto(const Image& image, float* chw) {
+  const auto& table = normalizeTable();
   const int64_t plane = image.height * image.width;
-  for (int64_t i = 0; i < plane; ++i) {
-    for (int c = 0; c < 3; ++c) chw[c * plane + i] = (image.pixels[i * 3 + c] / 255.0f - kMean[c]) / kStd[c];
+  const uint8_t* p = image.pixels.data();
+  for (int c = 0; c < 3; ++c) {
+    float* out = chw + c * plane;
+    for (int64_t i = 0; i < plane; ++i) out[i] = table[c][p[i * 3 + c]];
   }
 }
 

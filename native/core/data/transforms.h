@@ -36,8 +36,9 @@ Box randomResizedCropBox(SampleRng& rng, int64_t width, int64_t height, double s
 // The box of `src` resampled to size×size RGB (bilinear, pixel centres aligned).
 Image cropResize(const ImageView& src, const Box& box, int64_t size);
 
-// The cell-local P×P window of `src` at (x, y) (a plain copy).
-Image crop(const Image& src, int64_t x, int64_t y, int64_t size);
+// The width×height window at (x, y) of cropResize(src, box, size), computing only its pixels.
+Image cropResizeWindow(const ImageView& src, const Box& box, int64_t size, int64_t x, int64_t y, int64_t width,
+                       int64_t height);
 
 struct ColorJitter {
   double brightness, contrast, saturation, hue;
