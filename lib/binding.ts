@@ -1,6 +1,4 @@
 // The only file that loads the native addon. Everything else imports `binding` from here.
-import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import type { EmbedLayer, NceMode, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedTrainConfig, SamplerConfig } from './config';
@@ -181,36 +179,46 @@ export interface Binding {
 
 export const packageRoot = path.join(__dirname, '..');
 
-// glibc's RTLD_NODELETE: keeps a library loaded although process.dlopen closes what registers no module.
-const RTLD_NODELETE = 0x1000;
-
-/**
- * With $LIBTORCH set, loads its libraries first (global, never unloaded), so an addon or prebuild
- * finds them by soname without LD_LIBRARY_PATH.
- */
-function preloadLibtorch(): void {
-  const root = process.env.LIBTORCH;
-  if (!root) return;
-  const flags = os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL | RTLD_NODELETE;
-  for (const lib of ['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so']) {
-    const file = path.join(root, 'lib', lib);
-    if (!fs.existsSync(file)) continue;
-    try {
-      process.dlopen({ exports: {} } as NodeJS.Module, file, flags);
-    } catch (err) {
-      if (!/did not self-register/.test(String((err as Error).message))) throw err;
-    }
-  }
+/** What scripts/libtorch.js reports of a libtorch (the fields the loader and `pirl info` use). */
+export interface LibtorchFound {
+  source: string;
+  torchDir: string;
+  version: string;
+  libDir: string | null;
+  cuda: boolean;
+  cudaVersion: string | null;
+  /** The prebuild folder for it, e.g. torch-1.13-cpu; null when its version is unknown. */
+  tag: string | null;
 }
+
+export interface LoadedAddon {
+  binding: Binding;
+  path: string;
+  kind: 'build' | 'prebuild';
+  libtorch: LibtorchFound;
+}
+
+const SOLUTIONS_FOR_LIBTORCH = [
+  '- Debian/Ubuntu, as root: apt-get install libtorch-dev libopenblas0-pthread',
+  '- PyTorch for python3 (pip install torch): found through the torch package python3 imports',
+  '- Another libtorch (CPU or CUDA, unpacked from pytorch.org): set LIBTORCH=/path/to/libtorch',
+  '- See which libtorch would be used: node node_modules/pirl/scripts/libtorch.js',
+];
 
 /** Why the addon did not load, and what to run about it, in the style of sharp's "Possible solutions". */
 export function explainLoadFailure(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'PIRL_NO_PREBUILD') {
+    // scripts/addon.js names the libtorch, the prebuilds and the one command that builds for it.
+    return `pirl: could not load the native addon: ${message}`;
+  }
+  if (code === 'PIRL_NO_LIBTORCH') {
+    return ['pirl: could not load the native addon.', `Cause: ${message}`, 'Possible solutions:', ...SOLUTIONS_FOR_LIBTORCH].join('\n');
+  }
   let cause: string;
   const missing = /(lib[\w.+-]+\.so[\w.]*): cannot open shared object file/.exec(message);
-  if (/No native build was found/.test(message)) {
-    cause = `no build of the addon exists for ${process.platform}-${process.arch} (Node-API 9): neither build/Release/pirl.node nor a matching prebuild.`;
-  } else if (missing && /torch|c10/.test(missing[1])) {
+  if (missing && /torch|c10/.test(missing[1])) {
     cause = `libtorch is missing: ${missing[1]} could not be found by the dynamic loader.`;
   } else if (missing) {
     cause = `a shared library the addon needs is missing: ${missing[1]}.`;
@@ -224,23 +232,18 @@ export function explainLoadFailure(err: unknown): string {
     `Cause: ${cause}`,
     `Loader said: ${message.split('\n')[0]}`,
     'Possible solutions:',
-    '- Debian/Ubuntu, as root: apt-get install libtorch-dev libopenblas0-pthread',
-    '- Another libtorch (CPU or CUDA, unpacked from pytorch.org): set LIBTORCH=/path/to/libtorch',
-    '  (or have `python3 -c "import torch"` work: pip-installed torch is found too)',
+    ...SOLUTIONS_FOR_LIBTORCH,
     '- Build the addon for the libtorch you have: node node_modules/pirl/scripts/install.js',
     '  (npm 11 skips dependencies\' install scripts unless allowed: allow pirl in your npm allowScripts)',
-    '- See which libtorch would be used: node node_modules/pirl/scripts/libtorch.js',
   ].join('\n');
 }
 
-function load(): { binding: Binding; addonPath: string } {
+function load(): LoadedAddon {
   try {
-    preloadLibtorch();
+    // Plain JS shared with the install step; it asks scripts/libtorch.js which libtorch is present.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
-    const addonPath = nodeGypBuild.path(packageRoot);
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return { binding: require(addonPath) as Binding, addonPath };
+    const { loadAddon } = require('../scripts/addon') as { loadAddon(root: string): LoadedAddon };
+    return loadAddon(packageRoot);
   } catch (err) {
     const error = new Error(explainLoadFailure(err));
     (error as Error & { cause?: unknown }).cause = err;
@@ -250,4 +253,6 @@ function load(): { binding: Binding; addonPath: string } {
 
 const loaded = load();
 export const binding: Binding = loaded.binding;
-export const addonPath: string = loaded.addonPath;
+export const addonPath: string = loaded.path;
+/** The libtorch the addon was chosen for, and whether it is a local build or a prebuild. */
+export const addonSource: { kind: LoadedAddon['kind']; libtorch: LibtorchFound } = { kind: loaded.kind, libtorch: loaded.libtorch };

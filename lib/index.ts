@@ -1,4 +1,6 @@
 // Public entry point of pirl.
+// Public types use Node's Buffer: the package depends on @types/node, and this keeps the reference in index.d.ts.
+/// <reference types="node" preserve="true" />
 import { initRuntime } from './runtime';
 
 initRuntime();

@@ -1,18 +1,21 @@
 // What pirl runs on (libtorch, CUDA, BLAS, threads) and the intra-op thread setting.
 import * as os from 'os';
 
-import { addonPath, binding } from './binding';
+import { addonPath, addonSource, binding } from './binding';
 import { checkDevice, type Device } from './config';
 import { checkBoolean, checkInteger, rangeError } from './errors';
 
 export interface BuildInfo {
   pirlVersion: string;
-  libtorch: { version: string; library: string; cxx11Abi: boolean };
+  /** source: where scripts/libtorch.js found it (LIBTORCH, python3 torch, system, ...); tag: the prebuild folder it matches. */
+  libtorch: { version: string; library: string; cxx11Abi: boolean; source: string; tag: string | null };
   cuda: { compiled: boolean; available: boolean; deviceCount: number };
   blas: { kind: 'openblas' | 'mkl' | 'reference' | 'other' | 'none'; library: string; warning: string | null };
   threads: { intraOp: number; interOp: number; backend: string };
   napiVersion: { addon: number; node: number };
   addonPath: string;
+  /** 'build': compiled on this machine (build/Release); 'prebuild': shipped in prebuilds/. */
+  addonKind: 'build' | 'prebuild';
 }
 
 const REFERENCE_BLAS_WARNING =
@@ -25,12 +28,19 @@ export function buildInfo(): BuildInfo {
   const { version } = require('../package.json') as { version: string };
   return {
     pirlVersion: version,
-    libtorch: { version: native.libtorchVersion, library: native.libtorchLibrary, cxx11Abi: native.cxx11Abi },
+    libtorch: {
+      version: native.libtorchVersion,
+      library: native.libtorchLibrary,
+      cxx11Abi: native.cxx11Abi,
+      source: addonSource.libtorch.source,
+      tag: addonSource.libtorch.tag,
+    },
     cuda: { compiled: native.cudaCompiled, available: native.cudaAvailable, deviceCount: native.cudaDeviceCount },
     blas: { ...native.blas, warning: native.blas.kind === 'reference' ? REFERENCE_BLAS_WARNING : null },
     threads: { intraOp: native.numThreads, interOp: native.numInteropThreads, backend: native.parallelBackend },
     napiVersion: { addon: native.napiVersion, node: Number(process.versions.napi) },
     addonPath,
+    addonKind: addonSource.kind,
   };
 }
 

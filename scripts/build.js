@@ -1,32 +1,45 @@
 #!/usr/bin/env node
 'use strict';
-// Builds the addon with cmake-js against the libtorch that scripts/libtorch.js finds.
+// Builds the addon with CMake against the libtorch that scripts/libtorch.js finds, into
+// build/Release/pirl.node, and records that libtorch next to it (build/Release/libtorch.json) so the
+// loader uses this build only with the libtorch it was made for.
 // Usage: node scripts/build.js [--tests] [--benchmarks] [--debug]
+const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const os = require('os');
 const { findLibtorch } = require('./libtorch');
 
 const root = path.join(__dirname, '..');
+const buildDir = path.join(root, 'build');
 
+function onPath(program) {
+  return spawnSync('sh', ['-c', `command -v ${program}`], { stdio: 'ignore' }).status === 0;
+}
+
+function run(args) {
+  // Build logs go to stderr so that callers' stdout (benchmark JSON) stays clean.
+  const r = spawnSync('cmake', args, { cwd: root, stdio: ['inherit', 2, 2] });
+  if (r.error) throw new Error(`cmake could not be run (${r.error.code}): building pirl needs CMake >= 3.19 and a C++17 compiler`);
+  if (r.status !== 0) throw new Error(`cmake ${args[0]} ${args[1]} failed (exit ${r.status})`);
+}
+
+/** Builds; returns the libtorch built against and the addon's path. */
 function build({ tests = false, benchmarks = false, debug = false } = {}) {
   const { found, tried } = findLibtorch();
   if (!found) throw new Error(`libtorch not found; looked at:\n  ${tried.join('\n  ')}`);
   console.error(`pirl: building against libtorch ${found.version} (${found.source}: ${found.torchDir}), CUDA ${found.cuda ? 'yes' : 'no'}`);
-  const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-  const common = ['--directory', root, '--out', path.join(root, 'build'), ...(debug ? ['--debug'] : [])];
-  // Configure every time: `cmake-js build` alone keeps the options of an earlier configure.
-  const steps = [
-    // Optional targets are only ever switched on, so building one kind keeps the others built.
-    ['configure', ...common, `--CDTorch_DIR=${found.torchDir}`,
-      ...(tests ? ['--CDPIRL_BUILD_TESTS=ON'] : []), ...(benchmarks ? ['--CDPIRL_BUILD_BENCHMARKS=ON'] : [])],
-    ['build', ...common, '--parallel', String(os.availableParallelism())],
-  ];
-  for (const step of steps) {
-    // Build logs go to stderr so that callers' stdout (benchmark JSON) stays clean.
-    const r = spawnSync(process.execPath, [cmakeJs, ...step], { cwd: root, stdio: ['inherit', 2, 2] });
-    if (r.status !== 0) throw new Error(`cmake-js ${step[0]} failed (exit ${r.status})`);
-  }
+  const config = debug ? 'Debug' : 'Release';
+  // A build folder keeps the generator it was configured with; a new one uses Ninja where there is one.
+  const generator = !fs.existsSync(path.join(buildDir, 'CMakeCache.txt')) && onPath('ninja') ? ['-G', 'Ninja'] : [];
+  // Configure every time, so the libtorch found now is the one built against.
+  // Optional targets are only ever switched on, so building one kind keeps the others built.
+  run(['-S', root, '-B', buildDir, ...generator, `-DCMAKE_BUILD_TYPE=${config}`, `-DTorch_DIR=${found.torchDir}`,
+    ...(tests ? ['-DPIRL_BUILD_TESTS=ON'] : []), ...(benchmarks ? ['-DPIRL_BUILD_BENCHMARKS=ON'] : [])]);
+  run(['--build', buildDir, '--parallel', String(os.availableParallelism())]);
+  const addon = path.join(buildDir, config, 'pirl.node');
+  fs.writeFileSync(path.join(buildDir, config, 'libtorch.json'), `${JSON.stringify(found, null, 2)}\n`);
+  return { found, addon };
 }
 
 module.exports = { build };

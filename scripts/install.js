@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // npm install step of pirl: make sure a libtorch exists (installing Debian's with apt-get when
-// allowed), then use a prebuild that loads, or build the addon from source.
+// allowed), then use the addon that loads for it (scripts/addon.js: a prebuild for that libtorch),
+// or build one from source. Also the command a user runs when npm skipped this step and no prebuild matches.
 //
 // Environment: PIRL_NO_APT=1   never run apt-get (report what to install instead)
 //              PIRL_FORCE_BUILD=1   build from source even when a prebuild loads
@@ -53,9 +54,10 @@ function referenceBlasBehindSystemLibtorch() {
   }
 }
 
+// In a child process: loading libtorch here would keep it in this process for the build.
 function addonLoads() {
-  const probe = "const p=require('node-gyp-build').path(process.argv[1]); require(p); console.log(p)";
-  const r = spawnSync(process.execPath, ['-e', probe, root], { encoding: 'utf8' });
+  const probe = "console.log(require(process.argv[1]).loadAddon().path)";
+  const r = spawnSync(process.execPath, ['-e', probe, path.join(__dirname, 'addon.js')], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
@@ -67,7 +69,7 @@ function main() {
     ({ found, tried } = findLibtorch());
     if (!found) throw new Error(noLibtorchHelp(tried));
   }
-  log(`libtorch ${found.version} from ${found.source} (${found.torchDir})`);
+  log(`libtorch ${found.version} from ${found.source} (${found.torchDir}), prebuild tag ${found.tag}`);
   if (found.source === 'system' && referenceBlasBehindSystemLibtorch()) {
     if (canUseApt()) aptInstall(['libopenblas0-pthread']);
     else console.warn('pirl: warning: libtorch uses the reference BLAS (~30x slower matmul). Fix: apt-get install libopenblas0-pthread');
@@ -79,7 +81,8 @@ function main() {
       return;
     }
   }
-  build();
+  log(`${process.env.PIRL_FORCE_BUILD ? 'PIRL_FORCE_BUILD is set' : `no addon loads for ${found.tag}`}: building from source (CMake, a few minutes)`);
+  log(`built ${path.relative(root, build().addon)}`);
 }
 
 try {

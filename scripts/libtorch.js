@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 'use strict';
-// The one place that decides which libtorch pirl builds against. CMakeLists.txt, binding.gyp,
-// the install script and `pirl info` all ask this file, so every build path agrees.
+// The one place that decides which libtorch pirl builds against and loads. CMakeLists.txt, binding.gyp,
+// the install script, the addon loader (at every require) and `pirl info` all ask this file.
 //
 // Order: $LIBTORCH (an unpacked libtorch, CPU or CUDA) → $Torch_DIR / $CMAKE_PREFIX_PATH →
-// the torch of python3 (torch.utils.cmake_prefix_path) → the system (Debian libtorch-dev).
+// the torch of python3 (its package's share/cmake) → the system (Debian libtorch-dev).
 
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const { execFileSync } = require('child_process');
 
@@ -28,21 +29,77 @@ function torchDirUnderPrefix(prefix) {
   return candidates.find(isTorchDir);
 }
 
-function pythonTorchDirs() {
-  const found = [];
-  for (const python of ['python3', '/usr/bin/python3']) {
-    try {
-      const out = execFileSync(python, ['-c', 'import torch.utils; print(torch.utils.cmake_prefix_path)'], {
-        stdio: ['ignore', 'pipe', 'ignore'],
-        timeout: 60000,
-      }).toString().trim();
-      const dir = out && torchDirUnderPrefix(out);
-      if (dir) found.push({ dir, python });
-    } catch {
-      // this python has no torch: try the next one
-    }
+// Where python3 would import torch from, without importing it (importing takes seconds), plus the
+// paths whose change could change that answer: its sys.path, its user site and the interpreter.
+const PYTHON_QUERY = [
+  'import importlib.util as u, json, site, sys',
+  "s = u.find_spec('torch')",
+  "print(json.dumps({'torch': (s.submodule_search_locations or [None])[0] if s else None,",
+  "  'watch': [p for p in sys.path if p] + [site.getusersitepackages(), sys.executable]}))",
+].join('\n');
+
+// The environment that selects the python3 and its sys.path (pyenv also reads .python-version
+// files from the working directory): part of the cache key.
+const PYTHON_ENV = ['PATH', 'PYTHONPATH', 'PYTHONHOME', 'PYTHONUSERBASE', 'HOME', 'PYENV_VERSION', 'VIRTUAL_ENV', 'CONDA_PREFIX'];
+
+function pythonCacheFile() {
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(base, 'pirl', 'python-torch.json');
+}
+
+function mtimeOf(file) {
+  try {
+    return fs.statSync(file).mtimeMs;
+  } catch {
+    return null;
   }
-  return found;
+}
+
+function readJson(file) {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+// Asking python3 costs a process start (0.2 s through a pyenv shim) at every require, so its answer
+// is cached per interpreter, environment and working directory, and trusted while none of the watched
+// paths changed: `pip install torch` changes a site-packages folder, a new python3 a PATH folder.
+function pythonTorchPackage(python) {
+  const file = pythonCacheFile();
+  const key = JSON.stringify([python, process.cwd(), ...PYTHON_ENV.map((name) => process.env[name] || '')]);
+  const cache = readJson(file) || {};
+  const hit = cache[key];
+  if (hit && hit.watch.every(([p, mtime]) => mtimeOf(p) === mtime)) return hit.torch;
+  let answer;
+  try {
+    answer = JSON.parse(execFileSync(python, ['-c', PYTHON_QUERY], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 30000 }).toString());
+  } catch {
+    return null; // no such python, or it failed: nothing to cache
+  }
+  const pathDirs = (process.env.PATH || '').split(path.delimiter).filter(Boolean);
+  cache[key] = { torch: answer.torch, watch: [...answer.watch, ...pathDirs].map((p) => [p, mtimeOf(p)]) };
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}`;
+    fs.writeFileSync(tmp, JSON.stringify(cache));
+    fs.renameSync(tmp, file); // atomic: concurrent processes read a whole file or none
+  } catch {
+    // an unwritable cache only costs the next process another python3 start
+  }
+  return answer.torch;
+}
+
+// The first python3 whose torch has a CMake package (Debian's python3-torch has none: the system entry finds it).
+function pythonTorchDir() {
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const torch = pythonTorchPackage(python);
+    // torch.utils.cmake_prefix_path is <torch>/share/cmake
+    const dir = torch && torchDirUnderPrefix(path.join(torch, 'share', 'cmake'));
+    if (dir) return { dir, python };
+  }
+  return null;
 }
 
 function candidates() {
@@ -74,7 +131,7 @@ function describe(source, torchDir) {
   const libDir = libDirs.find((d) => fs.existsSync(path.join(d, 'libtorch_cpu.so')) || fs.existsSync(path.join(d, 'libtorch.so')));
   const abi = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(config);
   const includeDirs = [path.join(prefix, 'include'), path.join(prefix, 'include/torch/csrc/api/include')];
-  return {
+  const t = {
     source,
     torchDir,
     prefix,
@@ -84,6 +141,36 @@ function describe(source, torchDir) {
     cxx11Abi: abi ? abi[1] === '1' : true,
     cuda: !!libDir && fs.existsSync(path.join(libDir, 'libtorch_cuda.so')),
   };
+  const cudaVersion = t.cuda ? cudaVersionOf(prefix) : null;
+  return { ...t, cudaVersion, tag: prebuildTag(t.version, t.cuda, cudaVersion, t.cxx11Abi) };
+}
+
+// pip's torch says it in <prefix>/version.py (`cuda: Optional[str] = '13.0'`), an unpacked libtorch
+// from pytorch.org in <prefix>/build-version (`2.11.0+cu130`); Debian's CUDA libtorch says neither.
+function cudaVersionOf(prefix) {
+  const read = (file) => {
+    try {
+      return fs.readFileSync(path.join(prefix, file), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const pip = /^cuda\b[^=\n]*=\s*['"](\d+)\.(\d+)/m.exec(read('version.py'));
+  if (pip) return `${pip[1]}.${pip[2]}`;
+  const zip = /\+cu(\d+)(\d)\s*$/.exec(read('build-version'));
+  return zip ? `${zip[1]}.${zip[2]}` : null;
+}
+
+/**
+ * The prebuild folder name for a libtorch: what an addon built against it needs at load time.
+ * Major.minor (libtorch's C++ ABI changes between minor releases), CPU or the CUDA runtime
+ * (libcudart's soname), and the pre-C++11 string ABI where it is used. null when the version is unknown.
+ */
+function prebuildTag(version, cuda, cudaVersion, cxx11Abi) {
+  const v = /^(\d+)\.(\d+)/.exec(version);
+  if (!v) return null;
+  const flavour = !cuda ? 'cpu' : cudaVersion ? `cu${cudaVersion.replace('.', '')}` : 'cuda';
+  return `torch-${v[1]}.${v[2]}-${flavour}${cxx11Abi ? '' : '-abi0'}`;
 }
 
 /** Finds libtorch: `{ found, tried }`, found being its description or null, tried what was looked at. */
@@ -93,9 +180,9 @@ function findLibtorch() {
     if (c.dir) return { found: describe(c.source, c.dir), tried };
     tried.push(`${c.source}=${c.given} (no TorchConfig.cmake below it)`);
   }
-  const [py] = pythonTorchDirs();
+  const py = pythonTorchDir();
   if (py) return { found: describe(`python3 torch (${py.python})`, py.dir), tried };
-  tried.push('python3 -c "import torch" (no torch with a cmake prefix)');
+  tried.push('the torch of python3 and /usr/bin/python3 (none with share/cmake/Torch)');
   const systemDirs = MULTIARCH_LIBDIRS.map((d) => path.join(d, 'cmake/Torch'));
   const system = systemDirs.find(isTorchDir);
   if (system) return { found: describe('system', system), tried };
@@ -103,19 +190,23 @@ function findLibtorch() {
   return { found: null, tried };
 }
 
+/** Whether the dynamic loader and the compiler search this folder without being told. */
+function isSystemDir(dir) {
+  return dir === '/usr/include' || MULTIARCH_LIBDIRS.includes(dir);
+}
+
 // The compiler already searches /usr/include and the multiarch lib dirs; naming them again would
 // reorder system headers (breaking libstdc++'s #include_next) and bake a useless rpath in.
 function gypFlags(t) {
-  const systemDir = (d) => d === '/usr/include' || MULTIARCH_LIBDIRS.includes(d);
-  const includes = t.includeDirs.filter((d) => !systemDir(d)).map((d) => `-isystem${d}`);
-  const libDir = systemDir(t.libDir) ? [] : [`-L${t.libDir}`, `-Wl,-rpath,${t.libDir}`];
+  const includes = t.includeDirs.filter((d) => !isSystemDir(d)).map((d) => `-isystem${d}`);
+  const libDir = isSystemDir(t.libDir) ? [] : [`-L${t.libDir}`, `-Wl,-rpath,${t.libDir}`];
   return {
     cflags: [`-D_GLIBCXX_USE_CXX11_ABI=${t.cxx11Abi ? 1 : 0}`, ...includes].join(' '),
     libs: [...libDir, '-ltorch', '-ltorch_cpu', '-lc10'].join(' '),
   };
 }
 
-module.exports = { findLibtorch, gypFlags };
+module.exports = { findLibtorch, gypFlags, isSystemDir, prebuildTag };
 
 if (require.main === module) {
   const { found: t, tried } = findLibtorch();
@@ -124,8 +215,16 @@ if (require.main === module) {
     console.error(`pirl: libtorch not found; looked at:\n  ${tried.join('\n  ')}`);
     process.exit(1);
   }
-  if (arg === '--torch-dir') console.log(t.torchDir);
-  else if (arg === '--gyp-cflags') console.log(gypFlags(t).cflags);
-  else if (arg === '--gyp-libs') console.log(gypFlags(t).libs);
-  else console.log(JSON.stringify(t, null, 2));
+  const outputs = {
+    '--json': () => JSON.stringify(t, null, 2),
+    '--torch-dir': () => t.torchDir,
+    '--tag': () => t.tag,
+    '--gyp-cflags': () => gypFlags(t).cflags,
+    '--gyp-libs': () => gypFlags(t).libs,
+  };
+  if (!outputs[arg]) {
+    console.error(`pirl: libtorch.js takes one of ${Object.keys(outputs).join(', ')}; got ${arg}`);
+    process.exit(2);
+  }
+  console.log(outputs[arg]());
 }

@@ -7,21 +7,106 @@ import { explainLoadFailure } from '../lib/binding';
 
 const root = path.join(__dirname, '..');
 
+// A copy of the compiled TS and the loader's scripts without build/ or prebuilds/ next to it.
+function bareCopy(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-nobuild-'));
+  for (const entry of ['dist', 'scripts', 'package.json']) fs.cpSync(path.join(root, entry), path.join(dir, entry), { recursive: true });
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+  return dir;
+}
+
+// An unpacked libtorch as pytorch.org ships it, with no libraries that could load: only what scripts/libtorch.js reads.
+function fakeLibtorch(version: string, cuda: string | null): string {
+  const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-libtorch-'));
+  fs.mkdirSync(path.join(prefix, 'share/cmake/Torch'), { recursive: true });
+  fs.mkdirSync(path.join(prefix, 'lib'));
+  // The line upstream's TorchConfig.cmake computes its prefix with: three levels above its folder.
+  fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfig.cmake'),
+    'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
+  fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfigVersion.cmake'), `set(PACKAGE_VERSION "${version}")\n`);
+  fs.writeFileSync(path.join(prefix, 'build-version'), `${version}${cuda ? `+cu${cuda.replace('.', '')}` : '+cpu'}\n`);
+  for (const lib of ['libtorch_cpu.so', ...(cuda ? ['libtorch_cuda.so'] : [])]) fs.writeFileSync(path.join(prefix, 'lib', lib), '');
+  return prefix;
+}
+
+const platform = `${process.platform}-${process.arch}`;
+
 describe('when the addon does not load, the error says why and what to run', () => {
-  test('no build at all', () => {
-    // A copy of the compiled TS without build/ or prebuilds/ next to it.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-nobuild-'));
-    fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
-    fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
-    fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+  test('no build and no prebuild at all', () => {
+    const dir = bareCopy();
     const r = spawnSync(process.execPath, ['-e', "require('./dist')"], { cwd: dir, encoding: 'utf8' });
     fs.rmSync(dir, { recursive: true, force: true });
     expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/pirl: could not load the native addon/);
-    expect(r.stderr).toMatch(/Cause: no build of the addon exists/);
-    expect(r.stderr).toMatch(/Possible solutions:/);
-    expect(r.stderr).toMatch(/apt-get install libtorch-dev libopenblas0-pthread/);
-    expect(r.stderr).toMatch(/node node_modules\/pirl\/scripts\/install.js/);
+    expect(r.stderr).toMatch(/pirl: could not load the native addon: no prebuilt addon matches the libtorch found, and none was built for it/);
+    expect(r.stderr).toContain(`prebuilds shipped: none for ${platform}.`);
+    expect(r.stderr).toContain(`node ${path.join(dir, 'scripts/install.js')}`);
+  });
+
+  test('a libtorch with no matching prebuild (2.11 with CUDA 13.0): names it, the prebuilds shipped, a local build for another libtorch, and the one command', () => {
+    const dir = bareCopy();
+    const libtorch = fakeLibtorch('2.11.0', '13.0');
+    fs.mkdirSync(path.join(dir, 'prebuilds', platform, 'torch-1.13-cpu'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'prebuilds', platform, 'torch-1.13-cpu', 'pirl.node'), '');
+    fs.mkdirSync(path.join(dir, 'prebuilds', platform, 'torch-2.10-cu130')); // a folder without an addon is not a prebuild
+    fs.mkdirSync(path.join(dir, 'build', 'Release'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'build', 'Release', 'pirl.node'), '');
+    fs.writeFileSync(path.join(dir, 'build', 'Release', 'libtorch.json'), JSON.stringify({ tag: 'torch-1.13-cpu', version: '1.13.0', source: 'system' }));
+    const r = spawnSync(process.execPath, ['-e', "require('./dist')"], { cwd: dir, encoding: 'utf8', env: { ...process.env, LIBTORCH: libtorch } });
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(libtorch, { recursive: true, force: true });
+    expect(r.status).not.toBe(0);
+    // Node prints the uncaught error's source line first, then the message.
+    expect(r.stderr.slice(r.stderr.indexOf('pirl: could not load')).split('\n').slice(0, 7)).toEqual([
+      'pirl: could not load the native addon: no prebuilt addon matches the libtorch found, and none was built for it.',
+      `libtorch found: 2.11.0 with CUDA 13.0, from LIBTORCH (${path.join(libtorch, 'share/cmake/Torch')}); it needs the prebuild ${platform}/torch-2.11-cu130.`,
+      `prebuilds shipped: ${platform}/torch-1.13-cpu.`,
+      'build/Release/pirl.node was built for torch-1.13-cpu (libtorch 1.13.0 from system)',
+      'Build the addon for this libtorch (needs CMake >= 3.19 and a C++17 compiler; a few minutes):',
+      `  node ${path.join(dir, 'scripts/install.js')}`,
+      expect.stringMatching(/^ {4}at /),
+    ]);
+  });
+
+  test('the prebuild tag: version major.minor, CPU or the CUDA runtime, the pre-C++11 ABI spelt out', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { prebuildTag } = require('../scripts/libtorch') as { prebuildTag(v: string, cuda: boolean, cudaVersion: string | null, abi: boolean): string | null };
+    expect(prebuildTag('1.13.0', false, null, true)).toBe('torch-1.13-cpu');
+    expect(prebuildTag('2.11.0', true, '13.0', true)).toBe('torch-2.11-cu130');
+    expect(prebuildTag('2.5.1', true, '12.4', false)).toBe('torch-2.5-cu124-abi0');
+    expect(prebuildTag('2.6.0', true, null, true)).toBe('torch-2.6-cuda');
+    expect(prebuildTag('unknown', false, null, true)).toBeNull();
+  });
+
+  test("pip's torch, found through python3: its CUDA version read from version.py; python3 asked once, again only when its paths change", () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-python-'));
+    const site = path.join(tmp, 'site-packages');
+    const torch = path.join(site, 'torch');
+    fs.mkdirSync(path.join(torch, 'share/cmake/Torch'), { recursive: true });
+    fs.mkdirSync(path.join(torch, 'lib'));
+    fs.writeFileSync(path.join(torch, 'share/cmake/Torch/TorchConfig.cmake'),
+      'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
+    fs.writeFileSync(path.join(torch, 'share/cmake/Torch/TorchConfigVersion.cmake'), 'set(PACKAGE_VERSION "2.11.0")\n');
+    fs.writeFileSync(path.join(torch, 'version.py'), "__version__ = '2.11.0'\ncuda: Optional[str] = '13.0'\n");
+    for (const lib of ['libtorch_cpu.so', 'libtorch_cuda.so']) fs.writeFileSync(path.join(torch, 'lib', lib), '');
+    // A python3 that answers what scripts/libtorch.js asks and counts the times it was asked.
+    const bin = path.join(tmp, 'bin');
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, 'python3'), `#!/bin/sh\necho asked >> ${tmp}/asked\necho '${JSON.stringify({ torch, watch: [site] })}'\n`, { mode: 0o755 });
+    const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${bin}:${process.env.PATH}`, XDG_CACHE_HOME: path.join(tmp, 'cache') };
+    for (const name of ['LIBTORCH', 'Torch_DIR', 'CMAKE_PREFIX_PATH']) delete env[name];
+    const find = () => JSON.parse(execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js')], { env }).toString());
+    const asked = () => fs.readFileSync(path.join(tmp, 'asked'), 'utf8').split('\n').filter(Boolean).length;
+    try {
+      expect(find()).toMatchObject({ source: 'python3 torch (python3)', prefix: torch, version: '2.11.0', cuda: true, cudaVersion: '13.0', tag: 'torch-2.11-cu130' });
+      expect(asked()).toBe(1);
+      expect(find().tag).toBe('torch-2.11-cu130');
+      expect(asked()).toBe(1); // from the cache
+      fs.mkdirSync(path.join(site, 'torch-2.11.1.dist-info')); // what pip install does to site-packages
+      find();
+      expect(asked()).toBe(2);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   test('libtorch missing: the dynamic loader cannot find it', () => {
@@ -57,16 +142,16 @@ describe('when the addon does not load, the error says why and what to run', () 
   });
 
   test("an upstream or pip libtorch layout (<prefix>/share/cmake/Torch) is read from its own prefix, CUDA included", () => {
-    const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-libtorch-'));
-    fs.mkdirSync(path.join(prefix, 'share/cmake/Torch'), { recursive: true });
-    fs.mkdirSync(path.join(prefix, 'lib'));
-    // The line upstream's TorchConfig.cmake computes its prefix with: three levels above its folder.
-    fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfig.cmake'),
-      'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
-    for (const lib of ['libtorch_cpu.so', 'libtorch_cuda.so']) fs.writeFileSync(path.join(prefix, 'lib', lib), '');
+    const prefix = fakeLibtorch('2.11.0', '13.0');
     const found = JSON.parse(execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js')], { env: { ...process.env, LIBTORCH: prefix } }).toString());
     fs.rmSync(prefix, { recursive: true, force: true });
-    expect(found).toMatchObject({ source: 'LIBTORCH', prefix, libDir: path.join(prefix, 'lib'), cuda: true });
+    expect(found).toMatchObject({ source: 'LIBTORCH', prefix, libDir: path.join(prefix, 'lib'), cuda: true, cudaVersion: '13.0', tag: 'torch-2.11-cu130' });
+  });
+
+  test('libtorch.js refuses an unknown option, naming the ones it takes', () => {
+    const r = spawnSync(process.execPath, [path.join(root, 'scripts/libtorch.js'), '--version'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('pirl: libtorch.js takes one of --json, --torch-dir, --tag, --gyp-cflags, --gyp-libs; got --version\n');
   });
 });
 

@@ -13,12 +13,12 @@ export function info(args: string[]): void {
   }
   const lines = [
     `pirl        ${b.pirlVersion}`,
-    `libtorch    ${b.libtorch.version} (${b.libtorch.library})`,
+    `libtorch    ${b.libtorch.version} (${b.libtorch.library}), found by ${b.libtorch.source}`,
     `CUDA        ${b.cuda.compiled ? 'compiled' : 'not compiled'}, ${b.cuda.available ? `${b.cuda.deviceCount} device(s)` : 'no device'}`,
     `BLAS        ${b.blas.kind}${b.blas.library ? ` (${b.blas.library})` : ''}`,
     `threads     ${b.threads.intraOp} intra-op, ${b.threads.interOp} inter-op (${b.threads.backend})`,
     `Node-API    addon ${b.napiVersion.addon}, node ${b.napiVersion.node}`,
-    `addon       ${b.addonPath}`,
+    `addon       ${b.addonPath} (${b.addonKind === 'prebuild' ? `prebuild for ${b.libtorch.tag}` : 'built on this machine'})`,
   ];
   console.log(lines.join('\n'));
   if (b.blas.warning) console.warn(`warning: ${b.blas.warning}`);

@@ -1,0 +1,92 @@
+'use strict';
+// Which compiled addon goes with the libtorch present, and loading it: lib/binding.ts at every
+// require and the install step's probe both come here. scripts/libtorch.js says which libtorch.
+//
+// Looked for, in order: a local build made for that libtorch (build/Release, build/Debug, with the
+// libtorch.json that scripts/build.js writes beside it), then prebuilds/<platform>-<arch>/<tag>/pirl.node.
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { findLibtorch, isSystemDir } = require('./libtorch');
+
+const packageRoot = path.join(__dirname, '..');
+const platform = `${process.platform}-${process.arch}`;
+
+// glibc's RTLD_NODELETE: keeps a library loaded although process.dlopen closes what registers no module.
+const RTLD_NODELETE = 0x1000;
+
+function codedError(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+
+function readJson(file) {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** The prebuild tags shipped in this package for this platform. */
+function shippedPrebuilds(root = packageRoot) {
+  const dir = path.join(root, 'prebuilds', platform);
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir).filter((tag) => fs.existsSync(path.join(dir, tag, 'pirl.node'))).sort();
+}
+
+/** The addon for the libtorch found: `{ path, kind: 'build' | 'prebuild', libtorch }`, or a coded error saying why none. */
+function locateAddon(root = packageRoot) {
+  const { found, tried } = findLibtorch();
+  if (!found) {
+    throw codedError('PIRL_NO_LIBTORCH', `libtorch was not found. Looked at:\n${tried.map((t) => `  - ${t}`).join('\n')}`);
+  }
+  const builtFor = [];
+  for (const config of ['Release', 'Debug']) {
+    const addon = path.join(root, 'build', config, 'pirl.node');
+    if (!fs.existsSync(addon)) continue;
+    // A build without a record (node-gyp rebuild) is taken as made for the libtorch present.
+    const record = readJson(path.join(root, 'build', config, 'libtorch.json'));
+    if (!record || record.tag === found.tag) return { path: addon, kind: 'build', libtorch: found };
+    builtFor.push(`${path.relative(root, addon)} was built for ${record.tag} (libtorch ${record.version} from ${record.source})`);
+  }
+  const shipped = shippedPrebuilds(root);
+  if (found.tag && shipped.includes(found.tag)) {
+    return { path: path.join(root, 'prebuilds', platform, found.tag, 'pirl.node'), kind: 'prebuild', libtorch: found };
+  }
+  throw codedError('PIRL_NO_PREBUILD', [
+    `no prebuilt addon matches the libtorch found, and none was built for it.`,
+    `libtorch found: ${found.version}${found.cuda ? ` with CUDA ${found.cudaVersion || '(version unknown)'}` : ' (CPU)'}, from ${found.source} (${found.torchDir}); ` +
+      `it needs the prebuild ${found.tag ? `${platform}/${found.tag}` : '(none: its version is unknown)'}.`,
+    `prebuilds shipped: ${shipped.length ? shipped.map((tag) => `${platform}/${tag}`).join(', ') : `none for ${platform}`}.`,
+    ...builtFor,
+    `Build the addon for this libtorch (needs CMake >= 3.19 and a C++17 compiler; a few minutes):`,
+    `  node ${path.join(root, 'scripts', 'install.js')}`,
+  ].join('\n'));
+}
+
+/**
+ * Loads a libtorch outside the loader's default folders (an unpacked LIBTORCH, pip's torch/lib) globally
+ * and for good, so the addon finds its libraries by soname without LD_LIBRARY_PATH.
+ */
+function preloadLibtorch(libtorch) {
+  if (!libtorch.libDir || isSystemDir(libtorch.libDir)) return;
+  const flags = os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL | RTLD_NODELETE;
+  for (const lib of ['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so']) {
+    const file = path.join(libtorch.libDir, lib);
+    if (!fs.existsSync(file)) continue;
+    try {
+      process.dlopen({ exports: {} }, file, flags);
+    } catch (err) {
+      if (!/did not self-register/.test(String(err.message))) throw err;
+    }
+  }
+}
+
+/** Finds and loads the addon: `{ binding, path, kind, libtorch }`. */
+function loadAddon(root = packageRoot) {
+  const addon = locateAddon(root);
+  preloadLibtorch(addon.libtorch);
+  return { ...addon, binding: require(addon.path) };
+}
+
+module.exports = { loadAddon, locateAddon, shippedPrebuilds };

@@ -1,0 +1,215 @@
+// The package as a user gets it: `npm run prebuild` once (a CMake build: minutes on two cores), then
+// `npm pack`, then the tarball installed into fresh projects with no compiler on PATH.
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const root = path.join(__dirname, '..');
+const platform = `${process.platform}-${process.arch}`;
+const tag = execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js'), '--tag']).toString().trim();
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-package-'));
+
+// What a published package is made from: the files git would commit, the compiled TS, no build/ folder.
+function packageCopy(): string {
+  const dir = path.join(work, 'pirl');
+  const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: root })
+    .toString().split('\0').filter(Boolean);
+  for (const file of [...files, 'dist']) {
+    const from = path.join(root, file);
+    if (!fs.existsSync(from)) continue;
+    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+    fs.cpSync(from, path.join(dir, file), { recursive: true });
+  }
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+  return dir;
+}
+
+// A PATH with node, npm, npx and sh only: no g++, cc, make or cmake.
+function pathWithoutCompiler(): string {
+  const bin = path.join(work, 'bin');
+  fs.mkdirSync(bin);
+  const which = (program: string) => execFileSync('sh', ['-c', `command -v ${program}`]).toString().trim();
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+  for (const program of ['npm', 'npx', 'sh']) fs.symlinkSync(fs.realpathSync(which(program)), path.join(bin, program));
+  return bin;
+}
+
+let pkg = '';
+let tarball = '';
+let consumerPath = '';
+
+function consumerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: consumerPath, ...extra };
+  for (const name of ['LIBTORCH', 'Torch_DIR', 'CMAKE_PREFIX_PATH', 'LD_LIBRARY_PATH', 'PIRL_FORCE_BUILD']) delete env[name];
+  for (const name of Object.keys(env)) if (name.startsWith('npm_')) delete env[name]; // jest may run under `npm test`
+  return env;
+}
+
+function run(cwd: string, command: string, args: string[], extra: Record<string, string> = {}): SpawnSyncReturns<string> {
+  return spawnSync(command, args, { cwd, env: consumerEnv(extra), encoding: 'utf8', timeout: 300_000 });
+}
+
+function expectOk(r: SpawnSyncReturns<string>): string {
+  if (r.status !== 0) throw new Error(`exit ${r.status}\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+/** A fresh project with the tarball installed by `npm install TARBALL ...args`; returns its folder. */
+function consumer(name: string, args: string[]): { dir: string; seconds: number } {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true }));
+  const t0 = Date.now();
+  // The registry only for what the npm cache lacks (sharp's platform packages, @types/node).
+  expectOk(run(dir, 'npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', ...args]));
+  return { dir, seconds: (Date.now() - t0) / 1000 };
+}
+
+const TRAINING_STEP = `
+const pirl = require('pirl');
+const n = 16, side = 16;
+const pixels = new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251);
+const config = {
+  model: { arch: 'resnet18', stem: 'small', width: 0.125, embeddingDim: 16 }, loss: { negatives: 8 },
+  sampler: { imageSize: 16, jigsawSize: 18, patchSize: 6 }, batchSize: 8, epochs: 1, epochLength: 1, seed: 7,
+};
+pirl.Trainer.create(new pirl.ArrayDataset(pixels, [n, side, side, 3]), config)
+  .then((trainer) => trainer.fit({ callbacks: { onBatchEnd: (l) => console.log(JSON.stringify({ step: l.step, loss: l.loss })) } }))
+  .catch((err) => { console.error(err); process.exit(1); });`;
+
+beforeAll(() => {
+  pkg = packageCopy();
+  const prebuild = spawnSync('npm', ['run', 'prebuild'], { cwd: pkg, encoding: 'utf8' });
+  if (prebuild.status !== 0) throw new Error(`npm run prebuild failed:\n${prebuild.stdout}\n${prebuild.stderr}`);
+  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work], { cwd: pkg }).toString());
+  tarball = path.join(work, packed[0].filename);
+  consumerPath = pathWithoutCompiler();
+}, 1_200_000);
+
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+describe('npm run prebuild', () => {
+  test('files the addon under the tag of the libtorch found, and it loads from there once build/ is gone', () => {
+    expect(tag).toMatch(/^torch-\d+\.\d+-(cpu|cu\d+|cuda)(-abi0)?$/);
+    expect(fs.existsSync(path.join(pkg, 'prebuilds', platform, tag, 'pirl.node'))).toBe(true);
+    fs.rmSync(path.join(pkg, 'build'), { recursive: true, force: true });
+    const script = `
+      const pirl = require('./dist');
+      pirl.ops.matmul(pirl.Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]), pirl.Tensor.from(new Float32Array([1, 0, 0, 1]), [2, 2]))
+        .then((t) => console.log(JSON.stringify({ addon: pirl.buildInfo().addonPath, kind: pirl.buildInfo().addonKind, product: Array.from(t.data()) })));`;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: pkg }).toString());
+    expect(out).toEqual({ addon: path.join(pkg, 'prebuilds', platform, tag, 'pirl.node'), kind: 'prebuild', product: [1, 2, 3, 4] });
+  });
+});
+
+describe('the packed tarball', () => {
+  test('holds the prebuild and the compiled TS, no build folder, and source maps that carry their sources', () => {
+    const files = execFileSync('tar', ['-tzf', tarball]).toString().split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
+    expect(files).toContain(`prebuilds/${platform}/${tag}/pirl.node`);
+    expect(files).toEqual(expect.arrayContaining(['dist/index.js', 'dist/index.d.ts', 'scripts/addon.js', 'scripts/libtorch.js', 'scripts/install.js']));
+    expect(files.filter((f) => f.startsWith('build/') || f.startsWith('node_modules/'))).toEqual([]);
+    const maps = files.filter((f) => f.endsWith('.map'));
+    expect(maps.length).toBeGreaterThan(10);
+    const unpacked = path.join(work, 'unpacked');
+    fs.mkdirSync(unpacked);
+    execFileSync('tar', ['-xzf', tarball, '-C', unpacked]);
+    for (const map of maps) {
+      const { sources, sourcesContent } = JSON.parse(fs.readFileSync(path.join(unpacked, 'package', map), 'utf8'));
+      expect({ map, carried: (sourcesContent ?? []).filter((s: unknown) => typeof s === 'string').length }).toEqual({ map, carried: sources.length });
+    }
+  });
+});
+
+describe('npm install of the tarball in a fresh project, no compiler on PATH', () => {
+  test('the PATH given has no compiler', () => {
+    expect(run(work, 'sh', ['-c', 'command -v g++ || command -v cc || command -v make || command -v cmake']).status).not.toBe(0);
+  });
+
+  test("with npm's defaults: installs without building, then a training step and `pirl info` run", () => {
+    const { dir, seconds } = consumer('consumer-defaults', []);
+    console.log(`consumer install with npm's defaults: ${seconds.toFixed(1)} s`);
+    // Whether this npm ran pirl's install script or blocked it, nothing was compiled.
+    expect(fs.existsSync(path.join(dir, 'node_modules/pirl/build'))).toBe(false);
+    const steps = expectOk(run(dir, 'node', ['-e', TRAINING_STEP])).trim().split('\n').map((l) => JSON.parse(l));
+    expect(steps).toHaveLength(1);
+    expect(Number.isFinite(steps[0].loss)).toBe(true);
+    const info = expectOk(run(dir, 'npx', ['--no-install', 'pirl', 'info']));
+    expect(info).toContain(`addon       ${path.join(dir, 'node_modules/pirl/prebuilds', platform, tag, 'pirl.node')} (prebuild for ${tag})`);
+  }, 600_000);
+
+  describe('with install scripts blocked (--ignore-scripts: what allowScripts does to an unlisted package)', () => {
+    let dir = '';
+    beforeAll(() => {
+      const installed = consumer('consumer-blocked', ['--ignore-scripts']);
+      dir = installed.dir;
+      console.log(`consumer install with scripts blocked: ${installed.seconds.toFixed(1)} s`);
+      const runtime = fs.readdirSync(path.join(dir, 'node_modules'), { withFileTypes: true })
+        .flatMap((e) => (e.name.startsWith('@') ? fs.readdirSync(path.join(dir, 'node_modules', e.name)).map((n) => `${e.name}/${n}`) : [e.name]))
+        .filter((n) => !n.startsWith('.'));
+      console.log(`packages in the consumer's node_modules: ${runtime.length} (${runtime.join(', ')})`);
+    }, 600_000);
+
+    test('the prebuild loads: `pirl info` and a training step', () => {
+      expect(expectOk(run(dir, 'npx', ['--no-install', 'pirl', 'info']))).toContain(`(prebuild for ${tag})`);
+      expect(JSON.parse(expectOk(run(dir, 'node', ['-e', TRAINING_STEP])).trim()).step).toBe(1);
+    });
+
+    test('import and require give the same exports (the exports map)', () => {
+      const esm = `import * as esm from 'pirl'; import { createRequire } from 'module';
+        const cjs = createRequire(import.meta.url)('pirl');
+        console.log(JSON.stringify({ esm: Object.keys(esm).filter((k) => k !== 'default').sort(), cjs: Object.keys(cjs).sort() }));`;
+      const out = JSON.parse(expectOk(run(dir, 'node', ['--input-type=module', '-e', esm])));
+      expect(out.cjs.length).toBeGreaterThan(30);
+      expect(out.esm).toEqual(out.cjs);
+      expect(run(dir, 'node', ['-e', "require('pirl/dist/tensor')"]).stderr).toMatch(/ERR_PACKAGE_PATH_NOT_EXPORTED/);
+    });
+
+    // skipLibCheck off, so pirl's own .d.ts files are checked too.
+    const strictConsumer = (types: string[]) => {
+      const tsconfig = {
+        compilerOptions: { strict: true, target: 'ES2022', lib: ['ES2022'], module: 'nodenext', moduleResolution: 'nodenext', types, noEmit: true, skipLibCheck: false },
+        files: ['use.mts', 'use.cts'],
+      };
+      fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
+      const use = `const t = Tensor.from(new Float32Array(4), [2, 2]);
+        const bytes: Uint8Array = serializeSafetensors([['t', t]]);
+        const info: BuildInfo = buildInfo();
+        export const summary = [bytes.length, info.libtorch.tag, resolveTrainConfig({}).batchSize];`;
+      fs.writeFileSync(path.join(dir, 'use.mts'), `import { Tensor, buildInfo, resolveTrainConfig, serializeSafetensors, type BuildInfo } from 'pirl';\n${use}`);
+      fs.writeFileSync(path.join(dir, 'use.cts'), `import pirl = require('pirl');\nconst { Tensor, buildInfo, resolveTrainConfig, serializeSafetensors } = pirl;\ntype BuildInfo = pirl.BuildInfo;\n${use}`);
+      return run(dir, 'node', [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', dir]);
+    };
+
+    test('its types compile in a strict consumer that does not declare @types/node (pirl brings it)', () => {
+      expect(JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).dependencies).toEqual({ pirl: expect.any(String) });
+      const r = strictConsumer([]);
+      expect(r.stdout + r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    });
+
+    test('and in one that declares its own @types/node', () => {
+      expectOk(run(dir, 'npm', ['install', '--save-dev', '@types/node@20', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund']));
+      const r = strictConsumer(['node']);
+      expect(r.stdout + r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    }, 300_000);
+
+    test('a libtorch with no prebuild: the error names it, the prebuilds shipped and the command that builds for it', () => {
+      const libtorch = path.join(work, 'libtorch-2.11');
+      fs.mkdirSync(path.join(libtorch, 'share/cmake/Torch'), { recursive: true });
+      fs.mkdirSync(path.join(libtorch, 'lib'));
+      fs.writeFileSync(path.join(libtorch, 'share/cmake/Torch/TorchConfig.cmake'),
+        'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
+      fs.writeFileSync(path.join(libtorch, 'share/cmake/Torch/TorchConfigVersion.cmake'), 'set(PACKAGE_VERSION "2.11.0")\n');
+      fs.writeFileSync(path.join(libtorch, 'build-version'), '2.11.0+cu130\n');
+      for (const lib of ['libtorch_cpu.so', 'libtorch_cuda.so']) fs.writeFileSync(path.join(libtorch, 'lib', lib), '');
+      const r = run(dir, 'node', ['-e', "require('pirl')"], { LIBTORCH: libtorch });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain('pirl: could not load the native addon: no prebuilt addon matches the libtorch found');
+      expect(r.stderr).toContain(`libtorch found: 2.11.0 with CUDA 13.0, from LIBTORCH (${path.join(libtorch, 'share/cmake/Torch')}); it needs the prebuild ${platform}/torch-2.11-cu130.`);
+      expect(r.stderr).toContain(`prebuilds shipped: ${platform}/${tag}.`);
+      expect(r.stderr).toContain(`  node ${path.join(dir, 'node_modules/pirl/scripts/install.js')}\n`);
+    });
+  });
+});
