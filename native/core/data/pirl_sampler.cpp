@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
+
 #include "jigsaw.h"
 
 namespace pirl::data {
@@ -20,6 +22,17 @@ void checkSource(const at::Tensor& source, const at::Tensor& rows) {
     TORCH_CHECK_INDEX(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < source.size(0),
                       "rows must be in [0, ", source.size(0), ")");
   }
+}
+
+// Runs make(b) for every b in [0, B) on the intra-op threads, each taking the next sample when it is
+// free: samples differ in cost (the photometric ops drawn) and a thread may lose its core on a busy
+// machine, so fixed ranges per thread would wait for the slowest.
+template <typename Fn>
+void forEachSample(int64_t B, Fn&& make) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, B, 1, [&](int64_t, int64_t) {
+    for (int64_t b = next++; b < B; b = next++) make(b);
+  });
 }
 
 ImageView viewOf(const at::Tensor& source, int64_t row) {
@@ -56,25 +69,23 @@ Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tens
   float* images = batch.images.data_ptr<float>();
   float* patches = batch.patches.data_ptr<float>();
   int64_t* perms = batch.permutations.data_ptr<int64_t>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      SampleRng rng(seed, epoch, static_cast<uint64_t>(indexPtr[b]));
-      const ImageView view = viewOf(src, rowPtr[b]);
-      // Image branch I.
-      Image image = cropResize(view, randomResizedCropBox(rng, view.width, view.height, config.imageScaleMin,
-                                                          config.imageScaleMax), S);
-      photometric(image, rng, config.photometric);
-      normalizeInto(image, images + b * 3 * S * S);
-      // Jigsaw branch I_t: an independent crop cut into 9 shuffled patches, each augmented on its own;
-      // only the patches' pixels of the J×J resample are computed.
-      const Box jigsaw = randomResizedCropBox(rng, view.width, view.height, config.jigsawScaleMin, config.jigsawScaleMax);
-      cutJigsaw(J, P, rng, [&](int64_t k, int64_t cell, int64_t x, int64_t y) {
-        Image patch = cropResizeWindow(view, jigsaw, J, x, y, P, P);
-        photometric(patch, rng, config.photometric);
-        normalizeInto(patch, patches + (b * kJigsawPatches + k) * 3 * P * P);
-        perms[b * kJigsawPatches + k] = cell;
-      });
-    }
+  forEachSample(B, [&](int64_t b) {
+    SampleRng rng(seed, epoch, static_cast<uint64_t>(indexPtr[b]));
+    const ImageView view = viewOf(src, rowPtr[b]);
+    // Image branch I.
+    Image image = cropResize(view, randomResizedCropBox(rng, view.width, view.height, config.imageScaleMin,
+                                                        config.imageScaleMax), S);
+    photometric(image, rng, config.photometric);
+    normalizeInto(image, images + b * 3 * S * S);
+    // Jigsaw branch I_t: an independent crop cut into 9 shuffled patches, each augmented on its own;
+    // only the patches' pixels of the J×J resample are computed.
+    const Box jigsaw = randomResizedCropBox(rng, view.width, view.height, config.jigsawScaleMin, config.jigsawScaleMax);
+    cutJigsaw(J, P, rng, [&](int64_t k, int64_t cell, int64_t x, int64_t y) {
+      Image patch = cropResizeWindow(view, jigsaw, J, x, y, P, P);
+      photometric(patch, rng, config.photometric);
+      normalizeInto(patch, patches + (b * kJigsawPatches + k) * 3 * P * P);
+      perms[b * kJigsawPatches + k] = cell;
+    });
   });
   return batch;
 }
@@ -87,12 +98,10 @@ at::Tensor evalImages(const at::Tensor& source, const at::Tensor& rows, int64_t 
   const at::Tensor src = source.contiguous();
   const int64_t* rowPtr = rows.data_ptr<int64_t>();
   float* o = out.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const ImageView view = viewOf(src, rowPtr[b]);
-      normalizeInto(cropResize(view, {0, 0, static_cast<double>(view.width), static_cast<double>(view.height)}, size),
-                    o + b * 3 * size * size);
-    }
+  forEachSample(B, [&](int64_t b) {
+    const ImageView view = viewOf(src, rowPtr[b]);
+    normalizeInto(cropResize(view, {0, 0, static_cast<double>(view.width), static_cast<double>(view.height)}, size),
+                  o + b * 3 * size * size);
   });
   return out;
 }
