@@ -10,12 +10,12 @@ const platform = `${process.platform}-${process.arch}`;
 const tag = execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js'), '--tag']).toString().trim();
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-package-'));
 
-// What a published package is made from: the files git would commit, the compiled TS, no build/ folder.
+// What a published package is made from: the files git would commit (dist/ is compiled below).
 function packageCopy(): string {
   const dir = path.join(work, 'pirl');
   const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: root })
     .toString().split('\0').filter(Boolean);
-  for (const file of [...files, 'dist']) {
+  for (const file of files) {
     const from = path.join(root, file);
     if (!fs.existsSync(from)) continue;
     fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
@@ -40,10 +40,10 @@ let tarball = '';
 let consumerPath = '';
 
 function consumerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, PATH: consumerPath, ...extra };
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: consumerPath };
   for (const name of ['LIBTORCH', 'Torch_DIR', 'CMAKE_PREFIX_PATH', 'LD_LIBRARY_PATH', 'PIRL_FORCE_BUILD']) delete env[name];
   for (const name of Object.keys(env)) if (name.startsWith('npm_')) delete env[name]; // jest may run under `npm test`
-  return env;
+  return { ...env, ...extra };
 }
 
 function run(cwd: string, command: string, args: string[], extra: Record<string, string> = {}): SpawnSyncReturns<string> {
@@ -66,22 +66,15 @@ function consumer(name: string, args: string[]): { dir: string; seconds: number 
   return { dir, seconds: (Date.now() - t0) / 1000 };
 }
 
-const TRAINING_STEP = `
-const pirl = require('pirl');
-const n = 16, side = 16;
-const pixels = new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251);
-const config = {
-  model: { arch: 'resnet18', stem: 'small', width: 0.125, embeddingDim: 16 }, loss: { negatives: 8 },
-  sampler: { imageSize: 16, jigsawSize: 18, patchSize: 6 }, batchSize: 8, epochs: 1, epochLength: 1, seed: 7,
-};
-pirl.Trainer.create(new pirl.ArrayDataset(pixels, [n, side, side, 3]), config)
-  .then((trainer) => trainer.fit({ callbacks: { onBatchEnd: (l) => console.log(JSON.stringify({ step: l.step, loss: l.loss })) } }))
-  .catch((err) => { console.error(err); process.exit(1); });`;
+// One training step, run in a consumer's folder with the pirl it installed.
+const trainStep = (dir: string) => JSON.parse(expectOk(run(dir, 'node', [path.join(root, 'test/fixtures/train-step.js')])));
 
 beforeAll(() => {
   pkg = packageCopy();
   const prebuild = spawnSync('npm', ['run', 'prebuild'], { cwd: pkg, encoding: 'utf8' });
   if (prebuild.status !== 0) throw new Error(`npm run prebuild failed:\n${prebuild.stdout}\n${prebuild.stderr}`);
+  // What npm pack's prepare runs: dist/ compiled from lib/ afresh (its output would mix into pack's JSON).
+  execFileSync('npm', ['run', 'build:ts'], { cwd: pkg, stdio: 'ignore' });
   const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work], { cwd: pkg }).toString());
   tarball = path.join(work, packed[0].filename);
   consumerPath = pathWithoutCompiler();
@@ -131,9 +124,10 @@ describe('npm install of the tarball in a fresh project, no compiler on PATH', (
     console.log(`consumer install with npm's defaults: ${seconds.toFixed(1)} s`);
     // Whether this npm ran pirl's install script or blocked it, nothing was compiled.
     expect(fs.existsSync(path.join(dir, 'node_modules/pirl/build'))).toBe(false);
-    const steps = expectOk(run(dir, 'node', ['-e', TRAINING_STEP])).trim().split('\n').map((l) => JSON.parse(l));
+    const { steps, addonKind } = trainStep(dir);
     expect(steps).toHaveLength(1);
     expect(Number.isFinite(steps[0].loss)).toBe(true);
+    expect(addonKind).toBe('prebuild');
     const info = expectOk(run(dir, 'npx', ['--no-install', 'pirl', 'info']));
     expect(info).toContain(`addon       ${path.join(dir, 'node_modules/pirl/prebuilds', platform, tag, 'pirl.node')} (prebuild for ${tag})`);
   }, 600_000);
@@ -152,13 +146,14 @@ describe('npm install of the tarball in a fresh project, no compiler on PATH', (
 
     test('the prebuild loads: `pirl info` and a training step', () => {
       expect(expectOk(run(dir, 'npx', ['--no-install', 'pirl', 'info']))).toContain(`(prebuild for ${tag})`);
-      expect(JSON.parse(expectOk(run(dir, 'node', ['-e', TRAINING_STEP])).trim()).step).toBe(1);
+      expect(trainStep(dir)).toMatchObject({ steps: [{ step: 1, loss: expect.any(Number) }], addon: path.join(dir, 'node_modules/pirl/prebuilds', platform, tag, 'pirl.node') });
     });
 
     test('import and require give the same exports (the exports map)', () => {
       const esm = `import * as esm from 'pirl'; import { createRequire } from 'module';
         const cjs = createRequire(import.meta.url)('pirl');
-        console.log(JSON.stringify({ esm: Object.keys(esm).filter((k) => k !== 'default').sort(), cjs: Object.keys(cjs).sort() }));`;
+        const interop = ['default', '__esModule']; // what Node adds when ESM imports CommonJS
+        console.log(JSON.stringify({ esm: Object.keys(esm).filter((k) => !interop.includes(k)).sort(), cjs: Object.keys(cjs).sort() }));`;
       const out = JSON.parse(expectOk(run(dir, 'node', ['--input-type=module', '-e', esm])));
       expect(out.cjs.length).toBeGreaterThan(30);
       expect(out.esm).toEqual(out.cjs);
