@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared run on the offline GPU host (../shared/device/README.md): build against the
-# host's PyTorch libtorch (CUDA kernels included), run the whole native suite, the jest suites that
-# exercise CUDA, then bench:gpu. Logs and JSON go to $OUT (default: device-out/); each stage has its own
+# host's PyTorch libtorch (CUDA kernels included), make its prebuild (brought back as $OUT/prebuild.tgz:
+# `tar -xzf prebuild.tgz` in the project root adds prebuilds/linux-x64/torch-X.Y-cuNNN/) and load it as a
+# user's install would, run the whole native suite, the jest suites that exercise CUDA, then bench:gpu. Logs and JSON go to $OUT (default: device-out/); each stage has its own
 # time limit so the whole stays well under 10 minutes, and a failed stage does not stop the next.
 #
 # Here:      bash .ci/device-pack.sh   (then the device tool, carrying .device and dist)
@@ -36,6 +37,25 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
 fi
 export PIRL_NUM_THREADS=${PIRL_NUM_THREADS:-$(nproc)}
 
+# The prebuild from a bare installed package (dist, scripts, prebuilds; no build/), libtorch found as on a
+# user's machine (python3's torch: no CMAKE_PREFIX_PATH, no LD_LIBRARY_PATH), then one training step on $1.
+prebuild_load() {
+  local project app
+  project=$PWD
+  app=$(mktemp -d)
+  mkdir -p "$app/node_modules/pirl"
+  cp -r dist scripts package.json prebuilds "$app/node_modules/pirl/"
+  ln -s "$project/node_modules" "$app/node_modules/pirl/node_modules"
+  cd "$app" && env -u CMAKE_PREFIX_PATH -u LD_LIBRARY_PATH sh -c \
+    "node node_modules/pirl/dist/cli.js info && node '$project/test/fixtures/train-step.js' '$1'"
+}
+export -f prebuild_load
+stage prebuild 180 sh -c "node scripts/prebuild.js && tar -czf '$OUT/prebuild.tgz' prebuilds && ls -lR prebuilds"
+device=cuda
+[ -z "${DEVICE_CHECK_DRY:-}" ] || device=cpu
+stage prebuild-load 120 bash -c "prebuild_load $device"
+tail -n1 "$OUT/prebuild-load.log" >> "$summary"
+
 stage native 180 ctest --test-dir build --parallel "$(nproc)" --output-on-failure
 grep -E "tests passed|tests failed" "$OUT/native.log" | tail -n1 >> "$summary"
 stage jest 240 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts test/precision.test.ts test/train.test.ts
@@ -46,3 +66,8 @@ else
   stage bench-gpu 300 sh -c "node scripts/bench-gpu.js --device cpu --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 fi
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
+# The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
+# summary.txt, bench-gpu.json and prebuild.tgz.
+if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
+  (cd "$OUT" && tar -czf logs.tgz --remove-files ./*.log gpu.txt bench-gpu.stdout.json)
+fi
