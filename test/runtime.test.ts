@@ -23,6 +23,9 @@ describe('buildInfo', () => {
   test('the libtorch reported is the one scripts/libtorch.js finds', () => {
     const found = JSON.parse(execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js')]).toString());
     expect(buildInfo().libtorch.version).toBe(found.version.split('.').slice(0, 3).join('.'));
+    expect(buildInfo().libtorch).toMatchObject({ source: found.source, tag: found.tag });
+    // The tests run on build/Release, made by scripts/build.js for this libtorch.
+    expect(buildInfo()).toMatchObject({ addonKind: 'build', addonPath: path.join(root, 'build/Release/pirl.node') });
   });
 });
 
