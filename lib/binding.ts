@@ -205,10 +205,16 @@ const SOLUTIONS_FOR_LIBTORCH = [
   '- See which libtorch would be used: node node_modules/pirl/scripts/libtorch.js',
 ];
 
+/** The errors scripts/addon.js throws with the whole explanation in their message. */
+function addonErrorCode(err: unknown): 'PIRL_NO_PREBUILD' | 'PIRL_NO_LIBTORCH' | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'PIRL_NO_PREBUILD' || code === 'PIRL_NO_LIBTORCH' ? code : null;
+}
+
 /** Why the addon did not load, and what to run about it, in the style of sharp's "Possible solutions". */
 export function explainLoadFailure(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
-  const code = (err as { code?: unknown } | null)?.code;
+  const code = addonErrorCode(err);
   if (code === 'PIRL_NO_PREBUILD') {
     // scripts/addon.js names the libtorch, the prebuilds and the one command that builds for it.
     return `pirl: could not load the native addon: ${message}`;
@@ -246,7 +252,8 @@ function load(): LoadedAddon {
     return loadAddon(packageRoot);
   } catch (err) {
     const error = new Error(explainLoadFailure(err));
-    (error as Error & { cause?: unknown }).cause = err;
+    // The dynamic loader's own error stays attached; scripts/addon.js's would print the same text twice.
+    if (!addonErrorCode(err)) (error as Error & { cause?: unknown }).cause = err;
     throw error;
   }
 }

@@ -55,6 +55,7 @@ describe('when the addon does not load, the error says why and what to run', () 
     fs.rmSync(dir, { recursive: true, force: true });
     fs.rmSync(libtorch, { recursive: true, force: true });
     expect(r.status).not.toBe(0);
+    expect(r.stderr.split('no prebuilt addon matches')).toHaveLength(2); // once: not repeated as the error's cause
     // Node prints the uncaught error's source line first, then the message.
     expect(r.stderr.slice(r.stderr.indexOf('pirl: could not load')).split('\n').slice(0, 7)).toEqual([
       'pirl: could not load the native addon: no prebuilt addon matches the libtorch found, and none was built for it.',
