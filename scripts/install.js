@@ -42,7 +42,7 @@ function noLibtorchHelp(tried) {
     '  - Debian/Ubuntu: as root, apt-get install libtorch-dev libopenblas0-pthread (or rerun npm install as root)',
     '  - an unpacked libtorch (CPU or CUDA, from pytorch.org): LIBTORCH=/path/to/libtorch npm install',
     '  - a CMake package dir: Torch_DIR=/path/to/share/cmake/Torch or CMAKE_PREFIX_PATH=...',
-    '  - PyTorch for python3 (pip install torch): found through torch.utils.cmake_prefix_path',
+    '  - PyTorch for python3 (pip install torch): found where python3 imports torch from',
   ].join('\n');
 }
 
