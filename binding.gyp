@@ -6,6 +6,8 @@
         "native/core/data/jigsaw.cpp",
         "native/core/data/pirl_sampler.cpp",
         "native/core/data/transforms.cpp",
+        "native/core/distributed/communicator.cpp",
+        "native/core/distributed/gradient_reducer.cpp",
         "native/core/dtype.cpp",
         "native/core/eval/knn.cpp",
         "native/core/eval/linear_probe.cpp",

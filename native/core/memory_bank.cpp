@@ -115,6 +115,11 @@ at::Tensor MemoryBank::sampleShared(int64_t k) {
   return onDevice(at::randint(size(), {k}, generator_, at::kLong));
 }
 
+void MemoryBank::reseed(uint64_t seed) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  generator_.set_current_seed(seed);
+}
+
 at::Tensor MemoryBank::generatorState() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return generator_.get_state();

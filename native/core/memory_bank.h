@@ -40,6 +40,8 @@ class MemoryBank {
   at::Tensor sampleShared(int64_t k);
 
   at::Tensor generatorState() const;
+  // Restarts the negatives' stream from `seed` (a data-parallel rank's stream for one step).
+  void reseed(uint64_t seed);
 
  private:
   // Indices drawn on the host, moved to the rows' device without waiting for it.

@@ -32,9 +32,9 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
                                      {options_.tau, options_.mode, z}, IndexCheck::Trusted);
   if (options_.mode != nce::Mode::Nce) return r;  // only NCE uses Z: InfoNCE never reads it off the device
   if (z <= 0) {
-    z = r.zUsed.item<double>();  // the first estimate
+    z = reduceZ_(r.zUsed.item<double>());  // the first estimate
   } else if (options_.zMode == ZMode::Ema) {
-    z = options_.zMomentum * z + (1 - options_.zMomentum) * r.zBatch.item<double>();
+    z = options_.zMomentum * z + (1 - options_.zMomentum) * reduceZ_(r.zBatch.item<double>());
   }
   return r;
 }

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
+
 #include "memory_bank.h"
 #include "nce/nce.h"
 
@@ -48,6 +50,9 @@ class PirlLoss {
   double zImage() const { return zImage_; }
   double zJigsaw() const { return zJigsaw_; }
   void setZ(double zImage, double zJigsaw);  // checkpoint restore; <= 0 means not estimated yet
+  // How a batch's estimate of Z becomes the run's: the mean over data-parallel ranks, so that every
+  // replica keeps the same Z (default: the estimate itself).
+  void setZEstimateReduction(std::function<double(double)> reduce) { reduceZ_ = std::move(reduce); }
 
  private:
   at::Tensor drawNegatives(MemoryBank& bank, const at::Tensor& indices) const;
@@ -56,6 +61,7 @@ class PirlLoss {
   PirlLossOptions options_;
   double zImage_ = -1;
   double zJigsaw_ = -1;
+  std::function<double(double)> reduceZ_ = [](double z) { return z; };
 };
 
 }  // namespace pirl

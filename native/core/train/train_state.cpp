@@ -19,6 +19,15 @@ Sgd makeSgd(model::PirlModel& model, const SgdOptions& options) {
   return Sgd(std::move(params), std::move(decay), options);
 }
 
+// splitmix64 of (seed, rank, step): unrelated streams for nearby ranks and steps.
+uint64_t negativeStreamSeed(uint64_t seed, int64_t rank, int64_t step) {
+  uint64_t z = seed ^ (static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL) ^ (static_cast<uint64_t>(step) << 20);
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 }  // namespace
 
 TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank, const PirlLossOptions& loss,
@@ -29,6 +38,29 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
   // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
   if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+}
+
+void TrainState::distribute(std::shared_ptr<distributed::Communicator> communicator, uint64_t seed) {
+  TORCH_CHECK_VALUE(communicator != nullptr, "distribute needs a communicator");
+  communicator_ = std::move(communicator);
+  seed_ = seed;
+  std::vector<at::Tensor> params, state;
+  for (const auto& p : model_->parameters()) params.push_back(p);
+  state = params;
+  for (const auto& b : model_->buffers()) state.push_back(b);
+  state.push_back(bank_->rows());
+  communicator_->broadcast(state, "the broadcast of rank 0's weights, buffers and memory bank");
+  reducer_ = std::make_unique<distributed::GradientReducer>(params, communicator_);
+  loss_.setZEstimateReduction([c = communicator_](double z) {
+    at::Tensor t = at::full({1}, z, at::kDouble);
+    c->allreduce(t, "the allreduce of Z's estimate");
+    return t.item<double>() / static_cast<double>(c->worldSize());
+  });
+}
+
+void TrainState::setSteps(int64_t steps) {
+  TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
+  steps_ = steps;
 }
 
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr) {
@@ -42,6 +74,14 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const at::Tensor rows = indices.to(device, /*non_blocking=*/true);
   model_->train();
   sgd_.zeroGrad();
+  if (communicator_) {
+    std::vector<at::Tensor> buffers;
+    for (const auto& b : model_->buffers()) buffers.push_back(b);
+    communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
+    bank_->reseed(negativeStreamSeed(seed_, communicator_->rank(), steps_));
+    reducer_->prepare();
+  }
+  ++steps_;
   model::Embeddings e;
   {
     AutocastScope autocast(device.type(), precision_);
@@ -53,10 +93,17 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const bool scaled = precision_ == Precision::Fp16;
   const double scale = scaled ? scaler_.scale() : 1.0;
   (scaled ? r.loss * scale : r.loss).backward();
+  if (reducer_) reducer_->finish();
   // The one host read of the step: every number it reports and decides on, together.
-  const at::Tensor stats = at::stack({r.loss.detach().to(at::kDouble), r.lossImage.to(at::kDouble),
-                                      r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device)})
-                               .cpu();
+  at::Tensor stats = at::stack({r.loss.detach().to(at::kDouble), r.lossImage.to(at::kDouble),
+                                r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device)})
+                         .cpu();
+  if (communicator_) {
+    // The losses reported are the mean over ranks; the gradients are the same on every rank already.
+    at::Tensor losses = stats.narrow(0, 0, 3).clone();
+    communicator_->allreduce(losses, "the allreduce of the losses");
+    stats.narrow(0, 0, 3).copy_(losses / static_cast<double>(communicator_->worldSize()));
+  }
   const double* s = stats.data_ptr<double>();
   const double loss = s[0], norm = std::sqrt(s[3]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
@@ -67,7 +114,14 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   }
   if (scaled) sgd_.scaleGradients(1.0 / scale);
   sgd_.step(lr);
-  bank_->update(rows, f.detach(), loss_.options().momentum, IndexCheck::Trusted);
+  if (communicator_) {
+    // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
+    bank_->update(communicator_->allGather(rows.cpu(), "the all-gather of the batch's bank rows").to(device),
+                  communicator_->allGather(f.detach().cpu(), "the all-gather of the batch's embeddings").to(device),
+                  loss_.options().momentum, IndexCheck::Check);
+  } else {
+    bank_->update(rows, f.detach(), loss_.options().momentum, IndexCheck::Trusted);
+  }
   return {loss, s[1], s[2], norm, true};
 }
 

@@ -5,6 +5,8 @@
 
 #include <memory>
 
+#include "../distributed/communicator.h"
+#include "../distributed/gradient_reducer.h"
 #include "../memory_bank.h"
 #include "../model/pirl_model.h"
 #include "../pirl_loss.h"
@@ -43,6 +45,16 @@ class TrainState {
   // any device: it moves to the model's. The device is read once per step, for all the step's numbers.
   StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr);
 
+  // Makes this state one replica of a data-parallel run (docs/distributed.md): rank 0's weights,
+  // buffers and bank now, then each step BatchNorm's buffers from rank 0, gradients averaged in
+  // buckets during backward, the reported losses and Z estimates averaged, and every replica of the bank
+  // updated with all ranks' (indices, f). Negatives come from a stream of (seed, rank, step).
+  void distribute(std::shared_ptr<distributed::Communicator> communicator, uint64_t seed);
+  bool distributed() const { return communicator_ != nullptr; }
+  // Steps taken: the position of the negatives' streams of a data-parallel run (restored on resume).
+  int64_t steps() const { return steps_; }
+  void setSteps(int64_t steps);
+
   model::PirlModel& model() { return model_; }
   MemoryBank& bank() { return *bank_; }
   PirlLoss& loss() { return loss_; }
@@ -56,6 +68,10 @@ class TrainState {
   Sgd sgd_;
   Precision precision_;
   LossScaler scaler_{kInitialLossScale, kLossScaleGrowthInterval};
+  std::shared_ptr<distributed::Communicator> communicator_;
+  std::unique_ptr<distributed::GradientReducer> reducer_;
+  uint64_t seed_ = 0;
+  int64_t steps_ = 0;
 };
 
 }  // namespace pirl::train

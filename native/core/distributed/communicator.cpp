@@ -1,0 +1,148 @@
+#include "communicator.h"
+
+#include <c10/util/Exception.h>
+
+#include <map>
+
+#if PIRL_WITH_GLOO
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace pirl::distributed {
+
+bool available() { return PIRL_WITH_GLOO; }
+
+#if PIRL_WITH_GLOO
+
+struct Communicator::Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+};
+
+class Communicator::Pending {
+ public:
+  explicit Pending(c10::intrusive_ptr<c10d::Work> work) : work(std::move(work)) {}
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+namespace {
+
+// c10d reports a dead peer or a timeout as a c10::Error deep in Gloo: say which collective, and what it means.
+[[noreturn]] void fail(const Communicator& c, const char* what, const std::exception& e) {
+  TORCH_CHECK(false, "distributed training: rank ", c.rank(), " of ", c.worldSize(), " failed in ", what,
+              " (another rank stopped, or did not reach it within ", c.timeout().count(), " ms): ", e.what());
+}
+
+}  // namespace
+
+Communicator::Communicator(const CommunicatorOptions& o) : options_(o), group_(std::make_unique<Group>()) {
+  TORCH_CHECK_VALUE(o.worldSize >= 1 && o.rank >= 0 && o.rank < o.worldSize, "rank must be in [0, worldSize = ",
+                    o.worldSize, "), got ", o.rank);
+  TORCH_CHECK_VALUE(!o.storeFile.empty() || (o.masterPort > 0 && o.masterPort < 65536),
+                    "masterPort must be in [1, 65535], got ", o.masterPort);
+  TORCH_CHECK_VALUE(o.timeoutMs > 0, "timeoutMs must be > 0, got ", o.timeoutMs);
+  try {
+    c10::intrusive_ptr<c10d::Store> store;
+    if (!o.storeFile.empty()) {
+      store = c10::make_intrusive<c10d::FileStore>(o.storeFile, static_cast<int>(o.worldSize));
+      store->setTimeout(timeout());
+    } else {
+      c10d::TCPStoreOptions tcp;
+      tcp.port = static_cast<uint16_t>(o.masterPort);
+      tcp.isServer = o.rank == 0;
+      tcp.numWorkers = static_cast<size_t>(o.worldSize);
+      tcp.waitWorkers = true;
+      tcp.timeout = timeout();
+      store = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, tcp);
+    }
+    group_->store = c10::make_intrusive<c10d::PrefixStore>("pirl", store);
+    auto gloo = c10d::ProcessGroupGloo::Options::create(timeout());
+    gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                                  : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
+    gloo->threads = 2;
+    group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, static_cast<int>(o.rank),
+                                                               static_cast<int>(o.worldSize), gloo);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
+                o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (Gloo bound to ", o.bindAddress.empty() ? "this host's name" : o.bindAddress,
+                ") within ", o.timeoutMs, " ms: ", e.what());
+  }
+}
+
+Communicator::~Communicator() = default;
+
+std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor& tensor) {
+  std::vector<at::Tensor> tensors{tensor};
+  try {
+    return std::make_shared<Pending>(group_->gloo->allreduce(tensors));
+  } catch (const std::exception& e) {
+    fail(*this, "allreduce", e);
+  }
+}
+
+void Communicator::wait(const std::shared_ptr<Pending>& pending, const char* what) {
+  try {
+    pending->work->wait(timeout());
+  } catch (const std::exception& e) {
+    fail(*this, what, e);
+  }
+}
+
+void Communicator::allreduce(at::Tensor& tensor, const char* what) { wait(allreduceAsync(tensor), what); }
+
+void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char* what) {
+  // One flat message per dtype (float weights, int64 BatchNorm counters), in the tensors' order.
+  at::NoGradGuard noGrad;
+  std::map<at::ScalarType, std::vector<at::Tensor>> byType;
+  for (const auto& t : tensors) byType[t.scalar_type()].push_back(t);
+  for (auto& [type, group] : byType) {
+    std::vector<at::Tensor> parts;
+    for (const auto& t : group) parts.push_back(t.detach().reshape(-1));
+    std::vector<at::Tensor> flat{at::cat(parts)};
+    try {
+      group_->gloo->broadcast(flat)->wait(timeout());
+    } catch (const std::exception& e) {
+      fail(*this, what, e);
+    }
+    int64_t offset = 0;
+    for (const auto& t : group) {
+      t.copy_(flat[0].narrow(0, offset, t.numel()).view(t.sizes()));
+      offset += t.numel();
+    }
+  }
+}
+
+at::Tensor Communicator::allGather(const at::Tensor& tensor, const char* what) {
+  std::vector<at::Tensor> input{tensor.contiguous()};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int64_t r = 0; r < options_.worldSize; ++r) output[0].push_back(at::empty_like(input[0]));
+  try {
+    group_->gloo->allgather(output, input)->wait(timeout());
+  } catch (const std::exception& e) {
+    fail(*this, what, e);
+  }
+  return at::cat(output[0], 0);
+}
+
+#else
+
+struct Communicator::Group {};
+class Communicator::Pending {};
+
+Communicator::Communicator(const CommunicatorOptions& o) : options_(o) {
+  TORCH_CHECK(false, "distributed training needs c10d with Gloo: pirl was built without Gloo's headers "
+              "(Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js)");
+}
+Communicator::~Communicator() = default;
+std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor&) { return nullptr; }
+void Communicator::wait(const std::shared_ptr<Pending>&, const char*) {}
+void Communicator::allreduce(at::Tensor&, const char*) {}
+void Communicator::broadcast(const std::vector<at::Tensor>&, const char*) {}
+at::Tensor Communicator::allGather(const at::Tensor& tensor, const char*) { return tensor; }
+
+#endif
+
+}  // namespace pirl::distributed

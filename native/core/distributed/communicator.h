@@ -1,0 +1,57 @@
+// Data-parallel training's collectives (docs/distributed.md) on PyTorch's c10d: a rendezvous (a file
+// for the ranks of one host, or a TCPStore at the master's address across hosts) and a Gloo process
+// group bound to an explicit address, so that nothing leaves the interface the user chose.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pirl::distributed {
+
+// Every field is set by the caller (lib/distributed.ts reads torchrun's environment).
+struct CommunicatorOptions {
+  std::string storeFile;    // a fresh file every rank of one host can reach (nothing listens on the network), or
+  std::string masterAddr;   // "": a TCPStore at masterAddr:masterPort, served by rank 0 (torchrun's rendezvous)
+  int64_t masterPort;
+  int64_t rank;
+  int64_t worldSize;
+  std::string bindAddress;  // the address Gloo's sockets bind to; "" = this host's name (c10d's default)
+  int64_t timeoutMs;        // a collective, or the rendezvous, that takes longer fails
+};
+
+// True when this libtorch was built with c10d and pirl was compiled against Gloo's headers.
+bool available();
+
+class Communicator {
+ public:
+  explicit Communicator(const CommunicatorOptions& options);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int64_t rank() const { return options_.rank; }
+  int64_t worldSize() const { return options_.worldSize; }
+  std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(options_.timeoutMs); }
+
+  // Sum over ranks, in place; started now, finished by wait(). Collectives must be started in the
+  // same order on every rank.
+  class Pending;  // a collective under way
+  std::shared_ptr<Pending> allreduceAsync(at::Tensor& tensor);
+  void wait(const std::shared_ptr<Pending>& pending, const char* what);
+  void allreduce(at::Tensor& tensor, const char* what);
+  // Rank 0's values of `tensors` on every rank, in place (one flat message).
+  void broadcast(const std::vector<at::Tensor>& tensors, const char* what);
+  // Every rank's `tensor` (same shape on each), concatenated along dim 0 in rank order.
+  at::Tensor allGather(const at::Tensor& tensor, const char* what);
+
+ private:
+  struct Group;  // c10d's store and process group, kept out of this header (Gloo's headers are optional)
+  CommunicatorOptions options_;
+  std::unique_ptr<Group> group_;
+};
+
+}  // namespace pirl::distributed

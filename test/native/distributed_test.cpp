@@ -1,0 +1,195 @@
+// Data-parallel training on c10d's Gloo, two ranks as two threads of this process: Gloo's device bound
+// to 127.0.0.1 and a file rendezvous (one test a TCPStore at 127.0.0.1): no traffic leaves loopback.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "core/distributed/communicator.h"
+#include "core/distributed/gradient_reducer.h"
+#include "core/train/train_state.h"
+#include "presets.h"
+
+namespace {
+
+using namespace pirl;
+using distributed::Communicator;
+
+int64_t freePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+// A TCPStore at 127.0.0.1:port, or with `file` a file rendezvous.
+distributed::CommunicatorOptions loopback(int64_t port, int64_t rank, int64_t world, int64_t timeoutMs = 30000,
+                                          const std::string& file = "") {
+  return {file, "127.0.0.1", port, rank, world, "127.0.0.1", timeoutMs};
+}
+
+std::string freshFile() {
+  char name[] = "/tmp/pirl-rendezvous-XXXXXX";
+  close(mkstemp(name));
+  unlink(name);  // FileStore creates it; a stale file would hold an old run's keys
+  return name;
+}
+
+// Runs body(rank) on `world` threads, each with its own communicator (a file rendezvous, or a TCPStore
+// with `tcp`); rethrows the first failure.
+void onRanks(int64_t world, const std::function<void(int64_t, std::shared_ptr<Communicator>)>& body, bool tcp = false) {
+  const int64_t port = tcp ? freePort() : 0;
+  const std::string file = tcp ? "" : freshFile();
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(world);
+  for (int64_t rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        body(rank, std::make_shared<Communicator>(loopback(port, rank, world, 30000, file)));
+      } catch (...) {
+        errors[rank] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// A two-layer perceptron as plain tensors: the reducer sees what a model's parameters are.
+struct Mlp {
+  std::vector<at::Tensor> params;
+  explicit Mlp(uint64_t seed) {
+    const at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);  // ranks build theirs at once
+    params = {at::randn({16, 8}, g, at::kDouble), at::randn({16}, g, at::kDouble), at::randn({4, 16}, g, at::kDouble),
+              at::randn({4}, g, at::kDouble)};
+    for (auto& p : params) p.requires_grad_(true);
+  }
+  at::Tensor loss(const at::Tensor& x, const at::Tensor& y) const {
+    const at::Tensor h = at::relu(at::linear(x, params[0], params[1]));
+    return (at::linear(h, params[2], params[3]) - y).pow(2).sum(1).mean();
+  }
+};
+
+TEST(Distributed, AvailableWithThisLibtorch) { EXPECT_TRUE(distributed::available()); }
+
+// Each rank's mean loss over its half of the batch: the mean of the two ranks' gradients is the
+// gradient of the whole batch's mean loss. Tiny buckets make several allreduces in flight.
+TEST(Distributed, BucketedAllreduceGivesTheGradientOfTheGlobalBatch) {
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({8, 8}, at::kDouble), y = at::randn({8, 4}, at::kDouble);
+  Mlp single(7);
+  single.loss(x, y).backward();
+  std::vector<std::vector<at::Tensor>> grads(2);
+  std::vector<size_t> buckets(2);
+  onRanks(2, [&](int64_t rank, std::shared_ptr<Communicator> c) {
+    Mlp replica(7);
+    distributed::GradientReducer reducer(replica.params, c, /*firstBucketBytes=*/64 * 8, /*bucketBytes=*/100 * 8);
+    buckets[rank] = reducer.bucketCount();
+    for (int repeat = 0; repeat < 2; ++repeat) {  // a second step reuses the buckets
+      for (auto& p : replica.params) p.mutable_grad() = at::Tensor();
+      reducer.prepare();
+      replica.loss(x.narrow(0, rank * 4, 4), y.narrow(0, rank * 4, 4)).backward();
+      reducer.finish();
+    }
+    for (auto& p : replica.params) grads[rank].push_back(p.grad().clone());
+  }, /*tcp=*/true);
+  EXPECT_GE(buckets[0], 3u);
+  for (size_t k = 0; k < single.params.size(); ++k) {
+    EXPECT_TRUE(at::allclose(grads[0][k], single.params[k].grad(), 1e-12, 1e-12)) << "parameter " << k;
+    EXPECT_TRUE(at::equal(grads[0][k], grads[1][k])) << "parameter " << k;
+  }
+}
+
+train::TrainState makeState(uint64_t seed) {
+  at::manual_seed(seed);
+  model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
+  o.embeddingDim = 16;
+  PirlLossOptions loss = pirl::testing::paperLoss();
+  loss.numNegatives = 32;
+  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(64, 16, seed), loss,
+                           {pirl::testing::paperSgd(), train::Precision::Fp32});
+}
+
+// Replicas made from different seeds become rank 0's, and stay one model and one bank: every
+// replica applies the same averaged gradients and every rank's bank update.
+TEST(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
+  std::vector<std::unique_ptr<train::TrainState>> states(2);
+  std::vector<std::vector<double>> losses(2);
+  at::Tensor initialBank;
+  {
+    auto rank0 = makeState(100);
+    initialBank = rank0.bank().rows().clone();
+  }
+  // Built one after the other: model initialisation draws from the global generator.
+  for (int64_t rank = 0; rank < 2; ++rank) states[rank] = std::make_unique<train::TrainState>(makeState(100 + rank));
+  onRanks(2, [&](int64_t rank, std::shared_ptr<Communicator> c) {
+    states[rank]->distribute(c, /*seed=*/9);
+    const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(50 + rank);
+    for (int64_t step = 0; step < 4; ++step) {
+      const at::Tensor images = at::randn({4, 3, 16, 16}, data), patches = at::randn({4, 9, 3, 8, 8}, data);
+      const at::Tensor indices = at::arange(4, at::kLong) + rank * 4 + step * 8;  // disjoint shards
+      losses[rank].push_back(states[rank]->step(images, patches, indices, 0.05).loss);
+    }
+  });
+  EXPECT_EQ(losses[0], losses[1]) << "the reported loss is the mean over ranks";
+  auto p0 = states[0]->model()->parameters(), p1 = states[1]->model()->parameters();
+  for (size_t k = 0; k < p0.size(); ++k) EXPECT_TRUE(at::equal(p0[k], p1[k])) << "parameter " << k;
+  EXPECT_TRUE(at::equal(states[0]->bank().rows(), states[1]->bank().rows()));
+  // Rank 0's initial bank, then both ranks' rows moved (0..31 were used, 32..63 not).
+  const at::Tensor moved = (states[0]->bank().rows() - initialBank).abs().sum(1) > 0;
+  EXPECT_TRUE(moved.narrow(0, 0, 32).all().item<bool>());
+  EXPECT_FALSE(moved.narrow(0, 32, 32).any().item<bool>());
+  EXPECT_EQ(states[0]->steps(), 4);
+}
+
+// A rank that goes away: the others' next collective fails with what happened, within the timeout.
+TEST(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
+  const std::string file = freshFile();
+  std::shared_ptr<Communicator> survivor;
+  std::thread peer([&] { Communicator leaving(loopback(0, 1, 2, 5000, file)); });
+  survivor = std::make_shared<Communicator>(loopback(0, 0, 2, 5000, file));
+  peer.join();  // rank 1 joined the group, then its process group was destroyed
+  at::Tensor t = at::ones({4});
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    survivor->allreduce(t, "the test's allreduce");
+    FAIL() << "an allreduce without its peer returned";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 0 of 2 failed in the test's allreduce"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+}
+
+TEST(Distributed, BadOptionsAreRefused) {
+  EXPECT_THROW(Communicator(loopback(freePort(), 2, 2)), c10::ValueError);
+  EXPECT_THROW(Communicator(loopback(0, 0, 1)), c10::ValueError);
+  EXPECT_THROW(Communicator(loopback(freePort(), 0, 1, 0)), c10::ValueError);
+}
+
+TEST(Distributed, ARankAloneFailsToJoinWithinTheTimeout) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    Communicator alone(loopback(0, 0, 2, 1500, freshFile()));
+    FAIL() << "joined a group of 2 alone";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 0 of 2 could not join the group at /tmp/pirl-rendezvous-"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+}
+
+}  // namespace
