@@ -13,12 +13,12 @@ async function losses(precision: 'fp32' | 'bf16', steps: number): Promise<{ loss
 }
 
 describe('precision', () => {
-  test('bf16 training on the CPU follows fp32 over 20 steps (first step within 0.1%, each within 10%, mean within 3%)', async () => {
+  test('bf16 training on the CPU follows fp32 over 20 steps (first step within 0.5%, about bf16\'s resolution of 2^-8; each within 10%, mean within 3%)', async () => {
     const fp32 = await losses('fp32', 20);
     const bf16 = await losses('bf16', 20);
     const rel = fp32.losses.map((l, i) => Math.abs(bf16.losses[i] - l) / Math.abs(l));
     expect(rel).toHaveLength(20);
-    expect(rel[0]).toBeLessThan(1e-3);
+    expect(rel[0]).toBeLessThan(5e-3);
     for (const r of rel) expect(r).toBeLessThan(0.1);
     expect(rel.reduce((a, b) => a + b, 0) / rel.length).toBeLessThan(0.03);
     // bf16 really ran (the numbers differ) and the weights and the bank stayed fp32.
