@@ -108,6 +108,11 @@ export interface TrainerHandle {
   step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number): Promise<NativeStepResult>;
   state(): NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } };
   setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): void;
+  /** Joins a data-parallel group ('' = no store file / bind to this host's name) and takes rank 0's state. */
+  distribute(options: {
+    storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
+    seed: number; steps: number;
+  }): Promise<void>;
 }
 
 /** Everything the addon exports, typed once. */

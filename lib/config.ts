@@ -194,6 +194,73 @@ export function resolveSamplerConfig(config: SamplerOptions = 'small', arg = 'co
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Data-parallel training (docs/distributed.md): one process per rank, started by torchrun, Slurm,
+// Kubernetes or `pirl train --nproc N`; each trains on its shard of every global batch.
+
+const text = (expected: string): Field<string> =>
+  leaf(expected, (arg, v) => {
+    if (typeof v !== 'string' || v.length === 0) throw typeError(arg, expected, v);
+    return v;
+  });
+
+export const DISTRIBUTED = {
+  rank: integer({ min: 0, max: 65_535 }),
+  worldSize: integer({ min: 1, max: 65_536 }),
+  /** The rendezvous across hosts: a TCPStore at masterAddr:masterPort, served by rank 0. */
+  masterAddr: text('a host name or address'),
+  masterPort: integer({ min: 1, max: 65_535 }),
+  /** The rendezvous of the ranks of one host instead: a fresh file they all reach (nothing listens on the network). */
+  storeFile: nullable(text('a file path')),
+  /** The address Gloo's sockets bind to (null: 127.0.0.1 when masterAddr is a loopback address, else this host's name). */
+  bindAddress: nullable(text('an address')),
+  /** A collective, or the rendezvous, that takes longer fails the run (a rank that exits is noticed at once). */
+  timeoutMs: integer({ min: 1, max: 86_400_000 }),
+};
+export type DistributedOptions = Options<typeof DISTRIBUTED>;
+export type ResolvedDistributedOptions = Resolved<typeof DISTRIBUTED>;
+const DISTRIBUTED_DEFAULTS: ResolvedDistributedOptions = {
+  rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 29_500, storeFile: null, bindAddress: null, timeoutMs: 300_000,
+};
+
+const isLoopback = (host: string) => host === 'localhost' || /^127\./.test(host) || host === '::1';
+
+export function resolveDistributedOptions(options: unknown = {}, arg = 'options.distributed'): ResolvedDistributedOptions {
+  const d = resolve(DISTRIBUTED, DISTRIBUTED_DEFAULTS, options, arg);
+  if (d.rank >= d.worldSize) throw rangeError(`${arg}.rank`, `below worldSize = ${d.worldSize}`, d.rank);
+  return { ...d, bindAddress: d.bindAddress ?? (isLoopback(d.masterAddr) ? '127.0.0.1' : null) };
+}
+
+/**
+ * A data-parallel process's options from the environment torchrun (and `pirl train --nproc`) sets:
+ * RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and pirl's PIRL_STORE_FILE / PIRL_BIND_ADDRESS /
+ * PIRL_DIST_TIMEOUT_MS; null when WORLD_SIZE is unset (a single process). Errors name the variable.
+ */
+export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): ResolvedDistributedOptions | null {
+  if (env.WORLD_SIZE === undefined) return null;
+  const vars: Array<[keyof ResolvedDistributedOptions, string, boolean]> = [
+    ['rank', 'RANK', true], ['worldSize', 'WORLD_SIZE', true], ['masterAddr', 'MASTER_ADDR', false], ['masterPort', 'MASTER_PORT', true],
+    ['storeFile', 'PIRL_STORE_FILE', false], ['bindAddress', 'PIRL_BIND_ADDRESS', false], ['timeoutMs', 'PIRL_DIST_TIMEOUT_MS', true],
+  ];
+  const given: Record<string, unknown> = {};
+  for (const [key, name, numeric] of vars) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    given[key] = numeric && /^\d+$/.test(v) ? Number(v) : v;
+  }
+  for (const [key, name] of vars.slice(0, 2)) {
+    if (given[key] === undefined) throw typeError(name, 'set (torchrun sets RANK and WORLD_SIZE together)', undefined);
+  }
+  try {
+    return resolveDistributedOptions(given, 'environment');
+  } catch (err) {
+    const match = /^environment\.(\w+)/.exec((err as Error).message);
+    const name = match && vars.find(([key]) => key === match[1])?.[1];
+    if (name) (err as Error).message = (err as Error).message.replace(`environment.${match![1]}`, `$${name}`);
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Optimizer and schedule (docs/PIRL.md, "Optimisation"), and the training run that uses them all.
 
 export const OPTIMIZER = {

@@ -17,12 +17,12 @@ export type { NceLossResult, PirlLossResult } from './loss';
 export { PirlModel } from './model';
 export type { Embeddings, Placement } from './model';
 export {
-  PRESETS, RECIPES, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, resolveLossOptions, resolveMemoryBankOptions,
+  PRESETS, RECIPES, distributedFromEnv, folderImageSize, resolveDistributedOptions, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, resolveLossOptions, resolveMemoryBankOptions,
   resolveModelOptions, resolveNceOptions, resolveRunOptions, resolveSamplerConfig, resolveTrainConfig,
 } from './config';
 export type {
-  Arch, EmbedLayer, FeatureOptions, KnnOptions, LinearProbeOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
-  Recipe, ResolvedFeatureOptions, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedRunOptions, ResolvedTrainConfig,
+  Arch, DistributedOptions, EmbedLayer, FeatureOptions, KnnOptions, LinearProbeOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
+  Recipe, ResolvedDistributedOptions, ResolvedFeatureOptions, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedRunOptions, ResolvedTrainConfig,
   RunOptions, SamplerConfig, SamplerOptions, SamplerPreset, Stem, TrainConfig,
 } from './config';
 export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors, SafetensorsError } from './safetensors';
@@ -35,7 +35,7 @@ export { Loader, evalImages } from './data/loader';
 export type { LoaderOptions, PirlBatch } from './data/loader';
 export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';
 export { Trainer } from './train/trainer';
-export type { BatchLogs, Callbacks, EpochLogs, FitOptions, ResumeOptions } from './train/trainer';
+export type { BatchLogs, Callbacks, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
 export { knnAccuracy, linearProbeAccuracy, datasetFeatures, nearestNeighbours } from './eval/knn';

@@ -1,14 +1,16 @@
 // `pirl train`: pretrain PIRL on a folder of images or 'fashion-mnist', with checkpoints, metrics,
 // curves and exact resume.
 import { promises as fs } from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
-import { ARCHS, RECIPES, resolveTrainConfig, type Device, type ResolvedTrainConfig } from '../config';
+import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointConfigOf } from '../train/trainer';
 import { UsageError, applyRunFlags, asFlags, checkFlag, folderSize, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog } from './metrics';
 import { Progress, formatDuration } from './progress';
@@ -20,7 +22,7 @@ const CONFIG_FLAGS: FlagMap = {
   mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
   'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision',
 };
-const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', 'threads'];
+const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
@@ -32,7 +34,8 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})
         --bank-init random|features (${d.bankInit})  --epoch-length N  --checkpoint-every N (100)
         --knn-every N (0: off; needs labels)
-        --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})`;
+        --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})
+        --nproc N (data-parallel: N local ranks, --batch each, --threads each: cores/N by default; under torchrun, one rank per process)`;
 
 function folderSizeText(c: ResolvedTrainConfig): string {
   return `${folderSize({}, c.sampler)} for the small preset`;
@@ -63,13 +66,22 @@ async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
   return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
 }
 
-async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device): Promise<Trainer> {
+async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<Trainer> {
   const changed = [...Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device'), 'config'].filter((f) => values[f] !== undefined);
   if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointConfigOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
   const data = await openData(spec, folderSize(values, saved.sampler));
-  return Trainer.resume(checkpoint, data, moved);
+  return Trainer.resume(checkpoint, data, { ...moved, distributed });
+}
+
+/** torchrun's environment (RANK, WORLD_SIZE, …), errors named after the variable as a usage error. */
+function distributedFromEnvFlag(): ResolvedDistributedOptions | null {
+  try {
+    return distributedFromEnv();
+  } catch (err) {
+    throw isArgumentError(err) ? new UsageError(`the environment: ${err.message}`) : err;
+  }
 }
 
 /** Output files of a run in `out` that a new run would overwrite or append to. */
@@ -81,7 +93,18 @@ async function runFilesIn(out: string): Promise<string[]> {
 
 export async function train(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, [...Object.keys(CONFIG_FLAGS), ...OTHER_FLAGS], ['resume', 'force'], 1, 'train needs one <data> argument');
+  const distributed = distributedFromEnvFlag();
+  const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
+  if (nproc > 1) {
+    if (distributed) throw new UsageError('--nproc starts the ranks itself: do not combine it with a launcher that sets WORLD_SIZE (torchrun)');
+    const threads = checkFlag(values, 'threads', Math.max(1, Math.floor(os.availableParallelism() / nproc)), (a, v) => checkInteger(a, v, 1));
+    const i = args.indexOf('--nproc');
+    const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
+    process.exitCode = await launchLocalRanks(nproc, ['train', ...rest], threads);
+    return;
+  }
   const { device } = applyRunFlags(values);
+  const main = (distributed?.rank ?? 0) === 0; // rank 0 (or a process alone) writes the run's files and reports
   const knnEvery = checkFlag(values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
   const checkpointEvery = checkFlag(values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1));
   const out = typeof values.out === 'string' ? values.out : 'pirl-run';
@@ -91,17 +114,23 @@ export async function train(args: string[]): Promise<void> {
   let trainer: Trainer;
   if (values.resume) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
-    trainer = await resumeRun(values, spec, checkpoint, device);
-    await log.truncate(trainer.progress);
+    trainer = await resumeRun(values, spec, checkpoint, device, distributed);
+    if (main) await log.truncate(trainer.progress);
   } else {
     const earlier = await runFilesIn(out);
-    if (earlier.length > 0 && !values.force) {
+    if (earlier.length > 0 && !values.force && main) {
       throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): --resume continues it, --force starts a new one in its place`);
     }
     const config = await newRunConfig(values);
-    await fs.mkdir(out, { recursive: true });
-    await log.clear();
-    trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler)), config);
+    if (main) {
+      await fs.mkdir(out, { recursive: true });
+      await log.clear();
+    }
+    trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler)), config, { distributed });
+  }
+  if (!main) {
+    await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files
+    return;
   }
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');

@@ -2,7 +2,7 @@
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding } from '../binding';
 import { resolveSamplerConfig, type SamplerConfig, type SamplerOptions } from '../config';
-import { checkBoolean, checkInteger, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkInteger, checkObject, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
 
@@ -37,6 +37,11 @@ export interface LoaderOptions {
    * sets it when training on CUDA). Needs a CUDA libtorch.
    */
   pinMemory?: boolean;
+  /**
+   * Data-parallel training: this process is rank `rank` of `count`, and takes the rank-th batchSize
+   * samples of every global batch of batchSize·count (the same order on every rank, disjoint shards).
+   */
+  shard?: { rank: number; count: number };
 }
 
 // sfc32, seeded from (seed, epoch): a fast, well-mixed 32-bit generator for the epoch's order.
@@ -64,6 +69,7 @@ export class Loader {
   readonly seed: number;
   readonly prefetch: number;
   readonly pinMemory: boolean;
+  readonly shard: { rank: number; count: number };
 
   constructor(readonly dataset: Dataset, options: LoaderOptions = {}) {
     if (typeof dataset !== 'object' || dataset === null || typeof dataset.batchSource !== 'function') {
@@ -81,19 +87,28 @@ export class Loader {
     if (this.pinMemory && !binding.buildInfo().cudaAvailable) {
       throw rangeError('options.pinMemory', 'false where no CUDA device is usable (pinned memory serves copies to a GPU)', true);
     }
-    if (this.dropLast && dataset.length < this.batchSize) {
-      throw new RangeError(`options.batchSize ${this.batchSize} is larger than the data set (${dataset.length}) with dropLast`);
+    const shard = options.shard === undefined ? { rank: 0, count: 1 } : checkObject('options.shard', options.shard);
+    const count = checkInteger('options.shard.count', shard.count, 1);
+    this.shard = { rank: checkInteger('options.shard.rank', shard.rank, 0, count - 1), count };
+    if (count > 1 && !this.dropLast) throw rangeError('options.dropLast', 'true when the data is sharded (every rank takes a full batch)', false);
+    if (this.dropLast && dataset.length < this.globalBatchSize) {
+      throw new RangeError(`options.batchSize ${this.batchSize}${count > 1 ? ` × ${count} ranks` : ''} is larger than the data set (${dataset.length}) with dropLast`);
     }
   }
 
-  /** How many batches an epoch has: the same for every epoch. */
+  /** The samples of one step over all ranks: batchSize · shard.count. */
+  get globalBatchSize(): number {
+    return this.batchSize * this.shard.count;
+  }
+
+  /** How many batches an epoch has: the same for every epoch (and every rank). */
   get batchesPerEpoch(): number {
     const n = this.dataset.length;
-    const full = this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+    const full = this.dropLast ? Math.floor(n / this.globalBatchSize) : Math.ceil(n / this.globalBatchSize);
     return this.epochLength === null ? full : Math.min(full, this.epochLength);
   }
 
-  /** The dataset indices of each batch of `epoch`, in order. */
+  /** The dataset indices of each of this rank's batches of `epoch`, in order. */
   batchesOf(epoch: number): number[][] {
     const order = Array.from({ length: this.dataset.length }, (_, i) => i);
     if (this.shuffle) {
@@ -104,9 +119,10 @@ export class Loader {
       }
     }
     const batches: number[][] = [];
-    for (let begin = 0; begin < order.length; begin += this.batchSize) {
-      const batch = order.slice(begin, begin + this.batchSize);
-      if (batch.length < this.batchSize && this.dropLast) break;
+    const global = this.globalBatchSize, mine = this.shard.rank * this.batchSize;
+    for (let begin = 0; begin < order.length; begin += global) {
+      const batch = order.slice(begin + mine, Math.min(begin + global, begin + mine + this.batchSize));
+      if ((batch.length < this.batchSize || begin + global > order.length) && this.dropLast) break;
       batches.push(batch);
     }
     return this.epochLength === null ? batches : batches.slice(0, this.epochLength);

@@ -1,7 +1,10 @@
 // The PIRL training loop: SGD with warm-up and cosine decay over native steps, callbacks, atomic
 // checkpoints and exact resume (docs/PIRL.md, "Optimisation").
 import { binding, type NativeStepResult, type NativeTrainScalars, type TrainerHandle } from '../binding';
-import { checkDevice, resolveTrainConfig, type Device, type ResolvedTrainConfig, type TrainConfig } from '../config';
+import {
+  checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
+  type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
+} from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
 import { checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknownOptionError } from '../errors';
@@ -68,14 +71,34 @@ const CHECKPOINT_FORMAT = 1;
 interface CheckpointMeta {
   format: number;
   config: ResolvedTrainConfig;
+  /** The ranks the run trained on (absent in a single process's checkpoints before data parallelism: 1). */
+  worldSize: number;
   position: Position;
   /** Z of both NCE terms and the fp16 loss scale. */
   state: NativeTrainScalars;
 }
 
+/**
+ * How this process takes part in a run: alone (the default), or as one rank of a data-parallel run —
+ * `'env'` reads torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; docs/distributed.md).
+ */
+export interface ProcessOptions {
+  distributed?: DistributedOptions | 'env' | null;
+}
+
 /** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU). */
-export interface ResumeOptions {
+export interface ResumeOptions extends ProcessOptions {
   device?: Device;
+}
+
+function resolveProcess(options: ProcessOptions, device: Device): ResolvedDistributedOptions | null {
+  const d = options.distributed;
+  const resolved = d === undefined || d === null ? null : d === 'env' ? distributedFromEnv() : resolveDistributedOptions(d);
+  if (!resolved || resolved.worldSize === 1) return null;
+  if (device !== 'cpu') {
+    throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, which this version of pirl does not build yet", device);
+  }
+  return resolved;
 }
 
 export class Trainer {
@@ -84,28 +107,66 @@ export class Trainer {
   private stopRequested = false;
   private readonly handle: TrainerHandle;
 
-  private constructor(readonly model: PirlModel, readonly bank: MemoryBank, readonly loader: Loader, config: ResolvedTrainConfig) {
+  private constructor(
+    readonly model: PirlModel,
+    readonly bank: MemoryBank,
+    readonly loader: Loader,
+    config: ResolvedTrainConfig,
+    /** This process's place in a data-parallel run; null when it trains alone. */
+    readonly distributed: Readonly<ResolvedDistributedOptions> | null,
+  ) {
     this.config = Object.freeze(config);
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
       momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision,
     });
   }
 
-  /** A new run over `dataset`: a model and a bank of one row per sample on config.device, seeded by config.seed. */
-  static async create(dataset: Dataset, config: TrainConfig = {}): Promise<Trainer> {
+  /**
+   * A new run over `dataset`: a model and a bank of one row per sample on config.device, seeded by
+   * config.seed. As a rank of a data-parallel run it waits for every rank, then starts from rank 0's
+   * weights and bank; config.batchSize is then each rank's share of the global batch.
+   */
+  static async create(dataset: Dataset, config: TrainConfig = {}, options: ProcessOptions = {}): Promise<Trainer> {
     const c = resolveTrainConfig(config);
-    const loader = Trainer.loaderFor(dataset, c);
+    const distributed = resolveProcess(options, c.device);
+    const loader = Trainer.loaderFor(dataset, c, distributed);
     const model = await PirlModel.create(c.model, { device: c.device });
     const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: c.device });
-    if (c.bankInit === 'features') await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256));
-    return new Trainer(model, bank, loader, c);
+    // Rank 0's bank becomes every rank's: the others need not compute it.
+    if (c.bankInit === 'features' && (distributed?.rank ?? 0) === 0) {
+      await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256));
+    }
+    const trainer = new Trainer(model, bank, loader, c, distributed);
+    await trainer.joinRanks();
+    return trainer;
   }
 
-  private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig): Loader {
+  private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null): Loader {
     return new Loader(dataset, {
       batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, pinMemory: c.device !== 'cpu',
       ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
+      ...(distributed ? { shard: { rank: distributed.rank, count: distributed.worldSize } } : {}),
     });
+  }
+
+  // The rendezvous and rank 0's state (native, on the pool: it waits for every rank).
+  private async joinRanks(): Promise<void> {
+    const d = this.distributed;
+    if (!d) return;
+    await nativeCall(() => this.handle.distribute({
+      storeFile: d.storeFile ?? '', masterAddr: d.masterAddr, masterPort: d.masterPort, rank: d.rank, worldSize: d.worldSize,
+      bindAddress: d.bindAddress ?? '', timeoutMs: d.timeoutMs, seed: this.config.seed, steps: this.position.step,
+    }));
+  }
+
+  /** The ranks training together (1 alone). */
+  get worldSize(): number {
+    return this.distributed?.worldSize ?? 1;
+  }
+
+  /** Whether this process writes checkpoints and reports: rank 0, or a process alone. */
+  get isMain(): boolean {
+    return (this.distributed?.rank ?? 0) === 0;
   }
 
   get stepsPerEpoch(): number {
@@ -114,7 +175,7 @@ export class Trainer {
 
   get schedule(): LrSchedule {
     return {
-      baseLr: this.config.baseLr, batchSize: this.config.batchSize, totalSteps: this.config.epochs * this.stepsPerEpoch,
+      baseLr: this.config.baseLr, batchSize: this.config.batchSize * this.worldSize, totalSteps: this.config.epochs * this.stepsPerEpoch,
       warmupSteps: Math.round(this.config.warmupEpochs * this.stepsPerEpoch), finalRatio: this.config.finalLrRatio,
     };
   }
@@ -139,7 +200,9 @@ export class Trainer {
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
     const schedule = this.schedule;
     this.stopRequested = false;
-    if (options.checkpoint) await removeStaleTemporaries(options.checkpoint);
+    // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
+    const checkpoint = this.isMain ? options.checkpoint : undefined;
+    if (checkpoint) await removeStaleTemporaries(checkpoint);
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
     while (this.position.epoch < this.config.epochs && !this.stopRequested) {
       const epoch = this.position.epoch;
@@ -155,17 +218,17 @@ export class Trainer {
         lossSum += r.loss * size;
         images += size;
         this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
-        if (options.checkpoint && every !== null && this.position.step % every === 0) await this.save(options.checkpoint);
+        if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
         if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * 1000) / (now - last) })) === false) this.stop();
         last = now;
         if (this.stopRequested) break;
       }
       if (this.stopRequested && this.position.stepInEpoch < this.stepsPerEpoch) {
-        if (options.checkpoint) await this.save(options.checkpoint); // stopped inside the epoch
+        if (checkpoint) await this.save(checkpoint); // stopped inside the epoch
         break;
       }
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: this.position.step };
-      if (options.checkpoint) await this.save(options.checkpoint);
+      if (checkpoint) await this.save(checkpoint);
       const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * 1000) / (performance.now() - epochStart) };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
     }
@@ -184,7 +247,7 @@ export class Trainer {
     const bankState = this.bank.state();
     tensors.push(['bank.rows', await bankState.rows.to('cpu')], ['bank.generator', bankState.generator]);
     const { momentum: _momentum, ...scalars } = state;
-    const meta: CheckpointMeta = { format: CHECKPOINT_FORMAT, config: this.config, position: this.position, state: scalars };
+    const meta: CheckpointMeta = { format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position: this.position, state: scalars };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });
   }
 
@@ -197,13 +260,18 @@ export class Trainer {
     const { tensors, metadata } = await readSafetensors(file);
     const meta = checkpointMeta(file, metadata, device);
     const c = meta.config;
+    const distributed = resolveProcess(options, c.device);
+    if (meta.worldSize !== (distributed?.worldSize ?? 1)) {
+      throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
+        `${distributed?.worldSize ?? 1} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
+    }
     const rows = tensors.get('bank.rows');
     if (!rows || rows.shape[0] !== dataset.length) {
       throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples`);
     }
     const generator = tensors.get('bank.generator');
     if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
-    const loader = Trainer.loaderFor(dataset, c);
+    const loader = Trainer.loaderFor(dataset, c, distributed);
     checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
     const modelTensors = new Map<string, Tensor>();
     const momentum = new Map<string, Tensor>();
@@ -216,10 +284,11 @@ export class Trainer {
     const model = await PirlModel.create(c.model, { device: c.device });
     model.loadStateDict(modelTensors);
     const bank = MemoryBank.restore({ rows, generator }, { device: c.device });
-    const trainer = new Trainer(model, bank, loader, c);
+    const trainer = new Trainer(model, bank, loader, c, distributed);
     const names = [...momentum.keys()];
     trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
     trainer.position = meta.position;
+    await trainer.joinRanks();
     return trainer;
   }
 }
@@ -234,7 +303,7 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
-  const keys = ['format', 'config', 'position', 'state'];
+  const keys = ['format', 'config', 'worldSize', 'position', 'state'];
   for (const key of Object.keys(meta)) {
     if (!keys.includes(key)) throw unknownOptionError(field, key, keys);
   }
@@ -256,7 +325,8 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     lossScale: checkNumber(`${field}.state.lossScale`, s.lossScale, { min: 0, minExclusive: true }),
     goodSteps: checkInteger(`${field}.state.goodSteps`, s.goodSteps, 0),
   };
-  return { format: CHECKPOINT_FORMAT, config, position, state };
+  const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
+  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state };
 }
 
 /** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */

@@ -66,6 +66,9 @@ inline double AttrAsDouble(const Napi::Object& o, const char* key, const std::st
 inline int64_t AttrAsInt64(const Napi::Object& o, const char* key, const std::string& name) {
   return AsInt64(Attr(o, key, name), name + "." + key);
 }
+inline std::string AttrAsString(const Napi::Object& o, const char* key, const std::string& name) {
+  return AsString(Attr(o, key, name), name + "." + key);
+}
 inline bool AttrAsBool(const Napi::Object& o, const char* key, const std::string& name) {
   return AsBool(Attr(o, key, name), name + "." + key);
 }

@@ -27,6 +27,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   static void Init(Napi::Env env, Napi::Object exports) {
     exports.Set("TrainerHandle", DefineClass(env, "TrainerHandle",
                                              {InstanceMethod<&TrainerWrap::step>("step"),
+                                              InstanceMethod<&TrainerWrap::distribute>("distribute"),
                                               InstanceMethod<&TrainerWrap::state>("state"),
                                               InstanceMethod<&TrainerWrap::setState>("setState")}));
   }
@@ -50,6 +51,32 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   }
 
  private:
+  // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, seed, steps }): joins
+  // the group (a rendezvous that waits for every rank, so on the pool) and takes rank 0's state.
+  Napi::Value distribute(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Napi::Object o = AsObject(info[0], "distributed");
+      const distributed::CommunicatorOptions options{
+          AttrAsString(o, "storeFile", "distributed"), AttrAsString(o, "masterAddr", "distributed"),
+          AttrAsInt64(o, "masterPort", "distributed"), AttrAsInt64(o, "rank", "distributed"),
+          AttrAsInt64(o, "worldSize", "distributed"), AttrAsString(o, "bindAddress", "distributed"),
+          AttrAsInt64(o, "timeoutMs", "distributed")};
+      const auto seed = static_cast<uint64_t>(AttrAsInt64(o, "seed", "distributed"));
+      const int64_t steps = AttrAsInt64(o, "steps", "distributed");
+      auto s = state_;
+      return AsyncTask<bool>::run(
+          info.Env(), "pirl.train.distribute",
+          [=] {
+            auto communicator = std::make_shared<distributed::Communicator>(options);
+            std::lock_guard<std::mutex> lock(s->model->mutex);
+            s->train->setSteps(steps);
+            s->train->distribute(communicator, seed);
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+
   Napi::Value step(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const at::Tensor images = TensorWrap::unwrap(info[0], "images");

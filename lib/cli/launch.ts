@@ -1,0 +1,48 @@
+// `pirl train --nproc N`: N local ranks of one data-parallel run, started as torchrun would start
+// them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) with a file rendezvous, so that nothing
+// listens on the network; the first rank to fail stops the others, and its exit code is the run's.
+import { spawn, type ChildProcess } from 'child_process';
+import { promises as fs } from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+/** Runs `pirl <args>` as `nproc` ranks with `threads` intra-op threads each; resolves to the exit code. */
+export async function launchLocalRanks(nproc: number, args: string[], threads: number): Promise<number> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pirl-ranks-'));
+  const children: ChildProcess[] = [];
+  let failed: { rank: number; code: number } | null = null;
+  const stopAll = (signal: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(signal));
+  const forward = (signal: NodeJS.Signals) => () => stopAll(signal);
+  const onInt = forward('SIGINT'), onTerm = forward('SIGTERM');
+  process.on('SIGINT', onInt).on('SIGTERM', onTerm);
+  try {
+    const exits = Array.from({ length: nproc }, (_, rank) => {
+      const child = spawn(process.execPath, [path.join(__dirname, '..', 'cli.js'), ...args], {
+        // Rank 0 reports; the others only speak when something goes wrong.
+        stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'],
+        env: {
+          ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc),
+          MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29500', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_NUM_THREADS: String(threads),
+        },
+      });
+      children.push(child);
+      return new Promise<number>((resolve) => {
+        child.on('exit', (code, signal) => {
+          const status = code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1);
+          if (status !== 0 && failed === null) {
+            failed = { rank, code: status };
+            stopAll('SIGTERM');
+          }
+          resolve(status);
+        });
+      });
+    });
+    await Promise.all(exits);
+    const first = failed as { rank: number; code: number } | null;
+    if (first) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
+    return first ? first.code : 0;
+  } finally {
+    process.off('SIGINT', onInt).off('SIGTERM', onTerm);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,153 @@
+// Data-parallel training (docs/distributed.md) with Gloo on loopback: ranks as Trainers of this
+// process (a file rendezvous, Gloo bound to 127.0.0.1) and as `pirl train` processes.
+import { spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { ArrayDataset, Loader, Trainer, distributedFromEnv, readSafetensors, type BatchLogs, type Dataset, type TrainConfig } from '../lib';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const tiny = require('./fixtures/tiny-run.js') as { dataset(): Dataset; config: TrainConfig };
+const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-ddp-test-'));
+// The ranks of one run: a fresh folder for their file rendezvous.
+function ranks(dir: string, worldSize = 2) {
+  fs.mkdirSync(dir);
+  return Array.from({ length: worldSize }, (_, rank) => ({ rank, worldSize, storeFile: path.join(dir, 'rendezvous'), timeoutMs: 60_000 }));
+}
+
+// Weights only: BatchNorm's running statistics are each rank's own between steps (rank 0's at each step's start, as in DDP).
+function parameters(t: Trainer): Map<string, Float32Array> {
+  return new Map([...t.model.stateDict()].filter(([n]) => !/running_|num_batches/.test(n)).map(([n, v]) => [n, v.data() as Float32Array]));
+}
+
+async function fitAll(trainers: Trainer[], options: (rank: number) => Parameters<Trainer['fit']>[0] = () => ({})): Promise<number[][]> {
+  const losses = trainers.map(() => [] as number[]);
+  await Promise.all(trainers.map((t, rank) => {
+    const o = options(rank) ?? {};
+    return t.fit({ ...o, callbacks: { ...o.callbacks, onBatchEnd: (l: BatchLogs) => { losses[rank].push(l.loss); return o.callbacks?.onBatchEnd?.(l); } } });
+  }));
+  return losses;
+}
+
+describe('data-parallel training', () => {
+  test('each rank takes its share of every global batch: disjoint, and together the 1-rank order', () => {
+    const data = new ArrayDataset(new Uint8Array(20 * 4 * 4 * 3), [20, 4, 4, 3]);
+    const whole = new Loader(data, { batchSize: 6, seed: 3 }).batchesOf(2);
+    const shards = [0, 1].map((rank) => new Loader(data, { batchSize: 3, seed: 3, shard: { rank, count: 2 } }));
+    expect(shards[0].batchesPerEpoch).toBe(3);
+    expect(shards[0].globalBatchSize).toBe(6);
+    whole.forEach((batch, i) => {
+      expect(shards[0].batchesOf(2)[i]).toEqual(batch.slice(0, 3));
+      expect(shards[1].batchesOf(2)[i]).toEqual(batch.slice(3, 6));
+    });
+    expect(() => new Loader(data, { batchSize: 3, shard: { rank: 2, count: 2 } })).toThrow(/options\.shard\.rank must be an integer in \[0, 1\], got 2/);
+    expect(() => new Loader(data, { batchSize: 3, dropLast: false, shard: { rank: 0, count: 2 } })).toThrow(/options\.dropLast/);
+  });
+
+  test("torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; errors name the variable", () => {
+    expect(distributedFromEnv({})).toBeNull();
+    const d = distributedFromEnv({ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29511' })!;
+    expect(d).toMatchObject({ rank: 1, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29511, storeFile: null, bindAddress: '127.0.0.1' });
+    expect(distributedFromEnv({ RANK: '0', WORLD_SIZE: '4', MASTER_ADDR: 'node7' })!.bindAddress).toBeNull();
+    expect(() => distributedFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/\$RANK must be below worldSize = 2, got 2/);
+    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: 'x' })).toThrow(/\$MASTER_PORT must be an integer/);
+    expect(() => distributedFromEnv({ WORLD_SIZE: '2' })).toThrow(/RANK must be set/);
+  });
+
+  test('2 ranks: one loss, bit-identical weights and banks, rank 0 alone writes; resumed on 2 ranks it goes on exactly', async () => {
+    const dir = tmp();
+    const config = { ...tiny.config, batchSize: 4, epochs: 2, epochLength: 3 };
+    try {
+      // Straight through.
+      const a = await Promise.all(ranks(path.join(dir, 'a')).map((d) => Trainer.create(tiny.dataset(), config, { distributed: d })));
+      const straight = await fitAll(a, (rank) => ({ checkpoint: path.join(dir, `a-${rank}.safetensors`) }));
+      expect(straight[0]).toHaveLength(6);
+      expect(straight[1]).toEqual(straight[0]);
+      const [p0, p1] = a.map(parameters);
+      for (const [name, v] of p0) expect(Buffer.from(p1.get(name)!.buffer).equals(Buffer.from(v.buffer))).toBe(true);
+      expect(Buffer.from(a[1].bank.rows().data().buffer).equals(Buffer.from(a[0].bank.rows().data().buffer))).toBe(true);
+      expect(fs.existsSync(path.join(dir, 'a-0.safetensors'))).toBe(true);
+      expect(fs.existsSync(path.join(dir, 'a-1.safetensors'))).toBe(false);
+      const meta = JSON.parse((await readSafetensors(path.join(dir, 'a-0.safetensors'))).metadata['pirl-checkpoint']);
+      expect(meta.worldSize).toBe(2);
+
+      // One epoch, stopped, then resumed by both ranks from rank 0's checkpoint.
+      const checkpoint = path.join(dir, 'b.safetensors');
+      const b = await Promise.all(ranks(path.join(dir, 'b1')).map((d) => Trainer.create(tiny.dataset(), config, { distributed: d })));
+      const first = await fitAll(b, () => ({ checkpoint, callbacks: { onEpochEnd: () => false } }));
+      const resumed = await Promise.all(ranks(path.join(dir, 'b2')).map((d) => Trainer.resume(checkpoint, tiny.dataset(), { distributed: d })));
+      const rest = await fitAll(resumed);
+      expect([...first[0], ...rest[0]]).toEqual(straight[0]);
+      expect(rest[1]).toEqual(rest[0]);
+
+      // A 2-rank run resumes on 2 ranks only.
+      await expect(Trainer.resume(checkpoint, tiny.dataset())).rejects.toThrow(/worldSize must be 1 \(the ranks resuming it\).*got 2/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  test('the global batch sets the lr: batchSize × ranks', async () => {
+    const dir = tmp();
+    try {
+      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: d })));
+      expect(t[0].schedule.batchSize).toBe(8);
+      expect(t[0].stepsPerEpoch).toBe(3);
+      expect(t.map((x) => x.isMain)).toEqual([true, false]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe('pirl train as ranks', () => {
+  const args = ['train', 'fashion-mnist', '--width', '0.125', '--epoch-length', '3', '--epochs', '1', '--bank-init', 'random', '--batch', '16'];
+  const haveFashion = fs.existsSync('/usr/share/datasets/fashion-mnist');
+
+  (haveFashion ? test : test.skip)('--nproc 2: rank 0 reports and writes the run', () => {
+    const out = tmp();
+    try {
+      const r = spawnSync(process.execPath, [cli, ...args, '--nproc', '2', '--out', out, '--force'], { encoding: 'utf8' });
+      expect(r.stderr).not.toMatch(/rank \d of 2 exited/);
+      expect(r.status).toBe(0);
+      expect(r.stdout.match(/^trained 3 step/m)).not.toBeNull();
+      const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter((l) => l.includes('"batch"'));
+      expect(lines).toHaveLength(3);
+      expect(fs.existsSync(path.join(out, 'model.safetensors'))).toBe(true);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  // torchrun-style ranks (TCPStore at 127.0.0.1): killing one makes the other fail, saying why, not hang.
+  (haveFashion ? test : test.skip)('a rank killed mid-run: the other exits with an error naming what failed, within seconds', async () => {
+    const out = tmp();
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const start = (rank: number) => spawn(process.execPath, [cli, ...args, '--epochs', '50', '--out', out, '--force'], {
+      env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), PIRL_DIST_TIMEOUT_MS: '20000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const [rank0, rank1] = [start(0), start(1)];
+    let stderr = '';
+    const trained = new Promise<void>((resolve) => rank0.stderr!.on('data', (d) => {
+      stderr += d;
+      if (/epoch 2\/50 loss/.test(stderr)) resolve(); // progress goes to stderr
+    }));
+    try {
+      await trained;
+      rank1.kill('SIGKILL');
+      const killedAt = Date.now();
+      const code = await new Promise<number | null>((resolve) => rank0.on('exit', (c) => resolve(c)));
+      expect(code).not.toBe(0);
+      expect(Date.now() - killedAt).toBeLessThan(15_000);
+      expect(stderr).toMatch(/rank 0 of 2 failed in .* \(another rank stopped, or did not reach it within 20000 ms\)/);
+    } finally {
+      rank0.kill('SIGKILL');
+      rank1.kill('SIGKILL');
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
