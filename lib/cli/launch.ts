@@ -1,5 +1,5 @@
 // `pirl train --nproc N`: N local ranks of one data-parallel run, started as torchrun would start
-// them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) with a file rendezvous, so that nothing
+// them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR) with a file rendezvous, so that nothing
 // listens on the network; the first rank to fail stops the others, and its exit code is the run's.
 import { spawn, type ChildProcess } from 'child_process';
 import { promises as fs } from 'fs';
@@ -22,7 +22,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
         stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'],
         env: {
           ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc),
-          MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29500', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_NUM_THREADS: String(threads),
+          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_NUM_THREADS: String(threads),
         },
       });
       children.push(child);
