@@ -119,6 +119,7 @@ export interface TrainerHandle {
 export interface Binding {
   TensorHandle: abstract new (...args: never[]) => TensorHandle;
   fromArray(data: TypedArray, shape: readonly number[], dtype: DType): TensorHandle;
+  nativeBuffer(bytes: number): Uint8Array;
   zeros(shape: readonly number[], dtype: DType, device: string): TensorHandle;
   matmul(a: TensorHandle, b: TensorHandle): Promise<TensorHandle>;
   conv2d(

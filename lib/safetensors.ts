@@ -3,6 +3,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
+import { binding } from './binding';
 import { checkObject } from './errors';
 import { Tensor, type DType, type TypedArray } from './tensor';
 
@@ -121,7 +122,15 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
   const handle = await openRegular(file);
   try {
-    return parseSafetensors(await handle.readFile(), file);
+    // Read into native memory: the tensors are views of it, not copies of a JavaScript buffer.
+    const { size } = await handle.stat();
+    const bytes = binding.nativeBuffer(size);
+    for (let done = 0; done < size;) {
+      const { bytesRead } = await handle.read(bytes, done, size - done, done);
+      if (bytesRead === 0) throw new Error(`${file}: ended after ${done} of its ${size} bytes (it shrank while being read)`);
+      done += bytesRead;
+    }
+    return parseSafetensors(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), file);
   } finally {
     await handle.close();
   }

@@ -1,4 +1,4 @@
-// Tensor: a typed handle over a native at::Tensor that shares memory with JavaScript typed arrays.
+// Tensor: a typed handle over a native at::Tensor; its data() is a typed-array view of native memory.
 import { binding, type TensorHandle } from './binding';
 import { checkDevice, type Device } from './config';
 import { checkArrayOf, checkInteger, checkOneOf, describe, nativeCall, typeError } from './errors';
@@ -40,7 +40,9 @@ export class Tensor {
   }
 
   /**
-   * A tensor over the same memory as `data` (no copy): writes on either side are seen by the other.
+   * A tensor of `data`'s values. Memory JavaScript owns is copied (it may be detached or transferred —
+   * postMessage, structuredClone — while native work reads it); a view of native memory (another
+   * tensor's data(), `nativeBuffer`) is shared, writes on either side seen by the other.
    * The dtype follows the array type; `shape` defaults to `[data.length]`.
    */
   static from(data: TypedArray, shape?: readonly number[]): Tensor {

@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { SafetensorsError, Tensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../lib';
+import { binding } from '../lib/binding';
 import { readSafetensorsMetadata } from '../lib/safetensors';
 
 function file(header: unknown, data: Uint8Array = new Uint8Array(0), lengthOverride?: bigint): Buffer {
@@ -37,12 +38,27 @@ describe('safetensors', () => {
     fs.rmSync(dir, { recursive: true });
   });
 
-  test('the data section is 8-byte aligned, so tensors are read without a copy', () => {
+  test('the data section is 8-byte aligned; bytes in native memory (as readSafetensors reads a file) become tensors without a copy', async () => {
     const bytes = serializeSafetensors([['w', Tensor.from(new Float64Array([1, 2]))]]);
-    const headerLength = Number(bytes.readBigUInt64LE(0));
-    expect((8 + headerLength) % 8).toBe(0);
-    const t = parseSafetensors(bytes).tensors.get('w')!;
-    expect(t.data().buffer).toBe(bytes.buffer);
+    const dataStart = 8 + Number(bytes.readBigUInt64LE(0));
+    expect(dataStart % 8).toBe(0);
+    const native = binding.nativeBuffer(bytes.length);
+    native.set(bytes);
+    const { tensors } = parseSafetensors(Buffer.from(native.buffer, native.byteOffset, native.byteLength));
+    expect([...tensors.get('w')!.data()]).toEqual([1, 2]);
+    new Float64Array(native.buffer, dataStart, 2)[1] = 7; // the tensor is a view of these bytes
+    expect([...tensors.get('w')!.data()]).toEqual([1, 7]);
+    // JavaScript's own bytes are copied: a later write does not reach the tensor.
+    const copied = parseSafetensors(bytes).tensors.get('w')!;
+    new Float64Array(bytes.buffer, bytes.byteOffset + dataStart, 2)[0] = 9;
+    expect([...copied.data()]).toEqual([1, 2]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-st-view-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'a.safetensors'), serializeSafetensors([['w', Tensor.from(new Float64Array([1, 2]))]]));
+      expect([...(await readSafetensors(path.join(dir, 'a.safetensors'))).tensors.get('w')!.data()]).toEqual([1, 2]);
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
   });
 
   const f32 = (n: number) => new Uint8Array(new Float32Array(n).buffer);

@@ -32,7 +32,7 @@ function checkIndices(indices: readonly number[], length: number): void {
   }
 }
 
-/** Images already in memory: one uint8 buffer of N×H×W×C (C = 1 or 3), shared, never copied. */
+/** Images already in memory: one uint8 buffer of N×H×W×C (C = 1 or 3), copied once into native memory (as Tensor.from). */
 export class ArrayDataset implements Dataset {
   readonly source: Tensor;
   readonly labels: Int32Array | null;

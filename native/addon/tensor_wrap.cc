@@ -1,6 +1,10 @@
 #include "tensor_wrap.h"
 
 #include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "../core/dtype.h"
@@ -41,8 +45,65 @@ const TypedArrayKind* kindOfArray(napi_typedarray_type type) {
   return nullptr;
 }
 
+// The native memory JavaScript can see: each external ArrayBuffer made over a tensor's memory and
+// the tensor (its hint) that keeps that memory alive. Tensor.from of a view into such memory shares it
+// again; any other memory is JavaScript's, which it may detach or transfer while native work reads it.
+class NativeViews {
+ public:
+  static NativeViews& get() {
+    static NativeViews views;
+    return views;
+  }
+  void add(at::Tensor* owner, const uint8_t* base, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ranges_[owner] = {base, bytes};
+  }
+  void remove(at::Tensor* owner) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ranges_.erase(owner);
+  }
+  // The tensor whose memory holds [ptr, ptr + bytes), if native memory does.
+  std::optional<at::Tensor> ownerOf(const uint8_t* ptr, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [owner, range] : ranges_) {
+      if (ptr >= range.first && ptr + bytes <= range.first + range.second) return *owner;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<at::Tensor*, std::pair<const uint8_t*, size_t>> ranges_;
+};
+
 // External ArrayBuffers keep the tensor they view alive through this hint.
-void deleteTensorHint(napi_env, void*, void* hint) { delete static_cast<at::Tensor*>(hint); }
+void deleteTensorHint(napi_env, void*, void* hint) {
+  NativeViews::get().remove(static_cast<at::Tensor*>(hint));
+  delete static_cast<at::Tensor*>(hint);
+}
+
+// A typed array over `tensor`'s memory (CPU, contiguous), shared where the runtime allows it.
+Napi::Value externalView(Napi::Env env, const at::Tensor& t, napi_typedarray_type type, size_t length) {
+  const size_t bytes = t.nbytes();
+  auto* ptr = static_cast<uint8_t*>(t.data_ptr());
+  napi_value buffer = nullptr;
+  if (bytes == 0) buffer = Napi::ArrayBuffer::New(env, 0);
+  if (!buffer) {
+    auto* keep = new at::Tensor(t);
+    if (napi_create_external_arraybuffer(env, ptr, bytes, deleteTensorHint, keep, &buffer) == napi_ok) {
+      NativeViews::get().add(keep, ptr, bytes);
+    } else {
+      // Runtimes that forbid external buffers (napi_no_external_buffers_allowed) get a copy.
+      delete keep;
+      Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
+      std::memcpy(copy.Data(), ptr, bytes);
+      buffer = copy;
+    }
+  }
+  napi_value array;
+  NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, type, length, buffer, 0, &array), Napi::Value());
+  return Napi::Value(env, array);
+}
 
 }  // namespace
 
@@ -112,14 +173,12 @@ Napi::Object TensorWrap::wrapAll(Napi::Env env, std::initializer_list<std::pair<
   return out;
 }
 
-Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed) {
+Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor) {
   Napi::Object object = newHandle(env, EnvState::of(env)->tensorConstructor);
   TensorWrap* self = Unwrap(object);
-  if (!borrowed.IsEmpty()) {
-    self->source_ = Napi::Weak(borrowed);
-  } else if (tensor.defined() && tensor.storage().use_count() == 1) {
-    // Tensors over JavaScript memory are already counted by V8; native storage is not. Storage that
-    // another owner holds too (a view of the memory bank's rows) is that owner's to count.
+  if (tensor.defined() && tensor.storage().use_count() == 1) {
+    // Native storage is invisible to V8's GC unless reported. Storage that another owner holds too
+    // (a view of the memory bank's rows, of a JavaScript-visible buffer) is that owner's to count.
     self->accountedBytes_ = static_cast<int64_t>(tensor.storage().nbytes());
     if (self->accountedBytes_) Napi::MemoryManagement::AdjustExternalMemory(env, self->accountedBytes_);
   }
@@ -133,9 +192,6 @@ at::Tensor TensorWrap::unwrap(Napi::Value value, const std::string& arg) {
 
 const at::Tensor& TensorWrap::live(const std::string& what) const {
   if (disposed_) throw std::invalid_argument(what + " was disposed");
-  if (!source_.IsEmpty() && source_.Value().IsDetached()) {
-    throw std::invalid_argument(what + " borrows an ArrayBuffer that was detached (transferred) after the tensor was made");
-  }
   return tensor_;
 }
 
@@ -164,7 +220,6 @@ Napi::Value TensorWrap::disposed(const Napi::CallbackInfo& info) { return Napi::
 
 Napi::Value TensorWrap::dispose(const Napi::CallbackInfo& info) {
   disposed_ = true;
-  source_.Reset();
   reset();
   return info.Env().Undefined();
 }
@@ -177,34 +232,7 @@ Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
     if (!kind) throw std::invalid_argument("tensor of dtype " + dtypeName(t.scalar_type()) + " has no typed array view");
     // Only a dense CPU tensor can be viewed in place; anything else is read through a copy.
     if (!t.device().is_cpu() || !t.is_contiguous()) t = t.to(at::kCPU).contiguous();
-    const size_t bytes = t.nbytes();
-    auto* ptr = static_cast<uint8_t*>(t.data_ptr());
-    napi_value buffer = nullptr;
-    size_t byteOffset = 0;
-    if (!source_.IsEmpty()) {
-      Napi::ArrayBuffer src = source_.Value();
-      auto* base = static_cast<uint8_t*>(src.Data());
-      if (ptr >= base && ptr + bytes <= base + src.ByteLength()) {
-        buffer = src;
-        byteOffset = static_cast<size_t>(ptr - base);
-      }
-    }
-    if (!buffer && bytes == 0) buffer = Napi::ArrayBuffer::New(env, 0);
-    if (!buffer) {
-      auto* keep = new at::Tensor(t);
-      napi_status status = napi_create_external_arraybuffer(env, ptr, bytes, deleteTensorHint, keep, &buffer);
-      if (status != napi_ok) {
-        // Runtimes that forbid external buffers (napi_no_external_buffers_allowed) get a copy.
-        delete keep;
-        Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
-        std::memcpy(copy.Data(), ptr, bytes);
-        buffer = copy;
-      }
-    }
-    napi_value array;
-    NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, kind->napi, t.numel(), buffer, byteOffset, &array),
-                         Napi::Value());
-    return Napi::Value(env, array);
+    return externalView(env, t, kind->napi, static_cast<size_t>(t.numel()));
   });
 }
 
@@ -241,12 +269,24 @@ Napi::Value fromArray(const Napi::CallbackInfo& info) {
   }
   const auto options = at::TensorOptions().dtype(dtype);
   if (numel == 0) return TensorWrap::wrap(env, at::empty(shape, options));
-  void* ptr = static_cast<uint8_t*>(buffer.Data()) + view.ByteOffset();
-  napi_ref ref;
-  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, buffer, 1, &ref), Napi::Value());
-  auto state = EnvState::of(env);
-  at::Tensor t = at::from_blob(ptr, shape, [state, ref](void*) { state->releaseReference(ref); }, options);
-  return TensorWrap::wrap(env, std::move(t), buffer);
+  const auto* ptr = static_cast<const uint8_t*>(buffer.Data()) + view.ByteOffset();
+  const size_t bytes = view.ByteLength();
+  if (auto owner = NativeViews::get().ownerOf(ptr, bytes)) {
+    // A view of native memory (a tensor's data(), nativeBuffer()): shared, its owner kept alive.
+    return TensorWrap::wrap(env, at::from_blob(const_cast<uint8_t*>(ptr), shape, [keep = *owner](void*) {}, options));
+  }
+  // JavaScript's own memory may be detached or transferred while native work reads it: copied.
+  at::Tensor t = at::empty(shape, options);
+  std::memcpy(t.data_ptr(), ptr, bytes);
+  return TensorWrap::wrap(env, std::move(t));
+}
+
+// nativeBuffer(bytes): a Uint8Array over native memory (zeroed), for data that becomes tensors without a
+// copy (a safetensors file is read into one).
+Napi::Value nativeBuffer(const Napi::CallbackInfo& info) {
+  const int64_t bytes = AsInt64(info[0], "bytes");
+  if (bytes < 0) throw std::out_of_range("bytes must be >= 0, got " + std::to_string(bytes));
+  return externalView(info.Env(), at::zeros({bytes}, at::kByte), napi_uint8_array, static_cast<size_t>(bytes));
 }
 
 Napi::Value zeros(const Napi::CallbackInfo& info) {
@@ -260,6 +300,7 @@ Napi::Value zeros(const Napi::CallbackInfo& info) {
 
 void registerTensorFactories(Napi::Env env, Napi::Object exports) {
   exports.Set("fromArray", Napi::Function::New<binding<fromArray>>(env, "fromArray"));
+  exports.Set("nativeBuffer", Napi::Function::New<binding<nativeBuffer>>(env, "nativeBuffer"));
   exports.Set("zeros", Napi::Function::New<binding<zeros>>(env, "zeros"));
 }
 

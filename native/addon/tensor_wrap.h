@@ -1,5 +1,6 @@
-// The JavaScript handle of an at::Tensor: zero-copy construction from typed arrays, typed-array
-// views over the tensor's own memory, explicit disposal and GC-visible native memory.
+// The JavaScript handle of an at::Tensor: typed arrays copied in (JavaScript may detach or transfer
+// its own memory while native work reads it) unless they view native memory, which is shared;
+// typed-array views over the tensor's own memory; explicit disposal and GC-visible native memory.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,9 +17,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
 
-  // A new JavaScript handle that owns `tensor`; `borrowed` is the ArrayBuffer its memory lives in,
-  // when it lives in one.
-  static Napi::Object wrap(Napi::Env env, at::Tensor tensor, Napi::ArrayBuffer borrowed = {});
+  // A new JavaScript handle that owns `tensor`.
+  static Napi::Object wrap(Napi::Env env, at::Tensor tensor);
   // The tensor behind a handle; TypeError naming `arg` if it is not a live tensor handle.
   static at::Tensor unwrap(Napi::Value value, const std::string& arg);
   // A plain object of named tensors (a native result such as {f, g}), each wrapped without a copy.
@@ -42,8 +42,6 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   at::Tensor tensor_;
   bool disposed_ = false;
   int64_t accountedBytes_ = 0;  // native bytes reported to V8 so its GC sees them
-  // Set when the tensor borrows a JavaScript ArrayBuffer (weak: the tensor's deleter holds it).
-  Napi::Reference<Napi::ArrayBuffer> source_;
 };
 
 // Reads a JavaScript shape (array of non-negative safe integers); errors name `arg`.
