@@ -27,7 +27,7 @@ export type {
 } from './config';
 export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors, SafetensorsError } from './safetensors';
 export type { SafetensorsContent } from './safetensors';
-export { ArrayDataset, IdxDataset, FASHION_MNIST_DIR } from './data/datasets';
+export { ArrayDataset, IdxDataset, Subset, holdOut, FASHION_MNIST_DIR } from './data/datasets';
 export type { BatchSource, Dataset } from './data/datasets';
 export { ImageFolder, IMAGE_EXTENSIONS } from './data/imageFolder';
 export type { ImageFolderOptions } from './data/imageFolder';

@@ -63,9 +63,14 @@ describe('pirl train / eval / embed / export', () => {
 
   test('eval, embed and export use the saved model', async () => {
     const model = path.join(out, 'model.safetensors');
-    const evaluation = JSON.parse(run(['eval', model, '--data', data, '--size', '16']).trim());
+    // Without --test, a held-out fifth is scored against the rest (never the data against itself), and it says so.
+    const held = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16'], { encoding: 'utf8' });
+    expect(held.status).toBe(0);
+    expect(held.stderr).toMatch(/no --test data: kNN scores a held-out fifth of .* \(every 5th image, 4\) against the other 16/);
+    const evaluation = JSON.parse(held.stdout.trim());
     expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
-    expect(evaluation.test).toBe(20);
+    expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
+    expect(JSON.parse(run(['eval', model, '--data', data, '--test', data, '--size', '16']).trim()).test).toBe(20);
     const features = path.join(dir, 'features.safetensors');
     run(['embed', model, data, '--out', features, '--size', '16']);
     const { tensors, metadata } = await readSafetensors(features);
@@ -85,6 +90,14 @@ describe('pirl train / eval / embed / export', () => {
     const loss = Array.from({ length: 300000 }, (_, i): [number, number] => [i, 8 - Math.log1p(i) * 0.3]);
     await writeCurves(file, loss, [[1, 0.7], [2, 0.8]]);
     expect((await sharp(file).metadata()).width).toBe(800);
+  });
+
+  test('--out where no folder can be made (/proc, a file) exits 2 at once, naming --out and why', () => {
+    for (const [where, why] of [['/proc/pirl-x', /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x: ENOENT/], [path.join(data, 'light', '0.png', 'x'), /--out .*0\.png\/x: ENOTDIR: not a directory/]] as const) {
+      const r = spawnSync(process.execPath, [cli, 'train', data, '--out', where, ...small], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(why);
+    }
   });
 
   test('bad arguments exit 2 with the usage; missing data exits 1', () => {

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { ImageFolder, Loader } from '../lib';
+import { ImageFolder, Loader, holdOut } from '../lib';
 import { tmpDir, raw } from './helpers';
 
 async function writeAllKinds(dir: string): Promise<string[]> {
@@ -64,6 +64,32 @@ describe('ImageFolder', () => {
     const folder = await ImageFolder.open(dir, { size: 8 });
     expect(folder.classes).toEqual(['cats', 'dogs']);
     expect(Array.from(folder.labels!)).toEqual([0, 0, 0, 1, 1, 1]);
+    // Images beside the class folders, or below a class folder's own, are left out — with a warning.
+    await raw(20, 20).png().toFile(path.join(dir, 'loose.png'));
+    fs.mkdirSync(path.join(dir, 'cats', 'kittens', 'tiny'), { recursive: true });
+    await raw(20, 20).png().toFile(path.join(dir, 'cats', 'kittens', 'k.png'));
+    await raw(20, 20).png().toFile(path.join(dir, 'cats', 'kittens', 'tiny', 't.png'));
+    const warnings: string[] = [];
+    const again = await ImageFolder.open(dir, { size: 8, onWarning: (m) => warnings.push(m) });
+    expect(again.length).toBe(6);
+    expect(warnings).toEqual([
+      expect.stringMatching(/1 image\(s\) beside the class folders are not in a class and are left out/),
+      expect.stringMatching(/2 image\(s\) in subfolders of class folders are left out/),
+    ]);
+  });
+
+  test('Subset and holdOut: a held-out fifth, renumbered, labels and samples following', async () => {
+    const dir = tmpDir('pirl-data-');
+    for (let i = 0; i < 10; i++) await sharp(Buffer.alloc(20 * 20 * 3, i * 20), { raw: { width: 20, height: 20, channels: 3 } }).png().toFile(path.join(dir, `${i}.png`));
+    const folder = await ImageFolder.open(dir, { size: 8 });
+    const { train, test } = holdOut(folder);
+    expect([train.length, test.length]).toEqual([8, 2]);
+    expect(test.indices).toEqual([4, 9]);
+    const a = await test.batchSource([1, 0]);
+    const b = await folder.batchSource([9, 4]);
+    expect(a.indices).toEqual([1, 0]);
+    expect(Buffer.from(a.source.data().buffer).equals(Buffer.from(b.source.data().buffer))).toBe(true);
+    await expect(test.batchSource([2])).rejects.toThrow(/indices must be integers in \[0, 2\)/);
   });
 
   test('corrupt, truncated, empty and non-image files are skipped with one warning each', async () => {

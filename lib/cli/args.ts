@@ -2,10 +2,11 @@
 // checks in lib/config.ts and lib/errors.ts judge them, and their errors name the flag), and the data
 // argument.
 import { promises as fs } from 'fs';
+import * as path from 'path';
 import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
-import { IdxDataset, type Dataset } from '../data/datasets';
+import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, checkObject, isArgumentError } from '../errors';
 import { setNumThreads } from '../runtime';
@@ -122,6 +123,44 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
 export async function openData(spec: string, size: number, split: 'train' | 'test' = 'train'): Promise<Dataset> {
   if (spec === 'fashion-mnist') return IdxDataset.fashionMnist(split);
   return ImageFolder.open(spec, { size });
+}
+
+/**
+ * The kNN protocol's two sets: fashion-mnist's test split, the --test data, or else a held-out fifth of
+ * the data (every 5th sample) against the rest, said on stderr — never the data scored against itself.
+ */
+export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number): Promise<{ train: Dataset; test: Dataset }> {
+  if (testSpec !== undefined) return { train: data, test: await openData(testSpec, size, 'test') };
+  if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, 'test') };
+  const { train, test } = holdOut(data);
+  console.error(`pirl: no --test data: kNN scores a held-out fifth of ${spec} (every 5th image, ${test.length}) against the other ${train.length}`);
+  return { train, test };
+}
+
+/**
+ * Creates `dir` (a --flag's folder) and its missing parents one at a time — Node's recursive mkdir
+ * spins forever where the parent is a pseudo-filesystem like /proc — or a UsageError saying why not.
+ */
+export async function makeOutputDir(flag: string, dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    try {
+      if (!(await fs.stat(d)).isDirectory()) throw new UsageError(`--${flag} ${dir}: ${d} is a file, not a folder`);
+      break;
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new UsageError(`--${flag} ${dir}: ${(err as Error).message}`);
+      missing.unshift(d);
+      if (path.dirname(d) === d) break;
+    }
+  }
+  for (const d of missing) {
+    try {
+      await fs.mkdir(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new UsageError(`--${flag} ${dir}: cannot create ${d}: ${(err as Error).message}`);
+    }
+  }
 }
 
 /** --size of a folder's stored images: room for the sampler's crops unless given. */

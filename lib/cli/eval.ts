@@ -2,7 +2,7 @@
 import { resolveKnnOptions } from '../config';
 import { knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
-import { applyRunFlags, asFlags, openData, optionsFromFlags, parseFlags } from './args';
+import { applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
@@ -16,8 +16,7 @@ export async function evaluate(args: string[]): Promise<void> {
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
-  const train = await openData(spec, knn.size, 'train');
-  const test = typeof values.test === 'string' ? await openData(values.test, knn.size) : spec === 'fashion-mnist' ? await openData(spec, knn.size, 'test') : train;
+  const { train, test } = await knnSplit(await openData(spec, knn.size, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, knn.size);
   const progress = new Progress();
   const accuracy = await knnAccuracy(model, train, test, knn, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total));
   console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length }));

@@ -1,4 +1,5 @@
-// A PNG of the training curves (loss per step, kNN per epoch), drawn as SVG and rendered by sharp.
+// A PNG of the training curves (loss per step with the epochs marked, kNN per epoch), drawn as SVG
+// and rendered by sharp.
 import sharp from 'sharp';
 
 // [min, max] by a loop: spreading a long run's points into Math.min overflows the call stack.
@@ -11,28 +12,47 @@ function extent(values: readonly number[]): [number, number] {
   return [lo, hi];
 }
 
-function polyline(points: Array<[number, number]>, box: { x: number; y: number; w: number; h: number }, color: string): string {
-  if (points.length === 0) return '';
+interface Box {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+const text = (x: number, y: number, s: string, anchor = 'start', size = 12) =>
+  `<text x="${x}" y="${y}" font-size="${size}" font-family="sans-serif" text-anchor="${anchor}">${s}</text>`;
+
+/** One panel: title, axes with their ranges and names, the curve, and vertical marks at `marks` (x values). */
+function panel(box: Box, title: string, xName: string, points: Array<[number, number]>, color: string, empty: string, marks: readonly number[] = []): string {
+  const frame = `<rect x="${box.x}" y="${box.y}" width="${box.w}" height="${box.h}" fill="none" stroke="#999"/>` + text(box.x, box.y - 10, title, 'start', 14);
+  if (points.length === 0) return frame + text(box.x + box.w / 2, box.y + box.h / 2, empty, 'middle');
   const [x0, xMax] = extent(points.map((p) => p[0]));
   const [y0, yMax] = extent(points.map((p) => p[1]));
   const [x1, y1] = [Math.max(xMax, x0 + 1e-9), Math.max(yMax, y0 + 1e-9)];
-  const path = points
-    .map(([x, y]) => `${(box.x + ((x - x0) / (x1 - x0)) * box.w).toFixed(1)},${(box.y + box.h - ((y - y0) / (y1 - y0)) * box.h).toFixed(1)}`)
-    .join(' ');
-  return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${path}"/>` +
-    `<text x="${box.x}" y="${box.y - 6}" font-size="12" font-family="sans-serif">${y1.toPrecision(4)}</text>` +
-    `<text x="${box.x}" y="${box.y + box.h + 14}" font-size="12" font-family="sans-serif">${y0.toPrecision(4)}</text>`;
+  const px = (x: number) => box.x + ((x - x0) / (x1 - x0)) * box.w;
+  const py = (y: number) => box.y + box.h - ((y - y0) / (y1 - y0)) * box.h;
+  const line = points.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
+  const shown = marks.filter((m) => m > x0 && m < x1);
+  // At most ~40 epoch marks: a long run marks every k-th epoch.
+  const stride = Math.max(1, Math.ceil(shown.length / 40));
+  const markLines = shown.filter((_, i) => (i + 1) % stride === 0)
+    .map((m) => `<line x1="${px(m).toFixed(1)}" y1="${box.y}" x2="${px(m).toFixed(1)}" y2="${box.y + box.h}" stroke="#ddd" stroke-dasharray="3,3"/>`).join('');
+  return frame + markLines +
+    `<polyline fill="none" stroke="${color}" stroke-width="2" points="${line}"/>` +
+    text(box.x - 4, box.y + 10, y1.toPrecision(4), 'end') + text(box.x - 4, box.y + box.h, y0.toPrecision(4), 'end') +
+    text(box.x, box.y + box.h + 16, String(x0), 'start') + text(box.x + box.w, box.y + box.h + 16, String(xMax), 'end') +
+    text(box.x + box.w / 2, box.y + box.h + 32, xName, 'middle');
 }
 
-export async function writeCurves(file: string, loss: Array<[number, number]>, knn: Array<[number, number]>): Promise<void> {
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="800" height="320">
-  <rect width="800" height="320" fill="white"/>
-  <text x="40" y="20" font-size="14" font-family="sans-serif">loss per step</text>
-  <text x="440" y="20" font-size="14" font-family="sans-serif">weighted kNN top-1 per epoch</text>
-  <rect x="40" y="40" width="340" height="240" fill="none" stroke="#ccc"/>
-  <rect x="440" y="40" width="340" height="240" fill="none" stroke="#ccc"/>
-  ${polyline(loss, { x: 40, y: 40, w: 340, h: 240 }, '#1f77b4')}
-  ${polyline(knn, { x: 440, y: 40, w: 340, h: 240 }, '#d62728')}
+/**
+ * Writes the curves: `loss` as (step, loss), `knn` as (epoch, top-1), `epochEnds` the step each epoch
+ * ended at (dashed marks on the loss panel).
+ */
+export async function writeCurves(file: string, loss: Array<[number, number]>, knn: Array<[number, number]>, epochEnds: readonly number[] = []): Promise<void> {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="800" height="340">
+  <rect width="800" height="340" fill="white"/>
+  ${panel({ x: 70, y: 40, w: 310, h: 240 }, 'training loss', `step${epochEnds.length ? ' (dashed: end of an epoch)' : ''}`, loss, '#1f77b4', 'no steps yet', epochEnds)}
+  ${panel({ x: 470, y: 40, w: 310, h: 240 }, 'weighted kNN top-1', 'epoch', knn, '#d62728', 'no kNN: --knn-every N (labeled data)')}
 </svg>`;
   await sharp(Buffer.from(svg)).png().toFile(file);
 }

@@ -9,7 +9,7 @@ import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointConfigOf } from '../train/trainer';
-import { UsageError, applyRunFlags, asFlags, checkFlag, folderSize, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { UsageError, applyRunFlags, asFlags, checkFlag, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog } from './metrics';
@@ -123,7 +123,7 @@ export async function train(args: string[]): Promise<void> {
     }
     const config = await newRunConfig(values);
     if (main) {
-      await fs.mkdir(out, { recursive: true });
+      await makeOutputDir('out', out);
       await log.clear();
     }
     trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler)), config, { distributed });
@@ -134,9 +134,10 @@ export async function train(args: string[]): Promise<void> {
   }
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
-  const testData = knnEvery && spec === 'fashion-mnist' ? await openData(spec, 0, 'test') : data;
+  const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0) : null;
   const lossCurve: Array<[number, number]> = [];
   const knnCurve: Array<[number, number]> = [];
+  const epochEnds: number[] = [];
   const progress = new Progress();
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
@@ -157,14 +158,15 @@ export async function train(args: string[]): Promise<void> {
       onEpochEnd: async (l) => {
         let knn: number | undefined;
         if (knnEvery && (l.epoch + 1) % knnEvery === 0) {
-          knn = await knnAccuracy(trainer.model, data, testData, { size: trainer.config.sampler.imageSize },
+          knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize },
             (done, all) => progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false));
           knnCurve.push([l.epoch + 1, knn]);
           lastKnn = knn;
         }
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)} ${l.imagesPerSecond.toFixed(0)} img/s${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });
-        await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve);
+        epochEnds.push(trainer.progress.step);
+        await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds);
       },
     },
   });

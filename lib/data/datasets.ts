@@ -32,6 +32,41 @@ function checkIndices(indices: readonly number[], length: number): void {
   }
 }
 
+/** The samples `indices` of `base`, numbered 0…n−1 in that order (a held-out split). */
+export class Subset implements Dataset {
+  readonly labels: Int32Array | null;
+  private readonly position: Map<number, number>;
+
+  constructor(readonly base: Dataset, readonly indices: readonly number[]) {
+    checkIndices(indices, base.length);
+    this.labels = base.labels ? Int32Array.from(indices, (i) => base.labels![i]) : null;
+    this.position = new Map(indices.map((i, k) => [i, k]));
+  }
+
+  get length(): number {
+    return this.indices.length;
+  }
+
+  get classes(): string[] | null {
+    return this.base.classes;
+  }
+
+  async batchSource(indices: readonly number[]): Promise<BatchSource> {
+    checkIndices(indices, this.length);
+    const source = await this.base.batchSource(indices.map((i) => this.indices[i]));
+    return { ...source, indices: source.indices.map((i) => this.position.get(i)!) };
+  }
+}
+
+/**
+ * A deterministic split for evaluating on data that has no test set: every `every`-th sample (the
+ * last of each group of `every`) is held out, so a folder sorted by class is split within each class.
+ */
+export function holdOut(dataset: Dataset, every = 5): { train: Subset; test: Subset } {
+  const all = Array.from({ length: dataset.length }, (_, i) => i);
+  return { train: new Subset(dataset, all.filter((i) => i % every !== every - 1)), test: new Subset(dataset, all.filter((i) => i % every === every - 1)) };
+}
+
 /** Images already in memory: one uint8 buffer of N×H×W×C (C = 1 or 3), copied once into native memory (as Tensor.from). */
 export class ArrayDataset implements Dataset {
   readonly source: Tensor;

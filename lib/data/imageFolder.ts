@@ -2,7 +2,7 @@
 // Every image becomes size×size 8-bit RGB (EXIF orientation applied, alpha dropped, CMYK, gray and
 // 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
 import { createHash } from 'crypto';
-import { promises as fs } from 'fs';
+import { constants as fsConstants, promises as fs } from 'fs';
 import * as path from 'path';
 
 import sharp from 'sharp';
@@ -20,16 +20,31 @@ export interface ImageFolderOptions {
   size?: number;
   /** A file that keeps the decoded images, so later epochs and runs do not decode again. */
   cache?: string;
-  /** Called once per unreadable file (default: process.emitWarning). */
+  /** Called once per unreadable file, and for images a labeled folder leaves out (default: process.emitWarning). */
   onWarning?: (message: string) => void;
 }
 
+const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
+
 async function listImages(dir: string): Promise<string[]> {
-  const entries = await fs.readdir(dir, { withFileTypes: true });
-  return entries
-    .filter((e) => e.isFile() && IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase()))
-    .map((e) => path.join(dir, e.name))
-    .sort();
+  return (await readFolder(dir)).filter((e) => e.isFile() && isImage(e.name)).map((e) => path.join(dir, e.name)).sort();
+}
+
+async function readFolder(dir: string): Promise<import('fs').Dirent[]> {
+  try {
+    return await fs.readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    throw new Error(`${dir}: cannot list the folder: ${(err as Error).message}`);
+  }
+}
+
+// Images below a class folder's own files, which a labeled folder does not read: counted for a warning.
+async function nestedImages(dir: string): Promise<number> {
+  let count = 0;
+  for (const e of await readFolder(dir)) {
+    if (e.isDirectory()) count += (await readFolder(path.join(dir, e.name))).filter((f) => f.isFile() && isImage(f.name)).length + (await nestedImages(path.join(dir, e.name)));
+  }
+  return count;
 }
 
 
@@ -58,7 +73,7 @@ export class ImageFolder implements Dataset {
       throw new Error(`${dir}: no such folder`);
     }
     if (!stat.isDirectory()) throw new Error(`${dir}: not a folder`);
-    const subdirs = (await fs.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    const subdirs = (await readFolder(dir)).filter((e) => e.isDirectory()).map((e) => e.name).sort();
     let files: string[] = [];
     let labels: Int32Array | null = null;
     let classes: string[] | null = null;
@@ -68,6 +83,11 @@ export class ImageFolder implements Dataset {
       const lists = perClass.filter((list) => list.length > 0);
       files = lists.flat();
       labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
+      // A labeled folder reads each class folder's own images: say what it leaves out.
+      const loose = (await listImages(dir)).length;
+      if (loose > 0) warn(`pirl: ${dir}: ${loose} image(s) beside the class folders are not in a class and are left out`);
+      const nested = (await Promise.all(classes.map((c) => nestedImages(path.join(dir, c))))).reduce((a, b) => a + b, 0);
+      if (nested > 0) warn(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
     } else {
       files = await listImages(dir);
     }
@@ -104,7 +124,9 @@ export class ImageFolder implements Dataset {
       return data;
     } catch (err) {
       if (!this.failures.has(file)) {
-        const reason = (err as Error).message.split('\n')[0];
+        // sharp calls an unreadable file "missing or of an unsupported format": say which it is.
+        const access = await fs.access(file, fsConstants.R_OK).then(() => null, (e: Error) => e.message);
+        const reason = access ?? (err as Error).message.split('\n')[0];
         this.failures.set(file, reason);
         this.warn(`pirl: skipping unreadable image ${file}: ${reason}`);
       }
