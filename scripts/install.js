@@ -11,27 +11,13 @@ const path = require('path');
 const { spawnSync } = require('child_process');
 const { findLibtorch } = require('./libtorch');
 const { build } = require('./build');
+const { canUseApt, aptInstall } = require('./apt');
 
 const root = path.join(__dirname, '..');
 const APT_PACKAGES = ['libtorch-dev', 'libopenblas0-pthread'];
 
 function log(msg) {
   console.log(`pirl: ${msg}`);
-}
-
-function canUseApt() {
-  return process.platform === 'linux' && process.getuid && process.getuid() === 0 &&
-    fs.existsSync('/usr/bin/apt-get') && !process.env.PIRL_NO_APT;
-}
-
-function aptInstall(packages) {
-  log(`installing ${packages.join(' ')} with apt-get (set PIRL_NO_APT=1 to prevent this)`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const run = (args) => spawnSync('apt-get', args, { stdio: 'inherit', env }).status === 0;
-  // A fresh machine often has no package lists yet; update only when the first try fails.
-  if (!run(['install', '-y', '-q', ...packages]) && !(run(['update', '-q']) && run(['install', '-y', '-q', ...packages]))) {
-    throw new Error(`apt-get install ${packages.join(' ')} failed`);
-  }
 }
 
 function noLibtorchHelp(tried) {
