@@ -23,12 +23,13 @@ export function checkDevice(arg: string, value: unknown): Device {
   if (value === 'cpu') return value;
   const info = binding.buildInfo();
   if (!info.cudaCompiled) {
-    throw new TypeError(
-      `${arg} is '${value}', but the libtorch pirl runs on (${info.libtorchVersion}, ${info.libtorchLibrary}) has no CUDA. ` +
-        'To train on a GPU, give pirl a CUDA libtorch and rebuild the addon for it: set LIBTORCH=/path/to/libtorch ' +
-        '(a CUDA build from pytorch.org) or `pip install torch` (a CUDA wheel), then run ' +
-        '`PIRL_FORCE_BUILD=1 node node_modules/pirl/scripts/install.js`; `npx pirl info` shows what is found.',
-    );
+    const howTo = 'To train on a GPU, give pirl a CUDA libtorch and rebuild the addon for it: set LIBTORCH=/path/to/libtorch ' +
+      '(a CUDA build from pytorch.org) or `pip install torch` (a CUDA wheel), then run ' +
+      '`PIRL_FORCE_BUILD=1 node node_modules/pirl/scripts/install.js`; `npx pirl info` shows what is found.';
+    const without = `the libtorch pirl runs on (${info.libtorchVersion}, ${info.libtorchLibrary}) has no CUDA`;
+    // An argument error (so the CLI names --device) that keeps its own wording.
+    const expected = `'cpu' (${without}; for a GPU, give pirl a CUDA libtorch — LIBTORCH=… or pip install torch — then run PIRL_FORCE_BUILD=1 node node_modules/pirl/scripts/install.js)`;
+    throw Object.assign(new TypeError(`${arg} is '${value}', but ${without}. ${howTo}`), { argument: arg, expected, received: value });
   }
   const index = value === 'cuda' ? 0 : Number(value.slice(5));
   if (index >= info.cudaDeviceCount) {

@@ -104,6 +104,11 @@ describe('pirl train / eval / embed / export', () => {
     const bad = spawnSync(process.execPath, [cli, 'train', data, '--epochs', 'many'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--epochs must be an integer in \[1, 1000000\], got 'many'/);
+    const gpu = spawnSync(process.execPath, [cli, 'train', data, '--device', 'cuda:7'], { encoding: 'utf8' });
+    if (!gpu.stderr.includes('visible')) { // this libtorch has no CUDA
+      expect(gpu.status).toBe(2);
+      expect(gpu.stderr).toMatch(/--device must be 'cpu' \(the libtorch pirl runs on .* has no CUDA; for a GPU, .*install\.js\), got 'cuda:7'/);
+    }
     const version = spawnSync(process.execPath, [cli, '--version'], { encoding: 'utf8' });
     expect(version.stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version);
     const help = spawnSync(process.execPath, [cli, 'train', '--help'], { encoding: 'utf8' });
