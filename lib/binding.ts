@@ -93,6 +93,8 @@ export interface NativeStepResult {
   gradNorm: number;
   /** false: fp16 gradients overflowed; the step was skipped and the loss scale halved. */
   applied: boolean;
+  /** A rank asked to stop (alone: this process did): every rank stops after this step. */
+  stop: boolean;
 }
 
 /** What a checkpoint holds of the native training state besides the tensors. */
@@ -105,7 +107,7 @@ export interface NativeTrainScalars {
 
 /** The native training state (native/addon/train_wrap.cc). */
 export interface TrainerHandle {
-  step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number): Promise<NativeStepResult>;
+  step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number, stop: boolean): Promise<NativeStepResult>;
   state(): NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } };
   setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): void;
   /** Joins a data-parallel group ('' = no store file / bind to this host's name) and takes rank 0's state. */

@@ -90,6 +90,25 @@ describe('data-parallel training', () => {
     }
   }, 120_000);
 
+  test("a stop on one rank ends every rank after the same step (the next one), checkpointed there", async () => {
+    const dir = tmp();
+    try {
+      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: d })));
+      const checkpoint = path.join(dir, 'c.safetensors');
+      const steps = [[] as number[], [] as number[]];
+      await Promise.all(t.map((trainer, rank) => trainer.fit({
+        checkpoint,
+        callbacks: { onBatchEnd: (l) => { steps[rank].push(l.step); return !(rank === 1 && l.step === 2); } },
+      })));
+      expect(steps).toEqual([[1, 2, 3], [1, 2, 3]]);
+      expect(t.map((x) => x.progress.step)).toEqual([3, 3]);
+      const meta = JSON.parse((await readSafetensors(checkpoint)).metadata['pirl-checkpoint']);
+      expect(meta.position.step).toBe(3);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test('the global batch sets the lr: batchSize × ranks', async () => {
     const dir = tmp();
     try {

@@ -185,11 +185,18 @@ export class Trainer {
     return { ...this.position };
   }
 
-  /** One step on one batch (exposed for custom loops): the batch moves to the model's device; returns the native step's losses. */
-  async step(batch: PirlBatch, lr: number): Promise<NativeStepResult> {
-    return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr));
+  /**
+   * One step on one batch (exposed for custom loops): the batch moves to the model's device; returns the
+   * native step's losses. `stop` votes to end a data-parallel run: `stop` in the result says whether
+   * any rank voted, so that every rank ends after the same step.
+   */
+  async step(batch: PirlBatch, lr: number, stop = false): Promise<NativeStepResult> {
+    return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr, stop));
   }
-  /** Asks fit() to stop after the step in progress; it writes its checkpoint first, so the run resumes from there. */
+  /**
+   * Asks fit() to stop after the step in progress — in a data-parallel run after the next step, on
+   * every rank (the ranks agree in it) — writing its checkpoint first, so the run resumes from there.
+   */
   stop(): void {
     this.stopRequested = true;
   }
@@ -204,7 +211,8 @@ export class Trainer {
     const checkpoint = this.isMain ? options.checkpoint : undefined;
     if (checkpoint) await removeStaleTemporaries(checkpoint);
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
-    while (this.position.epoch < this.config.epochs && !this.stopRequested) {
+    let stopping = false;
+    while (this.position.epoch < this.config.epochs && !stopping) {
       const epoch = this.position.epoch;
       await cb.onEpochBegin?.(epoch);
       let lossSum = 0, images = 0;
@@ -212,7 +220,7 @@ export class Trainer {
       let last = epochStart;
       for await (const batch of this.loader.epochFrom(epoch, this.position.stepInEpoch)) {
         const lr = lrAt(schedule, this.position.step);
-        const r = await this.step(batch, lr);
+        const { stop: agreed, ...r } = await this.step(batch, lr, this.stopRequested);
         const now = performance.now();
         const size = batch.indices.shape[0];
         lossSum += r.loss * size;
@@ -221,9 +229,11 @@ export class Trainer {
         if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
         if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * 1000) / (now - last) })) === false) this.stop();
         last = now;
-        if (this.stopRequested) break;
+        // Alone, a stop takes effect now; as a rank, once every rank has heard of it (in a step).
+        stopping = this.distributed ? agreed : this.stopRequested;
+        if (stopping) break;
       }
-      if (this.stopRequested && this.position.stepInEpoch < this.stepsPerEpoch) {
+      if (stopping && this.position.stepInEpoch < this.stepsPerEpoch) {
         if (checkpoint) await this.save(checkpoint); // stopped inside the epoch
         break;
       }
@@ -231,6 +241,7 @@ export class Trainer {
       if (checkpoint) await this.save(checkpoint);
       const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * 1000) / (performance.now() - epochStart) };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
+      stopping ||= !this.distributed && this.stopRequested;
     }
     await cb.onTrainEnd?.({ epochs: this.config.epochs, steps: this.position.step, stopped: this.position.epoch < this.config.epochs });
   }

@@ -83,12 +83,13 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const at::Tensor patches = TensorWrap::unwrap(info[1], "patches");
       const at::Tensor indices = TensorWrap::unwrap(info[2], "indices");
       const double lr = AsDouble(info[3], "lr");
+      const bool stop = AsBool(info[4], "stop");
       auto s = state_;
       return AsyncTask<train::StepResult>::run(
           info.Env(), "pirl.train.step",
           [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
-            return s->train->step(images, patches, indices, lr);
+            return s->train->step(images, patches, indices, lr, stop);
           },
           [](Napi::Env env, train::StepResult& r) -> Napi::Value {
             auto out = Napi::Object::New(env);
@@ -97,6 +98,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             out.Set("lossJigsaw", r.lossJigsaw);
             out.Set("gradNorm", r.gradNorm);
             out.Set("applied", r.applied);
+            out.Set("stop", r.stop);
             return out;
           });
     });

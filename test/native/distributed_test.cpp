@@ -115,16 +115,6 @@ TEST(Distributed, BucketedAllreduceGivesTheGradientOfTheGlobalBatch) {
   }
 }
 
-train::TrainState makeState(uint64_t seed) {
-  at::manual_seed(seed);
-  model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
-  o.embeddingDim = 16;
-  PirlLossOptions loss = pirl::testing::paperLoss();
-  loss.numNegatives = 32;
-  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(64, 16, seed), loss,
-                           {pirl::testing::paperSgd(), train::Precision::Fp32});
-}
-
 // Replicas made from different seeds become rank 0's, and stay one model and one bank: every
 // replica applies the same averaged gradients and every rank's bank update.
 TEST(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
@@ -132,11 +122,11 @@ TEST(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
   std::vector<std::vector<double>> losses(2);
   at::Tensor initialBank;
   {
-    auto rank0 = makeState(100);
+    auto rank0 = pirl::testing::tinyTrainState(100, 64);
     initialBank = rank0.bank().rows().clone();
   }
   // Built one after the other: model initialisation draws from the global generator.
-  for (int64_t rank = 0; rank < 2; ++rank) states[rank] = std::make_unique<train::TrainState>(makeState(100 + rank));
+  for (int64_t rank = 0; rank < 2; ++rank) states[rank] = std::make_unique<train::TrainState>(pirl::testing::tinyTrainState(100 + rank, 64));
   onRanks(2, [&](int64_t rank, std::shared_ptr<Communicator> c) {
     states[rank]->distribute(c, /*seed=*/9);
     const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(50 + rank);

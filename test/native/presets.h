@@ -9,6 +9,7 @@
 #include "core/model/pirl_model.h"
 #include "core/pirl_loss.h"
 #include "core/train/sgd.h"
+#include "core/train/train_state.h"
 
 namespace pirl::testing {
 
@@ -28,6 +29,18 @@ inline data::SamplerConfig samplerPreset(const std::string& name) {
   const data::PhotometricOptions photometric{{0.4, 0.4, 0.4, 0.2}, 0.66, 0.2, 0.5};
   if (name == "small") return {32, 36, 9, 0.08, 1.0, 0.6, 1.0, photometric};
   return {224, 255, 64, 0.08, 1.0, 0.6, 1.0, photometric};
+}
+
+// A small training state: ResNet-18 (small stem, width 0.25), 16-d embeddings, the paper's loss with
+// K = 32 over a bank of `bankRows`, fp32; the weights and the bank seeded by `seed`.
+inline train::TrainState tinyTrainState(uint64_t seed, int64_t bankRows) {
+  at::manual_seed(seed);
+  model::PirlModelOptions o = modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
+  o.embeddingDim = 16;
+  PirlLossOptions loss = paperLoss();
+  loss.numNegatives = 32;
+  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(bankRows, 16, seed), loss,
+                           {paperSgd(), train::Precision::Fp32});
 }
 
 }  // namespace pirl::testing

@@ -31,21 +31,11 @@ TEST(Sgd, MatchesTorchOptimSgdWithMomentumAndWeightDecay) {
   EXPECT_TRUE(sgd.momentumBuffers().count("w") && sgd.momentumBuffers().count("b"));
 }
 
-train::TrainState makeState(uint64_t seed) {
-  at::manual_seed(seed);
-  model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
-  o.embeddingDim = 16;
-  PirlLossOptions loss = pirl::testing::paperLoss();
-  loss.numNegatives = 32;
-  return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, seed), loss,
-                           {pirl::testing::paperSgd(), train::Precision::Fp32});
-}
-
 TEST(TrainState, StepsAreDeterministic) {
   at::manual_seed(99);
   const at::Tensor images = at::randn({8, 3, 16, 16}), patches = at::randn({8, 9, 3, 8, 8});
   const at::Tensor indices = at::arange(8, at::kLong);
-  auto a = makeState(1), b = makeState(1);
+  auto a = pirl::testing::tinyTrainState(1, 40), b = pirl::testing::tinyTrainState(1, 40);
   for (int i = 0; i < 4; ++i) {
     const auto ra = a.step(images, patches, indices, 0.05), rb = b.step(images, patches, indices, 0.05);
     EXPECT_EQ(ra.loss, rb.loss) << "step " << i;
@@ -59,7 +49,7 @@ TEST(TrainState, LrMovesTheWeightsAndTheBankMovesTowardsF) {
   at::manual_seed(5);
   const at::Tensor images = at::randn({4, 3, 16, 16}), patches = at::randn({4, 9, 3, 8, 8});
   const at::Tensor indices = at::arange(4, at::kLong);
-  auto s = makeState(3);
+  auto s = pirl::testing::tinyTrainState(3, 40);
   const at::Tensor w0 = s.model()->trunk->conv1->weight.detach().clone();
   const at::Tensor rows0 = s.bank().rows().clone();
   s.step(images, patches, indices, 0.0);
@@ -71,7 +61,7 @@ TEST(TrainState, LrMovesTheWeightsAndTheBankMovesTowardsF) {
 }
 
 TEST(TrainState, ANonFiniteGradientChangesNothing) {
-  auto s = makeState(2);
+  auto s = pirl::testing::tinyTrainState(2, 40);
   const at::Tensor indices = at::arange(4, at::kLong);
   at::Tensor images = at::randn({4, 3, 16, 16});
   s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1);

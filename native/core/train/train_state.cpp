@@ -63,7 +63,8 @@ void TrainState::setSteps(int64_t steps) {
   steps_ = steps;
 }
 
-StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr) {
+StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
+                            bool stopRequested) {
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0, got ", lr);
   // The model owns the device: the bank must live there, and the batch (indices too) moves there.
   const c10::Device device = model_->device();
@@ -98,16 +99,19 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   at::Tensor stats = at::stack({r.loss.detach().to(at::kDouble), r.lossImage.to(at::kDouble),
                                 r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device)})
                          .cpu();
+  bool stop = stopRequested;
   if (communicator_) {
-    // The losses reported are the mean over ranks; the gradients are the same on every rank already.
-    at::Tensor losses = stats.narrow(0, 0, 3).clone();
-    communicator_->allreduce(losses, "the allreduce of the losses");
-    stats.narrow(0, 0, 3).copy_(losses / static_cast<double>(communicator_->worldSize()));
+    // The losses reported are the mean over ranks (the gradients are the same on every rank already),
+    // and the stop votes travel with them.
+    at::Tensor shared = at::cat({stats.narrow(0, 0, 3), at::full({1}, stopRequested ? 1.0 : 0.0, at::kDouble)});
+    communicator_->allreduce(shared, "the allreduce of the losses");
+    stats.narrow(0, 0, 3).copy_(shared.narrow(0, 0, 3) / static_cast<double>(communicator_->worldSize()));
+    stop = shared[3].item<double>() > 0;
   }
   const double* s = stats.data_ptr<double>();
   const double loss = s[0], norm = std::sqrt(s[3]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
-  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false};
+  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop};
   if (!finite) {
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", loss, ", gradient norm ",
                 norm, "): training stopped; the weights and the memory bank were not changed by this step");
@@ -122,7 +126,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   } else {
     bank_->update(rows, f.detach(), loss_.options().momentum, IndexCheck::Trusted);
   }
-  return {loss, s[1], s[2], norm, true};
+  return {loss, s[1], s[2], norm, true, stop};
 }
 
 }  // namespace pirl::train

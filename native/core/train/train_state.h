@@ -21,6 +21,7 @@ struct StepResult {
   double lossJigsaw;
   double gradNorm;
   bool applied;  // false: fp16 gradients overflowed, the step was skipped and the loss scale halved
+  bool stop;     // some rank asked to stop (alone: this process did): every rank stops after this step
 };
 
 // How a step computes: the SGD options and the precision of the trunk and heads.
@@ -43,7 +44,10 @@ class TrainState {
   // non-finite loss or gradient throws and changes neither the weights nor the bank — except in
   // fp16, where overflowing gradients skip the step and lower the loss scale. The batch may be on
   // any device: it moves to the model's. The device is read once per step, for all the step's numbers.
-  StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr);
+  // `stopRequested`: this process wants to end the run; in a data-parallel run the ranks agree on it in
+  // this step, so that all stop after the same step.
+  StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
+                  bool stopRequested = false);
 
   // Makes this state one replica of a data-parallel run (docs/distributed.md): rank 0's weights,
   // buffers and bank now, then each step BatchNorm's buffers from rank 0, gradients averaged in
