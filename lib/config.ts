@@ -214,13 +214,13 @@ export const DISTRIBUTED = {
   storeFile: nullable(text('a file path')),
   /** The address Gloo's sockets bind to (null: 127.0.0.1 when masterAddr is a loopback address, else this host's name). */
   bindAddress: nullable(text('an address')),
-  /** A collective, or the rendezvous, that takes longer fails the run (a rank that exits is noticed at once). */
+  /** A collective, or the rendezvous, that takes longer fails the run (a rank that exits is noticed at once); PyTorch's 30 minutes, so that rank 0's kNN pass or checkpoint does not time the others out. */
   timeoutMs: integer({ min: 1, max: 86_400_000 }),
 };
 export type DistributedOptions = Options<typeof DISTRIBUTED>;
 export type ResolvedDistributedOptions = Resolved<typeof DISTRIBUTED>;
 const DISTRIBUTED_DEFAULTS: ResolvedDistributedOptions = {
-  rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 29_500, storeFile: null, bindAddress: null, timeoutMs: 300_000,
+  rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 29_500, storeFile: null, bindAddress: null, timeoutMs: 1_800_000,
 };
 
 const isLoopback = (host: string) => host === 'localhost' || /^127\./.test(host) || host === '::1';
