@@ -174,3 +174,35 @@ describe('a degenerate data set (all images alike)', () => {
     expect(Math.max(...losses)).toBeLessThan(Math.log(negatives + 1) + 2 / tau);
   }, 120_000);
 });
+
+describe('a batch with no readable image', () => {
+  test('is left out; the position and the lr follow the batches, so a resumed run continues at the right one', async () => {
+    const base = tiny.dataset();
+    const probe = await Trainer.create(base, tiny.config);
+    const lost = probe.loader.batchesOf(0)[1][0]; // every batch holding this sample reads as unreadable
+    const holey = { length: base.length, labels: base.labels, classes: null,
+      batchSource: (indices: readonly number[]) => base.batchSource(indices.includes(lost) ? [] : indices) };
+    const skipped = (t: Trainer) => Array.from({ length: tiny.config.epochs! }, (_, e) => t.loader.batchesOf(e))
+      .flat().filter((b) => b.includes(lost)).length;
+    const run = async (t: Trainer, options: Parameters<Trainer['fit']>[0] = {}) => {
+      const logs: Array<[number, number]> = [];
+      await t.fit({ ...options, callbacks: { ...options.callbacks, onBatchEnd: (l) => { logs.push([l.step, l.loss]); return options.callbacks?.onBatchEnd?.(l); } } });
+      return logs;
+    };
+    const straightTrainer = await Trainer.create(holey, tiny.config);
+    const straight = await run(straightTrainer);
+    const total = tiny.config.epochs! * straightTrainer.stepsPerEpoch;
+    expect(skipped(straightTrainer)).toBeGreaterThan(0);
+    expect(straight).toHaveLength(total - skipped(straightTrainer));
+    expect(straightTrainer.progress.step).toBe(total);
+    const dir = tmp();
+    try {
+      const checkpoint = path.join(dir, 'c.safetensors');
+      const first = await run(await Trainer.create(holey, tiny.config), { checkpoint, callbacks: { onBatchEnd: (l) => l.step < 3 } });
+      const rest = await run(await Trainer.resume(checkpoint, holey));
+      expect([...first, ...rest]).toEqual(straight);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});

@@ -219,6 +219,15 @@ export class Trainer {
       const epochStart = performance.now();
       let last = epochStart;
       for await (const batch of this.loader.epochFrom(epoch, this.position.stepInEpoch)) {
+        // The loader leaves out a batch none of whose images could be read: the position (and the
+        // lr schedule) follows the batches, so a resumed run continues at the right one.
+        if (batch.step !== this.position.stepInEpoch) {
+          if (this.distributed) {
+            throw new Error(`batch ${this.position.stepInEpoch} of epoch ${epoch} has no readable image on rank ${this.distributed.rank}: ` +
+              'the ranks would fall out of step; remove or fix the unreadable files (see the warnings) and resume');
+          }
+          this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
+        }
         const lr = lrAt(schedule, this.position.step);
         const { stop: agreed, ...r } = await this.step(batch, lr, this.stopRequested);
         const now = performance.now();
@@ -237,7 +246,7 @@ export class Trainer {
         if (checkpoint) await this.save(checkpoint); // stopped inside the epoch
         break;
       }
-      this.position = { epoch: epoch + 1, stepInEpoch: 0, step: this.position.step };
+      this.position = { epoch: epoch + 1, stepInEpoch: 0, step: (epoch + 1) * this.stepsPerEpoch };
       if (checkpoint) await this.save(checkpoint);
       const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * 1000) / (performance.now() - epochStart) };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();

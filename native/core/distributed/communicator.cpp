@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <map>
 
 #if PIRL_WITH_GLOO
@@ -116,15 +117,28 @@ void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char*
 }
 
 at::Tensor Communicator::allGather(const at::Tensor& tensor, const char* what) {
-  std::vector<at::Tensor> input{tensor.contiguous()};
-  std::vector<std::vector<at::Tensor>> output(1);
-  for (int64_t r = 0; r < options_.worldSize; ++r) output[0].push_back(at::empty_like(input[0]));
-  try {
-    group_->gloo->allgather(output, input)->wait(timeout());
-  } catch (const std::exception& e) {
-    fail(*this, what, e);
-  }
-  return at::cat(output[0], 0);
+  // Gloo's allgather wants one shape on every rank: the row counts first, then rows padded to the most.
+  const auto gather = [&](const at::Tensor& t) {
+    std::vector<at::Tensor> input{t.contiguous()};
+    std::vector<std::vector<at::Tensor>> output(1);
+    for (int64_t r = 0; r < options_.worldSize; ++r) output[0].push_back(at::empty_like(input[0]));
+    try {
+      group_->gloo->allgather(output, input)->wait(timeout());
+    } catch (const std::exception& e) {
+      fail(*this, what, e);
+    }
+    return output[0];
+  };
+  const std::vector<at::Tensor> counts = gather(at::full({1}, tensor.size(0), at::kLong));
+  int64_t most = 0;
+  for (const auto& c : counts) most = std::max(most, c.item<int64_t>());
+  std::vector<int64_t> padded = tensor.sizes().vec();
+  padded[0] = most;
+  at::Tensor input = at::zeros(padded, tensor.options());
+  input.narrow(0, 0, tensor.size(0)).copy_(tensor);
+  std::vector<at::Tensor> parts = gather(input);
+  for (size_t r = 0; r < parts.size(); ++r) parts[r] = parts[r].narrow(0, 0, counts[r].item<int64_t>());
+  return at::cat(parts, 0);
 }
 
 #else

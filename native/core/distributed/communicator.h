@@ -45,7 +45,8 @@ class Communicator {
   void allreduce(at::Tensor& tensor, const char* what);
   // Rank 0's values of `tensors` on every rank, in place (one flat message).
   void broadcast(const std::vector<at::Tensor>& tensors, const char* what);
-  // Every rank's `tensor` (same shape on each), concatenated along dim 0 in rank order.
+  // Every rank's `tensor` concatenated along dim 0 in rank order; ranks may hold different numbers of
+  // rows (a batch with unreadable images left out), the other dims equal.
   at::Tensor allGather(const at::Tensor& tensor, const char* what);
 
  private:
