@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { explainLoadFailure } from '../lib/binding';
+import { fakeLibtorch } from './helpers';
 
 const root = path.join(__dirname, '..');
 
@@ -13,20 +14,6 @@ function bareCopy(): string {
   for (const entry of ['dist', 'scripts', 'package.json']) fs.cpSync(path.join(root, entry), path.join(dir, entry), { recursive: true });
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
   return dir;
-}
-
-// An unpacked libtorch as pytorch.org ships it, with no libraries that could load: only what scripts/libtorch.js reads.
-function fakeLibtorch(version: string, cuda: string | null): string {
-  const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-libtorch-'));
-  fs.mkdirSync(path.join(prefix, 'share/cmake/Torch'), { recursive: true });
-  fs.mkdirSync(path.join(prefix, 'lib'));
-  // The line upstream's TorchConfig.cmake computes its prefix with: three levels above its folder.
-  fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfig.cmake'),
-    'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
-  fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfigVersion.cmake'), `set(PACKAGE_VERSION "${version}")\n`);
-  fs.writeFileSync(path.join(prefix, 'build-version'), `${version}${cuda ? `+cu${cuda.replace('.', '')}` : '+cpu'}\n`);
-  for (const lib of ['libtorch_cpu.so', ...(cuda ? ['libtorch_cuda.so'] : [])]) fs.writeFileSync(path.join(prefix, 'lib', lib), '');
-  return prefix;
 }
 
 const platform = `${process.platform}-${process.arch}`;
@@ -82,13 +69,8 @@ describe('when the addon does not load, the error says why and what to run', () 
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-python-'));
     const site = path.join(tmp, 'site-packages');
     const torch = path.join(site, 'torch');
-    fs.mkdirSync(path.join(torch, 'share/cmake/Torch'), { recursive: true });
-    fs.mkdirSync(path.join(torch, 'lib'));
-    fs.writeFileSync(path.join(torch, 'share/cmake/Torch/TorchConfig.cmake'),
-      'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
-    fs.writeFileSync(path.join(torch, 'share/cmake/Torch/TorchConfigVersion.cmake'), 'set(PACKAGE_VERSION "2.11.0")\n');
+    fakeLibtorch('2.11.0', '13.0', { prefix: torch, buildVersion: false });
     fs.writeFileSync(path.join(torch, 'version.py'), "__version__ = '2.11.0'\ncuda: Optional[str] = '13.0'\n");
-    for (const lib of ['libtorch_cpu.so', 'libtorch_cuda.so']) fs.writeFileSync(path.join(torch, 'lib', lib), '');
     // A python3 that answers what scripts/libtorch.js asks and counts the times it was asked.
     const bin = path.join(tmp, 'bin');
     fs.mkdirSync(bin);

@@ -18,6 +18,9 @@ function ranks(dir: string, worldSize = 2) {
   return Array.from({ length: worldSize }, (_, rank) => ({ rank, worldSize, storeFile: path.join(dir, 'rendezvous'), timeoutMs: 60_000 }));
 }
 
+// The Trainers of a new 2-rank run over the tiny data set, in this process.
+const createRanks = (dir: string, config: TrainConfig) => Promise.all(ranks(dir).map((d) => Trainer.create(tiny.dataset(), config, { distributed: d })));
+
 // Weights only: BatchNorm's running statistics are each rank's own between steps (rank 0's at each step's start, as in DDP).
 function parameters(t: Trainer): Map<string, Float32Array> {
   return new Map([...t.model.stateDict()].filter(([n]) => !/running_|num_batches/.test(n)).map(([n, v]) => [n, v.data() as Float32Array]));
@@ -62,7 +65,7 @@ describe('data-parallel training', () => {
     const config = { ...tiny.config, batchSize: 4, epochs: 2, epochLength: 3 };
     try {
       // Straight through.
-      const a = await Promise.all(ranks(path.join(dir, 'a')).map((d) => Trainer.create(tiny.dataset(), config, { distributed: d })));
+      const a = await createRanks(path.join(dir, 'a'), config);
       const straight = await fitAll(a, (rank) => ({ checkpoint: path.join(dir, `a-${rank}.safetensors`) }));
       expect(straight[0]).toHaveLength(6);
       expect(straight[1]).toEqual(straight[0]);
@@ -76,7 +79,7 @@ describe('data-parallel training', () => {
 
       // One epoch, stopped, then resumed by both ranks from rank 0's checkpoint.
       const checkpoint = path.join(dir, 'b.safetensors');
-      const b = await Promise.all(ranks(path.join(dir, 'b1')).map((d) => Trainer.create(tiny.dataset(), config, { distributed: d })));
+      const b = await createRanks(path.join(dir, 'b1'), config);
       const first = await fitAll(b, () => ({ checkpoint, callbacks: { onEpochEnd: () => false } }));
       const resumed = await Promise.all(ranks(path.join(dir, 'b2')).map((d) => Trainer.resume(checkpoint, tiny.dataset(), { distributed: d })));
       const rest = await fitAll(resumed);
@@ -93,7 +96,7 @@ describe('data-parallel training', () => {
   test("a stop on one rank ends every rank after the same step (the next one), checkpointed there", async () => {
     const dir = tmp();
     try {
-      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: d })));
+      const t = await createRanks(path.join(dir, 'r'), { ...tiny.config, batchSize: 4 });
       const checkpoint = path.join(dir, 'c.safetensors');
       const steps = [[] as number[], [] as number[]];
       await Promise.all(t.map((trainer, rank) => trainer.fit({
@@ -112,7 +115,7 @@ describe('data-parallel training', () => {
   test('the global batch sets the lr: batchSize × ranks', async () => {
     const dir = tmp();
     try {
-      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: d })));
+      const t = await createRanks(path.join(dir, 'r'), { ...tiny.config, batchSize: 4 });
       expect(t[0].schedule.batchSize).toBe(8);
       expect(t[0].stepsPerEpoch).toBe(3);
       expect(t.map((x) => x.isMain)).toEqual([true, false]);

@@ -17,6 +17,26 @@ export function gradient(w: number, h: number, channels = 3): Buffer {
 /** A sharp pipeline over that gradient, to encode as any image format. */
 export const raw = (w: number, h: number, channels: 1 | 3 | 4 = 3) => sharp(gradient(w, h, channels), { raw: { width: w, height: h, channels } });
 
+/**
+ * A libtorch folder (the layout of pytorch.org's zip and of pip's torch) holding only what
+ * scripts/libtorch.js reads: its CMake config with `version`, empty libraries (CUDA's when `cuda` is
+ * given) and, unless `buildVersion` is false, the zip's build-version file. Returns its prefix.
+ */
+export function fakeLibtorch(version: string, cuda: string | null, options: { prefix?: string; buildVersion?: boolean } = {}): string {
+  const prefix = options.prefix ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-libtorch-'));
+  fs.mkdirSync(path.join(prefix, 'share/cmake/Torch'), { recursive: true });
+  fs.mkdirSync(path.join(prefix, 'lib'), { recursive: true });
+  // The line upstream's TorchConfig.cmake computes its prefix with: three levels above its folder.
+  fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfig.cmake'),
+    'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
+  fs.writeFileSync(path.join(prefix, 'share/cmake/Torch/TorchConfigVersion.cmake'), `set(PACKAGE_VERSION "${version}")\n`);
+  if (options.buildVersion !== false) {
+    fs.writeFileSync(path.join(prefix, 'build-version'), `${version}${cuda ? `+cu${cuda.replace('.', '')}` : '+cpu'}\n`);
+  }
+  for (const lib of ['libtorch_cpu.so', ...(cuda ? ['libtorch_cuda.so'] : [])]) fs.writeFileSync(path.join(prefix, 'lib', lib), '');
+  return prefix;
+}
+
 /** b rows of d random values, each row scaled to unit length. */
 export function unitRows(b: number, d: number): Float32Array {
   const out = new Float32Array(b * d).map(() => Math.random() - 0.5);

@@ -5,6 +5,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { fakeLibtorch } from './helpers';
+
 const root = path.join(__dirname, '..');
 const platform = `${process.platform}-${process.arch}`;
 const tag = execFileSync(process.execPath, [path.join(root, 'scripts/libtorch.js'), '--tag']).toString().trim();
@@ -192,13 +194,7 @@ describe('npm install of the tarball in a fresh project, no compiler on PATH', (
 
     test('a libtorch with no prebuild: the error names it, the prebuilds shipped and the command that builds for it', () => {
       const libtorch = path.join(work, 'libtorch-2.11');
-      fs.mkdirSync(path.join(libtorch, 'share/cmake/Torch'), { recursive: true });
-      fs.mkdirSync(path.join(libtorch, 'lib'));
-      fs.writeFileSync(path.join(libtorch, 'share/cmake/Torch/TorchConfig.cmake'),
-        'get_filename_component(TORCH_INSTALL_PREFIX "${CMAKE_CURRENT_LIST_DIR}/../../../" ABSOLUTE)\n');
-      fs.writeFileSync(path.join(libtorch, 'share/cmake/Torch/TorchConfigVersion.cmake'), 'set(PACKAGE_VERSION "2.11.0")\n');
-      fs.writeFileSync(path.join(libtorch, 'build-version'), '2.11.0+cu130\n');
-      for (const lib of ['libtorch_cpu.so', 'libtorch_cuda.so']) fs.writeFileSync(path.join(libtorch, 'lib', lib), '');
+      fakeLibtorch('2.11.0', '13.0', { prefix: libtorch });
       const r = run(dir, 'node', ['-e', "require('pirl')"], { LIBTORCH: libtorch });
       expect(r.status).not.toBe(0);
       expect(r.stderr).toContain('pirl: could not load the native addon: no prebuilt addon matches the libtorch found');
