@@ -65,6 +65,8 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
 else
   stage bench-gpu 300 sh -c "node scripts/bench-gpu.js --device cpu --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 fi
+# The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
+stage bench-data 200 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
 # The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
 # summary.txt, bench-gpu.json and prebuild.tgz.

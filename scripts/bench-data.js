@@ -5,8 +5,8 @@
 // cores), from decoded images in memory, from the decode cache and from JPEG files (generated,
 // photo-like, 500×375 like ImageNet's); next to the native sampler alone (fast vs the frozen reference
 // implementation, op by op) and the model step the pipeline has to feed. JSON on stdout only.
-// Options: --images N (default 512), --batch N (default 32), --threads N (max, default: all cores); an epoch is
-// every full batch of the images.
+// Options: --images N (default 512), --batch N (default 32), --threads N (max, default: all cores) or
+// --thread-counts 1,8,16 (those only: a many-core host in minutes); an epoch is every full batch of the images.
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -89,7 +89,12 @@ async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-bench-data-'));
   const dir = path.join(work, 'images');
   await makeImages(dir, images);
-  const threadCounts = Array.from({ length: maxThreads }, (_, i) => i + 1);
+  const listed = opt('--thread-counts', '');
+  const threadCounts = listed ? listed.split(',').map(Number) : Array.from({ length: maxThreads }, (_, i) => i + 1);
+  if (!threadCounts.every((n) => Number.isInteger(n) && n >= 1 && n <= os.availableParallelism())) {
+    throw new RangeError(`--thread-counts must list integers in [1, ${os.availableParallelism()}], got '${listed}'`);
+  }
+  const fewest = Math.min(...threadCounts), most = Math.max(...threadCounts);
   const presets = {};
   for (const preset of ['paper', 'small']) {
     const size = folderImageSize(preset);
@@ -103,14 +108,14 @@ async function main() {
     const sampler = run(path.join(root, 'build', 'pirl_bench_sampler'), [preset, String(size), String(size), String(batch), '1', '3'], 1);
     const [arch, stem, imageSize, patchSize] = PRESET_MODEL[preset];
     const modelBatch = preset === 'paper' ? 8 : batch; // ResNet-50 at 224 px on a CPU: a small batch keeps this in minutes
-    const model = run(path.join(root, 'build', 'pirl_bench_model'), [arch, stem, String(modelBatch), imageSize, patchSize, '1', String(maxThreads), '2']);
+    const model = run(path.join(root, 'build', 'pirl_bench_model'), [arch, stem, String(modelBatch), imageSize, patchSize, '1', String(most), '2']);
     const stepMs = Math.min(...model.msPerStep);
     presets[preset] = {
       storedImageSize: size,
       pipelineSamplesPerSecond: pipeline,
-      perCore: Object.fromEntries(['memory', 'cache', 'jpeg'].map((s) => [s, Math.round(pipeline[s][1])])),
+      perCore: Object.fromEntries(['memory', 'cache', 'jpeg'].map((s) => [s, Math.round(pipeline[s][fewest] / fewest)])),
       samplerOneThread: { samplesPerSecond: sampler.samplesPerSecond, speedupOverReference: sampler.speedup, opMicroseconds: sampler.opMicroseconds },
-      modelStep: { arch, stem, imageSize: Number(imageSize), batch: modelBatch, threads: maxThreads, imagesPerSecond: Math.round((modelBatch / stepMs) * 1000) },
+      modelStep: { arch, stem, imageSize: Number(imageSize), batch: modelBatch, threads: most, imagesPerSecond: Math.round((modelBatch / stepMs) * 1000) },
     };
   }
   fs.rmSync(work, { recursive: true, force: true });
