@@ -63,7 +63,7 @@ Communicator::Communicator(const CommunicatorOptions& o) : options_(o), group_(s
     auto gloo = c10d::ProcessGroupGloo::Options::create(timeout());
     gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
                                                   : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
-    gloo->threads = 2;
+    gloo->threads = 2;  // collectives in flight at once (as torch.distributed): a bucket while the next fills
     group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, static_cast<int>(o.rank),
                                                                static_cast<int>(o.worldSize), gloo);
   } catch (const std::exception& e) {
