@@ -52,7 +52,9 @@ export class Tensor {
     if (numel !== data.length) {
       throw new RangeError(`shape [${dims.join(', ')}] needs ${numel} elements, but data has ${data.length}`);
     }
-    return new Tensor(binding.fromArray(data, dims, dtype));
+    // Node-API cannot see into a SharedArrayBuffer; its values are copied like any JavaScript memory.
+    const plain = typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer ? data.slice() : data;
+    return new Tensor(binding.fromArray(plain, dims, dtype));
   }
 
   static zeros(shape: readonly number[], options: { dtype?: DType; device?: Device } = {}): Tensor {

@@ -33,6 +33,11 @@ describe('Tensor.from copies JavaScript memory and shares native memory', () => 
     expect([...t.data()]).toEqual([10, 20, 30, 40]);
   });
 
+  test('a typed array over a SharedArrayBuffer is copied like any other (it was refused as "Invalid argument")', () => {
+    const shared = new Float32Array(new SharedArrayBuffer(16)).fill(2.5);
+    expect([...Tensor.from(shared, [2, 2]).data()]).toEqual([2.5, 2.5, 2.5, 2.5]);
+  });
+
   test('a view into the middle of an ArrayBuffer gives its own elements', () => {
     const whole = new Float32Array(16).map((_, i) => i);
     const t = Tensor.from(whole.subarray(4, 10), [6]);
