@@ -165,15 +165,19 @@ TEST(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
 }
 
-// A rank whose batch lost unreadable images gathers fewer rows: the others still get every row, in rank order.
+// A rank whose batch lost unreadable images gathers fewer rows (of its indices and its embeddings alike):
+// the others still get every row, in rank order.
 TEST(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {
-  std::vector<at::Tensor> gathered(3);
+  std::vector<std::vector<at::Tensor>> gathered(3);
   onRanks(3, [&](int64_t rank, std::shared_ptr<Communicator> c) {
     const at::Tensor mine = at::full({rank + 1, 2}, static_cast<double>(rank), at::kDouble);  // 1, 2 and 3 rows
-    gathered[rank] = c->allGather(mine, "the test's all-gather");
+    gathered[rank] = c->allGather({mine, mine * 2}, "the test's all-gather");
   });
   const at::Tensor expected = at::tensor({0.0, 1.0, 1.0, 2.0, 2.0, 2.0}, at::kDouble).unsqueeze(1).expand({6, 2});
-  for (const auto& g : gathered) EXPECT_TRUE(at::equal(g, expected));
+  for (const auto& g : gathered) {
+    EXPECT_TRUE(at::equal(g[0], expected));
+    EXPECT_TRUE(at::equal(g[1], expected * 2));  // each tensor of a rank has that rank's row count
+  }
 }
 
 TEST(Distributed, BadOptionsAreRefused) {

@@ -116,8 +116,9 @@ void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char*
   }
 }
 
-at::Tensor Communicator::allGather(const at::Tensor& tensor, const char* what) {
-  // Gloo's allgather wants one shape on every rank: the row counts first, then rows padded to the most.
+std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char* what) {
+  // Gloo's allgather wants one shape on every rank: the row counts first (once for all the tensors),
+  // then each tensor's rows padded to the most.
   const auto gather = [&](const at::Tensor& t) {
     std::vector<at::Tensor> input{t.contiguous()};
     std::vector<std::vector<at::Tensor>> output(1);
@@ -129,16 +130,22 @@ at::Tensor Communicator::allGather(const at::Tensor& tensor, const char* what) {
     }
     return output[0];
   };
-  const std::vector<at::Tensor> counts = gather(at::full({1}, tensor.size(0), at::kLong));
-  int64_t most = 0;
-  for (const auto& c : counts) most = std::max(most, c.item<int64_t>());
-  std::vector<int64_t> padded = tensor.sizes().vec();
-  padded[0] = most;
-  at::Tensor input = at::zeros(padded, tensor.options());
-  input.narrow(0, 0, tensor.size(0)).copy_(tensor);
-  std::vector<at::Tensor> parts = gather(input);
-  for (size_t r = 0; r < parts.size(); ++r) parts[r] = parts[r].narrow(0, 0, counts[r].item<int64_t>());
-  return at::cat(parts, 0);
+  const int64_t rows = tensors.empty() ? 0 : tensors[0].size(0);
+  for (const auto& t : tensors) TORCH_CHECK_VALUE(t.size(0) == rows, "allGather's tensors must have one row count");
+  std::vector<int64_t> counts;
+  for (const auto& c : gather(at::full({1}, rows, at::kLong))) counts.push_back(c.item<int64_t>());
+  const int64_t most = *std::max_element(counts.begin(), counts.end());
+  std::vector<at::Tensor> out;
+  for (const auto& t : tensors) {
+    std::vector<int64_t> padded = t.sizes().vec();
+    padded[0] = most;
+    at::Tensor input = at::zeros(padded, t.options());
+    input.narrow(0, 0, rows).copy_(t);
+    std::vector<at::Tensor> parts = gather(input);
+    for (size_t r = 0; r < parts.size(); ++r) parts[r] = parts[r].narrow(0, 0, counts[r]);
+    out.push_back(at::cat(parts, 0));
+  }
+  return out;
 }
 
 #else
@@ -155,7 +162,7 @@ std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor&)
 void Communicator::wait(const std::shared_ptr<Pending>&, const char*) {}
 void Communicator::allreduce(at::Tensor&, const char*) {}
 void Communicator::broadcast(const std::vector<at::Tensor>&, const char*) {}
-at::Tensor Communicator::allGather(const at::Tensor& tensor, const char*) { return tensor; }
+std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char*) { return tensors; }
 
 #endif
 

@@ -45,9 +45,9 @@ class Communicator {
   void allreduce(at::Tensor& tensor, const char* what);
   // Rank 0's values of `tensors` on every rank, in place (one flat message).
   void broadcast(const std::vector<at::Tensor>& tensors, const char* what);
-  // Every rank's `tensor` concatenated along dim 0 in rank order; ranks may hold different numbers of
-  // rows (a batch with unreadable images left out), the other dims equal.
-  at::Tensor allGather(const at::Tensor& tensor, const char* what);
+  // Every rank's rows of each of `tensors`, concatenated along dim 0 in rank order. A rank's tensors have
+  // one row count, which may differ between ranks (a batch with unreadable images left out).
+  std::vector<at::Tensor> allGather(const std::vector<at::Tensor>& tensors, const char* what);
 
  private:
   struct Group;  // c10d's store and process group, kept out of this header (Gloo's headers are optional)

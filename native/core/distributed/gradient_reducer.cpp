@@ -16,7 +16,7 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> params, std::shared_ptr
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
     const int64_t cap = buckets_.size() <= 1 ? firstBucketBytes : bucketBytes;
     const bool sameKind = !buckets_.empty() && params_[buckets_.back().params.front()].options().type_equal(p.options());
-    if (buckets_.empty() || !sameKind || (used + bytes > cap && !buckets_.back().params.empty())) {
+    if (!sameKind || used + bytes > cap) {  // a parameter larger than the cap gets a bucket of its own
       buckets_.emplace_back();
       used = 0;
     }

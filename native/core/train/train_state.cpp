@@ -120,8 +120,8 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   sgd_.step(lr);
   if (communicator_) {
     // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
-    bank_->update(communicator_->allGather(rows.cpu(), "the all-gather of the batch's bank rows").to(device),
-                  communicator_->allGather(f.detach().cpu(), "the all-gather of the batch's embeddings").to(device),
+    const auto all = communicator_->allGather({rows.cpu(), f.detach().cpu()}, "the all-gather of the batch's rows and embeddings");
+    bank_->update(all[0].to(device), all[1].to(device),
                   loss_.options().momentum, IndexCheck::Check);
   } else {
     bank_->update(rows, f.detach(), loss_.options().momentum, IndexCheck::Trusted);
