@@ -242,23 +242,19 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Resolv
     ['rank', 'RANK', true], ['worldSize', 'WORLD_SIZE', true], ['masterAddr', 'MASTER_ADDR', false], ['masterPort', 'MASTER_PORT', true],
     ['storeFile', 'PIRL_STORE_FILE', false], ['bindAddress', 'PIRL_BIND_ADDRESS', false], ['timeoutMs', 'PIRL_DIST_TIMEOUT_MS', true],
   ];
+  // Each variable checked by its option's own check, under its own name.
   const given: Record<string, unknown> = {};
   for (const [key, name, numeric] of vars) {
     const v = env[name];
     if (v === undefined || v === '') continue;
-    given[key] = numeric && /^\d+$/.test(v) ? Number(v) : v;
+    const field = DISTRIBUTED[key] as Field<unknown>;
+    given[key] = field.resolve(`$${name}`, numeric && /^\d+$/.test(v) ? Number(v) : v, DISTRIBUTED_DEFAULTS[key], false);
   }
   for (const [key, name] of vars.slice(0, 2)) {
     if (given[key] === undefined) throw typeError(name, 'set (torchrun sets RANK and WORLD_SIZE together)', undefined);
   }
-  try {
-    return resolveDistributedOptions(given, 'environment');
-  } catch (err) {
-    const match = /^environment\.(\w+)/.exec((err as Error).message);
-    const name = match && vars.find(([key]) => key === match[1])?.[1];
-    if (name) (err as Error).message = (err as Error).message.replace(`environment.${match![1]}`, `$${name}`);
-    throw err;
-  }
+  if ((given.rank as number) >= (given.worldSize as number)) throw rangeError('$RANK', `below worldSize = ${given.worldSize}`, given.rank);
+  return resolveDistributedOptions(given, 'environment');
 }
 
 // ---------------------------------------------------------------------------------------------------
