@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -150,9 +151,21 @@ TEST(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
 // A rank that goes away: the others' next collective fails with what happened, within the timeout.
 TEST(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
   const std::string file = freshFile();
+  // Rank 1 leaves only once rank 0 has joined too (leaving earlier can fail rank 0's own joining).
+  std::promise<void> joined;
+  std::thread peer([&, rank0Joined = joined.get_future()]() mutable {
+    Communicator leaving(loopback(0, 1, 2, 5000, file));
+    rank0Joined.wait();
+  });
   std::shared_ptr<Communicator> survivor;
-  std::thread peer([&] { Communicator leaving(loopback(0, 1, 2, 5000, file)); });
-  survivor = std::make_shared<Communicator>(loopback(0, 0, 2, 5000, file));
+  try {
+    survivor = std::make_shared<Communicator>(loopback(0, 0, 2, 5000, file));
+  } catch (...) {
+    joined.set_value();
+    peer.join();
+    throw;
+  }
+  joined.set_value();
   peer.join();  // rank 1 joined the group, then its process group was destroyed
   at::Tensor t = at::ones({4});
   const auto start = std::chrono::steady_clock::now();
