@@ -12,6 +12,7 @@
         "native/core/eval/knn.cpp",
         "native/core/eval/linear_probe.cpp",
         "native/core/memory_bank.cpp",
+        "native/core/model/batch_norm.cpp",
         "native/core/model/heads.cpp",
         "native/core/model/pirl_model.cpp",
         "native/core/model/state_dict.cpp",

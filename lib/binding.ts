@@ -103,6 +103,8 @@ export interface NativeTrainScalars {
   zJigsaw: number;
   lossScale: number;
   goodSteps: number;
+  /** Steps taken (a batch with no readable image takes none): where the negatives' streams are. */
+  steps: number;
 }
 
 /** The native training state (native/addon/train_wrap.cc). */
@@ -113,7 +115,7 @@ export interface TrainerHandle {
   /** Joins a data-parallel group ('' = no store file / bind to this host's name) and takes rank 0's state. */
   distribute(options: {
     storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
-    seed: number; steps: number;
+    syncBatchNorm: boolean;
   }): Promise<void>;
 }
 
@@ -159,7 +161,7 @@ export interface Binding {
     model: PirlModelHandle,
     bank: MemoryBankHandle,
     loss: ResolvedLossOptions,
-    step: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay' | 'precision'>,
+    step: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay' | 'precision' | 'seed'>,
   ) => TrainerHandle;
   knnPredict(
     trainFeatures: TensorHandle,

@@ -304,6 +304,12 @@ export const TRAIN = {
    * with a dynamic loss scale); the NCE loss, the bank and the weights stay fp32.
    */
   precision: oneOf(PRECISIONS),
+  /**
+   * Data-parallel runs: BatchNorm's statistics over every rank's batch together (SyncBatchNorm), so that N
+   * ranks of B images train as one process of N·B would (to float rounding); false: each rank's own B
+   * (DDP's default, no extra communication). Ignored by a process alone.
+   */
+  syncBatchNorm: boolean(),
   seed: RUN.seed,
   device: RUN.device,
 };
@@ -319,7 +325,7 @@ const DEFAULT_RECIPE: ResolvedTrainConfig = {
   },
   sampler: PRESETS.small,
   epochs: 10, batchSize: 128, baseLr: 0.12, warmupEpochs: 0, finalLrRatio: 1e-3, momentum: 0.9, weightDecay: 1e-4,
-  epochLength: null, bankInit: 'features', precision: 'fp32', seed: 0, device: 'cpu',
+  epochLength: null, bankInit: 'features', precision: 'fp32', syncBatchNorm: false, seed: 0, device: 'cpu',
 };
 
 const PAPER_RECIPE: ResolvedTrainConfig = {

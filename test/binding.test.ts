@@ -145,7 +145,7 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
   const pirl = require('../lib') as typeof import('../lib');
   const model = { ...pirl.resolveModelOptions({ width: 0.125, embeddingDim: 8 }) };
   const loss = pirl.resolveLossOptions({ negatives: 4 });
-  const sgd = { momentum: 0.9, weightDecay: 1e-4, precision: 'fp32' as const };
+  const sgd = { momentum: 0.9, weightDecay: 1e-4, precision: 'fp32' as const, seed: 0 };
   const t = (data: Float32Array, shape: number[]) => pirl.Tensor.from(data, shape).handle;
 
   test('an unknown name for every enum option (18 arguments) is a TypeError naming the option', async () => {

@@ -65,7 +65,7 @@ describe('checkpoint metadata fuzz', () => {
       const field = at.join('.');
       try {
         const trainer = await Trainer.resume(mutated, tiny.dataset());
-        const held = { format: 1, config: trainer.config, position: trainer.progress, state: {} } as unknown as Json;
+        const held = { format: 2, config: trainer.config, position: trainer.progress, state: {} } as unknown as Json;
         // Resumed: the value the file holds was taken, never silently replaced.
         if (at[0] !== 'state') expect({ field, value: getAt(held, at) }).toEqual({ field, value });
         outcomes.resumed++;
@@ -96,8 +96,12 @@ describe('checkpoint metadata fuzz', () => {
       return Trainer.resume(file, tiny.dataset());
     };
     await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
-    await expect(write(JSON.stringify({ ...meta, format: 2 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 .*got 2/);
+    await expect(write(JSON.stringify({ ...meta, format: 3 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 or 2 .*got 3/);
     await expect(write(JSON.stringify([meta]))).rejects.toThrow(/"pirl-checkpoint" must be an object/);
+    // Format 1 came before config.syncBatchNorm: it resumes without it; format 2 must hold it.
+    const { syncBatchNorm: _sync, ...formerConfig } = meta.config;
+    expect((await write(JSON.stringify({ ...meta, format: 1, config: formerConfig }))).config.syncBatchNorm).toBe(false);
+    await expect(write(JSON.stringify({ ...meta, config: formerConfig }))).rejects.toThrow(/config\.syncBatchNorm must be a boolean, got undefined/);
     await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 1, step: 2 } }))).rejects.toThrow(/position\.step must be epoch·3 \+ stepInEpoch = 1, got 2/);
     await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 3, step: 3 } }))).rejects.toThrow(/position\.stepInEpoch must be below the 3 steps/);
     await expect(write(JSON.stringify({ ...meta, position: { epoch: 9, stepInEpoch: 0, step: 27 } }))).rejects.toThrow(/position\.epoch must be at most the run's 1 epochs/);

@@ -112,6 +112,21 @@ describe('data-parallel training', () => {
     }
   }, 60_000);
 
+  test('with syncBatchNorm, 2 ranks of 4 take the steps of one process of 8 (float32 rounding; float64 over 20 steps: native test)', async () => {
+    const dir = tmp();
+    const config = { ...tiny.config, epochs: 1, epochLength: 3, syncBatchNorm: true };
+    try {
+      const [alone] = await fitAll([await Trainer.create(tiny.dataset(), { ...config, batchSize: 8 })]);
+      const [synced] = await fitAll(await createRanks(path.join(dir, 'a'), { ...config, batchSize: 4 }));
+      const [perRank] = await fitAll(await createRanks(path.join(dir, 'b'), { ...config, batchSize: 4, syncBatchNorm: false }));
+      expect(alone).toHaveLength(3);
+      synced.forEach((loss, i) => expect({ step: i, ratio: loss / alone[i] }).toEqual({ step: i, ratio: expect.closeTo(1, 4) }));
+      expect(Math.abs(perRank[0] / alone[0] - 1)).toBeGreaterThan(1e-3);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test('the global batch sets the lr: batchSize × ranks', async () => {
     const dir = tmp();
     try {

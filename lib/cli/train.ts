@@ -20,8 +20,10 @@ const CONFIG_FLAGS: FlagMap = {
   recipe: 'recipe', arch: 'model.arch', stem: 'model.stem', width: 'model.width', preset: 'sampler.preset',
   epochs: 'epochs', batch: 'batchSize', negatives: 'loss.negatives', lr: 'baseLr', warmup: 'warmupEpochs',
   mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
-  'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision',
+  'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision', 'sync-batch-norm': 'syncBatchNorm',
 };
+/** The flags of CONFIG_FLAGS that take no value. */
+const SWITCHES = ['sync-batch-norm'];
 const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
 const d = resolveTrainConfig();
@@ -35,7 +37,8 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --bank-init random|features (${d.bankInit})  --epoch-length N  --checkpoint-every N (100)
         --knn-every N (0: off; needs labels)
         --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})
-        --nproc N (data-parallel: N local ranks, --batch each, --threads each: cores/N by default; under torchrun, one rank per process)`;
+        --nproc N (data-parallel: N local ranks, --batch each, --threads each: cores/N by default; under torchrun, one rank per process)
+        --sync-batch-norm (data-parallel: BatchNorm over all ranks' batches, so N ranks train as one process with N×--batch)`;
 
 function folderSizeText(c: ResolvedTrainConfig): string {
   return `${folderSize({}, c.sampler)} for the small preset`;
@@ -92,7 +95,8 @@ async function runFilesIn(out: string): Promise<string[]> {
 }
 
 export async function train(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, [...Object.keys(CONFIG_FLAGS), ...OTHER_FLAGS], ['resume', 'force'], 1, 'train needs one <data> argument');
+  const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
+  const { values, positionals } = parseFlags(args, strings, ['resume', 'force', ...SWITCHES], 1, 'train needs one <data> argument');
   const distributed = distributedFromEnvFlag();
   const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
   if (nproc > 1) {

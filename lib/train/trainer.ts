@@ -65,8 +65,8 @@ interface Position {
   step: number;
 }
 
-/** Format of a checkpoint's `pirl-checkpoint` metadata. */
-const CHECKPOINT_FORMAT = 1;
+/** Format of a checkpoint's `pirl-checkpoint` metadata (1: before config.syncBatchNorm and state.steps; it resumes without them). */
+const CHECKPOINT_FORMAT = 2;
 
 interface CheckpointMeta {
   format: number;
@@ -74,7 +74,7 @@ interface CheckpointMeta {
   /** The ranks the run trained on (absent in a single process's checkpoints before data parallelism: 1). */
   worldSize: number;
   position: Position;
-  /** Z of both NCE terms and the fp16 loss scale. */
+  /** Z of both NCE terms, the fp16 loss scale and the steps taken. */
   state: NativeTrainScalars;
 }
 
@@ -117,7 +117,7 @@ export class Trainer {
   ) {
     this.config = Object.freeze(config);
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
-      momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision,
+      momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed,
     });
   }
 
@@ -155,7 +155,7 @@ export class Trainer {
     if (!d) return;
     await nativeCall(() => this.handle.distribute({
       storeFile: d.storeFile ?? '', masterAddr: d.masterAddr, masterPort: d.masterPort, rank: d.rank, worldSize: d.worldSize,
-      bindAddress: d.bindAddress ?? '', timeoutMs: d.timeoutMs, seed: this.config.seed, steps: this.position.step,
+      bindAddress: d.bindAddress ?? '', timeoutMs: d.timeoutMs, syncBatchNorm: this.config.syncBatchNorm,
     }));
   }
 
@@ -327,10 +327,10 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   for (const key of Object.keys(meta)) {
     if (!keys.includes(key)) throw unknownOptionError(field, key, keys);
   }
-  if (meta.format !== CHECKPOINT_FORMAT) {
-    throw rangeError(`${field}.format`, `${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
+  if (meta.format !== CHECKPOINT_FORMAT && meta.format !== 1) {
+    throw rangeError(`${field}.format`, `1 or ${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
-  const saved = checkObject(`${field}.config`, meta.config);
+  const saved = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
   const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);
   const p = checkObject(`${field}.position`, meta.position);
   const position = {
@@ -344,6 +344,8 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     zJigsaw: checkNumber(`${field}.state.zJigsaw`, s.zJigsaw),
     lossScale: checkNumber(`${field}.state.lossScale`, s.lossScale, { min: 0, minExclusive: true }),
     goodSteps: checkInteger(`${field}.state.goodSteps`, s.goodSteps, 0),
+    // Format 1 did not record them: as many as its batches (the negatives' streams move on from there).
+    steps: meta.format === 1 ? position.step : checkInteger(`${field}.state.steps`, s.steps, 0),
   };
   const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
   return { format: CHECKPOINT_FORMAT, config, worldSize, position, state };

@@ -41,7 +41,8 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const Napi::Object step = AsObject(info[3], "step");
       const train::StepOptions stepOptions{
           {AttrAsDouble(step, "momentum", "step"), AttrAsDouble(step, "weightDecay", "step")},
-          AttrAsEnum(step, "precision", "step", kPrecisionNames)};
+          AttrAsEnum(step, "precision", "step", kPrecisionNames),
+          static_cast<uint64_t>(AttrAsInt64(step, "seed", "step"))};
       std::lock_guard<std::mutex> lock(model->mutex);
       state_ = std::make_shared<TrainerState>();
       state_->model = model;
@@ -51,7 +52,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   }
 
  private:
-  // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, seed, steps }): joins
+  // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, syncBatchNorm }): joins
   // the group (a rendezvous that waits for every rank, so on the pool) and takes rank 0's state.
   Napi::Value distribute(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
@@ -61,16 +62,14 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
           AttrAsInt64(o, "masterPort", "distributed"), AttrAsInt64(o, "rank", "distributed"),
           AttrAsInt64(o, "worldSize", "distributed"), AttrAsString(o, "bindAddress", "distributed"),
           AttrAsInt64(o, "timeoutMs", "distributed")};
-      const auto seed = static_cast<uint64_t>(AttrAsInt64(o, "seed", "distributed"));
-      const int64_t steps = AttrAsInt64(o, "steps", "distributed");
+      const bool syncBatchNorm = AttrAsBool(o, "syncBatchNorm", "distributed");
       auto s = state_;
       return AsyncTask<bool>::run(
           info.Env(), "pirl.train.distribute",
           [=] {
             auto communicator = std::make_shared<distributed::Communicator>(options);
             std::lock_guard<std::mutex> lock(s->model->mutex);
-            s->train->setSteps(steps);
-            s->train->distribute(communicator, seed);
+            s->train->distribute(communicator, syncBatchNorm);
             return true;
           },
           [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
@@ -104,7 +103,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     });
   }
 
-  // { zImage, zJigsaw, lossScale, goodSteps, momentum: { names, tensors } } for a checkpoint.
+  // { zImage, zJigsaw, lossScale, goodSteps, steps, momentum: { names, tensors } } for a checkpoint.
   Napi::Value state(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::lock_guard<std::mutex> lock(state_->model->mutex);
@@ -113,6 +112,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     out.Set("zJigsaw", state_->train->loss().zJigsaw());
     out.Set("lossScale", state_->train->scaler().scale());
     out.Set("goodSteps", static_cast<double>(state_->train->scaler().goodSteps()));
+    out.Set("steps", static_cast<double>(state_->train->steps()));
     const auto& buffers = state_->train->sgd().momentumBuffers();
     auto names = Napi::Array::New(env), tensors = Napi::Array::New(env);
     uint32_t i = 0;
@@ -127,19 +127,21 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     return out;
   }
 
-  // setState({ zImage, zJigsaw, lossScale, goodSteps }, names, tensors)
+  // setState({ zImage, zJigsaw, lossScale, goodSteps, steps }, names, tensors): a checkpoint's state.
   Napi::Value setState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Napi::Object s = AsObject(info[0], "state");
       const double zImage = AttrAsDouble(s, "zImage", "state"), zJigsaw = AttrAsDouble(s, "zJigsaw", "state");
       const double lossScale = AttrAsDouble(s, "lossScale", "state");
       const int64_t goodSteps = AttrAsInt64(s, "goodSteps", "state");
+      const int64_t steps = AttrAsInt64(s, "steps", "state");
       std::map<std::string, at::Tensor> buffers;
       for (auto& [name, tensor] : readNamedTensors(info[1], info[2], "momentum")) buffers.emplace(name, tensor);
       std::lock_guard<std::mutex> lock(state_->model->mutex);
       state_->train->sgd().setMomentumBuffers(buffers);
       state_->train->loss().setZ(zImage, zJigsaw);
       state_->train->scaler().restore(lossScale, goodSteps);
+      state_->train->setSteps(steps);
       return info.Env().Undefined();
     });
   }

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "splitmix.h"
+
 namespace pirl {
 
 namespace {
@@ -40,7 +42,8 @@ MemoryBank::MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device devi
 MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
     : rows_(std::move(rows)), generator_(at::make_generator<at::CPUGeneratorImpl>(0)) {
   TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1, "rows must be N×D with N >= 1, got ", rows_.sizes());
-  TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat, "rows must be float32, got ", rows_.scalar_type());
+  TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat || rows_.scalar_type() == at::kDouble,
+                   "rows must be float32 (or float64, for numerical checks), got ", rows_.scalar_type());
   TORCH_CHECK_VALUE(at::isfinite(rows_).all().item<bool>(), "rows must be finite: a NaN or infinite row would poison every loss it is drawn into");
   generator_.set_state(generatorState);
 }
@@ -72,7 +75,7 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   const int64_t B = indices.size(0);
   if (B == 0) return;
   const at::Tensor idx = indices.to(rows_.device());
-  const at::Tensor f = fHat.detach().to(rows_.device(), at::kFloat);
+  const at::Tensor f = fHat.detach().to(rows_.device(), rows_.scalar_type());
   // Group equal indices without unique() (whose output size would need a read of the device): a
   // stable sort keeps each group's rows in batch order, and a running count of the group starts
   // numbers the groups 0..U−1 in a B-long space.
@@ -95,29 +98,42 @@ at::Tensor MemoryBank::onDevice(const at::Tensor& drawn) const {
   return drawn.pin_memory().to(rows_.device(), /*non_blocking=*/true);
 }
 
-at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives) {
+at::Tensor MemoryBank::draw(int64_t batch, int64_t k, int64_t bound, const NegativeStreams& streams) {
+  if (!streams.keys.defined()) return at::randint(bound, {batch, k}, generator_, at::kLong);
+  const at::Tensor keys = streams.keys;
+  TORCH_CHECK_VALUE(keys.dim() == 1 && keys.size(0) == batch && keys.scalar_type() == at::kLong && keys.is_cpu(),
+                    "the negatives' stream keys must be ", batch, " int64 values on the host, got ", keys.sizes(), " ",
+                    keys.scalar_type(), " on ", keys.device());
+  const at::Tensor key = keys.contiguous();
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
+  at::Tensor out = at::empty({batch, k}, at::kLong);
+  for (int64_t b = 0; b < batch; ++b) {
+    g.set_current_seed(splitmix64(streams.seed ^ splitmix64(static_cast<uint64_t>(key.data_ptr<int64_t>()[b]))));
+    out[b].random_(0, bound, g);
+  }
+  return out;
+}
+
+at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives,
+                                       const NegativeStreams& streams) {
   TORCH_CHECK_VALUE(batch >= 1 && k >= 1, "batch and k must be >= 1, got ", batch, " and ", k);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!excludePositives.defined()) return onDevice(at::randint(size(), {batch, k}, generator_, at::kLong));
+  if (!excludePositives.defined()) return onDevice(draw(batch, k, size(), streams));
   TORCH_CHECK_VALUE(size() >= 2, "excluding the positive needs a bank of at least 2 rows, got ", size());
   TORCH_CHECK_VALUE(excludePositives.dim() == 1 && excludePositives.size(0) == batch,
                     "excludePositives must hold one row per sample (", batch, "), got ", excludePositives.sizes());
   // Uniform over the N−1 other rows: draw from [0, N−1) and step over the positive (where the
   // positives are, so that no read of the device is needed).
-  at::Tensor r = onDevice(at::randint(size() - 1, {batch, k}, generator_, at::kLong));
+  at::Tensor r = onDevice(draw(batch, k, size() - 1, streams));
   const at::Tensor positives = excludePositives.to(r.device(), at::kLong).unsqueeze(1);
   return r + (r >= positives).to(at::kLong);
 }
 
-at::Tensor MemoryBank::sampleShared(int64_t k) {
+at::Tensor MemoryBank::sampleShared(int64_t k, const NegativeStreams& streams) {
   TORCH_CHECK_VALUE(k >= 1, "k must be >= 1, got ", k);
   std::lock_guard<std::mutex> lock(mutex_);
-  return onDevice(at::randint(size(), {k}, generator_, at::kLong));
-}
-
-void MemoryBank::reseed(uint64_t seed) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  generator_.set_current_seed(seed);
+  if (!streams.keys.defined()) return onDevice(at::randint(size(), {k}, generator_, at::kLong));
+  return onDevice(at::randint(size(), {k}, at::make_generator<at::CPUGeneratorImpl>(splitmix64(streams.seed)), at::kLong));
 }
 
 at::Tensor MemoryBank::generatorState() const {

@@ -10,11 +10,20 @@
 
 namespace pirl {
 
+// Where a draw of negatives comes from: the bank's generator (keys undefined), or one stream per sample
+// of (seed, its key): what a sample draws then depends on which sample it is, not on its place in the
+// batch, so the ranks of a data-parallel step draw what one process given their whole batch would.
+struct NegativeStreams {
+  uint64_t seed = 0;
+  at::Tensor keys;  // B int64 on the host: the batch's bank rows
+};
+
 class MemoryBank {
  public:
   // N×D rows, uniform(±1/sqrt(D/3)) then L2-normalised; `seed` drives initialisation and sampling.
   MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device device = at::kCPU);
-  // A bank restored from a checkpoint: its rows (finite) and the state of its sampling generator.
+  // A bank restored from a checkpoint: its rows (finite; float32, or float64 for numerical checks) and the
+  // state of its sampling generator.
   MemoryBank(at::Tensor rows, const at::Tensor& generatorState);
 
   int64_t size() const { return rows_.size(0); }
@@ -35,17 +44,18 @@ class MemoryBank {
 
   // B×K rows drawn uniformly with replacement; with `excludePositives` (B rows) sample b never draws
   // its own positive (uniform over the other N−1 rows).
-  at::Tensor sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives = at::Tensor());
-  // K rows shared by the whole batch.
-  at::Tensor sampleShared(int64_t k);
+  at::Tensor sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives = at::Tensor(),
+                             const NegativeStreams& streams = NegativeStreams());
+  // K rows shared by the whole batch (from keyed streams: the stream of `streams.seed` alone).
+  at::Tensor sampleShared(int64_t k, const NegativeStreams& streams = NegativeStreams());
 
   at::Tensor generatorState() const;
-  // Restarts the negatives' stream from `seed` (a data-parallel rank's stream for one step).
-  void reseed(uint64_t seed);
 
  private:
   // Indices drawn on the host, moved to the rows' device without waiting for it.
   at::Tensor onDevice(const at::Tensor& drawn) const;
+  // B×K draws in [0, bound) on the host.
+  at::Tensor draw(int64_t batch, int64_t k, int64_t bound, const NegativeStreams& streams);
 
   at::Tensor rows_;
   at::Generator generator_;

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "splitmix.h"
+
 namespace pirl {
 
 PirlLoss::PirlLoss(const PirlLossOptions& o) : options_(o) {
@@ -20,34 +22,46 @@ void PirlLoss::setZ(double zImage, double zJigsaw) {
   zJigsaw_ = zJigsaw;
 }
 
-at::Tensor PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices) const {
-  if (options_.sharedNegatives) return bank.sampleShared(options_.numNegatives);
+at::Tensor PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const {
+  if (options_.sharedNegatives) return bank.sampleShared(options_.numNegatives, streams);
   return bank.sampleNegatives(indices.size(0), options_.numNegatives,
-                              options_.excludePositive ? indices : at::Tensor());
+                              options_.excludePositive ? indices : at::Tensor(), streams);
 }
 
-nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z) const {
+nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z,
+                           const NegativeStreams& streams) const {
   // Positives were checked by the caller, negatives come from the bank's own sampler.
-  const nce::Result r = nce::nceLoss(x, bank.rows(), indices, drawNegatives(bank, indices),
-                                     {options_.tau, options_.mode, z}, IndexCheck::Trusted);
+  const at::Tensor negatives = drawNegatives(bank, indices, streams);
+  const bool first = options_.mode == nce::Mode::Nce && z <= 0;
+  if (first && reduceZ_) {
+    // The first estimate, over every rank's batch, before any rank's loss uses it (as one process would).
+    const at::NoGradGuard noGrad;
+    z = reduceZ_(nce::nceLoss(x, bank.rows(), indices, negatives, {options_.tau, options_.mode, z}, IndexCheck::Trusted)
+                     .zUsed.item<double>());
+  }
+  const nce::Result r = nce::nceLoss(x, bank.rows(), indices, negatives, {options_.tau, options_.mode, z}, IndexCheck::Trusted);
   if (options_.mode != nce::Mode::Nce) return r;  // only NCE uses Z: InfoNCE never reads it off the device
-  if (z <= 0) {
-    z = reduceZ_(r.zUsed.item<double>());  // the first estimate
-  } else if (options_.zMode == ZMode::Ema) {
-    z = options_.zMomentum * z + (1 - options_.zMomentum) * reduceZ_(r.zBatch.item<double>());
+  if (first && !reduceZ_) {
+    z = r.zUsed.item<double>();  // the first estimate
+  } else if (!first && options_.zMode == ZMode::Ema) {
+    const double estimate = r.zBatch.item<double>();
+    z = options_.zMomentum * z + (1 - options_.zMomentum) * (reduceZ_ ? reduceZ_(estimate) : estimate);
   }
   return r;
 }
 
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
-                                    const at::Tensor& indices, IndexCheck check, bool updateBank) {
+                                    const at::Tensor& indices, IndexCheck check, bool updateBank,
+                                    const NegativeStreams& streams) {
   TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
   TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
   TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
                     f.size(0), "), got ", indices.sizes());
   if (check == IndexCheck::Check) bank.checkIndices(indices, "indices");
-  const nce::Result jigsaw = term(bank, g, indices, zJigsaw_);
-  const nce::Result image = term(bank, f, indices, zImage_);
+  // Each term its own streams (the same keys).
+  const auto termStreams = [&](uint64_t term) { return NegativeStreams{splitmix64(streams.seed ^ term), streams.keys}; };
+  const nce::Result jigsaw = term(bank, g, indices, zJigsaw_, termStreams(1));
+  const nce::Result image = term(bank, f, indices, zImage_, termStreams(2));
   const at::Tensor loss = options_.lambda * jigsaw.loss + (1 - options_.lambda) * image.loss;
   // Both terms saved no reference to the bank, so updating it before backward is safe.
   if (updateBank) bank.update(indices, f.detach(), options_.momentum, IndexCheck::Trusted);

@@ -43,25 +43,27 @@ class PirlLoss {
   // first), computes L, then updates the bank with f unless `updateBank` is false (the caller then
   // updates it, e.g. after checking the gradients). Each term keeps its own Z. Nothing here reads the
   // device except NCE's Z where it must (the first step; every step with an EMA of Z).
+  // `streams`: where the negatives come from (default: the bank's generator); each term draws from its own.
   PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
-                            IndexCheck check, bool updateBank);
+                            IndexCheck check, bool updateBank, const NegativeStreams& streams = NegativeStreams());
 
   const PirlLossOptions& options() const { return options_; }
   double zImage() const { return zImage_; }
   double zJigsaw() const { return zJigsaw_; }
   void setZ(double zImage, double zJigsaw);  // checkpoint restore; <= 0 means not estimated yet
   // How a batch's estimate of Z becomes the run's: the mean over data-parallel ranks, so that every
-  // replica keeps the same Z (default: the estimate itself).
+  // replica keeps the same Z (unset: the estimate itself).
   void setZEstimateReduction(std::function<double(double)> reduce) { reduceZ_ = std::move(reduce); }
 
  private:
-  at::Tensor drawNegatives(MemoryBank& bank, const at::Tensor& indices) const;
-  nce::Result term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z) const;
+  at::Tensor drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const;
+  nce::Result term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z,
+                   const NegativeStreams& streams) const;
 
   PirlLossOptions options_;
   double zImage_ = -1;
   double zJigsaw_ = -1;
-  std::function<double(double)> reduceZ_ = [](double z) { return z; };
+  std::function<double(double)> reduceZ_;
 };
 
 }  // namespace pirl

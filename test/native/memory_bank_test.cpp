@@ -77,6 +77,27 @@ TEST(MemoryBank, GeneratorStateRestoresTheSameDraws) {
   EXPECT_TRUE(at::equal(bank.sampleShared(7), restored.sampleShared(7)));
 }
 
+// Keyed streams: a sample's negatives depend on (seed, its key) alone — not on the batch it is in, its
+// place there, or the generator's state — and are uniform; other seeds or keys give other draws.
+TEST(MemoryBank, KeyedStreamsDrawPerSampleWhateverTheBatch) {
+  pirl::MemoryBank bank(1000, 4, 3);
+  const pirl::NegativeStreams all{11, at::tensor({5, 42, 7, 900}, at::kLong)};
+  const at::Tensor together = bank.sampleNegatives(4, 64, at::Tensor(), all);
+  bank.sampleNegatives(3, 10);  // moves the bank's own generator: keyed draws do not use it
+  const at::Tensor apart = bank.sampleNegatives(2, 64, at::Tensor(), {11, at::tensor({7, 42}, at::kLong)});
+  EXPECT_TRUE(at::equal(apart[0], together[2]));
+  EXPECT_TRUE(at::equal(apart[1], together[1]));
+  EXPECT_FALSE(at::equal(together[0], together[1]));
+  EXPECT_FALSE(at::equal(bank.sampleNegatives(4, 64, at::Tensor(), {12, all.keys}), together));
+  // Excluding the positive: the same streams, stepped over it.
+  const at::Tensor excluded = bank.sampleNegatives(4, 2000, all.keys, all);
+  EXPECT_FALSE((excluded == all.keys.unsqueeze(1)).any().item<bool>());
+  const at::Tensor counts = at::bincount(bank.sampleNegatives(4, 50000, at::Tensor(), all).reshape(-1), {}, 1000).to(at::kDouble);
+  EXPECT_LT((counts - 200).abs().max().item<double>(), 6 * std::sqrt(200.0));
+  EXPECT_TRUE(at::equal(bank.sampleShared(30, all), bank.sampleShared(30, {11, at::tensor({1}, at::kLong)})));
+  EXPECT_THROW(bank.sampleNegatives(3, 8, at::Tensor(), all), c10::ValueError);  // 4 keys for 3 samples
+}
+
 TEST(MemoryBank, BadIndicesAreRangeErrorsNeverReads) {
   pirl::MemoryBank bank(10, 4, 1);
   EXPECT_THROW(bank.get(at::tensor({0, 10}, at::kLong)), c10::IndexError);

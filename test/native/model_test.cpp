@@ -133,7 +133,7 @@ TEST(PirlModel, OnlyTheImagePassSetsRunningStatsUnlessAsked) {
   }
   EXPECT_EQ(differing, static_cast<int>(expected.size())) << "with patchRunningStats every running statistic moves";
   for (const auto& module : model->trunk->modules(false)) {
-    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(module.get())) EXPECT_EQ(bn->options.momentum(), 0.1);
+    if (auto* bn = module->as<pirl::model::BatchNorm>()) EXPECT_EQ(bn->momentum, 0.1);
   }
 }
 

@@ -40,7 +40,7 @@ inline train::TrainState tinyTrainState(uint64_t seed, int64_t bankRows) {
   PirlLossOptions loss = paperLoss();
   loss.numNegatives = 32;
   return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(bankRows, 16, seed), loss,
-                           {paperSgd(), train::Precision::Fp32});
+                           {paperSgd(), train::Precision::Fp32, seed});
 }
 
 }  // namespace pirl::testing

@@ -46,7 +46,7 @@ CudaRun cudaRun(nce::Mode mode, ZMode zMode, train::Precision precision) {
   loss.mode = mode;
   loss.zMode = zMode;
   auto bank = std::make_shared<MemoryBank>(200, 16, 1, cuda);
-  auto state = std::make_unique<train::TrainState>(net, bank, loss, train::StepOptions{pirl::testing::paperSgd(), precision});
+  auto state = std::make_unique<train::TrainState>(net, bank, loss, train::StepOptions{pirl::testing::paperSgd(), precision, /*seed=*/1});
   return {net, bank, std::move(state)};
 }
 

@@ -5,11 +5,13 @@
 #include <cstdint>
 #include <random>
 
+#include "../splitmix.h"
+
 namespace pirl::data {
 
 class SampleRng {
  public:
-  SampleRng(uint64_t seed, uint64_t epoch, uint64_t index) : engine_(mix(mix(mix(seed) ^ epoch) ^ index)) {}
+  SampleRng(uint64_t seed, uint64_t epoch, uint64_t index) : engine_(splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ index)) {}
 
   double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(engine_); }
   bool bernoulli(double p) { return uniform(0, 1) < p; }
@@ -18,13 +20,6 @@ class SampleRng {
   std::mt19937_64& engine() { return engine_; }
 
  private:
-  // splitmix64: spreads nearby (seed, epoch, index) triples over unrelated engine states.
-  static uint64_t mix(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
   std::mt19937_64 engine_;
 };
 

@@ -19,7 +19,7 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
 
 nn::Sequential downsampleIfNeeded(int64_t inplanes, int64_t outplanes, int64_t stride) {
   if (stride == 1 && inplanes == outplanes) return nullptr;
-  return nn::Sequential(conv(inplanes, outplanes, 1, stride, 0), nn::BatchNorm2d(outplanes));
+  return nn::Sequential(conv(inplanes, outplanes, 1, stride, 0), BatchNorm(outplanes));
 }
 
 struct ArchSpec {
@@ -41,8 +41,8 @@ ArchSpec archSpec(Arch arch) {
 BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride)
     : conv1(register_module("conv1", conv(inplanes, planes, 3, stride, 1))),
       conv2(register_module("conv2", conv(planes, planes, 3, 1, 1))),
-      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
-      bn2(register_module("bn2", nn::BatchNorm2d(planes))) {
+      bn1(register_module("bn1", BatchNorm(planes))),
+      bn2(register_module("bn2", BatchNorm(planes))) {
   downsample = downsampleIfNeeded(inplanes, planes * kExpansion, stride);
   if (downsample) register_module("downsample", downsample);
 }
@@ -57,9 +57,9 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride)
     : conv1(register_module("conv1", conv(inplanes, planes, 1, 1, 0))),
       conv2(register_module("conv2", conv(planes, planes, 3, stride, 1))),
       conv3(register_module("conv3", conv(planes, planes * kExpansion, 1, 1, 0))),
-      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
-      bn2(register_module("bn2", nn::BatchNorm2d(planes))),
-      bn3(register_module("bn3", nn::BatchNorm2d(planes * kExpansion))) {
+      bn1(register_module("bn1", BatchNorm(planes))),
+      bn2(register_module("bn2", BatchNorm(planes))),
+      bn3(register_module("bn3", BatchNorm(planes * kExpansion))) {
   downsample = downsampleIfNeeded(inplanes, planes * kExpansion, stride);
   if (downsample) register_module("downsample", downsample);
 }
@@ -78,7 +78,7 @@ TrunkImpl::TrunkImpl(const TrunkOptions& options) : options_(options) {
   const auto widthOf = [&](int64_t base) { return std::max<int64_t>(1, std::llround(base * options.width)); };
   const int64_t stemWidth = widthOf(64);
   conv1 = register_module("conv1", options.stem == Stem::Small ? conv(3, stemWidth, 3, 1, 1) : conv(3, stemWidth, 7, 2, 3));
-  bn1 = register_module("bn1", nn::BatchNorm2d(stemWidth));
+  bn1 = register_module("bn1", BatchNorm(stemWidth));
   int64_t inplanes = stemWidth;
   const int64_t expansion = spec.bottleneck ? BottleneckImpl::kExpansion : BasicBlockImpl::kExpansion;
   std::array<nn::Sequential*, 4> layers{&layer1, &layer2, &layer3, &layer4};
@@ -101,7 +101,7 @@ TrunkImpl::TrunkImpl(const TrunkOptions& options) : options_(options) {
   for (auto& module : modules(/*include_self=*/false)) {
     if (auto* c = module->as<nn::Conv2d>()) {
       nn::init::kaiming_normal_(c->weight, 0, torch::kFanOut, torch::kReLU);
-    } else if (auto* b = module->as<nn::BatchNorm2d>()) {
+    } else if (auto* b = module->as<BatchNorm>()) {
       nn::init::ones_(b->weight);
       nn::init::zeros_(b->bias);
     }
@@ -121,17 +121,23 @@ at::Tensor TrunkImpl::res5(const at::Tensor& images) {
 
 at::Tensor TrunkImpl::forward(const at::Tensor& images) { return res5(images).mean({2, 3}); }
 
+void TrunkImpl::sumBatchNormAcrossRanks(const SumAcrossRanks& sum) {
+  for (const auto& module : modules(/*include_self=*/false)) {
+    if (auto* bn = module->as<BatchNorm>()) bn->sumAcrossRanks = sum;
+  }
+}
+
 RunningStatsFrozen::RunningStatsFrozen(TrunkImpl& trunk) {
   for (const auto& module : trunk.modules(/*include_self=*/false)) {
-    if (auto* bn = dynamic_cast<nn::BatchNorm2dImpl*>(module.get())) {
-      saved_.emplace_back(bn, bn->options.momentum());
-      bn->options.momentum(0.0);
+    if (auto* bn = module->as<BatchNorm>()) {
+      saved_.emplace_back(bn, bn->momentum);
+      bn->momentum = 0.0;
     }
   }
 }
 
 RunningStatsFrozen::~RunningStatsFrozen() {
-  for (auto& [bn, momentum] : saved_) bn->options.momentum(momentum);
+  for (auto& [bn, momentum] : saved_) bn->momentum = momentum;
 }
 
 }  // namespace pirl::model

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
@@ -11,6 +10,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "batch_norm.h"
 
 namespace pirl::model {
 
@@ -34,7 +35,7 @@ struct BasicBlockImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
   static constexpr int64_t kExpansion = 1;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  BatchNorm bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(BasicBlock);
@@ -45,7 +46,7 @@ struct BottleneckImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
   static constexpr int64_t kExpansion = 4;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  BatchNorm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(Bottleneck);
@@ -62,8 +63,12 @@ struct TrunkImpl : torch::nn::Module {
   int64_t minInputSize() const;
   const TrunkOptions& options() const { return options_; }
 
+  // Set: every BatchNorm normalises training batches with the statistics of all ranks' batches
+  // (SyncBatchNorm); unset: each rank's own.
+  void sumBatchNormAcrossRanks(const SumAcrossRanks& sum);
+
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  BatchNorm bn1{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
 
  private:
@@ -82,7 +87,7 @@ class RunningStatsFrozen {
   RunningStatsFrozen& operator=(const RunningStatsFrozen&) = delete;
 
  private:
-  std::vector<std::pair<torch::nn::BatchNorm2dImpl*, c10::optional<double>>> saved_;
+  std::vector<std::pair<BatchNormImpl*, c10::optional<double>>> saved_;
 };
 
 }  // namespace pirl::model

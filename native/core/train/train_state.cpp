@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "../splitmix.h"
+
 namespace pirl::train {
 
 namespace {
@@ -19,31 +21,30 @@ Sgd makeSgd(model::PirlModel& model, const SgdOptions& options) {
   return Sgd(std::move(params), std::move(decay), options);
 }
 
-// splitmix64 of (seed, rank, step): unrelated streams for nearby ranks and steps.
-uint64_t negativeStreamSeed(uint64_t seed, int64_t rank, int64_t step) {
-  uint64_t z = seed ^ (static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL) ^ (static_cast<uint64_t>(step) << 20);
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 }  // namespace
 
 TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank, const PirlLossOptions& loss,
                        const StepOptions& options)
     : model_(std::move(model)), bank_(std::move(bank)), loss_(loss), sgd_(makeSgd(model_, options.sgd)),
-      precision_(options.precision) {
+      precision_(options.precision),
+      seed_(options.seed) {
   TORCH_CHECK_VALUE(bank_->dim() == model_->options().embeddingDim, "the bank's rows (", bank_->dim(),
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
   // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
   if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
 }
 
-void TrainState::distribute(std::shared_ptr<distributed::Communicator> communicator, uint64_t seed) {
+void TrainState::distribute(std::shared_ptr<distributed::Communicator> communicator, bool syncBatchNorm) {
   TORCH_CHECK_VALUE(communicator != nullptr, "distribute needs a communicator");
   communicator_ = std::move(communicator);
-  seed_ = seed;
+  syncBatchNorm_ = syncBatchNorm;
+  if (syncBatchNorm) {
+    model_->trunk->sumBatchNormAcrossRanks([c = communicator_](at::Tensor& t) {
+      at::Tensor host = t.cpu();
+      c->allreduce(host, "the allreduce of BatchNorm's statistics");
+      if (!host.is_same(t)) t.copy_(host);
+    });
+  }
   std::vector<at::Tensor> params, state;
   for (const auto& p : model_->parameters()) params.push_back(p);
   state = params;
@@ -76,21 +77,24 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   model_->train();
   sgd_.zeroGrad();
   if (communicator_) {
-    std::vector<at::Tensor> buffers;
-    for (const auto& b : model_->buffers()) buffers.push_back(b);
-    communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
-    bank_->reseed(negativeStreamSeed(seed_, communicator_->rank(), steps_));
+    if (!syncBatchNorm_) {
+      // Each rank's batch moved its own running statistics: rank 0's stand for all.
+      std::vector<at::Tensor> buffers;
+      for (const auto& b : model_->buffers()) buffers.push_back(b);
+      communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
+    }
     reducer_->prepare();
   }
+  const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), indices.cpu()};
   ++steps_;
   model::Embeddings e;
   {
     AutocastScope autocast(device.type(), precision_);
     e = model_->forward(images.to(device, /*non_blocking=*/true), patches.to(device, /*non_blocking=*/true));
   }
-  // The loss and the bank stay fp32 whatever the trunk computed in.
-  const at::Tensor f = e.f.to(at::kFloat), g = e.g.to(at::kFloat);
-  const PirlLossResult r = loss_(*bank_, f, g, rows, IndexCheck::Trusted, /*updateBank=*/false);
+  // The loss computes in the bank's dtype (fp32; fp64 for numerical checks) whatever the trunk computed in.
+  const at::Tensor f = e.f.to(bank_->rows().scalar_type()), g = e.g.to(bank_->rows().scalar_type());
+  const PirlLossResult r = loss_(*bank_, f, g, rows, IndexCheck::Trusted, /*updateBank=*/false, streams);
   const bool scaled = precision_ == Precision::Fp16;
   const double scale = scaled ? scaler_.scale() : 1.0;
   (scaled ? r.loss * scale : r.loss).backward();

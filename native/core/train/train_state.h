@@ -24,10 +24,12 @@ struct StepResult {
   bool stop;     // some rank asked to stop (alone: this process did): every rank stops after this step
 };
 
-// How a step computes: the SGD options and the precision of the trunk and heads.
+// How a step computes: the SGD options, the precision of the trunk and heads, and the seed of the
+// negatives' streams (each sample's negatives at step s come from a stream of (seed, s, its bank row)).
 struct StepOptions {
   SgdOptions sgd;
   Precision precision;
+  uint64_t seed;
 };
 
 // torch.cuda.amp.GradScaler's defaults.
@@ -50,12 +52,14 @@ class TrainState {
                   bool stopRequested = false);
 
   // Makes this state one replica of a data-parallel run (docs/distributed.md): rank 0's weights,
-  // buffers and bank now, then each step BatchNorm's buffers from rank 0, gradients averaged in
-  // buckets during backward, the reported losses and Z estimates averaged, and every replica of the bank
-  // updated with all ranks' (indices, f). Negatives come from a stream of (seed, rank, step).
-  void distribute(std::shared_ptr<distributed::Communicator> communicator, uint64_t seed);
+  // buffers and bank now, then each step gradients averaged in buckets during backward, the reported
+  // losses and Z estimates averaged, and every replica of the bank updated with all ranks' (indices, f).
+  // BatchNorm: with `syncBatchNorm` statistics over all ranks' batches (the run is then the one-process
+  // run of the global batch, to rounding), otherwise each rank's own, with the buffers from rank 0 each
+  // step. Negatives are drawn per sample (StepOptions::seed), so every rank draws what one process would.
+  void distribute(std::shared_ptr<distributed::Communicator> communicator, bool syncBatchNorm);
   bool distributed() const { return communicator_ != nullptr; }
-  // Steps taken: the position of the negatives' streams of a data-parallel run (restored on resume).
+  // Steps taken: the position of the negatives' streams (restored on resume).
   int64_t steps() const { return steps_; }
   void setSteps(int64_t steps);
 
@@ -71,10 +75,11 @@ class TrainState {
   PirlLoss loss_;
   Sgd sgd_;
   Precision precision_;
+  uint64_t seed_;
   LossScaler scaler_{kInitialLossScale, kLossScaleGrowthInterval};
   std::shared_ptr<distributed::Communicator> communicator_;
   std::unique_ptr<distributed::GradientReducer> reducer_;
-  uint64_t seed_ = 0;
+  bool syncBatchNorm_ = false;
   int64_t steps_ = 0;
 };
 
