@@ -1,4 +1,5 @@
-// The fused NCE op on CUDA against the CPU op and the gather+bmm reference; skipped without a GPU.
+// The fused NCE op on CUDA against the CPU op and the gather+bmm reference; skipped without a GPU. Float32
+// with D = 128 or 256 runs the split kernels (K = 4099: several splits per sample), the rest the rowwise one.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -44,8 +45,8 @@ TEST_P(NceCuda, MatchesCpuAndReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, NceCuda,
-                         ::testing::Combine(::testing::Values(1, 64), ::testing::Values(1, 300),
-                                            ::testing::Values(3, 128), ::testing::Values(Mode::Nce, Mode::InfoNce),
+                         ::testing::Combine(::testing::Values(1, 64), ::testing::Values(1, 300, 4099),
+                                            ::testing::Values(3, 128, 256), ::testing::Values(Mode::Nce, Mode::InfoNce),
                                             ::testing::Bool(), ::testing::Values(at::kFloat, at::kDouble)));
 
 }  // namespace
