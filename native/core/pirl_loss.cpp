@@ -1,5 +1,6 @@
 #include "pirl_loss.h"
 
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -35,7 +36,7 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
   const bool first = options_.mode == nce::Mode::Nce && z <= 0;
   if (first && reduceZ_) {
     // The first estimate, over every rank's batch, before any rank's loss uses it (as one process would).
-    const at::NoGradGuard noGrad;
+    const c10::NoGradGuard noGrad;
     z = reduceZ_(nce::nceLoss(x, bank.rows(), indices, negatives, {options_.tau, options_.mode, z}, IndexCheck::Trusted)
                      .zUsed.item<double>());
   }

@@ -1,5 +1,6 @@
 #include "communicator.h"
 
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -96,7 +97,7 @@ void Communicator::allreduce(at::Tensor& tensor, const char* what) { wait(allred
 
 void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char* what) {
   // One flat message per dtype (float weights, int64 BatchNorm counters), in the tensors' order.
-  at::NoGradGuard noGrad;
+  c10::NoGradGuard noGrad;
   std::map<at::ScalarType, std::vector<at::Tensor>> byType;
   for (const auto& t : tensors) byType[t.scalar_type()].push_back(t);
   for (auto& [type, group] : byType) {

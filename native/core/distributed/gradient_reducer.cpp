@@ -1,5 +1,6 @@
 #include "gradient_reducer.h"
 
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
 namespace pirl::distributed {
@@ -78,7 +79,7 @@ void GradientReducer::finish() {
   }
   startReady();
   const double world = static_cast<double>(communicator_->worldSize());
-  at::NoGradGuard noGrad;
+  c10::NoGradGuard noGrad;
   for (Bucket& b : buckets_) {
     communicator_->wait(b.pending, "the gradient allreduce");
     b.flat.div_(world);
