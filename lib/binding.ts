@@ -21,6 +21,8 @@ export interface NativeBuildInfo {
   cudaCompiled: boolean;
   cudaAvailable: boolean;
   cudaDeviceCount: number;
+  gloo: boolean;
+  nccl: boolean;
   cxx11Abi: boolean;
   blas: { kind: 'openblas' | 'mkl' | 'reference' | 'other' | 'none'; library: string };
   numThreads: number;
@@ -115,7 +117,7 @@ export interface TrainerHandle {
   /** Joins a data-parallel group ('' = no store file / bind to this host's name) and takes rank 0's state. */
   distribute(options: {
     storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
-    syncBatchNorm: boolean;
+    device: string; syncBatchNorm: boolean;
   }): Promise<void>;
 }
 

@@ -207,6 +207,8 @@ const text = (expected: string): Field<string> =>
 export const DISTRIBUTED = {
   rank: integer({ min: 0, max: 65_535 }),
   worldSize: integer({ min: 1, max: 65_536 }),
+  /** This rank's index on its host (torchrun's LOCAL_RANK): with device 'cuda', the GPU it trains on (null: the rank). */
+  localRank: nullable(integer({ min: 0, max: 65_535 })),
   /** The rendezvous across hosts: a TCPStore at masterAddr:masterPort, served by rank 0. */
   masterAddr: text('a host name or address'),
   masterPort: integer({ min: 1, max: 65_535 }),
@@ -220,7 +222,7 @@ export const DISTRIBUTED = {
 export type DistributedOptions = Options<typeof DISTRIBUTED>;
 export type ResolvedDistributedOptions = Resolved<typeof DISTRIBUTED>;
 const DISTRIBUTED_DEFAULTS: ResolvedDistributedOptions = {
-  rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 29_500, storeFile: null, bindAddress: null, timeoutMs: 1_800_000,
+  rank: 0, worldSize: 1, localRank: null, masterAddr: '127.0.0.1', masterPort: 29_500, storeFile: null, bindAddress: null, timeoutMs: 1_800_000,
 };
 
 const isLoopback = (host: string) => host === 'localhost' || /^127\./.test(host) || host === '::1';
@@ -233,13 +235,13 @@ export function resolveDistributedOptions(options: unknown = {}, arg = 'options.
 
 /**
  * A data-parallel process's options from the environment torchrun (and `pirl train --nproc`) sets:
- * RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and pirl's PIRL_STORE_FILE / PIRL_BIND_ADDRESS /
+ * RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, and pirl's PIRL_STORE_FILE / PIRL_BIND_ADDRESS /
  * PIRL_DIST_TIMEOUT_MS; null when WORLD_SIZE is unset (a single process). Errors name the variable.
  */
 export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): ResolvedDistributedOptions | null {
   if (env.WORLD_SIZE === undefined) return null;
   const vars: Array<[keyof ResolvedDistributedOptions, string, boolean]> = [
-    ['rank', 'RANK', true], ['worldSize', 'WORLD_SIZE', true], ['masterAddr', 'MASTER_ADDR', false], ['masterPort', 'MASTER_PORT', true],
+    ['rank', 'RANK', true], ['worldSize', 'WORLD_SIZE', true], ['localRank', 'LOCAL_RANK', true], ['masterAddr', 'MASTER_ADDR', false], ['masterPort', 'MASTER_PORT', true],
     ['storeFile', 'PIRL_STORE_FILE', false], ['bindAddress', 'PIRL_BIND_ADDRESS', false], ['timeoutMs', 'PIRL_DIST_TIMEOUT_MS', true],
   ];
   // Each variable checked by its option's own check, under its own name.

@@ -10,6 +10,8 @@ export interface BuildInfo {
   /** source: where scripts/libtorch.js found it (LIBTORCH, python3 torch, system, ...); tag: the prebuild folder it matches. */
   libtorch: { version: string; library: string; cxx11Abi: boolean; source: string; tag: string | null };
   cuda: { compiled: boolean; available: boolean; deviceCount: number };
+  /** Data-parallel training: Gloo (ranks on the CPU) and NCCL (ranks on GPUs) compiled in. */
+  distributed: { gloo: boolean; nccl: boolean };
   blas: { kind: 'openblas' | 'mkl' | 'reference' | 'other' | 'none'; library: string; warning: string | null };
   threads: { intraOp: number; interOp: number; backend: string };
   napiVersion: { addon: number; node: number };
@@ -36,6 +38,7 @@ export function buildInfo(): BuildInfo {
       tag: addonSource.libtorch.tag,
     },
     cuda: { compiled: native.cudaCompiled, available: native.cudaAvailable, deviceCount: native.cudaDeviceCount },
+    distributed: { gloo: native.gloo, nccl: native.nccl },
     blas: { ...native.blas, warning: native.blas.kind === 'reference' ? REFERENCE_BLAS_WARNING : null },
     threads: { intraOp: native.numThreads, interOp: native.numInteropThreads, backend: native.parallelBackend },
     napiVersion: { addon: native.napiVersion, node: Number(process.versions.napi) },

@@ -15,6 +15,7 @@ export function info(args: string[]): void {
     `pirl        ${b.pirlVersion}`,
     `libtorch    ${b.libtorch.version} (${b.libtorch.library}), found by ${b.libtorch.source}`,
     `CUDA        ${b.cuda.compiled ? 'compiled' : 'not compiled'}, ${b.cuda.available ? `${b.cuda.deviceCount} device(s)` : 'no device'}`,
+    `distributed ${[b.distributed.gloo && 'Gloo (CPU ranks)', b.distributed.nccl && 'NCCL (GPU ranks)'].filter(Boolean).join(', ') || 'not compiled'}`,
     `BLAS        ${b.blas.kind}${b.blas.library ? ` (${b.blas.library})` : ''}`,
     `threads     ${b.threads.intraOp} intra-op, ${b.threads.interOp} inter-op (${b.threads.backend})`,
     `Node-API    addon ${b.napiVersion.addon}, node ${b.napiVersion.node}`,

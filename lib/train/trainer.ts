@@ -91,18 +91,30 @@ export interface ResumeOptions extends ProcessOptions {
   device?: Device;
 }
 
-function resolveProcess(options: ProcessOptions, device: Device): ResolvedDistributedOptions | null {
+/** How this process trains: alone or as a rank, and on which device (a rank's own GPU for device 'cuda'). */
+interface Process {
+  distributed: ResolvedDistributedOptions | null;
+  device: Device;
+}
+
+function resolveProcess(options: ProcessOptions, device: Device): Process {
   const d = options.distributed;
   const resolved = d === undefined || d === null ? null : d === 'env' ? distributedFromEnv() : resolveDistributedOptions(d);
-  if (!resolved || resolved.worldSize === 1) return null;
-  if (device !== 'cpu') {
-    throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, which this version of pirl does not build yet", device);
+  if (!resolved || resolved.worldSize === 1) return { distributed: null, device };
+  if (device === 'cpu') return { distributed: resolved, device };
+  if (!binding.buildInfo().nccl) {
+    throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, and this pirl was built without it " +
+      '(a CUDA libtorch with NCCL and nccl.h; `pirl info` says what was compiled)', device);
   }
-  return resolved;
+  return { distributed: resolved, device: device === 'cuda' ? `cuda:${resolved.localRank ?? resolved.rank}` : device };
 }
 
 export class Trainer {
   readonly config: Readonly<ResolvedTrainConfig>;
+  /** This process's place in a data-parallel run; null when it trains alone. */
+  readonly distributed: Readonly<ResolvedDistributedOptions> | null;
+  /** Where this process trains: config.device, or for a rank with device 'cuda' its own GPU (cuda:LOCAL_RANK). */
+  readonly device: Device;
   private position: Position = { epoch: 0, stepInEpoch: 0, step: 0 };
   private stopRequested = false;
   private readonly handle: TrainerHandle;
@@ -112,9 +124,10 @@ export class Trainer {
     readonly bank: MemoryBank,
     readonly loader: Loader,
     config: ResolvedTrainConfig,
-    /** This process's place in a data-parallel run; null when it trains alone. */
-    readonly distributed: Readonly<ResolvedDistributedOptions> | null,
+    place: Process,
   ) {
+    this.distributed = place.distributed;
+    this.device = place.device;
     this.config = Object.freeze(config);
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
       momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed,
@@ -128,22 +141,22 @@ export class Trainer {
    */
   static async create(dataset: Dataset, config: TrainConfig = {}, options: ProcessOptions = {}): Promise<Trainer> {
     const c = resolveTrainConfig(config);
-    const distributed = resolveProcess(options, c.device);
-    const loader = Trainer.loaderFor(dataset, c, distributed);
-    const model = await PirlModel.create(c.model, { device: c.device });
-    const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: c.device });
+    const place = resolveProcess(options, c.device);
+    const loader = Trainer.loaderFor(dataset, c, place);
+    const model = await PirlModel.create(c.model, { device: place.device });
+    const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
     // Rank 0's bank becomes every rank's: the others need not compute it.
-    if (c.bankInit === 'features' && (distributed?.rank ?? 0) === 0) {
+    if (c.bankInit === 'features' && (place.distributed?.rank ?? 0) === 0) {
       await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256));
     }
-    const trainer = new Trainer(model, bank, loader, c, distributed);
+    const trainer = new Trainer(model, bank, loader, c, place);
     await trainer.joinRanks();
     return trainer;
   }
 
-  private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null): Loader {
+  private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, { distributed, device }: Process): Loader {
     return new Loader(dataset, {
-      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, pinMemory: c.device !== 'cpu',
+      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, pinMemory: device !== 'cpu',
       ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
       ...(distributed ? { shard: { rank: distributed.rank, count: distributed.worldSize } } : {}),
     });
@@ -155,7 +168,7 @@ export class Trainer {
     if (!d) return;
     await nativeCall(() => this.handle.distribute({
       storeFile: d.storeFile ?? '', masterAddr: d.masterAddr, masterPort: d.masterPort, rank: d.rank, worldSize: d.worldSize,
-      bindAddress: d.bindAddress ?? '', timeoutMs: d.timeoutMs, syncBatchNorm: this.config.syncBatchNorm,
+      bindAddress: d.bindAddress ?? '', timeoutMs: d.timeoutMs, device: this.device, syncBatchNorm: this.config.syncBatchNorm,
     }));
   }
 
@@ -280,10 +293,11 @@ export class Trainer {
     const { tensors, metadata } = await readSafetensors(file);
     const meta = checkpointMeta(file, metadata, device);
     const c = meta.config;
-    const distributed = resolveProcess(options, c.device);
-    if (meta.worldSize !== (distributed?.worldSize ?? 1)) {
+    const place = resolveProcess(options, c.device);
+    const worldSize = place.distributed?.worldSize ?? 1;
+    if (meta.worldSize !== worldSize) {
       throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
-        `${distributed?.worldSize ?? 1} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
+        `${worldSize} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
     }
     const rows = tensors.get('bank.rows');
     if (!rows || rows.shape[0] !== dataset.length) {
@@ -291,7 +305,7 @@ export class Trainer {
     }
     const generator = tensors.get('bank.generator');
     if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
-    const loader = Trainer.loaderFor(dataset, c, distributed);
+    const loader = Trainer.loaderFor(dataset, c, place);
     checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
     const modelTensors = new Map<string, Tensor>();
     const momentum = new Map<string, Tensor>();
@@ -301,10 +315,10 @@ export class Trainer {
     }
     if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
     checkTensorsFitOptions(file, modelTensors, c.model);
-    const model = await PirlModel.create(c.model, { device: c.device });
+    const model = await PirlModel.create(c.model, { device: place.device });
     model.loadStateDict(modelTensors);
-    const bank = MemoryBank.restore({ rows, generator }, { device: c.device });
-    const trainer = new Trainer(model, bank, loader, c, distributed);
+    const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
+    const trainer = new Trainer(model, bank, loader, c, place);
     const names = [...momentum.keys()];
     trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
     trainer.position = meta.position;

@@ -22,6 +22,8 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   out.Set("cudaCompiled", b.cudaCompiled);
   out.Set("cudaAvailable", b.cudaAvailable);
   out.Set("cudaDeviceCount", b.cudaDeviceCount);
+  out.Set("gloo", b.gloo);
+  out.Set("nccl", b.nccl);
   out.Set("cxx11Abi", b.cxx11Abi);
   auto blas = Napi::Object::New(env);
   blas.Set("kind", blasKindName(b.blas.kind));

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "distributed/communicator.h"
+
 namespace pirl {
 
 namespace {
@@ -97,6 +99,8 @@ BuildInfo buildInfo() {
 #endif
   info.cudaAvailable = at::hasCUDA();
   if (info.cudaAvailable) info.cudaDeviceCount = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+  info.gloo = distributed::available();
+  info.nccl = distributed::ncclAvailable();
   info.cxx11Abi = _GLIBCXX_USE_CXX11_ABI != 0;
   info.blas = detectBlas();
   info.numThreads = numThreads();

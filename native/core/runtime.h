@@ -35,6 +35,8 @@ struct BuildInfo {
   bool cudaCompiled = false;    // pirl's CUDA kernels are in this build
   bool cudaAvailable = false;   // a CUDA device is usable now
   int cudaDeviceCount = 0;
+  bool gloo = false;            // data-parallel training on the CPU (c10d's Gloo)
+  bool nccl = false;            // data-parallel training on GPUs (c10d's NCCL)
   bool cxx11Abi = false;
   BlasInfo blas;
   int numThreads = 0;

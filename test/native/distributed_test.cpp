@@ -39,7 +39,7 @@ int64_t freePort() {
 // A TCPStore at 127.0.0.1:port, or with `file` a file rendezvous.
 distributed::CommunicatorOptions loopback(int64_t port, int64_t rank, int64_t world, int64_t timeoutMs = 30000,
                                           const std::string& file = "") {
-  return {file, "127.0.0.1", port, rank, world, "127.0.0.1", timeoutMs};
+  return {file, "127.0.0.1", port, rank, world, "127.0.0.1", timeoutMs, "cpu"};
 }
 
 std::string freshFile() {

@@ -1,17 +1,22 @@
 // The CUDA training step reads the device once per step: counted with libtorch's sync debug mode,
-// which warns at every host synchronisation. Compiled in CUDA builds of libtorch 2 (its warning
-// handler API) only; skipped without a GPU.
+// which warns at every host synchronisation; fp16's skipped step; one NCCL rank trains as a process alone.
+// Compiled in CUDA builds of libtorch 2 (its warning handler API) only; skipped without a GPU.
 #include <torch/version.h>
 #if defined(PIRL_WITH_CUDA) && TORCH_VERSION_MAJOR >= 2
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/distributed/communicator.h"
 #include "core/train/train_state.h"
 #include "presets.h"
 
@@ -91,6 +96,33 @@ TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
   EXPECT_TRUE(at::equal(bank->rows(), rows));
   state.scaler().restore(1024, 0);
   EXPECT_TRUE(state.step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01).applied);
+}
+
+// A data-parallel run of one rank on NCCL (the GPU host has one GPU) takes the steps of the process alone:
+// the same losses to float rounding (the collectives of one rank are copies, SyncBatchNorm's sums too).
+TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!distributed::ncclAvailable()) GTEST_SKIP() << "this pirl was built without NCCL (see the build's 'pirl: NCCL' line)";
+  std::vector<double> losses[2];
+  for (int distributedRun = 0; distributedRun < 2; ++distributedRun) {
+    at::manual_seed(5);
+    CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32);
+    if (distributedRun) {
+      char name[] = "/tmp/pirl-nccl-XXXXXX";
+      close(mkstemp(name));
+      unlink(name);
+      auto c = std::make_shared<distributed::Communicator>(
+          distributed::CommunicatorOptions{name, "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
+      EXPECT_EQ(c->device(), c10::Device(c10::kCUDA, 0));
+      run.state->distribute(c, /*syncBatchNorm=*/true);
+    }
+    const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(9);
+    for (int step = 0; step < 4; ++step) {
+      const at::Tensor images = at::randn({8, 3, 16, 16}, data), patches = at::randn({8, 9, 3, 8, 8}, data);
+      losses[distributedRun].push_back(run.state->step(images, patches, at::arange(8, at::kLong) + 8 * step, 0.01).loss);
+    }
+  }
+  for (int step = 0; step < 4; ++step) EXPECT_NEAR(losses[1][step], losses[0][step], 1e-4 * std::abs(losses[0][step])) << step;
 }
 
 }  // namespace

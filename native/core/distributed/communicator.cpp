@@ -12,16 +12,32 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
+#if PIRL_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 namespace pirl::distributed {
 
 bool available() { return PIRL_WITH_GLOO; }
+bool ncclAvailable() { return PIRL_WITH_NCCL; }
 
 #if PIRL_WITH_GLOO
 
 struct Communicator::Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#if PIRL_WITH_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  // Runs a collective on this group's process group (one of c10d's, with one API).
+  template <typename Collective>
+  c10::intrusive_ptr<c10d::Work> run(Collective&& collective) {
+#if PIRL_WITH_NCCL
+    if (nccl) return collective(*nccl);
+#endif
+    return collective(*gloo);
+  }
 };
 
 class Communicator::Pending {
@@ -40,9 +56,15 @@ namespace {
 
 }  // namespace
 
-Communicator::Communicator(const CommunicatorOptions& o) : options_(o), group_(std::make_unique<Group>()) {
+Communicator::Communicator(const CommunicatorOptions& o)
+    : options_(o), device_(o.device), group_(std::make_unique<Group>()) {
   TORCH_CHECK_VALUE(o.worldSize >= 1 && o.rank >= 0 && o.rank < o.worldSize, "rank must be in [0, worldSize = ",
                     o.worldSize, "), got ", o.rank);
+  TORCH_CHECK_VALUE(device_.is_cpu() || (device_.is_cuda() && device_.has_index()),
+                    "device must be 'cpu' or 'cuda:N' (this rank's GPU), got '", o.device, "'");
+  TORCH_CHECK_VALUE(device_.is_cpu() || PIRL_WITH_NCCL,
+                    "data-parallel ranks on GPUs need NCCL, and this pirl was built without it (a CUDA libtorch with "
+                    "NCCL and nccl.h, e.g. pip's torch with nvidia-nccl, then: node scripts/build.js)");
   TORCH_CHECK_VALUE(!o.storeFile.empty() || (o.masterPort > 0 && o.masterPort < 65536),
                     "masterPort must be in [1, 65535], got ", o.masterPort);
   TORCH_CHECK_VALUE(o.timeoutMs > 0, "timeoutMs must be > 0, got ", o.timeoutMs);
@@ -61,6 +83,16 @@ Communicator::Communicator(const CommunicatorOptions& o) : options_(o), group_(s
       store = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, tcp);
     }
     group_->store = c10::make_intrusive<c10d::PrefixStore>("pirl", store);
+#if PIRL_WITH_NCCL
+    if (device_.is_cuda()) {
+      c10::cuda::set_device(device_.index());  // NCCL's communicator belongs to this rank's GPU
+      auto nccl = c10d::ProcessGroupNCCL::Options::create();
+      nccl->timeout = timeout();
+      group_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(group_->store, static_cast<int>(o.rank),
+                                                                 static_cast<int>(o.worldSize), nccl);
+      return;
+    }
+#endif
     auto gloo = c10d::ProcessGroupGloo::Options::create(timeout());
     gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
                                                   : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
@@ -69,7 +101,8 @@ Communicator::Communicator(const CommunicatorOptions& o) : options_(o), group_(s
                                                                static_cast<int>(o.worldSize), gloo);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
-                o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (Gloo bound to ", o.bindAddress.empty() ? "this host's name" : o.bindAddress,
+                o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
+                device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + (o.bindAddress.empty() ? std::string("this host's name") : o.bindAddress),
                 ") within ", o.timeoutMs, " ms: ", e.what());
   }
 }
@@ -79,7 +112,7 @@ Communicator::~Communicator() = default;
 std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor& tensor) {
   std::vector<at::Tensor> tensors{tensor};
   try {
-    return std::make_shared<Pending>(group_->gloo->allreduce(tensors));
+    return std::make_shared<Pending>(group_->run([&](auto& pg) { return pg.allreduce(tensors); }));
   } catch (const std::exception& e) {
     fail(*this, "allreduce", e);
   }
@@ -105,7 +138,7 @@ void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char*
     for (const auto& t : group) parts.push_back(t.detach().reshape(-1));
     std::vector<at::Tensor> flat{at::cat(parts)};
     try {
-      group_->gloo->broadcast(flat)->wait(timeout());
+      group_->run([&](auto& pg) { return pg.broadcast(flat); })->wait(timeout());
     } catch (const std::exception& e) {
       fail(*this, what, e);
     }
@@ -125,7 +158,7 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
     std::vector<std::vector<at::Tensor>> output(1);
     for (int64_t r = 0; r < options_.worldSize; ++r) output[0].push_back(at::empty_like(input[0]));
     try {
-      group_->gloo->allgather(output, input)->wait(timeout());
+      group_->run([&](auto& pg) { return pg.allgather(output, input); })->wait(timeout());
     } catch (const std::exception& e) {
       fail(*this, what, e);
     }
@@ -134,7 +167,9 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
   const int64_t rows = tensors.empty() ? 0 : tensors[0].size(0);
   for (const auto& t : tensors) TORCH_CHECK_VALUE(t.size(0) == rows, "allGather's tensors must have one row count");
   std::vector<int64_t> counts;
-  for (const auto& c : gather(at::full({1}, rows, at::kLong))) counts.push_back(c.item<int64_t>());
+  for (const auto& c : gather(at::full({1}, rows, at::TensorOptions(at::kLong).device(device_)))) {
+    counts.push_back(c.item<int64_t>());
+  }
   const int64_t most = *std::max_element(counts.begin(), counts.end());
   std::vector<at::Tensor> out;
   for (const auto& t : tensors) {
@@ -154,7 +189,7 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
 struct Communicator::Group {};
 class Communicator::Pending {};
 
-Communicator::Communicator(const CommunicatorOptions& o) : options_(o) {
+Communicator::Communicator(const CommunicatorOptions& o) : options_(o), device_(at::kCPU) {
   TORCH_CHECK(false, "distributed training needs c10d with Gloo: pirl was built without Gloo's headers "
               "(Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js)");
 }

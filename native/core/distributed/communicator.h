@@ -1,6 +1,7 @@
 // Data-parallel training's collectives (docs/distributed.md) on PyTorch's c10d: a rendezvous (a file
-// for the ranks of one host, or a TCPStore at the master's address across hosts) and a Gloo process
-// group bound to an explicit address, so that nothing leaves the interface the user chose.
+// for the ranks of one host, or a TCPStore at the master's address across hosts) and a process group:
+// Gloo on the CPU, bound to an explicit address so that nothing leaves the interface the user chose, or
+// NCCL for ranks on GPUs (when pirl was built against a CUDA libtorch with NCCL).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,10 +22,13 @@ struct CommunicatorOptions {
   int64_t worldSize;
   std::string bindAddress;  // the address Gloo's sockets bind to; "" = this host's name (c10d's default)
   int64_t timeoutMs;        // a collective, or the rendezvous, that takes longer fails
+  std::string device;       // where the tensors of the collectives live: "cpu" (Gloo) or "cuda:N" (NCCL, this rank's GPU)
 };
 
 // True when this libtorch was built with c10d and pirl was compiled against Gloo's headers.
 bool available();
+// True when pirl was compiled against c10d's ProcessGroupNCCL (a CUDA libtorch with NCCL, nccl.h found).
+bool ncclAvailable();
 
 class Communicator {
  public:
@@ -36,6 +40,8 @@ class Communicator {
   int64_t rank() const { return options_.rank; }
   int64_t worldSize() const { return options_.worldSize; }
   std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(options_.timeoutMs); }
+  // Where the collectives' tensors must be: the CPU (Gloo) or this rank's GPU (NCCL).
+  c10::Device device() const { return device_; }
 
   // Sum over ranks, in place; started now, finished by wait(). Collectives must be started in the
   // same order on every rank.
@@ -52,6 +58,7 @@ class Communicator {
  private:
   struct Group;  // c10d's store and process group, kept out of this header (Gloo's headers are optional)
   CommunicatorOptions options_;
+  c10::Device device_;
   std::unique_ptr<Group> group_;
 };
 

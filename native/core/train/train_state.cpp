@@ -40,9 +40,9 @@ void TrainState::distribute(std::shared_ptr<distributed::Communicator> communica
   syncBatchNorm_ = syncBatchNorm;
   if (syncBatchNorm) {
     model_->trunk->sumBatchNormAcrossRanks([c = communicator_](at::Tensor& t) {
-      at::Tensor host = t.cpu();
-      c->allreduce(host, "the allreduce of BatchNorm's statistics");
-      if (!host.is_same(t)) t.copy_(host);
+      at::Tensor there = t.to(c->device());
+      c->allreduce(there, "the allreduce of BatchNorm's statistics");
+      if (!there.is_same(t)) t.copy_(there);
     });
   }
   std::vector<at::Tensor> params, state;
@@ -53,7 +53,7 @@ void TrainState::distribute(std::shared_ptr<distributed::Communicator> communica
   communicator_->broadcast(state, "the broadcast of rank 0's weights, buffers and memory bank");
   reducer_ = std::make_unique<distributed::GradientReducer>(params, communicator_);
   loss_.setZEstimateReduction([c = communicator_](double z) {
-    at::Tensor t = at::full({1}, z, at::kDouble);
+    at::Tensor t = at::full({1}, z, at::TensorOptions(at::kDouble).device(c->device()));
     c->allreduce(t, "the allreduce of Z's estimate");
     return t.item<double>() / static_cast<double>(c->worldSize());
   });
@@ -99,20 +99,21 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const double scale = scaled ? scaler_.scale() : 1.0;
   (scaled ? r.loss * scale : r.loss).backward();
   if (reducer_) reducer_->finish();
-  // The one host read of the step: every number it reports and decides on, together.
   at::Tensor stats = at::stack({r.loss.detach().to(at::kDouble), r.lossImage.to(at::kDouble),
-                                r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device)})
-                         .cpu();
-  bool stop = stopRequested;
+                                r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device),
+                                at::scalar_tensor(stopRequested ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(device))});
   if (communicator_) {
     // The losses reported are the mean over ranks (the gradients are the same on every rank already),
     // and the stop votes travel with them.
-    at::Tensor shared = at::cat({stats.narrow(0, 0, 3), at::full({1}, stopRequested ? 1.0 : 0.0, at::kDouble)});
+    at::Tensor shared = at::cat({stats.narrow(0, 0, 3), stats.narrow(0, 4, 1)}).to(communicator_->device());
     communicator_->allreduce(shared, "the allreduce of the losses");
-    stats.narrow(0, 0, 3).copy_(shared.narrow(0, 0, 3) / static_cast<double>(communicator_->worldSize()));
-    stop = shared[3].item<double>() > 0;
+    const at::Tensor n = stats.narrow(0, 3, 1).to(shared.device());
+    stats = at::cat({shared.narrow(0, 0, 3) / static_cast<double>(communicator_->worldSize()), n, shared.narrow(0, 3, 1)});
   }
+  // The one host read of the step: every number it reports and decides on, together.
+  stats = stats.cpu();
   const double* s = stats.data_ptr<double>();
+  const bool stop = s[4] > 0;
   const double loss = s[0], norm = std::sqrt(s[3]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop};
@@ -124,7 +125,9 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   sgd_.step(lr);
   if (communicator_) {
     // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
-    const auto all = communicator_->allGather({rows.cpu(), f.detach().cpu()}, "the all-gather of the batch's rows and embeddings");
+    const c10::Device there = communicator_->device();
+    const auto all = communicator_->allGather({rows.to(there), f.detach().to(there)},
+                                              "the all-gather of the batch's rows and embeddings");
     bank_->update(all[0].to(device), all[1].to(device),
                   loss_.options().momentum, IndexCheck::Check);
   } else {
