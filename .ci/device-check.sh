@@ -33,6 +33,7 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
   export PIRL_GPU_NAME=$(head -n1 "$OUT/gpu.txt" | cut -d, -f1)
   stage build 240 node scripts/build.js --tests --benchmarks
+  grep -E "pirl: (CUDA kernels|NCCL)" "$OUT/build.log" >> "$summary"  # NCCL is on only if its header compiled
   stage libtorch 30 node scripts/libtorch.js
 fi
 export PIRL_NUM_THREADS=${PIRL_NUM_THREADS:-$(nproc)}
