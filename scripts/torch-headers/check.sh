@@ -16,14 +16,14 @@
 #     -o DIR   logs (default $PIRL_TORCH_HEADERS/logs/<set>[-cuda]...)
 #     FILE...  only these sources (paths in the checkout); default: native, test/native, bench
 #   env: PIRL_TORCH_HEADERS (setup.sh's folder, default ~/.cache/pirl/torch-headers), CXX (g++), NVCC
-#   (nvcc on PATH, else /usr/local/cuda/bin/nvcc). One file at a time (~15 s each), under
+#   (/usr/local/cuda/bin/nvcc), CUDA_HOME (the toolkit above NVCC's bin/). One file at a time (~15 s each), under
 #   `flock /tmp/pirl-build.lock`; a file that reaches a 1.13 header while checking a 2.x set is CONTAMINATED.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
 DATA=${PIRL_TORCH_HEADERS:-$HOME/.cache/pirl/torch-headers}
 CXX=${CXX:-g++}
-NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
 SET=214; CUDA=0; CU=0; PCH=1; LOGDIR=""; STD=""; GLOO=1
 while getopts "s:cupno:x:" opt; do
   case $opt in
@@ -66,7 +66,7 @@ NAME=$SET; [ "$SET" = 214 ] && [ "$STD" != c++20 ] && NAME=$SET-$STD
 LOGDIR=${LOGDIR:-$DATA/logs/$NAME}
 rm -rf "$LOGDIR"; mkdir -p "$LOGDIR"
 
-CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
 COMMON=(-std=$STD -fsyntax-only -fopenmp -fexceptions -frtti -D_GLIBCXX_USE_CXX11_ABI=1
         "${TORCH_DEFS[@]}" -DPIRL_WITH_GLOO=$GLOO -I"$SRC/native" "${GLOO_INC[@]}" "${TORCH_INC[@]}")
 CUDA_INC=(-I"$CUDA_HOME/include" -I"$DATA/nccl-sid/usr/include" -I"$DATA/generated/cuda-libraries")

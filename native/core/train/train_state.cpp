@@ -107,8 +107,9 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
     // and the stop votes travel with them.
     at::Tensor shared = at::cat({stats.narrow(0, 0, 3), stats.narrow(0, 4, 1)}).to(communicator_->device());
     communicator_->allreduce(shared, "the allreduce of the losses");
-    const at::Tensor n = stats.narrow(0, 3, 1).to(shared.device());
-    stats = at::cat({shared.narrow(0, 0, 3) / static_cast<double>(communicator_->worldSize()), n, shared.narrow(0, 3, 1)});
+    const at::Tensor gradNormSquared = stats.narrow(0, 3, 1).to(shared.device());
+    stats = at::cat({shared.narrow(0, 0, 3) / static_cast<double>(communicator_->worldSize()), gradNormSquared,
+                     shared.narrow(0, 3, 1)});
   }
   // The one host read of the step: every number it reports and decides on, together.
   stats = stats.cpu();
