@@ -58,6 +58,9 @@ describe('data-parallel training', () => {
     expect(() => distributedFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/\$RANK must be below worldSize = 2, got 2/);
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: 'x' })).toThrow(/\$MASTER_PORT must be an integer/);
     expect(() => distributedFromEnv({ WORLD_SIZE: '2' })).toThrow(/RANK must be set/);
+    expect(distributedFromEnv({ RANK: '3', WORLD_SIZE: '4', LOCAL_RANK: '1' })!.localRank).toBe(1);
+    expect(distributedFromEnv({ RANK: '3', WORLD_SIZE: '4' })!.localRank).toBeNull();
+    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: 'gpu0' })).toThrow(/\$LOCAL_RANK must be an integer/);
   });
 
   test('2 ranks: one loss, bit-identical weights and banks, rank 0 alone writes; resumed on 2 ranks it goes on exactly', async () => {
