@@ -147,16 +147,18 @@ describe('pirl train as ranks', () => {
   const args = ['train', 'fashion-mnist', '--width', '0.125', '--epoch-length', '3', '--epochs', '1', '--bank-init', 'random', '--batch', '16'];
   const haveFashion = fs.existsSync('/usr/share/datasets/fashion-mnist');
 
-  (haveFashion ? test : test.skip)('--nproc 2: rank 0 reports and writes the run', () => {
+  (haveFashion ? test : test.skip)('--nproc 2 --sync-batch-norm: rank 0 reports and writes the run', async () => {
     const out = tmp();
     try {
-      const r = spawnSync(process.execPath, [cli, ...args, '--nproc', '2', '--out', out, '--force'], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [cli, ...args, '--nproc', '2', '--sync-batch-norm', '--out', out, '--force'], { encoding: 'utf8' });
       expect(r.stderr).not.toMatch(/rank \d of 2 exited/);
       expect(r.status).toBe(0);
       expect(r.stdout.match(/^trained 3 step/m)).not.toBeNull();
       const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter((l) => l.includes('"batch"'));
       expect(lines).toHaveLength(3);
       expect(fs.existsSync(path.join(out, 'model.safetensors'))).toBe(true);
+      const meta = JSON.parse((await readSafetensors(path.join(out, 'checkpoint.safetensors'))).metadata['pirl-checkpoint']);
+      expect(meta.config.syncBatchNorm).toBe(true);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }
