@@ -15,10 +15,19 @@ summary="$OUT/summary.txt"
 : > "$summary"
 started=$(date +%s)
 
+# The device tool kills a command at 600 s and then returns only what $OUT holds: the stages share a budget
+# (DEVICE_CHECK_BUDGET, default 560 s) so that the check always ends, and packs its logs, before that.
+budget=${DEVICE_CHECK_BUDGET:-560}
 stage() {  # stage NAME SECONDS COMMAND...: runs, logs to $OUT/NAME.log, records status and time
-  local name=$1 limit=$2 t0 rc
+  local name=$1 limit=$2 t0 rc left
   shift 2
   t0=$(date +%s)
+  left=$(( budget - (t0 - started) ))
+  if [ "$left" -lt 20 ]; then
+    echo "$name: skipped, the ${budget} s budget is spent" | tee -a "$summary"
+    return 124
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
   echo "$name: exit $rc, $(( $(date +%s) - t0 )) s" | tee -a "$summary"
@@ -72,5 +81,5 @@ echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
 # The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
 # summary.txt, bench-gpu.json and prebuild.tgz.
 if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
-  (cd "$OUT" && tar -czf logs.tgz --remove-files ./*.log gpu.txt bench-gpu.stdout.json)
+  (cd "$OUT" && tar -czf logs.tgz --remove-files $(ls ./*.log gpu.txt bench-gpu.stdout.json 2>/dev/null))
 fi
