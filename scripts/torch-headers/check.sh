@@ -72,6 +72,8 @@ COMMON=(-std=$STD -fsyntax-only -fopenmp -fexceptions -frtti -D_GLIBCXX_USE_CXX1
 CUDA_INC=(-I"$CUDA_HOME/include" -I"$DATA/nccl-sid/usr/include" -I"$DATA/generated/cuda-libraries")
 if [ $CUDA = 1 ]; then
   COMMON+=(-DPIRL_WITH_CUDA -DUSE_C10D_NCCL -DPIRL_WITH_NCCL=1 "${CUDA_INC[@]}")
+else
+  COMMON+=(-DPIRL_WITH_NCCL=0)  # as CMake defines it for a CPU libtorch
 fi
 [ $PCH = 1 ] && PCHFLAG=(-include ATen/ATen.h) || PCHFLAG=()
 NODE_INC=(-I"$SRC/node_modules/node-api-headers/include" -I"$SRC/node_modules/node-addon-api"

@@ -6,11 +6,15 @@
 #include <algorithm>
 #include <map>
 
-#if PIRL_WITH_GLOO
+// Either process group is enough for the ranks it serves (a pip torch may ship NCCL's headers without Gloo's).
+#define PIRL_WITH_C10D (PIRL_WITH_GLOO || PIRL_WITH_NCCL)
+#if PIRL_WITH_C10D
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#if PIRL_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
 #if PIRL_WITH_NCCL
 #include <c10/cuda/CUDAFunctions.h>
@@ -22,11 +26,13 @@ namespace pirl::distributed {
 bool available() { return PIRL_WITH_GLOO; }
 bool ncclAvailable() { return PIRL_WITH_NCCL; }
 
-#if PIRL_WITH_GLOO
+#if PIRL_WITH_C10D
 
 struct Communicator::Group {
   c10::intrusive_ptr<c10d::Store> store;
+#if PIRL_WITH_GLOO
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
 #if PIRL_WITH_NCCL
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
 #endif
@@ -36,7 +42,11 @@ struct Communicator::Group {
 #if PIRL_WITH_NCCL
     if (nccl) return collective(*nccl);
 #endif
+#if PIRL_WITH_GLOO
     return collective(*gloo);
+#else
+    TORCH_CHECK(false, "no process group: the constructor refuses CPU ranks without Gloo");
+#endif
   }
 };
 
@@ -65,6 +75,9 @@ Communicator::Communicator(const CommunicatorOptions& o)
   TORCH_CHECK_VALUE(device_.is_cpu() || PIRL_WITH_NCCL,
                     "data-parallel ranks on GPUs need NCCL, and this pirl was built without it (a CUDA libtorch with "
                     "NCCL and nccl.h, e.g. pip's torch with nvidia-nccl, then: node scripts/build.js)");
+  TORCH_CHECK_VALUE(device_.is_cuda() || PIRL_WITH_GLOO,
+                    "data-parallel ranks on the CPU need Gloo, and this pirl was built without Gloo's headers "
+                    "(Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js)");
   TORCH_CHECK_VALUE(!o.storeFile.empty() || (o.masterPort > 0 && o.masterPort < 65536),
                     "masterPort must be in [1, 65535], got ", o.masterPort);
   TORCH_CHECK_VALUE(o.timeoutMs > 0, "timeoutMs must be > 0, got ", o.timeoutMs);
@@ -90,15 +103,18 @@ Communicator::Communicator(const CommunicatorOptions& o)
       nccl->timeout = timeout();
       group_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(group_->store, static_cast<int>(o.rank),
                                                                  static_cast<int>(o.worldSize), nccl);
-      return;
     }
 #endif
-    auto gloo = c10d::ProcessGroupGloo::Options::create(timeout());
-    gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
-                                                  : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
-    gloo->threads = 2;  // collectives in flight at once (as torch.distributed): a bucket while the next fills
-    group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, static_cast<int>(o.rank),
-                                                               static_cast<int>(o.worldSize), gloo);
+#if PIRL_WITH_GLOO
+    if (device_.is_cpu()) {
+      auto gloo = c10d::ProcessGroupGloo::Options::create(timeout());
+      gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                                    : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
+      gloo->threads = 2;  // collectives in flight at once (as torch.distributed): a bucket while the next fills
+      group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, static_cast<int>(o.rank),
+                                                                 static_cast<int>(o.worldSize), gloo);
+    }
+#endif
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
                 o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
@@ -190,8 +206,8 @@ struct Communicator::Group {};
 class Communicator::Pending {};
 
 Communicator::Communicator(const CommunicatorOptions& o) : options_(o), device_(at::kCPU) {
-  TORCH_CHECK(false, "distributed training needs c10d with Gloo: pirl was built without Gloo's headers "
-              "(Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js)");
+  TORCH_CHECK(false, "distributed training needs c10d with Gloo (CPU ranks) or NCCL (GPU ranks): pirl was built "
+              "without either's headers (Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js)");
 }
 Communicator::~Communicator() = default;
 std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor&) { return nullptr; }
