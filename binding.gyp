@@ -17,6 +17,8 @@
         "native/core/model/pirl_model.cpp",
         "native/core/model/state_dict.cpp",
         "native/core/model/trunk.cpp",
+        "native/core/negatives/cpu/negative_streams_cpu.cpp",
+        "native/core/negatives/negative_streams.cpp",
         "native/core/nce/nce.cpp",
         "native/core/nce/autograd/nce_function.cpp",
         "native/core/nce/cpu/nce_kernels_cpu.cpp",

@@ -1,5 +1,6 @@
 // One measurement of the NCE loss (forward + backward) per process, so that peak memory is this
-// case's alone: prints {"ms": [...], "extraMB": ...} for scripts/bench-nce.js to collect.
+// case's alone: prints {"ms": [...], "extraMB": ...} for scripts/bench-nce.js to collect. impl `draw`
+// times what a training step does before the op: the B×K keyed draw of negatives, the positive excluded.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -30,7 +31,7 @@ double procStatusMB(const char* key) {
 
 int main(int argc, char** argv) {
   if (argc != 8) {
-    std::fprintf(stderr, "usage: %s B K N D impl(fused|shared|reference) threads reps\n", argv[0]);
+    std::fprintf(stderr, "usage: %s B K N D impl(fused|shared|reference|draw) threads reps\n", argv[0]);
     return 2;
   }
   const int64_t B = std::stoll(argv[1]), K = std::stoll(argv[2]), N = std::stoll(argv[3]), D = std::stoll(argv[4]);
@@ -53,9 +54,13 @@ int main(int argc, char** argv) {
   for (int r = 0; r <= reps; ++r) {  // r = 0 warms up
     at::Tensor x = x0.clone().requires_grad_(true);
     const auto t0 = std::chrono::steady_clock::now();
-    auto result = impl == "reference" ? pirl::nce::nceLossReference(x, bank, positives, negatives, options)
-                                      : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check);
-    result.loss.backward();
+    if (impl == "draw") {
+      memoryBank.sampleNegatives(B, K, positives, {static_cast<uint64_t>(r), positives});
+    } else {
+      auto result = impl == "reference" ? pirl::nce::nceLossReference(x, bank, positives, negatives, options)
+                                        : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check);
+      result.loss.backward();
+    }
     const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (r > 0) ms.push_back(elapsed);
   }

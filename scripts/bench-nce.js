@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // `npm run bench:nce`: forward+backward time and extra peak memory of the fused NCE op against the
-// naive gather+bmm reference, side by side in one run, each case in its own process. JSON on stdout.
+// naive gather+bmm reference, side by side in one run, each case in its own process, and the keyed draw
+// of the B×K negatives that precedes the op in a training step. JSON on stdout.
 // Options: --threads N (default: all cores), --reps N (default 3), --quick (small cases only).
 const path = require('path');
 const os = require('os');
@@ -30,18 +31,19 @@ for (const [B, K] of sizes) {
     const reference = measure(B, K, N, 'reference');
     const fused = measure(B, K, N, 'fused');
     const shared = measure(B, K, N, 'shared');
+    const draw = measure(B, K, N, 'draw');
     results.push({
       B, K, N, D,
-      reference, fused, shared,
+      reference, fused, shared, draw,
       fusedSpeedup: Math.round((reference.ms / fused.ms) * 100) / 100,
       fusedMemoryRatio: Math.round((reference.extraMB / Math.max(fused.extraMB, 0.1)) * 10) / 10,
       sharedSpeedup: Math.round((reference.ms / shared.ms) * 100) / 100,
     });
-    process.stderr.write(`B=${B} K=${K} N=${N}: reference ${reference.ms} ms / ${reference.extraMB} MB, fused ${fused.ms} ms / ${fused.extraMB} MB, shared ${shared.ms} ms / ${shared.extraMB} MB\n`);
+    process.stderr.write(`B=${B} K=${K} N=${N}: reference ${reference.ms} ms / ${reference.extraMB} MB, fused ${fused.ms} ms / ${fused.extraMB} MB, shared ${shared.ms} ms / ${shared.extraMB} MB, draw ${draw.ms} ms\n`);
   }
 }
 console.log(JSON.stringify({
   benchmark: 'nce', mode: 'nce', tau: 0.07, threads, reps,
-  note: 'ms = median forward+backward; extraMB = peak RSS above the set-up (bank, x, indices)',
+  note: 'ms = median forward+backward (draw: the keyed B×K draw of negatives, positive excluded); extraMB = peak RSS above the set-up (bank, x, indices)',
   results,
 }, null, 2));

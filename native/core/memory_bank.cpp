@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "negatives/negative_streams.h"
 #include "splitmix.h"
 
 namespace pirl {
@@ -98,42 +99,39 @@ at::Tensor MemoryBank::onDevice(const at::Tensor& drawn) const {
   return drawn.pin_memory().to(rows_.device(), /*non_blocking=*/true);
 }
 
-at::Tensor MemoryBank::draw(int64_t batch, int64_t k, int64_t bound, const NegativeStreams& streams) {
-  if (!streams.keys.defined()) return at::randint(bound, {batch, k}, generator_, at::kLong);
-  const at::Tensor keys = streams.keys;
-  TORCH_CHECK_VALUE(keys.dim() == 1 && keys.size(0) == batch && keys.scalar_type() == at::kLong && keys.is_cpu(),
-                    "the negatives' stream keys must be ", batch, " int64 values on the host, got ", keys.sizes(), " ",
-                    keys.scalar_type(), " on ", keys.device());
-  const at::Tensor key = keys.contiguous();
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
-  at::Tensor out = at::empty({batch, k}, at::kLong);
-  for (int64_t b = 0; b < batch; ++b) {
-    g.set_current_seed(splitmix64(streams.seed ^ splitmix64(static_cast<uint64_t>(key.data_ptr<int64_t>()[b]))));
-    out[b].random_(0, bound, g);
-  }
-  return out;
-}
-
 at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives,
                                        const NegativeStreams& streams) {
   TORCH_CHECK_VALUE(batch >= 1 && k >= 1, "batch and k must be >= 1, got ", batch, " and ", k);
+  const bool exclude = excludePositives.defined();
+  if (exclude) {
+    TORCH_CHECK_VALUE(size() >= 2, "excluding the positive needs a bank of at least 2 rows, got ", size());
+    TORCH_CHECK_VALUE(excludePositives.dim() == 1 && excludePositives.size(0) == batch,
+                      "excludePositives must hold one row per sample (", batch, "), got ", excludePositives.sizes());
+  }
+  // On the rows' device, where the draws are stepped over them.
+  const auto positives = [&] {
+    const at::Tensor p = excludePositives.to(at::kLong);
+    return p.is_cpu() ? onDevice(p) : p.to(rows_.device());
+  };
+  if (streams.keys.defined()) {
+    const at::Tensor& keys = streams.keys;
+    TORCH_CHECK_VALUE(keys.dim() == 1 && keys.size(0) == batch && keys.scalar_type() == at::kLong,
+                      "the negatives' stream keys must be ", batch, " int64 values, got ", keys.sizes(), " ", keys.scalar_type());
+    const at::Tensor key = keys.is_cpu() ? onDevice(keys) : keys.to(rows_.device());
+    return negatives::drawKeyed(key, streams.seed, k, size(), exclude ? positives() : at::Tensor());
+  }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!excludePositives.defined()) return onDevice(draw(batch, k, size(), streams));
-  TORCH_CHECK_VALUE(size() >= 2, "excluding the positive needs a bank of at least 2 rows, got ", size());
-  TORCH_CHECK_VALUE(excludePositives.dim() == 1 && excludePositives.size(0) == batch,
-                    "excludePositives must hold one row per sample (", batch, "), got ", excludePositives.sizes());
-  // Uniform over the N−1 other rows: draw from [0, N−1) and step over the positive (where the
-  // positives are, so that no read of the device is needed).
-  at::Tensor r = onDevice(draw(batch, k, size() - 1, streams));
-  const at::Tensor positives = excludePositives.to(r.device(), at::kLong).unsqueeze(1);
-  return r + (r >= positives).to(at::kLong);
+  if (!exclude) return onDevice(at::randint(size(), {batch, k}, generator_, at::kLong));
+  // Uniform over the N−1 other rows: draw from [0, N−1) and step over the positive.
+  const at::Tensor r = onDevice(at::randint(size() - 1, {batch, k}, generator_, at::kLong));
+  return r + (r >= positives().unsqueeze(1)).to(at::kLong);
 }
 
 at::Tensor MemoryBank::sampleShared(int64_t k, const NegativeStreams& streams) {
   TORCH_CHECK_VALUE(k >= 1, "k must be >= 1, got ", k);
   std::lock_guard<std::mutex> lock(mutex_);
   if (!streams.keys.defined()) return onDevice(at::randint(size(), {k}, generator_, at::kLong));
-  return onDevice(at::randint(size(), {k}, at::make_generator<at::CPUGeneratorImpl>(splitmix64(streams.seed)), at::kLong));
+  return negatives::drawStream(splitmix64(streams.seed), k, size(), rows_.device());
 }
 
 at::Tensor MemoryBank::generatorState() const {

@@ -11,11 +11,12 @@
 namespace pirl {
 
 // Where a draw of negatives comes from: the bank's generator (keys undefined), or one stream per sample
-// of (seed, its key): what a sample draws then depends on which sample it is, not on its place in the
-// batch, so the ranks of a data-parallel step draw what one process given their whole batch would.
+// of (seed, its key) (negatives/negative_streams.h, drawn on the bank's device): what a sample draws then
+// depends on which sample it is, not on its place in the batch, so the ranks of a data-parallel step
+// draw what one process given their whole batch would.
 struct NegativeStreams {
   uint64_t seed = 0;
-  at::Tensor keys;  // B int64 on the host: the batch's bank rows
+  at::Tensor keys;  // B int64, any device: the batch's bank rows
 };
 
 class MemoryBank {
@@ -52,10 +53,8 @@ class MemoryBank {
   at::Tensor generatorState() const;
 
  private:
-  // Indices drawn on the host, moved to the rows' device without waiting for it.
+  // Host indices (draws, stream keys) moved to the rows' device without waiting for it.
   at::Tensor onDevice(const at::Tensor& drawn) const;
-  // B×K draws in [0, bound) on the host.
-  at::Tensor draw(int64_t batch, int64_t k, int64_t bound, const NegativeStreams& streams);
 
   at::Tensor rows_;
   at::Generator generator_;

@@ -85,7 +85,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
     }
     reducer_->prepare();
   }
-  const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), indices.cpu()};
+  const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), rows};
   ++steps_;
   model::Embeddings e;
   {
