@@ -5,6 +5,7 @@
       "sources": [
         "native/core/data/jigsaw.cpp",
         "native/core/data/pirl_sampler.cpp",
+        "native/core/data/side_stream_copy.cpp",
         "native/core/data/transforms.cpp",
         "native/core/distributed/communicator.cpp",
         "native/core/distributed/gradient_reducer.cpp",

@@ -1,7 +1,7 @@
 // The only file that loads the native addon. Everything else imports `binding` from here.
 import * as path from 'path';
 
-import type { EmbedLayer, NceMode, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedTrainConfig, SamplerConfig } from './config';
+import type { Device, EmbedLayer, NceMode, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedTrainConfig, SamplerConfig } from './config';
 import type { DType, TypedArray } from './tensor';
 
 /** The native tensor handle (native/addon/tensor_wrap.cc). */
@@ -157,6 +157,7 @@ export interface Binding {
     epoch: number,
     config: SamplerConfig,
     pinned: boolean,
+    device: Device,
   ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
   evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;
   TrainerHandle: new (

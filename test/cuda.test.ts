@@ -2,7 +2,7 @@
 // skipped elsewhere. The device is the run's: the model, the bank and every batch follow it.
 import * as path from 'path';
 
-import { ArrayDataset, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, datasetFeatures, knnAccuracy, nearestNeighbours } from '../lib';
+import { ArrayDataset, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, datasetFeatures, knnAccuracy, nearestNeighbours, type PirlBatch } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -22,6 +22,24 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     // The same run in other arithmetic: the first step agrees closely, the rest stays finite and near.
     expect(close(cuda[0], cpu[0], 1e-3)).toBe(true);
     for (const l of cuda) expect(Number.isFinite(l)).toBe(true);
+  });
+
+  test('a loader delivering to CUDA hands over the batch the host makes, copied on a side stream', async () => {
+    const options = { batchSize: 4, seed: 5, config: tiny.config.sampler };
+    const host = new Loader(tiny.dataset(), options), gpu = new Loader(tiny.dataset(), { ...options, device: 'cuda' });
+    const batches: PirlBatch[] = [];
+    for await (const b of gpu.epoch(0)) batches.push(b); // every batch of the epoch: several in flight at once
+    let i = 0;
+    for await (const b of host.epoch(0)) {
+      const there = batches[i++];
+      expect(there.images.device).toBe('cuda:0');
+      expect(there.patches.device).toBe('cuda:0');
+      expect(there.indices.device).toBe('cpu');
+      expect(await (await there.images.to('cpu')).data()).toEqual(b.images.data());
+      expect(await (await there.patches.to('cpu')).data()).toEqual(b.patches.data());
+      expect(there.permutations.data()).toEqual(b.permutations.data());
+    }
+    expect(i).toBe(batches.length);
   });
 
   test('bf16 and fp16 train on CUDA and follow fp32', async () => {

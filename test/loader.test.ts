@@ -69,6 +69,9 @@ describe('Loader', () => {
     expect(() => new Loader(ds, { config: { hue: 0.9 } })).toThrow(/config.hue must be a number in \[0, 0.5\], got 0.9/);
     expect(() => new Loader(ds, { config: 'huge' as never })).toThrow(/config.preset must be 'paper' or 'small', got "huge"/);
     if (!buildInfo().cuda.available) expect(() => new Loader(ds, { pinMemory: true })).toThrow(/options.pinMemory must be false where no CUDA device is usable/);
+    expect(() => new Loader(ds, { device: 'gpu' as never })).toThrow(/options.device must be 'cpu', 'cuda' or 'cuda:N', got "gpu"/);
+    if (!buildInfo().cuda.compiled) expect(() => new Loader(ds, { device: 'cuda' })).toThrow(/options.device is 'cuda', but the libtorch pirl runs on .* has no CUDA/);
+    expect(new Loader(ds, { batchSize: 4 }).device).toBe('cpu');
     expect(() => new Loader({} as never)).toThrow(/dataset must be a Dataset/);
   });
 

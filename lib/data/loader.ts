@@ -1,7 +1,7 @@
 // Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding } from '../binding';
-import { resolveSamplerConfig, type SamplerConfig, type SamplerOptions } from '../config';
+import { checkDevice, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
 import { checkBoolean, checkInteger, checkObject, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
@@ -33,10 +33,16 @@ export interface LoaderOptions {
   /** Batches made ahead of the consumer (default 2). */
   prefetch?: number;
   /**
-   * Make batches in page-locked memory, for non-blocking copies to a GPU (default false; the Trainer
-   * sets it when training on CUDA). Needs a CUDA libtorch.
+   * Make batches in page-locked memory, for non-blocking copies to a GPU (default false). Needs a CUDA
+   * libtorch.
    */
   pinMemory?: boolean;
+  /**
+   * Where batches are delivered (default 'cpu'). A CUDA device: images and patches are made in pinned
+   * memory and copied to it on a side stream while the consumer's step computes, then handed over
+   * there (permutations and indices stay on the host). The Trainer delivers to its model's device.
+   */
+  device?: Device;
   /**
    * Data-parallel training: this process is rank `rank` of `count`, and takes the rank-th batchSize
    * samples of every global batch of batchSize·count (the same order on every rank, disjoint shards).
@@ -69,6 +75,7 @@ export class Loader {
   readonly seed: number;
   readonly prefetch: number;
   readonly pinMemory: boolean;
+  readonly device: Device;
   readonly shard: { rank: number; count: number };
 
   constructor(readonly dataset: Dataset, options: LoaderOptions = {}) {
@@ -87,6 +94,7 @@ export class Loader {
     if (this.pinMemory && !binding.buildInfo().cudaAvailable) {
       throw rangeError('options.pinMemory', 'false where no CUDA device is usable (pinned memory serves copies to a GPU)', true);
     }
+    this.device = checkDevice('options.device', options.device ?? 'cpu');
     const shard = options.shard === undefined ? { rank: 0, count: 1 } : checkObject('options.shard', options.shard);
     const count = checkInteger('options.shard.count', shard.count, 1);
     this.shard = { rank: checkInteger('options.shard.rank', shard.rank, 0, count - 1), count };
@@ -132,7 +140,7 @@ export class Loader {
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
     const { source, rows, indices: present } = await this.dataset.batchSource(indices);
     const ids = int64Tensor(present);
-    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory));
+    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device));
     const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
     return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };
   }

@@ -156,7 +156,7 @@ export class Trainer {
 
   private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, { distributed, device }: Process): Loader {
     return new Loader(dataset, {
-      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, pinMemory: device !== 'cpu',
+      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, device,
       ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
       ...(distributed ? { shard: { rank: distributed.rank, count: distributed.worldSize } } : {}),
     });

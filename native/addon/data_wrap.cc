@@ -1,6 +1,7 @@
 #include "data_wrap.h"
 
 #include "../core/data/pirl_sampler.h"
+#include "../core/data/side_stream_copy.h"
 #include "async_task.h"
 #include "errors.h"
 #include "options.h"
@@ -36,8 +37,15 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const auto epoch = static_cast<uint64_t>(AsInt64(info[4], "epoch"));
   const data::SamplerConfig config = readConfig(info[5], "config");
   const bool pinned = AsBool(info[6], "pinned");
+  const c10::Device device = AsDevice(info[7], "device");
   return AsyncTask<data::Batch>::run(
-      info.Env(), "pirl.makeBatch", [=] { return data::makeBatch(source, rows, indices, seed, epoch, config, pinned); },
+      info.Env(), "pirl.makeBatch",
+      [=] {
+        // Made in pinned memory for a GPU, then sent there while the step in progress computes.
+        data::Batch b = data::makeBatch(source, rows, indices, seed, epoch, config, pinned || device.is_cuda());
+        const auto there = data::copyOnSideStream({b.images, b.patches}, device);
+        return data::Batch{there[0], there[1], b.permutations};
+      },
       [](Napi::Env env, data::Batch& b) -> Napi::Value {
         return TensorWrap::wrapAll(env, {{"images", b.images}, {"patches", b.patches}, {"permutations", b.permutations}});
       });

@@ -1,0 +1,38 @@
+// Batches copied to a GPU on a side stream (core/data/side_stream_copy): the CPU hands back its tensors;
+// on a GPU (skipped without one) the copies hold the host's values for work queued on the compute stream,
+// also while that stream is busy and the copies' memory is freed and reused.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "core/data/side_stream_copy.h"
+
+namespace {
+
+using pirl::data::copyOnSideStream;
+
+TEST(SideStreamCopy, OnTheCpuTheTensorsThemselves) {
+  const at::Tensor a = at::randn({3, 4}), b = at::arange(5);
+  const auto out = copyOnSideStream({a, b}, at::kCPU);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].is_same(a));
+  EXPECT_TRUE(out[1].is_same(b));
+}
+
+TEST(SideStreamCopyCuda, ValuesReachTheComputeStreamWhileItIsBusy) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA copies skipped";
+  const at::Tensor busy = at::randn({4096, 4096}, at::kCUDA);
+  std::vector<at::Tensor> sums, expected;
+  for (int i = 0; i < 40; ++i) {
+    if (i % 8 == 0) at::matmul(busy, busy);  // keeps the compute stream queued while copies and frees go on
+    const at::Tensor host = at::randn({64, 3, 96, 96}).pin_memory();
+    const auto there = copyOnSideStream({host}, at::kCUDA);
+    ASSERT_TRUE(there[0].is_cuda());
+    sums.push_back(there[0].to(at::kDouble).sum());  // queued on the compute stream; `there` is freed next
+    expected.push_back(host.to(at::kDouble).sum());
+  }
+  for (int i = 0; i < 40; ++i) EXPECT_NEAR(sums[i].item<double>(), expected[i].item<double>(), 1e-6) << "copy " << i;
+}
+
+}  // namespace
