@@ -18,6 +18,7 @@
 #include "core/distributed/gradient_reducer.h"
 #include "core/train/train_state.h"
 #include "presets.h"
+#include "rendezvous.h"
 
 namespace {
 
@@ -42,18 +43,11 @@ distributed::CommunicatorOptions loopback(int64_t port, int64_t rank, int64_t wo
   return {file, "127.0.0.1", port, rank, world, "127.0.0.1", timeoutMs, "cpu"};
 }
 
-std::string freshFile() {
-  char name[] = "/tmp/pirl-rendezvous-XXXXXX";
-  close(mkstemp(name));
-  unlink(name);  // FileStore creates it; a stale file would hold an old run's keys
-  return name;
-}
-
 // Runs body(rank) on `world` threads, each with its own communicator (a file rendezvous, or a TCPStore
 // with `tcp`); rethrows the first failure.
 void onRanks(int64_t world, const std::function<void(int64_t, std::shared_ptr<Communicator>)>& body, bool tcp = false) {
   const int64_t port = tcp ? freePort() : 0;
-  const std::string file = tcp ? "" : freshFile();
+  const std::string file = tcp ? "" : pirl::test::freshRendezvousFile();
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(world);
   for (int64_t rank = 0; rank < world; ++rank) {
@@ -229,7 +223,7 @@ TEST(Distributed, TwoRanksWithSyncBatchNormFollowTheRunOfOneProcess) {
 
 // A rank that goes away: the others' next collective fails with what happened, within the timeout.
 TEST(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
-  const std::string file = freshFile();
+  const std::string file = pirl::test::freshRendezvousFile();
   // Rank 1 leaves only once rank 0 has joined too (leaving earlier can fail rank 0's own joining).
   std::promise<void> joined;
   std::thread peer([&, rank0Joined = joined.get_future()]() mutable {
@@ -281,7 +275,7 @@ TEST(Distributed, BadOptionsAreRefused) {
 TEST(Distributed, ARankAloneFailsToJoinWithinTheTimeout) {
   const auto start = std::chrono::steady_clock::now();
   try {
-    Communicator alone(loopback(0, 0, 2, 1500, freshFile()));
+    Communicator alone(loopback(0, 0, 2, 1500, pirl::test::freshRendezvousFile()));
     FAIL() << "joined a group of 2 alone";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("rank 0 of 2 could not join the group at /tmp/pirl-rendezvous-"), std::string::npos) << e.what();

@@ -9,8 +9,6 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -19,6 +17,7 @@
 #include "core/distributed/communicator.h"
 #include "core/train/train_state.h"
 #include "presets.h"
+#include "rendezvous.h"
 
 namespace {
 
@@ -108,11 +107,8 @@ TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
     at::manual_seed(5);
     CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32);
     if (distributedRun) {
-      char name[] = "/tmp/pirl-nccl-XXXXXX";
-      close(mkstemp(name));
-      unlink(name);
       auto c = std::make_shared<distributed::Communicator>(
-          distributed::CommunicatorOptions{name, "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
+          distributed::CommunicatorOptions{pirl::test::freshRendezvousFile(), "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
       EXPECT_EQ(c->device(), c10::Device(c10::kCUDA, 0));
       run.state->distribute(c, /*syncBatchNorm=*/true);
     }
