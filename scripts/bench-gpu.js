@@ -120,7 +120,7 @@ async function nceCase(pirl, B, K) {
 }
 
 async function loaderCase(pirl, c, batchSize, data) {
-  const loader = new pirl.Loader(data, { batchSize, config: c.sampler, epochLength: steps + 1, pinMemory: device !== 'cpu' });
+  const loader = new pirl.Loader(data, { batchSize, config: c.sampler, epochLength: steps + 1, device });
   let n = 0, start = 0;
   for await (const _ of loader.epoch(0)) if (n++ === 0) start = performance.now(); // the first batch warms up
   return { case: c.name, batch: batchSize, threads: pirl.getNumThreads(), samplesPerSecond: round(((n - 1) * batchSize * 1000) / (performance.now() - start)) };

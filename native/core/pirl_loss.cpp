@@ -29,8 +29,15 @@ at::Tensor PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices, 
                               options_.excludePositive ? indices : at::Tensor(), streams);
 }
 
+void PirlLoss::updateZ(double jigsawEstimate, double imageEstimate) {
+  TORCH_CHECK_VALUE(std::isfinite(jigsawEstimate) && std::isfinite(imageEstimate), "Z's estimates must be finite, got ",
+                    jigsawEstimate, ", ", imageEstimate);
+  zJigsaw_ = options_.zMomentum * zJigsaw_ + (1 - options_.zMomentum) * jigsawEstimate;
+  zImage_ = options_.zMomentum * zImage_ + (1 - options_.zMomentum) * imageEstimate;
+}
+
 nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z,
-                           const NegativeStreams& streams) const {
+                           const NegativeStreams& streams, at::Tensor& estimate) const {
   // Positives were checked by the caller, negatives come from the bank's own sampler.
   const at::Tensor negatives = drawNegatives(bank, indices, streams);
   const bool first = options_.mode == nce::Mode::Nce && z <= 0;
@@ -44,9 +51,11 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
   if (options_.mode != nce::Mode::Nce) return r;  // only NCE uses Z: InfoNCE never reads it off the device
   if (first && !reduceZ_) {
     z = r.zUsed.item<double>();  // the first estimate
+  } else if (!first && options_.zMode == ZMode::Ema && callerUpdatesZ_) {
+    estimate = r.zBatch;
   } else if (!first && options_.zMode == ZMode::Ema) {
-    const double estimate = r.zBatch.item<double>();
-    z = options_.zMomentum * z + (1 - options_.zMomentum) * (reduceZ_ ? reduceZ_(estimate) : estimate);
+    const double batch = r.zBatch.item<double>();
+    z = options_.zMomentum * z + (1 - options_.zMomentum) * (reduceZ_ ? reduceZ_(batch) : batch);
   }
   return r;
 }
@@ -61,12 +70,14 @@ PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const
   if (check == IndexCheck::Check) bank.checkIndices(indices, "indices");
   // Each term its own streams (the same keys).
   const auto termStreams = [&](uint64_t term) { return NegativeStreams{splitmix64(streams.seed ^ term), streams.keys}; };
-  const nce::Result jigsaw = term(bank, g, indices, zJigsaw_, termStreams(1));
-  const nce::Result image = term(bank, f, indices, zImage_, termStreams(2));
+  at::Tensor jigsawEstimate, imageEstimate;
+  const nce::Result jigsaw = term(bank, g, indices, zJigsaw_, termStreams(1), jigsawEstimate);
+  const nce::Result image = term(bank, f, indices, zImage_, termStreams(2), imageEstimate);
   const at::Tensor loss = options_.lambda * jigsaw.loss + (1 - options_.lambda) * image.loss;
   // Both terms saved no reference to the bank, so updating it before backward is safe.
   if (updateBank) bank.update(indices, f.detach(), options_.momentum, IndexCheck::Trusted);
-  return {loss, image.loss.detach(), jigsaw.loss.detach(), zImage_, zJigsaw_};
+  const at::Tensor zEstimates = jigsawEstimate.defined() ? at::stack({jigsawEstimate, imageEstimate}).to(at::kDouble) : at::Tensor();
+  return {loss, image.loss.detach(), jigsaw.loss.detach(), zImage_, zJigsaw_, zEstimates};
 }
 
 }  // namespace pirl

@@ -32,6 +32,9 @@ struct PirlLossResult {
   at::Tensor lossJigsaw;  // L_NCE(m_y, g(v_It)), detached
   double zImage;          // the Z each term will use from now on (NCE mode; <= 0 for InfoNCE)
   double zJigsaw;
+  // With the EMA of Z left to the caller (leaveZUpdatesToCaller): this batch's estimates (jigsaw, image),
+  // 2 doubles on the device, for updateZ; undefined where there is nothing to update.
+  at::Tensor zEstimates;
 };
 
 class PirlLoss {
@@ -42,7 +45,8 @@ class PirlLoss {
   // B bank rows (checked unless `check` is Trusted). Draws fresh negatives for each term (jigsaw term
   // first), computes L, then updates the bank with f unless `updateBank` is false (the caller then
   // updates it, e.g. after checking the gradients). Each term keeps its own Z. Nothing here reads the
-  // device except NCE's Z where it must (the first step; every step with an EMA of Z).
+  // device except NCE's Z where it must: the first step, and every step with an EMA of Z unless the
+  // caller reads the estimates with its own numbers (leaveZUpdatesToCaller).
   // `streams`: where the negatives come from (default: the bank's generator); each term draws from its own.
   PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
                             IndexCheck check, bool updateBank, const NegativeStreams& streams = NegativeStreams());
@@ -54,16 +58,23 @@ class PirlLoss {
   // How a batch's estimate of Z becomes the run's: the mean over data-parallel ranks, so that every
   // replica keeps the same Z (unset: the estimate itself).
   void setZEstimateReduction(std::function<double(double)> reduce) { reduceZ_ = std::move(reduce); }
+  // From now on a step's EMA update of Z waits for the caller: the result's zEstimates, read with the
+  // step's other numbers (and reduced over ranks with them), then updateZ — no read of the device here.
+  void leaveZUpdatesToCaller() { callerUpdatesZ_ = true; }
+  // Z ← zMomentum·Z + (1 − zMomentum)·estimate, for each term.
+  void updateZ(double jigsawEstimate, double imageEstimate);
 
  private:
   at::Tensor drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const;
+  // `estimate`: set to the batch's estimate of Z where the caller updates Z.
   nce::Result term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z,
-                   const NegativeStreams& streams) const;
+                   const NegativeStreams& streams, at::Tensor& estimate) const;
 
   PirlLossOptions options_;
   double zImage_ = -1;
   double zJigsaw_ = -1;
   std::function<double(double)> reduceZ_;
+  bool callerUpdatesZ_ = false;
 };
 
 }  // namespace pirl

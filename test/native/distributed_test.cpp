@@ -144,12 +144,15 @@ TEST(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
 
 // tinyTrainState in float64 (model, bank and loss): training amplifies rounding differences (~10⁴× over 20
 // steps here), which in float32 would hide what the comparisons look at.
-train::TrainState float64TrainState(int64_t bankRows) {
+train::TrainState float64TrainState(int64_t bankRows, ZMode zMode) {
   train::TrainState fp32 = pirl::testing::tinyTrainState(100, bankRows);
   model::PirlModel net = fp32.model();
   net->to(at::kDouble);
   auto bank = std::make_shared<MemoryBank>(fp32.bank().rows().to(at::kDouble), fp32.bank().generatorState());
-  return train::TrainState(net, bank, fp32.loss().options(), {pirl::testing::paperSgd(), train::Precision::Fp32, 100});
+  PirlLossOptions loss = fp32.loss().options();
+  loss.zMode = zMode;
+  loss.zMomentum = 0.5;  // so that the EMA moves visibly in 20 steps
+  return train::TrainState(net, bank, loss, {pirl::testing::paperSgd(), train::Precision::Fp32, 100});
 }
 
 // What a run reports over `steps` steps of global batches of 8: the losses and the final weights and bank.
@@ -158,13 +161,14 @@ struct RunResult {
   std::vector<double> losses;
   std::vector<at::Tensor> params;
   at::Tensor bank;
+  double zImage, zJigsaw;
 };
 
-RunResult runGlobalBatches(int64_t world, bool syncBatchNorm, int64_t steps) {
+RunResult runGlobalBatches(int64_t world, bool syncBatchNorm, int64_t steps, ZMode zMode = ZMode::Frozen) {
   constexpr int64_t kGlobal = 8, kBankRows = 200;
   const int64_t ranks = std::max<int64_t>(world, 1), mine = kGlobal / ranks;
   std::vector<std::unique_ptr<train::TrainState>> states(ranks);
-  for (auto& state : states) state = std::make_unique<train::TrainState>(float64TrainState(kBankRows));
+  for (auto& state : states) state = std::make_unique<train::TrainState>(float64TrainState(kBankRows, zMode));
   RunResult result;
   const auto train = [&](int64_t rank) {
     const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(50);  // the same global batches on every rank
@@ -186,6 +190,8 @@ RunResult runGlobalBatches(int64_t world, bool syncBatchNorm, int64_t steps) {
   }
   result.params = states[0]->model()->parameters();
   result.bank = states[0]->bank().rows();
+  result.zImage = states[0]->loss().zImage();
+  result.zJigsaw = states[0]->loss().zJigsaw();
   return result;
 }
 
@@ -219,6 +225,20 @@ TEST(Distributed, TwoRanksWithSyncBatchNormFollowTheRunOfOneProcess) {
   EXPECT_LT(synced.state, 1e-10);
   EXPECT_GT(unsynced.losses, 1e-3);
   EXPECT_GT(unsynced.state, 1e-3);
+}
+
+// With an EMA of Z each rank's batch estimate is averaged with the losses' allreduce: the same Z, and the
+// same run, as one process with the whole batch.
+TEST(Distributed, TwoRanksKeepTheEmaOfZOfTheRunOfOneProcess) {
+  const RunResult alone = runGlobalBatches(0, /*syncBatchNorm=*/false, 20, ZMode::Ema);
+  const RunResult two = runGlobalBatches(2, /*syncBatchNorm=*/true, 20, ZMode::Ema);
+  const RunResult frozen = runGlobalBatches(0, /*syncBatchNorm=*/false, 20, ZMode::Frozen);
+  const Distance d = distance(two, alone);
+  EXPECT_LT(d.losses, 1e-10);
+  EXPECT_LT(d.state, 1e-10);
+  EXPECT_NEAR(two.zImage, alone.zImage, 1e-10 * alone.zImage);
+  EXPECT_NEAR(two.zJigsaw, alone.zJigsaw, 1e-10 * alone.zJigsaw);
+  EXPECT_GT(std::abs(alone.zImage / frozen.zImage - 1), 1e-3);  // the EMA moved Z
 }
 
 // A rank that goes away: the others' next collective fails with what happened, within the timeout.

@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/pirl_loss.h"
 #include "presets.h"
 
@@ -63,6 +65,35 @@ TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
   const auto a = ema(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
   const auto b = ema(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
   EXPECT_NE(a.zImage, b.zImage);
+}
+
+// Left to the caller, the EMA of Z is the same: the batch's estimates come back with the result (the
+// first step still estimates Z itself), and updateZ applies them as the loss would have.
+TEST(PirlLoss, AnEmaOfZLeftToTheCallerFollowsTheSameValues) {
+  pirl::PirlLossOptions o = pirl::testing::paperLoss();
+  o.numNegatives = 16;
+  o.zMode = pirl::ZMode::Ema;
+  o.zMomentum = 0.7;
+  pirl::PirlLoss itself(o), caller(o);
+  caller.leaveZUpdatesToCaller();
+  pirl::MemoryBank bank(100, 8, 2), twin(100, 8, 2);
+  at::manual_seed(4);
+  for (int step = 0; step < 4; ++step) {
+    const at::Tensor f = unit(4, 8), g = unit(4, 8), idx = at::randint(100, {4}, at::kLong);
+    const pirl::NegativeStreams streams{static_cast<uint64_t>(step), idx};
+    const auto a = itself(bank, f, g, idx, pirl::IndexCheck::Check, true, streams);
+    const auto b = caller(twin, f, g, idx, pirl::IndexCheck::Check, true, streams);
+    EXPECT_EQ(a.loss.item<double>(), b.loss.item<double>()) << step;
+    ASSERT_EQ(b.zEstimates.defined(), step > 0) << step;
+    EXPECT_FALSE(a.zEstimates.defined());
+    if (step > 0) {
+      EXPECT_EQ(b.zEstimates.sizes(), (at::IntArrayRef{2}));
+      caller.updateZ(b.zEstimates[0].item<double>(), b.zEstimates[1].item<double>());
+    }
+    EXPECT_DOUBLE_EQ(caller.zJigsaw(), itself.zJigsaw()) << step;
+    EXPECT_DOUBLE_EQ(caller.zImage(), itself.zImage()) << step;
+  }
+  EXPECT_THROW(caller.updateZ(std::nan(""), 1.0), c10::ValueError);
 }
 
 TEST(PirlLoss, RejectsBadOptionsAndShapes) {

@@ -7,6 +7,7 @@
 
 #include "core/eval/knn.h"
 #include "core/eval/linear_probe.h"
+#include "core/splitmix.h"
 #include "core/train/train_state.h"
 #include "presets.h"
 
@@ -58,6 +59,34 @@ TEST(TrainState, LrMovesTheWeightsAndTheBankMovesTowardsF) {
   EXPECT_TRUE(at::equal(rows0.narrow(0, 4, 36), s.bank().rows().narrow(0, 4, 36))) << "the others do not";
   s.step(images, patches, indices, 0.1);
   EXPECT_FALSE(at::equal(w0, s.model()->trunk->conv1->weight.detach()));
+}
+
+// The step reads an EMA of Z's batch estimates with its losses and updates Z after: the Z the loss would
+// have kept itself, step by step (lr 0: the same f and g for both).
+TEST(TrainState, AnEmaOfZFollowsTheValuesOfTheLossItself) {
+  train::TrainState base = pirl::testing::tinyTrainState(4, 40);
+  PirlLossOptions o = base.loss().options();
+  o.zMode = ZMode::Ema;
+  o.zMomentum = 0.5;
+  train::TrainState s(base.model(), std::make_shared<MemoryBank>(base.bank().rows().clone(), base.bank().generatorState()), o,
+                      {pirl::testing::paperSgd(), train::Precision::Fp32, 7});
+  MemoryBank twin(base.bank().rows().clone(), base.bank().generatorState());
+  PirlLoss itself(o);
+  at::manual_seed(6);
+  for (int64_t step = 0; step < 4; ++step) {
+    const at::Tensor images = at::randn({4, 3, 16, 16}), patches = at::randn({4, 9, 3, 8, 8});
+    const at::Tensor indices = at::randperm(40, at::kLong).narrow(0, 0, 4);
+    {
+      const c10::NoGradGuard noGrad;
+      s.model()->train();
+      const model::Embeddings e = s.model()->forward(images, patches);
+      itself(twin, e.f, e.g, indices, IndexCheck::Check, true, {splitmix64(splitmix64(7) ^ static_cast<uint64_t>(step)), indices});
+    }
+    s.step(images, patches, indices, 0.0);
+    EXPECT_NEAR(s.loss().zJigsaw(), itself.zJigsaw(), 1e-9 * itself.zJigsaw()) << step;
+    EXPECT_NEAR(s.loss().zImage(), itself.zImage(), 1e-9 * itself.zImage()) << step;
+  }
+  EXPECT_NE(s.loss().zImage(), s.loss().zJigsaw());
 }
 
 TEST(TrainState, ANonFiniteGradientChangesNothing) {

@@ -30,6 +30,8 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
       seed_(options.seed) {
   TORCH_CHECK_VALUE(bank_->dim() == model_->options().embeddingDim, "the bank's rows (", bank_->dim(),
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
+  // An EMA of Z is read with the step's other numbers, not on its own.
+  loss_.leaveZUpdatesToCaller();
   // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
   if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
 }
@@ -99,29 +101,32 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const double scale = scaled ? scaler_.scale() : 1.0;
   (scaled ? r.loss * scale : r.loss).backward();
   if (reducer_) reducer_->finish();
-  at::Tensor stats = at::stack({r.loss.detach().to(at::kDouble), r.lossImage.to(at::kDouble),
-                                r.lossJigsaw.to(at::kDouble), sgd_.gradSquaredNorm().to(device),
-                                at::scalar_tensor(stopRequested ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(device))});
+  // Read together, once: the losses and (an EMA of Z) this batch's estimates of Z, averaged over ranks; the
+  // stop votes, summed; the gradient norm (the same on every rank after the reduction).
+  std::vector<at::Tensor> averaged{r.loss.detach().to(at::kDouble).reshape(1), r.lossImage.to(at::kDouble).reshape(1),
+                                   r.lossJigsaw.to(at::kDouble).reshape(1)};
+  if (r.zEstimates.defined()) averaged.push_back(r.zEstimates);
+  const at::Tensor means = at::cat(averaged);
+  const int64_t n = means.numel();
+  at::Tensor shared = at::cat({means, at::full({1}, stopRequested ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(device))});
   if (communicator_) {
-    // The losses reported are the mean over ranks (the gradients are the same on every rank already),
-    // and the stop votes travel with them.
-    at::Tensor shared = at::cat({stats.narrow(0, 0, 3), stats.narrow(0, 4, 1)}).to(communicator_->device());
+    shared = shared.to(communicator_->device());
     communicator_->allreduce(shared, "the allreduce of the losses");
-    const at::Tensor gradNormSquared = stats.narrow(0, 3, 1).to(shared.device());
-    stats = at::cat({shared.narrow(0, 0, 3) / static_cast<double>(communicator_->worldSize()), gradNormSquared,
-                     shared.narrow(0, 3, 1)});
+    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(communicator_->worldSize()), shared.narrow(0, n, 1)}).to(device);
   }
   // The one host read of the step: every number it reports and decides on, together.
-  stats = stats.cpu();
+  const at::Tensor stats = at::cat({shared, sgd_.gradSquaredNorm().to(device).to(at::kDouble).reshape(1)}).cpu();
   const double* s = stats.data_ptr<double>();
-  const bool stop = s[4] > 0;
-  const double loss = s[0], norm = std::sqrt(s[3]) / scale;
+  const bool stop = s[n] > 0;
+  const double loss = s[0], norm = std::sqrt(s[n + 1]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop};
   if (!finite) {
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", loss, ", gradient norm ",
                 norm, "): training stopped; the weights and the memory bank were not changed by this step");
   }
+  // Z follows the batches whose steps are taken.
+  if (r.zEstimates.defined()) loss_.updateZ(s[3], s[4]);
   if (scaled) sgd_.scaleGradients(1.0 / scale);
   sgd_.step(lr);
   if (communicator_) {
