@@ -47,6 +47,8 @@ ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$rootfs/usr/bin/npx"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 mkdir -p "$rootfs/etc/ssl/certs" "$rootfs/usr/etc"
 cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+# Local CAs too, so that the bundle keeps them when a package's install regenerates it.
+if [ -d /usr/local/share/ca-certificates ]; then cp -a /usr/local/share/ca-certificates/. "$rootfs/usr/local/share/ca-certificates/"; fi
 for rc in /usr/etc/npmrc /etc/npmrc /root/.npmrc; do if [ -f "$rc" ]; then cp "$rc" "$rootfs$rc"; fi; done
 for m in proc sys dev dev/pts; do mount --bind "/$m" "$rootfs/$m"; done
 

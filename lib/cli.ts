@@ -9,6 +9,7 @@ import { INFO_USAGE, info } from './cli/info';
 import { PREVIEW_USAGE, preview } from './cli/preview';
 import { TRAIN_USAGE, train } from './cli/train';
 import { isArgumentError } from './errors';
+import { initRuntime } from './runtime';
 
 const USAGE = `Usage: pirl <command> [options]
 
@@ -42,6 +43,8 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     if (!Object.hasOwn(VERBS, command)) throw new UsageError(`unknown command '${command}'`);
+    // The library's defaults for the process (threads: $PIRL_NUM_THREADS or the cores; --threads overrides).
+    initRuntime();
     await VERBS[command](args);
     return 0;
   } catch (err) {

@@ -71,6 +71,14 @@ describe('pirl info', () => {
     expect(text).toMatch(/BLAS\s+\w+/);
   });
 
+  test('the CLI runs with the thread default of the library: $PIRL_NUM_THREADS, else the cores', () => {
+    const threads = (env: NodeJS.ProcessEnv) => JSON.parse(execFileSync(process.execPath, [path.join(root, 'dist/cli.js'), 'info', '--json'],
+      { env: { ...process.env, ...env } }).toString()).threads.intraOp;
+    expect(threads({ PIRL_NUM_THREADS: '' })).toBe(Math.min(os.availableParallelism(), 256)); // 256: setNumThreads' ceiling
+    expect(threads({ PIRL_NUM_THREADS: '1' })).toBe(1);
+    expect(threads({ PIRL_NUM_THREADS: '3' })).toBe(3);
+  });
+
   test('an unknown command exits 2 with the usage', () => {
     let status = 0;
     try {
