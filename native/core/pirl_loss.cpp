@@ -54,8 +54,7 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
   } else if (!first && options_.zMode == ZMode::Ema && callerUpdatesZ_) {
     estimate = r.zBatch;
   } else if (!first && options_.zMode == ZMode::Ema) {
-    const double batch = r.zBatch.item<double>();
-    z = options_.zMomentum * z + (1 - options_.zMomentum) * (reduceZ_ ? reduceZ_(batch) : batch);
+    z = options_.zMomentum * z + (1 - options_.zMomentum) * r.zBatch.item<double>();
   }
   return r;
 }

@@ -55,8 +55,9 @@ class PirlLoss {
   double zImage() const { return zImage_; }
   double zJigsaw() const { return zJigsaw_; }
   void setZ(double zImage, double zJigsaw);  // checkpoint restore; <= 0 means not estimated yet
-  // How a batch's estimate of Z becomes the run's: the mean over data-parallel ranks, so that every
-  // replica keeps the same Z (unset: the estimate itself).
+  // How the first batch's estimate of Z becomes the run's: the mean over data-parallel ranks, so that every
+  // replica starts from the same Z (unset: the estimate itself). Later estimates of an EMA are the caller's
+  // to reduce (leaveZUpdatesToCaller).
   void setZEstimateReduction(std::function<double(double)> reduce) { reduceZ_ = std::move(reduce); }
   // From now on a step's EMA update of Z waits for the caller: the result's zEstimates, read with the
   // step's other numbers (and reduced over ranks with them), then updateZ — no read of the device here.
