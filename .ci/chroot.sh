@@ -48,6 +48,8 @@ fresh_root() {
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   if [ -d /usr/local/share/ca-certificates ]; then cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"; fi
   for rc in /usr/etc/npmrc /etc/npmrc /root/.npmrc; do if [ -f "$rc" ]; then cp "$rc" "$root$rc"; fi; done
+  # The archive may be a frozen snapshot whose Release files are past their Valid-Until date (sid's is).
+  echo 'Acquire::Check-Valid-Until "false";' > "$root/etc/apt/apt.conf.d/99pirl-snapshot"
   for m in proc sys dev dev/pts; do mount --bind "/$m" "$root/$m"; done
   mounted_roots+=("$root")
 }
