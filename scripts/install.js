@@ -40,11 +40,14 @@ function referenceBlasBehindSystemLibtorch() {
   }
 }
 
-// In a child process: loading libtorch here would keep it in this process for the build.
+// In a child process: loading libtorch here would keep it in this process for the build. Returns the addon
+// loaded, or why none did (the loader's own error, which names what it tried).
 function addonLoads() {
   const probe = "console.log(require(process.argv[1]).loadAddon().path)";
   const r = spawnSync(process.execPath, ['-e', probe, path.join(__dirname, 'addon.js')], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : null;
+  if (r.status === 0) return { path: r.stdout.trim() };
+  const why = (r.error ? r.error.message : `${r.stderr}`.trim()).split('\n').find((line) => line.trim() !== '') || `exit ${r.status}`;
+  return { why };
 }
 
 function main() {
@@ -60,14 +63,12 @@ function main() {
     if (canUseApt()) aptInstall(['libopenblas0-pthread']);
     else console.warn('pirl: warning: libtorch uses the reference BLAS (~30x slower matmul). Fix: apt-get install libopenblas0-pthread');
   }
-  if (!process.env.PIRL_FORCE_BUILD) {
-    const loaded = addonLoads();
-    if (loaded) {
-      log(`using ${path.relative(root, loaded)}`);
-      return;
-    }
+  const loaded = process.env.PIRL_FORCE_BUILD ? null : addonLoads();
+  if (loaded && loaded.path) {
+    log(`using ${path.relative(root, loaded.path)}`);
+    return;
   }
-  log(`${process.env.PIRL_FORCE_BUILD ? 'PIRL_FORCE_BUILD is set' : `no addon loads for ${found.tag}`}: building from source (CMake, a few minutes)`);
+  log(`${loaded ? `no addon loads for ${found.tag} (${loaded.why})` : 'PIRL_FORCE_BUILD is set'}: building from source (CMake, a few minutes)`);
   log(`built ${path.relative(root, build().addon)}`);
 }
 

@@ -4,7 +4,11 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
+#include <string>
+#include <type_traits>
+#include <utility>
 
 // Either process group is enough for the ranks it serves (a pip torch may ship NCCL's headers without Gloo's).
 #define PIRL_WITH_C10D (PIRL_WITH_GLOO || PIRL_WITH_NCCL)
@@ -58,6 +62,31 @@ class Communicator::Pending {
 
 namespace {
 
+// torch >= 2.3's TCPStore has a libuv server (its default from 2.4), which a libtorch built without libuv
+// (Debian's) refuses to start: it is used where the libtorch has it, and USE_LIBUV=0 turns it off, as for torchrun.
+template <typename Options, typename = void>
+struct HasLibUV : std::false_type {};
+template <typename Options>
+struct HasLibUV<Options, std::void_t<decltype(std::declval<Options&>().useLibUV)>> : std::true_type {};
+
+// A template so that the libuv branch is not compiled where TCPStoreOptions has no useLibUV (torch < 2.3).
+template <typename Options>
+c10::intrusive_ptr<c10d::Store> tcpStore(const std::string& host, Options options) {
+  if constexpr (HasLibUV<Options>::value) {
+    const char* env = std::getenv("USE_LIBUV");
+    if (env != nullptr && std::string(env) == "0") options.useLibUV = false;
+    if (options.useLibUV) {
+      try {
+        return c10::make_intrusive<c10d::TCPStore>(host, options);
+      } catch (const std::exception& e) {
+        if (std::string(e.what()).find("without libuv") == std::string::npos) throw;
+        options.useLibUV = false;
+      }
+    }
+  }
+  return c10::make_intrusive<c10d::TCPStore>(host, options);
+}
+
 // c10d reports a dead peer or a timeout as a c10::Error deep in Gloo: say which collective, and what it means.
 [[noreturn]] void fail(const Communicator& c, const char* what, const std::exception& e) {
   TORCH_CHECK(false, "distributed training: rank ", c.rank(), " of ", c.worldSize(), " failed in ", what,
@@ -93,7 +122,7 @@ Communicator::Communicator(const CommunicatorOptions& o)
       tcp.numWorkers = static_cast<size_t>(o.worldSize);
       tcp.waitWorkers = true;
       tcp.timeout = timeout();
-      store = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, tcp);
+      store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
     }
     group_->store = c10::make_intrusive<c10d::PrefixStore>("pirl", store);
 #if PIRL_WITH_NCCL
