@@ -94,9 +94,10 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   rows_.index_copy_(0, idx, normalizedRows(mixed));
 }
 
-at::Tensor MemoryBank::onDevice(const at::Tensor& drawn) const {
-  if (!rows_.is_cuda()) return drawn;
-  return drawn.pin_memory().to(rows_.device(), /*non_blocking=*/true);
+at::Tensor MemoryBank::onDevice(const at::Tensor& t) const {
+  if (t.device() == rows_.device()) return t;
+  if (t.is_cpu() && rows_.is_cuda()) return t.pin_memory().to(rows_.device(), /*non_blocking=*/true);
+  return t.to(rows_.device());
 }
 
 at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tensor& excludePositives,
@@ -109,16 +110,12 @@ at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tenso
                       "excludePositives must hold one row per sample (", batch, "), got ", excludePositives.sizes());
   }
   // On the rows' device, where the draws are stepped over them.
-  const auto positives = [&] {
-    const at::Tensor p = excludePositives.to(at::kLong);
-    return p.is_cpu() ? onDevice(p) : p.to(rows_.device());
-  };
+  const auto positives = [&] { return onDevice(excludePositives.to(at::kLong)); };
   if (streams.keys.defined()) {
     const at::Tensor& keys = streams.keys;
     TORCH_CHECK_VALUE(keys.dim() == 1 && keys.size(0) == batch && keys.scalar_type() == at::kLong,
                       "the negatives' stream keys must be ", batch, " int64 values, got ", keys.sizes(), " ", keys.scalar_type());
-    const at::Tensor key = keys.is_cpu() ? onDevice(keys) : keys.to(rows_.device());
-    return negatives::drawKeyed(key, streams.seed, k, size(), exclude ? positives() : at::Tensor());
+    return negatives::drawKeyed(onDevice(keys), streams.seed, k, size(), exclude ? positives() : at::Tensor());
   }
   std::lock_guard<std::mutex> lock(mutex_);
   if (!exclude) return onDevice(at::randint(size(), {batch, k}, generator_, at::kLong));

@@ -53,8 +53,8 @@ class MemoryBank {
   at::Tensor generatorState() const;
 
  private:
-  // Host indices (draws, stream keys) moved to the rows' device without waiting for it.
-  at::Tensor onDevice(const at::Tensor& drawn) const;
+  // `t` (draws, stream keys, positives) on the rows' device; from the host to a GPU without waiting for it.
+  at::Tensor onDevice(const at::Tensor& t) const;
 
   at::Tensor rows_;
   at::Generator generator_;
