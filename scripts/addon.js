@@ -85,6 +85,9 @@ function preloadLibtorch(libtorch) {
 /** Finds and loads the addon: `{ binding, path, kind, libtorch }`. */
 function loadAddon(root = packageRoot) {
   const addon = locateAddon(root);
+  // UCX, which libtorch builds with OpenMPI load (Debian's 2.x), hooks mmap/munmap as it loads; its hooks
+  // race with V8's heap teardown and ~1% of node processes then crash at exit. pirl uses no MPI.
+  if (process.env.UCX_MEM_EVENTS === undefined) process.env.UCX_MEM_EVENTS = 'no';
   preloadLibtorch(addon.libtorch);
   return { ...addon, binding: require(addon.path) };
 }

@@ -138,6 +138,26 @@ describe('when the addon does not load, the error says why and what to run', () 
   });
 });
 
+describe("UCX's memory hooks are off before libtorch loads (with them, ~1% of node processes crashed at exit on Debian's libtorch 2.14)", () => {
+  // Records UCX_MEM_EVENTS as each shared object is opened: libucs reads it in its constructor.
+  const watch = "const d = process.dlopen; process.dlopen = (m, f, ...r) => { console.log(`dlopen ${process.env.UCX_MEM_EVENTS} ${f}`); return d(m, f, ...r); };";
+  const dlopens = (env: NodeJS.ProcessEnv) => {
+    const r = spawnSync(process.execPath, ['-e', `${watch} require('./dist');`], { cwd: root, encoding: 'utf8', env });
+    expect(r.stderr).toBe('');
+    return r.stdout.split('\n').filter((line) => line.endsWith('pirl.node'));
+  };
+
+  test('turned off for the addon and the libtorch it brings', () => {
+    const env = { ...process.env };
+    delete env.UCX_MEM_EVENTS;
+    expect(dlopens(env)).toEqual([expect.stringMatching(/^dlopen no \//)]);
+  });
+
+  test("a user's own setting is kept", () => {
+    expect(dlopens({ ...process.env, UCX_MEM_EVENTS: 'yes' })).toEqual([expect.stringMatching(/^dlopen yes \//)]);
+  });
+});
+
 describe('the raw binding reads options strictly: no silent fallback', () => {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { binding } = require('../lib/binding') as typeof import('../lib/binding');
