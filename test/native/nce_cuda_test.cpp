@@ -1,5 +1,5 @@
 // The fused NCE op on CUDA against the CPU op and the gather+bmm reference; skipped without a GPU. Float32
-// with D = 128 or 256 runs the split kernels (K = 4099: several splits per sample), the rest the rowwise one.
+// with D = 128, 256 or 512 runs the split kernels (K = 4099: several splits per sample), the rest the rowwise one.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -46,7 +46,35 @@ TEST_P(NceCuda, MatchesCpuAndReference) {
 
 INSTANTIATE_TEST_SUITE_P(Grid, NceCuda,
                          ::testing::Combine(::testing::Values(1, 64), ::testing::Values(1, 300, 4099),
-                                            ::testing::Values(3, 128, 256), ::testing::Values(Mode::Nce, Mode::InfoNce),
+                                            ::testing::Values(3, 128, 256, 512), ::testing::Values(Mode::Nce, Mode::InfoNce),
                                             ::testing::Bool(), ::testing::Values(at::kFloat, at::kDouble)));
+
+// The paper's scale (B = 256, K = 32,000 per-sample negatives, an ImageNet-sized bank): the split kernel's
+// many splits per sample, and indices into a bank of 1.28M rows.
+TEST(NceCudaPaperScale, MatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped";
+  const int64_t B = 256, K = 32000, D = 128, N = 1281167;
+  at::manual_seed(7);
+  at::Tensor bank = at::randn({N, D});
+  bank = bank / bank.norm(2, 1, true);
+  const at::Tensor positives = at::randint(N, {B}, at::kLong);
+  at::Tensor x = bank.index_select(0, positives) + 0.5 * at::randn({B, D});
+  x = x / x.norm(2, 1, true);
+  const at::Tensor negatives = at::randint(N, {B, K}, at::kLong);
+  const at::Tensor bankGpu = bank.cuda();
+  for (const Mode mode : {Mode::Nce, Mode::InfoNce}) {
+    const pirl::nce::Options o{0.07, mode, -1.0};
+    at::Tensor xc = x.clone().requires_grad_(true);
+    auto cpu = pirl::nce::nceLoss(xc, bank, positives, negatives, o, pirl::IndexCheck::Check);
+    cpu.loss.backward();
+    at::Tensor xg = x.cuda().requires_grad_(true);
+    auto gpu = pirl::nce::nceLoss(xg, bankGpu, positives.cuda(), negatives.cuda(), o, pirl::IndexCheck::Check);
+    gpu.loss.backward();
+    // Sums over 32,001 rows in another order: float32 rounding grows with K.
+    EXPECT_NEAR(gpu.loss.item<double>(), cpu.loss.item<double>(), 1e-4 * std::abs(cpu.loss.item<double>()) + 1e-6);
+    EXPECT_NEAR(gpu.zBatch.item<double>(), cpu.zBatch.item<double>(), 1e-4 * cpu.zBatch.item<double>());
+    EXPECT_LE((xg.grad().cpu() - xc.grad()).abs().max().item<double>(), 1e-4 * xc.grad().abs().max().item<double>() + 1e-7);
+  }
+}
 
 }  // namespace

@@ -43,7 +43,7 @@ __global__ void fusedNceKernel(const T* __restrict__ x, const T* __restrict__ ba
                                const int64_t* __restrict__ neg, int64_t K, int64_t D, T invTau, T logNoise,
                                double noise, T gradScale, int mode, T* __restrict__ rowLoss, T* __restrict__ grad,
                                double* __restrict__ expSums) {
-  extern __shared__ unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];
   T* acc = reinterpret_cast<T*>(smem);                  // kWarps × D
   T* warpLoss = acc + kWarps * D;                       // kWarps (NCE) / running max m (InfoNCE)
   T* warpNorm = warpLoss + kWarps;                      // kWarps: InfoNCE normaliser l
@@ -146,6 +146,13 @@ __global__ void expSumKernel(const T* __restrict__ x, const T* __restrict__ bank
 
 size_t sharedBytes(int64_t D, size_t elementSize) {
   return (kWarps * D + 3 * kWarps + 1) * elementSize + 8 + kWarps * sizeof(double);
+}
+
+constexpr size_t kSharedLimit = 48 * 1024;
+
+// The widest embedding whose sharedBytes fits kSharedLimit.
+int64_t widestRowwise(size_t elementSize) {
+  return static_cast<int64_t>(((kSharedLimit - 8 - kWarps * sizeof(double)) / elementSize - (3 * kWarps + 1)) / kWarps);
 }
 
 constexpr int kSplitWarps = 4;
@@ -330,7 +337,8 @@ void launchSplit(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& 
   const int m = mode == Mode::Nce ? 0 : 1;
   splitNceKernel<V><<<dim3(B, S), kSplitWarps * 32, 0, stream>>>(
       x.data_ptr<float>(), bank.data_ptr<float>(), positives.data_ptr<int64_t>(), negatives.data_ptr<int64_t>(), K,
-      rowsPerSplit, static_cast<float>(1.0 / tau), static_cast<float>(logNoise), std::exp(logNoise), m,
+      rowsPerSplit, static_cast<float>(1.0 / tau), static_cast<float>(logNoise),
+      std::exp(static_cast<double>(static_cast<float>(logNoise))), m,
       part.data_ptr<float>(), partExp.data_ptr<double>(), partAcc.data_ptr<float>(), tPositive.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   mergeSplitsKernel<<<B, 128, 0, stream>>>(S, D, part.data_ptr<float>(), partExp.data_ptr<double>(),
@@ -370,13 +378,14 @@ FusedResult fusedNceCuda(const at::Tensor& x, const at::Tensor& bank, const at::
     return {rowLoss, grad, sums.sum()};
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pirl_nce_fused_cuda", [&] {
+    TORCH_CHECK_VALUE(D <= widestRowwise(sizeof(scalar_t)), "nceLoss on CUDA supports embeddings up to ",
+                      widestRowwise(sizeof(scalar_t)), " wide, got ", D);
     const size_t shared = sharedBytes(D, sizeof(scalar_t));
-    TORCH_CHECK_VALUE(shared <= 48 * 1024, "nceLoss on CUDA supports embeddings up to ",
-                      (48 * 1024 - 64) / (kWarps * sizeof(scalar_t)), " wide, got ", D);
     fusedNceKernel<scalar_t><<<B, kThreads, shared, c10::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), bank.data_ptr<scalar_t>(), positives.data_ptr<int64_t>(),
         negatives.data_ptr<int64_t>(), K, D, static_cast<scalar_t>(1.0 / tau), static_cast<scalar_t>(logNoise),
-        std::exp(logNoise), static_cast<scalar_t>(1.0 / (tau * static_cast<double>(B))),
+        std::exp(static_cast<double>(static_cast<scalar_t>(logNoise))),  // as the CPU: noise·e^u = e^t exactly
+        static_cast<scalar_t>(1.0 / (tau * static_cast<double>(B))),
         mode == Mode::Nce ? 0 : 1, rowLoss.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), sums.data_ptr<double>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
