@@ -32,6 +32,20 @@ TEST(Sgd, MatchesTorchOptimSgdWithMomentumAndWeightDecay) {
   EXPECT_TRUE(sgd.momentumBuffers().count("w") && sgd.momentumBuffers().count("b"));
 }
 
+TEST(Sgd, RestoredMomentumBuffersTakeTheirParametersLayout) {
+  const at::Tensor w = at::randn({4, 3, 2, 2}).contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  train::Sgd sgd({{"w", w}}, {true}, {0.9, 0.1});
+  const at::Tensor saved = at::randn({4, 3, 2, 2}, at::kDouble);  // as a checkpoint holds it: contiguous, float64
+  sgd.setMomentumBuffers({{"w", saved}});
+  const at::Tensor& buffer = sgd.momentumBuffers().at("w");
+  EXPECT_TRUE(buffer.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_EQ(buffer.strides(), w.strides());
+  EXPECT_EQ(buffer.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(buffer, saved.to(at::kFloat)));
+  saved.fill_(0);
+  EXPECT_FALSE(at::equal(buffer, saved.to(at::kFloat))) << "a copy, not a view of the caller's tensor";
+}
+
 TEST(TrainState, StepsAreDeterministic) {
   at::manual_seed(99);
   const at::Tensor images = at::randn({8, 3, 16, 16}), patches = at::randn({8, 9, 3, 8, 8});

@@ -91,7 +91,9 @@ void Sgd::setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers) {
     if (it == buffers.end()) continue;
     TORCH_CHECK_VALUE(it->second.sizes() == p.sizes(), "momentum buffer '", name, "' must have shape ", p.sizes(),
                       ", got ", it->second.sizes());
-    restored.emplace(name, it->second.to(p.device(), p.scalar_type()).clone());
+    // In the parameter's memory format (a checkpoint's buffers are contiguous): _foreach updates take their
+    // fast path only where a parameter and its buffer are laid out alike.
+    restored.emplace(name, at::empty_like(p).copy_(it->second));
   }
   for (const auto& [name, buffer] : buffers) {
     TORCH_CHECK_VALUE(restored.count(name), "momentum buffer '", name, "' names no parameter");
