@@ -188,6 +188,8 @@ export interface Binding {
   cudaMemory(device: number, resetPeak: boolean): { allocated: number; peakAllocated: number; reserved: number; peakReserved: number } | null;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  setTf32(convolutions: boolean, matmul: boolean): void;
+  getTf32(): { convolutions: boolean; matmul: boolean };
 }
 
 export const packageRoot = path.join(__dirname, '..');

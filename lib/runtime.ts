@@ -4,6 +4,7 @@ import * as os from 'os';
 import { addonPath, addonSource, binding } from './binding';
 import { checkDevice, type Device } from './config';
 import { checkBoolean, checkInteger, rangeError } from './errors';
+import { boolean, resolve, type Options, type Resolved } from './schema';
 
 export interface BuildInfo {
   pirlVersion: string;
@@ -73,6 +74,25 @@ export function setNumThreads(n: number): void {
 
 export function getNumThreads(): number {
   return binding.getNumThreads();
+}
+
+const TF32 = { convolutions: boolean(), matmul: boolean() };
+
+/**
+ * TF32 (float32 with a 10-bit mantissa, ~5e-4 relative rounding) for float32 convolutions and matrix
+ * products on Ampere and later GPUs, process-wide. Defaults as PyTorch's: convolutions yes, matrix
+ * products no. Both off: float32 arithmetic as on the CPU. No effect on the CPU.
+ */
+export type Tf32 = Resolved<typeof TF32>;
+
+/** Sets TF32 for what `options` names; the rest stays as it is. */
+export function setTf32(options: Options<typeof TF32>): void {
+  const tf32 = resolve(TF32, binding.getTf32(), options, 'options');
+  binding.setTf32(tf32.convolutions, tf32.matmul);
+}
+
+export function getTf32(): Tf32 {
+  return binding.getTf32();
 }
 
 /** The default thread count: $PIRL_NUM_THREADS, else the cores this process may use. */

@@ -2,7 +2,7 @@
 // skipped elsewhere. The device is the run's: the model, the bank and every batch follow it.
 import * as path from 'path';
 
-import { ArrayDataset, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, datasetFeatures, knnAccuracy, nearestNeighbours, type PirlBatch } from '../lib';
+import { ArrayDataset, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, datasetFeatures, getTf32, knnAccuracy, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -11,6 +11,11 @@ const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').
 const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Math.max(Math.abs(a), Math.abs(b)) + 1e-6;
 
 (buildInfo().cuda.available ? describe : describe.skip)('on a CUDA device', () => {
+  // Compared with the CPU in float32: cuDNN's default TF32 convolutions round to ~5e-4.
+  const tf32 = getTf32();
+  beforeAll(() => setTf32({ convolutions: false }));
+  afterAll(() => setTf32(tf32));
+
   test('a run trains on CUDA: model, bank and batches on the device; losses follow the CPU run', async () => {
     const cpu: number[] = [], cuda: number[] = [];
     await (await Trainer.create(tiny.dataset(), tiny.config)).fit({ callbacks: { onBatchEnd: (l) => void cpu.push(l.loss) } });

@@ -2,7 +2,7 @@ import { execFileSync } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
 
-import { buildInfo, getNumThreads, setNumThreads } from '../lib';
+import { buildInfo, getNumThreads, getTf32, setNumThreads, setTf32 } from '../lib';
 
 const root = path.join(__dirname, '..');
 
@@ -59,6 +59,22 @@ describe('threads', () => {
     expect(() => setNumThreads(0)).toThrow(/n must be an integer in \[1, 256\], got 0/);
     expect(() => setNumThreads(1.5)).toThrow(TypeError);
     expect(() => setNumThreads('2' as never)).toThrow(/got "2"/);
+  });
+});
+
+describe('TF32', () => {
+  test("PyTorch's defaults; each switch set alone, the other kept; options checked", () => {
+    expect(getTf32()).toEqual({ convolutions: true, matmul: false });
+    setTf32({ convolutions: false });
+    expect(getTf32()).toEqual({ convolutions: false, matmul: false });
+    setTf32({ matmul: true });
+    expect(getTf32()).toEqual({ convolutions: false, matmul: true });
+    setTf32({ convolutions: true, matmul: false });
+    expect(getTf32()).toEqual({ convolutions: true, matmul: false });
+    expect(() => setTf32({ convolutions: 'no' } as never)).toThrow(/options.convolutions must be a boolean, got "no"/);
+    expect(() => setTf32({ conv: false } as never)).toThrow(/options.conv is not an option; options takes convolutions, matmul/);
+    expect(() => setTf32(null as never)).toThrow(/options must be an object, got null/);
+    expect(getTf32()).toEqual({ convolutions: true, matmul: false });
   });
 });
 

@@ -48,6 +48,19 @@ Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value getNumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), numThreads()); }
 
+Napi::Value setTf32(const Napi::CallbackInfo& info) {
+  pirl::setTf32({AsBool(info[0], "convolutions"), AsBool(info[1], "matmul")});
+  return info.Env().Undefined();
+}
+
+Napi::Value getTf32(const Napi::CallbackInfo& info) {
+  const Tf32 t = tf32();
+  auto out = Napi::Object::New(info.Env());
+  out.Set("convolutions", t.convolutions);
+  out.Set("matmul", t.matmul);
+  return out;
+}
+
 // cudaMemory(deviceIndex, resetPeak): the caching allocator's bytes now and at their peak since the
 // last reset, or null in a build without CUDA.
 Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
@@ -77,6 +90,8 @@ void registerRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New<binding<buildInfo>>(env, "buildInfo"));
   exports.Set("setNumThreads", Napi::Function::New<binding<setNumThreads>>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<binding<getNumThreads>>(env, "getNumThreads"));
+  exports.Set("setTf32", Napi::Function::New<binding<setTf32>>(env, "setTf32"));
+  exports.Set("getTf32", Napi::Function::New<binding<getTf32>>(env, "getTf32"));
   exports.Set("cudaMemory", Napi::Function::New<binding<cudaMemory>>(env, "cudaMemory"));
 }
 

@@ -51,6 +51,13 @@ void applyThreadSettings() {
   if (desiredThreads > 0) at::set_num_threads(desiredThreads);
 }
 
+void setTf32(Tf32 tf32) {
+  at::globalContext().setAllowTF32CuDNN(tf32.convolutions);
+  at::globalContext().setAllowTF32CuBLAS(tf32.matmul);
+}
+
+Tf32 tf32() { return {at::globalContext().allowTF32CuDNN(), at::globalContext().allowTF32CuBLAS()}; }
+
 const char* blasKindName(BlasKind kind) {
   switch (kind) {
     case BlasKind::OpenBLAS: return "openblas";

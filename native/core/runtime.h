@@ -18,6 +18,15 @@ int numThreads();
 // (e.g. libuv's pool) so it honours setNumThreads; cheap when nothing changed.
 void applyThreadSettings();
 
+// TF32 (a 10-bit mantissa) for float32 convolutions (cuDNN) and matrix products (cuBLAS) on Ampere and
+// later GPUs. libtorch's defaults are PyTorch's: convolutions yes, matrix products no. Process-wide.
+struct Tf32 {
+  bool convolutions = true;
+  bool matmul = false;
+};
+void setTf32(Tf32 tf32);
+Tf32 tf32();
+
 enum class BlasKind { OpenBLAS, MKL, Reference, Other, None };
 const char* blasKindName(BlasKind kind);
 
