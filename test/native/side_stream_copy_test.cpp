@@ -23,14 +23,16 @@ TEST(SideStreamCopy, OnTheCpuTheTensorsThemselves) {
 TEST(SideStreamCopyCuda, ValuesReachTheComputeStreamWhileItIsBusy) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA copies skipped";
   const at::Tensor busy = at::randn({4096, 4096}, at::kCUDA);
-  std::vector<at::Tensor> sums, expected;
+  std::vector<at::Tensor> hosts, sums, expected;
+  for (int i = 0; i < 40; ++i) hosts.push_back(at::randn({64, 3, 96, 96}).pin_memory());
   for (int i = 0; i < 40; ++i) {
-    if (i % 8 == 0) at::matmul(busy, busy);  // keeps the compute stream queued while copies and frees go on
-    const at::Tensor host = at::randn({64, 3, 96, 96}).pin_memory();
-    const auto there = copyOnSideStream({host}, at::kCUDA);
+    // Milliseconds of queued work before each sum: the host runs ahead, so each copy's memory is freed (and
+    // offered to the next copy) long before the compute stream reads it.
+    for (int j = 0; j < 4; ++j) at::matmul(busy, busy);
+    const auto there = copyOnSideStream({hosts[i]}, at::kCUDA);
     ASSERT_TRUE(there[0].is_cuda());
     sums.push_back(there[0].to(at::kDouble).sum());  // queued on the compute stream; `there` is freed next
-    expected.push_back(host.to(at::kDouble).sum());
+    expected.push_back(hosts[i].to(at::kDouble).sum());
   }
   for (int i = 0; i < 40; ++i) EXPECT_NEAR(sums[i].item<double>(), expected[i].item<double>(), 1e-6) << "copy " << i;
 }

@@ -8,7 +8,7 @@
 
 namespace pirl::data {
 
-// `host` (pinned, for the copies to be asynchronous) copied to `device` on a stream of the device's pool.
+// `host` (pinned, for the copies to be asynchronous) copied to `device` on its side stream (one per device).
 // Returns once the copies are done — blocking this thread, not the device — so the tensors can be used
 // by any later work; their memory is marked as used by the device's default stream (pirl's compute
 // stream), so that it is not handed out again before the work queued there has read it. On the CPU:
