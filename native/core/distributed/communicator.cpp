@@ -52,6 +52,18 @@ struct Communicator::Group {
     TORCH_CHECK(false, "no process group: the constructor refuses CPU ranks without Gloo");
 #endif
   }
+  // Gloo's collectives are awaited on the host within the timeout; NCCL's on the device (the current stream
+  // waits for them): its wait with a timeout would poll the host until the collective ends, and its watchdog
+  // enforces the group's timeout instead.
+  void wait(c10d::Work& work, std::chrono::milliseconds timeout) {
+#if PIRL_WITH_NCCL
+    if (nccl) {
+      work.wait();
+      return;
+    }
+#endif
+    work.wait(timeout);
+  }
 };
 
 class Communicator::Pending {
@@ -165,7 +177,7 @@ std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor& 
 
 void Communicator::wait(const std::shared_ptr<Pending>& pending, const char* what) {
   try {
-    pending->work->wait(timeout());
+    group_->wait(*pending->work, timeout());
   } catch (const std::exception& e) {
     fail(*this, what, e);
   }
@@ -183,7 +195,7 @@ void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char*
     for (const auto& t : group) parts.push_back(t.detach().reshape(-1));
     std::vector<at::Tensor> flat{at::cat(parts)};
     try {
-      group_->run([&](auto& pg) { return pg.broadcast(flat); })->wait(timeout());
+      group_->wait(*group_->run([&](auto& pg) { return pg.broadcast(flat); }), timeout());
     } catch (const std::exception& e) {
       fail(*this, what, e);
     }
@@ -203,7 +215,7 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
     std::vector<std::vector<at::Tensor>> output(1);
     for (int64_t r = 0; r < options_.worldSize; ++r) output[0].push_back(at::empty_like(input[0]));
     try {
-      group_->run([&](auto& pg) { return pg.allgather(output, input); })->wait(timeout());
+      group_->wait(*group_->run([&](auto& pg) { return pg.allgather(output, input); }), timeout());
     } catch (const std::exception& e) {
       fail(*this, what, e);
     }
@@ -211,10 +223,8 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
   };
   const int64_t rows = tensors.empty() ? 0 : tensors[0].size(0);
   for (const auto& t : tensors) TORCH_CHECK_VALUE(t.size(0) == rows, "allGather's tensors must have one row count");
-  std::vector<int64_t> counts;
-  for (const auto& c : gather(at::full({1}, rows, at::TensorOptions(at::kLong).device(device_)))) {
-    counts.push_back(c.item<int64_t>());
-  }
+  const at::Tensor gathered = at::cat(gather(at::full({1}, rows, at::TensorOptions(at::kLong).device(device_)))).cpu();
+  const std::vector<int64_t> counts(gathered.data_ptr<int64_t>(), gathered.data_ptr<int64_t>() + gathered.numel());
   const int64_t most = *std::max_element(counts.begin(), counts.end());
   std::vector<at::Tensor> out;
   for (const auto& t : tensors) {
