@@ -6,13 +6,16 @@
 // memory formats: the model step alone (one batch reused), end to end (the loader feeding it), the
 // fused NCE op alone, the loader alone, and the peak GPU memory of each — next to the same step in
 // PyTorch eager mode on the same GPU (bench/eager_step.py, python3's torch), as ratios. Writes
-// bench/results/gpu-<card>.json when it ran on a GPU.
+// bench/results/gpu-<card>.json when it ran on a GPU — after every case, the most telling first, so that
+// a run cut short (a lent GPU's time limit) keeps what it measured ("complete": false).
 // Options: --device cuda (default) | cpu (a small smoke run of the same code), --steps N (default 20),
 // --quick (one case per part), --out FILE (another results file).
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { execFileSync } = require('child_process');
+const v8 = require('v8');
+const vm = require('vm');
 
 const { root, args, option: opt, median, compileTypeScript } = require('./bench-common');
 
@@ -61,9 +64,23 @@ function eager(c, batchSize, precision, channelsLast, negatives) {
   }
 }
 
-function memoryOf(pirl) {
+// The native memory of earlier cases goes with their handles, at a garbage collection.
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = vm.runInNewContext('gc');
+
+/**
+ * The allocator's peak since the last call, counted from `baseline` (bytes allocated before the case
+ * made anything): the case's own memory, whatever earlier cases still hold. Resets the peak.
+ */
+function memoryOf(pirl, baseline) {
   const m = device === 'cpu' ? null : pirl.cudaMemory(device, { resetPeak: true });
-  return m && { peakAllocatedMB: round(m.peakAllocated / 2 ** 20), peakReservedMB: round(m.peakReserved / 2 ** 20) };
+  return m && { peakAllocatedMB: round((m.peakAllocated - baseline) / 2 ** 20), processPeakReservedMB: round(m.peakReserved / 2 ** 20) };
+}
+
+/** Bytes allocated on the device now, after a collection: a case's baseline. */
+function allocatedNow(pirl) {
+  collectGarbage();
+  return device === 'cpu' ? 0 : pirl.cudaMemory(device).allocated;
 }
 
 async function timed(count, run) {
@@ -81,12 +98,13 @@ async function trainCase(pirl, c, batchSize, precision, channelsLast, data) {
     recipe: 'paper', model: { arch: c.arch, stem: c.stem, channelsLast }, sampler: c.sampler,
     loss: { negatives: quick ? 1024 : c.negatives }, batchSize, precision, device, epochs: 1, epochLength: steps + 3, bankInit: 'random',
   };
+  const baseline = allocatedNow(pirl);
   const trainer = await pirl.Trainer.create(data, config);
   const batch = await trainer.loader.makeBatch(Array.from({ length: batchSize }, (_, i) => i * 7919), 0);
   await timed(3, () => trainer.step(batch, 0.01)); // warm-up: cuDNN autotuning, the allocator
-  memoryOf(pirl);
+  memoryOf(pirl, baseline);
   const stepMs = median(await timed(steps, () => trainer.step(batch, 0.01)));
-  const stepMemory = memoryOf(pirl);
+  const stepMemory = memoryOf(pirl, baseline);
   const times = [];
   let last = 0;
   await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 3) times.push(now - last); last = now; } } });
@@ -102,6 +120,7 @@ async function trainCase(pirl, c, batchSize, precision, channelsLast, data) {
 }
 
 async function nceCase(pirl, B, K) {
+  const baseline = allocatedNow(pirl);
   const bank = await pirl.MemoryBank.create({ size: quick ? 100000 : BANK_ROWS, dim: 128, device });
   const x0 = new Float32Array(B * 128).map((_, i) => Math.sin(i));
   const x = await pirl.Tensor.from(x0, [B, 128]).to(device);
@@ -111,9 +130,9 @@ async function nceCase(pirl, B, K) {
     const negatives = shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
     for (const mode of ['nce', 'infonce']) {
       await timed(3, () => pirl.nceLoss(x, bank, positives, negatives, { mode, z: 100 }));
-      memoryOf(pirl);
+      memoryOf(pirl, baseline);
       const ms = median(await timed(steps, () => pirl.nceLoss(x, bank, positives, negatives, { mode, z: 100 })));
-      out[`${shared ? 'shared' : 'perSample'}-${mode}`] = { ms: round(ms, 3), memory: memoryOf(pirl) };
+      out[`${shared ? 'shared' : 'perSample'}-${mode}`] = { ms: round(ms, 3), memory: memoryOf(pirl, baseline) };
     }
   }
   return { B, K, N: bank.size, D: 128, forwardBackward: out };
@@ -126,38 +145,44 @@ async function loaderCase(pirl, c, batchSize, data) {
   return { case: c.name, batch: batchSize, threads: pirl.getNumThreads(), samplesPerSecond: round(((n - 1) * batchSize * 1000) / (performance.now() - start)) };
 }
 
+/** The cases in the order they run: the issue's targets first (ResNet-50 B=64 and ResNet-18 in the default memory format), then the rest. */
+function plan() {
+  const [resnet50, resnet18] = CASES;
+  if (quick) return [{ part: 'loader', c: resnet18, batch: 8 }, ...['fp32', 'bf16'].map((precision) => ({ part: 'train', c: resnet18, batch: 8, precision, channelsLast: true })), { part: 'nce', B: 32, K: 1024 }];
+  const train = (c, batch, channelsLast) => ['fp32', 'bf16'].map((precision) => ({ part: 'train', c, batch, precision, channelsLast }));
+  return [
+    ...train(resnet50, 64, true), ...train(resnet18, 32, true), { part: 'nce', B: 256, K: 32000 },
+    { part: 'loader', c: resnet50, batch: 64 }, { part: 'loader', c: resnet18, batch: 32 },
+    ...train(resnet50, 64, false), ...train(resnet18, 32, false), ...train(resnet50, 128, true), ...train(resnet50, 128, false),
+  ];
+}
+
 async function main() {
   compileTypeScript();
   const pirl = require(path.join(root, 'dist'));
   const info = pirl.buildInfo();
   if (device !== 'cpu' && !info.cuda.available) throw new Error(`bench:gpu needs a CUDA device; this pirl runs on libtorch ${info.libtorch.version} with CUDA ${info.cuda.compiled ? 'compiled, no device' : 'not compiled'} (--device cpu runs a smoke test)`);
-  const cases = quick ? [CASES[1]] : CASES;
-  const precisions = device === 'cpu' ? ['fp32', 'bf16'] : ['fp32', 'bf16'];
-  const training = [], loaders = [];
-  for (const c of cases) {
-    const data = syntheticDataset(pirl, quick ? 112 : c.side, 256);
-    for (const batchSize of quick ? [Math.min(...c.batches, 8)] : c.batches) {
-      loaders.push(await loaderCase(pirl, c, batchSize, data));
-      log(JSON.stringify(loaders.at(-1)));
-      for (const precision of precisions) {
-        for (const channelsLast of quick ? [true] : [true, false]) {
-          training.push(await trainCase(pirl, c, batchSize, precision, channelsLast, data));
-          log(JSON.stringify(training.at(-1)));
-        }
-      }
-    }
-  }
-  const nce = [await nceCase(pirl, quick ? 32 : 256, quick ? 1024 : 32000)];
-  log(JSON.stringify(nce[0]));
   const card = device === 'cpu' ? `cpu-${os.availableParallelism()}core` : (process.env.PIRL_GPU_NAME || 'cuda').toLowerCase().replace(/[^a-z0-9]+/g, '-');
+  const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}.json`));
   const result = {
-    benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick,
-    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; memory = the CUDA caching allocator peak during the measured steps',
-    training, nce, loaders,
+    benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick, complete: false,
+    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case',
+    training: [], nce: [], loaders: [],
   };
+  const datasets = new Map();
+  const dataFor = (c) => datasets.get(c) || datasets.set(c, syntheticDataset(pirl, quick ? 112 : c.side, 256)).get(c);
+  for (const job of plan()) {
+    const [list, entry] =
+      job.part === 'train' ? [result.training, await trainCase(pirl, job.c, job.batch, job.precision, job.channelsLast, dataFor(job.c))]
+      : job.part === 'loader' ? [result.loaders, await loaderCase(pirl, job.c, job.batch, dataFor(job.c))]
+      : [result.nce, await nceCase(pirl, job.B, job.K)];
+    list.push(entry);
+    log(JSON.stringify(entry));
+    if (out) fs.writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+  }
+  result.complete = true;
   const json = JSON.stringify(result, null, 2);
   console.log(json);
-  const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}.json`));
   if (out) fs.writeFileSync(out, `${json}\n`);
 }
 
