@@ -99,6 +99,25 @@ c10::intrusive_ptr<c10d::Store> tcpStore(const std::string& host, Options option
   return c10::make_intrusive<c10d::TCPStore>(host, options);
 }
 
+#if PIRL_WITH_NCCL
+// ProcessGroupNCCL::shutdown (torch >= 2.3): ends the communicators cleanly; a group destroyed without it
+// warns and aborts them.
+template <typename Group, typename = void>
+struct HasShutdown : std::false_type {};
+template <typename Group>
+struct HasShutdown<Group, std::void_t<decltype(std::declval<Group&>().shutdown())>> : std::true_type {};
+
+template <typename Group>
+void shutdownGroup(Group& group) {
+  if constexpr (HasShutdown<Group>::value) {
+    try {
+      group.shutdown();
+    } catch (const std::exception&) {  // a destructor's work: the group is going away either way
+    }
+  }
+}
+#endif
+
 // c10d reports a dead peer or a timeout as a c10::Error deep in Gloo: say which collective, and what it means.
 [[noreturn]] void fail(const Communicator& c, const char* what, const std::exception& e) {
   TORCH_CHECK(false, "distributed training: rank ", c.rank(), " of ", c.worldSize(), " failed in ", what,
@@ -164,7 +183,11 @@ Communicator::Communicator(const CommunicatorOptions& o)
   }
 }
 
-Communicator::~Communicator() = default;
+Communicator::~Communicator() {
+#if PIRL_WITH_NCCL
+  if (group_ && group_->nccl) shutdownGroup(*group_->nccl);
+#endif
+}
 
 std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor& tensor) {
   std::vector<at::Tensor> tensors{tensor};
