@@ -49,6 +49,8 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   stage libtorch 30 node scripts/libtorch.js
 fi
 export PIRL_NUM_THREADS=${PIRL_NUM_THREADS:-$(nproc)}
+device=cuda
+[ -z "${DEVICE_CHECK_DRY:-}" ] || device=cpu  # a dry run smoke-tests bench:gpu and the prebuild on the CPU
 
 # One test process per case, nproc at a time: 2 threads each, not libtorch's default of every core each.
 native=(env OMP_NUM_THREADS=2 ctest --test-dir build --parallel "$(nproc)" --output-on-failure)
@@ -56,11 +58,7 @@ stage native-cuda 150 "${native[@]}" -R Cuda
 grep -E "tests passed|tests failed" "$OUT/native-cuda.log" | tail -n1 >> "$summary"
 stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 grep -E "^Tests:" "$OUT/jest.log" | tail -n1 >> "$summary"
-if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
-  stage bench-gpu 240 sh -c "node scripts/bench-gpu.js --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
-else
-  stage bench-gpu 240 sh -c "node scripts/bench-gpu.js --device cpu --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
-fi
+stage bench-gpu 240 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 
 # The prebuild from a bare installed package (dist, scripts, prebuilds; no build/), libtorch found as on a
 # user's machine (python3's torch: no CMAKE_PREFIX_PATH, no LD_LIBRARY_PATH), then one training step on $1.
@@ -76,8 +74,6 @@ prebuild_load() {
 }
 export -f prebuild_load
 stage prebuild 120 sh -c "node scripts/prebuild.js && tar -czf '$OUT/prebuild.tgz' prebuilds && ls -lR prebuilds"
-device=cuda
-[ -z "${DEVICE_CHECK_DRY:-}" ] || device=cpu
 stage prebuild-load 90 bash -c "prebuild_load $device"
 tail -n1 "$OUT/prebuild-load.log" >> "$summary"
 

@@ -21,8 +21,8 @@ void applyThreadSettings();
 // TF32 (a 10-bit mantissa) for float32 convolutions (cuDNN) and matrix products (cuBLAS) on Ampere and
 // later GPUs. libtorch's defaults are PyTorch's: convolutions yes, matrix products no. Process-wide.
 struct Tf32 {
-  bool convolutions = true;
-  bool matmul = false;
+  bool convolutions;
+  bool matmul;
 };
 void setTf32(Tf32 tf32);
 Tf32 tf32();

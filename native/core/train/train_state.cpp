@@ -129,16 +129,17 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   if (r.zEstimates.defined()) loss_.updateZ(s[3], s[4]);
   if (scaled) sgd_.scaleGradients(1.0 / scale);
   sgd_.step(lr);
+  at::Tensor updateRows = rows, updateF = f.detach();
   if (communicator_) {
     // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
     const c10::Device there = communicator_->device();
-    const auto all = communicator_->allGather({rows.to(there), f.detach().to(there)},
+    const auto all = communicator_->allGather({rows.to(there), updateF.to(there)},
                                               "the all-gather of the batch's rows and embeddings");
-    // Each rank checked its rows against the same bank, and a finite mean loss means every rank's f is finite.
-    bank_->update(all[0].to(device), all[1].to(device), loss_.options().momentum, IndexCheck::Trusted);
-  } else {
-    bank_->update(rows, f.detach(), loss_.options().momentum, IndexCheck::Trusted);
+    updateRows = all[0].to(device);
+    updateF = all[1].to(device);
   }
+  // Trusted: every rank checked its rows against the same bank, and a finite mean loss means every f is finite.
+  bank_->update(updateRows, updateF, loss_.options().momentum, IndexCheck::Trusted);
   return {loss, s[1], s[2], norm, true, stop};
 }
 
