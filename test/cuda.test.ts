@@ -86,7 +86,9 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     const b = await datasetFeatures(reference, data, { size: 16 });
     expect(a.features.device).toBe('cpu');
     const fa = a.features.data() as Float32Array, fb = b.features.data() as Float32Array;
-    fa.forEach((v, i) => expect(close(v, fb[i], 1e-3)).toBe(true));
+    // At the features' scale: pooled ReLU features near 0 carry the rounding of the large ones around them.
+    const scale = fb.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    fa.forEach((v, i) => expect(Math.abs(v - fb[i])).toBeLessThanOrEqual(1e-3 * scale));
     expect(await knnAccuracy(model, data, data, { size: 16, k: 1 })).toBe(1);
     const onGpu = await a.features.to('cuda');
     const { indices } = await nearestNeighbours(onGpu, await a.features.to('cuda'), 1);

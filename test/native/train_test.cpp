@@ -174,6 +174,20 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   EXPECT_LT(chance, 0.55);
 }
 
+TEST(EvalCuda, KnnAndTheLinearProbeTakeCudaInputsAndAnswerAsOnTheCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(6);
+  const at::Tensor centres = at::randn({3, 8}) * 6;
+  const at::Tensor labels = at::randint(3, {300}, at::kLong);
+  const at::Tensor features = centres.index_select(0, labels) + at::randn({300, 8});
+  const at::Tensor train = features.narrow(0, 0, 250), test = features.narrow(0, 250, 50);
+  const at::Tensor trainLabels = labels.narrow(0, 0, 250), testLabels = labels.narrow(0, 250, 50);
+  EXPECT_TRUE(at::equal(eval::knnPredict(train.cuda(), trainLabels.cuda(), test.cuda(), 5, 0.07, 3),
+                        eval::knnPredict(train, trainLabels, test, 5, 0.07, 3)));
+  EXPECT_EQ(eval::linearProbeAccuracy(train.cuda(), trainLabels.cuda(), test.cuda(), testLabels.cuda(), 3, kProbe),
+            eval::linearProbeAccuracy(train, trainLabels, test, testLabels, 3, kProbe));
+}
+
 }  // namespace
 
 namespace {

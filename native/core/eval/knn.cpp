@@ -39,7 +39,10 @@ at::Tensor knnPredict(const at::Tensor& train, const at::Tensor& trainLabels, co
   }
   const Neighbours nn = nearestNeighbours(train, test, k, chunk);
   const at::Tensor weights = (nn.similarity / tau).exp();
-  return at::zeros({test.size(0), numClasses}, at::kFloat).scatter_add_(1, trainLabels.index({nn.index}), weights).argmax(1);
+  // The neighbours come back on the CPU, whatever device the features are on: the labels join them there.
+  return at::zeros({test.size(0), numClasses}, at::kFloat)
+      .scatter_add_(1, trainLabels.to(at::kCPU).index({nn.index}), weights)
+      .argmax(1);
 }
 
 }  // namespace pirl::eval

@@ -14,7 +14,8 @@ double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabel
   TORCH_CHECK_VALUE(trainLabels.sizes() == at::IntArrayRef{train.size(0)} && testLabels.sizes() == at::IntArrayRef{test.size(0)},
                     "one label per feature row");
   TORCH_CHECK_VALUE(o.epochs >= 1 && o.batchSize >= 1 && o.lr > 0 && o.weightDecay >= 0, "invalid linear probe options");
-  const at::Tensor x = train.to(at::kFloat), y = trainLabels.to(at::kLong);
+  // On the CPU, whatever device the features come from: a few small matrices, and one order of batches.
+  const at::Tensor x = train.to(at::kCPU, at::kFloat), y = trainLabels.to(at::kCPU, at::kLong);
   const at::Tensor mean = x.mean(0, true), std = x.std(0, /*unbiased=*/true, /*keepdim=*/true).clamp_min(1e-6);
   const at::Tensor xs = (x - mean) / std;
   const int64_t n = xs.size(0), f = xs.size(1);
@@ -40,8 +41,8 @@ double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabel
       b.sub_(vb, lr);
     }
   }
-  const at::Tensor predicted = at::addmm(b, (test.to(at::kFloat) - mean) / std, w).argmax(1);
-  return predicted.eq(testLabels.to(at::kLong)).to(at::kDouble).mean().item<double>();
+  const at::Tensor predicted = at::addmm(b, (test.to(at::kCPU, at::kFloat) - mean) / std, w).argmax(1);
+  return predicted.eq(testLabels.to(at::kCPU, at::kLong)).to(at::kDouble).mean().item<double>();
 }
 
 }  // namespace pirl::eval
