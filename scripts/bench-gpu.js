@@ -145,15 +145,15 @@ async function loaderCase(pirl, c, batchSize, data) {
   return { case: c.name, batch: batchSize, threads: pirl.getNumThreads(), samplesPerSecond: round(((n - 1) * batchSize * 1000) / (performance.now() - start)) };
 }
 
-/** The cases in the order they run: the targets first (ResNet-50 B=64 and ResNet-18 in the default memory format), then the rest. */
+/** The cases in the order they run: the targets first (each network's first batch size, channels-last), then the rest. */
 function plan() {
-  const [resnet50, resnet18] = CASES;
-  if (quick) return [{ part: 'loader', c: resnet18, batch: 8 }, ...['fp32', 'bf16'].map((precision) => ({ part: 'train', c: resnet18, batch: 8, precision, channelsLast: true })), { part: 'nce', B: 32, K: 1024 }];
   const train = (c, batch, channelsLast) => ['fp32', 'bf16'].map((precision) => ({ part: 'train', c, batch, precision, channelsLast }));
+  if (quick) return [{ part: 'loader', c: CASES[1], batch: 8 }, ...train(CASES[1], 8, true), { part: 'nce', B: 32, K: 1024 }];
   return [
-    ...train(resnet50, 64, true), ...train(resnet18, 32, true), { part: 'nce', B: 256, K: 32000 },
-    { part: 'loader', c: resnet50, batch: 64 }, { part: 'loader', c: resnet18, batch: 32 },
-    ...train(resnet50, 64, false), ...train(resnet18, 32, false), ...train(resnet50, 128, true), ...train(resnet50, 128, false),
+    ...CASES.flatMap((c) => train(c, c.batches[0], true)), { part: 'nce', B: 256, K: 32000 },
+    ...CASES.map((c) => ({ part: 'loader', c, batch: c.batches[0] })),
+    ...CASES.flatMap((c) => train(c, c.batches[0], false)),
+    ...CASES.flatMap((c) => c.batches.slice(1).flatMap((batch) => [...train(c, batch, true), ...train(c, batch, false)])),
   ];
 }
 
