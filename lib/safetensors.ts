@@ -5,6 +5,7 @@ import * as path from 'path';
 
 import { binding } from './binding';
 import { checkObject } from './errors';
+import { makeFolder } from './folders';
 import { Tensor, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
@@ -203,11 +204,25 @@ export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metada
 
 const temporaryOf = (file: string, pid: number) => path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);
 
-/** Writes atomically: a temporary file in the same folder, then a rename. */
+/** The folder `file` goes in, made where missing; an error names `file` when it cannot be. */
+export async function makeFolderFor(file: string): Promise<void> {
+  try {
+    await makeFolder(path.dirname(path.resolve(file)));
+  } catch (err) {
+    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** Writes atomically: a temporary file in the same folder (made where missing), then a rename. */
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
   const bytes = serializeSafetensors(tensors, metadata);
+  await makeFolderFor(file);
   const tmp = temporaryOf(file, process.pid);
-  await fs.writeFile(tmp, bytes);
+  try {
+    await fs.writeFile(tmp, bytes);
+  } catch (err) {
+    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
+  }
   await fs.rename(tmp, file);
 }
 

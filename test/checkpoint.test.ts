@@ -141,3 +141,17 @@ describe('model file metadata', () => {
     expect(legacy.options).toEqual(model.options);
   });
 });
+
+describe('where a checkpoint goes', () => {
+  test('fit makes its folder; one that cannot be made fails before the first step, naming the checkpoint', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'new', 'deeper', 'run.ckpt');
+    await (await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 })).fit({ checkpoint: file });
+    expect(fs.existsSync(file)).toBe(true);
+    let steps = 0;
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await expect(trainer.fit({ checkpoint: '/proc/pirl-nowhere/run.ckpt', callbacks: { onBatchEnd: () => void steps++ } }))
+      .rejects.toThrow(/cannot write \/proc\/pirl-nowhere\/run\.ckpt: cannot create \/proc\/pirl-nowhere: ENOENT/);
+    expect(steps).toBe(0);
+  });
+});

@@ -2,13 +2,13 @@
 // checks in lib/config.ts and lib/errors.ts judge them, and their errors name the flag), and the data
 // argument.
 import { promises as fs } from 'fs';
-import * as path from 'path';
 import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, checkObject, isArgumentError } from '../errors';
+import { makeFolder } from '../folders';
 import { setNumThreads } from '../runtime';
 
 /** A command-line mistake: `pirl` prints it with the usage and exits 2. */
@@ -137,29 +137,12 @@ export async function knnSplit(data: Dataset, spec: string, testSpec: string | u
   return { train, test };
 }
 
-/**
- * Creates `dir` (a --flag's folder) and its missing parents one at a time — Node's recursive mkdir
- * spins forever where the parent is a pseudo-filesystem like /proc — or a UsageError saying why not.
- */
+/** Creates `dir` (a --flag's folder) and its missing parents, or a UsageError saying why not. */
 export async function makeOutputDir(flag: string, dir: string): Promise<void> {
-  const missing: string[] = [];
-  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-    try {
-      if (!(await fs.stat(d)).isDirectory()) throw new UsageError(`--${flag} ${dir}: ${d} is a file, not a folder`);
-      break;
-    } catch (err) {
-      if (err instanceof UsageError) throw err;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new UsageError(`--${flag} ${dir}: ${(err as Error).message}`);
-      missing.unshift(d);
-      if (path.dirname(d) === d) break;
-    }
-  }
-  for (const d of missing) {
-    try {
-      await fs.mkdir(d);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new UsageError(`--${flag} ${dir}: cannot create ${d}: ${(err as Error).message}`);
-    }
+  try {
+    await makeFolder(dir);
+  } catch (err) {
+    throw new UsageError(`--${flag} ${dir}: ${(err as Error).message}`);
   }
 }
 

@@ -11,7 +11,7 @@ import { checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknown
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
-import { jsonMetadata, metadataField, readSafetensors, removeStaleTemporaries, writeSafetensors } from '../safetensors';
+import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { lrAt, type LrSchedule } from './schedule';
 
@@ -222,7 +222,10 @@ export class Trainer {
     this.stopRequested = false;
     // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
     const checkpoint = this.isMain ? options.checkpoint : undefined;
-    if (checkpoint) await removeStaleTemporaries(checkpoint);
+    if (checkpoint) {
+      await makeFolderFor(checkpoint); // before any training: a checkpoint that cannot be written fails now
+      await removeStaleTemporaries(checkpoint);
+    }
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
     let stopping = false;
     while (this.position.epoch < this.config.epochs && !stopping) {
