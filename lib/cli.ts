@@ -25,7 +25,8 @@ Commands:
 
 <data> is a folder of images (flat, or one subfolder per class) or 'fashion-mnist'.`;
 
-const VERBS: Record<string, (args: string[]) => void | Promise<void>> = {
+// A verb may end with its own exit code (an interrupted run: 130); otherwise 0.
+const VERBS: Record<string, (args: string[]) => void | number | Promise<void | number>> = {
   info, train, eval: evaluate, embed, export: exportTrunk, preview,
 };
 
@@ -45,8 +46,7 @@ async function main(argv: string[]): Promise<number> {
     if (!Object.hasOwn(VERBS, command)) throw new UsageError(`unknown command '${command}'`);
     // The library's defaults for the process (threads: $PIRL_NUM_THREADS or the cores; --threads overrides).
     initRuntime();
-    await VERBS[command](args);
-    return 0;
+    return (await VERBS[command](args)) ?? 0;
   } catch (err) {
     // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2 with the usage.
     if (err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'))) {

@@ -349,8 +349,9 @@ export function resolveTrainConfig(config: unknown = {}, arg = 'config', complet
   const given = config === undefined ? {} : checkObject(arg, config);
   const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? (complete ? undefined : 'default'), RECIPES)];
   // The model is seeded by the run's seed unless model.seed says otherwise.
-  const runSeed = given.seed === undefined ? recipe.seed : given.seed;
-  const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed as number } }, given, arg, complete);
+  // Checked here, under its own name, before it stands in for model.seed.
+  const runSeed = given.seed === undefined ? recipe.seed : TRAIN.seed.resolve(`${arg}.seed`, given.seed as number, recipe.seed, complete);
+  const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
   return c;
 }

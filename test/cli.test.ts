@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -126,6 +126,8 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
     usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
     usage(['train', data, '--out', out, '--resume', '--epochs', '3'], /--resume continues the run its checkpoint describes; --epochs cannot change it/);
+    usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
+    usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run holds no checkpoint to continue from .*; --force starts the run again/);
     const list = path.join(dir, 'list.json');
     fs.writeFileSync(list, '[1,2,3]');
     usage(['train', data, '--config', list], /--config .*list\.json must be an object, got \[1, 2, 3\]/);
@@ -137,6 +139,29 @@ describe('pirl train / eval / embed / export', () => {
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/no such folder/);
   });
+});
+
+describe('Ctrl-C', () => {
+  test('stops training after the step in progress, writes the checkpoint there and exits 130', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
+    const out = path.join(dir, 'run');
+    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '8', '--negatives', '16',
+      '--epoch-length', '1000', '--checkpoint-every', '100000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => void (stderr += d));
+    const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toMatch(/pirl: interrupted: stopping after this step and writing .*checkpoint\.safetensors/);
+    const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
+    const step = JSON.parse(metadata['pirl-checkpoint']).position.step;
+    expect(step).toBeGreaterThanOrEqual(2);
+    expect(step).toBeLessThan(1000);
+    expect(batches()).toBe(step); // the checkpoint is at the last step reported
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 180_000);
 });
 
 describe('the CLI process', () => {

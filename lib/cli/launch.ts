@@ -1,6 +1,7 @@
 // `pirl train --nproc N`: N local ranks of one data-parallel run, started as torchrun would start
 // them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR) with a file rendezvous, so that nothing
 // listens on the network; the first rank to fail stops the others, and its exit code is the run's.
+// Ctrl-C reaches every rank, which stop together after the step in progress (rank 0 checkpoints).
 import { spawn, type ChildProcess } from 'child_process';
 import { promises as fs } from 'fs';
 import * as os from 'os';
@@ -12,7 +13,11 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
   const children: ChildProcess[] = [];
   let failed: { rank: number; code: number } | null = null;
   const stopAll = (signal: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(signal));
-  const forward = (signal: NodeJS.Signals) => () => stopAll(signal);
+  let interrupted = false;
+  const forward = (signal: NodeJS.Signals) => () => {
+    interrupted = true;
+    stopAll(signal);
+  };
   const onInt = forward('SIGINT'), onTerm = forward('SIGTERM');
   process.on('SIGINT', onInt).on('SIGTERM', onTerm);
   try {
@@ -31,7 +36,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
           const status = code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1);
           if (status !== 0 && failed === null) {
             failed = { rank, code: status };
-            stopAll('SIGTERM');
+            if (!interrupted) stopAll('SIGTERM'); // interrupted ranks are finishing their step together
           }
           resolve(status);
         });
@@ -39,7 +44,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
     });
     await Promise.all(exits);
     const first = failed as { rank: number; code: number } | null;
-    if (first) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
+    if (first && !interrupted) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
     return first ? first.code : 0;
   } finally {
     process.off('SIGINT', onInt).off('SIGTERM', onTerm);

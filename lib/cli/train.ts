@@ -94,7 +94,10 @@ async function runFilesIn(out: string): Promise<string[]> {
   return present.filter((n): n is string => n !== null);
 }
 
-export async function train(args: string[]): Promise<void> {
+/** Exit code of a run stopped by SIGINT (128 + 2, as a shell reports it). */
+const INTERRUPTED = 130;
+
+export async function train(args: string[]): Promise<number | void> {
   const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
   const { values, positionals } = parseFlags(args, strings, ['resume', 'force', ...SWITCHES], 1, 'train needs one <data> argument');
   const distributed = distributedFromEnvFlag();
@@ -104,8 +107,7 @@ export async function train(args: string[]): Promise<void> {
     const threads = checkFlag(values, 'threads', Math.max(1, Math.floor(os.availableParallelism() / nproc)), (a, v) => checkInteger(a, v, 1));
     const i = args.indexOf('--nproc');
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
-    process.exitCode = await launchLocalRanks(nproc, ['train', ...rest], threads);
-    return;
+    return launchLocalRanks(nproc, ['train', ...rest], threads);
   }
   const { device } = applyRunFlags(values);
   const main = (distributed?.rank ?? 0) === 0; // rank 0 (or a process alone) writes the run's files and reports
@@ -118,12 +120,16 @@ export async function train(args: string[]): Promise<void> {
   let trainer: Trainer;
   if (values.resume) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
+    if (!(await fs.access(checkpoint).then(() => true, () => false))) {
+      throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
+    }
     trainer = await resumeRun(values, spec, checkpoint, device, distributed);
     if (main) await log.truncate(trainer.progress);
   } else {
     const earlier = await runFilesIn(out);
     if (earlier.length > 0 && !values.force && main) {
-      throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): --resume continues it, --force starts a new one in its place`);
+      const resumable = earlier.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
+      throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
     }
     const config = await newRunConfig(values);
     if (main) {
@@ -132,9 +138,24 @@ export async function train(args: string[]): Promise<void> {
     }
     trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler)), config, { distributed });
   }
+  // Ctrl-C stops after the step in progress (on every rank: they vote), rank 0 writing the checkpoint; again: now.
+  let interrupted = false;
+  process.once('SIGINT', () => {
+    interrupted = true;
+    if (main) console.error(`\npirl: interrupted: stopping after this step and writing ${checkpoint} (Ctrl-C again to quit at once)`);
+    trainer.stop();
+    // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
+    // a repeat within a second is the same one.
+    const same = () => {};
+    process.on('SIGINT', same);
+    setTimeout(() => {
+      process.off('SIGINT', same);
+      process.once('SIGINT', () => process.exit(INTERRUPTED));
+    }, 1000).unref();
+  });
   if (!main) {
     await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files
-    return;
+    return interrupted ? INTERRUPTED : undefined;
   }
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
@@ -179,4 +200,6 @@ export async function train(args: string[]): Promise<void> {
   console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);
+  if (interrupted) console.log(`interrupted: continue with the same command and --resume`);
+  return interrupted ? INTERRUPTED : undefined;
 }
