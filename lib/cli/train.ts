@@ -118,15 +118,15 @@ export async function train(args: string[]): Promise<number | void> {
   const log = new MetricsLog(out);
   const spec = positionals[0];
   let trainer: Trainer;
+  const earlier = await runFilesIn(out);
   if (values.resume) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
-    if (!(await fs.access(checkpoint).then(() => true, () => false))) {
+    if (!earlier.includes('checkpoint.safetensors')) {
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
     trainer = await resumeRun(values, spec, checkpoint, device, distributed);
     if (main) await log.truncate(trainer.progress);
   } else {
-    const earlier = await runFilesIn(out);
     if (earlier.length > 0 && !values.force && main) {
       const resumable = earlier.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
       throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
