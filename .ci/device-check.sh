@@ -11,6 +11,7 @@
 # Here:      bash .ci/device-pack.sh   (then the device tool, carrying .device and dist)
 # There:     bash .ci/device-check.sh
 # On a CPU:  DEVICE_CHECK_DRY=1 bash .ci/device-check.sh   (the same stages against the local build, CUDA parts skipped)
+# A rerun:   DEVICE_CHECK_STAGES="build native-cuda bench-gpu" bash .ci/device-check.sh   (those stages only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(mkdir -p "${OUT:-device-out}" && cd "${OUT:-device-out}" && pwd)
@@ -24,6 +25,10 @@ budget=${DEVICE_CHECK_BUDGET:-560}
 stage() {  # stage NAME SECONDS COMMAND...: runs, logs to $OUT/NAME.log, records status and time
   local name=$1 limit=$2 t0 rc left
   shift 2
+  if [ -n "${DEVICE_CHECK_STAGES:-}" ] && [[ " $DEVICE_CHECK_STAGES " != *" $name "* ]]; then
+    echo "$name: not selected" >> "$summary"
+    return 0
+  fi
   t0=$(date +%s)
   left=$(( budget - (t0 - started) ))
   if [ "$left" -lt 20 ]; then
