@@ -6,7 +6,9 @@
 #include "options.h"
 
 #ifdef PIRL_WITH_CUDA
+#include <ATen/ATen.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace pirl::addon {
@@ -67,7 +69,14 @@ Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
   const int64_t index = AsInt64(info[0], "device");
   const bool reset = AsBool(info[1], "resetPeak");
 #ifdef PIRL_WITH_CUDA
+  if (index >= c10::cuda::device_count()) {
+    throw std::out_of_range("device must be one of the " + std::to_string(c10::cuda::device_count()) +
+                            " CUDA devices visible, got cuda:" + std::to_string(index));
+  }
   const auto device = static_cast<c10::DeviceIndex>(index);
+  // The allocator has no per-device state before CUDA's lazy initialisation ("Invalid device argument"),
+  // which making a CUDA tensor runs in every libtorch version.
+  (void)at::empty({0}, at::TensorOptions().device(c10::kCUDA, device));
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
   auto out = Napi::Object::New(info.Env());
   // Entry 0 of each statistic is the aggregate over all pools (StatType::AGGREGATE in every libtorch).

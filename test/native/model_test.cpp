@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <map>
 #include <string>
@@ -40,6 +41,49 @@ TEST(Trunk, TorchvisionNames) {
   for (const char* key : {"bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked", "layer4.2.bn3.running_var"}) {
     EXPECT_NE(buffers.find(key), nullptr) << key;
   }
+}
+
+// Narrow shortcuts (< 16 input channels) take their stride by slicing: the same function and gradients as
+// the strided 1×1 conv (computed here in float64, where no oneDNN kernel runs), under the same names.
+TEST(Trunk, NarrowShortcutsAreTheStridedConvolution) {
+  for (const int64_t inplanes : {8, 32}) {
+    at::manual_seed(3);
+    Downsample shortcut(inplanes, 2 * inplanes, 2);
+    EXPECT_EQ(shortcut->sliceStride, inplanes < 16 ? 2 : 1);
+    EXPECT_NE(shortcut->named_parameters().find("0.weight"), nullptr);
+    EXPECT_NE(shortcut->named_buffers().find("1.running_var"), nullptr);
+    shortcut->to(at::kDouble);
+    const at::Tensor x = at::randn({4, inplanes, 15, 16}, at::kDouble).requires_grad_(true);
+    const at::Tensor w = shortcut->conv->weight.detach().clone().requires_grad_(true);
+    const at::Tensor expected = at::batch_norm(at::conv2d(x, w, {}, 2), {}, {}, {}, {}, true, 0.1, 1e-5, false);
+    const at::Tensor out = shortcut->forward(x);
+    ASSERT_EQ(out.sizes(), expected.sizes());
+    EXPECT_TRUE(at::allclose(out, expected, 1e-12, 1e-12));
+    const at::Tensor up = at::randn_like(out);
+    const auto got = torch::autograd::grad({out}, {x, shortcut->conv->weight}, {up});
+    const auto want = torch::autograd::grad({expected}, {x, w}, {up});
+    EXPECT_TRUE(at::allclose(got[0], want[0], 1e-12, 1e-12));
+    EXPECT_TRUE(at::allclose(got[1], want[1], 1e-12, 1e-12));
+  }
+}
+
+// Width 0.125 has an 8-channel shortcut; at 3 threads oneDNN's strided kernel corrupted the heap in its
+// backward-weights (uxlfoundation/oneDNN#6035). Channels-last float32 steps, the path that reached it.
+TEST(Trunk, NarrowChannelsLastTrainsAtOddThreadCounts) {
+  const int threads = at::get_num_threads();
+  for (const int n : {3, 5}) {
+    at::set_num_threads(n);
+    Trunk trunk(TrunkOptions{Arch::ResNet18, Stem::Small, 0.125});
+    for (auto& p : trunk->parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+    for (int step = 0; step < 20; ++step) {
+      const at::Tensor x = at::randn({8, 3, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
+      trunk->forward(x).sum().backward();
+    }
+    EXPECT_TRUE(trunk->parameters()[0].grad().isfinite().all().item<bool>());
+  }
+  at::set_num_threads(threads);
 }
 
 TEST(PirlModel, ForwardGivesUnitEmbeddingsForBothPasses) {

@@ -17,9 +17,9 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
   return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
 }
 
-nn::Sequential downsampleIfNeeded(int64_t inplanes, int64_t outplanes, int64_t stride) {
+Downsample downsampleIfNeeded(int64_t inplanes, int64_t outplanes, int64_t stride) {
   if (stride == 1 && inplanes == outplanes) return nullptr;
-  return nn::Sequential(conv(inplanes, outplanes, 1, stride, 0), BatchNorm(outplanes));
+  return Downsample(inplanes, outplanes, stride);
 }
 
 struct ArchSpec {
@@ -37,6 +37,22 @@ ArchSpec archSpec(Arch arch) {
 }
 
 }  // namespace
+
+// oneDNN's strided 1×1 convolution writes past its workspace in backward-weights when the input has
+// fewer than 16 channels in channels-last (uxlfoundation/oneDNN#6035: heap corruption at 3, 5, 12 or 16
+// threads; narrow models such as width 0.125 have them). Such shortcuts subsample first, then convolve
+// with unit stride: the same sums, outside that kernel.
+constexpr int64_t kNarrowShortcut = 16;
+
+DownsampleImpl::DownsampleImpl(int64_t inplanes, int64_t outplanes, int64_t stride)
+    : sliceStride(inplanes < kNarrowShortcut ? stride : 1),
+      conv(register_module("0", pirl::model::conv(inplanes, outplanes, 1, stride / sliceStride, 0))),
+      bn(register_module("1", BatchNorm(outplanes))) {}
+
+at::Tensor DownsampleImpl::forward(const at::Tensor& x) {
+  if (sliceStride == 1) return bn(conv(x));
+  return bn(conv(x.slice(2, 0, c10::nullopt, sliceStride).slice(3, 0, c10::nullopt, sliceStride)));
+}
 
 BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride)
     : conv1(register_module("conv1", conv(inplanes, planes, 3, stride, 1))),

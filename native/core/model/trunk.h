@@ -29,6 +29,18 @@ struct TrunkOptions {
   double width;  // multiplies every stage's width (1: torchvision's)
 };
 
+// The projection shortcut: a 1×1 conv of stride `stride` and its BatchNorm, under torchvision's names
+// (downsample.0, downsample.1).
+struct DownsampleImpl : torch::nn::Module {
+  DownsampleImpl(int64_t inplanes, int64_t outplanes, int64_t stride);
+  at::Tensor forward(const at::Tensor& x);
+  // > 1: the stride is taken by slicing the input before a unit-stride conv (see trunk.cpp).
+  int64_t sliceStride;
+  torch::nn::Conv2d conv{nullptr};
+  BatchNorm bn{nullptr};
+};
+TORCH_MODULE(Downsample);
+
 // torchvision's BasicBlock (ResNet-18/34).
 struct BasicBlockImpl : torch::nn::Module {
   BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride);
@@ -36,7 +48,7 @@ struct BasicBlockImpl : torch::nn::Module {
   static constexpr int64_t kExpansion = 1;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   BatchNorm bn1{nullptr}, bn2{nullptr};
-  torch::nn::Sequential downsample{nullptr};
+  Downsample downsample{nullptr};
 };
 TORCH_MODULE(BasicBlock);
 
@@ -47,7 +59,7 @@ struct BottleneckImpl : torch::nn::Module {
   static constexpr int64_t kExpansion = 4;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   BatchNorm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  torch::nn::Sequential downsample{nullptr};
+  Downsample downsample{nullptr};
 };
 TORCH_MODULE(Bottleneck);
 
