@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared run on the offline GPU host (../shared/device/README.md): build against the
-# host's PyTorch libtorch (CUDA kernels included); run the native CUDA cases and the jest suites that
-# exercise CUDA; bench:gpu (its JSON rewritten after every case, the issue's targets first); make the
-# prebuild (brought back as $OUT/prebuild.tgz: `tar -xzf prebuild.tgz` in the project root adds
-# prebuilds/linux-x64/torch-X.Y-cuNNN/) and load it as a user's install would; then the rest of the native
-# suite (the CPU paths on this libtorch) and bench:data. Most telling first: a run cut short keeps it.
+# host's PyTorch libtorch (CUDA kernels included); make the prebuild (brought back as $OUT/prebuild.tgz:
+# `tar -xzf prebuild.tgz` in the project root adds prebuilds/linux-x64/torch-X.Y-cuNNN/) and load it as a
+# user's install would; run the native suite (CUDA cases first); bench:gpu (its JSON rewritten after every
+# case, the issue's targets first); the jest suites that exercise CUDA; bench:data. Most telling first: a
+# run cut short keeps it.
 # Logs and JSON go to $OUT (default: device-out/); each stage has its own time limit so the whole stays
 # well under 10 minutes, and a failed stage does not stop the next.
 #
@@ -51,19 +51,19 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   export PIRL_GPU_NAME=$(head -n1 "$OUT/gpu.txt" | cut -d, -f1)
   stage build 240 node scripts/build.js --tests --benchmarks
   grep -E "pirl: (CUDA kernels|NCCL)" "$OUT/build.log" >> "$summary"  # NCCL is on only if its header compiled
+  # Why NCCL is off: the compiler's errors from CMake's check of ProcessGroupNCCL.hpp.
+  python3 - "$OUT/nccl-check.log" <<'PY' 2>/dev/null
+import re, sys
+log = open('build/CMakeFiles/CMakeConfigureLog.yaml').read()
+start = log.find('PIRL_HAVE_NCCL')
+errors = [l.strip() for l in log[max(0, start - 20000):start + 20000].split('\n') if re.search(r'error|Error', l)]
+open(sys.argv[1], 'w').write('\n'.join(errors[:60]) + '\n')
+PY
   stage libtorch 30 node scripts/libtorch.js
 fi
 export PIRL_NUM_THREADS=${PIRL_NUM_THREADS:-$(nproc)}
 device=cuda
 [ -z "${DEVICE_CHECK_DRY:-}" ] || device=cpu  # a dry run smoke-tests bench:gpu and the prebuild on the CPU
-
-# One test process per case, nproc at a time: 2 threads each, not libtorch's default of every core each.
-native=(env OMP_NUM_THREADS=2 ctest --test-dir build --parallel "$(nproc)" --output-on-failure)
-stage native-cuda 150 "${native[@]}" -R Cuda
-grep -E "tests passed|tests failed" "$OUT/native-cuda.log" | tail -n1 >> "$summary"
-stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
-grep -E "^Tests:" "$OUT/jest.log" | tail -n1 >> "$summary"
-stage bench-gpu 240 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 
 # The prebuild from a bare installed package (dist, scripts, prebuilds; no build/), libtorch found as on a
 # user's machine (python3's torch: no CMAKE_PREFIX_PATH, no LD_LIBRARY_PATH), then one training step on $1.
@@ -82,8 +82,15 @@ stage prebuild 120 sh -c "node scripts/prebuild.js && tar -czf '$OUT/prebuild.tg
 stage prebuild-load 90 bash -c "prebuild_load $device"
 tail -n1 "$OUT/prebuild-load.log" >> "$summary"
 
+# One test process per case, nproc at a time: 2 threads each, not libtorch's default of every core each.
+native=(env OMP_NUM_THREADS=2 ctest --test-dir build --parallel "$(nproc)" --output-on-failure)
+stage native-cuda 150 "${native[@]}" -R Cuda
+grep -E "tests passed|tests failed" "$OUT/native-cuda.log" | tail -n1 >> "$summary"
 stage native 150 "${native[@]}" -E Cuda
 grep -E "tests passed|tests failed" "$OUT/native.log" | tail -n1 >> "$summary"
+stage bench-gpu 240 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
+grep -E "^Tests:" "$OUT/jest.log" | tail -n1 >> "$summary"
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
 stage bench-data 200 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
