@@ -77,9 +77,16 @@ function memoryOf(pirl, baseline) {
   return m && { peakAllocatedMB: round((m.peakAllocated - baseline) / 2 ** 20), processPeakReservedMB: round(m.peakReserved / 2 ** 20) };
 }
 
-/** Bytes allocated on the device now, after a collection: a case's baseline. */
-function allocatedNow(pirl) {
-  collectGarbage();
+/**
+ * Bytes allocated on the device now, after a collection: a case's baseline. The finalizers of collected
+ * handles may run on a later turn of the event loop, so it collects and yields twice: with one collection,
+ * earlier cases' memory was still being freed during the next case (the H200 run's NCE figures were negative).
+ */
+async function allocatedNow(pirl) {
+  for (let i = 0; i < 2; i++) {
+    collectGarbage();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
   return device === 'cpu' ? 0 : pirl.cudaMemory(device).allocated;
 }
 
@@ -98,7 +105,7 @@ async function trainCase(pirl, c, batchSize, precision, channelsLast, data) {
     recipe: 'paper', model: { arch: c.arch, stem: c.stem, channelsLast }, sampler: c.sampler,
     loss: { negatives: quick ? 1024 : c.negatives }, batchSize, precision, device, epochs: 1, epochLength: steps + 3, bankInit: 'random',
   };
-  const baseline = allocatedNow(pirl);
+  const baseline = await allocatedNow(pirl);
   const trainer = await pirl.Trainer.create(data, config);
   const batch = await trainer.loader.makeBatch(Array.from({ length: batchSize }, (_, i) => i * 7919), 0);
   await timed(3, () => trainer.step(batch, 0.01)); // warm-up: cuDNN autotuning, the allocator
@@ -120,7 +127,7 @@ async function trainCase(pirl, c, batchSize, precision, channelsLast, data) {
 }
 
 async function nceCase(pirl, B, K) {
-  const baseline = allocatedNow(pirl);
+  const baseline = await allocatedNow(pirl);
   const bank = await pirl.MemoryBank.create({ size: quick ? 100000 : BANK_ROWS, dim: 128, device });
   const x0 = new Float32Array(B * 128).map((_, i) => Math.sin(i));
   const x = await pirl.Tensor.from(x0, [B, 128]).to(device);

@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { explainLoadFailure } from '../lib/binding';
-import { fakeLibtorch } from './helpers';
+import { fakeLibtorch, tmpDir } from './helpers';
 
 const root = path.join(__dirname, '..');
 
@@ -155,6 +155,33 @@ describe("UCX's memory hooks are off before libtorch loads (with them, ~1% of no
 
   test("a user's own setting is kept", () => {
     expect(dlopens({ ...process.env, UCX_MEM_EVENTS: 'yes' })).toEqual([expect.stringMatching(/^dlopen yes \//)]);
+  });
+});
+
+describe("libuv's pool has a thread per core (sharp decodes on it), unless the user sized it", () => {
+  // As on an 8-core machine: six reads of FIFOs that no one writes hold six pool threads; a seventh
+  // piece of pool work finishes only if the pool has more threads than that (libuv's default is 4).
+  const probe = (env: NodeJS.ProcessEnv) => {
+    const dir = tmpDir();
+    const fifos = Array.from({ length: 6 }, (_, i) => path.join(dir, `fifo${i}`));
+    for (const f of fifos) expect(spawnSync('mkfifo', [f]).status).toBe(0);
+    const script = `require('os').availableParallelism = () => 8; require('./dist'); const fs = require('fs');
+      for (const f of ${JSON.stringify(fifos)}) fs.open(f, 'r', () => {});
+      const late = setTimeout(() => { console.log('blocked', process.env.UV_THREADPOOL_SIZE); process.exit(0); }, 3000);
+      fs.stat(__filename, () => { clearTimeout(late); console.log('free', process.env.UV_THREADPOOL_SIZE); process.exit(0); });`;
+    const r = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env, timeout: 30000 });
+    fs.rmSync(dir, { recursive: true, force: true });
+    return r.stdout.trim();
+  };
+
+  test('sized to the cores when unset', () => {
+    const env = { ...process.env };
+    delete env.UV_THREADPOOL_SIZE;
+    expect(probe(env)).toBe('free 8');
+  });
+
+  test("a user's own size is kept", () => {
+    expect(probe({ ...process.env, UV_THREADPOOL_SIZE: '4' })).toBe('blocked 4');
   });
 });
 

