@@ -4,6 +4,7 @@
 #include "async_task.h"
 #include "errors.h"
 #include "options.h"
+#include "scalars.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -18,7 +19,7 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
   const at::Tensor negatives = TensorWrap::unwrap(info[3], "negatives");
   const nce::Options o{AsDouble(info[4], "tau"), AsEnum(info[5], "mode", kNceModeNames), AsDouble(info[6], "z")};
   struct Out {
-    nce::Result result;
+    std::vector<double> scalars;  // loss, zUsed, zBatch
     at::Tensor grad;
   };
   return AsyncTask<Out>::run(
@@ -27,13 +28,13 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
         at::Tensor input = gradientLeaf(x);
         nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check);
         r.loss.backward();
-        return Out{r, input.grad()};
+        return Out{readScalars({r.loss, r.zUsed, r.zBatch}), input.grad()};
       },
       [](Napi::Env env, Out& out) -> Napi::Value {
         auto obj = Napi::Object::New(env);
-        obj.Set("loss", out.result.loss.item<double>());
-        obj.Set("zUsed", out.result.zUsed.item<double>());
-        obj.Set("zBatch", out.result.zBatch.item<double>());
+        obj.Set("loss", out.scalars[0]);
+        obj.Set("zUsed", out.scalars[1]);
+        obj.Set("zBatch", out.scalars[2]);
         obj.Set("grad", TensorWrap::wrap(env, out.grad));
         return obj;
       });

@@ -8,6 +8,7 @@
 #include "memory_bank_wrap.h"
 #include "nce_wrap.h"
 #include "options.h"
+#include "scalars.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -43,6 +44,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
       const at::Tensor indices = TensorWrap::unwrap(info[3], "indices");
       struct Out {
         PirlLossResult result;
+        std::vector<double> losses;  // loss, lossImage, lossJigsaw
         at::Tensor gradF, gradG;
       };
       auto state = state_;
@@ -53,13 +55,13 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
             PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);
             r.loss.backward();
-            return Out{r, lf.grad(), lg.grad()};
+            return Out{r, readScalars({r.loss, r.lossImage, r.lossJigsaw}), lf.grad(), lg.grad()};
           },
           [](Napi::Env env, Out& out) -> Napi::Value {
             auto obj = Napi::Object::New(env);
-            obj.Set("loss", out.result.loss.item<double>());
-            obj.Set("lossImage", out.result.lossImage.item<double>());
-            obj.Set("lossJigsaw", out.result.lossJigsaw.item<double>());
+            obj.Set("loss", out.losses[0]);
+            obj.Set("lossImage", out.losses[1]);
+            obj.Set("lossJigsaw", out.losses[2]);
             obj.Set("zImage", out.result.zImage);
             obj.Set("zJigsaw", out.result.zJigsaw);
             obj.Set("gradF", TensorWrap::wrap(env, out.gradF));
