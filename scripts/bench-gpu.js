@@ -142,7 +142,26 @@ async function nceCase(pirl, B, K) {
       out[`${shared ? 'shared' : 'perSample'}-${mode}`] = { ms: round(ms, 3), memory: memoryOf(pirl, baseline) };
     }
   }
-  return { B, K, N: bank.size, D: 128, forwardBackward: out };
+  return { B, K, N: bank.size, D: 128, forwardBackward: out, opAlone: nceOpAlone(B, K, bank.size) };
+}
+
+/**
+ * The same op timed natively (build/pirl_bench_nce: a device synchronisation ends each repetition, no
+ * JavaScript call around it), NCE with Z given as in training: what the op's targets are about. Null
+ * where the benchmarks were not built (node scripts/build.js --benchmarks).
+ */
+function nceOpAlone(B, K, N) {
+  const exe = path.join(root, 'build', 'pirl_bench_nce');
+  if (!fs.existsSync(exe)) {
+    log(`${exe} not built (node scripts/build.js --benchmarks): the NCE op alone is not measured`);
+    return null;
+  }
+  const run = (impl) => {
+    const out = execFileSync(exe, [B, K, N, 128, impl, os.availableParallelism(), steps, device, 100].map(String), { stdio: ['ignore', 'pipe', 'inherit'] });
+    const { ms, extraMB } = JSON.parse(out.toString());
+    return { ms: round(median(ms), 3), extraMB };
+  };
+  return { perSample: run('fused'), shared: run('shared') };
 }
 
 async function loaderCase(pirl, c, batchSize, data) {
