@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 // The `pirl` command line: one file per verb under cli/.
-import './cli/threadpool';
 import { UsageError } from './cli/args';
 import { EMBED_USAGE, embed } from './cli/embed';
 import { EVAL_USAGE, evaluate } from './cli/eval';

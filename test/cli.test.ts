@@ -163,15 +163,3 @@ describe('Ctrl-C', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 180_000);
 });
-
-describe('the CLI process', () => {
-  // libuv's pool (sharp's decodes, every native call) is sized to the cores unless the user chose a size.
-  test('UV_THREADPOOL_SIZE: cores + 2 (at least 4) when unset, the user\'s value otherwise', () => {
-    const script = `require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'cli', 'threadpool'))}); console.log(process.env.UV_THREADPOOL_SIZE)`;
-    const { UV_THREADPOOL_SIZE: _, ...env } = process.env;
-    const unset = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env }).trim();
-    expect(Number(unset)).toBe(Math.max(4, os.availableParallelism() + 2));
-    expect(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...env, UV_THREADPOOL_SIZE: '7' } }).trim()).toBe('7');
-    expect(fs.readFileSync(cli, 'utf8')).toMatch(/^[^\n]*\n(?:\/\/[^\n]*\n|"use strict";\n|Object\.defineProperty[^\n]*\n)*require\("\.\/cli\/threadpool"\)/);
-  });
-});
