@@ -135,6 +135,13 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--config', list], /--config .*list\.json\.loss\.tua is not an option; .*list\.json\.loss takes lambda, tau/);
     usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', list, '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
+    usage(['train', data, '--layout', 'tree'], /--layout must be one of 'auto', 'flat', 'classes', got 'tree'/);
+    const mixed = path.join(dir, 'mixed');
+    fs.mkdirSync(path.join(mixed, 'thumbs'), { recursive: true });
+    for (const f of ['0.png', path.join('thumbs', '0.png')]) fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(mixed, f));
+    usage(['preview', mixed, '--out', path.join(dir, 'p.png')], /mixed holds 1 image\(s\) of its own and 1 subfolder\(s\) of images \(thumbs\): say which is the data set with --layout 'flat' .* or 'classes'/);
+    run(['preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--count', '1']);
+    expect(fs.existsSync(path.join(dir, 'p.png'))).toBe(true);
     const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/no such folder/);

@@ -1,8 +1,9 @@
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { ImageFolder, Loader, holdOut } from '../lib';
+import { AmbiguousLayoutError, ImageFolder, Loader, holdOut } from '../lib';
 import { tmpDir, raw } from './helpers';
 
 async function writeAllKinds(dir: string): Promise<string[]> {
@@ -70,12 +71,39 @@ describe('ImageFolder', () => {
     await raw(20, 20).png().toFile(path.join(dir, 'cats', 'kittens', 'k.png'));
     await raw(20, 20).png().toFile(path.join(dir, 'cats', 'kittens', 'tiny', 't.png'));
     const warnings: string[] = [];
-    const again = await ImageFolder.open(dir, { size: 8, onWarning: (m) => warnings.push(m) });
+    const again = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: (m) => warnings.push(m) });
     expect(again.length).toBe(6);
     expect(warnings).toEqual([
       expect.stringMatching(/1 image\(s\) beside the class folders are not in a class and are left out/),
       expect.stringMatching(/2 image\(s\) in subfolders of class folders are left out/),
     ]);
+  });
+
+  test('a folder with images of its own and subfolders of images: its layout must be said, then is followed', async () => {
+    const dir = tmpDir('pirl-data-');
+    for (let i = 0; i < 4; i++) await raw(20, 20).png().toFile(path.join(dir, `${i}.png`));
+    fs.mkdirSync(path.join(dir, 'thumbnails'));
+    await raw(10, 10).png().toFile(path.join(dir, 'thumbnails', 't.png'));
+    // Before, the subfolder won: a flat folder with one stray subfolder trained on that subfolder alone.
+    const ambiguous = ImageFolder.open(dir, { size: 8 });
+    await expect(ambiguous).rejects.toThrow(AmbiguousLayoutError);
+    await expect(ambiguous).rejects.toThrow(`${dir} holds 4 image(s) of its own and 1 subfolder(s) of images (thumbnails): say which is the data set with options.layout 'flat' (its own images, unlabeled) or 'classes' (one class per subfolder)`);
+    const warnings: string[] = [];
+    const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', onWarning: (m) => warnings.push(m) });
+    expect([flat.length, flat.labels, flat.classes]).toEqual([4, null, null]);
+    expect(warnings).toEqual([`pirl: ${dir}: 1 image(s) in its subfolders are left out (layout 'flat': the folder's own images)`]);
+    const classes = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: () => undefined });
+    expect([classes.length, classes.classes]).toEqual([1, ['thumbnails']]);
+    await expect(ImageFolder.open(dir, { size: 8, layout: 'tree' as 'flat' })).rejects.toThrow(/options\.layout must be one of 'auto', 'flat', 'classes', got "tree"/);
+    // A layout that finds nothing says where it looked.
+    const onlyOwn = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(onlyOwn, 'a.png'));
+    await expect(ImageFolder.open(onlyOwn, { size: 8, layout: 'classes' })).rejects.toThrow(/no images \(looked for .* files, in class subfolders\)/);
+    // The default warning names what happened: images left out, not unreadable ones (a process of its own:
+    // jest's process object does not see the warnings of the real one).
+    const script = `process.on('warning', (w) => console.log(w.code)); require('./dist').ImageFolder.open(${JSON.stringify(dir)}, { size: 8, layout: 'flat' });`;
+    const r = spawnSync(process.execPath, ['-e', script], { cwd: path.join(__dirname, '..'), encoding: 'utf8' });
+    expect(r.stdout.trim()).toBe('PIRL_IMAGES_LEFT_OUT');
   });
 
   test('Subset and holdOut: a held-out fifth, renumbered, labels and samples following', async () => {

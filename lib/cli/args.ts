@@ -6,8 +6,8 @@ import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
-import { ImageFolder } from '../data/imageFolder';
-import { checkInteger, checkObject, isArgumentError } from '../errors';
+import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder } from '../data/imageFolder';
+import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder } from '../folders';
 import { setNumThreads } from '../runtime';
 
@@ -119,19 +119,30 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
   }
 }
 
-/** A data argument: 'fashion-mnist' (its train or test split) or a folder of images stored at `size` px. */
-export async function openData(spec: string, size: number, split: 'train' | 'test' = 'train'): Promise<Dataset> {
+/** The usage line of --layout, for the verbs that read image folders. */
+export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with images of its own and subfolders of images needs flat or classes)";
+
+/**
+ * A data argument: 'fashion-mnist' (its train or test split) or a folder of images stored at `size` px,
+ * read as --layout says.
+ */
+export async function openData(spec: string, size: number, values: FlagValues, split: 'train' | 'test' = 'train'): Promise<Dataset> {
+  const layout = checkFlag(values, 'layout', 'auto' as const, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
   if (spec === 'fashion-mnist') return IdxDataset.fashionMnist(split);
-  return ImageFolder.open(spec, { size });
+  try {
+    return await ImageFolder.open(spec, { size, layout });
+  } catch (err) {
+    throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : err;
+  }
 }
 
 /**
  * The kNN protocol's two sets: fashion-mnist's test split, the --test data, or else a held-out fifth of
  * the data (every 5th sample) against the rest, said on stderr — never the data scored against itself.
  */
-export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number): Promise<{ train: Dataset; test: Dataset }> {
-  if (testSpec !== undefined) return { train: data, test: await openData(testSpec, size, 'test') };
-  if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, 'test') };
+export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number, values: FlagValues): Promise<{ train: Dataset; test: Dataset }> {
+  if (testSpec !== undefined) return { train: data, test: await openData(testSpec, size, values, 'test') };
+  if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
   const { train, test } = holdOut(data);
   console.error(`pirl: no --test data: kNN scores a held-out fifth of ${spec} (every 5th image, ${test.length}) against the other ${train.length}`);
   return { train, test };

@@ -11,16 +11,16 @@ import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
 
-export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--size 32] [--device cpu|cuda] [--threads N]
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--size 32] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
                                 features of every image, with the file list (or sample numbers) in the metadata`;
 
 export async function embed(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
+  const { values, positionals } = parseFlags(args, ['out', 'layout', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
-  const data = await openData(positionals[1], Math.max(options.size, 8));
+  const data = await openData(positionals[1], Math.max(options.size, 8), values);
   const progress = new Progress();
   const { features, indices } = await datasetFeatures(model, data, options, (done, total) => progress.update(`features ${done}/${total} images`, done === total));
   // A folder's rows are named by their files; fashion-mnist's by their sample numbers.

@@ -7,16 +7,16 @@ import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size 32] [--device cpu|cuda] [--threads N]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size 32] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist)`;
 
 export async function evaluate(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['data', 'test', 'device', 'threads', ...Object.keys(KNN_FLAGS)], [], 1, 'eval needs one <model.safetensors> argument');
+  const { values, positionals } = parseFlags(args, ['data', 'test', 'layout', 'device', 'threads', ...Object.keys(KNN_FLAGS)], [], 1, 'eval needs one <model.safetensors> argument');
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
-  const { train, test } = await knnSplit(await openData(spec, knn.size, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, knn.size);
+  const { train, test } = await knnSplit(await openData(spec, knn.size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, knn.size, values);
   const progress = new Progress();
   const accuracy = await knnAccuracy(model, train, test, knn, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total));
   console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length }));

@@ -9,7 +9,7 @@ import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointConfigOf } from '../train/trainer';
-import { UsageError, applyRunFlags, asFlags, checkFlag, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog } from './metrics';
@@ -24,7 +24,7 @@ const CONFIG_FLAGS: FlagMap = {
 };
 /** The flags of CONFIG_FLAGS that take no value. */
 const SWITCHES = ['sync-batch-norm'];
-const OTHER_FLAGS = ['out', 'config', 'size', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
+const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
@@ -32,6 +32,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
+        ${LAYOUT_USAGE}
         --epochs N (${d.epochs})  --batch N (${d.batchSize})  --negatives K (${d.loss.negatives})  --lr BASE (${d.baseLr})  --warmup EPOCHS (${d.warmupEpochs})
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})
         --bank-init random|features (${d.bankInit})  --epoch-length N  --checkpoint-every N (100)
@@ -74,7 +75,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointConfigOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
-  const data = await openData(spec, folderSize(values, saved.sampler));
+  const data = await openData(spec, folderSize(values, saved.sampler), values);
   return Trainer.resume(checkpoint, data, { ...moved, distributed });
 }
 
@@ -136,7 +137,7 @@ export async function train(args: string[]): Promise<number | void> {
       await makeOutputDir('out', out);
       await log.clear();
     }
-    trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler)), config, { distributed });
+    trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler), values), config, { distributed });
   }
   // Ctrl-C stops after the step in progress (on every rank: they vote), rank 0 writing the checkpoint; again: now.
   let interrupted = false;
@@ -159,7 +160,7 @@ export async function train(args: string[]): Promise<number | void> {
   }
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
-  const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0) : null;
+  const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0, values) : null;
   const lossCurve: Array<[number, number]> = [];
   const knnCurve: Array<[number, number]> = [];
   const epochEnds: number[] = [];

@@ -8,19 +8,46 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
-import { checkInteger, typeError } from '../errors';
+import { checkInteger, checkOneOf, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 const CACHE_VERSION = 1;
 
+/** 'flat': the folder's own images, unlabeled; 'classes': one class per subfolder; 'auto': whichever the folder holds. */
+export const FOLDER_LAYOUTS = ['auto', 'flat', 'classes'] as const;
+export type FolderLayout = (typeof FOLDER_LAYOUTS)[number];
+
+/**
+ * A folder with images of its own and subfolders of images, opened with layout 'auto': which of them is
+ * the data set is the user's to say (before, the subfolders won and a flat folder with one stray
+ * subfolder trained on that subfolder alone).
+ */
+export class AmbiguousLayoutError extends Error {
+  readonly code = 'PIRL_AMBIGUOUS_LAYOUT';
+
+  constructor(readonly dir: string, readonly ownImages: number, readonly classFolders: readonly string[]) {
+    super('');
+    this.message = this.explain('options.layout');
+  }
+
+  /** The message, naming the option (or flag) that settles it. */
+  explain(option: string): string {
+    const shown = this.classFolders.slice(0, 3).join(', ') + (this.classFolders.length > 3 ? ', …' : '');
+    return `${this.dir} holds ${this.ownImages} image(s) of its own and ${this.classFolders.length} subfolder(s) of images (${shown}): ` +
+      `say which is the data set with ${option} 'flat' (its own images, unlabeled) or 'classes' (one class per subfolder)`;
+  }
+}
+
 export interface ImageFolderOptions {
   /** Side of the stored square images (default 64); crops are taken from these. */
   size?: number;
+  /** Which images the folder's data set is (default 'auto'; see FOLDER_LAYOUTS). */
+  layout?: FolderLayout;
   /** A file that keeps the decoded images, so later epochs and runs do not decode again. */
   cache?: string;
-  /** Called once per unreadable file, and for images a labeled folder leaves out (default: process.emitWarning). */
+  /** Called once per unreadable file, and for images the layout leaves out (default: process.emitWarning). */
   onWarning?: (message: string) => void;
 }
 
@@ -65,7 +92,9 @@ export class ImageFolder implements Dataset {
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
     if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
     const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
+    const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
     const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
+    const warnLeftOut = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_IMAGES_LEFT_OUT' }));
     let stat;
     try {
       stat = await fs.stat(dir);
@@ -78,21 +107,26 @@ export class ImageFolder implements Dataset {
     let labels: Int32Array | null = null;
     let classes: string[] | null = null;
     const perClass = await Promise.all(subdirs.map((d) => listImages(path.join(dir, d))));
-    if (perClass.some((list) => list.length > 0)) {
-      classes = subdirs.filter((_, i) => perClass[i].length > 0);
+    const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
+    const own = await listImages(dir);
+    if (layout === 'auto' && own.length > 0 && classFolders.length > 0) throw new AmbiguousLayoutError(dir, own.length, classFolders);
+    if (layout === 'classes' || (layout === 'auto' && classFolders.length > 0)) {
+      classes = classFolders;
       const lists = perClass.filter((list) => list.length > 0);
       files = lists.flat();
       labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
       // A labeled folder reads each class folder's own images: say what it leaves out.
-      const loose = (await listImages(dir)).length;
-      if (loose > 0) warn(`pirl: ${dir}: ${loose} image(s) beside the class folders are not in a class and are left out`);
+      if (own.length > 0) warnLeftOut(`pirl: ${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
       const nested = (await Promise.all(classes.map((c) => nestedImages(path.join(dir, c))))).reduce((a, b) => a + b, 0);
-      if (nested > 0) warn(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
+      if (nested > 0) warnLeftOut(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
     } else {
-      files = await listImages(dir);
+      files = own;
+      const below = perClass.reduce((n, list) => n + list.length, 0);
+      if (layout === 'flat' && below > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout 'flat': the folder's own images)`);
     }
     if (files.length === 0) {
-      throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, flat or in class subfolders)`);
+      const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
+      throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where})`);
     }
     const folder = new ImageFolder(dir, files, labels, classes, size, warn);
     if (options.cache) {
