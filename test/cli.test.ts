@@ -141,6 +141,10 @@ describe('pirl train / eval / embed / export', () => {
     for (const f of ['0.png', path.join('thumbs', '0.png')]) fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(mixed, f));
     usage(['preview', mixed, '--out', path.join(dir, 'p.png')], /mixed holds 1 image\(s\) of its own and 1 subfolder\(s\) of images \(thumbs\): say which is the data set with --layout 'flat' .* or 'classes'/);
     run(['preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--count', '1']);
+    // --out is checked before the work: the format a verb writes, a folder that cannot be made.
+    usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'/);
+    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);
+    usage(['export', path.join(out, 'model.safetensors'), '--out', path.join(data, 'light', '0.png', 't.safetensors')], /--out .*0\.png: .*is a file, not a folder|ENOTDIR/);
     expect(fs.existsSync(path.join(dir, 'p.png'))).toBe(true);
     const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
     expect(missing.status).toBe(1);

@@ -1,7 +1,8 @@
 // What every `pirl` verb shares: flag parsing, flags mapped onto library options (so the library's
 // checks in lib/config.ts and lib/errors.ts judge them, and their errors name the flag), and the data
 // argument.
-import { promises as fs } from 'fs';
+import { constants as fsConstants, promises as fs } from 'fs';
+import * as path from 'path';
 import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
@@ -155,6 +156,22 @@ export async function makeOutputDir(flag: string, dir: string): Promise<void> {
   } catch (err) {
     throw new UsageError(`--${flag} ${dir}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * --out FILE of a verb that works before it writes: checked before the work (the extension, when the
+ * verb writes one format; its folder made and writable), so a mistake costs nothing.
+ */
+export async function outputFile(file: string, extension?: string): Promise<string> {
+  if (extension !== undefined && path.extname(file).toLowerCase() !== extension) throw new UsageError(`--out must name a ${extension} file, got '${file}'`);
+  const dir = path.dirname(path.resolve(file));
+  await makeOutputDir('out', dir);
+  try {
+    await fs.access(dir, fsConstants.W_OK);
+  } catch (err) {
+    throw new UsageError(`--out ${file}: cannot write in ${dir}: ${(err as Error).message}`);
+  }
+  return file;
 }
 
 /** --size of a folder's stored images: room for the sampler's crops unless given. */

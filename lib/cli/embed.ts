@@ -6,7 +6,7 @@ import { ImageFolder } from '../data/imageFolder';
 import { datasetFeatures } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, applyRunFlags, asFlags, openData, optionsFromFlags, parseFlags } from './args';
+import { UsageError, applyRunFlags, asFlags, openData, optionsFromFlags, outputFile, parseFlags } from './args';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
@@ -17,6 +17,7 @@ export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--
 export async function embed(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, ['out', 'layout', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
+  const out = await outputFile(values.out);
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
@@ -25,6 +26,6 @@ export async function embed(args: string[]): Promise<void> {
   const { features, indices } = await datasetFeatures(model, data, options, (done, total) => progress.update(`features ${done}/${total} images`, done === total));
   // A folder's rows are named by their files; fashion-mnist's by their sample numbers.
   const files = data instanceof ImageFolder ? indices.map((i) => path.relative(positionals[1], data.files[i])) : indices.map((i) => `${positionals[1]}/train/${i}`);
-  await writeSafetensors(values.out, [['features', features]], { files: JSON.stringify(files), layer: options.layer });
-  console.log(`wrote ${features.shape.join('×')} features of ${files.length} images to ${values.out}`);
+  await writeSafetensors(out, [['features', features]], { files: JSON.stringify(files), layer: options.layer });
+  console.log(`wrote ${features.shape.join('×')} features of ${files.length} images to ${out}`);
 }
