@@ -50,5 +50,12 @@ describe('evaluation', () => {
     expect(features.shape).toEqual([5, trainer.model.featureDim]);
     expect(indices).toEqual([0, 1, 2, 3, 4]);
     expect(labels).toBeNull();
+    // kNN and the probe need labels on both sides, checked before anything is embedded.
+    const told: number[] = [];
+    for (const [train, test, name] of [[unlabeled, tiny.dataset(), 'train'], [tiny.dataset(), unlabeled, 'test']] as const) {
+      await expect(knnAccuracy(trainer.model, train, test, { size: 16 }, (done) => void told.push(done))).rejects.toThrow(`${name} must be a labeled data set, got "unlabeled data"`);
+      await expect(linearProbeAccuracy(trainer.model, train, test, { size: 16 }, (done) => void told.push(done))).rejects.toThrow(`${name} must be a labeled data set`);
+    }
+    expect(told).toEqual([]);
   });
 });

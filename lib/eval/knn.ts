@@ -60,7 +60,6 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
 }
 
 async function labeledFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions, onProgress?: FeatureProgress): Promise<{ features: Tensor; labels: Int32Array }> {
-  if (!dataset.labels) throw typeError('dataset', 'a labeled data set', 'unlabeled data');
   const { features, labels } = await datasetFeatures(model, dataset, options, onProgress);
   return { features, labels: labels! };
 }
@@ -89,6 +88,10 @@ export async function nearestNeighbours(features: Tensor, queries: Tensor, k: nu
 
 /** The labeled features of a train and a test set, their progress told as one pass over both. */
 async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, options: FeatureOptions, onProgress?: FeatureProgress) {
+  // Both checked before either is embedded: an unlabeled test set used to fail after the train features.
+  for (const [name, dataset] of [['train', train], ['test', test]] as const) {
+    if (!dataset.labels) throw typeError(name, 'a labeled data set', 'unlabeled data');
+  }
   const total = train.length + test.length;
   const a = await labeledFeatures(model, train, options, onProgress && ((done) => onProgress(done, total)));
   const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total)));
