@@ -1,4 +1,6 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
+import * as path from 'path';
+
 import { binding, type PirlModelHandle, type StateDictScope } from './binding';
 import {
   checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
@@ -29,7 +31,13 @@ export function featureDimOf(options: ResolvedModelOptions): number {
 /** The model options in a model file's metadata, checked like user input; errors name the file and the field. */
 export function modelOptionsOf(file: string, content: SafetensorsContent): ResolvedModelOptions {
   const object = jsonMetadata(file, content.metadata, 'pirl');
-  if (object === undefined) throw new TypeError(`${file}: no pirl model options in its metadata; for a torchvision trunk use importTrunk`);
+  if (object === undefined) {
+    // A training checkpoint holds the whole run, not a model file: point at the model its run writes.
+    const hint = content.metadata['pirl-checkpoint'] !== undefined
+      ? `it is a training checkpoint: its run writes the model beside it (${path.join(path.dirname(file), 'model.safetensors')} from \`pirl train\`, trainer.model.save() from the API), and Trainer.resume continues it`
+      : 'for a torchvision trunk use importTrunk';
+    throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
+  }
   const field = metadataField(file, 'pirl');
   const options = object.format === undefined ? object : object.format === MODEL_FILE_FORMAT ? object.model : undefined;
   if (options === undefined) throw rangeError(`${field}.format`, `${MODEL_FILE_FORMAT} (this pirl's model file format)`, object.format);

@@ -146,6 +146,9 @@ describe('pirl train / eval / embed / export', () => {
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);
     usage(['export', path.join(out, 'model.safetensors'), '--out', path.join(data, 'light', '0.png', 't.safetensors')], /--out .*0\.png: .*is a file, not a folder|ENOTDIR/);
     expect(fs.existsSync(path.join(dir, 'p.png'))).toBe(true);
+    const fromCheckpoint = spawnSync(process.execPath, [cli, 'export', path.join(out, 'checkpoint.safetensors'), '--out', path.join(dir, 't.safetensors')], { encoding: 'utf8' });
+    expect(fromCheckpoint.status).toBe(1);
+    expect(fromCheckpoint.stderr).toMatch(/checkpoint\.safetensors: no pirl model options in its metadata; it is a training checkpoint: its run writes the model beside it \(.*run\/model\.safetensors from `pirl train`/);
     const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/no such folder/);
