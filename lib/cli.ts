@@ -28,6 +28,16 @@ Commands:
 const VERBS: Record<string, (args: string[]) => void | number | Promise<void | number>> = {
   info, train, eval: evaluate, embed, export: exportTrunk, preview,
 };
+const VERB_USAGE: Record<string, string> = {
+  info: INFO_USAGE, train: TRAIN_USAGE, eval: EVAL_USAGE, embed: EMBED_USAGE, export: EXPORT_USAGE, preview: PREVIEW_USAGE,
+};
+
+/** The usage of one command (with where the rest is), or of all. */
+function usageOf(command: string | undefined): string {
+  return command !== undefined && Object.hasOwn(VERB_USAGE, command) ? `Usage: pirl ${VERB_USAGE[command]}
+
+(pirl help: every command)` : USAGE;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
@@ -36,9 +46,9 @@ async function main(argv: string[]): Promise<number> {
     console.log((require('../package.json') as { version: string }).version);
     return 0;
   }
-  // `pirl <command> --help` shows the usage, which lists every command's options.
+  // `pirl <command> --help` shows that command's options; `pirl help`, every command's.
   if (command === undefined || ['help', '--help', '-h'].includes(command) || args.includes('--help') || args.includes('-h')) {
-    console.log(USAGE);
+    console.log(usageOf(command));
     return 0;
   }
   try {
@@ -49,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2 with the usage.
     if (err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'))) {
-      console.error(`pirl: ${(err as Error).message}\n\n${USAGE}`);
+      console.error(`pirl: ${(err as Error).message}\n\n${usageOf(command)}`);
       return 2;
     }
     console.error(`pirl: ${(err as Error).message}`);

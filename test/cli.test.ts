@@ -114,6 +114,9 @@ describe('pirl train / eval / embed / export', () => {
     const help = spawnSync(process.execPath, [cli, 'train', '--help'], { encoding: 'utf8' });
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/train <data> \[options\][^]*--bank-init random\|features/);
+    // One command's mistakes and --help show that command's usage, not every command's.
+    expect(help.stdout).not.toMatch(/Commands:|preview <data>/);
+    expect(spawnSync(process.execPath, [cli, 'help'], { encoding: 'utf8' }).stdout).toMatch(/Commands:[^]*train <data>[^]*preview <data>/);
     const init = spawnSync(process.execPath, [cli, 'train', data, '--bank-init', 'zeros'], { encoding: 'utf8' });
     expect(init.status).toBe(2);
     expect(init.stderr).toMatch(/--bank-init must be 'random' or 'features', got 'zeros'/);
@@ -142,7 +145,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['preview', mixed, '--out', path.join(dir, 'p.png')], /mixed holds 1 image\(s\) of its own and 1 subfolder\(s\) of images \(thumbs\): say which is the data set with --layout 'flat' .* or 'classes'/);
     run(['preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--count', '1']);
     // --out is checked before the work: the format a verb writes, a folder that cannot be made.
-    usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'/);
+    usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'\n\nUsage: pirl preview <data>[^]*\(pirl help: every command\)\n$/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);
     usage(['export', path.join(out, 'model.safetensors'), '--out', path.join(data, 'light', '0.png', 't.safetensors')], /--out .*0\.png: .*is a file, not a folder|ENOTDIR/);
     expect(fs.existsSync(path.join(dir, 'p.png'))).toBe(true);
