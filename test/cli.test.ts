@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { readSafetensors } from '../lib';
+import { readSafetensors, writeSafetensors } from '../lib';
 import { writeCurves } from '../lib/cli/plot';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
@@ -98,6 +98,17 @@ describe('pirl train / eval / embed / export', () => {
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(why);
     }
+  });
+
+  test('--resume of a run trained on other ranks names --nproc', async () => {
+    const twoRanks = path.join(dir, 'two-ranks');
+    fs.mkdirSync(twoRanks);
+    const { tensors, metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
+    const meta = JSON.parse(metadata['pirl-checkpoint']);
+    await writeSafetensors(path.join(twoRanks, 'checkpoint.safetensors'), tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify({ ...meta, worldSize: 2 }) });
+    const r = spawnSync(process.execPath, [cli, 'train', data, '--out', twoRanks, '--resume'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--resume: the run in .*two-ranks trained on 2 rank\(s\) and resumes exactly only on as many; this is 1: give --nproc 2 \(or start it under a launcher with WORLD_SIZE=2\)/);
   });
 
   test('bad arguments exit 2 with the usage; missing data exits 1', () => {

@@ -8,7 +8,7 @@ import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, ty
 import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
-import { Trainer, checkpointConfigOf } from '../train/trainer';
+import { Trainer, checkpointRunOf } from '../train/trainer';
 import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
@@ -74,8 +74,13 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   const changed = [...Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device'), 'config'].filter((f) => values[f] !== undefined);
   if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
-  const saved = checkpointConfigOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
-  const data = await openData(spec, folderSize(values, saved.sampler), values);
+  const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
+  const ranks = distributed?.worldSize ?? 1;
+  if (saved.worldSize !== ranks) {
+    throw new UsageError(`--resume: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; ` +
+      `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
+  }
+  const data = await openData(spec, folderSize(values, saved.config.sampler), values);
   return Trainer.resume(checkpoint, data, { ...moved, distributed });
 }
 

@@ -330,9 +330,13 @@ export class Trainer {
   }
 }
 
-/** A checkpoint's training config from its metadata (readSafetensorsMetadata), checked; `device` replaces the saved one. */
-export function checkpointConfigOf(file: string, metadata: Record<string, string>, device?: Device): ResolvedTrainConfig {
-  return checkpointMeta(file, metadata, device).config;
+/**
+ * A checkpoint's training config and the ranks it trained on, from its metadata (readSafetensorsMetadata),
+ * checked; `device` replaces the saved one.
+ */
+export function checkpointRunOf(file: string, metadata: Record<string, string>, device?: Device): { config: ResolvedTrainConfig; worldSize: number } {
+  const { config, worldSize } = checkpointMeta(file, metadata, device);
+  return { config, worldSize };
 }
 
 /** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
