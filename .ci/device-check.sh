@@ -55,8 +55,8 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   python3 - "$OUT/nccl-check.log" <<'PY' 2>/dev/null
 import re, sys
 log = open('build/CMakeFiles/CMakeConfigureLog.yaml').read()
-start = log.find('PIRL_HAVE_NCCL')
-errors = [l.strip() for l in log[max(0, start - 20000):start + 20000].split('\n') if re.search(r'error|Error', l)]
+start = log.find('PIRL_NCCL_HEADER_COMPILES')
+errors = [l.strip() for l in log[start:start + 40000].split('\n') if re.search(r'error|Error', l)] if start >= 0 else ['the check did not run']
 open(sys.argv[1], 'w').write('\n'.join(errors[:60]) + '\n')
 PY
   stage libtorch 30 node scripts/libtorch.js
