@@ -54,7 +54,9 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   # Why NCCL is off: the compiler's errors from CMake's check of ProcessGroupNCCL.hpp.
   python3 - "$OUT/nccl-check.log" <<'PY' 2>/dev/null
 import re, sys
-log = open('build/CMakeFiles/CMakeConfigureLog.yaml').read()
+import os
+logs = [f for f in ('build/CMakeFiles/CMakeConfigureLog.yaml', 'build/CMakeFiles/CMakeError.log') if os.path.exists(f)]
+log = open(logs[0]).read() if logs else ''
 start = log.find('PIRL_NCCL_HEADER_COMPILES')
 errors = [l.strip() for l in log[start:start + 40000].split('\n') if re.search(r'error|Error', l)] if start >= 0 else ['the check did not run']
 open(sys.argv[1], 'w').write('\n'.join(errors[:60]) + '\n')
