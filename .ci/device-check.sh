@@ -2,9 +2,9 @@
 # The GPU check, one prepared run on the offline GPU host (../shared/device/README.md): build against the
 # host's PyTorch libtorch (CUDA kernels included); make the prebuild (brought back as $OUT/prebuild.tgz:
 # `tar -xzf prebuild.tgz` in the project root adds prebuilds/linux-x64/torch-X.Y-cuNNN/) and load it as a
-# user's install would; run the native suite (CUDA cases first); bench:gpu (its JSON rewritten after every
-# case, the issue's targets first); the jest suites that exercise CUDA; bench:data. Most telling first: a
-# run cut short keeps it.
+# user's install would; run the native suite (CUDA cases first) and the jest suites that exercise CUDA;
+# bench:gpu (its JSON rewritten after every case, the issue's targets first); bench:data. Most telling
+# first: a run cut short keeps it.
 # Logs and JSON go to $OUT (default: device-out/); each stage has its own time limit so the whole stays
 # well under 10 minutes, and a failed stage does not stop the next.
 #
@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=$(mkdir -p "${OUT:-device-out}" && cd "${OUT:-device-out}" && pwd)
 summary="$OUT/summary.txt"
 : > "$summary"
+rm -f "$OUT"/*.log  # a reused output folder: only this run's logs are read
 started=$(date +%s)
 
 # The device tool kills a command at 600 s and then returns only what $OUT holds: the stages share a budget
@@ -42,6 +43,11 @@ stage() {  # stage NAME SECONDS COMMAND...: runs, logs to $OUT/NAME.log, records
   return $rc
 }
 
+note() {  # note LOG PATTERN: the last line of LOG matching PATTERN into the summary (a stage that ran)
+  [ -f "$OUT/$1" ] && grep -E "$2" "$OUT/$1" | tail -n1 >> "$summary"
+  return 0
+}
+
 if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   # The jest suites need the dev dependencies: unpacked first, so unpack.sh keeps them.
   [ -d node_modules ] || tar -xJf .device/node_modules-dev.tar.xz
@@ -51,13 +57,13 @@ if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   export PIRL_GPU_NAME=$(head -n1 "$OUT/gpu.txt" | cut -d, -f1)
   stage build 240 node scripts/build.js --tests --benchmarks
   grep -E "pirl: (CUDA kernels|NCCL)" "$OUT/build.log" >> "$summary"  # NCCL is on only if its header compiled
-  # Why NCCL is off: the compiler's errors from CMake's check of ProcessGroupNCCL.hpp.
-  python3 - "$OUT/nccl-check.log" <<'PY' 2>/dev/null
+  # Why NCCL is off: the compiler's errors from CMake's (latest) check of ProcessGroupNCCL.hpp.
+  grep -q "pirl: NCCL OFF" "$OUT/build.log" && python3 - "$OUT/nccl-check.log" <<'PY' 2>/dev/null
 import re, sys
 import os
 logs = [f for f in ('build/CMakeFiles/CMakeConfigureLog.yaml', 'build/CMakeFiles/CMakeError.log') if os.path.exists(f)]
 log = open(logs[0]).read() if logs else ''
-start = log.find('PIRL_NCCL_HEADER_COMPILES')
+start = log.rfind('PIRL_NCCL_HEADER_COMPILES')
 errors = [l.strip() for l in log[start:start + 40000].split('\n') if re.search(r'error|Error', l)] if start >= 0 else ['the check did not run']
 open(sys.argv[1], 'w').write('\n'.join(errors[:60]) + '\n')
 PY
@@ -82,19 +88,19 @@ prebuild_load() {
 export -f prebuild_load
 stage prebuild 120 sh -c "node scripts/prebuild.js && tar -czf '$OUT/prebuild.tgz' prebuilds && ls -lR prebuilds"
 stage prebuild-load 90 bash -c "prebuild_load $device"
-tail -n1 "$OUT/prebuild-load.log" >> "$summary"
+note prebuild-load.log .
 
 # One test process per case, nproc at a time: 2 threads each, not libtorch's default of every core each.
 native=(env OMP_NUM_THREADS=2 ctest --test-dir build --parallel "$(nproc)" --output-on-failure)
 stage native-cuda 150 "${native[@]}" -R Cuda
-grep -E "tests passed|tests failed" "$OUT/native-cuda.log" | tail -n1 >> "$summary"
+note native-cuda.log "tests passed|tests failed"
 stage native 150 "${native[@]}" -E Cuda
-grep -E "tests passed|tests failed" "$OUT/native.log" | tail -n1 >> "$summary"
-stage bench-gpu 240 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+note native.log "tests passed|tests failed"
 stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
-grep -E "^Tests:" "$OUT/jest.log" | tail -n1 >> "$summary"
+note jest.log "^Tests:"
+stage bench-gpu 300 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
-stage bench-data 200 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
+stage bench-data 120 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
 # The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
 # summary.txt, bench-gpu.json and prebuild.tgz.

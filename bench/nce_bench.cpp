@@ -37,7 +37,7 @@ double procStatusMB(const char* key) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   if (argc < 8 || argc > 10) {
     std::fprintf(stderr, "usage: %s B K N D impl(fused|shared|reference|draw) threads reps [device(cpu|cuda) [z]]\n"
                  "  z: the NCE partition estimate given to the op; <= 0 (default) estimates it from the batch\n", argv[0]);
@@ -104,4 +104,17 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < ms.size(); ++i) std::printf("%s%.3f", i ? ", " : "", ms[i]);
   std::printf("], \"extraMB\": %.1f}\n", std::max(0.0, extra));
   return 0;
+}
+
+// A bad argument (a number that does not parse, an unknown device) or a failed run: said, exit 2.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], e.what_without_backtrace());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], e.what());
+    return 2;
+  }
 }

@@ -92,7 +92,7 @@ function loadAddon(root = packageRoot) {
   // unless told otherwise: a JPEG folder then decodes 4 images at a time whatever the cores (267 samples/s
   // on the 16-core GPU host). The pool starts at its first use, so this counts when pirl is required before
   // any async fs, dns, crypto or zlib work (the CLI requires it first).
-  if (process.env.UV_THREADPOOL_SIZE === undefined) {
+  if (!process.env.UV_THREADPOOL_SIZE) {  // unset or empty (libuv reads an empty one as 1 thread)
     process.env.UV_THREADPOOL_SIZE = String(Math.max(4, Math.min(1024, os.availableParallelism() + 2)));
   }
   preloadLibtorch(addon.libtorch);

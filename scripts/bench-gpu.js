@@ -157,9 +157,14 @@ function nceOpAlone(B, K, N) {
     return null;
   }
   const run = (impl) => {
-    const out = execFileSync(exe, [B, K, N, 128, impl, os.availableParallelism(), steps, device, 100].map(String), { stdio: ['ignore', 'pipe', 'inherit'] });
-    const { ms, extraMB } = JSON.parse(out.toString());
-    return { ms: round(median(ms), 3), extraMB };
+    try {
+      const out = execFileSync(exe, [B, K, N, 128, impl, os.availableParallelism(), steps, device, 100].map(String), { stdio: ['ignore', 'pipe', 'inherit'] });
+      const { ms, extraMB } = JSON.parse(out.toString());
+      return { ms: round(median(ms), 3), extraMB };
+    } catch (err) {
+      log(`pirl_bench_nce ${impl} failed: ${err.message.split('\n')[0]}`); // the other cases still run
+      return null;
+    }
   };
   return { perSample: run('fused'), shared: run('shared') };
 }

@@ -178,6 +178,7 @@ describe("libuv's pool has a thread per core and two (sharp decodes on it), unle
     const env = { ...process.env };
     delete env.UV_THREADPOOL_SIZE;
     expect(probe(env)).toBe('free 10');
+    expect(probe({ ...env, UV_THREADPOOL_SIZE: '' })).toBe('free 10'); // empty: libuv would read 1 thread
   });
 
   test("a user's own size is kept", () => {

@@ -158,6 +158,7 @@ describe('pirl train / eval / embed / export', () => {
     // --out is checked before the work: the format a verb writes, a folder that cannot be made.
     usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'\n\nUsage: pirl preview <data>[^]*\(pirl help: every command\)\n$/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);
+    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', dir], /--out must name a file, got the folder '.*'/);
     usage(['export', path.join(out, 'model.safetensors'), '--out', path.join(data, 'light', '0.png', 't.safetensors')], /--out .*0\.png: .*is a file, not a folder|ENOTDIR/);
     expect(fs.existsSync(path.join(dir, 'p.png'))).toBe(true);
     const fromCheckpoint = spawnSync(process.execPath, [cli, 'export', path.join(out, 'checkpoint.safetensors'), '--out', path.join(dir, 't.safetensors')], { encoding: 'utf8' });

@@ -4,8 +4,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, datasetFeatures, getTf32, knnAccuracy, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
-import { tmpDir } from './helpers';
+import { ArrayDataset, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, getTf32, knnAccuracy, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
+import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -80,24 +80,20 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     expect(back.model.device).toBe('cuda:0'); // the checkpoint's own device
   });
 
-  test('pirl train --device cuda trains alone, and as the one rank of a launcher (NCCL where compiled in)', () => {
+  test('pirl train --device cuda trains a folder of images from the CLI and records the device', async () => {
     const dir = tmpDir();
-    const cli = path.join(__dirname, '..', 'dist', 'cli.js');
-    const flags = ['train', 'fashion-mnist', '--device', 'cuda', '--width', '0.125', '--batch', '8', '--negatives', '16', '--epoch-length', '3', '--epochs', '1'];
-    const alone = spawnSync(process.execPath, [cli, ...flags, '--out', path.join(dir, 'alone')], { encoding: 'utf8', timeout: 180_000 });
-    expect({ status: alone.status, stderr: alone.stderr.slice(-2000) }).toEqual({ status: 0, stderr: expect.any(String) });
-    expect(fs.existsSync(path.join(dir, 'alone', 'model.safetensors'))).toBe(true);
-    // What torchrun sets for one process: a process group of one, NCCL's on a GPU.
-    const env = { ...process.env, RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'store') };
-    const rank = spawnSync(process.execPath, [cli, ...flags, '--out', path.join(dir, 'rank')], { encoding: 'utf8', timeout: 180_000, env });
-    if (buildInfo().distributed.nccl) {
-      expect({ status: rank.status, stderr: rank.stderr.slice(-2000) }).toEqual({ status: 0, stderr: expect.any(String) });
-      expect(fs.existsSync(path.join(dir, 'rank', 'checkpoint.safetensors'))).toBe(true);
-    } else {
-      expect(rank.status).not.toBe(0);
-      expect(rank.stderr).toMatch(/ranks on GPUs need NCCL, and this pirl was built without it/);
+    for (const cls of ['light', 'dark']) {
+      fs.mkdirSync(path.join(dir, 'data', cls), { recursive: true });
+      for (let i = 0; i < 8; i++) await raw(24 + i, 24).png().toFile(path.join(dir, 'data', cls, `${i}.png`));
     }
-  }, 400_000);
+    const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+    const out = path.join(dir, 'run');
+    const r = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'data'), '--device', 'cuda', '--width', '0.125', '--batch', '8', '--negatives', '16',
+      '--epoch-length', '3', '--epochs', '1', '--size', '24', '--out', out], { encoding: 'utf8', timeout: 180_000 });
+    expect({ status: r.status, stderr: r.stderr.slice(-2000) }).toEqual({ status: 0, stderr: expect.any(String) });
+    const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
+    expect(JSON.parse(metadata['pirl-checkpoint']).config.device).toMatch(/^cuda(:0)?$/);
+  }, 200_000);
 
   test('embed, datasetFeatures, knnAccuracy and nearestNeighbours work with a CUDA model', async () => {
     const data = tiny.dataset() as ArrayDataset;

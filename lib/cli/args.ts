@@ -164,6 +164,8 @@ export async function makeOutputDir(flag: string, dir: string): Promise<void> {
  */
 export async function outputFile(file: string, extension?: string): Promise<string> {
   if (extension !== undefined && path.extname(file).toLowerCase() !== extension) throw new UsageError(`--out must name a ${extension} file, got '${file}'`);
+  const target = await fs.stat(file).catch(() => null);
+  if (target?.isDirectory() || /[\\/]$/.test(file)) throw new UsageError(`--out must name a file, got the folder '${file}'`);
   const dir = path.dirname(path.resolve(file));
   await makeOutputDir('out', dir);
   try {

@@ -138,11 +138,13 @@ export async function train(args: string[]): Promise<number | void> {
       throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
     }
     const config = await newRunConfig(values);
+    // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
+    const data = await openData(spec, folderSize(values, config.sampler), values);
     if (main) {
       await makeOutputDir('out', out);
       await log.clear();
     }
-    trainer = await Trainer.create(await openData(spec, folderSize(values, config.sampler), values), config, { distributed });
+    trainer = await Trainer.create(data, config, { distributed });
   }
   // Ctrl-C stops after the step in progress (on every rank: they vote), rank 0 writing the checkpoint; again: now.
   let interrupted = false;

@@ -43,8 +43,8 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
       const at::Tensor g = TensorWrap::unwrap(info[2], "g");
       const at::Tensor indices = TensorWrap::unwrap(info[3], "indices");
       struct Out {
-        PirlLossResult result;
         std::vector<double> losses;  // loss, lossImage, lossJigsaw
+        double zImage, zJigsaw;
         at::Tensor gradF, gradG;
       };
       auto state = state_;
@@ -55,15 +55,15 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
             PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);
             r.loss.backward();
-            return Out{r, readScalars({r.loss, r.lossImage, r.lossJigsaw}), lf.grad(), lg.grad()};
+            return Out{readScalars({r.loss, r.lossImage, r.lossJigsaw}), r.zImage, r.zJigsaw, lf.grad(), lg.grad()};
           },
           [](Napi::Env env, Out& out) -> Napi::Value {
             auto obj = Napi::Object::New(env);
             obj.Set("loss", out.losses[0]);
             obj.Set("lossImage", out.losses[1]);
             obj.Set("lossJigsaw", out.losses[2]);
-            obj.Set("zImage", out.result.zImage);
-            obj.Set("zJigsaw", out.result.zJigsaw);
+            obj.Set("zImage", out.zImage);
+            obj.Set("zJigsaw", out.zJigsaw);
             obj.Set("gradF", TensorWrap::wrap(env, out.gradF));
             obj.Set("gradG", TensorWrap::wrap(env, out.gradG));
             return obj;

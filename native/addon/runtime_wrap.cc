@@ -69,7 +69,7 @@ Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
   const int64_t index = AsInt64(info[0], "device");
   const bool reset = AsBool(info[1], "resetPeak");
 #ifdef PIRL_WITH_CUDA
-  if (index >= c10::cuda::device_count()) {
+  if (index < 0 || index >= c10::cuda::device_count()) {
     throw std::out_of_range("device must be one of the " + std::to_string(c10::cuda::device_count()) +
                             " CUDA devices visible, got cuda:" + std::to_string(index));
   }
