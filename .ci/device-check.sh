@@ -98,7 +98,7 @@ stage native 150 "${native[@]}" -E Cuda
 note native.log "tests passed|tests failed"
 stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
-stage bench-gpu 300 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
 stage bench-data 120 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
