@@ -1,6 +1,6 @@
 'use strict';
-// What the benchmark and demo scripts share: their command-line options, the median, and the
-// compiled TypeScript they load.
+// What the benchmark and demo scripts share: their command-line options, the median, the compiled
+// TypeScript they load, and the native NCE benchmark they run.
 const path = require('path');
 const { execFileSync } = require('child_process');
 
@@ -21,4 +21,12 @@ function compileTypeScript() {
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
 }
 
-module.exports = { root, args, option, median, compileTypeScript };
+/** The native NCE benchmark (built with node scripts/build.js --benchmarks). */
+const nceBenchExe = path.join(root, 'build', 'pirl_bench_nce');
+
+/** One case of it, its arguments as bench/nce_bench.cpp takes them: `{ ms: [per repetition], extraMB }`. */
+function runNceBench(argv) {
+  return JSON.parse(execFileSync(nceBenchExe, argv.map(String), { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 }).toString());
+}
+
+module.exports = { root, args, option, median, compileTypeScript, nceBenchExe, runNceBench };

@@ -17,7 +17,7 @@ const { execFileSync } = require('child_process');
 const v8 = require('v8');
 const vm = require('vm');
 
-const { root, args, option: opt, median, compileTypeScript } = require('./bench-common');
+const { root, args, option: opt, median, compileTypeScript, nceBenchExe, runNceBench } = require('./bench-common');
 
 const device = opt('--device', 'cuda');
 const steps = opt('--steps', device === 'cpu' ? 3 : 20);
@@ -151,15 +151,13 @@ async function nceCase(pirl, B, K) {
  * where the benchmarks were not built (node scripts/build.js --benchmarks).
  */
 function nceOpAlone(B, K, N) {
-  const exe = path.join(root, 'build', 'pirl_bench_nce');
-  if (!fs.existsSync(exe)) {
-    log(`${exe} not built (node scripts/build.js --benchmarks): the NCE op alone is not measured`);
+  if (!fs.existsSync(nceBenchExe)) {
+    log(`${nceBenchExe} not built (node scripts/build.js --benchmarks): the NCE op alone is not measured`);
     return null;
   }
   const run = (impl) => {
     try {
-      const out = execFileSync(exe, [B, K, N, 128, impl, os.availableParallelism(), steps, device, 100].map(String), { stdio: ['ignore', 'pipe', 'inherit'] });
-      const { ms, extraMB } = JSON.parse(out.toString());
+      const { ms, extraMB } = runNceBench([B, K, N, 128, impl, os.availableParallelism(), steps, device, 100]);
       return { ms: round(median(ms), 3), extraMB };
     } catch (err) {
       log(`pirl_bench_nce ${impl} failed: ${err.message.split('\n')[0]}`); // the other cases still run

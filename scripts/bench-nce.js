@@ -4,12 +4,10 @@
 // naive gather+bmm reference, side by side in one run, each case in its own process, and the keyed draw
 // of the B×K negatives that precedes the op in a training step. JSON on stdout.
 // Options: --threads N (default: all cores), --reps N (default 3), --quick (small cases only).
-const path = require('path');
 const os = require('os');
-const { execFileSync } = require('child_process');
 const { build } = require('./build');
 
-const { args, option: opt, median } = require('./bench-common');
+const { args, option: opt, median, runNceBench } = require('./bench-common');
 const threads = opt('--threads', os.availableParallelism());
 const reps = opt('--reps', 3);
 const D = 128;
@@ -17,11 +15,9 @@ const sizes = args.includes('--quick') ? [[32, 4096]] : [[32, 4096], [256, 32000
 const banks = [1281167, 60000];
 
 build({ benchmarks: true, tests: false });
-const exe = path.join(__dirname, '..', 'build', 'pirl_bench_nce');
 
 function measure(B, K, N, impl) {
-  const out = execFileSync(exe, [B, K, N, D, impl, threads, reps].map(String), { maxBuffer: 1 << 20 });
-  const r = JSON.parse(out.toString());
+  const r = runNceBench([B, K, N, D, impl, threads, reps]);
   return { ms: Math.round(median(r.ms) * 10) / 10, allMs: r.ms, extraMB: r.extraMB };
 }
 
