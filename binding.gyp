@@ -27,6 +27,7 @@
         "native/core/runtime.cpp",
         "native/core/train/precision.cpp",
         "native/core/train/sgd.cpp",
+        "native/core/train/step_graph.cpp",
         "native/core/train/train_state.cpp",
         "native/addon/addon.cc",
         "native/addon/data_wrap.cc",

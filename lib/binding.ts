@@ -97,6 +97,8 @@ export interface NativeStepResult {
   applied: boolean;
   /** A rank asked to stop (alone: this process did): every rank stops after this step. */
   stop: boolean;
+  /** The step's forward, loss and backward were a replay of its captured CUDA graph (option cudaGraphs). */
+  replayed: boolean;
 }
 
 /** What a checkpoint holds of the native training state besides the tensors. */
@@ -164,7 +166,7 @@ export interface Binding {
     model: PirlModelHandle,
     bank: MemoryBankHandle,
     loss: ResolvedLossOptions,
-    step: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay' | 'precision' | 'seed'>,
+    step: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay' | 'precision' | 'seed'> & { cudaGraphs: boolean },
   ) => TrainerHandle;
   knnPredict(
     trainFeatures: TensorHandle,

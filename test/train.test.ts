@@ -144,6 +144,13 @@ describe('Trainer', () => {
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, bankInit: 'zeros' as 'random' })).rejects.toThrow(/config.bankInit must be 'random' or 'features', got "zeros"/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 0 })).rejects.toThrow(/config.epochs must be an integer in \[1, 1000000\], got 0/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: -1 })).rejects.toThrow(/config.baseLr must be a number >= 0, got -1/);
+    // CUDA graphs: a process option, refused where a capture could not hold (before any model is made).
+    await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false on the CPU \(CUDA graphs need device 'cuda'\), got true/);
+    await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: 1 as unknown as boolean })).rejects.toThrow(/options.cudaGraphs must be a boolean, got 1/);
+    await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGrahps: true } as object)).rejects.toThrow(/options.cudaGrahps is not an option; options takes distributed, cudaGraphs/);
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, loss: { mode: 'nce', z: 'ema' } }, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false with loss.mode 'nce' and loss.z 'ema'/);
+    const rank = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29599 };
+    await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true, distributed: rank })).rejects.toThrow(/options.cudaGraphs must be false in a data-parallel run/);
     const file = path.join(tmp(), 'model.safetensors');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     await trainer.model.save(file);

@@ -39,7 +39,8 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --knn-every N (0: off; needs labels)
         --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})
         --nproc N (data-parallel: N local ranks, --batch each, --threads each: cores/N by default; under torchrun, one rank per process)
-        --sync-batch-norm (data-parallel: BatchNorm over all ranks' batches, so N ranks train as one process with N×--batch)`;
+        --sync-batch-norm (data-parallel: BatchNorm over all ranks' batches, so N ranks train as one process with N×--batch)
+        --cuda-graphs (CUDA: each step one replay of a captured graph; with --resume too, not saved in the run)`;
 
 function folderSizeText(c: ResolvedTrainConfig): string {
   return `${folderSize({}, c.sampler)} for the small preset`;
@@ -81,7 +82,17 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
   const data = await openData(spec, folderSize(values, saved.config.sampler), values);
-  return Trainer.resume(checkpoint, data, { ...moved, distributed });
+  return withCudaGraphsFlag(() => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+}
+
+/** Trainer.create or resume, whose refusal of options.cudaGraphs names --cuda-graphs. */
+async function withCudaGraphsFlag(run: () => Promise<Trainer>): Promise<Trainer> {
+  try {
+    return await run();
+  } catch (err) {
+    if (isArgumentError(err) && err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
+    throw err;
+  }
 }
 
 /** torchrun's environment (RANK, WORLD_SIZE, …), errors named after the variable as a usage error. */
@@ -105,11 +116,12 @@ const INTERRUPTED = 130;
 
 export async function train(args: string[]): Promise<number | void> {
   const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
-  const { values, positionals } = parseFlags(args, strings, ['resume', 'force', ...SWITCHES], 1, 'train needs one <data> argument');
+  const { values, positionals } = parseFlags(args, strings, ['resume', 'force', 'cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
   const distributed = distributedFromEnvFlag();
   const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
   if (nproc > 1) {
     if (distributed) throw new UsageError('--nproc starts the ranks itself: do not combine it with a launcher that sets WORLD_SIZE (torchrun)');
+    if (values['cuda-graphs']) throw new UsageError('--cuda-graphs: not in a data-parallel run (--nproc); its gradient all-reduce is driven from the host');
     const threads = checkFlag(values, 'threads', Math.max(1, Math.floor(os.availableParallelism() / nproc)), (a, v) => checkInteger(a, v, 1));
     const i = args.indexOf('--nproc');
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
@@ -144,7 +156,7 @@ export async function train(args: string[]): Promise<number | void> {
       await makeOutputDir('out', out);
       await log.clear();
     }
-    trainer = await Trainer.create(data, config, { distributed });
+    trainer = await withCudaGraphsFlag(() => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true }));
   }
   // Ctrl-C stops after the step in progress (on every rank: they vote), rank 0 writing the checkpoint; again: now.
   let interrupted = false;

@@ -7,7 +7,7 @@ import {
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknownOptionError } from '../errors';
+import { checkBoolean, checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -25,6 +25,8 @@ export interface BatchLogs {
   gradNorm: number;
   /** false when fp16 gradients overflowed: the step was skipped and the loss scale halved. */
   applied: boolean;
+  /** The step replayed its captured CUDA graph (option cudaGraphs; false for the steps that capture it). */
+  replayed: boolean;
   imagesPerSecond: number;
 }
 
@@ -84,6 +86,14 @@ interface CheckpointMeta {
  */
 export interface ProcessOptions {
   distributed?: DistributedOptions | 'env' | null;
+  /**
+   * On CUDA (default false): capture the step's forward, loss and backward once as a CUDA graph and
+   * replay it — one launch per step instead of ~10³, which otherwise bound a small model's step by the
+   * CPU. Recaptured when the batch's shape, NCE's Z or the fp16 loss scale changes. Not with NCE's
+   * loss.z 'ema' (Z would change the graph every step), nor in data-parallel runs. A setting of this
+   * process, like its threads: not saved in checkpoints.
+   */
+  cudaGraphs?: boolean;
 }
 
 /** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU). */
@@ -91,22 +101,34 @@ export interface ResumeOptions extends ProcessOptions {
   device?: Device;
 }
 
-/** How this process trains: alone or as a rank, and on which device (a rank's own GPU for device 'cuda'). */
+/** How this process trains: alone or as a rank, on which device (a rank's own GPU for device 'cuda'), with CUDA graphs or not. */
 interface Process {
   distributed: ResolvedDistributedOptions | null;
   device: Device;
+  cudaGraphs: boolean;
 }
 
-function resolveProcess(options: ProcessOptions, device: Device): Process {
+function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, known: readonly string[]): Process {
+  for (const key of Object.keys(checkObject('options', options))) {
+    if (!known.includes(key)) throw unknownOptionError('options', key, known);
+  }
+  const device = c.device;
   const d = options.distributed;
   const resolved = d === undefined || d === null ? null : d === 'env' ? distributedFromEnv() : resolveDistributedOptions(d);
-  if (!resolved || resolved.worldSize === 1) return { distributed: null, device };
-  if (device === 'cpu') return { distributed: resolved, device };
+  const ranks = resolved !== null && resolved.worldSize > 1;
+  const cudaGraphs = checkBoolean('options.cudaGraphs', options.cudaGraphs ?? false);
+  if (cudaGraphs && ranks) throw rangeError('options.cudaGraphs', 'false in a data-parallel run (its gradient all-reduce is driven from the host)', true);
+  if (cudaGraphs && c.loss.mode === 'nce' && c.loss.z === 'ema') {
+    throw rangeError('options.cudaGraphs', "false with loss.mode 'nce' and loss.z 'ema' (a captured step holds Z fixed: use loss.z 'frozen', or InfoNCE)", true);
+  }
+  if (cudaGraphs && device === 'cpu') throw rangeError('options.cudaGraphs', "false on the CPU (CUDA graphs need device 'cuda')", true);
+  if (resolved === null || !ranks) return { distributed: null, device, cudaGraphs };
+  if (device === 'cpu') return { distributed: resolved, device, cudaGraphs };
   if (!binding.buildInfo().nccl) {
     throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, and this pirl was built without it " +
       '(a CUDA libtorch with NCCL and nccl.h; `pirl info` says what was compiled)', device);
   }
-  return { distributed: resolved, device: device === 'cuda' ? `cuda:${resolved.localRank ?? resolved.rank}` : device };
+  return { distributed: resolved, device: device === 'cuda' ? `cuda:${resolved.localRank ?? resolved.rank}` : device, cudaGraphs };
 }
 
 export class Trainer {
@@ -130,7 +152,7 @@ export class Trainer {
     this.device = place.device;
     this.config = Object.freeze(config);
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
-      momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed,
+      momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed, cudaGraphs: place.cudaGraphs,
     });
   }
 
@@ -141,7 +163,7 @@ export class Trainer {
    */
   static async create(dataset: Dataset, config: TrainConfig = {}, options: ProcessOptions = {}): Promise<Trainer> {
     const c = resolveTrainConfig(config);
-    const place = resolveProcess(options, c.device);
+    const place = resolveProcess(options, c, ['distributed', 'cudaGraphs']);
     const loader = Trainer.loaderFor(dataset, c, place);
     const model = await PirlModel.create(c.model, { device: place.device });
     const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
@@ -296,7 +318,7 @@ export class Trainer {
     const { tensors, metadata } = await readSafetensors(file);
     const meta = checkpointMeta(file, metadata, device);
     const c = meta.config;
-    const place = resolveProcess(options, c.device);
+    const place = resolveProcess(options, c, ['distributed', 'cudaGraphs', 'device']);
     const worldSize = place.distributed?.worldSize ?? 1;
     if (meta.worldSize !== worldSize) {
       throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,

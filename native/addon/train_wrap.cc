@@ -32,7 +32,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
                                               InstanceMethod<&TrainerWrap::setState>("setState")}));
   }
 
-  // new TrainerHandle(model, bank, lossOptions, { momentum, weightDecay, precision })
+  // new TrainerHandle(model, bank, lossOptions, { momentum, weightDecay, precision, seed, cudaGraphs })
   explicit TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
     guarded(info.Env(), [&] {
       auto model = unwrapModel(info[0], "model");
@@ -42,7 +42,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const train::StepOptions stepOptions{
           {AttrAsDouble(step, "momentum", "step"), AttrAsDouble(step, "weightDecay", "step")},
           AttrAsEnum(step, "precision", "step", kPrecisionNames),
-          static_cast<uint64_t>(AttrAsInt64(step, "seed", "step"))};
+          static_cast<uint64_t>(AttrAsInt64(step, "seed", "step")), AttrAsBool(step, "cudaGraphs", "step")};
       std::lock_guard<std::mutex> lock(model->mutex);
       state_ = std::make_shared<TrainerState>();
       state_->model = model;
@@ -98,6 +98,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             out.Set("gradNorm", r.gradNorm);
             out.Set("applied", r.applied);
             out.Set("stop", r.stop);
+            out.Set("replayed", r.replayed);
             return out;
           });
     });

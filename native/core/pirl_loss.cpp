@@ -23,7 +23,7 @@ void PirlLoss::setZ(double zImage, double zJigsaw) {
   zJigsaw_ = zJigsaw;
 }
 
-at::Tensor PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const {
+at::Tensor PirlLoss::drawTerm(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const {
   if (options_.sharedNegatives) return bank.sampleShared(options_.numNegatives, streams);
   return bank.sampleNegatives(indices.size(0), options_.numNegatives,
                               options_.excludePositive ? indices : at::Tensor(), streams);
@@ -36,10 +36,15 @@ void PirlLoss::updateZ(double jigsawEstimate, double imageEstimate) {
   zImage_ = options_.zMomentum * zImage_ + (1 - options_.zMomentum) * imageEstimate;
 }
 
-nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z,
-                           const NegativeStreams& streams, at::Tensor& estimate) const {
+PirlNegatives PirlLoss::drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const {
+  const auto termStreams = [&](uint64_t term) { return NegativeStreams{splitmix64(streams.seed ^ term), streams.keys}; };
+  at::Tensor jigsaw = drawTerm(bank, indices, termStreams(1));
+  return {jigsaw, drawTerm(bank, indices, termStreams(2))};
+}
+
+nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, const at::Tensor& negatives,
+                           double& z, at::Tensor& estimate) const {
   // Positives were checked by the caller, negatives come from the bank's own sampler.
-  const at::Tensor negatives = drawNegatives(bank, indices, streams);
   const bool first = options_.mode == nce::Mode::Nce && z <= 0;
   if (first && reduceZ_) {
     // The first estimate, over every rank's batch, before any rank's loss uses it (as one process would).
@@ -62,16 +67,21 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
                                     const at::Tensor& indices, IndexCheck check, bool updateBank,
                                     const NegativeStreams& streams) {
+  TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
+                    f.size(0), "), got ", indices.sizes());
+  if (check == IndexCheck::Check) bank.checkIndices(indices, "indices");
+  return (*this)(bank, f, g, indices, drawNegatives(bank, indices, streams), updateBank);
+}
+
+PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
+                                    const at::Tensor& indices, const PirlNegatives& negatives, bool updateBank) {
   TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
   TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
   TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
                     f.size(0), "), got ", indices.sizes());
-  if (check == IndexCheck::Check) bank.checkIndices(indices, "indices");
-  // Each term its own streams (the same keys).
-  const auto termStreams = [&](uint64_t term) { return NegativeStreams{splitmix64(streams.seed ^ term), streams.keys}; };
   at::Tensor jigsawEstimate, imageEstimate;
-  const nce::Result jigsaw = term(bank, g, indices, zJigsaw_, termStreams(1), jigsawEstimate);
-  const nce::Result image = term(bank, f, indices, zImage_, termStreams(2), imageEstimate);
+  const nce::Result jigsaw = term(bank, g, indices, negatives.jigsaw, zJigsaw_, jigsawEstimate);
+  const nce::Result image = term(bank, f, indices, negatives.image, zImage_, imageEstimate);
   const at::Tensor loss = options_.lambda * jigsaw.loss + (1 - options_.lambda) * image.loss;
   // Both terms saved no reference to the bank, so updating it before backward is safe.
   if (updateBank) bank.update(indices, f.detach(), options_.momentum, IndexCheck::Trusted);

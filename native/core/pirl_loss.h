@@ -37,6 +37,12 @@ struct PirlLossResult {
   at::Tensor zEstimates;
 };
 
+// The negatives of both terms, B×K (or K shared) bank rows each.
+struct PirlNegatives {
+  at::Tensor jigsaw;
+  at::Tensor image;
+};
+
 class PirlLoss {
  public:
   explicit PirlLoss(const PirlLossOptions& options);
@@ -50,6 +56,12 @@ class PirlLoss {
   // `streams`: where the negatives come from (default: the bank's generator); each term draws from its own.
   PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
                             IndexCheck check, bool updateBank, const NegativeStreams& streams = NegativeStreams());
+  // The same with the negatives drawn beforehand (drawNegatives) and `indices` trusted: a training step
+  // draws them outside the work a CUDA graph replays, since each step's differ.
+  PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
+                            const PirlNegatives& negatives, bool updateBank);
+  // Fresh negatives for both terms, each from its own streams (the same keys), the jigsaw term's first.
+  PirlNegatives drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const;
 
   const PirlLossOptions& options() const { return options_; }
   double zImage() const { return zImage_; }
@@ -66,10 +78,10 @@ class PirlLoss {
   void updateZ(double jigsawEstimate, double imageEstimate);
 
  private:
-  at::Tensor drawNegatives(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const;
+  at::Tensor drawTerm(MemoryBank& bank, const at::Tensor& indices, const NegativeStreams& streams) const;
   // `estimate`: set to the batch's estimate of Z where the caller updates Z.
-  nce::Result term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, double& z,
-                   const NegativeStreams& streams, at::Tensor& estimate) const;
+  nce::Result term(MemoryBank& bank, const at::Tensor& x, const at::Tensor& indices, const at::Tensor& negatives, double& z,
+                   at::Tensor& estimate) const;
 
   PirlLossOptions options_;
   double zImage_ = -1;

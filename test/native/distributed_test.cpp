@@ -159,7 +159,7 @@ train::TrainState float64TrainState(int64_t bankRows, ZMode zMode) {
   PirlLossOptions loss = fp32.loss().options();
   loss.zMode = zMode;
   loss.zMomentum = 0.5;  // so that the EMA moves visibly in 20 steps
-  return train::TrainState(net, bank, loss, {pirl::testing::paperSgd(), train::Precision::Fp32, 100});
+  return train::TrainState(net, bank, loss, {pirl::testing::paperSgd(), train::Precision::Fp32, 100, /*cudaGraphs=*/false});
 }
 
 // What a run reports over `steps` steps of global batches of 8: the losses and the final weights and bank.

@@ -40,7 +40,7 @@ inline train::TrainState tinyTrainState(uint64_t seed, int64_t bankRows) {
   PirlLossOptions loss = paperLoss();
   loss.numNegatives = 32;
   return train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(bankRows, 16, seed), loss,
-                           {paperSgd(), train::Precision::Fp32, seed});
+                           {paperSgd(), train::Precision::Fp32, seed, /*cudaGraphs=*/false});
 }
 
 }  // namespace pirl::testing

@@ -1,5 +1,6 @@
 // The CUDA training step reads the device once per step: counted with libtorch's sync debug mode,
-// which warns at every host synchronisation; fp16's skipped step; one NCCL rank trains as a process alone.
+// which warns at every host synchronisation; fp16's skipped step; one NCCL rank trains as a process alone;
+// steps replayed from a CUDA graph take the eager steps' values.
 // Compiled in CUDA builds of libtorch 2 (its warning handler API) only; skipped without a GPU.
 #include <torch/version.h>
 #if defined(PIRL_WITH_CUDA) && TORCH_VERSION_MAJOR >= 2
@@ -39,7 +40,7 @@ struct CudaRun {
   std::unique_ptr<train::TrainState> state;
 };
 
-CudaRun cudaRun(nce::Mode mode, ZMode zMode, train::Precision precision) {
+CudaRun cudaRun(nce::Mode mode, ZMode zMode, train::Precision precision, bool cudaGraphs = false) {
   const c10::Device cuda(c10::kCUDA, 0);
   model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
   o.embeddingDim = 16;
@@ -50,21 +51,21 @@ CudaRun cudaRun(nce::Mode mode, ZMode zMode, train::Precision precision) {
   loss.mode = mode;
   loss.zMode = zMode;
   auto bank = std::make_shared<MemoryBank>(200, 16, 1, cuda);
-  auto state = std::make_unique<train::TrainState>(net, bank, loss, train::StepOptions{pirl::testing::paperSgd(), precision, /*seed=*/1});
+  auto state = std::make_unique<train::TrainState>(net, bank, loss, train::StepOptions{pirl::testing::paperSgd(), precision, /*seed=*/1, cudaGraphs});
   return {net, bank, std::move(state)};
 }
 
-double syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision) {
+double syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision, bool cudaGraphs = false) {
   at::manual_seed(3);
-  CudaRun run = cudaRun(mode, zMode, precision);
+  CudaRun run = cudaRun(mode, zMode, precision, cudaGraphs);
   const at::Tensor images = at::randn({8, 3, 16, 16}).pin_memory();
   const at::Tensor patches = at::randn({8, 9, 3, 8, 8}).pin_memory();
   const at::Tensor indices = at::arange(8, at::kLong);
-  for (int i = 0; i < 2; ++i) run.state->step(images, patches, indices, 0.01);  // warm-up, Z estimated
+  for (int i = 0; i < 2; ++i) run.state->step(images, patches, indices, 0.01);  // warm-up, Z estimated, captured
   SyncCounter counter;
   c10::WarningUtils::WarningHandlerGuard guard(&counter);
   c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
-  for (int i = 0; i < 3; ++i) run.state->step(images, patches, indices, 0.01);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(run.state->step(images, patches, indices, 0.01).replayed, cudaGraphs);
   c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
   return counter.count / 3.0;  // one extra read in three steps shows
 }
@@ -76,6 +77,9 @@ TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Frozen, train::Precision::Fp32), 1);
   // An EMA of Z: each term's batch estimate is read with the losses.
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Ema, train::Precision::Fp32), 1);
+  // Replays of a captured step: the inputs copied in, one launch, the same one read.
+  EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32, true), 1);
+  EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Frozen, train::Precision::Bf16, true), 1);
 }
 
 TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
@@ -119,6 +123,99 @@ TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
     }
   }
   for (int step = 0; step < 4; ++step) EXPECT_NEAR(losses[1][step], losses[0][step], 1e-4 * std::abs(losses[0][step])) << step;
+}
+
+// Runs the same steps eagerly and with CUDA graphs from one seed, over batches of the sizes given (a size
+// change recaptures); the graph run's step results, and both runs' final weights and banks.
+struct GraphComparison {
+  std::vector<train::StepResult> eager, graphed;
+  at::Tensor eagerWeights, graphedWeights, eagerBank, graphedBank;
+};
+
+GraphComparison compareWithGraphs(nce::Mode mode, train::Precision precision, const std::vector<int64_t>& batches) {
+  GraphComparison out;
+  for (const bool graphs : {false, true}) {
+    at::manual_seed(11);
+    CudaRun run = cudaRun(mode, ZMode::Frozen, precision, graphs);
+    run.state->scaler().restore(1024, 0);  // fp16: a scale these gradients never overflow (a skip would recapture)
+    const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(13);
+    int64_t row = 0;
+    for (const int64_t b : batches) {
+      const at::Tensor images = at::randn({b, 3, 16, 16}, data).pin_memory(), patches = at::randn({b, 9, 3, 8, 8}, data).pin_memory();
+      (graphs ? out.graphed : out.eager).push_back(run.state->step(images, patches, (at::arange(b, at::kLong) + row) % 200, 0.05));
+      row += b;
+    }
+    std::vector<at::Tensor> weights;
+    for (const auto& p : run.net->parameters()) weights.push_back(p.detach().flatten().cpu());
+    (graphs ? out.graphedWeights : out.eagerWeights) = at::cat(weights);
+    (graphs ? out.graphedBank : out.eagerBank) = run.bank->rows().cpu();
+  }
+  return out;
+}
+
+// The graph replays the eager step's kernels (cuDNN's autotuned choices included), so the runs differ only
+// by what those kernels leave to the order of atomic adds: float rounding, grown over the steps.
+void expectGraphsFollowEagerSteps(const GraphComparison& c, const std::vector<bool>& replayed, double tolerance) {
+  ASSERT_EQ(c.graphed.size(), replayed.size());
+  for (size_t i = 0; i < replayed.size(); ++i) {
+    EXPECT_EQ(c.graphed[i].replayed, replayed[i]) << "step " << i;
+    EXPECT_FALSE(c.eager[i].replayed) << "step " << i;
+    EXPECT_NEAR(c.graphed[i].loss, c.eager[i].loss, tolerance * std::abs(c.eager[i].loss)) << "step " << i;
+    EXPECT_NEAR(c.graphed[i].gradNorm, c.eager[i].gradNorm, tolerance * c.eager[i].gradNorm) << "step " << i;
+  }
+  const double weightScale = c.eagerWeights.abs().max().item<double>();
+  EXPECT_LE((c.graphedWeights - c.eagerWeights).abs().max().item<double>(), tolerance * weightScale);
+  EXPECT_LE((c.graphedBank - c.eagerBank).abs().max().item<double>(), tolerance);
+}
+
+TEST(TrainStateCuda, GraphReplaysTakeTheEagerSteps) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<int64_t> eight(6, 8);
+  // InfoNCE: the first step runs eagerly and captures, the rest replay.
+  expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::InfoNce, train::Precision::Fp32, eight),
+                               {false, true, true, true, true, true}, 1e-4);
+  // NCE: the first step estimates Z (no capture), the second captures with it.
+  expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::Nce, train::Precision::Fp32, eight),
+                               {false, false, true, true, true, true}, 1e-4);
+  expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::Nce, train::Precision::Bf16, eight),
+                               {false, false, true, true, true, true}, 1e-2);
+  expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::Nce, train::Precision::Fp16, eight),
+                               {false, false, true, true, true, true}, 1e-2);
+}
+
+TEST(TrainStateCuda, GraphsRecaptureWhenTheBatchSizeChanges) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::InfoNce, train::Precision::Fp32, {8, 8, 4, 4, 8, 8}),
+                               {false, true, false, true, false, true}, 1e-4);
+}
+
+TEST(TrainStateCuda, GraphsRecaptureWhenTheLossScaleChanges) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(7);
+  CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp16, /*cudaGraphs=*/true);
+  run.state->scaler().restore(1024, 0);
+  const auto step = [&] {
+    return run.state->step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01);
+  };
+  EXPECT_FALSE(step().replayed);
+  EXPECT_TRUE(step().replayed);
+  run.state->scaler().restore(512, 0);  // the scale is baked into the captured backward
+  EXPECT_FALSE(step().replayed);
+  EXPECT_TRUE(step().replayed);
+}
+
+TEST(TrainStateCuda, GraphsRefuseDataParallelRuns) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!distributed::ncclAvailable()) GTEST_SKIP() << "this pirl was built without NCCL";
+  CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32, /*cudaGraphs=*/true);
+  auto c = std::make_shared<distributed::Communicator>(
+      distributed::CommunicatorOptions{pirl::test::freshRendezvousFile(), "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
+  try {
+    run.state->distribute(c, /*syncBatchNorm=*/false);
+    FAIL() << "distribute accepted a state with cudaGraphs";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("without cudaGraphs"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

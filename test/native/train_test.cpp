@@ -116,6 +116,31 @@ TEST(TrainState, ANonFiniteGradientChangesNothing) {
   EXPECT_TRUE(at::equal(rows, s.bank().rows()));
 }
 
+
+// CUDA graphs hold what they captured: a CPU model has none, and an EMA of Z under NCE would change the
+// captured step every step. (Their steps are compared with eager ones in train_cuda_test.cpp.)
+TEST(TrainState, CudaGraphsNeedACudaModelAndAZThatStaysPut) {
+  const auto make = [](nce::Mode mode, ZMode zMode) {
+    model::PirlModelOptions o = pirl::testing::modelOptions(model::Arch::ResNet18, model::Stem::Small, 0.25);
+    o.embeddingDim = 16;
+    PirlLossOptions loss = pirl::testing::paperLoss();
+    loss.mode = mode;
+    loss.zMode = zMode;
+    train::TrainState(model::PirlModel(o), std::make_shared<MemoryBank>(40, 16, 1), loss,
+                      {pirl::testing::paperSgd(), train::Precision::Fp32, 1, /*cudaGraphs=*/true});
+  };
+  const auto message = [&](nce::Mode mode, ZMode zMode) {
+    try {
+      make(mode, zMode);
+    } catch (const c10::ValueError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(nce::Mode::Nce, ZMode::Frozen).find("cudaGraphs needs a model on a CUDA device, got cpu"), std::string::npos);
+  EXPECT_NE(message(nce::Mode::InfoNce, ZMode::Ema).find("cudaGraphs needs a model on a CUDA device"), std::string::npos);
+  EXPECT_NE(message(nce::Mode::Nce, ZMode::Ema).find("cudaGraphs needs a Z that stays put"), std::string::npos);
+}
 TEST(Knn, WeightedVoteOfTheNearest) {
   // Two tight clusters on the unit circle, one label each; test points near each.
   const at::Tensor train = at::tensor({1.0f, 0.0f, 0.99f, 0.1f, 0.0f, 1.0f, 0.1f, 0.99f}).view({4, 2});

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "../splitmix.h"
 
@@ -34,10 +35,18 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
   loss_.leaveZUpdatesToCaller();
   // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
   if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+  if (options.cudaGraphs) {
+    TORCH_CHECK_VALUE(!(loss.mode == nce::Mode::Nce && loss.zMode == ZMode::Ema),
+                      "cudaGraphs needs a Z that stays put: NCE with Z frozen, or InfoNCE (an EMA of Z changes the "
+                      "captured step every step)");
+    TORCH_CHECK_VALUE(model_->device().is_cuda(), "cudaGraphs needs a model on a CUDA device, got ", model_->device());
+    graph_ = std::make_unique<StepGraph>(model_->device());
+  }
 }
 
 void TrainState::distribute(std::shared_ptr<distributed::Communicator> communicator, bool syncBatchNorm) {
   TORCH_CHECK_VALUE(communicator != nullptr, "distribute needs a communicator");
+  TORCH_CHECK_VALUE(graph_ == nullptr, "data-parallel training runs without cudaGraphs (its all-reduce is driven from the host)");
   communicator_ = std::move(communicator);
   syncBatchNorm_ = syncBatchNorm;
   if (syncBatchNorm) {
@@ -66,6 +75,45 @@ void TrainState::setSteps(int64_t steps) {
   steps_ = steps;
 }
 
+std::vector<at::Tensor> TrainState::computeGradients(const std::vector<at::Tensor>& in, double lossScale) {
+  sgd_.zeroGrad();
+  if (reducer_) reducer_->prepare();
+  model::Embeddings e;
+  {
+    AutocastScope autocast(model_->device().type(), precision_);
+    e = model_->forward(in[0], in[1]);
+  }
+  // The loss computes in the bank's dtype (fp32; fp64 for numerical checks) whatever the trunk computed in.
+  const at::Tensor f = e.f.to(bank_->rows().scalar_type()), g = e.g.to(bank_->rows().scalar_type());
+  const PirlLossResult r = loss_(*bank_, f, g, in[2], PirlNegatives{in[3], in[4]}, /*updateBank=*/false);
+  (precision_ == Precision::Fp16 ? r.loss * lossScale : r.loss).backward();
+  if (reducer_) reducer_->finish();
+  std::vector<at::Tensor> means{r.loss.detach().to(at::kDouble).reshape(1), r.lossImage.to(at::kDouble).reshape(1),
+                                r.lossJigsaw.to(at::kDouble).reshape(1)};
+  if (r.zEstimates.defined()) means.push_back(r.zEstimates);
+  return {f.detach(), at::cat(means), sgd_.gradSquaredNorm().to(f.device()).to(at::kDouble).reshape(1)};
+}
+
+std::vector<int64_t> TrainState::graphKey(double lossScale) {
+  std::vector<int64_t> key;
+  const auto address = [&](const at::Tensor& t) {
+    key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.data_ptr()) : 0);
+  };
+  for (const at::Tensor& p : model_->parameters()) {
+    address(p);
+    address(p.grad());
+  }
+  for (const at::Tensor& b : model_->buffers()) address(b);
+  address(bank_->rows());
+  key.push_back(bank_->size());
+  for (const double v : {loss_.zImage(), loss_.zJigsaw(), lossScale}) {
+    int64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    key.push_back(bits);
+  }
+  return key;
+}
+
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
                             bool stopRequested) {
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0, got ", lr);
@@ -77,59 +125,51 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   bank_->checkIndices(indices, "indices");
   const at::Tensor rows = indices.to(device, /*non_blocking=*/true);
   model_->train();
-  sgd_.zeroGrad();
-  if (communicator_) {
-    if (!syncBatchNorm_) {
-      // Each rank's batch moved its own running statistics: rank 0's stand for all.
-      std::vector<at::Tensor> buffers;
-      for (const auto& b : model_->buffers()) buffers.push_back(b);
-      communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
-    }
-    reducer_->prepare();
+  if (communicator_ && !syncBatchNorm_) {
+    // Each rank's batch moved its own running statistics: rank 0's stand for all.
+    std::vector<at::Tensor> buffers;
+    for (const auto& b : model_->buffers()) buffers.push_back(b);
+    communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
   }
   const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), rows};
   ++steps_;
-  model::Embeddings e;
-  {
-    AutocastScope autocast(device.type(), precision_);
-    e = model_->forward(images.to(device, /*non_blocking=*/true), patches.to(device, /*non_blocking=*/true));
-  }
-  // The loss computes in the bank's dtype (fp32; fp64 for numerical checks) whatever the trunk computed in.
-  const at::Tensor f = e.f.to(bank_->rows().scalar_type()), g = e.g.to(bank_->rows().scalar_type());
-  const PirlLossResult r = loss_(*bank_, f, g, rows, IndexCheck::Trusted, /*updateBank=*/false, streams);
+  const PirlNegatives negatives = loss_.drawNegatives(*bank_, rows, streams);
   const bool scaled = precision_ == Precision::Fp16;
   const double scale = scaled ? scaler_.scale() : 1.0;
-  (scaled ? r.loss * scale : r.loss).backward();
-  if (reducer_) reducer_->finish();
+  const std::vector<at::Tensor> inputs{images.to(device, /*non_blocking=*/true), patches.to(device, /*non_blocking=*/true),
+                                       rows, negatives.jigsaw, negatives.image};
+  const auto body = [&](const std::vector<at::Tensor>& in) { return computeGradients(in, scale); };
+  // NCE's first step reads its estimate of Z off the device: no capture can hold that.
+  const bool zKnown = loss_.options().mode != nce::Mode::Nce || (loss_.zImage() > 0 && loss_.zJigsaw() > 0);
+  const bool graphed = graph_ && zKnown;
+  const std::vector<at::Tensor> out = graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs);
+  const bool replayed = graphed && graph_->replayed();
+  const at::Tensor& f = out[0];
+  const int64_t n = out[1].numel();
   // Read together, once: the losses and (an EMA of Z) this batch's estimates of Z, averaged over ranks; the
   // stop votes, summed; the gradient norm (the same on every rank after the reduction).
-  std::vector<at::Tensor> averaged{r.loss.detach().to(at::kDouble).reshape(1), r.lossImage.to(at::kDouble).reshape(1),
-                                   r.lossJigsaw.to(at::kDouble).reshape(1)};
-  if (r.zEstimates.defined()) averaged.push_back(r.zEstimates);
-  const at::Tensor means = at::cat(averaged);
-  const int64_t n = means.numel();
-  at::Tensor shared = at::cat({means, at::full({1}, stopRequested ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(device))});
+  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(device))});
   if (communicator_) {
     shared = shared.to(communicator_->device());
     communicator_->allreduce(shared, "the allreduce of the losses");
     shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(communicator_->worldSize()), shared.narrow(0, n, 1)}).to(device);
   }
   // The one host read of the step: every number it reports and decides on, together.
-  const at::Tensor stats = at::cat({shared, sgd_.gradSquaredNorm().to(device).to(at::kDouble).reshape(1)}).cpu();
+  const at::Tensor stats = at::cat({shared, out[2]}).cpu();
   const double* s = stats.data_ptr<double>();
   const bool stop = s[n] > 0;
   const double loss = s[0], norm = std::sqrt(s[n + 1]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
-  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop};
+  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop, replayed};
   if (!finite) {
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", loss, ", gradient norm ",
                 norm, "): training stopped; the weights and the memory bank were not changed by this step");
   }
   // Z follows the batches whose steps are taken.
-  if (r.zEstimates.defined()) loss_.updateZ(s[3], s[4]);
+  if (n > 3) loss_.updateZ(s[3], s[4]);
   if (scaled) sgd_.scaleGradients(1.0 / scale);
   sgd_.step(lr);
-  at::Tensor updateRows = rows, updateF = f.detach();
+  at::Tensor updateRows = rows, updateF = f;
   if (communicator_) {
     // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
     const c10::Device there = communicator_->device();
@@ -140,7 +180,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   }
   // Trusted: every rank checked its rows against the same bank, and a finite mean loss means every f is finite.
   bank_->update(updateRows, updateF, loss_.options().momentum, IndexCheck::Trusted);
-  return {loss, s[1], s[2], norm, true, stop};
+  return {loss, s[1], s[2], norm, true, stop, replayed};
 }
 
 }  // namespace pirl::train

@@ -12,6 +12,7 @@
 #include "../pirl_loss.h"
 #include "precision.h"
 #include "sgd.h"
+#include "step_graph.h"
 
 namespace pirl::train {
 
@@ -20,16 +21,19 @@ struct StepResult {
   double lossImage;
   double lossJigsaw;
   double gradNorm;
-  bool applied;  // false: fp16 gradients overflowed, the step was skipped and the loss scale halved
-  bool stop;     // some rank asked to stop (alone: this process did): every rank stops after this step
+  bool applied;   // false: fp16 gradients overflowed, the step was skipped and the loss scale halved
+  bool stop;      // some rank asked to stop (alone: this process did): every rank stops after this step
+  bool replayed;  // the device work was a replay of the captured CUDA graph (StepOptions::cudaGraphs)
 };
 
-// How a step computes: the SGD options, the precision of the trunk and heads, and the seed of the
-// negatives' streams (each sample's negatives at step s come from a stream of (seed, s, its bank row)).
+// How a step computes: the SGD options, the precision of the trunk and heads, the seed of the
+// negatives' streams (each sample's negatives at step s come from a stream of (seed, s, its bank row)),
+// and whether a CUDA model's forward, loss and backward are captured once as a CUDA graph and replayed.
 struct StepOptions {
   SgdOptions sgd;
   Precision precision;
   uint64_t seed;
+  bool cudaGraphs;
 };
 
 // torch.cuda.amp.GradScaler's defaults.
@@ -46,6 +50,9 @@ class TrainState {
   // non-finite loss or gradient throws and changes neither the weights nor the bank — except in
   // fp16, where overflowing gradients skip the step and lower the loss scale. The batch may be on
   // any device: it moves to the model's. The device is read once per step, for all the step's numbers.
+  // With cudaGraphs the forward, loss and backward are replayed from a graph captured at the first step of
+  // these shapes (and again whenever what it baked in changes: NCE's Z, the fp16 loss scale, a tensor's
+  // address); the negatives are drawn and SGD and the bank update run outside it, as without.
   // `stopRequested`: this process wants to end the run; in a data-parallel run the ranks agree on it in
   // this step, so that all stop after the same step.
   StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
@@ -57,6 +64,7 @@ class TrainState {
   // BatchNorm: with `syncBatchNorm` statistics over all ranks' batches (the run is then the one-process
   // run of the global batch, to rounding), otherwise each rank's own, with the buffers from rank 0 each
   // step. Negatives are drawn per sample (StepOptions::seed), so every rank draws what one process would.
+  // Not with cudaGraphs (the gradients' all-reduce runs from autograd hooks on the host).
   void distribute(std::shared_ptr<distributed::Communicator> communicator, bool syncBatchNorm);
   bool distributed() const { return communicator_ != nullptr; }
   // Steps taken: the position of the negatives' streams (restored on resume).
@@ -70,6 +78,12 @@ class TrainState {
   LossScaler& scaler() { return scaler_; }
 
  private:
+  // The step's device work over its inputs (images, patches, bank rows, the negatives of both terms):
+  // gradients in the parameters, and {f, the mean losses (and Z's estimates), the squared gradient norm}.
+  std::vector<at::Tensor> computeGradients(const std::vector<at::Tensor>& inputs, double lossScale);
+  // What a captured step depends on besides its inputs: see StepGraph::Key.
+  std::vector<int64_t> graphKey(double lossScale);
+
   model::PirlModel model_;
   std::shared_ptr<MemoryBank> bank_;
   PirlLoss loss_;
@@ -81,6 +95,7 @@ class TrainState {
   std::unique_ptr<distributed::GradientReducer> reducer_;
   bool syncBatchNorm_ = false;
   int64_t steps_ = 0;
+  std::unique_ptr<StepGraph> graph_;
 };
 
 }  // namespace pirl::train
