@@ -3,8 +3,9 @@
 // `npm run bench:gpu`: the training step on a GPU, side by side in one run, JSON on stdout (logs on
 // stderr). For ResNet-50 at the paper's sizes (224-px views + 9×64-px patches, K=32,000 negatives from
 // a bank of 1,281,167 rows, B=64 and 128) and ResNet-18 at 96 px (B=32), in fp32 and bf16, and both
-// memory formats: the model step alone (one batch reused), end to end (the loader feeding it), the
-// fused NCE op alone, the loader alone, and the peak GPU memory of each — next to the same step in
+// memory formats, each step also replayed from a CUDA graph (cudaGraphs): the model step alone (one batch
+// reused), end to end (the loader feeding it), the fused NCE op alone, the loader alone, and the peak
+// GPU memory of each — next to the same step in
 // PyTorch eager mode on the same GPU (bench/eager_step.py, python3's torch), as ratios. Writes
 // bench/results/gpu-<card>.json when it ran on a GPU — after every case, the most telling first, so that
 // a run cut short (a lent GPU's time limit) keeps what it measured ("complete": false).
@@ -100,26 +101,32 @@ async function timed(count, run) {
   return ms;
 }
 
-async function trainCase(pirl, c, batchSize, precision, channelsLast, data) {
+/** Eager PyTorch's figures per (network, batch, precision, format): a graphed case compares with the same peer. */
+const peers = new Map();
+
+async function trainCase(pirl, c, batchSize, precision, channelsLast, cudaGraphs, data) {
   const config = {
     recipe: 'paper', model: { arch: c.arch, stem: c.stem, channelsLast }, sampler: c.sampler,
     loss: { negatives: quick ? 1024 : c.negatives }, batchSize, precision, device, epochs: 1, epochLength: steps + 3, bankInit: 'random',
   };
   const baseline = await allocatedNow(pirl);
-  const trainer = await pirl.Trainer.create(data, config);
+  const trainer = await pirl.Trainer.create(data, config, { cudaGraphs });
   const batch = await trainer.loader.makeBatch(Array.from({ length: batchSize }, (_, i) => i * 7919), 0);
-  await timed(3, () => trainer.step(batch, 0.01)); // warm-up: cuDNN autotuning, the allocator
+  await timed(3, () => trainer.step(batch, 0.01)); // warm-up: cuDNN autotuning, the allocator, Z, the capture
   memoryOf(pirl, baseline);
-  const stepMs = median(await timed(steps, () => trainer.step(batch, 0.01)));
+  let replayed = 0;
+  const stepMs = median(await timed(steps, async () => { replayed += (await trainer.step(batch, 0.01)).replayed ? 1 : 0; }));
   const stepMemory = memoryOf(pirl, baseline);
   const times = [];
   let last = 0;
-  await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 3) times.push(now - last); last = now; } } });
+  await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 3) times.push(now - last); last = now; replayed += l.replayed ? 1 : 0; } } });
   const endMs = median(times);
   const modelStep = (batchSize * 1000) / stepMs, endToEnd = (batchSize * 1000) / endMs;
-  const peer = eager(c, batchSize, precision, channelsLast, config.loss.negatives);
+  const key = [c.name, batchSize, precision, channelsLast].join();
+  if (!peers.has(key)) peers.set(key, eager(c, batchSize, precision, channelsLast, config.loss.negatives));
+  const peer = peers.get(key);
   return {
-    case: c.name, batch: batchSize, precision, channelsLast, negatives: config.loss.negatives,
+    case: c.name, batch: batchSize, precision, channelsLast, cudaGraphs, replayedSteps: `${replayed}/${steps + config.epochLength}`, negatives: config.loss.negatives,
     modelStepImagesPerSecond: round(modelStep), endToEndImagesPerSecond: round(endToEnd),
     modelStepMs: round(stepMs, 2), endToEndMs: round(endMs, 2), memory: stepMemory, eager: peer,
     modelStepVsEager: peer && round(modelStep / peer.imagesPerSecond, 2), endToEndVsEager: peer && round(endToEnd / peer.imagesPerSecond, 2),
@@ -174,12 +181,17 @@ async function loaderCase(pirl, c, batchSize, data) {
   return { case: c.name, batch: batchSize, threads: pirl.getNumThreads(), samplesPerSecond: round(((n - 1) * batchSize * 1000) / (performance.now() - start)) };
 }
 
-/** The cases in the order they run: the issue's targets first (each network's first batch size, channels-last), then the rest. */
+/**
+ * The cases in the order they run: the issue's targets first (each network's first batch size,
+ * channels-last; each step eager, then replayed from a CUDA graph), then the rest.
+ */
 function plan() {
-  const train = (c, batch, channelsLast) => ['fp32', 'bf16'].map((precision) => ({ part: 'train', c, batch, precision, channelsLast }));
+  const graphs = device === 'cpu' ? [false] : [false, true];
+  const train = (c, batch, channelsLast, withGraphs = [false]) => ['fp32', 'bf16'].flatMap((precision) =>
+    withGraphs.map((cudaGraphs) => ({ part: 'train', c, batch, precision, channelsLast, cudaGraphs })));
   if (quick) return [{ part: 'loader', c: CASES[1], batch: 8 }, ...train(CASES[1], 8, true), { part: 'nce', B: 32, K: 1024 }];
   return [
-    ...CASES.flatMap((c) => train(c, c.batches[0], true)), { part: 'nce', B: 256, K: 32000 },
+    ...CASES.flatMap((c) => train(c, c.batches[0], true, graphs)), { part: 'nce', B: 256, K: 32000 },
     ...CASES.map((c) => ({ part: 'loader', c, batch: c.batches[0] })),
     ...CASES.flatMap((c) => train(c, c.batches[0], false)),
     ...CASES.flatMap((c) => c.batches.slice(1).flatMap((batch) => [...train(c, batch, true), ...train(c, batch, false)])),
@@ -195,14 +207,14 @@ async function main() {
   const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}.json`));
   const result = {
     benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick, complete: false,
-    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case',
+    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; cudaGraphs = the step replayed from a captured CUDA graph (replayedSteps of the timed steps and the fit); memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case',
     training: [], nce: [], loaders: [],
   };
   const datasets = new Map();
   const dataFor = (c) => datasets.get(c) || datasets.set(c, syntheticDataset(pirl, quick ? 112 : c.side, 256)).get(c);
   for (const job of plan()) {
     const [list, entry] =
-      job.part === 'train' ? [result.training, await trainCase(pirl, job.c, job.batch, job.precision, job.channelsLast, dataFor(job.c))]
+      job.part === 'train' ? [result.training, await trainCase(pirl, job.c, job.batch, job.precision, job.channelsLast, job.cudaGraphs, dataFor(job.c))]
       : job.part === 'loader' ? [result.loaders, await loaderCase(pirl, job.c, job.batch, dataFor(job.c))]
       : [result.nce, await nceCase(pirl, job.B, job.K)];
     list.push(entry);

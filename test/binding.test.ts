@@ -193,7 +193,7 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
   const pirl = require('../lib') as typeof import('../lib');
   const model = { ...pirl.resolveModelOptions({ width: 0.125, embeddingDim: 8 }) };
   const loss = pirl.resolveLossOptions({ negatives: 4 });
-  const sgd = { momentum: 0.9, weightDecay: 1e-4, precision: 'fp32' as const, seed: 0 };
+  const sgd = { momentum: 0.9, weightDecay: 1e-4, precision: 'fp32' as const, seed: 0, cudaGraphs: false };
   const t = (data: Float32Array, shape: number[]) => pirl.Tensor.from(data, shape).handle;
 
   test('an unknown name for every enum option (18 arguments) is a TypeError naming the option', async () => {
@@ -241,6 +241,11 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
     expect(() => binding.createPirlModel({ ...model, embeddingDim: 1.5 })).toThrow(/^options\.embeddingDim must be an integer, got 1.5$/);
     expect(() => binding.createPirlModel({ ...model, channelsLast: 1 as never })).toThrow(/^options\.channelsLast must be a boolean, got 1$/);
     expect(() => new binding.PirlLossHandle(null as never)).toThrow(/^options must be an object, got null$/);
+    const handle = await binding.createPirlModel(model);
+    const bank = await binding.createMemoryBank(10, 8, 0, 'cpu');
+    expect(() => new binding.TrainerHandle(handle, bank, loss, { ...sgd, cudaGraphs: 1 as never })).toThrow(/^step\.cudaGraphs must be a boolean, got 1$/);
+    const { cudaGraphs: _graphs, ...noGraphs } = sgd;
+    expect(() => new binding.TrainerHandle(handle, bank, loss, noGraphs as never)).toThrow(/^step\.cudaGraphs is missing$/);
     const config = pirl.resolveSamplerConfig('small');
     const { hue: _hue, ...noHue } = config;
     const source = pirl.Tensor.from(new Uint8Array(16 * 16 * 3), [1, 16, 16, 3]).handle;

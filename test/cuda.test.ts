@@ -62,6 +62,16 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     expect(close(first.fp16, first.fp32, 1e-2)).toBe(true);
   });
 
+  test('with cudaGraphs a run replays its captured step and takes the eager run\'s steps', async () => {
+    const eager: number[] = [], graphed: number[] = [], replayed: boolean[] = [];
+    await (await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' })).fit({ callbacks: { onBatchEnd: (l) => void eager.push(l.loss) } });
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' }, { cudaGraphs: true });
+    await trainer.fit({ callbacks: { onBatchEnd: (l) => { graphed.push(l.loss); replayed.push(l.replayed); } } });
+    expect(graphed).toHaveLength(eager.length);
+    expect(replayed).toEqual(eager.map((_, i) => i > 0)); // the first step runs eagerly and captures
+    graphed.forEach((l, i) => expect({ step: i, close: close(l, eager[i], 1e-3) }).toEqual({ step: i, close: true }));
+  });
+
   test('a run moves between CUDA and the CPU through its checkpoint', async () => {
     const dir = tmpDir();
     const file = path.join(dir, 'run.ckpt');
