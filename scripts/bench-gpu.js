@@ -207,7 +207,7 @@ async function main() {
   const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}.json`));
   const result = {
     benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick, complete: false,
-    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; cudaGraphs = the step replayed from a captured CUDA graph (replayedSteps of the timed steps and the fit); memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case',
+    note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; cudaGraphs = the step replayed from a captured CUDA graph (replayedSteps of the timed steps and the fit); memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case (a CUDA graph replays into its pool unseen by that count: for cudaGraphs cases compare processPeakReservedMB)',
     training: [], nce: [], loaders: [],
   };
   const datasets = new Map();

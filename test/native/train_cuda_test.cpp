@@ -134,6 +134,9 @@ struct GraphComparison {
 
 GraphComparison compareWithGraphs(nce::Mode mode, train::Precision precision, const std::vector<int64_t>& batches) {
   GraphComparison out;
+  // cuDNN's deterministic algorithms: what differs between the runs is then the graph, not atomics' order.
+  const bool deterministic = at::globalContext().deterministicCuDNN();
+  at::globalContext().setDeterministicCuDNN(true);
   for (const bool graphs : {false, true}) {
     at::manual_seed(11);
     CudaRun run = cudaRun(mode, ZMode::Frozen, precision, graphs);
@@ -150,11 +153,12 @@ GraphComparison compareWithGraphs(nce::Mode mode, train::Precision precision, co
     (graphs ? out.graphedWeights : out.eagerWeights) = at::cat(weights);
     (graphs ? out.graphedBank : out.eagerBank) = run.bank->rows().cpu();
   }
+  at::globalContext().setDeterministicCuDNN(deterministic);
   return out;
 }
 
-// The graph replays the eager step's kernels (cuDNN's autotuned choices included), so the runs differ only
-// by what those kernels leave to the order of atomic adds: float rounding, grown over the steps.
+// The graph replays the eager step's kernels (cuDNN's choices included), so the runs differ at most by what
+// kernels leave to the order of atomic adds: float rounding, grown over the steps.
 void expectGraphsFollowEagerSteps(const GraphComparison& c, const std::vector<bool>& replayed, double tolerance) {
   ASSERT_EQ(c.graphed.size(), replayed.size());
   for (size_t i = 0; i < replayed.size(); ++i) {

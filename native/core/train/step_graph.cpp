@@ -10,6 +10,10 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <map>
+#include <mutex>
+#include <string>
 #endif
 
 namespace pirl::train {
@@ -36,6 +40,27 @@ void waitFor(const at::cuda::CUDAStream& waiting, const at::cuda::CUDAStream& do
   event.block(waiting);
 }
 
+// Captures, and the warm-ups before them, one at a time in the process: the allocator's emptyCache before
+// a capture may not run while another is under way, and each device's capture stream serves one at a time.
+std::mutex& captureMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+// A stream of its own per device, not one from c10's pool: the pool hands its streams out in turn (the
+// loader's side stream among them), and another thread's work on the stream would join the capture.
+at::cuda::CUDAStream captureStream(c10::DeviceIndex device) {
+  static std::map<c10::DeviceIndex, cudaStream_t> streams;  // lives as long as the process, as the pool's do
+  auto it = streams.find(device);
+  if (it == streams.end()) {
+    const c10::cuda::CUDAGuard onDevice(device);
+    cudaStream_t stream = nullptr;
+    C10_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    it = streams.emplace(device, stream).first;
+  }
+  return at::cuda::getStreamFromExternal(it->second, device);
+}
+
 // Autocast's cache of cast weights would hand tensors made during a capture to later eager work.
 class AutocastCacheOff {
  public:
@@ -50,12 +75,15 @@ class AutocastCacheOff {
 
 struct StepGraph::Impl {
   c10::Device device;
-  at::cuda::CUDAStream stream;  // captures (and the warm-up before each) run here; replays on the caller's
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   std::vector<at::Tensor> inputs, outputs;
   std::vector<int64_t> key;
+  // Graphs whose capture failed: the allocators may still hold callbacks into them (libtorch < 2.12 leaves
+  // a failed capture half-registered), so they are kept rather than destroyed.
+  std::vector<std::unique_ptr<at::cuda::CUDAGraph>> failed;
+  std::string disabledBecause;  // set when a capture failed: the run goes on without graphs
 
-  explicit Impl(c10::Device d) : device(d), stream(at::cuda::getStreamFromPool(false, d.index())) {}
+  explicit Impl(c10::Device d) : device(d) {}
 
   void forget() {
     outputs.clear();  // the graph's memory pool goes with the last tensor in it
@@ -75,6 +103,8 @@ StepGraph::~StepGraph() = default;
 
 std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, const Key& key, const Body& body) {
   Impl& g = *impl_;
+  replayed_ = false;
+  if (!g.disabledBecause.empty()) return body(inputs);
   const c10::cuda::CUDAGuard onDevice(g.device);
   const at::cuda::CUDAStream current = at::cuda::getCurrentCUDAStream(g.device.index());
   if (g.graph && withShapes(key(), inputs) == g.key) {
@@ -83,17 +113,18 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
     replayed_ = true;
     return g.outputs;
   }
-  replayed_ = false;
   g.forget();
+  const std::lock_guard<std::mutex> oneCapture(captureMutex());
+  const at::cuda::CUDAStream stream = captureStream(g.device.index());
   // This step eagerly, on the stream the capture will use: what runs once per stream and thread (cuBLAS
   // workspaces, cuDNN handles and its autotuning) is done before the capture, which may not do it.
-  waitFor(g.stream, current);
+  waitFor(stream, current);
   std::vector<at::Tensor> out;
   {
-    const c10::cuda::CUDAStreamGuard onStream(g.stream);
+    const c10::cuda::CUDAStreamGuard onStream(stream);
     out = body(inputs);
   }
-  waitFor(current, g.stream);
+  waitFor(current, stream);
   for (const at::Tensor& t : out) {
     if (t.defined()) t.record_stream(current);  // made on the capture stream, read on the caller's
   }
@@ -102,27 +133,43 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
   g.key = withShapes(key(), inputs);
   c10::cuda::device_synchronize();
   c10::cuda::CUDACachingAllocator::emptyCache();  // the warm-up's freed blocks, for the graph's pool
-  g.graph = std::make_unique<at::cuda::CUDAGraph>();
+  auto graph = std::make_unique<at::cuda::CUDAGraph>();
+  const auto pool = at::cuda::graph_pool_handle();
   try {
-    const c10::cuda::CUDAStreamGuard onStream(g.stream);
+    const c10::cuda::CUDAStreamGuard onStream(stream);
     const AutocastCacheOff noCache;
     // Thread-local: the loader's threads keep copying and allocating while this thread captures.
-    g.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+    graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
     try {
       g.outputs = body(g.inputs);
-    } catch (const std::exception&) {
-      try {
-        g.graph->capture_end();  // ends the stream's capture, so that the stream stays usable
-      } catch (const std::exception&) {
-      }
+    } catch (...) {
+      g.outputs.clear();
       throw;
     }
-    g.graph->capture_end();
+    graph->capture_end();
   } catch (const std::exception& e) {
+    // Ends what the failed capture left: the stream's capture, the allocator's routing into its pool (which
+    // capture_end skips when the capture was invalid, before libtorch 2.12), then the pool itself.
+    try {
+      graph->capture_end();
+    } catch (...) {
+    }
+    try {
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(g.device.index(), pool);
+    } catch (...) {
+    }
+    try {
+      c10::cuda::CUDACachingAllocator::releasePool(g.device.index(), pool);
+    } catch (...) {
+    }
+    g.failed.push_back(std::move(graph));
     g.forget();
-    TORCH_CHECK(false, "capturing the training step as a CUDA graph failed (", e.what(),
-                "): train without it (cudaGraphs: false); this step changed neither the weights nor the memory bank");
+    g.disabledBecause = e.what();
+    TORCH_WARN("pirl: capturing the training step as a CUDA graph failed, so this run goes on without CUDA graphs ",
+               "(as with cudaGraphs: false); please report it with this message: ", g.disabledBecause);
+    return out;  // this step's work was done by the warm-up
   }
+  g.graph = std::move(graph);
   ++captures_;
   return out;
 }

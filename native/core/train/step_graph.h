@@ -27,7 +27,8 @@ class StepGraph {
   // captured: the inputs copied into the graph's own, one replay, and the graph's outputs (overwritten
   // by the next replay). Otherwise `body` runs as it is — this step's work, and the warm-up a capture
   // needs (cuDNN's autotuning, handles and tensors made on first use) — and is then captured for the
-  // next steps. `body` must read the device only through its inputs and the key's tensors.
+  // next steps. `body` must read the device only through its inputs and the key's tensors. A capture that
+  // fails (an operation a graph cannot hold) warns once and leaves this graph running `body` as it is.
   std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, const Key& key, const Body& body);
 
   bool replayed() const { return replayed_; }  // whether the last run replayed

@@ -142,6 +142,12 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   // NCE's first step reads its estimate of Z off the device: no capture can hold that.
   const bool zKnown = loss_.options().mode != nce::Mode::Nce || (loss_.zImage() > 0 && loss_.zJigsaw() > 0);
   const bool graphed = graph_ && zKnown;
+  if (graphed) {
+    // A capture zeroes the gradients and adds into them: its warm-up must find them too (not create them).
+    for (const at::Tensor& p : model_->parameters()) {
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    }
+  }
   const std::vector<at::Tensor> out = graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs);
   const bool replayed = graphed && graph_->replayed();
   const at::Tensor& f = out[0];
