@@ -78,7 +78,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           },
           [](Napi::Env env, model::Embeddings& e) -> Napi::Value {
             return TensorWrap::wrapAll(env, {{"f", e.f}, {"g", e.g}});
-          });
+          },
+          s->owner);
     });
   }
 
@@ -101,7 +102,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             }
             return at::cat(parts);
           },
-          [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
+          [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, s->owner);
     });
   }
 
@@ -181,7 +182,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             s->model->applyMemoryFormat();
             return true;
           },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
     });
   }
 

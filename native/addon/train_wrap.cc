@@ -16,7 +16,7 @@ namespace pirl::addon {
 
 namespace {
 
-// A trainer holds the model's state (and locks its mutex while it steps) and the bank.
+// A trainer holds the model's state (and locks its mutex while it steps, on the model's thread) and the bank.
 struct TrainerState {
   std::shared_ptr<ModelState> model;
   std::unique_ptr<train::TrainState> train;
@@ -72,7 +72,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             s->train->distribute(communicator, syncBatchNorm);
             return true;
           },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
     });
   }
 
@@ -100,7 +100,8 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             out.Set("stop", r.stop);
             out.Set("replayed", r.replayed);
             return out;
-          });
+          },
+          s->model->owner);
     });
   }
 
