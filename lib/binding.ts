@@ -160,6 +160,8 @@ export interface Binding {
     config: SamplerConfig,
     pinned: boolean,
     device: Device,
+    /** The thread it is made on: lanes 0..63, one thread each (a loader's batch i on i mod prefetch). */
+    lane: number,
   ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
   evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;
   TrainerHandle: new (

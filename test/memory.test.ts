@@ -78,3 +78,29 @@ test("a model's training steps reuse one step's memory, whichever pool thread qu
   expect(peaks[0]).toBeGreaterThan(100); // a step's own memory: what the rest is measured against
   expect({ peaks, bounded: peaks[7] < 1.5 * peaks[1] }).toEqual({ peaks, bounded: true });
 }, 300_000);
+
+// The same for the loader: its batches were made on whichever pool thread was free (a 16-core machine's
+// pool has 18), each keeping a batch's buffers; now each of its `prefetch` lanes has one thread.
+test("a loader's batches reuse their lanes' memory, whatever the pool's size", () => {
+  const script = `
+    const pirl = require(${JSON.stringify(path.join(__dirname, '..', 'dist'))});
+    (async () => {
+      const images = 64, side = 292;
+      const pixels = new Uint8Array(images * side * side * 3).map((_, i) => (i * 2654435761) % 251);
+      const source = pirl.Tensor.from(pixels, [images, side, side, 3]);
+      const data = { length: 100000, labels: null, classes: null,
+        async batchSource(indices) { return { source, rows: pirl.Tensor.from(BigInt64Array.from(indices, (i) => BigInt(i % images))), indices: [...indices] }; } };
+      const base = process.memoryUsage().rss;
+      const peaks = [];
+      let i = 0;
+      for await (const _ of new pirl.Loader(data, { batchSize: 16, config: 'paper', epochLength: 80 }).epoch(0)) {
+        if (++i % 10 === 0) peaks.push((process.resourceUsage().maxRSS * 1024 - base) / 2 ** 20);
+      }
+      console.log(JSON.stringify(peaks));
+    })();`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: '18' } });
+  expect(r.stderr).toBe('');
+  const peaks = JSON.parse(r.stdout) as number[];
+  expect(peaks[1]).toBeGreaterThan(40); // after 20 batches, the lanes' own: what the rest is measured against
+  expect({ peaks, bounded: peaks[7] < 1.3 * peaks[1] }).toEqual({ peaks, bounded: true });
+}, 120_000);

@@ -6,6 +6,9 @@ import { checkBoolean, checkInteger, checkObject, nativeCall, rangeError, typeEr
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
 
+/** Batches in flight at most: each is made on a thread of its own (a lane of the addon's 64). */
+const MAX_PREFETCH = 64;
+
 export interface PirlBatch {
   /** B×3×S×S, normalised. */
   images: Tensor;
@@ -30,7 +33,7 @@ export interface LoaderOptions {
   epochLength?: number;
   seed?: number;
   config?: SamplerOptions;
-  /** Batches made ahead of the consumer (default 2). */
+  /** Batches made ahead of the consumer, each on a thread of its own (default 2, at most 64). */
   prefetch?: number;
   /**
    * Make batches in page-locked memory, for non-blocking copies to a GPU (default false). Needs a CUDA
@@ -88,7 +91,7 @@ export class Loader {
     this.dropLast = checkBoolean('options.dropLast', options.dropLast ?? true);
     this.epochLength = options.epochLength === undefined ? null : checkInteger('options.epochLength', options.epochLength, 1);
     this.seed = checkInteger('options.seed', options.seed ?? 0, 0);
-    this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1);
+    this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1, MAX_PREFETCH);
     this.config = resolveSamplerConfig(options.config ?? 'small', 'options.config');
     this.pinMemory = checkBoolean('options.pinMemory', options.pinMemory ?? false);
     if (this.pinMemory && !binding.buildInfo().cudaAvailable) {
@@ -140,7 +143,9 @@ export class Loader {
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
     const { source, rows, indices: present } = await this.dataset.batchSource(indices);
     const ids = int64Tensor(present);
-    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device));
+    // Batch `step` on lane step mod prefetch: the batches in flight each on a thread of their own.
+    const lane = step % this.prefetch;
+    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device, lane));
     const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
     return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };
   }

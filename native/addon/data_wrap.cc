@@ -1,10 +1,16 @@
 #include "data_wrap.h"
 
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
 #include "../core/data/pirl_sampler.h"
 #include "../core/data/side_stream_copy.h"
 #include "async_task.h"
 #include "errors.h"
 #include "options.h"
+#include "owner_thread.h"
 #include "tensor_wrap.h"
 
 namespace pirl::addon {
@@ -29,6 +35,20 @@ data::SamplerConfig readConfig(Napi::Value value, const std::string& name) {
            number("flipProbability")}};
 }
 
+// The loader's lanes: batch i of a loader with `prefetch` p is made on lane i mod p, one thread each, so
+// that the batches in flight run side by side while each thread's buffers are reused (owner_thread.h: on the
+// pool every thread kept one). Shared by the process's loaders.
+std::shared_ptr<OwnerThread> laneThread(int64_t lane) {
+  constexpr int64_t kMaxLanes = 64;
+  if (lane < 0 || lane >= kMaxLanes) throw std::out_of_range("lane must be in [0, 64), got " + std::to_string(lane));
+  static std::mutex mutex;
+  static std::vector<std::shared_ptr<OwnerThread>> lanes(kMaxLanes);
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto& thread = lanes[static_cast<size_t>(lane)];
+  if (!thread) thread = std::make_shared<OwnerThread>();
+  return thread;
+}
+
 Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const at::Tensor source = TensorWrap::unwrap(info[0], "source");
   const at::Tensor rows = TensorWrap::unwrap(info[1], "rows");
@@ -38,6 +58,7 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const data::SamplerConfig config = readConfig(info[5], "config");
   const bool pinned = AsBool(info[6], "pinned");
   const c10::Device device = AsDevice(info[7], "device");
+  const std::shared_ptr<OwnerThread> lane = laneThread(AsInt64(info[8], "lane"));
   return AsyncTask<data::Batch>::run(
       info.Env(), "pirl.makeBatch",
       [=] {
@@ -48,7 +69,8 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
       },
       [](Napi::Env env, data::Batch& b) -> Napi::Value {
         return TensorWrap::wrapAll(env, {{"images", b.images}, {"patches", b.patches}, {"permutations", b.permutations}});
-      });
+      },
+      lane);
 }
 
 Napi::Value evalImages(const Napi::CallbackInfo& info) {
