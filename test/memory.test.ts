@@ -50,31 +50,39 @@ describe('10,000 tensors of 4 MB are released', () => {
   }, 120_000);
 });
 
+/**
+ * Peaks of the resident set (MB over where `setup` left it) that `loop` records with mark(), in a process
+ * whose libuv pool has `pool` threads.
+ */
+function rssPeaksMB(setup: string, loop: string, pool: number): number[] {
+  const script = `
+    const pirl = require(${JSON.stringify(path.join(__dirname, '..', 'dist'))});
+    (async () => {
+      ${setup}
+      const base = process.memoryUsage().rss;
+      const peaks = [];
+      const mark = () => peaks.push((process.resourceUsage().maxRSS * 1024 - base) / 2 ** 20);
+      ${loop}
+      console.log(JSON.stringify(peaks));
+    })();`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: String(pool) } });
+  expect(r.stderr).toBe('');
+  return JSON.parse(r.stdout) as number[];
+}
+
 // glibc gives each thread that allocates its own arena and keeps what a thread frees there for that thread.
 // A training step's activations freed on one of libuv's pool threads stayed resident while the next step
 // ran on another: the resident set grew to about (pool threads) × one step's memory (the default recipe on
 // the CPU: +4.4 GB after 4 steps, +1.7 GB when every step ran on one thread). Each model's work now runs on
 // one thread of its own.
 test("a model's training steps reuse one step's memory, whichever pool thread queues them", () => {
-  const script = `
-    const pirl = require(${JSON.stringify(path.join(__dirname, '..', 'dist'))});
-    (async () => {
-      const n = 64, side = 36;
-      const pixels = new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251);
-      const trainer = await pirl.Trainer.create(new pirl.ArrayDataset(pixels, [n, side, side, 3]),
-        { model: { width: 0.5 }, loss: { negatives: 64 }, batchSize: 64, epochs: 1, bankInit: 'random' });
-      const batch = await trainer.loader.makeBatch(Array.from({ length: 64 }, (_, i) => i), 0);
-      const base = process.memoryUsage().rss;
-      const peaks = [];
-      for (let i = 0; i < 8; i++) {
-        await trainer.step(batch, 0.01);
-        peaks.push((process.resourceUsage().maxRSS * 1024 - base) / 2 ** 20);
-      }
-      console.log(JSON.stringify(peaks));
-    })();`;
-  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: '4' } });
-  expect(r.stderr).toBe('');
-  const peaks = JSON.parse(r.stdout) as number[];
+  const peaks = rssPeaksMB(`
+    const n = 64, side = 36;
+    const pixels = new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251);
+    const trainer = await pirl.Trainer.create(new pirl.ArrayDataset(pixels, [n, side, side, 3]),
+      { model: { width: 0.5 }, loss: { negatives: 64 }, batchSize: 64, epochs: 1, bankInit: 'random' });
+    const batch = await trainer.loader.makeBatch(Array.from({ length: 64 }, (_, i) => i), 0);`,
+  'for (let i = 0; i < 8; i++) { await trainer.step(batch, 0.01); mark(); }', 4);
   expect(peaks[0]).toBeGreaterThan(100); // a step's own memory: what the rest is measured against
   expect({ peaks, bounded: peaks[7] < 1.5 * peaks[1] }).toEqual({ peaks, bounded: true });
 }, 300_000);
@@ -82,25 +90,14 @@ test("a model's training steps reuse one step's memory, whichever pool thread qu
 // The same for the loader: its batches were made on whichever pool thread was free (a 16-core machine's
 // pool has 18), each keeping a batch's buffers; now each of its `prefetch` lanes has one thread.
 test("a loader's batches reuse their lanes' memory, whatever the pool's size", () => {
-  const script = `
-    const pirl = require(${JSON.stringify(path.join(__dirname, '..', 'dist'))});
-    (async () => {
-      const images = 64, side = 292;
-      const pixels = new Uint8Array(images * side * side * 3).map((_, i) => (i * 2654435761) % 251);
-      const source = pirl.Tensor.from(pixels, [images, side, side, 3]);
-      const data = { length: 100000, labels: null, classes: null,
-        async batchSource(indices) { return { source, rows: pirl.Tensor.from(BigInt64Array.from(indices, (i) => BigInt(i % images))), indices: [...indices] }; } };
-      const base = process.memoryUsage().rss;
-      const peaks = [];
-      let i = 0;
-      for await (const _ of new pirl.Loader(data, { batchSize: 16, config: 'paper', epochLength: 80 }).epoch(0)) {
-        if (++i % 10 === 0) peaks.push((process.resourceUsage().maxRSS * 1024 - base) / 2 ** 20);
-      }
-      console.log(JSON.stringify(peaks));
-    })();`;
-  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: '18' } });
-  expect(r.stderr).toBe('');
-  const peaks = JSON.parse(r.stdout) as number[];
+  const peaks = rssPeaksMB(`
+    const images = 64, side = 292;
+    const pixels = new Uint8Array(images * side * side * 3).map((_, i) => (i * 2654435761) % 251);
+    const source = pirl.Tensor.from(pixels, [images, side, side, 3]);
+    const data = { length: 100000, labels: null, classes: null,
+      async batchSource(indices) { return { source, rows: pirl.Tensor.from(BigInt64Array.from(indices, (i) => BigInt(i % images))), indices: [...indices] }; } };`,
+  `let i = 0;
+    for await (const _ of new pirl.Loader(data, { batchSize: 16, config: 'paper', epochLength: 80 }).epoch(0)) if (++i % 10 === 0) mark();`, 18);
   expect(peaks[1]).toBeGreaterThan(40); // after 20 batches, the lanes' own: what the rest is measured against
   expect({ peaks, bounded: peaks[7] < 1.3 * peaks[1] }).toEqual({ peaks, bounded: true });
 }, 120_000);
