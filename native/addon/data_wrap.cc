@@ -77,9 +77,10 @@ Napi::Value evalImages(const Napi::CallbackInfo& info) {
   const at::Tensor source = TensorWrap::unwrap(info[0], "source");
   const at::Tensor rows = TensorWrap::unwrap(info[1], "rows");
   const int64_t size = AsInt64(info[2], "size");
+  // On a lane too (evaluation asks for one batch at a time): a pool thread each would keep a batch's images.
   return AsyncTask<at::Tensor>::run(
       info.Env(), "pirl.evalImages", [=] { return data::evalImages(source, rows, size); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
+      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, laneThread(0));
 }
 
 }  // namespace
