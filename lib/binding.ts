@@ -123,6 +123,11 @@ export interface TrainerHandle {
   }): Promise<void>;
 }
 
+/** A loader's threads, one per batch in flight (prefetch); they end with the handle. */
+export interface LanesHandle {
+  readonly __lanes: never;
+}
+
 /** Everything the addon exports, typed once. */
 export interface Binding {
   TensorHandle: abstract new (...args: never[]) => TensorHandle;
@@ -151,6 +156,7 @@ export interface Binding {
   ): Promise<NativeNceResult>;
   PirlLossHandle: new (options: ResolvedLossOptions) => PirlLossHandle;
   createPirlModel(options: ResolvedModelOptions): Promise<PirlModelHandle>;
+  LanesHandle: new (count: number) => LanesHandle;
   makeBatch(
     source: TensorHandle,
     rows: TensorHandle,
@@ -160,7 +166,8 @@ export interface Binding {
     config: SamplerConfig,
     pinned: boolean,
     device: Device,
-    /** The thread it is made on: lanes 0..63, one thread each (a loader's batch i on i mod prefetch). */
+    /** The thread it is made on: lane `lane` of `lanes` (a loader's batch i on lane i mod prefetch). */
+    lanes: LanesHandle,
     lane: number,
   ): Promise<{ images: TensorHandle; patches: TensorHandle; permutations: TensorHandle }>;
   evalImages(source: TensorHandle, rows: TensorHandle, size: number): Promise<TensorHandle>;

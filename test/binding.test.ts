@@ -250,8 +250,12 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
     const { hue: _hue, ...noHue } = config;
     const source = pirl.Tensor.from(new Uint8Array(16 * 16 * 3), [1, 16, 16, 3]).handle;
     const zero = pirl.Tensor.from(new BigInt64Array([0n])).handle;
-    expect(() => binding.makeBatch(source, zero, zero, 0, 0, noHue as never, false, 'cpu', 0)).toThrow(/^config\.hue is missing$/);
-    expect(() => binding.makeBatch(source, zero, zero, 0, 0, { ...config, imageSize: Infinity }, false, 'cpu', 0)).toThrow(/^config\.imageSize must be an integer, got Infinity$/);
+    const lanes = new binding.LanesHandle(1);
+    expect(() => binding.makeBatch(source, zero, zero, 0, 0, config, false, 'cpu', lanes, 1)).toThrow(/^lane must be in \[0, 1\), got 1$/);
+    expect(() => binding.makeBatch(source, zero, zero, 0, 0, config, false, 'cpu', {} as never, 0)).toThrow(/^lanes must be a LanesHandle$/);
+    expect(() => new binding.LanesHandle(0)).toThrow(/^count must be in \[1, 64\], got 0$/);
+    expect(() => binding.makeBatch(source, zero, zero, 0, 0, noHue as never, false, 'cpu', lanes, 0)).toThrow(/^config\.hue is missing$/);
+    expect(() => binding.makeBatch(source, zero, zero, 0, 0, { ...config, imageSize: Infinity }, false, 'cpu', lanes, 0)).toThrow(/^config\.imageSize must be an integer, got Infinity$/);
   });
 
   test("'cuda' on a libtorch without CUDA is refused by the binding too", () => {

@@ -1,12 +1,12 @@
 // Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
 // number in flight), in a shuffled order that depends only on (seed, epoch).
-import { binding } from '../binding';
+import { binding, type LanesHandle } from '../binding';
 import { checkDevice, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
 import { checkBoolean, checkInteger, checkObject, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
 
-/** Batches in flight at most: each is made on a thread of its own (a lane of the addon's 64). */
+/** Batches in flight at most: each is made on a thread of its own (a lane: LanesHandle). */
 const MAX_PREFETCH = 64;
 
 export interface PirlBatch {
@@ -77,6 +77,7 @@ export class Loader {
   readonly epochLength: number | null;
   readonly seed: number;
   readonly prefetch: number;
+  private readonly lanes: LanesHandle;
   readonly pinMemory: boolean;
   readonly device: Device;
   readonly shard: { rank: number; count: number };
@@ -92,6 +93,7 @@ export class Loader {
     this.epochLength = options.epochLength === undefined ? null : checkInteger('options.epochLength', options.epochLength, 1);
     this.seed = checkInteger('options.seed', options.seed ?? 0, 0);
     this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1, MAX_PREFETCH);
+    this.lanes = new binding.LanesHandle(this.prefetch);
     this.config = resolveSamplerConfig(options.config ?? 'small', 'options.config');
     this.pinMemory = checkBoolean('options.pinMemory', options.pinMemory ?? false);
     if (this.pinMemory && !binding.buildInfo().cudaAvailable) {
@@ -145,7 +147,7 @@ export class Loader {
     const ids = int64Tensor(present);
     // Batch `step` on lane step mod prefetch: the batches in flight each on a thread of their own.
     const lane = step % this.prefetch;
-    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device, lane));
+    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device, this.lanes, lane));
     const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
     return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };
   }

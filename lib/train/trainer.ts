@@ -184,7 +184,7 @@ export class Trainer {
     });
   }
 
-  // The rendezvous and rank 0's state (native, on the pool: it waits for every rank).
+  // The rendezvous and rank 0's state (native, off the JavaScript thread: it waits for every rank).
   private async joinRanks(): Promise<void> {
     const d = this.distributed;
     if (!d) return;

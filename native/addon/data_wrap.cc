@@ -1,14 +1,15 @@
 #include "data_wrap.h"
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "../core/data/pirl_sampler.h"
 #include "../core/data/side_stream_copy.h"
 #include "async_task.h"
+#include "env_state.h"
 #include "errors.h"
+#include "handle.h"
 #include "options.h"
 #include "owner_thread.h"
 #include "tensor_wrap.h"
@@ -35,19 +36,43 @@ data::SamplerConfig readConfig(Napi::Value value, const std::string& name) {
            number("flipProbability")}};
 }
 
-// The loader's lanes: batch i of a loader with `prefetch` p is made on lane i mod p, one thread each, so
-// that the batches in flight run side by side while each thread's buffers are reused (owner_thread.h: on the
-// pool every thread kept one). Shared by the process's loaders.
-std::shared_ptr<OwnerThread> laneThread(int64_t lane) {
-  constexpr int64_t kMaxLanes = 64;
-  if (lane < 0 || lane >= kMaxLanes) throw std::out_of_range("lane must be in [0, 64), got " + std::to_string(lane));
-  static std::mutex mutex;
-  static std::vector<std::shared_ptr<OwnerThread>> lanes(kMaxLanes);
-  const std::lock_guard<std::mutex> lock(mutex);
-  auto& thread = lanes[static_cast<size_t>(lane)];
-  if (!thread) thread = std::make_shared<OwnerThread>();
-  return thread;
-}
+constexpr int64_t kMaxLanes = 64;
+
+// A loader's lanes: batch i is made on lane i mod (the loader's prefetch), a thread each, so that the
+// batches in flight run side by side while each thread reuses its buffers (owner_thread.h: on libuv's pool
+// every thread kept a batch's). Each loader its own: two loaders (two ranks in one process) never queue
+// behind each other. The threads start at their first batch and end with the handle.
+class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(env, "LanesHandle", {});
+    EnvState::of(env)->lanesConstructor = Napi::Persistent(ctor);
+    exports.Set("LanesHandle", ctor);
+  }
+
+  // new LanesHandle(count)
+  explicit LanesWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LanesWrap>(info) {
+    guarded(info.Env(), [&] {
+      const int64_t count = AsInt64(info[0], "count");
+      if (count < 1 || count > kMaxLanes) throw std::out_of_range("count must be in [1, 64], got " + std::to_string(count));
+      for (int64_t i = 0; i < count; ++i) lanes_.push_back(std::make_shared<OwnerThread>());
+      return 0;
+    });
+  }
+
+  // Lane `index` of the handle `lanes`.
+  static std::shared_ptr<OwnerThread> lane(Napi::Value lanes, Napi::Value index) {
+    const auto& all = unwrapHandle<LanesWrap>(lanes, EnvState::of(lanes.Env())->lanesConstructor, "lanes", "LanesHandle")->lanes_;
+    const int64_t i = AsInt64(index, "lane");
+    if (i < 0 || i >= static_cast<int64_t>(all.size())) {
+      throw std::out_of_range("lane must be in [0, " + std::to_string(all.size()) + "), got " + std::to_string(i));
+    }
+    return all[static_cast<size_t>(i)];
+  }
+
+ private:
+  std::vector<std::shared_ptr<OwnerThread>> lanes_;
+};
 
 Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const at::Tensor source = TensorWrap::unwrap(info[0], "source");
@@ -58,7 +83,7 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const data::SamplerConfig config = readConfig(info[5], "config");
   const bool pinned = AsBool(info[6], "pinned");
   const c10::Device device = AsDevice(info[7], "device");
-  const std::shared_ptr<OwnerThread> lane = laneThread(AsInt64(info[8], "lane"));
+  const std::shared_ptr<OwnerThread> lane = LanesWrap::lane(info[8], info[9]);
   return AsyncTask<data::Batch>::run(
       info.Env(), "pirl.makeBatch",
       [=] {
@@ -77,15 +102,18 @@ Napi::Value evalImages(const Napi::CallbackInfo& info) {
   const at::Tensor source = TensorWrap::unwrap(info[0], "source");
   const at::Tensor rows = TensorWrap::unwrap(info[1], "rows");
   const int64_t size = AsInt64(info[2], "size");
-  // On a lane too (evaluation asks for one batch at a time): a pool thread each would keep a batch's images.
+  // On one thread of their own (evaluation asks for a batch at a time): a pool thread each kept a batch of
+  // images. Never destroyed: its thread outlives the process's static destructors, libtorch's among them.
+  static const auto* evalThread = new std::shared_ptr<OwnerThread>(std::make_shared<OwnerThread>());
   return AsyncTask<at::Tensor>::run(
       info.Env(), "pirl.evalImages", [=] { return data::evalImages(source, rows, size); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, laneThread(0));
+      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, *evalThread);
 }
 
 }  // namespace
 
 void registerData(Napi::Env env, Napi::Object exports) {
+  LanesWrap::Init(env, exports);
   exports.Set("makeBatch", Napi::Function::New<binding<makeBatch>>(env, "makeBatch"));
   exports.Set("evalImages", Napi::Function::New<binding<evalImages>>(env, "evalImages"));
 }

@@ -15,6 +15,7 @@ class EnvState {
   Napi::FunctionReference tensorConstructor;
   Napi::FunctionReference memoryBankConstructor;
   Napi::FunctionReference modelConstructor;
+  Napi::FunctionReference lanesConstructor;
 };
 
 }  // namespace pirl::addon

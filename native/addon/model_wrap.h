@@ -11,9 +11,8 @@
 
 namespace pirl::addon {
 
-// One model, used from worker threads one call at a time. Its device is the model's own (one owner).
-// A model, the lock of its users, and the thread that runs its work (its forward passes, moves and a
-// trainer's steps: owner_thread.h).
+// One model, used one call at a time; its device is the model's own. Its work (forward passes, moves, a
+// trainer's steps) runs on the model's own thread (owner_thread.h).
 struct ModelState {
   explicit ModelState(const model::PirlModelOptions& o) : model(o) {}
   std::mutex mutex;

@@ -36,6 +36,7 @@ class OwnerThread {
   // result, or for its exception, rethrown there.
   template <typename R>
   R run(const std::function<R()>& work) {
+    if (std::this_thread::get_id() == thread_.get_id()) return work();  // already here: queueing would wait on itself
     // The queue holds the task, which refers to `work`: whatever `work` owns is released by the caller.
     auto task = std::make_shared<std::packaged_task<R()>>([&work] { return work(); });
     std::future<R> done = task->get_future();

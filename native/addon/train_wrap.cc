@@ -53,7 +53,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
 
  private:
   // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, device, syncBatchNorm }): joins
-  // the group (a rendezvous that waits for every rank, so on the pool) and takes rank 0's state.
+  // the group (a rendezvous that waits for every rank, so on the model's thread) and takes rank 0's state.
   Napi::Value distribute(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Napi::Object o = AsObject(info[0], "distributed");
