@@ -115,20 +115,20 @@ function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, known: 
   const device = c.device;
   const d = options.distributed;
   const resolved = d === undefined || d === null ? null : d === 'env' ? distributedFromEnv() : resolveDistributedOptions(d);
-  const ranks = resolved !== null && resolved.worldSize > 1;
+  const group = resolved !== null && resolved.worldSize > 1 ? resolved : null; // one rank trains alone
   const cudaGraphs = checkBoolean('options.cudaGraphs', options.cudaGraphs ?? false);
-  if (cudaGraphs && ranks) throw rangeError('options.cudaGraphs', 'false in a data-parallel run (its gradient all-reduce is driven from the host)', true);
+  if (cudaGraphs && group) throw rangeError('options.cudaGraphs', 'false in a data-parallel run (its gradient all-reduce is driven from the host)', true);
   if (cudaGraphs && c.loss.mode === 'nce' && c.loss.z === 'ema') {
     throw rangeError('options.cudaGraphs', "false with loss.mode 'nce' and loss.z 'ema' (a captured step holds Z fixed: use loss.z 'frozen', or InfoNCE)", true);
   }
   if (cudaGraphs && device === 'cpu') throw rangeError('options.cudaGraphs', "false on the CPU (CUDA graphs need device 'cuda')", true);
-  if (resolved === null || !ranks) return { distributed: null, device, cudaGraphs };
-  if (device === 'cpu') return { distributed: resolved, device, cudaGraphs };
+  if (!group) return { distributed: null, device, cudaGraphs };
+  if (device === 'cpu') return { distributed: group, device, cudaGraphs };
   if (!binding.buildInfo().nccl) {
     throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, and this pirl was built without it " +
       '(a CUDA libtorch with NCCL and nccl.h; `pirl info` says what was compiled)', device);
   }
-  return { distributed: resolved, device: device === 'cuda' ? `cuda:${resolved.localRank ?? resolved.rank}` : device, cudaGraphs };
+  return { distributed: group, device: device === 'cuda' ? `cuda:${group.localRank ?? group.rank}` : device, cudaGraphs };
 }
 
 export class Trainer {

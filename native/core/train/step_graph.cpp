@@ -13,7 +13,6 @@
 
 #include <map>
 #include <mutex>
-#include <string>
 #endif
 
 namespace pirl::train {
@@ -81,7 +80,7 @@ struct StepGraph::Impl {
   // Graphs whose capture failed: the allocators may still hold callbacks into them (libtorch < 2.12 leaves
   // a failed capture half-registered), so they are kept rather than destroyed.
   std::vector<std::unique_ptr<at::cuda::CUDAGraph>> failed;
-  std::string disabledBecause;  // set when a capture failed: the run goes on without graphs
+  bool disabled = false;  // a capture failed: the run goes on without graphs
 
   explicit Impl(c10::Device d) : device(d) {}
 
@@ -104,7 +103,7 @@ StepGraph::~StepGraph() = default;
 std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, const Key& key, const Body& body) {
   Impl& g = *impl_;
   replayed_ = false;
-  if (!g.disabledBecause.empty()) return body(inputs);
+  if (g.disabled) return body(inputs);
   const c10::cuda::CUDAGuard onDevice(g.device);
   const at::cuda::CUDAStream current = at::cuda::getCurrentCUDAStream(g.device.index());
   if (g.graph && withShapes(key(), inputs) == g.key) {
@@ -164,13 +163,12 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
     }
     g.failed.push_back(std::move(graph));
     g.forget();
-    g.disabledBecause = e.what();
+    g.disabled = true;
     TORCH_WARN("pirl: capturing the training step as a CUDA graph failed, so this run goes on without CUDA graphs ",
-               "(as with cudaGraphs: false); please report it with this message: ", g.disabledBecause);
+               "(as with cudaGraphs: false); please report it with this message: ", e.what());
     return out;  // this step's work was done by the warm-up
   }
   g.graph = std::move(graph);
-  ++captures_;
   return out;
 }
 

@@ -32,13 +32,11 @@ class StepGraph {
   std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, const Key& key, const Body& body);
 
   bool replayed() const { return replayed_; }  // whether the last run replayed
-  int64_t captures() const { return captures_; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   bool replayed_ = false;
-  int64_t captures_ = 0;
 };
 
 }  // namespace pirl::train
