@@ -3,7 +3,9 @@
 // require and the install step's probe both come here. scripts/libtorch.js says which libtorch.
 //
 // Looked for, in order: a local build made for that libtorch (build/Release, build/Debug, with the
-// libtorch.json that scripts/build.js writes beside it), then prebuilds/<platform>-<arch>/<tag>/pirl.node.
+// libtorch.json that scripts/build.js writes beside it), then prebuilds/<platform>-<arch>/<tag>/pirl.node;
+// either only when made from this package's C++ sources (their hash, in that record).
+const crypto = require('crypto');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -27,6 +29,37 @@ function readJson(file) {
   }
 }
 
+/**
+ * The hash of the addon's C++ sources as shipped (native/core, native/addon; null without them): a build
+ * records it, so that an addon made from other sources (an older pirl: exports missing or changed) is
+ * not loaded under this JavaScript. ~6 ms.
+ */
+function nativeSourcesHash(root = packageRoot) {
+  const hash = crypto.createHash('sha256');
+  let files = 0;
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const file = path.join(dir, e.name);
+      if (e.isDirectory()) walk(file);
+      else if (e.isFile()) {
+        hash.update(`${path.relative(root, file)}\0`).update(fs.readFileSync(file)).update('\0');
+        files++;
+      }
+    }
+  };
+  for (const dir of ['native/core', 'native/addon']) {
+    if (fs.existsSync(path.join(root, dir))) walk(path.join(root, dir));
+  }
+  return files > 0 ? hash.digest('hex') : null;
+}
+
+// Why the addon described by `record` (its libtorch.json) does not go with these sources, or null if it does
+// (an addon without a record — node-gyp's build — is taken as made from them).
+function staleSources(record, sources) {
+  if (!record || !sources || record.sources === sources) return null;
+  return 'was built from other C++ sources than this package\'s native/ (an older or newer pirl)';
+}
+
 /** The prebuild tags shipped in this package for this platform. */
 function shippedPrebuilds(root = packageRoot) {
   const dir = path.join(root, 'prebuilds', platform);
@@ -40,18 +73,24 @@ function locateAddon(root = packageRoot) {
   if (!found) {
     throw codedError('PIRL_NO_LIBTORCH', `libtorch was not found. Looked at:\n${tried.map((t) => `  - ${t}`).join('\n')}`);
   }
+  const sources = nativeSourcesHash(root);
   const builtFor = [];
   for (const config of ['Release', 'Debug']) {
     const addon = path.join(root, 'build', config, 'pirl.node');
     if (!fs.existsSync(addon)) continue;
     // A build without a record (node-gyp rebuild) is taken as made for the libtorch present.
     const record = readJson(path.join(root, 'build', config, 'libtorch.json'));
-    if (!record || record.tag === found.tag) return { path: addon, kind: 'build', libtorch: found };
-    builtFor.push(`${path.relative(root, addon)} was built for ${record.tag} (libtorch ${record.version} from ${record.source})`);
+    const stale = staleSources(record, sources);
+    if (stale) builtFor.push(`${path.relative(root, addon)} ${stale}`);
+    else if (!record || record.tag === found.tag) return { path: addon, kind: 'build', libtorch: found };
+    else builtFor.push(`${path.relative(root, addon)} was built for ${record.tag} (libtorch ${record.version} from ${record.source})`);
   }
   const shipped = shippedPrebuilds(root);
   if (found.tag && shipped.includes(found.tag)) {
-    return { path: path.join(root, 'prebuilds', platform, found.tag, 'pirl.node'), kind: 'prebuild', libtorch: found };
+    const dir = path.join(root, 'prebuilds', platform, found.tag);
+    const stale = staleSources(readJson(path.join(dir, 'libtorch.json')), sources);
+    if (!stale) return { path: path.join(dir, 'pirl.node'), kind: 'prebuild', libtorch: found };
+    builtFor.push(`${path.relative(root, path.join(dir, 'pirl.node'))} ${stale}`);
   }
   throw codedError('PIRL_NO_PREBUILD', [
     `no prebuilt addon matches the libtorch found, and none was built for it.`,
@@ -99,4 +138,4 @@ function loadAddon(root = packageRoot) {
   return { ...addon, binding: require(addon.path) };
 }
 
-module.exports = { loadAddon, locateAddon, shippedPrebuilds };
+module.exports = { loadAddon, locateAddon, nativeSourcesHash, shippedPrebuilds, staleSources };

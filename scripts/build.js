@@ -2,12 +2,13 @@
 'use strict';
 // Builds the addon with CMake against the libtorch that scripts/libtorch.js finds, into
 // build/Release/pirl.node, and records that libtorch next to it (build/Release/libtorch.json) so the
-// loader uses this build only with the libtorch it was made for.
+// loader uses this build only with the libtorch, and the C++ sources, it was made from.
 // Usage: node scripts/build.js [--tests] [--benchmarks] [--debug]
 const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const os = require('os');
+const { nativeSourcesHash } = require('./addon');
 const { findLibtorch } = require('./libtorch');
 
 const root = path.join(__dirname, '..');
@@ -38,8 +39,10 @@ function build({ tests = false, benchmarks = false, debug = false } = {}) {
     ...(tests ? ['-DPIRL_BUILD_TESTS=ON'] : []), ...(benchmarks ? ['-DPIRL_BUILD_BENCHMARKS=ON'] : [])]);
   run(['--build', buildDir, '--parallel', String(os.availableParallelism())]);
   const addon = path.join(buildDir, config, 'pirl.node');
-  fs.writeFileSync(path.join(buildDir, config, 'libtorch.json'), `${JSON.stringify(found, null, 2)}\n`);
-  return { found, addon };
+  // The sources built from, so that the loader refuses this addon once they change (scripts/addon.js).
+  const record = { ...found, sources: nativeSourcesHash(root) };
+  fs.writeFileSync(path.join(buildDir, config, 'libtorch.json'), `${JSON.stringify(record, null, 2)}\n`);
+  return { found, record, addon };
 }
 
 module.exports = { build };

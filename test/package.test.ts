@@ -96,6 +96,24 @@ describe('npm run prebuild', () => {
     const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: pkg }).toString());
     expect(out).toEqual({ addon: path.join(pkg, 'prebuilds', platform, tag, 'pirl.node'), kind: 'prebuild', product: [1, 2, 3, 4] });
   });
+
+  test('a prebuild made from other C++ sources is neither loaded nor packed (an older pirl would lack exports)', () => {
+    expect(expectOk(run(pkg, process.execPath, ['scripts/prebuild.js', '--check']))).toContain('made from these sources');
+    const source = path.join(pkg, 'native/core/memory_bank.cpp');
+    const original = fs.readFileSync(source);
+    fs.appendFileSync(source, '// changed\n');
+    try {
+      const load = run(pkg, process.execPath, ['-e', "require('./dist')"]);
+      expect(load.status).not.toBe(0);
+      expect(load.stderr).toContain(`prebuilds/${platform}/${tag}/pirl.node was built from other C++ sources than this package's native/`);
+      expect(load.stderr).toContain(`  node ${path.join(pkg, 'scripts', 'install.js')}`);
+      const pack = run(pkg, 'npm', ['pack', '--dry-run']);
+      expect(pack.status).not.toBe(0);
+      expect(pack.stderr).toContain(`prebuilds/${platform}/{${tag}} was built from other C++ sources than native/`);
+    } finally {
+      fs.writeFileSync(source, original);
+    }
+  });
 });
 
 describe('the packed tarball', () => {
