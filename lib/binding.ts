@@ -119,7 +119,7 @@ export interface TrainerHandle {
   /** Joins a data-parallel group ('' = no store file / bind to this host's name) and takes rank 0's state. */
   distribute(options: {
     storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
-    device: string; syncBatchNorm: boolean;
+    device: string; bindInterface: string; launcherStore: boolean; restartCount: number; syncBatchNorm: boolean;
   }): Promise<void>;
 }
 

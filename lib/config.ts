@@ -207,55 +207,89 @@ const text = (expected: string): Field<string> =>
 export const DISTRIBUTED = {
   rank: integer({ min: 0, max: 65_535 }),
   worldSize: integer({ min: 1, max: 65_536 }),
-  /** This rank's index on its host (torchrun's LOCAL_RANK): with device 'cuda', the GPU it trains on (null: the rank). */
+  /** This rank's index on its host (torchrun's LOCAL_RANK): with device 'cuda', the GPU it trains on (null: rank mod localWorldSize). */
   localRank: nullable(integer({ min: 0, max: 65_535 })),
+  /** The ranks on this host (torchrun's LOCAL_WORLD_SIZE; null: not known): all of them (= worldSize) keeps Gloo on loopback. */
+  localWorldSize: nullable(integer({ min: 1, max: 65_536 })),
   /** The rendezvous across hosts: a TCPStore at masterAddr:masterPort, served by rank 0. */
   masterAddr: text('a host name or address'),
   masterPort: integer({ min: 1, max: 65_535 }),
+  /** The TCPStore is served by the launcher (torchrun's agent: TORCHELASTIC_USE_AGENT_STORE), so rank 0 connects to it as well. */
+  launcherStore: boolean(),
+  /** The launcher's restarts so far (TORCHELASTIC_RESTART_COUNT): each restart's keys in its store apart. */
+  restartCount: integer({ min: 0, max: 1_000_000 }),
   /** The rendezvous of the ranks of one host instead: a fresh file they all reach (nothing listens on the network). */
   storeFile: nullable(text('a file path')),
-  /** The address Gloo's sockets bind to (null: 127.0.0.1 when masterAddr is a loopback address, else this host's name). */
+  /**
+   * The address Gloo's sockets bind to. null: 127.0.0.1 when every rank is on this host (a store file,
+   * localWorldSize = worldSize, or a loopback masterAddr with localWorldSize unknown); otherwise decided
+   * when joining — this host's address on the route to masterAddr (its name's, for a loopback masterAddr).
+   */
   bindAddress: nullable(text('an address')),
+  /** Instead of bindAddress: the network interfaces Gloo uses, comma-separated (GLOO_SOCKET_IFNAME, as PyTorch). */
+  bindInterface: nullable(text('interface names, comma-separated')),
   /** A collective, or the rendezvous, that takes longer fails the run (a rank that exits is noticed at once); PyTorch's 30 minutes, so that rank 0's kNN pass or checkpoint does not time the others out. */
   timeoutMs: integer({ min: 1, max: 86_400_000 }),
 };
 export type DistributedOptions = Options<typeof DISTRIBUTED>;
 export type ResolvedDistributedOptions = Resolved<typeof DISTRIBUTED>;
 const DISTRIBUTED_DEFAULTS: ResolvedDistributedOptions = {
-  rank: 0, worldSize: 1, localRank: null, masterAddr: '127.0.0.1', masterPort: 29_500, storeFile: null, bindAddress: null, timeoutMs: 1_800_000,
+  rank: 0, worldSize: 1, localRank: null, localWorldSize: null, masterAddr: '127.0.0.1', masterPort: 29_500, launcherStore: false, restartCount: 0,
+  storeFile: null, bindAddress: null, bindInterface: null, timeoutMs: 1_800_000,
 };
 
-const isLoopback = (host: string) => host === 'localhost' || /^127\./.test(host) || host === '::1';
+export const isLoopback = (host: string): boolean => host === 'localhost' || /^127\./.test(host) || host === '::1';
 
 export function resolveDistributedOptions(options: unknown = {}, arg = 'options.distributed'): ResolvedDistributedOptions {
   const d = resolve(DISTRIBUTED, DISTRIBUTED_DEFAULTS, options, arg);
   if (d.rank >= d.worldSize) throw rangeError(`${arg}.rank`, `below worldSize = ${d.worldSize}`, d.rank);
-  return { ...d, bindAddress: d.bindAddress ?? (isLoopback(d.masterAddr) ? '127.0.0.1' : null) };
+  if (d.localWorldSize !== null && d.localWorldSize > d.worldSize) throw rangeError(`${arg}.localWorldSize`, `at most worldSize = ${d.worldSize}`, d.localWorldSize);
+  if (d.localRank !== null && d.localWorldSize !== null && d.localRank >= d.localWorldSize) {
+    throw rangeError(`${arg}.localRank`, `below localWorldSize = ${d.localWorldSize}`, d.localRank);
+  }
+  if (d.bindAddress !== null && d.bindInterface !== null) {
+    throw rangeError(`${arg}.bindInterface`, `null when bindAddress is given ('${d.bindAddress}'): Gloo binds to one or the other`, d.bindInterface);
+  }
+  const oneHost = d.storeFile !== null || d.localWorldSize === d.worldSize || (d.localWorldSize === null && isLoopback(d.masterAddr));
+  return { ...d, bindAddress: d.bindAddress ?? (d.bindInterface === null && oneHost ? '127.0.0.1' : null) };
 }
 
 /**
  * A data-parallel process's options from the environment torchrun (and `pirl train --nproc`) sets:
- * RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, and pirl's PIRL_STORE_FILE / PIRL_BIND_ADDRESS /
- * PIRL_DIST_TIMEOUT_MS; null when WORLD_SIZE is unset (a single process). Errors name the variable.
+ * RANK, WORLD_SIZE, LOCAL_RANK (else Slurm's SLURM_LOCALID), LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
+ * TORCHELASTIC_USE_AGENT_STORE, TORCHELASTIC_RESTART_COUNT, PyTorch's GLOO_SOCKET_IFNAME, and pirl's
+ * PIRL_STORE_FILE / PIRL_BIND_ADDRESS / PIRL_DIST_TIMEOUT_MS; null when WORLD_SIZE is unset (a single
+ * process). Errors name the variable.
  */
 export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): ResolvedDistributedOptions | null {
   if (env.WORLD_SIZE === undefined) return null;
-  const vars: Array<[keyof ResolvedDistributedOptions, string, boolean]> = [
-    ['rank', 'RANK', true], ['worldSize', 'WORLD_SIZE', true], ['localRank', 'LOCAL_RANK', true], ['masterAddr', 'MASTER_ADDR', false], ['masterPort', 'MASTER_PORT', true],
-    ['storeFile', 'PIRL_STORE_FILE', false], ['bindAddress', 'PIRL_BIND_ADDRESS', false], ['timeoutMs', 'PIRL_DIST_TIMEOUT_MS', true],
+  type Kind = 'integer' | 'text' | 'torch boolean';
+  const vars: Array<[keyof ResolvedDistributedOptions, string, Kind]> = [
+    ['rank', 'RANK', 'integer'], ['worldSize', 'WORLD_SIZE', 'integer'], ['localRank', 'SLURM_LOCALID', 'integer'], ['localRank', 'LOCAL_RANK', 'integer'],
+    ['localWorldSize', 'LOCAL_WORLD_SIZE', 'integer'], ['masterAddr', 'MASTER_ADDR', 'text'], ['masterPort', 'MASTER_PORT', 'integer'],
+    ['launcherStore', 'TORCHELASTIC_USE_AGENT_STORE', 'torch boolean'], ['restartCount', 'TORCHELASTIC_RESTART_COUNT', 'integer'],
+    ['storeFile', 'PIRL_STORE_FILE', 'text'], ['bindAddress', 'PIRL_BIND_ADDRESS', 'text'], ['bindInterface', 'GLOO_SOCKET_IFNAME', 'text'],
+    ['timeoutMs', 'PIRL_DIST_TIMEOUT_MS', 'integer'],
   ];
-  // Each variable checked by its option's own check, under its own name.
+  // Each variable checked by its option's own check, under its own name (a later one of a key wins).
   const given: Record<string, unknown> = {};
-  for (const [key, name, numeric] of vars) {
+  for (const [key, name, kind] of vars) {
     const v = env[name];
     if (v === undefined || v === '') continue;
     const field = DISTRIBUTED[key] as Field<unknown>;
-    given[key] = field.resolve(`$${name}`, numeric && /^\d+$/.test(v) ? Number(v) : v, DISTRIBUTED_DEFAULTS[key], false);
+    const value = kind === 'integer' && /^\d+$/.test(v) ? Number(v) : kind === 'torch boolean' && /^(True|False)$/.test(v) ? v === 'True' : v;
+    given[key] = field.resolve(`$${name}`, value, DISTRIBUTED_DEFAULTS[key], false);
   }
   for (const [key, name] of vars.slice(0, 2)) {
     if (given[key] === undefined) throw typeError(name, 'set (torchrun sets RANK and WORLD_SIZE together)', undefined);
   }
   if ((given.rank as number) >= (given.worldSize as number)) throw rangeError('$RANK', `below worldSize = ${given.worldSize}`, given.rank);
+  // As PyTorch's env:// rendezvous: ranks that meet over the network are told where (a default could wait on the wrong host).
+  if ((given.worldSize as number) > 1 && given.storeFile === undefined) {
+    for (const name of ['MASTER_ADDR', 'MASTER_PORT']) {
+      if (!env[name]) throw typeError(name, `set with WORLD_SIZE = ${given.worldSize} (where rank 0's rendezvous is; torchrun sets it)`, env[name]);
+    }
+  }
   return resolveDistributedOptions(given, 'environment');
 }
 

@@ -95,14 +95,22 @@ export function getTf32(): Tf32 {
   return binding.getTf32();
 }
 
-/** The default thread count: $PIRL_NUM_THREADS, else the cores this process may use. */
-export function defaultNumThreads(): number {
-  const fromEnv = process.env.PIRL_NUM_THREADS;
-  if (fromEnv === undefined || fromEnv === '') return Math.min(os.availableParallelism(), binding.buildInfo().maxThreads);
+/**
+ * The default thread count: $PIRL_NUM_THREADS, else $OMP_NUM_THREADS (as PyTorch; torchrun sets it for
+ * its workers), else the cores this process may use shared by the ranks on this host ($LOCAL_WORLD_SIZE).
+ */
+export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number {
   const max = binding.buildInfo().maxThreads;
-  const n = Number(fromEnv);
-  if (!Number.isSafeInteger(n) || n < 1 || n > max) throw rangeError('PIRL_NUM_THREADS', `an integer in [1, ${max}]`, fromEnv);
-  return n;
+  for (const name of ['PIRL_NUM_THREADS', 'OMP_NUM_THREADS']) {
+    const fromEnv = env[name];
+    if (fromEnv === undefined || fromEnv === '') continue;
+    const n = Number(fromEnv);
+    if (!Number.isSafeInteger(n) || n < 1 || n > max) throw rangeError(name, `an integer in [1, ${max}]`, fromEnv);
+    return n;
+  }
+  const ranks = Number(env.LOCAL_WORLD_SIZE);
+  const share = Number.isSafeInteger(ranks) && ranks >= 1 ? Math.floor(os.availableParallelism() / ranks) : os.availableParallelism();
+  return Math.max(1, Math.min(share, max));
 }
 
 let initialised = false;

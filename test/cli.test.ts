@@ -172,20 +172,20 @@ describe('pirl train / eval / embed / export', () => {
   });
 });
 
-describe('Ctrl-C', () => {
-  test('stops training after the step in progress, writes the checkpoint there and exits 130', async () => {
+describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
+  test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const out = path.join(dir, 'run');
     const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '8', '--negatives', '16',
-      '--epoch-length', '1000', '--checkpoint-every', '100000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--epoch-length', '1000', '--checkpoint-every', '100000', '--bank-init', 'random'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => void (stderr += d));
     const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
-    child.kill('SIGINT');
-    expect(await exited).toBe(130);
-    expect(stderr).toMatch(/pirl: interrupted: stopping after this step and writing .*checkpoint\.safetensors/);
+    child.kill(signal);
+    expect(await exited).toBe(exitCode);
+    expect(stderr).toMatch(new RegExp(`pirl: ${said}: stopping after this step and writing .*checkpoint\\.safetensors`));
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
     const step = JSON.parse(metadata['pirl-checkpoint']).position.step;
     expect(step).toBeGreaterThanOrEqual(2);

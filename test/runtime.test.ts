@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { buildInfo, getNumThreads, getTf32, setNumThreads, setTf32 } from '../lib';
+import { defaultNumThreads } from '../lib/runtime';
 
 const root = path.join(__dirname, '..');
 
@@ -30,8 +31,8 @@ describe('buildInfo', () => {
 });
 
 describe('threads', () => {
-  const threadsIn = (value: string | undefined): string => {
-    const env = { ...process.env };
+  const threadsIn = (value: string | undefined, more: NodeJS.ProcessEnv = {}): string => {
+    const env = { ...process.env, ...more };
     if (value === undefined) delete env.PIRL_NUM_THREADS;
     else env.PIRL_NUM_THREADS = value;
     return execFileSync(process.execPath, ['-e', "console.log(require('./dist').getNumThreads())"], {
@@ -42,12 +43,21 @@ describe('threads', () => {
   };
 
   test('default to the available cores, not libtorch’s 1', () => {
-    expect(Number(threadsIn(undefined))).toBe(os.availableParallelism());
+    expect(Number(threadsIn(undefined, { OMP_NUM_THREADS: '', LOCAL_WORLD_SIZE: '' }))).toBe(os.availableParallelism());
   });
 
   test('PIRL_NUM_THREADS overrides the default and is validated', () => {
     expect(Number(threadsIn('1'))).toBe(1);
     expect(() => threadsIn('lots')).toThrow(/PIRL_NUM_THREADS must be an integer in \[1, 256\], got "lots"/);
+  });
+
+  test("as a rank: OMP_NUM_THREADS (torchrun's 1 per worker), else the cores shared by the host's ranks (LOCAL_WORLD_SIZE)", () => {
+    expect(defaultNumThreads({ OMP_NUM_THREADS: '1', LOCAL_WORLD_SIZE: '2' })).toBe(1);
+    expect(defaultNumThreads({ PIRL_NUM_THREADS: '2', OMP_NUM_THREADS: '1' })).toBe(2);
+    expect(defaultNumThreads({ LOCAL_WORLD_SIZE: '2' })).toBe(Math.max(1, Math.floor(os.availableParallelism() / 2)));
+    expect(defaultNumThreads({ LOCAL_WORLD_SIZE: String(4 * os.availableParallelism()) })).toBe(1);
+    expect(() => defaultNumThreads({ OMP_NUM_THREADS: '0' })).toThrow(/OMP_NUM_THREADS must be an integer in \[1, 256\], got "0"/);
+    expect(Number(threadsIn(undefined, { OMP_NUM_THREADS: '1' }))).toBe(1); // what a process starts with
   });
 
   test('setNumThreads changes the count and validates its argument', () => {

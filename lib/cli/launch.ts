@@ -1,18 +1,24 @@
 // `pirl train --nproc N`: N local ranks of one data-parallel run, started as torchrun would start
 // them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR) with a file rendezvous, so that nothing
-// listens on the network; the first rank to fail stops the others, and its exit code is the run's.
-// Ctrl-C reaches every rank, which stop together after the step in progress (rank 0 checkpoints).
+// listens on the network; the first rank to fail stops the others (SIGTERM, then SIGKILL after a grace
+// period, as torchrun), and its exit code is the run's. Ctrl-C and SIGTERM reach every rank, which stop
+// together after the step in progress (rank 0 checkpoints); so does the launcher's own end (its IPC
+// channel closes), so that no rank trains on orphaned.
 import { spawn, type ChildProcess } from 'child_process';
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+
+/** How long ranks told to stop (another one failed) may take before they are killed: torchrun's grace period. */
+const KILL_AFTER_MS = 30_000;
 
 /** Runs `pirl <args>` as `nproc` ranks with `threads` intra-op threads each; resolves to the exit code. */
 export async function launchLocalRanks(nproc: number, args: string[], threads: number): Promise<number> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pirl-ranks-'));
   const children: ChildProcess[] = [];
   let failed: { rank: number; code: number } | null = null;
-  const stopAll = (signal: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(signal));
+  const running = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
+  const stopAll = (signal: NodeJS.Signals) => running().forEach((c) => c.kill(signal));
   let interrupted = false;
   const forward = (signal: NodeJS.Signals) => () => {
     interrupted = true;
@@ -24,22 +30,30 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
     const exits = Array.from({ length: nproc }, (_, rank) => {
       const child = spawn(process.execPath, [path.join(__dirname, '..', 'cli.js'), ...args], {
         // Rank 0 reports; the others only speak when something goes wrong.
-        stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'],
+        stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit', 'ipc'],
         env: {
           ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc),
-          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_NUM_THREADS: String(threads),
+          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_NUM_THREADS: String(threads), PIRL_LAUNCHED: '1',
         },
       });
       children.push(child);
       return new Promise<number>((resolve) => {
-        child.on('exit', (code, signal) => {
-          const status = code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1);
+        const failedWith = (status: number) => {
           if (status !== 0 && failed === null) {
             failed = { rank, code: status };
-            if (!interrupted) stopAll('SIGTERM'); // interrupted ranks are finishing their step together
+            if (!interrupted) {
+              // The others stop after their step (a collective with the failed rank fails them sooner); then at once.
+              stopAll('SIGTERM');
+              setTimeout(() => stopAll('SIGKILL'), KILL_AFTER_MS).unref();
+            }
           }
           resolve(status);
+        };
+        child.on('error', (err) => {
+          console.error(`pirl: rank ${rank} of ${nproc} could not start: ${err.message}`);
+          failedWith(1);
         });
+        child.on('exit', (code, signal) => failedWith(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
       });
     });
     await Promise.all(exits);

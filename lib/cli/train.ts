@@ -111,8 +111,33 @@ async function runFilesIn(out: string): Promise<string[]> {
   return present.filter((n): n is string => n !== null);
 }
 
-/** Exit code of a run stopped by SIGINT (128 + 2, as a shell reports it). */
-const INTERRUPTED = 130;
+/**
+ * Ctrl-C, a launcher's or scheduler's SIGTERM (torchrun, Slurm, Kubernetes: SIGKILL follows after a
+ * grace period), or the end of the `--nproc` launcher that started this rank: stop after the step in
+ * progress (on every rank: they vote), rank 0 writing the checkpoint; the signal again: now. Resolves
+ * the exit code a shell reports for the signal (128 + its number) once one has come.
+ */
+function stopOnSignals(trainer: Trainer, checkpoint: string, main: boolean): { code: () => number | undefined } {
+  let first: NodeJS.Signals | null = null;
+  const stop = (signal: NodeJS.Signals, why: string) => {
+    if (first !== null) return;
+    first = signal;
+    if (main) console.error(`\npirl: ${why}: stopping after this step and writing ${checkpoint} (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit at once)`);
+    trainer.stop();
+    // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
+    // a repeat within a second is the same one.
+    setTimeout(() => process.once(signal, () => process.exit(128 + os.constants.signals[signal])), 1000).unref();
+  };
+  const onInt = () => stop('SIGINT', 'interrupted');
+  const onTerm = () => stop('SIGTERM', 'terminated (SIGTERM)');
+  process.on('SIGINT', onInt).on('SIGTERM', onTerm);
+  // A rank of `--nproc` hears of its launcher's end by its IPC channel closing (no signal reaches it then).
+  if (process.env.PIRL_LAUNCHED === '1' && process.channel) {
+    process.channel.unref();
+    process.once('disconnect', () => stop('SIGTERM', 'the launcher (pirl train --nproc) ended'));
+  }
+  return { code: () => (first === null ? undefined : 128 + os.constants.signals[first]) };
+}
 
 export async function train(args: string[]): Promise<number | void> {
   const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
@@ -158,24 +183,10 @@ export async function train(args: string[]): Promise<number | void> {
     }
     trainer = await withCudaGraphsFlag(() => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true }));
   }
-  // Ctrl-C stops after the step in progress (on every rank: they vote), rank 0 writing the checkpoint; again: now.
-  let interrupted = false;
-  process.once('SIGINT', () => {
-    interrupted = true;
-    if (main) console.error(`\npirl: interrupted: stopping after this step and writing ${checkpoint} (Ctrl-C again to quit at once)`);
-    trainer.stop();
-    // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
-    // a repeat within a second is the same one.
-    const same = () => {};
-    process.on('SIGINT', same);
-    setTimeout(() => {
-      process.off('SIGINT', same);
-      process.once('SIGINT', () => process.exit(INTERRUPTED));
-    }, 1000).unref();
-  });
+  const signals = stopOnSignals(trainer, checkpoint, main);
   if (!main) {
     await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files
-    return interrupted ? INTERRUPTED : undefined;
+    return signals.code();
   }
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
@@ -220,6 +231,7 @@ export async function train(args: string[]): Promise<number | void> {
   console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);
-  if (interrupted) console.log(`interrupted: continue with the same command and --resume`);
-  return interrupted ? INTERRUPTED : undefined;
+  const code = signals.code();
+  if (code !== undefined) console.log(`interrupted: continue with the same command and --resume`);
+  return code;
 }

@@ -13,6 +13,7 @@ import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
 import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
+import { gatherBindAddress } from './rendezvous';
 import { lrAt, type LrSchedule } from './schedule';
 
 export interface BatchLogs {
@@ -27,12 +28,14 @@ export interface BatchLogs {
   applied: boolean;
   /** The step replayed its captured CUDA graph (option cudaGraphs; false for the steps that capture it). */
   replayed: boolean;
+  /** The whole run's: in a data-parallel run this rank's images × the world size. */
   imagesPerSecond: number;
 }
 
 export interface EpochLogs {
   epoch: number;
   loss: number;
+  /** The whole run's, as in BatchLogs. */
   imagesPerSecond: number;
 }
 
@@ -128,7 +131,10 @@ function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, known: 
     throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, and this pirl was built without it " +
       '(a CUDA libtorch with NCCL and nccl.h; `pirl info` says what was compiled)', device);
   }
-  return { distributed: group, device: device === 'cuda' ? `cuda:${group.localRank ?? group.rank}` : device, cudaGraphs };
+  // One GPU per rank of a host: an index given would put every rank of the host on it.
+  if (device !== 'cuda') throw rangeError('config.device', "'cuda' in a data-parallel run (each rank trains on its own GPU: cuda:LOCAL_RANK)", device);
+  const localRank = group.localRank ?? (group.localWorldSize === null ? group.rank : group.rank % group.localWorldSize);
+  return { distributed: group, device: `cuda:${localRank}`, cudaGraphs };
 }
 
 export class Trainer {
@@ -188,9 +194,12 @@ export class Trainer {
   private async joinRanks(): Promise<void> {
     const d = this.distributed;
     if (!d) return;
+    // Gloo's address (CPU ranks; NCCL picks its own interfaces).
+    const bindAddress = this.device === 'cpu' ? await gatherBindAddress(d) : '';
     await nativeCall(() => this.handle.distribute({
       storeFile: d.storeFile ?? '', masterAddr: d.masterAddr, masterPort: d.masterPort, rank: d.rank, worldSize: d.worldSize,
-      bindAddress: d.bindAddress ?? '', timeoutMs: d.timeoutMs, device: this.device, syncBatchNorm: this.config.syncBatchNorm,
+      bindAddress, bindInterface: d.bindInterface ?? '', launcherStore: d.launcherStore, restartCount: d.restartCount,
+      timeoutMs: d.timeoutMs, device: this.device, syncBatchNorm: this.config.syncBatchNorm,
     }));
   }
 
@@ -260,10 +269,7 @@ export class Trainer {
         // The loader leaves out a batch none of whose images could be read: the position (and the
         // lr schedule) follows the batches, so a resumed run continues at the right one.
         if (batch.step !== this.position.stepInEpoch) {
-          if (this.distributed) {
-            throw new Error(`batch ${this.position.stepInEpoch} of epoch ${epoch} has no readable image on rank ${this.distributed.rank}: ` +
-              'the ranks would fall out of step; remove or fix the unreadable files (see the warnings) and resume');
-          }
+          this.checkInStep();
           this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
         }
         const lr = lrAt(schedule, this.position.step);
@@ -274,7 +280,7 @@ export class Trainer {
         images += size;
         this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
         if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
-        if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * 1000) / (now - last) })) === false) this.stop();
+        if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * this.worldSize * 1000) / (now - last) })) === false) this.stop();
         last = now;
         // Alone, a stop takes effect now; as a rank, once every rank has heard of it (in a step).
         stopping = this.distributed ? agreed : this.stopRequested;
@@ -284,13 +290,22 @@ export class Trainer {
         if (checkpoint) await this.save(checkpoint); // stopped inside the epoch
         break;
       }
+      if (this.position.stepInEpoch < this.stepsPerEpoch) this.checkInStep(); // the epoch's last batches left out
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: (epoch + 1) * this.stepsPerEpoch };
       if (checkpoint) await this.save(checkpoint);
-      const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * 1000) / (performance.now() - epochStart) };
+      const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * this.worldSize * 1000) / (performance.now() - epochStart) };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
       stopping ||= !this.distributed && this.stopRequested;
     }
     await cb.onTrainEnd?.({ epochs: this.config.epochs, steps: this.position.step, stopped: this.position.epoch < this.config.epochs });
+  }
+
+  // A batch left out (none of its images readable) is a step the other ranks take: as a rank, stop.
+  private checkInStep(): void {
+    if (!this.distributed) return;
+    const { epoch, stepInEpoch } = this.position;
+    throw new Error(`batch ${stepInEpoch} of epoch ${epoch} has no readable image on rank ${this.distributed.rank}: ` +
+      'the ranks would fall out of step; remove or fix the unreadable files (see the warnings) and resume');
   }
 
   /**

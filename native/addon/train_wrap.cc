@@ -52,7 +52,8 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   }
 
  private:
-  // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, device, syncBatchNorm }): joins
+  // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, device, bindInterface,
+  // launcherStore, restartCount, syncBatchNorm }): joins
   // the group (a rendezvous that waits for every rank, so on the model's thread) and takes rank 0's state.
   Napi::Value distribute(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
@@ -61,7 +62,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
           AttrAsString(o, "storeFile", "distributed"), AttrAsString(o, "masterAddr", "distributed"),
           AttrAsInt64(o, "masterPort", "distributed"), AttrAsInt64(o, "rank", "distributed"),
           AttrAsInt64(o, "worldSize", "distributed"), AttrAsString(o, "bindAddress", "distributed"),
-          AttrAsInt64(o, "timeoutMs", "distributed"), AttrAsString(o, "device", "distributed")};
+          AttrAsInt64(o, "timeoutMs", "distributed"), AttrAsString(o, "device", "distributed"),
+          AttrAsString(o, "bindInterface", "distributed"), AttrAsBool(o, "launcherStore", "distributed"),
+          AttrAsInt64(o, "restartCount", "distributed")};
       const bool syncBatchNorm = AttrAsBool(o, "syncBatchNorm", "distributed");
       auto s = state_;
       return AsyncTask<bool>::run(

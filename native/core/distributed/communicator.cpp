@@ -118,6 +118,24 @@ void shutdownGroup(Group& group) {
 }
 #endif
 
+#if PIRL_WITH_GLOO
+// "eth0,eth1" → {"eth0", "eth1"} (GLOO_SOCKET_IFNAME's form); "" → {}.
+std::vector<std::string> splitList(const std::string& list) {
+  std::vector<std::string> items;
+  for (size_t start = 0; start < list.size();) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    if (end > start) items.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
+#endif
+
+std::string boundTo(const CommunicatorOptions& o) {
+  if (!o.bindInterface.empty()) return "interface " + o.bindInterface;
+  return o.bindAddress.empty() ? std::string("this host's name") : o.bindAddress;
+}
+
 // c10d reports a dead peer or a timeout as a c10::Error deep in Gloo: say which collective, and what it means.
 [[noreturn]] void fail(const Communicator& c, const char* what, const std::exception& e) {
   TORCH_CHECK(false, "distributed training: rank ", c.rank(), " of ", c.worldSize(), " failed in ", what,
@@ -149,11 +167,15 @@ Communicator::Communicator(const CommunicatorOptions& o)
     } else {
       c10d::TCPStoreOptions tcp;
       tcp.port = static_cast<uint16_t>(o.masterPort);
-      tcp.isServer = o.rank == 0;
+      tcp.isServer = o.rank == 0 && !o.launcherStore;
       tcp.numWorkers = static_cast<size_t>(o.worldSize);
-      tcp.waitWorkers = true;
+      tcp.waitWorkers = true;  // the server waits for every rank; a client only counts itself in
       tcp.timeout = timeout();
       store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
+      // The launcher's store outlives a restart of the ranks: each restart's keys apart (torch's rendezvous does this).
+      if (o.launcherStore) {
+        store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restartCount), store);
+      }
     }
     group_->store = c10::make_intrusive<c10d::PrefixStore>("pirl", store);
 #if PIRL_WITH_NCCL
@@ -168,8 +190,13 @@ Communicator::Communicator(const CommunicatorOptions& o)
 #if PIRL_WITH_GLOO
     if (device_.is_cpu()) {
       auto gloo = c10d::ProcessGroupGloo::Options::create(timeout());
-      gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
-                                                    : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
+      for (const auto& interface : splitList(o.bindInterface)) {
+        gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+      }
+      if (gloo->devices.empty()) {
+        gloo->devices.push_back(o.bindAddress.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                                      : c10d::ProcessGroupGloo::createDeviceForHostname(o.bindAddress));
+      }
       gloo->threads = 2;  // collectives in flight at once (as torch.distributed): a bucket while the next fills
       group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, static_cast<int>(o.rank),
                                                                  static_cast<int>(o.worldSize), gloo);
@@ -178,7 +205,7 @@ Communicator::Communicator(const CommunicatorOptions& o)
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
                 o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
-                device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + (o.bindAddress.empty() ? std::string("this host's name") : o.bindAddress),
+                device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + boundTo(o),
                 ") within ", o.timeoutMs, " ms: ", e.what());
   }
 }

@@ -23,6 +23,9 @@ struct CommunicatorOptions {
   std::string bindAddress;  // the address Gloo's sockets bind to; "" = this host's name (c10d's default)
   int64_t timeoutMs;        // a collective, or the rendezvous, that takes longer fails
   std::string device;       // where the tensors of the collectives live: "cpu" (Gloo) or "cuda:N" (NCCL, this rank's GPU)
+  std::string bindInterface;  // instead of bindAddress: Gloo's network interfaces, comma-separated (GLOO_SOCKET_IFNAME)
+  bool launcherStore = false;  // the TCPStore is the launcher's (torchrun's agent serves it): every rank a client,
+  int64_t restartCount = 0;    // its keys under the launcher's restart (TORCHELASTIC_RESTART_COUNT), as torch does
 };
 
 // True when this libtorch was built with c10d and pirl was compiled against Gloo's headers.
