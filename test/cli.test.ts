@@ -48,7 +48,8 @@ describe('pirl train / eval / embed / export', () => {
     const stale = path.join(out, '.checkpoint.safetensors.2147483646.tmp');
     fs.writeFileSync(stale, 'half a checkpoint');
     // --resume continues from the checkpoint: this run had finished, so it adds no step, and drops what came after it.
-    run(['train', data, '--out', out, '--resume', '--size', '24']);
+    // The command that started the run, with --resume, continues it (its flags restate the run's settings).
+    run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small, '--resume']);
     const after = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(after.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4]);
     expect(fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n')).toEqual(csv);
@@ -59,6 +60,17 @@ describe('pirl train / eval / embed / export', () => {
     expect(again.stderr).toMatch(/already holds a run \(checkpoint\.safetensors, model\.safetensors, metrics\.jsonl, metrics\.csv\): --resume continues it, --force starts a new one/);
     run(['train', data, '--out', out, '--force', '--epochs', '1', ...small]);
     expect(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter((l) => JSON.parse(l).type === 'batch')).toHaveLength(2);
+    // --force replaces the whole run before training: one stopped before its first checkpoint leaves nothing of the old run to resume.
+    const replacedRun = path.join(dir, 'replaced');
+    fs.cpSync(out, replacedRun, { recursive: true });
+    const ckpt = path.join(replacedRun, 'checkpoint.safetensors');
+    const replaced = spawnSync(process.execPath, ['-e', `
+      const fs = require('fs');
+      const child = require('child_process').spawn(process.execPath, ${JSON.stringify([cli, 'train', data, '--out', replacedRun, '--force', '--epochs', '50', ...small])}, { stdio: 'ignore' });
+      const poll = setInterval(() => { if (!fs.existsSync(${JSON.stringify(ckpt)})) { child.kill('SIGKILL'); clearInterval(poll); } }, 5);
+      child.on('exit', () => clearInterval(poll));`], { encoding: 'utf8', timeout: 60_000 });
+    expect(replaced.status).toBe(0);
+    expect(['checkpoint.safetensors', 'model.safetensors', 'curves.png'].filter((f) => fs.existsSync(path.join(replacedRun, f)))).toEqual([]);
   });
 
   test('eval, embed and export use the saved model', async () => {
@@ -71,6 +83,12 @@ describe('pirl train / eval / embed / export', () => {
     expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
     expect(JSON.parse(run(['eval', model, '--data', data, '--test', data, '--size', '16']).trim()).test).toBe(20);
+    // Test classes are matched by name: one the model's data lacks is refused, naming --test.
+    const other = path.join(dir, 'other');
+    fs.cpSync(path.join(data, 'dark'), path.join(other, 'coat'), { recursive: true });
+    const unknown = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', other, '--size', '16'], { encoding: 'utf8' });
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain(`--test ${other} must be a data set of train's classes (dark, light), got ["coat"]`);
     const features = path.join(dir, 'features.safetensors');
     run(['embed', model, data, '--out', features, '--size', '16']);
     const { tensors, metadata } = await readSafetensors(features);

@@ -22,6 +22,22 @@ describe('evaluation', () => {
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);
   });
 
+  test("a test set of fewer classes is scored by its classes' names, not by their places among its folders", async () => {
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    const base = tiny.dataset() as ArrayDataset;
+    const pixels = base.source.data() as Uint8Array, labels = base.labels!, sample = 16 * 16 * 3;
+    const train = new ArrayDataset(pixels, [48, 16, 16, 3], { labels, classes: ['a', 'b', 'c'] });
+    // Classes b and c alone, labelled 0 and 1 as an ImageFolder of those two folders would.
+    const kept = Array.from({ length: 48 }, (_, i) => i).filter((i) => labels[i] > 0);
+    const subset = new Uint8Array(kept.length * sample);
+    kept.forEach((i, j) => subset.set(pixels.subarray(i * sample, (i + 1) * sample), j * sample));
+    const test = (classes: string[]) => new ArrayDataset(subset, [kept.length, 16, 16, 3], { labels: Int32Array.from(kept, (i) => labels[i] - 1), classes });
+    // Each test image is in train: its nearest neighbour is itself, of the same class.
+    expect(await knnAccuracy(trainer.model, train, test(['b', 'c']), { size: 16, k: 1 })).toBe(1);
+    expect(await linearProbeAccuracy(trainer.model, train, test(['b', 'c']), { size: 16, epochs: 1 })).toBeGreaterThanOrEqual(0);
+    await expect(knnAccuracy(trainer.model, train, test(['b', 'coat']), { size: 16, k: 1 })).rejects.toThrow(`test must be a data set of train's classes (a, b, c), got ["coat"]`);
+  });
+
   test('nearestNeighbours returns the most cosine-similar rows, best first, as a full sort finds them', async () => {
     const n = 40, q = 3, width = 5, k = 4;
     const rows = Float32Array.from({ length: n * width }, (_, i) => Math.sin(i * 12.9898) * 43758.5453 % 1);

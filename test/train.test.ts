@@ -149,12 +149,31 @@ describe('Trainer', () => {
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: 1 as unknown as boolean })).rejects.toThrow(/options.cudaGraphs must be a boolean, got 1/);
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGrahps: true } as object)).rejects.toThrow(/options.cudaGrahps is not an option; options takes distributed, cudaGraphs/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, loss: { mode: 'nce', z: 'ema' } }, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false with loss.mode 'nce' and loss.z 'ema'/);
+    // The sampler's views must pass the stem's strides: the ImageNet stem needs 32 px (the default sampler makes 9-px patches).
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, model: { ...tiny.config.model, stem: 'imagenet' } }))
+      .rejects.toThrow(/config.sampler.imageSize must be at least 32 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 16/);
     const rank = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29599 };
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true, distributed: rank })).rejects.toThrow(/options.cudaGraphs must be false in a data-parallel run/);
     const file = path.join(tmp(), 'model.safetensors');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     await trainer.model.save(file);
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint/);
+  });
+
+  test('fit refuses what would corrupt the run before a step: a second fit at once, a step between its steps, bad options', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    await expect(trainer.fit({ callback: {} } as object)).rejects.toThrow(/options.callback is not an option; options takes callbacks, checkpoint, checkpointEvery/);
+    await expect(trainer.fit({ checkpoint: 5 as unknown as string })).rejects.toThrow(/options.checkpoint must be a file path, got 5/);
+    await expect(trainer.fit({ checkpoint: tmp() })).rejects.toThrow(/options.checkpoint must be a file path, not a folder, got ".*pirl-/);
+    expect(trainer.progress.step).toBe(0);
+    const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);
+    let stepDuringFit: Promise<unknown> | null = null;
+    const first = trainer.fit({ callbacks: { onBatchEnd: () => void (stepDuringFit ??= trainer.step(batch, 0.1)) } });
+    await expect(trainer.fit()).rejects.toThrow(/trainer.fit: this trainer is already fitting/);
+    await first;
+    await expect(stepDuringFit).rejects.toThrow(/trainer.step: fit\(\) is running on this trainer/);
+    expect(trainer.progress.step).toBe(3);
+    await trainer.step(batch, 0.1); // after the fit: a custom loop's step
   });
 });
 
@@ -167,7 +186,7 @@ describe('a degenerate data set (all images alike)', () => {
   const data = () => new ArrayDataset(new Uint8Array(n * side * side * 3).fill(128), [n, side, side, 3]);
   const config = {
     model: { arch: 'resnet18' as const, stem: 'small' as const, width: 0.125, embeddingDim: 16 },
-    sampler: { imageSize: 16, jigsawSize: 18, patchSize: 6 }, batchSize: 8, epochs: 25, seed: 1,
+    sampler: { imageSize: 16, jigsawSize: 24, patchSize: 8 }, batchSize: 8, epochs: 25, seed: 1,
   };
   test.each([
     ['the default recipe (InfoNCE, bank from features)', {}],

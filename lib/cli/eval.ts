@@ -2,7 +2,8 @@
 import { resolveKnnOptions } from '../config';
 import { knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
-import { applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags } from './args';
+import { describe, isArgumentError } from '../errors';
+import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
@@ -18,6 +19,13 @@ export async function evaluate(args: string[]): Promise<void> {
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
   const { train, test } = await knnSplit(await openData(spec, knn.size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, knn.size, values);
   const progress = new Progress();
-  const accuracy = await knnAccuracy(model, train, test, knn, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total));
+  const testSpec = typeof values.test === 'string' ? `--test ${values.test}` : `--data ${spec} (its held-out fifth)`;
+  const accuracy = await knnAccuracy(model, train, test, knn, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total)).catch((err) => {
+    // The library names the sets 'train' and 'test': here they are what --data and --test gave.
+    if (isArgumentError(err) && (err.argument === 'train' || err.argument === 'test')) {
+      throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${err.expected}, got ${describe(err.received)}`);
+    }
+    throw err;
+  });
   console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length }));
 }

@@ -3,6 +3,7 @@
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { isDeepStrictEqual } from 'util';
 
 import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import { checkInteger, isArgumentError } from '../errors';
@@ -72,10 +73,10 @@ async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
 }
 
 async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<Trainer> {
-  const changed = [...Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device'), 'config'].filter((f) => values[f] !== undefined);
-  if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
+  const changed = changedSettings(values, saved.config);
+  if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
   const ranks = distributed?.worldSize ?? 1;
   if (saved.worldSize !== ranks) {
     throw new UsageError(`--resume: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; ` +
@@ -83,6 +84,23 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   }
   const data = await openData(spec, folderSize(values, saved.config.sampler), values);
   return withCudaGraphsFlag(() => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+}
+
+/**
+ * The flags of a resumed run that would change its config: those restating it are fine, so that the
+ * command that started a run, with --resume, continues it (what the CLI says after Ctrl-C).
+ */
+function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): string[] {
+  const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
+  const changed = values.config === undefined ? [] : ['config'];
+  if (given.length === 0) return changed;
+  const restated = asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(optionsFromFlags(values, CONFIG_FLAGS)));
+  const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown>)[k], config);
+  for (const flag of given) {
+    const key = CONFIG_FLAGS[flag] === 'sampler.preset' ? 'sampler' : CONFIG_FLAGS[flag]; // a preset is every sampler setting
+    if (!isDeepStrictEqual(at(restated, key), at(saved, key))) changed.push(flag);
+  }
+  return changed;
 }
 
 /** Trainer.create or resume, whose refusal of options.cudaGraphs names --cuda-graphs. */
@@ -105,9 +123,10 @@ function distributedFromEnvFlag(): ResolvedDistributedOptions | null {
 }
 
 /** Output files of a run in `out` that a new run would overwrite or append to. */
+const RUN_FILES = ['checkpoint.safetensors', 'model.safetensors', 'metrics.jsonl', 'metrics.csv'];
+
 async function runFilesIn(out: string): Promise<string[]> {
-  const names = ['checkpoint.safetensors', 'model.safetensors', 'metrics.jsonl', 'metrics.csv'];
-  const present = await Promise.all(names.map((n) => fs.access(path.join(out, n)).then(() => n, () => null)));
+  const present = await Promise.all(RUN_FILES.map((n) => fs.access(path.join(out, n)).then(() => n, () => null)));
   return present.filter((n): n is string => n !== null);
 }
 
@@ -179,6 +198,8 @@ export async function train(args: string[]): Promise<number | void> {
     const data = await openData(spec, folderSize(values, config.sampler), values);
     if (main) {
       await makeOutputDir('out', out);
+      // --force: the earlier run goes now, so that nothing of it is left to resume if this one stops before its checkpoint.
+      await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
       await log.clear();
     }
     trainer = await withCudaGraphsFlag(() => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true }));

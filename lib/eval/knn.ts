@@ -92,10 +92,27 @@ async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, opt
   for (const [name, dataset] of [['train', train], ['test', test]] as const) {
     if (!dataset.labels) throw typeError(name, 'a labeled data set', 'unlabeled data');
   }
+  const toTrainLabel = classAlignment(train, test);
   const total = train.length + test.length;
   const a = await labeledFeatures(model, train, options, onProgress && ((done) => onProgress(done, total)));
   const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total)));
-  return [a, b] as const;
+  return [a, { features: b.features, labels: toTrainLabel ? b.labels.map((label) => toTrainLabel[label]) : b.labels }] as const;
+}
+
+/**
+ * Test labels → train labels where both sets name their classes: a label is a class folder's place among
+ * its set's folders, so a test folder with fewer (or other) classes numbers them differently. null: the
+ * labels are taken as they are (no names, or the same names in the same order).
+ */
+function classAlignment(train: Dataset, test: Dataset): Int32Array | null {
+  if (!train.classes || !test.classes) return null;
+  const trainClasses = train.classes;
+  if (test.classes.length === trainClasses.length && test.classes.every((c, i) => c === trainClasses[i])) return null;
+  const unknown = test.classes.filter((c) => !trainClasses.includes(c));
+  if (unknown.length > 0) {
+    throw rangeError('test', `a data set of train's classes (${trainClasses.join(', ')})`, unknown);
+  }
+  return Int32Array.from(test.classes, (c) => trainClasses.indexOf(c));
 }
 
 // Labels run from 0, so the classes are the largest label + 1 (a loop: spreading 10^5 labels into Math.max overflows the stack).

@@ -1,5 +1,7 @@
 // The PIRL training loop: SGD with warm-up and cosine decay over native steps, callbacks, atomic
 // checkpoints and exact resume (docs/PIRL.md, "Optimisation").
+import { promises as fs } from 'fs';
+
 import { binding, type NativeStepResult, type NativeTrainScalars, type TrainerHandle } from '../binding';
 import {
   checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
@@ -7,7 +9,7 @@ import {
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkInteger, checkNumber, checkObject, nativeCall, rangeError, unknownOptionError } from '../errors';
+import { checkBoolean, checkInteger, checkNumber, checkObject, nativeCall, rangeError, typeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -51,11 +53,23 @@ export interface Callbacks {
   onTrainEnd?(logs: { epochs: number; steps: number; stopped: boolean }): void | Promise<void>;
 }
 
+const FIT_OPTIONS = ['callbacks', 'checkpoint', 'checkpointEvery'];
+
 export interface FitOptions {
   callbacks?: Callbacks;
   /** Write a checkpoint here every `checkpointEvery` steps and at the end of each epoch. */
   checkpoint?: string;
   checkpointEvery?: number;
+}
+
+// The sampler's views must survive the stem's strides (forward() says so too, but only at the first step).
+function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
+  const min = model.handle.info().minInputSize;
+  for (const key of ['imageSize', 'patchSize'] as const) {
+    if (c.sampler[key] < min) {
+      throw rangeError(`config.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (a larger preset, e.g. 'paper', or the 'small' stem)`, c.sampler[key]);
+    }
+  }
 }
 
 /** m_y ← f̂_y of the current model for every sample (eval transform); rows of undecodable images stay as they were. */
@@ -145,6 +159,7 @@ export class Trainer {
   readonly device: Device;
   private position: Position = { epoch: 0, stepInEpoch: 0, step: 0 };
   private stopRequested = false;
+  private fitting = false;
   private readonly handle: TrainerHandle;
 
   private constructor(
@@ -172,6 +187,7 @@ export class Trainer {
     const place = resolveProcess(options, c, ['distributed', 'cudaGraphs']);
     const loader = Trainer.loaderFor(dataset, c, place);
     const model = await PirlModel.create(c.model, { device: place.device });
+    checkSamplerFitsStem(model, c);
     const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
     // Rank 0's bank becomes every rank's: the others need not compute it.
     if (c.bankInit === 'features' && (place.distributed?.rank ?? 0) === 0) {
@@ -235,6 +251,11 @@ export class Trainer {
    * any rank voted, so that every rank ends after the same step.
    */
   async step(batch: PirlBatch, lr: number, stop = false): Promise<NativeStepResult> {
+    if (this.fitting) throw new Error('trainer.step: fit() is running on this trainer (a step of its own would come between its steps)');
+    return this.nativeStep(batch, lr, stop);
+  }
+
+  private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<NativeStepResult> {
     return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr, stop));
   }
   /**
@@ -247,14 +268,33 @@ export class Trainer {
 
   /** Trains from where the run stands to config.epochs (or a stop); the event loop stays free throughout. */
   async fit(options: FitOptions = {}): Promise<void> {
-    const cb = options.callbacks ?? {};
+    // Two fits at once would both step and both move the position.
+    if (this.fitting) throw new Error('trainer.fit: this trainer is already fitting (await the fit in progress, or stop() it)');
+    this.fitting = true;
+    try {
+      await this.fitFromPosition(options);
+    } finally {
+      this.fitting = false;
+    }
+  }
+
+  private async fitFromPosition(options: FitOptions): Promise<void> {
+    for (const key of Object.keys(checkObject('options', options))) {
+      if (!FIT_OPTIONS.includes(key)) throw unknownOptionError('options', key, FIT_OPTIONS);
+    }
+    const cb = options.callbacks === undefined ? {} : (checkObject('options.callbacks', options.callbacks) as Callbacks);
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
+    if (options.checkpoint !== undefined && (typeof options.checkpoint !== 'string' || options.checkpoint === '')) {
+      throw typeError('options.checkpoint', 'a file path', options.checkpoint);
+    }
     const schedule = this.schedule;
     this.stopRequested = false;
     // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
     const checkpoint = this.isMain ? options.checkpoint : undefined;
     if (checkpoint) {
-      await makeFolderFor(checkpoint); // before any training: a checkpoint that cannot be written fails now
+      // Before any training: a checkpoint that cannot be written fails now.
+      if ((await fs.stat(checkpoint).catch(() => null))?.isDirectory()) throw rangeError('options.checkpoint', 'a file path, not a folder', checkpoint);
+      await makeFolderFor(checkpoint);
       await removeStaleTemporaries(checkpoint);
     }
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
@@ -273,7 +313,7 @@ export class Trainer {
           this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
         }
         const lr = lrAt(schedule, this.position.step);
-        const { stop: agreed, ...r } = await this.step(batch, lr, this.stopRequested);
+        const { stop: agreed, ...r } = await this.nativeStep(batch, lr, this.stopRequested);
         const now = performance.now();
         const size = batch.indices.shape[0];
         lossSum += r.loss * size;
