@@ -111,6 +111,15 @@ export function checkObject(arg: string, value: unknown): Record<string, unknown
   return value as Record<string, unknown>;
 }
 
+/** An options object (checkObject) with no keys but `known`: a misspelt option is an error, not ignored. */
+export function checkOptions(arg: string, value: unknown, known: readonly string[]): Record<string, unknown> {
+  const options = checkObject(arg, value);
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw unknownOptionError(arg, key, known);
+  }
+  return options;
+}
+
 /** An array whose items each pass `item` (named arg[i]), with at most `maxLength` of them. */
 export function checkArrayOf<T>(arg: string, value: unknown, item: (arg: string, value: unknown) => T, maxLength = Infinity): T[] {
   if (!Array.isArray(value)) throw typeError(arg, 'an array', value);

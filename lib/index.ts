@@ -35,7 +35,7 @@ export { Loader, evalImages } from './data/loader';
 export type { LoaderOptions, PirlBatch } from './data/loader';
 export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';
 export { Trainer } from './train/trainer';
-export type { BatchLogs, Callbacks, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';
+export type { BatchLogs, Callbacks, CreateOptions, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
 export { knnAccuracy, linearProbeAccuracy, datasetFeatures, nearestNeighbours } from './eval/knn';

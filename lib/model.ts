@@ -6,7 +6,7 @@ import {
   checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
-import { checkBoolean, checkObject, checkOneOf, nativeCall, rangeError, typeError } from './errors';
+import { checkBoolean, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 
@@ -18,6 +18,11 @@ export interface Embeddings {
 /** Where a model is placed; not part of its options (a saved model loads on any device). */
 export interface Placement {
   device?: Device;
+}
+
+/** The device `placement` asks for (default 'cpu'); errors name `placement.…`. */
+function placementDevice(placement: Placement): Device {
+  return checkDevice('placement.device', checkOptions('placement', placement, ['device']).device ?? 'cpu');
 }
 
 /** Format of the `pirl` metadata of a model file; files without `format` are the first layout (bare options). */
@@ -77,7 +82,7 @@ export class PirlModel {
   /** A new model with torchvision's initialisation, built off the JavaScript thread, on `placement.device` (default 'cpu'). */
   static async create(options: PirlModelOptions = {}, placement: Placement = {}): Promise<PirlModel> {
     const resolved = resolveModelOptions(options);
-    const device = checkDevice('placement.device', checkObject('placement', placement).device ?? 'cpu');
+    const device = placementDevice(placement);
     const model = new PirlModel(await nativeCall(() => binding.createPirlModel(resolved)), resolved);
     if (device !== 'cpu') await model.to(device);
     return model;
@@ -150,7 +155,8 @@ export class PirlModel {
    */
   async embed(images: Tensor, options: { layer?: EmbedLayer; batchSize?: number } = {}): Promise<Tensor> {
     this.checkImages('images', images, 1);
-    const { layer, batchSize } = resolveFeatureOptions({ layer: options.layer, batchSize: options.batchSize });
+    // The images are given: of the feature options only layer and batchSize apply.
+    const { layer, batchSize } = resolveFeatureOptions(checkOptions('options', options, ['layer', 'batchSize']));
     return new Tensor(await nativeCall(() => this.handle.embed(images.handle, layer, batchSize)));
   }
 
@@ -163,6 +169,7 @@ export class PirlModel {
   /** Loads named tensors; names and shapes are checked before anything is copied. */
   loadStateDict(values: Map<string, Tensor>, options: { scope?: StateDictScope; strict?: boolean } = {}): void {
     if (!(values instanceof Map)) throw typeError('values', 'a Map of name → Tensor', values);
+    checkOptions('options', options, ['scope', 'strict']);
     const scope = checkOneOf('options.scope', options.scope ?? 'all', ['all', 'trunk'] as const);
     const strict = checkBoolean('options.strict', options.strict ?? true);
     const names = [...values.keys()];
@@ -177,8 +184,9 @@ export class PirlModel {
 
   /** A model saved by `save`, with its options, on `placement.device` (default 'cpu'). */
   static async load(file: string, placement: Placement = {}): Promise<PirlModel> {
+    const device = placementDevice(placement); // before reading a file that may be large
     const content = await readSafetensors(file);
-    const model = await PirlModel.create(modelOptionsOf(file, content), placement);
+    const model = await PirlModel.create(modelOptionsOf(file, content), { device });
     model.loadStateDict(content.tensors);
     return model;
   }

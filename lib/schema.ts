@@ -2,7 +2,7 @@
 // the public option type (every key optional) and the resolved type (every key present) are derived
 // from it. resolve() fills what was left out from a defaults object and checks everything, so native
 // code always receives a complete, valid plain object. lib/config.ts declares pirl's concepts.
-import { checkBoolean, checkNumber, checkObject, checkOneOf, oneOfText, rangeText, typeError, unknownOptionError, type NumberRange } from './errors';
+import { checkBoolean, checkNumber, checkOneOf, checkOptions, oneOfText, rangeText, typeError, type NumberRange } from './errors';
 
 /**
  * One option: how a given value (or, when left out, the default) becomes the resolved value. With
@@ -66,10 +66,7 @@ export function nested<S extends Schema>(schema: S): Field<Resolved<S>, Options<
  * ignored without a word). Errors name `arg.key`.
  */
 export function resolve<S extends Schema>(schema: S, defaults: Resolved<S>, given: unknown, arg: string, complete = false): Resolved<S> {
-  const options = given === undefined ? {} : checkObject(arg, given);
-  for (const key of Object.keys(options)) {
-    if (!Object.hasOwn(schema, key)) throw unknownOptionError(arg, key, Object.keys(schema));
-  }
+  const options = given === undefined ? {} : checkOptions(arg, given, Object.keys(schema));
   const out: Partial<Resolved<S>> = {};
   for (const key of Object.keys(schema) as Array<keyof S & string>) {
     out[key] = schema[key].resolve(`${arg}.${key}`, options[key], defaults[key], complete);

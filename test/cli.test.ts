@@ -28,7 +28,10 @@ describe('pirl train / eval / embed / export', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('train writes the model, a checkpoint, JSON-lines and CSV metrics and the curves, then resumes', async () => {
-    const summary = run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small]);
+    const first = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small], { encoding: 'utf8' });
+    expect(first.status).toBe(0);
+    expect(first.stderr).toContain('memory bank from features: 20/20 images'); // the work before the first step, shown
+    const summary = first.stdout;
     expect(summary).toMatch(/trained 4 step\(s\) in .*, to step 4 of 4; last loss \d+\.\d{4}; kNN top-1 \d+\.\d\d%/);
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
     expect(JSON.parse(metadata['pirl-checkpoint']).config.bankInit).toBe('features');
@@ -157,6 +160,10 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--lr', '-1'], /--lr must be a number >= 0, got '-1'/);
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
     usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
+    // A batch the data cannot fill (the default's 128 of 20 images) names --batch, before --out is made.
+    const unmade = path.join(dir, 'never-made');
+    usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);
+    expect(fs.existsSync(unmade)).toBe(false);
     usage(['train', data, '--out', out, '--resume', '--epochs', '3'], /--resume continues the run its checkpoint describes; --epochs cannot change it/);
     usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
     usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run holds no checkpoint to continue from .*; --force starts the run again/);

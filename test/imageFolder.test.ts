@@ -180,4 +180,62 @@ describe('ImageFolder', () => {
     expect((await resized.batchSource([0])).source.shape).toEqual([1, 8, 8, 3]);
     await resized.close();
   });
+
+  test('a misspelt option is an error naming the options there are, not ignored', async () => {
+    const dir = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
+    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, cache, onWarning$/);
+    await expect(ImageFolder.open(dir, 'big' as never)).rejects.toThrow(/options must be an object, got "big"/);
+    await expect(ImageFolder.open(dir, { onWarning: 'log' as never })).rejects.toThrow(/options\.onWarning must be a function, got "log"/);
+    await expect(ImageFolder.open(dir, { cache: 3 as never })).rejects.toThrow(/options\.cache must be a file path, got 3/);
+  });
+
+  test('the cache: its folder is made, a folder in its place is refused, and no temporary file outlives a failure', async () => {
+    const dir = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
+    fs.writeFileSync(path.join(dir, 'b.png'), 'not an image');
+    const where = tmpDir('pirl-cache-');
+    const nested = path.join(where, 'not', 'yet', 'images.cache');
+    const folder = await ImageFolder.open(dir, { size: 8, cache: nested, onWarning: () => undefined });
+    await folder.close();
+    expect(fs.statSync(nested).isFile()).toBe(true);
+    // A folder is refused before anything is decoded (it failed at the rename, leaving every image decoded in a .tmp).
+    const taken = path.join(where, 'taken');
+    fs.mkdirSync(taken);
+    await expect(ImageFolder.open(dir, { size: 8, cache: taken })).rejects.toThrow(`options.cache must be a file, not a folder, got ${JSON.stringify(taken)}`);
+    await expect(ImageFolder.open(dir, { size: 8, cache: path.join(where, 'new') + path.sep })).rejects.toThrow(/options\.cache must be a file, not a folder/);
+    // A build that fails midway (here the warning callback throws) removes its temporary file.
+    const failing = path.join(where, 'failing.cache');
+    await expect(ImageFolder.open(dir, { size: 8, cache: failing, onWarning: () => { throw new Error('stop here'); } })).rejects.toThrow('stop here');
+    expect(fs.readdirSync(where).sort()).toEqual(['not', 'taken']);
+  });
+
+  test('symbolic links to images and to class folders are followed; a link to nothing is skipped as unreadable', async () => {
+    const elsewhere = tmpDir('pirl-elsewhere-');
+    await raw(20, 20).png().toFile(path.join(elsewhere, 'outside.png'));
+    const flat = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(flat, 'a.png'));
+    fs.symlinkSync(path.join(elsewhere, 'outside.png'), path.join(flat, 'b.png'));
+    fs.symlinkSync(path.join(elsewhere, 'gone.png'), path.join(flat, 'c.png'));
+    for (const cache of [undefined, path.join(tmpDir('pirl-cache-'), 'images.cache')]) {
+      const warnings: string[] = [];
+      const folder = await ImageFolder.open(flat, { size: 8, cache, onWarning: (m) => warnings.push(m) });
+      expect(folder.files.map((f) => path.basename(f))).toEqual(['a.png', 'b.png', 'c.png']);
+      expect((await folder.batchSource([0, 1, 2])).indices).toEqual([0, 1]);
+      expect([...folder.failures.keys()]).toEqual([path.join(flat, 'c.png')]);
+      expect(warnings).toEqual([expect.stringMatching(/^pirl: skipping unreadable image .*c\.png: ENOENT/)]);
+      await folder.close();
+    }
+    // A class folder that is a link, and a link in a class folder to itself: no images left out, and the count of nested ones ends.
+    const labeled = tmpDir('pirl-data-');
+    fs.mkdirSync(path.join(labeled, 'dogs'));
+    await raw(20, 20).png().toFile(path.join(labeled, 'dogs', 'd.png'));
+    fs.symlinkSync(elsewhere, path.join(labeled, 'cats'));
+    fs.symlinkSync('.', path.join(labeled, 'dogs', 'again'));
+    const warnings: string[] = [];
+    const folder = await ImageFolder.open(labeled, { size: 8, onWarning: (m) => warnings.push(m) });
+    expect(folder.classes).toEqual(['cats', 'dogs']);
+    expect(folder.files.map((f) => path.relative(labeled, f))).toEqual([path.join('cats', 'outside.png'), path.join('dogs', 'd.png')]);
+    expect(warnings).toEqual([]);
+  });
 });

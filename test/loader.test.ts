@@ -63,7 +63,6 @@ describe('Loader', () => {
 
   test('options are validated', () => {
     expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/options.batchSize must be an integer >= 1, got 0/);
-    expect(() => new Loader(ds, { batchSize: 50 })).toThrow(/larger than the data set \(20\) with dropLast/);
     expect(() => new Loader(ds, { config: { jigsawSize: 10 } })).toThrow(/config.jigsawSize must be a multiple of 3, got 10/);
     expect(() => new Loader(ds, { config: { patchSize: 20 } })).toThrow(/config.patchSize must be at most jigsawSize\/3 = 12, got 20/);
     expect(() => new Loader(ds, { config: { hue: 0.9 } })).toThrow(/config.hue must be a number in \[0, 0.5\], got 0.9/);
@@ -73,6 +72,27 @@ describe('Loader', () => {
     if (!buildInfo().cuda.compiled) expect(() => new Loader(ds, { device: 'cuda' })).toThrow(/options.device is 'cuda', but the libtorch pirl runs on .* has no CUDA/);
     expect(new Loader(ds, { batchSize: 4 }).device).toBe('cpu');
     expect(() => new Loader({} as never)).toThrow(/dataset must be a Dataset/);
+  });
+
+  test('a misspelt option is an error naming the options there are', () => {
+    expect(() => new Loader(ds, { batchsize: 4 } as never)).toThrow(/^options\.batchsize is not an option; options takes batchSize, shuffle, dropLast, .*, shard$/);
+    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 0, count: 1, ranks: 2 } as never })).toThrow(/options\.shard\.ranks is not an option; options\.shard takes rank, count/);
+    expect(() => new Loader(ds, null as never)).toThrow(/options must be an object, got null/);
+  });
+
+  test('a batch larger than the data set with dropLast is an argument error on options.batchSize', () => {
+    let caught: unknown;
+    try {
+      new Loader(ds, { batchSize: 50 });
+    } catch (err) {
+      caught = err;
+    }
+    // An argument error, so the CLI's asFlags names --batch.
+    expect(caught).toBeInstanceOf(RangeError);
+    expect(caught).toMatchObject({ argument: 'options.batchSize', received: 50 });
+    expect((caught as Error).message).toBe("options.batchSize must be at most 20 (the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none), got 50");
+    expect(() => new Loader(ds, { batchSize: 11, shard: { rank: 0, count: 2 } })).toThrow(/options\.batchSize must be at most 10 \(the data set's 20 samples over 2 ranks: .*\), got 11/);
+    expect(new Loader(ds, { batchSize: 50, dropLast: false }).batchesPerEpoch).toBe(1);
   });
 
   test('evalImages: the whole image, resized and normalised', async () => {

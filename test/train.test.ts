@@ -125,7 +125,9 @@ describe('Trainer', () => {
 
   test("bankInit 'features' starts each bank row at the sample's normalised f embedding (eval transform)", async () => {
     const dataset = tiny.dataset();
-    const trainer = await Trainer.create(dataset, { ...tiny.config, bankInit: 'features' });
+    const told: Array<[number, number]> = [];
+    const trainer = await Trainer.create(dataset, { ...tiny.config, batchSize: 8, bankInit: 'features' }, { onBankInit: (done, total) => void told.push([done, total]) });
+    expect(told).toEqual([[48, 48]]); // one batch of max(batchSize, 256)
     const all = Array.from({ length: dataset.length }, (_, i) => i);
     const { images } = await evalImages(dataset, all, resolveSamplerConfig(tiny.config.sampler).imageSize);
     const f = (await trainer.model.embed(images, { layer: 'f' })).data() as Float32Array;

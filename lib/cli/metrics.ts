@@ -31,9 +31,15 @@ export class MetricsLog {
   /** Keeps what a run that continues from (epoch, step) had logged up to there: a killed run logged past its checkpoint. */
   async truncate(position: { epoch: number; step: number }): Promise<void> {
     const keep = (l: Line) => (l.type === 'batch' ? l.step <= position.step : l.epoch < position.epoch);
-    const lines = (await readLines(this.jsonl)).filter((text) => keep(JSON.parse(text) as Line));
-    await replace(this.jsonl, lines.map((l) => `${l}\n`).join(''));
-    const [header, ...rows] = await readLines(this.csv);
+    const { lines } = await readLines(this.jsonl);
+    const kept = lines.filter((l, i) => {
+      const parsed = parseLine(this.jsonl, l, i === lines.length - 1);
+      return parsed !== null && keep(parsed);
+    });
+    await replace(this.jsonl, kept.map((l) => `${l.text}\n`).join(''));
+    const csv = await readLines(this.csv);
+    // A cut last row can still read as numbers: its missing newline is what tells.
+    const [header, ...rows] = (csv.cut ? csv.lines.slice(0, -1) : csv.lines).map((l) => l.text);
     const stepColumn = CSV_COLUMNS.indexOf('step');
     if (header) await replace(this.csv, [header, ...rows.filter((r) => Number(r.split(',')[stepColumn]) <= position.step)].map((l) => `${l}\n`).join(''));
   }
@@ -53,9 +59,28 @@ async function exists(file: string): Promise<boolean> {
   return fs.access(file).then(() => true, () => false);
 }
 
-async function readLines(file: string): Promise<string[]> {
-  if (!(await exists(file))) return [];
-  return (await fs.readFile(file, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+interface TextLine {
+  /** From 1, as an editor counts. */
+  number: number;
+  text: string;
+}
+
+/** The non-blank lines of `file` (none where it is missing), and whether its last one lacks its newline (cut). */
+async function readLines(file: string): Promise<{ lines: TextLine[]; cut: boolean }> {
+  if (!(await exists(file))) return { lines: [], cut: false };
+  const text = await fs.readFile(file, 'utf8');
+  const lines = text.split('\n').map((t, i) => ({ number: i + 1, text: t })).filter((l) => l.text.trim() !== '');
+  return { lines, cut: text !== '' && !text.endsWith('\n') };
+}
+
+// A run killed mid-append (kill -9) leaves its last line cut: that one is dropped (null); any other must parse.
+function parseLine(file: string, line: TextLine, last: boolean): Line | null {
+  try {
+    return JSON.parse(line.text) as Line;
+  } catch (err) {
+    if (last) return null;
+    throw new Error(`${file} line ${line.number} is not JSON (${(err as Error).message}): remove the line to resume the run, or start it again with --force`);
+  }
 }
 
 async function replace(file: string, text: string): Promise<void> {

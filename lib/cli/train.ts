@@ -83,7 +83,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
   const data = await openData(spec, folderSize(values, saved.config.sampler), values);
-  return withCudaGraphsFlag(() => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+  return withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
 }
 
 /**
@@ -103,12 +103,14 @@ function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): string
   return changed;
 }
 
-/** Trainer.create or resume, whose refusal of options.cudaGraphs names --cuda-graphs. */
-async function withCudaGraphsFlag(run: () => Promise<Trainer>): Promise<Trainer> {
+/** Trainer.create or resume, whose refusals of what flags gave name the flags (--batch's default too: it may not fit the data). */
+async function withLibraryFlags(values: FlagValues, batchFrom: string, run: () => Promise<Trainer>): Promise<Trainer> {
   try {
     return await run();
   } catch (err) {
-    if (isArgumentError(err) && err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
+    if (!isArgumentError(err)) throw err;
+    if (err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
+    if (err.argument === 'options.batchSize') throw new UsageError(`--batch must be ${err.expected}, got ${values.batch === undefined ? `${err.received} (${batchFrom})` : `'${values.batch}'`}`);
     throw err;
   }
 }
@@ -196,13 +198,18 @@ export async function train(args: string[]): Promise<number | void> {
     const config = await newRunConfig(values);
     // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
     const data = await openData(spec, folderSize(values, config.sampler), values);
-    if (main) {
+    // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
+    // begins: nothing of it is left to resume if this one stops before its first checkpoint.
+    const onChecked = async () => {
+      if (!main) return;
       await makeOutputDir('out', out);
-      // --force: the earlier run goes now, so that nothing of it is left to resume if this one stops before its checkpoint.
       await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
       await log.clear();
-    }
-    trainer = await withCudaGraphsFlag(() => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true }));
+    };
+    // Rank 0 embeds the data set for bankInit 'features' before the first step: minutes on a large folder.
+    const prepared = new Progress();
+    const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features: ${done}/${all} images`, done === all) : undefined;
+    trainer = await withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked }));
   }
   const signals = stopOnSignals(trainer, checkpoint, main);
   if (!main) {

@@ -2,13 +2,14 @@
 // Every image becomes size×size 8-bit RGB (EXIF orientation applied, alpha dropped, CMYK, gray and
 // 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
 import { createHash } from 'crypto';
-import { constants as fsConstants, promises as fs } from 'fs';
+import { constants as fsConstants, promises as fs, type Dirent } from 'fs';
 import * as path from 'path';
 
 import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
-import { checkInteger, checkOneOf, typeError } from '../errors';
+import { checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { makeFolderFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
@@ -51,29 +52,56 @@ export interface ImageFolderOptions {
   onWarning?: (message: string) => void;
 }
 
+const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'onWarning'] as const satisfies ReadonlyArray<keyof ImageFolderOptions>;
+
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
 async function listImages(dir: string): Promise<string[]> {
-  return (await readFolder(dir)).filter((e) => e.isFile() && isImage(e.name)).map((e) => path.join(dir, e.name)).sort();
+  return (await readFolder(dir)).filter((e) => e.kind === 'file' && isImage(e.name)).map((e) => path.join(dir, e.name)).sort();
 }
 
-async function readFolder(dir: string): Promise<import('fs').Dirent[]> {
+/** A folder entry, symbolic links followed. */
+interface Entry {
+  name: string;
+  kind: 'file' | 'folder' | 'other';
+}
+
+async function readFolder(dir: string): Promise<Entry[]> {
+  let entries: Dirent[];
   try {
-    return await fs.readdir(dir, { withFileTypes: true });
+    entries = await fs.readdir(dir, { withFileTypes: true });
   } catch (err) {
     throw new Error(`${dir}: cannot list the folder: ${(err as Error).message}`);
   }
+  return Promise.all(entries.map(async (e) => ({ name: e.name, kind: await kindOf(dir, e) })));
+}
+
+// A Dirent describes a symbolic link itself (and some file systems give no type): what it names decides.
+// A link to nothing counts as a file: one named like an image is then skipped as unreadable, with a warning.
+async function kindOf(dir: string, e: Dirent): Promise<Entry['kind']> {
+  const target = e.isFile() || e.isDirectory() ? e : await fs.stat(path.join(dir, e.name)).catch(() => null);
+  return !target || target.isFile() ? 'file' : target.isDirectory() ? 'folder' : 'other';
 }
 
 // Images below a class folder's own files, which a labeled folder does not read: counted for a warning.
-async function nestedImages(dir: string): Promise<number> {
+// `seen` holds the real paths of the folders counted, so a symbolic link back up the tree ends there.
+async function nestedImages(dir: string, seen = new Set<string>()): Promise<number> {
+  seen.add(await fs.realpath(dir));
   let count = 0;
   for (const e of await readFolder(dir)) {
-    if (e.isDirectory()) count += (await readFolder(path.join(dir, e.name))).filter((f) => f.isFile() && isImage(f.name)).length + (await nestedImages(path.join(dir, e.name)));
+    const sub = path.join(dir, e.name);
+    if (e.kind === 'folder' && !seen.has(await fs.realpath(sub))) count += (await listImages(sub)).length + (await nestedImages(sub, seen));
   }
   return count;
 }
 
+/** options.cache checked: a file path, not a folder (found only at the rename, after every image was decoded). */
+async function checkCacheFile(cache: unknown): Promise<string> {
+  if (typeof cache !== 'string' || cache === '') throw typeError('options.cache', 'a file path', cache);
+  const target = await fs.stat(cache).catch(() => null);
+  if (target?.isDirectory() || /[\\/]$/.test(cache)) throw rangeError('options.cache', 'a file, not a folder', cache);
+  return cache;
+}
 
 export class ImageFolder implements Dataset {
   readonly failures = new Map<string, string>();
@@ -91,8 +119,11 @@ export class ImageFolder implements Dataset {
 
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
     if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
+    checkOptions('options', options, IMAGE_FOLDER_OPTIONS);
     const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
     const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
+    if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw typeError('options.onWarning', 'a function', options.onWarning);
+    const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
     const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
     const warnLeftOut = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_IMAGES_LEFT_OUT' }));
     let stat;
@@ -102,7 +133,7 @@ export class ImageFolder implements Dataset {
       throw new Error(`${dir}: no such folder`);
     }
     if (!stat.isDirectory()) throw new Error(`${dir}: not a folder`);
-    const subdirs = (await readFolder(dir)).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    const subdirs = (await readFolder(dir)).filter((e) => e.kind === 'folder').map((e) => e.name).sort();
     let files: string[] = [];
     let labels: Int32Array | null = null;
     let classes: string[] | null = null;
@@ -129,8 +160,8 @@ export class ImageFolder implements Dataset {
       throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where})`);
     }
     const folder = new ImageFolder(dir, files, labels, classes, size, warn);
-    if (options.cache) {
-      await folder.openCache(options.cache);
+    if (cache) {
+      await folder.openCache(cache);
     } else {
       await folder.probe();
     }
@@ -180,8 +211,8 @@ export class ImageFolder implements Dataset {
   private async signature(): Promise<string> {
     const hash = createHash('sha256').update(`pirl-cache ${CACHE_VERSION} ${this.size}\n`);
     for (const file of this.files) {
-      const s = await fs.stat(file);
-      hash.update(`${path.relative(this.dir, file)}\t${s.size}\t${s.mtimeMs}\n`);
+      const s = await fs.stat(file).catch(() => null); // a symbolic link to nothing: unreadable until it names a file
+      hash.update(`${path.relative(this.dir, file)}\t${s ? `${s.size}\t${s.mtimeMs}` : 'missing'}\n`);
     }
     return hash.digest('hex');
   }
@@ -233,10 +264,21 @@ export class ImageFolder implements Dataset {
     const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
+    await makeFolderFor(file);
     const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      await this.writeCache(tmp, Buffer.concat([head, json]));
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }); // a half-written (or whole, unplaced) copy of every image
+      throw err;
+    }
+  }
+
+  private async writeCache(tmp: string, header: Buffer): Promise<void> {
     const handle = await fs.open(tmp, 'w');
     try {
-      await handle.write(Buffer.concat([head, json]), 0, 8 + json.length, 0);
+      await handle.write(header, 0, header.length, 0);
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
         const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
@@ -248,12 +290,11 @@ export class ImageFolder implements Dataset {
             d.copy(records, i * this.recordBytes + 1);
           }
         });
-        await handle.write(records, 0, records.length, 8 + json.length + begin * this.recordBytes);
+        await handle.write(records, 0, records.length, header.length + begin * this.recordBytes);
       }
     } finally {
       await handle.close();
     }
-    await fs.rename(tmp, file);
   }
 
   private async cached(index: number): Promise<Buffer | null> {

@@ -2,7 +2,7 @@
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding, type LanesHandle } from '../binding';
 import { checkDevice, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
-import { checkBoolean, checkInteger, checkObject, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { Dataset } from './datasets';
 
@@ -53,6 +53,10 @@ export interface LoaderOptions {
   shard?: { rank: number; count: number };
 }
 
+const LOADER_OPTIONS = [
+  'batchSize', 'shuffle', 'dropLast', 'epochLength', 'seed', 'config', 'prefetch', 'pinMemory', 'device', 'shard',
+] as const satisfies ReadonlyArray<keyof LoaderOptions>;
+
 // sfc32, seeded from (seed, epoch): a fast, well-mixed 32-bit generator for the epoch's order.
 function orderGenerator(seed: number, epoch: number): () => number {
   let a = seed >>> 0, b = epoch >>> 0, c = 0x9e3779b9, d = 1;
@@ -87,6 +91,7 @@ export class Loader {
       throw typeError('dataset', 'a Dataset (ArrayDataset, IdxDataset, ImageFolder)', dataset);
     }
     if (dataset.length === 0) throw new RangeError('dataset is empty: nothing to train on');
+    checkOptions('options', options, LOADER_OPTIONS);
     this.batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
     this.shuffle = checkBoolean('options.shuffle', options.shuffle ?? true);
     this.dropLast = checkBoolean('options.dropLast', options.dropLast ?? true);
@@ -100,12 +105,13 @@ export class Loader {
       throw rangeError('options.pinMemory', 'false where no CUDA device is usable (pinned memory serves copies to a GPU)', true);
     }
     this.device = checkDevice('options.device', options.device ?? 'cpu');
-    const shard = options.shard === undefined ? { rank: 0, count: 1 } : checkObject('options.shard', options.shard);
+    const shard = options.shard === undefined ? { rank: 0, count: 1 } : checkOptions('options.shard', options.shard, ['rank', 'count']);
     const count = checkInteger('options.shard.count', shard.count, 1);
     this.shard = { rank: checkInteger('options.shard.rank', shard.rank, 0, count - 1), count };
     if (count > 1 && !this.dropLast) throw rangeError('options.dropLast', 'true when the data is sharded (every rank takes a full batch)', false);
     if (this.dropLast && dataset.length < this.globalBatchSize) {
-      throw new RangeError(`options.batchSize ${this.batchSize}${count > 1 ? ` × ${count} ranks` : ''} is larger than the data set (${dataset.length}) with dropLast`);
+      const ranks = count > 1 ? ` over ${count} ranks` : '';
+      throw rangeError('options.batchSize', `at most ${Math.floor(dataset.length / count)} (the data set's ${dataset.length} samples${ranks}: dropLast drops incomplete batches, so a larger batch leaves none)`, this.batchSize);
     }
   }
 

@@ -9,7 +9,7 @@ import {
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkInteger, checkNumber, checkObject, nativeCall, rangeError, typeError, unknownOptionError } from '../errors';
+import { checkBoolean, checkInteger, checkNumber, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -73,8 +73,8 @@ function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
 }
 
 /** m_y ← f̂_y of the current model for every sample (eval transform); rows of undecodable images stay as they were. */
-async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, size: number, batchSize: number): Promise<void> {
-  for await (const { features, indices } of featureBatches(model, dataset, { size, batchSize, layer: 'f' })) bank.update(indices, features, 0);
+async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, size: number, batchSize: number, onProgress?: (done: number, total: number) => void): Promise<void> {
+  for await (const { features, indices } of featureBatches(model, dataset, { size, batchSize, layer: 'f' }, onProgress)) bank.update(indices, features, 0);
 }
 
 /** Where a run stands: the next step to take. */
@@ -113,6 +113,14 @@ export interface ProcessOptions {
   cudaGraphs?: boolean;
 }
 
+/** What create() takes besides the process: a report of the work before the first step. */
+export interface CreateOptions extends ProcessOptions {
+  /** Called as bankInit 'features' embeds the data set (on rank 0 only): images done of all (minutes for a large folder). */
+  onBankInit?: (done: number, total: number) => void;
+  /** Called once the data, config and options are found to fit together, before the bank is made and filled (the CLI replaces an earlier run then). */
+  onChecked?: () => void | Promise<void>;
+}
+
 /** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU). */
 export interface ResumeOptions extends ProcessOptions {
   device?: Device;
@@ -126,9 +134,7 @@ interface Process {
 }
 
 function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, known: readonly string[]): Process {
-  for (const key of Object.keys(checkObject('options', options))) {
-    if (!known.includes(key)) throw unknownOptionError('options', key, known);
-  }
+  checkOptions('options', options, known);
   const device = c.device;
   const d = options.distributed;
   const resolved = d === undefined || d === null ? null : d === 'env' ? distributedFromEnv() : resolveDistributedOptions(d);
@@ -182,16 +188,20 @@ export class Trainer {
    * config.seed. As a rank of a data-parallel run it waits for every rank, then starts from rank 0's
    * weights and bank; config.batchSize is then each rank's share of the global batch.
    */
-  static async create(dataset: Dataset, config: TrainConfig = {}, options: ProcessOptions = {}): Promise<Trainer> {
+  static async create(dataset: Dataset, config: TrainConfig = {}, options: CreateOptions = {}): Promise<Trainer> {
     const c = resolveTrainConfig(config);
-    const place = resolveProcess(options, c, ['distributed', 'cudaGraphs']);
+    const place = resolveProcess(options, c, ['distributed', 'cudaGraphs', 'onBankInit', 'onChecked']);
+    for (const hook of ['onBankInit', 'onChecked'] as const) {
+      if (options[hook] !== undefined && typeof options[hook] !== 'function') throw typeError(`options.${hook}`, 'a function', options[hook]);
+    }
     const loader = Trainer.loaderFor(dataset, c, place);
     const model = await PirlModel.create(c.model, { device: place.device });
     checkSamplerFitsStem(model, c);
+    await options.onChecked?.();
     const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
     // Rank 0's bank becomes every rank's: the others need not compute it.
     if (c.bankInit === 'features' && (place.distributed?.rank ?? 0) === 0) {
-      await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256));
+      await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256), options.onBankInit);
     }
     const trainer = new Trainer(model, bank, loader, c, place);
     await trainer.joinRanks();
@@ -279,9 +289,7 @@ export class Trainer {
   }
 
   private async fitFromPosition(options: FitOptions): Promise<void> {
-    for (const key of Object.keys(checkObject('options', options))) {
-      if (!FIT_OPTIONS.includes(key)) throw unknownOptionError('options', key, FIT_OPTIONS);
-    }
+    checkOptions('options', options, FIT_OPTIONS);
     const cb = options.callbacks === undefined ? {} : (checkObject('options.callbacks', options.callbacks) as Callbacks);
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
     if (options.checkpoint !== undefined && (typeof options.checkpoint !== 'string' || options.checkpoint === '')) {
@@ -421,10 +429,7 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
-  const keys = ['format', 'config', 'worldSize', 'position', 'state'];
-  for (const key of Object.keys(meta)) {
-    if (!keys.includes(key)) throw unknownOptionError(field, key, keys);
-  }
+  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state']);
   if (meta.format !== CHECKPOINT_FORMAT && meta.format !== 1) {
     throw rangeError(`${field}.format`, `1 or ${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
   }

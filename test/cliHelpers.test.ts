@@ -1,0 +1,48 @@
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { MetricsLog } from '../lib/cli/metrics';
+import { formatDuration } from '../lib/cli/progress';
+import { tmpDir } from './helpers';
+
+describe('formatDuration', () => {
+  test('rounds once, then splits into units: never 60 seconds or 60 minutes', () => {
+    expect(formatDuration(0)).toBe('0m0s');
+    expect(formatDuration(59.6)).toBe('1m0s');
+    expect(formatDuration(119.5)).toBe('2m0s');
+    expect(formatDuration(3599.6)).toBe('1h0m');
+    expect(formatDuration(3599.4)).toBe('59m59s');
+    expect(formatDuration(3661)).toBe('1h1m');
+    expect(formatDuration(7199.7)).toBe('2h0m');
+  });
+
+  test('a duration there is none of (an ETA before any step took time) prints --', () => {
+    for (const s of [Infinity, -Infinity, NaN, -5]) expect(formatDuration(s)).toBe('--');
+  });
+});
+
+describe('MetricsLog.truncate', () => {
+  const batch = (step: number) => JSON.stringify({ type: 'batch', time: '2026-01-01T00:00:00.000Z', epoch: 0, step, loss: 1 });
+  const header = 'time,epoch,step,loss,lossImage,lossJigsaw,lr,gradNorm,imagesPerSecond';
+  const row = (step: number) => `2026-01-01T00:00:00.000Z,0,${step},1,1,1,0.1,1,100`;
+
+  test('a last line cut by a killed append is dropped; the rest is kept up to the position', async () => {
+    const dir = tmpDir('pirl-metrics-');
+    const log = new MetricsLog(dir);
+    fs.writeFileSync(log.jsonl, `${batch(1)}\n${batch(2)}\n${batch(3)}\n{"type":"batch","time":"2026`);
+    // The CSV's cut row reads as numbers (step 2, then a cut loss): its missing newline is what tells.
+    fs.writeFileSync(log.csv, `${header}\n${row(1)}\n${row(2)}\n2026-01-01T00:00:00.000Z,0,2,0.`);
+    await log.truncate({ epoch: 0, step: 2 });
+    expect(fs.readFileSync(log.jsonl, 'utf8')).toBe(`${batch(1)}\n${batch(2)}\n`);
+    expect(fs.readFileSync(log.csv, 'utf8')).toBe(`${header}\n${row(1)}\n${row(2)}\n`);
+  });
+
+  test('an unparsable line before the last is an error naming the file and the line', async () => {
+    const dir = tmpDir('pirl-metrics-');
+    const log = new MetricsLog(dir);
+    const text = `${batch(1)}\n\n{"type":"ba\n${batch(2)}\n`;
+    fs.writeFileSync(log.jsonl, text);
+    await expect(log.truncate({ epoch: 0, step: 2 })).rejects.toThrow(`${path.join(dir, 'metrics.jsonl')} line 3 is not JSON (`);
+    expect(fs.readFileSync(log.jsonl, 'utf8')).toBe(text); // left as it was
+  });
+});
