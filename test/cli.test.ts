@@ -76,6 +76,18 @@ describe('pirl train / eval / embed / export', () => {
     expect(['checkpoint.safetensors', 'model.safetensors', 'curves.png'].filter((f) => fs.existsSync(path.join(replacedRun, f)))).toEqual([]);
   });
 
+  test('--auto-resume: one command starts a run, then continues it (a launcher restarting a job)', () => {
+    const auto = path.join(dir, 'auto');
+    const command = ['train', data, '--out', auto, '--auto-resume', '--epochs', '2', ...small];
+    fs.mkdirSync(auto);
+    fs.writeFileSync(path.join(auto, 'metrics.jsonl'), ''); // a start killed before its first checkpoint
+    expect(run([...command, '--epoch-length', '1'])).toMatch(/^trained 2 step\(s\) in .*, to step 2 of 2/m);
+    expect(run([...command, '--epoch-length', '1'])).toMatch(/^trained 0 step\(s\) in .*, to step 2 of 2/m);
+    const both = spawnSync(process.execPath, [cli, ...command, '--force'], { encoding: 'utf8' });
+    expect(both.status).toBe(2);
+    expect(both.stderr).toContain('--auto-resume decides between --resume and a new run itself: drop --force');
+  });
+
   test('eval, embed and export use the saved model', async () => {
     const model = path.join(out, 'model.safetensors');
     // Without --test, a held-out fifth is scored against the rest (never the data against itself), and it says so.

@@ -140,6 +140,22 @@ describe('data-parallel training', () => {
     }
   }, 120_000);
 
+  test('ranks that would start at different steps (a checkpoint one host cannot see) are refused, all of them, before a step', async () => {
+    const dir = tmp();
+    const config = { ...tiny.config, batchSize: 4, epochs: 1, epochLength: 2 };
+    try {
+      const checkpoint = path.join(dir, 'c.safetensors');
+      await fitAll(await createRanks(path.join(dir, 'a'), config), () => ({ checkpoint }));
+      const [d0, d1] = ranks(path.join(dir, 'b'));
+      const joined = await Promise.allSettled([Trainer.resume(checkpoint, tiny.dataset(), { distributed: d0 }), Trainer.create(tiny.dataset(), config, { distributed: d1 })]);
+      for (const r of joined) {
+        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('distributed training: rank 1 starts 0 steps into the run and rank 0 2: every rank must resume from the same checkpoint') } });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test("a stop on one rank ends every rank after the same step (the next one), checkpointed there", async () => {
     const dir = tmp();
     try {

@@ -30,6 +30,7 @@ const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'checkpoint-every', 'knn
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
         --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume  --force (replace a run in DIR)
+        --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
@@ -162,7 +163,7 @@ function stopOnSignals(trainer: Trainer, checkpoint: string, main: boolean): { c
 
 export async function train(args: string[]): Promise<number | void> {
   const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
-  const { values, positionals } = parseFlags(args, strings, ['resume', 'force', 'cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
+  const { values, positionals } = parseFlags(args, strings, ['resume', 'auto-resume', 'force', 'cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
   const distributed = distributedFromEnvFlag();
   const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
   if (nproc > 1) {
@@ -183,7 +184,10 @@ export async function train(args: string[]): Promise<number | void> {
   const spec = positionals[0];
   let trainer: Trainer;
   const earlier = await runFilesIn(out);
-  if (values.resume) {
+  // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
+  const auto = values['auto-resume'] === true;
+  if (auto && (values.resume || values.force)) throw new UsageError(`--auto-resume decides between --resume and a new run itself: drop --${values.resume ? 'resume' : 'force'}`);
+  if (values.resume || (auto && earlier.includes('checkpoint.safetensors'))) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
     if (!earlier.includes('checkpoint.safetensors')) {
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
@@ -191,7 +195,8 @@ export async function train(args: string[]): Promise<number | void> {
     trainer = await resumeRun(values, spec, checkpoint, device, distributed);
     if (main) await log.truncate(trainer.progress);
   } else {
-    if (earlier.length > 0 && !values.force && main) {
+    // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
+    if (earlier.length > 0 && !values.force && !auto && main) {
       const resumable = earlier.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
       throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
     }

@@ -56,6 +56,15 @@ void TrainState::distribute(std::shared_ptr<distributed::Communicator> communica
       if (!there.is_same(t)) t.copy_(there);
     });
   }
+  // Every replica must continue from one point of the run: ranks that read different checkpoints (or none:
+  // hosts without a shared file system) would take rank 0's weights but keep their own momentum and streams.
+  const at::Tensor steps = at::full({1}, steps_, at::TensorOptions(at::kLong).device(communicator_->device()));
+  const at::Tensor everyRank = communicator_->allGather({steps}, "the check that every rank starts at one step")[0].cpu();
+  for (int64_t r = 1; r < everyRank.size(0); ++r) {
+    TORCH_CHECK_VALUE(everyRank[r].item<int64_t>() == everyRank[0].item<int64_t>(), "distributed training: rank ", r, " starts ",
+                      everyRank[r].item<int64_t>(), " steps into the run and rank 0 ", everyRank[0].item<int64_t>(),
+                      ": every rank must resume from the same checkpoint (on a file system all hosts reach), or all start anew");
+  }
   std::vector<at::Tensor> params, state;
   for (const auto& p : model_->parameters()) params.push_back(p);
   state = params;
