@@ -88,6 +88,23 @@ describe('pirl train / eval / embed / export', () => {
     expect(both.stderr).toContain('--auto-resume decides between --resume and a new run itself: drop --force');
   });
 
+  test('--cache keeps the decoded folder: built once with progress, then read', () => {
+    const cache = path.join(dir, 'caches', 'images.bin');
+    const command = ['train', data, '--out', path.join(dir, 'cached'), '--force', '--cache', cache, '--epochs', '1', ...small];
+    const first = spawnSync(process.execPath, [cli, ...command], { encoding: 'utf8' });
+    expect(first.status).toBe(0);
+    expect(first.stderr).toContain(`decode cache ${cache}: 20/20 images`);
+    const second = spawnSync(process.execPath, [cli, ...command], { encoding: 'utf8' });
+    expect(second.status).toBe(0);
+    expect(second.stderr).not.toContain('decode cache'); // it matched: nothing decoded
+    const folder = spawnSync(process.execPath, [cli, ...command.slice(0, 5), '--cache', dir], { encoding: 'utf8' });
+    expect(folder.status).toBe(2);
+    expect(folder.stderr).toContain(`--cache must be a file, not a folder, got '${dir}'`);
+    const mnist = spawnSync(process.execPath, [cli, 'train', 'fashion-mnist', '--cache', cache], { encoding: 'utf8' });
+    expect(mnist.status).toBe(2);
+    expect(mnist.stderr).toContain("--cache keeps a folder's decoded images");
+  });
+
   test('eval, embed and export use the saved model', async () => {
     const model = path.join(out, 'model.safetensors');
     // Without --test, a held-out fifth is scored against the rest (never the data against itself), and it says so.

@@ -11,6 +11,7 @@ import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder } from '../data/image
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder } from '../folders';
 import { setNumThreads } from '../runtime';
+import { Progress } from './progress';
 
 /** A command-line mistake: `pirl` prints it with the usage and exits 2. */
 export class UsageError extends Error {}
@@ -129,11 +130,20 @@ export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with ima
  */
 export async function openData(spec: string, size: number, values: FlagValues, split: 'train' | 'test' = 'train'): Promise<Dataset> {
   const layout = checkFlag(values, 'layout', 'auto' as const, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
-  if (spec === 'fashion-mnist') return IdxDataset.fashionMnist(split);
+  // --cache (pirl train) keeps the training folder's decoded images; a test set is decoded once anyway.
+  const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;
+  if (spec === 'fashion-mnist') {
+    if (cache !== undefined) throw new UsageError("--cache keeps a folder's decoded images: fashion-mnist is read into memory whole");
+    return IdxDataset.fashionMnist(split);
+  }
+  const progress = new Progress();
+  const onCacheProgress = (done: number, all: number) => progress.update(`decode cache ${cache}: ${done}/${all} images`, done === all);
   try {
-    return await ImageFolder.open(spec, { size, layout });
+    return await ImageFolder.open(spec, { size, layout, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
   } catch (err) {
-    throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : err;
+    if (err instanceof AmbiguousLayoutError) throw new UsageError(err.explain('--layout'));
+    if (isArgumentError(err) && err.argument === 'options.cache') throw new UsageError(`--cache must be ${err.expected}, got '${cache}'`);
+    throw err;
   }
 }
 

@@ -25,7 +25,7 @@ const CONFIG_FLAGS: FlagMap = {
 };
 /** The flags of CONFIG_FLAGS that take no value. */
 const SWITCHES = ['sync-batch-norm'];
-const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
+const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
@@ -34,6 +34,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
+        --cache FILE (keep the folder's decoded images in FILE: later epochs and runs skip decoding)
         ${LAYOUT_USAGE}
         --epochs N (${d.epochs})  --batch N (${d.batchSize})  --negatives K (${d.loss.negatives})  --lr BASE (${d.baseLr})  --warmup EPOCHS (${d.warmupEpochs})
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})

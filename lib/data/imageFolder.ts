@@ -48,11 +48,13 @@ export interface ImageFolderOptions {
   layout?: FolderLayout;
   /** A file that keeps the decoded images, so later epochs and runs do not decode again. */
   cache?: string;
+  /** Called as the cache is built (the first time: every image decoded), with images done of all. */
+  onCacheProgress?: (done: number, total: number) => void;
   /** Called once per unreadable file, and for images the layout leaves out (default: process.emitWarning). */
   onWarning?: (message: string) => void;
 }
 
-const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'onWarning'] as const satisfies ReadonlyArray<keyof ImageFolderOptions>;
+const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'onCacheProgress', 'onWarning'] as const satisfies ReadonlyArray<keyof ImageFolderOptions>;
 
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
@@ -122,7 +124,9 @@ export class ImageFolder implements Dataset {
     checkOptions('options', options, IMAGE_FOLDER_OPTIONS);
     const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
     const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
-    if (options.onWarning !== undefined && typeof options.onWarning !== 'function') throw typeError('options.onWarning', 'a function', options.onWarning);
+    for (const hook of ['onWarning', 'onCacheProgress'] as const) {
+      if (options[hook] !== undefined && typeof options[hook] !== 'function') throw typeError(`options.${hook}`, 'a function', options[hook]);
+    }
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
     const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
     const warnLeftOut = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_IMAGES_LEFT_OUT' }));
@@ -161,7 +165,7 @@ export class ImageFolder implements Dataset {
     }
     const folder = new ImageFolder(dir, files, labels, classes, size, warn);
     if (cache) {
-      await folder.openCache(cache);
+      await folder.openCache(cache, options.onCacheProgress);
     } else {
       await folder.probe();
     }
@@ -222,9 +226,9 @@ export class ImageFolder implements Dataset {
   }
 
   // Cache file: 8-byte header length, JSON header {signature, count, size}, then one record per image.
-  private async openCache(file: string): Promise<void> {
+  private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<void> {
     const signature = await this.signature();
-    if (!(await this.cacheMatches(file, signature))) await this.buildCache(file, signature);
+    if (!(await this.cacheMatches(file, signature))) await this.buildCache(file, signature, onProgress);
     this.cacheHandle = await fs.open(file, 'r');
     const head = Buffer.alloc(8);
     await this.cacheHandle.read(head, 0, 8, 0);
@@ -260,14 +264,14 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  private async buildCache(file: string, signature: string): Promise<void> {
+  private async buildCache(file: string, signature: string, onProgress?: (done: number, total: number) => void): Promise<void> {
     const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
     await makeFolderFor(file);
     const tmp = `${file}.${process.pid}.tmp`;
     try {
-      await this.writeCache(tmp, Buffer.concat([head, json]));
+      await this.writeCache(tmp, Buffer.concat([head, json]), onProgress);
       await fs.rename(tmp, file);
     } catch (err) {
       await fs.rm(tmp, { force: true }); // a half-written (or whole, unplaced) copy of every image
@@ -275,7 +279,7 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  private async writeCache(tmp: string, header: Buffer): Promise<void> {
+  private async writeCache(tmp: string, header: Buffer, onProgress?: (done: number, total: number) => void): Promise<void> {
     const handle = await fs.open(tmp, 'w');
     try {
       await handle.write(header, 0, header.length, 0);
@@ -291,6 +295,7 @@ export class ImageFolder implements Dataset {
           }
         });
         await handle.write(records, 0, records.length, header.length + begin * this.recordBytes);
+        onProgress?.(begin + indices.length, this.files.length);
       }
     } finally {
       await handle.close();
