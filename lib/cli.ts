@@ -39,6 +39,17 @@ function usageOf(command: string | undefined): string {
 (pirl help: every command)` : USAGE;
 }
 
+// pirl's warnings (an unreadable image, a slow BLAS) read as the CLI's other messages, not as Node's
+// "(node:PID) [PIRL_…] Warning: … (Use `node --trace-warnings …`)"; Node prints the others as ever.
+function printPirlWarningsPlainly(): void {
+  const nodes = process.listeners('warning');
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error & { code?: string }) => {
+    if (w.code?.startsWith('PIRL_')) console.error(w.message.startsWith('pirl: ') ? w.message : `pirl: warning: ${w.message}`);
+    else nodes.forEach((listener) => listener(w));
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   if (command === '--version' || command === '-v') {
@@ -51,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(usageOf(command));
     return 0;
   }
+  printPirlWarningsPlainly();
   try {
     if (!Object.hasOwn(VERBS, command)) throw new UsageError(`unknown command '${command}'`);
     // The library's defaults for the process (threads: $PIRL_NUM_THREADS or the cores; --threads overrides).

@@ -6,7 +6,7 @@ import {
   checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
-import { checkBoolean, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
+import { checkBoolean, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 
@@ -73,6 +73,11 @@ export class PirlModel {
   readonly options: Readonly<ResolvedModelOptions>;
   /** @internal */
   readonly handle: PirlModelHandle;
+  /**
+   * The side of the views it was trained on (a Trainer's sampler.imageSize), kept in its file; null when
+   * not known. Evaluate and embed at it: `pirl eval` and `pirl embed` do when --size is not given.
+   */
+  imageSize: number | null = null;
 
   private constructor(handle: PirlModelHandle, options: ResolvedModelOptions) {
     this.handle = handle;
@@ -179,7 +184,8 @@ export class PirlModel {
 
   /** The whole model (trunk, heads and options) as safetensors. */
   async save(file: string): Promise<void> {
-    await writeSafetensors(file, this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options }) });
+    const trained = this.imageSize === null ? {} : { imageSize: this.imageSize };
+    await writeSafetensors(file, this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
   }
 
   /** A model saved by `save`, with its options, on `placement.device` (default 'cpu'). */
@@ -188,6 +194,8 @@ export class PirlModel {
     const content = await readSafetensors(file);
     const model = await PirlModel.create(modelOptionsOf(file, content), { device });
     model.loadStateDict(content.tensors);
+    const { imageSize } = jsonMetadata(file, content.metadata, 'pirl') ?? {};
+    if (imageSize !== undefined) model.imageSize = checkInteger(`${metadataField(file, 'pirl')}.imageSize`, imageSize, 1);
     return model;
   }
 

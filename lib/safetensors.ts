@@ -138,7 +138,9 @@ export async function readSafetensors(file: string): Promise<SafetensorsContent>
 }
 
 async function openRegular(file: string): Promise<fs.FileHandle> {
-  const handle = await fs.open(file, 'r');
+  const handle = await fs.open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+    throw new Error(err.code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot be read: ${err.message}`);
+  });
   if (!(await handle.stat()).isFile()) {
     await handle.close();
     throw new SafetensorsError(file, 'not a regular file');

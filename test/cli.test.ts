@@ -66,11 +66,11 @@ describe('pirl train / eval / embed / export', () => {
     // --force replaces the whole run before training: one stopped before its first checkpoint leaves nothing of the old run to resume.
     const replacedRun = path.join(dir, 'replaced');
     fs.cpSync(out, replacedRun, { recursive: true });
-    const ckpt = path.join(replacedRun, 'checkpoint.safetensors');
     const replaced = spawnSync(process.execPath, ['-e', `
       const fs = require('fs');
       const child = require('child_process').spawn(process.execPath, ${JSON.stringify([cli, 'train', data, '--out', replacedRun, '--force', '--epochs', '50', ...small])}, { stdio: 'ignore' });
-      const poll = setInterval(() => { if (!fs.existsSync(${JSON.stringify(ckpt)})) { child.kill('SIGKILL'); clearInterval(poll); } }, 5);
+      const gone = () => ${JSON.stringify(['checkpoint.safetensors', 'model.safetensors', 'curves.png'].map((f) => path.join(replacedRun, f)))}.every((f) => !fs.existsSync(f));
+      const poll = setInterval(() => { if (gone()) { child.kill('SIGKILL'); clearInterval(poll); } }, 5);
       child.on('exit', () => clearInterval(poll));`], { encoding: 'utf8', timeout: 60_000 });
     expect(replaced.status).toBe(0);
     expect(['checkpoint.safetensors', 'model.safetensors', 'curves.png'].filter((f) => fs.existsSync(path.join(replacedRun, f)))).toEqual([]);
@@ -115,6 +115,8 @@ describe('pirl train / eval / embed / export', () => {
     expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
     expect(JSON.parse(run(['eval', model, '--data', data, '--test', data, '--size', '16']).trim()).test).toBe(20);
+    // Without --size, at the size the model was trained on (the small preset's 32-px views), which its file records.
+    expect(JSON.parse(run(['eval', model, '--data', data]).trim()).size).toBe(32);
     // Test classes are matched by name: one the model's data lacks is refused, naming --test.
     const other = path.join(dir, 'other');
     fs.cpSync(path.join(data, 'dark'), path.join(other, 'coat'), { recursive: true });
@@ -189,6 +191,20 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--lr', '-1'], /--lr must be a number >= 0, got '-1'/);
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
     usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
+    // --knn-every on unlabeled data is refused before the bank's pass over the data, and before --out is made.
+    const flat = path.join(dir, 'flat');
+    fs.cpSync(path.join(data, 'light'), flat, { recursive: true });
+    fs.writeFileSync(path.join(flat, '00-not-an-image.png'), 'text');
+    usage(['train', flat, '--out', path.join(dir, 'flat-run'), '--knn-every', '1', ...small], /--knn-every needs labeled data/);
+    expect(fs.existsSync(path.join(dir, 'flat-run'))).toBe(false);
+    usage(['embed', path.join(out, 'model.safetensors'), flat, '--out', path.join(dir, 'f.npy')], /--out must name a \.safetensors file, got '.*f\.npy'/);
+    // pirl's warnings read as its other messages; a model file that is not there is named.
+    const preview = spawnSync(process.execPath, [cli, 'preview', flat, '--out', path.join(dir, 'p.png'), '--size', '24'], { encoding: 'utf8' });
+    expect(preview.status).toBe(0);
+    expect(preview.stderr).toMatch(/^pirl: skipping unreadable image .*00-not-an-image\.png/m);
+    expect(preview.stderr).not.toContain('(node:');
+    const noModel = spawnSync(process.execPath, [cli, 'eval', path.join(dir, 'nowhere.safetensors')], { encoding: 'utf8' });
+    expect(noModel.stderr).toContain(`pirl: ${path.join(dir, 'nowhere.safetensors')}: no such file`);
     // A batch the data cannot fill (the default's 128 of 20 images) names --batch, before --out is made.
     const unmade = path.join(dir, 'never-made');
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);
@@ -202,7 +218,7 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(list, '{"loss": {"tua": 0.1}}');
     usage(['train', data, '--config', list], /--config .*list\.json\.loss\.tua is not an option; .*list\.json\.loss takes lambda, tau/);
     usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
-    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', list, '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
+    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'e.safetensors'), '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
     usage(['train', data, '--layout', 'tree'], /--layout must be one of 'auto', 'flat', 'classes', got 'tree'/);
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);
@@ -214,7 +230,8 @@ describe('pirl train / eval / embed / export', () => {
     // --out is checked before the work: the format a verb writes, a folder that cannot be made.
     usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'\n\nUsage: pirl preview <data>[^]*\(pirl help: every command\)\n$/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);
-    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', dir], /--out must name a file, got the folder '.*'/);
+    fs.mkdirSync(path.join(dir, 'folder.safetensors'));
+    usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'folder.safetensors')], /--out must name a file, got the folder '.*'/);
     usage(['export', path.join(out, 'model.safetensors'), '--out', path.join(data, 'light', '0.png', 't.safetensors')], /--out .*0\.png: .*is a file, not a folder|ENOTDIR/);
     expect(fs.existsSync(path.join(dir, 'p.png'))).toBe(true);
     const fromCheckpoint = spawnSync(process.execPath, [cli, 'export', path.join(out, 'checkpoint.safetensors'), '--out', path.join(dir, 't.safetensors')], { encoding: 'utf8' });

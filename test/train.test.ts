@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { ArrayDataset, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs } from '../lib';
+import { ArrayDataset, PirlModel, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs } from '../lib';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -159,6 +159,9 @@ describe('Trainer', () => {
     const file = path.join(tmp(), 'model.safetensors');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     await trainer.model.save(file);
+    // A trained model's file says the size of the views it was trained on: evaluate at it.
+    expect((await PirlModel.load(file)).imageSize).toBe(16);
+    expect((await PirlModel.create(tiny.config.model)).imageSize).toBeNull();
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint/);
   });
 

@@ -8,7 +8,7 @@ import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size 32] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist)`;
 
 export async function evaluate(args: string[]): Promise<void> {
@@ -16,6 +16,7 @@ export async function evaluate(args: string[]): Promise<void> {
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
+  if (values.size === undefined && model.imageSize !== null) knn.size = model.imageSize; // the size it was trained on
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
   const { train, test } = await knnSplit(await openData(spec, knn.size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, knn.size, values);
   const progress = new Progress();
@@ -27,5 +28,5 @@ export async function evaluate(args: string[]): Promise<void> {
     }
     throw err;
   });
-  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length }));
+  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length, size: knn.size }));
 }

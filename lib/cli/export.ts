@@ -7,7 +7,7 @@ export const EXPORT_USAGE = `export <model> --out FILE     the trunk with torchv
 export async function exportTrunk(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, ['out'], [], 1, 'export needs <model.safetensors> --out FILE.safetensors');
   if (typeof values.out !== 'string') throw new UsageError('export needs <model.safetensors> --out FILE.safetensors');
-  const out = await outputFile(values.out);
+  const out = await outputFile(values.out, '.safetensors');
   const model = await PirlModel.load(positionals[0]);
   await model.exportTrunk(out);
   console.log(`wrote the ${model.options.arch} trunk with torchvision's names to ${out}`);

@@ -126,6 +126,8 @@ function distributedFromEnvFlag(): ResolvedDistributedOptions | null {
   }
 }
 
+const KNN_NEEDS_LABELS = '--knn-every needs labeled data (class subfolders or fashion-mnist)';
+
 /** Output files of a run in `out` that a new run would overwrite or append to. */
 const RUN_FILES = ['checkpoint.safetensors', 'model.safetensors', 'metrics.jsonl', 'metrics.csv'];
 
@@ -204,6 +206,7 @@ export async function train(args: string[]): Promise<number | void> {
     const config = await newRunConfig(values);
     // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
     const data = await openData(spec, folderSize(values, config.sampler), values);
+    if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS); // before the bank's pass over the data
     // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
     // begins: nothing of it is left to resume if this one stops before its first checkpoint.
     const onChecked = async () => {
@@ -223,7 +226,7 @@ export async function train(args: string[]): Promise<number | void> {
     return signals.code();
   }
   const data = trainer.loader.dataset;
-  if (knnEvery && !data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
+  if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS);
   const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0, values) : null;
   const lossCurve: Array<[number, number]> = [];
   const knnCurve: Array<[number, number]> = [];

@@ -178,6 +178,7 @@ export class Trainer {
     this.distributed = place.distributed;
     this.device = place.device;
     this.config = Object.freeze(config);
+    model.imageSize = config.sampler.imageSize; // what its file says to evaluate at
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
       momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed, cudaGraphs: place.cudaGraphs,
     });
