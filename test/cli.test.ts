@@ -52,7 +52,10 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(stale, 'half a checkpoint');
     // --resume continues from the checkpoint: this run had finished, so it adds no step, and drops what came after it.
     // The command that started the run, with --resume, continues it (its flags restate the run's settings).
-    run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small, '--resume']);
+    fs.rmSync(path.join(out, 'curves.png'));
+    expect(run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small, '--resume']))
+      .toContain(`the run in ${out} was already complete (2 epochs): nothing to train`);
+    expect(fs.existsSync(path.join(out, 'curves.png'))).toBe(true); // drawn from the metrics the run logged
     const after = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(after.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4]);
     expect(fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n')).toEqual(csv);

@@ -80,8 +80,11 @@ describe('Trainer', () => {
     const resumed = await Trainer.resume(file, tiny.dataset());
     expect(resumed.progress.step).toBe(5);
     const losses: number[] = [];
-    await resumed.fit({ callbacks: { onBatchEnd: (l) => { losses.push(l.loss); if (l.step === 6) resumed.stop(); } } });
+    const epochLosses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => { losses.push(l.loss); if (l.step === 6) resumed.stop(); }, onEpochEnd: (l) => void epochLosses.push(l.loss) } });
     expect(losses).toEqual(reference.slice(5, 6));
+    // Epoch 1 (steps 4–6) was split by the stop: its mean loss is still the whole epoch's (batches of 8 alike).
+    expect(epochLosses).toEqual([expect.closeTo((reference[3] + reference[4] + reference[5]) / 3, 10)]);
     expect(resumed.progress).toEqual({ epoch: 2, stepInEpoch: 0, step: 6 }); // stopped on an epoch's last step: the epoch is complete
     await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss), onEpochEnd: () => false } });
     expect(losses).toEqual(reference.slice(5, 9));

@@ -7,7 +7,7 @@ import type { BatchLogs, EpochLogs } from '../train/trainer';
 
 const CSV_COLUMNS = ['time', 'epoch', 'step', 'loss', 'lossImage', 'lossJigsaw', 'lr', 'gradNorm', 'imagesPerSecond'] as const;
 
-type Line = ({ type: 'batch' } & BatchLogs) | ({ type: 'epoch'; knn?: number } & EpochLogs);
+export type Line = ({ type: 'batch' } & BatchLogs) | ({ type: 'epoch'; knn?: number } & EpochLogs);
 
 export class MetricsLog {
   readonly jsonl: string;
@@ -28,13 +28,17 @@ export class MetricsLog {
     await fs.appendFile(this.jsonl, `${JSON.stringify({ type: 'epoch', time: new Date().toISOString(), ...logs })}\n`);
   }
 
-  /** Keeps what a run that continues from (epoch, step) had logged up to there: a killed run logged past its checkpoint. */
-  async truncate(position: { epoch: number; step: number }): Promise<void> {
+  /**
+   * Keeps what a run that continues from (epoch, step) had logged up to there (a killed run logged past
+   * its checkpoint); returns those lines, which the resumed run's curves continue.
+   */
+  async truncate(position: { epoch: number; step: number }): Promise<Line[]> {
     const keep = (l: Line) => (l.type === 'batch' ? l.step <= position.step : l.epoch < position.epoch);
     const { lines } = await readLines(this.jsonl);
-    const kept = lines.filter((l, i) => {
+    const kept: Array<{ text: string; line: Line }> = [];
+    lines.forEach((l, i) => {
       const parsed = parseLine(this.jsonl, l, i === lines.length - 1);
-      return parsed !== null && keep(parsed);
+      if (parsed !== null && keep(parsed)) kept.push({ text: l.text, line: parsed });
     });
     await replace(this.jsonl, kept.map((l) => `${l.text}\n`).join(''));
     const csv = await readLines(this.csv);
@@ -42,6 +46,7 @@ export class MetricsLog {
     const [header, ...rows] = (csv.cut ? csv.lines.slice(0, -1) : csv.lines).map((l) => l.text);
     const stepColumn = CSV_COLUMNS.indexOf('step');
     if (header) await replace(this.csv, [header, ...rows.filter((r) => Number(r.split(',')[stepColumn]) <= position.step)].map((l) => `${l}\n`).join(''));
+    return kept.map((l) => l.line);
   }
 
   /** Removes the files of an earlier run (--force). */

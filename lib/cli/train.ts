@@ -13,7 +13,7 @@ import { Trainer, checkpointRunOf } from '../train/trainer';
 import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
-import { MetricsLog } from './metrics';
+import { MetricsLog, type Line } from './metrics';
 import { Progress, formatDuration } from './progress';
 
 /** The flags that set training options, and the option each sets. */
@@ -186,6 +186,7 @@ export async function train(args: string[]): Promise<number | void> {
   const log = new MetricsLog(out);
   const spec = positionals[0];
   let trainer: Trainer;
+  let logged: Line[] = []; // a resumed run's metrics so far: its curves go on from them
   const earlier = await runFilesIn(out);
   // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
   const auto = values['auto-resume'] === true;
@@ -196,7 +197,7 @@ export async function train(args: string[]): Promise<number | void> {
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
     trainer = await resumeRun(values, spec, checkpoint, device, distributed);
-    if (main) await log.truncate(trainer.progress);
+    if (main) logged = await log.truncate(trainer.progress);
   } else {
     // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
     if (earlier.length > 0 && !values.force && !auto && main) {
@@ -228,9 +229,9 @@ export async function train(args: string[]): Promise<number | void> {
   const data = trainer.loader.dataset;
   if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS);
   const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0, values) : null;
-  const lossCurve: Array<[number, number]> = [];
-  const knnCurve: Array<[number, number]> = [];
-  const epochEnds: number[] = [];
+  const lossCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'batch' ? [[l.step, l.loss] as [number, number]] : []));
+  const knnCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'epoch' && l.knn !== undefined ? [[l.epoch + 1, l.knn] as [number, number]] : []));
+  const epochEnds: number[] = logged.flatMap((l) => (l.type === 'epoch' ? [(l.epoch + 1) * trainer.stepsPerEpoch] : []));
   const progress = new Progress();
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
@@ -264,7 +265,9 @@ export async function train(args: string[]): Promise<number | void> {
     },
   });
   await trainer.model.save(path.join(out, 'model.safetensors'));
+  await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds); // a run stopped mid-epoch, or resumed complete, too
   const steps = trainer.progress.step - firstStep;
+  if (steps === 0 && trainer.progress.epoch >= trainer.config.epochs) console.log(`the run in ${out} was already complete (${trainer.config.epochs} epochs): nothing to train`);
   console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);

@@ -95,6 +95,14 @@ interface CheckpointMeta {
   position: Position;
   /** Z of both NCE terms, the fp16 loss scale and the steps taken. */
   state: NativeTrainScalars;
+  /** The epoch in progress so far, so that its mean loss is the whole epoch's after a resume (absent before: none). */
+  epochSoFar: EpochSoFar;
+}
+
+/** The loss summed over the epoch's samples so far, and how many. */
+interface EpochSoFar {
+  lossSum: number;
+  images: number;
 }
 
 /**
@@ -166,6 +174,7 @@ export class Trainer {
   private position: Position = { epoch: 0, stepInEpoch: 0, step: 0 };
   private stopRequested = false;
   private fitting = false;
+  private epochSoFar: EpochSoFar = { lossSum: 0, images: 0 };
   private readonly handle: TrainerHandle;
 
   private constructor(
@@ -311,7 +320,7 @@ export class Trainer {
     while (this.position.epoch < this.config.epochs && !stopping) {
       const epoch = this.position.epoch;
       await cb.onEpochBegin?.(epoch);
-      let lossSum = 0, images = 0;
+      let images = 0; // this process's, for the throughput
       const epochStart = performance.now();
       let last = epochStart;
       for await (const batch of this.loader.epochFrom(epoch, this.position.stepInEpoch)) {
@@ -325,7 +334,7 @@ export class Trainer {
         const { stop: agreed, ...r } = await this.nativeStep(batch, lr, this.stopRequested);
         const now = performance.now();
         const size = batch.indices.shape[0];
-        lossSum += r.loss * size;
+        this.epochSoFar = { lossSum: this.epochSoFar.lossSum + r.loss * size, images: this.epochSoFar.images + size };
         images += size;
         this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
         if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
@@ -340,9 +349,11 @@ export class Trainer {
         break;
       }
       if (this.position.stepInEpoch < this.stepsPerEpoch) this.checkInStep(); // the epoch's last batches left out
+      const { lossSum, images: epochImages } = this.epochSoFar;
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: (epoch + 1) * this.stepsPerEpoch };
+      this.epochSoFar = { lossSum: 0, images: 0 };
       if (checkpoint) await this.save(checkpoint);
-      const logs = { epoch, loss: images ? lossSum / images : NaN, imagesPerSecond: (images * this.worldSize * 1000) / (performance.now() - epochStart) };
+      const logs = { epoch, loss: epochImages ? lossSum / epochImages : NaN, imagesPerSecond: (images * this.worldSize * 1000) / (performance.now() - epochStart) };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
       stopping ||= !this.distributed && this.stopRequested;
     }
@@ -369,7 +380,9 @@ export class Trainer {
     const bankState = this.bank.state();
     tensors.push(['bank.rows', await bankState.rows.to('cpu')], ['bank.generator', bankState.generator]);
     const { momentum: _momentum, ...scalars } = state;
-    const meta: CheckpointMeta = { format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position: this.position, state: scalars };
+    const meta: CheckpointMeta = {
+      format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position: this.position, state: scalars, epochSoFar: this.epochSoFar,
+    };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });
   }
 
@@ -411,6 +424,7 @@ export class Trainer {
     const names = [...momentum.keys()];
     trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
     trainer.position = meta.position;
+    trainer.epochSoFar = meta.epochSoFar;
     await trainer.joinRanks();
     return trainer;
   }
@@ -430,7 +444,7 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
-  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state']);
+  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar']);
   if (meta.format !== CHECKPOINT_FORMAT && meta.format !== 1) {
     throw rangeError(`${field}.format`, `1 or ${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
@@ -452,7 +466,9 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     steps: meta.format === 1 ? position.step : checkInteger(`${field}.state.steps`, s.steps, 0),
   };
   const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
-  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state };
+  const e = meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
+  const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
+  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar };
 }
 
 /** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */
