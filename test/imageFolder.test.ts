@@ -1,5 +1,6 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
@@ -208,6 +209,24 @@ describe('ImageFolder', () => {
     const failing = path.join(where, 'failing.cache');
     await expect(ImageFolder.open(dir, { size: 8, cache: failing, onWarning: () => { throw new Error('stop here'); } })).rejects.toThrow('stop here');
     expect(fs.readdirSync(where).sort()).toEqual(['not', 'taken']);
+  });
+
+  test('openers of one cache at once (the ranks of a run) build it once; a lock left by a builder that died is taken over', async () => {
+    const dir = tmpDir('pirl-data-');
+    for (let i = 0; i < 6; i++) await raw(20, 20).png().toFile(path.join(dir, `${i}.png`));
+    const cache = path.join(tmpDir('pirl-cache-'), 'images.cache');
+    const built = [0, 0, 0];
+    const folders = await Promise.all(built.map((_, k) => ImageFolder.open(dir, { size: 8, cache, onCacheProgress: () => void built[k]++ })));
+    expect(built.filter((n) => n > 0)).toHaveLength(1);
+    const sources = await Promise.all(folders.map((f) => f.batchSource([0, 5])));
+    for (const s of sources) expect(Buffer.from(s.source.data() as Uint8Array).equals(Buffer.from(sources[0].source.data() as Uint8Array))).toBe(true);
+    await Promise.all(folders.map((f) => f.close()));
+    fs.rmSync(cache);
+    fs.writeFileSync(`${cache}.lock`, `${os.hostname()} 4194305`); // above Linux's largest pid: no such process
+    let rebuilt = 0;
+    await (await ImageFolder.open(dir, { size: 8, cache, onCacheProgress: () => void rebuilt++ })).close();
+    expect(rebuilt).toBeGreaterThan(0);
+    expect(fs.readdirSync(path.dirname(cache))).toEqual(['images.cache']);
   });
 
   test('symbolic links to images and to class folders are followed; a link to nothing is skipped as unreadable', async () => {

@@ -3,6 +3,7 @@
 // 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
 import { createHash } from 'crypto';
 import { constants as fsConstants, promises as fs, type Dirent } from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 import sharp from 'sharp';
@@ -103,6 +104,49 @@ async function checkCacheFile(cache: unknown): Promise<string> {
   const target = await fs.stat(cache).catch(() => null);
   if (target?.isDirectory() || /[\\/]$/.test(cache)) throw rangeError('options.cache', 'a file, not a folder', cache);
   return cache;
+}
+
+/**
+ * Builds `file` in one process only: the ranks of a data-parallel run open the same folder and cache at
+ * once, and each would decode every image into a temporary copy of it. The first takes `file.lock`
+ * (host and pid); the others wait until the file is `ready`, or take over from a builder of this host
+ * that died.
+ */
+async function buildOnce(file: string, ready: () => Promise<boolean>, build: () => Promise<void>): Promise<void> {
+  await makeFolderFor(file);
+  const lock = `${file}.lock`;
+  for (;;) {
+    const handle = await fs.open(lock, 'wx').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST') return null;
+      throw err;
+    });
+    if (handle) {
+      try {
+        await handle.writeFile(`${os.hostname()} ${process.pid}`);
+        await handle.close();
+        if (!(await ready())) await build(); // built by another while this one took the lock
+      } finally {
+        await fs.rm(lock, { force: true });
+      }
+      return;
+    }
+    const [host, pid] = (await fs.readFile(lock, 'utf8').catch(() => '')).split(' ');
+    if (host === os.hostname() && Number(pid) > 0 && !processAlive(Number(pid))) {
+      await fs.rm(lock, { force: true }); // its builder died: this one builds
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    if (await ready()) return;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // there, another user's
+  }
 }
 
 export class ImageFolder implements Dataset {
@@ -228,7 +272,8 @@ export class ImageFolder implements Dataset {
   // Cache file: 8-byte header length, JSON header {signature, count, size}, then one record per image.
   private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<void> {
     const signature = await this.signature();
-    if (!(await this.cacheMatches(file, signature))) await this.buildCache(file, signature, onProgress);
+    const ready = () => this.cacheMatches(file, signature);
+    if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress));
     this.cacheHandle = await fs.open(file, 'r');
     const head = Buffer.alloc(8);
     await this.cacheHandle.read(head, 0, 8, 0);
@@ -268,7 +313,6 @@ export class ImageFolder implements Dataset {
     const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
-    await makeFolderFor(file);
     const tmp = `${file}.${process.pid}.tmp`;
     try {
       await this.writeCache(tmp, Buffer.concat([head, json]), onProgress);
