@@ -119,6 +119,9 @@ describe('ImageFolder', () => {
     expect(a.indices).toEqual([1, 0]);
     expect(Buffer.from(a.source.data().buffer).equals(Buffer.from(b.source.data().buffer))).toBe(true);
     await expect(test.batchSource([2])).rejects.toThrow(/indices must be integers in \[0, 2\)/);
+    // A split that leaves either side empty is refused.
+    expect(() => holdOut(folder, 1)).toThrow(/every must be an integer in \[2, 10\], got 1/);
+    expect(() => holdOut(folder, 11)).toThrow(/every must be an integer in \[2, 10\], got 11/);
   });
 
   test('corrupt, truncated, empty and non-image files are skipped with one warning each', async () => {

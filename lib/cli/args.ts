@@ -134,6 +134,7 @@ export async function openData(spec: string, size: number, values: FlagValues, s
   const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;
   if (spec === 'fashion-mnist') {
     if (cache !== undefined) throw new UsageError("--cache keeps a folder's decoded images: fashion-mnist is read into memory whole");
+    if (values.layout !== undefined) throw new UsageError("--layout says how a folder is read: fashion-mnist is not a folder");
     return IdxDataset.fashionMnist(split);
   }
   const progress = new Progress();

@@ -63,6 +63,8 @@ export class Subset implements Dataset {
  * last of each group of `every`) is held out, so a folder sorted by class is split within each class.
  */
 export function holdOut(dataset: Dataset, every = 5): { train: Subset; test: Subset } {
+  // Every 1st would leave nothing to train on; fewer samples than `every`, nothing to test.
+  checkInteger('every', every, 2, Math.max(2, dataset.length));
   const all = Array.from({ length: dataset.length }, (_, i) => i);
   return { train: new Subset(dataset, all.filter((i) => i % every !== every - 1)), test: new Subset(dataset, all.filter((i) => i % every === every - 1)) };
 }
