@@ -204,7 +204,8 @@ export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metada
   return Buffer.concat([head, Buffer.from(json, 'utf8'), ...chunks]);
 }
 
-const temporaryOf = (file: string, pid: number) => path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);
+/** Where process `pid` writes `file` before renaming it into place (atomic writes: checkpoints, the decode cache). */
+export const temporaryOf = (file: string, pid: number): string => path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);
 
 /** The folder `file` goes in, made where missing; an error names `file` when it cannot be. */
 export async function makeFolderFor(file: string): Promise<void> {
@@ -247,7 +248,7 @@ export async function removeStaleTemporaries(file: string): Promise<string[]> {
   return removed;
 }
 
-function processAlive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -103,7 +103,8 @@ describe('checkpoint metadata fuzz', () => {
     expect((await write(JSON.stringify({ ...meta, format: 1, config: formerConfig }))).config.syncBatchNorm).toBe(false);
     await expect(write(JSON.stringify({ ...meta, config: formerConfig }))).rejects.toThrow(/config\.syncBatchNorm must be a boolean, got undefined/);
     await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 1, step: 2 } }))).rejects.toThrow(/position\.step must be epoch·3 \+ stepInEpoch = 1, got 2/);
-    await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 3, step: 3 } }))).rejects.toThrow(/position\.stepInEpoch must be below the 3 steps/);
+    await expect(write(JSON.stringify({ ...meta, position: { epoch: 0, stepInEpoch: 4, step: 4 } }))).rejects.toThrow(/position\.stepInEpoch must be at most the 3 steps/);
+    await expect(write(JSON.stringify({ ...meta, position: { epoch: 1, stepInEpoch: 1, step: 4 } }))).rejects.toThrow(/position\.stepInEpoch must be 0 once the run's 1 epochs are done/);
     await expect(write(JSON.stringify({ ...meta, position: { epoch: 9, stepInEpoch: 0, step: 27 } }))).rejects.toThrow(/position\.epoch must be at most the run's 1 epochs/);
     // Steps were taken, so the optimizer's momentum must be there, every tensor of it.
     const names = [...tensors.keys()];

@@ -214,7 +214,7 @@ describe('ImageFolder', () => {
     expect(fs.readdirSync(where).sort()).toEqual(['not', 'taken']);
   });
 
-  test('openers of one cache at once (the ranks of a run) build it once; a lock left by a builder that died is taken over', async () => {
+  test('openers of one cache at once (the ranks of a run) build it once; a lock and a temporary left by a builder that died are taken over', async () => {
     const dir = tmpDir('pirl-data-');
     for (let i = 0; i < 6; i++) await raw(20, 20).png().toFile(path.join(dir, `${i}.png`));
     const cache = path.join(tmpDir('pirl-cache-'), 'images.cache');
@@ -226,6 +226,7 @@ describe('ImageFolder', () => {
     await Promise.all(folders.map((f) => f.close()));
     fs.rmSync(cache);
     fs.writeFileSync(`${cache}.lock`, `${os.hostname()} 4194305`); // above Linux's largest pid: no such process
+    fs.writeFileSync(path.join(path.dirname(cache), '.images.cache.4194305.tmp'), 'half a cache: its builder was killed');
     let rebuilt = 0;
     await (await ImageFolder.open(dir, { size: 8, cache, onCacheProgress: () => void rebuilt++ })).close();
     expect(rebuilt).toBeGreaterThan(0);

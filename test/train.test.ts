@@ -90,6 +90,19 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(5, 9));
   });
 
+  test("a checkpoint of an epoch's last step, written before the epoch's end (a process killed there), resumes into the next epoch", async () => {
+    const file = path.join(tmp(), 'last-step.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await expect(trainer.fit({ checkpoint: file, checkpointEvery: 3, callbacks: { onBatchEnd: (l) => { if (l.step === 3) throw new Error('killed'); } } })).rejects.toThrow('killed');
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress).toEqual({ epoch: 0, stepInEpoch: 3, step: 3 });
+    const losses: number[] = [];
+    const epochs: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss), onEpochEnd: (l) => void epochs.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(3));
+    expect(epochs[0]).toBeCloseTo((reference[0] + reference[1] + reference[2]) / 3, 10); // epoch 0, ended by the resumed fit
+  });
+
   test('resume after the training process was killed mid-epoch', async () => {
     const file = path.join(tmp(), 'killed.ckpt');
     const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'tiny-run.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });

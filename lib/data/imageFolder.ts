@@ -10,7 +10,7 @@ import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
 import { checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
-import { makeFolderFor } from '../safetensors';
+import { makeFolderFor, processAlive, removeStaleTemporaries, temporaryOf } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
@@ -124,6 +124,7 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
       try {
         await handle.writeFile(`${os.hostname()} ${process.pid}`);
         await handle.close();
+        await removeStaleTemporaries(file); // of builders killed midway (Ctrl-C), which no one else removes
         if (!(await ready())) await build(); // built by another while this one took the lock
       } finally {
         await fs.rm(lock, { force: true });
@@ -137,15 +138,6 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
     if (await ready()) return;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // there, another user's
   }
 }
 
@@ -313,7 +305,7 @@ export class ImageFolder implements Dataset {
     const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
-    const tmp = `${file}.${process.pid}.tmp`;
+    const tmp = temporaryOf(file, process.pid);
     try {
       await this.writeCache(tmp, Buffer.concat([head, json]), onProgress);
       await fs.rename(tmp, file);

@@ -475,7 +475,9 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
 function checkPosition(file: string, p: Position, stepsPerEpoch: number, epochs: number): void {
   const field = `${metadataField(file, 'pirl-checkpoint')}.position`;
   if (p.epoch > epochs) throw rangeError(`${field}.epoch`, `at most the run's ${epochs} epochs`, p.epoch);
-  if (p.stepInEpoch >= stepsPerEpoch) throw rangeError(`${field}.stepInEpoch`, `below the ${stepsPerEpoch} steps of an epoch of this data set`, p.stepInEpoch);
+  // An epoch's last step may be saved before the epoch's end (checkpointEvery): the resumed fit ends that epoch.
+  if (p.epoch === epochs && p.stepInEpoch > 0) throw rangeError(`${field}.stepInEpoch`, `0 once the run's ${epochs} epochs are done`, p.stepInEpoch);
+  if (p.stepInEpoch > stepsPerEpoch) throw rangeError(`${field}.stepInEpoch`, `at most the ${stepsPerEpoch} steps of an epoch of this data set`, p.stepInEpoch);
   if (p.step !== p.epoch * stepsPerEpoch + p.stepInEpoch) {
     throw rangeError(`${field}.step`, `epoch·${stepsPerEpoch} + stepInEpoch = ${p.epoch * stepsPerEpoch + p.stepInEpoch}`, p.step);
   }
