@@ -81,11 +81,17 @@ describe('pirl train / eval / embed / export', () => {
 
   test('--auto-resume: one command starts a run, then continues it (a launcher restarting a job)', () => {
     const auto = path.join(dir, 'auto');
-    const command = ['train', data, '--out', auto, '--auto-resume', '--epochs', '2', ...small];
+    const config = path.join(dir, 'auto.json');
+    fs.writeFileSync(config, JSON.stringify({ loss: { tau: 0.1 } }));
+    const command = ['train', data, '--out', auto, '--auto-resume', '--config', config, '--epochs', '2', ...small];
     fs.mkdirSync(auto);
     fs.writeFileSync(path.join(auto, 'metrics.jsonl'), ''); // a start killed before its first checkpoint
     expect(run([...command, '--epoch-length', '1'])).toMatch(/^trained 2 step\(s\) in .*, to step 2 of 2/m);
     expect(run([...command, '--epoch-length', '1'])).toMatch(/^trained 0 step\(s\) in .*, to step 2 of 2/m);
+    fs.writeFileSync(config, JSON.stringify({ loss: { tau: 0.2 } })); // a file that now says otherwise cannot change the run
+    const changed = spawnSync(process.execPath, [cli, ...command, '--epoch-length', '1'], { encoding: 'utf8' });
+    expect(changed.status).toBe(2);
+    expect(changed.stderr).toContain('--auto-resume continues the run its checkpoint describes; --config (its loss) cannot change it');
     const both = spawnSync(process.execPath, [cli, ...command, '--force'], { encoding: 'utf8' });
     expect(both.status).toBe(2);
     expect(both.stderr).toContain('--auto-resume decides between --resume and a new run itself: drop --force');
@@ -253,13 +259,16 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     const out = path.join(dir, 'run');
     const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '8', '--negatives', '16',
       '--epoch-length', '1000', '--checkpoint-every', '100000', '--bank-init', 'random'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
+    let stderr = '', stdout = '';
     child.stderr.on('data', (d) => void (stderr += d));
+    child.stdout.on('data', (d) => void (stdout += d));
     const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
     child.kill(signal);
     expect(await exited).toBe(exitCode);
+    // The command to continue, said in full (this one with --resume), and it is accepted.
+    expect(stdout).toContain(`interrupted: continue with pirl train fashion-mnist --out ${out} --width 0.125 --batch 8 --negatives 16 --epoch-length 1000 --checkpoint-every 100000 --bank-init random --resume`);
     expect(stderr).toMatch(new RegExp(`pirl: ${said}: stopping after this step and writing .*checkpoint\\.safetensors`));
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
     const step = JSON.parse(metadata['pirl-checkpoint']).position.step;

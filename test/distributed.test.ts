@@ -287,6 +287,29 @@ describe('pirl train as ranks', () => {
     }
   }, 180_000);
 
+  (haveFashion ? test : test.skip)('the --nproc launcher killed before training (the bank from features): its ranks exit too', async () => {
+    const out = tmp();
+    const launcher = spawn(process.execPath, [cli, ...args, '--bank-init', 'features', '--nproc', '2', '--out', out, '--force'], { stdio: 'ignore' });
+    const ranksAlive = () => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== launcher.pid).filter((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(out);
+      } catch {
+        return false;
+      }
+    });
+    try {
+      for (let waited = 0; ranksAlive().length < 2 && waited < 30_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 1000)); // into their data and bank
+      launcher.kill('SIGKILL');
+      for (let waited = 0; ranksAlive().length > 0 && waited < 20_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      expect(ranksAlive()).toEqual([]);
+      expect(fs.existsSync(path.join(out, 'metrics.jsonl')) && fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').includes('"batch"')).toBe(false);
+    } finally {
+      for (const p of ranksAlive()) process.kill(Number(p), 'SIGKILL');
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   (haveFashion ? test : test.skip)('--nproc 2 --sync-batch-norm: rank 0 reports and writes the run', async () => {
     const out = tmp();
     try {

@@ -77,8 +77,9 @@ async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
 async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<Trainer> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
-  const changed = changedSettings(values, saved.config);
-  if (changed.length > 0) throw new UsageError(`--resume continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
+  const changed = await changedSettings(values, saved.config);
+  const flag = values['auto-resume'] ? '--auto-resume' : '--resume';
+  if (changed.length > 0) throw new UsageError(`${flag} continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
   const ranks = distributed?.worldSize ?? 1;
   if (saved.worldSize !== ranks) {
     throw new UsageError(`--resume: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; ` +
@@ -92,15 +93,16 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
  * The flags of a resumed run that would change its config: those restating it are fine, so that the
  * command that started a run, with --resume, continues it (what the CLI says after Ctrl-C).
  */
-function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): string[] {
+async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): Promise<string[]> {
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
-  const changed = values.config === undefined ? [] : ['config'];
-  if (given.length === 0) return changed;
-  const restated = asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(optionsFromFlags(values, CONFIG_FLAGS)));
+  if (given.length === 0 && values.config === undefined) return [];
+  const restated = await newRunConfig(values); // the file and the flags, as they made the run
   const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown>)[k], config);
-  for (const flag of given) {
-    const key = CONFIG_FLAGS[flag] === 'sampler.preset' ? 'sampler' : CONFIG_FLAGS[flag]; // a preset is every sampler setting
-    if (!isDeepStrictEqual(at(restated, key), at(saved, key))) changed.push(flag);
+  const differs = (key: string) => !isDeepStrictEqual(at(restated, key), at(saved, key));
+  const changed = given.filter((flag) => differs(CONFIG_FLAGS[flag] === 'sampler.preset' ? 'sampler' : CONFIG_FLAGS[flag])); // a preset is every sampler setting
+  if (values.config !== undefined) {
+    const fields = Object.keys(saved).filter((key) => key !== 'device' && differs(key));
+    if (fields.length > 0) changed.push(`config (its ${fields.join(', ')})`);
   }
   return changed;
 }
@@ -142,26 +144,39 @@ async function runFilesIn(out: string): Promise<string[]> {
  * progress (on every rank: they vote), rank 0 writing the checkpoint; the signal again: now. Resolves
  * the exit code a shell reports for the signal (128 + its number) once one has come.
  */
-function stopOnSignals(trainer: Trainer, checkpoint: string, main: boolean): { code: () => number | undefined } {
+function stopOnSignals(checkpoint: string, main: boolean): { attach: (trainer: Trainer) => void; code: () => number | undefined } {
+  let trainer: Trainer | null = null;
   let first: NodeJS.Signals | null = null;
+  // At once, as the signal's default would: process.exit() would first wait for native work in flight
+  // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler.
+  const quit = (signal: NodeJS.Signals) => {
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
+  };
   const stop = (signal: NodeJS.Signals, why: string) => {
+    if (trainer === null) return quit(signal); // before the first step (data, cache, bank): nothing to save
     if (first !== null) return;
     first = signal;
     if (main) console.error(`\npirl: ${why}: stopping after this step and writing ${checkpoint} (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit at once)`);
-    trainer.stop();
+    trainer!.stop();
     // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
     // a repeat within a second is the same one.
-    setTimeout(() => process.once(signal, () => process.exit(128 + os.constants.signals[signal])), 1000).unref();
+    setTimeout(() => (['SIGINT', 'SIGTERM'] as const).forEach((s) => process.once(s, () => quit(s))), 1000).unref();
   };
-  const onInt = () => stop('SIGINT', 'interrupted');
-  const onTerm = () => stop('SIGTERM', 'terminated (SIGTERM)');
-  process.on('SIGINT', onInt).on('SIGTERM', onTerm);
+  process.on('SIGINT', () => stop('SIGINT', 'interrupted')).on('SIGTERM', () => stop('SIGTERM', 'terminated (SIGTERM)'));
   // A rank of `--nproc` hears of its launcher's end by its IPC channel closing (no signal reaches it then).
-  if (process.env.PIRL_LAUNCHED === '1' && process.channel) {
-    process.channel.unref();
+  if (process.env.PIRL_LAUNCHED === '1') {
+    if (!process.connected) quit('SIGTERM');
+    process.channel?.unref();
     process.once('disconnect', () => stop('SIGTERM', 'the launcher (pirl train --nproc) ended'));
   }
-  return { code: () => (first === null ? undefined : 128 + os.constants.signals[first]) };
+  return { attach: (t) => void (trainer = t), code: () => (first === null ? undefined : 128 + os.constants.signals[first]) };
+}
+
+/** The command that continues this run: this one, with --resume instead of --force (as is with --auto-resume). */
+function resumeCommand(args: string[]): string {
+  const again = args.includes('--auto-resume') ? args : [...args.filter((a) => a !== '--force' && a !== '--resume'), '--resume'];
+  return ['pirl', 'train', ...again].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
 }
 
 export async function train(args: string[]): Promise<number | void> {
@@ -185,6 +200,7 @@ export async function train(args: string[]): Promise<number | void> {
   const checkpoint = path.join(out, 'checkpoint.safetensors');
   const log = new MetricsLog(out);
   const spec = positionals[0];
+  const signals = stopOnSignals(checkpoint, main); // from here: the work before the first step can take minutes
   let trainer: Trainer;
   let logged: Line[] = []; // a resumed run's metrics so far: its curves go on from them
   const earlier = await runFilesIn(out);
@@ -221,7 +237,7 @@ export async function train(args: string[]): Promise<number | void> {
     const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features: ${done}/${all} images`, done === all) : undefined;
     trainer = await withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked }));
   }
-  const signals = stopOnSignals(trainer, checkpoint, main);
+  signals.attach(trainer);
   if (!main) {
     await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files
     return signals.code();
@@ -272,6 +288,6 @@ export async function train(args: string[]): Promise<number | void> {
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);
   const code = signals.code();
-  if (code !== undefined) console.log(`interrupted: continue with the same command and --resume`);
+  if (code !== undefined) console.log(`interrupted: continue with ${resumeCommand(args)}`);
   return code;
 }

@@ -281,6 +281,7 @@ export class Trainer {
   /**
    * Asks fit() to stop after the step in progress — in a data-parallel run after the next step, on
    * every rank (the ranks agree in it) — writing its checkpoint first, so the run resumes from there.
+   * Asked while no fit runs, the next fit stops after its first step.
    */
   stop(): void {
     this.stopRequested = true;
@@ -295,6 +296,7 @@ export class Trainer {
       await this.fitFromPosition(options);
     } finally {
       this.fitting = false;
+      this.stopRequested = false; // heard; a stop() asked before a fit stops that fit (Ctrl-C before the first step)
     }
   }
 
@@ -306,7 +308,6 @@ export class Trainer {
       throw typeError('options.checkpoint', 'a file path', options.checkpoint);
     }
     const schedule = this.schedule;
-    this.stopRequested = false;
     // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
     const checkpoint = this.isMain ? options.checkpoint : undefined;
     if (checkpoint) {
