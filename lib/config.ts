@@ -5,7 +5,7 @@
 // and native code (lib/binding.ts) receives exactly the resolved types.
 import { binding } from './binding';
 import { JIGSAW_CELLS, checkJigsawGeometry } from './data/jigsaw';
-import { checkNumber, checkObject, checkOneOf, rangeError, typeError } from './errors';
+import { checkNumber, checkObject, checkOneOf, isArgumentError, rangeError, typeError } from './errors';
 import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, type Field, type Options, type Resolved } from './schema';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -273,12 +273,14 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Resolv
   ];
   // Each variable checked by its option's own check, under its own name (a later one of a key wins).
   const given: Record<string, unknown> = {};
+  const source: Record<string, string> = {}; // option → the variable that gave it
   for (const [key, name, kind] of vars) {
     const v = env[name];
     if (v === undefined || v === '') continue;
     const field = DISTRIBUTED[key] as Field<unknown>;
     const value = kind === 'integer' && /^\d+$/.test(v) ? Number(v) : kind === 'torch boolean' && /^(True|False)$/.test(v) ? v === 'True' : v;
     given[key] = field.resolve(`$${name}`, value, DISTRIBUTED_DEFAULTS[key], false);
+    source[key] = name;
   }
   for (const [key, name] of vars.slice(0, 2)) {
     if (given[key] === undefined) throw typeError(name, 'set (torchrun sets RANK and WORLD_SIZE together)', undefined);
@@ -290,7 +292,18 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Resolv
       if (!env[name]) throw typeError(name, `set with WORLD_SIZE = ${given.worldSize} (where rank 0's rendezvous is; torchrun sets it)`, env[name]);
     }
   }
-  return resolveDistributedOptions(given, 'environment');
+  if (given.bindAddress !== undefined && given.bindInterface !== undefined) {
+    throw typeError('$GLOO_SOCKET_IFNAME', `unset when PIRL_BIND_ADDRESS is set ('${given.bindAddress}'): Gloo binds to one or the other`, given.bindInterface);
+  }
+  try {
+    return resolveDistributedOptions(given, 'environment');
+  } catch (err) {
+    // The checks across options, told in the variables' names.
+    if (!isArgumentError(err) || !err.argument.startsWith('environment.')) throw err;
+    const named = (key: string) => source[key] ?? key;
+    const expected = err.expected.replace(/\b(\w+)(?= =)/g, (key) => named(key));
+    throw rangeError(`$${named(err.argument.slice('environment.'.length))}`, expected, err.received);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

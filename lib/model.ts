@@ -184,7 +184,7 @@ export class PirlModel {
 
   /** The whole model (trunk, heads and options) as safetensors. */
   async save(file: string): Promise<void> {
-    const trained = this.imageSize === null ? {} : { imageSize: this.imageSize };
+    const trained = this.imageSize === null ? {} : { imageSize: checkInteger('model.imageSize', this.imageSize, 1) };
     await writeSafetensors(file, this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
   }
 

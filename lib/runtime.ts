@@ -101,13 +101,16 @@ export function getTf32(): Tf32 {
  */
 export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number {
   const max = binding.buildInfo().maxThreads;
-  for (const name of ['PIRL_NUM_THREADS', 'OMP_NUM_THREADS']) {
-    const fromEnv = env[name];
-    if (fromEnv === undefined || fromEnv === '') continue;
+  const fromEnv = env.PIRL_NUM_THREADS;
+  if (fromEnv !== undefined && fromEnv !== '') {
     const n = Number(fromEnv);
-    if (!Number.isSafeInteger(n) || n < 1 || n > max) throw rangeError(name, `an integer in [1, ${max}]`, fromEnv);
+    if (!Number.isSafeInteger(n) || n < 1 || n > max) throw rangeError('PIRL_NUM_THREADS', `an integer in [1, ${max}]`, fromEnv);
     return n;
   }
+  // OpenMP's own variable, read as OpenMP does (a list's first level; above what libtorch takes, its most);
+  // not pirl's to refuse: one it cannot read is left aside.
+  const omp = Number((env.OMP_NUM_THREADS ?? '').split(',')[0].trim());
+  if (Number.isSafeInteger(omp) && omp >= 1) return Math.min(omp, max);
   const ranks = Number(env.LOCAL_WORLD_SIZE);
   const share = Number.isSafeInteger(ranks) && ranks >= 1 ? Math.floor(os.availableParallelism() / ranks) : os.availableParallelism();
   return Math.max(1, Math.min(share, max));

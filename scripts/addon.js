@@ -34,6 +34,9 @@ function readJson(file) {
  * records it, so that an addon made from other sources (an older pirl: exports missing or changed) is
  * not loaded under this JavaScript. ~6 ms.
  */
+// What the build compiles: an editor's backup or a stray dotfile (npm leaves those out of a package) is not.
+const SOURCE = /^[^.].*\.(c|cc|cpp|cu|cuh|h|hpp)$/;
+
 function nativeSourcesHash(root = packageRoot) {
   const hash = crypto.createHash('sha256');
   let files = 0;
@@ -41,7 +44,7 @@ function nativeSourcesHash(root = packageRoot) {
     for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const file = path.join(dir, e.name);
       if (e.isDirectory()) walk(file);
-      else if (e.isFile()) {
+      else if (e.isFile() && SOURCE.test(e.name)) {
         hash.update(`${path.relative(root, file)}\0`).update(fs.readFileSync(file)).update('\0');
         files++;
       }

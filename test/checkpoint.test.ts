@@ -65,7 +65,7 @@ describe('checkpoint metadata fuzz', () => {
       const field = at.join('.');
       try {
         const trainer = await Trainer.resume(mutated, tiny.dataset());
-        const held = { format: 2, config: trainer.config, position: trainer.progress, state: {} } as unknown as Json;
+        const held = { format: 3, config: trainer.config, position: trainer.progress, state: {} } as unknown as Json;
         // Resumed: the value the file holds was taken, never silently replaced.
         if (at[0] !== 'state' && at[0] !== 'epochSoFar') expect({ field, value: getAt(held, at) }).toEqual({ field, value });
         outcomes.resumed++;
@@ -96,7 +96,10 @@ describe('checkpoint metadata fuzz', () => {
       return Trainer.resume(file, tiny.dataset());
     };
     await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
-    await expect(write(JSON.stringify({ ...meta, format: 3 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 or 2 .*got 3/);
+    await expect(write(JSON.stringify({ ...meta, format: 4 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1, 2 or 3 .*got 4/);
+    // Format 2 had no epochSoFar: it resumes without it.
+    const { epochSoFar: _e, ...former } = meta as Record<string, Json>;
+    expect((await write(JSON.stringify({ ...former, format: 2 }))).progress.step).toBe((meta as { position: { step: number } }).position.step);
     await expect(write(JSON.stringify([meta]))).rejects.toThrow(/"pirl-checkpoint" must be an object/);
     // Format 1 came before config.syncBatchNorm: it resumes without it; format 2 must hold it.
     const { syncBatchNorm: _sync, ...formerConfig } = meta.config;

@@ -79,7 +79,8 @@ describe('data-parallel training', () => {
     // Slurm's srun: its local id when LOCAL_RANK is not set.
     expect(distributedFromEnv({ RANK: '5', WORLD_SIZE: '8', SLURM_LOCALID: '1', ...master })!.localRank).toBe(1);
     expect(distributedFromEnv({ RANK: '5', WORLD_SIZE: '8', SLURM_LOCALID: '1', LOCAL_RANK: '2', ...master })!.localRank).toBe(2);
-    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '2', LOCAL_WORLD_SIZE: '2', ...master })).toThrow(/localRank must be below localWorldSize = 2, got 2/);
+    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '2', LOCAL_WORLD_SIZE: '2', ...master })).toThrow(/^\$LOCAL_RANK must be below LOCAL_WORLD_SIZE = 2, got 2$/);
+    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', SLURM_LOCALID: '3', LOCAL_WORLD_SIZE: '2', ...master })).toThrow(/^\$SLURM_LOCALID must be below LOCAL_WORLD_SIZE = 2, got 3$/);
     // torchrun's agent serves the store: every rank a client, under the restart's prefix.
     expect(distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', TORCHELASTIC_USE_AGENT_STORE: 'True', TORCHELASTIC_RESTART_COUNT: '3', ...master }))
       .toMatchObject({ launcherStore: true, restartCount: 3 });
@@ -94,7 +95,8 @@ describe('data-parallel training', () => {
     expect(env({ MASTER_ADDR: 'localhost', LOCAL_WORLD_SIZE: '1' }).bindAddress).toBeNull(); // Kubeflow's master pod
     expect(env({ MASTER_ADDR: 'node7', GLOO_SOCKET_IFNAME: 'eth0,eth1' })).toMatchObject({ bindAddress: null, bindInterface: 'eth0,eth1' });
     expect(env({ MASTER_ADDR: 'node7', PIRL_BIND_ADDRESS: '10.0.0.2' }).bindAddress).toBe('10.0.0.2');
-    expect(() => env({ MASTER_ADDR: 'node7', PIRL_BIND_ADDRESS: '10.0.0.2', GLOO_SOCKET_IFNAME: 'eth0' })).toThrow(/bindInterface must be null when bindAddress is given/);
+    expect(() => env({ MASTER_ADDR: 'node7', PIRL_BIND_ADDRESS: '10.0.0.2', GLOO_SOCKET_IFNAME: 'eth0' })).toThrow(/^\$GLOO_SOCKET_IFNAME must be unset when PIRL_BIND_ADDRESS is set \('10\.0\.0\.2'\): Gloo binds to one or the other, got "eth0"$/);
+    expect(() => resolveDistributedOptions({ bindAddress: '10.0.0.2', bindInterface: 'eth0' })).toThrow(/options.distributed.bindInterface must be null when bindAddress is given/);
     // Decided when joining: the source address of the route to the master (a UDP connect, which sends nothing), or the host's name.
     const options = (o: DistributedOptions) => resolveDistributedOptions({ rank: 1, worldSize: 2, masterPort: 29511, localWorldSize: 1, ...o });
     expect(await gatherBindAddress(options({ masterAddr: '127.0.0.1', bindAddress: '127.0.0.1' }))).toBe('127.0.0.1');
@@ -149,7 +151,7 @@ describe('data-parallel training', () => {
       const [d0, d1] = ranks(path.join(dir, 'b'));
       const joined = await Promise.allSettled([Trainer.resume(checkpoint, tiny.dataset(), { distributed: d0 }), Trainer.create(tiny.dataset(), config, { distributed: d1 })]);
       for (const r of joined) {
-        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('distributed training: rank 1 starts 0 steps into the run and rank 0 2: every rank must resume from the same checkpoint') } });
+        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('distributed training: rank 1 starts after 0 steps of the run, rank 0 after 2: every rank must resume from the same checkpoint') } });
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -212,10 +214,11 @@ describe('data-parallel training', () => {
     }
   }, 60_000);
 
-  test('the global batch sets the lr: batchSize × ranks', async () => {
+  test('the global batch sets the lr: batchSize × ranks (Gloo on the loopback interface by name, as GLOO_SOCKET_IFNAME gives)', async () => {
     const dir = tmp();
     try {
-      const t = await createRanks(path.join(dir, 'r'), { ...tiny.config, batchSize: 4 });
+      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: { ...d, bindInterface: 'lo' } })));
+      await fitAll(t, () => ({ callbacks: { onBatchEnd: () => false } })); // a step over the interface's sockets
       expect(t[0].schedule.batchSize).toBe(8);
       expect(t[0].stepsPerEpoch).toBe(3);
       expect(t.map((x) => x.isMain)).toEqual([true, false]);

@@ -185,6 +185,8 @@ describe('Trainer', () => {
     const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
     await expect(trainer.fit({ callback: {} } as object)).rejects.toThrow(/options.callback is not an option; options takes callbacks, checkpoint, checkpointEvery/);
     await expect(trainer.fit({ checkpoint: 5 as unknown as string })).rejects.toThrow(/options.checkpoint must be a file path, got 5/);
+    await expect(trainer.fit({ callbacks: { onEpochEnds: () => false } as object })).rejects.toThrow(/options.callbacks.onEpochEnds is not an option; options.callbacks takes onTrainBegin, onEpochBegin, onBatchEnd, onEpochEnd, onTrainEnd/);
+    await expect(trainer.fit({ callbacks: { onBatchEnd: 'log' as never } })).rejects.toThrow(/options.callbacks.onBatchEnd must be a function, got "log"/);
     await expect(trainer.fit({ checkpoint: tmp() })).rejects.toThrow(/options.checkpoint must be a file path, not a folder, got ".*pirl-/);
     expect(trainer.progress.step).toBe(0);
     const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);

@@ -54,6 +54,16 @@ export interface Callbacks {
 }
 
 const FIT_OPTIONS = ['callbacks', 'checkpoint', 'checkpointEvery'];
+const CALLBACKS = ['onTrainBegin', 'onEpochBegin', 'onBatchEnd', 'onEpochEnd', 'onTrainEnd'] as const satisfies ReadonlyArray<keyof Callbacks>;
+
+// A misspelt callback would never be called, and one that is not a function would fail after a step.
+function checkCallbacks(callbacks: unknown): Callbacks {
+  const cb = checkOptions('options.callbacks', callbacks, CALLBACKS);
+  for (const [name, f] of Object.entries(cb)) {
+    if (f !== undefined && typeof f !== 'function') throw typeError(`options.callbacks.${name}`, 'a function', f);
+  }
+  return cb as Callbacks;
+}
 
 export interface FitOptions {
   callbacks?: Callbacks;
@@ -84,8 +94,11 @@ interface Position {
   step: number;
 }
 
-/** Format of a checkpoint's `pirl-checkpoint` metadata (1: before config.syncBatchNorm and state.steps; it resumes without them). */
-const CHECKPOINT_FORMAT = 2;
+/**
+ * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
+ * config.syncBatchNorm and state.steps; 2: epochSoFar). A newer one is refused by its format.
+ */
+const CHECKPOINT_FORMAT = 3;
 
 interface CheckpointMeta {
   format: number;
@@ -302,7 +315,7 @@ export class Trainer {
 
   private async fitFromPosition(options: FitOptions): Promise<void> {
     checkOptions('options', options, FIT_OPTIONS);
-    const cb = options.callbacks === undefined ? {} : (checkObject('options.callbacks', options.callbacks) as Callbacks);
+    const cb = options.callbacks === undefined ? {} : checkCallbacks(options.callbacks);
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
     if (options.checkpoint !== undefined && (typeof options.checkpoint !== 'string' || options.checkpoint === '')) {
       throw typeError('options.checkpoint', 'a file path', options.checkpoint);
@@ -446,8 +459,8 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
   checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar']);
-  if (meta.format !== CHECKPOINT_FORMAT && meta.format !== 1) {
-    throw rangeError(`${field}.format`, `1 or ${CHECKPOINT_FORMAT} (written by this pirl; an older checkpoint resumes with the pirl that wrote it)`, meta.format);
+  if (![1, 2, CHECKPOINT_FORMAT].includes(meta.format as number)) {
+    throw rangeError(`${field}.format`, `1, 2 or ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
   const saved = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
   const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);
@@ -467,7 +480,7 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     steps: meta.format === 1 ? position.step : checkInteger(`${field}.state.steps`, s.steps, 0),
   };
   const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
-  const e = meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
+  const e = meta.format !== CHECKPOINT_FORMAT ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
   const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
   return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar };
 }

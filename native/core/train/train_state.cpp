@@ -61,8 +61,8 @@ void TrainState::distribute(std::shared_ptr<distributed::Communicator> communica
   const at::Tensor steps = at::full({1}, steps_, at::TensorOptions(at::kLong).device(communicator_->device()));
   const at::Tensor everyRank = communicator_->allGather({steps}, "the check that every rank starts at one step")[0].cpu();
   for (int64_t r = 1; r < everyRank.size(0); ++r) {
-    TORCH_CHECK_VALUE(everyRank[r].item<int64_t>() == everyRank[0].item<int64_t>(), "distributed training: rank ", r, " starts ",
-                      everyRank[r].item<int64_t>(), " steps into the run and rank 0 ", everyRank[0].item<int64_t>(),
+    TORCH_CHECK_VALUE(everyRank[r].item<int64_t>() == everyRank[0].item<int64_t>(), "distributed training: rank ", r,
+                      " starts after ", everyRank[r].item<int64_t>(), " steps of the run, rank 0 after ", everyRank[0].item<int64_t>(),
                       ": every rank must resume from the same checkpoint (on a file system all hosts reach), or all start anew");
   }
   std::vector<at::Tensor> params, state;
