@@ -1,6 +1,6 @@
 // Data-parallel training (docs/distributed.md) with Gloo on loopback: ranks as Trainers of this
 // process (a file rendezvous, Gloo bound to 127.0.0.1) and as `pirl train` processes.
-import { spawn, spawnSync } from 'child_process';
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as dns from 'dns';
 import * as fs from 'fs';
 import * as net from 'net';
@@ -228,6 +228,30 @@ describe('data-parallel training', () => {
   }, 60_000);
 });
 
+// The processes (but `except`) whose command line names `text`: the ranks of the run in that folder.
+function processesNaming(text: string, except?: number): string[] {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== except).filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  });
+}
+
+// SIGKILL to a `--nproc` launcher (no signal reaches its ranks); the ranks of `out` still running after `ms`.
+async function killLauncher(launcher: ChildProcess, out: string, ms: number): Promise<string[]> {
+  launcher.kill('SIGKILL');
+  for (let waited = 0; processesNaming(out, launcher.pid).length > 0 && waited < ms; waited += 100) await new Promise((r) => setTimeout(r, 100));
+  return processesNaming(out, launcher.pid);
+}
+
+// A test's run gone: ranks left (a failed test's) killed, its folder removed.
+function removeRun(out: string, launcher: ChildProcess): void {
+  for (const p of processesNaming(out, launcher.pid)) process.kill(Number(p), 'SIGKILL');
+  fs.rmSync(out, { recursive: true, force: true });
+}
+
 describe('pirl train as ranks', () => {
   const args = ['train', 'fashion-mnist', '--width', '0.125', '--epoch-length', '3', '--epochs', '1', '--bank-init', 'random', '--batch', '16'];
   const haveFashion = fs.existsSync('/usr/share/datasets/fashion-mnist');
@@ -266,50 +290,31 @@ describe('pirl train as ranks', () => {
       { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     launcher.stderr!.on('data', (d) => void (stderr += d));
-    // The ranks: processes whose command line names this run's folder.
-    const ranksAlive = () => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== launcher.pid).filter((p) => {
-      try {
-        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(out);
-      } catch {
-        return false;
-      }
-    });
+    const ranksAlive = () => processesNaming(out, launcher.pid);
     const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
     try {
       for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
       expect(ranksAlive()).toHaveLength(2);
-      launcher.kill('SIGKILL');
-      for (let waited = 0; ranksAlive().length > 0 && waited < 60_000; waited += 200) await new Promise((r) => setTimeout(r, 200));
-      expect(ranksAlive()).toEqual([]);
+      expect(await killLauncher(launcher, out, 60_000)).toEqual([]);
       expect(stderr).toMatch(/pirl: the launcher \(pirl train --nproc\) ended: stopping after this step and writing/);
       const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
       expect(JSON.parse(metadata['pirl-checkpoint']).position.step).toBeGreaterThanOrEqual(2);
     } finally {
-      for (const p of ranksAlive()) process.kill(Number(p), 'SIGKILL');
-      fs.rmSync(out, { recursive: true, force: true });
+      removeRun(out, launcher);
     }
   }, 180_000);
 
   (haveFashion ? test : test.skip)('the --nproc launcher killed before training (the bank from features): its ranks exit too', async () => {
     const out = tmp();
     const launcher = spawn(process.execPath, [cli, ...args, '--bank-init', 'features', '--nproc', '2', '--out', out, '--force'], { stdio: 'ignore' });
-    const ranksAlive = () => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== launcher.pid).filter((p) => {
-      try {
-        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(out);
-      } catch {
-        return false;
-      }
-    });
+    const ranksAlive = () => processesNaming(out, launcher.pid);
     try {
       for (let waited = 0; ranksAlive().length < 2 && waited < 30_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 1000)); // into their data and bank
-      launcher.kill('SIGKILL');
-      for (let waited = 0; ranksAlive().length > 0 && waited < 20_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
-      expect(ranksAlive()).toEqual([]);
+      expect(await killLauncher(launcher, out, 20_000)).toEqual([]);
       expect(fs.existsSync(path.join(out, 'metrics.jsonl')) && fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').includes('"batch"')).toBe(false);
     } finally {
-      for (const p of ranksAlive()) process.kill(Number(p), 'SIGKILL');
-      fs.rmSync(out, { recursive: true, force: true });
+      removeRun(out, launcher);
     }
   }, 120_000);
 
