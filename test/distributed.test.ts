@@ -268,14 +268,18 @@ describe('pirl train as ranks', () => {
     'main()',
   ].join('\n');
 
-  (haveFashion && hasTorchrun ? test : test.skip)("under torchrun (whose agent serves the store, so rank 0 joins it as a client): rank 0 writes the run", async () => {
+  (haveFashion && hasTorchrun ? test : test.skip)("under torchrun (its agent serves the store: rank 0 joins it as a client), restarted once after a rank failed: rank 0 writes the run", async () => {
     const out = tmp();
     try {
       const port = await freePort();
-      const r = spawnSync(PYTHON, ['-c', TORCHRUN, '--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port', String(port),
-        '--no_python', process.execPath, cli, ...args, '--out', out, '--force'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, PIRL_DIST_TIMEOUT_MS: '60000' } });
+      // Attempt 0: rank 1 fails while rank 0 waits to meet it; torchrun restarts both (their keys under attempt_1).
+      const rank = `if [ "$TORCHELASTIC_RESTART_COUNT" = 0 ] && [ "$RANK" = 1 ]; then sleep 3; exit 1; fi; exec "$@"`;
+      const r = spawnSync(PYTHON, ['-c', TORCHRUN, '--nproc_per_node', '2', '--max_restarts', '1', '--master_addr', '127.0.0.1', '--master_port', String(port),
+        '--no_python', 'sh', '-c', rank, 'rank', process.execPath, cli, ...args, '--out', out, '--auto-resume'],
+      { encoding: 'utf8', timeout: 120_000, env: { ...process.env, PIRL_DIST_TIMEOUT_MS: '60000' } });
       expect(r.stderr).not.toMatch(/could not join the group/);
       expect(r.status).toBe(0);
+      expect(r.stderr).toMatch(/failed \(exitcode: 1\) local_rank: 1/); // attempt 0, which torchrun restarted
       expect(r.stdout.match(/^trained 3 step/m)).not.toBeNull();
       const meta = JSON.parse((await readSafetensors(path.join(out, 'checkpoint.safetensors'))).metadata['pirl-checkpoint']);
       expect(meta.worldSize).toBe(2);
