@@ -214,6 +214,12 @@ describe('pirl train / eval / embed / export', () => {
     expect(preview.stderr).not.toContain('(node:');
     const noModel = spawnSync(process.execPath, [cli, 'eval', path.join(dir, 'nowhere.safetensors')], { encoding: 'utf8' });
     expect(noModel.stderr).toContain(`pirl: ${path.join(dir, 'nowhere.safetensors')}: no such file`);
+    // Flags the run will not use are said (a script may share them), and it trains.
+    const idle = spawnSync(process.execPath, [cli, 'train', data, '--out', path.join(dir, 'idle'), ...small, '--epochs', '1', '--warmup', '2', '--z', 'frozen', '--sync-batch-norm'], { encoding: 'utf8' });
+    expect(idle.status).toBe(0);
+    expect(idle.stderr).toContain('pirl: warning: --sync-batch-norm does nothing in a single process');
+    expect(idle.stderr).toContain("pirl: warning: --z sets NCE's normaliser: --mode infonce does not use it");
+    expect(idle.stderr).toContain("pirl: warning: the lr's warm-up of 2 epoch(s) (--warmup) spans the whole run of 1");
     // A batch the data cannot fill (the default's 128 of 20 images) names --batch, before --out is made.
     const unmade = path.join(dir, 'never-made');
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);

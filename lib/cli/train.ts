@@ -107,6 +107,15 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
   return changed;
 }
 
+/** Flags given that this run will not use, or not as their names promise: said, not refused (a script may share them). */
+function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null): string[] {
+  const idle: string[] = [];
+  if (values['sync-batch-norm'] && distributed === null) idle.push('--sync-batch-norm does nothing in a single process (it syncs the ranks of --nproc or a launcher)');
+  if (values.z !== undefined && c.loss.mode !== 'nce') idle.push(`--z sets NCE's normaliser: --mode ${c.loss.mode} does not use it`);
+  if (c.warmupEpochs >= c.epochs) idle.push(`the lr's warm-up of ${c.warmupEpochs} epoch(s) (--warmup) spans the whole run of ${c.epochs}: the lr never reaches its peak, nor decays`);
+  return idle;
+}
+
 /** Trainer.create or resume, whose refusals of what flags gave name the flags (--batch's default too: it may not fit the data). */
 async function withLibraryFlags(values: FlagValues, batchFrom: string, run: () => Promise<Trainer>): Promise<Trainer> {
   try {
@@ -221,6 +230,7 @@ export async function train(args: string[]): Promise<number | void> {
       throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
     }
     const config = await newRunConfig(values);
+    if (main) for (const text of idleSettings(values, config, distributed)) console.error(`pirl: warning: ${text}`);
     // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
     const data = await openData(spec, folderSize(values, config.sampler), values);
     if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS); // before the bank's pass over the data
