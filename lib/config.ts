@@ -283,13 +283,13 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Resolv
     source[key] = name;
   }
   for (const [key, name] of vars.slice(0, 2)) {
-    if (given[key] === undefined) throw typeError(name, 'set (torchrun sets RANK and WORLD_SIZE together)', undefined);
+    if (given[key] === undefined) throw typeError(`$${name}`, 'set (torchrun sets RANK and WORLD_SIZE together)', undefined);
   }
-  if ((given.rank as number) >= (given.worldSize as number)) throw rangeError('$RANK', `below worldSize = ${given.worldSize}`, given.rank);
+  if ((given.rank as number) >= (given.worldSize as number)) throw rangeError('$RANK', `below WORLD_SIZE = ${given.worldSize}`, given.rank);
   // As PyTorch's env:// rendezvous: ranks that meet over the network are told where (a default could wait on the wrong host).
   if ((given.worldSize as number) > 1 && given.storeFile === undefined) {
     for (const name of ['MASTER_ADDR', 'MASTER_PORT']) {
-      if (!env[name]) throw typeError(name, `set with WORLD_SIZE = ${given.worldSize} (where rank 0's rendezvous is; torchrun sets it)`, env[name]);
+      if (!env[name]) throw typeError(`$${name}`, `set with WORLD_SIZE = ${given.worldSize} (where rank 0's rendezvous is; torchrun sets it)`, env[name]);
     }
   }
   if (given.bindAddress !== undefined && given.bindInterface !== undefined) {

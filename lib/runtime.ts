@@ -109,8 +109,8 @@ export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number 
   }
   // OpenMP's own variable, read as OpenMP does (a list's first level; above what libtorch takes, its most);
   // not pirl's to refuse: one it cannot read is left aside.
-  const omp = Number((env.OMP_NUM_THREADS ?? '').split(',')[0].trim());
-  if (Number.isSafeInteger(omp) && omp >= 1) return Math.min(omp, max);
+  const omp = /^\s*(\d+)\s*(,|$)/.exec(env.OMP_NUM_THREADS ?? '');
+  if (omp && Number(omp[1]) >= 1) return Math.min(Number(omp[1]), max);
   const ranks = Number(env.LOCAL_WORLD_SIZE);
   const share = Number.isSafeInteger(ranks) && ranks >= 1 ? Math.floor(os.availableParallelism() / ranks) : os.availableParallelism();
   return Math.max(1, Math.min(share, max));

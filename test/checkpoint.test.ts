@@ -97,9 +97,10 @@ describe('checkpoint metadata fuzz', () => {
     };
     await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
     await expect(write(JSON.stringify({ ...meta, format: 4 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1, 2 or 3 .*got 4/);
-    // Format 2 had no epochSoFar: it resumes without it.
+    // Format 2 had no epochSoFar: it resumes without it; one that carries it (written before the format said so) keeps it.
     const { epochSoFar: _e, ...former } = meta as Record<string, Json>;
     expect((await write(JSON.stringify({ ...former, format: 2 }))).progress.step).toBe((meta as { position: { step: number } }).position.step);
+    await expect(write(JSON.stringify({ ...meta, format: 2, epochSoFar: { lossSum: 'x', images: 1 } }))).rejects.toThrow(/epochSoFar\.lossSum must be a finite number, got "x"/);
     await expect(write(JSON.stringify([meta]))).rejects.toThrow(/"pirl-checkpoint" must be an object/);
     // Format 1 came before config.syncBatchNorm: it resumes without it; format 2 must hold it.
     const { syncBatchNorm: _sync, ...formerConfig } = meta.config;

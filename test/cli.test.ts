@@ -91,7 +91,7 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(config, JSON.stringify({ loss: { tau: 0.2 } })); // a file that now says otherwise cannot change the run
     const changed = spawnSync(process.execPath, [cli, ...command, '--epoch-length', '1'], { encoding: 'utf8' });
     expect(changed.status).toBe(2);
-    expect(changed.stderr).toContain('--auto-resume continues the run its checkpoint describes; --config (its loss) cannot change it');
+    expect(changed.stderr).toContain('--auto-resume continues the run its checkpoint describes; --config (its loss.tau) cannot change it');
     const both = spawnSync(process.execPath, [cli, ...command, '--force'], { encoding: 'utf8' });
     expect(both.status).toBe(2);
     expect(both.stderr).toContain('--auto-resume decides between --resume and a new run itself: drop --force');
@@ -212,6 +212,10 @@ describe('pirl train / eval / embed / export', () => {
     expect(preview.status).toBe(0);
     expect(preview.stderr).toMatch(/^pirl: skipping unreadable image .*00-not-an-image\.png/m);
     expect(preview.stderr).not.toContain('(node:');
+    // Too few images to hold out a fifth: said, naming --test.
+    const few = path.join(dir, 'few');
+    for (const c of ['light', 'dark']) fs.cpSync(path.join(data, c, '0.png'), path.join(few, c, '0.png'));
+    usage(['eval', path.join(out, 'model.safetensors'), '--data', few], /has 2 image\(s\): too few to hold out a fifth for kNN; give --test data/);
     const noModel = spawnSync(process.execPath, [cli, 'eval', path.join(dir, 'nowhere.safetensors')], { encoding: 'utf8' });
     expect(noModel.stderr).toContain(`pirl: ${path.join(dir, 'nowhere.safetensors')}: no such file`);
     // Flags the run will not use are said (a script may share them), and it trains.
@@ -219,7 +223,7 @@ describe('pirl train / eval / embed / export', () => {
     expect(idle.status).toBe(0);
     expect(idle.stderr).toContain('pirl: warning: --sync-batch-norm does nothing in a single process');
     expect(idle.stderr).toContain("pirl: warning: --z sets NCE's normaliser: --mode infonce does not use it");
-    expect(idle.stderr).toContain("pirl: warning: the lr's warm-up of 2 epoch(s) (--warmup) spans the whole run of 1");
+    expect(idle.stderr).toContain("pirl: warning: the lr's warm-up of 2 epoch(s) (warmupEpochs) spans the whole run of 1");
     // A batch the data cannot fill (the default's 128 of 20 images) names --batch, before --out is made.
     const unmade = path.join(dir, 'never-made');
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);

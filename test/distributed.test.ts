@@ -66,12 +66,12 @@ describe('data-parallel training', () => {
     const master = { MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29511' };
     const d = distributedFromEnv({ RANK: '1', WORLD_SIZE: '2', ...master })!;
     expect(d).toMatchObject({ rank: 1, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29511, storeFile: null, bindAddress: '127.0.0.1', launcherStore: false });
-    expect(() => distributedFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/\$RANK must be below worldSize = 2, got 2/);
+    expect(() => distributedFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/\$RANK must be below WORLD_SIZE = 2, got 2/);
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: 'x' })).toThrow(/\$MASTER_PORT must be an integer/);
-    expect(() => distributedFromEnv({ WORLD_SIZE: '2' })).toThrow(/RANK must be set/);
+    expect(() => distributedFromEnv({ WORLD_SIZE: '2' })).toThrow(/^\$RANK must be set/);
     // As PyTorch: ranks that meet over the network are told where.
-    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: '29511' })).toThrow(/MASTER_ADDR must be set with WORLD_SIZE = 2/);
-    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'node7' })).toThrow(/MASTER_PORT must be set/);
+    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: '29511' })).toThrow(/^\$MASTER_ADDR must be set with WORLD_SIZE = 2/);
+    expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'node7' })).toThrow(/^\$MASTER_PORT must be set/);
     expect(distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', PIRL_STORE_FILE: '/tmp/r' })).toMatchObject({ storeFile: '/tmp/r', bindAddress: '127.0.0.1' });
     expect(distributedFromEnv({ RANK: '3', WORLD_SIZE: '4', LOCAL_RANK: '1', ...master })!.localRank).toBe(1);
     expect(distributedFromEnv({ RANK: '3', WORLD_SIZE: '4', ...master })!.localRank).toBeNull();

@@ -231,6 +231,18 @@ describe('ImageFolder', () => {
     await (await ImageFolder.open(dir, { size: 8, cache, onCacheProgress: () => void rebuilt++ })).close();
     expect(rebuilt).toBeGreaterThan(0);
     expect(fs.readdirSync(path.dirname(cache))).toEqual(['images.cache']);
+    // Also dead: another host's builder whose lock nobody touched for over a minute, and one naming this pid
+    // that this process does not hold (a restarted container's pids repeat).
+    for (const [token, age] of [['otherhost 1234 ab', 120], [`${os.hostname()} ${process.pid} cd`, 0]] as const) {
+      fs.rmSync(cache);
+      fs.writeFileSync(`${cache}.lock`, token);
+      const then = new Date(Date.now() - age * 1000);
+      fs.utimesSync(`${cache}.lock`, then, then);
+      let again = 0;
+      await (await ImageFolder.open(dir, { size: 8, cache, onCacheProgress: () => void again++ })).close();
+      expect({ token, again: again > 0 }).toEqual({ token, again: true });
+      expect(fs.readdirSync(path.dirname(cache))).toEqual(['images.cache']);
+    }
   });
 
   test('symbolic links to images and to class folders are followed; a link to nothing is skipped as unreadable', async () => {

@@ -59,7 +59,9 @@ describe('threads', () => {
     // OpenMP's syntax: a list of levels (the first is this one's); more than libtorch takes, its most; one it cannot read, left aside.
     expect(defaultNumThreads({ OMP_NUM_THREADS: '4,2' })).toBe(4);
     expect(defaultNumThreads({ OMP_NUM_THREADS: '100000' })).toBe(256);
-    expect(defaultNumThreads({ OMP_NUM_THREADS: 'lots', LOCAL_WORLD_SIZE: '1' })).toBe(Math.min(os.availableParallelism(), 256));
+    for (const unread of ['lots', '0x10', '1e2', '4.0', '0']) {
+      expect({ unread, threads: defaultNumThreads({ OMP_NUM_THREADS: unread, LOCAL_WORLD_SIZE: '1' }) }).toEqual({ unread, threads: Math.min(os.availableParallelism(), 256) });
+    }
     expect(Number(threadsIn(undefined, { OMP_NUM_THREADS: '1' }))).toBe(1); // what a process starts with
   });
 

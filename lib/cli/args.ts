@@ -148,6 +148,11 @@ export async function openData(spec: string, size: number, values: FlagValues, s
   }
 }
 
+/** Data kNN can hold a fifth of out (a folder without --test): five images at least. */
+export function checkHoldOut(spec: string, data: Dataset): void {
+  if (spec !== 'fashion-mnist' && data.length < 5) throw new UsageError(`${spec} has ${data.length} image(s): too few to hold out a fifth for kNN; give --test data`);
+}
+
 /**
  * The kNN protocol's two sets: fashion-mnist's test split, the --test data, or else a held-out fifth of
  * the data (every 5th sample) against the rest, said on stderr — never the data scored against itself.
@@ -155,6 +160,7 @@ export async function openData(spec: string, size: number, values: FlagValues, s
 export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number, values: FlagValues): Promise<{ train: Dataset; test: Dataset }> {
   if (testSpec !== undefined) return { train: data, test: await openData(testSpec, size, values, 'test') };
   if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
+  checkHoldOut(spec, data);
   const { train, test } = holdOut(data);
   console.error(`pirl: no --test data: kNN scores a held-out fifth of ${spec} (every 5th image, ${test.length}) against the other ${train.length}`);
   return { train, test };

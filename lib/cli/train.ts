@@ -10,7 +10,7 @@ import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointRunOf } from '../train/trainer';
-import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -60,18 +60,32 @@ function mergeOptions(file: Record<string, unknown>, flags: Record<string, unkno
   return merged;
 }
 
-async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
+/** --config's options ({} without it), checked alone: the file's own mistakes, named by the file. */
+async function configFile(values: FlagValues): Promise<Record<string, unknown>> {
   const file = typeof values.config === 'string' ? values.config : undefined;
-  const fromFile = file ? await readOptionsFile(file) : {};
-  if (file) {
-    try {
-      resolveTrainConfig(fromFile, file); // the file's own mistakes, named by the file
-    } catch (err) {
-      throw isArgumentError(err) ? new UsageError(`--config ${err.message}`) : err;
-    }
+  if (!file) return {};
+  const fromFile = await readOptionsFile(file);
+  try {
+    resolveTrainConfig(fromFile, file);
+  } catch (err) {
+    throw isArgumentError(err) ? new UsageError(`--config ${err.message}`) : err;
   }
-  const merged = mergeOptions(fromFile, optionsFromFlags(values, CONFIG_FLAGS));
+  return fromFile;
+}
+
+/** The config --config and the flags give, over `under` (a resumed run's device). */
+async function newRunConfig(values: FlagValues, under: Record<string, unknown> = {}): Promise<ResolvedTrainConfig> {
+  const merged = mergeOptions({ ...under, ...(await configFile(values)) }, optionsFromFlags(values, CONFIG_FLAGS));
   return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
+}
+
+// The settings an options object gives, as config paths ('loss.tau'); a sampler preset stands for the whole sampler.
+function settingsOf(options: Record<string, unknown>, prefix = ''): string[] {
+  return Object.entries(options).flatMap(([key, v]) => {
+    const at = `${prefix}${key}`;
+    if (at === 'sampler.preset' || (at === 'sampler' && typeof v === 'string')) return ['sampler'];
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? settingsOf(v as Record<string, unknown>, `${at}.`) : [at];
+  });
 }
 
 async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<Trainer> {
@@ -96,14 +110,13 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
 async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): Promise<string[]> {
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
   if (given.length === 0 && values.config === undefined) return [];
-  const restated = await newRunConfig(values); // the file and the flags, as they made the run
-  const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown>)[k], config);
+  const restated = await newRunConfig(values, { device: saved.device }); // the file and the flags, as they made the run
+  const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], config);
   const differs = (key: string) => !isDeepStrictEqual(at(restated, key), at(saved, key));
-  const changed = given.filter((flag) => differs(CONFIG_FLAGS[flag] === 'sampler.preset' ? 'sampler' : CONFIG_FLAGS[flag])); // a preset is every sampler setting
-  if (values.config !== undefined) {
-    const fields = Object.keys(saved).filter((key) => key !== 'device' && differs(key));
-    if (fields.length > 0) changed.push(`config (its ${fields.join(', ')})`);
-  }
+  const changed = given.filter((flag) => differs(settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0]));
+  // What the file sets, and only that: the rest is the run's, whatever its defaults were.
+  const fields = [...new Set(settingsOf(await configFile(values)))].filter((key) => key !== 'device' && differs(key));
+  if (fields.length > 0) changed.push(`config (its ${fields.join(', ')})`);
   return changed;
 }
 
@@ -112,7 +125,7 @@ function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: R
   const idle: string[] = [];
   if (values['sync-batch-norm'] && distributed === null) idle.push('--sync-batch-norm does nothing in a single process (it syncs the ranks of --nproc or a launcher)');
   if (values.z !== undefined && c.loss.mode !== 'nce') idle.push(`--z sets NCE's normaliser: --mode ${c.loss.mode} does not use it`);
-  if (c.warmupEpochs >= c.epochs) idle.push(`the lr's warm-up of ${c.warmupEpochs} epoch(s) (--warmup) spans the whole run of ${c.epochs}: the lr never reaches its peak, nor decays`);
+  if (c.warmupEpochs >= c.epochs) idle.push(`the lr's warm-up of ${c.warmupEpochs} epoch(s) (warmupEpochs) spans the whole run of ${c.epochs}: the lr never reaches its peak, nor decays`);
   return idle;
 }
 
@@ -153,17 +166,29 @@ async function runFilesIn(out: string): Promise<string[]> {
  * progress (on every rank: they vote), rank 0 writing the checkpoint; the signal again: now. Resolves
  * the exit code a shell reports for the signal (128 + its number) once one has come.
  */
-function stopOnSignals(checkpoint: string, main: boolean): { attach: (trainer: Trainer) => void; code: () => number | undefined } {
+interface StopSignals {
+  /** From now a signal stops `trainer` after its step (before: it quits). */
+  attach(trainer: Trainer): void;
+  /** Training is over: a signal quits again, as by default. */
+  detach(): void;
+  /** 128 + the number of the signal that stopped the run, if one did. */
+  code(): number | undefined;
+}
+
+function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let trainer: Trainer | null = null;
   let first: NodeJS.Signals | null = null;
   // At once, as the signal's default would: process.exit() would first wait for native work in flight
-  // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler.
+  // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler. As a
+  // container's PID 1 the kernel ignores that: then exit anyway.
   const quit = (signal: NodeJS.Signals) => {
+    if (main) process.stderr.write('\n'); // after a progress line
     process.removeAllListeners(signal);
     process.kill(process.pid, signal);
+    setImmediate(() => process.exit(128 + os.constants.signals[signal]));
   };
   const stop = (signal: NodeJS.Signals, why: string) => {
-    if (trainer === null) return quit(signal); // before the first step (data, cache, bank): nothing to save
+    if (trainer === null) return quit(signal); // before the first step (data, cache, bank), or after the last
     if (first !== null) return;
     first = signal;
     if (main) console.error(`\npirl: ${why}: stopping after this step and writing ${checkpoint} (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit at once)`);
@@ -174,18 +199,26 @@ function stopOnSignals(checkpoint: string, main: boolean): { attach: (trainer: T
   };
   process.on('SIGINT', () => stop('SIGINT', 'interrupted')).on('SIGTERM', () => stop('SIGTERM', 'terminated (SIGTERM)'));
   // A rank of `--nproc` hears of its launcher's end by its IPC channel closing (no signal reaches it then).
-  if (process.env.PIRL_LAUNCHED === '1') {
-    if (!process.connected) quit('SIGTERM');
-    process.channel?.unref();
+  if (process.env.PIRL_LAUNCHED === '1' && process.channel) {
+    process.channel.unref();
     process.once('disconnect', () => stop('SIGTERM', 'the launcher (pirl train --nproc) ended'));
   }
-  return { attach: (t) => void (trainer = t), code: () => (first === null ? undefined : 128 + os.constants.signals[first]) };
+  return {
+    attach: (t) => void (trainer = t),
+    detach: () => void (trainer = null),
+    code: () => (first === null ? undefined : 128 + os.constants.signals[first]),
+  };
 }
 
-/** The command that continues this run: this one, with --resume instead of --force (as is with --auto-resume). */
-function resumeCommand(args: string[]): string {
+/**
+ * How to continue this run: this command with --resume instead of --force (as it is with --auto-resume),
+ * with --nproc again for the ranks of one; under another launcher, its command.
+ */
+function resumeCommand(args: string[], distributed: ResolvedDistributedOptions | null): string {
   const again = args.includes('--auto-resume') ? args : [...args.filter((a) => a !== '--force' && a !== '--resume'), '--resume'];
-  return ['pirl', 'train', ...again].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
+  if (distributed && process.env.PIRL_LAUNCHED === '1') again.push('--nproc', String(distributed.worldSize));
+  const command = ['pirl', 'train', ...again].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
+  return distributed && process.env.PIRL_LAUNCHED !== '1' ? `the launcher's command, its ranks running ${command}` : command;
 }
 
 export async function train(args: string[]): Promise<number | void> {
@@ -234,6 +267,7 @@ export async function train(args: string[]): Promise<number | void> {
     // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
     const data = await openData(spec, folderSize(values, config.sampler), values);
     if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS); // before the bank's pass over the data
+    if (knnEvery) checkHoldOut(spec, data);
     // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
     // begins: nothing of it is left to resume if this one stops before its first checkpoint.
     const onChecked = async () => {
@@ -250,6 +284,7 @@ export async function train(args: string[]): Promise<number | void> {
   signals.attach(trainer);
   if (!main) {
     await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files
+    signals.detach();
     return signals.code();
   }
   const data = trainer.loader.dataset;
@@ -283,13 +318,14 @@ export async function train(args: string[]): Promise<number | void> {
           knnCurve.push([l.epoch + 1, knn]);
           lastKnn = knn;
         }
-        progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)} ${l.imagesPerSecond.toFixed(0)} img/s${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
+        progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${l.imagesPerSecond.toFixed(0)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });
         epochEnds.push(trainer.progress.step);
         await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds);
       },
     },
   });
+  signals.detach(); // trained: what is left is written atomically, and a signal now quits
   await trainer.model.save(path.join(out, 'model.safetensors'));
   await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds); // a run stopped mid-epoch, or resumed complete, too
   const steps = trainer.progress.step - firstStep;
@@ -298,6 +334,6 @@ export async function train(args: string[]): Promise<number | void> {
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);
   const code = signals.code();
-  if (code !== undefined) console.log(`interrupted: continue with ${resumeCommand(args)}`);
+  if (code !== undefined) console.log(`interrupted: continue with ${resumeCommand(args, distributed)}`);
   return code;
 }

@@ -37,7 +37,7 @@ export interface BatchLogs {
 export interface EpochLogs {
   epoch: number;
   loss: number;
-  /** The whole run's, as in BatchLogs. */
+  /** The whole run's, as in BatchLogs; NaN for an epoch this process took no step of (resumed at its end). */
   imagesPerSecond: number;
 }
 
@@ -333,7 +333,8 @@ export class Trainer {
     let stopping = false;
     while (this.position.epoch < this.config.epochs && !stopping) {
       const epoch = this.position.epoch;
-      await cb.onEpochBegin?.(epoch);
+      // A run resumed at its epoch's last step (saved before the epoch's end) only ends that epoch.
+      if (this.position.stepInEpoch < this.stepsPerEpoch) await cb.onEpochBegin?.(epoch);
       let images = 0; // this process's, for the throughput
       const epochStart = performance.now();
       let last = epochStart;
@@ -367,7 +368,7 @@ export class Trainer {
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: (epoch + 1) * this.stepsPerEpoch };
       this.epochSoFar = { lossSum: 0, images: 0 };
       if (checkpoint) await this.save(checkpoint);
-      const logs = { epoch, loss: epochImages ? lossSum / epochImages : NaN, imagesPerSecond: (images * this.worldSize * 1000) / (performance.now() - epochStart) };
+      const logs = { epoch, loss: epochImages ? lossSum / epochImages : NaN, imagesPerSecond: images ? (images * this.worldSize * 1000) / (performance.now() - epochStart) : NaN };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
       stopping ||= !this.distributed && this.stopRequested;
     }
@@ -480,7 +481,8 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     steps: meta.format === 1 ? position.step : checkInteger(`${field}.state.steps`, s.steps, 0),
   };
   const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
-  const e = meta.format !== CHECKPOINT_FORMAT ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
+  // Format 3 always has it; some format-2 files carry it too (written before the format said so).
+  const e = meta.format !== CHECKPOINT_FORMAT && meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
   const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
   return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar };
 }
