@@ -264,6 +264,21 @@ describe('pirl train / eval / embed / export', () => {
 });
 
 describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
+  test('before the first step (the bank from features) a signal quits at once: there is nothing to save', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
+    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', path.join(dir, 'run'), '--width', '0.125', '--bank-init', 'features'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => void (stderr += d));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    for (let waited = 0; !stderr.includes('memory bank from features') && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    const sent = Date.now();
+    child.kill('SIGINT');
+    expect(await exited).toEqual({ code: null, signal: 'SIGINT' }); // as the signal's default: killed by it
+    expect(Date.now() - sent).toBeLessThan(5_000);
+    expect(fs.existsSync(path.join(dir, 'run', 'checkpoint.safetensors'))).toBe(false);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+
   test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const out = path.join(dir, 'run');

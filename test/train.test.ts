@@ -181,6 +181,15 @@ describe('Trainer', () => {
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint/);
   });
 
+  test('a stop() asked before fit (a Ctrl-C during the setup) is kept: that fit stops after its first step', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    trainer.stop();
+    await trainer.fit();
+    expect(trainer.progress.step).toBe(1);
+    await trainer.fit({ callbacks: { onBatchEnd: (l) => l.step < 2 } }); // heard once: the next fit runs
+    expect(trainer.progress.step).toBe(2);
+  });
+
   test('fit refuses what would corrupt the run before a step: a second fit at once, a step between its steps, bad options', async () => {
     const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
     await expect(trainer.fit({ callback: {} } as object)).rejects.toThrow(/options.callback is not an option; options takes callbacks, checkpoint, checkpointEvery/);
