@@ -120,6 +120,13 @@ export function checkOptions(arg: string, value: unknown, known: readonly string
   return options;
 }
 
+/** The callbacks `names` of `options`, where given, are functions (one that is not would fail later, mid-work). */
+export function checkFunctions(arg: string, options: Record<string, unknown>, names: readonly string[]): void {
+  for (const name of names) {
+    if (options[name] !== undefined && typeof options[name] !== 'function') throw typeError(`${arg}.${name}`, 'a function', options[name]);
+  }
+}
+
 /** An array whose items each pass `item` (named arg[i]), with at most `maxLength` of them. */
 export function checkArrayOf<T>(arg: string, value: unknown, item: (arg: string, value: unknown) => T, maxLength = Infinity): T[] {
   if (!Array.isArray(value)) throw typeError(arg, 'an array', value);

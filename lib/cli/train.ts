@@ -73,10 +73,14 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
   return fromFile;
 }
 
-/** The config --config and the flags give, over `under` (a resumed run's device). */
-async function newRunConfig(values: FlagValues, under: Record<string, unknown> = {}): Promise<ResolvedTrainConfig> {
-  const merged = mergeOptions({ ...under, ...(await configFile(values)) }, optionsFromFlags(values, CONFIG_FLAGS));
+/** The config the flags give over `base` (--config's options). */
+function configOf(values: FlagValues, base: Record<string, unknown>): ResolvedTrainConfig {
+  const merged = mergeOptions(base, optionsFromFlags(values, CONFIG_FLAGS));
   return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
+}
+
+async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
+  return configOf(values, await configFile(values));
 }
 
 // The settings an options object gives, as config paths ('loss.tau'); a sampler preset stands for the whole sampler.
@@ -110,12 +114,13 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
 async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): Promise<string[]> {
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
   if (given.length === 0 && values.config === undefined) return [];
-  const restated = await newRunConfig(values, { device: saved.device }); // the file and the flags, as they made the run
+  const fromFile = await configFile(values);
+  const restated = configOf(values, { device: saved.device, ...fromFile }); // the file and the flags, as they made the run
   const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], config);
   const differs = (key: string) => !isDeepStrictEqual(at(restated, key), at(saved, key));
   const changed = given.filter((flag) => differs(settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0]));
   // What the file sets, and only that: the rest is the run's, whatever its defaults were.
-  const fields = [...new Set(settingsOf(await configFile(values)))].filter((key) => key !== 'device' && differs(key));
+  const fields = [...new Set(settingsOf(fromFile))].filter((key) => key !== 'device' && differs(key));
   if (fields.length > 0) changed.push(`config (its ${fields.join(', ')})`);
   return changed;
 }
@@ -160,12 +165,6 @@ async function runFilesIn(out: string): Promise<string[]> {
   return present.filter((n): n is string => n !== null);
 }
 
-/**
- * Ctrl-C, a launcher's or scheduler's SIGTERM (torchrun, Slurm, Kubernetes: SIGKILL follows after a
- * grace period), or the end of the `--nproc` launcher that started this rank: stop after the step in
- * progress (on every rank: they vote), rank 0 writing the checkpoint; the signal again: now. Resolves
- * the exit code a shell reports for the signal (128 + its number) once one has come.
- */
 interface StopSignals {
   /** From now a signal stops `trainer` after its step (before: it quits). */
   attach(trainer: Trainer): void;
@@ -175,6 +174,11 @@ interface StopSignals {
   code(): number | undefined;
 }
 
+/**
+ * Ctrl-C, a launcher's or scheduler's SIGTERM (torchrun, Slurm, Kubernetes: SIGKILL follows after a
+ * grace period), or the end of the `--nproc` launcher that started this rank: stop after the step in
+ * progress (on every rank: they vote), rank 0 writing the checkpoint; the signal again: now.
+ */
 function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let trainer: Trainer | null = null;
   let first: NodeJS.Signals | null = null;

@@ -9,7 +9,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
-import { checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
 import { makeFolderFor, processAlive, removeStaleTemporaries, temporaryOf } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
@@ -179,12 +179,9 @@ export class ImageFolder implements Dataset {
 
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
     if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
-    checkOptions('options', options, IMAGE_FOLDER_OPTIONS);
+    checkFunctions('options', checkOptions('options', options, IMAGE_FOLDER_OPTIONS), ['onWarning', 'onCacheProgress']);
     const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
     const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
-    for (const hook of ['onWarning', 'onCacheProgress'] as const) {
-      if (options[hook] !== undefined && typeof options[hook] !== 'function') throw typeError(`options.${hook}`, 'a function', options[hook]);
-    }
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
     const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
     const warnLeftOut = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_IMAGES_LEFT_OUT' }));

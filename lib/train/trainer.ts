@@ -9,7 +9,7 @@ import {
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkInteger, checkNumber, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -59,9 +59,7 @@ const CALLBACKS = ['onTrainBegin', 'onEpochBegin', 'onBatchEnd', 'onEpochEnd', '
 // A misspelt callback would never be called, and one that is not a function would fail after a step.
 function checkCallbacks(callbacks: unknown): Callbacks {
   const cb = checkOptions('options.callbacks', callbacks, CALLBACKS);
-  for (const [name, f] of Object.entries(cb)) {
-    if (f !== undefined && typeof f !== 'function') throw typeError(`options.callbacks.${name}`, 'a function', f);
-  }
+  checkFunctions('options.callbacks', cb, CALLBACKS);
   return cb as Callbacks;
 }
 
@@ -214,9 +212,7 @@ export class Trainer {
   static async create(dataset: Dataset, config: TrainConfig = {}, options: CreateOptions = {}): Promise<Trainer> {
     const c = resolveTrainConfig(config);
     const place = resolveProcess(options, c, ['distributed', 'cudaGraphs', 'onBankInit', 'onChecked']);
-    for (const hook of ['onBankInit', 'onChecked'] as const) {
-      if (options[hook] !== undefined && typeof options[hook] !== 'function') throw typeError(`options.${hook}`, 'a function', options[hook]);
-    }
+    checkFunctions('options', options as Record<string, unknown>, ['onBankInit', 'onChecked']);
     const loader = Trainer.loaderFor(dataset, c, place);
     const model = await PirlModel.create(c.model, { device: place.device });
     checkSamplerFitsStem(model, c);
