@@ -121,6 +121,10 @@ export interface TrainerHandle {
     storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
     device: string; bindInterface: string; launcherStore: boolean; restartCount: number; syncBatchNorm: boolean;
   }): Promise<void>;
+  /** [begin, end): the bank rows this rank embeds for bankInit 'features' (alone: all of them). */
+  bankShard(): [number, number];
+  /** Sends each rank's shard of the bank to every replica (after each filled its own). */
+  shareBankShards(): Promise<void>;
 }
 
 /** A loader's threads, one per batch in flight (prefetch); they end with the handle. */

@@ -142,6 +142,28 @@ describe('data-parallel training', () => {
     }
   }, 120_000);
 
+  test("bankInit 'features' over 2 ranks: each embeds half the data, and both replicas hold the bank one process makes", async () => {
+    const dir = tmp();
+    const config = { ...tiny.config, bankInit: 'features' as const };
+    try {
+      const alone = (await Trainer.create(tiny.dataset(), config)).bank.rows().data() as Float32Array;
+      const random = (await Trainer.create(tiny.dataset(), { ...config, bankInit: 'random' })).bank.rows().data() as Float32Array;
+      const progress: [number, number][][] = [[], []];
+      const t = await Promise.all(ranks(path.join(dir, 'a')).map((d) => Trainer.create(tiny.dataset(), config, {
+        distributed: d, onBankInit: (done, total) => progress[d.rank].push([done, total]),
+      })));
+      for (const p of progress) expect(p.at(-1)).toEqual([24, 24]);
+      const [b0, b1] = t.map((trainer) => trainer.bank.rows().data() as Float32Array);
+      expect(Buffer.from(b1.buffer).equals(Buffer.from(b0.buffer))).toBe(true);
+      // Rank 1's half came from rank 1 (a batch of other images than the one pass alone: float rounding).
+      const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+      expect(maxDiff(b0, alone)).toBeLessThan(1e-5);
+      expect(maxDiff(b0.subarray(b0.length / 2), random.subarray(random.length / 2))).toBeGreaterThan(0.1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test('ranks that would start at different steps (a checkpoint one host cannot see) are refused, all of them, before a step', async () => {
     const dir = tmp();
     const config = { ...tiny.config, batchSize: 4, epochs: 1, epochLength: 2 };

@@ -280,7 +280,7 @@ export async function train(args: string[]): Promise<number | void> {
       await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
       await log.clear();
     };
-    // Rank 0 embeds the data set for bankInit 'features' before the first step: minutes on a large folder.
+    // bankInit 'features' embeds the data set (each rank a shard; rank 0's shown) before the first step: minutes on a large folder.
     const prepared = new Progress();
     const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features: ${done}/${all} images`, done === all) : undefined;
     trainer = await withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked }));

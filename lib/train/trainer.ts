@@ -7,7 +7,7 @@ import {
   checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
-import type { Dataset } from '../data/datasets';
+import { Subset, type Dataset } from '../data/datasets';
 import { Loader, type PirlBatch } from '../data/loader';
 import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { featureBatches } from '../eval/knn';
@@ -80,10 +80,6 @@ function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
   }
 }
 
-/** m_y ← f̂_y of the current model for every sample (eval transform); rows of undecodable images stay as they were. */
-async function fillBankWithFeatures(model: PirlModel, bank: MemoryBank, dataset: Dataset, size: number, batchSize: number, onProgress?: (done: number, total: number) => void): Promise<void> {
-  for await (const { features, indices } of featureBatches(model, dataset, { size, batchSize, layer: 'f' }, onProgress)) bank.update(indices, features, 0);
-}
 
 /** Where a run stands: the next step to take. */
 interface Position {
@@ -134,7 +130,7 @@ export interface ProcessOptions {
 
 /** What create() takes besides the process: a report of the work before the first step. */
 export interface CreateOptions extends ProcessOptions {
-  /** Called as bankInit 'features' embeds the data set (on rank 0 only): images done of all (minutes for a large folder). */
+  /** Called as bankInit 'features' embeds the data set (a rank its shard): images done of all (minutes for a large folder). */
   onBankInit?: (done: number, total: number) => void;
   /** Called once the data, config and options are found to fit together, before the bank is made and filled (the CLI replaces an earlier run then). */
   onChecked?: () => void | Promise<void>;
@@ -218,13 +214,24 @@ export class Trainer {
     checkSamplerFitsStem(model, c);
     await options.onChecked?.();
     const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
-    // Rank 0's bank becomes every rank's: the others need not compute it.
-    if (c.bankInit === 'features' && (place.distributed?.rank ?? 0) === 0) {
-      await fillBankWithFeatures(model, bank, dataset, c.sampler.imageSize, Math.max(c.batchSize, 256), options.onBankInit);
-    }
     const trainer = new Trainer(model, bank, loader, c, place);
     await trainer.joinRanks();
+    if (c.bankInit === 'features') await trainer.fillBankWithFeatures(dataset, options.onBankInit);
     return trainer;
+  }
+
+  /**
+   * m_y ← f̂_y of the starting model (eval transform) for every sample; rows of undecodable images keep their
+   * random start. The ranks of a data-parallel run each embed a shard, then exchange them.
+   */
+  private async fillBankWithFeatures(dataset: Dataset, onProgress?: (done: number, total: number) => void): Promise<void> {
+    const [begin, end] = this.handle.bankShard();
+    const shard = end - begin === dataset.length ? dataset : new Subset(dataset, Array.from({ length: end - begin }, (_, i) => begin + i));
+    const options = { size: this.config.sampler.imageSize, batchSize: Math.max(this.config.batchSize, 256), layer: 'f' as const };
+    for await (const { features, indices } of featureBatches(this.model, shard, options, onProgress)) {
+      this.bank.update(indices.map((i) => begin + i), features, 0);
+    }
+    await nativeCall(() => this.handle.shareBankShards());
   }
 
   private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, { distributed, device }: Process): Loader {

@@ -28,6 +28,8 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     exports.Set("TrainerHandle", DefineClass(env, "TrainerHandle",
                                              {InstanceMethod<&TrainerWrap::step>("step"),
                                               InstanceMethod<&TrainerWrap::distribute>("distribute"),
+                                              InstanceMethod<&TrainerWrap::bankShard>("bankShard"),
+                                              InstanceMethod<&TrainerWrap::shareBankShards>("shareBankShards"),
                                               InstanceMethod<&TrainerWrap::state>("state"),
                                               InstanceMethod<&TrainerWrap::setState>("setState")}));
   }
@@ -73,6 +75,31 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             auto communicator = std::make_shared<distributed::Communicator>(options);
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->distribute(communicator, syncBatchNorm);
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+    });
+  }
+
+  // [begin, end): the bank rows this rank embeds for bankInit 'features' (alone: all).
+  Napi::Value bankShard(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lock(state_->model->mutex);
+    const auto [begin, end] = state_->train->bankShard();
+    auto out = Napi::Array::New(info.Env(), 2);
+    out.Set(0u, static_cast<double>(begin));
+    out.Set(1u, static_cast<double>(end));
+    return out;
+  }
+
+  // Every rank's embedded shard on every replica (collectives that wait for every rank: on the model's thread).
+  Napi::Value shareBankShards(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto s = state_;
+      return AsyncTask<bool>::run(
+          info.Env(), "pirl.train.shareBankShards",
+          [=] {
+            std::lock_guard<std::mutex> lock(s->model->mutex);
+            s->train->shareBankShards();
             return true;
           },
           [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);

@@ -293,6 +293,35 @@ TEST_F(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {
   }
 }
 
+// bankInit 'features' over ranks: each rank fills its own shard (here with its rank number); after the
+// exchange every replica holds each shard as its rank filled it. Shards tile the bank in rank order, and a
+// bank of fewer rows than ranks leaves some ranks an empty one.
+TEST_F(Distributed, BankShardsTileTheBankAndReachEveryReplica) {
+  for (const int64_t rows : {10, 2}) {
+    std::vector<std::unique_ptr<train::TrainState>> states(3);
+    for (int64_t rank = 0; rank < 3; ++rank) states[rank] = std::make_unique<train::TrainState>(pirl::testing::tinyTrainState(100 + rank, rows));
+    std::vector<std::pair<int64_t, int64_t>> shards(3);
+    onRanks(3, [&](int64_t rank, std::shared_ptr<Communicator> c) {
+      states[rank]->distribute(c, /*syncBatchNorm=*/false);
+      shards[rank] = states[rank]->bankShard();
+      const auto [begin, end] = shards[rank];
+      states[rank]->bank().rows().narrow(0, begin, end - begin).fill_(static_cast<double>(rank));
+      states[rank]->shareBankShards();
+    });
+    at::Tensor owner = at::full({rows}, -1.0);
+    int64_t next = 0;
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      EXPECT_EQ(shards[rank].first, next) << rows << " rows, rank " << rank;
+      EXPECT_LE(shards[rank].second - shards[rank].first, rows / 3 + 1);
+      owner.narrow(0, shards[rank].first, shards[rank].second - shards[rank].first).fill_(static_cast<double>(rank));
+      next = shards[rank].second;
+    }
+    EXPECT_EQ(next, rows);
+    const at::Tensor expected = owner.unsqueeze(1).expand_as(states[0]->bank().rows());
+    for (int64_t rank = 0; rank < 3; ++rank) EXPECT_TRUE(at::equal(states[rank]->bank().rows(), expected)) << rows << " rows, rank " << rank;
+  }
+}
+
 TEST_F(Distributed, BadOptionsAreRefused) {
   EXPECT_THROW(Communicator(loopback(freePort(), 2, 2)), c10::ValueError);
   EXPECT_THROW(Communicator(loopback(0, 0, 1)), c10::ValueError);

@@ -235,7 +235,8 @@ void Communicator::wait(const std::shared_ptr<Pending>& pending, const char* wha
 
 void Communicator::allreduce(at::Tensor& tensor, const char* what) { wait(allreduceAsync(tensor), what); }
 
-void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char* what) {
+void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char* what, int64_t root) {
+  TORCH_CHECK_VALUE(root >= 0 && root < options_.worldSize, "broadcast's root must be a rank in [0, ", options_.worldSize, "), got ", root);
   // One flat message per dtype (float weights, int64 BatchNorm counters), in the tensors' order.
   c10::NoGradGuard noGrad;
   std::map<at::ScalarType, std::vector<at::Tensor>> byType;
@@ -244,8 +245,10 @@ void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char*
     std::vector<at::Tensor> parts;
     for (const auto& t : group) parts.push_back(t.detach().reshape(-1));
     std::vector<at::Tensor> flat{at::cat(parts)};
+    c10d::BroadcastOptions from;
+    from.rootRank = static_cast<int>(root);
     try {
-      group_->wait(*group_->run([&](auto& pg) { return pg.broadcast(flat); }), timeout());
+      group_->wait(*group_->run([&](auto& pg) { return pg.broadcast(flat, from); }), timeout());
     } catch (const std::exception& e) {
       fail(*this, what, e);
     }
@@ -302,7 +305,7 @@ Communicator::~Communicator() = default;
 std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor&) { return nullptr; }
 void Communicator::wait(const std::shared_ptr<Pending>&, const char*) {}
 void Communicator::allreduce(at::Tensor&, const char*) {}
-void Communicator::broadcast(const std::vector<at::Tensor>&, const char*) {}
+void Communicator::broadcast(const std::vector<at::Tensor>&, const char*, int64_t) {}
 std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char*) { return tensors; }
 
 #endif

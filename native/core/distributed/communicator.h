@@ -52,8 +52,8 @@ class Communicator {
   std::shared_ptr<Pending> allreduceAsync(at::Tensor& tensor);
   void wait(const std::shared_ptr<Pending>& pending, const char* what);
   void allreduce(at::Tensor& tensor, const char* what);
-  // Rank 0's values of `tensors` on every rank, in place (one flat message).
-  void broadcast(const std::vector<at::Tensor>& tensors, const char* what);
+  // Rank `root`'s values of `tensors` on every rank, in place (one flat message per dtype).
+  void broadcast(const std::vector<at::Tensor>& tensors, const char* what, int64_t root = 0);
   // Every rank's rows of each of `tensors`, concatenated along dim 0 in rank order. A rank's tensors have
   // one row count, which may differ between ranks (a batch with unreadable images left out).
   std::vector<at::Tensor> allGather(const std::vector<at::Tensor>& tensors, const char* what);

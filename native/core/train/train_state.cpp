@@ -22,6 +22,11 @@ Sgd makeSgd(model::PirlModel& model, const SgdOptions& options) {
   return Sgd(std::move(params), std::move(decay), options);
 }
 
+// Rank r of n holds rows [r·size/n, (r+1)·size/n): shares that differ by at most one row.
+std::pair<int64_t, int64_t> shardOf(int64_t rank, int64_t ranks, int64_t size) {
+  return {rank * size / ranks, (rank + 1) * size / ranks};
+}
+
 }  // namespace
 
 TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank, const PirlLossOptions& loss,
@@ -77,6 +82,24 @@ void TrainState::distribute(std::shared_ptr<distributed::Communicator> communica
     c->allreduce(t, "the allreduce of Z's estimate");
     return t.item<double>() / static_cast<double>(c->worldSize());
   });
+}
+
+std::pair<int64_t, int64_t> TrainState::bankShard() const {
+  if (!communicator_) return {0, bank_->size()};
+  return shardOf(communicator_->rank(), communicator_->worldSize(), bank_->size());
+}
+
+void TrainState::shareBankShards() {
+  if (!communicator_) return;
+  const at::Tensor& rows = bank_->rows();
+  for (int64_t r = 0; r < communicator_->worldSize(); ++r) {
+    const auto [begin, end] = shardOf(r, communicator_->worldSize(), bank_->size());
+    if (end == begin) continue;  // fewer rows than ranks: every rank skips the same shards
+    at::Tensor shard = rows.narrow(0, begin, end - begin);
+    at::Tensor there = shard.to(communicator_->device());
+    communicator_->broadcast({there}, "the exchange of the memory bank's shards embedded by each rank", r);
+    if (!there.is_same(shard)) shard.copy_(there);
+  }
 }
 
 void TrainState::setSteps(int64_t steps) {

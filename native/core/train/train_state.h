@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <utility>
 
 #include "../distributed/communicator.h"
 #include "../distributed/gradient_reducer.h"
@@ -67,6 +68,11 @@ class TrainState {
   // Not with cudaGraphs (the gradients' all-reduce runs from autograd hooks on the host).
   void distribute(std::shared_ptr<distributed::Communicator> communicator, bool syncBatchNorm);
   bool distributed() const { return communicator_ != nullptr; }
+  // bankInit 'features' in a data-parallel run: each rank embeds its shard of the data set, rows [begin, end)
+  // (contiguous shares in rank order; alone, every row), into its replica of the bank; then shareBankShards
+  // sends each shard from its rank to every replica.
+  std::pair<int64_t, int64_t> bankShard() const;
+  void shareBankShards();
   // Steps taken: the position of the negatives' streams (restored on resume).
   int64_t steps() const { return steps_; }
   void setSteps(int64_t steps);
