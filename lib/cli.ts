@@ -6,6 +6,7 @@ import { EVAL_USAGE, evaluate } from './cli/eval';
 import { EXPORT_USAGE, exportTrunk } from './cli/export';
 import { INFO_USAGE, info } from './cli/info';
 import { PREVIEW_USAGE, preview } from './cli/preview';
+import { SEARCH_USAGE, search } from './cli/search';
 import { TRAIN_USAGE, train } from './cli/train';
 import { isArgumentError } from './errors';
 import { initRuntime } from './runtime';
@@ -17,6 +18,7 @@ Commands:
   ${TRAIN_USAGE}
   ${EVAL_USAGE}
   ${EMBED_USAGE}
+  ${SEARCH_USAGE}
   ${EXPORT_USAGE}
   ${PREVIEW_USAGE}
   help                          this text
@@ -26,10 +28,10 @@ Commands:
 
 // A verb may end with its own exit code (an interrupted run: 130); otherwise 0.
 const VERBS: Record<string, (args: string[]) => void | number | Promise<void | number>> = {
-  info, train, eval: evaluate, embed, export: exportTrunk, preview,
+  info, train, eval: evaluate, embed, search, export: exportTrunk, preview,
 };
 const VERB_USAGE: Record<string, string> = {
-  info: INFO_USAGE, train: TRAIN_USAGE, eval: EVAL_USAGE, embed: EMBED_USAGE, export: EXPORT_USAGE, preview: PREVIEW_USAGE,
+  info: INFO_USAGE, train: TRAIN_USAGE, eval: EVAL_USAGE, embed: EMBED_USAGE, search: SEARCH_USAGE, export: EXPORT_USAGE, preview: PREVIEW_USAGE,
 };
 
 /** The usage of one command (with where the rest is), or of all. */

@@ -437,16 +437,22 @@ export function resolveMemoryBankOptions(options: unknown, arg = 'options'): Res
 
 export type EmbedLayer = 'res5' | 'f';
 
+/** The per-channel mean and std every transform normalises RGB in [0, 1] by (ImageNet's; native/core/data/transforms.cpp). */
+export const NORMALIZATION = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } as const;
+
 export const FEATURES = {
-  /** Side of the evaluation images (the small sampler's imageSize; use the sampler's you trained with). */
-  size: size(4096),
-  batchSize: integer({ min: 1, max: 65_536 }),
+  /** Side of the evaluation images; null: the side the model was trained at (its file says), else EVAL_SIZE. */
+  size: nullable(size(4096)),
+  /** Images per batch; null: 512, fewer of large images (PirlModel.embedBatchSize). */
+  batchSize: nullable(integer({ min: 1, max: 65_536 })),
   /** The trunk's pooled res5 features (the transfer representation) or the f embedding (NPID's monitor). */
   layer: oneOf<EmbedLayer>(['res5', 'f']),
 };
 export type FeatureOptions = Options<typeof FEATURES>;
 export type ResolvedFeatureOptions = Resolved<typeof FEATURES>;
-const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: 32, batchSize: 512, layer: 'res5' };
+const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: null, batchSize: null, layer: 'res5' };
+/** The evaluation side of a model whose training size is unknown: the small sampler's imageSize. */
+export const EVAL_SIZE = 32;
 
 export function resolveFeatureOptions(options: unknown = {}, arg = 'options'): ResolvedFeatureOptions {
   return resolve(FEATURES, FEATURE_DEFAULTS, options, arg);
@@ -478,5 +484,5 @@ export type LinearProbeOptions = Options<typeof LINEAR_PROBE>;
 export type ResolvedLinearProbeOptions = Resolved<typeof LINEAR_PROBE>;
 
 export function resolveLinearProbeOptions(options: unknown = {}, arg = 'options'): ResolvedLinearProbeOptions {
-  return resolve(LINEAR_PROBE, { size: 32, epochs: 30, batchSize: 256, lr: 0.1, weightDecay: 1e-4, seed: 0 }, options, arg);
+  return resolve(LINEAR_PROBE, { size: FEATURE_DEFAULTS.size, epochs: 30, batchSize: 256, lr: 0.1, weightDecay: 1e-4, seed: 0 }, options, arg);
 }

@@ -3,7 +3,7 @@ import * as path from 'path';
 
 import { binding, type PirlModelHandle, type StateDictScope } from './binding';
 import {
-  checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
+  NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
@@ -131,7 +131,7 @@ export class PirlModel {
   private checkImages(arg: string, images: Tensor, leading: number): number[] {
     handleOf(arg, images);
     const shape = images.shape;
-    const min = this.handle.info().minInputSize;
+    const min = this.minInputSize;
     const expected = leading === 1 ? 'B×3×H×W' : 'B×9×3×P×P';
     if (images.dtype !== 'float32') throw typeError(arg, 'a float32 Tensor', images.dtype);
     if (shape.length !== 3 + leading) throw rangeError(arg, `${expected}`, shape);
@@ -158,11 +158,26 @@ export class PirlModel {
    * Features in eval mode without autograd: 'res5' (pooled trunk features, for transfer and kNN) or
    * 'f' (the f head's embedding). Runs in batches of `batchSize` on the model's device; the result is on the CPU.
    */
-  async embed(images: Tensor, options: { layer?: EmbedLayer; batchSize?: number } = {}): Promise<Tensor> {
-    this.checkImages('images', images, 1);
+  async embed(images: Tensor, options: { layer?: EmbedLayer; batchSize?: number | null } = {}): Promise<Tensor> {
+    const [, , height, width] = this.checkImages('images', images, 1);
     // The images are given: of the feature options only layer and batchSize apply.
     const { layer, batchSize } = resolveFeatureOptions(checkOptions('options', options, ['layer', 'batchSize']));
-    return new Tensor(await nativeCall(() => this.handle.embed(images.handle, layer, batchSize)));
+    return new Tensor(await nativeCall(() => this.handle.embed(images.handle, layer, batchSize ?? this.embedBatchSize(height, width))));
+  }
+
+  /**
+   * Images per batch of embed() and the feature passes when none is given: 512, fewer of large ones — as many
+   * as make the activations of 512 32-px images after the stem (a batch of 512 4,000-px images would fill the memory).
+   */
+  embedBatchSize(height: number, width = height): number {
+    const stride = this.options.stem === 'imagenet' ? 4 : 1; // the stem's downsampling before res2
+    const pixels = Math.ceil(height / stride) * Math.ceil(width / stride);
+    return Math.max(1, Math.min(512, Math.floor((512 * 32 * 32) / pixels)));
+  }
+
+  /** The smallest side an image may have: the stem and the four stages must leave it at least one pixel. */
+  get minInputSize(): number {
+    return this.handle.info().minInputSize;
   }
 
   /** Named parameters and buffers: the whole model, or the trunk alone under torchvision's names. */
@@ -201,10 +216,14 @@ export class PirlModel {
 
   /**
    * The trunk with exactly the keys of torchvision's `resnetXX().state_dict()` less `fc.*`: in Python,
-   * `m = resnet18(); m.fc = torch.nn.Identity(); m.load_state_dict(tensors, strict=True)`.
+   * `m = resnet18(); m.fc = torch.nn.Identity(); m.load_state_dict(tensors, strict=True)` (the small stem:
+   * README "Transfer"). Its "pirl-trunk" metadata says how to rebuild and feed it: arch, stem, width, the
+   * side it was trained at (null: unknown) and the normalisation.
    */
   async exportTrunk(file: string): Promise<void> {
-    await writeSafetensors(file, this.stateDict('trunk'), { format: 'pt', arch: this.options.arch });
+    const { arch, stem, width } = this.options;
+    const trunk = { arch, stem, width, imageSize: this.imageSize, ...NORMALIZATION };
+    await writeSafetensors(file, this.stateDict('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
   }
 
   /** Loads a torchvision-named trunk (its `fc.*` tensors, if any, are ignored). */

@@ -137,13 +137,64 @@ describe('pirl train / eval / embed / export', () => {
     const { tensors, metadata } = await readSafetensors(features);
     expect(tensors.get('features')!.shape[0]).toBe(20);
     expect(JSON.parse(metadata.files)).toContain(path.join('dark', '0.png'));
+    // search: each query embedded as the file's images were; an image of the catalogue finds itself first.
+    const query = path.join(data, 'dark', '3.png');
+    const found = run(['search', model, features, query, path.join(data, 'light'), '--k', '3']).trim().split('\n').map((l) => JSON.parse(l));
+    expect(found).toHaveLength(1 + 10);
+    expect(found[0].query).toBe(query);
+    expect(found[0].neighbours).toHaveLength(3);
+    expect(found[0].neighbours[0].file).toBe(path.resolve(query));
+    expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
+    for (const line of found.slice(1)) expect(line.neighbours[0].file).toBe(path.resolve(line.query));
+    const modelCopy0 = path.join(dir, 'other-model.safetensors');
+    fs.copyFileSync(model, modelCopy0);
+    run(['search', modelCopy0, features, query]); // a copy of the model: the same bytes
+    const searchRefused = (args: string[], message: string) => {
+      const r = spawnSync(process.execPath, [cli, 'search', ...args], { encoding: 'utf8' });
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toContain(message);
+    };
+    searchRefused([path.join(out, 'checkpoint.safetensors'), features, query], 'was embedded by another model than');
+    searchRefused([model, model, query], 'is not a features file of pirl embed');
+    searchRefused([model, features], 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder (got 2 argument(s))');
     run(['embed', model, 'fashion-mnist', '--out', features, '--size', '8']);
     const mnist = await readSafetensors(features);
     expect(mnist.tensors.get('features')!.shape[0]).toBe(60000);
     expect(JSON.parse(mnist.metadata.files)[59999]).toBe('fashion-mnist/train/59999');
+    expect(metadata.size).toBe('16');
     const trunk = path.join(dir, 'trunk.safetensors');
-    run(['export', model, '--out', trunk]);
-    expect((await readSafetensors(trunk)).tensors.has('layer4.1.bn2.running_var')).toBe(true);
+    const exported = spawnSync(process.execPath, [cli, 'export', model, '--out', trunk], { encoding: 'utf8' });
+    expect(exported.status).toBe(0);
+    const written = await readSafetensors(trunk);
+    expect(written.tensors.has('layer4.1.bn2.running_var')).toBe(true);
+    expect(JSON.parse(written.metadata['pirl-trunk'])).toMatchObject({ arch: 'resnet18', stem: 'small', width: 0.125, imageSize: 32, mean: [0.485, 0.456, 0.406] });
+    // What torchvision needs to take it is said (README "Transfer").
+    expect(exported.stderr).toContain("pirl: note: width 0.125: torchvision's resnet18 has no such channel counts");
+    expect(exported.stderr).toContain('pirl: note: the small stem: torchvision.models.resnet18() takes it after m.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False) and m.maxpool = nn.Identity()');
+
+    // Trained work is not overwritten by a slip of --out: the command's own input never, a model or checkpoint only with --force.
+    const before = fs.readFileSync(model);
+    const refused = (args: string[], message: string) => {
+      const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toContain(message);
+    };
+    refused(['export', model, '--out', model, '--force'], `--out ${model} is the file this command reads (${model}): give another file`);
+    refused(['embed', model, data, '--out', model], `--out ${model} is the file this command reads`);
+    const checkpointCopy = path.join(dir, 'checkpoint-copy.safetensors');
+    fs.copyFileSync(path.join(out, 'checkpoint.safetensors'), checkpointCopy);
+    refused(['embed', model, data, '--out', checkpointCopy], `--out ${checkpointCopy} holds a training checkpoint: --force replaces it`);
+    const modelCopy = path.join(dir, 'model-copy.safetensors');
+    fs.copyFileSync(model, modelCopy);
+    refused(['export', model, '--out', modelCopy], `--out ${modelCopy} holds a trained pirl model: --force replaces it`);
+    run(['export', model, '--out', modelCopy, '--force']);
+    run(['export', model, '--out', trunk]); // an earlier export or features file is replaced without a word
+    expect(fs.readFileSync(model).equals(before)).toBe(true);
+    // --size is checked against the model's stem, named as the flag; one far from the training side is said.
+    refused(['embed', model, data, '--out', features, '--size', '4'], "--size must be at least 8 px for model.stem 'small', got '4'");
+    const far = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '8'], { encoding: 'utf8' });
+    expect(far.status).toBe(0);
+    expect(far.stderr).toContain('pirl: warning: --size 8 is far from the 32 px this model was trained at');
   });
 
   test('the curves of a long run (300,000 steps) are drawn, not a stack overflow', async () => {

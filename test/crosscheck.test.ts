@@ -32,8 +32,8 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
   const images = Tensor.from(input, [3, 3, 64, 64]);
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  test('exportTrunk loads into torchvision (strict) and gives the same pooled features', async () => {
-    const model = await PirlModel.create({ arch, stem: 'imagenet' });
+  test.each(['imagenet', 'small'] as const)("exportTrunk (%s stem) loads into torchvision (strict; the small stem as README 'Transfer' says) and gives the same pooled features", async (stem) => {
+    const model = await PirlModel.create({ arch, stem });
     // A training-mode pass moves the BatchNorm statistics away from their initial values.
     await model.train().forward(images, Tensor.from(new Float32Array(3 * 9 * 3 * 64 * 64).fill(0.3), [3, 9, 3, 64, 64]));
     const ours = await model.eval().embed(images);

@@ -1,4 +1,8 @@
-import { ArrayDataset, Tensor, Trainer, datasetFeatures, knnAccuracy, linearProbeAccuracy, nearestNeighbours } from '../lib';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, featureOptionsFor, knnAccuracy, linearProbeAccuracy, nearestNeighbours } from '../lib';
+import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -56,6 +60,63 @@ describe('evaluation', () => {
     await expect(nearestNeighbours(Tensor.from(rows, [n, width]), Tensor.from(queries.subarray(0, 8), [2, 4]), 1)).rejects.toThrow(/queries must be rows of 5 features like features, got \[2, 4\]/);
     await expect(nearestNeighbours(Tensor.from(rows, [n * width]), Tensor.from(queries, [q, width]), 1)).rejects.toThrow(/features must be a 2-D float Tensor/);
     await expect(nearestNeighbours(Tensor.from(rows, [n, width]), Tensor.from(queries, [q, width]), 0)).rejects.toThrow(/k must be an integer >= 1, got 0/);
+  });
+
+  test('feature passes default to the side the model trained at (else 32) and a batch that suits it; a side its stem cannot take names options.size', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    const model = trainer.model, data = tiny.dataset();
+    expect(model.imageSize).toBe(16);
+    const rows = async (options: Parameters<typeof datasetFeatures>[2]) => (await datasetFeatures(model, data, options)).features.data() as Float32Array;
+    const [byDefault, at16, at32] = [await rows({}), await rows({ size: 16 }), await rows({ size: 32 })];
+    expect(byDefault).toEqual(at16);
+    expect(byDefault).not.toEqual(at32);
+    expect(featureOptionsFor(model, {})).toEqual({ size: 16, batchSize: 512, layer: 'res5' });
+    expect(featureOptionsFor(model, { size: 64 }).batchSize).toBe(128); // 512 images' activations of 32 px
+    expect(featureOptionsFor(model, { size: 4000 }).batchSize).toBe(1);
+    expect(featureOptionsFor(model, { size: 4000, batchSize: 3 }).batchSize).toBe(3);
+    const fresh = await PirlModel.create({ arch: 'resnet18', stem: 'imagenet', width: 0.125 });
+    expect(featureOptionsFor(fresh, {})).toMatchObject({ size: 32, batchSize: 512 }); // no training side known
+    expect(featureOptionsFor(fresh, { size: 224 }).batchSize).toBe(167); // the ImageNet stem shrinks 224 px to 56
+    await expect(datasetFeatures(model, data, { size: 4 })).rejects.toThrow("options.size must be at least 8 px for model.stem 'small', got 4");
+    await expect(knnAccuracy(fresh, data, data, { size: 16 })).rejects.toThrow("options.size must be at least 32 px for model.stem 'imagenet', got 16");
+  });
+
+  test('embedImages: a folder, or files named one by one, embedded as pirl embed does; rows named by their files, unreadable ones left out', async () => {
+    const dir = tmpDir('pirl-embed-');
+    try {
+      const files = await Promise.all([[40, 30], [25, 50], [64, 64]].map(async ([w, h], i) => {
+        const file = path.join(dir, `${i}.png`);
+        await raw(w, h).rotate(i * 90).png().toFile(file);
+        return file;
+      }));
+      fs.writeFileSync(path.join(dir, '3.png'), 'not an image');
+      const model = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125 });
+      model.imageSize = 16;
+      const warnings: string[] = [];
+      const all = await embedImages(model, dir, { onWarning: (m) => warnings.push(m) });
+      expect(all.files).toEqual(files);
+      expect(all.size).toBe(16);
+      expect([...all.failures.keys()]).toEqual([path.join(dir, '3.png')]);
+      expect(warnings).toHaveLength(1);
+      // A query named alone embeds to its row of the folder's features (a batch of 1, not 3: float rounding).
+      const one = await embedImages(model, [files[1]]);
+      const width = model.featureDim;
+      expect(one.features.shape).toEqual([1, width]);
+      const row = (all.features.data() as Float32Array).slice(width, 2 * width);
+      const scale = Math.max(...row.map(Math.abs));
+      expect(scale).toBeGreaterThan(0.1);
+      (one.features.data() as Float32Array).forEach((v, i) => expect(Math.abs(v - row[i])).toBeLessThan(1e-5 * scale));
+      // The same as the folder opened at the model's side and datasetFeatures.
+      const folder = await ImageFolder.fromFiles(files, { size: 16 });
+      expect((await datasetFeatures(model, folder)).features.data()).toEqual(all.features.data());
+      await expect(ImageFolder.fromFiles([])).rejects.toThrow('files must be a non-empty array of image file paths, got []');
+      await expect(ImageFolder.fromFiles([path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (files[0])`);
+      await expect(ImageFolder.fromFiles([dir])).rejects.toThrow('not a file (files[0]; a folder\'s images: ImageFolder.open)');
+      await expect(embedImages(model, [files[0]], { size: 4 })).rejects.toThrow("options.size must be at least 8 px for model.stem 'small', got 4");
+      await expect(embedImages(model, [files[0]], { sise: 16 } as never)).rejects.toThrow(/options\.sise is not an option/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('datasetFeatures embeds unlabeled data too, naming the row of each feature', async () => {

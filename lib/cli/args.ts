@@ -1,6 +1,7 @@
 // What every `pirl` verb shares: flag parsing, flags mapped onto library options (so the library's
 // checks in lib/config.ts and lib/errors.ts judge them, and their errors name the flag), and the data
 // argument.
+import { createHash } from 'crypto';
 import { constants as fsConstants, promises as fs } from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'util';
@@ -10,6 +11,8 @@ import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder } from '../folders';
+import type { PirlModel } from '../model';
+import { readSafetensorsMetadata } from '../safetensors';
 import { setNumThreads } from '../runtime';
 import { Progress } from './progress';
 
@@ -22,7 +25,7 @@ export type FlagValues = Record<string, string | boolean | undefined>;
  * Parses `args` for the string flags `strings` and the boolean flags `booleans`; `count` positionals
  * (described by `what` in the error) are required. A negative number after a flag is its value.
  */
-export function parseFlags(args: string[], strings: readonly string[], booleans: readonly string[], count: number, what: string): { values: FlagValues; positionals: string[] } {
+export function parseFlags(args: string[], strings: readonly string[], booleans: readonly string[], count: number | { atLeast: number }, what: string): { values: FlagValues; positionals: string[] } {
   const options: Record<string, { type: 'string' | 'boolean' }> = {};
   for (const name of strings) options[name] = { type: 'string' };
   for (const name of booleans) options[name] = { type: 'boolean' };
@@ -39,7 +42,8 @@ export function parseFlags(args: string[], strings: readonly string[], booleans:
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  if (parsed.positionals.length !== count) throw new UsageError(`${what} (got ${parsed.positionals.length} argument(s))`);
+  const n = parsed.positionals.length;
+  if (typeof count === 'number' ? n !== count : n < count.atLeast) throw new UsageError(`${what} (got ${n} argument(s))`);
   return { values: parsed.values as FlagValues, positionals: parsed.positionals };
 }
 
@@ -179,10 +183,11 @@ export async function makeOutputDir(flag: string, dir: string): Promise<void> {
  * --out FILE of a verb that works before it writes: checked before the work (the extension, when the
  * verb writes one format; its folder made and writable), so a mistake costs nothing.
  */
-export async function outputFile(file: string, extension?: string): Promise<string> {
+export async function outputFile(file: string, extension?: string, replacing?: { inputs: string[]; force: boolean }): Promise<string> {
   if (extension !== undefined && path.extname(file).toLowerCase() !== extension) throw new UsageError(`--out must name a ${extension} file, got '${file}'`);
   const target = await fs.stat(file).catch(() => null);
   if (target?.isDirectory() || /[\\/]$/.test(file)) throw new UsageError(`--out must name a file, got the folder '${file}'`);
+  if (target && replacing) await checkReplaceable(file, replacing.inputs, replacing.force);
   const dir = path.dirname(path.resolve(file));
   await makeOutputDir('out', dir);
   try {
@@ -191,6 +196,31 @@ export async function outputFile(file: string, extension?: string): Promise<stri
     throw new UsageError(`--out ${file}: cannot write in ${dir}: ${(err as Error).message}`);
   }
   return file;
+}
+
+// Trained work is not lost to a slip of --out: never the command's own input, a model or checkpoint only with --force.
+async function checkReplaceable(file: string, inputs: string[], force: boolean): Promise<void> {
+  const real = (f: string) => fs.realpath(f).catch(() => path.resolve(f));
+  const target = await real(file);
+  for (const input of inputs) {
+    if ((await real(input)) === target) throw new UsageError(`--out ${file} is the file this command reads (${input}): give another file`);
+  }
+  const metadata = await readSafetensorsMetadata(file).catch(() => ({} as Record<string, string>));
+  const held = metadata['pirl-checkpoint'] !== undefined ? 'a training checkpoint' : metadata.pirl !== undefined ? 'a trained pirl model' : null;
+  if (held && !force) throw new UsageError(`--out ${file} holds ${held}: --force replaces it`);
+}
+
+/** A file's SHA-256 (hex): which model made a features file. */
+export async function fileDigest(file: string): Promise<string> {
+  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+}
+
+/** A side far from the model's training side gives features it never learned to make: said, not refused. */
+export function warnOfSize(model: PirlModel, size: number): void {
+  const trained = model.imageSize;
+  if (trained !== null && (size > 2 * trained || 2 * size < trained)) {
+    console.error(`pirl: warning: --size ${size} is far from the ${trained} px this model was trained at: its features there are not the ones it learned`);
+  }
 }
 
 /** --size of a folder's stored images: room for the sampler's crops unless given. */

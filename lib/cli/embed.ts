@@ -3,30 +3,36 @@ import * as path from 'path';
 
 import { resolveFeatureOptions } from '../config';
 import { ImageFolder } from '../data/imageFolder';
-import { datasetFeatures } from '../eval/knn';
+import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, applyRunFlags, asFlags, openData, optionsFromFlags, outputFile, parseFlags } from './args';
+import { UsageError, applyRunFlags, asFlags, fileDigest, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize } from './args';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
 
-export const EMBED_USAGE = `embed <model> <data> --out FILE [--layer res5|f] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
-                                features of every image, with the file list (or sample numbers) in the metadata`;
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer res5|f] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
+                                features of every image, with the file list (or sample numbers) in the metadata (pirl search reads it);
+                                --force: --out may replace a model or checkpoint`;
 
 export async function embed(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'layout', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], [], 2, 'embed needs <model.safetensors> <data>');
+  const { values, positionals } = parseFlags(args, ['out', 'layout', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], ['force'], 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
-  const out = await outputFile(values.out, '.safetensors');
-  const options = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
+  const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0]], force: values.force === true });
+  const flags = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
-  if (values.size === undefined && model.imageSize !== null) options.size = model.imageSize; // the size it was trained on
+  const options = asFlags(values, FEATURE_FLAGS, 'options', () => featureOptionsFor(model, flags));
+  warnOfSize(model, options.size);
   const data = await openData(positionals[1], Math.max(options.size, 8), values);
   const progress = new Progress();
   const { features, indices } = await datasetFeatures(model, data, options, (done, total) => progress.update(`features ${done}/${total} images`, done === total));
   // A folder's rows are named by their files; fashion-mnist's by their sample numbers.
   const files = data instanceof ImageFolder ? indices.map((i) => path.relative(positionals[1], data.files[i])) : indices.map((i) => `${positionals[1]}/train/${i}`);
-  await writeSafetensors(out, [['features', features]], { files: JSON.stringify(files), layer: options.layer });
-  console.log(`wrote ${features.shape.join('×')} features of ${files.length} images (at ${options.size} px) to ${out}`);
+  await writeSafetensors(out, [['features', features]], {
+    files: JSON.stringify(files), layer: options.layer, size: String(options.size), 'model-sha256': await fileDigest(positionals[0]),
+    ...(data instanceof ImageFolder ? { dir: path.resolve(positionals[1]) } : {}),
+  });
+  const unreadable = data.length - files.length;
+  console.log(`wrote ${features.shape.join('×')} features of ${files.length} images (at ${options.size} px${unreadable > 0 ? `; ${unreadable} unreadable left out` : ''}) to ${out}`);
 }

@@ -1,9 +1,9 @@
 // `pirl eval`: the weighted-kNN top-1 of a saved model's trunk.
 import { resolveKnnOptions } from '../config';
-import { knnAccuracy } from '../eval/knn';
+import { featureOptionsFor, knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
-import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags } from './args';
+import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, warnOfSize } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
@@ -16,17 +16,18 @@ export async function evaluate(args: string[]): Promise<void> {
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
-  if (values.size === undefined && model.imageSize !== null) knn.size = model.imageSize; // the size it was trained on
+  const { size } = asFlags(values, KNN_FLAGS, 'options', () => featureOptionsFor(model, { size: knn.size }));
+  warnOfSize(model, size);
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
-  const { train, test } = await knnSplit(await openData(spec, knn.size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, knn.size, values);
+  const { train, test } = await knnSplit(await openData(spec, size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, size, values);
   const progress = new Progress();
   const testSpec = typeof values.test === 'string' ? `--test ${values.test}` : `--data ${spec} (its held-out fifth)`;
-  const accuracy = await knnAccuracy(model, train, test, knn, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total)).catch((err) => {
+  const accuracy = await knnAccuracy(model, train, test, { ...knn, size }, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total)).catch((err) => {
     // The library names the sets 'train' and 'test': here they are what --data and --test gave.
     if (isArgumentError(err) && (err.argument === 'train' || err.argument === 'test')) {
       throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${err.expected}, got ${describe(err.received)}`);
     }
     throw err;
   });
-  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length, size: knn.size }));
+  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length, size }));
 }

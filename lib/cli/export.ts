@@ -2,13 +2,22 @@
 import { PirlModel } from '../model';
 import { UsageError, outputFile, parseFlags } from './args';
 
-export const EXPORT_USAGE = `export <model> --out FILE     the trunk with torchvision's names (safetensors)`;
+export const EXPORT_USAGE = `export <model> --out FILE [--force]  the trunk with torchvision's names (safetensors); --force: --out may replace a model or checkpoint`;
 
 export async function exportTrunk(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out'], [], 1, 'export needs <model.safetensors> --out FILE.safetensors');
+  const { values, positionals } = parseFlags(args, ['out'], ['force'], 1, 'export needs <model.safetensors> --out FILE.safetensors');
   if (typeof values.out !== 'string') throw new UsageError('export needs <model.safetensors> --out FILE.safetensors');
-  const out = await outputFile(values.out, '.safetensors');
+  const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0]], force: values.force === true });
   const model = await PirlModel.load(positionals[0]);
   await model.exportTrunk(out);
   console.log(`wrote the ${model.options.arch} trunk with torchvision's names to ${out}`);
+  for (const note of torchvisionNotes(model)) console.error(`pirl: note: ${note}`);
+}
+
+// What torchvision's own ResNet needs to take this trunk (README "Transfer").
+function torchvisionNotes({ options: { arch, stem, width } }: PirlModel): string[] {
+  const notes: string[] = [];
+  if (width !== 1) notes.push(`width ${width}: torchvision's ${arch} has no such channel counts; its weights load only into a ResNet built with each stage's channels × ${width}`);
+  if (stem === 'small') notes.push(`the small stem: torchvision.models.${arch}() takes it after m.conv1 = nn.Conv2d(3, ${Math.round(64 * width)}, 3, 1, 1, bias=False) and m.maxpool = nn.Identity()`);
+  return notes;
 }

@@ -227,6 +227,31 @@ export class ImageFolder implements Dataset {
     return folder;
   }
 
+  /**
+   * Image files named one by one (a query, a list from elsewhere) as an unlabeled data set, in their order,
+   * decoded at `options.size` as a folder's; its `dir` is their deepest common folder.
+   */
+  static async fromFiles(files: readonly string[], options: Pick<ImageFolderOptions, 'size' | 'onWarning'> = {}): Promise<ImageFolder> {
+    if (!Array.isArray(files) || files.length === 0) throw typeError('files', 'a non-empty array of image file paths', files);
+    files.forEach((f, i) => {
+      if (typeof f !== 'string' || f === '') throw typeError(`files[${i}]`, 'an image file path', f);
+    });
+    checkFunctions('options', checkOptions('options', options, ['size', 'onWarning']), ['onWarning']);
+    const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
+    const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
+    for (const [i, file] of files.entries()) {
+      const stat = await fs.stat(file).catch(() => null);
+      if (!stat) throw new Error(`${file}: no such file (files[${i}])`);
+      if (!stat.isFile()) throw new Error(`${file}: not a file (files[${i}]; a folder's images: ImageFolder.open)`);
+    }
+    const resolved = files.map((f) => path.resolve(f));
+    let dir = path.dirname(resolved[0]);
+    while (!resolved.every((f) => f.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep))) dir = path.dirname(dir);
+    const folder = new ImageFolder(dir, [...files], null, null, size, warn);
+    await folder.probe();
+    return folder;
+  }
+
   get length(): number {
     return this.files.length;
   }

@@ -2,12 +2,12 @@
 // sampled order, and the same patches put back in their grid cells (the solved puzzle), composed with sharp.
 import sharp, { type OverlayOptions } from 'sharp';
 
+import { NORMALIZATION } from '../config';
 import { checkInteger } from '../errors';
 import { JIGSAW_CELLS, JIGSAW_PATCHES, patchCell } from './jigsaw';
 import type { Loader } from './loader';
 
-const MEAN = [0.485, 0.456, 0.406];
-const STD = [0.229, 0.224, 0.225];
+const { mean: MEAN, std: STD } = NORMALIZATION;
 const GAP = 2;
 
 // Normalised CHW floats back to 8-bit HWC RGB.

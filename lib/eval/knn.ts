@@ -2,7 +2,7 @@
 // the test transform (docs/PIRL.md, "Evaluation protocols").
 import { binding } from '../binding';
 import {
-  resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
+  EVAL_SIZE, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type EmbedLayer, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { evalImages } from '../data/loader';
@@ -25,11 +25,22 @@ export interface DatasetFeatures {
 export type FeatureProgress = (done: number, total: number) => void;
 
 /**
+ * `options` decided for `model`: the side it was trained at unless given (else EVAL_SIZE), checked against its
+ * stem, and a batch that suits that side (PirlModel.embedBatchSize) unless given.
+ */
+export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}, arg = 'options'): { size: number; batchSize: number; layer: EmbedLayer } {
+  const o = resolveFeatureOptions(options, arg);
+  const size = o.size ?? model.imageSize ?? EVAL_SIZE;
+  if (size < model.minInputSize) throw rangeError(`${arg}.size`, `at least ${model.minInputSize} px for model.stem '${model.options.stem}'`, size);
+  return { size, batchSize: o.batchSize ?? model.embedBatchSize(size), layer: o.layer };
+}
+
+/**
  * Features of a data set with the eval transform, one batch at a time, with the data set index of
  * each row. The model runs on its own device; the features come back on the CPU.
  */
 export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): AsyncGenerator<{ features: Tensor; indices: number[] }> {
-  const { size, batchSize, layer } = resolveFeatureOptions(options);
+  const { size, batchSize, layer } = featureOptionsFor(model, options);
   for (let begin = 0; begin < dataset.length; begin += batchSize) {
     const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
     const { images, indices } = await evalImages(dataset, wanted, size);

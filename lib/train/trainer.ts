@@ -72,7 +72,7 @@ export interface FitOptions {
 
 // The sampler's views must survive the stem's strides (forward() says so too, but only at the first step).
 function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
-  const min = model.handle.info().minInputSize;
+  const min = model.minInputSize;
   for (const key of ['imageSize', 'patchSize'] as const) {
     if (c.sampler[key] < min) {
       throw rangeError(`config.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (a larger preset, e.g. 'paper', or the 'small' stem)`, c.sampler[key]);

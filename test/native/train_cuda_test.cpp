@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/distributed/communicator.h"
+#include "core/train/step_graph.h"
 #include "core/train/train_state.h"
 #include "presets.h"
 #include "rendezvous.h"
@@ -206,6 +207,37 @@ TEST(TrainStateCuda, GraphsRecaptureWhenTheLossScaleChanges) {
   run.state->scaler().restore(512, 0);  // the scale is baked into the captured backward
   EXPECT_FALSE(step().replayed);
   EXPECT_TRUE(step().replayed);
+}
+
+// A body that reads the device inside the capture (what a graph cannot hold) invalidates it: the step's work
+// comes from the warm-up, a warning is raised, the stream's capture is ended (the thread allocates and reads the
+// device again) and later steps run eagerly.
+TEST(StepGraphCuda, AFailedCaptureIsEndedAndTheRunGoesOnEagerly) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  train::StepGraph graph(c10::Device(c10::kCUDA, 0));
+  int calls = 0;
+  const auto body = [&](const std::vector<at::Tensor>& in) {
+    ++calls;
+    const double total = in[0].sum().item<double>();  // a host read: illegal while capturing
+    return std::vector<at::Tensor>{in[0] * 2 + total};
+  };
+  const at::Tensor x = at::arange(4, at::TensorOptions(at::kFloat).device(at::kCUDA));
+  struct : c10::WarningHandler {
+    void process(const c10::Warning& warning) override { messages += std::string(warning.msg()) + "\n"; }
+    std::string messages;
+  } warnings;
+  c10::WarningUtils::WarningHandlerGuard collect(&warnings);
+  const auto key = [] { return std::vector<int64_t>{}; };
+  const std::vector<at::Tensor> first = graph.run({x}, key, body);
+  EXPECT_FALSE(graph.replayed());
+  EXPECT_TRUE(at::equal(first[0].cpu(), at::tensor({6.0f, 8.0f, 10.0f, 12.0f}))) << "the warm-up's result";
+  const at::Tensor after = at::ones({1 << 20}, at::TensorOptions(at::kFloat).device(at::kCUDA)).sum().cpu();
+  EXPECT_EQ(after.item<float>(), static_cast<float>(1 << 20)) << "the thread allocates and reads the device again";
+  const std::vector<at::Tensor> second = graph.run({x}, key, body);
+  EXPECT_FALSE(graph.replayed());
+  EXPECT_TRUE(at::equal(second[0].cpu(), first[0].cpu()));
+  EXPECT_EQ(calls, 3) << "warm-up, the failed capture, then one eager run";
+  EXPECT_NE(warnings.messages.find("capturing the training step as a CUDA graph failed"), std::string::npos) << warnings.messages;
 }
 
 TEST(TrainStateCuda, GraphsRefuseDataParallelRuns) {

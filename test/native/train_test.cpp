@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -178,6 +179,18 @@ TEST(Knn, NearestNeighboursMatchASortOfAllCosineSimilarities) {
   EXPECT_EQ(eval::nearestNeighbours(features, queries, 500).index.size(1), 50) << "k is clamped to N";
   EXPECT_THROW(eval::nearestNeighbours(features, at::randn({2, 5}), 1), c10::ValueError);
   EXPECT_THROW(eval::nearestNeighbours(features, queries, 0), c10::ValueError);
+  // A NaN row would rank first for every query (topk sorts NaN highest): refused, naming the row.
+  at::Tensor broken = features.clone();
+  broken[17][2] = std::numeric_limits<double>::quiet_NaN();
+  try {
+    eval::nearestNeighbours(broken, queries, 5);
+    ADD_FAILURE() << "a NaN row was ranked";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("features must be finite: row 17 holds NaN or infinity (1 row(s) of 50)"), std::string::npos) << e.what();
+  }
+  at::Tensor infinite = queries.clone();
+  infinite[3][0] = std::numeric_limits<double>::infinity();
+  EXPECT_THROW(eval::nearestNeighbours(features, infinite, 5), c10::ValueError);
 }
 
 // lib/config.ts's defaults for the probe: 30 epochs, batch 256, lr 0.1, weight decay 1e-4, seed 0.

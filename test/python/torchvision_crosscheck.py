@@ -20,6 +20,7 @@ CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
 def read_safetensors(path):
+    """The tensors and the metadata of a safetensors file (without the safetensors package)."""
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
@@ -31,7 +32,7 @@ def read_safetensors(path):
         begin, end = entry["data_offsets"]
         array = np.frombuffer(data[begin:end], dtype=DTYPES[entry["dtype"]]).reshape(entry["shape"])
         out[name] = torch.from_numpy(array.copy())
-    return out
+    return out, header.get("__metadata__", {})
 
 
 def write_safetensors(path, tensors):
@@ -48,9 +49,13 @@ def write_safetensors(path, tensors):
         f.write(struct.pack("<Q", len(blob)) + blob + b"".join(chunks))
 
 
-def trunk(arch):
+def trunk(arch, stem="imagenet"):
+    """torchvision's ResNet as README "Transfer" rebuilds an exported trunk: no fc; the small stem's 3×3 conv, no max-pool."""
     model = getattr(torchvision.models, arch)()
     model.fc = torch.nn.Identity()
+    if stem == "small":
+        model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        model.maxpool = torch.nn.Identity()
     return model
 
 
@@ -66,8 +71,12 @@ def main():
     mode = sys.argv[1]
     if mode == "check-export":
         arch, trunk_path, input_path, features_path = sys.argv[2:6]
-        model = trunk(arch)
-        model.load_state_dict(read_safetensors(trunk_path), strict=True)
+        tensors, metadata = read_safetensors(trunk_path)
+        described = json.loads(metadata["pirl-trunk"])  # the export says how to rebuild it
+        if described["arch"] != arch or described["width"] != 1:
+            raise SystemExit("pirl-trunk metadata: %s" % described)
+        model = trunk(arch, described["stem"])
+        model.load_state_dict(tensors, strict=True)
         expected = torch.from_numpy(np.fromfile(features_path, dtype=np.float32)).reshape(-1, model_width(arch))
         got = features(model, input_path)
         print(json.dumps({"maxAbsDiff": float((got - expected).abs().max()), "scale": float(got.abs().max())}))

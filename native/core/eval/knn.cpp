@@ -6,11 +6,22 @@
 
 namespace pirl::eval {
 
+namespace {
+// topk ranks a NaN similarity first: one non-finite row would be every query's nearest neighbour.
+void checkFinite(const at::Tensor& x, const char* name) {
+  const at::Tensor bad = at::isfinite(x).all(1).logical_not().nonzero().cpu();
+  TORCH_CHECK_VALUE(bad.size(0) == 0, name, " must be finite: row ", bad.size(0) > 0 ? bad[0][0].item<int64_t>() : 0,
+                    " holds NaN or infinity (", bad.size(0), " row(s) of ", x.size(0), ")");
+}
+}  // namespace
+
 Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queries, int64_t k, int64_t chunk) {
   TORCH_CHECK_VALUE(features.dim() == 2 && queries.dim() == 2 && features.size(1) == queries.size(1),
                     "features and queries must be N×F and M×F, got ", features.sizes(), " and ", queries.sizes());
   TORCH_CHECK_VALUE(features.size(0) >= 1, "features must hold at least one row");
   TORCH_CHECK_VALUE(k >= 1 && chunk >= 1, "k and chunk must be positive, got ", k, " and ", chunk);
+  checkFinite(features, "features");
+  checkFinite(queries, "queries");
   const int64_t kk = std::min(k, features.size(0));
   const auto unit = [](const at::Tensor& x) {
     const at::Tensor f = x.to(at::kFloat);

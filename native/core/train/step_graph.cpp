@@ -147,11 +147,18 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
     }
     graph->capture_end();
   } catch (const std::exception& e) {
-    // Ends what the failed capture left: the stream's capture, the allocator's routing into its pool (which
-    // capture_end skips when the capture was invalid, before libtorch 2.12), then the pool itself.
-    try {
-      graph->capture_end();
-    } catch (...) {
+    // Ends what the failed capture left: the stream's capture (else this thread's next allocation or host read
+    // fails: "operation not permitted when stream is capturing"), the allocator's routing into its pool (which
+    // capture_end skips when the capture was invalid, before libtorch 2.12), then the pool itself. Ended here
+    // rather than by capture_end, which refuses unless the current stream is the capture's (the guard above is gone).
+    {
+      const c10::cuda::CUDAStreamGuard onStream(stream);
+      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+      if (cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+        cudaGraph_t partial = nullptr;
+        if (cudaStreamEndCapture(stream, &partial) == cudaSuccess && partial != nullptr) cudaGraphDestroy(partial);
+      }
+      (void)cudaGetLastError();  // the failed capture's error, not a later call's
     }
     try {
       c10::cuda::CUDACachingAllocator::endAllocateToPool(g.device.index(), pool);

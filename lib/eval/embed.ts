@@ -1,0 +1,46 @@
+// Features of image files as `pirl embed` makes them: each image decoded at the side it is embedded at (one
+// resampling), every row named by its file — so that a query embeds as its catalogue did.
+import type { FeatureOptions } from '../config';
+import { ImageFolder, type FolderLayout } from '../data/imageFolder';
+import { checkFunctions, checkOptions } from '../errors';
+import type { PirlModel } from '../model';
+import type { Tensor } from '../tensor';
+import { datasetFeatures, featureOptionsFor, type FeatureProgress } from './knn';
+
+export interface EmbedImagesOptions extends FeatureOptions {
+  /** How a folder is read (ImageFolder.open's layout; default 'auto'). */
+  layout?: FolderLayout;
+  /** Told after each batch: images done, of all. */
+  onProgress?: FeatureProgress;
+  /** Called once per unreadable image (default: process.emitWarning). */
+  onWarning?: (message: string) => void;
+}
+
+export interface ImageFeatures {
+  /** One row per readable image, in the order of `files`, on the CPU. */
+  features: Tensor;
+  /** The file of each row: unreadable images are left out (see `failures`). */
+  files: string[];
+  /** Each unreadable file, and why. */
+  failures: ReadonlyMap<string, string>;
+  /** The side the images were embedded at (the model's training side unless options.size). */
+  size: number;
+}
+
+const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'onProgress', 'onWarning'] as const;
+
+/**
+ * Features of a folder of images (read as ImageFolder.open does) or of image files, each decoded at the side
+ * it is embedded at: the side the model was trained at unless options.size says otherwise.
+ */
+export async function embedImages(model: PirlModel, images: string | readonly string[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
+  checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
+  const { layout, onProgress, onWarning, ...given } = options;
+  const resolved = featureOptionsFor(model, given);
+  const warning = onWarning === undefined ? {} : { onWarning };
+  const folder = typeof images === 'string'
+    ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...warning })
+    : await ImageFolder.fromFiles(images, { size: resolved.size, ...warning });
+  const { features, indices } = await datasetFeatures(model, folder, resolved, onProgress);
+  return { features, files: indices.map((i) => folder.files[i]), failures: folder.failures, size: resolved.size };
+}
