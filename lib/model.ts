@@ -38,9 +38,13 @@ export function modelOptionsOf(file: string, content: SafetensorsContent): Resol
   const object = jsonMetadata(file, content.metadata, 'pirl');
   if (object === undefined) {
     // A training checkpoint holds the whole run, not a model file: point at the model its run writes.
-    const hint = content.metadata['pirl-checkpoint'] !== undefined
+    const m = content.metadata;
+    const hint = m['pirl-checkpoint'] !== undefined
       ? `it is a training checkpoint: its run writes the model beside it (${path.join(path.dirname(file), 'model.safetensors')} from \`pirl train\`, trainer.model.save() from the API), and Trainer.resume continues it`
-      : 'for a torchvision trunk use importTrunk';
+      : m.files !== undefined && m.layer !== undefined
+        ? 'it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it'
+        : `it holds no model options (${m['pirl-trunk'] !== undefined ? 'a trunk from `pirl export`' : 'a torchvision trunk?'}): ` +
+          'load its weights into a model made with PirlModel.create(options) by model.importTrunk(file)';
     throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
   }
   const field = metadataField(file, 'pirl');

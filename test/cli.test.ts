@@ -123,7 +123,9 @@ describe('pirl train / eval / embed / export', () => {
     const evaluation = JSON.parse(held.stdout.trim());
     expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
-    expect(JSON.parse(run(['eval', model, '--data', data, '--test', data, '--size', '16']).trim()).test).toBe(20);
+    const itself = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', data, '--size', '16'], { encoding: 'utf8' });
+    expect(JSON.parse(itself.stdout.trim()).test).toBe(20);
+    expect(itself.stderr).toContain('pirl: warning: --test is --data: every test image votes for itself');
     // Without --size, at the size the model was trained on (the small preset's 32-px views), which its file records.
     expect(JSON.parse(run(['eval', model, '--data', data]).trim()).size).toBe(32);
     // Test classes are matched by name: one the model's data lacks is refused, naming --test.
@@ -132,6 +134,12 @@ describe('pirl train / eval / embed / export', () => {
     const unknown = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', other, '--size', '16'], { encoding: 'utf8' });
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toContain(`--test ${other} must be a data set of train's classes (dark, light), got ["coat"]`);
+    // An unreadable image is left out of the passes, and counted apart.
+    const broken = path.join(dir, 'broken');
+    fs.cpSync(data, broken, { recursive: true });
+    fs.writeFileSync(path.join(broken, 'dark', 'zz.png'), 'not an image');
+    const withBroken = JSON.parse(run(['eval', model, '--data', broken, '--size', '16']).trim());
+    expect([withBroken.train + withBroken.test, withBroken.unreadable]).toEqual([21, 1]);
     const features = path.join(dir, 'features.safetensors');
     run(['embed', model, data, '--out', features, '--size', '16']);
     const { tensors, metadata } = await readSafetensors(features);
@@ -156,6 +164,8 @@ describe('pirl train / eval / embed / export', () => {
     };
     searchRefused([path.join(out, 'checkpoint.safetensors'), features, query], 'was embedded by another model than');
     searchRefused([model, model, query], 'is not a features file of pirl embed');
+    const featuresAsModel = spawnSync(process.execPath, [cli, 'eval', features], { encoding: 'utf8' });
+    expect(featuresAsModel.stderr).toContain('it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it');
     searchRefused([model, features], 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder (got 2 argument(s))');
     run(['embed', model, 'fashion-mnist', '--out', features, '--size', '8']);
     const mnist = await readSafetensors(features);

@@ -1,5 +1,9 @@
 // `pirl eval`: the weighted-kNN top-1 of a saved model's trunk.
+import * as path from 'path';
+
 import { resolveKnnOptions } from '../config';
+import { Subset, type Dataset } from '../data/datasets';
+import { ImageFolder } from '../data/imageFolder';
 import { featureOptionsFor, knnAccuracy } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
@@ -19,6 +23,10 @@ export async function evaluate(args: string[]): Promise<void> {
   const { size } = asFlags(values, KNN_FLAGS, 'options', () => featureOptionsFor(model, { size: knn.size }));
   warnOfSize(model, size);
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
+  if (values.data === undefined) console.error('pirl: no --data: kNN on fashion-mnist (its train set votes for its test set)');
+  if (typeof values.test === 'string' && path.resolve(values.test) === path.resolve(spec)) {
+    console.error('pirl: warning: --test is --data: every test image votes for itself (k=1 scores 1); hold some out instead (drop --test)');
+  }
   const { train, test } = await knnSplit(await openData(spec, size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, size, values);
   const progress = new Progress();
   const testSpec = typeof values.test === 'string' ? `--test ${values.test}` : `--data ${spec} (its held-out fifth)`;
@@ -29,5 +37,13 @@ export async function evaluate(args: string[]): Promise<void> {
     }
     throw err;
   });
-  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length, size }));
+  // Unreadable images are left out of the passes: said, so that train + test add up.
+  const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
+  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length, size, ...(unreadable > 0 ? { unreadable } : {}) }));
+}
+
+// The files of a folder (or of the folder a held-out split comes from) found unreadable so far.
+function unreadableOf(data: Dataset): string[] {
+  if (data instanceof ImageFolder) return [...data.failures.keys()];
+  return data instanceof Subset ? unreadableOf(data.base) : [];
 }

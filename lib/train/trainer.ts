@@ -227,7 +227,7 @@ export class Trainer {
   private async fillBankWithFeatures(dataset: Dataset, onProgress?: (done: number, total: number) => void): Promise<void> {
     const [begin, end] = this.handle.bankShard();
     const shard = end - begin === dataset.length ? dataset : new Subset(dataset, Array.from({ length: end - begin }, (_, i) => begin + i));
-    const options = { size: this.config.sampler.imageSize, batchSize: Math.max(this.config.batchSize, 256), layer: 'f' as const };
+    const options = { size: this.config.sampler.imageSize, layer: 'f' as const };
     for await (const { features, indices } of featureBatches(this.model, shard, options, onProgress)) {
       this.bank.update(indices.map((i) => begin + i), features, 0);
     }
