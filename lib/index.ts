@@ -38,6 +38,6 @@ export { Trainer } from './train/trainer';
 export type { BatchLogs, Callbacks, CreateOptions, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
-export { knnAccuracy, linearProbeAccuracy, datasetFeatures, featureOptionsFor, nearestNeighbours } from './eval/knn';
+export { knnAccuracy, knnPredict, linearProbeAccuracy, datasetFeatures, featureOptionsFor, nearestNeighbours } from './eval/knn';
 export { embedImages, type EmbedImagesOptions, type ImageFeatures } from './eval/embed';
 export type { DatasetFeatures } from './eval/knn';

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, featureOptionsFor, knnAccuracy, linearProbeAccuracy, nearestNeighbours } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, featureOptionsFor, knnAccuracy, knnPredict, linearProbeAccuracy, nearestNeighbours } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -96,6 +96,7 @@ describe('evaluation', () => {
       const all = await embedImages(model, dir, { onWarning: (m) => warnings.push(m) });
       expect(all.files).toEqual(files);
       expect(all.size).toBe(16);
+      expect([all.labels, all.classes]).toEqual([null, null]); // a flat folder
       expect([...all.failures.keys()]).toEqual([path.join(dir, '3.png')]);
       expect(warnings).toHaveLength(1);
       // A query named alone embeds to its row of the folder's features (a batch of 1, not 3: float rounding).
@@ -109,6 +110,16 @@ describe('evaluation', () => {
       // The same as the folder opened at the model's side and datasetFeatures.
       const folder = await ImageFolder.fromFiles(files, { size: 16 });
       expect((await datasetFeatures(model, folder)).features.data()).toEqual(all.features.data());
+      // Class subfolders: each row's label; knnPredict then names a query's class (k = 1: the image itself).
+      const labelled = path.join(dir, 'labelled');
+      for (const [c, i] of [['a', 0], ['b', 2]] as const) {
+        fs.mkdirSync(path.join(labelled, c), { recursive: true });
+        fs.copyFileSync(files[i], path.join(labelled, c, `${i}.png`));
+      }
+      const known = await embedImages(model, labelled);
+      expect([known.labels, known.classes]).toEqual([Int32Array.from([0, 1]), ['a', 'b']]);
+      const queries = await embedImages(model, [files[2], files[0]]);
+      expect([...(await knnPredict(known.features, known.labels!, queries.features, { k: 1 }))].map((l) => known.classes![l])).toEqual(['b', 'a']);
       await expect(ImageFolder.fromFiles([])).rejects.toThrow('files must be a non-empty array of image file paths, got []');
       await expect(ImageFolder.fromFiles([path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (files[0])`);
       await expect(ImageFolder.fromFiles([dir])).rejects.toThrow('not a file (files[0]; a folder\'s images: ImageFolder.open)');
@@ -117,6 +128,31 @@ describe('evaluation', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test('knnPredict: the weighted vote of the k most similar rows, as a naive vote computes it; bad labels named', async () => {
+    let seed = 5;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    const [n, m, width, k, tau] = [30, 7, 5, 5, 0.1];
+    const rows = Float32Array.from({ length: n * width }, random), queries = Float32Array.from({ length: m * width }, random);
+    const labels = Int32Array.from({ length: n }, (_, i) => (i * 7) % 3);
+    const unit = (a: Float32Array, i: number) => {
+      const v = a.slice(i * width, (i + 1) * width);
+      const norm = Math.hypot(...v);
+      return v.map((x) => x / norm);
+    };
+    const expected = Array.from({ length: m }, (_, q) => {
+      const query = unit(queries, q);
+      const similar = Array.from({ length: n }, (_, i) => ({ i, s: unit(rows, i).reduce((sum, x, j) => sum + x * query[j], 0) }));
+      const votes = [0, 0, 0];
+      for (const { i, s } of similar.sort((a, b) => b.s - a.s).slice(0, k)) votes[labels[i]] += Math.exp(s / tau);
+      return votes.indexOf(Math.max(...votes));
+    });
+    const predicted = await knnPredict(Tensor.from(rows, [n, width]), labels, Tensor.from(queries, [m, width]), { k, tau });
+    expect([...predicted]).toEqual(expected);
+    expect(new Set(expected).size).toBeGreaterThan(1); // the vote decides between labels
+    await expect(knnPredict(Tensor.from(rows, [n, width]), labels.subarray(1), Tensor.from(queries, [m, width]))).rejects.toThrow('labels must be an Int32Array of 30 labels (one per row of features), got "29 labels"');
+    await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 4 ? -1 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[4] must be a label >= 0, got -1');
   });
 
   test('datasetFeatures embeds unlabeled data too, naming the row of each feature', async () => {

@@ -21,6 +21,9 @@ export interface ImageFeatures {
   features: Tensor;
   /** The file of each row: unreadable images are left out (see `failures`). */
   files: string[];
+  /** A folder of class subfolders: each row's label (its class's place in `classes`); else null. */
+  labels: Int32Array | null;
+  classes: string[] | null;
   /** Each unreadable file, and why. */
   failures: ReadonlyMap<string, string>;
   /** The side the images were embedded at (the model's training side unless options.size). */
@@ -41,6 +44,6 @@ export async function embedImages(model: PirlModel, images: string | readonly st
   const folder = typeof images === 'string'
     ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...warning })
     : await ImageFolder.fromFiles(images, { size: resolved.size, ...warning });
-  const { features, indices } = await datasetFeatures(model, folder, resolved, onProgress);
-  return { features, files: indices.map((i) => folder.files[i]), failures: folder.failures, size: resolved.size };
+  const { features, indices, labels } = await datasetFeatures(model, folder, resolved, onProgress);
+  return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures: folder.failures, size: resolved.size };
 }

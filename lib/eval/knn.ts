@@ -6,7 +6,7 @@ import {
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { evalImages } from '../data/loader';
-import { checkInteger, nativeCall, rangeError, typeError } from '../errors';
+import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
 
@@ -134,20 +134,36 @@ function classCount(...labels: Int32Array[]): number {
 }
 
 /**
+ * Weighted-kNN labels of `queries` (M×F): the k rows of `features` (N×F, labelled by `labels`) most
+ * cosine-similar to each query vote e^{s/τ} for their label (NPID's classifier; `pirl eval`'s). It runs where
+ * `features` are; `queries` must be there too.
+ */
+export async function knnPredict(features: Tensor, labels: Int32Array, queries: Tensor, options: { k?: number; tau?: number } = {}): Promise<Int32Array> {
+  const f = checkFeatures('features', features);
+  const q = checkFeatures('queries', queries);
+  if (!(labels instanceof Int32Array) || labels.length !== f.shape[0]) {
+    throw typeError('labels', `an Int32Array of ${f.shape[0]} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
+  }
+  const negative = labels.findIndex((label) => label < 0);
+  if (negative >= 0) throw rangeError(`labels[${negative}]`, 'a label >= 0', labels[negative]);
+  if (f.shape[1] !== q.shape[1]) throw rangeError('queries', `rows of ${f.shape[1]} features like features`, q.shape);
+  if (f.device !== q.device) throw rangeError('queries', `on the device of features (${f.device})`, q.device);
+  const { k, tau } = resolveKnnOptions(checkOptions('options', options, ['k', 'tau']));
+  const predicted = new Tensor(await nativeCall(() => binding.knnPredict(f.handle, int64Tensor(labels).handle, q.handle, k, tau, classCount(labels)))).data() as BigInt64Array;
+  return Int32Array.from(predicted, Number);
+}
+
+/**
  * Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. The
  * similarities are computed on the model's device.
  */
 export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { k, tau, ...features } = resolveKnnOptions(options);
   const [a, b] = await bothFeatures(model, train, test, features, onProgress);
-  const classes = classCount(a.labels, b.labels);
-  const trainLabels = int64Tensor(a.labels);
   const [trainFeatures, testFeatures] = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
-  const predicted = new Tensor(
-    await nativeCall(() => binding.knnPredict(trainFeatures.handle, trainLabels.handle, testFeatures.handle, k, tau, classes)),
-  ).data() as BigInt64Array;
+  const predicted = await knnPredict(trainFeatures, a.labels, testFeatures, { k, tau });
   let correct = 0;
-  predicted.forEach((p, i) => (correct += Number(p) === b.labels[i] ? 1 : 0));
+  predicted.forEach((p, i) => (correct += p === b.labels[i] ? 1 : 0));
   return correct / b.labels.length;
 }
 
