@@ -282,7 +282,8 @@ export async function train(args: string[]): Promise<number | void> {
     };
     // bankInit 'features' embeds the data set (each rank a shard; rank 0's shown) before the first step: minutes on a large folder.
     const prepared = new Progress();
-    const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features: ${done}/${all} images`, done === all) : undefined;
+    const share = distributed ? ` (rank 0's share of ${distributed.worldSize})` : '';
+    const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features${share}: ${done}/${all} images`, done === all) : undefined;
     trainer = await withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked }));
   }
   signals.attach(trainer);
