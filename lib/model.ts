@@ -33,6 +33,19 @@ export function featureDimOf(options: ResolvedModelOptions): number {
   return Math.max(1, Math.round(512 * options.width)) * (options.arch === 'resnet50' ? 4 : 1);
 }
 
+// A trunk file given as a model: what it is (`pirl export` writes its arch, stem and width) and how to load it.
+function trunkHint(described: string | undefined): string {
+  let what = "a trunk (torchvision's?)", options = '{ arch, stem, width }';
+  try {
+    const { arch, stem, width } = JSON.parse(described ?? '') as { arch: string; stem: string; width: number };
+    what = `a trunk from pirl export (${arch}, ${stem} stem, width ${width})`;
+    options = JSON.stringify({ arch, stem, width });
+  } catch {
+    // not described: the general form
+  }
+  return `it is ${what}, not a pirl model: in the API, PirlModel.create(${options}) then model.importTrunk(file) loads it`;
+}
+
 /** The model options in a model file's metadata, checked like user input; errors name the file and the field. */
 export function modelOptionsOf(file: string, content: SafetensorsContent): ResolvedModelOptions {
   const object = jsonMetadata(file, content.metadata, 'pirl');
@@ -43,8 +56,7 @@ export function modelOptionsOf(file: string, content: SafetensorsContent): Resol
       ? `it is a training checkpoint: its run writes the model beside it (${path.join(path.dirname(file), 'model.safetensors')} from \`pirl train\`, trainer.model.save() from the API), and Trainer.resume continues it`
       : m.files !== undefined && m.layer !== undefined
         ? 'it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it'
-        : `it holds no model options (${m['pirl-trunk'] !== undefined ? 'a trunk from `pirl export`' : 'a torchvision trunk?'}): ` +
-          'load its weights into a model made with PirlModel.create(options) by model.importTrunk(file)';
+        : trunkHint(m['pirl-trunk']);
     throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
   }
   const field = metadataField(file, 'pirl');
@@ -174,6 +186,8 @@ export class PirlModel {
    * as make the activations of 512 32-px images after the stem (a batch of 512 4,000-px images would fill the memory).
    */
   embedBatchSize(height: number, width = height): number {
+    checkInteger('height', height, 1);
+    checkInteger('width', width, 1);
     const stride = this.options.stem === 'imagenet' ? 4 : 1; // the stem's downsampling before res2
     const pixels = Math.ceil(height / stride) * Math.ceil(width / stride);
     return Math.max(1, Math.min(512, Math.floor((512 * 32 * 32) / pixels)));

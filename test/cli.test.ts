@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { readSafetensors, writeSafetensors } from '../lib';
+import { PirlModel, readSafetensors, writeSafetensors } from '../lib';
 import { writeCurves } from '../lib/cli/plot';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
@@ -147,13 +147,18 @@ describe('pirl train / eval / embed / export', () => {
     expect(JSON.parse(metadata.files)).toContain(path.join('dark', '0.png'));
     // search: each query embedded as the file's images were; an image of the catalogue finds itself first.
     const query = path.join(data, 'dark', '3.png');
-    const found = run(['search', model, features, query, path.join(data, 'light'), '--k', '3']).trim().split('\n').map((l) => JSON.parse(l));
-    expect(found).toHaveLength(1 + 10);
+    const unreadable = path.join(dir, 'unreadable.png');
+    fs.writeFileSync(unreadable, 'not an image');
+    const queries = [query, path.join(data, 'light'), unreadable];
+    const found = run(['search', model, features, ...queries, '--k', '3']).trim().split('\n').map((l) => JSON.parse(l));
+    // One line per query image, in the order given: the file, the folder's 10 images, the unreadable file.
+    expect(found.map((l) => path.dirname(l.query))).toEqual([path.dirname(query), ...Array(10).fill(path.join(data, 'light')), dir]);
     expect(found[0].query).toBe(query);
     expect(found[0].neighbours).toHaveLength(3);
-    expect(found[0].neighbours[0].file).toBe(path.resolve(query));
+    expect(found[0].neighbours[0].file).toBe(query);
     expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
-    for (const line of found.slice(1)) expect(line.neighbours[0].file).toBe(path.resolve(line.query));
+    for (const line of found.slice(1, 11)) expect(line.neighbours[0].file).toBe(line.query);
+    expect(found[11]).toEqual({ query: unreadable, error: expect.stringContaining('unsupported image format') });
     const modelCopy0 = path.join(dir, 'other-model.safetensors');
     fs.copyFileSync(model, modelCopy0);
     run(['search', modelCopy0, features, query]); // a copy of the model: the same bytes
@@ -162,10 +167,24 @@ describe('pirl train / eval / embed / export', () => {
       expect({ args, status: r.status }).toEqual({ args, status: 2 });
       expect(r.stderr).toContain(message);
     };
-    searchRefused([path.join(out, 'checkpoint.safetensors'), features, query], 'was embedded by another model than');
+    // A features file of an older pirl embed (no side, no model digest): searched at the model's side, said.
+    const older = path.join(dir, 'older.safetensors');
+    const current = await readSafetensors(features);
+    await writeSafetensors(older, current.tensors, { files: current.metadata.files, layer: current.metadata.layer });
+    const fromOlder = spawnSync(process.execPath, [cli, 'search', model, older, query], { encoding: 'utf8' });
+    expect(fromOlder.status).toBe(0);
+    expect(fromOlder.stderr).toContain(`pirl: warning: ${older} does not record the side its images were embedded at (an older pirl embed): queries are embedded at 32 px`);
+    // (It was embedded at 16 px, which it could not say: the warning's case.) Its files are as recorded, relative.
+    expect(JSON.parse(fromOlder.stdout).neighbours.map((n: { file: string }) => path.isAbsolute(n.file))).toEqual(Array(5).fill(false));
+    const otherModel = path.join(dir, 'other.safetensors');
+    await (await PirlModel.create({ width: 0.125 })).save(otherModel);
+    searchRefused([otherModel, features, query], `${features} was embedded by another model than ${otherModel}`);
+    searchRefused([model, features, path.join(dir, 'nowhere.png')], `query ${path.join(dir, 'nowhere.png')}: no such file or folder`);
     searchRefused([model, model, query], 'is not a features file of pirl embed');
     const featuresAsModel = spawnSync(process.execPath, [cli, 'eval', features], { encoding: 'utf8' });
     expect(featuresAsModel.stderr).toContain('it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it');
+    const checkpointAsModel = spawnSync(process.execPath, [cli, 'search', path.join(out, 'checkpoint.safetensors'), features, query], { encoding: 'utf8' });
+    expect(checkpointAsModel.stderr).toContain('it is a training checkpoint');
     searchRefused([model, features], 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder (got 2 argument(s))');
     run(['embed', model, 'fashion-mnist', '--out', features, '--size', '8']);
     const mnist = await readSafetensors(features);
@@ -181,6 +200,8 @@ describe('pirl train / eval / embed / export', () => {
     // What torchvision needs to take it is said (README "Transfer").
     expect(exported.stderr).toContain("pirl: note: width 0.125: torchvision's resnet18 has no such channel counts");
     expect(exported.stderr).toContain('pirl: note: the small stem: torchvision.models.resnet18() takes it after m.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False) and m.maxpool = nn.Identity()');
+    const trunkAsModel = spawnSync(process.execPath, [cli, 'eval', trunk], { encoding: 'utf8' });
+    expect(trunkAsModel.stderr).toContain('it is a trunk from pirl export (resnet18, small stem, width 0.125), not a pirl model: in the API, PirlModel.create({"arch":"resnet18","stem":"small","width":0.125}) then model.importTrunk(file) loads it');
 
     // Trained work is not overwritten by a slip of --out: the command's own input never, a model or checkpoint only with --force.
     const before = fs.readFileSync(model);

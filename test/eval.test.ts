@@ -120,6 +120,10 @@ describe('evaluation', () => {
       expect([known.labels, known.classes]).toEqual([Int32Array.from([0, 1]), ['a', 'b']]);
       const queries = await embedImages(model, [files[2], files[0]]);
       expect([...(await knnPredict(known.features, known.labels!, queries.features, { k: 1 }))].map((l) => known.classes![l])).toEqual(['b', 'a']);
+      // Files named one by one are not probed as a folder is: none readable is an empty result, each failure told.
+      const none = await embedImages(model, [path.join(dir, '3.png')], { onWarning: () => undefined });
+      expect([none.features.shape, none.files, [...none.failures.keys()]]).toEqual([[0, model.featureDim], [], [path.join(dir, '3.png')]]);
+      await expect(embedImages(model, [files[0]], { layout: 'flat' })).rejects.toThrow("options.layout must be left out for a list of files (it says how a folder is read), got \"flat\"");
       await expect(ImageFolder.fromFiles([])).rejects.toThrow('files must be a non-empty array of image file paths, got []');
       await expect(ImageFolder.fromFiles([path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (files[0])`);
       await expect(ImageFolder.fromFiles([dir])).rejects.toThrow('not a file (files[0]; a folder\'s images: ImageFolder.open)');

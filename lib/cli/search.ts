@@ -3,17 +3,19 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
-import { embedImages } from '../eval/embed';
-import { nearestNeighbours } from '../eval/knn';
-import { checkInteger } from '../errors';
+import { AmbiguousLayoutError, FOLDER_LAYOUTS } from '../data/imageFolder';
+import { embedImages, type ImageFeatures } from '../eval/embed';
+import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
+import { checkInteger, checkOneOf } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
-import { Tensor } from '../tensor';
+import type { Tensor } from '../tensor';
 import { UsageError, applyRunFlags, checkFlag, fileDigest, parseFlags } from './args';
 
-export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--device cpu|cuda] [--threads N]
+export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
                                 the k images of <features> (pirl embed's file, made with <model>) most like each query:
-                                one JSON line per query, its neighbours' files and cosine similarities, best first`;
+                                one JSON line per query image, in the order given — its neighbours' files (absolute paths)
+                                and cosine similarities, best first, or the error that left it out`;
 
 interface Catalogue {
   features: Tensor;
@@ -22,45 +24,76 @@ interface Catalogue {
   size: number;
 }
 
-// What `pirl embed` wrote, checked: a file of another kind, or of another model, would give meaningless neighbours.
-async function readCatalogue(file: string, model: string): Promise<Catalogue> {
+// What `pirl embed` wrote, checked: a file of another kind or model, or a broken row, would give meaningless neighbours.
+async function readCatalogue(file: string, modelFile: string, model: PirlModel): Promise<Catalogue> {
   const { tensors, metadata } = await readSafetensors(file);
   const features = tensors.get('features');
-  if (!features || metadata.files === undefined || metadata.layer === undefined) {
+  if (!features || features.shape.length !== 2 || metadata.files === undefined || metadata.layer === undefined) {
     throw new UsageError(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
   }
-  if (metadata['model-sha256'] !== undefined && metadata['model-sha256'] !== (await fileDigest(model))) {
-    throw new UsageError(`${file} was embedded by another model than ${model}: search with the model that made it, or embed the images again with this one`);
+  if (metadata['model-sha256'] !== undefined && metadata['model-sha256'] !== (await fileDigest(modelFile))) {
+    throw new UsageError(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
+  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, ['res5', 'f'] as const);
+  const width = layer === 'f' ? model.options.embeddingDim : model.featureDim;
+  if (features.shape[1] !== width) throw new UsageError(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
+  const values = features.data() as Float32Array;
+  const broken = values.findIndex((v) => !Number.isFinite(v));
   const dir = metadata.dir;
   const files = (JSON.parse(metadata.files) as string[]).map((f) => (dir === undefined ? f : path.join(dir, f)));
-  const size = metadata.size === undefined ? NaN : Number(metadata.size);
-  if (!Number.isInteger(size)) throw new UsageError(`${file} does not say the side its images were embedded at (a file of an older pirl embed): embed them again`);
-  return { features, files, layer: metadata.layer as Catalogue['layer'], size };
+  if (broken >= 0) {
+    const row = Math.floor(broken / width);
+    throw new Error(`${file}: the features of row ${row} (${files[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
+  }
+  let size = Number(metadata.size);
+  if (metadata.size === undefined) {
+    // Files of an older pirl embed do not say: it embedded at the model's training side unless --size was given.
+    size = featureOptionsFor(model).size;
+    console.error(`pirl: warning: ${file} does not record the side its images were embedded at (an older pirl embed): queries are embedded at ${size} px, the model's; embed again if it was made with another --size`);
+  }
+  return { features, files, layer, size };
 }
 
 export async function search(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['k', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
+  const { values, positionals } = parseFlags(args, ['k', 'layout', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
+  const layout = checkFlag(values, 'layout', 'auto', (a, v) => checkOneOf(a, v, FOLDER_LAYOUTS));
   const { device } = applyRunFlags(values);
   const [modelFile, featuresFile, ...queries] = positionals;
-  const catalogue = await readCatalogue(featuresFile, modelFile);
+  const kinds = await Promise.all(queries.map(async (q) => {
+    const stat = await fs.stat(q).catch(() => null);
+    if (!stat) throw new UsageError(`query ${q}: no such file or folder`);
+    return stat.isDirectory() ? 'folder' : 'file';
+  }));
   const model = await PirlModel.load(modelFile, { device });
+  const catalogue = await readCatalogue(featuresFile, modelFile, model);
   const options = { layer: catalogue.layer, size: catalogue.size };
-  // Folders one by one, the files named together: one pass each.
-  const kinds = await Promise.all(queries.map(async (q) => ((await fs.stat(q).catch(() => null))?.isDirectory() ? 'folder' : 'file')));
+  // Each query's line (its neighbours, or why it was left out), by file.
+  const lines = async (embedded: ImageFeatures): Promise<Map<string, string>> => {
+    const out = new Map<string, string>();
+    if (embedded.features.shape[0] > 0) {
+      const { indices, similarities } = await nearestNeighbours(catalogue.features, embedded.features, k);
+      const width = indices.shape[1];
+      const rows = indices.data() as BigInt64Array, scores = similarities.data() as Float32Array;
+      embedded.files.forEach((file, q) => {
+        const neighbours = Array.from({ length: width }, (_, j) => ({ file: catalogue.files[Number(rows[q * width + j])], similarity: scores[q * width + j] }));
+        out.set(file, JSON.stringify({ query: path.resolve(file), neighbours }));
+      });
+    }
+    for (const [file, error] of embedded.failures) out.set(file, JSON.stringify({ query: path.resolve(file), error }));
+    return out;
+  };
+  // The files named one by one in one pass, printed in their places; each folder in its own pass.
   const files = queries.filter((_, i) => kinds[i] === 'file');
-  const embedded = [
-    ...(files.length > 0 ? [await embedImages(model, files, options)] : []),
-    ...(await Promise.all(queries.filter((_, i) => kinds[i] === 'folder').map((folder) => embedImages(model, folder, options)))),
-  ];
-  for (const { features, files: named } of embedded) {
-    const { indices, similarities } = await nearestNeighbours(catalogue.features, features, k);
-    const rows = indices.data() as BigInt64Array, scores = similarities.data() as Float32Array;
-    const width = indices.shape[1];
-    named.forEach((query, q) => {
-      const neighbours = Array.from({ length: width }, (_, j) => ({ file: catalogue.files[Number(rows[q * width + j])], similarity: scores[q * width + j] }));
-      console.log(JSON.stringify({ query, neighbours }));
+  const named = files.length > 0 ? await lines(await embedImages(model, files, options)) : new Map<string, string>();
+  for (const [i, query] of queries.entries()) {
+    if (kinds[i] === 'file') {
+      console.log(named.get(query));
+      continue;
+    }
+    const embedded = await embedImages(model, query, { ...options, layout }).catch((err) => {
+      throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : err;
     });
+    for (const line of (await lines(embedded)).values()) console.log(line);
   }
 }

@@ -229,7 +229,8 @@ export class ImageFolder implements Dataset {
 
   /**
    * Image files named one by one (a query, a list from elsewhere) as an unlabeled data set, in their order,
-   * decoded at `options.size` as a folder's; its `dir` is their deepest common folder.
+   * decoded at `options.size` as a folder's; its `dir` is their deepest common folder. Unlike open(), it does not
+   * fail when none of them decodes: each is left out when read, warned of and recorded in `failures`.
    */
   static async fromFiles(files: readonly string[], options: Pick<ImageFolderOptions, 'size' | 'onWarning'> = {}): Promise<ImageFolder> {
     if (!Array.isArray(files) || files.length === 0) throw typeError('files', 'a non-empty array of image file paths', files);
@@ -247,9 +248,8 @@ export class ImageFolder implements Dataset {
     const resolved = files.map((f) => path.resolve(f));
     let dir = path.dirname(resolved[0]);
     while (!resolved.every((f) => f.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep))) dir = path.dirname(dir);
-    const folder = new ImageFolder(dir, [...files], null, null, size, warn);
-    await folder.probe();
-    return folder;
+    // Not probed as a folder is: each file was asked for, and each unreadable one is told (failures) as it is read.
+    return new ImageFolder(dir, [...files], null, null, size, warn);
   }
 
   get length(): number {

@@ -2,7 +2,7 @@
 // resampling), every row named by its file — so that a query embeds as its catalogue did.
 import type { FeatureOptions } from '../config';
 import { ImageFolder, type FolderLayout } from '../data/imageFolder';
-import { checkFunctions, checkOptions } from '../errors';
+import { checkFunctions, checkOptions, rangeError } from '../errors';
 import type { PirlModel } from '../model';
 import type { Tensor } from '../tensor';
 import { datasetFeatures, featureOptionsFor, type FeatureProgress } from './knn';
@@ -39,6 +39,7 @@ const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'onProgres
 export async function embedImages(model: PirlModel, images: string | readonly string[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
   const { layout, onProgress, onWarning, ...given } = options;
+  if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
   const resolved = featureOptionsFor(model, given);
   const warning = onWarning === undefined ? {} : { onWarning };
   const folder = typeof images === 'string'

@@ -54,7 +54,8 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
 export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): Promise<DatasetFeatures> {
   const parts: Float32Array[] = [];
   const indices: number[] = [];
-  let width = 0;
+  // N×width even when nothing could be read (0×width).
+  let width = featureOptionsFor(model, options).layer === 'f' ? model.options.embeddingDim : model.featureDim;
   for await (const batch of featureBatches(model, dataset, options, onProgress)) {
     width = batch.features.shape[1];
     parts.push(batch.features.data() as Float32Array);
@@ -141,6 +142,7 @@ function classCount(...labels: Int32Array[]): number {
 export async function knnPredict(features: Tensor, labels: Int32Array, queries: Tensor, options: { k?: number; tau?: number } = {}): Promise<Int32Array> {
   const f = checkFeatures('features', features);
   const q = checkFeatures('queries', queries);
+  if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
   if (!(labels instanceof Int32Array) || labels.length !== f.shape[0]) {
     throw typeError('labels', `an Int32Array of ${f.shape[0]} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
   }
