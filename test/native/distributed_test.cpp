@@ -149,6 +149,26 @@ TEST_F(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
   EXPECT_EQ(states[0]->steps(), 4);
 }
 
+// A rank whose batch lost images (unreadable, left out) steps with fewer rows: every replica still applies
+// every rank's rows — the step's allreduce carries each rank's batch size to the bank update's all-gather.
+TEST_F(Distributed, BatchesOfDifferentSizesUpdateEveryReplicaAlike) {
+  std::vector<std::unique_ptr<train::TrainState>> states(2);
+  for (int64_t rank = 0; rank < 2; ++rank) states[rank] = std::make_unique<train::TrainState>(pirl::testing::tinyTrainState(100 + rank, 64));
+  at::Tensor initialBank;
+  onRanks(2, [&](int64_t rank, std::shared_ptr<Communicator> c) {
+    states[rank]->distribute(c, /*syncBatchNorm=*/false);
+    if (rank == 0) initialBank = states[0]->bank().rows().clone();
+    const int64_t batch = rank == 0 ? 4 : 3;
+    const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(50 + rank);
+    const at::Tensor images = at::randn({batch, 3, 16, 16}, data), patches = at::randn({batch, 9, 3, 8, 8}, data);
+    states[rank]->step(images, patches, at::arange(batch, at::kLong) + rank * 4, 0.05);
+  });
+  EXPECT_TRUE(at::equal(states[0]->bank().rows(), states[1]->bank().rows()));
+  const at::Tensor moved = (states[0]->bank().rows() - initialBank).abs().sum(1) > 0;
+  EXPECT_TRUE(moved.narrow(0, 0, 7).all().item<bool>()) << "rank 0's rows 0..3 and rank 1's 4..6";
+  EXPECT_FALSE(moved.narrow(0, 7, 57).any().item<bool>());
+}
+
 // tinyTrainState in float64 (model, bank and loss): training amplifies rounding differences (~10⁴× over 20
 // steps here), which in float32 would hide what the comparisons look at.
 train::TrainState float64TrainState(int64_t bankRows, ZMode zMode) {
@@ -285,6 +305,9 @@ TEST_F(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {
   onRanks(3, [&](int64_t rank, std::shared_ptr<Communicator> c) {
     const at::Tensor mine = at::full({rank + 1, 2}, static_cast<double>(rank), at::kDouble);  // 1, 2 and 3 rows
     gathered[rank] = c->allGather({mine, mine * 2}, "the test's all-gather");
+    // Counts known beforehand (a step's, from its allreduce): the same rows, without their exchange.
+    EXPECT_TRUE(at::equal(c->allGather({mine}, "the test's all-gather", {1, 2, 3})[0], gathered[rank][0]));
+    EXPECT_THROW(c->allGather({mine}, "the test's all-gather", {1, 2}), c10::ValueError);  // refused before any collective
   });
   const at::Tensor expected = at::tensor({0.0, 1.0, 1.0, 2.0, 2.0, 2.0}, at::kDouble).unsqueeze(1).expand({6, 2});
   for (const auto& g : gathered) {

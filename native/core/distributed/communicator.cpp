@@ -260,9 +260,10 @@ void Communicator::broadcast(const std::vector<at::Tensor>& tensors, const char*
   }
 }
 
-std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char* what) {
-  // Gloo's allgather wants one shape on every rank: the row counts first (once for all the tensors),
-  // then each tensor's rows padded to the most.
+std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char* what,
+                                                const std::vector<int64_t>& rowCounts) {
+  // Gloo's allgather wants one shape on every rank: the row counts first (once for all the tensors, unless
+  // the caller knows them), then each tensor's rows padded to the most.
   const auto gather = [&](const at::Tensor& t) {
     std::vector<at::Tensor> input{t.contiguous()};
     std::vector<std::vector<at::Tensor>> output(1);
@@ -276,8 +277,13 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
   };
   const int64_t rows = tensors.empty() ? 0 : tensors[0].size(0);
   for (const auto& t : tensors) TORCH_CHECK_VALUE(t.size(0) == rows, "allGather's tensors must have one row count");
-  const at::Tensor gathered = at::cat(gather(at::full({1}, rows, at::TensorOptions(at::kLong).device(device_)))).cpu();
-  const std::vector<int64_t> counts(gathered.data_ptr<int64_t>(), gathered.data_ptr<int64_t>() + gathered.numel());
+  std::vector<int64_t> counts = rowCounts;
+  if (counts.empty()) {
+    const at::Tensor gathered = at::cat(gather(at::full({1}, rows, at::TensorOptions(at::kLong).device(device_)))).cpu();
+    counts.assign(gathered.data_ptr<int64_t>(), gathered.data_ptr<int64_t>() + gathered.numel());
+  }
+  TORCH_CHECK_VALUE(static_cast<int64_t>(counts.size()) == options_.worldSize && counts[options_.rank] == rows,
+                    "allGather's rowCounts must hold every rank's row count, this rank's ", rows, ", got ", counts);
   const int64_t most = *std::max_element(counts.begin(), counts.end());
   std::vector<at::Tensor> out;
   for (const auto& t : tensors) {
@@ -306,7 +312,9 @@ std::shared_ptr<Communicator::Pending> Communicator::allreduceAsync(at::Tensor&)
 void Communicator::wait(const std::shared_ptr<Pending>&, const char*) {}
 void Communicator::allreduce(at::Tensor&, const char*) {}
 void Communicator::broadcast(const std::vector<at::Tensor>&, const char*, int64_t) {}
-std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char*) { return tensors; }
+std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& tensors, const char*, const std::vector<int64_t>&) {
+  return tensors;
+}
 
 #endif
 

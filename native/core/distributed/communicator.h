@@ -55,8 +55,10 @@ class Communicator {
   // Rank `root`'s values of `tensors` on every rank, in place (one flat message per dtype).
   void broadcast(const std::vector<at::Tensor>& tensors, const char* what, int64_t root = 0);
   // Every rank's rows of each of `tensors`, concatenated along dim 0 in rank order. A rank's tensors have
-  // one row count, which may differ between ranks (a batch with unreadable images left out).
-  std::vector<at::Tensor> allGather(const std::vector<at::Tensor>& tensors, const char* what);
+  // one row count, which may differ between ranks (a batch with unreadable images left out): `rowCounts`
+  // gives every rank's where known (no exchange of them, no host read), else they are gathered first.
+  std::vector<at::Tensor> allGather(const std::vector<at::Tensor>& tensors, const char* what,
+                                    const std::vector<int64_t>& rowCounts = {});
 
  private:
   struct Group;  // c10d's store and process group, kept out of this header (Gloo's headers are optional)

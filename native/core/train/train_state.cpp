@@ -185,18 +185,23 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const at::Tensor& f = out[0];
   const int64_t n = out[1].numel();
   // Read together, once: the losses and (an EMA of Z) this batch's estimates of Z, averaged over ranks; the
-  // stop votes, summed; the gradient norm (the same on every rank after the reduction).
-  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(device))});
+  // stop votes, summed; each rank's batch size, in its own slot (what the bank update's all-gather takes from
+  // each); the gradient norm (the same on every rank after the reduction).
+  const at::TensorOptions doubles = at::TensorOptions(at::kDouble).device(device);
+  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, doubles)});
+  const int64_t ranks = communicator_ ? communicator_->worldSize() : 0;
   if (communicator_) {
-    shared = shared.to(communicator_->device());
+    at::Tensor sizes = at::zeros({ranks}, doubles);
+    sizes.narrow(0, communicator_->rank(), 1).fill_(static_cast<double>(rows.size(0)));
+    shared = at::cat({shared, sizes}).to(communicator_->device());
     communicator_->allreduce(shared, "the allreduce of the losses");
-    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(communicator_->worldSize()), shared.narrow(0, n, 1)}).to(device);
+    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 1 + ranks)}).to(device);
   }
   // The one host read of the step: every number it reports and decides on, together.
   const at::Tensor stats = at::cat({shared, out[2]}).cpu();
   const double* s = stats.data_ptr<double>();
   const bool stop = s[n] > 0;
-  const double loss = s[0], norm = std::sqrt(s[n + 1]) / scale;
+  const double loss = s[0], norm = std::sqrt(s[n + 1 + ranks]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop, replayed};
   if (!finite) {
@@ -211,8 +216,9 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   if (communicator_) {
     // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
     const c10::Device there = communicator_->device();
+    const std::vector<int64_t> sizes(s + n + 1, s + n + 1 + ranks);
     const auto all = communicator_->allGather({rows.to(there), updateF.to(there)},
-                                              "the all-gather of the batch's rows and embeddings");
+                                              "the all-gather of the batch's rows and embeddings", sizes);
     updateRows = all[0].to(device);
     updateF = all[1].to(device);
   }
