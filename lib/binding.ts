@@ -190,14 +190,13 @@ export interface Binding {
     numClasses: number,
   ): Promise<TensorHandle>;
   nearestNeighbours(features: TensorHandle, queries: TensorHandle, k: number): Promise<{ similarity: TensorHandle; index: TensorHandle }>;
-  linearProbe(
-    trainFeatures: TensorHandle,
-    trainLabels: TensorHandle,
-    testFeatures: TensorHandle,
-    testLabels: TensorHandle,
+  linearProbeFit(
+    features: TensorHandle,
+    labels: TensorHandle,
     numClasses: number,
     options: Omit<ResolvedLinearProbeOptions, 'size'>,
-  ): Promise<number>;
+  ): Promise<{ mean: TensorHandle; std: TensorHandle; weight: TensorHandle; bias: TensorHandle }>;
+  linearProbePredict(mean: TensorHandle, std: TensorHandle, weight: TensorHandle, bias: TensorHandle, features: TensorHandle): Promise<TensorHandle>;
   buildInfo(): NativeBuildInfo;
   /** null in a build without CUDA. */
   cudaMemory(device: number, resetPeak: boolean): { allocated: number; peakAllocated: number; reserved: number; peakReserved: number } | null;

@@ -40,4 +40,5 @@ export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
 export { knnAccuracy, knnPredict, linearProbeAccuracy, datasetFeatures, featureOptionsFor, nearestNeighbours } from './eval/knn';
 export { embedImages, type EmbedImagesOptions, type ImageFeatures } from './eval/embed';
+export { LinearProbe, type LinearProbeFitOptions } from './eval/linearProbe';
 export type { DatasetFeatures } from './eval/knn';

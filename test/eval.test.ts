@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, featureOptionsFor, knnAccuracy, knnPredict, linearProbeAccuracy, nearestNeighbours } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -157,6 +157,46 @@ describe('evaluation', () => {
     expect(new Set(expected).size).toBeGreaterThan(1); // the vote decides between labels
     await expect(knnPredict(Tensor.from(rows, [n, width]), labels.subarray(1), Tensor.from(queries, [m, width]))).rejects.toThrow('labels must be an Int32Array of 30 labels (one per row of features), got "29 labels"');
     await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 4 ? -1 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[4] must be a label >= 0, got -1');
+  });
+
+  test('LinearProbe: fitted on separable features it labels held-out ones; predictions are the saved layer\'s argmax; saved and loaded alike', async () => {
+    let seed = 11;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    const [n, width, classes] = [240, 6, 3];
+    // Class c's features gather around 3·e_c: linearly separable, with noise.
+    const labels = Int32Array.from({ length: n }, (_, i) => i % classes);
+    const rows = Float32Array.from({ length: n * width }, (_, j) => random() + (Math.floor(j / width) % classes === j % width ? 3 : 0));
+    const train = Tensor.from(rows.subarray(0, 180 * width), [180, width]), test = Tensor.from(rows.subarray(180 * width), [60, width]);
+    const probe = await LinearProbe.fit(train, labels.subarray(0, 180), { epochs: 20, classes: ['a', 'b', 'c'] });
+    expect([probe.featureDim, probe.numClasses, probe.classes]).toEqual([width, 3, ['a', 'b', 'c']]);
+    const predicted = await probe.predict(test);
+    const correct = predicted.reduce((m, p, i) => m + (p === labels[180 + i] ? 1 : 0), 0);
+    expect(correct).toBeGreaterThanOrEqual(57);
+    // The saved layer, applied by hand: standardise, x·W + b, argmax.
+    const dir = tmpDir('pirl-probe-');
+    try {
+      const file = path.join(dir, 'probe.safetensors');
+      await probe.save(file);
+      const { tensors } = await readSafetensors(file);
+      const [mean, std, weight, bias] = ['mean', 'std', 'weight', 'bias'].map((k) => tensors.get(k)!.data() as Float32Array);
+      const byHand = Array.from({ length: 60 }, (_, r) => {
+        const logits = Array.from(bias, (b, c) => rows.subarray((180 + r) * width, (181 + r) * width).reduce((sum, x, f) => sum + ((x - mean[f]) / std[f]) * weight[f * classes + c], b));
+        return logits.indexOf(Math.max(...logits));
+      });
+      expect([...predicted]).toEqual(byHand);
+      const loaded = await LinearProbe.load(file);
+      expect(loaded.classes).toEqual(['a', 'b', 'c']);
+      expect(await loaded.predict(test)).toEqual(predicted);
+      fs.writeFileSync(path.join(dir, 'x.safetensors'), fs.readFileSync(file).subarray(0, 8)); // cut
+      await expect(LinearProbe.load(path.join(dir, 'x.safetensors'))).rejects.toThrow();
+      await writeSafetensors(path.join(dir, 'other.safetensors'), [['x', Tensor.from(new Float32Array(2), [2])]]);
+      await expect(LinearProbe.load(path.join(dir, 'other.safetensors'))).rejects.toThrow('not a linear probe (no "pirl-linear-probe" metadata');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    await expect(probe.predict(Tensor.from(new Float32Array(8), [2, 4]))).rejects.toThrow("features must be rows of 6 features (the probe's), got [2, 4]");
+    await expect(LinearProbe.fit(train, labels.subarray(0, 180), { classes: ['a', 'b'] })).rejects.toThrow('labels[2] must be a label in [0, 2) (2 classes), got 2');
+    await expect(LinearProbe.fit(train, labels.subarray(0, 10))).rejects.toThrow('labels must be an Int32Array of 180 labels (one per row of features), got "10 labels"');
   });
 
   test('datasetFeatures embeds unlabeled data too, naming the row of each feature', async () => {

@@ -9,6 +9,7 @@ import { evalImages } from '../data/loader';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
+import { LinearProbe } from './linearProbe';
 
 export type { FeatureOptions, KnnOptions, LinearProbeOptions };
 
@@ -169,10 +170,11 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   return correct / b.labels.length;
 }
 
-/** Top-1 of a softmax classifier trained with SGD on the frozen pooled features of `model`'s trunk. */
+/** Top-1 of a linear probe (LinearProbe) trained on the frozen pooled features of `model`'s trunk over `train`, on `test`. */
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { size, ...probe } = resolveLinearProbeOptions(options);
   const [a, b] = await bothFeatures(model, train, test, { size }, onProgress);
-  const classes = classCount(a.labels, b.labels);
-  return nativeCall(() => binding.linearProbe(a.features.handle, int64Tensor(a.labels).handle, b.features.handle, int64Tensor(b.labels).handle, classes, probe));
+  const classifier = await LinearProbe.fit(a.features, a.labels, { ...probe, numClasses: classCount(a.labels, b.labels) });
+  const predicted = await classifier.predict(b.features);
+  return predicted.reduce((correct, p, i) => correct + (p === b.labels[i] ? 1 : 0), 0) / b.labels.length;
 }

@@ -34,20 +34,30 @@ Napi::Value nearestNeighbours(const Napi::CallbackInfo& info) {
       });
 }
 
-Napi::Value linearProbe(const Napi::CallbackInfo& info) {
-  const at::Tensor train = TensorWrap::unwrap(info[0], "trainFeatures");
-  const at::Tensor trainLabels = TensorWrap::unwrap(info[1], "trainLabels");
-  const at::Tensor test = TensorWrap::unwrap(info[2], "testFeatures");
-  const at::Tensor testLabels = TensorWrap::unwrap(info[3], "testLabels");
-  const int64_t classes = AsInt64(info[4], "numClasses");
-  const Napi::Object o = AsObject(info[5], "options");
+// linearProbeFit(features, labels, numClasses, { epochs, batchSize, lr, weightDecay, seed }) → { mean, std, weight, bias }
+Napi::Value linearProbeFit(const Napi::CallbackInfo& info) {
+  const at::Tensor features = TensorWrap::unwrap(info[0], "features");
+  const at::Tensor labels = TensorWrap::unwrap(info[1], "labels");
+  const int64_t classes = AsInt64(info[2], "numClasses");
+  const Napi::Object o = AsObject(info[3], "options");
   const eval::LinearProbeOptions options{AttrAsInt64(o, "epochs", "options"), AttrAsInt64(o, "batchSize", "options"),
                                          AttrAsDouble(o, "lr", "options"), AttrAsDouble(o, "weightDecay", "options"),
                                          static_cast<uint64_t>(AttrAsInt64(o, "seed", "options"))};
-  return AsyncTask<double>::run(
-      info.Env(), "pirl.linearProbe",
-      [=] { return eval::linearProbeAccuracy(train, trainLabels, test, testLabels, classes, options); },
-      [](Napi::Env env, double& accuracy) -> Napi::Value { return Napi::Number::New(env, accuracy); });
+  return AsyncTask<eval::LinearClassifier>::run(
+      info.Env(), "pirl.linearProbeFit", [=] { return eval::trainLinearProbe(features, labels, classes, options); },
+      [](Napi::Env env, eval::LinearClassifier& p) -> Napi::Value {
+        return TensorWrap::wrapAll(env, {{"mean", p.mean}, {"std", p.std}, {"weight", p.weight}, {"bias", p.bias}});
+      });
+}
+
+// linearProbePredict(mean, std, weight, bias, features) → int64 labels
+Napi::Value linearProbePredict(const Napi::CallbackInfo& info) {
+  const eval::LinearClassifier probe{TensorWrap::unwrap(info[0], "mean"), TensorWrap::unwrap(info[1], "std"),
+                                     TensorWrap::unwrap(info[2], "weight"), TensorWrap::unwrap(info[3], "bias")};
+  const at::Tensor features = TensorWrap::unwrap(info[4], "features");
+  return AsyncTask<at::Tensor>::run(
+      info.Env(), "pirl.linearProbePredict", [=] { return eval::predictLinear(probe, features); },
+      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
 }
 
 }  // namespace
@@ -55,7 +65,8 @@ Napi::Value linearProbe(const Napi::CallbackInfo& info) {
 void registerEval(Napi::Env env, Napi::Object exports) {
   exports.Set("knnPredict", Napi::Function::New<binding<knnPredict>>(env, "knnPredict"));
   exports.Set("nearestNeighbours", Napi::Function::New<binding<nearestNeighbours>>(env, "nearestNeighbours"));
-  exports.Set("linearProbe", Napi::Function::New<binding<linearProbe>>(env, "linearProbe"));
+  exports.Set("linearProbeFit", Napi::Function::New<binding<linearProbeFit>>(env, "linearProbeFit"));
+  exports.Set("linearProbePredict", Napi::Function::New<binding<linearProbePredict>>(env, "linearProbePredict"));
 }
 
 }  // namespace pirl::addon

@@ -210,6 +210,12 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   const double chance = eval::linearProbeAccuracy(features.narrow(0, 0, 500), noise.narrow(0, 0, 500),
                                                   features.narrow(0, 500, 100), noise.narrow(0, 500, 100), 3, kProbe);
   EXPECT_LT(chance, 0.55);
+  // The trained layer labels new rows as its logits say; bad shapes and labels are refused.
+  const eval::LinearClassifier probe = eval::trainLinearProbe(features.narrow(0, 0, 500), labels.narrow(0, 0, 500), 3, kProbe);
+  const at::Tensor held = features.narrow(0, 500, 100);
+  EXPECT_TRUE(at::equal(eval::predictLinear(probe, held), ((held - probe.mean) / probe.std).matmul(probe.weight).add(probe.bias).argmax(1)));
+  EXPECT_THROW(eval::predictLinear(probe, at::randn({2, 7})), c10::ValueError);
+  EXPECT_THROW(eval::trainLinearProbe(features.narrow(0, 0, 10), labels.narrow(0, 0, 10) + 3, 3, kProbe), c10::ValueError);
 }
 
 TEST(EvalCuda, KnnAndTheLinearProbeTakeCudaInputsAndAnswerAsOnTheCpu) {

@@ -7,17 +7,20 @@
 
 namespace pirl::eval {
 
-double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabels, const at::Tensor& test,
-                           const at::Tensor& testLabels, int64_t numClasses, const LinearProbeOptions& o) {
-  TORCH_CHECK_VALUE(train.dim() == 2 && test.dim() == 2 && train.size(1) == test.size(1) && train.size(0) >= 1,
-                    "train and test features must be N×F and M×F, got ", train.sizes(), " and ", test.sizes());
-  TORCH_CHECK_VALUE(trainLabels.sizes() == at::IntArrayRef{train.size(0)} && testLabels.sizes() == at::IntArrayRef{test.size(0)},
-                    "one label per feature row");
+LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& trainLabels, int64_t numClasses,
+                                  const LinearProbeOptions& o) {
+  TORCH_CHECK_VALUE(train.dim() == 2 && train.size(0) >= 1, "train features must be N×F with N >= 1, got ", train.sizes());
+  TORCH_CHECK_VALUE(trainLabels.sizes() == at::IntArrayRef{train.size(0)}, "one label per feature row: ", train.size(0),
+                    " rows, got labels ", trainLabels.sizes());
+  TORCH_CHECK_VALUE(numClasses >= 1, "numClasses must be >= 1, got ", numClasses);
   TORCH_CHECK_VALUE(o.epochs >= 1 && o.batchSize >= 1 && o.lr > 0 && o.weightDecay >= 0, "invalid linear probe options");
   // On the CPU, whatever device the features come from: a few small matrices, and one order of batches.
   const at::Tensor x = train.to(at::kCPU, at::kFloat), y = trainLabels.to(at::kCPU, at::kLong);
-  const at::Tensor mean = x.mean(0, true), std = x.std(0, /*unbiased=*/true, /*keepdim=*/true).clamp_min(1e-6);
-  const at::Tensor xs = (x - mean) / std;
+  TORCH_CHECK_VALUE(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < numClasses, "labels must be in [0, ", numClasses, ")");
+  LinearClassifier probe;
+  probe.mean = x.mean(0, true);
+  probe.std = x.std(0, /*unbiased=*/true, /*keepdim=*/true).clamp_min(1e-6);
+  const at::Tensor xs = (x - probe.mean) / probe.std;
   const int64_t n = xs.size(0), f = xs.size(1);
   // Weights and biases, trained by hand-written SGD with momentum on the softmax cross-entropy.
   at::Tensor w = at::zeros({f, numClasses}), b = at::zeros({numClasses});
@@ -41,7 +44,27 @@ double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabel
       b.sub_(vb, lr);
     }
   }
-  const at::Tensor predicted = at::addmm(b, (test.to(at::kCPU, at::kFloat) - mean) / std, w).argmax(1);
+  probe.weight = w;
+  probe.bias = b;
+  return probe;
+}
+
+at::Tensor predictLinear(const LinearClassifier& probe, const at::Tensor& features) {
+  const int64_t f = probe.weight.size(0);
+  TORCH_CHECK_VALUE(features.dim() == 2 && features.size(1) == f, "features must be M×", f, " (the probe's width), got ",
+                    features.sizes());
+  TORCH_CHECK_VALUE(probe.mean.sizes() == at::IntArrayRef({1, f}) && probe.std.sizes() == at::IntArrayRef({1, f}) &&
+                        probe.bias.dim() == 1 && probe.bias.size(0) == probe.weight.size(1),
+                    "a probe's mean and std are 1×F and its bias C for weight F×C, got ", probe.mean.sizes(), ", ",
+                    probe.std.sizes(), ", ", probe.bias.sizes(), " for ", probe.weight.sizes());
+  const auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat); };
+  return at::addmm(cpu(probe.bias), (cpu(features) - cpu(probe.mean)) / cpu(probe.std), cpu(probe.weight)).argmax(1);
+}
+
+double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabels, const at::Tensor& test,
+                           const at::Tensor& testLabels, int64_t numClasses, const LinearProbeOptions& o) {
+  TORCH_CHECK_VALUE(testLabels.sizes() == at::IntArrayRef{test.size(0)}, "one label per test feature row");
+  const at::Tensor predicted = predictLinear(trainLinearProbe(train, trainLabels, numClasses, o), test);
   return predicted.eq(testLabels.to(at::kCPU, at::kLong)).to(at::kDouble).mean().item<double>();
 }
 

@@ -14,7 +14,19 @@ struct LinearProbeOptions {
   uint64_t seed;
 };
 
-// Features are standardised with the training set's mean and std first. Returns the test top-1.
+// A trained probe: features are standardised by the training set's mean and std (1×F each), then
+// logits = x·weight + bias (weight F×C, bias C); all float32 on the CPU.
+struct LinearClassifier {
+  at::Tensor mean, std, weight, bias;
+};
+
+// The probe trained on `train` (N×F) and its labels in [0, numClasses).
+LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& trainLabels, int64_t numClasses,
+                                  const LinearProbeOptions& options);
+// The most likely class of each row of `features` (M×F): M int64 labels.
+at::Tensor predictLinear(const LinearClassifier& probe, const at::Tensor& features);
+
+// trainLinearProbe on train, scored on test: the test top-1.
 double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabels, const at::Tensor& test,
                            const at::Tensor& testLabels, int64_t numClasses, const LinearProbeOptions& options);
 

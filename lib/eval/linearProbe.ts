@@ -1,0 +1,99 @@
+// The linear probe (docs/PIRL.md, "Evaluation protocols") as a classifier: a softmax layer trained with SGD on
+// frozen features (standardised by the training set's mean and std), that labels new features and is saved
+// and loaded as safetensors.
+import { binding } from '../binding';
+import { resolveLinearProbeOptions, type LinearProbeOptions } from '../config';
+import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
+import { metadataField, jsonMetadata, readSafetensors, writeSafetensors } from '../safetensors';
+import { Tensor, int64Tensor } from '../tensor';
+
+export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> {
+  /** The classes' names, label order (kept with the probe); their count is the number of classes. */
+  classes?: string[];
+  /** The number of classes when no names are given (default: the largest label + 1). */
+  numClasses?: number;
+}
+
+const FIT_OPTIONS = ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed', 'classes', 'numClasses'] as const;
+// Format of a saved probe's "pirl-linear-probe" metadata.
+const PROBE_FORMAT = 1;
+
+function checkRows(arg: string, t: unknown, width?: number): Tensor {
+  if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
+  if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
+  if (width !== undefined && t.shape[1] !== width) throw rangeError(arg, `rows of ${width} features (the probe's)`, t.shape);
+  return t;
+}
+
+export class LinearProbe {
+  private constructor(
+    private readonly mean: Tensor,
+    private readonly std: Tensor,
+    private readonly weight: Tensor,
+    private readonly bias: Tensor,
+    /** The classes' names in label order, where known. */
+    readonly classes: string[] | null,
+  ) {}
+
+  /** Trains a probe on `features` (N×F) labelled by `labels` (one per row, in [0, numClasses)). */
+  static async fit(features: Tensor, labels: Int32Array, options: LinearProbeFitOptions = {}): Promise<LinearProbe> {
+    const f = checkRows('features', features);
+    if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
+    if (!(labels instanceof Int32Array) || labels.length !== f.shape[0]) {
+      throw typeError('labels', `an Int32Array of ${f.shape[0]} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
+    }
+    const { classes, numClasses, ...given } = checkOptions('options', options, FIT_OPTIONS) as LinearProbeFitOptions;
+    if (classes !== undefined && (!Array.isArray(classes) || classes.some((c) => typeof c !== 'string'))) throw typeError('options.classes', 'an array of class names', classes);
+    const largest = labels.reduce((m, l) => Math.max(m, l), -1);
+    const count = classes?.length ?? (numClasses === undefined ? largest + 1 : checkInteger('options.numClasses', numClasses, 1));
+    const bad = labels.findIndex((l) => l < 0 || l >= count);
+    if (bad >= 0) throw rangeError(`labels[${bad}]`, `a label in [0, ${count})${classes ? ` (${count} classes)` : ''}`, labels[bad]);
+    const { size: _size, ...probe } = resolveLinearProbeOptions(given);
+    const t = await nativeCall(() => binding.linearProbeFit(f.handle, int64Tensor(labels).handle, count, probe));
+    return new LinearProbe(new Tensor(t.mean), new Tensor(t.std), new Tensor(t.weight), new Tensor(t.bias), classes ? [...classes] : null);
+  }
+
+  /** F, the width of the features it takes. */
+  get featureDim(): number {
+    return this.weight.shape[0];
+  }
+
+  get numClasses(): number {
+    return this.weight.shape[1];
+  }
+
+  /** The most likely class of each row of `features` (M×F, any device): M labels. */
+  async predict(features: Tensor): Promise<Int32Array> {
+    const f = checkRows('features', features, this.featureDim);
+    const predicted = new Tensor(await nativeCall(() => binding.linearProbePredict(this.mean.handle, this.std.handle, this.weight.handle, this.bias.handle, f.handle)));
+    return Int32Array.from(predicted.data() as BigInt64Array, Number);
+  }
+
+  async save(file: string): Promise<void> {
+    const tensors: Array<[string, Tensor]> = [['mean', this.mean], ['std', this.std], ['weight', this.weight], ['bias', this.bias]];
+    await writeSafetensors(file, tensors, { 'pirl-linear-probe': JSON.stringify({ format: PROBE_FORMAT, classes: this.classes }) });
+  }
+
+  /** A probe saved by `save`; its tensors are checked against each other. */
+  static async load(file: string): Promise<LinearProbe> {
+    const { tensors, metadata } = await readSafetensors(file);
+    const meta = jsonMetadata(file, metadata, 'pirl-linear-probe');
+    if (meta === undefined) throw new TypeError(`${file}: not a linear probe (no "pirl-linear-probe" metadata; LinearProbe.save writes one)`);
+    const field = metadataField(file, 'pirl-linear-probe');
+    if (meta.format !== PROBE_FORMAT) throw rangeError(`${field}.format`, `${PROBE_FORMAT} (this pirl's linear probe format)`, meta.format);
+    const get = (name: string) => {
+      const t = tensors.get(name);
+      if (!t || t.dtype !== 'float32') throw typeError(`${file}: tensor "${name}"`, 'a float32 tensor', t ? t.dtype : 'none');
+      return t;
+    };
+    const [mean, std, weight, bias] = ['mean', 'std', 'weight', 'bias'].map(get);
+    const [width, count] = weight.shape;
+    const fits = weight.shape.length === 2 && [mean, std].every((t) => t.shape.length === 2 && t.shape[0] === 1 && t.shape[1] === width) && bias.shape.length === 1 && bias.shape[0] === count;
+    if (!fits) throw rangeError(`${file}: tensors`, 'mean and std 1×F and bias C for weight F×C', [mean, std, weight, bias].map((t) => t.shape));
+    const classes = meta.classes ?? null;
+    if (classes !== null && (!Array.isArray(classes) || classes.length !== count || classes.some((c) => typeof c !== 'string'))) {
+      throw rangeError(`${field}.classes`, `null or ${count} class names`, classes);
+    }
+    return new LinearProbe(mean, std, weight, bias, classes as string[] | null);
+  }
+}
