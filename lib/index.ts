@@ -38,7 +38,7 @@ export { Trainer } from './train/trainer';
 export type { BatchLogs, Callbacks, CreateOptions, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
-export { knnAccuracy, knnPredict, linearProbeAccuracy, datasetFeatures, featureOptionsFor, nearestNeighbours } from './eval/knn';
+export { datasetFeatures, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, linearProbeAccuracy, nearestNeighbours } from './eval/knn';
 export { embedImages, type EmbedImagesOptions, type ImageFeatures } from './eval/embed';
 export { LinearProbe, type LinearProbeFitOptions } from './eval/linearProbe';
 export type { DatasetFeatures } from './eval/knn';

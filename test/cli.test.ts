@@ -138,7 +138,8 @@ describe('pirl train / eval / embed / export', () => {
     const broken = path.join(dir, 'broken');
     fs.cpSync(data, broken, { recursive: true });
     fs.writeFileSync(path.join(broken, 'dark', 'zz.png'), 'not an image');
-    const withBroken = JSON.parse(run(['eval', model, '--data', broken, '--size', '16']).trim());
+    const withBroken = JSON.parse(run(['eval', model, '--data', broken, '--size', '16', '--linear-probe']).trim());
+    expect(withBroken.linearProbeTop1).toBeGreaterThanOrEqual(0);
     expect([withBroken.train + withBroken.test, withBroken.unreadable]).toEqual([21, 1]);
     const features = path.join(dir, 'features.safetensors');
     run(['embed', model, data, '--out', features, '--size', '16']);

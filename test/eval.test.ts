@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -24,6 +24,13 @@ describe('evaluation', () => {
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);
+    // Both protocols from one feature pass each: the numbers of the two functions, half the progress.
+    const passes: number[] = [];
+    const both = await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 }, linearProbe: { epochs: 20 } }, (done) => void passes.push(done));
+    expect(both).toEqual({ knnTop1: knn, linearProbeTop1: probe });
+    expect(passes.at(-1)).toBe(96);
+    expect(await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 } })).toEqual({ knnTop1: knn, linearProbeTop1: null });
+    await expect(evaluateTrunk(trainer.model, data, data, { linearProbe: { size: 16 } as never })).rejects.toThrow("options.linearProbe.size must be left out (the probe takes options.knn's features), got 16");
   });
 
   test("a test set of fewer classes is scored by its classes' names, not by their places among its folders", async () => {

@@ -1,10 +1,10 @@
-// `pirl eval`: the weighted-kNN top-1 of a saved model's trunk.
+// `pirl eval`: the weighted-kNN top-1 of a saved model's trunk (and with --linear-probe, the probe's).
 import * as path from 'path';
 
 import { resolveKnnOptions } from '../config';
 import { Subset, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
-import { featureOptionsFor, knnAccuracy } from '../eval/knn';
+import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
 import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, warnOfSize } from './args';
@@ -12,11 +12,12 @@ import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
-                                weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist)`;
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--linear-probe] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
+                                weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
+                                also a linear probe's top-1 (LinearProbe's defaults, trained on the same features)`;
 
 export async function evaluate(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['data', 'test', 'layout', 'device', 'threads', ...Object.keys(KNN_FLAGS)], [], 1, 'eval needs one <model.safetensors> argument');
+  const { values, positionals } = parseFlags(args, ['data', 'test', 'layout', 'device', 'threads', ...Object.keys(KNN_FLAGS)], ['linear-probe'], 1, 'eval needs one <model.safetensors> argument');
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
@@ -30,7 +31,8 @@ export async function evaluate(args: string[]): Promise<void> {
   const { train, test } = await knnSplit(await openData(spec, size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, size, values);
   const progress = new Progress();
   const testSpec = typeof values.test === 'string' ? `--test ${values.test}` : `--data ${spec} (its held-out fifth)`;
-  const accuracy = await knnAccuracy(model, train, test, { ...knn, size }, (done, total) => progress.update(`kNN features ${done}/${total} images`, done === total)).catch((err) => {
+  const linearProbe = values['linear-probe'] === true ? {} : null;
+  const scores = await evaluateTrunk(model, train, test, { knn: { ...knn, size }, linearProbe }, (done, total) => progress.update(`features ${done}/${total} images`, done === total)).catch((err) => {
     // The library names the sets 'train' and 'test': here they are what --data and --test gave.
     if (isArgumentError(err) && (err.argument === 'train' || err.argument === 'test')) {
       throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${err.expected}, got ${describe(err.received)}`);
@@ -39,7 +41,8 @@ export async function evaluate(args: string[]): Promise<void> {
   });
   // Unreadable images are left out of the passes: said, so that train + test add up.
   const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
-  console.log(JSON.stringify({ knnTop1: accuracy, train: train.length, test: test.length, size, ...(unreadable > 0 ? { unreadable } : {}) }));
+  const probed = scores.linearProbeTop1 === null ? {} : { linearProbeTop1: scores.linearProbeTop1 };
+  console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: train.length, test: test.length, size, ...(unreadable > 0 ? { unreadable } : {}) }));
 }
 
 // The files of a folder (or of the folder a held-out split comes from) found unreadable so far.

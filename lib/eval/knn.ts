@@ -3,6 +3,7 @@
 import { binding } from '../binding';
 import {
   EVAL_SIZE, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type EmbedLayer, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
+  type ResolvedLinearProbeOptions,
 } from '../config';
 import type { Dataset } from '../data/datasets';
 import { evalImages } from '../data/loader';
@@ -156,6 +157,23 @@ export async function knnPredict(features: Tensor, labels: Int32Array, queries: 
   return Int32Array.from(predicted, Number);
 }
 
+type Labeled = { features: Tensor; labels: Int32Array };
+
+// The share of test labels predicted.
+const top1 = (predicted: Int32Array, labels: Int32Array) => predicted.reduce((correct, p, i) => correct + (p === labels[i] ? 1 : 0), 0) / labels.length;
+
+// The kNN protocol on computed features: on the model's device.
+async function knnTop1(model: PirlModel, a: Labeled, b: Labeled, k: number, tau: number): Promise<number> {
+  const [trainFeatures, testFeatures] = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
+  return top1(await knnPredict(trainFeatures, a.labels, testFeatures, { k, tau }), b.labels);
+}
+
+// The linear-probe protocol on computed features.
+async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinearProbeOptions, 'size'>): Promise<number> {
+  const classifier = await LinearProbe.fit(a.features, a.labels, { ...probe, numClasses: classCount(a.labels, b.labels) });
+  return top1(await classifier.predict(b.features), b.labels);
+}
+
 /**
  * Weighted-kNN top-1 accuracy of `model`'s trunk: train features vote for test samples. The
  * similarities are computed on the model's device.
@@ -163,18 +181,30 @@ export async function knnPredict(features: Tensor, labels: Int32Array, queries: 
 export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { k, tau, ...features } = resolveKnnOptions(options);
   const [a, b] = await bothFeatures(model, train, test, features, onProgress);
-  const [trainFeatures, testFeatures] = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
-  const predicted = await knnPredict(trainFeatures, a.labels, testFeatures, { k, tau });
-  let correct = 0;
-  predicted.forEach((p, i) => (correct += p === b.labels[i] ? 1 : 0));
-  return correct / b.labels.length;
+  return knnTop1(model, a, b, k, tau);
 }
 
 /** Top-1 of a linear probe (LinearProbe) trained on the frozen pooled features of `model`'s trunk over `train`, on `test`. */
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { size, ...probe } = resolveLinearProbeOptions(options);
   const [a, b] = await bothFeatures(model, train, test, { size }, onProgress);
-  const classifier = await LinearProbe.fit(a.features, a.labels, { ...probe, numClasses: classCount(a.labels, b.labels) });
-  const predicted = await classifier.predict(b.features);
-  return predicted.reduce((correct, p, i) => correct + (p === b.labels[i] ? 1 : 0), 0) / b.labels.length;
+  return linearProbeTop1(a, b, probe);
+}
+
+/**
+ * Both protocols from one feature pass over each set (`pirl eval --linear-probe`): the kNN top-1 with
+ * `options.knn`, and the probe's with `options.linearProbe` (trained on the same features; null: not run).
+ */
+export async function evaluateTrunk(
+  model: PirlModel, train: Dataset, test: Dataset, options: { knn?: KnnOptions; linearProbe?: Omit<LinearProbeOptions, 'size'> | null } = {}, onProgress?: FeatureProgress,
+): Promise<{ knnTop1: number; linearProbeTop1: number | null }> {
+  checkOptions('options', options, ['knn', 'linearProbe']);
+  const { k, tau, ...features } = resolveKnnOptions(options.knn ?? {}, 'options.knn');
+  const probe = options.linearProbe === undefined || options.linearProbe === null ? null : resolveLinearProbeOptions(options.linearProbe, 'options.linearProbe');
+  if (probe && probe.size !== null) throw rangeError('options.linearProbe.size', "left out (the probe takes options.knn's features)", probe.size);
+  const [a, b] = await bothFeatures(model, train, test, features, onProgress);
+  const knn = await knnTop1(model, a, b, k, tau);
+  if (!probe) return { knnTop1: knn, linearProbeTop1: null };
+  const { size: _features, ...fit } = probe;
+  return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(a, b, fit) };
 }
