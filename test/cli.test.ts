@@ -119,7 +119,7 @@ describe('pirl train / eval / embed / export', () => {
     // Without --test, a held-out fifth is scored against the rest (never the data against itself), and it says so.
     const held = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16'], { encoding: 'utf8' });
     expect(held.status).toBe(0);
-    expect(held.stderr).toMatch(/no --test data: kNN scores a held-out fifth of .* \(every 5th image, 4\) against the other 16/);
+    expect(held.stderr).toMatch(/no --test data: a held-out fifth of .* \(every 5th image, 4\) is scored against the other 16/);
     const evaluation = JSON.parse(held.stdout.trim());
     expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);

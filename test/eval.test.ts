@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Subset, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -28,9 +28,10 @@ describe('evaluation', () => {
     const passes: number[] = [];
     const both = await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 }, linearProbe: { epochs: 20 } }, (done) => void passes.push(done));
     expect(both).toEqual({ knnTop1: knn, linearProbeTop1: probe });
-    expect(passes.at(-1)).toBe(96);
+    expect(passes).toEqual([48, 96]); // one pass over each set (the two functions: two each)
+    await expect(evaluateTrunk(trainer.model, data, new Subset(data, []), { knn: { size: 16 } })).rejects.toThrow('test must be a data set with at least one readable sample, got "none readable"');
     expect(await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 } })).toEqual({ knnTop1: knn, linearProbeTop1: null });
-    await expect(evaluateTrunk(trainer.model, data, data, { linearProbe: { size: 16 } as never })).rejects.toThrow("options.linearProbe.size must be left out (the probe takes options.knn's features), got 16");
+    await expect(evaluateTrunk(trainer.model, data, data, { linearProbe: { size: 16 } as never })).rejects.toThrow('options.linearProbe.size is not an option; options.linearProbe takes epochs, batchSize, lr, weightDecay, seed');
   });
 
   test("a test set of fewer classes is scored by its classes' names, not by their places among its folders", async () => {
@@ -204,6 +205,15 @@ describe('evaluation', () => {
     await expect(probe.predict(Tensor.from(new Float32Array(8), [2, 4]))).rejects.toThrow("features must be rows of 6 features (the probe's), got [2, 4]");
     await expect(LinearProbe.fit(train, labels.subarray(0, 180), { classes: ['a', 'b'] })).rejects.toThrow('labels[2] must be a label in [0, 2) (2 classes), got 2');
     await expect(LinearProbe.fit(train, labels.subarray(0, 10))).rejects.toThrow('labels must be an Int32Array of 180 labels (one per row of features), got "10 labels"');
+    await expect(LinearProbe.fit(train, labels.subarray(0, 180), { classes: ['a', 'b', 'c'], numClasses: 7 })).rejects.toThrow("options.numClasses must be 3 (options.classes' count) or left out, got 7");
+    await expect(LinearProbe.fit(train, labels.subarray(0, 180), { classes: [] })).rejects.toThrow('options.classes must be a non-empty array of class names, or null, got []');
+    await expect(LinearProbe.fit(train, labels.subarray(0, 180).map((l, i) => (i === 5 ? 2e9 : l)))).rejects.toThrow('labels[5] must be a label in [0, 1000000), got 2000000000');
+    expect((await LinearProbe.fit(train, labels.subarray(0, 180), { classes: null, numClasses: null, epochs: 1 })).numClasses).toBe(3);
+    // NaN or infinity (1e300 is infinite in float32) would make every weight NaN: refused, naming the row.
+    const broken = Float64Array.from(rows.subarray(0, 180 * width));
+    broken[7 * width + 2] = 1e300;
+    await expect(LinearProbe.fit(Tensor.from(broken, [180, width]), labels.subarray(0, 180))).rejects.toThrow('features must be finite: row 7 holds NaN or infinity (1 row(s) of 180)');
+    await expect(probe.predict(Tensor.from(new Float32Array(width).fill(NaN), [1, width]))).rejects.toThrow('features must be finite: row 0');
   });
 
   test('datasetFeatures embeds unlabeled data too, naming the row of each feature', async () => {

@@ -166,7 +166,7 @@ export async function knnSplit(data: Dataset, spec: string, testSpec: string | u
   if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
   checkHoldOut(spec, data);
   const { train, test } = holdOut(data);
-  console.error(`pirl: no --test data: kNN scores a held-out fifth of ${spec} (every 5th image, ${test.length}) against the other ${train.length}`);
+  console.error(`pirl: no --test data: a held-out fifth of ${spec} (every 5th image, ${test.length}) is scored against the other ${train.length}`);
   return { train, test };
 }
 

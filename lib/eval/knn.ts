@@ -110,6 +110,10 @@ async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, opt
   const total = train.length + test.length;
   const a = await labeledFeatures(model, train, options, onProgress && ((done) => onProgress(done, total)));
   const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total)));
+  // A score of no samples is no score (NaN); train's checked too: nothing to vote or to fit.
+  for (const [name, set] of [['train', a], ['test', b]] as const) {
+    if (set.labels.length === 0) throw rangeError(name, 'a data set with at least one readable sample', 'none readable');
+  }
   return [a, { features: b.features, labels: toTrainLabel ? b.labels.map((label) => toTrainLabel[label]) : b.labels }] as const;
 }
 
@@ -200,8 +204,9 @@ export async function evaluateTrunk(
 ): Promise<{ knnTop1: number; linearProbeTop1: number | null }> {
   checkOptions('options', options, ['knn', 'linearProbe']);
   const { k, tau, ...features } = resolveKnnOptions(options.knn ?? {}, 'options.knn');
-  const probe = options.linearProbe === undefined || options.linearProbe === null ? null : resolveLinearProbeOptions(options.linearProbe, 'options.linearProbe');
-  if (probe && probe.size !== null) throw rangeError('options.linearProbe.size', "left out (the probe takes options.knn's features)", probe.size);
+  // The probe takes options.knn's features: of its options, those of its training.
+  const given = options.linearProbe ?? null;
+  const probe = given === null ? null : resolveLinearProbeOptions(checkOptions('options.linearProbe', given, ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed']), 'options.linearProbe');
   const [a, b] = await bothFeatures(model, train, test, features, onProgress);
   const knn = await knnTop1(model, a, b, k, tau);
   if (!probe) return { knnTop1: knn, linearProbeTop1: null };

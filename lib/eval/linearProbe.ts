@@ -8,15 +8,17 @@ import { metadataField, jsonMetadata, readSafetensors, writeSafetensors } from '
 import { Tensor, int64Tensor } from '../tensor';
 
 export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> {
-  /** The classes' names, label order (kept with the probe); their count is the number of classes. */
-  classes?: string[];
-  /** The number of classes when no names are given (default: the largest label + 1). */
-  numClasses?: number;
+  /** The classes' names, label order (kept with the probe); their count is the number of classes. null: none. */
+  classes?: string[] | null;
+  /** The number of classes when no names are given (default, or null: the largest label + 1). */
+  numClasses?: number | null;
 }
 
 const FIT_OPTIONS = ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed', 'classes', 'numClasses'] as const;
 // Format of a saved probe's "pirl-linear-probe" metadata.
 const PROBE_FORMAT = 1;
+// A label beyond this is a mistake, not a class (its weight matrix would take gigabytes).
+const MAX_CLASSES = 1_000_000;
 
 function checkRows(arg: string, t: unknown, width?: number): Tensor {
   if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
@@ -42,12 +44,16 @@ export class LinearProbe {
     if (!(labels instanceof Int32Array) || labels.length !== f.shape[0]) {
       throw typeError('labels', `an Int32Array of ${f.shape[0]} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
     }
-    const { classes, numClasses, ...given } = checkOptions('options', options, FIT_OPTIONS) as LinearProbeFitOptions;
-    if (classes !== undefined && (!Array.isArray(classes) || classes.some((c) => typeof c !== 'string'))) throw typeError('options.classes', 'an array of class names', classes);
+    const { classes = null, numClasses = null, ...given } = checkOptions('options', options, FIT_OPTIONS) as LinearProbeFitOptions;
+    if (classes !== null && (!Array.isArray(classes) || classes.length === 0 || classes.some((c) => typeof c !== 'string'))) {
+      throw typeError('options.classes', 'a non-empty array of class names, or null', classes);
+    }
+    const named = numClasses === null ? null : checkInteger('options.numClasses', numClasses, 1, MAX_CLASSES);
+    if (classes !== null && named !== null && named !== classes.length) throw rangeError('options.numClasses', `${classes.length} (options.classes' count) or left out`, named);
     const largest = labels.reduce((m, l) => Math.max(m, l), -1);
-    const count = classes?.length ?? (numClasses === undefined ? largest + 1 : checkInteger('options.numClasses', numClasses, 1));
-    const bad = labels.findIndex((l) => l < 0 || l >= count);
-    if (bad >= 0) throw rangeError(`labels[${bad}]`, `a label in [0, ${count})${classes ? ` (${count} classes)` : ''}`, labels[bad]);
+    const count = classes?.length ?? named ?? largest + 1;
+    const bad = labels.findIndex((l) => l < 0 || l >= Math.min(count, MAX_CLASSES));
+    if (bad >= 0) throw rangeError(`labels[${bad}]`, `a label in [0, ${Math.min(count, MAX_CLASSES)})${classes || named ? ` (${count} classes)` : ''}`, labels[bad]);
     const { size: _size, ...probe } = resolveLinearProbeOptions(given);
     const t = await nativeCall(() => binding.linearProbeFit(f.handle, int64Tensor(labels).handle, count, probe));
     return new LinearProbe(new Tensor(t.mean), new Tensor(t.std), new Tensor(t.weight), new Tensor(t.bias), classes ? [...classes] : null);

@@ -4,16 +4,9 @@
 
 #include <algorithm>
 
-namespace pirl::eval {
+#include "check_finite.h"
 
-namespace {
-// topk ranks a NaN similarity first: one non-finite row would be every query's nearest neighbour.
-void checkFinite(const at::Tensor& x, const char* name) {
-  const at::Tensor bad = at::isfinite(x).all(1).logical_not().nonzero().cpu();
-  TORCH_CHECK_VALUE(bad.size(0) == 0, name, " must be finite: row ", bad.size(0) > 0 ? bad[0][0].item<int64_t>() : 0,
-                    " holds NaN or infinity (", bad.size(0), " row(s) of ", x.size(0), ")");
-}
-}  // namespace
+namespace pirl::eval {
 
 Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queries, int64_t k, int64_t chunk) {
   TORCH_CHECK_VALUE(features.dim() == 2 && queries.dim() == 2 && features.size(1) == queries.size(1),

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "check_finite.h"
+
 namespace pirl::eval {
 
 LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& trainLabels, int64_t numClasses,
@@ -16,6 +18,7 @@ LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& tra
   TORCH_CHECK_VALUE(o.epochs >= 1 && o.batchSize >= 1 && o.lr > 0 && o.weightDecay >= 0, "invalid linear probe options");
   // On the CPU, whatever device the features come from: a few small matrices, and one order of batches.
   const at::Tensor x = train.to(at::kCPU, at::kFloat), y = trainLabels.to(at::kCPU, at::kLong);
+  checkFinite(x, "features");  // after the cast: 1e300 in float64 is infinity here
   TORCH_CHECK_VALUE(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < numClasses, "labels must be in [0, ", numClasses, ")");
   LinearClassifier probe;
   probe.mean = x.mean(0, true);
@@ -58,7 +61,9 @@ at::Tensor predictLinear(const LinearClassifier& probe, const at::Tensor& featur
                     "a probe's mean and std are 1×F and its bias C for weight F×C, got ", probe.mean.sizes(), ", ",
                     probe.std.sizes(), ", ", probe.bias.sizes(), " for ", probe.weight.sizes());
   const auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat); };
-  return at::addmm(cpu(probe.bias), (cpu(features) - cpu(probe.mean)) / cpu(probe.std), cpu(probe.weight)).argmax(1);
+  const at::Tensor x = cpu(features);
+  checkFinite(x, "features");
+  return at::addmm(cpu(probe.bias), (x - cpu(probe.mean)) / cpu(probe.std), cpu(probe.weight)).argmax(1);
 }
 
 double linearProbeAccuracy(const at::Tensor& train, const at::Tensor& trainLabels, const at::Tensor& test,
