@@ -37,21 +37,31 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, ['res5', 'f'] as const);
   const width = layer === 'f' ? model.options.embeddingDim : model.featureDim;
   if (features.shape[1] !== width) throw new UsageError(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
-  const values = features.data() as Float32Array;
-  const broken = values.findIndex((v) => !Number.isFinite(v));
   const dir = metadata.dir;
-  const files = (JSON.parse(metadata.files) as string[]).map((f) => (dir === undefined ? f : path.join(dir, f)));
+  let listed: unknown;
+  try {
+    listed = JSON.parse(metadata.files);
+  } catch (err) {
+    throw new Error(`${file}: metadata "files" is not JSON (${(err as Error).message})`);
+  }
+  if (!Array.isArray(listed) || listed.length !== features.shape[0] || listed.some((f) => typeof f !== 'string')) {
+    throw new Error(`${file}: metadata "files" must name the ${features.shape[0]} images of its rows`);
+  }
+  const files = (listed as string[]).map((f) => (dir === undefined ? f : path.join(dir, f)));
+  const broken = (features.data() as Float32Array).findIndex((v) => !Number.isFinite(v));
   if (broken >= 0) {
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${files[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  let size = Number(metadata.size);
-  if (metadata.size === undefined) {
-    // Files of an older pirl embed do not say: it embedded at the model's training side unless --size was given.
-    size = featureOptionsFor(model).size;
-    console.error(`pirl: warning: ${file} does not record the side its images were embedded at (an older pirl embed): queries are embedded at ${size} px, the model's; embed again if it was made with another --size`);
-  }
+  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, Number(metadata.size), 1, 4096);
   return { features, files, layer, size };
+}
+
+// A features file of an older pirl embed does not say its side: that embed used the model's training side unless --size was given.
+function sideOfOlderFile(file: string, model: PirlModel): number {
+  const size = featureOptionsFor(model).size;
+  console.error(`pirl: warning: ${file} does not record the side its images were embedded at (an older pirl embed): queries are embedded at ${size} px, the model's; embed again if it was made with another --size`);
+  return size;
 }
 
 export async function search(args: string[]): Promise<void> {
