@@ -11,6 +11,7 @@ import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '.
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
 import { LinearProbe } from './linearProbe';
+import { checkLabels, checkSearch } from './rows';
 
 export type { FeatureOptions, KnnOptions, LinearProbeOptions };
 
@@ -78,23 +79,13 @@ async function labeledFeatures(model: PirlModel, dataset: Dataset, options: Feat
   return { features, labels: labels! };
 }
 
-function checkFeatures(arg: string, t: unknown): Tensor {
-  if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
-  if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
-  return t;
-}
-
 /**
  * kNN search: the k rows of `features` (N×F) most cosine-similar to each query (M×F), most similar
  * first — M×k int64 row numbers and M×k float32 similarities, on the CPU. k is clamped to N. It runs
  * where `features` are (a CUDA device too); `queries` must be there as well.
  */
 export async function nearestNeighbours(features: Tensor, queries: Tensor, k: number): Promise<{ indices: Tensor; similarities: Tensor }> {
-  const f = checkFeatures('features', features);
-  const q = checkFeatures('queries', queries);
-  if (f.shape[1] !== q.shape[1]) throw rangeError('queries', `rows of ${f.shape[1]} features like features`, q.shape);
-  if (f.device !== q.device) throw rangeError('queries', `on the device of features (${f.device})`, q.device);
-  if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
+  const [f, q] = checkSearch(features, queries);
   const kk = checkInteger('k', k, 1);
   const out = await nativeCall(() => binding.nearestNeighbours(f.handle, q.handle, kk));
   return { indices: new Tensor(out.index), similarities: new Tensor(out.similarity) };
@@ -146,16 +137,8 @@ function classCount(...labels: Int32Array[]): number {
  * `features` are; `queries` must be there too.
  */
 export async function knnPredict(features: Tensor, labels: Int32Array, queries: Tensor, options: { k?: number; tau?: number } = {}): Promise<Int32Array> {
-  const f = checkFeatures('features', features);
-  const q = checkFeatures('queries', queries);
-  if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
-  if (!(labels instanceof Int32Array) || labels.length !== f.shape[0]) {
-    throw typeError('labels', `an Int32Array of ${f.shape[0]} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
-  }
-  const negative = labels.findIndex((label) => label < 0);
-  if (negative >= 0) throw rangeError(`labels[${negative}]`, 'a label >= 0', labels[negative]);
-  if (f.shape[1] !== q.shape[1]) throw rangeError('queries', `rows of ${f.shape[1]} features like features`, q.shape);
-  if (f.device !== q.device) throw rangeError('queries', `on the device of features (${f.device})`, q.device);
+  const [f, q] = checkSearch(features, queries);
+  checkLabels(labels, f.shape[0]);
   const { k, tau } = resolveKnnOptions(checkOptions('options', options, ['k', 'tau']));
   const predicted = new Tensor(await nativeCall(() => binding.knnPredict(f.handle, int64Tensor(labels).handle, q.handle, k, tau, classCount(labels)))).data() as BigInt64Array;
   return Int32Array.from(predicted, Number);

@@ -6,6 +6,7 @@ import { resolveLinearProbeOptions, type LinearProbeOptions } from '../config';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { metadataField, jsonMetadata, readSafetensors, writeSafetensors } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
+import { checkFeatureRows, checkLabels } from './rows';
 
 export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> {
   /** The classes' names, label order (kept with the probe); their count is the number of classes. null: none. */
@@ -20,13 +21,6 @@ const PROBE_FORMAT = 1;
 // A label beyond this is a mistake, not a class (its weight matrix would take gigabytes).
 const MAX_CLASSES = 1_000_000;
 
-function checkRows(arg: string, t: unknown, width?: number): Tensor {
-  if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
-  if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
-  if (width !== undefined && t.shape[1] !== width) throw rangeError(arg, `rows of ${width} features (the probe's)`, t.shape);
-  return t;
-}
-
 export class LinearProbe {
   private constructor(
     private readonly mean: Tensor,
@@ -39,11 +33,9 @@ export class LinearProbe {
 
   /** Trains a probe on `features` (N×F) labelled by `labels` (one per row, in [0, numClasses)). */
   static async fit(features: Tensor, labels: Int32Array, options: LinearProbeFitOptions = {}): Promise<LinearProbe> {
-    const f = checkRows('features', features);
+    const f = checkFeatureRows('features', features);
     if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
-    if (!(labels instanceof Int32Array) || labels.length !== f.shape[0]) {
-      throw typeError('labels', `an Int32Array of ${f.shape[0]} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
-    }
+    checkLabels(labels, f.shape[0]);
     const { classes = null, numClasses = null, ...given } = checkOptions('options', options, FIT_OPTIONS) as LinearProbeFitOptions;
     if (classes !== null && (!Array.isArray(classes) || classes.length === 0 || classes.some((c) => typeof c !== 'string'))) {
       throw typeError('options.classes', 'a non-empty array of class names, or null', classes);
@@ -70,7 +62,7 @@ export class LinearProbe {
 
   /** The most likely class of each row of `features` (M×F, any device): M labels. */
   async predict(features: Tensor): Promise<Int32Array> {
-    const f = checkRows('features', features, this.featureDim);
+    const f = checkFeatureRows('features', features, this.featureDim);
     const predicted = new Tensor(await nativeCall(() => binding.linearProbePredict(this.mean.handle, this.std.handle, this.weight.handle, this.bias.handle, f.handle)));
     return Int32Array.from(predicted.data() as BigInt64Array, Number);
   }

@@ -80,7 +80,6 @@ function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
   }
 }
 
-
 /** Where a run stands: the next step to take. */
 interface Position {
   epoch: number;

@@ -1,0 +1,31 @@
+// The checks of rows of features that the evaluation functions take (kNN search and votes, the linear probe).
+import { rangeError, typeError } from '../errors';
+import { Tensor } from '../tensor';
+
+/** A 2-D float Tensor of at least one row (of `width` features, when given). */
+export function checkFeatureRows(arg: string, t: unknown, width?: number): Tensor {
+  if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
+  if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
+  if (width !== undefined && t.shape[1] !== width) throw rangeError(arg, `rows of ${width} features (the probe's)`, t.shape);
+  return t;
+}
+
+/** Rows to search (at least one) and queries of their width on their device. */
+export function checkSearch(features: unknown, queries: unknown): [Tensor, Tensor] {
+  const f = checkFeatureRows('features', features);
+  const q = checkFeatureRows('queries', queries);
+  if (f.shape[1] !== q.shape[1]) throw rangeError('queries', `rows of ${f.shape[1]} features like features`, q.shape);
+  if (f.device !== q.device) throw rangeError('queries', `on the device of features (${f.device})`, q.device);
+  if (f.shape[0] === 0) throw rangeError('features', 'at least one row', f.shape);
+  return [f, q];
+}
+
+/** One label (>= 0) per row of `features`. */
+export function checkLabels(labels: unknown, rows: number): Int32Array {
+  if (!(labels instanceof Int32Array) || labels.length !== rows) {
+    throw typeError('labels', `an Int32Array of ${rows} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
+  }
+  const negative = labels.findIndex((label) => label < 0);
+  if (negative >= 0) throw rangeError(`labels[${negative}]`, 'a label >= 0', labels[negative]);
+  return labels;
+}
