@@ -215,6 +215,9 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   const at::Tensor held = features.narrow(0, 500, 100);
   EXPECT_TRUE(at::equal(eval::predictLinear(probe, held), ((held - probe.mean) / probe.std).matmul(probe.weight).add(probe.bias).argmax(1)));
   EXPECT_THROW(eval::predictLinear(probe, at::randn({2, 7})), c10::ValueError);
+  const eval::LinearClassifier single = eval::trainLinearProbe(features.narrow(0, 0, 1), labels.narrow(0, 0, 1), 3, kProbe);
+  EXPECT_TRUE(at::isfinite(single.weight).all().item<bool>() && at::isfinite(single.std).all().item<bool>()) << "one row: no NaN spread";
+  EXPECT_EQ(eval::predictLinear(single, features.narrow(0, 0, 1)).item<int64_t>(), labels[0].item<int64_t>());
   EXPECT_THROW(eval::trainLinearProbe(features.narrow(0, 0, 10), labels.narrow(0, 0, 10) + 3, 3, kProbe), c10::ValueError);
 }
 

@@ -22,7 +22,8 @@ LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& tra
   TORCH_CHECK_VALUE(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < numClasses, "labels must be in [0, ", numClasses, ")");
   LinearClassifier probe;
   probe.mean = x.mean(0, true);
-  probe.std = x.std(0, /*unbiased=*/true, /*keepdim=*/true).clamp_min(1e-6);
+  // One row has no spread (the unbiased std of one value is NaN): it is taken as 1.
+  probe.std = (x.size(0) > 1 ? x.std(0, /*unbiased=*/true, /*keepdim=*/true) : at::ones_like(probe.mean)).clamp_min(1e-6);
   const at::Tensor xs = (x - probe.mean) / probe.std;
   const int64_t n = xs.size(0), f = xs.size(1);
   // Weights and biases, trained by hand-written SGD with momentum on the softmax cross-entropy.
