@@ -14,7 +14,7 @@ import { UsageError, applyRunFlags, checkFlag, fileDigest, parseFlags } from './
 
 export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
                                 the k images of <features> (pirl embed's file, made with <model>) most like each query:
-                                one JSON line per query image, in the order given — its neighbours' files (absolute paths)
+                                one JSON line per query image, in the order given — its neighbours' files (a folder's: absolute paths)
                                 and cosine similarities, best first, or the error that left it out`;
 
 interface Catalogue {
