@@ -4,7 +4,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, getTf32, knnAccuracy, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
+import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -121,6 +121,13 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     const { indices } = await nearestNeighbours(onGpu, await a.features.to('cuda'), 1);
     expect(Array.from(indices.data() as BigInt64Array, Number)).toEqual(a.indices.map((_, i) => i));
     await expect(nearestNeighbours(onGpu, a.features, 1)).rejects.toThrow(/queries must be on the device of features \(cuda:0\), got "cpu"/);
+    // Classifiers over CUDA features: the kNN vote there, the probe on the CPU (its features moved), as from CPU features.
+    const labels = Int32Array.from(a.indices, (i) => data.labels![i]);
+    expect(await knnPredict(onGpu, labels, onGpu, { k: 1 })).toEqual(labels);
+    const probe = await LinearProbe.fit(onGpu, labels, { epochs: 2 });
+    expect(await probe.predict(onGpu)).toEqual(await probe.predict(a.features));
+    const onCpu = await LinearProbe.fit(a.features, labels, { epochs: 2 });
+    expect(await onCpu.predict(a.features)).toEqual(await probe.predict(a.features));
     const bank = await MemoryBank.create({ size: 8, dim: 4, device: 'cuda' });
     expect(bank.rows().device).toBe('cuda:0');
     expect(Tensor.zeros([2], { device: 'cuda' }).device).toBe('cuda:0');
