@@ -116,6 +116,11 @@ TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
           distributed::CommunicatorOptions{pirl::test::freshRendezvousFile(), "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
       EXPECT_EQ(c->device(), c10::Device(c10::kCUDA, 0));
       run.state->distribute(c, /*syncBatchNorm=*/true);
+      // bankInit 'features' over one NCCL rank: its shard is the whole bank, sent to itself unchanged.
+      EXPECT_EQ(run.state->bankShard(), (std::pair<int64_t, int64_t>{0, run.state->bank().size()}));
+      const at::Tensor before = run.state->bank().rows().clone();
+      run.state->shareBankShards();
+      EXPECT_TRUE(at::equal(run.state->bank().rows(), before));
     }
     const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(9);
     for (int step = 0; step < 4; ++step) {
