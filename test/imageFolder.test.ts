@@ -25,6 +25,23 @@ async function writeAllKinds(dir: string): Promise<string[]> {
 }
 
 describe('ImageFolder', () => {
+  test('files without an image extension are said to be left out (not hidden files, nor the folder\'s own cache)', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      for (const name of ['a.png', 'b.png']) await raw(20, 20).png().toFile(path.join(dir, name));
+      for (const name of ['notes.txt', 'scan.bmp', 'README', '.DS_Store']) fs.writeFileSync(path.join(dir, name), 'x');
+      const warnings: string[] = [];
+      const folder = await ImageFolder.open(dir, { size: 8, cache: path.join(dir, 'images.cache'), onWarning: (m) => warnings.push(m) });
+      expect(folder.length).toBe(2);
+      const again = await ImageFolder.open(dir, { size: 8, cache: path.join(dir, 'images.cache'), onWarning: (m) => warnings.push(m) });
+      expect(again.length).toBe(2);
+      const said = `pirl: ${dir}: 3 file(s) without an image extension are left out (README, notes.txt, scan.bmp; read: .jpg .jpeg .png .webp .gif .tif .tiff .avif)`;
+      expect(warnings).toEqual([said, said]); // the cache written the first time is not counted the second
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('decodes every file kind to size×size 8-bit RGB', async () => {
     const dir = tmpDir('pirl-data-');
     const names = await writeAllKinds(dir);

@@ -63,6 +63,16 @@ async function listImages(dir: string): Promise<string[]> {
   return (await readFolder(dir)).filter((e) => e.kind === 'file' && isImage(e.name)).map((e) => path.join(dir, e.name)).sort();
 }
 
+// The files of `dirs` not read for their extension (a .bmp, a file without one): said, so that none is missed
+// unknowingly. Hidden files (.DS_Store) and the folder's own cache (FILE, FILE.lock) are not counted.
+async function notImages(dirs: readonly string[], cache: string | null): Promise<string[]> {
+  const lists = await Promise.all(dirs.map(async (dir) => (await readFolder(dir))
+    .filter((e) => e.kind === 'file' && !isImage(e.name) && !e.name.startsWith('.'))
+    .map((e) => path.join(dir, e.name))
+    .filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)))));
+  return lists.flat().sort();
+}
+
 /** A folder entry, symbolic links followed. */
 interface Entry {
   name: string;
@@ -213,6 +223,11 @@ export class ImageFolder implements Dataset {
       files = own;
       const below = perClass.reduce((n, list) => n + list.length, 0);
       if (layout === 'flat' && below > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout 'flat': the folder's own images)`);
+    }
+    const skipped = await notImages(classes ? classes.map((c) => path.join(dir, c)) : [dir], cache);
+    if (skipped.length > 0) {
+      const shown = skipped.slice(0, 3).map((f) => path.relative(dir, f)).join(', ') + (skipped.length > 3 ? ', …' : '');
+      warnLeftOut(`pirl: ${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
     }
     if (files.length === 0) {
       const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
