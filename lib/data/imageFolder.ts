@@ -59,18 +59,20 @@ const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'onCacheProgress', 'onW
 
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
-async function listImages(dir: string): Promise<string[]> {
-  return (await readFolder(dir)).filter((e) => e.kind === 'file' && isImage(e.name)).map((e) => path.join(dir, e.name)).sort();
+/** A folder's files: the images (by extension), and the others but hidden ones (.DS_Store), both sorted. */
+interface Listing {
+  images: string[];
+  others: string[];
 }
 
-// The files of `dirs` not read for their extension (a .bmp, a file without one): said, so that none is missed
-// unknowingly. Hidden files (.DS_Store) and the folder's own cache (FILE, FILE.lock) are not counted.
-async function notImages(dirs: readonly string[], cache: string | null): Promise<string[]> {
-  const lists = await Promise.all(dirs.map(async (dir) => (await readFolder(dir))
-    .filter((e) => e.kind === 'file' && !isImage(e.name) && !e.name.startsWith('.'))
-    .map((e) => path.join(dir, e.name))
-    .filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)))));
-  return lists.flat().sort();
+async function listFiles(dir: string): Promise<Listing> {
+  const files = (await readFolder(dir)).filter((e) => e.kind === 'file').map((e) => path.join(dir, e.name)).sort();
+  const other = (f: string) => !isImage(f) && !path.basename(f).startsWith('.');
+  return { images: files.filter((f) => isImage(f)), others: files.filter(other) };
+}
+
+async function listImages(dir: string): Promise<string[]> {
+  return (await listFiles(dir)).images;
 }
 
 /** A folder entry, symbolic links followed. */
@@ -206,9 +208,11 @@ export class ImageFolder implements Dataset {
     let files: string[] = [];
     let labels: Int32Array | null = null;
     let classes: string[] | null = null;
-    const perClass = await Promise.all(subdirs.map((d) => listImages(path.join(dir, d))));
+    const perClassListing = await Promise.all(subdirs.map((d) => listFiles(path.join(dir, d))));
+    const perClass = perClassListing.map((l) => l.images);
     const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
-    const own = await listImages(dir);
+    const ownListing = await listFiles(dir);
+    const own = ownListing.images;
     if (layout === 'auto' && own.length > 0 && classFolders.length > 0) throw new AmbiguousLayoutError(dir, own.length, classFolders);
     if (layout === 'classes' || (layout === 'auto' && classFolders.length > 0)) {
       classes = classFolders;
@@ -224,7 +228,10 @@ export class ImageFolder implements Dataset {
       const below = perClass.reduce((n, list) => n + list.length, 0);
       if (layout === 'flat' && below > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout 'flat': the folder's own images)`);
     }
-    const skipped = await notImages(classes ? classes.map((c) => path.join(dir, c)) : [dir], cache);
+    // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
+    // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
+    const read = classes ? perClassListing.filter((l) => l.images.length > 0) : [ownListing];
+    const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
     if (skipped.length > 0) {
       const shown = skipped.slice(0, 3).map((f) => path.relative(dir, f)).join(', ') + (skipped.length > 3 ? ', …' : '');
       warnLeftOut(`pirl: ${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
