@@ -114,6 +114,11 @@ export class PirlModel {
     return this.handle.info().featureDim;
   }
 
+  /** The width of `layer`'s features (embed's): F for 'res5', the embedding's for 'f'. */
+  widthOf(layer: EmbedLayer): number {
+    return layer === 'f' ? this.options.embeddingDim : this.featureDim;
+  }
+
   /** Where the parameters are (the model is the one owner of its device). */
   get device(): Device {
     return this.handle.info().device as Device;

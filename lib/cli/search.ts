@@ -35,7 +35,7 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
     throw new UsageError(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
   const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, ['res5', 'f'] as const);
-  const width = layer === 'f' ? model.options.embeddingDim : model.featureDim;
+  const width = model.widthOf(layer);
   if (features.shape[1] !== width) throw new UsageError(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
   const dir = metadata.dir;
   let listed: unknown;

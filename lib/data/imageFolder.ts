@@ -110,6 +110,14 @@ async function nestedImages(dir: string, seen = new Set<string>()): Promise<numb
   return count;
 }
 
+// How a folder's or a list's images are decoded: the stored side (default 64), and where unreadable files are told.
+function decoding(options: Pick<ImageFolderOptions, 'size' | 'onWarning'>): { size: number; warn: (message: string) => void } {
+  return {
+    size: checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096),
+    warn: options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' })),
+  };
+}
+
 /** options.cache checked: a file path, not a folder (found only at the rename, after every image was decoded). */
 async function checkCacheFile(cache: unknown): Promise<string> {
   if (typeof cache !== 'string' || cache === '') throw typeError('options.cache', 'a file path', cache);
@@ -192,10 +200,9 @@ export class ImageFolder implements Dataset {
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
     if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
     checkFunctions('options', checkOptions('options', options, IMAGE_FOLDER_OPTIONS), ['onWarning', 'onCacheProgress']);
-    const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
+    const { size, warn } = decoding(options);
     const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
-    const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
     const warnLeftOut = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_IMAGES_LEFT_OUT' }));
     let stat;
     try {
@@ -260,8 +267,7 @@ export class ImageFolder implements Dataset {
       if (typeof f !== 'string' || f === '') throw typeError(`files[${i}]`, 'an image file path', f);
     });
     checkFunctions('options', checkOptions('options', options, ['size', 'onWarning']), ['onWarning']);
-    const size = checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096);
-    const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' }));
+    const { size, warn } = decoding(options);
     for (const [i, file] of files.entries()) {
       const stat = await fs.stat(file).catch(() => null);
       if (!stat) throw new Error(`${file}: no such file (files[${i}])`);

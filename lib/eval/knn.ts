@@ -58,7 +58,7 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
   const parts: Float32Array[] = [];
   const indices: number[] = [];
   // N×width even when nothing could be read (0×width).
-  let width = featureOptionsFor(model, options).layer === 'f' ? model.options.embeddingDim : model.featureDim;
+  let width = model.widthOf(featureOptionsFor(model, options).layer);
   for await (const batch of featureBatches(model, dataset, options, onProgress)) {
     width = batch.features.shape[1];
     parts.push(batch.features.data() as Float32Array);
