@@ -111,16 +111,21 @@ export interface NativeTrainScalars {
   steps: number;
 }
 
+/** A rank's way into its data-parallel group ('' = no store file / bind to this host's name; native/core/distributed/communicator.h). */
+export interface CommunicatorOptions {
+  storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
+  device: string; bindInterface: string; launcherStore: boolean; restartCount: number;
+  /** What every rank must agree on, compared with rank 0's when joining. */
+  terms: Array<{ name: string; value: string; hint: string }>;
+}
+
 /** The native training state (native/addon/train_wrap.cc). */
 export interface TrainerHandle {
   step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number, stop: boolean): Promise<NativeStepResult>;
   state(): NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } };
   setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): void;
-  /** Joins a data-parallel group ('' = no store file / bind to this host's name) and takes rank 0's state. */
-  distribute(options: {
-    storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
-    device: string; bindInterface: string; launcherStore: boolean; restartCount: number; syncBatchNorm: boolean;
-  }): Promise<void>;
+  /** Joins a data-parallel group and takes rank 0's state. */
+  distribute(options: CommunicatorOptions, syncBatchNorm: boolean): Promise<void>;
   /** [begin, end): the bank rows this rank embeds for bankInit 'features' (alone: all of them). */
   bankShard(): [number, number];
   /** Sends each rank's shard of the bank to every replica (after each filled its own). */
@@ -181,6 +186,8 @@ export interface Binding {
     loss: ResolvedLossOptions,
     step: Pick<ResolvedTrainConfig, 'momentum' | 'weightDecay' | 'precision' | 'seed'> & { cudaGraphs: boolean },
   ) => TrainerHandle;
+  /** Tells the ranks meeting at `options`' rendezvous that this one cannot start (`why`); settles once they have all heard. */
+  failToJoin(options: CommunicatorOptions, why: string): Promise<void>;
   knnPredict(
     trainFeatures: TensorHandle,
     trainLabels: TensorHandle,

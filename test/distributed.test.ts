@@ -173,7 +173,25 @@ describe('data-parallel training', () => {
       const [d0, d1] = ranks(path.join(dir, 'b'));
       const joined = await Promise.allSettled([Trainer.resume(checkpoint, tiny.dataset(), { distributed: d0 }), Trainer.create(tiny.dataset(), config, { distributed: d1 })]);
       for (const r of joined) {
-        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('distributed training: rank 1 starts after 0 steps of the run, rank 0 after 2: every rank must resume from the same checkpoint') } });
+        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('distributed training: the ranks differ in the step of the run to start from: 0 on rank 1, 2 on rank 0 (every rank must resume from the same checkpoint') } });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test('ranks that differ in an option or in their data are all refused when joining, naming it (a data set of another size crashed Gloo)', async () => {
+    const dir = tmp();
+    const other = new ArrayDataset(new Uint8Array(40 * 16 * 16 * 3), [40, 16, 16, 3]);
+    const cases: Array<[string, TrainConfig, Dataset, string]> = [
+      ['seed', { ...tiny.config, seed: 8 }, tiny.dataset(), 'the ranks differ in config.model.seed: 8 on rank 1, 7 on rank 0 (every rank must run the same command, with the same options)'],
+      ['size', tiny.config, other, "the ranks differ in the data set's size: 40 on rank 1, 48 on rank 0 (every rank must train on the same data: the same folder, or an identical copy on each host)"],
+    ];
+    try {
+      for (const [name, config1, data1, message] of cases) {
+        const [d0, d1] = ranks(path.join(dir, name));
+        const joined = await Promise.allSettled([Trainer.create(tiny.dataset(), tiny.config, { distributed: d0 }), Trainer.create(data1, config1, { distributed: d1 })]);
+        for (const r of joined) expect(r).toMatchObject({ status: 'rejected', reason: { message: `distributed training: ${message}` } });
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -363,6 +381,32 @@ describe('pirl train as ranks', () => {
       fs.rmSync(out, { recursive: true, force: true });
     }
   }, 120_000);
+
+  // Rank 0 alone refuses an --out that holds a run: the other rank hears why when joining, instead of waiting out the timeout.
+  (haveFashion ? test : test.skip)("a rank that cannot start: the others fail at once with its reason (rank 0's TCPStore)", async () => {
+    const out = tmp();
+    fs.writeFileSync(path.join(out, 'metrics.jsonl'), '');
+    const port = await freePort();
+    const run = (rank: number) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const p = spawn(process.execPath, [cli, ...args, '--out', out], {
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), PIRL_DIST_TIMEOUT_MS: '60000' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      p.stderr!.on('data', (d) => void (stderr += d));
+      p.on('exit', (code) => resolve({ code, stderr }));
+    });
+    try {
+      const started = Date.now();
+      const [rank0, rank1] = await Promise.all([run(0), run(1)]);
+      expect(Date.now() - started).toBeLessThan(30_000);
+      const why = `${out} already holds a run (metrics.jsonl): it has no checkpoint to resume from; --force starts a new one in its place`;
+      expect(rank0).toMatchObject({ code: 2, stderr: expect.stringContaining(`pirl: ${why}`) });
+      expect(rank1).toMatchObject({ code: 1, stderr: expect.stringContaining(`pirl: distributed training: rank 0 could not start: ${why}`) });
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   // torchrun-style ranks (TCPStore at 127.0.0.1): killing one makes the other fail, saying why, not hang.
   (haveFashion ? test : test.skip)('a rank killed mid-run: the other exits with an error naming what failed, within seconds', async () => {

@@ -10,6 +10,7 @@ import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointRunOf } from '../train/trainer';
+import { beforeJoining } from '../train/rendezvous';
 import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
@@ -92,7 +93,7 @@ function settingsOf(options: Record<string, unknown>, prefix = ''): string[] {
   });
 }
 
-async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<Trainer> {
+async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<() => Promise<Trainer>> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
   const changed = await changedSettings(values, saved.config);
@@ -104,7 +105,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
   const data = await openData(spec, folderSize(values, saved.config.sampler), values);
-  return withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+  return () => withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
 }
 
 /**
@@ -225,6 +226,51 @@ function resumeCommand(args: string[], distributed: ResolvedDistributedOptions |
   return distributed && process.env.PIRL_LAUNCHED !== '1' ? `the launcher's command, its ranks running ${command}` : command;
 }
 
+/** A run to start in `out`: resumed from its checkpoint, or new (its data opened); `start` creates the Trainer (and joins the ranks). */
+async function planRun(values: FlagValues, spec: string, out: string, log: MetricsLog, device: Device, distributed: ResolvedDistributedOptions | null,
+  knnEvery: number): Promise<{ resumed: boolean; start: () => Promise<Trainer> }> {
+  const main = (distributed?.rank ?? 0) === 0;
+  const checkpoint = path.join(out, 'checkpoint.safetensors');
+  const earlier = await runFilesIn(out);
+  // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
+  const auto = values['auto-resume'] === true;
+  if (auto && (values.resume || values.force)) throw new UsageError(`--auto-resume decides between --resume and a new run itself: drop --${values.resume ? 'resume' : 'force'}`);
+  if (values.resume || (auto && earlier.includes('checkpoint.safetensors'))) {
+    if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
+    if (!earlier.includes('checkpoint.safetensors')) {
+      throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
+    }
+    return { resumed: true, start: await resumeRun(values, spec, checkpoint, device, distributed) };
+  }
+  // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
+  if (earlier.length > 0 && !values.force && !auto && main) {
+    const resumable = earlier.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
+    throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
+  }
+  const config = await newRunConfig(values);
+  if (main) for (const text of idleSettings(values, config, distributed)) console.error(`pirl: warning: ${text}`);
+  // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
+  const data = await openData(spec, folderSize(values, config.sampler), values);
+  if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS); // before the bank's pass over the data
+  if (knnEvery) checkHoldOut(spec, data);
+  // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
+  // begins: nothing of it is left to resume if this one stops before its first checkpoint.
+  const onChecked = async () => {
+    if (!main) return;
+    await makeOutputDir('out', out);
+    await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
+    await log.clear();
+  };
+  // bankInit 'features' embeds the data set (each rank a shard; rank 0's shown) before the first step: minutes on a large folder.
+  const prepared = new Progress();
+  const share = distributed ? ` (rank 0's share of ${distributed.worldSize})` : '';
+  const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features${share}: ${done}/${all} images`, done === all) : undefined;
+  return {
+    resumed: false,
+    start: () => withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked })),
+  };
+}
+
 export async function train(args: string[]): Promise<number | void> {
   const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
   const { values, positionals } = parseFlags(args, strings, ['resume', 'auto-resume', 'force', 'cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
@@ -247,45 +293,10 @@ export async function train(args: string[]): Promise<number | void> {
   const log = new MetricsLog(out);
   const spec = positionals[0];
   const signals = stopOnSignals(checkpoint, main); // from here: the work before the first step can take minutes
-  let trainer: Trainer;
-  let logged: Line[] = []; // a resumed run's metrics so far: its curves go on from them
-  const earlier = await runFilesIn(out);
-  // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
-  const auto = values['auto-resume'] === true;
-  if (auto && (values.resume || values.force)) throw new UsageError(`--auto-resume decides between --resume and a new run itself: drop --${values.resume ? 'resume' : 'force'}`);
-  if (values.resume || (auto && earlier.includes('checkpoint.safetensors'))) {
-    if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
-    if (!earlier.includes('checkpoint.safetensors')) {
-      throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
-    }
-    trainer = await resumeRun(values, spec, checkpoint, device, distributed);
-    if (main) logged = await log.truncate(trainer.progress);
-  } else {
-    // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
-    if (earlier.length > 0 && !values.force && !auto && main) {
-      const resumable = earlier.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
-      throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
-    }
-    const config = await newRunConfig(values);
-    if (main) for (const text of idleSettings(values, config, distributed)) console.error(`pirl: warning: ${text}`);
-    // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
-    const data = await openData(spec, folderSize(values, config.sampler), values);
-    if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS); // before the bank's pass over the data
-    if (knnEvery) checkHoldOut(spec, data);
-    // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
-    // begins: nothing of it is left to resume if this one stops before its first checkpoint.
-    const onChecked = async () => {
-      if (!main) return;
-      await makeOutputDir('out', out);
-      await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
-      await log.clear();
-    };
-    // bankInit 'features' embeds the data set (each rank a shard; rank 0's shown) before the first step: minutes on a large folder.
-    const prepared = new Progress();
-    const share = distributed ? ` (rank 0's share of ${distributed.worldSize})` : '';
-    const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features${share}: ${done}/${all} images`, done === all) : undefined;
-    trainer = await withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked }));
-  }
+  // What this rank checks before it joins the others: should it fail, they hear of it when joining instead of waiting.
+  const run = await beforeJoining(distributed, () => planRun(values, spec, out, log, device, distributed, knnEvery));
+  const trainer = await run.start();
+  const logged: Line[] = run.resumed && main ? await log.truncate(trainer.progress) : []; // a resumed run's metrics so far: its curves go on from them
   signals.attach(trainer);
   if (!main) {
     await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files

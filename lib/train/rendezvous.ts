@@ -1,8 +1,97 @@
-// Where a CPU rank's Gloo sockets listen when the options left it open (bindAddress null): this host's
-// address on the route to the master — the interface its peers reach it by — as found by the kernel.
+// How a rank joins its peers (docs/distributed.md): what they must agree on, the address its Gloo sockets
+// listen on, and word to the others when it cannot start.
+import { createHash } from 'crypto';
 import * as dgram from 'dgram';
 import * as dns from 'dns';
-import { isLoopback, type ResolvedDistributedOptions } from '../config';
+import { binding, type CommunicatorOptions, type TrainerHandle } from '../binding';
+import { isLoopback, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import type { Dataset } from '../data/datasets';
+import { ImageFolder } from '../data/imageFolder';
+import { nativeCall } from '../errors';
+
+/** One thing every rank must agree on before they train together: compared with rank 0's when joining. */
+export interface Term {
+  name: string;
+  value: string;
+  /** What the ranks must do when they differ. */
+  hint: string;
+}
+
+const SAME_COMMAND = 'every rank must run the same command, with the same options';
+const SAME_DATA = 'every rank must train on the same data: the same folder, or an identical copy on each host';
+
+/**
+ * What the ranks of a run must share: pirl, the world size, every option of the config, the data set
+ * (its size, labels and files) and the step it starts from. Ranks that differ in any would train on
+ * overlapping shards, with other schedules, or fail in a collective of tensors of other sizes.
+ */
+export function runTerms(config: ResolvedTrainConfig, dataset: Dataset, step: number, worldSize: number): Term[] {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { version } = require('../../package.json') as { version: string };
+  const digest = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex').slice(0, 16);
+  const labels = dataset.labels;
+  return [
+    { name: 'the pirl version', value: version, hint: 'every rank must run the same pirl' },
+    { name: 'the world size', value: String(worldSize), hint: 'every rank must be started with the same WORLD_SIZE' },
+    ...leaves('config', config).map(([name, value]) => ({ name, value, hint: SAME_COMMAND })),
+    { name: "the data set's size", value: String(dataset.length), hint: SAME_DATA },
+    { name: "the data set's labels", value: labels ? digest(new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength)) : 'none', hint: SAME_DATA },
+    { name: "the data set's files", value: dataset instanceof ImageFolder ? digest(dataset.files.join('\n')) : 'not a folder', hint: SAME_DATA },
+    {
+      name: 'the step of the run to start from', value: String(step),
+      hint: 'every rank must resume from the same checkpoint (on a file system all hosts reach), or all start anew',
+    },
+  ];
+}
+
+// Each option's dotted name and its value as JSON, in the config's order.
+function leaves(prefix: string, value: unknown): Array<[string, string]> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return [[prefix, JSON.stringify(value)]];
+  return Object.entries(value).flatMap(([k, v]) => leaves(`${prefix}.${k}`, v));
+}
+
+function communicatorOptions(d: ResolvedDistributedOptions, device: Device, bindAddress: string, terms: Term[]): CommunicatorOptions {
+  return {
+    storeFile: d.storeFile ?? '', masterAddr: d.masterAddr, masterPort: d.masterPort, rank: d.rank, worldSize: d.worldSize,
+    bindAddress, bindInterface: d.bindInterface ?? '', launcherStore: d.launcherStore, restartCount: d.restartCount,
+    timeoutMs: d.timeoutMs, device, terms,
+  };
+}
+
+// Errors the other ranks already know of: a rank's own, told by failToJoin, and a join's (every rank failed there).
+const known = new WeakSet<object>();
+
+/**
+ * Runs this rank's work before it joins the others (`d`; null alone) and, should that fail, tells them
+ * before rethrowing: they fail when joining with its error, rather than wait for it until the timeout.
+ */
+export async function beforeJoining<T>(d: ResolvedDistributedOptions | null, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (d !== null && d.worldSize > 1 && !(e instanceof Object && known.has(e))) {
+      if (e instanceof Object) known.add(e);
+      const why = e instanceof Error ? e.message : String(e);
+      // Said at once only when the others are slow to come (the error itself follows once they have heard).
+      const slow = setTimeout(() => process.emitWarning(`rank ${d.rank} of ${d.worldSize} cannot start; telling the other ranks as they come ` +
+        `to join (up to ${d.timeoutMs} ms): ${why}`, { code: 'PIRL_RANK_CANNOT_START' }), 3000);
+      await nativeCall(() => binding.failToJoin(communicatorOptions(d, 'cpu', '', []), why)).finally(() => clearTimeout(slow));
+    }
+    throw e;
+  }
+}
+
+/** Joins the group of `d` with `terms` to agree on, and takes rank 0's state into `handle` (TrainerHandle.distribute). */
+export async function joinGroup(handle: TrainerHandle, d: ResolvedDistributedOptions, device: Device, terms: Term[], syncBatchNorm: boolean): Promise<void> {
+  // Gloo's address (CPU ranks; NCCL picks its own interfaces).
+  const bindAddress = await beforeJoining(d, async () => (device === 'cpu' ? gatherBindAddress(d) : ''));
+  try {
+    await nativeCall(() => handle.distribute(communicatorOptions(d, device, bindAddress, terms), syncBatchNorm));
+  } catch (e) {
+    if (e instanceof Object) known.add(e);
+    throw e;
+  }
+}
 
 /** The address Gloo binds to ('' = this host's name, c10d's default), for options whose bindAddress is null. */
 export async function gatherBindAddress(d: ResolvedDistributedOptions): Promise<string> {

@@ -15,7 +15,7 @@ import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
 import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
-import { gatherBindAddress } from './rendezvous';
+import { beforeJoining, joinGroup, runTerms } from './rendezvous';
 import { lrAt, type LrSchedule } from './schedule';
 
 export interface BatchLogs {
@@ -131,7 +131,7 @@ export interface ProcessOptions {
 export interface CreateOptions extends ProcessOptions {
   /** Called as bankInit 'features' embeds the data set (a rank its shard): images done of all (minutes for a large folder). */
   onBankInit?: (done: number, total: number) => void;
-  /** Called once the data, config and options are found to fit together, before the bank is made and filled (the CLI replaces an earlier run then). */
+  /** Called once the data, config and options are found to fit together (and the ranks of a data-parallel run to agree), before the bank is filled (the CLI replaces an earlier run then). */
   onChecked?: () => void | Promise<void>;
 }
 
@@ -147,14 +147,19 @@ interface Process {
   cudaGraphs: boolean;
 }
 
-function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, known: readonly string[]): Process {
+// The options' group, checked first (with what is wrong in the options alone): a rank that fails after this tells the others (beforeJoining).
+function groupOf(options: ProcessOptions, known: readonly string[]): ResolvedDistributedOptions | null {
   checkOptions('options', options, known);
-  const device = c.device;
   const d = options.distributed;
   const resolved = d === undefined || d === null ? null : d === 'env' ? distributedFromEnv() : resolveDistributedOptions(d);
   const group = resolved !== null && resolved.worldSize > 1 ? resolved : null; // one rank trains alone
+  if (options.cudaGraphs === true && group) throw rangeError('options.cudaGraphs', 'false in a data-parallel run (its gradient all-reduce is driven from the host)', true);
+  return group;
+}
+
+function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, group: ResolvedDistributedOptions | null): Process {
+  const device = c.device;
   const cudaGraphs = checkBoolean('options.cudaGraphs', options.cudaGraphs ?? false);
-  if (cudaGraphs && group) throw rangeError('options.cudaGraphs', 'false in a data-parallel run (its gradient all-reduce is driven from the host)', true);
   if (cudaGraphs && c.loss.mode === 'nce' && c.loss.z === 'ema') {
     throw rangeError('options.cudaGraphs', "false with loss.mode 'nce' and loss.z 'ema' (a captured step holds Z fixed: use loss.z 'frozen', or InfoNCE)", true);
   }
@@ -205,17 +210,20 @@ export class Trainer {
    * weights and bank; config.batchSize is then each rank's share of the global batch.
    */
   static async create(dataset: Dataset, config: TrainConfig = {}, options: CreateOptions = {}): Promise<Trainer> {
-    const c = resolveTrainConfig(config);
-    const place = resolveProcess(options, c, ['distributed', 'cudaGraphs', 'onBankInit', 'onChecked']);
-    checkFunctions('options', options as Record<string, unknown>, ['onBankInit', 'onChecked']);
-    const loader = Trainer.loaderFor(dataset, c, place);
-    const model = await PirlModel.create(c.model, { device: place.device });
-    checkSamplerFitsStem(model, c);
+    const group = groupOf(options, ['distributed', 'cudaGraphs', 'onBankInit', 'onChecked']);
+    const trainer = await beforeJoining(group, async () => {
+      const c = resolveTrainConfig(config);
+      const place = resolveProcess(options, c, group);
+      checkFunctions('options', options as Record<string, unknown>, ['onBankInit', 'onChecked']);
+      const loader = Trainer.loaderFor(dataset, c, place);
+      const model = await PirlModel.create(c.model, { device: place.device });
+      checkSamplerFitsStem(model, c);
+      const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
+      return new Trainer(model, bank, loader, c, place);
+    });
+    await trainer.joinRanks(dataset);
     await options.onChecked?.();
-    const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
-    const trainer = new Trainer(model, bank, loader, c, place);
-    await trainer.joinRanks();
-    if (c.bankInit === 'features') await trainer.fillBankWithFeatures(dataset, options.onBankInit);
+    if (trainer.config.bankInit === 'features') await trainer.fillBankWithFeatures(dataset, options.onBankInit);
     return trainer;
   }
 
@@ -241,17 +249,11 @@ export class Trainer {
     });
   }
 
-  // The rendezvous and rank 0's state (native, off the JavaScript thread: it waits for every rank).
-  private async joinRanks(): Promise<void> {
+  // The rendezvous, the ranks' agreement on the run, and rank 0's state (native, off the JavaScript thread: it waits for every rank).
+  private async joinRanks(dataset: Dataset): Promise<void> {
     const d = this.distributed;
     if (!d) return;
-    // Gloo's address (CPU ranks; NCCL picks its own interfaces).
-    const bindAddress = this.device === 'cpu' ? await gatherBindAddress(d) : '';
-    await nativeCall(() => this.handle.distribute({
-      storeFile: d.storeFile ?? '', masterAddr: d.masterAddr, masterPort: d.masterPort, rank: d.rank, worldSize: d.worldSize,
-      bindAddress, bindInterface: d.bindInterface ?? '', launcherStore: d.launcherStore, restartCount: d.restartCount,
-      timeoutMs: d.timeoutMs, device: this.device, syncBatchNorm: this.config.syncBatchNorm,
-    }));
+    await joinGroup(this.handle, d, this.device, runTerms(this.config, dataset, this.position.step, d.worldSize), this.config.syncBatchNorm);
   }
 
   /** The ranks training together (1 alone). */
@@ -408,41 +410,45 @@ export class Trainer {
    * `options.device` moves it (a CUDA run continues on the CPU, or the other way round).
    */
   static async resume(file: string, dataset: Dataset, options: ResumeOptions = {}): Promise<Trainer> {
-    const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
-    const { tensors, metadata } = await readSafetensors(file);
-    const meta = checkpointMeta(file, metadata, device);
-    const c = meta.config;
-    const place = resolveProcess(options, c, ['distributed', 'cudaGraphs', 'device']);
-    const worldSize = place.distributed?.worldSize ?? 1;
-    if (meta.worldSize !== worldSize) {
-      throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
-        `${worldSize} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
-    }
-    const rows = tensors.get('bank.rows');
-    if (!rows || rows.shape[0] !== dataset.length) {
-      throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples`);
-    }
-    const generator = tensors.get('bank.generator');
-    if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
-    const loader = Trainer.loaderFor(dataset, c, place);
-    checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
-    const modelTensors = new Map<string, Tensor>();
-    const momentum = new Map<string, Tensor>();
-    for (const [name, t] of tensors) {
-      if (name.startsWith('model.')) modelTensors.set(name.slice(6), t);
-      if (name.startsWith('momentum.')) momentum.set(name.slice(9), t);
-    }
-    if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
-    checkTensorsFitOptions(file, modelTensors, c.model);
-    const model = await PirlModel.create(c.model, { device: place.device });
-    model.loadStateDict(modelTensors);
-    const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
-    const trainer = new Trainer(model, bank, loader, c, place);
-    const names = [...momentum.keys()];
-    trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
-    trainer.position = meta.position;
-    trainer.epochSoFar = meta.epochSoFar;
-    await trainer.joinRanks();
+    const group = groupOf(options, ['distributed', 'cudaGraphs', 'device']);
+    const trainer = await beforeJoining(group, async () => {
+      const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
+      const { tensors, metadata } = await readSafetensors(file);
+      const meta = checkpointMeta(file, metadata, device);
+      const c = meta.config;
+      const place = resolveProcess(options, c, group);
+      const worldSize = group?.worldSize ?? 1;
+      if (meta.worldSize !== worldSize) {
+        throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
+          `${worldSize} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
+      }
+      const rows = tensors.get('bank.rows');
+      if (!rows || rows.shape[0] !== dataset.length) {
+        throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples`);
+      }
+      const generator = tensors.get('bank.generator');
+      if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
+      const loader = Trainer.loaderFor(dataset, c, place);
+      checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
+      const modelTensors = new Map<string, Tensor>();
+      const momentum = new Map<string, Tensor>();
+      for (const [name, t] of tensors) {
+        if (name.startsWith('model.')) modelTensors.set(name.slice(6), t);
+        if (name.startsWith('momentum.')) momentum.set(name.slice(9), t);
+      }
+      if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
+      checkTensorsFitOptions(file, modelTensors, c.model);
+      const model = await PirlModel.create(c.model, { device: place.device });
+      model.loadStateDict(modelTensors);
+      const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
+      const trainer = new Trainer(model, bank, loader, c, place);
+      const names = [...momentum.keys()];
+      trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
+      trainer.position = meta.position;
+      trainer.epochSoFar = meta.epochSoFar;
+      return trainer;
+    });
+    await trainer.joinRanks(dataset);
     return trainer;
   }
 }

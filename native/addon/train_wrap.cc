@@ -16,6 +16,38 @@ namespace pirl::addon {
 
 namespace {
 
+// A rank's options for joining its group, from { storeFile, masterAddr, masterPort, rank, worldSize, bindAddress,
+// timeoutMs, device, bindInterface, launcherStore, restartCount, terms: [{ name, value, hint }] } (lib/train/rendezvous.ts).
+distributed::CommunicatorOptions readCommunicatorOptions(const Napi::Value& value, const std::string& arg) {
+  const Napi::Object o = AsObject(value, arg);
+  distributed::CommunicatorOptions options{
+      AttrAsString(o, "storeFile", arg), AttrAsString(o, "masterAddr", arg), AttrAsInt64(o, "masterPort", arg),
+      AttrAsInt64(o, "rank", arg), AttrAsInt64(o, "worldSize", arg), AttrAsString(o, "bindAddress", arg),
+      AttrAsInt64(o, "timeoutMs", arg), AttrAsString(o, "device", arg), AttrAsString(o, "bindInterface", arg),
+      AttrAsBool(o, "launcherStore", arg), AttrAsInt64(o, "restartCount", arg)};
+  const Napi::Array terms = AsArray(Attr(o, "terms", arg), arg + ".terms");
+  for (uint32_t i = 0; i < terms.Length(); ++i) {
+    const std::string name = arg + ".terms[" + std::to_string(i) + "]";
+    const Napi::Object t = AsObject(terms.Get(i), name);
+    options.terms.push_back({AttrAsString(t, "name", name), AttrAsString(t, "value", name), AttrAsString(t, "hint", name)});
+  }
+  return options;
+}
+
+// failToJoin(options, why): tells the ranks meeting at options' rendezvous that this one cannot start (libuv's
+// pool: it waits until they have all heard).
+Napi::Value failToJoin(const Napi::CallbackInfo& info) {
+  const distributed::CommunicatorOptions options = readCommunicatorOptions(info[0], "distributed");
+  const std::string why = AsString(info[1], "why");
+  return AsyncTask<bool>::run(
+      info.Env(), "pirl.train.failToJoin",
+      [=] {
+        distributed::failToJoin(options, why);
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
 // A trainer holds the model's state (and locks its mutex while it steps, on the model's thread) and the bank.
 struct TrainerState {
   std::shared_ptr<ModelState> model;
@@ -54,20 +86,12 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   }
 
  private:
-  // distribute({ storeFile, masterAddr, masterPort, rank, worldSize, bindAddress, timeoutMs, device, bindInterface,
-  // launcherStore, restartCount, syncBatchNorm }): joins
-  // the group (a rendezvous that waits for every rank, so on the model's thread) and takes rank 0's state.
+  // distribute(communicatorOptions, syncBatchNorm): joins the group (a rendezvous that waits for every rank, so
+  // on the model's thread) and takes rank 0's state.
   Napi::Value distribute(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Napi::Object o = AsObject(info[0], "distributed");
-      const distributed::CommunicatorOptions options{
-          AttrAsString(o, "storeFile", "distributed"), AttrAsString(o, "masterAddr", "distributed"),
-          AttrAsInt64(o, "masterPort", "distributed"), AttrAsInt64(o, "rank", "distributed"),
-          AttrAsInt64(o, "worldSize", "distributed"), AttrAsString(o, "bindAddress", "distributed"),
-          AttrAsInt64(o, "timeoutMs", "distributed"), AttrAsString(o, "device", "distributed"),
-          AttrAsString(o, "bindInterface", "distributed"), AttrAsBool(o, "launcherStore", "distributed"),
-          AttrAsInt64(o, "restartCount", "distributed")};
-      const bool syncBatchNorm = AttrAsBool(o, "syncBatchNorm", "distributed");
+      const distributed::CommunicatorOptions options = readCommunicatorOptions(info[0], "distributed");
+      const bool syncBatchNorm = AsBool(info[1], "syncBatchNorm");
       auto s = state_;
       return AsyncTask<bool>::run(
           info.Env(), "pirl.train.distribute",
@@ -185,6 +209,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
 
 void registerTrain(Napi::Env env, Napi::Object exports) {
   TrainerWrap::Init(env, exports);
+  exports.Set("failToJoin", Napi::Function::New<binding<failToJoin>>(env, "failToJoin"));
 }
 
 }  // namespace pirl::addon

@@ -142,6 +142,16 @@ TEST_F(Distributed, ReplicasOfTheWeightsAndTheBankStayBitIdentical) {
   auto p0 = states[0]->model()->parameters(), p1 = states[1]->model()->parameters();
   for (size_t k = 0; k < p0.size(); ++k) EXPECT_TRUE(at::equal(p0[k], p1[k])) << "parameter " << k;
   EXPECT_TRUE(at::equal(states[0]->bank().rows(), states[1]->bank().rows()));
+  // BatchNorm's step counts are not sent each step: they advance alike on every replica.
+  auto b0 = states[0]->model()->buffers(), b1 = states[1]->model()->buffers();
+  int64_t counts = 0;
+  for (size_t k = 0; k < b0.size(); ++k) {
+    if (b0[k].is_floating_point()) continue;
+    ++counts;
+    EXPECT_TRUE(at::equal(b0[k], b1[k])) << "buffer " << k;
+    EXPECT_GT(b0[k].item<int64_t>(), 0) << "buffer " << k;
+  }
+  EXPECT_GT(counts, 0);
   // Rank 0's initial bank, then both ranks' rows moved (0..31 were used, 32..63 not).
   const at::Tensor moved = (states[0]->bank().rows() - initialBank).abs().sum(1) > 0;
   EXPECT_TRUE(moved.narrow(0, 0, 32).all().item<bool>());
@@ -342,6 +352,66 @@ TEST_F(Distributed, BankShardsTileTheBankAndReachEveryReplica) {
     EXPECT_EQ(next, rows);
     const at::Tensor expected = owner.unsqueeze(1).expand_as(states[0]->bank().rows());
     for (int64_t rank = 0; rank < 3; ++rank) EXPECT_TRUE(at::equal(states[rank]->bank().rows(), expected)) << rows << " rows, rank " << rank;
+  }
+}
+
+// The ranks agree on their terms before the group forms: a rank that differs makes every rank fail, naming the term.
+TEST_F(Distributed, RanksThatDifferInATermAreAllRefusedNamingIt) {
+  for (const bool differ : {false, true}) {
+    const std::string file = pirl::test::freshRendezvousFile();
+    std::vector<std::string> errors(3);
+    std::vector<std::thread> threads;
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      threads.emplace_back([&, rank] {
+        auto o = loopback(0, rank, 3, 30000, file);
+        o.terms = {{"config.seed", "7", "the same command"}, {"the data set's size", differ && rank == 2 ? "40" : "48", "the same data"}};
+        try {
+          Communicator joined(o);
+        } catch (const c10::Error& e) {
+          errors[rank] = e.what();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      if (!differ) {
+        EXPECT_EQ(errors[rank], "") << "rank " << rank;
+        continue;
+      }
+      EXPECT_NE(errors[rank].find("distributed training: the ranks differ in the data set's size: 40 on rank 2, 48 on rank 0 (the same data)"),
+                std::string::npos) << "rank " << rank << ": " << errors[rank];
+    }
+  }
+}
+
+// A rank that cannot start tells the others where they meet: each fails when joining, with its reason, long
+// before the timeout — rank 0 too, whose TCPStore the others must still reach.
+TEST_F(Distributed, ARankThatCannotStartIsHeardByEveryRankWhenJoining) {
+  for (const int64_t failing : {0, 1}) {
+    const bool tcp = failing == 0;
+    const int64_t port = tcp ? freePort() : 0;
+    const std::string file = tcp ? "" : pirl::test::freshRendezvousFile();
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::string> errors(3);
+    std::vector<std::thread> threads;
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      threads.emplace_back([&, rank] {
+        const auto o = loopback(port, rank, 3, 30000, file);
+        if (rank == failing) return distributed::failToJoin(o, "no images in /data on this host");
+        try {
+          Communicator joined(o);
+        } catch (const c10::Error& e) {
+          errors[rank] = e.what();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      if (rank == failing) continue;
+      EXPECT_NE(errors[rank].find("distributed training: rank " + std::to_string(failing) + " could not start: no images in /data on this host"),
+                std::string::npos) << "rank " << rank << ": " << errors[rank];
+    }
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0) << (tcp ? "TCPStore" : "file");
   }
 }
 

@@ -142,42 +142,126 @@ std::string boundTo(const CommunicatorOptions& o) {
               " (another rank stopped, or did not reach it within ", c.timeout().count(), " ms): ", e.what());
 }
 
+// The rendezvous: c10d's store where the ranks meet (keys under "pirl/", beside a launcher's own).
+c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chrono::milliseconds timeout) {
+  c10::intrusive_ptr<c10d::Store> store;
+  if (!o.storeFile.empty()) {
+    store = c10::make_intrusive<c10d::FileStore>(o.storeFile, static_cast<int>(o.worldSize));
+    store->setTimeout(timeout);
+  } else {
+    c10d::TCPStoreOptions tcp;
+    tcp.port = static_cast<uint16_t>(o.masterPort);
+    tcp.isServer = o.rank == 0 && !o.launcherStore;
+    tcp.numWorkers = static_cast<size_t>(o.worldSize);
+    tcp.waitWorkers = true;  // the server waits for every rank; a client only counts itself in
+    tcp.timeout = timeout;
+    store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
+    // The launcher's store outlives a restart of the ranks: each restart's keys apart (torch's rendezvous does this).
+    if (o.launcherStore) {
+      store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restartCount), store);
+    }
+  }
+  return c10::make_intrusive<c10d::PrefixStore>("pirl", store);
+}
+
+// A rank's entry in the agreement: its terms' values, each ended by '\0', or kCannotStart and why.
+constexpr char kCannotStart = '\x01';
+
+std::string entryOf(const std::vector<Term>& terms) {
+  std::string entry;
+  for (const auto& t : terms) entry += t.value + '\0';
+  return entry;
+}
+
+std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+
+// Why rank `r`'s entry keeps the run from starting, judged against rank 0's terms ("" when it agrees).
+std::string judge(const std::vector<Term>& terms, int64_t r, const std::string& entry) {
+  const std::string rank = "rank " + std::to_string(r);
+  if (!entry.empty() && entry[0] == kCannotStart) return rank + " could not start: " + entry.substr(1);
+  size_t begin = 0;
+  for (const auto& t : terms) {
+    const size_t end = entry.find('\0', begin);
+    if (end == std::string::npos) break;
+    const std::string theirs = entry.substr(begin, end - begin);
+    if (theirs != t.value) {
+      return "the ranks differ in " + t.name + ": " + theirs + " on " + rank + ", " + t.value + " on rank 0 (" + t.hint + ")";
+    }
+    begin = end + 1;
+  }
+  if (begin != entry.size() || entryOf(terms).size() != entry.size()) {
+    return rank + " brought other terms to agree on than rank 0 (every rank must run the same pirl)";
+  }
+  return "";
+}
+
+// The agreement, through the store: every rank posts its entry; rank 0 reads them in rank order and posts the
+// verdict ("" or why the run cannot start), which every rank reads. Rank 0 keeps the store (its TCPStore's
+// server; a FileStore ends with its last user) until every rank has said it heard.
+std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::string& entry) {
+  if (o.rank != 0) {
+    store.set("join/entry/" + std::to_string(o.rank), bytes(entry));
+    const std::string verdict = text(store.get("join/verdict"));
+    store.set("join/heard/" + std::to_string(o.rank), std::vector<uint8_t>{});
+    return verdict;
+  }
+  std::string verdict = judge(o.terms, 0, entry);
+  std::vector<std::string> heard;
+  for (int64_t r = 1; r < o.worldSize; ++r) {
+    if (verdict.empty()) verdict = judge(o.terms, r, text(store.get("join/entry/" + std::to_string(r))));
+    heard.push_back("join/heard/" + std::to_string(r));
+  }
+  store.set("join/verdict", bytes(verdict));
+  if (!heard.empty()) store.wait(heard);
+  return verdict;
+}
+
+void checkOptions(const CommunicatorOptions& o, const c10::Device& device) {
+  TORCH_CHECK_VALUE(o.worldSize >= 1 && o.rank >= 0 && o.rank < o.worldSize, "rank must be in [0, worldSize = ",
+                    o.worldSize, "), got ", o.rank);
+  TORCH_CHECK_VALUE(!o.storeFile.empty() || (o.masterPort > 0 && o.masterPort < 65536),
+                    "masterPort must be in [1, 65535], got ", o.masterPort);
+  TORCH_CHECK_VALUE(o.timeoutMs > 0, "timeoutMs must be > 0, got ", o.timeoutMs);
+  TORCH_CHECK_VALUE(device.is_cpu() || (device.is_cuda() && device.has_index()),
+                    "device must be 'cpu' or 'cuda:N' (this rank's GPU), got '", o.device, "'");
+}
+
 }  // namespace
+
+void failToJoin(const CommunicatorOptions& o, const std::string& why) {
+  try {
+    checkOptions(o, c10::Device(o.device));
+    const auto timeout = std::chrono::milliseconds(o.timeoutMs);
+    agree(*openStore(o, timeout), o, kCannotStart + why);
+  } catch (const std::exception&) {  // no peer to tell (or it did not come within the timeout): it fails either way
+  }
+}
 
 Communicator::Communicator(const CommunicatorOptions& o)
     : options_(o), device_(o.device), group_(std::make_unique<Group>()) {
-  TORCH_CHECK_VALUE(o.worldSize >= 1 && o.rank >= 0 && o.rank < o.worldSize, "rank must be in [0, worldSize = ",
-                    o.worldSize, "), got ", o.rank);
-  TORCH_CHECK_VALUE(device_.is_cpu() || (device_.is_cuda() && device_.has_index()),
-                    "device must be 'cpu' or 'cuda:N' (this rank's GPU), got '", o.device, "'");
+  checkOptions(o, device_);
   TORCH_CHECK_VALUE(device_.is_cpu() || PIRL_WITH_NCCL,
                     "data-parallel ranks on GPUs need NCCL, and this pirl was built without it (a CUDA libtorch with "
                     "NCCL and nccl.h, e.g. pip's torch with nvidia-nccl, then: node scripts/build.js)");
   TORCH_CHECK_VALUE(device_.is_cuda() || PIRL_WITH_GLOO,
                     "data-parallel ranks on the CPU need Gloo, and this pirl was built without Gloo's headers "
                     "(Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js)");
-  TORCH_CHECK_VALUE(!o.storeFile.empty() || (o.masterPort > 0 && o.masterPort < 65536),
-                    "masterPort must be in [1, 65535], got ", o.masterPort);
-  TORCH_CHECK_VALUE(o.timeoutMs > 0, "timeoutMs must be > 0, got ", o.timeoutMs);
-  try {
-    c10::intrusive_ptr<c10d::Store> store;
-    if (!o.storeFile.empty()) {
-      store = c10::make_intrusive<c10d::FileStore>(o.storeFile, static_cast<int>(o.worldSize));
-      store->setTimeout(timeout());
-    } else {
-      c10d::TCPStoreOptions tcp;
-      tcp.port = static_cast<uint16_t>(o.masterPort);
-      tcp.isServer = o.rank == 0 && !o.launcherStore;
-      tcp.numWorkers = static_cast<size_t>(o.worldSize);
-      tcp.waitWorkers = true;  // the server waits for every rank; a client only counts itself in
-      tcp.timeout = timeout();
-      store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
-      // The launcher's store outlives a restart of the ranks: each restart's keys apart (torch's rendezvous does this).
-      if (o.launcherStore) {
-        store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restartCount), store);
-      }
+  // c10d's errors (a peer that never came, a port taken) say little of where: each step of joining says it.
+  const auto joining = [&](auto&& step) {
+    try {
+      return step();
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
+                  o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
+                  device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + boundTo(o),
+                  ") within ", o.timeoutMs, " ms: ", e.what());
     }
-    group_->store = c10::make_intrusive<c10d::PrefixStore>("pirl", store);
+  };
+  group_->store = joining([&] { return openStore(o, timeout()); });
+  const std::string verdict = joining([&] { return agree(*group_->store, o, entryOf(o.terms)); });
+  TORCH_CHECK(verdict.empty(), "distributed training: ", verdict);
+  joining([&] {
 #if PIRL_WITH_NCCL
     if (device_.is_cuda()) {
       c10::cuda::set_device(device_.index());  // NCCL's communicator belongs to this rank's GPU
@@ -202,12 +286,7 @@ Communicator::Communicator(const CommunicatorOptions& o)
                                                                  static_cast<int>(o.worldSize), gloo);
     }
 #endif
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
-                o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
-                device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + boundTo(o),
-                ") within ", o.timeoutMs, " ms: ", e.what());
-  }
+  });
 }
 
 Communicator::~Communicator() {
@@ -302,6 +381,8 @@ std::vector<at::Tensor> Communicator::allGather(const std::vector<at::Tensor>& t
 
 struct Communicator::Group {};
 class Communicator::Pending {};
+
+void failToJoin(const CommunicatorOptions&, const std::string&) {}
 
 Communicator::Communicator(const CommunicatorOptions& o) : options_(o), device_(at::kCPU) {
   TORCH_CHECK(false, "distributed training needs c10d with Gloo (CPU ranks) or NCCL (GPU ranks): pirl was built "

@@ -13,7 +13,13 @@
 
 namespace pirl::distributed {
 
-// Every field is set by the caller (lib/distributed.ts reads torchrun's environment).
+// One thing every rank of a run must agree on before the group forms (an option, the data set's size, the
+// step it starts from): its name, this rank's value, and what the ranks must do when they differ.
+struct Term {
+  std::string name, value, hint;
+};
+
+// Every field is set by the caller (lib/train/rendezvous.ts reads torchrun's environment).
 struct CommunicatorOptions {
   std::string storeFile;    // a fresh file every rank of one host can reach (nothing listens on the network), or
   std::string masterAddr;   // "": a TCPStore at masterAddr:masterPort, served by rank 0 (torchrun's rendezvous)
@@ -26,7 +32,14 @@ struct CommunicatorOptions {
   std::string bindInterface;  // instead of bindAddress: Gloo's network interfaces, comma-separated (GLOO_SOCKET_IFNAME)
   bool launcherStore = false;  // the TCPStore is the launcher's (torchrun's agent serves it): every rank a client,
   int64_t restartCount = 0;    // its keys under the launcher's restart (TORCHELASTIC_RESTART_COUNT), as torch does
+  std::vector<Term> terms;     // compared with rank 0's when joining: ranks that differ all fail, naming the first term
 };
+
+// For a rank that cannot start (bad input, a file missing on its host) while its peers set out to join: posts
+// `why` where they meet, so that every rank fails when joining, saying so, instead of waiting out the
+// timeout. Returns once every rank has heard (or the timeout has passed); never throws: the caller's own
+// error is the one to report.
+void failToJoin(const CommunicatorOptions& options, const std::string& why);
 
 // True when this libtorch was built with c10d and pirl was compiled against Gloo's headers.
 bool available();
@@ -35,6 +48,8 @@ bool ncclAvailable();
 
 class Communicator {
  public:
+  // Joins the group: the rendezvous, the agreement on options.terms (a c10::ValueError when the ranks differ,
+  // or one of them could not start), then the process group.
   explicit Communicator(const CommunicatorOptions& options);
   ~Communicator();
   Communicator(const Communicator&) = delete;

@@ -61,15 +61,6 @@ void TrainState::distribute(std::shared_ptr<distributed::Communicator> communica
       if (!there.is_same(t)) t.copy_(there);
     });
   }
-  // Every replica must continue from one point of the run: ranks that read different checkpoints (or none:
-  // hosts without a shared file system) would take rank 0's weights but keep their own momentum and streams.
-  const at::Tensor steps = at::full({1}, steps_, at::TensorOptions(at::kLong).device(communicator_->device()));
-  const at::Tensor everyRank = communicator_->allGather({steps}, "the check that every rank starts at one step")[0].cpu();
-  for (int64_t r = 1; r < everyRank.size(0); ++r) {
-    TORCH_CHECK_VALUE(everyRank[r].item<int64_t>() == everyRank[0].item<int64_t>(), "distributed training: rank ", r,
-                      " starts after ", everyRank[r].item<int64_t>(), " steps of the run, rank 0 after ", everyRank[0].item<int64_t>(),
-                      ": every rank must resume from the same checkpoint (on a file system all hosts reach), or all start anew");
-  }
   std::vector<at::Tensor> params, state;
   for (const auto& p : model_->parameters()) params.push_back(p);
   state = params;
@@ -158,9 +149,12 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const at::Tensor rows = indices.to(device, /*non_blocking=*/true);
   model_->train();
   if (communicator_ && !syncBatchNorm_) {
-    // Each rank's batch moved its own running statistics: rank 0's stand for all.
+    // Each rank's batch moved its own running statistics: rank 0's stand for all. Only they travel (one message):
+    // BatchNorm's step counts (int64) advance alike on every replica, from rank 0's at the start.
     std::vector<at::Tensor> buffers;
-    for (const auto& b : model_->buffers()) buffers.push_back(b);
+    for (const auto& b : model_->buffers()) {
+      if (b.is_floating_point()) buffers.push_back(b);
+    }
     communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
   }
   const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), rows};
