@@ -9,7 +9,7 @@ import { PREVIEW_USAGE, preview } from './cli/preview';
 import { SEARCH_USAGE, search } from './cli/search';
 import { TRAIN_USAGE, train } from './cli/train';
 import { isArgumentError } from './errors';
-import { initRuntime } from './runtime';
+import { PIRL_VERSION, initRuntime } from './runtime';
 
 const USAGE = `Usage: pirl <command> [options]
 
@@ -55,8 +55,7 @@ function printPirlWarningsPlainly(): void {
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   if (command === '--version' || command === '-v') {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    console.log((require('../package.json') as { version: string }).version);
+    console.log(PIRL_VERSION);
     return 0;
   }
   // `pirl <command> --help` shows that command's options; `pirl help`, every command's.

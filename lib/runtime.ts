@@ -25,12 +25,14 @@ const REFERENCE_BLAS_WARNING =
   'libtorch is running on the reference (netlib) BLAS: matrix products are ~30x slower ' +
   '(sgemm measured 4.5 vs 127 GFLOP/s with OpenBLAS). Fix: apt-get install libopenblas0-pthread';
 
+/** This package's version (package.json). */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const PIRL_VERSION = (require('../package.json') as { version: string }).version;
+
 export function buildInfo(): BuildInfo {
   const native = binding.buildInfo();
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { version } = require('../package.json') as { version: string };
   return {
-    pirlVersion: version,
+    pirlVersion: PIRL_VERSION,
     libtorch: {
       version: native.libtorchVersion,
       library: native.libtorchLibrary,

@@ -8,6 +8,7 @@ import { isLoopback, type Device, type ResolvedDistributedOptions, type Resolved
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { nativeCall } from '../errors';
+import { PIRL_VERSION } from '../runtime';
 
 /** One thing every rank must agree on before they train together: compared with rank 0's when joining. */
 export interface Term {
@@ -26,12 +27,10 @@ const SAME_DATA = 'every rank must train on the same data: the same folder, or a
  * overlapping shards, with other schedules, or fail in a collective of tensors of other sizes.
  */
 export function runTerms(config: ResolvedTrainConfig, dataset: Dataset, step: number, worldSize: number): Term[] {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { version } = require('../../package.json') as { version: string };
   const digest = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex').slice(0, 16);
   const labels = dataset.labels;
   return [
-    { name: 'the pirl version', value: version, hint: 'every rank must run the same pirl' },
+    { name: 'the pirl version', value: PIRL_VERSION, hint: 'every rank must run the same pirl' },
     { name: 'the world size', value: String(worldSize), hint: 'every rank must be started with the same WORLD_SIZE' },
     ...leaves('config', config).map(([name, value]) => ({ name, value, hint: SAME_COMMAND })),
     { name: "the data set's size", value: String(dataset.length), hint: SAME_DATA },
