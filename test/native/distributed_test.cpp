@@ -355,24 +355,32 @@ TEST_F(Distributed, BankShardsTileTheBankAndReachEveryReplica) {
   }
 }
 
+// Runs join(rank) on `world` threads: what each rank failed with ("" when it joined).
+std::vector<std::string> joinErrors(int64_t world, const std::function<void(int64_t)>& join) {
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> threads;
+  for (int64_t rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        join(rank);
+      } catch (const c10::Error& e) {
+        errors[rank] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
 // The ranks agree on their terms before the group forms: a rank that differs makes every rank fail, naming the term.
 TEST_F(Distributed, RanksThatDifferInATermAreAllRefusedNamingIt) {
   for (const bool differ : {false, true}) {
     const std::string file = pirl::test::freshRendezvousFile();
-    std::vector<std::string> errors(3);
-    std::vector<std::thread> threads;
-    for (int64_t rank = 0; rank < 3; ++rank) {
-      threads.emplace_back([&, rank] {
-        auto o = loopback(0, rank, 3, 30000, file);
-        o.terms = {{"config.seed", "7", "the same command"}, {"the data set's size", differ && rank == 2 ? "40" : "48", "the same data"}};
-        try {
-          Communicator joined(o);
-        } catch (const c10::Error& e) {
-          errors[rank] = e.what();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
+    const auto errors = joinErrors(3, [&](int64_t rank) {
+      auto o = loopback(0, rank, 3, 30000, file);
+      o.terms = {{"config.seed", "7", "the same command"}, {"the data set's size", differ && rank == 2 ? "40" : "48", "the same data"}};
+      Communicator joined(o);
+    });
     for (int64_t rank = 0; rank < 3; ++rank) {
       if (!differ) {
         EXPECT_EQ(errors[rank], "") << "rank " << rank;
@@ -392,20 +400,11 @@ TEST_F(Distributed, ARankThatCannotStartIsHeardByEveryRankWhenJoining) {
     const int64_t port = tcp ? freePort() : 0;
     const std::string file = tcp ? "" : pirl::test::freshRendezvousFile();
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::string> errors(3);
-    std::vector<std::thread> threads;
-    for (int64_t rank = 0; rank < 3; ++rank) {
-      threads.emplace_back([&, rank] {
-        const auto o = loopback(port, rank, 3, 30000, file);
-        if (rank == failing) return distributed::failToJoin(o, "no images in /data on this host");
-        try {
-          Communicator joined(o);
-        } catch (const c10::Error& e) {
-          errors[rank] = e.what();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
+    const auto errors = joinErrors(3, [&](int64_t rank) {
+      const auto o = loopback(port, rank, 3, 30000, file);
+      if (rank == failing) return distributed::failToJoin(o, "no images in /data on this host");
+      Communicator joined(o);
+    });
     for (int64_t rank = 0; rank < 3; ++rank) {
       if (rank == failing) continue;
       EXPECT_NE(errors[rank].find("distributed training: rank " + std::to_string(failing) + " could not start: no images in /data on this host"),
