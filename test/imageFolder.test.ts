@@ -161,12 +161,81 @@ describe('ImageFolder', () => {
     expect(warnings.join('\n')).toMatch(/x-truncated\.jpg/);
   });
 
+  test('transparency is composited on white at every size (resizing made it black; an image at the stored side showed the hidden colour)', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      // Transparent red everywhere (the colour an encoder may keep under alpha 0), an opaque blue square in the middle.
+      const cutOut = (side: number) => {
+        const px = Buffer.alloc(side * side * 4);
+        for (let y = 0; y < side; y++) {
+          for (let x = 0; x < side; x++) {
+            const inside = Math.abs(x - side / 2) < side / 4 && Math.abs(y - side / 2) < side / 4;
+            px.set(inside ? [0, 0, 255, 255] : [255, 0, 0, 0], (y * side + x) * 4);
+          }
+        }
+        return sharp(px, { raw: { width: side, height: side, channels: 4 } }).png().toBuffer();
+      };
+      fs.writeFileSync(path.join(dir, 'a-64.png'), await cutOut(64));
+      fs.writeFileSync(path.join(dir, 'b-200.png'), await cutOut(200));
+      for (const size of [64, 32]) {
+        const folder = await ImageFolder.open(dir, { size });
+        for (let i = 0; i < 2; i++) {
+          const px = (await folder.decode(i))!;
+          expect([...px.subarray(0, 3)]).toEqual([255, 255, 255]); // a corner: the background
+          const centre = ((size / 2) * size + size / 2) * 3;
+          expect([...px.subarray(centre, centre + 3)]).toEqual([0, 0, 255]);
+        }
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a damaged JPEG that still decodes is kept and said to be damaged, once', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      const gradient = Buffer.alloc(256 * 256 * 3);
+      for (let i = 0; i < gradient.length; i++) gradient[i] = (i / 3) % 256;
+      const jpeg = await sharp(gradient, { raw: { width: 256, height: 256, channels: 3 } }).jpeg().toBuffer();
+      jpeg.fill(0xff, Math.floor(jpeg.length * 0.3), Math.floor(jpeg.length * 0.3) + 200); // corrupt entropy-coded data
+      fs.writeFileSync(path.join(dir, 'damaged.jpg'), jpeg);
+      const warnings: string[] = [];
+      const folder = await ImageFolder.open(dir, { size: 16, onWarning: (m) => warnings.push(m) });
+      expect(await folder.decode(0)).not.toBeNull();
+      expect(folder.failures.size).toBe(0);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(new RegExp(`^pirl: ${path.join(dir, 'damaged.jpg')} is damaged \\(decoded, part of it may be grey\\): `));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("hidden files and folders are no images nor classes (macOS's ._x.jpg, .thumbs/); the probe samples the whole folder", async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      // 40 files that are no images sort before the 16 images: a probe of the first 32 refused the folder.
+      for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(dir, `a-error-page-${String(i).padStart(2, '0')}.jpg`), '<html>404</html>');
+      for (let i = 0; i < 16; i++) await raw(20, 20).png().toFile(path.join(dir, `z-${i}.png`));
+      for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(dir, `._p${i}.jpg`), Buffer.from([0, 5, 22, 7, 0, 2, 0, 0]));
+      fs.mkdirSync(path.join(dir, '.thumbs'));
+      await raw(8, 8).png().toFile(path.join(dir, '.thumbs', 'z-0.png'));
+      const warnings: string[] = [];
+      const folder = await ImageFolder.open(dir, { size: 8, onWarning: (m) => warnings.push(m) });
+      expect(folder.length).toBe(56);
+      expect(folder.classes).toBeNull();
+      expect(folder.files.some((f) => path.basename(f).startsWith('.') || f.includes('.thumbs'))).toBe(false);
+      expect(warnings.every((w) => /skipping unreadable image .*a-error-page-\d+\.jpg/.test(w))).toBe(true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('an empty or unreadable folder is an error before training starts', async () => {
     const empty = tmpDir('pirl-data-');
     await expect(ImageFolder.open(empty)).rejects.toThrow(/no images \(looked for \.jpg/);
     const unreadable = tmpDir('pirl-data-');
     fs.writeFileSync(path.join(unreadable, 'a.jpg'), 'nope');
-    await expect(ImageFolder.open(unreadable, { onWarning: () => undefined })).rejects.toThrow(/none of the first 1 images could be decoded/);
+    await expect(ImageFolder.open(unreadable, { onWarning: () => undefined })).rejects.toThrow(/none of 1 images sampled across the folder could be decoded/);
     await expect(ImageFolder.open(path.join(empty, 'missing'))).rejects.toThrow(/no such folder/);
   });
 

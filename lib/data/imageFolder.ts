@@ -15,7 +15,7 @@ import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour)
 
 /** 'flat': the folder's own images, unlabeled; 'classes': one class per subfolder; 'auto': whichever the folder holds. */
 export const FOLDER_LAYOUTS = ['auto', 'flat', 'classes'] as const;
@@ -59,7 +59,7 @@ const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'onCacheProgress', 'onW
 
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
-/** A folder's files: the images (by extension), and the others but hidden ones (.DS_Store), both sorted. */
+/** A folder's files: the images (by extension), and the others, both sorted. */
 interface Listing {
   images: string[];
   others: string[];
@@ -67,8 +67,7 @@ interface Listing {
 
 async function listFiles(dir: string): Promise<Listing> {
   const files = (await readFolder(dir)).filter((e) => e.kind === 'file').map((e) => path.join(dir, e.name)).sort();
-  const other = (f: string) => !isImage(f) && !path.basename(f).startsWith('.');
-  return { images: files.filter((f) => isImage(f)), others: files.filter(other) };
+  return { images: files.filter((f) => isImage(f)), others: files.filter((f) => !isImage(f)) };
 }
 
 async function listImages(dir: string): Promise<string[]> {
@@ -88,7 +87,9 @@ async function readFolder(dir: string): Promise<Entry[]> {
   } catch (err) {
     throw new Error(`${dir}: cannot list the folder: ${(err as Error).message}`);
   }
-  return Promise.all(entries.map(async (e) => ({ name: e.name, kind: await kindOf(dir, e) })));
+  // Hidden entries are no images nor classes: .DS_Store, macOS's ._x.jpg (resource forks named like images), .thumbs/.
+  const shown = entries.filter((e) => !e.name.startsWith('.'));
+  return Promise.all(shown.map(async (e) => ({ name: e.name, kind: await kindOf(dir, e) })));
 }
 
 // A Dirent describes a symbolic link itself (and some file systems give no type): what it names decides.
@@ -185,6 +186,7 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
 
 export class ImageFolder implements Dataset {
   readonly failures = new Map<string, string>();
+  private readonly damaged = new Set<string>(); // decoded despite errors: warned of once
   private cacheHandle: fs.FileHandle | null = null;
   private cacheDataStart = 0;
 
@@ -288,17 +290,14 @@ export class ImageFolder implements Dataset {
   async decode(index: number): Promise<Buffer | null> {
     const file = this.files[checkInteger('index', index, 0, this.length - 1)];
     try {
-      const { data, info } = await sharp(file, { failOn: 'truncated', animated: false })
-        .rotate()
-        .resize(this.size, this.size, { fit: 'cover' })
-        .toColourspace('srgb')
-        .removeAlpha()
-        .raw({ depth: 'uchar' })
-        .toBuffer({ resolveWithObject: true });
-      if (info.channels !== 3 || data.length !== this.size * this.size * 3) {
-        throw new Error(`decoded to ${info.channels} channels`);
-      }
-      return data;
+      return await this.decodeFile(file, 'warning').catch(async (strict: Error) => {
+        // Damaged but decodable (a JPEG with corrupt data: part of it grey): kept, as other readers keep it, and said.
+        const data = await this.decodeFile(file, 'truncated');
+        if (this.damaged.has(file)) return data;
+        this.damaged.add(file);
+        this.warn(`pirl: ${file} is damaged (decoded, part of it may be grey): ${strict.message.split('\n')[0]}`);
+        return data;
+      });
     } catch (err) {
       if (!this.failures.has(file)) {
         // sharp calls an unreadable file "missing or of an unsupported format": say which it is.
@@ -311,12 +310,28 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  // Without a cache: an unreadable data set must fail now, not after training has started.
+  // size×size sRGB bytes; `failOn` as sharp's. Transparency is composited on white whatever the size (resizing
+  // alone turned it black, an image already size×size showed the colour hidden under it).
+  private async decodeFile(file: string, failOn: 'warning' | 'truncated'): Promise<Buffer> {
+    const { data, info } = await sharp(file, { failOn, animated: false })
+      .rotate()
+      .flatten({ background: '#ffffff' })
+      .resize(this.size, this.size, { fit: 'cover' })
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || data.length !== this.size * this.size * 3) throw new Error(`decoded to ${info.channels} channels`);
+    return data;
+  }
+
+  // Without a cache: an unreadable data set must fail now, not after training has started. The sample spans the
+  // folder (its first files alone may be a scraper's error pages named like images).
   private async probe(): Promise<void> {
-    const sample = this.files.slice(0, 32).map((_, i) => i);
+    const count = Math.min(32, this.length);
+    const sample = Array.from({ length: count }, (_, i) => Math.floor((i * this.length) / count));
     const decoded = await Promise.all(sample.map((i) => this.decode(i)));
     if (decoded.every((d) => d === null)) {
-      throw new Error(`${this.dir}: none of the first ${sample.length} images could be decoded (see the warnings)`);
+      throw new Error(`${this.dir}: none of ${count} images sampled across the folder could be decoded (see the warnings)`);
     }
   }
 
