@@ -93,6 +93,11 @@ export function checkBoolean(arg: string, value: unknown): boolean {
   return value;
 }
 
+export function checkString(arg: string, value: unknown): string {
+  if (typeof value !== 'string') throw typeError(arg, 'a string', value);
+  return value;
+}
+
 /** "'a' or 'b'", "one of 'a', 'b', 'c'". */
 export function oneOfText(allowed: readonly string[]): string {
   const quoted = allowed.map((a) => `'${a}'`);

@@ -3,8 +3,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { PirlModel, Trainer, readSafetensors, writeSafetensors } from '../lib';
-import { tmpDir } from './helpers';
+import { ImageFolder, PirlModel, Trainer, readSafetensors, writeSafetensors } from '../lib';
+import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -96,7 +96,10 @@ describe('checkpoint metadata fuzz', () => {
       return Trainer.resume(file, tiny.dataset());
     };
     await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
-    await expect(write(JSON.stringify({ ...meta, format: 4 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1, 2 or 3 .*got 4/);
+    await expect(write(JSON.stringify({ ...meta, format: 5 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 to 4 .*got 5/);
+    // Format 3 had no digest of the data: it resumes unchecked.
+    const { data: _d, ...unchecked } = meta as Record<string, Json>;
+    expect((await write(JSON.stringify({ ...unchecked, format: 3 }))).progress.step).toBe((meta as { position: { step: number } }).position.step);
     // Format 2 had no epochSoFar: it resumes without it; one that carries it (written before the format said so) keeps it.
     const { epochSoFar: _e, ...former } = meta as Record<string, Json>;
     expect((await write(JSON.stringify({ ...former, format: 2 }))).progress.step).toBe((meta as { position: { step: number } }).position.step);
@@ -118,6 +121,27 @@ describe('checkpoint metadata fuzz', () => {
     const oneLess = new Map(names.filter((n) => n !== 'momentum.fHead.fc.bias').map((n) => [n, tensors.get(n)!]));
     await writeSafetensors(file, oneLess, metadata);
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/momentum buffers must cover every parameter: 'fHead.fc.bias' is missing/);
+  });
+
+  test("a folder changed since (one image out, another in: as many samples) is refused, not paired row by row with other images", async () => {
+    const dir = tmpDir('pirl-ckpt-');
+    try {
+      const images = path.join(dir, 'images');
+      fs.mkdirSync(images);
+      for (let i = 0; i < 16; i++) await raw(32, 32).png().toFile(path.join(images, `img${String(i).padStart(2, '0')}.png`));
+      const file = path.join(dir, 'run.ckpt');
+      const config = { ...tiny.config, batchSize: 4, epochs: 1, epochLength: 2 };
+      await (await Trainer.create(await ImageFolder.open(images, { size: 24 }), config)).fit({ checkpoint: file });
+      // The same folder by another path (another mount point, a relative spelling) is the same data.
+      const relative = path.relative(process.cwd(), images);
+      expect((await Trainer.resume(file, await ImageFolder.open(relative, { size: 24 }))).progress.step).toBe(2);
+      fs.rmSync(path.join(images, 'img00.png'));
+      await raw(32, 32).png().toFile(path.join(images, 'img99.png'));
+      await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
+        `${file}: the data set given is not the one the run trained on: its files (names, in the folder) differ, though it has as many samples`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

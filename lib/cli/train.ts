@@ -284,7 +284,6 @@ export async function train(args: string[]): Promise<number | void> {
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
     return launchLocalRanks(nproc, ['train', ...rest], threads);
   }
-  const { device } = applyRunFlags(values);
   const main = (distributed?.rank ?? 0) === 0; // rank 0 (or a process alone) writes the run's files and reports
   const knnEvery = checkFlag(values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
   const checkpointEvery = checkFlag(values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1));
@@ -294,7 +293,7 @@ export async function train(args: string[]): Promise<number | void> {
   const spec = positionals[0];
   const signals = stopOnSignals(checkpoint, main); // from here: the work before the first step can take minutes
   // What this rank checks before it joins the others: should it fail, they hear of it when joining instead of waiting.
-  const run = await beforeJoining(distributed, () => planRun(values, spec, out, log, device, distributed, knnEvery));
+  const run = await beforeJoining(distributed, () => planRun(values, spec, out, log, applyRunFlags(values).device, distributed, knnEvery));
   const trainer = await run.start();
   const logged: Line[] = run.resumed && main ? await log.truncate(trainer.progress) : []; // a resumed run's metrics so far: its curves go on from them
   signals.attach(trainer);

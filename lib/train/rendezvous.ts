@@ -1,12 +1,10 @@
 // How a rank joins its peers (docs/distributed.md): what they must agree on, the address its Gloo sockets
 // listen on, and word to the others when it cannot start.
-import { createHash } from 'crypto';
 import * as dgram from 'dgram';
 import * as dns from 'dns';
 import { binding, type CommunicatorOptions, type TrainerHandle } from '../binding';
 import { isLoopback, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
-import type { Dataset } from '../data/datasets';
-import { ImageFolder } from '../data/imageFolder';
+import type { DataDigest } from '../data/digest';
 import { nativeCall } from '../errors';
 import { PIRL_VERSION } from '../runtime';
 
@@ -26,20 +24,19 @@ const SAME_DATA = 'every rank must train on the same data: the same folder, or a
  * (its size, labels and files) and the step it starts from. Ranks that differ in any would train on
  * overlapping shards, with other schedules, or fail in a collective of tensors of other sizes.
  */
-export function runTerms(config: ResolvedTrainConfig, dataset: Dataset, step: number, worldSize: number): Term[] {
-  const digest = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex').slice(0, 16);
-  const labels = dataset.labels;
+export function runTerms(config: ResolvedTrainConfig, data: DataDigest, step: number, worldSize: number): Term[] {
   return [
     { name: 'the pirl version', value: PIRL_VERSION, hint: 'every rank must run the same pirl' },
     { name: 'the world size', value: String(worldSize), hint: 'every rank must be started with the same WORLD_SIZE' },
-    ...leaves('config', config).map(([name, value]) => ({ name, value, hint: SAME_COMMAND })),
-    { name: "the data set's size", value: String(dataset.length), hint: SAME_DATA },
-    { name: "the data set's labels", value: labels ? digest(new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength)) : 'none', hint: SAME_DATA },
-    { name: "the data set's files", value: dataset instanceof ImageFolder ? digest(dataset.files.join('\n')) : 'not a folder', hint: SAME_DATA },
+    // Before the options: a host that cannot see the checkpoint starts anew with the defaults, and this says why.
     {
       name: 'the step of the run to start from', value: String(step),
       hint: 'every rank must resume from the same checkpoint (on a file system all hosts reach), or all start anew',
     },
+    ...leaves('config', config).map(([name, value]) => ({ name, value, hint: SAME_COMMAND })),
+    { name: "the data set's size", value: String(data.size), hint: SAME_DATA },
+    { name: "the data set's labels", value: data.labels, hint: SAME_DATA },
+    { name: "the data set's files", value: data.files, hint: SAME_DATA },
   ];
 }
 
@@ -74,7 +71,8 @@ export async function beforeJoining<T>(d: ResolvedDistributedOptions | null, wor
       // Said at once only when the others are slow to come (the error itself follows once they have heard).
       const slow = setTimeout(() => process.emitWarning(`rank ${d.rank} of ${d.worldSize} cannot start; telling the other ranks as they come ` +
         `to join (up to ${d.timeoutMs} ms): ${why}`, { code: 'PIRL_RANK_CANNOT_START' }), 3000);
-      await nativeCall(() => binding.failToJoin(communicatorOptions(d, 'cpu', '', []), why)).finally(() => clearTimeout(slow));
+      // Its own error is the one to report, whatever telling the others did.
+      await nativeCall(() => binding.failToJoin(communicatorOptions(d, 'cpu', '', []), why)).catch(() => undefined).finally(() => clearTimeout(slow));
     }
     throw e;
   }

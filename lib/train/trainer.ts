@@ -8,8 +8,9 @@ import {
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
 import { Subset, type Dataset } from '../data/datasets';
+import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, checkString, nativeCall, rangeError, typeError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -91,7 +92,7 @@ interface Position {
  * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
  * config.syncBatchNorm and state.steps; 2: epochSoFar). A newer one is refused by its format.
  */
-const CHECKPOINT_FORMAT = 3;
+const CHECKPOINT_FORMAT = 4; // 4: the data set's digest
 
 interface CheckpointMeta {
   format: number;
@@ -103,6 +104,8 @@ interface CheckpointMeta {
   state: NativeTrainScalars;
   /** The epoch in progress so far, so that its mean loss is the whole epoch's after a resume (absent before: none). */
   epochSoFar: EpochSoFar;
+  /** What identifies the data set's rows (absent before format 4: not checked). */
+  data: DataDigest | null;
 }
 
 /** The loss summed over the epoch's samples so far, and how many. */
@@ -165,6 +168,10 @@ function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, group: 
   }
   if (cudaGraphs && device === 'cpu') throw rangeError('options.cudaGraphs', "false on the CPU (CUDA graphs need device 'cuda')", true);
   if (!group) return { distributed: null, device, cudaGraphs };
+  if (device === 'cpu' && !binding.buildInfo().gloo) {
+    throw rangeError('options.distributed', "null on this host: ranks on the CPU need Gloo, and this pirl was built without its headers " +
+      '(Debian/Ubuntu: apt-get install libgloo-dev, then rebuild: node scripts/build.js; `pirl info` says what was compiled)', 'a rank');
+  }
   if (device === 'cpu') return { distributed: group, device, cudaGraphs };
   if (!binding.buildInfo().nccl) {
     throw rangeError('config.device', "'cpu' for data-parallel training: ranks on GPUs need NCCL, and this pirl was built without it " +
@@ -194,6 +201,7 @@ export class Trainer {
     readonly loader: Loader,
     config: ResolvedTrainConfig,
     place: Process,
+    private readonly data: DataDigest,
   ) {
     this.distributed = place.distributed;
     this.device = place.device;
@@ -219,9 +227,9 @@ export class Trainer {
       const model = await PirlModel.create(c.model, { device: place.device });
       checkSamplerFitsStem(model, c);
       const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
-      return new Trainer(model, bank, loader, c, place);
+      return new Trainer(model, bank, loader, c, place, dataDigest(dataset));
     });
-    await trainer.joinRanks(dataset);
+    await trainer.joinRanks();
     await options.onChecked?.();
     if (trainer.config.bankInit === 'features') await trainer.fillBankWithFeatures(dataset, options.onBankInit);
     return trainer;
@@ -250,10 +258,10 @@ export class Trainer {
   }
 
   // The rendezvous, the ranks' agreement on the run, and rank 0's state (native, off the JavaScript thread: it waits for every rank).
-  private async joinRanks(dataset: Dataset): Promise<void> {
+  private async joinRanks(): Promise<void> {
     const d = this.distributed;
     if (!d) return;
-    await joinGroup(this.handle, d, this.device, runTerms(this.config, dataset, this.position.step, d.worldSize), this.config.syncBatchNorm);
+    await joinGroup(this.handle, d, this.device, runTerms(this.config, this.data, this.position.step, d.worldSize), this.config.syncBatchNorm);
   }
 
   /** The ranks training together (1 alone). */
@@ -401,6 +409,7 @@ export class Trainer {
     const { momentum: _momentum, ...scalars } = state;
     const meta: CheckpointMeta = {
       format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position: this.position, state: scalars, epochSoFar: this.epochSoFar,
+      data: this.data,
     };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });
   }
@@ -426,6 +435,8 @@ export class Trainer {
       if (!rows || rows.shape[0] !== dataset.length) {
         throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples`);
       }
+      const data = dataDigest(dataset);
+      checkSameData(file, meta.data, data);
       const generator = tensors.get('bank.generator');
       if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
       const loader = Trainer.loaderFor(dataset, c, place);
@@ -441,14 +452,14 @@ export class Trainer {
       const model = await PirlModel.create(c.model, { device: place.device });
       model.loadStateDict(modelTensors);
       const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
-      const trainer = new Trainer(model, bank, loader, c, place);
+      const trainer = new Trainer(model, bank, loader, c, place, data);
       const names = [...momentum.keys()];
       trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
       trainer.position = meta.position;
       trainer.epochSoFar = meta.epochSoFar;
       return trainer;
     });
-    await trainer.joinRanks(dataset);
+    await trainer.joinRanks();
     return trainer;
   }
 }
@@ -467,9 +478,9 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
-  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar']);
-  if (![1, 2, CHECKPOINT_FORMAT].includes(meta.format as number)) {
-    throw rangeError(`${field}.format`, `1, 2 or ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
+  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data']);
+  if (![1, 2, 3, CHECKPOINT_FORMAT].includes(meta.format as number)) {
+    throw rangeError(`${field}.format`, `1 to ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
   const saved = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
   const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);
@@ -489,10 +500,27 @@ function checkpointMeta(file: string, metadata: Record<string, string>, device: 
     steps: meta.format === 1 ? position.step : checkInteger(`${field}.state.steps`, s.steps, 0),
   };
   const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
-  // Format 3 always has it; some format-2 files carry it too (written before the format said so).
-  const e = meta.format !== CHECKPOINT_FORMAT && meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
+  // Formats 3 and 4 always have it; some format-2 files carry it too (written before the format said so).
+  const e = (meta.format === 1 || meta.format === 2) && meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
   const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
-  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar };
+  const d = meta.format === CHECKPOINT_FORMAT ? checkObject(`${field}.data`, meta.data) : null;
+  const data = d && {
+    size: checkInteger(`${field}.data.size`, d.size, 0),
+    labels: checkString(`${field}.data.labels`, d.labels),
+    files: checkString(`${field}.data.files`, d.files),
+  };
+  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar, data };
+}
+
+// A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many
+// images (one removed, one added) would silently pair each row with another image.
+function checkSameData(file: string, saved: DataDigest | null, data: DataDigest): void {
+  if (saved === null) return;
+  const differs = saved.files !== data.files ? 'its files (names, in the folder)' : saved.labels !== data.labels ? 'its labels' : null;
+  if (differs) {
+    throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
+      "(each bank row would belong to another image): resume over the run's data, or start a new run");
+  }
 }
 
 /** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */

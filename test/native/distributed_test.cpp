@@ -392,6 +392,22 @@ TEST_F(Distributed, RanksThatDifferInATermAreAllRefusedNamingIt) {
   }
 }
 
+// A rank started with a larger world than rank 0's is one rank 0 does not wait for: it judges itself against rank 0's
+// terms and fails, while rank 0's world forms.
+TEST_F(Distributed, ARankBeyondTheWorldOfRankZeroIsRefused) {
+  const std::string file = pirl::test::freshRendezvousFile();
+  const auto errors = joinErrors(3, [&](int64_t rank) {
+    const int64_t world = rank == 2 ? 3 : 2;
+    auto o = loopback(0, rank, world, 30000, file);
+    o.terms = {{"the world size", std::to_string(world), "the same WORLD_SIZE"}};
+    Communicator joined(o);
+  });
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+  EXPECT_NE(errors[2].find("distributed training: the ranks differ in the world size: 2 on rank 0, 3 on rank 2 (the same WORLD_SIZE)"),
+            std::string::npos) << errors[2];
+}
+
 // A rank that cannot start tells the others where they meet: each fails when joining, with its reason, long
 // before the timeout — rank 0 too, whose TCPStore the others must still reach.
 TEST_F(Distributed, ARankThatCannotStartIsHeardByEveryRankWhenJoining) {

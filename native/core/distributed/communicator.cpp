@@ -166,6 +166,7 @@ c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chr
 
 // A rank's entry in the agreement: its terms' values, each ended by '\0', or kCannotStart and why.
 constexpr char kCannotStart = '\x01';
+bool cannotStart(const std::string& entry) { return !entry.empty() && entry[0] == kCannotStart; }
 
 std::string entryOf(const std::vector<Term>& terms) {
   std::string entry;
@@ -176,42 +177,53 @@ std::string entryOf(const std::vector<Term>& terms) {
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
 std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
-// Why rank `r`'s entry keeps the run from starting, judged against rank 0's terms ("" when it agrees).
-std::string judge(const std::vector<Term>& terms, int64_t r, const std::string& entry) {
-  const std::string rank = "rank " + std::to_string(r);
-  if (!entry.empty() && entry[0] == kCannotStart) return rank + " could not start: " + entry.substr(1);
+// The first of `terms` whose value `entry` does not share: its index and the entry's value; -1 when they agree, and
+// terms.size() when the entry holds other terms (another pirl).
+std::pair<int64_t, std::string> firstDifference(const std::vector<Term>& terms, const std::string& entry) {
   size_t begin = 0;
-  for (const auto& t : terms) {
+  for (size_t i = 0; i < terms.size(); ++i) {
     const size_t end = entry.find('\0', begin);
-    if (end == std::string::npos) break;
-    const std::string theirs = entry.substr(begin, end - begin);
-    if (theirs != t.value) {
-      return "the ranks differ in " + t.name + ": " + theirs + " on " + rank + ", " + t.value + " on rank 0 (" + t.hint + ")";
-    }
+    if (end == std::string::npos) return {static_cast<int64_t>(terms.size()), ""};
+    std::string theirs = entry.substr(begin, end - begin);
+    if (theirs != terms[i].value) return {static_cast<int64_t>(i), std::move(theirs)};
     begin = end + 1;
   }
-  if (begin != entry.size() || entryOf(terms).size() != entry.size()) {
-    return rank + " brought other terms to agree on than rank 0 (every rank must run the same pirl)";
+  if (begin != entry.size()) return {static_cast<int64_t>(terms.size()), ""};
+  return {-1, ""};
+}
+
+// Why the entries of rank `mine` (its `terms`) and rank `other` (`entry`) keep the run from starting ("" when they agree).
+std::string judge(const std::vector<Term>& terms, int64_t mine, int64_t other, const std::string& entry) {
+  const auto rank = [](int64_t r) { return "rank " + std::to_string(r); };
+  if (cannotStart(entry)) return rank(other) + " could not start: " + entry.substr(1);
+  const auto [i, theirs] = firstDifference(terms, entry);
+  if (i < 0) return "";
+  if (i == static_cast<int64_t>(terms.size())) {
+    return rank(other) + " brought other terms to agree on than " + rank(mine) + " (every rank must run the same pirl)";
   }
-  return "";
+  const Term& t = terms[i];
+  return "the ranks differ in " + t.name + ": " + theirs + " on " + rank(other) + ", " + t.value + " on " + rank(mine) + " (" + t.hint + ")";
 }
 
 // The agreement, through the store: every rank posts its entry; rank 0 reads them in rank order and posts the
-// verdict ("" or why the run cannot start), which every rank reads. Rank 0 keeps the store (its TCPStore's
-// server; a FileStore ends with its last user) until every rank has said it heard.
+// verdict ("" or why the run cannot start) with its own entry, which every rank reads — a rank rank 0 did not
+// read (beyond its world size) then judges itself. Rank 0 keeps the store (its TCPStore's server; a FileStore
+// ends with its last user) until every rank has said it heard.
 std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::string& entry) {
   if (o.rank != 0) {
     store.set("join/entry/" + std::to_string(o.rank), bytes(entry));
-    const std::string verdict = text(store.get("join/verdict"));
+    std::string verdict = text(store.get("join/verdict"));
+    if (verdict.empty() && !cannotStart(entry)) verdict = judge(o.terms, o.rank, 0, text(store.get("join/entry/0")));
     store.set("join/heard/" + std::to_string(o.rank), std::vector<uint8_t>{});
     return verdict;
   }
-  std::string verdict = judge(o.terms, 0, entry);
+  std::string verdict = judge(o.terms, 0, 0, entry);
   std::vector<std::string> heard;
   for (int64_t r = 1; r < o.worldSize; ++r) {
-    if (verdict.empty()) verdict = judge(o.terms, r, text(store.get("join/entry/" + std::to_string(r))));
+    if (verdict.empty()) verdict = judge(o.terms, 0, r, text(store.get("join/entry/" + std::to_string(r))));
     heard.push_back("join/heard/" + std::to_string(r));
   }
+  store.set("join/entry/0", bytes(entry));
   store.set("join/verdict", bytes(verdict));
   if (!heard.empty()) store.wait(heard);
   return verdict;

@@ -48,7 +48,7 @@ bool ncclAvailable();
 
 class Communicator {
  public:
-  // Joins the group: the rendezvous, the agreement on options.terms (a c10::ValueError when the ranks differ,
+  // Joins the group: the rendezvous, the agreement on options.terms (a c10::Error when the ranks differ,
   // or one of them could not start), then the process group.
   explicit Communicator(const CommunicatorOptions& options);
   ~Communicator();
