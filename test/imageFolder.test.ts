@@ -230,6 +230,26 @@ describe('ImageFolder', () => {
     }
   });
 
+  test('a file or class folder whose name is not UTF-8 (latin1 from a zip) is said to be so, not "no such file"', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      const latin1 = (...parts: Array<string | number>) => Buffer.concat(parts.map((p) => (typeof p === 'number' ? Buffer.from([p]) : Buffer.from(p))));
+      await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
+      fs.writeFileSync(latin1(dir, '/caf', 0xe9, '.png'), await raw(20, 20).png().toBuffer());
+      const warnings: string[] = [];
+      const folder = await ImageFolder.open(dir, { size: 8, onWarning: (m) => warnings.push(m) });
+      const [name, reason] = [...folder.failures][0];
+      expect(path.basename(name)).toBe('caf\uFFFD.png');
+      expect(reason).toMatch(/^its name is not valid UTF-8, which pirl cannot open: rename it/);
+      fs.mkdirSync(latin1(dir, '/classes/b', 0xe9), { recursive: true });
+      fs.mkdirSync(path.join(dir, 'classes', 'a'));
+      await raw(20, 20).png().toFile(path.join(dir, 'classes', 'a', 'x.png'));
+      await expect(ImageFolder.open(path.join(dir, 'classes'), { size: 8 })).rejects.toThrow(/b\uFFFD: cannot list the folder: its name is not valid UTF-8/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('an empty or unreadable folder is an error before training starts', async () => {
     const empty = tmpDir('pirl-data-');
     await expect(ImageFolder.open(empty)).rejects.toThrow(/no images \(looked for \.jpg/);

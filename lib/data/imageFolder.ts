@@ -74,6 +74,12 @@ async function listImages(dir: string): Promise<string[]> {
   return (await listFiles(dir)).images;
 }
 
+// A name whose bytes are not UTF-8 (a zip from Windows: latin1) reaches Node with U+FFFD in their place, and so
+// names no file: say why, rather than "no such file".
+function notUtf8(name: string): string | null {
+  return name.includes('\uFFFD') ? 'its name is not valid UTF-8, which pirl cannot open: rename it (e.g. convmv -f latin1 -t utf8 -r --notest DIR)' : null;
+}
+
 /** A folder entry, symbolic links followed. */
 interface Entry {
   name: string;
@@ -85,7 +91,7 @@ async function readFolder(dir: string): Promise<Entry[]> {
   try {
     entries = await fs.readdir(dir, { withFileTypes: true });
   } catch (err) {
-    throw new Error(`${dir}: cannot list the folder: ${(err as Error).message}`);
+    throw new Error(`${dir}: cannot list the folder: ${notUtf8(dir) ?? (err as Error).message}`);
   }
   // Hidden entries are no images nor classes: .DS_Store, macOS's ._x.jpg (resource forks named like images), .thumbs/.
   const shown = entries.filter((e) => !e.name.startsWith('.'));
@@ -302,7 +308,7 @@ export class ImageFolder implements Dataset {
       if (!this.failures.has(file)) {
         // sharp calls an unreadable file "missing or of an unsupported format": say which it is.
         const access = await fs.access(file, fsConstants.R_OK).then(() => null, (e: Error) => e.message);
-        const reason = access ?? (err as Error).message.split('\n')[0];
+        const reason = notUtf8(file) ?? access ?? (err as Error).message.split('\n')[0];
         this.failures.set(file, reason);
         this.warn(`pirl: skipping unreadable image ${file}: ${reason}`);
       }

@@ -54,19 +54,16 @@ function communicatorOptions(d: ResolvedDistributedOptions, device: Device, bind
   };
 }
 
-// Errors the other ranks already know of: a rank's own, told by failToJoin, and a join's (every rank failed there).
-const known = new WeakSet<object>();
-
 /**
  * Runs this rank's work before it joins the others (`d`; null alone) and, should that fail, tells them
  * before rethrowing: they fail when joining with its error, rather than wait for it until the timeout.
+ * Not for work after the join (the others learn of a failure there by their next collective failing).
  */
 export async function beforeJoining<T>(d: ResolvedDistributedOptions | null, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (e) {
-    if (d !== null && d.worldSize > 1 && !(e instanceof Object && known.has(e))) {
-      if (e instanceof Object) known.add(e);
+    if (d !== null && d.worldSize > 1) {
       const why = e instanceof Error ? e.message : String(e);
       // Said at once only when the others are slow to come (the error itself follows once they have heard).
       const slow = setTimeout(() => process.emitWarning(`rank ${d.rank} of ${d.worldSize} cannot start; telling the other ranks as they come ` +
@@ -80,14 +77,10 @@ export async function beforeJoining<T>(d: ResolvedDistributedOptions | null, wor
 
 /** Joins the group of `d` with `terms` to agree on, and takes rank 0's state into `handle` (TrainerHandle.distribute). */
 export async function joinGroup(handle: TrainerHandle, d: ResolvedDistributedOptions, device: Device, terms: Term[], syncBatchNorm: boolean): Promise<void> {
-  // Gloo's address (CPU ranks; NCCL picks its own interfaces).
-  const bindAddress = await beforeJoining(d, async () => (device === 'cpu' ? gatherBindAddress(d) : ''));
-  try {
-    await nativeCall(() => handle.distribute(communicatorOptions(d, device, bindAddress, terms), syncBatchNorm));
-  } catch (e) {
-    if (e instanceof Object) known.add(e);
-    throw e;
-  }
+  // Gloo's address (CPU ranks; NCCL picks its own interfaces). Not told to the others when it fails: the master is
+  // then unreachable from here, and so is the store.
+  const bindAddress = device === 'cpu' ? await gatherBindAddress(d) : '';
+  await nativeCall(() => handle.distribute(communicatorOptions(d, device, bindAddress, terms), syncBatchNorm));
 }
 
 /** The address Gloo binds to ('' = this host's name, c10d's default), for options whose bindAddress is null. */
