@@ -4,7 +4,8 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { AmbiguousLayoutError, ImageFolder, Loader, holdOut } from '../lib';
+import { AmbiguousLayoutError, ArrayDataset, ImageFolder, Loader, Subset, holdOut } from '../lib';
+import { dataDigest } from '../lib/data/digest';
 import { tmpDir, raw } from './helpers';
 
 async function writeAllKinds(dir: string): Promise<string[]> {
@@ -204,7 +205,7 @@ describe('ImageFolder', () => {
       expect(await folder.decode(0)).not.toBeNull();
       expect(folder.failures.size).toBe(0);
       expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatch(new RegExp(`^pirl: ${path.join(dir, 'damaged.jpg')} is damaged \\(decoded, part of it may be grey\\): `));
+      expect(warnings[0]).toMatch(new RegExp(`^pirl: ${path.join(dir, 'damaged.jpg')} is damaged \\(decoded, part of it may be missing\\): `));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -245,6 +246,23 @@ describe('ImageFolder', () => {
       fs.mkdirSync(path.join(dir, 'classes', 'a'));
       await raw(20, 20).png().toFile(path.join(dir, 'classes', 'a', 'x.png'));
       await expect(ImageFolder.open(path.join(dir, 'classes'), { size: 8 })).rejects.toThrow(/b\uFFFD: cannot list the folder: its name is not valid UTF-8/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("the data digest (ranks' agreement, checkpoints): a folder's names relative to it, a subset's at its indices", async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      for (const name of ['a.png', 'b.png', 'c.png']) await raw(20, 20).png().toFile(path.join(dir, name));
+      const folder = await ImageFolder.open(dir, { size: 8 });
+      const digest = dataDigest(folder);
+      expect(dataDigest(await ImageFolder.open(path.relative(process.cwd(), dir) + path.sep, { size: 8 }))).toEqual(digest);
+      expect(dataDigest(await ImageFolder.fromFiles(['c.png', 'a.png', 'b.png'].map((n) => path.join(dir, n))))).not.toEqual(digest);
+      const subset = new Subset(folder, [2, 0]);
+      expect(dataDigest(subset)).toEqual(dataDigest(await ImageFolder.fromFiles(['c.png', 'a.png'].map((n) => path.join(dir, n)))));
+      expect(dataDigest(subset).files).not.toBe(digest.files);
+      expect(dataDigest(new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3]))).toEqual({ size: 1, labels: 'none', files: 'not a folder' });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

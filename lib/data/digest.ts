@@ -2,7 +2,7 @@
 // and a checkpoint keeps it, so that a resumed run's bank rows still belong to their images.
 import { createHash } from 'crypto';
 import * as path from 'path';
-import type { Dataset } from './datasets';
+import { Subset, type Dataset } from './datasets';
 import { ImageFolder } from './imageFolder';
 
 export interface DataDigest {
@@ -19,16 +19,31 @@ function sha(pieces: Iterable<string | Uint8Array>): string {
   return hash.digest('hex').slice(0, 16);
 }
 
-function* relativeNames(folder: ImageFolder): Iterable<string> {
-  // Relative to the folder: the same images under another mount point (another host) or spelling of the path are the same.
-  for (const file of folder.files) yield `${path.relative(folder.dir, file)}\n`;
+// Each sample's file relative to its folder (the same images under another mount point, on another host, or another
+// spelling of the path are the same), for a folder or a subset of one; null for samples that are no files.
+function relativeNames(dataset: Dataset): ((i: number) => string) | null {
+  if (dataset instanceof Subset) {
+    const base = relativeNames(dataset.base);
+    return base && ((i) => base(dataset.indices[i]));
+  }
+  if (!(dataset instanceof ImageFolder)) return null;
+  const prefix = path.join(dataset.dir, path.sep); // open()'s files are path.join(dir, name): cut, not resolved ten million times
+  return (i) => {
+    const file = dataset.files[i];
+    return file.startsWith(prefix) ? file.slice(prefix.length) : path.relative(dataset.dir, file);
+  };
+}
+
+function* lines(count: number, line: (i: number) => string): Iterable<string> {
+  for (let i = 0; i < count; i++) yield `${line(i)}\n`;
 }
 
 export function dataDigest(dataset: Dataset): DataDigest {
   const labels = dataset.labels;
+  const names = relativeNames(dataset);
   return {
     size: dataset.length,
     labels: labels ? sha([new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength)]) : 'none',
-    files: dataset instanceof ImageFolder ? sha(relativeNames(dataset)) : 'not a folder',
+    files: names ? sha(lines(dataset.length, names)) : 'not a folder',
   };
 }

@@ -1,6 +1,6 @@
 // A folder of images decoded with sharp: flat (unlabeled) or one subfolder per class (labeled).
-// Every image becomes size×size 8-bit RGB (EXIF orientation applied, alpha dropped, CMYK, gray and
-// 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
+// Every image becomes size×size 8-bit RGB (EXIF orientation applied, transparency composited on white, CMYK,
+// gray and 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
 import { createHash, randomBytes } from 'crypto';
 import { constants as fsConstants, promises as fs, type Dirent } from 'fs';
 import * as os from 'os';
@@ -296,19 +296,20 @@ export class ImageFolder implements Dataset {
   async decode(index: number): Promise<Buffer | null> {
     const file = this.files[checkInteger('index', index, 0, this.length - 1)];
     try {
+      // A file known to be damaged or unreadable is not tried strictly again (each epoch would).
+      if (this.damaged.has(file) || this.failures.has(file)) return await this.decodeFile(file, 'truncated');
       return await this.decodeFile(file, 'warning').catch(async (strict: Error) => {
         // Damaged but decodable (a JPEG with corrupt data: part of it grey): kept, as other readers keep it, and said.
         const data = await this.decodeFile(file, 'truncated');
-        if (this.damaged.has(file)) return data;
         this.damaged.add(file);
-        this.warn(`pirl: ${file} is damaged (decoded, part of it may be grey): ${strict.message.split('\n')[0]}`);
+        this.warn(`pirl: ${file} is damaged (decoded, part of it may be missing): ${strict.message.split('\n')[0]}`);
         return data;
       });
     } catch (err) {
       if (!this.failures.has(file)) {
         // sharp calls an unreadable file "missing or of an unsupported format": say which it is.
         const access = await fs.access(file, fsConstants.R_OK).then(() => null, (e: Error) => e.message);
-        const reason = notUtf8(file) ?? access ?? (err as Error).message.split('\n')[0];
+        const reason = access === null ? (err as Error).message.split('\n')[0] : (notUtf8(file) ?? access);
         this.failures.set(file, reason);
         this.warn(`pirl: skipping unreadable image ${file}: ${reason}`);
       }

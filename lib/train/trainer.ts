@@ -90,9 +90,10 @@ interface Position {
 
 /**
  * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
- * config.syncBatchNorm and state.steps; 2: epochSoFar). A newer one is refused by its format.
+ * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest). A newer one is
+ * refused by its format.
  */
-const CHECKPOINT_FORMAT = 4; // 4: the data set's digest
+const CHECKPOINT_FORMAT = 4;
 
 interface CheckpointMeta {
   format: number;
@@ -433,7 +434,10 @@ export class Trainer {
       }
       const rows = tensors.get('bank.rows');
       if (!rows || rows.shape[0] !== dataset.length) {
-        throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples`);
+        // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
+        const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
+          'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
+        throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples${earlier}`);
       }
       const data = dataDigest(dataset);
       checkSameData(file, meta.data, data);
