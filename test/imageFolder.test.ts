@@ -34,8 +34,10 @@ describe('ImageFolder', () => {
       const warnings: string[] = [];
       const folder = await ImageFolder.open(dir, { size: 8, cache: path.join(dir, 'images.cache'), onWarning: (m) => warnings.push(m) });
       expect(folder.length).toBe(2);
+      await folder.close();
       const again = await ImageFolder.open(dir, { size: 8, cache: path.join(dir, 'images.cache'), onWarning: (m) => warnings.push(m) });
       expect(again.length).toBe(2);
+      await again.close();
       const said = `pirl: ${dir}: 3 file(s) without an image extension are left out (README, notes.txt, scan.bmp; read: .jpg .jpeg .png .webp .gif .tif .tiff .avif)`;
       expect(warnings).toEqual([said, said]); // the cache written the first time is not counted the second
     } finally {
@@ -284,6 +286,28 @@ describe('ImageFolder', () => {
     await expect(folder.decode(-1)).rejects.toThrow(/index must be an integer in \[0, 0\], got -1/);
     await expect(folder.decode(1e9)).rejects.toThrow(RangeError);
     expect((await folder.decode(0))!.length).toBe(8 * 8 * 3);
+  });
+
+  test('a cache gives what decoding gives: the same pixels, and the same images left out (read back when opened again)', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      const names = await writeAllKinds(dir);
+      fs.writeFileSync(path.join(dir, 'c-broken.png'), 'not a png');
+      const all = [...names, 'c-broken.png'].map((_, i) => i);
+      const plain = await ImageFolder.open(dir, { size: 16, onWarning: () => undefined });
+      const expected = await plain.batchSource(all);
+      const cache = path.join(dir, '.images.cache');
+      for (const pass of ['built', 'read back']) {
+        const cached = await ImageFolder.open(dir, { size: 16, cache, onWarning: () => undefined });
+        const got = await cached.batchSource(all);
+        expect({ pass, indices: got.indices }).toEqual({ pass, indices: expected.indices });
+        expect(Buffer.from(got.source.data() as Uint8Array).equals(Buffer.from(expected.source.data() as Uint8Array))).toBe(true);
+        expect([...cached.failures.keys()].map((f) => path.basename(f))).toEqual(['c-broken.png']);
+        await cached.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('the cache decodes once, and is rebuilt when a file or the size changes', async () => {

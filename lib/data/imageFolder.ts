@@ -15,7 +15,7 @@ import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
-const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour)
+const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour), validity bytes together
 
 /** 'flat': the folder's own images, unlabeled; 'classes': one class per subfolder; 'auto': whichever the folder holds. */
 export const FOLDER_LAYOUTS = ['auto', 'flat', 'classes'] as const;
@@ -351,27 +351,37 @@ export class ImageFolder implements Dataset {
     return hash.digest('hex');
   }
 
-  private get recordBytes(): number {
-    return 1 + this.size * this.size * 3; // a validity byte, then the pixels
+  private get imageBytes(): number {
+    return this.size * this.size * 3;
   }
 
-  // Cache file: 8-byte header length, JSON header {signature, count, size}, then one record per image.
+  // Cache file: 8-byte header length, JSON header {signature, count, size}, one validity byte per image (read
+  // at once when opened: a byte per record was a read per image, 35 s for ImageNet), then the images' pixels.
+  private cacheBytes(headerBytes: number): number {
+    return 8 + headerBytes + this.files.length * (1 + this.imageBytes);
+  }
+
   private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<void> {
     const signature = await this.signature();
     const ready = () => this.cacheMatches(file, signature);
     if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), this.warn);
-    this.cacheHandle = await fs.open(file, 'r');
-    const head = Buffer.alloc(8);
-    await this.cacheHandle.read(head, 0, 8, 0);
-    this.cacheDataStart = 8 + Number(head.readBigUInt64LE(0));
-    const flags = Buffer.alloc(1);
-    let valid = 0;
-    for (let i = 0; i < this.files.length; i++) {
-      await this.cacheHandle.read(flags, 0, 1, this.cacheDataStart + i * this.recordBytes);
-      if (flags[0] === 1) valid++;
-      else this.failures.set(this.files[i], 'unreadable when the cache was built');
+    const handle = await fs.open(file, 'r');
+    try {
+      const head = Buffer.alloc(8);
+      await handle.read(head, 0, 8, 0);
+      const flagsStart = 8 + Number(head.readBigUInt64LE(0));
+      const flags = Buffer.alloc(this.files.length);
+      await handle.read(flags, 0, flags.length, flagsStart);
+      flags.forEach((flag, i) => {
+        if (flag !== 1) this.failures.set(this.files[i], 'unreadable when the cache was built');
+      });
+      if (this.failures.size === this.files.length) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
+      this.cacheDataStart = flagsStart + this.files.length;
+    } catch (err) {
+      await handle.close();
+      throw err;
     }
-    if (valid === 0) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
+    this.cacheHandle = handle;
   }
 
   private async cacheMatches(file: string, signature: string): Promise<boolean> {
@@ -386,7 +396,7 @@ export class ImageFolder implements Dataset {
         await handle.read(json, 0, length, 8);
         const header = JSON.parse(json.toString('utf8'));
         const { size } = await handle.stat();
-        return header.signature === signature && size === 8 + length + this.files.length * this.recordBytes;
+        return header.signature === signature && size === this.cacheBytes(length);
       } finally {
         await handle.close();
       }
@@ -413,18 +423,16 @@ export class ImageFolder implements Dataset {
     const handle = await fs.open(tmp, 'w');
     try {
       await handle.write(header, 0, header.length, 0);
+      const flagsStart = header.length, dataStart = flagsStart + this.files.length;
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
         const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
         const decoded = await Promise.all(indices.map((i) => this.decode(i)));
-        const records = Buffer.alloc(indices.length * this.recordBytes);
-        decoded.forEach((d, i) => {
-          if (d) {
-            records[i * this.recordBytes] = 1;
-            d.copy(records, i * this.recordBytes + 1);
-          }
-        });
-        await handle.write(records, 0, records.length, header.length + begin * this.recordBytes);
+        const flags = Buffer.from(decoded.map((d) => (d ? 1 : 0)));
+        const images = Buffer.alloc(indices.length * this.imageBytes); // an unreadable image's stay zero
+        decoded.forEach((d, i) => d?.copy(images, i * this.imageBytes));
+        await handle.write(flags, 0, flags.length, flagsStart + begin);
+        await handle.write(images, 0, images.length, dataStart + begin * this.imageBytes);
         onProgress?.(begin + indices.length, this.files.length);
       }
     } finally {
@@ -433,9 +441,10 @@ export class ImageFolder implements Dataset {
   }
 
   private async cached(index: number): Promise<Buffer | null> {
-    const record = Buffer.alloc(this.recordBytes);
-    await this.cacheHandle!.read(record, 0, record.length, this.cacheDataStart + index * this.recordBytes);
-    return record[0] === 1 ? record.subarray(1) : null;
+    if (this.failures.has(this.files[index])) return null;
+    const image = Buffer.alloc(this.imageBytes);
+    await this.cacheHandle!.read(image, 0, image.length, this.cacheDataStart + index * this.imageBytes);
+    return image;
   }
 
   async batchSource(indices: readonly number[]): Promise<BatchSource> {
