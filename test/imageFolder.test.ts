@@ -415,10 +415,13 @@ describe('ImageFolder', () => {
     await raw(20, 20).png().toFile(path.join(labeled, 'dogs', 'd.png'));
     fs.symlinkSync(elsewhere, path.join(labeled, 'cats'));
     fs.symlinkSync('.', path.join(labeled, 'dogs', 'again'));
+    fs.symlinkSync('..', path.join(labeled, 'dogs', 'up')); // back to the root: its classes are read, not left out
+    fs.mkdirSync(path.join(labeled, 'dogs', 'puppies'));
+    await raw(20, 20).png().toFile(path.join(labeled, 'dogs', 'puppies', 'p.png'));
     const warnings: string[] = [];
     const folder = await ImageFolder.open(labeled, { size: 8, onWarning: (m) => warnings.push(m) });
     expect(folder.classes).toEqual(['cats', 'dogs']);
     expect(folder.files.map((f) => path.relative(labeled, f))).toEqual([path.join('cats', 'outside.png'), path.join('dogs', 'd.png')]);
-    expect(warnings).toEqual([]);
+    expect(warnings).toEqual([`pirl: ${labeled}: 1 image(s) in subfolders of class folders are left out (a class is one folder's own images)`]);
   });
 });

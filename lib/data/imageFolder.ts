@@ -106,8 +106,9 @@ async function kindOf(dir: string, e: Dirent): Promise<Entry['kind']> {
 }
 
 // Images below a class folder's own files, which a labeled folder does not read: counted for a warning.
-// `seen` holds the real paths of the folders counted, so a symbolic link back up the tree ends there.
-async function nestedImages(dir: string, seen = new Set<string>()): Promise<number> {
+// `seen` holds the real paths of the folders read or counted (the root and its classes first), so a symbolic
+// link back up the tree ends there rather than counting the classes' own images as left out.
+async function nestedImages(dir: string, seen: Set<string>): Promise<number> {
   seen.add(await fs.realpath(dir));
   let count = 0;
   for (const e of await readFolder(dir)) {
@@ -236,7 +237,9 @@ export class ImageFolder implements Dataset {
       labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
       // A labeled folder reads each class folder's own images: say what it leaves out.
       if (own.length > 0) warnLeftOut(`pirl: ${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
-      const nested = (await Promise.all(classes.map((c) => nestedImages(path.join(dir, c))))).reduce((a, b) => a + b, 0);
+      const seen = new Set(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))));
+      let nested = 0;
+      for (const c of classes) nested += await nestedImages(path.join(dir, c), seen);
       if (nested > 0) warnLeftOut(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
     } else {
       files = own;
