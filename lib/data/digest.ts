@@ -1,9 +1,8 @@
 // What identifies a data set's samples, row by row: the ranks of a run compare it (lib/train/rendezvous.ts),
 // and a checkpoint keeps it, so that a resumed run's bank rows still belong to their images.
 import { createHash } from 'crypto';
-import * as path from 'path';
 import { Subset, type Dataset } from './datasets';
-import { ImageFolder } from './imageFolder';
+import { ImageFolder, relativeTo } from './imageFolder';
 
 export interface DataDigest {
   size: number;
@@ -27,11 +26,8 @@ function relativeNames(dataset: Dataset): ((i: number) => string) | null {
     return base && ((i) => base(dataset.indices[i]));
   }
   if (!(dataset instanceof ImageFolder)) return null;
-  const prefix = path.join(dataset.dir, path.sep); // open()'s files are path.join(dir, name): cut, not resolved ten million times
-  return (i) => {
-    const file = dataset.files[i];
-    return file.startsWith(prefix) ? file.slice(prefix.length) : path.relative(dataset.dir, file);
-  };
+  const relative = relativeTo(dataset.dir);
+  return (i) => relative(dataset.files[i]);
 }
 
 function* lines(count: number, line: (i: number) => string): Iterable<string> {

@@ -80,6 +80,15 @@ function notUtf8(name: string): string | null {
   return name.includes('\uFFFD') ? 'its name is not valid UTF-8, which pirl cannot open: rename it (e.g. convmv -f latin1 -t utf8 -r --notest DIR)' : null;
 }
 
+/**
+ * A file's path relative to `dir`, for files listed as path.join(dir, name): the prefix cut rather than both paths
+ * resolved, ten million times for a large folder (path.relative for others).
+ */
+export function relativeTo(dir: string): (file: string) => string {
+  const prefix = path.join(dir, path.sep);
+  return (file) => (file.startsWith(prefix) ? file.slice(prefix.length) : path.relative(dir, file));
+}
+
 /** A folder entry, symbolic links followed. */
 interface Entry {
   name: string;
@@ -347,9 +356,15 @@ export class ImageFolder implements Dataset {
 
   private async signature(): Promise<string> {
     const hash = createHash('sha256').update(`pirl-cache ${CACHE_VERSION} ${this.size}\n`);
-    for (const file of this.files) {
-      const s = await fs.stat(file).catch(() => null); // a symbolic link to nothing: unreadable until it names a file
-      hash.update(`${path.relative(this.dir, file)}\t${s ? `${s.size}\t${s.mtimeMs}` : 'missing'}\n`);
+    const relative = relativeTo(this.dir);
+    // 256 stats in flight: one at a time was ~16 µs each, 20 s for ImageNet at every open.
+    for (let begin = 0; begin < this.files.length; begin += 256) {
+      const files = this.files.slice(begin, begin + 256);
+      const stats = await Promise.all(files.map((f) => fs.stat(f).catch(() => null))); // a link to nothing: unreadable until it names a file
+      files.forEach((file, i) => {
+        const s = stats[i];
+        hash.update(`${relative(file)}\t${s ? `${s.size}\t${s.mtimeMs}` : 'missing'}\n`);
+      });
     }
     return hash.digest('hex');
   }
