@@ -152,16 +152,26 @@ describe('ImageFolder', () => {
     fs.writeFileSync(path.join(dir, 'x-truncated.jpg'), jpeg.subarray(0, Math.floor(jpeg.length / 2)));
     fs.writeFileSync(path.join(dir, 'x-empty.png'), Buffer.alloc(0));
     fs.writeFileSync(path.join(dir, 'x-text.png'), 'this is not an image');
+    fs.writeFileSync(path.join(dir, 'x-page.jpg'), '<!DOCTYPE html><html><body>404 Not Found</body></html>');
+    fs.writeFileSync(path.join(dir, 'x-bitmap.jpg'), Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)]));
     const warnings: string[] = [];
     const folder = await ImageFolder.open(dir, { size: 16, onWarning: (m) => warnings.push(m) });
     const loader = new Loader(folder, { batchSize: 4, dropLast: false, config: { imageSize: 16, jigsawSize: 18, patchSize: 6 } });
     let seen = 0;
     for (let epoch = 0; epoch < 2; epoch++) for await (const batch of loader.epoch(epoch)) seen += batch.indices.shape[0];
     expect(seen).toBe(2 * 10);
-    const broken = ['x-corrupt.jpg', 'x-empty.png', 'x-text.png', 'x-truncated.jpg'];
-    expect([...folder.failures.keys()].map((f) => path.basename(f)).sort()).toEqual(broken);
-    expect(warnings).toHaveLength(4); // once per file, not once per epoch
-    expect(warnings.join('\n')).toMatch(/x-truncated\.jpg/);
+    // Each file's own reason, from what it holds (concurrent decodes share libvips's one error buffer).
+    const reasons = Object.fromEntries([...folder.failures].map(([f, why]) => [path.basename(f), why]));
+    expect(reasons).toEqual({
+      'x-bitmap.jpg': 'a BMP image, which pirl does not read (convert it to JPEG or PNG)',
+      'x-corrupt.jpg': 'not an image: its first bytes are 00 25 4a 6f 94 b9 de 03',
+      'x-empty.png': 'an empty file (0 bytes)',
+      'x-page.jpg': 'not an image: text starting "<!DOCTYPE html><html><body>404 Not Found"',
+      'x-text.png': 'not an image: text starting "this is not an image"',
+      'x-truncated.jpg': expect.stringMatching(/^a JPEG image that cannot be decoded \(truncated or corrupt\)/),
+    });
+    expect(warnings).toHaveLength(6); // once per file, not once per epoch
+    expect(warnings.join('\n')).toMatch(/skipping unreadable image .*x-truncated\.jpg: a JPEG image/);
   });
 
   test('transparency is composited on white at every size (resizing made it black; an image at the stored side showed the hidden colour)', async () => {

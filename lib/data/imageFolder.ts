@@ -2,7 +2,7 @@
 // Every image becomes size×size 8-bit RGB (EXIF orientation applied, transparency composited on white, CMYK,
 // gray and 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
 import { createHash, randomBytes } from 'crypto';
-import { constants as fsConstants, promises as fs, type Dirent } from 'fs';
+import { promises as fs, type Dirent } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
@@ -78,6 +78,52 @@ async function listImages(dir: string): Promise<string[]> {
 // names no file: say why, rather than "no such file".
 function notUtf8(name: string): string | null {
   return name.includes('\uFFFD') ? 'its name is not valid UTF-8, which pirl cannot open: rename it (e.g. convmv -f latin1 -t utf8 -r --notest DIR)' : null;
+}
+
+// Formats by their first bytes: what an undecodable file is.
+const SIGNATURES: Array<[string, (b: Buffer) => boolean]> = [
+  ['JPEG', (b) => b[0] === 0xff && b[1] === 0xd8],
+  ['PNG', (b) => b.subarray(0, 4).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47]))],
+  ['GIF', (b) => b.toString('latin1', 0, 4) === 'GIF8'],
+  ['WebP', (b) => b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP'],
+  ['TIFF', (b) => ['II*\0', 'MM\0*'].includes(b.toString('latin1', 0, 4))],
+  ['AVIF', (b) => b.toString('latin1', 4, 8) === 'ftyp' && ['avif', 'avis'].includes(b.toString('latin1', 8, 12))],
+  ['HEIC', (b) => b.toString('latin1', 4, 8) === 'ftyp' && ['heic', 'heix', 'hevc', 'mif1', 'msf1'].includes(b.toString('latin1', 8, 12))],
+  ['BMP', (b) => b.toString('latin1', 0, 2) === 'BM'],
+];
+// The words of sharp's messages for each format (libheif reads AVIF): a message naming another format than the file's is another file's.
+const FORMAT_WORDS = /jpe?g|png|gif|webp|tiff|heif|avif|bmp/gi;
+const FORMAT_OF_WORD: Record<string, string> = { jpg: 'JPEG', jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', heif: 'AVIF', avif: 'AVIF', bmp: 'BMP' };
+
+/**
+ * Why `file` cannot be decoded, from what it holds. sharp's message alone may be another file's (libvips keeps one
+ * error buffer for every decode in flight) and calls an HTML page "unsupported image format".
+ */
+async function whyUnreadable(file: string, message: string): Promise<string> {
+  const head = Buffer.alloc(64);
+  let read = 0;
+  try {
+    const handle = await fs.open(file, 'r');
+    try {
+      read = (await handle.read(head, 0, head.length, 0)).bytesRead;
+    } finally {
+      await handle.close();
+    }
+  } catch (e) {
+    return notUtf8(file) ?? (e as Error).message; // missing, a link to nothing, not readable
+  }
+  const bytes = head.subarray(0, read);
+  if (read === 0) return 'an empty file (0 bytes)';
+  const format = SIGNATURES.find(([, is]) => is(bytes))?.[0];
+  if (format === undefined) {
+    const text = bytes.toString('utf8');
+    const printable = !/[\u0000-\u0008\u000e-\u001f\uFFFD]/.test(text);
+    return `not an image: ${printable ? `text starting ${JSON.stringify(text.slice(0, 40))}` : `its first bytes are ${bytes.subarray(0, 8).toString('hex').replace(/(..)(?!$)/g, '$1 ')}`}`;
+  }
+  if (format === 'BMP' || format === 'HEIC') return `a ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
+  const said = message.split('\n')[0];
+  const aboutAnother = (said.match(FORMAT_WORDS) ?? []).some((w) => FORMAT_OF_WORD[w.toLowerCase()] !== format);
+  return `a ${format} image that cannot be decoded (truncated or corrupt)${aboutAnother ? '' : `: ${said}`}`;
 }
 
 /**
@@ -319,9 +365,7 @@ export class ImageFolder implements Dataset {
       });
     } catch (err) {
       if (!this.failures.has(file)) {
-        // sharp calls an unreadable file "missing or of an unsupported format": say which it is.
-        const access = await fs.access(file, fsConstants.R_OK).then(() => null, (e: Error) => e.message);
-        const reason = access === null ? (err as Error).message.split('\n')[0] : (notUtf8(file) ?? access);
+        const reason = await whyUnreadable(file, (err as Error).message);
         this.failures.set(file, reason);
         this.warn(`pirl: skipping unreadable image ${file}: ${reason}`);
       }
