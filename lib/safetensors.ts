@@ -1,5 +1,6 @@
 // The safetensors format (8-byte little-endian header length, JSON header, raw data), read with
 // every offset and size checked: a malformed file is an error, never a crash or a wrong tensor.
+import { constants } from 'buffer';
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
@@ -184,24 +185,29 @@ export async function readSafetensorsMetadata(file: string): Promise<Record<stri
   }
 }
 
+/** Refuses a file of `bytes` beyond what serializeSafetensors makes: one Node buffer (4 GiB on Node 20). */
+export function checkFitsOneFile(bytes: number, what: string): void {
+  if (bytes <= constants.MAX_LENGTH) return;
+  throw new RangeError(`${what} would take ${(bytes / 2 ** 30).toFixed(1)} GiB: more than a file pirl writes can hold (${constants.MAX_LENGTH / 2 ** 30} GiB, Node's largest buffer)`);
+}
+
 /** Serialises named tensors (CPU, dense) with `metadata`; names are written in sorted order. */
 export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Buffer {
   const entries = [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const header: Record<string, unknown> = { __metadata__: metadata };
-  const chunks: Uint8Array[] = [];
+  const data = entries.map(([, tensor]) => tensor.data());
   let offset = 0;
-  for (const [name, tensor] of entries) {
-    const data = tensor.data();
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    header[name] = { dtype: CODES[tensor.dtype], shape: tensor.shape, data_offsets: [offset, offset + bytes.byteLength] };
-    chunks.push(bytes);
-    offset += bytes.byteLength;
-  }
+  entries.forEach(([name, tensor], i) => {
+    header[name] = { dtype: CODES[tensor.dtype], shape: tensor.shape, data_offsets: [offset, offset + data[i].byteLength] };
+    offset += data[i].byteLength;
+  });
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // data section 8-byte aligned
+  // Checked before any byte view of the data: a view of more than 4 GiB cannot be made either.
+  checkFitsOneFile(8 + Buffer.byteLength(json) + offset, 'the tensors');
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  return Buffer.concat([head, Buffer.from(json, 'utf8'), ...chunks]);
+  return Buffer.concat([head, Buffer.from(json, 'utf8'), ...data.map((d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength))]);
 }
 
 /** Where process `pid` writes `file` before renaming it into place (atomic writes: checkpoints, the decode cache). */
@@ -218,7 +224,12 @@ export async function makeFolderFor(file: string): Promise<void> {
 
 /** Writes atomically: a temporary file in the same folder (made where missing), then a rename. */
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
-  const bytes = serializeSafetensors(tensors, metadata);
+  let bytes: Buffer;
+  try {
+    bytes = serializeSafetensors(tensors, metadata);
+  } catch (err) {
+    throw err instanceof RangeError ? new RangeError(`cannot write ${file}: ${err.message}`) : err;
+  }
   await makeFolderFor(file);
   const tmp = temporaryOf(file, process.pid);
   try {

@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { SafetensorsError, Tensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../lib';
+import { checkFitsOneFile } from '../lib/safetensors';
 import { binding } from '../lib/binding';
 import { readSafetensorsMetadata } from '../lib/safetensors';
 
@@ -87,6 +88,12 @@ describe('safetensors', () => {
     await expect(readSafetensors('/dev/zero')).rejects.toThrow(/\/dev\/zero: not a valid safetensors file: not a regular file/);
     await expect(readSafetensorsMetadata('/dev/zero')).rejects.toThrow(/not a regular file/);
     await expect(readSafetensors(os.tmpdir())).rejects.toThrow(/not a regular file|EISDIR/);
+  });
+
+  test("a file beyond one Node buffer (4 GiB) is refused saying so (pirl embed asks before its pass: res5 of ImageNet is 10.5 GiB)", () => {
+    expect(() => checkFitsOneFile(2 ** 32, 'the tensors')).not.toThrow();
+    expect(() => checkFitsOneFile(1_281_167 * 2048 * 4, 'the res5 features of 1281167 images (2048 floats each)')).toThrow(
+      new RangeError("the res5 features of 1281167 images (2048 floats each) would take 9.8 GiB: more than a file pirl writes can hold (4 GiB, Node's largest buffer)"));
   });
 
   test('an empty tensor takes no bytes, wherever its offsets point', () => {
