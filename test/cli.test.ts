@@ -159,7 +159,7 @@ describe('pirl train / eval / embed / export', () => {
     expect(found[0].neighbours[0].file).toBe(query);
     expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
     for (const line of found.slice(1, 11)) expect(line.neighbours[0].file).toBe(line.query);
-    expect(found[11]).toEqual({ query: unreadable, error: expect.stringContaining('unsupported image format') });
+    expect(found[11]).toEqual({ query: unreadable, error: 'not an image: text starting "not an image"' });
     const modelCopy0 = path.join(dir, 'other-model.safetensors');
     fs.copyFileSync(model, modelCopy0);
     run(['search', modelCopy0, features, query]); // a copy of the model: the same bytes
