@@ -191,8 +191,8 @@ export function checkFitsOneFile(bytes: number, what: string): void {
   throw new RangeError(`${what} would take ${(bytes / 2 ** 30).toFixed(1)} GiB: more than a file pirl writes can hold (${constants.MAX_LENGTH / 2 ** 30} GiB, Node's largest buffer)`);
 }
 
-/** Serialises named tensors (CPU, dense) with `metadata`; names are written in sorted order. */
-export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Buffer {
+// A file's pieces in order: its header (length and JSON), then each tensor's bytes, names in sorted order.
+function safetensorsPieces(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string>): Uint8Array[] {
   const entries = [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const header: Record<string, unknown> = { __metadata__: metadata };
   const data = entries.map(([, tensor]) => tensor.data());
@@ -207,7 +207,12 @@ export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metada
   checkFitsOneFile(8 + Buffer.byteLength(json) + offset, 'the tensors');
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  return Buffer.concat([head, Buffer.from(json, 'utf8'), ...data.map((d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength))]);
+  return [head, Buffer.from(json, 'utf8'), ...data.map((d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength))];
+}
+
+/** Serialises named tensors (CPU, dense) with `metadata`; names are written in sorted order. */
+export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Buffer {
+  return Buffer.concat(safetensorsPieces(tensors, metadata));
 }
 
 /** Where process `pid` writes `file` before renaming it into place (atomic writes: checkpoints, the decode cache). */
@@ -224,17 +229,24 @@ export async function makeFolderFor(file: string): Promise<void> {
 
 /** Writes atomically: a temporary file in the same folder (made where missing), then a rename. */
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
-  let bytes: Buffer;
+  let pieces: Uint8Array[];
   try {
-    bytes = serializeSafetensors(tensors, metadata);
+    pieces = safetensorsPieces(tensors, metadata);
   } catch (err) {
     throw err instanceof RangeError ? new RangeError(`cannot write ${file}: ${err.message}`) : err;
   }
   await makeFolderFor(file);
   const tmp = temporaryOf(file, process.pid);
   try {
-    await fs.writeFile(tmp, bytes);
+    // Piece by piece from the tensors' own memory: no copy of the whole file (a checkpoint's bank, hundreds of MB).
+    const handle = await fs.open(tmp, 'w');
+    try {
+      for (const piece of pieces) await handle.writeFile(piece);
+    } finally {
+      await handle.close();
+    }
   } catch (err) {
+    await fs.rm(tmp, { force: true });
     throw new Error(`cannot write ${file}: ${(err as Error).message}`);
   }
   await fs.rename(tmp, file);

@@ -28,6 +28,7 @@ describe('safetensors', () => {
     const target = path.join(dir, 'x.safetensors');
     await writeSafetensors(target, tensors, { note: 'hi' });
     expect(fs.readdirSync(dir)).toEqual(['x.safetensors']); // the temporary file was renamed
+    expect(fs.readFileSync(target).equals(serializeSafetensors(tensors, { note: 'hi' }))).toBe(true); // written piece by piece
     const back = await readSafetensors(target);
     expect(back.metadata).toEqual({ note: 'hi' });
     for (const [name, t] of tensors) {
