@@ -111,12 +111,19 @@ export interface NativeTrainScalars {
   steps: number;
 }
 
+/** One thing every rank must agree on before they train together: compared with rank 0's when joining. */
+export interface Term {
+  name: string;
+  value: string;
+  /** What the ranks must do when they differ. */
+  hint: string;
+}
+
 /** A rank's way into its data-parallel group ('' = no store file / bind to this host's name; native/core/distributed/communicator.h). */
 export interface CommunicatorOptions {
   storeFile: string; masterAddr: string; masterPort: number; rank: number; worldSize: number; bindAddress: string; timeoutMs: number;
   device: string; bindInterface: string; launcherStore: boolean; restartCount: number;
-  /** What every rank must agree on, compared with rank 0's when joining. */
-  terms: Array<{ name: string; value: string; hint: string }>;
+  terms: Term[];
 }
 
 /** The native training state (native/addon/train_wrap.cc). */

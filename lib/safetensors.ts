@@ -185,10 +185,10 @@ export async function readSafetensorsMetadata(file: string): Promise<Record<stri
   }
 }
 
-/** Refuses a file of `bytes` beyond what serializeSafetensors makes: one Node buffer (4 GiB on Node 20). */
+/** Refuses a file of `bytes` beyond what readSafetensors reads back: one Node buffer (4 GiB on Node 20). */
 export function checkFitsOneFile(bytes: number, what: string): void {
   if (bytes <= constants.MAX_LENGTH) return;
-  throw new RangeError(`${what} would take ${(bytes / 2 ** 30).toFixed(1)} GiB: more than a file pirl writes can hold (${constants.MAX_LENGTH / 2 ** 30} GiB, Node's largest buffer)`);
+  throw new RangeError(`${what} would take ${(bytes / 2 ** 30).toFixed(1)} GiB: more than a file pirl can read back (${constants.MAX_LENGTH / 2 ** 30} GiB, Node's largest buffer)`);
 }
 
 // A file's pieces in order: its header (length and JSON), then each tensor's bytes, names in sorted order.

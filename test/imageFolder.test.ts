@@ -312,6 +312,7 @@ describe('ImageFolder', () => {
         const got = await cached.batchSource(all);
         expect({ pass, indices: got.indices }).toEqual({ pass, indices: expected.indices });
         expect(Buffer.from(got.source.data() as Uint8Array).equals(Buffer.from(expected.source.data() as Uint8Array))).toBe(true);
+        expect([...cached.failures]).toEqual([...plain.failures]); // the reason too, read back or not
         expect([...cached.failures.keys()].map((f) => path.basename(f))).toEqual(['c-broken.png']);
         await cached.close();
       }

@@ -94,7 +94,7 @@ describe('safetensors', () => {
   test("a file beyond one Node buffer (4 GiB) is refused saying so (pirl embed asks before its pass: res5 of ImageNet is 10.5 GiB)", () => {
     expect(() => checkFitsOneFile(2 ** 32, 'the tensors')).not.toThrow();
     expect(() => checkFitsOneFile(1_281_167 * 2048 * 4, 'the res5 features of 1281167 images (2048 floats each)')).toThrow(
-      new RangeError("the res5 features of 1281167 images (2048 floats each) would take 9.8 GiB: more than a file pirl writes can hold (4 GiB, Node's largest buffer)"));
+      new RangeError("the res5 features of 1281167 images (2048 floats each) would take 9.8 GiB: more than a file pirl can read back (4 GiB, Node's largest buffer)"));
   });
 
   test('an empty tensor takes no bytes, wherever its offsets point', () => {

@@ -6,6 +6,7 @@ import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
 import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import type { Dataset } from '../data/datasets';
 import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { readSafetensorsMetadata } from '../safetensors';
@@ -93,7 +94,8 @@ function settingsOf(options: Record<string, unknown>, prefix = ''): string[] {
   });
 }
 
-async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null): Promise<() => Promise<Trainer>> {
+async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null):
+  Promise<{ data: Dataset; start: () => Promise<Trainer> }> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
   const changed = await changedSettings(values, saved.config);
@@ -105,7 +107,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
   const data = await openData(spec, folderSize(values, saved.config.sampler), values);
-  return () => withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+  return { data, start: () => withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true })) };
 }
 
 /**
@@ -156,7 +158,12 @@ function distributedFromEnvFlag(): ResolvedDistributedOptions | null {
   }
 }
 
-const KNN_NEEDS_LABELS = '--knn-every needs labeled data (class subfolders or fashion-mnist)';
+// --knn-every's data (labeled, with a fifth to hold out), checked before the ranks join.
+function checkKnnData(knnEvery: number, spec: string, data: Dataset): void {
+  if (!knnEvery) return;
+  if (!data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
+  checkHoldOut(spec, data);
+}
 
 /** Output files of a run in `out` that a new run would overwrite or append to. */
 const RUN_FILES = ['checkpoint.safetensors', 'model.safetensors', 'metrics.jsonl', 'metrics.csv'];
@@ -240,7 +247,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     if (!earlier.includes('checkpoint.safetensors')) {
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
-    return { resumed: true, start: await resumeRun(values, spec, checkpoint, device, distributed) };
+    const { data, start } = await resumeRun(values, spec, checkpoint, device, distributed);
+    checkKnnData(knnEvery, spec, data);
+    return { resumed: true, start };
   }
   // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
   if (earlier.length > 0 && !values.force && !auto && main) {
@@ -251,8 +260,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   if (main) for (const text of idleSettings(values, config, distributed)) console.error(`pirl: warning: ${text}`);
   // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
   const data = await openData(spec, folderSize(values, config.sampler), values);
-  if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS); // before the bank's pass over the data
-  if (knnEvery) checkHoldOut(spec, data);
+  checkKnnData(knnEvery, spec, data); // before the bank's pass over the data
   // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
   // begins: nothing of it is left to resume if this one stops before its first checkpoint.
   const onChecked = async () => {
@@ -303,7 +311,6 @@ export async function train(args: string[]): Promise<number | void> {
     return signals.code();
   }
   const data = trainer.loader.dataset;
-  if (knnEvery && !data.labels) throw new UsageError(KNN_NEEDS_LABELS);
   const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0, values) : null;
   const lossCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'batch' ? [[l.step, l.loss] as [number, number]] : []));
   const knnCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'epoch' && l.knn !== undefined ? [[l.epoch + 1, l.knn] as [number, number]] : []));

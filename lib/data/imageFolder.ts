@@ -51,7 +51,11 @@ export interface ImageFolderOptions {
   cache?: string;
   /** Called as the cache is built (the first time: every image decoded), with images done of all. */
   onCacheProgress?: (done: number, total: number) => void;
-  /** Called once per unreadable file, and for images the layout leaves out (default: process.emitWarning). */
+  /**
+   * Called once per unreadable or damaged file, for what the layout leaves out, and while another process builds
+   * the cache (default: process.emitWarning, codes PIRL_UNREADABLE_IMAGE, PIRL_DAMAGED_IMAGE, PIRL_IMAGES_LEFT_OUT,
+   * PIRL_CACHE_WAIT).
+   */
   onWarning?: (message: string) => void;
 }
 
@@ -95,42 +99,53 @@ const SIGNATURES: Array<[string, (b: Buffer) => boolean]> = [
 const FORMAT_WORDS = /jpe?g|png|gif|webp|tiff|heif|avif|bmp/gi;
 const FORMAT_OF_WORD: Record<string, string> = { jpg: 'JPEG', jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', heif: 'AVIF', avif: 'AVIF', bmp: 'BMP' };
 
-/**
- * Why `file` cannot be decoded, from what it holds. sharp's message alone may be another file's (libvips keeps one
- * error buffer for every decode in flight) and calls an HTML page "unsupported image format".
- */
-async function whyUnreadable(file: string, message: string): Promise<string> {
+// The first bytes of `file` (what it is), or why it cannot be read.
+async function firstBytes(file: string): Promise<Buffer | Error> {
   const head = Buffer.alloc(64);
-  let read = 0;
   try {
     const handle = await fs.open(file, 'r');
     try {
-      read = (await handle.read(head, 0, head.length, 0)).bytesRead;
+      return head.subarray(0, (await handle.read(head, 0, head.length, 0)).bytesRead);
     } finally {
       await handle.close();
     }
   } catch (e) {
-    return notUtf8(file) ?? (e as Error).message; // missing, a link to nothing, not readable
+    return e as Error;
   }
-  const bytes = head.subarray(0, read);
-  if (read === 0) return 'an empty file (0 bytes)';
-  const format = SIGNATURES.find(([, is]) => is(bytes))?.[0];
+}
+
+const formatOf = (bytes: Buffer): string | undefined => SIGNATURES.find(([, is]) => is(bytes))?.[0];
+
+// sharp's message when it may be this file's: one naming another format than `format` is another decode's.
+function ownMessage(message: string, format: string | undefined): string {
+  const said = message.split('\n')[0];
+  return (said.match(FORMAT_WORDS) ?? []).some((w) => FORMAT_OF_WORD[w.toLowerCase()] !== format) ? '' : said;
+}
+
+/**
+ * Why `file` cannot be decoded, from what it holds ('' when sharp said nothing). sharp's message alone may be another
+ * file's (libvips keeps one error buffer for every decode in flight) and calls an HTML page "unsupported image format".
+ */
+async function whyUnreadable(file: string, message: string): Promise<string> {
+  const bytes = await firstBytes(file);
+  if (bytes instanceof Error) return notUtf8(file) ?? bytes.message; // missing, a link to nothing, not readable
+  if (bytes.length === 0) return 'an empty file (0 bytes)';
+  const format = formatOf(bytes);
   if (format === undefined) {
-    const text = bytes.toString('utf8');
+    const text = bytes.toString('utf8').replace(/\uFFFD$/, ''); // a character cut at the 64th byte
     const printable = !/[\u0000-\u0008\u000e-\u001f\uFFFD]/.test(text);
     return `not an image: ${printable ? `text starting ${JSON.stringify(text.slice(0, 40))}` : `its first bytes are ${bytes.subarray(0, 8).toString('hex').replace(/(..)(?!$)/g, '$1 ')}`}`;
   }
   if (format === 'BMP' || format === 'HEIC') return `a ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
-  const said = message.split('\n')[0];
-  const aboutAnother = (said.match(FORMAT_WORDS) ?? []).some((w) => FORMAT_OF_WORD[w.toLowerCase()] !== format);
-  return `a ${format} image that cannot be decoded (truncated or corrupt)${aboutAnother ? '' : `: ${said}`}`;
+  const own = ownMessage(message, format);
+  return `a ${format} image that cannot be decoded (truncated or corrupt)${own ? `: ${own}` : ''}`;
 }
 
-/** Each file's stat (null when there is none), 256 in flight: one at a time was ~16 µs each, 20 s for ImageNet. */
-async function statAll(files: readonly string[]): Promise<Array<Stats | null>> {
-  const stats: Array<Stats | null> = [];
+/** Each file's stat, or why there is none; 256 in flight: one at a time was ~16 µs each, 20 s for ImageNet. */
+async function statAll(files: readonly string[]): Promise<Array<Stats | Error>> {
+  const stats: Array<Stats | Error> = [];
   for (let begin = 0; begin < files.length; begin += 256) {
-    stats.push(...(await Promise.all(files.slice(begin, begin + 256).map((f) => fs.stat(f).catch(() => null)))));
+    stats.push(...(await Promise.all(files.slice(begin, begin + 256).map((f) => fs.stat(f).catch((e: Error) => e)))));
   }
   return stats;
 }
@@ -140,7 +155,7 @@ async function statAll(files: readonly string[]): Promise<Array<Stats | null>> {
  * resolved, ten million times for a large folder (path.relative for others).
  */
 export function relativeTo(dir: string): (file: string) => string {
-  const prefix = path.join(dir, path.sep);
+  const prefix = path.join(dir, 'x').slice(0, -1); // 'data/' for 'data', '' for '.' (path.join drops its './')
   return (file) => (file.startsWith(prefix) ? file.slice(prefix.length) : path.relative(dir, file));
 }
 
@@ -182,11 +197,15 @@ async function nestedImages(dir: string, seen: Set<string>): Promise<number> {
   return count;
 }
 
+/** A warning of a folder's: to options.onWarning, else process.emitWarning with its code. */
+type Warn = (message: string, code: 'PIRL_UNREADABLE_IMAGE' | 'PIRL_DAMAGED_IMAGE' | 'PIRL_CACHE_WAIT') => void;
+
 // How a folder's or a list's images are decoded: the stored side (default 64), and where unreadable files are told.
-function decoding(options: Pick<ImageFolderOptions, 'size' | 'onWarning'>): { size: number; warn: (message: string) => void } {
+function decoding(options: Pick<ImageFolderOptions, 'size' | 'onWarning'>): { size: number; warn: Warn } {
+  const { onWarning } = options;
   return {
     size: checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096),
-    warn: options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_UNREADABLE_IMAGE' })),
+    warn: onWarning ? (message) => onWarning(message) : (message, code) => process.emitWarning(message, { code }),
   };
 }
 
@@ -267,7 +286,7 @@ export class ImageFolder implements Dataset {
     readonly labels: Int32Array | null,
     readonly classes: string[] | null,
     readonly size: number,
-    private readonly warn: (message: string) => void,
+    private readonly warn: Warn,
   ) {}
 
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
@@ -344,7 +363,10 @@ export class ImageFolder implements Dataset {
     checkFunctions('options', checkOptions('options', options, ['size', 'onWarning']), ['onWarning']);
     const { size, warn } = decoding(options);
     (await statAll(files)).forEach((stat, i) => {
-      if (!stat) throw new Error(`${files[i]}: no such file (files[${i}])`);
+      if (stat instanceof Error) {
+        const why = notUtf8(files[i]) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message);
+        throw new Error(`${files[i]}: ${why} (files[${i}])`);
+      }
       if (!stat.isFile()) throw new Error(`${files[i]}: not a file (files[${i}]; a folder's images: ImageFolder.open)`);
     });
     const resolved = files.map((f) => path.resolve(f));
@@ -368,14 +390,16 @@ export class ImageFolder implements Dataset {
         // Damaged but decodable (a JPEG with corrupt data: part of it grey): kept, as other readers keep it, and said.
         const data = await this.decodeFile(file, 'truncated');
         this.damaged.add(file);
-        this.warn(`pirl: ${file} is damaged (decoded, part of it may be missing): ${strict.message.split('\n')[0]}`);
+        const bytes = await firstBytes(file);
+        const own = ownMessage(strict.message, bytes instanceof Error ? undefined : formatOf(bytes));
+        this.warn(`pirl: ${file} is damaged (decoded, part of it may be missing)${own ? `: ${own}` : ''}`, 'PIRL_DAMAGED_IMAGE');
         return data;
       });
     } catch (err) {
       if (!this.failures.has(file)) {
         const reason = await whyUnreadable(file, (err as Error).message);
         this.failures.set(file, reason);
-        this.warn(`pirl: skipping unreadable image ${file}: ${reason}`);
+        this.warn(`pirl: skipping unreadable image ${file}: ${reason}`, 'PIRL_UNREADABLE_IMAGE');
       }
       return null;
     }
@@ -412,7 +436,7 @@ export class ImageFolder implements Dataset {
     const stats = await statAll(this.files); // a link to nothing: unreadable until it names a file
     this.files.forEach((file, i) => {
       const s = stats[i];
-      hash.update(`${relative(file)}\t${s ? `${s.size}\t${s.mtimeMs}` : 'missing'}\n`);
+      hash.update(`${relative(file)}\t${s instanceof Error ? 'missing' : `${s.size}\t${s.mtimeMs}`}\n`);
     });
     return hash.digest('hex');
   }
@@ -430,7 +454,7 @@ export class ImageFolder implements Dataset {
   private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<void> {
     const signature = await this.signature();
     const ready = () => this.cacheMatches(file, signature);
-    if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), this.warn);
+    if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
     const handle = await fs.open(file, 'r');
     try {
       const head = Buffer.alloc(8);
@@ -438,10 +462,14 @@ export class ImageFolder implements Dataset {
       const flagsStart = 8 + Number(head.readBigUInt64LE(0));
       const flags = Buffer.alloc(this.files.length);
       await handle.read(flags, 0, flags.length, flagsStart);
-      flags.forEach((flag, i) => {
-        if (flag !== 1) this.failures.set(this.files[i], 'unreadable when the cache was built');
-      });
-      if (this.failures.size === this.files.length) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
+      // Why each was left out, as when the cache was built (its builder knows already).
+      const unreadable = this.files.filter((file, i) => flags[i] !== 1 && !this.failures.has(file));
+      for (let begin = 0; begin < unreadable.length; begin += 256) {
+        const files = unreadable.slice(begin, begin + 256);
+        const reasons = await Promise.all(files.map((f) => whyUnreadable(f, '')));
+        files.forEach((f, i) => this.failures.set(f, reasons[i]));
+      }
+      if (flags.every((flag) => flag !== 1)) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
       this.cacheDataStart = flagsStart + this.files.length;
     } catch (err) {
       await handle.close();

@@ -2,19 +2,11 @@
 // listen on, and word to the others when it cannot start.
 import * as dgram from 'dgram';
 import * as dns from 'dns';
-import { binding, type CommunicatorOptions, type TrainerHandle } from '../binding';
+import { binding, type CommunicatorOptions, type Term, type TrainerHandle } from '../binding';
 import { isLoopback, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import type { DataDigest } from '../data/digest';
 import { nativeCall } from '../errors';
 import { PIRL_VERSION } from '../runtime';
-
-/** One thing every rank must agree on before they train together: compared with rank 0's when joining. */
-export interface Term {
-  name: string;
-  value: string;
-  /** What the ranks must do when they differ. */
-  hint: string;
-}
 
 const SAME_COMMAND = 'every rank must run the same command, with the same options';
 const SAME_DATA = 'every rank must train on the same data: the same folder, or an identical copy on each host';
