@@ -123,8 +123,9 @@ function ownMessage(message: string, format: string | undefined): string {
 }
 
 /**
- * Why `file` cannot be decoded, from what it holds ('' when sharp said nothing). sharp's message alone may be another
- * file's (libvips keeps one error buffer for every decode in flight) and calls an HTML page "unsupported image format".
+ * Why `file` cannot be decoded, from what it holds, with sharp's `message` ('' when there is none: a cache read back)
+ * where it may be the file's own: alone it may be another file's (libvips keeps one error buffer for every decode in
+ * flight), and it calls an HTML page "unsupported image format".
  */
 async function whyUnreadable(file: string, message: string): Promise<string> {
   const bytes = await firstBytes(file);
