@@ -11,6 +11,7 @@
         "native/core/distributed/gradient_reducer.cpp",
         "native/core/dtype.cpp",
         "native/core/eval/knn.cpp",
+        "native/core/io/tensor_file.cpp",
         "native/core/eval/linear_probe.cpp",
         "native/core/memory_bank.cpp",
         "native/core/model/batch_norm.cpp",

@@ -10,6 +10,7 @@ export interface TensorHandle {
   dtype(): DType;
   device(): string;
   data(): TypedArray;
+  rows(start: number, count: number): TensorHandle;
   dispose(): void;
   disposed(): boolean;
   to(device: string): Promise<TensorHandle>;
@@ -148,7 +149,10 @@ export interface LanesHandle {
 export interface Binding {
   TensorHandle: abstract new (...args: never[]) => TensorHandle;
   fromArray(data: TypedArray, shape: readonly number[], dtype: DType): TensorHandle;
-  nativeBuffer(bytes: number): Uint8Array;
+  /** New CPU tensors read from an open file descriptor at the given offsets; `file` names it in errors. */
+  readTensors(fd: number, file: string, spans: ReadonlyArray<{ what: string; offset: number; dtype: DType; shape: readonly number[] }>): Promise<TensorHandle[]>;
+  /** Each tensor's bytes written one after another from `offset` of an open file descriptor. */
+  writeTensors(fd: number, file: string, offset: number, tensors: readonly TensorHandle[]): Promise<void>;
   zeros(shape: readonly number[], dtype: DType, device: string): TensorHandle;
   matmul(a: TensorHandle, b: TensorHandle): Promise<TensorHandle>;
   conv2d(

@@ -7,7 +7,7 @@ import * as path from 'path';
 import { binding } from './binding';
 import { checkObject } from './errors';
 import { makeFolder } from './folders';
-import { Tensor, type DType, type TypedArray } from './tensor';
+import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
   F32: { dtype: 'float32', bytes: 4, array: Float32Array },
@@ -70,15 +70,17 @@ function parseHeader(json: Uint8Array, fail: Fail): { header: Record<string, unk
   return { header: header as Record<string, unknown>, metadata };
 }
 
-/** Parses safetensors bytes; `file` names the source in errors. */
-export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): SafetensorsContent {
-  const fail = failer(file);
-  const headerLength = headerLengthOf(bytes, bytes.byteLength, fail);
-  const dataStart = 8 + headerLength;
-  const { header, metadata } = parseHeader(bytes.subarray(8, dataStart), fail);
-  const dataLength = bytes.byteLength - dataStart;
-  const spans: Array<[number, number, string]> = [];
-  const tensors = new Map<string, Tensor>();
+interface Span {
+  name: string;
+  kind: (typeof DTYPES)[string];
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** The tensors of a header, each checked, and checked to tile the `dataLength`-byte data section exactly. */
+function spansOf(header: Record<string, unknown>, dataLength: number, fail: Fail): Span[] {
+  const spans: Span[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(`tensor '${name}' is ${JSON.stringify(entry)}, not an object`);
@@ -99,43 +101,70 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
     if (numel * kind!.bytes !== end - begin) {
       fail(`tensor '${name}' of shape [${(shape as number[]).join(', ')}] needs ${numel * kind!.bytes} bytes, its offsets give ${end - begin}`);
     }
-    spans.push([begin, end, name]);
-    const at = bytes.byteOffset + dataStart + begin;
-    // Zero copy when the data is aligned for its typed array; otherwise a copy.
-    const data = at % kind!.bytes === 0
-      ? new kind!.array(bytes.buffer as ArrayBuffer, at, numel)
-      : new kind!.array(new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end)).buffer, 0, numel);
-    tensors.set(name, Tensor.from(data, shape as number[]));
+    spans.push({ name, kind: kind!, shape: shape as number[], begin, end });
   }
   // As the reference implementation requires: the tensors' bytes tile the data section exactly (an
   // empty tensor takes no bytes, wherever it points).
-  const filled = spans.filter(([begin, end]) => end > begin).sort((a, b) => a[0] - b[0]);
+  const filled = spans.filter(({ begin, end }) => end > begin).sort((a, b) => a.begin - b.begin);
   let covered = 0;
-  for (const [begin, end, name] of filled) {
+  for (const { begin, end, name } of filled) {
     if (begin < covered) fail(`tensor '${name}' overlaps the tensor before it (bytes [${begin}, ${end}) from ${covered})`);
     if (begin > covered) fail(`bytes [${covered}, ${begin}) of the data section belong to no tensor`);
     covered = end;
   }
   if (covered !== dataLength) fail(`${dataLength - covered} bytes after the last tensor (the header accounts for ${covered} of ${dataLength})`);
+  return spans;
+}
+
+/** Parses safetensors bytes; `file` names the source in errors. */
+export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): SafetensorsContent {
+  const fail = failer(file);
+  const headerLength = headerLengthOf(bytes, bytes.byteLength, fail);
+  const dataStart = 8 + headerLength;
+  const { header, metadata } = parseHeader(bytes.subarray(8, dataStart), fail);
+  const tensors = new Map<string, Tensor>();
+  for (const { name, kind, shape, begin, end } of spansOf(header, bytes.byteLength - dataStart, fail)) {
+    const at = bytes.byteOffset + dataStart + begin;
+    const numel = (end - begin) / kind.bytes;
+    // Zero copy when the data is aligned for its typed array; otherwise a copy.
+    const data = at % kind.bytes === 0
+      ? new kind.array(bytes.buffer as ArrayBuffer, at, numel)
+      : new kind.array(new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end)).buffer, 0, numel);
+    tensors.set(name, Tensor.from(data, shape));
+  }
   return { tensors, metadata };
 }
 
-/** Reads a safetensors file: only a regular file (a device like /dev/zero would never end), whole. */
+/**
+ * Reads a safetensors file: only a regular file (a device like /dev/zero would never end). Each tensor
+ * is read natively into its own memory, off the JavaScript thread: any size (not only what one Node
+ * buffer holds), one copy.
+ */
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
+  const fail = failer(file);
   const handle = await openRegular(file);
   try {
-    // Read into native memory: the tensors are views of it, not copies of a JavaScript buffer.
     const { size } = await handle.stat();
-    const bytes = binding.nativeBuffer(size);
-    for (let done = 0; done < size;) {
-      const { bytesRead } = await handle.read(bytes, done, size - done, done);
-      if (bytesRead === 0) throw new Error(`${file}: ended after ${done} of its ${size} bytes (it shrank while being read)`);
-      done += bytesRead;
-    }
-    return parseSafetensors(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), file);
+    const { header, metadata, dataStart } = await readHeader(handle, size, fail);
+    const spans = spansOf(header, size - dataStart, fail);
+    const read = await binding.readTensors(handle.fd, file, spans.map(({ name, kind, shape, begin }) => ({
+      what: `tensor '${name}'`, offset: dataStart + begin, dtype: kind.dtype, shape,
+    })));
+    return { tensors: new Map(spans.map(({ name }, i) => [name, new Tensor(read[i])])), metadata };
   } finally {
     await handle.close();
   }
+}
+
+/** The header of an open file of `size` bytes: the tensors' entries, the metadata, where the data starts. */
+async function readHeader(handle: fs.FileHandle, size: number, fail: Fail): Promise<ReturnType<typeof parseHeader> & { dataStart: number }> {
+  const head = Buffer.alloc(8);
+  await handle.read(head, 0, Math.min(8, size), 0);
+  const headerLength = headerLengthOf(head, size, fail);
+  const json = Buffer.alloc(headerLength);
+  const { bytesRead } = await handle.read(json, 0, headerLength, 8);
+  if (bytesRead < headerLength) fail(`ended after ${8 + bytesRead} bytes, inside its header (it shrank while being read)`);
+  return { ...parseHeader(json, fail), dataStart: 8 + headerLength };
 }
 
 async function openRegular(file: string): Promise<fs.FileHandle> {
@@ -170,49 +199,43 @@ export function jsonMetadata(file: string, metadata: Record<string, string>, key
 
 /** The metadata of a safetensors file, reading its header only (not the tensors). */
 export async function readSafetensorsMetadata(file: string): Promise<Record<string, string>> {
-  const fail = failer(file);
   const handle = await openRegular(file);
   try {
-    const { size } = await handle.stat();
-    const head = Buffer.alloc(8);
-    await handle.read(head, 0, 8, 0);
-    const headerLength = headerLengthOf(head, size, fail);
-    const json = Buffer.alloc(headerLength);
-    await handle.read(json, 0, headerLength, 8);
-    return parseHeader(json, fail).metadata;
+    return (await readHeader(handle, (await handle.stat()).size, failer(file))).metadata;
   } finally {
     await handle.close();
   }
 }
 
-/** Refuses a file of `bytes` beyond what readSafetensors reads back: one Node buffer (4 GiB on Node 20). */
-export function checkFitsOneFile(bytes: number, what: string): void {
-  if (bytes <= constants.MAX_LENGTH) return;
-  throw new RangeError(`${what} would take ${(bytes / 2 ** 30).toFixed(1)} GiB: more than a file pirl can read back (${constants.MAX_LENGTH / 2 ** 30} GiB, Node's largest buffer)`);
-}
-
-// A file's pieces in order: its header (length and JSON), then each tensor's bytes, names in sorted order.
-function safetensorsPieces(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string>): Uint8Array[] {
+// A file's header (length and JSON) for tensors sorted by name, as the reference writer sorts them.
+function headerOf(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string>): { head: Buffer; entries: Array<[string, Tensor]>; dataBytes: number } {
   const entries = [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const header: Record<string, unknown> = { __metadata__: metadata };
-  const data = entries.map(([, tensor]) => tensor.data());
   let offset = 0;
-  entries.forEach(([name, tensor], i) => {
-    header[name] = { dtype: CODES[tensor.dtype], shape: tensor.shape, data_offsets: [offset, offset + data[i].byteLength] };
-    offset += data[i].byteLength;
-  });
+  for (const [name, tensor] of entries) {
+    handleOf(`tensor '${name}'`, tensor);
+    const bytes = tensor.numel * DTYPES[CODES[tensor.dtype]].bytes;
+    header[name] = { dtype: CODES[tensor.dtype], shape: tensor.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // data section 8-byte aligned
-  // Checked before any byte view of the data: a view of more than 4 GiB cannot be made either.
-  checkFitsOneFile(8 + Buffer.byteLength(json) + offset, 'the tensors');
-  const head = Buffer.alloc(8);
+  const head = Buffer.alloc(8 + Buffer.byteLength(json));
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  return [head, Buffer.from(json, 'utf8'), ...data.map((d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength))];
+  head.write(json, 8, 'utf8');
+  return { head, entries, dataBytes: offset };
 }
 
-/** Serialises named tensors (CPU, dense) with `metadata`; names are written in sorted order. */
+/** Serialises named tensors with `metadata` into one buffer (at most 4 GiB on Node 20: writeSafetensors writes any size); names in sorted order. */
 export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Buffer {
-  return Buffer.concat(safetensorsPieces(tensors, metadata));
+  const { head, entries, dataBytes } = headerOf(tensors, metadata);
+  if (head.length + dataBytes > constants.MAX_LENGTH) {
+    throw new RangeError(`the tensors take ${((head.length + dataBytes) / 2 ** 30).toFixed(1)} GiB: more than one Node buffer holds (${constants.MAX_LENGTH / 2 ** 30} GiB); writeSafetensors writes a file of any size`);
+  }
+  return Buffer.concat([head, ...entries.map(([, t]) => {
+    const d = t.data();
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  })]);
 }
 
 /** Where process `pid` writes `file` before renaming it into place (atomic writes: checkpoints, the decode cache). */
@@ -227,21 +250,20 @@ export async function makeFolderFor(file: string): Promise<void> {
   }
 }
 
-/** Writes atomically: a temporary file in the same folder (made where missing), then a rename. */
+/**
+ * Writes atomically: a temporary file in the same folder (made where missing), then a rename. The
+ * tensors' bytes are written natively from their own memory, off the JavaScript thread: no copy of the
+ * whole file (a checkpoint's bank), any size.
+ */
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
-  let pieces: Uint8Array[];
-  try {
-    pieces = safetensorsPieces(tensors, metadata);
-  } catch (err) {
-    throw err instanceof RangeError ? new RangeError(`cannot write ${file}: ${err.message}`) : err;
-  }
+  const { head, entries } = headerOf(tensors, metadata);
   await makeFolderFor(file);
   const tmp = temporaryOf(file, process.pid);
   try {
-    // Piece by piece from the tensors' own memory: no copy of the whole file (a checkpoint's bank, hundreds of MB).
     const handle = await fs.open(tmp, 'w');
     try {
-      for (const piece of pieces) await handle.writeFile(piece);
+      await handle.writeFile(head);
+      await binding.writeTensors(handle.fd, tmp, head.length, entries.map(([, t]) => t.handle));
     } finally {
       await handle.close();
     }

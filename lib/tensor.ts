@@ -42,7 +42,7 @@ export class Tensor {
   /**
    * A tensor of `data`'s values. Memory JavaScript owns is copied (it may be detached or transferred —
    * postMessage, structuredClone — while native work reads it); a view of native memory (another
-   * tensor's data(), `nativeBuffer`) is shared, writes on either side seen by the other.
+   * tensor's data()) is shared, writes on either side seen by the other.
    * The dtype follows the array type; `shape` defaults to `[data.length]`.
    */
   static from(data: TypedArray, shape?: readonly number[]): Tensor {
@@ -90,6 +90,15 @@ export class Tensor {
    */
   data(): TypedArray {
     return this.handle.data();
+  }
+
+  /**
+   * Rows [start, start + count) along the first dimension: a view sharing this tensor's memory (writes
+   * through its data() reach this tensor), not a copy.
+   */
+  rows(start: number, count: number): Tensor {
+    const first = checkInteger('start', start, 0);
+    return new Tensor(this.handle.rows(first, checkInteger('count', count, 0)));
   }
 
   /** A copy on `device` (CPU ↔ CUDA), made off the JavaScript thread. */

@@ -100,6 +100,19 @@ describe('Tensor.zeros and data() over native memory', () => {
     expect([...copy.data()]).toEqual([1, 2, 3, 4]);
   });
 
+  test('rows(start, count) is a view of those rows: writes through its data() reach the tensor', () => {
+    const t = Tensor.from(new Float32Array([0, 1, 2, 3, 4, 5]), [3, 2]);
+    const middle = t.rows(1, 2);
+    expect(middle.shape).toEqual([2, 2]);
+    expect([...middle.data()]).toEqual([2, 3, 4, 5]);
+    (middle.data() as Float32Array)[0] = 9;
+    expect([...t.data()]).toEqual([0, 1, 9, 3, 4, 5]);
+    expect(t.rows(3, 0).shape).toEqual([0, 2]);
+    expect(() => t.rows(2, 2)).toThrow(new RangeError("rows [2, 4) must lie within the tensor's 3 rows"));
+    expect(() => t.rows(-1, 1)).toThrow(/start must be an integer >= 0, got -1/);
+    expect(() => Tensor.from(new Float32Array([1]), []).rows(0, 1)).toThrow(/tensor has no rows: it is a scalar/);
+  });
+
   test.each(['float32', 'float64', 'int32', 'int64', 'uint8'] as const)('zeros of %s', (dtype) => {
     const t = Tensor.zeros([3], { dtype });
     expect(t.dtype).toBe(dtype);

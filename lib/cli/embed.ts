@@ -5,7 +5,7 @@ import { resolveFeatureOptions } from '../config';
 import { ImageFolder, relativeTo } from '../data/imageFolder';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
-import { checkFitsOneFile, writeSafetensors } from '../safetensors';
+import { writeSafetensors } from '../safetensors';
 import { UsageError, applyRunFlags, asFlags, fileDigest, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize } from './args';
 import { Progress } from './progress';
 
@@ -25,12 +25,6 @@ export async function embed(args: string[]): Promise<void> {
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => featureOptionsFor(model, flags));
   warnOfSize(model, options.size);
   const data = await openData(positionals[1], Math.max(options.size, 8), values);
-  // Said before the pass (minutes to hours), not when writing its result fails.
-  try {
-    checkFitsOneFile(data.length * model.widthOf(options.layer) * 4, `the ${options.layer} features of ${data.length} images (${model.widthOf(options.layer)} floats each)`);
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}: ${options.layer === 'f' ? '' : '--layer f (the embedding) is smaller, or '}embed the folder in parts`);
-  }
   const progress = new Progress();
   const { features, indices } = await datasetFeatures(model, data, options, (done, total) => progress.update(`features ${done}/${total} images`, done === total));
   // A folder's rows are named by their files; fashion-mnist's by their sample numbers.

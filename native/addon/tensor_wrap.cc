@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "../core/dtype.h"
+#include "../core/io/tensor_file.h"
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
@@ -146,6 +147,7 @@ void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod<&TensorWrap::dtype>("dtype"),
                                         InstanceMethod<&TensorWrap::device>("device"),
                                         InstanceMethod<&TensorWrap::data>("data"),
+                                        InstanceMethod<&TensorWrap::rows>("rows"),
                                         InstanceMethod<&TensorWrap::dispose>("dispose"),
                                         InstanceMethod<&TensorWrap::disposed>("disposed"),
                                         InstanceMethod<&TensorWrap::to>("to"),
@@ -236,6 +238,21 @@ Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value TensorWrap::rows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const at::Tensor& t = live("tensor");
+    const int64_t start = AsInt64(info[0], "start"), count = AsInt64(info[1], "count");
+    if (t.dim() == 0) throw std::invalid_argument("tensor has no rows: it is a scalar (shape [])");
+    const int64_t n = t.size(0);
+    if (start < 0 || count < 0 || start + count > n) {
+      throw std::out_of_range("rows [" + std::to_string(start) + ", " + std::to_string(start + count) +
+                              ") must lie within the tensor's " + std::to_string(n) + " rows");
+    }
+    return wrap(env, t.narrow(0, start, count));
+  });
+}
+
 Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -272,21 +289,13 @@ Napi::Value fromArray(const Napi::CallbackInfo& info) {
   const auto* ptr = static_cast<const uint8_t*>(buffer.Data()) + view.ByteOffset();
   const size_t bytes = view.ByteLength();
   if (auto owner = NativeViews::get().ownerOf(ptr, bytes)) {
-    // A view of native memory (a tensor's data(), nativeBuffer()): shared, its owner kept alive.
+    // A view of native memory (a tensor's data()): shared, its owner kept alive.
     return TensorWrap::wrap(env, at::from_blob(const_cast<uint8_t*>(ptr), shape, [keep = *owner](void*) {}, options));
   }
   // JavaScript's own memory may be detached or transferred while native work reads it: copied.
   at::Tensor t = at::empty(shape, options);
   std::memcpy(t.data_ptr(), ptr, bytes);
   return TensorWrap::wrap(env, std::move(t));
-}
-
-// nativeBuffer(bytes): a Uint8Array over native memory (zeroed), for data that becomes tensors without a
-// copy (a safetensors file is read into one).
-Napi::Value nativeBuffer(const Napi::CallbackInfo& info) {
-  const int64_t bytes = AsInt64(info[0], "bytes");
-  if (bytes < 0) throw std::out_of_range("bytes must be >= 0, got " + std::to_string(bytes));
-  return externalView(info.Env(), at::zeros({bytes}, at::kByte), napi_uint8_array, static_cast<size_t>(bytes));
 }
 
 Napi::Value zeros(const Napi::CallbackInfo& info) {
@@ -296,12 +305,53 @@ Napi::Value zeros(const Napi::CallbackInfo& info) {
   return TensorWrap::wrap(info.Env(), at::zeros(shape, options));
 }
 
+// readTensors(fd, file, spans [{what, offset, dtype, shape}]): new tensors read from an open file, off
+// the JavaScript thread; `file` names it in errors.
+Napi::Value readTensors(const Napi::CallbackInfo& info) {
+  const int fd = static_cast<int>(AsInt64(info[0], "fd"));
+  const std::string file = AsString(info[1], "file");
+  const Napi::Array list = AsArray(info[2], "spans");
+  std::vector<io::TensorSpan> spans;
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    const std::string name = "spans[" + std::to_string(i) + "]";
+    const Napi::Object o = AsObject(list.Get(i), name);
+    spans.push_back({AttrAsString(o, "what", name), AttrAsInt64(o, "offset", name),
+                     dtypeFromName(AttrAsString(o, "dtype", name)), readShape(Attr(o, "shape", name), name + ".shape")});
+  }
+  return AsyncTask<std::vector<at::Tensor>>::run(
+      info.Env(), "pirl.readTensors", [=] { return io::readTensors(fd, file, spans); },
+      [](Napi::Env env, std::vector<at::Tensor>& tensors) -> Napi::Value {
+        auto out = Napi::Array::New(env, tensors.size());
+        for (uint32_t i = 0; i < tensors.size(); ++i) out.Set(i, TensorWrap::wrap(env, tensors[i]));
+        return out;
+      });
+}
+
+// writeTensors(fd, file, offset, tensors): each tensor's bytes, one after another from `offset`, off the
+// JavaScript thread.
+Napi::Value writeTensors(const Napi::CallbackInfo& info) {
+  const int fd = static_cast<int>(AsInt64(info[0], "fd"));
+  const std::string file = AsString(info[1], "file");
+  const int64_t offset = AsInt64(info[2], "offset");
+  const Napi::Array list = AsArray(info[3], "tensors");
+  std::vector<at::Tensor> tensors;
+  for (uint32_t i = 0; i < list.Length(); ++i) tensors.push_back(TensorWrap::unwrap(list.Get(i), "tensors[" + std::to_string(i) + "]"));
+  return AsyncTask<bool>::run(
+      info.Env(), "pirl.writeTensors",
+      [=] {
+        io::writeTensors(fd, file, offset, tensors);
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
 }  // namespace
 
 void registerTensorFactories(Napi::Env env, Napi::Object exports) {
   exports.Set("fromArray", Napi::Function::New<binding<fromArray>>(env, "fromArray"));
-  exports.Set("nativeBuffer", Napi::Function::New<binding<nativeBuffer>>(env, "nativeBuffer"));
   exports.Set("zeros", Napi::Function::New<binding<zeros>>(env, "zeros"));
+  exports.Set("readTensors", Napi::Function::New<binding<readTensors>>(env, "readTensors"));
+  exports.Set("writeTensors", Napi::Function::New<binding<writeTensors>>(env, "writeTensors"));
 }
 
 }  // namespace pirl::addon

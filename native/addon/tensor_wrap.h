@@ -1,6 +1,6 @@
 // The JavaScript handle of an at::Tensor: typed arrays copied in (JavaScript may detach or transfer
 // its own memory while native work reads it) unless they view native memory, which is shared;
-// typed-array views over the tensor's own memory; explicit disposal and GC-visible native memory.
+// typed-array views over the tensor's own memory (or a range of its rows); explicit disposal and GC-visible native memory.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,6 +35,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value data(const Napi::CallbackInfo& info);
+  Napi::Value rows(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
   Napi::Value to(const Napi::CallbackInfo& info);
