@@ -146,6 +146,17 @@ describe('pirl train / eval / embed / export', () => {
     const { tensors, metadata } = await readSafetensors(features);
     expect(tensors.get('features')!.shape[0]).toBe(20);
     expect(JSON.parse(metadata.files)).toContain(path.join('dark', '0.png'));
+    // --cache: the folder decoded once at embed's side, read back by the next pass (eval's too): the same features.
+    const embedCache = path.join(dir, 'embed.cache');
+    const cachedFeatures = path.join(dir, 'cached.safetensors');
+    for (let pass = 0; pass < 2; pass++) {
+      run(['embed', model, data, '--out', cachedFeatures, '--size', '16', '--cache', embedCache]);
+      expect([...(await readSafetensors(cachedFeatures)).tensors.get('features')!.data()]).toEqual([...tensors.get('features')!.data()]);
+    }
+    expect(JSON.parse(run(['eval', model, '--data', data, '--size', '16', '--cache', embedCache]).trim())).toEqual(evaluation);
+    const otherSide = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '8', '--cache', embedCache], { encoding: 'utf8' });
+    expect(otherSide.status).toBe(1);
+    expect(otherSide.stderr).toContain(`${embedCache} caches images at 16 px; this folder is read at 8 px: give another cache file`);
     // search: each query embedded as the file's images were; an image of the catalogue finds itself first.
     const query = path.join(data, 'dark', '3.png');
     const unreadable = path.join(dir, 'unreadable.png');
@@ -213,6 +224,7 @@ describe('pirl train / eval / embed / export', () => {
     };
     refused(['export', model, '--out', model, '--force'], `--out ${model} is the file this command reads (${model}): give another file`);
     refused(['embed', model, data, '--out', model], `--out ${model} is the file this command reads`);
+    refused(['embed', model, data, '--out', features, '--cache', model], `--cache must be a new file or a pirl decode cache, not a file that holds something else (pirl does not overwrite it), got '${model}'`);
     const checkpointCopy = path.join(dir, 'checkpoint-copy.safetensors');
     fs.copyFileSync(path.join(out, 'checkpoint.safetensors'), checkpointCopy);
     refused(['embed', model, data, '--out', checkpointCopy], `--out ${checkpointCopy} holds a training checkpoint: --force replaces it`);

@@ -126,6 +126,12 @@ describe('evaluation', () => {
       }
       const known = await embedImages(model, labelled);
       expect([known.labels, known.classes]).toEqual([Int32Array.from([0, 1]), ['a', 'b']]);
+      // With a cache (built, then read back; closed after each pass): the same features.
+      const cache = path.join(dir, 'labelled.cache');
+      for (let pass = 0; pass < 2; pass++) {
+        expect([...(await embedImages(model, labelled, { cache })).features.data()]).toEqual([...known.features.data()]);
+      }
+      await expect(embedImages(model, [files[0]], { cache })).rejects.toThrow(/^options\.cache must be left out for a list of files \(it keeps a folder's images\), got "\//);
       const queries = await embedImages(model, [files[2], files[0]]);
       expect([...(await knnPredict(known.features, known.labels!, queries.features, { k: 1 }))].map((l) => known.classes![l])).toEqual(['b', 'a']);
       // Files named one by one are not probed as a folder is: none readable is an empty result, each failure told.

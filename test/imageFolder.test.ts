@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { AmbiguousLayoutError, ArrayDataset, ImageFolder, Loader, Subset, holdOut } from '../lib';
+import { AmbiguousLayoutError, ArrayDataset, ImageFolder, Loader, Subset, Tensor, holdOut, serializeSafetensors } from '../lib';
 import { dataDigest } from '../lib/data/digest';
 import { tmpDir, raw } from './helpers';
 
@@ -321,7 +321,7 @@ describe('ImageFolder', () => {
     }
   });
 
-  test('the cache decodes once, and is rebuilt when a file or the size changes', async () => {
+  test('the cache decodes once, is rebuilt when a file changes, and refused at another size', async () => {
     const dir = tmpDir('pirl-data-');
     await writeAllKinds(dir);
     const cache = path.join(tmpDir('pirl-data-'), 'images.cache');
@@ -339,9 +339,37 @@ describe('ImageFolder', () => {
     expect(fs.statSync(cache).mtimeMs).not.toBe(built);
     expect([...(await third.batchSource([0])).source.data()]).not.toEqual([...a.subarray(0, 16 * 16 * 3)]);
     await third.close();
+    // Another size's cache (another run's, or pirl embed's next to pirl train's) is refused, not rebuilt under it.
+    const before = fs.readFileSync(cache);
+    await expect(ImageFolder.open(dir, { size: 8, cache })).rejects.toThrow(
+      `${cache} caches images at 16 px; this folder is read at 8 px: give another cache file (or remove ${cache} to rebuild it at 8 px)`);
+    expect(fs.readFileSync(cache).equals(before)).toBe(true);
+    fs.rmSync(cache);
     const resized = await ImageFolder.open(dir, { size: 8, cache });
     expect((await resized.batchSource([0])).source.shape).toEqual([1, 8, 8, 3]);
     await resized.close();
+  });
+
+  test('a cache file that is not a pirl decode cache (a checkpoint named by mistake, an image) is refused and left as it was; an empty one is built', async () => {
+    const dir = tmpDir('pirl-data-');
+    await writeAllKinds(dir);
+    const where = tmpDir('pirl-cache-');
+    const checkpoint = path.join(where, 'checkpoint.safetensors');
+    fs.writeFileSync(checkpoint, serializeSafetensors([['w', Tensor.from(new Float32Array([1, 2]))]], { pirl: '{}' }));
+    const image = path.join(where, 'photo.png');
+    await raw(20, 20).png().toFile(image);
+    const tiny = path.join(where, 'tiny');
+    fs.writeFileSync(tiny, 'abc');
+    for (const file of [checkpoint, image, tiny]) {
+      const before = fs.readFileSync(file);
+      await expect(ImageFolder.open(dir, { size: 8, cache: file, onWarning: () => undefined })).rejects.toThrow(
+        /^options\.cache must be a new file or a pirl decode cache, not a file that holds something else \(pirl does not overwrite it\), got "\/tmp\//);
+      expect(fs.readFileSync(file).equals(before)).toBe(true);
+    }
+    const empty = path.join(where, 'empty.cache');
+    fs.writeFileSync(empty, '');
+    await (await ImageFolder.open(dir, { size: 8, cache: empty, onWarning: () => undefined })).close();
+    expect(fs.statSync(empty).size).toBeGreaterThan(0);
   });
 
   test('a misspelt option is an error naming the options there are, not ignored', async () => {

@@ -134,7 +134,7 @@ export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with ima
  */
 export async function openData(spec: string, size: number, values: FlagValues, split: 'train' | 'test' = 'train'): Promise<Dataset> {
   const layout = checkFlag(values, 'layout', 'auto' as const, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
-  // --cache (pirl train) keeps the training folder's decoded images; a test set is decoded once anyway.
+  // --cache keeps the folder's decoded images (train's, embed's, eval's --data); a --test set is decoded once anyway.
   const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;
   if (spec === 'fashion-mnist') {
     if (cache !== undefined) throw new UsageError("--cache keeps a folder's decoded images: fashion-mnist is read into memory whole");

@@ -479,25 +479,37 @@ export class ImageFolder implements Dataset {
     this.cacheHandle = handle;
   }
 
+  // Whether `file` holds this folder's images at this size (false: none yet, or stale: rebuilt). Any other file
+  // is refused, not overwritten (--cache naming a checkpoint by mistake), and so is another size's cache
+  // (another run's, or another side's: pirl embed's next to pirl train's).
   private async cacheMatches(file: string, signature: string): Promise<boolean> {
+    let header: unknown, bytes: number, length = 0;
     try {
       const handle = await fs.open(file, 'r');
       try {
+        bytes = (await handle.stat()).size;
+        if (bytes === 0) return false; // holds nothing to lose
         const head = Buffer.alloc(8);
         await handle.read(head, 0, 8, 0);
-        const length = Number(head.readBigUInt64LE(0));
-        if (length > 1 << 20) return false;
-        const json = Buffer.alloc(length);
-        await handle.read(json, 0, length, 8);
-        const header = JSON.parse(json.toString('utf8'));
-        const { size } = await handle.stat();
-        return header.signature === signature && size === this.cacheBytes(length);
+        length = Number(head.readBigUInt64LE(0));
+        const json = Buffer.alloc(Math.min(length, 1 << 20));
+        await handle.read(json, 0, json.length, 8);
+        header = JSON.parse(json.toString('utf8'));
       } finally {
         await handle.close();
       }
-    } catch {
-      return false;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      header = null; // unreadable as a cache
     }
+    const h = header as { signature?: unknown; count?: unknown; size?: unknown } | null;
+    if (typeof h?.signature !== 'string' || !/^[0-9a-f]{64}$/.test(h.signature) || typeof h.count !== 'number' || typeof h.size !== 'number') {
+      throw rangeError('options.cache', 'a new file or a pirl decode cache, not a file that holds something else (pirl does not overwrite it)', file);
+    }
+    if (h.size !== this.size) {
+      throw new Error(`${file} caches images at ${h.size} px; this folder is read at ${this.size} px: give another cache file (or remove ${file} to rebuild it at ${this.size} px)`);
+    }
+    return h.signature === signature && bytes! === this.cacheBytes(length);
   }
 
   private async buildCache(file: string, signature: string, onProgress?: (done: number, total: number) => void): Promise<void> {

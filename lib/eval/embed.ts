@@ -10,6 +10,8 @@ import { datasetFeatures, featureOptionsFor, type FeatureProgress } from './knn'
 export interface EmbedImagesOptions extends FeatureOptions {
   /** How a folder is read (ImageFolder.open's layout; default 'auto'). */
   layout?: FolderLayout;
+  /** A folder's images decoded at the side they are embedded at, kept in this file for later passes (ImageFolder.open's cache). */
+  cache?: string;
   /** Told after each batch: images done, of all. */
   onProgress?: FeatureProgress;
   /** Called once per unreadable image (default: process.emitWarning). */
@@ -30,7 +32,7 @@ export interface ImageFeatures {
   size: number;
 }
 
-const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'onProgress', 'onWarning'] as const;
+const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'cache', 'onProgress', 'onWarning'] as const;
 
 /**
  * Features of a folder of images (read as ImageFolder.open does) or of image files, each decoded at the side
@@ -38,13 +40,14 @@ const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'onProgres
  */
 export async function embedImages(model: PirlModel, images: string | readonly string[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
-  const { layout, onProgress, onWarning, ...given } = options;
+  const { layout, cache, onProgress, onWarning, ...given } = options;
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
+  if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
   const warning = onWarning === undefined ? {} : { onWarning };
   const folder = typeof images === 'string'
-    ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...warning })
+    ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...warning })
     : await ImageFolder.fromFiles(images, { size: resolved.size, ...warning });
-  const { features, indices, labels } = await datasetFeatures(model, folder, resolved, onProgress);
+  const { features, indices, labels } = await datasetFeatures(model, folder, resolved, onProgress).finally(() => folder.close());
   return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures: folder.failures, size: resolved.size };
 }
