@@ -47,6 +47,7 @@
       "defines": [
         "NAPI_VERSION=9",
         "NAPI_CPP_EXCEPTIONS",
+        "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS",
         "NODE_ADDON_API_DISABLE_DEPRECATED"
       ],
       "include_dirs": [

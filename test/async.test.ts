@@ -1,3 +1,6 @@
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+
 import { Tensor, ops } from '../lib';
 
 function randn(shape: number[]): Tensor {
@@ -52,6 +55,27 @@ describe('heavy native work runs off the JavaScript thread', () => {
       ref += I[((0 * 64 + c) * 96 + (y + dy - 1)) * 96 + (x + dx - 1)] * W[((o * 64 + c) * 3 + dy) * 3 + dx];
     }
     expect((result[0].data() as Float32Array)[(o * 96 + y) * 96 + x]).toBeCloseTo(ref, 3);
+  });
+});
+
+describe('a worker thread that uses pirl ends alone', () => {
+  // A pool (piscina, a server's workers) terminates workers at any time: the process must live on (it aborted).
+  test.each(['while its native work is in flight', 'while it loads pirl'])('terminated %s, the process lives on', (when) => {
+    const worker = `
+      const { parentPort } = require('worker_threads');
+      parentPort.postMessage('starting');
+      const { Tensor, ops } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      const a = Tensor.from(new Float32Array(1024 * 1024).fill(0.5), [1024, 1024]);
+      Promise.all(Array.from({ length: 8 }, () => ops.matmul(a, a)));
+      parentPort.postMessage('inflight');`;
+    const script = `
+      const { Worker } = require('worker_threads');
+      const worker = new Worker(${JSON.stringify(worker)}, { eval: true });
+      // Loading pirl (libtorch) takes ~0.5 s: 100 ms after it starts, the worker is inside the addon's init.
+      const [phase, after] = ${JSON.stringify(when.includes('flight') ? ['inflight', 0] : ['starting', 100])};
+      worker.on('message', (m) => { if (m === phase) setTimeout(() => worker.terminate().then(() => console.log('survived')), after); });`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect({ status: r.status, stdout: r.stdout.trim(), stderr: r.stderr }).toEqual({ status: 0, stdout: 'survived', stderr: '' });
   });
 });
 

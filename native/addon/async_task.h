@@ -44,6 +44,8 @@ class AsyncTask : public Napi::AsyncWorker {
     }
   }
 
+  // A worker thread terminated while this ran cannot be settled: binding.gyp's NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+  // drops the promise then (node-addon-api otherwise throws from libuv's callback: std::terminate of the process).
   void OnOK() override {
     Napi::Env env = Env();
     try {
