@@ -54,6 +54,31 @@ describe('PirlModel', () => {
     fs.rmSync(dir, { recursive: true });
   });
 
+  test("what the model is (featureDim, device, parameters, minInputSize) is answered during an embed, not after it (the event loop waited)", async () => {
+    const small = await PirlModel.create({ width: 0.25 });
+    const facts = () => [small.featureDim, small.device, small.parameters().total, small.minInputSize];
+    const expected = facts();
+    const started = performance.now();
+    const embedding = small.embed(rand([256, 3, 64, 64]));
+    await new Promise((r) => setTimeout(r, 20)); // the embed holds the model on its thread
+    const asked = performance.now();
+    expect(facts()).toEqual(expected);
+    const answered = performance.now() - asked;
+    await embedding;
+    const embed = performance.now() - started;
+    expect(embed).toBeGreaterThan(200); // long enough for the comparison to mean something
+    expect(answered).toBeLessThan(embed / 4);
+  });
+
+  test('stateDict is a copy: a file saved from it during training holds one moment', async () => {
+    const values = model.stateDict();
+    const weight = values.get('trunk.conv1.weight')!;
+    const before = Array.from(weight.data() as Float32Array);
+    const copy = model.stateDict().get('trunk.conv1.weight')!;
+    (copy.data() as Float32Array).fill(7);
+    expect(Array.from(model.stateDict().get('trunk.conv1.weight')!.data() as Float32Array)).toEqual(before);
+  });
+
   test('loading refuses wrong names and shapes before copying anything', async () => {
     const other = await PirlModel.create({ arch: 'resnet18', stem: 'small' });
     const before = Array.from(other.stateDict().get('trunk.conv1.weight')!.data() as Float32Array);

@@ -70,6 +70,27 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(4));
   });
 
+  test('save() asked while fit() steps (a timer, a signal handler) waits for the step: each file resumes exactly', async () => {
+    const dir = tmp();
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    const saves: Array<Promise<void>> = [];
+    // From a timer, so that saves are asked while a step runs on the model's thread.
+    const timer = setInterval(() => saves.push(trainer.save(path.join(dir, `${saves.length}.ckpt`))), 15);
+    await trainer.fit();
+    clearInterval(timer);
+    await Promise.all(saves);
+    let checked = 0;
+    for (let i = 0; i < saves.length; i += Math.max(1, Math.floor(saves.length / 6))) {
+      const resumed = await Trainer.resume(path.join(dir, `${i}.ckpt`), tiny.dataset());
+      const step = resumed.progress.step;
+      const losses: number[] = [];
+      await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+      expect({ step, losses }).toEqual({ step, losses: reference.slice(step) });
+      checked++;
+    }
+    expect(checked).toBeGreaterThanOrEqual(3);
+  });
+
   test('training stops where a callback returns false or stop() is called, checkpointed, and resumes exactly', async () => {
     const file = path.join(tmp(), 'stopped.ckpt');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);

@@ -195,6 +195,9 @@ export class Trainer {
   private fitting = false;
   private epochSoFar: EpochSoFar = { lossSum: 0, images: 0 };
   private readonly handle: TrainerHandle;
+  // Steps and checkpoint writes take turns: a save() asked during fit() waits for the step in progress (a file
+  // written while a step changes the weights, momentum and bank resumed inexactly).
+  private turn: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly model: PirlModel,
@@ -298,7 +301,13 @@ export class Trainer {
    */
   async step(batch: PirlBatch, lr: number, stop = false): Promise<NativeStepResult> {
     if (this.fitting) throw new Error('trainer.step: fit() is running on this trainer (a step of its own would come between its steps)');
-    return this.nativeStep(batch, lr, stop);
+    return this.inTurn(() => this.nativeStep(batch, lr, stop));
+  }
+
+  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.turn.then(work);
+    this.turn = result.catch(() => undefined);
+    return result;
   }
 
   private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<NativeStepResult> {
@@ -359,12 +368,15 @@ export class Trainer {
           this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
         }
         const lr = lrAt(schedule, this.position.step);
-        const { stop: agreed, ...r } = await this.nativeStep(batch, lr, this.stopRequested);
-        const now = performance.now();
         const size = batch.indices.shape[0];
-        this.epochSoFar = { lossSum: this.epochSoFar.lossSum + r.loss * size, images: this.epochSoFar.images + size };
+        const { stop: agreed, ...r } = await this.inTurn(async () => {
+          const result = await this.nativeStep(batch, lr, this.stopRequested);
+          this.epochSoFar = { lossSum: this.epochSoFar.lossSum + result.loss * size, images: this.epochSoFar.images + size };
+          this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
+          return result;
+        });
+        const now = performance.now();
         images += size;
-        this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
         if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
         if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * this.worldSize * 1000) / (now - last) })) === false) this.stop();
         last = now;
@@ -398,9 +410,15 @@ export class Trainer {
 
   /**
    * Everything the run changes — model, optimizer momentum, memory bank and its generator, Z, the
-   * position and the config (the device included) — as one safetensors file, written atomically.
+   * position and the config (the device included) — as one safetensors file, written atomically. During
+   * fit() it is written between two steps.
    */
-  async save(file: string): Promise<void> {
+  save(file: string): Promise<void> {
+    return this.inTurn(() => this.writeCheckpoint(file));
+  }
+
+  private async writeCheckpoint(file: string): Promise<void> {
+    const { position, epochSoFar } = this;
     const tensors: Array<[string, Tensor]> = [];
     for (const [name, t] of this.model.stateDict('all')) tensors.push([`model.${name}`, t]);
     const state = this.handle.state();
@@ -409,7 +427,7 @@ export class Trainer {
     tensors.push(['bank.rows', await bankState.rows.to('cpu')], ['bank.generator', bankState.generator]);
     const { momentum: _momentum, ...scalars } = state;
     const meta: CheckpointMeta = {
-      format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position: this.position, state: scalars, epochSoFar: this.epochSoFar,
+      format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position, state: scalars, epochSoFar,
       data: this.data,
     };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });

@@ -18,6 +18,33 @@ namespace pirl::addon {
 
 namespace {
 
+double parameterCount(const torch::nn::Module& m) {
+  double n = 0;
+  for (const auto& p : m.parameters()) n += static_cast<double>(p.numel());
+  return n;
+}
+
+ModelState::Facts factsOf(const model::PirlModel& m) {
+  return {parameterCount(*m->trunk), parameterCount(*m->fHead), parameterCount(*m->gHead), parameterCount(*m),
+          m->trunk->featureDim(), m->trunk->minInputSize()};
+}
+
+}  // namespace
+
+ModelState::ModelState(const model::PirlModelOptions& o) : model(o), facts(factsOf(model)), device_(model->device()) {}
+
+c10::Device ModelState::device() const {
+  std::lock_guard<std::mutex> lock(deviceMutex_);
+  return device_;
+}
+
+void ModelState::movedTo(c10::Device device) {
+  std::lock_guard<std::mutex> lock(deviceMutex_);
+  device_ = device;
+}
+
+namespace {
+
 using model::EmbedLayer;
 using model::PirlModel;
 using model::PirlModelOptions;
@@ -119,25 +146,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return Napi::Boolean::New(info.Env(), state_->model->is_training());
   }
 
+  // Without the model's mutex: a getter must not wait for an embed or a step to end (the event loop would).
   Napi::Value info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    const auto count = [](const torch::nn::Module& m) {
-      double n = 0;
-      for (const auto& p : m.parameters()) n += static_cast<double>(p.numel());
-      return n;
-    };
-    auto& m = state_->model;
+    const ModelState::Facts& f = state_->facts;
     auto out = Napi::Object::New(env);
     auto params = Napi::Object::New(env);
-    params.Set("trunk", count(*m->trunk));
-    params.Set("fHead", count(*m->fHead));
-    params.Set("gHead", count(*m->gHead));
-    params.Set("total", count(*m));
+    params.Set("trunk", f.trunkParameters);
+    params.Set("fHead", f.fHeadParameters);
+    params.Set("gHead", f.gHeadParameters);
+    params.Set("total", f.totalParameters);
     out.Set("parameters", params);
-    out.Set("featureDim", static_cast<double>(m->trunk->featureDim()));
-    out.Set("minInputSize", static_cast<double>(m->trunk->minInputSize()));
-    out.Set("device", m->device().str());
+    out.Set("featureDim", static_cast<double>(f.featureDim));
+    out.Set("minInputSize", static_cast<double>(f.minInputSize));
+    out.Set("device", state_->device().str());
     return out;
   }
 
@@ -150,7 +172,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       auto tensors = Napi::Array::New(env, named.size());
       for (uint32_t i = 0; i < named.size(); ++i) {
         names.Set(i, named[i].first);
-        tensors.Set(i, TensorWrap::wrap(env, named[i].second.to(at::kCPU).contiguous()));
+        // A copy, not the live parameters: a file written from it while training goes on is one moment's.
+        const at::Tensor& t = named[i].second;
+        tensors.Set(i, TensorWrap::wrap(env, t.device().is_cpu() ? t.clone(at::MemoryFormat::Contiguous) : t.to(at::kCPU).contiguous()));
       }
       auto out = Napi::Object::New(env);
       out.Set("names", names);
@@ -180,6 +204,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             std::lock_guard<std::mutex> lock(s->mutex);
             s->model->to(device);
             s->model->applyMemoryFormat();
+            s->movedTo(s->model->device());
             return true;
           },
           [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);

@@ -14,10 +14,23 @@ namespace pirl::addon {
 // One model, used one call at a time; its device is the model's own. Its work (forward passes, moves, a
 // trainer's steps) runs on the model's own thread (owner_thread.h).
 struct ModelState {
-  explicit ModelState(const model::PirlModelOptions& o) : model(o) {}
+  explicit ModelState(const model::PirlModelOptions& o);
   std::mutex mutex;
   model::PirlModel model;
   std::shared_ptr<OwnerThread> owner = std::make_shared<OwnerThread>();
+
+  // What JavaScript asks while a long call (an embed, a step) holds `mutex`, answered without waiting for it.
+  struct Facts {
+    double trunkParameters, fHeadParameters, gHeadParameters, totalParameters;
+    int64_t featureDim, minInputSize;
+  };
+  const Facts facts;
+  c10::Device device() const;
+  void movedTo(c10::Device device);  // after model->to(), with where its parameters now are
+
+ private:
+  mutable std::mutex deviceMutex_;
+  c10::Device device_;
 };
 
 // The model behind a handle; TypeError naming `arg` if it is not one.
