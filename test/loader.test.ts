@@ -1,4 +1,4 @@
-import { ArrayDataset, Loader, buildInfo, evalImages } from '../lib';
+import { ArrayDataset, Loader, PirlModel, buildInfo, datasetFeatures, evalImages, type BatchSource, type Dataset } from '../lib';
 
 describe('Loader', () => {
   const ds = new ArrayDataset(Uint8Array.from({ length: 20 * 12 * 12 * 3 }, (_, i) => (i * 7) % 256), [20, 12, 12, 3], {
@@ -59,6 +59,31 @@ describe('Loader', () => {
     }
     expect(peak).toBeLessThanOrEqual(3);
     expect(peak).toBeGreaterThanOrEqual(2);
+  });
+
+  test("a user's Dataset is held to what it answers: the samples asked, each once, a row each; a label per sample", async () => {
+    // A Dataset of one's own (a database): batchSource answers as told.
+    const custom = (answer: (asked: readonly number[], real: BatchSource) => unknown, labels: Int32Array | null = null): Dataset => ({
+      length: 20, labels, classes: null,
+      batchSource: async (asked) => answer(asked, await ds.batchSource(asked)) as BatchSource,
+    });
+    const first = (d: Dataset) => new Loader(d, { batchSize: 5, shuffle: false, config }).makeBatch([0, 1, 2, 3, 4], 0);
+    await expect(first(custom((_, real) => ({ ...real, indices: [0, 0, 0, 0, 0] })))).rejects.toThrow(
+      "dataset.batchSource() of 5 indices (0, 1, 2, …)'s indices must be some of the indices asked, each once, got 0");
+    await expect(first(custom((_, real) => ({ ...real, indices: [0, 1, 2, 3, 9] })))).rejects.toThrow(/must be some of the indices asked, each once, got 9/);
+    await expect(first(custom((_, real) => ({ ...real, indices: [0, 1] })))).rejects.toThrow(
+      "dataset.batchSource() of 5 indices (0, 1, 2, …)'s rows must be one per index present (2), got \"5 rows\"");
+    await expect(first(custom(() => undefined))).rejects.toThrow(
+      "dataset.batchSource() of 5 indices (0, 1, 2, …)'s answer must be { source: Tensor, rows: Tensor, indices: number[] }, got undefined");
+    await expect(first(custom(() => Promise.reject('ECONNRESET')))).rejects.toThrow('dataset.batchSource() of 5 indices (0, 1, 2, …) failed with "ECONNRESET"');
+    // Fewer samples than asked (unreadable ones left out) are fine.
+    const fewer = await first(custom((asked) => ds.batchSource(asked.slice(1))));
+    expect([...fewer.indices.data()].map(Number)).toEqual([1, 2, 3, 4]);
+    // Labels: one per sample, checked before any work (a short array scored kNN against label 0).
+    const short = custom((_, real) => real, Int32Array.from({ length: 12 }, () => 1));
+    expect(() => new Loader(short, { batchSize: 5, config })).toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
+    const model = await PirlModel.create({ width: 0.125 });
+    await expect(datasetFeatures(model, short, { size: 12 })).rejects.toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
   });
 
   test('options are validated', () => {

@@ -4,6 +4,7 @@ import * as path from 'path';
 import { promisify } from 'util';
 import * as zlib from 'zlib';
 
+import { binding } from '../binding';
 import { checkInteger, checkOneOf, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 
@@ -24,6 +25,41 @@ export interface Dataset {
   /** Class names by label, where known. */
   readonly classes: string[] | null;
   batchSource(indices: readonly number[]): Promise<BatchSource>;
+}
+
+/**
+ * dataset.batchSource(indices), its answer checked: rows of `source` and the samples present among those asked
+ * (each once, as many as rows) — another sample's index would update another memory-bank row, silently.
+ */
+export async function sourceOf(dataset: Dataset, indices: readonly number[]): Promise<BatchSource> {
+  const asked = `dataset.batchSource() of ${indices.length} indices (${indices.slice(0, 3).join(', ')}${indices.length > 3 ? ', …' : ''})`;
+  let answer: BatchSource;
+  try {
+    answer = await dataset.batchSource(indices);
+  } catch (err) {
+    throw err instanceof Error ? err : new Error(`${asked} failed with ${typeof err === 'string' ? JSON.stringify(err) : String(err)}`);
+  }
+  const { source, rows, indices: present } = (answer ?? {}) as Partial<BatchSource>;
+  // By handle, not class: a Dataset built on another copy of pirl (its own Tensor class) answers with its tensors.
+  const isTensor = (t: unknown): t is Tensor => (t as Tensor | undefined)?.handle instanceof binding.TensorHandle;
+  if (!isTensor(source) || !isTensor(rows) || !Array.isArray(present)) {
+    throw typeError(`${asked}'s answer`, '{ source: Tensor, rows: Tensor, indices: number[] }', answer);
+  }
+  const wanted = new Set(indices);
+  for (const i of present) {
+    if (!wanted.delete(i)) throw rangeError(`${asked}'s indices`, 'some of the indices asked, each once', i);
+  }
+  if (rows.shape[0] !== present.length) throw rangeError(`${asked}'s rows`, `one per index present (${present.length})`, `${rows.shape[0]} rows`);
+  return answer;
+}
+
+/** A data set's labels, one per sample, or null. */
+export function labelsOf(dataset: Dataset): Int32Array | null {
+  const { labels } = dataset;
+  if (labels !== null && labels !== undefined && labels.length !== dataset.length) {
+    throw rangeError('dataset.labels', `one label per sample (${dataset.length})`, `${labels.length} labels`);
+  }
+  return labels ?? null;
 }
 
 function checkIndices(indices: readonly number[], length: number): void {

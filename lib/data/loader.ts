@@ -4,7 +4,7 @@ import { binding, type LanesHandle } from '../binding';
 import { checkDevice, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
 import { checkBoolean, checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
-import type { Dataset } from './datasets';
+import { labelsOf, sourceOf, type Dataset } from './datasets';
 
 /** Batches in flight at most: each is made on a thread of its own (a lane: LanesHandle). */
 const MAX_PREFETCH = 64;
@@ -91,6 +91,7 @@ export class Loader {
       throw typeError('dataset', 'a Dataset (ArrayDataset, IdxDataset, ImageFolder)', dataset);
     }
     if (dataset.length === 0) throw new RangeError('dataset is empty: nothing to train on');
+    labelsOf(dataset);
     checkOptions('options', options, LOADER_OPTIONS);
     this.batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
     this.shuffle = checkBoolean('options.shuffle', options.shuffle ?? true);
@@ -149,7 +150,7 @@ export class Loader {
 
   /** Makes one batch (exposed for previews and tests). */
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
-    const { source, rows, indices: present } = await this.dataset.batchSource(indices);
+    const { source, rows, indices: present } = await sourceOf(this.dataset, indices);
     const ids = int64Tensor(present);
     // Batch `step` on lane step mod prefetch: the batches in flight each on a thread of their own.
     const lane = step % this.prefetch;
@@ -193,7 +194,7 @@ export class Loader {
 
 /** The evaluation transform for kNN and probes: whole images resized, normalised, no augmentation. */
 export async function evalImages(dataset: Dataset, indices: readonly number[], size: number): Promise<{ images: Tensor; indices: number[] }> {
-  const { source, rows, indices: present } = await dataset.batchSource(indices);
+  const { source, rows, indices: present } = await sourceOf(dataset, indices);
   const s = checkInteger('size', size, 1);
   return { images: new Tensor(await nativeCall(() => binding.evalImages(source.handle, rows.handle, s))), indices: present };
 }

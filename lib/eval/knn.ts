@@ -5,7 +5,7 @@ import {
   EVAL_SIZE, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type EmbedLayer, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
   type ResolvedLinearProbeOptions,
 } from '../config';
-import type { Dataset } from '../data/datasets';
+import { labelsOf, type Dataset } from '../data/datasets';
 import { evalImages } from '../data/loader';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
@@ -56,6 +56,7 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
 /** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch, on the CPU. */
 export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): Promise<DatasetFeatures> {
   const width = model.widthOf(featureOptionsFor(model, options).layer);
+  const known = labelsOf(dataset);
   // Each batch is copied into its rows as it comes: the features are held once (ImageNet's res5: 9.8 GiB).
   const all = Tensor.zeros([dataset.length, width]);
   const indices: number[] = [];
@@ -64,7 +65,7 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
     batch.features.dispose();
     indices.push(...batch.indices);
   }
-  const labels = dataset.labels ? Int32Array.from(indices, (i) => dataset.labels![i]) : null;
+  const labels = known ? Int32Array.from(indices, (i) => known[i]) : null;
   // Unreadable images leave their rows out (N×width even when nothing could be read: 0×width).
   return { features: indices.length === dataset.length ? all : all.rows(0, indices.length), indices, labels };
 }
