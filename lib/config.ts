@@ -400,7 +400,16 @@ export function resolveTrainConfig(config: unknown = {}, arg = 'config', complet
   const runSeed = given.seed === undefined ? recipe.seed : TRAIN.seed.resolve(`${arg}.seed`, given.seed as number, recipe.seed, complete);
   const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
+  checkLoss(c.loss, `${arg}.loss`);
   return c;
+}
+
+// One set of negatives for the whole batch cannot leave out each sample's own row: that option would be ignored.
+function checkLoss(loss: ResolvedLossOptions, arg: string): ResolvedLossOptions {
+  if (loss.sharedNegatives && loss.excludePositive) {
+    throw rangeError(`${arg}.excludePositive`, `false with ${arg}.sharedNegatives (one set of negatives for the whole batch cannot leave out each sample's own row)`, true);
+  }
+  return loss;
 }
 
 /** A model's options alone (PirlModel.create): the default recipe's model; `complete` for a model file's. */
@@ -410,7 +419,7 @@ export function resolveModelOptions(options: unknown = {}, arg = 'options', comp
 
 /** The PIRL loss's options alone (PirlLoss): the default recipe's loss. */
 export function resolveLossOptions(options: unknown = {}, arg = 'options'): ResolvedLossOptions {
-  return resolve(LOSS, DEFAULT_RECIPE.loss, options, arg);
+  return checkLoss(resolve(LOSS, DEFAULT_RECIPE.loss, options, arg), arg);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -40,6 +40,14 @@ describe('resolveX: one owner of every default and allowed value', () => {
     expect(resolveTrainConfig(paper, 'x', true)).toEqual(paper);
   });
 
+  test('options that cannot go together are refused, naming both, not one of them ignored', () => {
+    const both = { sharedNegatives: true, excludePositive: true };
+    expect(() => resolveTrainConfig({ loss: both })).toThrow(
+      "config.loss.excludePositive must be false with config.loss.sharedNegatives (one set of negatives for the whole batch cannot leave out each sample's own row), got true");
+    expect(() => resolveLossOptions(both)).toThrow(/^options\.excludePositive must be false with options\.sharedNegatives/);
+    expect(resolveLossOptions({ sharedNegatives: true }).excludePositive).toBe(false);
+  });
+
   test('an unknown or misspelt option is an error, not ignored', () => {
     expect(() => resolveModelOptions({ widht: 2 } as PirlModelOptions)).toThrow(/^options.widht is not an option; options takes arch, stem, width, embeddingDim, channelsLast, patchRunningStats, seed$/);
     expect(() => resolveTrainConfig({ model: { device: 'cpu' } } as TrainConfig)).toThrow(/^config.model.device is not an option; config.model takes arch, /);

@@ -55,6 +55,13 @@ describe('Trainer', () => {
     expect(batches.map((b) => b.loss)).toEqual(reference); // same seed, same run
   });
 
+  test("the run's config is frozen to its leaves: a change would be written to checkpoints, not trained with", async () => {
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    expect(() => { (trainer.config.loss as { tau: number }).tau = 0.5; }).toThrow(/read only property 'tau'/);
+    expect(() => { (trainer.config.model as { width: number }).width = 1; }).toThrow(/read only property 'width'/);
+    expect(trainer.config.loss.tau).toBe(0.07);
+  });
+
   test('resume from a checkpoint continues with exactly the losses of an uninterrupted run', async () => {
     const file = path.join(tmp(), 'run.ckpt');
     const first = await Trainer.create(tiny.dataset(), tiny.config);

@@ -184,6 +184,13 @@ function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, group: 
   return { distributed: group, device: `cuda:${localRank}`, cudaGraphs };
 }
 
+// The run's config, frozen to its leaves: a field changed afterwards would not change training but would be
+// written to its checkpoints (a resume then inexact, or refused).
+function frozen<T extends object>(o: T): T {
+  for (const v of Object.values(o)) if (typeof v === 'object' && v !== null) frozen(v);
+  return Object.freeze(o);
+}
+
 export class Trainer {
   readonly config: Readonly<ResolvedTrainConfig>;
   /** This process's place in a data-parallel run; null when it trains alone. */
@@ -209,7 +216,7 @@ export class Trainer {
   ) {
     this.distributed = place.distributed;
     this.device = place.device;
-    this.config = Object.freeze(config);
+    this.config = frozen(config);
     model.imageSize = config.sampler.imageSize; // what its file says to evaluate at
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
       momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed, cudaGraphs: place.cudaGraphs,
