@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs } from '../lib';
+import { ArrayDataset, PirlModel, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Dataset } from '../lib';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
@@ -96,6 +96,34 @@ describe('Trainer', () => {
       checked++;
     }
     expect(checked).toBeGreaterThanOrEqual(3);
+  });
+
+  test('stop() while fit() waits on a Dataset that never answers ends fit at once, checkpointed at the last step', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const data = tiny.dataset();
+    let hang = false;
+    // A database that stops answering: every batch asked after step 3 waits forever.
+    const stuck: Dataset = { length: data.length, labels: data.labels, classes: data.classes, batchSource: (asked) => (hang ? new Promise(() => undefined) : data.batchSource(asked)) };
+    const trainer = await Trainer.create(stuck, tiny.config);
+    let stopped: boolean | undefined;
+    await trainer.fit({
+      checkpoint: file,
+      callbacks: {
+        onBatchEnd: (l) => {
+          if (l.step === 3) {
+            hang = true;
+            setTimeout(() => trainer.stop(), 200);
+          }
+        },
+        onTrainEnd: (l) => void (stopped = l.stopped),
+      },
+    });
+    expect([trainer.progress.step, stopped]).toEqual([3, true]); // no step on a batch that came late
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress.step).toBe(3);
+    const losses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(3));
   });
 
   test('training stops where a callback returns false or stop() is called, checkpointed, and resumes exactly', async () => {

@@ -199,6 +199,8 @@ export class Trainer {
   readonly device: Device;
   private position: Position = { epoch: 0, stepInEpoch: 0, step: 0 };
   private stopRequested = false;
+  // Ends fit's wait for a batch when stop() is asked meanwhile (a Dataset that never answers would hold it forever).
+  private onStop: (() => void) | null = null;
   private fitting = false;
   private epochSoFar: EpochSoFar = { lossSum: 0, images: 0 };
   private readonly handle: TrainerHandle;
@@ -321,12 +323,25 @@ export class Trainer {
     return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr, stop));
   }
   /**
-   * Asks fit() to stop after the step in progress — in a data-parallel run after the next step, on
-   * every rank (the ranks agree in it) — writing its checkpoint first, so the run resumes from there.
+   * Asks fit() to stop after the step in progress (at once while it waits for a batch) — in a data-parallel
+   * run after the next step, on every rank (the ranks agree in it) — writing its checkpoint first, so the
+   * run resumes from there.
    * Asked while no fit runs, the next fit stops after its first step.
    */
   stop(): void {
     this.stopRequested = true;
+    this.onStop?.();
+  }
+
+  // The next batch, or null when stop() is asked while it is awaited: no step is in progress then, and the
+  // batch may never come. A rank waits on: it stops with the others, after a step.
+  private nextBatch(batches: AsyncGenerator<PirlBatch>): Promise<IteratorResult<PirlBatch> | null> {
+    const next = batches.next();
+    if (this.distributed) return next;
+    return new Promise((resolve, reject) => {
+      this.onStop = () => resolve(null);
+      next.then((r) => { this.onStop = null; resolve(r); }, (err) => { this.onStop = null; reject(err); });
+    });
   }
 
   /** Trains from where the run stands to config.epochs (or a stop); the event loop stays free throughout. */
@@ -367,7 +382,15 @@ export class Trainer {
       let images = 0; // this process's, for the throughput
       const epochStart = performance.now();
       let last = epochStart;
-      for await (const batch of this.loader.epochFrom(epoch, this.position.stepInEpoch)) {
+      const batches = this.loader.epochFrom(epoch, this.position.stepInEpoch);
+      for (;;) {
+        const next = await this.nextBatch(batches);
+        if (next === null) {
+          stopping = true;
+          break;
+        }
+        if (next.done) break;
+        const batch = next.value;
         // The loader leaves out a batch none of whose images could be read: the position (and the
         // lr schedule) follows the batches, so a resumed run continues at the right one.
         if (batch.step !== this.position.stepInEpoch) {
