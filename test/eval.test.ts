@@ -68,6 +68,11 @@ describe('evaluation', () => {
     await expect(nearestNeighbours(Tensor.from(rows, [n, width]), Tensor.from(queries.subarray(0, 8), [2, 4]), 1)).rejects.toThrow(/queries must be rows of 5 features like features, got \[2, 4\]/);
     await expect(nearestNeighbours(Tensor.from(rows, [n * width]), Tensor.from(queries, [q, width]), 1)).rejects.toThrow(/features must be a 2-D float Tensor/);
     await expect(nearestNeighbours(Tensor.from(rows, [n, width]), Tensor.from(queries, [q, width]), 0)).rejects.toThrow(/k must be an integer >= 1, got 0/);
+    // A disposed tensor is named as the argument it was (it said only "tensor was disposed").
+    const gone = Tensor.from(queries, [q, width]);
+    gone.dispose();
+    await expect(nearestNeighbours(Tensor.from(rows, [n, width]), gone, 1)).rejects.toThrow(/^queries was disposed/);
+    await expect(knnPredict(gone, new Int32Array(q), Tensor.from(queries, [q, width]))).rejects.toThrow(/^features was disposed/);
   });
 
   test('feature passes default to the side the model trained at (else 32) and a batch that suits it; a side its stem cannot take names options.size', async () => {

@@ -2,6 +2,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as zlib from 'zlib';
 import sharp from 'sharp';
 
 import { AmbiguousLayoutError, ArrayDataset, ImageFolder, Loader, Subset, Tensor, holdOut, serializeSafetensors } from '../lib';
@@ -154,6 +155,25 @@ describe('ImageFolder', () => {
     fs.writeFileSync(path.join(dir, 'x-text.png'), 'this is not an image');
     fs.writeFileSync(path.join(dir, 'x-page.jpg'), '<!DOCTYPE html><html><body>404 Not Found</body></html>');
     fs.writeFileSync(path.join(dir, 'x-bitmap.jpg'), Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)]));
+    // A whole PNG header of 20000×20000 (a decompression bomb): too large, not corrupt.
+    const crc32 = (bytes: Buffer) => { // zlib.crc32 needs Node 20.15; pirl runs on 20.9
+      let c = ~0;
+      for (const b of bytes) {
+        c ^= b;
+        for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+      }
+      return ~c >>> 0;
+    };
+    const chunk = (type: string, data: Buffer) => {
+      const body = Buffer.concat([Buffer.from(type), data]);
+      const framed = Buffer.alloc(body.length + 8);
+      framed.writeUInt32BE(data.length, 0);
+      body.copy(framed, 4);
+      framed.writeUInt32BE(crc32(body), body.length + 4);
+      return framed;
+    };
+    const ihdr = Buffer.from([0, 0, 0x4e, 0x20, 0, 0, 0x4e, 0x20, 8, 2, 0, 0, 0]);
+    fs.writeFileSync(path.join(dir, 'x-huge.png'), Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(10))), chunk('IEND', Buffer.alloc(0))]));
     const warnings: string[] = [];
     const folder = await ImageFolder.open(dir, { size: 16, onWarning: (m) => warnings.push(m) });
     const loader = new Loader(folder, { batchSize: 4, dropLast: false, config: { imageSize: 16, jigsawSize: 18, patchSize: 6 } });
@@ -166,11 +186,12 @@ describe('ImageFolder', () => {
       'x-bitmap.jpg': 'a BMP image, which pirl does not read (convert it to JPEG or PNG)',
       'x-corrupt.jpg': 'not an image: its first bytes are 00 25 4a 6f 94 b9 de 03',
       'x-empty.png': 'an empty file (0 bytes)',
+      'x-huge.png': "a PNG image too large to decode (20000×20000): more than sharp's limit of 268,402,689 pixels",
       'x-page.jpg': 'not an image: text starting "<!DOCTYPE html><html><body>404 Not Found"',
       'x-text.png': 'not an image: text starting "this is not an image"',
       'x-truncated.jpg': expect.stringMatching(/^a JPEG image that cannot be decoded \(truncated or corrupt\)/),
     });
-    expect(warnings).toHaveLength(6); // once per file, not once per epoch
+    expect(warnings).toHaveLength(7); // once per file, not once per epoch
     expect(warnings.join('\n')).toMatch(/skipping unreadable image .*x-truncated\.jpg: a JPEG image/);
   });
 

@@ -138,6 +138,11 @@ async function whyUnreadable(file: string, message: string): Promise<string> {
     return `not an image: ${printable ? `text starting ${JSON.stringify(text.slice(0, 40))}` : `its first bytes are ${bytes.subarray(0, 8).toString('hex').replace(/(..)(?!$)/g, '$1 ')}`}`;
   }
   if (format === 'BMP' || format === 'HEIC') return `a ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
+  // Whole and valid, only too large (a decompression bomb, or a scan): not "corrupt".
+  if (/exceeds pixel limit/.test(message)) {
+    const { width, height } = await sharp(file, { limitInputPixels: false }).metadata().catch(() => ({ width: undefined, height: undefined }));
+    return `a ${format} image too large to decode${width && height ? ` (${width}×${height})` : ''}: more than sharp's limit of 268,402,689 pixels`;
+  }
   const own = ownMessage(message, format);
   return `a ${format} image that cannot be decoded (truncated or corrupt)${own ? `: ${own}` : ''}`;
 }

@@ -1,10 +1,11 @@
 // The checks of rows of features that the evaluation functions take (kNN search and votes, the linear probe).
 import { rangeError, typeError } from '../errors';
-import { Tensor } from '../tensor';
+import { Tensor, handleOf } from '../tensor';
 
 /** A 2-D float Tensor of at least one row (of `width` features, when given). */
-export function checkFeatureRows(arg: string, t: unknown, width?: number): Tensor {
-  if (!(t instanceof Tensor)) throw typeError(arg, 'a Tensor', t);
+export function checkFeatureRows(arg: string, value: unknown, width?: number): Tensor {
+  handleOf(arg, value); // a live Tensor, named (its shape would say only "tensor was disposed")
+  const t = value as Tensor;
   if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
   if (width !== undefined && t.shape[1] !== width) throw rangeError(arg, `rows of ${width} features (the probe's)`, t.shape);
   return t;
