@@ -181,6 +181,10 @@ describe('where a checkpoint goes', () => {
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     await expect(trainer.fit({ checkpoint: '/proc/pirl-nowhere/run.ckpt', callbacks: { onBatchEnd: () => void steps++ } }))
       .rejects.toThrow(/cannot write \/proc\/pirl-nowhere\/run\.ckpt: cannot create \/proc\/pirl-nowhere: ENOENT/);
+    // A folder that exists but takes no file (/proc standing for a read-only mount): before the first step too.
+    await expect(trainer.fit({ checkpoint: '/proc/run.ckpt', callbacks: { onBatchEnd: () => void steps++ } }))
+      .rejects.toThrow(/^cannot write \/proc\/run\.ckpt: ENOENT/);
     expect(steps).toBe(0);
+    expect(fs.readdirSync(path.dirname(file))).toEqual(['run.ckpt']); // the write probe left nothing behind
   });
 });

@@ -14,7 +14,7 @@ import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, c
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
-import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, writeSafetensors } from '../safetensors';
+import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryOf, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
 import { lrAt, type LrSchedule } from './schedule';
@@ -372,6 +372,11 @@ export class Trainer {
       if ((await fs.stat(checkpoint).catch(() => null))?.isDirectory()) throw rangeError('options.checkpoint', 'a file path, not a folder', checkpoint);
       await makeFolderFor(checkpoint);
       await removeStaleTemporaries(checkpoint);
+      // A folder that exists but takes no file (a read-only mount) was found at the first save, an epoch in.
+      const tmp = temporaryOf(checkpoint, process.pid);
+      await fs.writeFile(tmp, '').then(() => fs.rm(tmp), (err: Error) => {
+        throw new Error(`cannot write ${checkpoint}: ${err.message}`);
+      });
     }
     await cb.onTrainBegin?.({ epochs: this.config.epochs, stepsPerEpoch: this.stepsPerEpoch });
     let stopping = false;
