@@ -364,6 +364,7 @@ export class Trainer {
     if (options.checkpoint !== undefined && (typeof options.checkpoint !== 'string' || options.checkpoint === '')) {
       throw typeError('options.checkpoint', 'a file path', options.checkpoint);
     }
+    if (every !== null && options.checkpoint === undefined) throw rangeError('options.checkpointEvery', 'given with options.checkpoint (how often to write it)', every);
     const schedule = this.schedule;
     // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
     const checkpoint = this.isMain ? options.checkpoint : undefined;
