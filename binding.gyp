@@ -39,6 +39,7 @@
         "native/addon/nce_wrap.cc",
         "native/addon/ops_wrap.cc",
         "native/addon/options.cc",
+        "native/addon/owner_calls.cc",
         "native/addon/pirl_loss_wrap.cc",
         "native/addon/runtime_wrap.cc",
         "native/addon/tensor_wrap.cc",

@@ -1,7 +1,8 @@
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 
-import { Tensor, ops } from '../lib';
+import { PirlModel, Tensor, ops } from '../lib';
 
 function randn(shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -58,16 +59,44 @@ describe('heavy native work runs off the JavaScript thread', () => {
   });
 });
 
+describe('queued model calls leave libuv\'s pool to the rest of the process', () => {
+  test('a file read started behind more embeds than the pool has threads finishes before the first embed', async () => {
+    const model = await PirlModel.create({ arch: 'resnet18', stem: 'small' });
+    const pool = Number(process.env.UV_THREADPOOL_SIZE);
+    expect(pool).toBeGreaterThanOrEqual(4);
+    const images = randn([16, 3, 64, 64]);
+    const order: string[] = [];
+    const embeds = Array.from({ length: pool + 2 }, (_, i) => model.embed(images).then(() => order.push(`embed ${i}`)));
+    await new Promise((resolve) => setTimeout(resolve, 20));  // every embed queued (each takes far longer)
+    await fs.promises.readFile(__filename).then(() => order.push('read'));
+    await Promise.all(embeds);
+    // Each queued embed held a pool thread while it waited for the model's thread: the read came after them.
+    expect(order[0]).toBe('read');
+    expect(order.slice(1)).toEqual(Array.from({ length: pool + 2 }, (_, i) => `embed ${i}`));
+  });
+});
+
 describe('a worker thread that uses pirl ends alone', () => {
   // A pool (piscina, a server's workers) terminates workers at any time: the process must live on (it aborted).
-  test.each(['while its native work is in flight', 'while it loads pirl'])('terminated %s, the process lives on', (when) => {
+  test.each([
+    'while its native work is in flight',
+    'while a model\'s work is in flight',
+    'while it loads pirl',
+  ])('terminated %s, the process lives on', (when) => {
+    const work = when.includes('model')
+      ? `PirlModel.create({ arch: 'resnet18', stem: 'small' }).then((model) => {
+           const x = Tensor.from(new Float32Array(8 * 3 * 64 * 64).fill(0.5), [8, 3, 64, 64]);
+           Promise.all(Array.from({ length: 8 }, () => model.embed(x)));
+           parentPort.postMessage('inflight');
+         });`
+      : `const a = Tensor.from(new Float32Array(1024 * 1024).fill(0.5), [1024, 1024]);
+         Promise.all(Array.from({ length: 8 }, () => ops.matmul(a, a)));
+         parentPort.postMessage('inflight');`;
     const worker = `
       const { parentPort } = require('worker_threads');
       parentPort.postMessage('starting');
-      const { Tensor, ops } = require(${JSON.stringify(path.join(__dirname, '..'))});
-      const a = Tensor.from(new Float32Array(1024 * 1024).fill(0.5), [1024, 1024]);
-      Promise.all(Array.from({ length: 8 }, () => ops.matmul(a, a)));
-      parentPort.postMessage('inflight');`;
+      const { PirlModel, Tensor, ops } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      ${work}`;
     const script = `
       const { Worker } = require('worker_threads');
       const worker = new Worker(${JSON.stringify(worker)}, { eval: true });
@@ -76,6 +105,22 @@ describe('a worker thread that uses pirl ends alone', () => {
       worker.on('message', (m) => { if (m === phase) setTimeout(() => worker.terminate().then(() => console.log('survived')), after); });`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
     expect({ status: r.status, stdout: r.stdout.trim(), stderr: r.stderr }).toEqual({ status: 0, stdout: 'survived', stderr: '' });
+  });
+});
+
+describe('a process that exits while a model works', () => {
+  // process.exit() runs no clean-up: the model's thread ran on into libtorch's static destructors (SIGSEGV).
+  test.each(['process.exit(3)', 'throw new Error("uncaught")'])('with %s, exits with its code and no crash', (exit) => {
+    const script = `
+      const { PirlModel, Tensor } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      PirlModel.create({ arch: 'resnet18', stem: 'small' }).then((model) => {
+        const x = Tensor.from(new Float32Array(32 * 3 * 64 * 64).fill(0.5), [32, 3, 64, 64]);
+        for (let i = 0; i < 8; i++) model.embed(x);
+        setTimeout(() => { ${exit}; }, 100);
+      });`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect({ status: r.status, signal: r.signal }).toEqual({ status: exit.startsWith('process') ? 3 : 1, signal: null });
+    expect(r.stderr).toMatch(exit.startsWith('process') ? /^$/ : /Error: uncaught/);
   });
 });
 

@@ -1,5 +1,6 @@
-// Runs heavy native work on libuv's thread pool (or, for a model's work, on the model's own thread, from
-// there) and settles a Promise with the result, so the JavaScript thread never waits on libtorch.
+// Runs heavy native work off the JavaScript thread and settles a Promise with the result, so the JavaScript
+// thread never waits on libtorch: on libuv's pool, or, for a model's work (or a loader lane's), on its owner
+// thread, settled from there (owner_calls.h).
 #pragma once
 
 #include <napi.h>
@@ -9,13 +10,15 @@
 #include <optional>
 
 #include "../core/runtime.h"
+#include "env_state.h"
 #include "errors.h"
+#include "owner_calls.h"
 #include "owner_thread.h"
 
 namespace pirl::addon {
 
 template <typename Result>
-class AsyncTask : public Napi::AsyncWorker {
+class AsyncTask {
  public:
   using Work = std::function<Result()>;
   using ToJs = std::function<Napi::Value(Napi::Env, Result&)>;
@@ -24,50 +27,64 @@ class AsyncTask : public Napi::AsyncWorker {
   // `owner`, `work` runs on that thread (a model's: model_wrap.h).
   static Napi::Promise run(Napi::Env env, const char* name, Work work, ToJs toJs,
                            std::shared_ptr<OwnerThread> owner = nullptr) {
-    auto* task = new AsyncTask(env, name, std::move(work), std::move(toJs), std::move(owner));
-    auto promise = task->deferred_.Promise();
-    task->Queue();
+    auto call = std::make_unique<Call>(env, std::move(work), std::move(toJs), owner);
+    Napi::Promise promise = call->deferred.Promise();
+    if (owner) {
+      EnvState::of(env)->ownerCalls->post(*owner, std::move(call));
+    } else {
+      (new PoolWorker(env, name, std::move(call)))->Queue();
+    }
     return promise;
   }
 
- protected:
-  void Execute() override {
-    try {
-      const std::function<Result()> settledWork = [this] {
+ private:
+  class Call : public OwnerCall {
+   public:
+    Call(Napi::Env env, Work w, ToJs t, std::shared_ptr<OwnerThread> o)
+        : deferred(Napi::Promise::Deferred::New(env)), work(std::move(w)), toJs(std::move(t)), owner(std::move(o)) {}
+
+    void execute() noexcept override {
+      try {
         applyThreadSettings();  // per thread: OpenMP's thread count is
-        return work_();
-      };
-      result_.emplace(owner_ ? owner_->run(settledWork) : settledWork());
-    } catch (...) {
-      error_ = classifyCurrentException();
-      SetError(error_.message);
+        result.emplace(work());
+      } catch (...) {
+        error = classifyCurrentException();
+      }
     }
-  }
+
+    void settle(Napi::Env env) override {
+      if (!result) {
+        deferred.Reject(toJsError(env, error).Value());
+        return;
+      }
+      try {
+        deferred.Resolve(guarded(env, [&] { return toJs(env, *result); }));
+      } catch (const Napi::Error& e) {
+        deferred.Reject(e.Value());
+      }
+    }
+
+    Napi::Promise::Deferred deferred;
+    Work work;
+    ToJs toJs;
+    // Held until settled: a model collected meanwhile would otherwise join its thread on the JS thread.
+    std::shared_ptr<OwnerThread> owner;
+    std::optional<Result> result;
+    CaughtError error;
+  };
 
   // A worker thread terminated while this ran cannot be settled: binding.gyp's NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
   // drops the promise then (node-addon-api otherwise throws from libuv's callback: std::terminate of the process).
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(guarded(env, [&] { return toJs_(env, *result_); }));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
+  class PoolWorker : public Napi::AsyncWorker {
+   public:
+    PoolWorker(Napi::Env env, const char* name, std::unique_ptr<Call> call)
+        : Napi::AsyncWorker(env, name), call_(std::move(call)) {}
+    void Execute() override { call_->execute(); }
+    void OnOK() override { call_->settle(Env()); }
 
-  void OnError(const Napi::Error&) override { deferred_.Reject(toJsError(Env(), error_).Value()); }
-
- private:
-  AsyncTask(Napi::Env env, const char* name, Work work, ToJs toJs, std::shared_ptr<OwnerThread> owner)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)), toJs_(std::move(toJs)), owner_(std::move(owner)) {}
-
-  Napi::Promise::Deferred deferred_;
-  Work work_;
-  ToJs toJs_;
-  std::shared_ptr<OwnerThread> owner_;
-  std::optional<Result> result_;
-  CaughtError error_;
+   private:
+    std::unique_ptr<Call> call_;
+  };
 };
 
 }  // namespace pirl::addon

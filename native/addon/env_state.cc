@@ -13,6 +13,7 @@ void finalizeHolder(Napi::Env, Holder* holder) { delete holder; }
 
 std::shared_ptr<EnvState> EnvState::create(Napi::Env env) {
   auto state = std::make_shared<EnvState>();
+  state->ownerCalls = std::make_unique<OwnerCalls>(env);
   env.SetInstanceData<Holder, finalizeHolder>(new Holder{state});
   return state;
 }

@@ -1,9 +1,12 @@
-// Per-environment state of the addon (one per Node.js main thread or worker): its classes.
+// Per-environment state of the addon (one per Node.js main thread or worker): its classes, and the calls it
+// has on owner threads.
 #pragma once
 
 #include <napi.h>
 
 #include <memory>
+
+#include "owner_calls.h"
 
 namespace pirl::addon {
 
@@ -16,6 +19,7 @@ class EnvState {
   Napi::FunctionReference memoryBankConstructor;
   Napi::FunctionReference modelConstructor;
   Napi::FunctionReference lanesConstructor;
+  std::unique_ptr<OwnerCalls> ownerCalls;
 };
 
 }  // namespace pirl::addon

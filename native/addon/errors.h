@@ -38,6 +38,8 @@ inline CaughtError classifyCurrentException() {
     return {ErrorKind::RangeError, "out of memory"};
   } catch (const std::exception& e) {
     return {ErrorKind::Error, e.what()};
+  } catch (...) {
+    return {ErrorKind::Error, "unknown C++ exception"};
   }
 }
 

@@ -9,7 +9,6 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -22,52 +21,56 @@ class OwnerThread {
   OwnerThread(const OwnerThread&) = delete;
   OwnerThread& operator=(const OwnerThread&) = delete;
 
-  // Finishes what is queued, then ends the thread. Never runs on that thread: its queue holds no owner.
+  // Finishes what is queued, then ends the thread. Dropped by work on that thread itself (a call whose
+  // JavaScript environment ended held the last reference), the thread finishes its queue and ends alone.
   ~OwnerThread() {
     {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+      const std::lock_guard<std::mutex> lock(queue_->mutex);
+      queue_->stopping = true;
     }
-    ready_.notify_one();
-    if (thread_.joinable()) thread_.join();
+    queue_->ready.notify_one();
+    if (!thread_.joinable()) return;
+    if (std::this_thread::get_id() == thread_.get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
   }
 
-  // Runs `work` on this thread; the calling thread (one of libuv's, never JavaScript's) waits for its
-  // result, or for its exception, rethrown there.
-  template <typename R>
-  R run(const std::function<R()>& work) {
-    if (std::this_thread::get_id() == thread_.get_id()) return work();  // already here: queueing would wait on itself
-    // The queue holds the task, which refers to `work`: whatever `work` owns is released by the caller.
-    auto task = std::make_shared<std::packaged_task<R()>>([&work] { return work(); });
-    std::future<R> done = task->get_future();
+  // Queues `work` to run on this thread after what is queued before it, and returns at once.
+  void post(std::function<void()> work) {
     {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
-      queue_.emplace_back([task] { (*task)(); });
+      const std::lock_guard<std::mutex> lock(queue_->mutex);
+      if (!thread_.joinable()) thread_ = std::thread([queue = queue_] { loop(*queue); });
+      queue_->tasks.push_back(std::move(work));
     }
-    ready_.notify_one();
-    return done.get();
+    queue_->ready.notify_one();
   }
 
  private:
-  void loop() {
+  // Shared with the thread, so that a detached thread outlives this object safely.
+  struct Queue {
+    std::mutex mutex;
+    std::condition_variable ready;
+    std::deque<std::function<void()>> tasks;
+    bool stopping = false;
+  };
+
+  static void loop(Queue& queue) {
     for (;;) {
       std::function<void()> next;
       {
-        std::unique_lock<std::mutex> lock(mutex_);
-        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        next = std::move(queue_.front());
-        queue_.pop_front();
+        std::unique_lock<std::mutex> lock(queue.mutex);
+        queue.ready.wait(lock, [&queue] { return queue.stopping || !queue.tasks.empty(); });
+        if (queue.tasks.empty()) return;
+        next = std::move(queue.tasks.front());
+        queue.tasks.pop_front();
       }
       next();
     }
   }
 
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
+  std::shared_ptr<Queue> queue_ = std::make_shared<Queue>();
   std::thread thread_;
 };
 
