@@ -143,11 +143,46 @@ describe('evaluation', () => {
       const none = await embedImages(model, [path.join(dir, '3.png')], { onWarning: () => undefined });
       expect([none.features.shape, none.files, [...none.failures.keys()]]).toEqual([[0, model.featureDim], [], [path.join(dir, '3.png')]]);
       await expect(embedImages(model, [files[0]], { layout: 'flat' })).rejects.toThrow("options.layout must be left out for a list of files (it says how a folder is read), got \"flat\"");
-      await expect(ImageFolder.fromFiles([])).rejects.toThrow('files must be a non-empty array of image file paths, got []');
+      await expect(ImageFolder.fromFiles([])).rejects.toThrow('files must be a non-empty array of image file paths or encoded images, got []');
       await expect(ImageFolder.fromFiles([path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (files[0])`);
       await expect(ImageFolder.fromFiles([dir])).rejects.toThrow('not a file (files[0]; a folder\'s images: ImageFolder.open)');
       await expect(embedImages(model, [files[0]], { size: 4 })).rejects.toThrow("options.size must be at least 8 px for model.stem 'small', got 4");
       await expect(embedImages(model, [files[0]], { sise: 16 } as never)).rejects.toThrow(/options\.sise is not an option/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('embedImages: encoded images in memory (uploads) embed as their files do; each named by its place in the list', async () => {
+    const dir = tmpDir('pirl-embed-bytes-');
+    try {
+      const files = await Promise.all([[40, 30], [25, 50], [64, 64]].map(async ([w, h], i) => {
+        const file = path.join(dir, `${i}.${i === 1 ? 'jpg' : 'png'}`);
+        const image = raw(w, h).rotate(i * 90);
+        await (i === 1 ? image.jpeg() : image.png()).toFile(file);
+        return file;
+      }));
+      const model = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125 });
+      model.imageSize = 16;
+      const fromFiles = await embedImages(model, files);
+      const bytes = files.map((f) => fs.readFileSync(f));
+      // A view into a larger buffer (an upload cut from a multipart body) is read where it lies.
+      const body = Buffer.concat([Buffer.from('--xx\r\n'), bytes[1], Buffer.from('\r\n--xx--')]);
+      const view = new Uint8Array(body.buffer, body.byteOffset + 6, bytes[1].length);
+      const warnings: string[] = [];
+      const mixed = await embedImages(model, [bytes[0], view, files[2], Buffer.from('<html>gone</html>'), new Uint8Array(0)], { onWarning: (m) => warnings.push(m) });
+      expect(mixed.files).toEqual(['images[0]', 'images[1]', files[2]]);
+      expect([...mixed.features.data()]).toEqual([...fromFiles.features.data()]);
+      expect(mixed.failures).toEqual(new Map([
+        ['images[3]', 'not an image: text starting "<html>gone</html>"'],
+        ['images[4]', 'no bytes (an empty buffer)'],
+      ]));
+      expect(warnings.sort()).toEqual([...mixed.failures].map(([name, why]) => `pirl: skipping unreadable image ${name}: ${why}`).sort());
+      // Bad entries are named by their place in `images`.
+      await expect(embedImages(model, [files[0], 42 as never])).rejects.toThrow('images[1] must be an image file path or an encoded image (Buffer, Uint8Array), got 42');
+      await expect(embedImages(model, [bytes[0], path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (images[1])`);
+      await expect(embedImages(model, bytes[0] as never)).rejects.toThrow(/^images must be a non-empty array of image file paths or encoded images, got /);
+      await expect(ImageFolder.fromFiles([bytes[0], ''])).rejects.toThrow('files[1] must be an image file path or an encoded image (Buffer, Uint8Array), got ""');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

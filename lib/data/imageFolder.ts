@@ -99,8 +99,13 @@ const SIGNATURES: Array<[string, (b: Buffer) => boolean]> = [
 const FORMAT_WORDS = /jpe?g|png|gif|webp|tiff|heif|avif|bmp/gi;
 const FORMAT_OF_WORD: Record<string, string> = { jpg: 'JPEG', jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', heif: 'AVIF', avif: 'AVIF', bmp: 'BMP' };
 
-// The first bytes of `file` (what it is), or why it cannot be read.
-async function firstBytes(file: string): Promise<Buffer | Error> {
+/** An image file's path, or an encoded image in memory (an upload). */
+type ImageInput = string | Buffer;
+
+// The first bytes of an image (what it is), or why its file cannot be read.
+async function firstBytes(input: ImageInput): Promise<Buffer | Error> {
+  if (typeof input !== 'string') return input.subarray(0, 64);
+  const file = input;
   const head = Buffer.alloc(64);
   try {
     const handle = await fs.open(file, 'r');
@@ -123,14 +128,14 @@ function ownMessage(message: string, format: string | undefined): string {
 }
 
 /**
- * Why `file` cannot be decoded, from what it holds, with sharp's `message` ('' when there is none: a cache read back)
- * where it may be the file's own: alone it may be another file's (libvips keeps one error buffer for every decode in
+ * Why an image cannot be decoded, from what it holds, with sharp's `message` ('' when there is none: a cache read back)
+ * where it may be the image's own: alone it may be another image's (libvips keeps one error buffer for every decode in
  * flight), and it calls an HTML page "unsupported image format".
  */
-async function whyUnreadable(file: string, message: string): Promise<string> {
-  const bytes = await firstBytes(file);
-  if (bytes instanceof Error) return notUtf8(file) ?? bytes.message; // missing, a link to nothing, not readable
-  if (bytes.length === 0) return 'an empty file (0 bytes)';
+async function whyUnreadable(input: ImageInput, message: string): Promise<string> {
+  const bytes = await firstBytes(input);
+  if (bytes instanceof Error) return notUtf8(input as string) ?? bytes.message; // missing, a link to nothing, not readable
+  if (bytes.length === 0) return typeof input === 'string' ? 'an empty file (0 bytes)' : 'no bytes (an empty buffer)';
   const format = formatOf(bytes);
   if (format === undefined) {
     const text = bytes.toString('utf8').replace(/\uFFFD$/, ''); // a character cut at the 64th byte
@@ -140,7 +145,7 @@ async function whyUnreadable(file: string, message: string): Promise<string> {
   if (format === 'BMP' || format === 'HEIC') return `a ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
   // Whole and valid, only too large (a decompression bomb, or a scan): not "corrupt".
   if (/exceeds pixel limit/.test(message)) {
-    const { width, height } = await sharp(file, { limitInputPixels: false }).metadata().catch(() => ({ width: undefined, height: undefined }));
+    const { width, height } = await sharp(input, { limitInputPixels: false }).metadata().catch(() => ({ width: undefined, height: undefined }));
     return `a ${format} image too large to decode${width && height ? ` (${width}×${height})` : ''}: more than sharp's limit of 268,402,689 pixels`;
   }
   const own = ownMessage(message, format);
@@ -293,6 +298,7 @@ export class ImageFolder implements Dataset {
     readonly classes: string[] | null,
     readonly size: number,
     private readonly warn: Warn,
+    private readonly inputs: readonly ImageInput[] = files, // what each of `files` names is decoded from
   ) {}
 
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
@@ -358,28 +364,40 @@ export class ImageFolder implements Dataset {
 
   /**
    * Image files named one by one (a query, a list from elsewhere) as an unlabeled data set, in their order,
-   * decoded at `options.size` as a folder's; its `dir` is their deepest common folder. Unlike open(), it does not
-   * fail when none of them decodes: each is left out when read, warned of and recorded in `failures`.
+   * decoded at `options.size` as a folder's; its `dir` is their deepest common folder. An entry may also be an
+   * encoded image in memory (a Buffer or Uint8Array: an upload), read in place (not copied: left unchanged until
+   * done with) and named `files[i]` in `files` and `failures`. Unlike open(), it does not fail when none of them
+   * decodes: each is left out when read, warned of and recorded in `failures`.
    */
-  static async fromFiles(files: readonly string[], options: Pick<ImageFolderOptions, 'size' | 'onWarning'> = {}): Promise<ImageFolder> {
-    if (!Array.isArray(files) || files.length === 0) throw typeError('files', 'a non-empty array of image file paths', files);
-    files.forEach((f, i) => {
-      if (typeof f !== 'string' || f === '') throw typeError(`files[${i}]`, 'an image file path', f);
+  static async fromFiles(files: readonly (string | Uint8Array)[], options: Pick<ImageFolderOptions, 'size' | 'onWarning'> = {}): Promise<ImageFolder> {
+    return ImageFolder.fromList(files, 'files', options);
+  }
+
+  /** @internal fromFiles, for a list that the caller calls `name` (embedImages's `images`). */
+  static async fromList(list: readonly (string | Uint8Array)[], name: string, options: Pick<ImageFolderOptions, 'size' | 'onWarning'>): Promise<ImageFolder> {
+    if (!Array.isArray(list) || list.length === 0) throw typeError(name, 'a non-empty array of image file paths or encoded images', list);
+    const inputs = list.map((entry: unknown, i): ImageInput => {
+      if (entry instanceof Uint8Array) return Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
+      if (typeof entry !== 'string' || entry === '') throw typeError(`${name}[${i}]`, 'an image file path or an encoded image (Buffer, Uint8Array)', entry);
+      return entry;
     });
     checkFunctions('options', checkOptions('options', options, ['size', 'onWarning']), ['onWarning']);
     const { size, warn } = decoding(options);
-    (await statAll(files)).forEach((stat, i) => {
+    const paths = inputs.map((input, i) => ({ file: input, i })).filter((p): p is { file: string; i: number } => typeof p.file === 'string');
+    (await statAll(paths.map((p) => p.file))).forEach((stat, j) => {
+      const { file, i } = paths[j];
       if (stat instanceof Error) {
-        const why = notUtf8(files[i]) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message);
-        throw new Error(`${files[i]}: ${why} (files[${i}])`);
+        const why = notUtf8(file) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message);
+        throw new Error(`${file}: ${why} (${name}[${i}])`);
       }
-      if (!stat.isFile()) throw new Error(`${files[i]}: not a file (files[${i}]; a folder's images: ImageFolder.open)`);
+      if (!stat.isFile()) throw new Error(`${file}: not a file (${name}[${i}]; a folder's images: ImageFolder.open)`);
     });
-    const resolved = files.map((f) => path.resolve(f));
-    let dir = path.dirname(resolved[0]);
+    const resolved = paths.map((p) => path.resolve(p.file));
+    let dir = resolved.length > 0 ? path.dirname(resolved[0]) : process.cwd();
     while (!resolved.every((f) => f.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep))) dir = path.dirname(dir);
-    // Not probed as a folder is: each file was asked for, and each unreadable one is told (failures) as it is read.
-    return new ImageFolder(dir, [...files], null, null, size, warn);
+    const names = inputs.map((input, i) => (typeof input === 'string' ? input : `${name}[${i}]`));
+    // Not probed as a folder is: each image was asked for, and each unreadable one is told (failures) as it is read.
+    return new ImageFolder(dir, names, null, null, size, warn, inputs);
   }
 
   get length(): number {
@@ -389,21 +407,22 @@ export class ImageFolder implements Dataset {
   /** One image as size×size×3 bytes, or null (warned once, recorded in `failures`). */
   async decode(index: number): Promise<Buffer | null> {
     const file = this.files[checkInteger('index', index, 0, this.length - 1)];
+    const input = this.inputs[index];
     try {
       // A file known to be damaged or unreadable is not tried strictly again (each epoch would).
-      if (this.damaged.has(file) || this.failures.has(file)) return await this.decodeFile(file, 'truncated');
-      return await this.decodeFile(file, 'warning').catch(async (strict: Error) => {
+      if (this.damaged.has(file) || this.failures.has(file)) return await this.decodeImage(input, 'truncated');
+      return await this.decodeImage(input, 'warning').catch(async (strict: Error) => {
         // Damaged but decodable (a JPEG with corrupt data: part of it grey): kept, as other readers keep it, and said.
-        const data = await this.decodeFile(file, 'truncated');
+        const data = await this.decodeImage(input, 'truncated');
         this.damaged.add(file);
-        const bytes = await firstBytes(file);
+        const bytes = await firstBytes(input);
         const own = ownMessage(strict.message, bytes instanceof Error ? undefined : formatOf(bytes));
         this.warn(`pirl: ${file} is damaged (decoded, part of it may be missing)${own ? `: ${own}` : ''}`, 'PIRL_DAMAGED_IMAGE');
         return data;
       });
     } catch (err) {
       if (!this.failures.has(file)) {
-        const reason = await whyUnreadable(file, (err as Error).message);
+        const reason = await whyUnreadable(input, (err as Error).message);
         this.failures.set(file, reason);
         this.warn(`pirl: skipping unreadable image ${file}: ${reason}`, 'PIRL_UNREADABLE_IMAGE');
       }
@@ -413,8 +432,8 @@ export class ImageFolder implements Dataset {
 
   // size×size sRGB bytes; `failOn` as sharp's. Transparency is composited on white whatever the size (resizing
   // alone turned it black, an image already size×size showed the colour hidden under it).
-  private async decodeFile(file: string, failOn: 'warning' | 'truncated'): Promise<Buffer> {
-    const { data, info } = await sharp(file, { failOn, animated: false })
+  private async decodeImage(input: ImageInput, failOn: 'warning' | 'truncated'): Promise<Buffer> {
+    const { data, info } = await sharp(input, { failOn, animated: false })
       .rotate()
       .flatten({ background: '#ffffff' })
       .resize(this.size, this.size, { fit: 'cover' })

@@ -21,12 +21,12 @@ export interface EmbedImagesOptions extends FeatureOptions {
 export interface ImageFeatures {
   /** One row per readable image, in the order of `files`, on the CPU. */
   features: Tensor;
-  /** The file of each row: unreadable images are left out (see `failures`). */
+  /** The file of each row (an image given in memory: `images[i]`, its place in the list); unreadable images are left out (see `failures`). */
   files: string[];
   /** A folder of class subfolders: each row's label (its class's place in `classes`); else null. */
   labels: Int32Array | null;
   classes: string[] | null;
-  /** Each unreadable file, and why. */
+  /** Each unreadable image (named as in `files`), and why. */
   failures: ReadonlyMap<string, string>;
   /** The side the images were embedded at (the model's training side unless options.size). */
   size: number;
@@ -35,10 +35,11 @@ export interface ImageFeatures {
 const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'cache', 'onProgress', 'onWarning'] as const;
 
 /**
- * Features of a folder of images (read as ImageFolder.open does) or of image files, each decoded at the side
- * it is embedded at: the side the model was trained at unless options.size says otherwise.
+ * Features of a folder of images (read as ImageFolder.open does) or of a list of image files and encoded images
+ * in memory (Buffers: uploads; read in place, left unchanged until done with), each decoded at the side it is
+ * embedded at: the side the model was trained at unless options.size says otherwise.
  */
-export async function embedImages(model: PirlModel, images: string | readonly string[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
+export async function embedImages(model: PirlModel, images: string | readonly (string | Uint8Array)[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
   const { layout, cache, onProgress, onWarning, ...given } = options;
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
@@ -47,7 +48,7 @@ export async function embedImages(model: PirlModel, images: string | readonly st
   const warning = onWarning === undefined ? {} : { onWarning };
   const folder = typeof images === 'string'
     ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...warning })
-    : await ImageFolder.fromFiles(images, { size: resolved.size, ...warning });
+    : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...warning });
   const { features, indices, labels } = await datasetFeatures(model, folder, resolved, onProgress).finally(() => folder.close());
   return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures: folder.failures, size: resolved.size };
 }
