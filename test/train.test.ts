@@ -217,6 +217,12 @@ describe('Trainer', () => {
   test('config and checkpoint errors are clear', async () => {
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, bankInit: 'zeros' as 'random' })).rejects.toThrow(/config.bankInit must be 'random' or 'features', got "zeros"/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 0 })).rejects.toThrow(/config.epochs must be an integer in \[1, 1000000\], got 0/);
+    // The batch the run was given is named (the Loader's own option was: options.batchSize).
+    const samples = tiny.dataset().length;
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: samples + 1 })).rejects.toMatchObject({
+      argument: 'config.batchSize', received: samples + 1,
+      message: expect.stringMatching(new RegExp(`^config\\.batchSize must be at most ${samples} \\(the data set's ${samples} samples: `)),
+    });
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: -1 })).rejects.toThrow(/config.baseLr must be a number >= 0, got -1/);
     // CUDA graphs: a process option, refused where a capture could not hold (before any model is made).
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false on the CPU \(CUDA graphs need device 'cuda'\), got true/);

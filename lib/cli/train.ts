@@ -144,7 +144,7 @@ async function withLibraryFlags(values: FlagValues, batchFrom: string, run: () =
   } catch (err) {
     if (!isArgumentError(err)) throw err;
     if (err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
-    if (err.argument === 'options.batchSize') throw new UsageError(`--batch must be ${err.expected}, got ${values.batch === undefined ? `${err.received} (${batchFrom})` : `'${values.batch}'`}`);
+    if (err.argument === 'config.batchSize') throw new UsageError(`--batch must be ${err.expected}, got ${values.batch === undefined ? `${err.received} (${batchFrom})` : `'${values.batch}'`}`);
     throw err;
   }
 }

@@ -10,7 +10,7 @@ import {
 import { Subset, type Dataset } from '../data/datasets';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, checkString, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, checkString, isArgumentError, nativeCall, rangeError, typeError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -263,11 +263,17 @@ export class Trainer {
   }
 
   private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, { distributed, device }: Process): Loader {
-    return new Loader(dataset, {
-      batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, device,
-      ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
-      ...(distributed ? { shard: { rank: distributed.rank, count: distributed.worldSize } } : {}),
-    });
+    try {
+      return new Loader(dataset, {
+        batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, device,
+        ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
+        ...(distributed ? { shard: { rank: distributed.rank, count: distributed.worldSize } } : {}),
+      });
+    } catch (err) {
+      // The Loader names its own option: the run's is config.batchSize.
+      if (isArgumentError(err) && err.argument === 'options.batchSize') throw rangeError('config.batchSize', err.expected, err.received);
+      throw err;
+    }
   }
 
   // The rendezvous, the ranks' agreement on the run, and rank 0's state (native, off the JavaScript thread: it waits for every rank).
