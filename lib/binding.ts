@@ -87,6 +87,8 @@ export interface PirlModelHandle {
   stateDict(scope: StateDictScope): { names: string[]; tensors: TensorHandle[] };
   loadStateDict(scope: StateDictScope, names: string[], tensors: TensorHandle[], strict: boolean): void;
   to(device: string): Promise<void>;
+  dispose(): void;
+  disposed(): boolean;
 }
 
 export interface NativeStepResult {

@@ -143,6 +143,18 @@ export class PirlModel {
     return this;
   }
 
+  /**
+   * Lets go of the model's memory now rather than when it is collected (a service swapping models): every
+   * later use is an error ('the model was disposed'); calls in flight, and a Trainer training it, finish first.
+   */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle.disposed();
+  }
+
   async to(device: Device): Promise<this> {
     const target = checkDevice('device', device);
     await nativeCall(() => this.handle.to(target));

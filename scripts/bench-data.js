@@ -45,13 +45,17 @@ async function child(dir, preset, source, threads, batch, batches) {
   const loader = new pirl.Loader(dataset, { batchSize: batch, epochLength: batches, config: preset, prefetch: 2 });
   for await (const _ of loader.epoch(0)); // eslint-disable-line no-unused-vars
   let samples = 0, epoch = 1;
+  // The longest the JS thread was held (a server training alongside its requests waits that long).
+  const delay = require('perf_hooks').monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
   const start = performance.now();
   do {
     for await (const b of loader.epoch(epoch++)) samples += b.indices.shape[0];
   } while (performance.now() - start < 2000);
   const seconds = (performance.now() - start) / 1000;
+  delay.disable();
   await folder.close();
-  console.log(JSON.stringify({ samplesPerSecond: Math.round(samples / seconds) }));
+  console.log(JSON.stringify({ samplesPerSecond: Math.round(samples / seconds), eventLoopMaxDelayMs: Math.round(delay.max / 1e6) }));
 }
 
 // Photo-like JPEGs: smooth colour fields, edges and noise, so decoding and the colour ops do real work.
@@ -98,11 +102,14 @@ async function main() {
   const presets = {};
   for (const preset of ['paper', 'small']) {
     const size = folderImageSize(preset);
-    const pipeline = {};
+    const pipeline = {}, eventLoop = {};
     for (const source of ['memory', 'cache', 'jpeg']) {
       pipeline[source] = {};
+      eventLoop[source] = {};
       for (const threads of threadCounts) {
-        pipeline[source][threads] = run(process.execPath, [__filename, '--child', dir, preset, source, threads, batch, batches], threads).samplesPerSecond;
+        const r = run(process.execPath, [__filename, '--child', dir, preset, source, threads, batch, batches], threads);
+        pipeline[source][threads] = r.samplesPerSecond;
+        eventLoop[source][threads] = r.eventLoopMaxDelayMs;
       }
     }
     const sampler = run(path.join(root, 'build', 'pirl_bench_sampler'), [preset, String(size), String(size), String(batch), '1', '3'], 1);
@@ -113,6 +120,7 @@ async function main() {
     presets[preset] = {
       storedImageSize: size,
       pipelineSamplesPerSecond: pipeline,
+      eventLoopMaxDelayMs: eventLoop,
       perCore: Object.fromEntries(['memory', 'cache', 'jpeg'].map((s) => [s, Math.round(pipeline[s][fewest] / fewest)])),
       samplerOneThread: { samplesPerSecond: sampler.samplesPerSecond, speedupOverReference: sampler.speedup, opMicroseconds: sampler.opMicroseconds },
       modelStep: { arch, stem, imageSize: Number(imageSize), batch: modelBatch, threads: most, imagesPerSecond: Math.round((modelBatch / stepMs) * 1000) },

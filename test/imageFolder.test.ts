@@ -27,6 +27,30 @@ async function writeAllKinds(dir: string): Promise<string[]> {
 }
 
 describe('ImageFolder', () => {
+  test('a batch is decoded a few images at a time (each starts a sharp pipeline on the JS thread: 512 at once stalled it)', async () => {
+    const dir = tmpDir();
+    try {
+      const count = 24;
+      for (let i = 0; i < count; i++) await raw(20 + i, 20).png().toFile(path.join(dir, `${String(i).padStart(2, '0')}.png`));
+      const folder = await ImageFolder.open(dir, { size: 8 });
+      const alone = await Promise.all(Array.from({ length: count }, (_, i) => folder.decode(i)));
+      const decode = folder.decode.bind(folder);
+      let inFlight = 0, most = 0;
+      jest.spyOn(folder, 'decode').mockImplementation(async (i) => {
+        most = Math.max(most, ++inFlight);
+        return decode(i).finally(() => inFlight--);
+      });
+      const { source, indices } = await folder.batchSource(Array.from({ length: count }, (_, i) => count - 1 - i));
+      const limit = 2 * Number(process.env.UV_THREADPOOL_SIZE);
+      expect(most).toBe(limit); // enough to keep libuv's pool busy
+      expect(limit).toBeLessThan(count);
+      expect(indices).toEqual(Array.from({ length: count }, (_, i) => count - 1 - i));
+      expect(Buffer.from(source.data() as Uint8Array)).toEqual(Buffer.concat(indices.map((i) => alone[i]!)));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('files without an image extension are said to be left out (not hidden files, nor the folder\'s own cache)', async () => {
     const dir = tmpDir('pirl-data-');
     try {

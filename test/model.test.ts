@@ -91,6 +91,25 @@ describe('PirlModel', () => {
     expect(() => other.loadStateDict(new Map())).toThrow(/missing tensors: /);
   });
 
+  test('dispose() frees the model now; a call in flight finishes, every later use is an error', async () => {
+    const big = await PirlModel.create({ arch: 'resnet50', stem: 'small' });
+    const images = rand([2, 3, 32, 32]);
+    await big.embed(images); // its own thread started
+    const threads = () => fs.readdirSync('/proc/self/task').length;
+    const before = threads();
+    const inFlight = big.embed(images);
+    big.dispose();
+    expect(big.disposed).toBe(true);
+    expect((await inFlight).shape).toEqual([2, 2048]);
+    // The model's state (its parameters, its thread) was destroyed with the last call: its thread is gone.
+    expect(threads()).toBeLessThan(before);
+    await expect(big.embed(images)).rejects.toThrow(/^the model was disposed$/);
+    expect(() => big.featureDim).toThrow('the model was disposed');
+    expect(() => big.eval()).toThrow('the model was disposed');
+    await expect(big.save(path.join(os.tmpdir(), 'never.safetensors'))).rejects.toThrow('the model was disposed');
+    expect(model.disposed).toBe(false);
+  });
+
   test('inputs are validated in TypeScript with clear errors', async () => {
     const patches = rand([2, 9, 3, 12, 12]);
     await expect(model.forward(rand([2, 1, 32, 32]), patches)).rejects.toThrow(/images must be B×3×H×W with 3 channels, got \[2, 1, 32, 32\]/);

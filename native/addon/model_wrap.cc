@@ -70,13 +70,15 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                           InstanceMethod<&ModelWrap::stateDict>("stateDict"),
                                           InstanceMethod<&ModelWrap::loadStateDict>("loadStateDict"),
                                           InstanceMethod<&ModelWrap::to>("to"),
+                                          InstanceMethod<&ModelWrap::dispose>("dispose"),
+                                          InstanceMethod<&ModelWrap::disposed>("disposed"),
                                       });
     EnvState::of(env)->modelConstructor = Napi::Persistent(ctor);
     exports.Set("PirlModelHandle", ctor);
   }
 
   static std::shared_ptr<ModelState> unwrap(Napi::Value value, const std::string& arg) {
-    return unwrapHandle<ModelWrap>(value, EnvState::of(value.Env())->modelConstructor, arg, "PirlModel")->state_;
+    return unwrapHandle<ModelWrap>(value, EnvState::of(value.Env())->modelConstructor, arg, "PirlModel")->live(arg);
   }
 
   static Napi::Object wrap(Napi::Env env, std::shared_ptr<ModelState> state) {
@@ -94,7 +96,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const at::Tensor images = TensorWrap::unwrap(info[0], "images");
       const at::Tensor patches = TensorWrap::unwrap(info[1], "patches");
-      auto s = state_;
+      auto s = live();
       return AsyncTask<model::Embeddings>::run(
           info.Env(), "pirl.model.forward",
           [=] {
@@ -116,7 +118,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const EmbedLayer layer = AsEnum(info[1], "layer", kEmbedLayerNames);
       const int64_t batchSize = AsInt64(info[2], "batchSize");
       if (batchSize < 1) throw std::out_of_range("batchSize must be >= 1, got " + std::to_string(batchSize));
-      auto s = state_;
+      auto s = live();
       return AsyncTask<at::Tensor>::run(
           info.Env(), "pirl.model.embed",
           [=] {
@@ -136,20 +138,24 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value setTraining(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const bool training = AsBool(info[0], "training");
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      state_->model->train(training);
+      const auto s = live();
+      std::lock_guard<std::mutex> lock(s->mutex);
+      s->model->train(training);
       return info.Env().Undefined();
     });
   }
 
   Napi::Value isTraining(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), state_->model->is_training());
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), live()->model->is_training()); });
   }
 
   // Without the model's mutex: a getter must not wait for an embed or a step to end (the event loop would).
   Napi::Value info(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const ModelState::Facts& f = state_->facts;
+    return guarded(info.Env(), [&] { return facts(info.Env(), *live()); });
+  }
+
+  static Napi::Value facts(Napi::Env env, const ModelState& s) {
+    const ModelState::Facts& f = s.facts;
     auto out = Napi::Object::New(env);
     auto params = Napi::Object::New(env);
     params.Set("trunk", f.trunkParameters);
@@ -159,15 +165,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     out.Set("parameters", params);
     out.Set("featureDim", static_cast<double>(f.featureDim));
     out.Set("minInputSize", static_cast<double>(f.minInputSize));
-    out.Set("device", state_->device().str());
+    out.Set("device", s.device().str());
     return out;
   }
 
   Napi::Value stateDict(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       Napi::Env env = info.Env();
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      const auto named = model::stateDict(state_->model->scope(AsEnum(info[0], "scope", kScopeNames)));
+      const auto s = live();
+      std::lock_guard<std::mutex> lock(s->mutex);
+      const auto named = model::stateDict(s->model->scope(AsEnum(info[0], "scope", kScopeNames)));
       auto names = Napi::Array::New(env, named.size());
       auto tensors = Napi::Array::New(env, named.size());
       for (uint32_t i = 0; i < named.size(); ++i) {
@@ -188,8 +195,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const model::StateDictScope scope = AsEnum(info[0], "scope", kScopeNames);
       const model::NamedTensors values = readNamedTensors(info[1], info[2], "tensor");
       const bool strict = AsBool(info[3], "strict");
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      model::loadStateDict(state_->model->scope(scope), values, strict);
+      const auto s = live();
+      std::lock_guard<std::mutex> lock(s->mutex);
+      model::loadStateDict(s->model->scope(scope), values, strict);
       return info.Env().Undefined();
     });
   }
@@ -197,7 +205,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value to(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const c10::Device device = AsDevice(info[0], "device");
-      auto s = state_;
+      auto s = live();
       return AsyncTask<bool>::run(
           info.Env(), "pirl.model.to",
           [=] {
@@ -209,6 +217,19 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           },
           [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
     });
+  }
+
+  // Lets go of the model: its memory is freed once the calls in flight and a trainer using it are done with it.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    state_.reset();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), state_ == nullptr); }
+
+  std::shared_ptr<ModelState> live(const std::string& arg = "the model") const {
+    if (!state_) throw std::invalid_argument(arg + " was disposed");
+    return state_;
   }
 
   std::shared_ptr<ModelState> state_;
