@@ -156,6 +156,7 @@ export interface Binding {
   /** Each tensor's bytes written one after another from `offset` of an open file descriptor. */
   writeTensors(fd: number, file: string, offset: number, tensors: readonly TensorHandle[]): Promise<void>;
   zeros(shape: readonly number[], dtype: DType, device: string): TensorHandle;
+  empty(shape: readonly number[], dtype: DType, device: string): TensorHandle;
   matmul(a: TensorHandle, b: TensorHandle): Promise<TensorHandle>;
   conv2d(
     input: TensorHandle,

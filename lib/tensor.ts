@@ -29,6 +29,15 @@ export function checkShape(arg: string, shape: unknown): number[] {
 }
 
 
+// zeros' and empty's arguments, checked.
+function factoryArguments(shape: readonly number[], options: { dtype?: DType; device?: Device }): [number[], DType, Device] {
+  return [
+    checkShape('shape', shape),
+    checkOneOf('options.dtype', options.dtype ?? 'float32', DTYPES),
+    checkDevice('options.device', options.device ?? 'cpu'),
+  ];
+}
+
 export class Tensor {
   /** @internal The native handle; shared with other pirl classes, not part of the public API. */
   readonly handle: TensorHandle;
@@ -58,10 +67,12 @@ export class Tensor {
   }
 
   static zeros(shape: readonly number[], options: { dtype?: DType; device?: Device } = {}): Tensor {
-    const dims = checkShape('shape', shape);
-    const dtype = checkOneOf('options.dtype', options.dtype ?? 'float32', DTYPES);
-    const device = checkDevice('options.device', options.device ?? 'cpu');
-    return new Tensor(binding.zeros(dims, dtype, device));
+    return new Tensor(binding.zeros(...factoryArguments(shape, options)));
+  }
+
+  /** A tensor whose values are whatever its memory held: to be filled in place (through data()), without a first pass of zeros. */
+  static empty(shape: readonly number[], options: { dtype?: DType; device?: Device } = {}): Tensor {
+    return new Tensor(binding.empty(...factoryArguments(shape, options)));
   }
 
   get shape(): number[] {

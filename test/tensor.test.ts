@@ -117,6 +117,18 @@ describe('Tensor.zeros and data() over native memory', () => {
     const t = Tensor.zeros([3], { dtype });
     expect(t.dtype).toBe(dtype);
     expect(t.data().length).toBe(3);
+    expect([...t.data()].every((v) => v === 0 || v === 0n)).toBe(true);
+  });
+
+  test('empty: the shape and dtype asked, filled in place through data(); its arguments checked as zeros\' are', () => {
+    const t = Tensor.empty([2, 3], { dtype: 'uint8' });
+    expect([t.shape, t.dtype, t.device]).toEqual([[2, 3], 'uint8', 'cpu']);
+    (t.data() as Uint8Array).set([1, 2, 3, 4, 5, 6]);
+    expect([...t.rows(1, 1).data()]).toEqual([4, 5, 6]);
+    expect(Tensor.empty([0, 4]).shape).toEqual([0, 4]);
+    expect(() => Tensor.empty([2, -1])).toThrow(/shape\[1\] must be an integer >= 0, got -1/);
+    expect(() => Tensor.empty([2], { dtype: 'float16' as never })).toThrow(/options.dtype must be one of 'float32', 'float64', 'int32', 'int64', 'uint8', got "float16"/);
+    expect(() => Tensor.empty([2], { device: 'gpu' as never })).toThrow(/options.device must be 'cpu', 'cuda' or 'cuda:N', got "gpu"/);
   });
 });
 

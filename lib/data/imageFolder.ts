@@ -589,31 +589,33 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  private async cached(index: number): Promise<Buffer | null> {
-    if (this.failures.has(this.files[index])) return null;
-    const image = Buffer.alloc(this.imageBytes);
-    await this.cacheHandle!.read(image, 0, image.length, this.cacheDataStart + index * this.imageBytes);
-    return image;
+  // Reads image `index` from the cache into `slot`; false when it is unreadable.
+  private async cached(index: number, slot: Uint8Array): Promise<boolean> {
+    if (this.failures.has(this.files[index])) return false;
+    await this.cacheHandle!.read(slot, 0, slot.length, this.cacheDataStart + index * this.imageBytes);
+    return true;
   }
 
   async batchSource(indices: readonly number[]): Promise<BatchSource> {
     for (const i of indices) {
       if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new RangeError(`indices must be integers in [0, ${this.length}), got ${i}`);
     }
+    // Each image lands in its slot of the batch's tensor as it comes (an unreadable one's is left out of `rows`):
+    // a batch-sized copy or two on the JS thread held it ~70 ms for 256 images at 292 px.
+    const source = Tensor.empty([indices.length, this.size, this.size, 3], { dtype: 'uint8' });
+    const slots = source.data() as Uint8Array;
+    const slot = (k: number) => slots.subarray(k * this.imageBytes, (k + 1) * this.imageBytes);
+    const places = indices.map((_, k) => k);
     // A cache read is one positioned read: cheap to start, so more are in flight.
-    const decoded = this.cacheHandle
-      ? await eachLimited(indices, 8 * ioInFlight(), (i) => this.cached(i))
-      : await eachLimited(indices, ioInFlight(), (i) => this.decode(i));
-    const present = indices.filter((_, k) => decoded[k] !== null);
-    const pixels = this.size * this.size * 3;
-    const images = new Uint8Array(present.length * pixels);
-    let row = 0;
-    for (const d of decoded) if (d) images.set(d, (row++) * pixels);
-    return {
-      source: Tensor.from(images, [present.length, this.size, this.size, 3]),
-      rows: int64Tensor(present.map((_, k) => k)),
-      indices: present,
-    };
+    const read = this.cacheHandle
+      ? await eachLimited(places, 8 * ioInFlight(), (k) => this.cached(indices[k], slot(k)))
+      : await eachLimited(places, ioInFlight(), async (k) => {
+        const image = await this.decode(indices[k]);
+        image?.copy(slot(k));
+        return image !== null;
+      });
+    const kept = places.filter((k) => read[k]);
+    return { source, rows: int64Tensor(kept), indices: kept.map((k) => indices[k]) };
   }
 
   /** Closes the cache file, if any. */

@@ -298,11 +298,19 @@ Napi::Value fromArray(const Napi::CallbackInfo& info) {
   return TensorWrap::wrap(env, std::move(t));
 }
 
+// zeros(shape, dtype, device) / empty(…): `empty`'s values are whatever its memory held (for filling in place).
+at::TensorOptions factoryOptions(const Napi::CallbackInfo& info) {
+  return at::TensorOptions().dtype(dtypeFromName(AsString(info[1], "dtype"))).device(AsDevice(info[2], "device"));
+}
+
 Napi::Value zeros(const Napi::CallbackInfo& info) {
   const auto shape = readShape(info[0], "shape");
-  const auto options =
-      at::TensorOptions().dtype(dtypeFromName(AsString(info[1], "dtype"))).device(AsDevice(info[2], "device"));
-  return TensorWrap::wrap(info.Env(), at::zeros(shape, options));
+  return TensorWrap::wrap(info.Env(), at::zeros(shape, factoryOptions(info)));
+}
+
+Napi::Value empty(const Napi::CallbackInfo& info) {
+  const auto shape = readShape(info[0], "shape");
+  return TensorWrap::wrap(info.Env(), at::empty(shape, factoryOptions(info)));
 }
 
 // readTensors(fd, file, spans [{what, offset, dtype, shape}]): new tensors read from an open file, off
@@ -350,6 +358,7 @@ Napi::Value writeTensors(const Napi::CallbackInfo& info) {
 void registerTensorFactories(Napi::Env env, Napi::Object exports) {
   exports.Set("fromArray", Napi::Function::New<binding<fromArray>>(env, "fromArray"));
   exports.Set("zeros", Napi::Function::New<binding<zeros>>(env, "zeros"));
+  exports.Set("empty", Napi::Function::New<binding<empty>>(env, "empty"));
   exports.Set("readTensors", Napi::Function::New<binding<readTensors>>(env, "readTensors"));
   exports.Set("writeTensors", Napi::Function::New<binding<writeTensors>>(env, "writeTensors"));
 }
