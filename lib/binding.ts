@@ -85,6 +85,7 @@ export interface PirlModelHandle {
     device: string;
   };
   stateDict(scope: StateDictScope): { names: string[]; tensors: TensorHandle[] };
+  snapshot(scope: StateDictScope): Promise<{ names: string[]; tensors: TensorHandle[] }>;
   loadStateDict(scope: StateDictScope, names: string[], tensors: TensorHandle[], strict: boolean): void;
   to(device: string): Promise<void>;
   dispose(): void;

@@ -1,7 +1,7 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
 import * as path from 'path';
 
-import { binding, type PirlModelHandle, type StateDictScope } from './binding';
+import { binding, type PirlModelHandle, type StateDictScope, type TensorHandle } from './binding';
 import {
   NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
@@ -84,6 +84,9 @@ export function checkTensorsFitOptions(file: string, tensors: Map<string, Tensor
     }
   }
 }
+
+const namedTensors = ({ names, tensors }: { names: string[]; tensors: TensorHandle[] }): Map<string, Tensor> =>
+  new Map(names.map((name, i) => [name, new Tensor(tensors[i])]));
 
 export class PirlModel {
   readonly options: Readonly<ResolvedModelOptions>;
@@ -215,10 +218,17 @@ export class PirlModel {
     return this.handle.info().minInputSize;
   }
 
-  /** Named parameters and buffers: the whole model, or the trunk alone under torchvision's names. */
+  /**
+   * Named parameters and buffers (copies): the whole model, or the trunk alone under torchvision's names. Taken
+   * on the JavaScript thread, it waits for a call in progress (an embed); save() and exportTrunk() do not.
+   */
   stateDict(scope: StateDictScope = 'all'): Map<string, Tensor> {
-    const { names, tensors } = this.handle.stateDict(checkOneOf('scope', scope, ['all', 'trunk'] as const));
-    return new Map(names.map((name, i) => [name, new Tensor(tensors[i])]));
+    return namedTensors(this.handle.stateDict(checkOneOf('scope', scope, ['all', 'trunk'] as const)));
+  }
+
+  /** @internal stateDict() taken on the model's thread, after the calls queued before it. */
+  async snapshot(scope: StateDictScope): Promise<Map<string, Tensor>> {
+    return namedTensors(await nativeCall(() => this.handle.snapshot(scope)));
   }
 
   /** Loads named tensors; names and shapes are checked before anything is copied. */
@@ -235,7 +245,7 @@ export class PirlModel {
   /** The whole model (trunk, heads and options) as safetensors. */
   async save(file: string): Promise<void> {
     const trained = this.imageSize === null ? {} : { imageSize: checkInteger('model.imageSize', this.imageSize, 1) };
-    await writeSafetensors(file, this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
+    await writeSafetensors(file, await this.snapshot('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
   }
 
   /** A model saved by `save`, with its options, on `placement.device` (default 'cpu'). */
@@ -258,7 +268,7 @@ export class PirlModel {
   async exportTrunk(file: string): Promise<void> {
     const { arch, stem, width } = this.options;
     const trunk = { arch, stem, width, imageSize: this.imageSize, ...NORMALIZATION };
-    await writeSafetensors(file, this.stateDict('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
+    await writeSafetensors(file, await this.snapshot('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
   }
 
   /** Loads a torchvision-named trunk (its `fc.*` tensors, if any, are ignored). */

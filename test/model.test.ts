@@ -70,6 +70,23 @@ describe('PirlModel', () => {
     expect(answered).toBeLessThan(embed / 4);
   });
 
+  test('save() during an embed does not hold the JavaScript thread until the embed ends', async () => {
+    const small = await PirlModel.create({ width: 0.25 });
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-save-')), 'model.safetensors');
+    let embedded = false;
+    const embedding = small.embed(rand([256, 3, 64, 64])).then(() => (embedded = true));
+    await new Promise((r) => setTimeout(r, 20)); // the embed holds the model on its thread
+    const saving = small.save(file);
+    await new Promise(setImmediate);
+    expect(embedded).toBe(false); // save() took the model's state in the JS thread: it waited for the embed
+    await Promise.all([embedding, saving]);
+    const loaded = await PirlModel.load(file);
+    const [a, b] = [small.stateDict(), loaded.stateDict()];
+    expect([...b.keys()]).toEqual([...a.keys()]);
+    for (const [name, t] of a) expect([name, [...b.get(name)!.data()]]).toEqual([name, [...t.data()]]);
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+  });
+
   test('stateDict is a copy: a file saved from it during training holds one moment', async () => {
     const values = model.stateDict();
     const weight = values.get('trunk.conv1.weight')!;

@@ -462,7 +462,7 @@ export class Trainer {
   private async writeCheckpoint(file: string): Promise<void> {
     const { position, epochSoFar } = this;
     const tensors: Array<[string, Tensor]> = [];
-    for (const [name, t] of this.model.stateDict('all')) tensors.push([`model.${name}`, t]);
+    for (const [name, t] of await this.model.snapshot('all')) tensors.push([`model.${name}`, t]);
     const state = this.handle.state();
     state.momentum.names.forEach((name, i) => tensors.push([`momentum.${name}`, new Tensor(state.momentum.tensors[i])]));
     const bankState = this.bank.state();

@@ -68,6 +68,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                           InstanceMethod<&ModelWrap::isTraining>("isTraining"),
                                           InstanceMethod<&ModelWrap::info>("info"),
                                           InstanceMethod<&ModelWrap::stateDict>("stateDict"),
+                                          InstanceMethod<&ModelWrap::snapshot>("snapshot"),
                                           InstanceMethod<&ModelWrap::loadStateDict>("loadStateDict"),
                                           InstanceMethod<&ModelWrap::to>("to"),
                                           InstanceMethod<&ModelWrap::dispose>("dispose"),
@@ -169,24 +170,42 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return out;
   }
 
+  // Copies, not the live parameters: a file written from them while training goes on is one moment's.
+  static model::NamedTensors copiesOf(ModelState& s, model::StateDictScope scope) {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    model::NamedTensors named = model::stateDict(s.model->scope(scope));
+    for (auto& [name, t] : named) t = t.device().is_cpu() ? t.clone(at::MemoryFormat::Contiguous) : t.to(at::kCPU).contiguous();
+    return named;
+  }
+
+  static Napi::Value namedToJs(Napi::Env env, const model::NamedTensors& named) {
+    auto names = Napi::Array::New(env, named.size());
+    auto tensors = Napi::Array::New(env, named.size());
+    for (uint32_t i = 0; i < named.size(); ++i) {
+      names.Set(i, named[i].first);
+      tensors.Set(i, TensorWrap::wrap(env, named[i].second));
+    }
+    auto out = Napi::Object::New(env);
+    out.Set("names", names);
+    out.Set("tensors", tensors);
+    return out;
+  }
+
+  // Waits for the model's call in progress, on the JavaScript thread: the API's stateDict().
   Napi::Value stateDict(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      Napi::Env env = info.Env();
-      const auto s = live();
-      std::lock_guard<std::mutex> lock(s->mutex);
-      const auto named = model::stateDict(s->model->scope(AsEnum(info[0], "scope", kScopeNames)));
-      auto names = Napi::Array::New(env, named.size());
-      auto tensors = Napi::Array::New(env, named.size());
-      for (uint32_t i = 0; i < named.size(); ++i) {
-        names.Set(i, named[i].first);
-        // A copy, not the live parameters: a file written from it while training goes on is one moment's.
-        const at::Tensor& t = named[i].second;
-        tensors.Set(i, TensorWrap::wrap(env, t.device().is_cpu() ? t.clone(at::MemoryFormat::Contiguous) : t.to(at::kCPU).contiguous()));
-      }
-      auto out = Napi::Object::New(env);
-      out.Set("names", names);
-      out.Set("tensors", tensors);
-      return out;
+      return namedToJs(info.Env(), copiesOf(*live(), AsEnum(info[0], "scope", kScopeNames)));
+    });
+  }
+
+  // The same, taken on the model's thread after the calls queued before it: for save(), which must not wait on the JS thread.
+  Napi::Value snapshot(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const model::StateDictScope scope = AsEnum(info[0], "scope", kScopeNames);
+      auto s = live();
+      return AsyncTask<model::NamedTensors>::run(
+          info.Env(), "pirl.model.snapshot", [=] { return copiesOf(*s, scope); },
+          [](Napi::Env env, model::NamedTensors& named) { return namedToJs(env, named); }, s->owner);
     });
   }
 

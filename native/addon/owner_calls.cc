@@ -9,9 +9,12 @@ OwnerCalls::OwnerCalls(Napi::Env env) : env_(env) {
                                                                  this, &OwnerCalls::settleOnJsThread, &settler_));
   NAPI_THROW_IF_FAILED_VOID(env, napi_unref_threadsafe_function(env, settler_));
   // process.exit() runs no clean-up hook before exit(): libtorch's static destructors would run under the call.
-  Napi::Object process = env.Global().Get("process").As<Napi::Object>();
-  process.Get("once").As<Napi::Function>().Call(
-      process, {Napi::String::New(env, "exit"), Napi::Function::New(env, [this](const Napi::CallbackInfo&) { end(); })});
+  const Napi::Value process = env.Global().Get("process");
+  const Napi::Value once = process.IsObject() ? process.As<Napi::Object>().Get("once") : env.Undefined();
+  if (once.IsFunction()) {
+    once.As<Napi::Function>().Call(
+        process, {Napi::String::New(env, "exit"), Napi::Function::New(env, [this](const Napi::CallbackInfo&) { end(); })});
+  }
   // Last, after what can throw (a worker terminated while it loads pirl): the hook must not outlive this.
   // After the thread-safe function, so run before its own clean-up (hooks run last-added first).
   NAPI_THROW_IF_FAILED_VOID(
