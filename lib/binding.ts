@@ -90,6 +90,7 @@ export interface PirlModelHandle {
   to(device: string): Promise<void>;
   dispose(): void;
   disposed(): boolean;
+  retain(): PirlModelHandle;
 }
 
 export interface NativeStepResult {
@@ -167,6 +168,7 @@ export interface Binding {
     padding: readonly number[],
   ): Promise<TensorHandle>;
   MemoryBankHandle: abstract new (...args: never[]) => MemoryBankHandle;
+  PirlModelHandle: abstract new (...args: never[]) => PirlModelHandle;
   createMemoryBank(size: number, dim: number, seed: number, device: string): Promise<MemoryBankHandle>;
   restoreMemoryBank(rows: TensorHandle, generator: TensorHandle, device: string): MemoryBankHandle;
   nceLoss(

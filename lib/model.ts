@@ -148,7 +148,8 @@ export class PirlModel {
 
   /**
    * Lets go of the model's memory now rather than when it is collected (a service swapping models): every
-   * later use is an error ('the model was disposed'); calls in flight, and a Trainer training it, finish first.
+   * later use is an error ('the model was disposed'); calls in flight (an embedImages, a datasetFeatures pass)
+   * and a Trainer training it finish first.
    */
   dispose(): void {
     this.handle.dispose();
@@ -156,6 +157,16 @@ export class PirlModel {
 
   get disposed(): boolean {
     return this.handle.disposed();
+  }
+
+  /**
+   * @internal Another reference to this model, for work of several calls (a pass over a data set, a run's
+   * checkpoints): dispose() of this one does not end it; its own dispose() (or collection) lets go.
+   */
+  retain(): PirlModel {
+    const other = new PirlModel(this.handle.retain(), this.options);
+    other.imageSize = this.imageSize;
+    return other;
   }
 
   async to(device: Device): Promise<this> {

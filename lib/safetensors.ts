@@ -3,6 +3,7 @@
 import { constants } from 'buffer';
 import { promises as fs } from 'fs';
 import * as path from 'path';
+import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
 import { checkObject } from './errors';
@@ -239,7 +240,14 @@ export function serializeSafetensors(tensors: Iterable<[string, Tensor]>, metada
 }
 
 /** Where process `pid` writes `file` before renaming it into place (atomic writes: checkpoints, the decode cache). */
-export const temporaryOf = (file: string, pid: number): string => path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);
+let temporaries = 0;
+
+/**
+ * A new temporary file name beside `file`, for one write: two writes of the same file at once (a periodic save and an
+ * asked one, two worker threads) each have their own (one shared name mixed their bytes). It starts with the pid.
+ */
+export const temporaryFor = (file: string): string =>
+  path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${threadId}-${++temporaries}.tmp`);
 
 /** The folder `file` goes in, made where missing; an error names `file` when it cannot be. */
 export async function makeFolderFor(file: string): Promise<void> {
@@ -258,7 +266,7 @@ export async function makeFolderFor(file: string): Promise<void> {
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
   const { head, entries } = headerOf(tensors, metadata);
   await makeFolderFor(file);
-  const tmp = temporaryOf(file, process.pid);
+  const tmp = temporaryFor(file);
   try {
     const handle = await fs.open(tmp, 'w');
     try {
@@ -285,10 +293,12 @@ export async function removeStaleTemporaries(file: string): Promise<string[]> {
   }
   const removed: string[] = [];
   for (const name of names) {
-    const pid = name.startsWith(prefix) && name.endsWith('.tmp') ? Number(name.slice(prefix.length, -4)) : NaN;
+    // .NAME.PID.tmp (an older pirl's) or .NAME.PID.THREAD-N.tmp
+    const pid = name.startsWith(prefix) && name.endsWith('.tmp') ? Number(name.slice(prefix.length, -4).split('.')[0]) : NaN;
     if (!Number.isSafeInteger(pid) || pid === process.pid || processAlive(pid)) continue;
-    await fs.rm(temporaryOf(file, pid), { force: true });
-    removed.push(temporaryOf(file, pid));
+    const stale = path.join(path.dirname(file), name);
+    await fs.rm(stale, { force: true });
+    removed.push(stale);
   }
   return removed;
 }

@@ -1,7 +1,9 @@
 // Tensor: a typed handle over a native at::Tensor; its data() is a typed-array view of native memory.
+import { constants } from 'buffer';
+
 import { binding, type TensorHandle } from './binding';
 import { checkDevice, type Device } from './config';
-import { checkArrayOf, checkInteger, checkOneOf, describe, nativeCall, typeError } from './errors';
+import { checkArrayOf, checkInteger, checkOneOf, checkOptions, describe, nativeCall, typeError } from './errors';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 export type TypedArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -17,6 +19,8 @@ const ARRAY_DTYPES: ReadonlyArray<[new (...args: never[]) => TypedArray, DType]>
   [Uint8Array, 'uint8'], // Node Buffers are Uint8Arrays
 ];
 
+const BYTES_PER_ELEMENT: Record<DType, number> = { float32: 4, float64: 8, int32: 4, int64: 8, uint8: 1 };
+
 function dtypeOfArray(data: unknown): DType {
   for (const [ctor, dtype] of ARRAY_DTYPES) {
     if (data instanceof ctor) return dtype;
@@ -31,6 +35,7 @@ export function checkShape(arg: string, shape: unknown): number[] {
 
 // zeros' and empty's arguments, checked.
 function factoryArguments(shape: readonly number[], options: { dtype?: DType; device?: Device }): [number[], DType, Device] {
+  checkOptions('options', options, ['dtype', 'device']);
   return [
     checkShape('shape', shape),
     checkOneOf('options.dtype', options.dtype ?? 'float32', DTYPES),
@@ -100,6 +105,13 @@ export class Tensor {
    * for any other tensor (CUDA, strided).
    */
   data(): TypedArray {
+    const [shape, dtype] = [this.shape, this.dtype];
+    const bytes = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
+    // Past it the runtime cannot make the array (Node 20: 4 GiB), and failed without an error it could report.
+    if (bytes > constants.MAX_LENGTH) {
+      throw new RangeError(`tensor.data() of a ${dtype} tensor of shape [${shape.join(', ')}] would be ${(bytes / 2 ** 30).toFixed(1)} GiB: ` +
+        `more than one typed array holds here (${(constants.MAX_LENGTH / 2 ** 30).toFixed(1)} GiB); read it in parts with tensor.rows(start, count)`);
+    }
     return this.handle.data();
   }
 

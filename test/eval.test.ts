@@ -188,6 +188,41 @@ describe('evaluation', () => {
     }
   });
 
+  test('a model disposed while a pass of several calls runs (embedImages, datasetFeatures, knnAccuracy) lets it end; later ones are refused', async () => {
+    const dir = tmpDir('pirl-embed-swap-');
+    try {
+      const files = await Promise.all([0, 1, 2, 3, 4].map(async (i) => {
+        const file = path.join(dir, `${i}.png`);
+        await raw(30 + i, 20).png().toFile(file);
+        return file;
+      }));
+      const make = async () => {
+        const m = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125 });
+        m.imageSize = 16;
+        return m;
+      };
+      const model = await make();
+      const expected = await embedImages(model, files, { batchSize: 2 });
+      // Disposed while the images are still being decoded, then between batches of 2.
+      const pending = embedImages(model, files, { batchSize: 2 });
+      const labelled = new ArrayDataset(new Uint8Array(6 * 16 * 16 * 3).map((_, i) => (i * 7) % 251), [6, 16, 16, 3], { labels: Int32Array.from([0, 1, 0, 1, 0, 1]) });
+      const other = await make();
+      const width = other.featureDim;
+      const knn = knnAccuracy(other, labelled, labelled, { k: 1, batchSize: 2 });
+      const passes = datasetFeatures(other, labelled, { batchSize: 2 }, (done) => { if (done === 2) other.dispose(); });
+      model.dispose();
+      expect([...(await pending).features.data()]).toEqual([...expected.features.data()]);
+      expect((await passes).features.shape).toEqual([6, width]);
+      expect(await knn).toBe(1); // each sample is its own nearest neighbour
+      await expect(embedImages(model, files)).rejects.toThrow(/^the model was disposed$/);
+      await expect(knnAccuracy(other, labelled, labelled)).rejects.toThrow(/^the model was disposed$/);
+      await expect(embedImages(null as never, files)).rejects.toThrow('model must be a PirlModel, got null');
+      await expect(datasetFeatures({} as never, labelled)).rejects.toThrow('model must be a PirlModel, got an object');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('knnPredict: the weighted vote of the k most similar rows, as a naive vote computes it; bad labels named', async () => {
     let seed = 5;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;

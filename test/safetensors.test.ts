@@ -105,10 +105,31 @@ describe('safetensors', () => {
       expect(tensors.get('big')!.shape).toEqual([big]);
       expect([...tensors.get('w')!.data()]).toEqual([1.5, -2]);
       expect([...tensors.get('big')!.rows(big - 4, 4).data()]).toEqual([0, 0, 0, 0]);
+      // Whole, it is more than one typed array holds: an error to catch (the process died of a double free).
+      expect(() => tensors.get('big')!.data()).toThrow(
+        new RangeError('tensor.data() of a uint8 tensor of shape [4294967304] would be 4.0 GiB: more than one typed array holds here (4.0 GiB); read it in parts with tensor.rows(start, count)'));
       // Into a buffer it cannot go: serializeSafetensors says so (writeSafetensors writes any size).
       expect(() => serializeSafetensors(tensors)).toThrow(
         new RangeError('the tensors take 4.0 GiB: more than one Node buffer holds (4 GiB); writeSafetensors writes a file of any size'));
       tensors.get('big')!.dispose();
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
+  test('writes of one file at once each write the whole file: the last one placed wins, nothing mixed', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-st-race-'));
+    try {
+      const name = path.join(dir, 'model.safetensors');
+      const versions = [1, 2, 3].map((v) => new Map([['w', Tensor.from(new Float32Array(1 << 18).fill(v))], ['b', Tensor.from(new Float32Array(64).fill(-v))]]));
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(versions.map((v, i) => writeSafetensors(name, v, { version: String(i + 1) })));
+        const { tensors, metadata } = await readSafetensors(name);
+        const v = Number(metadata.version);
+        expect([...new Set(tensors.get('w')!.data() as Float32Array)]).toEqual([v]);
+        expect([...new Set(tensors.get('b')!.data() as Float32Array)]).toEqual([-v]);
+      }
+      expect(fs.readdirSync(dir)).toEqual(['model.safetensors']); // no temporary left
     } finally {
       fs.rmSync(dir, { recursive: true });
     }

@@ -129,6 +129,8 @@ describe('Tensor.zeros and data() over native memory', () => {
     expect(() => Tensor.empty([2, -1])).toThrow(/shape\[1\] must be an integer >= 0, got -1/);
     expect(() => Tensor.empty([2], { dtype: 'float16' as never })).toThrow(/options.dtype must be one of 'float32', 'float64', 'int32', 'int64', 'uint8', got "float16"/);
     expect(() => Tensor.empty([2], { device: 'gpu' as never })).toThrow(/options.device must be 'cpu', 'cuda' or 'cuda:N', got "gpu"/);
+    expect(() => Tensor.empty([2], { devise: 'cpu' } as never)).toThrow('options.devise is not an option; options takes dtype, device');
+    expect(() => Tensor.zeros([2], null as never)).toThrow(/^options must be an object, got null$/);
   });
 });
 

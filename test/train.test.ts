@@ -77,6 +77,21 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(4));
   });
 
+  test('trainer.model disposed during fit(): the run goes on, checkpoints included, and resumes exactly', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await trainer.fit({
+      checkpoint: file, checkpointEvery: 2,
+      callbacks: { onBatchEnd: (l) => { if (l.step === 1) trainer.model.dispose(); if (l.step === 4) trainer.stop(); } },
+    });
+    expect(trainer.model.disposed).toBe(true);
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress.step).toBe(4);
+    const losses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(4));
+  });
+
   test('save() asked while fit() steps (a timer, a signal handler) waits for the step: each file resumes exactly', async () => {
     const dir = tmp();
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);

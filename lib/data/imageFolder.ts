@@ -10,7 +10,7 @@ import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
 import { checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
-import { makeFolderFor, processAlive, removeStaleTemporaries, temporaryOf } from '../safetensors';
+import { makeFolderFor, processAlive, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
@@ -320,7 +320,7 @@ export class ImageFolder implements Dataset {
   ) {}
 
   static async open(dir: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
-    if (typeof dir !== 'string') throw typeError('dir', 'a folder path', dir);
+    if (typeof dir !== 'string' || dir === '') throw typeError('dir', 'a folder path', dir);
     checkFunctions('options', checkOptions('options', options, IMAGE_FOLDER_OPTIONS), ['onWarning', 'onCacheProgress']);
     const { size, warn } = decoding(options);
     const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
@@ -558,7 +558,7 @@ export class ImageFolder implements Dataset {
     const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
-    const tmp = temporaryOf(file, process.pid);
+    const tmp = temporaryFor(file);
     try {
       await this.writeCache(tmp, Buffer.concat([head, json]), onProgress);
       await fs.rename(tmp, file);

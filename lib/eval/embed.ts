@@ -5,7 +5,7 @@ import { ImageFolder, type FolderLayout } from '../data/imageFolder';
 import { checkFunctions, checkOptions, rangeError } from '../errors';
 import type { PirlModel } from '../model';
 import type { Tensor } from '../tensor';
-import { datasetFeatures, featureOptionsFor, type FeatureProgress } from './knn';
+import { datasetFeatures, featureOptionsFor, retained, type FeatureProgress } from './knn';
 
 export interface EmbedImagesOptions extends FeatureOptions {
   /** How a folder is read (ImageFolder.open's layout; default 'auto'). */
@@ -46,9 +46,11 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
   const warning = onWarning === undefined ? {} : { onWarning };
-  const folder = typeof images === 'string'
-    ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...warning })
-    : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...warning });
-  const { features, indices, labels } = await datasetFeatures(model, folder, resolved, onProgress).finally(() => folder.close());
-  return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures: folder.failures, size: resolved.size };
+  return retained(model, async (own) => {
+    const folder = typeof images === 'string'
+      ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...warning })
+      : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...warning });
+    const { features, indices, labels } = await datasetFeatures(own, folder, resolved, onProgress).finally(() => folder.close());
+    return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures: folder.failures, size: resolved.size };
+  });
 }

@@ -32,10 +32,27 @@ export type FeatureProgress = (done: number, total: number) => void;
  * stem, and a batch that suits that side (PirlModel.embedBatchSize) unless given.
  */
 export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}, arg = 'options'): { size: number; batchSize: number; layer: EmbedLayer } {
+  checkModel(model);
   const o = resolveFeatureOptions(options, arg);
   const size = o.size ?? model.imageSize ?? EVAL_SIZE;
   if (size < model.minInputSize) throw rangeError(`${arg}.size`, `at least ${model.minInputSize} px for model.stem '${model.options.stem}'`, size);
   return { size, batchSize: o.batchSize ?? model.embedBatchSize(size), layer: o.layer };
+}
+
+// By handle, not class: a model of another copy of pirl is one too (as sourceOf's tensors).
+function checkModel(model: PirlModel): void {
+  if (!((model as PirlModel | undefined)?.handle instanceof binding.PirlModelHandle)) throw typeError('model', 'a PirlModel', model);
+}
+
+/** `work` with a reference of its own to `model`: its calls end even if the model is disposed meanwhile (a service swapping models). */
+export async function retained<T>(model: PirlModel, work: (own: PirlModel) => Promise<T>): Promise<T> {
+  checkModel(model);
+  const own = model.retain();
+  try {
+    return await work(own);
+  } finally {
+    own.dispose();
+  }
 }
 
 /**
@@ -44,12 +61,17 @@ export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}
  */
 export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): AsyncGenerator<{ features: Tensor; indices: number[] }> {
   const { size, batchSize, layer } = featureOptionsFor(model, options);
-  for (let begin = 0; begin < dataset.length; begin += batchSize) {
-    const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
-    const { images, indices } = await evalImages(dataset, wanted, size);
-    const features = indices.length > 0 ? await model.embed(images, { layer, batchSize }) : null;
-    onProgress?.(begin + wanted.length, dataset.length);
-    if (features) yield { features, indices };
+  const own = model.retain(); // as retained(): a generator cannot await work in a callback
+  try {
+    for (let begin = 0; begin < dataset.length; begin += batchSize) {
+      const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
+      const { images, indices } = await evalImages(dataset, wanted, size);
+      const features = indices.length > 0 ? await own.embed(images, { layer, batchSize }) : null;
+      onProgress?.(begin + wanted.length, dataset.length);
+      if (features) yield { features, indices };
+    }
+  } finally {
+    own.dispose();
   }
 }
 
@@ -163,14 +185,13 @@ async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinea
  */
 export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { k, tau, ...features } = resolveKnnOptions(options);
-  const [a, b] = await bothFeatures(model, train, test, features, onProgress);
-  return knnTop1(model, a, b, k, tau);
+  return retained(model, async (own) => knnTop1(own, ...(await bothFeatures(own, train, test, features, onProgress)), k, tau));
 }
 
 /** Top-1 of a linear probe (LinearProbe) trained on the frozen pooled features of `model`'s trunk over `train`, on `test`. */
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { size, ...probe } = resolveLinearProbeOptions(options);
-  const [a, b] = await bothFeatures(model, train, test, { size }, onProgress);
+  const [a, b] = await retained(model, (own) => bothFeatures(own, train, test, { size }, onProgress));
   return linearProbeTop1(a, b, probe);
 }
 
@@ -186,8 +207,10 @@ export async function evaluateTrunk(
   // The probe takes options.knn's features: of its options, those of its training.
   const given = options.linearProbe ?? null;
   const probe = given === null ? null : resolveLinearProbeOptions(checkOptions('options.linearProbe', given, ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed']), 'options.linearProbe');
-  const [a, b] = await bothFeatures(model, train, test, features, onProgress);
-  const knn = await knnTop1(model, a, b, k, tau);
+  const [a, b, knn] = await retained(model, async (own) => {
+    const [trainFeatures, testFeatures] = await bothFeatures(own, train, test, features, onProgress);
+    return [trainFeatures, testFeatures, await knnTop1(own, trainFeatures, testFeatures, k, tau)] as const;
+  });
   if (!probe) return { knnTop1: knn, linearProbeTop1: null };
   const { size: _features, ...fit } = probe;
   return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(a, b, fit) };

@@ -14,7 +14,7 @@ import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, c
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
-import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryOf, writeSafetensors } from '../safetensors';
+import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
 import { lrAt, type LrSchedule } from './schedule';
@@ -207,6 +207,8 @@ export class Trainer {
   // Steps and checkpoint writes take turns: a save() asked during fit() waits for the step in progress (a file
   // written while a step changes the weights, momentum and bank resumed inexactly).
   private turn: Promise<unknown> = Promise.resolve();
+  // The run's own reference to its model: `model` disposed by the caller mid-run still checkpoints and fills the bank.
+  private readonly own: PirlModel;
 
   private constructor(
     readonly model: PirlModel,
@@ -220,6 +222,7 @@ export class Trainer {
     this.device = place.device;
     this.config = frozen(config);
     model.imageSize = config.sampler.imageSize; // what its file says to evaluate at
+    this.own = model.retain();
     this.handle = new binding.TrainerHandle(model.handle, bank.handle, config.loss, {
       momentum: config.momentum, weightDecay: config.weightDecay, precision: config.precision, seed: config.seed, cudaGraphs: place.cudaGraphs,
     });
@@ -256,7 +259,7 @@ export class Trainer {
     const [begin, end] = this.handle.bankShard();
     const shard = end - begin === dataset.length ? dataset : new Subset(dataset, Array.from({ length: end - begin }, (_, i) => begin + i));
     const options = { size: this.config.sampler.imageSize, layer: 'f' as const };
-    for await (const { features, indices } of featureBatches(this.model, shard, options, onProgress)) {
+    for await (const { features, indices } of featureBatches(this.own, shard, options, onProgress)) {
       this.bank.update(indices.map((i) => begin + i), features, 0);
     }
     await nativeCall(() => this.handle.shareBankShards());
@@ -380,7 +383,7 @@ export class Trainer {
       await makeFolderFor(checkpoint);
       await removeStaleTemporaries(checkpoint);
       // A folder that exists but takes no file (a read-only mount) was found at the first save, an epoch in.
-      const tmp = temporaryOf(checkpoint, process.pid);
+      const tmp = temporaryFor(checkpoint);
       await fs.writeFile(tmp, '').then(() => fs.rm(tmp), (err: Error) => {
         throw new Error(`cannot write ${checkpoint}: ${err.message}`);
       });
@@ -462,7 +465,7 @@ export class Trainer {
   private async writeCheckpoint(file: string): Promise<void> {
     const { position, epochSoFar } = this;
     const tensors: Array<[string, Tensor]> = [];
-    for (const [name, t] of await this.model.snapshot('all')) tensors.push([`model.${name}`, t]);
+    for (const [name, t] of await this.own.snapshot('all')) tensors.push([`model.${name}`, t]);
     const state = this.handle.state();
     state.momentum.names.forEach((name, i) => tensors.push([`momentum.${name}`, new Tensor(state.momentum.tensors[i])]));
     const bankState = this.bank.state();

@@ -72,6 +72,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                           InstanceMethod<&ModelWrap::loadStateDict>("loadStateDict"),
                                           InstanceMethod<&ModelWrap::to>("to"),
                                           InstanceMethod<&ModelWrap::dispose>("dispose"),
+                                          InstanceMethod<&ModelWrap::retain>("retain"),
                                           InstanceMethod<&ModelWrap::disposed>("disposed"),
                                       });
     EnvState::of(env)->modelConstructor = Napi::Persistent(ctor);
@@ -245,6 +246,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), state_ == nullptr); }
+
+  // Another handle on the same model: it lives until every handle is disposed (or collected).
+  Napi::Value retain(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return wrap(info.Env(), live()); });
+  }
 
   std::shared_ptr<ModelState> live(const std::string& arg = "the model") const {
     if (!state_) throw std::invalid_argument(arg + " was disposed");

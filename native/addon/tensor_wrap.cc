@@ -91,10 +91,15 @@ Napi::Value externalView(Napi::Env env, const at::Tensor& t, napi_typedarray_typ
   if (bytes == 0) buffer = Napi::ArrayBuffer::New(env, 0);
   if (!buffer) {
     auto* keep = new at::Tensor(t);
-    if (napi_create_external_arraybuffer(env, ptr, bytes, deleteTensorHint, keep, &buffer) == napi_ok) {
+    const napi_status status = napi_create_external_arraybuffer(env, ptr, bytes, deleteTensorHint, keep, &buffer);
+    if (status == napi_ok) {
       NativeViews::get().add(keep, ptr, bytes);
+    } else if (status != napi_no_external_buffers_allowed) {
+      // Not freed here: Node may have run the finalizer already (it did for a buffer over its largest, which
+      // lib/tensor.ts refuses first; freeing `keep` again killed the process).
+      NAPI_THROW_IF_FAILED(env, status, Napi::Value());
     } else {
-      // Runtimes that forbid external buffers (napi_no_external_buffers_allowed) get a copy.
+      // Runtimes that forbid external buffers get a copy.
       delete keep;
       Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
       std::memcpy(copy.Data(), ptr, bytes);
