@@ -59,7 +59,7 @@ describe('heavy native work runs off the JavaScript thread', () => {
   });
 });
 
-describe('queued model calls leave libuv\'s pool to the rest of the process', () => {
+describe('pirl\'s queued work leaves libuv\'s pool to the rest of the process', () => {
   test('a file read started behind more embeds than the pool has threads finishes before the first embed', async () => {
     const model = await PirlModel.create({ arch: 'resnet18', stem: 'small' });
     const pool = Number(process.env.UV_THREADPOOL_SIZE);
@@ -73,6 +73,18 @@ describe('queued model calls leave libuv\'s pool to the rest of the process', ()
     // Each queued embed held a pool thread while it waited for the model's thread: the read came after them.
     expect(order[0]).toBe('read');
     expect(order.slice(1)).toEqual(Array.from({ length: pool + 2 }, (_, i) => `embed ${i}`));
+  });
+
+  test('so does work of no model (products of matrices): a file read started behind more of it than the pool has threads comes first', async () => {
+    const pool = Number(process.env.UV_THREADPOOL_SIZE);
+    const a = randn([768, 768]);
+    const order: string[] = [];
+    const products = Array.from({ length: 3 * pool }, (_, i) => ops.matmul(a, a).then(() => order.push(`matmul ${i}`)));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await fs.promises.readFile(__filename).then(() => order.push('read'));
+    await Promise.all(products);
+    // They ran on libuv's pool: the read waited for a thread of it.
+    expect(order.indexOf('read')).toBeLessThan(pool);
   });
 });
 

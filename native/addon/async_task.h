@@ -1,6 +1,6 @@
 // Runs heavy native work off the JavaScript thread and settles a Promise with the result, so the JavaScript
-// thread never waits on libtorch: on libuv's pool, or, for a model's work (or a loader lane's), on its owner
-// thread, settled from there (owner_calls.h).
+// thread never waits on libtorch: a model's work (or a loader lane's) on its owner thread, the rest on pirl's
+// shared workers, never on libuv's pool (owner_thread.h), each settled on its environment's thread (owner_calls.h).
 #pragma once
 
 #include <napi.h>
@@ -24,16 +24,12 @@ class AsyncTask {
   using ToJs = std::function<Napi::Value(Napi::Env, Result&)>;
 
   // Queues `work` and returns the Promise it settles; `toJs` converts the result on the JS thread. With
-  // `owner`, `work` runs on that thread (a model's: model_wrap.h).
-  static Napi::Promise run(Napi::Env env, const char* name, Work work, ToJs toJs,
-                           std::shared_ptr<OwnerThread> owner = nullptr) {
+  // `owner`, `work` runs on that thread (a model's: model_wrap.h), else on the shared workers.
+  static Napi::Promise run(Napi::Env env, Work work, ToJs toJs, std::shared_ptr<OwnerThread> owner = nullptr) {
+    if (!owner) owner = sharedWorkers();
     auto call = std::make_unique<Call>(env, std::move(work), std::move(toJs), owner);
     Napi::Promise promise = call->deferred.Promise();
-    if (owner) {
-      EnvState::of(env)->ownerCalls->post(*owner, std::move(call));
-    } else {
-      (new PoolWorker(env, name, std::move(call)))->Queue();
-    }
+    EnvState::of(env)->ownerCalls->post(*owner, std::move(call));
     return promise;
   }
 
@@ -71,19 +67,6 @@ class AsyncTask {
     std::shared_ptr<OwnerThread> owner;
     std::optional<Result> result;
     CaughtError error;
-  };
-
-  // A worker thread terminated while this ran cannot be settled: binding.gyp's NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
-  // drops the promise then (node-addon-api otherwise throws from libuv's callback: std::terminate of the process).
-  class PoolWorker : public Napi::AsyncWorker {
-   public:
-    PoolWorker(Napi::Env env, const char* name, std::unique_ptr<Call> call)
-        : Napi::AsyncWorker(env, name), call_(std::move(call)) {}
-    void Execute() override { call_->execute(); }
-    void OnOK() override { call_->settle(Env()); }
-
-   private:
-    std::unique_ptr<Call> call_;
   };
 };
 

@@ -85,8 +85,7 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const c10::Device device = AsDevice(info[7], "device");
   const std::shared_ptr<OwnerThread> lane = LanesWrap::lane(info[8], info[9]);
   return AsyncTask<data::Batch>::run(
-      info.Env(), "pirl.makeBatch",
-      [=] {
+      info.Env(), [=] {
         // Made in pinned memory for a GPU, then sent there while the step in progress computes.
         data::Batch b = data::makeBatch(source, rows, indices, seed, epoch, config, pinned || device.is_cuda());
         const auto there = data::copyOnSideStream({b.images, b.patches}, device);
@@ -106,7 +105,7 @@ Napi::Value evalImages(const Napi::CallbackInfo& info) {
   // images. Never destroyed: its thread outlives the process's static destructors, libtorch's among them.
   static const auto* evalThread = new std::shared_ptr<OwnerThread>(std::make_shared<OwnerThread>());
   return AsyncTask<at::Tensor>::run(
-      info.Env(), "pirl.evalImages", [=] { return data::evalImages(source, rows, size); },
+      info.Env(), [=] { return data::evalImages(source, rows, size); },
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, *evalThread);
 }
 

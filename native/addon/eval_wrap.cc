@@ -19,7 +19,7 @@ Napi::Value knnPredict(const Napi::CallbackInfo& info) {
   const double tau = AsDouble(info[4], "tau");
   const int64_t classes = AsInt64(info[5], "numClasses");
   return AsyncTask<at::Tensor>::run(
-      info.Env(), "pirl.knn", [=] { return eval::knnPredict(train, labels, test, k, tau, classes); },
+      info.Env(), [=] { return eval::knnPredict(train, labels, test, k, tau, classes); },
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
 }
 
@@ -28,7 +28,7 @@ Napi::Value nearestNeighbours(const Napi::CallbackInfo& info) {
   const at::Tensor queries = TensorWrap::unwrap(info[1], "queries");
   const int64_t k = AsInt64(info[2], "k");
   return AsyncTask<eval::Neighbours>::run(
-      info.Env(), "pirl.nearestNeighbours", [=] { return eval::nearestNeighbours(features, queries, k); },
+      info.Env(), [=] { return eval::nearestNeighbours(features, queries, k); },
       [](Napi::Env env, eval::Neighbours& n) -> Napi::Value {
         return TensorWrap::wrapAll(env, {{"similarity", n.similarity}, {"index", n.index}});
       });
@@ -44,7 +44,7 @@ Napi::Value linearProbeFit(const Napi::CallbackInfo& info) {
                                          AttrAsDouble(o, "lr", "options"), AttrAsDouble(o, "weightDecay", "options"),
                                          static_cast<uint64_t>(AttrAsInt64(o, "seed", "options"))};
   return AsyncTask<eval::LinearClassifier>::run(
-      info.Env(), "pirl.linearProbeFit", [=] { return eval::trainLinearProbe(features, labels, classes, options); },
+      info.Env(), [=] { return eval::trainLinearProbe(features, labels, classes, options); },
       [](Napi::Env env, eval::LinearClassifier& p) -> Napi::Value {
         return TensorWrap::wrapAll(env, {{"mean", p.mean}, {"std", p.std}, {"weight", p.weight}, {"bias", p.bias}});
       });
@@ -56,7 +56,7 @@ Napi::Value linearProbePredict(const Napi::CallbackInfo& info) {
                                      TensorWrap::unwrap(info[2], "weight"), TensorWrap::unwrap(info[3], "bias")};
   const at::Tensor features = TensorWrap::unwrap(info[4], "features");
   return AsyncTask<at::Tensor>::run(
-      info.Env(), "pirl.linearProbePredict", [=] { return eval::predictLinear(probe, features); },
+      info.Env(), [=] { return eval::predictLinear(probe, features); },
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); });
 }
 

@@ -18,7 +18,7 @@ Napi::Value createMemoryBank(const Napi::CallbackInfo& info) {
   const auto seed = static_cast<uint64_t>(AsInt64(info[2], "seed"));
   const c10::Device device = AsDevice(info[3], "device");
   return AsyncTask<std::shared_ptr<MemoryBank>>::run(
-      info.Env(), "pirl.createMemoryBank", [=] { return std::make_shared<MemoryBank>(size, dim, seed, device); },
+      info.Env(), [=] { return std::make_shared<MemoryBank>(size, dim, seed, device); },
       [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
 }
 

@@ -100,8 +100,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const at::Tensor patches = TensorWrap::unwrap(info[1], "patches");
       auto s = live();
       return AsyncTask<model::Embeddings>::run(
-          info.Env(), "pirl.model.forward",
-          [=] {
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             torch::NoGradGuard noGrad;  // JavaScript gets values; training steps run natively
             const c10::Device device = s->model->device();
@@ -122,8 +121,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       if (batchSize < 1) throw std::out_of_range("batchSize must be >= 1, got " + std::to_string(batchSize));
       auto s = live();
       return AsyncTask<at::Tensor>::run(
-          info.Env(), "pirl.model.embed",
-          [=] {
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             const c10::Device device = s->model->device();
             std::vector<at::Tensor> parts;
@@ -205,7 +203,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const model::StateDictScope scope = AsEnum(info[0], "scope", kScopeNames);
       auto s = live();
       return AsyncTask<model::NamedTensors>::run(
-          info.Env(), "pirl.model.snapshot", [=] { return copiesOf(*s, scope); },
+          info.Env(), [=] { return copiesOf(*s, scope); },
           [](Napi::Env env, model::NamedTensors& named) { return namedToJs(env, named); }, s->owner);
     });
   }
@@ -227,8 +225,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const c10::Device device = AsDevice(info[0], "device");
       auto s = live();
       return AsyncTask<bool>::run(
-          info.Env(), "pirl.model.to",
-          [=] {
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             s->model->to(device);
             s->model->applyMemoryFormat();
@@ -269,8 +266,7 @@ Napi::Value createPirlModel(const Napi::CallbackInfo& info) {
   const PirlModelOptions options = readOptions(o, "options");
   const auto seed = static_cast<uint64_t>(AttrAsInt64(o, "seed", "options"));
   return AsyncTask<std::shared_ptr<ModelState>>::run(
-      info.Env(), "pirl.createModel",
-      [=] {
+      info.Env(), [=] {
         std::lock_guard<std::mutex> lock(initMutex);
         at::manual_seed(seed);
         return std::make_shared<ModelState>(options);

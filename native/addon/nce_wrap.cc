@@ -23,8 +23,7 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
     at::Tensor grad;
   };
   return AsyncTask<Out>::run(
-      info.Env(), "pirl.nceLoss",
-      [=] {
+      info.Env(), [=] {
         at::Tensor input = gradientLeaf(x);
         nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check);
         r.loss.backward();

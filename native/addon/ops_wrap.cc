@@ -23,7 +23,7 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   at::Tensor a = TensorWrap::unwrap(info[0], "a");
   at::Tensor b = TensorWrap::unwrap(info[1], "b");
   return AsyncTask<at::Tensor>::run(
-      info.Env(), "pirl.matmul", [a, b] { return at::matmul(a, b); }, resolveTensor);
+      info.Env(), [a, b] { return at::matmul(a, b); }, resolveTensor);
 }
 
 Napi::Value conv2d(const Napi::CallbackInfo& info) {
@@ -33,8 +33,7 @@ Napi::Value conv2d(const Napi::CallbackInfo& info) {
   const auto stride = readPair(info[3], "stride");
   const auto padding = readPair(info[4], "padding");
   return AsyncTask<at::Tensor>::run(
-      info.Env(), "pirl.conv2d",
-      [input, weight, bias, stride, padding] { return at::conv2d(input, weight, bias, stride, padding); },
+      info.Env(), [input, weight, bias, stride, padding] { return at::conv2d(input, weight, bias, stride, padding); },
       resolveTensor);
 }
 

@@ -49,8 +49,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
       };
       auto state = state_;
       return AsyncTask<Out>::run(
-          info.Env(), "pirl.pirlLoss",
-          [=] {
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(state->mutex);
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
             PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);

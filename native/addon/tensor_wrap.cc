@@ -264,7 +264,7 @@ Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
     at::Tensor t = live("tensor");
     const c10::Device device = AsDevice(info[0], "device");
     return AsyncTask<at::Tensor>::run(
-        env, "pirl.to", [t, device] { return t.to(device); },
+        env, [t, device] { return t.to(device); },
         [](Napi::Env e, at::Tensor& r) -> Napi::Value { return TensorWrap::wrap(e, r); });
   });
 }
@@ -332,7 +332,7 @@ Napi::Value readTensors(const Napi::CallbackInfo& info) {
                      dtypeFromName(AttrAsString(o, "dtype", name)), readShape(Attr(o, "shape", name), name + ".shape")});
   }
   return AsyncTask<std::vector<at::Tensor>>::run(
-      info.Env(), "pirl.readTensors", [=] { return io::readTensors(fd, file, spans); },
+      info.Env(), [=] { return io::readTensors(fd, file, spans); },
       [](Napi::Env env, std::vector<at::Tensor>& tensors) -> Napi::Value {
         auto out = Napi::Array::New(env, tensors.size());
         for (uint32_t i = 0; i < tensors.size(); ++i) out.Set(i, TensorWrap::wrap(env, tensors[i]));
@@ -350,8 +350,7 @@ Napi::Value writeTensors(const Napi::CallbackInfo& info) {
   std::vector<at::Tensor> tensors;
   for (uint32_t i = 0; i < list.Length(); ++i) tensors.push_back(TensorWrap::unwrap(list.Get(i), "tensors[" + std::to_string(i) + "]"));
   return AsyncTask<bool>::run(
-      info.Env(), "pirl.writeTensors",
-      [=] {
+      info.Env(), [=] {
         io::writeTensors(fd, file, offset, tensors);
         return true;
       },

@@ -40,8 +40,7 @@ Napi::Value failToJoin(const Napi::CallbackInfo& info) {
   const distributed::CommunicatorOptions options = readCommunicatorOptions(info[0], "distributed");
   const std::string why = AsString(info[1], "why");
   return AsyncTask<bool>::run(
-      info.Env(), "pirl.train.failToJoin",
-      [=] {
+      info.Env(), [=] {
         distributed::failToJoin(options, why);
         return true;
       },
@@ -94,8 +93,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const bool syncBatchNorm = AsBool(info[1], "syncBatchNorm");
       auto s = state_;
       return AsyncTask<bool>::run(
-          info.Env(), "pirl.train.distribute",
-          [=] {
+          info.Env(), [=] {
             auto communicator = std::make_shared<distributed::Communicator>(options);
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->distribute(communicator, syncBatchNorm);
@@ -120,8 +118,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       auto s = state_;
       return AsyncTask<bool>::run(
-          info.Env(), "pirl.train.shareBankShards",
-          [=] {
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->shareBankShards();
             return true;
@@ -139,8 +136,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const bool stop = AsBool(info[4], "stop");
       auto s = state_;
       return AsyncTask<train::StepResult>::run(
-          info.Env(), "pirl.train.step",
-          [=] {
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
             return s->train->step(images, patches, indices, lr, stop);
           },
