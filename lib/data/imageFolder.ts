@@ -152,10 +152,7 @@ async function whyUnreadable(input: ImageInput, message: string): Promise<string
   return `a ${format} image that cannot be decoded (truncated or corrupt)${own ? `: ${own}` : ''}`;
 }
 
-/**
- * `work` on each item, `limit` at a time (the next started as one ends), the results in order; the first
- * failure stops it. Each decode starts a sharp pipeline on the JS thread: a batch's 512 at once stalled it ~130 ms.
- */
+/** `work` on each item, `limit` at a time (the next started as one ends), the results in order; the first failure stops it. */
 async function eachLimited<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
@@ -175,6 +172,26 @@ async function eachLimited<T, R>(items: readonly T[], limit: number, work: (item
 
 // Decodes in flight: enough to keep libuv's pool (where sharp and fs work) busy.
 const ioInFlight = (): number => 2 * Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4);
+
+// Decodes in flight in the whole process (every folder, every call), each holding a turn: a decode is a job on
+// libuv's pool, shared with fs, dns and zlib, and starts a sharp pipeline on the JS thread (a batch's 512 at once
+// stalled it ~130 ms; 20 calls of 20 uploads at once delayed a file read ~0.5 s).
+let decodeTurns: { free: number; waiting: Array<() => void> } | null = null;
+async function inDecodeTurn<T>(work: () => Promise<T>): Promise<T> {
+  const turns = (decodeTurns ??= { free: ioInFlight(), waiting: [] });
+  if (turns.free > 0) {
+    turns.free--;
+  } else {
+    await new Promise<void>((resolve) => turns.waiting.push(resolve));
+  }
+  try {
+    return await work();
+  } finally {
+    const next = turns.waiting.shift(); // the turn passes on, or is free again
+    if (next) next();
+    else turns.free++;
+  }
+}
 
 /** Each file's stat, or why there is none; 256 in flight: one at a time was ~16 µs each, 20 s for ImageNet. */
 const statAll = (files: readonly string[]): Promise<Array<Stats | Error>> => eachLimited(files, 256, (f) => fs.stat(f).catch((e: Error) => e));
@@ -450,7 +467,11 @@ export class ImageFolder implements Dataset {
 
   // size×size sRGB bytes; `failOn` as sharp's. Transparency is composited on white whatever the size (resizing
   // alone turned it black, an image already size×size showed the colour hidden under it).
-  private async decodeImage(input: ImageInput, failOn: 'warning' | 'truncated'): Promise<Buffer> {
+  private decodeImage(input: ImageInput, failOn: 'warning' | 'truncated'): Promise<Buffer> {
+    return inDecodeTurn(() => this.decodeNow(input, failOn));
+  }
+
+  private async decodeNow(input: ImageInput, failOn: 'warning' | 'truncated'): Promise<Buffer> {
     const { data, info } = await sharp(input, { failOn, animated: false })
       .rotate()
       .flatten({ background: '#ffffff' })
@@ -467,7 +488,7 @@ export class ImageFolder implements Dataset {
   private async probe(): Promise<void> {
     const count = Math.min(32, this.length);
     const sample = Array.from({ length: count }, (_, i) => Math.floor((i * this.length) / count));
-    const decoded = await eachLimited(sample, ioInFlight(), (i) => this.decode(i));
+    const decoded = await Promise.all(sample.map((i) => this.decode(i)));
     if (decoded.every((d) => d === null)) {
       throw new Error(`${this.dir}: none of ${count} images sampled across the folder could be decoded (see the warnings)`);
     }
@@ -576,7 +597,7 @@ export class ImageFolder implements Dataset {
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
         const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
-        const decoded = await eachLimited(indices, ioInFlight(), (i) => this.decode(i));
+        const decoded = await Promise.all(indices.map((i) => this.decode(i)));
         const flags = Buffer.from(decoded.map((d) => (d ? 1 : 0)));
         const images = Buffer.alloc(indices.length * this.imageBytes); // an unreadable image's stay zero
         decoded.forEach((d, i) => d?.copy(images, i * this.imageBytes));
@@ -606,14 +627,14 @@ export class ImageFolder implements Dataset {
     const slots = source.data() as Uint8Array;
     const slot = (k: number) => slots.subarray(k * this.imageBytes, (k + 1) * this.imageBytes);
     const places = indices.map((_, k) => k);
-    // A cache read is one positioned read: cheap to start, so more are in flight.
+    // A cache read is one positioned read: cheap to start, so more are in flight than decodes (inDecodeTurn).
     const read = this.cacheHandle
       ? await eachLimited(places, 8 * ioInFlight(), (k) => this.cached(indices[k], slot(k)))
-      : await eachLimited(places, ioInFlight(), async (k) => {
+      : await Promise.all(places.map(async (k) => {
         const image = await this.decode(indices[k]);
         image?.copy(slot(k));
         return image !== null;
-      });
+      }));
     const kept = places.filter((k) => read[k]);
     return { source, rows: int64Tensor(kept), indices: kept.map((k) => indices[k]) };
   }
