@@ -47,10 +47,7 @@ function syntheticDataset(pirl, side, images) {
   };
 }
 
-const CASES = [
-  { name: 'resnet50-paper', arch: 'resnet50', stem: 'imagenet', sampler: 'paper', imageSize: 224, patchSize: 64, side: 292, batches: [64, 128], negatives: 32000 },
-  { name: 'resnet18-96px', arch: 'resnet18', stem: 'imagenet', sampler: { preset: 'paper', imageSize: 96, jigsawSize: 108, patchSize: 24 }, imageSize: 96, patchSize: 24, side: 112, batches: [32], negatives: 4096 },
-];
+const { GPU_CASES: CASES, gpuTrainConfig } = require('./bench-configs');
 
 /** The same step in PyTorch eager mode on the same GPU (null on the CPU smoke run, or when python3 has no CUDA torch). */
 function eager(c, batchSize, precision, channelsLast, negatives) {
@@ -105,10 +102,7 @@ async function timed(count, run) {
 const peers = new Map();
 
 async function trainCase(pirl, c, batchSize, precision, channelsLast, cudaGraphs, data) {
-  const config = {
-    recipe: 'paper', model: { arch: c.arch, stem: c.stem, channelsLast }, sampler: c.sampler,
-    loss: { negatives: quick ? 1024 : c.negatives }, batchSize, precision, device, epochs: 1, epochLength: steps + 3, bankInit: 'random',
-  };
+  const config = gpuTrainConfig(c, { batchSize, precision, device, channelsLast, negatives: quick ? 1024 : c.negatives, steps });
   const baseline = await allocatedNow(pirl);
   const trainer = await pirl.Trainer.create(data, config, { cudaGraphs });
   const batch = await trainer.loader.makeBatch(Array.from({ length: batchSize }, (_, i) => i * 7919), 0);

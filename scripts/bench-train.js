@@ -8,6 +8,7 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 
 const { root, option: opt, median, compileTypeScript } = require('./bench-common');
+const { TRAIN_BENCH } = require('./bench-configs');
 const steps = opt('--steps', 10), threads = opt('--threads', 2);
 
 async function main() {
@@ -15,16 +16,11 @@ async function main() {
   compileTypeScript();
   process.env.PIRL_NUM_THREADS = String(threads);
   const pirl = require(path.join(root, 'dist'));
-  const n = 1024, side = 112;
+  const n = 1024, { side } = TRAIN_BENCH;
   const pixels = new Uint8Array(n * side * side * 3);
   for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) % 251;
   const data = new pirl.ArrayDataset(pixels, [n, side, side, 3]);
-  const trainer = await pirl.Trainer.create(data, {
-    model: { arch: 'resnet18', stem: 'imagenet' },
-    loss: { negatives: 4096, mode: 'nce', z: 'frozen' },
-    sampler: { preset: 'paper', imageSize: 96, jigsawSize: 108, patchSize: 24 },
-    batchSize: 32, epochs: 1, epochLength: steps + 2, baseLr: 0.03, bankInit: 'random',
-  });
+  const trainer = await pirl.Trainer.create(data, TRAIN_BENCH.config(steps));
   const times = [];
   let last = 0;
   await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 2) times.push(now - last); last = now; } } });
