@@ -1,4 +1,4 @@
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -133,6 +133,35 @@ describe('a process that exits while a model works', () => {
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
     expect({ status: r.status, signal: r.signal }).toEqual({ status: exit.startsWith('process') ? 3 : 1, signal: null });
     expect(r.stderr).toMatch(exit.startsWith('process') ? /^$/ : /Error: uncaught/);
+  });
+});
+
+describe('a process that exits during one long native call', () => {
+  test('waits for the part of it in progress, not for all of it (an embed of many batches)', async () => {
+    const script = `
+      const { PirlModel, Tensor } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.25 }).then(async (model) => {
+        const x = Tensor.from(new Float32Array(512 * 3 * 48 * 48).fill(0.5), [512, 3, 48, 48]);
+        const started = performance.now();
+        await model.embed(x, { batchSize: 4 });
+        console.log('whole ' + Math.round(performance.now() - started));
+        model.embed(x, { batchSize: 4 });
+        setTimeout(() => { console.log('exiting'); process.exit(3); }, 50);
+      });`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let whole = 0, exiting = 0, stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      for (const line of d.toString().trim().split('\n')) {
+        if (line.startsWith('whole ')) whole = Number(line.slice(6));
+        if (line === 'exiting') exiting = performance.now();
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const waited = performance.now() - exiting;
+    expect({ code, stderr }).toEqual({ code: 3, stderr: '' });
+    expect(whole).toBeGreaterThan(1000); // 128 batches: long enough for the comparison to mean something
+    expect(waited).toBeLessThan(whole / 4); // it waited for all 128
   });
 });
 

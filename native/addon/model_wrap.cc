@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 
 #include "../core/model/pirl_model.h"
 #include "../core/model/state_dict.h"
@@ -126,6 +127,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             const c10::Device device = s->model->device();
             std::vector<at::Tensor> parts;
             for (int64_t begin = 0; begin < images.size(0); begin += batchSize) {
+              if (callAbandoned()) throw std::runtime_error("abandoned: its environment is ending");
               const at::Tensor batch = images.narrow(0, begin, std::min(batchSize, images.size(0) - begin));
               parts.push_back(s->model->embed(batch.to(device), layer).to(at::kCPU));
             }

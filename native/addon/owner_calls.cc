@@ -2,6 +2,12 @@
 
 namespace pirl::addon {
 
+namespace {
+thread_local const std::atomic<bool>* runningCallEnding = nullptr;  // the environment's flag, while a call runs here
+}  // namespace
+
+bool callAbandoned() { return runningCallEnding != nullptr && runningCallEnding->load(); }
+
 OwnerCalls::OwnerCalls(Napi::Env env) : env_(env) {
   napi_value name;
   NAPI_THROW_IF_FAILED_VOID(env, napi_create_string_utf8(env, "pirl", NAPI_AUTO_LENGTH, &name));
@@ -28,12 +34,12 @@ void OwnerCalls::post(OwnerThread& owner, std::unique_ptr<OwnerCall> call) {
     ++unfinished_;
   }
   owner.post([this, call = call.release()] {
-    bool ending;
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      ending = ending_;
+    const bool ending = ending_.load();
+    if (!ending) {
+      runningCallEnding = &ending_;
+      call->execute();
+      runningCallEnding = nullptr;
     }
-    if (!ending) call->execute();
     // Not queued when the environment ends meanwhile: the call is dropped here, unsettled.
     if (ending || napi_call_threadsafe_function(settler_, call, napi_tsfn_nonblocking) != napi_ok) delete call;
     const std::lock_guard<std::mutex> lock(mutex_);  // notified under the lock: endCalls may free this once it has it
@@ -55,8 +61,8 @@ void OwnerCalls::settleOnJsThread(napi_env env, napi_value, void* self, void* da
 }
 
 void OwnerCalls::end() {
-  std::unique_lock<std::mutex> lock(mutex_);
   ending_ = true;
+  std::unique_lock<std::mutex> lock(mutex_);
   finished_.wait(lock, [this] { return unfinished_ == 0; });
 }
 

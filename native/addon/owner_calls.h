@@ -5,6 +5,7 @@
 
 #include <napi.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -20,6 +21,10 @@ class OwnerCall {
   virtual void execute() noexcept = 0;     // on the owner thread
   virtual void settle(Napi::Env env) = 0;  // on the JavaScript thread
 };
+
+// Whether the environment of the call running on this thread is ending (a terminated worker, process.exit()):
+// long work checks it between its parts and stops, its result would be dropped (exit waited for all of it).
+bool callAbandoned();
 
 class OwnerCalls {
  public:
@@ -44,7 +49,7 @@ class OwnerCalls {
   std::mutex mutex_;
   std::condition_variable finished_;
   int64_t unfinished_ = 0;  // posted calls whose owner thread has not handed them back yet
-  bool ending_ = false;
+  std::atomic<bool> ending_{false};
 };
 
 }  // namespace pirl::addon
