@@ -33,7 +33,8 @@ void OwnerCalls::post(OwnerThread& owner, std::unique_ptr<OwnerCall> call) {
     const std::lock_guard<std::mutex> lock(mutex_);
     ++unfinished_;
   }
-  owner.post([this, call = call.release()] {
+  OwnerCall* posted = call.release();
+  const auto task = [this, call = posted] {
     const bool ending = ending_.load();
     if (!ending) {
       runningCallEnding = &ending_;
@@ -42,10 +43,21 @@ void OwnerCalls::post(OwnerThread& owner, std::unique_ptr<OwnerCall> call) {
     }
     // Not queued when the environment ends meanwhile: the call is dropped here, unsettled.
     if (ending || napi_call_threadsafe_function(settler_, call, napi_tsfn_nonblocking) != napi_ok) delete call;
-    const std::lock_guard<std::mutex> lock(mutex_);  // notified under the lock: endCalls may free this once it has it
+    const std::lock_guard<std::mutex> lock(mutex_);  // notified under the lock: end() may free this once it has it
     --unfinished_;
     finished_.notify_all();
-  });
+  };
+  try {
+    owner.post(task);
+  } catch (...) {  // no thread could be started: the call never runs, and end() must not wait for it
+    delete posted;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      --unfinished_;
+    }
+    if (--unsettled_ == 0) napi_unref_threadsafe_function(env_, settler_);
+    throw;
+  }
 }
 
 void OwnerCalls::settleOnJsThread(napi_env env, napi_value, void* self, void* data) {
