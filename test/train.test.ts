@@ -34,6 +34,15 @@ describe('Trainer', () => {
     reference = await uninterruptedLosses();
   });
 
+  /** The run of `file` resumes at `step` and trains on with exactly the uninterrupted run's losses. */
+  async function expectExactResume(file: string, step: number): Promise<void> {
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress.step).toBe(step);
+    const losses: number[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(step));
+  }
+
   test('fit calls back with loss, lr and img/s, epoch by epoch', async () => {
     const events: string[] = [];
     const batches: BatchLogs[] = [];
@@ -85,11 +94,7 @@ describe('Trainer', () => {
       callbacks: { onBatchEnd: (l) => { if (l.step === 1) trainer.model.dispose(); if (l.step === 4) trainer.stop(); } },
     });
     expect(trainer.model.disposed).toBe(true);
-    const resumed = await Trainer.resume(file, tiny.dataset());
-    expect(resumed.progress.step).toBe(4);
-    const losses: number[] = [];
-    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
-    expect(losses).toEqual(reference.slice(4));
+    await expectExactResume(file, 4);
   });
 
   test('save() asked while fit() steps (a timer, a signal handler) waits for the step: each file resumes exactly', async () => {
@@ -134,11 +139,7 @@ describe('Trainer', () => {
       },
     });
     expect([trainer.progress.step, stopped]).toEqual([3, true]); // no step on a batch that came late
-    const resumed = await Trainer.resume(file, tiny.dataset());
-    expect(resumed.progress.step).toBe(3);
-    const losses: number[] = [];
-    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
-    expect(losses).toEqual(reference.slice(3));
+    await expectExactResume(file, 3);
   });
 
   test('training stops where a callback returns false or stop() is called, checkpointed, and resumes exactly', async () => {
