@@ -215,7 +215,7 @@ function headerOf(tensors: Iterable<[string, Tensor]>, metadata: Record<string, 
   let offset = 0;
   for (const [name, tensor] of entries) {
     handleOf(`tensor '${name}'`, tensor);
-    const bytes = tensor.numel * DTYPES[CODES[tensor.dtype]].bytes;
+    const bytes = tensor.nbytes;
     header[name] = { dtype: CODES[tensor.dtype], shape: tensor.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }

@@ -96,6 +96,11 @@ export class Tensor {
     return this.shape.reduce((a, b) => a * b, 1);
   }
 
+  /** Bytes of its values. */
+  get nbytes(): number {
+    return this.numel * BYTES_PER_ELEMENT[this.dtype];
+  }
+
   get disposed(): boolean {
     return this.handle.disposed();
   }
@@ -105,11 +110,10 @@ export class Tensor {
    * for any other tensor (CUDA, strided).
    */
   data(): TypedArray {
-    const [shape, dtype] = [this.shape, this.dtype];
-    const bytes = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
+    const bytes = this.nbytes;
     // Past it the runtime cannot make the array (Node 20: 4 GiB), and failed without an error it could report.
     if (bytes > constants.MAX_LENGTH) {
-      throw new RangeError(`tensor.data() of a ${dtype} tensor of shape [${shape.join(', ')}] would be ${(bytes / 2 ** 30).toFixed(1)} GiB: ` +
+      throw new RangeError(`tensor.data() of a ${this.dtype} tensor of shape [${this.shape.join(', ')}] would be ${(bytes / 2 ** 30).toFixed(1)} GiB: ` +
         `more than one typed array holds here (${(constants.MAX_LENGTH / 2 ** 30).toFixed(1)} GiB); read it in parts with tensor.rows(start, count)`);
     }
     return this.handle.data();
