@@ -44,6 +44,8 @@ export interface MemoryBankHandle {
   sampleNegatives(batch: number, k: number, excludePositives: TensorHandle | null): TensorHandle;
   sampleShared(k: number): TensorHandle;
   generatorState(): TensorHandle;
+  dispose(): void;
+  disposed(): boolean;
 }
 
 export interface NativeNceResult {
@@ -134,14 +136,17 @@ export interface CommunicatorOptions {
 /** The native training state (native/addon/train_wrap.cc). */
 export interface TrainerHandle {
   step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number, stop: boolean): Promise<NativeStepResult>;
-  state(): NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } };
-  setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): void;
+  /** Z, the loss scaler, the step count and the momentum, taken on the model's thread. */
+  state(): Promise<NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } }>;
+  setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): Promise<void>;
   /** Joins a data-parallel group and takes rank 0's state. */
   distribute(options: CommunicatorOptions, syncBatchNorm: boolean): Promise<void>;
   /** [begin, end): the bank rows this rank embeds for bankInit 'features' (alone: all of them). */
   bankShard(): [number, number];
   /** Sends each rank's shard of the bank to every replica (after each filled its own). */
   shareBankShards(): Promise<void>;
+  dispose(): void;
+  disposed(): boolean;
 }
 
 /** A loader's threads, one per batch in flight (prefetch); they end with the handle. */

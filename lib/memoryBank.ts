@@ -90,6 +90,18 @@ export class MemoryBank {
     return new Tensor(this.handle.sampleShared(checkInteger('k', k, 1)));
   }
 
+  /**
+   * Lets go of the rows now rather than when the bank is collected: every later use is an error ('the memory
+   * bank was disposed'); a Trainer training with it (and views from rows()) keep them until done.
+   */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle.disposed();
+  }
+
   /** Rows (a view) and the sampling generator's state, for a checkpoint. */
   state(): MemoryBankState {
     return { rows: this.rows(), generator: new Tensor(this.handle.generatorState()) };

@@ -1,4 +1,4 @@
-import { MemoryBank, Tensor } from '../lib';
+import { MemoryBank, PirlLoss, Tensor } from '../lib';
 
 import { unitRows } from './helpers';
 
@@ -31,6 +31,20 @@ describe('MemoryBank', () => {
     const view = bank.rows().data() as Float32Array;
     bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]));
     expect(Array.from(view.subarray(0, 4))).toEqual(Array.from((bank.get([0]).data() as Float32Array)));
+  });
+
+  test('dispose() lets go of the rows: later use is an error naming the bank; views taken before keep theirs', async () => {
+    const bank = await MemoryBank.create({ size: 6, dim: 4, seed: 3 });
+    const view = bank.rows();
+    const before = Array.from(view.data() as Float32Array);
+    bank.dispose();
+    expect(bank.disposed).toBe(true);
+    expect(() => bank.rows()).toThrow(/^the memory bank was disposed$/);
+    expect(() => bank.size).toThrow(/^the memory bank was disposed$/);
+    expect(() => bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]))).toThrow(/^the memory bank was disposed$/);
+    const f = Tensor.from(unitRows(1, 4), [1, 4]);
+    await expect(new PirlLoss(bank, { negatives: 2 }).compute(f, f, [0])).rejects.toThrow(/^bank was disposed$/);
+    expect(Array.from(view.data() as Float32Array)).toEqual(before);
   });
 
   test('sampling is seeded, in range, can exclude positives, and restores from state', async () => {

@@ -97,6 +97,25 @@ describe('Trainer', () => {
     await expectExactResume(file, 4);
   });
 
+  test('dispose() lets go of the run once the save() asked before it is written; the model stays; later calls are refused', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    const fitting = trainer.fit({ callbacks: { onBatchEnd: (l) => { if (l.step === 2) trainer.stop(); } } });
+    expect(() => trainer.dispose()).toThrow('trainer.dispose: fit() is running on this trainer (stop() it and await the fit first)');
+    await fitting;
+    const saving = trainer.save(file);
+    trainer.dispose();
+    expect(trainer.disposed).toBe(true);
+    await saving;
+    await new Promise(setImmediate);
+    expect(trainer.bank.disposed).toBe(true);
+    await expect(trainer.save(file)).rejects.toThrow(/^trainer.save: the trainer was disposed$/);
+    await expect(trainer.fit()).rejects.toThrow(/^trainer.fit: the trainer was disposed$/);
+    await expect(trainer.step(null as never, 0.01)).rejects.toThrow(/^trainer.step: the trainer was disposed$/);
+    expect((await trainer.model.embed((await evalImages(tiny.dataset(), [0], 16)).images)).shape).toEqual([1, trainer.model.featureDim]);
+    await expectExactResume(file, 2);
+  });
+
   test('save() asked while fit() steps (a timer, a signal handler) waits for the step: each file resumes exactly', async () => {
     const dir = tmp();
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);

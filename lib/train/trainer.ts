@@ -202,6 +202,7 @@ export class Trainer {
   // Ends fit's wait for a batch when stop() is asked meanwhile (a Dataset that never answers would hold it forever).
   private onStop: (() => void) | null = null;
   private fitting = false;
+  private released = false;
   private epochSoFar: EpochSoFar = { lossSum: 0, images: 0 };
   private readonly handle: TrainerHandle;
   // Steps and checkpoint writes take turns: a save() asked during fit() waits for the step in progress (a file
@@ -318,6 +319,7 @@ export class Trainer {
    * any rank voted, so that every rank ends after the same step.
    */
   async step(batch: PirlBatch, lr: number, stop = false): Promise<NativeStepResult> {
+    this.checkLive('step');
     if (this.fitting) throw new Error('trainer.step: fit() is running on this trainer (a step of its own would come between its steps)');
     return this.inTurn(() => this.nativeStep(batch, lr, stop));
   }
@@ -355,6 +357,7 @@ export class Trainer {
 
   /** Trains from where the run stands to config.epochs (or a stop); the event loop stays free throughout. */
   async fit(options: FitOptions = {}): Promise<void> {
+    this.checkLive('fit');
     // Two fits at once would both step and both move the position.
     if (this.fitting) throw new Error('trainer.fit: this trainer is already fitting (await the fit in progress, or stop() it)');
     this.fitting = true;
@@ -458,15 +461,41 @@ export class Trainer {
    * position and the config (the device included) — as one safetensors file, written atomically. During
    * fit() it is written between two steps.
    */
-  save(file: string): Promise<void> {
+  async save(file: string): Promise<void> {
+    this.checkLive('save');
     return this.inTurn(() => this.writeCheckpoint(file));
+  }
+
+  /**
+   * Lets go of the run's memory now rather than when the trainer is collected: the optimizer's momentum, the
+   * memory bank and, in a data-parallel run, its process group — once the step or save() in progress is done.
+   * `model` is the run's result and stays the caller's (dispose it as any model). Refused while fit() runs:
+   * stop() it and await the fit first. Every later step, fit or save is an error.
+   */
+  dispose(): void {
+    if (this.fitting) throw new Error('trainer.dispose: fit() is running on this trainer (stop() it and await the fit first)');
+    if (this.released) return;
+    this.released = true;
+    void this.turn.then(() => {
+      this.handle.dispose();
+      this.bank.dispose();
+      this.own.dispose();
+    });
+  }
+
+  get disposed(): boolean {
+    return this.released;
+  }
+
+  private checkLive(call: string): void {
+    if (this.released) throw new TypeError(`trainer.${call}: the trainer was disposed`);
   }
 
   private async writeCheckpoint(file: string): Promise<void> {
     const { position, epochSoFar } = this;
     const tensors: Array<[string, Tensor]> = [];
     for (const [name, t] of await this.own.snapshot('all')) tensors.push([`model.${name}`, t]);
-    const state = this.handle.state();
+    const state = await nativeCall(() => this.handle.state());
     state.momentum.names.forEach((name, i) => tensors.push([`momentum.${name}`, new Tensor(state.momentum.tensors[i])]));
     const bankState = this.bank.state();
     tensors.push(['bank.rows', await bankState.rows.to('cpu')], ['bank.generator', bankState.generator]);
@@ -521,7 +550,7 @@ export class Trainer {
       const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
       const trainer = new Trainer(model, bank, loader, c, place, data);
       const names = [...momentum.keys()];
-      trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle));
+      await nativeCall(() => trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));
       trainer.position = meta.position;
       trainer.epochSoFar = meta.epochSoFar;
       return trainer;

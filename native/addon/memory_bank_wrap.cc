@@ -44,6 +44,8 @@ void MemoryBankWrap::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod<&MemoryBankWrap::sampleNegatives>("sampleNegatives"),
                                         InstanceMethod<&MemoryBankWrap::sampleShared>("sampleShared"),
                                         InstanceMethod<&MemoryBankWrap::generatorState>("generatorState"),
+                                        InstanceMethod<&MemoryBankWrap::dispose>("dispose"),
+                                        InstanceMethod<&MemoryBankWrap::disposed>("disposed"),
                                     });
   EnvState::of(env)->memoryBankConstructor = Napi::Persistent(ctor);
   exports.Set("MemoryBankHandle", ctor);
@@ -58,35 +60,51 @@ MemoryBankWrap::MemoryBankWrap(const Napi::CallbackInfo& info) : Napi::ObjectWra
 
 Napi::Object MemoryBankWrap::wrap(Napi::Env env, std::shared_ptr<MemoryBank> bank) {
   Napi::Object object = newHandle(env, EnvState::of(env)->memoryBankConstructor);
-  Unwrap(object)->bank_ = std::move(bank);
+  MemoryBankWrap* self = Unwrap(object);
+  self->accounted_.account(env, static_cast<int64_t>(bank->rows().nbytes()));
+  self->bank_ = std::move(bank);
   return object;
 }
 
 std::shared_ptr<MemoryBank> MemoryBankWrap::unwrap(Napi::Value value, const std::string& arg) {
-  return unwrapHandle<MemoryBankWrap>(value, EnvState::of(value.Env())->memoryBankConstructor, arg, "MemoryBank")->bank_;
+  return unwrapHandle<MemoryBankWrap>(value, EnvState::of(value.Env())->memoryBankConstructor, arg, "MemoryBank")->live(arg);
 }
 
+const std::shared_ptr<MemoryBank>& MemoryBankWrap::live(const std::string& arg) const {
+  if (!bank_) throw std::invalid_argument(arg + " was disposed");
+  return bank_;
+}
+
+// Lets go of the bank: its rows are freed once a trainer using it (and views of them) are done with them.
+Napi::Value MemoryBankWrap::dispose(const Napi::CallbackInfo& info) {
+  bank_.reset();
+  accounted_.release();
+  return info.Env().Undefined();
+}
+
+Napi::Value MemoryBankWrap::disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), bank_ == nullptr); }
+
 Napi::Value MemoryBankWrap::size(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(bank_->size()));
+  return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), static_cast<double>(live()->size())); });
 }
 
 Napi::Value MemoryBankWrap::dim(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(bank_->dim()));
+  return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), static_cast<double>(live()->dim())); });
 }
 
 Napi::Value MemoryBankWrap::rows(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), bank_->rows()); });
+  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), live()->rows()); });
 }
 
 Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), bank_->get(TensorWrap::unwrap(info[0], "indices")));
+    return TensorWrap::wrap(info.Env(), live()->get(TensorWrap::unwrap(info[0], "indices")));
   });
 }
 
 Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    bank_->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
+    live()->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
                   AsDouble(info[2], "momentum"), IndexCheck::Check);
     return info.Env().Undefined();
   });
@@ -96,18 +114,18 @@ Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const at::Tensor exclude =
         info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
-    return TensorWrap::wrap(info.Env(), bank_->sampleNegatives(AsInt64(info[0], "batch"), AsInt64(info[1], "k"), exclude));
+    return TensorWrap::wrap(info.Env(), live()->sampleNegatives(AsInt64(info[0], "batch"), AsInt64(info[1], "k"), exclude));
   });
 }
 
 Napi::Value MemoryBankWrap::sampleShared(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), bank_->sampleShared(AsInt64(info[0], "k")));
+    return TensorWrap::wrap(info.Env(), live()->sampleShared(AsInt64(info[0], "k")));
   });
 }
 
 Napi::Value MemoryBankWrap::generatorState(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), bank_->generatorState()); });
+  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), live()->generatorState()); });
 }
 
 }  // namespace pirl::addon

@@ -4,8 +4,10 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 
 #include "../core/memory_bank.h"
+#include "external_memory.h"
 
 namespace pirl::addon {
 
@@ -27,8 +29,12 @@ class MemoryBankWrap : public Napi::ObjectWrap<MemoryBankWrap> {
   Napi::Value sampleNegatives(const Napi::CallbackInfo& info);
   Napi::Value sampleShared(const Napi::CallbackInfo& info);
   Napi::Value generatorState(const Napi::CallbackInfo& info);
+  Napi::Value dispose(const Napi::CallbackInfo& info);
+  Napi::Value disposed(const Napi::CallbackInfo& info);
+  const std::shared_ptr<MemoryBank>& live(const std::string& arg = "the memory bank") const;
 
   std::shared_ptr<MemoryBank> bank_;
+  ExternalMemory accounted_;
 };
 
 }  // namespace pirl::addon

@@ -5,12 +5,14 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <vector>
 
 #include "../core/model/pirl_model.h"
 #include "../core/model/state_dict.h"
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
+#include "external_memory.h"
 #include "handle.h"
 #include "options.h"
 #include "tensor_wrap.h"
@@ -25,9 +27,15 @@ double parameterCount(const torch::nn::Module& m) {
   return n;
 }
 
+int64_t bytesOf(const std::vector<at::Tensor>& tensors) {
+  int64_t n = 0;
+  for (const auto& t : tensors) n += static_cast<int64_t>(t.nbytes());
+  return n;
+}
+
 ModelState::Facts factsOf(const model::PirlModel& m) {
   return {parameterCount(*m->trunk), parameterCount(*m->fHead), parameterCount(*m->gHead), parameterCount(*m),
-          m->trunk->featureDim(), m->trunk->minInputSize()};
+          m->trunk->featureDim(), m->trunk->minInputSize(), bytesOf(m->parameters()), bytesOf(m->buffers())};
 }
 
 }  // namespace
@@ -84,9 +92,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return unwrapHandle<ModelWrap>(value, EnvState::of(value.Env())->modelConstructor, arg, "PirlModel")->live(arg);
   }
 
-  static Napi::Object wrap(Napi::Env env, std::shared_ptr<ModelState> state) {
+  // `counted`: the handle reports the model's memory (a retained one does not: collecting it frees nothing).
+  static Napi::Object wrap(Napi::Env env, std::shared_ptr<ModelState> state, bool counted) {
     Napi::Object object = newHandle(env, EnvState::of(env)->modelConstructor);
-    Unwrap(object)->state_ = std::move(state);
+    ModelWrap* self = Unwrap(object);
+    if (counted) self->accounted_.account(env, state->facts.parameterBytes + state->facts.bufferBytes);
+    self->state_ = std::move(state);
     return object;
   }
 
@@ -241,6 +252,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // Lets go of the model: its memory is freed once the calls in flight and a trainer using it are done with it.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     state_.reset();
+    accounted_.release();
     return info.Env().Undefined();
   }
 
@@ -248,7 +260,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // Another handle on the same model: it lives until every handle is disposed (or collected).
   Napi::Value retain(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value { return wrap(info.Env(), live()); });
+    return guarded(info.Env(), [&]() -> Napi::Value { return wrap(info.Env(), live(), /*counted=*/false); });
   }
 
   std::shared_ptr<ModelState> live(const std::string& arg = "the model") const {
@@ -257,6 +269,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   std::shared_ptr<ModelState> state_;
+  ExternalMemory accounted_;
 };
 
 // Initialisation draws from libtorch's global generator: seeding it and building the model must not
@@ -273,7 +286,7 @@ Napi::Value createPirlModel(const Napi::CallbackInfo& info) {
         at::manual_seed(seed);
         return std::make_shared<ModelState>(options);
       },
-      [](Napi::Env env, std::shared_ptr<ModelState>& s) -> Napi::Value { return ModelWrap::wrap(env, s); });
+      [](Napi::Env env, std::shared_ptr<ModelState>& s) -> Napi::Value { return ModelWrap::wrap(env, s, /*counted=*/true); });
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ struct ModelState {
   struct Facts {
     double trunkParameters, fHeadParameters, gHeadParameters, totalParameters;
     int64_t featureDim, minInputSize;
+    int64_t parameterBytes, bufferBytes;  // its native memory (an optimizer's momentum: parameterBytes more)
   };
   const Facts facts;
   c10::Device device() const;

@@ -169,8 +169,7 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
 TensorWrap::~TensorWrap() { reset(); }
 
 void TensorWrap::reset() {
-  if (accountedBytes_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -accountedBytes_);
-  accountedBytes_ = 0;
+  accounted_.release();
   tensor_ = at::Tensor();
 }
 
@@ -186,8 +185,7 @@ Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor) {
   if (tensor.defined() && tensor.storage().use_count() == 1) {
     // Native storage is invisible to V8's GC unless reported. Storage that another owner holds too
     // (a view of the memory bank's rows, of a JavaScript-visible buffer) is that owner's to count.
-    self->accountedBytes_ = static_cast<int64_t>(tensor.storage().nbytes());
-    if (self->accountedBytes_) Napi::MemoryManagement::AdjustExternalMemory(env, self->accountedBytes_);
+    self->accounted_.account(env, static_cast<int64_t>(tensor.storage().nbytes()));
   }
   self->tensor_ = std::move(tensor);
   return object;

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "external_memory.h"
+
 namespace pirl::addon {
 
 class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
@@ -42,7 +44,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
   at::Tensor tensor_;
   bool disposed_ = false;
-  int64_t accountedBytes_ = 0;  // native bytes reported to V8 so its GC sees them
+  ExternalMemory accounted_;
 };
 
 // Reads a JavaScript shape (array of non-negative safe integers); errors name `arg`.

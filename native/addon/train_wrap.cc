@@ -1,11 +1,16 @@
 #include "train_wrap.h"
 
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "../core/train/train_state.h"
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
+#include "external_memory.h"
 #include "memory_bank_wrap.h"
 #include "model_wrap.h"
 #include "options.h"
@@ -53,6 +58,13 @@ struct TrainerState {
   std::unique_ptr<train::TrainState> train;
 };
 
+// A trainer's checkpointed state: Z, the loss scaler, the step count and the momentum buffers (on the CPU).
+struct TrainScalars {
+  double zImage, zJigsaw, lossScale;
+  int64_t goodSteps, steps;
+  std::vector<std::pair<std::string, at::Tensor>> momentum;
+};
+
 class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
@@ -62,7 +74,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
                                               InstanceMethod<&TrainerWrap::bankShard>("bankShard"),
                                               InstanceMethod<&TrainerWrap::shareBankShards>("shareBankShards"),
                                               InstanceMethod<&TrainerWrap::state>("state"),
-                                              InstanceMethod<&TrainerWrap::setState>("setState")}));
+                                              InstanceMethod<&TrainerWrap::setState>("setState"),
+                                              InstanceMethod<&TrainerWrap::dispose>("dispose"),
+                                              InstanceMethod<&TrainerWrap::disposed>("disposed")}));
   }
 
   // new TrainerHandle(model, bank, lossOptions, { momentum, weightDecay, precision, seed, cudaGraphs })
@@ -80,6 +94,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       state_ = std::make_shared<TrainerState>();
       state_->model = model;
       state_->train = std::make_unique<train::TrainState>(model->model, bank, loss, stepOptions);
+      accounted_.account(info.Env(), model->facts.parameterBytes);  // the optimizer's momentum
       return 0;
     });
   }
@@ -91,7 +106,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const distributed::CommunicatorOptions options = readCommunicatorOptions(info[0], "distributed");
       const bool syncBatchNorm = AsBool(info[1], "syncBatchNorm");
-      auto s = state_;
+      auto s = live();
       return AsyncTask<bool>::run(
           info.Env(), [=] {
             auto communicator = std::make_shared<distributed::Communicator>(options);
@@ -105,18 +120,21 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
 
   // [begin, end): the bank rows this rank embeds for bankInit 'features' (alone: all).
   Napi::Value bankShard(const Napi::CallbackInfo& info) {
-    std::lock_guard<std::mutex> lock(state_->model->mutex);
-    const auto [begin, end] = state_->train->bankShard();
-    auto out = Napi::Array::New(info.Env(), 2);
-    out.Set(0u, static_cast<double>(begin));
-    out.Set(1u, static_cast<double>(end));
-    return out;
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto s = live();
+      std::lock_guard<std::mutex> lock(s->model->mutex);
+      const auto [begin, end] = s->train->bankShard();
+      auto out = Napi::Array::New(info.Env(), 2);
+      out.Set(0u, static_cast<double>(begin));
+      out.Set(1u, static_cast<double>(end));
+      return out;
+    });
   }
 
   // Every rank's embedded shard on every replica (collectives that wait for every rank: on the model's thread).
   Napi::Value shareBankShards(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      auto s = state_;
+      auto s = live();
       return AsyncTask<bool>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
@@ -134,7 +152,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const at::Tensor indices = TensorWrap::unwrap(info[2], "indices");
       const double lr = AsDouble(info[3], "lr");
       const bool stop = AsBool(info[4], "stop");
-      auto s = state_;
+      auto s = live();
       return AsyncTask<train::StepResult>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
@@ -155,50 +173,82 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     });
   }
 
-  // { zImage, zJigsaw, lossScale, goodSteps, steps, momentum: { names, tensors } } for a checkpoint.
+  // { zImage, zJigsaw, lossScale, goodSteps, steps, momentum: { names, tensors } } for a checkpoint, taken on the
+  // model's thread (an embed in progress holds the model: the JavaScript thread does not wait for it).
   Napi::Value state(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::lock_guard<std::mutex> lock(state_->model->mutex);
-    auto out = Napi::Object::New(env);
-    out.Set("zImage", state_->train->loss().zImage());
-    out.Set("zJigsaw", state_->train->loss().zJigsaw());
-    out.Set("lossScale", state_->train->scaler().scale());
-    out.Set("goodSteps", static_cast<double>(state_->train->scaler().goodSteps()));
-    out.Set("steps", static_cast<double>(state_->train->steps()));
-    const auto& buffers = state_->train->sgd().momentumBuffers();
-    auto names = Napi::Array::New(env), tensors = Napi::Array::New(env);
-    uint32_t i = 0;
-    for (const auto& [name, buffer] : buffers) {
-      names.Set(i, name);
-      tensors.Set(i++, TensorWrap::wrap(env, buffer.to(at::kCPU).clone()));
-    }
-    auto momentum = Napi::Object::New(env);
-    momentum.Set("names", names);
-    momentum.Set("tensors", tensors);
-    out.Set("momentum", momentum);
-    return out;
-  }
-
-  // setState({ zImage, zJigsaw, lossScale, goodSteps, steps }, names, tensors): a checkpoint's state.
-  Napi::Value setState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      const Napi::Object s = AsObject(info[0], "state");
-      const double zImage = AttrAsDouble(s, "zImage", "state"), zJigsaw = AttrAsDouble(s, "zJigsaw", "state");
-      const double lossScale = AttrAsDouble(s, "lossScale", "state");
-      const int64_t goodSteps = AttrAsInt64(s, "goodSteps", "state");
-      const int64_t steps = AttrAsInt64(s, "steps", "state");
-      std::map<std::string, at::Tensor> buffers;
-      for (auto& [name, tensor] : readNamedTensors(info[1], info[2], "momentum")) buffers.emplace(name, tensor);
-      std::lock_guard<std::mutex> lock(state_->model->mutex);
-      state_->train->sgd().setMomentumBuffers(buffers);
-      state_->train->loss().setZ(zImage, zJigsaw);
-      state_->train->scaler().restore(lossScale, goodSteps);
-      state_->train->setSteps(steps);
-      return info.Env().Undefined();
+      auto s = live();
+      return AsyncTask<TrainScalars>::run(
+          info.Env(), [=] {
+            std::lock_guard<std::mutex> lock(s->model->mutex);
+            TrainScalars out{s->train->loss().zImage(), s->train->loss().zJigsaw(), s->train->scaler().scale(),
+                             s->train->scaler().goodSteps(), s->train->steps(), {}};
+            for (const auto& [name, buffer] : s->train->sgd().momentumBuffers()) {
+              out.momentum.emplace_back(name, buffer.to(at::kCPU).clone());
+            }
+            return out;
+          },
+          [](Napi::Env env, TrainScalars& t) -> Napi::Value {
+            auto out = Napi::Object::New(env);
+            out.Set("zImage", t.zImage);
+            out.Set("zJigsaw", t.zJigsaw);
+            out.Set("lossScale", t.lossScale);
+            out.Set("goodSteps", static_cast<double>(t.goodSteps));
+            out.Set("steps", static_cast<double>(t.steps));
+            auto names = Napi::Array::New(env), tensors = Napi::Array::New(env);
+            for (uint32_t i = 0; i < t.momentum.size(); ++i) {
+              names.Set(i, t.momentum[i].first);
+              tensors.Set(i, TensorWrap::wrap(env, t.momentum[i].second));
+            }
+            auto momentum = Napi::Object::New(env);
+            momentum.Set("names", names);
+            momentum.Set("tensors", tensors);
+            out.Set("momentum", momentum);
+            return out;
+          },
+          s->model->owner);
     });
   }
 
+  // setState({ zImage, zJigsaw, lossScale, goodSteps, steps }, names, tensors): a checkpoint's state (on the
+  // model's thread, as state()).
+  Napi::Value setState(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const Napi::Object o = AsObject(info[0], "state");
+      TrainScalars t{AttrAsDouble(o, "zImage", "state"), AttrAsDouble(o, "zJigsaw", "state"), AttrAsDouble(o, "lossScale", "state"),
+                     AttrAsInt64(o, "goodSteps", "state"), AttrAsInt64(o, "steps", "state"), readNamedTensors(info[1], info[2], "momentum")};
+      auto s = live();
+      return AsyncTask<bool>::run(
+          info.Env(), [=] {
+            std::map<std::string, at::Tensor> buffers(t.momentum.begin(), t.momentum.end());
+            std::lock_guard<std::mutex> lock(s->model->mutex);
+            s->train->sgd().setMomentumBuffers(buffers);
+            s->train->loss().setZ(t.zImage, t.zJigsaw);
+            s->train->scaler().restore(t.lossScale, t.goodSteps);
+            s->train->setSteps(t.steps);
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+    });
+  }
+
+  // Lets go of the optimizer's state and of the trainer's hold on its model and bank: freed once the step in
+  // progress is done with them.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    state_.reset();
+    accounted_.release();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), state_ == nullptr); }
+
+  std::shared_ptr<TrainerState> live() const {
+    if (!state_) throw std::invalid_argument("the trainer was disposed");
+    return state_;
+  }
+
   std::shared_ptr<TrainerState> state_;
+  ExternalMemory accounted_;
 };
 
 }  // namespace
