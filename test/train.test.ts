@@ -264,9 +264,11 @@ describe('Trainer', () => {
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: 1 as unknown as boolean })).rejects.toThrow(/options.cudaGraphs must be a boolean, got 1/);
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGrahps: true } as object)).rejects.toThrow(/options.cudaGrahps is not an option; options takes distributed, cudaGraphs/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, loss: { mode: 'nce', z: 'ema' } }, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false with loss.mode 'nce' and loss.z 'ema'/);
-    // The sampler's views must pass the stem's strides: the ImageNet stem needs 32 px (the default sampler makes 9-px patches).
+    // The sampler's views must pass the stem's strides: the ImageNet stem needs 17 px, the small one 5.
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, model: { ...tiny.config.model, stem: 'imagenet' } }))
       .rejects.toThrow(/config.sampler.imageSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 16/);
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, sampler: { ...tiny.config.sampler, patchSize: 4 } }))
+      .rejects.toThrow(/config.sampler.patchSize must be at least 5 px for model.stem 'small' \(a larger preset, e.g. 'paper'\), got 4$/);
     const rank = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29599 };
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true, distributed: rank })).rejects.toThrow(/options.cudaGraphs must be false in a data-parallel run/);
     const file = path.join(tmp(), 'model.safetensors');

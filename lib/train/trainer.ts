@@ -76,7 +76,8 @@ function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
   const min = model.minInputSize;
   for (const key of ['imageSize', 'patchSize'] as const) {
     if (c.sampler[key] < min) {
-      throw rangeError(`config.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (a larger preset, e.g. 'paper', or the 'small' stem)`, c.sampler[key]);
+      const remedy = c.model.stem === 'small' ? 'a larger preset, e.g. \'paper\'' : "a larger preset, e.g. 'paper', or the 'small' stem";
+      throw rangeError(`config.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (${remedy})`, c.sampler[key]);
     }
   }
 }
