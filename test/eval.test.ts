@@ -178,6 +178,13 @@ describe('evaluation', () => {
         ['images[4]', 'no bytes (an empty buffer)'],
       ]));
       expect(warnings.sort()).toEqual([...mixed.failures].map(([name, why]) => `pirl: skipping unreadable image ${name}: ${why}`).sort());
+      // An upload transferred away (postMessage) before it was read is skipped, named, as an unreadable image.
+      const moved = Uint8Array.from(bytes[1]);
+      const embedding = embedImages(model, [bytes[0], moved], { onWarning: () => undefined });
+      structuredClone(moved.buffer, { transfer: [moved.buffer] });
+      const afterMove = await embedding;
+      expect(afterMove.files).toEqual(['images[0]']);
+      expect(afterMove.failures).toEqual(new Map([['images[1]', 'its memory was detached (transferred away) before it was read']]));
       // Bad entries are named by their place in `images`.
       await expect(embedImages(model, [files[0], 42 as never])).rejects.toThrow('images[1] must be an image file path or an encoded image (Buffer, Uint8Array), got 42');
       await expect(embedImages(model, [bytes[0], path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (images[1])`);

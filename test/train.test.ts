@@ -267,7 +267,7 @@ describe('Trainer', () => {
     // The sampler's views must pass the stem's strides: the ImageNet stem needs 17 px, the small one 5.
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, model: { ...tiny.config.model, stem: 'imagenet' } }))
       .rejects.toThrow(/config.sampler.imageSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 16/);
-    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, sampler: { ...tiny.config.sampler, patchSize: 4 } }))
+    await expect(Trainer.create(tiny.dataset(), { ...tiny.config, sampler: { ...(tiny.config.sampler as object), patchSize: 4 } }))
       .rejects.toThrow(/config.sampler.patchSize must be at least 5 px for model.stem 'small' \(a larger preset, e.g. 'paper'\), got 4$/);
     const rank = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29599 };
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true, distributed: rank })).rejects.toThrow(/options.cudaGraphs must be false in a data-parallel run/);

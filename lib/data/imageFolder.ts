@@ -104,7 +104,14 @@ type ImageInput = string | Buffer;
 
 // The first bytes of an image (what it is), or why its file cannot be read.
 async function firstBytes(input: ImageInput): Promise<Buffer | Error> {
-  if (typeof input !== 'string') return input.subarray(0, 64);
+  if (typeof input !== 'string') {
+    try {
+      return input.subarray(0, 64);
+    } catch {
+      // Read in place: its ArrayBuffer was transferred meanwhile (postMessage, structuredClone).
+      return new Error('its memory was detached (transferred away) before it was read');
+    }
+  }
   const file = input;
   const head = Buffer.alloc(64);
   try {
@@ -134,7 +141,7 @@ function ownMessage(message: string, format: string | undefined): string {
  */
 async function whyUnreadable(input: ImageInput, message: string): Promise<string> {
   const bytes = await firstBytes(input);
-  if (bytes instanceof Error) return notUtf8(input as string) ?? bytes.message; // missing, a link to nothing, not readable
+  if (bytes instanceof Error) return (typeof input === 'string' ? notUtf8(input) : undefined) ?? bytes.message; // missing, a link to nothing, not readable
   if (bytes.length === 0) return typeof input === 'string' ? 'an empty file (0 bytes)' : 'no bytes (an empty buffer)';
   const format = formatOf(bytes);
   if (format === undefined) {
