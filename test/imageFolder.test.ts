@@ -179,7 +179,15 @@ describe('ImageFolder', () => {
     await writeAllKinds(dir);
     const jpeg = await raw(64, 64).jpeg().toBuffer();
     fs.writeFileSync(path.join(dir, 'x-corrupt.jpg'), Buffer.from(Array.from({ length: 500 }, (_, i) => (i * 37) % 256)));
-    fs.writeFileSync(path.join(dir, 'x-truncated.jpg'), jpeg.subarray(0, Math.floor(jpeg.length / 2)));
+    const truncated = jpeg.subarray(0, Math.floor(jpeg.length / 2));
+    fs.writeFileSync(path.join(dir, 'x-truncated.jpg'), truncated);
+    // A PNG cut short inside its image data, and one with a byte of its image data changed (its chunk's checksum fails).
+    const png = await raw(64, 64).png().toBuffer();
+    const idat = png.indexOf('IDAT') - 4, idatEnd = idat + 12 + png.readUInt32BE(idat);
+    fs.writeFileSync(path.join(dir, 'x-cut.png'), png.subarray(0, idat + 20));
+    const flipped = Buffer.from(png);
+    flipped[idat + 10] ^= 0x10;
+    fs.writeFileSync(path.join(dir, 'x-flipped.png'), flipped);
     fs.writeFileSync(path.join(dir, 'x-empty.png'), Buffer.alloc(0));
     fs.writeFileSync(path.join(dir, 'x-text.png'), 'this is not an image');
     fs.writeFileSync(path.join(dir, 'x-page.jpg'), '<!DOCTYPE html><html><body>404 Not Found</body></html>');
@@ -218,9 +226,11 @@ describe('ImageFolder', () => {
       'x-huge.png': "a PNG image too large to decode (20000×20000): more than sharp's limit of 268,402,689 pixels",
       'x-page.jpg': 'not an image: text starting "<!DOCTYPE html><html><body>404 Not Found"',
       'x-text.png': 'not an image: text starting "this is not an image"',
-      'x-truncated.jpg': expect.stringMatching(/^a JPEG image that cannot be decoded \(truncated or corrupt\)/),
+      'x-truncated.jpg': `a JPEG image that cannot be decoded: truncated: ${truncated.length.toLocaleString('en-US')} bytes, without the end-of-image marker`,
+      'x-cut.png': `a PNG image that cannot be decoded: truncated: it ends inside its IDAT chunk (${idat + 20} of ${idatEnd.toLocaleString('en-US')} bytes)`,
+      'x-flipped.png': `a PNG image that cannot be decoded: corrupt: the checksum of its IDAT chunk (at byte ${idat}) does not match its data`,
     });
-    expect(warnings).toHaveLength(7); // once per file, not once per epoch
+    expect(warnings).toHaveLength(9); // once per file, not once per epoch
     expect(warnings.join('\n')).toMatch(/skipping unreadable image .*x-truncated\.jpg: a JPEG image/);
   });
 

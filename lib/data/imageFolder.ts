@@ -128,10 +128,44 @@ async function firstBytes(input: ImageInput): Promise<Buffer | Error> {
 
 const formatOf = (bytes: Buffer): string | undefined => SIGNATURES.find(([, is]) => is(bytes))?.[0];
 
-// sharp's message when it may be this file's: one naming another format than `format` is another decode's.
+// sharp's message when it may be this file's: one naming another format than `format` is another decode's,
+// and libvips's own words for "failed" (its first line alone) tell nothing.
 function ownMessage(message: string, format: string | undefined): string {
-  const said = message.split('\n')[0];
+  const said = message.split('\n')[0].replace(/:\s*$/, '');
+  if (/^(unknown error|vipspng: libpng read error)$/i.test(said)) return '';
   return (said.match(FORMAT_WORDS) ?? []).some((w) => FORMAT_OF_WORD[w.toLowerCase()] !== format) ? '' : said;
+}
+
+const CRC_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c;
+});
+const crc32 = (bytes: Buffer): number => {
+  let c = -1;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+};
+
+/**
+ * Where a PNG's chunks or a JPEG's markers say it is cut short or damaged (a download stopped, a disk error),
+ * or undefined: libvips says only "read error". Read whole: this runs for images that failed.
+ */
+async function damageOf(input: ImageInput, format: string | undefined): Promise<string | undefined> {
+  if (format !== 'PNG' && format !== 'JPEG') return undefined;
+  const bytes = typeof input === 'string' ? await fs.readFile(input).catch(() => null) : input;
+  if (bytes === null) return undefined;
+  const size = bytes.length.toLocaleString('en-US');
+  if (format === 'JPEG') return bytes.lastIndexOf(Buffer.from([0xff, 0xd9])) < 2 ? `truncated: ${size} bytes, without the end-of-image marker` : undefined;
+  for (let at = 8; at + 8 <= bytes.length;) {
+    const length = bytes.readUInt32BE(at), type = bytes.toString('latin1', at + 4, at + 8);
+    const end = at + 12 + length;
+    if (end > bytes.length) return `truncated: it ends inside its ${type} chunk (${size} of ${end.toLocaleString('en-US')} bytes)`;
+    if (crc32(bytes.subarray(at + 4, end - 4)) !== bytes.readUInt32BE(end - 4)) return `corrupt: the checksum of its ${type} chunk (at byte ${at.toLocaleString('en-US')}) does not match its data`;
+    if (type === 'IEND') return undefined;
+    at = end;
+  }
+  return `truncated: ${size} bytes, without the IEND chunk that ends a PNG`;
 }
 
 /**
@@ -155,6 +189,8 @@ async function whyUnreadable(input: ImageInput, message: string): Promise<string
     const { width, height } = await sharp(input, { limitInputPixels: false }).metadata().catch(() => ({ width: undefined, height: undefined }));
     return `a ${format} image too large to decode${width && height ? ` (${width}×${height})` : ''}: more than sharp's limit of 268,402,689 pixels`;
   }
+  const damage = await damageOf(input, format);
+  if (damage) return `a ${format} image that cannot be decoded: ${damage}`;
   const own = ownMessage(message, format);
   return `a ${format} image that cannot be decoded (truncated or corrupt)${own ? `: ${own}` : ''}`;
 }
@@ -458,7 +494,8 @@ export class ImageFolder implements Dataset {
         const data = await this.decodeImage(input, 'truncated');
         this.damaged.add(file);
         const bytes = await firstBytes(input);
-        const own = ownMessage(strict.message, bytes instanceof Error ? undefined : formatOf(bytes));
+        const format = bytes instanceof Error ? undefined : formatOf(bytes);
+        const own = (await damageOf(input, format)) ?? ownMessage(strict.message, format);
         this.warn(`pirl: ${file} is damaged (decoded, part of it may be missing)${own ? `: ${own}` : ''}`, 'PIRL_DAMAGED_IMAGE');
         return data;
       });
