@@ -70,6 +70,27 @@ describe('PirlModel', () => {
     expect(answered).toBeLessThan(embed / 4);
   });
 
+  test('train() and eval() during an embed answer at once (the embed runs in eval mode of its own); the calls after them run in that mode', async () => {
+    const small = await PirlModel.create({ width: 0.25 });
+    let embedded = false;
+    const embedding = small.embed(rand([256, 3, 64, 64])).then(() => (embedded = true));
+    await new Promise((r) => setTimeout(r, 20)); // the embed holds the model on its thread
+    expect(small.training).toBe(true);
+    expect(small.eval().training).toBe(false);
+    await new Promise(setImmediate);
+    expect(embedded).toBe(false); // eval() set the mode in the JS thread: it waited for the embed
+    // In eval mode BatchNorm uses its running statistics: a sample's f alone equals its row in a batch.
+    const images = rand([2, 3, 32, 32]), patches = rand([2, 9, 3, 12, 12]);
+    const batch = (await small.forward(images, patches)).f.data() as Float32Array;
+    const alone = (await small.forward(Tensor.from((images.data() as Float32Array).slice(0, 3 * 32 * 32), [1, 3, 32, 32]),
+      Tensor.from((patches.data() as Float32Array).slice(0, 9 * 3 * 12 * 12), [1, 9, 3, 12, 12]))).f.data() as Float32Array;
+    alone.forEach((v, i) => expect(v).toBeCloseTo(batch[i], 4));
+    await embedding;
+    expect(small.train().training).toBe(true);
+    const trained = (await small.forward(images, patches)).f.data() as Float32Array;
+    expect(Math.max(...trained.slice(0, 128).map((v, i) => Math.abs(v - batch[i])))).toBeGreaterThan(1e-3); // batch statistics again
+  });
+
   test('save() during an embed does not hold the JavaScript thread until the embed ends', async () => {
     const small = await PirlModel.create({ width: 0.25 });
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-save-')), 'model.safetensors');

@@ -148,18 +148,23 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     });
   }
 
+  // Applied on the model's thread, after the calls queued before it: the JavaScript thread does not wait for an
+  // embed in progress, and the calls after it see the mode.
   Napi::Value setTraining(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const bool training = AsBool(info[0], "training");
       const auto s = live();
-      std::lock_guard<std::mutex> lock(s->mutex);
-      s->model->train(training);
+      s->owner->post([s, training] {
+        std::lock_guard<std::mutex> lock(s->mutex);
+        s->model->train(training);
+      });
+      s->training = training;
       return info.Env().Undefined();
     });
   }
 
   Napi::Value isTraining(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), live()->model->is_training()); });
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), live()->training.load()); });
   }
 
   // Without the model's mutex: a getter must not wait for an embed or a step to end (the event loop would).

@@ -3,6 +3,7 @@
 
 #include <napi.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -26,6 +27,9 @@ struct ModelState {
     int64_t parameterBytes, bufferBytes;  // its native memory (an optimizer's momentum: parameterBytes more)
   };
   const Facts facts;
+  // The mode JavaScript last set (a trainer's step sets training): read without `mutex`, which an embed holds
+  // while it runs in eval mode.
+  std::atomic<bool> training{true};
   c10::Device device() const;
   void movedTo(c10::Device device);  // after model->to(), with where its parameters now are
 

@@ -156,6 +156,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       return AsyncTask<train::StepResult>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
+            s->model->training = true;  // the step leaves the model in training mode
             return s->train->step(images, patches, indices, lr, stop);
           },
           [](Napi::Env env, train::StepResult& r) -> Napi::Value {
