@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `pirl` command line: one file per verb under cli/.
 import { UsageError } from './cli/args';
+import { tellLauncher } from './cli/launch';
 import { EMBED_USAGE, embed } from './cli/embed';
 import { EVAL_USAGE, evaluate } from './cli/eval';
 import { EXPORT_USAGE, exportTrunk } from './cli/export';
@@ -71,12 +72,10 @@ async function main(argv: string[]): Promise<number> {
     return (await VERBS[command](args)) ?? 0;
   } catch (err) {
     // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2 with the usage.
-    if (err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'))) {
-      console.error(`pirl: ${(err as Error).message}\n\n${usageOf(command)}`);
-      return 2;
-    }
-    console.error(`pirl: ${(err as Error).message}`);
-    return 1;
+    const usage = err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'));
+    const message = `pirl: ${(err as Error).message}`;
+    if (!(await tellLauncher(message))) console.error(usage ? `${message}\n\n${usageOf(command)}` : message);
+    return usage ? 2 : 1;
   }
 }
 

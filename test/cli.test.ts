@@ -337,6 +337,10 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', 'fashion-mnist', '--layout', 'flat'], /--layout says how a folder is read: fashion-mnist is not a folder/);
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);
+    // A mistake that every rank of --nproc finds alike is said once (it was, with the usage, once per rank).
+    const ranks = spawnSync(process.execPath, [cli, 'train', data, '--nproc', '2', '--batch', '60000', '--out', path.join(dir, 'ranks')], { encoding: 'utf8' });
+    expect({ status: ranks.status, said: ranks.stderr.match(/--batch must be at most/g)?.length, usage: ranks.stderr.match(/^Usage: pirl train/gm)?.length })
+      .toEqual({ status: 2, said: 1, usage: 1 });
     const mixed = path.join(dir, 'mixed');
     fs.mkdirSync(path.join(mixed, 'thumbs'), { recursive: true });
     for (const f of ['0.png', path.join('thumbs', '0.png')]) fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(mixed, f));

@@ -9,6 +9,16 @@ import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+/**
+ * A rank's failure, told to its launcher (`pirl train --nproc`), which says each failure once: ranks fail
+ * alike on the same flags. True when the launcher says it (rank 0 prints its own).
+ */
+export async function tellLauncher(message: string): Promise<boolean> {
+  if (process.env.PIRL_LAUNCHED !== '1' || !process.send) return false;
+  await new Promise<void>((resolve) => process.send!({ failure: message }, () => resolve()));
+  return process.env.RANK !== '0';
+}
+
 /** How long ranks told to stop (another one failed) may take before they are killed: torchrun's grace period. */
 const KILL_AFTER_MS = 30_000;
 
@@ -17,6 +27,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pirl-ranks-'));
   const children: ChildProcess[] = [];
   let failed: { rank: number; code: number } | null = null;
+  const failures = new Map<number, string>(); // each rank's message (tellLauncher)
   const running = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
   const stopAll = (signal: NodeJS.Signals) => running().forEach((c) => c.kill(signal));
   let interrupted = false;
@@ -37,6 +48,9 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
         },
       });
       children.push(child);
+      child.on('message', (m: { failure?: unknown }) => {
+        if (typeof m?.failure === 'string') failures.set(rank, m.failure);
+      });
       return new Promise<number>((resolve) => {
         const failedWith = (status: number) => {
           if (status !== 0 && failed === null) {
@@ -57,8 +71,15 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
       });
     });
     await Promise.all(exits);
+    const said = new Set([failures.get(0)]);
+    for (const [rank, message] of [...failures].sort(([a], [b]) => a - b)) {
+      if (!said.has(message)) console.error(message.replace(/^pirl: /, `pirl: rank ${rank}: `));
+      said.add(message);
+    }
     const first = failed as { rank: number; code: number } | null;
-    if (first && !interrupted) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
+    // Every rank failing with one message (a flag's mistake) was said once; else which rank ended the run.
+    const alike = failures.size === nproc && said.size === 1;
+    if (first && !interrupted && !alike) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
     return first ? first.code : 0;
   } finally {
     process.off('SIGINT', onInt).off('SIGTERM', onTerm);
