@@ -14,9 +14,11 @@ import * as path from 'path';
  * alike on the same flags. True when the launcher says it (rank 0 prints its own).
  */
 export async function tellLauncher(message: string): Promise<boolean> {
-  if (process.env.PIRL_LAUNCHED !== '1' || !process.send) return false;
-  await new Promise<void>((resolve) => process.send!({ failure: message }, () => resolve()));
-  return process.env.RANK !== '0';
+  const send = process.send?.bind(process);
+  if (process.env.PIRL_LAUNCHED !== '1' || !send || !process.connected) return false;
+  // Not heard (the launcher ended meanwhile): the rank says it itself.
+  const heard = await new Promise<boolean>((resolve) => send({ failure: message }, undefined, undefined, (err) => resolve(!err)));
+  return heard && process.env.RANK !== '0';
 }
 
 /** How long ranks told to stop (another one failed) may take before they are killed: torchrun's grace period. */
