@@ -93,6 +93,12 @@ export function checkBoolean(arg: string, value: unknown): boolean {
   return value;
 }
 
+/** A path to read or write: a non-empty string. */
+export function checkFile(arg: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw typeError(arg, 'a file path', value);
+  return value;
+}
+
 export function checkString(arg: string, value: unknown): string {
   if (typeof value !== 'string') throw typeError(arg, 'a string', value);
   return value;

@@ -6,7 +6,7 @@ import {
   NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
-import { checkBoolean, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
+import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 
@@ -255,6 +255,7 @@ export class PirlModel {
 
   /** The whole model (trunk, heads and options) as safetensors. */
   async save(file: string): Promise<void> {
+    checkFile('file', file);
     const trained = this.imageSize === null ? {} : { imageSize: checkInteger('model.imageSize', this.imageSize, 1) };
     await writeSafetensors(file, await this.snapshot('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
   }
@@ -277,6 +278,7 @@ export class PirlModel {
    * side it was trained at (null: unknown) and the normalisation.
    */
   async exportTrunk(file: string): Promise<void> {
+    checkFile('file', file);
     const { arch, stem, width } = this.options;
     const trunk = { arch, stem, width, imageSize: this.imageSize, ...NORMALIZATION };
     await writeSafetensors(file, await this.snapshot('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
-import { checkObject } from './errors';
+import { checkFile, checkObject } from './errors';
 import { makeFolder } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
@@ -142,6 +142,7 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
  * buffer holds), one copy.
  */
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
+  checkFile('file', file);
   const fail = failer(file);
   const handle = await openRegular(file);
   try {
@@ -200,6 +201,7 @@ export function jsonMetadata(file: string, metadata: Record<string, string>, key
 
 /** The metadata of a safetensors file, reading its header only (not the tensors). */
 export async function readSafetensorsMetadata(file: string): Promise<Record<string, string>> {
+  checkFile('file', file);
   const handle = await openRegular(file);
   try {
     return (await readHeader(handle, (await handle.stat()).size, failer(file))).metadata;
@@ -264,6 +266,7 @@ export async function makeFolderFor(file: string): Promise<void> {
  * whole file (a checkpoint's bank), any size.
  */
 export async function writeSafetensors(file: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
+  checkFile('file', file);
   const { head, entries } = headerOf(tensors, metadata);
   await makeFolderFor(file);
   const tmp = temporaryFor(file);

@@ -311,6 +311,11 @@ describe('pirl train / eval / embed / export', () => {
     const few = path.join(dir, 'few');
     for (const c of ['light', 'dark']) fs.cpSync(path.join(data, c, '0.png'), path.join(few, c, '0.png'));
     usage(['eval', path.join(out, 'model.safetensors'), '--data', few], /has 2 image\(s\): too few to hold out a fifth for kNN; give --test data/);
+    // Unlabeled data is refused before a split of it is announced.
+    const unlabeled = spawnSync(process.execPath, [cli, 'eval', path.join(out, 'model.safetensors'), '--data', flat], { encoding: 'utf8' });
+    expect(unlabeled.status).toBe(2);
+    expect(unlabeled.stderr).toContain(`pirl: --data ${flat} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
+    expect(unlabeled.stderr).not.toContain('held-out fifth');
     const noModel = spawnSync(process.execPath, [cli, 'eval', path.join(dir, 'nowhere.safetensors')], { encoding: 'utf8' });
     expect(noModel.stderr).toContain(`pirl: ${path.join(dir, 'nowhere.safetensors')}: no such file`);
     // Flags the run will not use are said (a script may share them), and it trains.
@@ -334,6 +339,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'e.safetensors'), '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
     usage(['train', data, '--layout', 'tree'], /--layout must be one of 'auto', 'flat', 'classes', got 'tree'/);
+    usage(['train', data, '--stem', 'imagenet', '--batch', '8', '--out', path.join(dir, 'stem')], /--stem imagenet: config.sampler.patchSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 9/);
     usage(['train', 'fashion-mnist', '--layout', 'flat'], /--layout says how a folder is read: fashion-mnist is not a folder/);
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);

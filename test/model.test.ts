@@ -149,6 +149,11 @@ describe('PirlModel', () => {
   });
 
   test('inputs are validated in TypeScript with clear errors', async () => {
+    // Files are named paths (Node's own message named "paths[0]").
+    await expect(model.save(5 as never)).rejects.toThrow(/^file must be a file path, got 5$/);
+    await expect(model.exportTrunk(undefined as never)).rejects.toThrow(/^file must be a file path, got undefined$/);
+    await expect(model.importTrunk('')).rejects.toThrow(/^file must be a file path, got ""$/);
+    await expect(PirlModel.load(null as never)).rejects.toThrow(/^file must be a file path, got null$/);
     const patches = rand([2, 9, 3, 12, 12]);
     await expect(model.forward(rand([2, 1, 32, 32]), patches)).rejects.toThrow(/images must be B×3×H×W with 3 channels, got \[2, 1, 32, 32\]/);
     await expect(model.forward(rand([2, 3, 32, 32]), rand([2, 8, 3, 12, 12]))).rejects.toThrow(/9 jigsaw patches per sample/);

@@ -294,6 +294,7 @@ describe('Trainer', () => {
     await expect(trainer.fit({ callback: {} } as object)).rejects.toThrow(/options.callback is not an option; options takes callbacks, checkpoint, checkpointEvery/);
     await expect(trainer.fit({ checkpointEvery: 5 })).rejects.toThrow('options.checkpointEvery must be given with options.checkpoint (how often to write it), got 5');
     await expect(trainer.fit({ checkpoint: 5 as unknown as string })).rejects.toThrow(/options.checkpoint must be a file path, got 5/);
+    await expect(trainer.save(5 as unknown as string)).rejects.toThrow(/^file must be a file path, got 5$/);
     await expect(trainer.fit({ callbacks: { onEpochEnds: () => false } as object })).rejects.toThrow(/options.callbacks.onEpochEnds is not an option; options.callbacks takes onTrainBegin, onEpochBegin, onBatchEnd, onEpochEnd, onTrainEnd/);
     await expect(trainer.fit({ callbacks: { onBatchEnd: 'log' as never } })).rejects.toThrow(/options.callbacks.onBatchEnd must be a function, got "log"/);
     await expect(trainer.fit({ checkpoint: tmp() })).rejects.toThrow(/options.checkpoint must be a file path, not a folder, got ".*pirl-/);

@@ -162,6 +162,8 @@ export function checkHoldOut(spec: string, data: Dataset): void {
  * the data (every 5th sample) against the rest, said on stderr — never the data scored against itself.
  */
 export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number, values: FlagValues): Promise<{ train: Dataset; test: Dataset }> {
+  // Before the split is announced, and before a --test folder is read.
+  if (!data.labels) throw new UsageError(`--data ${spec} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
   if (testSpec !== undefined) return { train: data, test: await openData(testSpec, size, values, 'test') };
   if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
   checkHoldOut(spec, data);

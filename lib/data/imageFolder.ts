@@ -9,7 +9,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
-import { checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
 import { makeFolderFor, processAlive, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
@@ -299,8 +299,8 @@ function decoding(options: Pick<ImageFolderOptions, 'size' | 'onWarning'>): { si
 }
 
 /** options.cache checked: a file path, not a folder (found only at the rename, after every image was decoded). */
-async function checkCacheFile(cache: unknown): Promise<string> {
-  if (typeof cache !== 'string' || cache === '') throw typeError('options.cache', 'a file path', cache);
+async function checkCacheFile(given: unknown): Promise<string> {
+  const cache = checkFile('options.cache', given);
   const target = await fs.stat(cache).catch(() => null);
   if (target?.isDirectory() || /[\\/]$/.test(cache)) throw rangeError('options.cache', 'a file, not a folder', cache);
   return cache;

@@ -10,7 +10,7 @@ import {
 import { Subset, type Dataset } from '../data/datasets';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, checkString, isArgumentError, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, checkString, isArgumentError, nativeCall, rangeError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -374,9 +374,7 @@ export class Trainer {
     checkOptions('options', options, FIT_OPTIONS);
     const cb = options.callbacks === undefined ? {} : checkCallbacks(options.callbacks);
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
-    if (options.checkpoint !== undefined && (typeof options.checkpoint !== 'string' || options.checkpoint === '')) {
-      throw typeError('options.checkpoint', 'a file path', options.checkpoint);
-    }
+    if (options.checkpoint !== undefined) checkFile('options.checkpoint', options.checkpoint);
     if (every !== null && options.checkpoint === undefined) throw rangeError('options.checkpointEvery', 'given with options.checkpoint (how often to write it)', every);
     const schedule = this.schedule;
     // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
@@ -464,6 +462,7 @@ export class Trainer {
    */
   async save(file: string): Promise<void> {
     this.checkLive('save');
+    checkFile('file', file);
     return this.inTurn(() => this.writeCheckpoint(file));
   }
 

@@ -177,6 +177,11 @@ TEST(Knn, NearestNeighboursMatchASortOfAllCosineSimilarities) {
     }
   }
   EXPECT_EQ(eval::nearestNeighbours(features, queries, 500).index.size(1), 50) << "k is clamped to N";
+  // A row found as its own neighbour has similarity 1 at most, whatever the rounding of 300 rows of 128.
+  const at::Tensor rows = at::randn({300, 128});
+  const at::Tensor self = eval::nearestNeighbours(rows, rows, 1).similarity;
+  EXPECT_LE(self.max().item<float>(), 1.0f);
+  EXPECT_GT(self.min().item<float>(), 1.0f - 1e-5f);
   EXPECT_THROW(eval::nearestNeighbours(features, at::randn({2, 5}), 1), c10::ValueError);
   EXPECT_THROW(eval::nearestNeighbours(features, queries, 0), c10::ValueError);
   // A NaN row would rank first for every query (topk sorts NaN highest): refused, naming the row.

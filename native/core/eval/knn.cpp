@@ -25,7 +25,7 @@ Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queri
   for (int64_t begin = 0; begin < queries.size(0); begin += chunk) {
     const int64_t n = std::min(chunk, queries.size(0) - begin);
     const auto [values, index] = at::topk(at::matmul(b.narrow(0, begin, n), a.t()), kk, 1);
-    out.similarity.narrow(0, begin, n).copy_(values);
+    out.similarity.narrow(0, begin, n).copy_(values.clamp(-1, 1));  // rounding put an image's own at 1.0000004
     out.index.narrow(0, begin, n).copy_(index);
   }
   return out;
