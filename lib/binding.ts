@@ -1,6 +1,7 @@
 // The only file that loads the native addon. Everything else imports `binding` from here.
 import * as path from 'path';
 
+import { ADDON_NOT_LOADED } from './errors';
 import type { Device, EmbedLayer, NceMode, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedTrainConfig, SamplerConfig } from './config';
 import type { DType, TypedArray } from './tensor';
 
@@ -309,7 +310,7 @@ function load(): LoadedAddon {
     const { loadAddon } = require('../scripts/addon') as { loadAddon(root: string): LoadedAddon };
     return loadAddon(packageRoot);
   } catch (err) {
-    const error = new Error(explainLoadFailure(err));
+    const error = Object.assign(new Error(explainLoadFailure(err)), { code: ADDON_NOT_LOADED });
     // The dynamic loader's own error stays attached; scripts/addon.js's would print the same text twice.
     if (!addonErrorCode(err)) (error as Error & { cause?: unknown }).cause = err;
     throw error;

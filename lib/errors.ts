@@ -2,6 +2,9 @@
 // (which argument, what was expected, what came instead), and the caller's JavaScript stack on
 // errors that come back from native threads.
 
+/** The code of the error that requiring pirl throws when its native addon does not load (the message says what to run). */
+export const ADDON_NOT_LOADED = 'PIRL_ADDON_NOT_LOADED';
+
 /** A short, readable description of a received value for error messages. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';

@@ -45,7 +45,25 @@ function build({ tests = false, benchmarks = false, debug = false } = {}) {
   return { found, record, addon };
 }
 
-module.exports = { build };
+/**
+ * In a package installed as a dependency (under node_modules), the addon and its record are all that is
+ * used: CMake's intermediates (~260 MB: objects, CMakeFiles) go. A checkout keeps them for its next build.
+ */
+function pruneBuild(addon, dir = buildDir) {
+  if (!dir.split(path.sep).includes('node_modules')) return;
+  const keep = new Set([addon, path.join(path.dirname(addon), 'libtorch.json')]);
+  const prune = (folder) => {
+    for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
+      const file = path.join(folder, entry.name);
+      if (keep.has(file)) continue;
+      if (entry.isDirectory() && [...keep].some((k) => k.startsWith(file + path.sep))) prune(file);
+      else fs.rmSync(file, { recursive: true, force: true });
+    }
+  };
+  prune(dir);
+}
+
+module.exports = { build, pruneBuild };
 
 if (require.main === module) {
   try {

@@ -10,7 +10,7 @@ const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const { findLibtorch } = require('./libtorch');
-const { build } = require('./build');
+const { build, pruneBuild } = require('./build');
 const { canUseApt, aptInstall } = require('./apt');
 
 const root = path.join(__dirname, '..');
@@ -69,7 +69,9 @@ function main() {
     return;
   }
   log(`${loaded ? `no addon loads for ${found.tag} (${loaded.why})` : 'PIRL_FORCE_BUILD is set'}: building from source (CMake, a few minutes)`);
-  log(`built ${path.relative(root, build().addon)}`);
+  const { addon } = build();
+  pruneBuild(addon);
+  log(`built ${path.relative(root, addon)}`);
 }
 
 try {

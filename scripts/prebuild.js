@@ -23,7 +23,7 @@ function prebuild() {
   return dir;
 }
 
-// `--check` (npm's prepack): every prebuild filed here was made from these sources, or the pack is refused.
+// `--check` (npm's prepack): at least one prebuild, each made from these sources, or the pack is refused.
 function check() {
   const { nativeSourcesHash, shippedPrebuilds, staleSources } = require('./addon');
   const platform = `${process.platform}-${process.arch}`;
@@ -35,6 +35,11 @@ function check() {
   if (stale.length > 0) {
     throw new Error(`prebuilds/${platform}/{${stale.join(',')}} ${stale.length === 1 ? 'was' : 'were'} built from other C++ sources than native/: ` +
       'a package would load them under this JavaScript. Rebuild each (npm run prebuild, against its libtorch) or delete it, then pack again');
+  }
+  // Without one, every install compiles for minutes (npm hides its output) and needs CMake and libtorch's headers.
+  if (shippedPrebuilds(root).length === 0 && process.env.PIRL_PACK_WITHOUT_PREBUILDS !== '1') {
+    throw new Error(`no prebuild in prebuilds/${platform}: a package without one compiles the addon on every install. ` +
+      'Run npm run prebuild (once per libtorch to ship), then pack again; PIRL_PACK_WITHOUT_PREBUILDS=1 packs the sources alone');
   }
   return `prebuilds: ${shippedPrebuilds(root).length} for ${platform}, made from these sources`;
 }

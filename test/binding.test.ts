@@ -18,6 +18,27 @@ function bareCopy(): string {
 
 const platform = `${process.platform}-${process.arch}`;
 
+// A build from source at install time (no prebuild loaded) left 265 MB of CMake's intermediates in node_modules.
+test('a build installed as a dependency keeps its addon and record, not the intermediates; a checkout keeps them all', () => {
+  const { pruneBuild } = require('../scripts/build') as { pruneBuild(addon: string, dir: string): void };
+  const tree = ['Release/pirl.node', 'Release/libtorch.json', 'Release/other.o', 'CMakeFiles/pirl.dir/a.o', 'CMakeCache.txt', 'build.ninja'];
+  const layout = (dir: string) => {
+    for (const f of tree) {
+      fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+      fs.writeFileSync(path.join(dir, f), 'x');
+    }
+    pruneBuild(path.join(dir, 'Release', 'pirl.node'), dir);
+    return fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
+  };
+  const work = tmpDir('pirl-prune-');
+  try {
+    expect(layout(path.join(work, 'node_modules', 'pirl', 'build'))).toEqual(['Release/libtorch.json', 'Release/pirl.node']);
+    expect(layout(path.join(work, 'checkout', 'build'))).toEqual([...tree].sort());
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
 describe('when the addon does not load, the error says why and what to run', () => {
   test('no build and no prebuild at all', () => {
     const dir = bareCopy();

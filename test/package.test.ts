@@ -219,6 +219,10 @@ describe('npm install of the tarball in a fresh project, no compiler on PATH', (
       expect(r.stderr).toContain(`libtorch found: 2.11.0 with CUDA 13.0, from LIBTORCH (${path.join(libtorch, 'share/cmake/Torch')}); it needs the prebuild ${platform}/torch-2.11-cu130.`);
       expect(r.stderr).toContain(`prebuilds shipped: ${platform}/${tag}.`);
       expect(r.stderr).toContain(`  node ${path.join(dir, 'node_modules/pirl/scripts/install.js')}\n`);
+      // The CLI (its diagnostic verb too) says the same, without a stack trace.
+      const info = run(dir, 'npx', ['--no-install', 'pirl', 'info'], { LIBTORCH: libtorch });
+      expect(info.status).toBe(1);
+      expect(info.stderr.trim()).toBe(r.stderr.slice(r.stderr.indexOf('pirl: could not load'), r.stderr.indexOf('\n    at ')).trim());
     });
   });
 });

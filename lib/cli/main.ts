@@ -1,0 +1,85 @@
+// The `pirl` command line: one file per verb beside this one.
+import { isArgumentError } from '../errors';
+import { PIRL_VERSION, initRuntime } from '../runtime';
+import { UsageError } from './args';
+import { EMBED_USAGE, embed } from './embed';
+import { EVAL_USAGE, evaluate } from './eval';
+import { EXPORT_USAGE, exportTrunk } from './export';
+import { INFO_USAGE, info } from './info';
+import { tellLauncher } from './launch';
+import { PREVIEW_USAGE, preview } from './preview';
+import { SEARCH_USAGE, search } from './search';
+import { TRAIN_USAGE, train } from './train';
+
+const USAGE = `Usage: pirl <command> [options]
+
+Commands:
+  ${INFO_USAGE}
+  ${TRAIN_USAGE}
+  ${EVAL_USAGE}
+  ${EMBED_USAGE}
+  ${SEARCH_USAGE}
+  ${EXPORT_USAGE}
+  ${PREVIEW_USAGE}
+  help                          this text
+  --version                     the version of pirl
+
+<data> is a folder of images (flat, or one subfolder per class) or 'fashion-mnist'.`;
+
+// A verb may end with its own exit code (an interrupted run: 130); otherwise 0.
+const VERBS: Record<string, (args: string[]) => void | number | Promise<void | number>> = {
+  info, train, eval: evaluate, embed, search, export: exportTrunk, preview,
+};
+const VERB_USAGE: Record<string, string> = {
+  info: INFO_USAGE, train: TRAIN_USAGE, eval: EVAL_USAGE, embed: EMBED_USAGE, search: SEARCH_USAGE, export: EXPORT_USAGE, preview: PREVIEW_USAGE,
+};
+
+/** The usage of one command (with where the rest is), or of all. */
+function usageOf(command: string | undefined): string {
+  return command !== undefined && Object.hasOwn(VERB_USAGE, command) ? `Usage: pirl ${VERB_USAGE[command]}
+
+(pirl help: every command)` : USAGE;
+}
+
+// pirl's warnings (an unreadable image, a slow BLAS) read as the CLI's other messages, not as Node's
+// "(node:PID) [PIRL_…] Warning: … (Use `node --trace-warnings …`)"; Node prints the others as ever.
+function printPirlWarningsPlainly(): void {
+  const nodes = process.listeners('warning');
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error & { code?: string }) => {
+    if (w.code?.startsWith('PIRL_')) console.error(w.message.startsWith('pirl: ') ? w.message : `pirl: warning: ${w.message}`);
+    else nodes.forEach((listener) => listener(w));
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (command === '--version' || command === '-v') {
+    console.log(PIRL_VERSION);
+    return 0;
+  }
+  // `pirl <command> --help` shows that command's options; `pirl help`, every command's.
+  if (command === undefined || ['help', '--help', '-h'].includes(command) || args.includes('--help') || args.includes('-h')) {
+    console.log(usageOf(command));
+    return 0;
+  }
+  printPirlWarningsPlainly();
+  try {
+    if (!Object.hasOwn(VERBS, command)) throw new UsageError(`unknown command '${command}'`);
+    // The library's defaults for the process (threads: $PIRL_NUM_THREADS or the cores; --threads overrides).
+    initRuntime();
+    return (await VERBS[command](args)) ?? 0;
+  } catch (err) {
+    // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2 with the usage.
+    const usage = err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'));
+    const message = `pirl: ${(err as Error).message}`;
+    if (!(await tellLauncher(message))) console.error(usage ? `${message}\n\n${usageOf(command)}` : message);
+    return usage ? 2 : 1;
+  }
+}
+
+export function run(): void {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
