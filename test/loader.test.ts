@@ -86,6 +86,26 @@ describe('Loader', () => {
     await expect(datasetFeatures(model, short, { size: 12 })).rejects.toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
   });
 
+  test('images stored at half the views or less are warned of once per loader (each view an upscaled blur); larger ones are not', async () => {
+    const emit = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      const sized = (side: number) => new ArrayDataset(new Uint8Array(4 * side * side * 3), [4, side, side, 3]);
+      const small = new Loader(sized(18), { batchSize: 2, config: 'small' });
+      await small.makeBatch([0, 1], 0);
+      await small.makeBatch([2, 3], 0);
+      await new Loader(sized(19), { batchSize: 2, config: 'small' }).makeBatch([0], 0);
+      await new Loader(sized(64), { batchSize: 2, config: 'paper' }).makeBatch([0], 0);
+      expect(emit.mock.calls.map(([message, options]) => [(options as { code: string }).code, message])).toEqual([['PIRL_UPSCALED_VIEWS',
+        "the data set's images are 18×18 px and the sampler's views 32 px (jigsaw crops 36): each view is upscaled 2× or more, a blur to train on. " +
+          "Store the images at 64 px (ImageFolder's size, pirl train --size)"], ['PIRL_UPSCALED_VIEWS',
+        "the data set's images are 64×64 px and the sampler's views 224 px (jigsaw crops 255): each view is upscaled 3× or more, a blur to train on. " +
+          "Store the images at 292 px (ImageFolder's size, pirl train --size), or take the sampler for small images (the 'small' preset)"],
+      ]);
+    } finally {
+      emit.mockRestore();
+    }
+  });
+
   test('options are validated', () => {
     expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/options.batchSize must be an integer >= 1, got 0/);
     expect(() => new Loader(ds, { config: { jigsawSize: 10 } })).toThrow(/config.jigsawSize must be a multiple of 3, got 10/);

@@ -1,7 +1,7 @@
 // Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding, type LanesHandle } from '../binding';
-import { checkDevice, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
+import { PRESETS, checkDevice, folderImageSize, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
 import { checkBoolean, checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 import { labelsOf, sourceOf, type Dataset } from './datasets';
@@ -73,6 +73,19 @@ function orderGenerator(seed: number, epoch: number): () => number {
   return next;
 }
 
+/**
+ * Images stored at half the sampler's views or less train on blur: every view upscaled 2× or more (a folder
+ * opened at a small size, CIFAR under the paper's 224-px views). Said once per loader, not refused.
+ */
+function warnOfUpscaledViews(shape: readonly number[], c: SamplerConfig): void {
+  const side = Math.min(shape[1], shape[2]), view = Math.max(c.imageSize, c.jigsawSize);
+  if (side * 2 > view) return;
+  process.emitWarning(`the data set's images are ${shape[1]}×${shape[2]} px and the sampler's views ${c.imageSize} px (jigsaw crops ${c.jigsawSize}): ` +
+    `each view is upscaled ${Math.floor(view / side)}× or more, a blur to train on. Store the images at ${folderImageSize(c)} px ` +
+    `(ImageFolder's size, pirl train --size)${c.imageSize > PRESETS.small.imageSize ? ", or take the sampler for small images (the 'small' preset)" : ''}`,
+  { code: 'PIRL_UPSCALED_VIEWS' });
+}
+
 export class Loader {
   readonly config: SamplerConfig;
   readonly batchSize: number;
@@ -85,6 +98,7 @@ export class Loader {
   readonly pinMemory: boolean;
   readonly device: Device;
   readonly shard: { rank: number; count: number };
+  private sideChecked = false;
 
   constructor(readonly dataset: Dataset, options: LoaderOptions = {}) {
     if (typeof dataset !== 'object' || dataset === null || typeof dataset.batchSource !== 'function') {
@@ -151,6 +165,8 @@ export class Loader {
   /** Makes one batch (exposed for previews and tests). */
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
     const { source, rows, indices: present } = await sourceOf(this.dataset, indices);
+    if (!this.sideChecked) warnOfUpscaledViews(source.shape, this.config);
+    this.sideChecked = true;
     const ids = int64Tensor(present);
     // Batch `step` on lane step mod prefetch: the batches in flight each on a thread of their own.
     const lane = step % this.prefetch;
