@@ -406,8 +406,20 @@ describe('ImageFolder', () => {
     await expect(ImageFolder.open(dir, { size: 8, cache })).rejects.toThrow(
       `${cache} caches images at 16 px; this folder is read at 8 px: give another cache file (or remove ${cache} to rebuild it at 8 px)`);
     expect(fs.readFileSync(cache).equals(before)).toBe(true);
+    // Another folder's cache is refused too (it was rebuilt for the other folder, then back, in silence) …
+    const other = tmpDir('pirl-data-');
+    await raw(30, 30).png().toFile(path.join(other, 'x.png'));
+    await expect(ImageFolder.open(other, { size: 16, cache })).rejects.toThrow(
+      `${cache} caches the images of another folder, ${dir}: give another cache file (or remove ${cache} to cache ${other} in it)`);
+    expect(fs.readFileSync(cache).equals(before)).toBe(true);
+    // … but the same images moved elsewhere read it as theirs.
+    const moved = `${dir}-moved`;
+    fs.renameSync(dir, moved);
+    const movedFolder = await ImageFolder.open(moved, { size: 16, cache });
+    expect(fs.readFileSync(cache).equals(before)).toBe(true);
+    await movedFolder.close();
     fs.rmSync(cache);
-    const resized = await ImageFolder.open(dir, { size: 8, cache });
+    const resized = await ImageFolder.open(moved, { size: 8, cache });
     expect((await resized.batchSource([0])).source.shape).toEqual([1, 8, 8, 3]);
     await resized.close();
   });

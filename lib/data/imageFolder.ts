@@ -553,7 +553,7 @@ export class ImageFolder implements Dataset {
     return this.size * this.size * 3;
   }
 
-  // Cache file: 8-byte header length, JSON header {signature, count, size}, one validity byte per image (read
+  // Cache file: 8-byte header length, JSON header {signature, count, size, folder}, one validity byte per image (read
   // at once when opened: a byte per record was a read per image, 35 s for ImageNet), then the images' pixels.
   private cacheBytes(headerBytes: number): number {
     return 8 + headerBytes + this.files.length * (1 + this.imageBytes);
@@ -609,18 +609,22 @@ export class ImageFolder implements Dataset {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       header = null; // unreadable as a cache
     }
-    const h = header as { signature?: unknown; count?: unknown; size?: unknown } | null;
+    const h = header as { signature?: unknown; count?: unknown; size?: unknown; folder?: unknown } | null;
     if (typeof h?.signature !== 'string' || !/^[0-9a-f]{64}$/.test(h.signature) || typeof h.count !== 'number' || typeof h.size !== 'number') {
       throw rangeError('options.cache', 'a new file or a pirl decode cache, not a file that holds something else (pirl does not overwrite it)', file);
     }
     if (h.size !== this.size) {
       throw new Error(`${file} caches images at ${h.size} px; this folder is read at ${this.size} px: give another cache file (or remove ${file} to rebuild it at ${this.size} px)`);
     }
+    // Another folder's (--cache shared by two runs): refused, not overwritten. The same images moved keep their signature.
+    if (h.signature !== signature && typeof h.folder === 'string' && h.folder !== this.dir) {
+      throw new Error(`${file} caches the images of another folder, ${h.folder}: give another cache file (or remove ${file} to cache ${this.dir} in it)`);
+    }
     return h.signature === signature && bytes! === this.cacheBytes(length);
   }
 
   private async buildCache(file: string, signature: string, onProgress?: (done: number, total: number) => void): Promise<void> {
-    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size }));
+    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: this.dir }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
     const tmp = temporaryFor(file);
