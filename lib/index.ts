@@ -30,7 +30,7 @@ export type { SafetensorsContent } from './safetensors';
 export { ArrayDataset, IdxDataset, Subset, holdOut, FASHION_MNIST_DIR } from './data/datasets';
 export type { BatchSource, Dataset } from './data/datasets';
 export { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, IMAGE_EXTENSIONS } from './data/imageFolder';
-export type { FolderLayout, ImageFolderOptions } from './data/imageFolder';
+export type { FolderLayout, FolderWarning, ImageFolderOptions } from './data/imageFolder';
 export { Loader, evalImages } from './data/loader';
 export type { LoaderOptions, PirlBatch } from './data/loader';
 export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';

@@ -170,13 +170,16 @@ describe('evaluation', () => {
       const body = Buffer.concat([Buffer.from('--xx\r\n'), bytes[1], Buffer.from('\r\n--xx--')]);
       const view = new Uint8Array(body.buffer, body.byteOffset + 6, bytes[1].length);
       const warnings: string[] = [];
-      const mixed = await embedImages(model, [bytes[0], view, files[2], Buffer.from('<html>gone</html>'), new Uint8Array(0)], { onWarning: (m) => warnings.push(m) });
+      const codes = new Set<string>();
+      const mixed = await embedImages(model, [bytes[0], view, files[2], Buffer.from('<html>gone</html>'), new Uint8Array(0)], { onWarning: (m, code) => { warnings.push(m); codes.add(code); } });
+      expect([...codes]).toEqual(['PIRL_UNREADABLE_IMAGE']);
       expect(mixed.files).toEqual(['images[0]', 'images[1]', files[2]]);
       expect([...mixed.features.data()]).toEqual([...fromFiles.features.data()]);
       expect(mixed.failures).toEqual(new Map([
         ['images[3]', 'not an image: text starting "<html>gone</html>"'],
         ['images[4]', 'no bytes (an empty buffer)'],
       ]));
+      expect([...mixed.failures.keys()]).toEqual(['images[3]', 'images[4]']); // in the list's order, whichever decode ended first
       expect(warnings.sort()).toEqual([...mixed.failures].map(([name, why]) => `pirl: skipping unreadable image ${name}: ${why}`).sort());
       // An upload transferred away (postMessage) before it was read is skipped, named, as an unreadable image.
       const moved = Uint8Array.from(bytes[1]);

@@ -54,9 +54,9 @@ export interface ImageFolderOptions {
   /**
    * Called once per unreadable or damaged file, for what the layout leaves out, and while another process builds
    * the cache (default: process.emitWarning, codes PIRL_UNREADABLE_IMAGE, PIRL_DAMAGED_IMAGE, PIRL_IMAGES_LEFT_OUT,
-   * PIRL_CACHE_WAIT).
+   * PIRL_CACHE_WAIT); it is told the code too.
    */
-  onWarning?: (message: string) => void;
+  onWarning?: (message: string, code: FolderWarning) => void;
 }
 
 const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'onCacheProgress', 'onWarning'] as const satisfies ReadonlyArray<keyof ImageFolderOptions>;
@@ -286,15 +286,18 @@ async function nestedImages(dir: string, seen: Set<string>): Promise<number> {
   return count;
 }
 
-/** A warning of a folder's: to options.onWarning, else process.emitWarning with its code. */
-type Warn = (message: string, code: 'PIRL_UNREADABLE_IMAGE' | 'PIRL_DAMAGED_IMAGE' | 'PIRL_CACHE_WAIT') => void;
+/** The codes of a folder's warnings. */
+export type FolderWarning = 'PIRL_UNREADABLE_IMAGE' | 'PIRL_DAMAGED_IMAGE' | 'PIRL_IMAGES_LEFT_OUT' | 'PIRL_CACHE_WAIT';
+
+/** A warning of a folder's: to options.onWarning, else process.emitWarning, with its code. */
+type Warn = (message: string, code: FolderWarning) => void;
 
 // How a folder's or a list's images are decoded: the stored side (default 64), and where unreadable files are told.
 function decoding(options: Pick<ImageFolderOptions, 'size' | 'onWarning'>): { size: number; warn: Warn } {
   const { onWarning } = options;
   return {
     size: checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096),
-    warn: onWarning ? (message) => onWarning(message) : (message, code) => process.emitWarning(message, { code }),
+    warn: onWarning ?? ((message, code) => process.emitWarning(message, { code })),
   };
 }
 
@@ -383,9 +386,10 @@ export class ImageFolder implements Dataset {
     if (typeof dir !== 'string' || dir === '') throw typeError('dir', 'a folder path', dir);
     checkFunctions('options', checkOptions('options', options, IMAGE_FOLDER_OPTIONS), ['onWarning', 'onCacheProgress']);
     const { size, warn } = decoding(options);
+    const warnLeftOut = (message: string) => warn(message, 'PIRL_IMAGES_LEFT_OUT');
     const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
-    const warnLeftOut = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'PIRL_IMAGES_LEFT_OUT' }));
+
     let stat;
     try {
       stat = await fs.stat(dir);

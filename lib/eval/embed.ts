@@ -1,7 +1,7 @@
 // Features of image files as `pirl embed` makes them: each image decoded at the side it is embedded at (one
 // resampling), every row named by its file — so that a query embeds as its catalogue did.
 import type { FeatureOptions } from '../config';
-import { ImageFolder, type FolderLayout } from '../data/imageFolder';
+import { ImageFolder, type FolderLayout, type FolderWarning } from '../data/imageFolder';
 import { checkFunctions, checkOptions, rangeError } from '../errors';
 import type { PirlModel } from '../model';
 import type { Tensor } from '../tensor';
@@ -14,8 +14,8 @@ export interface EmbedImagesOptions extends FeatureOptions {
   cache?: string;
   /** Told after each batch: images done, of all. */
   onProgress?: FeatureProgress;
-  /** Called once per unreadable image (default: process.emitWarning). */
-  onWarning?: (message: string) => void;
+  /** Called once per unreadable image, with its code (default: process.emitWarning; ImageFolder's codes). */
+  onWarning?: (message: string, code: FolderWarning) => void;
 }
 
 export interface ImageFeatures {
@@ -26,7 +26,7 @@ export interface ImageFeatures {
   /** A folder of class subfolders: each row's label (its class's place in `classes`); else null. */
   labels: Int32Array | null;
   classes: string[] | null;
-  /** Each unreadable image (named as in `files`), and why. */
+  /** Each unreadable image (named as in `files`), and why, in their order. */
   failures: ReadonlyMap<string, string>;
   /** The side the images were embedded at (the model's training side unless options.size). */
   size: number;
@@ -51,6 +51,9 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
       ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...warning })
       : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...warning });
     const { features, indices, labels } = await datasetFeatures(own, folder, resolved, onProgress).finally(() => folder.close());
-    return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures: folder.failures, size: resolved.size };
+    // In the images' order (their decodes end in any order).
+    const place = new Map(folder.files.map((file, i) => [file, i]));
+    const failures = new Map([...folder.failures].sort(([a], [b]) => place.get(a)! - place.get(b)!));
+    return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures, size: resolved.size };
   });
 }
