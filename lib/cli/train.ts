@@ -70,7 +70,11 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
   try {
     resolveTrainConfig(fromFile, file);
   } catch (err) {
-    throw isArgumentError(err) ? new UsageError(`--config ${err.message}`) : err;
+    if (!isArgumentError(err)) throw err;
+    // A flag's name where the API's is meant ("lr" for baseLr): said.
+    const key = err.argument.slice(file.length + 1);
+    const flag = Object.hasOwn(CONFIG_FLAGS, key) && CONFIG_FLAGS[key] !== key && err.received === key ? ` (--${key} sets ${CONFIG_FLAGS[key]})` : '';
+    throw new UsageError(`--config ${err.message}${flag}`);
   }
   return fromFile;
 }
