@@ -146,7 +146,8 @@ export interface TrainerHandle {
   bankShard(): [number, number];
   /** Sends each rank's shard of the bank to every replica (after each filled its own). */
   shareBankShards(): Promise<void>;
-  dispose(): void;
+  /** Settles once the trainer's state is released (on the model's thread, after the calls before it). */
+  dispose(): Promise<void>;
   disposed(): boolean;
 }
 

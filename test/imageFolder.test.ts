@@ -410,13 +410,19 @@ describe('ImageFolder', () => {
     const other = tmpDir('pirl-data-');
     await raw(30, 30).png().toFile(path.join(other, 'x.png'));
     await expect(ImageFolder.open(other, { size: 16, cache })).rejects.toThrow(
-      `${cache} caches the images of another folder, ${dir}: give another cache file (or remove ${cache} to cache ${other} in it)`);
+      `${cache} caches the images of another folder, ${path.resolve(dir)}: give another cache file (or remove ${cache} to cache ${path.resolve(other)} in it)`);
+    // The same folder named otherwise (relative, with a trailing slash) is the same folder: rebuilt when its files change, as ever.
+    await new Promise((r) => setTimeout(r, 20));
+    await raw(50, 40).jpeg().toFile(path.join(dir, 'a.jpg'));
+    await (await ImageFolder.open(`${path.relative(process.cwd(), dir)}/`, { size: 16, cache })).close();
+    expect(fs.readFileSync(cache).equals(before)).toBe(false);
+    const rebuilt = fs.readFileSync(cache);
     expect(fs.readFileSync(cache).equals(before)).toBe(true);
     // … but the same images moved elsewhere read it as theirs.
     const moved = `${dir}-moved`;
     fs.renameSync(dir, moved);
     const movedFolder = await ImageFolder.open(moved, { size: 16, cache });
-    expect(fs.readFileSync(cache).equals(before)).toBe(true);
+    expect(fs.readFileSync(cache).equals(rebuilt)).toBe(true);
     await movedFolder.close();
     fs.rmSync(cache);
     const resized = await ImageFolder.open(moved, { size: 8, cache });

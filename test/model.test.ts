@@ -78,7 +78,7 @@ describe('PirlModel', () => {
     expect(small.training).toBe(true);
     expect(small.eval().training).toBe(false);
     await new Promise(setImmediate);
-    expect(embedded).toBe(false); // eval() set the mode in the JS thread: it waited for the embed
+    expect(embedded).toBe(false); // eval() did not wait for the embed (it took the model's mutex on the JS thread)
     // In eval mode BatchNorm uses its running statistics: a sample's f alone equals its row in a batch.
     const images = rand([2, 3, 32, 32]), patches = rand([2, 9, 3, 12, 12]);
     const batch = (await small.forward(images, patches)).f.data() as Float32Array;

@@ -101,13 +101,14 @@ describe('Trainer', () => {
     const file = path.join(tmp(), 'run.ckpt');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     const fitting = trainer.fit({ callbacks: { onBatchEnd: (l) => { if (l.step === 2) trainer.stop(); } } });
-    expect(() => trainer.dispose()).toThrow('trainer.dispose: fit() is running on this trainer (stop() it and await the fit first)');
+    await expect(trainer.dispose()).rejects.toThrow('trainer.dispose: fit() is running on this trainer (stop() it and await the fit first)');
     await fitting;
     const saving = trainer.save(file);
-    trainer.dispose();
+    const disposing = trainer.dispose();
     expect(trainer.disposed).toBe(true);
+    expect(trainer.bank.disposed).toBe(false); // the save asked before is written first
     await saving;
-    await new Promise(setImmediate);
+    await disposing;
     expect(trainer.bank.disposed).toBe(true);
     await expect(trainer.save(file)).rejects.toThrow(/^trainer.save: the trainer was disposed$/);
     await expect(trainer.fit()).rejects.toThrow(/^trainer.fit: the trainer was disposed$/);

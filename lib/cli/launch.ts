@@ -30,6 +30,16 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
   const children: ChildProcess[] = [];
   let failed: { rank: number; code: number } | null = null;
   const failures = new Map<number, string>(); // each rank's message (tellLauncher)
+  // Another rank's message is said once rank 0 has said its own or ended (it prints its own: often the same).
+  const said = new Set<string>(), waiting: Array<[number, string]> = [];
+  let rank0Said = false;
+  const sayWaiting = () => {
+    if (!rank0Said) return;
+    for (const [rank, message] of waiting.splice(0)) {
+      if (!said.has(message)) console.error(message.replace(/^pirl: /, `pirl: rank ${rank}: `));
+      said.add(message);
+    }
+  };
   const running = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
   const stopAll = (signal: NodeJS.Signals) => running().forEach((c) => c.kill(signal));
   let interrupted = false;
@@ -51,7 +61,15 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
       });
       children.push(child);
       child.on('message', (m: { failure?: unknown }) => {
-        if (typeof m?.failure === 'string') failures.set(rank, m.failure);
+        if (typeof m?.failure !== 'string') return;
+        failures.set(rank, m.failure);
+        if (rank === 0) {
+          said.add(m.failure);
+          rank0Said = true;
+        } else {
+          waiting.push([rank, m.failure]);
+        }
+        sayWaiting();
       });
       return new Promise<number>((resolve) => {
         const failedWith = (status: number) => {
@@ -69,18 +87,18 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
           console.error(`pirl: rank ${rank} of ${nproc} could not start: ${err.message}`);
           failedWith(1);
         });
-        child.on('exit', (code, signal) => failedWith(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
+        // 'close': after its IPC channel too, so that every message it sent was heard.
+        child.on('close', (code, signal) => {
+          if (rank === 0) rank0Said = true;
+          sayWaiting();
+          failedWith(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1));
+        });
       });
     });
     await Promise.all(exits);
-    const said = new Set([failures.get(0)]);
-    for (const [rank, message] of [...failures].sort(([a], [b]) => a - b)) {
-      if (!said.has(message)) console.error(message.replace(/^pirl: /, `pirl: rank ${rank}: `));
-      said.add(message);
-    }
     const first = failed as { rank: number; code: number } | null;
     // Every rank failing with one message (a flag's mistake) was said once; else which rank ended the run.
-    const alike = failures.size === nproc && said.size === 1;
+    const alike = failures.size === nproc && new Set(failures.values()).size === 1;
     if (first && !interrupted && !alike) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
     return first ? first.code : 0;
   } finally {

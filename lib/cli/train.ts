@@ -149,7 +149,7 @@ async function withLibraryFlags(values: FlagValues, batchFrom: string, run: () =
     if (!isArgumentError(err)) throw err;
     if (err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
     // The sampler's views too small for the stem: --preset's patches under --stem imagenet.
-    if (err.argument.startsWith('config.sampler.') && values.stem !== undefined) throw new UsageError(`--stem ${values.stem}: ${err.message}`);
+    if (err.argument.startsWith('config.sampler.') && err.expected.includes('for model.stem') && values.stem !== undefined) throw new UsageError(`--stem ${values.stem}: ${err.message}`);
     if (err.argument === 'config.batchSize') throw new UsageError(`--batch must be ${err.expected}, got ${values.batch === undefined ? `${err.received} (${batchFrom})` : `'${values.batch}'`}`);
     throw err;
   }

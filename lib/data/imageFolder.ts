@@ -159,6 +159,7 @@ async function damageOf(input: ImageInput, format: string | undefined): Promise<
   if (format === 'JPEG') return bytes.lastIndexOf(Buffer.from([0xff, 0xd9])) < 2 ? `truncated: ${size} bytes, without the end-of-image marker` : undefined;
   for (let at = 8; at + 8 <= bytes.length;) {
     const length = bytes.readUInt32BE(at), type = bytes.toString('latin1', at + 4, at + 8);
+    if (!/^[A-Za-z]{4}$/.test(type) || length > 0x7fffffff) return `corrupt: no PNG chunk where one should start (byte ${at.toLocaleString('en-US')})`;
     const end = at + 12 + length;
     if (end > bytes.length) return `truncated: it ends inside its ${type} chunk (${size} of ${end.toLocaleString('en-US')} bytes)`;
     if (crc32(bytes.subarray(at + 4, end - 4)) !== bytes.readUInt32BE(end - 4)) return `corrupt: the checksum of its ${type} chunk (at byte ${at.toLocaleString('en-US')}) does not match its data`;
@@ -621,14 +622,15 @@ export class ImageFolder implements Dataset {
       throw new Error(`${file} caches images at ${h.size} px; this folder is read at ${this.size} px: give another cache file (or remove ${file} to rebuild it at ${this.size} px)`);
     }
     // Another folder's (--cache shared by two runs): refused, not overwritten. The same images moved keep their signature.
-    if (h.signature !== signature && typeof h.folder === 'string' && h.folder !== this.dir) {
-      throw new Error(`${file} caches the images of another folder, ${h.folder}: give another cache file (or remove ${file} to cache ${this.dir} in it)`);
+    const folder = path.resolve(this.dir);
+    if (h.signature !== signature && typeof h.folder === 'string' && h.folder !== folder) {
+      throw new Error(`${file} caches the images of another folder, ${h.folder}: give another cache file (or remove ${file} to cache ${folder} in it)`);
     }
     return h.signature === signature && bytes! === this.cacheBytes(length);
   }
 
   private async buildCache(file: string, signature: string, onProgress?: (done: number, total: number) => void): Promise<void> {
-    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: this.dir }));
+    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir) }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
     const tmp = temporaryFor(file);

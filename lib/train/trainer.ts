@@ -203,7 +203,7 @@ export class Trainer {
   // Ends fit's wait for a batch when stop() is asked meanwhile (a Dataset that never answers would hold it forever).
   private onStop: (() => void) | null = null;
   private fitting = false;
-  private released = false;
+  private releasing: Promise<void> | null = null;
   private epochSoFar: EpochSoFar = { lossSum: 0, images: 0 };
   private readonly handle: TrainerHandle;
   // Steps and checkpoint writes take turns: a save() asked during fit() waits for the step in progress (a file
@@ -468,27 +468,26 @@ export class Trainer {
 
   /**
    * Lets go of the run's memory now rather than when the trainer is collected: the optimizer's momentum, the
-   * memory bank and, in a data-parallel run, its process group — once the step or save() in progress is done.
-   * `model` is the run's result and stays the caller's (dispose it as any model). Refused while fit() runs:
-   * stop() it and await the fit first. Every later step, fit or save is an error.
+   * memory bank and, in a data-parallel run, its process group — once the step or save() in progress is done;
+   * settles when they are released. `model` is the run's result and stays the caller's (dispose it as any
+   * model). Refused while fit() runs: stop() it and await the fit first. Every later step, fit or save is an error.
    */
-  dispose(): void {
-    if (this.fitting) throw new Error('trainer.dispose: fit() is running on this trainer (stop() it and await the fit first)');
-    if (this.released) return;
-    this.released = true;
-    void this.turn.then(() => {
-      this.handle.dispose();
+  dispose(): Promise<void> {
+    if (this.fitting) return Promise.reject(new Error('trainer.dispose: fit() is running on this trainer (stop() it and await the fit first)'));
+    this.releasing ??= this.turn.then(async () => {
       this.bank.dispose();
       this.own.dispose();
+      await nativeCall(() => this.handle.dispose());
     });
+    return this.releasing;
   }
 
   get disposed(): boolean {
-    return this.released;
+    return this.releasing !== null;
   }
 
   private checkLive(call: string): void {
-    if (this.released) throw new TypeError(`trainer.${call}: the trainer was disposed`);
+    if (this.releasing) throw new TypeError(`trainer.${call}: the trainer was disposed`);
   }
 
   private async writeCheckpoint(file: string): Promise<void> {

@@ -154,10 +154,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const bool training = AsBool(info[0], "training");
       const auto s = live();
-      s->owner->post([s, training] {
-        std::lock_guard<std::mutex> lock(s->mutex);
-        s->model->train(training);
-      });
+      // A call of the environment's (owner_calls.h): its end drops it, not left to run into process exit.
+      AsyncTask<bool>::run(
+          info.Env(), [s, training] {
+            std::lock_guard<std::mutex> lock(s->mutex);
+            s->model->train(training);
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
       s->training = training;
       return info.Env().Undefined();
     });

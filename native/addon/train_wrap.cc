@@ -153,10 +153,10 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const double lr = AsDouble(info[3], "lr");
       const bool stop = AsBool(info[4], "stop");
       auto s = live();
+      s->model->training = true;  // the step leaves the model in training mode (set in call order, as train())
       return AsyncTask<train::StepResult>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
-            s->model->training = true;  // the step leaves the model in training mode
             return s->train->step(images, patches, indices, lr, stop);
           },
           [](Napi::Env env, train::StepResult& r) -> Napi::Value {
@@ -233,12 +233,23 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     });
   }
 
-  // Lets go of the optimizer's state and of the trainer's hold on its model and bank: freed once the step in
-  // progress is done with them.
+  // Lets go of the optimizer's state, the process group and the trainer's hold on its model and bank, on the
+  // model's thread after the calls queued before it (its gradient hooks and BatchNorm callbacks are the model's,
+  // which the caller keeps and may be using); later calls are refused.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
-    state_.reset();
-    accounted_.release();
-    return info.Env().Undefined();
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto s = live();
+      state_.reset();
+      accounted_.release();
+      return AsyncTask<bool>::run(
+          info.Env(), [s] {
+            std::lock_guard<std::mutex> lock(s->model->mutex);
+            s->train->releaseModel();
+            s->train.reset();
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+    });
   }
 
   Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), state_ == nullptr); }

@@ -16,6 +16,7 @@
 
 #include "core/distributed/communicator.h"
 #include "core/distributed/gradient_reducer.h"
+#include "core/model/batch_norm.h"
 #include "core/train/train_state.h"
 #include "presets.h"
 #include "rendezvous.h"
@@ -247,6 +248,25 @@ Distance distance(const RunResult& a, const RunResult& b) {
   }
   d.state = ((at::cat(x) - at::cat(y)).norm() / at::cat(y).norm()).item<double>();
   return d;
+}
+
+// A trainer disposed while its model stays: the model's BatchNorm layers no longer sum across the ranks (a
+// forward in training mode would wait on a group that is gone).
+TEST_F(Distributed, ReleasingTheModelEndsItsBatchNormSumsAcrossRanks) {
+  std::vector<std::unique_ptr<train::TrainState>> states(2);
+  for (auto& state : states) state = std::make_unique<train::TrainState>(pirl::testing::tinyTrainState(100, 64));
+  onRanks(2, [&](int64_t rank, std::shared_ptr<Communicator> c) { states[rank]->distribute(c, /*syncBatchNorm=*/true); });
+  const auto summing = [](train::TrainState& state) {
+    int64_t n = 0;
+    for (const auto& m : state.model()->trunk->modules(/*include_self=*/false)) {
+      if (auto* bn = m->as<model::BatchNorm>(); bn != nullptr && bn->sumAcrossRanks) ++n;
+    }
+    return n;
+  };
+  EXPECT_GT(summing(*states[0]), 0);
+  states[0]->releaseModel();
+  EXPECT_EQ(summing(*states[0]), 0);
+  EXPECT_GT(summing(*states[1]), 0);
 }
 
 // SyncBatchNorm and negatives drawn per sample: 2 ranks of 4 compute the steps of one process alone

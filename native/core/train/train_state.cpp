@@ -49,6 +49,10 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
   }
 }
 
+void TrainState::releaseModel() {
+  if (syncBatchNorm_) model_->trunk->sumBatchNormAcrossRanks({});
+}
+
 void TrainState::distribute(std::shared_ptr<distributed::Communicator> communicator, bool syncBatchNorm) {
   TORCH_CHECK_VALUE(communicator != nullptr, "distribute needs a communicator");
   TORCH_CHECK_VALUE(graph_ == nullptr, "data-parallel training runs without cudaGraphs (its all-reduce is driven from the host)");

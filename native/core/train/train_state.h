@@ -45,6 +45,9 @@ class TrainState {
  public:
   TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank, const PirlLossOptions& loss,
              const StepOptions& options);
+  // Before the trainer goes while its model stays (dispose): the model's BatchNorm layers stop summing across
+  // the ranks (a later forward in training mode would wait on a group that is gone).
+  void releaseModel();
 
   // Forward both passes (under autocast unless fp32), the PIRL loss in fp32 against the pre-update
   // bank, backward; then, only if every gradient is finite, the SGD step and the bank update. A
