@@ -148,7 +148,6 @@ export interface TrainerHandle {
   shareBankShards(): Promise<void>;
   /** Settles once the trainer's state is released (on the model's thread, after the calls before it). */
   dispose(): Promise<void>;
-  disposed(): boolean;
 }
 
 /** A loader's threads, one per batch in flight (prefetch); they end with the handle. */

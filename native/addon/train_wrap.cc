@@ -59,7 +59,7 @@ struct TrainerState {
 };
 
 // A trainer's checkpointed state: Z, the loss scaler, the step count and the momentum buffers (on the CPU).
-struct TrainScalars {
+struct CheckpointState {
   double zImage, zJigsaw, lossScale;
   int64_t goodSteps, steps;
   std::vector<std::pair<std::string, at::Tensor>> momentum;
@@ -75,8 +75,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
                                               InstanceMethod<&TrainerWrap::shareBankShards>("shareBankShards"),
                                               InstanceMethod<&TrainerWrap::state>("state"),
                                               InstanceMethod<&TrainerWrap::setState>("setState"),
-                                              InstanceMethod<&TrainerWrap::dispose>("dispose"),
-                                              InstanceMethod<&TrainerWrap::disposed>("disposed")}));
+                                              InstanceMethod<&TrainerWrap::dispose>("dispose")}));
   }
 
   // new TrainerHandle(model, bank, lossOptions, { momentum, weightDecay, precision, seed, cudaGraphs })
@@ -179,17 +178,17 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value state(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       auto s = live();
-      return AsyncTask<TrainScalars>::run(
+      return AsyncTask<CheckpointState>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
-            TrainScalars out{s->train->loss().zImage(), s->train->loss().zJigsaw(), s->train->scaler().scale(),
+            CheckpointState out{s->train->loss().zImage(), s->train->loss().zJigsaw(), s->train->scaler().scale(),
                              s->train->scaler().goodSteps(), s->train->steps(), {}};
             for (const auto& [name, buffer] : s->train->sgd().momentumBuffers()) {
               out.momentum.emplace_back(name, buffer.to(at::kCPU).clone());
             }
             return out;
           },
-          [](Napi::Env env, TrainScalars& t) -> Napi::Value {
+          [](Napi::Env env, CheckpointState& t) -> Napi::Value {
             auto out = Napi::Object::New(env);
             out.Set("zImage", t.zImage);
             out.Set("zJigsaw", t.zJigsaw);
@@ -216,7 +215,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value setState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const Napi::Object o = AsObject(info[0], "state");
-      TrainScalars t{AttrAsDouble(o, "zImage", "state"), AttrAsDouble(o, "zJigsaw", "state"), AttrAsDouble(o, "lossScale", "state"),
+      CheckpointState t{AttrAsDouble(o, "zImage", "state"), AttrAsDouble(o, "zJigsaw", "state"), AttrAsDouble(o, "lossScale", "state"),
                      AttrAsInt64(o, "goodSteps", "state"), AttrAsInt64(o, "steps", "state"), readNamedTensors(info[1], info[2], "momentum")};
       auto s = live();
       return AsyncTask<bool>::run(
@@ -251,8 +250,6 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
           [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
     });
   }
-
-  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), state_ == nullptr); }
 
   std::shared_ptr<TrainerState> live() const {
     if (!state_) throw std::invalid_argument("the trainer was disposed");
