@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "handle.h"
 #include "options.h"
+#include "release.h"
 
 namespace pirl::addon {
 
@@ -79,8 +80,10 @@ class NativeViews {
 
 // External ArrayBuffers keep the tensor they view alive through this hint.
 void deleteTensorHint(napi_env, void*, void* hint) {
-  NativeViews::get().remove(static_cast<at::Tensor*>(hint));
-  delete static_cast<at::Tensor*>(hint);
+  auto* keep = static_cast<at::Tensor*>(hint);
+  NativeViews::get().remove(keep);
+  releaseTensor(std::move(*keep));
+  delete keep;
 }
 
 // A typed array over `tensor`'s memory (CPU, contiguous), shared where the runtime allows it.
@@ -170,6 +173,7 @@ TensorWrap::~TensorWrap() { reset(); }
 
 void TensorWrap::reset() {
   accounted_.release();
+  releaseTensor(std::move(tensor_));
   tensor_ = at::Tensor();
 }
 
