@@ -60,6 +60,16 @@ describe('pirl train / eval / embed / export', () => {
     expect(after.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4]);
     expect(fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n')).toEqual(csv);
     expect(fs.existsSync(stale)).toBe(false);
+    // --epochs with --resume gives a finished run more epochs (its lr schedule that of the longer run, said), not fewer than it has done.
+    const extended = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '3', ...small, '--resume'], { encoding: 'utf8' });
+    expect(extended.status).toBe(0);
+    expect(extended.stderr).toContain("pirl: the run's length changes from 2 to 3 epochs: from here on its lr follows the schedule of a 3-epoch run");
+    expect(extended.stdout).toMatch(/trained 2 step\(s\) in .*, to step 6 of 6/);
+    const logged = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(logged.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    const shortened = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '2', ...small, '--resume'], { encoding: 'utf8' });
+    expect(shortened.status).toBe(2);
+    expect(shortened.stderr).toContain("pirl: --epochs must be at least 3, the epochs the run has begun (it has done 3), got '2'");
     // A new run does not silently overwrite one: --force replaces it.
     const again = spawnSync(process.execPath, [cli, 'train', data, '--out', out, ...small], { encoding: 'utf8' });
     expect(again.status).toBe(2);
@@ -328,7 +338,7 @@ describe('pirl train / eval / embed / export', () => {
     const unmade = path.join(dir, 'never-made');
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);
     expect(fs.existsSync(unmade)).toBe(false);
-    usage(['train', data, '--out', out, '--resume', '--epochs', '3'], /--resume continues the run its checkpoint describes; --epochs cannot change it/);
+    usage(['train', data, '--out', out, '--resume', '--negatives', '32'], /--resume continues the run its checkpoint describes; --negatives cannot change it/);
     usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
     usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run holds no checkpoint to continue from .*; --force starts the run again/);
     const list = path.join(dir, 'list.json');

@@ -86,6 +86,36 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(4));
   });
 
+  test('resume with options.epochs: a finished run trains on, its lr that of a run of the new length', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const finished: BatchLogs[] = [];
+    await (await Trainer.create(tiny.dataset(), tiny.config)).fit({ checkpoint: file, callbacks: { onBatchEnd: (l) => void finished.push(l) } });
+    const longer: BatchLogs[] = [];
+    await (await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 5 })).fit({ callbacks: { onBatchEnd: (l) => void longer.push(l) } });
+    const extended = await Trainer.resume(file, tiny.dataset(), { epochs: 5 });
+    expect(extended.config.epochs).toBe(5);
+    const more: BatchLogs[] = [];
+    await extended.fit({ checkpoint: file, callbacks: { onBatchEnd: (l) => void more.push(l) } });
+    expect(more.map((l) => l.step)).toEqual([10, 11, 12, 13, 14, 15]);
+    expect(more.map((l) => l.lr)).toEqual(longer.slice(9).map((l) => l.lr));
+    expect(more[0].lr).toBeGreaterThan(finished[8].lr); // up again from where the 3-epoch run ended
+    const again = await Trainer.resume(file, tiny.dataset()); // its checkpoints record the new length
+    expect([again.config.epochs, again.progress.step]).toEqual([5, 15]);
+    await expect(Trainer.resume(file, tiny.dataset(), { epochs: 4 })).rejects.toThrow(/options\.epochs must be at least 5, the epochs the run has begun \(it has done 5\), got 4/);
+    await expect(Trainer.resume(file, tiny.dataset(), { epochs: 6.5 })).rejects.toThrow(/options\.epochs must be an integer in \[1, 1000000\], got 6\.5/);
+  });
+
+  test('resume with options.epochs ends a run sooner, but not before the epoch in progress', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const first = await Trainer.create(tiny.dataset(), tiny.config);
+    await first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 4) first.stop(); } } });
+    await expect(Trainer.resume(file, tiny.dataset(), { epochs: 1 })).rejects.toThrow(/at least 2, the epochs the run has begun \(it is inside epoch 2\), got 1/);
+    const shorter = await Trainer.resume(file, tiny.dataset(), { epochs: 2 });
+    const steps: number[] = [];
+    await shorter.fit({ callbacks: { onBatchEnd: (l) => void steps.push(l.step) } });
+    expect(steps).toEqual([5, 6]);
+  });
+
   test('trainer.model disposed during fit(): the run goes on, checkpoints included, and resumes exactly', async () => {
     const file = path.join(tmp(), 'run.ckpt');
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);

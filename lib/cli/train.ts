@@ -31,7 +31,7 @@ const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'cache', 'checkpoint-eve
 
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
-        --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume  --force (replace a run in DIR)
+        --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume (with --epochs N: a run's new length)  --force (replace a run in DIR)
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
@@ -102,16 +102,26 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   Promise<{ data: Dataset; start: () => Promise<Trainer> }> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
-  const changed = await changedSettings(values, saved.config);
+  const changed = (await changedSettings(values, saved.config)).filter((f) => f !== 'epochs');
   const flag = values['auto-resume'] ? '--auto-resume' : '--resume';
   if (changed.length > 0) throw new UsageError(`${flag} continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
+  const epochs = values.epochs === undefined ? saved.config.epochs : checkFlag(values, 'epochs', 0, (a, v) => checkInteger(a, v, 1, 1_000_000));
+  const length = epochs === saved.config.epochs ? {} : { epochs };
   const ranks = distributed?.worldSize ?? 1;
   if (saved.worldSize !== ranks) {
     throw new UsageError(`--resume: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; ` +
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
   const data = await openData(spec, folderSize(values, saved.config.sampler), values);
-  return { data, start: () => withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, distributed, cudaGraphs: values['cuda-graphs'] === true })) };
+  const start = async () => {
+    const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+    if (length.epochs !== undefined && trainer.isMain) {
+      console.error(`pirl: the run's length changes from ${saved.config.epochs} to ${epochs} epochs: from here on its lr follows the schedule of a ${epochs}-epoch run ` +
+        `(not the run ${epochs} epochs from the start would have been)`);
+    }
+    return trainer;
+  };
+  return { data, start };
 }
 
 /**
@@ -150,6 +160,7 @@ async function withLibraryFlags(values: FlagValues, batchFrom: string, run: () =
     if (err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
     // The sampler's views too small for the stem: --preset's patches under --stem imagenet.
     if (err.argument.startsWith('config.sampler.') && err.expected.includes('for model.stem') && values.stem !== undefined) throw new UsageError(`--stem ${values.stem}: ${err.message}`);
+    if (err.argument === 'options.epochs') throw new UsageError(`--epochs must be ${err.expected}, got '${values.epochs}'`);
     if (err.argument === 'config.batchSize') throw new UsageError(`--batch must be ${err.expected}, got ${values.batch === undefined ? `${err.received} (${batchFrom})` : `'${values.batch}'`}`);
     throw err;
   }
@@ -357,7 +368,7 @@ export async function train(args: string[]): Promise<number | void> {
   await trainer.model.save(path.join(out, 'model.safetensors'));
   await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds); // a run stopped mid-epoch, or resumed complete, too
   const steps = trainer.progress.step - firstStep;
-  if (steps === 0 && trainer.progress.epoch >= trainer.config.epochs) console.log(`the run in ${out} was already complete (${trainer.config.epochs} epochs): nothing to train`);
+  if (steps === 0 && trainer.progress.epoch >= trainer.config.epochs) console.log(`the run in ${out} was already complete (${trainer.config.epochs} epochs): nothing to train (--epochs N, more than ${trainer.config.epochs}, trains it on)`);
   console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);

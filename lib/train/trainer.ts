@@ -140,9 +140,15 @@ export interface CreateOptions extends ProcessOptions {
   onChecked?: () => void | Promise<void>;
 }
 
-/** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU). */
+/** What resume() may change about a run: where it continues (e.g. a CUDA run resumed on the CPU), and its length. */
 export interface ResumeOptions extends ProcessOptions {
   device?: Device;
+  /**
+   * The run's new length in epochs (at least the epochs it has begun): a finished run trains on, or a run ends
+   * sooner. From here on its lr follows the schedule of a run of this length, so it is not the run that this
+   * length from the start would have been; its checkpoints record the new length.
+   */
+  epochs?: number;
 }
 
 /** How this process trains: alone or as a rank, on which device (a rank's own GPU for device 'cuda'), with CUDA graphs or not. */
@@ -511,12 +517,12 @@ export class Trainer {
    * `options.device` moves it (a CUDA run continues on the CPU, or the other way round).
    */
   static async resume(file: string, dataset: Dataset, options: ResumeOptions = {}): Promise<Trainer> {
-    const group = groupOf(options, ['distributed', 'cudaGraphs', 'device']);
+    const group = groupOf(options, ['distributed', 'cudaGraphs', 'device', 'epochs']);
     const trainer = await beforeJoining(group, async () => {
       const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
       const { tensors, metadata } = await readSafetensors(file);
       const meta = checkpointMeta(file, metadata, device);
-      const c = meta.config;
+      const c = withLength(meta, options.epochs);
       const place = resolveProcess(options, c, group);
       const worldSize = group?.worldSize ?? 1;
       if (meta.worldSize !== worldSize) {
@@ -616,6 +622,19 @@ function checkSameData(file: string, saved: DataDigest | null, data: DataDigest)
     throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
       "(each bank row would belong to another image): resume over the run's data, or start a new run");
   }
+}
+
+/** The checkpoint's config, its epochs replaced by `epochs` (ResumeOptions.epochs) when given. */
+function withLength(meta: CheckpointMeta, epochs: number | undefined): ResolvedTrainConfig {
+  if (epochs === undefined) return meta.config;
+  checkInteger('options.epochs', epochs, 1, 1_000_000);
+  const { epoch, stepInEpoch } = meta.position;
+  const begun = epoch + (stepInEpoch > 0 ? 1 : 0);
+  if (epochs < begun) {
+    const where = stepInEpoch > 0 ? `it is inside epoch ${begun}` : `it has done ${epoch}`;
+    throw rangeError('options.epochs', `at least ${begun}, the epochs the run has begun (${where})`, epochs);
+  }
+  return { ...meta.config, epochs };
 }
 
 /** A position the run can be at: inside its epochs, and the step count its epoch and step in the epoch imply. */
