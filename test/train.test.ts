@@ -105,6 +105,24 @@ describe('Trainer', () => {
     await expect(Trainer.resume(file, tiny.dataset(), { epochs: 6.5 })).rejects.toThrow(/options\.epochs must be an integer in \[1, 1000000\], got 6\.5/);
   });
 
+  test('a warm-up as long as the run is said (PIRL_WARMUP_SPANS_RUN), on a new run and on one shortened to it', async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      const codes = () => warned.mock.calls.map((c) => (c[1] as { code?: string } | undefined)?.code);
+      const first = await Trainer.create(tiny.dataset(), { ...tiny.config, warmupEpochs: 2 });
+      expect(codes()).not.toContain('PIRL_WARMUP_SPANS_RUN');
+      await first.fit({ checkpoint: file, callbacks: { onEpochEnd: () => false } });
+      await Trainer.resume(file, tiny.dataset(), { epochs: 2 });
+      expect(warned).toHaveBeenCalledWith("the lr's warm-up of 2 epoch(s) (warmupEpochs) spans the whole run of 2: the lr never reaches its peak, nor decays", { code: 'PIRL_WARMUP_SPANS_RUN' });
+      warned.mockClear();
+      await Trainer.create(tiny.dataset(), { ...tiny.config, warmupEpochs: 4 });
+      expect(codes()).toEqual(['PIRL_WARMUP_SPANS_RUN']);
+    } finally {
+      warned.mockRestore();
+    }
+  });
+
   test('resume with options.epochs ends a run sooner, but not before the epoch in progress', async () => {
     const file = path.join(tmp(), 'run.ckpt');
     const first = await Trainer.create(tiny.dataset(), tiny.config);

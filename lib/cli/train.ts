@@ -147,7 +147,6 @@ function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: R
   const idle: string[] = [];
   if (values['sync-batch-norm'] && distributed === null) idle.push('--sync-batch-norm does nothing in a single process (it syncs the ranks of --nproc or a launcher)');
   if (values.z !== undefined && c.loss.mode !== 'nce') idle.push(`--z sets NCE's normaliser: --mode ${c.loss.mode} does not use it`);
-  if (c.warmupEpochs >= c.epochs) idle.push(`the lr's warm-up of ${c.warmupEpochs} epoch(s) (warmupEpochs) spans the whole run of ${c.epochs}: the lr never reaches its peak, nor decays`);
   return idle;
 }
 

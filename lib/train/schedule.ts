@@ -23,3 +23,10 @@ export function lrAt(s: LrSchedule, step: number): number {
   const floor = peak * s.finalRatio;
   return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
 }
+
+/** Said, not refused (a sweep may share a warm-up across lengths): a warm-up as long as the run leaves the lr rising throughout. */
+export function warnOfWarmupSpanningRun(warmupEpochs: number, epochs: number): void {
+  if (warmupEpochs < epochs) return;
+  process.emitWarning(`the lr's warm-up of ${warmupEpochs} epoch(s) (warmupEpochs) spans the whole run of ${epochs}: the lr never reaches its peak, nor decays`,
+    { code: 'PIRL_WARMUP_SPANS_RUN' });
+}

@@ -17,7 +17,7 @@ import { PirlModel, checkTensorsFitOptions } from '../model';
 import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
-import { lrAt, type LrSchedule } from './schedule';
+import { lrAt, warnOfWarmupSpanningRun, type LrSchedule } from './schedule';
 
 export interface BatchLogs {
   epoch: number;
@@ -248,6 +248,7 @@ export class Trainer {
       const place = resolveProcess(options, c, group);
       checkFunctions('options', options as Record<string, unknown>, ['onBankInit', 'onChecked']);
       const loader = Trainer.loaderFor(dataset, c, place);
+      if ((group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
       const model = await PirlModel.create(c.model, { device: place.device });
       checkSamplerFitsStem(model, c);
       const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
@@ -523,6 +524,7 @@ export class Trainer {
       const { tensors, metadata } = await readSafetensors(file);
       const meta = checkpointMeta(file, metadata, device);
       const c = withLength(meta, options.epochs);
+      if (c.epochs !== meta.config.epochs && (group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
       const place = resolveProcess(options, c, group);
       const worldSize = group?.worldSize ?? 1;
       if (meta.worldSize !== worldSize) {
