@@ -277,7 +277,7 @@ describe('pirl train / eval / embed / export', () => {
     expect(r.stderr).toMatch(/--resume: the run in .*two-ranks trained on 2 rank\(s\) and resumes exactly only on as many; this is 1: give --nproc 2 \(or start it under a launcher with WORLD_SIZE=2\)/);
   });
 
-  test('bad arguments exit 2 with the usage; missing data exits 1', () => {
+  test('bad arguments exit 2 with the usage; missing data exits 1', async () => {
     const bad = spawnSync(process.execPath, [cli, 'train', data, '--epochs', 'many'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--epochs must be an integer in \[1, 1000000\], got 'many'/);
@@ -329,8 +329,10 @@ describe('pirl train / eval / embed / export', () => {
     const noModel = spawnSync(process.execPath, [cli, 'eval', path.join(dir, 'nowhere.safetensors')], { encoding: 'utf8' });
     expect(noModel.stderr).toContain(`pirl: ${path.join(dir, 'nowhere.safetensors')}: no such file`);
     // Flags the run will not use are said (a script may share them), and it trains.
-    const idle = spawnSync(process.execPath, [cli, 'train', data, '--out', path.join(dir, 'idle'), ...small, '--epochs', '1', '--warmup', '2', '--z', 'frozen', '--sync-batch-norm'], { encoding: 'utf8' });
+    const idle = spawnSync(process.execPath, [cli, 'train', data, '--out', path.join(dir, 'idle'), ...small, '--epochs', '1', '--warmup', '2', '--z', 'frozen', '--sync-batch-norm', '--exclude-positive'], { encoding: 'utf8' });
     expect(idle.status).toBe(0);
+    const { metadata: idleRun } = await readSafetensors(path.join(dir, 'idle', 'checkpoint.safetensors'));
+    expect(JSON.parse(idleRun['pirl-checkpoint']).config.loss).toMatchObject({ excludePositive: true, sharedNegatives: false });
     expect(idle.stderr).toContain('pirl: warning: --sync-batch-norm does nothing in a single process');
     expect(idle.stderr).toContain("pirl: warning: --z sets NCE's normaliser: --mode infonce does not use it");
     expect(idle.stderr).toContain("pirl: warning: the lr's warm-up of 2 epoch(s) (warmupEpochs) spans the whole run of 1");
@@ -339,6 +341,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);
     expect(fs.existsSync(unmade)).toBe(false);
     usage(['train', data, '--out', out, '--resume', '--negatives', '32'], /--resume continues the run its checkpoint describes; --negatives cannot change it/);
+    usage(['train', data, '--shared-negatives', '--exclude-positive'], /--exclude-positive must be false with config\.loss\.sharedNegatives/);
     usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
     usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run holds no checkpoint to continue from .*; --force starts the run again/);
     const list = path.join(dir, 'list.json');

@@ -24,9 +24,10 @@ const CONFIG_FLAGS: FlagMap = {
   epochs: 'epochs', batch: 'batchSize', negatives: 'loss.negatives', lr: 'baseLr', warmup: 'warmupEpochs',
   mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
   'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision', 'sync-batch-norm': 'syncBatchNorm',
+  'shared-negatives': 'loss.sharedNegatives', 'exclude-positive': 'loss.excludePositive',
 };
 /** The flags of CONFIG_FLAGS that take no value. */
-const SWITCHES = ['sync-batch-norm'];
+const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
 const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
 const d = resolveTrainConfig();
@@ -40,6 +41,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         ${LAYOUT_USAGE}
         --epochs N (${d.epochs})  --batch N (${d.batchSize})  --negatives K (${d.loss.negatives})  --lr BASE (${d.baseLr})  --warmup EPOCHS (${d.warmupEpochs})
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})
+        --shared-negatives (one set of K for the whole batch)  --exclude-positive (never a sample's own row among its K)
         --bank-init random|features (${d.bankInit})  --epoch-length N  --checkpoint-every N (100)
         --knn-every N (0: off; needs labels)
         --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})
