@@ -351,6 +351,29 @@ describe('pirl train as ranks', () => {
     }
   }, 180_000);
 
+  (haveFashion ? test : test.skip)('--nproc 2, a rank killed mid-run: the launcher stops the other and exits with its code, naming the rank', async () => {
+    const out = tmp();
+    const launcher = spawn(process.execPath, [cli, ...args, '--epoch-length', '1000', '--checkpoint-every', '100000', '--nproc', '2', '--out', out, '--force'],
+      { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    launcher.stderr!.on('data', (d) => void (stderr += d));
+    const exited = new Promise<number | null>((resolve) => launcher.on('exit', (code) => resolve(code)));
+    const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
+    try {
+      for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      const rank1 = processesNaming(out, launcher.pid).filter((p) => fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes('RANK=1'));
+      expect(rank1).toHaveLength(1);
+      process.kill(Number(rank1[0]), 'SIGKILL');
+      const killedAt = Date.now();
+      expect(await exited).toBe(137); // 128 + SIGKILL: the failed rank's, as torchrun
+      expect(Date.now() - killedAt).toBeLessThan(40_000); // the other rank stopped (SIGTERM, SIGKILL after 30 s), not trained on
+      expect(stderr).toContain('pirl: rank 1 of 2 exited with code 137; the other ranks were stopped');
+      expect(processesNaming(out, launcher.pid)).toEqual([]);
+    } finally {
+      removeRun(out, launcher);
+    }
+  }, 180_000);
+
   (haveFashion ? test : test.skip)('the --nproc launcher killed before training (the bank from features): its ranks exit too', async () => {
     const out = tmp();
     const launcher = spawn(process.execPath, [cli, ...args, '--bank-init', 'features', '--nproc', '2', '--out', out, '--force'], { stdio: 'ignore' });
