@@ -65,6 +65,12 @@ describe('evaluation', () => {
         expect((similarities.data() as Float32Array)[j * k + r]).toBeCloseTo(ranked[r][0], 5);
       }
     }
+    // Cosine similarity does not see a row's scale: rows near float32's ends (their norms under- or overflowed) rank alike.
+    for (const scale of [1e-20, 1e25]) {
+      const scaled = await nearestNeighbours(Tensor.from(rows.map((x) => x * scale), [n, width]), Tensor.from(queries.map((x) => x * scale), [q, width]), k);
+      expect({ scale, indices: scaled.indices.data() }).toEqual({ scale, indices: indices.data() });
+      (scaled.similarities.data() as Float32Array).forEach((s, i) => expect(s).toBeCloseTo((similarities.data() as Float32Array)[i], 6));
+    }
     await expect(nearestNeighbours(Tensor.from(rows, [n, width]), Tensor.from(queries.subarray(0, 8), [2, 4]), 1)).rejects.toThrow(/queries must be rows of 5 features like features, got \[2, 4\]/);
     await expect(nearestNeighbours(Tensor.from(rows, [n * width]), Tensor.from(queries, [q, width]), 1)).rejects.toThrow(/features must be a 2-D float Tensor/);
     await expect(nearestNeighbours(Tensor.from(rows, [n, width]), Tensor.from(queries, [q, width]), 0)).rejects.toThrow(/k must be an integer >= 1, got 0/);
@@ -233,10 +239,10 @@ describe('evaluation', () => {
     }
   });
 
-  test('knnPredict: the weighted vote of the k most similar rows, as a naive vote computes it; bad labels named', async () => {
+  test('knnPredict: the weighted vote of the k most similar rows, as a naive vote in float64 computes it, down to a τ whose e^{s/τ} float32 cannot hold; bad labels named', async () => {
     let seed = 5;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-    const [n, m, width, k, tau] = [30, 7, 5, 5, 0.1];
+    const [n, m, width, k] = [30, 7, 5, 5];
     const rows = Float32Array.from({ length: n * width }, random), queries = Float32Array.from({ length: m * width }, random);
     const labels = Int32Array.from({ length: n }, (_, i) => (i * 7) % 3);
     const unit = (a: Float32Array, i: number) => {
@@ -244,18 +250,23 @@ describe('evaluation', () => {
       const norm = Math.hypot(...v);
       return v.map((x) => x / norm);
     };
-    const expected = Array.from({ length: m }, (_, q) => {
-      const query = unit(queries, q);
-      const similar = Array.from({ length: n }, (_, i) => ({ i, s: unit(rows, i).reduce((sum, x, j) => sum + x * query[j], 0) }));
-      const votes = [0, 0, 0];
-      for (const { i, s } of similar.sort((a, b) => b.s - a.s).slice(0, k)) votes[labels[i]] += Math.exp(s / tau);
-      return votes.indexOf(Math.max(...votes));
-    });
-    const predicted = await knnPredict(Tensor.from(rows, [n, width]), labels, Tensor.from(queries, [m, width]), { k, tau });
-    expect([...predicted]).toEqual(expected);
-    expect(new Set(expected).size).toBeGreaterThan(1); // the vote decides between labels
+    // e^{s/τ} for s/τ above 88.7 is beyond float32 (τ = 0.002: any s above 0.18): the votes tied at infinity, and label 0 won.
+    for (const tau of [0.1, 0.01, 0.002]) {
+      const expected = Array.from({ length: m }, (_, q) => {
+        const query = unit(queries, q);
+        const similar = Array.from({ length: n }, (_, i) => ({ i, s: unit(rows, i).reduce((sum, x, j) => sum + x * query[j], 0) }));
+        const votes = [0, 0, 0];
+        for (const { i, s } of similar.sort((a, b) => b.s - a.s).slice(0, k)) votes[labels[i]] += Math.exp(s / tau);
+        expect(votes.every(Number.isFinite)).toBe(true); // within float64
+        return votes.indexOf(Math.max(...votes));
+      });
+      const predicted = await knnPredict(Tensor.from(rows, [n, width]), labels, Tensor.from(queries, [m, width]), { k, tau });
+      expect({ tau, predicted: [...predicted] }).toEqual({ tau, predicted: expected });
+      expect(new Set(expected).size).toBeGreaterThan(1); // the vote decides between labels
+    }
     await expect(knnPredict(Tensor.from(rows, [n, width]), labels.subarray(1), Tensor.from(queries, [m, width]))).rejects.toThrow('labels must be an Int32Array of 30 labels (one per row of features), got "29 labels"');
-    await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 4 ? -1 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[4] must be a label >= 0, got -1');
+    await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 4 ? -1 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[4] must be a label in [0, 1000000), got -1');
+    await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 2 ? 2e9 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[2] must be a label in [0, 1000000), got 2000000000');
   });
 
   test('LinearProbe: fitted on separable features it labels held-out ones; predictions are the saved layer\'s argmax; saved and loaded alike', async () => {

@@ -6,7 +6,7 @@ import { resolveLinearProbeOptions, type LinearProbeOptions } from '../config';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { metadataField, jsonMetadata, readSafetensors, writeSafetensors } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
-import { checkFeatureRows, checkLabels } from './rows';
+import { MAX_CLASSES, checkFeatureRows, checkLabels } from './rows';
 
 export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> {
   /** The classes' names, label order (kept with the probe); their count is the number of classes. null: none. */
@@ -18,8 +18,6 @@ export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> 
 const FIT_OPTIONS = ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed', 'classes', 'numClasses'] as const;
 // Format of a saved probe's "pirl-linear-probe" metadata.
 const PROBE_FORMAT = 1;
-// A label beyond this is a mistake, not a class (its weight matrix would take gigabytes).
-const MAX_CLASSES = 1_000_000;
 
 export class LinearProbe {
   private constructor(

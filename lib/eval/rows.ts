@@ -21,12 +21,15 @@ export function checkSearch(features: unknown, queries: unknown): [Tensor, Tenso
   return [f, q];
 }
 
-/** One label (>= 0) per row of `features`. */
+/** A label beyond this is a mistake, not a class (a probe's weights, kNN's votes would take gigabytes). */
+export const MAX_CLASSES = 1_000_000;
+
+/** One label (in [0, MAX_CLASSES)) per row of `features`. */
 export function checkLabels(labels: unknown, rows: number): Int32Array {
   if (!(labels instanceof Int32Array) || labels.length !== rows) {
     throw typeError('labels', `an Int32Array of ${rows} labels (one per row of features)`, labels instanceof Int32Array ? `${labels.length} labels` : labels);
   }
-  const negative = labels.findIndex((label) => label < 0);
-  if (negative >= 0) throw rangeError(`labels[${negative}]`, 'a label >= 0', labels[negative]);
+  const bad = labels.findIndex((label) => label < 0 || label >= MAX_CLASSES);
+  if (bad >= 0) throw rangeError(`labels[${bad}]`, `a label in [0, ${MAX_CLASSES})`, labels[bad]);
   return labels;
 }

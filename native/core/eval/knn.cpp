@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "check_finite.h"
 
@@ -17,7 +18,9 @@ Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queri
   checkFinite(queries, "queries");
   const int64_t kk = std::min(k, features.size(0));
   const auto unit = [](const at::Tensor& x) {
-    const at::Tensor f = x.to(at::kFloat);
+    // Each row over its largest magnitude first: the norm of rows at 1e-20 or 1e25 under- or overflowed float32.
+    const at::Tensor largest = x.norm(std::numeric_limits<double>::infinity(), 1, true);
+    const at::Tensor f = (x / largest.masked_fill(largest == 0, 1)).to(at::kFloat);
     return f / f.norm(2, 1, true).clamp_min(1e-12);
   };
   const at::Tensor a = unit(features), b = unit(queries);
@@ -42,9 +45,11 @@ at::Tensor knnPredict(const at::Tensor& train, const at::Tensor& trainLabels, co
                       "trainLabels must be in [0, ", numClasses, ")");
   }
   const Neighbours nn = nearestNeighbours(train, test, k, chunk);
-  const at::Tensor weights = (nn.similarity / tau).exp();
+  // e^{(s - s_best)/τ}: the same vote over a common factor, where e^{s/τ} overflowed float32 above s/τ = 88.7 (τ ≲ 0.011).
+  const at::Tensor similarity = nn.similarity.to(at::kDouble);
+  const at::Tensor weights = ((similarity - similarity.narrow(1, 0, 1)) / tau).exp();
   // The neighbours come back on the CPU, whatever device the features are on: the labels join them there.
-  return at::zeros({test.size(0), numClasses}, at::kFloat)
+  return at::zeros({test.size(0), numClasses}, at::kDouble)
       .scatter_add_(1, trainLabels.to(at::kCPU).index({nn.index}), weights)
       .argmax(1);
 }
