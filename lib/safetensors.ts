@@ -6,7 +6,7 @@ import * as path from 'path';
 import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
-import { checkFile, checkObject } from './errors';
+import { checkFile, checkObject, rangeError, typeError } from './errors';
 import { makeFolder } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
@@ -210,10 +210,33 @@ export async function readSafetensorsMetadata(file: string): Promise<Record<stri
   }
 }
 
+// What a writer is given, checked as the readers check a file: a file they would refuse is never written.
+function namedTensors(tensors: unknown): Array<[string, Tensor]> {
+  const expected = 'named tensors: a Map or an array of [name, Tensor] pairs';
+  if (typeof (tensors as Iterable<unknown> | null)?.[Symbol.iterator] !== 'function' || typeof tensors === 'string') throw typeError('tensors', expected, tensors);
+  const names = new Set<string>();
+  return [...(tensors as Iterable<unknown>)].map((entry, i) => {
+    if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== 'string') throw typeError(`tensors[${i}]`, 'a [name, Tensor] pair', entry);
+    const [name, tensor] = entry as [string, Tensor];
+    if (name === '__metadata__') throw rangeError(`tensors[${i}]'s name`, 'a name other than __metadata__ (the header\'s metadata)', name);
+    if (names.has(name)) throw rangeError(`tensors[${i}]'s name`, 'a name no other tensor has', name);
+    names.add(name);
+    return [name, tensor];
+  });
+}
+
+function checkMetadata(metadata: unknown): Record<string, string> {
+  checkObject('metadata', metadata);
+  for (const [key, value] of Object.entries(metadata as Record<string, unknown>)) {
+    if (typeof value !== 'string') throw typeError(`metadata.${key}`, 'a string (safetensors metadata holds strings only)', value);
+  }
+  return metadata as Record<string, string>;
+}
+
 // A file's header (length and JSON) for tensors sorted by name, as the reference writer sorts them.
 function headerOf(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string>): { head: Buffer; entries: Array<[string, Tensor]>; dataBytes: number } {
-  const entries = [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  const entries = namedTensors(tensors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const header: Record<string, unknown> = { __metadata__: checkMetadata(metadata) };
   let offset = 0;
   for (const [name, tensor] of entries) {
     handleOf(`tensor '${name}'`, tensor);

@@ -147,6 +147,32 @@ describe('safetensors', () => {
     }
   });
 
+  test('what no reader would take is refused before a byte is written: metadata not strings, a name twice, the name __metadata__', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-st-refused-'));
+    try {
+      const a = Tensor.from(new Float32Array([1, 2]));
+      const out = path.join(dir, 'x.safetensors');
+      const refusals: Array<[Parameters<typeof writeSafetensors>[1], unknown, RegExp]> = [
+        [[['a', a]], { n: 5 }, /^metadata\.n must be a string \(safetensors metadata holds strings only\), got 5$/],
+        [[['a', a]], null, /^metadata must be an object, got null$/],
+        [[['a', a], ['a', a]], {}, /^tensors\[1\]'s name must be a name no other tensor has, got "a"$/],
+        [[['__metadata__', a]], {}, /^tensors\[0\]'s name must be a name other than __metadata__/],
+        [{ a } as never, {}, /^tensors must be named tensors: a Map or an array of \[name, Tensor\] pairs, got an object$/],
+        [[[1, a]] as never, {}, /^tensors\[0\] must be a \[name, Tensor\] pair, got \[1, /],
+      ];
+      for (const [tensors, metadata, message] of refusals) {
+        await expect(writeSafetensors(out, tensors, metadata as Record<string, string>)).rejects.toThrow(message);
+        expect(() => serializeSafetensors(tensors, metadata as Record<string, string>)).toThrow(message);
+      }
+      expect(fs.readdirSync(dir)).toEqual([]);
+      // What is taken reads back.
+      await writeSafetensors(out, new Map([['a', a]]), { n: '5' });
+      expect((await readSafetensors(out)).metadata).toEqual({ n: '5' });
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
   test('an empty tensor takes no bytes, wherever its offsets point', () => {
     const bytes = file({ e: { dtype: 'F32', shape: [0], data_offsets: [0, 0] }, w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, f32(2));
     const { tensors } = parseSafetensors(bytes);
