@@ -284,10 +284,32 @@ export class PirlModel {
     await writeSafetensors(file, await this.snapshot('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
   }
 
-  /** Loads a torchvision-named trunk (its `fc.*` tensors, if any, are ignored). */
+  /**
+   * Loads a torchvision-named trunk (its `fc.*` tensors, if any, are ignored; `num_batches_tracked` may be
+   * missing, as PyTorch's load_state_dict allows). A trunk of pirl export's that is another arch, stem or width
+   * is refused saying which; errors name the file.
+   */
   async importTrunk(file: string): Promise<void> {
-    const { tensors } = await readSafetensors(file);
+    checkFile('file', file);
+    const { tensors, metadata } = await readSafetensors(file);
+    if (metadata.pirl !== undefined) {
+      throw new TypeError(`${file} is a whole pirl model, not a trunk: PirlModel.load(file) reads it (and its exportTrunk(file) writes its trunk)`);
+    }
+    const described = jsonMetadata(file, metadata, 'pirl-trunk');
+    if (described !== undefined) {
+      const { arch, stem, width } = this.options;
+      if (described.arch !== arch || described.stem !== stem || described.width !== width) {
+        const { arch: a, stem: s, width: w } = described;
+        throw new RangeError(`${file} holds a trunk of ${String(a)} (stem ${String(s)}, width ${String(w)}); this model is ${arch} (stem ${stem}, width ${width}): ` +
+          `PirlModel.create(${JSON.stringify({ arch: a, stem: s, width: w })}) makes a model it fits`);
+      }
+    }
     for (const name of [...tensors.keys()]) if (name.startsWith('fc.')) tensors.delete(name);
-    this.loadStateDict(tensors, { scope: 'trunk' });
+    try {
+      this.loadStateDict(tensors, { scope: 'trunk' });
+    } catch (err) {
+      if (err instanceof Error) err.message = `${file}: ${err.message} (this model: ${this.options.arch}, stem ${this.options.stem}, width ${this.options.width})`;
+      throw err;
+    }
   }
 }

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { PirlModel, Tensor } from '../lib';
+import { PirlModel, Tensor, readSafetensors, writeSafetensors } from '../lib';
 
 const rand = (shape: number[]) => Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)).map(() => Math.random() - 0.5), shape);
 
@@ -126,7 +126,36 @@ describe('PirlModel', () => {
     expect(Array.from(other.stateDict().get('trunk.conv1.weight')!.data() as Float32Array)).toEqual(before);
     const extra = new Map([['trunk.nope', Tensor.zeros([1])]]);
     expect(() => other.loadStateDict(extra, { strict: false })).toThrow(/unexpected tensor 'trunk.nope'/);
-    expect(() => other.loadStateDict(new Map())).toThrow(/missing tensors: /);
+    expect(() => other.loadStateDict(new Map())).toThrow(/^missing 1\d\d tensor\(s\): fHead\.fc\.bias, fHead\.fc\.weight, .*, … \(1\d\d more\)$/);
+  });
+
+  test("importTrunk: torchvision's files without num_batches_tracked load (as in PyTorch); another arch, a whole model, are refused naming the file and why", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-import-'));
+    try {
+      const small = { arch: 'resnet18' as const, stem: 'small' as const, width: 0.125 };
+      const source = await PirlModel.create({ ...small, seed: 3 });
+      const exported = path.join(dir, 'trunk.safetensors');
+      await source.exportTrunk(exported);
+      const { tensors } = await readSafetensors(exported);
+      const uncounted = path.join(dir, 'uncounted.safetensors'); // torchvision's older files, no metadata
+      await writeSafetensors(uncounted, [...tensors].filter(([n]) => !n.endsWith('num_batches_tracked')));
+      const target = await PirlModel.create({ ...small, seed: 4 });
+      target.loadStateDict(new Map([['trunk.bn1.num_batches_tracked', Tensor.from(new BigInt64Array([7n]), [])]]), { strict: false });
+      expect([...target.stateDict('trunk').get('bn1.num_batches_tracked')!.data()]).toEqual([7n]);
+      await target.importTrunk(uncounted);
+      for (const [name, t] of target.stateDict('trunk')) {
+        expect({ name, values: [...t.data()] }).toEqual({ name, values: name.endsWith('num_batches_tracked') ? [0n] : [...tensors.get(name)!.data()] });
+      }
+      const wider = await PirlModel.create({ ...small, arch: 'resnet34' });
+      await expect(wider.importTrunk(exported)).rejects.toThrow(`${exported} holds a trunk of resnet18 (stem small, width 0.125); this model is resnet34 (stem small, width 0.125): ` +
+        'PirlModel.create({"arch":"resnet18","stem":"small","width":0.125}) makes a model it fits');
+      await expect(wider.importTrunk(uncounted)).rejects.toThrow(new RegExp(`^${uncounted.replace(/[.]/g, '\\.')}: missing \\d+ tensor\\(s\\): layer1\\.2\\.bn1\\.bias, .*, … \\(\\d+ more\\) \\(this model: resnet34, stem small, width 0.125\\)$`));
+      const whole = path.join(dir, 'model.safetensors');
+      await source.save(whole);
+      await expect(target.importTrunk(whole)).rejects.toThrow(`${whole} is a whole pirl model, not a trunk: PirlModel.load(file) reads it`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('dispose() frees the model now; a call in flight finishes, every later use is an error', async () => {

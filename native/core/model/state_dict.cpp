@@ -3,10 +3,33 @@
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
 #include <set>
+#include <string>
+#include <vector>
 #include <unordered_map>
 
 namespace pirl::model {
+
+namespace {
+
+const std::string kBatchCount = "num_batches_tracked";
+
+bool endsWith(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Names sorted, the first few of them: a trunk of another arch misses dozens.
+std::string listed(std::vector<std::string> names) {
+  constexpr size_t kShown = 8;
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (size_t i = 0; i < std::min(names.size(), kShown); ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > kShown) out += ", … (" + std::to_string(names.size() - kShown) + " more)";
+  return out;
+}
+
+}  // namespace
 
 NamedTensors stateDict(const torch::nn::Module& module, const std::string& prefix) {
   NamedTensors out;
@@ -28,16 +51,22 @@ void loadStateDict(torch::nn::Module& module, const NamedTensors& values, bool s
                      "tensor '", name, "' must be ", it->second.scalar_type(), ", got ", value.scalar_type());
     given.insert(name);
   }
-  if (strict) {
-    std::string missing;
-    for (const auto& [name, tensor] : targets) {
-      if (!given.count(name)) missing += (missing.empty() ? "" : ", ") + name;
+  // PyTorch's BatchNorm loads a state dict without its num_batches_tracked (torchvision's older files), counting from 0.
+  std::vector<std::string> uncounted;
+  std::vector<std::string> missing;
+  for (const auto& [name, tensor] : targets) {
+    if (given.count(name)) continue;
+    if (endsWith(name, kBatchCount) && given.count(name.substr(0, name.size() - kBatchCount.size()) + "running_mean")) {
+      uncounted.push_back(name);
+    } else if (strict) {
+      missing.push_back(name);
     }
-    TORCH_CHECK_VALUE(missing.empty(), "missing tensors: ", missing);
   }
+  TORCH_CHECK_VALUE(missing.empty(), "missing ", missing.size(), " tensor(s): ", listed(missing));
   // Checked first, copied after: a failed load leaves the model as it was.
   torch::NoGradGuard noGrad;
   for (const auto& [name, value] : values) targets.at(name).copy_(value);
+  for (const auto& name : uncounted) targets.at(name).zero_();
 }
 
 }  // namespace pirl::model
