@@ -234,6 +234,9 @@ describe('pirl train / eval / embed / export', () => {
     };
     refused(['export', model, '--out', model, '--force'], `--out ${model} is the file this command reads (${model}): give another file`);
     refused(['embed', model, data, '--out', model], `--out ${model} is the file this command reads`);
+    const sameFile = path.join(dir, 'same.safetensors'); // its decode cache, then its features: refused before either is made
+    refused(['embed', model, data, '--out', sameFile, '--cache', sameFile], `--out ${sameFile} is the file this command reads (${sameFile}): give another file`);
+    expect(fs.existsSync(sameFile)).toBe(false);
     refused(['embed', model, data, '--out', features, '--cache', model], `--cache must be a new file or a pirl decode cache, not a file that holds something else (pirl does not overwrite it), got '${model}'`);
     const checkpointCopy = path.join(dir, 'checkpoint-copy.safetensors');
     fs.copyFileSync(path.join(out, 'checkpoint.safetensors'), checkpointCopy);

@@ -189,7 +189,7 @@ export async function outputFile(file: string, extension?: string, replacing?: {
   if (extension !== undefined && path.extname(file).toLowerCase() !== extension) throw new UsageError(`--out must name a ${extension} file, got '${file}'`);
   const target = await fs.stat(file).catch(() => null);
   if (target?.isDirectory() || /[\\/]$/.test(file)) throw new UsageError(`--out must name a file, got the folder '${file}'`);
-  if (target && replacing) await checkReplaceable(file, replacing.inputs, replacing.force);
+  if (replacing) await checkReplaceable(file, target !== null, replacing.inputs, replacing.force);
   const dir = path.dirname(path.resolve(file));
   await makeOutputDir('out', dir);
   try {
@@ -200,13 +200,15 @@ export async function outputFile(file: string, extension?: string, replacing?: {
   return file;
 }
 
-// Trained work is not lost to a slip of --out: never the command's own input, a model or checkpoint only with --force.
-async function checkReplaceable(file: string, inputs: string[], force: boolean): Promise<void> {
+// Trained work is not lost to a slip of --out: never the command's own input (its --cache too, not made yet), a model or
+// checkpoint only with --force.
+async function checkReplaceable(file: string, exists: boolean, inputs: string[], force: boolean): Promise<void> {
   const real = (f: string) => fs.realpath(f).catch(() => path.resolve(f));
   const target = await real(file);
   for (const input of inputs) {
     if ((await real(input)) === target) throw new UsageError(`--out ${file} is the file this command reads (${input}): give another file`);
   }
+  if (!exists) return;
   const metadata = await readSafetensorsMetadata(file).catch(() => ({} as Record<string, string>));
   const held = metadata['pirl-checkpoint'] !== undefined ? 'a training checkpoint' : metadata.pirl !== undefined ? 'a trained pirl model' : null;
   if (held && !force) throw new UsageError(`--out ${file} holds ${held}: --force replaces it`);

@@ -19,7 +19,7 @@ export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer r
 export async function embed(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, ['out', 'layout', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], ['force'], 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
-  const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0]], force: values.force === true });
+  const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0], ...(typeof values.cache === 'string' ? [values.cache] : [])], force: values.force === true });
   const flags = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
