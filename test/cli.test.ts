@@ -172,7 +172,9 @@ describe('pirl train / eval / embed / export', () => {
     const unreadable = path.join(dir, 'unreadable.png');
     fs.writeFileSync(unreadable, 'not an image');
     const queries = [query, path.join(data, 'light'), unreadable];
-    const found = run(['search', model, features, ...queries, '--k', '3']).trim().split('\n').map((l) => JSON.parse(l));
+    const searched = spawnSync(process.execPath, [cli, 'search', model, features, ...queries, '--k', '3'], { encoding: 'utf8' });
+    expect(searched.stderr).toContain(`query folder ${path.join(data, 'light')}: 10/10 images`); // progress, as embed shows it
+    const found = searched.stdout.trim().split('\n').map((l) => JSON.parse(l));
     // One line per query image, in the order given: the file, the folder's 10 images, the unreadable file.
     expect(found.map((l) => path.dirname(l.query))).toEqual([path.dirname(query), ...Array(10).fill(path.join(data, 'light')), dir]);
     expect(found[0].query).toBe(query);
@@ -189,6 +191,12 @@ describe('pirl train / eval / embed / export', () => {
       expect({ args, status: r.status }).toEqual({ args, status: 2 });
       expect(r.stderr).toContain(message);
     };
+    // A query folder without images stops the run before any line is printed.
+    const emptyQuery = path.join(dir, 'empty-query');
+    fs.mkdirSync(emptyQuery);
+    const stopped = spawnSync(process.execPath, [cli, 'search', model, features, query, emptyQuery], { encoding: 'utf8' });
+    expect([stopped.status, stopped.stdout]).toEqual([2, '']);
+    expect(stopped.stderr).toContain(`pirl: query ${emptyQuery}: no images`);
     // A features file of an older pirl embed (no side, no model digest): searched at the model's side, said.
     const older = path.join(dir, 'older.safetensors');
     const current = await readSafetensors(features);

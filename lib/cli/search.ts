@@ -3,7 +3,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
-import { AmbiguousLayoutError, FOLDER_LAYOUTS } from '../data/imageFolder';
+import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, type FolderLayout } from '../data/imageFolder';
 import { embedImages, type ImageFeatures } from '../eval/embed';
 import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
 import { checkInteger, checkOneOf } from '../errors';
@@ -11,6 +11,7 @@ import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
 import { UsageError, applyRunFlags, checkFlag, fileDigest, parseFlags } from './args';
+import { Progress } from './progress';
 
 export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
                                 the k images of <features> (pirl embed's file, made with <model>) most like each query:
@@ -64,6 +65,15 @@ function sideOfOlderFile(file: string, model: PirlModel): number {
   return size;
 }
 
+// A query folder as embedImages will open it (its warnings are said then): what leaves it no images is a usage error.
+async function checkQueryFolder(dir: string, size: number, layout: FolderLayout): Promise<void> {
+  try {
+    await (await ImageFolder.open(dir, { size, layout, onWarning: () => undefined })).close();
+  } catch (err) {
+    throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : new UsageError(`query ${(err as Error).message}`);
+  }
+}
+
 export async function search(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, ['k', 'layout', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
@@ -77,7 +87,12 @@ export async function search(args: string[]): Promise<void> {
   }));
   const model = await PirlModel.load(modelFile, { device });
   const catalogue = await readCatalogue(featuresFile, modelFile, model);
-  const options = { layer: catalogue.layer, size: catalogue.size };
+  // Every query folder opened before any line is printed: one without images stops the run before it begins.
+  for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') await checkQueryFolder(query, catalogue.size, layout);
+  const progress = new Progress();
+  const options = (what: string) => ({
+    layer: catalogue.layer, size: catalogue.size, onProgress: (done: number, total: number) => progress.update(`${what}: ${done}/${total} images`, done === total),
+  });
   // Each query's line (its neighbours, or why it was left out), by file.
   const lines = async (embedded: ImageFeatures): Promise<Map<string, string>> => {
     const out = new Map<string, string>();
@@ -95,15 +110,13 @@ export async function search(args: string[]): Promise<void> {
   };
   // The files named one by one in one pass, printed in their places; each folder in its own pass.
   const files = queries.filter((_, i) => kinds[i] === 'file');
-  const named = files.length > 0 ? await lines(await embedImages(model, files, options)) : new Map<string, string>();
+  const named = files.length > 0 ? await lines(await embedImages(model, files, options('query images'))) : new Map<string, string>();
   for (const [i, query] of queries.entries()) {
     if (kinds[i] === 'file') {
       console.log(named.get(query));
       continue;
     }
-    const embedded = await embedImages(model, query, { ...options, layout }).catch((err) => {
-      throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : err;
-    });
+    const embedded = await embedImages(model, query, { ...options(`query folder ${query}`), layout });
     for (const line of (await lines(embedded)).values()) console.log(line);
   }
 }
