@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { PirlModel, readSafetensors, writeSafetensors } from '../lib';
+import { PirlModel, Tensor, readSafetensors, writeSafetensors } from '../lib';
 import { writeCurves } from '../lib/cli/plot';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
@@ -191,6 +191,17 @@ describe('pirl train / eval / embed / export', () => {
       expect({ args, status: r.status }).toEqual({ args, status: 2 });
       expect(r.stderr).toContain(message);
     };
+    // A features file altered by hand is named with what is wrong in it.
+    const altered = path.join(dir, 'altered.safetensors');
+    const original = await readSafetensors(features);
+    const asIntegers = Tensor.from(Int32Array.from(original.tensors.get('features')!.data() as Float32Array), original.tensors.get('features')!.shape);
+    for (const [tensor, metadata, message] of [
+      [asIntegers, original.metadata, `pirl: ${altered}: its 'features' must be float32 or float64 rows, got int32`],
+      [original.tensors.get('features')!, { ...original.metadata, size: 'abc' }, `pirl: ${altered}: metadata "size" must be an integer in [1, 4096], got "abc"`],
+    ] as const) {
+      await writeSafetensors(altered, [['features', tensor]], metadata);
+      expect(spawnSync(process.execPath, [cli, 'search', model, altered, query], { encoding: 'utf8' }).stderr).toContain(message);
+    }
     // A query folder without images stops the run before any line is printed.
     const emptyQuery = path.join(dir, 'empty-query');
     fs.mkdirSync(emptyQuery);

@@ -32,6 +32,8 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   if (!features || features.shape.length !== 2 || metadata.files === undefined || metadata.layer === undefined) {
     throw new UsageError(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
   }
+  if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
+  if (features.shape[0] === 0) throw new Error(`${file}: its 'features' hold no row (an embed of no image): nothing to search`);
   if (metadata['model-sha256'] !== undefined && metadata['model-sha256'] !== (await fileDigest(modelFile))) {
     throw new UsageError(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
@@ -54,7 +56,7 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${files[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, Number(metadata.size), 1, 4096);
+  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, 1, 4096);
   return { features, files, layer, size };
 }
 
