@@ -119,7 +119,7 @@ export class PirlModel {
 
   /** The width of `layer`'s features (embed's): F for 'res5', the embedding's for 'f'. */
   widthOf(layer: EmbedLayer): number {
-    return layer === 'f' ? this.options.embeddingDim : this.featureDim;
+    return checkOneOf('layer', layer, ['res5', 'f'] as const) === 'f' ? this.options.embeddingDim : this.featureDim;
   }
 
   /** Where the parameters are (the model is the one owner of its device). */

@@ -170,8 +170,8 @@ describe('ImageFolder', () => {
     expect(Buffer.from(a.source.data().buffer).equals(Buffer.from(b.source.data().buffer))).toBe(true);
     await expect(test.batchSource([2])).rejects.toThrow(/indices must be integers in \[0, 2\)/);
     // A split that leaves either side empty is refused.
-    expect(() => holdOut(folder, 1)).toThrow(/every must be an integer in \[2, 10\], got 1/);
-    expect(() => holdOut(folder, 11)).toThrow(/every must be an integer in \[2, 10\], got 11/);
+    expect(() => holdOut(folder, 1)).toThrow(/every must be an integer >= 2, got 1/);
+    expect(() => holdOut(folder, 11)).toThrow('dataset must be a data set of at least 11 samples (to hold out every 11th), got "10 samples"');
   });
 
   test('corrupt, truncated, empty and non-image files are skipped with one warning each', async () => {

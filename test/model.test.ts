@@ -201,6 +201,11 @@ describe('PirlModel', () => {
     await expect(PirlModel.create({ patchRunningStats: 'yes' as never })).rejects.toThrow(/options.patchRunningStats must be a boolean, got "yes"/);
   });
 
+  test('widthOf names each layer\'s width, and refuses a layer it does not have', () => {
+    expect([model.widthOf('res5'), model.widthOf('f')]).toEqual([512, 128]);
+    expect(() => model.widthOf('res4' as never)).toThrow('layer must be \'res5\' or \'f\', got "res4"');
+  });
+
   test('a misspelt option is an error naming the options there are, not ignored', async () => {
     await expect(PirlModel.create({ arch: 'resnet18' }, { devise: 'cuda' } as never)).rejects.toThrow(/^placement\.devise is not an option; placement takes device$/);
     await expect(PirlModel.create({ arch: 'resnet18' }, null as never)).rejects.toThrow(/placement must be an object, got null/);

@@ -101,7 +101,8 @@ export class Subset implements Dataset {
 export function holdOut(dataset: Dataset, every = 5): { train: Subset; test: Subset } {
   // Every 1st would leave nothing to train on; fewer samples than `every`, nothing to test.
   if (dataset.length < 2) throw rangeError('dataset', 'at least 2 samples (one to train on, one held out)', dataset.length);
-  checkInteger('every', every, 2, dataset.length);
+  checkInteger('every', every, 2);
+  if (every > dataset.length) throw rangeError('dataset', `a data set of at least ${every} samples (to hold out every ${every}th)`, `${dataset.length} samples`);
   const all = Array.from({ length: dataset.length }, (_, i) => i);
   return { train: new Subset(dataset, all.filter((i) => i % every !== every - 1)), test: new Subset(dataset, all.filter((i) => i % every === every - 1)) };
 }

@@ -1,5 +1,7 @@
 // Features of image files as `pirl embed` makes them: each image decoded at the side it is embedded at (one
 // resampling), every row named by its file — so that a query embeds as its catalogue did.
+import { promises as fs } from 'fs';
+
 import type { FeatureOptions } from '../config';
 import { ImageFolder, type FolderLayout, type FolderWarning } from '../data/imageFolder';
 import { checkFunctions, checkOptions, rangeError } from '../errors';
@@ -45,6 +47,9 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
+  if (typeof images === 'string' && (await fs.stat(images).catch(() => null))?.isFile()) {
+    throw rangeError('images', 'a folder, or an array of image files and encoded images (one file: [file])', images);
+  }
   const warning = onWarning === undefined ? {} : { onWarning };
   return retained(model, async (own) => {
     const folder = typeof images === 'string'
