@@ -183,6 +183,14 @@ describe('pirl train / eval / embed / export', () => {
     expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
     for (const line of found.slice(1, 11)) expect(line.neighbours[0].file).toBe(line.query);
     expect(found[11]).toEqual({ query: unreadable, error: 'not an image: text starting "not an image"' });
+    // A query folder's lines come in its order, an unreadable image's in its place.
+    const mixed = path.join(dir, 'mixed-query');
+    fs.mkdirSync(mixed);
+    fs.copyFileSync(path.join(data, 'dark', '1.png'), path.join(mixed, 'a.png'));
+    fs.writeFileSync(path.join(mixed, 'b.png'), 'not an image');
+    fs.copyFileSync(path.join(data, 'dark', '2.png'), path.join(mixed, 'c.png'));
+    const inOrder = run(['search', model, features, mixed]).trim().split('\n').map((l) => JSON.parse(l));
+    expect(inOrder.map((l) => [path.basename(l.query), l.error === undefined])).toEqual([['a.png', true], ['b.png', false], ['c.png', true]]);
     const modelCopy0 = path.join(dir, 'other-model.safetensors');
     fs.copyFileSync(model, modelCopy0);
     run(['search', modelCopy0, features, query]); // a copy of the model: the same bytes

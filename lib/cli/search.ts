@@ -67,10 +67,13 @@ function sideOfOlderFile(file: string, model: PirlModel): number {
   return size;
 }
 
-// A query folder as embedImages will open it (its warnings are said then): what leaves it no images is a usage error.
-async function checkQueryFolder(dir: string, size: number, layout: FolderLayout): Promise<void> {
+// A query folder's images in their order, read as embedImages will (its warnings are said then): what leaves it no
+// images is a usage error.
+async function queryFolderImages(dir: string, size: number, layout: FolderLayout): Promise<readonly string[]> {
   try {
-    await (await ImageFolder.open(dir, { size, layout, onWarning: () => undefined })).close();
+    const folder = await ImageFolder.open(dir, { size, layout, onWarning: () => undefined });
+    await folder.close();
+    return folder.files;
   } catch (err) {
     throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : new UsageError(`query ${(err as Error).message}`);
   }
@@ -90,7 +93,8 @@ export async function search(args: string[]): Promise<void> {
   const model = await PirlModel.load(modelFile, { device });
   const catalogue = await readCatalogue(featuresFile, modelFile, model);
   // Every query folder opened before any line is printed: one without images stops the run before it begins.
-  for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') await checkQueryFolder(query, catalogue.size, layout);
+  const folderImages = new Map<string, readonly string[]>();
+  for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') folderImages.set(query, await queryFolderImages(query, catalogue.size, layout));
   const progress = new Progress();
   const options = (what: string) => ({
     layer: catalogue.layer, size: catalogue.size, onProgress: (done: number, total: number) => progress.update(`${what}: ${done}/${total} images`, done === total),
@@ -119,6 +123,9 @@ export async function search(args: string[]): Promise<void> {
       continue;
     }
     const embedded = await embedImages(model, query, { ...options(`query folder ${query}`), layout });
-    for (const line of (await lines(embedded)).values()) console.log(line);
+    // In the folder's order, the unreadable in their places (then any image added to it since it was listed).
+    const found = await lines(embedded);
+    const ordered = [...folderImages.get(query)!.filter((file) => found.has(file)), ...found.keys()];
+    for (const file of new Set(ordered)) console.log(found.get(file));
   }
 }
