@@ -140,9 +140,12 @@ describe('ImageFolder', () => {
     await expect(ambiguous).rejects.toThrow(AmbiguousLayoutError);
     await expect(ambiguous).rejects.toThrow(`${dir} holds 4 image(s) of its own and 1 subfolder(s) of images (thumbnails): say which is the data set with options.layout 'flat' (its own images, unlabeled) or 'classes' (one class per subfolder)`);
     const warnings: string[] = [];
+    // Every level below is counted (it counted the subfolders' own images only).
+    fs.mkdirSync(path.join(dir, 'thumbnails', 'small'));
+    await raw(10, 10).png().toFile(path.join(dir, 'thumbnails', 'small', 's.png'));
     const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', onWarning: (m) => warnings.push(m) });
     expect([flat.length, flat.labels, flat.classes]).toEqual([4, null, null]);
-    expect(warnings).toEqual([`pirl: ${dir}: 1 image(s) in its subfolders are left out (layout 'flat': the folder's own images)`]);
+    expect(warnings).toEqual([`pirl: ${dir}: 2 image(s) in its subfolders are left out (layout 'flat' read the folder's own images)`]);
     const classes = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: () => undefined });
     expect([classes.length, classes.classes]).toEqual([1, ['thumbnails']]);
     await expect(ImageFolder.open(dir, { size: 8, layout: 'tree' as 'flat' })).rejects.toThrow(/options\.layout must be one of 'auto', 'flat', 'classes', got "tree"/);
@@ -150,6 +153,15 @@ describe('ImageFolder', () => {
     const onlyOwn = tmpDir('pirl-data-');
     await raw(20, 20).png().toFile(path.join(onlyOwn, 'a.png'));
     await expect(ImageFolder.open(onlyOwn, { size: 8, layout: 'classes' })).rejects.toThrow(/no images \(looked for .* files, in class subfolders\)/);
+    // …and why the images it holds are not read, in the error itself (a warning came after it).
+    const onlyClasses = tmpDir('pirl-data-');
+    fs.mkdirSync(path.join(onlyClasses, 'cats'));
+    await raw(20, 20).png().toFile(path.join(onlyClasses, 'cats', 'a.png'));
+    await expect(ImageFolder.open(onlyClasses, { size: 8, layout: 'flat' })).rejects.toThrow(/no images \(looked for .* files, directly in the folder; 1 image\(s\) are in its subfolders: layout 'classes' reads class folders\)$/);
+    const onlyDeep = tmpDir('pirl-data-');
+    fs.mkdirSync(path.join(onlyDeep, 'a', 'b'), { recursive: true });
+    await raw(20, 20).png().toFile(path.join(onlyDeep, 'a', 'b', 'x.png'));
+    await expect(ImageFolder.open(onlyDeep, { size: 8 })).rejects.toThrow(/1 image\(s\) are deeper in its subfolders, which no layout reads: give the folder that holds them\)$/);
     // The default warning names what happened: images left out, not unreadable ones (a process of its own:
     // jest's process object does not see the warnings of the real one).
     const script = `process.on('warning', (w) => console.log(w.code)); require('./dist').ImageFolder.open(${JSON.stringify(dir)}, { size: 8, layout: 'flat' });`;

@@ -402,6 +402,7 @@ export class ImageFolder implements Dataset {
     let files: string[] = [];
     let labels: Int32Array | null = null;
     let classes: string[] | null = null;
+    let below = 0; // images in subfolders a flat read leaves out
     const perClassListing = await Promise.all(subdirs.map((d) => listFiles(path.join(dir, d))));
     const perClass = perClassListing.map((l) => l.images);
     const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
@@ -421,8 +422,9 @@ export class ImageFolder implements Dataset {
       if (nested > 0) warnLeftOut(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
     } else {
       files = own;
-      const below = perClass.reduce((n, list) => n + list.length, 0);
-      if (layout === 'flat' && below > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout 'flat': the folder's own images)`);
+      // Every level below, not its subfolders' own images only.
+      below = subdirs.length > 0 ? await nestedImages(dir, new Set()) : 0;
+      if (below > 0 && own.length > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
     }
     // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
     // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
@@ -434,7 +436,10 @@ export class ImageFolder implements Dataset {
     }
     if (files.length === 0) {
       const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
-      throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where})`);
+      const deeper = below === 0 ? '' : classFolders.length > 0
+        ? `; ${below} image(s) are in its subfolders: layout 'classes' reads class folders`
+        : `; ${below} image(s) are deeper in its subfolders, which no layout reads: give the folder that holds them`;
+      throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where}${deeper})`);
     }
     const folder = new ImageFolder(dir, files, labels, classes, size, warn);
     if (cache) {
