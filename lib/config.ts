@@ -126,7 +126,17 @@ export type NceLossOptions = Options<typeof NCE>;
 const NCE_DEFAULTS: Resolved<typeof NCE> = { tau: 0.07, mode: 'nce', z: -1 };
 
 export function resolveNceOptions(options: unknown = {}, arg = 'options'): Resolved<typeof NCE> {
-  return resolve(NCE, NCE_DEFAULTS, options, arg);
+  return checkNceTau(resolve(NCE, NCE_DEFAULTS, options, arg), arg);
+}
+
+// NCE's Z = N·mean(e^{s/τ}) of unit embeddings reaches N·e^{1/τ}: beyond float64 (1e308) below τ ≈ 1/700.
+const MIN_NCE_TAU = 0.0015;
+
+function checkNceTau<T extends { mode: NceMode; tau: number }>(options: T, arg: string): T {
+  if (options.mode === 'nce' && options.tau < MIN_NCE_TAU) {
+    throw rangeError(`${arg}.tau`, `at least ${MIN_NCE_TAU} with ${arg}.mode 'nce' (its Z = N·mean(e^{s/τ}) overflows float64 below; 'infonce' takes any τ > 0)`, options.tau);
+  }
+  return options;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -406,6 +416,7 @@ export function resolveTrainConfig(config: unknown = {}, arg = 'config', complet
 
 // One set of negatives for the whole batch cannot leave out each sample's own row: that option would be ignored.
 function checkLoss(loss: ResolvedLossOptions, arg: string): ResolvedLossOptions {
+  checkNceTau(loss, arg);
   if (loss.sharedNegatives && loss.excludePositive) {
     throw rangeError(`${arg}.excludePositive`, `false with ${arg}.sharedNegatives (one set of negatives for the whole batch cannot leave out each sample's own row)`, true);
   }

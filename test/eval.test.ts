@@ -319,6 +319,26 @@ describe('evaluation', () => {
     await expect(probe.predict(Tensor.from(new Float32Array(width).fill(NaN), [1, width]))).rejects.toThrow('features must be finite: row 0');
   });
 
+  test('LinearProbe: a feature constant in training is centred, not scaled: its change at test time moves no prediction', async () => {
+    let seed = 3;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    const rowsOf = (n: number, constant: number) => {
+      const labels = Int32Array.from({ length: n }, (_, i) => (i % 10 < 7 ? 0 : 1));
+      const rows = Float32Array.from({ length: n * 3 }, (_, j) => {
+        const [i, c] = [Math.floor(j / 3), j % 3];
+        return c === 0 ? (labels[i] ? 1 : -1) + 0.8 * random() : c === 1 ? random() : constant;
+      });
+      return { rows: Tensor.from(rows, [n, 3]), labels };
+    };
+    const train = rowsOf(1000, 123.456);
+    const probe = await LinearProbe.fit(train.rows, train.labels, { epochs: 10 });
+    const test = rowsOf(200, 123.456);
+    const drifted = Float32Array.from(test.rows.data() as Float32Array, (v, j) => (j % 3 === 2 ? 123.46 : v));
+    const predicted = await probe.predict(test.rows);
+    expect(predicted.reduce((m, p, i) => m + (p === test.labels[i] ? 1 : 0), 0)).toBeGreaterThan(170);
+    expect([...(await probe.predict(Tensor.from(drifted, [200, 3])))]).toEqual([...predicted]); // 0.004 was 4,000 deviations: every prediction one class
+  });
+
   test('datasetFeatures embeds unlabeled data too, naming the row of each feature', async () => {
     const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
     const pixels = (tiny.dataset() as ArrayDataset).source.data() as Uint8Array;

@@ -24,9 +24,11 @@ function reference(
     const ids = [positives[b], ...negatives[b]];
     let coef: number[];
     if (mode === 'nce') {
-      const h = t.map((v) => Math.exp(v) / (Math.exp(v) + c));
-      loss += -Math.log(h[0]) - h.slice(1).reduce((a, v) => a + Math.log(1 - v), 0);
-      coef = h.map((v, k) => (k === 0 ? v - 1 : v));
+      // h = e^t/(e^t + c) = σ(u), u = t − log c; −log h = softplus(−u), −log(1 − h) = softplus(u), kept finite for large |u|.
+      const softplus = (a: number) => Math.max(a, 0) + Math.log1p(Math.exp(-Math.abs(a)));
+      const u = t.map((v) => v - Math.log(c));
+      loss += softplus(-u[0]) + u.slice(1).reduce((a, v) => a + softplus(v), 0);
+      coef = u.map((v, k) => 1 / (1 + Math.exp(-v)) - (k === 0 ? 1 : 0));
     } else {
       const m = Math.max(...t);
       const sum = t.reduce((a, v) => a + Math.exp(v - m), 0);
@@ -70,12 +72,49 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     }
   });
 
+  // Late in training a positive is close to its row: s/τ beyond 88.7, where e^{s/τ} is no float32.
+  test.each([
+    ['shared', 0.01],
+    ['shared', 0.005],
+    ['per-sample', 0.01],
+    ['per-sample', 0.005],
+  ] as const)('NCE at a small τ, positives at cosine ~0.99 (%s negatives, τ %s): loss, gradient and Z as in float64', async (layout, tau) => {
+    const N = 200, D = 16, B = 6, K = 40;
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 4 });
+    const rows = bank.rows().data() as Float32Array;
+    const positives = [3, 50, 199, 0, 7, 7];
+    const noise = unitRows(B, D);
+    const x = new Float32Array(B * D);
+    positives.forEach((p, b) => {
+      const v = Array.from({ length: D }, (_, d) => rows[p * D + d] + 0.1 * noise[b * D + d]);
+      const n = Math.hypot(...v);
+      v.forEach((value, d) => (x[b * D + d] = value / n));
+    });
+    const negatives = layout === 'shared' ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
+    const negRows = layout === 'shared'
+      ? Array.from({ length: B }, () => toNumbers(negatives))
+      : Array.from({ length: B }, (_, b) => toNumbers(negatives).slice(b * K, (b + 1) * K));
+    // Z estimated by the step (the first), and given (the steps after it: the loss pass estimates it).
+    for (const z of [undefined, 1]) {
+      const r = await nceLoss(Tensor.from(x, [B, D]), bank, positives, negatives, { tau, mode: 'nce', z });
+      const ref = reference(x, rows, D, positives, negRows, tau, 'nce', z ?? -1, N);
+      expect(Number.isFinite(ref.zBatch) && ref.zBatch > 1e38).toBe(true); // beyond float32
+      expect({ z, loss: r.loss }).toEqual({ z, loss: expect.closeTo(ref.loss, 3) });
+      expect({ z, zBatchError: Math.abs(r.zBatch - ref.zBatch) / ref.zBatch < 1e-4 }).toEqual({ z, zBatchError: true });
+      const grad = r.grad.data() as Float32Array;
+      const scale = Math.max(...Array.from(ref.grad, Math.abs));
+      grad.forEach((g, i) => expect(Math.abs(g - ref.grad[i])).toBeLessThan(1e-4 * scale + 1e-6));
+    }
+  });
+
   test('argument errors name the argument', async () => {
     const bank = await MemoryBank.create({ size: 10, dim: 4 });
     const x = Tensor.zeros([2, 4]);
     const neg = bank.sampleNegatives(2, 3);
     await expect(nceLoss(x, bank, [0, 10], neg)).rejects.toThrow(/positives must be rows in \[0, 10\)/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0 })).rejects.toThrow(/options.tau must be a positive number, got 0/);
+    await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0.001 })).rejects.toThrow("options.tau must be at least 0.0015 with options.mode 'nce' (its Z = N·mean(e^{s/τ}) overflows float64 below; 'infonce' takes any τ > 0), got 0.001");
+    expect((await nceLoss(x, bank, [0, 1], neg, { tau: 0.001, mode: 'infonce' })).loss).toBeGreaterThan(0);
     await expect(nceLoss(x, bank, [0, 1], neg, { mode: 'softmax' as never })).rejects.toThrow(/options.mode must be 'nce' or 'infonce'/);
     await expect(nceLoss(Tensor.zeros([2, 5]), bank, [0, 1], neg)).rejects.toThrow(/bank rows must have x's width 5, got 4/);
     await expect(nceLoss(x, bank, [0], neg)).rejects.toThrow(/positives must have shape \[2\]/);
@@ -114,7 +153,14 @@ describe('PirlLoss', () => {
     expect(() => new PirlLoss(bank, { negatives: 0 })).toThrow(/options.negatives must be an integer in \[1, 1000000\], got 0/);
     expect(() => new PirlLoss(bank, { z: 'auto' as never })).toThrow(/options.z must be 'frozen' or 'ema', got "auto"/);
     expect(() => new PirlLoss({} as never)).toThrow(/bank must be a MemoryBank/);
+    expect(() => new PirlLoss(bank, { mode: 'nce', tau: 0.001 })).toThrow(/options.tau must be at least 0.0015 with options.mode 'nce'/);
     const loss = new PirlLoss(bank);
     await expect(loss.compute(Tensor.zeros([2, 4]), Tensor.zeros([3, 4]), [0, 1])).rejects.toThrow(/f and g must have one shape/);
+    // A NaN is refused before it reaches the bank (a NaN row made every loss it was drawn into NaN), and the bank stays.
+    const before = Array.from(bank.rows().data() as Float32Array);
+    const f = unitRows(2, 4);
+    f[1] = NaN;
+    await expect(loss.compute(Tensor.from(f, [2, 4]), Tensor.from(unitRows(2, 4), [2, 4]), [0, 1])).rejects.toThrow('f must be finite: a NaN or infinite row would enter the memory bank');
+    expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
   });
 });

@@ -69,7 +69,12 @@ PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const
                                     const NegativeStreams& streams) {
   TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
                     f.size(0), "), got ", indices.sizes());
-  if (check == IndexCheck::Check) bank.checkIndices(indices, "indices");
+  if (check == IndexCheck::Check) {
+    bank.checkIndices(indices, "indices");
+    // Before Z or the bank change: a NaN in f became a bank row that made every loss it was drawn into NaN.
+    TORCH_CHECK_VALUE(at::isfinite(f).all().item<bool>(), "f must be finite: a NaN or infinite row would enter the memory bank");
+    TORCH_CHECK_VALUE(at::isfinite(g).all().item<bool>(), "g must be finite");
+  }
   return (*this)(bank, f, g, indices, drawNegatives(bank, indices, streams), updateBank);
 }
 

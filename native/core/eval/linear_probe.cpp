@@ -22,8 +22,10 @@ LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& tra
   TORCH_CHECK_VALUE(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < numClasses, "labels must be in [0, ", numClasses, ")");
   LinearClassifier probe;
   probe.mean = x.mean(0, true);
-  // One row has no spread (the unbiased std of one value is NaN): it is taken as 1.
-  probe.std = (x.size(0) > 1 ? x.std(0, /*unbiased=*/true, /*keepdim=*/true) : at::ones_like(probe.mean)).clamp_min(1e-6);
+  // A feature whose spread is only the float32 rounding of its mean (a constant one; or one row, whose unbiased
+  // std is NaN) is centred, not scaled: divided by that spread, a change of it at test time was 10^6 deviations.
+  const at::Tensor spread = x.size(0) > 1 ? x.std(0, /*unbiased=*/true, /*keepdim=*/true) : at::zeros_like(probe.mean);
+  probe.std = spread.masked_fill(spread <= 1e-5 * probe.mean.abs().clamp_min(1), 1);
   const at::Tensor xs = (x - probe.mean) / probe.std;
   const int64_t n = xs.size(0), f = xs.size(1);
   // Weights and biases, trained by hand-written SGD with momentum on the softmax cross-entropy.

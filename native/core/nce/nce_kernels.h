@@ -4,10 +4,21 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
+
+#include <cmath>
 
 #include "nce.h"
 
 namespace pirl::nce {
+
+// A score's e^{s/τ} = noise·e^{u} (noise = K·Z/N), from the kernels' e = e^{−|u|}; beyond |u| = 80 e is denormal
+// or 0 in float32 (the Z estimate lost digits from u ≈ 87, then became infinite), so e^{u} is taken in double.
+template <typename T>
+C10_HOST_DEVICE inline double scoreExp(T u, T e, double noise) {
+  if (u > T(80) || u < T(-80)) return noise * ::exp(static_cast<double>(u));
+  return u >= 0 ? noise / static_cast<double>(e) : noise * static_cast<double>(e);
+}
 
 struct FusedResult {
   at::Tensor rowLoss;  // B: the loss of each sample

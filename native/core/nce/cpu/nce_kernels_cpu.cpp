@@ -112,20 +112,21 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
           // One exp per score: with e = e^{−|u|}, softplus(±u) = max(±u, 0) + log1p(e), σ(u) and
           // e^{s/τ} = e^{u}·K·Z/N all follow from e.
           const double noise = std::exp(static_cast<double>(c));
-          T loss = 0;
+          double loss = 0;  // K+1 terms: a float32 sum of 32,000 lost digits
           forEachRow(bp, D, pos[b], neg + b * K, K, [&](const T* row, bool isPositive) {
             const T u = dot(xb, row, D) * invTau - c;
             const T e = std::exp(-std::abs(u));
             const T logTerm = std::log1p(e);
             const T sigma = u >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
-            expSum += (u >= 0 ? noise / e : noise * e);
+            expSum += scoreExp(u, e, noise);
             loss += (isPositive ? std::max(-u, T(0)) : std::max(u, T(0))) + logTerm;
             axpy((sigma - (isPositive ? T(1) : T(0))) * gradScale, row, gb, D);
           });
-          lp[b] = loss;
+          lp[b] = static_cast<T>(loss);
         } else {
           // Online softmax: running max m, normaliser l and Σ p·row in gb, rescaled when m grows.
-          T m = -std::numeric_limits<T>::infinity(), l = 0, tPositive = 0;
+          T m = -std::numeric_limits<T>::infinity(), tPositive = 0;
+          double l = 0;  // the normaliser of K+1 terms, summed in double as the NCE loss is
           forEachRow(bp, D, pos[b], neg + b * K, K, [&](const T* row, bool isPositive) {
             const T t = dot(xb, row, D) * invTau;
             if (isPositive) tPositive = t;
@@ -140,10 +141,11 @@ FusedResult fusedNceCpu(const at::Tensor& x, const at::Tensor& bank, const at::T
               axpy(w, row, gb, D);
             }
           });
-          lp[b] = m + std::log(l) - tPositive;
-          expSum = static_cast<double>(l) * std::exp(static_cast<double>(m));
+          lp[b] = static_cast<T>(static_cast<double>(m) + std::log(l) - static_cast<double>(tPositive));
+          expSum = l * std::exp(static_cast<double>(m));
           // dL/dx = (Σ_k p_k row_k − row_pos) / τ, averaged over the batch.
-          for (int64_t i = 0; i < D; ++i) gb[i] = (gb[i] / l - positiveRow[i]) * gradScale;
+          const T norm = static_cast<T>(l);
+          for (int64_t i = 0; i < D; ++i) gb[i] = (gb[i] / norm - positiveRow[i]) * gradScale;
         }
         perSample[b] = expSum;
       }

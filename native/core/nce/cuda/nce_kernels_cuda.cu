@@ -67,7 +67,7 @@ __global__ void fusedNceKernel(const T* __restrict__ x, const T* __restrict__ ba
       const T u = t - logNoise;
       const T e = exp(-fabs(u));
       const T sigma = u >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
-      expSum += u >= 0 ? noise / static_cast<double>(e) : noise * static_cast<double>(e);
+      expSum += scoreExp(u, e, noise);
       loss += (isPositive ? fmax(-u, T(0)) : fmax(u, T(0))) + log1p(e);
       const T w = sigma - (isPositive ? T(1) : T(0));
       for (int64_t d = lane; d < D; d += 32) myAcc[d] += w * row[d];
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) splitNceKernel(
         const float u = t[i] - logNoise;
         const float e = expf(-fabsf(u));
         const float sigma = u >= 0 ? 1.f / (1.f + e) : e / (1.f + e);
-        expSum += u >= 0 ? noise / static_cast<double>(e) : noise * static_cast<double>(e);
+        expSum += scoreExp(u, e, noise);
         loss += (isPositive ? fmaxf(-u, 0.f) : fmaxf(u, 0.f)) + log1pf(e);
         const float w = sigma - (isPositive ? 1.f : 0.f);
         for (int v = 0; v < V; ++v) fma4(acc[v], w, rv[i][v]);
