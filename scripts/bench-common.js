@@ -16,8 +16,9 @@ function option(name, fallback) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Compiles lib/ into dist/, which the scripts require. */
+/** Compiles lib/ into dist/, which the scripts require; not with PIRL_DIST_BUILT=1 (.ci/device-check.sh: dist/ came built). */
 function compileTypeScript() {
+  if (process.env.PIRL_DIST_BUILT === '1') return;
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
 }
 

@@ -52,10 +52,10 @@ class MemoryBank {
 
   at::Tensor generatorState() const;
 
- private:
-  // `t` (draws, stream keys, positives) on the rows' device; from the host to a GPU without waiting for it.
+  // `t` (draws, stream keys, a step's indices) on the rows' device; from the host to a GPU without waiting for it.
   at::Tensor onDevice(const at::Tensor& t) const;
 
+ private:
   at::Tensor rows_;
   at::Generator generator_;
   mutable std::mutex mutex_;  // sampling and updates may come from several worker threads

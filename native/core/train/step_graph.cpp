@@ -39,6 +39,28 @@ void waitFor(const at::cuda::CUDAStream& waiting, const at::cuda::CUDAStream& do
   event.block(waiting);
 }
 
+// Graphs whose capture failed, kept until exit: the allocators (the pinned host one too, in the libtorch versions
+// whose capture routes it) may still hold callbacks into them after the trainer that made them is gone.
+void keepFailed(std::unique_ptr<at::cuda::CUDAGraph> graph) {
+  static auto* failed = new std::vector<std::unique_ptr<at::cuda::CUDAGraph>>();  // never freed: see above
+  static std::mutex mutex;
+  const std::lock_guard<std::mutex> lock(mutex);
+  failed->push_back(std::move(graph));
+}
+
+// `waiting` waits for `done` when the scope ends, an exception too: the caller's stream then frees nothing that
+// work queued on `done` (a warm-up that ran out of memory half-way) still reads.
+struct JoinStreams {
+  const at::cuda::CUDAStream& waiting;
+  const at::cuda::CUDAStream& done;
+  ~JoinStreams() {
+    try {
+      waitFor(waiting, done);
+    } catch (...) {  // a failing device: the error that unwinds is the one to report
+    }
+  }
+};
+
 // Captures, and the warm-ups before them, one at a time in the process: the allocator's emptyCache before
 // a capture may not run while another is under way, and each device's capture stream serves one at a time.
 std::mutex& captureMutex() {
@@ -77,9 +99,6 @@ struct StepGraph::Impl {
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   std::vector<at::Tensor> inputs, outputs;
   std::vector<int64_t> key;
-  // Graphs whose capture failed: the allocators may still hold callbacks into them (libtorch < 2.12 leaves
-  // a failed capture half-registered), so they are kept rather than destroyed.
-  std::vector<std::unique_ptr<at::cuda::CUDAGraph>> failed;
   bool disabled = false;  // a capture failed: the run goes on without graphs
 
   explicit Impl(c10::Device d) : device(d) {}
@@ -120,10 +139,10 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
   waitFor(stream, current);
   std::vector<at::Tensor> out;
   {
+    const JoinStreams join{current, stream};
     const c10::cuda::CUDAStreamGuard onStream(stream);
     out = body(inputs);
   }
-  waitFor(current, stream);
   for (const at::Tensor& t : out) {
     if (t.defined()) t.record_stream(current);  // made on the capture stream, read on the caller's
   }
@@ -168,7 +187,7 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
       c10::cuda::CUDACachingAllocator::releasePool(g.device.index(), pool);
     } catch (...) {
     }
-    g.failed.push_back(std::move(graph));
+    keepFailed(std::move(graph));
     g.forget();
     g.disabled = true;
     TORCH_WARN("pirl: capturing the training step as a CUDA graph failed, so this run goes on without CUDA graphs ",

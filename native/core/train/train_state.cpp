@@ -150,7 +150,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
                     " but the model on ", device, ": create both on one device");
   // Checked where they come from (the host, for the loader's batches), then trusted on the device.
   bank_->checkIndices(indices, "indices");
-  const at::Tensor rows = indices.to(device, /*non_blocking=*/true);
+  const at::Tensor rows = bank_->onDevice(indices);  // pinned first: a pageable copy may wait for the stream
   model_->train();
   if (communicator_ && !syncBatchNorm_) {
     // Each rank's batch moved its own running statistics: rank 0's stand for all. Only they travel (one message):
