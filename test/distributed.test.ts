@@ -331,19 +331,27 @@ describe('pirl train as ranks', () => {
     }
   }, 150_000);
 
-  (haveFashion ? test : test.skip)('the --nproc launcher killed: its ranks stop after their step, checkpointed, instead of training on orphaned', async () => {
+  // A long `--nproc 2` run in a new folder, its stderr gathered; `trained` resolves once rank 0 logged 2 steps.
+  function longRun(): { out: string; launcher: ChildProcess; stderr: () => string; trained: () => Promise<void> } {
     const out = tmp();
     const launcher = spawn(process.execPath, [cli, ...args, '--epoch-length', '1000', '--checkpoint-every', '100000', '--nproc', '2', '--out', out, '--force'],
       { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     launcher.stderr!.on('data', (d) => void (stderr += d));
-    const ranksAlive = () => processesNaming(out, launcher.pid);
     const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
-    try {
+    const trained = async () => {
       for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
-      expect(ranksAlive()).toHaveLength(2);
+    };
+    return { out, launcher, stderr: () => stderr, trained };
+  }
+
+  (haveFashion ? test : test.skip)('the --nproc launcher killed: its ranks stop after their step, checkpointed, instead of training on orphaned', async () => {
+    const { out, launcher, stderr, trained } = longRun();
+    try {
+      await trained();
+      expect(processesNaming(out, launcher.pid)).toHaveLength(2);
       expect(await killLauncher(launcher, out, 60_000)).toEqual([]);
-      expect(stderr).toMatch(/pirl: the launcher \(pirl train --nproc\) ended: stopping after this step and writing/);
+      expect(stderr()).toMatch(/pirl: the launcher \(pirl train --nproc\) ended: stopping after this step and writing/);
       const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
       expect(JSON.parse(metadata['pirl-checkpoint']).position.step).toBeGreaterThanOrEqual(2);
     } finally {
@@ -352,22 +360,17 @@ describe('pirl train as ranks', () => {
   }, 180_000);
 
   (haveFashion ? test : test.skip)('--nproc 2, a rank killed mid-run: the launcher stops the other and exits with its code, naming the rank', async () => {
-    const out = tmp();
-    const launcher = spawn(process.execPath, [cli, ...args, '--epoch-length', '1000', '--checkpoint-every', '100000', '--nproc', '2', '--out', out, '--force'],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    launcher.stderr!.on('data', (d) => void (stderr += d));
+    const { out, launcher, stderr, trained } = longRun();
     const exited = new Promise<number | null>((resolve) => launcher.on('exit', (code) => resolve(code)));
-    const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
     try {
-      for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      await trained();
       const rank1 = processesNaming(out, launcher.pid).filter((p) => fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes('RANK=1'));
       expect(rank1).toHaveLength(1);
       process.kill(Number(rank1[0]), 'SIGKILL');
       const killedAt = Date.now();
       expect(await exited).toBe(137); // 128 + SIGKILL: the failed rank's, as torchrun
       expect(Date.now() - killedAt).toBeLessThan(40_000); // the other rank stopped (SIGTERM, SIGKILL after 30 s), not trained on
-      expect(stderr).toContain('pirl: rank 1 of 2 exited with code 137; the other ranks were stopped');
+      expect(stderr()).toContain('pirl: rank 1 of 2 exited with code 137; the other ranks were stopped');
       expect(processesNaming(out, launcher.pid)).toEqual([]);
     } finally {
       removeRun(out, launcher);
