@@ -70,6 +70,8 @@ describe('pirl train / eval / embed / export', () => {
     const shortened = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '2', ...small, '--resume'], { encoding: 'utf8' });
     expect(shortened.status).toBe(2);
     expect(shortened.stderr).toContain("pirl: --epochs must be at least 3, the epochs the run has begun (it has done 3), got '2'");
+    const notANumber = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', 'many', ...small, '--resume'], { encoding: 'utf8' });
+    expect([notANumber.status, notANumber.stderr]).toEqual([2, expect.stringContaining("pirl: --epochs must be an integer in [1, 1000000], got 'many'")]);
     // A new run does not silently overwrite one: --force replaces it.
     const again = spawnSync(process.execPath, [cli, 'train', data, '--out', out, ...small], { encoding: 'utf8' });
     expect(again.status).toBe(2);

@@ -107,7 +107,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   const changed = (await changedSettings(values, saved.config)).filter((f) => f !== 'epochs');
   const flag = values['auto-resume'] ? '--auto-resume' : '--resume';
   if (changed.length > 0) throw new UsageError(`${flag} continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
-  const epochs = values.epochs === undefined ? saved.config.epochs : checkFlag(values, 'epochs', 0, (a, v) => checkInteger(a, v, 1, 1_000_000));
+  const epochs = values.epochs === undefined ? saved.config.epochs : Number(values.epochs); // checked with the other flags above
   const length = epochs === saved.config.epochs ? {} : { epochs };
   const ranks = distributed?.worldSize ?? 1;
   if (saved.worldSize !== ranks) {

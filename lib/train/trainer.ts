@@ -4,7 +4,7 @@ import { promises as fs } from 'fs';
 
 import { binding, type NativeStepResult, type NativeTrainScalars, type TrainerHandle } from '../binding';
 import {
-  checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
+  TRAIN, checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
 import { Subset, type Dataset } from '../data/datasets';
@@ -629,7 +629,7 @@ function checkSameData(file: string, saved: DataDigest | null, data: DataDigest)
 /** The checkpoint's config, its epochs replaced by `epochs` (ResumeOptions.epochs) when given. */
 function withLength(meta: CheckpointMeta, epochs: number | undefined): ResolvedTrainConfig {
   if (epochs === undefined) return meta.config;
-  checkInteger('options.epochs', epochs, 1, 1_000_000);
+  TRAIN.epochs.resolve('options.epochs', epochs, meta.config.epochs, true); // a config's epochs
   const { epoch, stepInEpoch } = meta.position;
   const begun = epoch + (stepInEpoch > 0 ? 1 : 0);
   if (epochs < begun) {
