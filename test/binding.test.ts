@@ -188,10 +188,13 @@ describe("libuv's pool has a thread per core and two (sharp decodes on it), unle
     for (const f of fifos) expect(spawnSync('mkfifo', [f]).status).toBe(0);
     const script = `require('os').availableParallelism = () => 8; require('./dist'); const fs = require('fs');
       for (const f of ${JSON.stringify(fifos)}) fs.open(f, 'r', () => {});
-      const late = setTimeout(() => { console.log('blocked', process.env.UV_THREADPOOL_SIZE); process.exit(0); }, 3000);
-      fs.stat(__filename, () => { clearTimeout(late); console.log('free', process.env.UV_THREADPOOL_SIZE); process.exit(0); });`;
+      // Then a writer for each FIFO (O_RDWR does not block): Node's exit joins the pool's threads, which the reads held 30 s.
+      const answer = (pool) => { console.log(pool, process.env.UV_THREADPOOL_SIZE); for (const f of ${JSON.stringify(fifos)}) fs.openSync(f, fs.constants.O_RDWR); process.exit(0); };
+      const late = setTimeout(() => answer('blocked'), 3000);
+      fs.stat(__filename, () => { clearTimeout(late); answer('free'); });`;
     const r = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env, timeout: 30000 });
     fs.rmSync(dir, { recursive: true, force: true });
+    expect({ status: r.status, signal: r.signal }).toEqual({ status: 0, signal: null }); // exited, not killed at the timeout
     return r.stdout.trim();
   };
 

@@ -145,7 +145,7 @@ describe('pirl train / eval / embed / export', () => {
     fs.cpSync(path.join(data, 'dark'), path.join(other, 'coat'), { recursive: true });
     const unknown = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', other, '--size', '16'], { encoding: 'utf8' });
     expect(unknown.status).toBe(2);
-    expect(unknown.stderr).toContain(`--test ${other} must be a data set of train's classes (dark, light), got ["coat"]`);
+    expect(unknown.stderr).toContain(`--test ${other} must be a data set of --data ${data}'s classes (dark, light), got ["coat"]`);
     // An unreadable image is left out of the passes, and counted apart.
     const broken = path.join(dir, 'broken');
     fs.cpSync(data, broken, { recursive: true });
@@ -421,7 +421,7 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', path.join(dir, 'run'), '--width', '0.125', '--bank-init', 'features'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => void (stderr += d));
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
     for (let waited = 0; !stderr.includes('memory bank from features') && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
     const sent = Date.now();
     child.kill('SIGINT');
@@ -440,7 +440,7 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     child.stderr.on('data', (d) => void (stderr += d));
     child.stdout.on('data', (d) => void (stdout += d));
     const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code))); // 'close': its output read to the end
     for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
     child.kill(signal);
     expect(await exited).toBe(exitCode);

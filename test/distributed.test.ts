@@ -361,7 +361,7 @@ describe('pirl train as ranks', () => {
 
   (haveFashion ? test : test.skip)('--nproc 2, a rank killed mid-run: the launcher stops the other and exits with its code, naming the rank', async () => {
     const { out, launcher, stderr, trained } = longRun();
-    const exited = new Promise<number | null>((resolve) => launcher.on('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code))); // 'close': its output read to the end
     try {
       await trained();
       const rank1 = processesNaming(out, launcher.pid).filter((p) => fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes('RANK=1'));
@@ -420,7 +420,7 @@ describe('pirl train as ranks', () => {
       });
       let stderr = '';
       p.stderr!.on('data', (d) => void (stderr += d));
-      p.on('exit', (code) => resolve({ code, stderr }));
+      p.on('close', (code) => resolve({ code, stderr })); // 'close': its stderr read to the end
     });
     try {
       const started = Date.now();
@@ -452,7 +452,7 @@ describe('pirl train as ranks', () => {
       await trained;
       rank1.kill('SIGKILL');
       const killedAt = Date.now();
-      const code = await new Promise<number | null>((resolve) => rank0.on('exit', (c) => resolve(c)));
+      const code = await new Promise<number | null>((resolve) => rank0.on('close', (c) => resolve(c))); // 'close': its stderr read to the end
       expect(code).not.toBe(0);
       expect(Date.now() - killedAt).toBeLessThan(15_000);
       expect(stderr).toMatch(/rank 0 of 2 failed in .* \(another rank stopped, or did not reach it within 20000 ms\)/);

@@ -235,6 +235,8 @@ describe('evaluation', () => {
       await expect(knnAccuracy(other, labelled, labelled)).rejects.toThrow(/^the model was disposed$/);
       await expect(embedImages(null as never, files)).rejects.toThrow('model must be a PirlModel, got null');
       await expect(datasetFeatures({} as never, labelled)).rejects.toThrow('model must be a PirlModel, got an object');
+      await expect(datasetFeatures(new Map() as never, labelled)).rejects.toThrow('model must be a PirlModel, got a Map');
+      await expect(datasetFeatures(new Error('x') as never, labelled)).rejects.toThrow('model must be a PirlModel, got an Error');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

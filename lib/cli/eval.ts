@@ -36,7 +36,8 @@ export async function evaluate(args: string[]): Promise<void> {
   const scores = await evaluateTrunk(model, train, test, { knn: { ...knn, size }, linearProbe }, (done, total) => progress.update(`features ${done}/${total} images`, done === total)).catch((err) => {
     // The library names the sets 'train' and 'test': here they are what --data and --test gave.
     if (isArgumentError(err) && (err.argument === 'train' || err.argument === 'test')) {
-      throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${err.expected}, got ${describe(err.received)}`);
+      const expected = err.expected.replace("train's classes", `--data ${spec}'s classes`);
+      throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${expected}, got ${describe(err.received)}`);
     }
     throw err;
   });
