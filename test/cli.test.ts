@@ -281,7 +281,7 @@ describe('pirl train / eval / embed / export', () => {
     const far = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '8'], { encoding: 'utf8' });
     expect(far.status).toBe(0);
     expect(far.stderr).toContain('pirl: warning: --size 8 is far from the 32 px this model was trained at');
-  });
+  }, 300_000); // ~40 s of CLI processes on a quiet 2-core machine
 
   test('the curves of a long run (300,000 steps) are drawn, not a stack overflow', async () => {
     const file = path.join(dir, 'long.png');
@@ -412,7 +412,7 @@ describe('pirl train / eval / embed / export', () => {
     const missing = spawnSync(process.execPath, [cli, 'train', path.join(dir, 'nope')], { encoding: 'utf8' });
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/no such folder/);
-  });
+  }, 300_000); // ~40 s of CLI processes on a quiet 2-core machine
 });
 
 describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
