@@ -87,9 +87,8 @@ export interface PirlModelHandle {
     minInputSize: number;
     device: string;
   };
-  stateDict(scope: StateDictScope): { names: string[]; tensors: TensorHandle[] };
-  snapshot(scope: StateDictScope): Promise<{ names: string[]; tensors: TensorHandle[] }>;
-  loadStateDict(scope: StateDictScope, names: string[], tensors: TensorHandle[], strict: boolean): void;
+  stateDict(scope: StateDictScope): Promise<{ names: string[]; tensors: TensorHandle[] }>;
+  loadStateDict(scope: StateDictScope, names: string[], tensors: TensorHandle[], strict: boolean): Promise<void>;
   to(device: string): Promise<void>;
   dispose(): void;
   disposed(): boolean;

@@ -230,34 +230,33 @@ export class PirlModel {
   }
 
   /**
-   * Named parameters and buffers (copies): the whole model, or the trunk alone under torchvision's names. Taken
-   * on the JavaScript thread, it waits for a call in progress (an embed); save() and exportTrunk() do not.
+   * Named parameters and buffers (copies: one moment's, while training goes on): the whole model, or the trunk
+   * alone under torchvision's names. Taken on the model's thread after the calls queued before it (a step, an embed).
    */
-  stateDict(scope: StateDictScope = 'all'): Map<string, Tensor> {
-    return namedTensors(this.handle.stateDict(checkOneOf('scope', scope, ['all', 'trunk'] as const)));
+  async stateDict(scope: StateDictScope = 'all'): Promise<Map<string, Tensor>> {
+    const checked = checkOneOf('scope', scope, ['all', 'trunk'] as const);
+    return namedTensors(await nativeCall(() => this.handle.stateDict(checked)));
   }
 
-  /** @internal stateDict() taken on the model's thread, after the calls queued before it. */
-  async snapshot(scope: StateDictScope): Promise<Map<string, Tensor>> {
-    return namedTensors(await nativeCall(() => this.handle.snapshot(scope)));
-  }
-
-  /** Loads named tensors; names and shapes are checked before anything is copied. */
-  loadStateDict(values: Map<string, Tensor>, options: { scope?: StateDictScope; strict?: boolean } = {}): void {
+  /**
+   * Loads named tensors, on the model's thread after the calls queued before it; names and shapes are checked
+   * before anything is copied.
+   */
+  async loadStateDict(values: Map<string, Tensor>, options: { scope?: StateDictScope; strict?: boolean } = {}): Promise<void> {
     if (!(values instanceof Map)) throw typeError('values', 'a Map of name → Tensor', values);
     checkOptions('options', options, ['scope', 'strict']);
     const scope = checkOneOf('options.scope', options.scope ?? 'all', ['all', 'trunk'] as const);
     const strict = checkBoolean('options.strict', options.strict ?? true);
     const names = [...values.keys()];
     const tensors = names.map((n) => handleOf(`values.get('${n}')`, values.get(n)));
-    this.handle.loadStateDict(scope, names, tensors, strict);
+    await nativeCall(() => this.handle.loadStateDict(scope, names, tensors, strict));
   }
 
   /** The whole model (trunk, heads and options) as safetensors. */
   async save(file: string): Promise<void> {
     checkFile('file', file);
     const trained = this.imageSize === null ? {} : { imageSize: checkInteger('model.imageSize', this.imageSize, 1) };
-    await writeSafetensors(file, await this.snapshot('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
+    await writeSafetensors(file, await this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
   }
 
   /** A model saved by `save`, with its options, on `placement.device` (default 'cpu'). */
@@ -265,7 +264,7 @@ export class PirlModel {
     const device = placementDevice(placement); // before reading a file that may be large
     const content = await readSafetensors(file);
     const model = await PirlModel.create(modelOptionsOf(file, content), { device });
-    model.loadStateDict(content.tensors);
+    await model.loadStateDict(content.tensors);
     const { imageSize } = jsonMetadata(file, content.metadata, 'pirl') ?? {};
     if (imageSize !== undefined) model.imageSize = checkInteger(`${metadataField(file, 'pirl')}.imageSize`, imageSize, 1);
     return model;
@@ -281,7 +280,7 @@ export class PirlModel {
     checkFile('file', file);
     const { arch, stem, width } = this.options;
     const trunk = { arch, stem, width, imageSize: this.imageSize, ...NORMALIZATION };
-    await writeSafetensors(file, await this.snapshot('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
+    await writeSafetensors(file, await this.stateDict('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
   }
 
   /**
@@ -306,7 +305,7 @@ export class PirlModel {
     }
     for (const name of [...tensors.keys()]) if (name.startsWith('fc.')) tensors.delete(name);
     try {
-      this.loadStateDict(tensors, { scope: 'trunk' });
+      await this.loadStateDict(tensors, { scope: 'trunk' });
     } catch (err) {
       if (err instanceof Error) err.message = `${file}: ${err.message} (this model: ${this.options.arch}, stem ${this.options.stem}, width ${this.options.width})`;
       throw err;

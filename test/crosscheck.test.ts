@@ -61,7 +61,7 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
     expect(maxDiff).toBeLessThanOrEqual(1e-4);
     // the BatchNorm buffers came across too
     const { tensors } = await readSafetensors(weights);
-    const mean = model.stateDict('trunk').get('bn1.running_mean')!.data();
+    const mean = (await model.stateDict('trunk')).get('bn1.running_mean')!.data();
     expect([...mean]).toEqual([...tensors.get('bn1.running_mean')!.data()]);
   });
 });

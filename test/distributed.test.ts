@@ -33,8 +33,8 @@ function ranks(dir: string, worldSize = 2) {
 const createRanks = (dir: string, config: TrainConfig) => Promise.all(ranks(dir).map((d) => Trainer.create(tiny.dataset(), config, { distributed: d })));
 
 // Weights only: BatchNorm's running statistics are each rank's own between steps (rank 0's at each step's start, as in DDP).
-function parameters(t: Trainer): Map<string, Float32Array> {
-  return new Map([...t.model.stateDict()].filter(([n]) => !/running_|num_batches/.test(n)).map(([n, v]) => [n, v.data() as Float32Array]));
+async function parameters(t: Trainer): Promise<Map<string, Float32Array>> {
+  return new Map([...await t.model.stateDict()].filter(([n]) => !/running_|num_batches/.test(n)).map(([n, v]) => [n, v.data() as Float32Array]));
 }
 
 async function fitAll(trainers: Trainer[], options: (rank: number) => Parameters<Trainer['fit']>[0] = () => ({})): Promise<number[][]> {
@@ -119,7 +119,7 @@ describe('data-parallel training', () => {
       const a = await createRanks(path.join(dir, 'a'), config);
       const straight = await fitAll(a, (rank) => ({ checkpoint: path.join(dir, `a-${rank}.safetensors`) }));
       expect(straight[0]).toHaveLength(6);
-      const [p0, p1] = a.map(parameters);
+      const [p0, p1] = await Promise.all(a.map(parameters));
       for (const [name, v] of p0) expect(Buffer.from(p1.get(name)!.buffer).equals(Buffer.from(v.buffer))).toBe(true);
       expect(Buffer.from(a[1].bank.rows().data().buffer).equals(Buffer.from(a[0].bank.rows().data().buffer))).toBe(true);
       expect(fs.existsSync(path.join(dir, 'a-0.safetensors'))).toBe(true);

@@ -102,31 +102,47 @@ describe('PirlModel', () => {
     expect(embedded).toBe(false); // save() took the model's state in the JS thread: it waited for the embed
     await Promise.all([embedding, saving]);
     const loaded = await PirlModel.load(file);
-    const [a, b] = [small.stateDict(), loaded.stateDict()];
+    const [a, b] = [await small.stateDict(), await loaded.stateDict()];
     expect([...b.keys()]).toEqual([...a.keys()]);
     for (const [name, t] of a) expect([name, [...b.get(name)!.data()]]).toEqual([name, [...t.data()]]);
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   });
 
+  test('stateDict() and loadStateDict() during an embed leave the JavaScript thread free, and run in the order asked', async () => {
+    const small = await PirlModel.create({ width: 0.25 });
+    const theirs = await (await PirlModel.create({ width: 0.25, seed: 1 })).stateDict();
+    const conv1 = async (state: Promise<Map<string, Tensor>> | Map<string, Tensor>) => [...(await state).get('trunk.conv1.weight')!.data()];
+    let embedded = false;
+    const embedding = small.embed(rand([256, 3, 64, 64])).then(() => (embedded = true));
+    await new Promise((r) => setTimeout(r, 20)); // the embed holds the model on its thread
+    const [before, loading, after] = [small.stateDict(), small.loadStateDict(theirs), small.stateDict()];
+    await new Promise(setImmediate);
+    expect(embedded).toBe(false); // none of them waited for the embed on the JS thread
+    await Promise.all([embedding, loading]);
+    expect(await conv1(before)).not.toEqual(await conv1(theirs));
+    expect(await conv1(after)).toEqual(await conv1(theirs));
+  });
+
   test('stateDict is a copy: a file saved from it during training holds one moment', async () => {
-    const values = model.stateDict();
+    const values = await model.stateDict();
     const weight = values.get('trunk.conv1.weight')!;
     const before = Array.from(weight.data() as Float32Array);
-    const copy = model.stateDict().get('trunk.conv1.weight')!;
+    const copy = (await model.stateDict()).get('trunk.conv1.weight')!;
     (copy.data() as Float32Array).fill(7);
-    expect(Array.from(model.stateDict().get('trunk.conv1.weight')!.data() as Float32Array)).toEqual(before);
+    expect(Array.from((await model.stateDict()).get('trunk.conv1.weight')!.data() as Float32Array)).toEqual(before);
   });
 
   test('loading refuses wrong names and shapes before copying anything', async () => {
     const other = await PirlModel.create({ arch: 'resnet18', stem: 'small' });
-    const before = Array.from(other.stateDict().get('trunk.conv1.weight')!.data() as Float32Array);
-    const values = model.stateDict();
+    const conv1 = async () => Array.from((await other.stateDict()).get('trunk.conv1.weight')!.data() as Float32Array);
+    const before = await conv1();
+    const values = await model.stateDict();
     values.set('trunk.bn1.weight', Tensor.zeros([3]));
-    expect(() => other.loadStateDict(values)).toThrow(/tensor 'trunk.bn1.weight' must have shape \[64\], got \[3\]/);
-    expect(Array.from(other.stateDict().get('trunk.conv1.weight')!.data() as Float32Array)).toEqual(before);
+    await expect(other.loadStateDict(values)).rejects.toThrow(/tensor 'trunk.bn1.weight' must have shape \[64\], got \[3\]/);
+    expect(await conv1()).toEqual(before);
     const extra = new Map([['trunk.nope', Tensor.zeros([1])]]);
-    expect(() => other.loadStateDict(extra, { strict: false })).toThrow(/unexpected tensor 'trunk.nope'/);
-    expect(() => other.loadStateDict(new Map())).toThrow(/^missing 1\d\d tensor\(s\): fHead\.fc\.bias, fHead\.fc\.weight, .*, … \(1\d\d more\)$/);
+    await expect(other.loadStateDict(extra, { strict: false })).rejects.toThrow(/unexpected tensor 'trunk.nope'/);
+    await expect(other.loadStateDict(new Map())).rejects.toThrow(/^missing 1\d\d tensor\(s\): fHead\.fc\.bias, fHead\.fc\.weight, .*, … \(1\d\d more\)$/);
   });
 
   test("importTrunk: torchvision's files without num_batches_tracked load (as in PyTorch); another arch, a whole model, are refused naming the file and why", async () => {
@@ -140,10 +156,10 @@ describe('PirlModel', () => {
       const uncounted = path.join(dir, 'uncounted.safetensors'); // torchvision's older files, no metadata
       await writeSafetensors(uncounted, [...tensors].filter(([n]) => !n.endsWith('num_batches_tracked')));
       const target = await PirlModel.create({ ...small, seed: 4 });
-      target.loadStateDict(new Map([['trunk.bn1.num_batches_tracked', Tensor.from(new BigInt64Array([7n]), [])]]), { strict: false });
-      expect([...target.stateDict('trunk').get('bn1.num_batches_tracked')!.data()]).toEqual([7n]);
+      await target.loadStateDict(new Map([['trunk.bn1.num_batches_tracked', Tensor.from(new BigInt64Array([7n]), [])]]), { strict: false });
+      expect([...(await target.stateDict('trunk')).get('bn1.num_batches_tracked')!.data()]).toEqual([7n]);
       await target.importTrunk(uncounted);
-      for (const [name, t] of target.stateDict('trunk')) {
+      for (const [name, t] of await target.stateDict('trunk')) {
         expect({ name, values: [...t.data()] }).toEqual({ name, values: name.endsWith('num_batches_tracked') ? [0n] : [...tensors.get(name)!.data()] });
       }
       const wider = await PirlModel.create({ ...small, arch: 'resnet34' });
@@ -214,6 +230,6 @@ describe('PirlModel', () => {
     await expect(model.embed(rand([1, 3, 32, 32]), { layr: 'f' } as never)).rejects.toThrow(/^options\.layr is not an option; options takes layer, batchSize$/);
     // embed's images are given: the feature option size does not apply to it.
     await expect(model.embed(rand([1, 3, 32, 32]), { size: 32 } as never)).rejects.toThrow(/options\.size is not an option; options takes layer, batchSize/);
-    expect(() => model.loadStateDict(model.stateDict(), { scpoe: 'trunk' } as never)).toThrow(/^options\.scpoe is not an option; options takes scope, strict$/);
+    await expect(model.loadStateDict(await model.stateDict(), { scpoe: 'trunk' } as never)).rejects.toThrow(/^options\.scpoe is not an option; options takes scope, strict$/);
   });
 });

@@ -25,7 +25,7 @@ describe('precision', () => {
     expect(rel.reduce((a, b) => a + b, 0) / rel.length).toBeLessThan(0.03);
     // bf16 really ran (the numbers differ) and the weights and the bank stayed fp32.
     expect(rel.some((r) => r > 0)).toBe(true);
-    for (const t of bf16.trainer.model.stateDict().values()) expect(['float32', 'int64']).toContain(t.dtype);
+    for (const t of (await bf16.trainer.model.stateDict()).values()) expect(['float32', 'int64']).toContain(t.dtype);
     expect(bf16.trainer.bank.rows().dtype).toBe('float32');
   });
 

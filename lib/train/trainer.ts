@@ -500,7 +500,7 @@ export class Trainer {
   private async writeCheckpoint(file: string): Promise<void> {
     const { position, epochSoFar } = this;
     const tensors: Array<[string, Tensor]> = [];
-    for (const [name, t] of await this.own.snapshot('all')) tensors.push([`model.${name}`, t]);
+    for (const [name, t] of await this.own.stateDict('all')) tensors.push([`model.${name}`, t]);
     const state = await nativeCall(() => this.handle.state());
     state.momentum.names.forEach((name, i) => tensors.push([`momentum.${name}`, new Tensor(state.momentum.tensors[i])]));
     const bankState = this.bank.state();
@@ -553,7 +553,7 @@ export class Trainer {
       if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
       checkTensorsFitOptions(file, modelTensors, c.model);
       const model = await PirlModel.create(c.model, { device: place.device });
-      model.loadStateDict(modelTensors);
+      await model.loadStateDict(modelTensors);
       const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
       const trainer = new Trainer(model, bank, loader, c, place, data);
       const names = [...momentum.keys()];

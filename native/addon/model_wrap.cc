@@ -77,7 +77,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                           InstanceMethod<&ModelWrap::isTraining>("isTraining"),
                                           InstanceMethod<&ModelWrap::info>("info"),
                                           InstanceMethod<&ModelWrap::stateDict>("stateDict"),
-                                          InstanceMethod<&ModelWrap::snapshot>("snapshot"),
                                           InstanceMethod<&ModelWrap::loadStateDict>("loadStateDict"),
                                           InstanceMethod<&ModelWrap::to>("to"),
                                           InstanceMethod<&ModelWrap::dispose>("dispose"),
@@ -212,15 +211,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return out;
   }
 
-  // Waits for the model's call in progress, on the JavaScript thread: the API's stateDict().
+  // Taken on the model's thread after the calls queued before it: a step or an embed in progress never holds the JS thread.
   Napi::Value stateDict(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value {
-      return namedToJs(info.Env(), copiesOf(*live(), AsEnum(info[0], "scope", kScopeNames)));
-    });
-  }
-
-  // The same, taken on the model's thread after the calls queued before it: for save(), which must not wait on the JS thread.
-  Napi::Value snapshot(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const model::StateDictScope scope = AsEnum(info[0], "scope", kScopeNames);
       auto s = live();
@@ -235,10 +227,15 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const model::StateDictScope scope = AsEnum(info[0], "scope", kScopeNames);
       const model::NamedTensors values = readNamedTensors(info[1], info[2], "tensor");
       const bool strict = AsBool(info[3], "strict");
-      const auto s = live();
-      std::lock_guard<std::mutex> lock(s->mutex);
-      model::loadStateDict(s->model->scope(scope), values, strict);
-      return info.Env().Undefined();
+      auto s = live();
+      // On the model's thread, as stateDict(): after the calls queued before it, never waiting on the JS thread.
+      return AsyncTask<bool>::run(
+          info.Env(), [=] {
+            std::lock_guard<std::mutex> lock(s->mutex);
+            model::loadStateDict(s->model->scope(scope), values, strict);
+            return true;
+          },
+          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
     });
   }
 
