@@ -139,6 +139,9 @@ describe('checkpoint metadata fuzz', () => {
       await raw(32, 32).png().toFile(path.join(images, 'img99.png'));
       await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
         `${file}: the data set given is not the one the run trained on: its files (names, in the folder) differ, though it has as many samples`);
+      await raw(32, 32).png().toFile(path.join(images, 'img98.png')); // one more: the bank says what the run had
+      await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
+        `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), or start a new run`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

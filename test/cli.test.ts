@@ -291,11 +291,48 @@ describe('pirl train / eval / embed / export', () => {
   });
 
   test('--out where no folder can be made (/proc, a file) exits 2 at once, naming --out and why', () => {
-    for (const [where, why] of [['/proc/pirl-x', /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x: ENOENT/], [path.join(data, 'light', '0.png', 'x'), /--out .*0\.png\/x: ENOTDIR: not a directory/]] as const) {
+    fs.writeFileSync(path.join(dir, 'a-file'), '');
+    for (const [where, why] of [['/proc/pirl-x', /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x: ENOENT/], [path.join(dir, 'a-file', 'x'), /--out .*a-file\/x: ENOTDIR: not a directory/]] as const) {
       const r = spawnSync(process.execPath, [cli, 'train', data, '--out', where, ...small], { encoding: 'utf8', timeout: 60_000 });
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(why);
     }
+  });
+
+  test('one run at a time in an --out (its run.lock, taken over from a dead holder); an --out inside the data folder is refused', () => {
+    const locked = path.join(dir, 'locked');
+    const lock = path.join(locked, 'run.lock');
+    fs.mkdirSync(locked);
+    const train = (...more: string[]) => spawnSync(process.execPath, [cli, 'train', data, '--out', locked, '--epochs', '1', ...small, ...more], { encoding: 'utf8' });
+    const inUse = `pirl: ${locked} is in use by another run (${os.hostname()} pid ${process.pid}): wait for it to end, or give another --out`;
+    fs.writeFileSync(lock, `${os.hostname()} ${process.pid} token`); // a live process of this host holds it
+    const held = train();
+    expect({ status: held.status, stderr: held.stderr.split('\n')[0] }).toEqual({ status: 2, stderr: inUse });
+    expect(fs.readFileSync(lock, 'utf8')).toBe(`${os.hostname()} ${process.pid} token`);
+    fs.writeFileSync(lock, `${os.hostname()} 4194305 token`); // above Linux's largest pid: its holder is gone
+    expect(train().status).toBe(0);
+    expect({ model: fs.existsSync(path.join(locked, 'model.safetensors')), lock: fs.existsSync(lock) }).toEqual({ model: true, lock: false });
+    fs.writeFileSync(lock, `${os.hostname()} ${process.pid} token`);
+    const resumed = train('--resume');
+    expect({ status: resumed.status, stderr: resumed.stderr.split('\n')[0] }).toEqual({ status: 2, stderr: inUse });
+    // Inside the data folder, a run's files (curves.png) and a preview would be read as its images next time.
+    const inside = spawnSync(process.execPath, [cli, 'train', '.', '--epochs', '1', ...small], { encoding: 'utf8', cwd: path.join(data, 'light') });
+    expect(inside.status).toBe(2);
+    expect(inside.stderr).toContain('pirl: --out pirl-run (the default) is inside the data folder .: what pirl writes there would be read as its images next time; give --out outside it');
+    const sample = path.join(data, 'dark', 'sample.png');
+    const preview = spawnSync(process.execPath, [cli, 'preview', data, '--out', sample], { encoding: 'utf8' });
+    expect(preview.status).toBe(2);
+    expect(preview.stderr).toContain(`pirl: --out ${sample} is inside the data folder ${data}: what pirl writes there`);
+    expect([fs.existsSync(path.join(data, 'light', 'pirl-run')), fs.existsSync(sample)]).toEqual([false, false]);
+  });
+
+  test('a closed stdout and stderr (pirl train … | head) end no run', async () => {
+    const piped = path.join(dir, 'piped');
+    const child = spawn(process.execPath, [cli, 'train', data, '--out', piped, '--epochs', '2', ...small], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    child.stderr.destroy();
+    expect(await new Promise((resolve) => child.on('close', resolve))).toBe(0);
+    expect(fs.existsSync(path.join(piped, 'model.safetensors'))).toBe(true);
   });
 
   test('--resume of a run trained on other ranks names --nproc', async () => {
@@ -313,6 +350,10 @@ describe('pirl train / eval / embed / export', () => {
     const bad = spawnSync(process.execPath, [cli, 'train', data, '--epochs', 'many'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--epochs must be an integer in \[1, 1000000\], got 'many'/);
+    // The message ends the output, saying where the usage is (printed whole, it pushed the message off the screen).
+    expect(bad.stderr.trim().split('\n').slice(-2)).toEqual([expect.stringMatching(/^pirl: --epochs must be/), '(pirl train --help: its options)']);
+    const none = spawnSync(process.execPath, [cli], { encoding: 'utf8' });
+    expect({ status: none.status, stdout: none.stdout, stderr: none.stderr.split('\n')[0] }).toEqual({ status: 2, stdout: '', stderr: 'Usage: pirl <command> [options]' });
     const gpu = spawnSync(process.execPath, [cli, 'train', data, '--device', 'cuda:7'], { encoding: 'utf8' });
     if (!gpu.stderr.includes('visible')) { // this libtorch has no CUDA
       expect(gpu.status).toBe(2);
@@ -392,7 +433,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);
     // A mistake that every rank of --nproc finds alike is said once (it was, with the usage, once per rank).
     const ranks = spawnSync(process.execPath, [cli, 'train', data, '--nproc', '2', '--batch', '60000', '--out', path.join(dir, 'ranks')], { encoding: 'utf8' });
-    expect({ status: ranks.status, said: ranks.stderr.match(/--batch must be at most/g)?.length, usage: ranks.stderr.match(/^Usage: pirl train/gm)?.length })
+    expect({ status: ranks.status, said: ranks.stderr.match(/--batch must be at most/g)?.length, usage: ranks.stderr.match(/^\(pirl train --help: its options\)$/gm)?.length })
       .toEqual({ status: 2, said: 1, usage: 1 });
     const mixed = path.join(dir, 'mixed');
     fs.mkdirSync(path.join(mixed, 'thumbs'), { recursive: true });
@@ -400,7 +441,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['preview', mixed, '--out', path.join(dir, 'p.png')], /mixed holds 1 image\(s\) of its own and 1 subfolder\(s\) of images \(thumbs\): say which is the data set with --layout 'flat' .* or 'classes'/);
     run(['preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--count', '1']);
     // --out is checked before the work: the format a verb writes, a folder that cannot be made.
-    usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'\n\nUsage: pirl preview <data>[^]*\(pirl help: every command\)\n$/);
+    usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'\n\(pirl preview --help: its options\)\n$/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);
     fs.mkdirSync(path.join(dir, 'folder.safetensors'));
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'folder.safetensors')], /--out must name a file, got the folder '.*'/);
@@ -431,7 +472,7 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
-  test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
+  test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)'], ['SIGHUP', 129, 'its terminal closed \\(SIGHUP\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const out = path.join(dir, 'run');
     const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '8', '--negatives', '16',

@@ -11,7 +11,7 @@ describe('pirl preview', () => {
   test('writes a PNG grid of images and their patches', async () => {
     const dir = tmpDir('pirl-preview-');
     for (let i = 0; i < 4; i++) await raw(40, 40).png().toFile(path.join(dir, `${i}.png`));
-    const out = path.join(dir, 'preview.png');
+    const out = path.join(tmpDir('pirl-preview-out-'), 'preview.png'); // outside the data folder
     execFileSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli.js'), 'preview', dir, '--out', out, '--count', '3']);
     const meta = await sharp(out).metadata();
     expect(meta.format).toBe('png');

@@ -152,6 +152,23 @@ export async function openData(spec: string, size: number, values: FlagValues, s
   }
 }
 
+// A path with its symlinks resolved as far as it exists (the rest, to be made, appended as given).
+async function realPath(p: string): Promise<string> {
+  const real = await fs.realpath(p).catch(() => null);
+  if (real !== null) return real;
+  const parent = path.dirname(p);
+  return parent === p ? p : path.join(await realPath(parent), path.basename(p));
+}
+
+/** `flag`'s path outside the data folder `spec`: what pirl writes there (a run's curves.png, a preview) would be read as its images next time. */
+export async function checkOutsideData(flag: string, target: string, spec: string, defaulted = false): Promise<void> {
+  if (spec === 'fashion-mnist') return;
+  const [data, written] = await Promise.all([realPath(path.resolve(spec)), realPath(path.resolve(target))]);
+  const relative = path.relative(data, written);
+  if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) return;
+  throw new UsageError(`${flag} ${target}${defaulted ? ' (the default)' : ''} is inside the data folder ${spec}: what pirl writes there would be read as its images next time; give ${flag} outside it`);
+}
+
 /** Data kNN can hold a fifth of out (a folder without --test): five images at least. */
 export function checkHoldOut(spec: string, data: Dataset): void {
   if (spec !== 'fashion-mnist' && data.length < 5) throw new UsageError(`${spec} has ${data.length} image(s): too few to hold out a fifth for kNN; give --test data`);

@@ -58,8 +58,12 @@ async function main(argv: string[]): Promise<number> {
     console.log(PIRL_VERSION);
     return 0;
   }
+  if (command === undefined) { // a mistake (a script's empty variable): the usage, as an error
+    console.error(USAGE);
+    return 2;
+  }
   // `pirl <command> --help` shows that command's options; `pirl help`, every command's.
-  if (command === undefined || ['help', '--help', '-h'].includes(command) || args.includes('--help') || args.includes('-h')) {
+  if (['help', '--help', '-h'].includes(command) || args.includes('--help') || args.includes('-h')) {
     console.log(usageOf(command));
     return 0;
   }
@@ -70,15 +74,23 @@ async function main(argv: string[]): Promise<number> {
     initRuntime();
     return (await VERBS[command](args)) ?? 0;
   } catch (err) {
-    // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2 with the usage.
+    // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2, saying where the usage is: printed
+    // whole, it pushed the message off the screen.
     const usage = err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'));
     const message = `pirl: ${(err as Error).message}`;
-    if (!(await tellLauncher(message))) console.error(usage ? `${message}\n\n${usageOf(command)}` : message);
+    const where = Object.hasOwn(VERB_USAGE, command) ? `pirl ${command} --help: its options` : 'pirl help: every command';
+    if (!(await tellLauncher(message))) console.error(usage ? `${message}\n(${where})` : message);
     return usage ? 2 : 1;
   }
 }
 
 export function run(): void {
+  // A closed pipe or terminal (\`pirl train … | head\`, a dropped ssh session) ends no run: what no one reads goes unwritten.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && err.code !== 'EIO') throw err;
+    });
+  }
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

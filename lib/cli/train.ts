@@ -9,10 +9,11 @@ import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, ty
 import type { Dataset } from '../data/datasets';
 import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
+import { takeLock } from '../lockFile';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointRunOf } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -191,6 +192,18 @@ async function runFilesIn(out: string): Promise<string[]> {
   return present.filter((n): n is string => n !== null);
 }
 
+function holdsRun(out: string, found: string[]): UsageError {
+  const resumable = found.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
+  return new UsageError(`${out} already holds a run (${found.join(', ')}): ${resumable}--force starts a new one in its place`);
+}
+
+/** One run at a time in `out` (its run.lock, held until this process exits): two interleaved their metrics and checkpoints. */
+async function lockRun(out: string): Promise<void> {
+  const taken = await takeLock(path.join(out, 'run.lock'));
+  if ('holder' in taken) throw new UsageError(`${out} is in use by another run (${taken.holder ?? 'one starting'}): wait for it to end, or give another --out`);
+  process.once('exit', () => taken.held.releaseSync());
+}
+
 interface StopSignals {
   /** From now a signal stops `trainer` after its step (before: it quits). */
   attach(trainer: Trainer): void;
@@ -202,7 +215,7 @@ interface StopSignals {
 
 /**
  * Ctrl-C, a launcher's or scheduler's SIGTERM (torchrun, Slurm, Kubernetes: SIGKILL follows after a
- * grace period), or the end of the `--nproc` launcher that started this rank: stop after the step in
+ * grace period), the terminal's SIGHUP, or the end of the `--nproc` launcher that started this rank: stop after the step in
  * progress (on every rank: they vote), rank 0 writing the checkpoint; the signal again: now.
  */
 function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
@@ -225,9 +238,10 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
     trainer!.stop();
     // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
     // a repeat within a second is the same one.
-    setTimeout(() => (['SIGINT', 'SIGTERM'] as const).forEach((s) => process.once(s, () => quit(s))), 1000).unref();
+    setTimeout(() => (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).forEach((s) => process.once(s, () => quit(s))), 1000).unref();
   };
-  process.on('SIGINT', () => stop('SIGINT', 'interrupted')).on('SIGTERM', () => stop('SIGTERM', 'terminated (SIGTERM)'));
+  process.on('SIGINT', () => stop('SIGINT', 'interrupted')).on('SIGTERM', () => stop('SIGTERM', 'terminated (SIGTERM)'))
+    .on('SIGHUP', () => stop('SIGHUP', 'its terminal closed (SIGHUP)')); // a dropped ssh session: as SIGTERM, not killed unsaved
   // A rank of `--nproc` hears of its launcher's end by its IPC channel closing (no signal reaches it then).
   if (process.env.PIRL_LAUNCHED === '1' && process.channel) {
     process.channel.unref();
@@ -255,6 +269,7 @@ function resumeCommand(args: string[], distributed: ResolvedDistributedOptions |
 async function planRun(values: FlagValues, spec: string, out: string, log: MetricsLog, device: Device, distributed: ResolvedDistributedOptions | null,
   knnEvery: number): Promise<{ resumed: boolean; start: () => Promise<Trainer> }> {
   const main = (distributed?.rank ?? 0) === 0;
+  await checkOutsideData('--out', out, spec, values.out === undefined);
   const checkpoint = path.join(out, 'checkpoint.safetensors');
   const earlier = await runFilesIn(out);
   // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
@@ -265,15 +280,13 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     if (!earlier.includes('checkpoint.safetensors')) {
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
+    if (main) await lockRun(out);
     const { data, start } = await resumeRun(values, spec, checkpoint, device, distributed);
     checkKnnData(knnEvery, spec, data);
     return { resumed: true, start };
   }
   // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
-  if (earlier.length > 0 && !values.force && !auto && main) {
-    const resumable = earlier.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
-    throw new UsageError(`${out} already holds a run (${earlier.join(', ')}): ${resumable}--force starts a new one in its place`);
-  }
+  if (earlier.length > 0 && !values.force && !auto && main) throw holdsRun(out, earlier);
   const config = await newRunConfig(values);
   if (main) for (const text of idleSettings(values, config, distributed)) console.error(`pirl: warning: ${text}`);
   // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
@@ -284,6 +297,10 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   const onChecked = async () => {
     if (!main) return;
     await makeOutputDir('out', out);
+    await lockRun(out);
+    // A run that began in --out since it was looked at (and has ended, or the lock would be its) is not this one's to replace.
+    const since = values.force || auto ? [] : await runFilesIn(out);
+    if (since.length > 0) throw holdsRun(out, since);
     await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
     await log.clear();
   };
@@ -372,7 +389,10 @@ export async function train(args: string[]): Promise<number | void> {
   if (steps === 0 && trainer.progress.epoch >= trainer.config.epochs) console.log(`the run in ${out} was already complete (${trainer.config.epochs} epochs): nothing to train (--epochs N, more than ${trainer.config.epochs}, trains it on)`);
   console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
-  console.log(`wrote ${path.join(out, 'model.safetensors')}, ${checkpoint}, ${log.jsonl}, ${log.csv}, ${path.join(out, 'curves.png')}`);
+  // What is there: a run stopped before its first step logged none, nor checkpointed.
+  const written = [path.join(out, 'model.safetensors'), checkpoint, log.jsonl, log.csv, path.join(out, 'curves.png')];
+  const present = await Promise.all(written.map((f) => fs.access(f).then(() => f, () => null)));
+  console.log(`wrote ${present.filter((f) => f !== null).join(', ')}`);
   const code = signals.code();
   if (code !== undefined) console.log(`interrupted: continue with ${resumeCommand(args, distributed)}`);
   return code;

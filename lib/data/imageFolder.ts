@@ -1,16 +1,16 @@
 // A folder of images decoded with sharp: flat (unlabeled) or one subfolder per class (labeled).
 // Every image becomes size×size 8-bit RGB (EXIF orientation applied, transparency composited on white, CMYK,
 // gray and 16-bit converted); unreadable files are skipped with one warning each and listed in `failures`.
-import { createHash, randomBytes } from 'crypto';
+import { createHash } from 'crypto';
 import { promises as fs, type Dirent, type Stats } from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
-import { makeFolderFor, processAlive, removeStaleTemporaries, temporaryFor } from '../safetensors';
+import { takeLock } from '../lockFile';
+import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import type { BatchSource, Dataset } from './datasets';
 
@@ -310,17 +310,11 @@ async function checkCacheFile(given: unknown): Promise<string> {
   return cache;
 }
 
-/** The cache locks this process holds (their tokens): a lock naming this pid but not here is a dead builder's (a container's pids repeat). */
-const heldLocks = new Set<string>();
-/** A live builder touches its lock this often; one untouched for STALE_LOCK_MS lost its builder (another host's too). */
-const LOCK_TOUCH_MS = 5_000;
-const STALE_LOCK_MS = 60_000;
-
 /**
  * Builds `file` in one process only: the ranks of a data-parallel run open the same folder and cache at
  * once, and each would decode every image into a temporary copy of it. The first takes `file.lock`
- * (host, pid and a token, touched while it builds); the others wait until the file is `ready`, saying so
- * after a while, or take the lock over from a builder that died.
+ * (lockFile.ts); the others wait until the file is `ready`, saying so after a while, or take the lock
+ * over from a builder that died.
  */
 async function buildOnce(file: string, ready: () => Promise<boolean>, build: () => Promise<void>, say: (message: string) => void): Promise<void> {
   await makeFolderFor(file);
@@ -328,39 +322,19 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   const waitingSince = Date.now();
   let said = false;
   for (;;) {
-    const handle = await fs.open(lock, 'wx').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'EEXIST') return null;
-      throw err;
-    });
-    if (handle) {
-      const token = `${os.hostname()} ${process.pid} ${randomBytes(8).toString('hex')}`;
-      heldLocks.add(token);
-      const touch = setInterval(() => void fs.utimes(lock, new Date(), new Date()).catch(() => undefined), LOCK_TOUCH_MS).unref();
+    const taken = await takeLock(lock);
+    if ('held' in taken) {
       try {
-        await handle.writeFile(token);
-        await handle.close();
         await removeStaleTemporaries(file); // of builders killed midway (Ctrl-C), which no one else removes
         if (!(await ready())) await build(); // built by another while this one took the lock
       } finally {
-        clearInterval(touch);
-        heldLocks.delete(token);
-        await fs.rm(lock, { force: true });
+        await taken.held.release();
       }
       return;
     }
-    const token = await fs.readFile(lock, 'utf8').catch(() => null);
-    const age = Date.now() - ((await fs.stat(lock).catch(() => null))?.mtimeMs ?? Date.now());
-    const [host, pid] = (token ?? '').split(' ');
-    const deadHere = host === os.hostname() && Number(pid) > 0 && (!processAlive(Number(pid)) || (Number(pid) === process.pid && !heldLocks.has(token!)));
-    if (token !== null && (deadHere || age > STALE_LOCK_MS)) {
-      // Only one taker wins the rename; the others see the lock gone, or the winner's, and go round again.
-      const taken = `${lock}.${process.pid}.taken`;
-      if (await fs.rename(lock, taken).then(() => true, () => false)) await fs.rm(taken, { force: true });
-      continue;
-    }
     if (!said && Date.now() - waitingSince > 10_000) {
       said = true;
-      say(`pirl: waiting for ${token ? `${host} pid ${pid}` : 'another process'} to build the decode cache ${file} (if it is gone, remove ${lock})`);
+      say(`pirl: waiting for ${taken.holder ?? 'another process'} to build the decode cache ${file} (if it is gone, remove ${lock})`);
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
     if (await ready()) return;

@@ -536,7 +536,7 @@ export class Trainer {
         // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
         const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
           'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
-        throw new RangeError(`${file}: its memory bank has ${rows?.shape[0]} rows, the data set ${dataset.length} samples${earlier}`);
+        throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || ": resume over the run's data (the folder it trained on, as it was), or start a new run"}`);
       }
       const data = dataDigest(dataset);
       checkSameData(file, meta.data, data);

@@ -1,0 +1,66 @@
+// A lock file between processes of one host or of several (a shared file system): it names its holder (host,
+// pid and a token) and is touched while held, so that a lock whose holder died is taken over — its pid gone on
+// this host, or untouched for a minute anywhere.
+import { randomBytes } from 'crypto';
+import { promises as fs, rmSync } from 'fs';
+import * as os from 'os';
+
+import { processAlive } from './safetensors';
+
+/** The locks this process holds (their tokens): a lock naming this pid but not here is a dead holder's (a container's pids repeat). */
+const heldTokens = new Set<string>();
+/** A holder touches its lock this often; one untouched for STALE_LOCK_MS lost its holder (another host's too). */
+const LOCK_TOUCH_MS = 5_000;
+const STALE_LOCK_MS = 60_000;
+
+export interface HeldLock {
+  release(): Promise<void>;
+  /** For process.on('exit'), where nothing asynchronous runs. */
+  releaseSync(): void;
+}
+
+/** `lock` taken (`held`), or who holds it: "HOST pid N", null while its holder has yet to write its name. */
+export async function takeLock(lock: string): Promise<{ held: HeldLock } | { holder: string | null }> {
+  for (;;) {
+    const handle = await fs.open(lock, 'wx').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST') return null;
+      throw err;
+    });
+    if (handle) {
+      const token = `${os.hostname()} ${process.pid} ${randomBytes(8).toString('hex')}`;
+      heldTokens.add(token);
+      const touch = setInterval(() => void fs.utimes(lock, new Date(), new Date()).catch(() => undefined), LOCK_TOUCH_MS).unref();
+      let released = false;
+      const releasing = () => {
+        if (released) return false;
+        released = true;
+        clearInterval(touch);
+        heldTokens.delete(token);
+        return true;
+      };
+      try {
+        await handle.writeFile(token);
+      } finally {
+        await handle.close();
+      }
+      return {
+        held: {
+          release: async () => void (releasing() && (await fs.rm(lock, { force: true }))),
+          releaseSync: () => void (releasing() && rmSync(lock, { force: true })),
+        },
+      };
+    }
+    const token = await fs.readFile(lock, 'utf8').catch(() => null);
+    const age = Date.now() - ((await fs.stat(lock).catch(() => null))?.mtimeMs ?? Date.now());
+    const [host, pid] = (token ?? '').split(' ');
+    const deadHere = host === os.hostname() && Number(pid) > 0 && (!processAlive(Number(pid)) || (Number(pid) === process.pid && !heldTokens.has(token!)));
+    if (token !== null && (deadHere || age > STALE_LOCK_MS)) {
+      // Only one taker wins the rename; the others see the lock gone, or the winner's, and go round again.
+      const taken = `${lock}.${process.pid}.taken`;
+      if (await fs.rename(lock, taken).then(() => true, () => false)) await fs.rm(taken, { force: true });
+      continue;
+    }
+    if (token === null) continue; // released meanwhile
+    return { holder: host && pid ? `${host} pid ${pid}` : null };
+  }
+}
