@@ -334,6 +334,55 @@ describe('ImageFolder', () => {
     }
   });
 
+  test("a subfolder this user may not list (a mounted drive's lost+found) is left out, said once: the folder is read", async () => {
+    const dir = tmpDir('pirl-data-');
+    const locked = path.join(dir, 'lost+found');
+    // As root (CI) no folder is refused: readdir refuses this one as it would to another user.
+    const readdir = fs.promises.readdir;
+    const refuse = jest.spyOn(fs.promises, 'readdir').mockImplementation(((p: fs.PathLike, ...rest: unknown[]) => (String(p) === locked
+      ? Promise.reject(Object.assign(new Error(`EACCES: permission denied, scandir '${locked}'`), { code: 'EACCES' }))
+      : (readdir as (...args: unknown[]) => Promise<unknown>)(p, ...rest))) as never);
+    try {
+      for (const name of ['a.png', 'b.png']) await raw(20, 20).png().toFile(path.join(dir, name));
+      fs.mkdirSync(locked);
+      for (const layout of ['auto', 'flat'] as const) {
+        const warnings: string[] = [];
+        const folder = await ImageFolder.open(dir, { size: 8, layout, onWarning: (m, code) => warnings.push(`${code} ${m}`) });
+        expect({ layout, files: folder.files.map((f) => path.basename(f)) }).toEqual({ layout, files: ['a.png', 'b.png'] });
+        expect(warnings).toEqual([`PIRL_IMAGES_LEFT_OUT pirl: ${locked}: cannot list the folder: EACCES: permission denied, scandir '${locked}': left out`]);
+        await folder.close();
+      }
+    } finally {
+      refuse.mockRestore();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a folder dropped without close() closes its cache file when collected (Node warned of a handle collected open)', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      fs.mkdirSync(path.join(dir, 'images'));
+      for (let i = 0; i < 3; i++) await raw(20 + i, 20).png().toFile(path.join(dir, 'images', `${i}.png`));
+      const script = `
+        const { ImageFolder } = require(${JSON.stringify(path.join(__dirname, '..'))});
+        const fs = require('fs');
+        const [dir, cache] = ${JSON.stringify([path.join(dir, 'images'), path.join(dir, 'images.cache')])};
+        const fds = () => fs.readdirSync('/proc/self/fd').length;
+        (async () => {
+          await (await ImageFolder.open(dir, { size: 8, cache })).close(); // built
+          const before = fds();
+          for (let i = 0; i < 3; i++) await ImageFolder.open(dir, { size: 8, cache });
+          const open = fds() - before;
+          for (let i = 0; i < 5; i++) { global.gc(); await new Promise((r) => setTimeout(r, 20)); }
+          console.log(JSON.stringify({ open, after: fds() - before }));
+        })();`;
+      const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+      expect({ stderr: r.stderr, out: JSON.parse(r.stdout) }).toEqual({ stderr: '', out: { open: 3, after: 0 } });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("the data digest (ranks' agreement, checkpoints): a folder's names relative to it, a subset's at its indices", async () => {
     const dir = tmpDir('pirl-data-');
     try {

@@ -260,7 +260,8 @@ async function readFolder(dir: string): Promise<Entry[]> {
   try {
     entries = await fs.readdir(dir, { withFileTypes: true });
   } catch (err) {
-    throw new Error(`${dir}: cannot list the folder: ${notUtf8(dir) ?? (err as Error).message}`);
+    const { code } = err as NodeJS.ErrnoException;
+    throw Object.assign(new Error(`${dir}: cannot list the folder: ${notUtf8(dir) ?? (err as Error).message}`), { code });
   }
   // Hidden entries are no images nor classes: .DS_Store, macOS's ._x.jpg (resource forks named like images), .thumbs/.
   const shown = entries.filter((e) => !e.name.startsWith('.'));
@@ -274,15 +275,28 @@ async function kindOf(dir: string, e: Dirent): Promise<Entry['kind']> {
   return !target || target.isFile() ? 'file' : target.isDirectory() ? 'folder' : 'other';
 }
 
+// A subfolder this user may not list (a mounted drive's lost+found, to all but root) is left out, said, rather than
+// ending the read: null. Other failures (a name that is not UTF-8: a class folder, perhaps) still end it.
+async function listedOrLeftOut<T>(dir: string, list: (dir: string) => Promise<T>, leftOut: (message: string) => void): Promise<T | null> {
+  return list(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EACCES' && err.code !== 'EPERM') throw err;
+    leftOut(`pirl: ${err.message}: left out`);
+    return null;
+  });
+}
+
 // Images below a class folder's own files, which a labeled folder does not read: counted for a warning.
-// `seen` holds the real paths of the folders read or counted (the root and its classes first), so a symbolic
-// link back up the tree ends there rather than counting the classes' own images as left out.
-async function nestedImages(dir: string, seen: Set<string>): Promise<number> {
+// `seen` holds the real paths of the folders read, counted or left out (the root and its classes first), so a
+// symbolic link back up the tree ends there rather than counting the classes' own images as left out.
+async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: string) => void): Promise<number> {
   seen.add(await fs.realpath(dir));
   let count = 0;
   for (const e of await readFolder(dir)) {
     const sub = path.join(dir, e.name);
-    if (e.kind === 'folder' && !seen.has(await fs.realpath(sub))) count += (await listImages(sub)).length + (await nestedImages(sub, seen));
+    if (e.kind !== 'folder' || seen.has(await fs.realpath(sub))) continue;
+    const images = await listedOrLeftOut(sub, listImages, leftOut);
+    if (images === null) seen.add(await fs.realpath(sub));
+    else count += images.length + (await nestedImages(sub, seen, leftOut));
   }
   return count;
 }
@@ -341,6 +355,10 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   }
 }
 
+// A folder dropped without close() closes its cache file when collected (Node warned, and will throw, when the
+// handle itself was collected open).
+const openCaches = new FinalizationRegistry<fs.FileHandle>((handle) => void handle.close().catch(() => undefined));
+
 export class ImageFolder implements Dataset {
   readonly failures = new Map<string, string>();
   private readonly damaged = new Set<string>(); // decoded despite errors: warned of once
@@ -377,7 +395,12 @@ export class ImageFolder implements Dataset {
     let labels: Int32Array | null = null;
     let classes: string[] | null = null;
     let below = 0; // images in subfolders a flat read leaves out
-    const perClassListing = await Promise.all(subdirs.map((d) => listFiles(path.join(dir, d))));
+    const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
+    const perClassListing = await Promise.all(subdirs.map(async (d) => {
+      const listing = await listedOrLeftOut(path.join(dir, d), listFiles, warnLeftOut);
+      if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
+      return listing ?? { images: [], others: [] };
+    }));
     const perClass = perClassListing.map((l) => l.images);
     const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
     const ownListing = await listFiles(dir);
@@ -390,14 +413,14 @@ export class ImageFolder implements Dataset {
       labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
       // A labeled folder reads each class folder's own images: say what it leaves out.
       if (own.length > 0) warnLeftOut(`pirl: ${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
-      const seen = new Set(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))));
+      const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
       let nested = 0;
-      for (const c of classes) nested += await nestedImages(path.join(dir, c), seen);
+      for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut);
       if (nested > 0) warnLeftOut(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
     } else {
       files = own;
       // Every level below, not its subfolders' own images only.
-      below = subdirs.length > 0 ? await nestedImages(dir, new Set()) : 0;
+      below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut) : 0;
       if (below > 0 && own.length > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
     }
     // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
@@ -568,6 +591,7 @@ export class ImageFolder implements Dataset {
       throw err;
     }
     this.cacheHandle = handle;
+    openCaches.register(this, handle, this);
   }
 
   // Whether `file` holds this folder's images at this size (false: none yet, or stale: rebuilt). Any other file
@@ -672,8 +696,9 @@ export class ImageFolder implements Dataset {
     return { source, rows: int64Tensor(kept), indices: kept.map((k) => indices[k]) };
   }
 
-  /** Closes the cache file, if any. */
+  /** Closes the cache file, if any (a folder collected unclosed closes it then). */
   async close(): Promise<void> {
+    openCaches.unregister(this);
     await this.cacheHandle?.close();
     this.cacheHandle = null;
   }
