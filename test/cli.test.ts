@@ -326,6 +326,22 @@ describe('pirl train / eval / embed / export', () => {
     expect([fs.existsSync(path.join(data, 'light', 'pirl-run')), fs.existsSync(sample)]).toEqual([false, false]);
   });
 
+  test('a folder mostly unreadable: the summary counts the steps skipped (batches of unreadable images only) and the images left out', () => {
+    const bad = path.join(dir, 'mostly-bad');
+    fs.mkdirSync(bad);
+    for (let i = 0; i < 3; i++) fs.copyFileSync(path.join(data, 'light', `${i}.png`), path.join(bad, `good${i}.png`));
+    for (let i = 0; i < 9; i++) fs.writeFileSync(path.join(bad, `page${i}.png`), '<html>not found</html>');
+    const runOut = path.join(dir, 'mostly-bad-run');
+    // 4 batches of 3: the 3 readable images fill 3 of them at most.
+    const r = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '1', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const [, steps, skipped] = /trained (\d+) step\(s\) \((\d+) skipped: their batches held no readable image\)/.exec(r.stdout) ?? [];
+    expect([Number(steps), Number(skipped)]).toEqual([4, expect.any(Number)]);
+    const logged = fs.readFileSync(path.join(runOut, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length;
+    expect(logged).toBe(4 - Number(skipped));
+    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out`);
+  });
+
   test('a closed stdout and stderr (pirl train … | head) end no run', async () => {
     const piped = path.join(dir, 'piped');
     const child = spawn(process.execPath, [cli, 'train', data, '--out', piped, '--epochs', '2', ...small], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -7,7 +7,7 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
-import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
+import { IdxDataset, Subset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder } from '../folders';
@@ -167,6 +167,12 @@ export async function checkOutsideData(flag: string, target: string, spec: strin
   const relative = path.relative(data, written);
   if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) return;
   throw new UsageError(`${flag} ${target}${defaulted ? ' (the default)' : ''} is inside the data folder ${spec}: what pirl writes there would be read as its images next time; give ${flag} outside it`);
+}
+
+/** The files of a folder (or of the folder a held-out split comes from) found unreadable so far. */
+export function unreadableOf(data: Dataset): string[] {
+  if (data instanceof ImageFolder) return [...data.failures.keys()];
+  return data instanceof Subset ? unreadableOf(data.base) : [];
 }
 
 /** Data kNN can hold a fifth of out (a folder without --test): five images at least. */

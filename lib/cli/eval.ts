@@ -2,12 +2,10 @@
 import * as path from 'path';
 
 import { resolveKnnOptions } from '../config';
-import { Subset, type Dataset } from '../data/datasets';
-import { ImageFolder } from '../data/imageFolder';
 import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
-import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, warnOfSize } from './args';
+import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, unreadableOf, warnOfSize } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
@@ -45,10 +43,4 @@ export async function evaluate(args: string[]): Promise<void> {
   const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
   const probed = scores.linearProbeTop1 === null ? {} : { linearProbeTop1: scores.linearProbeTop1 };
   console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: train.length, test: test.length, size, ...(unreadable > 0 ? { unreadable } : {}) }));
-}
-
-// The files of a folder (or of the folder a held-out split comes from) found unreadable so far.
-function unreadableOf(data: Dataset): string[] {
-  if (data instanceof ImageFolder) return [...data.failures.keys()];
-  return data instanceof Subset ? unreadableOf(data.base) : [];
 }

@@ -13,7 +13,7 @@ import { takeLock } from '../lockFile';
 import { readSafetensorsMetadata } from '../safetensors';
 import { Trainer, checkpointRunOf } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -353,7 +353,7 @@ export async function train(args: string[]): Promise<number | void> {
   const progress = new Progress();
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
-  let total = 0;
+  let total = 0, taken = 0; // steps taken by this process (a batch of unreadable images only is skipped)
   let lastLoss = NaN, lastKnn: number | undefined;
   await trainer.fit({
     checkpoint,
@@ -361,6 +361,7 @@ export async function train(args: string[]): Promise<number | void> {
     callbacks: {
       onTrainBegin: (i) => void (total = i.epochs * i.stepsPerEpoch),
       onBatchEnd: async (l) => {
+        taken++;
         lossCurve.push([l.step, l.loss]);
         lastLoss = l.loss;
         const eta = ((Date.now() - started) / 1000 / (l.step - firstStep)) * (total - l.step);
@@ -387,8 +388,11 @@ export async function train(args: string[]): Promise<number | void> {
   await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds); // a run stopped mid-epoch, or resumed complete, too
   const steps = trainer.progress.step - firstStep;
   if (steps === 0 && trainer.progress.epoch >= trainer.config.epochs) console.log(`the run in ${out} was already complete (${trainer.config.epochs} epochs): nothing to train (--epochs N, more than ${trainer.config.epochs}, trains it on)`);
-  console.log(`trained ${steps} step(s) in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
+  const skipped = steps - taken > 0 ? ` (${steps - taken} skipped: their batches held no readable image)` : '';
+  console.log(`trained ${steps} step(s)${skipped} in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
+  const unreadable = unreadableOf(data).length;
+  if (unreadable > 0) console.error(`pirl: warning: ${unreadable} of the ${data.length} images of ${spec} could not be read (each said above), and were left out`);
   // What is there: a run stopped before its first step logged none, nor checkpointed.
   const written = [path.join(out, 'model.safetensors'), checkpoint, log.jsonl, log.csv, path.join(out, 'curves.png')];
   const present = await Promise.all(written.map((f) => fs.access(f).then(() => f, () => null)));
