@@ -4,12 +4,20 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "../splitmix.h"
 
 namespace pirl::train {
 
 namespace {
+
+// A number as JavaScript writes it (iostream writes "-nan"): the error reaches JavaScript.
+std::string asJs(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return c10::str(v);
+}
 
 // Weight decay applies to convolution and linear weights only, not to BatchNorm and biases.
 Sgd makeSgd(model::PirlModel& model, const SgdOptions& options) {
@@ -203,8 +211,8 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop, replayed};
   if (!finite) {
-    TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", loss, ", gradient norm ",
-                norm, "): training stopped; the weights and the memory bank were not changed by this step");
+    TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", asJs(loss), ", gradient norm ",
+                asJs(norm), "): training stopped; the weights and the memory bank were not changed by this step");
   }
   // Z follows the batches whose steps are taken.
   if (n > 3) loss_.updateZ(s[3], s[4]);
