@@ -432,6 +432,8 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--out', out, '--resume', '--negatives', '32'], /--resume continues the run its checkpoint describes; --negatives cannot change it/);
     usage(['train', data, '--shared-negatives', '--exclude-positive'], /--exclude-positive must be false with config\.loss\.sharedNegatives/);
     usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
+    usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run does not exist: there is no run there to continue \(without --resume a run starts\)/);
+    fs.mkdirSync(path.join(dir, 'no-run'));
     usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run holds no checkpoint to continue from .*; --force starts the run again/);
     const list = path.join(dir, 'list.json');
     fs.writeFileSync(list, '[1,2,3]');

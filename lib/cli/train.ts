@@ -278,6 +278,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   if (values.resume || (auto && earlier.includes('checkpoint.safetensors'))) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
     if (!earlier.includes('checkpoint.safetensors')) {
+      if (!(await fs.stat(out).catch(() => null))) throw new UsageError(`--resume: ${out} does not exist: there is no run there to continue (without --resume a run starts)`);
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
     if (main) await lockRun(out);
