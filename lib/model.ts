@@ -1,6 +1,4 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
-import * as path from 'path';
-
 import { binding, type PirlModelHandle, type StateDictScope, type TensorHandle } from './binding';
 import {
   NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
@@ -9,6 +7,7 @@ import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
 import { Tensor, handleOf } from './tensor';
+import { checkpointRunOf } from './train/checkpoint';
 
 export interface Embeddings {
   f: Tensor;
@@ -46,17 +45,24 @@ function trunkHint(described: string | undefined): string {
   return `it is ${what}, not a pirl model: in the API, PirlModel.create(${options}) then model.importTrunk(file) loads it`;
 }
 
-/** The model options in a model file's metadata, checked like user input; errors name the file and the field. */
-export function modelOptionsOf(file: string, content: SafetensorsContent): ResolvedModelOptions {
-  const object = jsonMetadata(file, content.metadata, 'pirl');
+/**
+ * The model in a model file (save's) or a training checkpoint (its model.* tensors: a run killed before it wrote
+ * its model): its options, checked like user input (errors name the file and the field), its tensors and the side
+ * it was trained at.
+ */
+function modelIn(file: string, content: SafetensorsContent): { options: ResolvedModelOptions; tensors: Map<string, Tensor>; imageSize?: number } {
+  const m = content.metadata;
+  if (m['pirl-checkpoint'] !== undefined) {
+    const { config } = checkpointRunOf(file, m);
+    const tensors = new Map([...content.tensors].flatMap(([name, t]) => (name.startsWith('model.') ? [[name.slice(6), t] as const] : [])));
+    checkTensorsFitOptions(file, tensors, config.model);
+    return { options: config.model, tensors, imageSize: config.sampler.imageSize };
+  }
+  const object = jsonMetadata(file, m, 'pirl');
   if (object === undefined) {
-    // A training checkpoint holds the whole run, not a model file: point at the model its run writes.
-    const m = content.metadata;
-    const hint = m['pirl-checkpoint'] !== undefined
-      ? `it is a training checkpoint: its run writes the model beside it (${path.join(path.dirname(file), 'model.safetensors')} from \`pirl train\`, trainer.model.save() from the API), and Trainer.resume continues it`
-      : m.files !== undefined && m.layer !== undefined
-        ? 'it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it'
-        : trunkHint(m['pirl-trunk']);
+    const hint = m.files !== undefined && m.layer !== undefined
+      ? 'it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it'
+      : trunkHint(m['pirl-trunk']);
     throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
   }
   const field = metadataField(file, 'pirl');
@@ -64,7 +70,8 @@ export function modelOptionsOf(file: string, content: SafetensorsContent): Resol
   if (options === undefined) throw rangeError(`${field}.format`, `${MODEL_FILE_FORMAT} (this pirl's model file format)`, object.format);
   const resolved = resolveModelOptions(options, object.format === undefined ? field : `${field}.model`, true);
   checkTensorsFitOptions(file, content.tensors, resolved);
-  return resolved;
+  const imageSize = object.imageSize === undefined ? {} : { imageSize: checkInteger(`${field}.imageSize`, object.imageSize, 1) };
+  return { options: resolved, tensors: content.tensors, ...imageSize };
 }
 
 /**
@@ -259,14 +266,16 @@ export class PirlModel {
     await writeSafetensors(file, await this.stateDict('all'), { format: 'pt', pirl: JSON.stringify({ format: MODEL_FILE_FORMAT, model: this.options, ...trained }) });
   }
 
-  /** A model saved by `save`, with its options, on `placement.device` (default 'cpu'). */
+  /**
+   * A model saved by `save`, with its options, on `placement.device` (default 'cpu'); or the model of a training
+   * checkpoint (a run stopped before it wrote its model).
+   */
   static async load(file: string, placement: Placement = {}): Promise<PirlModel> {
     const device = placementDevice(placement); // before reading a file that may be large
-    const content = await readSafetensors(file);
-    const model = await PirlModel.create(modelOptionsOf(file, content), { device });
-    await model.loadStateDict(content.tensors);
-    const { imageSize } = jsonMetadata(file, content.metadata, 'pirl') ?? {};
-    if (imageSize !== undefined) model.imageSize = checkInteger(`${metadataField(file, 'pirl')}.imageSize`, imageSize, 1);
+    const { options, tensors, imageSize } = modelIn(file, await readSafetensors(file));
+    const model = await PirlModel.create(options, { device });
+    await model.loadStateDict(tensors);
+    if (imageSize !== undefined) model.imageSize = imageSize;
     return model;
   }
 

@@ -2,7 +2,7 @@
 // checkpoints and exact resume (docs/PIRL.md, "Optimisation").
 import { promises as fs } from 'fs';
 
-import { binding, type NativeStepResult, type NativeTrainScalars, type TrainerHandle } from '../binding';
+import { binding, type NativeStepResult, type TrainerHandle } from '../binding';
 import {
   TRAIN, checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
@@ -10,12 +10,13 @@ import {
 import { Subset, type Dataset } from '../data/datasets';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, checkString, isArgumentError, nativeCall, rangeError } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkOptions, isArgumentError, nativeCall, rangeError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
-import { jsonMetadata, makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
+import { makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
+import { CHECKPOINT_FORMAT, checkpointMeta, type CheckpointMeta, type EpochSoFar, type Position } from './checkpoint';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
 import { lrAt, warnOfWarmupSpanningRun, type LrSchedule } from './schedule';
 
@@ -80,40 +81,6 @@ function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
       throw rangeError(`config.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (${remedy})`, c.sampler[key]);
     }
   }
-}
-
-/** Where a run stands: the next step to take. */
-interface Position {
-  epoch: number;
-  stepInEpoch: number;
-  step: number;
-}
-
-/**
- * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
- * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest). A newer one is
- * refused by its format.
- */
-const CHECKPOINT_FORMAT = 4;
-
-interface CheckpointMeta {
-  format: number;
-  config: ResolvedTrainConfig;
-  /** The ranks the run trained on (absent in a single process's checkpoints before data parallelism: 1). */
-  worldSize: number;
-  position: Position;
-  /** Z of both NCE terms, the fp16 loss scale and the steps taken. */
-  state: NativeTrainScalars;
-  /** The epoch in progress so far, so that its mean loss is the whole epoch's after a resume (absent before: none). */
-  epochSoFar: EpochSoFar;
-  /** What identifies the data set's rows (absent before format 4: not checked). */
-  data: DataDigest | null;
-}
-
-/** The loss summed over the epoch's samples so far, and how many. */
-interface EpochSoFar {
-  lossSum: number;
-  images: number;
 }
 
 /**
@@ -565,54 +532,6 @@ export class Trainer {
     await trainer.joinRanks();
     return trainer;
   }
-}
-
-/**
- * A checkpoint's training config and the ranks it trained on, from its metadata (readSafetensorsMetadata),
- * checked; `device` replaces the saved one.
- */
-export function checkpointRunOf(file: string, metadata: Record<string, string>, device?: Device): { config: ResolvedTrainConfig; worldSize: number } {
-  const { config, worldSize } = checkpointMeta(file, metadata, device);
-  return { config, worldSize };
-}
-
-/** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
-function checkpointMeta(file: string, metadata: Record<string, string>, device: Device | undefined): CheckpointMeta {
-  const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
-  if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
-  const field = metadataField(file, 'pirl-checkpoint');
-  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data']);
-  if (![1, 2, 3, CHECKPOINT_FORMAT].includes(meta.format as number)) {
-    throw rangeError(`${field}.format`, `1 to ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
-  }
-  const saved = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
-  const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);
-  const p = checkObject(`${field}.position`, meta.position);
-  const position = {
-    epoch: checkInteger(`${field}.position.epoch`, p.epoch, 0),
-    stepInEpoch: checkInteger(`${field}.position.stepInEpoch`, p.stepInEpoch, 0),
-    step: checkInteger(`${field}.position.step`, p.step, 0),
-  };
-  const s = checkObject(`${field}.state`, meta.state);
-  const state = {
-    zImage: checkNumber(`${field}.state.zImage`, s.zImage),
-    zJigsaw: checkNumber(`${field}.state.zJigsaw`, s.zJigsaw),
-    lossScale: checkNumber(`${field}.state.lossScale`, s.lossScale, { min: 0, minExclusive: true }),
-    goodSteps: checkInteger(`${field}.state.goodSteps`, s.goodSteps, 0),
-    // Format 1 did not record them: as many as its batches (the negatives' streams move on from there).
-    steps: meta.format === 1 ? position.step : checkInteger(`${field}.state.steps`, s.steps, 0),
-  };
-  const worldSize = meta.worldSize === undefined ? 1 : checkInteger(`${field}.worldSize`, meta.worldSize, 1);
-  // Formats 3 and 4 always have it; some format-2 files carry it too (written before the format said so).
-  const e = (meta.format === 1 || meta.format === 2) && meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
-  const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
-  const d = meta.format === CHECKPOINT_FORMAT ? checkObject(`${field}.data`, meta.data) : null;
-  const data = d && {
-    size: checkInteger(`${field}.data.size`, d.size, 0),
-    labels: checkString(`${field}.data.labels`, d.labels),
-    files: checkString(`${field}.data.files`, d.files),
-  };
-  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar, data };
 }
 
 // A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many
