@@ -113,7 +113,8 @@ async function trainCase(pirl, c, batchSize, precision, channelsLast, cudaGraphs
   const stepMemory = memoryOf(pirl, baseline);
   const times = [];
   let last = 0;
-  await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > 3) times.push(now - last); last = now; replayed += l.replayed ? 1 : 0; } } });
+  const from = trainer.progress.step; // fit's first 3 steps warm the loader up
+  await trainer.fit({ callbacks: { onBatchEnd: (l) => { const now = performance.now(); if (l.step > from + 3) times.push(now - last); last = now; replayed += l.replayed ? 1 : 0; } } });
   const endMs = median(times);
   const modelStep = (batchSize * 1000) / stepMs, endToEnd = (batchSize * 1000) / endMs;
   const key = [c.name, batchSize, precision, channelsLast].join();

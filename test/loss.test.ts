@@ -147,6 +147,24 @@ describe('PirlLoss', () => {
     a.forEach((v, i) => expect(v).toBeCloseTo(b[i], 6));
   });
 
+  test("the bank's own calls are refused while a compute on it is in flight (they ran between its reads: another loss, silently)", async () => {
+    // Long enough (2 × 256 × 32,000 rows of 512 bytes read: 8 GB) that the calls below come while it runs.
+    const N = 100_000, D = 128, B = 256;
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
+    const loss = new PirlLoss(bank, { negatives: 32_000 });
+    const f = Tensor.from(unitRows(B, D), [B, D]), g = Tensor.from(unitRows(B, D), [B, D]);
+    const computing = loss.compute(f, g, Array.from({ length: B }, (_, i) => i + 1));
+    const inUse = /^the memory bank is in use by native work in flight \(a training step or a PirlLoss\.compute\): await it before bank\./;
+    expect(() => bank.update([5], f.rows(0, 1), 0)).toThrow(new RegExp(`${inUse.source}update\\(\\)$`));
+    expect(() => bank.get([5])).toThrow(inUse);
+    expect(() => bank.sampleNegatives(B, 8)).toThrow(inUse);
+    const rows = Float32Array.from(bank.rows().data() as Float32Array);
+    await computing;
+    bank.update([5], f.rows(0, 1), 0); // once it is done
+    expect(Array.from(bank.get([5]).data() as Float32Array)).toEqual(Array.from(f.rows(0, 1).data() as Float32Array));
+    expect((bank.rows().data() as Float32Array).subarray((B + 1) * D).every((v, i) => v === rows[(B + 1) * D + i])).toBe(true); // rows the compute did not update
+  });
+
   test('options are validated', async () => {
     const bank = await MemoryBank.create({ size: 10, dim: 4 });
     expect(() => new PirlLoss(bank, { lambda: 2 })).toThrow(/options.lambda must be a number in \[0, 1\], got 2/);

@@ -349,13 +349,30 @@ describe('Trainer', () => {
     await expect(trainer.fit({ checkpoint: tmp() })).rejects.toThrow(/options.checkpoint must be a file path, not a folder, got ".*pirl-/);
     expect(trainer.progress.step).toBe(0);
     const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);
-    let stepDuringFit: Promise<unknown> | null = null;
-    const first = trainer.fit({ callbacks: { onBatchEnd: () => void (stepDuringFit ??= trainer.step(batch, 0.1)) } });
+    let stepDuringFit: Promise<Error | null> | null = null; // its refusal, caught at once (else an unhandled rejection)
+    const first = trainer.fit({ callbacks: { onBatchEnd: () => void (stepDuringFit ??= trainer.step(batch, 0.1).then(() => null, (e: Error) => e)) } });
     await expect(trainer.fit()).rejects.toThrow(/trainer.fit: this trainer is already fitting/);
     await first;
-    await expect(stepDuringFit).rejects.toThrow(/trainer.step: fit\(\) is running on this trainer/);
+    expect((await (stepDuringFit as Promise<Error | null> | null))?.message).toMatch(/trainer.step: fit\(\) is running on this trainer/);
     expect(trainer.progress.step).toBe(3);
-    await trainer.step(batch, 0.1); // after the fit: a custom loop's step
+    // After the run's last epoch, a custom loop's step would have no place in it.
+    await expect(trainer.step(batch, 0.1)).rejects.toThrow("trainer.step: the run's 1 epoch(s) are done (progress.step 3): Trainer.resume(file, data, { epochs }) lengthens it");
+  });
+
+  test("a custom loop's steps count in progress as fit's: save() and a resume go on from them, as from fit's", async () => {
+    const config = { ...tiny.config, epochs: 2 };
+    const reference: number[] = [];
+    await (await Trainer.create(tiny.dataset(), config)).fit({ callbacks: { onBatchEnd: (l) => void reference.push(l.loss) } });
+    const custom = await Trainer.create(tiny.dataset(), config);
+    const losses: number[] = [];
+    for await (const batch of custom.loader.epoch(0)) losses.push((await custom.step(batch, lrAt(custom.schedule, custom.progress.step))).loss);
+    expect(custom.progress).toEqual({ epoch: 1, stepInEpoch: 0, step: custom.stepsPerEpoch });
+    const file = path.join(tmp(), 'custom.ckpt');
+    await custom.save(file);
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.progress).toEqual(custom.progress);
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference); // the custom epoch, then fit's, as one fit of both
   });
 });
 

@@ -290,13 +290,23 @@ export class Trainer {
 
   /**
    * One step on one batch (exposed for custom loops): the batch moves to the model's device; returns the
-   * native step's losses. `stop` votes to end a data-parallel run: `stop` in the result says whether
-   * any rank voted, so that every rank ends after the same step.
+   * native step's losses. It counts in `progress` as fit's steps do, so that save() and a resume go on from
+   * it; a step past the run's epochs is refused. `stop` votes to end a data-parallel run: `stop` in the
+   * result says whether any rank voted, so that every rank ends after the same step.
    */
   async step(batch: PirlBatch, lr: number, stop = false): Promise<NativeStepResult> {
     this.checkLive('step');
     if (this.fitting) throw new Error('trainer.step: fit() is running on this trainer (a step of its own would come between its steps)');
-    return this.inTurn(() => this.nativeStep(batch, lr, stop));
+    return this.inTurn(async () => {
+      const { epoch, stepInEpoch, step } = this.position;
+      if (epoch >= this.config.epochs) {
+        throw new RangeError(`trainer.step: the run's ${this.config.epochs} epoch(s) are done (progress.step ${step}): Trainer.resume(file, data, { epochs }) lengthens it`);
+      }
+      const r = await this.nativeStep(batch, lr, stop);
+      const ended = stepInEpoch + 1 === this.stepsPerEpoch; // a custom loop's epochs are fit's: as many steps
+      this.position = ended ? { epoch: epoch + 1, stepInEpoch: 0, step: step + 1 } : { epoch, stepInEpoch: stepInEpoch + 1, step: step + 1 };
+      return r;
+    });
   }
 
   private inTurn<T>(work: () => Promise<T>): Promise<T> {

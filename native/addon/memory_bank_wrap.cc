@@ -75,6 +75,14 @@ const std::shared_ptr<MemoryBank>& MemoryBankWrap::live(const std::string& arg) 
   return bank_;
 }
 
+const std::shared_ptr<MemoryBank>& MemoryBankWrap::idle(const std::string& call) const {
+  const auto& bank = live();
+  if (bank->inUse()) {
+    throw std::logic_error("the memory bank is in use by native work in flight (a training step or a PirlLoss.compute): await it before bank." + call);
+  }
+  return bank;
+}
+
 // Lets go of the bank: its rows are freed once a trainer using it (and views of them) are done with them.
 Napi::Value MemoryBankWrap::dispose(const Napi::CallbackInfo& info) {
   bank_.reset();
@@ -98,13 +106,13 @@ Napi::Value MemoryBankWrap::rows(const Napi::CallbackInfo& info) {
 
 Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), live()->get(TensorWrap::unwrap(info[0], "indices")));
+    return TensorWrap::wrap(info.Env(), idle("get()")->get(TensorWrap::unwrap(info[0], "indices")));
   });
 }
 
 Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    live()->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
+    idle("update()")->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
                   AsDouble(info[2], "momentum"), IndexCheck::Check);
     return info.Env().Undefined();
   });
@@ -114,18 +122,18 @@ Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const at::Tensor exclude =
         info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
-    return TensorWrap::wrap(info.Env(), live()->sampleNegatives(AsInt64(info[0], "batch"), AsInt64(info[1], "k"), exclude));
+    return TensorWrap::wrap(info.Env(), idle("sampleNegatives()")->sampleNegatives(AsInt64(info[0], "batch"), AsInt64(info[1], "k"), exclude));
   });
 }
 
 Napi::Value MemoryBankWrap::sampleShared(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), live()->sampleShared(AsInt64(info[0], "k")));
+    return TensorWrap::wrap(info.Env(), idle("sampleShared()")->sampleShared(AsInt64(info[0], "k")));
   });
 }
 
 Napi::Value MemoryBankWrap::generatorState(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), live()->generatorState()); });
+  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), idle("state()")->generatorState()); });
 }
 
 }  // namespace pirl::addon

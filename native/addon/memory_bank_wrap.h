@@ -32,6 +32,8 @@ class MemoryBankWrap : public Napi::ObjectWrap<MemoryBankWrap> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
   const std::shared_ptr<MemoryBank>& live(const std::string& arg = "the memory bank") const;
+  // live(), refused while native work uses the bank (MemoryBank::Use): `call` names the method.
+  const std::shared_ptr<MemoryBank>& idle(const std::string& call) const;
 
   std::shared_ptr<MemoryBank> bank_;
   ExternalMemory accounted_;

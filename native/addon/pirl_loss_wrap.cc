@@ -48,8 +48,10 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
         at::Tensor gradF, gradG;
       };
       auto state = state_;
+      auto use = std::make_shared<MemoryBank::Use>(bank);  // from this call on: see MemoryBank::Use
       return AsyncTask<Out>::run(
-          info.Env(), [=] {
+          info.Env(), [=]() mutable {
+            const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
             std::lock_guard<std::mutex> lock(state->mutex);
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
             PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);

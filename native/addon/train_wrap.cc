@@ -55,6 +55,7 @@ Napi::Value failToJoin(const Napi::CallbackInfo& info) {
 // A trainer holds the model's state (and locks its mutex while it steps, on the model's thread) and the bank.
 struct TrainerState {
   std::shared_ptr<ModelState> model;
+  std::shared_ptr<MemoryBank> bank;
   std::unique_ptr<train::TrainState> train;
 };
 
@@ -92,6 +93,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       std::lock_guard<std::mutex> lock(model->mutex);
       state_ = std::make_shared<TrainerState>();
       state_->model = model;
+      state_->bank = bank;
       state_->train = std::make_unique<train::TrainState>(model->model, bank, loss, stepOptions);
       accounted_.account(info.Env(), model->facts.parameterBytes);  // the optimizer's momentum
       return 0;
@@ -153,8 +155,10 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const bool stop = AsBool(info[4], "stop");
       auto s = live();
       s->model->training = true;  // the step leaves the model in training mode (set in call order, as train())
+      auto use = std::make_shared<MemoryBank::Use>(s->bank);  // from this call on: see MemoryBank::Use
       return AsyncTask<train::StepResult>::run(
-          info.Env(), [=] {
+          info.Env(), [=]() mutable {
+            const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
             std::lock_guard<std::mutex> lock(s->model->mutex);
             return s->train->step(images, patches, indices, lr, stop);
           },

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
+#include <memory>
 #include <mutex>
 
 #include "index_check.h"
@@ -55,7 +57,23 @@ class MemoryBank {
   // `t` (draws, stream keys, a step's indices) on the rows' device; from the host to a GPU without waiting for it.
   at::Tensor onDevice(const at::Tensor& t) const;
 
+  // Held by native work that reads or changes the bank (a step, a PirlLoss.compute) from the JavaScript call that
+  // queues it until the work ends: JavaScript's own calls on the bank are refused meanwhile (they ran between its
+  // reads: a loss of other rows, silently).
+  class Use {
+   public:
+    explicit Use(std::shared_ptr<MemoryBank> bank) : bank_(std::move(bank)) { ++bank_->uses_; }
+    ~Use() { --bank_->uses_; }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    std::shared_ptr<MemoryBank> bank_;
+  };
+  bool inUse() const { return uses_.load() > 0; }
+
  private:
+  std::atomic<int> uses_{0};
   at::Tensor rows_;
   at::Generator generator_;
   mutable std::mutex mutex_;  // sampling and updates may come from several worker threads
