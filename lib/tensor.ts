@@ -128,7 +128,7 @@ export class Tensor {
     return new Tensor(this.handle.rows(first, checkInteger('count', count, 0)));
   }
 
-  /** A copy on `device` (CPU ↔ CUDA), made off the JavaScript thread. */
+  /** The tensor on `device` (CPU ↔ CUDA), made off the JavaScript thread: a copy on another device, itself (its memory) on its own, as PyTorch's `to`. */
   async to(device: Device): Promise<Tensor> {
     const target = checkDevice('device', device);
     return new Tensor(await nativeCall(() => this.handle.to(target)));

@@ -174,6 +174,8 @@ describe('PirlLoss', () => {
     expect(() => new PirlLoss(bank, { mode: 'nce', tau: 0.001 })).toThrow(/options.tau must be at least 0.0015 with options.mode 'nce'/);
     const loss = new PirlLoss(bank);
     await expect(loss.compute(Tensor.zeros([2, 4]), Tensor.zeros([3, 4]), [0, 1])).rejects.toThrow(/f and g must have one shape/);
+    const f64 = Tensor.from(new Float64Array(8), [2, 4]);
+    await expect(loss.compute(f64, f64, [0, 1])).rejects.toThrow(/^f must be a float32 tensor \(the bank's dtype\), got "float64"$/); // it named the bank
     // A NaN is refused before it reaches the bank (a NaN row made every loss it was drawn into NaN), and the bank stays.
     const before = Array.from(bank.rows().data() as Float32Array);
     const f = unitRows(2, 4);
