@@ -10,12 +10,13 @@ import * as path from 'path';
 import { ArrayDataset, Loader, Trainer, distributedFromEnv, readSafetensors, type BatchLogs, type Dataset, type TrainConfig } from '../lib';
 import { resolveDistributedOptions, type DistributedOptions } from '../lib/config';
 import { gatherBindAddress } from '../lib/train/rendezvous';
+import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): Dataset; config: TrainConfig };
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-ddp-test-'));
+const tmp = () => tmpDir('pirl-ddp-test-');
 // A port nothing listens on now (on loopback).
 const freePort = () => new Promise<number>((resolve, reject) => {
   const server = net.createServer().once('error', reject).listen(0, '127.0.0.1', () => {

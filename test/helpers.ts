@@ -4,8 +4,16 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-/** A fresh temporary folder. */
-export const tmpDir = (prefix = 'pirl-test-'): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+const made: string[] = [];
+/** A fresh temporary folder, removed after the tests of the file that made it (they left gigabytes of checkpoints). */
+export function tmpDir(prefix = 'pirl-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 /** w×h pixels of a deterministic gradient with `channels` channels. */
 export function gradient(w: number, h: number, channels = 3): Buffer {

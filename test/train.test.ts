@@ -1,13 +1,13 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import { ArrayDataset, PirlModel, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Dataset } from '../lib';
+import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-train-'));
+const tmp = () => tmpDir('pirl-train-');
 
 async function uninterruptedLosses(): Promise<number[]> {
   const losses: number[] = [];
@@ -169,21 +169,28 @@ describe('Trainer', () => {
     const dir = tmp();
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     const saves: Array<Promise<void>> = [];
-    // From a timer, so that saves are asked while a step runs on the model's thread.
-    const timer = setInterval(() => saves.push(trainer.save(path.join(dir, `${saves.length}.ckpt`))), 15);
-    await trainer.fit();
-    clearInterval(timer);
-    await Promise.all(saves);
-    let checked = 0;
-    for (let i = 0; i < saves.length; i += Math.max(1, Math.floor(saves.length / 6))) {
-      const resumed = await Trainer.resume(path.join(dir, `${i}.ckpt`), tiny.dataset());
-      const step = resumed.progress.step;
-      const losses: number[] = [];
-      await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
-      expect({ step, losses }).toEqual({ step, losses: reference.slice(step) });
-      checked++;
+    // From a timer, so that saves are asked while a step runs on the model's thread; at most 60 (1.5 MB each: a
+    // machine slow enough to queue one every 15 ms for minutes filled its disk).
+    const timer = setInterval(() => saves.length < 60 && saves.push(trainer.save(path.join(dir, `${saves.length}.ckpt`))), 15);
+    try {
+      await trainer.fit();
+      clearInterval(timer);
+      await Promise.all(saves);
+      let checked = 0;
+      for (let i = 0; i < saves.length; i += Math.max(1, Math.floor(saves.length / 6))) {
+        const resumed = await Trainer.resume(path.join(dir, `${i}.ckpt`), tiny.dataset());
+        const step = resumed.progress.step;
+        const losses: number[] = [];
+        await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+        expect({ step, losses }).toEqual({ step, losses: reference.slice(step) });
+        checked++;
+      }
+      expect(checked).toBeGreaterThanOrEqual(3);
+    } finally {
+      clearInterval(timer);
+      await Promise.allSettled(saves);
+      fs.rmSync(dir, { recursive: true, force: true });
     }
-    expect(checked).toBeGreaterThanOrEqual(3);
   });
 
   test('stop() while fit() waits on a Dataset that never answers ends fit at once, checkpointed at the last step', async () => {
