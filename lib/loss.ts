@@ -66,9 +66,9 @@ export class PirlLoss {
   async compute(f: Tensor, g: Tensor, indices: Tensor | readonly number[]): Promise<PirlLossResult> {
     const hf = handleOf('f', f);
     const hg = handleOf('g', g);
-    // Named here: the native check compares the bank with f, and so named the bank.
-    const dtype = this.bank.rows().dtype;
-    for (const [name, t] of [['f', f], ['g', g]] as const) if (t.dtype !== dtype) throw typeError(name, `a ${dtype} tensor (the bank's dtype)`, t.dtype);
+    // Named here: the native check compares the bank with f, and so named the bank (a disposed bank is said there).
+    const dtype = this.bank.disposed ? null : this.bank.rows().dtype;
+    for (const [name, t] of [['f', f], ['g', g]] as const) if (dtype !== null && t.dtype !== dtype) throw typeError(name, `a ${dtype} tensor (the bank's dtype)`, t.dtype);
     const hi = indexTensor('indices', indices).handle;
     const r = await nativeCall(() => this.handle.compute(this.bank.handle, hf, hg, hi));
     return { ...r, gradF: new Tensor(r.gradF), gradG: new Tensor(r.gradG) };

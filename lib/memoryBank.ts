@@ -39,11 +39,12 @@ export class MemoryBank {
     return new MemoryBank(await nativeCall(() => binding.createMemoryBank(size, dim, seed, device)));
   }
 
-  /** A bank exactly as `state()` saw it, on `placement.device` (default 'cpu'); its rows are copied. */
-  static restore(state: MemoryBankState, placement: { device?: Device } = {}): MemoryBank {
+  /** A bank exactly as `state()` saw it, on `placement.device` (default 'cpu'); its rows are copied, off the JavaScript thread. */
+  static async restore(state: MemoryBankState, placement: { device?: Device } = {}): Promise<MemoryBank> {
     checkObject('state', state);
     const device = checkDevice('placement.device', checkObject('placement', placement).device ?? 'cpu');
-    return new MemoryBank(binding.restoreMemoryBank(handleOf('state.rows', state.rows), handleOf('state.generator', state.generator), device));
+    const [rows, generator] = [handleOf('state.rows', state.rows), handleOf('state.generator', state.generator)];
+    return new MemoryBank(await nativeCall(() => binding.restoreMemoryBank(rows, generator, device)));
   }
 
   /** Where the rows live. */

@@ -50,7 +50,7 @@ describe('MemoryBank', () => {
   test('sampling is seeded, in range, can exclude positives, and restores from state', async () => {
     const bank = await MemoryBank.create({ size: 20, dim: 4, seed: 3 });
     const state = bank.state();
-    const restored = MemoryBank.restore(state);
+    const restored = await MemoryBank.restore(state);
     const a = bank.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
     const b = restored.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
     expect(a.shape).toEqual([6, 500]);
@@ -83,6 +83,6 @@ describe('MemoryBank', () => {
     expect(() => bank.update([1], nan)).toThrow(/fHat must be finite/);
     expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
     const { generator } = bank.state();
-    expect(() => MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, Number.POSITIVE_INFINITY, 0, 1]), [1, 4]), generator })).toThrow(/rows must be finite/);
+    await expect(MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, Number.POSITIVE_INFINITY, 0, 1]), [1, 4]), generator })).rejects.toThrow(/rows must be finite/);
   });
 });

@@ -531,7 +531,7 @@ export class Trainer {
       checkTensorsFitOptions(file, modelTensors, c.model);
       const model = await PirlModel.create(c.model, { device: place.device });
       await model.loadStateDict(modelTensors);
-      const bank = MemoryBank.restore({ rows, generator }, { device: place.device });
+      const bank = await MemoryBank.restore({ rows, generator }, { device: place.device });
       const trainer = new Trainer(model, bank, loader, c, place, data);
       const names = [...momentum.keys()];
       await nativeCall(() => trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));

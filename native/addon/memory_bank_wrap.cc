@@ -22,13 +22,15 @@ Napi::Value createMemoryBank(const Napi::CallbackInfo& info) {
       [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
 }
 
-// restoreMemoryBank(rows, generator, device)
+// restoreMemoryBank(rows, generator, device): an ImageNet-sized bank's copy held the JavaScript thread ~1.5 s.
 Napi::Value restoreMemoryBank(const Napi::CallbackInfo& info) {
   const c10::Device device = AsDevice(info[2], "device");
-  // The bank owns its rows: a copy (on its device), so a JavaScript buffer they came from may go away.
   const at::Tensor rows = TensorWrap::unwrap(info[0], "state.rows");
   const at::Tensor state = TensorWrap::unwrap(info[1], "state.generator").clone();
-  return MemoryBankWrap::wrap(info.Env(), std::make_shared<MemoryBank>(rows.to(device, /*non_blocking=*/false, /*copy=*/true), state));
+  return AsyncTask<std::shared_ptr<MemoryBank>>::run(
+      // The bank owns its rows: a copy (on its device), so a JavaScript buffer they came from may go away.
+      info.Env(), [=] { return std::make_shared<MemoryBank>(rows.to(device, /*non_blocking=*/false, /*copy=*/true), state); },
+      [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
 }
 
 }  // namespace
