@@ -38,17 +38,19 @@ export async function takeLock(lock: string): Promise<{ held: HeldLock } | { hol
         heldTokens.delete(token);
         return true;
       };
+      const held = {
+        release: async () => void (releasing() && (await fs.rm(lock, { force: true }))),
+        releaseSync: () => void (releasing() && rmSync(lock, { force: true })),
+      };
       try {
         await handle.writeFile(token);
+      } catch (err) {
+        await held.release(); // a nameless lock (a full disk) would hold off every other taker for a minute
+        throw err;
       } finally {
         await handle.close();
       }
-      return {
-        held: {
-          release: async () => void (releasing() && (await fs.rm(lock, { force: true }))),
-          releaseSync: () => void (releasing() && rmSync(lock, { force: true })),
-        },
-      };
+      return { held };
     }
     const token = await fs.readFile(lock, 'utf8').catch(() => null);
     const age = Date.now() - ((await fs.stat(lock).catch(() => null))?.mtimeMs ?? Date.now());

@@ -85,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 export function run(): void {
-  // A closed pipe or terminal (\`pirl train … | head\`, a dropped ssh session) ends no run: what no one reads goes unwritten.
+  // A closed pipe or terminal (`pirl train … | head`, a dropped ssh session) ends no run: what no one reads goes unwritten.
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EPIPE' && err.code !== 'EIO') throw err;
