@@ -48,12 +48,12 @@ function trunkHint(described: string | undefined): string {
 /**
  * The model in a model file (save's) or a training checkpoint (its model.* tensors: a run killed before it wrote
  * its model): its options, checked like user input (errors name the file and the field), its tensors and the side
- * it was trained at.
+ * it was trained at. A checkpoint's run is read as on `device` (it may have trained on a GPU this machine lacks).
  */
-function modelIn(file: string, content: SafetensorsContent): { options: ResolvedModelOptions; tensors: Map<string, Tensor>; imageSize?: number } {
+function modelIn(file: string, content: SafetensorsContent, device: Device): { options: ResolvedModelOptions; tensors: Map<string, Tensor>; imageSize?: number } {
   const m = content.metadata;
   if (m['pirl-checkpoint'] !== undefined) {
-    const { config } = checkpointRunOf(file, m);
+    const { config } = checkpointRunOf(file, m, device);
     const tensors = new Map([...content.tensors].flatMap(([name, t]) => (name.startsWith('model.') ? [[name.slice(6), t] as const] : [])));
     checkTensorsFitOptions(file, tensors, config.model);
     return { options: config.model, tensors, imageSize: config.sampler.imageSize };
@@ -272,7 +272,7 @@ export class PirlModel {
    */
   static async load(file: string, placement: Placement = {}): Promise<PirlModel> {
     const device = placementDevice(placement); // before reading a file that may be large
-    const { options, tensors, imageSize } = modelIn(file, await readSafetensors(file));
+    const { options, tensors, imageSize } = modelIn(file, await readSafetensors(file), device);
     const model = await PirlModel.create(options, { device });
     await model.loadStateDict(tensors);
     if (imageSize !== undefined) model.imageSize = imageSize;

@@ -175,6 +175,24 @@ describe('model file metadata', () => {
   });
 });
 
+describe("a checkpoint's model", () => {
+  test('PirlModel.load reads it (a run killed before its model file), on the device asked, wherever the run trained', async () => {
+    const dir = tmpDir('pirl-ckpt-');
+    const file = path.join(dir, 'run.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    await trainer.fit({ checkpoint: file });
+    const { tensors, metadata } = await readSafetensors(file);
+    const meta = JSON.parse(metadata['pirl-checkpoint']);
+    // As if trained on a GPU: this machine (without one) still reads its model.
+    await writeSafetensors(file, tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify({ ...meta, config: { ...meta.config, device: 'cuda' } }) });
+    const model = await PirlModel.load(file);
+    expect([model.device, model.options, model.imageSize]).toEqual(['cpu', trainer.model.options, trainer.config.sampler.imageSize]);
+    const [a, b] = [await trainer.model.stateDict(), await model.stateDict()];
+    expect([...b.keys()]).toEqual([...a.keys()]);
+    for (const [name, t] of a) expect([name, [...b.get(name)!.data()]]).toEqual([name, [...t.data()]]);
+  });
+});
+
 describe('where a checkpoint goes', () => {
   test('fit makes its folder; one that cannot be made fails before the first step, naming the checkpoint', async () => {
     const dir = tmpDir();
