@@ -1,4 +1,4 @@
-import { ArrayDataset, Loader, PirlModel, buildInfo, datasetFeatures, evalImages, type BatchSource, type Dataset } from '../lib';
+import { ArrayDataset, Loader, PirlModel, Tensor, buildInfo, datasetFeatures, evalImages, type BatchSource, type Dataset } from '../lib';
 
 describe('Loader', () => {
   const ds = new ArrayDataset(Uint8Array.from({ length: 20 * 12 * 12 * 3 }, (_, i) => (i * 7) % 256), [20, 12, 12, 3], {
@@ -73,6 +73,10 @@ describe('Loader', () => {
     await expect(first(custom((_, real) => ({ ...real, indices: [0, 1, 2, 3, 9] })))).rejects.toThrow(/must be some of the indices asked, each once, got 9/);
     await expect(first(custom((_, real) => ({ ...real, indices: [0, 1] })))).rejects.toThrow(
       "dataset.batchSource() of 5 indices (0, 1, 2, …)'s rows must be one per index present (2), got \"5 rows\"");
+    await expect(first(custom((_, real) => ({ ...real, rows: Tensor.from(new BigInt64Array([0n, 1n, 2n, 3n, 99n]), [5]) })))).rejects.toThrow(
+      `dataset.batchSource() of 5 indices (0, 1, 2, …)'s rows must be rows of its source, in [0, ${ds.length}), got 99`); // it was "rows must be in [0, 20)"
+    await expect(first(custom((_, real) => ({ ...real, source: Tensor.zeros([5, 8, 8, 3]) })))).rejects.toThrow(
+      "dataset.batchSource() of 5 indices (0, 1, 2, …)'s source must be a uint8 N×H×W×C CPU tensor, C = 1 or 3, got \"float32 [5, 8, 8, 3] on cpu\"");
     await expect(first(custom(() => undefined))).rejects.toThrow(
       "dataset.batchSource() of 5 indices (0, 1, 2, …)'s answer must be { source: Tensor, rows: Tensor, indices: number[] }, got undefined");
     await expect(first(custom(() => Promise.reject('ECONNRESET')))).rejects.toThrow('dataset.batchSource() of 5 indices (0, 1, 2, …) failed with "ECONNRESET"');

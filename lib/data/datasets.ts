@@ -50,6 +50,15 @@ export async function sourceOf(dataset: Dataset, indices: readonly number[]): Pr
     if (!wanted.delete(i)) throw rangeError(`${asked}'s indices`, 'some of the indices asked, each once', i);
   }
   if (rows.shape[0] !== present.length) throw rangeError(`${asked}'s rows`, `one per index present (${present.length})`, `${rows.shape[0]} rows`);
+  // Checked natively too, but named there as the sampler's ("rows must be in [0, 2)"), not as this answer's.
+  const [n, , , channels] = source.shape;
+  if (source.dtype !== 'uint8' || source.device !== 'cpu' || source.shape.length !== 4 || (channels !== 1 && channels !== 3)) {
+    throw typeError(`${asked}'s source`, 'a uint8 N×H×W×C CPU tensor, C = 1 or 3', `${source.dtype} [${source.shape.join(', ')}] on ${source.device}`);
+  }
+  if (rows.dtype !== 'int64' || rows.shape.length !== 1) throw typeError(`${asked}'s rows`, 'a 1-D int64 tensor', `${rows.dtype} [${rows.shape.join(', ')}]`);
+  for (const row of rows.data() as BigInt64Array) {
+    if (row < 0n || row >= BigInt(n)) throw rangeError(`${asked}'s rows`, `rows of its source, in [0, ${n})`, Number(row));
+  }
   return answer;
 }
 
