@@ -226,10 +226,9 @@ export async function outputFile(file: string, extension?: string, replacing?: {
 // Trained work is not lost to a slip of --out: never the command's own input (its --cache too, not made yet), a model or
 // checkpoint only with --force.
 async function checkReplaceable(file: string, exists: boolean, inputs: string[], force: boolean): Promise<void> {
-  const real = (f: string) => fs.realpath(f).catch(() => path.resolve(f));
-  const target = await real(file);
+  const target = await realPath(path.resolve(file));
   for (const input of inputs) {
-    if ((await real(input)) === target) throw new UsageError(`--out ${file} is the file this command reads (${input}): give another file`);
+    if ((await realPath(path.resolve(input))) === target) throw new UsageError(`--out ${file} is the file this command reads (${input}): give another file`);
   }
   if (!exists) return;
   const metadata = await readSafetensorsMetadata(file).catch(() => ({} as Record<string, string>));
