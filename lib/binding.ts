@@ -40,10 +40,10 @@ export interface MemoryBankHandle {
   size(): number;
   dim(): number;
   rows(): TensorHandle;
-  get(indices: TensorHandle): TensorHandle;
-  update(indices: TensorHandle, fHat: TensorHandle, momentum: number): void;
-  sampleNegatives(batch: number, k: number, excludePositives: TensorHandle | null): TensorHandle;
-  sampleShared(k: number): TensorHandle;
+  get(indices: TensorHandle): Promise<TensorHandle>;
+  update(indices: TensorHandle, fHat: TensorHandle, momentum: number): Promise<void>;
+  sampleNegatives(batch: number, k: number, excludePositives: TensorHandle | null): Promise<TensorHandle>;
+  sampleShared(k: number): Promise<TensorHandle>;
   generatorState(): TensorHandle;
   dispose(): void;
   disposed(): boolean;

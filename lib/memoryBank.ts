@@ -1,7 +1,7 @@
 // PIRL's memory bank: one unit row m_y per training image (docs/PIRL.md, "Memory bank").
 import { binding, type MemoryBankHandle } from './binding';
 import { checkDevice, resolveMemoryBankOptions, type Device, type MemoryBankOptions } from './config';
-import { checkInteger, checkNumber, checkObject, nativeCall, typeError } from './errors';
+import { checkInteger, checkNumber, checkObject, checkOptions, nativeCall, typeError } from './errors';
 import { Tensor, handleOf, int64Tensor } from './tensor';
 
 /** What a checkpoint stores to restore a bank exactly, sampling generator included. */
@@ -65,30 +65,37 @@ export class MemoryBank {
     return new Tensor(this.handle.rows());
   }
 
-  /** A copy of the rows at `indices` (e.g. for a kNN monitor). */
-  get(indices: Tensor | readonly number[] | Int32Array): Tensor {
-    return new Tensor(this.handle.get(indexTensor('indices', indices).handle));
+  /** A copy of the rows at `indices` (e.g. for a kNN monitor). Like every call below that reads or changes rows, it
+   * runs off the JavaScript thread and is refused while other such work on the bank (or a step, or a
+   * PirlLoss.compute) is in flight: await each before the next, so they apply in the order written. */
+  async get(indices: Tensor | readonly number[] | Int32Array): Promise<Tensor> {
+    const index = indexTensor('indices', indices).handle;
+    return new Tensor(await nativeCall(() => this.handle.get(index)));
   }
 
   /**
    * m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in one batch is updated once, with the
    * mean of its rows of f̂, so the batch order does not matter.
    */
-  update(indices: Tensor | readonly number[] | Int32Array, fHat: Tensor, momentum = 0.5): void {
+  async update(indices: Tensor | readonly number[] | Int32Array, fHat: Tensor, momentum = 0.5): Promise<void> {
     checkNumber('momentum', momentum, { min: 0, max: 1, maxExclusive: true });
-    this.handle.update(indexTensor('indices', indices).handle, handleOf('fHat', fHat), momentum);
+    const [index, rows] = [indexTensor('indices', indices).handle, handleOf('fHat', fHat)];
+    await nativeCall(() => this.handle.update(index, rows, momentum));
   }
 
   /** batch×k rows drawn uniformly with replacement; optionally never a sample's own positive. */
-  sampleNegatives(batch: number, k: number, options: { excludePositives?: Tensor | readonly number[] } = {}): Tensor {
+  async sampleNegatives(batch: number, k: number, options: { excludePositives?: Tensor | readonly number[] } = {}): Promise<Tensor> {
     const b = checkInteger('batch', batch, 1);
-    const exclude = options.excludePositives === undefined ? null : indexTensor('options.excludePositives', options.excludePositives);
-    return new Tensor(this.handle.sampleNegatives(b, checkInteger('k', k, 1), exclude && exclude.handle));
+    const count = checkInteger('k', k, 1);
+    const { excludePositives } = checkOptions('options', options, ['excludePositives']);
+    const exclude = excludePositives === undefined ? null : indexTensor('options.excludePositives', excludePositives);
+    return new Tensor(await nativeCall(() => this.handle.sampleNegatives(b, count, exclude && exclude.handle)));
   }
 
   /** k rows shared by the whole batch. */
-  sampleShared(k: number): Tensor {
-    return new Tensor(this.handle.sampleShared(checkInteger('k', k, 1)));
+  async sampleShared(k: number): Promise<Tensor> {
+    const count = checkInteger('k', k, 1);
+    return new Tensor(await nativeCall(() => this.handle.sampleShared(count)));
   }
 
   /**

@@ -136,7 +136,7 @@ async function nceCase(pirl, B, K) {
   const positives = await pirl.Tensor.from(BigInt64Array.from({ length: B }, (_, i) => BigInt(i))).to(device);
   const out = {};
   for (const shared of [false, true]) {
-    const negatives = shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
+    const negatives = await (shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K));
     for (const mode of ['nce', 'infonce']) {
       await timed(3, () => pirl.nceLoss(x, bank, positives, negatives, { mode, z: 100 }));
       memoryOf(pirl, baseline);

@@ -2,7 +2,9 @@ import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { PirlModel, Tensor, ops } from '../lib';
+import { MemoryBank, PirlModel, Tensor, ops } from '../lib';
+
+import { unitRows } from './helpers';
 
 function randn(shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -63,6 +65,18 @@ describe('heavy native work runs off the JavaScript thread', () => {
       ref += I[((0 * 64 + c) * 96 + (y + dy - 1)) * 96 + (x + dx - 1)] * W[((o * 64 + c) * 3 + dy) * 3 + dx];
     }
     expect((result[0].data() as Float32Array)[(o * 96 + y) * 96 + x]).toBeCloseTo(ref, 3);
+  });
+
+  test("a memory bank's update of every row (200,000 × 128) lets an interval keep firing, and is right", async () => {
+    const N = 200_000, D = 128;
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 1 });
+    const rows = unitRows(N, D);
+    const indices = Int32Array.from({ length: N }, (_, i) => i);
+    const fHat = Tensor.from(rows, [N, D]);
+    const { ticks, rounds } = await ticksDuring(() => bank.update(indices, fHat, 0));
+    expect(ticks).toBeGreaterThanOrEqual(rounds + 3);
+    const got = bank.rows().data() as Float32Array;
+    for (const i of [0, 12_345, N - 1]) for (let d = 0; d < D; d++) expect(got[i * D + d]).toBeCloseTo(rows[i * D + d], 6);
   });
 });
 

@@ -57,7 +57,7 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     const rows = bank.rows().data() as Float32Array;
     const x = unitRows(B, D);
     const positives = [3, 50, 199, 0, 7, 7];
-    const negatives = shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
+    const negatives = await (shared ? bank.sampleShared(K) : bank.sampleNegatives(B, K));
     const negRows = shared
       ? Array.from({ length: B }, () => toNumbers(negatives))
       : Array.from({ length: B }, (_, b) => toNumbers(negatives).slice(b * K, (b + 1) * K));
@@ -90,7 +90,7 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
       const n = Math.hypot(...v);
       v.forEach((value, d) => (x[b * D + d] = value / n));
     });
-    const negatives = layout === 'shared' ? bank.sampleShared(K) : bank.sampleNegatives(B, K);
+    const negatives = await (layout === 'shared' ? bank.sampleShared(K) : bank.sampleNegatives(B, K));
     const negRows = layout === 'shared'
       ? Array.from({ length: B }, () => toNumbers(negatives))
       : Array.from({ length: B }, (_, b) => toNumbers(negatives).slice(b * K, (b + 1) * K));
@@ -110,7 +110,7 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
   test('argument errors name the argument', async () => {
     const bank = await MemoryBank.create({ size: 10, dim: 4 });
     const x = Tensor.zeros([2, 4]);
-    const neg = bank.sampleNegatives(2, 3);
+    const neg = await bank.sampleNegatives(2, 3);
     await expect(nceLoss(x, bank, [0, 10], neg)).rejects.toThrow(/positives must be rows in \[0, 10\)/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0 })).rejects.toThrow(/options.tau must be a positive number, got 0/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0.001 })).rejects.toThrow("options.tau must be at least 0.0015 with options.mode 'nce' (its Z = N·mean(e^{s/τ}) overflows float64 below; 'infonce' takes any τ > 0), got 0.001");
@@ -132,7 +132,7 @@ describe('PirlLoss', () => {
     const r = await loss.compute(Tensor.from(f, [B, D]), Tensor.from(g, [B, D]), indices);
 
     const before = Float32Array.from(twin.rows().data() as Float32Array);
-    const negG = twin.sampleNegatives(B, 32), negF = twin.sampleNegatives(B, 32);
+    const negG = await twin.sampleNegatives(B, 32), negF = await twin.sampleNegatives(B, 32);
     const rowsOf = (t: Tensor) => Array.from({ length: B }, (_, b) => toNumbers(t).slice(b * 32, (b + 1) * 32));
     const lossG = reference(g, before, D, indices, rowsOf(negG), 0.07, 'nce', -1, N).loss;
     const lossF = reference(f, before, D, indices, rowsOf(negF), 0.07, 'nce', -1, N).loss;
@@ -142,27 +142,46 @@ describe('PirlLoss', () => {
     expect(loss.z.image).toBeCloseTo(r.zImage);
     expect(r.gradF.shape).toEqual([B, D]);
 
-    twin.update(indices, Tensor.from(f, [B, D]), 0.5);
+    await twin.update(indices, Tensor.from(f, [B, D]), 0.5);
     const a = bank.rows().data() as Float32Array, b = twin.rows().data() as Float32Array;
     a.forEach((v, i) => expect(v).toBeCloseTo(b[i], 6));
   });
 
+  // Long enough (2 × 256 × 32,000 rows of 512 bytes read: 8 GB) that the calls below come while it runs.
+  const N = 100_000, D = 128, B = 256;
+  const inUse = /^the memory bank is in use by native work in flight \(a training step, a PirlLoss\.compute or a call on the bank\): await it before /;
+
   test("the bank's own calls are refused while a compute on it is in flight (they ran between its reads: another loss, silently)", async () => {
-    // Long enough (2 × 256 × 32,000 rows of 512 bytes read: 8 GB) that the calls below come while it runs.
-    const N = 100_000, D = 128, B = 256;
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
     const loss = new PirlLoss(bank, { negatives: 32_000 });
     const f = Tensor.from(unitRows(B, D), [B, D]), g = Tensor.from(unitRows(B, D), [B, D]);
     const computing = loss.compute(f, g, Array.from({ length: B }, (_, i) => i + 1));
-    const inUse = /^the memory bank is in use by native work in flight \(a training step or a PirlLoss\.compute\): await it before bank\./;
-    expect(() => bank.update([5], f.rows(0, 1), 0)).toThrow(new RegExp(`${inUse.source}update\\(\\)$`));
-    expect(() => bank.get([5])).toThrow(inUse);
-    expect(() => bank.sampleNegatives(B, 8)).toThrow(inUse);
+    await expect(bank.update([5], f.rows(0, 1), 0)).rejects.toThrow(new RegExp(`${inUse.source}bank\\.update\\(\\)$`));
+    await expect(bank.get([5])).rejects.toThrow(inUse);
+    await expect(bank.sampleNegatives(B, 8)).rejects.toThrow(inUse);
+    expect(() => bank.state()).toThrow(new RegExp(`${inUse.source}bank\\.state\\(\\)$`));
+    // A second compute ran beside the first on another worker, in either order: the bank's updates raced.
+    await expect(new PirlLoss(bank, { negatives: 8 }).compute(f, g, [0])).rejects.toThrow(new RegExp(`${inUse.source}PirlLoss\\.compute\\(\\)$`));
     const rows = Float32Array.from(bank.rows().data() as Float32Array);
     await computing;
-    bank.update([5], f.rows(0, 1), 0); // once it is done
-    expect(Array.from(bank.get([5]).data() as Float32Array)).toEqual(Array.from(f.rows(0, 1).data() as Float32Array));
+    await bank.update([5], f.rows(0, 1), 0); // once it is done
+    expect(Array.from((await bank.get([5])).data() as Float32Array)).toEqual(Array.from(f.rows(0, 1).data() as Float32Array));
     expect((bank.rows().data() as Float32Array).subarray((B + 1) * D).every((v, i) => v === rows[(B + 1) * D + i])).toBe(true); // rows the compute did not update
+  });
+
+  test('a call on the bank in flight holds it as a compute does: later calls and computes are refused until it is awaited', async () => {
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 6 });
+    const all = Array.from({ length: N }, (_, i) => i);
+    const fHat = Tensor.from(unitRows(N, D), [N, D]);
+    const updating = bank.update(all, fHat, 0);
+    await expect(bank.get([0])).rejects.toThrow(new RegExp(`${inUse.source}bank\\.get\\(\\)$`));
+    await expect(bank.update([0], fHat.rows(1, 1), 0)).rejects.toThrow(inUse);
+    const f = fHat.rows(0, 2);
+    await expect(new PirlLoss(bank, { negatives: 8 }).compute(f, f, [0, 1])).rejects.toThrow(inUse);
+    await updating;
+    const last = fHat.rows(N - 1, 1).data() as Float32Array;
+    ((await bank.get([N - 1])).data() as Float32Array).forEach((v, i) => expect(v).toBeCloseTo(last[i], 6));
+    expect((await new PirlLoss(bank, { negatives: 8 }).compute(f, f, [0, 1])).loss).toBeGreaterThan(0);
   });
 
   test('options are validated', async () => {

@@ -18,7 +18,7 @@ describe('MemoryBank', () => {
     const bank = await MemoryBank.create({ size: 10, dim: 4, seed: 1 });
     const before = Float32Array.from(bank.rows().data() as Float32Array);
     const f = unitRows(3, 4);
-    bank.update([7, 2, 7], Tensor.from(f, [3, 4]), 0.5);
+    await bank.update([7, 2, 7], Tensor.from(f, [3, 4]), 0.5);
     const after = bank.rows().data() as Float32Array;
     const expect7 = [0, 1, 2, 3].map((j) => 0.5 * before[28 + j] + 0.5 * (f[j] + f[8 + j]) / 2);
     const n = Math.hypot(...expect7);
@@ -29,8 +29,8 @@ describe('MemoryBank', () => {
   test('rows() is a view that follows updates', async () => {
     const bank = await MemoryBank.create({ size: 5, dim: 4, seed: 2 });
     const view = bank.rows().data() as Float32Array;
-    bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]));
-    expect(Array.from(view.subarray(0, 4))).toEqual(Array.from((bank.get([0]).data() as Float32Array)));
+    await bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]));
+    expect(Array.from(view.subarray(0, 4))).toEqual(Array.from(((await bank.get([0])).data() as Float32Array)));
   });
 
   test('dispose() lets go of the rows: later use is an error naming the bank; views taken before keep theirs', async () => {
@@ -41,7 +41,7 @@ describe('MemoryBank', () => {
     expect(bank.disposed).toBe(true);
     expect(() => bank.rows()).toThrow(/^the memory bank was disposed$/);
     expect(() => bank.size).toThrow(/^the memory bank was disposed$/);
-    expect(() => bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]))).toThrow(/^the memory bank was disposed$/);
+    await expect(bank.update([0], Tensor.from(unitRows(1, 4), [1, 4]))).rejects.toThrow(/^the memory bank was disposed$/);
     const f = Tensor.from(unitRows(1, 4), [1, 4]);
     await expect(new PirlLoss(bank, { negatives: 2 }).compute(f, f, [0])).rejects.toThrow(/^bank was disposed$/);
     expect(Array.from(view.data() as Float32Array)).toEqual(before);
@@ -51,8 +51,8 @@ describe('MemoryBank', () => {
     const bank = await MemoryBank.create({ size: 20, dim: 4, seed: 3 });
     const state = bank.state();
     const restored = await MemoryBank.restore(state);
-    const a = bank.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
-    const b = restored.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
+    const a = await bank.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
+    const b = await restored.sampleNegatives(6, 500, { excludePositives: [0, 1, 2, 3, 4, 5] });
     expect(a.shape).toEqual([6, 500]);
     expect([...a.data()]).toEqual([...b.data()]);
     const values = a.data() as BigInt64Array;
@@ -63,24 +63,25 @@ describe('MemoryBank', () => {
         expect(v >= 0n && v < 20n).toBe(true);
       }
     }
-    expect(bank.sampleShared(9).shape).toEqual([9]);
+    expect((await bank.sampleShared(9)).shape).toEqual([9]);
   });
 
   test('bad input: clear errors, never a read past the end', async () => {
     const bank = await MemoryBank.create({ size: 10, dim: 4 });
-    expect(() => bank.get([10])).toThrow(RangeError);
-    expect(() => bank.get([10])).toThrow(/indices must be rows in \[0, 10\), got values in \[10, 10\]/);
-    expect(() => bank.get([-1])).toThrow(/indices\[0\] must be an integer >= 0, got -1/);
-    expect(() => bank.get(Tensor.from(new Float32Array([1])) as never)).toThrow(/indices must be an int64 Tensor, got "float32"/);
-    expect(() => bank.update([1], Tensor.zeros([1, 3]))).toThrow(/fHat must be 1×4/);
-    expect(() => bank.update([1], Tensor.zeros([1, 4]), 1)).toThrow(/momentum must be a number in \[0, 1\), got 1/);
-    expect(() => bank.sampleNegatives(0, 3)).toThrow(/batch must be an integer >= 1, got 0/);
+    await expect(bank.get([10])).rejects.toThrow(RangeError);
+    await expect(bank.get([10])).rejects.toThrow(/indices must be rows in \[0, 10\), got values in \[10, 10\]/);
+    await expect(bank.get([-1])).rejects.toThrow(/indices\[0\] must be an integer >= 0, got -1/);
+    await expect(bank.get(Tensor.from(new Float32Array([1])) as never)).rejects.toThrow(/indices must be an int64 Tensor, got "float32"/);
+    await expect(bank.update([1], Tensor.zeros([1, 3]))).rejects.toThrow(/fHat must be 1×4/);
+    await expect(bank.update([1], Tensor.zeros([1, 4]), 1)).rejects.toThrow(/momentum must be a number in \[0, 1\), got 1/);
+    await expect(bank.sampleNegatives(0, 3)).rejects.toThrow(/batch must be an integer >= 1, got 0/);
+    await expect(bank.sampleNegatives(2, 3, { exclude: [0, 1] } as never)).rejects.toThrow('options.exclude is not an option; options takes excludePositives');
     await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer in \[1, 2147483647\], got 0/);
     await expect(MemoryBank.create({ size: 5, device: 'tpu' as never })).rejects.toThrow(/options.device/);
     // NaN never enters a bank: not by an update, not by a restore.
     const nan = Tensor.from(new Float32Array([1, Number.NaN, 0, 0]), [1, 4]);
     const before = Array.from(bank.rows().data() as Float32Array);
-    expect(() => bank.update([1], nan)).toThrow(/fHat must be finite/);
+    await expect(bank.update([1], nan)).rejects.toThrow(/fHat must be finite/);
     expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
     const { generator } = bank.state();
     await expect(MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, Number.POSITIVE_INFINITY, 0, 1]), [1, 4]), generator })).rejects.toThrow(/rows must be finite/);

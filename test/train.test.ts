@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Dataset } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Dataset } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -364,6 +364,18 @@ describe('Trainer', () => {
     expect(trainer.progress.step).toBe(3);
     // After the run's last epoch, a custom loop's step would have no place in it.
     await expect(trainer.step(batch, 0.1)).rejects.toThrow("trainer.step: the run's 1 epoch(s) are done (progress.step 3): Trainer.resume(file, data, { epochs }) lengthens it");
+  });
+
+  test("a step is refused while a call on the trainer's bank is in flight (the call ran between the step's reads)", async () => {
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);
+    const rows = Tensor.from(BigInt64Array.from({ length: 4_000_000 }, (_, i) => BigInt(i % trainer.bank.size))); // a 256 MB gather
+    const reading = trainer.bank.get(rows);
+    await expect(trainer.step(batch, 0.1)).rejects.toThrow(/: await it before trainer\.step\(\)$/);
+    expect((await reading).shape).toEqual([4_000_000, 16]);
+    expect(trainer.progress.step).toBe(0);
+    await trainer.step(batch, 0.1); // once it is done
+    expect(trainer.progress.step).toBe(1);
   });
 
   test("a custom loop's steps count in progress as fit's: save() and a resume go on from them, as from fit's", async () => {

@@ -236,7 +236,7 @@ export class Trainer {
     const shard = end - begin === dataset.length ? dataset : new Subset(dataset, Array.from({ length: end - begin }, (_, i) => begin + i));
     const options = { size: this.config.sampler.imageSize, layer: 'f' as const };
     for await (const { features, indices } of featureBatches(this.own, shard, options, onProgress)) {
-      this.bank.update(indices.map((i) => begin + i), features, 0);
+      await this.bank.update(indices.map((i) => begin + i), features, 0);
     }
     await nativeCall(() => this.handle.shareBankShards());
   }

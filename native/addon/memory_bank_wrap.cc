@@ -77,12 +77,16 @@ const std::shared_ptr<MemoryBank>& MemoryBankWrap::live(const std::string& arg) 
   return bank_;
 }
 
-const std::shared_ptr<MemoryBank>& MemoryBankWrap::idle(const std::string& call) const {
-  const auto& bank = live();
-  if (bank->inUse()) {
-    throw std::logic_error("the memory bank is in use by native work in flight (a training step or a PirlLoss.compute): await it before bank." + call);
-  }
-  return bank;
+// Even a read waits for the bank's mutex, and a draw of B×K rows or an update of a whole bank takes seconds.
+Napi::Value MemoryBankWrap::call(Napi::Env env, const std::string& call, std::function<at::Tensor(MemoryBank&)> work) const {
+  auto bank = live();
+  auto use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Call, "bank." + call);
+  return AsyncTask<at::Tensor>::run(
+      env, [=]() mutable {
+        const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
+        return work(*bank);
+      },
+      [](Napi::Env e, at::Tensor& t) -> Napi::Value { return t.defined() ? Napi::Value(TensorWrap::wrap(e, t)) : e.Undefined(); });
 }
 
 // Lets go of the bank: its rows are freed once a trainer using it (and views of them) are done with them.
@@ -108,15 +112,20 @@ Napi::Value MemoryBankWrap::rows(const Napi::CallbackInfo& info) {
 
 Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), idle("get()")->get(TensorWrap::unwrap(info[0], "indices")));
+    const at::Tensor indices = TensorWrap::unwrap(info[0], "indices");
+    return call(info.Env(), "get()", [=](MemoryBank& bank) { return bank.get(indices); });
   });
 }
 
 Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    idle("update()")->update(TensorWrap::unwrap(info[0], "indices"), TensorWrap::unwrap(info[1], "fHat"),
-                  AsDouble(info[2], "momentum"), IndexCheck::Check);
-    return info.Env().Undefined();
+    const at::Tensor indices = TensorWrap::unwrap(info[0], "indices");
+    const at::Tensor fHat = TensorWrap::unwrap(info[1], "fHat");
+    const double momentum = AsDouble(info[2], "momentum");
+    return call(info.Env(), "update()", [=](MemoryBank& bank) {
+      bank.update(indices, fHat, momentum, IndexCheck::Check);
+      return at::Tensor();
+    });
   });
 }
 
@@ -124,18 +133,23 @@ Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const at::Tensor exclude =
         info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
-    return TensorWrap::wrap(info.Env(), idle("sampleNegatives()")->sampleNegatives(AsInt64(info[0], "batch"), AsInt64(info[1], "k"), exclude));
+    const int64_t batch = AsInt64(info[0], "batch"), k = AsInt64(info[1], "k");
+    return call(info.Env(), "sampleNegatives()", [=](MemoryBank& bank) { return bank.sampleNegatives(batch, k, exclude); });
   });
 }
 
 Napi::Value MemoryBankWrap::sampleShared(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return TensorWrap::wrap(info.Env(), idle("sampleShared()")->sampleShared(AsInt64(info[0], "k")));
+    const int64_t k = AsInt64(info[0], "k");
+    return call(info.Env(), "sampleShared()", [=](MemoryBank& bank) { return bank.sampleShared(k); });
   });
 }
 
 Napi::Value MemoryBankWrap::generatorState(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), idle("state()")->generatorState()); });
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    live()->refuseWhileInUse("bank.state()");
+    return TensorWrap::wrap(info.Env(), live()->generatorState());
+  });
 }
 
 }  // namespace pirl::addon

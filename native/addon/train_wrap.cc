@@ -155,7 +155,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const bool stop = AsBool(info[4], "stop");
       auto s = live();
       s->model->training = true;  // the step leaves the model in training mode (set in call order, as train())
-      auto use = std::make_shared<MemoryBank::Use>(s->bank);  // from this call on: see MemoryBank::Use
+      auto use = std::make_shared<MemoryBank::Use>(s->bank, MemoryBank::Use::Kind::Step, "trainer.step()");  // from this call on: see MemoryBank::Use
       return AsyncTask<train::StepResult>::run(
           info.Env(), [=]() mutable {
             const auto held = std::move(use);  // let go when the work ends, not when the Promise settles

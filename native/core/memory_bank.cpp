@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 
 #include "negatives/negative_streams.h"
 #include "splitmix.h"
@@ -134,6 +135,27 @@ at::Tensor MemoryBank::sampleShared(int64_t k, const NegativeStreams& streams) {
 at::Tensor MemoryBank::generatorState() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return generator_.get_state();
+}
+
+namespace {
+const char* const kInUse = "the memory bank is in use by native work in flight (a training step, a PirlLoss.compute or a call on the bank): await it before ";
+}  // namespace
+
+MemoryBank::Use::Use(std::shared_ptr<MemoryBank> bank, Kind kind, const std::string& call)
+    : bank_(std::move(bank)), kind_(kind) {
+  // Uses are taken on the JavaScript thread only, so nothing comes between the check and the count.
+  if (kind == Kind::Call ? bank_->uses_.load() > 0 : bank_->calls_.load() > 0) throw std::logic_error(kInUse + call);
+  ++bank_->uses_;
+  if (kind == Kind::Call) ++bank_->calls_;
+}
+
+MemoryBank::Use::~Use() {
+  if (kind_ == Kind::Call) --bank_->calls_;
+  --bank_->uses_;
+}
+
+void MemoryBank::refuseWhileInUse(const std::string& call) const {
+  if (uses_.load() > 0) throw std::logic_error(kInUse + call);
 }
 
 }  // namespace pirl

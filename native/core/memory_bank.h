@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "index_check.h"
 
@@ -57,23 +58,29 @@ class MemoryBank {
   // `t` (draws, stream keys, a step's indices) on the rows' device; from the host to a GPU without waiting for it.
   at::Tensor onDevice(const at::Tensor& t) const;
 
-  // Held by native work that reads or changes the bank (a step, a PirlLoss.compute) from the JavaScript call that
-  // queues it until the work ends: JavaScript's own calls on the bank are refused meanwhile (they ran between its
-  // reads: a loss of other rows, silently).
+  // Held by native work that reads or changes the bank from the JavaScript call that queues it until the work ends.
+  // Steps (Kind::Step) queue behind each other on their model's thread, in call order. A call on the bank itself or a
+  // PirlLoss.compute (Kind::Call) runs on the shared workers, in no set order: it is refused while any other work
+  // holds the bank, and a step while such a call does (they ran between each other's reads: other rows, silently).
   class Use {
    public:
-    explicit Use(std::shared_ptr<MemoryBank> bank) : bank_(std::move(bank)) { ++bank_->uses_; }
-    ~Use() { --bank_->uses_; }
+    enum class Kind { Step, Call };
+    // std::logic_error naming `call` when the bank is held by work this one may not follow.
+    Use(std::shared_ptr<MemoryBank> bank, Kind kind, const std::string& call);
+    ~Use();
     Use(const Use&) = delete;
     Use& operator=(const Use&) = delete;
 
    private:
     std::shared_ptr<MemoryBank> bank_;
+    Kind kind_;
   };
-  bool inUse() const { return uses_.load() > 0; }
+  // std::logic_error naming `call` (a quick read, as state()) while any work holds the bank.
+  void refuseWhileInUse(const std::string& call) const;
 
  private:
   std::atomic<int> uses_{0};
+  std::atomic<int> calls_{0};  // of uses_: Kind::Call
   at::Tensor rows_;
   at::Generator generator_;
   mutable std::mutex mutex_;  // sampling and updates may come from several worker threads
