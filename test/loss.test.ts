@@ -165,7 +165,8 @@ describe('PirlLoss', () => {
     const rows = Float32Array.from(bank.rows().data() as Float32Array);
     await computing;
     await bank.update([5], f.rows(0, 1), 0); // once it is done
-    expect(Array.from((await bank.get([5])).data() as Float32Array)).toEqual(Array.from(f.rows(0, 1).data() as Float32Array));
+    const first = f.rows(0, 1).data() as Float32Array; // renormalised: equal to float32's rounding
+    ((await bank.get([5])).data() as Float32Array).forEach((v, i) => expect(v).toBeCloseTo(first[i], 6));
     expect((bank.rows().data() as Float32Array).subarray((B + 1) * D).every((v, i) => v === rows[(B + 1) * D + i])).toBe(true); // rows the compute did not update
   });
 
@@ -192,7 +193,7 @@ describe('PirlLoss', () => {
     expect(() => new PirlLoss({} as never)).toThrow(/bank must be a MemoryBank/);
     expect(() => new PirlLoss(bank, { mode: 'nce', tau: 0.001 })).toThrow(/options.tau must be at least 0.0015 with options.mode 'nce'/);
     const loss = new PirlLoss(bank);
-    await expect(loss.compute(Tensor.zeros([2, 4]), Tensor.zeros([3, 4]), [0, 1])).rejects.toThrow(/f and g must have one shape/);
+    await expect(loss.compute(Tensor.from(unitRows(2, 4), [2, 4]), Tensor.from(unitRows(3, 4), [3, 4]), [0, 1])).rejects.toThrow(/f and g must have one shape/);
     const f64 = Tensor.from(new Float64Array(8), [2, 4]);
     await expect(loss.compute(f64, f64, [0, 1])).rejects.toThrow(/^f must be a float32 tensor \(the bank's dtype\), got "float64"$/); // it named the bank
     // A NaN is refused before it reaches the bank (a NaN row made every loss it was drawn into NaN), and the bank stays.
@@ -201,5 +202,14 @@ describe('PirlLoss', () => {
     f[1] = NaN;
     await expect(loss.compute(Tensor.from(f, [2, 4]), Tensor.from(unitRows(2, 4), [2, 4]), [0, 1])).rejects.toThrow('f must be finite: a NaN or infinite row would enter the memory bank');
     expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
+    // The scores are cosines only for unit rows: f·m of a row of length 3 was another loss, and the bank took it.
+    const long = unitRows(2, 4).map((v, i) => (i < 4 ? 3 * v : v));
+    await expect(loss.compute(Tensor.from(long, [2, 4]), Tensor.from(unitRows(2, 4), [2, 4]), [0, 1])).rejects.toThrow(
+      /^f must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 0 has norm 3(\.0*\d*)?; divide each row by its norm first$/);
+    const short = unitRows(2, 4).map((v, i) => (i >= 4 ? 0.9 * v : v));
+    await expect(loss.compute(Tensor.from(unitRows(2, 4), [2, 4]), Tensor.from(short, [2, 4]), [0, 1])).rejects.toThrow(/^g must hold L2-normalised rows .*: row 1 has norm 0\.9/);
+    expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
+    // Unit rows rounded to bfloat16's precision are unit rows.
+    expect((await loss.compute(Tensor.from(unitRows(2, 4).map((v) => Math.round(v * 256) / 256), [2, 4]), Tensor.from(unitRows(2, 4), [2, 4]), [0, 1])).loss).toBeGreaterThan(0);
   });
 });

@@ -64,6 +64,21 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
   return r;
 }
 
+namespace {
+
+// s(a, b) is the cosine only for unit rows, as the bank's are: rows of another length gave another loss, silently.
+void checkUnitRows(const at::Tensor& x, const char* name) {
+  if (x.dim() != 2 || x.size(0) == 0) return;  // the shape is said by the checks that follow
+  const at::Tensor norms = x.to(at::kDouble).norm(2, {1});
+  const int64_t row = (norms - 1).abs().argmax().item<int64_t>();
+  const double norm = norms[row].item<double>();
+  TORCH_CHECK_VALUE(std::abs(norm - 1) <= 1e-2,  // a unit row rounded through bfloat16 is off by ~4e-3
+                    name, " must hold L2-normalised rows (PIRL's scores are cosines with the bank's unit rows): row ",
+                    row, " has norm ", norm, "; divide each row by its norm first");
+}
+
+}  // namespace
+
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
                                     const at::Tensor& indices, IndexCheck check, bool updateBank,
                                     const NegativeStreams& streams) {
@@ -74,6 +89,8 @@ PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const
     // Before Z or the bank change: a NaN in f became a bank row that made every loss it was drawn into NaN.
     TORCH_CHECK_VALUE(at::isfinite(f).all().item<bool>(), "f must be finite: a NaN or infinite row would enter the memory bank");
     TORCH_CHECK_VALUE(at::isfinite(g).all().item<bool>(), "g must be finite");
+    checkUnitRows(f, "f");
+    checkUnitRows(g, "g");
   }
   return (*this)(bank, f, g, indices, drawNegatives(bank, indices, streams), updateBank);
 }
