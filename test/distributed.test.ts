@@ -371,7 +371,7 @@ describe('pirl train as ranks', () => {
       const killedAt = Date.now();
       expect(await exited).toBe(137); // 128 + SIGKILL: the failed rank's, as torchrun
       expect(Date.now() - killedAt).toBeLessThan(40_000); // the other rank stopped (SIGTERM, SIGKILL after 30 s), not trained on
-      expect(stderr()).toContain('pirl: rank 1 of 2 exited with code 137; the other ranks were stopped');
+      expect(stderr()).toContain('pirl: rank 1 of 2 was killed by SIGKILL (out of memory? see dmesg), exit code 137; the other ranks were stopped');
       expect(processesNaming(out, launcher.pid)).toEqual([]);
     } finally {
       removeRun(out, launcher);

@@ -28,7 +28,7 @@ const KILL_AFTER_MS = 30_000;
 export async function launchLocalRanks(nproc: number, args: string[], threads: number): Promise<number> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pirl-ranks-'));
   const children: ChildProcess[] = [];
-  let failed: { rank: number; code: number } | null = null;
+  let failed: { rank: number; code: number; signal: NodeJS.Signals | null } | null = null;
   const failures = new Map<number, string>(); // each rank's message (tellLauncher)
   // Another rank's message is said once rank 0 has said its own or ended (it prints its own: often the same).
   const said = new Set<string>(), waiting: Array<[number, string]> = [];
@@ -72,9 +72,9 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
         sayWaiting();
       });
       return new Promise<number>((resolve) => {
-        const failedWith = (status: number) => {
+        const failedWith = (status: number, signal: NodeJS.Signals | null = null) => {
           if (status !== 0 && failed === null) {
-            failed = { rank, code: status };
+            failed = { rank, code: status, signal };
             if (!interrupted) {
               // The others stop after their step (a collective with the failed rank fails them sooner); then at once.
               stopAll('SIGTERM');
@@ -91,15 +91,19 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
         child.on('close', (code, signal) => {
           if (rank === 0) rank0Said = true;
           sayWaiting();
-          failedWith(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1));
+          failedWith(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1), code === null ? signal : null);
         });
       });
     });
     await Promise.all(exits);
-    const first = failed as { rank: number; code: number } | null;
+    const first = failed as { rank: number; code: number; signal: NodeJS.Signals | null } | null;
     // Every rank failing with one message (a flag's mistake) was said once; else which rank ended the run.
     const alike = failures.size === nproc && new Set(failures.values()).size === 1;
-    if (first && !interrupted && !alike) console.error(`pirl: rank ${first.rank} of ${nproc} exited with code ${first.code}; the other ranks were stopped`);
+    if (first && !interrupted && !alike) {
+      // A rank killed by a signal said nothing itself: name the signal (SIGKILL is most often the kernel's out-of-memory killer).
+      const how = first.signal ? `was killed by ${first.signal}${first.signal === 'SIGKILL' ? ' (out of memory? see dmesg)' : ''}, exit code ${first.code}` : `exited with code ${first.code}`;
+      console.error(`pirl: rank ${first.rank} of ${nproc} ${how}; the other ranks were stopped`);
+    }
     return first ? first.code : 0;
   } finally {
     process.off('SIGINT', onInt).off('SIGTERM', onTerm);
