@@ -135,9 +135,12 @@ describe('pirl train / eval / embed / export', () => {
     const evaluation = JSON.parse(held.stdout.trim());
     expect(evaluation.knnTop1).toBeGreaterThanOrEqual(0);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
+    expect(held.stderr).toContain("pirl: --k 200 is more than the 16 images that vote (--data's four fifths): each test image is voted on by all 16");
     const itself = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', data, '--size', '16'], { encoding: 'utf8' });
     expect(JSON.parse(itself.stdout.trim()).test).toBe(20);
     expect(itself.stderr).toContain('pirl: warning: --test is --data: every test image votes for itself');
+    expect(itself.stderr).toContain('pirl: --k 200 is more than the 20 images that vote (--data): each test image is voted on by all 20');
+    expect(spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16', '--k', '16'], { encoding: 'utf8' }).stderr).not.toContain('--k 16');
     // Without --size, at the size the model was trained on (the small preset's 32-px views), which its file records.
     expect(JSON.parse(run(['eval', model, '--data', data]).trim()).size).toBe(32);
     // Test classes are matched by name: one the model's data lacks is refused, naming --test.

@@ -28,6 +28,8 @@ export async function evaluate(args: string[]): Promise<void> {
     console.error('pirl: warning: --test is --data: every test image votes for itself (k=1 scores 1); hold some out instead (drop --test)');
   }
   const { train, test } = await knnSplit(await openData(spec, size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, size, values);
+  // kNN takes the k nearest of what there is: said, so that the score is read as the vote of every image.
+  if (knn.k > train.length) console.error(`pirl: --k ${knn.k} is more than the ${train.length} images that vote (--data${values.test === undefined ? "'s four fifths" : ''}): each test image is voted on by all ${train.length}`);
   const progress = new Progress();
   const testSpec = typeof values.test === 'string' ? `--test ${values.test}` : `--data ${spec} (its held-out fifth)`;
   const linearProbe = values['linear-probe'] === true ? {} : null;
