@@ -5,6 +5,13 @@
 /** The code of the error that requiring pirl throws when its native addon does not load (the message says what to run). */
 export const ADDON_NOT_LOADED = 'PIRL_ADDON_NOT_LOADED';
 
+/** The code of an error of memory that ran out — a GPU's (CUDA's caching allocator) or the host's — from native work. */
+export const OUT_OF_MEMORY = 'PIRL_OUT_OF_MEMORY';
+
+export function isOutOfMemory(err: unknown): err is Error & { code: typeof OUT_OF_MEMORY } {
+  return err instanceof Error && (err as { code?: unknown }).code === OUT_OF_MEMORY;
+}
+
 /** A short, readable description of a received value for error messages. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';

@@ -6,6 +6,7 @@ import { initRuntime } from './runtime';
 initRuntime();
 
 export { Tensor } from './tensor';
+export { OUT_OF_MEMORY, isOutOfMemory } from './errors';
 export type { DType, Device, TypedArray } from './tensor';
 export * as ops from './ops';
 export { buildInfo, cudaMemory, setNumThreads, getNumThreads, setTf32, getTf32 } from './runtime';

@@ -1,6 +1,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { Tensor, isOutOfMemory } from '../lib';
+import { failureMessage } from '../lib/cli/main';
 import { MetricsLog } from '../lib/cli/metrics';
 import { formatDuration } from '../lib/cli/progress';
 import { tmpDir } from './helpers';
@@ -44,5 +46,33 @@ describe('MetricsLog.truncate', () => {
     fs.writeFileSync(log.jsonl, text);
     await expect(log.truncate({ epoch: 0, step: 2 })).rejects.toThrow(`${path.join(dir, 'metrics.jsonl')} line 3 is not JSON (`);
     expect(fs.readFileSync(log.jsonl, 'utf8')).toBe(text); // left as it was
+  });
+});
+
+describe('memory that ran out', () => {
+  // 100 TB: refused at once by the host's allocator (as CUDA's caching allocator refuses what a GPU lacks).
+  const outOfMemory = (): Error => {
+    try {
+      Tensor.zeros([1e7, 1e7], { dtype: 'uint8' });
+    } catch (err) {
+      return err as Error;
+    }
+    throw new Error('a 100 TB tensor was made');
+  };
+
+  test('is an Error with code PIRL_OUT_OF_MEMORY and the allocator\'s own words (not its enforce line)', () => {
+    const err = outOfMemory();
+    expect(isOutOfMemory(err)).toBe(true);
+    expect({ name: err.name, code: (err as { code?: string }).code }).toEqual({ name: 'Error', code: 'PIRL_OUT_OF_MEMORY' });
+    expect(err.message).toMatch(/^DefaultCPUAllocator: can't allocate memory: you tried to allocate 100000000000000 bytes/);
+    expect(isOutOfMemory(new Error('CUDA out of memory'))).toBe(false); // the code, not the words
+  });
+
+  test('the CLI names the flags that size the command\'s work; other errors are said as they are', () => {
+    const err = outOfMemory();
+    expect(failureMessage('train', err)).toBe(`pirl: ${err.message}\n(out of memory: a smaller --batch (the lr follows batch/256), --precision bf16, or the batch spread over more GPUs (--nproc N, one per GPU))`);
+    expect(failureMessage('embed', err)).toMatch(/\n\(out of memory: a smaller --size, or --device cpu\)$/);
+    expect(failureMessage('export', err)).toBe(`pirl: ${err.message}`);
+    expect(failureMessage('train', new Error('no images'))).toBe('pirl: no images');
   });
 });

@@ -1,5 +1,5 @@
 // The `pirl` command line: one file per verb beside this one.
-import { isArgumentError } from '../errors';
+import { isArgumentError, isOutOfMemory } from '../errors';
 import { PIRL_VERSION, initRuntime } from '../runtime';
 import { UsageError } from './args';
 import { EMBED_USAGE, embed } from './embed';
@@ -33,6 +33,18 @@ const VERBS: Record<string, (args: string[]) => void | number | Promise<void | n
 const VERB_USAGE: Record<string, string> = {
   info: INFO_USAGE, train: TRAIN_USAGE, eval: EVAL_USAGE, embed: EMBED_USAGE, search: SEARCH_USAGE, export: EXPORT_USAGE, preview: PREVIEW_USAGE,
 };
+
+// What to change when a command's memory ran out (the device's, or the host's): the flags that size its work.
+const OUT_OF_MEMORY_HINTS: Record<string, string> = {
+  train: 'a smaller --batch (the lr follows batch/256), --precision bf16, or the batch spread over more GPUs (--nproc N, one per GPU)',
+  eval: 'a smaller --size, or --device cpu', embed: 'a smaller --size, or --device cpu', search: 'a smaller --size, or --device cpu',
+};
+
+/** What `pirl <command>` prints of an error it ends with: the message, and for memory that ran out what to change. */
+export function failureMessage(command: string, err: unknown): string {
+  const hint = isOutOfMemory(err) && Object.hasOwn(OUT_OF_MEMORY_HINTS, command) ? `\n(out of memory: ${OUT_OF_MEMORY_HINTS[command]})` : '';
+  return `pirl: ${(err as Error).message}${hint}`;
+}
 
 /** The usage of one command (with where the rest is), or of all. */
 function usageOf(command: string | undefined): string {
@@ -77,7 +89,7 @@ async function main(argv: string[]): Promise<number> {
     // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2, saying where the usage is: printed
     // whole, it pushed the message off the screen.
     const usage = err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'));
-    const message = `pirl: ${(err as Error).message}`;
+    const message = failureMessage(command, err);
     const where = Object.hasOwn(VERB_USAGE, command) ? `pirl ${command} --help: its options` : 'pirl help: every command';
     if (!(await tellLauncher(message))) console.error(usage ? `${message}\n(${where})` : message);
     return usage ? 2 : 1;

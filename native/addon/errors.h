@@ -1,6 +1,7 @@
 // Turns C++ failures into JavaScript exceptions at the boundary: std::invalid_argument → TypeError,
-// std::out_of_range / c10::IndexError / c10::ValueError → RangeError, anything else (c10::Error included) → Error,
-// always without libtorch's C++ backtrace.
+// std::out_of_range / c10::IndexError / c10::ValueError → RangeError, an allocation that failed (a device's or the
+// host's) → Error with code PIRL_OUT_OF_MEMORY, anything else (c10::Error included) → Error, always without
+// libtorch's C++ backtrace.
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -11,7 +12,10 @@
 
 namespace pirl::addon {
 
-enum class ErrorKind { Error, TypeError, RangeError };
+enum class ErrorKind { Error, TypeError, RangeError, OutOfMemory };
+
+// The code of an OutOfMemory error (lib/errors.ts OUT_OF_MEMORY): the CLI says what to change.
+inline constexpr const char* kOutOfMemoryCode = "PIRL_OUT_OF_MEMORY";
 
 struct CaughtError {
   ErrorKind kind = ErrorKind::Error;
@@ -28,14 +32,20 @@ inline CaughtError classifyCurrentException() {
     return {ErrorKind::RangeError, e.what_without_backtrace()};
   } catch (const c10::TypeError& e) {
     return {ErrorKind::TypeError, e.what_without_backtrace()};
+  } catch (const c10::OutOfMemoryError& e) {  // CUDA's caching allocator
+    return {ErrorKind::OutOfMemory, e.what_without_backtrace()};
   } catch (const c10::Error& e) {
-    return {ErrorKind::Error, e.what_without_backtrace()};
+    // The CPU allocator's failure is a plain enforce ("[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: …").
+    const std::string message = e.what_without_backtrace();
+    const size_t cpu = message.find("DefaultCPUAllocator: can't allocate memory");
+    if (cpu != std::string::npos) return {ErrorKind::OutOfMemory, message.substr(cpu)};
+    return {ErrorKind::Error, message};
   } catch (const std::invalid_argument& e) {
     return {ErrorKind::TypeError, e.what()};
   } catch (const std::out_of_range& e) {
     return {ErrorKind::RangeError, e.what()};
   } catch (const std::bad_alloc&) {
-    return {ErrorKind::RangeError, "out of memory"};
+    return {ErrorKind::OutOfMemory, "out of memory: a host allocation failed"};
   } catch (const std::exception& e) {
     return {ErrorKind::Error, e.what()};
   } catch (...) {
@@ -47,6 +57,11 @@ inline Napi::Error toJsError(Napi::Env env, const CaughtError& e) {
   switch (e.kind) {
     case ErrorKind::TypeError: return Napi::TypeError::New(env, e.message);
     case ErrorKind::RangeError: return Napi::RangeError::New(env, e.message);
+    case ErrorKind::OutOfMemory: {
+      Napi::Error error = Napi::Error::New(env, e.message);
+      error.Set("code", kOutOfMemoryCode);
+      return error;
+    }
     default: return Napi::Error::New(env, e.message);
   }
 }
