@@ -184,6 +184,7 @@ export interface Binding {
     tau: number,
     mode: NceMode,
     z: number,
+    memoryBank: MemoryBankHandle | null,
   ): Promise<NativeNceResult>;
   PirlLossHandle: new (options: ResolvedLossOptions) => PirlLossHandle;
   createPirlModel(options: ResolvedModelOptions): Promise<PirlModelHandle>;

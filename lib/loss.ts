@@ -31,7 +31,8 @@ export async function nceLoss(
   const hp = indexTensor('positives', positives).handle;
   const hn = indexTensor('negatives', negatives).handle;
   const { tau, mode, z } = resolveNceOptions(options);
-  const r = await nativeCall(() => binding.nceLoss(hx, hb, hp, hn, tau, mode, z));
+  const held = bank instanceof MemoryBank ? bank.handle : null; // read in place: no write on it meanwhile
+  const r = await nativeCall(() => binding.nceLoss(hx, hb, hp, hn, tau, mode, z, held));
   return { loss: r.loss, grad: new Tensor(r.grad), zUsed: r.zUsed, zBatch: r.zBatch };
 }
 

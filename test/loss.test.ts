@@ -179,10 +179,26 @@ describe('PirlLoss', () => {
     await expect(bank.update([0], fHat.rows(1, 1), 0)).rejects.toThrow(inUse);
     const f = fHat.rows(0, 2);
     await expect(new PirlLoss(bank, { negatives: 8 }).compute(f, f, [0, 1])).rejects.toThrow(inUse);
+    const negatives = Tensor.from(new BigInt64Array(8)).rows(0, 8);
+    await expect(nceLoss(f, bank, [0, 1], negatives)).rejects.toThrow(new RegExp(`${inUse.source}nceLoss\\(\\)$`)); // it reads rows in place
     await updating;
     const last = fHat.rows(N - 1, 1).data() as Float32Array;
     ((await bank.get([N - 1])).data() as Float32Array).forEach((v, i) => expect(v).toBeCloseTo(last[i], 6));
     expect((await new PirlLoss(bank, { negatives: 8 }).compute(f, f, [0, 1])).loss).toBeGreaterThan(0);
+  });
+
+  test('reads overlap (get, nceLoss), a write (update, a draw) is refused while they run', async () => {
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 7 });
+    const many = Tensor.from(BigInt64Array.from({ length: 1_000_000 }, (_, i) => BigInt(i % N))); // a 512 MB gather
+    const [a, b] = [bank.get(many), bank.get([3])]; // two reads at once
+    await expect(bank.sampleShared(4)).rejects.toThrow(new RegExp(`${inUse.source}bank\\.sampleShared\\(\\)$`)); // a draw moves the generator
+    const x = Tensor.from(unitRows(2, D), [2, D]);
+    await expect(bank.update([3], x.rows(0, 1), 0)).rejects.toThrow(inUse);
+    expect(bank.state().generator.numel).toBeGreaterThan(0); // reads the generator
+    expect([(await a).shape, (await b).shape]).toEqual([[1_000_000, D], [1, D]]);
+    const negatives = await bank.sampleShared(4);
+    const [scored, row] = await Promise.all([nceLoss(x, bank, [0, 1], negatives), bank.get([0])]); // a read beside a read
+    expect([Number.isFinite(scored.loss), row.shape]).toEqual([true, [1, D]]);
   });
 
   test('options are validated', async () => {

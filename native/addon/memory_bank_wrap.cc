@@ -78,9 +78,10 @@ const std::shared_ptr<MemoryBank>& MemoryBankWrap::live(const std::string& arg) 
 }
 
 // Even a read waits for the bank's mutex, and a draw of B×K rows or an update of a whole bank takes seconds.
-Napi::Value MemoryBankWrap::call(Napi::Env env, const std::string& call, std::function<at::Tensor(MemoryBank&)> work) const {
+Napi::Value MemoryBankWrap::call(Napi::Env env, MemoryBank::Use::Kind kind, const std::string& call,
+                                 std::function<at::Tensor(MemoryBank&)> work) const {
   auto bank = live();
-  auto use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Call, "bank." + call);
+  auto use = std::make_shared<MemoryBank::Use>(bank, kind, "bank." + call);
   return AsyncTask<at::Tensor>::run(
       env, [=]() mutable {
         const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
@@ -113,7 +114,7 @@ Napi::Value MemoryBankWrap::rows(const Napi::CallbackInfo& info) {
 Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const at::Tensor indices = TensorWrap::unwrap(info[0], "indices");
-    return call(info.Env(), "get()", [=](MemoryBank& bank) { return bank.get(indices); });
+    return call(info.Env(), MemoryBank::Use::Kind::Read, "get()", [=](MemoryBank& bank) { return bank.get(indices); });
   });
 }
 
@@ -122,7 +123,7 @@ Napi::Value MemoryBankWrap::update(const Napi::CallbackInfo& info) {
     const at::Tensor indices = TensorWrap::unwrap(info[0], "indices");
     const at::Tensor fHat = TensorWrap::unwrap(info[1], "fHat");
     const double momentum = AsDouble(info[2], "momentum");
-    return call(info.Env(), "update()", [=](MemoryBank& bank) {
+    return call(info.Env(), MemoryBank::Use::Kind::Write, "update()", [=](MemoryBank& bank) {
       bank.update(indices, fHat, momentum, IndexCheck::Check);
       return at::Tensor();
     });
@@ -134,20 +135,20 @@ Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
     const at::Tensor exclude =
         info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
     const int64_t batch = AsInt64(info[0], "batch"), k = AsInt64(info[1], "k");
-    return call(info.Env(), "sampleNegatives()", [=](MemoryBank& bank) { return bank.sampleNegatives(batch, k, exclude); });
+    return call(info.Env(), MemoryBank::Use::Kind::Write, "sampleNegatives()", [=](MemoryBank& bank) { return bank.sampleNegatives(batch, k, exclude); });
   });
 }
 
 Napi::Value MemoryBankWrap::sampleShared(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const int64_t k = AsInt64(info[0], "k");
-    return call(info.Env(), "sampleShared()", [=](MemoryBank& bank) { return bank.sampleShared(k); });
+    return call(info.Env(), MemoryBank::Use::Kind::Write, "sampleShared()", [=](MemoryBank& bank) { return bank.sampleShared(k); });
   });
 }
 
 Napi::Value MemoryBankWrap::generatorState(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    live()->refuseWhileInUse("bank.state()");
+    live()->refuseWhileChanging("bank.state()");
     return TensorWrap::wrap(info.Env(), live()->generatorState());
   });
 }

@@ -33,9 +33,9 @@ class MemoryBankWrap : public Napi::ObjectWrap<MemoryBankWrap> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
   const std::shared_ptr<MemoryBank>& live(const std::string& arg = "the memory bank") const;
-  // Runs `work` on the bank off the JavaScript thread, holding it (MemoryBank::Use) from now until the work ends; the
-  // Promise settles with the tensor `work` returns (undefined if none). `call` names the method.
-  Napi::Value call(Napi::Env env, const std::string& call, std::function<at::Tensor(MemoryBank&)> work) const;
+  // Runs `work` on the bank off the JavaScript thread, holding it (a MemoryBank::Use of `kind`) from now until the work
+  // ends; the Promise settles with the tensor `work` returns (undefined if none). `call` names the method.
+  Napi::Value call(Napi::Env env, MemoryBank::Use::Kind kind, const std::string& call, std::function<at::Tensor(MemoryBank&)> work) const;
 
   std::shared_ptr<MemoryBank> bank_;
   ExternalMemory accounted_;

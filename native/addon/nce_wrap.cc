@@ -3,6 +3,7 @@
 #include "../core/nce/nce.h"
 #include "async_task.h"
 #include "errors.h"
+#include "memory_bank_wrap.h"
 #include "options.h"
 #include "scalars.h"
 #include "tensor_wrap.h"
@@ -11,19 +12,23 @@ namespace pirl::addon {
 
 namespace {
 
-// nceLoss(x, bank, positives, negatives, tau, mode, z)
+// nceLoss(x, bank, positives, negatives, tau, mode, z, memoryBank): `bank` the rows, of `memoryBank` (or null) if given
 Napi::Value nceLoss(const Napi::CallbackInfo& info) {
   const at::Tensor x = TensorWrap::unwrap(info[0], "x");
   const at::Tensor bank = TensorWrap::unwrap(info[1], "bank");
   const at::Tensor positives = TensorWrap::unwrap(info[2], "positives");
   const at::Tensor negatives = TensorWrap::unwrap(info[3], "negatives");
   const nce::Options o{AsDouble(info[4], "tau"), AsEnum(info[5], "mode", kNceModeNames), AsDouble(info[6], "z")};
+  // Its rows are read in place: a write on the bank meanwhile is refused (MemoryBank::Use).
+  auto use = info[7].IsNull() ? nullptr
+                              : std::make_shared<MemoryBank::Use>(MemoryBankWrap::unwrap(info[7], "bank"), MemoryBank::Use::Kind::Read, "nceLoss()");
   struct Out {
     std::vector<double> scalars;  // loss, zUsed, zBatch
     at::Tensor grad;
   };
   return AsyncTask<Out>::run(
-      info.Env(), [=] {
+      info.Env(), [=]() mutable {
+        const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
         at::Tensor input = gradientLeaf(x);
         nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check);
         r.loss.backward();

@@ -48,7 +48,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
         at::Tensor gradF, gradG;
       };
       auto state = state_;
-      auto use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Call, "PirlLoss.compute()");  // from this call on: see MemoryBank::Use
+      auto use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Write, "PirlLoss.compute()");  // from this call on: see MemoryBank::Use
       return AsyncTask<Out>::run(
           info.Env(), [=]() mutable {
             const auto held = std::move(use);  // let go when the work ends, not when the Promise settles

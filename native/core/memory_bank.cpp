@@ -143,19 +143,20 @@ const char* const kInUse = "the memory bank is in use by native work in flight (
 
 MemoryBank::Use::Use(std::shared_ptr<MemoryBank> bank, Kind kind, const std::string& call)
     : bank_(std::move(bank)), kind_(kind) {
+  const auto held = [&](Kind k) { return bank_->held_[static_cast<int>(k)].load() > 0; };
+  const bool steps = held(Kind::Step), reads = held(Kind::Read), writes = held(Kind::Write);
+  const bool refused = kind == Kind::Write ? steps || reads || writes : kind == Kind::Read ? steps || writes : reads || writes;
   // Uses are taken on the JavaScript thread only, so nothing comes between the check and the count.
-  if (kind == Kind::Call ? bank_->uses_.load() > 0 : bank_->calls_.load() > 0) throw std::logic_error(kInUse + call);
-  ++bank_->uses_;
-  if (kind == Kind::Call) ++bank_->calls_;
+  if (refused) throw std::logic_error(kInUse + call);
+  ++bank_->held_[static_cast<int>(kind)];
 }
 
-MemoryBank::Use::~Use() {
-  if (kind_ == Kind::Call) --bank_->calls_;
-  --bank_->uses_;
-}
+MemoryBank::Use::~Use() { --bank_->held_[static_cast<int>(kind_)]; }
 
-void MemoryBank::refuseWhileInUse(const std::string& call) const {
-  if (uses_.load() > 0) throw std::logic_error(kInUse + call);
+void MemoryBank::refuseWhileChanging(const std::string& call) const {
+  if (held_[static_cast<int>(Use::Kind::Step)].load() > 0 || held_[static_cast<int>(Use::Kind::Write)].load() > 0) {
+    throw std::logic_error(kInUse + call);
+  }
 }
 
 }  // namespace pirl

@@ -58,14 +58,15 @@ class MemoryBank {
   // `t` (draws, stream keys, a step's indices) on the rows' device; from the host to a GPU without waiting for it.
   at::Tensor onDevice(const at::Tensor& t) const;
 
-  // Held by native work that reads or changes the bank from the JavaScript call that queues it until the work ends.
-  // Steps (Kind::Step) queue behind each other on their model's thread, in call order. A call on the bank itself or a
-  // PirlLoss.compute (Kind::Call) runs on the shared workers, in no set order: it is refused while any other work
-  // holds the bank, and a step while such a call does (they ran between each other's reads: other rows, silently).
+  // Held by native work on the bank from the JavaScript call that queues it until the work ends. Steps (Kind::Step)
+  // queue behind each other on their model's thread, in call order. Calls on the shared workers run in no set order:
+  // one that changes the bank or its generator (Kind::Write: update, a draw, a PirlLoss.compute) is refused while any
+  // other work holds it; one that only reads rows (Kind::Read: get, nceLoss) while a step or a write does; a step
+  // while a read or a write does (they ran between each other's reads: other rows, silently).
   class Use {
    public:
-    enum class Kind { Step, Call };
-    // std::logic_error naming `call` when the bank is held by work this one may not follow.
+    enum class Kind { Step, Read, Write };
+    // std::logic_error naming `call` when the bank is held by work this one may not overlap.
     Use(std::shared_ptr<MemoryBank> bank, Kind kind, const std::string& call);
     ~Use();
     Use(const Use&) = delete;
@@ -75,12 +76,11 @@ class MemoryBank {
     std::shared_ptr<MemoryBank> bank_;
     Kind kind_;
   };
-  // std::logic_error naming `call` (a quick read, as state()) while any work holds the bank.
-  void refuseWhileInUse(const std::string& call) const;
+  // std::logic_error naming `call` (a quick read, as state()) while a step or a write holds the bank.
+  void refuseWhileChanging(const std::string& call) const;
 
  private:
-  std::atomic<int> uses_{0};
-  std::atomic<int> calls_{0};  // of uses_: Kind::Call
+  std::atomic<int> held_[3] = {0, 0, 0};  // Uses by Kind
   at::Tensor rows_;
   at::Generator generator_;
   mutable std::mutex mutex_;  // sampling and updates may come from several worker threads
