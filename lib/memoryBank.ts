@@ -65,9 +65,11 @@ export class MemoryBank {
     return new Tensor(this.handle.rows());
   }
 
-  /** A copy of the rows at `indices` (e.g. for a kNN monitor). Like every call below that reads or changes rows, it
-   * runs off the JavaScript thread and is refused while other such work on the bank (or a step, or a
-   * PirlLoss.compute) is in flight: await each before the next, so they apply in the order written. */
+  /**
+   * A copy of the rows at `indices` (e.g. for a kNN monitor). This and the calls below run off the JavaScript thread;
+   * a read (get) is refused while a write or a step is in flight on the bank, a write (update, a draw) while anything
+   * is (README "Memory bank and loss"): await each before the next, so that they apply in the order written.
+   */
   async get(indices: Tensor | readonly number[] | Int32Array): Promise<Tensor> {
     const index = indexTensor('indices', indices).handle;
     return new Tensor(await nativeCall(() => this.handle.get(index)));
