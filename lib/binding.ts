@@ -95,7 +95,7 @@ export interface PirlModelHandle {
   retain(): PirlModelHandle;
 }
 
-export interface NativeStepResult {
+export interface StepResult {
   loss: number;
   lossImage: number;
   lossJigsaw: number;
@@ -135,7 +135,7 @@ export interface CommunicatorOptions {
 
 /** The native training state (native/addon/train_wrap.cc). */
 export interface TrainerHandle {
-  step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number, stop: boolean): Promise<NativeStepResult>;
+  step(images: TensorHandle, patches: TensorHandle, indices: TensorHandle, lr: number, stop: boolean): Promise<StepResult>;
   /** Z, the loss scaler, the step count and the momentum, taken on the model's thread. */
   state(): Promise<NativeTrainScalars & { momentum: { names: string[]; tensors: TensorHandle[] } }>;
   setState(scalars: NativeTrainScalars, names: string[], tensors: TensorHandle[]): Promise<void>;

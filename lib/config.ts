@@ -53,7 +53,7 @@ export type RunOptions = Options<typeof RUN>;
 export type ResolvedRunOptions = Resolved<typeof RUN>;
 const RUN_DEFAULTS: ResolvedRunOptions = { device: 'cpu', threads: null, seed: 0 };
 
-export function resolveRunOptions(options: unknown = {}, arg = 'options'): ResolvedRunOptions {
+export function resolveRunOptions(options: RunOptions = {}, arg = 'options'): ResolvedRunOptions {
   return resolve(RUN, RUN_DEFAULTS, options, arg);
 }
 
@@ -123,9 +123,10 @@ export const NCE = {
   z: number(),
 };
 export type NceLossOptions = Options<typeof NCE>;
+export type ResolvedNceOptions = Resolved<typeof NCE>;
 const NCE_DEFAULTS: Resolved<typeof NCE> = { tau: 0.07, mode: 'nce', z: -1 };
 
-export function resolveNceOptions(options: unknown = {}, arg = 'options'): Resolved<typeof NCE> {
+export function resolveNceOptions(options: NceLossOptions = {}, arg = 'options'): ResolvedNceOptions {
   return checkNceTau(resolve(NCE, NCE_DEFAULTS, options, arg), arg);
 }
 
@@ -250,7 +251,7 @@ const DISTRIBUTED_DEFAULTS: ResolvedDistributedOptions = {
 
 export const isLoopback = (host: string): boolean => host === 'localhost' || /^127\./.test(host) || host === '::1';
 
-export function resolveDistributedOptions(options: unknown = {}, arg = 'options.distributed'): ResolvedDistributedOptions {
+export function resolveDistributedOptions(options: DistributedOptions = {}, arg = 'options.distributed'): ResolvedDistributedOptions {
   const d = resolve(DISTRIBUTED, DISTRIBUTED_DEFAULTS, options, arg);
   if (d.rank >= d.worldSize) throw rangeError(`${arg}.rank`, `below worldSize = ${d.worldSize}`, d.rank);
   if (d.localWorldSize !== null && d.localWorldSize > d.worldSize) throw rangeError(`${arg}.localWorldSize`, `at most worldSize = ${d.worldSize}`, d.localWorldSize);
@@ -402,7 +403,7 @@ const RECIPE_DEFAULTS: Record<Recipe, ResolvedTrainConfig> = { default: DEFAULT_
  * A training run's every option: the recipe's defaults (config.recipe, default 'default') under what
  * is given; with `complete` (a checkpoint's config) every option must be given.
  */
-export function resolveTrainConfig(config: unknown = {}, arg = 'config', complete = false): ResolvedTrainConfig {
+export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', complete = false): ResolvedTrainConfig {
   const given = config === undefined ? {} : checkObject(arg, config);
   const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? (complete ? undefined : 'default'), RECIPES)];
   // The model is seeded by the run's seed unless model.seed says otherwise.
@@ -424,12 +425,12 @@ function checkLoss(loss: ResolvedLossOptions, arg: string): ResolvedLossOptions 
 }
 
 /** A model's options alone (PirlModel.create): the default recipe's model; `complete` for a model file's. */
-export function resolveModelOptions(options: unknown = {}, arg = 'options', complete = false): ResolvedModelOptions {
+export function resolveModelOptions(options: PirlModelOptions = {}, arg = 'options', complete = false): ResolvedModelOptions {
   return resolve(MODEL, DEFAULT_RECIPE.model, options, arg, complete);
 }
 
 /** The PIRL loss's options alone (PirlLoss): the default recipe's loss. */
-export function resolveLossOptions(options: unknown = {}, arg = 'options'): ResolvedLossOptions {
+export function resolveLossOptions(options: PirlLossOptions = {}, arg = 'options'): ResolvedLossOptions {
   return checkLoss(resolve(LOSS, DEFAULT_RECIPE.loss, options, arg), arg);
 }
 
@@ -446,8 +447,9 @@ export const MEMORY_BANK = {
   device: RUN.device,
 };
 export type MemoryBankOptions = Options<typeof MEMORY_BANK> & { size: number };
+export type ResolvedMemoryBankOptions = Resolved<typeof MEMORY_BANK>;
 
-export function resolveMemoryBankOptions(options: unknown, arg = 'options'): Resolved<typeof MEMORY_BANK> {
+export function resolveMemoryBankOptions(options: MemoryBankOptions, arg = 'options'): ResolvedMemoryBankOptions {
   // size has no default: a bank has one row per training image, which only the caller knows.
   return resolve(MEMORY_BANK, { size: undefined as unknown as number, dim: 128, seed: 0, device: 'cpu' }, options, arg);
 }
@@ -474,7 +476,7 @@ const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: null, batchSize: null, 
 /** The evaluation side of a model whose training size is unknown: the small sampler's imageSize. */
 export const EVAL_SIZE = 32;
 
-export function resolveFeatureOptions(options: unknown = {}, arg = 'options'): ResolvedFeatureOptions {
+export function resolveFeatureOptions(options: FeatureOptions = {}, arg = 'options'): ResolvedFeatureOptions {
   return resolve(FEATURES, FEATURE_DEFAULTS, options, arg);
 }
 
@@ -486,8 +488,9 @@ export const KNN = {
   tau: number(positive),
 };
 export type KnnOptions = Options<typeof KNN>;
+export type ResolvedKnnOptions = Resolved<typeof KNN>;
 
-export function resolveKnnOptions(options: unknown = {}, arg = 'options'): Resolved<typeof KNN> {
+export function resolveKnnOptions(options: KnnOptions = {}, arg = 'options'): ResolvedKnnOptions {
   return resolve(KNN, { ...FEATURE_DEFAULTS, k: 200, tau: 0.07 }, options, arg);
 }
 
@@ -503,6 +506,6 @@ export const LINEAR_PROBE = {
 export type LinearProbeOptions = Options<typeof LINEAR_PROBE>;
 export type ResolvedLinearProbeOptions = Resolved<typeof LINEAR_PROBE>;
 
-export function resolveLinearProbeOptions(options: unknown = {}, arg = 'options'): ResolvedLinearProbeOptions {
+export function resolveLinearProbeOptions(options: LinearProbeOptions = {}, arg = 'options'): ResolvedLinearProbeOptions {
   return resolve(LINEAR_PROBE, { size: FEATURE_DEFAULTS.size, epochs: 30, batchSize: 256, lr: 0.1, weightDecay: 1e-4, seed: 0 }, options, arg);
 }

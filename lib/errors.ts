@@ -12,6 +12,12 @@ export function isOutOfMemory(err: unknown): err is Error & { code: typeof OUT_O
   return err instanceof Error && (err as { code?: unknown }).code === OUT_OF_MEMORY;
 }
 
+/** An Error saying `message` of a failure `cause`, which keeps its code (ENOENT, ENOSPC, PIRL_OUT_OF_MEMORY…) and the cause. */
+export function errorFrom(message: string, cause: unknown): Error & { code?: string } {
+  const code = (cause as { code?: unknown } | null | undefined)?.code;
+  return Object.assign(new Error(message, { cause }), typeof code === 'string' ? { code } : {});
+}
+
 /** A short, readable description of a received value for error messages. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';

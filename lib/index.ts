@@ -6,24 +6,27 @@ import { initRuntime } from './runtime';
 initRuntime();
 
 export { Tensor } from './tensor';
-export { OUT_OF_MEMORY, isOutOfMemory } from './errors';
+export { OUT_OF_MEMORY, isArgumentError, isOutOfMemory } from './errors';
+export type { ArgumentErrorInfo } from './errors';
 export type { DType, Device, TypedArray } from './tensor';
 export * as ops from './ops';
 export { buildInfo, cudaMemory, setNumThreads, getNumThreads, setTf32, getTf32 } from './runtime';
 export type { BuildInfo, CudaMemory, Tf32 } from './runtime';
 export { MemoryBank } from './memoryBank';
-export type { MemoryBankState } from './memoryBank';
+export type { Indices, MemoryBankState } from './memoryBank';
 export { nceLoss, PirlLoss } from './loss';
 export type { NceLossResult, PirlLossResult } from './loss';
 export { PirlModel } from './model';
 export type { Embeddings, Placement } from './model';
+export type { StateDictScope, StepResult } from './binding';
 export {
   PRESETS, RECIPES, distributedFromEnv, folderImageSize, resolveDistributedOptions, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, resolveLossOptions, resolveMemoryBankOptions,
   resolveModelOptions, resolveNceOptions, resolveRunOptions, resolveSamplerConfig, resolveTrainConfig,
 } from './config';
 export type {
   Arch, DistributedOptions, EmbedLayer, FeatureOptions, KnnOptions, LinearProbeOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
-  Recipe, ResolvedDistributedOptions, ResolvedFeatureOptions, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedModelOptions, ResolvedRunOptions, ResolvedTrainConfig,
+  Precision, Recipe, ResolvedDistributedOptions, ResolvedFeatureOptions, ResolvedKnnOptions, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedMemoryBankOptions,
+  ResolvedModelOptions, ResolvedNceOptions, ResolvedRunOptions, ResolvedTrainConfig,
   RunOptions, SamplerConfig, SamplerOptions, SamplerPreset, Stem, TrainConfig,
 } from './config';
 export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors, SafetensorsError } from './safetensors';
@@ -37,9 +40,10 @@ export type { LoaderOptions, PirlBatch } from './data/loader';
 export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';
 export { Trainer } from './train/trainer';
 export type { BatchLogs, Callbacks, CreateOptions, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';
+export type { Position } from './train/checkpoint';
 export { lrAt, peakLr } from './train/schedule';
 export type { LrSchedule } from './train/schedule';
 export { datasetFeatures, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, linearProbeAccuracy, nearestNeighbours } from './eval/knn';
 export { embedImages, type EmbedImagesOptions, type ImageFeatures } from './eval/embed';
 export { LinearProbe, type LinearProbeFitOptions } from './eval/linearProbe';
-export type { DatasetFeatures } from './eval/knn';
+export type { DatasetFeatures, FeatureProgress } from './eval/knn';

@@ -2,7 +2,7 @@
 import { binding, type PirlLossHandle } from './binding';
 import { checkNumber, checkObject, nativeCall, typeError } from './errors';
 import { resolveLossOptions, resolveNceOptions, type NceLossOptions, type PirlLossOptions, type ResolvedLossOptions } from './config';
-import { MemoryBank, indexTensor } from './memoryBank';
+import { MemoryBank, indexTensor, type Indices } from './memoryBank';
 import { Tensor, handleOf } from './tensor';
 
 export interface NceLossResult {
@@ -21,8 +21,8 @@ export interface NceLossResult {
 export async function nceLoss(
   x: Tensor,
   bank: MemoryBank | Tensor,
-  positives: Tensor | readonly number[],
-  negatives: Tensor,
+  positives: Indices,
+  negatives: Indices,
   options: NceLossOptions = {},
 ): Promise<NceLossResult> {
   const hx = handleOf('x', x);
@@ -64,7 +64,7 @@ export class PirlLoss {
   }
 
   /** One step: f, g are B×D L2-normalised embeddings; indices their B bank rows. */
-  async compute(f: Tensor, g: Tensor, indices: Tensor | readonly number[]): Promise<PirlLossResult> {
+  async compute(f: Tensor, g: Tensor, indices: Indices): Promise<PirlLossResult> {
     const hf = handleOf('f', f);
     const hg = handleOf('g', g);
     // Named here: the native check compares the bank with f, and so named the bank (a disposed bank is said there).

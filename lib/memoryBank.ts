@@ -10,6 +10,9 @@ export interface MemoryBankState {
   generator: Tensor;
 }
 
+/** Bank rows (or any row numbers): an int64 Tensor, an array of integers or an Int32Array. */
+export type Indices = Tensor | readonly number[] | Int32Array;
+
 /** Row indices as an int64 Tensor: from a Tensor (int64), an array of integers or an Int32Array. */
 export function indexTensor(arg: string, value: unknown): Tensor {
   if (value instanceof Tensor) {
@@ -27,7 +30,7 @@ export class MemoryBank {
   /** @internal */
   readonly handle: MemoryBankHandle;
 
-  /** @internal Use MemoryBank.create or MemoryBank.restore. */
+  /** Wraps a native handle, which only pirl makes: use MemoryBank.create or MemoryBank.restore. */
   constructor(handle: MemoryBankHandle) {
     if (!(handle instanceof binding.MemoryBankHandle)) throw typeError('handle', 'a native memory bank handle', handle);
     this.handle = handle;
@@ -42,7 +45,7 @@ export class MemoryBank {
   /** A bank exactly as `state()` saw it, on `placement.device` (default 'cpu'); its rows are copied, off the JavaScript thread. */
   static async restore(state: MemoryBankState, placement: { device?: Device } = {}): Promise<MemoryBank> {
     checkObject('state', state);
-    const device = checkDevice('placement.device', checkObject('placement', placement).device ?? 'cpu');
+    const device = checkDevice('placement.device', checkOptions('placement', placement, ['device']).device ?? 'cpu');
     const [rows, generator] = [handleOf('state.rows', state.rows), handleOf('state.generator', state.generator)];
     return new MemoryBank(await nativeCall(() => binding.restoreMemoryBank(rows, generator, device)));
   }
@@ -70,7 +73,7 @@ export class MemoryBank {
    * a read (get) is refused while a write or a step is in flight on the bank, a write (update, a draw) while anything
    * is (README "Memory bank and loss"): await each before the next, so that they apply in the order written.
    */
-  async get(indices: Tensor | readonly number[] | Int32Array): Promise<Tensor> {
+  async get(indices: Indices): Promise<Tensor> {
     const index = indexTensor('indices', indices).handle;
     return new Tensor(await nativeCall(() => this.handle.get(index)));
   }
@@ -79,14 +82,14 @@ export class MemoryBank {
    * m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in one batch is updated once, with the
    * mean of its rows of f̂, so the batch order does not matter.
    */
-  async update(indices: Tensor | readonly number[] | Int32Array, fHat: Tensor, momentum = 0.5): Promise<void> {
+  async update(indices: Indices, fHat: Tensor, momentum = 0.5): Promise<void> {
     checkNumber('momentum', momentum, { min: 0, max: 1, maxExclusive: true });
     const [index, rows] = [indexTensor('indices', indices).handle, handleOf('fHat', fHat)];
     await nativeCall(() => this.handle.update(index, rows, momentum));
   }
 
   /** batch×k rows drawn uniformly with replacement; optionally never a sample's own positive. */
-  async sampleNegatives(batch: number, k: number, options: { excludePositives?: Tensor | readonly number[] } = {}): Promise<Tensor> {
+  async sampleNegatives(batch: number, k: number, options: { excludePositives?: Indices } = {}): Promise<Tensor> {
     const b = checkInteger('batch', batch, 1);
     const count = checkInteger('k', k, 1);
     const { excludePositives } = checkOptions('options', options, ['excludePositives']);

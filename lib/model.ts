@@ -68,7 +68,7 @@ function modelIn(file: string, content: SafetensorsContent, device: Device): { o
   const field = metadataField(file, 'pirl');
   const options = object.format === undefined ? object : object.format === MODEL_FILE_FORMAT ? object.model : undefined;
   if (options === undefined) throw rangeError(`${field}.format`, `${MODEL_FILE_FORMAT} (this pirl's model file format)`, object.format);
-  const resolved = resolveModelOptions(options, object.format === undefined ? field : `${field}.model`, true);
+  const resolved = resolveModelOptions(options as PirlModelOptions, object.format === undefined ? field : `${field}.model`, true);
   checkTensorsFitOptions(file, content.tensors, resolved);
   const imageSize = object.imageSize === undefined ? {} : { imageSize: checkInteger(`${field}.imageSize`, object.imageSize, 1) };
   return { options: resolved, tensors: content.tensors, ...imageSize };

@@ -1,6 +1,6 @@
 // Tensor operations that run on the native thread pool and resolve to new tensors.
 import { binding } from './binding';
-import { nativeCall, typeError } from './errors';
+import { checkOptions, nativeCall, typeError } from './errors';
 import { Tensor, checkShape, handleOf } from './tensor';
 
 /** Matrix product with numpy/torch broadcasting rules. */
@@ -27,9 +27,10 @@ function pair(arg: string, value: number | [number, number]): [number, number] {
 export async function conv2d(input: Tensor, weight: Tensor, options: Conv2dOptions = {}): Promise<Tensor> {
   const hi = handleOf('input', input);
   const hw = handleOf('weight', weight);
-  const hb = options.bias == null ? null : handleOf('options.bias', options.bias);
-  const stride = pair('options.stride', options.stride ?? 1);
-  const padding = pair('options.padding', options.padding ?? 0);
+  const { bias, stride: strideGiven, padding: paddingGiven } = checkOptions('options', options, ['bias', 'stride', 'padding']) as Conv2dOptions;
+  const hb = bias == null ? null : handleOf('options.bias', bias);
+  const stride = pair('options.stride', strideGiven ?? 1);
+  const padding = pair('options.padding', paddingGiven ?? 0);
   if (stride[0] < 1 || stride[1] < 1) throw new RangeError(`options.stride must be >= 1, got [${stride.join(', ')}]`);
   return nativeCall(async () => new Tensor(await binding.conv2d(hi, hw, hb, stride, padding)));
 }

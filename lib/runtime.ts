@@ -3,7 +3,7 @@ import * as os from 'os';
 
 import { addonPath, addonSource, binding } from './binding';
 import { checkDevice, type Device } from './config';
-import { checkBoolean, checkInteger, rangeError } from './errors';
+import { checkBoolean, checkInteger, checkOptions, rangeError } from './errors';
 import { boolean, resolve, type Options, type Resolved } from './schema';
 
 export interface BuildInfo {
@@ -61,12 +61,14 @@ export interface CudaMemory {
 
 /**
  * The CUDA caching allocator's counters for `device` ('cuda' or 'cuda:N'); `resetPeak` starts a new
- * peak after reading. null where pirl was built without CUDA.
+ * peak after reading. Where pirl has no CUDA, a TypeError saying how to get it (as any CUDA device given).
  */
-export function cudaMemory(device: Device = 'cuda', options: { resetPeak?: boolean } = {}): CudaMemory | null {
+export function cudaMemory(device: Device = 'cuda', options: { resetPeak?: boolean } = {}): CudaMemory {
   const target = checkDevice('device', device);
   if (target === 'cpu') throw rangeError('device', "'cuda' or 'cuda:N'", device);
-  return binding.cudaMemory(target === 'cuda' ? 0 : Number(target.slice(5)), checkBoolean('options.resetPeak', options.resetPeak ?? false));
+  const { resetPeak } = checkOptions('options', options, ['resetPeak']);
+  // checkDevice refused a build without CUDA, the only one whose counters are null.
+  return binding.cudaMemory(target === 'cuda' ? 0 : Number(target.slice(5)), checkBoolean('options.resetPeak', resetPeak ?? false))!;
 }
 
 /** Sets the intra-op threads of every native computation (default: the available cores). */

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
-import { checkFile, checkObject, rangeError, typeError } from './errors';
+import { checkFile, checkObject, errorFrom, rangeError, typeError } from './errors';
 import { makeFolder } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
@@ -171,7 +171,7 @@ async function readHeader(handle: fs.FileHandle, size: number, fail: Fail): Prom
 
 async function openRegular(file: string): Promise<fs.FileHandle> {
   const handle = await fs.open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-    throw new Error(err.code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot be read: ${err.message}`);
+    throw errorFrom(err.code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot be read: ${err.message}`, err);
   });
   if (!(await handle.stat()).isFile()) {
     await handle.close();
@@ -279,7 +279,7 @@ export async function makeFolderFor(file: string): Promise<void> {
   try {
     await makeFolder(path.dirname(path.resolve(file)));
   } catch (err) {
-    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
+    throw errorFrom(`cannot write ${file}: ${(err as Error).message}`, err);
   }
 }
 
@@ -303,7 +303,7 @@ export async function writeSafetensors(file: string, tensors: Iterable<[string, 
     }
   } catch (err) {
     await fs.rm(tmp, { force: true });
-    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
+    throw errorFrom(`cannot write ${file}: ${(err as Error).message}`, err);
   }
   await fs.rename(tmp, file);
 }

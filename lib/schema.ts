@@ -22,6 +22,8 @@ export type Resolved<S extends Schema> = { -readonly [K in keyof S]: S[K] extend
 
 /** What a caller may pass: any option left out takes its default. */
 export type Options<S extends Schema> = { [K in keyof S]?: S[K] extends Field<infer _Out, infer In> ? In : never };
+/** A resolved config frozen to its leaves (Trainer.config), as the compiler sees it. */
+export type DeepReadonly<T> = { readonly [K in keyof T]: T[K] extends object ? DeepReadonly<T[K]> : T[K] };
 
 /** A field whose value is checked as given (or its default, checked too). */
 export function leaf<T>(expected: string, check: (arg: string, value: unknown) => T): Field<T> {

@@ -47,7 +47,7 @@ export class Tensor {
   /** @internal The native handle; shared with other pirl classes, not part of the public API. */
   readonly handle: TensorHandle;
 
-  /** @internal Wraps a native handle; use Tensor.from / Tensor.zeros. */
+  /** Wraps a native handle, which only pirl makes: use Tensor.from / Tensor.zeros. (Kept in the typings: without it a class reads as taking no arguments.) */
   constructor(handle: TensorHandle) {
     if (!(handle instanceof binding.TensorHandle)) throw typeError('handle', 'a native tensor handle', handle);
     this.handle = handle;

@@ -51,7 +51,12 @@ describe('resolveX: one owner of every default and allowed value', () => {
   test('an unknown or misspelt option is an error, not ignored', () => {
     expect(() => resolveModelOptions({ widht: 2 } as PirlModelOptions)).toThrow(/^options.widht is not an option; options takes arch, stem, width, embeddingDim, channelsLast, patchRunningStats, seed$/);
     expect(() => resolveTrainConfig({ model: { device: 'cpu' } } as TrainConfig)).toThrow(/^config.model.device is not an option; config.model takes arch, /);
-    expect(() => resolveTrainConfig([1, 2, 3])).toThrow(/config must be an object, got \[1, 2, 3\]/);
+    expect(() => resolveTrainConfig([1, 2, 3] as never)).toThrow(/config must be an object, got \[1, 2, 3\]/);
+    // The resolvers take the option types: a misspelt option or a bank without its size does not compile.
+    // @ts-expect-error epochs, misspelt
+    expect(() => resolveTrainConfig({ epoch: 1 })).toThrow(/^config.epoch is not an option/);
+    // @ts-expect-error size is required
+    expect(() => resolveMemoryBankOptions({ dim: 8 })).toThrow(/^options.size must be an integer/);
   });
 
   test('complete mode (files pirl wrote) refuses a missing option instead of defaulting it', () => {

@@ -48,5 +48,6 @@ describe('IdxDataset and ArrayDataset', () => {
     expect(() => new ArrayDataset(new Uint8Array(10), [1, 2, 2, 3])).toThrow(/12 bytes for shape \[1, 2, 2, 3\], got 10/);
     expect(() => new ArrayDataset(new Uint8Array(8), [1, 2, 2, 2])).toThrow(/shape\[3\] must be 1 \(gray\) or 3 \(RGB\) channels, got 2/);
     expect(() => new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3], { labels: new Int32Array(2) })).toThrow(/options.labels/);
+    expect(() => new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3], { clases: ['a'] } as never)).toThrow('options.clases is not an option; options takes labels, classes');
   });
 });

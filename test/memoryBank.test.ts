@@ -76,6 +76,7 @@ describe('MemoryBank', () => {
     await expect(bank.update([1], Tensor.zeros([1, 4]), 1)).rejects.toThrow(/momentum must be a number in \[0, 1\), got 1/);
     await expect(bank.sampleNegatives(0, 3)).rejects.toThrow(/batch must be an integer >= 1, got 0/);
     await expect(bank.sampleNegatives(2, 3, { exclude: [0, 1] } as never)).rejects.toThrow('options.exclude is not an option; options takes excludePositives');
+    await expect(MemoryBank.restore(bank.state(), { devcie: 'cuda' } as never)).rejects.toThrow('placement.devcie is not an option; placement takes device');
     await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer in \[1, 2147483647\], got 0/);
     await expect(MemoryBank.create({ size: 5, device: 'tpu' as never })).rejects.toThrow(/options.device/);
     // NaN never enters a bank: not by an update, not by a restore.

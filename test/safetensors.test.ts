@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { SafetensorsError, Tensor, parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../lib';
+import { binding } from '../lib/binding';
 import { readSafetensorsMetadata } from '../lib/safetensors';
 
 function file(header: unknown, data: Uint8Array = new Uint8Array(0), lengthOverride?: bigint): Buffer {
@@ -81,6 +82,22 @@ describe('safetensors', () => {
   ])('rejects a file with %s', (_, bytes, message) => {
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(SafetensorsError);
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(message as RegExp);
+  });
+
+  test("a file that cannot be read or written says why, and its error keeps the system's code (ENOENT, ENOSPC…) and cause", async () => {
+    const missing = await readSafetensors('/nonexistent/x.safetensors').catch((e: Error) => e);
+    expect([(missing as Error).message, (missing as { code?: string }).code]).toEqual(['/nonexistent/x.safetensors: no such file', 'ENOENT']);
+    expect(((missing as Error).cause as { code?: string }).code).toBe('ENOENT');
+    const underFile = await writeSafetensors(path.join(__filename, 'x.safetensors'), [['a', Tensor.zeros([2])]]).catch((e: Error) => e);
+    expect([(underFile as Error).message, (underFile as { code?: string }).code]).toEqual([`cannot write ${path.join(__filename, 'x.safetensors')}: ${__filename} is a file, not a folder`, 'ENOTDIR']);
+    // A full disk, as /dev/full is: the native writer's errno.
+    const fd = fs.openSync('/dev/full', 'w');
+    try {
+      const full = await binding.writeTensors(fd, '/dev/full', 0, [Tensor.zeros([1000]).handle]).catch((e: Error) => e);
+      expect([(full as Error).message, (full as { code?: string }).code]).toEqual(['/dev/full: cannot write at byte 0: No space left on device', 'ENOSPC']);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   test('only regular files are read: a device or a folder is refused at once, not read forever', async () => {

@@ -1,4 +1,4 @@
-import { Tensor } from '../lib';
+import { Tensor, ops } from '../lib';
 
 describe('Tensor.from copies JavaScript memory and shares native memory', () => {
   const cases: Array<[string, () => Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array, unknown, unknown]> = [
@@ -120,7 +120,7 @@ describe('Tensor.zeros and data() over native memory', () => {
     expect([...t.data()].every((v) => v === 0 || v === 0n)).toBe(true);
   });
 
-  test('empty: the shape and dtype asked, filled in place through data(); its arguments checked as zeros\' are', () => {
+  test('empty: the shape and dtype asked, filled in place through data(); its arguments checked as zeros\' are', async () => {
     const t = Tensor.empty([2, 3], { dtype: 'uint8' });
     expect([t.shape, t.dtype, t.device]).toEqual([[2, 3], 'uint8', 'cpu']);
     (t.data() as Uint8Array).set([1, 2, 3, 4, 5, 6]);
@@ -130,6 +130,9 @@ describe('Tensor.zeros and data() over native memory', () => {
     expect(() => Tensor.empty([2], { dtype: 'float16' as never })).toThrow(/options.dtype must be one of 'float32', 'float64', 'int32', 'int64', 'uint8', got "float16"/);
     expect(() => Tensor.empty([2], { device: 'gpu' as never })).toThrow(/options.device must be 'cpu', 'cuda' or 'cuda:N', got "gpu"/);
     expect(() => Tensor.empty([2], { devise: 'cpu' } as never)).toThrow('options.devise is not an option; options takes dtype, device');
+    // A misspelt option of the other calls too: conv2d's padding was 0 silently.
+    const padded = { stride: 1, paddding: 1 };
+    await expect(ops.conv2d(Tensor.zeros([1, 1, 4, 4]), Tensor.zeros([1, 1, 3, 3]), padded as never)).rejects.toThrow('options.paddding is not an option; options takes bias, stride, padding');
     expect(() => Tensor.zeros([2], null as never)).toThrow(/^options must be an object, got null$/);
   });
 });

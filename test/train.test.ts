@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Dataset } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -364,6 +364,26 @@ describe('Trainer', () => {
     expect(trainer.progress.step).toBe(3);
     // After the run's last epoch, a custom loop's step would have no place in it.
     await expect(trainer.step(batch, 0.1)).rejects.toThrow("trainer.step: the run's 1 epoch(s) are done (progress.step 3): Trainer.resume(file, data, { epochs }) lengthens it");
+  });
+
+  test('callbacks may be an instance of a class with state of its own; its misspelt on… method is refused', async () => {
+    class Logger implements Callbacks {
+      steps = 0;
+      onBatchEnd(): void {
+        this.steps++;
+      }
+    }
+    class Misspelt extends Logger {
+      onEpochEnds(): void {}
+    }
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    await expect(trainer.fit({ callbacks: new Misspelt() })).rejects.toThrow(/^options.callbacks.onEpochEnds is not an option; options.callbacks takes onTrainBegin, /);
+    const logger = new Logger();
+    await trainer.fit({ callbacks: logger });
+    expect(logger.steps).toBe(trainer.stepsPerEpoch);
+    // The run's config is frozen to its leaves, and typed so.
+    // @ts-expect-error readonly
+    expect(() => (trainer.config.loss.tau = 0.2)).toThrow(/Cannot assign to read only property 'tau'/);
   });
 
   test("a step is refused while a call on the trainer's bank is in flight (the call ran between the step's reads)", async () => {

@@ -5,7 +5,7 @@ import { promisify } from 'util';
 import * as zlib from 'zlib';
 
 import { binding } from '../binding';
-import { checkInteger, checkOneOf, rangeError, typeError } from '../errors';
+import { checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
 
 const gunzip = promisify(zlib.gunzip);
@@ -128,6 +128,7 @@ export class ArrayDataset implements Dataset {
     const [n, h, w, c] = shape.map((d, i) => checkInteger(`shape[${i}]`, d, i === 0 ? 0 : 1));
     if (c !== 1 && c !== 3) throw rangeError('shape[3]', '1 (gray) or 3 (RGB) channels', c);
     if (n * h * w * c !== images.length) throw rangeError('images', `${n * h * w * c} bytes for shape [${shape.join(', ')}]`, images.length);
+    checkOptions('options', options, ['labels', 'classes']);
     const labels = options.labels ?? null;
     if (labels !== null && (!(labels instanceof Int32Array) || labels.length !== n)) {
       throw typeError('options.labels', `an Int32Array of ${n} labels`, labels);

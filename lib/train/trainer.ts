@@ -2,7 +2,7 @@
 // checkpoints and exact resume (docs/PIRL.md, "Optimisation").
 import { promises as fs } from 'fs';
 
-import { binding, type NativeStepResult, type TrainerHandle } from '../binding';
+import { binding, type StepResult, type TrainerHandle } from '../binding';
 import {
   TRAIN, checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
@@ -10,11 +10,12 @@ import {
 import { Subset, type Dataset } from '../data/datasets';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFile, checkFunctions, checkInteger, checkOptions, isArgumentError, nativeCall, rangeError } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkObject, checkOptions, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
 import { makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
+import type { DeepReadonly } from '../schema';
 import { Tensor } from '../tensor';
 import { CHECKPOINT_FORMAT, checkpointMeta, type CheckpointMeta, type EpochSoFar, type Position } from './checkpoint';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
@@ -58,9 +59,20 @@ export interface Callbacks {
 const FIT_OPTIONS = ['callbacks', 'checkpoint', 'checkpointEvery'];
 const CALLBACKS = ['onTrainBegin', 'onEpochBegin', 'onBatchEnd', 'onEpochEnd', 'onTrainEnd'] as const satisfies ReadonlyArray<keyof Callbacks>;
 
-// A misspelt callback would never be called, and one that is not a function would fail after a step.
+// A misspelt callback would never be called, and one that is not a function would fail after a step. An instance of a
+// class (a logger implementing Callbacks) keeps its own state beside them: there, methods named on… are checked.
 function checkCallbacks(callbacks: unknown): Callbacks {
-  const cb = checkOptions('options.callbacks', callbacks, CALLBACKS);
+  const cb = checkObject('options.callbacks', callbacks);
+  const proto = Object.getPrototypeOf(cb);
+  if (proto === Object.prototype || proto === null) {
+    checkOptions('options.callbacks', cb, CALLBACKS);
+  } else {
+    for (let p = proto; p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+      for (const name of Object.getOwnPropertyNames(p)) {
+        if (/^on[A-Z]/.test(name) && !(CALLBACKS as readonly string[]).includes(name)) throw unknownOptionError('options.callbacks', name, CALLBACKS);
+      }
+    }
+  }
   checkFunctions('options.callbacks', cb, CALLBACKS);
   return cb as Callbacks;
 }
@@ -160,13 +172,13 @@ function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, group: 
 
 // The run's config, frozen to its leaves: a field changed afterwards would not change training but would be
 // written to its checkpoints (a resume then inexact, or refused).
-function frozen<T extends object>(o: T): T {
+function frozen<T extends object>(o: T): DeepReadonly<T> {
   for (const v of Object.values(o)) if (typeof v === 'object' && v !== null) frozen(v);
-  return Object.freeze(o);
+  return Object.freeze(o) as DeepReadonly<T>;
 }
 
 export class Trainer {
-  readonly config: Readonly<ResolvedTrainConfig>;
+  readonly config: DeepReadonly<ResolvedTrainConfig>;
   /** This process's place in a data-parallel run; null when it trains alone. */
   readonly distributed: Readonly<ResolvedDistributedOptions> | null;
   /** Where this process trains: config.device, or for a rank with device 'cuda' its own GPU (cuda:LOCAL_RANK). */
@@ -294,7 +306,7 @@ export class Trainer {
    * it; a step past the run's epochs is refused. `stop` votes to end a data-parallel run: `stop` in the
    * result says whether any rank voted, so that every rank ends after the same step.
    */
-  async step(batch: PirlBatch, lr: number, stop = false): Promise<NativeStepResult> {
+  async step(batch: PirlBatch, lr: number, stop = false): Promise<StepResult> {
     this.checkLive('step');
     if (this.fitting) throw new Error('trainer.step: fit() is running on this trainer (a step of its own would come between its steps)');
     return this.inTurn(async () => {
@@ -315,7 +327,7 @@ export class Trainer {
     return result;
   }
 
-  private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<NativeStepResult> {
+  private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<StepResult> {
     return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr, stop));
   }
   /**

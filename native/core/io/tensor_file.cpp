@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <stdexcept>
+#include <system_error>
 
 #include "../dtype.h"
 
@@ -16,8 +16,9 @@ namespace {
 // Linux moves at most ~2 GiB per call: larger spans take several.
 constexpr size_t kMaxPerCall = size_t{1} << 30;
 
-std::string systemError(const std::string& file, const char* doing, int64_t at) {
-  return file + ": cannot " + doing + " at byte " + std::to_string(at) + ": " + std::strerror(errno);
+// errno kept (a full disk is ENOSPC to the caller, as Node's own writes say it).
+std::system_error systemError(const std::string& file, const char* doing, int64_t at) {
+  return std::system_error(errno, std::generic_category(), file + ": cannot " + doing + " at byte " + std::to_string(at));
 }
 
 }  // namespace
@@ -34,7 +35,7 @@ std::vector<at::Tensor> readTensors(int fd, const std::string& file, const std::
       const int64_t at = span.offset + static_cast<int64_t>(done);
       const ssize_t n = ::pread(fd, bytes + done, std::min(total - done, kMaxPerCall), at);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw std::runtime_error(systemError(file, "read", at));
+      if (n < 0) throw systemError(file, "read", at);
       if (n == 0) {
         throw std::runtime_error(file + ": ended at byte " + std::to_string(at) + ", inside " + span.what +
                                  " (it shrank while being read)");
@@ -55,7 +56,7 @@ void writeTensors(int fd, const std::string& file, int64_t offset, const std::ve
       const ssize_t n = ::pwrite(fd, bytes + done, std::min(total - done, kMaxPerCall), offset);
       if (n < 0 && errno == EINTR) continue;
       if (n == 0) errno = EIO;  // no progress and no error: would loop forever
-      if (n <= 0) throw std::runtime_error(systemError(file, "write", offset));
+      if (n <= 0) throw systemError(file, "write", offset);
       done += static_cast<size_t>(n);
       offset += n;
     }
