@@ -80,7 +80,7 @@ export class MemoryBank {
 
   /**
    * m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in one batch is updated once, with the
-   * mean of its rows of f̂, so the batch order does not matter.
+   * mean of its rows of f̂, so the batch order changes it only by float rounding.
    */
   async update(indices: Indices, fHat: Tensor, momentum = 0.5): Promise<void> {
     checkNumber('momentum', momentum, { min: 0, max: 1, maxExclusive: true });

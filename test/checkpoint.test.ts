@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ImageFolder, PirlModel, Trainer, readSafetensors, writeSafetensors } from '../lib';
+import { ImageFolder, PirlModel, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -96,7 +96,12 @@ describe('checkpoint metadata fuzz', () => {
       return Trainer.resume(file, tiny.dataset());
     };
     await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
-    await expect(write(JSON.stringify({ ...meta, format: 5 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 to 4 .*got 5/);
+    await expect(write(JSON.stringify({ ...meta, format: 6 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 to 5 .*got 6/);
+    // Format 4 recorded neither the stored images nor the threads: it resumes with neither checked.
+    const { threads: _t, ...format4 } = meta as Record<string, Json>;
+    const { images: _i, ...data4 } = meta.data;
+    expect((await write(JSON.stringify({ ...format4, format: 4, data: data4 }))).progress.step).toBe(meta.position.step);
+    await expect(write(JSON.stringify({ ...format4, format: 5 }))).rejects.toThrow(/"pirl-checkpoint"\.threads must be an integer >= 1, got undefined/);
     // Format 3 had no digest of the data: it resumes unchecked.
     const { data: _d, ...unchecked } = meta as Record<string, Json>;
     expect((await write(JSON.stringify({ ...unchecked, format: 3 }))).progress.step).toBe((meta as { position: { step: number } }).position.step);
@@ -123,6 +128,26 @@ describe('checkpoint metadata fuzz', () => {
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/momentum buffers must cover every parameter: 'fHead.fc.bias' is missing/);
   });
 
+  test('a resume with another thread count is warned of: it continues, but not bit for bit', async () => {
+    const file = path.join(tmpDir('pirl-ckpt-'), 'run.ckpt');
+    const threads = getNumThreads(), other = threads === 1 ? 2 : threads - 1;
+    await (await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 })).fit({ checkpoint: file });
+    expect(JSON.parse((await readSafetensors(file)).metadata['pirl-checkpoint']).threads).toBe(threads);
+    const emit = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    let warned: string[];
+    try {
+      await Trainer.resume(file, tiny.dataset());
+      setNumThreads(other);
+      await Trainer.resume(file, tiny.dataset());
+      warned = emit.mock.calls.map(([message, options]) => `${(options as { code: string }).code}: ${message}`);
+    } finally {
+      setNumThreads(threads);
+      emit.mockRestore();
+    }
+    expect(warned).toEqual([`PIRL_THREADS_CHANGED: the run stepped with ${threads} intra-op thread(s); this process has ${other}: it continues, ` +
+      `but its numbers part from the uninterrupted run's in the last bits (setNumThreads(${threads}), pirl train --threads ${threads}: as it was)`]);
+  });
+
   test("a folder changed since (one image out, another in: as many samples) is refused, not paired row by row with other images", async () => {
     const dir = tmpDir('pirl-ckpt-');
     try {
@@ -135,6 +160,9 @@ describe('checkpoint metadata fuzz', () => {
       // The same folder by another path (another mount point, a relative spelling) is the same data.
       const relative = path.relative(process.cwd(), images);
       expect((await Trainer.resume(file, await ImageFolder.open(relative, { size: 24 }))).progress.step).toBe(2);
+      // The same folder opened at another side: each view would be cut from other pixels.
+      await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 32 }))).rejects.toThrow(
+        `${file}: the run trained on its images stored at 24×24×3; the data set given holds them at 32×32×3: open it as the run did`);
       fs.rmSync(path.join(images, 'img00.png'));
       await raw(32, 32).png().toFile(path.join(images, 'img99.png'));
       await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(

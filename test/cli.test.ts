@@ -72,6 +72,12 @@ describe('pirl train / eval / embed / export', () => {
     expect(shortened.stderr).toContain("pirl: --epochs must be at least 3, the epochs the run has begun (it has done 3), got '2'");
     const notANumber = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', 'many', ...small, '--resume'], { encoding: 'utf8' });
     expect([notANumber.status, notANumber.stderr]).toEqual([2, expect.stringContaining("pirl: --epochs must be an integer in [1, 1000000], got 'many'")]);
+    // The run stored its images at 24 px: a resume at another --size is refused; without --size it takes the run's own.
+    const unsized = small.filter((f, i) => f !== '--size' && small[i - 1] !== '--size');
+    const resized = spawnSync(process.execPath, [cli, 'train', data, '--out', out, ...unsized, '--size', '32', '--resume'], { encoding: 'utf8' });
+    expect([resized.status, resized.stderr]).toEqual([2, expect.stringContaining('pirl: --resume continues the run its checkpoint describes; --size cannot change it (the run stored its images at 24 px: drop --size)')]);
+    const ownSize = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '4', ...unsized, '--resume'], { encoding: 'utf8' });
+    expect([ownSize.status, ownSize.stdout]).toEqual([0, expect.stringMatching(/trained 2 step\(s\) in .*, to step 8 of 8/)]);
     // A new run does not silently overwrite one: --force replaces it.
     const again = spawnSync(process.execPath, [cli, 'train', data, '--out', out, ...small], { encoding: 'utf8' });
     expect(again.status).toBe(2);

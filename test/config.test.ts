@@ -55,6 +55,9 @@ describe('resolveX: one owner of every default and allowed value', () => {
     // The resolvers take the option types: a misspelt option or a bank without its size does not compile.
     // @ts-expect-error epochs, misspelt
     expect(() => resolveTrainConfig({ epoch: 1 })).toThrow(/^config.epoch is not an option/);
+    // Seeds past 32 bits repeated smaller ones (the data order, the bank and the weights took their low 32 bits).
+    expect(() => resolveRunOptions({ seed: 2 ** 32 })).toThrow('options.seed must be an integer in [0, 4294967295], got 4294967296');
+    expect(resolveRunOptions({ seed: 2 ** 32 - 1 }).seed).toBe(4294967295);
     // @ts-expect-error size is required
     expect(() => resolveMemoryBankOptions({ dim: 8 })).toThrow(/^options.size must be an integer/);
   });

@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, readSafetensors, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -364,6 +364,23 @@ describe('Trainer', () => {
     expect(trainer.progress.step).toBe(3);
     // After the run's last epoch, a custom loop's step would have no place in it.
     await expect(trainer.step(batch, 0.1)).rejects.toThrow("trainer.step: the run's 1 epoch(s) are done (progress.step 3): Trainer.resume(file, data, { epochs }) lengthens it");
+  });
+
+  test("callbacks run before the checkpoint that says their step or epoch is done: what they record is never lost to a kill in between", async () => {
+    const file = path.join(tmp(), 'run.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 2 });
+    const savedStep = async () => (fs.existsSync(file) ? JSON.parse((await readSafetensors(file)).metadata['pirl-checkpoint']).position.step : 0);
+    const seen: string[] = [];
+    await trainer.fit({
+      checkpoint: file, checkpointEvery: 1,
+      callbacks: {
+        onBatchEnd: async (l) => void seen.push(`batch ${l.step}: saved ${await savedStep()}`),
+        onEpochEnd: async (l) => void seen.push(`epoch ${l.epoch}: saved ${await savedStep()}`),
+      },
+    });
+    expect(seen).toEqual(['batch 1: saved 0', 'batch 2: saved 1', 'batch 3: saved 2', 'epoch 0: saved 3',
+      'batch 4: saved 3', 'batch 5: saved 4', 'batch 6: saved 5', 'epoch 1: saved 6']);
+    expect(await savedStep()).toBe(6);
   });
 
   test('callbacks may be an instance of a class with state of its own; its misspelt on… method is refused', async () => {

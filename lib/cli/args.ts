@@ -249,7 +249,7 @@ export function warnOfSize(model: PirlModel, size: number): void {
   }
 }
 
-/** --size of a folder's stored images: room for the sampler's crops unless given. */
-export function folderSize(values: FlagValues, sampler: SamplerConfig): number {
-  return checkFlag(values, 'size', folderImageSize(sampler), (arg, v) => checkInteger(arg, v, 1, 4096));
+/** --size of a folder's stored images: unless given, `stored` (a resumed run's own), else room for the sampler's crops. */
+export function folderSize(values: FlagValues, sampler: SamplerConfig, stored: number | null = null): number {
+  return checkFlag(values, 'size', stored ?? folderImageSize(sampler), (arg, v) => checkInteger(arg, v, 1, 4096));
 }

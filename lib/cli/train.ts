@@ -116,7 +116,12 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
     throw new UsageError(`--resume: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; ` +
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
-  const data = await openData(spec, folderSize(values, saved.config.sampler), values);
+  // The run's images as it stored them: at another side each view would be cut from other pixels.
+  const size = folderSize(values, saved.config.sampler, saved.storedSide);
+  if (saved.storedSide !== null && size !== saved.storedSide) {
+    throw new UsageError(`${flag} continues the run its checkpoint describes; --size cannot change it (the run stored its images at ${saved.storedSide} px: drop --size)`);
+  }
+  const data = await openData(spec, size, values);
   const start = async () => {
     const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: values['cuda-graphs'] === true }));
     if (length.epochs !== undefined && trainer.isMain) {

@@ -1,7 +1,7 @@
 // What identifies a data set's samples, row by row: the ranks of a run compare it (lib/train/rendezvous.ts),
 // and a checkpoint keeps it, so that a resumed run's bank rows still belong to their images.
 import { createHash } from 'crypto';
-import { Subset, type Dataset } from './datasets';
+import { ArrayDataset, Subset, type Dataset } from './datasets';
 import { ImageFolder, relativeTo } from './imageFolder';
 
 export interface DataDigest {
@@ -9,6 +9,8 @@ export interface DataDigest {
   /** Digests (16 hex digits of SHA-256) of the labels and of a folder's file names; 'none' / 'not a folder'. */
   labels: string;
   files: string;
+  /** The samples as stored, H×W×C ('64×64×3': a folder's stored side), or 'unknown' (a Dataset of one's own; absent before format 5: null). */
+  images: string | null;
 }
 
 // Fed piece by piece: ten million names joined would pass V8's longest string.
@@ -34,6 +36,14 @@ function* lines(count: number, line: (i: number) => string): Iterable<string> {
   for (let i = 0; i < count; i++) yield `${line(i)}\n`;
 }
 
+// The stored samples' shape: a folder opened at another --size trains on other pixels, with nothing else to tell.
+function storedImages(dataset: Dataset): string {
+  if (dataset instanceof Subset) return storedImages(dataset.base);
+  if (dataset instanceof ImageFolder) return `${dataset.size}×${dataset.size}×3`;
+  if (dataset instanceof ArrayDataset) return dataset.source.shape.slice(1).join('×');
+  return 'unknown';
+}
+
 export function dataDigest(dataset: Dataset): DataDigest {
   const labels = dataset.labels;
   const names = relativeNames(dataset);
@@ -41,5 +51,6 @@ export function dataDigest(dataset: Dataset): DataDigest {
     size: dataset.length,
     labels: labels ? sha([new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength)]) : 'none',
     files: names ? sha(lines(dataset.length, names)) : 'not a folder',
+    images: storedImages(dataset),
   };
 }

@@ -15,10 +15,10 @@ export interface Position {
 
 /**
  * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
- * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest). A newer one is
- * refused by its format.
+ * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest; 4: data.images and threads).
+ * A newer one is refused by its format.
  */
-export const CHECKPOINT_FORMAT = 4;
+export const CHECKPOINT_FORMAT = 5;
 
 export interface CheckpointMeta {
   format: number;
@@ -32,6 +32,8 @@ export interface CheckpointMeta {
   epochSoFar: EpochSoFar;
   /** What identifies the data set's rows (absent before format 4: not checked). */
   data: DataDigest | null;
+  /** The intra-op threads the run stepped with: float sums split by thread, so the last bits follow them (absent before format 5: null). */
+  threads: number | null;
 }
 
 /** The loss summed over the epoch's samples so far, and how many. */
@@ -41,12 +43,14 @@ export interface EpochSoFar {
 }
 
 /**
- * A checkpoint's training config and the ranks it trained on, from its metadata (readSafetensorsMetadata),
- * checked; `device` replaces the saved one.
+ * A checkpoint's training config, the ranks it trained on and the side its folder's images were stored at (null: not a
+ * folder, or not recorded), from its metadata (readSafetensorsMetadata), checked; `device` replaces the saved one.
  */
-export function checkpointRunOf(file: string, metadata: Record<string, string>, device?: Device): { config: ResolvedTrainConfig; worldSize: number } {
-  const { config, worldSize } = checkpointMeta(file, metadata, device);
-  return { config, worldSize };
+export function checkpointRunOf(file: string, metadata: Record<string, string>, device?: Device): { config: ResolvedTrainConfig; worldSize: number; storedSide: number | null } {
+  const { config, worldSize, data } = checkpointMeta(file, metadata, device);
+  // A folder's images are stored square, H×H×3; other data sets have no side to open at.
+  const side = /^(\d+)×\1×3$/.exec(data?.images ?? '');
+  return { config, worldSize, storedSide: side ? Number(side[1]) : null };
 }
 
 /** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
@@ -54,8 +58,8 @@ export function checkpointMeta(file: string, metadata: Record<string, string>, d
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
-  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data']);
-  if (![1, 2, 3, CHECKPOINT_FORMAT].includes(meta.format as number)) {
+  checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data', 'threads']);
+  if (![1, 2, 3, 4, CHECKPOINT_FORMAT].includes(meta.format as number)) {
     throw rangeError(`${field}.format`, `1 to ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
   const saved = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
@@ -79,11 +83,14 @@ export function checkpointMeta(file: string, metadata: Record<string, string>, d
   // Formats 3 and 4 always have it; some format-2 files carry it too (written before the format said so).
   const e = (meta.format === 1 || meta.format === 2) && meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
   const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
-  const d = meta.format === CHECKPOINT_FORMAT ? checkObject(`${field}.data`, meta.data) : null;
+  const current = meta.format === CHECKPOINT_FORMAT;
+  const d = current || meta.format === 4 ? checkObject(`${field}.data`, meta.data) : null;
   const data = d && {
     size: checkInteger(`${field}.data.size`, d.size, 0),
     labels: checkString(`${field}.data.labels`, d.labels),
     files: checkString(`${field}.data.files`, d.files),
+    images: current ? checkString(`${field}.data.images`, d.images) : null,
   };
-  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar, data };
+  const threads = current ? checkInteger(`${field}.threads`, meta.threads, 1) : null;
+  return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar, data, threads };
 }

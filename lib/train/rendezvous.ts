@@ -29,6 +29,7 @@ export function runTerms(config: ResolvedTrainConfig, data: DataDigest, step: nu
     { name: "the data set's size", value: String(data.size), hint: SAME_DATA },
     { name: "the data set's labels", value: data.labels, hint: SAME_DATA },
     { name: "the data set's files", value: data.files, hint: SAME_DATA },
+    { name: "the data set's stored images", value: String(data.images), hint: SAME_DATA },
   ];
 }
 

@@ -420,8 +420,10 @@ export class Trainer {
         });
         const now = performance.now();
         images += size;
-        if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
+        // The callbacks before the checkpoint that says the step is done: what they record (a metrics line) is never
+        // lost to a kill in between, and a checkpoint may keep what they computed.
         if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * this.worldSize * 1000) / (now - last) })) === false) this.stop();
+        if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
         last = now;
         // Alone, a stop takes effect now; as a rank, once every rank has heard of it (in a step).
         stopping = this.distributed ? agreed : this.stopRequested;
@@ -435,9 +437,9 @@ export class Trainer {
       const { lossSum, images: epochImages } = this.epochSoFar;
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: (epoch + 1) * this.stepsPerEpoch };
       this.epochSoFar = { lossSum: 0, images: 0 };
-      if (checkpoint) await this.save(checkpoint);
       const logs = { epoch, loss: epochImages ? lossSum / epochImages : NaN, imagesPerSecond: images ? (images * this.worldSize * 1000) / (performance.now() - epochStart) : NaN };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
+      if (checkpoint) await this.save(checkpoint);
       stopping ||= !this.distributed && this.stopRequested;
     }
     await cb.onTrainEnd?.({ epochs: this.config.epochs, steps: this.position.step, stopped: this.position.epoch < this.config.epochs });
@@ -497,7 +499,7 @@ export class Trainer {
     const { momentum: _momentum, ...scalars } = state;
     const meta: CheckpointMeta = {
       format: CHECKPOINT_FORMAT, config: this.config, worldSize: this.worldSize, position, state: scalars, epochSoFar,
-      data: this.data,
+      data: this.data, threads: binding.getNumThreads(),
     };
     await writeSafetensors(file, tensors, { format: 'pt', 'pirl-checkpoint': JSON.stringify(meta) });
   }
@@ -529,6 +531,7 @@ export class Trainer {
       }
       const data = dataDigest(dataset);
       checkSameData(file, meta.data, data);
+      if ((group?.rank ?? 0) === 0) warnOfOtherThreads(meta.threads);
       const generator = tensors.get('bank.generator');
       if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
       const loader = Trainer.loaderFor(dataset, c, place);
@@ -565,6 +568,19 @@ function checkSameData(file: string, saved: DataDigest | null, data: DataDigest)
     throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
       "(each bank row would belong to another image): resume over the run's data, or start a new run");
   }
+  if (saved.images !== null && saved.images !== data.images) {
+    throw new Error(`${file}: the run trained on its images stored at ${saved.images}; the data set given holds them at ${data.images}: ` +
+      `open it as the run did (ImageFolder.open's size; pirl train --size) — its views would be cut from other pixels`);
+  }
+}
+
+// Steps continue as they would have, but not bit for bit: a float sum split over another number of threads rounds
+// otherwise (a few units in the last place per step, which the steps then carry).
+function warnOfOtherThreads(saved: number | null): void {
+  const now = binding.getNumThreads();
+  if (saved === null || saved === now) return;
+  process.emitWarning(`the run stepped with ${saved} intra-op thread(s); this process has ${now}: it continues, but its numbers ` +
+    `part from the uninterrupted run's in the last bits (setNumThreads(${saved}), pirl train --threads ${saved}: as it was)`, { code: 'PIRL_THREADS_CHANGED' });
 }
 
 /** The checkpoint's config, its epochs replaced by `epochs` (ResumeOptions.epochs) when given. */

@@ -42,7 +42,7 @@ class MemoryBank {
   void checkIndices(const at::Tensor& indices, const char* name) const;
 
   // m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in the batch is updated once, with the
-  // mean of its f̂ rows, so the result does not depend on the order of the batch. IndexCheck::Check
+  // mean of its f̂ rows, so the order of the batch changes it only by float rounding. IndexCheck::Check
   // also refuses non-finite f̂; Trusted checks neither, and reads nothing off the device.
   void update(const at::Tensor& indices, const at::Tensor& fHat, double momentum, IndexCheck check);
 
