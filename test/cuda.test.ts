@@ -76,7 +76,7 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     const dir = tmpDir();
     const file = path.join(dir, 'run.ckpt');
     const onGpu = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' });
-    await expect(onGpu.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 4) throw new Error('stop'); } } }))
+    await expect(onGpu.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 5) throw new Error('stop'); } } })) // before step 5's checkpoint: step 4's stands
       .rejects.toThrow('stop');
     const next: Record<string, number> = {};
     for (const device of ['cpu', 'cuda'] as const) {

@@ -47,7 +47,7 @@ describe('the device of a run', () => {
     const dir = tmpDir();
     const file = path.join(dir, 'run.ckpt');
     const first = await Trainer.create(tiny.dataset(), tiny.config);
-    await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 4) throw new Error('stop'); } } }))
+    await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 5) throw new Error('stop'); } } })) // before step 5's checkpoint: step 4's stands
       .rejects.toThrow('stop');
     // What a CUDA run writes: the same tensors (saved from the CPU) and config.device 'cuda'.
     const onCuda = await withMetadata(file, path.join(dir, 'cuda.ckpt'), (meta) => void ((meta.config as Record<string, unknown>).device = 'cuda'));

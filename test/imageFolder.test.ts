@@ -392,9 +392,12 @@ describe('ImageFolder', () => {
       expect(dataDigest(await ImageFolder.open(path.relative(process.cwd(), dir) + path.sep, { size: 8 }))).toEqual(digest);
       expect(dataDigest(await ImageFolder.fromFiles(['c.png', 'a.png', 'b.png'].map((n) => path.join(dir, n))))).not.toEqual(digest);
       const subset = new Subset(folder, [2, 0]);
-      expect(dataDigest(subset)).toEqual(dataDigest(await ImageFolder.fromFiles(['c.png', 'a.png'].map((n) => path.join(dir, n)))));
+      expect(dataDigest(subset)).toEqual(dataDigest(await ImageFolder.fromFiles(['c.png', 'a.png'].map((n) => path.join(dir, n)), { size: 8 })));
       expect(dataDigest(subset).files).not.toBe(digest.files);
-      expect(dataDigest(new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3]))).toEqual({ size: 1, labels: 'none', files: 'not a folder' });
+      // The samples as stored: a folder's side, an array's shape.
+      expect(dataDigest(await ImageFolder.open(dir, { size: 12 }))).toEqual({ ...digest, images: '12×12×3' });
+      expect(digest.images).toBe('8×8×3');
+      expect(dataDigest(new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3]))).toEqual({ size: 1, labels: 'none', files: 'not a folder', images: '2×2×3' });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -568,7 +568,8 @@ function checkSameData(file: string, saved: DataDigest | null, data: DataDigest)
     throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
       "(each bank row would belong to another image): resume over the run's data, or start a new run");
   }
-  if (saved.images !== null && saved.images !== data.images) {
+  // 'unknown': a Dataset of one's own (or of another copy of pirl), whose samples pirl cannot describe.
+  if (saved.images !== null && saved.images !== 'unknown' && data.images !== 'unknown' && saved.images !== data.images) {
     throw new Error(`${file}: the run trained on its images stored at ${saved.images}; the data set given holds them at ${data.images}: ` +
       `open it as the run did (ImageFolder.open's size; pirl train --size) — its views would be cut from other pixels`);
   }

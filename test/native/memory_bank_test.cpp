@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <stdexcept>
+#include <string>
 
 #include "core/memory_bank.h"
 
@@ -112,3 +115,38 @@ TEST(MemoryBank, BadIndicesAreRangeErrorsNeverReads) {
 }
 
 }  // namespace
+
+// Which work may overlap which on one bank (MemoryBank::Use), every pair of kinds, and each let go at its end.
+TEST(MemoryBank, UsesOverlapOnlyAsReadsWithReadsAndStepsWithSteps) {
+  using Kind = pirl::MemoryBank::Use::Kind;
+  auto bank = std::make_shared<pirl::MemoryBank>(8, 4, 0);
+  const Kind kinds[] = {Kind::Step, Kind::Read, Kind::Write};
+  const char* names[] = {"step", "read", "write"};
+  for (int held = 0; held < 3; ++held) {
+    for (int next = 0; next < 3; ++next) {
+      pirl::MemoryBank::Use first(bank, kinds[held], "first");
+      const bool overlaps = kinds[held] == kinds[next] && kinds[held] != Kind::Write;
+      SCOPED_TRACE(std::string(names[next]) + " during a " + names[held]);
+      if (overlaps) {
+        EXPECT_NO_THROW(pirl::MemoryBank::Use(bank, kinds[next], "second"));
+      } else {
+        try {
+          pirl::MemoryBank::Use second(bank, kinds[next], "second()");
+          ADD_FAILURE() << "not refused";
+        } catch (const std::logic_error& e) {
+          EXPECT_NE(std::string(e.what()).find("await it before second()"), std::string::npos) << e.what();
+        }
+      }
+      EXPECT_EQ(kinds[held] == Kind::Read, [&] {
+        try {
+          bank->refuseWhileChanging("state()");
+          return true;
+        } catch (const std::logic_error&) {
+          return false;
+        }
+      }());
+    }
+  }
+  // All let go: a write is taken again.
+  EXPECT_NO_THROW(pirl::MemoryBank::Use(bank, Kind::Write, "again"));
+}
