@@ -67,8 +67,8 @@ function sideOfOlderFile(file: string, model: PirlModel): number {
   return size;
 }
 
-// A query folder's images in their order, read as embedImages will (its warnings are said then): what leaves it no
-// images is a usage error.
+// A query folder's images in their order (its warnings are said as they are embedded): what leaves it no images is a
+// usage error.
 async function queryFolderImages(dir: string, size: number, layout: FolderLayout): Promise<readonly string[]> {
   try {
     const folder = await ImageFolder.open(dir, { size, layout, onWarning: () => undefined });
@@ -122,10 +122,9 @@ export async function search(args: string[]): Promise<void> {
       console.log(named.get(query));
       continue;
     }
-    const embedded = await embedImages(model, query, { ...options(`query folder ${query}`), layout });
-    // In the folder's order, the unreadable in their places (then any image added to it since it was listed).
-    const found = await lines(embedded);
-    const ordered = [...folderImages.get(query)!.filter((file) => found.has(file)), ...found.keys()];
-    for (const file of new Set(ordered)) console.log(found.get(file));
+    // The folder's images as listed above (not listed and probed again), in its order, the unreadable in their places.
+    const images = folderImages.get(query)!;
+    const found = await lines(await embedImages(model, images, options(`query folder ${query}`)));
+    for (const file of images) console.log(found.get(file));
   }
 }
