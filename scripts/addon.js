@@ -101,7 +101,7 @@ function locateAddon(root = packageRoot) {
       `it needs the prebuild ${found.tag ? `${platform}/${found.tag}` : '(none: its version is unknown)'}.`,
     `prebuilds shipped: ${shipped.length ? shipped.map((tag) => `${platform}/${tag}`).join(', ') : `none for ${platform}`}.`,
     ...builtFor,
-    `Build the addon for this libtorch (needs CMake >= 3.19 and a C++17 compiler; a few minutes):`,
+    `Build the addon for this libtorch (needs CMake >= 3.19 and a C++17 compiler, C++20 for libtorch >= 2.13; a few minutes):`,
     `  node ${path.join(root, 'scripts', 'install.js')}`,
   ].join('\n'));
 }

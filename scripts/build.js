@@ -21,7 +21,7 @@ function onPath(program) {
 function run(args) {
   // Build logs go to stderr so that callers' stdout (benchmark JSON) stays clean.
   const r = spawnSync('cmake', args, { cwd: root, stdio: ['inherit', 2, 2] });
-  if (r.error) throw new Error(`cmake could not be run (${r.error.code}): building pirl needs CMake >= 3.19 and a C++17 compiler`);
+  if (r.error) throw new Error(`cmake could not be run (${r.error.code}): building pirl needs CMake >= 3.19 and a C++17 compiler (C++20 for libtorch >= 2.13)`);
   if (r.status !== 0) throw new Error(`cmake ${args[0]} ${args[1]} failed (exit ${r.status})`);
 }
 

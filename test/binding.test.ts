@@ -70,7 +70,7 @@ describe('when the addon does not load, the error says why and what to run', () 
       `libtorch found: 2.11.0 with CUDA 13.0, from LIBTORCH (${path.join(libtorch, 'share/cmake/Torch')}); it needs the prebuild ${platform}/torch-2.11-cu130.`,
       `prebuilds shipped: ${platform}/torch-1.13-cpu.`,
       'build/Release/pirl.node was built for torch-1.13-cpu (libtorch 1.13.0 from system)',
-      'Build the addon for this libtorch (needs CMake >= 3.19 and a C++17 compiler; a few minutes):',
+      'Build the addon for this libtorch (needs CMake >= 3.19 and a C++17 compiler, C++20 for libtorch >= 2.13; a few minutes):',
       `  node ${path.join(dir, 'scripts/install.js')}`,
       expect.stringMatching(/^ {4}at /),
     ]);

@@ -37,7 +37,8 @@ const VERB_USAGE: Record<string, string> = {
 // What to change when a command's memory ran out (the device's, or the host's): the flags that size its work.
 const OUT_OF_MEMORY_HINTS: Record<string, string> = {
   train: 'a smaller --batch (the lr follows batch/256), --precision bf16, or the batch spread over more GPUs (--nproc N, one per GPU)',
-  eval: 'a smaller --size, or --device cpu', embed: 'a smaller --size, or --device cpu', search: 'a smaller --size, or --device cpu',
+  eval: 'a smaller --size, or --device cpu', embed: 'a smaller --size, or --device cpu',
+  search: '--device cpu (its queries are embedded at the side the catalogue was)',
 };
 
 /** What `pirl <command>` prints of an error it ends with: the message, and for memory that ran out what to change. */
