@@ -222,6 +222,8 @@ describe('ImageFolder', () => {
     };
     const ihdr = Buffer.from([0, 0, 0x4e, 0x20, 0, 0, 0x4e, 0x20, 8, 2, 0, 0, 0]);
     fs.writeFileSync(path.join(dir, 'x-huge.png'), Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(10))), chunk('IEND', Buffer.alloc(0))]));
+    // An SVG named .png (sharp decodes by content: librsvg could be asked for gigabytes, or draw the folder's other files).
+    fs.writeFileSync(path.join(dir, 'x-vector.png'), '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><image href="a.png" width="40" height="40"/></svg>');
     const warnings: string[] = [];
     const folder = await ImageFolder.open(dir, { size: 16, onWarning: (m) => warnings.push(m) });
     const loader = new Loader(folder, { batchSize: 4, dropLast: false, config: { imageSize: 16, jigsawSize: 18, patchSize: 6 } });
@@ -240,8 +242,9 @@ describe('ImageFolder', () => {
       'x-truncated.jpg': `a JPEG image that cannot be decoded: truncated: ${truncated.length.toLocaleString('en-US')} bytes, without the end-of-image marker`,
       'x-cut.png': `a PNG image that cannot be decoded: truncated: it ends inside its IDAT chunk (${idat + 20} of ${idatEnd.toLocaleString('en-US')} bytes)`,
       'x-flipped.png': `a PNG image that cannot be decoded: corrupt: the checksum of its IDAT chunk (at byte ${idat}) does not match its data`,
+      'x-vector.png': 'an SVG image, which pirl does not read (convert it to JPEG or PNG)',
     });
-    expect(warnings).toHaveLength(9); // once per file, not once per epoch
+    expect(warnings).toHaveLength(10); // once per file, not once per epoch
     expect(warnings.join('\n')).toMatch(/skipping unreadable image .*x-truncated\.jpg: a JPEG image/);
   });
 

@@ -94,7 +94,10 @@ const SIGNATURES: Array<[string, (b: Buffer) => boolean]> = [
   ['AVIF', (b) => b.toString('latin1', 4, 8) === 'ftyp' && ['avif', 'avis'].includes(b.toString('latin1', 8, 12))],
   ['HEIC', (b) => b.toString('latin1', 4, 8) === 'ftyp' && ['heic', 'heix', 'hevc', 'mif1', 'msf1'].includes(b.toString('latin1', 8, 12))],
   ['BMP', (b) => b.toString('latin1', 0, 2) === 'BM'],
+  ['SVG', (b) => /^\s*(<\?xml|<svg|<!DOCTYPE svg)/i.test(b.toString('latin1'))],
 ];
+// What pirl decodes (IMAGE_EXTENSIONS' formats); the others above are named when refused.
+const DECODED_FORMATS = ['JPEG', 'PNG', 'GIF', 'WebP', 'TIFF', 'AVIF'];
 // The words of sharp's messages for each format (libheif reads AVIF): a message naming another format than the file's is another file's.
 const FORMAT_WORDS = /jpe?g|png|gif|webp|tiff|heif|avif|bmp/gi;
 const FORMAT_OF_WORD: Record<string, string> = { jpg: 'JPEG', jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', heif: 'AVIF', avif: 'AVIF', bmp: 'BMP' };
@@ -184,7 +187,7 @@ async function whyUnreadable(input: ImageInput, message: string): Promise<string
     const printable = !/[\u0000-\u0008\u000e-\u001f\uFFFD]/.test(text);
     return `not an image: ${printable ? `text starting ${JSON.stringify(text.slice(0, 40))}` : `its first bytes are ${bytes.subarray(0, 8).toString('hex').replace(/(..)(?!$)/g, '$1 ')}`}`;
   }
-  if (format === 'BMP' || format === 'HEIC') return `a ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
+  if (format === 'BMP' || format === 'HEIC' || format === 'SVG') return `${format === 'SVG' ? 'an' : 'a'} ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
   // Whole and valid, only too large (a decompression bomb, or a scan): not "corrupt".
   if (/exceeds pixel limit/.test(message)) {
     const { width, height } = await sharp(input, { limitInputPixels: false }).metadata().catch(() => ({ width: undefined, height: undefined }));
@@ -523,6 +526,12 @@ export class ImageFolder implements Dataset {
   }
 
   private async decodeNow(input: ImageInput, failOn: 'warning' | 'truncated'): Promise<Buffer> {
+    // sharp decodes by content, whatever the name: an SVG named .png (librsvg: a 3 MB upload asked for gigabytes and
+    // aborted the process, and drew the folder's other files in) or any format pirl does not list is not tried.
+    const head = await firstBytes(input);
+    if (head instanceof Error) throw head;
+    const format = formatOf(head);
+    if (format === undefined || !DECODED_FORMATS.includes(format)) throw new Error(`not a format pirl reads (${format ?? 'unknown'})`);
     const { data, info } = await sharp(input, { failOn, animated: false })
       .rotate()
       .flatten({ background: '#ffffff' })
