@@ -139,7 +139,7 @@ TEST(PirlModel, ChannelsLastComputesTheSameFunction) {
   EXPECT_TRUE(at::allclose(a->embed(images, EmbedLayer::Res5), b->embed(images, EmbedLayer::Res5), 1e-4, 1e-4));
 }
 
-// Running means and variances of the trunk, by name (num_batches_tracked left out: it counts every pass).
+// Running means and variances of the trunk, by name (num_batches_tracked left out: see the test below).
 std::map<std::string, at::Tensor> runningStats(PirlModel& model) {
   std::map<std::string, at::Tensor> out;
   for (const auto& item : model->trunk->named_buffers()) {
@@ -177,8 +177,25 @@ TEST(PirlModel, OnlyTheImagePassSetsRunningStatsUnlessAsked) {
   }
   EXPECT_EQ(differing, static_cast<int>(expected.size())) << "with patchRunningStats every running statistic moves";
   for (const auto& module : model->trunk->modules(false)) {
-    if (auto* bn = module->as<pirl::model::BatchNorm>()) EXPECT_EQ(bn->momentum, 0.1);
+    if (auto* bn = module->as<pirl::model::BatchNorm>()) {
+      EXPECT_EQ(bn->momentum, 0.1);
+      EXPECT_FALSE(bn->runningFrozen);
+      EXPECT_EQ(bn->num_batches_tracked.item<int64_t>(), 1) << "the image pass alone counts";
+    }
   }
+}
+
+// Patches whose batch variance overflows float32 (finite values of 1e20): the patch pass leaves eval mode's
+// statistics as they were; with momentum 0 they became 0 × inf = NaN, and every later embedding NaN.
+TEST(PirlModel, APatchPassOfHugeValuesLeavesTheRunningStatsFinite) {
+  PirlModelOptions o = small(Arch::ResNet18);
+  o.trunk.width = 0.25;
+  PirlModel model(o);
+  model->train();
+  const at::Tensor images = at::randn({4, 3, 32, 32});
+  const at::Tensor patches = at::full({4, 9, 3, 10, 10}, 1e20) * (at::rand({4, 9, 3, 10, 10}) > 0.5).to(at::kFloat);
+  model->forward(images, patches);
+  for (const auto& [name, value] : runningStats(model)) EXPECT_TRUE(at::isfinite(value).all().item<bool>()) << name;
 }
 
 TEST(PirlModel, BadOptionsAndShapes) {

@@ -105,11 +105,16 @@ at::Tensor BatchNormImpl::forward(const at::Tensor& x) {
   }
   TORCH_CHECK_VALUE(x.numel() > features, "BatchNorm: expected more than one value per channel when training, got ",
                     x.sizes());
+  const bool cudnn = at::globalContext().userEnabledCuDNN();
+  if (runningFrozen) {
+    if (sumAcrossRanks) return syncBatchNorm(x, weight, bias, running_mean, running_var, 0.0, eps, sumAcrossRanks);
+    return at::batch_norm(x, weight, bias, at::Tensor(), at::Tensor(), true, 0.0, eps, cudnn);
+  }
   num_batches_tracked += 1;
   // torch.nn.BatchNorm's rule: no momentum means a cumulative average.
   const double factor = momentum ? *momentum : 1.0 / num_batches_tracked.item<double>();
   if (sumAcrossRanks) return syncBatchNorm(x, weight, bias, running_mean, running_var, factor, eps, sumAcrossRanks);
-  return at::batch_norm(x, weight, bias, running_mean, running_var, true, factor, eps, at::globalContext().userEnabledCuDNN());
+  return at::batch_norm(x, weight, bias, running_mean, running_var, true, factor, eps, cudnn);
 }
 
 }  // namespace pirl::model

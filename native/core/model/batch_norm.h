@@ -23,6 +23,9 @@ struct BatchNormImpl : torch::nn::Cloneable<BatchNormImpl> {
   int64_t features;
   double eps = 1e-5;
   c10::optional<double> momentum = 0.1;  // none: a cumulative average
+  // Set (RunningStatsFrozen): a training pass normalises with its batch's statistics and neither moves nor counts the
+  // running ones — not even by 0×: an infinite batch variance made them NaN for good.
+  bool runningFrozen = false;
   at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   // Set: training batches are normalised with the statistics of every rank's batch (the forward and the
   // backward each sum per-channel statistics across ranks); unset: this rank's batch alone.

@@ -151,14 +151,14 @@ void TrunkImpl::sumBatchNormAcrossRanks(const SumAcrossRanks& sum) {
 RunningStatsFrozen::RunningStatsFrozen(TrunkImpl& trunk) {
   for (const auto& module : trunk.modules(/*include_self=*/false)) {
     if (auto* bn = module->as<BatchNorm>()) {
-      saved_.emplace_back(bn, bn->momentum);
-      bn->momentum = 0.0;
+      bn->runningFrozen = true;
+      frozen_.push_back(bn);
     }
   }
 }
 
 RunningStatsFrozen::~RunningStatsFrozen() {
-  for (auto& [bn, momentum] : saved_) bn->momentum = momentum;
+  for (auto* bn : frozen_) bn->runningFrozen = false;
 }
 
 }  // namespace pirl::model

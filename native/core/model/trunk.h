@@ -90,7 +90,7 @@ struct TrunkImpl : torch::nn::Module {
 TORCH_MODULE(Trunk);
 
 // While alive, the trunk's BatchNorm layers normalise with the batch's statistics as usual but leave
-// their running statistics unchanged (momentum 0), so a pass does not shift what eval mode uses.
+// their running statistics (and their count) unchanged, so a pass does not shift what eval mode uses.
 class RunningStatsFrozen {
  public:
   explicit RunningStatsFrozen(TrunkImpl& trunk);
@@ -99,7 +99,7 @@ class RunningStatsFrozen {
   RunningStatsFrozen& operator=(const RunningStatsFrozen&) = delete;
 
  private:
-  std::vector<std::pair<BatchNormImpl*, c10::optional<double>>> saved_;
+  std::vector<BatchNormImpl*> frozen_;
 };
 
 }  // namespace pirl::model
