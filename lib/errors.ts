@@ -18,14 +18,23 @@ export function errorFrom(message: string, cause: unknown): Error & { code?: str
   return Object.assign(new Error(message, { cause }), typeof code === 'string' ? { code } : {});
 }
 
+/** `err` said again with `prefix` first (which file it was about): its class (TypeError, RangeError), code and cause kept. */
+export function withPrefix(prefix: string, err: Error): Error {
+  const Class = err instanceof TypeError ? TypeError : err instanceof RangeError ? RangeError : Error;
+  const code = (err as { code?: unknown }).code;
+  return Object.assign(new Class(`${prefix}${err.message}`, { cause: err }), typeof code === 'string' ? { code } : {});
+}
+
 /** A short, readable description of a received value for error messages. */
-export function describe(value: unknown): string {
+export function describe(value: unknown, depth = 0): string {
   if (value === null) return 'null';
   if (value === undefined) return 'undefined';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
   if (Array.isArray(value)) {
-    const head = value.slice(0, 8).map(describe).join(', ');
+    // Three levels: a file's array nested 100,000 deep overflowed the stack ("Maximum call stack size exceeded").
+    if (depth >= 3) return '[…]';
+    const head = value.slice(0, 8).map((v) => describe(v, depth + 1)).join(', ');
     return `[${head}${value.length > 8 ? ', …' : ''}]`;
   }
   if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length?: number }).length ?? value.byteLength})`;

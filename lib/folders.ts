@@ -1,5 +1,5 @@
 // Folders for pirl's output files: the CLI's --out flags and the files the library writes.
-import { promises as fs } from 'fs';
+import { constants, promises as fs } from 'fs';
 import * as path from 'path';
 
 import { errorFrom } from './errors';
@@ -27,4 +27,17 @@ export async function makeFolder(dir: string): Promise<void> {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw errorFrom(`cannot create ${d}: ${(err as Error).message}`, err);
     }
   }
+}
+
+/**
+ * `file` opened for reading without blocking (a FIFO's open waits for a writer forever); unless it is a regular file it
+ * is closed and `notRegular()` thrown. Errors of the open itself are the system's.
+ */
+export async function openRegular(file: string, notRegular: () => Error): Promise<fs.FileHandle> {
+  const handle = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  if (!(await handle.stat()).isFile()) {
+    await handle.close();
+    throw notRegular();
+  }
+  return handle;
 }

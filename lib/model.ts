@@ -4,7 +4,7 @@ import {
   NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
-import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError } from './errors';
+import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError, withPrefix } from './errors';
 import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 import { checkpointRunOf } from './train/checkpoint';
@@ -274,7 +274,11 @@ export class PirlModel {
     const device = placementDevice(placement); // before reading a file that may be large
     const { options, tensors, imageSize } = modelIn(file, await readSafetensors(file), device);
     const model = await PirlModel.create(options, { device });
-    await model.loadStateDict(tensors);
+    // Named by the file: `pirl search` reads two ("missing 1 tensor(s): …" said neither).
+    await model.loadStateDict(tensors).catch((err: Error) => {
+      model.dispose();
+      throw withPrefix(`${file}: `, err);
+    });
     if (imageSize !== undefined) model.imageSize = imageSize;
     return model;
   }

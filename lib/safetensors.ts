@@ -7,7 +7,7 @@ import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
 import { checkFile, checkObject, errorFrom, rangeError, typeError } from './errors';
-import { makeFolder } from './folders';
+import { makeFolder, openRegular } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
@@ -144,7 +144,7 @@ export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): Safetensor
 export async function readSafetensors(file: string): Promise<SafetensorsContent> {
   checkFile('file', file);
   const fail = failer(file);
-  const handle = await openRegular(file);
+  const handle = await openSafetensors(file);
   try {
     const { size } = await handle.stat();
     const { header, metadata, dataStart } = await readHeader(handle, size, fail);
@@ -169,15 +169,11 @@ async function readHeader(handle: fs.FileHandle, size: number, fail: Fail): Prom
   return { ...parseHeader(json, fail), dataStart: 8 + headerLength };
 }
 
-async function openRegular(file: string): Promise<fs.FileHandle> {
-  const handle = await fs.open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+async function openSafetensors(file: string): Promise<fs.FileHandle> {
+  return openRegular(file, () => new SafetensorsError(file, 'not a regular file')).catch((err: NodeJS.ErrnoException) => {
+    if (err instanceof SafetensorsError) throw err;
     throw errorFrom(err.code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot be read: ${err.message}`, err);
   });
-  if (!(await handle.stat()).isFile()) {
-    await handle.close();
-    throw new SafetensorsError(file, 'not a regular file');
-  }
-  return handle;
 }
 
 /** How errors name metadata entry `key` of `file`. */
@@ -202,7 +198,7 @@ export function jsonMetadata(file: string, metadata: Record<string, string>, key
 /** The metadata of a safetensors file, reading its header only (not the tensors). */
 export async function readSafetensorsMetadata(file: string): Promise<Record<string, string>> {
   checkFile('file', file);
-  const handle = await openRegular(file);
+  const handle = await openSafetensors(file);
   try {
     return (await readHeader(handle, (await handle.stat()).size, failer(file))).metadata;
   } finally {

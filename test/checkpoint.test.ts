@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ImageFolder, PirlModel, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
+import { ImageFolder, PirlModel, Tensor, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -201,6 +201,10 @@ describe('model file metadata', () => {
     // The first layout (bare options, no format) still loads.
     const legacy = await rewrite(saved.model);
     expect(legacy.options).toEqual(model.options);
+    // What the native load refuses is said with the file (pirl search reads two).
+    const conv = tensors.get('trunk.conv1.weight')!;
+    await writeSafetensors(file, [...tensors].map(([n, t]) => [n, n === 'trunk.conv1.weight' ? Tensor.from(new Int32Array(conv.numel), conv.shape) : t] as [string, Tensor]), metadata);
+    await expect(PirlModel.load(file)).rejects.toThrow(new RegExp(`^${file.replace(/[.]/g, '\\.')}: .*conv1\\.weight`));
   });
 });
 

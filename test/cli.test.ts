@@ -216,7 +216,12 @@ describe('pirl train / eval / embed / export', () => {
     const asIntegers = Tensor.from(Int32Array.from(original.tensors.get('features')!.data() as Float32Array), original.tensors.get('features')!.shape);
     for (const [tensor, metadata, message] of [
       [asIntegers, original.metadata, `pirl: ${altered}: its 'features' must be float32 or float64 rows, got int32`],
-      [original.tensors.get('features')!, { ...original.metadata, size: 'abc' }, `pirl: ${altered}: metadata "size" must be an integer in [1, 4096], got "abc"`],
+      [original.tensors.get('features')!, { ...original.metadata, size: 'abc' }, `pirl: ${altered}: metadata "size" must be an integer in [5, 4096], got "abc"`],
+      // A name that climbs out of the folder would be printed as a neighbour (a path a service might serve).
+      [original.tensors.get('features')!, { ...original.metadata, files: JSON.stringify(JSON.parse(original.metadata.files).map((f: string, i: number) => (i === 1 ? '../../etc/passwd' : f))) },
+        `pirl: ${altered}: metadata "files"[1] ("../../etc/passwd") names a file outside its folder ${data}: embed the images again`],
+      // Its side sets the queries' (4096 px took seconds and gigabytes per image): far from the model's, said.
+      [original.tensors.get('features')!, { ...original.metadata, size: '8' }, `pirl: warning: ${altered}'s side, 8 px (its queries are embedded at it), is far from the 32 px this model was trained at`],
     ] as const) {
       await writeSafetensors(altered, [['features', tensor]], metadata);
       expect(spawnSync(process.execPath, [cli, 'search', model, altered, query], { encoding: 'utf8' }).stderr).toContain(message);
@@ -447,6 +452,9 @@ describe('pirl train / eval / embed / export', () => {
     const list = path.join(dir, 'list.json');
     fs.writeFileSync(list, '[1,2,3]');
     usage(['train', data, '--config', list], /--config .*list\.json must be an object, got \[1, 2, 3\]/);
+    const fifo = path.join(dir, 'config.fifo');
+    spawnSync('mkfifo', [fifo]);
+    usage(['train', data, '--config', fifo], /--config .*config\.fifo: not a regular file \(a FIFO, a device or a folder\)/); // its open waited for a writer
     fs.writeFileSync(list, '{"loss": {"tua": 0.1}}');
     usage(['train', data, '--config', list], /--config .*list\.json\.loss\.tua is not an option; .*list\.json\.loss takes lambda, tau/);
     fs.writeFileSync(list, '{"lr": 0.1}');

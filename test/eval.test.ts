@@ -304,6 +304,15 @@ describe('evaluation', () => {
       await expect(LinearProbe.load(path.join(dir, 'x.safetensors'))).rejects.toThrow();
       await writeSafetensors(path.join(dir, 'other.safetensors'), [['x', Tensor.from(new Float32Array(2), [2])]]);
       await expect(LinearProbe.load(path.join(dir, 'other.safetensors'))).rejects.toThrow('not a linear probe (no "pirl-linear-probe" metadata');
+      // A probe file edited to hold a NaN or a std of 0 predicted class 0 for every row: refused, naming the tensor.
+      const edited = path.join(dir, 'edited.safetensors');
+      const saved = await readSafetensors(file);
+      for (const [name, index, value, expected] of [['std', 1, 0, 'a finite number > 0'], ['weight', 4, NaN, 'a finite number']] as const) {
+        const values = Float32Array.from(saved.tensors.get(name)!.data() as Float32Array);
+        values[index] = value;
+        await writeSafetensors(edited, [...saved.tensors].map(([n, t]) => [n, n === name ? Tensor.from(values, t.shape) : t] as [string, Tensor]), saved.metadata);
+        await expect(LinearProbe.load(edited)).rejects.toThrow(`${edited}: tensor "${name}"[${index}] must be ${expected}, got ${value}`);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -104,6 +105,15 @@ describe('safetensors', () => {
     await expect(readSafetensors('/dev/zero')).rejects.toThrow(/\/dev\/zero: not a valid safetensors file: not a regular file/);
     await expect(readSafetensorsMetadata('/dev/zero')).rejects.toThrow(/not a regular file/);
     await expect(readSafetensors(os.tmpdir())).rejects.toThrow(/not a regular file|EISDIR/);
+    // A FIFO: its open waited for a writer, forever.
+    const fifo = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-st-fifo-')), 'model.safetensors');
+    try {
+      spawnSync('mkfifo', [fifo]);
+      await expect(readSafetensors(fifo)).rejects.toThrow(`${fifo}: not a valid safetensors file: not a regular file`);
+      await expect(readSafetensorsMetadata(fifo)).rejects.toThrow(/not a regular file/);
+    } finally {
+      fs.rmSync(path.dirname(fifo), { recursive: true, force: true });
+    }
   });
 
   test('files are read and written natively, at any size: a file beyond 4 GiB (one Node buffer) reads back', async () => {

@@ -10,7 +10,7 @@ import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type Sampl
 import { IdxDataset, Subset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
-import { makeFolder } from '../folders';
+import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
 import { setNumThreads } from '../runtime';
@@ -108,7 +108,12 @@ export function checkFlag<T>(values: FlagValues, flag: string, fallback: T, chec
 export async function readOptionsFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = await fs.readFile(file, 'utf8');
+    const handle = await openRegular(file, () => new Error('not a regular file (a FIFO, a device or a folder)'));
+    try {
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   } catch (err) {
     throw new UsageError(`--config ${file}: ${(err as Error).message}`);
   }
@@ -236,16 +241,23 @@ async function checkReplaceable(file: string, exists: boolean, inputs: string[],
   if (held && !force) throw new UsageError(`--out ${file} holds ${held}: --force replaces it`);
 }
 
-/** A file's SHA-256 (hex): which model made a features file. */
+/** A file's SHA-256 (hex): which model made a features file. Read in pieces: a checkpoint passes 2 GiB, a Buffer's most. */
 export async function fileDigest(file: string): Promise<string> {
-  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+  const handle = await openRegular(file, () => new Error(`${file}: not a regular file`));
+  try {
+    const hash = createHash('sha256');
+    for await (const piece of handle.createReadStream({ autoClose: false })) hash.update(piece as Buffer);
+    return hash.digest('hex');
+  } finally {
+    await handle.close();
+  }
 }
 
 /** A side far from the model's training side gives features it never learned to make: said, not refused. */
-export function warnOfSize(model: PirlModel, size: number): void {
+export function warnOfSize(model: PirlModel, size: number, what = `--size ${size}`): void {
   const trained = model.imageSize;
   if (trained !== null && (size > 2 * trained || 2 * size < trained)) {
-    console.error(`pirl: warning: --size ${size} is far from the ${trained} px this model was trained at: its features there are not the ones it learned`);
+    console.error(`pirl: warning: ${what} is far from the ${trained} px this model was trained at: its features there are not the ones it learned`);
   }
 }
 

@@ -10,7 +10,7 @@ import { checkInteger, checkOneOf } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, checkFlag, fileDigest, parseFlags } from './args';
+import { UsageError, applyRunFlags, checkFlag, fileDigest, parseFlags, warnOfSize } from './args';
 import { Progress } from './progress';
 
 export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
@@ -50,13 +50,18 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   if (!Array.isArray(listed) || listed.length !== features.shape[0] || listed.some((f) => typeof f !== 'string')) {
     throw new Error(`${file}: metadata "files" must name the ${features.shape[0]} images of its rows`);
   }
+  // pirl embed names each image under its folder: a name that climbs out of it (or an absolute one) is not its work,
+  // and would be printed as a neighbour — a path a service might then serve.
+  const outside = (listed as string[]).findIndex((f) => dir !== undefined && (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')));
+  if (outside >= 0) throw new Error(`${file}: metadata "files"[${outside}] (${JSON.stringify(listed[outside])}) names a file outside its folder ${dir}: embed the images again`);
   const files = (listed as string[]).map((f) => (dir === undefined ? f : path.join(dir, f)));
   const broken = (features.data() as Float32Array).findIndex((v) => !Number.isFinite(v));
   if (broken >= 0) {
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${files[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, 1, 4096);
+  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, model.minInputSize, 4096);
+  warnOfSize(model, size, `${file}'s side, ${size} px (its queries are embedded at it),`);
   return { features, files, layer, size };
 }
 

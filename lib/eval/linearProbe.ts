@@ -86,6 +86,13 @@ export class LinearProbe {
     const [width, count] = weight.shape;
     const fits = weight.shape.length === 2 && [mean, std].every((t) => t.shape.length === 2 && t.shape[0] === 1 && t.shape[1] === width) && bias.shape.length === 1 && bias.shape[0] === count;
     if (!fits) throw rangeError(`${file}: tensors`, 'mean and std 1×F and bias C for weight F×C', [mean, std, weight, bias].map((t) => t.shape));
+    if (count === 0) throw rangeError(`${file}: tensor "weight"`, 'F×C with at least one class', weight.shape);
+    // A NaN anywhere (or a std of 0) made every prediction class 0, silently.
+    for (const [name, t] of [['mean', mean], ['std', std], ['weight', weight], ['bias', bias]] as const) {
+      const values = t.data() as Float32Array;
+      const bad = values.findIndex((v) => !Number.isFinite(v) || (name === 'std' && v <= 0));
+      if (bad >= 0) throw rangeError(`${file}: tensor "${name}"[${bad}]`, name === 'std' ? 'a finite number > 0' : 'a finite number', values[bad]);
+    }
     const classes = meta.classes ?? null;
     if (classes !== null && (!Array.isArray(classes) || classes.length !== count || classes.some((c) => typeof c !== 'string'))) {
       throw rangeError(`${field}.classes`, `null or ${count} class names`, classes);
