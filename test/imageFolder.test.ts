@@ -603,6 +603,11 @@ describe('ImageFolder', () => {
     fs.symlinkSync('..', path.join(labeled, 'dogs', 'up')); // back to the root: its classes are read, not left out
     fs.mkdirSync(path.join(labeled, 'dogs', 'puppies'));
     await raw(20, 20).png().toFile(path.join(labeled, 'dogs', 'puppies', 'p.png'));
+    // A link out of the folder is not walked for the count (`ln -s / photos/root` walked the whole file system).
+    const outsideTree = tmpDir('pirl-data-');
+    fs.mkdirSync(path.join(outsideTree, 'deep'));
+    await raw(20, 20).png().toFile(path.join(outsideTree, 'deep', 'o.png'));
+    fs.symlinkSync(outsideTree, path.join(labeled, 'dogs', 'out'));
     const warnings: string[] = [];
     const folder = await ImageFolder.open(labeled, { size: 8, onWarning: (m) => warnings.push(m) });
     expect(folder.classes).toEqual(['cats', 'dogs']);

@@ -290,16 +290,21 @@ async function listedOrLeftOut<T>(dir: string, list: (dir: string) => Promise<T>
 
 // Images below a class folder's own files, which a labeled folder does not read: counted for a warning.
 // `seen` holds the real paths of the folders read, counted or left out (the root and its classes first), so a
-// symbolic link back up the tree ends there rather than counting the classes' own images as left out.
-async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: string) => void): Promise<number> {
-  seen.add(await fs.realpath(dir));
+// symbolic link back up the tree ends there rather than counting the classes' own images as left out; a link out of
+// the folder counted (`within`: `ln -s / photos/root` walked the whole file system, /proc too) is not followed.
+async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: string) => void, within?: string): Promise<number> {
+  const real = await fs.realpath(dir);
+  const inside = within ?? real;
+  seen.add(real);
   let count = 0;
   for (const e of await readFolder(dir)) {
     const sub = path.join(dir, e.name);
-    if (e.kind !== 'folder' || seen.has(await fs.realpath(sub))) continue;
+    if (e.kind !== 'folder') continue;
+    const target = await fs.realpath(sub);
+    if (seen.has(target) || !target.startsWith(inside.endsWith(path.sep) ? inside : inside + path.sep)) continue;
     const images = await listedOrLeftOut(sub, listImages, leftOut);
-    if (images === null) seen.add(await fs.realpath(sub));
-    else count += images.length + (await nestedImages(sub, seen, leftOut));
+    if (images === null) seen.add(target);
+    else count += images.length + (await nestedImages(sub, seen, leftOut, inside));
   }
   return count;
 }
