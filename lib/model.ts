@@ -5,7 +5,7 @@ import {
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError, withPrefix } from './errors';
-import { jsonMetadata, metadataField, readSafetensors, writeSafetensors, type SafetensorsContent } from './safetensors';
+import { jsonMetadata, metadataField, readSafetensors, readSafetensorsMetadata, writeSafetensors } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 import { checkpointRunOf } from './train/checkpoint';
 
@@ -46,17 +46,15 @@ function trunkHint(described: string | undefined): string {
 }
 
 /**
- * The model in a model file (save's) or a training checkpoint (its model.* tensors: a run killed before it wrote
- * its model): its options, checked like user input (errors name the file and the field), its tensors and the side
- * it was trained at. A checkpoint's run is read as on `device` (it may have trained on a GPU this machine lacks).
+ * The model a model file (save's) or a training checkpoint (its model.* tensors: a run killed before it wrote its
+ * model) describes in its metadata: its options, checked like user input (errors name the file and the field), the
+ * prefix of its tensors and the side it was trained at. A checkpoint's run is read as on `device` (it may have trained
+ * on a GPU this machine lacks).
  */
-function modelIn(file: string, content: SafetensorsContent, device: Device): { options: ResolvedModelOptions; tensors: Map<string, Tensor>; imageSize?: number } {
-  const m = content.metadata;
+function modelOf(file: string, m: Record<string, string>, device: Device): { options: ResolvedModelOptions; prefix: string; imageSize?: number } {
   if (m['pirl-checkpoint'] !== undefined) {
     const { config } = checkpointRunOf(file, m, device);
-    const tensors = new Map([...content.tensors].flatMap(([name, t]) => (name.startsWith('model.') ? [[name.slice(6), t] as const] : [])));
-    checkTensorsFitOptions(file, tensors, config.model);
-    return { options: config.model, tensors, imageSize: config.sampler.imageSize };
+    return { options: config.model, prefix: 'model.', imageSize: config.sampler.imageSize };
   }
   const object = jsonMetadata(file, m, 'pirl');
   if (object === undefined) {
@@ -69,9 +67,8 @@ function modelIn(file: string, content: SafetensorsContent, device: Device): { o
   const options = object.format === undefined ? object : object.format === MODEL_FILE_FORMAT ? object.model : undefined;
   if (options === undefined) throw rangeError(`${field}.format`, `${MODEL_FILE_FORMAT} (this pirl's model file format)`, object.format);
   const resolved = resolveModelOptions(options as PirlModelOptions, object.format === undefined ? field : `${field}.model`, true);
-  checkTensorsFitOptions(file, content.tensors, resolved);
   const imageSize = object.imageSize === undefined ? {} : { imageSize: checkInteger(`${field}.imageSize`, object.imageSize, 1) };
-  return { options: resolved, tensors: content.tensors, ...imageSize };
+  return { options: resolved, prefix: '', ...imageSize };
 }
 
 /**
@@ -272,7 +269,12 @@ export class PirlModel {
    */
   static async load(file: string, placement: Placement = {}): Promise<PirlModel> {
     const device = placementDevice(placement); // before reading a file that may be large
-    const { options, tensors, imageSize } = modelIn(file, await readSafetensors(file), device);
+    // The metadata first: a file that holds no model is refused before its tensors are read (a header of millions took
+    // seconds and gigabytes).
+    const { options, prefix, imageSize } = modelOf(file, await readSafetensorsMetadata(file), device);
+    const all = (await readSafetensors(file)).tensors;
+    const tensors = prefix === '' ? all : new Map([...all].flatMap(([name, t]) => (name.startsWith(prefix) ? [[name.slice(prefix.length), t] as const] : [])));
+    checkTensorsFitOptions(file, tensors, options);
     const model = await PirlModel.create(options, { device });
     // Named by the file: `pirl search` reads two ("missing 1 tensor(s): …" said neither).
     await model.loadStateDict(tensors).catch((err: Error) => {

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { ImageFolder, PirlModel, Tensor, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
+import * as safetensors from '../lib/safetensors';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -201,6 +202,14 @@ describe('model file metadata', () => {
     // The first layout (bare options, no format) still loads.
     const legacy = await rewrite(saved.model);
     expect(legacy.options).toEqual(model.options);
+    // A file that describes no model is refused from its header, before its tensors are read (a header listing
+    // millions of them took seconds and gigabytes first).
+    const notAModel = path.join(dir, 'tensors.safetensors');
+    await writeSafetensors(notAModel, [['x', Tensor.zeros([4])]]);
+    const read = jest.spyOn(safetensors, 'readSafetensors');
+    await expect(PirlModel.load(notAModel)).rejects.toThrow(`${notAModel}: no pirl model options in its metadata`);
+    expect(read).not.toHaveBeenCalled();
+    read.mockRestore();
     // What the native load refuses is said with the file (pirl search reads two).
     const conv = tensors.get('trunk.conv1.weight')!;
     await writeSafetensors(file, [...tensors].map(([n, t]) => [n, n === 'trunk.conv1.weight' ? Tensor.from(new Int32Array(conv.numel), conv.shape) : t] as [string, Tensor]), metadata);
