@@ -12,17 +12,14 @@ export function isOutOfMemory(err: unknown): err is Error & { code: typeof OUT_O
   return err instanceof Error && (err as { code?: unknown }).code === OUT_OF_MEMORY;
 }
 
-/** An Error saying `message` of a failure `cause`, which keeps its code (ENOENT, ENOSPC, PIRL_OUT_OF_MEMORY…) and the cause. */
+/**
+ * An error saying `message` of a failure `cause` (what file it was about, what was being done): of the cause's class
+ * (TypeError, RangeError, else Error), with its code (ENOENT, ENOSPC, PIRL_OUT_OF_MEMORY…) and the cause itself.
+ */
 export function errorFrom(message: string, cause: unknown): Error & { code?: string } {
+  const Class = cause instanceof TypeError ? TypeError : cause instanceof RangeError ? RangeError : Error;
   const code = (cause as { code?: unknown } | null | undefined)?.code;
-  return Object.assign(new Error(message, { cause }), typeof code === 'string' ? { code } : {});
-}
-
-/** `err` said again with `prefix` first (which file it was about): its class (TypeError, RangeError), code and cause kept. */
-export function withPrefix(prefix: string, err: Error): Error {
-  const Class = err instanceof TypeError ? TypeError : err instanceof RangeError ? RangeError : Error;
-  const code = (err as { code?: unknown }).code;
-  return Object.assign(new Class(`${prefix}${err.message}`, { cause: err }), typeof code === 'string' ? { code } : {});
+  return Object.assign(new Class(message, { cause }), typeof code === 'string' ? { code } : {});
 }
 
 /** A short, readable description of a received value for error messages. */

@@ -4,7 +4,7 @@ import {
   NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
-import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, nativeCall, rangeError, typeError, withPrefix } from './errors';
+import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, errorFrom, nativeCall, rangeError, typeError } from './errors';
 import { jsonMetadata, metadataField, readSafetensors, readSafetensorsMetadata, writeSafetensors } from './safetensors';
 import { Tensor, handleOf } from './tensor';
 import { checkpointRunOf } from './train/checkpoint';
@@ -279,7 +279,7 @@ export class PirlModel {
     // Named by the file: `pirl search` reads two ("missing 1 tensor(s): …" said neither).
     await model.loadStateDict(tensors).catch((err: Error) => {
       model.dispose();
-      throw withPrefix(`${file}: `, err);
+      throw errorFrom(`${file}: ${err.message}`, err);
     });
     if (imageSize !== undefined) model.imageSize = imageSize;
     return model;

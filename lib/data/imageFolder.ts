@@ -9,6 +9,7 @@ import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
@@ -118,7 +119,7 @@ async function firstBytes(input: ImageInput): Promise<Buffer | Error> {
   const file = input;
   const head = Buffer.alloc(64);
   try {
-    const handle = await fs.open(file, 'r');
+    const handle = await openRegular(file, () => new Error('not a regular file (a FIFO, a device or a folder)')); // a FIFO's open hung
     try {
       return head.subarray(0, (await handle.read(head, 0, head.length, 0)).bytesRead);
     } finally {

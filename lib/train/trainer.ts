@@ -10,7 +10,7 @@ import {
 import { Subset, type Dataset } from '../data/datasets';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFile, checkFunctions, checkInteger, checkObject, checkOptions, isArgumentError, nativeCall, rangeError, unknownOptionError, withPrefix } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -545,7 +545,7 @@ export class Trainer {
       if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
       checkTensorsFitOptions(file, modelTensors, c.model);
       // What the native state refuses (a tensor of the wrong width, a generator state that is none) is the file's.
-      const fromFile = (err: Error) => (err.message.startsWith(file) ? err : withPrefix(`${file}: `, err));
+      const fromFile = (err: Error) => (err.message.startsWith(file) ? err : errorFrom(`${file}: ${err.message}`, err));
       try {
         const model = await PirlModel.create(c.model, { device: place.device });
         await model.loadStateDict(modelTensors);
