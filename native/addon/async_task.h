@@ -24,10 +24,12 @@ class AsyncTask {
   using ToJs = std::function<Napi::Value(Napi::Env, Result&)>;
 
   // Queues `work` and returns the Promise it settles; `toJs` converts the result on the JS thread. With
-  // `owner`, `work` runs on that thread (a model's: model_wrap.h), else on the shared workers.
-  static Napi::Promise run(Napi::Env env, Work work, ToJs toJs, std::shared_ptr<OwnerThread> owner = nullptr) {
+  // `owner`, `work` runs on that thread (a model's: model_wrap.h), else on the shared workers. `held` (a
+  // MemoryBank::Use) is let go when the work ends, on its thread, not when the Promise settles.
+  static Napi::Promise run(Napi::Env env, Work work, ToJs toJs, std::shared_ptr<OwnerThread> owner = nullptr,
+                           std::shared_ptr<void> held = nullptr) {
     if (!owner) owner = sharedWorkers();
-    auto call = std::make_unique<Call>(env, std::move(work), std::move(toJs), owner);
+    auto call = std::make_unique<Call>(env, std::move(work), std::move(toJs), owner, std::move(held));
     Napi::Promise promise = call->deferred.Promise();
     EnvState::of(env)->ownerCalls->post(*owner, std::move(call));
     return promise;
@@ -36,8 +38,8 @@ class AsyncTask {
  private:
   class Call : public OwnerCall {
    public:
-    Call(Napi::Env env, Work w, ToJs t, std::shared_ptr<OwnerThread> o)
-        : deferred(Napi::Promise::Deferred::New(env)), work(std::move(w)), toJs(std::move(t)), owner(std::move(o)) {}
+    Call(Napi::Env env, Work w, ToJs t, std::shared_ptr<OwnerThread> o, std::shared_ptr<void> h)
+        : deferred(Napi::Promise::Deferred::New(env)), work(std::move(w)), toJs(std::move(t)), owner(std::move(o)), held(std::move(h)) {}
 
     void execute() noexcept override {
       try {
@@ -46,6 +48,7 @@ class AsyncTask {
       } catch (...) {
         error = classifyCurrentException();
       }
+      held.reset();
     }
 
     void settle(Napi::Env env) override {
@@ -65,6 +68,7 @@ class AsyncTask {
     ToJs toJs;
     // Held until settled: a model collected meanwhile would otherwise join its thread on the JS thread.
     std::shared_ptr<OwnerThread> owner;
+    std::shared_ptr<void> held;
     std::optional<Result> result;
     CaughtError error;
   };

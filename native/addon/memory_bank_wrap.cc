@@ -81,13 +81,10 @@ const std::shared_ptr<MemoryBank>& MemoryBankWrap::live(const std::string& arg) 
 Napi::Value MemoryBankWrap::call(Napi::Env env, MemoryBank::Use::Kind kind, const std::string& call,
                                  std::function<at::Tensor(MemoryBank&)> work) const {
   auto bank = live();
-  auto use = std::make_shared<MemoryBank::Use>(bank, kind, "bank." + call);
   return AsyncTask<at::Tensor>::run(
-      env, [=]() mutable {
-        const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
-        return work(*bank);
-      },
-      [](Napi::Env e, at::Tensor& t) -> Napi::Value { return t.defined() ? Napi::Value(TensorWrap::wrap(e, t)) : e.Undefined(); });
+      env, [=] { return work(*bank); },
+      [](Napi::Env e, at::Tensor& t) -> Napi::Value { return t.defined() ? Napi::Value(TensorWrap::wrap(e, t)) : e.Undefined(); },
+      nullptr, std::make_shared<MemoryBank::Use>(bank, kind, "bank." + call));
 }
 
 // Lets go of the bank: its rows are freed once a trainer using it (and views of them) are done with them.

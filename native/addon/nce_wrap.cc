@@ -27,8 +27,7 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
     at::Tensor grad;
   };
   return AsyncTask<Out>::run(
-      info.Env(), [=]() mutable {
-        const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
+      info.Env(), [=] {
         at::Tensor input = gradientLeaf(x);
         nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check);
         r.loss.backward();
@@ -41,7 +40,8 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
         obj.Set("zBatch", out.scalars[2]);
         obj.Set("grad", TensorWrap::wrap(env, out.grad));
         return obj;
-      });
+      },
+      nullptr, use);
 }
 
 }  // namespace

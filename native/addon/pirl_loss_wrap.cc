@@ -50,8 +50,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
       auto state = state_;
       auto use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Write, "PirlLoss.compute()");  // from this call on: see MemoryBank::Use
       return AsyncTask<Out>::run(
-          info.Env(), [=]() mutable {
-            const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(state->mutex);
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
             PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);
@@ -68,7 +67,8 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             obj.Set("gradF", TensorWrap::wrap(env, out.gradF));
             obj.Set("gradG", TensorWrap::wrap(env, out.gradG));
             return obj;
-          });
+          },
+          nullptr, use);
     });
   }
 

@@ -157,8 +157,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       s->model->training = true;  // the step leaves the model in training mode (set in call order, as train())
       auto use = std::make_shared<MemoryBank::Use>(s->bank, MemoryBank::Use::Kind::Step, "trainer.step()");  // from this call on: see MemoryBank::Use
       return AsyncTask<train::StepResult>::run(
-          info.Env(), [=]() mutable {
-            const auto held = std::move(use);  // let go when the work ends, not when the Promise settles
+          info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
             return s->train->step(images, patches, indices, lr, stop);
           },
@@ -173,7 +172,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             out.Set("replayed", r.replayed);
             return out;
           },
-          s->model->owner);
+          s->model->owner, use);
     });
   }
 
