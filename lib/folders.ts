@@ -33,7 +33,7 @@ export async function makeFolder(dir: string): Promise<void> {
  * `file` opened for reading without blocking (a FIFO's open waits for a writer forever); unless it is a regular file it
  * is closed and `notRegular()` thrown. Errors of the open itself are the system's.
  */
-export async function openRegular(file: string, notRegular: () => Error): Promise<fs.FileHandle> {
+export async function openRegular(file: string, notRegular = () => new Error('not a regular file (a FIFO, a device or a folder)')): Promise<fs.FileHandle> {
   const handle = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK);
   if (!(await handle.stat()).isFile()) {
     await handle.close();

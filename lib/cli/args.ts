@@ -108,7 +108,7 @@ export function checkFlag<T>(values: FlagValues, flag: string, fallback: T, chec
 export async function readOptionsFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    const handle = await openRegular(file, () => new Error('not a regular file (a FIFO, a device or a folder)'));
+    const handle = await openRegular(file);
     try {
       text = await handle.readFile('utf8');
     } finally {

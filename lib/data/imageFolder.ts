@@ -119,7 +119,7 @@ async function firstBytes(input: ImageInput): Promise<Buffer | Error> {
   const file = input;
   const head = Buffer.alloc(64);
   try {
-    const handle = await openRegular(file, () => new Error('not a regular file (a FIFO, a device or a folder)')); // a FIFO's open hung
+    const handle = await openRegular(file); // a FIFO's open hung
     try {
       return head.subarray(0, (await handle.read(head, 0, head.length, 0)).bytesRead);
     } finally {
