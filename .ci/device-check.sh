@@ -86,9 +86,9 @@ note prebuild-load.log .
 
 # One test process per case, nproc at a time: 2 threads each, not libtorch's default of every core each.
 native=(env OMP_NUM_THREADS=2 ctest --test-dir build --parallel "$(nproc)" --output-on-failure)
-stage native-cuda 150 "${native[@]}" -R Cuda
+stage native-cuda 120 "${native[@]}" -R Cuda
 note native-cuda.log "tests passed|tests failed"
-stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
+stage jest 100 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
 stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
