@@ -102,33 +102,41 @@ TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
   EXPECT_TRUE(state.step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01).applied);
 }
 
-// A data-parallel run of one rank on NCCL (the GPU host has one GPU) takes the steps of the process alone:
-// the same losses to float rounding (the collectives of one rank are copies, SyncBatchNorm's sums too).
+// A data-parallel run of one rank on NCCL (the GPU host has one GPU) takes the steps of the process alone. In
+// float64, as the CPU's Gloo tests: SyncBatchNorm is another kernel than cuDNN's, and in float32 a ReLU whose
+// input lies within rounding of 0 goes the other way in one of the runs (seen on the CPU: one element of
+// 32,768, 2e-3 of the first layers' gradients), which these steps grow to a percent in three; the H200 showed it.
 TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!distributed::ncclAvailable()) GTEST_SKIP() << "this pirl was built without NCCL (see the build's 'pirl: NCCL' line)";
   std::vector<double> losses[2];
+  std::vector<at::Tensor> banks;
   for (int distributedRun = 0; distributedRun < 2; ++distributedRun) {
     at::manual_seed(5);
     CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32);
+    run.net->to(at::kDouble);
+    auto bank = std::make_shared<MemoryBank>(run.bank->rows().to(at::kDouble), run.bank->generatorState());
+    train::TrainState state(run.net, bank, run.state->loss().options(), {pirl::testing::paperSgd(), train::Precision::Fp32, 1, false});
     if (distributedRun) {
       auto c = std::make_shared<distributed::Communicator>(
           distributed::CommunicatorOptions{pirl::test::freshRendezvousFile(), "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
       EXPECT_EQ(c->device(), c10::Device(c10::kCUDA, 0));
-      run.state->distribute(c, /*syncBatchNorm=*/true);
+      state.distribute(c, /*syncBatchNorm=*/true);
       // bankInit 'features' over one NCCL rank: its shard is the whole bank, sent to itself unchanged.
-      EXPECT_EQ(run.state->bankShard(), (std::pair<int64_t, int64_t>{0, run.state->bank().size()}));
-      const at::Tensor before = run.state->bank().rows().clone();
-      run.state->shareBankShards();
-      EXPECT_TRUE(at::equal(run.state->bank().rows(), before));
+      EXPECT_EQ(state.bankShard(), (std::pair<int64_t, int64_t>{0, state.bank().size()}));
+      const at::Tensor before = state.bank().rows().clone();
+      state.shareBankShards();
+      EXPECT_TRUE(at::equal(state.bank().rows(), before));
     }
     const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(9);
     for (int step = 0; step < 4; ++step) {
-      const at::Tensor images = at::randn({8, 3, 16, 16}, data), patches = at::randn({8, 9, 3, 8, 8}, data);
-      losses[distributedRun].push_back(run.state->step(images, patches, at::arange(8, at::kLong) + 8 * step, 0.01).loss);
+      const at::Tensor images = at::randn({8, 3, 16, 16}, data, at::kDouble), patches = at::randn({8, 9, 3, 8, 8}, data, at::kDouble);
+      losses[distributedRun].push_back(state.step(images, patches, at::arange(8, at::kLong) + 8 * step, 0.01).loss);
     }
+    banks.push_back(state.bank().rows().cpu());
   }
-  for (int step = 0; step < 4; ++step) EXPECT_NEAR(losses[1][step], losses[0][step], 1e-4 * std::abs(losses[0][step])) << step;
+  for (int step = 0; step < 4; ++step) EXPECT_NEAR(losses[1][step], losses[0][step], 1e-9 * std::abs(losses[0][step])) << step;
+  EXPECT_LE((banks[1] - banks[0]).abs().max().item<double>(), 1e-9);
 }
 
 // Runs the same steps eagerly and with CUDA graphs from one seed, over batches of the sizes given (a size
@@ -187,10 +195,12 @@ TEST(TrainStateCuda, GraphReplaysTakeTheEagerSteps) {
   // NCE: the first step estimates Z (no capture), the second captures with it.
   expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::Nce, train::Precision::Fp32, eight),
                                {false, false, true, true, true, true}, 1e-4);
+  // bf16 and fp16 round an activation at 2^-8 and 2^-11: the runs' float32 differences (atomics) move some
+  // across a rounding step, and six steps grow that to 1.4% of a gradient norm (seen on the H200).
   expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::Nce, train::Precision::Bf16, eight),
-                               {false, false, true, true, true, true}, 1e-2);
+                               {false, false, true, true, true, true}, 3e-2);
   expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::Nce, train::Precision::Fp16, eight),
-                               {false, false, true, true, true, true}, 1e-2);
+                               {false, false, true, true, true, true}, 3e-2);
 }
 
 TEST(TrainStateCuda, GraphsRecaptureWhenTheBatchSizeChanges) {
