@@ -466,6 +466,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', 'fashion-mnist', '--layout', 'flat'], /--layout says how a folder is read: fashion-mnist is not a folder/);
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);
+    usage(['train', data, '--cuda-graphs', '--no-cuda-graphs'], /--cuda-graphs and --no-cuda-graphs: give one of them/);
     // A mistake that every rank of --nproc finds alike is said once (it was, with the usage, once per rank).
     const ranks = spawnSync(process.execPath, [cli, 'train', data, '--nproc', '2', '--batch', '60000', '--out', path.join(dir, 'ranks')], { encoding: 'utf8' });
     expect({ status: ranks.status, said: ranks.stderr.match(/--batch must be at most/g)?.length, usage: ranks.stderr.match(/^\(pirl train --help: its options\)$/gm)?.length })

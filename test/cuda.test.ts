@@ -62,10 +62,15 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     expect(close(first.fp16, first.fp32, 1e-2)).toBe(true);
   });
 
-  test('with cudaGraphs a run replays its captured step and takes the eager run\'s steps', async () => {
+  test('a CUDA run replays its captured step by default and takes the eager run\'s steps', async () => {
     const eager: number[] = [], graphed: number[] = [], replayed: boolean[] = [];
-    await (await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' })).fit({ callbacks: { onBatchEnd: (l) => void eager.push(l.loss) } });
-    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' }, { cudaGraphs: true });
+    const withoutGraphs = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' }, { cudaGraphs: false });
+    expect(withoutGraphs.cudaGraphs).toBe(false);
+    await withoutGraphs.fit({ callbacks: { onBatchEnd: (l) => void eager.push(l.loss) } });
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda' });
+    expect(trainer.cudaGraphs).toBe(true);
+    // NCE's Z moving every step would change the graph: off by default there.
+    expect((await Trainer.create(tiny.dataset(), { ...tiny.config, device: 'cuda', loss: { mode: 'nce', z: 'ema' } })).cudaGraphs).toBe(false);
     await trainer.fit({ callbacks: { onBatchEnd: (l) => { graphed.push(l.loss); replayed.push(l.replayed); } } });
     expect(graphed).toHaveLength(eager.length);
     expect(replayed).toEqual(eager.map((_, i) => i > 0)); // the first step runs eagerly and captures

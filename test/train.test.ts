@@ -316,7 +316,8 @@ describe('Trainer', () => {
       message: expect.stringMatching(new RegExp(`^config\\.batchSize must be at most ${samples} \\(the data set's ${samples} samples: `)),
     });
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: -1 })).rejects.toThrow(/config.baseLr must be a number >= 0, got -1/);
-    // CUDA graphs: a process option, refused where a capture could not hold (before any model is made).
+    // CUDA graphs: a process option, off by default on the CPU, refused where a capture could not hold (before any model is made).
+    expect((await Trainer.create(tiny.dataset(), tiny.config)).cudaGraphs).toBe(false);
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true })).rejects.toThrow(/options.cudaGraphs must be false on the CPU \(CUDA graphs need device 'cuda'\), got true/);
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: 1 as unknown as boolean })).rejects.toThrow(/options.cudaGraphs must be a boolean, got 1/);
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGrahps: true } as object)).rejects.toThrow(/options.cudaGrahps is not an option; options takes distributed, cudaGraphs/);

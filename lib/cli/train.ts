@@ -49,7 +49,8 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --threads N  --device cpu|cuda|cuda:N (${d.device})  --precision fp32|bf16|fp16 (${d.precision})  --seed N (${d.seed})
         --nproc N (data-parallel: N local ranks, --batch each, --threads each: cores/N by default; under torchrun, one rank per process)
         --sync-batch-norm (data-parallel: BatchNorm over all ranks' batches, so N ranks train as one process with N×--batch)
-        --cuda-graphs (CUDA: each step one replay of a captured graph; with --resume too, not saved in the run)`;
+        --cuda-graphs / --no-cuda-graphs (CUDA: each step one replay of a captured graph; on by default for one process
+          unless --mode nce --z ema; with --resume too, not saved in the run)`;
 
 function folderSizeText(c: ResolvedTrainConfig): string {
   return `${folderSize({}, c.sampler)} for the small preset`;
@@ -123,7 +124,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   }
   const data = await openData(spec, size, values);
   const start = async () => {
-    const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: values['cuda-graphs'] === true }));
+    const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: cudaGraphsFlag(values) }));
     if (length.epochs !== undefined && trainer.isMain) {
       console.error(`pirl: the run's length changes from ${saved.config.epochs} to ${epochs} epochs: from here on its lr follows the schedule of a ${epochs}-epoch run ` +
         `(not the run ${epochs} epochs from the start would have been)`);
@@ -157,6 +158,12 @@ function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: R
   if (values['sync-batch-norm'] && distributed === null) idle.push('--sync-batch-norm does nothing in a single process (it syncs the ranks of --nproc or a launcher)');
   if (values.z !== undefined && c.loss.mode !== 'nce') idle.push(`--z sets NCE's normaliser: --mode ${c.loss.mode} does not use it`);
   return idle;
+}
+
+/** --cuda-graphs insists, --no-cuda-graphs turns them off; neither: the Trainer's default (on for one CUDA process). */
+function cudaGraphsFlag(values: FlagValues): boolean | undefined {
+  if (values['cuda-graphs'] && values['no-cuda-graphs']) throw new UsageError('--cuda-graphs and --no-cuda-graphs: give one of them');
+  return values['cuda-graphs'] ? true : values['no-cuda-graphs'] ? false : undefined;
 }
 
 /** Trainer.create or resume, whose refusals of what flags gave name the flags (--batch's default too: it may not fit the data). */
@@ -317,13 +324,14 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features${share}: ${done}/${all} images`, done === all) : undefined;
   return {
     resumed: false,
-    start: () => withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: values['cuda-graphs'] === true, onBankInit, onChecked })),
+    start: () => withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: cudaGraphsFlag(values), onBankInit, onChecked })),
   };
 }
 
 export async function train(args: string[]): Promise<number | void> {
   const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
-  const { values, positionals } = parseFlags(args, strings, ['resume', 'auto-resume', 'force', 'cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
+  const { values, positionals } = parseFlags(args, strings, ['resume', 'auto-resume', 'force', 'cuda-graphs', 'no-cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
+  cudaGraphsFlag(values); // both given: said before any work
   const distributed = distributedFromEnvFlag();
   const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
   if (nproc > 1) {
