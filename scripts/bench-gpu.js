@@ -131,7 +131,13 @@ async function trainCase(pirl, c, batchSize, precision, channelsLast, cudaGraphs
 async function nceCase(pirl, B, K) {
   const baseline = await allocatedNow(pirl);
   const bank = await pirl.MemoryBank.create({ size: quick ? 100000 : BANK_ROWS, dim: 128, device });
+  // Unit rows, as PIRL's embeddings are (and pirl_bench_nce's): |s| <= 1, the scores a run sees.
   const x0 = new Float32Array(B * 128).map((_, i) => Math.sin(i));
+  for (let b = 0; b < B; b++) {
+    const row = x0.subarray(b * 128, (b + 1) * 128);
+    const norm = Math.hypot(...row);
+    row.forEach((v, d) => { row[d] = v / norm; });
+  }
   const x = await pirl.Tensor.from(x0, [B, 128]).to(device);
   const positives = await pirl.Tensor.from(BigInt64Array.from({ length: B }, (_, i) => BigInt(i))).to(device);
   const out = {};
