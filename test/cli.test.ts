@@ -202,6 +202,10 @@ describe('pirl train / eval / embed / export', () => {
     fs.copyFileSync(path.join(data, 'dark', '2.png'), path.join(mixed, 'c.png'));
     const inOrder = run(['search', model, features, mixed]).trim().split('\n').map((l) => JSON.parse(l));
     expect(inOrder.map((l) => [path.basename(l.query), l.error === undefined])).toEqual([['a.png', true], ['b.png', false], ['c.png', true]]);
+    // --max-pixels: an image of more pixels (24² = 576 here) is left out undecoded, its line saying why.
+    const limited = run(['search', model, features, mixed, '--max-pixels', '575']).trim().split('\n').map((l) => JSON.parse(l));
+    expect(limited[0].error).toBe('a PNG image too large to decode (24×24): more than the limit of 575 pixels (maxPixels, --max-pixels)');
+    expect(run(['search', model, features, query, '--max-pixels', '576'])).toContain('"neighbours"');
     const modelCopy0 = path.join(dir, 'other-model.safetensors');
     fs.copyFileSync(model, modelCopy0);
     run(['search', modelCopy0, features, query]); // a copy of the model: the same bytes
@@ -467,6 +471,8 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);
     usage(['train', data, '--cuda-graphs', '--no-cuda-graphs'], /--cuda-graphs and --no-cuda-graphs: give one of them/);
+    usage(['train', data, '--max-pixels', '0'], /--max-pixels must be an integer in \[1, 9007199254740991\], got '0'/);
+    usage(['eval', path.join(out, 'model.safetensors'), '--max-pixels', '100'], /--max-pixels limits the images decoded: fashion-mnist is read as 28×28 arrays/);
     // A mistake that every rank of --nproc finds alike is said once (it was, with the usage, once per rank).
     const ranks = spawnSync(process.execPath, [cli, 'train', data, '--nproc', '2', '--batch', '60000', '--out', path.join(dir, 'ranks')], { encoding: 'utf8' });
     expect({ status: ranks.status, said: ranks.stderr.match(/--batch must be at most/g)?.length, usage: ranks.stderr.match(/^\(pirl train --help: its options\)$/gm)?.length })

@@ -278,6 +278,34 @@ describe('ImageFolder', () => {
     }
   });
 
+  test('maxPixels leaves out a larger image undecoded, said so with its size, also read back from a cache built under it', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      const png = (width: number, height: number) => sharp(Buffer.alloc(width * height * 3, 128), { raw: { width, height, channels: 3 } }).png().toBuffer();
+      fs.writeFileSync(path.join(dir, 'a-small.png'), await png(10, 10));
+      fs.writeFileSync(path.join(dir, 'b-large.png'), await png(30, 20));
+      const large = 'a PNG image too large to decode (30×20): more than the limit of 500 pixels (maxPixels, --max-pixels)';
+      const cache = path.join(dir, '.images.cache');
+      for (const options of [{}, { cache }, { cache }]) { // decoded; the cache built; read back
+        const folder = await ImageFolder.open(dir, { size: 8, maxPixels: 500, onWarning: () => undefined, ...options });
+        expect(await folder.decode(0)).not.toBeNull();
+        expect(await folder.decode(1)).toBeNull();
+        expect([...folder.failures].map(([f, why]) => [path.basename(f), why])).toEqual([['b-large.png', large]]);
+        await folder.close();
+      }
+      // The default (sharp's limit) decodes both; the cache made under 500 is rebuilt, not read as if it held them.
+      const whole = await ImageFolder.open(dir, { size: 8, cache, onWarning: () => undefined });
+      expect([await whole.decode(1) !== null, whole.failures.size]).toEqual([true, 0]);
+      await whole.close();
+      const list = await ImageFolder.fromFiles([path.join(dir, 'b-large.png')], { size: 8, maxPixels: 599, onWarning: () => undefined });
+      expect(await list.decode(0)).toBeNull();
+      expect(await ImageFolder.fromFiles([path.join(dir, 'b-large.png')], { size: 8, maxPixels: 600 }).then((l) => l.decode(0))).not.toBeNull();
+      await expect(ImageFolder.open(dir, { maxPixels: 0 })).rejects.toThrow(/^options\.maxPixels must be an integer in \[1, 9007199254740991\], got 0$/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a damaged JPEG that still decodes is kept and said to be damaged, once', async () => {
     const dir = tmpDir('pirl-data-');
     try {
@@ -521,7 +549,7 @@ describe('ImageFolder', () => {
   test('a misspelt option is an error naming the options there are, not ignored', async () => {
     const dir = tmpDir('pirl-data-');
     await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
-    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, cache, onCacheProgress, onWarning$/);
+    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, cache, maxPixels, onCacheProgress, onWarning$/);
     await expect(ImageFolder.open(dir, 'big' as never)).rejects.toThrow(/options must be an object, got "big"/);
     await expect(ImageFolder.open(dir, { onWarning: 'log' as never })).rejects.toThrow(/options\.onWarning must be a function, got "log"/);
     await expect(ImageFolder.open(dir, { cache: 3 as never })).rejects.toThrow(/options\.cache must be a file path, got 3/);

@@ -133,23 +133,34 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
 /** The usage line of --layout, for the verbs that read image folders. */
 export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with images of its own and subfolders of images needs flat or classes)";
 
+/** The usage line of --max-pixels, for the verbs that decode images. */
+export const MAX_PIXELS_USAGE = "--max-pixels N (268402689, sharp's limit: an image of more pixels is left out undecoded)";
+
+/** --max-pixels as ImageFolder's option (none given: its default). */
+export function maxPixelsOption(values: FlagValues): { maxPixels?: number } {
+  const maxPixels = checkFlag(values, 'max-pixels', undefined, (arg, value) => checkInteger(arg, value, 1, Number.MAX_SAFE_INTEGER));
+  return maxPixels === undefined ? {} : { maxPixels };
+}
+
 /**
  * A data argument: 'fashion-mnist' (its train or test split) or a folder of images stored at `size` px,
  * read as --layout says.
  */
 export async function openData(spec: string, size: number, values: FlagValues, split: 'train' | 'test' = 'train'): Promise<Dataset> {
   const layout = checkFlag(values, 'layout', 'auto' as const, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
+  const decoding = maxPixelsOption(values);
   // --cache keeps the folder's decoded images (train's, embed's, eval's --data); a --test set is decoded once anyway.
   const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;
   if (spec === 'fashion-mnist') {
     if (cache !== undefined) throw new UsageError("--cache keeps a folder's decoded images: fashion-mnist is read into memory whole");
     if (values.layout !== undefined) throw new UsageError("--layout says how a folder is read: fashion-mnist is not a folder");
+    if (values['max-pixels'] !== undefined) throw new UsageError('--max-pixels limits the images decoded: fashion-mnist is read as 28×28 arrays');
     return IdxDataset.fashionMnist(split);
   }
   const progress = new Progress();
   const onCacheProgress = (done: number, all: number) => progress.update(`decode cache ${cache}: ${done}/${all} images`, done === all);
   try {
-    return await ImageFolder.open(spec, { size, layout, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
+    return await ImageFolder.open(spec, { size, layout, ...decoding, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
   } catch (err) {
     if (err instanceof AmbiguousLayoutError) throw new UsageError(err.explain('--layout'));
     if (isArgumentError(err) && err.argument === 'options.cache') throw new UsageError(`--cache must be ${err.expected}, got '${cache}'`);

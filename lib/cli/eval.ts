@@ -10,13 +10,13 @@ import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--linear-probe] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--linear-probe] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;
 
 export async function evaluate(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['data', 'test', 'layout', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], ['linear-probe'], 1, 'eval needs one <model.safetensors> argument');
+  const { values, positionals } = parseFlags(args, ['data', 'test', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], ['linear-probe'], 1, 'eval needs one <model.safetensors> argument');
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });

@@ -3,14 +3,15 @@ import { resolveSamplerConfig, type SamplerPreset } from '../config';
 import { Loader } from '../data/loader';
 import { writePreview } from '../data/preview';
 import { checkInteger } from '../errors';
-import { LAYOUT_USAGE, UsageError, asFlags, checkFlag, checkOutsideData, folderSize, openData, outputFile, parseFlags } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, asFlags, checkFlag, checkOutsideData, folderSize, openData, outputFile, parseFlags } from './args';
 
 export const PREVIEW_USAGE = `preview <data> --out FILE     a PNG of samples: each image view, its 9 jigsaw patches in order, and the solved grid
         --count N (8)  --preset small|paper (small)  --seed N (0)  --epoch N (0)  --size N (folders)
-        ${LAYOUT_USAGE}`;
+        ${LAYOUT_USAGE}
+        ${MAX_PIXELS_USAGE}`;
 
 export async function preview(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'count', 'preset', 'seed', 'epoch', 'size', 'layout'], [], 1, 'preview needs one <data> argument');
+  const { values, positionals } = parseFlags(args, ['out', 'count', 'preset', 'seed', 'epoch', 'size', 'layout', 'max-pixels'], [], 1, 'preview needs one <data> argument');
   if (typeof values.out !== 'string') throw new UsageError('preview needs --out FILE.png');
   await checkOutsideData('--out', values.out, positionals[0]); // before outputFile makes its folder
   const out = await outputFile(values.out, '.png');

@@ -10,10 +10,10 @@ import { checkInteger, checkOneOf } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, checkFlag, fileDigest, parseFlags, warnOfSize } from './args';
+import { UsageError, applyRunFlags, checkFlag, fileDigest, maxPixelsOption, parseFlags, warnOfSize } from './args';
 import { Progress } from './progress';
 
-export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--device cpu|cuda] [--threads N]
+export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--max-pixels N] [--device cpu|cuda] [--threads N]
                                 the k images of <features> (pirl embed's file, made with <model>) most like each query:
                                 one JSON line per query image, in the order given — its neighbours' files (a folder's: absolute paths)
                                 and cosine similarities, best first, or the error that left it out`;
@@ -85,9 +85,10 @@ async function queryFolderImages(dir: string, size: number, layout: FolderLayout
 }
 
 export async function search(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['k', 'layout', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
+  const { values, positionals } = parseFlags(args, ['k', 'layout', 'max-pixels', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
   const layout = checkFlag(values, 'layout', 'auto', (a, v) => checkOneOf(a, v, FOLDER_LAYOUTS));
+  const decoding = maxPixelsOption(values);
   const { device } = applyRunFlags(values);
   const [modelFile, featuresFile, ...queries] = positionals;
   const kinds = await Promise.all(queries.map(async (q) => {
@@ -102,7 +103,7 @@ export async function search(args: string[]): Promise<void> {
   for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') folderImages.set(query, await queryFolderImages(query, catalogue.size, layout));
   const progress = new Progress();
   const options = (what: string) => ({
-    layer: catalogue.layer, size: catalogue.size, onProgress: (done: number, total: number) => progress.update(`${what}: ${done}/${total} images`, done === total),
+    layer: catalogue.layer, size: catalogue.size, ...decoding, onProgress: (done: number, total: number) => progress.update(`${what}: ${done}/${total} images`, done === total),
   });
   // Each query's line (its neighbours, or why it was left out), by file.
   const lines = async (embedded: ImageFeatures): Promise<Map<string, string>> => {

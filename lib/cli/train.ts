@@ -14,7 +14,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -30,7 +30,7 @@ const CONFIG_FLAGS: FlagMap = {
 };
 /** The flags of CONFIG_FLAGS that take no value. */
 const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
-const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
+const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
 const d = resolveTrainConfig();
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
@@ -41,6 +41,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
         --cache FILE (keep the folder's decoded images in FILE: later epochs and runs skip decoding)
         ${LAYOUT_USAGE}
+        ${MAX_PIXELS_USAGE}
         --epochs N (${d.epochs})  --batch N (${d.batchSize})  --negatives K (${d.loss.negatives})  --lr BASE (${d.baseLr})  --warmup EPOCHS (${d.warmupEpochs})
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})
         --shared-negatives (one set of K for the whole batch)  --exclude-positive (never a sample's own row among its K)

@@ -14,6 +14,8 @@ export interface EmbedImagesOptions extends FeatureOptions {
   layout?: FolderLayout;
   /** A folder's images decoded at the side they are embedded at, kept in this file for later passes (ImageFolder.open's cache). */
   cache?: string;
+  /** An image of more pixels is left out undecoded (ImageFolder's maxPixels; default sharp's 268,402,689). */
+  maxPixels?: number;
   /** Told after each batch: images done, of all. */
   onProgress?: FeatureProgress;
   /** Called once per unreadable image, with its code (default: process.emitWarning; ImageFolder's codes). */
@@ -34,7 +36,7 @@ export interface ImageFeatures {
   size: number;
 }
 
-const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'cache', 'onProgress', 'onWarning'] as const;
+const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning'] as const;
 
 /**
  * Features of a folder of images (read as ImageFolder.open does) or of a list of image files and encoded images
@@ -43,18 +45,19 @@ const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'cache', '
  */
 export async function embedImages(model: PirlModel, images: string | readonly (string | Uint8Array)[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
-  const { layout, cache, onProgress, onWarning, ...given } = options;
+  const { layout, cache, maxPixels, onProgress, onWarning, ...given } = options;
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
   if (typeof images === 'string' && (await fs.stat(images).catch(() => null))?.isFile()) {
     throw rangeError('images', 'a folder, or an array of image files and encoded images (one file: [file])', images);
   }
-  const warning = onWarning === undefined ? {} : { onWarning };
+  // How each image is decoded (ImageFolder's options, only those given).
+  const decoding = { ...(maxPixels === undefined ? {} : { maxPixels }), ...(onWarning === undefined ? {} : { onWarning }) };
   return retained(model, async (own) => {
     const folder = typeof images === 'string'
-      ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...warning })
-      : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...warning });
+      ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...decoding })
+      : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...decoding });
     const { features, indices, labels } = await datasetFeatures(own, folder, resolved, onProgress).finally(() => folder.close());
     // In the images' order (their decodes end in any order).
     const place = new Map(folder.files.map((file, i) => [file, i]));
