@@ -50,15 +50,52 @@ function headerLengthOf(head: Uint8Array, fileBytes: number, fail: Fail): number
   return Number(headerLength);
 }
 
+/** A JSON object's top-level keys in their order, each as often as the text gives it (JSON.parse keeps the last). */
+function topLevelKeys(text: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      let next = end + 1;
+      while (text[next] === ' ' || text[next] === '\t' || text[next] === '\n' || text[next] === '\r') next++;
+      if (depth === 1 && text[next] === ':') keys.push(JSON.parse(text.slice(i, end + 1)) as string);
+      i = end;
+    } else if (c === '{' || c === '[') {
+      depth++;
+    } else if (c === '}' || c === ']') {
+      depth--;
+    }
+  }
+  return keys;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /** The JSON header as an object, and its string metadata. */
 function parseHeader(json: Uint8Array, fail: Fail): { header: Record<string, unknown>; metadata: Record<string, string> } {
+  let text = '';
+  try {
+    text = utf8.decode(json);
+  } catch {
+    fail('header is not valid UTF-8 (a name or metadata would read as U+FFFD)');
+  }
   let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(json.buffer, json.byteOffset, json.byteLength).toString('utf8'));
+    header = JSON.parse(text);
   } catch (err) {
     fail(`header is not JSON (${(err as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+  // JSON.parse keeps a name's last entry: a file naming a tensor twice is not one reader reads like another.
+  const keys = topLevelKeys(text);
+  if (keys.length !== Object.keys(header as object).length) {
+    const seen = new Set<string>();
+    const twice = keys.find((k) => seen.size === seen.add(k).size);
+    fail(`header names '${twice}' twice`);
+  }
   const metadata: Record<string, string> = {};
   const entry = (header as Record<string, unknown>).__metadata__;
   if (entry !== undefined) {

@@ -70,6 +70,15 @@ describe('safetensors', () => {
     ['header length of 2^64−1', file({}, new Uint8Array(0), 2n ** 64n - 1n), /header length .* is beyond/],
     ['header not JSON', file('{not json'), /header is not JSON/],
     ['header not an object', file('[1,2]'), /header is not a JSON object/],
+    ['a name twice', file('{"w": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}, "v": {"dtype":"F32","shape":[0],"data_offsets":[4,4]}, "w" :{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32(1)), /header names 'w' twice/],
+    ['a name twice, once escaped', file('{"w": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}, "\\u0077": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32(1)), /header names 'w' twice/],
+    ['metadata twice', file('{"__metadata__": {"a": "1"}, "__metadata__": {}}'), /header names '__metadata__' twice/],
+    ['a header not UTF-8', (() => {
+      const json = Buffer.concat([Buffer.from('{"__metadata__": {"a": "'), Buffer.from([0xc3, 0x28]), Buffer.from('"}}')]); // 0xc3 then no continuation byte
+      const head = Buffer.alloc(8);
+      head.writeBigUInt64LE(BigInt(json.length));
+      return Buffer.concat([head, json]);
+    })(), /header is not valid UTF-8/],
     ['unknown dtype', file({ w: { dtype: 'F16', shape: [2], data_offsets: [0, 4] } }, f32(1)), /unknown dtype "F16"/],
     ['offsets out of range', file({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, f32(2)), /spans bytes \[0, 16\) of a 8-byte/],
     ['reversed offsets', file({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }, f32(2)), /spans bytes \[8, 4\)/],
