@@ -105,6 +105,23 @@ describe('Trainer', () => {
     await expect(Trainer.resume(file, tiny.dataset(), { epochs: 6.5 })).rejects.toThrow(/options\.epochs must be an integer in \[1, 1000000\], got 6\.5/);
   });
 
+  test('more negatives than the bank has rows are said (PIRL_NEGATIVES_BEYOND_BANK), not refused', async () => {
+    const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      const codes = () => warned.mock.calls.map((c) => (c[1] as { code?: string } | undefined)?.code);
+      await Trainer.create(tiny.dataset(), { ...tiny.config, loss: { negatives: 48 } }); // the 48 samples' rows: fine
+      expect(codes()).not.toContain('PIRL_NEGATIVES_BEYOND_BANK');
+      const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, loss: { negatives: 200 } });
+      expect(warned).toHaveBeenCalledWith(expect.stringMatching(/^loss\.negatives is 200, more than the memory bank's 48 rows \(one per sample\): each draw repeats rows \(~4× each\)/),
+        { code: 'PIRL_NEGATIVES_BEYOND_BANK' });
+      const losses: number[] = [];
+      await trainer.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss), onEpochEnd: () => false } });
+      expect(losses.length > 0 && losses.every(Number.isFinite)).toBe(true); // trains: rows drawn again and again
+    } finally {
+      warned.mockRestore();
+    }
+  });
+
   test('a warm-up as long as the run is said (PIRL_WARMUP_SPANS_RUN), on a new run and on one shortened to it', async () => {
     const file = path.join(tmp(), 'run.ckpt');
     const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);

@@ -84,6 +84,14 @@ export interface FitOptions {
   checkpointEvery?: number;
 }
 
+/** Said, not refused (negatives are drawn with replacement): K from fewer rows repeats rows in every draw. */
+function warnOfNegativesBeyondBank(negatives: number, rows: number): void {
+  if (negatives <= rows) return;
+  process.emitWarning(`loss.negatives is ${negatives}, more than the memory bank's ${rows} rows (one per sample): each draw repeats ` +
+    `rows (~${Math.round(negatives / rows)}× each), weighing them more rather than seeing more of the data; K is usually well ` +
+    `below the data set's size (the paper: 32,000 of 1,281,167; pirl train --negatives)`, { code: 'PIRL_NEGATIVES_BEYOND_BANK' });
+}
+
 // The sampler's views must survive the stem's strides (forward() says so too, but only at the first step).
 function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
   const min = model.minInputSize;
@@ -232,7 +240,10 @@ export class Trainer {
       const place = resolveProcess(options, c, group);
       checkFunctions('options', options as Record<string, unknown>, ['onBankInit', 'onChecked']);
       const loader = Trainer.loaderFor(dataset, c, place);
-      if ((group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
+      if ((group?.rank ?? 0) === 0) {
+        warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
+        warnOfNegativesBeyondBank(c.loss.negatives, dataset.length);
+      }
       const model = await PirlModel.create(c.model, { device: place.device });
       checkSamplerFitsStem(model, c);
       const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
