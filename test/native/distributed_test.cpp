@@ -184,13 +184,10 @@ TEST_F(Distributed, BatchesOfDifferentSizesUpdateEveryReplicaAlike) {
 // steps here), which in float32 would hide what the comparisons look at.
 train::TrainState float64TrainState(int64_t bankRows, ZMode zMode) {
   train::TrainState fp32 = pirl::testing::tinyTrainState(100, bankRows);
-  model::PirlModel net = fp32.model();
-  net->to(at::kDouble);
-  auto bank = std::make_shared<MemoryBank>(fp32.bank().rows().to(at::kDouble), fp32.bank().generatorState());
   PirlLossOptions loss = fp32.loss().options();
   loss.zMode = zMode;
   loss.zMomentum = 0.5;  // so that the EMA moves visibly in 20 steps
-  return train::TrainState(net, bank, loss, {pirl::testing::paperSgd(), train::Precision::Fp32, 100, /*cudaGraphs=*/false});
+  return pirl::testing::inFloat64(fp32, loss, 100);
 }
 
 // What a run reports over `steps` steps of global batches of 8: the losses and the final weights and bank.

@@ -43,4 +43,13 @@ inline train::TrainState tinyTrainState(uint64_t seed, int64_t bankRows) {
                            {paperSgd(), train::Precision::Fp32, seed, /*cudaGraphs=*/false});
 }
 
+// `fp32`'s model and bank in float64, where they are, training with `loss` from `seed`: comparisons of runs
+// past float32 rounding (a ReLU input within rounding of 0 goes either way, and training grows that).
+inline train::TrainState inFloat64(train::TrainState& fp32, const PirlLossOptions& loss, uint64_t seed) {
+  model::PirlModel net = fp32.model();
+  net->to(at::kDouble);
+  auto bank = std::make_shared<MemoryBank>(fp32.bank().rows().to(at::kDouble), fp32.bank().generatorState());
+  return train::TrainState(net, bank, loss, {paperSgd(), train::Precision::Fp32, seed, /*cudaGraphs=*/false});
+}
+
 }  // namespace pirl::testing

@@ -114,9 +114,7 @@ TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
   for (int distributedRun = 0; distributedRun < 2; ++distributedRun) {
     at::manual_seed(5);
     CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32);
-    run.net->to(at::kDouble);
-    auto bank = std::make_shared<MemoryBank>(run.bank->rows().to(at::kDouble), run.bank->generatorState());
-    train::TrainState state(run.net, bank, run.state->loss().options(), {pirl::testing::paperSgd(), train::Precision::Fp32, 1, false});
+    train::TrainState state = pirl::testing::inFloat64(*run.state, run.state->loss().options(), 1);
     if (distributedRun) {
       auto c = std::make_shared<distributed::Communicator>(
           distributed::CommunicatorOptions{pirl::test::freshRendezvousFile(), "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});
