@@ -328,6 +328,7 @@ const SHARP_MAX_PIXELS = 0x3fff * 0x3fff;
 
 /** How a folder's or a list's images are decoded (ImageFolderOptions: size, maxPixels, onWarning). */
 type DecodeOptions = Pick<ImageFolderOptions, 'size' | 'maxPixels' | 'onWarning'>;
+const DECODE_OPTIONS = ['size', 'maxPixels', 'onWarning'] as const satisfies ReadonlyArray<keyof DecodeOptions>;
 
 // How a folder's or a list's images are decoded: the stored side (default 64), the most pixels decoded, and where
 // unreadable files are told.
@@ -492,7 +493,7 @@ export class ImageFolder implements Dataset {
       if (typeof entry !== 'string' || entry === '') throw typeError(`${name}[${i}]`, 'an image file path or an encoded image (Buffer, Uint8Array)', entry);
       return entry;
     });
-    checkFunctions('options', checkOptions('options', options, ['size', 'maxPixels', 'onWarning']), ['onWarning']);
+    checkFunctions('options', checkOptions('options', options, DECODE_OPTIONS), ['onWarning']);
     const { size, maxPixels, warn } = decoding(options);
     const paths = inputs.map((input, i) => ({ file: input, i })).filter((p): p is { file: string; i: number } => typeof p.file === 'string');
     (await statAll(paths.map((p) => p.file))).forEach((stat, j) => {
