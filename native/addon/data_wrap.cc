@@ -106,7 +106,7 @@ Napi::Value evalImages(const Napi::CallbackInfo& info) {
   static const auto* evalThread = new std::shared_ptr<OwnerThread>(std::make_shared<OwnerThread>());
   return AsyncTask<at::Tensor>::run(
       info.Env(), [=] { return data::evalImages(source, rows, size); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, *evalThread);
+      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t)); }, *evalThread);
 }
 
 }  // namespace

@@ -83,7 +83,7 @@ Napi::Value MemoryBankWrap::call(Napi::Env env, MemoryBank::Use::Kind kind, cons
   auto bank = live();
   return AsyncTask<at::Tensor>::run(
       env, [=] { return work(*bank); },
-      [](Napi::Env e, at::Tensor& t) -> Napi::Value { return t.defined() ? Napi::Value(TensorWrap::wrap(e, t)) : e.Undefined(); },
+      [](Napi::Env e, at::Tensor& t) -> Napi::Value { return t.defined() ? Napi::Value(TensorWrap::wrap(e, std::move(t))) : e.Undefined(); },
       nullptr, std::make_shared<MemoryBank::Use>(bank, kind, "bank." + call));
 }
 
@@ -105,7 +105,7 @@ Napi::Value MemoryBankWrap::dim(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value MemoryBankWrap::rows(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), live()->rows()); });
+  return guarded(info.Env(), [&]() -> Napi::Value { return TensorWrap::wrap(info.Env(), at::Tensor(live()->rows())); });
 }
 
 Napi::Value MemoryBankWrap::get(const Napi::CallbackInfo& info) {

@@ -143,7 +143,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             }
             return at::cat(parts);
           },
-          [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, t); }, s->owner);
+          [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t)); }, s->owner);
     });
   }
 
@@ -198,12 +198,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return named;
   }
 
-  static Napi::Value namedToJs(Napi::Env env, const model::NamedTensors& named) {
+  static Napi::Value namedToJs(Napi::Env env, model::NamedTensors& named) {
     auto names = Napi::Array::New(env, named.size());
     auto tensors = Napi::Array::New(env, named.size());
     for (uint32_t i = 0; i < named.size(); ++i) {
       names.Set(i, named[i].first);
-      tensors.Set(i, TensorWrap::wrap(env, named[i].second));
+      tensors.Set(i, TensorWrap::wrap(env, std::move(named[i].second)));
     }
     auto out = Napi::Object::New(env);
     out.Set("names", names);

@@ -38,7 +38,7 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
         obj.Set("loss", out.scalars[0]);
         obj.Set("zUsed", out.scalars[1]);
         obj.Set("zBatch", out.scalars[2]);
-        obj.Set("grad", TensorWrap::wrap(env, out.grad));
+        obj.Set("grad", TensorWrap::wrap(env, std::move(out.grad)));
         return obj;
       },
       nullptr, use);

@@ -11,7 +11,7 @@ namespace pirl::addon {
 
 namespace {
 
-Napi::Value resolveTensor(Napi::Env env, at::Tensor& t) { return TensorWrap::wrap(env, t); }
+Napi::Value resolveTensor(Napi::Env env, at::Tensor& t) { return TensorWrap::wrap(env, std::move(t)); }
 
 std::vector<int64_t> readPair(Napi::Value value, const std::string& arg) {
   auto pair = readShape(value, arg);

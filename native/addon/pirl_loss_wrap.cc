@@ -64,8 +64,8 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             obj.Set("lossJigsaw", out.losses[2]);
             obj.Set("zImage", out.zImage);
             obj.Set("zJigsaw", out.zJigsaw);
-            obj.Set("gradF", TensorWrap::wrap(env, out.gradF));
-            obj.Set("gradG", TensorWrap::wrap(env, out.gradG));
+            obj.Set("gradF", TensorWrap::wrap(env, std::move(out.gradF)));
+            obj.Set("gradG", TensorWrap::wrap(env, std::move(out.gradG)));
             return obj;
           },
           nullptr, use);

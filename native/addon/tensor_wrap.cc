@@ -177,18 +177,18 @@ void TensorWrap::reset() {
   tensor_ = at::Tensor();
 }
 
-Napi::Object TensorWrap::wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor>> tensors) {
+Napi::Object TensorWrap::wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor&>> tensors) {
   Napi::Object out = Napi::Object::New(env);
-  for (const auto& [name, tensor] : tensors) out.Set(name, wrap(env, tensor));
+  for (const auto& [name, tensor] : tensors) out.Set(name, wrap(env, std::move(tensor)));
   return out;
 }
 
-Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor tensor) {
+Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor&& tensor, Memory memory) {
   Napi::Object object = newHandle(env, EnvState::of(env)->tensorConstructor);
   TensorWrap* self = Unwrap(object);
-  if (tensor.defined() && tensor.storage().use_count() == 1) {
-    // Native storage is invisible to V8's GC unless reported. Storage that another owner holds too
-    // (a view of the memory bank's rows, of a JavaScript-visible buffer) is that owner's to count.
+  // Held elsewhere too (the tensor: the bank's rows, an input returned as is; its storage: a view), the
+  // memory stays reported by its other holder.
+  if (memory == Memory::Owned && tensor.defined() && tensor.use_count() == 1 && tensor.storage().use_count() == 1) {
     self->accounted_.account(env, static_cast<int64_t>(tensor.storage().nbytes()));
   }
   self->tensor_ = std::move(tensor);
@@ -267,7 +267,7 @@ Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
     const c10::Device device = AsDevice(info[0], "device");
     return AsyncTask<at::Tensor>::run(
         env, [t, device] { return t.to(device); },
-        [](Napi::Env e, at::Tensor& r) -> Napi::Value { return TensorWrap::wrap(e, r); });
+        [](Napi::Env e, at::Tensor& r) -> Napi::Value { return TensorWrap::wrap(e, std::move(r)); });
   });
 }
 
@@ -297,7 +297,8 @@ Napi::Value fromArray(const Napi::CallbackInfo& info) {
   const size_t bytes = view.ByteLength();
   if (auto owner = NativeViews::get().ownerOf(ptr, bytes)) {
     // A view of native memory (a tensor's data()): shared, its owner kept alive.
-    return TensorWrap::wrap(env, at::from_blob(const_cast<uint8_t*>(ptr), shape, [keep = *owner](void*) {}, options));
+    return TensorWrap::wrap(env, at::from_blob(const_cast<uint8_t*>(ptr), shape, [keep = *owner](void*) {}, options),
+                            TensorWrap::Memory::Borrowed);
   }
   // JavaScript's own memory may be detached or transferred while native work reads it: copied.
   at::Tensor t = at::empty(shape, options);
@@ -337,7 +338,7 @@ Napi::Value readTensors(const Napi::CallbackInfo& info) {
       info.Env(), [=] { return io::readTensors(fd, file, spans); },
       [](Napi::Env env, std::vector<at::Tensor>& tensors) -> Napi::Value {
         auto out = Napi::Array::New(env, tensors.size());
-        for (uint32_t i = 0; i < tensors.size(); ++i) out.Set(i, TensorWrap::wrap(env, tensors[i]));
+        for (uint32_t i = 0; i < tensors.size(); ++i) out.Set(i, TensorWrap::wrap(env, std::move(tensors[i])));
         return out;
       });
 }

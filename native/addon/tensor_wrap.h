@@ -19,12 +19,19 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
 
-  // A new JavaScript handle that owns `tensor`.
-  static Napi::Object wrap(Napi::Env env, at::Tensor tensor);
+  // Whose to report a handle's memory to V8, whose GC is blind to native memory otherwise.
+  enum class Memory {
+    Owned,     // the handle's, when it holds the tensor and its storage alone (a fresh result)
+    Borrowed,  // another tensor's (a view of its data()), which reports it
+  };
+  // A new JavaScript handle that owns `tensor`, moved in: a copy kept elsewhere (a model's, the bank's rows)
+  // makes the memory that holder's to report — reported per handle, each bank.rows() added the whole bank
+  // to V8's count (655 MB at ImageNet scale), and a major GC ran every few calls.
+  static Napi::Object wrap(Napi::Env env, at::Tensor&& tensor, Memory memory = Memory::Owned);
   // The tensor behind a handle; TypeError naming `arg` if it is not a live tensor handle.
   static at::Tensor unwrap(Napi::Value value, const std::string& arg);
-  // A plain object of named tensors (a native result such as {f, g}), each wrapped without a copy.
-  static Napi::Object wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor>> tensors);
+  // A plain object of named tensors (a native result such as {f, g}), each moved into its handle.
+  static Napi::Object wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor&>> tensors);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
   ~TensorWrap() override;

@@ -201,7 +201,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             auto names = Napi::Array::New(env), tensors = Napi::Array::New(env);
             for (uint32_t i = 0; i < t.momentum.size(); ++i) {
               names.Set(i, t.momentum[i].first);
-              tensors.Set(i, TensorWrap::wrap(env, t.momentum[i].second));
+              tensors.Set(i, TensorWrap::wrap(env, std::move(t.momentum[i].second)));
             }
             auto momentum = Napi::Object::New(env);
             momentum.Set("names", names);
