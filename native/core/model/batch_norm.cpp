@@ -110,11 +110,9 @@ at::Tensor BatchNormImpl::forward(const at::Tensor& x) {
     if (sumAcrossRanks) return syncBatchNorm(x, weight, bias, running_mean, running_var, 0.0, eps, sumAcrossRanks);
     return at::batch_norm(x, weight, bias, at::Tensor(), at::Tensor(), true, 0.0, eps, cudnn);
   }
-  num_batches_tracked += 1;
-  // torch.nn.BatchNorm's rule: no momentum means a cumulative average.
-  const double factor = momentum ? *momentum : 1.0 / num_batches_tracked.item<double>();
-  if (sumAcrossRanks) return syncBatchNorm(x, weight, bias, running_mean, running_var, factor, eps, sumAcrossRanks);
-  return at::batch_norm(x, weight, bias, running_mean, running_var, true, factor, eps, cudnn);
+  num_batches_tracked += 1;  // counted on the device as torch.nn.BatchNorm counts it: no host read per step
+  if (sumAcrossRanks) return syncBatchNorm(x, weight, bias, running_mean, running_var, momentum, eps, sumAcrossRanks);
+  return at::batch_norm(x, weight, bias, running_mean, running_var, true, momentum, eps, cudnn);
 }
 
 }  // namespace pirl::model

@@ -22,7 +22,7 @@ struct BatchNormImpl : torch::nn::Cloneable<BatchNormImpl> {
 
   int64_t features;
   double eps = 1e-5;
-  c10::optional<double> momentum = 0.1;  // none: a cumulative average
+  double momentum = 0.1;  // torch.nn.BatchNorm2d's, which ResNet uses
   // Set (RunningStatsFrozen): a training pass normalises with its batch's statistics and neither moves nor counts the
   // running ones — not even by 0×: an infinite batch variance made them NaN for good.
   bool runningFrozen = false;
