@@ -51,13 +51,8 @@ MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
 }
 
 void MemoryBank::checkIndices(const at::Tensor& indices, const char* name) const {
-  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, name, " must be int64, got ", indices.scalar_type());
   TORCH_CHECK_VALUE(indices.dim() == 1, name, " must be one-dimensional, got ", indices.sizes());
-  if (indices.numel() == 0) return;
-  const auto [lo, hi] = at::aminmax(indices);
-  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
-  TORCH_CHECK_INDEX(min >= 0 && max < size(), name, " must be rows in [0, ", size(), "), got values in [", min, ", ",
-                    max, "]");
+  checkRows(indices, name, size());
 }
 
 at::Tensor MemoryBank::get(const at::Tensor& indices) const {

@@ -12,15 +12,6 @@ namespace pirl::nce {
 
 namespace {
 
-void checkIndices(const at::Tensor& index, const char* name, int64_t numRows) {
-  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, name, " must be int64, got ", index.scalar_type());
-  if (index.numel() == 0) return;
-  const auto [lo, hi] = at::aminmax(index);
-  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
-  TORCH_CHECK_INDEX(min >= 0 && max < numRows, name, " must be rows in [0, ", numRows, "), got values in [", min,
-                    ", ", max, "]");
-}
-
 void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                     const at::Tensor& negatives, const Options& o, IndexCheck check) {
   TORCH_CHECK_VALUE(x.dim() == 2, "x must be B×D, got ", x.sizes());
@@ -44,8 +35,8 @@ void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tenso
   TORCH_CHECK_TYPE(positives.scalar_type() == at::kLong && negatives.scalar_type() == at::kLong,
                    "positives and negatives must be int64, got ", positives.scalar_type(), " and ", negatives.scalar_type());
   if (check == IndexCheck::Trusted) return;
-  checkIndices(positives, "positives", bank.size(0));
-  checkIndices(negatives, "negatives", bank.size(0));
+  checkRows(positives, "positives", bank.size(0));
+  checkRows(negatives, "negatives", bank.size(0));
 }
 
 }  // namespace
