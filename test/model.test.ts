@@ -217,6 +217,16 @@ describe('PirlModel', () => {
     await expect(PirlModel.create({ patchRunningStats: 'yes' as never })).rejects.toThrow(/options.patchRunningStats must be a boolean, got "yes"/);
   });
 
+  test('images holding NaN or infinity are refused, naming the first such image (they gave NaN embeddings)', async () => {
+    const images = rand([3, 3, 32, 32]);
+    (images.data() as Float32Array)[2 * 3 * 32 * 32 + 7] = NaN;
+    await expect(model.embed(images)).rejects.toThrow(/^images must be finite: image 2 holds NaN or infinity \(1 image\(s\) of 3\)$/);
+    const patches = rand([3, 9, 3, 12, 12]);
+    (patches.data() as Float32Array)[9 * 3 * 12 * 12 + 1] = -Infinity;
+    await expect(model.forward(rand([3, 3, 32, 32]), patches)).rejects.toThrow(/^patches must be finite: sample 1 holds NaN or infinity \(1 sample\(s\) of 3\)$/);
+    await expect(model.forward(images, patches)).rejects.toThrow(/^images must be finite: image 2/);
+  });
+
   test('widthOf names each layer\'s width, and refuses a layer it does not have', () => {
     expect([model.widthOf('res5'), model.widthOf('f')]).toEqual([512, 128]);
     expect(() => model.widthOf('res4' as never)).toThrow('layer must be \'res5\' or \'f\', got "res4"');

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "../core/eval/check_finite.h"
 #include "../core/model/pirl_model.h"
 #include "../core/model/state_dict.h"
 #include "async_task.h"
@@ -114,6 +115,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             torch::NoGradGuard noGrad;  // JavaScript gets values; training steps run natively
+            eval::checkFinite(images, "images", "image");  // else NaN embeddings, the whole batch's in training mode
+            eval::checkFinite(patches, "patches", "sample");
             const c10::Device device = s->model->device();
             return s->model->forward(images.to(device), patches.to(device));
           },
@@ -134,6 +137,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return AsyncTask<at::Tensor>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
+            eval::checkFinite(images, "images", "image");  // else NaN features, found later in a kNN or a probe
             const c10::Device device = s->model->device();
             std::vector<at::Tensor> parts;
             for (int64_t begin = 0; begin < images.size(0); begin += batchSize) {
