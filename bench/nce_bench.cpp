@@ -38,8 +38,8 @@ double procStatusMB(const char* key) {
 }  // namespace
 
 static int run(int argc, char** argv) {
-  if (argc < 8 || argc > 10) {
-    std::fprintf(stderr, "usage: %s B K N D impl(fused|shared|reference|draw) threads reps [device(cpu|cuda) [z]]\n"
+  if (argc < 8 || argc > 11) {
+    std::fprintf(stderr, "usage: %s B K N D impl(fused|shared|reference|draw) threads reps [device(cpu|cuda) [z [mode(nce|infonce)]]]\n"
                  "  z: the NCE partition estimate given to the op; <= 0 (default) estimates it from the batch\n", argv[0]);
     return 2;
   }
@@ -49,6 +49,8 @@ static int run(int argc, char** argv) {
   const int reps = std::stoi(argv[7]);
   const at::Device device(argc > 8 ? argv[8] : "cpu");
   const double z = argc > 9 ? std::stod(argv[9]) : -1;
+  const std::string mode = argc > 10 ? argv[10] : "nce";
+  if (mode != "nce" && mode != "infonce") throw std::invalid_argument("mode must be nce or infonce, got " + mode);
 #ifndef PIRL_WITH_CUDA
   if (device.is_cuda()) {
     std::fprintf(stderr, "%s: built without CUDA kernels\n", argv[0]);
@@ -64,7 +66,7 @@ static int run(int argc, char** argv) {
   x0.div_(x0.norm(2, 1, true));
   const at::Tensor positives = at::randint(N, {B}, on.dtype(at::kLong));
   const at::Tensor negatives = impl == "shared" ? at::randint(N, {K}, on.dtype(at::kLong)) : at::randint(N, {B, K}, on.dtype(at::kLong));
-  const pirl::nce::Options options{0.07, pirl::nce::Mode::Nce, z};
+  const pirl::nce::Options options{0.07, mode == "nce" ? pirl::nce::Mode::Nce : pirl::nce::Mode::InfoNce, z};
 
   std::vector<double> ms;
   std::ofstream("/proc/self/clear_refs") << "5";     // resets VmHWM: set-up peaks do not count

@@ -155,24 +155,29 @@ async function nceCase(pirl, B, K) {
 
 /**
  * The same op timed natively (build/pirl_bench_nce: a device synchronisation ends each repetition, no
- * JavaScript call around it), NCE with Z given as in training: what the op's targets are about. Null
- * where the benchmarks were not built (node scripts/build.js --benchmarks).
+ * JavaScript call around it), with Z given as in training, keyed as forwardBackward: what the op's targets
+ * are about, and what the JavaScript call adds. Null where the benchmarks were not built
+ * (node scripts/build.js --benchmarks).
  */
 function nceOpAlone(B, K, N) {
   if (!fs.existsSync(nceBenchExe)) {
     log(`${nceBenchExe} not built (node scripts/build.js --benchmarks): the NCE op alone is not measured`);
     return null;
   }
-  const run = (impl) => {
+  const run = (impl, mode) => {
     try {
-      const { ms, extraMB } = runNceBench([B, K, N, 128, impl, os.availableParallelism(), steps, device, 100]);
+      const { ms, extraMB } = runNceBench([B, K, N, 128, impl, os.availableParallelism(), steps, device, 100, mode]);
       return { ms: round(median(ms), 3), extraMB };
     } catch (err) {
-      log(`pirl_bench_nce ${impl} failed: ${err.message.split('\n')[0]}`); // the other cases still run
+      log(`pirl_bench_nce ${impl} ${mode} failed: ${err.message.split('\n')[0]}`); // the other cases still run
       return null;
     }
   };
-  return { perSample: run('fused'), shared: run('shared') };
+  const out = {};
+  for (const [key, impl] of [['perSample', 'fused'], ['shared', 'shared']]) {
+    for (const mode of ['nce', 'infonce']) out[`${key}-${mode}`] = run(impl, mode);
+  }
+  return out;
 }
 
 async function loaderCase(pirl, c, batchSize, data) {
