@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/distributed/communicator.h"
+#include "core/runtime.h"
 #include "core/train/step_graph.h"
 #include "core/train/train_state.h"
 #include "presets.h"
@@ -220,6 +221,23 @@ TEST(TrainStateCuda, GraphsRecaptureWhenTheLossScaleChanges) {
   run.state->scaler().restore(512, 0);  // the scale is baked into the captured backward
   EXPECT_FALSE(step().replayed);
   EXPECT_TRUE(step().replayed);
+}
+
+TEST(TrainStateCuda, GraphsRecaptureWhenTheTf32SettingsChange) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(7);
+  CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32, /*cudaGraphs=*/true);
+  const auto step = [&] {
+    return run.state->step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01);
+  };
+  const Tf32 before = tf32();
+  EXPECT_FALSE(step().replayed);
+  EXPECT_TRUE(step().replayed);
+  setTf32({!before.convolutions, before.matmul});  // chosen on the host as kernels are: baked into the capture
+  EXPECT_FALSE(step().replayed);
+  EXPECT_TRUE(step().replayed);
+  setTf32(before);
+  EXPECT_FALSE(step().replayed);
 }
 
 // A body that reads the device inside the capture (what a graph cannot hold) invalidates it: the step's work

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "../runtime.h"
 #include "../splitmix.h"
 
 namespace pirl::train {
@@ -145,6 +146,13 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
     int64_t bits = 0;
     std::memcpy(&bits, &v, sizeof bits);
     key.push_back(bits);
+  }
+  // Read on the host as kernels are chosen, so frozen into a capture: setTf32 between steps changed eager steps only.
+  const Tf32 maths = tf32();
+  const at::Context& context = at::globalContext();
+  for (const bool flag : {maths.convolutions, maths.matmul, context.userEnabledCuDNN(), context.deterministicCuDNN(),
+                          context.benchmarkCuDNN()}) {
+    key.push_back(flag ? 1 : 0);
   }
   return key;
 }
