@@ -35,7 +35,7 @@ export { ArrayDataset, IdxDataset, Subset, holdOut, FASHION_MNIST_DIR } from './
 export type { BatchSource, Dataset } from './data/datasets';
 export { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, IMAGE_EXTENSIONS } from './data/imageFolder';
 export type { FolderLayout, FolderWarning, ImageFolderOptions } from './data/imageFolder';
-export { Loader, evalImages } from './data/loader';
+export { Loader, disposeBatch, evalImages } from './data/loader';
 export type { LoaderOptions, PirlBatch } from './data/loader';
 export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';
 export { Trainer } from './train/trainer';

@@ -46,7 +46,8 @@ describe('ImageFolder', () => {
       const reversed = Array.from({ length: count }, (_, i) => count - 1 - i);
       const [x, y] = await Promise.all([a.batchSource(reversed), b.batchSource(reversed)]);
       expect(most).toBe(limit); // of the two batches' 2 * count decodes, as many as keep libuv's pool busy
-      for (const { source, indices } of [x, y]) {
+      for (const { source, indices, owned } of [x, y]) {
+        expect(owned).toBe(true); // the batch's own tensor: the loader disposes it once the batch is made
         expect(indices).toEqual(reversed);
         expect(Buffer.from(source.data() as Uint8Array)).toEqual(Buffer.concat(indices.map((i) => alone[i]!)));
       }

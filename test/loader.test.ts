@@ -80,6 +80,8 @@ describe('Loader', () => {
     await expect(first(custom(() => undefined))).rejects.toThrow(
       "dataset.batchSource() of 5 indices (0, 1, 2, …)'s answer must be { source: Tensor, rows: Tensor, indices: number[] }, got undefined");
     await expect(first(custom(() => Promise.reject('ECONNRESET')))).rejects.toThrow('dataset.batchSource() of 5 indices (0, 1, 2, …) failed with "ECONNRESET"');
+    await expect(first(custom((_, real) => ({ ...real, owned: 'yes' })))).rejects.toThrow(
+      "dataset.batchSource() of 5 indices (0, 1, 2, …)'s owned must be a boolean or undefined, got \"yes\"");
     // Fewer samples than asked (unreadable ones left out) are fine.
     const fewer = await first(custom((asked) => ds.batchSource(asked.slice(1))));
     expect([...fewer.indices.data()].map(Number)).toEqual([1, 2, 3, 4]);
@@ -108,6 +110,26 @@ describe('Loader', () => {
     } finally {
       emit.mockRestore();
     }
+  });
+
+  test('a source made for its batch alone (owned) is disposed once the batch is made; a data set\'s own tensor is left alone', async () => {
+    const answers: BatchSource[] = [];
+    const copying: Dataset = {
+      length: 20, labels: null, classes: null,
+      batchSource: async (asked) => {
+        const real = await ds.batchSource(asked);
+        const pixels = (real.source.data() as Uint8Array).slice(); // a copy: this answer's alone
+        answers.push({ ...real, source: Tensor.from(pixels, real.source.shape), owned: true });
+        return answers[answers.length - 1];
+      },
+    };
+    const made = await new Loader(copying, { batchSize: 5, shuffle: false, config }).makeBatch([0, 1, 2, 3, 4], 0);
+    const same = await new Loader(ds, { batchSize: 5, shuffle: false, config }).makeBatch([0, 1, 2, 3, 4], 0);
+    expect(made.images.data()).toEqual(same.images.data());
+    expect(answers.map((a) => [a.source.disposed, a.rows.disposed])).toEqual([[true, true]]);
+    await evalImages(copying, [0, 1], 12);
+    expect(answers.map((a) => [a.source.disposed, a.rows.disposed])).toEqual([[true, true], [true, true]]);
+    expect((await ds.batchSource([0])).source.disposed).toBe(false); // ArrayDataset's images, used by both loaders
   });
 
   test('options are validated', () => {

@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, readSafetensors, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, readSafetensors, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -62,6 +62,20 @@ describe('Trainer', () => {
       expect(Number.isFinite(b.loss) && b.lr > 0 && b.imagesPerSecond > 0 && b.gradNorm > 0).toBe(true);
     }
     expect(batches.map((b) => b.loss)).toEqual(reference); // same seed, same run
+  });
+
+  test('fit disposes each batch once its step has run (a batch left to the collector held its pixels until a collection)', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    const batches: PirlBatch[] = [];
+    const epochFrom = trainer.loader.epochFrom.bind(trainer.loader);
+    trainer.loader.epochFrom = async function* (epoch: number, first: number) {
+      for await (const b of epochFrom(epoch, first)) yield batches[batches.push(b) - 1];
+    };
+    const live: boolean[] = [];
+    await trainer.fit({ callbacks: { onBatchEnd: () => void live.push(batches[batches.length - 1].images.disposed) } });
+    expect(batches.length).toBe(trainer.stepsPerEpoch * tiny.config.epochs!);
+    expect(live.every((d) => d)).toBe(true); // disposed before the callbacks
+    expect(batches.map((b) => [b.images, b.patches, b.permutations, b.indices].every((t) => t.disposed))).toEqual(batches.map(() => true));
   });
 
   test("the run's config is frozen to its leaves: a change would be written to checkpoints, not trained with", async () => {

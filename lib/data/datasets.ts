@@ -16,6 +16,12 @@ export interface BatchSource {
   rows: Tensor;
   /** The dataset indices actually present (unreadable samples are left out). */
   indices: number[];
+  /**
+   * source and rows were made for this answer alone (an ImageFolder's batch of decoded images): the loader
+   * disposes them once it has made the batch, rather than leave a batch's pixels to the garbage collector.
+   * Default false: a data set's own tensor (ArrayDataset's) is left alone.
+   */
+  owned?: boolean;
 }
 
 export interface Dataset {
@@ -39,12 +45,13 @@ export async function sourceOf(dataset: Dataset, indices: readonly number[]): Pr
   } catch (err) {
     throw err instanceof Error ? err : new Error(`${asked} failed with ${typeof err === 'string' ? JSON.stringify(err) : String(err)}`);
   }
-  const { source, rows, indices: present } = (answer ?? {}) as Partial<BatchSource>;
+  const { source, rows, indices: present, owned } = (answer ?? {}) as Partial<BatchSource>;
   // By handle, not class: a Dataset built on another copy of pirl (its own Tensor class) answers with its tensors.
   const isTensor = (t: unknown): t is Tensor => (t as Tensor | undefined)?.handle instanceof binding.TensorHandle;
   if (!isTensor(source) || !isTensor(rows) || !Array.isArray(present)) {
     throw typeError(`${asked}'s answer`, '{ source: Tensor, rows: Tensor, indices: number[] }', answer);
   }
+  if (owned !== undefined && typeof owned !== 'boolean') throw typeError(`${asked}'s owned`, 'a boolean or undefined', owned);
   const wanted = new Set(indices);
   for (const i of present) {
     if (!wanted.delete(i)) throw rangeError(`${asked}'s indices`, 'some of the indices asked, each once', i);

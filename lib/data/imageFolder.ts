@@ -728,7 +728,7 @@ export class ImageFolder implements Dataset {
         return image !== null;
       }));
     const kept = places.filter((k) => read[k]);
-    return { source, rows: int64Tensor(kept), indices: kept.map((k) => indices[k]) };
+    return { source, rows: int64Tensor(kept), indices: kept.map((k) => indices[k]), owned: true };
   }
 
   /** Closes the cache file, if any (a folder collected unclosed closes it then). */

@@ -4,7 +4,7 @@ import { binding, type LanesHandle } from '../binding';
 import { PRESETS, checkDevice, folderImageSize, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
 import { checkBoolean, checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, int64Tensor } from '../tensor';
-import { labelsOf, sourceOf, type Dataset } from './datasets';
+import { labelsOf, sourceOf, type BatchSource, type Dataset } from './datasets';
 
 /** Batches in flight at most: each is made on a thread of its own (a lane: LanesHandle). */
 const MAX_PREFETCH = 64;
@@ -164,13 +164,14 @@ export class Loader {
 
   /** Makes one batch (exposed for previews and tests). */
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
-    const { source, rows, indices: present } = await sourceOf(this.dataset, indices);
+    const answer = await sourceOf(this.dataset, indices);
+    const { source, rows, indices: present } = answer;
     if (!this.sideChecked) warnOfUpscaledViews(source.shape, this.config);
     this.sideChecked = true;
     const ids = int64Tensor(present);
     // Batch `step` on lane step mod prefetch: the batches in flight each on a thread of their own.
     const lane = step % this.prefetch;
-    const out = await nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device, this.lanes, lane));
+    const out = await inputsFreed(answer, () => nativeCall(() => binding.makeBatch(source.handle, rows.handle, ids.handle, this.seed, epoch, this.config, this.pinMemory, this.device, this.lanes, lane)));
     const labels = this.dataset.labels ? Int32Array.from(present, (i) => this.dataset.labels![i]) : null;
     return { images: new Tensor(out.images), patches: new Tensor(out.patches), permutations: new Tensor(out.permutations), indices: ids, labels, epoch, step };
   }
@@ -210,7 +211,28 @@ export class Loader {
 
 /** The evaluation transform for kNN and probes: whole images resized, normalised, no augmentation. */
 export async function evalImages(dataset: Dataset, indices: readonly number[], size: number): Promise<{ images: Tensor; indices: number[] }> {
-  const { source, rows, indices: present } = await sourceOf(dataset, indices);
   const s = checkInteger('size', size, 1);
-  return { images: new Tensor(await nativeCall(() => binding.evalImages(source.handle, rows.handle, s))), indices: present };
+  const answer = await sourceOf(dataset, indices);
+  const { source, rows, indices: present } = answer;
+  return { images: new Tensor(await inputsFreed(answer, () => nativeCall(() => binding.evalImages(source.handle, rows.handle, s)))), indices: present };
+}
+
+/** `work`'s result; an owned source (BatchSource.owned) disposed once it is done, whatever its outcome. */
+async function inputsFreed<T>(answer: BatchSource, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } finally {
+    if (answer.owned) {
+      answer.source.dispose();
+      answer.rows.dispose();
+    }
+  }
+}
+
+/**
+ * Disposes a batch's tensors (fit does once its step has run): each holds a batch of pixels, on the GPU
+ * too, which the garbage collector would otherwise free when it next ran — a collection every few steps.
+ */
+export function disposeBatch(batch: PirlBatch): void {
+  for (const t of [batch.images, batch.patches, batch.permutations, batch.indices]) t.dispose();
 }

@@ -9,7 +9,7 @@ import {
 } from '../config';
 import { Subset, type Dataset } from '../data/datasets';
 import { dataDigest, type DataDigest } from '../data/digest';
-import { Loader, type PirlBatch } from '../data/loader';
+import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
 import { checkBoolean, checkFile, checkFunctions, checkInteger, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
@@ -429,7 +429,7 @@ export class Trainer {
         const lr = lrAt(schedule, this.position.step);
         const size = batch.indices.shape[0];
         const { stop: agreed, ...r } = await this.inTurn(async () => {
-          const result = await this.nativeStep(batch, lr, this.stopRequested);
+          const result = await this.nativeStep(batch, lr, this.stopRequested).finally(() => disposeBatch(batch)); // fit's own
           this.epochSoFar = { lossSum: this.epochSoFar.lossSum + result.loss * size, images: this.epochSoFar.images + size };
           this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
           return result;
