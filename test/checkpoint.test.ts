@@ -87,6 +87,26 @@ describe('checkpoint metadata fuzz', () => {
     console.log(`checkpoint metadata fuzz: ${cases.length} cases, ${outcomes.refused} refused with the field named, ${outcomes.resumed} resumed with the file's value`);
   }, 300_000);
 
+  test("a checkpoint's copies (model, momentum, bank rows) are freed once written, and a resume's once read in", async () => {
+    const file = path.join(tmpDir(), 'run.ckpt');
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await trainer.fit({ callbacks: { onBatchEnd: (l) => (l.step === 2 ? false : undefined) } });
+    const write = jest.spyOn(safetensors, 'writeSafetensors');
+    await trainer.save(file);
+    const written = write.mock.calls[0][1] as Array<[string, Tensor]>;
+    write.mockRestore();
+    expect(written.map(([name]) => name)).toEqual(expect.arrayContaining(['bank.rows', 'bank.generator', expect.stringMatching(/^momentum\./), expect.stringMatching(/^model\./)]));
+    expect(written.filter(([, t]) => !t.disposed).map(([name]) => name)).toEqual([]);
+    expect(trainer.bank.rows().disposed).toBe(false); // on the CPU its rows' copy is the bank's own tensor: only the handle let go
+    const read = jest.spyOn(safetensors, 'readSafetensors');
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    const { tensors } = await read.mock.results[0].value as { tensors: Map<string, Tensor> };
+    read.mockRestore();
+    expect([...tensors].filter(([, t]) => !t.disposed).map(([name]) => name)).toEqual([]);
+    await resumed.fit(); // trains on from its copies
+    expect((await resumed.bank.get([0])).shape).toEqual([1, 16]); // tiny-run's embeddingDim
+  });
+
   test('a checkpoint whose text is not JSON, of another format, or at an impossible position is refused', async () => {
     const dir = tmpDir('pirl-fuzz-');
     const file = path.join(dir, 'run.ckpt');

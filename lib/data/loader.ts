@@ -3,7 +3,7 @@
 import { binding, type LanesHandle } from '../binding';
 import { PRESETS, checkDevice, folderImageSize, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
 import { checkBoolean, checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
-import { Tensor, int64Tensor } from '../tensor';
+import { Tensor, disposeAll, int64Tensor } from '../tensor';
 import { labelsOf, sourceOf, type BatchSource, type Dataset } from './datasets';
 
 /** Batches in flight at most: each is made on a thread of its own (a lane: LanesHandle). */
@@ -222,10 +222,7 @@ async function inputsFreed<T>(answer: BatchSource, work: () => Promise<T>): Prom
   try {
     return await work();
   } finally {
-    if (answer.owned) {
-      answer.source.dispose();
-      answer.rows.dispose();
-    }
+    if (answer.owned) disposeAll([answer.source, answer.rows]);
   }
 }
 
@@ -234,5 +231,5 @@ async function inputsFreed<T>(answer: BatchSource, work: () => Promise<T>): Prom
  * too, which the garbage collector would otherwise free when it next ran — a collection every few steps.
  */
 export function disposeBatch(batch: PirlBatch): void {
-  for (const t of [batch.images, batch.patches, batch.permutations, batch.indices]) t.dispose();
+  disposeAll([batch.images, batch.patches, batch.permutations, batch.indices]);
 }
