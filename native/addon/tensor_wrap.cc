@@ -86,11 +86,19 @@ void deleteTensorHint(napi_env, void*, void* hint) {
   delete keep;
 }
 
-// A typed array over `tensor`'s memory (CPU, contiguous), shared where the runtime allows it.
-Napi::Value externalView(Napi::Env env, const at::Tensor& t, napi_typedarray_type type, size_t length) {
+napi_value typedArrayOver(Napi::Env env, napi_value buffer, napi_typedarray_type type, size_t length) {
+  napi_value array;
+  NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, type, length, buffer, 0, &array), nullptr);
+  return array;
+}
+
+// An ArrayBuffer over `tensor`'s memory (CPU, contiguous), shared where the runtime allows it; `shared` says
+// whether it is (a runtime without external buffers gets a copy).
+napi_value externalBuffer(Napi::Env env, const at::Tensor& t, bool& shared) {
   const size_t bytes = t.nbytes();
   auto* ptr = static_cast<uint8_t*>(t.data_ptr());
   napi_value buffer = nullptr;
+  shared = true;
   if (bytes == 0) buffer = Napi::ArrayBuffer::New(env, 0);
   if (!buffer) {
     auto* keep = new at::Tensor(t);
@@ -100,18 +108,17 @@ Napi::Value externalView(Napi::Env env, const at::Tensor& t, napi_typedarray_typ
     } else if (status != napi_no_external_buffers_allowed) {
       // Not freed here: Node may have run the finalizer already (it did for a buffer over its largest, which
       // lib/tensor.ts refuses first; freeing `keep` again killed the process).
-      NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+      NAPI_THROW_IF_FAILED(env, status, nullptr);
     } else {
       // Runtimes that forbid external buffers get a copy.
       delete keep;
       Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
       std::memcpy(copy.Data(), ptr, bytes);
       buffer = copy;
+      shared = false;
     }
   }
-  napi_value array;
-  NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, type, length, buffer, 0, &array), Napi::Value());
-  return Napi::Value(env, array);
+  return buffer;
 }
 
 }  // namespace
@@ -172,6 +179,7 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
 TensorWrap::~TensorWrap() { reset(); }
 
 void TensorWrap::reset() {
+  view_.Reset();
   accounted_.release();
   releaseTensor(std::move(tensor_));
   tensor_ = at::Tensor();
@@ -239,9 +247,18 @@ Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
     at::Tensor t = live("tensor");
     const TypedArrayKind* kind = kindOfDtype(t.scalar_type());
     if (!kind) throw std::invalid_argument("tensor of dtype " + dtypeName(t.scalar_type()) + " has no typed array view");
-    // Only a dense CPU tensor can be viewed in place; anything else is read through a copy.
-    if (!t.device().is_cpu() || !t.is_contiguous()) t = t.to(at::kCPU).contiguous();
-    return externalView(env, t, kind->napi, static_cast<size_t>(t.numel()));
+    const auto length = static_cast<size_t>(t.numel());
+    // Only a dense CPU tensor can be viewed in place; anything else is read through a copy, each time anew.
+    const bool inPlace = t.device().is_cpu() && t.is_contiguous();
+    if (inPlace && !view_.IsEmpty()) {
+      const Napi::ArrayBuffer kept = view_.Value();
+      if (!kept.IsEmpty()) return Napi::Value(env, typedArrayOver(env, kept, kind->napi, length));
+    }
+    if (!inPlace) t = t.to(at::kCPU).contiguous();
+    bool shared = false;
+    const napi_value buffer = externalBuffer(env, t, shared);
+    if (inPlace && shared) view_ = Napi::Weak(Napi::ArrayBuffer(env, buffer));
+    return Napi::Value(env, typedArrayOver(env, buffer, kind->napi, length));
   });
 }
 
