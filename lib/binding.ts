@@ -15,6 +15,8 @@ export interface TensorHandle {
   dispose(): void;
   disposed(): boolean;
   to(device: string): Promise<TensorHandle>;
+  /** Reports a batch's memory to V8, which the loader made unreported (once; nothing for other handles). */
+  report(): void;
 }
 
 export interface NativeBuildInfo {

@@ -147,10 +147,11 @@ test("a loader's batches reuse their lanes' memory, whatever the pool's size", (
   expect({ resident, bounded: resident[7] < 1.3 * resident[2] }).toEqual({ resident, bounded: true });
 }, 120_000);
 
-// A handle of memory another holds reports none of it: each bank.rows() reported the whole bank to V8 again, a
-// major collection ran every call or two, and nceLoss from JavaScript took 5 ms on the CPU (16×256 negatives,
-// 200,000 rows) where the op takes 0.3 — on a GPU bank of 1.28 M rows, ~1–2 ms of every call.
-test('views of memory already reported (bank rows, a tensor moved where it is, a view of data(), data() again) add no collections', () => {
+/**
+ * Major collections while each case's call runs `count` times, awaited (after `setup`, in a process of its own):
+ * what native memory reported to V8 makes it collect.
+ */
+function majorCollections(setup: string, cases: string): Record<string, number> {
   const script = `
     const pirl = require(${DIST});
     const { PerformanceObserver, constants } = require('perf_hooks');
@@ -159,31 +160,67 @@ test('views of memory already reported (bank rows, a tensor moved where it is, a
       .observe({ entryTypes: ['gc'] });
     const settle = () => new Promise((resolve) => setTimeout(resolve, 50)); // the observer reports on a later turn
     (async () => {
-      const B = 16, K = 256, N = 200000; // a bank of 102 MB
-      const bank = await pirl.MemoryBank.create({ size: N, dim: 128 });
-      const x = pirl.Tensor.from(new Float32Array(B * 128).fill(0.05), [B, 128]);
-      const positives = pirl.Tensor.from(BigInt64Array.from({ length: B }, (_, i) => BigInt(i)));
-      const negatives = await bank.sampleNegatives(B, K);
-      const big = pirl.Tensor.zeros([N * 128]);
-      const view = big.data(); // V8 counts this array's memory itself
+      ${setup}
       const counts = {};
-      for (const [name, call] of [
-        ['nceLoss', () => pirl.nceLoss(x, bank, positives, negatives, { z: 100 })],
-        ['rows', async () => bank.rows()],
-        ['to', () => big.to('cpu')],
-        ['view', async () => pirl.Tensor.from(view)],
-        ['data', async () => big.data()], // while one view lives, the next data() is over its memory again
-      ]) {
+      for (const [name, call, count] of [${cases}]) {
         await settle();
         const before = major;
-        for (let i = 0; i < 60; i++) await call();
+        for (let i = 0; i < count; i++) await call();
         await settle();
         counts[name] = major - before;
       }
       console.log(JSON.stringify(counts));
     })();`;
+  return runNode(script, [], {}) as Record<string, number>;
+}
+
+// A handle of memory another holds reports none of it: each bank.rows() reported the whole bank to V8 again, a
+// major collection ran every call or two, and nceLoss from JavaScript took 5 ms on the CPU (16×256 negatives,
+// 200,000 rows) where the op takes 0.3 — on a GPU bank of 1.28 M rows, ~1–2 ms of every call.
+test('views of memory already reported (bank rows, a tensor moved where it is, a view of data(), data() again) add no collections', () => {
+  const counts = majorCollections(`
+    const B = 16, K = 256, N = 200000; // a bank of 102 MB
+    const bank = await pirl.MemoryBank.create({ size: N, dim: 128 });
+    const x = pirl.Tensor.from(new Float32Array(B * 128).fill(0.05), [B, 128]);
+    const positives = pirl.Tensor.from(BigInt64Array.from({ length: B }, (_, i) => BigInt(i)));
+    const negatives = await bank.sampleNegatives(B, K);
+    const big = pirl.Tensor.zeros([N * 128]);
+    const view = big.data(); // V8 counts this array's memory itself`, `
+    ['nceLoss', () => pirl.nceLoss(x, bank, positives, negatives, { z: 100 }), 60],
+    ['rows', async () => bank.rows(), 60],
+    ['to', () => big.to('cpu'), 60],
+    ['view', async () => pirl.Tensor.from(view), 60],
+    ['data', async () => big.data(), 60], /* while one view lives, the next data() is over its memory again */`);
   // Before: 48 collections in 60 nceLoss calls, 18 in 60 moves, 13 in 60 data(), 3 in 60 rows() and views; now none.
-  const counts = runNode(script, [], {}) as Record<string, number>;
   expect(Object.keys(counts)).toEqual(['nceLoss', 'rows', 'to', 'view', 'data']);
   expect({ counts, few: Object.values(counts).every((n) => n <= 2) }).toEqual({ counts, few: true });
 }, 120_000);
+
+// V8 collects when the native memory reported grows by ~64 MB, whatever is freed after: a report of each batch (67 MB
+// at B=64 of the paper preset) started collections though fit disposes each after its step (33–47 in 60 cycles of
+// making and disposing 67 MB; 5 in these 40 batches).
+test("a loader's batches disposed as they are used (as fit does) start no collections", () => {
+  const counts = majorCollections(`
+    const n = 64, side = 72;
+    const pixels = new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251);
+    const source = pirl.Tensor.from(pixels, [n, side, side, 3]);
+    const rows = (indices) => pirl.Tensor.from(BigInt64Array.from(indices, (i) => BigInt(i % n)));
+    // 640 samples of a 64-px view and nine 21-px patches: 67 MB a batch
+    const loader = new pirl.Loader({ length: 100000, labels: null, classes: null, batchSource: async (indices) => ({ source, rows: rows(indices), indices: [...indices] }) },
+      { batchSize: 640, config: { imageSize: 64, jigsawSize: 66, patchSize: 21 }, epochLength: 60 });
+    const batches = loader.epoch(0);`, `
+    ['disposed', async () => pirl.disposeBatch((await batches.next()).value), 40]`);
+  expect(counts.disposed).toBeLessThanOrEqual(2);
+}, 300_000);
+
+// The same for the feature pass of kNN and probes: each batch of images (512 at 224 px: 308 MB) is disposed once embedded.
+test("datasetFeatures' batches of images, disposed once embedded, start no collections", () => {
+  const counts = majorCollections(`
+    const n = 64, side = 128;
+    const source = pirl.Tensor.from(new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251), [n, side, side, 3]);
+    const data = { length: 3072, labels: null, classes: null,
+      batchSource: async (indices) => ({ source, rows: pirl.Tensor.from(BigInt64Array.from(indices, (i) => BigInt(i % n))), indices: [...indices] }) };
+    const model = await pirl.PirlModel.create({ arch: 'resnet18', stem: 'imagenet', width: 0.125 });`, `
+    ['features', () => pirl.datasetFeatures(model, data, { size: 128, batchSize: 512 }), 2]`); // 12 batches of 100 MB: 12 collections before
+  expect(counts.features).toBeLessThanOrEqual(2);
+}, 300_000);

@@ -6,7 +6,7 @@ import {
   type ResolvedLinearProbeOptions,
 } from '../config';
 import { labelsOf, type Dataset } from '../data/datasets';
-import { evalImages } from '../data/loader';
+import { evalBatch } from '../data/loader';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, int64Tensor } from '../tensor';
@@ -65,8 +65,13 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
   try {
     for (let begin = 0; begin < dataset.length; begin += batchSize) {
       const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
-      const { images, indices } = await evalImages(dataset, wanted, size);
-      const features = indices.length > 0 ? await own.embed(images, { layer, batchSize }) : null;
+      const { images, indices } = await evalBatch(dataset, wanted, size);
+      let features: Tensor | null = null;
+      try {
+        if (indices.length > 0) features = await own.embed(images, { layer, batchSize });
+      } finally {
+        images.dispose(); // embedded: its pixels freed now, not at a collection they would start
+      }
       onProgress?.(begin + wanted.length, dataset.length);
       if (features) yield { features, indices };
     }

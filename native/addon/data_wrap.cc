@@ -92,7 +92,9 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
         return data::Batch{there[0], there[1], b.permutations};
       },
       [](Napi::Env env, data::Batch& b) -> Napi::Value {
-        return TensorWrap::wrapAll(env, {{"images", b.images}, {"patches", b.patches}, {"permutations", b.permutations}});
+        // Reported to V8 only if left undisposed (Loader): a report of each batch started collections as they came.
+        return TensorWrap::wrapAll(env, {{"images", b.images}, {"patches", b.patches}, {"permutations", b.permutations}},
+                                   TensorWrap::Memory::Deferred);
       },
       lane);
 }
@@ -106,7 +108,9 @@ Napi::Value evalImages(const Napi::CallbackInfo& info) {
   static const auto* evalThread = new std::shared_ptr<OwnerThread>(std::make_shared<OwnerThread>());
   return AsyncTask<at::Tensor>::run(
       info.Env(), [=] { return data::evalImages(source, rows, size); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t)); }, *evalThread);
+      // Reported by evalImages, not by datasetFeatures, which disposes each batch once embedded (Loader's batches too).
+      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t), TensorWrap::Memory::Deferred); },
+      *evalThread);
 }
 
 }  // namespace

@@ -166,6 +166,7 @@ void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod<&TensorWrap::dispose>("dispose"),
                                         InstanceMethod<&TensorWrap::disposed>("disposed"),
                                         InstanceMethod<&TensorWrap::to>("to"),
+                                        InstanceMethod<&TensorWrap::report>("report"),
                                     });
   EnvState::of(env)->tensorConstructor = Napi::Persistent(ctor);
   // Exported for `instanceof` checks only: the constructor refuses calls from JavaScript.
@@ -185,9 +186,10 @@ void TensorWrap::reset() {
   tensor_ = at::Tensor();
 }
 
-Napi::Object TensorWrap::wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor&>> tensors) {
+Napi::Object TensorWrap::wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor&>> tensors,
+                                 Memory memory) {
   Napi::Object out = Napi::Object::New(env);
-  for (const auto& [name, tensor] : tensors) out.Set(name, wrap(env, std::move(tensor)));
+  for (const auto& [name, tensor] : tensors) out.Set(name, wrap(env, std::move(tensor), memory));
   return out;
 }
 
@@ -196,11 +198,17 @@ Napi::Object TensorWrap::wrap(Napi::Env env, at::Tensor&& tensor, Memory memory)
   TensorWrap* self = Unwrap(object);
   // Held elsewhere too (the tensor: the bank's rows, an input returned as is; its storage: a view), the
   // memory stays reported by its other holder.
-  if (memory == Memory::Owned && tensor.defined() && tensor.use_count() == 1 && tensor.storage().use_count() == 1) {
-    self->accounted_.account(env, static_cast<int64_t>(tensor.storage().nbytes()));
-  }
+  const bool alone = tensor.defined() && tensor.use_count() == 1 && tensor.storage().use_count() == 1;
+  if (memory == Memory::Owned && alone) self->accounted_.account(env, static_cast<int64_t>(tensor.storage().nbytes()));
+  self->deferred_ = memory == Memory::Deferred && alone;
   self->tensor_ = std::move(tensor);
   return object;
+}
+
+Napi::Value TensorWrap::report(const Napi::CallbackInfo& info) {
+  if (deferred_ && !disposed_) accounted_.account(info.Env(), static_cast<int64_t>(tensor_.storage().nbytes()));
+  deferred_ = false;
+  return info.Env().Undefined();
 }
 
 at::Tensor TensorWrap::unwrap(Napi::Value value, const std::string& arg) {

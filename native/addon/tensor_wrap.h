@@ -22,6 +22,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   // Whose to report a handle's memory to V8, whose GC is blind to native memory otherwise.
   enum class Memory {
     Owned,     // the handle's, when it holds the tensor and its storage alone (a fresh result)
+    Deferred,  // the handle's too, once report() asks (a loader's batch, which fit disposes unreported: Loader)
     Borrowed,  // another tensor's (a view of its data()), which reports it
   };
   // A new JavaScript handle that owns `tensor`, moved in: a copy kept elsewhere (a model's, the bank's rows)
@@ -31,7 +32,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   // The tensor behind a handle; TypeError naming `arg` if it is not a live tensor handle.
   static at::Tensor unwrap(Napi::Value value, const std::string& arg);
   // A plain object of named tensors (a native result such as {f, g}), each moved into its handle.
-  static Napi::Object wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor&>> tensors);
+  static Napi::Object wrapAll(Napi::Env env, std::initializer_list<std::pair<const char*, at::Tensor&>> tensors,
+                              Memory memory = Memory::Owned);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
   ~TensorWrap() override;
@@ -48,10 +50,12 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
   Napi::Value to(const Napi::CallbackInfo& info);
+  Napi::Value report(const Napi::CallbackInfo& info);
 
   at::Tensor tensor_;
   bool disposed_ = false;
   ExternalMemory accounted_;
+  bool deferred_ = false;  // Memory::Deferred, not yet reported
   // The ArrayBuffer over tensor_'s memory that data() made, while JavaScript keeps it: the next data() views it
   // again. V8 counts each new one's bytes: 60 data() of a 100 MB tensor ran 13 major collections.
   Napi::Reference<Napi::ArrayBuffer> view_;
