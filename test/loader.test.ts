@@ -1,4 +1,4 @@
-import { ArrayDataset, Loader, PirlModel, Tensor, buildInfo, datasetFeatures, evalImages, type BatchSource, type Dataset } from '../lib';
+import { ArrayDataset, Loader, PirlModel, Tensor, buildInfo, datasetFeatures, disposeBatch, evalImages, type BatchSource, type Dataset } from '../lib';
 
 describe('Loader', () => {
   const ds = new ArrayDataset(Uint8Array.from({ length: 20 * 12 * 12 * 3 }, (_, i) => (i * 7) % 256), [20, 12, 12, 3], {
@@ -130,6 +130,10 @@ describe('Loader', () => {
     await evalImages(copying, [0, 1], 12);
     expect(answers.map((a) => [a.source.disposed, a.rows.disposed])).toEqual([[true, true], [true, true]]);
     expect((await ds.batchSource([0])).source.disposed).toBe(false); // ArrayDataset's images, used by both loaders
+    expect(() => disposeBatch(undefined as never)).toThrow('batch must be an object, got undefined');
+    expect(() => disposeBatch({ ...same, patches: null } as never)).toThrow('batch.patches must be a Tensor (a batch from a Loader), got null');
+    disposeBatch(same);
+    expect([same.images, same.patches, same.permutations, same.indices].every((t) => t.disposed)).toBe(true);
   });
 
   test('options are validated', () => {

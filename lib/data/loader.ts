@@ -2,7 +2,7 @@
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding, type LanesHandle } from '../binding';
 import { PRESETS, checkDevice, folderImageSize, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
-import { checkBoolean, checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
+import { checkBoolean, checkInteger, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, disposeAll, int64Tensor } from '../tensor';
 import { labelsOf, sourceOf, type BatchSource, type Dataset } from './datasets';
 
@@ -256,5 +256,10 @@ async function inputsFreed<T>(answer: BatchSource, work: () => Promise<T>): Prom
  * too, which the garbage collector would otherwise free when it next ran — a collection every few steps.
  */
 export function disposeBatch(batch: PirlBatch): void {
-  disposeAll([batch.images, batch.patches, batch.permutations, batch.indices]);
+  const b = checkObject('batch', batch);
+  const tensors = (['images', 'patches', 'permutations', 'indices'] as const).map((key) => {
+    if (!(b[key] instanceof Tensor)) throw typeError(`batch.${key}`, 'a Tensor (a batch from a Loader)', b[key]);
+    return b[key] as Tensor;
+  });
+  disposeAll(tensors);
 }
