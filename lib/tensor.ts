@@ -144,11 +144,11 @@ export class Tensor {
   }
 }
 
-
 /** Drops these handles' memory now (a run's batch, a checkpoint's copies) rather than at a garbage collection. */
 export function disposeAll(tensors: Iterable<Tensor>): void {
   for (const t of tensors) t.dispose();
 }
+
 /** A 1-D int64 tensor of row numbers or labels (a copy: int64 has no number-typed array). */
 export function int64Tensor(values: ArrayLike<number>): Tensor {
   return Tensor.from(BigInt64Array.from(values as ArrayLike<number>, (v) => BigInt(v)));
