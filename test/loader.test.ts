@@ -1,4 +1,4 @@
-import { ArrayDataset, Loader, PirlModel, Tensor, buildInfo, datasetFeatures, disposeBatch, evalImages, type BatchSource, type Dataset } from '../lib';
+import { ArrayDataset, Loader, PirlModel, Tensor, buildInfo, datasetFeatures, disposeBatch, evalImages, type BatchSource, type Dataset, type PirlBatch } from '../lib';
 
 describe('Loader', () => {
   const ds = new ArrayDataset(Uint8Array.from({ length: 20 * 12 * 12 * 3 }, (_, i) => (i * 7) % 256), [20, 12, 12, 3], {
@@ -134,6 +134,21 @@ describe('Loader', () => {
     expect(() => disposeBatch({ ...same, patches: null } as never)).toThrow('batch.patches must be a Tensor (a batch from a Loader), got null');
     disposeBatch(same);
     expect([same.images, same.patches, same.permutations, same.indices].every((t) => t.disposed)).toBe(true);
+  });
+
+  test('a loop that ends early (a break) frees the batches made ahead, which it never got', async () => {
+    const loader = new Loader(ds, { batchSize: 2, prefetch: 4, config });
+    const made: PirlBatch[] = [];
+    const makeBatch = loader.makeBatch.bind(loader);
+    loader.makeBatch = async (...args) => made[made.push(await makeBatch(...args)) - 1];
+    let kept: PirlBatch | undefined;
+    for await (const b of loader.epoch(0)) {
+      kept = b;
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the batches in flight come
+    expect(made.length).toBe(5); // the first and the four made ahead, done in any order
+    expect(made.map((b) => b.images.disposed)).toEqual(made.map((b) => b !== kept)); // the loop's own left to it
   });
 
   test('options are validated', () => {

@@ -78,6 +78,17 @@ describe('Trainer', () => {
     expect(batches.map((b) => [b.images, b.patches, b.permutations, b.indices].every((t) => t.disposed))).toEqual(batches.map(() => true));
   });
 
+  test('a fit that stops frees the batches its loader made ahead', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    const made: PirlBatch[] = [];
+    const makeBatch = trainer.loader.makeBatch.bind(trainer.loader);
+    trainer.loader.makeBatch = async (...args) => made[made.push(await makeBatch(...args)) - 1];
+    await trainer.fit({ callbacks: { onBatchEnd: () => false } }); // a stop after the first step
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the batches in flight come
+    expect(made.length).toBeGreaterThan(1);
+    expect(made.filter((b) => !b.images.disposed)).toEqual([]);
+  });
+
   test("the run's config is frozen to its leaves: a change would be written to checkpoints, not trained with", async () => {
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     expect(() => { (trainer.config.loss as { tau: number }).tau = 0.5; }).toThrow(/read only property 'tau'/);

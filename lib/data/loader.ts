@@ -212,10 +212,16 @@ export class Loader {
       }
     };
     fill();
-    while (inFlight.length > 0) {
-      const batch = await inFlight.shift()!;
-      fill();
-      if (batch.indices.shape[0] > 0) yield batch; // a batch of only unreadable files is skipped
+    try {
+      while (inFlight.length > 0) {
+        const batch = await inFlight.shift()!;
+        fill();
+        if (batch.indices.shape[0] > 0) yield batch;
+        else disposeBatch(batch); // a batch of only unreadable files is skipped
+      }
+    } finally {
+      // Ended early (a break, a stop, an error): the batches made ahead were never handed out, and are freed as they come.
+      for (const promise of inFlight) promise.then(disposeBatch, () => undefined);
     }
   }
 

@@ -364,8 +364,16 @@ export class Trainer {
     const next = batches.next();
     if (this.distributed) return next;
     return new Promise((resolve, reject) => {
-      this.onStop = () => resolve(null);
-      next.then((r) => { this.onStop = null; resolve(r); }, (err) => { this.onStop = null; reject(err); });
+      let abandoned = false;
+      this.onStop = () => {
+        abandoned = true;
+        resolve(null);
+      };
+      next.then((r) => {
+        this.onStop = null;
+        if (abandoned && !r.done) disposeBatch(r.value); // came after the stop: no step takes it
+        resolve(r);
+      }, (err) => { this.onStop = null; reject(err); });
     });
   }
 
@@ -413,38 +421,43 @@ export class Trainer {
       const epochStart = performance.now();
       let last = epochStart;
       const batches = this.loader.epochFrom(epoch, this.position.stepInEpoch);
-      for (;;) {
-        const next = await this.nextBatch(batches);
-        if (next === null) {
-          stopping = true;
-          break;
+      try {
+        for (;;) {
+          const next = await this.nextBatch(batches);
+          if (next === null) {
+            stopping = true;
+            break;
+          }
+          if (next.done) break;
+          const batch = next.value;
+          // The loader leaves out a batch none of whose images could be read: the position (and the
+          // lr schedule) follows the batches, so a resumed run continues at the right one.
+          if (batch.step !== this.position.stepInEpoch) {
+            this.checkInStep();
+            this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
+          }
+          const lr = lrAt(schedule, this.position.step);
+          const size = batch.indices.shape[0];
+          const { stop: agreed, ...r } = await this.inTurn(async () => {
+            const result = await this.nativeStep(batch, lr, this.stopRequested).finally(() => disposeBatch(batch)); // fit's own
+            this.epochSoFar = { lossSum: this.epochSoFar.lossSum + result.loss * size, images: this.epochSoFar.images + size };
+            this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
+            return result;
+          });
+          const now = performance.now();
+          images += size;
+          // The callbacks before the checkpoint that says the step is done: what they record (a metrics line) is never
+          // lost to a kill in between, and a checkpoint may keep what they computed.
+          if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * this.worldSize * 1000) / (now - last) })) === false) this.stop();
+          if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
+          last = now;
+          // Alone, a stop takes effect now; as a rank, once every rank has heard of it (in a step).
+          stopping = this.distributed ? agreed : this.stopRequested;
+          if (stopping) break;
         }
-        if (next.done) break;
-        const batch = next.value;
-        // The loader leaves out a batch none of whose images could be read: the position (and the
-        // lr schedule) follows the batches, so a resumed run continues at the right one.
-        if (batch.step !== this.position.stepInEpoch) {
-          this.checkInStep();
-          this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
-        }
-        const lr = lrAt(schedule, this.position.step);
-        const size = batch.indices.shape[0];
-        const { stop: agreed, ...r } = await this.inTurn(async () => {
-          const result = await this.nativeStep(batch, lr, this.stopRequested).finally(() => disposeBatch(batch)); // fit's own
-          this.epochSoFar = { lossSum: this.epochSoFar.lossSum + result.loss * size, images: this.epochSoFar.images + size };
-          this.position = { epoch, stepInEpoch: this.position.stepInEpoch + 1, step: this.position.step + 1 };
-          return result;
-        });
-        const now = performance.now();
-        images += size;
-        // The callbacks before the checkpoint that says the step is done: what they record (a metrics line) is never
-        // lost to a kill in between, and a checkpoint may keep what they computed.
-        if ((await cb.onBatchEnd?.({ epoch, step: this.position.step, ...r, lr, imagesPerSecond: (size * this.worldSize * 1000) / (now - last) })) === false) this.stop();
-        if (checkpoint && every !== null && this.position.step % every === 0) await this.save(checkpoint);
-        last = now;
-        // Alone, a stop takes effect now; as a rank, once every rank has heard of it (in a step).
-        stopping = this.distributed ? agreed : this.stopRequested;
-        if (stopping) break;
+      } finally {
+        // Not awaited: after a stop it waits for the batch then coming, which may never come. Frees those made ahead.
+        batches.return(undefined).catch(() => undefined);
       }
       if (stopping && this.position.stepInEpoch < this.stepsPerEpoch) {
         if (checkpoint) await this.save(checkpoint); // stopped inside the epoch

@@ -260,7 +260,7 @@ Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
     const bool inPlace = t.device().is_cpu() && t.is_contiguous();
     if (inPlace && !view_.IsEmpty()) {
       const Napi::ArrayBuffer kept = view_.Value();
-      if (!kept.IsEmpty()) return Napi::Value(env, typedArrayOver(env, kept, kind->napi, length));
+      if (!kept.IsEmpty() && !kept.IsDetached()) return Napi::Value(env, typedArrayOver(env, kept, kind->napi, length));
     }
     if (!inPlace) t = t.to(at::kCPU).contiguous();
     bool shared = false;
