@@ -55,7 +55,13 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             at::Tensor lf = gradientLeaf(f), lg = gradientLeaf(g);
             PirlLossResult r = state->loss(*bank, lf, lg, indices, IndexCheck::Check, /*updateBank=*/true);
             r.loss.backward();
-            return Out{readScalars({r.loss, r.lossImage, r.lossJigsaw}), r.zImage, r.zJigsaw, lf.grad(), lg.grad()};
+            // An EMA's estimates of Z are read with the losses: one read of the device.
+            const bool ema = r.zEstimates.defined();
+            std::vector<double> read = ema ? readScalars({r.loss, r.lossImage, r.lossJigsaw, r.zEstimates})
+                                           : readScalars({r.loss, r.lossImage, r.lossJigsaw});
+            if (ema) state->loss.updateZ(read[3], read[4]);
+            read.resize(3);
+            return Out{read, state->loss.zImage(), state->loss.zJigsaw(), lf.grad(), lg.grad()};
           },
           [](Napi::Env env, Out& out) -> Napi::Value {
             auto obj = Napi::Object::New(env);

@@ -6,17 +6,20 @@
 #include <initializer_list>
 #include <vector>
 
+#include "../core/device_numbers.h"
+
 namespace pirl::addon {
 
-// 0-dim tensors (any device, any floating dtype) as doubles, in one read of the device. Called on the
-// worker thread: a GPU result read on the JavaScript thread would block the event loop until the GPU is done.
-inline std::vector<double> readScalars(std::initializer_list<at::Tensor> scalars) {
-  std::vector<at::Tensor> parts;
-  parts.reserve(scalars.size());
-  for (const at::Tensor& s : scalars) parts.push_back(s.detach().to(at::kDouble).reshape({1}));
-  const at::Tensor host = at::cat(parts).cpu();
-  const double* values = host.data_ptr<double>();
-  return std::vector<double>(values, values + host.numel());
+// The values of tensors (any device, any floating dtype; 0-dim for a scalar) as doubles, one after another, in one
+// read of the device. Called on the worker thread: a GPU result read on the JavaScript thread would block the event
+// loop until the GPU is done.
+inline std::vector<double> readScalars(std::initializer_list<at::Tensor> tensors) {
+  DeviceNumbers numbers;
+  for (const at::Tensor& t : tensors) numbers.add(t.detach().to(at::kDouble));
+  numbers.read();
+  std::vector<double> values(numbers.size());
+  for (size_t i = 0; i < values.size(); ++i) values[i] = numbers.real(i);
+  return values;
 }
 
 }  // namespace pirl::addon

@@ -62,12 +62,17 @@ at::Tensor MemoryBank::get(const at::Tensor& indices) const {
 }
 
 void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, double momentum, IndexCheck check) {
-  if (check == IndexCheck::Check) checkIndices(indices, "indices");
   TORCH_CHECK_VALUE(indices.dim() == 1, "indices must be one-dimensional, got ", indices.sizes());
   TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
                     indices.size(0), "×", dim(), ", got ", fHat.sizes());
   // The training step checked its gradients (and so f) before it updates; other callers are checked here.
-  if (check == IndexCheck::Check) TORCH_CHECK_VALUE(at::isfinite(fHat).all().item<bool>(), "fHat must be finite");
+  if (check == IndexCheck::Check) {
+    DeviceNumbers numbers;
+    const size_t range = addRowRange(numbers, indices, "indices"), finite = numbers.add(at::isfinite(fHat).all());
+    numbers.read();
+    checkRowRange(numbers, range, indices, "indices", size());
+    TORCH_CHECK_VALUE(numbers.integer(finite) != 0, "fHat must be finite");
+  }
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
   const int64_t B = indices.size(0);
   if (B == 0) return;

@@ -56,25 +56,36 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
   if (options_.mode != nce::Mode::Nce) return r;  // only NCE uses Z: InfoNCE never reads it off the device
   if (first && !reduceZ_) {
     z = r.zUsed.item<double>();  // the first estimate
-  } else if (!first && options_.zMode == ZMode::Ema && callerUpdatesZ_) {
-    estimate = r.zBatch;
   } else if (!first && options_.zMode == ZMode::Ema) {
-    z = options_.zMomentum * z + (1 - options_.zMomentum) * r.zBatch.item<double>();
+    estimate = r.zBatch;
   }
   return r;
 }
 
 namespace {
 
-// s(a, b) is the cosine only for unit rows, as the bank's are: rows of another length gave another loss, silently.
-void checkUnitRows(const at::Tensor& x, const char* name) {
-  if (x.dim() != 2 || x.size(0) == 0) return;  // the shape is said by the checks that follow
-  const at::Tensor norms = x.to(at::kDouble).norm(2, {1});
-  const int64_t row = (norms - 1).abs().argmax().item<int64_t>();
-  const double norm = norms[row].item<double>();
+// Gathers what the checks of f or g read: whether every value is finite, the row whose norm is furthest from 1,
+// that norm (s(a, b) is the cosine only for unit rows, as the bank's are: rows of another length gave another
+// loss, silently).
+size_t addRowChecks(DeviceNumbers& numbers, const at::Tensor& x) {
+  const at::Tensor norms = x.detach().to(at::kDouble).norm(2, {1});
+  const at::Tensor row = (norms - 1).abs().argmax().reshape({1});
+  return numbers.add(at::cat({at::isfinite(x).all().to(at::kDouble).reshape({1}), row.to(at::kDouble), norms.index_select(0, row)}));
+}
+
+void checkRowChecks(const DeviceNumbers& numbers, size_t slot, const char* name, const char* finiteWhy) {
+  TORCH_CHECK_VALUE(numbers.real(slot) != 0, name, " must be finite", finiteWhy);
+  const double norm = numbers.real(slot + 2);
   TORCH_CHECK_VALUE(std::abs(norm - 1) <= 1e-2,  // a unit row rounded through bfloat16 is off by ~4e-3
                     name, " must hold L2-normalised rows (PIRL's scores are cosines with the bank's unit rows): row ",
-                    row, " has norm ", norm, "; divide each row by its norm first");
+                    static_cast<int64_t>(numbers.real(slot + 1)), " has norm ", norm, "; divide each row by its norm first");
+}
+
+void checkShapes(const MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices) {
+  TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
+  TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
+  TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
+                    f.size(0), "), got ", indices.sizes());
 }
 
 }  // namespace
@@ -82,25 +93,24 @@ void checkUnitRows(const at::Tensor& x, const char* name) {
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
                                     const at::Tensor& indices, IndexCheck check, bool updateBank,
                                     const NegativeStreams& streams) {
-  TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
-                    f.size(0), "), got ", indices.sizes());
-  if (check == IndexCheck::Check) {
-    bank.checkIndices(indices, "indices");
-    // Before Z or the bank change: a NaN in f became a bank row that made every loss it was drawn into NaN.
-    TORCH_CHECK_VALUE(at::isfinite(f).all().item<bool>(), "f must be finite: a NaN or infinite row would enter the memory bank");
-    TORCH_CHECK_VALUE(at::isfinite(g).all().item<bool>(), "g must be finite");
-    checkUnitRows(f, "f");
-    checkUnitRows(g, "g");
+  checkShapes(bank, f, g, indices);
+  if (check == IndexCheck::Check && f.size(0) > 0) {
+    // One read of the device for every check, before Z or the bank change.
+    DeviceNumbers numbers;
+    const size_t range = addRowRange(numbers, indices, "indices"), fChecks = addRowChecks(numbers, f),
+                 gChecks = addRowChecks(numbers, g);
+    numbers.read();
+    checkRowRange(numbers, range, indices, "indices", bank.size());
+    // A NaN in f became a bank row that made every loss it was drawn into NaN.
+    checkRowChecks(numbers, fChecks, "f", ": a NaN or infinite row would enter the memory bank");
+    checkRowChecks(numbers, gChecks, "g", "");
   }
   return (*this)(bank, f, g, indices, drawNegatives(bank, indices, streams), updateBank);
 }
 
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,
                                     const at::Tensor& indices, const PirlNegatives& negatives, bool updateBank) {
-  TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
-  TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
-  TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
-                    f.size(0), "), got ", indices.sizes());
+  checkShapes(bank, f, g, indices);
   at::Tensor jigsawEstimate, imageEstimate;
   const nce::Result jigsaw = term(bank, g, indices, negatives.jigsaw, zJigsaw_, jigsawEstimate);
   const nce::Result image = term(bank, f, indices, negatives.image, zImage_, imageEstimate);

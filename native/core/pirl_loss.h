@@ -30,10 +30,10 @@ struct PirlLossResult {
   at::Tensor loss;        // scalar, differentiable w.r.t. f and g
   at::Tensor lossImage;   // L_NCE(m_y, f(v_I)), detached
   at::Tensor lossJigsaw;  // L_NCE(m_y, g(v_It)), detached
-  double zImage;          // the Z each term will use from now on (NCE mode; <= 0 for InfoNCE)
+  double zImage;          // the Z each term used (NCE mode; <= 0 for InfoNCE): an EMA moves on at updateZ
   double zJigsaw;
-  // With the EMA of Z left to the caller (leaveZUpdatesToCaller): this batch's estimates (jigsaw, image),
-  // 2 doubles on the device, for updateZ; undefined where there is nothing to update.
+  // With an EMA of Z, after the first step: this batch's estimates (jigsaw, image), 2 doubles on the device, for
+  // the caller's updateZ; undefined where there is nothing to update.
   at::Tensor zEstimates;
 };
 
@@ -51,8 +51,8 @@ class PirlLoss {
   // B bank rows (checked unless `check` is Trusted). Draws fresh negatives for each term (jigsaw term
   // first), computes L, then updates the bank with f unless `updateBank` is false (the caller then
   // updates it, e.g. after checking the gradients). Each term keeps its own Z. Nothing here reads the
-  // device except NCE's Z where it must: the first step, and every step with an EMA of Z unless the
-  // caller reads the estimates with its own numbers (leaveZUpdatesToCaller).
+  // device but the checks (once) and NCE's first estimate of Z: with an EMA of Z, later steps return their
+  // estimates (zEstimates) for the caller to read with its other numbers and apply (updateZ).
   // `streams`: where the negatives come from (default: the bank's generator); each term draws from its own.
   PirlLossResult operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices,
                             IndexCheck check, bool updateBank, const NegativeStreams& streams = NegativeStreams());
@@ -69,12 +69,9 @@ class PirlLoss {
   void setZ(double zImage, double zJigsaw);  // checkpoint restore; <= 0 means not estimated yet
   // How the first batch's estimate of Z becomes the run's: the mean over data-parallel ranks, so that every
   // replica starts from the same Z (unset: the estimate itself). Later estimates of an EMA are the caller's
-  // to reduce (leaveZUpdatesToCaller).
+  // to reduce (zEstimates).
   void setZEstimateReduction(std::function<double(double)> reduce) { reduceZ_ = std::move(reduce); }
-  // From now on a step's EMA update of Z waits for the caller: the result's zEstimates, read with the
-  // step's other numbers (and reduced over ranks with them), then updateZ — no read of the device here.
-  void leaveZUpdatesToCaller() { callerUpdatesZ_ = true; }
-  // Z ← zMomentum·Z + (1 − zMomentum)·estimate, for each term.
+  // Z ← zMomentum·Z + (1 − zMomentum)·estimate, for each term: an EMA step's zEstimates, once read.
   void updateZ(double jigsawEstimate, double imageEstimate);
 
  private:
@@ -87,7 +84,6 @@ class PirlLoss {
   double zImage_ = -1;
   double zJigsaw_ = -1;
   std::function<double(double)> reduceZ_;
-  bool callerUpdatesZ_ = false;
 };
 
 }  // namespace pirl

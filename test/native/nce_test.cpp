@@ -174,6 +174,21 @@ TEST(Nce, BadArgumentsAreRefusedWithTheirNames) {
     EXPECT_NE(std::string(e.what_without_backtrace()).find("negatives must be rows in [0, 10)"), std::string::npos)
         << e.what_without_backtrace();
   }
+  // Both index sets are read in one go: each range found exactly (int64's extremes too), positives told first.
+  at::Tensor extreme = c.negatives.clone();
+  extreme[0][0] = std::numeric_limits<int64_t>::max();
+  extreme[1][1] = -3;
+  const auto message = [&](const at::Tensor& positives) {
+    try {
+      pirl::nce::nceLoss(c.x, c.bank, positives, extreme, o, pirl::IndexCheck::Check);
+    } catch (const c10::IndexError& e) {
+      return std::string(e.what_without_backtrace());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message(c.positives).rfind("negatives must be rows in [0, 10), got values in [-3, 9223372036854775807]", 0), 0u)
+      << message(c.positives);
+  EXPECT_EQ(message(negative).rfind("positives must be rows in [0, 10), got values in [-1, ", 0), 0u) << message(negative);
 }
 
 }  // namespace

@@ -45,55 +45,57 @@ TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
   }
 }
 
-TEST(PirlLoss, ZIsFrozenAfterTheFirstStepOrFollowsAnEma) {
+TEST(PirlLoss, ZIsFrozenAfterTheFirstStep) {
   at::manual_seed(1);
   pirl::MemoryBank bank(100, 8, 2);
-  pirl::PirlLossOptions frozenOptions = pirl::testing::paperLoss();
-  frozenOptions.numNegatives = 16;
-  pirl::PirlLoss frozen(frozenOptions);
+  pirl::PirlLossOptions o = pirl::testing::paperLoss();
+  o.numNegatives = 16;
+  pirl::PirlLoss frozen(o);
   const at::Tensor idx = at::randint(100, {4}, at::kLong);
   const auto first = frozen(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
   const auto second = frozen(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
   EXPECT_GT(first.zImage, 0);
   EXPECT_EQ(first.zImage, second.zImage);
   EXPECT_EQ(first.zJigsaw, second.zJigsaw);
-
-  pirl::PirlLossOptions emaOptions = frozenOptions;
-  emaOptions.zMode = pirl::ZMode::Ema;
-  emaOptions.zMomentum = 0.5;
-  pirl::PirlLoss ema(emaOptions);
-  const auto a = ema(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
-  const auto b = ema(bank, unit(4, 8), unit(4, 8), idx, pirl::IndexCheck::Check, true);
-  EXPECT_NE(a.zImage, b.zImage);
+  EXPECT_FALSE(second.zEstimates.defined());  // nothing for a caller to apply
 }
 
-// Left to the caller, the EMA of Z is the same: the batch's estimates come back with the result (the
-// first step still estimates Z itself), and updateZ applies them as the loss would have.
-TEST(PirlLoss, AnEmaOfZLeftToTheCallerFollowsTheSameValues) {
+// With an EMA of Z the first step estimates Z itself; each later one returns its batch's estimates (the naive
+// op's zBatch on the same negatives, against the bank before the step) for the caller to read with its other
+// numbers, and updateZ applies them: Z ← m·Z + (1 − m)·estimate.
+TEST(PirlLoss, AnEmaOfZFollowsTheEstimatesTheCallerApplies) {
   pirl::PirlLossOptions o = pirl::testing::paperLoss();
   o.numNegatives = 16;
   o.zMode = pirl::ZMode::Ema;
   o.zMomentum = 0.7;
-  pirl::PirlLoss itself(o), caller(o);
-  caller.leaveZUpdatesToCaller();
-  pirl::MemoryBank bank(100, 8, 2), twin(100, 8, 2);
+  pirl::PirlLoss loss(o);
+  pirl::MemoryBank bank(100, 8, 2);
   at::manual_seed(4);
   for (int step = 0; step < 4; ++step) {
     const at::Tensor f = unit(4, 8), g = unit(4, 8), idx = at::randint(100, {4}, at::kLong);
-    const pirl::NegativeStreams streams{static_cast<uint64_t>(step), idx};
-    const auto a = itself(bank, f, g, idx, pirl::IndexCheck::Check, true, streams);
-    const auto b = caller(twin, f, g, idx, pirl::IndexCheck::Check, true, streams);
-    EXPECT_EQ(a.loss.item<double>(), b.loss.item<double>()) << step;
-    ASSERT_EQ(b.zEstimates.defined(), step > 0) << step;
-    EXPECT_FALSE(a.zEstimates.defined());
-    if (step > 0) {
-      EXPECT_EQ(b.zEstimates.sizes(), (at::IntArrayRef{2}));
-      caller.updateZ(b.zEstimates[0].item<double>(), b.zEstimates[1].item<double>());
+    const pirl::PirlNegatives negatives = loss.drawNegatives(bank, idx, {static_cast<uint64_t>(step), idx});
+    const at::Tensor before = bank.rows().clone();
+    const double zJigsaw = loss.zJigsaw(), zImage = loss.zImage();
+    const auto r = loss(bank, f, g, idx, negatives, true);
+    ASSERT_EQ(r.zEstimates.defined(), step > 0) << step;
+    if (step == 0) {
+      EXPECT_GT(loss.zImage(), 0);
+      continue;
     }
-    EXPECT_DOUBLE_EQ(caller.zJigsaw(), itself.zJigsaw()) << step;
-    EXPECT_DOUBLE_EQ(caller.zImage(), itself.zImage()) << step;
+    const auto refG = pirl::nce::nceLossReference(g, before, idx, negatives.jigsaw, {o.tau, pirl::nce::Mode::Nce, zJigsaw});
+    const auto refF = pirl::nce::nceLossReference(f, before, idx, negatives.image, {o.tau, pirl::nce::Mode::Nce, zImage});
+    ASSERT_EQ(r.zEstimates.sizes(), (at::IntArrayRef{2}));
+    const double jigsaw = r.zEstimates[0].item<double>(), image = r.zEstimates[1].item<double>();
+    EXPECT_NEAR(jigsaw, refG.zBatch.item<double>(), 1e-5 * jigsaw) << step;
+    EXPECT_NEAR(image, refF.zBatch.item<double>(), 1e-5 * image) << step;
+    EXPECT_NEAR(r.loss.item<double>(), o.lambda * refG.loss.item<double>() + (1 - o.lambda) * refF.loss.item<double>(),
+                1e-5 * std::abs(r.loss.item<double>())) << step;
+    EXPECT_EQ(loss.zJigsaw(), zJigsaw) << "changed before the caller applied the estimates";
+    loss.updateZ(jigsaw, image);
+    EXPECT_DOUBLE_EQ(loss.zJigsaw(), 0.7 * zJigsaw + 0.3 * jigsaw) << step;
+    EXPECT_DOUBLE_EQ(loss.zImage(), 0.7 * zImage + 0.3 * image) << step;
   }
-  EXPECT_THROW(caller.updateZ(std::nan(""), 1.0), c10::ValueError);
+  EXPECT_THROW(loss.updateZ(std::nan(""), 1.0), c10::ValueError);
 }
 
 TEST(PirlLoss, RejectsBadOptionsAndShapes) {

@@ -1,6 +1,6 @@
-// The CUDA training step reads the device once per step: counted with libtorch's sync debug mode,
-// which warns at every host synchronisation; fp16's skipped step; one NCCL rank trains as a process alone;
-// steps replayed from a CUDA graph take the eager steps' values.
+// The CUDA training step reads the device once per step, and a checked loss, NCE op or bank update once: counted
+// with libtorch's sync debug mode, which warns at every host synchronisation; fp16's skipped step; one NCCL rank
+// trains as a process alone; steps replayed from a CUDA graph take the eager steps' values.
 // Compiled in CUDA builds of libtorch 2 (its warning handler API) only; skipped without a GPU.
 #include <torch/version.h>
 #if defined(PIRL_WITH_CUDA) && TORCH_VERSION_MAJOR >= 2
@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "core/distributed/communicator.h"
+#include "core/nce/nce.h"
+#include "core/pirl_loss.h"
 #include "core/runtime.h"
 #include "core/train/step_graph.h"
 #include "core/train/train_state.h"
@@ -34,6 +36,17 @@ class SyncCounter : public c10::WarningHandler {
   }
   int count = 0;
 };
+
+// The host synchronisations `work` makes, counted with libtorch's sync debug mode.
+template <typename Work>
+int syncsIn(Work&& work) {
+  SyncCounter counter;
+  c10::WarningUtils::WarningHandlerGuard guard(&counter);
+  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
+  work();
+  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+  return counter.count;
+}
 
 // A small ResNet-18 run on the GPU: the model, its bank, and the training state over them.
 struct CudaRun {
@@ -64,12 +77,10 @@ double syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision, boo
   const at::Tensor patches = at::randn({8, 9, 3, 8, 8}).pin_memory();
   const at::Tensor indices = at::arange(8, at::kLong);
   for (int i = 0; i < 2; ++i) run.state->step(images, patches, indices, 0.01);  // warm-up, Z estimated, captured
-  SyncCounter counter;
-  c10::WarningUtils::WarningHandlerGuard guard(&counter);
-  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(run.state->step(images, patches, indices, 0.01).replayed, cudaGraphs);
-  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
-  return counter.count / 3.0;  // one extra read in three steps shows
+  const int syncs = syncsIn([&] {
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(run.state->step(images, patches, indices, 0.01).replayed, cudaGraphs);
+  });
+  return syncs / 3.0;  // one extra read in three steps shows
 }
 
 TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
@@ -82,6 +93,29 @@ TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
   // Replays of a captured step: the inputs copied in, one launch, the same one read.
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32, true), 1);
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Frozen, train::Precision::Bf16, true), 1);
+}
+
+// A checked call gathers what its checks read: one read each for the loss (indices; f and g finite, of unit
+// rows), the NCE op (positives, negatives) and a bank update (indices, fHat finite).
+TEST(PirlLossCuda, ChecksReadTheDeviceOnce) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const c10::Device cuda(c10::kCUDA, 0);
+  at::manual_seed(8);
+  PirlLossOptions o = pirl::testing::paperLoss();
+  o.numNegatives = 32;
+  o.zMode = ZMode::Ema;
+  PirlLoss loss(o);
+  MemoryBank bank(200, 16, 1, cuda);
+  const auto unitRows = [&] {
+    const at::Tensor r = at::randn({8, 16}, cuda);
+    return r / r.norm(2, 1, true);
+  };
+  const at::Tensor f = unitRows(), g = unitRows(), indices = at::arange(8, at::TensorOptions(at::kLong).device(cuda));
+  loss(bank, f, g, indices, IndexCheck::Check, true);  // the first step reads its estimate of Z
+  EXPECT_EQ(syncsIn([&] { loss(bank, f, g, indices, IndexCheck::Check, true); }), 1);
+  const at::Tensor negatives = at::randint(200, {8, 32}, indices.options());
+  EXPECT_EQ(syncsIn([&] { nce::nceLoss(f, bank.rows(), indices, negatives, {o.tau, nce::Mode::Nce, 100.0}, IndexCheck::Check); }), 1);
+  EXPECT_EQ(syncsIn([&] { bank.update(indices, f, 0.5, IndexCheck::Check); }), 1);
 }
 
 TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {

@@ -35,8 +35,11 @@ void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tenso
   TORCH_CHECK_TYPE(positives.scalar_type() == at::kLong && negatives.scalar_type() == at::kLong,
                    "positives and negatives must be int64, got ", positives.scalar_type(), " and ", negatives.scalar_type());
   if (check == IndexCheck::Trusted) return;
-  checkRows(positives, "positives", bank.size(0));
-  checkRows(negatives, "negatives", bank.size(0));
+  DeviceNumbers numbers;
+  const size_t p = addRowRange(numbers, positives, "positives"), n = addRowRange(numbers, negatives, "negatives");
+  numbers.read();
+  checkRowRange(numbers, p, positives, "positives", bank.size(0));
+  checkRowRange(numbers, n, negatives, "negatives", bank.size(0));
 }
 
 }  // namespace

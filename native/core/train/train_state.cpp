@@ -45,8 +45,6 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
       seed_(options.seed) {
   TORCH_CHECK_VALUE(bank_->dim() == model_->options().embeddingDim, "the bank's rows (", bank_->dim(),
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
-  // An EMA of Z is read with the step's other numbers, not on its own.
-  loss_.leaveZUpdatesToCaller();
   // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
   if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   if (options.cudaGraphs) {
