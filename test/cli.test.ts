@@ -518,6 +518,27 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
+  test('a signal during an epoch end\'s kNN pass ends the pass at its batch and writes the checkpoint at once', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
+    const out = path.join(dir, 'run');
+    // One step an epoch, then a kNN pass over 70,000 images (~100 s here): it went on to its end before.
+    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '8', '--negatives', '16',
+      '--epoch-length', '1', '--knn-every', '1', '--bank-init', 'random'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => void (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    for (let waited = 0; !/kNN features [1-9]\d*\/70000/.test(stderr) && waited < 120_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    const sent = Date.now();
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    expect(Date.now() - sent).toBeLessThan(15_000);
+    const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
+    expect(JSON.parse(metadata['pirl-checkpoint']).position).toEqual({ epoch: 1, stepInEpoch: 0, step: 1 });
+    const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === 'epoch').map((l) => l.knn)).toEqual([undefined]); // no score of a pass cut short
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 180_000);
+
   test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)'], ['SIGHUP', 129, 'its terminal closed \\(SIGHUP\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const out = path.join(dir, 'run');

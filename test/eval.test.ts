@@ -21,6 +21,13 @@ describe('evaluation', () => {
     const told: Array<[number, number]> = [];
     await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done, total) => void told.push([done, total]));
     expect(told).toEqual([[20, 96], [40, 96], [48, 96], [68, 96], [88, 96], [96, 96]]);
+    // `false` stops a pass at its batch (in the test set's too): rejected as aborted, nothing more embedded.
+    for (const stopAt of [40, 68]) {
+      const seen: number[] = [];
+      await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done) => (seen.push(done), done === stopAt ? false : undefined)))
+        .rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', message: 'the feature pass was stopped by its progress callback' });
+      expect(seen).toEqual(told.map(([done]) => done).filter((done) => done <= stopAt));
+    }
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);

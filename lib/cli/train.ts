@@ -223,6 +223,8 @@ interface StopSignals {
   attach(trainer: Trainer): void;
   /** Training is over: a signal quits again, as by default. */
   detach(): void;
+  /** Whether a stop was asked for (work between steps, a kNN pass, gives way). */
+  stopping(): boolean;
   /** 128 + the number of the signal that stopped the run, if one did. */
   code(): number | undefined;
 }
@@ -264,6 +266,7 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   return {
     attach: (t) => void (trainer = t),
     detach: () => void (trainer = null),
+    stopping: () => first !== null,
     code: () => (first === null ? undefined : 128 + os.constants.signals[first]),
   };
 }
@@ -386,11 +389,19 @@ export async function train(args: string[]): Promise<number | void> {
       },
       onEpochEnd: async (l) => {
         let knn: number | undefined;
-        if (knnEvery && (l.epoch + 1) % knnEvery === 0) {
-          knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize },
-            (done, all) => progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false));
-          knnCurve.push([l.epoch + 1, knn]);
-          lastKnn = knn;
+        if (knnEvery && (l.epoch + 1) % knnEvery === 0 && !signals.stopping()) {
+          // A stop asked for meanwhile ends the pass at its batch: the checkpoint is written at once, not after it.
+          knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize }, (done, all) => {
+            if (signals.stopping()) return false;
+            progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false);
+          }).catch((err: Error & { code?: string }) => {
+            if (err.code !== 'ABORT_ERR') throw err;
+            return undefined;
+          });
+          if (knn !== undefined) {
+            knnCurve.push([l.epoch + 1, knn]);
+            lastKnn = knn;
+          }
         }
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${l.imagesPerSecond.toFixed(0)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });

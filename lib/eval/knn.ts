@@ -9,7 +9,7 @@ import { labelsOf, type Dataset } from '../data/datasets';
 import { evalBatch } from '../data/loader';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
-import { Tensor, int64Tensor } from '../tensor';
+import { Tensor, disposeAll, int64Tensor } from '../tensor';
 import { LinearProbe } from './linearProbe';
 import { checkLabels, checkSearch } from './rows';
 
@@ -24,8 +24,15 @@ export interface DatasetFeatures {
   labels: Int32Array | null;
 }
 
-/** Told after each batch of a feature pass how many samples are done, of how many. */
-export type FeatureProgress = (done: number, total: number) => void;
+/**
+ * Told after each batch of a feature pass how many samples are done, of how many; `false` stops the pass there
+ * (a Ctrl-C): its promise rejects with an error of code 'ABORT_ERR', its work so far freed.
+ */
+export type FeatureProgress = (done: number, total: number) => void | false;
+
+function stoppedError(): Error & { code: string } {
+  return Object.assign(new Error('the feature pass was stopped by its progress callback'), { name: 'AbortError', code: 'ABORT_ERR' });
+}
 
 /**
  * `options` decided for `model`: the side it was trained at unless given (else EVAL_SIZE), checked against its
@@ -72,7 +79,10 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
       } finally {
         images.dispose(); // embedded: its pixels freed now, not at a collection they would start
       }
-      onProgress?.(begin + wanted.length, dataset.length);
+      if (onProgress?.(begin + wanted.length, dataset.length) === false) {
+        features?.dispose();
+        throw stoppedError();
+      }
       if (features) yield { features, indices };
     }
   } finally {
@@ -87,10 +97,15 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
   // Each batch is copied into its rows as it comes: the features are held once (ImageNet's res5: 9.8 GiB).
   const all = Tensor.zeros([dataset.length, width]);
   const indices: number[] = [];
-  for await (const batch of featureBatches(model, dataset, options, onProgress)) {
-    (all.rows(indices.length, batch.indices.length).data() as Float32Array).set(batch.features.data() as Float32Array);
-    batch.features.dispose();
-    indices.push(...batch.indices);
+  try {
+    for await (const batch of featureBatches(model, dataset, options, onProgress)) {
+      (all.rows(indices.length, batch.indices.length).data() as Float32Array).set(batch.features.data() as Float32Array);
+      batch.features.dispose();
+      indices.push(...batch.indices);
+    }
+  } catch (err) {
+    all.dispose(); // a pass stopped or failed: ImageNet's res5 features are 9.8 GiB
+    throw err;
   }
   const labels = known ? Int32Array.from(indices, (i) => known[i]) : null;
   // Unreadable images leave their rows out (N×width even when nothing could be read: 0×width).
@@ -123,10 +138,16 @@ async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, opt
   const toTrainLabel = classAlignment(train, test);
   const total = train.length + test.length;
   const a = await labeledFeatures(model, train, options, onProgress && ((done) => onProgress(done, total)));
-  const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total)));
+  const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total))).catch((err) => {
+    a.features.dispose();
+    throw err;
+  });
   // A score of no samples is no score (NaN); train's checked too: nothing to vote or to fit.
   for (const [name, set] of [['train', a], ['test', b]] as const) {
-    if (set.labels.length === 0) throw rangeError(name, 'a data set with at least one readable sample', 'none readable');
+    if (set.labels.length === 0) {
+      disposeAll([a.features, b.features]);
+      throw rangeError(name, 'a data set with at least one readable sample', 'none readable');
+    }
   }
   return [a, { features: b.features, labels: toTrainLabel ? b.labels.map((label) => toTrainLabel[label]) : b.labels }] as const;
 }
