@@ -1,4 +1,4 @@
-// Folders for pirl's output files: the CLI's --out flags and the files the library writes.
+// Folders for pirl's output files (the CLI's --out flags and the files the library writes), and the files it reads.
 import { constants, promises as fs } from 'fs';
 import * as path from 'path';
 
@@ -40,4 +40,14 @@ export async function openRegular(file: string, notRegular = () => new Error('no
     throw notRegular();
   }
   return handle;
+}
+
+/**
+ * What a file that is not what it should be holds, from its first bytes: `text starting "…"` (a CSV, an HTML
+ * page, a log) or `its first bytes are 3c 21 …`.
+ */
+export function describeStart(bytes: Buffer): string {
+  const text = bytes.toString('utf8').replace(/\uFFFD$/, ''); // a character cut at the last byte read
+  const printable = !/[\u0000-\u0008\u000e-\u001f\uFFFD]/.test(text);
+  return printable ? `text starting ${JSON.stringify(text.slice(0, 40))}` : `its first bytes are ${bytes.subarray(0, 8).toString('hex').replace(/(..)(?!$)/g, '$1 ')}`;
 }

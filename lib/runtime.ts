@@ -71,9 +71,33 @@ export function cudaMemory(device: Device = 'cuda', options: { resetPeak?: boole
   return binding.cudaMemory(target === 'cuda' ? 0 : Number(target.slice(5)), checkBoolean('options.resetPeak', resetPeak ?? false))!;
 }
 
-/** Sets the intra-op threads of every native computation (default: the available cores). */
+let oversubscribedWarned = 0;
+
+/**
+ * Sets the intra-op threads of every native computation (default: the available cores). More than this
+ * process's share of the cores is warned of, once per count: OpenMP's threads then wait for each other
+ * (100 threads on 2 cores trained ~20× slower than 2).
+ */
 export function setNumThreads(n: number): void {
   binding.setNumThreads(checkInteger('n', n, 1, binding.buildInfo().maxThreads));
+  const ranks = localRanks(process.env);
+  const share = coreShare(ranks);
+  if (n > share && n !== oversubscribedWarned) {
+    oversubscribedWarned = n;
+    const of = ranks > 1 ? `this process's share of the ${os.availableParallelism()} cores it may use (${ranks} ranks on this host)` : `the ${os.availableParallelism()} cores this process may use`;
+    process.emitWarning(`${n} threads, more than ${of}: they wait for each other and run slower than ${share} (pirl train --threads, setNumThreads)`, { code: 'PIRL_THREADS_OVERSUBSCRIBED' });
+  }
+}
+
+// The ranks of a data-parallel run on this host (torchrun and pirl train --nproc say so), else 1.
+function localRanks(env: NodeJS.ProcessEnv): number {
+  const ranks = Number(env.LOCAL_WORLD_SIZE);
+  return Number.isSafeInteger(ranks) && ranks >= 1 ? ranks : 1;
+}
+
+// The cores this process may use, shared by the ranks on this host.
+function coreShare(ranks: number): number {
+  return Math.max(1, Math.floor(os.availableParallelism() / ranks));
 }
 
 export function getNumThreads(): number {
@@ -115,9 +139,7 @@ export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number 
   // not pirl's to refuse: one it cannot read is left aside.
   const omp = /^\s*(\d+)\s*(,|$)/.exec(env.OMP_NUM_THREADS ?? '');
   if (omp && Number(omp[1]) >= 1) return Math.min(Number(omp[1]), max);
-  const ranks = Number(env.LOCAL_WORLD_SIZE);
-  const share = Number.isSafeInteger(ranks) && ranks >= 1 ? Math.floor(os.availableParallelism() / ranks) : os.availableParallelism();
-  return Math.max(1, Math.min(share, max));
+  return Math.min(coreShare(localRanks(env)), max);
 }
 
 let initialised = false;

@@ -7,7 +7,7 @@ import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
 import { checkFile, checkObject, errorFrom, rangeError, typeError } from './errors';
-import { makeFolder, openRegular } from './folders';
+import { describeStart, makeFolder, openRegular } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
@@ -40,12 +40,16 @@ const failer = (file: string): Fail => (problem) => {
   throw new SafetensorsError(file, problem);
 };
 
-/** The header's length, checked against the bytes that follow it in a file of `fileBytes`. */
+/**
+ * The header's length, checked against the bytes that follow it in a file of `fileBytes`; `head` is the file's
+ * start (8 bytes or more: what a file of something else holds is said from them).
+ */
 function headerLengthOf(head: Uint8Array, fileBytes: number, fail: Fail): number {
   if (fileBytes < 8) fail(`${fileBytes} bytes, shorter than the 8-byte header length`);
   const headerLength = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(fileBytes - 8) || headerLength > BigInt(MAX_HEADER_BYTES)) {
-    fail(`header length ${headerLength} is beyond the file's ${fileBytes - 8} remaining bytes`);
+    const start = Buffer.from(head.buffer, head.byteOffset, Math.min(head.byteLength, 64));
+    fail(`header length ${headerLength} is beyond the file's ${fileBytes - 8} remaining bytes: it holds ${describeStart(start)}`);
   }
   return Number(headerLength);
 }
@@ -197,9 +201,9 @@ export async function readSafetensors(file: string): Promise<SafetensorsContent>
 
 /** The header of an open file of `size` bytes: the tensors' entries, the metadata, where the data starts. */
 async function readHeader(handle: fs.FileHandle, size: number, fail: Fail): Promise<ReturnType<typeof parseHeader> & { dataStart: number }> {
-  const head = Buffer.alloc(8);
-  await handle.read(head, 0, Math.min(8, size), 0);
-  const headerLength = headerLengthOf(head, size, fail);
+  const head = Buffer.alloc(64);
+  await handle.read(head, 0, Math.min(64, size), 0);
+  const headerLength = headerLengthOf(head.subarray(0, Math.max(8, Math.min(64, size))), size, fail);
   const json = Buffer.alloc(headerLength);
   const { bytesRead } = await handle.read(json, 0, headerLength, 8);
   if (bytesRead < headerLength) fail(`ended after ${8 + bytesRead} bytes, inside its header (it shrank while being read)`);
@@ -207,7 +211,14 @@ async function readHeader(handle: fs.FileHandle, size: number, fail: Fail): Prom
 }
 
 async function openSafetensors(file: string): Promise<fs.FileHandle> {
-  return openRegular(file, () => new SafetensorsError(file, 'not a regular file')).catch((err: NodeJS.ErrnoException) => {
+  return openRegular(file, () => new SafetensorsError(file, 'not a regular file')).catch(async (err: NodeJS.ErrnoException) => {
+    if (await fs.stat(file).then((s) => s.isDirectory(), () => false)) {
+      // A run's folder given for its model: the file in it is named.
+      const inside = ['model.safetensors', 'checkpoint.safetensors'].map((f) => path.join(file, f));
+      const found = await Promise.all(inside.map((f) => fs.stat(f).then((s) => s.isFile(), () => false)));
+      const hint = found[0] ? `: give ${inside[0]}` : found[1] ? `: give ${inside[1]}` : '';
+      throw new SafetensorsError(file, `a folder, not a file${hint}`);
+    }
     if (err instanceof SafetensorsError) throw err;
     throw errorFrom(err.code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot be read: ${err.message}`, err);
   });

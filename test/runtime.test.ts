@@ -1,4 +1,4 @@
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
 
@@ -74,6 +74,25 @@ describe('threads', () => {
     expect(() => setNumThreads(0)).toThrow(/n must be an integer in \[1, 256\], got 0/);
     expect(() => setNumThreads(1.5)).toThrow(TypeError);
     expect(() => setNumThreads('2' as never)).toThrow(/got "2"/);
+  });
+
+  test("more threads than this process's share of the cores is warned of, once per count", () => {
+    const cores = os.availableParallelism();
+    const said = (counts: number[], env?: NodeJS.ProcessEnv) => {
+      const r = spawnSync(process.execPath, ['-e', `const p = require('./dist'); for (const n of ${JSON.stringify(counts)}) p.setNumThreads(n)`],
+        { cwd: root, env: { ...process.env, LOCAL_WORLD_SIZE: '', ...env }, encoding: 'utf8' });
+      return (r.stderr.match(/\[PIRL_THREADS_OVERSUBSCRIBED\] Warning: .*/g) ?? []) as string[];
+    };
+    expect(said([cores, 1])).toEqual([]);
+    expect(said([cores + 1, cores + 1, 1, cores + 1])).toEqual([
+      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${cores + 1} threads, more than the ${cores} cores this process may use: they wait for each other and run slower than ${cores} (pirl train --threads, setNumThreads)`,
+    ]);
+    // A rank of two on this host has half the cores.
+    const half = Math.max(1, Math.floor(cores / 2));
+    expect(said([half], { LOCAL_WORLD_SIZE: '2' })).toEqual([]);
+    expect(said([half + 1], { LOCAL_WORLD_SIZE: '2' })).toEqual([
+      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${half + 1} threads, more than this process's share of the ${cores} cores it may use (2 ranks on this host): they wait for each other and run slower than ${half} (pirl train --threads, setNumThreads)`,
+    ]);
   });
 });
 

@@ -40,11 +40,47 @@ export function parseFlags(args: string[], strings: readonly string[], booleans:
   try {
     parsed = parseArgs({ args: joined, allowPositionals: true, options });
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError(parseError((err as Error).message, [...strings, ...booleans]));
   }
   const n = parsed.positionals.length;
-  if (typeof count === 'number' ? n !== count : n < count.atLeast) throw new UsageError(`${what} (got ${n} argument(s))`);
+  if (typeof count === 'number' ? n !== count : n < count.atLeast) {
+    throw new UsageError(`${what} (got ${n} argument(s)${n > 0 ? `: ${parsed.positionals.map((p) => `'${p}'`).join(', ')}` : ''})`);
+  }
   return { values: parsed.values as FlagValues, positionals: parsed.positionals };
+}
+
+// parseArgs's refusals as pirl says them: its advice (`-- "--epoch"`) was about positionals, never what was meant.
+function parseError(message: string, known: readonly string[]): string {
+  const unknown = /^Unknown option '(-+)([^']*)'/.exec(message);
+  if (unknown) {
+    const near = closest(unknown[2], known);
+    return `unknown flag ${unknown[1]}${unknown[2]}${near === null ? '' : ` (did you mean --${near}?)`}`;
+  }
+  const missing = /^Option '--([^ ']+) <value>' argument missing/.exec(message);
+  if (missing) return `--${missing[1]} needs a value`;
+  const valued = /^Option '--([^']+)' does not take an argument/.exec(message);
+  if (valued) return `--${valued[1]} is a switch: it takes no value`;
+  return message;
+}
+
+// The known flag nearest to `given` (a typo: at most two edits, or a prefix of one), if one is.
+function closest(given: string, known: readonly string[]): string | null {
+  let best: string | null = null, bestDistance = Infinity;
+  for (const flag of known) {
+    const d = flag.startsWith(given) && given.length >= 3 ? 1 : editDistance(given, flag);
+    if (d < bestDistance) [best, bestDistance] = [flag, d];
+  }
+  return bestDistance <= 2 ? best : null;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length];
 }
 
 /** A flag's text as the value a check expects: a number when it reads as one, else the text itself. */
@@ -185,10 +221,18 @@ export async function checkOutsideData(flag: string, target: string, spec: strin
   throw new UsageError(`${flag} ${target}${defaulted ? ' (the default)' : ''} is inside the data folder ${spec}: what pirl writes there would be read as its images next time; give ${flag} outside it`);
 }
 
-/** The files of a folder (or of the folder a held-out split comes from) found unreadable so far. */
+/** The files of a folder, or of a part of one (a held-out split), found unreadable so far. */
 export function unreadableOf(data: Dataset): string[] {
   if (data instanceof ImageFolder) return [...data.failures.keys()];
-  return data instanceof Subset ? unreadableOf(data.base) : [];
+  if (!(data instanceof Subset)) return [];
+  const failed = new Set(unreadableOf(data.base));
+  return failed.size === 0 ? [] : data.indices.map((i) => fileOf(data.base, i)).filter((f): f is string => f !== null && failed.has(f));
+}
+
+// The file sample `i` of `data` is read from, where it is one.
+function fileOf(data: Dataset, i: number): string | null {
+  if (data instanceof ImageFolder) return data.files[i];
+  return data instanceof Subset ? fileOf(data.base, data.indices[i]) : null;
 }
 
 /** Data kNN can hold a fifth of out (a folder without --test): five images at least. */
@@ -272,7 +316,11 @@ export function warnOfSize(model: PirlModel, size: number, what = `--size ${size
   }
 }
 
-/** --size of a folder's stored images: unless given, `stored` (a resumed run's own), else room for the sampler's crops. */
-export function folderSize(values: FlagValues, sampler: SamplerConfig, stored: number | null = null): number {
+/**
+ * --size of the folder `spec`'s stored images: unless given, `stored` (a resumed run's own), else room for the
+ * sampler's crops. Refused for fashion-mnist, as --cache is: it was ignored there without a word.
+ */
+export function folderSize(values: FlagValues, sampler: SamplerConfig, spec: string, stored: number | null = null): number {
+  if (spec === 'fashion-mnist' && values.size !== undefined) throw new UsageError("--size is the side a folder's images are stored at: fashion-mnist is read as 28×28 arrays");
   return checkFlag(values, 'size', stored ?? folderImageSize(sampler), (arg, v) => checkInteger(arg, v, 1, 4096));
 }

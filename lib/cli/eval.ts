@@ -41,8 +41,9 @@ export async function evaluate(args: string[]): Promise<void> {
     }
     throw err;
   });
-  // Unreadable images are left out of the passes: said, so that train + test add up.
-  const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
+  // Unreadable images are left out of the passes: train and test count the images scored, and with those the sets add up.
+  const [trainLeft, testLeft] = [unreadableOf(train).length, unreadableOf(test).length];
+  const unreadable = trainLeft + testLeft;
   const probed = scores.linearProbeTop1 === null ? {} : { linearProbeTop1: scores.linearProbeTop1 };
-  console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: train.length, test: test.length, size, ...(unreadable > 0 ? { unreadable } : {}) }));
+  console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: train.length - trainLeft, test: test.length - testLeft, size, ...(unreadable > 0 ? { unreadable } : {}) }));
 }

@@ -19,7 +19,7 @@ export async function preview(args: string[]): Promise<void> {
   const count = checkFlag(values, 'count', 8, (a, v) => checkInteger(a, v, 1, 1024));
   const seed = checkFlag(values, 'seed', 0, (a, v) => checkInteger(a, v, 0));
   const epoch = checkFlag(values, 'epoch', 0, (a, v) => checkInteger(a, v, 0));
-  const data = await openData(positionals[0], folderSize(values, sampler), values);
+  const data = await openData(positionals[0], folderSize(values, sampler, positionals[0]), values);
   const loader = new Loader(data, { batchSize: Math.min(count, data.length), seed, config: sampler });
   await writePreview(loader, out, { count, epoch });
   console.log(`wrote ${out}`);

@@ -54,7 +54,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
           unless --mode nce --z ema; with --resume too, not saved in the run)`;
 
 function folderSizeText(c: ResolvedTrainConfig): string {
-  return `${folderSize({}, c.sampler)} for the small preset`;
+  return `${folderSize({}, c.sampler, '')} for the small preset`;
 }
 
 /** --config's options under the flags' (flags win; model, loss and sampler merge one level deep). */
@@ -119,7 +119,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
       `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
   }
   // The run's images as it stored them: at another side each view would be cut from other pixels.
-  const size = folderSize(values, saved.config.sampler, saved.storedSide);
+  const size = folderSize(values, saved.config.sampler, spec, saved.storedSide);
   if (saved.storedSide !== null && size !== saved.storedSide) {
     throw new UsageError(`${flag} continues the run its checkpoint describes; --size cannot change it (the run stored its images at ${saved.storedSide} px: drop --size)`);
   }
@@ -154,8 +154,9 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
 }
 
 /** Flags given that this run will not use, or not as their names promise: said, not refused (a script may share them). */
-function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null): string[] {
+function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null, knnEvery: number): string[] {
   const idle: string[] = [];
+  if (knnEvery > c.epochs) idle.push(`--knn-every ${knnEvery} scores the epochs that are multiples of ${knnEvery}: a run of ${c.epochs} epoch(s) has none (--knn-every ${c.epochs} scores its last)`);
   if (values['sync-batch-norm'] && distributed === null) idle.push('--sync-batch-norm does nothing in a single process (it syncs the ranks of --nproc or a launcher)');
   if (values.z !== undefined && c.loss.mode !== 'nce') idle.push(`--z sets NCE's normaliser: --mode ${c.loss.mode} does not use it`);
   return idle;
@@ -306,9 +307,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
   if (earlier.length > 0 && !values.force && !auto && main) throw holdsRun(out, earlier);
   const config = await newRunConfig(values);
-  if (main) for (const text of idleSettings(values, config, distributed)) console.error(`pirl: warning: ${text}`);
+  if (main) for (const text of idleSettings(values, config, distributed, knnEvery)) console.error(`pirl: warning: ${text}`);
   // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
-  const data = await openData(spec, folderSize(values, config.sampler), values);
+  const data = await openData(spec, folderSize(values, config.sampler, spec), values);
   checkKnnData(knnEvery, spec, data); // before the bank's pass over the data
   // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
   // begins: nothing of it is left to resume if this one stops before its first checkpoint.

@@ -9,7 +9,7 @@ import sharp from 'sharp';
 
 import { PRESETS, folderImageSize } from '../config';
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
-import { openRegular } from '../folders';
+import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
@@ -188,11 +188,7 @@ async function whyUnreadable(input: ImageInput, message: string, maxPixels: numb
   if (bytes instanceof Error) return (typeof input === 'string' ? notUtf8(input) : undefined) ?? bytes.message; // missing, a link to nothing, not readable
   if (bytes.length === 0) return typeof input === 'string' ? 'an empty file (0 bytes)' : 'no bytes (an empty buffer)';
   const format = formatOf(bytes);
-  if (format === undefined) {
-    const text = bytes.toString('utf8').replace(/\uFFFD$/, ''); // a character cut at the 64th byte
-    const printable = !/[\u0000-\u0008\u000e-\u001f\uFFFD]/.test(text);
-    return `not an image: ${printable ? `text starting ${JSON.stringify(text.slice(0, 40))}` : `its first bytes are ${bytes.subarray(0, 8).toString('hex').replace(/(..)(?!$)/g, '$1 ')}`}`;
-  }
+  if (format === undefined) return `not an image: ${describeStart(bytes)}`;
   if (format === 'BMP' || format === 'HEIC' || format === 'SVG') return `${format === 'SVG' ? 'an' : 'a'} ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
   // Whole and valid, only too large (a decompression bomb, or a scan): not "corrupt". Its header says so, also for a
   // cache read back (no message).
