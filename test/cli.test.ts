@@ -358,6 +358,20 @@ describe('pirl train / eval / embed / export', () => {
     const logged = fs.readFileSync(path.join(runOut, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length;
     expect(logged).toBe(4 - Number(skipped));
     expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out`);
+    // With --cache they are known before training: the data set is the 3 readable images, one full batch, no step skipped.
+    const cached = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-cached`, '--epochs', '1', '--width', '0.125', '--batch', '3', '--negatives', '2', '--size', '24',
+      '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
+    expect(cached.status).toBe(0);
+    expect(cached.stdout).toMatch(/trained 1 step\(s\) in /);
+    expect(cached.stderr.match(/^pirl: skipping unreadable image .*page\d\.png: not an image: text starting "<html>not found<\/html>"$/gm)).toHaveLength(9);
+    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out`);
+    // The run read without a cache kept them as samples: resumed through one, the difference is named.
+    const resumed = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '2', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24',
+      '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
+    expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining("the run trained on a data set of 12 samples (its memory bank's rows); the one given has 3: " +
+      "resume over the run's data (the folder it trained on, as it was), or start a new run. The folder's cache left out its 9 unreadable image(s), which the run, read without a cache, kept as samples: resume it without the cache (options.cache, --cache)")]);
+    const big = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-big`, '--batch', '4', '--size', '24', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
+    expect([big.status, big.stderr]).toEqual([2, expect.stringMatching(/--batch must be at most 3 \(the data set's 3 samples/)]);
   });
 
   test('a closed stdout and stderr (pirl train … | head) end no run', async () => {

@@ -290,13 +290,15 @@ describe('ImageFolder', () => {
       for (const options of [{}, { cache }, { cache }]) { // decoded; the cache built; read back
         const folder = await ImageFolder.open(dir, { size: 8, maxPixels: 500, onWarning: () => undefined, ...options });
         expect(await folder.decode(0)).not.toBeNull();
-        expect(await folder.decode(1)).toBeNull();
+        // Decoded, it is skipped when read; a cache leaves it out of the data set.
+        if (options.cache) expect([folder.length, folder.leftOut]).toEqual([1, 1]);
+        else expect(await folder.decode(1)).toBeNull();
         expect([...folder.failures].map(([f, why]) => [path.basename(f), why])).toEqual([['b-large.png', large]]);
         await folder.close();
       }
       // The default (sharp's limit) decodes both; the cache made under 500 is rebuilt, not read as if it held them.
       const whole = await ImageFolder.open(dir, { size: 8, cache, onWarning: () => undefined });
-      expect([await whole.decode(1) !== null, whole.failures.size]).toEqual([true, 0]);
+      expect([whole.length, await whole.decode(1) !== null, whole.failures.size, whole.leftOut]).toEqual([2, true, 0, 0]);
       await whole.close();
       const list = await ImageFolder.fromFiles([path.join(dir, 'b-large.png')], { size: 8, maxPixels: 599, onWarning: () => undefined });
       expect(await list.decode(0)).toBeNull();
@@ -453,25 +455,59 @@ describe('ImageFolder', () => {
     expect((await folder.decode(0))!.length).toBe(8 * 8 * 3);
   });
 
-  test('a cache gives what decoding gives: the same pixels, and the same images left out (read back when opened again)', async () => {
+  test('a cache gives what decoding gives: the same pixels, the same images found unreadable — and leaves those out of the data set', async () => {
     const dir = tmpDir('pirl-data-');
     try {
       const names = await writeAllKinds(dir);
       fs.writeFileSync(path.join(dir, 'c-broken.png'), 'not a png');
       const all = [...names, 'c-broken.png'].map((_, i) => i);
+      const warned: string[] = [];
       const plain = await ImageFolder.open(dir, { size: 16, onWarning: () => undefined });
       const expected = await plain.batchSource(all);
+      const readable = plain.files.filter((f) => !plain.failures.has(f));
       const cache = path.join(dir, '.images.cache');
       for (const pass of ['built', 'read back']) {
-        const cached = await ImageFolder.open(dir, { size: 16, cache, onWarning: () => undefined });
-        const got = await cached.batchSource(all);
-        expect({ pass, indices: got.indices }).toEqual({ pass, indices: expected.indices });
-        // The images at `rows` (an unreadable image's slot holds nothing of use).
+        const cached = await ImageFolder.open(dir, { size: 16, cache, onWarning: (m) => warned.push(m) });
+        // Left out of the data set, not of the batches: its samples are the readable images, each batch full.
+        expect({ pass, files: cached.files, length: cached.length, leftOut: cached.leftOut }).toEqual({ pass, files: readable, length: all.length - 1, leftOut: 1 });
+        const got = await cached.batchSource(readable.map((_, i) => i));
+        expect(got.indices).toEqual(readable.map((_, i) => i));
         const images = (b: BatchSource) => Buffer.concat([...(b.rows.data() as BigInt64Array)].map((r) => Buffer.from(b.source.rows(Number(r), 1).data() as Uint8Array)));
         expect([got.rows.shape, images(got).equals(images(expected))]).toEqual([[all.length - 1], true]);
         expect([...cached.failures]).toEqual([...plain.failures]); // the reason too, read back or not
         expect([...cached.failures.keys()].map((f) => path.basename(f))).toEqual(['c-broken.png']);
         await cached.close();
+      }
+      // Said when built and when read back (no run goes without hearing of it).
+      expect(warned.filter((m) => m.startsWith('pirl: skipping unreadable image') && m.includes('c-broken.png'))).toHaveLength(2);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('class folders through a cache: the labels of the readable images, every batch of a Loader full', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      for (const c of ['cats', 'dogs']) fs.mkdirSync(path.join(dir, c));
+      for (let i = 0; i < 4; i++) {
+        fs.writeFileSync(path.join(dir, 'cats', `${i}.png`), await raw(20, 20).png().toBuffer());
+        fs.writeFileSync(path.join(dir, 'dogs', `${i}.png`), await raw(20, 20).png().toBuffer());
+      }
+      fs.writeFileSync(path.join(dir, 'cats', '9-broken.jpg'), 'not a jpeg');
+      fs.writeFileSync(path.join(dir, 'dogs', '9-empty.png'), '');
+      const plain = await ImageFolder.open(dir, { size: 16, onWarning: () => undefined });
+      const folder = await ImageFolder.open(dir, { size: 16, cache: path.join(os.tmpdir(), `pirl-classes-${process.pid}.cache`), onWarning: () => undefined });
+      try {
+        expect([plain.length, folder.length, folder.leftOut, folder.classes]).toEqual([10, 8, 2, ['cats', 'dogs']]);
+        expect([...folder.labels!]).toEqual([0, 0, 0, 0, 1, 1, 1, 1]);
+        expect(folder.files.map((f) => path.relative(dir, f))).toEqual([...[0, 1, 2, 3].map((i) => `cats/${i}.png`), ...[0, 1, 2, 3].map((i) => `dogs/${i}.png`)]);
+        // Through the cache no batch holds an unreadable image to lose: each is full.
+        const sizes: number[] = [];
+        for await (const b of new Loader(folder, { batchSize: 4, config: { imageSize: 8, jigsawSize: 9, patchSize: 3 } }).epoch(0)) sizes.push(b.indices.shape[0]);
+        expect(sizes).toEqual([4, 4]);
+      } finally {
+        await folder.close();
+        fs.rmSync(path.join(os.tmpdir(), `pirl-classes-${process.pid}.cache`), { force: true });
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -617,8 +653,14 @@ describe('ImageFolder', () => {
     for (const cache of [undefined, path.join(tmpDir('pirl-cache-'), 'images.cache')]) {
       const warnings: string[] = [];
       const folder = await ImageFolder.open(flat, { size: 8, cache, onWarning: (m) => warnings.push(m) });
-      expect(folder.files.map((f) => path.basename(f))).toEqual(['a.png', 'b.png', 'c.png']);
-      expect((await folder.batchSource([0, 1, 2])).indices).toEqual([0, 1]);
+      // Skipped when read; a cache leaves it out of the data set.
+      if (cache) {
+        expect([folder.files.map((f) => path.basename(f)), folder.leftOut]).toEqual([['a.png', 'b.png'], 1]);
+        expect((await folder.batchSource([0, 1])).indices).toEqual([0, 1]);
+      } else {
+        expect(folder.files.map((f) => path.basename(f))).toEqual(['a.png', 'b.png', 'c.png']);
+        expect((await folder.batchSource([0, 1, 2])).indices).toEqual([0, 1]);
+      }
       expect([...folder.failures.keys()]).toEqual([path.join(flat, 'c.png')]);
       expect(warnings).toEqual([expect.stringMatching(/^pirl: skipping unreadable image .*c\.png: ENOENT/)]);
       await folder.close();

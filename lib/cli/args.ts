@@ -221,12 +221,23 @@ export async function checkOutsideData(flag: string, target: string, spec: strin
   throw new UsageError(`${flag} ${target}${defaulted ? ' (the default)' : ''} is inside the data folder ${spec}: what pirl writes there would be read as its images next time; give ${flag} outside it`);
 }
 
-/** The files of a folder, or of a part of one (a held-out split), found unreadable so far. */
+/** The files found unreadable so far in the folder a data set is read from (a held-out split's: its folder's). */
 export function unreadableOf(data: Dataset): string[] {
   if (data instanceof ImageFolder) return [...data.failures.keys()];
+  return data instanceof Subset ? unreadableOf(data.base) : [];
+}
+
+/** The samples of a data set (a held-out split: its own) found unreadable so far; none where a cache left them out. */
+export function unreadableIn(data: Dataset): string[] {
+  if (data instanceof ImageFolder) return data.leftOut > 0 ? [] : [...data.failures.keys()];
   if (!(data instanceof Subset)) return [];
   const failed = new Set(unreadableOf(data.base));
   return failed.size === 0 ? [] : data.indices.map((i) => fileOf(data.base, i)).filter((f): f is string => f !== null && failed.has(f));
+}
+
+/** The images of a data set and those its cache left out. */
+export function imagesFound(data: Dataset): number {
+  return data.length + (data instanceof ImageFolder ? data.leftOut : 0);
 }
 
 // The file sample `i` of `data` is read from, where it is one.

@@ -5,7 +5,7 @@ import { resolveKnnOptions } from '../config';
 import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
-import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, unreadableOf, warnOfSize } from './args';
+import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, unreadableIn, unreadableOf, warnOfSize } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
@@ -41,9 +41,9 @@ export async function evaluate(args: string[]): Promise<void> {
     }
     throw err;
   });
-  // Unreadable images are left out of the passes: train and test count the images scored, and with those the sets add up.
-  const [trainLeft, testLeft] = [unreadableOf(train).length, unreadableOf(test).length];
-  const unreadable = trainLeft + testLeft;
+  // Unreadable images are left out (of the data set by a cache, else of the passes): train and test count the images
+  // scored, and with the unreadable ones the folders' images add up.
+  const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
   const probed = scores.linearProbeTop1 === null ? {} : { linearProbeTop1: scores.linearProbeTop1 };
-  console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: train.length - trainLeft, test: test.length - testLeft, size, ...(unreadable > 0 ? { unreadable } : {}) }));
+  console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: train.length - unreadableIn(train).length, test: test.length - unreadableIn(test).length, size, ...(unreadable > 0 ? { unreadable } : {}) }));
 }

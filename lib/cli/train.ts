@@ -14,7 +14,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -39,7 +39,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
-        --cache FILE (keep the folder's decoded images in FILE: later epochs and runs skip decoding)
+        --cache FILE (the folder decoded once into FILE, read by later epochs and runs; unreadable images left out of the data)
         ${LAYOUT_USAGE}
         ${MAX_PIXELS_USAGE}
         --epochs N (${d.epochs})  --batch N (${d.batchSize})  --negatives K (${d.loss.negatives})  --lr BASE (${d.baseLr})  --warmup EPOCHS (${d.warmupEpochs})
@@ -420,7 +420,7 @@ export async function train(args: string[]): Promise<number | void> {
   console.log(`trained ${steps} step(s)${skipped} in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   const unreadable = unreadableOf(data).length;
-  if (unreadable > 0) console.error(`pirl: warning: ${unreadable} of the ${data.length} images of ${spec} could not be read (each said above), and were left out`);
+  if (unreadable > 0) console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and were left out`);
   // What is there: a run stopped before its first step logged none, nor checkpointed.
   const written = [path.join(out, 'model.safetensors'), checkpoint, log.jsonl, log.csv, path.join(out, 'curves.png')];
   const present = await Promise.all(written.map((f) => fs.access(f).then(() => f, () => null)));

@@ -382,9 +382,10 @@ const openCaches = new FinalizationRegistry<fs.FileHandle>((handle) => void hand
 
 export class ImageFolder implements Dataset {
   readonly failures = new Map<string, string>();
-  private readonly damaged = new Set<string>(); // decoded despite errors: warned of once
+  private damaged = new Set<string>(); // decoded despite errors: warned of once
   private cacheHandle: fs.FileHandle | null = null;
   private cacheDataStart = 0;
+  private cacheRecords: readonly number[] | null = null; // each sample's record in the cache, where some are left out
 
   private constructor(
     readonly dir: string,
@@ -462,11 +463,8 @@ export class ImageFolder implements Dataset {
       throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where}${deeper})`);
     }
     const folder = new ImageFolder(dir, files, labels, classes, size, maxPixels, warn);
-    if (cache) {
-      await folder.openCache(cache, options.onCacheProgress);
-    } else {
-      await folder.probe();
-    }
+    if (cache) return folder.openCache(cache, options.onCacheProgress);
+    await folder.probe();
     return folder;
   }
 
@@ -512,6 +510,15 @@ export class ImageFolder implements Dataset {
     return this.files.length;
   }
 
+  /**
+   * Images found unreadable when the folder's cache was built, left out of the data set (`files`, `length`,
+   * `labels` hold the readable ones; `failures` says why of each): its batches stay full and they have no bank
+   * row. 0 without a cache, whose unreadable images are left out of their batches as they are read.
+   */
+  get leftOut(): number {
+    return this.cacheRecords === null ? 0 : this.failures.size;
+  }
+
   /** One image as size×size×3 bytes, or null (warned once, recorded in `failures`). */
   async decode(index: number): Promise<Buffer | null> {
     const file = this.files[checkInteger('index', index, 0, this.length - 1)];
@@ -533,10 +540,14 @@ export class ImageFolder implements Dataset {
       if (!this.failures.has(file)) {
         const reason = await whyUnreadable(input, (err as Error).message, this.maxPixels);
         this.failures.set(file, reason);
-        this.warn(`pirl: skipping unreadable image ${file}: ${reason}`, 'PIRL_UNREADABLE_IMAGE');
+        this.warnUnreadable(file, reason);
       }
       return null;
     }
+  }
+
+  private warnUnreadable(file: string, reason: string): void {
+    this.warn(`pirl: skipping unreadable image ${file}: ${reason}`, 'PIRL_UNREADABLE_IMAGE');
   }
 
   // size×size sRGB bytes; `failOn` as sharp's. Transparency is composited on white whatever the size (resizing
@@ -597,7 +608,8 @@ export class ImageFolder implements Dataset {
     return 8 + headerBytes + this.files.length * (1 + this.imageBytes);
   }
 
-  private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<void> {
+  // The folder of this one's readable images, read from its cache `file` (built first where it is missing or stale).
+  private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<ImageFolder> {
     const signature = await this.signature();
     const ready = () => this.cacheMatches(file, signature);
     if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
@@ -608,21 +620,36 @@ export class ImageFolder implements Dataset {
       const flagsStart = 8 + Number(head.readBigUInt64LE(0));
       const flags = Buffer.alloc(this.files.length);
       await handle.read(flags, 0, flags.length, flagsStart);
-      // Why each was left out, as when the cache was built (its builder knows already).
+      // Why each was left out, as when the cache was built (its builder knows already, and said so).
       const unreadable = this.files.filter((file, i) => flags[i] !== 1 && !this.failures.has(file));
       for (let begin = 0; begin < unreadable.length; begin += 256) {
         const files = unreadable.slice(begin, begin + 256);
         const reasons = await Promise.all(files.map((f) => whyUnreadable(f, '', this.maxPixels)));
         files.forEach((f, i) => this.failures.set(f, reasons[i]));
+        files.forEach((f, i) => this.warnUnreadable(f, reasons[i]));
       }
       if (flags.every((flag) => flag !== 1)) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
-      this.cacheDataStart = flagsStart + this.files.length;
+      const records = this.files.map((_, i) => i).filter((i) => flags[i] === 1);
+      const folder = records.length === this.files.length ? this : this.readable(records);
+      folder.cacheDataStart = flagsStart + this.files.length;
+      folder.cacheHandle = handle;
+      openCaches.register(folder, handle, folder);
+      return folder;
     } catch (err) {
       await handle.close();
       throw err;
     }
-    this.cacheHandle = handle;
-    openCaches.register(this, handle, this);
+  }
+
+  // This folder less its unreadable images: `records` are the readable ones' places, here and in the cache.
+  private readable(records: number[]): ImageFolder {
+    const folder = new ImageFolder(this.dir, records.map((i) => this.files[i]), this.labels && Int32Array.from(records, (i) => this.labels![i]),
+      this.classes, this.size, this.maxPixels, this.warn);
+    // In the folder's order (a build's decodes end in any order): as `files`, so `failures` lists them.
+    for (const f of this.files) if (this.failures.has(f)) folder.failures.set(f, this.failures.get(f)!);
+    folder.damaged = this.damaged;
+    folder.cacheRecords = records;
+    return folder;
   }
 
   // Whether `file` holds this folder's images at this size (false: none yet, or stale: rebuilt). Any other file
@@ -701,7 +728,8 @@ export class ImageFolder implements Dataset {
   // Reads image `index` from the cache into `slot`; false when it is unreadable.
   private async cached(index: number, slot: Uint8Array): Promise<boolean> {
     if (this.failures.has(this.files[index])) return false;
-    await this.cacheHandle!.read(slot, 0, slot.length, this.cacheDataStart + index * this.imageBytes);
+    const record = this.cacheRecords?.[index] ?? index;
+    await this.cacheHandle!.read(slot, 0, slot.length, this.cacheDataStart + record * this.imageBytes);
     return true;
   }
 

@@ -59,9 +59,9 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
       ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...decoding })
       : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...decoding });
     const { features, indices, labels } = await datasetFeatures(own, folder, resolved, onProgress).finally(() => folder.close());
-    // In the images' order (their decodes end in any order).
+    // In the images' order (their decodes end in any order; those a cache left out are in order, and have no place).
     const place = new Map(folder.files.map((file, i) => [file, i]));
-    const failures = new Map([...folder.failures].sort(([a], [b]) => place.get(a)! - place.get(b)!));
+    const failures = new Map([...folder.failures].sort(([a], [b]) => (place.get(a) ?? -1) - (place.get(b) ?? -1)));
     return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures, size: resolved.size };
   });
 }

@@ -8,6 +8,7 @@ import {
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
 import { Subset, type Dataset } from '../data/datasets';
+import { ImageFolder } from '../data/imageFolder';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
 import { checkBoolean, checkFile, checkFunctions, checkInteger, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
@@ -558,7 +559,8 @@ export class Trainer {
         // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
         const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
           'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
-        throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || ": resume over the run's data (the folder it trained on, as it was), or start a new run"}`);
+        throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || ": resume over the run's data (the folder it trained on, as it was), or start a new run"}` +
+          cacheHint(dataset, rows?.shape[0]));
       }
       const data = dataDigest(dataset);
       checkSameData(file, meta.data, data);
@@ -596,6 +598,16 @@ export class Trainer {
     await trainer.joinRanks();
     return trainer;
   }
+}
+
+// A folder's unreadable images are samples read without a cache and left out of the data set through one: a run
+// resumed the other way finds another number of samples.
+function cacheHint(dataset: Dataset, trained: number | undefined): string {
+  if (!(dataset instanceof ImageFolder)) return '';
+  if (dataset.leftOut > 0 && trained === dataset.length + dataset.leftOut) {
+    return `. The folder's cache left out its ${dataset.leftOut} unreadable image(s), which the run, read without a cache, kept as samples: resume it without the cache (options.cache, --cache)`;
+  }
+  return ". If the run read the folder through a cache (options.cache, --cache), which leaves unreadable images out of the data set, resume it with one; if not, without";
 }
 
 // A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many
