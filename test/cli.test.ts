@@ -357,14 +357,14 @@ describe('pirl train / eval / embed / export', () => {
     expect([Number(steps), Number(skipped)]).toEqual([4, expect.any(Number)]);
     const logged = fs.readFileSync(path.join(runOut, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length;
     expect(logged).toBe(4 - Number(skipped));
-    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out`);
+    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out of their batches (--cache FILE leaves them out of the data set: every batch full)`);
     // With --cache they are known before training: the data set is the 3 readable images, one full batch, no step skipped.
     const cached = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-cached`, '--epochs', '1', '--width', '0.125', '--batch', '3', '--negatives', '2', '--size', '24',
       '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect(cached.status).toBe(0);
     expect(cached.stdout).toMatch(/trained 1 step\(s\) in /);
     expect(cached.stderr.match(/^pirl: skipping unreadable image .*page\d\.png: not an image: text starting "<html>not found<\/html>"$/gm)).toHaveLength(9);
-    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out`);
+    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out of the data set\n`);
     // The run read without a cache kept them as samples: resumed through one, the difference is named.
     const resumed = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '2', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24',
       '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });

@@ -7,6 +7,7 @@ import { isDeepStrictEqual } from 'util';
 
 import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
+import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, isArgumentError } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { takeLock } from '../lockFile';
@@ -420,7 +421,11 @@ export async function train(args: string[]): Promise<number | void> {
   console.log(`trained ${steps} step(s)${skipped} in ${formatDuration((Date.now() - started) / 1000)}, to step ${trainer.progress.step} of ${total || trainer.progress.step}` +
     `${Number.isNaN(lastLoss) ? '' : `; last loss ${lastLoss.toFixed(4)}`}${lastKnn === undefined ? '' : `; kNN top-1 ${(lastKnn * 100).toFixed(2)}%`}`);
   const unreadable = unreadableOf(data).length;
-  if (unreadable > 0) console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and were left out`);
+  const cached = data instanceof ImageFolder && data.leftOut > 0;
+  if (unreadable > 0) {
+    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and were left out` +
+      (cached ? ' of the data set' : ' of their batches (--cache FILE leaves them out of the data set: every batch full)'));
+  }
   // What is there: a run stopped before its first step logged none, nor checkpointed.
   const written = [path.join(out, 'model.safetensors'), checkpoint, log.jsonl, log.csv, path.join(out, 'curves.png')];
   const present = await Promise.all(written.map((f) => fs.access(f).then(() => f, () => null)));
