@@ -538,6 +538,9 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     expect(await exited).toEqual({ code: null, signal: 'SIGINT' }); // as the signal's default: killed by it
     expect(Date.now() - sent).toBeLessThan(5_000);
     expect(fs.existsSync(path.join(dir, 'run', 'checkpoint.safetensors'))).toBe(false);
+    // Said, and the run folder's lock freed (it was left for the next run to take over).
+    expect(stderr).toContain('pirl: interrupted before training began (data, cache, memory bank): nothing to save');
+    expect(fs.existsSync(path.join(dir, 'run', 'run.lock'))).toBe(false);
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 

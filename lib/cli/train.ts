@@ -238,17 +238,21 @@ interface StopSignals {
  */
 function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let trainer: Trainer | null = null;
+  let began = false;
   let first: NodeJS.Signals | null = null;
   // At once, as the signal's default would: process.exit() would first wait for native work in flight
   // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler. As a
-  // container's PID 1 the kernel ignores that: then exit anyway.
+  // container's PID 1 the kernel ignores that: then exit anyway. What runs at exit runs first (the run
+  // folder's lock is freed: a lock left behind was said to be taken over by the next run).
   const quit = (signal: NodeJS.Signals) => {
     if (main) process.stderr.write('\n'); // after a progress line
     process.removeAllListeners(signal);
+    process.emit('exit', 128 + os.constants.signals[signal]);
     process.kill(process.pid, signal);
     setImmediate(() => process.exit(128 + os.constants.signals[signal]));
   };
   const stop = (signal: NodeJS.Signals, why: string) => {
+    if (trainer === null && !began && main) console.error(`\npirl: ${why} before training began (data, cache, memory bank): nothing to save`);
     if (trainer === null) return quit(signal); // before the first step (data, cache, bank), or after the last
     if (first !== null) return;
     first = signal;
@@ -266,7 +270,7 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
     process.once('disconnect', () => stop('SIGTERM', 'the launcher (pirl train --nproc) ended'));
   }
   return {
-    attach: (t) => void (trainer = t),
+    attach: (t) => void ((trainer = t), (began = true)),
     detach: () => void (trainer = null),
     stopping: () => first !== null,
     code: () => (first === null ? undefined : 128 + os.constants.signals[first]),
