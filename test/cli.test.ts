@@ -469,7 +469,8 @@ describe('pirl train / eval / embed / export', () => {
     const unmade = path.join(dir, 'never-made');
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);
     expect(fs.existsSync(unmade)).toBe(false);
-    usage(['train', data, '--out', out, '--resume', '--negatives', '32'], /--resume continues the run its checkpoint describes; --negatives cannot change it/);
+    usage(['train', data, '--out', out, '--resume', '--negatives', '32'], /--resume continues the run its checkpoint describes; --negatives \(the run's: \d+\) cannot change it/);
+    usage(['train', data, '--out', out, '--resume', '--width', '0.5', '--preset', 'paper'], /--resume continues the run its checkpoint describes; --width \(the run's: 0\.125\), --preset cannot change it/);
     usage(['train', data, '--shared-negatives', '--exclude-positive'], /--exclude-positive must be false with config\.loss\.sharedNegatives/);
     usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
     usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run does not exist: there is no run there to continue \(without --resume a run starts\)/);

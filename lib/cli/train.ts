@@ -109,9 +109,12 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   Promise<{ data: Dataset; start: () => Promise<Trainer> }> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
-  const changed = (await changedSettings(values, saved.config)).filter((f) => f !== 'epochs');
+  const changed = (await changedSettings(values, saved.config)).filter((c) => c.flag !== 'epochs');
   const flag = values['auto-resume'] ? '--auto-resume' : '--resume';
-  if (changed.length > 0) throw new UsageError(`${flag} continues the run its checkpoint describes; ${changed.map((f) => `--${f}`).join(', ')} cannot change it`);
+  if (changed.length > 0) {
+    const named = changed.map((c) => `--${c.flag}${c.run === undefined ? '' : ` (the run's: ${c.run})`}`);
+    throw new UsageError(`${flag} continues the run its checkpoint describes; ${named.join(', ')} cannot change it`);
+  }
   const epochs = values.epochs === undefined ? saved.config.epochs : Number(values.epochs); // checked with the other flags above
   const length = epochs === saved.config.epochs ? {} : { epochs };
   const ranks = distributed?.worldSize ?? 1;
@@ -137,20 +140,25 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
 }
 
 /**
- * The flags of a resumed run that would change its config: those restating it are fine, so that the
- * command that started a run, with --resume, continues it (what the CLI says after Ctrl-C).
+ * The flags of a resumed run that would change its config, each with the run's value where it is one (a preset
+ * stands for a whole sampler): those restating it are fine, so that the command that started a run, with
+ * --resume, continues it (what the CLI says after Ctrl-C).
  */
-async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): Promise<string[]> {
+async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): Promise<Array<{ flag: string; run?: string }>> {
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
   if (given.length === 0 && values.config === undefined) return [];
   const fromFile = await configFile(values);
   const restated = configOf(values, { device: saved.device, ...fromFile }); // the file and the flags, as they made the run
   const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], config);
   const differs = (key: string) => !isDeepStrictEqual(at(restated, key), at(saved, key));
-  const changed = given.filter((flag) => differs(settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0]));
+  const keyOf = (flag: string) => settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0];
+  const changed = given.filter((flag) => differs(keyOf(flag))).map((flag): { flag: string; run?: string } => {
+    const run = at(saved, keyOf(flag));
+    return run !== null && typeof run === 'object' ? { flag } : { flag, run: String(run) };
+  });
   // What the file sets, and only that: the rest is the run's, whatever its defaults were.
   const fields = [...new Set(settingsOf(fromFile))].filter((key) => key !== 'device' && differs(key));
-  if (fields.length > 0) changed.push(`config (its ${fields.join(', ')})`);
+  if (fields.length > 0) changed.push({ flag: `config (its ${fields.join(', ')})` });
   return changed;
 }
 
