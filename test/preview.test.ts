@@ -1,4 +1,5 @@
 import { execFileSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 
@@ -18,6 +19,12 @@ describe('pirl preview', () => {
     // small preset: rows of max(32 px image, 3×(9+2) px solved grid) + 2 gap; image, 9 patches of 9 px, the grid; scaled ×3
     expect(meta.height).toBe(3 * 35 * 3);
     expect(meta.width).toBe((32 + 4 + 9 * 11 + 4 + 3 * 11) * 3);
+    // Unreadable images drawn among the first are made up for by the next (a row short before, unsaid).
+    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(dir, `bad${i}.png`), 'not a png');
+    for (const count of [3, 4]) {
+      execFileSync(process.execPath, [path.join(__dirname, '..', 'dist', 'cli.js'), 'preview', dir, '--out', out, '--count', String(count)], { stdio: 'pipe' });
+      expect((await sharp(out).metadata()).height).toBe(count * 35 * 3);
+    }
   });
 
   test('the solved grid puts each patch back in the cell its permutation names', async () => {

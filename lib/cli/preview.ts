@@ -20,7 +20,7 @@ export async function preview(args: string[]): Promise<void> {
   const seed = checkFlag(values, 'seed', 0, (a, v) => checkInteger(a, v, 0));
   const epoch = checkFlag(values, 'epoch', 0, (a, v) => checkInteger(a, v, 0));
   const data = await openData(positionals[0], folderSize(values, sampler, positionals[0]), values);
-  const loader = new Loader(data, { batchSize: Math.min(count, data.length), seed, config: sampler });
+  const loader = new Loader(data, { batchSize: Math.min(count, data.length), seed, config: sampler, dropLast: false }); // every image may be drawn (unreadable ones made up for)
   await writePreview(loader, out, { count, epoch });
   console.log(`wrote ${out}`);
 }

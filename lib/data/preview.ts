@@ -5,7 +5,7 @@ import sharp, { type OverlayOptions } from 'sharp';
 import { NORMALIZATION } from '../config';
 import { checkInteger } from '../errors';
 import { JIGSAW_CELLS, JIGSAW_PATCHES, patchCell } from './jigsaw';
-import type { Loader } from './loader';
+import { disposeBatch, type Loader, type PirlBatch } from './loader';
 
 const { mean: MEAN, std: STD } = NORMALIZATION;
 const GAP = 2;
@@ -27,10 +27,24 @@ function toRgb(chw: Float32Array, offset: number, size: number): Buffer {
 export async function writePreview(loader: Loader, file: string, options: { count?: number; epoch?: number; scale?: number } = {}): Promise<void> {
   const count = checkInteger('options.count', options.count ?? 8, 1);
   const epoch = checkInteger('options.epoch', options.epoch ?? 0, 0);
+  const scale = checkInteger('options.scale', options.scale ?? Math.max(1, Math.round(96 / loader.config.imageSize)), 1);
+  // `count` rows of images that read: the unreadable among the first drawn are made up for by the next ones.
+  const order = loader.batchesOf(epoch).flat();
+  let batch = await loader.makeBatch(order.slice(0, count), epoch);
+  for (let take = count; batch.indices.shape[0] < count && take < order.length;) {
+    take += count - batch.indices.shape[0];
+    disposeBatch(batch);
+    batch = await loader.makeBatch(order.slice(0, take), epoch);
+  }
+  try {
+    await drawPreview(batch, loader, file, scale);
+  } finally {
+    disposeBatch(batch);
+  }
+}
+
+async function drawPreview(batch: PirlBatch, loader: Loader, file: string, scale: number): Promise<void> {
   const { imageSize: S, patchSize: P } = loader.config;
-  const scale = checkInteger('options.scale', options.scale ?? Math.max(1, Math.round(96 / S)), 1);
-  const indices = loader.batchesOf(epoch).flat().slice(0, count);
-  const batch = await loader.makeBatch(indices, epoch);
   const images = batch.images.data() as Float32Array;
   const patches = batch.patches.data() as Float32Array;
   const permutations = batch.permutations.data() as BigInt64Array;
