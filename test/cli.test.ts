@@ -194,6 +194,10 @@ describe('pirl train / eval / embed / export', () => {
     expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
     for (const line of found.slice(1, 11)) expect(line.neighbours[0].file).toBe(line.query);
     expect(found[11]).toEqual({ query: unreadable, error: 'not an image: text starting "not an image"' });
+    // More neighbours asked for than the file holds: all of them, said.
+    const all = spawnSync(process.execPath, [cli, 'search', model, features, query, '--k', '500'], { encoding: 'utf8' });
+    const rows = JSON.parse(all.stdout).neighbours.length;
+    expect(all.stderr).toContain(`pirl: --k 500 is more than the ${rows} images of ${features}: each query lists all ${rows}`);
     // A query folder's lines come in its order, an unreadable image's in its place.
     const mixed = path.join(dir, 'mixed-query');
     fs.mkdirSync(mixed);
