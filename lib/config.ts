@@ -470,10 +470,15 @@ export const FEATURES = {
   batchSize: nullable(integer({ min: 1, max: 65_536 })),
   /** The trunk's pooled res5 features (the transfer representation) or the f embedding (NPID's monitor). */
   layer: oneOf<EmbedLayer>(['res5', 'f']),
+  /** An AbortController's: aborted, the pass stops before its next batch and rejects with code 'ABORT_ERR'. */
+  signal: nullable(leaf('an AbortSignal', (arg, v) => {
+    if (!(v instanceof AbortSignal)) throw typeError(arg, 'an AbortSignal', v);
+    return v;
+  })),
 };
 export type FeatureOptions = Options<typeof FEATURES>;
 export type ResolvedFeatureOptions = Resolved<typeof FEATURES>;
-const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: null, batchSize: null, layer: 'res5' };
+const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: null, batchSize: null, layer: 'res5', signal: null };
 /** The evaluation side of a model whose training size is unknown: the small sampler's imageSize. */
 export const EVAL_SIZE = 32;
 
@@ -497,6 +502,7 @@ export function resolveKnnOptions(options: KnnOptions = {}, arg = 'options'): Re
 
 export const LINEAR_PROBE = {
   size: FEATURES.size,
+  signal: FEATURES.signal,
   epochs: OPTIMIZER.epochs,
   batchSize: OPTIMIZER.batchSize,
   /** Cosine-decayed over the run. */
@@ -508,5 +514,5 @@ export type LinearProbeOptions = Options<typeof LINEAR_PROBE>;
 export type ResolvedLinearProbeOptions = Resolved<typeof LINEAR_PROBE>;
 
 export function resolveLinearProbeOptions(options: LinearProbeOptions = {}, arg = 'options'): ResolvedLinearProbeOptions {
-  return resolve(LINEAR_PROBE, { size: FEATURE_DEFAULTS.size, epochs: 30, batchSize: 256, lr: 0.1, weightDecay: 1e-4, seed: 0 }, options, arg);
+  return resolve(LINEAR_PROBE, { size: FEATURE_DEFAULTS.size, signal: null, epochs: 30, batchSize: 256, lr: 0.1, weightDecay: 1e-4, seed: 0 }, options, arg);
 }

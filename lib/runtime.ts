@@ -79,13 +79,18 @@ let oversubscribedWarned = 0;
  * (100 threads on 2 cores trained ~20× slower than 2).
  */
 export function setNumThreads(n: number): void {
+  setThreads(n, 'pirl train --threads, setNumThreads');
+}
+
+// setNumThreads, with where `n` came from (said if it oversubscribes the cores).
+function setThreads(n: number, from: string): void {
   binding.setNumThreads(checkInteger('n', n, 1, binding.buildInfo().maxThreads));
   const ranks = localRanks(process.env);
   const share = coreShare(ranks);
   if (n > share && n !== oversubscribedWarned) {
     oversubscribedWarned = n;
     const of = ranks > 1 ? `this process's share of the ${os.availableParallelism()} cores it may use (${ranks} ranks on this host)` : `the ${os.availableParallelism()} cores this process may use`;
-    process.emitWarning(`${n} threads, more than ${of}: they wait for each other and run slower than ${share} (pirl train --threads, setNumThreads)`, { code: 'PIRL_THREADS_OVERSUBSCRIBED' });
+    process.emitWarning(`${n} threads, more than ${of}: they wait for each other and run slower than ${share} (${from})`, { code: 'PIRL_THREADS_OVERSUBSCRIBED' });
   }
 }
 
@@ -148,7 +153,8 @@ let initialised = false;
 export function initRuntime(): void {
   if (initialised) return;
   initialised = true;
-  setNumThreads(defaultNumThreads());
+  const env = ['PIRL_NUM_THREADS', 'OMP_NUM_THREADS'].find((name) => (process.env[name] ?? '') !== '');
+  setThreads(defaultNumThreads(), env ?? 'the default');
   if (binding.buildInfo().blas.kind === 'reference') {
     process.emitWarning(REFERENCE_BLAS_WARNING, { code: 'PIRL_REFERENCE_BLAS' });
   }

@@ -175,6 +175,11 @@ describe('pirl train / eval / embed / export', () => {
       expect([...(await readSafetensors(cachedFeatures)).tensors.get('features')!.data()]).toEqual([...tensors.get('features')!.data()]);
     }
     expect(JSON.parse(run(['eval', model, '--data', data, '--size', '16', '--cache', embedCache]).trim())).toEqual(evaluation);
+    // The broken folder through a cache: the unreadable image out of the data set, still counted by eval and embed.
+    const brokenCache = path.join(dir, 'broken.cache');
+    const viaCache = JSON.parse(run(['eval', model, '--data', broken, '--size', '16', '--cache', brokenCache]).trim());
+    expect([viaCache.train + viaCache.test, viaCache.unreadable]).toEqual([20, 1]);
+    expect(run(['embed', model, broken, '--out', path.join(dir, 'broken.safetensors'), '--size', '16', '--cache', brokenCache])).toContain('features of 20 images (at 16 px; 1 unreadable left out)');
     const otherSide = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '8', '--cache', embedCache], { encoding: 'utf8' });
     expect(otherSide.status).toBe(1);
     expect(otherSide.stderr).toContain(`${embedCache} caches images at 16 px; this folder is read at 8 px: give another cache file`);
@@ -373,7 +378,8 @@ describe('pirl train / eval / embed / export', () => {
     const resumed = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '2', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24',
       '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining("the run trained on a data set of 12 samples (its memory bank's rows); the one given has 3: " +
-      "resume over the run's data (the folder it trained on, as it was), or start a new run. The folder's cache left out its 9 unreadable image(s), which the run, read without a cache, kept as samples: resume it without the cache (options.cache, --cache)")]);
+      "resume over the run's data (the folder it trained on, as it was), or start a new run. The folder's cache left out its 9 unreadable image(s), which the run kept as samples " +
+      '(it read the folder without a cache, or through one with an earlier pirl): resume it without the cache (options.cache, --cache)')]);
     const big = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-big`, '--batch', '4', '--size', '24', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([big.status, big.stderr]).toEqual([2, expect.stringMatching(/--batch must be at most 3 \(the data set's 3 samples/)]);
   });

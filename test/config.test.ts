@@ -17,7 +17,7 @@ describe('resolveX: one owner of every default and allowed value', () => {
     expect(resolveNceOptions({})).toEqual({ tau: 0.07, mode: 'nce', z: -1 });
     expect(resolveRunOptions({})).toEqual({ device: 'cpu', threads: null, seed: 0 });
     // null: decided by the model (featureOptionsFor: its training side, a batch that fits it).
-    expect(resolveFeatureOptions({ layer: 'f' })).toEqual({ size: null, batchSize: null, layer: 'f' });
+    expect(resolveFeatureOptions({ layer: 'f' })).toEqual({ size: null, batchSize: null, layer: 'f', signal: null });
     expect(resolveKnnOptions({ k: 5 })).toMatchObject({ k: 5, tau: 0.07, size: null });
     expect(resolveLinearProbeOptions({}).epochs).toBe(30);
     expect(resolveMemoryBankOptions({ size: 10 })).toEqual({ size: 10, dim: 128, seed: 0, device: 'cpu' });

@@ -21,13 +21,20 @@ describe('evaluation', () => {
     const told: Array<[number, number]> = [];
     await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done, total) => void told.push([done, total]));
     expect(told).toEqual([[20, 96], [40, 96], [48, 96], [68, 96], [88, 96], [96, 96]]);
-    // `false` stops a pass at its batch (in the test set's too): rejected as aborted, nothing more embedded.
+    // options.signal aborted stops a pass before its next batch (in the test set's too): rejected as aborted.
     for (const stopAt of [40, 68]) {
       const seen: number[] = [];
-      await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done) => (seen.push(done), done === stopAt ? false : undefined)))
-        .rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', message: 'the feature pass was stopped by its progress callback' });
+      const stop = new AbortController();
+      await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20, signal: stop.signal }, (done) => {
+        seen.push(done);
+        if (done === stopAt) stop.abort('enough');
+      })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', message: 'the feature pass was stopped: options.signal was aborted', cause: 'enough' });
       expect(seen).toEqual(told.map(([done]) => done).filter((done) => done <= stopAt));
     }
+    const aborted = AbortSignal.abort();
+    await expect(datasetFeatures(trainer.model, data, { signal: aborted })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, signal: aborted })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    await expect(knnAccuracy(trainer.model, data, data, { size: 16, signal: 'stop' as never })).rejects.toThrow('options.signal must be an AbortSignal, got "stop"');
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);
@@ -96,7 +103,7 @@ describe('evaluation', () => {
     const [byDefault, at16, at32] = [await rows({}), await rows({ size: 16 }), await rows({ size: 32 })];
     expect(byDefault).toEqual(at16);
     expect(byDefault).not.toEqual(at32);
-    expect(featureOptionsFor(model, {})).toEqual({ size: 16, batchSize: 512, layer: 'res5' });
+    expect(featureOptionsFor(model, {})).toEqual({ size: 16, batchSize: 512, layer: 'res5', signal: null });
     expect(featureOptionsFor(model, { size: 64 }).batchSize).toBe(128); // 512 images' activations of 32 px
     expect(featureOptionsFor(model, { size: 4000 }).batchSize).toBe(1);
     expect(featureOptionsFor(model, { size: 4000, batchSize: 3 }).batchSize).toBe(3);

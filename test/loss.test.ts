@@ -151,6 +151,25 @@ describe('PirlLoss', () => {
   const N = 100_000, D = 128, B = 256;
   const inUse = /^the memory bank is in use by native work in flight \(a training step, a PirlLoss\.compute or a call on the bank\): await it before /;
 
+  test("z: 'ema' moves each term's Z toward its batch's estimate, N·mean(e^{s/τ}): Z ← m·Z + (1 − m)·estimate", async () => {
+    // Every bank row r and every f = r (the bank's update leaves r), g = b: each estimate is N·e^{(b·r)/τ} exactly, whatever the negatives.
+    const N = 50, D = 4, tau = 0.5;
+    const rows = Tensor.from(new Float32Array(N * D).map((_, i) => (i % D === 0 ? 1 : 0)), [N, D]);
+    const bank = await MemoryBank.restore({ rows, generator: (await MemoryBank.create({ size: N, dim: D })).state().generator });
+    const loss = new PirlLoss(bank, { z: 'ema', zMomentum: 0.75, tau, negatives: 8, mode: 'nce' });
+    const twoRows = (v: number[]) => Tensor.from(Float32Array.from([...v, ...v]), [2, D]);
+    const f = twoRows([1, 0, 0, 0]);
+    const estimate = (cosine: number) => N * Math.exp(cosine / tau);
+    const close = (a: number, b: number) => expect(Math.abs(a - b) / b).toBeLessThan(1e-5);
+    const first = await loss.compute(f, twoRows([0.6, 0.8, 0, 0]), [0, 1]); // the first step estimates Z itself
+    close(first.zImage, estimate(1));
+    close(first.zJigsaw, estimate(0.6));
+    const second = await loss.compute(f, twoRows([0, 1, 0, 0]), [2, 3]);
+    close(second.zImage, estimate(1)); // its estimate again: unmoved
+    close(second.zJigsaw, 0.75 * estimate(0.6) + 0.25 * estimate(0));
+    expect(loss.z).toEqual({ image: second.zImage, jigsaw: second.zJigsaw });
+  });
+
   test("the bank's own calls are refused while a compute on it is in flight (they ran between its reads: another loss, silently)", async () => {
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
     const loss = new PirlLoss(bank, { negatives: 32_000 });

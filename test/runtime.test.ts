@@ -79,13 +79,17 @@ describe('threads', () => {
   test("more threads than this process's share of the cores is warned of, once per count", () => {
     const cores = os.availableParallelism();
     const said = (counts: number[], env?: NodeJS.ProcessEnv) => {
-      const r = spawnSync(process.execPath, ['-e', `const p = require('./dist'); for (const n of ${JSON.stringify(counts)}) p.setNumThreads(n)`],
+      const r = spawnSync(process.execPath, ['-e', `const p = require('./dist'); p.getNumThreads(); for (const n of ${JSON.stringify(counts)}) p.setNumThreads(n)`],
         { cwd: root, env: { ...process.env, LOCAL_WORLD_SIZE: '', ...env }, encoding: 'utf8' });
       return (r.stderr.match(/\[PIRL_THREADS_OVERSUBSCRIBED\] Warning: .*/g) ?? []) as string[];
     };
     expect(said([cores, 1])).toEqual([]);
     expect(said([cores + 1, cores + 1, 1, cores + 1])).toEqual([
       `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${cores + 1} threads, more than the ${cores} cores this process may use: they wait for each other and run slower than ${cores} (pirl train --threads, setNumThreads)`,
+    ]);
+    // The default's count from the environment names its variable.
+    expect(said([], { PIRL_NUM_THREADS: String(cores + 1) })).toEqual([
+      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${cores + 1} threads, more than the ${cores} cores this process may use: they wait for each other and run slower than ${cores} (PIRL_NUM_THREADS)`,
     ]);
     // A rank of two on this host has half the cores.
     const half = Math.max(1, Math.floor(cores / 2));

@@ -8,7 +8,7 @@ import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, Subset, holdOut, type Dataset } from '../data/datasets';
-import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder } from '../data/imageFolder';
+import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, sampleFiles } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
@@ -63,14 +63,14 @@ function parseError(message: string, known: readonly string[]): string {
   return message;
 }
 
-// The known flag nearest to `given` (a typo: at most two edits, or a prefix of one), if one is.
+// The known flag nearest to `given` (a typo: two edits at most, one in a short name; or a prefix of one), if one is.
 function closest(given: string, known: readonly string[]): string | null {
   let best: string | null = null, bestDistance = Infinity;
   for (const flag of known) {
     const d = flag.startsWith(given) && given.length >= 3 ? 1 : editDistance(given, flag);
     if (d < bestDistance) [best, bestDistance] = [flag, d];
   }
-  return bestDistance <= 2 ? best : null;
+  return bestDistance <= (given.length <= 3 ? 1 : 2) ? best : null;
 }
 
 function editDistance(a: string, b: string): number {
@@ -229,10 +229,10 @@ export function unreadableOf(data: Dataset): string[] {
 
 /** The samples of a data set (a held-out split: its own) found unreadable so far; none where a cache left them out. */
 export function unreadableIn(data: Dataset): string[] {
-  if (data instanceof ImageFolder) return data.leftOut > 0 ? [] : [...data.failures.keys()];
-  if (!(data instanceof Subset)) return [];
-  const failed = new Set(unreadableOf(data.base));
-  return failed.size === 0 ? [] : data.indices.map((i) => fileOf(data.base, i)).filter((f): f is string => f !== null && failed.has(f));
+  const failed = new Set(unreadableOf(data));
+  const samples = sampleFiles(data);
+  if (failed.size === 0 || !samples) return [];
+  return Array.from({ length: data.length }, (_, i) => samples.file(i)).filter((f) => failed.has(f));
 }
 
 /** The images of a data set and those its cache left out. */
@@ -240,15 +240,12 @@ export function imagesFound(data: Dataset): number {
   return data.length + (data instanceof ImageFolder ? data.leftOut : 0);
 }
 
-// The file sample `i` of `data` is read from, where it is one.
-function fileOf(data: Dataset, i: number): string | null {
-  if (data instanceof ImageFolder) return data.files[i];
-  return data instanceof Subset ? fileOf(data.base, data.indices[i]) : null;
-}
-
 /** Data kNN can hold a fifth of out (a folder without --test): five images at least. */
 export function checkHoldOut(spec: string, data: Dataset): void {
-  if (spec !== 'fashion-mnist' && data.length < 5) throw new UsageError(`${spec} has ${data.length} image(s): too few to hold out a fifth for kNN; give --test data`);
+  const leftOut = imagesFound(data) - data.length;
+  if (spec !== 'fashion-mnist' && data.length < 5) {
+    throw new UsageError(`${spec} has ${data.length} image(s)${leftOut > 0 ? ` that read (${leftOut} unreadable left out)` : ''}: too few to hold out a fifth for kNN; give --test data`);
+  }
 }
 
 /**

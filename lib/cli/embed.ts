@@ -6,7 +6,7 @@ import { ImageFolder, relativeTo } from '../data/imageFolder';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, applyRunFlags, asFlags, fileDigest, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize } from './args';
+import { UsageError, applyRunFlags, asFlags, fileDigest, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize } from './args';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
@@ -41,6 +41,6 @@ export async function embed(args: string[]): Promise<void> {
     files: JSON.stringify(files), layer: options.layer, size: String(options.size), 'model-sha256': modelDigest,
     ...(data instanceof ImageFolder ? { dir: path.resolve(positionals[1]) } : {}),
   });
-  const unreadable = data.length - files.length;
+  const unreadable = imagesFound(data) - files.length; // a cache left some out of the data set, the passes the others
   console.log(`wrote ${features.shape.join('×')} features of ${files.length} images (at ${options.size} px${unreadable > 0 ? `; ${unreadable} unreadable left out` : ''}) to ${out}`);
 }

@@ -99,7 +99,7 @@ export async function search(args: string[]): Promise<void> {
   const model = await PirlModel.load(modelFile, { device });
   const catalogue = await readCatalogue(featuresFile, modelFile, model);
   // kNN lists the k nearest of what there is: said, so that a shorter list is not taken for a fault.
-  if (k > catalogue.files.length) console.error(`pirl: --k ${k} is more than the ${catalogue.files.length} images of ${featuresFile}: each query lists all ${catalogue.files.length}`);
+  if (k > catalogue.files.length) console.error(`pirl: --k ${k}${values.k === undefined ? ' (the default)' : ''} is more than the ${catalogue.files.length} images of ${featuresFile}: each query lists all ${catalogue.files.length}`);
   // Every query folder opened before any line is printed: one without images stops the run before it begins.
   const folderImages = new Map<string, readonly string[]>();
   for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') folderImages.set(query, await queryFolderImages(query, catalogue.size, layout));

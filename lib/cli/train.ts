@@ -154,7 +154,7 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
   const keyOf = (flag: string) => settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0];
   const changed = given.filter((flag) => differs(keyOf(flag))).map((flag): { flag: string; run?: string } => {
     const run = at(saved, keyOf(flag));
-    return run !== null && typeof run === 'object' ? { flag } : { flag, run: String(run) };
+    return run === null || run === undefined || typeof run === 'object' ? { flag } : { flag, run: String(run) };
   });
   // What the file sets, and only that: the rest is the run's, whatever its defaults were.
   const fields = [...new Set(settingsOf(fromFile))].filter((key) => key !== 'device' && differs(key));
@@ -233,8 +233,8 @@ interface StopSignals {
   attach(trainer: Trainer): void;
   /** Training is over: a signal quits again, as by default. */
   detach(): void;
-  /** Whether a stop was asked for (work between steps, a kNN pass, gives way). */
-  stopping(): boolean;
+  /** Aborted when a stop is asked for: work between steps (a kNN pass) gives way. */
+  signal: AbortSignal;
   /** 128 + the number of the signal that stopped the run, if one did. */
   code(): number | undefined;
 }
@@ -247,6 +247,7 @@ interface StopSignals {
 function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let trainer: Trainer | null = null;
   let began = false;
+  const stopping = new AbortController();
   let first: NodeJS.Signals | null = null;
   // At once, as the signal's default would: process.exit() would first wait for native work in flight
   // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler. As a
@@ -264,6 +265,7 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
     if (trainer === null) return quit(signal); // before the first step (data, cache, bank), or after the last
     if (first !== null) return;
     first = signal;
+    stopping.abort();
     if (main) console.error(`\npirl: ${why}: stopping after this step and writing ${checkpoint} (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit at once)`);
     trainer!.stop();
     // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
@@ -280,7 +282,7 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   return {
     attach: (t) => void ((trainer = t), (began = true)),
     detach: () => void (trainer = null),
-    stopping: () => first !== null,
+    signal: stopping.signal,
     code: () => (first === null ? undefined : 128 + os.constants.signals[first]),
   };
 }
@@ -403,12 +405,10 @@ export async function train(args: string[]): Promise<number | void> {
       },
       onEpochEnd: async (l) => {
         let knn: number | undefined;
-        if (knnEvery && (l.epoch + 1) % knnEvery === 0 && !signals.stopping()) {
+        if (knnEvery && (l.epoch + 1) % knnEvery === 0 && !signals.signal.aborted) {
           // A stop asked for meanwhile ends the pass at its batch: the checkpoint is written at once, not after it.
-          knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize }, (done, all) => {
-            if (signals.stopping()) return false;
-            progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false);
-          }).catch((err: Error & { code?: string }) => {
+          knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
+            (done, all) => progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false)).catch((err: Error & { code?: string }) => {
             if (err.code !== 'ABORT_ERR') throw err;
             return undefined;
           });

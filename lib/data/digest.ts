@@ -2,7 +2,7 @@
 // and a checkpoint keeps it, so that a resumed run's bank rows still belong to their images.
 import { createHash } from 'crypto';
 import { ArrayDataset, Subset, type Dataset } from './datasets';
-import { ImageFolder, relativeTo } from './imageFolder';
+import { ImageFolder, relativeTo, sampleFiles } from './imageFolder';
 
 export interface DataDigest {
   size: number;
@@ -23,13 +23,10 @@ function sha(pieces: Iterable<string | Uint8Array>): string {
 // Each sample's file relative to its folder (the same images under another mount point, on another host, or another
 // spelling of the path are the same), for a folder or a subset of one; null for samples that are no files.
 function relativeNames(dataset: Dataset): ((i: number) => string) | null {
-  if (dataset instanceof Subset) {
-    const base = relativeNames(dataset.base);
-    return base && ((i) => base(dataset.indices[i]));
-  }
-  if (!(dataset instanceof ImageFolder)) return null;
-  const relative = relativeTo(dataset.dir);
-  return (i) => relative(dataset.files[i]);
+  const samples = sampleFiles(dataset);
+  if (!samples) return null;
+  const relative = relativeTo(samples.folder.dir);
+  return (i) => relative(samples.file(i));
 }
 
 function* lines(count: number, line: (i: number) => string): Iterable<string> {

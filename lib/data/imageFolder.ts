@@ -13,7 +13,7 @@ import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
-import type { BatchSource, Dataset } from './datasets';
+import { Subset, type BatchSource, type Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour), validity bytes together
@@ -251,6 +251,17 @@ const statAll = (files: readonly string[]): Promise<Array<Stats | Error>> => eac
  * A file's path relative to `dir`, for files listed as path.join(dir, name): the prefix cut rather than both paths
  * resolved, ten million times for a large folder (path.relative for others).
  */
+/**
+ * The folder a data set's samples are read from (through Subsets: a held-out split) and each sample's file;
+ * null for samples that are no folder's files.
+ */
+export function sampleFiles(dataset: Dataset): { folder: ImageFolder; file: (i: number) => string } | null {
+  if (dataset instanceof ImageFolder) return { folder: dataset, file: (i) => dataset.files[i] };
+  if (!(dataset instanceof Subset)) return null;
+  const base = sampleFiles(dataset.base);
+  return base && { folder: base.folder, file: (i) => base.file(dataset.indices[i]) };
+}
+
 export function relativeTo(dir: string): (file: string) => string {
   const prefix = path.join(dir, 'x').slice(0, -1); // 'data/' for 'data', '' for '.' (path.join drops its './')
   return (file) => (file.startsWith(prefix) ? file.slice(prefix.length) : path.relative(dir, file));
@@ -386,6 +397,7 @@ export class ImageFolder implements Dataset {
   private cacheHandle: fs.FileHandle | null = null;
   private cacheDataStart = 0;
   private cacheRecords: readonly number[] | null = null; // each sample's record in the cache, where some are left out
+  private leftOutByCache = 0; // not failures.size: a file changed since the build may fail later, a sample still
 
   private constructor(
     readonly dir: string,
@@ -516,7 +528,7 @@ export class ImageFolder implements Dataset {
    * row. 0 without a cache, whose unreadable images are left out of their batches as they are read.
    */
   get leftOut(): number {
-    return this.cacheRecords === null ? 0 : this.failures.size;
+    return this.leftOutByCache;
   }
 
   /** One image as size×size×3 bytes, or null (warned once, recorded in `failures`). */
@@ -649,6 +661,7 @@ export class ImageFolder implements Dataset {
     for (const f of this.files) if (this.failures.has(f)) folder.failures.set(f, this.failures.get(f)!);
     folder.damaged = this.damaged;
     folder.cacheRecords = records;
+    folder.leftOutByCache = this.files.length - records.length;
     return folder;
   }
 

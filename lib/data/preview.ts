@@ -28,13 +28,22 @@ export async function writePreview(loader: Loader, file: string, options: { coun
   const count = checkInteger('options.count', options.count ?? 8, 1);
   const epoch = checkInteger('options.epoch', options.epoch ?? 0, 0);
   const scale = checkInteger('options.scale', options.scale ?? Math.max(1, Math.round(96 / loader.config.imageSize)), 1);
-  // `count` rows of images that read: the unreadable among the first drawn are made up for by the next ones.
   const order = loader.batchesOf(epoch).flat();
   let batch = await loader.makeBatch(order.slice(0, count), epoch);
-  for (let take = count; batch.indices.shape[0] < count && take < order.length;) {
-    take += count - batch.indices.shape[0];
+  if (batch.indices.shape[0] < count && order.length > count) {
+    // `count` rows of images that read: the unreadable among the first drawn are made up for by the next ones, each
+    // tried once; the same (seed, epoch, index) makes the same sample in any batch.
+    const readIn = (b: PirlBatch) => Array.from(b.indices.data() as BigInt64Array, Number);
+    const kept = readIn(batch);
     disposeBatch(batch);
-    batch = await loader.makeBatch(order.slice(0, take), epoch);
+    for (let next = count; kept.length < count && next < order.length;) {
+      const tried = order.slice(next, next + count - kept.length);
+      next += tried.length;
+      const more = await loader.makeBatch(tried, epoch);
+      kept.push(...readIn(more));
+      disposeBatch(more);
+    }
+    batch = await loader.makeBatch(kept, epoch);
   }
   try {
     await drawPreview(batch, loader, file, scale);

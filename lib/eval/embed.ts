@@ -36,7 +36,7 @@ export interface ImageFeatures {
   size: number;
 }
 
-const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning'] as const;
+const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning'] as const;
 
 /**
  * Features of a folder of images (read as ImageFolder.open does) or of a list of image files and encoded images

@@ -24,26 +24,25 @@ export interface DatasetFeatures {
   labels: Int32Array | null;
 }
 
-/**
- * Told after each batch of a feature pass how many samples are done, of how many; `false` stops the pass there
- * (a Ctrl-C): its promise rejects with an error of code 'ABORT_ERR', its work so far freed.
- */
-export type FeatureProgress = (done: number, total: number) => void | false;
+/** Told after each batch of a feature pass how many samples are done, of how many. */
+export type FeatureProgress = (done: number, total: number) => void;
 
-function stoppedError(): Error & { code: string } {
-  return Object.assign(new Error('the feature pass was stopped by its progress callback'), { name: 'AbortError', code: 'ABORT_ERR' });
+// A pass stopped by its options.signal, as Node's own aborted calls reject.
+function throwIfAborted(signal: AbortSignal | null): void {
+  if (!signal?.aborted) return;
+  throw Object.assign(new Error('the feature pass was stopped: options.signal was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
 }
 
 /**
  * `options` decided for `model`: the side it was trained at unless given (else EVAL_SIZE), checked against its
  * stem, and a batch that suits that side (PirlModel.embedBatchSize) unless given.
  */
-export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}, arg = 'options'): { size: number; batchSize: number; layer: EmbedLayer } {
+export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}, arg = 'options'): { size: number; batchSize: number; layer: EmbedLayer; signal: AbortSignal | null } {
   checkModel(model);
   const o = resolveFeatureOptions(options, arg);
   const size = o.size ?? model.imageSize ?? EVAL_SIZE;
   if (size < model.minInputSize) throw rangeError(`${arg}.size`, `at least ${model.minInputSize} px for model.stem '${model.options.stem}'`, size);
-  return { size, batchSize: o.batchSize ?? model.embedBatchSize(size), layer: o.layer };
+  return { size, batchSize: o.batchSize ?? model.embedBatchSize(size), layer: o.layer, signal: o.signal };
 }
 
 // By handle, not class: a model of another copy of pirl is one too (as sourceOf's tensors).
@@ -67,10 +66,11 @@ export async function retained<T>(model: PirlModel, work: (own: PirlModel) => Pr
  * each row. The model runs on its own device; the features come back on the CPU.
  */
 export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): AsyncGenerator<{ features: Tensor; indices: number[] }> {
-  const { size, batchSize, layer } = featureOptionsFor(model, options);
+  const { size, batchSize, layer, signal } = featureOptionsFor(model, options);
   const own = model.retain(); // as retained(): a generator cannot await work in a callback
   try {
     for (let begin = 0; begin < dataset.length; begin += batchSize) {
+      throwIfAborted(signal);
       const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
       const { images, indices } = await evalBatch(dataset, wanted, size);
       let features: Tensor | null = null;
@@ -79,10 +79,7 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
       } finally {
         images.dispose(); // embedded: its pixels freed now, not at a collection they would start
       }
-      if (onProgress?.(begin + wanted.length, dataset.length) === false) {
-        features?.dispose();
-        throw stoppedError();
-      }
+      onProgress?.(begin + wanted.length, dataset.length);
       if (features) yield { features, indices };
     }
   } finally {
@@ -200,7 +197,7 @@ async function knnTop1(model: PirlModel, a: Labeled, b: Labeled, k: number, tau:
 }
 
 // The linear-probe protocol on computed features.
-async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinearProbeOptions, 'size'>): Promise<number> {
+async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinearProbeOptions, 'size' | 'signal'>): Promise<number> {
   const classifier = await LinearProbe.fit(a.features, a.labels, { ...probe, numClasses: classCount(a.labels, b.labels) });
   return top1(await classifier.predict(b.features), b.labels);
 }
@@ -216,8 +213,8 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
 
 /** Top-1 of a linear probe (LinearProbe) trained on the frozen pooled features of `model`'s trunk over `train`, on `test`. */
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
-  const { size, ...probe } = resolveLinearProbeOptions(options);
-  const [a, b] = await retained(model, (own) => bothFeatures(own, train, test, { size }, onProgress));
+  const { size, signal, ...probe } = resolveLinearProbeOptions(options);
+  const [a, b] = await retained(model, (own) => bothFeatures(own, train, test, { size, signal }, onProgress));
   return linearProbeTop1(a, b, probe);
 }
 
@@ -238,6 +235,6 @@ export async function evaluateTrunk(
     return [trainFeatures, testFeatures, await knnTop1(own, trainFeatures, testFeatures, k, tau)] as const;
   });
   if (!probe) return { knnTop1: knn, linearProbeTop1: null };
-  const { size: _features, ...fit } = probe;
+  const { size: _size, signal: _signal, ...fit } = probe; // the passes took options.knn's
   return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(a, b, fit) };
 }

@@ -603,11 +603,15 @@ export class Trainer {
 // A folder's unreadable images are samples read without a cache and left out of the data set through one: a run
 // resumed the other way finds another number of samples.
 function cacheHint(dataset: Dataset, trained: number | undefined): string {
-  if (!(dataset instanceof ImageFolder)) return '';
+  if (!(dataset instanceof ImageFolder) || trained === undefined) return '';
   if (dataset.leftOut > 0 && trained === dataset.length + dataset.leftOut) {
-    return `. The folder's cache left out its ${dataset.leftOut} unreadable image(s), which the run, read without a cache, kept as samples: resume it without the cache (options.cache, --cache)`;
+    return `. The folder's cache left out its ${dataset.leftOut} unreadable image(s), which the run kept as samples (it read the folder without a cache, ` +
+      'or through one with an earlier pirl): resume it without the cache (options.cache, --cache)';
   }
-  return ". If the run read the folder through a cache (options.cache, --cache), which leaves unreadable images out of the data set, resume it with one; if not, without";
+  if (dataset.leftOut === 0 && trained < dataset.length) {
+    return '. If the run read the folder through a cache (options.cache, --cache), which leaves unreadable images out of the data set, resume it with one';
+  }
+  return '';
 }
 
 // A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many

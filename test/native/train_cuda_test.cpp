@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device_numbers.h"
 #include "core/distributed/communicator.h"
 #include "core/nce/nce.h"
 #include "core/pirl_loss.h"
@@ -116,6 +117,14 @@ TEST(PirlLossCuda, ChecksReadTheDeviceOnce) {
   const at::Tensor negatives = at::randint(200, {8, 32}, indices.options());
   EXPECT_EQ(syncsIn([&] { nce::nceLoss(f, bank.rows(), indices, negatives, {o.tau, nce::Mode::Nce, 100.0}, IndexCheck::Check); }), 1);
   EXPECT_EQ(syncsIn([&] { bank.update(indices, f, 0.5, IndexCheck::Check); }), 1);
+  // Parts on the host and on the GPU, interleaved: one transfer for the GPU's, each value in its place.
+  DeviceNumbers numbers;
+  const size_t host = numbers.add(at::arange(3, at::kLong)), gpu = numbers.add(at::full({2}, 2.5, at::TensorOptions(at::kDouble).device(cuda)));
+  const size_t more = numbers.add(at::full({1}, -7, at::kLong)), flag = numbers.add(at::isfinite(f).all());
+  EXPECT_EQ(syncsIn([&] { numbers.read(); }), 1);
+  EXPECT_EQ(std::vector<int64_t>({numbers.integer(host), numbers.integer(host + 2), numbers.integer(more), numbers.integer(flag)}),
+            std::vector<int64_t>({0, 2, -7, 1}));
+  EXPECT_EQ(std::vector<double>({numbers.real(gpu), numbers.real(gpu + 1)}), std::vector<double>({2.5, 2.5}));
 }
 
 TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
