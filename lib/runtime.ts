@@ -79,7 +79,7 @@ let oversubscribedWarned = 0;
  * (100 threads on 2 cores trained ~20× slower than 2).
  */
 export function setNumThreads(n: number): void {
-  setThreads(n, 'pirl train --threads, setNumThreads');
+  setThreads(n, '--threads, setNumThreads');
 }
 
 // setNumThreads, with where `n` came from (said if it oversubscribes the cores).

@@ -85,7 +85,7 @@ describe('threads', () => {
     };
     expect(said([cores, 1])).toEqual([]);
     expect(said([cores + 1, cores + 1, 1, cores + 1])).toEqual([
-      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${cores + 1} threads, more than the ${cores} cores this process may use: they wait for each other and run slower than ${cores} (pirl train --threads, setNumThreads)`,
+      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${cores + 1} threads, more than the ${cores} cores this process may use: they wait for each other and run slower than ${cores} (--threads, setNumThreads)`,
     ]);
     // The default's count from the environment names its variable.
     expect(said([], { PIRL_NUM_THREADS: String(cores + 1) })).toEqual([
@@ -95,7 +95,7 @@ describe('threads', () => {
     const half = Math.max(1, Math.floor(cores / 2));
     expect(said([half], { LOCAL_WORLD_SIZE: '2' })).toEqual([]);
     expect(said([half + 1], { LOCAL_WORLD_SIZE: '2' })).toEqual([
-      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${half + 1} threads, more than this process's share of the ${cores} cores it may use (2 ranks on this host): they wait for each other and run slower than ${half} (pirl train --threads, setNumThreads)`,
+      `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${half + 1} threads, more than this process's share of the ${cores} cores it may use (2 ranks on this host): they wait for each other and run slower than ${half} (--threads, setNumThreads)`,
     ]);
   });
 });
