@@ -325,6 +325,40 @@ TEST_F(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
 }
 
+// A rank that hangs (joined, never reaching the collective): the others fail at the timeout, c10d's own error told
+// without its C++ backtrace (a user read 13 frames of it).
+TEST_F(Distributed, ARankThatHangsMakesTheOthersFailAtTheTimeoutWithoutABacktrace) {
+  const std::string file = pirl::test::freshRendezvousFile();
+  std::promise<void> joined, failed;
+  std::thread peer([&, rank0Joined = joined.get_future(), rank0Failed = failed.get_future()]() mutable {
+    Communicator hanging(loopback(0, 1, 2, 1000, file));
+    rank0Joined.wait();
+    rank0Failed.wait();
+  });
+  std::shared_ptr<Communicator> waiting;
+  try {
+    waiting = std::make_shared<Communicator>(loopback(0, 0, 2, 1000, file));
+  } catch (...) {
+    joined.set_value();
+    failed.set_value();
+    peer.join();
+    throw;
+  }
+  joined.set_value();
+  at::Tensor t = at::ones({4});
+  std::string message = "no error";
+  try {
+    waiting->allreduce(t, "the test's allreduce");
+  } catch (const c10::Error& e) {
+    message = e.what_without_backtrace();
+  }
+  failed.set_value();
+  peer.join();
+  EXPECT_NE(message.find("rank 0 of 2 failed in the test's allreduce (another rank stopped, or did not reach it within 1000 ms)"),
+            std::string::npos) << message;
+  EXPECT_EQ(message.find("Exception raised from"), std::string::npos) << message;
+}
+
 // A rank whose batch lost unreadable images gathers fewer rows (of its indices and its embeddings alike):
 // the others still get every row, in rank order.
 TEST_F(Distributed, AllGatherTakesDifferentRowCountsInRankOrder) {

@@ -25,6 +25,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "../error_message.h"
+
 namespace pirl::distributed {
 
 bool available() { return PIRL_WITH_GLOO; }
@@ -139,7 +141,7 @@ std::string boundTo(const CommunicatorOptions& o) {
 // c10d reports a dead peer or a timeout as a c10::Error deep in Gloo: say which collective, and what it means.
 [[noreturn]] void fail(const Communicator& c, const char* what, const std::exception& e) {
   TORCH_CHECK(false, "distributed training: rank ", c.rank(), " of ", c.worldSize(), " failed in ", what,
-              " (another rank stopped, or did not reach it within ", c.timeout().count(), " ms): ", e.what());
+              " (another rank stopped, or did not reach it within ", c.timeout().count(), " ms): ", messageOf(e));
 }
 
 // The rendezvous: c10d's store where the ranks meet (keys under "pirl/", beside a launcher's own).
@@ -267,7 +269,7 @@ Communicator::Communicator(const CommunicatorOptions& o)
       TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
                   o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
                   device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + boundTo(o),
-                  ") within ", o.timeoutMs, " ms: ", e.what());
+                  ") within ", o.timeoutMs, " ms: ", messageOf(e));
     }
   };
   group_->store = joining([&] { return openStore(o, timeout()); });

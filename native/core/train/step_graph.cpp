@@ -15,6 +15,8 @@
 #include <mutex>
 #endif
 
+#include "../error_message.h"
+
 namespace pirl::train {
 
 #ifdef PIRL_WITH_CUDA
@@ -191,7 +193,7 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
     g.forget();
     g.disabled = true;
     TORCH_WARN("pirl: capturing the training step as a CUDA graph failed, so this run goes on without CUDA graphs ",
-               "(as with cudaGraphs: false); please report it with this message: ", e.what());
+               "(as with cudaGraphs: false); please report it with this message: ", messageOf(e));
     return out;  // this step's work was done by the warm-up
   }
   g.graph = std::move(graph);
