@@ -530,4 +530,20 @@ describe('a batch with no readable image', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  test('an epoch of which every batch was left out is warned of (it trained on nothing), once per such epoch', async () => {
+    const base = tiny.dataset();
+    const empty = { length: base.length, labels: base.labels, classes: null, batchSource: () => base.batchSource([]) };
+    const trainer = await Trainer.create(empty, { ...tiny.config, bankInit: 'random', epochs: 2 });
+    const emit = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      let steps = 0;
+      await trainer.fit({ callbacks: { onBatchEnd: () => void steps++ } });
+      expect(steps).toBe(0);
+      const warned = emit.mock.calls.filter(([, o]) => (o as { code?: string } | undefined)?.code === 'PIRL_EPOCH_UNTRAINED').map(([m]) => m);
+      expect(warned).toEqual([0, 1].map((e) => `epoch ${e} trained on nothing: none of its ${trainer.stepsPerEpoch} batch(es) held a readable sample (the data set left every one out)`));
+    } finally {
+      emit.mockRestore();
+    }
+  }, 60_000);
 });

@@ -466,6 +466,10 @@ export class Trainer {
       }
       if (this.position.stepInEpoch < this.stepsPerEpoch) this.checkInStep(); // the epoch's last batches left out
       const { lossSum, images: epochImages } = this.epochSoFar;
+      // Every batch left out (a Dataset of one's own that gave no sample): said, not a silent epoch of nothing.
+      if (epochImages === 0) {
+        process.emitWarning(`epoch ${epoch} trained on nothing: none of its ${this.stepsPerEpoch} batch(es) held a readable sample (the data set left every one out)`, { code: 'PIRL_EPOCH_UNTRAINED' });
+      }
       this.position = { epoch: epoch + 1, stepInEpoch: 0, step: (epoch + 1) * this.stepsPerEpoch };
       this.epochSoFar = { lossSum: 0, images: 0 };
       const logs = { epoch, loss: epochImages ? lossSum / epochImages : NaN, imagesPerSecond: images ? (images * this.worldSize * 1000) / (performance.now() - epochStart) : NaN };
