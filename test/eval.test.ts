@@ -28,7 +28,7 @@ describe('evaluation', () => {
       await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20, signal: stop.signal }, (done) => {
         seen.push(done);
         if (done === stopAt) stop.abort('enough');
-      })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', message: 'the feature pass was stopped: options.signal was aborted', cause: 'enough' });
+      })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', message: 'the feature pass was stopped: its signal was aborted', cause: 'enough' });
       expect(seen).toEqual(told.map(([done]) => done).filter((done) => done <= stopAt));
     }
     const aborted = AbortSignal.abort();

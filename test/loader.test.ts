@@ -88,6 +88,8 @@ describe('Loader', () => {
     // Labels: one per sample, checked before any work (a short array scored kNN against label 0).
     const short = custom((_, real) => real, Int32Array.from({ length: 12 }, () => 1));
     expect(() => new Loader(short, { batchSize: 5, config })).toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
+    // Its length an integer, named as the data set's (it was found as the memory bank's options.size).
+    expect(() => new Loader({ ...short, length: 31.5, labels: null }, { batchSize: 5, config })).toThrow('dataset.length must be an integer >= 0, got 31.5');
     const model = await PirlModel.create({ width: 0.125 });
     await expect(datasetFeatures(model, short, { size: 12 })).rejects.toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
   });

@@ -107,7 +107,7 @@ export class Loader {
     if (typeof dataset !== 'object' || dataset === null || typeof dataset.batchSource !== 'function') {
       throw typeError('dataset', 'a Dataset (ArrayDataset, IdxDataset, ImageFolder)', dataset);
     }
-    if (dataset.length === 0) throw new RangeError('dataset is empty: nothing to train on');
+    if (checkInteger('dataset.length', dataset.length, 0) === 0) throw new RangeError('dataset is empty: nothing to train on');
     labelsOf(dataset);
     checkOptions('options', options, LOADER_OPTIONS);
     this.batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);

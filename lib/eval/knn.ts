@@ -30,7 +30,7 @@ export type FeatureProgress = (done: number, total: number) => void;
 // A pass stopped by its options.signal, as Node's own aborted calls reject.
 function throwIfAborted(signal: AbortSignal | null): void {
   if (!signal?.aborted) return;
-  throw Object.assign(new Error('the feature pass was stopped: options.signal was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
+  throw Object.assign(new Error('the feature pass was stopped: its signal was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
 }
 
 /**
