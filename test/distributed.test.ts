@@ -444,7 +444,8 @@ describe('pirl train as ranks', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const [rank0, rank1] = [start(0), start(1)];
-    let stderr = '';
+    let stderr = '', stdout = '';
+    rank0.stdout!.on('data', (d) => void (stdout += d));
     const trained = new Promise<void>((resolve) => rank0.stderr!.on('data', (d) => {
       stderr += d;
       if (/epoch 2\/50 loss/.test(stderr)) resolve(); // progress goes to stderr
@@ -457,6 +458,8 @@ describe('pirl train as ranks', () => {
       expect(code).not.toBe(0);
       expect(Date.now() - killedAt).toBeLessThan(15_000);
       expect(stderr).toMatch(/rank 0 of 2 failed in .* \(another rank stopped, or did not reach it within 20000 ms\)/);
+      // Its epochs' checkpoints stand: how to go on is said, as after Ctrl-C.
+      expect(stdout).toContain(`stopped: continue from ${path.join(out, 'checkpoint.safetensors')} with the launcher's command, its ranks running pirl train`);
     } finally {
       rank0.kill('SIGKILL');
       rank1.kill('SIGKILL');

@@ -423,6 +423,12 @@ export async function train(args: string[]): Promise<number | void> {
         await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds);
       },
     },
+  }).catch(async (err: Error) => {
+    // A rank lost (killed, its host gone): the run goes on from its last checkpoint, as after Ctrl-C.
+    if (distributed && err.message.startsWith('distributed training:') && (await fs.access(checkpoint).then(() => true, () => false))) {
+      console.log(`stopped: continue from ${checkpoint} with ${resumeCommand(args, distributed)}`);
+    }
+    throw err;
   });
   signals.detach(); // trained: what is left is written atomically, and a signal now quits
   await trainer.model.save(path.join(out, 'model.safetensors'));
