@@ -295,6 +295,18 @@ TEST_F(Distributed, TwoRanksKeepTheEmaOfZOfTheRunOfOneProcess) {
   EXPECT_GT(std::abs(alone.zImage / frozen.zImage - 1), 1e-3);  // the EMA moved Z
 }
 
+// Rank 0 of two, rank 1 being `peer` (a thread waiting on `release`): if joining fails, `release` is set and the peer
+// joined before the failure is thrown (a thread left joinable ends the process).
+std::shared_ptr<Communicator> joinBeside(std::thread& peer, std::promise<void>& release, const distributed::CommunicatorOptions& o) {
+  try {
+    return std::make_shared<Communicator>(o);
+  } catch (...) {
+    release.set_value();
+    peer.join();
+    throw;
+  }
+}
+
 // A rank that goes away: the others' next collective fails with what happened, within the timeout.
 TEST_F(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
   const std::string file = pirl::test::freshRendezvousFile();
@@ -304,14 +316,7 @@ TEST_F(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
     Communicator leaving(loopback(0, 1, 2, 5000, file));
     rank0Joined.wait();
   });
-  std::shared_ptr<Communicator> survivor;
-  try {
-    survivor = std::make_shared<Communicator>(loopback(0, 0, 2, 5000, file));
-  } catch (...) {
-    joined.set_value();
-    peer.join();
-    throw;
-  }
+  const std::shared_ptr<Communicator> survivor = joinBeside(peer, joined, loopback(0, 0, 2, 5000, file));
   joined.set_value();
   peer.join();  // rank 1 joined the group, then its process group was destroyed
   at::Tensor t = at::ones({4});
@@ -329,22 +334,12 @@ TEST_F(Distributed, ARankThatStopsMakesTheOthersFailWithinTheTimeout) {
 // without its C++ backtrace (a user read 13 frames of it).
 TEST_F(Distributed, ARankThatHangsMakesTheOthersFailAtTheTimeoutWithoutABacktrace) {
   const std::string file = pirl::test::freshRendezvousFile();
-  std::promise<void> joined, failed;
-  std::thread peer([&, rank0Joined = joined.get_future(), rank0Failed = failed.get_future()]() mutable {
+  std::promise<void> failed;  // rank 1 stays in the group until rank 0's allreduce has failed
+  std::thread peer([&, rank0Failed = failed.get_future()]() mutable {
     Communicator hanging(loopback(0, 1, 2, 1000, file));
-    rank0Joined.wait();
     rank0Failed.wait();
   });
-  std::shared_ptr<Communicator> waiting;
-  try {
-    waiting = std::make_shared<Communicator>(loopback(0, 0, 2, 1000, file));
-  } catch (...) {
-    joined.set_value();
-    failed.set_value();
-    peer.join();
-    throw;
-  }
-  joined.set_value();
+  const std::shared_ptr<Communicator> waiting = joinBeside(peer, failed, loopback(0, 0, 2, 1000, file));
   at::Tensor t = at::ones({4});
   std::string message = "no error";
   try {
