@@ -248,10 +248,6 @@ async function inDecodeTurn<T>(work: () => Promise<T>): Promise<T> {
 const statAll = (files: readonly string[]): Promise<Array<Stats | Error>> => eachLimited(files, 256, (f) => fs.stat(f).catch((e: Error) => e));
 
 /**
- * A file's path relative to `dir`, for files listed as path.join(dir, name): the prefix cut rather than both paths
- * resolved, ten million times for a large folder (path.relative for others).
- */
-/**
  * The folder a data set's samples are read from (through Subsets: a held-out split) and each sample's file;
  * null for samples that are no folder's files.
  */
@@ -262,6 +258,10 @@ export function sampleFiles(dataset: Dataset): { folder: ImageFolder; file: (i: 
   return base && { folder: base.folder, file: (i) => base.file(dataset.indices[i]) };
 }
 
+/**
+ * A file's path relative to `dir`, for files listed as path.join(dir, name): the prefix cut rather than both paths
+ * resolved, ten million times for a large folder (path.relative for others).
+ */
 export function relativeTo(dir: string): (file: string) => string {
   const prefix = path.join(dir, 'x').slice(0, -1); // 'data/' for 'data', '' for '.' (path.join drops its './')
   return (file) => (file.startsWith(prefix) ? file.slice(prefix.length) : path.relative(dir, file));
