@@ -7,7 +7,7 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
-import { IdxDataset, Subset, holdOut, type Dataset } from '../data/datasets';
+import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, sampleFiles } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder, openRegular } from '../folders';
@@ -223,16 +223,14 @@ export async function checkOutsideData(flag: string, target: string, spec: strin
 
 /** The files found unreadable so far in the folder a data set is read from (a held-out split's: its folder's). */
 export function unreadableOf(data: Dataset): string[] {
-  if (data instanceof ImageFolder) return [...data.failures.keys()];
-  return data instanceof Subset ? unreadableOf(data.base) : [];
+  return [...(sampleFiles(data)?.folder.failures.keys() ?? [])];
 }
 
 /** The samples of a data set (a held-out split: its own) found unreadable so far; none where a cache left them out. */
 export function unreadableIn(data: Dataset): string[] {
-  const failed = new Set(unreadableOf(data));
   const samples = sampleFiles(data);
-  if (failed.size === 0 || !samples) return [];
-  return Array.from({ length: data.length }, (_, i) => samples.file(i)).filter((f) => failed.has(f));
+  if (!samples || samples.folder.failures.size === 0) return [];
+  return Array.from({ length: data.length }, (_, i) => samples.file(i)).filter((f) => samples.folder.failures.has(f));
 }
 
 /** The images of a data set and those its cache left out. */
