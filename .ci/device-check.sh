@@ -66,6 +66,8 @@ fi
 export PIRL_NUM_THREADS=${PIRL_NUM_THREADS:-$(nproc)}
 device=cuda
 [ -z "${DEVICE_CHECK_DRY:-}" ] || device=cpu  # a dry run smoke-tests bench:gpu and the prebuild on the CPU
+# Here a CUDA case that would skip (no kernels, no device, no NCCL) fails: a build that lost CUDA must not pass.
+[ "$device" = cpu ] || export PIRL_REQUIRE_CUDA=1
 
 # The prebuild from a bare installed package (dist, scripts, prebuilds; no build/), libtorch found as on a
 # user's machine (python3's torch: no CMAKE_PREFIX_PATH, no LD_LIBRARY_PATH), then one training step on $1.

@@ -282,8 +282,8 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
     expect(() => binding.makeBatch(source, zero, zero, 0, 0, { ...config, imageSize: Infinity }, false, 'cpu', lanes, 0)).toThrow(/^config\.imageSize must be an integer, got Infinity$/);
   });
 
-  test("'cuda' on a libtorch without CUDA is refused by the binding too", () => {
-    if (pirl.buildInfo().cuda.compiled) return; // the CUDA suite covers the other side
+  // The CUDA suite covers the other side.
+  (pirl.buildInfo().cuda.compiled ? test.skip : test)("'cuda' on a libtorch without CUDA is refused by the binding too", () => {
     expect(() => binding.zeros([1], 'float32', 'cuda')).toThrow(/^device is 'cuda' but the libtorch this addon runs on has no CUDA/);
   });
 });

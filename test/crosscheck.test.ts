@@ -42,7 +42,7 @@ suite.each(['resnet18', 'resnet50'] as const)('%s and torchvision', (arch) => {
     const featuresFile = path.join(dir, 'ours.f32');
     fs.writeFileSync(featuresFile, ours.data() as Float32Array);
     const r = python(['check-export', arch, trunkFile, inputFile, featuresFile]);
-    expect(r.scale).toBeGreaterThan(0);
+    expect(r.scale).toBeGreaterThan(0.1); // features of a meaningful scale, as below
     expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
   });
 

@@ -12,6 +12,13 @@ const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').
 
 const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Math.max(Math.abs(a), Math.abs(b)) + 1e-6;
 
+// The GPU check sets PIRL_REQUIRE_CUDA=1: there a build or host without CUDA fails here rather than skip the rest.
+(process.env.PIRL_REQUIRE_CUDA === '1' ? test : test.skip)('CUDA is compiled in and a device is visible (PIRL_REQUIRE_CUDA)', () => {
+  const { cuda } = buildInfo();
+  expect({ compiled: cuda.compiled, available: cuda.available }).toEqual({ compiled: true, available: true });
+  expect(cuda.deviceCount).toBeGreaterThanOrEqual(1);
+});
+
 (buildInfo().cuda.available ? describe : describe.skip)('on a CUDA device', () => {
   // Compared with the CPU in float32: cuDNN's default TF32 convolutions round to ~5e-4.
   const tf32 = getTf32();
@@ -26,9 +33,10 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     expect(trainer.bank.device).toBe('cuda:0');
     await trainer.fit({ callbacks: { onBatchEnd: (l) => void cuda.push(l.loss) } });
     expect(cuda).toHaveLength(cpu.length);
-    // The same run in other arithmetic: the first step agrees closely, the rest stays finite and near.
-    expect(close(cuda[0], cpu[0], 1e-3)).toBe(true);
-    for (const l of cuda) expect(Number.isFinite(l)).toBe(true);
+    // The same run in other arithmetic (cuDNN's, not TF32): rounding differences grow step by step, slowly.
+    expect(cpu.length).toBeGreaterThan(3);
+    const far = cuda.map((l, i) => ({ step: i, cuda: l, cpu: cpu[i] })).filter((s) => !close(s.cuda, s.cpu, 1e-3 * (s.step + 1)));
+    expect(far).toEqual([]);
   });
 
   test('a loader delivering to CUDA hands over the batch the host makes, copied on a side stream', async () => {
@@ -50,16 +58,21 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
   });
 
   test('bf16 and fp16 train on CUDA and follow fp32', async () => {
-    const first: Record<string, number> = {};
+    const runs: Record<string, number[]> = {};
     for (const precision of ['fp32', 'bf16', 'fp16'] as const) {
       const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: 0.05, device: 'cuda', precision });
       const losses: number[] = [];
       await trainer.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
-      for (const l of losses) expect(Number.isFinite(l)).toBe(true);
-      first[precision] = losses[0];
+      runs[precision] = losses;
     }
-    expect(close(first.bf16, first.fp32, 1e-2)).toBe(true);
-    expect(close(first.fp16, first.fp32, 1e-2)).toBe(true);
+    // As precision.test's bound for bf16 on the CPU: the first step within 1%, each within 10%, their mean within 3%.
+    expect(runs.fp32.length).toBeGreaterThan(3);
+    for (const precision of ['bf16', 'fp16']) {
+      const rel = runs[precision].map((l, i) => Math.abs(l - runs.fp32[i]) / Math.abs(runs.fp32[i]));
+      expect({ precision, steps: rel.length }).toEqual({ precision, steps: runs.fp32.length });
+      const summary = { precision, first: rel[0] < 1e-2, each: rel.every((r) => r < 0.1), mean: rel.reduce((a, b) => a + b, 0) / rel.length < 0.03 };
+      expect({ ...summary, rel }).toEqual({ precision, first: true, each: true, mean: true, rel });
+    }
   });
 
   test('a CUDA run replays its captured step by default and takes the eager run\'s steps', async () => {

@@ -28,6 +28,26 @@ describe('the device of a run', () => {
     const { metadata } = await readSafetensors(file);
     expect(JSON.parse(metadata['pirl-checkpoint']).config.device).toBe('cpu');
   });
+
+  test("a CUDA run's checkpoint continues on the CPU with { device: 'cpu' }, exactly as a CPU run would", async () => {
+    const reference: number[] = [];
+    await (await Trainer.create(tiny.dataset(), tiny.config)).fit({ callbacks: { onBatchEnd: (l) => void reference.push(l.loss) } });
+    const dir = tmpDir();
+    const file = path.join(dir, 'run.ckpt');
+    const first = await Trainer.create(tiny.dataset(), tiny.config);
+    await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 5) throw new Error('stop'); } } })) // before step 5's checkpoint: step 4's stands
+      .rejects.toThrow('stop');
+    // What a CUDA run writes: the same tensors (saved from the CPU) and config.device 'cuda'.
+    const onCuda = await withMetadata(file, path.join(dir, 'cuda.ckpt'), (meta) => void ((meta.config as Record<string, unknown>).device = 'cuda'));
+    const resumed = await Trainer.resume(onCuda, tiny.dataset(), { device: 'cpu' });
+    expect(resumed.config.device).toBe('cpu');
+    expect(resumed.progress.step).toBe(4);
+    const losses: number[] = [];
+    await resumed.fit({ checkpoint: onCuda, callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+    expect(losses).toEqual(reference.slice(4));
+    const { metadata } = await readSafetensors(onCuda);
+    expect(JSON.parse(metadata['pirl-checkpoint']).config.device).toBe('cpu');
+  });
 });
 
 (buildInfo().cuda.compiled ? describe.skip : describe)('on a libtorch without CUDA', () => {
@@ -41,25 +61,13 @@ describe('the device of a run', () => {
     await expect(PirlModel.load(file, { device: 'cuda' })).rejects.toThrow(NO_CUDA);
   });
 
-  test("a CUDA run's checkpoint continues on the CPU with { device: 'cpu' }, exactly as a CPU run would", async () => {
-    const reference: number[] = [];
-    await (await Trainer.create(tiny.dataset(), tiny.config)).fit({ callbacks: { onBatchEnd: (l) => void reference.push(l.loss) } });
+  test("a CUDA run's checkpoint is refused here unless resumed with { device: 'cpu' }, naming the field", async () => {
     const dir = tmpDir();
-    const file = path.join(dir, 'run.ckpt');
-    const first = await Trainer.create(tiny.dataset(), tiny.config);
-    await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 5) throw new Error('stop'); } } })) // before step 5's checkpoint: step 4's stands
-      .rejects.toThrow('stop');
-    // What a CUDA run writes: the same tensors (saved from the CPU) and config.device 'cuda'.
-    const onCuda = await withMetadata(file, path.join(dir, 'cuda.ckpt'), (meta) => void ((meta.config as Record<string, unknown>).device = 'cuda'));
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    await trainer.save(path.join(dir, 'run.ckpt'));
+    const onCuda = await withMetadata(path.join(dir, 'run.ckpt'), path.join(dir, 'cuda.ckpt'), (meta) => void ((meta.config as Record<string, unknown>).device = 'cuda'));
     await expect(Trainer.resume(onCuda, tiny.dataset())).rejects.toThrow(new RegExp(`${onCuda.replace(/[.]/g, '\\.')}: metadata "pirl-checkpoint".config.device ${NO_CUDA.source}`));
     await expect(Trainer.resume(onCuda, tiny.dataset(), { device: 'cuda' })).rejects.toThrow(/options.device is 'cuda', but the libtorch/);
-    const resumed = await Trainer.resume(onCuda, tiny.dataset(), { device: 'cpu' });
-    expect(resumed.config.device).toBe('cpu');
-    expect(resumed.progress.step).toBe(4);
-    const losses: number[] = [];
-    await resumed.fit({ checkpoint: onCuda, callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
-    expect(losses).toEqual(reference.slice(4));
-    const { metadata } = await readSafetensors(onCuda);
-    expect(JSON.parse(metadata['pirl-checkpoint']).config.device).toBe('cpu');
+    expect((await Trainer.resume(onCuda, tiny.dataset(), { device: 'cpu' })).config.device).toBe('cpu');
   });
 });

@@ -60,7 +60,13 @@ describe('evaluation', () => {
     const test = (classes: string[]) => new ArrayDataset(subset, [kept.length, 16, 16, 3], { labels: Int32Array.from(kept, (i) => labels[i] - 1), classes });
     // Each test image is in train: its nearest neighbour is itself, of the same class.
     expect(await knnAccuracy(trainer.model, train, test(['b', 'c']), { size: 16, k: 1 })).toBe(1);
-    expect(await linearProbeAccuracy(trainer.model, train, test(['b', 'c']), { size: 16, epochs: 1 })).toBeGreaterThanOrEqual(0);
+    // The probe scores b and c as train's classes 1 and 2: as the same images labelled so.
+    const byName = await linearProbeAccuracy(trainer.model, train, test(['b', 'c']), { size: 16, epochs: 1 });
+    const asTrains = new ArrayDataset(subset, [kept.length, 16, 16, 3], { labels: Int32Array.from(kept, (i) => labels[i]), classes: ['a', 'b', 'c'] });
+    expect(byName).toBe(await linearProbeAccuracy(trainer.model, train, asTrains, { size: 16, epochs: 1 }));
+    // Scored by place (b, c as a, b) it would be another number.
+    const byPlace = new ArrayDataset(subset, [kept.length, 16, 16, 3], { labels: Int32Array.from(kept, (i) => labels[i] - 1), classes: ['a', 'b', 'c'] });
+    expect(byName).not.toBe(await linearProbeAccuracy(trainer.model, train, byPlace, { size: 16, epochs: 1 }));
     await expect(knnAccuracy(trainer.model, train, test(['b', 'coat']), { size: 16, k: 1 })).rejects.toThrow(`test must be a data set of train's classes (a, b, c), got ["coat"]`);
   });
 

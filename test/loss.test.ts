@@ -114,7 +114,8 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     await expect(nceLoss(x, bank, [0, 10], neg)).rejects.toThrow(/positives must be rows in \[0, 10\)/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0 })).rejects.toThrow(/options.tau must be a positive number, got 0/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0.001 })).rejects.toThrow("options.tau must be at least 0.0015 with options.mode 'nce' (its Z = N·mean(e^{s/τ}) overflows float64 below; 'infonce' takes any τ > 0), got 0.001");
-    expect((await nceLoss(x, bank, [0, 1], neg, { tau: 0.001, mode: 'infonce' })).loss).toBeGreaterThan(0);
+    // x = 0 scores every row 0: InfoNCE's loss is log(K + 1) at any τ.
+    expect((await nceLoss(x, bank, [0, 1], neg, { tau: 0.001, mode: 'infonce' })).loss).toBeCloseTo(Math.log(4), 5);
     await expect(nceLoss(x, bank, [0, 1], neg, { mode: 'softmax' as never })).rejects.toThrow(/options.mode must be 'nce' or 'infonce'/);
     await expect(nceLoss(Tensor.zeros([2, 5]), bank, [0, 1], neg)).rejects.toThrow(/bank rows must have x's width 5, got 4/);
     await expect(nceLoss(x, bank, [0], neg)).rejects.toThrow(/positives must have shape \[2\]/);
@@ -134,13 +135,24 @@ describe('PirlLoss', () => {
     const before = Float32Array.from(twin.rows().data() as Float32Array);
     const negG = await twin.sampleNegatives(B, 32), negF = await twin.sampleNegatives(B, 32);
     const rowsOf = (t: Tensor) => Array.from({ length: B }, (_, b) => toNumbers(t).slice(b * 32, (b + 1) * 32));
-    const lossG = reference(g, before, D, indices, rowsOf(negG), 0.07, 'nce', -1, N).loss;
-    const lossF = reference(f, before, D, indices, rowsOf(negF), 0.07, 'nce', -1, N).loss;
-    expect(r.lossJigsaw).toBeCloseTo(lossG, 4);
-    expect(r.lossImage).toBeCloseTo(lossF, 4);
-    expect(r.loss).toBeCloseTo(0.25 * lossG + 0.75 * lossF, 4);
-    expect(loss.z.image).toBeCloseTo(r.zImage);
-    expect(r.gradF.shape).toEqual([B, D]);
+    const refG = reference(g, before, D, indices, rowsOf(negG), 0.07, 'nce', -1, N);
+    const refF = reference(f, before, D, indices, rowsOf(negF), 0.07, 'nce', -1, N);
+    expect(r.lossJigsaw).toBeCloseTo(refG.loss, 4);
+    expect(r.lossImage).toBeCloseTo(refF.loss, 4);
+    expect(r.loss).toBeCloseTo(0.25 * refG.loss + 0.75 * refF.loss, 4);
+    // Frozen Z: each term's first estimate, the reference's zBatch on the same draws.
+    expect(Math.abs(r.zImage - refF.zBatch) / refF.zBatch).toBeLessThan(1e-5);
+    expect(Math.abs(r.zJigsaw - refG.zBatch) / refG.zBatch).toBeLessThan(1e-5);
+    expect(loss.z).toEqual({ image: r.zImage, jigsaw: r.zJigsaw });
+    // Each term's gradient weighted by its λ, against the bank before the update.
+    for (const [name, got, ref, weight] of [['gradF', r.gradF, refF.grad, 0.75], ['gradG', r.gradG, refG.grad, 0.25]] as const) {
+      expect({ name, shape: got.shape }).toEqual({ name, shape: [B, D] });
+      const values = got.data() as Float32Array;
+      const scale = weight * Math.max(...Array.from(ref, Math.abs));
+      expect(scale).toBeGreaterThan(1e-3);
+      const worst = Math.max(...Array.from(values, (v, i) => Math.abs(v - weight * ref[i])));
+      expect({ name, worst, within: worst <= 1e-4 * scale + 1e-6 }).toEqual({ name, worst, within: true });
+    }
 
     await twin.update(indices, Tensor.from(f, [B, D]), 0.5);
     const a = bank.rows().data() as Float32Array, b = twin.rows().data() as Float32Array;

@@ -63,7 +63,13 @@ describe('MemoryBank', () => {
         expect(v >= 0n && v < 20n).toBe(true);
       }
     }
-    expect((await bank.sampleShared(9)).shape).toEqual([9]);
+    // Shared negatives: seeded the same way, in range, spread over the bank.
+    const shared = await bank.sampleShared(400), again = await restored.sampleShared(400);
+    expect(shared.shape).toEqual([400]);
+    expect([...shared.data()]).toEqual([...again.data()]);
+    const rows = Array.from(shared.data() as BigInt64Array, Number);
+    expect(rows.every((r) => Number.isInteger(r) && r >= 0 && r < 20)).toBe(true);
+    expect(new Set(rows).size).toBe(20); // 400 draws of 20 rows miss one with probability ~20·0.95^400 ≈ 2e-8
   });
 
   test('bad input: clear errors, never a read past the end', async () => {

@@ -16,8 +16,9 @@ describe('PirlModel', () => {
     const { f, g } = await model.forward(rand([2, 3, 32, 32]), rand([2, 9, 3, 12, 12]));
     expect(f.shape).toEqual([2, 128]);
     expect(g.shape).toEqual([2, 128]);
-    const row = Array.from(f.data() as Float32Array).slice(0, 128);
-    expect(Math.hypot(...row)).toBeCloseTo(1, 5);
+    const norms = [f, g].flatMap((t) => [0, 1].map((b) => Math.hypot(...Array.from(t.data() as Float32Array).slice(b * 128, (b + 1) * 128))));
+    expect({ norms, unit: norms.every((n) => Math.abs(n - 1) < 1e-5) }).toEqual({ norms, unit: true });
+    expect(norms).toHaveLength(4);
     expect((await model.embed(rand([5, 3, 32, 32]), { batchSize: 2 })).shape).toEqual([5, 512]);
     expect((await model.embed(rand([3, 3, 32, 32]), { layer: 'f' })).shape).toEqual([3, 128]);
   });

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "core/nce/nce.h"
+#include "requires.h"
 
 namespace {
 
@@ -14,7 +15,7 @@ using pirl::nce::Mode;
 class NceCuda : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, Mode, bool, at::ScalarType>> {};
 
 TEST_P(NceCuda, MatchesCpuAndReference) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped");
   const auto [B, K, D, mode, shared, type] = GetParam();
   at::manual_seed(B * 31 + K);
   const auto opts = at::TensorOptions().dtype(type);
@@ -65,7 +66,7 @@ INSTANTIATE_TEST_SUITE_P(Grid, NceCuda,
 // The paper's scale (B = 256, K = 32,000 per-sample negatives, an ImageNet-sized bank): the split kernel's
 // many splits per sample, and indices into a bank of 1.28M rows.
 TEST(NceCudaPaperScale, MatchesCpu) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped");
   const int64_t B = 256, K = 32000, D = 128, N = 1281167;
   at::manual_seed(7);
   at::Tensor bank = at::randn({N, D});

@@ -9,6 +9,7 @@
 #include "core/memory_bank.h"
 #include "core/negatives/negative_streams.h"
 #include "core/splitmix.h"
+#include "requires.h"
 
 namespace {
 
@@ -79,7 +80,7 @@ TEST(NegativeStreams, BadArgumentsAreValueErrors) {
 }
 
 TEST(NegativeStreamsCuda, TheSameIntegersAsTheCpu) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped");
   const at::Tensor keys = at::randint(1281167, {300}, at::kLong);
   EXPECT_TRUE(at::equal(drawKeyed(keys.cuda(), 9, 4099, 1281167).cpu(), drawKeyed(keys, 9, 4099, 1281167)));
   EXPECT_TRUE(at::equal(drawKeyed(keys.cuda(), 9, 4099, 1281167, keys.cuda()).cpu(), drawKeyed(keys, 9, 4099, 1281167, keys)));

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "core/pirl_loss.h"
 #include "presets.h"
@@ -27,11 +28,13 @@ TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
     const auto r = loss(bank, f, g, idx, pirl::IndexCheck::Check, true);
 
     // The same draws from the twin: jigsaw term first, then the image term.
-    const at::Tensor before = twin.rows().clone();
+    const at::Tensor before = twin.rows().to(at::kDouble);
     const at::Tensor negG = shared ? twin.sampleShared(64) : twin.sampleNegatives(8, 64);
     const at::Tensor negF = shared ? twin.sampleShared(64) : twin.sampleNegatives(8, 64);
-    const auto refG = pirl::nce::nceLossReference(g, before, idx, negG, {0.07, pirl::nce::Mode::Nce, -1});
-    const auto refF = pirl::nce::nceLossReference(f, before, idx, negF, {0.07, pirl::nce::Mode::Nce, -1});
+    // float64 leaves of their own: the reference's gradients, each term's alone.
+    const at::Tensor fRef = f.detach().to(at::kDouble).requires_grad_(true), gRef = g.detach().to(at::kDouble).requires_grad_(true);
+    const auto refG = pirl::nce::nceLossReference(gRef, before, idx, negG, {0.07, pirl::nce::Mode::Nce, -1});
+    const auto refF = pirl::nce::nceLossReference(fRef, before, idx, negF, {0.07, pirl::nce::Mode::Nce, -1});
     const double expected = 0.3 * refG.loss.item<double>() + 0.7 * refF.loss.item<double>();
     EXPECT_NEAR(r.loss.item<double>(), expected, 1e-5 * std::abs(expected)) << "shared=" << shared;
     EXPECT_NEAR(r.zJigsaw, refG.zBatch.item<double>(), 1e-5 * refG.zBatch.item<double>());
@@ -40,8 +43,15 @@ TEST(PirlLoss, IsLambdaMixOfTwoNceTermsAgainstThePreUpdateBankThenUpdates) {
     twin.update(idx, f.detach(), 0.5, pirl::IndexCheck::Check);
     EXPECT_TRUE(at::allclose(bank.rows(), twin.rows(), 1e-6, 1e-6));
 
+    // After the update, as a step's backward comes: the gradients are still those against the bank before it.
     r.loss.backward();
-    EXPECT_TRUE(f.grad().defined() && g.grad().defined());
+    refG.loss.backward();
+    refF.loss.backward();
+    for (const auto& [name, got, expected] : {std::tuple{"f", f.grad(), 0.7 * fRef.grad()}, std::tuple{"g", g.grad(), 0.3 * gRef.grad()}}) {
+      const double scale = expected.abs().max().item<double>();
+      ASSERT_GT(scale, 1e-3) << name;
+      EXPECT_LE((got.to(at::kDouble) - expected).abs().max().item<double>(), 1e-5 * scale + 1e-7) << name << " shared=" << shared;
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/runtime.h"
+#include "requires.h"
 
 namespace {
 
@@ -36,7 +37,16 @@ TEST(Runtime, BuildInfoDescribesTheLoadedLibtorch) {
   EXPECT_FALSE(info.libtorchVersion.empty());
   EXPECT_NE(info.libtorchLibrary.find("libtorch"), std::string::npos) << info.libtorchLibrary;
   EXPECT_GE(info.numThreads, 1);
-  EXPECT_EQ(info.cudaAvailable, at::hasCUDA());
+}
+
+// The GPU check's own case (`ctest -R Cuda` under PIRL_REQUIRE_CUDA=1): its build has pirl's CUDA kernels and
+// NCCL and sees a device — else every other CUDA case would skip and the check pass.
+TEST(Cuda, TheBuildHasItsKernelsAndNcclAndSeesADevice) {
+  const auto info = pirl::buildInfo();
+  PIRL_REQUIRE(info.cudaCompiled, "built without pirl's CUDA kernels (a CPU-only libtorch)");
+  PIRL_REQUIRE(info.cudaAvailable, "no CUDA device");
+  EXPECT_GE(info.cudaDeviceCount, 1);
+  PIRL_REQUIRE(info.nccl, "built without NCCL (see the build's 'pirl: NCCL' line)");
 }
 
 TEST(Runtime, BlasIsDetectedOnceAMatmulHasRun) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/data/side_stream_copy.h"
+#include "requires.h"
 
 namespace {
 
@@ -21,7 +22,7 @@ TEST(SideStreamCopy, OnTheCpuTheTensorsThemselves) {
 }
 
 TEST(SideStreamCopyCuda, ValuesReachTheComputeStreamWhileItIsBusy) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): CUDA copies skipped";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA copies skipped");
   const at::Tensor busy = at::randn({4096, 4096}, at::kCUDA);
   std::vector<at::Tensor> hosts, sums, expected;
   for (int i = 0; i < 40; ++i) hosts.push_back(at::randn({64, 3, 96, 96}).pin_memory());

@@ -24,6 +24,7 @@
 #include "core/train/train_state.h"
 #include "presets.h"
 #include "rendezvous.h"
+#include "requires.h"
 
 namespace {
 
@@ -85,7 +86,7 @@ double syncsPerStep(nce::Mode mode, ZMode zMode, train::Precision precision, boo
 }
 
 TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32), 1);
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Bf16), 1);
   EXPECT_DOUBLE_EQ(syncsPerStep(nce::Mode::Nce, ZMode::Frozen, train::Precision::Fp32), 1);
@@ -99,7 +100,7 @@ TEST(TrainStateCuda, ReadsTheDeviceOncePerStep) {
 // A checked call gathers what its checks read: one read each for the loss (indices; f and g finite, of unit
 // rows), the NCE op (positives, negatives) and a bank update (indices, fHat finite).
 TEST(PirlLossCuda, ChecksReadTheDeviceOnce) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   const c10::Device cuda(c10::kCUDA, 0);
   at::manual_seed(8);
   PirlLossOptions o = pirl::testing::paperLoss();
@@ -128,7 +129,7 @@ TEST(PirlLossCuda, ChecksReadTheDeviceOnce) {
 }
 
 TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   at::manual_seed(5);
   CudaRun run = cudaRun(nce::Mode::Nce, ZMode::Frozen, train::Precision::Fp16);
   auto& state = *run.state;
@@ -151,8 +152,8 @@ TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
 // input lies within rounding of 0 goes the other way in one of the runs (seen on the CPU: one element of
 // 32,768, 2e-3 of the first layers' gradients), which these steps grow to a percent in three; the H200 showed it.
 TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  if (!distributed::ncclAvailable()) GTEST_SKIP() << "this pirl was built without NCCL (see the build's 'pirl: NCCL' line)";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
+  PIRL_REQUIRE(distributed::ncclAvailable(), "this pirl was built without NCCL (see the build's 'pirl: NCCL' line)");
   std::vector<double> losses[2];
   std::vector<at::Tensor> banks;
   for (int distributedRun = 0; distributedRun < 2; ++distributedRun) {
@@ -229,7 +230,7 @@ void expectGraphsFollowEagerSteps(const GraphComparison& c, const std::vector<bo
 }
 
 TEST(TrainStateCuda, GraphReplaysTakeTheEagerSteps) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   const std::vector<int64_t> eight(6, 8);
   // InfoNCE: the first step runs eagerly and captures, the rest replay.
   expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::InfoNce, train::Precision::Fp32, eight),
@@ -246,13 +247,13 @@ TEST(TrainStateCuda, GraphReplaysTakeTheEagerSteps) {
 }
 
 TEST(TrainStateCuda, GraphsRecaptureWhenTheBatchSizeChanges) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::InfoNce, train::Precision::Fp32, {8, 8, 4, 4, 8, 8}),
                                {false, true, false, true, false, true}, 1e-4);
 }
 
 TEST(TrainStateCuda, GraphsRecaptureWhenTheLossScaleChanges) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   at::manual_seed(7);
   CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp16, /*cudaGraphs=*/true);
   run.state->scaler().restore(1024, 0);
@@ -267,7 +268,7 @@ TEST(TrainStateCuda, GraphsRecaptureWhenTheLossScaleChanges) {
 }
 
 TEST(TrainStateCuda, GraphsRecaptureWhenTheTf32SettingsChange) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   at::manual_seed(7);
   CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32, /*cudaGraphs=*/true);
   const auto step = [&] {
@@ -287,7 +288,7 @@ TEST(TrainStateCuda, GraphsRecaptureWhenTheTf32SettingsChange) {
 // comes from the warm-up, a warning is raised, the stream's capture is ended (the thread allocates and reads the
 // device again) and later steps run eagerly.
 TEST(StepGraphCuda, AFailedCaptureIsEndedAndTheRunGoesOnEagerly) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   train::StepGraph graph(c10::Device(c10::kCUDA, 0));
   int calls = 0;
   const auto body = [&](const std::vector<at::Tensor>& in) {
@@ -315,8 +316,8 @@ TEST(StepGraphCuda, AFailedCaptureIsEndedAndTheRunGoesOnEagerly) {
 }
 
 TEST(TrainStateCuda, GraphsRefuseDataParallelRuns) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  if (!distributed::ncclAvailable()) GTEST_SKIP() << "this pirl was built without NCCL";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
+  PIRL_REQUIRE(distributed::ncclAvailable(), "this pirl was built without NCCL");
   CudaRun run = cudaRun(nce::Mode::InfoNce, ZMode::Ema, train::Precision::Fp32, /*cudaGraphs=*/true);
   auto c = std::make_shared<distributed::Communicator>(
       distributed::CommunicatorOptions{pirl::test::freshRendezvousFile(), "127.0.0.1", 0, 0, 1, "127.0.0.1", 60000, "cuda:0"});

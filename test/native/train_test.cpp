@@ -11,6 +11,7 @@
 #include "core/splitmix.h"
 #include "core/train/train_state.h"
 #include "presets.h"
+#include "requires.h"
 
 namespace {
 
@@ -61,7 +62,37 @@ TEST(TrainState, StepsAreDeterministic) {
   EXPECT_TRUE(at::equal(a.bank().rows(), b.bank().rows()));
 }
 
-TEST(TrainState, LrMovesTheWeightsAndTheBankMovesTowardsF) {
+// A step written out: the loss alone on the model's own forward, backward, SGD's first step by hand (its buffer
+// starts at g + wd·w) and the batch's bank rows m ← normalise(μ·m + (1 − μ)·f), f from before the update.
+TEST(TrainState, AStepIsTheLossItsGradientSgdAndTheBankUpdateWrittenOut) {
+  at::manual_seed(5);
+  const at::Tensor images = at::randn({4, 3, 16, 16}), patches = at::randn({4, 9, 3, 8, 8});
+  const at::Tensor indices = at::tensor({7, 2, 30, 11}, at::kLong);
+  const double lr = 0.1;
+  auto s = pirl::testing::tinyTrainState(3, 40), hand = pirl::testing::tinyTrainState(3, 40);
+  const at::Tensor w0 = hand.model()->trunk->conv1->weight.detach().clone();
+  const at::Tensor rows0 = hand.bank().rows().clone();
+  MemoryBank twin(rows0.clone(), hand.bank().generatorState());
+  PirlLoss alone(hand.loss().options());
+  hand.model()->train();
+  const model::Embeddings e = hand.model()->forward(images, patches);
+  const PirlLossResult r = alone(twin, e.f, e.g, indices, IndexCheck::Check, false, {splitmix64(splitmix64(3) ^ 0), indices});
+  r.loss.backward();
+  const at::Tensor grad = hand.model()->trunk->conv1->weight.grad();
+  const at::Tensor weight = w0 - lr * (grad + pirl::testing::paperSgd().weightDecay * w0);
+  const double mu = alone.options().momentum;
+  const at::Tensor moved = mu * rows0.index_select(0, indices) + (1 - mu) * e.f.detach();
+  at::Tensor rows = rows0.clone();
+  rows.index_copy_(0, indices, moved / moved.norm(2, 1, true));
+
+  const train::StepResult step = s.step(images, patches, indices, lr);
+  EXPECT_NEAR(step.loss, r.loss.item<double>(), 1e-6 * std::abs(r.loss.item<double>()));
+  ASSERT_GT((weight - w0).abs().max().item<double>(), 1e-4) << "the step moves conv1";
+  EXPECT_LE((s.model()->trunk->conv1->weight.detach() - weight).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((s.bank().rows() - rows).abs().max().item<double>(), 1e-6);
+}
+
+TEST(TrainState, LrZeroKeepsTheWeightsAndMovesOnlyTheBatchsBankRows) {
   at::manual_seed(5);
   const at::Tensor images = at::randn({4, 3, 16, 16}), patches = at::randn({4, 9, 3, 8, 8});
   const at::Tensor indices = at::arange(4, at::kLong);
@@ -72,8 +103,6 @@ TEST(TrainState, LrMovesTheWeightsAndTheBankMovesTowardsF) {
   EXPECT_TRUE(at::equal(w0, s.model()->trunk->conv1->weight.detach())) << "lr 0 keeps the weights";
   EXPECT_FALSE(at::equal(rows0.narrow(0, 0, 4), s.bank().rows().narrow(0, 0, 4))) << "the batch's rows move";
   EXPECT_TRUE(at::equal(rows0.narrow(0, 4, 36), s.bank().rows().narrow(0, 4, 36))) << "the others do not";
-  s.step(images, patches, indices, 0.1);
-  EXPECT_FALSE(at::equal(w0, s.model()->trunk->conv1->weight.detach()));
 }
 
 // The step reads an EMA of Z's batch estimates with its losses and updates Z after: the Z of the loss alone
@@ -229,7 +258,7 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
 }
 
 TEST(EvalCuda, KnnAndTheLinearProbeTakeCudaInputsAndAnswerAsOnTheCpu) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   at::manual_seed(6);
   const at::Tensor centres = at::randn({3, 8}) * 6;
   const at::Tensor labels = at::randint(3, {300}, at::kLong);
