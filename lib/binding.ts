@@ -68,7 +68,7 @@ export interface NativePirlLossResult {
   gradG: TensorHandle;
 }
 
-/** The native PIRL loss handle (native/addon/nce_wrap.cc). */
+/** The native PIRL loss handle (native/addon/pirl_loss_wrap.cc). */
 export interface PirlLossHandle {
   compute(bank: MemoryBankHandle, f: TensorHandle, g: TensorHandle, indices: TensorHandle): Promise<NativePirlLossResult>;
   z(): { image: number; jigsaw: number };
@@ -190,7 +190,7 @@ export interface Binding {
   ): Promise<NativeNceResult>;
   PirlLossHandle: new (options: ResolvedLossOptions) => PirlLossHandle;
   createPirlModel(options: ResolvedModelOptions): Promise<PirlModelHandle>;
-  LanesHandle: new (count: number) => LanesHandle;
+  LanesHandle: { new (count: number): LanesHandle; readonly maxCount: number };
   makeBatch(
     source: TensorHandle,
     rows: TensorHandle,
@@ -226,7 +226,7 @@ export interface Binding {
     features: TensorHandle,
     labels: TensorHandle,
     numClasses: number,
-    options: Omit<ResolvedLinearProbeOptions, 'size'>,
+    options: Omit<ResolvedLinearProbeOptions, 'size' | 'signal'>,
   ): Promise<{ mean: TensorHandle; std: TensorHandle; weight: TensorHandle; bias: TensorHandle }>;
   linearProbePredict(mean: TensorHandle, std: TensorHandle, weight: TensorHandle, bias: TensorHandle, features: TensorHandle): Promise<TensorHandle>;
   buildInfo(): NativeBuildInfo;

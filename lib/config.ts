@@ -42,7 +42,7 @@ const device = (): Field<Device> => leaf("'cpu', 'cuda' or 'cuda:N'", checkDevic
 // 32 bits: the data order, the bank and the weights took a seed's low 32 bits, so 2^32 repeated seed 0.
 const seed = () => integer({ min: 0, max: 2 ** 32 - 1 });
 
-export const RUN = {
+const RUN = {
   /** Where the model, the memory bank and every batch live. */
   device: device(),
   /** Intra-op threads for every native computation (null: $PIRL_NUM_THREADS or the cores available). */
@@ -52,10 +52,20 @@ export const RUN = {
 };
 export type RunOptions = Options<typeof RUN>;
 export type ResolvedRunOptions = Resolved<typeof RUN>;
-const RUN_DEFAULTS: ResolvedRunOptions = { device: 'cpu', threads: null, seed: 0 };
+export const RUN_DEFAULTS: Readonly<ResolvedRunOptions> = Object.freeze({ device: 'cpu', threads: null, seed: 0 });
 
 export function resolveRunOptions(options: RunOptions = {}, arg = 'options'): ResolvedRunOptions {
   return resolve(RUN, RUN_DEFAULTS, options, arg);
+}
+
+/** Where a model or a memory bank is placed; not part of its options (a saved model loads on any device). */
+export interface Placement {
+  device?: Device;
+}
+
+/** The device `placement` asks for (default: the run's); errors name `placement.…`. */
+export function placementDevice(placement: Placement = {}): Device {
+  return resolve({ device: RUN.device }, { device: RUN_DEFAULTS.device }, placement, 'placement').device;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -65,7 +75,7 @@ export const ARCHS = ['resnet18', 'resnet34', 'resnet50'] as const;
 export type Arch = (typeof ARCHS)[number];
 export type Stem = 'imagenet' | 'small';
 
-export const MODEL = {
+const MODEL = {
   /** ResNet depth (the paper: resnet50). */
   arch: oneOf(ARCHS),
   /** 'imagenet': 7×7 stride-2 conv and max-pool; 'small': 3×3 stride-1 conv, no pool (28–96 px images). */
@@ -94,7 +104,7 @@ export type ResolvedModelOptions = Resolved<typeof MODEL>;
 export type NceMode = 'nce' | 'infonce';
 const nceMode = () => oneOf<NceMode>(['nce', 'infonce']);
 
-export const LOSS = {
+const LOSS = {
   /** λ: weight of the jigsaw term. */
   lambda: number(unit),
   /** Temperature τ. */
@@ -117,7 +127,7 @@ export type PirlLossOptions = Options<typeof LOSS>;
 export type ResolvedLossOptions = Resolved<typeof LOSS>;
 
 /** The fused NCE op's own options (nceLoss). */
-export const NCE = {
+const NCE = {
   tau: LOSS.tau,
   mode: nceMode(),
   /** Z; <= 0 (the default) estimates it from this batch as N·mean(e^{s/τ}). */
@@ -125,10 +135,10 @@ export const NCE = {
 };
 export type NceLossOptions = Options<typeof NCE>;
 export type ResolvedNceOptions = Resolved<typeof NCE>;
-const NCE_DEFAULTS: Resolved<typeof NCE> = { tau: 0.07, mode: 'nce', z: -1 };
 
 export function resolveNceOptions(options: NceLossOptions = {}, arg = 'options'): ResolvedNceOptions {
-  return checkNceTau(resolve(NCE, NCE_DEFAULTS, options, arg), arg);
+  // The op's own mode ('nce', as its name); τ as PIRL's loss.
+  return checkNceTau(resolve(NCE, { tau: DEFAULT_RECIPE.loss.tau, mode: 'nce', z: -1 }, options, arg), arg);
 }
 
 // NCE's Z = N·mean(e^{s/τ}) of unit embeddings reaches N·e^{1/τ}: beyond float64 (1e308) below τ ≈ 1/700.
@@ -147,7 +157,7 @@ function checkNceTau<T extends { mode: NceMode; tau: number }>(options: T, arg: 
 export type SamplerPreset = 'paper' | 'small';
 
 const size = (max: number) => integer({ min: 1, max });
-export const SAMPLER = {
+const SAMPLER = {
   /** S: side of the image view. */
   imageSize: size(1024),
   /** J: side of the jigsaw crop, a multiple of 3 (cells of J/3). */
@@ -182,6 +192,8 @@ export const PRESETS: Readonly<Record<SamplerPreset, Readonly<SamplerConfig>>> =
   small: Object.freeze({ imageSize: 32, jigsawSize: 36, patchSize: 9, ...AUGMENTATIONS }),
 });
 const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
+/** The sampler of a Loader or a preview given none, and of the default recipe. */
+export const DEFAULT_PRESET: SamplerPreset = 'small';
 
 function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, complete = false): SamplerConfig {
   const spec = typeof given === 'string' && !complete ? { preset: given } : given === undefined && !complete ? {} : checkObject(arg, given);
@@ -201,9 +213,9 @@ export function folderImageSize(sampler: Pick<SamplerConfig, 'imageSize' | 'jigs
 
 const sampler = (): Field<SamplerConfig, SamplerOptions> => ({ expected: "'paper', 'small' or an object", resolve: resolveSampler });
 
-/** A full, checked sampler config from a preset name or a preset plus overrides (default preset: 'small'). */
-export function resolveSamplerConfig(config: SamplerOptions = 'small', arg = 'config'): SamplerConfig {
-  return resolveSampler(arg, config, PRESETS.small);
+/** A full, checked sampler config from a preset name or a preset plus overrides (default: DEFAULT_PRESET). */
+export function resolveSamplerConfig(config?: SamplerOptions, arg = 'config'): SamplerConfig {
+  return resolveSampler(arg, config, PRESETS[DEFAULT_PRESET]);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -216,7 +228,7 @@ const text = (expected: string): Field<string> =>
     return v;
   });
 
-export const DISTRIBUTED = {
+const DISTRIBUTED = {
   rank: integer({ min: 0, max: 65_535 }),
   worldSize: integer({ min: 1, max: 65_536 }),
   /** This rank's index on its host (torchrun's LOCAL_RANK): with device 'cuda', the GPU it trains on (null: rank mod localWorldSize). */
@@ -321,7 +333,7 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Resolv
 // ---------------------------------------------------------------------------------------------------
 // Optimizer and schedule (docs/PIRL.md, "Optimisation"), and the training run that uses them all.
 
-export const OPTIMIZER = {
+const OPTIMIZER = {
   epochs: integer({ min: 1, max: 1_000_000 }),
   batchSize: integer({ min: 1, max: 65_536 }),
   /** lr = baseLr·batchSize/256 (0.03 in the paper). */
@@ -338,7 +350,7 @@ export const OPTIMIZER = {
   epochLength: nullable(integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
 };
 
-export const PRECISIONS = ['fp32', 'bf16', 'fp16'] as const;
+const PRECISIONS = ['fp32', 'bf16', 'fp16'] as const;
 export type Precision = (typeof PRECISIONS)[number];
 
 export const RECIPES = ['default', 'paper'] as const;
@@ -384,9 +396,9 @@ const DEFAULT_RECIPE: ResolvedTrainConfig = {
     lambda: 0.5, tau: 0.07, negatives: 4096, momentum: 0.5, mode: 'infonce', z: 'ema', zMomentum: 0.99,
     sharedNegatives: false, excludePositive: false,
   },
-  sampler: PRESETS.small,
+  sampler: PRESETS[DEFAULT_PRESET],
   epochs: 10, batchSize: 128, baseLr: 0.12, warmupEpochs: 0, finalLrRatio: 1e-3, momentum: 0.9, weightDecay: 1e-4,
-  epochLength: null, bankInit: 'features', precision: 'fp32', syncBatchNorm: false, seed: 0, device: 'cpu',
+  epochLength: null, bankInit: 'features', precision: 'fp32', syncBatchNorm: false, seed: RUN_DEFAULTS.seed, device: RUN_DEFAULTS.device,
 };
 
 const PAPER_RECIPE: ResolvedTrainConfig = {
@@ -399,6 +411,48 @@ const PAPER_RECIPE: ResolvedTrainConfig = {
 };
 
 const RECIPE_DEFAULTS: Record<Recipe, ResolvedTrainConfig> = { default: DEFAULT_RECIPE, paper: PAPER_RECIPE };
+
+// ---------------------------------------------------------------------------------------------------
+// Loader: batches of the two views in an order fixed by (seed, epoch) (docs/PIRL.md, "Data").
+
+export const LOADER = {
+  batchSize: OPTIMIZER.batchSize,
+  shuffle: boolean(),
+  /** Drop the last, smaller batch of an epoch (BatchNorm and the NCE loss like full batches). */
+  dropLast: boolean(),
+  /** Batches per epoch at most (null: the whole data set). */
+  epochLength: OPTIMIZER.epochLength,
+  seed: RUN.seed,
+  config: sampler(),
+  /** Batches made ahead of the consumer, each on a thread of its own (a lane). */
+  prefetch: integer({ min: 1, max: binding.LanesHandle.maxCount }),
+  /** Make batches in page-locked memory, for non-blocking copies to a GPU. Needs a CUDA device. */
+  pinMemory: boolean(),
+  /**
+   * Where batches are delivered. A CUDA device: images and patches are made in pinned memory and copied
+   * to it on a side stream while the consumer's step computes, then handed over there (permutations and
+   * indices stay on the host). The Trainer delivers to its model's device.
+   */
+  device: RUN.device,
+  /**
+   * Data-parallel training: this process is rank `rank` of `count`, and takes the rank-th batchSize
+   * samples of every global batch of batchSize·count (the same order on every rank, disjoint shards).
+   */
+  shard: nested({ rank: integer({ min: 0 }), count: integer({ min: 1 }) }),
+};
+export type LoaderOptions = Options<typeof LOADER>;
+export type ResolvedLoaderOptions = Resolved<typeof LOADER>;
+const LOADER_DEFAULTS: ResolvedLoaderOptions = {
+  batchSize: DEFAULT_RECIPE.batchSize, shuffle: true, dropLast: true, epochLength: null, seed: RUN_DEFAULTS.seed,
+  config: DEFAULT_RECIPE.sampler, prefetch: 2, pinMemory: false, device: RUN_DEFAULTS.device, shard: { rank: 0, count: 1 },
+};
+
+export function resolveLoaderOptions(options: LoaderOptions = {}, arg = 'options'): ResolvedLoaderOptions {
+  const o = resolve(LOADER, LOADER_DEFAULTS, options, arg);
+  if (o.shard.rank >= o.shard.count) throw rangeError(`${arg}.shard.rank`, `an integer in [0, ${o.shard.count - 1}] (below shard.count)`, o.shard.rank);
+  if (o.shard.count > 1 && !o.dropLast) throw rangeError(`${arg}.dropLast`, 'true when the data is sharded (every rank takes a full batch)', false);
+  return o;
+}
 
 /**
  * A training run's every option: the recipe's defaults (config.recipe, default 'default') under what
@@ -430,6 +484,11 @@ export function resolveModelOptions(options: PirlModelOptions = {}, arg = 'optio
   return resolve(MODEL, DEFAULT_RECIPE.model, options, arg, complete);
 }
 
+/** μ of a memory bank update given alone (MemoryBank.update): the default recipe's. */
+export function resolveBankMomentum(momentum: number | undefined, arg = 'momentum'): number {
+  return LOSS.momentum.resolve(arg, momentum, DEFAULT_RECIPE.loss.momentum, false);
+}
+
 /** The PIRL loss's options alone (PirlLoss): the default recipe's loss. */
 export function resolveLossOptions(options: PirlLossOptions = {}, arg = 'options'): ResolvedLossOptions {
   return checkLoss(resolve(LOSS, DEFAULT_RECIPE.loss, options, arg), arg);
@@ -438,7 +497,7 @@ export function resolveLossOptions(options: PirlLossOptions = {}, arg = 'options
 // ---------------------------------------------------------------------------------------------------
 // Memory bank (docs/PIRL.md, "Memory bank").
 
-export const MEMORY_BANK = {
+const MEMORY_BANK = {
   /** N: rows, one per training image. */
   size: integer({ min: 1, max: 2 ** 31 - 1 }),
   /** D: embedding width. */
@@ -452,7 +511,8 @@ export type ResolvedMemoryBankOptions = Resolved<typeof MEMORY_BANK>;
 
 export function resolveMemoryBankOptions(options: MemoryBankOptions, arg = 'options'): ResolvedMemoryBankOptions {
   // size has no default: a bank has one row per training image, which only the caller knows.
-  return resolve(MEMORY_BANK, { size: undefined as unknown as number, dim: 128, seed: 0, device: 'cpu' }, options, arg);
+  const { seed, device } = RUN_DEFAULTS;
+  return resolve(MEMORY_BANK, { size: undefined as unknown as number, dim: DEFAULT_RECIPE.model.embeddingDim, seed, device }, options, arg);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -463,7 +523,7 @@ export type EmbedLayer = 'res5' | 'f';
 /** The per-channel mean and std every transform normalises RGB in [0, 1] by (ImageNet's; native/core/data/transforms.cpp). */
 export const NORMALIZATION = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } as const;
 
-export const FEATURES = {
+const FEATURES = {
   /** Side of the evaluation images; null: the side the model was trained at (its file says), else EVAL_SIZE. */
   size: nullable(size(4096)),
   /** Images per batch; null: 512, fewer of large images (PirlModel.embedBatchSize). */
@@ -479,14 +539,14 @@ export const FEATURES = {
 export type FeatureOptions = Options<typeof FEATURES>;
 export type ResolvedFeatureOptions = Resolved<typeof FEATURES>;
 const FEATURE_DEFAULTS: ResolvedFeatureOptions = { size: null, batchSize: null, layer: 'res5', signal: null };
-/** The evaluation side of a model whose training size is unknown: the small sampler's imageSize. */
-export const EVAL_SIZE = 32;
+/** The evaluation side of a model whose training size is unknown: the default preset's imageSize. */
+export const EVAL_SIZE = PRESETS[DEFAULT_PRESET].imageSize;
 
 export function resolveFeatureOptions(options: FeatureOptions = {}, arg = 'options'): ResolvedFeatureOptions {
   return resolve(FEATURES, FEATURE_DEFAULTS, options, arg);
 }
 
-export const KNN = {
+const KNN = {
   ...FEATURES,
   /** Neighbours that vote (NPID: 200). */
   k: integer({ min: 1, max: 1_000_000 }),
@@ -496,11 +556,13 @@ export const KNN = {
 export type KnnOptions = Options<typeof KNN>;
 export type ResolvedKnnOptions = Resolved<typeof KNN>;
 
+export const KNN_DEFAULTS: Readonly<ResolvedKnnOptions> = Object.freeze({ ...FEATURE_DEFAULTS, k: 200, tau: 0.07 });
+
 export function resolveKnnOptions(options: KnnOptions = {}, arg = 'options'): ResolvedKnnOptions {
-  return resolve(KNN, { ...FEATURE_DEFAULTS, k: 200, tau: 0.07 }, options, arg);
+  return resolve(KNN, KNN_DEFAULTS, options, arg);
 }
 
-export const LINEAR_PROBE = {
+const LINEAR_PROBE = {
   size: FEATURES.size,
   signal: FEATURES.signal,
   epochs: OPTIMIZER.epochs,

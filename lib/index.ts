@@ -17,15 +17,15 @@ export type { Indices, MemoryBankState } from './memoryBank';
 export { nceLoss, PirlLoss } from './loss';
 export type { NceLossResult, PirlLossResult } from './loss';
 export { PirlModel } from './model';
-export type { Embeddings, Placement } from './model';
+export type { Embeddings } from './model';
 export type { StateDictScope, StepResult } from './binding';
 export {
-  PRESETS, RECIPES, distributedFromEnv, folderImageSize, resolveDistributedOptions, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, resolveLossOptions, resolveMemoryBankOptions,
+  PRESETS, RECIPES, distributedFromEnv, folderImageSize, resolveDistributedOptions, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, resolveLoaderOptions, resolveLossOptions, resolveMemoryBankOptions,
   resolveModelOptions, resolveNceOptions, resolveRunOptions, resolveSamplerConfig, resolveTrainConfig,
 } from './config';
 export type {
-  Arch, DistributedOptions, EmbedLayer, FeatureOptions, KnnOptions, LinearProbeOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
-  Precision, Recipe, ResolvedDistributedOptions, ResolvedFeatureOptions, ResolvedKnnOptions, ResolvedLinearProbeOptions, ResolvedLossOptions, ResolvedMemoryBankOptions,
+  Arch, DistributedOptions, EmbedLayer, Placement, FeatureOptions, KnnOptions, LinearProbeOptions, LoaderOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
+  Precision, Recipe, ResolvedDistributedOptions, ResolvedFeatureOptions, ResolvedKnnOptions, ResolvedLinearProbeOptions, ResolvedLoaderOptions, ResolvedLossOptions, ResolvedMemoryBankOptions,
   ResolvedModelOptions, ResolvedNceOptions, ResolvedRunOptions, ResolvedTrainConfig,
   RunOptions, SamplerConfig, SamplerOptions, SamplerPreset, Stem, TrainConfig,
 } from './config';
@@ -36,7 +36,7 @@ export type { BatchSource, Dataset } from './data/datasets';
 export { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, IMAGE_EXTENSIONS } from './data/imageFolder';
 export type { FolderLayout, FolderWarning, ImageFolderOptions } from './data/imageFolder';
 export { Loader, disposeBatch, evalImages } from './data/loader';
-export type { LoaderOptions, PirlBatch } from './data/loader';
+export type { PirlBatch } from './data/loader';
 export { JIGSAW_CELLS, JIGSAW_PATCHES } from './data/jigsaw';
 export { Trainer } from './train/trainer';
 export type { BatchLogs, Callbacks, CreateOptions, EpochLogs, FitOptions, ProcessOptions, ResumeOptions } from './train/trainer';

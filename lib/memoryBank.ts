@@ -1,7 +1,7 @@
 // PIRL's memory bank: one unit row m_y per training image (docs/PIRL.md, "Memory bank").
 import { binding, type MemoryBankHandle } from './binding';
-import { checkDevice, resolveMemoryBankOptions, type Device, type MemoryBankOptions } from './config';
-import { checkInteger, checkNumber, checkObject, checkOptions, nativeCall, typeError } from './errors';
+import { placementDevice, resolveBankMomentum, resolveMemoryBankOptions, type Device, type MemoryBankOptions, type Placement } from './config';
+import { checkInteger, checkObject, checkOptions, nativeCall, typeError } from './errors';
 import { Tensor, handleOf, int64Tensor } from './tensor';
 
 /** What a checkpoint stores to restore a bank exactly, sampling generator included. */
@@ -43,9 +43,9 @@ export class MemoryBank {
   }
 
   /** A bank exactly as `state()` saw it, on `placement.device` (default 'cpu'); its rows are copied, off the JavaScript thread. */
-  static async restore(state: MemoryBankState, placement: { device?: Device } = {}): Promise<MemoryBank> {
+  static async restore(state: MemoryBankState, placement: Placement = {}): Promise<MemoryBank> {
     checkObject('state', state);
-    const device = checkDevice('placement.device', checkOptions('placement', placement, ['device']).device ?? 'cpu');
+    const device = placementDevice(placement);
     const [rows, generator] = [handleOf('state.rows', state.rows), handleOf('state.generator', state.generator)];
     return new MemoryBank(await nativeCall(() => binding.restoreMemoryBank(rows, generator, device)));
   }
@@ -82,10 +82,10 @@ export class MemoryBank {
    * m_y ← normalize(μ·m_y + (1−μ)·f̂_y). An index repeated in one batch is updated once, with the
    * mean of its rows of f̂, so the batch order changes it only by float rounding.
    */
-  async update(indices: Indices, fHat: Tensor, momentum = 0.5): Promise<void> {
-    checkNumber('momentum', momentum, { min: 0, max: 1, maxExclusive: true });
+  async update(indices: Indices, fHat: Tensor, momentum?: number): Promise<void> {
+    const mu = resolveBankMomentum(momentum);
     const [index, rows] = [indexTensor('indices', indices).handle, handleOf('fHat', fHat)];
-    await nativeCall(() => this.handle.update(index, rows, momentum));
+    await nativeCall(() => this.handle.update(index, rows, mu));
   }
 
   /** batch×k rows drawn uniformly with replacement; optionally never a sample's own positive. */

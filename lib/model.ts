@@ -1,7 +1,7 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
 import { binding, type PirlModelHandle, type StateDictScope, type TensorHandle } from './binding';
 import {
-  NORMALIZATION, checkDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type PirlModelOptions, type ResolvedModelOptions,
+  NORMALIZATION, checkDevice, placementDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type Placement, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, errorFrom, nativeCall, rangeError, typeError } from './errors';
@@ -14,21 +14,11 @@ export interface Embeddings {
   g: Tensor;
 }
 
-/** Where a model is placed; not part of its options (a saved model loads on any device). */
-export interface Placement {
-  device?: Device;
-}
-
-/** The device `placement` asks for (default 'cpu'); errors name `placement.…`. */
-function placementDevice(placement: Placement): Device {
-  return checkDevice('placement.device', checkOptions('placement', placement, ['device']).device ?? 'cpu');
-}
-
 /** Format of the `pirl` metadata of a model file; files without `format` are the first layout (bare options). */
 const MODEL_FILE_FORMAT = 1;
 
 /** F, the width of the pooled res5 features, as the native trunk computes it (stage widths round(base·width) ≥ 1). */
-export function featureDimOf(options: ResolvedModelOptions): number {
+function featureDimOf(options: ResolvedModelOptions): number {
   return Math.max(1, Math.round(512 * options.width)) * (options.arch === 'resnet50' ? 4 : 1);
 }
 

@@ -25,19 +25,23 @@ describe('Loader', () => {
 
   test('batches: tensors of the config, labels and indices, the same for the same (seed, epoch)', async () => {
     const loader = new Loader(ds, { batchSize: 5, seed: 1, config });
-    const first: string[] = [];
+    // Each batch whole: images, patches, their permutations and indices.
+    const contents = (b: PirlBatch) => [b.images, b.patches, b.permutations, b.indices].map((t) => Buffer.from(t.data().buffer).toString('base64'));
+    const first: string[][] = [];
     for await (const b of loader.epoch(0)) {
       expect(b.images.shape).toEqual([5, 3, 12, 12]);
       expect(b.patches.shape).toEqual([5, 9, 3, 4, 4]);
       const idx = Array.from(b.indices.data() as BigInt64Array, Number);
       expect(Array.from(b.labels!)).toEqual(idx.map((i) => i % 4));
-      first.push(Buffer.from((b.images.data() as Float32Array).buffer).toString('base64').slice(0, 64));
+      first.push(contents(b));
     }
-    const second: string[] = [];
-    for await (const b of new Loader(ds, { batchSize: 5, seed: 1, config }).epoch(0)) {
-      second.push(Buffer.from((b.images.data() as Float32Array).buffer).toString('base64').slice(0, 64));
-    }
+    expect(first).toHaveLength(4);
+    const second: string[][] = [];
+    for await (const b of new Loader(ds, { batchSize: 5, seed: 1, config }).epoch(0)) second.push(contents(b));
     expect(second).toEqual(first);
+    const otherSeed: string[][] = [];
+    for await (const b of new Loader(ds, { batchSize: 5, seed: 2, config }).epoch(0)) otherSeed.push(contents(b));
+    expect(otherSeed).not.toEqual(first);
   });
 
   test('at most `prefetch` batches are made ahead', async () => {
@@ -154,7 +158,16 @@ describe('Loader', () => {
   });
 
   test('options are validated', () => {
-    expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/options.batchSize must be an integer >= 1, got 0/);
+    // The same checks as a training run's options (config.ts's LOADER): a seed of 2^32 had repeated seed 0's order.
+    expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/^options.batchSize must be an integer in \[1, 65536\], got 0$/);
+    expect(() => new Loader(ds, { batchSize: 4, seed: 2 ** 32 })).toThrow(/^options.seed must be an integer in \[0, 4294967295\], got 4294967296$/);
+    expect(() => new Loader(ds, { batchSize: 4, prefetch: 65 })).toThrow(/^options.prefetch must be an integer in \[1, 64\], got 65$/);
+    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 2, count: 2 } })).toThrow(/^options.shard.rank must be an integer in \[0, 1\] \(below shard.count\), got 2$/);
+    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 0, count: 2 }, dropLast: false })).toThrow(/^options.dropLast must be true when the data is sharded/);
+    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 1 } })).toThrow(/^options.shard.rank must be an integer in \[0, 0\] \(below shard.count\), got 1$/); // count: 1
+    // Left out: the default recipe's batch (128) where the data has it, and the 'small' preset.
+    const big = new ArrayDataset(new Uint8Array(200 * 4 * 4 * 3), [200, 4, 4, 3]);
+    expect([new Loader(big).batchSize, new Loader(big).config.imageSize]).toEqual([128, 32]);
     expect(() => new Loader(ds, { config: { jigsawSize: 10 } })).toThrow(/config.jigsawSize must be a multiple of 3, got 10/);
     expect(() => new Loader(ds, { config: { patchSize: 20 } })).toThrow(/config.patchSize must be at most jigsawSize\/3 = 12, got 20/);
     expect(() => new Loader(ds, { config: { hue: 0.9 } })).toThrow(/config.hue must be a number in \[0, 0.5\], got 0.9/);
@@ -191,5 +204,12 @@ describe('Loader', () => {
     const { images, indices } = await evalImages(ds, [3, 4], 16);
     expect(images.shape).toEqual([2, 3, 16, 16]);
     expect(indices).toEqual([3, 4]);
+    // A solid image stays solid at any size: each channel (v/255 − ImageNet's mean) / its std.
+    const rgb = [100, 150, 50];
+    const solid = new ArrayDataset(Uint8Array.from({ length: 12 * 12 * 3 }, (_, i) => rgb[i % 3]), [1, 12, 12, 3]);
+    const values = (await evalImages(solid, [0], 16)).images.data() as Float32Array;
+    const mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225];
+    const expected = Float32Array.from({ length: 3 * 16 * 16 }, (_, i) => { const c = Math.floor(i / 256); return (rgb[c] / 255 - mean[c]) / std[c]; });
+    expect(Math.max(...values.map((v, i) => Math.abs(v - expected[i])))).toBeLessThan(1e-5);
   });
 });

@@ -4,7 +4,6 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { ArrayDataset, JIGSAW_PATCHES, Loader } from '../lib';
-import { patchCell } from '../lib/data/jigsaw';
 import { writePreview } from '../lib/data/preview';
 import { gradient, raw, tmpDir } from './helpers';
 
@@ -31,7 +30,7 @@ describe('pirl preview', () => {
     const data = new ArrayDataset(gradient(48, 48), [1, 48, 48, 3]);
     const loader = new Loader(data, { batchSize: 1, seed: 3, config: 'small' });
     const file = path.join(tmpDir('pirl-preview-'), 'one.png');
-    await writePreview(loader, file, { count: 1, scale: 1 });
+    await writePreview(loader, file, { count: 1, epoch: 0, scale: 1 });
     const { data: png, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
     const batch = await loader.makeBatch(loader.batchesOf(0).flat().slice(0, 1), 0);
     const permutations = batch.permutations.data() as BigInt64Array;
@@ -40,7 +39,8 @@ describe('pirl preview', () => {
     const at = (x: number, y: number) => (y * info.width + x) * info.channels;
     const pixel = (x: number, y: number) => Array.from(png.subarray(at(x, y), at(x, y) + 3));
     for (let k = 0; k < JIGSAW_PATCHES; k++) {
-      const { row, column } = patchCell(permutations, 0, k);
+      // As PirlBatch documents it: patch k comes from cell permutations[k] of the 3×3 grid, row-major.
+      const cell = Number(permutations[k]), row = Math.floor(cell / 3), column = cell % 3;
       for (const [dx, dy] of [[0, 0], [4, 4], [8, 8]]) {
         expect(pixel(solvedLeft + column * (P + GAP) + dx, row * (P + GAP) + dy)).toEqual(pixel(S + 2 * GAP + k * (P + GAP) + dx, dy));
       }

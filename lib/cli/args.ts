@@ -8,7 +8,7 @@ import { parseArgs } from 'util';
 
 import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
-import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, sampleFiles } from '../data/imageFolder';
+import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
@@ -84,7 +84,7 @@ function editDistance(a: string, b: string): number {
 }
 
 /** A flag's text as the value a check expects: a number when it reads as one, else the text itself. */
-export function flagValue(text: string | boolean | undefined): unknown {
+function flagValue(text: string | boolean | undefined): unknown {
   if (typeof text !== 'string') return text;
   return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text.trim()) ? Number(text) : text;
 }
@@ -124,12 +124,14 @@ export function asFlags<T>(values: FlagValues, map: FlagMap, arg: string, run: (
 
 const RUN_FLAGS: FlagMap = { device: 'device', threads: 'threads' };
 
-/**
- * The run options that --device and --threads give, resolved by the library (device 'cpu' when left
- * out); --threads is applied to the process at once.
- */
+/** The run options that --device and --threads give, resolved by the library (device 'cpu' when left out). */
+export function runFlags(values: FlagValues): ResolvedRunOptions {
+  return asFlags(values, RUN_FLAGS, 'run', () => resolveRunOptions(optionsFromFlags(values, RUN_FLAGS), 'run'));
+}
+
+/** runFlags, with --threads applied to this process at once. */
 export function applyRunFlags(values: FlagValues): ResolvedRunOptions {
-  const run = asFlags(values, RUN_FLAGS, 'run', () => resolveRunOptions(optionsFromFlags(values, RUN_FLAGS), 'run'));
+  const run = runFlags(values);
   if (run.threads !== null) setNumThreads(run.threads);
   return run;
 }
@@ -170,7 +172,7 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
 export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with images of its own and subfolders of images needs flat or classes)";
 
 /** The usage line of --max-pixels, for the verbs that decode images. */
-export const MAX_PIXELS_USAGE = "--max-pixels N (268402689, sharp's limit: an image of more pixels is left out undecoded)";
+export const MAX_PIXELS_USAGE = `--max-pixels N (${SHARP_MAX_PIXELS}, sharp's limit: an image of more pixels is left out undecoded)`;
 
 /** --max-pixels as ImageFolder's option (none given: its default). */
 export function maxPixelsOption(values: FlagValues): { maxPixels?: number } {

@@ -1,7 +1,7 @@
 // `pirl embed`: features of every image of a folder, with the file list in the metadata.
 import * as path from 'path';
 
-import { resolveFeatureOptions } from '../config';
+import { EVAL_SIZE, resolveFeatureOptions } from '../config';
 import { ImageFolder, relativeTo } from '../data/imageFolder';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
@@ -11,7 +11,7 @@ import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
 
-export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer res5|f] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer res5|f] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 features of every image, with the file list (or sample numbers) in the metadata (pirl search reads it);
                                 --force: --out may replace a model or checkpoint; --cache: the folder's images decoded at this side, for
                                 later passes (a file of its own: pirl train's is at another side)`;

@@ -1,7 +1,7 @@
 // `pirl eval`: the weighted-kNN top-1 of a saved model's trunk (and with --linear-probe, the probe's).
 import * as path from 'path';
 
-import { resolveKnnOptions } from '../config';
+import { EVAL_SIZE, KNN_DEFAULTS, resolveKnnOptions } from '../config';
 import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
@@ -10,7 +10,7 @@ import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k 200] [--tau 0.07] [--linear-probe] [--size N (the model's training size, else 32)] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULTS.k}] [--tau ${KNN_DEFAULTS.tau}] [--linear-probe] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;

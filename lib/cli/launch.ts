@@ -24,8 +24,8 @@ export async function tellLauncher(message: string): Promise<boolean> {
 /** How long ranks told to stop (another one failed) may take before they are killed: torchrun's grace period. */
 const KILL_AFTER_MS = 30_000;
 
-/** Runs `pirl <args>` as `nproc` ranks with `threads` intra-op threads each; resolves to the exit code. */
-export async function launchLocalRanks(nproc: number, args: string[], threads: number): Promise<number> {
+/** Runs `pirl <args>` as `nproc` ranks with `threads` intra-op threads each (null: their share); resolves to the exit code. */
+export async function launchLocalRanks(nproc: number, args: string[], threads: number | null): Promise<number> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pirl-ranks-'));
   const children: ChildProcess[] = [];
   let failed: { rank: number; code: number; signal: NodeJS.Signals | null } | null = null;
@@ -56,7 +56,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
         stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit', 'ipc'],
         env: {
           ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc),
-          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_NUM_THREADS: String(threads), PIRL_LAUNCHED: '1',
+          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_LAUNCHED: '1', ...(threads === null ? {} : { PIRL_NUM_THREADS: String(threads) }),
         },
       });
       children.push(child);

@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
-import { ARCHS, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import { ARCHS, DEFAULT_PRESET, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, isArgumentError } from '../errors';
@@ -15,7 +15,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -39,7 +39,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
-        --preset small|paper (small)  --size N (stored side of folder images: ${folderSizeText(d)})
+        --preset small|paper (the recipe's: ${DEFAULT_PRESET}; paper with --recipe paper)  --size N (stored side of folder images: ${folderSizeText(d)})
         --cache FILE (the folder decoded once into FILE, read by later epochs and runs; unreadable images left out of the data)
         ${LAYOUT_USAGE}
         ${MAX_PIXELS_USAGE}
@@ -357,7 +357,8 @@ export async function train(args: string[]): Promise<number | void> {
   if (nproc > 1) {
     if (distributed) throw new UsageError('--nproc starts the ranks itself: do not combine it with a launcher that sets WORLD_SIZE (torchrun)');
     if (values['cuda-graphs']) throw new UsageError('--cuda-graphs: not in a data-parallel run (--nproc); its gradient all-reduce is driven from the host');
-    const threads = checkFlag(values, 'threads', Math.max(1, Math.floor(os.availableParallelism() / nproc)), (a, v) => checkInteger(a, v, 1));
+    // Checked as a rank will; left out, each rank takes its share of the cores itself (LOCAL_WORLD_SIZE).
+    const { threads } = runFlags(values);
     const i = args.indexOf('--nproc');
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
     return launchLocalRanks(nproc, ['train', ...rest], threads);

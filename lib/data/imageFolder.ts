@@ -331,7 +331,7 @@ export type FolderWarning = 'PIRL_UNREADABLE_IMAGE' | 'PIRL_DAMAGED_IMAGE' | 'PI
 type Warn = (message: string, code: FolderWarning) => void;
 
 /** sharp's own limit on an image's pixels: ImageFolderOptions.maxPixels's default. */
-const SHARP_MAX_PIXELS = 0x3fff * 0x3fff;
+export const SHARP_MAX_PIXELS = 0x3fff * 0x3fff;
 
 /** How a folder's or a list's images are decoded (ImageFolderOptions: size, maxPixels, onWarning). */
 type DecodeOptions = Pick<ImageFolderOptions, 'size' | 'maxPixels' | 'onWarning'>;

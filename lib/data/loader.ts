@@ -1,13 +1,10 @@
 // Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding, type LanesHandle } from '../binding';
-import { PRESETS, checkDevice, folderImageSize, resolveSamplerConfig, type Device, type SamplerConfig, type SamplerOptions } from '../config';
-import { checkBoolean, checkInteger, checkObject, checkOptions, nativeCall, rangeError, typeError } from '../errors';
+import { PRESETS, folderImageSize, resolveLoaderOptions, type Device, type LoaderOptions, type SamplerConfig } from '../config';
+import { checkInteger, checkObject, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, disposeAll, int64Tensor } from '../tensor';
 import { labelsOf, sourceOf, type BatchSource, type Dataset } from './datasets';
-
-/** Batches in flight at most: each is made on a thread of its own (a lane: LanesHandle). */
-const MAX_PREFETCH = 64;
 
 export interface PirlBatch {
   /** B×3×S×S, normalised. */
@@ -23,39 +20,6 @@ export interface PirlBatch {
   epoch: number;
   step: number;
 }
-
-export interface LoaderOptions {
-  batchSize?: number;
-  shuffle?: boolean;
-  /** Drop the last, smaller batch of an epoch (default true: BatchNorm and the NCE loss like full batches). */
-  dropLast?: boolean;
-  /** Batches per epoch at most (default: the whole data set). */
-  epochLength?: number;
-  seed?: number;
-  config?: SamplerOptions;
-  /** Batches made ahead of the consumer, each on a thread of its own (default 2, at most 64). */
-  prefetch?: number;
-  /**
-   * Make batches in page-locked memory, for non-blocking copies to a GPU (default false). Needs a CUDA
-   * libtorch.
-   */
-  pinMemory?: boolean;
-  /**
-   * Where batches are delivered (default 'cpu'). A CUDA device: images and patches are made in pinned
-   * memory and copied to it on a side stream while the consumer's step computes, then handed over
-   * there (permutations and indices stay on the host). The Trainer delivers to its model's device.
-   */
-  device?: Device;
-  /**
-   * Data-parallel training: this process is rank `rank` of `count`, and takes the rank-th batchSize
-   * samples of every global batch of batchSize·count (the same order on every rank, disjoint shards).
-   */
-  shard?: { rank: number; count: number };
-}
-
-const LOADER_OPTIONS = [
-  'batchSize', 'shuffle', 'dropLast', 'epochLength', 'seed', 'config', 'prefetch', 'pinMemory', 'device', 'shard',
-] as const satisfies ReadonlyArray<keyof LoaderOptions>;
 
 // sfc32, seeded from (seed, epoch): a fast, well-mixed 32-bit generator for the epoch's order.
 function orderGenerator(seed: number, epoch: number): () => number {
@@ -109,28 +73,25 @@ export class Loader {
     }
     if (checkInteger('dataset.length', dataset.length, 0) === 0) throw new RangeError('dataset is empty: nothing to train on');
     labelsOf(dataset);
-    checkOptions('options', options, LOADER_OPTIONS);
-    this.batchSize = checkInteger('options.batchSize', options.batchSize ?? 256, 1);
-    this.shuffle = checkBoolean('options.shuffle', options.shuffle ?? true);
-    this.dropLast = checkBoolean('options.dropLast', options.dropLast ?? true);
-    this.epochLength = options.epochLength === undefined ? null : checkInteger('options.epochLength', options.epochLength, 1);
-    this.seed = checkInteger('options.seed', options.seed ?? 0, 0);
-    this.prefetch = checkInteger('options.prefetch', options.prefetch ?? 2, 1, MAX_PREFETCH);
-    this.lanes = new binding.LanesHandle(this.prefetch);
-    this.config = resolveSamplerConfig(options.config ?? 'small', 'options.config');
-    this.pinMemory = checkBoolean('options.pinMemory', options.pinMemory ?? false);
+    const o = resolveLoaderOptions(options);
+    this.batchSize = o.batchSize;
+    this.shuffle = o.shuffle;
+    this.dropLast = o.dropLast;
+    this.epochLength = o.epochLength;
+    this.seed = o.seed;
+    this.prefetch = o.prefetch;
+    this.config = o.config;
+    this.pinMemory = o.pinMemory;
     if (this.pinMemory && !binding.buildInfo().cudaAvailable) {
       throw rangeError('options.pinMemory', 'false where no CUDA device is usable (pinned memory serves copies to a GPU)', true);
     }
-    this.device = checkDevice('options.device', options.device ?? 'cpu');
-    const shard = options.shard === undefined ? { rank: 0, count: 1 } : checkOptions('options.shard', options.shard, ['rank', 'count']);
-    const count = checkInteger('options.shard.count', shard.count, 1);
-    this.shard = { rank: checkInteger('options.shard.rank', shard.rank, 0, count - 1), count };
-    if (count > 1 && !this.dropLast) throw rangeError('options.dropLast', 'true when the data is sharded (every rank takes a full batch)', false);
+    this.device = o.device;
+    this.shard = o.shard;
     if (this.dropLast && dataset.length < this.globalBatchSize) {
-      const ranks = count > 1 ? ` over ${count} ranks` : '';
+      const count = this.shard.count, ranks = count > 1 ? ` over ${count} ranks` : '';
       throw rangeError('options.batchSize', `at most ${Math.floor(dataset.length / count)} (the data set's ${dataset.length} samples${ranks}: dropLast drops incomplete batches, so a larger batch leaves none)`, this.batchSize);
     }
+    this.lanes = new binding.LanesHandle(this.prefetch);
   }
 
   /** The samples of one step over all ranks: batchSize · shard.count. */

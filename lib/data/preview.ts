@@ -3,7 +3,6 @@
 import sharp, { type OverlayOptions } from 'sharp';
 
 import { NORMALIZATION } from '../config';
-import { checkInteger } from '../errors';
 import { JIGSAW_CELLS, JIGSAW_PATCHES, patchCell } from './jigsaw';
 import { disposeBatch, type Loader, type PirlBatch } from './loader';
 
@@ -24,10 +23,7 @@ function toRgb(chw: Float32Array, offset: number, size: number): Buffer {
 }
 
 /** Writes a grid of `count` samples of epoch `epoch`: the image, its patches left to right, then the solved 3×3 grid. */
-export async function writePreview(loader: Loader, file: string, options: { count?: number; epoch?: number; scale?: number } = {}): Promise<void> {
-  const count = checkInteger('options.count', options.count ?? 8, 1);
-  const epoch = checkInteger('options.epoch', options.epoch ?? 0, 0);
-  const scale = checkInteger('options.scale', options.scale ?? Math.max(1, Math.round(96 / loader.config.imageSize)), 1);
+export async function writePreview(loader: Loader, file: string, { count, epoch, scale = Math.max(1, Math.round(96 / loader.config.imageSize)) }: { count: number; epoch: number; scale?: number }): Promise<void> {
   const order = loader.batchesOf(epoch).flat();
   let batch = await loader.makeBatch(order.slice(0, count), epoch);
   if (batch.indices.shape[0] < count && order.length > count) {

@@ -223,7 +223,7 @@ export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test
  * `options.knn`, and the probe's with `options.linearProbe` (trained on the same features; null: not run).
  */
 export async function evaluateTrunk(
-  model: PirlModel, train: Dataset, test: Dataset, options: { knn?: KnnOptions; linearProbe?: Omit<LinearProbeOptions, 'size'> | null } = {}, onProgress?: FeatureProgress,
+  model: PirlModel, train: Dataset, test: Dataset, options: { knn?: KnnOptions; linearProbe?: Omit<LinearProbeOptions, 'size' | 'signal'> | null } = {}, onProgress?: FeatureProgress,
 ): Promise<{ knnTop1: number; linearProbeTop1: number | null }> {
   checkOptions('options', options, ['knn', 'linearProbe']);
   const { k, tau, ...features } = resolveKnnOptions(options.knn ?? {}, 'options.knn');

@@ -8,7 +8,8 @@ import { metadataField, jsonMetadata, readSafetensors, writeSafetensors } from '
 import { Tensor, int64Tensor } from '../tensor';
 import { MAX_CLASSES, checkFeatureRows, checkLabels } from './rows';
 
-export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> {
+// Of LinearProbeOptions, those of training: size and signal are a feature pass's.
+export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size' | 'signal'> {
   /** The classes' names, label order (kept with the probe); their count is the number of classes. null: none. */
   classes?: string[] | null;
   /** The number of classes when no names are given (default, or null: the largest label + 1). */
@@ -44,7 +45,7 @@ export class LinearProbe {
     const count = classes?.length ?? named ?? largest + 1;
     const bad = labels.findIndex((l) => l < 0 || l >= Math.min(count, MAX_CLASSES));
     if (bad >= 0) throw rangeError(`labels[${bad}]`, `a label in [0, ${Math.min(count, MAX_CLASSES)})${classes || named ? ` (${count} classes)` : ''}`, labels[bad]);
-    const { size: _size, ...probe } = resolveLinearProbeOptions(given);
+    const { size: _size, signal: _signal, ...probe } = resolveLinearProbeOptions(given);
     const t = await nativeCall(() => binding.linearProbeFit(f.handle, int64Tensor(labels).handle, count, probe));
     return new LinearProbe(new Tensor(t.mean), new Tensor(t.std), new Tensor(t.weight), new Tensor(t.bias), classes ? [...classes] : null);
   }

@@ -274,8 +274,7 @@ export class Trainer {
   private static loaderFor(dataset: Dataset, c: ResolvedTrainConfig, { distributed, device }: Process): Loader {
     try {
       return new Loader(dataset, {
-        batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, device,
-        ...(c.epochLength === null ? {} : { epochLength: c.epochLength }),
+        batchSize: c.batchSize, seed: c.seed, config: c.sampler, dropLast: true, device, epochLength: c.epochLength,
         ...(distributed ? { shard: { rank: distributed.rank, count: distributed.worldSize } } : {}),
       });
     } catch (err) {

@@ -45,7 +45,8 @@ constexpr int64_t kMaxLanes = 64;
 class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
-    Napi::Function ctor = DefineClass(env, "LanesHandle", {});
+    // The most lanes a loader takes (its prefetch): the one number TypeScript's check reads.
+    Napi::Function ctor = DefineClass(env, "LanesHandle", {StaticValue("maxCount", Napi::Number::New(env, static_cast<double>(kMaxLanes)))});
     EnvState::of(env)->lanesConstructor = Napi::Persistent(ctor);
     exports.Set("LanesHandle", ctor);
   }
@@ -54,7 +55,9 @@ class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
   explicit LanesWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LanesWrap>(info) {
     guarded(info.Env(), [&] {
       const int64_t count = AsInt64(info[0], "count");
-      if (count < 1 || count > kMaxLanes) throw std::out_of_range("count must be in [1, 64], got " + std::to_string(count));
+      if (count < 1 || count > kMaxLanes) {
+        throw std::out_of_range("count must be in [1, " + std::to_string(kMaxLanes) + "], got " + std::to_string(count));
+      }
       for (int64_t i = 0; i < count; ++i) lanes_.push_back(std::make_shared<OwnerThread>());
       return 0;
     });

@@ -51,8 +51,8 @@ struct PhotometricOptions {
   double flipProbability;
 };
 
-// Colour jitter (torchvision's: the four adjustments in random order, factors uniform), then with
-// p=0.66 one photometric op, then grayscale (p=0.2), then a horizontal flip (p=0.5); in place.
+// Colour jitter (torchvision's: the four adjustments in random order, factors uniform), then with the
+// options' probabilities one photometric op, grayscale, and a horizontal flip; in place.
 void photometric(Image& image, SampleRng& rng, const PhotometricOptions& options);
 
 // The individual operations (exposed for tests).

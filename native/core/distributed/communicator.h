@@ -19,7 +19,8 @@ struct Term {
   std::string name, value, hint;
 };
 
-// Every field is set by the caller (lib/train/rendezvous.ts, from the options distributedFromEnv reads off torchrun's environment).
+// Set by the caller (lib/train/rendezvous.ts, from the options distributedFromEnv reads off torchrun's environment);
+// the two defaults below are a store of pirl's own, for native callers (tests) that leave them out.
 struct CommunicatorOptions {
   std::string storeFile;    // a fresh file every rank of one host can reach (nothing listens on the network), or
   std::string masterAddr;   // "": a TCPStore at masterAddr:masterPort, served by rank 0 (torchrun's rendezvous)
