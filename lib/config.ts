@@ -449,7 +449,7 @@ const LOADER_DEFAULTS: ResolvedLoaderOptions = {
 
 export function resolveLoaderOptions(options: LoaderOptions = {}, arg = 'options'): ResolvedLoaderOptions {
   const o = resolve(LOADER, LOADER_DEFAULTS, options, arg);
-  if (o.shard.rank >= o.shard.count) throw rangeError(`${arg}.shard.rank`, `an integer in [0, ${o.shard.count - 1}] (below shard.count)`, o.shard.rank);
+  if (o.shard.rank >= o.shard.count) throw rangeError(`${arg}.shard.rank`, `an integer in [0, ${o.shard.count - 1}]`, o.shard.rank);
   if (o.shard.count > 1 && !o.dropLast) throw rangeError(`${arg}.dropLast`, 'true when the data is sharded (every rank takes a full batch)', false);
   return o;
 }

@@ -162,9 +162,9 @@ describe('Loader', () => {
     expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/^options.batchSize must be an integer in \[1, 65536\], got 0$/);
     expect(() => new Loader(ds, { batchSize: 4, seed: 2 ** 32 })).toThrow(/^options.seed must be an integer in \[0, 4294967295\], got 4294967296$/);
     expect(() => new Loader(ds, { batchSize: 4, prefetch: 65 })).toThrow(/^options.prefetch must be an integer in \[1, 64\], got 65$/);
-    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 2, count: 2 } })).toThrow(/^options.shard.rank must be an integer in \[0, 1\] \(below shard.count\), got 2$/);
+    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 2, count: 2 } })).toThrow(/^options.shard.rank must be an integer in \[0, 1\], got 2$/);
     expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 0, count: 2 }, dropLast: false })).toThrow(/^options.dropLast must be true when the data is sharded/);
-    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 1 } })).toThrow(/^options.shard.rank must be an integer in \[0, 0\] \(below shard.count\), got 1$/); // count: 1
+    expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 1 } })).toThrow(/^options.shard.rank must be an integer in \[0, 0\], got 1$/); // count: 1
     // Left out: the default recipe's batch (128) where the data has it, and the 'small' preset.
     const big = new ArrayDataset(new Uint8Array(200 * 4 * 4 * 3), [200, 4, 4, 3]);
     expect([new Loader(big).batchSize, new Loader(big).config.imageSize]).toEqual([128, 32]);
