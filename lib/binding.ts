@@ -230,6 +230,8 @@ export interface Binding {
   ): Promise<{ mean: TensorHandle; std: TensorHandle; weight: TensorHandle; bias: TensorHandle }>;
   linearProbePredict(mean: TensorHandle, std: TensorHandle, weight: TensorHandle, bias: TensorHandle, features: TensorHandle): Promise<TensorHandle>;
   buildInfo(): NativeBuildInfo;
+  /** The per-channel mean and std the transforms normalise by (native/core/data/transforms.h). */
+  normalization: { mean: number[]; std: number[] };
   /** null in a build without CUDA. */
   cudaMemory(device: number, resetPeak: boolean): { allocated: number; peakAllocated: number; reserved: number; peakReserved: number } | null;
   setNumThreads(n: number): void;

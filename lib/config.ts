@@ -155,6 +155,7 @@ function checkNceTau<T extends { mode: NceMode; tau: number }>(options: T, arg: 
 // Sampler: the sizes and augmentation strengths of PIRL's two views (docs/PIRL.md, "Data").
 
 export type SamplerPreset = 'paper' | 'small';
+export type PhotometricOps = 'one' | 'all';
 
 const size = (max: number) => integer({ min: 1, max });
 const SAMPLER = {
@@ -172,8 +173,13 @@ const SAMPLER = {
   contrast: number(unit),
   saturation: number(unit),
   hue: number({ min: 0, max: 0.5 }),
-  /** p of one of posterize, sharpness, solarize, autocontrast. */
+  /** p of the photometric step (photometricOps). */
   photometricProbability: number(unit),
+  /**
+   * What the photometric step applies: 'all' — posterize, sharpness, solarize and autocontrast in turn, as VISSL's
+   * PIRL (the paper preset); 'one' — one of them, drawn (the small preset's, as the demo measured it).
+   */
+  photometricOps: oneOf<PhotometricOps>(['one', 'all']),
   grayscaleProbability: number(unit),
   flipProbability: number(unit),
 };
@@ -186,10 +192,10 @@ const AUGMENTATIONS = {
   brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.2,
   photometricProbability: 0.66, grayscaleProbability: 0.2, flipProbability: 0.5,
 };
-/** paper: 224 / 255 / 64; small (28–96 px data sets): 32 / 36 / 9 — the paper's ratios. */
+/** paper: 224 / 255 / 64, VISSL's photometric step; small (28–96 px data sets): 32 / 36 / 9 — the paper's ratios — and one photometric op. */
 export const PRESETS: Readonly<Record<SamplerPreset, Readonly<SamplerConfig>>> = Object.freeze({
-  paper: Object.freeze({ imageSize: 224, jigsawSize: 255, patchSize: 64, ...AUGMENTATIONS }),
-  small: Object.freeze({ imageSize: 32, jigsawSize: 36, patchSize: 9, ...AUGMENTATIONS }),
+  paper: Object.freeze({ imageSize: 224, jigsawSize: 255, patchSize: 64, ...AUGMENTATIONS, photometricOps: 'all' as const }),
+  small: Object.freeze({ imageSize: 32, jigsawSize: 36, patchSize: 9, ...AUGMENTATIONS, photometricOps: 'one' as const }),
 });
 const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
 /** The sampler of a Loader or a preview given none, and of the default recipe. */
@@ -518,18 +524,24 @@ export function resolveMemoryBankOptions(options: MemoryBankOptions, arg = 'opti
 // ---------------------------------------------------------------------------------------------------
 // Evaluation protocols (docs/PIRL.md, "Evaluation protocols").
 
-export type EmbedLayer = 'res5' | 'f';
+/** What an embedding is: the trunk's pooled res5 features, or the f head's. */
+export const EMBED_LAYERS = ['res5', 'f'] as const;
+export type EmbedLayer = (typeof EMBED_LAYERS)[number];
+/** The largest side an image is decoded at or evaluated at. */
+export const MAX_IMAGE_SIDE = 4096;
 
-/** The per-channel mean and std every transform normalises RGB in [0, 1] by (ImageNet's; native/core/data/transforms.cpp). */
-export const NORMALIZATION = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } as const;
+/** The per-channel mean and std every transform normalises RGB in [0, 1] by: ImageNet's, as the addon has them. */
+export const NORMALIZATION: Readonly<{ mean: readonly number[]; std: readonly number[] }> = Object.freeze({
+  mean: Object.freeze([...binding.normalization.mean]), std: Object.freeze([...binding.normalization.std]),
+});
 
 const FEATURES = {
   /** Side of the evaluation images; null: the side the model was trained at (its file says), else EVAL_SIZE. */
-  size: nullable(size(4096)),
+  size: nullable(size(MAX_IMAGE_SIDE)),
   /** Images per batch; null: 512, fewer of large images (PirlModel.embedBatchSize). */
   batchSize: nullable(integer({ min: 1, max: 65_536 })),
   /** The trunk's pooled res5 features (the transfer representation) or the f embedding (NPID's monitor). */
-  layer: oneOf<EmbedLayer>(['res5', 'f']),
+  layer: oneOf(EMBED_LAYERS),
   /** An AbortController's: aborted, the pass stops before its next batch and rejects with code 'ABORT_ERR'. */
   signal: nullable(leaf('an AbortSignal', (arg, v) => {
     if (!(v instanceof AbortSignal)) throw typeError(arg, 'an AbortSignal', v);

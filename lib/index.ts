@@ -24,7 +24,7 @@ export {
   resolveModelOptions, resolveNceOptions, resolveRunOptions, resolveSamplerConfig, resolveTrainConfig,
 } from './config';
 export type {
-  Arch, DistributedOptions, EmbedLayer, Placement, FeatureOptions, KnnOptions, LinearProbeOptions, LoaderOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
+  Arch, DistributedOptions, EmbedLayer, PhotometricOps, Placement, FeatureOptions, KnnOptions, LinearProbeOptions, LoaderOptions, MemoryBankOptions, NceLossOptions, NceMode, PirlLossOptions, PirlModelOptions,
   Precision, Recipe, ResolvedDistributedOptions, ResolvedFeatureOptions, ResolvedKnnOptions, ResolvedLinearProbeOptions, ResolvedLoaderOptions, ResolvedLossOptions, ResolvedMemoryBankOptions,
   ResolvedModelOptions, ResolvedNceOptions, ResolvedRunOptions, ResolvedTrainConfig,
   RunOptions, SamplerConfig, SamplerOptions, SamplerPreset, Stem, TrainConfig,

@@ -1,7 +1,7 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
 import { binding, type PirlModelHandle, type StateDictScope, type TensorHandle } from './binding';
 import {
-  NORMALIZATION, checkDevice, placementDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type Placement, type PirlModelOptions, type ResolvedModelOptions,
+  EMBED_LAYERS, NORMALIZATION, checkDevice, placementDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type Placement, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, errorFrom, nativeCall, rangeError, typeError } from './errors';
@@ -13,6 +13,9 @@ export interface Embeddings {
   f: Tensor;
   g: Tensor;
 }
+
+/** A state dict's parts: every tensor, or the trunk's alone. */
+const STATE_DICT_SCOPES: readonly StateDictScope[] = ['all', 'trunk'];
 
 /** Format of the `pirl` metadata of a model file; files without `format` are the first layout (bare options). */
 const MODEL_FILE_FORMAT = 1;
@@ -113,7 +116,7 @@ export class PirlModel {
 
   /** The width of `layer`'s features (embed's): F for 'res5', the embedding's for 'f'. */
   widthOf(layer: EmbedLayer): number {
-    return checkOneOf('layer', layer, ['res5', 'f'] as const) === 'f' ? this.options.embeddingDim : this.featureDim;
+    return checkOneOf('layer', layer, EMBED_LAYERS) === 'f' ? this.options.embeddingDim : this.featureDim;
   }
 
   /** Where the parameters are (the model is the one owner of its device). */
@@ -228,7 +231,7 @@ export class PirlModel {
    * alone under torchvision's names. Taken on the model's thread after the calls queued before it (a step, an embed).
    */
   async stateDict(scope: StateDictScope = 'all'): Promise<Map<string, Tensor>> {
-    const checked = checkOneOf('scope', scope, ['all', 'trunk'] as const);
+    const checked = checkOneOf('scope', scope, STATE_DICT_SCOPES);
     return namedTensors(await nativeCall(() => this.handle.stateDict(checked)));
   }
 
@@ -239,7 +242,7 @@ export class PirlModel {
   async loadStateDict(values: Map<string, Tensor>, options: { scope?: StateDictScope; strict?: boolean } = {}): Promise<void> {
     if (!(values instanceof Map)) throw typeError('values', 'a Map of name → Tensor', values);
     checkOptions('options', options, ['scope', 'strict']);
-    const scope = checkOneOf('options.scope', options.scope ?? 'all', ['all', 'trunk'] as const);
+    const scope = checkOneOf('options.scope', options.scope ?? 'all', STATE_DICT_SCOPES);
     const strict = checkBoolean('options.strict', options.strict ?? true);
     const names = [...values.keys()];
     const tensors = names.map((n) => handleOf(`values.get('${n}')`, values.get(n)));

@@ -22,6 +22,9 @@ describe('resolveX: one owner of every default and allowed value', () => {
     expect(resolveLinearProbeOptions({}).epochs).toBe(30);
     expect(resolveMemoryBankOptions({ size: 10 })).toEqual({ size: 10, dim: 128, seed: 0, device: 'cpu' });
     expect(resolveSamplerConfig({ preset: 'paper', hue: 0.1 })).toEqual({ ...PRESETS.paper, hue: 0.1 });
+    // The paper's photometric step is VISSL's (the four ops in turn); the small preset keeps what the demo measured.
+    expect([PRESETS.paper.photometricOps, PRESETS.small.photometricOps]).toEqual(['all', 'one']);
+    expect(() => resolveSamplerConfig({ photometricOps: 'two' as never })).toThrow(/^config.photometricOps must be 'one' or 'all', got "two"$/);
   });
 
   test("a training config: the recipe's defaults under what is given; the model is seeded by the run", () => {

@@ -44,6 +44,18 @@ describe('Loader', () => {
     expect(otherSeed).not.toEqual(first);
   });
 
+  test("the photometric step: 'all' applies other ops than 'one' on the same draws (p = 1), 'one' stays the sampler it was", async () => {
+    const only = { ...config, photometricProbability: 1, grayscaleProbability: 0, brightness: 0, contrast: 0, saturation: 0, hue: 0 };
+    const images = async (photometricOps: 'one' | 'all') => {
+      const loader = new Loader(ds, { batchSize: 5, seed: 4, config: { ...only, photometricOps } });
+      return Array.from((await loader.makeBatch([0, 1, 2, 3, 4], 0)).images.data() as Float32Array);
+    };
+    const [one, all, none] = [await images('one'), await images('all'), Array.from((await new Loader(ds, { batchSize: 5, seed: 4, config: { ...only, photometricProbability: 0 } }).makeBatch([0, 1, 2, 3, 4], 0)).images.data() as Float32Array)];
+    expect(one).not.toEqual(all);
+    expect(one).not.toEqual(none);
+    expect(all).not.toEqual(none);
+  });
+
   test('at most `prefetch` batches are made ahead', async () => {
     let active = 0, peak = 0;
     const slow = {

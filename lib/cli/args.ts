@@ -6,9 +6,9 @@ import { constants as fsConstants, promises as fs } from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'util';
 
-import { folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
+import { MAX_IMAGE_SIDE, folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
-import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles } from '../data/imageFolder';
+import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
 import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
@@ -185,7 +185,7 @@ export function maxPixelsOption(values: FlagValues): { maxPixels?: number } {
  * read as --layout says.
  */
 export async function openData(spec: string, size: number, values: FlagValues, split: 'train' | 'test' = 'train'): Promise<Dataset> {
-  const layout = checkFlag(values, 'layout', 'auto' as const, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
+  const layout = checkFlag(values, 'layout', DEFAULT_LAYOUT, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
   const decoding = maxPixelsOption(values);
   // --cache keeps the folder's decoded images (train's, embed's, eval's --data); a --test set is decoded once anyway.
   const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;
@@ -330,5 +330,5 @@ export function warnOfSize(model: PirlModel, size: number, what = `--size ${size
  */
 export function folderSize(values: FlagValues, sampler: SamplerConfig, spec: string, stored: number | null = null): number {
   if (spec === 'fashion-mnist' && values.size !== undefined) throw new UsageError("--size is the side a folder's images are stored at: fashion-mnist is read as 28×28 arrays");
-  return checkFlag(values, 'size', stored ?? folderImageSize(sampler), (arg, v) => checkInteger(arg, v, 1, 4096));
+  return checkFlag(values, 'size', stored ?? folderImageSize(sampler), (arg, v) => checkInteger(arg, v, 1, MAX_IMAGE_SIDE));
 }

@@ -3,7 +3,8 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
-import { AmbiguousLayoutError, FOLDER_LAYOUTS, ImageFolder, type FolderLayout } from '../data/imageFolder';
+import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
+import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, type FolderLayout } from '../data/imageFolder';
 import { embedImages, type ImageFeatures } from '../eval/embed';
 import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
 import { checkInteger, checkOneOf } from '../errors';
@@ -21,7 +22,7 @@ export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5]
 interface Catalogue {
   features: Tensor;
   files: string[];
-  layer: 'res5' | 'f';
+  layer: EmbedLayer;
   size: number;
 }
 
@@ -37,7 +38,7 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   if (metadata['model-sha256'] !== undefined && metadata['model-sha256'] !== (await fileDigest(modelFile))) {
     throw new UsageError(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
-  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, ['res5', 'f'] as const);
+  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
   const width = model.widthOf(layer);
   if (features.shape[1] !== width) throw new UsageError(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
   const dir = metadata.dir;
@@ -60,7 +61,7 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${files[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, model.minInputSize, 4096);
+  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, model.minInputSize, MAX_IMAGE_SIDE);
   warnOfSize(model, size, `${file}'s side, ${size} px (its queries are embedded at it),`);
   return { features, files, layer, size };
 }
@@ -87,7 +88,7 @@ async function queryFolderImages(dir: string, size: number, layout: FolderLayout
 export async function search(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, ['k', 'layout', 'max-pixels', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
-  const layout = checkFlag(values, 'layout', 'auto', (a, v) => checkOneOf(a, v, FOLDER_LAYOUTS));
+  const layout = checkFlag(values, 'layout', DEFAULT_LAYOUT, (a, v) => checkOneOf(a, v, FOLDER_LAYOUTS));
   const decoding = maxPixelsOption(values);
   const { device } = applyRunFlags(values);
   const [modelFile, featuresFile, ...queries] = positionals;

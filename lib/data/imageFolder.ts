@@ -7,7 +7,7 @@ import * as path from 'path';
 
 import sharp from 'sharp';
 
-import { PRESETS, folderImageSize } from '../config';
+import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
 import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
@@ -21,6 +21,7 @@ const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha
 /** 'flat': the folder's own images, unlabeled; 'classes': one class per subfolder; 'auto': whichever the folder holds. */
 export const FOLDER_LAYOUTS = ['auto', 'flat', 'classes'] as const;
 export type FolderLayout = (typeof FOLDER_LAYOUTS)[number];
+export const DEFAULT_LAYOUT: FolderLayout = 'auto';
 
 /**
  * A folder with images of its own and subfolders of images, opened with layout 'auto': which of them is
@@ -342,7 +343,7 @@ const DECODE_OPTIONS = ['size', 'maxPixels', 'onWarning'] as const satisfies Rea
 function decoding(options: DecodeOptions): { size: number; maxPixels: number; warn: Warn } {
   const { onWarning } = options;
   return {
-    size: checkInteger('options.size', options.size ?? folderImageSize(PRESETS.small), 1, 4096),
+    size: checkInteger('options.size', options.size ?? folderImageSize(PRESETS[DEFAULT_PRESET]), 1, MAX_IMAGE_SIDE),
     maxPixels: checkInteger('options.maxPixels', options.maxPixels ?? SHARP_MAX_PIXELS, 1, Number.MAX_SAFE_INTEGER),
     warn: onWarning ?? ((message, code) => process.emitWarning(message, { code })),
   };
@@ -416,7 +417,7 @@ export class ImageFolder implements Dataset {
     checkFunctions('options', checkOptions('options', options, IMAGE_FOLDER_OPTIONS), ['onWarning', 'onCacheProgress']);
     const { size, maxPixels, warn } = decoding(options);
     const warnLeftOut = (message: string) => warn(message, 'PIRL_IMAGES_LEFT_OUT');
-    const layout = checkOneOf('options.layout', options.layout ?? 'auto', FOLDER_LAYOUTS);
+    const layout = checkOneOf('options.layout', options.layout ?? DEFAULT_LAYOUT, FOLDER_LAYOUTS);
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
 
     let stat;

@@ -15,10 +15,10 @@ export interface Position {
 
 /**
  * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
- * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest; 4: data.images and threads).
- * A newer one is refused by its format.
+ * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest; 4: data.images and threads;
+ * 5: config.sampler.photometricOps, 'one' then). A newer one is refused by its format.
  */
-export const CHECKPOINT_FORMAT = 5;
+export const CHECKPOINT_FORMAT = 6;
 
 export interface CheckpointMeta {
   format: number;
@@ -59,10 +59,12 @@ export function checkpointMeta(file: string, metadata: Record<string, string>, d
   if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
   const field = metadataField(file, 'pirl-checkpoint');
   checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data', 'threads']);
-  if (![1, 2, 3, 4, CHECKPOINT_FORMAT].includes(meta.format as number)) {
+  if (![1, 2, 3, 4, 5, CHECKPOINT_FORMAT].includes(meta.format as number)) {
     throw rangeError(`${field}.format`, `1 to ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
-  const saved = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
+  const saved: Record<string, unknown> = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
+  // Before format 6 the photometric step applied one op, drawn: the run goes on as it trained.
+  if ((meta.format as number) < 6) saved.sampler = { photometricOps: 'one', ...checkObject(`${field}.config.sampler`, saved.sampler) };
   const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);
   const p = checkObject(`${field}.position`, meta.position);
   const position = {
@@ -83,14 +85,14 @@ export function checkpointMeta(file: string, metadata: Record<string, string>, d
   // Formats 3 and 4 always have it; some format-2 files carry it too (written before the format said so).
   const e = (meta.format === 1 || meta.format === 2) && meta.epochSoFar === undefined ? { lossSum: 0, images: 0 } : checkObject(`${field}.epochSoFar`, meta.epochSoFar);
   const epochSoFar = { lossSum: checkNumber(`${field}.epochSoFar.lossSum`, e.lossSum), images: checkInteger(`${field}.epochSoFar.images`, e.images, 0) };
-  const current = meta.format === CHECKPOINT_FORMAT;
-  const d = current || meta.format === 4 ? checkObject(`${field}.data`, meta.data) : null;
+  const recordsImages = (meta.format as number) >= 5; // data.images and threads
+  const d = recordsImages || meta.format === 4 ? checkObject(`${field}.data`, meta.data) : null;
   const data = d && {
     size: checkInteger(`${field}.data.size`, d.size, 0),
     labels: checkString(`${field}.data.labels`, d.labels),
     files: checkString(`${field}.data.files`, d.files),
-    images: current ? checkString(`${field}.data.images`, d.images) : null,
+    images: recordsImages ? checkString(`${field}.data.images`, d.images) : null,
   };
-  const threads = current ? checkInteger(`${field}.threads`, meta.threads, 1) : null;
+  const threads = recordsImages ? checkInteger(`${field}.threads`, meta.threads, 1) : null;
   return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar, data, threads };
 }

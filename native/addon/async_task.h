@@ -74,4 +74,15 @@ class AsyncTask {
   };
 };
 
+// `work`, as AsyncTask runs it, for its effect: the Promise settles with undefined.
+inline Napi::Promise runVoid(Napi::Env env, std::function<void()> work, std::shared_ptr<OwnerThread> owner = nullptr) {
+  return AsyncTask<bool>::run(
+      env,
+      [work = std::move(work)] {
+        work();
+        return true;
+      },
+      [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); }, std::move(owner));
+}
+
 }  // namespace pirl::addon

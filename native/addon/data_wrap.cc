@@ -6,6 +6,7 @@
 
 #include "../core/data/pirl_sampler.h"
 #include "../core/data/side_stream_copy.h"
+#include "../core/data/transforms.h"
 #include "async_task.h"
 #include "env_state.h"
 #include "errors.h"
@@ -33,7 +34,8 @@ data::SamplerConfig readConfig(Napi::Value value, const std::string& name) {
           {{number("brightness"), number("contrast"), number("saturation"), number("hue")},
            number("photometricProbability"),
            number("grayscaleProbability"),
-           number("flipProbability")}};
+           number("flipProbability"),
+           AttrAsEnum(o, "photometricOps", name, kPhotometricOpsNames)}};
 }
 
 constexpr int64_t kMaxLanes = 64;
@@ -122,6 +124,15 @@ void registerData(Napi::Env env, Napi::Object exports) {
   LanesWrap::Init(env, exports);
   exports.Set("makeBatch", Napi::Function::New<binding<makeBatch>>(env, "makeBatch"));
   exports.Set("evalImages", Napi::Function::New<binding<evalImages>>(env, "evalImages"));
+  const auto array = [&](const std::array<double, 3>& values) {
+    auto out = Napi::Array::New(env, values.size());
+    for (uint32_t c = 0; c < values.size(); ++c) out.Set(c, values[c]);
+    return out;
+  };
+  auto normalization = Napi::Object::New(env);
+  normalization.Set("mean", array(data::kImageNetMean));
+  normalization.Set("std", array(data::kImageNetStd));
+  exports.Set("normalization", normalization);
 }
 
 }  // namespace pirl::addon

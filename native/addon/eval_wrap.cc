@@ -20,7 +20,7 @@ Napi::Value knnPredict(const Napi::CallbackInfo& info) {
   const int64_t classes = AsInt64(info[5], "numClasses");
   return AsyncTask<at::Tensor>::run(
       info.Env(), [=] { return eval::knnPredict(train, labels, test, k, tau, classes); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t)); });
+      tensorToJs);
 }
 
 Napi::Value nearestNeighbours(const Napi::CallbackInfo& info) {
@@ -57,7 +57,7 @@ Napi::Value linearProbePredict(const Napi::CallbackInfo& info) {
   const at::Tensor features = TensorWrap::unwrap(info[4], "features");
   return AsyncTask<at::Tensor>::run(
       info.Env(), [=] { return eval::predictLinear(probe, features); },
-      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t)); });
+      tensorToJs);
 }
 
 }  // namespace

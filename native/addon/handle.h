@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "options.h"
+
 namespace pirl::addon {
 
 // Throws unless the constructor was called by newHandle: `factory` names what to call instead.
@@ -22,11 +24,11 @@ inline Napi::Object newHandle(Napi::Env env, const Napi::FunctionReference& ctor
   return ctor.New({Napi::External<int>::New(env, &token)});
 }
 
-// `value` as an instance of the class behind `ctor`, or std::invalid_argument "<arg> must be a <what>".
+// `value` as an instance of the class behind `ctor`, or std::invalid_argument "<arg> must be a <what>, got …".
 template <typename Wrap>
 Wrap* unwrapHandle(Napi::Value value, const Napi::FunctionReference& ctor, const std::string& arg, const char* what) {
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(ctor.Value())) {
-    throw std::invalid_argument(arg + " must be a " + what);
+    wrongType(arg, std::string("a ") + what, value);
   }
   return Wrap::Unwrap(value.As<Napi::Object>());
 }

@@ -147,7 +147,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             }
             return at::cat(parts);
           },
-          [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorWrap::wrap(env, std::move(t)); }, s->owner);
+          tensorToJs, s->owner);
     });
   }
 
@@ -158,13 +158,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const bool training = AsBool(info[0], "training");
       const auto s = live();
       // A call of the environment's (owner_calls.h): its end drops it, not left to run into process exit.
-      AsyncTask<bool>::run(
+      runVoid(
           info.Env(), [s, training] {
             std::lock_guard<std::mutex> lock(s->mutex);
             s->model->train(training);
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
+          }, s->owner);
       s->training = training;
       return info.Env().Undefined();
     });
@@ -202,19 +200,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return named;
   }
 
-  static Napi::Value namedToJs(Napi::Env env, model::NamedTensors& named) {
-    auto names = Napi::Array::New(env, named.size());
-    auto tensors = Napi::Array::New(env, named.size());
-    for (uint32_t i = 0; i < named.size(); ++i) {
-      names.Set(i, named[i].first);
-      tensors.Set(i, TensorWrap::wrap(env, std::move(named[i].second)));
-    }
-    auto out = Napi::Object::New(env);
-    out.Set("names", names);
-    out.Set("tensors", tensors);
-    return out;
-  }
-
   // Taken on the model's thread after the calls queued before it: a step or an embed in progress never holds the JS thread.
   Napi::Value stateDict(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
@@ -222,7 +207,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       auto s = live();
       return AsyncTask<model::NamedTensors>::run(
           info.Env(), [=] { return copiesOf(*s, scope); },
-          [](Napi::Env env, model::NamedTensors& named) { return namedToJs(env, named); }, s->owner);
+          [](Napi::Env env, model::NamedTensors& named) -> Napi::Value { return namedTensorsToJs(env, named); }, s->owner);
     });
   }
 
@@ -233,13 +218,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       const bool strict = AsBool(info[3], "strict");
       auto s = live();
       // On the model's thread, as stateDict(): after the calls queued before it, never waiting on the JS thread.
-      return AsyncTask<bool>::run(
+      return runVoid(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             model::loadStateDict(s->model->scope(scope), values, strict);
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
+          }, s->owner);
     });
   }
 
@@ -247,15 +230,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const c10::Device device = AsDevice(info[0], "device");
       auto s = live();
-      return AsyncTask<bool>::run(
+      return runVoid(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->mutex);
             s->model->to(device);
             s->model->applyMemoryFormat();
             s->movedTo(s->model->device());
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->owner);
+          }, s->owner);
     });
   }
 

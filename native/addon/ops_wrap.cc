@@ -11,11 +11,9 @@ namespace pirl::addon {
 
 namespace {
 
-Napi::Value resolveTensor(Napi::Env env, at::Tensor& t) { return TensorWrap::wrap(env, std::move(t)); }
-
 std::vector<int64_t> readPair(Napi::Value value, const std::string& arg) {
   auto pair = readShape(value, arg);
-  if (pair.size() != 2) throw std::invalid_argument(arg + " must be [height, width]");
+  if (pair.size() != 2) throw std::invalid_argument(arg + " must be [height, width], got " + std::to_string(pair.size()) + " numbers");
   return pair;
 }
 
@@ -23,7 +21,7 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   at::Tensor a = TensorWrap::unwrap(info[0], "a");
   at::Tensor b = TensorWrap::unwrap(info[1], "b");
   return AsyncTask<at::Tensor>::run(
-      info.Env(), [a, b] { return at::matmul(a, b); }, resolveTensor);
+      info.Env(), [a, b] { return at::matmul(a, b); }, tensorToJs);
 }
 
 Napi::Value conv2d(const Napi::CallbackInfo& info) {
@@ -34,7 +32,7 @@ Napi::Value conv2d(const Napi::CallbackInfo& info) {
   const auto padding = readPair(info[4], "padding");
   return AsyncTask<at::Tensor>::run(
       info.Env(), [input, weight, bias, stride, padding] { return at::conv2d(input, weight, bias, stride, padding); },
-      resolveTensor);
+      tensorToJs);
 }
 
 }  // namespace

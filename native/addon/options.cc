@@ -6,9 +6,7 @@
 
 namespace pirl::addon {
 
-namespace {
-
-[[noreturn]] void wrongType(const std::string& name, const char* expected, Napi::Value got) {
+[[noreturn]] void wrongType(const std::string& name, const std::string& expected, Napi::Value got) {
   std::string what;
   switch (got.Type()) {
     case napi_undefined: what = "undefined"; break;
@@ -22,8 +20,6 @@ namespace {
   }
   throw std::invalid_argument(name + " must be " + expected + ", got " + what);
 }
-
-}  // namespace
 
 void throwUnknownName(const std::string& name, const std::string& got, const std::string& allowed) {
   throw std::invalid_argument(name + " must be one of " + allowed + ", got '" + got + "'");

@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "../core/data/transforms.h"
 #include "../core/model/pirl_model.h"
 #include "../core/nce/nce.h"
 #include "../core/pirl_loss.h"
@@ -31,6 +32,8 @@ inline const EnumNames<model::StateDictScope> kScopeNames = {{"all", model::Stat
                                                              {"trunk", model::StateDictScope::Trunk}};
 inline const EnumNames<nce::Mode> kNceModeNames = {{"nce", nce::Mode::Nce}, {"infonce", nce::Mode::InfoNce}};
 inline const EnumNames<ZMode> kZModeNames = {{"frozen", ZMode::Frozen}, {"ema", ZMode::Ema}};
+inline const EnumNames<data::PhotometricOps> kPhotometricOpsNames = {{"one", data::PhotometricOps::One},
+                                                                     {"all", data::PhotometricOps::All}};
 inline const EnumNames<train::Precision> kPrecisionNames = {
     {"fp32", train::Precision::Fp32}, {"bf16", train::Precision::Bf16}, {"fp16", train::Precision::Fp16}};
 
@@ -44,6 +47,8 @@ std::string AsString(Napi::Value value, const std::string& name);
 // 'cpu', 'cuda' or 'cuda:N'; CUDA only when this libtorch has it.
 c10::Device AsDevice(Napi::Value value, const std::string& name);
 
+// std::invalid_argument "<name> must be <expected>, got <what got is>".
+[[noreturn]] void wrongType(const std::string& name, const std::string& expected, Napi::Value got);
 [[noreturn]] void throwUnknownName(const std::string& name, const std::string& got, const std::string& allowed);
 
 template <typename E>

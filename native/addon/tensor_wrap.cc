@@ -124,7 +124,7 @@ napi_value externalBuffer(Napi::Env env, const at::Tensor& t, bool& shared) {
 }  // namespace
 
 std::vector<int64_t> readShape(Napi::Value value, const std::string& arg) {
-  if (!value.IsArray()) throw std::invalid_argument(arg + " must be an array of integers");
+  if (!value.IsArray()) wrongType(arg, "an array of integers", value);
   auto array = value.As<Napi::Array>();
   std::vector<int64_t> shape(array.Length());
   for (uint32_t i = 0; i < array.Length(); ++i) {
@@ -152,6 +152,19 @@ std::vector<std::pair<std::string, at::Tensor>> readNamedTensors(Napi::Value nam
     const std::string name = AsString(nameList.Get(i), "names[" + std::to_string(i) + "]");
     out.emplace_back(name, TensorWrap::unwrap(tensorList.Get(i), what + " '" + name + "'"));
   }
+  return out;
+}
+
+Napi::Object namedTensorsToJs(Napi::Env env, std::vector<std::pair<std::string, at::Tensor>>& named) {
+  auto names = Napi::Array::New(env, named.size());
+  auto tensors = Napi::Array::New(env, named.size());
+  for (uint32_t i = 0; i < named.size(); ++i) {
+    names.Set(i, named[i].first);
+    tensors.Set(i, TensorWrap::wrap(env, std::move(named[i].second)));
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("names", names);
+  out.Set("tensors", tensors);
   return out;
 }
 
@@ -292,7 +305,7 @@ Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
     const c10::Device device = AsDevice(info[0], "device");
     return AsyncTask<at::Tensor>::run(
         env, [t, device] { return t.to(device); },
-        [](Napi::Env e, at::Tensor& r) -> Napi::Value { return TensorWrap::wrap(e, std::move(r)); });
+        tensorToJs);
   });
 }
 
@@ -300,7 +313,7 @@ namespace {
 
 Napi::Value fromArray(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray()) throw std::invalid_argument("data must be a typed array or Buffer");
+  if (!info[0].IsTypedArray()) wrongType("data", "a typed array or Buffer", info[0]);
   auto view = info[0].As<Napi::TypedArray>();
   const std::vector<int64_t> shape = readShape(info[1], "shape");
   const c10::ScalarType dtype = dtypeFromName(AsString(info[2], "dtype"));
@@ -377,12 +390,10 @@ Napi::Value writeTensors(const Napi::CallbackInfo& info) {
   const Napi::Array list = AsArray(info[3], "tensors");
   std::vector<at::Tensor> tensors;
   for (uint32_t i = 0; i < list.Length(); ++i) tensors.push_back(TensorWrap::unwrap(list.Get(i), "tensors[" + std::to_string(i) + "]"));
-  return AsyncTask<bool>::run(
+  return runVoid(
       info.Env(), [=] {
         io::writeTensors(fd, file, offset, tensors);
-        return true;
-      },
-      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+      });
 }
 
 }  // namespace

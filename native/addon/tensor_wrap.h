@@ -66,7 +66,12 @@ std::vector<int64_t> readShape(Napi::Value value, const std::string& arg);
 // Parallel arrays of names and tensor handles (a state dict); errors call each "<what> '<name>'".
 std::vector<std::pair<std::string, at::Tensor>> readNamedTensors(Napi::Value names, Napi::Value tensors,
                                                                  const std::string& what);
+// The other way: { names, tensors }, each tensor moved into its handle.
+Napi::Object namedTensorsToJs(Napi::Env env, std::vector<std::pair<std::string, at::Tensor>>& named);
 
 void registerTensorFactories(Napi::Env env, Napi::Object exports);
+
+// An AsyncTask's tensor result handed to JavaScript (its toJs).
+inline Napi::Value tensorToJs(Napi::Env env, at::Tensor& t) { return TensorWrap::wrap(env, std::move(t)); }
 
 }  // namespace pirl::addon

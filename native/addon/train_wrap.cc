@@ -44,12 +44,10 @@ distributed::CommunicatorOptions readCommunicatorOptions(const Napi::Value& valu
 Napi::Value failToJoin(const Napi::CallbackInfo& info) {
   const distributed::CommunicatorOptions options = readCommunicatorOptions(info[0], "distributed");
   const std::string why = AsString(info[1], "why");
-  return AsyncTask<bool>::run(
+  return runVoid(
       info.Env(), [=] {
         distributed::failToJoin(options, why);
-        return true;
-      },
-      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+      });
 }
 
 // A trainer holds the model's state (and locks its mutex while it steps, on the model's thread) and the bank.
@@ -108,14 +106,12 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       const distributed::CommunicatorOptions options = readCommunicatorOptions(info[0], "distributed");
       const bool syncBatchNorm = AsBool(info[1], "syncBatchNorm");
       auto s = live();
-      return AsyncTask<bool>::run(
+      return runVoid(
           info.Env(), [=] {
             auto communicator = std::make_shared<distributed::Communicator>(options);
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->distribute(communicator, syncBatchNorm);
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+          }, s->model->owner);
     });
   }
 
@@ -136,13 +132,11 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value shareBankShards(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       auto s = live();
-      return AsyncTask<bool>::run(
+      return runVoid(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->shareBankShards();
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+          }, s->model->owner);
     });
   }
 
@@ -198,15 +192,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             out.Set("lossScale", t.lossScale);
             out.Set("goodSteps", static_cast<double>(t.goodSteps));
             out.Set("steps", static_cast<double>(t.steps));
-            auto names = Napi::Array::New(env), tensors = Napi::Array::New(env);
-            for (uint32_t i = 0; i < t.momentum.size(); ++i) {
-              names.Set(i, t.momentum[i].first);
-              tensors.Set(i, TensorWrap::wrap(env, std::move(t.momentum[i].second)));
-            }
-            auto momentum = Napi::Object::New(env);
-            momentum.Set("names", names);
-            momentum.Set("tensors", tensors);
-            out.Set("momentum", momentum);
+            out.Set("momentum", namedTensorsToJs(env, t.momentum));
             return out;
           },
           s->model->owner);
@@ -221,7 +207,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       CheckpointState t{AttrAsDouble(o, "zImage", "state"), AttrAsDouble(o, "zJigsaw", "state"), AttrAsDouble(o, "lossScale", "state"),
                      AttrAsInt64(o, "goodSteps", "state"), AttrAsInt64(o, "steps", "state"), readNamedTensors(info[1], info[2], "momentum")};
       auto s = live();
-      return AsyncTask<bool>::run(
+      return runVoid(
           info.Env(), [=] {
             std::map<std::string, at::Tensor> buffers(t.momentum.begin(), t.momentum.end());
             std::lock_guard<std::mutex> lock(s->model->mutex);
@@ -229,9 +215,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             s->train->loss().setZ(t.zImage, t.zJigsaw);
             s->train->scaler().restore(t.lossScale, t.goodSteps);
             s->train->setSteps(t.steps);
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+          }, s->model->owner);
     });
   }
 
@@ -243,14 +227,12 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
       auto s = live();
       state_.reset();
       accounted_.release();
-      return AsyncTask<bool>::run(
+      return runVoid(
           info.Env(), [s] {
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->releaseModel();
             s->train.reset();
-            return true;
-          },
-          [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); }, s->model->owner);
+          }, s->model->owner);
     });
   }
 

@@ -11,11 +11,11 @@
 
 #include "negatives/negative_streams.h"
 #include "splitmix.h"
+#include "unit_rows.h"
 
 namespace pirl {
 
 namespace {
-at::Tensor normalizedRows(const at::Tensor& t) { return t / t.norm(2, 1, true).clamp_min(1e-12); }
 
 // Negatives are random rows of a bank of up to ~1 GB: with 4 KB pages nearly every row read is a
 // TLB miss. Asking for transparent huge pages before the memory is first touched avoids most of them.
@@ -92,7 +92,7 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   std::lock_guard<std::mutex> lock(mutex_);
   const at::Tensor mixed = momentum * rows_.index_select(0, idx) + (1 - momentum) * mean;
   // A repeated index writes the same row once per repeat: equal values, so the order does not matter.
-  rows_.index_copy_(0, idx, normalizedRows(mixed));
+  rows_.index_copy_(0, idx, unitRows(mixed));
 }
 
 at::Tensor MemoryBank::onDevice(const at::Tensor& t) const {

@@ -24,10 +24,13 @@ inline PirlLossOptions paperLoss() {
 
 inline train::SgdOptions paperSgd() { return {0.9, 1e-4}; }
 
-// "paper": 224 / 255 / 64; "small": 32 / 36 / 9 (the same ratios); the paper's augmentations.
+// "paper": 224 / 255 / 64, the four photometric ops in turn (VISSL's); "small": 32 / 36 / 9 (the same ratios), one
+// of them drawn; otherwise the paper's augmentations (lib/config.ts's PRESETS).
 inline data::SamplerConfig samplerPreset(const std::string& name) {
-  const data::PhotometricOptions photometric{{0.4, 0.4, 0.4, 0.2}, 0.66, 0.2, 0.5};
-  if (name == "small") return {32, 36, 9, 0.08, 1.0, 0.6, 1.0, photometric};
+  const bool small = name == "small";
+  const data::PhotometricOptions photometric{
+      {0.4, 0.4, 0.4, 0.2}, 0.66, 0.2, 0.5, small ? data::PhotometricOps::One : data::PhotometricOps::All};
+  if (small) return {32, 36, 9, 0.08, 1.0, 0.6, 1.0, photometric};
   return {224, 255, 64, 0.08, 1.0, 0.6, 1.0, photometric};
 }
 

@@ -33,15 +33,12 @@ void applyLut(Image& image, const Lut& lut) {
   for (auto& v : image.pixels) v = lut[v];
 }
 
-constexpr std::array<float, 3> kMean{0.485f, 0.456f, 0.406f};
-constexpr std::array<float, 3> kStd{0.229f, 0.224f, 0.225f};
-
 // (v/255 − mean)/std for every byte value and channel, computed as the reference computes it.
 const std::array<std::array<float, 256>, 3>& normalizeTable() {
   static const auto table = [] {
     std::array<std::array<float, 256>, 3> t{};
     for (int c = 0; c < 3; ++c) {
-      for (int v = 0; v < 256; ++v) t[c][v] = (v / 255.0f - kMean[c]) / kStd[c];
+      for (int v = 0; v < 256; ++v) t[c][v] = (v / 255.0f - static_cast<float>(kImageNetMean[c])) / static_cast<float>(kImageNetStd[c]);
     }
     return t;
   }();
@@ -264,11 +261,19 @@ void photometric(Image& image, SampleRng& rng, const PhotometricOptions& o) {
     if (op == 3) adjustHue(image, h);
   }
   if (rng.bernoulli(o.photometricProbability)) {
-    switch (rng.below(4)) {
-      case 0: posterize(image, static_cast<int>(4 + rng.below(5))); break;   // 4..8 bits
-      case 1: sharpness(image, rng.uniform(0.1, 1.9)); break;
-      case 2: solarize(image, static_cast<int>(rng.below(256))); break;
-      default: autocontrast(image); break;
+    if (o.photometricOps == PhotometricOps::All) {
+      // VISSL's ranges: posterize 4..8 bits, sharpness 0.1–1.9, solarize at 0..256 (256: none), autocontrast.
+      posterize(image, static_cast<int>(4 + rng.below(5)));
+      sharpness(image, rng.uniform(0.1, 1.9));
+      solarize(image, static_cast<int>(rng.below(257)));
+      autocontrast(image);
+    } else {
+      switch (rng.below(4)) {
+        case 0: posterize(image, static_cast<int>(4 + rng.below(5))); break;   // 4..8 bits
+        case 1: sharpness(image, rng.uniform(0.1, 1.9)); break;
+        case 2: solarize(image, static_cast<int>(rng.below(256))); break;
+        default: autocontrast(image); break;
+      }
     }
   }
   if (rng.bernoulli(o.grayscaleProbability)) grayscale(image);

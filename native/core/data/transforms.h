@@ -2,12 +2,18 @@
 // jitter, photometric ops, grayscale and flip of both branches, and the final normalisation.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
 #include "sample_rng.h"
 
 namespace pirl::data {
+
+// The per-channel mean and std every transform normalises RGB in [0, 1] by (ImageNet's, as torchvision's models
+// expect); TypeScript reads them from the addon (preview, the exported trunk's metadata).
+inline constexpr std::array<double, 3> kImageNetMean{0.485, 0.456, 0.406};
+inline constexpr std::array<double, 3> kImageNetStd{0.229, 0.224, 0.225};
 
 // An 8-bit HWC RGB image that owns its pixels.
 struct Image {
@@ -44,15 +50,20 @@ struct ColorJitter {
   double brightness, contrast, saturation, hue;
 };
 
+// What the photometric step applies (with photometricProbability): One — one of posterize, sharpness,
+// solarize, autocontrast, drawn; All — the four in turn, as VISSL's PIRL (ImgPilRandomPhotometric).
+enum class PhotometricOps { One, All };
+
 struct PhotometricOptions {
   ColorJitter jitter;
-  double photometricProbability;  // one of posterize, sharpness, solarize, autocontrast
+  double photometricProbability;
   double grayscaleProbability;
   double flipProbability;
+  PhotometricOps photometricOps;
 };
 
 // Colour jitter (torchvision's: the four adjustments in random order, factors uniform), then with the
-// options' probabilities one photometric op, grayscale, and a horizontal flip; in place.
+// options' probabilities the photometric op(s), grayscale, and a horizontal flip; in place.
 void photometric(Image& image, SampleRng& rng, const PhotometricOptions& options);
 
 // The individual operations (exposed for tests).

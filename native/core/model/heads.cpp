@@ -1,15 +1,13 @@
 #include "heads.h"
 
-namespace pirl::model {
+#include "../unit_rows.h"
 
-namespace {
-at::Tensor l2Normalize(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(1e-12); }
-}  // namespace
+namespace pirl::model {
 
 FHeadImpl::FHeadImpl(int64_t featureDim, int64_t embeddingDim)
     : fc(register_module("fc", torch::nn::Linear(featureDim, embeddingDim))) {}
 
-at::Tensor FHeadImpl::forward(const at::Tensor& pooled) { return l2Normalize(fc(pooled)); }
+at::Tensor FHeadImpl::forward(const at::Tensor& pooled) { return unitRows(fc(pooled)); }
 
 GHeadImpl::GHeadImpl(int64_t featureDim, int64_t embeddingDim)
     : patch(register_module("patch", torch::nn::Linear(featureDim, embeddingDim))),
@@ -17,7 +15,7 @@ GHeadImpl::GHeadImpl(int64_t featureDim, int64_t embeddingDim)
 
 at::Tensor GHeadImpl::forward(const at::Tensor& pooledPatches) {
   const int64_t batch = pooledPatches.size(0) / kJigsawPatches;
-  return l2Normalize(fc(patch(pooledPatches).reshape({batch, -1})));
+  return unitRows(fc(patch(pooledPatches).reshape({batch, -1})));
 }
 
 }  // namespace pirl::model

@@ -178,7 +178,17 @@ void photometric(Image& image, SampleRng& rng, const PhotometricOptions& o) {
     if (op == 2) reference::adjustSaturation(image, s);
     if (op == 3) reference::adjustHue(image, h);
   }
-  if (rng.bernoulli(o.photometricProbability)) {
+  const bool photometricApplies = rng.bernoulli(o.photometricProbability);
+  if (photometricApplies && o.photometricOps == PhotometricOps::All) {
+    // VISSL's ImgPilRandomPhotometric: RandomApply of the four, in its order, each with its value drawn.
+    const int bits = static_cast<int>(4 + rng.below(5));
+    reference::posterize(image, bits);
+    const double factor = rng.uniform(0.1, 1.9);
+    reference::sharpness(image, factor);
+    const int threshold = static_cast<int>(rng.below(257));
+    reference::solarize(image, threshold);
+    reference::autocontrast(image);
+  } else if (photometricApplies) {
     switch (rng.below(4)) {
       case 0: reference::posterize(image, static_cast<int>(4 + rng.below(5))); break;   // 4..8 bits
       case 1: reference::sharpness(image, rng.uniform(0.1, 1.9)); break;
