@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <future>
 #include <thread>
 #include <vector>
@@ -402,14 +403,16 @@ TEST_F(Distributed, BankShardsTileTheBankAndReachEveryReplica) {
   }
 }
 
-// Runs join(rank) on `world` threads: what each rank failed with ("" when it joined).
-std::vector<std::string> joinErrors(int64_t world, const std::function<void(int64_t)>& join) {
+// Runs join(rank) on `world` threads: what each rank failed with ("" when it joined). The groups joined are let go
+// once every rank is done: one let go sooner closed connections a slower peer was still making (seen in CI).
+std::vector<std::string> joinErrors(int64_t world, const std::function<std::shared_ptr<Communicator>(int64_t)>& join) {
   std::vector<std::string> errors(world);
+  std::vector<std::shared_ptr<Communicator>> joined(world);
   std::vector<std::thread> threads;
   for (int64_t rank = 0; rank < world; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        join(rank);
+        joined[rank] = join(rank);
       } catch (const c10::Error& e) {
         errors[rank] = e.what();
       }
@@ -426,7 +429,7 @@ TEST_F(Distributed, RanksThatDifferInATermAreAllRefusedNamingIt) {
     const auto errors = joinErrors(3, [&](int64_t rank) {
       auto o = loopback(0, rank, 3, 30000, file);
       o.terms = {{"config.seed", "7", "the same command"}, {"the data set's size", differ && rank == 2 ? "40" : "48", "the same data"}};
-      Communicator joined(o);
+      return std::make_shared<Communicator>(o);
     });
     for (int64_t rank = 0; rank < 3; ++rank) {
       if (!differ) {
@@ -447,7 +450,7 @@ TEST_F(Distributed, ARankBeyondTheWorldOfRankZeroIsRefused) {
     const int64_t world = rank == 2 ? 3 : 2;
     auto o = loopback(0, rank, world, 30000, file);
     o.terms = {{"the world size", std::to_string(world), "the same WORLD_SIZE"}};
-    Communicator joined(o);
+    return std::make_shared<Communicator>(o);
   });
   EXPECT_EQ(errors[0], "");
   EXPECT_EQ(errors[1], "");
@@ -465,8 +468,11 @@ TEST_F(Distributed, ARankThatCannotStartIsHeardByEveryRankWhenJoining) {
     const auto start = std::chrono::steady_clock::now();
     const auto errors = joinErrors(3, [&](int64_t rank) {
       const auto o = loopback(port, rank, 3, 30000, file);
-      if (rank == failing) return distributed::failToJoin(o, "no images in /data on this host");
-      Communicator joined(o);
+      if (rank == failing) {
+        distributed::failToJoin(o, "no images in /data on this host");
+        return std::shared_ptr<Communicator>();
+      }
+      return std::make_shared<Communicator>(o);
     });
     for (int64_t rank = 0; rank < 3; ++rank) {
       if (rank == failing) continue;

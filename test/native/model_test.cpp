@@ -176,6 +176,26 @@ TEST(PirlModel, OnlyTheImagePassSetsRunningStatsUnlessAsked) {
     differing += at::allclose(mixed.at(name), value, 1e-4, 1e-4) ? 0 : 1;
   }
   EXPECT_EQ(differing, static_cast<int>(expected.size())) << "with patchRunningStats every running statistic moves";
+  // With them, the patches' pass comes first, the images' last (VISSL's order): as the trunk run by hand so, not the other way.
+  const at::Tensor flat = patches.reshape({36, 3, 10, 10});
+  PirlModel patchesFirst(o), imagesFirst(o);
+  for (PirlModel* m : {&patchesFirst, &imagesFirst}) {
+    torch::NoGradGuard noGrad;
+    auto params = (*m)->named_parameters();
+    for (const auto& item : imagesOnly->named_parameters()) params[item.key()].copy_(item.value());
+    (*m)->train();
+  }
+  patchesFirst->trunk->forward(flat);
+  patchesFirst->trunk->forward(images);
+  imagesFirst->trunk->forward(images);
+  imagesFirst->trunk->forward(flat);
+  const auto byHand = runningStats(patchesFirst), reversed = runningStats(imagesFirst);
+  int reversedDiffers = 0;
+  for (const auto& [name, value] : byHand) {
+    EXPECT_TRUE(at::allclose(mixed.at(name), value, 1e-5, 1e-5)) << name;
+    reversedDiffers += at::allclose(reversed.at(name), value, 1e-4, 1e-4) ? 0 : 1;
+  }
+  EXPECT_GT(reversedDiffers, 0) << "the order shows in the statistics";
   for (const auto& module : model->trunk->modules(false)) {
     if (auto* bn = module->as<pirl::model::BatchNorm>()) {
       EXPECT_EQ(bn->momentum, 0.1);

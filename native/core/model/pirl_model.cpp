@@ -42,11 +42,16 @@ at::Tensor PirlModelImpl::prepare(const at::Tensor& images) const {
 Embeddings PirlModelImpl::forward(const at::Tensor& images, const at::Tensor& patches) {
   TORCH_CHECK_VALUE(patches.dim() == 5 && patches.size(1) == kJigsawPatches && patches.size(0) == images.size(0),
                     "patches must be B×9×3×P×P with B = ", images.size(0), ", got ", patches.sizes());
-  const at::Tensor f = fHead(trunk(prepare(images)));
   const at::Tensor flat = patches.reshape({patches.size(0) * kJigsawPatches, patches.size(2), patches.size(3), patches.size(4)});
-  c10::optional<RunningStatsFrozen> frozen;
-  if (!options_.patchRunningStats) frozen.emplace(*trunk);
-  const at::Tensor g = gHead(trunk(prepare(flat)));
+  // The patches first, as VISSL's PIRL (its inputs: patches, images): with patchRunningStats the images' batch has
+  // the last word in BatchNorm's running statistics, which eval mode uses.
+  at::Tensor g;
+  {
+    c10::optional<RunningStatsFrozen> frozen;
+    if (!options_.patchRunningStats) frozen.emplace(*trunk);
+    g = gHead(trunk(prepare(flat)));
+  }
+  const at::Tensor f = fHead(trunk(prepare(images)));
   return {f, g};
 }
 
