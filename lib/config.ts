@@ -6,7 +6,7 @@
 import { binding } from './binding';
 import { JIGSAW_CELLS, checkJigsawGeometry } from './data/jigsaw';
 import { checkNumber, checkObject, checkOneOf, isArgumentError, rangeError, typeError } from './errors';
-import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, type Field, type Options, type Resolved } from './schema';
+import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, whole, type Field, type Options, type Resolved } from './schema';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -444,7 +444,7 @@ export const LOADER = {
    * Data-parallel training: this process is rank `rank` of `count`, and takes the rank-th batchSize
    * samples of every global batch of batchSize·count (the same order on every rank, disjoint shards).
    */
-  shard: nested({ rank: integer({ min: 0 }), count: integer({ min: 1 }) }),
+  shard: whole({ rank: integer({ min: 0 }), count: integer({ min: 1 }) }),
 };
 export type LoaderOptions = Options<typeof LOADER>;
 export type ResolvedLoaderOptions = Resolved<typeof LOADER>;

@@ -62,6 +62,14 @@ export function nested<S extends Schema>(schema: S): Field<Resolved<S>, Options<
   };
 }
 
+/** A nested object given whole or not at all (its parts mean something only together): left out, the default. */
+export function whole<S extends Schema>(schema: S): Field<Resolved<S>, Resolved<S>> {
+  return {
+    expected: 'an object',
+    resolve: (arg, given, fallback, complete) => resolve(schema, fallback, given, arg, complete || given !== undefined),
+  };
+}
+
 /**
  * Every option of `schema` from `given`, the rest from `defaults` (none may be missing when
  * `complete`), each checked; an unknown key is a TypeError (a misspelt option would otherwise be

@@ -357,6 +357,25 @@ describe('pirl train / eval / embed / export', () => {
     expect([fs.existsSync(path.join(data, 'light', 'pirl-run')), fs.existsSync(sample)]).toEqual([false, false]);
   });
 
+  test("a run checkpointed before the paper preset's photometric step became VISSL's resumes with its own, from the same command", async () => {
+    const run5 = path.join(dir, 'format5');
+    const cfg = path.join(dir, 'paper-small.json');
+    fs.writeFileSync(cfg, JSON.stringify({ sampler: { preset: 'paper', imageSize: 16, jigsawSize: 18, patchSize: 6 } }));
+    const train = (...more: string[]) => spawnSync(process.execPath, [cli, 'train', data, '--out', run5, '--config', cfg, ...small, ...more], { encoding: 'utf8' });
+    expect(train('--epochs', '1').status).toBe(0);
+    // As pirl wrote it before format 6: no photometricOps (it applied one op, drawn).
+    const file = path.join(run5, 'checkpoint.safetensors');
+    const { tensors, metadata } = await readSafetensors(file);
+    const meta = JSON.parse(metadata['pirl-checkpoint']);
+    expect(meta.config.sampler.photometricOps).toBe('all');
+    delete meta.config.sampler.photometricOps;
+    await writeSafetensors(file, tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify({ ...meta, format: 5 }) });
+    const resumed = train('--epochs', '2', '--resume');
+    expect({ status: resumed.status, refused: resumed.stderr.includes('cannot change it') }).toEqual({ status: 0, refused: false });
+    const after = JSON.parse((await readSafetensors(file)).metadata['pirl-checkpoint']);
+    expect([after.format, after.config.sampler.photometricOps, after.position.step]).toEqual([6, 'one', 4]);
+  });
+
   test('a folder mostly unreadable: the summary counts the steps skipped (batches of unreadable images only) and the images left out', () => {
     const bad = path.join(dir, 'mostly-bad');
     fs.mkdirSync(bad);

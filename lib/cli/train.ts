@@ -148,7 +148,11 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
   if (given.length === 0 && values.config === undefined) return [];
   const fromFile = await configFile(values);
-  const restated = configOf(values, { device: saved.device, ...fromFile }); // the file and the flags, as they made the run
+  const stated = configOf(values, { device: saved.device, ...fromFile }); // the file and the flags, as they made the run
+  // A preset restated stands for the run's sampler: its photometric step is the run's unless the file names it (runs
+  // checkpointed before format 6 applied one op, which the paper preset now names 'all').
+  const restated = settingsOf(fromFile).includes('sampler.photometricOps') ? stated
+    : { ...stated, sampler: { ...stated.sampler, photometricOps: saved.sampler.photometricOps } };
   const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], config);
   const differs = (key: string) => !isDeepStrictEqual(at(restated, key), at(saved, key));
   const keyOf = (flag: string) => settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0];

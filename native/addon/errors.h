@@ -17,6 +17,9 @@ namespace pirl::addon {
 
 enum class ErrorKind { Error, TypeError, RangeError };
 
+// std::invalid_argument "<name> must be <expected>, got <what got is>" (options.cc).
+[[noreturn]] void wrongType(const std::string& name, const std::string& expected, Napi::Value got);
+
 // The code of an error of memory that ran out (lib/errors.ts OUT_OF_MEMORY): the CLI says what to change.
 inline constexpr const char* kOutOfMemoryCode = "PIRL_OUT_OF_MEMORY";
 

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "options.h"
+#include "errors.h"
 
 namespace pirl::addon {
 

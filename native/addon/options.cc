@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "errors.h"
+
 namespace pirl::addon {
 
 [[noreturn]] void wrongType(const std::string& name, const std::string& expected, Napi::Value got) {

@@ -47,8 +47,6 @@ std::string AsString(Napi::Value value, const std::string& name);
 // 'cpu', 'cuda' or 'cuda:N'; CUDA only when this libtorch has it.
 c10::Device AsDevice(Napi::Value value, const std::string& name);
 
-// std::invalid_argument "<name> must be <expected>, got <what got is>".
-[[noreturn]] void wrongType(const std::string& name, const std::string& expected, Napi::Value got);
 [[noreturn]] void throwUnknownName(const std::string& name, const std::string& got, const std::string& allowed);
 
 template <typename E>

@@ -37,6 +37,7 @@ TEST(Runtime, BuildInfoDescribesTheLoadedLibtorch) {
   EXPECT_FALSE(info.libtorchVersion.empty());
   EXPECT_NE(info.libtorchLibrary.find("libtorch"), std::string::npos) << info.libtorchLibrary;
   EXPECT_GE(info.numThreads, 1);
+  EXPECT_EQ(info.cudaAvailable, at::hasCUDA());
 }
 
 // The GPU check's own case (`ctest -R Cuda` under PIRL_REQUIRE_CUDA=1): its build has pirl's CUDA kernels and

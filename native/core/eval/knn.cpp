@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "../unit_rows.h"
 #include "check_finite.h"
 
 namespace pirl::eval {
@@ -21,7 +22,7 @@ Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queri
     // Each row over its largest magnitude first: the norm of rows at 1e-20 or 1e25 under- or overflowed float32.
     const at::Tensor largest = x.norm(std::numeric_limits<double>::infinity(), 1, true);
     const at::Tensor f = (x / largest.masked_fill(largest == 0, 1)).to(at::kFloat);
-    return f / f.norm(2, 1, true).clamp_min(1e-12);
+    return unitRows(f);
   };
   const at::Tensor a = unit(features), b = unit(queries);
   Neighbours out{at::empty({queries.size(0), kk}, at::kFloat), at::empty({queries.size(0), kk}, at::kLong)};
