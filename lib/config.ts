@@ -214,7 +214,10 @@ function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, co
 
 /** The side a folder's images are stored at (decoded once): room for the sampler's crops, 64 px at least. */
 export function folderImageSize(sampler: Pick<SamplerConfig, 'imageSize' | 'jigsawSize'>): number {
-  return Math.max(64, Math.ceil((Math.max(sampler.imageSize, sampler.jigsawSize) * 8) / 7));
+  const given = checkObject('sampler', sampler);
+  const imageSize = SAMPLER.imageSize.resolve('sampler.imageSize', given.imageSize as number, 0, true);
+  const jigsawSize = SAMPLER.jigsawSize.resolve('sampler.jigsawSize', given.jigsawSize as number, 0, true);
+  return Math.max(64, Math.ceil((Math.max(imageSize, jigsawSize) * 8) / 7));
 }
 
 const sampler = (): Field<SamplerConfig, SamplerOptions> => ({ expected: "'paper', 'small' or an object", resolve: resolveSampler });

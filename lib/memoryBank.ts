@@ -1,8 +1,8 @@
 // PIRL's memory bank: one unit row m_y per training image (docs/PIRL.md, "Memory bank").
 import { binding, type MemoryBankHandle } from './binding';
 import { placementDevice, resolveBankMomentum, resolveMemoryBankOptions, type Device, type MemoryBankOptions, type Placement } from './config';
-import { checkInteger, checkObject, checkOptions, nativeCall, typeError } from './errors';
-import { Tensor, handleOf, int64Tensor } from './tensor';
+import { checkInteger, checkObject, checkOptions, nativeCall, rangeError, typeError } from './errors';
+import { MAX_ELEMENTS, Tensor, handleOf, int64Tensor } from './tensor';
 
 /** What a checkpoint stores to restore a bank exactly, sampling generator included. */
 export interface MemoryBankState {
@@ -16,6 +16,7 @@ export type Indices = Tensor | readonly number[] | Int32Array;
 /** Row indices as an int64 Tensor: from a Tensor (int64), an array of integers or an Int32Array. */
 export function indexTensor(arg: string, value: unknown): Tensor {
   if (value instanceof Tensor) {
+    handleOf(arg, value); // a disposed one named as such, not by its dtype's getter
     if (value.dtype !== 'int64') throw typeError(arg, 'an int64 Tensor', value.dtype);
     return value;
   }
@@ -92,6 +93,7 @@ export class MemoryBank {
   async sampleNegatives(batch: number, k: number, options: { excludePositives?: Indices } = {}): Promise<Tensor> {
     const b = checkInteger('batch', batch, 1);
     const count = checkInteger('k', k, 1);
+    if (b * count > MAX_ELEMENTS) throw rangeError('k', `at most ${Math.floor(MAX_ELEMENTS / b)} for batch ${b} (B×K indices, at most 2^50)`, count);
     const { excludePositives } = checkOptions('options', options, ['excludePositives']);
     const exclude = excludePositives === undefined ? null : indexTensor('options.excludePositives', excludePositives);
     return new Tensor(await nativeCall(() => this.handle.sampleNegatives(b, count, exclude && exclude.handle)));

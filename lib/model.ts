@@ -245,6 +245,8 @@ export class PirlModel {
     const scope = checkOneOf('options.scope', options.scope ?? 'all', STATE_DICT_SCOPES);
     const strict = checkBoolean('options.strict', options.strict ?? true);
     const names = [...values.keys()];
+    const other = names.findIndex((n) => typeof n !== 'string');
+    if (other >= 0) throw typeError(`values.keys()[${other}]`, 'a parameter name (a string)', names[other]);
     const tensors = names.map((n) => handleOf(`values.get('${n}')`, values.get(n)));
     await nativeCall(() => this.handle.loadStateDict(scope, names, tensors, strict));
   }

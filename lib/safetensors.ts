@@ -158,8 +158,10 @@ function spansOf(header: Record<string, unknown>, dataLength: number, fail: Fail
   return spans;
 }
 
-/** Parses safetensors bytes; `file` names the source in errors. */
+/** Parses safetensors bytes (a Uint8Array or Buffer); `file` names the source in errors. */
 export function parseSafetensors(bytes: Uint8Array, file = 'buffer'): SafetensorsContent {
+  // Bytes only: a Float32Array was sliced in elements (other bytes parsed, silently), an ArrayBuffer failed in DataView.
+  if (!(bytes instanceof Uint8Array)) throw typeError('bytes', 'a Uint8Array or Buffer', bytes);
   const fail = failer(file);
   const headerLength = headerLengthOf(bytes, bytes.byteLength, fail);
   const dataStart = 8 + headerLength;

@@ -3,7 +3,7 @@ import { constants } from 'buffer';
 
 import { binding, type TensorHandle } from './binding';
 import { checkDevice, type Device } from './config';
-import { checkArrayOf, checkInteger, checkOneOf, checkOptions, describe, nativeCall, typeError } from './errors';
+import { checkArrayOf, checkInteger, checkOneOf, checkOptions, describe, nativeCall, rangeError, typeError } from './errors';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 export type TypedArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -28,8 +28,17 @@ function dtypeOfArray(data: unknown): DType {
   throw typeError('data', 'a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or Buffer', data);
 }
 
+/**
+ * The most elements a tensor may have: a PiB of float64, beyond any memory, and short of the int64 byte count that
+ * libtorch overflows with a message naming no argument ("Storage size calculation overflowed").
+ */
+export const MAX_ELEMENTS = 2 ** 50;
+
 export function checkShape(arg: string, shape: unknown): number[] {
-  return checkArrayOf(arg, shape, (a, d) => checkInteger(a, d, 0));
+  const dims = checkArrayOf(arg, shape, (a, d) => checkInteger(a, d, 0));
+  const count = dims.reduce((a, b) => a * b, 1);
+  if (count > MAX_ELEMENTS) throw rangeError(arg, 'dimensions whose product is at most 2^50', dims);
+  return dims;
 }
 
 
@@ -64,7 +73,7 @@ export class Tensor {
     const dims = shape === undefined ? [data.length] : checkShape('shape', shape);
     const numel = dims.reduce((a, b) => a * b, 1);
     if (numel !== data.length) {
-      throw new RangeError(`shape [${dims.join(', ')}] needs ${numel} elements, but data has ${data.length}`);
+      throw rangeError('data', `${numel} values for shape [${dims.join(', ')}]`, data);
     }
     // Node-API cannot see into a SharedArrayBuffer; its values are copied like any JavaScript memory.
     const plain = typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer ? data.slice() : data;

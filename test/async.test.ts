@@ -198,8 +198,9 @@ describe('libtorch errors reach JavaScript cleanly', () => {
   test('invalid arguments reject with errors naming them', async () => {
     await expect(ops.matmul('x' as never, Tensor.zeros([1]))).rejects.toThrow(/^a must be a Tensor, got "x"$/);
     await expect(ops.conv2d(Tensor.zeros([1, 1, 4, 4]), Tensor.zeros([1, 1, 3, 3]), { stride: 0 })).rejects.toThrow(
-      /options.stride must be >= 1/,
+      /^options\.stride\[0\] must be an integer >= 1, got 0$/,
     );
+    await expect(ops.conv2d(Tensor.zeros([1, 1, 4, 4]), Tensor.zeros([1, 1, 3, 3]), { padding: [1, -1] })).rejects.toMatchObject({ argument: 'options.padding[1]' });
     const disposed = Tensor.zeros([2, 2]);
     disposed.dispose();
     await expect(ops.matmul(disposed, disposed)).rejects.toThrow(/a was disposed/);

@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ImageFolder, PirlModel, Tensor, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
 import * as safetensors from '../lib/safetensors';
 import { raw, tmpDir } from './helpers';
 
@@ -105,6 +105,14 @@ describe('checkpoint metadata fuzz', () => {
     expect([...tensors].filter(([, t]) => !t.disposed).map(([name]) => name)).toEqual([]);
     await resumed.fit(); // trains on from its copies
     expect((await resumed.bank.get([0])).shape).toEqual([1, 16]); // tiny-run's embeddingDim
+    // A resume refused (another data set) frees what it read too; a data set that is none is refused before the read.
+    const refused = jest.spyOn(safetensors, 'readSafetensors');
+    await expect(Trainer.resume(file, new ArrayDataset(new Uint8Array(4 * 4 * 3), [1, 4, 4, 3]))).rejects.toThrow(/the run trained on a data set of \d+ samples/);
+    await expect(Trainer.resume(file, null as never)).rejects.toThrow(/^dataset must be a Dataset \(ArrayDataset, IdxDataset, ImageFolder\), got null$/);
+    expect(refused.mock.calls).toHaveLength(1);
+    const { tensors: unused } = await refused.mock.results[0].value as { tensors: Map<string, Tensor> };
+    refused.mockRestore();
+    expect([...unused].filter(([, t]) => !t.disposed).map(([name]) => name)).toEqual([]);
   });
 
   test('a checkpoint whose text is not JSON, of another format, or at an impossible position is refused', async () => {

@@ -464,7 +464,10 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--colour', 'red'], /^pirl: unknown flag --colour\n/);
     usage(['train', data, '--out'], /^pirl: --out needs a value\n/);
     usage(['train', data, '--force=yes'], /^pirl: --force is a switch: it takes no value\n/);
-    usage(['train', data, '--force', 'yes'], new RegExp(`^pirl: train needs one <data> argument \\(got 2 argument\\(s\\): '${data}', 'yes'\\)\n`));
+    usage(['train', data, '--force', 'yes'], new RegExp(`^pirl: train needs one <data> argument \\(got 2 argument\\(s\\): '${data}', 'yes'; --force is a switch \\(it takes no value\\), so 'yes' is one of them\\)\n`));
+    // Other tools' names for a flag (argparse's --batch-size), and --cuda: the flag meant, not the nearest spelling (--cuda-graphs).
+    usage(['train', data, '--batch-size', '8'], /^pirl: unknown flag --batch-size \(did you mean --batch\?\)\n/);
+    usage(['train', data, '--cuda'], /^pirl: unknown flag --cuda \(did you mean --device cuda\?\)\n/);
     usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
     // --knn-every on unlabeled data is refused before the bank's pass over the data, and before --out is made.
     const flat = path.join(dir, 'flat');

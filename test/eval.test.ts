@@ -35,6 +35,11 @@ describe('evaluation', () => {
     await expect(datasetFeatures(trainer.model, data, { signal: aborted })).rejects.toMatchObject({ code: 'ABORT_ERR' });
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, signal: aborted })).rejects.toMatchObject({ code: 'ABORT_ERR' });
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, signal: 'stop' as never })).rejects.toThrow('options.signal must be an AbortSignal, got "stop"');
+    // A callback that is not one is refused before the pass, not after its first batch.
+    await expect(datasetFeatures(trainer.model, data, {}, 'log' as never)).rejects.toThrow(/^onProgress must be a function, got "log"$/);
+    await expect(datasetFeatures(trainer.model, {} as never)).rejects.toThrow(/^dataset must be a Dataset \(ArrayDataset, IdxDataset, ImageFolder\), got an object$/);
+    await expect(knnAccuracy(trainer.model, data, null as never)).rejects.toThrow(/^test must be a Dataset .*got null$/);
+    await expect(knnAccuracy(trainer.model, data, data, { size: 16 }, 1 as never)).rejects.toThrow(/^onProgress must be a function, got 1$/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, layer: 'res4' as 'f' })).rejects.toThrow(/options.layer must be 'res5' or 'f', got "res4"/);
     await expect(linearProbeAccuracy(trainer.model, data, data, { size: 16, lr: 0 })).rejects.toThrow(/options.lr must be a positive number, got 0/);
     await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 0 })).rejects.toThrow(/options.k must be an integer in \[1, 1000000\], got 0/);
@@ -174,6 +179,11 @@ describe('evaluation', () => {
       await expect(ImageFolder.fromFiles([dir])).rejects.toThrow('not a file (files[0]; a folder\'s images: ImageFolder.open)');
       await expect(embedImages(model, [files[0]], { size: 4 })).rejects.toThrow("options.size must be at least 5 px for model.stem 'small', got 4");
       await expect(embedImages(model, [files[0]], { sise: 16 } as never)).rejects.toThrow(/options\.sise is not an option/);
+      await expect(embedImages(model, '')).rejects.toThrow(/^images must be a folder path, or a non-empty array of image file paths or encoded images, got ""$/);
+      // An aborted signal refuses before any work: no cache is built.
+      const unbuilt = path.join(dir, 'aborted.cache');
+      await expect(embedImages(model, labelled, { cache: unbuilt, signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+      expect(fs.existsSync(unbuilt)).toBe(false);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -1,4 +1,4 @@
-import { spawnSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -610,6 +610,31 @@ describe('ImageFolder', () => {
     const failing = path.join(where, 'failing.cache');
     await expect(ImageFolder.open(dir, { size: 8, cache: failing, onWarning: () => { throw new Error('stop here'); } })).rejects.toThrow('stop here');
     expect(fs.readdirSync(where).sort()).toEqual(['not', 'taken']);
+  });
+
+  test('a cache that is a FIFO is refused before any work (its open waited for a writer forever)', async () => {
+    const dir = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
+    const where = tmpDir('pirl-cache-');
+    const fifo = path.join(where, 'images.cache');
+    execFileSync('mkfifo', [fifo]);
+    await expect(ImageFolder.open(dir, { size: 8, cache: fifo })).rejects.toThrow(`options.cache must be a regular file or a new path, got ${JSON.stringify(fifo)}`);
+    expect(fs.statSync(fifo).isFIFO()).toBe(true);
+    expect(fs.readdirSync(where)).toEqual(['images.cache']); // no lock, no temporary
+  }, 10_000);
+
+  test('a cache that is a device is refused before any work (/dev/null was an empty cache, and as root the build renamed its copy over it)', async () => {
+    const before = fs.statSync('/dev/null');
+    // First with a folder that does not exist: refused there, the cache is checked before anything is read or
+    // written; without that check this stops at the missing folder, and nothing near /dev/null is touched.
+    await expect(ImageFolder.open(path.join(tmpDir('pirl-data-'), 'missing'), { size: 8, cache: '/dev/null' })).rejects.toThrow(
+      'options.cache must be a regular file or a new path, got "/dev/null"');
+    const dir = tmpDir('pirl-data-');
+    await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
+    await expect(ImageFolder.open(dir, { size: 8, cache: '/dev/null' })).rejects.toThrow('options.cache must be a regular file or a new path, got "/dev/null"');
+    const after = fs.statSync('/dev/null');
+    expect([after.isCharacterDevice(), after.ino, after.rdev]).toEqual([true, before.ino, before.rdev]);
+    expect(fs.existsSync('/dev/null.lock')).toBe(false);
   });
 
   test('openers of one cache at once (the ranks of a run) build it once; a lock and a temporary left by a builder that died are taken over', async () => {

@@ -191,6 +191,31 @@ describe('Loader', () => {
     expect(() => new Loader({} as never)).toThrow(/dataset must be a Dataset/);
   });
 
+  test('an epoch is one integer in [0, 2^32 − 1] wherever the loader takes one (1.5 made epoch 1\'s order, 2^32 epoch 0\'s); a step is named', async () => {
+    const loader = new Loader(ds, { batchSize: 5, seed: 3, config });
+    const bound = 'epoch must be an integer in [0, 4294967295]';
+    expect(() => loader.batchesOf('x' as never)).toThrow(`${bound}, got "x"`);
+    expect(() => loader.batchesOf(1.5)).toThrow(`${bound}, got 1.5`);
+    expect(() => loader.batchesOf(-1)).toThrow(`${bound}, got -1`);
+    expect(() => loader.batchesOf(2 ** 32)).toThrow(`${bound}, got 4294967296`);
+    expect(loader.batchesOf(2 ** 32 - 1)).not.toEqual(loader.batchesOf(0));
+    await expect(loader.epoch(2 ** 32).next()).rejects.toThrow(`${bound}, got 4294967296`);
+    await expect(loader.epochFrom(-1, 0).next()).rejects.toThrow(`${bound}, got -1`);
+    await expect(loader.makeBatch([0, 1], 2 ** 32)).rejects.toThrow(`${bound}, got 4294967296`);
+    await expect(loader.makeBatch([0, 1], undefined as never)).rejects.toThrow(`${bound}, got undefined`);
+    // The step picks the batch's lane: it was refused as "lane must be in [0, 2), got -1".
+    await expect(loader.makeBatch([0, 1], 0, -1)).rejects.toThrow('step must be an integer >= 0, got -1');
+    await expect(loader.makeBatch([0, 1], 0, 1.5)).rejects.toThrow('step must be an integer >= 0, got 1.5');
+    // A sample twice is the caller's to hear of, not the data set's answer's ("…'s indices must be some of the indices asked").
+    await expect(loader.makeBatch([0, 0], 0)).rejects.toThrow('indices[1] must be a sample not already at indices[0] (each sample once), got 0');
+    await expect(evalImages(ds, [3, 3], 12)).rejects.toThrow('indices[1] must be a sample not already at indices[0] (each sample once), got 3');
+    await expect(evalImages(ds, [3], 60_000)).rejects.toThrow(/^size must be an integer in \[1, 4096\], got 60000$/);
+    await expect(loader.makeBatch([0, 20], 0)).rejects.toThrow('indices must be integers in [0, 20), got 20');
+    const made = await loader.makeBatch([0, 1], 2 ** 32 - 1, 3);
+    expect([made.epoch, made.step]).toEqual([2 ** 32 - 1, 3]);
+    disposeBatch(made);
+  });
+
   test('a misspelt option is an error naming the options there are', () => {
     expect(() => new Loader(ds, { batchsize: 4 } as never)).toThrow(/^options\.batchsize is not an option; options takes batchSize, shuffle, dropLast, .*, shard$/);
     expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 0, count: 1, ranks: 2 } as never })).toThrow(/options\.shard\.ranks is not an option; options\.shard takes rank, count/);

@@ -81,6 +81,11 @@ describe('MemoryBank', () => {
     await expect(bank.update([1], Tensor.zeros([1, 3]))).rejects.toThrow(/fHat must be 1×4/);
     await expect(bank.update([1], Tensor.zeros([1, 4]), 1)).rejects.toThrow(/momentum must be a number in \[0, 1\), got 1/);
     await expect(bank.sampleNegatives(0, 3)).rejects.toThrow(/batch must be an integer >= 1, got 0/);
+    // B×K past any memory: named, not libtorch's "Storage size calculation overflowed".
+    await expect(bank.sampleNegatives(2 ** 40, 2 ** 40)).rejects.toMatchObject({ argument: 'k', message: expect.stringMatching(/^k must be at most 1024 for batch 1099511627776/) });
+    const gone = Tensor.from(new BigInt64Array([1n]));
+    gone.dispose();
+    await expect(bank.get(gone)).rejects.toThrow(/^indices was disposed/);
     await expect(bank.sampleNegatives(2, 3, { exclude: [0, 1] } as never)).rejects.toThrow('options.exclude is not an option; options takes excludePositives');
     await expect(MemoryBank.restore(bank.state(), { devcie: 'cuda' } as never)).rejects.toThrow('placement.devcie is not an option; placement takes device');
     await expect(MemoryBank.create({ size: 0 })).rejects.toThrow(/options.size must be an integer in \[1, 2147483647\], got 0/);
@@ -92,5 +97,8 @@ describe('MemoryBank', () => {
     expect(Array.from(bank.rows().data() as Float32Array)).toEqual(before);
     const { generator } = bank.state();
     await expect(MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, Number.POSITIVE_INFINITY, 0, 1]), [1, 4]), generator })).rejects.toThrow(/rows must be finite/);
+    const rows = Tensor.from(new Float32Array([0, 0, 0, 1]), [1, 4]);
+    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([4], { dtype: 'uint8' }) })).rejects.toThrow(/^generatorState must be the \d+ bytes \(uint8\) of a bank's generatorState\(\), got Byte of shape \[4\]$/);
+    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([generator.shape[0]]) })).rejects.toThrow(/^generatorState must be .*, got Float of shape/);
   });
 });

@@ -144,6 +144,7 @@ describe('PirlModel', () => {
     const extra = new Map([['trunk.nope', Tensor.zeros([1])]]);
     await expect(other.loadStateDict(extra, { strict: false })).rejects.toThrow(/unexpected tensor 'trunk.nope'/);
     await expect(other.loadStateDict(new Map())).rejects.toThrow(/^missing 1\d\d tensor\(s\): fHead\.fc\.bias, fHead\.fc\.weight, .*, … \(1\d\d more\)$/);
+    await expect(other.loadStateDict(new Map([[1, Tensor.zeros([1])]]) as never)).rejects.toThrow(/^values\.keys\(\)\[0\] must be a parameter name \(a string\), got 1$/);
   });
 
   test("importTrunk: torchvision's files without num_batches_tracked load (as in PyTorch); another arch, a whole model, are refused naming the file and why", async () => {

@@ -94,6 +94,19 @@ describe('safetensors', () => {
     expect(() => parseSafetensors(bytes as Uint8Array, 'bad.safetensors')).toThrow(message as RegExp);
   });
 
+  test('parseSafetensors takes bytes only: a Float32Array was parsed in elements (other bytes, silently), an ArrayBuffer failed in DataView', () => {
+    const bytes = serializeSafetensors(new Map([['w', Tensor.from(new Float32Array([1, 2]), [2])]]));
+    const expected = 'bytes must be a Uint8Array or Buffer, got';
+    expect(() => parseSafetensors(new Float32Array(Uint8Array.from(bytes).buffer, 0, Math.floor(bytes.byteLength / 4)) as never)).toThrow(`${expected} Float32Array(`);
+    expect(() => parseSafetensors(bytes.buffer as never)).toThrow(`${expected} an ArrayBuffer`);
+    expect(() => parseSafetensors('{}' as never)).toThrow(`${expected} "{}"`);
+    expect(() => parseSafetensors(null as never)).toThrow(`${expected} null`);
+    // A Uint8Array over part of a larger buffer is read from its own first byte.
+    const padded = new Uint8Array(bytes.byteLength + 3);
+    padded.set(bytes, 3);
+    expect([...parseSafetensors(padded.subarray(3)).tensors.get('w')!.data()]).toEqual([1, 2]);
+  });
+
   test("a file that cannot be read or written says why, and its error keeps the system's code (ENOENT, ENOSPC…) and cause", async () => {
     const missing = await readSafetensors('/nonexistent/x.safetensors').catch((e: Error) => e);
     expect([(missing as Error).message, (missing as { code?: string }).code]).toEqual(['/nonexistent/x.safetensors: no such file', 'ENOENT']);

@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, lrAt, readSafetensors, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, folderImageSize, lrAt, peakLr, readSafetensors, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -25,6 +25,17 @@ describe('learning-rate schedule', () => {
     expect(lrAt(s, 100)).toBeCloseTo(0.06e-3, 10);
     expect(lrAt(s, 55)).toBeCloseTo(0.06e-3 + (0.06 - 0.06e-3) * 0.5, 10);
     for (let i = 11; i < 101; i++) expect(lrAt(s, i)).toBeLessThan(lrAt(s, i - 1));
+  });
+
+  test('a step or a schedule that is not one is refused, not computed ("3" + 1 was step 31)', () => {
+    expect(() => lrAt(s, '3' as never)).toThrow(/^step must be an integer >= 0, got "3"$/);
+    expect(() => lrAt(s, -1)).toThrow(/^step must be an integer >= 0, got -1$/);
+    expect(() => lrAt({ ...s, warmupSteps: 1.5 }, 0)).toThrow(/^schedule\.warmupSteps must be an integer >= 0, got 1\.5$/);
+    expect(() => peakLr({} as never)).toThrow(/^schedule\.baseLr must be a number >= 0, got undefined$/);
+    expect(() => peakLr({ ...s, finalRatio: 2 })).toThrow(/^schedule\.finalRatio must be a number in \[0, 1\], got 2$/);
+    expect(() => folderImageSize('paper' as never)).toThrow(/^sampler must be an object, got "paper"$/);
+    expect(() => folderImageSize({} as never)).toThrow(/^sampler\.imageSize must be /);
+    expect(folderImageSize(resolveSamplerConfig('paper'))).toBe(292);
   });
 });
 
@@ -400,6 +411,9 @@ describe('Trainer', () => {
     await expect(trainer.fit({ checkpoint: tmp() })).rejects.toThrow(/options.checkpoint must be a file path, not a folder, got ".*pirl-/);
     expect(trainer.progress.step).toBe(0);
     const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);
+    await expect(trainer.step(null as never, 0.1)).rejects.toThrow(/^batch must be an object, got null$/);
+    await expect(trainer.step({ ...batch, patches: undefined } as never, 0.1)).rejects.toThrow(/^batch\.patches must be a Tensor, got undefined$/);
+    expect(trainer.progress.step).toBe(0);
     let stepDuringFit: Promise<Error | null> | null = null; // its refusal, caught at once (else an unhandled rejection)
     const first = trainer.fit({ callbacks: { onBatchEnd: () => void (stepDuringFit ??= trainer.step(batch, 0.1).then(() => null, (e: Error) => e)) } });
     await expect(trainer.fit()).rejects.toThrow(/trainer.fit: this trainer is already fitting/);

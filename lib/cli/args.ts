@@ -44,7 +44,10 @@ export function parseFlags(args: string[], strings: readonly string[], booleans:
   }
   const n = parsed.positionals.length;
   if (typeof count === 'number' ? n !== count : n < count.atLeast) {
-    throw new UsageError(`${what} (got ${n} argument(s)${n > 0 ? `: ${parsed.positionals.map((p) => `'${p}'`).join(', ')}` : ''})`);
+    // `--resume run/checkpoint.safetensors`: a switch given a value reads it as an argument, which the count alone hides.
+    const switched = joined.findIndex((a, i) => booleans.includes(a.slice(2)) && a.startsWith('--') && i + 1 < joined.length && !joined[i + 1].startsWith('-'));
+    const hint = switched < 0 || n <= (typeof count === 'number' ? count : count.atLeast) ? '' : `; ${joined[switched]} is a switch (it takes no value), so '${joined[switched + 1]}' is one of them`;
+    throw new UsageError(`${what} (got ${n} argument(s)${n > 0 ? `: ${parsed.positionals.map((p) => `'${p}'`).join(', ')}` : ''}${hint})`);
   }
   return { values: parsed.values as FlagValues, positionals: parsed.positionals };
 }
@@ -63,8 +66,17 @@ function parseError(message: string, known: readonly string[]): string {
   return message;
 }
 
-// The known flag nearest to `given` (a typo: two edits at most, one in a short name; or a prefix of one), if one is.
+// Other tools' names for pirl's flags (PyTorch scripts' argparse, common CLIs): habits, answered with pirl's spelling.
+const HABITS: Readonly<Record<string, string>> = {
+  'batch-size': 'batch', batch_size: 'batch', batchsize: 'batch', bs: 'batch', output: 'out', 'output-dir': 'out', output_dir: 'out', outdir: 'out',
+  'learning-rate': 'lr', learning_rate: 'lr', 'image-size': 'size', image_size: 'size', 'img-size': 'size',
+  cuda: 'device cuda', gpu: 'device cuda',
+};
+
+// The known flag nearest to `given`: another tool's name for it, or a typo (two edits at most, one in a short name; or a prefix of one), if one is.
 function closest(given: string, known: readonly string[]): string | null {
+  const habit = HABITS[given];
+  if (habit !== undefined && known.includes(habit.split(' ')[0])) return habit;
   let best: string | null = null, bestDistance = Infinity;
   for (const flag of known) {
     const d = flag.startsWith(given) && given.length >= 3 ? 1 : editDistance(given, flag);

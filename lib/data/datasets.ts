@@ -5,7 +5,8 @@ import { promisify } from 'util';
 import * as zlib from 'zlib';
 
 import { binding } from '../binding';
-import { checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { checkFile, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { openRegular } from '../folders';
 import { Tensor, int64Tensor } from '../tensor';
 
 const gunzip = promisify(zlib.gunzip);
@@ -38,6 +39,8 @@ export interface Dataset {
  * (each once, as many as rows) — another sample's index would update another memory-bank row, silently.
  */
 export async function sourceOf(dataset: Dataset, indices: readonly number[]): Promise<BatchSource> {
+  // The caller's indices are the caller's fault: a repeated one was blamed on the data set's answer.
+  checkIndices(indices, dataset.length);
   const asked = `dataset.batchSource() of ${indices.length} indices (${indices.slice(0, 3).join(', ')}${indices.length > 3 ? ', …' : ''})`;
   let answer: BatchSource;
   try {
@@ -69,19 +72,77 @@ export async function sourceOf(dataset: Dataset, indices: readonly number[]): Pr
   return answer;
 }
 
-/** A data set's labels, one per sample, or null. */
-export function labelsOf(dataset: Dataset): Int32Array | null {
+/** A data set's labels, one per sample, or null; errors name `arg`.labels. */
+export function labelsOf(dataset: Dataset, arg = 'dataset'): Int32Array | null {
   const { labels } = dataset;
   if (labels !== null && labels !== undefined && labels.length !== dataset.length) {
-    throw rangeError('dataset.labels', `one label per sample (${dataset.length})`, `${labels.length} labels`);
+    throw rangeError(`${arg}.labels`, `one label per sample (${dataset.length})`, `${labels.length} labels`);
   }
   return labels ?? null;
 }
 
-function checkIndices(indices: readonly number[], length: number): void {
-  for (const i of indices) {
-    if (!Number.isInteger(i) || i < 0 || i >= length) throw rangeError('indices', `integers in [0, ${length})`, i);
+/**
+ * `value` as a Dataset: an object with batchSource(), an integer length, a label per sample (or none) and class names
+ * fit for them (or none); errors name `arg` (a Subset of `{}` compared indices with an undefined length, and took them).
+ */
+export function checkDataset(arg: string, value: unknown): Dataset {
+  if (typeof value !== 'object' || value === null || typeof (value as Dataset).batchSource !== 'function') {
+    throw typeError(arg, 'a Dataset (ArrayDataset, IdxDataset, ImageFolder)', value);
   }
+  const dataset = value as Dataset;
+  checkInteger(`${arg}.length`, dataset.length, 0);
+  checkClasses(`${arg}.classes`, dataset.classes ?? null, labelsOf(dataset, arg), `${arg}.labels`);
+  return dataset;
+}
+
+/**
+ * Sample indices of a data set of `length`: an array of integers in [0, length), each once (a sample twice in a batch
+ * is two memory-bank updates of one row, and a Subset's position of it ambiguous); errors name `arg`.
+ */
+export function checkIndices(indices: unknown, length: number, arg = 'indices'): readonly number[] {
+  if (!Array.isArray(indices)) throw typeError(arg, 'an array of sample indices', indices);
+  // A byte per sample where the list is a good part of the data set: a Set of ImageNet's 1.28M took ~0.5 s, the bytes ~10 ms.
+  const seen = length <= 64 * indices.length ? new Uint8Array(length) : null;
+  const seenSet = seen ? null : new Set<number>();
+  for (let k = 0; k < indices.length; k++) {
+    const i: unknown = indices[k];
+    if (typeof i !== 'number' || !Number.isInteger(i)) throw typeError(arg, `integers in [0, ${length})`, i);
+    if (i < 0 || i >= length) throw rangeError(arg, `integers in [0, ${length})`, i);
+    if (seen ? seen[i] : seenSet!.has(i)) throw rangeError(`${arg}[${k}]`, `a sample not already at ${arg}[${indices.indexOf(i)}] (each sample once)`, i);
+    if (seen) seen[i] = 1;
+    else seenSet!.add(i);
+  }
+  return indices as number[];
+}
+
+/** Labels given for `n` samples: an Int32Array of one label >= 0 each (a negative one was refused later, as another argument), or null. */
+function checkLabels(arg: string, labels: unknown, n: number): Int32Array | null {
+  if (labels === null || labels === undefined) return null;
+  if (!(labels instanceof Int32Array) || labels.length !== n) throw typeError(arg, `an Int32Array of ${n} labels`, labels);
+  const bad = labels.findIndex((label) => label < 0);
+  if (bad >= 0) throw rangeError(`${arg}[${bad}]`, 'a label >= 0', labels[bad]);
+  return labels;
+}
+
+/**
+ * Class names by label: distinct strings, a name for each label up to the largest in `labels` (named `labelsArg`), or
+ * null; errors name `arg`. A string was kept whole, and matched as a substring where the class names were compared.
+ */
+export function checkClasses(arg: string, classes: unknown, labels: Int32Array | null, labelsArg: string): string[] | null {
+  if (classes === null || classes === undefined) return null;
+  if (!Array.isArray(classes)) throw typeError(arg, 'an array of class names', classes);
+  const first = new Map<string, number>();
+  classes.forEach((name: unknown, i) => {
+    if (typeof name !== 'string') throw typeError(`${arg}[${i}]`, 'a class name (a string)', name);
+    if (first.has(name)) throw rangeError(`${arg}[${i}]`, `a name other than ${arg}[${first.get(name)}]'s (each class once)`, name);
+    first.set(name, i);
+  });
+  let largest = -1; // a loop: spreading 10^5 labels into Math.max overflows the stack
+  for (const label of labels ?? []) largest = Math.max(largest, label);
+  if (classes.length <= largest) {
+    throw rangeError(arg, `at least ${largest + 1} class names (one for each label up to the largest of ${labelsArg}, ${largest})`, classes);
+  }
+  return classes as string[];
 }
 
 /** The samples `indices` of `base`, numbered 0…n−1 in that order (a held-out split). */
@@ -89,10 +150,13 @@ export class Subset implements Dataset {
   readonly labels: Int32Array | null;
   private readonly position: Map<number, number>;
 
-  constructor(readonly base: Dataset, readonly indices: readonly number[]) {
-    checkIndices(indices, base.length);
-    this.labels = base.labels ? Int32Array.from(indices, (i) => base.labels![i]) : null;
-    this.position = new Map(indices.map((i, k) => [i, k]));
+  readonly indices: readonly number[];
+
+  constructor(readonly base: Dataset, indices: readonly number[]) {
+    checkDataset('base', base);
+    this.indices = [...checkIndices(indices, base.length)]; // a copy: the caller's array changed later would change the split unchecked
+    this.labels = base.labels ? Int32Array.from(this.indices, (i) => base.labels![i]) : null;
+    this.position = new Map(this.indices.map((i, k) => [i, k]));
   }
 
   get length(): number {
@@ -115,6 +179,7 @@ export class Subset implements Dataset {
  * last of each group of `every`) is held out, so a folder sorted by class is split within each class.
  */
 export function holdOut(dataset: Dataset, every = 5): { train: Subset; test: Subset } {
+  checkDataset('dataset', dataset);
   // Every 1st would leave nothing to train on; fewer samples than `every`, nothing to test.
   if (dataset.length < 2) throw rangeError('dataset', 'at least 2 samples (one to train on, one held out)', dataset.length);
   checkInteger('every', every, 2);
@@ -129,20 +194,18 @@ export class ArrayDataset implements Dataset {
   readonly labels: Int32Array | null;
   readonly classes: string[] | null;
 
-  constructor(images: Uint8Array, shape: readonly [number, number, number, number], options: { labels?: Int32Array | null; classes?: string[] } = {}) {
+  constructor(images: Uint8Array, shape: readonly [number, number, number, number], options: { labels?: Int32Array | null; classes?: string[] | null } = {}) {
     if (!(images instanceof Uint8Array)) throw typeError('images', 'a Uint8Array or Buffer', images);
     if (!Array.isArray(shape) || shape.length !== 4) throw typeError('shape', '[N, H, W, C]', shape);
     const [n, h, w, c] = shape.map((d, i) => checkInteger(`shape[${i}]`, d, i === 0 ? 0 : 1));
     if (c !== 1 && c !== 3) throw rangeError('shape[3]', '1 (gray) or 3 (RGB) channels', c);
     if (n * h * w * c !== images.length) throw rangeError('images', `${n * h * w * c} bytes for shape [${shape.join(', ')}]`, images.length);
     checkOptions('options', options, ['labels', 'classes']);
-    const labels = options.labels ?? null;
-    if (labels !== null && (!(labels instanceof Int32Array) || labels.length !== n)) {
-      throw typeError('options.labels', `an Int32Array of ${n} labels`, labels);
-    }
+    const labels = checkLabels('options.labels', options.labels, n);
+    const classes = checkClasses('options.classes', options.classes, labels, 'options.labels');
     this.source = Tensor.from(images, [n, h, w, c]);
     this.labels = labels;
-    this.classes = options.classes ?? null;
+    this.classes = classes && [...classes]; // a copy, as the labels are checked against it
   }
 
   get length(): number {
@@ -155,8 +218,15 @@ export class ArrayDataset implements Dataset {
   }
 }
 
-async function readMaybeGzipped(file: string): Promise<Buffer> {
-  const bytes = await fs.readFile(file);
+// The file of argument `arg`: a regular file only (a FIFO's read waited forever, /dev/zero's read 2 GiB).
+async function readMaybeGzipped(arg: string, file: string): Promise<Buffer> {
+  const handle = await openRegular(file, () => rangeError(arg, 'a regular file (not a FIFO, a device or a folder)', file));
+  let bytes: Buffer;
+  try {
+    bytes = await handle.readFile();
+  } finally {
+    await handle.close();
+  }
   return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes) : bytes;
 }
 
@@ -165,6 +235,8 @@ function parseIdx(bytes: Buffer, file: string, dims: number): { shape: number[];
     throw new TypeError(`${file}: not an IDX file of unsigned bytes with ${dims} dimension(s)`);
   }
   const shape = Array.from({ length: dims }, (_, i) => bytes.readUInt32BE(4 + 4 * i));
+  // Said of the file here: as the data set's shape it was "shape[1] must be …", which named no file.
+  if (shape.slice(1).includes(0)) throw new RangeError(`${file}: IDX header says ${shape.join('×')}: an image side of 0`);
   const size = shape.reduce((a, b) => a * b, 1);
   const start = 4 + 4 * dims;
   if (bytes.length - start !== size) {
@@ -178,16 +250,19 @@ export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
 
 /** (Fashion-)MNIST-style IDX files, gzipped or not. */
 export class IdxDataset extends ArrayDataset {
-  static async open(imagesFile: string, labelsFile?: string, classes?: string[]): Promise<IdxDataset> {
-    const images = parseIdx(await readMaybeGzipped(imagesFile), imagesFile, 3);
+  static async open(imagesFile: string, labelsFile?: string | null, classes?: string[] | null): Promise<IdxDataset> {
+    checkFile('imagesFile', imagesFile);
+    if (labelsFile !== undefined && labelsFile !== null) checkFile('labelsFile', labelsFile);
+    const images = parseIdx(await readMaybeGzipped('imagesFile', imagesFile), imagesFile, 3);
     let labels: Int32Array | null = null;
-    if (labelsFile) {
-      const parsed = parseIdx(await readMaybeGzipped(labelsFile), labelsFile, 1);
+    if (labelsFile !== undefined && labelsFile !== null) {
+      const parsed = parseIdx(await readMaybeGzipped('labelsFile', labelsFile), labelsFile, 1);
       if (parsed.shape[0] !== images.shape[0]) {
         throw new RangeError(`${labelsFile}: ${parsed.shape[0]} labels for ${images.shape[0]} images`);
       }
       labels = Int32Array.from(parsed.data);
     }
+    checkClasses('classes', classes, labels, 'labelsFile'); // named as this function's argument, not as options.classes
     const [n, h, w] = images.shape;
     return new IdxDataset(images.data, [n, h, w, 1], { labels, classes });
   }

@@ -8,12 +8,12 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
-import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, rangeError, typeError } from '../errors';
+import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, isArgumentError, rangeError, typeError } from '../errors';
 import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
-import { Subset, type BatchSource, type Dataset } from './datasets';
+import { Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour), validity bytes together
@@ -349,11 +349,18 @@ function decoding(options: DecodeOptions): { size: number; maxPixels: number; wa
   };
 }
 
-/** options.cache checked: a file path, not a folder (found only at the rename, after every image was decoded). */
+// A FIFO's open waited for a writer forever, and /dev/null read as an empty cache that the build renamed its copy over.
+const notRegularCache = (cache: string) => rangeError('options.cache', 'a regular file or a new path', cache);
+
+/**
+ * options.cache checked before any work: a file path, not a folder (found only at the rename, after every image was
+ * decoded), nor a FIFO or a device.
+ */
 async function checkCacheFile(given: unknown): Promise<string> {
   const cache = checkFile('options.cache', given);
   const target = await fs.stat(cache).catch(() => null);
   if (target?.isDirectory() || /[\\/]$/.test(cache)) throw rangeError('options.cache', 'a file, not a folder', cache);
+  if (target && !target.isFile()) throw notRegularCache(cache);
   return cache;
 }
 
@@ -626,7 +633,7 @@ export class ImageFolder implements Dataset {
     const signature = await this.signature();
     const ready = () => this.cacheMatches(file, signature);
     if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
-    const handle = await fs.open(file, 'r');
+    const handle = await openRegular(file, () => notRegularCache(file));
     try {
       const head = Buffer.alloc(8);
       await handle.read(head, 0, 8, 0);
@@ -672,7 +679,7 @@ export class ImageFolder implements Dataset {
   private async cacheMatches(file: string, signature: string): Promise<boolean> {
     let header: unknown, bytes: number, length = 0;
     try {
-      const handle = await fs.open(file, 'r');
+      const handle = await openRegular(file, () => notRegularCache(file)); // made one since open() checked it
       try {
         bytes = (await handle.stat()).size;
         if (bytes === 0) return false; // holds nothing to lose
@@ -687,6 +694,7 @@ export class ImageFolder implements Dataset {
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if (isArgumentError(err)) throw err;
       header = null; // unreadable as a cache
     }
     const h = header as { signature?: unknown; count?: unknown; size?: unknown; folder?: unknown } | null;
@@ -748,9 +756,7 @@ export class ImageFolder implements Dataset {
   }
 
   async batchSource(indices: readonly number[]): Promise<BatchSource> {
-    for (const i of indices) {
-      if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new RangeError(`indices must be integers in [0, ${this.length}), got ${i}`);
-    }
+    checkIndices(indices, this.length);
     // Each image lands in its slot of the batch's tensor as it comes (an unreadable one's is left out of `rows`):
     // a batch-sized copy or two on the JS thread held it ~70 ms for 256 images at 292 px.
     const source = Tensor.empty([indices.length, this.size, this.size, 3], { dtype: 'uint8' });

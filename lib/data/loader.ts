@@ -1,10 +1,10 @@
 // Batches of PIRL's two views, made by native threads ahead of the training step (a bounded
 // number in flight), in a shuffled order that depends only on (seed, epoch).
 import { binding, type LanesHandle } from '../binding';
-import { PRESETS, folderImageSize, resolveLoaderOptions, type Device, type LoaderOptions, type SamplerConfig } from '../config';
+import { MAX_IMAGE_SIDE, PRESETS, folderImageSize, resolveLoaderOptions, type Device, type LoaderOptions, type SamplerConfig } from '../config';
 import { checkInteger, checkObject, nativeCall, rangeError, typeError } from '../errors';
 import { Tensor, disposeAll, int64Tensor } from '../tensor';
-import { labelsOf, sourceOf, type BatchSource, type Dataset } from './datasets';
+import { checkDataset, sourceOf, type BatchSource, type Dataset } from './datasets';
 
 export interface PirlBatch {
   /** B×3×S×S, normalised. */
@@ -19,6 +19,15 @@ export interface PirlBatch {
   labels: Int32Array | null;
   epoch: number;
   step: number;
+}
+
+// 32 bits, as config.ts's seeds: the order below takes an epoch's low 32 bits (2^32 repeated epoch 0's order, and
+// 1.5 or 'x' took another's) while the native augmentations took all 64.
+const MAX_EPOCH = 2 ** 32 - 1;
+
+/** An epoch the Loader can tell from every other: an integer in [0, 2^32 − 1]. */
+function checkEpoch(epoch: unknown): number {
+  return checkInteger('epoch', epoch, 0, MAX_EPOCH);
 }
 
 // sfc32, seeded from (seed, epoch): a fast, well-mixed 32-bit generator for the epoch's order.
@@ -68,11 +77,7 @@ export class Loader {
   private unreported: Array<WeakRef<Tensor>> = [];
 
   constructor(readonly dataset: Dataset, options: LoaderOptions = {}) {
-    if (typeof dataset !== 'object' || dataset === null || typeof dataset.batchSource !== 'function') {
-      throw typeError('dataset', 'a Dataset (ArrayDataset, IdxDataset, ImageFolder)', dataset);
-    }
-    if (checkInteger('dataset.length', dataset.length, 0) === 0) throw new RangeError('dataset is empty: nothing to train on');
-    labelsOf(dataset);
+    if (checkDataset('dataset', dataset).length === 0) throw new RangeError('dataset is empty: nothing to train on');
     const o = resolveLoaderOptions(options);
     this.batchSize = o.batchSize;
     this.shuffle = o.shuffle;
@@ -108,6 +113,7 @@ export class Loader {
 
   /** The dataset indices of each of this rank's batches of `epoch`, in order. */
   batchesOf(epoch: number): number[][] {
+    checkEpoch(epoch);
     const order = Array.from({ length: this.dataset.length }, (_, i) => i);
     if (this.shuffle) {
       const random = orderGenerator(this.seed, epoch);
@@ -128,6 +134,8 @@ export class Loader {
 
   /** Makes one batch (exposed for previews and tests). */
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
+    checkEpoch(epoch);
+    checkInteger('step', step, 0); // it picks the lane: -1 was refused as "lane must be in [0, 2)"
     const answer = await sourceOf(this.dataset, indices);
     const { source, rows, indices: present } = answer;
     if (!this.sideChecked) warnOfUpscaledViews(source.shape, this.config);
@@ -159,7 +167,7 @@ export class Loader {
 
   /** The batches of `epoch` from its batch number `first` on (a resumed run). */
   async *epochFrom(epoch: number, first: number): AsyncGenerator<PirlBatch> {
-    checkInteger('epoch', epoch, 0);
+    checkEpoch(epoch);
     checkInteger('first', first, 0);
     const batches = this.batchesOf(epoch);
     const inFlight: Array<Promise<PirlBatch>> = [];
@@ -203,7 +211,7 @@ export async function evalImages(dataset: Dataset, indices: readonly number[], s
  * collects when the memory reported grows by ~64 MB — a batch of 512 images at 224 px is 308 MB.
  */
 export async function evalBatch(dataset: Dataset, indices: readonly number[], size: number): Promise<{ images: Tensor; indices: number[] }> {
-  const s = checkInteger('size', size, 1);
+  const s = checkInteger('size', size, 1, MAX_IMAGE_SIDE); // 60,000 px was 43 GB an image
   const answer = await sourceOf(dataset, indices);
   const { source, rows, indices: present } = answer;
   return { images: new Tensor(await inputsFreed(answer, () => nativeCall(() => binding.evalImages(source.handle, rows.handle, s)))), indices: present };

@@ -4,7 +4,7 @@ import { promises as fs } from 'fs';
 
 import type { FeatureOptions } from '../config';
 import { ImageFolder, type FolderLayout, type FolderWarning } from '../data/imageFolder';
-import { checkFunctions, checkOptions, rangeError } from '../errors';
+import { checkFunctions, checkOptions, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import type { Tensor } from '../tensor';
 import { datasetFeatures, featureOptionsFor, retained, type FeatureProgress } from './knn';
@@ -46,6 +46,8 @@ const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 
 export async function embedImages(model: PirlModel, images: string | readonly (string | Uint8Array)[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
   const { layout, cache, maxPixels, onProgress, onWarning, ...given } = options;
+  // (A list that is none is fromList's to refuse.)
+  if (images === '') throw typeError('images', 'a folder path, or a non-empty array of image file paths or encoded images', images);
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);

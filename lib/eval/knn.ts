@@ -5,7 +5,7 @@ import {
   EVAL_SIZE, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type EmbedLayer, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
   type ResolvedLinearProbeOptions,
 } from '../config';
-import { labelsOf, type Dataset } from '../data/datasets';
+import { checkDataset, labelsOf, type Dataset } from '../data/datasets';
 import { evalBatch } from '../data/loader';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
@@ -42,7 +42,13 @@ export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}
   const o = resolveFeatureOptions(options, arg);
   const size = o.size ?? model.imageSize ?? EVAL_SIZE;
   if (size < model.minInputSize) throw rangeError(`${arg}.size`, `at least ${model.minInputSize} px for model.stem '${model.options.stem}'`, size);
+  throwIfAborted(o.signal); // before the work: a cache built, N×F features zeroed
   return { size, batchSize: o.batchSize ?? model.embedBatchSize(size), layer: o.layer, signal: o.signal };
+}
+
+// Checked before the pass: a callback that is not one would fail after the first batch's work.
+function checkProgress(onProgress: unknown): void {
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw typeError('onProgress', 'a function', onProgress);
 }
 
 // By handle, not class: a model of another copy of pirl is one too (as sourceOf's tensors).
@@ -67,6 +73,8 @@ export async function retained<T>(model: PirlModel, work: (own: PirlModel) => Pr
  */
 export async function* featureBatches(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): AsyncGenerator<{ features: Tensor; indices: number[] }> {
   const { size, batchSize, layer, signal } = featureOptionsFor(model, options);
+  checkDataset('dataset', dataset);
+  checkProgress(onProgress);
   const own = model.retain(); // as retained(): a generator cannot await work in a callback
   try {
     for (let begin = 0; begin < dataset.length; begin += batchSize) {
@@ -90,6 +98,8 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
 /** Pooled res5 features (or the f embedding) of a whole data set with the eval transform, batch by batch, on the CPU. */
 export async function datasetFeatures(model: PirlModel, dataset: Dataset, options: FeatureOptions = {}, onProgress?: FeatureProgress): Promise<DatasetFeatures> {
   const width = model.widthOf(featureOptionsFor(model, options).layer);
+  checkDataset('dataset', dataset);
+  checkProgress(onProgress); // before N×width zeros
   const known = labelsOf(dataset);
   // Each batch is copied into its rows as it comes: the features are held once (ImageNet's res5: 9.8 GiB).
   const all = Tensor.zeros([dataset.length, width]);
@@ -128,9 +138,10 @@ export async function nearestNeighbours(features: Tensor, queries: Tensor, k: nu
 
 /** The labeled features of a train and a test set, their progress told as one pass over both. */
 async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, options: FeatureOptions, onProgress?: FeatureProgress) {
+  checkProgress(onProgress);
   // Both checked before either is embedded: an unlabeled test set used to fail after the train features.
   for (const [name, dataset] of [['train', train], ['test', test]] as const) {
-    if (!dataset.labels) throw typeError(name, 'a labeled data set', 'unlabeled data');
+    if (!checkDataset(name, dataset).labels) throw typeError(name, 'a labeled data set', 'unlabeled data');
   }
   const toTrainLabel = classAlignment(train, test);
   const total = train.length + test.length;

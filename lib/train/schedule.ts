@@ -1,5 +1,7 @@
 // PIRL's learning rate (docs/PIRL.md, "Optimisation"): lr = base·batch/256, a linear warm-up,
 // then a cosine decay down to finalRatio of the peak.
+import { checkInteger } from '../errors';
+import { integer, number, resolve } from '../schema';
 
 export interface LrSchedule {
   baseLr: number;
@@ -10,12 +12,28 @@ export interface LrSchedule {
   finalRatio: number;
 }
 
-export function peakLr(s: LrSchedule): number {
+// Exported, so checked as given: a string step once made '3' + 1 = '31' (an lr 3.1× the peak).
+const SCHEDULE = {
+  baseLr: number({ min: 0 }),
+  batchSize: integer({ min: 1 }),
+  totalSteps: integer({ min: 0 }),
+  warmupSteps: integer({ min: 0 }),
+  finalRatio: number({ min: 0, max: 1 }),
+};
+
+function checkSchedule(s: LrSchedule): LrSchedule {
+  return resolve(SCHEDULE, s, s, 'schedule', true);
+}
+
+export function peakLr(schedule: LrSchedule): number {
+  const s = checkSchedule(schedule);
   return (s.baseLr * s.batchSize) / 256;
 }
 
 /** The lr of step `step` (0-based). */
-export function lrAt(s: LrSchedule, step: number): number {
+export function lrAt(schedule: LrSchedule, step: number): number {
+  const s = checkSchedule(schedule);
+  checkInteger('step', step, 0);
   const peak = peakLr(s);
   if (step < s.warmupSteps) return (peak * (step + 1)) / s.warmupSteps;
   const span = Math.max(1, s.totalSteps - s.warmupSteps - 1);

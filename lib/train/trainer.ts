@@ -7,7 +7,7 @@ import {
   TRAIN, checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
-import { Subset, type Dataset } from '../data/datasets';
+import { Subset, checkDataset, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { dataDigest, type DataDigest } from '../data/digest';
 import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
@@ -17,7 +17,7 @@ import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
 import { makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
 import type { DeepReadonly } from '../schema';
-import { Tensor, disposeAll } from '../tensor';
+import { Tensor, disposeAll, handleOf } from '../tensor';
 import { CHECKPOINT_FORMAT, checkpointMeta, type CheckpointMeta, type EpochSoFar, type Position } from './checkpoint';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
 import { lrAt, warnOfWarmupSpanningRun, type LrSchedule } from './schedule';
@@ -345,7 +345,9 @@ export class Trainer {
   }
 
   private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<StepResult> {
-    return nativeCall(() => this.handle.step(batch.images.handle, batch.patches.handle, batch.indices.handle, lr, stop));
+    const { images, patches, indices } = checkObject('batch', batch);
+    const handles = [handleOf('batch.images', images), handleOf('batch.patches', patches), handleOf('batch.indices', indices)] as const;
+    return nativeCall(() => this.handle.step(...handles, lr, stop));
   }
   /**
    * Asks fit() to stop after the step in progress (at once while it waits for a batch) — in a data-parallel
@@ -547,55 +549,58 @@ export class Trainer {
     const group = groupOf(options, ['distributed', 'cudaGraphs', 'device', 'epochs']);
     const trainer = await beforeJoining(group, async () => {
       const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
+      checkDataset('dataset', dataset); // before a checkpoint of gigabytes is read
       const { tensors, metadata } = await readSafetensors(file);
-      const meta = checkpointMeta(file, metadata, device);
-      const c = withLength(meta, options.epochs);
-      if (c.epochs !== meta.config.epochs && (group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
-      const place = resolveProcess(options, c, group);
-      const worldSize = group?.worldSize ?? 1;
-      if (meta.worldSize !== worldSize) {
-        throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
-          `${worldSize} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
-      }
-      const rows = tensors.get('bank.rows');
-      if (!rows || rows.shape[0] !== dataset.length) {
-        // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
-        const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
-          'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
-        throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || ": resume over the run's data (the folder it trained on, as it was), or start a new run"}` +
-          cacheHint(dataset, rows?.shape[0]));
-      }
-      const data = dataDigest(dataset);
-      checkSameData(file, meta.data, data);
-      if ((group?.rank ?? 0) === 0) warnOfOtherThreads(meta.threads);
-      const generator = tensors.get('bank.generator');
-      if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
-      const loader = Trainer.loaderFor(dataset, c, place);
-      checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
-      const modelTensors = new Map<string, Tensor>();
-      const momentum = new Map<string, Tensor>();
-      for (const [name, t] of tensors) {
-        if (name.startsWith('model.')) modelTensors.set(name.slice(6), t);
-        if (name.startsWith('momentum.')) momentum.set(name.slice(9), t);
-      }
-      if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
-      checkTensorsFitOptions(file, modelTensors, c.model);
-      // What the native state refuses (a tensor of the wrong width, a generator state that is none) is the file's.
-      const fromFile = (err: Error) => (err.message.startsWith(file) ? err : errorFrom(`${file}: ${err.message}`, err));
       try {
-        const model = await PirlModel.create(c.model, { device: place.device });
-        await model.loadStateDict(modelTensors);
-        const bank = await MemoryBank.restore({ rows, generator }, { device: place.device });
-        const trainer = new Trainer(model, bank, loader, c, place, data);
-        const names = [...momentum.keys()];
-        await nativeCall(() => trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));
-        trainer.position = meta.position;
-        trainer.epochSoFar = meta.epochSoFar;
-        return trainer;
-      } catch (err) {
-        throw err instanceof Error ? fromFile(err) : err;
+        const meta = checkpointMeta(file, metadata, device);
+        const c = withLength(meta, options.epochs);
+        if (c.epochs !== meta.config.epochs && (group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
+        const place = resolveProcess(options, c, group);
+        const worldSize = group?.worldSize ?? 1;
+        if (meta.worldSize !== worldSize) {
+          throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
+            `${worldSize} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
+        }
+        const rows = tensors.get('bank.rows');
+        if (!rows || rows.shape[0] !== dataset.length) {
+          // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
+          const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
+            'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
+          throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || ": resume over the run's data (the folder it trained on, as it was), or start a new run"}` +
+            cacheHint(dataset, rows?.shape[0]));
+        }
+        const data = dataDigest(dataset);
+        checkSameData(file, meta.data, data);
+        if ((group?.rank ?? 0) === 0) warnOfOtherThreads(meta.threads);
+        const generator = tensors.get('bank.generator');
+        if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
+        const loader = Trainer.loaderFor(dataset, c, place);
+        checkPosition(file, meta.position, loader.batchesPerEpoch, c.epochs);
+        const modelTensors = new Map<string, Tensor>();
+        const momentum = new Map<string, Tensor>();
+        for (const [name, t] of tensors) {
+          if (name.startsWith('model.')) modelTensors.set(name.slice(6), t);
+          if (name.startsWith('momentum.')) momentum.set(name.slice(9), t);
+        }
+        if (meta.position.step > 0 && momentum.size === 0) throw new TypeError(`${file}: ${meta.position.step} steps taken but no optimizer momentum tensors`);
+        checkTensorsFitOptions(file, modelTensors, c.model);
+        // What the native state refuses (a tensor of the wrong width, a generator state that is none) is the file's.
+        const fromFile = (err: Error) => (err.message.startsWith(file) ? err : errorFrom(`${file}: ${err.message}`, err));
+        try {
+          const model = await PirlModel.create(c.model, { device: place.device });
+          await model.loadStateDict(modelTensors);
+          const bank = await MemoryBank.restore({ rows, generator }, { device: place.device });
+          const trainer = new Trainer(model, bank, loader, c, place, data);
+          const names = [...momentum.keys()];
+          await nativeCall(() => trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));
+          trainer.position = meta.position;
+          trainer.epochSoFar = meta.epochSoFar;
+          return trainer;
+        } catch (err) {
+          throw err instanceof Error ? fromFile(err) : err;
+        }
       } finally {
-        disposeAll(tensors.values()); // the file's, copied into the run
+        disposeAll(tensors.values()); // the file's: copied into the run, or refused
       }
     });
     await trainer.joinRanks();

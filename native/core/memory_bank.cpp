@@ -47,6 +47,11 @@ MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
   TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat || rows_.scalar_type() == at::kDouble,
                    "rows must be float32 (or float64, for numerical checks), got ", rows_.scalar_type());
   TORCH_CHECK_VALUE(at::isfinite(rows_).all().item<bool>(), "rows must be finite: a NaN or infinite row would poison every loss it is drawn into");
+  // libtorch's own refusal names no argument ("Expected either a CPUGeneratorImplStateLegacy of size …").
+  const int64_t bytes = generator_.get_state().numel();
+  TORCH_CHECK_VALUE(generatorState.scalar_type() == at::kByte && generatorState.dim() == 1 && generatorState.numel() == bytes,
+                    "generatorState must be the ", bytes, " bytes (uint8) of a bank's generatorState(), got ",
+                    generatorState.scalar_type(), " of shape ", generatorState.sizes());
   generator_.set_state(generatorState);
 }
 
