@@ -80,8 +80,11 @@ const MODEL = {
   arch: oneOf(ARCHS),
   /** 'imagenet': 7×7 stride-2 conv and max-pool; 'small': 3×3 stride-1 conv, no pool (28–96 px images). */
   stem: oneOf<Stem>(['imagenet', 'small']),
-  /** Multiplies every stage's width; only 1 is torchvision-compatible. */
-  width: number({ ...positive, max: 4 }),
+  /**
+   * Multiplies every stage's width; only 1 is torchvision-compatible. At least 1/64 (the stem's 64 channels down to
+   * one): below it every layer rounded up to one channel, and 1e-9 was taken as such.
+   */
+  width: number({ min: 1 / 64, max: 4 }),
   /** D of f and g (128). */
   embeddingDim: integer({ min: 1, max: 4096 }),
   /** NHWC activations and weights (measured 1.04–1.13× faster for a CPU training step, bench:model). */

@@ -101,7 +101,9 @@ export function checkNumber(arg: string, value: unknown, range: NumberRange = {}
   const { min, max } = range;
   const below = min !== undefined && (range.minExclusive ? value <= min : value < min);
   const above = max !== undefined && (range.maxExclusive ? value >= max : value > max);
-  if (!Number.isFinite(value) || below || above || (range.integer && !Number.isSafeInteger(value))) throw rangeError(arg, expected, value);
+  if (!Number.isFinite(value) || below || above) throw rangeError(arg, expected, value);
+  // 2^62 printed as an integer, refused as "an integer": said why.
+  if (range.integer && !Number.isSafeInteger(value)) throw rangeError(arg, `${expected} within ±(2^53 − 1) (JavaScript's exact integers)`, value);
   return value;
 }
 

@@ -222,7 +222,7 @@ describe('model file metadata', () => {
       return PirlModel.load(file);
     };
     const saved = JSON.parse(metadata.pirl);
-    await expect(rewrite({ ...saved, model: { ...saved.model, width: 200 } })).rejects.toThrow(/model\.safetensors: metadata "pirl"\.model\.width must be a number in \(0, 4\], got 200/);
+    await expect(rewrite({ ...saved, model: { ...saved.model, width: 200 } })).rejects.toThrow(/model\.safetensors: metadata "pirl"\.model\.width must be a number in \[0.015625, 4\], got 200/);
     // A width within range but not the file's: caught against the file's own tensors, before building.
     const create = jest.spyOn(PirlModel, 'create');
     await expect(rewrite({ ...saved, model: { ...saved.model, width: 4, arch: 'resnet50' } })).rejects.toThrow(/need tensor 'trunk\.conv1\.weight' of shape \[256, 3, 3, 3\], the file has \[8, 3, 3, 3\]/);

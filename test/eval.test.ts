@@ -252,6 +252,7 @@ describe('evaluation', () => {
       const expected = await embedImages(model, files, { batchSize: 2 });
       // Disposed while the images are still being decoded, then between batches of 2.
       const pending = embedImages(model, files, { batchSize: 2 });
+      const pendingFolder = embedImages(model, dir, { batchSize: 2 }); // its first await (a stat of the path) came before it took the model
       const labelled = new ArrayDataset(new Uint8Array(6 * 16 * 16 * 3).map((_, i) => (i * 7) % 251), [6, 16, 16, 3], { labels: Int32Array.from([0, 1, 0, 1, 0, 1]) });
       const other = await make();
       const width = other.featureDim;
@@ -259,6 +260,7 @@ describe('evaluation', () => {
       const passes = datasetFeatures(other, labelled, { batchSize: 2 }, (done) => { if (done === 2) other.dispose(); });
       model.dispose();
       expect([...(await pending).features.data()]).toEqual([...expected.features.data()]);
+      expect([...(await pendingFolder).features.data()]).toEqual([...expected.features.data()]);
       expect((await passes).features.shape).toEqual([6, width]);
       expect(await knn).toBe(1); // each sample is its own nearest neighbour
       await expect(embedImages(model, files)).rejects.toThrow(/^the model was disposed$/);

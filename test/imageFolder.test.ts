@@ -56,6 +56,25 @@ describe('ImageFolder', () => {
     }
   });
 
+  test('close() during batches read from the cache lets them end (they failed as EBADF); later batches decode the images', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      for (let i = 0; i < 12; i++) await raw(20 + i, 20).png().toFile(path.join(dir, `${i}.png`));
+      const cache = path.join(dir, 'images.cache');
+      const folder = await ImageFolder.open(dir, { size: 8, cache });
+      const all = Array.from({ length: 12 }, (_, i) => i);
+      const expected = Buffer.from((await folder.batchSource(all)).source.data() as Uint8Array);
+      const reads = [folder.batchSource(all), folder.batchSource(all.slice(6))];
+      await folder.close();
+      const [whole, half] = await Promise.all(reads);
+      expect(Buffer.from(whole.source.data() as Uint8Array)).toEqual(expected);
+      expect(Buffer.from(half.source.data() as Uint8Array)).toEqual(expected.subarray(6 * 8 * 8 * 3));
+      expect(Buffer.from((await folder.batchSource(all)).source.data() as Uint8Array)).toEqual(expected); // decoded: the same pixels
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('files without an image extension are said to be left out (not hidden files, nor the folder\'s own cache)', async () => {
     const dir = tmpDir('pirl-data-');
     try {

@@ -93,6 +93,10 @@ describe('Loader', () => {
       `dataset.batchSource() of 5 indices (0, 1, 2, …)'s rows must be rows of its source, in [0, ${ds.length}), got 99`); // it was "rows must be in [0, 20)"
     await expect(first(custom((_, real) => ({ ...real, source: Tensor.zeros([5, 8, 8, 3]) })))).rejects.toThrow(
       "dataset.batchSource() of 5 indices (0, 1, 2, …)'s source must be a uint8 N×H×W×C CPU tensor, C = 1 or 3, got \"float32 [5, 8, 8, 3] on cpu\"");
+    const gone = Tensor.zeros([5, 8, 8, 3], { dtype: 'uint8' });
+    gone.dispose();
+    await expect(first(custom((_, real) => ({ ...real, source: gone })))).rejects.toThrow(
+      "dataset.batchSource() of 5 indices (0, 1, 2, …)'s source must be a live Tensor, got \"a disposed one\"");
     await expect(first(custom(() => undefined))).rejects.toThrow(
       "dataset.batchSource() of 5 indices (0, 1, 2, …)'s answer must be { source: Tensor, rows: Tensor, indices: number[] }, got undefined");
     await expect(first(custom(() => Promise.reject('ECONNRESET')))).rejects.toThrow('dataset.batchSource() of 5 indices (0, 1, 2, …) failed with "ECONNRESET"');
@@ -208,6 +212,7 @@ describe('Loader', () => {
     await expect(loader.makeBatch([0, 1], 0, 1.5)).rejects.toThrow('step must be an integer >= 0, got 1.5');
     // A sample twice is the caller's to hear of, not the data set's answer's ("…'s indices must be some of the indices asked").
     await expect(loader.makeBatch([0, 0], 0)).rejects.toThrow('indices[1] must be a sample not already at indices[0] (each sample once), got 0');
+    await expect(loader.makeBatch([], 0)).rejects.toThrow(/^indices must be at least one sample index, got \[\]$/);
     await expect(evalImages(ds, [3, 3], 12)).rejects.toThrow('indices[1] must be a sample not already at indices[0] (each sample once), got 3');
     await expect(evalImages(ds, [3], 60_000)).rejects.toThrow(/^size must be an integer in \[1, 4096\], got 60000$/);
     await expect(loader.makeBatch([0, 20], 0)).rejects.toThrow('indices must be integers in [0, 20), got 20');

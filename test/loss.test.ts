@@ -108,17 +108,20 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
   });
 
   test('argument errors name the argument', async () => {
-    const bank = await MemoryBank.create({ size: 10, dim: 4 });
-    const x = Tensor.zeros([2, 4]);
+    // Every bank row e2 and every x e1: each score is 0.
+    const bank = await MemoryBank.restore({ rows: Tensor.from(new Float32Array(40).map((_, i) => (i % 4 === 1 ? 1 : 0)), [10, 4]), generator: (await MemoryBank.create({ size: 10, dim: 4 })).state().generator });
+    const x = Tensor.from(new Float32Array([1, 0, 0, 0, 1, 0, 0, 0]), [2, 4]);
     const neg = await bank.sampleNegatives(2, 3);
     await expect(nceLoss(x, bank, [0, 10], neg)).rejects.toThrow(/positives must be rows in \[0, 10\)/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0 })).rejects.toThrow(/options.tau must be a positive number, got 0/);
     await expect(nceLoss(x, bank, [0, 1], neg, { tau: 0.001 })).rejects.toThrow("options.tau must be at least 0.0015 with options.mode 'nce' (its Z = N·mean(e^{s/τ}) overflows float64 below; 'infonce' takes any τ > 0), got 0.001");
-    // x = 0 scores every row 0: InfoNCE's loss is log(K + 1) at any τ.
+    // x ⊥ every row scores each 0: InfoNCE's loss is log(K + 1) at any τ.
     expect((await nceLoss(x, bank, [0, 1], neg, { tau: 0.001, mode: 'infonce' })).loss).toBeCloseTo(Math.log(4), 5);
     await expect(nceLoss(x, bank, [0, 1], neg, { mode: 'softmax' as never })).rejects.toThrow(/options.mode must be 'nce' or 'infonce'/);
     await expect(nceLoss(Tensor.zeros([2, 5]), bank, [0, 1], neg)).rejects.toThrow(/bank rows must have x's width 5, got 4/);
     await expect(nceLoss(x, bank, [0], neg)).rejects.toThrow(/positives must have shape \[2\]/);
+    // Rows of another length than 1 score other than cosines: of 1000, a NaN loss; of norm 2, another loss, silently.
+    await expect(nceLoss(Tensor.from(new Float32Array([2, 0, 0, 0, 1, 0, 0, 0]), [2, 4]), bank, [0, 1], neg)).rejects.toThrow(/^x must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 0 has norm 2; divide each row by its norm first$/);
   });
 });
 

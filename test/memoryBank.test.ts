@@ -79,8 +79,11 @@ describe('MemoryBank', () => {
     await expect(bank.get([-1])).rejects.toThrow(/indices\[0\] must be an integer >= 0, got -1/);
     await expect(bank.get(Tensor.from(new Float32Array([1])) as never)).rejects.toThrow(/indices must be an int64 Tensor, got "float32"/);
     await expect(bank.update([1], Tensor.zeros([1, 3]))).rejects.toThrow(/fHat must be 1×4/);
-    await expect(bank.update([1], Tensor.zeros([1, 4]), 1)).rejects.toThrow(/momentum must be a number in \[0, 1\), got 1/);
+    await expect(bank.update([1], Tensor.from(new Float32Array([1, 0, 0, 0]), [1, 4]), 1)).rejects.toThrow(/momentum must be a number in \[0, 1\), got 1/);
     await expect(bank.sampleNegatives(0, 3)).rejects.toThrow(/batch must be an integer >= 1, got 0/);
+    await expect(bank.sampleNegatives(1, 5, { excludePositives: [10] })).rejects.toThrow(/^options\.excludePositives must be rows in \[0, 10\), got values in \[10, 10\]$/);
+    // f̂ is a unit row: a zero one with momentum 0 made a bank row of zeros.
+    await expect(bank.update([1], Tensor.zeros([1, 4]), 0)).rejects.toThrow(/^fHat must hold L2-normalised rows .*: row 0 has norm 0; divide each row by its norm first$/);
     // B×K past any memory: named, not libtorch's "Storage size calculation overflowed".
     await expect(bank.sampleNegatives(2 ** 40, 2 ** 40)).rejects.toMatchObject({ argument: 'k', message: expect.stringMatching(/^k must be at most 1024 for batch 1099511627776/) });
     const gone = Tensor.from(new BigInt64Array([1n]));

@@ -143,6 +143,14 @@ describe('PirlModel', () => {
     expect(await conv1()).toEqual(before);
     const extra = new Map([['trunk.nope', Tensor.zeros([1])]]);
     await expect(other.loadStateDict(extra, { strict: false })).rejects.toThrow(/unexpected tensor 'trunk.nope'/);
+    // What no model holds (a diverged run's NaN, a variance below 0) embedded NaN ever after: refused, nothing copied.
+    const nan = await model.stateDict();
+    nan.set('trunk.conv1.weight', Tensor.from(new Float32Array(nan.get('trunk.conv1.weight')!.data().length).fill(Number.NaN), nan.get('trunk.conv1.weight')!.shape));
+    await expect(other.loadStateDict(nan)).rejects.toThrow(/^tensor 'trunk\.conv1\.weight' must be finite, got a NaN or infinite value$/);
+    const negative = await model.stateDict();
+    negative.set('trunk.bn1.running_var', Tensor.from(new Float32Array(negative.get('trunk.bn1.running_var')!.data().length).fill(-1), negative.get('trunk.bn1.running_var')!.shape));
+    await expect(other.loadStateDict(negative)).rejects.toThrow(/^tensor 'trunk\.bn1\.running_var' must be >= 0 \(a variance\), got -1$/);
+    expect(await conv1()).toEqual(before);
     await expect(other.loadStateDict(new Map())).rejects.toThrow(/^missing 1\d\d tensor\(s\): fHead\.fc\.bias, fHead\.fc\.weight, .*, … \(1\d\d more\)$/);
     await expect(other.loadStateDict(new Map([[1, Tensor.zeros([1])]]) as never)).rejects.toThrow(/^values\.keys\(\)\[0\] must be a parameter name \(a string\), got 1$/);
   });
@@ -215,7 +223,8 @@ describe('PirlModel', () => {
     await expect(model.embed(Tensor.zeros([1, 3, 32, 32], { dtype: 'float64' }))).rejects.toThrow(/images must be a float32 Tensor/);
     await expect(model.embed(rand([1, 3, 32, 32]), { layer: 'res4' as never })).rejects.toThrow(/options.layer must be 'res5' or 'f'/);
     await expect(PirlModel.create({ arch: 'vgg' as never })).rejects.toThrow(/options.arch must be one of 'resnet18', 'resnet34', 'resnet50', got "vgg"/);
-    await expect(PirlModel.create({ width: 0 })).rejects.toThrow(/options.width must be a number in \(0, 4\], got 0/);
+    await expect(PirlModel.create({ width: 0 })).rejects.toThrow(/options.width must be a number in \[0.015625, 4\], got 0/);
+    await expect(PirlModel.create({ width: 1e-9 })).rejects.toThrow(/options.width must be a number in \[0.015625, 4\], got 1e-9/);
     await expect(PirlModel.create({ patchRunningStats: 'yes' as never })).rejects.toThrow(/options.patchRunningStats must be a boolean, got "yes"/);
   });
 

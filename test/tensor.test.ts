@@ -165,6 +165,7 @@ describe('bad input is refused with errors naming the argument', () => {
     expect(() => Tensor.from(new Float32Array(6), [2, 1.5])).toThrow(TypeError);
     expect(() => Tensor.from(new Float32Array(6), '6' as never)).toThrow(/shape must be an array/);
     expect(() => Tensor.zeros([2, Number.NaN])).toThrow(/shape\[1\] must be an integer >= 0, got NaN/);
+    expect(() => Tensor.zeros([0, 2 ** 62])).toThrow(/^shape\[1\] must be an integer >= 0 within ±\(2\^53 − 1\) \(JavaScript's exact integers\), got 4611686018427388000$/);
     // Past any memory: named here, not by libtorch's "Storage size calculation overflowed".
     expect(() => Tensor.zeros([2 ** 30, 2 ** 30, 2 ** 30], { dtype: 'float64' })).toThrow(/^shape must be dimensions whose product is at most 2\^50, got \[1073741824, 1073741824, 1073741824\]$/);
   });

@@ -55,6 +55,9 @@ export async function sourceOf(dataset: Dataset, indices: readonly number[]): Pr
     throw typeError(`${asked}'s answer`, '{ source: Tensor, rows: Tensor, indices: number[] }', answer);
   }
   if (owned !== undefined && typeof owned !== 'boolean') throw typeError(`${asked}'s owned`, 'a boolean or undefined', owned);
+  for (const [name, t] of [['source', source], ['rows', rows]] as const) {
+    if (t.disposed) throw typeError(`${asked}'s ${name}`, 'a live Tensor', 'a disposed one'); // its shape read as "tensor was disposed"
+  }
   const wanted = new Set(indices);
   for (const i of present) {
     if (!wanted.delete(i)) throw rangeError(`${asked}'s indices`, 'some of the indices asked, each once', i);

@@ -403,6 +403,7 @@ export class ImageFolder implements Dataset {
   readonly failures = new Map<string, string>();
   private damaged = new Set<string>(); // decoded despite errors: warned of once
   private cacheHandle: fs.FileHandle | null = null;
+  private readonly reading = new Set<Promise<BatchSource>>(); // batchSource() calls in flight, which close() lets end
   private cacheDataStart = 0;
   private cacheRecords: readonly number[] | null = null; // each sample's record in the cache, where some are left out
   private leftOutByCache = 0; // not failures.size: a file changed since the build may fail later, a sample still
@@ -747,16 +748,26 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  // Reads image `index` from the cache into `slot`; false when it is unreadable.
-  private async cached(index: number, slot: Uint8Array): Promise<boolean> {
+  // Reads image `index` from the cache (`handle`) into `slot`; false when it is unreadable.
+  private async cached(handle: fs.FileHandle, index: number, slot: Uint8Array): Promise<boolean> {
     if (this.failures.has(this.files[index])) return false;
     const record = this.cacheRecords?.[index] ?? index;
-    await this.cacheHandle!.read(slot, 0, slot.length, this.cacheDataStart + record * this.imageBytes);
+    await handle.read(slot, 0, slot.length, this.cacheDataStart + record * this.imageBytes);
     return true;
   }
 
   async batchSource(indices: readonly number[]): Promise<BatchSource> {
     checkIndices(indices, this.length);
+    const batch = this.read(indices, this.cacheHandle);
+    this.reading.add(batch);
+    try {
+      return await batch;
+    } finally {
+      this.reading.delete(batch);
+    }
+  }
+
+  private async read(indices: readonly number[], cache: fs.FileHandle | null): Promise<BatchSource> {
     // Each image lands in its slot of the batch's tensor as it comes (an unreadable one's is left out of `rows`):
     // a batch-sized copy or two on the JS thread held it ~70 ms for 256 images at 292 px.
     const source = Tensor.empty([indices.length, this.size, this.size, 3], { dtype: 'uint8' });
@@ -764,8 +775,8 @@ export class ImageFolder implements Dataset {
     const slot = (k: number) => slots.subarray(k * this.imageBytes, (k + 1) * this.imageBytes);
     const places = indices.map((_, k) => k);
     // A cache read is one positioned read: cheap to start, so more are in flight than decodes (inDecodeTurn).
-    const read = this.cacheHandle
-      ? await eachLimited(places, 8 * ioInFlight(), (k) => this.cached(indices[k], slot(k)))
+    const read = cache
+      ? await eachLimited(places, 8 * ioInFlight(), (k) => this.cached(cache, indices[k], slot(k)))
       : await Promise.all(places.map(async (k) => {
         const image = await this.decode(indices[k]);
         image?.copy(slot(k));
@@ -775,10 +786,15 @@ export class ImageFolder implements Dataset {
     return { source, rows: int64Tensor(kept), indices: kept.map((k) => indices[k]), owned: true };
   }
 
-  /** Closes the cache file, if any (a folder collected unclosed closes it then). */
+  /**
+   * Closes the cache file, if any (a folder collected unclosed closes it then), once the batches being read from it
+   * are read (a close during a run's reads failed them as "EBADF: file closed"); later batches decode the images.
+   */
   async close(): Promise<void> {
     openCaches.unregister(this);
-    await this.cacheHandle?.close();
+    const handle = this.cacheHandle;
     this.cacheHandle = null;
+    await Promise.allSettled([...this.reading]);
+    await handle?.close();
   }
 }

@@ -136,6 +136,8 @@ export class Loader {
   async makeBatch(indices: readonly number[], epoch: number, step = 0): Promise<PirlBatch> {
     checkEpoch(epoch);
     checkInteger('step', step, 0); // it picks the lane: -1 was refused as "lane must be in [0, 2)"
+    // An empty batch was made, and refused by the step as "batch and k must be >= 1", arguments never given.
+    if (Array.isArray(indices) && indices.length === 0) throw rangeError('indices', 'at least one sample index', indices);
     const answer = await sourceOf(this.dataset, indices);
     const { source, rows, indices: present } = answer;
     if (!this.sideChecked) warnOfUpscaledViews(source.shape, this.config);

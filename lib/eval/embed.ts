@@ -51,12 +51,13 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
-  if (typeof images === 'string' && (await fs.stat(images).catch(() => null))?.isFile()) {
-    throw rangeError('images', 'a folder, or an array of image files and encoded images (one file: [file])', images);
-  }
   // How each image is decoded (ImageFolder's options, only those given).
   const decoding = { ...(maxPixels === undefined ? {} : { maxPixels }), ...(onWarning === undefined ? {} : { onWarning }) };
+  // The model retained before the first await: a dispose() right after the call lets it finish, as documented.
   return retained(model, async (own) => {
+    if (typeof images === 'string' && (await fs.stat(images).catch(() => null))?.isFile()) {
+      throw rangeError('images', 'a folder, or an array of image files and encoded images (one file: [file])', images);
+    }
     const folder = typeof images === 'string'
       ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...decoding })
       : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...decoding });

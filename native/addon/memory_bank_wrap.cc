@@ -132,7 +132,11 @@ Napi::Value MemoryBankWrap::sampleNegatives(const Napi::CallbackInfo& info) {
     const at::Tensor exclude =
         info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::unwrap(info[2], "options.excludePositives");
     const int64_t batch = AsInt64(info[0], "batch"), k = AsInt64(info[1], "k");
-    return call(info.Env(), MemoryBank::Use::Kind::Write, "sampleNegatives()", [=](MemoryBank& bank) { return bank.sampleNegatives(batch, k, exclude); });
+    return call(info.Env(), MemoryBank::Use::Kind::Write, "sampleNegatives()", [=](MemoryBank& bank) {
+      // A row past the bank was stepped over as if it were one (the training step's rows are checked where they enter).
+      if (exclude.defined()) bank.checkIndices(exclude, "options.excludePositives");
+      return bank.sampleNegatives(batch, k, exclude);
+    });
   });
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "splitmix.h"
+#include "unit_rows.h"
 
 namespace pirl {
 
@@ -64,23 +65,6 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
 
 namespace {
 
-// Gathers what the checks of f or g read: whether every value is finite, the row whose norm is furthest from 1,
-// that norm (s(a, b) is the cosine only for unit rows, as the bank's are: rows of another length gave another
-// loss, silently).
-size_t addRowChecks(DeviceNumbers& numbers, const at::Tensor& x) {
-  const at::Tensor norms = x.detach().to(at::kDouble).norm(2, {1});
-  const at::Tensor row = (norms - 1).abs().argmax().reshape({1});
-  return numbers.add(at::cat({at::isfinite(x).all().to(at::kDouble).reshape({1}), row.to(at::kDouble), norms.index_select(0, row)}));
-}
-
-void checkRowChecks(const DeviceNumbers& numbers, size_t slot, const char* name, const char* finiteWhy) {
-  TORCH_CHECK_VALUE(numbers.real(slot) != 0, name, " must be finite", finiteWhy);
-  const double norm = numbers.real(slot + 2);
-  TORCH_CHECK_VALUE(std::abs(norm - 1) <= 1e-2,  // a unit row rounded through bfloat16 is off by ~4e-3
-                    name, " must hold L2-normalised rows (PIRL's scores are cosines with the bank's unit rows): row ",
-                    static_cast<int64_t>(numbers.real(slot + 1)), " has norm ", norm, "; divide each row by its norm first");
-}
-
 void checkShapes(const MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices) {
   TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
   TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
@@ -97,13 +81,13 @@ PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const
   if (check == IndexCheck::Check && f.size(0) > 0) {
     // One read of the device for every check, before Z or the bank change.
     DeviceNumbers numbers;
-    const size_t range = addRowRange(numbers, indices, "indices"), fChecks = addRowChecks(numbers, f),
-                 gChecks = addRowChecks(numbers, g);
+    const size_t range = addRowRange(numbers, indices, "indices"), fChecks = addUnitRowChecks(numbers, f),
+                 gChecks = addUnitRowChecks(numbers, g);
     numbers.read();
     checkRowRange(numbers, range, indices, "indices", bank.size());
     // A NaN in f became a bank row that made every loss it was drawn into NaN.
-    checkRowChecks(numbers, fChecks, "f", ": a NaN or infinite row would enter the memory bank");
-    checkRowChecks(numbers, gChecks, "g", "");
+    checkUnitRows(numbers, fChecks, "f", ": a NaN or infinite row would enter the memory bank");
+    checkUnitRows(numbers, gChecks, "g", "");
   }
   return (*this)(bank, f, g, indices, drawNegatives(bank, indices, streams), updateBank);
 }

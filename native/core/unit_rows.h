@@ -2,9 +2,32 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+#include "device_numbers.h"
 
 namespace pirl {
 
 inline at::Tensor unitRows(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(1e-12); }
+
+// Gathers what a check of x's rows as unit rows reads: whether every value is finite, the row whose norm is furthest
+// from 1, that norm (s(a, b) is the cosine only for unit rows, as the bank's are: rows of another length gave another
+// loss, or a bank row of another length, silently).
+inline size_t addUnitRowChecks(DeviceNumbers& numbers, const at::Tensor& x) {
+  const at::Tensor norms = x.detach().to(at::kDouble).norm(2, {1});
+  const at::Tensor row = (norms - 1).abs().argmax().reshape({1});
+  return numbers.add(at::cat({at::isfinite(x).all().to(at::kDouble).reshape({1}), row.to(at::kDouble), norms.index_select(0, row)}));
+}
+
+// After numbers.read(): x (named `name`) finite (`finiteWhy` says why it matters there) and of unit rows.
+inline void checkUnitRows(const DeviceNumbers& numbers, size_t slot, const char* name, const char* finiteWhy) {
+  TORCH_CHECK_VALUE(numbers.real(slot) != 0, name, " must be finite", finiteWhy);
+  const double norm = numbers.real(slot + 2);
+  TORCH_CHECK_VALUE(std::abs(norm - 1) <= 1e-2,  // a unit row rounded through bfloat16 is off by ~4e-3
+                    name, " must hold L2-normalised rows (PIRL's scores are cosines with the bank's unit rows): row ",
+                    static_cast<int64_t>(numbers.real(slot + 1)), " has norm ", norm, "; divide each row by its norm first");
+}
 
 }  // namespace pirl

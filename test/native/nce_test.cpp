@@ -120,7 +120,8 @@ TEST(Nce, BankGetsNoGradientAndComposesWithAutograd) {
   Case c = makeCase(3, 5, 8, 20, false, at::kFloat, 9);
   at::Tensor bank = c.bank.clone().requires_grad_(true);
   at::Tensor w = at::randn({8, 8}).requires_grad_(true);
-  at::Tensor x = at::matmul(c.x.detach(), w);  // the op inside a larger graph
+  const at::Tensor y = at::matmul(c.x.detach(), w);  // the op inside a larger graph, on unit rows as it asks
+  at::Tensor x = y / y.norm(2, 1, true);
   auto r = pirl::nce::nceLoss(x, bank, c.positives, c.negatives, {0.07, Mode::Nce, -1}, pirl::IndexCheck::Check);
   r.loss.backward();
   EXPECT_TRUE(w.grad().defined());

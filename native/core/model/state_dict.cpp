@@ -9,6 +9,8 @@
 #include <vector>
 #include <unordered_map>
 
+#include "../device_numbers.h"
+
 namespace pirl::model {
 
 namespace {
@@ -63,6 +65,21 @@ void loadStateDict(torch::nn::Module& module, const NamedTensors& values, bool s
     }
   }
   TORCH_CHECK_VALUE(missing.empty(), "missing ", missing.size(), " tensor(s): ", listed(missing));
+  // Values no model can hold (a diverged run's NaN, a variance below 0) embedded as NaN ever after, silently: each
+  // tensor's smallest value (NaN where any is NaN) and whether all are finite, in one read.
+  DeviceNumbers numbers;
+  std::vector<std::pair<const std::string*, size_t>> checked;
+  for (const auto& [name, value] : values) {
+    if (!at::isFloatingType(value.scalar_type()) || value.numel() == 0) continue;
+    const at::Tensor v = value.detach();
+    checked.emplace_back(&name, numbers.add(at::stack({at::isfinite(v).all().to(at::kDouble), v.min().to(at::kDouble)})));
+  }
+  numbers.read();
+  for (const auto& [name, slot] : checked) {
+    TORCH_CHECK_VALUE(numbers.real(slot) != 0, "tensor '", *name, "' must be finite, got a NaN or infinite value");
+    TORCH_CHECK_VALUE(!endsWith(*name, "running_var") || numbers.real(slot + 1) >= 0, "tensor '", *name,
+                      "' must be >= 0 (a variance), got ", numbers.real(slot + 1));
+  }
   // Checked first, copied after: a failed load leaves the model as it was.
   torch::NoGradGuard noGrad;
   for (const auto& [name, value] : values) targets.at(name).copy_(value);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "../unit_rows.h"
 #include "autograd/nce_function.h"
 
 namespace pirl::nce {
@@ -37,9 +38,11 @@ void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tenso
   if (check == IndexCheck::Trusted) return;
   DeviceNumbers numbers;
   const size_t p = addRowRange(numbers, positives, "positives"), n = addRowRange(numbers, negatives, "negatives");
+  const size_t rows = addUnitRowChecks(numbers, x);
   numbers.read();
   checkRowRange(numbers, p, positives, "positives", bank.size(0));
   checkRowRange(numbers, n, negatives, "negatives", bank.size(0));
+  checkUnitRows(numbers, rows, "x", "");  // rows of 1000 gave a NaN loss; of norm 4, Z ≈ 4e13
 }
 
 }  // namespace
