@@ -52,6 +52,9 @@ describe('pirl train / eval / embed / export', () => {
     fs.appendFileSync(path.join(out, 'metrics.csv'), 'x,2,5,1,1,1,1,1,1\n');
     const stale = path.join(out, '.checkpoint.safetensors.2147483646.tmp');
     fs.writeFileSync(stale, 'half a checkpoint');
+    // A stop in the last epoch's last step (or its kNN pass) left it unscored, the checkpoint at its end: the resume scores it.
+    const jsonl = path.join(out, 'metrics.jsonl');
+    fs.writeFileSync(jsonl, fs.readFileSync(jsonl, 'utf8').split('\n').map((t) => (t.includes('"type":"epoch"') && JSON.parse(t).epoch === 1 ? JSON.stringify({ ...JSON.parse(t), knn: undefined }) : t)).join('\n'));
     // --resume continues from the checkpoint: this run had finished, so it adds no step, and drops what came after it.
     // The command that started the run, with --resume, continues it (its flags restate the run's settings).
     fs.rmSync(path.join(out, 'curves.png'));
@@ -60,6 +63,7 @@ describe('pirl train / eval / embed / export', () => {
     expect(fs.existsSync(path.join(out, 'curves.png'))).toBe(true); // drawn from the metrics the run logged
     const after = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(after.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4]);
+    expect(after.filter((l) => l.type === 'epoch').map((l) => l.knn)).toEqual(epochs.map((l) => l.knn)); // on the same weights, the same score
     expect(fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n')).toEqual(csv);
     expect(fs.existsSync(stale)).toBe(false);
     // --epochs with --resume gives a finished run more epochs (its lr schedule that of the longer run, said), not fewer than it has done.

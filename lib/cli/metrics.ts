@@ -50,6 +50,16 @@ export class MetricsLog {
     return kept.map((l) => l.line);
   }
 
+  /** Adds `knn` to epoch `epoch`'s line: a resumed run scoring the epoch that a stop left unscored. */
+  async scoreEpoch(epoch: number, knn: number): Promise<void> {
+    const { lines } = await readLines(this.jsonl);
+    const texts = lines.map((l, i) => {
+      const line = parseLine(this.jsonl, l, i === lines.length - 1);
+      return line?.type === 'epoch' && line.epoch === epoch ? JSON.stringify({ ...line, knn }) : l.text;
+    });
+    await replace(this.jsonl, texts.map((t) => `${t}\n`).join(''));
+  }
+
   /** Removes the files of an earlier run (--force). */
   async clear(): Promise<void> {
     await Promise.all([this.jsonl, this.csv].map((f) => fs.rm(f, { force: true })));

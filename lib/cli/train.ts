@@ -395,6 +395,32 @@ export async function train(args: string[]): Promise<number | void> {
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
   let total = 0, taken = 0; // steps taken by this process (a batch of unreadable images only is skipped)
   let lastLoss = NaN, lastKnn: number | undefined;
+  // Epoch `epoch`'s kNN (undefined where a stop asked meanwhile ended the pass at its batch: the checkpoint is written
+  // at once, not after it).
+  const scoreKnn = async (epoch: number): Promise<number | undefined> => {
+    if (signals.signal.aborted) return undefined;
+    const knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
+      (done, all) => progress.update(`epoch ${epoch + 1}: kNN features ${done}/${all} images`, false)).catch((err: Error & { code?: string }) => {
+      if (err.code !== 'ABORT_ERR') throw err;
+      return undefined;
+    });
+    if (knn !== undefined) {
+      knnCurve.push([epoch + 1, knn]);
+      lastKnn = knn;
+    }
+    return knn;
+  };
+  // A stop in an epoch's last step or its kNN pass left the epoch unscored, its checkpoint at the epoch's end: scored
+  // now, on the weights it would have been scored on (a kill never loses it).
+  const { epoch: resumedAt, stepInEpoch } = trainer.progress;
+  if (knnEvery && stepInEpoch === 0 && resumedAt > 0 && resumedAt % knnEvery === 0 &&
+      logged.some((l) => l.type === 'epoch' && l.epoch === resumedAt - 1 && l.knn === undefined)) {
+    const knn = await scoreKnn(resumedAt - 1);
+    if (knn !== undefined) {
+      progress.update(`epoch ${resumedAt}: kNN top-1 ${(knn * 100).toFixed(2)}% (left unscored by the stop before this resume)`, true);
+      await log.scoreEpoch(resumedAt - 1, knn);
+    }
+  }
   await trainer.fit({
     checkpoint,
     checkpointEvery,
@@ -409,19 +435,7 @@ export async function train(args: string[]): Promise<number | void> {
         await log.batch(l);
       },
       onEpochEnd: async (l) => {
-        let knn: number | undefined;
-        if (knnEvery && (l.epoch + 1) % knnEvery === 0 && !signals.signal.aborted) {
-          // A stop asked for meanwhile ends the pass at its batch: the checkpoint is written at once, not after it.
-          knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
-            (done, all) => progress.update(`epoch ${l.epoch + 1}: kNN features ${done}/${all} images`, false)).catch((err: Error & { code?: string }) => {
-            if (err.code !== 'ABORT_ERR') throw err;
-            return undefined;
-          });
-          if (knn !== undefined) {
-            knnCurve.push([l.epoch + 1, knn]);
-            lastKnn = knn;
-          }
-        }
+        const knn = knnEvery && (l.epoch + 1) % knnEvery === 0 ? await scoreKnn(l.epoch) : undefined;
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${l.imagesPerSecond.toFixed(0)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });
         epochEnds.push(trainer.progress.step);
