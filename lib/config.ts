@@ -200,7 +200,7 @@ export const PRESETS: Readonly<Record<SamplerPreset, Readonly<SamplerConfig>>> =
   paper: Object.freeze({ imageSize: 224, jigsawSize: 255, patchSize: 64, ...AUGMENTATIONS, photometricOps: 'all' as const }),
   small: Object.freeze({ imageSize: 32, jigsawSize: 36, patchSize: 9, ...AUGMENTATIONS, photometricOps: 'one' as const }),
 });
-const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
+export const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
 /** The sampler of a Loader or a preview given none, and of the default recipe. */
 export const DEFAULT_PRESET: SamplerPreset = 'small';
 

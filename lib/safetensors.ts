@@ -49,10 +49,19 @@ function headerLengthOf(head: Uint8Array, fileBytes: number, fail: Fail): number
   const headerLength = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(fileBytes - 8) || headerLength > BigInt(MAX_HEADER_BYTES)) {
     const start = Buffer.from(head.buffer, head.byteOffset, Math.min(head.byteLength, 64));
-    fail(`header length ${headerLength} is beyond the file's ${fileBytes - 8} remaining bytes: it holds ${describeStart(start)}`);
+    const kind = OTHER_FORMATS.find(([magic]) => start.subarray(0, magic.length).equals(magic))?.[1];
+    fail(`header length ${headerLength} is beyond the file's ${fileBytes - 8} remaining bytes (${kind ?? describeStart(start)})`);
   }
   return Number(headerLength);
 }
+
+// What is given for a safetensors file by mistake, said by name (a JPEG read as "its first bytes are ff d8 ff").
+const OTHER_FORMATS: ReadonlyArray<[Buffer, string]> = [
+  [Buffer.from([0xff, 0xd8, 0xff]), 'it is a JPEG image'],
+  [Buffer.from('\x89PNG', 'latin1'), 'it is a PNG image'],
+  [Buffer.from('PK\x03\x04', 'latin1'), "it is a zip archive: PyTorch's torch.save format (.pt, .pth)? Save a state dict with safetensors.torch.save_file"],
+  [Buffer.from([0x80, 0x02]), "it is a Python pickle: PyTorch's legacy torch.save format? Save a state dict with safetensors.torch.save_file"],
+];
 
 /** A JSON object's top-level keys in their order, each as often as the text gives it (JSON.parse keeps the last). */
 function topLevelKeys(text: string): string[] {

@@ -253,7 +253,7 @@ describe('pirl train / eval / embed / export', () => {
     const stopped = spawnSync(process.execPath, [cli, 'search', model, features, query, emptyQuery], { encoding: 'utf8' });
     expect([stopped.status, stopped.stdout]).toEqual([2, '']);
     expect(stopped.stderr).toContain(`pirl: query ${emptyQuery}: no images`);
-    // A features file of an older pirl embed (no side, no model digest): searched at the model's side, said.
+    // A features file of an older pirl embed (no side, no weights digest): searched at the model's side, said.
     const older = path.join(dir, 'older.safetensors');
     const current = await readSafetensors(features);
     await writeSafetensors(older, current.tensors, { files: current.metadata.files, layer: current.metadata.layer });
@@ -269,8 +269,10 @@ describe('pirl train / eval / embed / export', () => {
     searchRefused([model, model, query], 'is not a features file of pirl embed');
     const featuresAsModel = spawnSync(process.execPath, [cli, 'eval', features], { encoding: 'utf8' });
     expect(featuresAsModel.stderr).toContain('it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it');
-    // A checkpoint holds the run's model too, but these features were embedded with the model file.
-    searchRefused([path.join(out, 'checkpoint.safetensors'), features, query], `${features} was embedded by another model than ${path.join(out, 'checkpoint.safetensors')}`);
+    // The run's checkpoint holds the weights of its model file (both written at its end): one model, the same neighbours.
+    const byCheckpoint = spawnSync(process.execPath, [cli, 'search', path.join(out, 'checkpoint.safetensors'), features, query], { encoding: 'utf8' });
+    expect(byCheckpoint.status).toBe(0);
+    expect(byCheckpoint.stdout).toBe(spawnSync(process.execPath, [cli, 'search', model, features, query], { encoding: 'utf8' }).stdout);
     searchRefused([model, features], `search needs <model.safetensors> <features.safetensors> and at least one query image or folder (got 2 argument(s): '${model}', '${features}')`);
     run(['embed', model, 'fashion-mnist', '--out', features, '--size', '8']);
     const mnist = await readSafetensors(features);
@@ -472,6 +474,7 @@ describe('pirl train / eval / embed / export', () => {
     // Other tools' names for a flag (argparse's --batch-size), and --cuda: the flag meant, not the nearest spelling (--cuda-graphs).
     usage(['train', data, '--batch-size', '8'], /^pirl: unknown flag --batch-size \(did you mean --batch\?\)\n/);
     usage(['train', data, '--cuda'], /^pirl: unknown flag --cuda \(did you mean --device cuda\?\)\n/);
+    usage(['train', data, '-o', 'run'], /^pirl: unknown flag -o \(did you mean --out\?\)\n/);
     usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
     // --knn-every on unlabeled data is refused before the bank's pass over the data, and before --out is made.
     const flat = path.join(dir, 'flat');
@@ -510,7 +513,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--out', unmade], /--batch must be at most 20 \(the data set's 20 samples: dropLast drops incomplete batches, so a larger batch leaves none\), got 128 \(the default\)/);
     expect(fs.existsSync(unmade)).toBe(false);
     usage(['train', data, '--out', out, '--resume', '--negatives', '32'], /--resume continues the run its checkpoint describes; --negatives \(the run's: \d+\) cannot change it/);
-    usage(['train', data, '--out', out, '--resume', '--width', '0.5', '--preset', 'paper'], /--resume continues the run its checkpoint describes; --width \(the run's: 0\.125\), --preset cannot change it/);
+    usage(['train', data, '--out', out, '--resume', '--width', '0.5', '--preset', 'paper'], /--resume continues the run its checkpoint describes; --width \(the run's: 0\.125\), --preset \(the run's: small\) cannot change it/);
     usage(['train', data, '--shared-negatives', '--exclude-positive'], /--exclude-positive must be false with config\.loss\.sharedNegatives/);
     usage(['train', data, '--seed', '-1'], /--seed must be an integer in \[0, \d+\], got '-1'/);
     usage(['train', data, '--out', path.join(dir, 'no-run'), '--resume'], /--resume: .*no-run does not exist: there is no run there to continue \(without --resume a run starts\)/);

@@ -136,7 +136,12 @@ describe('safetensors', () => {
       await expect(readSafetensorsMetadata(run)).rejects.toThrow(`${run}: not a valid safetensors file: a folder, not a file: give ${path.join(run, 'model.safetensors')}`);
       // Another file given for one (the run's metrics.csv): what it holds is said.
       fs.writeFileSync(path.join(run, 'metrics.csv'), 'epoch,step,loss,lr\n0,1,9.2,0.03\n');
-      await expect(readSafetensors(path.join(run, 'metrics.csv'))).rejects.toThrow(/metrics\.csv: not a valid safetensors file: header length \d+ is beyond the file's 24 remaining bytes: it holds text starting "epoch,step,loss,lr\\n0,1,9.2,0.03\\n"$/);
+      await expect(readSafetensors(path.join(run, 'metrics.csv'))).rejects.toThrow(/metrics\.csv: not a valid safetensors file: header length \d+ is beyond the file's 24 remaining bytes \(text starting "epoch,step,loss,lr\\n0,1,9.2,0.03\\n"\)$/);
+      // An image, or PyTorch's torch.save archive, given for one: named.
+      fs.writeFileSync(path.join(run, 'photo.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46, 0, 1]));
+      await expect(readSafetensors(path.join(run, 'photo.jpg'))).rejects.toThrow(/photo\.jpg: not a valid safetensors file: header length \d+ is beyond the file's 4 remaining bytes \(it is a JPEG image\)$/);
+      fs.writeFileSync(path.join(run, 'model.pth'), Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.alloc(60)]));
+      await expect(readSafetensors(path.join(run, 'model.pth'))).rejects.toThrow(/it is a zip archive: PyTorch's torch\.save format \(\.pt, \.pth\)\? Save a state dict with safetensors\.torch\.save_file\)$/);
     } finally {
       fs.rmSync(run, { recursive: true, force: true });
     }

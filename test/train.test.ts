@@ -388,7 +388,7 @@ describe('Trainer', () => {
     // A trained model's file says the size of the views it was trained on: evaluate at it.
     expect((await PirlModel.load(file)).imageSize).toBe(16);
     expect((await PirlModel.create(tiny.config.model)).imageSize).toBeNull();
-    await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint/);
+    await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/not a pirl training checkpoint \(no "pirl-checkpoint" metadata\): it is a trained model \(a run's model\.safetensors\), which holds no optimizer state or memory bank to go on from$/);
   });
 
   test('a stop() asked before fit (a Ctrl-C during the setup) is kept: that fit stops after its first step', async () => {

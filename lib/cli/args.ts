@@ -14,6 +14,7 @@ import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
 import { setNumThreads } from '../runtime';
+import { disposeAll } from '../tensor';
 import { Progress } from './progress';
 
 /** A command-line mistake: `pirl` prints it with the usage and exits 2. */
@@ -70,7 +71,7 @@ function parseError(message: string, known: readonly string[]): string {
 const HABITS: Readonly<Record<string, string>> = {
   'batch-size': 'batch', batch_size: 'batch', batchsize: 'batch', bs: 'batch', output: 'out', 'output-dir': 'out', output_dir: 'out', outdir: 'out',
   'learning-rate': 'lr', learning_rate: 'lr', 'image-size': 'size', image_size: 'size', 'img-size': 'size',
-  cuda: 'device cuda', gpu: 'device cuda',
+  cuda: 'device cuda', gpu: 'device cuda', o: 'out',
 };
 
 // The known flag nearest to `given`: another tool's name for it, or a typo (two edits at most, one in a short name; or a prefix of one), if one is.
@@ -316,15 +317,22 @@ async function checkReplaceable(file: string, exists: boolean, inputs: string[],
   if (held && !force) throw new UsageError(`--out ${file} holds ${held}: --force replaces it`);
 }
 
-/** A file's SHA-256 (hex): which model made a features file. Read in pieces: a checkpoint passes 2 GiB, a Buffer's most. */
-export async function fileDigest(file: string): Promise<string> {
-  const handle = await openRegular(file, () => new Error(`${file}: not a regular file`));
+/**
+ * The SHA-256 (hex) of a model's weights and buffers (names, dtypes, shapes, bytes): which model made a features file.
+ * Of the weights, not of a file: a run's checkpoint and its model file are one model (a file's digest told them apart).
+ */
+export async function weightsDigest(model: PirlModel): Promise<string> {
+  const tensors = await model.stateDict('all');
   try {
     const hash = createHash('sha256');
-    for await (const piece of handle.createReadStream({ autoClose: false })) hash.update(piece as Buffer);
+    for (const name of [...tensors.keys()].sort()) {
+      const t = tensors.get(name)!;
+      const data = t.data();
+      hash.update(`${name}\0${t.dtype}\0${t.shape.join(',')}\0`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
     return hash.digest('hex');
   } finally {
-    await handle.close();
+    disposeAll(tensors.values());
   }
 }
 

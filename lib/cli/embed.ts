@@ -6,7 +6,7 @@ import { ImageFolder, relativeTo } from '../data/imageFolder';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, applyRunFlags, asFlags, fileDigest, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize } from './args';
+import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, weightsDigest } from './args';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
@@ -23,7 +23,7 @@ export async function embed(args: string[]): Promise<void> {
   const flags = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
-  const modelDigest = await fileDigest(positionals[0]); // of the model loaded, not of what the file holds once the work is done
+  const modelDigest = await weightsDigest(model); // of the model loaded, not of what the file holds once the work is done
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => featureOptionsFor(model, flags));
   warnOfSize(model, options.size);
   const data = await openData(positionals[1], Math.max(options.size, 8), values);
@@ -38,7 +38,7 @@ export async function embed(args: string[]): Promise<void> {
     files = indices.map((i) => `${positionals[1]}/train/${i}`);
   }
   await writeSafetensors(out, [['features', features]], {
-    files: JSON.stringify(files), layer: options.layer, size: String(options.size), 'model-sha256': modelDigest,
+    files: JSON.stringify(files), layer: options.layer, size: String(options.size), 'model-weights-sha256': modelDigest,
     ...(data instanceof ImageFolder ? { dir: path.resolve(positionals[1]) } : {}),
   });
   const unreadable = imagesFound(data) - files.length; // a cache left some out of the data set, the passes the others

@@ -11,7 +11,7 @@ import { checkInteger, checkOneOf } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, checkFlag, fileDigest, maxPixelsOption, parseFlags, warnOfSize } from './args';
+import { UsageError, applyRunFlags, checkFlag, maxPixelsOption, parseFlags, warnOfSize, weightsDigest } from './args';
 import { Progress } from './progress';
 
 export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--max-pixels N] [--device cpu|cuda] [--threads N]
@@ -35,7 +35,8 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   }
   if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
   if (features.shape[0] === 0) throw new Error(`${file}: its 'features' hold no row (an embed of no image): nothing to search`);
-  if (metadata['model-sha256'] !== undefined && metadata['model-sha256'] !== (await fileDigest(modelFile))) {
+  // (Files of pirl before 0.1's weights digest held their model file's, which no longer tells: their width is checked below.)
+  if (metadata['model-weights-sha256'] !== undefined && metadata['model-weights-sha256'] !== (await weightsDigest(model))) {
     throw new UsageError(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
   const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);

@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
-import { ARCHS, DEFAULT_PRESET, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import { ARCHS, DEFAULT_PRESET, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, isArgumentError } from '../errors';
@@ -53,6 +53,9 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --sync-batch-norm (data-parallel: BatchNorm over all ranks' batches, so N ranks train as one process with N×--batch)
         --cuda-graphs / --no-cuda-graphs (CUDA: each step one replay of a captured graph; on by default for one process
           unless --mode nce --z ema; with --resume too, not saved in the run)`;
+
+// Images per second as read: below 10 with a decimal (a paper-preset step on one thread read "0 img/s").
+const rate = (perSecond: number): string => perSecond.toFixed(perSecond < 10 ? 1 : 0);
 
 function folderSizeText(c: ResolvedTrainConfig): string {
   return `${folderSize({}, c.sampler, '')} for the small preset`;
@@ -158,6 +161,9 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
   const keyOf = (flag: string) => settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0];
   const changed = given.filter((flag) => differs(keyOf(flag))).map((flag): { flag: string; run?: string } => {
     const run = at(saved, keyOf(flag));
+    // The sampler by the preset it is, if it is one ("--preset cannot change it" said nothing of the run's).
+    const preset = keyOf(flag) === 'sampler' ? PRESET_NAMES.find((name) => isDeepStrictEqual({ ...PRESETS[name] }, saved.sampler)) : undefined;
+    if (preset !== undefined) return { flag, run: preset };
     return run === null || run === undefined || typeof run === 'object' ? { flag } : { flag, run: String(run) };
   });
   // What the file sets, and only that: the rest is the run's, whatever its defaults were.
@@ -315,7 +321,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   if (values.resume || (auto && earlier.includes('checkpoint.safetensors'))) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
     if (!earlier.includes('checkpoint.safetensors')) {
-      if (!(await fs.stat(out).catch(() => null))) throw new UsageError(`--resume: ${out} does not exist: there is no run there to continue (without --resume a run starts)`);
+      if (!(await fs.stat(out).catch(() => null))) {
+        throw new UsageError(`--resume: ${out}${values.out === undefined ? ' (the default --out)' : ''} does not exist: there is no run there to continue (without --resume a run starts)`);
+      }
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
     if (main) await lockRun(out);
@@ -431,12 +439,12 @@ export async function train(args: string[]): Promise<number | void> {
         lossCurve.push([l.step, l.loss]);
         lastLoss = l.loss;
         const eta = ((Date.now() - started) / 1000 / (l.step - firstStep)) * (total - l.step);
-        progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} step ${l.step}/${total} loss ${l.loss.toFixed(4)} lr ${l.lr.toExponential(2)} ${l.imagesPerSecond.toFixed(0)} img/s ETA ${formatDuration(eta)}`, false);
+        progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} step ${l.step}/${total} loss ${l.loss.toFixed(4)} lr ${l.lr.toExponential(2)} ${rate(l.imagesPerSecond)} img/s ETA ${formatDuration(eta)}`, false);
         await log.batch(l);
       },
       onEpochEnd: async (l) => {
         const knn = knnEvery && (l.epoch + 1) % knnEvery === 0 ? await scoreKnn(l.epoch) : undefined;
-        progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${l.imagesPerSecond.toFixed(0)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
+        progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${rate(l.imagesPerSecond)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });
         epochEnds.push(trainer.progress.step);
         await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds);
@@ -460,7 +468,7 @@ export async function train(args: string[]): Promise<number | void> {
   const unreadable = unreadableOf(data).length;
   const cached = data instanceof ImageFolder && data.leftOut > 0;
   if (unreadable > 0) {
-    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and were left out` +
+    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and ${unreadable === 1 ? 'was' : 'were'} left out` +
       (cached ? ' of the data set' : ' of their batches (--cache FILE leaves them out of the data set: every batch full)'));
   }
   // What is there: a run stopped before its first step logged none, nor checkpointed.

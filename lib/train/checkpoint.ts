@@ -56,7 +56,10 @@ export function checkpointRunOf(file: string, metadata: Record<string, string>, 
 /** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
 export function checkpointMeta(file: string, metadata: Record<string, string>, device: Device | undefined): CheckpointMeta {
   const meta = jsonMetadata(file, metadata, 'pirl-checkpoint');
-  if (meta === undefined) throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)`);
+  if (meta === undefined) {
+    const model = metadata.pirl !== undefined ? ": it is a trained model (a run's model.safetensors), which holds no optimizer state or memory bank to go on from" : '';
+    throw new TypeError(`${file}: not a pirl training checkpoint (no "pirl-checkpoint" metadata)${model}`);
+  }
   const field = metadataField(file, 'pirl-checkpoint');
   checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data', 'threads']);
   if (![1, 2, 3, 4, 5, CHECKPOINT_FORMAT].includes(meta.format as number)) {
