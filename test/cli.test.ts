@@ -475,6 +475,13 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--batch-size', '8'], /^pirl: unknown flag --batch-size \(did you mean --batch\?\)\n/);
     usage(['train', data, '--cuda'], /^pirl: unknown flag --cuda \(did you mean --device cuda\?\)\n/);
     usage(['train', data, '-o', 'run'], /^pirl: unknown flag -o \(did you mean --out\?\)\n/);
+    // A folder of text named .jpg: each file's warning, then the failure that points to them (it came first).
+    const texts = path.join(dir, 'texts');
+    fs.mkdirSync(texts, { recursive: true });
+    for (const name of ['a.jpg', 'b.jpg']) fs.writeFileSync(path.join(texts, name), 'not an image');
+    const undecodable = spawnSync(process.execPath, [cli, 'train', texts, '--out', path.join(dir, 'texts-run'), ...small], { encoding: 'utf8' });
+    expect(undecodable.status).toBe(1);
+    expect(undecodable.stderr.indexOf('could be decoded (see the warnings)')).toBeGreaterThan(undecodable.stderr.lastIndexOf('b.jpg: not an image'));
     usage(['train', data, '--tau', 'Infinity'], /--tau must be a positive number, got 'Infinity'/);
     // --knn-every on unlabeled data is refused before the bank's pass over the data, and before --out is made.
     const flat = path.join(dir, 'flat');

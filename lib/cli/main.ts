@@ -87,6 +87,9 @@ async function main(argv: string[]): Promise<number> {
     initRuntime();
     return (await VERBS[command](args)) ?? 0;
   } catch (err) {
+    // Warnings emitted before the failure (process.emitWarning: on the next tick) are printed first: an error that
+    // says "see the warnings" came above them.
+    await new Promise((resolve) => setImmediate(resolve));
     // Flag mistakes (UsageError, or a library check of a value a flag gave) exit 2, saying where the usage is: printed
     // whole, it pushed the message off the screen.
     const usage = err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'));
