@@ -58,8 +58,10 @@ describe('pirl train / eval / embed / export', () => {
     // --resume continues from the checkpoint: this run had finished, so it adds no step, and drops what came after it.
     // The command that started the run, with --resume, continues it (its flags restate the run's settings).
     fs.rmSync(path.join(out, 'curves.png'));
-    expect(run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small, '--resume']))
-      .toContain(`the run in ${out} was already complete (2 epochs): nothing to train`);
+    const complete = run(['train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small, '--resume']);
+    expect(complete).toContain(`the run in ${out} was already complete (2 epochs): nothing to train`);
+    // Its model, the metrics it scored and the curves: not the checkpoint, which took no step.
+    expect(complete).toContain(`wrote ${path.join(out, 'model.safetensors')}, ${jsonl}, ${path.join(out, 'curves.png')}\n`);
     expect(fs.existsSync(path.join(out, 'curves.png'))).toBe(true); // drawn from the metrics the run logged
     const after = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(after.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4]);

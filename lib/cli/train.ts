@@ -402,7 +402,7 @@ export async function train(args: string[]): Promise<number | void> {
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
   let total = 0, taken = 0; // steps taken by this process (a batch of unreadable images only is skipped)
-  let lastLoss = NaN, lastKnn: number | undefined;
+  let lastLoss = NaN, lastKnn: number | undefined, rescored = false;
   // Epoch `epoch`'s kNN (undefined where a stop asked meanwhile ended the pass at its batch: the checkpoint is written
   // at once, not after it).
   const scoreKnn = async (epoch: number): Promise<number | undefined> => {
@@ -427,6 +427,7 @@ export async function train(args: string[]): Promise<number | void> {
     if (knn !== undefined) {
       progress.update(`epoch ${resumedAt}: kNN top-1 ${(knn * 100).toFixed(2)}% (left unscored by the stop before this resume)`, true);
       await log.scoreEpoch(resumedAt - 1, knn);
+      rescored = true;
     }
   }
   await trainer.fit({
@@ -471,8 +472,10 @@ export async function train(args: string[]): Promise<number | void> {
     console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and ${unreadable === 1 ? 'was' : 'were'} left out` +
       (cached ? ' of the data set' : ' of their batches (--cache FILE leaves them out of the data set: every batch full)'));
   }
-  // What is there: a run stopped before its first step logged none, nor checkpointed.
-  const written = [path.join(out, 'model.safetensors'), checkpoint, log.jsonl, log.csv, path.join(out, 'curves.png')];
+  // What is there: a run stopped before its first step logged none, nor checkpointed; one that took no step (resumed
+  // complete) wrote its model and curves only.
+  const written = [path.join(out, 'model.safetensors'), ...(steps > 0 ? [checkpoint] : []), ...(steps > 0 || rescored ? [log.jsonl] : []),
+    ...(steps > 0 ? [log.csv] : []), path.join(out, 'curves.png')];
   const present = await Promise.all(written.map((f) => fs.access(f).then(() => f, () => null)));
   console.log(`wrote ${present.filter((f) => f !== null).join(', ')}`);
   const code = signals.code();
