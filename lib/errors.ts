@@ -61,10 +61,35 @@ export function rangeError(arg: string, expected: string, received: unknown): Ra
   return argumentError((m) => new RangeError(m), arg, expected, received);
 }
 
-/** `arg.key` is not an option of `arg`: a TypeError listing the options there are. */
+/** `arg.key` is not an option of `arg`: a TypeError listing the options there are, and the one likely meant. */
 export function unknownOptionError(arg: string, key: string, known: readonly string[]): TypeError & ArgumentErrorInfo {
   const expected = `one of the options ${known.join(', ')}`;
-  return Object.assign(new TypeError(`${arg}.${key} is not an option; ${arg} takes ${known.join(', ')}`), { argument: `${arg}.${key}`, expected, received: key });
+  const near = nearest(key, known);
+  return Object.assign(new TypeError(`${arg}.${key} is not an option; ${arg} takes ${known.join(', ')}${near === null ? '' : ` (did you mean ${near}?)`}`),
+    { argument: `${arg}.${key}`, expected, received: key });
+}
+
+/**
+ * The name of `known` that `given` likely misspells (case aside: two edits at most, one in a short name), or null.
+ * Options and the CLI's flags share it.
+ */
+export function nearest(given: string, known: readonly string[]): string | null {
+  let best: string | null = null, bestDistance = Infinity;
+  for (const name of known) {
+    const d = editDistance(given.toLowerCase(), name.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return bestDistance <= (given.length <= 3 ? 1 : 2) ? best : null;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length];
 }
 
 export function isArgumentError(err: unknown): err is Error & ArgumentErrorInfo {

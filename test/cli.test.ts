@@ -538,6 +538,8 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--config', list], /--config .*list\.json\.loss\.tua is not an option; .*list\.json\.loss takes lambda, tau/);
     fs.writeFileSync(list, '{"lr": 0.1}');
     usage(['train', data, '--config', list], /--config .*list\.json\.lr is not an option; .*list\.json takes recipe, .* \(--lr sets baseLr\)$/m);
+    fs.writeFileSync(list, '{"wdith": 0.5}'); // a model option given at the top: the path meant
+    usage(['train', data, '--config', list], /--config .*list\.json\.wdith is not an option; .*list\.json takes recipe, .* \(did you mean model\.width\?\)$/m);
     usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'e.safetensors'), '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
     usage(['train', data, '--layout', 'tree'], /--layout must be one of 'auto', 'flat', 'classes', got 'tree'/);

@@ -52,7 +52,7 @@ describe('resolveX: one owner of every default and allowed value', () => {
   });
 
   test('an unknown or misspelt option is an error, not ignored', () => {
-    expect(() => resolveModelOptions({ widht: 2 } as PirlModelOptions)).toThrow(/^options.widht is not an option; options takes arch, stem, width, embeddingDim, channelsLast, patchRunningStats, seed$/);
+    expect(() => resolveModelOptions({ widht: 2 } as PirlModelOptions)).toThrow(/^options.widht is not an option; options takes arch, stem, width, embeddingDim, channelsLast, patchRunningStats, seed \(did you mean width\?\)$/);
     expect(() => resolveTrainConfig({ model: { device: 'cpu' } } as TrainConfig)).toThrow(/^config.model.device is not an option; config.model takes arch, /);
     expect(() => resolveTrainConfig([1, 2, 3] as never)).toThrow(/config must be an object, got \[1, 2, 3\]/);
     // The resolvers take the option types: a misspelt option or a bank without its size does not compile.

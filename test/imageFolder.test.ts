@@ -605,7 +605,7 @@ describe('ImageFolder', () => {
   test('a misspelt option is an error naming the options there are, not ignored', async () => {
     const dir = tmpDir('pirl-data-');
     await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
-    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, cache, maxPixels, onCacheProgress, onWarning$/);
+    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, cache, maxPixels, onCacheProgress, onWarning \(did you mean size\?\)$/);
     await expect(ImageFolder.open(dir, 'big' as never)).rejects.toThrow(/options must be an object, got "big"/);
     await expect(ImageFolder.open(dir, { onWarning: 'log' as never })).rejects.toThrow(/options\.onWarning must be a function, got "log"/);
     await expect(ImageFolder.open(dir, { cache: 3 as never })).rejects.toThrow(/options\.cache must be a file path, got 3/);

@@ -222,7 +222,7 @@ describe('Loader', () => {
   });
 
   test('a misspelt option is an error naming the options there are', () => {
-    expect(() => new Loader(ds, { batchsize: 4 } as never)).toThrow(/^options\.batchsize is not an option; options takes batchSize, shuffle, dropLast, .*, shard$/);
+    expect(() => new Loader(ds, { batchsize: 4 } as never)).toThrow(/^options\.batchsize is not an option; options takes batchSize, shuffle, dropLast, .*, shard \(did you mean batchSize\?\)$/);
     expect(() => new Loader(ds, { batchSize: 4, shard: { rank: 0, count: 1, ranks: 2 } as never })).toThrow(/options\.shard\.ranks is not an option; options\.shard takes rank, count/);
     expect(() => new Loader(ds, null as never)).toThrow(/options must be an object, got null/);
   });

@@ -244,13 +244,13 @@ describe('PirlModel', () => {
   });
 
   test('a misspelt option is an error naming the options there are, not ignored', async () => {
-    await expect(PirlModel.create({ arch: 'resnet18' }, { devise: 'cuda' } as never)).rejects.toThrow(/^placement\.devise is not an option; placement takes device$/);
+    await expect(PirlModel.create({ arch: 'resnet18' }, { devise: 'cuda' } as never)).rejects.toThrow(/^placement\.devise is not an option; placement takes device \(did you mean device\?\)$/);
     await expect(PirlModel.create({ arch: 'resnet18' }, null as never)).rejects.toThrow(/placement must be an object, got null/);
     // Refused before the file is read: a missing one is not the error.
-    await expect(PirlModel.load('/nonexistent/model.safetensors', { devise: 'cuda' } as never)).rejects.toThrow(/^placement\.devise is not an option; placement takes device$/);
-    await expect(model.embed(rand([1, 3, 32, 32]), { layr: 'f' } as never)).rejects.toThrow(/^options\.layr is not an option; options takes layer, batchSize$/);
+    await expect(PirlModel.load('/nonexistent/model.safetensors', { devise: 'cuda' } as never)).rejects.toThrow(/^placement\.devise is not an option; placement takes device \(did you mean device\?\)$/);
+    await expect(model.embed(rand([1, 3, 32, 32]), { layr: 'f' } as never)).rejects.toThrow(/^options\.layr is not an option; options takes layer, batchSize \(did you mean layer\?\)$/);
     // embed's images are given: the feature option size does not apply to it.
     await expect(model.embed(rand([1, 3, 32, 32]), { size: 32 } as never)).rejects.toThrow(/options\.size is not an option; options takes layer, batchSize/);
-    await expect(model.loadStateDict(await model.stateDict(), { scpoe: 'trunk' } as never)).rejects.toThrow(/^options\.scpoe is not an option; options takes scope, strict$/);
+    await expect(model.loadStateDict(await model.stateDict(), { scpoe: 'trunk' } as never)).rejects.toThrow(/^options\.scpoe is not an option; options takes scope, strict \(did you mean scope\?\)$/);
   });
 });

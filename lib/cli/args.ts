@@ -9,7 +9,7 @@ import { parseArgs } from 'util';
 import { MAX_IMAGE_SIDE, folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles } from '../data/imageFolder';
-import { checkInteger, checkObject, checkOneOf, isArgumentError } from '../errors';
+import { checkInteger, checkObject, checkOneOf, isArgumentError, nearest } from '../errors';
 import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
@@ -74,26 +74,12 @@ const HABITS: Readonly<Record<string, string>> = {
   cuda: 'device cuda', gpu: 'device cuda', o: 'out',
 };
 
-// The known flag nearest to `given`: another tool's name for it, or a typo (two edits at most, one in a short name; or a prefix of one), if one is.
+// The known flag nearest to `given`: another tool's name for it, a prefix of one, or a typo (nearest), if one is.
 function closest(given: string, known: readonly string[]): string | null {
   const habit = HABITS[given];
   if (habit !== undefined && known.includes(habit.split(' ')[0])) return habit;
-  let best: string | null = null, bestDistance = Infinity;
-  for (const flag of known) {
-    const d = flag.startsWith(given) && given.length >= 3 ? 1 : editDistance(given, flag);
-    if (d < bestDistance) [best, bestDistance] = [flag, d];
-  }
-  return bestDistance <= (given.length <= 3 ? 1 : 2) ? best : null;
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    previous = row;
-  }
-  return previous[b.length];
+  const prefixed = given.length >= 3 ? known.find((flag) => flag.startsWith(given)) : undefined;
+  return prefixed ?? nearest(given, known);
 }
 
 /** A flag's text as the value a check expects: a number when it reads as one, else the text itself. */

@@ -8,7 +8,7 @@ import { isDeepStrictEqual } from 'util';
 import { ARCHS, DEFAULT_PRESET, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
-import { checkInteger, isArgumentError } from '../errors';
+import { checkInteger, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { takeLock } from '../lockFile';
 import { readSafetensorsMetadata } from '../safetensors';
@@ -84,7 +84,11 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
     // A flag's name where the API's is meant ("lr" for baseLr): said.
     const key = err.argument.slice(file.length + 1);
     const flag = Object.hasOwn(CONFIG_FLAGS, key) && CONFIG_FLAGS[key] !== key && err.received === key ? ` (--${key} sets ${CONFIG_FLAGS[key]})` : '';
-    throw new UsageError(`--config ${err.message}${flag}`);
+    // A nested option given at the top ("wdith" for model.width): the path meant, where no top-level name was near.
+    const paths = Object.values(CONFIG_FLAGS).filter((p) => p.includes('.'));
+    const leaf = flag === '' && err.received === key && !err.message.includes('(did you mean') ? nearest(key, paths.map((p) => p.slice(p.lastIndexOf('.') + 1))) : null;
+    const nested = leaf === null ? '' : ` (did you mean ${paths.find((p) => p.endsWith(`.${leaf}`))}?)`;
+    throw new UsageError(`--config ${err.message}${flag}${nested}`);
   }
   return fromFile;
 }
