@@ -31,6 +31,7 @@ describe('pirl train / eval / embed / export', () => {
     const first = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '2', '--knn-every', '1', '--bank-init', 'features', ...small], { encoding: 'utf8' });
     expect(first.status).toBe(0);
     expect(first.stderr).toContain('memory bank from features: 20/20 images'); // the work before the first step, shown
+    expect(first.stderr).toContain('epoch 1/2 step 1/4: under way'); // said before the first step's time
     const summary = first.stdout;
     expect(summary).toMatch(/trained 4 step\(s\) in .*, to step 4 of 4; last loss \d+\.\d{4}; kNN top-1 \d+\.\d\d%/);
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
@@ -541,6 +542,7 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(list, '{"wdith": 0.5}'); // a model option given at the top: the path meant
     usage(['train', data, '--config', list], /--config .*list\.json\.wdith is not an option; .*list\.json takes recipe, .* \(did you mean model\.width\?\)$/m);
     usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
+    usage(['eval', path.join(out, 'model.safetensors'), '--test', data], /^pirl: --test .* must be a data set of --data fashion-mnist's classes.* \(no --data was given: fashion-mnist's train set votes; --data names the set that votes\)$/m);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'e.safetensors'), '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
     usage(['train', data, '--layout', 'tree'], /--layout must be one of 'auto', 'flat', 'classes', got 'tree'/);
     usage(['train', data, '--stem', 'imagenet', '--batch', '8', '--out', path.join(dir, 'stem')], /--stem imagenet: config.sampler.patchSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 9/);

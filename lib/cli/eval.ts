@@ -37,7 +37,8 @@ export async function evaluate(args: string[]): Promise<void> {
     // The library names the sets 'train' and 'test': here they are what --data and --test gave.
     if (isArgumentError(err) && (err.argument === 'train' || err.argument === 'test')) {
       const expected = err.expected.replace("train's classes", `--data ${spec}'s classes`);
-      throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${expected}, got ${describe(err.received)}`);
+      const defaulted = values.data === undefined ? ' (no --data was given: fashion-mnist\'s train set votes; --data names the set that votes)' : '';
+      throw new UsageError(`${err.argument === 'train' ? `--data ${spec}` : testSpec} must be ${expected}, got ${describe(err.received)}${defaulted}`);
     }
     throw err;
   });

@@ -438,7 +438,11 @@ export async function train(args: string[]): Promise<number | void> {
     checkpoint,
     checkpointEvery,
     callbacks: {
-      onTrainBegin: (i) => void (total = i.epochs * i.stepsPerEpoch),
+      onTrainBegin: (i) => {
+        total = i.epochs * i.stepsPerEpoch;
+        // Said at once: a paper-preset step on one thread took 40 s, silent after the bank's pass.
+        if (firstStep < total) progress.update(`epoch ${trainer.progress.epoch + 1}/${i.epochs} step ${firstStep + 1}/${total}: under way`, false);
+      },
       onBatchEnd: async (l) => {
         taken++;
         lossCurve.push([l.step, l.loss]);
