@@ -113,6 +113,15 @@ describe('checkpoint metadata fuzz', () => {
     const { tensors: unused } = await refused.mock.results[0].value as { tensors: Map<string, Tensor> };
     refused.mockRestore();
     expect([...unused].filter(([, t]) => !t.disposed).map(([name]) => name)).toEqual([]);
+    // Refused once its model is built (a generator state of another size): the model is let go too.
+    const { tensors: held, metadata } = await readSafetensors(file);
+    const broken = path.join(tmpDir(), 'broken.ckpt');
+    await writeSafetensors(broken, new Map([...held].map(([name, t]) => [name, name === 'bank.generator' ? Tensor.zeros([4], { dtype: 'uint8' }) : t])), metadata);
+    const create = jest.spyOn(PirlModel, 'create');
+    await expect(Trainer.resume(broken, tiny.dataset())).rejects.toThrow(/broken\.ckpt: generatorState must be the \d+ bytes/);
+    const built = await create.mock.results[0].value as PirlModel;
+    create.mockRestore();
+    expect(built.disposed).toBe(true);
   });
 
   test('a checkpoint whose text is not JSON, of another format, or at an impossible position is refused', async () => {

@@ -253,12 +253,12 @@ describe('evaluation', () => {
       // Disposed while the images are still being decoded, then between batches of 2.
       const pending = embedImages(model, files, { batchSize: 2 });
       const pendingFolder = embedImages(model, dir, { batchSize: 2 }); // its first await (a stat of the path) came before it took the model
+      model.dispose();
       const labelled = new ArrayDataset(new Uint8Array(6 * 16 * 16 * 3).map((_, i) => (i * 7) % 251), [6, 16, 16, 3], { labels: Int32Array.from([0, 1, 0, 1, 0, 1]) });
       const other = await make();
       const width = other.featureDim;
       const knn = knnAccuracy(other, labelled, labelled, { k: 1, batchSize: 2 });
       const passes = datasetFeatures(other, labelled, { batchSize: 2 }, (done) => { if (done === 2) other.dispose(); });
-      model.dispose();
       expect([...(await pending).features.data()]).toEqual([...expected.features.data()]);
       expect([...(await pendingFolder).features.data()]).toEqual([...expected.features.data()]);
       expect((await passes).features.shape).toEqual([6, width]);

@@ -185,7 +185,7 @@ test('views of memory already reported (bank rows, a tensor moved where it is, a
   const counts = majorCollections(`
     const B = 16, K = 256, N = 200000; // a bank of 102 MB
     const bank = await pirl.MemoryBank.create({ size: N, dim: 128 });
-    const x = pirl.Tensor.from(new Float32Array(B * 128).fill(0.05), [B, 128]);
+    const x = pirl.Tensor.from(new Float32Array(B * 128).fill(1 / Math.sqrt(128)), [B, 128]); // unit rows, as nceLoss asks
     const positives = pirl.Tensor.from(BigInt64Array.from({ length: B }, (_, i) => BigInt(i)));
     const negatives = await bank.sampleNegatives(B, K);
     const big = pirl.Tensor.zeros([N * 128]);

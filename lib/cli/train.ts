@@ -406,7 +406,12 @@ export async function train(args: string[]): Promise<number | void> {
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
   let total = 0, taken = 0; // steps taken by this process (a batch of unreadable images only is skipped)
-  let lastLoss = NaN, lastKnn: number | undefined, rescored = false;
+  let lastLoss = NaN, lastKnn: number | undefined;
+  // Which of the run's files this command writes: those whose time changes (a resume that takes no step, or only
+  // ends an epoch, writes some).
+  const modified = async (file: string) => (await fs.stat(file).catch(() => null))?.mtimeMs ?? null;
+  const updated = [checkpoint, log.jsonl, log.csv];
+  const before = await Promise.all(updated.map(modified));
   // Epoch `epoch`'s kNN (undefined where a stop asked meanwhile ended the pass at its batch: the checkpoint is written
   // at once, not after it).
   const scoreKnn = async (epoch: number): Promise<number | undefined> => {
@@ -431,7 +436,6 @@ export async function train(args: string[]): Promise<number | void> {
     if (knn !== undefined) {
       progress.update(`epoch ${resumedAt}: kNN top-1 ${(knn * 100).toFixed(2)}% (left unscored by the stop before this resume)`, true);
       await log.scoreEpoch(resumedAt - 1, knn);
-      rescored = true;
     }
   }
   await trainer.fit({
@@ -441,7 +445,7 @@ export async function train(args: string[]): Promise<number | void> {
       onTrainBegin: (i) => {
         total = i.epochs * i.stepsPerEpoch;
         // Said at once: a paper-preset step on one thread took 40 s, silent after the bank's pass.
-        if (firstStep < total) progress.update(`epoch ${trainer.progress.epoch + 1}/${i.epochs} step ${firstStep + 1}/${total}: under way`, false);
+        if (firstStep < total) progress.update(`epoch ${Math.floor(firstStep / i.stepsPerEpoch) + 1}/${i.epochs} step ${firstStep + 1}/${total}: under way`, false);
       },
       onBatchEnd: async (l) => {
         taken++;
@@ -480,12 +484,13 @@ export async function train(args: string[]): Promise<number | void> {
     console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and ${unreadable === 1 ? 'was' : 'were'} left out` +
       (cached ? ' of the data set' : ' of their batches (--cache FILE leaves them out of the data set: every batch full)'));
   }
-  // What is there: a run stopped before its first step logged none, nor checkpointed; one that took no step (resumed
-  // complete) wrote its model and curves only.
-  const written = [path.join(out, 'model.safetensors'), ...(steps > 0 ? [checkpoint] : []), ...(steps > 0 || rescored ? [log.jsonl] : []),
-    ...(steps > 0 ? [log.csv] : []), path.join(out, 'curves.png')];
-  const present = await Promise.all(written.map((f) => fs.access(f).then(() => f, () => null)));
-  console.log(`wrote ${present.filter((f) => f !== null).join(', ')}`);
+  // What this command wrote: its model and curves, and of the run's other files those it changed (a run stopped before
+  // its first step logged none, nor checkpointed; one resumed complete, neither).
+  const after = await Promise.all(updated.map(modified));
+  const changed = updated.filter((_, i) => after[i] !== null && after[i] !== before[i]);
+  const curves = path.join(out, 'curves.png');
+  const drawn = await fs.access(curves).then(() => [curves], () => []); // none of a run that logged nothing
+  console.log(`wrote ${[path.join(out, 'model.safetensors'), ...changed, ...drawn].join(', ')}`);
   const code = signals.code();
   if (code !== undefined) console.log(`interrupted: continue with ${resumeCommand(args, distributed)}`);
   return code;

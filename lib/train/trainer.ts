@@ -586,17 +586,21 @@ export class Trainer {
         checkTensorsFitOptions(file, modelTensors, c.model);
         // What the native state refuses (a tensor of the wrong width, a generator state that is none) is the file's.
         const fromFile = (err: Error) => (err.message.startsWith(file) ? err : errorFrom(`${file}: ${err.message}`, err));
+        let model: PirlModel | null = null, bank: MemoryBank | null = null, trainer: Trainer | null = null;
         try {
-          const model = await PirlModel.create(c.model, { device: place.device });
+          model = await PirlModel.create(c.model, { device: place.device });
           await model.loadStateDict(modelTensors);
-          const bank = await MemoryBank.restore({ rows, generator }, { device: place.device });
-          const trainer = new Trainer(model, bank, loader, c, place, data);
+          bank = await MemoryBank.restore({ rows, generator }, { device: place.device });
+          trainer = new Trainer(model, bank, loader, c, place, data);
           const names = [...momentum.keys()];
-          await nativeCall(() => trainer.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));
+          await nativeCall(() => trainer!.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));
           trainer.position = meta.position;
           trainer.epochSoFar = meta.epochSoFar;
           return trainer;
         } catch (err) {
+          // What was built for the run is let go now, not at a collection (a model holds its thread, a bank gigabytes).
+          await trainer?.dispose();
+          for (const built of [model, bank]) built?.dispose();
           throw err instanceof Error ? fromFile(err) : err;
         }
       } finally {

@@ -70,16 +70,15 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   TORCH_CHECK_VALUE(indices.dim() == 1, "indices must be one-dimensional, got ", indices.sizes());
   TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
                     indices.size(0), "×", dim(), ", got ", fHat.sizes());
+  TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
   // The training step checked its gradients (and so f) before it updates; other callers are checked here.
   if (check == IndexCheck::Check && indices.size(0) > 0) {
     DeviceNumbers numbers;
     const size_t range = addRowRange(numbers, indices, "indices"), rows = addUnitRowChecks(numbers, fHat);
     numbers.read();
     checkRowRange(numbers, range, indices, "indices", size());
-    // Unit rows, as f̂ is: a zero row with momentum 0 left a bank row of zeros.
-    checkUnitRows(numbers, rows, "fHat", "");
+    checkUnitRows(numbers, rows, "fHat", "", "f̂ as PIRL makes it: a zero row with momentum 0 left a bank row of zeros");
   }
-  TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
   const int64_t B = indices.size(0);
   if (B == 0) return;
   const at::Tensor idx = indices.to(rows_.device());

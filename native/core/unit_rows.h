@@ -16,18 +16,20 @@ inline at::Tensor unitRows(const at::Tensor& x) { return x / x.norm(2, 1, true).
 // from 1, that norm (s(a, b) is the cosine only for unit rows, as the bank's are: rows of another length gave another
 // loss, or a bank row of another length, silently).
 inline size_t addUnitRowChecks(DeviceNumbers& numbers, const at::Tensor& x) {
-  const at::Tensor norms = x.detach().to(at::kDouble).norm(2, {1});
+  // Summed in double without a double copy of x (a bank update of 200,000 rows made a 205 MB one).
+  const at::Tensor norms = at::linalg_vector_norm(x.detach(), 2, at::IntArrayRef{1}, false, at::kDouble);
   const at::Tensor row = (norms - 1).abs().argmax().reshape({1});
   return numbers.add(at::cat({at::isfinite(x).all().to(at::kDouble).reshape({1}), row.to(at::kDouble), norms.index_select(0, row)}));
 }
 
-// After numbers.read(): x (named `name`) finite (`finiteWhy` says why it matters there) and of unit rows.
-inline void checkUnitRows(const DeviceNumbers& numbers, size_t slot, const char* name, const char* finiteWhy) {
+// After numbers.read(): x (named `name`) finite (`finiteWhy` says why it matters there) and of unit rows (`unitWhy`).
+inline void checkUnitRows(const DeviceNumbers& numbers, size_t slot, const char* name, const char* finiteWhy,
+                          const char* unitWhy = "PIRL's scores are cosines with the bank's unit rows") {
   TORCH_CHECK_VALUE(numbers.real(slot) != 0, name, " must be finite", finiteWhy);
   const double norm = numbers.real(slot + 2);
   TORCH_CHECK_VALUE(std::abs(norm - 1) <= 1e-2,  // a unit row rounded through bfloat16 is off by ~4e-3
-                    name, " must hold L2-normalised rows (PIRL's scores are cosines with the bank's unit rows): row ",
-                    static_cast<int64_t>(numbers.real(slot + 1)), " has norm ", norm, "; divide each row by its norm first");
+                    name, " must hold L2-normalised rows (", unitWhy, "): row ", static_cast<int64_t>(numbers.real(slot + 1)),
+                    " has norm ", norm, "; divide each row by its norm first");
 }
 
 }  // namespace pirl

@@ -105,9 +105,12 @@ TEST(MemoryBank, BadIndicesAreRangeErrorsNeverReads) {
   pirl::MemoryBank bank(10, 4, 1);
   EXPECT_THROW(bank.get(at::tensor({0, 10}, at::kLong)), c10::IndexError);
   EXPECT_THROW(bank.get(at::tensor({-1}, at::kLong)), c10::IndexError);
-  EXPECT_THROW(bank.update(at::tensor({11}, at::kLong), at::randn({1, 4}), 0.5, pirl::IndexCheck::Check), c10::IndexError);
+  EXPECT_THROW(bank.update(at::tensor({11}, at::kLong), at::full({1, 4}, 0.5), 0.5, pirl::IndexCheck::Check), c10::IndexError);
   EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 3}), 0.5, pirl::IndexCheck::Check), c10::ValueError);
-  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), at::randn({1, 4}), 1.0, pirl::IndexCheck::Check), c10::ValueError);
+  const at::Tensor unit = at::tensor({0.5, 0.5, 0.5, 0.5}, at::kFloat).view({1, 4});
+  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), unit, 1.0, pirl::IndexCheck::Check), c10::ValueError);  // the momentum
+  EXPECT_THROW(bank.update(at::tensor({1}, at::kLong), unit * 2, 0.5, pirl::IndexCheck::Check), c10::ValueError);  // not a unit row
+  bank.update(at::tensor({1}, at::kLong), unit, 0.5, pirl::IndexCheck::Check);
   EXPECT_THROW(bank.get(at::tensor({1}, at::kInt)), c10::TypeError);
   EXPECT_THROW(pirl::MemoryBank(0, 4, 1), c10::ValueError);
   pirl::MemoryBank single(1, 4, 1);
