@@ -5,7 +5,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { PirlModel, Tensor, readSafetensors, writeSafetensors } from '../lib';
-import { writeCurves } from '../lib/cli/plot';
+import { curvesSvg, writeCurves } from '../lib/cli/plot';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 const run = (args: string[]) => execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -328,6 +328,17 @@ describe('pirl train / eval / embed / export', () => {
     const loss = Array.from({ length: 300000 }, (_, i): [number, number] => [i, 8 - Math.log1p(i) * 0.3]);
     await writeCurves(file, loss, [[1, 0.7], [2, 0.8]]);
     expect((await sharp(file).metadata()).width).toBe(800);
+  });
+
+  test('the curves of a constant kNN have two distinct ticks, and a single point is drawn', () => {
+    const ticks = (svg: string) => [...svg.matchAll(/text-anchor="end">([^<]*)</g)].map((m) => m[1]);
+    const constant = curvesSvg([[0, 5], [1, 4]], [[1, 1], [2, 1]]);
+    expect(ticks(constant)).toEqual(['5.000', '4.000', '1', '1.050', '0.9500', '2']); // each panel: y's top and bottom, x's last
+    expect(constant.match(/<circle [^>]*fill="#d62728"/g)).toHaveLength(2);
+    const single = curvesSvg([[0, 5]], [[3, 0.5]]);
+    expect(single.match(/<circle /g)).toHaveLength(2); // the one step and the one epoch: a one-point polyline draws nothing
+    expect(single).toContain('text-anchor="middle">3<'); // its epoch, under it
+    expect(single).not.toContain('NaN');
   });
 
   test('--out where no folder can be made (/proc, a file) exits 2 at once, naming --out and why', () => {

@@ -27,20 +27,26 @@ function panel(box: Box, title: string, xName: string, points: Array<[number, nu
   const frame = `<rect x="${box.x}" y="${box.y}" width="${box.w}" height="${box.h}" fill="none" stroke="#999"/>` + text(box.x, box.y - 10, title, 'start', 14);
   if (points.length === 0) return frame + text(box.x + box.w / 2, box.y + box.h / 2, empty, 'middle');
   const [x0, xMax] = extent(points.map((p) => p[0]));
-  const [y0, yMax] = extent(points.map((p) => p[1]));
-  const [x1, y1] = [Math.max(xMax, x0 + 1e-9), Math.max(yMax, y0 + 1e-9)];
-  const px = (x: number) => box.x + ((x - x0) / (x1 - x0)) * box.w;
+  const [yMin, yMax] = extent(points.map((p) => p[1]));
+  // A constant curve (every kNN 1.0) is drawn mid-panel between two distinct ticks, not between "1.000" and "1.000".
+  const pad = yMax > yMin ? 0 : Math.abs(yMin) * 0.05 || 0.05;
+  const [y0, y1] = [yMin - pad, yMax + pad];
+  // One x (a single epoch's kNN) is drawn at the middle: its point, not an empty panel.
+  const px = (x: number) => box.x + (xMax > x0 ? ((x - x0) / (xMax - x0)) * box.w : box.w / 2);
   const py = (y: number) => box.y + box.h - ((y - y0) / (y1 - y0)) * box.h;
   const line = points.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
-  const shown = marks.filter((m) => m > x0 && m < x1);
+  // Points are dotted where few enough to tell apart: a one-point polyline draws nothing.
+  const dots = points.length > 60 ? '' : points.map(([x, y]) => `<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3" fill="${color}"/>`).join('');
+  const shown = marks.filter((m) => m > x0 && m < xMax);
   // At most ~40 epoch marks: a long run marks every k-th epoch.
   const stride = Math.max(1, Math.ceil(shown.length / 40));
   const markLines = shown.filter((_, i) => (i + 1) % stride === 0)
     .map((m) => `<line x1="${px(m).toFixed(1)}" y1="${box.y}" x2="${px(m).toFixed(1)}" y2="${box.y + box.h}" stroke="#ddd" stroke-dasharray="3,3"/>`).join('');
+  const xTicks = xMax > x0 ? text(box.x, box.y + box.h + 16, String(x0), 'start') + text(box.x + box.w, box.y + box.h + 16, String(xMax), 'end')
+    : text(box.x + box.w / 2, box.y + box.h + 16, String(x0), 'middle');
   return frame + markLines +
-    `<polyline fill="none" stroke="${color}" stroke-width="2" points="${line}"/>` +
-    text(box.x - 4, box.y + 10, y1.toPrecision(4), 'end') + text(box.x - 4, box.y + box.h, y0.toPrecision(4), 'end') +
-    text(box.x, box.y + box.h + 16, String(x0), 'start') + text(box.x + box.w, box.y + box.h + 16, String(xMax), 'end') +
+    `<polyline fill="none" stroke="${color}" stroke-width="2" points="${line}"/>` + dots +
+    text(box.x - 4, box.y + 10, y1.toPrecision(4), 'end') + text(box.x - 4, box.y + box.h, y0.toPrecision(4), 'end') + xTicks +
     text(box.x + box.w / 2, box.y + box.h + 32, xName, 'middle');
 }
 
@@ -49,10 +55,14 @@ function panel(box: Box, title: string, xName: string, points: Array<[number, nu
  * ended at (dashed marks on the loss panel).
  */
 export async function writeCurves(file: string, loss: Array<[number, number]>, knn: Array<[number, number]>, epochEnds: readonly number[] = []): Promise<void> {
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="800" height="340">
+  await sharp(Buffer.from(curvesSvg(loss, knn, epochEnds))).png().toFile(file);
+}
+
+/** The curves' SVG (writeCurves' drawing, before it is rendered). */
+export function curvesSvg(loss: Array<[number, number]>, knn: Array<[number, number]>, epochEnds: readonly number[] = []): string {
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="800" height="340">
   <rect width="800" height="340" fill="white"/>
   ${panel({ x: 70, y: 40, w: 310, h: 240 }, 'training loss', `step${epochEnds.length ? ' (dashed: end of an epoch)' : ''}`, loss, '#1f77b4', 'no steps yet', epochEnds)}
   ${panel({ x: 470, y: 40, w: 310, h: 240 }, 'weighted kNN top-1', 'epoch', knn, '#d62728', 'no kNN: --knn-every N (labeled data)')}
 </svg>`;
-  await sharp(Buffer.from(svg)).png().toFile(file);
 }
