@@ -413,13 +413,16 @@ const DEFAULT_RECIPE: ResolvedTrainConfig = {
   epochLength: null, bankInit: 'features', precision: 'fp32', syncBatchNorm: false, seed: RUN_DEFAULTS.seed, device: RUN_DEFAULTS.device,
 };
 
+/** The paper's batch: 32 images per GPU on 32 GPUs. */
+export const PAPER_BATCH_SIZE = 1024;
+
 const PAPER_RECIPE: ResolvedTrainConfig = {
   ...DEFAULT_RECIPE,
   recipe: 'paper',
   model: { ...DEFAULT_RECIPE.model, arch: 'resnet50', stem: 'imagenet', patchRunningStats: true },
   loss: { ...DEFAULT_RECIPE.loss, negatives: 32_000, mode: 'nce', z: 'frozen' },
   sampler: PRESETS.paper,
-  epochs: 800, batchSize: 1024, baseLr: 0.03, bankInit: 'random',
+  epochs: 800, batchSize: PAPER_BATCH_SIZE, baseLr: 0.03, bankInit: 'random',
 };
 
 const RECIPE_DEFAULTS: Record<Recipe, ResolvedTrainConfig> = { default: DEFAULT_RECIPE, paper: PAPER_RECIPE };

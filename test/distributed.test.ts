@@ -255,15 +255,21 @@ describe('data-parallel training', () => {
     }
   }, 60_000);
 
-  test('the global batch sets the lr: batchSize × ranks (Gloo on the loopback interface by name, as GLOO_SOCKET_IFNAME gives)', async () => {
+  test("the global batch sets the lr: batchSize × ranks (Gloo on the loopback interface by name, as GLOO_SOCKET_IFNAME gives); recipe 'paper' says its 1024 is the global batch", async () => {
     const dir = tmp();
+    const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const warnings = () => warned.mock.calls.filter((c) => (c[1] as { code?: string } | undefined)?.code === 'PIRL_PAPER_BATCH').map((c) => c[0]);
     try {
-      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: { ...d, bindInterface: 'lo' } })));
+      const config: TrainConfig = { ...tiny.config, recipe: 'paper', batchSize: 4 };
+      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), config, { distributed: { ...d, bindInterface: 'lo' } })));
       await fitAll(t, () => ({ callbacks: { onBatchEnd: () => false } })); // a step over the interface's sockets
       expect(t[0].schedule.batchSize).toBe(8);
+      expect(warnings()).toEqual(["recipe 'paper': the paper's batch of 1024 is all ranks' together, this run's is 2 ranks × 4 = 8 (and its lr, " +
+        'baseLr·batch/256, scaled to that): batchSize 512 (pirl train --batch 512) gives the paper\'s']); // rank 0's, once
       expect(t[0].stepsPerEpoch).toBe(3);
       expect(t.map((x) => x.isMain)).toEqual([true, false]);
     } finally {
+      warned.mockRestore();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);

@@ -340,6 +340,15 @@ describe('Trainer', () => {
     expect(resumed.progress.step).toBe(steps[steps.length - 1]);
   });
 
+  test('a loss that turns NaN after a finite step names the step\'s lr and the largest weight: the updates diverged', async () => {
+    // An lr of 10^30 takes one finite step whose update makes weights of ~10^28; the next forward overflows.
+    const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: 1e30, warmupEpochs: 0 });
+    const steps: number[] = [];
+    await expect(trainer.fit({ callbacks: { onBatchEnd: (l) => void steps.push(l.step) } }))
+      .rejects.toThrow(/^non-finite loss .*: training stopped; the weights and the memory bank were not changed by this step\. This step's lr: 3\.\d+e\+28; the largest weight: \d\S*e\+2\d \(\S+\): the updates diverged; lower the lr$/);
+    expect(steps).toEqual([1]);
+  });
+
   test("bankInit 'features' starts each bank row at the sample's normalised f embedding (eval transform)", async () => {
     const dataset = tiny.dataset();
     const told: Array<[number, number]> = [];

@@ -4,7 +4,7 @@ import { promises as fs } from 'fs';
 
 import { binding, type StepResult, type TrainerHandle } from '../binding';
 import {
-  TRAIN, checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
+  PAPER_BATCH_SIZE, TRAIN, checkDevice, distributedFromEnv, resolveDistributedOptions, resolveTrainConfig, type Device, type DistributedOptions,
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
 import { Subset, checkDataset, type Dataset } from '../data/datasets';
@@ -91,6 +91,18 @@ function warnOfNegativesBeyondBank(negatives: number, rows: number): void {
   process.emitWarning(`loss.negatives is ${negatives}, more than the memory bank's ${rows} rows (one per sample): each draw repeats ` +
     `rows (~${Math.round(negatives / rows)}× each), weighing them more rather than seeing more of the data; K is usually well ` +
     `below the data set's size (the paper: 32,000 of 1,281,167; pirl train --negatives)`, { code: 'PIRL_NEGATIVES_BEYOND_BANK' });
+}
+
+/**
+ * Said, not refused: recipe 'paper' sets the batch of one process, the paper's 1024 (32 per GPU on 32 GPUs) is the
+ * batch of all ranks together — N ranks of 1024 train on N·1024 at N times the lr.
+ */
+function warnOfPaperBatchAcrossRanks(c: ResolvedTrainConfig, worldSize: number): void {
+  const paper = PAPER_BATCH_SIZE;
+  if (c.recipe !== 'paper' || worldSize === 1 || c.batchSize * worldSize === paper) return;
+  const fix = paper % worldSize === 0 ? `batchSize ${paper / worldSize} (pirl train --batch ${paper / worldSize}) gives the paper's` : `${worldSize} ranks cannot split it evenly`;
+  process.emitWarning(`recipe 'paper': the paper's batch of ${paper} is all ranks' together, this run's is ${worldSize} ranks × ${c.batchSize} = ` +
+    `${c.batchSize * worldSize} (and its lr, baseLr·batch/256, scaled to that): ${fix}`, { code: 'PIRL_PAPER_BATCH' });
 }
 
 // The sampler's views must survive the stem's strides (forward() says so too, but only at the first step).
@@ -245,6 +257,7 @@ export class Trainer {
       if ((group?.rank ?? 0) === 0) {
         warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
         warnOfNegativesBeyondBank(c.loss.negatives, dataset.length);
+        warnOfPaperBatchAcrossRanks(c, group?.worldSize ?? 1);
       }
       const model = await PirlModel.create(c.model, { device: place.device });
       checkSamplerFitsStem(model, c);

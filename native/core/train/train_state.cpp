@@ -155,6 +155,27 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
   return key;
 }
 
+// What a failed step adds of the weights: a loss that turns NaN after finite steps is most often weights the updates
+// blew up (an lr far too large), which the loss alone does not show. Read only when failing.
+std::string TrainState::describeWeights(double lr) const {
+  std::string largest;
+  double top = -1;
+  for (const auto& item : model_->named_parameters()) {
+    const double m = item.value().detach().abs().max().item<double>();
+    if (!std::isfinite(m)) {
+      return c10::str(". The weights were already non-finite (", item.key(),
+                      " first): the step before overflowed them; lower the lr (this step's: ", asJs(lr), ")");
+    }
+    if (m > top) {
+      top = m;
+      largest = item.key();
+    }
+  }
+  // ResNet weights stay within a few units: 10^4 is weights the updates blew up.
+  return c10::str(". This step's lr: ", asJs(lr), "; the largest weight: ", asJs(top), " (", largest, ")",
+                  top > 1e4 ? ": the updates diverged; lower the lr" : "");
+}
+
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
                             bool stopRequested) {
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0, got ", lr);
@@ -218,7 +239,8 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop, replayed};
   if (!finite) {
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", asJs(loss), ", gradient norm ",
-                asJs(norm), "): training stopped; the weights and the memory bank were not changed by this step");
+                asJs(norm), "): training stopped; the weights and the memory bank were not changed by this step",
+                describeWeights(lr));
   }
   // Z follows the batches whose steps are taken.
   if (n > 3) loss_.updateZ(s[3], s[4]);

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "../distributed/communicator.h"
@@ -92,6 +93,8 @@ class TrainState {
   std::vector<at::Tensor> computeGradients(const std::vector<at::Tensor>& inputs, double lossScale);
   // What a captured step depends on besides its inputs: see StepGraph::Key.
   std::vector<int64_t> graphKey(double lossScale);
+  // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
+  std::string describeWeights(double lr) const;
 
   model::PirlModel model_;
   std::shared_ptr<MemoryBank> bank_;
