@@ -92,7 +92,8 @@ stage native-cuda 120 "${native[@]}" -R Cuda
 note native-cuda.log "tests passed|tests failed"
 stage jest 100 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
-stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+# DEVICE_CHECK_BENCH_CASES=nce,resnet50-paper@128 measures those only (bench-gpu.js --cases): what an earlier loan left.
+stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device ${DEVICE_CHECK_BENCH_CASES:+--cases '$DEVICE_CHECK_BENCH_CASES'} --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
 stage bench-data 120 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 # The CPU cases on pip's libtorch last: they found its oneDNN heap bug once, but tell less than the CUDA stages.

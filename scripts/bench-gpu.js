@@ -10,7 +10,8 @@
 // bench/results/gpu-<card>.json when it ran on a GPU — after every case, the most telling first, so that
 // a run cut short (a lent GPU's time limit) keeps what it measured ("complete": false).
 // Options: --device cuda (default) | cpu (a small smoke run of the same code), --steps N (default 20),
-// --quick (one case per part), --out FILE (another results file).
+// --quick (one case per part), --out FILE (another results file), --cases nce,loader,resnet50-paper@128,…
+// (those parts, networks or network@batch only: what a short GPU loan has not measured yet).
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -192,6 +193,21 @@ async function loaderCase(pirl, c, batchSize, data) {
  * size, channels-last; each step eager, then replayed from a CUDA graph), the larger batches, then the rest.
  */
 function plan() {
+  return selected(allJobs(), opt('--cases', ''));
+}
+
+// The jobs `cases` names (comma-separated: a part, nce or loader or train; a network; or network@batch), or all of them.
+function selected(jobs, cases) {
+  if (!cases) return jobs;
+  const nameOf = (job) => (job.part === 'nce' ? ['nce'] : [job.part, job.c.name, `${job.c.name}@${job.batch}`]);
+  const known = [...new Set(jobs.flatMap(nameOf))];
+  const tokens = cases.split(',');
+  const unknown = tokens.filter((t) => !known.includes(t));
+  if (unknown.length > 0) throw new RangeError(`--cases must name some of ${known.join(', ')}; got ${unknown.join(', ')}`);
+  return jobs.filter((job) => nameOf(job).some((name) => tokens.includes(name)));
+}
+
+function allJobs() {
   const graphs = device === 'cpu' ? [false] : [false, true];
   const train = (c, batch, channelsLast, withGraphs = [false]) => ['fp32', 'bf16'].flatMap((precision) =>
     withGraphs.map((cudaGraphs) => ({ part: 'train', c, batch, precision, channelsLast, cudaGraphs })));
@@ -211,15 +227,17 @@ async function main() {
   const info = pirl.buildInfo();
   if (device !== 'cpu' && !info.cuda.available) throw new Error(`bench:gpu needs a CUDA device; this pirl runs on libtorch ${info.libtorch.version} with CUDA ${info.cuda.compiled ? 'compiled, no device' : 'not compiled'} (--device cpu runs a smoke test)`);
   const card = device === 'cpu' ? `cpu-${os.availableParallelism()}core` : (process.env.PIRL_GPU_NAME || 'cuda').toLowerCase().replace(/[^a-z0-9]+/g, '-');
-  const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}.json`));
+  // A selection of cases is a file of its own: it would replace the whole run's figures.
+  const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}${opt('--cases', '') ? '-selected' : ''}.json`));
+  const jobs = plan(); // a --cases mistake, before any case runs
   const result = {
-    benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick, complete: false,
+    benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick, ...(opt('--cases', '') ? { cases: opt('--cases', '') } : {}), complete: false,
     note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; cudaGraphs = the step replayed from a captured CUDA graph (replayedSteps of the timed steps and the fit); memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case (a CUDA graph replays into its pool unseen by that count: for cudaGraphs cases compare processPeakReservedMB)',
     training: [], nce: [], loaders: [],
   };
   const datasets = new Map();
   const dataFor = (c) => datasets.get(c) || datasets.set(c, syntheticDataset(pirl, quick ? 112 : c.side, 256)).get(c);
-  for (const job of plan()) {
+  for (const job of jobs) {
     const [list, entry] =
       job.part === 'train' ? [result.training, await trainCase(pirl, job.c, job.batch, job.precision, job.channelsLast, job.cudaGraphs, dataFor(job.c))]
       : job.part === 'loader' ? [result.loaders, await loaderCase(pirl, job.c, job.batch, dataFor(job.c))]
