@@ -87,7 +87,7 @@ const MODEL = {
   width: number({ min: 1 / 64, max: 4 }),
   /** D of f and g (128). */
   embeddingDim: integer({ min: 1, max: 4096 }),
-  /** NHWC activations and weights (measured 1.04–1.13× faster for a CPU training step, bench:model). */
+  /** NHWC activations and weights (measured 1.04× faster for a CPU training step, bench:model). */
   channelsLast: boolean(),
   /**
    * Whether the jigsaw-patch pass also updates the BatchNorm running statistics, as in VISSL (false:
@@ -372,7 +372,8 @@ export const TRAIN = {
   /**
    * The defaults every other option starts from: 'default' — measured to learn in short runs (README
    * "The demo": InfoNCE, bank from features, lr 0.12, ResNet-18 with the small stem); 'paper' — the
-   * paper's exact setup (ResNet-50, 224-px views, NCE with Z frozen, random bank, lr 0.03, batch 1024).
+   * paper's setup (ResNet-50, 224-px views, NCE with Z frozen, random bank, lr 0.03, batch 1024 — of all ranks
+   * together; docs/PIRL.md lists where pirl differs).
    */
   recipe: oneOf(RECIPES),
   model: nested(MODEL),
