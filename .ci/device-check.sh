@@ -93,7 +93,8 @@ note native-cuda.log "tests passed|tests failed"
 stage jest 100 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
 # DEVICE_CHECK_BENCH_CASES=nce,resnet50-paper@128 measures those only (bench-gpu.js --cases): what an earlier loan left.
-stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device ${DEVICE_CHECK_BENCH_CASES:+--cases '$DEVICE_CHECK_BENCH_CASES'} --out '$OUT/bench-gpu.json' > '$OUT/bench-gpu.stdout.json'"
+bench_gpu_json=bench-gpu${DEVICE_CHECK_BENCH_CASES:+-selected}.json  # a selection is not the whole run's figures
+stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device ${DEVICE_CHECK_BENCH_CASES:+--cases '$DEVICE_CHECK_BENCH_CASES'} --out '$OUT/$bench_gpu_json' > '$OUT/bench-gpu.stdout.json'"
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
 stage bench-data 120 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 # The CPU cases on pip's libtorch last: they found its oneDNN heap bug once, but tell less than the CUDA stages.
@@ -101,7 +102,7 @@ stage native 150 "${native[@]}" -E Cuda
 note native.log "tests passed|tests failed"
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
 # The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
-# summary.txt, bench-gpu.json and prebuild.tgz.
+# summary.txt, bench-gpu(-selected).json and prebuild.tgz.
 if [ -z "${DEVICE_CHECK_DRY:-}" ]; then
   (cd "$OUT" && tar -czf logs.tgz --remove-files $(ls ./*.log gpu.txt bench-gpu.stdout.json 2>/dev/null))
 fi

@@ -348,8 +348,8 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Resolv
 const OPTIMIZER = {
   epochs: integer({ min: 1, max: 1_000_000 }),
   batchSize: integer({ min: 1, max: 65_536 }),
-  /** lr = baseLr·batchSize/256 (0.03 in the paper). */
-  baseLr: number({ min: 0 }),
+  /** lr = baseLr·batchSize/256 (0.03 in the paper). At most 10^30: past float32's range SGD failed in libtorch's words. */
+  baseLr: number({ min: 0, max: 1e30 }),
   /** Linear warm-up, in epochs (fractions allowed). */
   warmupEpochs: number({ min: 0, max: 1_000_000 }),
   /** The last step's lr as a fraction of the peak (cosine decay). */
@@ -372,8 +372,8 @@ export const TRAIN = {
   /**
    * The defaults every other option starts from: 'default' — measured to learn in short runs (README
    * "The demo": InfoNCE, bank from features, lr 0.12, ResNet-18 with the small stem); 'paper' — the
-   * paper's setup (ResNet-50, 224-px views, NCE with Z frozen, random bank, lr 0.03, batch 1024 — of all ranks
-   * together; docs/PIRL.md lists where pirl differs).
+   * paper's setup (ResNet-50, 224-px views, NCE with Z frozen, random bank, lr 0.03, batch 1024 per process: the
+   * paper's global batch, so on N ranks give batchSize 1024/N; docs/PIRL.md lists where pirl differs).
    */
   recipe: oneOf(RECIPES),
   model: nested(MODEL),

@@ -193,6 +193,7 @@ async function loaderCase(pirl, c, batchSize, data) {
  * size, channels-last; each step eager, then replayed from a CUDA graph), the larger batches, then the rest.
  */
 function plan() {
+  if (args.includes('--cases') && !opt('--cases', '')) throw new RangeError('--cases needs a list: nce, loader, train, a network or network@batch');
   return selected(allJobs(), opt('--cases', ''));
 }
 
@@ -222,6 +223,7 @@ function allJobs() {
 }
 
 async function main() {
+  const jobs = plan(); // a --cases mistake, before the build and any case
   compileTypeScript();
   const pirl = require(path.join(root, 'dist'));
   const info = pirl.buildInfo();
@@ -229,7 +231,6 @@ async function main() {
   const card = device === 'cpu' ? `cpu-${os.availableParallelism()}core` : (process.env.PIRL_GPU_NAME || 'cuda').toLowerCase().replace(/[^a-z0-9]+/g, '-');
   // A selection of cases is a file of its own: it would replace the whole run's figures.
   const out = opt('--out', device === 'cpu' ? '' : path.join(root, 'bench', 'results', `gpu-${card}${opt('--cases', '') ? '-selected' : ''}.json`));
-  const jobs = plan(); // a --cases mistake, before any case runs
   const result = {
     benchmark: 'gpu', device, card, libtorch: info.libtorch.version, steps, quick, ...(opt('--cases', '') ? { cases: opt('--cases', '') } : {}), complete: false,
     note: 'images/s of B·(image + 9 patches); model step = the native step on one reused batch; end to end = Trainer.fit with the loader; cudaGraphs = the step replayed from a captured CUDA graph (replayedSteps of the timed steps and the fit); memory = the CUDA caching allocator peak during the measured steps, less what was allocated before the case (a CUDA graph replays into its pool unseen by that count: for cudaGraphs cases compare processPeakReservedMB)',

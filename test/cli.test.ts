@@ -335,7 +335,7 @@ describe('pirl train / eval / embed / export', () => {
     const constant = curvesSvg([[0, 5], [1, 4]], [[1, 1], [2, 1]]);
     expect(ticks(constant)).toEqual(['5.000', '4.000', '1', '1.050', '0.9500', '2']); // each panel: y's top and bottom, x's last
     expect(constant.match(/<circle [^>]*fill="#d62728"/g)).toHaveLength(2);
-    const single = curvesSvg([[0, 5]], [[3, 0.5]]);
+    const single = curvesSvg([[0, 5], [1, NaN]], [[3, 0.5]]); // a NaN loss is left out, not every coordinate NaN
     expect(single.match(/<circle /g)).toHaveLength(2); // the one step and the one epoch: a one-point polyline draws nothing
     expect(single).toContain('text-anchor="middle">3<'); // its epoch, under it
     expect(single).not.toContain('NaN');

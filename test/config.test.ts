@@ -72,9 +72,14 @@ describe('resolveX: one owner of every default and allowed value', () => {
     expect(resolveTrainConfig({ ...full, loss }, 'ckpt').loss.tau).toBe(0.07);
   });
 
+  test('an lr past float32 is refused by name (1e41 failed inside SGD: "value cannot be converted to type float")', () => {
+    expect(() => resolveTrainConfig({ baseLr: 1e41 })).toThrow(/^config\.baseLr must be a number in \[0, 1e\+30\], got 1e\+41$/);
+    expect(resolveTrainConfig({ baseLr: 1e30 }).baseLr).toBe(1e30);
+  });
+
   test('one number vocabulary: NaN and ±Infinity are never in range, integers are integers', () => {
     for (const bad of [Number.NaN, Infinity, -Infinity]) {
-      expect(() => resolveTrainConfig({ baseLr: bad })).toThrow(/config.baseLr must be a number >= 0/);
+      expect(() => resolveTrainConfig({ baseLr: bad })).toThrow(/config.baseLr must be a number in \[0, 1e\+30\]/);
       expect(() => resolveLossOptions({ tau: bad })).toThrow(/options.tau must be a positive number/);
       expect(() => resolveNceOptions({ z: bad })).toThrow(/options.z must be a finite number/);
     }

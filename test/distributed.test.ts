@@ -255,19 +255,32 @@ describe('data-parallel training', () => {
     }
   }, 60_000);
 
-  test("the global batch sets the lr: batchSize × ranks (Gloo on the loopback interface by name, as GLOO_SOCKET_IFNAME gives); recipe 'paper' says its 1024 is the global batch", async () => {
+  test('the global batch sets the lr: batchSize × ranks (Gloo on the loopback interface by name, as GLOO_SOCKET_IFNAME gives)', async () => {
+    const dir = tmp();
+    try {
+      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), { ...tiny.config, batchSize: 4 }, { distributed: { ...d, bindInterface: 'lo' } })));
+      await fitAll(t, () => ({ callbacks: { onBatchEnd: () => false } })); // a step over the interface's sockets
+      expect(t[0].schedule.batchSize).toBe(8);
+      expect(t[0].stepsPerEpoch).toBe(3);
+      expect(t.map((x) => x.isMain)).toEqual([true, false]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("recipe 'paper' on 2 ranks of its own 1024 is warned of (the paper's 1024 is the global batch); 2 × 512 is not", async () => {
     const dir = tmp();
     const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
     const warnings = () => warned.mock.calls.filter((c) => (c[1] as { code?: string } | undefined)?.code === 'PIRL_PAPER_BATCH').map((c) => c[0]);
+    const n = 2048, side = 16; // room for 2 ranks of 1024
+    const data = () => new ArrayDataset(new Uint8Array(n * side * side * 3).map((_, i) => (i * 2654435761) % 251), [n, side, side, 3]);
     try {
-      const config: TrainConfig = { ...tiny.config, recipe: 'paper', batchSize: 4 };
-      const t = await Promise.all(ranks(path.join(dir, 'r')).map((d) => Trainer.create(tiny.dataset(), config, { distributed: { ...d, bindInterface: 'lo' } })));
-      await fitAll(t, () => ({ callbacks: { onBatchEnd: () => false } })); // a step over the interface's sockets
-      expect(t[0].schedule.batchSize).toBe(8);
-      expect(warnings()).toEqual(["recipe 'paper': the paper's batch of 1024 is all ranks' together, this run's is 2 ranks × 4 = 8 (and its lr, " +
-        'baseLr·batch/256, scaled to that): batchSize 512 (pirl train --batch 512) gives the paper\'s']); // rank 0's, once
-      expect(t[0].stepsPerEpoch).toBe(3);
-      expect(t.map((x) => x.isMain)).toEqual([true, false]);
+      const { batchSize: _, ...config } = tiny.config; // eslint-disable-line @typescript-eslint/no-unused-vars
+      for (const [name, batchSize] of [['own', undefined], ['half', 512]] as const) {
+        await Promise.all(ranks(path.join(dir, name)).map((d) => Trainer.create(data(), { ...config, recipe: 'paper', batchSize }, { distributed: d })));
+      }
+      expect(warnings()).toEqual(["recipe 'paper': the paper's batch of 1024 is all ranks' together, this run's is 2 ranks × 1024 = 2048 (and its lr, " +
+        "baseLr·batch/256, scaled to that): batchSize 512 (pirl train --batch 512) gives the paper's 1024"]); // rank 0's, once; none for 512
     } finally {
       warned.mockRestore();
       fs.rmSync(dir, { recursive: true, force: true });

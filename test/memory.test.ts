@@ -143,12 +143,12 @@ test("a loader's batches reuse their lanes' memory, whatever the pool's size", (
   const resident = residentMB(`const data = ${syntheticDataset(64, 292, 100000)};`,
   `let i = 0;
     for await (const _ of new pirl.Loader(data, { batchSize: 16, config: 'paper', epochLength: 80 }).epoch(0)) if (++i % 10 === 0) await mark();`, 18);
-  // After 30 batches the lanes hold their own: what the rest is measured against (the highest of three samples: one
+  // After 30 batches the lanes hold their own: what the rest is measured against (the higher of two samples: one
   // read 208 MB where the others read ~255). Before, it grew on (a pool thread after another): 176, 288, 395 … 673
   // MB, ~50 MB every 10 batches; now about 160, 190, 220 … 220.
-  const plateau = Math.max(...resident.slice(2, 5));
+  const plateau = Math.max(resident[2], resident[3]);
   expect(resident[2]).toBeGreaterThan(20);
-  expect({ resident, bounded: resident[7] - plateau < 80 }).toEqual({ resident, bounded: true });
+  expect({ resident, bounded: resident[7] - plateau < 60 }).toEqual({ resident, bounded: true });
 }, 120_000);
 
 /**

@@ -25,11 +25,12 @@ const text = (x: number, y: number, s: string, anchor = 'start', size = 12) =>
 /** One panel: title, axes with their ranges and names, the curve, and vertical marks at `marks` (x values). */
 function panel(box: Box, title: string, xName: string, points: Array<[number, number]>, color: string, empty: string, marks: readonly number[] = []): string {
   const frame = `<rect x="${box.x}" y="${box.y}" width="${box.w}" height="${box.h}" fill="none" stroke="#999"/>` + text(box.x, box.y - 10, title, 'start', 14);
+  points = points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)); // one NaN made every coordinate NaN
   if (points.length === 0) return frame + text(box.x + box.w / 2, box.y + box.h / 2, empty, 'middle');
   const [x0, xMax] = extent(points.map((p) => p[0]));
   const [yMin, yMax] = extent(points.map((p) => p[1]));
   // A constant curve (every kNN 1.0) is drawn mid-panel between two distinct ticks, not between "1.000" and "1.000".
-  const pad = yMax > yMin ? 0 : Math.abs(yMin) * 0.05 || 0.05;
+  const pad = yMax - yMin > Math.abs(yMin) * 1e-3 ? 0 : Math.abs(yMin) * 0.05 || 0.05;
   const [y0, y1] = [yMin - pad, yMax + pad];
   // One x (a single epoch's kNN) is drawn at the middle: its point, not an empty panel.
   const px = (x: number) => box.x + (xMax > x0 ? ((x - x0) / (xMax - x0)) * box.w : box.w / 2);

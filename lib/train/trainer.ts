@@ -95,12 +95,13 @@ function warnOfNegativesBeyondBank(negatives: number, rows: number): void {
 
 /**
  * Said, not refused: recipe 'paper' sets the batch of one process, the paper's 1024 (32 per GPU on 32 GPUs) is the
- * batch of all ranks together — N ranks of 1024 train on N·1024 at N times the lr.
+ * batch of all ranks together — N ranks of the recipe's 1024 train on N·1024 at N times the lr. Another batch was
+ * chosen, and is not second-guessed.
  */
 function warnOfPaperBatchAcrossRanks(c: ResolvedTrainConfig, worldSize: number): void {
   const paper = PAPER_BATCH_SIZE;
-  if (c.recipe !== 'paper' || worldSize === 1 || c.batchSize * worldSize === paper) return;
-  const fix = paper % worldSize === 0 ? `batchSize ${paper / worldSize} (pirl train --batch ${paper / worldSize}) gives the paper's` : `${worldSize} ranks cannot split it evenly`;
+  if (c.recipe !== 'paper' || worldSize === 1 || c.batchSize !== paper) return;
+  const fix = paper % worldSize === 0 ? `batchSize ${paper / worldSize} (pirl train --batch ${paper / worldSize}) gives the paper's ${paper}` : `${worldSize} ranks cannot split it evenly`;
   process.emitWarning(`recipe 'paper': the paper's batch of ${paper} is all ranks' together, this run's is ${worldSize} ranks × ${c.batchSize} = ` +
     `${c.batchSize * worldSize} (and its lr, baseLr·batch/256, scaled to that): ${fix}`, { code: 'PIRL_PAPER_BATCH' });
 }

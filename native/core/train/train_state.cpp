@@ -160,16 +160,20 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
 std::string TrainState::describeWeights(double lr) const {
   std::string largest;
   double top = -1;
-  for (const auto& item : model_->named_parameters()) {
-    const double m = item.value().detach().abs().max().item<double>();
-    if (!std::isfinite(m)) {
-      return c10::str(". The weights were already non-finite (", item.key(),
-                      " first): the step before overflowed them; lower the lr (this step's: ", asJs(lr), ")");
+  try {
+    for (const auto& item : model_->named_parameters()) {
+      const double m = item.value().detach().abs().max().item<double>();
+      if (!std::isfinite(m)) {
+        return c10::str(". The weights were already non-finite (", item.key(),
+                        " first): the step before overflowed them; lower the lr (this step's: ", asJs(lr), ")");
+      }
+      if (m > top) {
+        top = m;
+        largest = item.key();
+      }
     }
-    if (m > top) {
-      top = m;
-      largest = item.key();
-    }
+  } catch (const c10::Error&) {
+    return "";  // the step's own error matters more than this detail of it (a device out of memory by now)
   }
   // ResNet weights stay within a few units: 10^4 is weights the updates blew up.
   return c10::str(". This step's lr: ", asJs(lr), "; the largest weight: ", asJs(top), " (", largest, ")",
