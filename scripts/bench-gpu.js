@@ -188,10 +188,7 @@ async function loaderCase(pirl, c, batchSize, data) {
   return { case: c.name, batch: batchSize, threads: pirl.getNumThreads(), samplesPerSecond: round(((n - 1) * batchSize * 1000) / (performance.now() - start)) };
 }
 
-/**
- * The cases in the order they run: the NCE op (seconds), the issue's targets (each network's first batch
- * size, channels-last; each step eager, then replayed from a CUDA graph), the larger batches, then the rest.
- */
+// The cases to run: all of them, or those --cases names.
 function plan() {
   if (args.includes('--cases') && !opt('--cases', '')) throw new RangeError('--cases needs a list: nce, loader, train, a network or network@batch');
   return selected(allJobs(), opt('--cases', ''));
@@ -208,6 +205,10 @@ function selected(jobs, cases) {
   return jobs.filter((job) => nameOf(job).some((name) => tokens.includes(name)));
 }
 
+/**
+ * The cases in the order they run: the NCE op (seconds), the issue's targets (each network's first batch
+ * size, channels-last; each step eager, then replayed from a CUDA graph), the larger batches, then the rest.
+ */
 function allJobs() {
   const graphs = device === 'cpu' ? [false] : [false, true];
   const train = (c, batch, channelsLast, withGraphs = [false]) => ['fp32', 'bf16'].flatMap((precision) =>
