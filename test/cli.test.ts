@@ -476,7 +476,7 @@ describe('pirl train / eval / embed / export', () => {
       expect({ args, status: r.status }).toEqual({ args, status: 2 });
       expect(r.stderr).toMatch(message);
     };
-    usage(['train', data, '--lr', '-1'], /--lr must be a number >= 0, got '-1'/);
+    usage(['train', data, '--lr', '-1'], /--lr must be a number in \[0, 1e\+30\], got '-1'/);
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
     // parseArgs's refusals, said as pirl's: the flag meant, a missing value, a switch given one (its word taken as data).
     usage(['train', data, '--epoch', '3'], /^pirl: unknown flag --epoch \(did you mean --epochs\?\)\n/);
