@@ -122,7 +122,7 @@ async function main() {
       pipelineSamplesPerSecond: pipeline,
       eventLoopMaxDelayMs: eventLoop,
       perCore: Object.fromEntries(['memory', 'cache', 'jpeg'].map((s) => [s, Math.round(pipeline[s][fewest] / fewest)])),
-      samplerOneThread: { samplesPerSecond: sampler.samplesPerSecond, speedupOverReference: sampler.speedup, opMicroseconds: sampler.opMicroseconds },
+      samplerOneThread: { pixelOps: sampler.pixelOps, samplesPerSecond: sampler.samplesPerSecond, speedupOverReference: sampler.speedup, opMicroseconds: sampler.opMicroseconds },
       modelStep: { arch, stem, imageSize: Number(imageSize), batch: modelBatch, threads: most, imagesPerSecond: Math.round((modelBatch / stepMs) * 1000) },
     };
   }

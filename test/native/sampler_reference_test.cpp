@@ -1,11 +1,13 @@
 // The fast sampler against the frozen reference (test/native/reference): each op on the same inputs,
 // and whole batches on the same (seed, epoch, index) draws, must give the same pixels up to one grey
-// level of rounding where the fast op uses float or integer arithmetic instead of double.
+// level of rounding where the fast op uses float or integer arithmetic instead of double. Every case runs
+// on both compiled builds of the pixel ops (baseline x86-64 and, where the CPU has it, AVX2).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <random>
+#include <string>
 
 #include "core/data/pirl_sampler.h"
 #include "presets.h"
@@ -81,9 +83,22 @@ std::vector<double> range(double lo, double hi, int n) {
   return v;
 }
 
+// The parameter: whether the baseline build is forced; otherwise the build this CPU picks runs.
+class SamplerReference : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam() && std::string(pixelOpsIsa()) == "baseline") GTEST_SKIP() << "this CPU runs the baseline build, tested already";
+    forceBaselinePixelOps(GetParam());
+  }
+  void TearDown() override { forceBaselinePixelOps(false); }
+};
+
+INSTANTIATE_TEST_SUITE_P(PixelOpsBuild, SamplerReference, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Baseline" : "ThisCpu"; });
+
 // Exact where the fast op computes each value as the reference does (lookup tables of the same
 // double expression, integer sums rounded the same way, the same separable bilinear order).
-TEST(SamplerReference, LookupTableOpsAreExact) {
+TEST_P(SamplerReference, LookupTableOpsAreExact) {
   const auto factors = range(0.0, 2.0, 23);
   EXPECT_EQ(compareOp(factors, adjustBrightness, reference::adjustBrightness).differing, 0);
   EXPECT_EQ(compareOp(factors, adjustContrast, reference::adjustContrast).differing, 0);
@@ -100,7 +115,7 @@ TEST(SamplerReference, LookupTableOpsAreExact) {
 // one grey level off, on a small fraction of the values. The factors are off the round values (as the
 // sampler's uniform draws are): a hue turn of exactly 1/4 makes exact .5 ties that double and float
 // round to different sides.
-TEST(SamplerReference, ArithmeticOpsWithinOneGreyLevel) {
+TEST_P(SamplerReference, ArithmeticOpsWithinOneGreyLevel) {
   const struct {
     const char* name;
     Difference d;
@@ -116,7 +131,7 @@ TEST(SamplerReference, ArithmeticOpsWithinOneGreyLevel) {
   }
 }
 
-TEST(SamplerReference, NormalizeIsExact) {
+TEST_P(SamplerReference, NormalizeIsExact) {
   for (const Image& input : inputs()) {
     std::vector<float> a(input.pixels.size()), b(input.pixels.size());
     normalizeInto(input, a.data());
@@ -125,7 +140,7 @@ TEST(SamplerReference, NormalizeIsExact) {
   }
 }
 
-TEST(SamplerReference, CropResizeIsExactAndAWindowIsTheSameResize) {
+TEST_P(SamplerReference, CropResizeIsExactAndAWindowIsTheSameResize) {
   std::mt19937 gen(3);
   const at::Tensor sources[] = {at::randint(256, {1, 50, 70, 3}, at::kByte), at::randint(256, {1, 28, 28, 1}, at::kByte)};
   for (const at::Tensor& source : sources) {
@@ -149,7 +164,7 @@ TEST(SamplerReference, CropResizeIsExactAndAWindowIsTheSameResize) {
 // Whole batches on the same random draws: the same crops, orders and op parameters, so every tensor is
 // the reference's up to the rounding above (which an op like posterize or autocontrast can magnify on
 // a few pixels); the per-channel statistics of the batch agree.
-TEST(SamplerReference, BatchesFollowTheReference) {
+TEST_P(SamplerReference, BatchesFollowTheReference) {
   // Seeded (libtorch seeds its default generator at random): the bounds hold for these draws, and a failure
   // reproduces. Over other draws the paper preset's patches exceeded them once in CI (a fraction of 1e-3 where
   // 30 draws here gave at most 5e-5), likely by autocontrast, the last of its four photometric ops, stretching a
@@ -176,6 +191,24 @@ TEST(SamplerReference, BatchesFollowTheReference) {
       EXPECT_TRUE(at::allclose(a.mean(perChannel), b.mean(perChannel), 0, 1e-4)) << preset << " " << name;
       EXPECT_TRUE(at::allclose(a.std(perChannel), b.std(perChannel), 0, 1e-4)) << preset << " " << name;
     }
+  }
+}
+
+// The two builds of the pixel ops are the same arithmetic (IEEE float and double, no fused multiply-add,
+// integer sums): whole batches from each are bit-identical.
+TEST(SamplerBuilds, AvxAndBaselineBatchesAreIdentical) {
+  if (std::string(pixelOpsIsa()) != "avx2") GTEST_SKIP() << "this CPU has no AVX2";
+  for (const char* preset : {"paper", "small"}) {
+    const SamplerConfig config = pirl::testing::samplerPreset(preset);
+    const int64_t side = std::string(preset) == "paper" ? 292 : 41;
+    const at::Tensor source = at::randint(256, {3, side, side, 3}, at::TensorOptions().dtype(at::kByte));
+    const at::Tensor rows = at::arange(12, at::kLong).remainder(3), ids = at::arange(12, at::kLong);
+    const Batch avx = makeBatch(source, rows, ids, 5, 1, config, /*pinned=*/false);
+    forceBaselinePixelOps(true);
+    const Batch baseline = makeBatch(source, rows, ids, 5, 1, config, /*pinned=*/false);
+    forceBaselinePixelOps(false);
+    EXPECT_TRUE(at::equal(avx.images, baseline.images)) << preset;
+    EXPECT_TRUE(at::equal(avx.patches, baseline.patches)) << preset;
   }
 }
 

@@ -66,6 +66,11 @@ struct PhotometricOptions {
 // options' probabilities the photometric op(s), grayscale, and a horizontal flip; in place.
 void photometric(Image& image, SampleRng& rng, const PhotometricOptions& options);
 
+// Which compiled build of the pixel ops runs: "avx2" where the CPU has AVX2, else "baseline".
+const char* pixelOpsIsa();
+// Tests and benchmarks: run the baseline build even where AVX2 is present (true), or choose by CPU (false).
+void forceBaselinePixelOps(bool force);
+
 // The individual operations (exposed for tests).
 void adjustBrightness(Image& image, double factor);
 void adjustContrast(Image& image, double factor);
