@@ -3,6 +3,7 @@
     {
       "target_name": "pirl",
       "sources": [
+        "native/core/data/batch_buffers.cpp",
         "native/core/data/jigsaw.cpp",
         "native/core/data/pirl_sampler.cpp",
         "native/core/data/side_stream_copy.cpp",

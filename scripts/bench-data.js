@@ -50,7 +50,10 @@ async function child(dir, preset, source, threads, batch, batches) {
   delay.enable();
   const start = performance.now();
   do {
-    for await (const b of loader.epoch(epoch++)) samples += b.indices.shape[0];
+    for await (const b of loader.epoch(epoch++)) {
+      samples += b.indices.shape[0];
+      pirl.disposeBatch(b); // as the Trainer does after its step: its memory is the next batch's
+    }
   } while (performance.now() - start < 2000);
   const seconds = (performance.now() - start) / 1000;
   delay.disable();

@@ -43,7 +43,8 @@ constexpr int64_t kMaxLanes = 64;
 // A loader's lanes: batch i is made on lane i mod (the loader's prefetch), a thread each, so that the
 // batches in flight run side by side while each thread reuses its buffers (owner_thread.h: on libuv's pool
 // every thread kept a batch's). Each loader its own: two loaders (two ranks in one process) never queue
-// behind each other. The threads start at their first batch and end with the handle.
+// behind each other. The threads start at their first batch and end with the handle; so does the memory
+// its CPU batches are made in, reused from batch to batch (batch_buffers.h).
 class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
@@ -61,22 +62,29 @@ class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
         throw std::out_of_range("count must be in [1, " + std::to_string(kMaxLanes) + "], got " + std::to_string(count));
       }
       for (int64_t i = 0; i < count; ++i) lanes_.push_back(std::make_shared<OwnerThread>());
+      buffers_ = data::BatchBuffers::create(static_cast<size_t>(count) + 2);  // the batches in flight, the consumer's, one being freed
       return 0;
     });
   }
 
-  // Lane `index` of the handle `lanes`.
-  static std::shared_ptr<OwnerThread> lane(Napi::Value lanes, Napi::Value index) {
-    const auto& all = unwrapHandle<LanesWrap>(lanes, EnvState::of(lanes.Env())->lanesConstructor, "lanes", "LanesHandle")->lanes_;
-    const int64_t i = AsInt64(index, "lane");
-    if (i < 0 || i >= static_cast<int64_t>(all.size())) {
-      throw std::out_of_range("lane must be in [0, " + std::to_string(all.size()) + "), got " + std::to_string(i));
-    }
-    return all[static_cast<size_t>(i)];
+  static LanesWrap* of(Napi::Value lanes) {
+    return unwrapHandle<LanesWrap>(lanes, EnvState::of(lanes.Env())->lanesConstructor, "lanes", "LanesHandle");
   }
+
+  // Lane `index` of these lanes.
+  std::shared_ptr<OwnerThread> lane(Napi::Value index) const {
+    const int64_t i = AsInt64(index, "lane");
+    if (i < 0 || i >= static_cast<int64_t>(lanes_.size())) {
+      throw std::out_of_range("lane must be in [0, " + std::to_string(lanes_.size()) + "), got " + std::to_string(i));
+    }
+    return lanes_[static_cast<size_t>(i)];
+  }
+
+  const std::shared_ptr<data::BatchBuffers>& buffers() const { return buffers_; }
 
  private:
   std::vector<std::shared_ptr<OwnerThread>> lanes_;
+  std::shared_ptr<data::BatchBuffers> buffers_;
 };
 
 Napi::Value makeBatch(const Napi::CallbackInfo& info) {
@@ -88,11 +96,13 @@ Napi::Value makeBatch(const Napi::CallbackInfo& info) {
   const data::SamplerConfig config = readConfig(info[5], "config");
   const bool pinned = AsBool(info[6], "pinned");
   const c10::Device device = AsDevice(info[7], "device");
-  const std::shared_ptr<OwnerThread> lane = LanesWrap::lane(info[8], info[9]);
+  const LanesWrap* lanes = LanesWrap::of(info[8]);
+  const std::shared_ptr<OwnerThread> lane = lanes->lane(info[9]);
+  const std::shared_ptr<data::BatchBuffers> buffers = lanes->buffers();
   return AsyncTask<data::Batch>::run(
       info.Env(), [=] {
         // Made in pinned memory for a GPU, then sent there while the step in progress computes.
-        data::Batch b = data::makeBatch(source, rows, indices, seed, epoch, config, pinned || device.is_cuda());
+        data::Batch b = data::makeBatch(source, rows, indices, seed, epoch, config, pinned || device.is_cuda(), buffers.get());
         const auto there = data::copyOnSideStream({b.images, b.patches}, device);
         return data::Batch{there[0], there[1], b.permutations};
       },

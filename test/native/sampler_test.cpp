@@ -48,6 +48,46 @@ TEST(Sampler, SameSeedEpochIndexGivesTheSameTensorsWhateverTheThreadsAndBatch) {
   EXPECT_FALSE(at::equal(next.images, one.images));
 }
 
+// A freed batch's memory is the next batch's, up to `keep` buffers of a size; a tensor freed after the pool's
+// owner let go still gives its memory back (the tensor holds the pool).
+TEST(BatchBuffers, AFreedBuffersMemoryIsReusedUpToKeep) {
+  auto pool = BatchBuffers::create(1);
+  at::Tensor a = pool->empty({4, 5}, at::kFloat);
+  void* first = a.data_ptr();
+  a.fill_(1);
+  a.reset();
+  EXPECT_EQ(pool->keptBuffers(), 1u);
+  at::Tensor b = pool->empty({5, 4}, at::kFloat);  // the same bytes
+  EXPECT_EQ(b.data_ptr(), first);
+  EXPECT_EQ(b.sizes(), (std::vector<int64_t>{5, 4}));
+  EXPECT_EQ(pool->keptBuffers(), 0u);
+  at::Tensor c = pool->empty({20}, at::kFloat), d = pool->empty({3}, at::kLong);
+  EXPECT_NE(c.data_ptr(), first);
+  b.reset(), c.reset(), d.reset();
+  EXPECT_EQ(pool->keptBuffers(), 2u);  // one of 80 bytes (keep = 1: the second was freed), one of 24
+  at::Tensor late = pool->empty({3}, at::kLong);
+  pool.reset();
+  late.fill_(2);
+  late.reset();
+}
+
+TEST(Sampler, BatchesInLentMemoryAreTheSameBatches) {
+  const at::Tensor source = randomImages(6, 40, 40, 3);
+  const SamplerConfig config = pirl::testing::samplerPreset("small");
+  const at::Tensor rows = at::arange(6, at::kLong);
+  const auto pool = BatchBuffers::create(1);
+  const Batch fresh = makeBatch(source, rows, rows, 7, 3, config, /*pinned=*/false);
+  Batch lent = makeBatch(source, rows, rows, 7, 3, config, /*pinned=*/false, pool.get());
+  const void* images = lent.images.data_ptr();
+  EXPECT_TRUE(at::equal(fresh.images, lent.images) && at::equal(fresh.patches, lent.patches) && at::equal(fresh.permutations, lent.permutations));
+  lent = Batch{};
+  // Another epoch in the same memory: every value is written again (nothing of the last batch is left).
+  const Batch next = makeBatch(source, rows, rows, 7, 4, config, /*pinned=*/false, pool.get());
+  EXPECT_EQ(next.images.data_ptr(), images);
+  const Batch expected = makeBatch(source, rows, rows, 7, 4, config, /*pinned=*/false);
+  EXPECT_TRUE(at::equal(expected.images, next.images) && at::equal(expected.patches, next.patches) && at::equal(expected.permutations, next.permutations));
+}
+
 TEST(Sampler, PatchKComesFromTheCellThePermutationNames) {
   // A 90×90 source whose 30×30 cells have distinct solid colours; the jigsaw crop covers it all.
   at::Tensor source = at::zeros({1, 90, 90, 3}, at::kByte);

@@ -53,16 +53,17 @@ void checkConfig(const SamplerConfig& c) {
 }
 
 Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tensor& sampleIndices, uint64_t seed,
-                uint64_t epoch, const SamplerConfig& config, bool pinned) {
+                uint64_t epoch, const SamplerConfig& config, bool pinned, BatchBuffers* buffers) {
   checkSource(source, rows);
   checkConfig(config);
   TORCH_CHECK_VALUE(sampleIndices.scalar_type() == at::kLong && sampleIndices.sizes() == rows.sizes(),
                     "sampleIndices must be int64 with one index per row");
   const int64_t B = rows.size(0), S = config.imageSize, J = config.jigsawSize, P = config.patchSize;
   TORCH_CHECK_VALUE(!pinned || at::hasCUDA(), "pinned batches need a CUDA libtorch and a GPU");
-  const auto memory = at::TensorOptions().pinned_memory(pinned);
-  Batch batch{at::empty({B, 3, S, S}, memory.dtype(at::kFloat)), at::empty({B, kJigsawPatches, 3, P, P}, memory.dtype(at::kFloat)),
-              at::empty({B, kJigsawPatches}, memory.dtype(at::kLong))};
+  const auto empty = [&](at::IntArrayRef sizes, at::ScalarType dtype) {
+    return buffers && !pinned ? buffers->empty(sizes, dtype) : at::empty(sizes, at::TensorOptions().pinned_memory(pinned).dtype(dtype));
+  };
+  Batch batch{empty({B, 3, S, S}, at::kFloat), empty({B, kJigsawPatches, 3, P, P}, at::kFloat), empty({B, kJigsawPatches}, at::kLong)};
   const at::Tensor src = source.contiguous();
   const int64_t* rowPtr = rows.data_ptr<int64_t>();
   const int64_t* indexPtr = sampleIndices.data_ptr<int64_t>();

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include "batch_buffers.h"
 #include "transforms.h"
 
 namespace pirl::data {
@@ -28,9 +29,10 @@ struct Batch {
 
 // source: N×H×W×C uint8 (C = 1 or 3); rows: the B source rows to use; sampleIndices: their dataset
 // indices, which with (seed, epoch) decide every random choice. `pinned` makes the batch in
-// page-locked memory, so that it reaches a GPU by non-blocking copies (a CUDA libtorch only).
+// page-locked memory, so that it reaches a GPU by non-blocking copies (a CUDA libtorch only); otherwise
+// `buffers`, where given, lends the memory.
 Batch makeBatch(const at::Tensor& source, const at::Tensor& rows, const at::Tensor& sampleIndices, uint64_t seed,
-                uint64_t epoch, const SamplerConfig& config, bool pinned);
+                uint64_t epoch, const SamplerConfig& config, bool pinned, BatchBuffers* buffers = nullptr);
 
 // The evaluation transform: the whole image resized to size×size, normalised, no augmentation.
 at::Tensor evalImages(const at::Tensor& source, const at::Tensor& rows, int64_t size);
