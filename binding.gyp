@@ -57,7 +57,7 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-fopenmp", "<!@(node scripts/libtorch.js --gyp-cflags)"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-fopenmp", "-fno-trapping-math", "-ffp-contract=off", "-Wno-psabi", "<!@(node scripts/libtorch.js --gyp-cflags)"],
       "ldflags": ["-fopenmp"],
       "libraries": ["<!@(node scripts/libtorch.js --gyp-libs)"]
     }

@@ -154,6 +154,8 @@ export interface TrainerHandle {
 /** A loader's threads, one per batch in flight (prefetch); they end with the handle. */
 export interface LanesHandle {
   readonly __lanes: never;
+  /** Frees the batch memory kept for the next batches, on a lane after the batches queued there. */
+  trimBuffers(): void;
 }
 
 /** Everything the addon exports, typed once. */

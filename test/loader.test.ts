@@ -173,6 +173,17 @@ describe('Loader', () => {
     expect(made.map((b) => b.images.disposed)).toEqual(made.map((b) => b !== kept)); // the loop's own left to it
   });
 
+  test('the memory kept for the next batches is freed once the loader has been idle a second after an epoch', async () => {
+    const side = 292, n = 64; // two batches of 32 at the paper preset: 33 MB each
+    const big = new ArrayDataset(new Uint8Array(n * side * side * 3).fill(100), [n, side, side, 3]);
+    const loader = new Loader(big, { batchSize: 32, config: 'paper', prefetch: 2 });
+    for (let e = 0; e < 2; e++) for await (const b of loader.epoch(e)) disposeBatch(b);
+    await new Promise((r) => setTimeout(r, 300)); // the disposed batches freed (on a thread of their own): kept
+    const kept = process.memoryUsage().rss;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(kept - process.memoryUsage().rss).toBeGreaterThan(30e6); // measured: 67 MB
+  });
+
   test('options are validated', () => {
     // The same checks as a training run's options (config.ts's LOADER): a seed of 2^32 had repeated seed 0's order.
     expect(() => new Loader(ds, { batchSize: 0 })).toThrow(/^options.batchSize must be an integer in \[1, 65536\], got 0$/);

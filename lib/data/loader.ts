@@ -68,6 +68,8 @@ export class Loader {
   readonly seed: number;
   readonly prefetch: number;
   private readonly lanes: LanesHandle;
+  // Frees the batch memory kept for reuse once no epoch has started for a second after the last ended.
+  private trimTimer: ReturnType<typeof setTimeout> | undefined;
   readonly pinMemory: boolean;
   readonly device: Device;
   readonly shard: { rank: number; count: number };
@@ -172,6 +174,7 @@ export class Loader {
     checkEpoch(epoch);
     checkInteger('first', first, 0);
     const batches = this.batchesOf(epoch);
+    clearTimeout(this.trimTimer);
     const inFlight: Array<Promise<PirlBatch>> = [];
     let next = first;
     const fill = () => {
@@ -193,6 +196,7 @@ export class Loader {
     } finally {
       // Ended early (a break, a stop, an error): the batches made ahead were never handed out, and are freed as they come.
       for (const promise of inFlight) promise.then(disposeBatch, () => undefined);
+      this.trimTimer = setTimeout(() => this.lanes.trimBuffers(), 1000).unref();
     }
   }
 

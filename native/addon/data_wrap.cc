@@ -49,7 +49,9 @@ class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
     // The most lanes a loader takes (its prefetch): the one number TypeScript's check reads.
-    Napi::Function ctor = DefineClass(env, "LanesHandle", {StaticValue("maxCount", Napi::Number::New(env, static_cast<double>(kMaxLanes)))});
+    Napi::Function ctor = DefineClass(env, "LanesHandle",
+                                      {StaticValue("maxCount", Napi::Number::New(env, static_cast<double>(kMaxLanes))),
+                                       InstanceMethod<&LanesWrap::trimBuffers>("trimBuffers")});
     EnvState::of(env)->lanesConstructor = Napi::Persistent(ctor);
     exports.Set("LanesHandle", ctor);
   }
@@ -81,6 +83,13 @@ class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
   }
 
   const std::shared_ptr<data::BatchBuffers>& buffers() const { return buffers_; }
+
+  // lanes.trimBuffers(): the kept batch memory is freed, on a lane (unmapping it held the JS thread ~50 ms per
+  // batch at B=256, release.h), after the batches queued there.
+  Napi::Value trimBuffers(const Napi::CallbackInfo& info) {
+    lanes_.front()->post([buffers = buffers_] { buffers->trim(); });
+    return info.Env().Undefined();
+  }
 
  private:
   std::vector<std::shared_ptr<OwnerThread>> lanes_;

@@ -65,6 +65,8 @@ TEST(BatchBuffers, AFreedBuffersMemoryIsReusedUpToKeep) {
   EXPECT_NE(c.data_ptr(), first);
   b.reset(), c.reset(), d.reset();
   EXPECT_EQ(pool->keptBuffers(), 2u);  // one of 80 bytes (keep = 1: the second was freed), one of 24
+  pool->trim();
+  EXPECT_EQ(pool->keptBuffers(), 0u);
   at::Tensor late = pool->empty({3}, at::kLong);
   pool.reset();
   late.fill_(2);

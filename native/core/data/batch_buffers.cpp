@@ -20,11 +20,7 @@ void* allocate(size_t bytes) {
 
 std::shared_ptr<BatchBuffers> BatchBuffers::create(size_t keep) { return std::shared_ptr<BatchBuffers>(new BatchBuffers(keep)); }
 
-BatchBuffers::~BatchBuffers() {
-  for (auto& [bytes, buffers] : free_) {
-    for (void* data : buffers) std::free(data);
-  }
-}
+BatchBuffers::~BatchBuffers() { trim(); }
 
 at::Tensor BatchBuffers::empty(at::IntArrayRef sizes, at::ScalarType dtype) {
   const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * at::elementSize(dtype);
@@ -49,6 +45,17 @@ void BatchBuffers::giveBack(void* data, size_t bytes) {
     if (kept.size() < keep_) return kept.push_back(data);
   }
   std::free(data);
+}
+
+void BatchBuffers::trim() {
+  std::map<size_t, std::vector<void*>> kept;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    kept.swap(free_);
+  }
+  for (auto& [bytes, buffers] : kept) {
+    for (void* data : buffers) std::free(data);
+  }
 }
 
 size_t BatchBuffers::keptBuffers() {

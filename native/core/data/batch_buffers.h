@@ -25,6 +25,9 @@ class BatchBuffers : public std::enable_shared_from_this<BatchBuffers> {
   // back when the tensor is freed (after this pool's owner, too: the tensor keeps the pool alive).
   at::Tensor empty(at::IntArrayRef sizes, at::ScalarType dtype);
 
+  // Frees every kept buffer (a Loader idle after an epoch: its memory goes back until the next).
+  void trim();
+
   size_t keptBuffers();  // for tests
 
  private:

@@ -82,7 +82,9 @@ struct Planes {
 
 template <typename Kernel>
 PIRL_PIXEL_BODY void inFloatBlocks(Image& image, Kernel&& kernel) {
-  Planes planes{};  // zeros past the image's end in a last, short block
+  // Lanes past the image's end in a last, short block hold zeros or the block before's values: whole levels,
+  // computed on and never written back.
+  Planes planes{};
   const int64_t n = image.height * image.width;
   for (int64_t start = 0; start < n; start += kBlock) {
     const int m = static_cast<int>(std::min<int64_t>(kBlock, n - start));
@@ -269,21 +271,23 @@ PIRL_PIXEL_BODY void solarizeBody(Image& image, int threshold) {
 PIRL_PIXEL_BODY void autocontrastBody(Image& image) {
   // Each channel's extremes: in 48-byte steps (16 pixels) a channel stays in the same lanes, so the
   // lane-wise min and max vectorise; the lanes are folded per channel after.
-  uint8_t lanesLo[48], lanesHi[48];
-  std::memset(lanesLo, 255, 48), std::memset(lanesHi, 0, 48);
-  const uint8_t* __restrict p = image.pixels.data();  // bytes may alias the lanes as far as the compiler knows
-  const size_t n = image.pixels.size(), whole = n - n % 48;
-  for (size_t i = 0; i < whole; i += 48) {
-    for (int k = 0; k < 48; ++k) {
-      const uint8_t v = p[i + k];
-      lanesLo[k] = v < lanesLo[k] ? v : lanesLo[k];
-      lanesHi[k] = v > lanesHi[k] ? v : lanesHi[k];
-    }
-  }
   std::array<uint8_t, 3> lo{255, 255, 255}, hi{0, 0, 0};
-  for (int k = 0; k < 48; ++k) lo[k % 3] = std::min(lo[k % 3], lanesLo[k]), hi[k % 3] = std::max(hi[k % 3], lanesHi[k]);
-  for (size_t i = whole; i < n; i += 3) {
-    for (int c = 0; c < 3; ++c) lo[c] = std::min(lo[c], p[i + c]), hi[c] = std::max(hi[c], p[i + c]);
+  {
+    uint8_t lanesLo[48], lanesHi[48];
+    std::memset(lanesLo, 255, 48), std::memset(lanesHi, 0, 48);
+    const uint8_t* __restrict p = image.pixels.data();  // bytes may alias the lanes as far as the compiler knows
+    const size_t n = image.pixels.size(), whole = n - n % 48;
+    for (size_t i = 0; i < whole; i += 48) {
+      for (int k = 0; k < 48; ++k) {
+        const uint8_t v = p[i + k];
+        lanesLo[k] = v < lanesLo[k] ? v : lanesLo[k];
+        lanesHi[k] = v > lanesHi[k] ? v : lanesHi[k];
+      }
+    }
+    for (int k = 0; k < 48; ++k) lo[k % 3] = std::min(lo[k % 3], lanesLo[k]), hi[k % 3] = std::max(hi[k % 3], lanesHi[k]);
+    for (size_t i = whole; i < n; i += 3) {
+      for (int c = 0; c < 3; ++c) lo[c] = std::min(lo[c], p[i + c]), hi[c] = std::max(hi[c], p[i + c]);
+    }
   }
   std::array<Lut, 3> luts;
   for (int c = 0; c < 3; ++c) {
