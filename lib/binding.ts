@@ -156,6 +156,8 @@ export interface LanesHandle {
   readonly __lanes: never;
   /** Frees the batch memory kept for the next batches, on a lane after the batches queued there. */
   trimBuffers(): void;
+  /** How many freed batch buffers are kept for reuse (for tests). */
+  keptBuffers(): number;
 }
 
 /** Everything the addon exports, typed once. */

@@ -43,15 +43,16 @@ constexpr int64_t kMaxLanes = 64;
 // A loader's lanes: batch i is made on lane i mod (the loader's prefetch), a thread each, so that the
 // batches in flight run side by side while each thread reuses its buffers (owner_thread.h: on libuv's pool
 // every thread kept a batch's). Each loader its own: two loaders (two ranks in one process) never queue
-// behind each other. The threads start at their first batch and end with the handle; so does the memory
-// its CPU batches are made in, reused from batch to batch (batch_buffers.h).
+// behind each other. The threads start at their first batch and end with the handle; the memory its CPU
+// batches are made in is reused from batch to batch (batch_buffers.h) until trimBuffers or the handle's end.
 class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
     // The most lanes a loader takes (its prefetch): the one number TypeScript's check reads.
     Napi::Function ctor = DefineClass(env, "LanesHandle",
                                       {StaticValue("maxCount", Napi::Number::New(env, static_cast<double>(kMaxLanes))),
-                                       InstanceMethod<&LanesWrap::trimBuffers>("trimBuffers")});
+                                       InstanceMethod<&LanesWrap::trimBuffers>("trimBuffers"),
+                                       InstanceMethod<&LanesWrap::keptBuffers>("keptBuffers")});
     EnvState::of(env)->lanesConstructor = Napi::Persistent(ctor);
     exports.Set("LanesHandle", ctor);
   }
@@ -90,6 +91,9 @@ class LanesWrap : public Napi::ObjectWrap<LanesWrap> {
     lanes_.front()->post([buffers = buffers_] { buffers->trim(); });
     return info.Env().Undefined();
   }
+
+  // lanes.keptBuffers(): how many freed batch buffers are kept for reuse (for tests).
+  Napi::Value keptBuffers(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(buffers_->keptBuffers())); }
 
  private:
   std::vector<std::shared_ptr<OwnerThread>> lanes_;
