@@ -86,7 +86,6 @@ export interface PirlModelHandle {
   info(): {
     parameters: { trunk: number; fHead: number; gHead: number; total: number };
     featureDim: number;
-    minInputSize: number;
     device: string;
   };
   stateDict(scope: StateDictScope): Promise<{ names: string[]; tensors: TensorHandle[] }>;
@@ -194,6 +193,8 @@ export interface Binding {
   ): Promise<NativeNceResult>;
   PirlLossHandle: new (options: ResolvedLossOptions) => PirlLossHandle;
   createPirlModel(options: ResolvedModelOptions): Promise<PirlModelHandle>;
+  /** The smallest image side a trunk with `stem` accepts. */
+  minInputSize(stem: ResolvedModelOptions['stem']): number;
   LanesHandle: { new (count: number): LanesHandle; readonly maxCount: number };
   makeBatch(
     source: TensorHandle,

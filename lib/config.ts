@@ -483,7 +483,20 @@ export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', com
   const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
   checkLoss(c.loss, `${arg}.loss`);
+  checkSamplerFitsStem(c, arg);
   return c;
+}
+
+// The sampler's views must survive the stem's strides: refused with the config, before any image is decoded (the
+// model's forward() would refuse them only at the first step).
+function checkSamplerFitsStem(c: ResolvedTrainConfig, arg: string): void {
+  const min = binding.minInputSize(c.model.stem);
+  for (const key of ['imageSize', 'patchSize'] as const) {
+    if (c.sampler[key] < min) {
+      const remedy = c.model.stem === 'small' ? "a larger preset, e.g. 'paper'" : "a larger preset, e.g. 'paper', or the 'small' stem";
+      throw rangeError(`${arg}.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (${remedy})`, c.sampler[key]);
+    }
+  }
 }
 
 // One set of negatives for the whole batch cannot leave out each sample's own row: that option would be ignored.

@@ -223,7 +223,7 @@ export class PirlModel {
 
   /** The smallest side an image may have: the stem and the four stages must leave it at least one pixel. */
   get minInputSize(): number {
-    return this.handle.info().minInputSize;
+    return binding.minInputSize(this.options.stem);
   }
 
   /**

@@ -1,12 +1,34 @@
 // Tensor operations that run on the native thread pool and resolve to new tensors.
 import { binding } from './binding';
-import { checkArrayOf, checkInteger, checkOptions, nativeCall, typeError } from './errors';
+import { checkArrayOf, checkInteger, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { Tensor, handleOf } from './tensor';
+
+const shapeText = (shape: readonly number[]) => `[${shape.join(', ')}]`;
+
+/** `t` (named `arg`) of `first`'s dtype and device (named `firstArg`): libtorch's messages named neither. */
+function checkAlike(arg: string, t: Tensor, firstArg: string, first: Tensor): void {
+  if (t.dtype !== first.dtype) throw typeError(arg, `a ${first.dtype} Tensor like ${firstArg}`, t.dtype);
+  if (t.device !== first.device) throw rangeError(arg, `a Tensor on ${first.device} like ${firstArg}`, t.device);
+}
 
 /** Matrix product with numpy/torch broadcasting rules. */
 export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
   const ha = handleOf('a', a);
   const hb = handleOf('b', b);
+  checkAlike('b', b, 'a', a);
+  const [sa, sb] = [a.shape, b.shape];
+  if (sa.length === 0) throw rangeError('a', 'a Tensor of at least 1 dimension', sa);
+  if (sb.length === 0) throw rangeError('b', 'a Tensor of at least 1 dimension', sb);
+  // b's rows meet a's columns: its only dimension for a vector, else its second to last.
+  const inner = sa[sa.length - 1];
+  const rows = sb.length === 1 ? sb[0] : sb[sb.length - 2];
+  if (rows !== inner) throw rangeError('b', `a Tensor of ${inner} ${sb.length === 1 ? 'values' : 'rows'} to meet a's ${inner} columns (a is ${shapeText(sa)})`, sb);
+  // The dimensions before the last two broadcast, aligned from the right: equal, or one of them 1.
+  const [ba, bb] = [sa.slice(0, -2), sb.slice(0, -2)];
+  for (let i = 1; i <= Math.min(ba.length, bb.length); i++) {
+    const [x, y] = [ba[ba.length - i], bb[bb.length - i]];
+    if (x !== y && x !== 1 && y !== 1) throw rangeError('b', `batch dimensions that broadcast with a's ${shapeText(ba)} (each equal, or 1)`, sb);
+  }
   return nativeCall(async () => new Tensor(await binding.matmul(ha, hb)));
 }
 
@@ -19,7 +41,8 @@ export interface Conv2dOptions {
 function pair(arg: string, value: number | [number, number], min: number): [number, number] {
   const list = typeof value === 'number' ? [value, value] : value;
   if (!Array.isArray(list) || list.length !== 2) throw typeError(arg, `an integer >= ${min} or [height, width]`, value);
-  const [h, w] = checkArrayOf(arg, list, (a, d) => checkInteger(a, d, min));
+  // int32's range, as cuDNN's: a larger one only overflowed the output's size.
+  const [h, w] = checkArrayOf(arg, list, (a, d) => checkInteger(a, d, min, 2 ** 31 - 1));
   return [h, w];
 }
 
@@ -31,5 +54,21 @@ export async function conv2d(input: Tensor, weight: Tensor, options: Conv2dOptio
   const hb = bias == null ? null : handleOf('options.bias', bias);
   const stride = pair('options.stride', strideGiven ?? 1, 1);
   const padding = pair('options.padding', paddingGiven ?? 0, 0);
+  checkConv2d(input, weight, bias ?? null, padding);
   return nativeCall(async () => new Tensor(await binding.conv2d(hi, hw, hb, stride, padding)));
+}
+
+// conv2d's tensors against each other: shapes named by argument, as libtorch's own messages did not.
+function checkConv2d(input: Tensor, weight: Tensor, bias: Tensor | null, padding: [number, number]): void {
+  if (input.dtype !== 'float32' && input.dtype !== 'float64') throw typeError('input', 'a float32 or float64 Tensor', input.dtype);
+  checkAlike('weight', weight, 'input', input);
+  if (bias) checkAlike('options.bias', bias, 'input', input);
+  const [si, sw] = [input.shape, weight.shape];
+  if (si.length !== 4 && si.length !== 3) throw rangeError('input', 'N×C×H×W (or one image, C×H×W)', si);
+  if (sw.length !== 4) throw rangeError('weight', 'O×C×kH×kW', sw);
+  const [channels, height, width] = si.slice(-3);
+  if (sw[1] !== channels) throw rangeError('weight', `O×${channels}×kH×kW: input has ${channels} channels (input is ${shapeText(si)})`, sw);
+  const [h, w] = [height + 2 * padding[0], width + 2 * padding[1]];
+  if (sw[2] > h || sw[3] > w) throw rangeError('weight', `a kernel no larger than the padded input's ${h}×${w} (input is ${shapeText(si)}, options.padding [${padding.join(', ')}])`, sw);
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== sw[0])) throw rangeError('options.bias', `${sw[0]} values, one per output channel of weight ${shapeText(sw)}`, bias.shape);
 }

@@ -557,6 +557,8 @@ describe('pirl train / eval / embed / export', () => {
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'e.safetensors'), '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);
     usage(['train', data, '--layout', 'tree'], /--layout must be one of 'auto', 'flat', 'classes', got 'tree'/);
     usage(['train', data, '--stem', 'imagenet', '--batch', '8', '--out', path.join(dir, 'stem')], /--stem imagenet: config.sampler.patchSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 9/);
+    // Before the data is read (a large folder decodes for minutes first): said of a folder that is not there.
+    usage(['train', path.join(dir, 'no-such-folder'), '--preset', 'small', '--stem', 'imagenet'], /^pirl: --stem imagenet with --preset small: config.sampler.patchSize must be at least 17/m);
     usage(['train', 'fashion-mnist', '--layout', 'flat'], /--layout says how a folder is read: fashion-mnist is not a folder/);
     usage(['train', 'fashion-mnist', '--size', '64'], /--size is the side a folder's images are stored at: fashion-mnist is read as 28×28 arrays/);
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);

@@ -216,7 +216,7 @@ describe('evaluation', () => {
         ['images[4]', 'no bytes (an empty buffer)'],
       ]));
       expect([...mixed.failures.keys()]).toEqual(['images[3]', 'images[4]']); // in the list's order, whichever decode ended first
-      expect(warnings.sort()).toEqual([...mixed.failures].map(([name, why]) => `pirl: skipping unreadable image ${name}: ${why}`).sort());
+      expect(warnings.sort()).toEqual([...mixed.failures].map(([name, why]) => `skipping unreadable image ${name}: ${why}`).sort());
       // An upload transferred away (postMessage) before it was read is skipped, named, as an unreadable image.
       const moved = Uint8Array.from(bytes[1]);
       const embedding = embedImages(model, [bytes[0], moved], { onWarning: () => undefined });

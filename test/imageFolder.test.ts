@@ -92,7 +92,7 @@ describe('ImageFolder', () => {
       const again = await ImageFolder.open(dir, { size: 8, cache: path.join(dir, 'images.cache'), onWarning: (m) => warnings.push(m) });
       expect(again.length).toBe(2);
       await again.close();
-      const said = `pirl: ${dir}: 3 file(s) without an image extension are left out (README, notes.txt, scan.bmp; read: .jpg .jpeg .png .webp .gif .tif .tiff .avif)`;
+      const said = `${dir}: 3 file(s) without an image extension are left out (README, notes.txt, scan.bmp; read: .jpg .jpeg .png .webp .gif .tif .tiff .avif)`;
       expect(warnings).toEqual([said, said]); // the cache written the first time is not counted the second
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -169,7 +169,7 @@ describe('ImageFolder', () => {
     await raw(10, 10).png().toFile(path.join(dir, 'thumbnails', 'small', 's.png'));
     const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', onWarning: (m) => warnings.push(m) });
     expect([flat.length, flat.labels, flat.classes]).toEqual([4, null, null]);
-    expect(warnings).toEqual([`pirl: ${dir}: 2 image(s) in its subfolders are left out (layout 'flat' read the folder's own images)`]);
+    expect(warnings).toEqual([`${dir}: 2 image(s) in its subfolders are left out (layout 'flat' read the folder's own images)`]);
     const classes = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: () => undefined });
     expect([classes.length, classes.classes]).toEqual([1, ['thumbnails']]);
     await expect(ImageFolder.open(dir, { size: 8, layout: 'tree' as 'flat' })).rejects.toThrow(/options\.layout must be one of 'auto', 'flat', 'classes', got "tree"/);
@@ -312,12 +312,14 @@ describe('ImageFolder', () => {
       const large = 'a PNG image too large to decode (30×20): more than the limit of 500 pixels (maxPixels, --max-pixels)';
       const cache = path.join(dir, '.images.cache');
       for (const options of [{}, { cache }, { cache }]) { // decoded; the cache built; read back
-        const folder = await ImageFolder.open(dir, { size: 8, maxPixels: 500, onWarning: () => undefined, ...options });
+        const warnings: string[] = [];
+        const folder = await ImageFolder.open(dir, { size: 8, maxPixels: 500, onWarning: (m) => warnings.push(m), ...options });
         expect(await folder.decode(0)).not.toBeNull();
         // Decoded, it is skipped when read; a cache leaves it out of the data set.
         if (options.cache) expect([folder.length, folder.leftOut]).toEqual([1, 1]);
         else expect(await folder.decode(1)).toBeNull();
         expect([...folder.failures].map(([f, why]) => [path.basename(f), why])).toEqual([['b-large.png', large]]);
+        expect(warnings).toEqual([`skipping image ${path.join(dir, 'b-large.png')}: ${large}`]); // whole and valid: not "unreadable"
         await folder.close();
       }
       // The default (sharp's limit) decodes both; the cache made under 500 is rebuilt, not read as if it held them.
@@ -346,7 +348,7 @@ describe('ImageFolder', () => {
       expect(await folder.decode(0)).not.toBeNull();
       expect(folder.failures.size).toBe(0);
       expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatch(new RegExp(`^pirl: ${path.join(dir, 'damaged.jpg')} is damaged \\(decoded, part of it may be missing\\): `));
+      expect(warnings[0]).toMatch(new RegExp(`^${path.join(dir, 'damaged.jpg')} is damaged \\(decoded, part of it may be missing\\): `));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -407,7 +409,7 @@ describe('ImageFolder', () => {
         const warnings: string[] = [];
         const folder = await ImageFolder.open(dir, { size: 8, layout, onWarning: (m, code) => warnings.push(`${code} ${m}`) });
         expect({ layout, files: folder.files.map((f) => path.basename(f)) }).toEqual({ layout, files: ['a.png', 'b.png'] });
-        expect(warnings).toEqual([`PIRL_IMAGES_LEFT_OUT pirl: ${locked}: cannot list the folder: EACCES: permission denied, scandir '${locked}': left out`]);
+        expect(warnings).toEqual([`PIRL_IMAGES_LEFT_OUT ${locked}: cannot list the folder: EACCES: permission denied, scandir '${locked}': left out`]);
         await folder.close();
       }
     } finally {
@@ -503,7 +505,7 @@ describe('ImageFolder', () => {
         await cached.close();
       }
       // Said when built and when read back (no run goes without hearing of it).
-      expect(warned.filter((m) => m.startsWith('pirl: skipping unreadable image') && m.includes('c-broken.png'))).toHaveLength(2);
+      expect(warned.filter((m) => m.startsWith('skipping unreadable image') && m.includes('c-broken.png'))).toHaveLength(2);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -711,7 +713,7 @@ describe('ImageFolder', () => {
         expect((await folder.batchSource([0, 1, 2])).indices).toEqual([0, 1]);
       }
       expect([...folder.failures.keys()]).toEqual([path.join(flat, 'c.png')]);
-      expect(warnings).toEqual([expect.stringMatching(/^pirl: skipping unreadable image .*c\.png: ENOENT/)]);
+      expect(warnings).toEqual([expect.stringMatching(/^skipping unreadable image .*c\.png: ENOENT/)]);
       await folder.close();
     }
     // A class folder that is a link, and a link in a class folder to itself: no images left out, and the count of nested ones ends.
@@ -732,6 +734,6 @@ describe('ImageFolder', () => {
     const folder = await ImageFolder.open(labeled, { size: 8, onWarning: (m) => warnings.push(m) });
     expect(folder.classes).toEqual(['cats', 'dogs']);
     expect(folder.files.map((f) => path.relative(labeled, f))).toEqual([path.join('cats', 'outside.png'), path.join('dogs', 'd.png')]);
-    expect(warnings).toEqual([`pirl: ${labeled}: 1 image(s) in subfolders of class folders are left out (a class is one folder's own images)`]);
+    expect(warnings).toEqual([`${labeled}: 1 image(s) in subfolders of class folders are left out (a class is one folder's own images)`]);
   });
 });

@@ -238,6 +238,26 @@ describe('PirlModel', () => {
     await expect(model.forward(images, patches)).rejects.toThrow(/^images must be finite: image 2/);
   });
 
+  test('finite inputs that give non-finite results are refused, saying whether the inputs or the weights overflowed', async () => {
+    const huge = rand([2, 3, 32, 32]);
+    (huge.data() as Float32Array).fill(1e38, 3 * 32 * 32); // finite, but far past normalised images
+    await expect(model.embed(huge)).rejects.toThrow(/^images gave features of NaN or infinity: their values reach 1e\+38, which overflow float32 activations; the model takes normalised images/);
+    const patches = rand([2, 9, 3, 12, 12]);
+    (patches.data() as Float32Array).fill(-3e38, 0, 9 * 3 * 12 * 12);
+    await expect(model.forward(rand([2, 3, 32, 32]), patches)).rejects.toThrow(/^patches gave embeddings of NaN or infinity: their values reach 3e\+38/);
+    // The same images through weights that overflow: said of the weights.
+    const blown = await PirlModel.create(model.options);
+    const weights = await blown.stateDict('all');
+    const conv1 = weights.get('trunk.conv1.weight')!;
+    (conv1.data() as Float32Array).fill(1e38);
+    await blown.loadStateDict(weights);
+    const images = rand([2, 3, 32, 32]);
+    await expect(blown.embed(images)).rejects.toThrow(/^images \(values within ±0\.\d+\) gave features of NaN or infinity: the model's activations overflow float32 \(its largest weight: 1e\+38, in trunk\.conv1\.weight\); load weights from before the run diverged$/);
+    blown.dispose();
+    // Sound inputs and weights still embed.
+    expect((await model.embed(images)).shape).toEqual([2, 512]);
+  });
+
   test('widthOf names each layer\'s width, and refuses a layer it does not have', () => {
     expect([model.widthOf('res5'), model.widthOf('f')]).toEqual([512, 128]);
     expect(() => model.widthOf('res4' as never)).toThrow('layer must be \'res5\' or \'f\', got "res4"');

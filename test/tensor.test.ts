@@ -147,6 +147,32 @@ describe('Tensor.zeros and data() over native memory', () => {
 });
 
 describe('bad input is refused with errors naming the argument', () => {
+  test("ops.matmul and ops.conv2d: shapes, dtypes and devices that do not fit, named by argument (libtorch's messages named none)", async () => {
+    const f32 = (shape: number[]) => Tensor.zeros(shape);
+    const refused = async (work: Promise<unknown>, Class: typeof Error, message: string) => {
+      const err = await work.then(() => null, (e: Error) => e);
+      expect(err).toBeInstanceOf(Class);
+      expect(err!.message).toBe(message);
+    };
+    await refused(ops.matmul(f32([2, 3]), f32([4, 2])), RangeError, "b must be a Tensor of 3 rows to meet a's 3 columns (a is [2, 3]), got [4, 2]");
+    await refused(ops.matmul(f32([2, 3]), f32([4])), RangeError, "b must be a Tensor of 3 values to meet a's 3 columns (a is [2, 3]), got [4]");
+    await refused(ops.matmul(f32([5, 2, 3]), f32([4, 3, 2])), RangeError, "b must be batch dimensions that broadcast with a's [5] (each equal, or 1), got [4, 3, 2]");
+    await refused(ops.matmul(f32([]), f32([2, 3])), RangeError, 'a must be a Tensor of at least 1 dimension, got []');
+    await refused(ops.matmul(f32([2, 3]), Tensor.zeros([3, 2], { dtype: 'float64' })), TypeError, 'b must be a float32 Tensor like a, got "float64"');
+    const input = f32([2, 3, 5, 5]);
+    await refused(ops.conv2d(input, f32([4, 2, 3, 3])), RangeError, 'weight must be O×3×kH×kW: input has 3 channels (input is [2, 3, 5, 5]), got [4, 2, 3, 3]');
+    await refused(ops.conv2d(input, f32([4, 3, 7, 7]), { padding: [1, 0] }), RangeError,
+      "weight must be a kernel no larger than the padded input's 7×5 (input is [2, 3, 5, 5], options.padding [1, 0]), got [4, 3, 7, 7]");
+    await refused(ops.conv2d(input, f32([4, 3, 3, 3]), { bias: f32([3]) }), RangeError, 'options.bias must be 4 values, one per output channel of weight [4, 3, 3, 3], got [3]');
+    await refused(ops.conv2d(input, f32([4, 3, 3])), RangeError, 'weight must be O×C×kH×kW, got [4, 3, 3]');
+    await refused(ops.conv2d(f32([5, 5]), f32([4, 3, 3, 3])), RangeError, 'input must be N×C×H×W (or one image, C×H×W), got [5, 5]');
+    await refused(ops.conv2d(Tensor.zeros([2, 3, 5, 5], { dtype: 'int64' }), f32([4, 3, 3, 3])), TypeError, 'input must be a float32 or float64 Tensor, got "int64"');
+    // What fits still runs: broadcast batches, a padded kernel as large as the padded input, one image.
+    expect((await ops.matmul(f32([5, 2, 3]), f32([1, 3, 4]))).shape).toEqual([5, 2, 4]);
+    expect((await ops.conv2d(input, f32([4, 3, 7, 7]), { padding: 1, bias: f32([4]) })).shape).toEqual([2, 4, 1, 1]);
+    expect((await ops.conv2d(f32([3, 5, 5]), f32([4, 3, 3, 3]))).shape).toEqual([4, 3, 3]);
+  });
+
   test('unsupported typed array', () => {
     expect(() => Tensor.from(new Int16Array(4) as never)).toThrow(TypeError);
     expect(() => Tensor.from(new Int16Array(4) as never)).toThrow(/data must be a Float32Array.*got Int16Array\(4\)/);

@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, folderImageSize, lrAt, peakLr, readSafetensors, resolveSamplerConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, folderImageSize, lrAt, peakLr, readSafetensors, resolveSamplerConfig, resolveTrainConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -389,6 +389,9 @@ describe('Trainer', () => {
       .rejects.toThrow(/config.sampler.imageSize must be at least 17 px for model.stem 'imagenet' \(a larger preset, e.g. 'paper', or the 'small' stem\), got 16/);
     await expect(Trainer.create(tiny.dataset(), { ...tiny.config, sampler: { ...(tiny.config.sampler as object), patchSize: 4 } }))
       .rejects.toThrow(/config.sampler.patchSize must be at least 5 px for model.stem 'small' \(a larger preset, e.g. 'paper'\), got 4$/);
+    // With the config itself, before a data set is looked at or a model made.
+    expect(() => resolveTrainConfig({ model: { stem: 'imagenet' }, sampler: 'small' })).toThrow(/^config.sampler.patchSize must be at least 17 px for model.stem 'imagenet' .*, got 9$/);
+    expect(resolveTrainConfig({ model: { stem: 'imagenet' }, sampler: 'paper' }).sampler.patchSize).toBe(64);
     const rank = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29599 };
     await expect(Trainer.create(tiny.dataset(), tiny.config, { cudaGraphs: true, distributed: rank })).rejects.toThrow(/options.cudaGraphs must be false in a data-parallel run/);
     const file = path.join(tmp(), 'model.safetensors');

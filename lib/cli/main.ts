@@ -1,4 +1,5 @@
 // The `pirl` command line: one file per verb beside this one.
+import { FOLDER_WARNINGS } from '../data/imageFolder';
 import { isArgumentError, isOutOfMemory } from '../errors';
 import { PIRL_VERSION, initRuntime } from '../runtime';
 import { UsageError } from './args';
@@ -60,7 +61,8 @@ function printPirlWarningsPlainly(): void {
   const nodes = process.listeners('warning');
   process.removeAllListeners('warning');
   process.on('warning', (w: Error & { code?: string }) => {
-    if (w.code?.startsWith('PIRL_')) console.error(w.message.startsWith('pirl: ') ? w.message : `pirl: warning: ${w.message}`);
+    // A data set's notices (an image skipped, some left out) read as the CLI's reports of its data, not as warnings.
+    if (w.code?.startsWith('PIRL_')) console.error(`pirl: ${(FOLDER_WARNINGS as readonly string[]).includes(w.code) ? '' : 'warning: '}${w.message}`);
     else nodes.forEach((listener) => listener(w));
   });
 }

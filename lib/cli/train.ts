@@ -96,7 +96,14 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
 /** The config the flags give over `base` (--config's options). */
 function configOf(values: FlagValues, base: Record<string, unknown>): ResolvedTrainConfig {
   const merged = mergeOptions(base, optionsFromFlags(values, CONFIG_FLAGS));
-  return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
+  try {
+    return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
+  } catch (err) {
+    // The sampler's views too small for the stem (--preset small's patches under --stem imagenet): the flags that chose them.
+    const chosenBy = ['recipe', 'stem', 'preset'].filter((f) => values[f] !== undefined).map((f) => `--${f} ${values[f]}`);
+    if (isArgumentError(err) && err.expected.includes('for model.stem') && chosenBy.length > 0) throw new UsageError(`${chosenBy.join(' with ')}: ${err.message}`);
+    throw err;
+  }
 }
 
 async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
@@ -198,8 +205,6 @@ async function withLibraryFlags(values: FlagValues, batchFrom: string, run: () =
   } catch (err) {
     if (!isArgumentError(err)) throw err;
     if (err.argument === 'options.cudaGraphs') throw new UsageError(`--cuda-graphs: ${err.expected.replace(/^false /, 'not ')}`);
-    // The sampler's views too small for the stem: --preset's patches under --stem imagenet.
-    if (err.argument.startsWith('config.sampler.') && err.expected.includes('for model.stem') && values.stem !== undefined) throw new UsageError(`--stem ${values.stem}: ${err.message}`);
     if (err.argument === 'options.epochs') throw new UsageError(`--epochs must be ${err.expected}, got '${values.epochs}'`);
     if (err.argument === 'config.batchSize') throw new UsageError(`--batch must be ${err.expected}, got ${values.batch === undefined ? `${err.received} (${batchFrom})` : `'${values.batch}'`}`);
     throw err;

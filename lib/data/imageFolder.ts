@@ -179,29 +179,35 @@ async function damageOf(input: ImageInput, format: string | undefined): Promise<
   return `truncated: ${size} bytes, without the IEND chunk that ends a PNG`;
 }
 
+/** Why an image was left out; `tooLarge`: whole and valid, over the pixel limit (not "unreadable"). */
+interface LeftOutImage {
+  reason: string;
+  tooLarge?: true;
+}
+
 /**
  * Why an image cannot be decoded, from what it holds, with sharp's `message` ('' when there is none: a cache read back)
  * where it may be the image's own: alone it may be another image's (libvips keeps one error buffer for every decode in
  * flight), and it calls an HTML page "unsupported image format".
  */
-async function whyUnreadable(input: ImageInput, message: string, maxPixels: number): Promise<string> {
+async function whyLeftOut(input: ImageInput, message: string, maxPixels: number): Promise<LeftOutImage> {
   const bytes = await firstBytes(input);
-  if (bytes instanceof Error) return (typeof input === 'string' ? notUtf8(input) : undefined) ?? bytes.message; // missing, a link to nothing, not readable
-  if (bytes.length === 0) return typeof input === 'string' ? 'an empty file (0 bytes)' : 'no bytes (an empty buffer)';
+  if (bytes instanceof Error) return { reason: (typeof input === 'string' ? notUtf8(input) : undefined) ?? bytes.message }; // missing, a link to nothing, not readable
+  if (bytes.length === 0) return { reason: typeof input === 'string' ? 'an empty file (0 bytes)' : 'no bytes (an empty buffer)' };
   const format = formatOf(bytes);
-  if (format === undefined) return `not an image: ${describeStart(bytes)}`;
-  if (format === 'BMP' || format === 'HEIC' || format === 'SVG') return `${format === 'SVG' ? 'an' : 'a'} ${format} image, which pirl does not read (convert it to JPEG or PNG)`;
+  if (format === undefined) return { reason: `not an image: ${describeStart(bytes)}` };
+  if (format === 'BMP' || format === 'HEIC' || format === 'SVG') return { reason: `${format === 'SVG' ? 'an' : 'a'} ${format} image, which pirl does not read (convert it to JPEG or PNG)` };
   // Whole and valid, only too large (a decompression bomb, or a scan): not "corrupt". Its header says so, also for a
   // cache read back (no message).
   const { width, height } = await sharp(input, { limitInputPixels: false }).metadata().catch(() => ({ width: undefined, height: undefined }));
   if ((width && height && width * height > maxPixels) || /exceeds pixel limit/.test(message)) {
     const limit = maxPixels === SHARP_MAX_PIXELS ? `sharp's limit of ${maxPixels.toLocaleString('en-US')} pixels` : `the limit of ${maxPixels.toLocaleString('en-US')} pixels (maxPixels, --max-pixels)`;
-    return `a ${format} image too large to decode${width && height ? ` (${width}×${height})` : ''}: more than ${limit}`;
+    return { reason: `a ${format} image too large to decode${width && height ? ` (${width}×${height})` : ''}: more than ${limit}`, tooLarge: true };
   }
   const damage = await damageOf(input, format);
-  if (damage) return `a ${format} image that cannot be decoded: ${damage}`;
+  if (damage) return { reason: `a ${format} image that cannot be decoded: ${damage}` };
   const own = ownMessage(message, format);
-  return `a ${format} image that cannot be decoded (truncated or corrupt)${own ? `: ${own}` : ''}`;
+  return { reason: `a ${format} image that cannot be decoded (truncated or corrupt)${own ? `: ${own}` : ''}` };
 }
 
 /** `work` on each item, `limit` at a time (the next started as one ends), the results in order; the first failure stops it. */
@@ -299,7 +305,7 @@ async function kindOf(dir: string, e: Dirent): Promise<Entry['kind']> {
 async function listedOrLeftOut<T>(dir: string, list: (dir: string) => Promise<T>, leftOut: (message: string) => void): Promise<T | null> {
   return list(dir).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'EACCES' && err.code !== 'EPERM') throw err;
-    leftOut(`pirl: ${err.message}: left out`);
+    leftOut(`${err.message}: left out`);
     return null;
   });
 }
@@ -326,7 +332,8 @@ async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: s
 }
 
 /** The codes of a folder's warnings. */
-export type FolderWarning = 'PIRL_UNREADABLE_IMAGE' | 'PIRL_DAMAGED_IMAGE' | 'PIRL_IMAGES_LEFT_OUT' | 'PIRL_CACHE_WAIT';
+export const FOLDER_WARNINGS = ['PIRL_UNREADABLE_IMAGE', 'PIRL_DAMAGED_IMAGE', 'PIRL_IMAGES_LEFT_OUT', 'PIRL_CACHE_WAIT'] as const;
+export type FolderWarning = (typeof FOLDER_WARNINGS)[number];
 
 /** A warning of a folder's: to options.onWarning, else process.emitWarning, with its code. */
 type Warn = (message: string, code: FolderWarning) => void;
@@ -388,7 +395,7 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
     }
     if (!said && Date.now() - waitingSince > 10_000) {
       said = true;
-      say(`pirl: waiting for ${taken.holder ?? 'another process'} to build the decode cache ${file} (if it is gone, remove ${lock})`);
+      say(`waiting for ${taken.holder ?? 'another process'} to build the decode cache ${file} (if it is gone, remove ${lock})`);
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
     if (await ready()) return;
@@ -457,16 +464,16 @@ export class ImageFolder implements Dataset {
       files = lists.flat();
       labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
       // A labeled folder reads each class folder's own images: say what it leaves out.
-      if (own.length > 0) warnLeftOut(`pirl: ${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
+      if (own.length > 0) warnLeftOut(`${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
       const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
       let nested = 0;
       for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut);
-      if (nested > 0) warnLeftOut(`pirl: ${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
+      if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
     } else {
       files = own;
       // Every level below, not its subfolders' own images only.
       below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut) : 0;
-      if (below > 0 && own.length > 0) warnLeftOut(`pirl: ${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
+      if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
     }
     // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
     // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
@@ -474,7 +481,7 @@ export class ImageFolder implements Dataset {
     const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
     if (skipped.length > 0) {
       const shown = skipped.slice(0, 3).map((f) => path.relative(dir, f)).join(', ') + (skipped.length > 3 ? ', …' : '');
-      warnLeftOut(`pirl: ${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
+      warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
     }
     if (files.length === 0) {
       const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
@@ -554,21 +561,21 @@ export class ImageFolder implements Dataset {
         const bytes = await firstBytes(input);
         const format = bytes instanceof Error ? undefined : formatOf(bytes);
         const own = (await damageOf(input, format)) ?? ownMessage(strict.message, format);
-        this.warn(`pirl: ${file} is damaged (decoded, part of it may be missing)${own ? `: ${own}` : ''}`, 'PIRL_DAMAGED_IMAGE');
+        this.warn(`${file} is damaged (decoded, part of it may be missing)${own ? `: ${own}` : ''}`, 'PIRL_DAMAGED_IMAGE');
         return data;
       });
     } catch (err) {
       if (!this.failures.has(file)) {
-        const reason = await whyUnreadable(input, (err as Error).message, this.maxPixels);
-        this.failures.set(file, reason);
-        this.warnUnreadable(file, reason);
+        const why = await whyLeftOut(input, (err as Error).message, this.maxPixels);
+        this.failures.set(file, why.reason);
+        this.warnLeftOut(file, why);
       }
       return null;
     }
   }
 
-  private warnUnreadable(file: string, reason: string): void {
-    this.warn(`pirl: skipping unreadable image ${file}: ${reason}`, 'PIRL_UNREADABLE_IMAGE');
+  private warnLeftOut(file: string, why: LeftOutImage): void {
+    this.warn(`skipping ${why.tooLarge ? '' : 'unreadable '}image ${file}: ${why.reason}`, 'PIRL_UNREADABLE_IMAGE');
   }
 
   // size×size sRGB bytes; `failOn` as sharp's. Transparency is composited on white whatever the size (resizing
@@ -645,9 +652,9 @@ export class ImageFolder implements Dataset {
       const unreadable = this.files.filter((file, i) => flags[i] !== 1 && !this.failures.has(file));
       for (let begin = 0; begin < unreadable.length; begin += 256) {
         const files = unreadable.slice(begin, begin + 256);
-        const reasons = await Promise.all(files.map((f) => whyUnreadable(f, '', this.maxPixels)));
-        files.forEach((f, i) => this.failures.set(f, reasons[i]));
-        files.forEach((f, i) => this.warnUnreadable(f, reasons[i]));
+        const reasons = await Promise.all(files.map((f) => whyLeftOut(f, '', this.maxPixels)));
+        files.forEach((f, i) => this.failures.set(f, reasons[i].reason));
+        files.forEach((f, i) => this.warnLeftOut(f, reasons[i]));
       }
       if (flags.every((flag) => flag !== 1)) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
       const records = this.files.map((_, i) => i).filter((i) => flags[i] === 1);

@@ -106,17 +106,6 @@ function warnOfPaperBatchAcrossRanks(c: ResolvedTrainConfig, worldSize: number):
     `${c.batchSize * worldSize} (and its lr, baseLr·batch/256, scaled to that): ${fix}`, { code: 'PIRL_PAPER_BATCH' });
 }
 
-// The sampler's views must survive the stem's strides (forward() says so too, but only at the first step).
-function checkSamplerFitsStem(model: PirlModel, c: ResolvedTrainConfig): void {
-  const min = model.minInputSize;
-  for (const key of ['imageSize', 'patchSize'] as const) {
-    if (c.sampler[key] < min) {
-      const remedy = c.model.stem === 'small' ? 'a larger preset, e.g. \'paper\'' : "a larger preset, e.g. 'paper', or the 'small' stem";
-      throw rangeError(`config.sampler.${key}`, `at least ${min} px for model.stem '${c.model.stem}' (${remedy})`, c.sampler[key]);
-    }
-  }
-}
-
 /**
  * How this process takes part in a run: alone (the default), or as one rank of a data-parallel run —
  * `'env'` reads torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; docs/distributed.md).
@@ -261,7 +250,6 @@ export class Trainer {
         warnOfPaperBatchAcrossRanks(c, group?.worldSize ?? 1);
       }
       const model = await PirlModel.create(c.model, { device: place.device });
-      checkSamplerFitsStem(model, c);
       const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
       return new Trainer(model, bank, loader, c, place, dataDigest(dataset));
     });

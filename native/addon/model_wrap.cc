@@ -34,9 +34,25 @@ int64_t bytesOf(const std::vector<at::Tensor>& tensors) {
   return n;
 }
 
+// Finite inputs can still give non-finite results: the weights hold NaN or huge values (a diverged run's), or the
+// inputs lie far outside the normalised range (1e38 overflows the convolutions). Said of which, not found by a kNN.
+void checkResultFinite(const model::PirlModelImpl& model, const at::Tensor& result, const at::Tensor& input, const char* inputName,
+                       const char* what) {
+  if (at::isfinite(result).all().item<bool>()) return;
+  const model::WeightExtremes w = model.weightExtremes();
+  TORCH_CHECK_VALUE(w.firstNonFinite.empty(), "the model's weights hold NaN or infinity (", w.firstNonFinite, " first), so its ", what,
+                    " do too: load weights from before the run diverged");
+  const double largest = input.abs().max().item<double>();
+  TORCH_CHECK_VALUE(largest <= model::kOverflowing, inputName, " gave ", what, " of NaN or infinity: their values reach ", largest,
+                    ", which overflow float32 activations; the model takes normalised images (per channel mean 0 and "
+                    "standard deviation 1, as the Loader's and embedImages' are)");
+  TORCH_CHECK_VALUE(false, inputName, " (values within ±", largest, ") gave ", what, " of NaN or infinity: the model's activations overflow ",
+                    "float32 (its largest weight: ", w.largestValue, ", in ", w.largest, "); load weights from before the run diverged");
+}
+
 ModelState::Facts factsOf(const model::PirlModel& m) {
   return {parameterCount(*m->trunk), parameterCount(*m->fHead), parameterCount(*m->gHead), parameterCount(*m),
-          m->trunk->featureDim(), m->trunk->minInputSize(), bytesOf(m->parameters()), bytesOf(m->buffers())};
+          m->trunk->featureDim(), bytesOf(m->parameters()), bytesOf(m->buffers())};
 }
 
 }  // namespace
@@ -118,7 +134,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             eval::checkFinite(images, "images", "image");  // else NaN embeddings, the whole batch's in training mode
             eval::checkFinite(patches, "patches", "sample");
             const c10::Device device = s->model->device();
-            return s->model->forward(images.to(device), patches.to(device));
+            model::Embeddings e = s->model->forward(images.to(device), patches.to(device));
+            checkResultFinite(*s->model, e.f, images, "images", "embeddings");
+            checkResultFinite(*s->model, e.g, patches, "patches", "embeddings");
+            return e;
           },
           [](Napi::Env env, model::Embeddings& e) -> Napi::Value {
             return TensorWrap::wrapAll(env, {{"f", e.f}, {"g", e.g}});
@@ -145,7 +164,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
               const at::Tensor batch = images.narrow(0, begin, std::min(batchSize, images.size(0) - begin));
               parts.push_back(s->model->embed(batch.to(device), layer).to(at::kCPU));
             }
-            return at::cat(parts);
+            at::Tensor features = at::cat(parts);
+            checkResultFinite(*s->model, features, images, "images", "features");
+            return features;
           },
           tensorToJs, s->owner);
     });
@@ -187,7 +208,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     params.Set("total", f.totalParameters);
     out.Set("parameters", params);
     out.Set("featureDim", static_cast<double>(f.featureDim));
-    out.Set("minInputSize", static_cast<double>(f.minInputSize));
     out.Set("device", s.device().str());
     return out;
   }
@@ -280,6 +300,11 @@ Napi::Value createPirlModel(const Napi::CallbackInfo& info) {
       [](Napi::Env env, std::shared_ptr<ModelState>& s) -> Napi::Value { return ModelWrap::wrap(env, s, /*counted=*/true); });
 }
 
+// A fact of the architecture, known before a model is made: a config's sampler is checked against it.
+Napi::Value minInputSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(model::minInputSize(AsEnum(info[0], "stem", kStemNames))));
+}
+
 }  // namespace
 
 std::shared_ptr<ModelState> unwrapModel(Napi::Value value, const std::string& arg) { return ModelWrap::unwrap(value, arg); }
@@ -287,6 +312,7 @@ std::shared_ptr<ModelState> unwrapModel(Napi::Value value, const std::string& ar
 void registerModel(Napi::Env env, Napi::Object exports) {
   ModelWrap::Init(env, exports);
   exports.Set("createPirlModel", Napi::Function::New<binding<createPirlModel>>(env, "createPirlModel"));
+  exports.Set("minInputSize", Napi::Function::New<binding<minInputSize>>(env, "minInputSize"));
 }
 
 }  // namespace pirl::addon

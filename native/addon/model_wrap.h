@@ -23,7 +23,7 @@ struct ModelState {
   // What JavaScript asks while a long call (an embed, a step) holds `mutex`, answered without waiting for it.
   struct Facts {
     double trunkParameters, fHeadParameters, gHeadParameters, totalParameters;
-    int64_t featureDim, minInputSize;
+    int64_t featureDim;
     int64_t parameterBytes, bufferBytes;  // its native memory (an optimizer's momentum: parameterBytes more)
   };
   const Facts facts;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -146,6 +147,36 @@ TEST(TrainState, ANonFiniteGradientChangesNothing) {
   EXPECT_THROW(s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1), c10::Error);
   EXPECT_TRUE(at::equal(weight, s.model()->trunk->conv1->weight.detach()));
   EXPECT_TRUE(at::equal(rows, s.bank().rows()));
+}
+
+// A failed step says what the weights were: already non-finite (naming the first such), diverged (past 10^4), or sound.
+TEST(TrainState, AFailedStepDescribesTheWeights) {
+  const auto failure = [](const std::function<void(model::PirlModel)>& spoil) {
+    auto s = pirl::testing::tinyTrainState(2, 40);
+    {
+      const c10::NoGradGuard noGrad;  // weights written in place
+      spoil(s.model());
+    }
+    at::Tensor images = at::randn({4, 3, 16, 16});
+    images[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+    try {
+      s.step(images, at::randn({4, 9, 3, 8, 8}), at::arange(4, at::kLong), 0.25);
+    } catch (const c10::Error& e) {
+      return std::string(e.what_without_backtrace());
+    }
+    return std::string("no error");
+  };
+  const std::string sound = failure([](model::PirlModel) {});
+  EXPECT_NE(sound.find("non-finite loss (loss NaN"), std::string::npos) << sound;
+  EXPECT_NE(sound.find("This step's lr: 0.25; the largest weight: "), std::string::npos) << sound;
+  EXPECT_EQ(sound.find("diverged"), std::string::npos) << sound;
+  const std::string diverged = failure([](model::PirlModel m) { m->fHead->fc->weight[0][0] = 3e5; });
+  EXPECT_NE(diverged.find("the largest weight: 300000 (fHead.fc.weight): the updates diverged; lower the lr"), std::string::npos) << diverged;
+  const std::string broken = failure([](model::PirlModel m) { m->gHead->fc->bias[1] = std::numeric_limits<float>::infinity(); });
+  EXPECT_NE(broken.find("The weights were already non-finite (gHead.fc.bias first): the step before overflowed them; lower the lr "
+                        "(this step's: 0.25)"),
+            std::string::npos)
+      << broken;
 }
 
 

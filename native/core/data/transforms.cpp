@@ -53,9 +53,9 @@ void dispatch(Args&&... args) {
 
 // Round half up and clamp to [0, 255]: std::round of a non-negative value, without a libm call.
 inline uint8_t round8(double v) { return static_cast<uint8_t>(std::min(255.0, std::max(0.0, v)) + 0.5); }
-inline uint8_t round8(float v) { return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)) + 0.5f); }
 // The same as a float, so that loops of it vectorise.
 inline float roundLevel(float v) { return static_cast<float>(static_cast<int32_t>(std::min(255.0f, std::max(0.0f, v)) + 0.5f)); }
+inline uint8_t round8(float v) { return static_cast<uint8_t>(roundLevel(v)); }
 
 // ITU-R 601-2 luma ×1000 (PIL's and torchvision's grayscale weights), exact in integers.
 inline int32_t luma1000(const uint8_t* p) { return 299 * p[0] + 587 * p[1] + 114 * p[2]; }

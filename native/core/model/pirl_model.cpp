@@ -3,6 +3,8 @@
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <cmath>
+
 namespace pirl::model {
 
 namespace {
@@ -22,6 +24,22 @@ PirlModelImpl::PirlModelImpl(const PirlModelOptions& options)
 }
 
 c10::Device PirlModelImpl::device() const { return trunk->conv1->weight.device(); }
+
+WeightExtremes PirlModelImpl::weightExtremes() const {
+  WeightExtremes w;
+  for (const auto& item : named_parameters()) {
+    const double m = item.value().detach().abs().max().item<double>();
+    if (!std::isfinite(m)) {
+      w.firstNonFinite = item.key();
+      return w;
+    }
+    if (m > w.largestValue) {
+      w.largestValue = m;
+      w.largest = item.key();
+    }
+  }
+  return w;
+}
 
 torch::nn::Module& PirlModelImpl::scope(StateDictScope scope) {
   if (scope == StateDictScope::Trunk) return *trunk;

@@ -29,6 +29,15 @@ struct Embeddings {
 
 enum class EmbedLayer { Res5, F };
 
+// ResNet weights stay within a few units, normalised images too: past 10^4 they are what overflowed.
+constexpr double kOverflowing = 1e4;
+
+struct WeightExtremes {
+  std::string firstNonFinite;  // the first parameter holding NaN or infinity, "" if none
+  std::string largest;         // the parameter holding the largest |weight| (of the finite ones)
+  double largestValue = -1;
+};
+
 // Which tensors a state dict covers: the whole model, or the trunk under torchvision's names.
 enum class StateDictScope { All, Trunk };
 
@@ -47,6 +56,8 @@ struct PirlModelImpl : torch::nn::Module {
   const PirlModelOptions& options() const { return options_; }
   // Where the parameters are: the model is the one owner of its device.
   c10::Device device() const;
+  // What a non-finite result needs said of the weights (a diverged run's); one read of each, only once one is found.
+  WeightExtremes weightExtremes() const;
   torch::nn::Module& scope(StateDictScope scope);
 
   Trunk trunk{nullptr};

@@ -124,11 +124,11 @@ TrunkImpl::TrunkImpl(const TrunkOptions& options) : options_(options) {
   }
 }
 
-int64_t TrunkImpl::minInputSize() const {
+int64_t minInputSize(Stem stem) {
   // The smallest side that every stride-2 step still halves (at 1 px it would only repeat one pixel): 17 px for
   // the ImageNet stem (conv1, the max-pool, layer2–4), 5 for the small one (layer2–4). The paper's sampler
   // scaled to 96-px views keeps 24-px patches, which a whole-stride rule (32 px) refused.
-  const int strideSteps = options_.stem == Stem::Small ? 3 : 5;
+  const int strideSteps = stem == Stem::Small ? 3 : 5;
   int64_t side = 2;
   for (int step = 1; step < strideSteps; ++step) side = 2 * side - 1;
   return side;

@@ -63,6 +63,9 @@ struct BottleneckImpl : torch::nn::Module {
 };
 TORCH_MODULE(Bottleneck);
 
+// The smallest input side the stem and the four stages accept.
+int64_t minInputSize(Stem stem);
+
 struct TrunkImpl : torch::nn::Module {
   explicit TrunkImpl(const TrunkOptions& options);
   // res5 feature map, B×F×h×w.
@@ -71,8 +74,7 @@ struct TrunkImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& images);
   // F: width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50, times `width`).
   int64_t featureDim() const { return featureDim_; }
-  // The smallest input side the stem and the four stages accept.
-  int64_t minInputSize() const;
+  int64_t minInputSize() const { return model::minInputSize(options_.stem); }
   const TrunkOptions& options() const { return options_; }
 
   // Set: every BatchNorm normalises training batches with the statistics of all ranks' batches

@@ -158,26 +158,18 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
 // What a failed step adds of the weights: a loss that turns NaN after finite steps is most often weights the updates
 // blew up (an lr far too large), which the loss alone does not show. Read only when failing.
 std::string TrainState::describeWeights(double lr) const {
-  std::string largest;
-  double top = -1;
+  model::WeightExtremes w;
   try {
-    for (const auto& item : model_->named_parameters()) {
-      const double m = item.value().detach().abs().max().item<double>();
-      if (!std::isfinite(m)) {
-        return c10::str(". The weights were already non-finite (", item.key(),
-                        " first): the step before overflowed them; lower the lr (this step's: ", asJs(lr), ")");
-      }
-      if (m > top) {
-        top = m;
-        largest = item.key();
-      }
-    }
+    w = model_->weightExtremes();
   } catch (const c10::Error&) {
     return "";  // the step's own error matters more than this detail of it (a device out of memory by now)
   }
-  // ResNet weights stay within a few units: 10^4 is weights the updates blew up.
-  return c10::str(". This step's lr: ", asJs(lr), "; the largest weight: ", asJs(top), " (", largest, ")",
-                  top > 1e4 ? ": the updates diverged; lower the lr" : "");
+  if (!w.firstNonFinite.empty()) {
+    return c10::str(". The weights were already non-finite (", w.firstNonFinite,
+                    " first): the step before overflowed them; lower the lr (this step's: ", asJs(lr), ")");
+  }
+  return c10::str(". This step's lr: ", asJs(lr), "; the largest weight: ", asJs(w.largestValue), " (", w.largest, ")",
+                  w.largestValue > model::kOverflowing ? ": the updates diverged; lower the lr" : "");
 }
 
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
