@@ -5,6 +5,7 @@
 // and native code (lib/binding.ts) receives exactly the resolved types.
 import { binding } from './binding';
 import { JIGSAW_CELLS, checkJigsawGeometry } from './data/jigsaw';
+import { LR_UPDATES } from './train/schedule';
 import { checkNumber, checkObject, checkOneOf, isArgumentError, rangeError, typeError } from './errors';
 import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, whole, type Field, type Options, type Resolved } from './schema';
 
@@ -354,6 +355,11 @@ const OPTIMIZER = {
   warmupEpochs: number({ min: 0, max: 1_000_000 }),
   /** The last step's lr as a fraction of the peak (cosine decay). */
   finalLrRatio: number(unit),
+  /**
+   * How often the lr changes: 'step' — the cosine followed every step (smooth; measured to work); 'epoch' — once per
+   * epoch, as VISSL's PIRL config (`update_interval: epoch`), its warm-up then whole epochs.
+   */
+  lrUpdate: oneOf(LR_UPDATES),
   /** SGD momentum. */
   momentum: number(belowOne),
   /** On convolution and linear weights only, not BatchNorm or biases. */
@@ -410,7 +416,7 @@ const DEFAULT_RECIPE: ResolvedTrainConfig = {
     sharedNegatives: false, excludePositive: false,
   },
   sampler: PRESETS[DEFAULT_PRESET],
-  epochs: 10, batchSize: 128, baseLr: 0.12, warmupEpochs: 0, finalLrRatio: 1e-3, momentum: 0.9, weightDecay: 1e-4,
+  epochs: 10, batchSize: 128, baseLr: 0.12, warmupEpochs: 0, finalLrRatio: 1e-3, lrUpdate: 'step', momentum: 0.9, weightDecay: 1e-4,
   epochLength: null, bankInit: 'features', precision: 'fp32', syncBatchNorm: false, seed: RUN_DEFAULTS.seed, device: RUN_DEFAULTS.device,
 };
 
@@ -482,6 +488,7 @@ export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', com
   const runSeed = given.seed === undefined ? recipe.seed : TRAIN.seed.resolve(`${arg}.seed`, given.seed as number, recipe.seed, complete);
   const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
+  if (c.lrUpdate === 'epoch' && !Number.isInteger(c.warmupEpochs)) throw rangeError(`${arg}.warmupEpochs`, "whole epochs with lrUpdate 'epoch'", c.warmupEpochs);
   checkLoss(c.loss, `${arg}.loss`);
   checkSamplerFitsStem(c, arg);
   return c;

@@ -135,10 +135,14 @@ describe('checkpoint metadata fuzz', () => {
       return Trainer.resume(file, tiny.dataset());
     };
     await expect(write('{"config": ')).rejects.toThrow(/run\.ckpt: metadata "pirl-checkpoint" is not JSON/);
-    await expect(write(JSON.stringify({ ...meta, format: 7 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 to 6 .*got 7/);
+    await expect(write(JSON.stringify({ ...meta, format: 8 }))).rejects.toThrow(/"pirl-checkpoint"\.format must be 1 to 7 .*got 8/);
+    // Format 6 came before config.lrUpdate: it resumes with 'step', the lr it trained with; format 7 must hold it.
+    const { lrUpdate: _update, ...config6 } = meta.config;
+    expect((await write(JSON.stringify({ ...meta, format: 6, config: config6 }))).config.lrUpdate).toBe('step');
+    await expect(write(JSON.stringify({ ...meta, config: config6 }))).rejects.toThrow(/config\.lrUpdate must be 'step' or 'epoch', got undefined/);
     // Format 5 came before sampler.photometricOps: it resumes with 'one', what it trained with; format 6 must hold it.
     const { photometricOps: _ops, ...sampler5 } = meta.config.sampler;
-    expect((await write(JSON.stringify({ ...meta, format: 5, config: { ...meta.config, sampler: sampler5 } }))).config.sampler.photometricOps).toBe('one');
+    expect((await write(JSON.stringify({ ...meta, format: 5, config: { ...config6, sampler: sampler5 } }))).config.sampler.photometricOps).toBe('one');
     await expect(write(JSON.stringify({ ...meta, config: { ...meta.config, sampler: sampler5 } }))).rejects.toThrow(/config\.sampler\.photometricOps must be 'one' or 'all', got undefined/);
     // Format 4 recorded neither the stored images nor the threads: it resumes with neither checked.
     const { threads: _t, ...format4 } = meta as Record<string, Json>;

@@ -393,7 +393,7 @@ describe('pirl train / eval / embed / export', () => {
     const resumed = train('--epochs', '2', '--resume');
     expect({ status: resumed.status, refused: resumed.stderr.includes('cannot change it') }).toEqual({ status: 0, refused: false });
     const after = JSON.parse((await readSafetensors(file)).metadata['pirl-checkpoint']);
-    expect([after.format, after.config.sampler.photometricOps, after.position.step]).toEqual([6, 'one', 4]);
+    expect([after.format, after.config.sampler.photometricOps, after.position.step]).toEqual([7, 'one', 4]);
   });
 
   test('a folder mostly unreadable: the summary counts the steps skipped (batches of unreadable images only) and the images left out', () => {
@@ -477,6 +477,8 @@ describe('pirl train / eval / embed / export', () => {
       expect(r.stderr).toMatch(message);
     };
     usage(['train', data, '--lr', '-1'], /--lr must be a number in \[0, 1e\+30\], got '-1'/);
+    usage(['train', data, '--lr-update', 'hourly'], /--lr-update must be 'step' or 'epoch', got 'hourly'/);
+    usage(['train', data, '--lr-update', 'epoch', '--warmup', '0.5'], /--warmup must be whole epochs with lrUpdate 'epoch', got '0.5'/);
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
     // parseArgs's refusals, said as pirl's: the flag meant, a missing value, a switch given one (its word taken as data).
     usage(['train', data, '--epoch', '3'], /^pirl: unknown flag --epoch \(did you mean --epochs\?\)\n/);

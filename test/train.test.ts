@@ -27,6 +27,24 @@ describe('learning-rate schedule', () => {
     for (let i = 11; i < 101; i++) expect(lrAt(s, i)).toBeLessThan(lrAt(s, i - 1));
   });
 
+  test("update 'epoch': the lr held for each epoch at ClassyVision's cosine of epoch/epochs (VISSL's update_interval: epoch), after whole warm-up epochs", () => {
+    // ClassyVision's CosineParamScheduler (VISSL's), written out: end + (start − end)·(1 + cos(π·where))/2, where = epoch/epochs.
+    const classy = (start: number, end: number, where: number) => end + 0.5 * (start - end) * (1 + Math.cos(Math.PI * where));
+    const perEpoch = { baseLr: 0.03, batchSize: 256, totalSteps: 4 * 5, warmupSteps: 0, finalRatio: 1e-3, update: 'epoch', stepsPerEpoch: 5 } as const;
+    for (let step = 0; step < 20; step++) expect(lrAt(perEpoch, step)).toBeCloseTo(classy(0.03, 0.03e-3, Math.floor(step / 5) / 4), 12);
+    expect(lrAt(perEpoch, 19)).toBeGreaterThan(0.03e-3 * 10); // the last epoch's: the cosine at 3/4, above the floor
+    // One warm-up epoch: lr/1 for epoch 0, then the cosine over the other three from the peak.
+    const warm = { ...perEpoch, warmupSteps: 5 };
+    expect([0, 4].map((step) => lrAt(warm, step))).toEqual([0.03, 0.03]);
+    for (let step = 5; step < 20; step++) expect(lrAt(warm, step)).toBeCloseTo(classy(0.03, 0.03e-3, (Math.floor(step / 5) - 1) / 3), 12);
+    // 'step' (the default) is the schedule above, step by step.
+    expect(lrAt({ ...s, update: 'step' }, 55)).toBe(lrAt(s, 55));
+    expect(() => lrAt({ ...perEpoch, stepsPerEpoch: undefined }, 0)).toThrow(/^schedule\.stepsPerEpoch must be an integer >= 1 with update 'epoch', got undefined$/);
+    expect(() => lrAt({ ...perEpoch, warmupSteps: 3 }, 0)).toThrow(/^schedule\.warmupSteps must be whole epochs of 5 steps \(stepsPerEpoch\) with update 'epoch', got 3$/);
+    expect(() => lrAt({ ...perEpoch, update: 'batch' as never }, 0)).toThrow(/^schedule\.update must be 'step' or 'epoch', got "batch"$/);
+    expect(() => resolveTrainConfig({ lrUpdate: 'epoch', warmupEpochs: 0.5 })).toThrow(/^config\.warmupEpochs must be whole epochs with lrUpdate 'epoch', got 0\.5$/);
+  });
+
   test('a step or a schedule that is not one is refused, not computed ("3" + 1 was step 31)', () => {
     expect(() => lrAt(s, '3' as never)).toThrow(/^step must be an integer >= 0, got "3"$/);
     expect(() => lrAt(s, -1)).toThrow(/^step must be an integer >= 0, got -1$/);
@@ -120,6 +138,26 @@ describe('Trainer', () => {
     const losses: number[] = [];
     await resumed.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
     expect(losses).toEqual(reference.slice(4));
+  });
+
+  test("lrUpdate 'epoch': each step of an epoch takes the epoch's lr, and a resumed run goes on with it", async () => {
+    const config = { ...tiny.config, lrUpdate: 'epoch' as const };
+    const file = path.join(tmp(), 'run.ckpt');
+    const logs: BatchLogs[] = [];
+    const trainer = await Trainer.create(tiny.dataset(), config);
+    await expect(trainer.fit({
+      checkpoint: file, checkpointEvery: 1,
+      callbacks: { onBatchEnd: (l) => { logs.push(l); if (l.step === 5) throw new Error('stop'); } },
+    })).rejects.toThrow('stop');
+    // 3 epochs of 3 steps, one warm-up epoch: the peak (0.5·8/256) for epoch 0, then the cosine at 0 and 1/2 of the other two.
+    const peak = 0.5 * 8 / 256, floor = peak * 1e-3;
+    const byEpoch = [peak, peak, floor + (peak - floor) * 0.5];
+    expect(logs.map((l) => l.lr)).toEqual([0, 0, 0, 1, 1].map((e) => byEpoch[e])); // steps 1–5; step 5's checkpoint is not written
+    const resumed = await Trainer.resume(file, tiny.dataset());
+    expect(resumed.config.lrUpdate).toBe('epoch');
+    const rest: BatchLogs[] = [];
+    await resumed.fit({ callbacks: { onBatchEnd: (l) => void rest.push(l) } });
+    expect(rest.map((l) => [l.step, l.lr])).toEqual([[5, byEpoch[1]], [6, byEpoch[1]], [7, byEpoch[2]], [8, byEpoch[2]], [9, byEpoch[2]]]);
   });
 
   test('resume with options.epochs: a finished run trains on, its lr that of a run of the new length', async () => {

@@ -6,6 +6,7 @@ import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
 import { ARCHS, DEFAULT_PRESET, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, isArgumentError, nearest } from '../errors';
@@ -25,7 +26,7 @@ import { Progress, formatDuration } from './progress';
 const CONFIG_FLAGS: FlagMap = {
   recipe: 'recipe', arch: 'model.arch', stem: 'model.stem', width: 'model.width', preset: 'sampler.preset',
   epochs: 'epochs', batch: 'batchSize', negatives: 'loss.negatives', lr: 'baseLr', warmup: 'warmupEpochs',
-  mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
+  'lr-update': 'lrUpdate', mode: 'loss.mode', z: 'loss.z', lambda: 'loss.lambda', tau: 'loss.tau', 'bank-init': 'bankInit',
   'epoch-length': 'epochLength', seed: 'seed', device: 'device', precision: 'precision', 'sync-batch-norm': 'syncBatchNorm',
   'shared-negatives': 'loss.sharedNegatives', 'exclude-positive': 'loss.excludePositive',
 };
@@ -44,6 +45,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         ${LAYOUT_USAGE}
         ${MAX_PIXELS_USAGE}
         --epochs N (${d.epochs})  --batch N (${d.batchSize})  --negatives K (${d.loss.negatives})  --lr BASE (${d.baseLr})  --warmup EPOCHS (${d.warmupEpochs})
+        --lr-update ${LR_UPDATES.join('|')} (${d.lrUpdate}: the cosine every step; epoch: once per epoch, as VISSL's PIRL config)
         --mode nce|infonce (${d.loss.mode})  --z frozen|ema (${d.loss.z})  --lambda L (${d.loss.lambda})  --tau T (${d.loss.tau})
         --shared-negatives (one set of K for the whole batch)  --exclude-positive (never a sample's own row among its K)
         --bank-init random|features (${d.bankInit})  --epoch-length N  --checkpoint-every N (100)

@@ -16,9 +16,9 @@ export interface Position {
 /**
  * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
  * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest; 4: data.images and threads;
- * 5: config.sampler.photometricOps, 'one' then). A newer one is refused by its format.
+ * 5: config.sampler.photometricOps, 'one' then; 6: config.lrUpdate, 'step' then). A newer one is refused by its format.
  */
-export const CHECKPOINT_FORMAT = 6;
+export const CHECKPOINT_FORMAT = 7;
 
 export interface CheckpointMeta {
   format: number;
@@ -62,10 +62,12 @@ export function checkpointMeta(file: string, metadata: Record<string, string>, d
   }
   const field = metadataField(file, 'pirl-checkpoint');
   checkOptions(field, meta, ['format', 'config', 'worldSize', 'position', 'state', 'epochSoFar', 'data', 'threads']);
-  if (![1, 2, 3, 4, 5, CHECKPOINT_FORMAT].includes(meta.format as number)) {
+  if (![1, 2, 3, 4, 5, 6, CHECKPOINT_FORMAT].includes(meta.format as number)) {
     throw rangeError(`${field}.format`, `1 to ${CHECKPOINT_FORMAT} (written by this pirl or an earlier one; a newer checkpoint resumes with the pirl that wrote it)`, meta.format);
   }
-  const saved: Record<string, unknown> = { ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...checkObject(`${field}.config`, meta.config) };
+  const saved: Record<string, unknown> = {
+    ...(meta.format === 1 ? { syncBatchNorm: false } : {}), ...((meta.format as number) < 7 ? { lrUpdate: 'step' } : {}), ...checkObject(`${field}.config`, meta.config),
+  };
   // Before format 6 the photometric step applied one op, drawn: the run goes on as it trained.
   if ((meta.format as number) < 6) saved.sampler = { photometricOps: 'one', ...checkObject(`${field}.config.sampler`, saved.sampler) };
   const config = resolveTrainConfig(device === undefined ? saved : { ...saved, device }, `${field}.config`, true);

@@ -1,7 +1,7 @@
 // PIRL's learning rate (docs/PIRL.md, "Optimisation"): lr = base·batch/256, a linear warm-up,
 // then a cosine decay down to finalRatio of the peak.
-import { checkInteger } from '../errors';
-import { integer, number, resolve } from '../schema';
+import { checkInteger, rangeError, typeError } from '../errors';
+import { integer, number, oneOf, resolve } from '../schema';
 
 export interface LrSchedule {
   baseLr: number;
@@ -10,7 +10,17 @@ export interface LrSchedule {
   warmupSteps: number;
   /** The last step's lr as a fraction of the peak (1/1000 in the paper). */
   finalRatio: number;
+  /**
+   * How often the lr changes: 'step' (the default) follows the cosine every step, reaching finalRatio at the last;
+   * 'epoch' holds it for each epoch of `stepsPerEpoch` steps at the cosine of epoch/epochs, as VISSL's
+   * `update_interval: epoch` (its PIRL config's); its warm-up and run are then whole epochs.
+   */
+  update?: LrUpdate;
+  stepsPerEpoch?: number;
 }
+
+export const LR_UPDATES = ['step', 'epoch'] as const;
+export type LrUpdate = (typeof LR_UPDATES)[number];
 
 // Exported, so checked as given: a string step once made '3' + 1 = '31' (an lr 3.1× the peak).
 const SCHEDULE = {
@@ -19,10 +29,19 @@ const SCHEDULE = {
   totalSteps: integer({ min: 0 }),
   warmupSteps: integer({ min: 0 }),
   finalRatio: number({ min: 0, max: 1 }),
+  update: oneOf(LR_UPDATES),
+  stepsPerEpoch: integer({ min: 1 }),
 };
 
-function checkSchedule(s: LrSchedule): LrSchedule {
-  return resolve(SCHEDULE, s, s, 'schedule', true);
+function checkSchedule(s: LrSchedule): Required<LrSchedule> {
+  const c = resolve(SCHEDULE, { ...s, update: s?.update ?? 'step', stepsPerEpoch: s?.stepsPerEpoch ?? 1 }, s, 'schedule', false) as Required<LrSchedule>;
+  if (c.update === 'epoch') {
+    if (s.stepsPerEpoch === undefined) throw typeError('schedule.stepsPerEpoch', "an integer >= 1 with update 'epoch'", undefined);
+    for (const key of ['totalSteps', 'warmupSteps'] as const) {
+      if (c[key] % c.stepsPerEpoch !== 0) throw rangeError(`schedule.${key}`, `whole epochs of ${c.stepsPerEpoch} steps (stepsPerEpoch) with update 'epoch'`, c[key]);
+    }
+  }
+  return c;
 }
 
 export function peakLr(schedule: LrSchedule): number {
@@ -35,11 +54,16 @@ export function lrAt(schedule: LrSchedule, step: number): number {
   const s = checkSchedule(schedule);
   checkInteger('step', step, 0);
   const peak = peakLr(s);
-  if (step < s.warmupSteps) return (peak * (step + 1)) / s.warmupSteps;
-  const span = Math.max(1, s.totalSteps - s.warmupSteps - 1);
-  const progress = Math.min(1, (step - s.warmupSteps) / span);
   const floor = peak * s.finalRatio;
-  return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
+  // A linear warm-up over `warmup` units, then the cosine from the peak, at the floor `span` units later.
+  const at = (unit: number, warmup: number, span: number) => {
+    if (unit < warmup) return (peak * (unit + 1)) / warmup;
+    return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, (unit - warmup) / span)));
+  };
+  if (s.update === 'step') return at(step, s.warmupSteps, Math.max(1, s.totalSteps - s.warmupSteps - 1));
+  // VISSL's per-epoch cosine (ClassyVision's, at where = epoch/epochs): its last epoch stays above the floor.
+  const [epoch, warmup, epochs] = [step, s.warmupSteps, s.totalSteps].map((n) => Math.floor(n / s.stepsPerEpoch));
+  return at(epoch, warmup, Math.max(1, epochs - warmup));
 }
 
 /** Said, not refused (a sweep may share a warm-up across lengths): a warm-up as long as the run leaves the lr rising throughout. */

@@ -311,6 +311,7 @@ export class Trainer {
     return {
       baseLr: this.config.baseLr, batchSize: this.config.batchSize * this.worldSize, totalSteps: this.config.epochs * this.stepsPerEpoch,
       warmupSteps: Math.round(this.config.warmupEpochs * this.stepsPerEpoch), finalRatio: this.config.finalLrRatio,
+      update: this.config.lrUpdate, stepsPerEpoch: this.stepsPerEpoch,
     };
   }
 
