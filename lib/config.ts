@@ -353,7 +353,7 @@ const OPTIMIZER = {
   baseLr: number({ min: 0, max: 1e30 }),
   /** Linear warm-up, in epochs (fractions allowed). */
   warmupEpochs: number({ min: 0, max: 1_000_000 }),
-  /** The last step's lr as a fraction of the peak (cosine decay). */
+  /** Where the cosine decay ends, as a fraction of the peak: the last step's lr with lrUpdate 'step'. */
   finalLrRatio: number(unit),
   /**
    * How often the lr changes: 'step' — the cosine followed every step (smooth; measured to work); 'epoch' — once per
@@ -488,7 +488,7 @@ export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', com
   const runSeed = given.seed === undefined ? recipe.seed : TRAIN.seed.resolve(`${arg}.seed`, given.seed as number, recipe.seed, complete);
   const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
-  if (c.lrUpdate === 'epoch' && !Number.isInteger(c.warmupEpochs)) throw rangeError(`${arg}.warmupEpochs`, "whole epochs with lrUpdate 'epoch'", c.warmupEpochs);
+  if (c.lrUpdate === 'epoch' && !Number.isInteger(c.warmupEpochs)) throw rangeError(`${arg}.warmupEpochs`, "whole epochs with lrUpdate 'epoch' (--lr-update epoch)", c.warmupEpochs);
   checkLoss(c.loss, `${arg}.loss`);
   checkSamplerFitsStem(c, arg);
   return c;

@@ -22,12 +22,13 @@ export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
   // b's rows meet a's columns: its only dimension for a vector, else its second to last.
   const inner = sa[sa.length - 1];
   const rows = sb.length === 1 ? sb[0] : sb[sb.length - 2];
-  if (rows !== inner) throw rangeError('b', `a Tensor of ${inner} ${sb.length === 1 ? 'values' : 'rows'} to meet a's ${inner} columns (a is ${shapeText(sa)})`, sb);
+  const [need, has] = [sb.length === 1 ? 'values' : 'rows', sa.length === 1 ? 'values' : 'columns'];
+  if (rows !== inner) throw rangeError('b', `a Tensor of ${inner} ${need} to meet a's ${inner} ${has} (a is ${shapeText(sa)})`, sb);
   // The dimensions before the last two broadcast, aligned from the right: equal, or one of them 1.
   const [ba, bb] = [sa.slice(0, -2), sb.slice(0, -2)];
   for (let i = 1; i <= Math.min(ba.length, bb.length); i++) {
     const [x, y] = [ba[ba.length - i], bb[bb.length - i]];
-    if (x !== y && x !== 1 && y !== 1) throw rangeError('b', `batch dimensions that broadcast with a's ${shapeText(ba)} (each equal, or 1)`, sb);
+    if (x !== y && x !== 1 && y !== 1) throw rangeError('b', `a Tensor whose batch dimensions broadcast with a's ${shapeText(ba)} (each equal, or 1)`, sb);
   }
   return nativeCall(async () => new Tensor(await binding.matmul(ha, hb)));
 }

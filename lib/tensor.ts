@@ -166,6 +166,10 @@ export function int64Tensor(values: ArrayLike<number>): Tensor {
 /** The native handle of a Tensor argument; errors name `arg`. */
 export function handleOf(arg: string, value: unknown): TensorHandle {
   if (!(value instanceof Tensor)) throw typeError(arg, 'a Tensor', value);
+  // Object.create(Tensor.prototype) passes instanceof but holds no tensor: its use failed in JavaScript's words.
+  if (!(value.handle instanceof binding.TensorHandle)) {
+    throw new TypeError(`${arg} is an object of Tensor's prototype without a native tensor: give a Tensor that pirl made (Tensor.from, Tensor.zeros, an op's result)`);
+  }
   if (value.disposed) throw new TypeError(`${arg} was disposed (received ${describe(value)})`);
   return value.handle;
 }

@@ -202,6 +202,8 @@ describe('libtorch errors reach JavaScript cleanly', () => {
 
   test('invalid arguments reject with errors naming them', async () => {
     await expect(ops.matmul('x' as never, Tensor.zeros([1]))).rejects.toThrow(/^a must be a Tensor, got "x"$/);
+    const fake = Object.create(Tensor.prototype) as Tensor; // passes instanceof, holds nothing
+    await expect(ops.matmul(Tensor.zeros([1]), fake)).rejects.toThrow(/^b is an object of Tensor's prototype without a native tensor: give a Tensor that pirl made/);
     await expect(ops.conv2d(Tensor.zeros([1, 1, 4, 4]), Tensor.zeros([1, 1, 3, 3]), { stride: 0 })).rejects.toThrow(
       /^options\.stride\[0\] must be an integer in \[1, 2147483647\], got 0$/,
     );

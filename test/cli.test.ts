@@ -169,7 +169,10 @@ describe('pirl train / eval / embed / export', () => {
     const broken = path.join(dir, 'broken');
     fs.cpSync(data, broken, { recursive: true });
     fs.writeFileSync(path.join(broken, 'dark', 'zz.png'), 'not an image');
-    const withBroken = JSON.parse(run(['eval', model, '--data', broken, '--size', '16', '--linear-probe']).trim());
+    const brokenRun = spawnSync(process.execPath, [cli, 'eval', model, '--data', broken, '--size', '16', '--linear-probe'], { encoding: 'utf8' });
+    const withBroken = JSON.parse(brokenRun.stdout.trim());
+    // The split is said before the passes find the unreadable image: the counts scored are said again after, as the JSON's.
+    expect(brokenRun.stderr).toContain(`pirl: 1 unreadable image(s) left out: ${withBroken.test} test image(s) scored against ${withBroken.train}\n`);
     expect(withBroken.linearProbeTop1).toBeGreaterThan(0.5);
     expect(withBroken.linearProbeTop1).toBeLessThanOrEqual(1);
     expect([withBroken.train + withBroken.test, withBroken.unreadable]).toEqual([20, 1]); // of 21
@@ -377,6 +380,17 @@ describe('pirl train / eval / embed / export', () => {
     expect([fs.existsSync(path.join(data, 'light', 'pirl-run')), fs.existsSync(sample)]).toEqual([false, false]);
   });
 
+  test('a resume that restates some flags (--stem imagenet, not the sampler its --config gave) goes on: the sampler not restated is the run\'s', () => {
+    const out17 = path.join(dir, 'stem-imagenet');
+    const cfg = path.join(dir, 'stem17.json');
+    fs.writeFileSync(cfg, JSON.stringify({ sampler: { imageSize: 17, jigsawSize: 54, patchSize: 17 } }));
+    const train = (...more: string[]) => spawnSync(process.execPath, [cli, 'train', data, '--out', out17, '--stem', 'imagenet', ...small, ...more], { encoding: 'utf8' });
+    expect(train('--config', cfg, '--epochs', '1').status).toBe(0);
+    const resumed = train('--epochs', '2', '--resume'); // the default sampler (9-px patches) is too small for the stem: not the run's
+    expect({ status: resumed.status, stderr: resumed.stderr }).toEqual({ status: 0, stderr: expect.not.stringMatching(/at least 17 px/) });
+    expect(train('--epochs', '2', '--resume', '--preset', 'paper').stderr).toMatch(/--resume continues the run its checkpoint describes; --preset cannot change it/);
+  });
+
   test("a run checkpointed before the paper preset's photometric step became VISSL's resumes with its own, from the same command", async () => {
     const run5 = path.join(dir, 'format5');
     const cfg = path.join(dir, 'paper-small.json');
@@ -409,14 +423,14 @@ describe('pirl train / eval / embed / export', () => {
     expect([Number(steps), Number(skipped)]).toEqual([4, expect.any(Number)]);
     const logged = fs.readFileSync(path.join(runOut, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length;
     expect(logged).toBe(4 - Number(skipped));
-    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out of their batches (--cache FILE leaves them out of the data set: every batch full)`);
+    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} were skipped (each said above: unreadable, or over --max-pixels) and left out of their batches (--cache FILE leaves them out of the data set: every batch full)`);
     // With --cache they are known before training: the data set is the 3 readable images, one full batch, no step skipped.
     const cached = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-cached`, '--epochs', '1', '--width', '0.125', '--batch', '3', '--negatives', '2', '--size', '24',
       '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect(cached.status).toBe(0);
     expect(cached.stdout).toMatch(/trained 1 step\(s\) in /);
     expect(cached.stderr.match(/^pirl: skipping unreadable image .*page\d\.png: not an image: text starting "<html>not found<\/html>"$/gm)).toHaveLength(9);
-    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} could not be read (each said above), and were left out of the data set\n`);
+    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} were skipped (each said above: unreadable, or over --max-pixels) and left out of the data set\n`);
     // The run read without a cache kept them as samples: resumed through one, the difference is named.
     const resumed = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '2', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24',
       '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
@@ -478,7 +492,7 @@ describe('pirl train / eval / embed / export', () => {
     };
     usage(['train', data, '--lr', '-1'], /--lr must be a number in \[0, 1e\+30\], got '-1'/);
     usage(['train', data, '--lr-update', 'hourly'], /--lr-update must be 'step' or 'epoch', got 'hourly'/);
-    usage(['train', data, '--lr-update', 'epoch', '--warmup', '0.5'], /--warmup must be whole epochs with lrUpdate 'epoch', got '0.5'/);
+    usage(['train', data, '--lr-update', 'epoch', '--warmup', '0.5'], /--warmup must be whole epochs with lrUpdate 'epoch' \(--lr-update epoch\), got '0.5'/);
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
     // parseArgs's refusals, said as pirl's: the flag meant, a missing value, a switch given one (its word taken as data).
     usage(['train', data, '--epoch', '3'], /^pirl: unknown flag --epoch \(did you mean --epochs\?\)\n/);

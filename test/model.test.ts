@@ -258,6 +258,19 @@ describe('PirlModel', () => {
     expect((await model.embed(images)).shape).toEqual([2, 512]);
   });
 
+  test("a refused training-mode forward leaves BatchNorm's running statistics as they were", async () => {
+    const m = await PirlModel.create(model.options);
+    m.train();
+    const stats = async () => [...(await m.stateDict('all'))].filter(([name]) => name.includes('running_') || name.includes('num_batches')).map(([, t]) => [...t.data()]);
+    const before = await stats();
+    const huge = rand([2, 3, 32, 32]);
+    (huge.data() as Float32Array).fill(1e38, 3 * 32 * 32);
+    await expect(m.forward(huge, rand([2, 9, 3, 12, 12]))).rejects.toThrow(/^images gave embeddings of NaN or infinity: their values reach 1e\+38/);
+    expect(await stats()).toEqual(before);
+    expect((await m.forward(rand([2, 3, 32, 32]), rand([2, 9, 3, 12, 12]))).f.shape).toEqual([2, 128]);
+    m.dispose();
+  });
+
   test('widthOf names each layer\'s width, and refuses a layer it does not have', () => {
     expect([model.widthOf('res5'), model.widthOf('f')]).toEqual([512, 128]);
     expect(() => model.widthOf('res4' as never)).toThrow('layer must be \'res5\' or \'f\', got "res4"');

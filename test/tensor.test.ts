@@ -156,8 +156,9 @@ describe('bad input is refused with errors naming the argument', () => {
     };
     await refused(ops.matmul(f32([2, 3]), f32([4, 2])), RangeError, "b must be a Tensor of 3 rows to meet a's 3 columns (a is [2, 3]), got [4, 2]");
     await refused(ops.matmul(f32([2, 3]), f32([4])), RangeError, "b must be a Tensor of 3 values to meet a's 3 columns (a is [2, 3]), got [4]");
-    await refused(ops.matmul(f32([5, 2, 3]), f32([4, 3, 2])), RangeError, "b must be batch dimensions that broadcast with a's [5] (each equal, or 1), got [4, 3, 2]");
+    await refused(ops.matmul(f32([5, 2, 3]), f32([4, 3, 2])), RangeError, "b must be a Tensor whose batch dimensions broadcast with a's [5] (each equal, or 1), got [4, 3, 2]");
     await refused(ops.matmul(f32([]), f32([2, 3])), RangeError, 'a must be a Tensor of at least 1 dimension, got []');
+    await refused(ops.matmul(f32([3]), f32([2, 4])), RangeError, "b must be a Tensor of 3 rows to meet a's 3 values (a is [3]), got [2, 4]");
     await refused(ops.matmul(f32([2, 3]), Tensor.zeros([3, 2], { dtype: 'float64' })), TypeError, 'b must be a float32 Tensor like a, got "float64"');
     const input = f32([2, 3, 5, 5]);
     await refused(ops.conv2d(input, f32([4, 2, 3, 3])), RangeError, 'weight must be O×3×kH×kW: input has 3 channels (input is [2, 3, 5, 5]), got [4, 2, 3, 3]');

@@ -33,16 +33,16 @@ describe('learning-rate schedule', () => {
     const perEpoch = { baseLr: 0.03, batchSize: 256, totalSteps: 4 * 5, warmupSteps: 0, finalRatio: 1e-3, update: 'epoch', stepsPerEpoch: 5 } as const;
     for (let step = 0; step < 20; step++) expect(lrAt(perEpoch, step)).toBeCloseTo(classy(0.03, 0.03e-3, Math.floor(step / 5) / 4), 12);
     expect(lrAt(perEpoch, 19)).toBeGreaterThan(0.03e-3 * 10); // the last epoch's: the cosine at 3/4, above the floor
-    // One warm-up epoch: lr/1 for epoch 0, then the cosine over the other three from the peak.
-    const warm = { ...perEpoch, warmupSteps: 5 };
-    expect([0, 4].map((step) => lrAt(warm, step))).toEqual([0.03, 0.03]);
-    for (let step = 5; step < 20; step++) expect(lrAt(warm, step)).toBeCloseTo(classy(0.03, 0.03e-3, (Math.floor(step / 5) - 1) / 3), 12);
+    // Two warm-up epochs: 1/3 and 2/3 of the peak, which the first epoch after them reaches; the cosine over the other two.
+    const warm = { ...perEpoch, warmupSteps: 10 };
+    for (const [step, lr] of [[0, 0.01], [4, 0.01], [5, 0.02], [9, 0.02], [10, 0.03], [14, 0.03]]) expect(lrAt(warm, step)).toBeCloseTo(lr, 12);
+    for (let step = 10; step < 20; step++) expect(lrAt(warm, step)).toBeCloseTo(classy(0.03, 0.03e-3, (Math.floor(step / 5) - 2) / 2), 12);
     // 'step' (the default) is the schedule above, step by step.
     expect(lrAt({ ...s, update: 'step' }, 55)).toBe(lrAt(s, 55));
     expect(() => lrAt({ ...perEpoch, stepsPerEpoch: undefined }, 0)).toThrow(/^schedule\.stepsPerEpoch must be an integer >= 1 with update 'epoch', got undefined$/);
     expect(() => lrAt({ ...perEpoch, warmupSteps: 3 }, 0)).toThrow(/^schedule\.warmupSteps must be whole epochs of 5 steps \(stepsPerEpoch\) with update 'epoch', got 3$/);
     expect(() => lrAt({ ...perEpoch, update: 'batch' as never }, 0)).toThrow(/^schedule\.update must be 'step' or 'epoch', got "batch"$/);
-    expect(() => resolveTrainConfig({ lrUpdate: 'epoch', warmupEpochs: 0.5 })).toThrow(/^config\.warmupEpochs must be whole epochs with lrUpdate 'epoch', got 0\.5$/);
+    expect(() => resolveTrainConfig({ lrUpdate: 'epoch', warmupEpochs: 0.5 })).toThrow(/^config\.warmupEpochs must be whole epochs with lrUpdate 'epoch' \(--lr-update epoch\), got 0\.5$/);
   });
 
   test('a step or a schedule that is not one is refused, not computed ("3" + 1 was step 31)', () => {
@@ -140,6 +140,17 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(4));
   });
 
+  test('a step refused for overflowing images leaves NaN in the running statistics (as in PyTorch); embed then names them', async () => {
+    const trainer = await Trainer.create(tiny.dataset(), tiny.config);
+    const batches = trainer.loader.epoch(0);
+    const { value: batch } = await batches.next();
+    await batches.return(undefined);
+    (batch!.images.data() as Float32Array).fill(1e38);
+    await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^non-finite loss \(loss NaN, gradient norm NaN\): training stopped; the weights and the memory bank were not changed by this step/);
+    const images = Tensor.from(new Float32Array(2 * 3 * 16 * 16).fill(0.5), [2, 3, 16, 16]);
+    await expect(trainer.model.embed(images)).rejects.toThrow(/^the model's weights or BatchNorm statistics hold NaN or infinity \(trunk\.bn1\.running_(mean|var) first\), so its features do too/);
+  });
+
   test("lrUpdate 'epoch': each step of an epoch takes the epoch's lr, and a resumed run goes on with it", async () => {
     const config = { ...tiny.config, lrUpdate: 'epoch' as const };
     const file = path.join(tmp(), 'run.ckpt');
@@ -149,9 +160,9 @@ describe('Trainer', () => {
       checkpoint: file, checkpointEvery: 1,
       callbacks: { onBatchEnd: (l) => { logs.push(l); if (l.step === 5) throw new Error('stop'); } },
     })).rejects.toThrow('stop');
-    // 3 epochs of 3 steps, one warm-up epoch: the peak (0.5·8/256) for epoch 0, then the cosine at 0 and 1/2 of the other two.
+    // 3 epochs of 3 steps, one warm-up epoch: half the peak (0.5·8/256) for epoch 0, then the cosine at 0 and 1/2 of the other two.
     const peak = 0.5 * 8 / 256, floor = peak * 1e-3;
-    const byEpoch = [peak, peak, floor + (peak - floor) * 0.5];
+    const byEpoch = [peak / 2, peak, floor + (peak - floor) * 0.5];
     expect(logs.map((l) => l.lr)).toEqual([0, 0, 0, 1, 1].map((e) => byEpoch[e])); // steps 1–5; step 5's checkpoint is not written
     const resumed = await Trainer.resume(file, tiny.dataset());
     expect(resumed.config.lrUpdate).toBe('epoch');

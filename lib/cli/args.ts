@@ -8,7 +8,7 @@ import { parseArgs } from 'util';
 
 import { MAX_IMAGE_SIDE, folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
-import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles } from '../data/imageFolder';
+import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles, type FolderLayout } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, isArgumentError, nearest } from '../errors';
 import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
@@ -179,12 +179,17 @@ export function maxPixelsOption(values: FlagValues): { maxPixels?: number } {
   return maxPixels === undefined ? {} : { maxPixels };
 }
 
+/** --layout, checked (auto when not given). */
+export function layoutFlag(values: FlagValues): FolderLayout {
+  return checkFlag(values, 'layout', DEFAULT_LAYOUT, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
+}
+
 /**
  * A data argument: 'fashion-mnist' (its train or test split) or a folder of images stored at `size` px,
  * read as --layout says.
  */
 export async function openData(spec: string, size: number, values: FlagValues, split: 'train' | 'test' = 'train'): Promise<Dataset> {
-  const layout = checkFlag(values, 'layout', DEFAULT_LAYOUT, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
+  const layout = layoutFlag(values);
   const decoding = maxPixelsOption(values);
   // --cache keeps the folder's decoded images (train's, embed's, eval's --data); a --test set is decoded once anyway.
   const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;

@@ -4,14 +4,14 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 
 import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
-import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, type FolderLayout } from '../data/imageFolder';
+import { AmbiguousLayoutError, ImageFolder, type FolderLayout } from '../data/imageFolder';
 import { embedImages, type ImageFeatures } from '../eval/embed';
 import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
 import { checkInteger, checkOneOf } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, checkFlag, maxPixelsOption, parseFlags, warnOfSize, weightsDigest } from './args';
+import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, parseFlags, warnOfSize, weightsDigest } from './args';
 import { Progress } from './progress';
 
 export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--max-pixels N] [--device cpu|cuda] [--threads N]
@@ -89,7 +89,7 @@ async function queryFolderImages(dir: string, size: number, layout: FolderLayout
 export async function search(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, ['k', 'layout', 'max-pixels', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
-  const layout = checkFlag(values, 'layout', DEFAULT_LAYOUT, (a, v) => checkOneOf(a, v, FOLDER_LAYOUTS));
+  const layout = layoutFlag(values);
   const decoding = maxPixelsOption(values);
   const { device } = applyRunFlags(values);
   const [modelFile, featuresFile, ...queries] = positionals;

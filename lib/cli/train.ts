@@ -164,7 +164,9 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
   if (given.length === 0 && values.config === undefined) return [];
   const fromFile = await configFile(values);
-  const stated = configOf(values, { device: saved.device, ...fromFile }); // the file and the flags, as they made the run
+  // A sampler not restated is the run's: the default one under a restated --stem imagenet was refused as too small for it.
+  const sampler = values.preset === undefined && values.recipe === undefined && fromFile.sampler === undefined ? { sampler: saved.sampler } : {};
+  const stated = configOf(values, { device: saved.device, ...sampler, ...fromFile }); // the file and the flags, as they made the run
   // A preset restated stands for the run's sampler: its photometric step is the run's unless the file names it (runs
   // checkpointed before format 6 applied one op, which the paper preset now names 'all').
   const restated = settingsOf(fromFile).includes('sampler.photometricOps') ? stated
@@ -488,7 +490,7 @@ export async function train(args: string[]): Promise<number | void> {
   const unreadable = unreadableOf(data).length;
   const cached = data instanceof ImageFolder && data.leftOut > 0;
   if (unreadable > 0) {
-    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} could not be read (each said above), and ${unreadable === 1 ? 'was' : 'were'} left out` +
+    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} ${unreadable === 1 ? 'was' : 'were'} skipped (each said above: unreadable, or over --max-pixels) and left out` +
       (cached ? ' of the data set' : ' of their batches (--cache FILE leaves them out of the data set: every batch full)'));
   }
   // What this command wrote: its model and curves, and of the run's other files those it changed (a run stopped before

@@ -8,7 +8,7 @@ export interface LrSchedule {
   batchSize: number;
   totalSteps: number;
   warmupSteps: number;
-  /** The last step's lr as a fraction of the peak (1/1000 in the paper). */
+  /** Where the cosine ends, as a fraction of the peak (1/1000 in the paper): the last step's lr with update 'step'. */
   finalRatio: number;
   /**
    * How often the lr changes: 'step' (the default) follows the cosine every step, reaching finalRatio at the last;
@@ -45,25 +45,33 @@ function checkSchedule(s: LrSchedule): Required<LrSchedule> {
 }
 
 export function peakLr(schedule: LrSchedule): number {
-  const s = checkSchedule(schedule);
-  return (s.baseLr * s.batchSize) / 256;
+  return peakOf(checkSchedule(schedule));
 }
+
+const peakOf = (s: LrSchedule) => (s.baseLr * s.batchSize) / 256;
 
 /** The lr of step `step` (0-based). */
 export function lrAt(schedule: LrSchedule, step: number): number {
+  const lrOf = lrOfSteps(schedule);
+  return lrOf(checkInteger('step', step, 0));
+}
+
+/** The lr of each step of `schedule`, the schedule checked once: a run's loop asks it every step. */
+export function lrOfSteps(schedule: LrSchedule): (step: number) => number {
   const s = checkSchedule(schedule);
-  checkInteger('step', step, 0);
-  const peak = peakLr(s);
+  const peak = peakOf(s);
   const floor = peak * s.finalRatio;
-  // A linear warm-up over `warmup` units, then the cosine from the peak, at the floor `span` units later.
-  const at = (unit: number, warmup: number, span: number) => {
-    if (unit < warmup) return (peak * (unit + 1)) / warmup;
-    return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, (unit - warmup) / span)));
+  const cosine = (progress: number) => floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, progress)));
+  const [warmup, span] = [s.warmupSteps, Math.max(1, s.totalSteps - s.warmupSteps - 1)];
+  // A linear warm-up to the peak at its last step, then the cosine, at the floor on the last step.
+  if (s.update === 'step') return (step) => (step < warmup ? (peak * (step + 1)) / warmup : cosine((step - warmup) / span));
+  // VISSL's per-epoch cosine (ClassyVision's, at where = epoch/epochs), its last epoch above the floor; a warm-up
+  // epoch e of W at (e+1)/(W+1) of the peak, which the first epoch after it reaches.
+  const [warmupEpochs, epochs] = [s.warmupSteps / s.stepsPerEpoch, s.totalSteps / s.stepsPerEpoch];
+  return (step) => {
+    const epoch = Math.floor(step / s.stepsPerEpoch);
+    return epoch < warmupEpochs ? (peak * (epoch + 1)) / (warmupEpochs + 1) : cosine((epoch - warmupEpochs) / Math.max(1, epochs - warmupEpochs));
   };
-  if (s.update === 'step') return at(step, s.warmupSteps, Math.max(1, s.totalSteps - s.warmupSteps - 1));
-  // VISSL's per-epoch cosine (ClassyVision's, at where = epoch/epochs): its last epoch stays above the floor.
-  const [epoch, warmup, epochs] = [step, s.warmupSteps, s.totalSteps].map((n) => Math.floor(n / s.stepsPerEpoch));
-  return at(epoch, warmup, Math.max(1, epochs - warmup));
 }
 
 /** Said, not refused (a sweep may share a warm-up across lengths): a warm-up as long as the run leaves the lr rising throughout. */

@@ -20,7 +20,7 @@ import type { DeepReadonly } from '../schema';
 import { Tensor, disposeAll, handleOf } from '../tensor';
 import { CHECKPOINT_FORMAT, checkpointMeta, type CheckpointMeta, type EpochSoFar, type Position } from './checkpoint';
 import { beforeJoining, joinGroup, runTerms } from './rendezvous';
-import { lrAt, warnOfWarmupSpanningRun, type LrSchedule } from './schedule';
+import { lrOfSteps, warnOfWarmupSpanningRun, type LrSchedule } from './schedule';
 
 export interface BatchLogs {
   epoch: number;
@@ -402,7 +402,7 @@ export class Trainer {
     const every = options.checkpointEvery === undefined ? null : checkInteger('options.checkpointEvery', options.checkpointEvery, 1);
     if (options.checkpoint !== undefined) checkFile('options.checkpoint', options.checkpoint);
     if (every !== null && options.checkpoint === undefined) throw rangeError('options.checkpointEvery', 'given with options.checkpoint (how often to write it)', every);
-    const schedule = this.schedule;
+    const lrOf = lrOfSteps(this.schedule); // checked once, asked every step
     // Rank 0 alone writes the run's checkpoints (every replica holds the same state).
     const checkpoint = this.isMain ? options.checkpoint : undefined;
     if (checkpoint) {
@@ -441,7 +441,7 @@ export class Trainer {
             this.checkInStep();
             this.position = { epoch, stepInEpoch: batch.step, step: epoch * this.stepsPerEpoch + batch.step };
           }
-          const lr = lrAt(schedule, this.position.step);
+          const lr = lrOf(this.position.step);
           const size = batch.indices.shape[0];
           const { stop: agreed, ...r } = await this.inTurn(async () => {
             const result = await this.nativeStep(batch, lr, this.stopRequested).finally(() => disposeBatch(batch)); // fit's own

@@ -34,14 +34,17 @@ int64_t bytesOf(const std::vector<at::Tensor>& tensors) {
   return n;
 }
 
+bool allFinite(const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); }
+
 // Finite inputs can still give non-finite results: the weights hold NaN or huge values (a diverged run's), or the
 // inputs lie far outside the normalised range (1e38 overflows the convolutions). Said of which, not found by a kNN.
 void checkResultFinite(const model::PirlModelImpl& model, const at::Tensor& result, const at::Tensor& input, const char* inputName,
                        const char* what) {
-  if (at::isfinite(result).all().item<bool>()) return;
-  const model::WeightExtremes w = model.weightExtremes();
-  TORCH_CHECK_VALUE(w.firstNonFinite.empty(), "the model's weights hold NaN or infinity (", w.firstNonFinite, " first), so its ", what,
-                    " do too: load weights from before the run diverged");
+  if (allFinite(result)) return;
+  const model::WeightExtremes w = model.weightExtremes(/*statistics=*/true);  // a refused training pass has put them back
+  TORCH_CHECK_VALUE(w.firstNonFinite.empty(), "the model's weights or BatchNorm statistics hold NaN or infinity (", w.firstNonFinite,
+                    " first), so its ", what, " do too: load weights from before the run diverged");
+  // Inputs past 10^4 are blamed first: overflowing weights are the rarer cause.
   const double largest = input.abs().max().item<double>();
   TORCH_CHECK_VALUE(largest <= model::kOverflowing, inputName, " gave ", what, " of NaN or infinity: their values reach ", largest,
                     ", which overflow float32 activations; the model takes normalised images (per channel mean 0 and "
@@ -134,9 +137,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             eval::checkFinite(images, "images", "image");  // else NaN embeddings, the whole batch's in training mode
             eval::checkFinite(patches, "patches", "sample");
             const c10::Device device = s->model->device();
+            // A training-mode pass moves BatchNorm's running statistics: kept, to be put back if its results are refused.
+            std::vector<at::Tensor> before;
+            if (s->model->is_training()) {
+              for (const at::Tensor& b : s->model->buffers()) before.push_back(b.clone());
+            }
             model::Embeddings e = s->model->forward(images.to(device), patches.to(device));
-            checkResultFinite(*s->model, e.f, images, "images", "embeddings");
-            checkResultFinite(*s->model, e.g, patches, "patches", "embeddings");
+            if (!allFinite(e.f) || !allFinite(e.g)) {
+              const std::vector<at::Tensor> now = s->model->buffers();
+              for (size_t i = 0; i < before.size(); ++i) now[i].copy_(before[i]);
+              checkResultFinite(*s->model, e.f, images, "images", "embeddings");
+              checkResultFinite(*s->model, e.g, patches, "patches", "embeddings");
+            }
             return e;
           },
           [](Napi::Env env, model::Embeddings& e) -> Napi::Value {

@@ -25,7 +25,7 @@ PirlModelImpl::PirlModelImpl(const PirlModelOptions& options)
 
 c10::Device PirlModelImpl::device() const { return trunk->conv1->weight.device(); }
 
-WeightExtremes PirlModelImpl::weightExtremes() const {
+WeightExtremes PirlModelImpl::weightExtremes(bool statistics) const {
   WeightExtremes w;
   for (const auto& item : named_parameters()) {
     const double m = item.value().detach().abs().max().item<double>();
@@ -36,6 +36,14 @@ WeightExtremes PirlModelImpl::weightExtremes() const {
     if (m > w.largestValue) {
       w.largestValue = m;
       w.largest = item.key();
+    }
+  }
+  // Running statistics that a training-mode pass over overflowing inputs left NaN make every eval-mode result NaN.
+  if (!statistics) return w;
+  for (const auto& item : named_buffers()) {
+    if (item.value().is_floating_point() && !at::isfinite(item.value()).all().item<bool>()) {
+      w.firstNonFinite = item.key();
+      return w;
     }
   }
   return w;

@@ -33,7 +33,7 @@ enum class EmbedLayer { Res5, F };
 constexpr double kOverflowing = 1e4;
 
 struct WeightExtremes {
-  std::string firstNonFinite;  // the first parameter holding NaN or infinity, "" if none
+  std::string firstNonFinite;  // the first parameter or BatchNorm statistic holding NaN or infinity, "" if none
   std::string largest;         // the parameter holding the largest |weight| (of the finite ones)
   double largestValue = -1;
 };
@@ -57,7 +57,8 @@ struct PirlModelImpl : torch::nn::Module {
   // Where the parameters are: the model is the one owner of its device.
   c10::Device device() const;
   // What a non-finite result needs said of the weights (a diverged run's); one read of each, only once one is found.
-  WeightExtremes weightExtremes() const;
+  // `statistics`: BatchNorm's running statistics too (not after a training-mode pass, which has just moved them).
+  WeightExtremes weightExtremes(bool statistics) const;
   torch::nn::Module& scope(StateDictScope scope);
 
   Trunk trunk{nullptr};

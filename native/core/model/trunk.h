@@ -74,7 +74,6 @@ struct TrunkImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& images);
   // F: width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50, times `width`).
   int64_t featureDim() const { return featureDim_; }
-  int64_t minInputSize() const { return model::minInputSize(options_.stem); }
   const TrunkOptions& options() const { return options_; }
 
   // Set: every BatchNorm normalises training batches with the statistics of all ranks' batches

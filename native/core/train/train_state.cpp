@@ -160,7 +160,7 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
 std::string TrainState::describeWeights(double lr) const {
   model::WeightExtremes w;
   try {
-    w = model_->weightExtremes();
+    w = model_->weightExtremes(/*statistics=*/false);  // this step's pass has just moved them
   } catch (const c10::Error&) {
     return "";  // the step's own error matters more than this detail of it (a device out of memory by now)
   }
