@@ -75,12 +75,12 @@ export class PirlLoss {
     return { ...r, gradF: new Tensor(r.gradF), gradG: new Tensor(r.gradG) };
   }
 
-  /** Z of each term (≤ 0 until its first step). */
+  /** Z of each term (≤ 0 until its first step), as the last compute (or setZ) left it: a compute in progress is not waited for. */
   get z(): { image: number; jigsaw: number } {
     return this.handle.z();
   }
 
-  /** Restores Z from a checkpoint. */
+  /** Restores Z from a checkpoint; refused while a compute() is in progress (it would change the Z that step uses). */
   setZ(z: { image: number; jigsaw: number }): void {
     const { image, jigsaw } = checkObject('z', z);
     this.handle.setZ(checkNumber('z.image', image), checkNumber('z.jigsaw', jigsaw));

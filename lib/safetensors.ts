@@ -109,7 +109,7 @@ function parseHeader(json: Uint8Array, fail: Fail): { header: Record<string, unk
     const twice = keys.find((k) => seen.size === seen.add(k).size);
     fail(`header names '${twice}' twice`);
   }
-  const metadata: Record<string, string> = {};
+  const metadata: Record<string, string> = Object.create(null); // a '__proto__' key kept as a key
   const entry = (header as Record<string, unknown>).__metadata__;
   if (entry !== undefined) {
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('__metadata__ is not an object');
@@ -291,7 +291,8 @@ function checkMetadata(metadata: unknown): Record<string, string> {
 // A file's header (length and JSON) for tensors sorted by name, as the reference writer sorts them.
 function headerOf(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string>): { head: Buffer; entries: Array<[string, Tensor]>; dataBytes: number } {
   const entries = namedTensors(tensors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const header: Record<string, unknown> = { __metadata__: checkMetadata(metadata) };
+  // Without a prototype: a tensor named '__proto__' set the object's prototype, and the file then lacked it.
+  const header: Record<string, unknown> = Object.assign(Object.create(null), { __metadata__: checkMetadata(metadata) });
   let offset = 0;
   for (const [name, tensor] of entries) {
     handleOf(`tensor '${name}'`, tensor);
@@ -353,14 +354,27 @@ export async function writeSafetensors(file: string, tensors: Iterable<[string, 
     try {
       await handle.writeFile(head);
       await binding.writeTensors(handle.fd, tmp, head.length, entries.map(([, t]) => t.handle));
+      await handle.sync(); // on the disk before it replaces the old file: else a crash could leave neither whole
     } finally {
       await handle.close();
     }
+    await fs.rename(tmp, file); // in the try: a failed rename (onto a folder) leaves no temporary file behind
   } catch (err) {
     await fs.rm(tmp, { force: true });
     throw errorFrom(`cannot write ${file}: ${(err as Error).message}`, err);
   }
-  await fs.rename(tmp, file);
+  await syncFolder(path.dirname(path.resolve(file)));
+}
+
+// The rename itself made durable. Where a folder cannot be opened to sync (Windows), the file system orders it anyway.
+async function syncFolder(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r').catch(() => null);
+  if (!handle) return;
+  try {
+    await handle.sync().catch(() => undefined);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Removes the temporary files that writers of `file` killed mid-write left behind (their process is gone). */

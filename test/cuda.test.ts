@@ -4,7 +4,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
+import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -149,5 +149,17 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     const bank = await MemoryBank.create({ size: 8, dim: 4, device: 'cuda' });
     expect(bank.rows().device).toBe('cuda:0');
     expect(Tensor.zeros([2], { device: 'cuda' }).device).toBe('cuda:0');
+  });
+
+  test("PirlLoss on a CUDA bank: indices given as an array (on the CPU) move to the bank's device; f on the CPU is refused by name", async () => {
+    const bank = await MemoryBank.create({ size: 8, dim: 4, device: 'cuda', seed: 3 });
+    const loss = new PirlLoss(bank, { negatives: 4 });
+    const unit = Tensor.from(new Float32Array([1, 0, 0, 0, 0, 1, 0, 0]), [2, 4]);
+    const onGpu = await unit.to('cuda');
+    const r = await loss.compute(onGpu, onGpu, [0, 5]);
+    expect([Number.isFinite(r.loss), r.gradF.device]).toEqual([true, 'cuda:0']);
+    const generator = [...bank.state().generator.data()];
+    await expect(loss.compute(unit, unit, [0, 5])).rejects.toThrow(/^f and g must be on the memory bank's device \(cuda:0\), got cpu and cpu$/);
+    expect([...bank.state().generator.data()]).toEqual(generator); // refused before the draw
   });
 });

@@ -22,7 +22,7 @@ describe('evaluation', () => {
     await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done, total) => void told.push([done, total]));
     expect(told).toEqual([[20, 96], [40, 96], [48, 96], [68, 96], [88, 96], [96, 96]]);
     // options.signal aborted stops a pass before its next batch (in the test set's too): rejected as aborted.
-    for (const stopAt of [40, 68]) {
+    for (const stopAt of [40, 68, 96]) { // 96: during the last batch, which ends the pass, before the vote
       const seen: number[] = [];
       const stop = new AbortController();
       await expect(knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20, signal: stop.signal }, (done) => {
@@ -302,6 +302,18 @@ describe('evaluation', () => {
     await expect(knnPredict(Tensor.from(rows, [n, width]), labels.subarray(1), Tensor.from(queries, [m, width]))).rejects.toThrow('labels must be an Int32Array of 30 labels (one per row of features), got "29 labels"');
     await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 4 ? -1 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[4] must be a label in [0, 1000000), got -1');
     await expect(knnPredict(Tensor.from(rows, [n, width]), labels.map((l, i) => (i === 2 ? 2e9 : l)), Tensor.from(queries, [m, width]))).rejects.toThrow('labels[2] must be a label in [0, 1000000), got 2000000000');
+    await expect(knnPredict(Tensor.zeros([n, 0]), labels, Tensor.zeros([m, 0]))).rejects.toThrow('features must be rows of at least one feature, got [30, 0]');
+    // Labels up to 999,999: the votes are taken a few queries at a time (all at once: M×10^6 doubles), the same votes.
+    const many = Int32Array.from({ length: n }, (_, i) => [999_999, 12, 500_000][(i * 7) % 3]);
+    const manyQueries = Float32Array.from({ length: 100 * width }, random);
+    const naive = Array.from({ length: 100 }, (_, q) => {
+      const query = unit(manyQueries, q);
+      const similar = Array.from({ length: n }, (_, i) => ({ i, s: unit(rows, i).reduce((sum, x, j) => sum + x * query[j], 0) }));
+      const votes = new Map<number, number>();
+      for (const { i, s } of similar.sort((a, b) => b.s - a.s).slice(0, k)) votes.set(many[i], (votes.get(many[i]) ?? 0) + Math.exp(s / 0.1));
+      return [...votes].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0][0];
+    });
+    expect([...(await knnPredict(Tensor.from(rows, [n, width]), many, Tensor.from(manyQueries, [100, width]), { k, tau: 0.1 }))]).toEqual(naive);
   });
 
   test('LinearProbe: fitted on separable features it labels held-out ones; predictions are the saved layer\'s argmax; saved and loaded alike', async () => {
@@ -313,6 +325,9 @@ describe('evaluation', () => {
     const rows = Float32Array.from({ length: n * width }, (_, j) => random() + (Math.floor(j / width) % classes === j % width ? 3 : 0));
     const train = Tensor.from(rows.subarray(0, 180 * width), [180, width]), test = Tensor.from(rows.subarray(180 * width), [60, width]);
     const probe = await LinearProbe.fit(train, labels.subarray(0, 180), { epochs: 20, classes: ['a', 'b', 'c'] });
+    // Diverged (lr·weightDecay = 10^5: each step multiplies the weights by about −10^5), it was a probe of class 0 for every row.
+    await expect(LinearProbe.fit(train, labels.subarray(0, 180), { epochs: 20, weightDecay: 1e6 })).rejects.toThrow(/^the linear probe diverged in epoch \d+ \(its weights became NaN or infinity\): lower lr \(0\.1\) or weightDecay \(1e\+06\)$/);
+    await expect(LinearProbe.fit(Tensor.zeros([180, 0]), labels.subarray(0, 180))).rejects.toThrow('features must be rows of at least one feature, got [180, 0]');
     expect([probe.featureDim, probe.numClasses, probe.classes]).toEqual([width, 3, ['a', 'b', 'c']]);
     const predicted = await probe.predict(test);
     const correct = predicted.reduce((m, p, i) => m + (p === labels[180 + i] ? 1 : 0), 0);

@@ -185,6 +185,20 @@ describe('PirlLoss', () => {
     expect(loss.z).toEqual({ image: second.zImage, jigsaw: second.zJigsaw });
   });
 
+  test('loss.z never waits for a compute in progress (it held the event loop for the step); setZ is refused during one', async () => {
+    const bank = await MemoryBank.create({ size: N, dim: D, seed: 4 });
+    const loss = new PirlLoss(bank, { negatives: 32_000, mode: 'nce' });
+    const f = Tensor.from(unitRows(B, D), [B, D]), g = Tensor.from(unitRows(B, D), [B, D]);
+    const computing = loss.compute(f, g, Array.from({ length: B }, (_, i) => i));
+    expect(loss.z).toEqual({ image: -1, jigsaw: -1 }); // as the last settled step left it: none yet (≤ 0)
+    expect(() => loss.setZ({ image: 1, jigsaw: 1 })).toThrow(/^loss\.z cannot be set while a compute\(\) is in progress \(it would change the Z that step uses\): await it first$/);
+    const done = await computing;
+    expect(loss.z).toEqual({ image: done.zImage, jigsaw: done.zJigsaw });
+    expect(done.zImage).toBeGreaterThan(0); // NCE's first step estimated it
+    loss.setZ({ image: 2, jigsaw: 3 });
+    expect(loss.z).toEqual({ image: 2, jigsaw: 3 });
+  });
+
   test("the bank's own calls are refused while a compute on it is in flight (they ran between its reads: another loss, silently)", async () => {
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 5 });
     const loss = new PirlLoss(bank, { negatives: 32_000 });
@@ -244,6 +258,10 @@ describe('PirlLoss', () => {
     expect(() => new PirlLoss(bank, { mode: 'nce', tau: 0.001 })).toThrow(/options.tau must be at least 0.0015 with options.mode 'nce'/);
     const loss = new PirlLoss(bank);
     await expect(loss.compute(Tensor.from(unitRows(2, 4), [2, 4]), Tensor.from(unitRows(3, 4), [3, 4]), [0, 1])).rejects.toThrow(/f and g must have one shape/);
+    // An empty batch is refused before the draw moves the bank's generator (it was refused only after).
+    const generator = [...bank.state().generator.data()];
+    await expect(loss.compute(Tensor.zeros([0, 4]), Tensor.zeros([0, 4]), [])).rejects.toThrow(/^f and g must hold at least one sample, got \[0, 4\]$/);
+    expect([...bank.state().generator.data()]).toEqual(generator);
     const f64 = Tensor.from(new Float64Array(8), [2, 4]);
     await expect(loss.compute(f64, f64, [0, 1])).rejects.toThrow(/^f must be a float32 tensor \(the bank's dtype\), got "float64"$/); // it named the bank
     // A NaN is refused before it reaches the bank (a NaN row made every loss it was drawn into NaN), and the bank stays.

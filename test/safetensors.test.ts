@@ -28,6 +28,18 @@ describe('safetensors', () => {
     const target = path.join(dir, 'x.safetensors');
     await writeSafetensors(target, tensors, { note: 'hi' });
     expect(fs.readdirSync(dir)).toEqual(['x.safetensors']); // the temporary file was renamed
+    // A name or a metadata key '__proto__' is a name like another (as an object's key it set the prototype, and was lost).
+    const odd = path.join(dir, 'odd.safetensors');
+    await writeSafetensors(odd, [['__proto__', Tensor.from(new Float32Array([5]))]], JSON.parse('{"__proto__": "kept"}'));
+    const oddBack = await readSafetensors(odd);
+    expect([[...oddBack.tensors.keys()], [...oddBack.tensors.get('__proto__')!.data()], Object.entries(oddBack.metadata)]).toEqual([['__proto__'], [5], [['__proto__', 'kept']]]);
+    fs.rmSync(odd);
+    // A rename that fails (onto a folder) is an error naming the file, and leaves no temporary file.
+    const folder = path.join(dir, 'taken.safetensors');
+    fs.mkdirSync(path.join(folder, 'inside'), { recursive: true });
+    await expect(writeSafetensors(folder, tensors)).rejects.toThrow(new RegExp(`^cannot write ${folder}: E(ISDIR|NOTEMPTY|EXIST)`));
+    expect(fs.readdirSync(dir).sort()).toEqual(['taken.safetensors', 'x.safetensors']);
+    fs.rmSync(folder, { recursive: true });
     expect(fs.readFileSync(target).equals(serializeSafetensors(tensors, { note: 'hi' }))).toBe(true); // written piece by piece
     const back = await readSafetensors(target);
     expect(back.metadata).toEqual({ note: 'hi' });

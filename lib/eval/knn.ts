@@ -90,6 +90,7 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
       onProgress?.(begin + wanted.length, dataset.length);
       if (features) yield { features, indices };
     }
+    throwIfAborted(signal); // asked during the last batch: the caller's work after the pass does not start
   } finally {
     own.dispose();
   }
@@ -101,8 +102,9 @@ export async function datasetFeatures(model: PirlModel, dataset: Dataset, option
   checkDataset('dataset', dataset);
   checkProgress(onProgress); // before N×width zeros
   const known = labelsOf(dataset);
-  // Each batch is copied into its rows as it comes: the features are held once (ImageNet's res5: 9.8 GiB).
-  const all = Tensor.zeros([dataset.length, width]);
+  // Each batch is copied into its rows as it comes: the features are held once (ImageNet's res5: 9.8 GiB, which
+  // zeros would have filled on the JavaScript thread; every row kept is written).
+  const all = Tensor.empty([dataset.length, width]);
   const indices: number[] = [];
   try {
     for await (const batch of featureBatches(model, dataset, options, onProgress)) {
@@ -203,8 +205,21 @@ const top1 = (predicted: Int32Array, labels: Int32Array) => predicted.reduce((co
 
 // The kNN protocol on computed features: on the model's device.
 async function knnTop1(model: PirlModel, a: Labeled, b: Labeled, k: number, tau: number): Promise<number> {
-  const [trainFeatures, testFeatures] = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
-  return top1(await knnPredict(trainFeatures, a.labels, testFeatures, { k, tau }), b.labels);
+  const onDevice = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
+  try {
+    return top1(await knnPredict(onDevice[0], a.labels, onDevice[1], { k, tau }), b.labels);
+  } finally {
+    disposeAll(onDevice); // a GPU's copies (on the CPU, handles of the same memory)
+  }
+}
+
+// Both sets' features, freed once `work` is done with them (ImageNet's res5: 9.8 GiB), not at a collection.
+async function using<T>(sets: readonly Labeled[], work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } finally {
+    disposeAll(sets.map((s) => s.features));
+  }
 }
 
 // The linear-probe protocol on computed features.
@@ -219,14 +234,17 @@ async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinea
  */
 export async function knnAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: KnnOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { k, tau, ...features } = resolveKnnOptions(options);
-  return retained(model, async (own) => knnTop1(own, ...(await bothFeatures(own, train, test, features, onProgress)), k, tau));
+  return retained(model, async (own) => {
+    const sets = await bothFeatures(own, train, test, features, onProgress);
+    return using(sets, () => knnTop1(own, ...sets, k, tau));
+  });
 }
 
 /** Top-1 of a linear probe (LinearProbe) trained on the frozen pooled features of `model`'s trunk over `train`, on `test`. */
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { size, signal, ...probe } = resolveLinearProbeOptions(options);
-  const [a, b] = await retained(model, (own) => bothFeatures(own, train, test, { size, signal }, onProgress));
-  return linearProbeTop1(a, b, probe);
+  const sets = await retained(model, (own) => bothFeatures(own, train, test, { size, signal }, onProgress));
+  return using(sets, () => linearProbeTop1(...sets, probe));
 }
 
 /**
@@ -241,11 +259,14 @@ export async function evaluateTrunk(
   // The probe takes options.knn's features: of its options, those of its training.
   const given = options.linearProbe ?? null;
   const probe = given === null ? null : resolveLinearProbeOptions(checkOptions('options.linearProbe', given, ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed']), 'options.linearProbe');
-  const [a, b, knn] = await retained(model, async (own) => {
-    const [trainFeatures, testFeatures] = await bothFeatures(own, train, test, features, onProgress);
-    return [trainFeatures, testFeatures, await knnTop1(own, trainFeatures, testFeatures, k, tau)] as const;
+  return retained(model, async (own) => {
+    const sets = await bothFeatures(own, train, test, features, onProgress);
+    return using(sets, async () => {
+      const knn = await knnTop1(own, ...sets, k, tau);
+      if (!probe) return { knnTop1: knn, linearProbeTop1: null };
+      throwIfAborted(features.signal); // asked during the kNN: the probe's training does not start
+      const { size: _size, signal: _signal, ...fit } = probe; // the passes took options.knn's
+      return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(...sets, fit) };
+    });
   });
-  if (!probe) return { knnTop1: knn, linearProbeTop1: null };
-  const { size: _size, signal: _signal, ...fit } = probe; // the passes took options.knn's
-  return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(a, b, fit) };
 }

@@ -7,6 +7,8 @@ export function checkFeatureRows(arg: string, value: unknown, width?: number): T
   handleOf(arg, value); // a live Tensor, named (its shape would say only "tensor was disposed")
   const t = value as Tensor;
   if (t.shape.length !== 2 || (t.dtype !== 'float32' && t.dtype !== 'float64')) throw typeError(arg, 'a 2-D float Tensor (rows of features)', `${t.dtype} ${t.shape.join('×')}`);
+  // Rows of no features: kNN failed in libtorch's words, a probe learnt its bias alone.
+  if (t.shape[1] === 0) throw rangeError(arg, 'rows of at least one feature', t.shape);
   if (width !== undefined && t.shape[1] !== width) throw rangeError(arg, `rows of ${width} features (the probe's)`, t.shape);
   return t;
 }

@@ -1,7 +1,9 @@
 #include "pirl_loss_wrap.h"
 
+#include <atomic>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 
 #include "async_task.h"
 #include "errors.h"
@@ -17,9 +19,25 @@ namespace {
 
 // Holds a PirlLoss; steps of one loss are serialised, since each reads and writes its Z.
 struct PirlLossState {
-  explicit PirlLossState(const PirlLossOptions& o) : loss(o) {}
+  explicit PirlLossState(const PirlLossOptions& o) : loss(o) { settle(); }
   std::mutex mutex;
   PirlLoss loss;
+  // compute() calls made and not yet ended: a setZ then would change the Z one of them uses.
+  std::atomic<int> computing{0};
+  // Z as the last compute or setZ left it, read without `mutex` (a compute holds it for its whole step).
+  std::atomic<double> zImage{0}, zJigsaw{0};
+  void settle() {
+    zImage = loss.zImage();
+    zJigsaw = loss.zJigsaw();
+  }
+};
+
+// Counts a compute() from its call to its end (held by the call, dropped when its promise settles).
+struct Computing {
+  explicit Computing(std::shared_ptr<PirlLossState> s) : state(std::move(s)) { ++state->computing; }
+  ~Computing() { --state->computing; }
+  std::shared_ptr<PirlLossState> state;
+  std::shared_ptr<MemoryBank::Use> use;  // the bank's, for as long
 };
 
 class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
@@ -48,7 +66,8 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
         at::Tensor gradF, gradG;
       };
       auto state = state_;
-      auto use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Write, "PirlLoss.compute()");  // from this call on: see MemoryBank::Use
+      auto held = std::make_shared<Computing>(state);
+      held->use = std::make_shared<MemoryBank::Use>(bank, MemoryBank::Use::Kind::Write, "PirlLoss.compute()");  // from this call on: see MemoryBank::Use
       return AsyncTask<Out>::run(
           info.Env(), [=] {
             std::lock_guard<std::mutex> lock(state->mutex);
@@ -60,6 +79,7 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             std::vector<double> read = ema ? readScalars({r.loss, r.lossImage, r.lossJigsaw, r.zEstimates})
                                            : readScalars({r.loss, r.lossImage, r.lossJigsaw});
             if (ema) state->loss.updateZ(read[3], read[4]);
+            state->settle();
             read.resize(3);
             return Out{read, state->loss.zImage(), state->loss.zJigsaw(), lf.grad(), lg.grad()};
           },
@@ -74,23 +94,27 @@ class PirlLossWrap : public Napi::ObjectWrap<PirlLossWrap> {
             obj.Set("gradG", TensorWrap::wrap(env, std::move(out.gradG)));
             return obj;
           },
-          nullptr, use);
+          nullptr, held);
     });
   }
 
+  // Never waits for a compute in progress (it held the event loop for the whole step): the Z the last one left.
   Napi::Value z(const Napi::CallbackInfo& info) {
-    std::lock_guard<std::mutex> lock(state_->mutex);
     auto out = Napi::Object::New(info.Env());
-    out.Set("image", state_->loss.zImage());
-    out.Set("jigsaw", state_->loss.zJigsaw());
+    out.Set("image", state_->zImage.load());
+    out.Set("jigsaw", state_->zJigsaw.load());
     return out;
   }
 
   Napi::Value setZ(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const double image = AsDouble(info[0], "z.image"), jigsaw = AsDouble(info[1], "z.jigsaw");
+      if (state_->computing > 0) {
+        throw std::logic_error("loss.z cannot be set while a compute() is in progress (it would change the Z that step uses): await it first");
+      }
       std::lock_guard<std::mutex> lock(state_->mutex);
       state_->loss.setZ(image, jigsaw);
+      state_->settle();
       return info.Env().Undefined();
     });
   }

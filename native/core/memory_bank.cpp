@@ -43,10 +43,15 @@ MemoryBank::MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device devi
 
 MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
     : rows_(std::move(rows)), generator_(at::make_generator<at::CPUGeneratorImpl>(0)) {
-  TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1, "rows must be N×D with N >= 1, got ", rows_.sizes());
+  TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1 && rows_.size(1) >= 1, "rows must be N×D with N, D >= 1, got ",
+                    rows_.sizes());
   TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat || rows_.scalar_type() == at::kDouble,
                    "rows must be float32 (or float64, for numerical checks), got ", rows_.scalar_type());
-  TORCH_CHECK_VALUE(at::isfinite(rows_).all().item<bool>(), "rows must be finite: a NaN or infinite row would poison every loss it is drawn into");
+  // As create and update keep them: a zero or unnormalised row (a file edited) gave losses of no meaning, silently.
+  DeviceNumbers numbers;
+  const size_t unit = addUnitRowChecks(numbers, rows_);
+  numbers.read();
+  checkUnitRows(numbers, unit, "rows", ": a NaN or infinite row would poison every loss it is drawn into");
   // libtorch's own refusal names no argument ("Expected either a CPUGeneratorImplStateLegacy of size …").
   const int64_t bytes = generator_.get_state().numel();
   TORCH_CHECK_VALUE(generatorState.scalar_type() == at::kByte && generatorState.dim() == 1 && generatorState.numel() == bytes,
@@ -71,6 +76,7 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
                     indices.size(0), "×", dim(), ", got ", fHat.sizes());
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
+  TORCH_CHECK_TYPE(at::isFloatingType(fHat.scalar_type()), "fHat must be a float tensor, got ", fHat.scalar_type());
   // The training step checked its gradients (and so f) before it updates; other callers are checked here.
   if (check == IndexCheck::Check && indices.size(0) > 0) {
     DeviceNumbers numbers;

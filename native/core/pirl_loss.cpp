@@ -65,9 +65,14 @@ nce::Result PirlLoss::term(MemoryBank& bank, const at::Tensor& x, const at::Tens
 
 namespace {
 
+// Everything the terms would refuse only after the draw had moved the bank's generator (or the first term set its Z).
 void checkShapes(const MemoryBank& bank, const at::Tensor& f, const at::Tensor& g, const at::Tensor& indices) {
   TORCH_CHECK_VALUE(f.sizes() == g.sizes(), "f and g must have one shape, got ", f.sizes(), " and ", g.sizes());
   TORCH_CHECK_VALUE(f.dim() == 2 && f.size(1) == bank.dim(), "f must be B×", bank.dim(), ", got ", f.sizes());
+  TORCH_CHECK_VALUE(f.size(0) >= 1, "f and g must hold at least one sample, got ", f.sizes());
+  const c10::Device device = bank.rows().device();
+  TORCH_CHECK_VALUE(f.device() == device && g.device() == device, "f and g must be on the memory bank's device (", device,
+                    "), got ", f.device(), " and ", g.device());
   TORCH_CHECK_VALUE(indices.dim() == 1 && indices.size(0) == f.size(0), "indices must hold one row per sample (",
                     f.size(0), "), got ", indices.sizes());
 }
@@ -78,18 +83,19 @@ PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const
                                     const at::Tensor& indices, IndexCheck check, bool updateBank,
                                     const NegativeStreams& streams) {
   checkShapes(bank, f, g, indices);
-  if (check == IndexCheck::Check && f.size(0) > 0) {
+  const at::Tensor rows = bank.onDevice(indices);  // given on the CPU (an array, an Int32Array) for a CUDA bank
+  if (check == IndexCheck::Check) {
     // One read of the device for every check, before Z or the bank change.
     DeviceNumbers numbers;
-    const size_t range = addRowRange(numbers, indices, "indices"), fChecks = addUnitRowChecks(numbers, f),
+    const size_t range = addRowRange(numbers, rows, "indices"), fChecks = addUnitRowChecks(numbers, f),
                  gChecks = addUnitRowChecks(numbers, g);
     numbers.read();
-    checkRowRange(numbers, range, indices, "indices", bank.size());
+    checkRowRange(numbers, range, rows, "indices", bank.size());
     // A NaN in f became a bank row that made every loss it was drawn into NaN.
     checkUnitRows(numbers, fChecks, "f", ": a NaN or infinite row would enter the memory bank");
     checkUnitRows(numbers, gChecks, "g", "");
   }
-  return (*this)(bank, f, g, indices, drawNegatives(bank, indices, streams), updateBank);
+  return (*this)(bank, f, g, rows, drawNegatives(bank, rows, streams), updateBank);
 }
 
 PirlLossResult PirlLoss::operator()(MemoryBank& bank, const at::Tensor& f, const at::Tensor& g,

@@ -50,9 +50,18 @@ at::Tensor knnPredict(const at::Tensor& train, const at::Tensor& trainLabels, co
   const at::Tensor similarity = nn.similarity.to(at::kDouble);
   const at::Tensor weights = ((similarity - similarity.narrow(1, 0, 1)) / tau).exp();
   // The neighbours come back on the CPU, whatever device the features are on: the labels join them there.
-  return at::zeros({test.size(0), numClasses}, at::kDouble)
-      .scatter_add_(1, trainLabels.to(at::kCPU).index({nn.index}), weights)
-      .argmax(1);
+  const at::Tensor votedFor = trainLabels.to(at::kCPU).index({nn.index});
+  // Votes of a few queries at a time: all at once, 10^4 queries over 10^6 classes took 80 GB.
+  const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 25) / numClasses);
+  at::Tensor predicted = at::empty({test.size(0)}, at::kLong);
+  for (int64_t begin = 0; begin < test.size(0); begin += rows) {
+    const int64_t n = std::min(rows, test.size(0) - begin);
+    predicted.narrow(0, begin, n)
+        .copy_(at::zeros({n, numClasses}, at::kDouble)
+                   .scatter_add_(1, votedFor.narrow(0, begin, n), weights.narrow(0, begin, n))
+                   .argmax(1));
+  }
+  return predicted;
 }
 
 }  // namespace pirl::eval

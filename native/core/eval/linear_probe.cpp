@@ -49,6 +49,10 @@ LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& tra
       w.sub_(vw, lr);
       b.sub_(vb, lr);
     }
+    // A diverged probe predicted class 0 for every row (argmax of NaN) without a word: refused, naming the options.
+    TORCH_CHECK_VALUE(at::isfinite(w).all().item<bool>() && at::isfinite(b).all().item<bool>(),
+                      "the linear probe diverged in epoch ", epoch, " (its weights became NaN or infinity): lower lr (", o.lr,
+                      ") or weightDecay (", o.weightDecay, ")");
   }
   probe.weight = w;
   probe.bias = b;
