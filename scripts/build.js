@@ -41,7 +41,10 @@ function build({ tests = false, benchmarks = false, debug = false } = {}) {
   const addon = path.join(buildDir, config, 'pirl.node');
   // The sources built from, so that the loader refuses this addon once they change (scripts/addon.js).
   const record = { ...found, sources: nativeSourcesHash(root) };
-  fs.writeFileSync(path.join(buildDir, config, 'libtorch.json'), `${JSON.stringify(record, null, 2)}\n`);
+  // Renamed into place: a process loading the addon meanwhile (a test, another build's prebuild) reads it whole.
+  const file = path.join(buildDir, config, 'libtorch.json');
+  fs.writeFileSync(`${file}.${process.pid}`, `${JSON.stringify(record, null, 2)}\n`);
+  fs.renameSync(`${file}.${process.pid}`, file);
   return { found, record, addon };
 }
 

@@ -2,7 +2,9 @@
 'use strict';
 // `npm run prebuild`: builds the addon for the libtorch found (scripts/build.js, CMake: with the CUDA
 // kernels when that libtorch has CUDA) and files it, stripped, as prebuilds/<platform>-<arch>/<tag>/pirl.node,
-// the folder the loader (scripts/addon.js) picks for that libtorch. Prints the folder. `--check`: see check().
+// the folder the loader (scripts/addon.js) picks for that libtorch. Prints the folder. `--into DIR`: filed under
+// DIR/prebuilds instead, DIR being another copy of this package (a release tree) built from the same sources.
+// `--check`: see check().
 const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
@@ -10,10 +12,11 @@ const { build } = require('./build');
 
 const root = path.join(__dirname, '..');
 
-function prebuild() {
+function prebuild(into) {
+  if (into !== root) checkSameSources(into);
   const { found, record, addon } = build();
   if (!found.tag) throw new Error(`the version of libtorch at ${found.torchDir} is unknown (no TorchConfigVersion.cmake): no prebuild tag for it`);
-  const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, found.tag);
+  const dir = path.join(into, 'prebuilds', `${process.platform}-${process.arch}`, found.tag);
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'pirl.node');
   fs.copyFileSync(addon, file);
@@ -21,6 +24,24 @@ function prebuild() {
   if (strip.status !== 0) throw new Error(`strip --strip-unneeded ${file} failed (${strip.error ? strip.error.code : `exit ${strip.status}`})`);
   fs.writeFileSync(path.join(dir, 'libtorch.json'), `${JSON.stringify(record, null, 2)}\n`);
   return dir;
+}
+
+// A prebuild filed in another tree must be what its native/ builds: its loader refuses one made from other sources.
+function checkSameSources(into) {
+  const { nativeSourcesHash } = require('./addon');
+  if (!fs.existsSync(path.join(into, 'native'))) throw new Error(`--into ${into}: not a copy of pirl (no native/ folder)`);
+  if (nativeSourcesHash(into) !== nativeSourcesHash(root)) {
+    throw new Error(`--into ${into}: its native/ differs from ${path.join(root, 'native')}, whose build this would file there: run npm run prebuild in ${into}`);
+  }
+}
+
+// `--into DIR`'s folder, resolved; this package's own without it.
+function intoArgument(argv) {
+  const at = argv.indexOf('--into');
+  if (at < 0) return root;
+  const dir = argv[at + 1];
+  if (!dir || dir.startsWith('--')) throw new Error('--into needs the folder of the package copy to file the prebuild in');
+  return path.resolve(dir);
 }
 
 // `--check` (npm's prepack): at least one prebuild, each made from these sources, or the pack is refused.
@@ -45,7 +66,7 @@ function check() {
 }
 
 try {
-  console.log(process.argv.includes('--check') ? check() : path.relative(root, prebuild()));
+  console.log(process.argv.includes('--check') ? check() : path.relative(process.cwd(), prebuild(intoArgument(process.argv.slice(2)))));
 } catch (err) {
   console.error(`pirl: ${err.message}`);
   process.exit(1);

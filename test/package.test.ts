@@ -1,4 +1,4 @@
-// The package as a user gets it: `npm run prebuild` once (a CMake build: minutes on two cores), then
+// The package as a user gets it: a prebuild filed in a copy of the package (prebuild.js --into), then
 // `npm pack`, then the tarball installed into fresh projects with no compiler on PATH.
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'child_process';
 import * as fs from 'fs';
@@ -73,8 +73,10 @@ const trainStep = (dir: string) => JSON.parse(expectOk(run(dir, 'node', [path.jo
 
 beforeAll(() => {
   pkg = packageCopy();
-  const prebuild = spawnSync('npm', ['run', 'prebuild'], { cwd: pkg, encoding: 'utf8' });
-  if (prebuild.status !== 0) throw new Error(`npm run prebuild failed:\n${prebuild.stdout}\n${prebuild.stderr}`);
+  // This checkout's build (npm test's, current), filed in the copy as a release tree's: a build of the copy from
+  // scratch took ~5 of this suite's ~7 minutes, and compiled the same sources against the same libtorch.
+  const prebuild = spawnSync(process.execPath, [path.join(root, 'scripts/prebuild.js'), '--into', pkg], { cwd: root, encoding: 'utf8' });
+  if (prebuild.status !== 0) throw new Error(`prebuild --into the copy failed:\n${prebuild.stdout}\n${prebuild.stderr}`);
   // What npm pack's prepare runs: dist/ compiled from lib/ afresh (its output would mix into pack's JSON).
   execFileSync('npm', ['run', 'build:ts'], { cwd: pkg, stdio: 'ignore' });
   const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work], { cwd: pkg }).toString());
@@ -84,11 +86,11 @@ beforeAll(() => {
 
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-describe('npm run prebuild', () => {
-  test('files the addon under the tag of the libtorch found, and it loads from there once build/ is gone', () => {
+describe('npm run prebuild (--into a release tree)', () => {
+  test('files the addon under the tag of the libtorch found, and it loads from there (the copy has no build/)', () => {
     expect(tag).toMatch(/^torch-\d+\.\d+-(cpu|cu\d+|cuda)(-abi0)?$/);
     expect(fs.existsSync(path.join(pkg, 'prebuilds', platform, tag, 'pirl.node'))).toBe(true);
-    fs.rmSync(path.join(pkg, 'build'), { recursive: true, force: true });
+    expect(fs.existsSync(path.join(pkg, 'build'))).toBe(false);
     const script = `
       const pirl = require('./dist');
       pirl.ops.matmul(pirl.Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]), pirl.Tensor.from(new Float32Array([1, 0, 0, 1]), [2, 2]))
@@ -110,6 +112,10 @@ describe('npm run prebuild', () => {
       const pack = run(pkg, 'npm', ['pack', '--dry-run']);
       expect(pack.status).not.toBe(0);
       expect(pack.stderr).toContain(`prebuilds/${platform}/{${tag}} was built from other C++ sources than native/`);
+      // Nor filed there from this checkout's build, which is of other sources now.
+      const into = run(root, process.execPath, ['scripts/prebuild.js', '--into', pkg]);
+      expect(into.status).not.toBe(0);
+      expect(into.stderr).toContain(`pirl: --into ${pkg}: its native/ differs from ${path.join(root, 'native')}, whose build this would file there: run npm run prebuild in ${pkg}`);
     } finally {
       fs.writeFileSync(source, original);
     }
