@@ -45,9 +45,10 @@ export async function evaluate(args: string[]): Promise<void> {
   // Unreadable images are left out (of the data set by a cache, else of the passes): train and test count the images
   // scored, and with the unreadable ones the folders' images add up.
   const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
-  const [voted, scored] = [train.length - unreadableIn(train).length, test.length - unreadableIn(test).length];
+  const [leftOfTrain, leftOfTest] = [unreadableIn(train).length, unreadableIn(test).length];
+  const [voted, scored] = [train.length - leftOfTrain, test.length - leftOfTest];
   // The split was said before the passes found these (a cache's were found first): the counts said again, as the JSON's.
-  if (unreadableIn(train).length + unreadableIn(test).length > 0) console.error(`pirl: ${unreadable} unreadable image(s) left out: ${scored} test image(s) scored against ${voted}`);
+  if (leftOfTrain + leftOfTest > 0) console.error(`pirl: ${unreadable} unreadable image(s) left out: ${scored} test image(s) scored against ${voted}`);
   const probed = scores.linearProbeTop1 === null ? {} : { linearProbeTop1: scores.linearProbeTop1 };
   console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: voted, test: scored, size, ...(unreadable > 0 ? { unreadable } : {}) }));
 }

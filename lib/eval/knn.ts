@@ -214,7 +214,7 @@ async function knnTop1(model: PirlModel, a: Labeled, b: Labeled, k: number, tau:
 }
 
 // Both sets' features, freed once `work` is done with them (ImageNet's res5: 9.8 GiB), not at a collection.
-async function using<T>(sets: readonly Labeled[], work: () => Promise<T>): Promise<T> {
+async function freeingFeatures<T>(sets: readonly Labeled[], work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } finally {
@@ -236,7 +236,7 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   const { k, tau, ...features } = resolveKnnOptions(options);
   return retained(model, async (own) => {
     const sets = await bothFeatures(own, train, test, features, onProgress);
-    return using(sets, () => knnTop1(own, ...sets, k, tau));
+    return freeingFeatures(sets, () => knnTop1(own, ...sets, k, tau));
   });
 }
 
@@ -244,7 +244,7 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
   const { size, signal, ...probe } = resolveLinearProbeOptions(options);
   const sets = await retained(model, (own) => bothFeatures(own, train, test, { size, signal }, onProgress));
-  return using(sets, () => linearProbeTop1(...sets, probe));
+  return freeingFeatures(sets, () => linearProbeTop1(...sets, probe));
 }
 
 /**
@@ -261,7 +261,7 @@ export async function evaluateTrunk(
   const probe = given === null ? null : resolveLinearProbeOptions(checkOptions('options.linearProbe', given, ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed']), 'options.linearProbe');
   return retained(model, async (own) => {
     const sets = await bothFeatures(own, train, test, features, onProgress);
-    return using(sets, async () => {
+    return freeingFeatures(sets, async () => {
       const knn = await knnTop1(own, ...sets, k, tau);
       if (!probe) return { knnTop1: knn, linearProbeTop1: null };
       throwIfAborted(features.signal); // asked during the kNN: the probe's training does not start
