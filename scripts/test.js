@@ -15,12 +15,13 @@ function run(cmd, args, options = {}) {
   return spawnSync(cmd, args, { cwd: root, stdio: 'inherit', ...options }).status;
 }
 
-// The native suite in one process per core, each a gtest shard (GTEST_TOTAL_SHARDS): a process per case, as ctest
-// runs it, spent ~0.9 s of its ~1.2 s loading libtorch (5.4 of the suite's 6 minutes here). ctest still lists every case.
+// The native suite in one process per core, each a gtest shard (GTEST_TOTAL_SHARDS): ctest's process per case
+// spent ~0.9 s of each ~1.25 s loading libtorch (518 of them: most of its 325 s in CI). ctest still lists every case.
 function nativeCounts() {
   const binary = path.join(buildDir, 'pirl_native_tests');
   const shards = os.availableParallelism();
   const started = Date.now();
+  console.log(`native suite: ${shards} shard(s) running (logs: ${path.join(buildDir, 'native-shard-*.log')})`);
   const runs = Array.from({ length: shards }, (_, index) => {
     const xml = path.join(buildDir, `native-shard-${index}.xml`);
     const log = path.join(buildDir, `native-shard-${index}.log`);
