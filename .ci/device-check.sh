@@ -86,10 +86,10 @@ stage prebuild 120 sh -c "node scripts/prebuild.js && tar -czf '$OUT/prebuild.tg
 stage prebuild-load 90 bash -c "prebuild_load $device"
 note prebuild-load.log .
 
-# One test process per case, nproc at a time: 2 threads each, not libtorch's default of every core each.
-native=(env OMP_NUM_THREADS=2 ctest --test-dir build --parallel "$(nproc)" --output-on-failure)
-stage native-cuda 120 "${native[@]}" -R Cuda
-note native-cuda.log "tests passed|tests failed"
+# npm test's runner: a gtest shard per core, 2 threads each (a process per case, as ctest runs them, loaded libtorch 518 times).
+native=(node scripts/test.js --native)
+stage native-cuda 120 env GTEST_FILTER='*Cuda*' "${native[@]}"
+note native-cuda.log "^native suite: .* in "
 stage jest 100 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
 # DEVICE_CHECK_BENCH_CASES=nce,resnet50-paper@128 measures those only (bench-gpu.js --cases): what an earlier loan left.
@@ -98,8 +98,8 @@ stage bench-gpu 270 sh -c "node scripts/bench-gpu.js --device $device ${DEVICE_C
 # The data pipeline on the host's many cores (issue: >= 3,000 samples/s on 16 at the paper preset).
 stage bench-data 120 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc) > '$OUT/bench-data.json'"
 # The CPU cases on pip's libtorch last: they found its oneDNN heap bug once, but tell less than the CUDA stages.
-stage native 150 "${native[@]}" -E Cuda
-note native.log "tests passed|tests failed"
+stage native 150 env GTEST_FILTER='-*Cuda*' "${native[@]}"
+note native.log "^native suite: .* in "
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
 # The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
 # summary.txt, bench-gpu(-selected).json and prebuild.tgz.

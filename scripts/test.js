@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // `npm test`: builds the addon and the native suite, runs the native suite (sharded) and jest, and ends with one line
-// `N passed, N failed` that sums both.
+// `N passed, N failed` that sums both. `node scripts/test.js --native`: the native suite alone (GTEST_FILTER applies).
 const fs = require('fs');
 const path = require('path');
 const os = require('os');
@@ -39,12 +39,16 @@ function nativeCounts() {
     });
   });
   return Promise.all(runs).then((done) => {
-    const total = { passed: 0, failed: 0, skipped: 0, status: 0 };
+    const total = { passed: 0, failed: 0, skipped: 0 };
     for (const shard of done) {
       const counts = shardCounts(shard);
       console.log(`native shard ${shard.index + 1}/${shards}: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`);
       for (const key of ['passed', 'failed', 'skipped']) total[key] += counts[key];
-      if (counts.failed > 0) total.status = 1;
+    }
+    // A suite that found no tests (none built, a filter that matches none) is broken, not green.
+    if (total.passed + total.failed + total.skipped === 0) {
+      console.log(`native suite: no test ran${process.env.GTEST_FILTER ? ` (GTEST_FILTER=${process.env.GTEST_FILTER})` : ''}`);
+      total.failed = 1;
     }
     console.log(`native suite: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     return total;
@@ -54,7 +58,7 @@ function nativeCounts() {
 const SHARD_TIMEOUT_MS = 20 * 60 * 1000;
 
 // A shard's counts from its gtest XML; its failures printed with their messages. No XML (a crash, a kill, no binary)
-// or no case (a suite that found no tests is broken, not green) is one failure, shown by the log's end.
+// is one failure, shown by the log's end.
 function shardCounts({ index, xml, log, status, signal, error }) {
   const cases = fs.existsSync(xml) ? fs.readFileSync(xml, 'utf8').split('<testcase ').slice(1) : [];
   const failures = cases.filter((c) => /<failure\b/.test(c.slice(0, c.indexOf('</testcase>') >>> 0)));
@@ -65,7 +69,7 @@ function shardCounts({ index, xml, log, status, signal, error }) {
     console.log(`FAILED ${name}\n  ${messages.join('\n').replace(/\n/g, '\n  ')}`);
   }
   // gtest exits 1 when a case failed: its XML says which, and the log's end would add nothing.
-  if (cases.length > 0 && (status === 0 || (status === 1 && failures.length > 0))) return { passed: cases.length - failures.length - skipped, failed: failures.length, skipped };
+  if (fs.existsSync(xml) && (status === 0 || (status === 1 && failures.length > 0))) return { passed: cases.length - failures.length - skipped, failed: failures.length, skipped };
   const why = error ? error.message : signal ? `killed by ${signal}${signal === 'SIGKILL' ? ` (over ${SHARD_TIMEOUT_MS / 60000} min?)` : ''}` : `exit ${status}`;
   const tail = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').slice(-60).join('\n') : '';
   console.log(`native shard ${index + 1} failed (${why}); the end of ${log}:\n${tail}`);
@@ -85,7 +89,9 @@ function jestCounts(extraArgs) {
   return { passed: r.numPassedTests, failed: r.numFailedTests + suiteErrors, skipped: r.numPendingTests, status };
 }
 
-async function main() {
+async function main(argv) {
+  // `--native`: the native suite alone, as last built (the GPU check; GTEST_FILTER picks the cases).
+  if (argv[0] === '--native') return (await nativeCounts()).failed > 0 ? 1 : 0;
   build({ tests: true });
   // lib/ compiled to dist/ (the CLI tests and fixtures run it), then the tests type-checked: jest ran them with type errors unreported.
   const tsc = (project) => run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', project]);
@@ -94,16 +100,16 @@ async function main() {
     return 1;
   }
   const native = await nativeCounts();
-  const js = jestCounts(process.argv.slice(2));
+  const js = jestCounts(argv);
   const passed = native.passed + js.passed;
   const failed = native.failed + js.failed;
   const skipped = native.skipped + js.skipped;
   console.log(`native: ${native.passed} passed, ${native.failed} failed; jest: ${js.passed} passed, ${js.failed} failed`);
   console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
-  return failed || native.status || js.status ? 1 : 0;
+  return failed || js.status ? 1 : 0;
 }
 
-main().then((code) => { process.exitCode = code; }, (err) => {
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err) => {
   console.error(`pirl: ${err.message}`);
   console.log('0 passed, 1 failed');
   process.exitCode = 1;
