@@ -87,9 +87,15 @@ stage prebuild-load 90 bash -c "prebuild_load $device"
 note prebuild-load.log .
 
 # npm test's runner: a gtest shard per core, 2 threads each (a process per case, as ctest runs them, loaded libtorch 518 times).
-native=(node scripts/test.js --native)
+native=(env OMP_NUM_THREADS=2 node scripts/test.js --native)
+shard_logs() {  # shard_logs STAGE: each shard's whole log beside the stage's (its cases, and a hung one's [ RUN ])
+  [ -f "$OUT/$1.log" ] || return 0  # the stage did not run: build/'s logs are an earlier run's
+  for log in build/native-shard-*.log; do [ -f "$log" ] && cp "$log" "$OUT/$1-${log#build/}"; done
+  return 0
+}
 stage native-cuda 120 env GTEST_FILTER='*Cuda*' "${native[@]}"
 note native-cuda.log "^native suite: .* in "
+shard_logs native-cuda
 stage jest 100 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
 # DEVICE_CHECK_BENCH_CASES=nce,resnet50-paper@128 measures those only (bench-gpu.js --cases): what an earlier loan left.
@@ -100,6 +106,7 @@ stage bench-data 120 sh -c "node scripts/bench-data.js --thread-counts 1,$(nproc
 # The CPU cases on pip's libtorch last: they found its oneDNN heap bug once, but tell less than the CUDA stages.
 stage native 150 env GTEST_FILTER='-*Cuda*' "${native[@]}"
 note native.log "^native suite: .* in "
+shard_logs native
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$summary"
 # The device tool brings back at most 8 files of $OUT: the logs travel as one archive beside
 # summary.txt, bench-gpu(-selected).json and prebuild.tgz.

@@ -35,13 +35,18 @@ function checkSameSources(into) {
   }
 }
 
-// `--into DIR`'s folder, resolved; this package's own without it.
+// `--into DIR` (or --into=DIR), resolved where the command was typed (npm run starts scripts in the package root);
+// this package's own folder without it. Anything else is refused, not ignored.
 function intoArgument(argv) {
-  const at = argv.indexOf('--into');
-  if (at < 0) return root;
-  const dir = argv[at + 1];
-  if (!dir || dir.startsWith('--')) throw new Error('--into needs the folder of the package copy to file the prebuild in');
-  return path.resolve(dir);
+  let into = root;
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split(/=(.*)/s);
+    if (flag !== '--into') throw new Error(`unknown argument '${argv[i]}' (prebuild takes --into DIR, or --check)`);
+    const dir = inline ?? argv[++i];
+    if (!dir || dir.startsWith('--')) throw new Error('--into needs the folder of the package copy to file the prebuild in');
+    into = path.resolve(process.env.INIT_CWD || process.cwd(), dir);
+  }
+  return into;
 }
 
 // `--check` (npm's prepack): at least one prebuild, each made from these sources, or the pack is refused.

@@ -22,36 +22,50 @@ function nativeCounts() {
   const shards = os.availableParallelism();
   const started = Date.now();
   console.log(`native suite: ${shards} shard(s) running (logs: ${path.join(buildDir, 'native-shard-*.log')})`);
+  const children = [];
   const runs = Array.from({ length: shards }, (_, index) => {
     const xml = path.join(buildDir, `native-shard-${index}.xml`);
     const log = path.join(buildDir, `native-shard-${index}.log`);
     fs.rmSync(xml, { force: true });
-    // Two threads each (not libtorch's default of every core in every shard), as ctest's cases ran here.
+    // Two threads each, unless OMP_NUM_THREADS says otherwise: libtorch's default is every core, in every shard.
     const env = { OMP_NUM_THREADS: '2', ...process.env, GTEST_TOTAL_SHARDS: String(shards), GTEST_SHARD_INDEX: String(index) };
     const out = fs.openSync(log, 'w');
     const child = spawn(binary, [`--gtest_output=xml:${xml}`], { cwd: root, env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
+    children.push({ child, log });
     return new Promise((resolve) => {
       // A case that hangs ends its shard (the log's last "[ RUN ]" names it), not the whole npm test.
-      const timer = setTimeout(() => child.kill('SIGKILL'), SHARD_TIMEOUT_MS);
+      let timedOut = false;
+      const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, SHARD_TIMEOUT_MS);
       child.on('error', (err) => { clearTimeout(timer); resolve({ index, xml, log, status: null, error: err }); });
-      child.on('exit', (status, signal) => { clearTimeout(timer); resolve({ index, xml, log, status, signal }); });
+      child.on('exit', (status, signal) => { clearTimeout(timer); resolve({ index, xml, log, status, signal, timedOut }); });
     });
   });
+  // Stopped from outside (a CI step's or the GPU check's time limit): each shard's case in progress is said first.
+  const stopped = () => {
+    for (const { child, log } of children) {
+      child.kill('SIGKILL');
+      const running = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith('[ RUN      ]')).pop() : undefined;
+      console.log(`native suite stopped (SIGTERM); ${log} was at: ${running ?? 'no case yet'}`);
+    }
+    process.exit(143);
+  };
+  process.once('SIGTERM', stopped);
   return Promise.all(runs).then((done) => {
-    const total = { passed: 0, failed: 0, skipped: 0 };
+    process.off('SIGTERM', stopped);
+    const total = { passed: 0, failed: 0, skipped: 0, disabled: 0 };
     for (const shard of done) {
       const counts = shardCounts(shard);
-      console.log(`native shard ${shard.index + 1}/${shards}: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`);
-      for (const key of ['passed', 'failed', 'skipped']) total[key] += counts[key];
+      console.log(`native shard ${shard.index + 1}/${shards}: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped${counts.disabled ? `, ${counts.disabled} disabled` : ''}`);
+      for (const key of Object.keys(total)) total[key] += counts[key];
     }
-    // A suite that found no tests (none built, a filter that matches none) is broken, not green.
+    // A suite where no case ran (none built, a filter that matches none, or only DISABLED_ ones) is broken, not green.
     if (total.passed + total.failed + total.skipped === 0) {
       console.log(`native suite: no test ran${process.env.GTEST_FILTER ? ` (GTEST_FILTER=${process.env.GTEST_FILTER})` : ''}`);
       total.failed = 1;
     }
-    console.log(`native suite: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-    return total;
+    console.log(`native suite: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped${total.disabled ? `, ${total.disabled} disabled` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return { passed: total.passed, failed: total.failed, skipped: total.skipped + total.disabled };
   });
 }
 
@@ -59,21 +73,23 @@ const SHARD_TIMEOUT_MS = 20 * 60 * 1000;
 
 // A shard's counts from its gtest XML; its failures printed with their messages. No XML (a crash, a kill, no binary)
 // is one failure, shown by the log's end.
-function shardCounts({ index, xml, log, status, signal, error }) {
+function shardCounts({ index, xml, log, status, signal, error, timedOut }) {
   const cases = fs.existsSync(xml) ? fs.readFileSync(xml, 'utf8').split('<testcase ').slice(1) : [];
   const failures = cases.filter((c) => /<failure\b/.test(c.slice(0, c.indexOf('</testcase>') >>> 0)));
   const skipped = cases.filter((c) => /^[^>]*\bresult="skipped"/.test(c)).length;
+  const disabled = cases.filter((c) => /^[^>]*\bresult="suppressed"/.test(c)).length; // DISABLED_ cases: not run
   for (const c of failures) {
     const name = /classname="([^"]*)"/.exec(c)[1] + '.' + /^name="([^"]*)"/.exec(c)[1];
     const messages = [...c.matchAll(/<failure message="([^"]*)"/g)].map((m) => unescapeXml(m[1]));
     console.log(`FAILED ${name}\n  ${messages.join('\n').replace(/\n/g, '\n  ')}`);
   }
   // gtest exits 1 when a case failed: its XML says which, and the log's end would add nothing.
-  if (fs.existsSync(xml) && (status === 0 || (status === 1 && failures.length > 0))) return { passed: cases.length - failures.length - skipped, failed: failures.length, skipped };
-  const why = error ? error.message : signal ? `killed by ${signal}${signal === 'SIGKILL' ? ` (over ${SHARD_TIMEOUT_MS / 60000} min?)` : ''}` : `exit ${status}`;
+  const ran = { passed: cases.length - failures.length - skipped - disabled, failed: failures.length, skipped, disabled };
+  if (fs.existsSync(xml) && (status === 0 || (status === 1 && failures.length > 0))) return ran;
+  const why = error ? error.message : timedOut ? `over ${SHARD_TIMEOUT_MS / 60000} min: killed` : signal ? `killed by ${signal}` : `exit ${status}`;
   const tail = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').slice(-60).join('\n') : '';
   console.log(`native shard ${index + 1} failed (${why}); the end of ${log}:\n${tail}`);
-  return { passed: Math.max(0, cases.length - failures.length - skipped), failed: Math.max(1, failures.length), skipped };
+  return { ...ran, failed: Math.max(1, failures.length) };
 }
 
 const unescapeXml = (s) => s.replace(/&#x0*A;/gi, '\n').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
