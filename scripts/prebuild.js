@@ -3,7 +3,8 @@
 // `npm run prebuild`: builds the addon for the libtorch found (scripts/build.js, CMake: with the CUDA
 // kernels when that libtorch has CUDA) and files it, stripped, as prebuilds/<platform>-<arch>/<tag>/pirl.node,
 // the folder the loader (scripts/addon.js) picks for that libtorch. Prints the folder. `--into DIR`: filed under
-// DIR/prebuilds instead, DIR being another copy of this package (a release tree) built from the same sources.
+// DIR/prebuilds instead, DIR being another copy of this package (a release tree) of the same sources. `--no-build`:
+// build/ as it is, if current (see currentBuild).
 // `--check`: see check().
 const fs = require('fs');
 const path = require('path');
@@ -12,9 +13,9 @@ const { build } = require('./build');
 
 const root = path.join(__dirname, '..');
 
-function prebuild(into) {
+function prebuild({ into, noBuild }) {
   if (into !== root) checkSameSources(into);
-  const { found, record, addon } = build();
+  const { found, record, addon } = noBuild ? currentBuild() : build();
   if (!found.tag) throw new Error(`the version of libtorch at ${found.torchDir} is unknown (no TorchConfigVersion.cmake): no prebuild tag for it`);
   const dir = path.join(into, 'prebuilds', `${process.platform}-${process.arch}`, found.tag);
   fs.mkdirSync(dir, { recursive: true });
@@ -35,18 +36,39 @@ function checkSameSources(into) {
   }
 }
 
-// `--into DIR` (or --into=DIR), resolved where the command was typed (npm run starts scripts in the package root);
-// this package's own folder without it. Anything else is refused, not ignored.
-function intoArgument(argv) {
-  let into = root;
+// `--no-build`: build/ as it is (npm test's, just made), where the loader would take it — of these sources, for the
+// libtorch found — or refused. A build, even one with nothing to do, configures build/ again.
+function currentBuild() {
+  const { locateAddon } = require('./addon');
+  let addon;
+  try {
+    addon = locateAddon(root);
+  } catch (err) {
+    throw new Error(`--no-build: build/ holds no addon for the libtorch found and these sources: run this without --no-build\n${err.message}`);
+  }
+  const record = path.join(path.dirname(addon.path), 'libtorch.json');
+  if (addon.kind !== 'build' || !fs.existsSync(record)) {
+    throw new Error(`--no-build: build/ holds no addon built by scripts/build.js for the libtorch found (${addon.path}): run this without --no-build`);
+  }
+  return { found: addon.libtorch, record: JSON.parse(fs.readFileSync(record, 'utf8')), addon: addon.path };
+}
+
+// `--into DIR` (or --into=DIR), resolved where the command was typed (npm run starts scripts in the package root;
+// this package's own folder without it), and `--no-build`. Anything else is refused, not ignored.
+function parseArguments(argv) {
+  const options = { into: root, noBuild: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s);
-    if (flag !== '--into') throw new Error(`unknown argument '${argv[i]}' (prebuild takes --into DIR, or --check)`);
+    if (argv[i] === '--no-build') {
+      options.noBuild = true;
+      continue;
+    }
+    if (flag !== '--into') throw new Error(`unknown argument '${argv[i]}' (prebuild takes --into DIR and --no-build, or --check)`);
     const dir = inline ?? argv[++i];
     if (!dir || dir.startsWith('--')) throw new Error('--into needs the folder of the package copy to file the prebuild in');
-    into = path.resolve(process.env.INIT_CWD || process.cwd(), dir);
+    options.into = path.resolve(process.env.INIT_CWD || process.cwd(), dir);
   }
-  return into;
+  return options;
 }
 
 // `--check` (npm's prepack): at least one prebuild, each made from these sources, or the pack is refused.
@@ -71,7 +93,7 @@ function check() {
 }
 
 try {
-  console.log(process.argv.includes('--check') ? check() : path.relative(process.cwd(), prebuild(intoArgument(process.argv.slice(2)))));
+  console.log(process.argv.includes('--check') ? check() : path.relative(process.cwd(), prebuild(parseArguments(process.argv.slice(2)))));
 } catch (err) {
   console.error(`pirl: ${err.message}`);
   process.exit(1);
