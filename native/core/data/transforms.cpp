@@ -251,9 +251,9 @@ PIRL_PIXEL_BODY void hueVectorBody(Image& image, double shift) {
       h = h >= 6 ? h - 6 : h;
       const Float8 sector = minOf(__builtin_convertvector(__builtin_convertvector(h, Int8), Float8), five);
       const Float8 up = round(mn + d * (h - sector)), down = round(mx - d * (h - sector));
-      r = (sector == 0) | (sector == 5) ? mx : sector == 1 ? down : sector == 4 ? up : mn;
-      g = (sector == 1) | (sector == 2) ? mx : sector == 0 ? up : sector == 3 ? down : mn;
-      b = (sector == 3) | (sector == 4) ? mx : sector == 2 ? up : sector == 5 ? down : mn;
+      r = ((sector == 0) | (sector == 5)) ? mx : sector == 1 ? down : sector == 4 ? up : mn;
+      g = ((sector == 1) | (sector == 2)) ? mx : sector == 0 ? up : sector == 3 ? down : mn;
+      b = ((sector == 3) | (sector == 4)) ? mx : sector == 2 ? up : sector == 5 ? down : mn;
       std::memcpy(p.r + j, &r, sizeof r), std::memcpy(p.g + j, &g, sizeof g), std::memcpy(p.b + j, &b, sizeof b);
     }
   });
