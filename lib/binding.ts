@@ -180,7 +180,7 @@ export interface Binding {
   MemoryBankHandle: abstract new (...args: never[]) => MemoryBankHandle;
   PirlModelHandle: abstract new (...args: never[]) => PirlModelHandle;
   createMemoryBank(size: number, dim: number, seed: number, device: string): Promise<MemoryBankHandle>;
-  restoreMemoryBank(rows: TensorHandle, generator: TensorHandle, device: string): Promise<MemoryBankHandle>;
+  restoreMemoryBank(rows: TensorHandle, generator: TensorHandle, device: string, rowsName: string, generatorName: string): Promise<MemoryBankHandle>;
   nceLoss(
     x: TensorHandle,
     bank: TensorHandle,

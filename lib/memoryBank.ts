@@ -45,10 +45,15 @@ export class MemoryBank {
 
   /** A bank exactly as `state()` saw it, on `placement.device` (default 'cpu'); its rows are copied, off the JavaScript thread. */
   static async restore(state: MemoryBankState, placement: Placement = {}): Promise<MemoryBank> {
+    return MemoryBank.restoreNamed(state, placement, ['state.rows', 'state.generator']);
+  }
+
+  /** @internal restore, its errors calling the two tensors by `names` (a checkpoint's: 'bank.rows', 'bank.generator'). */
+  static async restoreNamed(state: MemoryBankState, placement: Placement, names: readonly [string, string]): Promise<MemoryBank> {
     checkObject('state', state);
     const device = placementDevice(placement);
-    const [rows, generator] = [handleOf('state.rows', state.rows), handleOf('state.generator', state.generator)];
-    return new MemoryBank(await nativeCall(() => binding.restoreMemoryBank(rows, generator, device)));
+    const [rows, generator] = [handleOf(names[0], state.rows), handleOf(names[1], state.generator)];
+    return new MemoryBank(await nativeCall(() => binding.restoreMemoryBank(rows, generator, device, ...names)));
   }
 
   /** Where the rows live. */

@@ -241,7 +241,7 @@ describe('the raw binding reads options strictly: no silent fallback', () => {
       ['dtype', () => binding.fromArray(new Float32Array(1), [1], 'half' as never)],
       ['device', () => binding.zeros([1], 'float32', 'tpu')],
       ['device', () => binding.createMemoryBank(10, 8, 0, 'tpu')],
-      ['device', () => binding.restoreMemoryBank(bank.rows(), bank.generatorState(), 'tpu')],
+      ['device', () => binding.restoreMemoryBank(bank.rows(), bank.generatorState(), 'tpu', 'rows', 'generator')],
       ['device', () => handle.to('tpu')],
       ['device', () => x.to('tpu')],
     ];

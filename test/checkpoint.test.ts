@@ -118,7 +118,7 @@ describe('checkpoint metadata fuzz', () => {
     const broken = path.join(tmpDir(), 'broken.ckpt');
     await writeSafetensors(broken, new Map([...held].map(([name, t]) => [name, name === 'bank.generator' ? Tensor.zeros([4], { dtype: 'uint8' }) : t])), metadata);
     const create = jest.spyOn(PirlModel, 'create');
-    await expect(Trainer.resume(broken, tiny.dataset())).rejects.toThrow(/broken\.ckpt: generatorState must be the \d+ bytes/);
+    await expect(Trainer.resume(broken, tiny.dataset())).rejects.toThrow(/broken\.ckpt: bank\.generator must be the \d+ bytes/);
     const built = await create.mock.results[0].value as PirlModel;
     create.mockRestore();
     expect(built.disposed).toBe(true);

@@ -593,7 +593,7 @@ export class Trainer {
         try {
           model = await PirlModel.create(c.model, { device: place.device });
           await model.loadStateDict(modelTensors);
-          bank = await MemoryBank.restore({ rows, generator }, { device: place.device });
+          bank = await MemoryBank.restoreNamed({ rows, generator }, { device: place.device }, ['bank.rows', 'bank.generator']);
           trainer = new Trainer(model, bank, loader, c, place, data);
           const names = [...momentum.keys()];
           await nativeCall(() => trainer!.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));

@@ -22,14 +22,16 @@ Napi::Value createMemoryBank(const Napi::CallbackInfo& info) {
       [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
 }
 
-// restoreMemoryBank(rows, generator, device): an ImageNet-sized bank's copy held the JavaScript thread ~1.5 s.
+// restoreMemoryBank(rows, generator, device, rowsName, generatorName): an ImageNet-sized bank's copy held the
+// JavaScript thread ~1.5 s. The names are what the errors call the two tensors (the caller's: "state.rows").
 Napi::Value restoreMemoryBank(const Napi::CallbackInfo& info) {
   const c10::Device device = AsDevice(info[2], "device");
-  const at::Tensor rows = TensorWrap::unwrap(info[0], "state.rows");
-  const at::Tensor state = TensorWrap::unwrap(info[1], "state.generator").clone();
+  const BankStateNames names{AsString(info[3], "rowsName"), AsString(info[4], "generatorName")};
+  const at::Tensor rows = TensorWrap::unwrap(info[0], names.rows);
+  const at::Tensor state = TensorWrap::unwrap(info[1], names.generator).clone();
   return AsyncTask<std::shared_ptr<MemoryBank>>::run(
       // The bank owns its rows: a copy (on its device), so a JavaScript buffer they came from may go away.
-      info.Env(), [=] { return std::make_shared<MemoryBank>(rows.to(device, /*non_blocking=*/false, /*copy=*/true), state); },
+      info.Env(), [=] { return std::make_shared<MemoryBank>(rows.to(device, /*non_blocking=*/false, /*copy=*/true), state, names); },
       [](Napi::Env e, std::shared_ptr<MemoryBank>& bank) -> Napi::Value { return MemoryBankWrap::wrap(e, bank); });
 }
 

@@ -41,21 +41,21 @@ MemoryBank::MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device devi
   rows_ = rows.to(device);
 }
 
-MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState)
+MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState, const BankStateNames& names)
     : rows_(std::move(rows)), generator_(at::make_generator<at::CPUGeneratorImpl>(0)) {
-  TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1 && rows_.size(1) >= 1, "rows must be N×D with N, D >= 1, got ",
-                    rows_.sizes());
-  TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat || rows_.scalar_type() == at::kDouble,
-                   "rows must be float32 (or float64, for numerical checks), got ", rows_.scalar_type());
+  TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1 && rows_.size(1) >= 1, names.rows,
+                    " must be N×D with N, D >= 1, got ", rows_.sizes());
+  TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat || rows_.scalar_type() == at::kDouble, names.rows,
+                   " must be float32 (or float64, for numerical checks), got ", rows_.scalar_type());
   // As create and update keep them: a zero or unnormalised row (a file edited) gave losses of no meaning, silently.
   DeviceNumbers numbers;
   const size_t unit = addUnitRowChecks(numbers, rows_);
   numbers.read();
-  checkUnitRows(numbers, unit, "rows", ": a NaN or infinite row would poison every loss it is drawn into");
+  checkUnitRows(numbers, unit, names.rows.c_str(), ": a NaN or infinite row would poison every loss it is drawn into");
   // libtorch's own refusal names no argument ("Expected either a CPUGeneratorImplStateLegacy of size …").
   const int64_t bytes = generator_.get_state().numel();
   TORCH_CHECK_VALUE(generatorState.scalar_type() == at::kByte && generatorState.dim() == 1 && generatorState.numel() == bytes,
-                    "generatorState must be the ", bytes, " bytes (uint8) of a bank's generatorState(), got ",
+                    names.generator, " must be the ", bytes, " bytes (uint8) of a bank's generator state, got ",
                     generatorState.scalar_type(), " of shape ", generatorState.sizes());
   generator_.set_state(generatorState);
 }

@@ -22,13 +22,19 @@ struct NegativeStreams {
   at::Tensor keys;  // B int64, any device: the batch's bank rows
 };
 
+// What a restore's errors call its two tensors: the caller's names for them (a checkpoint's "bank.rows").
+struct BankStateNames {
+  std::string rows = "rows";
+  std::string generator = "generatorState";
+};
+
 class MemoryBank {
  public:
   // N×D rows, uniform(±1/sqrt(D/3)) then L2-normalised; `seed` drives initialisation and sampling.
   MemoryBank(int64_t size, int64_t dim, uint64_t seed, at::Device device = at::kCPU);
   // A bank restored from a checkpoint: its rows (finite; float32, or float64 for numerical checks) and the
   // state of its sampling generator.
-  MemoryBank(at::Tensor rows, const at::Tensor& generatorState);
+  MemoryBank(at::Tensor rows, const at::Tensor& generatorState, const BankStateNames& names = {});
 
   int64_t size() const { return rows_.size(0); }
   int64_t dim() const { return rows_.size(1); }
