@@ -226,8 +226,15 @@ describe('pirl train / eval / embed / export', () => {
     const inOrder = run(['search', model, features, mixed]).trim().split('\n').map((l) => JSON.parse(l));
     expect(inOrder.map((l) => [path.basename(l.query), l.error === undefined])).toEqual([['a.png', true], ['b.png', false], ['c.png', true]]);
     // --max-pixels: an image of more pixels (24² = 576 here) is left out undecoded, its line saying why.
-    const limited = run(['search', model, features, mixed, '--max-pixels', '575']).trim().split('\n').map((l) => JSON.parse(l));
+    fs.writeFileSync(path.join(mixed, 'notes.txt'), 'no image');
+    const limitedRun = spawnSync(process.execPath, [cli, 'search', model, features, mixed, '--max-pixels', '575'], { encoding: 'utf8' });
+    const limited = limitedRun.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(limited[0].error).toBe('a PNG image too large to decode (24×24): more than the limit of 575 pixels (maxPixels, --max-pixels)');
+    // A query folder is listed, not probed: none of its images decodes, and each has its error line; what its layout
+    // leaves out is said; with no query answered, the exit status says so.
+    expect(limited.map((l) => [path.basename(l.query), l.error !== undefined])).toEqual([['a.png', true], ['b.png', true], ['c.png', true]]);
+    expect(limitedRun.stderr).toContain(`pirl: ${mixed}: 1 file(s) without an image extension are left out (notes.txt;`);
+    expect([limitedRun.status, limitedRun.stderr]).toEqual([1, expect.stringContaining('pirl: no query image could be embedded (see their error lines)\n')]);
     expect(run(['search', model, features, query, '--max-pixels', '576'])).toContain('"neighbours"');
     const modelCopy0 = path.join(dir, 'other-model.safetensors');
     fs.copyFileSync(model, modelCopy0);

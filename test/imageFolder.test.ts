@@ -469,7 +469,21 @@ describe('ImageFolder', () => {
     const unreadable = tmpDir('pirl-data-');
     fs.writeFileSync(path.join(unreadable, 'a.jpg'), 'nope');
     await expect(ImageFolder.open(unreadable, { onWarning: () => undefined })).rejects.toThrow(/none of 1 images sampled across the folder could be decoded/);
-    await expect(ImageFolder.open(path.join(empty, 'missing'))).rejects.toThrow(/no such folder/);
+    // The system's code stays on the error (as a model file's does), and a path through a file is said to be one.
+    await expect(ImageFolder.open(path.join(empty, 'missing'))).rejects.toMatchObject({ message: `${path.join(empty, 'missing')}: no such folder`, code: 'ENOENT' });
+    await expect(ImageFolder.open(path.join(unreadable, 'a.jpg', 'x'))).rejects.toMatchObject({
+      message: `${path.join(unreadable, 'a.jpg', 'x')}: not a folder (a part of its path is a file)`, code: 'ENOTDIR' });
+    await expect(ImageFolder.fromFiles([path.join(empty, 'none.png')])).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  test('list names the images open would read, decoding none, and says what the layout leaves out', async () => {
+    const dir = tmpDir('pirl-data-');
+    for (const name of ['b.png', 'a.png']) fs.writeFileSync(path.join(dir, name), 'not an image');
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'x');
+    const warnings: string[] = [];
+    expect(await ImageFolder.list(dir, { onWarning: (m) => void warnings.push(m) })).toEqual([path.join(dir, 'a.png'), path.join(dir, 'b.png')]);
+    expect(warnings).toEqual([expect.stringMatching(/: 1 file\(s\) without an image extension are left out \(notes\.txt;/)]);
+    await expect(ImageFolder.open(dir, { onWarning: () => undefined })).rejects.toThrow(/none of 2 images sampled/); // what list does not do
   });
 
   test('decode refuses an index outside the folder instead of answering null', async () => {

@@ -74,19 +74,17 @@ function sideOfOlderFile(file: string, model: PirlModel): number {
   return size;
 }
 
-// A query folder's images in their order (its warnings are said as they are embedded): what leaves it no images is a
-// usage error.
-async function queryFolderImages(dir: string, size: number, layout: FolderLayout): Promise<readonly string[]> {
+// A query folder's images in their order, listed (what its layout leaves out is said; none is decoded): each is then
+// embedded, or given its error line. What leaves it no images is a usage error.
+async function queryFolderImages(dir: string, layout: FolderLayout): Promise<readonly string[]> {
   try {
-    const folder = await ImageFolder.open(dir, { size, layout, onWarning: () => undefined });
-    await folder.close();
-    return folder.files;
+    return await ImageFolder.list(dir, { layout });
   } catch (err) {
     throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : new UsageError(`query ${(err as Error).message}`);
   }
 }
 
-export async function search(args: string[]): Promise<void> {
+export async function search(args: string[]): Promise<void | number> {
   const { values, positionals } = parseFlags(args, ['k', 'layout', 'max-pixels', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
   const layout = layoutFlag(values);
@@ -104,14 +102,16 @@ export async function search(args: string[]): Promise<void> {
   if (k > catalogue.files.length) console.error(`pirl: --k ${k}${values.k === undefined ? ' (the default)' : ''} is more than the ${catalogue.files.length} images of ${featuresFile}: each query lists all ${catalogue.files.length}`);
   // Every query folder opened before any line is printed: one without images stops the run before it begins.
   const folderImages = new Map<string, readonly string[]>();
-  for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') folderImages.set(query, await queryFolderImages(query, catalogue.size, layout));
+  for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') folderImages.set(query, await queryFolderImages(query, layout));
   const progress = new Progress();
   const options = (what: string) => ({
     layer: catalogue.layer, size: catalogue.size, ...decoding, onProgress: (done: number, total: number) => progress.update(`${what}: ${done}/${total} images`, done === total),
   });
   // Each query's line (its neighbours, or why it was left out), by file.
+  let answered = 0;
   const lines = async (embedded: ImageFeatures): Promise<Map<string, string>> => {
     const out = new Map<string, string>();
+    answered += embedded.features.shape[0];
     if (embedded.features.shape[0] > 0) {
       const { indices, similarities } = await nearestNeighbours(catalogue.features, embedded.features, k);
       const width = indices.shape[1];
@@ -136,5 +136,10 @@ export async function search(args: string[]): Promise<void> {
     const images = folderImages.get(query)!;
     const found = await lines(await embedImages(model, images, options(`query folder ${query}`)));
     for (const file of images) console.log(found.get(file));
+  }
+  // Every query an error line: a script reading the exit status alone would have taken them for answers.
+  if (answered === 0) {
+    console.error('pirl: no query image could be embedded (see their error lines)');
+    return 1;
   }
 }

@@ -8,7 +8,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
-import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, isArgumentError, rangeError, typeError } from '../errors';
+import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, rangeError, typeError } from '../errors';
 import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
@@ -335,6 +335,72 @@ async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: s
 export const FOLDER_WARNINGS = ['PIRL_UNREADABLE_IMAGE', 'PIRL_DAMAGED_IMAGE', 'PIRL_IMAGES_LEFT_OUT', 'PIRL_CACHE_WAIT'] as const;
 export type FolderWarning = (typeof FOLDER_WARNINGS)[number];
 
+/**
+ * The images `layout` reads in `dir` (each class folder's own, or the folder's own), their labels and classes, in
+ * order; what it leaves out is told to `warnLeftOut`. Lists only: nothing is decoded.
+ */
+async function listFolder(dir: string, layout: FolderLayout, cache: string | null, warnLeftOut: (message: string) => void):
+Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }> {
+  let stat;
+  try {
+    stat = await fs.stat(dir);
+  } catch (err) {
+    // Said by its cause, whose code (ENOENT, EACCES) stays on the error: a part of the path that is a file is no "no such folder".
+    const code = (err as NodeJS.ErrnoException).code;
+    throw errorFrom(`${dir}: ${code === 'ENOENT' ? 'no such folder' : code === 'ENOTDIR' ? 'not a folder (a part of its path is a file)' : (err as Error).message}`, err);
+  }
+  if (!stat.isDirectory()) throw new Error(`${dir}: not a folder`);
+  const subdirs = (await readFolder(dir)).filter((e) => e.kind === 'folder').map((e) => e.name).sort();
+  let files: string[] = [];
+  let labels: Int32Array | null = null;
+  let classes: string[] | null = null;
+  let below = 0; // images in subfolders a flat read leaves out
+  const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
+  const perClassListing = await Promise.all(subdirs.map(async (d) => {
+    const listing = await listedOrLeftOut(path.join(dir, d), listFiles, warnLeftOut);
+    if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
+    return listing ?? { images: [], others: [] };
+  }));
+  const perClass = perClassListing.map((l) => l.images);
+  const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
+  const ownListing = await listFiles(dir);
+  const own = ownListing.images;
+  if (layout === 'auto' && own.length > 0 && classFolders.length > 0) throw new AmbiguousLayoutError(dir, own.length, classFolders);
+  if (layout === 'classes' || (layout === 'auto' && classFolders.length > 0)) {
+    classes = classFolders;
+    const lists = perClass.filter((list) => list.length > 0);
+    files = lists.flat();
+    labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
+    // A labeled folder reads each class folder's own images: say what it leaves out.
+    if (own.length > 0) warnLeftOut(`${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
+    const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
+    let nested = 0;
+    for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut);
+    if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
+  } else {
+    files = own;
+    // Every level below, not its subfolders' own images only.
+    below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut) : 0;
+    if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
+  }
+  // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
+  // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
+  const read = classes ? perClassListing.filter((l) => l.images.length > 0) : [ownListing];
+  const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
+  if (skipped.length > 0) {
+    const shown = skipped.slice(0, 3).map((f) => path.relative(dir, f)).join(', ') + (skipped.length > 3 ? ', …' : '');
+    warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
+  }
+  if (files.length === 0) {
+    const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
+    const deeper = below === 0 ? '' : classFolders.length > 0
+      ? `; ${below} image(s) are in its subfolders: layout 'classes' reads class folders`
+      : `; ${below} image(s) are deeper in its subfolders, which no layout reads: give the folder that holds them`;
+    throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where}${deeper})`);
+  }
+  return { files, labels, classes };
+}
+
 /** A warning of a folder's: to options.onWarning, else process.emitWarning, with its code. */
 type Warn = (message: string, code: FolderWarning) => void;
 
@@ -434,66 +500,23 @@ export class ImageFolder implements Dataset {
     const warnLeftOut = (message: string) => warn(message, 'PIRL_IMAGES_LEFT_OUT');
     const layout = checkOneOf('options.layout', options.layout ?? DEFAULT_LAYOUT, FOLDER_LAYOUTS);
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
-
-    let stat;
-    try {
-      stat = await fs.stat(dir);
-    } catch {
-      throw new Error(`${dir}: no such folder`);
-    }
-    if (!stat.isDirectory()) throw new Error(`${dir}: not a folder`);
-    const subdirs = (await readFolder(dir)).filter((e) => e.kind === 'folder').map((e) => e.name).sort();
-    let files: string[] = [];
-    let labels: Int32Array | null = null;
-    let classes: string[] | null = null;
-    let below = 0; // images in subfolders a flat read leaves out
-    const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
-    const perClassListing = await Promise.all(subdirs.map(async (d) => {
-      const listing = await listedOrLeftOut(path.join(dir, d), listFiles, warnLeftOut);
-      if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
-      return listing ?? { images: [], others: [] };
-    }));
-    const perClass = perClassListing.map((l) => l.images);
-    const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
-    const ownListing = await listFiles(dir);
-    const own = ownListing.images;
-    if (layout === 'auto' && own.length > 0 && classFolders.length > 0) throw new AmbiguousLayoutError(dir, own.length, classFolders);
-    if (layout === 'classes' || (layout === 'auto' && classFolders.length > 0)) {
-      classes = classFolders;
-      const lists = perClass.filter((list) => list.length > 0);
-      files = lists.flat();
-      labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
-      // A labeled folder reads each class folder's own images: say what it leaves out.
-      if (own.length > 0) warnLeftOut(`${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
-      const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
-      let nested = 0;
-      for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut);
-      if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
-    } else {
-      files = own;
-      // Every level below, not its subfolders' own images only.
-      below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut) : 0;
-      if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
-    }
-    // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
-    // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
-    const read = classes ? perClassListing.filter((l) => l.images.length > 0) : [ownListing];
-    const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
-    if (skipped.length > 0) {
-      const shown = skipped.slice(0, 3).map((f) => path.relative(dir, f)).join(', ') + (skipped.length > 3 ? ', …' : '');
-      warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
-    }
-    if (files.length === 0) {
-      const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
-      const deeper = below === 0 ? '' : classFolders.length > 0
-        ? `; ${below} image(s) are in its subfolders: layout 'classes' reads class folders`
-        : `; ${below} image(s) are deeper in its subfolders, which no layout reads: give the folder that holds them`;
-      throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where}${deeper})`);
-    }
+    const { files, labels, classes } = await listFolder(dir, layout, cache, warnLeftOut);
     const folder = new ImageFolder(dir, files, labels, classes, size, maxPixels, warn);
     if (cache) return folder.openCache(cache, options.onCacheProgress);
     await folder.probe();
     return folder;
+  }
+
+  /**
+   * @internal The images open() reads in `dir` by `options.layout`, what it leaves out warned of, listed and not
+   * decoded (not probed): a query folder's, whose unreadable images are each told as they are embedded.
+   */
+  static async list(dir: string, options: Pick<ImageFolderOptions, 'layout' | 'onWarning'> = {}): Promise<readonly string[]> {
+    if (typeof dir !== 'string' || dir === '') throw typeError('dir', 'a folder path', dir);
+    checkFunctions('options', checkOptions('options', options, ['layout', 'onWarning']), ['onWarning']);
+    const { warn } = decoding({ onWarning: options.onWarning });
+    const layout = checkOneOf('options.layout', options.layout ?? DEFAULT_LAYOUT, FOLDER_LAYOUTS);
+    return (await listFolder(dir, layout, null, (message) => warn(message, 'PIRL_IMAGES_LEFT_OUT'))).files;
   }
 
   /**
@@ -522,7 +545,7 @@ export class ImageFolder implements Dataset {
       const { file, i } = paths[j];
       if (stat instanceof Error) {
         const why = notUtf8(file) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message);
-        throw new Error(`${file}: ${why} (${name}[${i}])`);
+        throw errorFrom(`${file}: ${why} (${name}[${i}])`, stat); // its code (ENOENT) kept, as a model file's is
       }
       if (!stat.isFile()) throw new Error(`${file}: not a file (${name}[${i}]; a folder's images: ImageFolder.open)`);
     });
