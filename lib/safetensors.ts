@@ -147,7 +147,9 @@ function spansOf(header: Record<string, unknown>, dataLength: number, fail: Fail
       fail(`tensor '${name}' has data_offsets ${JSON.stringify(offsets)}, not [begin, end]`);
     }
     const [begin, end] = offsets as [number, number];
-    if (begin > end || end > dataLength) fail(`tensor '${name}' spans bytes [${begin}, ${end}) of a ${dataLength}-byte data section`);
+    if (begin > end) fail(`tensor '${name}' spans bytes [${begin}, ${end}) of a ${dataLength}-byte data section`);
+    // What the header describes and the bytes do not hold: most often a copy or a download cut short.
+    if (end > dataLength) fail(`tensor '${name}' spans bytes [${begin}, ${end}) of a ${dataLength}-byte data section: the file looks cut short (${end - dataLength} byte(s) missing)`);
     const numel = (shape as number[]).reduce((a, b) => a * b, 1);
     if (numel * kind!.bytes !== end - begin) {
       fail(`tensor '${name}' of shape [${(shape as number[]).join(', ')}] needs ${numel * kind!.bytes} bytes, its offsets give ${end - begin}`);

@@ -228,6 +228,7 @@ describe('evaluation', () => {
       await expect(embedImages(model, [files[0], 42 as never])).rejects.toThrow('images[1] must be an image file path or an encoded image (Buffer, Uint8Array), got 42');
       await expect(embedImages(model, files[0])).rejects.toThrow(`images must be a folder, or an array of image files and encoded images (one file: [file]), got "${files[0]}"`);
       await expect(embedImages(model, [bytes[0], path.join(dir, 'none.png')])).rejects.toThrow(`${path.join(dir, 'none.png')}: no such file (images[1])`);
+      await expect(embedImages(model, [dir])).rejects.toThrow(`${dir}: not a file (images[0]; a folder's images: embedImages(model, folder))`);
       await expect(embedImages(model, bytes[0] as never)).rejects.toThrow(/^images must be a non-empty array of image file paths or encoded images, got /);
       await expect(ImageFolder.fromFiles([bytes[0], ''])).rejects.toThrow('files[1] must be an image file path or an encoded image (Buffer, Uint8Array), got ""');
     } finally {

@@ -150,7 +150,7 @@ describe('ImageFolder', () => {
     expect(again.length).toBe(6);
     expect(warnings).toEqual([
       expect.stringMatching(/1 image\(s\) beside the class folders are not in a class and are left out/),
-      expect.stringMatching(/2 image\(s\) in subfolders of class folders are left out/),
+      `${dir}: 2 image(s) in subfolders of class folders are left out (${path.join('cats', 'kittens')}, ${path.join('cats', 'kittens', 'tiny')}; a class is one folder's own images)`,
     ]);
   });
 
@@ -169,7 +169,7 @@ describe('ImageFolder', () => {
     await raw(10, 10).png().toFile(path.join(dir, 'thumbnails', 'small', 's.png'));
     const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', onWarning: (m) => warnings.push(m) });
     expect([flat.length, flat.labels, flat.classes]).toEqual([4, null, null]);
-    expect(warnings).toEqual([`${dir}: 2 image(s) in its subfolders are left out (layout 'flat' read the folder's own images)`]);
+    expect(warnings).toEqual([`${dir}: 2 image(s) in its subfolders are left out (thumbnails, ${path.join('thumbnails', 'small')}; layout 'flat' read the folder's own images)`]);
     const classes = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: () => undefined });
     expect([classes.length, classes.classes]).toEqual([1, ['thumbnails']]);
     await expect(ImageFolder.open(dir, { size: 8, layout: 'tree' as 'flat' })).rejects.toThrow(/options\.layout must be one of 'auto', 'flat', 'classes', got "tree"/);
@@ -748,6 +748,6 @@ describe('ImageFolder', () => {
     const folder = await ImageFolder.open(labeled, { size: 8, onWarning: (m) => warnings.push(m) });
     expect(folder.classes).toEqual(['cats', 'dogs']);
     expect(folder.files.map((f) => path.relative(labeled, f))).toEqual([path.join('cats', 'outside.png'), path.join('dogs', 'd.png')]);
-    expect(warnings).toEqual([`${labeled}: 1 image(s) in subfolders of class folders are left out (a class is one folder's own images)`]);
+    expect(warnings).toEqual([`${labeled}: 1 image(s) in subfolders of class folders are left out (${path.join('dogs', 'puppies')}; a class is one folder's own images)`]);
   });
 });

@@ -310,11 +310,12 @@ async function listedOrLeftOut<T>(dir: string, list: (dir: string) => Promise<T>
   });
 }
 
-// Images below a class folder's own files, which a labeled folder does not read: counted for a warning.
-// `seen` holds the real paths of the folders read, counted or left out (the root and its classes first), so a
-// symbolic link back up the tree ends there rather than counting the classes' own images as left out; a link out of
-// the folder counted (`within`: `ln -s / photos/root` walked the whole file system, /proc too) is not followed.
-async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: string) => void, within?: string): Promise<number> {
+// Images below a class folder's own files, which a labeled folder does not read: counted for a warning, the folders
+// holding them added to `holding`. `seen` holds the real paths of the folders read, counted or left out (the root and
+// its classes first), so a symbolic link back up the tree ends there rather than counting the classes' own images as
+// left out; a link out of the folder counted (`within`: `ln -s / photos/root` walked the whole file system, /proc
+// too) is not followed.
+async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: string) => void, holding: string[], within?: string): Promise<number> {
   const real = await fs.realpath(dir);
   const inside = within ?? real;
   seen.add(real);
@@ -326,7 +327,10 @@ async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: s
     if (seen.has(target) || !target.startsWith(inside.endsWith(path.sep) ? inside : inside + path.sep)) continue;
     const images = await listedOrLeftOut(sub, listImages, leftOut);
     if (images === null) seen.add(target);
-    else count += images.length + (await nestedImages(sub, seen, leftOut, inside));
+    else {
+      if (images.length > 0) holding.push(sub);
+      count += images.length + (await nestedImages(sub, seen, leftOut, holding, inside));
+    }
   }
   return count;
 }
@@ -334,6 +338,9 @@ async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: s
 /** The codes of a folder's warnings. */
 export const FOLDER_WARNINGS = ['PIRL_UNREADABLE_IMAGE', 'PIRL_DAMAGED_IMAGE', 'PIRL_IMAGES_LEFT_OUT', 'PIRL_CACHE_WAIT'] as const;
 export type FolderWarning = (typeof FOLDER_WARNINGS)[number];
+
+// The first three of `paths` relative to `dir`, for a warning: which files or folders, not only how many.
+const someOf = (dir: string, paths: readonly string[]): string => paths.slice(0, 3).map((p) => path.relative(dir, p)).join(', ') + (paths.length > 3 ? ', …' : '');
 
 /**
  * The images `layout` reads in `dir` (each class folder's own, or the folder's own), their labels and classes, in
@@ -375,22 +382,21 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     if (own.length > 0) warnLeftOut(`${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
     const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
     let nested = 0;
-    for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut);
-    if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (a class is one folder's own images)`);
+    const holding: string[] = [];
+    for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut, holding);
+    if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (${someOf(dir, holding)}; a class is one folder's own images)`);
   } else {
     files = own;
     // Every level below, not its subfolders' own images only.
-    below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut) : 0;
-    if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (layout '${layout}' read the folder's own images)`);
+    const holding: string[] = [];
+    below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut, holding) : 0;
+    if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (${someOf(dir, holding)}; layout '${layout}' read the folder's own images)`);
   }
   // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
   // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
   const read = classes ? perClassListing.filter((l) => l.images.length > 0) : [ownListing];
   const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
-  if (skipped.length > 0) {
-    const shown = skipped.slice(0, 3).map((f) => path.relative(dir, f)).join(', ') + (skipped.length > 3 ? ', …' : '');
-    warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${shown}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
-  }
+  if (skipped.length > 0) warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${someOf(dir, skipped)}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
   if (files.length === 0) {
     const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
     const deeper = below === 0 ? '' : classFolders.length > 0
@@ -547,7 +553,9 @@ export class ImageFolder implements Dataset {
         const why = notUtf8(file) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message);
         throw errorFrom(`${file}: ${why} (${name}[${i}])`, stat); // its code (ENOENT) kept, as a model file's is
       }
-      if (!stat.isFile()) throw new Error(`${file}: not a file (${name}[${i}]; a folder's images: ImageFolder.open)`);
+      // The folder's own images are one call away: embedImages takes the folder itself, a data set ImageFolder.open.
+      const folderCall = name === 'images' ? 'embedImages(model, folder)' : 'ImageFolder.open';
+      if (!stat.isFile()) throw new Error(`${file}: not a file (${name}[${i}]; a folder's images: ${folderCall})`);
     });
     const resolved = paths.map((p) => path.resolve(p.file));
     let dir = resolved.length > 0 ? path.dirname(resolved[0]) : process.cwd();
