@@ -326,8 +326,27 @@ function load(): LoadedAddon {
   }
 }
 
-const loaded = load();
-export const binding: Binding = loaded.binding;
-export const addonPath: string = loaded.path;
-/** The libtorch the addon was chosen for, and whether it is a local build or a prebuild. */
-export const addonSource: { kind: LoadedAddon['kind']; libtorch: LibtorchFound } = { kind: loaded.kind, libtorch: loaded.libtorch };
+let loaded: LoadedAddon | undefined;
+let onLoad: (() => void) | undefined;
+
+/**
+ * The addon, loaded at its first use: `require('pirl')` uses it at once (index.ts), while the command line's help
+ * and flag mistakes answer without the ~1 s libtorch takes to load. A failure throws ADDON_NOT_LOADED, each time.
+ */
+export function loadedAddon(): LoadedAddon {
+  if (loaded === undefined) {
+    loaded = load();
+    onLoad?.();
+  }
+  return loaded;
+}
+
+/** What to run once the addon has loaded, before its first use (runtime.ts: the process's thread defaults). */
+export function whenLoaded(run: () => void): void {
+  onLoad = run;
+}
+
+/** The addon's exports, loading it at the first one read. */
+export const binding: Binding = new Proxy({} as Binding, {
+  get: (_target, key) => Reflect.get(loadedAddon().binding, key),
+});

@@ -7,7 +7,7 @@ import { binding } from './binding';
 import { JIGSAW_CELLS, checkJigsawGeometry } from './data/jigsaw';
 import { LR_UPDATES } from './train/schedule';
 import { checkNumber, checkObject, checkOneOf, isArgumentError, rangeError, typeError } from './errors';
-import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, whole, type Field, type Options, type Resolved } from './schema';
+import { boolean, integer, leaf, nested, nullable, number, oneOf, resolve, whole, type DeepReadonly, type Field, type Options, type Resolved } from './schema';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -40,6 +40,8 @@ export function checkDevice(arg: string, value: unknown): Device {
 }
 
 const device = (): Field<Device> => leaf("'cpu', 'cuda' or 'cuda:N'", checkDevice);
+// A count from 1 to the addon's limit `name`, read when checked (the addon loads at its first use).
+const countUpTo = (name: string, max: () => number): Field<number> => leaf(`an integer in [1, ${name}]`, (arg, v) => checkNumber(arg, v, { integer: true, min: 1, max: max() }));
 // 32 bits: the data order, the bank and the weights took a seed's low 32 bits, so 2^32 repeated seed 0.
 const seed = () => integer({ min: 0, max: 2 ** 32 - 1 });
 
@@ -47,7 +49,7 @@ const RUN = {
   /** Where the model, the memory bank and every batch live. */
   device: device(),
   /** Intra-op threads for every native computation (null: $PIRL_NUM_THREADS or the cores available). */
-  threads: nullable(leaf('an integer in [1, maxThreads]', (arg, v) => checkNumber(arg, v, { integer: true, min: 1, max: binding.buildInfo().maxThreads }))),
+  threads: nullable(countUpTo('maxThreads', () => binding.buildInfo().maxThreads)),
   /** Seeds the weights, the memory bank, the negatives and every augmentation. */
   seed: seed(),
 };
@@ -434,6 +436,9 @@ const PAPER_RECIPE: ResolvedTrainConfig = {
 
 const RECIPE_DEFAULTS: Record<Recipe, ResolvedTrainConfig> = { default: DEFAULT_RECIPE, paper: PAPER_RECIPE };
 
+/** What resolveTrainConfig() gives, read without its checks (the command line's usage: the addon need not load). */
+export const DEFAULT_TRAIN_CONFIG: DeepReadonly<ResolvedTrainConfig> = DEFAULT_RECIPE;
+
 // ---------------------------------------------------------------------------------------------------
 // Loader: batches of the two views in an order fixed by (seed, epoch) (docs/PIRL.md, "Data").
 
@@ -447,7 +452,7 @@ export const LOADER = {
   seed: RUN.seed,
   config: sampler(),
   /** Batches made ahead of the consumer, each on a thread of its own (a lane). */
-  prefetch: integer({ min: 1, max: binding.LanesHandle.maxCount }),
+  prefetch: countUpTo('LanesHandle.maxCount', () => binding.LanesHandle.maxCount),
   /** Make batches in page-locked memory, for non-blocking copies to a GPU. Needs a CUDA device. */
   pinMemory: boolean(),
   /**
@@ -560,10 +565,14 @@ export type EmbedLayer = (typeof EMBED_LAYERS)[number];
 /** The largest side an image is decoded at or evaluated at. */
 export const MAX_IMAGE_SIDE = 4096;
 
+export type Normalization = Readonly<{ mean: readonly number[]; std: readonly number[] }>;
+let normalizationRead: Normalization | undefined;
+
 /** The per-channel mean and std every transform normalises RGB in [0, 1] by: ImageNet's, as the addon has them. */
-export const NORMALIZATION: Readonly<{ mean: readonly number[]; std: readonly number[] }> = Object.freeze({
-  mean: Object.freeze([...binding.normalization.mean]), std: Object.freeze([...binding.normalization.std]),
-});
+export function normalization(): Normalization {
+  normalizationRead ??= Object.freeze({ mean: Object.freeze([...binding.normalization.mean]), std: Object.freeze([...binding.normalization.std]) });
+  return normalizationRead;
+}
 
 const FEATURES = {
   /** Side of the evaluation images; null: the side the model was trained at (its file says), else EVAL_SIZE. */

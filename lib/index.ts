@@ -3,6 +3,7 @@
 /// <reference types="node" preserve="true" />
 import { initRuntime } from './runtime';
 
+// Loads the addon now: a missing libtorch is said at require('pirl'), not at the first call.
 initRuntime();
 
 export { Tensor } from './tensor';

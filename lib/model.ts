@@ -1,7 +1,7 @@
 // PirlModel: the ResNet trunk with PIRL's f and g heads (docs/PIRL.md, "Network"), in libtorch.
 import { binding, type PirlModelHandle, type StateDictScope, type TensorHandle } from './binding';
 import {
-  EMBED_LAYERS, NORMALIZATION, checkDevice, placementDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type Placement, type PirlModelOptions, type ResolvedModelOptions,
+  EMBED_LAYERS, checkDevice, normalization, placementDevice, resolveFeatureOptions, resolveModelOptions, type Device, type EmbedLayer, type Placement, type PirlModelOptions, type ResolvedModelOptions,
 } from './config';
 import { JIGSAW_PATCHES } from './data/jigsaw';
 import { checkBoolean, checkFile, checkInteger, checkOneOf, checkOptions, errorFrom, nativeCall, rangeError, typeError } from './errors';
@@ -289,7 +289,7 @@ export class PirlModel {
   async exportTrunk(file: string): Promise<void> {
     checkFile('file', file);
     const { arch, stem, width } = this.options;
-    const trunk = { arch, stem, width, imageSize: this.imageSize, ...NORMALIZATION };
+    const trunk = { arch, stem, width, imageSize: this.imageSize, ...normalization() };
     await writeSafetensors(file, await this.stateDict('trunk'), { format: 'pt', arch, 'pirl-trunk': JSON.stringify(trunk) });
   }
 

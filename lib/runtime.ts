@@ -1,7 +1,7 @@
 // What pirl runs on (libtorch, CUDA, BLAS, threads) and the intra-op thread setting.
 import * as os from 'os';
 
-import { addonPath, addonSource, binding } from './binding';
+import { binding, loadedAddon, whenLoaded } from './binding';
 import { checkDevice, type Device } from './config';
 import { checkBoolean, checkInteger, checkOptions, rangeError } from './errors';
 import { boolean, resolve, type Options, type Resolved } from './schema';
@@ -31,22 +31,23 @@ export const PIRL_VERSION = (require('../package.json') as { version: string }).
 
 export function buildInfo(): BuildInfo {
   const native = binding.buildInfo();
+  const addon = loadedAddon();
   return {
     pirlVersion: PIRL_VERSION,
     libtorch: {
       version: native.libtorchVersion,
       library: native.libtorchLibrary,
       cxx11Abi: native.cxx11Abi,
-      source: addonSource.libtorch.source,
-      tag: addonSource.libtorch.tag,
+      source: addon.libtorch.source,
+      tag: addon.libtorch.tag,
     },
     cuda: { compiled: native.cudaCompiled, available: native.cudaAvailable, deviceCount: native.cudaDeviceCount },
     distributed: { gloo: native.gloo, nccl: native.nccl },
     blas: { ...native.blas, warning: native.blas.kind === 'reference' ? REFERENCE_BLAS_WARNING : null },
     threads: { intraOp: native.numThreads, interOp: native.numInteropThreads, backend: native.parallelBackend },
     napiVersion: { addon: native.napiVersion, node: Number(process.versions.napi) },
-    addonPath,
-    addonKind: addonSource.kind,
+    addonPath: addon.path,
+    addonKind: addon.kind,
   };
 }
 
@@ -149,7 +150,10 @@ export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number 
 
 let initialised = false;
 
-/** Applies the defaults once per process: threads, and the warning about a slow BLAS. */
+/**
+ * Applies the defaults once per process: threads, and the warning about a slow BLAS. Runs when the addon loads,
+ * whichever use loads it first; calling it loads the addon.
+ */
 export function initRuntime(): void {
   if (initialised) return;
   initialised = true;
@@ -159,3 +163,5 @@ export function initRuntime(): void {
     process.emitWarning(REFERENCE_BLAS_WARNING, { code: 'PIRL_REFERENCE_BLAS' });
   }
 }
+
+whenLoaded(initRuntime);

@@ -50,6 +50,26 @@ describe('when the addon does not load, the error says why and what to run', () 
     expect(r.stderr).toContain(`node ${path.join(dir, 'scripts/install.js')}`);
   });
 
+  test("the command line without an addon: its help and flag mistakes answer as ever; a command that computes says why it cannot, once, exit 1", () => {
+    const dir = bareCopy();
+    const pirl = (...args: string[]) => spawnSync(process.execPath, [path.join(dir, 'dist/cli.js'), ...args], { cwd: dir, encoding: 'utf8' });
+    try {
+      const help = pirl('--help');
+      expect([help.status, help.stderr]).toEqual([0, '']);
+      expect(help.stdout).toMatch(/^Usage: pirl <command>/);
+      const mistake = pirl('train', 'fashion-mnist', '--lr', '-5');
+      expect([mistake.status, mistake.stderr]).toEqual([2, "pirl: --lr must be a number in [0, 1e+30], got '-5'\n(pirl train --help: its options)\n"]);
+      const info = pirl('info');
+      expect(info.status).toBe(1);
+      expect(info.stdout).toBe('');
+      expect(info.stderr).toMatch(/^pirl: could not load the native addon: no prebuilt addon matches the libtorch found/);
+      expect(info.stderr.match(/could not load/g)).toHaveLength(1);
+      expect(info.stderr).toContain(`node ${path.join(dir, 'scripts/install.js')}`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a libtorch with no matching prebuild (2.11 with CUDA 13.0): names it, the prebuilds shipped, a local build for another libtorch, and the one command', () => {
     const dir = bareCopy();
     const libtorch = fakeLibtorch('2.11.0', '13.0');

@@ -1,7 +1,7 @@
 // The `pirl` command line: one file per verb beside this one.
 import { FOLDER_WARNINGS } from '../data/imageFolder';
-import { isArgumentError, isOutOfMemory } from '../errors';
-import { PIRL_VERSION, initRuntime } from '../runtime';
+import { ADDON_NOT_LOADED, isArgumentError, isOutOfMemory } from '../errors';
+import { PIRL_VERSION } from '../runtime';
 import { UsageError } from './args';
 import { EMBED_USAGE, embed } from './embed';
 import { EVAL_USAGE, evaluate } from './eval';
@@ -44,8 +44,16 @@ const OUT_OF_MEMORY_HINTS: Record<string, string> = {
 
 /** What `pirl <command>` prints of an error it ends with: the message, and for memory that ran out what to change. */
 export function failureMessage(command: string, err: unknown): string {
+  const notLoaded = addonFailure(err);
+  if (notLoaded !== null) return notLoaded.message;
   const hint = isOutOfMemory(err) && Object.hasOwn(OUT_OF_MEMORY_HINTS, command) ? `\n(out of memory: ${OUT_OF_MEMORY_HINTS[command]})` : '';
   return `pirl: ${(err as Error).message}${hint}`;
+}
+
+// The addon's failure to load, where an error is it or was caused by it (a file's read that loaded it first).
+function addonFailure(err: unknown): Error | null {
+  for (let e = err; e instanceof Error; e = e.cause) if ((e as { code?: unknown }).code === ADDON_NOT_LOADED) return e;
+  return null;
 }
 
 /** The usage of one command (with where the rest is), or of all. */
@@ -85,8 +93,7 @@ async function main(argv: string[]): Promise<number> {
   printPirlWarningsPlainly();
   try {
     if (!Object.hasOwn(VERBS, command)) throw new UsageError(`unknown command '${command}'`);
-    // The library's defaults for the process (threads: $PIRL_NUM_THREADS or the cores; --threads overrides).
-    initRuntime();
+    // The addon loads at the verb's first use of it, after its flags are read (runtime.ts applies the defaults then).
     return (await VERBS[command](args)) ?? 0;
   } catch (err) {
     // Warnings emitted before the failure (process.emitWarning: on the next tick) are printed first: an error that

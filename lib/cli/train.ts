@@ -5,7 +5,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
-import { ARCHS, DEFAULT_PRESET, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import type { DeepReadonly } from '../schema';
 import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
@@ -34,7 +35,7 @@ const CONFIG_FLAGS: FlagMap = {
 const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
 const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 
-const d = resolveTrainConfig();
+const d = DEFAULT_TRAIN_CONFIG;
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
         --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume (with --epochs N: a run's new length)  --force (replace a run in DIR)
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
@@ -59,7 +60,7 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
 // Images per second as read: below 10 with a decimal (a paper-preset step on one thread read "0 img/s").
 const rate = (perSecond: number): string => perSecond.toFixed(perSecond < 10 ? 1 : 0);
 
-function folderSizeText(c: ResolvedTrainConfig): string {
+function folderSizeText(c: DeepReadonly<ResolvedTrainConfig>): string {
   return `${folderSize({}, c.sampler, '')} for the small preset`;
 }
 

@@ -2,20 +2,20 @@
 // sampled order, and the same patches put back in their grid cells (the solved puzzle), composed with sharp.
 import sharp, { type OverlayOptions } from 'sharp';
 
-import { NORMALIZATION } from '../config';
+import { normalization } from '../config';
 import { JIGSAW_CELLS, JIGSAW_PATCHES, patchCell } from './jigsaw';
 import { disposeBatch, type Loader, type PirlBatch } from './loader';
 
-const { mean: MEAN, std: STD } = NORMALIZATION;
 const GAP = 2;
 
 // Normalised CHW floats back to 8-bit HWC RGB.
 function toRgb(chw: Float32Array, offset: number, size: number): Buffer {
+  const { mean, std } = normalization();
   const plane = size * size;
   const out = Buffer.alloc(plane * 3);
   for (let i = 0; i < plane; i++) {
     for (let c = 0; c < 3; c++) {
-      const v = (chw[offset + c * plane + i] * STD[c] + MEAN[c]) * 255;
+      const v = (chw[offset + c * plane + i] * std[c] + mean[c]) * 255;
       out[i * 3 + c] = Math.max(0, Math.min(255, Math.round(v)));
     }
   }
