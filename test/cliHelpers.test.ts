@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { Tensor, isOutOfMemory } from '../lib';
-import { failureMessage } from '../lib/cli/main';
+import { COMMANDS, failureMessage } from '../lib/cli/main';
 import { MetricsLog } from '../lib/cli/metrics';
 import { formatDuration } from '../lib/cli/progress';
 import { tmpDir } from './helpers';
@@ -74,5 +74,51 @@ describe('memory that ran out', () => {
     expect(failureMessage('embed', err)).toMatch(/\n\(out of memory: a smaller --size, or --device cpu\)$/);
     expect(failureMessage('export', err)).toBe(`pirl: ${err.message}`);
     expect(failureMessage('train', new Error('no images'))).toBe('pirl: no images');
+  });
+});
+
+describe("each verb's flags, as declared (COMMANDS), its usage and the README say them", () => {
+  const flagsIn = (text: string): string[] => [...text.matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1]);
+  const declared = (verb: string): Set<string> => new Set([...COMMANDS[verb].flags.values, ...COMMANDS[verb].flags.switches]);
+
+  test("a verb's usage names every flag it takes, and none it does not", () => {
+    for (const [verb, command] of Object.entries(COMMANDS)) {
+      expect({ verb, flags: [...new Set(flagsIn(command.usage))].sort() }).toEqual({ verb, flags: [...declared(verb)].sort() });
+    }
+  });
+
+  // The `--flags` after `pirl <verb>` in the README's sh lines and code spans that the verb does not take, as "LINE: verb --flag".
+  function readmeMistakes(text: string): { mistakes: string[]; checked: number } {
+    const pieces: Array<{ line: number; text: string }> = [];
+    const lines = text.split('\n');
+    let block: string | null = null;
+    lines.forEach((l, i) => {
+      if (l.startsWith('```')) block = block === null ? l.slice(3) : null;
+      else if (block === 'sh') pieces.push({ line: i + 1, text: l.replace(/#.*/, '') });
+    });
+    const prose = text.replace(/^```[\s\S]*?^```/gm, (b) => b.replace(/[^\n]/g, ' '));
+    for (const m of prose.matchAll(/`([^`]+)`/g)) pieces.push({ line: prose.slice(0, m.index).split('\n').length, text: m[1] });
+    const mistakes: string[] = [];
+    let checked = 0;
+    for (const piece of pieces) {
+      for (const m of piece.text.matchAll(/\bpirl (\w+)\b([^]*?)(?=\bpirl \w+\b|$)/g)) {
+        if (!Object.hasOwn(COMMANDS, m[1])) continue;
+        const known = declared(m[1]).add('help');
+        for (const flag of flagsIn(m[2])) {
+          checked++;
+          if (!known.has(flag)) mistakes.push(`${piece.line}: ${m[1]} --${flag}`);
+        }
+      }
+    }
+    return { mistakes, checked };
+  }
+
+  test("the README's pirl command lines use only flags their verb takes", () => {
+    const { mistakes, checked } = readmeMistakes(fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8'));
+    expect(mistakes).toEqual([]);
+    expect(checked).toBeGreaterThan(50);
+    // A flag of another verb, or one that is gone, is caught at its line.
+    const wrong = readmeMistakes('one\n`pirl eval model --epochs 3 --k 20`\n```sh\nnpx pirl train photos/ --batch-size 8  # --nonsense in a comment\n```\n');
+    expect(wrong).toEqual({ mistakes: ['4: train --batch-size', '2: eval --epochs'], checked: 3 });
   });
 });

@@ -22,11 +22,18 @@ export class UsageError extends Error {}
 
 export type FlagValues = Record<string, string | boolean | undefined>;
 
+/** A verb's flags: those that take a value, and the switches (which take none). */
+export interface Flags {
+  readonly values: readonly string[];
+  readonly switches: readonly string[];
+}
+
 /**
- * Parses `args` for the string flags `strings` and the boolean flags `booleans`; `count` positionals
- * (described by `what` in the error) are required. A negative number after a flag is its value.
+ * Parses `args` for a verb's `flags`; `count` positionals (described by `what` in the error) are required. A
+ * negative number after a flag is its value.
  */
-export function parseFlags(args: string[], strings: readonly string[], booleans: readonly string[], count: number | { atLeast: number }, what: string): { values: FlagValues; positionals: string[] } {
+export function parseFlags(args: string[], flags: Flags, count: number | { atLeast: number }, what: string): { values: FlagValues; positionals: string[] } {
+  const { values: strings, switches: booleans } = flags;
   const options: Record<string, { type: 'string' | 'boolean' }> = {};
   for (const name of strings) options[name] = { type: 'string' };
   for (const name of booleans) options[name] = { type: 'boolean' };

@@ -6,10 +6,11 @@ import { ImageFolder, relativeTo } from '../data/imageFolder';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
-import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, weightsDigest } from './args';
+import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, weightsDigest, type Flags } from './args';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
+export const EMBED_FLAGS: Flags = { values: ['out', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], switches: ['force'] };
 
 export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer res5|f] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 features of every image, with the file list (or sample numbers) in the metadata (pirl search reads it);
@@ -17,7 +18,7 @@ export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer r
                                 later passes (a file of its own: pirl train's is at another side)`;
 
 export async function embed(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], ['force'], 2, 'embed needs <model.safetensors> <data>');
+  const { values, positionals } = parseFlags(args, EMBED_FLAGS, 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
   const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0], ...(typeof values.cache === 'string' ? [values.cache] : [])], force: values.force === true });
   const flags = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));

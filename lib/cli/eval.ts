@@ -5,10 +5,11 @@ import { EVAL_SIZE, KNN_DEFAULTS, resolveKnnOptions } from '../config';
 import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
-import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, unreadableIn, unreadableOf, warnOfSize } from './args';
+import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, unreadableIn, unreadableOf, warnOfSize, type Flags } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
+export const EVAL_FLAGS: Flags = { values: ['data', 'test', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], switches: ['linear-probe'] };
 
 export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULTS.k}] [--tau ${KNN_DEFAULTS.tau}] [--linear-probe] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
@@ -16,7 +17,7 @@ export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULT
                                 images decoded at this side, for later evaluations (of other checkpoints)`;
 
 export async function evaluate(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['data', 'test', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], ['linear-probe'], 1, 'eval needs one <model.safetensors> argument');
+  const { values, positionals } = parseFlags(args, EVAL_FLAGS, 1, 'eval needs one <model.safetensors> argument');
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });

@@ -1,11 +1,12 @@
 // `pirl export`: the trunk of a saved model under torchvision's names.
 import { PirlModel } from '../model';
-import { UsageError, outputFile, parseFlags } from './args';
+import { UsageError, outputFile, parseFlags, type Flags } from './args';
 
+export const EXPORT_FLAGS: Flags = { values: ['out'], switches: ['force'] };
 export const EXPORT_USAGE = `export <model> --out FILE [--force]  the trunk with torchvision's names (safetensors); --force: --out may replace a model or checkpoint`;
 
 export async function exportTrunk(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out'], ['force'], 1, 'export needs <model.safetensors> --out FILE.safetensors');
+  const { values, positionals } = parseFlags(args, EXPORT_FLAGS, 1, 'export needs <model.safetensors> --out FILE.safetensors');
   if (typeof values.out !== 'string') throw new UsageError('export needs <model.safetensors> --out FILE.safetensors');
   const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0]], force: values.force === true });
   const model = await PirlModel.load(positionals[0]);

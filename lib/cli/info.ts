@@ -1,11 +1,12 @@
 // `pirl info`: what pirl runs on.
 import { buildInfo } from '../runtime';
-import { parseFlags } from './args';
+import { parseFlags, type Flags } from './args';
 
+export const INFO_FLAGS: Flags = { values: [], switches: ['json'] };
 export const INFO_USAGE = `info [--json]                 libtorch version and path, CUDA, BLAS, threads, Node-API, addon path`;
 
 export function info(args: string[]): void {
-  const { values } = parseFlags(args, [], ['json'], 0, 'info takes no arguments');
+  const { values } = parseFlags(args, INFO_FLAGS, 0, 'info takes no arguments');
   const b = buildInfo();
   if (values.json) {
     console.log(JSON.stringify(b, null, 2));

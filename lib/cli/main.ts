@@ -2,38 +2,41 @@
 import { FOLDER_WARNINGS } from '../data/imageFolder';
 import { ADDON_NOT_LOADED, isArgumentError, isOutOfMemory } from '../errors';
 import { PIRL_VERSION } from '../runtime';
-import { UsageError } from './args';
-import { EMBED_USAGE, embed } from './embed';
-import { EVAL_USAGE, evaluate } from './eval';
-import { EXPORT_USAGE, exportTrunk } from './export';
-import { INFO_USAGE, info } from './info';
+import { UsageError, type Flags } from './args';
+import { EMBED_FLAGS, EMBED_USAGE, embed } from './embed';
+import { EVAL_FLAGS, EVAL_USAGE, evaluate } from './eval';
+import { EXPORT_FLAGS, EXPORT_USAGE, exportTrunk } from './export';
+import { INFO_FLAGS, INFO_USAGE, info } from './info';
 import { tellLauncher } from './launch';
-import { PREVIEW_USAGE, preview } from './preview';
-import { SEARCH_USAGE, search } from './search';
-import { TRAIN_USAGE, train } from './train';
+import { PREVIEW_FLAGS, PREVIEW_USAGE, preview } from './preview';
+import { SEARCH_FLAGS, SEARCH_USAGE, search } from './search';
+import { TRAIN_FLAGS, TRAIN_USAGE, train } from './train';
+
+/** A verb: what it runs (which may end with its own exit code, an interrupted run's 130; otherwise 0), its usage and its flags. */
+export interface Command {
+  run(args: string[]): void | number | Promise<void | number>;
+  usage: string;
+  flags: Flags;
+}
+
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  info: { run: info, usage: INFO_USAGE, flags: INFO_FLAGS },
+  train: { run: train, usage: TRAIN_USAGE, flags: TRAIN_FLAGS },
+  eval: { run: evaluate, usage: EVAL_USAGE, flags: EVAL_FLAGS },
+  embed: { run: embed, usage: EMBED_USAGE, flags: EMBED_FLAGS },
+  search: { run: search, usage: SEARCH_USAGE, flags: SEARCH_FLAGS },
+  export: { run: exportTrunk, usage: EXPORT_USAGE, flags: EXPORT_FLAGS },
+  preview: { run: preview, usage: PREVIEW_USAGE, flags: PREVIEW_FLAGS },
+};
 
 const USAGE = `Usage: pirl <command> [options]
 
 Commands:
-  ${INFO_USAGE}
-  ${TRAIN_USAGE}
-  ${EVAL_USAGE}
-  ${EMBED_USAGE}
-  ${SEARCH_USAGE}
-  ${EXPORT_USAGE}
-  ${PREVIEW_USAGE}
+  ${Object.values(COMMANDS).map((c) => c.usage).join('\n  ')}
   help                          this text
   --version                     the version of pirl
 
 <data> is a folder of images (flat, or one subfolder per class) or 'fashion-mnist'.`;
-
-// A verb may end with its own exit code (an interrupted run: 130); otherwise 0.
-const VERBS: Record<string, (args: string[]) => void | number | Promise<void | number>> = {
-  info, train, eval: evaluate, embed, search, export: exportTrunk, preview,
-};
-const VERB_USAGE: Record<string, string> = {
-  info: INFO_USAGE, train: TRAIN_USAGE, eval: EVAL_USAGE, embed: EMBED_USAGE, search: SEARCH_USAGE, export: EXPORT_USAGE, preview: PREVIEW_USAGE,
-};
 
 // What to change when a command's memory ran out (the device's, or the host's): the flags that size its work.
 const OUT_OF_MEMORY_HINTS: Record<string, string> = {
@@ -58,7 +61,7 @@ function addonFailure(err: unknown): Error | null {
 
 /** The usage of one command (with where the rest is), or of all. */
 function usageOf(command: string | undefined): string {
-  return command !== undefined && Object.hasOwn(VERB_USAGE, command) ? `Usage: pirl ${VERB_USAGE[command]}
+  return command !== undefined && Object.hasOwn(COMMANDS, command) ? `Usage: pirl ${COMMANDS[command].usage}
 
 (pirl help: every command)` : USAGE;
 }
@@ -92,9 +95,9 @@ async function main(argv: string[]): Promise<number> {
   }
   printPirlWarningsPlainly();
   try {
-    if (!Object.hasOwn(VERBS, command)) throw new UsageError(`unknown command '${command}'`);
+    if (!Object.hasOwn(COMMANDS, command)) throw new UsageError(`unknown command '${command}'`);
     // The addon loads at the verb's first use of it, after its flags are read (runtime.ts applies the defaults then).
-    return (await VERBS[command](args)) ?? 0;
+    return (await COMMANDS[command].run(args)) ?? 0;
   } catch (err) {
     // Warnings emitted before the failure (process.emitWarning: on the next tick) are printed first: an error that
     // says "see the warnings" came above them.
@@ -103,7 +106,7 @@ async function main(argv: string[]): Promise<number> {
     // whole, it pushed the message off the screen.
     const usage = err instanceof UsageError || (isArgumentError(err) && err.argument.startsWith('--'));
     const message = failureMessage(command, err);
-    const where = Object.hasOwn(VERB_USAGE, command) ? `pirl ${command} --help: its options` : 'pirl help: every command';
+    const where = Object.hasOwn(COMMANDS, command) ? `pirl ${command} --help: its options` : 'pirl help: every command';
     if (!(await tellLauncher(message))) console.error(usage ? `${message}\n(${where})` : message);
     return usage ? 2 : 1;
   }

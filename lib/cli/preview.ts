@@ -3,18 +3,19 @@ import { DEFAULT_PRESET, LOADER, RUN_DEFAULTS, resolveSamplerConfig, type Sample
 import { Loader } from '../data/loader';
 import { writePreview } from '../data/preview';
 import { checkInteger } from '../errors';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, asFlags, checkFlag, checkOutsideData, folderSize, openData, outputFile, parseFlags } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, asFlags, checkFlag, checkOutsideData, folderSize, openData, outputFile, parseFlags, type Flags } from './args';
 
 // The verb's own options (writePreview is the CLI's alone).
 const COUNT = { default: 8, max: 1024 }, EPOCH = 0;
 
+export const PREVIEW_FLAGS: Flags = { values: ['out', 'count', 'preset', 'seed', 'epoch', 'size', 'layout', 'max-pixels'], switches: [] };
 export const PREVIEW_USAGE = `preview <data> --out FILE     a PNG of samples: each image view, its 9 jigsaw patches in order, and the solved grid
         --count N (${COUNT.default})  --preset small|paper (${DEFAULT_PRESET})  --seed N (${RUN_DEFAULTS.seed})  --epoch N (${EPOCH})  --size N (folders)
         ${LAYOUT_USAGE}
         ${MAX_PIXELS_USAGE}`;
 
 export async function preview(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, ['out', 'count', 'preset', 'seed', 'epoch', 'size', 'layout', 'max-pixels'], [], 1, 'preview needs one <data> argument');
+  const { values, positionals } = parseFlags(args, PREVIEW_FLAGS, 1, 'preview needs one <data> argument');
   if (typeof values.out !== 'string') throw new UsageError('preview needs --out FILE.png');
   await checkOutsideData('--out', values.out, positionals[0]); // before outputFile makes its folder
   const out = await outputFile(values.out, '.png');

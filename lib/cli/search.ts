@@ -11,9 +11,10 @@ import { checkInteger, checkOneOf } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, parseFlags, warnOfSize, weightsDigest } from './args';
+import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, parseFlags, warnOfSize, weightsDigest, type Flags } from './args';
 import { Progress } from './progress';
 
+export const SEARCH_FLAGS: Flags = { values: ['k', 'layout', 'max-pixels', 'device', 'threads'], switches: [] };
 export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--max-pixels N] [--device cpu|cuda] [--threads N]
                                 the k images of <features> (pirl embed's file, made with <model>) most like each query:
                                 one JSON line per query image, in the order given — its neighbours' files (a folder's: absolute paths)
@@ -85,7 +86,7 @@ async function queryFolderImages(dir: string, layout: FolderLayout): Promise<rea
 }
 
 export async function search(args: string[]): Promise<void | number> {
-  const { values, positionals } = parseFlags(args, ['k', 'layout', 'max-pixels', 'device', 'threads'], [], { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
+  const { values, positionals } = parseFlags(args, SEARCH_FLAGS, { atLeast: 3 }, 'search needs <model.safetensors> <features.safetensors> and at least one query image or folder');
   const k = checkFlag(values, 'k', 5, (a, v) => checkInteger(a, v, 1));
   const layout = layoutFlag(values);
   const decoding = maxPixelsOption(values);

@@ -17,7 +17,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -34,6 +34,10 @@ const CONFIG_FLAGS: FlagMap = {
 /** The flags of CONFIG_FLAGS that take no value. */
 const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
 const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
+export const TRAIN_FLAGS: Flags = {
+  values: [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS],
+  switches: ['resume', 'auto-resume', 'force', 'cuda-graphs', 'no-cuda-graphs', ...SWITCHES],
+};
 
 const d = DEFAULT_TRAIN_CONFIG;
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
@@ -375,8 +379,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
 }
 
 export async function train(args: string[]): Promise<number | void> {
-  const strings = [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS];
-  const { values, positionals } = parseFlags(args, strings, ['resume', 'auto-resume', 'force', 'cuda-graphs', 'no-cuda-graphs', ...SWITCHES], 1, 'train needs one <data> argument');
+  const { values, positionals } = parseFlags(args, TRAIN_FLAGS, 1, 'train needs one <data> argument');
   cudaGraphsFlag(values); // both given: said before any work
   const distributed = distributedFromEnvFlag();
   const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
