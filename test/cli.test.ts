@@ -151,11 +151,11 @@ describe('pirl train / eval / embed / export', () => {
     expect(evaluation.knnTop1).toBeGreaterThan(0.5);
     expect(evaluation.knnTop1).toBeLessThanOrEqual(1);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
-    expect(held.stderr).toContain("pirl: --k 200 is more than the 16 images that vote (--data's four fifths): each test image is voted on by all 16");
+    expect(held.stderr).toContain("pirl: --k 200 is more than the 16 images that voted (--data's four fifths): each test image was voted on by all 16");
     const itself = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', data, '--size', '16'], { encoding: 'utf8' });
     expect(JSON.parse(itself.stdout.trim()).test).toBe(20);
     expect(itself.stderr).toContain('pirl: warning: --test is --data: every test image votes for itself');
-    expect(itself.stderr).toContain('pirl: --k 200 is more than the 20 images that vote (--data): each test image is voted on by all 20');
+    expect(itself.stderr).toContain('pirl: --k 200 is more than the 20 images that voted (--data): each test image was voted on by all 20');
     expect(spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16', '--k', '16'], { encoding: 'utf8' }).stderr).not.toContain('--k 16');
     // Without --size, at the size the model was trained on (the small preset's 32-px views), which its file records.
     expect(JSON.parse(run(['eval', model, '--data', data]).trim()).size).toBe(32);
@@ -173,6 +173,8 @@ describe('pirl train / eval / embed / export', () => {
     const withBroken = JSON.parse(brokenRun.stdout.trim());
     // The split is said before the passes find the unreadable image: the counts scored are said again after, as the JSON's.
     expect(brokenRun.stderr).toContain(`pirl: 1 unreadable image(s) left out: ${withBroken.test} test image(s) scored against ${withBroken.train}\n`);
+    // --k is weighed against the images that voted, the unreadable one left out.
+    expect(brokenRun.stderr).toContain(`pirl: --k 200 is more than the ${withBroken.train} images that voted (--data's four fifths): each test image was voted on by all ${withBroken.train}\n`);
     expect(withBroken.linearProbeTop1).toBeGreaterThan(0.5);
     expect(withBroken.linearProbeTop1).toBeLessThanOrEqual(1);
     expect([withBroken.train + withBroken.test, withBroken.unreadable]).toEqual([20, 1]); // of 21

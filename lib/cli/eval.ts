@@ -29,8 +29,6 @@ export async function evaluate(args: string[]): Promise<void> {
     console.error('pirl: warning: --test is --data: every test image votes for itself (k=1 scores 1); hold some out instead (drop --test)');
   }
   const { train, test } = await knnSplit(await openData(spec, size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, size, values);
-  // kNN takes the k nearest of what there is: said, so that the score is read as the vote of every image.
-  if (knn.k > train.length) console.error(`pirl: --k ${knn.k} is more than the ${train.length} images that vote (--data${values.test === undefined ? "'s four fifths" : ''}): each test image is voted on by all ${train.length}`);
   const progress = new Progress();
   const testSpec = typeof values.test === 'string' ? `--test ${values.test}` : `--data ${spec} (its held-out fifth)`;
   const linearProbe = values['linear-probe'] === true ? {} : null;
@@ -50,6 +48,8 @@ export async function evaluate(args: string[]): Promise<void> {
   const [voted, scored] = [train.length - leftOfTrain, test.length - leftOfTest];
   // The split was said before the passes found these (a cache's were found first): the counts said again, as the JSON's.
   if (leftOfTrain + leftOfTest > 0) console.error(`pirl: ${unreadable} unreadable image(s) left out: ${scored} test image(s) scored against ${voted}`);
+  // kNN takes the k nearest of what there is: said, so that the score is read as the vote of every image that voted.
+  if (knn.k > voted) console.error(`pirl: --k ${knn.k} is more than the ${voted} images that voted (--data${values.test === undefined ? "'s four fifths" : ''}): each test image was voted on by all ${voted}`);
   const probed = scores.linearProbeTop1 === null ? {} : { linearProbeTop1: scores.linearProbeTop1 };
   console.log(JSON.stringify({ knnTop1: scores.knnTop1, ...probed, train: voted, test: scored, size, ...(unreadable > 0 ? { unreadable } : {}) }));
 }
