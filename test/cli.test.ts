@@ -241,9 +241,10 @@ describe('pirl train / eval / embed / export', () => {
     const modelCopy0 = path.join(dir, 'other-model.safetensors');
     fs.copyFileSync(model, modelCopy0);
     run(['search', modelCopy0, features, query]); // a copy of the model: the same bytes
-    const searchRefused = (args: string[], message: string) => {
+    // A file of the wrong kind, or none, exits 1 (as a missing model does); a mistake in the command line's form, 2.
+    const searchRefused = (args: string[], message: string, status = 1) => {
       const r = spawnSync(process.execPath, [cli, 'search', ...args], { encoding: 'utf8' });
-      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect({ args, status: r.status }).toEqual({ args, status });
       expect(r.stderr).toContain(message);
     };
     // A features file altered by hand is named with what is wrong in it.
@@ -266,7 +267,7 @@ describe('pirl train / eval / embed / export', () => {
     const emptyQuery = path.join(dir, 'empty-query');
     fs.mkdirSync(emptyQuery);
     const stopped = spawnSync(process.execPath, [cli, 'search', model, features, query, emptyQuery], { encoding: 'utf8' });
-    expect([stopped.status, stopped.stdout]).toEqual([2, '']);
+    expect([stopped.status, stopped.stdout]).toEqual([1, '']);
     expect(stopped.stderr).toContain(`pirl: query ${emptyQuery}: no images`);
     // A features file of an older pirl embed (no side, no weights digest): searched at the model's side, said.
     const older = path.join(dir, 'older.safetensors');
@@ -288,7 +289,7 @@ describe('pirl train / eval / embed / export', () => {
     const byCheckpoint = spawnSync(process.execPath, [cli, 'search', path.join(out, 'checkpoint.safetensors'), features, query], { encoding: 'utf8' });
     expect(byCheckpoint.status).toBe(0);
     expect(byCheckpoint.stdout).toBe(spawnSync(process.execPath, [cli, 'search', model, features, query], { encoding: 'utf8' }).stdout);
-    searchRefused([model, features], `search needs <model.safetensors> <features.safetensors> and at least one query image or folder (got 2 argument(s): '${model}', '${features}')`);
+    searchRefused([model, features], `search needs <model.safetensors> <features.safetensors> and at least one query image or folder (got 2 argument(s): '${model}', '${features}')`, 2);
     run(['embed', model, 'fashion-mnist', '--out', features, '--size', '8']);
     const mnist = await readSafetensors(features);
     expect(mnist.tensors.get('features')!.shape[0]).toBe(60000);

@@ -7,7 +7,7 @@ import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
 import { AmbiguousLayoutError, ImageFolder, type FolderLayout } from '../data/imageFolder';
 import { embedImages, type ImageFeatures } from '../eval/embed';
 import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
-import { checkInteger, checkOneOf } from '../errors';
+import { checkInteger, checkOneOf, errorFrom } from '../errors';
 import { PirlModel } from '../model';
 import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
@@ -32,17 +32,17 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   const { tensors, metadata } = await readSafetensors(file);
   const features = tensors.get('features');
   if (!features || features.shape.length !== 2 || metadata.files === undefined || metadata.layer === undefined) {
-    throw new UsageError(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
+    throw new Error(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
   }
   if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
   if (features.shape[0] === 0) throw new Error(`${file}: its 'features' hold no row (an embed of no image): nothing to search`);
   // (Files of pirl before 0.1's weights digest held their model file's, which no longer tells: their width is checked below.)
   if (metadata['model-weights-sha256'] !== undefined && metadata['model-weights-sha256'] !== (await weightsDigest(model))) {
-    throw new UsageError(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
+    throw new Error(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
   const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
   const width = model.widthOf(layer);
-  if (features.shape[1] !== width) throw new UsageError(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
+  if (features.shape[1] !== width) throw new Error(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
   const dir = metadata.dir;
   let listed: unknown;
   try {
@@ -76,12 +76,13 @@ function sideOfOlderFile(file: string, model: PirlModel): number {
 }
 
 // A query folder's images in their order, listed (what its layout leaves out is said; none is decoded): each is then
-// embedded, or given its error line. What leaves it no images is a usage error.
+// embedded, or given its error line. What leaves it no images stops the run (exit 1, as a missing file); an ambiguous
+// layout is a flag's to settle (exit 2).
 async function queryFolderImages(dir: string, layout: FolderLayout): Promise<readonly string[]> {
   try {
     return await ImageFolder.list(dir, { layout });
   } catch (err) {
-    throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : new UsageError(`query ${(err as Error).message}`);
+    throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : errorFrom(`query ${(err as Error).message}`, err);
   }
 }
 
@@ -93,8 +94,8 @@ export async function search(args: string[]): Promise<void | number> {
   const { device } = applyRunFlags(values);
   const [modelFile, featuresFile, ...queries] = positionals;
   const kinds = await Promise.all(queries.map(async (q) => {
-    const stat = await fs.stat(q).catch(() => null);
-    if (!stat) throw new UsageError(`query ${q}: no such file or folder`);
+    const stat = await fs.stat(q).catch((err: unknown) => errorFrom(`query ${q}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or folder' : (err as Error).message}`, err));
+    if (stat instanceof Error) throw stat;
     return stat.isDirectory() ? 'folder' : 'file';
   }));
   const model = await PirlModel.load(modelFile, { device });
