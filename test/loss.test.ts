@@ -235,6 +235,23 @@ describe('PirlLoss', () => {
     expect((await new PirlLoss(bank, { negatives: 8 }).compute(f, f, [0, 1])).loss).toBeGreaterThan(0);
   });
 
+  test('the bank is held until the first call settles, however soon its work ends: a second call made before then is refused every time; one made after, never', async () => {
+    // A bank of 100 rows: the work ends within microseconds, before the second call (let go on the work's thread, about
+    // half of the second calls were refused).
+    const bank = await MemoryBank.create({ size: 100, dim: D, seed: 8 });
+    const loss = new PirlLoss(bank, { negatives: 16 });
+    const f = Tensor.from(unitRows(4, D), [4, D]);
+    const outcomes = async (a: () => Promise<unknown>, b: () => Promise<unknown>) => (await Promise.allSettled([a(), b()])).map((r) => r.status);
+    for (let i = 0; i < 20; i++) {
+      expect(await outcomes(() => loss.compute(f, f, [0, 1, 2, 3]), () => loss.compute(f, f, [0, 1, 2, 3]))).toEqual(['fulfilled', 'rejected']);
+      expect(await outcomes(() => bank.update([0, 1, 2, 3], f, 0.5), () => bank.update([0, 1, 2, 3], f, 0.5))).toEqual(['fulfilled', 'rejected']);
+      expect(await outcomes(() => bank.update([0], f.rows(0, 1), 0.5), () => bank.get([0]))).toEqual(['fulfilled', 'rejected']);
+      // Awaited, the next call finds the bank free, in the continuation itself.
+      await bank.update([0, 1, 2, 3], f, 0.5);
+      await loss.compute(f, f, [0, 1, 2, 3]);
+    }
+  });
+
   test('reads overlap (get, nceLoss), a write (update, a draw) is refused while they run', async () => {
     const bank = await MemoryBank.create({ size: N, dim: D, seed: 7 });
     const many = Tensor.from(BigInt64Array.from({ length: 1_000_000 }, (_, i) => BigInt(i % N))); // a 512 MB gather

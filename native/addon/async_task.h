@@ -25,7 +25,9 @@ class AsyncTask {
 
   // Queues `work` and returns the Promise it settles; `toJs` converts the result on the JS thread. With
   // `owner`, `work` runs on that thread (a model's: model_wrap.h), else on the shared workers. `held` (a
-  // MemoryBank::Use) is let go when the work ends, on its thread, not when the Promise settles.
+  // MemoryBank::Use) is let go once the Promise has settled, on the JavaScript thread: a call made before then, awaited
+  // or not, finds it held however soon the work ended (let go on the work's thread, a second call was refused or not
+  // by the race).
   static Napi::Promise run(Napi::Env env, Work work, ToJs toJs, std::shared_ptr<OwnerThread> owner = nullptr,
                            std::shared_ptr<void> held = nullptr) {
     if (!owner) owner = sharedWorkers();
@@ -48,7 +50,6 @@ class AsyncTask {
       } catch (...) {
         error = classifyCurrentException();
       }
-      held.reset();
     }
 
     void settle(Napi::Env env) override {
@@ -68,7 +69,7 @@ class AsyncTask {
     ToJs toJs;
     // Held until settled: a model collected meanwhile would otherwise join its thread on the JS thread.
     std::shared_ptr<OwnerThread> owner;
-    std::shared_ptr<void> held;
+    std::shared_ptr<void> held;  // let go with the call, after settle()
     std::optional<Result> result;
     CaughtError error;
   };

@@ -64,7 +64,7 @@ class MemoryBank {
   // `t` (draws, stream keys, a step's indices) on the rows' device; from the host to a GPU without waiting for it.
   at::Tensor onDevice(const at::Tensor& t) const;
 
-  // Held by native work on the bank from the JavaScript call that queues it until the work ends. Steps (Kind::Step)
+  // Held by native work on the bank from the JavaScript call that queues it until its Promise settles. Steps (Kind::Step)
   // queue behind each other on their model's thread, in call order. Calls on the shared workers run in no set order:
   // one that changes the bank or its generator (Kind::Write: update, a draw, a PirlLoss.compute) is refused while any
   // other work holds it; one that only reads rows (Kind::Read: get, nceLoss) while a step or a write does; a step
