@@ -218,11 +218,12 @@ function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, co
   return c;
 }
 
-/** The side a folder's images are stored at (decoded once): room for the sampler's crops, 64 px at least. */
-export function folderImageSize(sampler: Pick<SamplerConfig, 'imageSize' | 'jigsawSize'>): number {
-  const given = checkObject('sampler', sampler);
-  const imageSize = SAMPLER.imageSize.resolve('sampler.imageSize', given.imageSize as number, 0, true);
-  const jigsawSize = SAMPLER.jigsawSize.resolve('sampler.jigsawSize', given.jigsawSize as number, 0, true);
+/**
+ * The side a folder's images are stored at (decoded once): room for the crops of `sampler` (a preset's name, or options
+ * as a Loader takes them), 64 px at least.
+ */
+export function folderImageSize(sampler: SamplerOptions = DEFAULT_PRESET): number {
+  const { imageSize, jigsawSize } = resolveSamplerConfig(sampler, 'sampler');
   return Math.max(64, Math.ceil((Math.max(imageSize, jigsawSize) * 8) / 7));
 }
 

@@ -34,10 +34,24 @@ export function describe(value: unknown, depth = 0): string {
     const head = value.slice(0, 8).map((v) => describe(v, depth + 1)).join(', ');
     return `[${head}${value.length > 8 ? ', …' : ''}]`;
   }
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length?: number }).length ?? value.byteLength})`;
+  if (ArrayBuffer.isView(value)) {
+    // A view whose memory was transferred away (postMessage, structuredClone) reads as empty: said as what it is.
+    if (value.byteLength === 0 && isDetached(value.buffer)) return `${value.constructor.name} whose memory was detached (transferred away)`;
+    return `${value.constructor.name}(${(value as unknown as { length?: number }).length ?? value.byteLength})`;
+  }
   if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
   const name = (value as object).constructor?.name;
   return name && name !== 'Object' ? `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}` : 'an object';
+}
+
+// Node 20 has no ArrayBuffer.prototype.detached: a view over a detached buffer cannot be made.
+function isDetached(buffer: ArrayBufferLike): boolean {
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /** What an argument error carries besides its message, so callers (the CLI) can name it their way. */

@@ -53,7 +53,8 @@ function modelOf(file: string, m: Record<string, string>, device: Device): { opt
   if (object === undefined) {
     const hint = m.files !== undefined && m.layer !== undefined
       ? 'it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it'
-      : trunkHint(m['pirl-trunk']);
+      : m['pirl-linear-probe'] !== undefined ? 'it is a linear probe (LinearProbe.load reads it), not a model: give the model whose features it classifies'
+        : trunkHint(m['pirl-trunk']);
     throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
   }
   const field = metadataField(file, 'pirl');

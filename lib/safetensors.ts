@@ -226,10 +226,10 @@ async function readHeader(handle: fs.FileHandle, size: number, fail: Fail): Prom
 async function openSafetensors(file: string): Promise<fs.FileHandle> {
   return openRegular(file, () => new SafetensorsError(file, 'not a regular file')).catch(async (err: NodeJS.ErrnoException) => {
     if (await fs.stat(file).then((s) => s.isDirectory(), () => false)) {
-      // A run's folder given for its model: the file in it is named.
-      const inside = ['model.safetensors', 'checkpoint.safetensors'].map((f) => path.join(file, f));
-      const found = await Promise.all(inside.map((f) => fs.stat(f).then((s) => s.isFile(), () => false)));
-      const hint = found[0] ? `: give ${inside[0]}` : found[1] ? `: give ${inside[1]}` : '';
+      // A run's folder given for its model or its checkpoint: the files in it are named, with what each is.
+      const inside = [['model.safetensors', 'the model'], ['checkpoint.safetensors', "the run's checkpoint"]].map(([f, what]) => ({ file: path.join(file, f), what }));
+      const found = (await Promise.all(inside.map(async (f) => ((await fs.stat(f.file).then((s) => s.isFile(), () => false)) ? f : null)))).filter((f) => f !== null);
+      const hint = found.length === 0 ? '' : `: give ${found.map((f) => (found.length > 1 ? `${f.file} (${f.what})` : f.file)).join(' or ')}`;
       throw new SafetensorsError(file, `a folder, not a file${hint}`);
     }
     if (err instanceof SafetensorsError) throw err;

@@ -133,8 +133,11 @@ export class Tensor {
    * through its data() reach this tensor), not a copy.
    */
   rows(start: number, count: number): Tensor {
-    const first = checkInteger('start', start, 0);
-    return new Tensor(this.handle.rows(first, checkInteger('count', count, 0)));
+    const n = this.shape[0] as number | undefined; // none for a scalar: refused by the native call
+    const first = checkInteger('start', start, 0, n);
+    const rowCount = checkInteger('count', count, 0);
+    if (n !== undefined && first + rowCount > n) throw rangeError('count', `at most ${n - first} (rows [${first}, ${first + rowCount}) must lie within the tensor's ${n} rows)`, rowCount);
+    return new Tensor(this.handle.rows(first, rowCount));
   }
 
   /** The tensor on `device` (CPU ↔ CUDA), made off the JavaScript thread: a copy on another device, itself (its memory) on its own, as PyTorch's `to`. */

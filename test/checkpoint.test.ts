@@ -214,6 +214,10 @@ describe('checkpoint metadata fuzz', () => {
       await raw(32, 32).png().toFile(path.join(images, 'img99.png'));
       await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
         `${file}: the data set given is not the one the run trained on: its files (names, in the folder) differ, though it has as many samples`);
+      // As many samples not from a folder: said as such (they have no names to differ).
+      const arrays = new ArrayDataset(new Uint8Array(16 * 24 * 24 * 3), [16, 24, 24, 3]);
+      await expect(Trainer.resume(file, arrays)).rejects.toThrow(
+        `${file}: the data set given is not the one the run trained on: the run's was a folder of images, the one given is not a folder (its samples have no file names)`);
       await raw(32, 32).png().toFile(path.join(images, 'img98.png')); // one more: the bank says what the run had
       await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
         `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), or start a new run`);

@@ -352,6 +352,8 @@ describe('evaluation', () => {
       await expect(LinearProbe.load(path.join(dir, 'x.safetensors'))).rejects.toThrow();
       await writeSafetensors(path.join(dir, 'other.safetensors'), [['x', Tensor.from(new Float32Array(2), [2])]]);
       await expect(LinearProbe.load(path.join(dir, 'other.safetensors'))).rejects.toThrow('not a linear probe (no "pirl-linear-probe" metadata');
+      // A probe given for a model is said as one (it was taken for a torchvision trunk).
+      await expect(PirlModel.load(file)).rejects.toThrow(`${file}: no pirl model options in its metadata; it is a linear probe (LinearProbe.load reads it), not a model: give the model whose features it classifies`);
       // A probe file edited to hold a NaN or a std of 0 predicted class 0 for every row: refused, naming the tensor.
       const edited = path.join(dir, 'edited.safetensors');
       const saved = await readSafetensors(file);

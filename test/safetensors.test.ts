@@ -138,14 +138,14 @@ describe('safetensors', () => {
   test('only regular files are read: a device or a folder is refused at once, not read forever', async () => {
     await expect(readSafetensors('/dev/zero')).rejects.toThrow(/\/dev\/zero: not a valid safetensors file: not a regular file/);
     await expect(readSafetensorsMetadata('/dev/zero')).rejects.toThrow(/not a regular file/);
-    // A folder, and a run's folder given for its model (pirl embed RUN …): the file in it is named.
+    // A folder, and a run's folder given for its model (pirl embed RUN …) or checkpoint: the files in it are named.
     const run = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-st-run-'));
     try {
       await expect(readSafetensors(run)).rejects.toThrow(`${run}: not a valid safetensors file: a folder, not a file`);
       fs.writeFileSync(path.join(run, 'checkpoint.safetensors'), '');
       await expect(readSafetensors(run)).rejects.toThrow(`${run}: not a valid safetensors file: a folder, not a file: give ${path.join(run, 'checkpoint.safetensors')}`);
       fs.writeFileSync(path.join(run, 'model.safetensors'), '');
-      await expect(readSafetensorsMetadata(run)).rejects.toThrow(`${run}: not a valid safetensors file: a folder, not a file: give ${path.join(run, 'model.safetensors')}`);
+      await expect(readSafetensorsMetadata(run)).rejects.toThrow(`${run}: not a valid safetensors file: a folder, not a file: give ${path.join(run, 'model.safetensors')} (the model) or ${path.join(run, 'checkpoint.safetensors')} (the run's checkpoint)`);
       // Another file given for one (the run's metrics.csv): what it holds is said.
       fs.writeFileSync(path.join(run, 'metrics.csv'), 'epoch,step,loss,lr\n0,1,9.2,0.03\n');
       await expect(readSafetensors(path.join(run, 'metrics.csv'))).rejects.toThrow(/metrics\.csv: not a valid safetensors file: header length \d+ is beyond the file's 24 remaining bytes \(text starting "epoch,step,loss,lr\\n0,1,9.2,0.03\\n"\)$/);

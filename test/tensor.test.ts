@@ -1,7 +1,7 @@
 import * as v8 from 'v8';
 import * as vm from 'vm';
 
-import { Tensor, ops } from '../lib';
+import { Tensor, isArgumentError, ops } from '../lib';
 
 describe('Tensor.from copies JavaScript memory and shares native memory', () => {
   const cases: Array<[string, () => Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array, unknown, unknown]> = [
@@ -117,8 +117,18 @@ describe('Tensor.zeros and data() over native memory', () => {
     (middle.data() as Float32Array)[0] = 9;
     expect([...t.data()]).toEqual([0, 1, 9, 3, 4, 5]);
     expect(t.rows(3, 0).shape).toEqual([0, 2]);
-    expect(() => t.rows(2, 2)).toThrow(new RangeError("rows [2, 4) must lie within the tensor's 3 rows"));
-    expect(() => t.rows(-1, 1)).toThrow(/start must be an integer >= 0, got -1/);
+    // Argument errors, naming the argument (isArgumentError).
+    const refusal = (start: number, count: number) => {
+      try {
+        t.rows(start, count);
+      } catch (err) {
+        return isArgumentError(err) ? [err.name, err.argument, err.message] : err;
+      }
+      return 'accepted';
+    };
+    expect(refusal(2, 2)).toEqual(['RangeError', 'count', "count must be at most 1 (rows [2, 4) must lie within the tensor's 3 rows), got 2"]);
+    expect(refusal(4, 0)).toEqual(['RangeError', 'start', 'start must be an integer in [0, 3], got 4']);
+    expect(refusal(-1, 1)).toEqual(['RangeError', 'start', 'start must be an integer in [0, 3], got -1']);
     expect(() => Tensor.from(new Float32Array([1]), []).rows(0, 1)).toThrow(/tensor has no rows: it is a scalar/);
   });
 
@@ -184,6 +194,11 @@ describe('bad input is refused with errors naming the argument', () => {
     expect(() => Tensor.from(new Float32Array(6), [4, 2])).toThrow(RangeError);
     expect(() => Tensor.from(new Float32Array(6), [4, 2])).toThrow(/^data must be 8 values for shape \[4, 2\], got Float32Array\(6\)$/);
     expect(() => Tensor.from(new Float32Array(6), [2, 2])).toThrow(/4 values for shape \[2, 2\]/);
+    // An array whose memory was transferred away reads as empty: said as detached, not as 0 values.
+    const moved = new Float32Array(4);
+    structuredClone(moved.buffer, { transfer: [moved.buffer] });
+    expect(() => Tensor.from(moved, [4])).toThrow(/^data must be 4 values for shape \[4\], got Float32Array whose memory was detached \(transferred away\)$/);
+    expect(() => Tensor.from(new Float32Array(0), [4])).toThrow(/got Float32Array\(0\)$/);
   });
 
   test('malformed shapes', () => {

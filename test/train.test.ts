@@ -2,7 +2,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, folderImageSize, lrAt, peakLr, readSafetensors, resolveSamplerConfig, resolveTrainConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
+import { ArrayDataset, PirlModel, Tensor, Trainer, evalImages, folderImageSize, isArgumentError, lrAt, peakLr, readSafetensors, resolveSamplerConfig, resolveTrainConfig, type BatchLogs, type Callbacks, type Dataset, type PirlBatch } from '../lib';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -51,9 +51,12 @@ describe('learning-rate schedule', () => {
     expect(() => lrAt({ ...s, warmupSteps: 1.5 }, 0)).toThrow(/^schedule\.warmupSteps must be an integer >= 0, got 1\.5$/);
     expect(() => peakLr({} as never)).toThrow(/^schedule\.baseLr must be a number >= 0, got undefined$/);
     expect(() => peakLr({ ...s, finalRatio: 2 })).toThrow(/^schedule\.finalRatio must be a number in \[0, 1\], got 2$/);
-    expect(() => folderImageSize('paper' as never)).toThrow(/^sampler must be an object, got "paper"$/);
-    expect(() => folderImageSize({} as never)).toThrow(/^sampler\.imageSize must be /);
+    // What a Loader takes: a preset's name, options over one (the small preset's by default), or a whole config.
     expect(folderImageSize(resolveSamplerConfig('paper'))).toBe(292);
+    expect([folderImageSize('paper'), folderImageSize({ preset: 'paper' }), folderImageSize()]).toEqual([292, 292, folderImageSize('small')]);
+    expect(folderImageSize({ imageSize: 112 })).toBe(128);
+    expect(() => folderImageSize('huge' as never)).toThrow(/^sampler\.preset must be 'paper' or 'small', got "huge"$/);
+    expect(() => folderImageSize({ imageSize: 0 })).toThrow(/^sampler\.imageSize must be /);
   });
 });
 
@@ -474,6 +477,11 @@ describe('Trainer', () => {
     const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);
     await expect(trainer.step(null as never, 0.1)).rejects.toThrow(/^batch must be an object, got null$/);
     await expect(trainer.step({ ...batch, patches: undefined } as never, 0.1)).rejects.toThrow(/^batch\.patches must be a Tensor, got undefined$/);
+    // Argument errors, naming the argument (the native check's RangeError named none).
+    for (const [lr, stop, argument] of [[-1, false, 'lr'], [NaN, false, 'lr'], [Infinity, false, 'lr'], [0.1, 'yes', 'stop']] as const) {
+      const refused = await trainer.step(batch, lr, stop as boolean).then(() => null, (e: unknown) => e);
+      expect(isArgumentError(refused) && refused.argument).toBe(argument);
+    }
     expect(trainer.progress.step).toBe(0);
     let stepDuringFit: Promise<Error | null> | null = null; // its refusal, caught at once (else an unhandled rejection)
     const first = trainer.fit({ callbacks: { onBatchEnd: () => void (stepDuringFit ??= trainer.step(batch, 0.1).then(() => null, (e: Error) => e)) } });

@@ -41,13 +41,22 @@ function storedImages(dataset: Dataset): string {
   return 'unknown';
 }
 
+// DataDigest.files of a data set whose samples have no file names (not a folder).
+const NOT_A_FOLDER = 'not a folder';
+const DIGEST = /^[0-9a-f]{16}$/;
+
+/** Whether DataDigest.files is a folder's (its names' digest) or not; null when it is neither (a file edited by hand). */
+export function folderOf(files: string): boolean | null {
+  return files === NOT_A_FOLDER ? false : DIGEST.test(files) ? true : null;
+}
+
 export function dataDigest(dataset: Dataset): DataDigest {
   const labels = dataset.labels;
   const names = relativeNames(dataset);
   return {
     size: dataset.length,
     labels: labels ? sha([new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength)]) : 'none',
-    files: names ? sha(lines(dataset.length, names)) : 'not a folder',
+    files: names ? sha(lines(dataset.length, names)) : NOT_A_FOLDER,
     images: storedImages(dataset),
   };
 }

@@ -9,9 +9,9 @@ import {
 } from '../config';
 import { Subset, checkDataset, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
-import { dataDigest, type DataDigest } from '../data/digest';
+import { dataDigest, folderOf, type DataDigest } from '../data/digest';
 import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFile, checkFunctions, checkInteger, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -328,6 +328,8 @@ export class Trainer {
    */
   async step(batch: PirlBatch, lr: number, stop = false): Promise<StepResult> {
     this.checkLive('step');
+    checkNumber('lr', lr, { min: 0 });
+    checkBoolean('stop', stop);
     if (this.fitting) throw new Error('trainer.step: fit() is running on this trainer (a step of its own would come between its steps)');
     return this.inTurn(async () => {
       const { epoch, stepInEpoch, step } = this.position;
@@ -633,6 +635,13 @@ function cacheHint(dataset: Dataset, trained: number | undefined): string {
 // images (one removed, one added) would silently pair each row with another image.
 function checkSameData(file: string, saved: DataDigest | null, data: DataDigest): void {
   if (saved === null) return;
+  // One a folder's digest of names, the other none: the kinds differ (a value edited into the file is only another digest).
+  const [wasFolder, isFolder] = [saved, data].map((d) => folderOf(d.files));
+  if (wasFolder !== null && isFolder !== null && wasFolder !== isFolder) {
+    const [was, is] = [wasFolder, isFolder].map((f) => (f ? 'a folder of images' : 'not a folder (its samples have no file names)'));
+    throw new Error(`${file}: the data set given is not the one the run trained on: the run's was ${was}, the one given is ${is} ` +
+      "(each bank row would belong to another image): resume over the run's data, or start a new run");
+  }
   const differs = saved.files !== data.files ? 'its files (names, in the folder)' : saved.labels !== data.labels ? 'its labels' : null;
   if (differs) {
     throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
