@@ -232,7 +232,7 @@ describe('Trainer', () => {
     const file = path.join(tmp(), 'run.ckpt');
     const first = await Trainer.create(tiny.dataset(), tiny.config);
     await first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { if (l.step === 4) first.stop(); } } });
-    await expect(Trainer.resume(file, tiny.dataset(), { epochs: 1 })).rejects.toThrow(/at least 2, the epochs the run has begun \(it is inside epoch 2\), got 1/);
+    await expect(Trainer.resume(file, tiny.dataset(), { epochs: 1 })).rejects.toThrow(/at least 2, the epochs the run has begun \(it is inside its epoch 1 counting from 0, progress.epoch\), got 1/);
     const shorter = await Trainer.resume(file, tiny.dataset(), { epochs: 2 });
     const steps: number[] = [];
     await shorter.fit({ callbacks: { onBatchEnd: (l) => void steps.push(l.step) } });
@@ -510,7 +510,7 @@ describe('Trainer', () => {
     expect(await savedStep()).toBe(6);
   });
 
-  test('callbacks may be an instance of a class with state of its own; its misspelt on… method is refused', async () => {
+  test('callbacks may be an object or an instance of a class with state of its own; a misspelt callback is refused', async () => {
     class Logger implements Callbacks {
       steps = 0;
       onBatchEnd(): void {
@@ -522,6 +522,13 @@ describe('Trainer', () => {
     }
     const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
     await expect(trainer.fit({ callbacks: new Misspelt() })).rejects.toThrow(/^options.callbacks.onEpochEnds is not an option; options.callbacks takes onTrainBegin, /);
+    // An object's state beside its callbacks is its own; its functions and on… names are callbacks, checked.
+    await expect(trainer.fit({ callbacks: { count: 0, batchEnd() {} } as object })).rejects.toThrow(/^options.callbacks.batchEnd is not an option; options.callbacks takes onTrainBegin, /);
+    await expect(trainer.fit({ callbacks: { onbatchend: 1 } as object })).rejects.toThrow(/^options.callbacks.onbatchend is not an option; .* \(did you mean onBatchEnd\?\)$/);
+    const counter = { count: 0, onBatchEnd() { this.count++; } };
+    const other = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+    await other.fit({ callbacks: counter });
+    expect(counter.count).toBe(other.stepsPerEpoch);
     const logger = new Logger();
     await trainer.fit({ callbacks: logger });
     expect(logger.steps).toBe(trainer.stepsPerEpoch);

@@ -17,7 +17,9 @@ export interface PirlBatch {
   indices: Tensor;
   /** Labels of the batch where the data set has them. */
   labels: Int32Array | null;
+  /** The epoch it was drawn for, from 0. */
   epoch: number;
+  /** Its place in that epoch, from 0 (BatchLogs.step counts the run's steps instead). */
   step: number;
 }
 

@@ -8,8 +8,11 @@ import { jsonMetadata, metadataField } from '../safetensors';
 
 /** Where a run stands: the next step to take. */
 export interface Position {
+  /** The epoch in progress (or next), from 0: the epochs done. */
   epoch: number;
+  /** Its steps done. */
   stepInEpoch: number;
+  /** The run's steps done. */
   step: number;
 }
 

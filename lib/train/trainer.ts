@@ -23,7 +23,9 @@ import { beforeJoining, joinGroup, runTerms } from './rendezvous';
 import { lrOfSteps, warnOfWarmupSpanningRun, type LrSchedule } from './schedule';
 
 export interface BatchLogs {
+  /** The epoch, from 0 (as progress.epoch). */
   epoch: number;
+  /** The run's steps so far, this one included (1 after the first; progress.step after it). */
   step: number;
   loss: number;
   lossImage: number;
@@ -39,6 +41,7 @@ export interface BatchLogs {
 }
 
 export interface EpochLogs {
+  /** The epoch that ended, from 0. */
   epoch: number;
   loss: number;
   /** The whole run's, as in BatchLogs; NaN for an epoch this process took no step of (resumed at its end). */
@@ -60,13 +63,15 @@ export interface Callbacks {
 const FIT_OPTIONS = ['callbacks', 'checkpoint', 'checkpointEvery'];
 const CALLBACKS = ['onTrainBegin', 'onEpochBegin', 'onBatchEnd', 'onEpochEnd', 'onTrainEnd'] as const satisfies ReadonlyArray<keyof Callbacks>;
 
-// A misspelt callback would never be called, and one that is not a function would fail after a step. An instance of a
-// class (a logger implementing Callbacks) keeps its own state beside them: there, methods named on… are checked.
+// A misspelt callback would never be called, and one that is not a function would fail after a step. Callbacks keep their
+// own state beside them (`this.count`): in an object, its functions and names beginning with on are checked; in an
+// instance of a class (a logger implementing Callbacks), its methods named on….
 function checkCallbacks(callbacks: unknown): Callbacks {
   const cb = checkObject('options.callbacks', callbacks);
   const proto = Object.getPrototypeOf(cb);
   if (proto === Object.prototype || proto === null) {
-    checkOptions('options.callbacks', cb, CALLBACKS);
+    const callbackLike = Object.keys(cb).filter((key) => typeof cb[key] === 'function' || /^on/i.test(key));
+    checkOptions('options.callbacks', Object.fromEntries(callbackLike.map((key) => [key, cb[key]])), CALLBACKS);
   } else {
     for (let p = proto; p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
       for (const name of Object.getOwnPropertyNames(p)) {
@@ -670,7 +675,7 @@ function withLength(meta: CheckpointMeta, epochs: number | undefined): ResolvedT
   const { epoch, stepInEpoch } = meta.position;
   const begun = epoch + (stepInEpoch > 0 ? 1 : 0);
   if (epochs < begun) {
-    const where = stepInEpoch > 0 ? `it is inside epoch ${begun}` : `it has done ${epoch}`;
+    const where = stepInEpoch > 0 ? `it is inside its epoch ${epoch} counting from 0, progress.epoch` : `it has done ${epoch}`;
     throw rangeError('options.epochs', `at least ${begun}, the epochs the run has begun (${where})`, epochs);
   }
   return { ...meta.config, epochs };
