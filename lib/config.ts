@@ -615,11 +615,15 @@ export function resolveKnnOptions(options: KnnOptions = {}, arg = 'options'): Re
 }
 
 const LINEAR_PROBE = {
+  /** The feature pass's side (as FeatureOptions.size); the pass sizes its own batches. */
   size: FEATURES.size,
+  /** Stops the feature pass (as FeatureOptions.signal). */
   signal: FEATURES.signal,
+  /** The probe's training: epochs over the features. */
   epochs: OPTIMIZER.epochs,
+  /** The probe's SGD batch of feature rows (not the feature pass's batch of images). */
   batchSize: OPTIMIZER.batchSize,
-  /** Cosine-decayed over the run. */
+  /** The probe's, cosine-decayed over its epochs. */
   lr: number(positive),
   weightDecay: OPTIMIZER.weightDecay,
   seed: RUN.seed,
