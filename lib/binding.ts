@@ -37,6 +37,11 @@ export interface NativeBuildInfo {
   maxThreads: number;
 }
 
+/** A request to stop native work (native/addon/eval_wrap.cc). */
+export interface StopHandle {
+  request(): void;
+}
+
 /** The native memory bank handle (native/addon/memory_bank_wrap.cc). */
 export interface MemoryBankHandle {
   size(): number;
@@ -218,6 +223,8 @@ export interface Binding {
   ) => TrainerHandle;
   /** Tells the ranks meeting at `options`' rendezvous that this one cannot start (`why`); settles once they have all heard. */
   failToJoin(options: CommunicatorOptions, why: string): Promise<void>;
+  /** What an AbortSignal's listener requests of native work given it: the work stops between its pieces. */
+  StopHandle: new () => StopHandle;
   knnPredict(
     trainFeatures: TensorHandle,
     trainLabels: TensorHandle,
@@ -225,13 +232,15 @@ export interface Binding {
     k: number,
     tau: number,
     numClasses: number,
+    stop: StopHandle | null,
   ): Promise<TensorHandle>;
-  nearestNeighbours(features: TensorHandle, queries: TensorHandle, k: number): Promise<{ similarity: TensorHandle; index: TensorHandle }>;
+  nearestNeighbours(features: TensorHandle, queries: TensorHandle, k: number, stop: StopHandle | null): Promise<{ similarity: TensorHandle; index: TensorHandle }>;
   linearProbeFit(
     features: TensorHandle,
     labels: TensorHandle,
     numClasses: number,
     options: Omit<ResolvedLinearProbeOptions, 'size' | 'signal'>,
+    stop: StopHandle | null,
   ): Promise<{ mean: TensorHandle; std: TensorHandle; weight: TensorHandle; bias: TensorHandle }>;
   linearProbePredict(mean: TensorHandle, std: TensorHandle, weight: TensorHandle, bias: TensorHandle, features: TensorHandle): Promise<TensorHandle>;
   buildInfo(): NativeBuildInfo;

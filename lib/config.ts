@@ -582,7 +582,10 @@ const FEATURES = {
   batchSize: nullable(integer({ min: 1, max: 65_536 })),
   /** The trunk's pooled res5 features (the transfer representation) or the f embedding (NPID's monitor). */
   layer: oneOf(EMBED_LAYERS),
-  /** An AbortController's: aborted, the pass stops before its next batch and rejects with code 'ABORT_ERR'. */
+  /**
+   * An AbortController's: aborted, the pass stops before its next batch (a kNN after it, between chunks of 256 queries)
+   * and rejects with code 'ABORT_ERR'.
+   */
   signal: nullable(leaf('an AbortSignal', (arg, v) => {
     if (!(v instanceof AbortSignal)) throw typeError(arg, 'an AbortSignal', v);
     return v;
@@ -617,7 +620,7 @@ export function resolveKnnOptions(options: KnnOptions = {}, arg = 'options'): Re
 const LINEAR_PROBE = {
   /** The feature pass's side (as FeatureOptions.size); the pass sizes its own batches. */
   size: FEATURES.size,
-  /** Stops the feature pass (as FeatureOptions.signal). */
+  /** Stops the feature pass (as FeatureOptions.signal), and the probe's training between its steps. */
   signal: FEATURES.signal,
   /** The probe's training: epochs over the features. */
   epochs: OPTIMIZER.epochs,

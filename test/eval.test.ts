@@ -1,3 +1,4 @@
+import { getEventListeners } from 'events';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -416,4 +417,35 @@ describe('evaluation', () => {
     }
     expect(told).toEqual([]);
   });
+});
+
+test('native work stops when its signal is aborted meanwhile: the kNN search, its vote, the probe\'s training (work of hours)', async () => {
+  const rows = (n: number, d: number, seed: number) => Tensor.from(Float32Array.from({ length: n * d }, (_, i) => Math.sin(i * 12.9898 + seed) * 43758.5453 % 1), [n, d]);
+  const features = rows(2000, 16, 1), queries = rows(200_000, 16, 2);
+  const labels = Int32Array.from({ length: 2000 }, (_, i) => i % 3);
+  const work: Array<[string, (signal: AbortSignal) => Promise<unknown>]> = [
+    ['the kNN search', (signal) => nearestNeighbours(features, queries, 5, { signal })],
+    ['the kNN search', (signal) => knnPredict(features, labels, queries, { k: 5, signal })],
+    ["the linear probe's training", (signal) => LinearProbe.fit(features, labels, { epochs: 1_000_000, signal })],
+  ];
+  for (const [what, start] of work) {
+    const stop = new AbortController();
+    const running = start(stop.signal); // queued: the request reaches the native work at its next piece
+    stop.abort('enough');
+    await expect(running).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', message: `${what} was stopped: its signal was aborted`, cause: 'enough' });
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
+    // Aborted before the call: refused at once.
+    await expect(start(AbortSignal.abort('before'))).rejects.toMatchObject({ code: 'ABORT_ERR', cause: 'before' });
+  }
+  // A signal never aborted changes nothing, and is let go of.
+  const signal = new AbortController().signal;
+  const few = queries.rows(0, 100);
+  expect(await knnPredict(features, labels, few, { k: 5, signal })).toEqual(await knnPredict(features, labels, few, { k: 5 }));
+  const [a, b] = [await nearestNeighbours(features, few, 3, { signal }), await nearestNeighbours(features, few, 3)];
+  expect(a.indices.data()).toEqual(b.indices.data());
+  const probed = await LinearProbe.fit(features, labels, { epochs: 2, signal });
+  expect(await probed.predict(few)).toEqual(await (await LinearProbe.fit(features, labels, { epochs: 2 })).predict(few));
+  expect(getEventListeners(signal, 'abort')).toHaveLength(0);
+  await expect(nearestNeighbours(features, few, 3, { signal: 'x' as never })).rejects.toThrow('options.signal must be an AbortSignal, got "x"');
+  await expect(nearestNeighbours(features, few, 3, { stop: 1 } as never)).rejects.toThrow(/^options\.stop is not an option/);
 });

@@ -1,6 +1,6 @@
 // Evaluation of a trunk's features: NPID's weighted kNN (k=200, τ=0.07) on features recomputed with
 // the test transform (docs/PIRL.md, "Evaluation protocols").
-import { binding } from '../binding';
+import { binding, type StopHandle } from '../binding';
 import {
   EVAL_SIZE, resolveFeatureOptions, resolveKnnOptions, resolveLinearProbeOptions, type EmbedLayer, type FeatureOptions, type KnnOptions, type LinearProbeOptions,
   type ResolvedLinearProbeOptions,
@@ -12,6 +12,7 @@ import type { PirlModel } from '../model';
 import { Tensor, disposeAll, int64Tensor } from '../tensor';
 import { LinearProbe } from './linearProbe';
 import { checkLabels, checkSearch } from './rows';
+import { stoppable, throwIfAborted } from './stop';
 
 export type { FeatureOptions, KnnOptions, LinearProbeOptions };
 
@@ -26,12 +27,6 @@ export interface DatasetFeatures {
 
 /** Told after each batch of a feature pass how many samples are done, of how many. */
 export type FeatureProgress = (done: number, total: number) => void;
-
-// A pass stopped by its options.signal, as Node's own aborted calls reject.
-function throwIfAborted(signal: AbortSignal | null): void {
-  if (!signal?.aborted) return;
-  throw Object.assign(new Error('the feature pass was stopped: its signal was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
-}
 
 /**
  * `options` decided for `model`: the side it was trained at unless given (else EVAL_SIZE), checked against its
@@ -129,12 +124,14 @@ async function labeledFeatures(model: PirlModel, dataset: Dataset, options: Feat
 /**
  * kNN search: the k rows of `features` (N×F) most cosine-similar to each query (M×F), most similar
  * first — M×k int64 row numbers and M×k float32 similarities, on the CPU. k is clamped to N. It runs
- * where `features` are (a CUDA device too); `queries` must be there as well.
+ * where `features` are (a CUDA device too); `queries` must be there as well. `options.signal` stops it between
+ * chunks of 256 queries.
  */
-export async function nearestNeighbours(features: Tensor, queries: Tensor, k: number): Promise<{ indices: Tensor; similarities: Tensor }> {
+export async function nearestNeighbours(features: Tensor, queries: Tensor, k: number, options: { signal?: AbortSignal | null } = {}): Promise<{ indices: Tensor; similarities: Tensor }> {
   const [f, q] = checkSearch(features, queries);
   const kk = checkInteger('k', k, 1);
-  const out = await nativeCall(() => binding.nearestNeighbours(f.handle, q.handle, kk));
+  const { signal } = resolveFeatureOptions(checkOptions('options', options, ['signal']));
+  const out = await stoppable(signal, 'the kNN search', (stop) => nativeCall(() => binding.nearestNeighbours(f.handle, q.handle, kk, stop)));
   return { indices: new Tensor(out.index), similarities: new Tensor(out.similarity) };
 }
 
@@ -188,13 +185,14 @@ function classCount(...labels: Int32Array[]): number {
 /**
  * Weighted-kNN labels of `queries` (M×F): the k rows of `features` (N×F, labelled by `labels`) most
  * cosine-similar to each query vote e^{s/τ} for their label (NPID's classifier; `pirl eval`'s). It runs where
- * `features` are; `queries` must be there too.
+ * `features` are; `queries` must be there too. `options.signal` stops it between chunks of 256 queries.
  */
-export async function knnPredict(features: Tensor, labels: Int32Array, queries: Tensor, options: { k?: number; tau?: number } = {}): Promise<Int32Array> {
+export async function knnPredict(features: Tensor, labels: Int32Array, queries: Tensor, options: { k?: number; tau?: number; signal?: AbortSignal | null } = {}): Promise<Int32Array> {
   const [f, q] = checkSearch(features, queries);
   checkLabels(labels, f.shape[0]);
-  const { k, tau } = resolveKnnOptions(checkOptions('options', options, ['k', 'tau']));
-  const predicted = new Tensor(await nativeCall(() => binding.knnPredict(f.handle, int64Tensor(labels).handle, q.handle, k, tau, classCount(labels)))).data() as BigInt64Array;
+  const { k, tau, signal } = resolveKnnOptions(checkOptions('options', options, ['k', 'tau', 'signal']));
+  const predict = (stop: StopHandle | null) => nativeCall(() => binding.knnPredict(f.handle, int64Tensor(labels).handle, q.handle, k, tau, classCount(labels), stop));
+  const predicted = new Tensor(await stoppable(signal, 'the kNN search', predict)).data() as BigInt64Array;
   return Int32Array.from(predicted, Number);
 }
 
@@ -204,10 +202,10 @@ type Labeled = { features: Tensor; labels: Int32Array };
 const top1 = (predicted: Int32Array, labels: Int32Array) => predicted.reduce((correct, p, i) => correct + (p === labels[i] ? 1 : 0), 0) / labels.length;
 
 // The kNN protocol on computed features: on the model's device.
-async function knnTop1(model: PirlModel, a: Labeled, b: Labeled, k: number, tau: number): Promise<number> {
+async function knnTop1(model: PirlModel, a: Labeled, b: Labeled, k: number, tau: number, signal: AbortSignal | null): Promise<number> {
   const onDevice = await Promise.all([a.features.to(model.device), b.features.to(model.device)]);
   try {
-    return top1(await knnPredict(onDevice[0], a.labels, onDevice[1], { k, tau }), b.labels);
+    return top1(await knnPredict(onDevice[0], a.labels, onDevice[1], { k, tau, signal }), b.labels);
   } finally {
     disposeAll(onDevice); // a GPU's copies (on the CPU, handles of the same memory)
   }
@@ -223,7 +221,7 @@ async function freeingFeatures<T>(sets: readonly Labeled[], work: () => Promise<
 }
 
 // The linear-probe protocol on computed features.
-async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinearProbeOptions, 'size' | 'signal'>): Promise<number> {
+async function linearProbeTop1(a: Labeled, b: Labeled, probe: Omit<ResolvedLinearProbeOptions, 'size'>): Promise<number> {
   const classifier = await LinearProbe.fit(a.features, a.labels, { ...probe, numClasses: classCount(a.labels, b.labels) });
   return top1(await classifier.predict(b.features), b.labels);
 }
@@ -236,14 +234,14 @@ export async function knnAccuracy(model: PirlModel, train: Dataset, test: Datase
   const { k, tau, ...features } = resolveKnnOptions(options);
   return retained(model, async (own) => {
     const sets = await bothFeatures(own, train, test, features, onProgress);
-    return freeingFeatures(sets, () => knnTop1(own, ...sets, k, tau));
+    return freeingFeatures(sets, () => knnTop1(own, ...sets, k, tau, features.signal));
   });
 }
 
 /** Top-1 of a linear probe (LinearProbe) trained on the frozen pooled features of `model`'s trunk over `train`, on `test`. */
 export async function linearProbeAccuracy(model: PirlModel, train: Dataset, test: Dataset, options: LinearProbeOptions = {}, onProgress?: FeatureProgress): Promise<number> {
-  const { size, signal, ...probe } = resolveLinearProbeOptions(options);
-  const sets = await retained(model, (own) => bothFeatures(own, train, test, { size, signal }, onProgress));
+  const { size, ...probe } = resolveLinearProbeOptions(options);
+  const sets = await retained(model, (own) => bothFeatures(own, train, test, { size, signal: probe.signal }, onProgress));
   return freeingFeatures(sets, () => linearProbeTop1(...sets, probe));
 }
 
@@ -262,11 +260,11 @@ export async function evaluateTrunk(
   return retained(model, async (own) => {
     const sets = await bothFeatures(own, train, test, features, onProgress);
     return freeingFeatures(sets, async () => {
-      const knn = await knnTop1(own, ...sets, k, tau);
+      const knn = await knnTop1(own, ...sets, k, tau, features.signal);
       if (!probe) return { knnTop1: knn, linearProbeTop1: null };
-      throwIfAborted(features.signal); // asked during the kNN: the probe's training does not start
-      const { size: _size, signal: _signal, ...fit } = probe; // the passes took options.knn's
-      return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(...sets, fit) };
+      throwIfAborted(features.signal, 'the evaluation'); // asked as the kNN ended: the probe's training does not start
+      const { size: _size, ...fit } = probe; // the passes took options.knn's
+      return { knnTop1: knn, linearProbeTop1: await linearProbeTop1(...sets, { ...fit, signal: features.signal }) };
     });
   });
 }

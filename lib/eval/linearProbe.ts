@@ -7,16 +7,17 @@ import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '.
 import { metadataField, jsonMetadata, readSafetensors, writeSafetensors } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import { MAX_CLASSES, checkFeatureRows, checkLabels } from './rows';
+import { stoppable } from './stop';
 
-// Of LinearProbeOptions, those of training: size and signal are a feature pass's.
-export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size' | 'signal'> {
+// Of LinearProbeOptions, those of training (size is a feature pass's; signal stops the training between its steps).
+export interface LinearProbeFitOptions extends Omit<LinearProbeOptions, 'size'> {
   /** The classes' names, label order (kept with the probe); their count is the number of classes. null: none. */
   classes?: string[] | null;
   /** The number of classes when no names are given (default, or null: the largest label + 1). */
   numClasses?: number | null;
 }
 
-const FIT_OPTIONS = ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed', 'classes', 'numClasses'] as const;
+const FIT_OPTIONS = ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed', 'signal', 'classes', 'numClasses'] as const;
 // Format of a saved probe's "pirl-linear-probe" metadata.
 const PROBE_FORMAT = 1;
 
@@ -45,8 +46,8 @@ export class LinearProbe {
     const count = classes?.length ?? named ?? largest + 1;
     const bad = labels.findIndex((l) => l < 0 || l >= Math.min(count, MAX_CLASSES));
     if (bad >= 0) throw rangeError(`labels[${bad}]`, `a label in [0, ${Math.min(count, MAX_CLASSES)})${classes || named ? ` (${count} classes)` : ''}`, labels[bad]);
-    const { size: _size, signal: _signal, ...probe } = resolveLinearProbeOptions(given);
-    const t = await nativeCall(() => binding.linearProbeFit(f.handle, int64Tensor(labels).handle, count, probe));
+    const { size: _size, signal, ...probe } = resolveLinearProbeOptions(given);
+    const t = await stoppable(signal, "the linear probe's training", (stop) => nativeCall(() => binding.linearProbeFit(f.handle, int64Tensor(labels).handle, count, probe, stop)));
     return new LinearProbe(new Tensor(t.mean), new Tensor(t.std), new Tensor(t.weight), new Tensor(t.bias), classes ? [...classes] : null);
   }
 

@@ -19,6 +19,7 @@ class EnvState {
   Napi::FunctionReference memoryBankConstructor;
   Napi::FunctionReference modelConstructor;
   Napi::FunctionReference lanesConstructor;
+  Napi::FunctionReference stopConstructor;
   std::unique_ptr<OwnerCalls> ownerCalls;
 };
 

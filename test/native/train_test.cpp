@@ -288,6 +288,33 @@ TEST(LinearProbe, SeparatesLinearlySeparableClassesAndNotNoise) {
   EXPECT_THROW(eval::trainLinearProbe(features.narrow(0, 0, 10), labels.narrow(0, 0, 10) + 3, 3, kProbe), c10::ValueError);
 }
 
+TEST(EvalStop, ARequestedStopEndsTheKnnAndTheProbeBetweenPiecesAnUnrequestedOneChangesNothing) {
+  at::manual_seed(5);
+  const at::Tensor features = at::randn({40, 4}), queries = at::randn({9, 4});
+  const at::Tensor labels = at::randint(2, {40}, at::kLong);
+  StopFlag idle, requested;
+  requested.request();
+  const eval::Neighbours plain = eval::nearestNeighbours(features, queries, 3, /*chunk=*/2);
+  EXPECT_TRUE(at::equal(eval::nearestNeighbours(features, queries, 3, 2, &idle).index, plain.index));
+  EXPECT_TRUE(at::equal(eval::knnPredict(features, labels, queries, 3, 0.07, 2, 2, &idle), eval::knnPredict(features, labels, queries, 3, 0.07, 2)));
+  const auto stops = [](const std::function<void()>& work, const std::string& what) {
+    try {
+      work();
+      ADD_FAILURE() << what << " ran to its end";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), what + " was stopped: its signal was aborted");
+    }
+  };
+  stops([&] { eval::nearestNeighbours(features, queries, 3, 2, &requested); }, "the kNN search");
+  stops([&] { eval::knnPredict(features, labels, queries, 3, 0.07, 2, 2, &requested); }, "the kNN search");
+  eval::LinearProbeOptions probe = kProbe;
+  const eval::LinearClassifier free = eval::trainLinearProbe(features, labels, 2, probe);
+  probe.stop = &idle;
+  EXPECT_TRUE(at::equal(eval::trainLinearProbe(features, labels, 2, probe).weight, free.weight));
+  probe.stop = &requested;
+  stops([&] { eval::trainLinearProbe(features, labels, 2, probe); }, "the linear probe's training");
+}
+
 TEST(EvalCuda, KnnAndTheLinearProbeTakeCudaInputsAndAnswerAsOnTheCpu) {
   PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
   at::manual_seed(6);

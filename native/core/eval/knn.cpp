@@ -10,7 +10,7 @@
 
 namespace pirl::eval {
 
-Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queries, int64_t k, int64_t chunk) {
+Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queries, int64_t k, int64_t chunk, const StopFlag* stop) {
   TORCH_CHECK_VALUE(features.dim() == 2 && queries.dim() == 2 && features.size(1) == queries.size(1),
                     "features and queries must be N×F and M×F, got ", features.sizes(), " and ", queries.sizes());
   TORCH_CHECK_VALUE(features.size(0) >= 1, "features must hold at least one row");
@@ -27,6 +27,7 @@ Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queri
   const at::Tensor a = unit(features), b = unit(queries);
   Neighbours out{at::empty({queries.size(0), kk}, at::kFloat), at::empty({queries.size(0), kk}, at::kLong)};
   for (int64_t begin = 0; begin < queries.size(0); begin += chunk) {
+    stopIfRequested(stop, "the kNN search");
     const int64_t n = std::min(chunk, queries.size(0) - begin);
     const auto [values, index] = at::topk(at::matmul(b.narrow(0, begin, n), a.t()), kk, 1);
     out.similarity.narrow(0, begin, n).copy_(values.clamp(-1, 1));  // rounding put an image's own at 1.0000004
@@ -36,7 +37,7 @@ Neighbours nearestNeighbours(const at::Tensor& features, const at::Tensor& queri
 }
 
 at::Tensor knnPredict(const at::Tensor& train, const at::Tensor& trainLabels, const at::Tensor& test, int64_t k,
-                      double tau, int64_t numClasses, int64_t chunk) {
+                      double tau, int64_t numClasses, int64_t chunk, const StopFlag* stop) {
   TORCH_CHECK_VALUE(trainLabels.dim() == 1 && trainLabels.size(0) == train.size(0), "trainLabels must hold ",
                     train.size(0), " labels, got ", trainLabels.sizes());
   TORCH_CHECK_TYPE(trainLabels.scalar_type() == at::kLong, "trainLabels must be int64");
@@ -45,7 +46,7 @@ at::Tensor knnPredict(const at::Tensor& train, const at::Tensor& trainLabels, co
     TORCH_CHECK_INDEX(trainLabels.min().item<int64_t>() >= 0 && trainLabels.max().item<int64_t>() < numClasses,
                       "trainLabels must be in [0, ", numClasses, ")");
   }
-  const Neighbours nn = nearestNeighbours(train, test, k, chunk);
+  const Neighbours nn = nearestNeighbours(train, test, k, chunk, stop);
   // e^{(s - s_best)/τ}: the same vote over a common factor, where e^{s/τ} overflowed float32 above s/τ = 88.7 (τ ≲ 0.011).
   const at::Tensor similarity = nn.similarity.to(at::kDouble);
   const at::Tensor weights = ((similarity - similarity.narrow(1, 0, 1)) / tau).exp();

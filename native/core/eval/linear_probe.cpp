@@ -37,6 +37,7 @@ LinearClassifier trainLinearProbe(const at::Tensor& train, const at::Tensor& tra
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     const at::Tensor order = at::randperm(n, gen, at::kLong);
     for (int64_t begin = 0; begin < n; begin += o.batchSize, ++step) {
+      stopIfRequested(o.stop, "the linear probe's training");
       const at::Tensor idx = order.narrow(0, begin, std::min(o.batchSize, n - begin));
       const at::Tensor xb = xs.index_select(0, idx), yb = y.index_select(0, idx);
       at::Tensor p = at::softmax(at::addmm(b, xb, w), 1);

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "../stop_flag.h"
+
 namespace pirl::eval {
 
 struct LinearProbeOptions {
@@ -12,6 +14,7 @@ struct LinearProbeOptions {
   double lr;  // cosine-decayed over the run
   double weightDecay;
   uint64_t seed;
+  const StopFlag* stop = nullptr;  // read between SGD steps
 };
 
 // A trained probe: features are standardised by the training set's mean and std (1×F each), then
