@@ -337,25 +337,43 @@ function load(): LoadedAddon {
 
 let loaded: LoadedAddon | undefined;
 let onLoad: (() => void) | undefined;
+// onLoad has run to its end (it may use the addon meanwhile); until then each use runs it, and meets its error again.
+let ready = false;
 
 /**
  * The addon, loaded at its first use: `require('pirl')` uses it at once (index.ts), while the command line's help
  * and flag mistakes answer without the ~1 s libtorch takes to load. A failure throws ADDON_NOT_LOADED, each time.
  */
 export function loadedAddon(): LoadedAddon {
-  if (loaded === undefined) {
-    loaded = load();
-    onLoad?.();
+  loaded ??= load();
+  if (!ready) {
+    ready = true;
+    try {
+      onLoad?.();
+    } catch (err) {
+      ready = false;
+      throw err;
+    }
   }
   return loaded;
 }
 
-/** What to run once the addon has loaded, before its first use (runtime.ts: the process's thread defaults). */
+/** What to run once the addon has loaded, before its first use (runtime.ts: the process's thread defaults); at once if it has. */
 export function whenLoaded(run: () => void): void {
   onLoad = run;
+  if (ready) run();
 }
+
+// Every operation on the exports goes to the addon's, loading it (`in`, Object.keys and jest.spyOn see them too).
+const exportsOf = () => loadedAddon().binding as unknown as object;
 
 /** The addon's exports, loading it at the first one read. */
 export const binding: Binding = new Proxy({} as Binding, {
-  get: (_target, key) => Reflect.get(loadedAddon().binding, key),
+  get: (_target, key) => Reflect.get(exportsOf(), key),
+  set: (_target, key, value) => Reflect.set(exportsOf(), key, value),
+  has: (_target, key) => Reflect.has(exportsOf(), key),
+  ownKeys: () => Reflect.ownKeys(exportsOf()),
+  getOwnPropertyDescriptor: (_target, key) => Reflect.getOwnPropertyDescriptor(exportsOf(), key),
+  defineProperty: (_target, key, descriptor) => Reflect.defineProperty(exportsOf(), key, descriptor),
+  deleteProperty: (_target, key) => Reflect.deleteProperty(exportsOf(), key),
 });

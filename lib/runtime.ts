@@ -156,9 +156,14 @@ let initialised = false;
  */
 export function initRuntime(): void {
   if (initialised) return;
-  initialised = true;
-  const env = ['PIRL_NUM_THREADS', 'OMP_NUM_THREADS'].find((name) => (process.env[name] ?? '') !== '');
-  setThreads(defaultNumThreads(), env ?? 'the default');
+  initialised = true; // the calls below load the addon, which runs this again: done once
+  try {
+    const env = ['PIRL_NUM_THREADS', 'OMP_NUM_THREADS'].find((name) => (process.env[name] ?? '') !== '');
+    setThreads(defaultNumThreads(), env ?? 'the default');
+  } catch (err) {
+    initialised = false; // a bad PIRL_NUM_THREADS: said again at each use, never trained past with libtorch's defaults
+    throw err;
+  }
   if (binding.buildInfo().blas.kind === 'reference') {
     process.emitWarning(REFERENCE_BLAS_WARNING, { code: 'PIRL_REFERENCE_BLAS' });
   }

@@ -10,6 +10,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { findLibtorch, isSystemDir } = require('./libtorch');
+const { sizeThreadPool } = require('./threadpool');
 
 const packageRoot = path.join(__dirname, '..');
 const platform = `${process.platform}-${process.arch}`;
@@ -130,13 +131,8 @@ function loadAddon(root = packageRoot) {
   // UCX, which libtorch builds with OpenMPI load (Debian's 2.x), hooks mmap/munmap as it loads; its hooks
   // race with V8's heap teardown and ~1% of node processes then crash at exit. pirl uses no MPI.
   if (process.env.UCX_MEM_EVENTS === undefined) process.env.UCX_MEM_EVENTS = 'no';
-  // libuv runs sharp's decodes, and queues pirl's native work, on 4 threads unless told otherwise (a step
-  // and the loader's batches each hold a pool thread while their own threads work: the + 2): a JPEG
-  // folder then decoded 4 images at a time whatever the cores (267 samples/s on the 16-core GPU host). The pool starts at its first use, so this counts when pirl is required before
-  // any async fs, dns, crypto or zlib work (the CLI requires it first).
-  if (!process.env.UV_THREADPOOL_SIZE) {  // unset or empty (libuv reads an empty one as 1 thread)
-    process.env.UV_THREADPOOL_SIZE = String(Math.max(4, Math.min(1024, os.availableParallelism() + 2)));
-  }
+  // Counts when pirl is required before any async fs, dns, crypto or zlib work (the CLI sizes it before all of that).
+  sizeThreadPool();
   preloadLibtorch(addon.libtorch);
   return { ...addon, binding: require(addon.path) };
 }

@@ -202,11 +202,12 @@ describe("UCX's memory hooks are off before libtorch loads (with them, ~1% of no
 describe("libuv's pool has a thread per core and two (sharp decodes on it), unless the user sized it", () => {
   // As on an 8-core machine: six reads of FIFOs that no one writes hold six pool threads; a seventh
   // piece of pool work finishes only if the pool has more threads than that (libuv's default is 4).
-  const probe = (env: NodeJS.ProcessEnv) => {
+  // `entry` requires pirl: the package, or the command line (which requires sharp before it loads the addon, if it does).
+  const probe = (env: NodeJS.ProcessEnv, entry = "require('./dist')") => {
     const dir = tmpDir();
     const fifos = Array.from({ length: 6 }, (_, i) => path.join(dir, `fifo${i}`));
     for (const f of fifos) expect(spawnSync('mkfifo', [f]).status).toBe(0);
-    const script = `require('os').availableParallelism = () => 8; require('./dist'); const fs = require('fs');
+    const script = `require('os').availableParallelism = () => 8; ${entry}; const fs = require('fs');
       for (const f of ${JSON.stringify(fifos)}) fs.open(f, 'r', () => {});
       // Then a writer for each FIFO (O_RDWR does not block): Node's exit joins the pool's threads, which the reads held 30 s.
       const answer = (pool) => { console.log(pool, process.env.UV_THREADPOOL_SIZE); for (const f of ${JSON.stringify(fifos)}) fs.openSync(f, fs.constants.O_RDWR); process.exit(0); };
@@ -223,6 +224,8 @@ describe("libuv's pool has a thread per core and two (sharp decodes on it), unle
     delete env.UV_THREADPOOL_SIZE;
     expect(probe(env)).toBe('free 10');
     expect(probe({ ...env, UV_THREADPOOL_SIZE: '' })).toBe('free 10'); // empty: libuv would read 1 thread
+    // The pirl command, which never loaded the addon for its --version (nor for a flag mistake): sized all the same.
+    expect(probe(env, "process.argv = [process.argv[0], 'pirl', '--version']; require('./dist/cli.js')")).toBe(`${(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version}\nfree 10`);
   });
 
   test("a user's own size is kept", () => {

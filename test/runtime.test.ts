@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
@@ -49,6 +50,20 @@ describe('threads', () => {
   test('PIRL_NUM_THREADS overrides the default and is validated', () => {
     expect(Number(threadsIn('1'))).toBe(1);
     expect(() => threadsIn('lots')).toThrow(/PIRL_NUM_THREADS must be an integer in \[1, 256\], got "lots"/);
+  });
+
+  test('a bad PIRL_NUM_THREADS is said at every use of the addon, whichever loads it, and as itself, not as a flag', () => {
+    const env = { ...process.env, PIRL_NUM_THREADS: 'lots' };
+    const twice = "const { Tensor } = require('./dist/tensor'); require('./dist/runtime'); for (let i = 0; i < 2; i++) try { Tensor.zeros([2]); console.log('made'); } catch (e) { console.log(e.message); }";
+    expect(execFileSync(process.execPath, ['-e', twice], { cwd: root, env }).toString()).toBe('PIRL_NUM_THREADS must be an integer in [1, 256], got "lots"\n'.repeat(2));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-threads-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'c.json'), '{"epochs": 2}');
+      const r = spawnSync(process.execPath, [path.join(root, 'dist/cli.js'), 'train', dir, '--config', path.join(dir, 'c.json')], { env, encoding: 'utf8' });
+      expect([r.status, r.stderr]).toEqual([1, 'pirl: PIRL_NUM_THREADS must be an integer in [1, 256], got "lots"\n']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("as a rank: OMP_NUM_THREADS (torchrun's 1 per worker), else the cores shared by the host's ranks (LOCAL_WORLD_SIZE)", () => {

@@ -87,7 +87,8 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
   try {
     resolveTrainConfig(fromFile, file);
   } catch (err) {
-    if (!isArgumentError(err)) throw err;
+    // The file's own mistakes (named `file.…`, or the file itself); not another's met on the way (PIRL_NUM_THREADS).
+    if (!isArgumentError(err) || !(err.argument === file || err.argument.startsWith(`${file}.`))) throw err;
     // A flag's name where the API's is meant ("lr" for baseLr): said.
     const key = err.argument.slice(file.length + 1);
     const flag = Object.hasOwn(CONFIG_FLAGS, key) && CONFIG_FLAGS[key] !== key && err.received === key ? ` (--${key} sets ${CONFIG_FLAGS[key]})` : '';
