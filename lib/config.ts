@@ -223,7 +223,11 @@ function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, co
  * as a Loader takes them), 64 px at least.
  */
 export function folderImageSize(sampler: SamplerOptions = DEFAULT_PRESET): number {
-  const { imageSize, jigsawSize } = resolveSamplerConfig(sampler, 'sampler');
+  // Only the two sides are read (the crops' other options are the Loader's to check).
+  const given = typeof sampler === 'string' ? { preset: sampler } : checkObject('sampler', sampler);
+  const base = PRESETS[checkOneOf('sampler.preset', given.preset ?? DEFAULT_PRESET, PRESET_NAMES)];
+  const imageSize = SAMPLER.imageSize.resolve('sampler.imageSize', given.imageSize as number | undefined, base.imageSize, false);
+  const jigsawSize = SAMPLER.jigsawSize.resolve('sampler.jigsawSize', given.jigsawSize as number | undefined, base.jigsawSize, false);
   return Math.max(64, Math.ceil((Math.max(imageSize, jigsawSize) * 8) / 7));
 }
 

@@ -89,7 +89,16 @@ function typeErrors(all: Example[]): string[] {
   }
 }
 
+// The published types are dist's (npm test compiles lib/ first): older than a source, they would judge another API.
+function checkDistCurrent(): void {
+  const built = fs.statSync(path.join(root, 'dist', 'index.d.ts')).mtimeMs;
+  const sources = fs.readdirSync(path.join(root, 'lib'), { recursive: true }).map(String).filter((f) => f.endsWith('.ts'));
+  const newer = sources.filter((f) => fs.statSync(path.join(root, 'lib', f)).mtimeMs > built);
+  if (newer.length > 0) throw new Error(`dist/ is older than lib/${newer[0]}: run npx tsc -p tsconfig.json first`);
+}
+
 test("the README's TypeScript examples type-check against the published types", () => {
+  checkDistCurrent();
   const all = examples();
   expect(all.length).toBeGreaterThanOrEqual(8);
   expect(typeErrors(all)).toEqual([]);

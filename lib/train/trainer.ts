@@ -64,20 +64,18 @@ const FIT_OPTIONS = ['callbacks', 'checkpoint', 'checkpointEvery'];
 const CALLBACKS = ['onTrainBegin', 'onEpochBegin', 'onBatchEnd', 'onEpochEnd', 'onTrainEnd'] as const satisfies ReadonlyArray<keyof Callbacks>;
 
 // A misspelt callback would never be called, and one that is not a function would fail after a step. Callbacks keep their
-// own state beside them (`this.count`): in an object, its functions and names beginning with on are checked; in an
-// instance of a class (a logger implementing Callbacks), its methods named on….
+// own state and helpers beside them (`this.count`, an object's or a class's): a name of theirs that reads as a callback
+// (on + a capital, or a callback's name in other case) and is none is refused.
 function checkCallbacks(callbacks: unknown): Callbacks {
   const cb = checkObject('options.callbacks', callbacks);
-  const proto = Object.getPrototypeOf(cb);
-  if (proto === Object.prototype || proto === null) {
-    const callbackLike = Object.keys(cb).filter((key) => typeof cb[key] === 'function' || /^on/i.test(key));
-    checkOptions('options.callbacks', Object.fromEntries(callbackLike.map((key) => [key, cb[key]])), CALLBACKS);
-  } else {
-    for (let p = proto; p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
-      for (const name of Object.getOwnPropertyNames(p)) {
-        if (/^on[A-Z]/.test(name) && !(CALLBACKS as readonly string[]).includes(name)) throw unknownOptionError('options.callbacks', name, CALLBACKS);
-      }
-    }
+  const names = new Set(Object.keys(cb));
+  for (let p = Object.getPrototypeOf(cb); p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const name of Object.getOwnPropertyNames(p)) names.add(name);
+  }
+  const known = CALLBACKS as readonly string[];
+  for (const name of names) {
+    const callbackLike = /^on[A-Z]/.test(name) || known.some((c) => c.toLowerCase() === name.toLowerCase());
+    if (callbackLike && !known.includes(name)) throw unknownOptionError('options.callbacks', name, CALLBACKS);
   }
   checkFunctions('options.callbacks', cb, CALLBACKS);
   return cb as Callbacks;
