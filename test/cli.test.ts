@@ -640,6 +640,25 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
+  test('a rank waiting for the others says so, and a signal then quits at once (it waited for the rendezvous, up to its timeout)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
+    const port = String(20000 + (process.pid % 20000));
+    const env = { ...process.env, RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: port }; // rank 1 never comes
+    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', path.join(dir, 'run'), '--width', '0.125', '--bank-init', 'random'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env });
+    let stderr = '';
+    child.stderr.on('data', (d) => void (stderr += d));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    for (let waited = 0; !stderr.includes('is waiting for the other ranks') && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    expect(stderr).toContain(`pirl: warning: rank 0 of 2 is waiting for the other ranks at 127.0.0.1:${port} (up to 1800000 ms: PIRL_DIST_TIMEOUT_MS)`);
+    const sent = Date.now();
+    child.kill('SIGINT');
+    expect(await exited).toEqual({ code: null, signal: 'SIGINT' });
+    expect(Date.now() - sent).toBeLessThan(5_000);
+    expect(fs.existsSync(path.join(dir, 'run', 'run.lock'))).toBe(false);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+
   test('a signal during an epoch end\'s kNN pass ends the pass at its batch and writes the checkpoint at once', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const out = path.join(dir, 'run');

@@ -250,12 +250,19 @@ function holdsRun(out: string, found: string[]): UsageError {
   return new UsageError(`${out} already holds a run (${found.join(', ')}): ${resumable}--force starts a new one in its place`);
 }
 
+// What a quit at once must still do (free the run folder's lock): process 'exit' listeners are not run then, as the
+// addon's waits for its native work in flight (a rendezvous: up to the group's timeout).
+const atQuit: Array<() => void> = [];
+
 /** One run at a time in `out` (its run.lock, held until this process exits): two interleaved their metrics and checkpoints. */
 async function lockRun(out: string): Promise<void> {
   const taken = await takeLock(path.join(out, 'run.lock'));
   if ('holder' in taken) throw new UsageError(`${out} is in use by another run (${taken.holder ?? 'one starting'}): wait for it to end, or give another --out`);
-  process.once('exit', () => taken.held.releaseSync());
+  const release = () => taken.held.releaseSync();
+  process.once('exit', release);
+  atQuit.push(release);
 }
+
 
 interface StopSignals {
   /** From now a signal stops `trainer` after its step (before: it quits). */
@@ -280,12 +287,12 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let first: NodeJS.Signals | null = null;
   // At once, as the signal's default would: process.exit() would first wait for native work in flight
   // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler. As a
-  // container's PID 1 the kernel ignores that: then exit anyway. What runs at exit runs first (the run
+  // container's PID 1 the kernel ignores that: then exit anyway. What must run at exit runs first (the run
   // folder's lock is freed: a lock left behind was said to be taken over by the next run).
   const quit = (signal: NodeJS.Signals) => {
     if (main) process.stderr.write('\n'); // after a progress line
     process.removeAllListeners(signal);
-    process.emit('exit', 128 + os.constants.signals[signal]);
+    for (const action of atQuit.splice(0)) action();
     process.kill(process.pid, signal);
     setImmediate(() => process.exit(128 + os.constants.signals[signal]));
   };

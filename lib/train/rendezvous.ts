@@ -68,12 +68,23 @@ export async function beforeJoining<T>(d: ResolvedDistributedOptions | null, wor
   }
 }
 
+// How long a rank waits for the others before it says so.
+const WAITING_NOTICE_MS = 5_000;
+
 /** Joins the group of `d` with `terms` to agree on, and takes rank 0's state into `handle` (TrainerHandle.distribute). */
 export async function joinGroup(handle: TrainerHandle, d: ResolvedDistributedOptions, device: Device, terms: Term[], syncBatchNorm: boolean): Promise<void> {
   // Gloo's address (CPU ranks; NCCL picks its own interfaces). Not told to the others when it fails: the master is
   // then unreachable from here, and so is the store.
   const bindAddress = device === 'cpu' ? await gatherBindAddress(d) : '';
-  await nativeCall(() => handle.distribute(communicatorOptions(d, device, bindAddress, terms), syncBatchNorm));
+  // A rank waits for the others in silence otherwise (up to the timeout: 30 minutes by default).
+  const where = d.storeFile ? `the store file ${d.storeFile}` : `${d.masterAddr}:${d.masterPort}`;
+  const waiting = setTimeout(() => process.emitWarning(`rank ${d.rank} of ${d.worldSize} is waiting for the other ranks at ${where} ` +
+    `(up to ${d.timeoutMs} ms: PIRL_DIST_TIMEOUT_MS)`, { code: 'PIRL_WAITING_FOR_RANKS' }), WAITING_NOTICE_MS).unref();
+  try {
+    await nativeCall(() => handle.distribute(communicatorOptions(d, device, bindAddress, terms), syncBatchNorm));
+  } finally {
+    clearTimeout(waiting);
+  }
 }
 
 /** The address Gloo binds to ('' = this host's name, c10d's default), for options whose bindAddress is null. */
