@@ -122,6 +122,13 @@ describe('pirl train / eval / embed / export', () => {
     const both = spawnSync(process.execPath, [cli, ...command, '--force'], { encoding: 'utf8' });
     expect(both.status).toBe(2);
     expect(both.stderr).toContain('--auto-resume decides between --resume and a new run itself: drop --force');
+    // A model without a checkpoint (a finished run's, or one put there) is no start to redo: only --force replaces it.
+    const modelOnly = path.join(dir, 'model-only');
+    fs.mkdirSync(modelOnly);
+    fs.copyFileSync(path.join(auto, 'model.safetensors'), path.join(modelOnly, 'model.safetensors'));
+    const kept = spawnSync(process.execPath, [cli, 'train', data, '--out', modelOnly, '--auto-resume', ...small], { encoding: 'utf8' });
+    expect([kept.status, kept.stderr.split('\n')[0]]).toEqual([2, `pirl: ${modelOnly} already holds a run (model.safetensors): it has no checkpoint to resume from; --force starts a new one in its place`]);
+    expect(fs.readFileSync(path.join(modelOnly, 'model.safetensors'))).toEqual(fs.readFileSync(path.join(auto, 'model.safetensors')));
   });
 
   test('--cache keeps the decoded folder: built once with progress, then read', () => {
@@ -379,6 +386,17 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(lock, `${os.hostname()} ${process.pid} token`);
     const resumed = train('--resume');
     expect({ status: resumed.status, stderr: resumed.stderr.split('\n')[0] }).toEqual({ status: 2, stderr: inUse });
+    // Said before what the folder holds (a run: --resume or --force, which would meet the lock in turn).
+    const plain = train();
+    expect({ status: plain.status, stderr: plain.stderr.split('\n')[0] }).toEqual({ status: 2, stderr: inUse });
+    fs.rmSync(lock);
+    // A flag's own mistake is said before what --out holds; a file given as --out is said as one, --resume or not.
+    const flagFirst = train('--epoch-length', '0');
+    expect(flagFirst.stderr.split('\n')[0]).toBe("pirl: --epoch-length must be an integer in [1, 9007199254740991], got '0'");
+    for (const more of [[], ['--resume']]) {
+      const file = spawnSync(process.execPath, [cli, 'train', data, '--out', path.join(locked, 'model.safetensors'), ...small, ...more], { encoding: 'utf8' });
+      expect([file.status, file.stderr.split('\n')[0]]).toEqual([2, `pirl: --out ${path.join(locked, 'model.safetensors')}: it is a file, not a folder (a run's folder)`]);
+    }
     // Inside the data folder, a run's files (curves.png) and a preview would be read as its images next time.
     const inside = spawnSync(process.execPath, [cli, 'train', '.', '--epochs', '1', ...small], { encoding: 'utf8', cwd: path.join(data, 'light') });
     expect(inside.status).toBe(2);

@@ -17,7 +17,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, layoutFlag, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
 import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -254,10 +254,15 @@ function holdsRun(out: string, found: string[]): UsageError {
 // addon's waits for its native work in flight (a rendezvous: up to the group's timeout).
 const atQuit: Array<() => void> = [];
 
+// The run folders this process holds the lock of.
+const locked = new Set<string>();
+
 /** One run at a time in `out` (its run.lock, held until this process exits): two interleaved their metrics and checkpoints. */
 async function lockRun(out: string): Promise<void> {
+  if (locked.has(path.resolve(out))) return;
   const taken = await takeLock(path.join(out, 'run.lock'));
   if ('holder' in taken) throw new UsageError(`${out} is in use by another run (${taken.holder ?? 'one starting'}): wait for it to end, or give another --out`);
+  locked.add(path.resolve(out));
   const release = () => taken.held.releaseSync();
   process.once('exit', release);
   atQuit.push(release);
@@ -339,6 +344,10 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   knnEvery: number): Promise<{ resumed: boolean; start: () => Promise<Trainer> }> {
   const main = (distributed?.rank ?? 0) === 0;
   await checkOutsideData('--out', out, spec, values.out === undefined);
+  const outStat = await fs.stat(out).catch(() => null);
+  if (outStat !== null && !outStat.isDirectory()) throw new UsageError(`--out ${out}: it is a file, not a folder (a run's folder)`);
+  // A run in progress there is said first: what it holds, and --resume or --force, are not this command's to weigh.
+  if (main && outStat !== null) await lockRun(out);
   const checkpoint = path.join(out, 'checkpoint.safetensors');
   const earlier = await runFilesIn(out);
   // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
@@ -357,12 +366,17 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     checkKnnData(knnEvery, spec, data);
     return { resumed: true, start };
   }
-  // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again.
-  if (earlier.length > 0 && !values.force && !auto && main) throw holdsRun(out, earlier);
+  // The flags' own mistakes first: they are said whatever --out holds.
   const config = await newRunConfig(values);
+  const size = folderSize(values, config.sampler, spec);
+  layoutFlag(values);
+  // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again,
+  // but never over a model (a finished run's, or one put there), which only --force replaces.
+  const kept = (files: string[]) => (values.force ? [] : auto ? files.filter((f) => f === 'model.safetensors') : files);
+  if (kept(earlier).length > 0 && main) throw holdsRun(out, earlier);
   if (main) for (const text of idleSettings(values, config, distributed, knnEvery)) console.error(`pirl: warning: ${text}`);
   // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
-  const data = await openData(spec, folderSize(values, config.sampler, spec), values);
+  const data = await openData(spec, size, values);
   checkKnnData(knnEvery, spec, data); // before the bank's pass over the data
   // Once the run is found to fit its data, an earlier run in --out goes (--force), before the long work
   // begins: nothing of it is left to resume if this one stops before its first checkpoint.
@@ -371,8 +385,8 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     await makeOutputDir('out', out);
     await lockRun(out);
     // A run that began in --out since it was looked at (and has ended, or the lock would be its) is not this one's to replace.
-    const since = values.force || auto ? [] : await runFilesIn(out);
-    if (since.length > 0) throw holdsRun(out, since);
+    const since = await runFilesIn(out);
+    if (kept(since).length > 0) throw holdsRun(out, since);
     await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
     await log.clear();
   };
