@@ -172,6 +172,8 @@ describe('pirl train / eval / embed / export', () => {
     const unknown = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', other, '--size', '16'], { encoding: 'utf8' });
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toContain(`--test ${other} must be a data set of --data ${data}'s classes (dark, light), got ["coat"]`);
+    const nowhere = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', path.join(dir, 'nowhere'), '--size', '16'], { encoding: 'utf8' });
+    expect([nowhere.status, nowhere.stderr]).toEqual([1, `pirl: --test ${path.join(dir, 'nowhere')}: no such folder\n`]);
     // An unreadable image is left out of the passes, and counted apart: train and test are the images scored.
     const broken = path.join(dir, 'broken');
     fs.cpSync(data, broken, { recursive: true });

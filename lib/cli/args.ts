@@ -9,7 +9,7 @@ import { parseArgs } from 'util';
 import { MAX_IMAGE_SIDE, folderImageSize, resolveRunOptions, type ResolvedRunOptions, type SamplerConfig } from '../config';
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles, type FolderLayout } from '../data/imageFolder';
-import { checkInteger, checkObject, checkOneOf, isArgumentError, nearest } from '../errors';
+import { checkInteger, checkObject, checkOneOf, errorFrom, isArgumentError, nearest } from '../errors';
 import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
@@ -266,7 +266,13 @@ export function checkHoldOut(spec: string, data: Dataset): void {
 export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number, values: FlagValues): Promise<{ train: Dataset; test: Dataset }> {
   // Before the split is announced, and before a --test folder is read.
   if (!data.labels) throw new UsageError(`--data ${spec} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
-  if (testSpec !== undefined) return { train: data, test: await openData(testSpec, size, values, 'test') };
+  if (testSpec !== undefined) {
+    // Named by its flag: "nosuch: no such folder" did not say which of the two sets it was.
+    const test = await openData(testSpec, size, values, 'test').catch((err: Error) => {
+      throw err instanceof UsageError ? new UsageError(`--test ${err.message}`) : errorFrom(`--test ${err.message}`, err);
+    });
+    return { train: data, test };
+  }
   if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
   checkHoldOut(spec, data);
   const { train, test } = holdOut(data);
