@@ -593,11 +593,13 @@ describe('pirl train / eval / embed / export', () => {
     spawnSync('mkfifo', [fifo]);
     usage(['train', data, '--config', fifo], /--config .*config\.fifo: not a regular file \(a FIFO, a device or a folder\)/); // its open waited for a writer
     fs.writeFileSync(list, '{"loss": {"tua": 0.1}}');
-    usage(['train', data, '--config', list], /--config .*list\.json\.loss\.tua is not an option; .*list\.json\.loss takes lambda, tau/);
+    // The file, then the option's path in it.
+    usage(['train', data, '--config', list], /--config .*list\.json: loss\.tua is not an option; loss takes lambda, tau/);
     fs.writeFileSync(list, '{"lr": 0.1}');
-    usage(['train', data, '--config', list], /--config .*list\.json\.lr is not an option; .*list\.json takes recipe, .* \(--lr sets baseLr\)$/m);
+    usage(['train', data, '--config', list], /--config .*list\.json: lr is not an option; .*list\.json takes recipe, .* \(--lr sets baseLr\)$/m);
     fs.writeFileSync(list, '{"wdith": 0.5}'); // a model option given at the top: the path meant
-    usage(['train', data, '--config', list], /--config .*list\.json\.wdith is not an option; .*list\.json takes recipe, .* \(did you mean model\.width\?\)$/m);
+    usage(['train', data, '--config', list], /--config .*list\.json: wdith is not an option; .*list\.json takes recipe, .* \(did you mean model\.width\?\)$/m);
+    usage(['train', data, '--config', path.join(dir, 'none.json')], /^pirl: --config .*none\.json: no such file$/m);
     usage(['eval', path.join(out, 'model.safetensors'), '--k', '0'], /--k must be an integer in \[1, 1000000\], got '0'/);
     usage(['eval', path.join(out, 'model.safetensors'), '--test', data], /^pirl: --test .* must be a data set of --data fashion-mnist's classes.* \(no --data was given: fashion-mnist's train set votes; --data names the set that votes\)$/m);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', path.join(dir, 'e.safetensors'), '--layer', 'res4'], /--layer must be 'res5' or 'f', got 'res4'/);

@@ -52,6 +52,8 @@ describe('evaluation', () => {
     await expect(evaluateTrunk(trainer.model, data, new Subset(data, []), { knn: { size: 16 } })).rejects.toThrow('test must be a data set with at least one readable sample, got "none readable"');
     expect(await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 } })).toEqual({ knnTop1: knn, linearProbeTop1: null });
     await expect(evaluateTrunk(trainer.model, data, data, { linearProbe: { size: 16 } as never })).rejects.toThrow('options.linearProbe.size is not an option; options.linearProbe takes epochs, batchSize, lr, weightDecay, seed');
+    await expect(evaluateTrunk(trainer.model, data, data, { linearProbe: { signal: AbortSignal.abort() } as never })).rejects.toThrow(
+      'options.linearProbe.signal must be left out: options.knn.signal stops the passes, the kNN and the probe, got an AbortSignal');
   });
 
   test("a test set of fewer classes is scored by its classes' names, not by their places among its folders", async () => {

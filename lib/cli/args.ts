@@ -159,7 +159,8 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
       await handle.close();
     }
   } catch (err) {
-    throw new UsageError(`--config ${file}: ${(err as Error).message}`);
+    const { code } = err as NodeJS.ErrnoException;
+    throw new UsageError(`--config ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a folder, not a file' : (err as Error).message}`);
   }
   let parsed: unknown;
   try {

@@ -96,7 +96,9 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
     const paths = Object.values(CONFIG_FLAGS).filter((p) => p.includes('.'));
     const leaf = flag === '' && err.received === key && !err.message.includes('(did you mean') ? nearest(key, paths.map((p) => p.slice(p.lastIndexOf('.') + 1))) : null;
     const nested = leaf === null ? '' : ` (did you mean ${paths.find((p) => p.endsWith(`.${leaf}`))}?)`;
-    throw new UsageError(`--config ${err.message}${flag}${nested}`);
+    // "cfg.json.model.widht … cfg.json.model takes": the file, then the option's path in it.
+    const inFile = err.message.split(`${file}.`).join('');
+    throw new UsageError(`--config ${file}: ${inFile === err.message ? err.message : inFile}${flag}${nested}`);
   }
   return fromFile;
 }

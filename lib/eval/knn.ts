@@ -256,6 +256,8 @@ export async function evaluateTrunk(
   const { k, tau, ...features } = resolveKnnOptions(options.knn ?? {}, 'options.knn');
   // The probe takes options.knn's features: of its options, those of its training.
   const given = options.linearProbe ?? null;
+  // One signal stops the whole evaluation: the passes, the kNN and the probe's training.
+  if (given !== null && typeof given === 'object' && 'signal' in given) throw typeError('options.linearProbe.signal', 'left out: options.knn.signal stops the passes, the kNN and the probe', (given as { signal: unknown }).signal);
   const probe = given === null ? null : resolveLinearProbeOptions(checkOptions('options.linearProbe', given, ['epochs', 'batchSize', 'lr', 'weightDecay', 'seed']), 'options.linearProbe');
   return retained(model, async (own) => {
     const sets = await bothFeatures(own, train, test, features, onProgress);
