@@ -191,6 +191,11 @@ describe('ImageFolder', () => {
     const script = `process.on('warning', (w) => console.log(w.code)); require('./dist').ImageFolder.open(${JSON.stringify(dir)}, { size: 8, layout: 'flat' });`;
     const r = spawnSync(process.execPath, ['-e', script], { cwd: path.join(__dirname, '..'), encoding: 'utf8' });
     expect(r.stdout.trim()).toBe('PIRL_IMAGES_LEFT_OUT');
+    // 'classes' over a folder with no class folders: its own images are said as such, not as "beside the class folders".
+    fs.rmSync(path.join(dir, 'thumbnails'), { recursive: true });
+    const told: string[] = [];
+    await expect(ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: (m) => told.push(m) })).rejects.toThrow(/no images/);
+    expect(told).toEqual([`${dir}: its 4 image(s) are left out: layout 'classes' reads class folders (one subfolder of images per class), and it has none`]);
   });
 
   test('Subset and holdOut: a held-out fifth, renumbered, labels and samples following', async () => {

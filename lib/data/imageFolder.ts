@@ -379,7 +379,10 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     files = lists.flat();
     labels = Int32Array.from(lists.flatMap((list, label) => list.map(() => label)));
     // A labeled folder reads each class folder's own images: say what it leaves out.
-    if (own.length > 0) warnLeftOut(`${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`);
+    if (own.length > 0) {
+      warnLeftOut(classes.length > 0 ? `${dir}: ${own.length} image(s) beside the class folders are not in a class and are left out`
+        : `${dir}: its ${own.length} image(s) are left out: layout 'classes' reads class folders (one subfolder of images per class), and it has none`);
+    }
     const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
     let nested = 0;
     const holding: string[] = [];
