@@ -207,10 +207,16 @@ export const PRESET_NAMES = Object.keys(PRESETS) as SamplerPreset[];
 /** The sampler of a Loader or a preview given none, and of the default recipe. */
 export const DEFAULT_PRESET: SamplerPreset = 'small';
 
-function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, complete = false): SamplerConfig {
+// Sampler options as given (a preset's name, or a preset and overrides): the preset they start from (else `fallback`)
+// and the overrides.
+function samplerSpec(arg: string, given: unknown, fallback: SamplerConfig, complete: boolean): { base: SamplerConfig; overrides: Record<string, unknown> } {
   const spec = typeof given === 'string' && !complete ? { preset: given } : given === undefined && !complete ? {} : checkObject(arg, given);
   const { preset, ...overrides } = spec as { preset?: unknown };
-  const base = preset === undefined ? fallback : PRESETS[checkOneOf(`${arg}.preset`, preset, PRESET_NAMES)];
+  return { base: preset === undefined ? fallback : PRESETS[checkOneOf(`${arg}.preset`, preset, PRESET_NAMES)], overrides };
+}
+
+function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, complete = false): SamplerConfig {
+  const { base, overrides } = samplerSpec(arg, given, fallback, complete);
   const c = resolve(SAMPLER, base, overrides, arg, complete);
   checkJigsawGeometry(arg, c.jigsawSize, c.patchSize);
   if (c.imageScaleMin > c.imageScaleMax) throw rangeError(`${arg}.imageScaleMin`, `at most imageScaleMax = ${c.imageScaleMax}`, c.imageScaleMin);
@@ -224,10 +230,9 @@ function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, co
  */
 export function folderImageSize(sampler: SamplerOptions = DEFAULT_PRESET): number {
   // Only the two sides are read (the crops' other options are the Loader's to check).
-  const given = typeof sampler === 'string' ? { preset: sampler } : checkObject('sampler', sampler);
-  const base = PRESETS[checkOneOf('sampler.preset', given.preset ?? DEFAULT_PRESET, PRESET_NAMES)];
-  const imageSize = SAMPLER.imageSize.resolve('sampler.imageSize', given.imageSize as number | undefined, base.imageSize, false);
-  const jigsawSize = SAMPLER.jigsawSize.resolve('sampler.jigsawSize', given.jigsawSize as number | undefined, base.jigsawSize, false);
+  const { base, overrides } = samplerSpec('sampler', sampler, PRESETS[DEFAULT_PRESET], false);
+  const imageSize = SAMPLER.imageSize.resolve('sampler.imageSize', overrides.imageSize as number | undefined, base.imageSize, false);
+  const jigsawSize = SAMPLER.jigsawSize.resolve('sampler.jigsawSize', overrides.jigsawSize as number | undefined, base.jigsawSize, false);
   return Math.max(64, Math.ceil((Math.max(imageSize, jigsawSize) * 8) / 7));
 }
 

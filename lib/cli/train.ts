@@ -270,7 +270,6 @@ async function lockRun(out: string): Promise<void> {
   atQuit.push(release);
 }
 
-
 interface StopSignals {
   /** From now a signal stops `trainer` after its step (before: it quits). */
   attach(trainer: Trainer): void;
