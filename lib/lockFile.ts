@@ -5,6 +5,7 @@ import { randomBytes } from 'crypto';
 import { promises as fs, rmSync } from 'fs';
 import * as os from 'os';
 
+import { atExit } from './exitActions';
 import { processAlive } from './safetensors';
 
 /** The locks this process holds (their tokens): a lock naming this pid but not here is a dead holder's (a container's pids repeat). */
@@ -14,9 +15,8 @@ const LOCK_TOUCH_MS = 5_000;
 const STALE_LOCK_MS = 60_000;
 
 export interface HeldLock {
+  /** Freed (also, by itself, when this process exits or quits holding it). */
   release(): Promise<void>;
-  /** For process.on('exit'), where nothing asynchronous runs. */
-  releaseSync(): void;
 }
 
 /** `lock` taken (`held`), or who holds it: "HOST pid N", null while its holder has yet to write its name. */
@@ -34,14 +34,13 @@ export async function takeLock(lock: string): Promise<{ held: HeldLock } | { hol
       const releasing = () => {
         if (released) return false;
         released = true;
+        forget();
         clearInterval(touch);
         heldTokens.delete(token);
         return true;
       };
-      const held = {
-        release: async () => void (releasing() && (await fs.rm(lock, { force: true }))),
-        releaseSync: () => void (releasing() && rmSync(lock, { force: true })),
-      };
+      const held = { release: async () => void (releasing() && (await fs.rm(lock, { force: true }))) };
+      const forget = atExit(() => void (releasing() && rmSync(lock, { force: true }))); // a holder that exits or quits (Ctrl-C) leaves no lock
       try {
         await handle.writeFile(token);
       } catch (err) {

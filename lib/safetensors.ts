@@ -1,12 +1,13 @@
 // The safetensors format (8-byte little-endian header length, JSON header, raw data), read with
 // every offset and size checked: a malformed file is an error, never a crash or a wrong tensor.
 import { constants } from 'buffer';
-import { promises as fs } from 'fs';
+import { promises as fs, rmSync } from 'fs';
 import * as path from 'path';
 import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
 import { checkFile, checkObject, errorFrom, rangeError, typeError } from './errors';
+import { atExit } from './exitActions';
 import { describeStart, makeFolder, openRegular } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
@@ -332,6 +333,24 @@ let temporaries = 0;
 export const temporaryFor = (file: string): string =>
   path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${threadId}-${++temporaries}.tmp`);
 
+/**
+ * `file` replaced whole or not at all: `write` fills a temporary file beside it, renamed onto it. The temporary is
+ * removed if the write fails, or if this process quits meanwhile (a cache's holds every image decoded).
+ */
+export async function writeViaTemporary(file: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = temporaryFor(file);
+  const forget = atExit(() => rmSync(tmp, { force: true }));
+  try {
+    await write(tmp);
+    await fs.rename(tmp, file); // in the try: a failed rename (onto a folder) leaves no temporary file behind
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  } finally {
+    forget();
+  }
+}
+
 /** The folder `file` goes in, made where missing; an error names `file` when it cannot be. */
 export async function makeFolderFor(file: string): Promise<void> {
   try {
@@ -350,19 +369,18 @@ export async function writeSafetensors(file: string, tensors: Iterable<[string, 
   checkFile('file', file);
   const { head, entries } = headerOf(tensors, metadata);
   await makeFolderFor(file);
-  const tmp = temporaryFor(file);
   try {
-    const handle = await fs.open(tmp, 'w');
-    try {
-      await handle.writeFile(head);
-      await binding.writeTensors(handle.fd, tmp, head.length, entries.map(([, t]) => t.handle));
-      await handle.sync(); // on the disk before it replaces the old file: else a crash could leave neither whole
-    } finally {
-      await handle.close();
-    }
-    await fs.rename(tmp, file); // in the try: a failed rename (onto a folder) leaves no temporary file behind
+    await writeViaTemporary(file, async (tmp) => {
+      const handle = await fs.open(tmp, 'w');
+      try {
+        await handle.writeFile(head);
+        await binding.writeTensors(handle.fd, tmp, head.length, entries.map(([, t]) => t.handle));
+        await handle.sync(); // on the disk before it replaces the old file: else a crash could leave neither whole
+      } finally {
+        await handle.close();
+      }
+    });
   } catch (err) {
-    await fs.rm(tmp, { force: true });
     throw errorFrom(`cannot write ${file}: ${(err as Error).message}`, err);
   }
   await syncFolder(path.dirname(path.resolve(file)));

@@ -662,6 +662,23 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
+  test('pirl eval (any command but train) says it was interrupted, and is killed by the signal at once', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
+    const model = path.join(dir, 'model.safetensors');
+    await (await PirlModel.create({ width: 0.125 })).save(model);
+    const child = spawn(process.execPath, [cli, 'eval', model], { stdio: ['ignore', 'ignore', 'pipe'] }); // 70,000 images' features first
+    let stderr = '';
+    child.stderr.on('data', (d) => void (stderr += d));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    for (let waited = 0; !/features [1-9]\d*\//.test(stderr) && waited < 60_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    const sent = Date.now();
+    child.kill('SIGINT');
+    expect(await exited).toEqual({ code: null, signal: 'SIGINT' });
+    expect(Date.now() - sent).toBeLessThan(5_000);
+    expect(stderr).toMatch(/\npirl: interrupted\n$/); // it exited 130 saying nothing
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+
   test('a rank waiting for the others says so, and a signal then quits at once (it waited for the rendezvous, up to its timeout)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const port = String(20000 + (process.pid % 20000));

@@ -1,3 +1,4 @@
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -120,5 +121,58 @@ describe("each verb's flags, as declared (COMMANDS), its usage and the README sa
     // A flag of another verb, or one that is gone, is caught at its line.
     const wrong = readmeMistakes('one\n`pirl eval model --epochs 3 --k 20`\n```sh\nnpx pirl train photos/ --batch-size 8  # --nonsense in a comment\n```\n');
     expect(wrong).toEqual({ mistakes: ['4: train --batch-size', '2: eval --epochs'], checked: 3 });
+  });
+});
+
+describe('a signal quits a command (quit.ts), leaving no lock and no temporary file behind', () => {
+  const dist = path.join(__dirname, '..', 'dist');
+  // A process that holds a lock and is half-way through writing a file (a decode cache's build) when the signal comes.
+  const holder = (dir: string, env: NodeJS.ProcessEnv, then: string) => {
+    const script = `
+      const fs = require('fs');
+      const { takeLock } = require(${JSON.stringify(path.join(dist, 'lockFile.js'))});
+      const { writeViaTemporary } = require(${JSON.stringify(path.join(dist, 'safetensors.js'))});
+      require(${JSON.stringify(path.join(dist, 'cli', 'quit.js'))}).quitOnSignals();
+      setInterval(() => undefined, 1000);
+      takeLock(${JSON.stringify(path.join(dir, 'images.cache.lock'))}).then(() => writeViaTemporary(${JSON.stringify(path.join(dir, 'images.cache'))}, (tmp) => {
+        fs.writeFileSync(tmp, 'half the images');
+        console.log('writing');
+        ${then}
+        return new Promise(() => undefined);
+      }));`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => void (stdout += d));
+    child.stderr.on('data', (d) => void (stderr += d));
+    const exited = new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr })));
+    const writing = (async () => {
+      for (let waited = 0; !stdout.includes('writing') && waited < 30_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+      expect(fs.readdirSync(dir).sort()).toEqual([expect.stringMatching(/^\.images\.cache\.\d+\.\d+-\d+\.tmp$/), 'images.cache.lock']);
+    })();
+    return { child, exited, writing };
+  };
+
+  test.each([['SIGINT', 'interrupted'], ['SIGTERM', 'terminated (SIGTERM)'], ['SIGHUP', 'its terminal closed (SIGHUP)']] as const)('%s: said, lock and temporary removed, killed by the signal', async (signal, said) => {
+    const dir = tmpDir('pirl-quit-');
+    const { child, exited, writing } = holder(dir, {}, '');
+    await writing;
+    child.kill(signal);
+    const end = await exited;
+    expect({ code: end.code, signal: end.signal }).toEqual({ code: null, signal });
+    expect(end.stderr).toBe(`\npirl: ${said}\n`);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  test('a rank other than 0 quits without a word (rank 0 says it); an exit of its own (process.exit) removes them too', async () => {
+    const dir = tmpDir('pirl-quit-');
+    const rank1 = holder(dir, { RANK: '1' }, '');
+    await rank1.writing;
+    rank1.child.kill('SIGINT');
+    expect(await rank1.exited).toEqual({ code: null, signal: 'SIGINT', stderr: '' });
+    expect(fs.readdirSync(dir)).toEqual([]);
+    const exiting = holder(dir, {}, 'setTimeout(() => process.exit(3), 100);');
+    await exiting.writing;
+    expect(await exiting.exited).toEqual({ code: 3, signal: null, stderr: '' });
+    expect(fs.readdirSync(dir)).toEqual([]);
   });
 });

@@ -1,13 +1,15 @@
 // `pirl train --nproc N`: N local ranks of one data-parallel run, started as torchrun would start
 // them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR) with a file rendezvous, so that nothing
 // listens on the network; the first rank to fail stops the others (SIGTERM, then SIGKILL after a grace
-// period, as torchrun), and its exit code is the run's. Ctrl-C and SIGTERM reach every rank, which stop
+// period, as torchrun), and its exit code is the run's. Ctrl-C, SIGTERM and SIGHUP reach every rank, which stop
 // together after the step in progress (rank 0 checkpoints); so does the launcher's own end (its IPC
 // channel closes), so that no rank trains on orphaned.
 import { spawn, type ChildProcess } from 'child_process';
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+
+import { handleSignals } from './quit';
 
 /**
  * A rank's failure, told to its launcher (`pirl train --nproc`), which says each failure once: ranks fail
@@ -43,12 +45,10 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
   const running = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
   const stopAll = (signal: NodeJS.Signals) => running().forEach((c) => c.kill(signal));
   let interrupted = false;
-  const forward = (signal: NodeJS.Signals) => () => {
+  const restoreSignals = handleSignals((signal) => {
     interrupted = true;
     stopAll(signal);
-  };
-  const onInt = forward('SIGINT'), onTerm = forward('SIGTERM');
-  process.on('SIGINT', onInt).on('SIGTERM', onTerm);
+  });
   try {
     const exits = Array.from({ length: nproc }, (_, rank) => {
       const child = spawn(process.execPath, [path.join(__dirname, '..', 'cli.js'), ...args], {
@@ -106,7 +106,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
     }
     return first ? first.code : 0;
   } finally {
-    process.off('SIGINT', onInt).off('SIGTERM', onTerm);
+    restoreSignals();
     await fs.rm(dir, { recursive: true, force: true });
   }
 }

@@ -8,6 +8,7 @@ import { EVAL_FLAGS, EVAL_USAGE, evaluate } from './eval';
 import { EXPORT_FLAGS, EXPORT_USAGE, exportTrunk } from './export';
 import { INFO_FLAGS, INFO_USAGE, info } from './info';
 import { tellLauncher } from './launch';
+import { quitOnSignals } from './quit';
 import { PREVIEW_FLAGS, PREVIEW_USAGE, preview } from './preview';
 import { SEARCH_FLAGS, SEARCH_USAGE, search } from './search';
 import { TRAIN_FLAGS, TRAIN_USAGE, train } from './train';
@@ -94,6 +95,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   printPirlWarningsPlainly();
+  quitOnSignals();
   try {
     if (!Object.hasOwn(COMMANDS, command)) throw new UsageError(`unknown command '${command}'`);
     // The addon loads at the verb's first use of it, after its flags are read (runtime.ts applies the defaults then).

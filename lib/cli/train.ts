@@ -22,6 +22,7 @@ import { launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
 import { Progress, formatDuration } from './progress';
+import { SIGNAL_CAUSES, handleSignals, quit, type QuitSignal } from './quit';
 
 /** The flags that set training options, and the option each sets. */
 const CONFIG_FLAGS: FlagMap = {
@@ -252,10 +253,6 @@ function holdsRun(out: string, found: string[]): UsageError {
   return new UsageError(`${out} already holds a run (${found.join(', ')}): ${resumable}--force starts a new one in its place`);
 }
 
-// What a quit at once must still do (free the run folder's lock): process 'exit' listeners are not run then, as the
-// addon's waits for its native work in flight (a rendezvous: up to the group's timeout).
-const atQuit: Array<() => void> = [];
-
 // The run folders this process holds the lock of.
 const locked = new Set<string>();
 
@@ -264,10 +261,7 @@ async function lockRun(out: string): Promise<void> {
   if (locked.has(path.resolve(out))) return;
   const taken = await takeLock(path.join(out, 'run.lock'));
   if ('holder' in taken) throw new UsageError(`${out} is in use by another run (${taken.holder ?? 'one starting'}): wait for it to end, or give another --out`);
-  locked.add(path.resolve(out));
-  const release = () => taken.held.releaseSync();
-  process.once('exit', release);
-  atQuit.push(release);
+  locked.add(path.resolve(out)); // freed when this process exits or quits (lockFile.ts)
 }
 
 interface StopSignals {
@@ -290,21 +284,14 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let trainer: Trainer | null = null;
   let began = false;
   const stopping = new AbortController();
-  let first: NodeJS.Signals | null = null;
-  // At once, as the signal's default would: process.exit() would first wait for native work in flight
-  // (a rendezvous waits up to the group's timeout), so the signal is raised again with no handler. As a
-  // container's PID 1 the kernel ignores that: then exit anyway. What must run at exit runs first (the run
-  // folder's lock is freed: a lock left behind was said to be taken over by the next run).
-  const quit = (signal: NodeJS.Signals) => {
+  let first: QuitSignal | null = null;
+  const quitting = (signal: QuitSignal) => {
     if (main) process.stderr.write('\n'); // after a progress line
-    process.removeAllListeners(signal);
-    for (const action of atQuit.splice(0)) action();
-    process.kill(process.pid, signal);
-    setImmediate(() => process.exit(128 + os.constants.signals[signal]));
+    quit(signal);
   };
-  const stop = (signal: NodeJS.Signals, why: string) => {
+  const stop = (signal: QuitSignal, why: string) => {
     if (trainer === null && !began && main) console.error(`\npirl: ${why} before training began (data, cache, memory bank): nothing to save`);
-    if (trainer === null) return quit(signal); // before the first step (data, cache, bank), or after the last
+    if (trainer === null) return quitting(signal); // before the first step (data, cache, bank), or after the last
     if (first !== null) return;
     first = signal;
     stopping.abort();
@@ -312,10 +299,9 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
     trainer!.stop();
     // A terminal's Ctrl-C reaches --nproc's ranks twice (from the terminal, and forwarded by the launcher):
     // a repeat within a second is the same one.
-    setTimeout(() => (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).forEach((s) => process.once(s, () => quit(s))), 1000).unref();
+    setTimeout(() => handleSignals(quitting), 1000).unref();
   };
-  process.on('SIGINT', () => stop('SIGINT', 'interrupted')).on('SIGTERM', () => stop('SIGTERM', 'terminated (SIGTERM)'))
-    .on('SIGHUP', () => stop('SIGHUP', 'its terminal closed (SIGHUP)')); // a dropped ssh session: as SIGTERM, not killed unsaved
+  handleSignals((signal) => stop(signal, SIGNAL_CAUSES[signal])); // SIGHUP (a dropped ssh session) as SIGTERM: not killed unsaved
   // A rank of `--nproc` hears of its launcher's end by its IPC channel closing (no signal reaches it then).
   if (process.env.PIRL_LAUNCHED === '1' && process.channel) {
     process.channel.unref();

@@ -11,7 +11,7 @@ import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../con
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, rangeError, typeError } from '../errors';
 import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
-import { makeFolderFor, removeStaleTemporaries, temporaryFor } from '../safetensors';
+import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import { Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
@@ -758,14 +758,7 @@ export class ImageFolder implements Dataset {
     const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir) }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
-    const tmp = temporaryFor(file);
-    try {
-      await this.writeCache(tmp, Buffer.concat([head, json]), onProgress);
-      await fs.rename(tmp, file);
-    } catch (err) {
-      await fs.rm(tmp, { force: true }); // a half-written (or whole, unplaced) copy of every image
-      throw err;
-    }
+    await writeViaTemporary(file, (tmp) => this.writeCache(tmp, Buffer.concat([head, json]), onProgress));
   }
 
   private async writeCache(tmp: string, header: Buffer, onProgress?: (done: number, total: number) => void): Promise<void> {
