@@ -86,7 +86,8 @@ static int run(int argc, char** argv) {
       memoryBank.sampleNegatives(B, K, positives, {static_cast<uint64_t>(r), positives});
     } else {
       auto result = impl == "reference" ? pirl::nce::nceLossReference(x, bank, positives, negatives, options)
-                                        : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check);
+                                        : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check,
+                                                             pirl::nce::BankRows::Unit);  // a MemoryBank's, as nceLoss() reads it
       result.loss.backward();
     }
 #ifdef PIRL_WITH_CUDA

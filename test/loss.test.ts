@@ -122,6 +122,14 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     await expect(nceLoss(x, bank, [0], neg)).rejects.toThrow(/positives must have shape \[2\]/);
     // Rows of another length than 1 score other than cosines: of 1000, a NaN loss; of norm 2, another loss, silently.
     await expect(nceLoss(Tensor.from(new Float32Array([2, 0, 0, 0, 1, 0, 0, 0]), [2, 4]), bank, [0, 1], neg)).rejects.toThrow(/^x must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 0 has norm 2; divide each row by its norm first$/);
+    // So must a bank given as a tensor (a MemoryBank's rows are unit by construction): a row of norm 3 scored as a cosine of 3.
+    const rows = bank.rows().data() as Float32Array;
+    const longRow = rows.slice(), nanRow = rows.slice();
+    longRow[7 * 4 + 1] = 3;
+    nanRow[2 * 4 + 1] = NaN;
+    await expect(nceLoss(x, Tensor.from(longRow, [10, 4]), [0, 1], neg)).rejects.toThrow(/^bank must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 7 has norm 3; divide each row by its norm first$/);
+    await expect(nceLoss(x, Tensor.from(nanRow, [10, 4]), [0, 1], neg)).rejects.toThrow(/^bank must be finite: a NaN or infinite row would poison every loss it is drawn into$/);
+    expect((await nceLoss(x, Tensor.from(rows, [10, 4]), [0, 1], neg)).loss).toBeCloseTo((await nceLoss(x, bank, [0, 1], neg)).loss, 6);
   });
 });
 

@@ -29,7 +29,7 @@ Napi::Value nceLoss(const Napi::CallbackInfo& info) {
   return AsyncTask<Out>::run(
       info.Env(), [=] {
         at::Tensor input = gradientLeaf(x);
-        nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check);
+        nce::Result r = nce::nceLoss(input, bank, positives, negatives, o, IndexCheck::Check, use ? nce::BankRows::Unit : nce::BankRows::Check);
         r.loss.backward();
         return Out{readScalars({r.loss, r.zUsed, r.zBatch}), input.grad()};
       },

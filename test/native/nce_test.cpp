@@ -169,6 +169,11 @@ TEST(Nce, BadArgumentsAreRefusedWithTheirNames) {
   EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank.to(at::kDouble), c.positives, c.negatives, o, pirl::IndexCheck::Check), c10::TypeError);
   EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank.narrow(1, 0, 3), c.positives, c.negatives, o, pirl::IndexCheck::Check), c10::ValueError);
   EXPECT_THROW(pirl::nce::nceLoss(c.x, c.bank, c.positives, c.negatives, {0, Mode::Nce, -1}, pirl::IndexCheck::Check), c10::ValueError);
+  // A caller's bank is read whole for unit rows (a row of norm 2 scored as a cosine of 2); a MemoryBank's is trusted.
+  at::Tensor longRow = c.bank.clone();
+  longRow[6].mul_(2);
+  EXPECT_THROW(pirl::nce::nceLoss(c.x, longRow, c.positives, c.negatives, o, pirl::IndexCheck::Check), c10::ValueError);
+  EXPECT_NO_THROW(pirl::nce::nceLoss(c.x, longRow, c.positives, c.negatives, o, pirl::IndexCheck::Check, pirl::nce::BankRows::Unit));
   try {
     pirl::nce::nceLoss(c.x, c.bank, c.positives, outOfRange, o, pirl::IndexCheck::Check);
   } catch (const c10::IndexError& e) {

@@ -14,7 +14,7 @@ namespace pirl::nce {
 namespace {
 
 void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
-                    const at::Tensor& negatives, const Options& o, IndexCheck check) {
+                    const at::Tensor& negatives, const Options& o, IndexCheck check, BankRows bankRows) {
   TORCH_CHECK_VALUE(x.dim() == 2, "x must be B×D, got ", x.sizes());
   TORCH_CHECK_VALUE(bank.dim() == 2, "bank must be N×D, got ", bank.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16,
@@ -39,24 +39,27 @@ void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tenso
   DeviceNumbers numbers;
   const size_t p = addRowRange(numbers, positives, "positives"), n = addRowRange(numbers, negatives, "negatives");
   const size_t rows = addUnitRowChecks(numbers, x);
+  const size_t bankChecks = bankRows == BankRows::Check ? addUnitRowChecks(numbers, bank) : 0;
   numbers.read();
   checkRowRange(numbers, p, positives, "positives", bank.size(0));
   checkRowRange(numbers, n, negatives, "negatives", bank.size(0));
   checkUnitRows(numbers, rows, "x", "");  // rows of 1000 gave a NaN loss; of norm 4, Z ≈ 4e13
+  // A bank row of norm 4 drawn as a negative scored as a cosine of 4: another loss, silently.
+  if (bankRows == BankRows::Check) checkUnitRows(numbers, bankChecks, "bank", ": a NaN or infinite row would poison every loss it is drawn into");
 }
 
 }  // namespace
 
 Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
-               const Options& options, IndexCheck check) {
-  checkArguments(x, bank, positives, negatives, options, check);
+               const Options& options, IndexCheck check, BankRows bankRows) {
+  checkArguments(x, bank, positives, negatives, options, check, bankRows);
   auto out = applyNceFunction(x, bank.detach().contiguous(), positives.contiguous(), negatives.contiguous(), options);
   return {out[0], out[1][0], out[1][1]};
 }
 
 Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
                         const at::Tensor& negatives, const Options& o) {
-  checkArguments(x, bank, positives, negatives, o, IndexCheck::Check);
+  checkArguments(x, bank, positives, negatives, o, IndexCheck::Check, BankRows::Check);
   const int64_t B = x.size(0), K = negatives.size(-1), N = bank.size(0);
   const at::Tensor neg = negatives.dim() == 1 ? negatives.unsqueeze(0).expand({B, K}) : negatives;
   const at::Tensor index = at::cat({positives.unsqueeze(1), neg}, 1);

@@ -33,9 +33,11 @@ struct Result {
 // x: B×D embeddings (float32/float64, CPU or CUDA); bank: N×D rows (never gets a gradient);
 // positives: B int64 rows; negatives: B×K int64 rows per sample, or K rows shared by the batch
 // (then the scores are one matrix product). With IndexCheck::Check the indices are checked (out of
-// range → c10::IndexError); Trusted skips that read of the device.
+// range → c10::IndexError), and x's rows (unit, finite); Trusted skips that read of the device.
+// BankRows::Check reads the whole bank too (a caller's tensor); Unit trusts its rows (a MemoryBank's: unit by construction).
+enum class BankRows { Check, Unit };
 Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives, const at::Tensor& negatives,
-               const Options& options, IndexCheck check);
+               const Options& options, IndexCheck check, BankRows bankRows = BankRows::Check);
 
 // The textbook implementation (gather the negatives, bmm, ATen autograd) used as the reference in
 // tests and benchmarks. It materialises B×(K+1)×D.
