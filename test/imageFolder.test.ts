@@ -213,6 +213,22 @@ describe('ImageFolder', () => {
     // A split that leaves either side empty is refused.
     expect(() => holdOut(folder, 1)).toThrow(/every must be an integer >= 2, got 1/);
     expect(() => holdOut(folder, 11)).toThrow('dataset must be a data set of at least 11 samples (to hold out every 11th), got "10 samples"');
+    // Unreadable images, which a cache leaves out of the samples: the same images held out with a cache as without.
+    fs.writeFileSync(path.join(dir, '2.png'), 'not a png');
+    fs.writeFileSync(path.join(dir, '4.png'), 'not a png either');
+    const quiet = { size: 8, onWarning: () => undefined };
+    const names = (d: Subset) => d.indices.map((i) => path.basename((d.base as ImageFolder).files[i]));
+    const plain = holdOut(await ImageFolder.open(dir, quiet));
+    const cached = await ImageFolder.open(dir, { ...quiet, cache: path.join(dir, '..', `${path.basename(dir)}.cache`) });
+    expect(cached.length).toBe(8);
+    const viaCache = holdOut(cached);
+    expect(names(viaCache.test)).toEqual(['9.png']); // 4.png, held out without a cache, is unreadable
+    expect(names(plain.test)).toEqual(['4.png', '9.png']);
+    expect(names(viaCache.train)).toEqual(names(plain.train).filter((f) => f !== '2.png'));
+    // No image of the held-out places readable: nothing to score, refused (as nothing to vote would be).
+    fs.writeFileSync(path.join(dir, '9.png'), 'no png');
+    const none = await ImageFolder.open(dir, { ...quiet, cache: path.join(dir, '..', `${path.basename(dir)}-2.cache`) });
+    expect(() => holdOut(none)).toThrow('dataset must be a data set with readable images both among those held out (every 5th of its folder) and among the others, got "0 of its 7 held out"');
   });
 
   test('corrupt, truncated, empty and non-image files are skipped with one warning each', async () => {

@@ -260,6 +260,15 @@ export function checkHoldOut(spec: string, data: Dataset): void {
   }
 }
 
+// A folder whose every 5th image is unreadable (or every other one) has nothing to score, or nothing to vote.
+function holdOutOrSay(spec: string, data: Dataset): ReturnType<typeof holdOut> {
+  try {
+    return holdOut(data);
+  } catch (err) {
+    throw isArgumentError(err) && err.argument === 'dataset' ? errorFrom(`${spec} cannot be split for kNN (${err.message}): give --test data`, err) : err;
+  }
+}
+
 /**
  * The kNN protocol's two sets: fashion-mnist's test split, the --test data, or else a held-out fifth of
  * the data (every 5th sample) against the rest, said on stderr — never the data scored against itself.
@@ -276,7 +285,7 @@ export async function knnSplit(data: Dataset, spec: string, testSpec: string | u
   }
   if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
   checkHoldOut(spec, data);
-  const { train, test } = holdOut(data);
+  const { train, test } = holdOutOrSay(spec, data);
   console.error(`pirl: no --test data: a held-out fifth of ${spec} (every 5th image, ${test.length}) is scored against the other ${train.length}`);
   return { train, test };
 }

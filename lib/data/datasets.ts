@@ -178,8 +178,15 @@ export class Subset implements Dataset {
 }
 
 /**
+ * @internal Each sample's place among the images its folder lists, where they differ (a cache leaves the unreadable
+ * ones out of the samples): a split by place holds out the same images of a folder with a cache as without.
+ */
+export const LISTED_PLACES = Symbol('pirl.listedPlaces');
+
+/**
  * A deterministic split for evaluating on data that has no test set: every `every`-th sample (the
- * last of each group of `every`) is held out, so a folder sorted by class is split within each class.
+ * last of each group of `every`) is held out, so a folder sorted by class is split within each class. A folder's
+ * samples count by their place in its listing, so that its unreadable images left out by a cache move no other.
  */
 export function holdOut(dataset: Dataset, every = 5): { train: Subset; test: Subset } {
   checkDataset('dataset', dataset);
@@ -187,8 +194,14 @@ export function holdOut(dataset: Dataset, every = 5): { train: Subset; test: Sub
   if (dataset.length < 2) throw rangeError('dataset', 'at least 2 samples (one to train on, one held out)', dataset.length);
   checkInteger('every', every, 2);
   if (every > dataset.length) throw rangeError('dataset', `a data set of at least ${every} samples (to hold out every ${every}th)`, `${dataset.length} samples`);
+  const places = (dataset as { [LISTED_PLACES]?: () => readonly number[] | null })[LISTED_PLACES]?.() ?? null;
   const all = Array.from({ length: dataset.length }, (_, i) => i);
-  return { train: new Subset(dataset, all.filter((i) => i % every !== every - 1)), test: new Subset(dataset, all.filter((i) => i % every === every - 1)) };
+  const heldOut = (i: number) => (places?.[i] ?? i) % every === every - 1;
+  const test = all.filter(heldOut);
+  if (test.length === 0 || test.length === dataset.length) {
+    throw rangeError('dataset', `a data set with readable images both among those held out (every ${every}th of its folder) and among the others`, `${test.length} of its ${dataset.length} held out`);
+  }
+  return { train: new Subset(dataset, all.filter((i) => !heldOut(i))), test: new Subset(dataset, test) };
 }
 
 /** Images already in memory: one uint8 buffer of N×H×W×C (C = 1 or 3), copied once into native memory (as Tensor.from). */

@@ -13,7 +13,7 @@ import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
-import { Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
+import { LISTED_PLACES, Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour), validity bytes together
@@ -701,6 +701,11 @@ export class ImageFolder implements Dataset {
       await handle.close();
       throw err;
     }
+  }
+
+  /** @internal See LISTED_PLACES: with a cache that left images out, each sample's place in the folder's listing. */
+  [LISTED_PLACES](): readonly number[] | null {
+    return this.cacheRecords;
   }
 
   // This folder less its unreadable images: `records` are the readable ones' places, here and in the cache.
