@@ -144,15 +144,20 @@ describe('Trainer', () => {
     expect(losses).toEqual(reference.slice(4));
   });
 
-  test('a step refused for overflowing images leaves NaN in the running statistics (as in PyTorch); embed then names them', async () => {
+  test('a step refused for overflowing images leaves the running statistics as they were (PyTorch leaves NaN); weights overflowed are named by embed', async () => {
     const trainer = await Trainer.create(tiny.dataset(), tiny.config);
     const batches = trainer.loader.epoch(0);
     const { value: batch } = await batches.next();
+    const { value: next } = await batches.next();
     await batches.return(undefined);
-    (batch!.images.data() as Float32Array).fill(1e38);
-    await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^non-finite loss \(loss NaN, gradient norm NaN\): training stopped; the weights and the memory bank were not changed by this step/);
     const images = Tensor.from(new Float32Array(2 * 3 * 16 * 16).fill(0.5), [2, 3, 16, 16]);
-    await expect(trainer.model.embed(images)).rejects.toThrow(/^the model's weights or BatchNorm statistics hold NaN or infinity \(trunk\.bn1\.running_(mean|var) first\), so its features do too/);
+    const before = (await trainer.model.embed(images)).data();
+    (batch!.images.data() as Float32Array).fill(1e38);
+    await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^non-finite loss \(loss NaN, gradient norm NaN\): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step/);
+    expect((await trainer.model.embed(images)).data()).toEqual(before);
+    // A step taken at an lr that overflows the weights (float32's largest is 3.4e38): embed says so, naming the first.
+    await trainer.step(next!, 3e38);
+    await expect(trainer.model.embed(images)).rejects.toThrow(/^the model's weights or BatchNorm statistics hold NaN or infinity \(trunk\.conv1\.weight first\), so its features do too: load weights from before the run diverged$/);
   });
 
   test("lrUpdate 'epoch': each step of an epoch takes the epoch's lr, and a resumed run goes on with it", async () => {
@@ -398,7 +403,7 @@ describe('Trainer', () => {
     const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, baseLr: 1e30, warmupEpochs: 0 });
     const steps: number[] = [];
     await expect(trainer.fit({ callbacks: { onBatchEnd: (l) => void steps.push(l.step) } }))
-      .rejects.toThrow(/^non-finite loss .*: training stopped; the weights and the memory bank were not changed by this step\. This step's lr: 3\.\d+e\+28; the largest weight: \d\S*e\+2\d \(\S+\): the updates diverged; lower the lr$/);
+      .rejects.toThrow(/^non-finite loss .*: training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step\. This step's lr: 3\.\d+e\+28; the largest weight: \d\S*e\+2\d \(\S+\): the updates diverged; lower the lr$/);
     expect(steps).toEqual([1]);
   });
 

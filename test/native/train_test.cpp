@@ -143,10 +143,20 @@ TEST(TrainState, ANonFiniteGradientChangesNothing) {
   s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1);
   const at::Tensor weight = s.model()->trunk->conv1->weight.detach().clone();
   const at::Tensor rows = s.bank().rows().clone();
+  std::vector<std::pair<std::string, at::Tensor>> buffers;
+  for (const auto& b : s.model()->named_buffers()) buffers.emplace_back(b.key(), b.value().clone());
   images[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_THROW(s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1), c10::Error);
   EXPECT_TRUE(at::equal(weight, s.model()->trunk->conv1->weight.detach()));
   EXPECT_TRUE(at::equal(rows, s.bank().rows()));
+  // BatchNorm's running statistics too: the NaN batch had made them NaN (every later evaluation NaN).
+  int64_t compared = 0;
+  for (const auto& [name, before] : buffers) {
+    if (!before.is_floating_point()) continue;  // step counts, which no evaluation reads
+    EXPECT_TRUE(at::equal(before, s.model()->named_buffers()[name])) << name;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
 }
 
 // A failed step says what the weights were: already non-finite (naming the first such), diverged (past 10^4), or sound.

@@ -172,6 +172,22 @@ std::string TrainState::describeWeights(double lr) const {
                   w.largestValue > model::kOverflowing ? ": the updates diverged; lower the lr" : "");
 }
 
+std::vector<at::Tensor> TrainState::runningStats() const {
+  std::vector<at::Tensor> stats;
+  for (const at::Tensor& b : model_->buffers()) {
+    if (b.is_floating_point()) stats.push_back(b);
+  }
+  return stats;
+}
+
+void TrainState::restoreRunningStats(const at::Tensor& saved) const {
+  int64_t offset = 0;
+  for (at::Tensor& b : runningStats()) {
+    b.copy_(saved.narrow(0, offset, b.numel()).view_as(b));
+    offset += b.numel();
+  }
+}
+
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
                             bool stopRequested) {
   TORCH_CHECK_VALUE(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0, got ", lr);
@@ -183,15 +199,15 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   bank_->checkIndices(indices, "indices");
   const at::Tensor rows = bank_->onDevice(indices);  // pinned first: a pageable copy may wait for the stream
   model_->train();
+  std::vector<at::Tensor> running = runningStats();
   if (communicator_ && !syncBatchNorm_) {
     // Each rank's batch moved its own running statistics: rank 0's stand for all. Only they travel (one message):
     // BatchNorm's step counts (int64) advance alike on every replica, from rank 0's at the start.
-    std::vector<at::Tensor> buffers;
-    for (const auto& b : model_->buffers()) {
-      if (b.is_floating_point()) buffers.push_back(b);
-    }
-    communicator_->broadcast(buffers, "the broadcast of rank 0's BatchNorm buffers");
+    communicator_->broadcast(running, "the broadcast of rank 0's BatchNorm buffers");
   }
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& b : running) flat.push_back(b.reshape(-1));
+  const at::Tensor statsBefore = at::cat(flat);  // one copy (ResNet-50's: 200 KB), put back if the step is not taken
   const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), rows};
   ++steps_;
   const PirlNegatives negatives = loss_.drawNegatives(*bank_, rows, streams);
@@ -232,10 +248,14 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const bool stop = s[n] > 0;
   const double loss = s[0], norm = std::sqrt(s[n + 1 + ranks]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
-  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) return {loss, s[1], s[2], norm, false, stop, replayed};
+  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) {
+    restoreRunningStats(statsBefore);
+    return {loss, s[1], s[2], norm, false, stop, replayed};
+  }
   if (!finite) {
+    restoreRunningStats(statsBefore);
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", asJs(loss), ", gradient norm ",
-                asJs(norm), "): training stopped; the weights and the memory bank were not changed by this step",
+                asJs(norm), "): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step",
                 describeWeights(lr));
   }
   // Z follows the batches whose steps are taken.

@@ -95,6 +95,11 @@ class TrainState {
   std::vector<int64_t> graphKey(double lossScale);
   // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
   std::string describeWeights(double lr) const;
+  // The model's floating-point buffers (BatchNorm's running statistics), which a forward pass in training moves.
+  std::vector<at::Tensor> runningStats() const;
+  // Puts back the running statistics saved (flat) before a step that is not taken: its batch had moved them (a
+  // batch that made them NaN made every later evaluation NaN).
+  void restoreRunningStats(const at::Tensor& saved) const;
 
   model::PirlModel model_;
   std::shared_ptr<MemoryBank> bank_;
