@@ -138,10 +138,12 @@ TEST(TrainStateCuda, Fp16SkipsAnOverflowingStepAndHalvesTheScale) {
   state.scaler().restore(1e30, 0);  // a scale no fp16 gradient survives
   const at::Tensor rows = bank->rows().clone();
   const at::Tensor before = net->trunk->conv1->weight.detach().clone();
+  const at::Tensor runningVar = net->trunk->bn1->running_var.clone();
   const auto r = state.step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01);
   EXPECT_FALSE(r.applied);
   EXPECT_EQ(state.scaler().scale(), 5e29);
   EXPECT_TRUE(at::equal(net->trunk->conv1->weight.detach(), before));
+  EXPECT_TRUE(at::equal(net->trunk->bn1->running_var, runningVar));  // the skipped batch's statistics put back
   EXPECT_TRUE(at::equal(bank->rows(), rows));
   state.scaler().restore(1024, 0);
   EXPECT_TRUE(state.step(at::randn({8, 3, 16, 16}), at::randn({8, 9, 3, 8, 8}), at::arange(8, at::kLong), 0.01).applied);
