@@ -608,6 +608,7 @@ describe('pirl train / eval / embed / export', () => {
     // Before the data is read (a large folder decodes for minutes first): said of a folder that is not there.
     usage(['train', path.join(dir, 'no-such-folder'), '--preset', 'small', '--stem', 'imagenet'], /^pirl: --stem imagenet with --preset small: config.sampler.patchSize must be at least 17/m);
     usage(['train', 'fashion-mnist', '--layout', 'flat'], /--layout says how a folder is read: fashion-mnist is not a folder/);
+    usage(['eval', path.join(out, 'model.safetensors'), '--data', data, '--layout', 'flat'], /^pirl: --layout flat reads a folder as unlabeled images: eval scores labeled data \(a folder of class folders\); give --layout classes, or leave it out$/m);
     usage(['train', 'fashion-mnist', '--size', '64'], /--size is the side a folder's images are stored at: fashion-mnist is read as 28×28 arrays/);
     usage(['train', data, '--out', path.join(dir, 'graphs'), '--cuda-graphs'], /--cuda-graphs: not on the CPU \(CUDA graphs need device 'cuda'\)/);
     usage(['train', data, '--nproc', '2', '--cuda-graphs'], /--cuda-graphs: not in a data-parallel run \(--nproc\)/);

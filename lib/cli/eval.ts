@@ -11,13 +11,15 @@ import { Progress } from './progress';
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
 export const EVAL_FLAGS: Flags = { values: ['data', 'test', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], switches: ['linear-probe'] };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULTS.k}] [--tau ${KNN_DEFAULTS.tau}] [--linear-probe] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULTS.k}] [--tau ${KNN_DEFAULTS.tau}] [--linear-probe] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;
 
 export async function evaluate(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, EVAL_FLAGS, 1, 'eval needs one <model.safetensors> argument');
+  // Before any image is decoded (the whole folder was, before its labels were found missing).
+  if (values.layout === 'flat') throw new UsageError('--layout flat reads a folder as unlabeled images: eval scores labeled data (a folder of class folders); give --layout classes, or leave it out');
   const knn = asFlags(values, KNN_FLAGS, 'options', () => resolveKnnOptions(optionsFromFlags(values, KNN_FLAGS)));
   const { device } = applyRunFlags(values);
   const model = await PirlModel.load(positionals[0], { device });
