@@ -564,6 +564,10 @@ describe('pirl train / eval / embed / export', () => {
     expect(unlabeled.status).toBe(2);
     expect(unlabeled.stderr).toContain(`pirl: --data ${flat} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
     expect(unlabeled.stderr).not.toContain('held-out fifth');
+    const unlabeledTest = spawnSync(process.execPath, [cli, 'eval', path.join(out, 'model.safetensors'), '--data', data, '--test', flat], { encoding: 'utf8' });
+    expect(unlabeledTest.status).toBe(2);
+    expect(unlabeledTest.stderr).toContain(`pirl: --test ${flat} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
+    expect(unlabeledTest.stderr).not.toContain('features'); // said before --data's pass
     const noModel = spawnSync(process.execPath, [cli, 'eval', path.join(dir, 'nowhere.safetensors')], { encoding: 'utf8' });
     expect(noModel.stderr).toContain(`pirl: ${path.join(dir, 'nowhere.safetensors')}: no such file`);
     // Flags the run will not use are said (a script may share them), and it trains.

@@ -275,12 +275,14 @@ function holdOutOrSay(spec: string, data: Dataset): ReturnType<typeof holdOut> {
  */
 export async function knnSplit(data: Dataset, spec: string, testSpec: string | undefined, size: number, values: FlagValues): Promise<{ train: Dataset; test: Dataset }> {
   // Before the split is announced, and before a --test folder is read.
-  if (!data.labels) throw new UsageError(`--data ${spec} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
+  const mustBeLabeled = (set: string) => new UsageError(`${set} must be labeled data (class subfolders or fashion-mnist), got unlabeled data`);
+  if (!data.labels) throw mustBeLabeled(`--data ${spec}`);
   if (testSpec !== undefined) {
     // Named by its flag: "nosuch: no such folder" did not say which of the two sets it was.
     const test = await openData(testSpec, size, values, 'test').catch((err: Error) => {
       throw err instanceof UsageError ? new UsageError(`--test ${err.message}`) : errorFrom(`--test ${err.message}`, err);
     });
+    if (!test.labels) throw mustBeLabeled(`--test ${testSpec}`); // before --data's features are made
     return { train: data, test };
   }
   if (spec === 'fashion-mnist') return { train: data, test: await openData(spec, size, values, 'test') };
