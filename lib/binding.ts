@@ -151,6 +151,8 @@ export interface TrainerHandle {
   bankShard(): [number, number];
   /** Sends each rank's shard of the bank to every replica (after each filled its own). */
   shareBankShards(): Promise<void>;
+  /** Whether any rank asks to stop (`stop`: this one's ask), once every rank has voted; alone, `stop`. */
+  agreeToStop(stop: boolean): Promise<boolean>;
   /** Settles once the trainer's state is released (on the model's thread, after the calls before it). */
   dispose(): Promise<void>;
 }

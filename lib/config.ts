@@ -311,7 +311,11 @@ export function resolveDistributedOptions(options: DistributedOptions = {}, arg 
  * process). Errors name the variable.
  */
 export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): ResolvedDistributedOptions | null {
-  if (env.WORLD_SIZE === undefined) return null;
+  if (env.WORLD_SIZE === undefined) {
+    // A rank of a launch that lost its WORLD_SIZE would train as a run of its own.
+    if (env.RANK !== undefined && env.RANK !== '') throw typeError('$WORLD_SIZE', `set with RANK = ${env.RANK} (torchrun sets RANK and WORLD_SIZE together)`, undefined);
+    return null;
+  }
   type Kind = 'integer' | 'text' | 'torch boolean';
   const vars: Array<[keyof ResolvedDistributedOptions, string, Kind]> = [
     ['rank', 'RANK', 'integer'], ['worldSize', 'WORLD_SIZE', 'integer'], ['localRank', 'SLURM_LOCALID', 'integer'], ['localRank', 'LOCAL_RANK', 'integer'],

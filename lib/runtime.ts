@@ -2,7 +2,7 @@
 import * as os from 'os';
 
 import { binding, loadedAddon, whenLoaded } from './binding';
-import { checkDevice, type Device } from './config';
+import { checkDevice, isLoopback, type Device } from './config';
 import { checkBoolean, checkInteger, checkOptions, rangeError } from './errors';
 import { boolean, resolve, type Options, type Resolved } from './schema';
 
@@ -88,17 +88,21 @@ function setThreads(n: number, from: string): void {
   binding.setNumThreads(checkInteger('n', n, 1, binding.buildInfo().maxThreads));
   const ranks = localRanks(process.env);
   const share = coreShare(ranks);
-  if (n > share && n !== oversubscribedWarned) {
+  // Of a data-parallel run's ranks, started alike, rank 0 alone says it.
+  if (n > share && n !== oversubscribedWarned && !(Number(process.env.RANK) > 0)) {
     oversubscribedWarned = n;
     const of = ranks > 1 ? `this process's share of the ${os.availableParallelism()} cores it may use (${ranks} ranks on this host)` : `the ${os.availableParallelism()} cores this process may use`;
     process.emitWarning(`${n} threads, more than ${of}: they wait for each other and run slower than ${share} (${from})`, { code: 'PIRL_THREADS_OVERSUBSCRIBED' });
   }
 }
 
-// The ranks of a data-parallel run on this host (torchrun and pirl train --nproc say so), else 1.
+// The ranks of a data-parallel run on this host: as torchrun and pirl train --nproc say (LOCAL_WORLD_SIZE); else all
+// of them where they meet on loopback or through a file (a launch by hand, or one that does not say); else 1.
 function localRanks(env: NodeJS.ProcessEnv): number {
-  const ranks = Number(env.LOCAL_WORLD_SIZE);
-  return Number.isSafeInteger(ranks) && ranks >= 1 ? ranks : 1;
+  const ranks = Number(env.LOCAL_WORLD_SIZE || NaN);
+  if (Number.isSafeInteger(ranks) && ranks >= 1) return ranks;
+  const world = Number(env.WORLD_SIZE || NaN);
+  return Number.isSafeInteger(world) && world > 1 && (!!env.PIRL_STORE_FILE || isLoopback(env.MASTER_ADDR ?? '')) ? world : 1;
 }
 
 // The cores this process may use, shared by the ranks on this host.
@@ -131,7 +135,8 @@ export function getTf32(): Tf32 {
 
 /**
  * The default thread count: $PIRL_NUM_THREADS, else $OMP_NUM_THREADS (as PyTorch; torchrun sets it for
- * its workers), else the cores this process may use shared by the ranks on this host ($LOCAL_WORLD_SIZE).
+ * its workers), else the cores this process may use shared by the ranks on this host ($LOCAL_WORLD_SIZE; where unset,
+ * every rank of a run that meets on loopback).
  */
 export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number {
   const max = binding.buildInfo().maxThreads;

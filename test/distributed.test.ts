@@ -70,6 +70,8 @@ describe('data-parallel training', () => {
     expect(() => distributedFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/\$RANK must be below WORLD_SIZE = 2, got 2/);
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: 'x' })).toThrow(/\$MASTER_PORT must be an integer/);
     expect(() => distributedFromEnv({ WORLD_SIZE: '2' })).toThrow(/^\$RANK must be set/);
+    expect(() => distributedFromEnv({ RANK: '1' })).toThrow(/^\$WORLD_SIZE must be set with RANK = 1 \(torchrun sets RANK and WORLD_SIZE together\)/);
+    expect(distributedFromEnv({ RANK: '' })).toBeNull();
     // As PyTorch: ranks that meet over the network are told where.
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: '29511' })).toThrow(/^\$MASTER_ADDR must be set with WORLD_SIZE = 2/);
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'node7' })).toThrow(/^\$MASTER_PORT must be set/);
@@ -218,6 +220,30 @@ describe('data-parallel training', () => {
     }
   }, 60_000);
 
+  test("a stop asked at an epoch's end on one rank (Ctrl-C in rank 0's kNN pass) ends every rank there, before the next step", async () => {
+    const dir = tmp();
+    try {
+      const t = await createRanks(path.join(dir, 'r'), { ...tiny.config, batchSize: 4 });
+      const checkpoint = path.join(dir, 'c.safetensors');
+      const steps = [[] as number[], [] as number[]];
+      const ended: boolean[] = [];
+      await Promise.all(t.map((trainer, rank) => trainer.fit({
+        checkpoint,
+        callbacks: {
+          onBatchEnd: (l) => void steps[rank].push(l.step),
+          onEpochEnd: (l) => void (rank === 0 && l.epoch === 0 && trainer.stop()),
+          onTrainEnd: (l) => void (ended[rank] = l.stopped),
+        },
+      })));
+      expect(steps).toEqual([[1, 2, 3], [1, 2, 3]]); // the vote of step 4 came after step 4, past the epoch's checkpoint
+      expect(t.map((x) => x.progress)).toEqual([0, 1].map(() => ({ epoch: 1, stepInEpoch: 0, step: 3 })));
+      expect(ended).toEqual([true, true]);
+      expect(JSON.parse((await readSafetensors(checkpoint)).metadata['pirl-checkpoint']).position.step).toBe(3);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test("a rank whose epoch's last batch has no readable image stops with an error saying so, not one step out of line", async () => {
     const dir = tmp();
     const config = { ...tiny.config, batchSize: 4, epochs: 2, epochLength: 3 };
@@ -232,7 +258,7 @@ describe('data-parallel training', () => {
     try {
       const t = await Promise.all(ranks(path.join(dir, 'r')).map((d, rank) => Trainer.create(rank === 1 ? flaky : tiny.dataset(), config, { distributed: { ...d, timeoutMs: 5000 } })));
       const [r0, r1] = await Promise.allSettled(t.map((trainer) => trainer.fit()));
-      expect(r1).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/^batch 2 of epoch 0 has no readable image on rank 1: the ranks would fall out of step/) } });
+      expect(r1).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/^the run's step 3 \(batch 2 of epoch 0, from 0\) has no readable image on rank 1: the ranks would fall out of step/) } });
       expect(r0).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/rank 0 of 2 failed in /) } });
       expect(t.map((x) => x.progress.step)).toEqual([2, 2]);
     } finally {
@@ -352,17 +378,18 @@ describe('pirl train as ranks', () => {
   }, 150_000);
 
   // A long `--nproc 2` run in a new folder, its stderr gathered; `trained` resolves once rank 0 logged 2 steps.
-  function longRun(): { out: string; launcher: ChildProcess; stderr: () => string; trained: () => Promise<void> } {
+  function longRun(): { out: string; launcher: ChildProcess; stdout: () => string; stderr: () => string; trained: () => Promise<void> } {
     const out = tmp();
     const launcher = spawn(process.execPath, [cli, ...args, '--epoch-length', '1000', '--checkpoint-every', '100000', '--nproc', '2', '--out', out, '--force'],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    launcher.stdout!.on('data', (d) => void (stdout += d));
     launcher.stderr!.on('data', (d) => void (stderr += d));
     const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
     const trained = async () => {
       for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
     };
-    return { out, launcher, stderr: () => stderr, trained };
+    return { out, launcher, stdout: () => stdout, stderr: () => stderr, trained };
   }
 
   (haveFashion ? test : test.skip)('the --nproc launcher killed: its ranks stop after their step, checkpointed, instead of training on orphaned', async () => {
@@ -370,10 +397,34 @@ describe('pirl train as ranks', () => {
     try {
       await trained();
       expect(processesNaming(out, launcher.pid)).toHaveLength(2);
+      const rank0 = processesNaming(out, launcher.pid).find((p) => fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes('RANK=0'))!;
+      const store = fs.readFileSync(`/proc/${rank0}/environ`, 'utf8').split('\0').find((v) => v.startsWith('PIRL_STORE_FILE='))!.slice('PIRL_STORE_FILE='.length);
+      expect(fs.existsSync(path.dirname(store))).toBe(true);
       expect(await killLauncher(launcher, out, 60_000)).toEqual([]);
       expect(stderr()).toMatch(/pirl: the launcher \(pirl train --nproc\) ended: stopping after this step and writing/);
+      expect(fs.existsSync(path.dirname(store))).toBe(false); // the launcher's folder, which it did not live to remove
       const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
       expect(JSON.parse(metadata['pirl-checkpoint']).position.step).toBeGreaterThanOrEqual(2);
+    } finally {
+      removeRun(out, launcher);
+    }
+  }, 180_000);
+
+  (haveFashion ? test : test.skip)('--nproc 2, a signal to one rank alone: every rank stops after its step, rank 0 says so and how to resume; no failure named', async () => {
+    const { out, launcher, stdout, stderr, trained } = longRun();
+    const exited = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
+    try {
+      await trained();
+      const rank1 = processesNaming(out, launcher.pid).filter((p) => fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes('RANK=1'));
+      expect(rank1).toHaveLength(1);
+      process.kill(Number(rank1[0]), 'SIGINT');
+      expect([130, 143]).toContain(await exited); // rank 1's own, or rank 0's (143: stopped with it), whichever ended first
+      expect(stderr()).toContain('pirl: stopped with the other ranks: one of them was told to stop (a signal reached it)');
+      expect(stderr()).not.toMatch(/rank \d of 2 (exited|was killed)/);
+      expect(stdout()).toMatch(/interrupted: continue with .*--resume/);
+      const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
+      expect(JSON.parse(metadata['pirl-checkpoint']).position.step).toBeGreaterThanOrEqual(2);
+      expect(processesNaming(out, launcher.pid)).toEqual([]);
     } finally {
       removeRun(out, launcher);
     }
@@ -433,9 +484,9 @@ describe('pirl train as ranks', () => {
     const out = tmp();
     fs.writeFileSync(path.join(out, 'metrics.jsonl'), '');
     const port = await freePort();
-    const run = (rank: number) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, [cli, ...args, '--out', out], {
-        env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), PIRL_DIST_TIMEOUT_MS: '60000' },
+    const run = (rank: number, more: string[] = [], at = port) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const p = spawn(process.execPath, [cli, ...args, '--out', out, ...more], {
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(at), PIRL_DIST_TIMEOUT_MS: '60000' },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       let stderr = '';
@@ -449,6 +500,12 @@ describe('pirl train as ranks', () => {
       const why = `${out} already holds a run (metrics.jsonl): it has no checkpoint to resume from; --force starts a new one in its place`;
       expect(rank0).toMatchObject({ code: 2, stderr: expect.stringContaining(`pirl: ${why}`) });
       expect(rank1).toMatchObject({ code: 1, stderr: expect.stringContaining(`pirl: distributed training: rank 0 could not start: ${why}`) });
+      // A mistake in a rank's flags (a typo) too: the other waited for it up to the timeout.
+      const again = Date.now(), port2 = await freePort();
+      const [typo0, typo1] = await Promise.all([run(0, ['--force'], port2), run(1, ['--force', '--widht', '0.25'], port2)]);
+      expect(Date.now() - again).toBeLessThan(30_000);
+      expect(typo1).toMatchObject({ code: 2, stderr: expect.stringContaining('pirl: unknown flag --widht (did you mean --width?)') });
+      expect(typo0).toMatchObject({ code: 1, stderr: expect.stringContaining('pirl: distributed training: rank 1 could not start: unknown flag --widht (did you mean --width?)') });
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

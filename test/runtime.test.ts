@@ -71,6 +71,11 @@ describe('threads', () => {
     expect(defaultNumThreads({ PIRL_NUM_THREADS: '2', OMP_NUM_THREADS: '1' })).toBe(2);
     expect(defaultNumThreads({ LOCAL_WORLD_SIZE: '2' })).toBe(Math.max(1, Math.floor(os.availableParallelism() / 2)));
     expect(defaultNumThreads({ LOCAL_WORLD_SIZE: String(4 * os.availableParallelism()) })).toBe(1);
+    // Launched without LOCAL_WORLD_SIZE (by hand, or by Slurm): ranks that meet on loopback or through a file are all on this host.
+    const all = Math.min(os.availableParallelism(), 256);
+    expect(defaultNumThreads({ WORLD_SIZE: '2', RANK: '1', MASTER_ADDR: '127.0.0.1' })).toBe(Math.max(1, Math.floor(os.availableParallelism() / 2)));
+    expect(defaultNumThreads({ WORLD_SIZE: '2', RANK: '1', PIRL_STORE_FILE: '/tmp/r' })).toBe(Math.max(1, Math.floor(os.availableParallelism() / 2)));
+    expect(defaultNumThreads({ WORLD_SIZE: '2', RANK: '1', MASTER_ADDR: 'node7' })).toBe(all);
     // OpenMP's syntax: a list of levels (the first is this one's); more than libtorch takes, its most; one it cannot read, left aside.
     expect(defaultNumThreads({ OMP_NUM_THREADS: '4,2' })).toBe(4);
     expect(defaultNumThreads({ OMP_NUM_THREADS: '100000' })).toBe(256);
@@ -112,6 +117,10 @@ describe('threads', () => {
     expect(said([half + 1], { LOCAL_WORLD_SIZE: '2' })).toEqual([
       `[PIRL_THREADS_OVERSUBSCRIBED] Warning: ${half + 1} threads, more than this process's share of the ${cores} cores it may use (2 ranks on this host): they wait for each other and run slower than ${half} (--threads, setNumThreads)`,
     ]);
+    // Ranks started alike: rank 0 alone says it (each of --nproc's did, naming the variable the launcher passed --threads in).
+    const rank = (r: string) => ({ WORLD_SIZE: '2', RANK: r, MASTER_ADDR: '127.0.0.1' });
+    expect(said([half + 1], rank('1'))).toEqual([]);
+    expect(said([half + 1], rank('0'))).toEqual(said([half + 1], { LOCAL_WORLD_SIZE: '2' }));
   });
 });
 

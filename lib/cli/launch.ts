@@ -23,15 +23,23 @@ export async function tellLauncher(message: string): Promise<boolean> {
   return heard && process.env.RANK !== '0';
 }
 
+// A rank's exit after a signal it heard: a stop after its step (130, 143, 129 as pirl train exits then), not a failure.
+const stoppedInOrder = (code: number, signal: NodeJS.Signals | null) =>
+  signal === null && (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).some((s) => code === 128 + os.constants.signals[s]);
+
 /** How long ranks told to stop (another one failed) may take before they are killed: torchrun's grace period. */
 const KILL_AFTER_MS = 30_000;
 
-/** Runs `pirl <args>` as `nproc` ranks with `threads` intra-op threads each (null: their share); resolves to the exit code. */
-export async function launchLocalRanks(nproc: number, args: string[], threads: number | null): Promise<number> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pirl-ranks-'));
+/** The launcher's temporary folder (of the ranks' rendezvous file) is named so. */
+export const LAUNCH_FOLDER_PREFIX = 'pirl-ranks-';
+
+/** Runs `pirl <args>` as `nproc` ranks (each takes its share of the cores, or its --threads); resolves to the exit code. */
+export async function launchLocalRanks(nproc: number, args: string[]): Promise<number> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), LAUNCH_FOLDER_PREFIX));
   const children: ChildProcess[] = [];
   let failed: { rank: number; code: number; signal: NodeJS.Signals | null } | null = null;
   const failures = new Map<number, string>(); // each rank's message (tellLauncher)
+  const ends: Array<{ code: number; signal: NodeJS.Signals | null }> = [];
   // Another rank's message is said once rank 0 has said its own or ended (it prints its own: often the same).
   const said = new Set<string>(), waiting: Array<[number, string]> = [];
   let rank0Said = false;
@@ -56,7 +64,7 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
         stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit', 'ipc'],
         env: {
           ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc),
-          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_LAUNCHED: '1', ...(threads === null ? {} : { PIRL_NUM_THREADS: String(threads) }),
+          MASTER_ADDR: '127.0.0.1', PIRL_STORE_FILE: path.join(dir, 'rendezvous'), PIRL_LAUNCHED: '1',
         },
       });
       children.push(child);
@@ -76,11 +84,15 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
           if (status !== 0 && failed === null) {
             failed = { rank, code: status, signal };
             if (!interrupted) {
-              // The others stop after their step (a collective with the failed rank fails them sooner); then at once.
-              stopAll('SIGTERM');
-              setTimeout(() => stopAll('SIGKILL'), KILL_AFTER_MS).unref();
+              // A rank stopped by a signal of its own stopped after its step, the others with it (their vote): they are
+              // only told to, after a grace period, should they not end (it quit before training). A failed rank's peers
+              // stop after their step (a collective with it fails them sooner); then at once.
+              const grace = stoppedInOrder(status, signal) ? KILL_AFTER_MS : 0;
+              setTimeout(() => stopAll('SIGTERM'), grace).unref();
+              setTimeout(() => stopAll('SIGKILL'), grace + KILL_AFTER_MS).unref();
             }
           }
+          ends[rank] = { code: status, signal };
           resolve(status);
         };
         child.on('error', (err) => {
@@ -99,7 +111,9 @@ export async function launchLocalRanks(nproc: number, args: string[], threads: n
     const first = failed as { rank: number; code: number; signal: NodeJS.Signals | null } | null;
     // Every rank failing with one message (a flag's mistake) was said once; else which rank ended the run.
     const alike = failures.size === nproc && new Set(failures.values()).size === 1;
-    if (first && !interrupted && !alike) {
+    // Every rank stopped after its step (one told to by a signal, the others with it): rank 0 said so, and how to resume.
+    const inOrder = ends.every((e) => e.code === 0 || stoppedInOrder(e.code, e.signal));
+    if (first && !interrupted && !alike && !inOrder) {
       // A rank killed by a signal said nothing itself: name the signal (SIGKILL is most often the kernel's out-of-memory killer).
       const how = first.signal ? `was killed by ${first.signal}${first.signal === 'SIGKILL' ? ' (out of memory? see dmesg)' : ''}, exit code ${first.code}` : `exited with code ${first.code}`;
       console.error(`pirl: rank ${first.rank} of ${nproc} ${how}; the other ranks were stopped`);

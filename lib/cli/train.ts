@@ -1,6 +1,6 @@
 // `pirl train`: pretrain PIRL on a folder of images or 'fashion-mnist', with checkpoints, metrics,
 // curves and exact resume.
-import { promises as fs } from 'fs';
+import { promises as fs, rmSync } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
@@ -12,13 +12,14 @@ import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
+import { atExit } from '../exitActions';
 import { takeLock } from '../lockFile';
 import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
 import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, layoutFlag, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
-import { launchLocalRanks } from './launch';
+import { LAUNCH_FOLDER_PREFIX, launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
 import { Progress, formatDuration } from './progress';
@@ -144,8 +145,8 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   const length = epochs === saved.config.epochs ? {} : { epochs };
   const ranks = distributed?.worldSize ?? 1;
   if (saved.worldSize !== ranks) {
-    throw new UsageError(`--resume: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; ` +
-      `this is ${ranks}: give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`);
+    const how = saved.worldSize === 1 ? 'run it as one process (no --nproc, no launcher)' : `give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`;
+    throw new UsageError(`${flag}: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; this is ${ranks}: ${how}`);
   }
   // The run's images as it stored them: at another side each view would be cut from other pixels.
   const size = folderSize(values, saved.config.sampler, spec, saved.storedSide);
@@ -253,6 +254,9 @@ function holdsRun(out: string, found: string[]): UsageError {
   return new UsageError(`${out} already holds a run (${found.join(', ')}): ${resumable}--force starts a new one in its place`);
 }
 
+// The exit code of a rank that stopped because another was told to (its run unfinished, not failed): as SIGTERM's.
+const STOPPED_WITH_A_RANK = 128 + os.constants.signals.SIGTERM;
+
 // The run folders this process holds the lock of.
 const locked = new Set<string>();
 
@@ -286,7 +290,8 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   const stopping = new AbortController();
   let first: QuitSignal | null = null;
   const quitting = (signal: QuitSignal) => {
-    if (main) process.stderr.write('\n'); // after a progress line
+    // After a progress line; after "stopping … and writing", what was not written.
+    if (main) process.stderr.write(first === null ? '\n' : `\npirl: quit at once: ${checkpoint} is as the run's last write of it left it (--resume continues from there)\n`);
     quit(signal);
   };
   const stop = (signal: QuitSignal, why: string) => {
@@ -305,7 +310,12 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   // A rank of `--nproc` hears of its launcher's end by its IPC channel closing (no signal reaches it then).
   if (process.env.PIRL_LAUNCHED === '1' && process.channel) {
     process.channel.unref();
-    process.once('disconnect', () => stop('SIGTERM', 'the launcher (pirl train --nproc) ended'));
+    process.once('disconnect', () => {
+      // The launcher's folder of the rendezvous file, which it removes when it ends but not when killed: rank 0 does.
+      const folder = path.dirname(process.env.PIRL_STORE_FILE ?? '');
+      if (main && path.basename(folder).startsWith(LAUNCH_FOLDER_PREFIX)) atExit(() => rmSync(folder, { recursive: true, force: true }));
+      stop('SIGTERM', 'the launcher (pirl train --nproc) ended');
+    });
   }
   return {
     attach: (t) => void ((trainer = t), (began = true)),
@@ -388,22 +398,27 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
 }
 
 export async function train(args: string[]): Promise<number | void> {
-  const { values, positionals } = parseFlags(args, TRAIN_FLAGS, 1, 'train needs one <data> argument');
-  cudaGraphsFlag(values); // both given: said before any work
   const distributed = distributedFromEnvFlag();
-  const nproc = checkFlag(values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024));
+  // A rank's mistake in its flags (a typo) is told to the others too, which would otherwise wait for it up to the timeout.
+  const { values, positionals, nproc, knnEvery, checkpointEvery } = await beforeJoining(distributed, async () => {
+    const parsed = parseFlags(args, TRAIN_FLAGS, 1, 'train needs one <data> argument');
+    cudaGraphsFlag(parsed.values); // both given: said before any work
+    return {
+      ...parsed,
+      nproc: checkFlag(parsed.values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024)),
+      knnEvery: checkFlag(parsed.values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0)),
+      checkpointEvery: checkFlag(parsed.values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1)),
+    };
+  });
   if (nproc > 1) {
     if (distributed) throw new UsageError('--nproc starts the ranks itself: do not combine it with a launcher that sets WORLD_SIZE (torchrun)');
     if (values['cuda-graphs']) throw new UsageError('--cuda-graphs: not in a data-parallel run (--nproc); its gradient all-reduce is driven from the host');
-    // Checked as a rank will; left out, each rank takes its share of the cores itself (LOCAL_WORLD_SIZE).
-    const { threads } = runFlags(values);
+    runFlags(values); // --device and --threads checked here as each rank will, said once
     const i = args.indexOf('--nproc');
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
-    return launchLocalRanks(nproc, ['train', ...rest], threads);
+    return launchLocalRanks(nproc, ['train', ...rest]);
   }
   const main = (distributed?.rank ?? 0) === 0; // rank 0 (or a process alone) writes the run's files and reports
-  const knnEvery = checkFlag(values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
-  const checkpointEvery = checkFlag(values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1));
   const out = typeof values.out === 'string' ? values.out : 'pirl-run';
   const checkpoint = path.join(out, 'checkpoint.safetensors');
   const log = new MetricsLog(out);
@@ -414,10 +429,13 @@ export async function train(args: string[]): Promise<number | void> {
   const trainer = await run.start();
   const logged: Line[] = run.resumed && main ? await log.truncate(trainer.progress) : []; // a resumed run's metrics so far: its curves go on from them
   signals.attach(trainer);
+  // Stopped before the last epoch without a signal of its own: another rank was told to stop, and every rank stopped with it.
+  let stoppedEarly = false;
+  const stoppedCode = () => signals.code() ?? (stoppedEarly ? STOPPED_WITH_A_RANK : undefined);
   if (!main) {
-    await trainer.fit({ checkpoint }); // the replicas follow rank 0, which reports and writes the files
+    await trainer.fit({ checkpoint, callbacks: { onTrainEnd: (l) => void (stoppedEarly = l.stopped) } }); // the replicas follow rank 0, which reports and writes the files
     signals.detach();
-    return signals.code();
+    return stoppedCode();
   }
   const data = trainer.loader.dataset;
   const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0, values) : null;
@@ -464,6 +482,7 @@ export async function train(args: string[]): Promise<number | void> {
     checkpoint,
     checkpointEvery,
     callbacks: {
+      onTrainEnd: (l) => void (stoppedEarly = l.stopped),
       onTrainBegin: (i) => {
         total = i.epochs * i.stepsPerEpoch;
         // Said at once: a paper-preset step on one thread took 40 s, silent after the bank's pass.
@@ -513,7 +532,8 @@ export async function train(args: string[]): Promise<number | void> {
   const curves = path.join(out, 'curves.png');
   const drawn = await fs.access(curves).then(() => [curves], () => []); // none of a run that logged nothing
   console.log(`wrote ${[path.join(out, 'model.safetensors'), ...changed, ...drawn].join(', ')}`);
-  const code = signals.code();
+  const code = stoppedCode();
+  if (code !== undefined && signals.code() === undefined) console.error('pirl: stopped with the other ranks: one of them was told to stop (a signal reached it)');
   if (code !== undefined) console.log(`interrupted: continue with ${resumeCommand(args, distributed)}`);
   return code;
 }

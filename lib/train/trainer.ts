@@ -484,7 +484,11 @@ export class Trainer {
       const logs = { epoch, loss: epochImages ? lossSum / epochImages : NaN, imagesPerSecond: images ? (images * this.worldSize * 1000) / (performance.now() - epochStart) : NaN };
       if ((await cb.onEpochEnd?.(logs)) === false) this.stop();
       if (checkpoint) await this.save(checkpoint);
-      stopping ||= !this.distributed && this.stopRequested;
+      // A stop asked by now (during an epoch-end kNN pass) takes effect here: as a rank, once every rank has voted (the
+      // next step's vote came after that step, past this checkpoint). The last epoch's end needs none.
+      if (!stopping && this.position.epoch < this.config.epochs) {
+        stopping = this.distributed ? await this.inTurn(() => nativeCall(() => this.handle.agreeToStop(this.stopRequested))) : this.stopRequested;
+      }
     }
     await cb.onTrainEnd?.({ epochs: this.config.epochs, steps: this.position.step, stopped: this.position.epoch < this.config.epochs });
   }
@@ -492,8 +496,9 @@ export class Trainer {
   // A batch left out (none of its images readable) is a step the other ranks take: as a rank, stop.
   private checkInStep(): void {
     if (!this.distributed) return;
-    const { epoch, stepInEpoch } = this.position;
-    throw new Error(`batch ${stepInEpoch} of epoch ${epoch} has no readable image on rank ${this.distributed.rank}: ` +
+    const { epoch, stepInEpoch, step } = this.position;
+    // Step as progress counts it (from 1); batch and epoch as the logs do (from 0).
+    throw new Error(`the run's step ${step + 1} (batch ${stepInEpoch} of epoch ${epoch}, from 0) has no readable image on rank ${this.distributed.rank}: ` +
       'the ranks would fall out of step; remove or fix the unreadable files (see the warnings) and resume');
   }
 

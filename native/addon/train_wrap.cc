@@ -72,6 +72,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
                                               InstanceMethod<&TrainerWrap::distribute>("distribute"),
                                               InstanceMethod<&TrainerWrap::bankShard>("bankShard"),
                                               InstanceMethod<&TrainerWrap::shareBankShards>("shareBankShards"),
+                                              InstanceMethod<&TrainerWrap::agreeToStop>("agreeToStop"),
                                               InstanceMethod<&TrainerWrap::state>("state"),
                                               InstanceMethod<&TrainerWrap::setState>("setState"),
                                               InstanceMethod<&TrainerWrap::dispose>("dispose")}));
@@ -137,6 +138,20 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
             std::lock_guard<std::mutex> lock(s->model->mutex);
             s->train->shareBankShards();
           }, s->model->owner);
+    });
+  }
+
+  // agreeToStop(stop): whether any rank asks to stop, once every rank has voted (a collective: on the model's thread).
+  Napi::Value agreeToStop(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const bool stop = AsBool(info[0], "stop");
+      auto s = live();
+      return AsyncTask<bool>::run(
+          info.Env(), [=] {
+            std::lock_guard<std::mutex> lock(s->model->mutex);
+            return s->train->agreeToStop(stop);
+          },
+          [](Napi::Env env, bool& agreed) -> Napi::Value { return Napi::Boolean::New(env, agreed); }, s->model->owner);
     });
   }
 

@@ -501,4 +501,30 @@ TEST_F(Distributed, ARankAloneFailsToJoinWithinTheTimeout) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
 }
 
+// A MASTER_PORT taken by another program fails rank 0 at once, saying so (it was said as a rendezvous not reached within
+// the timeout, after c10d's log lines).
+TEST_F(Distributed, APortInUseIsSaidAtOnce) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_ANY);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  const int64_t port = ntohs(address.sin_port);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    Communicator taken(loopback(port, 0, 2, 60000));
+    FAIL() << "served a rendezvous on a port in use";
+  } catch (const c10::Error& e) {
+    EXPECT_EQ(std::string(e.what_without_backtrace()).rfind("distributed training: rank 0 cannot serve the rendezvous: MASTER_PORT " +
+                                                               std::to_string(port) + " is in use on this host (another run, or another program): give another MASTER_PORT", 0),
+              0u)
+        << e.what_without_backtrace();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30.0);
+  close(fd);
+}
+
 }  // namespace

@@ -144,6 +144,9 @@ std::string boundTo(const CommunicatorOptions& o) {
               " (another rank stopped, or did not reach it within ", c.timeout().count(), " ms): ", messageOf(e));
 }
 
+// How a rank 0 whose MASTER_PORT is taken fails: before any wait, said as it is.
+constexpr const char* kPortInUse = "distributed training: rank 0 cannot serve the rendezvous: MASTER_PORT ";
+
 // The rendezvous: c10d's store where the ranks meet (keys under "pirl/", beside a launcher's own).
 c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chrono::milliseconds timeout) {
   c10::intrusive_ptr<c10d::Store> store;
@@ -157,7 +160,15 @@ c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chr
     tcp.numWorkers = static_cast<size_t>(o.worldSize);
     tcp.waitWorkers = true;  // the server waits for every rank; a client only counts itself in
     tcp.timeout = timeout;
-    store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
+    try {
+      store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
+    } catch (const std::exception& e) {
+      // Said as what it is: a port taken fails at once, and was said as a rendezvous not reached within the timeout.
+      const std::string why = messageOf(e);
+      TORCH_CHECK(!tcp.isServer || (why.find("Address already in use") == std::string::npos && why.find("errno: 98") == std::string::npos),
+                  kPortInUse, o.masterPort, " is in use on this host (another run, or another program): give another MASTER_PORT");
+      throw;
+    }
     // The launcher's store outlives a restart of the ranks: each restart's keys apart (torch's rendezvous does this).
     if (o.launcherStore) {
       store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restartCount), store);
@@ -266,6 +277,7 @@ Communicator::Communicator(const CommunicatorOptions& o)
     try {
       return step();
     } catch (const std::exception& e) {
+      if (messageOf(e).rfind(kPortInUse, 0) == 0) throw;
       TORCH_CHECK(false, "distributed training: rank ", o.rank, " of ", o.worldSize, " could not join the group at ",
                   o.storeFile.empty() ? o.masterAddr + ":" + std::to_string(o.masterPort) : o.storeFile, " (",
                   device_.is_cuda() ? "NCCL on " + o.device : "Gloo bound to " + boundTo(o),

@@ -104,6 +104,13 @@ void TrainState::shareBankShards() {
   }
 }
 
+bool TrainState::agreeToStop(bool stop) {
+  if (!communicator_) return stop;
+  at::Tensor votes = at::full({1}, stop ? 1.0 : 0.0, at::TensorOptions(at::kDouble).device(communicator_->device()));
+  communicator_->allreduce(votes, "the vote on a stop");
+  return votes.cpu().item<double>() > 0;
+}
+
 void TrainState::setSteps(int64_t steps) {
   TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
   steps_ = steps;

@@ -77,6 +77,9 @@ class TrainState {
   // sends each shard from its rank to every replica.
   std::pair<int64_t, int64_t> bankShard() const;
   void shareBankShards();
+  // Whether any rank asks to stop (`stop`: this one's ask), heard by every rank at once between steps (an epoch's
+  // end, where rank 0's kNN pass may have been cut short by the stop); alone, `stop`. A step's own vote rides in it.
+  bool agreeToStop(bool stop);
   // Steps taken: the position of the negatives' streams (restored on resume).
   int64_t steps() const { return steps_; }
   void setSteps(int64_t steps);
