@@ -85,9 +85,10 @@ static int run(int argc, char** argv) {
     if (impl == "draw") {
       memoryBank.sampleNegatives(B, K, positives, {static_cast<uint64_t>(r), positives});
     } else {
-      auto result = impl == "reference" ? pirl::nce::nceLossReference(x, bank, positives, negatives, options)
-                                        : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check,
-                                                             pirl::nce::BankRows::Unit);  // a MemoryBank's, as nceLoss() reads it
+      // The bank is a MemoryBank's (unit rows by construction), as nceLoss() reads it: neither reads it whole to check.
+      auto result = impl == "reference"
+                        ? pirl::nce::nceLossReference(x, bank, positives, negatives, options, pirl::nce::BankRows::Unit)
+                        : pirl::nce::nceLoss(x, bank, positives, negatives, options, pirl::IndexCheck::Check, pirl::nce::BankRows::Unit);
       result.loss.backward();
     }
 #ifdef PIRL_WITH_CUDA

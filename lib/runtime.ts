@@ -114,6 +114,22 @@ export function getNumThreads(): number {
   return binding.getNumThreads();
 }
 
+/**
+ * @internal `work` run on the threads of every rank on this host, which wait meanwhile (rank 0's kNN pass at an
+ * epoch's end, while the others wait at the epoch's vote); then this process's own count again. Alone, as it is.
+ */
+export async function withHostThreads<T>(work: () => Promise<T>): Promise<T> {
+  const ranks = localRanks(process.env);
+  if (ranks === 1) return work();
+  const own = binding.getNumThreads();
+  binding.setNumThreads(Math.min(own * ranks, binding.buildInfo().maxThreads)); // the host's, not this rank's: not warned of
+  try {
+    return await work();
+  } finally {
+    binding.setNumThreads(own);
+  }
+}
+
 const TF32 = { convolutions: boolean(), matmul: boolean() };
 
 /**

@@ -85,6 +85,14 @@ describe('threads', () => {
     expect(Number(threadsIn(undefined, { OMP_NUM_THREADS: '1' }))).toBe(1); // what a process starts with
   });
 
+  test("rank 0's epoch-end kNN pass takes the threads of the host's ranks, which wait for it; then its own again", () => {
+    const script = `const r = require('./dist/runtime'); r.withHostThreads(async () => r.getNumThreads()).then((during) => console.log(JSON.stringify([during, r.getNumThreads()])))`;
+    const threads = (env: NodeJS.ProcessEnv) => JSON.parse(spawnSync(process.execPath, ['-e', script], { cwd: root, env: { ...process.env, LOCAL_WORLD_SIZE: '', ...env }, encoding: 'utf8' }).stdout);
+    expect(threads({ PIRL_NUM_THREADS: '1', LOCAL_WORLD_SIZE: '2' })).toEqual([2, 1]);
+    expect(threads({ PIRL_NUM_THREADS: '3', WORLD_SIZE: '4', RANK: '0', MASTER_ADDR: '127.0.0.1' })).toEqual([12, 3]);
+    expect(threads({ PIRL_NUM_THREADS: '1' })).toEqual([1, 1]); // alone: as it is
+  });
+
   test('setNumThreads changes the count and validates its argument', () => {
     const before = getNumThreads();
     setNumThreads(1);

@@ -260,8 +260,8 @@ export function checkHoldOut(spec: string, data: Dataset): void {
   }
 }
 
-// A folder whose every 5th image is unreadable (or every other one) has nothing to score, or nothing to vote.
-function holdOutOrSay(spec: string, data: Dataset): ReturnType<typeof holdOut> {
+/** holdOut(data), a split with nothing to score or nothing to vote said as --data's (a folder's unreadable images). */
+export function holdOutOrSay(spec: string, data: Dataset): ReturnType<typeof holdOut> {
   try {
     return holdOut(data);
   } catch (err) {

@@ -9,7 +9,7 @@ import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { handleSignals } from './quit';
+import { QUIT_SIGNALS, handleSignals } from './quit';
 
 /**
  * A rank's failure, told to its launcher (`pirl train --nproc`), which says each failure once: ranks fail
@@ -25,7 +25,7 @@ export async function tellLauncher(message: string): Promise<boolean> {
 
 // A rank's exit after a signal it heard: a stop after its step (130, 143, 129 as pirl train exits then), not a failure.
 const stoppedInOrder = (code: number, signal: NodeJS.Signals | null) =>
-  signal === null && (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).some((s) => code === 128 + os.constants.signals[s]);
+  signal === null && QUIT_SIGNALS.some((s) => code === 128 + os.constants.signals[s]);
 
 /** How long ranks told to stop (another one failed) may take before they are killed: torchrun's grace period. */
 const KILL_AFTER_MS = 30_000;
@@ -118,7 +118,8 @@ export async function launchLocalRanks(nproc: number, args: string[]): Promise<n
       const how = first.signal ? `was killed by ${first.signal}${first.signal === 'SIGKILL' ? ' (out of memory? see dmesg)' : ''}, exit code ${first.code}` : `exited with code ${first.code}`;
       console.error(`pirl: rank ${first.rank} of ${nproc} ${how}; the other ranks were stopped`);
     }
-    return first ? first.code : 0;
+    // Stopped in order, the run's code is rank 0's (which said how to resume), not whichever rank ended first.
+    return first ? (inOrder ? ends[0].code : first.code) : 0;
   } finally {
     restoreSignals();
     await fs.rm(dir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 // `pirl train`: pretrain PIRL on a folder of images or 'fashion-mnist', with checkpoints, metrics,
 // curves and exact resume.
-import { promises as fs, rmSync } from 'fs';
+import { existsSync, promises as fs, rmSync } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
@@ -18,11 +18,12 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, imagesFound, knnSplit, layoutFlag, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, holdOutOrSay, imagesFound, knnSplit, layoutFlag, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
 import { LAUNCH_FOLDER_PREFIX, launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
 import { Progress, formatDuration } from './progress';
+import { withHostThreads } from '../runtime';
 import { SIGNAL_CAUSES, handleSignals, quit, type QuitSignal } from './quit';
 
 /** The flags that set training options, and the option each sets. */
@@ -239,6 +240,7 @@ function checkKnnData(knnEvery: number, spec: string, data: Dataset): void {
   if (!knnEvery) return;
   if (!data.labels) throw new UsageError('--knn-every needs labeled data (class subfolders or fashion-mnist)');
   checkHoldOut(spec, data);
+  if (spec !== 'fashion-mnist') holdOutOrSay(spec, data); // a fifth with nothing on one side: said now, not after the bank's pass
 }
 
 /** Output files of a run in `out` that a new run would overwrite or append to. */
@@ -291,7 +293,11 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
   let first: QuitSignal | null = null;
   const quitting = (signal: QuitSignal) => {
     // After a progress line; after "stopping … and writing", what was not written.
-    if (main) process.stderr.write(first === null ? '\n' : `\npirl: quit at once: ${checkpoint} is as the run's last write of it left it (--resume continues from there)\n`);
+    if (main && first === null) process.stderr.write('\n');
+    else if (main) {
+      process.stderr.write(existsSync(checkpoint) ? `\npirl: quit at once: ${checkpoint} is as the run's last write of it left it (--resume continues from there)\n`
+        : '\npirl: quit at once, before any checkpoint was written: nothing to resume\n');
+    }
     quit(signal);
   };
   const stop = (signal: QuitSignal, why: string) => {
@@ -456,8 +462,8 @@ export async function train(args: string[]): Promise<number | void> {
   // at once, not after it).
   const scoreKnn = async (epoch: number): Promise<number | undefined> => {
     if (signals.signal.aborted) return undefined;
-    const knn = await knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
-      (done, all) => progress.update(`epoch ${epoch + 1}: kNN features ${done}/${all} images`, false)).catch((err: Error & { code?: string }) => {
+    const knn = await withHostThreads(() => knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
+      (done, all) => progress.update(`epoch ${epoch + 1}: kNN features ${done}/${all} images`, false))).catch((err: Error & { code?: string }) => {
       if (err.code !== 'ABORT_ERR') throw err;
       return undefined;
     });

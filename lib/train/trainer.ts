@@ -359,8 +359,8 @@ export class Trainer {
   }
   /**
    * Asks fit() to stop after the step in progress (at once while it waits for a batch) — in a data-parallel
-   * run after the next step, on every rank (the ranks agree in it) — writing its checkpoint first, so the
-   * run resumes from there.
+   * run after the next step, on every rank (the ranks agree in it), or at the epoch's end when asked before the
+   * ranks' vote there (in onEpochEnd) — writing its checkpoint first, so the run resumes from there.
    * Asked while no fit runs, the next fit stops after its first step.
    */
   stop(): void {

@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -164,9 +165,12 @@ c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chr
       store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
     } catch (const std::exception& e) {
       // Said as what it is: a port taken fails at once, and was said as a rendezvous not reached within the timeout.
-      const std::string why = messageOf(e);
-      TORCH_CHECK(!tcp.isServer || (why.find("Address already in use") == std::string::npos && why.find("errno: 98") == std::string::npos),
-                  kPortInUse, o.masterPort, " is in use on this host (another run, or another program): give another MASTER_PORT");
+      // c10d's words for it: "errno: 98 - Address already in use" (libtorch 1.13), "EADDRINUSE" (its libuv backend, torch 2.4+).
+      std::string why = messageOf(e);
+      std::transform(why.begin(), why.end(), why.begin(), [](unsigned char c) { return std::tolower(c); });
+      const bool taken = why.find("address already in use") != std::string::npos || why.find("eaddrinuse") != std::string::npos;
+      TORCH_CHECK(!tcp.isServer || !taken, kPortInUse, o.masterPort,
+                  " is in use on this host (another run, or another program): give another MASTER_PORT");
       throw;
     }
     // The launcher's store outlives a restart of the ranks: each restart's keys apart (torch's rendezvous does this).

@@ -58,8 +58,8 @@ Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& po
 }
 
 Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
-                        const at::Tensor& negatives, const Options& o) {
-  checkArguments(x, bank, positives, negatives, o, IndexCheck::Check, BankRows::Check);
+                        const at::Tensor& negatives, const Options& o, BankRows bankRows) {
+  checkArguments(x, bank, positives, negatives, o, IndexCheck::Check, bankRows);
   const int64_t B = x.size(0), K = negatives.size(-1), N = bank.size(0);
   const at::Tensor neg = negatives.dim() == 1 ? negatives.unsqueeze(0).expand({B, K}) : negatives;
   const at::Tensor index = at::cat({positives.unsqueeze(1), neg}, 1);

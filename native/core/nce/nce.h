@@ -42,6 +42,6 @@ Result nceLoss(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& po
 // The textbook implementation (gather the negatives, bmm, ATen autograd) used as the reference in
 // tests and benchmarks. It materialises B×(K+1)×D.
 Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
-                        const at::Tensor& negatives, const Options& options);
+                        const at::Tensor& negatives, const Options& options, BankRows bankRows = BankRows::Check);
 
 }  // namespace pirl::nce
