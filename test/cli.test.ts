@@ -485,10 +485,19 @@ describe('pirl train / eval / embed / export', () => {
     fs.mkdirSync(twoRanks);
     const { tensors, metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
     const meta = JSON.parse(metadata['pirl-checkpoint']);
-    await writeSafetensors(path.join(twoRanks, 'checkpoint.safetensors'), tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify({ ...meta, worldSize: 2 }) });
+    // As 2 ranks of 4 would have trained it: the same global batch of 8.
+    await writeSafetensors(path.join(twoRanks, 'checkpoint.safetensors'), tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify({ ...meta, worldSize: 2, config: { ...meta.config, batchSize: 4 } }) });
     const r = spawnSync(process.execPath, [cli, 'train', data, '--out', twoRanks, '--resume'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/--resume: the run in .*two-ranks trained on 2 rank\(s\) and resumes exactly only on as many; this is 1: give --nproc 2 \(or start it under a launcher with WORLD_SIZE=2\)/);
+    expect(r.stderr).toMatch(/--resume: the run in .*two-ranks trained on 2 rank\(s\) and resumes exactly only on as many; this is 1: give --nproc 2 \(or start it under a launcher with WORLD_SIZE=2\), or --rescale-batch to go on with 1 × 8 \(not exact: BatchNorm's batches change, but for --sync-batch-norm\)/);
+    // --rescale-batch: one rank of 8, the run's global batch (its first command's --batch 4 not read), trained on an epoch.
+    const rescaled = spawnSync(process.execPath, [cli, 'train', data, '--out', twoRanks, '--resume', '--rescale-batch', '--batch', '4', '--epochs', String(meta.config.epochs + 1)], { encoding: 'utf8' });
+    expect(rescaled.status).toBe(0);
+    expect(rescaled.stderr).toContain('pirl: the run trained on 2 rank(s) × 4 goes on with 1 × 8 (--rescale-batch): the same global batch');
+    expect(JSON.parse((await readSafetensors(path.join(twoRanks, 'checkpoint.safetensors'))).metadata['pirl-checkpoint'])).toMatchObject({ worldSize: 1, config: { batchSize: 8 } });
+    const fresh = spawnSync(process.execPath, [cli, 'train', data, '--out', path.join(dir, 'fresh'), '--rescale-batch'], { encoding: 'utf8' });
+    expect(fresh.status).toBe(2);
+    expect(fresh.stderr).toContain('pirl: --rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');
   });
 
   test('bad arguments exit 2 with the usage; missing data exits 1', async () => {

@@ -266,6 +266,33 @@ describe('data-parallel training', () => {
     }
   }, 60_000);
 
+  test('resumed on another number of ranks with rescaleBatch: the global batch kept; with syncBatchNorm, the run\'s steps to float rounding', async () => {
+    const dir = tmp();
+    const config = { ...tiny.config, batchSize: 4, epochs: 2, epochLength: 3, syncBatchNorm: true };
+    try {
+      const [straight] = await fitAll(await createRanks(path.join(dir, 'a'), config));
+      // One epoch on 2 ranks of 4, stopped, then resumed alone on 8.
+      const checkpoint = path.join(dir, 'c.safetensors');
+      await fitAll(await createRanks(path.join(dir, 'b'), config), () => ({ checkpoint, callbacks: { onEpochEnd: () => false } }));
+      await expect(Trainer.resume(checkpoint, tiny.dataset())).rejects.toThrow(/worldSize must be 1 \(the ranks resuming it\): a run resumes exactly on as many ranks as it trained on \(options\.rescaleBatch resumes it on another number, keeping its global batch\), got 2$/);
+      await expect(Trainer.resume(checkpoint, tiny.dataset(), { rescaleBatch: 'yes' as never })).rejects.toThrow(/options\.rescaleBatch must be a boolean/);
+      const alone = await Trainer.resume(checkpoint, tiny.dataset(), { rescaleBatch: true });
+      expect([alone.config.batchSize, alone.progress.step, alone.schedule.batchSize]).toEqual([8, 3, 8]);
+      const next = path.join(dir, 'alone.safetensors');
+      const [rest] = await fitAll([alone], () => ({ checkpoint: next }));
+      expect(rest).toHaveLength(3);
+      rest.forEach((loss, i) => expect({ step: i + 4, ratio: loss / straight[i + 3] }).toEqual({ step: i + 4, ratio: expect.closeTo(1, 4) }));
+      expect(JSON.parse((await readSafetensors(next)).metadata['pirl-checkpoint'])).toMatchObject({ worldSize: 1, config: { batchSize: 8 } });
+      // 3 ranks cannot share a global batch of 8: every one of them refused.
+      const three = await Promise.allSettled(ranks(path.join(dir, 'c'), 3).map((d) => Trainer.resume(checkpoint, tiny.dataset(), { distributed: d, rescaleBatch: true })));
+      for (const r of three) {
+        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/options\.distributed\.worldSize must be a divisor of the run's global batch of 8 \(2 ranks × 4\) with options\.rescaleBatch, got 3/) } });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   test('with syncBatchNorm, 2 ranks of 4 take the steps of one process of 8 (float32 rounding; float64 over 20 steps: native test)', async () => {
     const dir = tmp();
     const config = { ...tiny.config, epochs: 1, epochLength: 3, syncBatchNorm: true };

@@ -39,13 +39,14 @@ const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
 const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 export const TRAIN_FLAGS: Flags = {
   values: [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS],
-  switches: ['resume', 'auto-resume', 'force', 'cuda-graphs', 'no-cuda-graphs', ...SWITCHES],
+  switches: ['resume', 'auto-resume', 'rescale-batch', 'force', 'cuda-graphs', 'no-cuda-graphs', ...SWITCHES],
 };
 
 const d = DEFAULT_TRAIN_CONFIG;
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
         --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume (with --epochs N: a run's new length)  --force (replace a run in DIR)
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
+        --rescale-batch (with --resume/--auto-resume: on another number of ranks, each rank's batch the run's global batch / ranks; --batch not read)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (the recipe's: ${DEFAULT_PRESET}; paper with --recipe paper)  --size N (stored side of folder images: ${folderSizeText(d)})
@@ -136,7 +137,9 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   Promise<{ data: Dataset; start: () => Promise<Trainer> }> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
-  const changed = (await changedSettings(values, saved.config)).filter((c) => c.flag !== 'epochs');
+  const rescale = values['rescale-batch'] === true;
+  // With --rescale-batch the run's global batch decides each rank's: the command's --batch (its first start's) is not read.
+  const changed = (await changedSettings(values, saved.config)).filter((c) => c.flag !== 'epochs' && !(rescale && c.flag === 'batch'));
   const flag = values['auto-resume'] ? '--auto-resume' : '--resume';
   if (changed.length > 0) {
     const named = changed.map((c) => `--${c.flag}${c.run === undefined ? '' : ` (the run's: ${c.run})`}`);
@@ -145,9 +148,14 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   const epochs = values.epochs === undefined ? saved.config.epochs : Number(values.epochs); // checked with the other flags above
   const length = epochs === saved.config.epochs ? {} : { epochs };
   const ranks = distributed?.worldSize ?? 1;
-  if (saved.worldSize !== ranks) {
+  const global = saved.config.batchSize * saved.worldSize;
+  if (saved.worldSize !== ranks && !rescale) {
     const how = saved.worldSize === 1 ? 'run it as one process (no --nproc, no launcher)' : `give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`;
-    throw new UsageError(`${flag}: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; this is ${ranks}: ${how}`);
+    const other = global % ranks === 0 ? `, or --rescale-batch to go on with ${ranks} × ${global / ranks} (not exact: BatchNorm's batches change, but for --sync-batch-norm)` : '';
+    throw new UsageError(`${flag}: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; this is ${ranks}: ${how}${other}`);
+  }
+  if (saved.worldSize !== ranks && global % ranks !== 0) {
+    throw new UsageError(`--rescale-batch: the run's global batch of ${global} (${saved.worldSize} rank(s) × ${saved.config.batchSize}) does not split over ${ranks} ranks: resume on a divisor of ${global}`);
   }
   // The run's images as it stored them: at another side each view would be cut from other pixels.
   const size = folderSize(values, saved.config.sampler, spec, saved.storedSide);
@@ -156,7 +164,10 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   }
   const data = await openData(spec, size, values);
   const start = async () => {
-    const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: cudaGraphsFlag(values) }));
+    const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: cudaGraphsFlag(values), rescaleBatch: rescale }));
+    if (saved.worldSize !== ranks && trainer.isMain) {
+      console.error(`pirl: the run trained on ${saved.worldSize} rank(s) × ${saved.config.batchSize} goes on with ${ranks} × ${trainer.config.batchSize} (--rescale-batch): the same global batch`);
+    }
     if (length.epochs !== undefined && trainer.isMain) {
       console.error(`pirl: the run's length changes from ${saved.config.epochs} to ${epochs} epochs: from here on its lr follows the schedule of a ${epochs}-epoch run ` +
         `(not the run ${epochs} epochs from the start would have been)`);
@@ -370,6 +381,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     return { resumed: true, start };
   }
   // The flags' own mistakes first: they are said whatever --out holds.
+  if (values['rescale-batch'] && !auto) throw new UsageError('--rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');
   const config = await newRunConfig(values);
   const size = folderSize(values, config.sampler, spec);
   layoutFlag(values);

@@ -144,6 +144,14 @@ export interface ResumeOptions extends ProcessOptions {
    * length from the start would have been; its checkpoints record the new length.
    */
   epochs?: number;
+  /**
+   * Resumes on another number of ranks than the run trained on (a lost node, a smaller allocation): each rank's
+   * batchSize rescaled so the global batch stays the run's (its order, steps, lr schedule and negatives stay the
+   * run's too); refused where the new number does not divide it. Not exact: each rank's BatchNorm normalises over
+   * a batch of another size (with syncBatchNorm, over the same global batch: the run's steps to float rounding).
+   * Its checkpoints record the new world size and batch. Default false: a run resumes on as many ranks only.
+   */
+  rescaleBatch?: boolean;
 }
 
 /** How this process trains: alone or as a rank, on which device (a rank's own GPU for device 'cuda'), with CUDA graphs or not. */
@@ -559,21 +567,16 @@ export class Trainer {
    * `options.device` moves it (a CUDA run continues on the CPU, or the other way round).
    */
   static async resume(file: string, dataset: Dataset, options: ResumeOptions = {}): Promise<Trainer> {
-    const group = groupOf(options, ['distributed', 'cudaGraphs', 'device', 'epochs']);
+    const group = groupOf(options, ['distributed', 'cudaGraphs', 'device', 'epochs', 'rescaleBatch']);
     const trainer = await beforeJoining(group, async () => {
       const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
       checkDataset('dataset', dataset); // before a checkpoint of gigabytes is read
       const { tensors, metadata } = await readSafetensors(file);
       try {
         const meta = checkpointMeta(file, metadata, device);
-        const c = withLength(meta, options.epochs);
+        const c = onRanks(file, withLength(meta, options.epochs), meta.worldSize, group?.worldSize ?? 1, options.rescaleBatch);
         if (c.epochs !== meta.config.epochs && (group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
         const place = resolveProcess(options, c, group);
-        const worldSize = group?.worldSize ?? 1;
-        if (meta.worldSize !== worldSize) {
-          throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`,
-            `${worldSize} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on`, meta.worldSize);
-        }
         const rows = tensors.get('bank.rows');
         if (!rows || rows.shape[0] !== dataset.length) {
           // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
@@ -672,6 +675,22 @@ function warnOfOtherThreads(saved: number | null): void {
 }
 
 /** The checkpoint's config, its epochs replaced by `epochs` (ResumeOptions.epochs) when given. */
+// The run's config on `now` ranks: as it was on as many as it trained on; on another number, with options.rescaleBatch,
+// each rank's batch rescaled to the run's global batch.
+function onRanks(file: string, c: ResolvedTrainConfig, trained: number, now: number, rescale: unknown): ResolvedTrainConfig {
+  if (trained === now) return c;
+  const field = `${metadataField(file, 'pirl-checkpoint')}.worldSize`;
+  if (!(rescale === undefined ? false : checkBoolean('options.rescaleBatch', rescale))) {
+    throw rangeError(field, `${now} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on ` +
+      '(options.rescaleBatch resumes it on another number, keeping its global batch)', trained);
+  }
+  const global = c.batchSize * trained;
+  if (global % now !== 0) {
+    throw rangeError('options.distributed.worldSize', `a divisor of the run's global batch of ${global} (${trained} ranks × ${c.batchSize}) with options.rescaleBatch`, now);
+  }
+  return { ...c, batchSize: global / now };
+}
+
 function withLength(meta: CheckpointMeta, epochs: number | undefined): ResolvedTrainConfig {
   if (epochs === undefined) return meta.config;
   TRAIN.epochs.resolve('options.epochs', epochs, meta.config.epochs, true); // a config's epochs
