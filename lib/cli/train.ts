@@ -525,7 +525,9 @@ export async function train(args: string[]): Promise<number | void> {
   }).catch(async (err: Error) => {
     // A rank lost (killed, its host gone): the run goes on from its last checkpoint, as after Ctrl-C.
     if (distributed && err.message.startsWith('distributed training:') && (await fs.access(checkpoint).then(() => true, () => false))) {
-      console.log(`stopped: continue from ${checkpoint} with ${resumeCommand(args, distributed)}`);
+      // Its step, where a stop asked meanwhile said it would write one after the step that failed.
+      const at = await readSafetensorsMetadata(checkpoint).then((m) => ` (at step ${JSON.parse(m['pirl-checkpoint']).position.step})`, () => '');
+      console.log(`stopped: continue from ${checkpoint}${at} with ${resumeCommand(args, distributed)}`);
     }
     throw err;
   });
