@@ -73,6 +73,8 @@ describe('pirl train / eval / embed / export', () => {
     const extended = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '3', ...small, '--resume'], { encoding: 'utf8' });
     expect(extended.status).toBe(0);
     expect(extended.stderr).toContain("pirl: the run's length changes from 2 to 3 epochs: from here on its lr follows the schedule of a 3-epoch run");
+    // The run scored kNN every epoch (--knn-every 1), which this resume leaves out: said, not silently unscored.
+    expect(extended.stderr).toContain("pirl: warning: the run scored kNN at its epochs' ends before (--knn-every 1); without --knn-every this resume scores none");
     expect(extended.stdout).toMatch(/trained 2 step\(s\) in .*, to step 6 of 6/);
     const logged = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(logged.filter((l) => l.type === 'batch').map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6]);

@@ -446,6 +446,12 @@ export async function train(args: string[]): Promise<number | void> {
   const run = await beforeJoining(distributed, () => planRun(values, spec, out, log, applyRunFlags(values).device, distributed, knnEvery));
   const trainer = await run.start();
   const logged: Line[] = run.resumed && main ? await log.truncate(trainer.progress) : []; // a resumed run's metrics so far: its curves go on from them
+  // --knn-every is this command's, not the run's: a resume that leaves it out scores no more epochs, said.
+  const scored = logged.filter((l) => l.type === 'epoch' && l.knn !== undefined).map((l) => l.epoch + 1);
+  if (!knnEvery && scored.length > 0) {
+    const every = scored.length > 1 ? scored[1] - scored[0] : scored[0];
+    console.error(`pirl: warning: the run scored kNN at its epochs' ends before (--knn-every ${every}); without --knn-every this resume scores none`);
+  }
   signals.attach(trainer);
   // Stopped before the last epoch without a signal of its own: another rank was told to stop, and every rank stopped with it.
   let stoppedEarly = false;
