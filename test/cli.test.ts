@@ -491,12 +491,18 @@ describe('pirl train / eval / embed / export', () => {
     await writeSafetensors(path.join(twoRanks, 'checkpoint.safetensors'), tensors, { ...metadata, 'pirl-checkpoint': JSON.stringify({ ...meta, worldSize: 2, config: { ...meta.config, batchSize: 4 } }) });
     const r = spawnSync(process.execPath, [cli, 'train', data, '--out', twoRanks, '--resume'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/--resume: the run in .*two-ranks trained on 2 rank\(s\) and resumes exactly only on as many; this is 1: give --nproc 2 \(or start it under a launcher with WORLD_SIZE=2\), or --rescale-batch to go on with 1 × 8 \(not exact: BatchNorm's batches change, but for --sync-batch-norm\)/);
+    expect(r.stderr).toMatch(/--resume: the run in .*two-ranks trained on 2 rank\(s\) and resumes exactly only on as many; this is 1: give --nproc 2 \(or start it under a launcher with WORLD_SIZE=2\), or --rescale-batch to go on with 1 × 8 \(not exact: each rank's BatchNorm batch changes\)/);
     // --rescale-batch: one rank of 8, the run's global batch (its first command's --batch 4 not read), trained on an epoch.
     const rescaled = spawnSync(process.execPath, [cli, 'train', data, '--out', twoRanks, '--resume', '--rescale-batch', '--batch', '4', '--epochs', String(meta.config.epochs + 1)], { encoding: 'utf8' });
     expect(rescaled.status).toBe(0);
     expect(rescaled.stderr).toContain('pirl: the run trained on 2 rank(s) × 4 goes on with 1 × 8 (--rescale-batch): the same global batch');
     expect(JSON.parse((await readSafetensors(path.join(twoRanks, 'checkpoint.safetensors'))).metadata['pirl-checkpoint'])).toMatchObject({ worldSize: 1, config: { batchSize: 8 } });
+    // Restarted again as it was first started (a launcher's same command): a --config file's batchSize is not read either.
+    const cfg = path.join(dir, 'batch4.json');
+    fs.writeFileSync(cfg, '{"batchSize": 4}');
+    const again = spawnSync(process.execPath, [cli, 'train', data, '--out', twoRanks, '--auto-resume', '--rescale-batch', '--config', cfg, '--epochs', String(meta.config.epochs + 1)], { encoding: 'utf8' });
+    expect([again.status, again.stderr]).toEqual([0, expect.not.stringContaining('cannot change it')]);
+    expect(again.stdout).toContain('was already complete');
     const fresh = spawnSync(process.execPath, [cli, 'train', data, '--out', path.join(dir, 'fresh'), '--rescale-batch'], { encoding: 'utf8' });
     expect(fresh.status).toBe(2);
     expect(fresh.stderr).toContain('pirl: --rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');

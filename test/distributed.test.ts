@@ -270,23 +270,28 @@ describe('data-parallel training', () => {
     const dir = tmp();
     const config = { ...tiny.config, batchSize: 4, epochs: 2, epochLength: 3, syncBatchNorm: true };
     try {
-      const [straight] = await fitAll(await createRanks(path.join(dir, 'a'), config));
-      // One epoch on 2 ranks of 4, stopped, then resumed alone on 8.
+      const epochLosses = (into: number[]) => ({ onEpochEnd: (l: { loss: number }) => void into.push(l.loss) });
+      const straightEpochs: number[] = [];
+      const [straight] = await fitAll(await createRanks(path.join(dir, 'a'), config), (rank) => ({ callbacks: rank === 0 ? epochLosses(straightEpochs) : {} }));
+      // Two steps on 2 ranks of 4 (a stop asked at step 1 is agreed in step 2), then resumed alone on 8, inside epoch 0.
       const checkpoint = path.join(dir, 'c.safetensors');
-      await fitAll(await createRanks(path.join(dir, 'b'), config), () => ({ checkpoint, callbacks: { onEpochEnd: () => false } }));
+      await fitAll(await createRanks(path.join(dir, 'b'), config), () => ({ checkpoint, callbacks: { onBatchEnd: (l) => l.step !== 1 } }));
       await expect(Trainer.resume(checkpoint, tiny.dataset())).rejects.toThrow(/worldSize must be 1 \(the ranks resuming it\): a run resumes exactly on as many ranks as it trained on \(options\.rescaleBatch resumes it on another number, keeping its global batch\), got 2$/);
-      await expect(Trainer.resume(checkpoint, tiny.dataset(), { rescaleBatch: 'yes' as never })).rejects.toThrow(/options\.rescaleBatch must be a boolean/);
+      await expect(Trainer.resume(path.join(dir, 'none.safetensors'), tiny.dataset(), { rescaleBatch: 'yes' as never })).rejects.toThrow(/^options\.rescaleBatch must be a boolean/);
       const alone = await Trainer.resume(checkpoint, tiny.dataset(), { rescaleBatch: true });
-      expect([alone.config.batchSize, alone.progress.step, alone.schedule.batchSize]).toEqual([8, 3, 8]);
+      expect([alone.config.batchSize, alone.progress.step, alone.schedule.batchSize]).toEqual([8, 2, 8]);
       const next = path.join(dir, 'alone.safetensors');
-      const [rest] = await fitAll([alone], () => ({ checkpoint: next }));
-      expect(rest).toHaveLength(3);
-      rest.forEach((loss, i) => expect({ step: i + 4, ratio: loss / straight[i + 3] }).toEqual({ step: i + 4, ratio: expect.closeTo(1, 4) }));
+      const aloneEpochs: number[] = [];
+      const [rest] = await fitAll([alone], () => ({ checkpoint: next, callbacks: epochLosses(aloneEpochs) }));
+      expect(rest).toHaveLength(4);
+      rest.forEach((loss, i) => expect({ step: i + 3, ratio: loss / straight[i + 2] }).toEqual({ step: i + 3, ratio: expect.closeTo(1, 4) }));
+      // Epoch 0's loss over its 2 steps before the resume and 1 after, each weighted by its global batch (rank 0's share rescaled).
+      aloneEpochs.forEach((loss, i) => expect({ epoch: i, ratio: loss / straightEpochs[i] }).toEqual({ epoch: i, ratio: expect.closeTo(1, 4) }));
       expect(JSON.parse((await readSafetensors(next)).metadata['pirl-checkpoint'])).toMatchObject({ worldSize: 1, config: { batchSize: 8 } });
       // 3 ranks cannot share a global batch of 8: every one of them refused.
       const three = await Promise.allSettled(ranks(path.join(dir, 'c'), 3).map((d) => Trainer.resume(checkpoint, tiny.dataset(), { distributed: d, rescaleBatch: true })));
       for (const r of three) {
-        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/options\.distributed\.worldSize must be a divisor of the run's global batch of 8 \(2 ranks × 4\) with options\.rescaleBatch, got 3/) } });
+        expect(r).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/^options\.distributed\.worldSize must be a divisor of the run's global batch of 8 with options\.rescaleBatch \(the run's global batch: 2 ranks × 4\), got 3$/) } });
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

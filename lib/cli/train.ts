@@ -46,7 +46,7 @@ const d = DEFAULT_TRAIN_CONFIG;
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
         --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume (with --epochs N: a run's new length)  --force (replace a run in DIR)
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
-        --rescale-batch (with --resume/--auto-resume: on another number of ranks, each rank's batch the run's global batch / ranks; --batch not read)
+        --rescale-batch (with --resume/--auto-resume: on another number of ranks, each rank's batch the run's global batch / ranks; a resume reads no --batch)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
         --preset small|paper (the recipe's: ${DEFAULT_PRESET}; paper with --recipe paper)  --size N (stored side of folder images: ${folderSizeText(d)})
@@ -138,8 +138,9 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
   const rescale = values['rescale-batch'] === true;
-  // With --rescale-batch the run's global batch decides each rank's: the command's --batch (its first start's) is not read.
-  const changed = (await changedSettings(values, saved.config)).filter((c) => c.flag !== 'epochs' && !(rescale && c.flag === 'batch'));
+  // With --rescale-batch the run's global batch decides each rank's: the command's --batch (its first start's, or its
+  // --config file's batchSize) is not read.
+  const changed = (await changedSettings(values, saved.config, rescale ? ['batchSize'] : [])).filter((c) => c.flag !== 'epochs');
   const flag = values['auto-resume'] ? '--auto-resume' : '--resume';
   if (changed.length > 0) {
     const named = changed.map((c) => `--${c.flag}${c.run === undefined ? '' : ` (the run's: ${c.run})`}`);
@@ -151,7 +152,8 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   const global = saved.config.batchSize * saved.worldSize;
   if (saved.worldSize !== ranks && !rescale) {
     const how = saved.worldSize === 1 ? 'run it as one process (no --nproc, no launcher)' : `give --nproc ${saved.worldSize} (or start it under a launcher with WORLD_SIZE=${saved.worldSize})`;
-    const other = global % ranks === 0 ? `, or --rescale-batch to go on with ${ranks} × ${global / ranks} (not exact: BatchNorm's batches change, but for --sync-batch-norm)` : '';
+    const exact = saved.config.syncBatchNorm ? "its steps to float rounding, as it normalises over all ranks' batches" : "not exact: each rank's BatchNorm batch changes";
+    const other = global % ranks === 0 ? `, or --rescale-batch to go on with ${ranks} × ${global / ranks} (${exact})` : '';
     throw new UsageError(`${flag}: the run in ${path.dirname(checkpoint)} trained on ${saved.worldSize} rank(s) and resumes exactly only on as many; this is ${ranks}: ${how}${other}`);
   }
   if (saved.worldSize !== ranks && global % ranks !== 0) {
@@ -182,7 +184,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
  * stands for a whole sampler): those restating it are fine, so that the command that started a run, with
  * --resume, continues it (what the CLI says after Ctrl-C).
  */
-async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): Promise<Array<{ flag: string; run?: string }>> {
+async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig, unread: readonly string[] = []): Promise<Array<{ flag: string; run?: string }>> {
   const given = Object.keys(CONFIG_FLAGS).filter((f) => f !== 'device' && values[f] !== undefined);
   if (given.length === 0 && values.config === undefined) return [];
   const fromFile = await configFile(values);
@@ -194,7 +196,7 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig): 
   const restated = settingsOf(fromFile).includes('sampler.photometricOps') ? stated
     : { ...stated, sampler: { ...stated.sampler, photometricOps: saved.sampler.photometricOps } };
   const at = (config: ResolvedTrainConfig, key: string) => key.split('.').reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], config);
-  const differs = (key: string) => !isDeepStrictEqual(at(restated, key), at(saved, key));
+  const differs = (key: string) => !unread.includes(key) && !isDeepStrictEqual(at(restated, key), at(saved, key));
   const keyOf = (flag: string) => settingsOf(optionsFromFlags({ [flag]: values[flag] }, CONFIG_FLAGS))[0];
   const changed = given.filter((flag) => differs(keyOf(flag))).map((flag): { flag: string; run?: string } => {
     const run = at(saved, keyOf(flag));
@@ -532,7 +534,7 @@ export async function train(args: string[]): Promise<number | void> {
     // A rank lost (killed, its host gone): the run goes on from its last checkpoint, as after Ctrl-C.
     if (distributed && err.message.startsWith('distributed training:') && (await fs.access(checkpoint).then(() => true, () => false))) {
       // Its step, where a stop asked meanwhile said it would write one after the step that failed.
-      const at = await readSafetensorsMetadata(checkpoint).then((m) => ` (at step ${JSON.parse(m['pirl-checkpoint']).position.step})`, () => '');
+      const at = await readSafetensorsMetadata(checkpoint).then((m) => ` (at step ${JSON.parse(m['pirl-checkpoint']).position.step})`).catch(() => '');
       console.log(`stopped: continue from ${checkpoint}${at} with ${resumeCommand(args, distributed)}`);
     }
     throw err;

@@ -570,11 +570,12 @@ export class Trainer {
     const group = groupOf(options, ['distributed', 'cudaGraphs', 'device', 'epochs', 'rescaleBatch']);
     const trainer = await beforeJoining(group, async () => {
       const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
+      const rescaleBatch = options.rescaleBatch === undefined ? false : checkBoolean('options.rescaleBatch', options.rescaleBatch);
       checkDataset('dataset', dataset); // before a checkpoint of gigabytes is read
       const { tensors, metadata } = await readSafetensors(file);
       try {
         const meta = checkpointMeta(file, metadata, device);
-        const c = onRanks(file, withLength(meta, options.epochs), meta.worldSize, group?.worldSize ?? 1, options.rescaleBatch);
+        const c = onRanks(file, withLength(meta, options.epochs), meta.worldSize, group?.worldSize ?? 1, rescaleBatch);
         if (c.epochs !== meta.config.epochs && (group?.rank ?? 0) === 0) warnOfWarmupSpanningRun(c.warmupEpochs, c.epochs);
         const place = resolveProcess(options, c, group);
         const rows = tensors.get('bank.rows');
@@ -611,7 +612,9 @@ export class Trainer {
           const names = [...momentum.keys()];
           await nativeCall(() => trainer!.handle.setState(meta.state, names, names.map((n) => momentum.get(n)!.handle)));
           trainer.position = meta.position;
-          trainer.epochSoFar = meta.epochSoFar;
+          // Rank 0's share of the epoch so far, in this process's batches (rescaleBatch: another size than the run's steps had).
+          const share = meta.worldSize / trainer.worldSize;
+          trainer.epochSoFar = { lossSum: meta.epochSoFar.lossSum * share, images: Math.round(meta.epochSoFar.images * share) };
           return trainer;
         } catch (err) {
           // What was built for the run is let go now, not at a collection (a model holds its thread, a bank gigabytes).
@@ -674,23 +677,26 @@ function warnOfOtherThreads(saved: number | null): void {
     `part from the uninterrupted run's in the last bits (setNumThreads(${saved}), pirl train --threads ${saved}: as it was)`, { code: 'PIRL_THREADS_CHANGED' });
 }
 
-/** The checkpoint's config, its epochs replaced by `epochs` (ResumeOptions.epochs) when given. */
 // The run's config on `now` ranks: as it was on as many as it trained on; on another number, with options.rescaleBatch,
 // each rank's batch rescaled to the run's global batch.
-function onRanks(file: string, c: ResolvedTrainConfig, trained: number, now: number, rescale: unknown): ResolvedTrainConfig {
+function onRanks(file: string, c: ResolvedTrainConfig, trained: number, now: number, rescale: boolean): ResolvedTrainConfig {
   if (trained === now) return c;
-  const field = `${metadataField(file, 'pirl-checkpoint')}.worldSize`;
-  if (!(rescale === undefined ? false : checkBoolean('options.rescaleBatch', rescale))) {
-    throw rangeError(field, `${now} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on ` +
+  if (!rescale) {
+    throw rangeError(`${metadataField(file, 'pirl-checkpoint')}.worldSize`, `${now} (the ranks resuming it): a run resumes exactly on as many ranks as it trained on ` +
       '(options.rescaleBatch resumes it on another number, keeping its global batch)', trained);
   }
   const global = c.batchSize * trained;
-  if (global % now !== 0) {
-    throw rangeError('options.distributed.worldSize', `a divisor of the run's global batch of ${global} (${trained} ranks × ${c.batchSize}) with options.rescaleBatch`, now);
+  const ranks = (expected: string) => rangeError('options.distributed.worldSize', `${expected} with options.rescaleBatch (the run's global batch: ${trained} ranks × ${c.batchSize})`, now);
+  if (global % now !== 0) throw ranks(`a divisor of the run's global batch of ${global}`);
+  try {
+    TRAIN.batchSize.resolve('batchSize', global / now, c.batchSize, true);
+  } catch (err) {
+    throw isArgumentError(err) ? ranks(`enough ranks for each one's share of ${global} to be a batchSize (${err.expected})`) : err;
   }
   return { ...c, batchSize: global / now };
 }
 
+/** The checkpoint's config, its epochs replaced by `epochs` (ResumeOptions.epochs) when given. */
 function withLength(meta: CheckpointMeta, epochs: number | undefined): ResolvedTrainConfig {
   if (epochs === undefined) return meta.config;
   TRAIN.epochs.resolve('options.epochs', epochs, meta.config.epochs, true); // a config's epochs
