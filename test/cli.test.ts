@@ -764,4 +764,23 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     expect(batches()).toBe(step); // the checkpoint is at the last step reported
     fs.rmSync(dir, { recursive: true, force: true });
   }, 180_000);
+
+  test('a signal in the run\'s last step ends a finished run: exit 0, no resume to say', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
+    const out = path.join(dir, 'run');
+    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '256', '--negatives', '16',
+      '--epochs', '1', '--epoch-length', '2', '--bank-init', 'random'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '', stdout = '';
+    child.stderr.on('data', (d) => void (stderr += d));
+    child.stdout.on('data', (d) => void (stdout += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const logged = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8') : '');
+    for (let waited = 0; !logged().includes('"step":1,') && waited < 120_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGINT'); // in step 2 of 2 (its batch made during step 1)
+    expect(await exited).toBe(0);
+    expect(stderr).toMatch(/pirl: interrupted: stopping after this step and writing/);
+    expect(stdout).toMatch(/trained 2 step\(s\) in .*, to step 2 of 2/);
+    expect(stdout).not.toContain('interrupted: continue with');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 180_000);
 });

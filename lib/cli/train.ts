@@ -455,9 +455,10 @@ export async function train(args: string[]): Promise<number | void> {
     console.error(`pirl: warning: the run scored kNN at its epochs' ends before (--knn-every ${every}); without --knn-every this resume scores none`);
   }
   signals.attach(trainer);
-  // Stopped before the last epoch without a signal of its own: another rank was told to stop, and every rank stopped with it.
+  // Stopped before the run's end: by a signal of its own, or without one when another rank was told to stop and every
+  // rank stopped with it. A stop that came in the run's last step ends a finished run: no code, no resume to say.
   let stoppedEarly = false;
-  const stoppedCode = () => signals.code() ?? (stoppedEarly ? STOPPED_WITH_A_RANK : undefined);
+  const stoppedCode = () => (stoppedEarly ? signals.code() ?? STOPPED_WITH_A_RANK : undefined);
   if (!main) {
     await trainer.fit({ checkpoint, callbacks: { onTrainEnd: (l) => void (stoppedEarly = l.stopped) } }); // the replicas follow rank 0, which reports and writes the files
     signals.detach();
@@ -480,10 +481,12 @@ export async function train(args: string[]): Promise<number | void> {
   const before = await Promise.all(updated.map(modified));
   // Epoch `epoch`'s kNN (undefined where a stop asked meanwhile ended the pass at its batch: the checkpoint is written
   // at once, not after it).
-  const scoreKnn = async (epoch: number): Promise<number | undefined> => {
+  // At an epoch's end the host's other ranks wait at the vote: the pass takes their threads (not before the first step, when they train).
+  const scoreKnn = async (epoch: number, atEpochEnd: boolean): Promise<number | undefined> => {
     if (signals.signal.aborted) return undefined;
-    const knn = await withHostThreads(() => knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
-      (done, all) => progress.update(`epoch ${epoch + 1}: kNN features ${done}/${all} images`, false))).catch((err: Error & { code?: string }) => {
+    const pass = () => knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
+      (done, all) => progress.update(`epoch ${epoch + 1}: kNN features ${done}/${all} images`, false));
+    const knn = await (atEpochEnd ? withHostThreads(pass) : pass()).catch((err: Error & { code?: string }) => {
       if (err.code !== 'ABORT_ERR') throw err;
       return undefined;
     });
@@ -498,7 +501,7 @@ export async function train(args: string[]): Promise<number | void> {
   const { epoch: resumedAt, stepInEpoch } = trainer.progress;
   if (knnEvery && stepInEpoch === 0 && resumedAt > 0 && resumedAt % knnEvery === 0 &&
       logged.some((l) => l.type === 'epoch' && l.epoch === resumedAt - 1 && l.knn === undefined)) {
-    const knn = await scoreKnn(resumedAt - 1);
+    const knn = await scoreKnn(resumedAt - 1, false);
     if (knn !== undefined) {
       progress.update(`epoch ${resumedAt}: kNN top-1 ${(knn * 100).toFixed(2)}% (left unscored by the stop before this resume)`, true);
       await log.scoreEpoch(resumedAt - 1, knn);
@@ -523,7 +526,7 @@ export async function train(args: string[]): Promise<number | void> {
         await log.batch(l);
       },
       onEpochEnd: async (l) => {
-        const knn = knnEvery && (l.epoch + 1) % knnEvery === 0 ? await scoreKnn(l.epoch) : undefined;
+        const knn = knnEvery && (l.epoch + 1) % knnEvery === 0 ? await scoreKnn(l.epoch, true) : undefined;
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${rate(l.imagesPerSecond)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });
         epochEnds.push(trainer.progress.step);
