@@ -741,22 +741,31 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 180_000);
 
-  test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)'], ['SIGHUP', 129, 'its terminal closed \\(SIGHUP\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
+  // pirl train on fashion-mnist into a fresh folder, its output collected as it comes; batches() counts the steps it logged.
+  const startTrain = (more: string[]) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
     const out = path.join(dir, 'run');
-    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '8', '--negatives', '16',
-      '--epoch-length', '1000', '--checkpoint-every', '100000', '--bank-init', 'random'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '', stdout = '';
-    child.stderr.on('data', (d) => void (stderr += d));
-    child.stdout.on('data', (d) => void (stdout += d));
-    const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
+    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--negatives', '16', '--bank-init', 'random', ...more],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = { stdout: '', stderr: '' };
+    child.stdout.on('data', (d) => void (output.stdout += d));
+    child.stderr.on('data', (d) => void (output.stderr += d));
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code))); // 'close': its output read to the end
-    for (let waited = 0; batches() < 2 && waited < 120_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    const batches = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length : 0);
+    const stepsLogged = async (n: number, every: number) => {
+      for (let waited = 0; batches() < n && waited < 120_000; waited += every) await new Promise((r) => setTimeout(r, every));
+    };
+    return { dir, out, child, output, exited, batches, stepsLogged };
+  };
+
+  test.each([['SIGINT', 130, 'interrupted'], ['SIGTERM', 143, 'terminated \\(SIGTERM\\)'], ['SIGHUP', 129, 'its terminal closed \\(SIGHUP\\)']] as const)('%s stops training after the step in progress, writes the checkpoint there and exits %i', async (signal, exitCode, said) => {
+    const { dir, out, child, output, exited, batches, stepsLogged } = startTrain(['--batch', '8', '--epoch-length', '1000', '--checkpoint-every', '100000']);
+    await stepsLogged(2, 100);
     child.kill(signal);
     expect(await exited).toBe(exitCode);
     // The command to continue, said in full (this one with --resume), and it is accepted.
-    expect(stdout).toContain(`interrupted: continue with pirl train fashion-mnist --out ${out} --width 0.125 --batch 8 --negatives 16 --epoch-length 1000 --checkpoint-every 100000 --bank-init random --resume`);
-    expect(stderr).toMatch(new RegExp(`pirl: ${said}: stopping after this step and writing .*checkpoint\\.safetensors`));
+    expect(output.stdout).toContain(`interrupted: continue with pirl train fashion-mnist --out ${out} --width 0.125 --negatives 16 --bank-init random --batch 8 --epoch-length 1000 --checkpoint-every 100000 --resume`);
+    expect(output.stderr).toMatch(new RegExp(`pirl: ${said}: stopping after this step and writing .*checkpoint\\.safetensors`));
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
     const step = JSON.parse(metadata['pirl-checkpoint']).position.step;
     expect(step).toBeGreaterThanOrEqual(2);
@@ -766,21 +775,13 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
   }, 180_000);
 
   test('a signal in the run\'s last step ends a finished run: exit 0, no resume to say', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-cli-int-'));
-    const out = path.join(dir, 'run');
-    const child = spawn(process.execPath, [cli, 'train', 'fashion-mnist', '--out', out, '--width', '0.125', '--batch', '256', '--negatives', '16',
-      '--epochs', '1', '--epoch-length', '2', '--bank-init', 'random'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '', stdout = '';
-    child.stderr.on('data', (d) => void (stderr += d));
-    child.stdout.on('data', (d) => void (stdout += d));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const logged = () => (fs.existsSync(path.join(out, 'metrics.jsonl')) ? fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8') : '');
-    for (let waited = 0; !logged().includes('"step":1,') && waited < 120_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+    const { dir, child, output, exited, stepsLogged } = startTrain(['--batch', '256', '--epochs', '1', '--epoch-length', '2']);
+    await stepsLogged(1, 10);
     child.kill('SIGINT'); // in step 2 of 2 (its batch made during step 1)
     expect(await exited).toBe(0);
-    expect(stderr).toMatch(/pirl: interrupted: stopping after this step and writing/);
-    expect(stdout).toMatch(/trained 2 step\(s\) in .*, to step 2 of 2/);
-    expect(stdout).not.toContain('interrupted: continue with');
+    expect(output.stderr).toMatch(/pirl: interrupted: stopping after this step and writing/);
+    expect(output.stdout).toMatch(/trained 2 step\(s\) in .*, to step 2 of 2/);
+    expect(output.stdout).not.toContain('interrupted: continue with');
     fs.rmSync(dir, { recursive: true, force: true });
   }, 180_000);
 });
