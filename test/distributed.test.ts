@@ -10,6 +10,7 @@ import * as path from 'path';
 import { ArrayDataset, Loader, Trainer, distributedFromEnv, readSafetensors, type BatchLogs, type Dataset, type TrainConfig } from '../lib';
 import { resolveDistributedOptions, type DistributedOptions } from '../lib/config';
 import { gatherBindAddress } from '../lib/train/rendezvous';
+import { rankGpu } from '../lib/train/trainer';
 import { tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -88,6 +89,13 @@ describe('data-parallel training', () => {
     expect(distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', TORCHELASTIC_USE_AGENT_STORE: 'True', TORCHELASTIC_RESTART_COUNT: '3', ...master }))
       .toMatchObject({ launcherStore: true, restartCount: 3 });
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', TORCHELASTIC_USE_AGENT_STORE: 'yes', ...master })).toThrow(/\$TORCHELASTIC_USE_AGENT_STORE must be a boolean, got "yes"/);
+  });
+
+  test("a rank's GPU: cuda:LOCAL_RANK, or the only one it sees (a launcher binding one GPU per rank)", () => {
+    expect(rankGpu(3, 8)).toBe('cuda:3');
+    expect(rankGpu(0, 1)).toBe('cuda:0');
+    expect(rankGpu(5, 1)).toBe('cuda:0'); // Slurm --gpus-per-task=1: SLURM_LOCALID 5 sees one GPU
+    expect(() => rankGpu(2, 2)).toThrow(/^options\.distributed\.localRank must be below the 2 GPUs this rank sees \(it trains on cuda:LOCAL_RANK, or on the only GPU it sees: check CUDA_VISIBLE_DEVICES and the launcher's GPU binding\), got 2$/);
   });
 
   test("Gloo's address: loopback when every rank is on this host, else decided when joining; GLOO_SOCKET_IFNAME as PyTorch", async () => {
