@@ -149,14 +149,30 @@ TEST(TrainState, ANonFiniteGradientChangesNothing) {
   EXPECT_THROW(s.step(images, at::randn({4, 9, 3, 8, 8}), indices, 0.1), c10::Error);
   EXPECT_TRUE(at::equal(weight, s.model()->trunk->conv1->weight.detach()));
   EXPECT_TRUE(at::equal(rows, s.bank().rows()));
-  // BatchNorm's running statistics too: the NaN batch had made them NaN (every later evaluation NaN).
-  int64_t compared = 0;
+  // BatchNorm's running statistics (the NaN batch had made them NaN: every later evaluation NaN) and step counts too.
+  int64_t counts = 0;
   for (const auto& [name, before] : buffers) {
-    if (!before.is_floating_point()) continue;  // step counts, which no evaluation reads
     EXPECT_TRUE(at::equal(before, s.model()->named_buffers()[name])) << name;
-    ++compared;
+    counts += before.is_floating_point() ? 0 : 1;
   }
-  EXPECT_GT(compared, 10);
+  EXPECT_GT(counts, 10);
+  EXPECT_EQ(buffers.size(), 3 * counts);
+}
+
+// A first step not taken leaves Z unestimated: the next step estimates it from its own batch (a NaN batch's
+// estimate had become the run's Z, every later loss NaN).
+TEST(TrainState, AFirstStepNotTakenLeavesZUnestimated) {
+  auto failed = pirl::testing::tinyTrainState(2, 40);
+  const at::Tensor indices = at::arange(4, at::kLong);
+  at::Tensor spoilt = at::randn({4, 3, 16, 16});
+  spoilt[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(failed.step(spoilt, at::randn({4, 9, 3, 8, 8}), indices, 0.1), c10::Error);
+  EXPECT_LE(failed.loss().zImage(), 0);
+  EXPECT_LE(failed.loss().zJigsaw(), 0);
+  const train::StepResult next = failed.step(at::randn({4, 3, 16, 16}), at::randn({4, 9, 3, 8, 8}), indices, 0.1);
+  EXPECT_TRUE(std::isfinite(next.loss));
+  EXPECT_TRUE(std::isfinite(failed.loss().zImage()) && failed.loss().zImage() > 0);
+  EXPECT_TRUE(std::isfinite(failed.loss().zJigsaw()) && failed.loss().zJigsaw() > 0);
 }
 
 // A failed step says what the weights were: already non-finite (naming the first such), diverged (past 10^4), or sound.

@@ -179,20 +179,40 @@ std::string TrainState::describeWeights(double lr) const {
                   w.largestValue > model::kOverflowing ? ": the updates diverged; lower the lr" : "");
 }
 
-std::vector<at::Tensor> TrainState::runningStats() const {
-  std::vector<at::Tensor> stats;
+std::vector<at::Tensor> TrainState::runningBuffers(bool statistics) const {
+  std::vector<at::Tensor> buffers;
   for (const at::Tensor& b : model_->buffers()) {
-    if (b.is_floating_point()) stats.push_back(b);
+    if (b.is_floating_point() == statistics) buffers.push_back(b);
   }
-  return stats;
+  return buffers;
 }
 
-void TrainState::restoreRunningStats(const at::Tensor& saved) const {
+namespace {
+
+at::Tensor flatCopy(const std::vector<at::Tensor>& buffers) {
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& b : buffers) flat.push_back(b.reshape(-1));
+  return flat.empty() ? at::Tensor() : at::cat(flat);
+}
+
+void copyBack(const std::vector<at::Tensor>& buffers, const at::Tensor& saved) {
   int64_t offset = 0;
-  for (at::Tensor& b : runningStats()) {
+  for (const at::Tensor& b : buffers) {
     b.copy_(saved.narrow(0, offset, b.numel()).view_as(b));
     offset += b.numel();
   }
+}
+
+}  // namespace
+
+TrainState::Before TrainState::snapshot() const {
+  return {flatCopy(runningBuffers(true)), flatCopy(runningBuffers(false)), loss_.zImage(), loss_.zJigsaw()};
+}
+
+void TrainState::putBack(const Before& before) {
+  copyBack(runningBuffers(true), before.statistics);
+  copyBack(runningBuffers(false), before.counts);
+  loss_.setZ(before.zImage, before.zJigsaw);
 }
 
 StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
@@ -206,15 +226,13 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   bank_->checkIndices(indices, "indices");
   const at::Tensor rows = bank_->onDevice(indices);  // pinned first: a pageable copy may wait for the stream
   model_->train();
-  std::vector<at::Tensor> running = runningStats();
   if (communicator_ && !syncBatchNorm_) {
     // Each rank's batch moved its own running statistics: rank 0's stand for all. Only they travel (one message):
     // BatchNorm's step counts (int64) advance alike on every replica, from rank 0's at the start.
+    std::vector<at::Tensor> running = runningBuffers(true);
     communicator_->broadcast(running, "the broadcast of rank 0's BatchNorm buffers");
   }
-  std::vector<at::Tensor> flat;
-  for (const at::Tensor& b : running) flat.push_back(b.reshape(-1));
-  const at::Tensor statsBefore = at::cat(flat);  // one copy (ResNet-50's: 200 KB), put back if the step is not taken
+  const Before before = snapshot();
   const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), rows};
   ++steps_;
   const PirlNegatives negatives = loss_.drawNegatives(*bank_, rows, streams);
@@ -256,11 +274,11 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const double loss = s[0], norm = std::sqrt(s[n + 1 + ranks]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) {
-    restoreRunningStats(statsBefore);
+    putBack(before);
     return {loss, s[1], s[2], norm, false, stop, replayed};
   }
   if (!finite) {
-    restoreRunningStats(statsBefore);
+    putBack(before);
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", asJs(loss), ", gradient norm ",
                 asJs(norm), "): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step",
                 describeWeights(lr));

@@ -98,11 +98,19 @@ class TrainState {
   std::vector<int64_t> graphKey(double lossScale);
   // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
   std::string describeWeights(double lr) const;
-  // The model's floating-point buffers (BatchNorm's running statistics), which a forward pass in training moves.
-  std::vector<at::Tensor> runningStats() const;
-  // Puts back the running statistics saved (flat) before a step that is not taken: its batch had moved them (a
-  // batch that made them NaN made every later evaluation NaN).
-  void restoreRunningStats(const at::Tensor& saved) const;
+  // The model's buffers a forward pass in training moves: BatchNorm's running statistics (floating point), or its
+  // step counts (int64).
+  std::vector<at::Tensor> runningBuffers(bool statistics) const;
+  // What a step changes before it is known to be taken, as it was: BatchNorm's buffers, flat (one copy each of the
+  // statistics, ResNet-50's 200 KB, and of the counts), and Z (the first step's estimate sets it).
+  struct Before {
+    at::Tensor statistics, counts;
+    double zImage, zJigsaw;
+  };
+  Before snapshot() const;
+  // Puts it back after a step that is not taken: its batch had moved them (a batch that made the statistics NaN
+  // made every later evaluation NaN; a NaN first estimate of Z, every later loss).
+  void putBack(const Before& before);
 
   model::PirlModel model_;
   std::shared_ptr<MemoryBank> bank_;
