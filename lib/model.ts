@@ -297,7 +297,8 @@ export class PirlModel {
   /**
    * Loads a torchvision-named trunk (its `fc.*` tensors, if any, are ignored; `num_batches_tracked` may be
    * missing, as PyTorch's load_state_dict allows). A trunk of pirl export's that is another arch, stem or width
-   * is refused saying which; errors name the file.
+   * is refused saying which; errors name the file. The model's imageSize becomes the trunk's (null where the file
+   * does not say it: torchvision's).
    */
   async importTrunk(file: string): Promise<void> {
     checkFile('file', file);
@@ -314,6 +315,9 @@ export class PirlModel {
           `PirlModel.create(${JSON.stringify({ arch: a, stem: s, width: w })}) makes a model it fits`);
       }
     }
+    // The side the trunk was trained at becomes the model's (unknown: null); this model's own no longer describes it.
+    const trained = described?.imageSize;
+    const imageSize = trained === undefined || trained === null ? null : checkInteger(`${metadataField(file, 'pirl-trunk')}.imageSize`, trained, 1);
     for (const name of [...tensors.keys()]) if (name.startsWith('fc.')) tensors.delete(name);
     try {
       await this.loadStateDict(tensors, { scope: 'trunk' });
@@ -321,5 +325,6 @@ export class PirlModel {
       if (err instanceof Error) err.message = `${file}: ${err.message} (this model: ${this.options.arch}, stem ${this.options.stem}, width ${this.options.width})`;
       throw err;
     }
+    this.imageSize = imageSize;
   }
 }

@@ -313,8 +313,8 @@ describe('pirl train / eval / embed / export', () => {
     expect(written.tensors.has('layer4.1.bn2.running_var')).toBe(true);
     expect(JSON.parse(written.metadata['pirl-trunk'])).toMatchObject({ arch: 'resnet18', stem: 'small', width: 0.125, imageSize: 32, mean: [0.485, 0.456, 0.406] });
     // What torchvision needs to take it is said (README "Transfer").
-    expect(exported.stderr).toContain("pirl: note: width 0.125: torchvision's resnet18 has no such channel counts");
-    expect(exported.stderr).toContain('pirl: note: the small stem: torchvision.models.resnet18() takes it after m.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False) and m.maxpool = nn.Identity()');
+    expect(exported.stderr).toContain("pirl: note: width 0.125: torchvision's resnet18 has no such channel counts; its weights load only into a ResNet built with each stage's channels × 0.125, and the small stem (a 3×3 stride-1 conv1, no max-pool)\n");
+    expect(exported.stderr).not.toContain('torchvision.models.resnet18() takes it'); // not at this width: bn1 would not fit
     const trunkAsModel = spawnSync(process.execPath, [cli, 'eval', trunk], { encoding: 'utf8' });
     expect(trunkAsModel.stderr).toContain('it is a trunk from pirl export (resnet18, small stem, width 0.125), not a pirl model: in the API, PirlModel.create({"arch":"resnet18","stem":"small","width":0.125}) then model.importTrunk(file) loads it');
 

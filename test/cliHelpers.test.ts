@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { Tensor, isOutOfMemory } from '../lib';
+import { torchvisionNotes } from '../lib/cli/export';
 import { COMMANDS, failureMessage } from '../lib/cli/main';
 import { MetricsLog } from '../lib/cli/metrics';
 import { formatDuration } from '../lib/cli/progress';
@@ -175,4 +176,14 @@ describe('a signal quits a command (quit.ts), leaving no lock and no temporary f
     expect(await exiting.exited).toEqual({ code: 3, signal: null, stderr: '' });
     expect(fs.readdirSync(dir)).toEqual([]);
   });
+});
+
+test("pirl export's notes: torchvision's recipe for a small stem at width 1 only (at another width bn1 does not fit it)", () => {
+  expect(torchvisionNotes({ arch: 'resnet50', stem: 'imagenet', width: 1 })).toEqual([]);
+  expect(torchvisionNotes({ arch: 'resnet18', stem: 'small', width: 1 })).toEqual([
+    'the small stem: torchvision.models.resnet18() takes it after m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False) and m.maxpool = nn.Identity()']);
+  expect(torchvisionNotes({ arch: 'resnet18', stem: 'small', width: 0.5 })).toEqual([
+    "width 0.5: torchvision's resnet18 has no such channel counts; its weights load only into a ResNet built with each stage's channels × 0.5, and the small stem (a 3×3 stride-1 conv1, no max-pool)"]);
+  expect(torchvisionNotes({ arch: 'resnet50', stem: 'imagenet', width: 2 })).toEqual([
+    "width 2: torchvision's resnet50 has no such channel counts; its weights load only into a ResNet built with each stage's channels × 2"]);
 });

@@ -155,11 +155,12 @@ describe('PirlModel', () => {
     await expect(other.loadStateDict(new Map([[1, Tensor.zeros([1])]]) as never)).rejects.toThrow(/^values\.keys\(\)\[0\] must be a parameter name \(a string\), got 1$/);
   });
 
-  test("importTrunk: torchvision's files without num_batches_tracked load (as in PyTorch); another arch, a whole model, are refused naming the file and why", async () => {
+  test("importTrunk: torchvision's files without num_batches_tracked load (as in PyTorch); the trunk's side is the model's; another arch, a whole model, are refused naming the file and why", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pirl-import-'));
     try {
       const small = { arch: 'resnet18' as const, stem: 'small' as const, width: 0.125 };
       const source = await PirlModel.create({ ...small, seed: 3 });
+      source.imageSize = 48;
       const exported = path.join(dir, 'trunk.safetensors');
       await source.exportTrunk(exported);
       const { tensors } = await readSafetensors(exported);
@@ -168,10 +169,14 @@ describe('PirlModel', () => {
       const target = await PirlModel.create({ ...small, seed: 4 });
       await target.loadStateDict(new Map([['trunk.bn1.num_batches_tracked', Tensor.from(new BigInt64Array([7n]), [])]]), { strict: false });
       expect([...(await target.stateDict('trunk')).get('bn1.num_batches_tracked')!.data()]).toEqual([7n]);
+      target.imageSize = 96;
       await target.importTrunk(uncounted);
       for (const [name, t] of await target.stateDict('trunk')) {
         expect({ name, values: [...t.data()] }).toEqual({ name, values: name.endsWith('num_batches_tracked') ? [0n] : [...tensors.get(name)!.data()] });
       }
+      expect(target.imageSize).toBeNull(); // the trunk's side, unknown: embedding at 96 px, its own trunk's, was wrong for it
+      await target.importTrunk(exported);
+      expect(target.imageSize).toBe(48);
       const wider = await PirlModel.create({ ...small, arch: 'resnet34' });
       await expect(wider.importTrunk(exported)).rejects.toThrow(`${exported} holds a trunk of resnet18 (stem small, width 0.125); this model is resnet34 (stem small, width 0.125): ` +
         'PirlModel.create({"arch":"resnet18","stem":"small","width":0.125}) makes a model it fits');
