@@ -293,6 +293,7 @@ describe('pirl train / eval / embed / export', () => {
     await (await PirlModel.create({ width: 0.125 })).save(otherModel);
     searchRefused([otherModel, features, query], `${features} was embedded by another model than ${otherModel}`);
     searchRefused([model, features, path.join(dir, 'nowhere.png')], `query ${path.join(dir, 'nowhere.png')}: no such file or folder`);
+    searchRefused([model, features, '/dev/null'], 'query /dev/null: neither an image file nor a folder'); // a device, a FIFO: not read as images[0]
     searchRefused([model, model, query], 'is not a features file of pirl embed');
     const featuresAsModel = spawnSync(process.execPath, [cli, 'eval', features], { encoding: 'utf8' });
     expect(featuresAsModel.stderr).toContain('it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it');

@@ -96,6 +96,7 @@ export async function search(args: string[]): Promise<void | number> {
   const kinds = await Promise.all(queries.map(async (q) => {
     const stat = await fs.stat(q).catch((err: unknown) => errorFrom(`query ${q}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or folder' : (err as Error).message}`, err));
     if (stat instanceof Error) throw stat;
+    if (!stat.isDirectory() && !stat.isFile()) throw new Error(`query ${q}: neither an image file nor a folder`);
     return stat.isDirectory() ? 'folder' : 'file';
   }));
   const model = await PirlModel.load(modelFile, { device });
