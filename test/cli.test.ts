@@ -216,7 +216,7 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(unreadable, 'not an image');
     const queries = [query, path.join(data, 'light'), unreadable];
     const searched = spawnSync(process.execPath, [cli, 'search', model, features, ...queries, '--k', '3'], { encoding: 'utf8' });
-    expect(searched.stderr).toContain(`query folder ${path.join(data, 'light')}: 10/10 images`); // progress, as embed shows it
+    expect(searched.stderr).toContain('query images: 12/12'); // progress, as embed shows it
     const found = searched.stdout.trim().split('\n').map((l) => JSON.parse(l));
     // One line per query image, in the order given: the file, the folder's 10 images, the unreadable file.
     expect(found.map((l) => path.dirname(l.query))).toEqual([path.dirname(query), ...Array(10).fill(path.join(data, 'light')), dir]);
@@ -226,6 +226,14 @@ describe('pirl train / eval / embed / export', () => {
     expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
     for (const line of found.slice(1, 11)) expect(line.neighbours[0].file).toBe(line.query);
     expect(found[11]).toEqual({ query: unreadable, error: 'not an image: text starting "not an image"' });
+    // Queries are answered a feature batch at a time (8 images at 256 px, model.embedBatchSize), printed as they come:
+    // 21 lines over three batches, each in its place.
+    const large = path.join(dir, 'features-256.safetensors');
+    run(['embed', model, data, '--out', large, '--size', '256']);
+    const batched = run(['search', model, large, path.join(data, 'light'), query, path.join(data, 'dark'), '--k', '1']).trim().split('\n').map((l) => JSON.parse(l));
+    expect(batched.map((l) => path.relative(data, l.query))).toEqual([...Array.from({ length: 10 }, (_, i) => path.join('light', `${i}.png`)), path.join('dark', '3.png'),
+      ...Array.from({ length: 10 }, (_, i) => path.join('dark', `${i}.png`))]);
+    for (const line of batched) expect(line.neighbours[0].file).toBe(line.query);
     // More neighbours asked for than the file holds: all of them, said.
     const all = spawnSync(process.execPath, [cli, 'search', model, features, query, '--k', '500'], { encoding: 'utf8' });
     const rows = JSON.parse(all.stdout).neighbours.length;

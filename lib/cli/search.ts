@@ -107,9 +107,6 @@ export async function search(args: string[]): Promise<void | number> {
   const folderImages = new Map<string, readonly string[]>();
   for (const [i, query] of queries.entries()) if (kinds[i] === 'folder') folderImages.set(query, await queryFolderImages(query, layout));
   const progress = new Progress();
-  const options = (what: string) => ({
-    layer: catalogue.layer, size: catalogue.size, ...decoding, onProgress: (done: number, total: number) => progress.update(`${what}: ${done}/${total} images`, done === total),
-  });
   // Each query's line (its neighbours, or why it was left out), by file.
   let answered = 0;
   const lines = async (embedded: ImageFeatures): Promise<Map<string, string>> => {
@@ -127,18 +124,17 @@ export async function search(args: string[]): Promise<void | number> {
     for (const [file, error] of embedded.failures) out.set(file, JSON.stringify({ query: path.resolve(file), error }));
     return out;
   };
-  // The files named one by one in one pass, printed in their places; each folder in its own pass.
-  const files = queries.filter((_, i) => kinds[i] === 'file');
-  const named = files.length > 0 ? await lines(await embedImages(model, files, options('query images'))) : new Map<string, string>();
-  for (const [i, query] of queries.entries()) {
-    if (kinds[i] === 'file') {
-      console.log(named.get(query));
-      continue;
-    }
-    // The folder's images as listed above (not listed and probed again), in its order, the unreadable in their places.
-    const images = folderImages.get(query)!;
-    const found = await lines(await embedImages(model, images, options(`query folder ${query}`)));
-    for (const file of images) console.log(found.get(file));
+  // Every query image in its place (a folder's as listed above, not probed again), answered a feature batch at a time:
+  // the first lines come at once, and a stop keeps those printed.
+  const images = queries.flatMap((query, i) => (kinds[i] === 'file' ? [query] : folderImages.get(query)!));
+  const chunk = model.embedBatchSize(catalogue.size);
+  for (let start = 0; start < images.length; start += chunk) {
+    const batch = images.slice(start, start + chunk);
+    const found = await lines(await embedImages(model, batch, {
+      layer: catalogue.layer, size: catalogue.size, ...decoding,
+      onProgress: (done: number) => progress.update(`query images: ${start + done}/${images.length}`, start + done === images.length),
+    }));
+    for (const file of batch) console.log(found.get(file));
   }
   // Every query an error line: a script reading the exit status alone would have taken them for answers.
   if (answered === 0) {
