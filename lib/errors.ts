@@ -93,7 +93,10 @@ export function nearest(given: string, known: readonly string[]): string | null 
     const d = editDistance(given.toLowerCase(), name.toLowerCase());
     if (d < bestDistance) [best, bestDistance] = [name, d];
   }
-  return bestDistance <= (given.length <= 3 ? 1 : 2) ? best : null;
+  if (bestDistance <= (given.length <= 3 ? 1 : 2)) return best;
+  // The last word of one name only, as PyTorch calls it: lr for baseLr.
+  const ending = known.filter((name) => name.split(/(?=[A-Z])/).pop()!.toLowerCase() === given.toLowerCase());
+  return ending.length === 1 ? ending[0] : null;
 }
 
 function editDistance(a: string, b: string): number {
