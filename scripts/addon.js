@@ -125,12 +125,16 @@ function preloadLibtorch(libtorch) {
   }
 }
 
+// What UCX must not do in a pirl process, unless the user set it: libucs reads these in its constructor.
+const UCX_OFF = [['UCX_MEM_EVENTS', 'no'], ['UCX_DEBUG_SIGNO', '0']];
+
 /** Finds and loads the addon: `{ binding, path, kind, libtorch }`. */
 function loadAddon(root = packageRoot) {
   const addon = locateAddon(root);
   // UCX, which libtorch builds with OpenMPI load (Debian's 2.x), hooks mmap/munmap as it loads; its hooks
-  // race with V8's heap teardown and ~1% of node processes then crash at exit. pirl uses no MPI.
-  if (process.env.UCX_MEM_EVENTS === undefined) process.env.UCX_MEM_EVENTS = 'no';
+  // race with V8's heap teardown and ~1% of node processes then crash at exit. It also takes SIGHUP as its
+  // debug signal, so that a closed terminal no longer stopped training. pirl uses no MPI.
+  for (const [name, off] of UCX_OFF) if (process.env[name] === undefined) process.env[name] = off;
   // Counts when pirl is required before any async fs, dns, crypto or zlib work (the CLI sizes it before all of that).
   sizeThreadPool();
   preloadLibtorch(addon.libtorch);

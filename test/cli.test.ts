@@ -165,7 +165,11 @@ describe('pirl train / eval / embed / export', () => {
     expect(JSON.parse(itself.stdout.trim()).test).toBe(20);
     expect(itself.stderr).toContain('pirl: warning: --test is --data: every test image votes for itself');
     expect(itself.stderr).toContain('pirl: --k 200 is more than the 20 images that voted (--data): each test image was voted on by all 20');
-    expect(spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16', '--k', '16'], { encoding: 'utf8' }).stderr).not.toContain('--k 16');
+    // All of them voting is said as that alone; more than any class holds (8 of each of the 16), as a note.
+    const classWide = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16', '--k', '16'], { encoding: 'utf8' }).stderr;
+    expect(classWide).not.toContain('is more than the 16 images that voted');
+    expect(classWide).toContain("pirl: note: --k 16 is more than the 8 images of the largest class that voted: each vote counts other classes' images too; a --k of at most 8 suits data this small\n");
+    expect(spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--size', '16', '--k', '8'], { encoding: 'utf8' }).stderr).not.toContain('--k 8');
     // Without --size, at the size the model was trained on (the small preset's 32-px views), which its file records.
     expect(JSON.parse(run(['eval', model, '--data', data]).trim()).size).toBe(32);
     // Test classes are matched by name: one the model's data lacks is refused, naming --test.
@@ -216,7 +220,7 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(unreadable, 'not an image');
     const queries = [query, path.join(data, 'light'), unreadable];
     const searched = spawnSync(process.execPath, [cli, 'search', model, features, ...queries, '--k', '3'], { encoding: 'utf8' });
-    expect(searched.stderr).toContain('query images: 12/12'); // progress, as embed shows it
+    expect(searched.stderr).toMatch(/query images 12\/12 images, [\d.]+ img\/s, in \d+m\d+s\n/); // progress, as embed shows it
     const found = searched.stdout.trim().split('\n').map((l) => JSON.parse(l));
     // One line per query image, in the order given: the file, the folder's 10 images, the unreadable file.
     expect(found.map((l) => path.dirname(l.query))).toEqual([path.dirname(query), ...Array(10).fill(path.join(data, 'light')), dir]);
@@ -302,6 +306,12 @@ describe('pirl train / eval / embed / export', () => {
     searchRefused([otherModel, features, query], `${features} was embedded by another model than ${otherModel}`);
     searchRefused([model, features, path.join(dir, 'nowhere.png')], `query ${path.join(dir, 'nowhere.png')}: no such file or folder`);
     searchRefused([model, features, '/dev/null'], 'query /dev/null: neither an image file nor a folder'); // a device, a FIFO: not read as images[0]
+    // A features file whose folder moved since: its neighbours keep their old paths, said.
+    const moved = path.join(dir, 'moved.safetensors');
+    await writeSafetensors(moved, (await readSafetensors(features)).tensors, { ...(await readSafetensors(features)).metadata, dir: path.join(dir, 'gone') });
+    const fromMoved = spawnSync(process.execPath, [cli, 'search', model, moved, query, '--k', '1'], { encoding: 'utf8' });
+    expect(fromMoved.stderr).toContain(`pirl: warning: ${moved}'s images were embedded from ${path.join(dir, 'gone')}, which is no folder now: its neighbours are named where they were (embed the moved folder again)`);
+    expect(JSON.parse(fromMoved.stdout).neighbours[0].file).toBe(path.join(dir, 'gone', 'dark', '3.png'));
     searchRefused([model, model, query], 'is not a features file of pirl embed');
     const featuresAsModel = spawnSync(process.execPath, [cli, 'eval', features], { encoding: 'utf8' });
     expect(featuresAsModel.stderr).toContain('it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it');

@@ -208,7 +208,7 @@ export async function openData(spec: string, size: number, values: FlagValues, s
     return IdxDataset.fashionMnist(split);
   }
   const progress = new Progress();
-  const onCacheProgress = (done: number, all: number) => progress.update(`decode cache ${cache}: ${done}/${all} images`, done === all);
+  const onCacheProgress = progress.images(`decode cache ${cache}:`);
   try {
     return await ImageFolder.open(spec, { size, layout, ...decoding, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
   } catch (err) {

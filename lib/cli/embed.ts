@@ -29,7 +29,7 @@ export async function embed(args: string[]): Promise<void> {
   warnOfSize(model, options.size);
   const data = await openData(positionals[1], Math.max(options.size, 8), values);
   const progress = new Progress();
-  const { features, indices } = await datasetFeatures(model, data, options, (done, total) => progress.update(`features ${done}/${total} images`, done === total));
+  const { features, indices } = await datasetFeatures(model, data, options, progress.images('features'));
   // A folder's rows are named by their files; fashion-mnist's by their sample numbers.
   let files: string[];
   if (data instanceof ImageFolder) {

@@ -7,9 +7,25 @@ export function formatDuration(seconds: number): string {
   return s >= 3600 ? `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m` : `${Math.floor(s / 60)}m${s % 60}s`;
 }
 
+/** Images a second, to the digits that tell: 3.2, 412. */
+export const rate = (perSecond: number): string => perSecond.toFixed(perSecond < 10 ? 1 : 0);
+
 export class Progress {
   private lastPlain = 0;
   constructor(private readonly tty = Boolean(process.stderr.isTTY)) {}
+  /**
+   * A pass over images, as `label done/total images`, then their rate and the time left (at the end, taken): the
+   * reporter of one pass, its clock started now. `last` false: the line stays open for what follows it.
+   */
+  images(label: string, last = true): (done: number, total: number) => void {
+    const started = Date.now();
+    return (done, total) => {
+      const seconds = (Date.now() - started) / 1000;
+      const time = done === total ? `in ${formatDuration(seconds)}` : `ETA ${formatDuration((seconds / done) * (total - done))}`;
+      this.update(`${label} ${done}/${total} images${done > 0 && seconds > 0 ? `, ${rate(done / seconds)} img/s, ${time}` : ''}`, last && done === total);
+    };
+  }
+
   update(text: string, done: boolean): void {
     if (this.tty) {
       process.stderr.write(`\r\x1b[K${text}${done ? '\n' : ''}`);

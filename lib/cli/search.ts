@@ -58,6 +58,10 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   const outside = (listed as string[]).findIndex((f) => dir !== undefined && (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')));
   if (outside >= 0) throw new Error(`${file}: metadata "files"[${outside}] (${JSON.stringify(listed[outside])}) names a file outside its folder ${dir}: embed the images again`);
   const files = (listed as string[]).map((f) => (dir === undefined ? f : path.join(dir, f)));
+  // Moved or removed since: the neighbours still name the images where they were.
+  if (dir !== undefined && !(await fs.stat(dir).then((s) => s.isDirectory(), () => false))) {
+    console.error(`pirl: warning: ${file}'s images were embedded from ${dir}, which is no folder now: its neighbours are named where they were (embed the moved folder again)`);
+  }
   const broken = (features.data() as Float32Array).findIndex((v) => !Number.isFinite(v));
   if (broken >= 0) {
     const row = Math.floor(broken / width);
@@ -128,11 +132,11 @@ export async function search(args: string[]): Promise<void | number> {
   // the first lines come at once, and a stop keeps those printed.
   const images = queries.flatMap((query, i) => (kinds[i] === 'file' ? [query] : folderImages.get(query)!));
   const chunk = model.embedBatchSize(catalogue.size);
+  const counted = progress.images('query images');
   for (let start = 0; start < images.length; start += chunk) {
     const batch = images.slice(start, start + chunk);
     const found = await lines(await embedImages(model, batch, {
-      layer: catalogue.layer, size: catalogue.size, ...decoding,
-      onProgress: (done: number) => progress.update(`query images: ${start + done}/${images.length}`, start + done === images.length),
+      layer: catalogue.layer, size: catalogue.size, ...decoding, onProgress: (done: number) => counted(start + done, images.length),
     }));
     for (const file of batch) console.log(found.get(file));
   }

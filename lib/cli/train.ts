@@ -22,7 +22,7 @@ import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, run
 import { LAUNCH_FOLDER_PREFIX, launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
-import { Progress, formatDuration } from './progress';
+import { Progress, formatDuration, rate } from './progress';
 import { withHostThreads } from '../runtime';
 import { SIGNAL_CAUSES, handleSignals, quit, type QuitSignal } from './quit';
 
@@ -66,7 +66,6 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
           unless --mode nce --z ema; with --resume too, not saved in the run)`;
 
 // Images per second as read: below 10 with a decimal (a paper-preset step on one thread read "0 img/s").
-const rate = (perSecond: number): string => perSecond.toFixed(perSecond < 10 ? 1 : 0);
 
 function folderSizeText(c: DeepReadonly<ResolvedTrainConfig>): string {
   return `${folderSize({}, c.sampler, '')} for the small preset`;
@@ -410,7 +409,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // bankInit 'features' embeds the data set (each rank a shard; rank 0's shown) before the first step: minutes on a large folder.
   const prepared = new Progress();
   const share = distributed ? ` (rank 0's share of ${distributed.worldSize})` : '';
-  const onBankInit = main ? (done: number, all: number) => prepared.update(`memory bank from features${share}: ${done}/${all} images`, done === all) : undefined;
+  const onBankInit = main ? prepared.images(`memory bank from features${share}:`) : undefined;
   return {
     resumed: false,
     start: () => withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: cudaGraphsFlag(values), onBankInit, onChecked })),
@@ -485,7 +484,7 @@ export async function train(args: string[]): Promise<number | void> {
   const scoreKnn = async (epoch: number, atEpochEnd: boolean): Promise<number | undefined> => {
     if (signals.signal.aborted) return undefined;
     const pass = () => knnAccuracy(trainer.model, knnSets!.train, knnSets!.test, { size: trainer.config.sampler.imageSize, signal: signals.signal },
-      (done, all) => progress.update(`epoch ${epoch + 1}: kNN features ${done}/${all} images`, false));
+      progress.images(`epoch ${epoch + 1}: kNN features`, false));
     const knn = await (atEpochEnd ? withHostThreads(pass) : pass()).catch((err: Error & { code?: string }) => {
       if (err.code !== 'ABORT_ERR') throw err;
       return undefined;
