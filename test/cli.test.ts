@@ -198,6 +198,10 @@ describe('pirl train / eval / embed / export', () => {
     const { tensors, metadata } = await readSafetensors(features);
     expect(tensors.get('features')!.shape[0]).toBe(20);
     expect(JSON.parse(metadata.files)).toContain(path.join('dark', '0.png'));
+    // A labeled folder's rows carry their classes: each row's label names its file's folder.
+    const classes = JSON.parse(metadata.classes) as string[];
+    expect(classes).toEqual(['dark', 'light']);
+    expect([...tensors.get('labels')!.data()].map((l) => classes[Number(l)])).toEqual(JSON.parse(metadata.files).map((f: string) => f.split(path.sep)[0]));
     // --cache: the folder decoded once at embed's side, read back by the next pass (eval's too): the same features.
     const embedCache = path.join(dir, 'embed.cache');
     const cachedFeatures = path.join(dir, 'cached.safetensors');

@@ -6,6 +6,7 @@ import { ImageFolder, relativeTo } from '../data/imageFolder';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { writeSafetensors } from '../safetensors';
+import { Tensor } from '../tensor';
 import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, weightsDigest, type Flags } from './args';
 import { Progress } from './progress';
 
@@ -38,9 +39,13 @@ export async function embed(args: string[]): Promise<void> {
   } else {
     files = indices.map((i) => `${positionals[1]}/train/${i}`);
   }
-  await writeSafetensors(out, [['features', features]], {
+  // Labeled data: each row's class beside it, for a classifier of the features (LinearProbe.fit) without the folder.
+  const { labels, classes } = data;
+  const tensors: Array<[string, Tensor]> = [['features', features]];
+  if (labels && classes) tensors.push(['labels', Tensor.from(Int32Array.from(indices, (i) => labels[i]))]);
+  await writeSafetensors(out, tensors, {
     files: JSON.stringify(files), layer: options.layer, size: String(options.size), 'model-weights-sha256': modelDigest,
-    ...(data instanceof ImageFolder ? { dir: path.resolve(positionals[1]) } : {}),
+    ...(data instanceof ImageFolder ? { dir: path.resolve(positionals[1]) } : {}), ...(labels && classes ? { classes: JSON.stringify(classes) } : {}),
   });
   const unreadable = imagesFound(data) - files.length; // a cache left some out of the data set, the passes the others
   console.log(`wrote ${features.shape.join('×')} features of ${files.length} images (at ${options.size} px${unreadable > 0 ? `; ${unreadable} unreadable left out` : ''}) to ${out}`);
