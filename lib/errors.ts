@@ -94,10 +94,12 @@ export function nearest(given: string, known: readonly string[]): string | null 
     if (d < bestDistance) [best, bestDistance] = [name, d];
   }
   if (bestDistance <= (given.length <= 3 ? 1 : 2)) return best;
-  // The last word of one name only, as PyTorch calls it: lr for baseLr.
-  const ending = known.filter((name) => name.split(/(?=[A-Z])/).pop()!.toLowerCase() === given.toLowerCase());
-  return ending.length === 1 ? ending[0] : null;
+  const named = PYTORCH_NAMES[given];
+  return named !== undefined && known.includes(named) ? named : null;
 }
+
+// PyTorch's names for pirl's options, too far from them to be taken for misspellings.
+const PYTORCH_NAMES: Record<string, string> = { lr: 'baseLr' };
 
 function editDistance(a: string, b: string): number {
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);

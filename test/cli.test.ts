@@ -234,8 +234,8 @@ describe('pirl train / eval / embed / export', () => {
     expect(found[0].neighbours[0].similarity).toBeCloseTo(1, 5);
     for (const line of found.slice(1, 11)) expect(line.neighbours[0].file).toBe(line.query);
     expect(found[11]).toEqual({ query: unreadable, error: 'not an image: text starting "not an image"' });
-    // Queries are answered a feature batch at a time (8 images at 256 px, model.embedBatchSize), printed as they come:
-    // 21 lines over three batches, each in its place.
+    // Queries are answered a feature batch at a time (8 images at 256 px, model.embedBatchSize): 21 lines over three
+    // batches, each in its place (that they are printed batch by batch is not timed here).
     const large = path.join(dir, 'features-256.safetensors');
     run(['embed', model, data, '--out', large, '--size', '256']);
     const batched = run(['search', model, large, path.join(data, 'light'), query, path.join(data, 'dark'), '--k', '1']).trim().split('\n').map((l) => JSON.parse(l));
@@ -640,7 +640,7 @@ describe('pirl train / eval / embed / export', () => {
     // The file, then the option's path in it.
     usage(['train', data, '--config', list], /--config .*list\.json: loss\.tua is not an option; loss takes lambda, tau/);
     fs.writeFileSync(list, '{"lr": 0.1}');
-    usage(['train', data, '--config', list], /--config .*list\.json: lr is not an option; .*list\.json takes recipe, .* \(--lr sets baseLr\)$/m);
+    usage(['train', data, '--config', list], /--config .*list\.json: lr is not an option; .*list\.json takes recipe, .* \(did you mean baseLr\?\)$/m);
     fs.writeFileSync(list, '{"wdith": 0.5}'); // a model option given at the top: the path meant
     usage(['train', data, '--config', list], /--config .*list\.json: wdith is not an option; .*list\.json takes recipe, .* \(did you mean model\.width\?\)$/m);
     usage(['train', data, '--config', path.join(dir, 'none.json')], /^pirl: --config .*none\.json: no such file$/m);

@@ -54,8 +54,9 @@ describe('resolveX: one owner of every default and allowed value', () => {
   test('an unknown or misspelt option is an error, not ignored', () => {
     expect(() => resolveModelOptions({ widht: 2 } as PirlModelOptions)).toThrow(/^options.widht is not an option; options takes arch, stem, width, embeddingDim, channelsLast, patchRunningStats, seed \(did you mean width\?\)$/);
     expect(() => resolveTrainConfig({ model: { device: 'cpu' } } as TrainConfig)).toThrow(/^config.model.device is not an option; config.model takes arch, /);
-    // The last word of one option's name only, as PyTorch names it: that option; of several: none guessed.
+    // PyTorch's name for an option: that option; a word of several options' names guesses none.
     expect(() => resolveTrainConfig({ lr: 0.1 } as TrainConfig)).toThrow(/^config\.lr is not an option; config takes .* \(did you mean baseLr\?\)$/);
+    expect(() => resolveTrainConfig({ size: 64 } as TrainConfig)).toThrow(/^config\.size is not an option; config takes [^(]*$/);
     expect(() => resolveTrainConfig({ sampler: { size: 64 } } as TrainConfig)).toThrow(/^config\.sampler\.size is not an option; config\.sampler takes [^(]*$/);
     expect(() => resolveTrainConfig([1, 2, 3] as never)).toThrow(/config must be an object, got \[1, 2, 3\]/);
     // The resolvers take the option types: a misspelt option or a bank without its size does not compile.

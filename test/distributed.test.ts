@@ -91,11 +91,14 @@ describe('data-parallel training', () => {
     expect(() => distributedFromEnv({ RANK: '0', WORLD_SIZE: '2', TORCHELASTIC_USE_AGENT_STORE: 'yes', ...master })).toThrow(/\$TORCHELASTIC_USE_AGENT_STORE must be a boolean, got "yes"/);
   });
 
-  test("a rank's GPU: cuda:LOCAL_RANK, or the only one it sees (a launcher binding one GPU per rank)", () => {
-    expect(rankGpu(3, 8)).toBe('cuda:3');
-    expect(rankGpu(0, 1)).toBe('cuda:0');
-    expect(rankGpu(5, 1)).toBe('cuda:0'); // Slurm --gpus-per-task=1: SLURM_LOCALID 5 sees one GPU
-    expect(() => rankGpu(2, 2)).toThrow(/^options\.distributed\.localRank must be below the 2 GPUs this rank sees \(it trains on cuda:LOCAL_RANK, or on the only GPU it sees: check CUDA_VISIBLE_DEVICES and the launcher's GPU binding\), got 2$/);
+  test("a rank's GPU: cuda:LOCAL_RANK, or the one it sees where the launcher binds one GPU to each rank", () => {
+    expect(rankGpu(3, 8, false)).toBe('cuda:3');
+    expect(rankGpu(0, 1, false)).toBe('cuda:0');
+    expect(rankGpu(5, 1, true)).toBe('cuda:0'); // Slurm --gpus-per-task=1: SLURM_LOCALID 5 sees its one GPU
+    // Two ranks on a host of one GPU (--nproc 2): refused, not both put on it (NCCL: "Duplicate GPU detected").
+    const refusal = /^options\.distributed\.localRank must be below the 1 GPU\(s\) this rank sees \(each rank trains on its own GPU, cuda:LOCAL_RANK, or the one CUDA_VISIBLE_DEVICES shows it: start at most one rank per GPU, or check the launcher's GPU binding\), got 1$/;
+    expect(() => rankGpu(1, 1, false)).toThrow(refusal);
+    expect(() => rankGpu(2, 2, true)).toThrow(/must be below the 2 GPU\(s\) this rank sees/);
   });
 
   test("Gloo's address: loopback when every rank is on this host, else decided when joining; GLOO_SOCKET_IFNAME as PyTorch", async () => {

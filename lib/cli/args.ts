@@ -240,11 +240,11 @@ export function unreadableOf(data: Dataset): string[] {
   return [...(sampleFiles(data)?.folder.failures.keys() ?? [])];
 }
 
-/** The samples of a data set (a held-out split: its own) found unreadable so far; none where a cache left them out. */
-export function unreadableIn(data: Dataset): string[] {
+/** The indices of a data set's samples (a held-out split: its own) found unreadable so far; none where a cache left them out. */
+export function unreadableIn(data: Dataset): number[] {
   const samples = sampleFiles(data);
   if (!samples || samples.folder.failures.size === 0) return [];
-  return Array.from({ length: data.length }, (_, i) => samples.file(i)).filter((f) => samples.folder.failures.has(f));
+  return Array.from({ length: data.length }, (_, i) => i).filter((i) => samples.folder.failures.has(samples.file(i)));
 }
 
 /** The images of a data set and those its cache left out. */

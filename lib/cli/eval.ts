@@ -17,10 +17,13 @@ export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULT
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;
 
-// How many images of each class the set holds.
+// How many images of each class the set holds, its unreadable ones left out.
 function classCounts(set: Dataset): number[] {
   const counts = new Map<number, number>();
-  for (const label of set.labels ?? []) counts.set(label, (counts.get(label) ?? 0) + 1);
+  const unreadable = new Set(unreadableIn(set));
+  set.labels?.forEach((label, i) => {
+    if (!unreadable.has(i)) counts.set(label, (counts.get(label) ?? 0) + 1);
+  });
   return [...counts.values()];
 }
 

@@ -7,7 +7,7 @@ export function formatDuration(seconds: number): string {
   return s >= 3600 ? `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m` : `${Math.floor(s / 60)}m${s % 60}s`;
 }
 
-/** Images a second, to the digits that tell: 3.2, 412. */
+/** Images a second: below 10 with a decimal (a paper-preset step on one thread read "0 img/s"). */
 export const rate = (perSecond: number): string => perSecond.toFixed(perSecond < 10 ? 1 : 0);
 
 export class Progress {

@@ -65,8 +65,6 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --cuda-graphs / --no-cuda-graphs (CUDA: each step one replay of a captured graph; on by default for one process
           unless --mode nce --z ema; with --resume too, not saved in the run)`;
 
-// Images per second as read: below 10 with a decimal (a paper-preset step on one thread read "0 img/s").
-
 function folderSizeText(c: DeepReadonly<ResolvedTrainConfig>): string {
   return `${folderSize({}, c.sampler, '')} for the small preset`;
 }
@@ -94,7 +92,8 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
     if (!isArgumentError(err) || !(err.argument === file || err.argument.startsWith(`${file}.`))) throw err;
     // A flag's name where the API's is meant ("lr" for baseLr): said.
     const key = err.argument.slice(file.length + 1);
-    const flag = Object.hasOwn(CONFIG_FLAGS, key) && CONFIG_FLAGS[key] !== key && err.received === key ? ` (--${key} sets ${CONFIG_FLAGS[key]})` : '';
+    const flag = Object.hasOwn(CONFIG_FLAGS, key) && CONFIG_FLAGS[key] !== key && err.received === key && !err.message.includes(`(did you mean ${CONFIG_FLAGS[key]}?)`)
+      ? ` (--${key} sets ${CONFIG_FLAGS[key]})` : '';
     // A nested option given at the top ("wdith" for model.width): the path meant, where no top-level name was near.
     const paths = Object.values(CONFIG_FLAGS).filter((p) => p.includes('.'));
     const leaf = flag === '' && err.received === key && !err.message.includes('(did you mean') ? nearest(key, paths.map((p) => p.slice(p.lastIndexOf('.') + 1))) : null;

@@ -192,18 +192,20 @@ function resolveProcess(options: ProcessOptions, c: ResolvedTrainConfig, group: 
   // One GPU per rank of a host: an index given would put every rank of the host on it.
   if (device !== 'cuda') throw rangeError('config.device', "'cuda' in a data-parallel run (each rank trains on its own GPU: cuda:LOCAL_RANK)", device);
   const localRank = group.localRank ?? (group.localWorldSize === null ? group.rank : group.rank % group.localWorldSize);
-  return { distributed: group, device: rankGpu(localRank, binding.buildInfo().cudaDeviceCount), cudaGraphs };
+  // A view of one GPU of its own: the launcher bound it (one device in CUDA_VISIBLE_DEVICES), or the rank is its host's only one.
+  const ownGpu = process.env.CUDA_VISIBLE_DEVICES?.split(',').filter((d) => d.trim() !== '').length === 1 || group.localWorldSize === 1;
+  return { distributed: group, device: rankGpu(localRank, binding.buildInfo().cudaDeviceCount, ownGpu), cudaGraphs };
 }
 
 /**
- * A rank's GPU: cuda:LOCAL_RANK of its host's, or the only one it sees where the launcher shows each rank its own
- * (Slurm's --gpus-per-task or --gpu-bind, a container per rank) while LOCAL_RANK still counts the host's ranks.
+ * A rank's GPU: cuda:LOCAL_RANK of its host's, or the one it sees where the launcher shows each rank its own (Slurm's
+ * --gpus-per-task or --gpu-bind, a container per rank: `ownGpu`) while LOCAL_RANK still counts the host's ranks.
  */
-export function rankGpu(localRank: number, visible: number): Device {
+export function rankGpu(localRank: number, visible: number, ownGpu: boolean): Device {
   if (localRank < visible) return `cuda:${localRank}`;
-  if (visible === 1) return 'cuda:0';
-  throw rangeError('options.distributed.localRank', `below the ${visible} GPUs this rank sees (it trains on cuda:LOCAL_RANK, ` +
-    "or on the only GPU it sees: check CUDA_VISIBLE_DEVICES and the launcher's GPU binding)", localRank);
+  if (visible === 1 && ownGpu) return 'cuda:0';
+  throw rangeError('options.distributed.localRank', `below the ${visible} GPU(s) this rank sees (each rank trains on its own GPU, ` +
+    "cuda:LOCAL_RANK, or the one CUDA_VISIBLE_DEVICES shows it: start at most one rank per GPU, or check the launcher's GPU binding)", localRank);
 }
 
 // The run's config, frozen to its leaves: a field changed afterwards would not change training but would be
