@@ -17,10 +17,9 @@ export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULT
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;
 
-// How many images of each class the set holds, its unreadable ones left out.
-function classCounts(set: Dataset): number[] {
+// How many images of each class the set holds, its `unreadable` samples left out.
+function classCounts(set: Dataset, unreadable: ReadonlySet<number>): number[] {
   const counts = new Map<number, number>();
-  const unreadable = new Set(unreadableIn(set));
   set.labels?.forEach((label, i) => {
     if (!unreadable.has(i)) counts.set(label, (counts.get(label) ?? 0) + 1);
   });
@@ -57,7 +56,8 @@ export async function evaluate(args: string[]): Promise<void> {
   // Unreadable images are left out (of the data set by a cache, else of the passes): train and test count the images
   // scored, and with the unreadable ones the folders' images add up.
   const unreadable = new Set([...unreadableOf(train), ...unreadableOf(test)]).size;
-  const [leftOfTrain, leftOfTest] = [unreadableIn(train).length, unreadableIn(test).length];
+  const unreadableOfTrain = new Set(unreadableIn(train));
+  const [leftOfTrain, leftOfTest] = [unreadableOfTrain.size, unreadableIn(test).length];
   const [voted, scored] = [train.length - leftOfTrain, test.length - leftOfTest];
   // The split was said before the passes found these (a cache's were found first): the counts said again, as the JSON's.
   if (leftOfTrain + leftOfTest > 0) console.error(`pirl: ${unreadable} unreadable image(s) left out: ${scored} test image(s) scored against ${voted}`);
@@ -65,7 +65,7 @@ export async function evaluate(args: string[]): Promise<void> {
   if (knn.k > voted) console.error(`pirl: --k ${knn.k} is more than the ${voted} images that voted (--data${values.test === undefined ? "'s four fifths" : ''}): each test image was voted on by all ${voted}`);
   // The protocol's k=200 is ImageNet's (~1,300 images a class): where no class has k images, every vote is mostly
   // other classes', which scored a small folder's features well below a small k's (0.46 against 0.56 at k 10).
-  const largest = Math.max(...classCounts(train));
+  const largest = Math.max(...classCounts(train, unreadableOfTrain));
   if (knn.k <= voted && knn.k > largest) {
     console.error(`pirl: note: --k ${knn.k}${values.k === undefined ? ' (the default, the protocol\'s)' : ''} is more than the ${largest} images of the largest class that voted: ` +
       `each vote counts other classes' images too; a --k of at most ${largest} suits data this small`);
