@@ -370,6 +370,71 @@ describe('pirl train / eval / embed / export', () => {
     expect(far.stderr).toContain('pirl: warning: --size 8 is far from the 32 px this model was trained at');
   }, 300_000); // ~40 s of CLI processes on a quiet 2-core machine
 
+  test('embed --update keeps the rows of unchanged images and embeds only new and changed ones, in the folder\'s order', async () => {
+    const model = path.join(out, 'model.safetensors');
+    const growing = path.join(dir, 'growing');
+    fs.cpSync(data, growing, { recursive: true });
+    const file = path.join(dir, 'growing.safetensors');
+    const embed = (args: string[]) => spawnSync(process.execPath, [cli, 'embed', model, growing, '--size', '16', ...args], { encoding: 'utf8' });
+    // A first --update (no file yet) embeds every image.
+    const first = embed(['--out', file, '--update']);
+    expect([first.status, first.stdout]).toEqual([0, `wrote 20×64 features of 20 images (at 16 px; 0 kept from before, 20 embedded now) to ${file}\n`]);
+    const before = await readSafetensors(file);
+    const names = (m: Record<string, string>) => JSON.parse(m.files) as string[];
+    const rowOf = (content: typeof before, name: string) => {
+      const i = names(content.metadata).indexOf(name);
+      return [...(content.tensors.get('features')!.data() as Float32Array).subarray(64 * i, 64 * i + 64)];
+    };
+    // Each row's file version is kept beside it: [bytes, modification time in ms].
+    const stat = fs.statSync(path.join(growing, 'dark', '0.png'));
+    const versions = before.tensors.get('file-versions')!;
+    const at = names(before.metadata).indexOf(path.join('dark', '0.png'));
+    expect([versions.dtype, versions.shape, [...(versions.data() as Float64Array).subarray(2 * at, 2 * at + 2)]]).toEqual(['float64', [20, 2], [stat.size, stat.mtimeMs]]);
+    // One image added, one replaced by another, one removed, one only touched (its time changed: embedded again).
+    await sharp(Buffer.alloc(24 * 24 * 3, 120), { raw: { width: 24, height: 24, channels: 3 } }).png().toFile(path.join(growing, 'dark', 'new.png'));
+    fs.copyFileSync(path.join(data, 'dark', '9.png'), path.join(growing, 'light', '3.png'));
+    fs.rmSync(path.join(growing, 'dark', '5.png'));
+    fs.utimesSync(path.join(growing, 'light', '7.png'), new Date(), new Date(Date.now() + 5000));
+    const update = embed(['--out', file, '--update']);
+    expect([update.status, update.stdout]).toEqual([0, `wrote 20×64 features of 20 images (at 16 px; 17 kept from before, 3 embedded now) to ${file}\n`]);
+    expect(update.stderr).toMatch(/features 3\/3 images/); // only those three were decoded and embedded
+    const after = await readSafetensors(file);
+    // The rows and their order are a full embed's of the folder as it is now: the same names, labels and features
+    // (the embedded ones in another batch: equal to float32 rounding), the kept ones bit for bit the earlier file's.
+    const full = path.join(dir, 'growing-full.safetensors');
+    embed(['--out', full]);
+    const fresh = await readSafetensors(full);
+    expect(names(after.metadata)).toEqual(names(fresh.metadata));
+    expect(names(after.metadata)).toContain(path.join('dark', 'new.png'));
+    expect(names(after.metadata)).not.toContain(path.join('dark', '5.png'));
+    expect([...after.tensors.get('labels')!.data()]).toEqual([...fresh.tensors.get('labels')!.data()]);
+    const got = after.tensors.get('features')!.data() as Float32Array;
+    const want = fresh.tensors.get('features')!.data() as Float32Array;
+    expect(got.length).toBe(want.length);
+    for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want[i])));
+    for (const name of names(after.metadata).filter((n) => ![path.join('light', '3.png'), path.join('light', '7.png'), path.join('dark', 'new.png')].includes(n))) {
+      expect(rowOf(after, name)).toEqual(rowOf(before, name));
+    }
+    expect(rowOf(after, path.join('light', '3.png'))).not.toEqual(rowOf(before, path.join('light', '3.png')));
+    // Nothing changed: every row kept, nothing decoded.
+    expect(embed(['--out', file, '--update']).stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
+    // Made at another layer, side or by another model: all embedded again, said; the file then holds the new rows.
+    const otherLayer = embed(['--out', file, '--update', '--layer', 'f']);
+    expect(otherLayer.stderr).toContain(`pirl: --update: ${file} was embedded at layer res5: every image is embedded again\n`);
+    expect(otherLayer.stdout).toContain('0 kept from before, 20 embedded now');
+    const otherModel = path.join(dir, 'growing-model.safetensors');
+    await (await PirlModel.create((await PirlModel.load(model)).options)).save(otherModel); // the same network, other weights
+    const byOther = spawnSync(process.execPath, [cli, 'embed', otherModel, growing, '--size', '16', '--out', file, '--update'], { encoding: 'utf8' });
+    expect(byOther.stderr).toContain(`pirl: --update: ${file} was embedded by another model: every image is embedded again\n`);
+    // What --update cannot keep rows of is refused before any work, naming it.
+    const fashion = spawnSync(process.execPath, [cli, 'embed', model, 'fashion-mnist', '--out', file, '--update'], { encoding: 'utf8' });
+    expect([fashion.status, fashion.stderr]).toEqual([2, expect.stringContaining("pirl: --update keeps the rows of a folder's unchanged images: fashion-mnist is no folder\n")]);
+    const notFeatures = path.join(dir, 'not-features.safetensors');
+    await writeSafetensors(notFeatures, [['x', Tensor.from(new Float32Array(2))]]);
+    const refused = embed(['--out', notFeatures, '--update']);
+    expect([refused.status, refused.stderr]).toEqual([2, expect.stringContaining(`pirl: --update ${notFeatures}: ${notFeatures} is not a features file of pirl embed`)]);
+  });
+
   test('the curves of a long run (300,000 steps) are drawn, not a stack overflow', async () => {
     const file = path.join(dir, 'long.png');
     const loss = Array.from({ length: 300000 }, (_, i): [number, number] => [i, 8 - Math.log1p(i) * 0.3]);

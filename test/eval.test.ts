@@ -2,7 +2,7 @@ import { getEventListeners } from 'events';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Subset, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Subset, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours, weightsDigest } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -187,6 +187,52 @@ describe('evaluation', () => {
       const unbuilt = path.join(dir, 'aborted.cache');
       await expect(embedImages(model, labelled, { cache: unbuilt, signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ABORT_ERR' });
       expect(fs.existsSync(unbuilt)).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('embedImages with reuse: rows of an earlier pass kept for unchanged files, the others embedded; a pass of another model, side or layer refused', async () => {
+    const dir = tmpDir('pirl-reuse-');
+    try {
+      for (let i = 0; i < 4; i++) await raw(20 + i, 20).png().toFile(path.join(dir, `${i}.png`));
+      const model = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125 });
+      model.imageSize = 16;
+      const first = await embedImages(model, dir);
+      expect([first.reused, first.layer, first.weights, first.versions!.length]).toEqual([0, 'res5', expect.stringMatching(/^[0-9a-f]{64}$/), 4]);
+      expect(first.versions![1]).toEqual({ bytes: fs.statSync(path.join(dir, '1.png')).size, modifiedMs: fs.statSync(path.join(dir, '1.png')).mtimeMs });
+      // 1.png removed, 4.png added before 0.png in order ('00.png'), 2.png rewritten with other pixels.
+      fs.rmSync(path.join(dir, '1.png'));
+      await raw(30, 30).png().toFile(path.join(dir, '00.png'));
+      await raw(20, 20).rotate(90).png().toFile(path.join(dir, '2.png'));
+      fs.utimesSync(path.join(dir, '2.png'), new Date(), new Date(Date.now() + 5000)); // a rewrite within the same ms is another version too
+      const progress: number[][] = [];
+      const second = await embedImages(model, dir, { reuse: first, onProgress: (done, total) => progress.push([done, total]) });
+      expect(second.files).toEqual(['0.png', '00.png', '2.png', '3.png'].map((f) => path.join(dir, f)));
+      expect(second.reused).toBe(2);
+      expect(progress).toEqual([[2, 2]]); // only 00.png and 2.png were decoded and embedded
+      const width = model.featureDim;
+      const rowOf = (r: typeof first, file: string) => [...(r.features.data() as Float32Array).subarray(width * r.files.indexOf(path.join(dir, file)), width * (r.files.indexOf(path.join(dir, file)) + 1))];
+      expect(rowOf(second, '0.png')).toEqual(rowOf(first, '0.png'));
+      expect(rowOf(second, '3.png')).toEqual(rowOf(first, '3.png'));
+      // The whole is a fresh pass's, to float rounding (the new rows were embedded in a batch of 2, not 4).
+      const fresh = await embedImages(model, dir);
+      const a = second.features.data() as Float32Array, b = fresh.features.data() as Float32Array;
+      expect(a.length).toBe(b.length);
+      a.forEach((v, i) => expect(Math.abs(v - b[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(b[i]))));
+      expect(rowOf(second, '2.png')).not.toEqual(rowOf(first, '2.png'));
+      expect(second.versions).toEqual(fresh.versions);
+      // What a reuse would mix silently wrong is refused, naming what differs.
+      await expect(embedImages(model, dir, { reuse: first, size: 20 })).rejects.toThrow('options.reuse.size must be 20, the side embedded at now, got 16');
+      await expect(embedImages(model, dir, { reuse: first, layer: 'f' })).rejects.toThrow("options.reuse.layer must be 'f', the layer embedded now, got \"res5\"");
+      const other = await PirlModel.create(model.options); // the same initial weights but one tensor's
+      const [name, tensor] = [...(await other.stateDict()).entries()].find(([, t]) => t.dtype === 'float32')!;
+      await other.loadStateDict(new Map([[name, Tensor.from((tensor.data() as Float32Array).map((v) => v * 2), tensor.shape)]]), { strict: false });
+      other.imageSize = 16;
+      await expect(embedImages(other, dir, { reuse: first })).rejects.toThrow(`options.reuse.weights must be this model's (SHA-256 ${await weightsDigest(other)})`);
+      await expect(embedImages(model, [path.join(dir, '0.png')], { reuse: first })).rejects.toThrow(/^options\.reuse must be left out for a list of files/);
+      await expect(embedImages(model, dir, { reuse: { ...first, files: first.files.slice(1) } })).rejects.toThrow('options.reuse.files must be one per row of options.reuse.features (4), got "3"');
+      await expect(embedImages(model, dir, { reuse: { ...first, versions: [null, null, null, { bytes: 'x' } as never] } })).rejects.toThrow('options.reuse.versions[3] must be a file version ({ bytes, modifiedMs }) or null');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -1,7 +1,6 @@
 // What every `pirl` verb shares: flag parsing, flags mapped onto library options (so the library's
 // checks in lib/config.ts and lib/errors.ts judge them, and their errors name the flag), and the data
 // argument.
-import { createHash } from 'crypto';
 import { constants as fsConstants, promises as fs } from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'util';
@@ -14,7 +13,6 @@ import { makeFolder, openRegular } from '../folders';
 import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
 import { setNumThreads } from '../runtime';
-import { disposeAll } from '../tensor';
 import { Progress } from './progress';
 
 /** A command-line mistake: `pirl` prints it with the usage and exits 2. */
@@ -331,25 +329,6 @@ async function checkReplaceable(file: string, exists: boolean, inputs: string[],
   const metadata = await readSafetensorsMetadata(file).catch(() => ({} as Record<string, string>));
   const held = metadata['pirl-checkpoint'] !== undefined ? 'a training checkpoint' : metadata.pirl !== undefined ? 'a trained pirl model' : null;
   if (held && !force) throw new UsageError(`--out ${file} holds ${held}: --force replaces it`);
-}
-
-/**
- * The SHA-256 (hex) of a model's weights and buffers (names, dtypes, shapes, bytes): which model made a features file.
- * Of the weights, not of a file: a run's checkpoint and its model file are one model (a file's digest told them apart).
- */
-export async function weightsDigest(model: PirlModel): Promise<string> {
-  const tensors = await model.stateDict('all');
-  try {
-    const hash = createHash('sha256');
-    for (const name of [...tensors.keys()].sort()) {
-      const t = tensors.get(name)!;
-      const data = t.data();
-      hash.update(`${name}\0${t.dtype}\0${t.shape.join(',')}\0`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    }
-    return hash.digest('hex');
-  } finally {
-    disposeAll(tensors.values());
-  }
 }
 
 /** A side far from the model's training side gives features it never learned to make: said, not refused. */

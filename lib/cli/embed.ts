@@ -1,52 +1,73 @@
 // `pirl embed`: features of every image of a folder, with the file list in the metadata.
+import { promises as fs } from 'fs';
 import * as path from 'path';
 
 import { EVAL_SIZE, resolveFeatureOptions } from '../config';
 import { ImageFolder, relativeTo } from '../data/imageFolder';
+import { folderFeatures, weightsDigest, type ReusableFeatures } from '../eval/embed';
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
-import { writeSafetensors } from '../safetensors';
-import { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, weightsDigest, type Flags } from './args';
+import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, type Flags } from './args';
+import { readFeaturesFile, writeFeaturesFile } from './featuresFile';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
-export const EMBED_FLAGS: Flags = { values: ['out', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], switches: ['force'] };
+export const EMBED_FLAGS: Flags = { values: ['out', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], switches: ['force', 'update'] };
 
-export const EMBED_USAGE = `embed <model> <data> --out FILE [--force] [--layer res5|f] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--update] [--force] [--layer res5|f] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 features of every image, with the file list (or sample numbers) in the metadata (pirl search reads it);
+                                --update: the rows of --out's images unchanged since it was written are kept, only new and changed
+                                images embedded (all of them where --out was made by another model, layer or side: said);
                                 --force: --out may replace a model or checkpoint; --cache: the folder's images decoded at this side, for
                                 later passes (a file of its own: pirl train's is at another side)`;
+
+type Resolved = ReturnType<typeof featureOptionsFor>;
+
+// --update's rows to keep: --out's, where this model made them at this side and layer (else none, and why), each named
+// by its file in the folder embedded now (a folder moved or copied with its files' times keeps its rows).
+async function reusable(out: string, dir: string, model: PirlModel, weights: string, options: Resolved): Promise<ReusableFeatures | null> {
+  if (!(await fs.stat(out).catch(() => null))) return null; // a first run: every image is new
+  const old = await readFeaturesFile(out, model.minInputSize).catch((err: Error) => {
+    throw new UsageError(`--update ${out}: ${err.message}`);
+  });
+  const differs = old.weights !== weights ? 'by another model' : old.layer !== options.layer ? `at layer ${old.layer}`
+    : old.size !== options.size ? `at ${old.size ?? 'an unrecorded'} px` : old.versions === null ? "without its files' versions (by an older pirl, or of fashion-mnist)" : null;
+  if (differs !== null) {
+    console.error(`pirl: --update: ${out} was embedded ${differs}: every image is embedded again`);
+    return null;
+  }
+  return { features: old.features, files: old.names.map((f) => path.join(dir, f)), size: options.size, layer: old.layer, weights, versions: old.versions };
+}
 
 export async function embed(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, EMBED_FLAGS, 2, 'embed needs <model.safetensors> <data>');
   if (typeof values.out !== 'string') throw new UsageError('embed needs --out FILE.safetensors');
-  const out = await outputFile(values.out, '.safetensors', { inputs: [positionals[0], ...(typeof values.cache === 'string' ? [values.cache] : [])], force: values.force === true });
+  const [modelFile, spec] = positionals;
+  if (values.update === true && spec === 'fashion-mnist') throw new UsageError("--update keeps the rows of a folder's unchanged images: fashion-mnist is no folder");
+  const out = await outputFile(values.out, '.safetensors', { inputs: [modelFile, ...(typeof values.cache === 'string' ? [values.cache] : [])], force: values.force === true });
   const flags = asFlags(values, FEATURE_FLAGS, 'options', () => resolveFeatureOptions(optionsFromFlags(values, FEATURE_FLAGS)));
   const { device } = applyRunFlags(values);
-  const model = await PirlModel.load(positionals[0], { device });
-  const modelDigest = await weightsDigest(model); // of the model loaded, not of what the file holds once the work is done
+  const model = await PirlModel.load(modelFile, { device });
+  const weights = await weightsDigest(model); // of the model loaded, not of what the file holds once the work is done
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => featureOptionsFor(model, flags));
   warnOfSize(model, options.size);
-  const data = await openData(positionals[1], Math.max(options.size, 8), values);
-  const progress = new Progress();
-  const { features, indices } = await datasetFeatures(model, data, options, progress.images('features'));
-  // A folder's rows are named by their files; fashion-mnist's by their sample numbers.
-  let files: string[];
-  if (data instanceof ImageFolder) {
-    const relative = relativeTo(data.dir);
-    files = indices.map((i) => relative(data.files[i]));
-  } else {
-    files = indices.map((i) => `${positionals[1]}/train/${i}`);
-  }
+  const reuse = values.update === true ? await reusable(out, spec, model, weights, options) : null;
+  const data = await openData(spec, Math.max(options.size, 8), values);
+  const counted = new Progress().images('features');
+  // A folder's rows are named by their files, with their versions (for a later --update); fashion-mnist's by their sample numbers.
+  const pass = data instanceof ImageFolder
+    ? await folderFeatures(model, data, options, counted, reuse)
+    : { ...(await datasetFeatures(model, data, options, counted)), versions: null, reused: 0 };
+  const { features, indices, versions, reused } = pass;
+  const relative = data instanceof ImageFolder ? relativeTo(data.dir) : null;
+  const names = indices.map((i) => (data instanceof ImageFolder ? relative!(data.files[i]) : `${spec}/train/${i}`));
   // Labeled data: each row's class beside it, for a classifier of the features (LinearProbe.fit) without the folder.
   const { labels, classes } = data;
-  const tensors: Array<[string, Tensor]> = [['features', features]];
-  if (labels && classes) tensors.push(['labels', Tensor.from(Int32Array.from(indices, (i) => labels[i]))]);
-  await writeSafetensors(out, tensors, {
-    files: JSON.stringify(files), layer: options.layer, size: String(options.size), 'model-weights-sha256': modelDigest,
-    ...(data instanceof ImageFolder ? { dir: path.resolve(positionals[1]) } : {}), ...(labels && classes ? { classes: JSON.stringify(classes) } : {}),
+  await writeFeaturesFile(out, {
+    features, names, layer: options.layer, size: options.size, weights, versions, ...(data instanceof ImageFolder ? { dir: path.resolve(spec) } : {}),
+    ...(labels && classes ? { labels: Int32Array.from(indices, (i) => labels[i]), classes } : {}),
   });
-  const unreadable = imagesFound(data) - files.length; // a cache left some out of the data set, the passes the others
-  console.log(`wrote ${features.shape.join('×')} features of ${files.length} images (at ${options.size} px${unreadable > 0 ? `; ${unreadable} unreadable left out` : ''}) to ${out}`);
+  const unreadable = imagesFound(data) - names.length; // a cache left some out of the data set, the passes the others
+  const kept = values.update === true ? `; ${reused} kept from before, ${names.length - reused} embedded now` : '';
+  console.log(`wrote ${features.shape.join('×')} features of ${names.length} images (at ${options.size} px${kept}${unreadable > 0 ? `; ${unreadable} unreadable left out` : ''}) to ${out}`);
 }

@@ -3,15 +3,15 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
-import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
+import type { EmbedLayer } from '../config';
 import { AmbiguousLayoutError, ImageFolder, type FolderLayout } from '../data/imageFolder';
-import { embedImages, type ImageFeatures } from '../eval/embed';
+import { embedImages, weightsDigest, type ImageFeatures } from '../eval/embed';
 import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
-import { checkInteger, checkOneOf, errorFrom } from '../errors';
+import { checkInteger, errorFrom } from '../errors';
 import { PirlModel } from '../model';
-import { readSafetensors } from '../safetensors';
 import type { Tensor } from '../tensor';
-import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, parseFlags, warnOfSize, weightsDigest, type Flags } from './args';
+import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, parseFlags, warnOfSize, type Flags } from './args';
+import { readFeaturesFile } from './featuresFile';
 import { Progress } from './progress';
 
 export const SEARCH_FLAGS: Flags = { values: ['k', 'layout', 'max-pixels', 'device', 'threads'], switches: [] };
@@ -27,47 +27,22 @@ interface Catalogue {
   size: number;
 }
 
-// What `pirl embed` wrote, checked: a file of another kind or model, or a broken row, would give meaningless neighbours.
+// What `pirl embed` wrote, checked against the model: rows of another model, or of another width, would give meaningless neighbours.
 async function readCatalogue(file: string, modelFile: string, model: PirlModel): Promise<Catalogue> {
-  const { tensors, metadata } = await readSafetensors(file);
-  const features = tensors.get('features');
-  if (!features || features.shape.length !== 2 || metadata.files === undefined || metadata.layer === undefined) {
-    throw new Error(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
-  }
-  if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
+  const { features, names, dir, layer, size: stored, weights } = await readFeaturesFile(file, model.minInputSize);
   if (features.shape[0] === 0) throw new Error(`${file}: its 'features' hold no row (an embed of no image): nothing to search`);
   // (Files of pirl before 0.1's weights digest held their model file's, which no longer tells: their width is checked below.)
-  if (metadata['model-weights-sha256'] !== undefined && metadata['model-weights-sha256'] !== (await weightsDigest(model))) {
+  if (weights !== null && weights !== (await weightsDigest(model))) {
     throw new Error(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
-  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
   const width = model.widthOf(layer);
   if (features.shape[1] !== width) throw new Error(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
-  const dir = metadata.dir;
-  let listed: unknown;
-  try {
-    listed = JSON.parse(metadata.files);
-  } catch (err) {
-    throw new Error(`${file}: metadata "files" is not JSON (${(err as Error).message})`);
-  }
-  if (!Array.isArray(listed) || listed.length !== features.shape[0] || listed.some((f) => typeof f !== 'string')) {
-    throw new Error(`${file}: metadata "files" must name the ${features.shape[0]} images of its rows`);
-  }
-  // pirl embed names each image under its folder: a name that climbs out of it (or an absolute one) is not its work,
-  // and would be printed as a neighbour — a path a service might then serve.
-  const outside = (listed as string[]).findIndex((f) => dir !== undefined && (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')));
-  if (outside >= 0) throw new Error(`${file}: metadata "files"[${outside}] (${JSON.stringify(listed[outside])}) names a file outside its folder ${dir}: embed the images again`);
-  const files = (listed as string[]).map((f) => (dir === undefined ? f : path.join(dir, f)));
+  const files = names.map((f) => (dir === undefined ? f : path.join(dir, f)));
   // Moved or removed since: the neighbours still name the images where they were.
   if (dir !== undefined && !(await fs.stat(dir).then((s) => s.isDirectory(), () => false))) {
     console.error(`pirl: warning: ${file}'s images were embedded from ${dir}, which is no folder now: its neighbours are named where they were (embed the moved folder again)`);
   }
-  const broken = (features.data() as Float32Array).findIndex((v) => !Number.isFinite(v));
-  if (broken >= 0) {
-    const row = Math.floor(broken / width);
-    throw new Error(`${file}: the features of row ${row} (${files[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
-  }
-  const size = metadata.size === undefined ? sideOfOlderFile(file, model) : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, model.minInputSize, MAX_IMAGE_SIDE);
+  const size = stored ?? sideOfOlderFile(file, model);
   warnOfSize(model, size, `${file}'s side, ${size} px (its queries are embedded at it),`);
   return { features, files, layer, size };
 }

@@ -15,6 +15,12 @@ import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../saf
 import { Tensor, int64Tensor } from '../tensor';
 import { LISTED_PLACES, Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
+/** A file as it was when read: its size and modification time, which tell that it changed since. */
+export interface FileVersion {
+  bytes: number;
+  modifiedMs: number;
+}
+
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour), validity bytes together
 
@@ -647,15 +653,20 @@ export class ImageFolder implements Dataset {
     }
   }
 
+  /** @internal Each of `files` as it is now (null: missing, a link to nothing), for what was made of it before (a cache, embedImages's reuse). */
+  async versions(): Promise<Array<FileVersion | null>> {
+    return (await statAll(this.files)).map((s) => (s instanceof Error ? null : { bytes: s.size, modifiedMs: s.mtimeMs }));
+  }
+
   private async signature(): Promise<string> {
     // Another limit leaves out other images: a cache made under one is rebuilt under another (sharp's: as before it could be set).
     const limit = this.maxPixels === SHARP_MAX_PIXELS ? '' : ` ${this.maxPixels}`;
     const hash = createHash('sha256').update(`pirl-cache ${CACHE_VERSION} ${this.size}${limit}\n`);
     const relative = relativeTo(this.dir);
-    const stats = await statAll(this.files); // a link to nothing: unreadable until it names a file
+    const versions = await this.versions(); // a link to nothing: unreadable until it names a file
     this.files.forEach((file, i) => {
-      const s = stats[i];
-      hash.update(`${relative(file)}\t${s instanceof Error ? 'missing' : `${s.size}\t${s.mtimeMs}`}\n`);
+      const v = versions[i];
+      hash.update(`${relative(file)}\t${v ? `${v.bytes}\t${v.modifiedMs}` : 'missing'}\n`);
     });
     return hash.digest('hex');
   }

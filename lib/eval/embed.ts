@@ -1,13 +1,16 @@
 // Features of image files as `pirl embed` makes them: each image decoded at the side it is embedded at (one
 // resampling), every row named by its file — so that a query embeds as its catalogue did.
+import { createHash } from 'crypto';
 import { promises as fs } from 'fs';
 
-import type { FeatureOptions } from '../config';
-import { ImageFolder, type FolderLayout, type FolderWarning } from '../data/imageFolder';
-import { checkFunctions, checkOptions, rangeError, typeError } from '../errors';
+import type { EmbedLayer, FeatureOptions } from '../config';
+import { Subset } from '../data/datasets';
+import { ImageFolder, type FileVersion, type FolderLayout, type FolderWarning } from '../data/imageFolder';
+import { checkArrayOf, checkFunctions, checkObject, checkOptions, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
-import type { Tensor } from '../tensor';
+import { Tensor, disposeAll } from '../tensor';
 import { datasetFeatures, featureOptionsFor, retained, type FeatureProgress } from './knn';
+import { checkFeatureRows } from './rows';
 
 export interface EmbedImagesOptions extends FeatureOptions {
   /** How a folder is read (ImageFolder.open's layout; default 'auto'). */
@@ -20,6 +23,11 @@ export interface EmbedImagesOptions extends FeatureOptions {
   onProgress?: FeatureProgress;
   /** Called once per unreadable image, with its code (default: process.emitWarning; ImageFolder's codes). */
   onWarning?: (message: string, code: FolderWarning) => void;
+  /**
+   * An earlier pass of this folder by this model at this side and layer (its ImageFeatures): the rows of the files
+   * unchanged since (same path, size and modification time) are kept, and only the others embedded. A folder only.
+   */
+  reuse?: ReusableFeatures;
 }
 
 export interface ImageFeatures {
@@ -34,9 +42,109 @@ export interface ImageFeatures {
   failures: ReadonlyMap<string, string>;
   /** The side the images were embedded at (the model's training side unless options.size). */
   size: number;
+  layer: EmbedLayer;
+  /** A folder's pass: the SHA-256 (hex) of the model's weights and buffers (weightsDigest), which `reuse` compares; null for a list. */
+  weights: string | null;
+  /** A folder's pass: each row's file as it was when read (null: it could not be looked at), which `reuse` compares; null for a list. */
+  versions: Array<FileVersion | null> | null;
+  /** The rows taken from options.reuse (the others were embedded now). */
+  reused: number;
 }
 
-const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning'] as const;
+/** What options.reuse takes of an earlier pass (`pirl embed --update` reads it from its features file). */
+export type ReusableFeatures = Pick<ImageFeatures, 'features' | 'files' | 'size' | 'layer' | 'weights' | 'versions'>;
+
+const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning', 'reuse'] as const;
+
+/**
+ * The SHA-256 (hex) of a model's weights and buffers (names, dtypes, shapes, bytes): which model made a set of features.
+ * Of the weights, not of a file: a run's checkpoint and its model file are one model (a file's digest told them apart).
+ */
+export async function weightsDigest(model: PirlModel): Promise<string> {
+  const tensors = await model.stateDict('all');
+  try {
+    const hash = createHash('sha256');
+    for (const name of [...tensors.keys()].sort()) {
+      const t = tensors.get(name)!;
+      const data = t.data();
+      hash.update(`${name}\0${t.dtype}\0${t.shape.join(',')}\0`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    return hash.digest('hex');
+  } finally {
+    disposeAll(tensors.values());
+  }
+}
+
+type Resolved = ReturnType<typeof featureOptionsFor>;
+
+// An earlier pass fit to reuse here: rows of this model's weights, side and layer, each named by its file and its version then.
+function checkReuse(value: unknown, resolved: Resolved, width: number, weights: string): ReusableFeatures {
+  const reuse = checkObject('options.reuse', value) as ReusableFeatures;
+  if (reuse.layer !== resolved.layer) throw rangeError('options.reuse.layer', `'${resolved.layer}', the layer embedded now`, reuse.layer);
+  if (reuse.size !== resolved.size) throw rangeError('options.reuse.size', `${resolved.size}, the side embedded at now`, reuse.size);
+  if (reuse.weights !== weights) throw rangeError('options.reuse.weights', `this model's (SHA-256 ${weights}): rows of another model's features mixed with its own would be silently wrong`, reuse.weights);
+  const [rows, columns] = checkFeatureRows('options.reuse.features', reuse.features).shape;
+  if (columns !== width) throw rangeError('options.reuse.features', `rows of ${width} features (the layer's)`, reuse.features.shape);
+  const files = checkArrayOf('options.reuse.files', reuse.files, (arg, f) => {
+    if (typeof f !== 'string') throw typeError(arg, 'a file path', f);
+    return f;
+  });
+  const versions = checkArrayOf('options.reuse.versions', reuse.versions, (arg, v) => {
+    const version = v as FileVersion | null;
+    if (version !== null && !(Number.isFinite(version?.bytes) && Number.isFinite(version?.modifiedMs))) throw typeError(arg, 'a file version ({ bytes, modifiedMs }) or null', v);
+    return version;
+  });
+  for (const [name, list] of [['files', files], ['versions', versions]] as const) {
+    if (list.length !== rows) throw rangeError(`options.reuse.${name}`, `one per row of options.reuse.features (${rows})`, `${list.length}`);
+  }
+  return reuse;
+}
+
+/**
+ * @internal A folder's features and each row's file version, the rows of `reuse` whose files are unchanged kept
+ * (copied) and only the others embedded; in the folder's order.
+ */
+export async function folderFeatures(own: PirlModel, folder: ImageFolder, resolved: Resolved, onProgress?: FeatureProgress, reuse: ReusableFeatures | null = null)
+  : Promise<{ features: Tensor; indices: number[]; versions: Array<FileVersion | null>; reused: number }> {
+  const versions = await folder.versions(); // before the decodes: a file changed during the pass is embedded again next time
+  const kept = reuse ? unchangedRows(reuse, folder.files, versions) : new Map<number, number>();
+  if (kept.size === 0) {
+    const { features, indices } = await datasetFeatures(own, folder, resolved, onProgress);
+    return { features, indices, versions: indices.map((i) => versions[i]), reused: 0 };
+  }
+  const todo = folder.files.map((_, i) => i).filter((i) => !kept.has(i));
+  const fresh = todo.length > 0 ? await datasetFeatures(own, new Subset(folder, todo), resolved, onProgress) : null;
+  const embedded = new Map(fresh?.indices.map((k, row) => [todo[k], row]));
+  const indices = folder.files.map((_, i) => i).filter((i) => kept.has(i) || embedded.has(i));
+  try {
+    const features = Tensor.empty([indices.length, own.widthOf(resolved.layer)]);
+    // Copied in runs of consecutive rows of one source: a call per row is ten million for a large folder.
+    const source = (i: number): [Tensor, number] => (kept.has(i) ? [reuse!.features, kept.get(i)!] : [fresh!.features, embedded.get(i)!]);
+    for (let start = 0; start < indices.length;) {
+      const [from, row] = source(indices[start]);
+      let end = start + 1;
+      while (end < indices.length && source(indices[end])[0] === from && source(indices[end])[1] === row + end - start) end++;
+      (features.rows(start, end - start).data() as Float32Array).set(from.rows(row, end - start).data() as Float32Array);
+      start = end;
+    }
+    return { features, indices, versions: indices.map((i) => versions[i]), reused: kept.size };
+  } finally {
+    fresh?.features.dispose();
+  }
+}
+
+// Folder index → row of `reuse`, for each file whose path, size and modification time are those it had then.
+function unchangedRows(reuse: ReusableFeatures, files: readonly string[], versions: ReadonlyArray<FileVersion | null>): Map<number, number> {
+  const before = new Map(reuse.files.map((file, row) => [file, row]));
+  const kept = new Map<number, number>();
+  files.forEach((file, i) => {
+    const row = before.get(file);
+    const then = row === undefined ? null : reuse.versions![row];
+    const now = versions[i];
+    if (then && now && then.bytes === now.bytes && then.modifiedMs === now.modifiedMs) kept.set(i, row!);
+  });
+  return kept;
+}
 
 /**
  * Features of a folder of images (read as ImageFolder.open does) or of a list of image files and encoded images
@@ -45,12 +153,13 @@ const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 
  */
 export async function embedImages(model: PirlModel, images: string | readonly (string | Uint8Array)[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
-  const { layout, cache, maxPixels, onProgress, onWarning, ...given } = options;
+  const { layout, cache, maxPixels, onProgress, onWarning, reuse, ...given } = options;
   // (A list that is none is fromList's to refuse.)
   if (images === '') throw typeError('images', 'a folder path, or a non-empty array of image file paths or encoded images', images);
   if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
+  if (typeof images !== 'string' && reuse !== undefined) throw rangeError('options.reuse', "left out for a list of files (it keeps rows of a folder's unchanged files)", reuse);
   // How each image is decoded (ImageFolder's options, only those given).
   const decoding = { ...(maxPixels === undefined ? {} : { maxPixels }), ...(onWarning === undefined ? {} : { onWarning }) };
   // The model retained before the first await: a dispose() right after the call lets it finish, as documented.
@@ -58,13 +167,22 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
     if (typeof images === 'string' && (await fs.stat(images).catch(() => null))?.isFile()) {
       throw rangeError('images', 'a folder, or an array of image files and encoded images (one file: [file])', images);
     }
+    // A folder's pass says which model made it (for a later reuse): its weights read before its work.
+    const weights = typeof images === 'string' ? await weightsDigest(own) : null;
+    const reusable = reuse === undefined ? null : checkReuse(reuse, resolved, own.widthOf(resolved.layer), weights!);
     const folder = typeof images === 'string'
       ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...decoding })
       : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...decoding });
-    const { features, indices, labels } = await datasetFeatures(own, folder, resolved, onProgress).finally(() => folder.close());
+    const pass = typeof images === 'string'
+      ? folderFeatures(own, folder, resolved, onProgress, reusable)
+      : datasetFeatures(own, folder, resolved, onProgress).then((r) => ({ ...r, versions: null, reused: 0 }));
+    const { features, indices, versions, reused } = await pass.finally(() => folder.close());
     // In the images' order (their decodes end in any order; those a cache left out are in order, and have no place).
     const place = new Map(folder.files.map((file, i) => [file, i]));
     const failures = new Map([...folder.failures].sort(([a], [b]) => (place.get(a) ?? -1) - (place.get(b) ?? -1)));
-    return { features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures, size: resolved.size };
+    const labels = folder.labels && Int32Array.from(indices, (i) => folder.labels![i]);
+    return {
+      features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures, size: resolved.size, layer: resolved.layer, weights, versions, reused,
+    };
   });
 }

@@ -1,0 +1,91 @@
+// The features file of `pirl embed`: rows of features, each named by its image, with what made them (the model's
+// weights, the layer, the side) and each file's version then. One owner of the format: embed writes it, and reads it
+// back for --update; search reads it.
+import * as path from 'path';
+
+import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
+import type { FileVersion } from '../data/imageFolder';
+import { checkInteger, checkOneOf } from '../errors';
+import { readSafetensors, writeSafetensors } from '../safetensors';
+import { Tensor } from '../tensor';
+
+export interface FeaturesFile {
+  features: Tensor;
+  /** Each row's image: relative to `dir` for a folder's (fashion-mnist: 'fashion-mnist/train/i'). */
+  names: string[];
+  /** The folder embedded, absolute; undefined for fashion-mnist's samples. */
+  dir?: string;
+  layer: EmbedLayer;
+  /** The side embedded at; null in a file of an older pirl, which did not say. */
+  size: number | null;
+  /** SHA-256 of the weights of the model that made the rows (weightsDigest); null in a file of an older pirl. */
+  weights: string | null;
+  /** Each row's file as it was when embedded (null: not known), which --update compares; null for fashion-mnist and older files. */
+  versions: Array<FileVersion | null> | null;
+  /** Labeled data: each row's class, and the class names. */
+  labels?: Int32Array;
+  classes?: string[];
+}
+
+// Each row's [bytes, modification time in ms] as float64 (both exact there), NaN for a file that could not be looked at.
+const VERSIONS = 'file-versions';
+
+function json(file: string, metadata: Record<string, string>, key: string): unknown {
+  try {
+    return JSON.parse(metadata[key]);
+  } catch (err) {
+    throw new Error(`${file}: metadata "${key}" is not JSON (${(err as Error).message})`);
+  }
+}
+
+/**
+ * `file` as pirl embed wrote it, checked (its side at least `minSide`, a model's smallest input): a file of another kind,
+ * or a broken row, would give meaningless neighbours.
+ */
+export async function readFeaturesFile(file: string, minSide: number): Promise<FeaturesFile> {
+  const { tensors, metadata } = await readSafetensors(file);
+  const features = tensors.get('features');
+  if (!features || features.shape.length !== 2 || metadata.files === undefined || metadata.layer === undefined) {
+    throw new Error(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
+  }
+  if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
+  const rows = features.shape[0];
+  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
+  const dir = metadata.dir;
+  const names = json(file, metadata, 'files');
+  if (!Array.isArray(names) || names.length !== rows || names.some((f) => typeof f !== 'string')) {
+    throw new Error(`${file}: metadata "files" must name the ${rows} images of its rows`);
+  }
+  // pirl embed names each image under its folder: a name that climbs out of it (or an absolute one) is not its work,
+  // and would be printed as a neighbour — a path a service might then serve.
+  const outside = (names as string[]).findIndex((f) => dir !== undefined && (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')));
+  if (outside >= 0) throw new Error(`${file}: metadata "files"[${outside}] (${JSON.stringify(names[outside])}) names a file outside its folder ${dir}: embed the images again`);
+  const width = features.shape[1];
+  const broken = (features.data() as Float32Array).findIndex((v) => !Number.isFinite(v));
+  if (broken >= 0) {
+    const row = Math.floor(broken / width);
+    throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
+  }
+  const size = metadata.size === undefined ? null : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, minSide, MAX_IMAGE_SIDE);
+  return { features, names: names as string[], dir, layer, size, weights: metadata['model-weights-sha256'] ?? null, versions: versionsOf(file, tensors.get(VERSIONS), rows) };
+}
+
+function versionsOf(file: string, stored: Tensor | undefined, rows: number): Array<FileVersion | null> | null {
+  if (stored === undefined) return null;
+  if (stored.dtype !== 'float64' || stored.shape.length !== 2 || stored.shape[0] !== rows || stored.shape[1] !== 2) {
+    throw new Error(`${file}: its '${VERSIONS}' must be float64 of shape [${rows}, 2] (each row's file size and modification time), got ${stored.dtype} [${stored.shape.join(', ')}]`);
+  }
+  const v = stored.data() as Float64Array;
+  return Array.from({ length: rows }, (_, i) => (Number.isNaN(v[2 * i]) ? null : { bytes: v[2 * i], modifiedMs: v[2 * i + 1] }));
+}
+
+export async function writeFeaturesFile(out: string, content: FeaturesFile): Promise<void> {
+  const { features, names, dir, layer, size, weights, versions, labels, classes } = content;
+  const tensors: Array<[string, Tensor]> = [['features', features]];
+  if (labels) tensors.push(['labels', Tensor.from(labels)]);
+  if (versions) tensors.push([VERSIONS, Tensor.from(Float64Array.from(versions.flatMap((v) => (v ? [v.bytes, v.modifiedMs] : [NaN, NaN]))), [versions.length, 2])]);
+  await writeSafetensors(out, tensors, {
+    files: JSON.stringify(names), layer, ...(size === null ? {} : { size: String(size) }), ...(weights === null ? {} : { 'model-weights-sha256': weights }),
+    ...(dir === undefined ? {} : { dir }), ...(classes ? { classes: JSON.stringify(classes) } : {}),
+  });
+}
