@@ -175,6 +175,24 @@ TEST(TrainState, AFirstStepNotTakenLeavesZUnestimated) {
   EXPECT_TRUE(std::isfinite(failed.loss().zJigsaw()) && failed.loss().zJigsaw() > 0);
 }
 
+// A step that throws inside its gradients (out of memory, a collective's timeout; here a gradient hook) is not taken
+// either: NCE's first estimate of Z, made by the forward, goes back with BatchNorm's statistics and counts.
+TEST(TrainState, AStepThatThrowsLeavesZAndBuffersAsTheyWere) {
+  auto s = pirl::testing::tinyTrainState(2, 40);
+  std::vector<std::pair<std::string, at::Tensor>> buffers;
+  for (const auto& b : s.model()->named_buffers()) buffers.emplace_back(b.key(), b.value().clone());
+  at::Tensor& weight = s.model()->trunk->conv1->weight;
+  const unsigned hook = weight.register_hook([](const at::Tensor&) -> at::Tensor { throw std::runtime_error("out of memory (injected)"); });
+  const at::Tensor indices = at::arange(4, at::kLong);
+  EXPECT_THROW(s.step(at::randn({4, 3, 16, 16}), at::randn({4, 9, 3, 8, 8}), indices, 0.1), std::runtime_error);
+  EXPECT_LE(s.loss().zImage(), 0);
+  EXPECT_LE(s.loss().zJigsaw(), 0);
+  for (const auto& [name, before] : buffers) EXPECT_TRUE(at::equal(before, s.model()->named_buffers()[name])) << name;
+  weight.remove_hook(hook);
+  EXPECT_TRUE(std::isfinite(s.step(at::randn({4, 3, 16, 16}), at::randn({4, 9, 3, 8, 8}), indices, 0.1).loss));
+  EXPECT_GT(s.loss().zImage(), 0);
+}
+
 // A failed step says what the weights were: already non-finite (naming the first such), diverged (past 10^4), or sound.
 TEST(TrainState, AFailedStepDescribesTheWeights) {
   const auto failure = [](const std::function<void(model::PirlModel)>& spoil) {

@@ -250,7 +250,19 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
       if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
     }
   }
-  const std::vector<at::Tensor> out = graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs);
+  // A step that throws (out of memory, a collective's timeout) is not taken either: what its forward set goes back.
+  const auto undoing = [&](const auto& work) {
+    try {
+      return work();
+    } catch (...) {
+      try {
+        putBack(before);
+      } catch (...) {  // the device's own failure: the step's error is the one to tell
+      }
+      throw;
+    }
+  };
+  const std::vector<at::Tensor> out = undoing([&] { return graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs); });
   const bool replayed = graphed && graph_->replayed();
   const at::Tensor& f = out[0];
   const int64_t n = out[1].numel();
@@ -260,15 +272,17 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const at::TensorOptions doubles = at::TensorOptions(at::kDouble).device(device);
   at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, doubles)});
   const int64_t ranks = communicator_ ? communicator_->worldSize() : 0;
-  if (communicator_) {
-    at::Tensor sizes = at::zeros({ranks}, doubles);
-    sizes.narrow(0, communicator_->rank(), 1).fill_(static_cast<double>(rows.size(0)));
-    shared = at::cat({shared, sizes}).to(communicator_->device());
-    communicator_->allreduce(shared, "the allreduce of the losses");
-    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 1 + ranks)}).to(device);
-  }
   // The one host read of the step: every number it reports and decides on, together.
-  const at::Tensor stats = at::cat({shared, out[2]}).cpu();
+  const at::Tensor stats = undoing([&] {
+    if (communicator_) {
+      at::Tensor sizes = at::zeros({ranks}, doubles);
+      sizes.narrow(0, communicator_->rank(), 1).fill_(static_cast<double>(rows.size(0)));
+      shared = at::cat({shared, sizes}).to(communicator_->device());
+      communicator_->allreduce(shared, "the allreduce of the losses");
+      shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 1 + ranks)}).to(device);
+    }
+    return at::cat({shared, out[2]}).cpu();
+  });
   const double* s = stats.data_ptr<double>();
   const bool stop = s[n] > 0;
   const double loss = s[0], norm = std::sqrt(s[n + 1 + ranks]) / scale;
