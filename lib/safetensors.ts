@@ -241,20 +241,21 @@ async function openSafetensors(file: string): Promise<fs.FileHandle> {
 /** How errors name metadata entry `key` of `file`. */
 export const metadataField = (file: string, key: string): string => `${file}: metadata "${key}"`;
 
-/**
- * Metadata entry `key` parsed as a JSON object (undefined when absent); an error naming the file and
- * the entry when it is not JSON or not an object.
- */
-export function jsonMetadata(file: string, metadata: Record<string, string>, key: string): Record<string, unknown> | undefined {
+/** Metadata entry `key` parsed as JSON (undefined when absent); an error naming the file and the entry when it is not JSON. */
+export function parsedMetadata(file: string, metadata: Record<string, string>, key: string): unknown {
   const text = metadata[key];
   if (text === undefined) return undefined;
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new TypeError(`${metadataField(file, key)} is not JSON (${(err as Error).message})`);
   }
-  return checkObject(metadataField(file, key), parsed);
+}
+
+/** Metadata entry `key` parsed as a JSON object (undefined when absent), as parsedMetadata; an error when it is not an object. */
+export function jsonMetadata(file: string, metadata: Record<string, string>, key: string): Record<string, unknown> | undefined {
+  const parsed = parsedMetadata(file, metadata, key);
+  return parsed === undefined ? undefined : checkObject(metadataField(file, key), parsed);
 }
 
 /** The metadata of a safetensors file, reading its header only (not the tensors). */

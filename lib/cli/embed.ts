@@ -8,7 +8,7 @@ import { folderFeatures, weightsDigest, type ReusableFeatures } from '../eval/em
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, type Flags } from './args';
-import { readFeaturesFile, writeFeaturesFile } from './featuresFile';
+import { readFeaturesFile, readFeaturesMade, writeFeaturesFile } from './featuresFile';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
@@ -27,13 +27,16 @@ type Resolved = ReturnType<typeof featureOptionsFor>;
 // by its file in the folder embedded now (a folder moved or copied with its files' times keeps its rows).
 async function reusable(out: string, dir: string, model: PirlModel, weights: string, options: Resolved): Promise<ReusableFeatures | null> {
   if (!(await fs.stat(out).catch(() => null))) return null; // a first run: every image is new
-  const old = await readFeaturesFile(out, model.minInputSize).catch((err: Error) => {
+  const refused = (err: Error): never => {
     throw new UsageError(`--update ${out}: ${err.message}`);
-  });
-  const differs = old.weights !== weights ? 'by another model' : old.layer !== options.layer ? `at layer ${old.layer}`
-    : old.size !== options.size ? `at ${old.size ?? 'an unrecorded'} px` : old.versions === null ? "without its files' versions (by an older pirl, or of fashion-mnist)" : null;
-  if (differs !== null) {
-    console.error(`pirl: --update: ${out} was embedded ${differs}: every image is embedded again`);
+  };
+  // Told from the header alone: a catalogue's rows (gigabytes) are read only where they will be kept.
+  const made = await readFeaturesMade(out, model.minInputSize).catch(refused);
+  const differs = made.weights !== weights ? 'by another model' : made.layer !== options.layer ? `at layer ${made.layer}`
+    : made.size !== options.size ? `at ${made.size ?? 'an unrecorded'} px` : null;
+  const old = differs === null ? await readFeaturesFile(out, model.minInputSize).catch(refused) : null;
+  if (old === null || old.versions === null) {
+    console.error(`pirl: --update: ${out} was embedded ${differs ?? "without its files' versions (by an older pirl, or of fashion-mnist)"}: every image is embedded again`);
     return null;
   }
   return { features: old.features, files: old.names.map((f) => path.join(dir, f)), size: options.size, layer: old.layer, weights, versions: old.versions };

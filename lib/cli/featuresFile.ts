@@ -6,20 +6,24 @@ import * as path from 'path';
 import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
 import type { FileVersion } from '../data/imageFolder';
 import { checkInteger, checkOneOf } from '../errors';
-import { readSafetensors, writeSafetensors } from '../safetensors';
+import { parsedMetadata, readSafetensors, readSafetensorsMetadata, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 
-export interface FeaturesFile {
-  features: Tensor;
-  /** Each row's image: relative to `dir` for a folder's (fashion-mnist: 'fashion-mnist/train/i'). */
-  names: string[];
-  /** The folder embedded, absolute; undefined for fashion-mnist's samples. */
-  dir?: string;
+/** What made a features file's rows, as its metadata says. */
+export interface FeaturesMade {
   layer: EmbedLayer;
   /** The side embedded at; null in a file of an older pirl, which did not say. */
   size: number | null;
   /** SHA-256 of the weights of the model that made the rows (weightsDigest); null in a file of an older pirl. */
   weights: string | null;
+}
+
+export interface FeaturesFile extends FeaturesMade {
+  features: Tensor;
+  /** Each row's image: relative to `dir` for a folder's (fashion-mnist: 'fashion-mnist/train/i'). */
+  names: string[];
+  /** The folder embedded, absolute; undefined for fashion-mnist's samples. */
+  dir?: string;
   /** Each row's file as it was when embedded (null: not known), which --update compares; null for fashion-mnist and older files. */
   versions: Array<FileVersion | null> | null;
   /** Labeled data: each row's class, and the class names. */
@@ -30,12 +34,19 @@ export interface FeaturesFile {
 // Each row's [bytes, modification time in ms] as float64 (both exact there), NaN for a file that could not be looked at.
 const VERSIONS = 'file-versions';
 
-function json(file: string, metadata: Record<string, string>, key: string): unknown {
-  try {
-    return JSON.parse(metadata[key]);
-  } catch (err) {
-    throw new Error(`${file}: metadata "${key}" is not JSON (${(err as Error).message})`);
-  }
+const notFeatures = (file: string) => new Error(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
+
+// The metadata's account of the rows (a side at least `minSide`, a model's smallest input).
+function madeOf(file: string, metadata: Record<string, string>, minSide: number): FeaturesMade {
+  if (metadata.files === undefined || metadata.layer === undefined) throw notFeatures(file);
+  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
+  const size = metadata.size === undefined ? null : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, minSide, MAX_IMAGE_SIDE);
+  return { layer, size, weights: metadata['model-weights-sha256'] ?? null };
+}
+
+/** What made `file`'s rows, read from its header alone (a catalogue's features may be gigabytes). */
+export async function readFeaturesMade(file: string, minSide: number): Promise<FeaturesMade> {
+  return madeOf(file, await readSafetensorsMetadata(file), minSide);
 }
 
 /**
@@ -45,14 +56,12 @@ function json(file: string, metadata: Record<string, string>, key: string): unkn
 export async function readFeaturesFile(file: string, minSide: number): Promise<FeaturesFile> {
   const { tensors, metadata } = await readSafetensors(file);
   const features = tensors.get('features');
-  if (!features || features.shape.length !== 2 || metadata.files === undefined || metadata.layer === undefined) {
-    throw new Error(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
-  }
+  if (!features || features.shape.length !== 2) throw notFeatures(file);
+  const made = madeOf(file, metadata, minSide);
   if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
   const rows = features.shape[0];
-  const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
   const dir = metadata.dir;
-  const names = json(file, metadata, 'files');
+  const names = parsedMetadata(file, metadata, 'files');
   if (!Array.isArray(names) || names.length !== rows || names.some((f) => typeof f !== 'string')) {
     throw new Error(`${file}: metadata "files" must name the ${rows} images of its rows`);
   }
@@ -66,8 +75,7 @@ export async function readFeaturesFile(file: string, minSide: number): Promise<F
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  const size = metadata.size === undefined ? null : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, minSide, MAX_IMAGE_SIDE);
-  return { features, names: names as string[], dir, layer, size, weights: metadata['model-weights-sha256'] ?? null, versions: versionsOf(file, tensors.get(VERSIONS), rows) };
+  return { features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows) };
 }
 
 function versionsOf(file: string, stored: Tensor | undefined, rows: number): Array<FileVersion | null> | null {

@@ -119,11 +119,11 @@ export async function folderFeatures(own: PirlModel, folder: ImageFolder, resolv
   try {
     const features = Tensor.empty([indices.length, own.widthOf(resolved.layer)]);
     // Copied in runs of consecutive rows of one source: a call per row is ten million for a large folder.
-    const source = (i: number): [Tensor, number] => (kept.has(i) ? [reuse!.features, kept.get(i)!] : [fresh!.features, embedded.get(i)!]);
-    for (let start = 0; start < indices.length;) {
-      const [from, row] = source(indices[start]);
+    const sources = indices.map((i): [Tensor, number] => (kept.has(i) ? [reuse!.features, kept.get(i)!] : [fresh!.features, embedded.get(i)!]));
+    for (let start = 0; start < sources.length;) {
+      const [from, row] = sources[start];
       let end = start + 1;
-      while (end < indices.length && source(indices[end])[0] === from && source(indices[end])[1] === row + end - start) end++;
+      while (end < sources.length && sources[end][0] === from && sources[end][1] === row + end - start) end++;
       (features.rows(start, end - start).data() as Float32Array).set(from.rows(row, end - start).data() as Float32Array);
       start = end;
     }
