@@ -6,7 +6,7 @@ import { Tensor, isOutOfMemory } from '../lib';
 import { torchvisionNotes } from '../lib/cli/export';
 import { COMMANDS, failureMessage } from '../lib/cli/main';
 import { MetricsLog } from '../lib/cli/metrics';
-import { formatDuration } from '../lib/cli/progress';
+import { Progress, formatDuration } from '../lib/cli/progress';
 import { tmpDir } from './helpers';
 
 describe('formatDuration', () => {
@@ -22,6 +22,30 @@ describe('formatDuration', () => {
 
   test('a duration there is none of (an ETA before any step took time) prints --', () => {
     for (const s of [Infinity, -Infinity, NaN, -5]) expect(formatDuration(s)).toBe('--');
+  });
+});
+
+describe('Progress.images', () => {
+  test("a pass's rate and time run from its report of 0 done where it gives one (it began after its reporter was made), else from the reporter", () => {
+    let now = 1_000_000;
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    const written: string[] = [];
+    const write = jest.spyOn(process.stderr, 'write').mockImplementation((text) => written.push(String(text)) > 0);
+    try {
+      const progress = new Progress(true);
+      const late = progress.images('memory bank:');
+      now += 100_000; // the model built and the ranks joined first
+      late(0, 20);
+      now += 2_000;
+      late(20, 20);
+      const prompt = progress.images('features');
+      now += 4_000;
+      prompt(20, 20);
+      expect(written).toEqual(['\r\x1b[Kmemory bank: 0/20 images', '\r\x1b[Kmemory bank: 20/20 images, 10 img/s, in 0m2s\n', '\r\x1b[Kfeatures 20/20 images, 5.0 img/s, in 0m4s\n']);
+    } finally {
+      clock.mockRestore();
+      write.mockRestore();
+    }
   });
 });
 

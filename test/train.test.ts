@@ -411,7 +411,7 @@ describe('Trainer', () => {
     const dataset = tiny.dataset();
     const told: Array<[number, number]> = [];
     const trainer = await Trainer.create(dataset, { ...tiny.config, batchSize: 8, bankInit: 'features' }, { onBankInit: (done, total) => void told.push([done, total]) });
-    expect(told).toEqual([[48, 48]]); // one batch of max(batchSize, 256)
+    expect(told).toEqual([[0, 48], [48, 48]]); // as it begins, then one batch of max(batchSize, 256)
     const all = Array.from({ length: dataset.length }, (_, i) => i);
     const { images } = await evalImages(dataset, all, resolveSamplerConfig(tiny.config.sampler).imageSize);
     const f = (await trainer.model.embed(images, { layer: 'f' })).data() as Float32Array;

@@ -15,11 +15,13 @@ export class Progress {
   constructor(private readonly tty = Boolean(process.stderr.isTTY)) {}
   /**
    * A pass over images, as `label done/total images`, then their rate and the time left (at the end, taken): the
-   * reporter of one pass, its clock started now. `last` false: the line stays open for what follows it.
+   * reporter of one pass, its clock started now, or again when the pass reports 0 done (it began later than the
+   * reporter was made). `last` false: the line stays open for what follows it.
    */
   images(label: string, last = true): (done: number, total: number) => void {
-    const started = Date.now();
+    let started = Date.now();
     return (done, total) => {
+      if (done === 0) started = Date.now();
       const seconds = (Date.now() - started) / 1000;
       const time = done === total ? `in ${formatDuration(seconds)}` : `ETA ${formatDuration((seconds / done) * (total - done))}`;
       this.update(`${label} ${done}/${total} images${done > 0 && seconds > 0 ? `, ${rate(done / seconds)} img/s, ${time}` : ''}`, last && done === total);

@@ -129,7 +129,7 @@ export interface ProcessOptions {
 
 /** What create() takes besides the process: a report of the work before the first step. */
 export interface CreateOptions extends ProcessOptions {
-  /** Called as bankInit 'features' embeds the data set (a rank its shard): images done of all (minutes for a large folder). */
+  /** Called as bankInit 'features' embeds the data set (a rank its shard): images done of all (minutes for a large folder), first 0 as it begins. */
   onBankInit?: (done: number, total: number) => void;
   /** Called once the data, config and options are found to fit together (and the ranks of a data-parallel run to agree), before the bank is filled (the CLI replaces an earlier run then). */
   onChecked?: () => void | Promise<void>;
@@ -291,6 +291,7 @@ export class Trainer {
     const [begin, end] = this.handle.bankShard();
     const shard = end - begin === dataset.length ? dataset : new Subset(dataset, Array.from({ length: end - begin }, (_, i) => begin + i));
     const options = { size: this.config.sampler.imageSize, layer: 'f' as const };
+    onProgress?.(0, shard.length); // the pass begins (the model built, the ranks joined): a progress clock starts here
     for await (const { features, indices } of featureBatches(this.own, shard, options, onProgress)) {
       await this.bank.update(indices.map((i) => begin + i), features, 0);
     }
