@@ -280,7 +280,9 @@ describe('pirl train / eval / embed / export', () => {
     const asIntegers = Tensor.from(Int32Array.from(original.tensors.get('features')!.data() as Float32Array), original.tensors.get('features')!.shape);
     for (const [tensor, metadata, message] of [
       [asIntegers, original.metadata, `pirl: ${altered}: its 'features' must be float32 or float64 rows, got int32`],
-      [original.tensors.get('features')!, { ...original.metadata, size: 'abc' }, `pirl: ${altered}: metadata "size" must be an integer in [5, 4096], got "abc"`],
+      [original.tensors.get('features')!, { ...original.metadata, size: 'abc' }, `pirl: ${altered}: metadata "size" must be an integer in [1, 4096], got "abc"`],
+      // A side the model's stem cannot take (a file of another model with a smaller stem) is the model's to refuse.
+      [original.tensors.get('features')!, { ...original.metadata, size: '3' }, `pirl: ${altered}: its side, 3 px, is below the 5 px that ${model}'s stem 'small' takes: embed the images again with this model`],
       // A name that climbs out of the folder would be printed as a neighbour (a path a service might serve).
       [original.tensors.get('features')!, { ...original.metadata, files: JSON.stringify(JSON.parse(original.metadata.files).map((f: string, i: number) => (i === 1 ? '../../etc/passwd' : f))) },
         `pirl: ${altered}: metadata "files"[1] ("../../etc/passwd") names a file outside its folder ${data}: embed the images again`],
@@ -385,19 +387,24 @@ describe('pirl train / eval / embed / export', () => {
       const i = names(content.metadata).indexOf(name);
       return [...(content.tensors.get('features')!.data() as Float32Array).subarray(64 * i, 64 * i + 64)];
     };
-    // Each row's file version is kept beside it: [bytes, modification time in ms].
+    // Each row's file version is kept beside it: [bytes, modification time, change time] (ms).
     const stat = fs.statSync(path.join(growing, 'dark', '0.png'));
     const versions = before.tensors.get('file-versions')!;
     const at = names(before.metadata).indexOf(path.join('dark', '0.png'));
-    expect([versions.dtype, versions.shape, [...(versions.data() as Float64Array).subarray(2 * at, 2 * at + 2)]]).toEqual(['float64', [20, 2], [stat.size, stat.mtimeMs]]);
+    expect([versions.dtype, versions.shape, [...(versions.data() as Float64Array).subarray(3 * at, 3 * at + 3)]]).toEqual(['float64', [20, 3], [stat.size, stat.mtimeMs, stat.ctimeMs]]);
     // One image added, one replaced by another, one removed, one only touched (its time changed: embedded again).
     await sharp(Buffer.alloc(24 * 24 * 3, 120), { raw: { width: 24, height: 24, channels: 3 } }).png().toFile(path.join(growing, 'dark', 'new.png'));
     fs.copyFileSync(path.join(data, 'dark', '9.png'), path.join(growing, 'light', '3.png'));
     fs.rmSync(path.join(growing, 'dark', '5.png'));
     fs.utimesSync(path.join(growing, 'light', '7.png'), new Date(), new Date(Date.now() + 5000));
+    // One rewritten in place with its modification time put back (a restore, touch -r): its change time tells.
+    const restored = path.join(growing, 'light', '8.png');
+    const { atime, mtime } = fs.statSync(restored);
+    fs.writeFileSync(restored, fs.readFileSync(restored));
+    fs.utimesSync(restored, atime, mtime);
     const update = embed(['--out', file, '--update']);
-    expect([update.status, update.stdout]).toEqual([0, `wrote 20×64 features of 20 images (at 16 px; 17 kept from before, 3 embedded now) to ${file}\n`]);
-    expect(update.stderr).toMatch(/features 3\/3 images/); // only those three were decoded and embedded
+    expect([update.status, update.stdout]).toEqual([0, `wrote 20×64 features of 20 images (at 16 px; 16 kept from before, 4 embedded now) to ${file}\n`]);
+    expect(update.stderr).toMatch(/features 4\/4 images/); // only those four were decoded and embedded
     const after = await readSafetensors(file);
     // The rows and their order are a full embed's of the folder as it is now: the same names, labels and features
     // (the embedded ones in another batch: equal to float32 rounding), the kept ones bit for bit the earlier file's.
@@ -412,12 +419,20 @@ describe('pirl train / eval / embed / export', () => {
     const want = fresh.tensors.get('features')!.data() as Float32Array;
     expect(got.length).toBe(want.length);
     for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want[i])));
-    for (const name of names(after.metadata).filter((n) => ![path.join('light', '3.png'), path.join('light', '7.png'), path.join('dark', 'new.png')].includes(n))) {
+    for (const name of names(after.metadata).filter((n) => ![path.join('light', '3.png'), path.join('light', '7.png'), path.join('light', '8.png'), path.join('dark', 'new.png')].includes(n))) {
       expect(rowOf(after, name)).toEqual(rowOf(before, name));
     }
     expect(rowOf(after, path.join('light', '3.png'))).not.toEqual(rowOf(before, path.join('light', '3.png')));
-    // Nothing changed: every row kept, nothing decoded.
+    // Nothing changed: every row kept, nothing decoded; the folder given by another path (or moved) keeps them too.
     expect(embed(['--out', file, '--update']).stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
+    const moved = path.join(dir, 'moved');
+    fs.renameSync(growing, moved);
+    const fromMoved = spawnSync(process.execPath, [cli, 'embed', model, path.relative(process.cwd(), moved) + path.sep, '--size', '16', '--out', file, '--update'], { encoding: 'utf8' });
+    expect(fromMoved.stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
+    expect((await readSafetensors(file)).metadata.dir).toBe(moved);
+    fs.renameSync(moved, growing);
+    // --cache rebuilds at any change, so it is said to cost --update its saving.
+    expect(embed(['--out', file, '--update', '--cache', path.join(dir, 'growing.cache')]).stderr).toContain('pirl: note: --cache with --update: a change to any image rebuilds the cache');
     // Made at another layer, side or by another model: all embedded again, said; the file then holds the new rows.
     const otherLayer = embed(['--out', file, '--update', '--layer', 'f']);
     expect(otherLayer.stderr).toContain(`pirl: --update: ${file} was embedded at layer res5: every image is embedded again\n`);
@@ -426,6 +441,10 @@ describe('pirl train / eval / embed / export', () => {
     await (await PirlModel.create((await PirlModel.load(model)).options)).save(otherModel); // the same network, other weights
     const byOther = spawnSync(process.execPath, [cli, 'embed', otherModel, growing, '--size', '16', '--out', file, '--update'], { encoding: 'utf8' });
     expect(byOther.stderr).toContain(`pirl: --update: ${file} was embedded by another model: every image is embedded again\n`);
+    // A file of a pirl that recorded no model is not taken for another model's.
+    const { tensors: t, metadata: { 'model-weights-sha256': _, ...unrecorded } } = await readSafetensors(file);
+    await writeSafetensors(file, t, unrecorded);
+    expect(embed(['--out', file, '--update']).stderr).toContain(`pirl: --update: ${file} was embedded by an older pirl, which did not record its model: every image is embedded again\n`);
     // What --update cannot keep rows of is refused before any work, naming it.
     const fashion = spawnSync(process.execPath, [cli, 'embed', model, 'fashion-mnist', '--out', file, '--update'], { encoding: 'utf8' });
     expect([fashion.status, fashion.stderr]).toEqual([2, expect.stringContaining("pirl: --update keeps the rows of a folder's unchanged images: fashion-mnist is no folder\n")]);

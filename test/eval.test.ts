@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { ArrayDataset, ImageFolder, PirlModel, Subset, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours, weightsDigest } from '../lib';
+import { folderFeatures } from '../lib/eval/embed';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -200,7 +201,8 @@ describe('evaluation', () => {
       model.imageSize = 16;
       const first = await embedImages(model, dir);
       expect([first.reused, first.layer, first.weights, first.versions!.length]).toEqual([0, 'res5', expect.stringMatching(/^[0-9a-f]{64}$/), 4]);
-      expect(first.versions![1]).toEqual({ bytes: fs.statSync(path.join(dir, '1.png')).size, modifiedMs: fs.statSync(path.join(dir, '1.png')).mtimeMs });
+      const stat = fs.statSync(path.join(dir, '1.png'));
+      expect([first.dir, first.versions![1]]).toEqual([dir, { bytes: stat.size, modifiedMs: stat.mtimeMs, changedMs: stat.ctimeMs }]);
       // 1.png removed, 4.png added before 0.png in order ('00.png'), 2.png rewritten with other pixels.
       fs.rmSync(path.join(dir, '1.png'));
       await raw(30, 30).png().toFile(path.join(dir, '00.png'));
@@ -222,6 +224,15 @@ describe('evaluation', () => {
       a.forEach((v, i) => expect(Math.abs(v - b[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(b[i]))));
       expect(rowOf(second, '2.png')).not.toEqual(rowOf(first, '2.png'));
       expect(second.versions).toEqual(fresh.versions);
+      // The same folder by another path (or moved) keeps its rows: they are matched by their names in it.
+      const moved = `${dir}-moved`;
+      fs.renameSync(dir, moved);
+      try {
+        const again = await embedImages(model, path.relative(process.cwd(), moved) + path.sep, { reuse: second });
+        expect([again.reused, again.features.data()]).toEqual([4, second.features.data()]);
+      } finally {
+        fs.renameSync(moved, dir);
+      }
       // What a reuse would mix silently wrong is refused, naming what differs.
       await expect(embedImages(model, dir, { reuse: first, size: 20 })).rejects.toThrow('options.reuse.size must be 20, the side embedded at now, got 16');
       await expect(embedImages(model, dir, { reuse: first, layer: 'f' })).rejects.toThrow("options.reuse.layer must be 'f', the layer embedded now, got \"res5\"");
@@ -232,7 +243,28 @@ describe('evaluation', () => {
       await expect(embedImages(other, dir, { reuse: first })).rejects.toThrow(`options.reuse.weights must be this model's (SHA-256 ${await weightsDigest(other)})`);
       await expect(embedImages(model, [path.join(dir, '0.png')], { reuse: first })).rejects.toThrow(/^options\.reuse must be left out for a list of files/);
       await expect(embedImages(model, dir, { reuse: { ...first, files: first.files.slice(1) } })).rejects.toThrow('options.reuse.files must be one per row of options.reuse.features (4), got "3"');
-      await expect(embedImages(model, dir, { reuse: { ...first, versions: [null, null, null, { bytes: 'x' } as never] } })).rejects.toThrow('options.reuse.versions[3] must be a file version ({ bytes, modifiedMs }) or null');
+      await expect(embedImages(model, dir, { reuse: { ...first, versions: [null, null, null, { bytes: 'x' } as never] } })).rejects.toThrow('options.reuse.versions[3] must be a file version ({ bytes, modifiedMs, changedMs }) or null');
+      const list = await embedImages(model, [path.join(dir, '0.png')]);
+      await expect(embedImages(model, dir, { reuse: list })).rejects.toThrow("options.reuse.dir must be the folder of a folder's pass (a list's pass has none), got null");
+      // With a cache, each row's version is the one its pixels were read at (the cache's check), not a later one: a file
+      // rewritten while the cache is built is embedded again next time, not kept stale.
+      const cache = path.join(dir, '..', `${path.basename(dir)}.cache`);
+      try {
+        let rewritten = false;
+        const folder = await ImageFolder.open(dir, { size: 16, cache, onCacheProgress: () => {
+          if (rewritten) return;
+          rewritten = true;
+          fs.writeFileSync(path.join(dir, '0.png'), fs.readFileSync(path.join(dir, '3.png')));
+        } });
+        const cached = await folderFeatures(model, folder, featureOptionsFor(model), undefined, null).finally(() => folder.close());
+        expect(rewritten).toBe(true);
+        const next = await embedImages(model, dir, { cache, reuse: { ...first, ...cached, dir, files: cached.indices.map((i) => folder.files[i]), size: 16, layer: 'res5', weights: first.weights } });
+        expect(next.reused).toBe(3);
+        const [now0, kept3] = [rowOf(next, '0.png'), rowOf(next, '3.png')]; // 0.png holds 3.png's image now
+        now0.forEach((v, i) => expect(Math.abs(v - kept3[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(kept3[i]))));
+      } finally {
+        fs.rmSync(cache, { force: true });
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

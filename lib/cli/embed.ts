@@ -25,21 +25,21 @@ type Resolved = ReturnType<typeof featureOptionsFor>;
 
 // --update's rows to keep: --out's, where this model made them at this side and layer (else none, and why), each named
 // by its file in the folder embedded now (a folder moved or copied with its files' times keeps its rows).
-async function reusable(out: string, dir: string, model: PirlModel, weights: string, options: Resolved): Promise<ReusableFeatures | null> {
+async function reusable(out: string, dir: string, weights: string, options: Resolved): Promise<ReusableFeatures | null> {
   if (!(await fs.stat(out).catch(() => null))) return null; // a first run: every image is new
   const refused = (err: Error): never => {
     throw new UsageError(`--update ${out}: ${err.message}`);
   };
   // Told from the header alone: a catalogue's rows (gigabytes) are read only where they will be kept.
-  const made = await readFeaturesMade(out, model.minInputSize).catch(refused);
-  const differs = made.weights !== weights ? 'by another model' : made.layer !== options.layer ? `at layer ${made.layer}`
-    : made.size !== options.size ? `at ${made.size ?? 'an unrecorded'} px` : null;
-  const old = differs === null ? await readFeaturesFile(out, model.minInputSize).catch(refused) : null;
+  const made = await readFeaturesMade(out).catch(refused);
+  const differs = made.weights === null ? 'by an older pirl, which did not record its model' : made.weights !== weights ? 'by another model'
+    : made.layer !== options.layer ? `at layer ${made.layer}` : made.size !== options.size ? (made.size === null ? 'at a side it did not record' : `at ${made.size} px`) : null;
+  const old = differs === null ? await readFeaturesFile(out).catch(refused) : null;
   if (old === null || old.versions === null) {
     console.error(`pirl: --update: ${out} was embedded ${differs ?? "without its files' versions (by an older pirl, or of fashion-mnist)"}: every image is embedded again`);
     return null;
   }
-  return { features: old.features, files: old.names.map((f) => path.join(dir, f)), size: options.size, layer: old.layer, weights, versions: old.versions };
+  return { features: old.features, files: old.names.map((f) => path.join(dir, f)), dir, size: options.size, layer: old.layer, weights, versions: old.versions };
 }
 
 export async function embed(args: string[]): Promise<void> {
@@ -54,7 +54,10 @@ export async function embed(args: string[]): Promise<void> {
   const weights = await weightsDigest(model); // of the model loaded, not of what the file holds once the work is done
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => featureOptionsFor(model, flags));
   warnOfSize(model, options.size);
-  const reuse = values.update === true ? await reusable(out, spec, model, weights, options) : null;
+  const reuse = values.update === true ? await reusable(out, spec, weights, options) : null;
+  if (values.update === true && values.cache !== undefined) {
+    console.error('pirl: note: --cache with --update: a change to any image rebuilds the cache, decoding every image; --update alone decodes only the new and changed ones');
+  }
   const data = await openData(spec, Math.max(options.size, 8), values);
   const counted = new Progress().images('features');
   // A folder's rows are named by their files, with their versions (for a later --update); fashion-mnist's by their sample numbers.

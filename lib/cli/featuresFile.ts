@@ -4,7 +4,7 @@
 import * as path from 'path';
 
 import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
-import type { FileVersion } from '../data/imageFolder';
+import { VERSION_FIELDS, type FileVersion } from '../data/imageFolder';
 import { checkInteger, checkOneOf } from '../errors';
 import { parsedMetadata, readSafetensors, readSafetensorsMetadata, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
@@ -31,33 +31,30 @@ export interface FeaturesFile extends FeaturesMade {
   classes?: string[];
 }
 
-// Each row's [bytes, modification time in ms] as float64 (both exact there), NaN for a file that could not be looked at.
+// Each row's [bytes, modification time, change time] (times in ms) as float64 (exact there), NaN for a file that could not be looked at.
 const VERSIONS = 'file-versions';
 
 const notFeatures = (file: string) => new Error(`${file} is not a features file of pirl embed (it has no 'features' tensor and file list): make one with pirl embed <model> <folder> --out FILE`);
 
-// The metadata's account of the rows (a side at least `minSide`, a model's smallest input).
-function madeOf(file: string, metadata: Record<string, string>, minSide: number): FeaturesMade {
+// The metadata's account of the rows (whether a model can embed at its side is the model's to say).
+function madeOf(file: string, metadata: Record<string, string>): FeaturesMade {
   if (metadata.files === undefined || metadata.layer === undefined) throw notFeatures(file);
   const layer = checkOneOf(`${file}: metadata "layer"`, metadata.layer, EMBED_LAYERS);
-  const size = metadata.size === undefined ? null : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, minSide, MAX_IMAGE_SIDE);
+  const size = metadata.size === undefined ? null : checkInteger(`${file}: metadata "size"`, /^\d+$/.test(metadata.size) ? Number(metadata.size) : metadata.size, 1, MAX_IMAGE_SIDE);
   return { layer, size, weights: metadata['model-weights-sha256'] ?? null };
 }
 
 /** What made `file`'s rows, read from its header alone (a catalogue's features may be gigabytes). */
-export async function readFeaturesMade(file: string, minSide: number): Promise<FeaturesMade> {
-  return madeOf(file, await readSafetensorsMetadata(file), minSide);
+export async function readFeaturesMade(file: string): Promise<FeaturesMade> {
+  return madeOf(file, await readSafetensorsMetadata(file));
 }
 
-/**
- * `file` as pirl embed wrote it, checked (its side at least `minSide`, a model's smallest input): a file of another kind,
- * or a broken row, would give meaningless neighbours.
- */
-export async function readFeaturesFile(file: string, minSide: number): Promise<FeaturesFile> {
+/** `file` as pirl embed wrote it, checked: a file of another kind, or a broken row, would give meaningless neighbours. */
+export async function readFeaturesFile(file: string): Promise<FeaturesFile> {
   const { tensors, metadata } = await readSafetensors(file);
   const features = tensors.get('features');
   if (!features || features.shape.length !== 2) throw notFeatures(file);
-  const made = madeOf(file, metadata, minSide);
+  const made = madeOf(file, metadata);
   if (features.dtype !== 'float32' && features.dtype !== 'float64') throw new Error(`${file}: its 'features' must be float32 or float64 rows, got ${features.dtype}`);
   const rows = features.shape[0];
   const dir = metadata.dir;
@@ -80,18 +77,19 @@ export async function readFeaturesFile(file: string, minSide: number): Promise<F
 
 function versionsOf(file: string, stored: Tensor | undefined, rows: number): Array<FileVersion | null> | null {
   if (stored === undefined) return null;
-  if (stored.dtype !== 'float64' || stored.shape.length !== 2 || stored.shape[0] !== rows || stored.shape[1] !== 2) {
-    throw new Error(`${file}: its '${VERSIONS}' must be float64 of shape [${rows}, 2] (each row's file size and modification time), got ${stored.dtype} [${stored.shape.join(', ')}]`);
+  const width = VERSION_FIELDS.length;
+  if (stored.dtype !== 'float64' || stored.shape.length !== 2 || stored.shape[0] !== rows || stored.shape[1] !== width) {
+    throw new Error(`${file}: its '${VERSIONS}' must be float64 of shape [${rows}, ${width}] (each row's file size, modification and change time), got ${stored.dtype} [${stored.shape.join(', ')}]`);
   }
   const v = stored.data() as Float64Array;
-  return Array.from({ length: rows }, (_, i) => (Number.isNaN(v[2 * i]) ? null : { bytes: v[2 * i], modifiedMs: v[2 * i + 1] }));
+  return Array.from({ length: rows }, (_, i) => (Number.isNaN(v[width * i]) ? null : { bytes: v[width * i], modifiedMs: v[width * i + 1], changedMs: v[width * i + 2] }));
 }
 
 export async function writeFeaturesFile(out: string, content: FeaturesFile): Promise<void> {
   const { features, names, dir, layer, size, weights, versions, labels, classes } = content;
   const tensors: Array<[string, Tensor]> = [['features', features]];
   if (labels) tensors.push(['labels', Tensor.from(labels)]);
-  if (versions) tensors.push([VERSIONS, Tensor.from(Float64Array.from(versions.flatMap((v) => (v ? [v.bytes, v.modifiedMs] : [NaN, NaN]))), [versions.length, 2])]);
+  if (versions) tensors.push([VERSIONS, Tensor.from(Float64Array.from(versions.flatMap((v) => VERSION_FIELDS.map((k) => v?.[k] ?? NaN))), [versions.length, VERSION_FIELDS.length])]);
   await writeSafetensors(out, tensors, {
     files: JSON.stringify(names), layer, ...(size === null ? {} : { size: String(size) }), ...(weights === null ? {} : { 'model-weights-sha256': weights }),
     ...(dir === undefined ? {} : { dir }), ...(classes ? { classes: JSON.stringify(classes) } : {}),

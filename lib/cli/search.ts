@@ -29,7 +29,7 @@ interface Catalogue {
 
 // What `pirl embed` wrote, checked against the model: rows of another model, or of another width, would give meaningless neighbours.
 async function readCatalogue(file: string, modelFile: string, model: PirlModel): Promise<Catalogue> {
-  const { features, names, dir, layer, size: stored, weights } = await readFeaturesFile(file, model.minInputSize);
+  const { features, names, dir, layer, size: stored, weights } = await readFeaturesFile(file);
   if (features.shape[0] === 0) throw new Error(`${file}: its 'features' hold no row (an embed of no image): nothing to search`);
   // (Files of pirl before 0.1's weights digest held their model file's, which no longer tells: their width is checked below.)
   if (weights !== null && weights !== (await weightsDigest(model))) {
@@ -43,6 +43,7 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
     console.error(`pirl: warning: ${file}'s images were embedded from ${dir}, which is no folder now: its neighbours are named where they were (embed the moved folder again)`);
   }
   const size = stored ?? sideOfOlderFile(file, model);
+  if (size < model.minInputSize) throw new Error(`${file}: its side, ${size} px, is below the ${model.minInputSize} px that ${modelFile}'s stem '${model.options.stem}' takes: embed the images again with this model`);
   warnOfSize(model, size, `${file}'s side, ${size} px (its queries are embedded at it),`);
   return { features, files, layer, size };
 }

@@ -15,11 +15,18 @@ import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../saf
 import { Tensor, int64Tensor } from '../tensor';
 import { LISTED_PLACES, Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
-/** A file as it was when read: its size and modification time, which tell that it changed since. */
+/**
+ * A file as it was when read: its size, modification time and change time (ctime: a rewrite that puts the
+ * modification time back changes it), which tell that it changed since.
+ */
 export interface FileVersion {
   bytes: number;
   modifiedMs: number;
+  changedMs: number;
 }
+
+/** A FileVersion's fields: all the same, the file is taken as unchanged. */
+export const VERSION_FIELDS = ['bytes', 'modifiedMs', 'changedMs'] as const;
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 const CACHE_VERSION = 2; // 2: transparency composited on white (1 dropped alpha, by size: black or the hidden colour), validity bytes together
@@ -494,6 +501,7 @@ export class ImageFolder implements Dataset {
   private readonly reading = new Set<Promise<BatchSource>>(); // batchSource() calls in flight, which close() lets end
   private cacheDataStart = 0;
   private cacheRecords: readonly number[] | null = null; // each sample's record in the cache, where some are left out
+  private cachedVersions: Array<FileVersion | null> | null = null; // the files' versions that the cache's pixels are of
   private leftOutByCache = 0; // not failures.size: a file changed since the build may fail later, a sample still
 
   private constructor(
@@ -653,20 +661,23 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  /** @internal Each of `files` as it is now (null: missing, a link to nothing), for what was made of it before (a cache, embedImages's reuse). */
+  /**
+   * @internal Each of `files` (null: missing, a link to nothing) as its pixels are read: with a cache, as the cache's
+   * check saw it (a change since waits for the next open); else now, before a pass's decodes. What was made of a file
+   * before (embedImages's reuse) is of it while its version is the same.
+   */
   async versions(): Promise<Array<FileVersion | null>> {
-    return (await statAll(this.files)).map((s) => (s instanceof Error ? null : { bytes: s.size, modifiedMs: s.mtimeMs }));
+    return this.cachedVersions ?? (await statAll(this.files)).map((s) => (s instanceof Error ? null : { bytes: s.size, modifiedMs: s.mtimeMs, changedMs: s.ctimeMs }));
   }
 
-  private async signature(): Promise<string> {
+  private signature(versions: ReadonlyArray<FileVersion | null>): string {
     // Another limit leaves out other images: a cache made under one is rebuilt under another (sharp's: as before it could be set).
     const limit = this.maxPixels === SHARP_MAX_PIXELS ? '' : ` ${this.maxPixels}`;
     const hash = createHash('sha256').update(`pirl-cache ${CACHE_VERSION} ${this.size}${limit}\n`);
     const relative = relativeTo(this.dir);
-    const versions = await this.versions(); // a link to nothing: unreadable until it names a file
     this.files.forEach((file, i) => {
       const v = versions[i];
-      hash.update(`${relative(file)}\t${v ? `${v.bytes}\t${v.modifiedMs}` : 'missing'}\n`);
+      hash.update(`${relative(file)}\t${v ? `${v.bytes}\t${v.modifiedMs}\t${v.changedMs}` : 'missing'}\n`);
     });
     return hash.digest('hex');
   }
@@ -683,7 +694,8 @@ export class ImageFolder implements Dataset {
 
   // The folder of this one's readable images, read from its cache `file` (built first where it is missing or stale).
   private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<ImageFolder> {
-    const signature = await this.signature();
+    const versions = await this.versions(); // a link to nothing: unreadable until it names a file
+    const signature = this.signature(versions);
     const ready = () => this.cacheMatches(file, signature);
     if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
     const handle = await openRegular(file, () => notRegularCache(file));
@@ -704,6 +716,7 @@ export class ImageFolder implements Dataset {
       if (flags.every((flag) => flag !== 1)) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
       const records = this.files.map((_, i) => i).filter((i) => flags[i] === 1);
       const folder = records.length === this.files.length ? this : this.readable(records);
+      folder.cachedVersions = records.map((i) => versions[i]);
       folder.cacheDataStart = flagsStart + this.files.length;
       folder.cacheHandle = handle;
       openCaches.register(folder, handle, folder);

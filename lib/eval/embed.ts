@@ -5,7 +5,7 @@ import { promises as fs } from 'fs';
 
 import type { EmbedLayer, FeatureOptions } from '../config';
 import { Subset } from '../data/datasets';
-import { ImageFolder, type FileVersion, type FolderLayout, type FolderWarning } from '../data/imageFolder';
+import { ImageFolder, VERSION_FIELDS, relativeTo, type FileVersion, type FolderLayout, type FolderWarning } from '../data/imageFolder';
 import { checkArrayOf, checkFunctions, checkObject, checkOptions, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, disposeAll } from '../tensor';
@@ -25,7 +25,8 @@ export interface EmbedImagesOptions extends FeatureOptions {
   onWarning?: (message: string, code: FolderWarning) => void;
   /**
    * An earlier pass of this folder by this model at this side and layer (its ImageFeatures): the rows of the files
-   * unchanged since (same path, size and modification time) are kept, and only the others embedded. A folder only.
+   * unchanged since (the same name in the folder, size, modification and change time) are kept, and only the others
+   * embedded. A folder only (the folder given by another path, or moved, too).
    */
   reuse?: ReusableFeatures;
 }
@@ -43,6 +44,8 @@ export interface ImageFeatures {
   /** The side the images were embedded at (the model's training side unless options.size). */
   size: number;
   layer: EmbedLayer;
+  /** A folder's pass: the folder, as given (each of `files` is under it); null for a list. */
+  dir: string | null;
   /** A folder's pass: the SHA-256 (hex) of the model's weights and buffers (weightsDigest), which `reuse` compares; null for a list. */
   weights: string | null;
   /** A folder's pass: each row's file as it was when read (null: it could not be looked at), which `reuse` compares; null for a list. */
@@ -52,7 +55,7 @@ export interface ImageFeatures {
 }
 
 /** What options.reuse takes of an earlier pass (`pirl embed --update` reads it from its features file). */
-export type ReusableFeatures = Pick<ImageFeatures, 'features' | 'files' | 'size' | 'layer' | 'weights' | 'versions'>;
+export type ReusableFeatures = Pick<ImageFeatures, 'features' | 'files' | 'dir' | 'size' | 'layer' | 'weights' | 'versions'>;
 
 const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning', 'reuse'] as const;
 
@@ -80,6 +83,8 @@ type Resolved = ReturnType<typeof featureOptionsFor>;
 // An earlier pass fit to reuse here: rows of this model's weights, side and layer, each named by its file and its version then.
 function checkReuse(value: unknown, resolved: Resolved, width: number, weights: string): ReusableFeatures {
   const reuse = checkObject('options.reuse', value) as ReusableFeatures;
+  if (typeof reuse.dir !== 'string') throw typeError('options.reuse.dir', "the folder of a folder's pass (a list's pass has none)", reuse.dir);
+  if (!Array.isArray(reuse.versions)) throw typeError('options.reuse.versions', "the file versions of a folder's pass (a list's pass has none)", reuse.versions);
   if (reuse.layer !== resolved.layer) throw rangeError('options.reuse.layer', `'${resolved.layer}', the layer embedded now`, reuse.layer);
   if (reuse.size !== resolved.size) throw rangeError('options.reuse.size', `${resolved.size}, the side embedded at now`, reuse.size);
   if (reuse.weights !== weights) throw rangeError('options.reuse.weights', `this model's (SHA-256 ${weights}): rows of another model's features mixed with its own would be silently wrong`, reuse.weights);
@@ -91,7 +96,7 @@ function checkReuse(value: unknown, resolved: Resolved, width: number, weights: 
   });
   const versions = checkArrayOf('options.reuse.versions', reuse.versions, (arg, v) => {
     const version = v as FileVersion | null;
-    if (version !== null && !(Number.isFinite(version?.bytes) && Number.isFinite(version?.modifiedMs))) throw typeError(arg, 'a file version ({ bytes, modifiedMs }) or null', v);
+    if (version !== null && !VERSION_FIELDS.every((k) => Number.isFinite(version?.[k]))) throw typeError(arg, 'a file version ({ bytes, modifiedMs, changedMs }) or null', v);
     return version;
   });
   for (const [name, list] of [['files', files], ['versions', versions]] as const) {
@@ -106,8 +111,8 @@ function checkReuse(value: unknown, resolved: Resolved, width: number, weights: 
  */
 export async function folderFeatures(own: PirlModel, folder: ImageFolder, resolved: Resolved, onProgress?: FeatureProgress, reuse: ReusableFeatures | null = null)
   : Promise<{ features: Tensor; indices: number[]; versions: Array<FileVersion | null>; reused: number }> {
-  const versions = await folder.versions(); // before the decodes: a file changed during the pass is embedded again next time
-  const kept = reuse ? unchangedRows(reuse, folder.files, versions) : new Map<number, number>();
+  const versions = await folder.versions(); // before the decodes (a cache's: as it checked them): a file changed during the pass is embedded again next time
+  const kept = reuse ? unchangedRows(reuse, folder, versions) : new Map<number, number>();
   if (kept.size === 0) {
     const { features, indices } = await datasetFeatures(own, folder, resolved, onProgress);
     return { features, indices, versions: indices.map((i) => versions[i]), reused: 0 };
@@ -133,15 +138,16 @@ export async function folderFeatures(own: PirlModel, folder: ImageFolder, resolv
   }
 }
 
-// Folder index → row of `reuse`, for each file whose path, size and modification time are those it had then.
-function unchangedRows(reuse: ReusableFeatures, files: readonly string[], versions: ReadonlyArray<FileVersion | null>): Map<number, number> {
-  const before = new Map(reuse.files.map((file, row) => [file, row]));
+// Folder index → row of `reuse`, for each file of the same name in its folder (given by any path) and the same version then.
+function unchangedRows(reuse: ReusableFeatures, folder: ImageFolder, versions: ReadonlyArray<FileVersion | null>): Map<number, number> {
+  const [then, now] = [relativeTo(reuse.dir!), relativeTo(folder.dir)];
+  const before = new Map(reuse.files.map((file, row) => [then(file), row]));
   const kept = new Map<number, number>();
-  files.forEach((file, i) => {
-    const row = before.get(file);
-    const then = row === undefined ? null : reuse.versions![row];
-    const now = versions[i];
-    if (then && now && then.bytes === now.bytes && then.modifiedMs === now.modifiedMs) kept.set(i, row!);
+  folder.files.forEach((file, i) => {
+    const row = before.get(now(file));
+    const was = row === undefined ? null : reuse.versions![row];
+    const is = versions[i];
+    if (was && is && VERSION_FIELDS.every((k) => was[k] === is[k])) kept.set(i, row!);
   });
   return kept;
 }
@@ -182,7 +188,8 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
     const failures = new Map([...folder.failures].sort(([a], [b]) => (place.get(a) ?? -1) - (place.get(b) ?? -1)));
     const labels = folder.labels && Int32Array.from(indices, (i) => folder.labels![i]);
     return {
-      features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures, size: resolved.size, layer: resolved.layer, weights, versions, reused,
+      features, files: indices.map((i) => folder.files[i]), labels, classes: folder.classes, failures, size: resolved.size, layer: resolved.layer,
+      dir: typeof images === 'string' ? folder.dir : null, weights, versions, reused,
     };
   });
 }
