@@ -46,5 +46,6 @@ export { LR_UPDATES, lrAt, peakLr } from './train/schedule';
 export type { LrSchedule, LrUpdate } from './train/schedule';
 export { datasetFeatures, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, linearProbeAccuracy, nearestNeighbours } from './eval/knn';
 export { embedImages, weightsDigest, type EmbedImagesOptions, type ImageFeatures, type ReusableFeatures } from './eval/embed';
+export { loadImageFeatures, saveImageFeatures } from './eval/featuresFile';
 export { LinearProbe, type LinearProbeFitOptions } from './eval/linearProbe';
 export type { DatasetFeatures, FeatureProgress } from './eval/knn';

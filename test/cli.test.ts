@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 
-import { PirlModel, Tensor, readSafetensors, writeSafetensors } from '../lib';
+import { PirlModel, Tensor, embedImages, loadImageFeatures, readSafetensors, saveImageFeatures, writeSafetensors } from '../lib';
 import { curvesSvg, writeCurves } from '../lib/cli/plot';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
@@ -431,6 +431,12 @@ describe('pirl train / eval / embed / export', () => {
     expect(fromMoved.stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
     expect((await readSafetensors(file)).metadata.dir).toBe(moved);
     fs.renameSync(moved, growing);
+    // The library reads the file as the pass it keeps (a reuse for embedImages), and writes one that --update takes.
+    const loadedModel = await PirlModel.load(model);
+    const viaApi = await embedImages(loadedModel, growing, { size: 16, reuse: await loadImageFeatures(file) });
+    expect(viaApi.reused).toBe(20);
+    await saveImageFeatures(file, viaApi);
+    expect(embed(['--out', file, '--update']).stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
     // --cache rebuilds at any change, so it is said to cost --update its saving.
     expect(embed(['--out', file, '--update', '--cache', path.join(dir, 'growing.cache')]).stderr).toContain('pirl: note: --cache with --update: a change to any image rebuilds the cache');
     // Made at another layer, side or by another model: all embedded again, said; the file then holds the new rows.

@@ -2,7 +2,7 @@ import { getEventListeners } from 'events';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Subset, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours, weightsDigest } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Subset, Tensor, Trainer, datasetFeatures, embedImages, evaluateTrunk, featureOptionsFor, knnAccuracy, knnPredict, LinearProbe, linearProbeAccuracy, readSafetensors, writeSafetensors, nearestNeighbours, weightsDigest, loadImageFeatures, saveImageFeatures } from '../lib';
 import { folderFeatures } from '../lib/eval/embed';
 import { raw, tmpDir } from './helpers';
 
@@ -265,6 +265,45 @@ describe('evaluation', () => {
       } finally {
         fs.rmSync(cache, { force: true });
       }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("saveImageFeatures / loadImageFeatures keep a pass in pirl embed's file: loaded, it is the pass (a reuse for the next); labels checked", async () => {
+    const dir = tmpDir('pirl-saved-');
+    try {
+      const labelled = path.join(dir, 'photos');
+      for (const [c, n] of [['cat', 3], ['dog', 2]] as const) {
+        fs.mkdirSync(path.join(labelled, c), { recursive: true });
+        for (let i = 0; i < n; i++) await raw(20 + i, 20 + 2 * i).png().toFile(path.join(labelled, c, `${i}.png`));
+      }
+      const model = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125 });
+      model.imageSize = 16;
+      const pass = await embedImages(model, labelled);
+      const file = path.join(dir, 'catalogue.safetensors');
+      await saveImageFeatures(file, pass);
+      const loaded = await loadImageFeatures(file);
+      const { features, failures, ...rest } = loaded;
+      const { features: f0, failures: _, ...expected } = pass;
+      expect(rest).toEqual({ ...expected, dir: path.resolve(labelled) });
+      expect([...features.data()]).toEqual([...f0.data()]);
+      expect(failures.size).toBe(0);
+      // A nightly job: the saved pass is the next one's reuse (an image added: one embedded).
+      await raw(30, 30).png().toFile(path.join(labelled, 'dog', '9.png'));
+      const next = await embedImages(model, labelled, { reuse: loaded });
+      expect([next.reused, next.files.length]).toEqual([5, 6]);
+      // What the file holds is checked as it is read: labels of no class, of another length.
+      const { tensors, metadata } = await readSafetensors(file);
+      const altered = path.join(dir, 'altered.safetensors');
+      for (const [labels, message] of [
+        [Tensor.from(Int32Array.from([0, 0, 0, 1, 2])), `${altered}: its 'labels'[4] must be a class of the 2 in metadata "classes", got 2`],
+        [Tensor.from(Int32Array.from([0, 1])), `${altered}: its 'labels' must be int32 of shape [5] (each row's class), got int32 [2]`],
+      ] as const) {
+        await writeSafetensors(altered, [...tensors].map(([n, t]) => [n, n === 'labels' ? labels : t] as [string, Tensor]), metadata);
+        await expect(loadImageFeatures(altered)).rejects.toThrow(message);
+      }
+      await expect(saveImageFeatures(file, { files: 'x' } as never)).rejects.toThrow('pass must be an ImageFeatures (what embedImages gives), got an object');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -28,9 +28,11 @@ function examples(): Example[] {
   const lines = fs.readFileSync(path.join(root, 'README.md'), 'utf8').split('\n');
   const out: Example[] = [];
   for (let i = 0; i < lines.length; i++) {
-    if (lines[i] !== '```ts') continue;
-    const end = lines.indexOf('```', i + 1);
-    out.push({ line: i + 2, text: lines.slice(i + 1, end).join('\n') });
+    // A block in a list item is indented as its item is.
+    const indent = /^( *)```ts$/.exec(lines[i])?.[1];
+    if (indent === undefined) continue;
+    const end = lines.indexOf(`${indent}\`\`\``, i + 1);
+    out.push({ line: i + 2, text: lines.slice(i + 1, end).map((l) => l.slice(indent.length)).join('\n') });
     i = end;
   }
   return out;

@@ -8,7 +8,7 @@ import { folderFeatures, weightsDigest, type ReusableFeatures } from '../eval/em
 import { datasetFeatures, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { UsageError, applyRunFlags, asFlags, imagesFound, openData, optionsFromFlags, outputFile, parseFlags, warnOfSize, type Flags } from './args';
-import { readFeaturesFile, readFeaturesMade, writeFeaturesFile } from './featuresFile';
+import { readFeaturesFile, readFeaturesMade, writeFeaturesFile } from '../eval/featuresFile';
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };

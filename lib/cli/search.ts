@@ -11,7 +11,7 @@ import { checkInteger, errorFrom } from '../errors';
 import { PirlModel } from '../model';
 import type { Tensor } from '../tensor';
 import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, parseFlags, warnOfSize, type Flags } from './args';
-import { readFeaturesFile } from './featuresFile';
+import { readFeaturesFile } from '../eval/featuresFile';
 import { Progress } from './progress';
 
 export const SEARCH_FLAGS: Flags = { values: ['k', 'layout', 'max-pixels', 'device', 'threads'], switches: [] };

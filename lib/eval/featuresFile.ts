@@ -1,11 +1,12 @@
 // The features file of `pirl embed`: rows of features, each named by its image, with what made them (the model's
 // weights, the layer, the side) and each file's version then. One owner of the format: embed writes it, and reads it
-// back for --update; search reads it.
+// back for --update; search reads it; saveImageFeatures and loadImageFeatures keep an embedImages pass in it.
 import * as path from 'path';
 
 import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
-import { VERSION_FIELDS, type FileVersion } from '../data/imageFolder';
-import { checkInteger, checkOneOf } from '../errors';
+import { VERSION_FIELDS, relativeTo, type FileVersion } from '../data/imageFolder';
+import { checkInteger, checkOneOf, typeError } from '../errors';
+import type { ImageFeatures } from './embed';
 import { parsedMetadata, readSafetensors, readSafetensorsMetadata, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 
@@ -72,7 +73,21 @@ export async function readFeaturesFile(file: string): Promise<FeaturesFile> {
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  return { features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows) };
+  return { features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows), ...classesOf(file, tensors.get('labels'), metadata, rows) };
+}
+
+// Labeled data's rows: each one's class, of the names in metadata "classes".
+function classesOf(file: string, labels: Tensor | undefined, metadata: Record<string, string>, rows: number): { labels?: Int32Array; classes?: string[] } {
+  const classes = parsedMetadata(file, metadata, 'classes');
+  if (labels === undefined && classes === undefined) return {};
+  if (!Array.isArray(classes) || classes.length === 0 || classes.some((c) => typeof c !== 'string')) throw new Error(`${file}: metadata "classes" must name the classes of its 'labels'`);
+  if (labels === undefined || labels.dtype !== 'int32' || labels.shape.length !== 1 || labels.shape[0] !== rows) {
+    throw new Error(`${file}: its 'labels' must be int32 of shape [${rows}] (each row's class), got ${labels ? `${labels.dtype} [${labels.shape.join(', ')}]` : 'none'}`);
+  }
+  const values = labels.data() as Int32Array;
+  const bad = values.findIndex((l) => l < 0 || l >= classes.length);
+  if (bad >= 0) throw new Error(`${file}: its 'labels'[${bad}] must be a class of the ${classes.length} in metadata "classes", got ${values[bad]}`);
+  return { labels: Int32Array.from(values), classes: classes as string[] }; // a copy: the file's tensor is not kept
 }
 
 function versionsOf(file: string, stored: Tensor | undefined, rows: number): Array<FileVersion | null> | null {
@@ -94,4 +109,27 @@ export async function writeFeaturesFile(out: string, content: FeaturesFile): Pro
     files: JSON.stringify(names), layer, ...(size === null ? {} : { size: String(size) }), ...(weights === null ? {} : { 'model-weights-sha256': weights }),
     ...(dir === undefined ? {} : { dir }), ...(classes ? { classes: JSON.stringify(classes) } : {}),
   });
+}
+
+/**
+ * An embedImages pass kept in a file of `pirl embed`'s format (pirl search and pirl embed --update read it; a
+ * folder's rows named relative to it); what loadImageFeatures gives back is a `reuse` for a later pass.
+ */
+export async function saveImageFeatures(file: string, pass: ImageFeatures): Promise<void> {
+  if (typeof pass !== 'object' || pass === null || !Array.isArray(pass.files)) throw typeError('pass', 'an ImageFeatures (what embedImages gives)', pass);
+  const relative = pass.dir === null ? null : relativeTo(pass.dir);
+  await writeFeaturesFile(file, {
+    features: pass.features, names: relative ? pass.files.map(relative) : pass.files, ...(pass.dir === null ? {} : { dir: path.resolve(pass.dir) }),
+    layer: pass.layer, size: pass.size, weights: pass.weights, versions: pass.versions, ...(pass.labels && pass.classes ? { labels: pass.labels, classes: pass.classes } : {}),
+  });
+}
+
+/** A features file of `pirl embed` (or saveImageFeatures) as the embedImages pass it keeps: `files` under its folder, no failures. */
+export async function loadImageFeatures(file: string): Promise<ImageFeatures> {
+  const { features, names, dir, layer, size, weights, versions, labels, classes } = await readFeaturesFile(file);
+  if (size === null) throw new Error(`${file} does not record the side its images were embedded at (an older pirl embed): embed them again`);
+  return {
+    features, files: dir === undefined ? names : names.map((n) => path.join(dir, n)), labels: labels ?? null, classes: classes ?? null, failures: new Map(),
+    size, layer, dir: dir ?? null, weights, versions, reused: 0,
+  };
 }
