@@ -32,6 +32,9 @@ describe('pirl train / eval / embed / export', () => {
     expect(first.status).toBe(0);
     expect(first.stderr).toContain('memory bank from features: 20/20 images'); // the work before the first step, shown
     expect(first.stderr).toContain('epoch 1/2 step 1/4: under way'); // said before the first step's time
+    // The monitor's k=200 on 8 images a class votes mostly across classes: said, as pirl eval says it of --k.
+    expect(first.stderr).toContain("pirl: note: --knn-every votes with k=200 (the protocol's), more than the 8 images of the largest class that votes: " +
+      "each vote counts other classes' images too, so its scores run below a smaller k's (pirl eval --k 8 scores a checkpoint so)\n");
     const summary = first.stdout;
     expect(summary).toMatch(/trained 4 step\(s\) in .*, to step 4 of 4; last loss \d+\.\d{4}; kNN top-1 \d+\.\d\d%/);
     const { metadata } = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
@@ -289,7 +292,7 @@ describe('pirl train / eval / embed / export', () => {
       // Its side sets the queries' (4096 px took seconds and gigabytes per image): far from the model's, said.
       [original.tensors.get('features')!, { ...original.metadata, size: '8' }, `pirl: warning: ${altered}'s side, 8 px (its queries are embedded at it), is far from the 32 px this model was trained at`],
     ] as const) {
-      await writeSafetensors(altered, [['features', tensor]], metadata);
+      await writeSafetensors(altered, [...original.tensors].map(([name, t]) => [name, name === 'features' ? tensor : t] as [string, Tensor]), metadata);
       expect(spawnSync(process.execPath, [cli, 'search', model, altered, query], { encoding: 'utf8' }).stderr).toContain(message);
     }
     // A query folder without images stops the run before any line is printed.

@@ -250,6 +250,15 @@ export function imagesFound(data: Dataset): number {
   return data.length + (data instanceof ImageFolder ? data.leftOut : 0);
 }
 
+/** The images of a labeled set's largest class, its `unreadable` samples left out: a kNN k above it votes across classes. */
+export function largestClass(set: Dataset, unreadable: ReadonlySet<number> = new Set()): number {
+  const counts = new Map<number, number>();
+  set.labels?.forEach((label, i) => {
+    if (!unreadable.has(i)) counts.set(label, (counts.get(label) ?? 0) + 1);
+  });
+  return Math.max(0, ...counts.values());
+}
+
 /** Data kNN can hold a fifth of out (a folder without --test): five images at least. */
 export function checkHoldOut(spec: string, data: Dataset): void {
   const leftOut = imagesFound(data) - data.length;

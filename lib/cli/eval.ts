@@ -2,11 +2,10 @@
 import * as path from 'path';
 
 import { EVAL_SIZE, KNN_DEFAULTS, resolveKnnOptions } from '../config';
-import type { Dataset } from '../data/datasets';
 import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
-import { UsageError, applyRunFlags, asFlags, knnSplit, openData, optionsFromFlags, parseFlags, unreadableIn, unreadableOf, warnOfSize, type Flags } from './args';
+import { UsageError, applyRunFlags, asFlags, knnSplit, largestClass, openData, optionsFromFlags, parseFlags, unreadableIn, unreadableOf, warnOfSize, type Flags } from './args';
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
@@ -16,15 +15,6 @@ export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULT
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;
-
-// How many images of each class the set holds, its `unreadable` samples left out.
-function classCounts(set: Dataset, unreadable: ReadonlySet<number>): number[] {
-  const counts = new Map<number, number>();
-  set.labels?.forEach((label, i) => {
-    if (!unreadable.has(i)) counts.set(label, (counts.get(label) ?? 0) + 1);
-  });
-  return [...counts.values()];
-}
 
 export async function evaluate(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, EVAL_FLAGS, 1, 'eval needs one <model.safetensors> argument');
@@ -65,7 +55,7 @@ export async function evaluate(args: string[]): Promise<void> {
   if (knn.k > voted) console.error(`pirl: --k ${knn.k} is more than the ${voted} images that voted (--data${values.test === undefined ? "'s four fifths" : ''}): each test image was voted on by all ${voted}`);
   // The protocol's k=200 is ImageNet's (~1,300 images a class): where no class has k images, every vote is mostly
   // other classes', which scored a small folder's features well below a small k's (0.46 against 0.56 at k 10).
-  const largest = Math.max(...classCounts(train, unreadableOfTrain));
+  const largest = largestClass(train, unreadableOfTrain);
   if (knn.k <= voted && knn.k > largest) {
     console.error(`pirl: note: --k ${knn.k}${values.k === undefined ? ' (the default, the protocol\'s)' : ''} is more than the ${largest} images of the largest class that voted: ` +
       `each vote counts other classes' images too; a --k of at most ${largest} suits data this small`);

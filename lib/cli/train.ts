@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
-import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, KNN_DEFAULTS, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
 import type { DeepReadonly } from '../schema';
 import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
@@ -18,7 +18,7 @@ import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
-import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, holdOutOrSay, imagesFound, knnSplit, layoutFlag, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
+import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, applyRunFlags, asFlags, runFlags, checkFlag, checkHoldOut, checkOutsideData, folderSize, holdOutOrSay, imagesFound, knnSplit, largestClass, layoutFlag, makeOutputDir, openData, optionsFromFlags, parseFlags, readOptionsFile, unreadableOf, type FlagMap, type FlagValues, type Flags } from './args';
 import { LAUNCH_FOLDER_PREFIX, launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
@@ -464,6 +464,14 @@ export async function train(args: string[]): Promise<number | void> {
   }
   const data = trainer.loader.dataset;
   const knnSets = knnEvery ? await knnSplit(data, spec, undefined, 0, values) : null;
+  // The protocol's k (ImageNet's ~1,300 images a class) on a small folder votes mostly across classes: its scores run
+  // low, which is the monitor's trend still, but not what a smaller k would score.
+  const { k } = KNN_DEFAULTS;
+  const largest = knnSets ? largestClass(knnSets.train) : Infinity;
+  if (k > largest) {
+    console.error(`pirl: note: --knn-every votes with k=${k} (the protocol's), more than the ${largest} images of the largest class that votes: ` +
+      `each vote counts other classes' images too, so its scores run below a smaller k's (pirl eval --k ${largest} scores a checkpoint so)`);
+  }
   const lossCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'batch' ? [[l.step, l.loss] as [number, number]] : []));
   const knnCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'epoch' && l.knn !== undefined ? [[l.epoch + 1, l.knn] as [number, number]] : []));
   const epochEnds: number[] = logged.flatMap((l) => (l.type === 'epoch' ? [(l.epoch + 1) * trainer.stepsPerEpoch] : []));

@@ -32,6 +32,11 @@ export interface FeaturesFile extends FeaturesMade {
   classes?: string[];
 }
 
+/** A features file as read: its labels and classes read (and checked) only where they are used (search and --update use none). */
+export interface FeaturesRead extends Omit<FeaturesFile, 'labels' | 'classes'> {
+  readClasses: () => { labels: Int32Array | null; classes: string[] | null };
+}
+
 // Each row's [bytes, modification time, change time] (times in ms) as float64 (exact there), NaN for a file that could not be looked at.
 const VERSIONS = 'file-versions';
 
@@ -51,7 +56,7 @@ export async function readFeaturesMade(file: string): Promise<FeaturesMade> {
 }
 
 /** `file` as pirl embed wrote it, checked: a file of another kind, or a broken row, would give meaningless neighbours. */
-export async function readFeaturesFile(file: string): Promise<FeaturesFile> {
+export async function readFeaturesFile(file: string): Promise<FeaturesRead> {
   const { tensors, metadata } = await readSafetensors(file);
   const features = tensors.get('features');
   if (!features || features.shape.length !== 2) throw notFeatures(file);
@@ -73,13 +78,15 @@ export async function readFeaturesFile(file: string): Promise<FeaturesFile> {
     const row = Math.floor(broken / width);
     throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   }
-  return { features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows), ...classesOf(file, tensors.get('labels'), metadata, rows) };
+  return {
+    features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows), readClasses: () => classesOf(file, tensors.get('labels'), metadata, rows),
+  };
 }
 
 // Labeled data's rows: each one's class, of the names in metadata "classes".
-function classesOf(file: string, labels: Tensor | undefined, metadata: Record<string, string>, rows: number): { labels?: Int32Array; classes?: string[] } {
+function classesOf(file: string, labels: Tensor | undefined, metadata: Record<string, string>, rows: number): { labels: Int32Array | null; classes: string[] | null } {
   const classes = parsedMetadata(file, metadata, 'classes');
-  if (labels === undefined && classes === undefined) return {};
+  if (labels === undefined && classes === undefined) return { labels: null, classes: null };
   if (!Array.isArray(classes) || classes.length === 0 || classes.some((c) => typeof c !== 'string')) throw new Error(`${file}: metadata "classes" must name the classes of its 'labels'`);
   if (labels === undefined || labels.dtype !== 'int32' || labels.shape.length !== 1 || labels.shape[0] !== rows) {
     throw new Error(`${file}: its 'labels' must be int32 of shape [${rows}] (each row's class), got ${labels ? `${labels.dtype} [${labels.shape.join(', ')}]` : 'none'}`);
@@ -126,10 +133,10 @@ export async function saveImageFeatures(file: string, pass: ImageFeatures): Prom
 
 /** A features file of `pirl embed` (or saveImageFeatures) as the embedImages pass it keeps: `files` under its folder, no failures. */
 export async function loadImageFeatures(file: string): Promise<ImageFeatures> {
-  const { features, names, dir, layer, size, weights, versions, labels, classes } = await readFeaturesFile(file);
+  const { features, names, dir, layer, size, weights, versions, readClasses } = await readFeaturesFile(file);
   if (size === null) throw new Error(`${file} does not record the side its images were embedded at (an older pirl embed): embed them again`);
   return {
-    features, files: dir === undefined ? names : names.map((n) => path.join(dir, n)), labels: labels ?? null, classes: classes ?? null, failures: new Map(),
+    features, files: dir === undefined ? names : names.map((n) => path.join(dir, n)), ...readClasses(), failures: new Map(),
     size, layer, dir: dir ?? null, weights, versions, reused: 0,
   };
 }
