@@ -682,6 +682,10 @@ describe('pirl train / eval / embed / export', () => {
     fs.writeFileSync(path.join(flat, '00-not-an-image.png'), 'text');
     usage(['train', flat, '--out', path.join(dir, 'flat-run'), '--knn-every', '1', ...small], /--knn-every needs labeled data/);
     expect(fs.existsSync(path.join(dir, 'flat-run'))).toBe(false);
+    // --layout flat says so before the folder is read (a --cache would be built first).
+    usage(['train', data, '--out', path.join(dir, 'flat-run'), '--knn-every', '1', '--layout', 'flat', '--cache', path.join(dir, 'flat.cache'), ...small],
+      /--knn-every needs labeled data: --layout flat reads the folder as unlabeled images; give --layout classes, or leave it out/);
+    expect(fs.existsSync(path.join(dir, 'flat.cache'))).toBe(false);
     usage(['embed', path.join(out, 'model.safetensors'), flat, '--out', path.join(dir, 'f.npy')], /--out must name a \.safetensors file, got '.*f\.npy'/);
     // pirl's warnings read as its other messages; a model file that is not there is named.
     const preview = spawnSync(process.execPath, [cli, 'preview', flat, '--out', path.join(dir, 'p.png'), '--size', '24'], { encoding: 'utf8' });

@@ -421,10 +421,13 @@ export async function train(args: string[]): Promise<number | void> {
   const { values, positionals, nproc, knnEvery, checkpointEvery } = await beforeJoining(distributed, async () => {
     const parsed = parseFlags(args, TRAIN_FLAGS, 1, 'train needs one <data> argument');
     cudaGraphsFlag(parsed.values); // both given: said before any work
+    const knnEvery = checkFlag(parsed.values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
+    // Before the folder is read (a --cache built): its labels come from class folders, which flat reads none of.
+    if (knnEvery > 0 && parsed.values.layout === 'flat') throw new UsageError('--knn-every needs labeled data: --layout flat reads the folder as unlabeled images; give --layout classes, or leave it out');
     return {
       ...parsed,
       nproc: checkFlag(parsed.values, 'nproc', 1, (a, v) => checkInteger(a, v, 1, 1024)),
-      knnEvery: checkFlag(parsed.values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0)),
+      knnEvery,
       checkpointEvery: checkFlag(parsed.values, 'checkpoint-every', 100, (a, v) => checkInteger(a, v, 1)),
     };
   });
