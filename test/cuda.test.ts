@@ -4,7 +4,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setTf32, type PirlBatch } from '../lib';
+import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, embedImages, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setTf32, weightsDigest, type PirlBatch } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -149,6 +149,21 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     const bank = await MemoryBank.create({ size: 8, dim: 4, device: 'cuda' });
     expect(bank.rows().device).toBe('cuda:0');
     expect(Tensor.zeros([2], { device: 'cuda' }).device).toBe('cuda:0');
+  });
+
+  test("embedImages with reuse on a CUDA model: its weights' digest is its CPU twin's, and an unchanged folder's rows are kept", async () => {
+    const dir = tmpDir('pirl-cuda-reuse-');
+    try {
+      for (let i = 0; i < 3; i++) await raw(20 + i, 20).png().toFile(path.join(dir, `${i}.png`));
+      const model = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125, seed: 5 }, { device: 'cuda' });
+      const twin = await PirlModel.create({ arch: 'resnet18', stem: 'small', width: 0.125, seed: 5 });
+      expect(await weightsDigest(model)).toBe(await weightsDigest(twin));
+      const first = await embedImages(model, dir, { size: 16 });
+      const again = await embedImages(model, dir, { size: 16, reuse: first });
+      expect([again.reused, [...again.features.data()]]).toEqual([3, [...first.features.data()]]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("PirlLoss on a CUDA bank: indices given as an array (on the CPU) move to the bank's device; f on the CPU is refused by name", async () => {
