@@ -381,8 +381,9 @@ describe('pirl train / eval / embed / export', () => {
     fs.cpSync(data, growing, { recursive: true });
     const file = path.join(dir, 'growing.safetensors');
     const embed = (args: string[]) => spawnSync(process.execPath, [cli, 'embed', model, growing, '--size', '16', ...args], { encoding: 'utf8' });
-    // A first --update (no file yet) embeds every image.
+    // A first --update (no file yet) embeds every image, said.
     const first = embed(['--out', file, '--update']);
+    expect(first.stderr).toContain(`pirl: --update: ${file} is not there yet: every image is embedded\n`);
     expect([first.status, first.stdout]).toEqual([0, `wrote 20×64 features of 20 images (at 16 px; 0 kept from before, 20 embedded now) to ${file}\n`]);
     const before = await readSafetensors(file);
     const names = (m: Record<string, string>) => JSON.parse(m.files) as string[];
@@ -444,7 +445,7 @@ describe('pirl train / eval / embed / export', () => {
     expect(embed(['--out', file, '--update', '--cache', path.join(dir, 'growing.cache')]).stderr).toContain('pirl: note: --cache with --update: a change to any image rebuilds the cache');
     // Made at another layer, side or by another model: all embedded again, said; the file then holds the new rows.
     const otherLayer = embed(['--out', file, '--update', '--layer', 'f']);
-    expect(otherLayer.stderr).toContain(`pirl: --update: ${file} was embedded at layer res5: every image is embedded again\n`);
+    expect(otherLayer.stderr).toContain(`pirl: --update: ${file} was embedded at layer res5, not f: every image is embedded again\n`);
     expect(otherLayer.stdout).toContain('0 kept from before, 20 embedded now');
     const otherModel = path.join(dir, 'growing-model.safetensors');
     await (await PirlModel.create((await PirlModel.load(model)).options)).save(otherModel); // the same network, other weights

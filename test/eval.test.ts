@@ -22,7 +22,7 @@ describe('evaluation', () => {
     // Progress: after each batch, samples done of both passes (train, then test), ending at the total.
     const told: Array<[number, number]> = [];
     await knnAccuracy(trainer.model, data, data, { size: 16, k: 1, batchSize: 20 }, (done, total) => void told.push([done, total]));
-    expect(told).toEqual([[20, 96], [40, 96], [48, 96], [68, 96], [88, 96], [96, 96]]);
+    expect(told).toEqual([[0, 96], [20, 96], [40, 96], [48, 96], [68, 96], [88, 96], [96, 96]]); // 0 as the passes begin
     // options.signal aborted stops a pass before its next batch (in the test set's too): rejected as aborted.
     for (const stopAt of [40, 68, 96]) { // 96: during the last batch, which ends the pass, before the vote
       const seen: number[] = [];
@@ -49,7 +49,7 @@ describe('evaluation', () => {
     const passes: number[] = [];
     const both = await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 }, linearProbe: { epochs: 20 } }, (done) => void passes.push(done));
     expect(both).toEqual({ knnTop1: knn, linearProbeTop1: probe });
-    expect(passes).toEqual([48, 96]); // one pass over each set (the two functions: two each)
+    expect(passes).toEqual([0, 48, 96]); // one pass over each set (the two functions: two each), 0 as they begin
     await expect(evaluateTrunk(trainer.model, data, new Subset(data, []), { knn: { size: 16 } })).rejects.toThrow('test must be a data set with at least one readable sample, got "none readable"');
     expect(await evaluateTrunk(trainer.model, data, data, { knn: { size: 16, k: 5 } })).toEqual({ knnTop1: knn, linearProbeTop1: null });
     await expect(evaluateTrunk(trainer.model, data, data, { linearProbe: { size: 16 } as never })).rejects.toThrow('options.linearProbe.size is not an option; options.linearProbe takes epochs, batchSize, lr, weightDecay, seed');
@@ -212,7 +212,7 @@ describe('evaluation', () => {
       const second = await embedImages(model, dir, { reuse: first, onProgress: (done, total) => progress.push([done, total]) });
       expect(second.files).toEqual(['0.png', '00.png', '2.png', '3.png'].map((f) => path.join(dir, f)));
       expect(second.reused).toBe(2);
-      expect(progress).toEqual([[2, 2]]); // only 00.png and 2.png were decoded and embedded
+      expect(progress).toEqual([[0, 2], [2, 2]]); // only 00.png and 2.png were decoded and embedded
       const width = model.featureDim;
       const rowOf = (r: typeof first, file: string) => [...(r.features.data() as Float32Array).subarray(width * r.files.indexOf(path.join(dir, file)), width * (r.files.indexOf(path.join(dir, file)) + 1))];
       expect(rowOf(second, '0.png')).toEqual(rowOf(first, '0.png'));
@@ -242,7 +242,7 @@ describe('evaluation', () => {
       other.imageSize = 16;
       await expect(embedImages(other, dir, { reuse: first })).rejects.toThrow(`options.reuse.weights must be this model's (SHA-256 ${await weightsDigest(other)})`);
       await expect(embedImages(model, [path.join(dir, '0.png')], { reuse: first })).rejects.toThrow(/^options\.reuse must be left out for a list of files/);
-      await expect(embedImages(model, dir, { reuse: { ...first, files: first.files.slice(1) } })).rejects.toThrow('options.reuse.files must be one per row of options.reuse.features (4), got "3"');
+      await expect(embedImages(model, dir, { reuse: { ...first, files: first.files.slice(1) } })).rejects.toThrow('options.reuse.files.length must be one per row of options.reuse.features (4), got 3');
       await expect(embedImages(model, dir, { reuse: { ...first, versions: [null, null, null, { bytes: 'x' } as never] } })).rejects.toThrow('options.reuse.versions[3] must be a file version ({ bytes, modifiedMs, changedMs }) or null');
       const list = await embedImages(model, [path.join(dir, '0.png')]);
       await expect(embedImages(model, dir, { reuse: list })).rejects.toThrow("options.reuse.dir must be the folder of a folder's pass (a list's pass has none), got null");

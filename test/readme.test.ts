@@ -32,6 +32,7 @@ function examples(): Example[] {
     const indent = /^( *)```ts$/.exec(lines[i])?.[1];
     if (indent === undefined) continue;
     const end = lines.indexOf(`${indent}\`\`\``, i + 1);
+    if (end < 0) throw new Error(`README.md:${i + 1}: its \`\`\`ts block has no closing fence at its indentation`);
     out.push({ line: i + 2, text: lines.slice(i + 1, end).map((l) => l.slice(indent.length)).join('\n') });
     i = end;
   }

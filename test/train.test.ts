@@ -156,7 +156,7 @@ describe('Trainer', () => {
     await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^non-finite loss \(loss NaN, gradient norm NaN\): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step/);
     expect((await trainer.model.embed(images)).data()).toEqual(before);
     // A step taken at an lr that overflows the weights (float32's largest is 3.4e38): embed says so, naming the first.
-    await trainer.step(next!, 3e38);
+    await trainer.step(next!, 3.4e38);
     await expect(trainer.model.embed(images)).rejects.toThrow(/^the model's weights or BatchNorm statistics hold NaN or infinity \(trunk\.conv1\.weight first\), so its features do too: load weights from before the run diverged$/);
   });
 

@@ -24,16 +24,20 @@ export const EMBED_USAGE = `embed <model> <data> --out FILE [--update] [--force]
 type Resolved = ReturnType<typeof featureOptionsFor>;
 
 // --update's rows to keep: --out's, where this model made them at this side and layer (else none, and why), each named
-// by its file in the folder embedded now (a folder moved or copied with its files' times keeps its rows).
+// by its file in the folder embedded now (a folder moved keeps its rows; a copy's files have new change times).
 async function reusable(out: string, dir: string, weights: string, options: Resolved): Promise<ReusableFeatures | null> {
-  if (!(await fs.stat(out).catch(() => null))) return null; // a first run: every image is new
+  if (!(await fs.stat(out).catch(() => null))) {
+    console.error(`pirl: --update: ${out} is not there yet: every image is embedded`);
+    return null;
+  }
   const refused = (err: Error): never => {
     throw new UsageError(`--update ${out}: ${err.message}`);
   };
   // Told from the header alone: a catalogue's rows (gigabytes) are read only where they will be kept.
   const made = await readFeaturesMade(out).catch(refused);
   const differs = made.weights === null ? 'by an older pirl, which did not record its model' : made.weights !== weights ? 'by another model'
-    : made.layer !== options.layer ? `at layer ${made.layer}` : made.size !== options.size ? (made.size === null ? 'at a side it did not record' : `at ${made.size} px`) : null;
+    : made.layer !== options.layer ? `at layer ${made.layer}, not ${options.layer}`
+    : made.size !== options.size ? `${made.size === null ? 'at a side it did not record' : `at ${made.size} px`}, not ${options.size}` : null;
   const old = differs === null ? await readFeaturesFile(out).catch(refused) : null;
   if (old === null || old.versions === null) {
     console.error(`pirl: --update: ${out} was embedded ${differs ?? "without its files' versions (by an older pirl, or of fashion-mnist)"}: every image is embedded again`);

@@ -6,11 +6,11 @@ import { promises as fs } from 'fs';
 import type { EmbedLayer, FeatureOptions } from '../config';
 import { Subset } from '../data/datasets';
 import { ImageFolder, VERSION_FIELDS, relativeTo, type FileVersion, type FolderLayout, type FolderWarning } from '../data/imageFolder';
-import { checkArrayOf, checkFunctions, checkObject, checkOptions, rangeError, typeError } from '../errors';
+import { checkArrayOf, checkFile, checkFunctions, checkObject, checkOptions, rangeError, typeError } from '../errors';
 import type { PirlModel } from '../model';
 import { Tensor, disposeAll } from '../tensor';
 import { datasetFeatures, featureOptionsFor, retained, type FeatureProgress } from './knn';
-import { checkFeatureRows } from './rows';
+import { checkFeatureRows, rowsAtOnce } from './rows';
 
 export interface EmbedImagesOptions extends FeatureOptions {
   /** How a folder is read (ImageFolder.open's layout; default 'auto'). */
@@ -67,10 +67,16 @@ export async function weightsDigest(model: PirlModel): Promise<string> {
   const tensors = await model.stateDict('all');
   try {
     const hash = createHash('sha256');
+    let since = 0; // bytes hashed since the event loop last ran: ResNet-50's 100 MB take 0.6 s, which a service's requests would wait for
     for (const name of [...tensors.keys()].sort()) {
       const t = tensors.get(name)!;
       const data = t.data();
       hash.update(`${name}\0${t.dtype}\0${t.shape.join(',')}\0`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      since += data.byteLength;
+      if (since >= 2 ** 23) {
+        since = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     }
     return hash.digest('hex');
   } finally {
@@ -87,20 +93,20 @@ function checkReuse(value: unknown, resolved: Resolved, width: number, weights: 
   if (!Array.isArray(reuse.versions)) throw typeError('options.reuse.versions', "the file versions of a folder's pass (a list's pass has none)", reuse.versions);
   if (reuse.layer !== resolved.layer) throw rangeError('options.reuse.layer', `'${resolved.layer}', the layer embedded now`, reuse.layer);
   if (reuse.size !== resolved.size) throw rangeError('options.reuse.size', `${resolved.size}, the side embedded at now`, reuse.size);
-  if (reuse.weights !== weights) throw rangeError('options.reuse.weights', `this model's (SHA-256 ${weights}): rows of another model's features mixed with its own would be silently wrong`, reuse.weights);
+  if (reuse.weights !== weights) {
+    const whose = reuse.weights === null ? " (null: a pass of a list, or a file of an older pirl, which did not record its model)" : '';
+    throw rangeError('options.reuse.weights', `this model's (SHA-256 ${weights}): rows of another model's features mixed with its own would be silently wrong${whose}`, reuse.weights);
+  }
   const [rows, columns] = checkFeatureRows('options.reuse.features', reuse.features).shape;
   if (columns !== width) throw rangeError('options.reuse.features', `rows of ${width} features (the layer's)`, reuse.features.shape);
-  const files = checkArrayOf('options.reuse.files', reuse.files, (arg, f) => {
-    if (typeof f !== 'string') throw typeError(arg, 'a file path', f);
-    return f;
-  });
+  const files = checkArrayOf('options.reuse.files', reuse.files, checkFile);
   const versions = checkArrayOf('options.reuse.versions', reuse.versions, (arg, v) => {
     const version = v as FileVersion | null;
     if (version !== null && !VERSION_FIELDS.every((k) => Number.isFinite(version?.[k]))) throw typeError(arg, 'a file version ({ bytes, modifiedMs, changedMs }) or null', v);
     return version;
   });
   for (const [name, list] of [['files', files], ['versions', versions]] as const) {
-    if (list.length !== rows) throw rangeError(`options.reuse.${name}`, `one per row of options.reuse.features (${rows})`, `${list.length}`);
+    if (list.length !== rows) throw rangeError(`options.reuse.${name}.length`, `one per row of options.reuse.features (${rows})`, list.length);
   }
   return reuse;
 }
@@ -123,12 +129,17 @@ export async function folderFeatures(own: PirlModel, folder: ImageFolder, resolv
   const indices = folder.files.map((_, i) => i).filter((i) => kept.has(i) || embedded.has(i));
   try {
     const features = Tensor.empty([indices.length, own.widthOf(resolved.layer)]);
-    // Copied in runs of consecutive rows of one source: a call per row is ten million for a large folder.
-    const sources = indices.map((i): [Tensor, number] => (kept.has(i) ? [reuse!.features, kept.get(i)!] : [fresh!.features, embedded.get(i)!]));
-    for (let start = 0; start < sources.length;) {
-      const [from, row] = sources[start];
+    // Copied in runs of consecutive rows of one source (a call per row is ten million for a large folder), read in parts.
+    const source = (i: number): [Tensor, number] => (kept.has(i) ? [reuse!.features, kept.get(i)!] : [fresh!.features, embedded.get(i)!]);
+    const longest = rowsAtOnce(features);
+    for (let start = 0; start < indices.length;) {
+      const [from, row] = source(indices[start]);
       let end = start + 1;
-      while (end < sources.length && sources[end][0] === from && sources[end][1] === row + end - start) end++;
+      while (end < indices.length && end - start < longest) {
+        const [next, at] = source(indices[end]);
+        if (next !== from || at !== row + end - start) break;
+        end++;
+      }
       (features.rows(start, end - start).data() as Float32Array).set(from.rows(row, end - start).data() as Float32Array);
       start = end;
     }

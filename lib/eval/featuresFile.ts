@@ -7,6 +7,7 @@ import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
 import { VERSION_FIELDS, relativeTo, type FileVersion } from '../data/imageFolder';
 import { checkInteger, checkOneOf, typeError } from '../errors';
 import type { ImageFeatures } from './embed';
+import { rowsAtOnce } from './rows';
 import { parsedMetadata, readSafetensors, readSafetensorsMetadata, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 
@@ -73,10 +74,12 @@ export async function readFeaturesFile(file: string): Promise<FeaturesRead> {
   const outside = (names as string[]).findIndex((f) => dir !== undefined && (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')));
   if (outside >= 0) throw new Error(`${file}: metadata "files"[${outside}] (${JSON.stringify(names[outside])}) names a file outside its folder ${dir}: embed the images again`);
   const width = features.shape[1];
-  const broken = (features.data() as Float32Array).findIndex((v) => !Number.isFinite(v));
-  if (broken >= 0) {
-    const row = Math.floor(broken / width);
-    throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
+  for (let start = 0, chunk = rowsAtOnce(features); start < rows; start += chunk) {
+    const broken = (features.rows(start, Math.min(chunk, rows - start)).data() as Float32Array).findIndex((v) => !Number.isFinite(v));
+    if (broken >= 0) {
+      const row = start + Math.floor(broken / width);
+      throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
+    }
   }
   return {
     features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows), readClasses: () => classesOf(file, tensors.get('labels'), metadata, rows),

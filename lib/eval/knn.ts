@@ -25,7 +25,7 @@ export interface DatasetFeatures {
   labels: Int32Array | null;
 }
 
-/** Told after each batch of a feature pass how many samples are done, of how many. */
+/** Told how many samples of a feature pass are done, of how many: 0 as it begins, then after each batch. */
 export type FeatureProgress = (done: number, total: number) => void;
 
 /**
@@ -72,6 +72,7 @@ export async function* featureBatches(model: PirlModel, dataset: Dataset, option
   checkProgress(onProgress);
   const own = model.retain(); // as retained(): a generator cannot await work in a callback
   try {
+    onProgress?.(0, dataset.length); // the pass begins: a progress clock made earlier starts here
     for (let begin = 0; begin < dataset.length; begin += batchSize) {
       throwIfAborted(signal);
       const wanted = Array.from({ length: Math.min(batchSize, dataset.length - begin) }, (_, i) => begin + i);
@@ -145,7 +146,7 @@ async function bothFeatures(model: PirlModel, train: Dataset, test: Dataset, opt
   const toTrainLabel = classAlignment(train, test);
   const total = train.length + test.length;
   const a = await labeledFeatures(model, train, options, onProgress && ((done) => onProgress(done, total)));
-  const b = await labeledFeatures(model, test, options, onProgress && ((done) => onProgress(train.length + done, total))).catch((err) => {
+  const b = await labeledFeatures(model, test, options, onProgress && ((done) => done > 0 && onProgress(train.length + done, total))).catch((err) => {
     a.features.dispose();
     throw err;
   });

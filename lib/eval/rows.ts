@@ -13,6 +13,15 @@ export function checkFeatureRows(arg: string, value: unknown, width?: number): T
   return t;
 }
 
+/**
+ * How many rows of a 2-D tensor to read (data()) at once: 64 MiB of them, at least one. A catalogue's features pass the
+ * 4 GiB a typed array holds on Node 20.
+ */
+export function rowsAtOnce(t: Tensor): number {
+  const rowBytes = t.shape[0] === 0 ? 1 : t.nbytes / t.shape[0];
+  return Math.max(1, Math.floor(2 ** 26 / Math.max(1, rowBytes)));
+}
+
 /** Rows to search (at least one) and queries of their width on their device. */
 export function checkSearch(features: unknown, queries: unknown): [Tensor, Tensor] {
   const f = checkFeatureRows('features', features);

@@ -291,7 +291,6 @@ export class Trainer {
     const [begin, end] = this.handle.bankShard();
     const shard = end - begin === dataset.length ? dataset : new Subset(dataset, Array.from({ length: end - begin }, (_, i) => begin + i));
     const options = { size: this.config.sampler.imageSize, layer: 'f' as const };
-    onProgress?.(0, shard.length); // the pass begins (the model built, the ranks joined): a progress clock starts here
     for await (const { features, indices } of featureBatches(this.own, shard, options, onProgress)) {
       await this.bank.update(indices.map((i) => begin + i), features, 0);
     }

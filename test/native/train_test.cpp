@@ -185,12 +185,14 @@ TEST(TrainState, AStepThatThrowsLeavesZAndBuffersAsTheyWere) {
   const unsigned hook = weight.register_hook([](const at::Tensor&) -> at::Tensor { throw std::runtime_error("out of memory (injected)"); });
   const at::Tensor indices = at::arange(4, at::kLong);
   EXPECT_THROW(s.step(at::randn({4, 3, 16, 16}), at::randn({4, 9, 3, 8, 8}), indices, 0.1), std::runtime_error);
+  EXPECT_EQ(s.steps(), 0);  // not counted: the next call draws its negatives again
   EXPECT_LE(s.loss().zImage(), 0);
   EXPECT_LE(s.loss().zJigsaw(), 0);
   for (const auto& [name, before] : buffers) EXPECT_TRUE(at::equal(before, s.model()->named_buffers()[name])) << name;
   weight.remove_hook(hook);
   EXPECT_TRUE(std::isfinite(s.step(at::randn({4, 3, 16, 16}), at::randn({4, 9, 3, 8, 8}), indices, 0.1).loss));
   EXPECT_GT(s.loss().zImage(), 0);
+  EXPECT_EQ(s.steps(), 1);
 }
 
 // A failed step says what the weights were: already non-finite (naming the first such), diverged (past 10^4), or sound.

@@ -135,6 +135,26 @@ std::vector<at::Tensor> TrainState::computeGradients(const std::vector<at::Tenso
   return {f.detach(), at::cat(means), sgd_.gradSquaredNorm().to(f.device()).to(at::kDouble).reshape(1)};
 }
 
+std::vector<at::Tensor> TrainState::computeStats(const std::vector<at::Tensor>& out, int64_t batch, bool stopRequested) {
+  const int64_t n = out[1].numel();
+  const c10::Device device = out[1].device();
+  // Read together, once: the losses and (an EMA of Z) this batch's estimates of Z, averaged over ranks; the
+  // stop votes, summed; each rank's batch size, in its own slot (what the bank update's all-gather takes from
+  // each); the gradient norm (the same on every rank after the reduction).
+  const at::TensorOptions doubles = at::TensorOptions(at::kDouble).device(device);
+  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, doubles)});
+  if (communicator_) {
+    const int64_t ranks = communicator_->worldSize();
+    at::Tensor sizes = at::zeros({ranks}, doubles);
+    sizes.narrow(0, communicator_->rank(), 1).fill_(static_cast<double>(batch));
+    shared = at::cat({shared, sizes}).to(communicator_->device());
+    communicator_->allreduce(shared, "the allreduce of the losses");
+    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 1 + ranks)}).to(device);
+  }
+  // The one host read of the step: every number it reports and decides on, together.
+  return {out[0], at::cat({shared, out[2]}).cpu()};
+}
+
 std::vector<int64_t> TrainState::graphKey(double lossScale) {
   std::vector<int64_t> key;
   const auto address = [&](const at::Tensor& t) {
@@ -233,8 +253,8 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
     communicator_->broadcast(running, "the broadcast of rank 0's BatchNorm buffers");
   }
   const Before before = snapshot();
+  // Counted as the step returns: one that throws is drawn again, with the same negatives, by the next call.
   const NegativeStreams streams{splitmix64(splitmix64(seed_) ^ static_cast<uint64_t>(steps_)), rows};
-  ++steps_;
   const PirlNegatives negatives = loss_.drawNegatives(*bank_, rows, streams);
   const bool scaled = precision_ == Precision::Fp16;
   const double scale = scaled ? scaler_.scale() : 1.0;
@@ -250,10 +270,12 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
       if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
     }
   }
-  // A step that throws (out of memory, a collective's timeout) is not taken either: what its forward set goes back.
-  const auto undoing = [&](const auto& work) {
+  const int64_t ranks = communicator_ ? communicator_->worldSize() : 0;
+  const std::vector<at::Tensor> out = [&] {
+    // A step that throws before its update (out of memory, a collective's timeout) is not taken either: what its
+    // forward set goes back.
     try {
-      return work();
+      return computeStats(graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs), rows.size(0), stopRequested);
     } catch (...) {
       try {
         putBack(before);
@@ -261,34 +283,18 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
       }
       throw;
     }
-  };
-  const std::vector<at::Tensor> out = undoing([&] { return graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs); });
+  }();
   const bool replayed = graphed && graph_->replayed();
   const at::Tensor& f = out[0];
-  const int64_t n = out[1].numel();
-  // Read together, once: the losses and (an EMA of Z) this batch's estimates of Z, averaged over ranks; the
-  // stop votes, summed; each rank's batch size, in its own slot (what the bank update's all-gather takes from
-  // each); the gradient norm (the same on every rank after the reduction).
-  const at::TensorOptions doubles = at::TensorOptions(at::kDouble).device(device);
-  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, doubles)});
-  const int64_t ranks = communicator_ ? communicator_->worldSize() : 0;
-  // The one host read of the step: every number it reports and decides on, together.
-  const at::Tensor stats = undoing([&] {
-    if (communicator_) {
-      at::Tensor sizes = at::zeros({ranks}, doubles);
-      sizes.narrow(0, communicator_->rank(), 1).fill_(static_cast<double>(rows.size(0)));
-      shared = at::cat({shared, sizes}).to(communicator_->device());
-      communicator_->allreduce(shared, "the allreduce of the losses");
-      shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 1 + ranks)}).to(device);
-    }
-    return at::cat({shared, out[2]}).cpu();
-  });
+  const at::Tensor& stats = out[1];
+  const int64_t n = stats.numel() - 2 - ranks;
   const double* s = stats.data_ptr<double>();
   const bool stop = s[n] > 0;
   const double loss = s[0], norm = std::sqrt(s[n + 1 + ranks]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) {
     putBack(before);
+    ++steps_;
     return {loss, s[1], s[2], norm, false, stop, replayed};
   }
   if (!finite) {
@@ -300,6 +306,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   // Z follows the batches whose steps are taken.
   if (n > 3) loss_.updateZ(s[3], s[4]);
   if (scaled) sgd_.scaleGradients(1.0 / scale);
+  // From here a throw (the all-gather's, the bank update's) leaves the step half taken: its collective failed, and the run with it.
   sgd_.step(lr);
   at::Tensor updateRows = rows, updateF = f;
   if (communicator_) {
@@ -313,6 +320,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   }
   // Trusted: every rank checked its rows against the same bank, and a finite mean loss means every f is finite.
   bank_->update(updateRows, updateF, loss_.options().momentum, IndexCheck::Trusted);
+  ++steps_;
   return {loss, s[1], s[2], norm, true, stop, replayed};
 }
 

@@ -94,6 +94,9 @@ class TrainState {
   // The step's device work over its inputs (images, patches, bank rows, the negatives of both terms):
   // gradients in the parameters, and {f, the mean losses (and Z's estimates), the squared gradient norm}.
   std::vector<at::Tensor> computeGradients(const std::vector<at::Tensor>& inputs, double lossScale);
+  // computeGradients's `out` reduced over the ranks and read to the host: {f, the doubles [means (n), stop votes,
+  // each rank's batch size (one per rank), squared gradient norm]}.
+  std::vector<at::Tensor> computeStats(const std::vector<at::Tensor>& out, int64_t batch, bool stopRequested);
   // What a captured step depends on besides its inputs: see StepGraph::Key.
   std::vector<int64_t> graphKey(double lossScale);
   // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
