@@ -7,7 +7,7 @@ import { torchvisionNotes } from '../lib/cli/export';
 import { COMMANDS, failureMessage } from '../lib/cli/main';
 import { MetricsLog } from '../lib/cli/metrics';
 import { Progress, formatDuration } from '../lib/cli/progress';
-import { tmpDir } from './helpers';
+import { fencedBlocks, tmpDir } from './helpers';
 
 describe('formatDuration', () => {
   test('rounds once, then splits into units: never 60 seconds or 60 minutes', () => {
@@ -117,12 +117,11 @@ describe("each verb's flags, as declared (COMMANDS), its usage and the README sa
   function readmeMistakes(text: string): { mistakes: string[]; checked: number } {
     const pieces: Array<{ line: number; text: string }> = [];
     const lines = text.split('\n');
-    let block: string | null = null;
-    lines.forEach((l, i) => {
-      if (l.startsWith('```')) block = block === null ? l.slice(3) : null;
-      else if (block === 'sh') pieces.push({ line: i + 1, text: l.replace(/#.*/, '') });
-    });
-    const prose = text.replace(/^```[\s\S]*?^```/gm, (b) => b.replace(/[^\n]/g, ' '));
+    for (const block of fencedBlocks(text)) {
+      if (block.lang === 'sh') block.lines.forEach((l, j) => pieces.push({ line: block.open + 2 + j, text: l.replace(/#.*/, '') }));
+      lines.fill('', block.open, block.close + 1);
+    }
+    const prose = lines.join('\n');
     for (const m of prose.matchAll(/`([^`]+)`/g)) pieces.push({ line: prose.slice(0, m.index).split('\n').length, text: m[1] });
     const mistakes: string[] = [];
     let checked = 0;
@@ -146,6 +145,9 @@ describe("each verb's flags, as declared (COMMANDS), its usage and the README sa
     // A flag of another verb, or one that is gone, is caught at its line.
     const wrong = readmeMistakes('one\n`pirl eval model --epochs 3 --k 20`\n```sh\nnpx pirl train photos/ --batch-size 8  # --nonsense in a comment\n```\n');
     expect(wrong).toEqual({ mistakes: ['4: train --batch-size', '2: eval --epochs'], checked: 3 });
+    // A block in a list item (indented) is a block: its backticks do not pair with the code spans after it.
+    const listed = readmeMistakes('- item:\n  ```ts\n  const s = `${x}`; // `\n  ```\n- `pirl eval model --epochs 3`\n');
+    expect(listed).toEqual({ mistakes: ['5: eval --epochs'], checked: 1 });
   });
 });
 

@@ -55,3 +55,20 @@ export function unitRows(b: number, d: number): Float32Array {
   }
   return out;
 }
+
+/** A markdown text's fenced blocks: `open` and `close` are the fences' 0-based lines; a block in a list item is
+ * indented as its item is, and its lines are given without that indentation. */
+export function fencedBlocks(markdown: string, file = 'README.md'): Array<{ lang: string; open: number; close: number; lines: string[] }> {
+  const lines = markdown.split('\n');
+  const blocks: Array<{ lang: string; open: number; close: number; lines: string[] }> = [];
+  for (let i = 0; i < lines.length; i++) {
+    const fence = /^( *)```(\S*)$/.exec(lines[i]);
+    if (!fence) continue;
+    const [, indent, lang] = fence;
+    const close = lines.indexOf(`${indent}\`\`\``, i + 1);
+    if (close < 0) throw new Error(`${file}:${i + 1}: its \`\`\`${lang} block has no closing fence at its indentation`);
+    blocks.push({ lang, open: i, close, lines: lines.slice(i + 1, close).map((l) => l.slice(indent.length)) });
+    i = close;
+  }
+  return blocks;
+}

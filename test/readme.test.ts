@@ -4,6 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import ts from 'typescript';
+import { fencedBlocks } from './helpers';
 
 const root = path.join(__dirname, '..');
 
@@ -25,18 +26,9 @@ interface Example {
 }
 
 function examples(): Example[] {
-  const lines = fs.readFileSync(path.join(root, 'README.md'), 'utf8').split('\n');
-  const out: Example[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    // A block in a list item is indented as its item is.
-    const indent = /^( *)```ts$/.exec(lines[i])?.[1];
-    if (indent === undefined) continue;
-    const end = lines.indexOf(`${indent}\`\`\``, i + 1);
-    if (end < 0) throw new Error(`README.md:${i + 1}: its \`\`\`ts block has no closing fence at its indentation`);
-    out.push({ line: i + 2, text: lines.slice(i + 1, end).map((l) => l.slice(indent.length)).join('\n') });
-    i = end;
-  }
-  return out;
+  return fencedBlocks(fs.readFileSync(path.join(root, 'README.md'), 'utf8'))
+    .filter((b) => b.lang === 'ts')
+    .map((b) => ({ line: b.open + 2, text: b.lines.join('\n') }));
 }
 
 // The example as a module: its imports on top, the rest in an async function (the README's top-level awaits).
