@@ -254,6 +254,8 @@ export interface Binding {
   getNumThreads(): number;
   setTf32(convolutions: boolean, matmul: boolean): void;
   getTf32(): { convolutions: boolean; matmul: boolean };
+  setDeterministic(on: boolean): void;
+  getDeterministic(): boolean;
 }
 
 export const packageRoot = path.join(__dirname, '..');

@@ -11,7 +11,7 @@ export { OUT_OF_MEMORY, isArgumentError, isOutOfMemory } from './errors';
 export type { ArgumentErrorInfo } from './errors';
 export type { DType, Device, TypedArray } from './tensor';
 export * as ops from './ops';
-export { buildInfo, cudaMemory, setNumThreads, getNumThreads, setTf32, getTf32 } from './runtime';
+export { buildInfo, cudaMemory, setNumThreads, getNumThreads, setTf32, getTf32, setDeterministic, getDeterministic } from './runtime';
 export type { BuildInfo, CudaMemory, Tf32 } from './runtime';
 export { MemoryBank } from './memoryBank';
 export type { Indices, MemoryBankState } from './memoryBank';

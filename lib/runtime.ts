@@ -149,6 +149,33 @@ export function getTf32(): Tf32 {
   return binding.getTf32();
 }
 
+// cuBLAS workspaces PyTorch's deterministic mode accepts (its alertCuBLASConfigNotDeterministic).
+const DETERMINISTIC_CUBLAS = [':4096:8', ':16:8'];
+
+/**
+ * Deterministic GPU kernels, process-wide (PyTorch's use_deterministic_algorithms and cudnn.deterministic): on,
+ * a run on a GPU repeats itself bit for bit — a second run of the same seed, or a resume, as on the CPU — at some
+ * cost in speed: cuDNN's benchmark mode is off and its deterministic convolutions are used, and an op that has no
+ * deterministic kernel throws. CUBLAS_WORKSPACE_CONFIG is set to ':4096:8' where unset (cuBLAS reads it as this
+ * process first uses it: set it before any GPU work). Off (the default), a trainer on a GPU times cuDNN's algorithms
+ * and keeps the fastest. The CPU's kernels are deterministic either way.
+ */
+export function setDeterministic(on: boolean): void {
+  checkBoolean('on', on);
+  const cublas = process.env.CUBLAS_WORKSPACE_CONFIG;
+  if (on && binding.buildInfo().cudaAvailable) {
+    if (cublas === undefined || cublas === '') process.env.CUBLAS_WORKSPACE_CONFIG = DETERMINISTIC_CUBLAS[0];
+    else if (!DETERMINISTIC_CUBLAS.includes(cublas)) {
+      throw rangeError('CUBLAS_WORKSPACE_CONFIG', `${DETERMINISTIC_CUBLAS.join(' or ')} for deterministic cuBLAS (or unset, and pirl sets it)`, cublas);
+    }
+  }
+  binding.setDeterministic(on);
+}
+
+export function getDeterministic(): boolean {
+  return binding.getDeterministic();
+}
+
 /**
  * The default thread count: $PIRL_NUM_THREADS, else $OMP_NUM_THREADS (as PyTorch; torchrun sets it for
  * its workers), else the cores this process may use shared by the ranks on this host ($LOCAL_WORLD_SIZE; where unset,

@@ -73,7 +73,8 @@ describe('pirl train / eval / embed / export', () => {
     expect(fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n')).toEqual(csv);
     expect(fs.existsSync(stale)).toBe(false);
     // --epochs with --resume gives a finished run more epochs (its lr schedule that of the longer run, said), not fewer than it has done.
-    const extended = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '3', ...small, '--resume'], { encoding: 'utf8' });
+    // (--deterministic: the GPU's switch, taken on the CPU too, whose kernels are deterministic anyway.)
+    const extended = spawnSync(process.execPath, [cli, 'train', data, '--out', out, '--epochs', '3', ...small, '--resume', '--deterministic'], { encoding: 'utf8' });
     expect(extended.status).toBe(0);
     expect(extended.stderr).toContain("pirl: the run's length changes from 2 to 3 epochs: from here on its lr follows the schedule of a 3-epoch run");
     // The run scored kNN every epoch (--knn-every 1), which this resume leaves out: said, not silently unscored.

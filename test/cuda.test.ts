@@ -4,7 +4,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, embedImages, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setTf32, weightsDigest, type PirlBatch } from '../lib';
+import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, embedImages, getTf32, knnAccuracy, setDeterministic, knnPredict, nearestNeighbours, setTf32, weightsDigest, type PirlBatch } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -88,6 +88,30 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     expect(graphed).toHaveLength(eager.length);
     expect(replayed).toEqual(eager.map((_, i) => i > 0)); // the first step runs eagerly and captures
     graphed.forEach((l, i) => expect({ step: i, close: close(l, eager[i], 1e-3) }).toEqual({ step: i, close: true }));
+  });
+
+  test('deterministic: a CUDA run and its resume repeat an uninterrupted run bit for bit, eager and graphed', async () => {
+    setDeterministic(true);
+    try {
+      for (const cudaGraphs of [false, true]) {
+        const config = { ...tiny.config, device: 'cuda' as const };
+        const whole = await Trainer.create(tiny.dataset(), config, { cudaGraphs });
+        const losses: number[] = [];
+        await whole.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+        const file = path.join(tmpDir(), 'run.ckpt');
+        const first = await Trainer.create(tiny.dataset(), config, { cudaGraphs });
+        const again: number[] = [];
+        await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { again.push(l.loss); if (l.step === 4) throw new Error('stop'); } } }))
+          .rejects.toThrow('stop');
+        const resumed = await Trainer.resume(file, tiny.dataset(), { cudaGraphs });
+        again.length = 3; // step 4 was reported before its checkpoint, which the stop skipped: the resume takes it again
+        await resumed.fit({ callbacks: { onBatchEnd: (l) => void again.push(l.loss) } });
+        expect({ cudaGraphs, losses: again }).toEqual({ cudaGraphs, losses });
+        expect(await weightsDigest(resumed.model)).toBe(await weightsDigest(whole.model));
+      }
+    } finally {
+      setDeterministic(false);
+    }
   });
 
   test('a run moves between CUDA and the CPU through its checkpoint', async () => {

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { buildInfo, getNumThreads, getTf32, setNumThreads, setTf32 } from '../lib';
+import { Trainer, buildInfo, getDeterministic, getNumThreads, getTf32, setDeterministic, setNumThreads, setTf32, weightsDigest } from '../lib';
 import { defaultNumThreads } from '../lib/runtime';
 
 const root = path.join(__dirname, '..');
@@ -173,5 +173,31 @@ describe('pirl info', () => {
       status = (e as { status: number }).status;
     }
     expect(status).toBe(2);
+  });
+});
+
+describe('deterministic', () => {
+  afterEach(() => setDeterministic(false));
+
+  test("off by default; on, a CPU run's steps are the same bit for bit (none of its ops lacks a deterministic kernel); checked", async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
+    const run = async () => {
+      const trainer = await Trainer.create(tiny.dataset(), { ...tiny.config, epochs: 1 });
+      const losses: number[] = [];
+      await trainer.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
+      return { losses, weights: await weightsDigest(trainer.model) };
+    };
+    expect(getDeterministic()).toBe(false);
+    const free = await run();
+    setDeterministic(true);
+    expect(getDeterministic()).toBe(true);
+    const deterministic = await run();
+    expect(deterministic.losses.length).toBeGreaterThan(2);
+    expect(deterministic).toEqual(free);
+    setDeterministic(false);
+    expect(getDeterministic()).toBe(false);
+    expect(() => setDeterministic('yes' as never)).toThrow(/^on must be a boolean, got "yes"$/);
+    expect(() => setDeterministic(undefined as never)).toThrow(/^on must be a boolean, got undefined$/);
   });
 });

@@ -23,7 +23,7 @@ import { LAUNCH_FOLDER_PREFIX, launchLocalRanks } from './launch';
 import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
 import { Progress, formatDuration, rate } from './progress';
-import { withHostThreads } from '../runtime';
+import { setDeterministic, withHostThreads } from '../runtime';
 import { SIGNAL_CAUSES, handleSignals, quit, type QuitSignal } from './quit';
 
 /** The flags that set training options, and the option each sets. */
@@ -39,7 +39,7 @@ const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
 const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 export const TRAIN_FLAGS: Flags = {
   values: [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS],
-  switches: ['resume', 'auto-resume', 'rescale-batch', 'force', 'cuda-graphs', 'no-cuda-graphs', ...SWITCHES],
+  switches: ['resume', 'auto-resume', 'rescale-batch', 'force', 'cuda-graphs', 'no-cuda-graphs', 'deterministic', ...SWITCHES],
 };
 
 const d = DEFAULT_TRAIN_CONFIG;
@@ -63,7 +63,9 @@ export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a f
         --nproc N (data-parallel: N local ranks, --batch each, --threads each: cores/N by default; under torchrun, one rank per process)
         --sync-batch-norm (data-parallel: BatchNorm over all ranks' batches, so N ranks train as one process with N×--batch)
         --cuda-graphs / --no-cuda-graphs (CUDA: each step one replay of a captured graph; on by default for one process
-          unless --mode nce --z ema; with --resume too, not saved in the run)`;
+          unless --mode nce --z ema; with --resume too, not saved in the run)
+        --deterministic (GPU: deterministic kernels, cuDNN's benchmark mode off: a second run or a resume repeats the
+          run bit for bit, as on the CPU, more slowly; with --resume too, not saved in the run)`;
 
 function folderSizeText(c: DeepReadonly<ResolvedTrainConfig>): string {
   return `${folderSize({}, c.sampler, '')} for the small preset`;
@@ -421,6 +423,7 @@ export async function train(args: string[]): Promise<number | void> {
   const { values, positionals, nproc, knnEvery, checkpointEvery } = await beforeJoining(distributed, async () => {
     const parsed = parseFlags(args, TRAIN_FLAGS, 1, 'train needs one <data> argument');
     cudaGraphsFlag(parsed.values); // both given: said before any work
+    if (parsed.values.deterministic) setDeterministic(true); // before any GPU work: cuBLAS reads its workspace setting once
     const knnEvery = checkFlag(parsed.values, 'knn-every', 0, (a, v) => checkInteger(a, v, 0));
     // Before the folder is read (a --cache built): its labels come from class folders, which flat reads none of.
     if (knnEvery > 0 && parsed.values.layout === 'flat') throw new UsageError('--knn-every needs labeled data: --layout flat reads the folder as unlabeled images; give --layout classes, or leave it out');

@@ -55,6 +55,13 @@ Napi::Value setTf32(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value setDeterministic(const Napi::CallbackInfo& info) {
+  pirl::setDeterministic(AsBool(info[0], "on"));
+  return info.Env().Undefined();
+}
+
+Napi::Value getDeterministic(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), deterministic()); }
+
 Napi::Value getTf32(const Napi::CallbackInfo& info) {
   const Tf32 t = tf32();
   auto out = Napi::Object::New(info.Env());
@@ -101,6 +108,8 @@ void registerRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New<binding<getNumThreads>>(env, "getNumThreads"));
   exports.Set("setTf32", Napi::Function::New<binding<setTf32>>(env, "setTf32"));
   exports.Set("getTf32", Napi::Function::New<binding<getTf32>>(env, "getTf32"));
+  exports.Set("setDeterministic", Napi::Function::New<binding<setDeterministic>>(env, "setDeterministic"));
+  exports.Set("getDeterministic", Napi::Function::New<binding<getDeterministic>>(env, "getDeterministic"));
   exports.Set("cudaMemory", Napi::Function::New<binding<cudaMemory>>(env, "cudaMemory"));
 }
 

@@ -58,6 +58,16 @@ void setTf32(Tf32 tf32) {
 
 Tf32 tf32() { return {at::globalContext().allowTF32CuDNN(), at::globalContext().allowTF32CuBLAS()}; }
 
+void setDeterministic(bool on) {
+  at::Context& context = at::globalContext();
+  context.setDeterministicAlgorithms(on, /*warn_only=*/false);
+  context.setDeterministicCuDNN(on);
+  // Benchmark mode picks each convolution's algorithm by timing it: a run's choice may differ from the next's.
+  if (on) context.setBenchmarkCuDNN(false);
+}
+
+bool deterministic() { return at::globalContext().deterministicAlgorithms(); }
+
 const char* blasKindName(BlasKind kind) {
   switch (kind) {
     case BlasKind::OpenBLAS: return "openblas";

@@ -27,6 +27,12 @@ struct Tf32 {
 void setTf32(Tf32 tf32);
 Tf32 tf32();
 
+// Deterministic kernels, process-wide (torch.use_deterministic_algorithms and cudnn.deterministic): on, cuDNN's
+// benchmark mode is off and an op without a deterministic implementation throws; off, a trainer on a GPU turns
+// benchmark mode on as it is made. The CPU's kernels are deterministic either way.
+void setDeterministic(bool on);
+bool deterministic();
+
 enum class BlasKind { OpenBLAS, MKL, Reference, Other, None };
 const char* blasKindName(BlasKind kind);
 

@@ -45,8 +45,9 @@ TrainState::TrainState(model::PirlModel model, std::shared_ptr<MemoryBank> bank,
       seed_(options.seed) {
   TORCH_CHECK_VALUE(bank_->dim() == model_->options().embeddingDim, "the bank's rows (", bank_->dim(),
                     ") must be as wide as the embeddings (", model_->options().embeddingDim, ")");
-  // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it.
-  if (model_->device().is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+  // cuDNN picks each convolution's fastest algorithm for the step's fixed shapes once, then reuses it (by timing: not
+  // in a deterministic process).
+  if (model_->device().is_cuda() && !deterministic()) at::globalContext().setBenchmarkCuDNN(true);
   if (options.cudaGraphs) {
     TORCH_CHECK_VALUE(!(loss.mode == nce::Mode::Nce && loss.zMode == ZMode::Ema),
                       "cudaGraphs needs a Z that stays put: NCE with Z frozen, or InfoNCE (an EMA of Z changes the "
@@ -176,7 +177,7 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
   const Tf32 maths = tf32();
   const at::Context& context = at::globalContext();
   for (const bool flag : {maths.convolutions, maths.matmul, context.userEnabledCuDNN(), context.deterministicCuDNN(),
-                          context.benchmarkCuDNN()}) {
+                          context.benchmarkCuDNN(), context.deterministicAlgorithms()}) {
     key.push_back(flag ? 1 : 0);
   }
   return key;
