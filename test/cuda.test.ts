@@ -4,7 +4,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, embedImages, getTf32, knnAccuracy, setDeterministic, knnPredict, nearestNeighbours, setTf32, weightsDigest, type PirlBatch } from '../lib';
+import { ArrayDataset, LinearProbe, Loader, MemoryBank, PirlLoss, PirlModel, Tensor, Trainer, buildInfo, readSafetensors, datasetFeatures, embedImages, getTf32, knnAccuracy, knnPredict, nearestNeighbours, setDeterministic, setTf32, weightsDigest, type PirlBatch } from '../lib';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
