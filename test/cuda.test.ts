@@ -91,7 +91,14 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
   });
 
   test('deterministic: a CUDA run and its resume repeat an uninterrupted run bit for bit, eager and graphed', async () => {
+    // A cuBLAS workspace PyTorch's deterministic mode refuses is refused by name; unset, pirl sets one it takes.
+    const cublas = process.env.CUBLAS_WORKSPACE_CONFIG;
+    process.env.CUBLAS_WORKSPACE_CONFIG = ':4096:2';
+    expect(() => setDeterministic(true)).toThrow("CUBLAS_WORKSPACE_CONFIG must be :4096:8 or :16:8 for deterministic cuBLAS (or unset, and pirl sets it), got \":4096:2\"");
+    if (cublas === undefined) delete process.env.CUBLAS_WORKSPACE_CONFIG;
+    else process.env.CUBLAS_WORKSPACE_CONFIG = cublas;
     setDeterministic(true);
+    expect(process.env.CUBLAS_WORKSPACE_CONFIG).toBe(cublas || ':4096:8');
     try {
       for (const cudaGraphs of [false, true]) {
         const config = { ...tiny.config, device: 'cuda' as const };
