@@ -59,11 +59,18 @@ void setTf32(Tf32 tf32) {
 Tf32 tf32() { return {at::globalContext().allowTF32CuDNN(), at::globalContext().allowTF32CuBLAS()}; }
 
 void setDeterministic(bool on) {
+  static bool benchmarkBefore = false;  // cuDNN's benchmark mode as it was when the process turned deterministic
   at::Context& context = at::globalContext();
+  const bool was = context.deterministicAlgorithms();
+  // Benchmark mode picks each convolution's algorithm by timing it: a run's choice may differ from the next's.
+  if (on && !was) {
+    benchmarkBefore = context.benchmarkCuDNN();
+    context.setBenchmarkCuDNN(false);
+  } else if (!on && was) {
+    context.setBenchmarkCuDNN(benchmarkBefore);
+  }
   context.setDeterministicAlgorithms(on, /*warn_only=*/false);
   context.setDeterministicCuDNN(on);
-  // Benchmark mode picks each convolution's algorithm by timing it: a run's choice may differ from the next's.
-  if (on) context.setBenchmarkCuDNN(false);
 }
 
 bool deterministic() { return at::globalContext().deterministicAlgorithms(); }

@@ -28,8 +28,8 @@ void setTf32(Tf32 tf32);
 Tf32 tf32();
 
 // Deterministic kernels, process-wide (torch.use_deterministic_algorithms and cudnn.deterministic): on, cuDNN's
-// benchmark mode is off and an op without a deterministic implementation throws; off, a trainer on a GPU turns
-// benchmark mode on as it is made. The CPU's kernels are deterministic either way.
+// benchmark mode is off and an op without a deterministic implementation throws; off again, benchmark mode is as it
+// was before (a trainer on a GPU turns it on as it is made). The CPU's kernels are deterministic either way.
 void setDeterministic(bool on);
 bool deterministic();
 

@@ -32,6 +32,24 @@ TEST(Runtime, SetNumThreadsReachesOtherThreads) {
 
 TEST(Runtime, RejectsNonPositiveThreads) { EXPECT_THROW(pirl::setNumThreads(0), std::out_of_range); }
 
+TEST(Runtime, DeterministicTurnsBenchmarkModeOffAndBackAsItWas) {
+  at::Context& context = at::globalContext();
+  const bool benchmark = context.benchmarkCuDNN();
+  for (const bool before : {true, false}) {
+    context.setBenchmarkCuDNN(before);
+    pirl::setDeterministic(true);
+    EXPECT_TRUE(pirl::deterministic());
+    EXPECT_TRUE(context.deterministicCuDNN());
+    EXPECT_FALSE(context.benchmarkCuDNN());
+    pirl::setDeterministic(true);  // twice: still what it was before the first
+    pirl::setDeterministic(false);
+    EXPECT_FALSE(pirl::deterministic());
+    EXPECT_FALSE(context.deterministicCuDNN());
+    EXPECT_EQ(context.benchmarkCuDNN(), before);
+  }
+  context.setBenchmarkCuDNN(benchmark);
+}
+
 TEST(Runtime, BuildInfoDescribesTheLoadedLibtorch) {
   const auto info = pirl::buildInfo();
   EXPECT_FALSE(info.libtorchVersion.empty());
