@@ -56,11 +56,18 @@ export function unitRows(b: number, d: number): Float32Array {
   return out;
 }
 
-/** A markdown text's fenced blocks: `open` and `close` are the fences' 0-based lines; a block in a list item is
- * indented as its item is, and its lines are given without that indentation. */
-export function fencedBlocks(markdown: string, file = 'README.md'): Array<{ lang: string; open: number; close: number; lines: string[] }> {
+/** A fenced block of markdown: `open` and `close` are its fences' 0-based lines; `lines` lie between them, without
+ * the indentation of a block in a list item (indented as its item is). */
+export interface FencedBlock {
+  lang: string;
+  open: number;
+  close: number;
+  lines: string[];
+}
+
+export function fencedBlocks(markdown: string, file = 'README.md'): FencedBlock[] {
   const lines = markdown.split('\n');
-  const blocks: Array<{ lang: string; open: number; close: number; lines: string[] }> = [];
+  const blocks: FencedBlock[] = [];
   for (let i = 0; i < lines.length; i++) {
     const fence = /^( *)```(\S*)$/.exec(lines[i]);
     if (!fence) continue;
