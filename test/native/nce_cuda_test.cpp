@@ -63,6 +63,38 @@ INSTANTIATE_TEST_SUITE_P(Grid, NceCuda,
                                             ::testing::Values(3, 128, 256, 512), ::testing::Values(Mode::Nce, Mode::InfoNce),
                                             ::testing::Bool(), ::testing::Values(at::kFloat, at::kDouble)));
 
+// Late in training a positive is close to its row: at τ = 0.01 its s/τ passes 88.7, where e^{s/τ} is no float32 and
+// the kernels take Z's terms in float64 (the split kernel, D = 128: on one lane per row; the rowwise one, D = 16).
+TEST(NceCudaSmallTau, LossGradientAndZAsInFloat64) {
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped");
+  for (const int64_t D : {128, 16}) {
+    const int64_t B = 8, K = 300, N = 257;
+    at::manual_seed(D);
+    at::Tensor bank = at::randn({N, D});
+    bank = bank / bank.norm(2, 1, true);
+    const at::Tensor positives = at::randint(N, {B}, at::kLong);
+    at::Tensor x = bank.index_select(0, positives) + 0.02 * at::randn({B, D});
+    x = x / x.norm(2, 1, true);
+    const at::Tensor negatives = at::randint(N, {B, K}, at::kLong);
+    for (const double z : {-1.0, 1.0}) {
+      const pirl::nce::Options o{0.01, Mode::Nce, z};
+      at::Tensor xg = x.cuda().requires_grad_(true);
+      auto gpu = pirl::nce::nceLoss(xg, bank.cuda(), positives.cuda(), negatives.cuda(), o, pirl::IndexCheck::Check);
+      gpu.loss.backward();
+      at::Tensor xr = x.to(at::kDouble).requires_grad_(true);
+      auto ref = pirl::nce::nceLossReference(xr, bank.to(at::kDouble), positives, negatives, o);
+      ref.loss.backward();
+      const double zExact = ref.zBatch.item<double>();
+      SCOPED_TRACE(testing::Message() << "D " << D << ", z " << z);
+      ASSERT_GT(zExact, 1e38);  // beyond float32: the case this test is for
+      EXPECT_NEAR(gpu.zBatch.item<double>(), zExact, 1e-4 * zExact);
+      EXPECT_NEAR(gpu.loss.item<double>(), ref.loss.item<double>(), 1e-4 * std::abs(ref.loss.item<double>()) + 1e-5);
+      const at::Tensor exact = xr.grad();
+      EXPECT_LE((xg.grad().cpu().to(at::kDouble) - exact).abs().max().item<double>(), 1e-4 * exact.abs().max().item<double>() + 1e-6);
+    }
+  }
+}
+
 // The paper's scale (B = 256, K = 32,000 per-sample negatives, an ImageNet-sized bank): the split kernel's
 // many splits per sample, and indices into a bank of 1.28M rows.
 TEST(NceCudaPaperScale, MatchesCpu) {

@@ -2,7 +2,7 @@
 // - split (float32, D = 128, 256 or 512: pirl's embeddings): a sample's K+1 rows are split across blocks so
 //   that any batch fills the GPU, each warp reads 4 rows at once as float4s with x and its accumulator in
 //   registers (a warp reading one row at a time kept too few bytes in flight to approach the memory
-//   bandwidth), and a second kernel merges each sample's partial states;
+//   bandwidth), NCE's per-row scalars each on one lane, and a second kernel merges each sample's partial states;
 // - rowwise (any D, float64): one block per sample, one warp per bank row at a time, accumulators in
 //   shared memory, the block merging its warps at the end.
 // Each warp keeps its own loss, Σe^{s/τ} and gradient accumulator (for InfoNCE an online-softmax state).
@@ -217,14 +217,22 @@ __global__ void __launch_bounds__(kSplitWarps * 32) splitNceKernel(
     }
     if (k0 == 0 && lane == 0 && mode == 1) tPositive[b] = t[0];
     if (mode == 0) {
-      for (int i = 0; i < kRowsInFlight && k0 + i < end; ++i) {
-        const bool isPositive = k0 + i == 0;
-        const float u = t[i] - logNoise;
+      // Row i's loss term, share of Z and weight on lane i alone, its weight then shuffled to every lane: done
+      // on all 32 lanes, these scalars (two divisions, a log, a float64 division) were most of the kernel's work.
+      float ti = t[0];
+      for (int i = 1; i < kRowsInFlight; ++i) ti = lane == i ? t[i] : ti;
+      float wi = 0.f;
+      if (lane < kRowsInFlight && k0 + lane < end) {
+        const bool isPositive = k0 + lane == 0;
+        const float u = ti - logNoise;
         const float e = expf(-fabsf(u));
         const float sigma = u >= 0 ? 1.f / (1.f + e) : e / (1.f + e);
         expSum += scoreExp(u, e, noise);
         loss += (isPositive ? fmaxf(-u, 0.f) : fmaxf(u, 0.f)) + log1pf(e);
-        const float w = sigma - (isPositive ? 1.f : 0.f);
+        wi = sigma - (isPositive ? 1.f : 0.f);
+      }
+      for (int i = 0; i < kRowsInFlight && k0 + i < end; ++i) {
+        const float w = __shfl_sync(0xffffffffu, wi, i);
         for (int v = 0; v < V; ++v) fma4(acc[v], w, rv[i][v]);
       }
     } else {
@@ -242,6 +250,10 @@ __global__ void __launch_bounds__(kSplitWarps * 32) splitNceKernel(
     }
   }
   for (int v = 0; v < V; ++v) accs[warp][lane + 32 * v] = acc[v];
+  if (mode == 0) {  // the sums of rows' terms that lanes 0..kRowsInFlight−1 kept
+    loss = warpSum(loss);
+    expSum = warpSum(expSum);
+  }
   if (lane == 0) {
     scalars[warp][0] = mode == 0 ? loss : m;
     scalars[warp][1] = l;
