@@ -120,8 +120,8 @@ export interface ProcessOptions {
    * instead of ~10³, which otherwise bound a small model's step by the CPU (on the H200: ResNet-18 at 96 px
    * 3.2× faster, ResNet-50 bf16 1.27×). Default: on for a CUDA run of one process whose Z stays put (not
    * NCE's loss.z 'ema', which would change the graph every step); off on the CPU and in data-parallel runs.
-   * true insists (refused where it cannot be), false turns it off. Recaptured when the batch's shape, NCE's Z,
-   * the fp16 loss scale or the TF32, cuDNN and determinism settings (setTf32, setDeterministic) change. A setting of this process, like its
+   * true insists (refused where it cannot be), false turns it off. Recaptured when the batch's shape, NCE's Z
+   * or the TF32, cuDNN and determinism settings (setTf32, setDeterministic) change. A setting of this process, like its
    * threads: not saved in checkpoints.
    */
   cudaGraphs?: boolean;

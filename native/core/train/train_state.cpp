@@ -117,7 +117,7 @@ void TrainState::setSteps(int64_t steps) {
   steps_ = steps;
 }
 
-std::vector<at::Tensor> TrainState::computeGradients(const std::vector<at::Tensor>& in, double lossScale) {
+std::vector<at::Tensor> TrainState::computeGradients(const std::vector<at::Tensor>& in) {
   sgd_.zeroGrad();
   if (reducer_) reducer_->prepare();
   model::Embeddings e;
@@ -128,7 +128,7 @@ std::vector<at::Tensor> TrainState::computeGradients(const std::vector<at::Tenso
   // The loss computes in the bank's dtype (fp32; fp64 for numerical checks) whatever the trunk computed in.
   const at::Tensor f = e.f.to(bank_->rows().scalar_type()), g = e.g.to(bank_->rows().scalar_type());
   const PirlLossResult r = loss_(*bank_, f, g, in[2], PirlNegatives{in[3], in[4]}, /*updateBank=*/false);
-  (precision_ == Precision::Fp16 ? r.loss * lossScale : r.loss).backward();
+  (precision_ == Precision::Fp16 ? r.loss * in[5] : r.loss).backward();
   if (reducer_) reducer_->finish();
   std::vector<at::Tensor> means{r.loss.detach().to(at::kDouble).reshape(1), r.lossImage.to(at::kDouble).reshape(1),
                                 r.lossJigsaw.to(at::kDouble).reshape(1)};
@@ -156,7 +156,7 @@ std::vector<at::Tensor> TrainState::computeStats(const std::vector<at::Tensor>& 
   return {out[0], at::cat({shared, out[2]}).cpu()};
 }
 
-std::vector<int64_t> TrainState::graphKey(double lossScale) {
+std::vector<int64_t> TrainState::graphKey() {
   std::vector<int64_t> key;
   const auto address = [&](const at::Tensor& t) {
     key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.data_ptr()) : 0);
@@ -168,7 +168,7 @@ std::vector<int64_t> TrainState::graphKey(double lossScale) {
   for (const at::Tensor& b : model_->buffers()) address(b);
   address(bank_->rows());
   key.push_back(bank_->size());
-  for (const double v : {loss_.zImage(), loss_.zJigsaw(), lossScale}) {
+  for (const double v : {loss_.zImage(), loss_.zJigsaw()}) {
     int64_t bits = 0;
     std::memcpy(&bits, &v, sizeof bits);
     key.push_back(bits);
@@ -259,9 +259,11 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const PirlNegatives negatives = loss_.drawNegatives(*bank_, rows, streams);
   const bool scaled = precision_ == Precision::Fp16;
   const double scale = scaled ? scaler_.scale() : 1.0;
-  const std::vector<at::Tensor> inputs{images.to(device, /*non_blocking=*/true), patches.to(device, /*non_blocking=*/true),
-                                       rows, negatives.jigsaw, negatives.image};
-  const auto body = [&](const std::vector<at::Tensor>& in) { return computeGradients(in, scale); };
+  std::vector<at::Tensor> inputs{images.to(device, /*non_blocking=*/true), patches.to(device, /*non_blocking=*/true),
+                                 rows, negatives.jigsaw, negatives.image};
+  // An input, not a number baked into a capture: the scale's every halving and doubling would recapture.
+  if (scaled) inputs.push_back(at::full({}, scale, bank_->rows().options()));
+  const auto body = [&](const std::vector<at::Tensor>& in) { return computeGradients(in); };
   // NCE's first step reads its estimate of Z off the device: no capture can hold that.
   const bool zKnown = loss_.options().mode != nce::Mode::Nce || (loss_.zImage() > 0 && loss_.zJigsaw() > 0);
   const bool graphed = graph_ && zKnown;
@@ -276,7 +278,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
     // A step that throws before its update (out of memory, a collective's timeout) is not taken either: what its
     // forward set goes back.
     try {
-      return computeStats(graphed ? graph_->run(inputs, [&] { return graphKey(scale); }, body) : body(inputs), rows.size(0), stopRequested);
+      return computeStats(graphed ? graph_->run(inputs, [&] { return graphKey(); }, body) : body(inputs), rows.size(0), stopRequested);
     } catch (...) {
       try {
         putBack(before);

@@ -56,8 +56,8 @@ class TrainState {
   // fp16, where overflowing gradients skip the step and lower the loss scale. The batch may be on
   // any device: it moves to the model's. The device is read once per step, for all the step's numbers.
   // With cudaGraphs the forward, loss and backward are replayed from a graph captured at the first step of
-  // these shapes (and again whenever what it baked in changes: NCE's Z, the fp16 loss scale, a tensor's
-  // address); the negatives are drawn and SGD and the bank update run outside it, as without.
+  // these shapes (and again whenever what it baked in changes: NCE's Z, a tensor's address; the fp16 loss
+  // scale is an input); the negatives are drawn and SGD and the bank update run outside it, as without.
   // `stopRequested`: this process wants to end the run; in a data-parallel run the ranks agree on it in
   // this step, so that all stop after the same step.
   StepResult step(const at::Tensor& images, const at::Tensor& patches, const at::Tensor& indices, double lr,
@@ -91,14 +91,15 @@ class TrainState {
   LossScaler& scaler() { return scaler_; }
 
  private:
-  // The step's device work over its inputs (images, patches, bank rows, the negatives of both terms):
-  // gradients in the parameters, and {f, the mean losses (and Z's estimates), the squared gradient norm}.
-  std::vector<at::Tensor> computeGradients(const std::vector<at::Tensor>& inputs, double lossScale);
+  // The step's device work over its inputs (images, patches, bank rows, the negatives of both terms; in fp16 the
+  // loss scale, 0-dim): gradients in the parameters, and {f, the mean losses (and Z's estimates), the squared
+  // gradient norm}.
+  std::vector<at::Tensor> computeGradients(const std::vector<at::Tensor>& inputs);
   // computeGradients's `out` reduced over the ranks and read to the host: {f, the doubles [means (n), stop votes,
   // each rank's batch size (one per rank), squared gradient norm]}.
   std::vector<at::Tensor> computeStats(const std::vector<at::Tensor>& out, int64_t batch, bool stopRequested);
   // What a captured step depends on besides its inputs: see StepGraph::Key.
-  std::vector<int64_t> graphKey(double lossScale);
+  std::vector<int64_t> graphKey();
   // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
   std::string describeWeights(double lr) const;
   // The model's buffers a forward pass in training moves: BatchNorm's running statistics (floating point), or its
