@@ -272,6 +272,10 @@ describe('PirlModel', () => {
     (huge.data() as Float32Array).fill(1e38, 3 * 32 * 32);
     await expect(m.forward(huge, rand([2, 9, 3, 12, 12]))).rejects.toThrow(/^images gave embeddings of NaN or infinity: their values reach 1e\+38/);
     expect(await stats()).toEqual(before);
+    // 1e20: embeddings finite (BatchNorm normalises them), the running variance not (every later eval-mode result NaN).
+    (huge.data() as Float32Array).fill(1e20, 3 * 32 * 32);
+    await expect(m.forward(huge, rand([2, 9, 3, 12, 12]))).rejects.toThrow(/^this training-mode pass overflowed BatchNorm's running statistics \(float32\), so it was refused and they were put back: the images' and patches' values reach 1e\+20; the model takes normalised images/);
+    expect(await stats()).toEqual(before);
     expect((await m.forward(rand([2, 3, 32, 32]), rand([2, 9, 3, 12, 12]))).f.shape).toEqual([2, 128]);
     m.dispose();
   });

@@ -155,6 +155,10 @@ describe('Trainer', () => {
     (batch!.images.data() as Float32Array).fill(1e38);
     await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^non-finite loss \(loss NaN, gradient norm NaN\): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step/);
     expect((await trainer.model.embed(images)).data()).toEqual(before);
+    // 1e20: a finite loss and gradients (BatchNorm normalises the values), but an overflowing running variance.
+    (batch!.images.data() as Float32Array).fill(1e20);
+    await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^BatchNorm's running statistics overflowed float32 in this step's forward, though its loss \([\d.]+\) and gradients were finite: training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step\. The batch holds values up to 1e\+20: the model takes normalised images/);
+    expect((await trainer.model.embed(images)).data()).toEqual(before);
     // A step taken at an lr that overflows the weights (float32's largest is 3.4e38): embed says so, naming the first.
     await trainer.step(next!, 3.4e38);
     await expect(trainer.model.embed(images)).rejects.toThrow(/^the model's weights or BatchNorm statistics hold NaN or infinity \(trunk\.conv1\.weight first\), so its features do too: load weights from before the run diverged$/);

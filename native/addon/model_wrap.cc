@@ -2,6 +2,7 @@
 
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -143,11 +144,22 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
               for (const at::Tensor& b : s->model->buffers()) before.push_back(b.clone());
             }
             model::Embeddings e = s->model->forward(images.to(device), patches.to(device));
-            if (!allFinite(e.f) || !allFinite(e.g)) {
+            const bool statisticsFinite = before.empty() || s->model->statisticsFinite().item<bool>();
+            if (!statisticsFinite || !allFinite(e.f) || !allFinite(e.g)) {
               const std::vector<at::Tensor> now = s->model->buffers();
               for (size_t i = 0; i < before.size(); ++i) now[i].copy_(before[i]);
               checkResultFinite(*s->model, e.f, images, "images", "embeddings");
               checkResultFinite(*s->model, e.g, patches, "patches", "embeddings");
+              // Finite results (BatchNorm normalised the overflow away) over statistics that would make later ones NaN.
+              const double largest = std::max(images.abs().max().item<double>(), patches.abs().max().item<double>());
+              const std::string why = largest > model::kOverflowing
+                  ? "; the model takes normalised images (per channel mean 0 and standard deviation 1, as the Loader's and embedImages' are)"
+                  : [&] {
+                      const model::WeightExtremes w = s->model->weightExtremes(/*statistics=*/false);
+                      return c10::str("; its largest weight is ", w.largestValue, " (", w.largest, "): load weights from before the run diverged");
+                    }();
+              TORCH_CHECK_VALUE(false, "this training-mode pass overflowed BatchNorm's running statistics (float32), so it was "
+                                "refused and they were put back: the images' and patches' values reach ", largest, why);
             }
             return e;
           },

@@ -49,6 +49,15 @@ WeightExtremes PirlModelImpl::weightExtremes(bool statistics) const {
   return w;
 }
 
+at::Tensor PirlModelImpl::statisticsFinite() const {
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& b : buffers()) {
+    if (b.is_floating_point()) flat.push_back(b.reshape(-1));
+  }
+  if (flat.empty()) return at::ones({}, at::TensorOptions(at::kBool).device(device()));
+  return at::isfinite(at::cat(flat)).all();
+}
+
 torch::nn::Module& PirlModelImpl::scope(StateDictScope scope) {
   if (scope == StateDictScope::Trunk) return *trunk;
   return *this;

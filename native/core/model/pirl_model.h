@@ -59,6 +59,9 @@ struct PirlModelImpl : torch::nn::Module {
   // What a non-finite result needs said of the weights (a diverged run's); one read of each, only once one is found.
   // `statistics`: BatchNorm's running statistics too (not after a training-mode pass, which has just moved them).
   WeightExtremes weightExtremes(bool statistics) const;
+  // Whether BatchNorm's running statistics are all finite: a 0-dim bool where the model is, not read. A training-mode
+  // pass over inputs whose variance passes float32's range leaves them infinite while its results stay finite.
+  at::Tensor statisticsFinite() const;
   torch::nn::Module& scope(StateDictScope scope);
 
   Trunk trunk{nullptr};

@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -133,24 +134,25 @@ std::vector<at::Tensor> TrainState::computeGradients(const std::vector<at::Tenso
   std::vector<at::Tensor> means{r.loss.detach().to(at::kDouble).reshape(1), r.lossImage.to(at::kDouble).reshape(1),
                                 r.lossJigsaw.to(at::kDouble).reshape(1)};
   if (r.zEstimates.defined()) means.push_back(r.zEstimates);
-  return {f.detach(), at::cat(means), sgd_.gradSquaredNorm().to(f.device()).to(at::kDouble).reshape(1)};
+  const at::Tensor statisticsOverflowed = model_->statisticsFinite().logical_not().to(at::kDouble).reshape(1);
+  return {f.detach(), at::cat(means), sgd_.gradSquaredNorm().to(f.device()).to(at::kDouble).reshape(1), statisticsOverflowed};
 }
 
 std::vector<at::Tensor> TrainState::computeStats(const std::vector<at::Tensor>& out, int64_t batch, bool stopRequested) {
   const int64_t n = out[1].numel();
   const c10::Device device = out[1].device();
   // Read together, once: the losses and (an EMA of Z) this batch's estimates of Z, averaged over ranks; the
-  // stop votes, summed; each rank's batch size, in its own slot (what the bank update's all-gather takes from
-  // each); the gradient norm (the same on every rank after the reduction).
+  // stop votes and the ranks whose BatchNorm statistics overflowed, summed; each rank's batch size, in its own slot
+  // (what the bank update's all-gather takes from each); the gradient norm (the same on every rank after the reduction).
   const at::TensorOptions doubles = at::TensorOptions(at::kDouble).device(device);
-  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, doubles)});
+  at::Tensor shared = at::cat({out[1], at::full({1}, stopRequested ? 1.0 : 0.0, doubles), out[3]});
   if (communicator_) {
     const int64_t ranks = communicator_->worldSize();
     at::Tensor sizes = at::zeros({ranks}, doubles);
     sizes.narrow(0, communicator_->rank(), 1).fill_(static_cast<double>(batch));
     shared = at::cat({shared, sizes}).to(communicator_->device());
     communicator_->allreduce(shared, "the allreduce of the losses");
-    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 1 + ranks)}).to(device);
+    shared = at::cat({shared.narrow(0, 0, n) / static_cast<double>(ranks), shared.narrow(0, n, 2 + ranks)}).to(device);
   }
   // The one host read of the step: every number it reports and decides on, together.
   return {out[0], at::cat({shared, out[2]}).cpu()};
@@ -198,6 +200,22 @@ std::string TrainState::describeWeights(double lr) const {
   }
   return c10::str(". This step's lr: ", asJs(lr), "; the largest weight: ", asJs(w.largestValue), " (", w.largest, ")",
                   w.largestValue > model::kOverflowing ? ": the updates diverged; lower the lr" : "");
+}
+
+// What overflowed activations that the loss did not show (BatchNorm normalises them) say of the batch: its values
+// far outside normalised images, or else the weights. Read only when failing.
+std::string TrainState::describeInputs(const at::Tensor& images, const at::Tensor& patches, double lr) const {
+  double largest = 0;
+  try {
+    largest = std::max(images.abs().max().item<double>(), patches.abs().max().item<double>());
+  } catch (const c10::Error&) {
+    return "";  // the step's own error matters more than this detail of it
+  }
+  if (largest > model::kOverflowing) {
+    return c10::str(communicator_ ? ". This rank's" : ". The", " batch holds values up to ", asJs(largest), ": the model takes normalised images (per channel "
+                    "mean 0 and standard deviation 1, as the Loader's are)");
+  }
+  return describeWeights(lr);
 }
 
 std::vector<at::Tensor> TrainState::runningBuffers(bool statistics) const {
@@ -290,10 +308,11 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const bool replayed = graphed && graph_->replayed();
   const at::Tensor& f = out[0];
   const at::Tensor& stats = out[1];
-  const int64_t n = stats.numel() - 2 - ranks;
+  const int64_t n = stats.numel() - 3 - ranks;
   const double* s = stats.data_ptr<double>();
   const bool stop = s[n] > 0;
-  const double loss = s[0], norm = std::sqrt(s[n + 1 + ranks]) / scale;
+  const double overflowed = s[n + 1];  // ranks whose BatchNorm statistics did
+  const double loss = s[0], norm = std::sqrt(s[n + 2 + ranks]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
   if (scaled && std::isfinite(loss) && !scaler_.update(finite)) {
     putBack(before);
@@ -306,6 +325,13 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
                 asJs(norm), "): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step",
                 describeWeights(lr));
   }
+  if (overflowed > 0) {
+    putBack(before);
+    TORCH_CHECK(false, "BatchNorm's running statistics overflowed float32 in this step's forward",
+                ranks > 0 ? c10::str(" (on ", asJs(overflowed), " of the ", ranks, " ranks)") : std::string(),
+                ", though its loss (", asJs(loss), ") and gradients were finite: training stopped; the weights, BatchNorm's "
+                "statistics and the memory bank were not changed by this step", describeInputs(images, patches, lr));
+  }
   // Z follows the batches whose steps are taken.
   if (n > 3) loss_.updateZ(s[3], s[4]);
   if (scaled) sgd_.scaleGradients(1.0 / scale);
@@ -315,7 +341,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   if (communicator_) {
     // Every replica applies every rank's update (the ranks' shards are disjoint, so no row twice).
     const c10::Device there = communicator_->device();
-    const std::vector<int64_t> sizes(s + n + 1, s + n + 1 + ranks);
+    const std::vector<int64_t> sizes(s + n + 2, s + n + 2 + ranks);
     const auto all = communicator_->allGather({rows.to(there), updateF.to(there)},
                                               "the all-gather of the batch's rows and embeddings", sizes);
     updateRows = all[0].to(device);

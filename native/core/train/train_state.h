@@ -93,15 +93,18 @@ class TrainState {
  private:
   // The step's device work over its inputs (images, patches, bank rows, the negatives of both terms; in fp16 the
   // loss scale, 0-dim): gradients in the parameters, and {f, the mean losses (and Z's estimates), the squared
-  // gradient norm}.
+  // gradient norm, whether BatchNorm's running statistics overflowed (1) or not (0)}.
   std::vector<at::Tensor> computeGradients(const std::vector<at::Tensor>& inputs);
   // computeGradients's `out` reduced over the ranks and read to the host: {f, the doubles [means (n), stop votes,
-  // each rank's batch size (one per rank), squared gradient norm]}.
+  // ranks whose BatchNorm statistics overflowed, each rank's batch size (one per rank), squared gradient norm]}.
   std::vector<at::Tensor> computeStats(const std::vector<at::Tensor>& out, int64_t batch, bool stopRequested);
   // What a captured step depends on besides its inputs: see StepGraph::Key.
   std::vector<int64_t> graphKey();
   // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
   std::string describeWeights(double lr) const;
+  // What a step whose BatchNorm statistics overflowed says of its batch (values far outside normalised images) or else
+  // of the weights.
+  std::string describeInputs(const at::Tensor& images, const at::Tensor& patches, double lr) const;
   // The model's buffers a forward pass in training moves: BatchNorm's running statistics (floating point), or its
   // step counts (int64).
   std::vector<at::Tensor> runningBuffers(bool statistics) const;
