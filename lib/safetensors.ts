@@ -339,6 +339,12 @@ export const temporaryFor = (file: string): string =>
  * removed if the write fails, or if this process quits meanwhile (a cache's holds every image decoded).
  */
 export async function writeViaTemporary(file: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  // The rename would replace a FIFO or a device with the file (as root, /dev/null itself).
+  const existing = await fs.stat(file).catch(() => null);
+  if (existing && !existing.isFile()) {
+    const kind = existing.isDirectory() ? 'a folder' : existing.isFIFO() ? 'a FIFO' : existing.isSocket() ? 'a socket' : 'a device';
+    throw new Error(`it is ${kind}, not a regular file: give the path of a file to write`);
+  }
   const tmp = temporaryFor(file);
   const forget = atExit(() => rmSync(tmp, { force: true }));
   try {

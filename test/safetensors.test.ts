@@ -34,12 +34,18 @@ describe('safetensors', () => {
     const oddBack = await readSafetensors(odd);
     expect([[...oddBack.tensors.keys()], [...oddBack.tensors.get('__proto__')!.data()], Object.entries(oddBack.metadata)]).toEqual([['__proto__'], [5], [['__proto__', 'kept']]]);
     fs.rmSync(odd);
-    // A rename that fails (onto a folder) is an error naming the file, and leaves no temporary file.
+    // A folder or a FIFO at the path is refused, naming the file, and left as it was (the rename would have replaced
+    // the FIFO, as root /dev/null too); no temporary file stays.
     const folder = path.join(dir, 'taken.safetensors');
     fs.mkdirSync(path.join(folder, 'inside'), { recursive: true });
-    await expect(writeSafetensors(folder, tensors)).rejects.toThrow(new RegExp(`^cannot write ${folder}: E(ISDIR|NOTEMPTY|EXIST)`));
-    expect(fs.readdirSync(dir).sort()).toEqual(['taken.safetensors', 'x.safetensors']);
+    await expect(writeSafetensors(folder, tensors)).rejects.toThrow(`cannot write ${folder}: it is a folder, not a regular file: give the path of a file to write`);
+    const fifo = path.join(dir, 'fifo.safetensors');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    await expect(writeSafetensors(fifo, tensors)).rejects.toThrow(`cannot write ${fifo}: it is a FIFO, not a regular file: give the path of a file to write`);
+    expect(fs.statSync(fifo).isFIFO()).toBe(true);
+    expect(fs.readdirSync(dir).sort()).toEqual(['fifo.safetensors', 'taken.safetensors', 'x.safetensors']);
     fs.rmSync(folder, { recursive: true });
+    fs.rmSync(fifo);
     expect(fs.readFileSync(target).equals(serializeSafetensors(tensors, { note: 'hi' }))).toBe(true); // written piece by piece
     const back = await readSafetensors(target);
     expect(back.metadata).toEqual({ note: 'hi' });
