@@ -173,6 +173,11 @@ describe('checkpoint metadata fuzz', () => {
     const oneLess = new Map(names.filter((n) => n !== 'momentum.fHead.fc.bias').map((n) => [n, tensors.get(n)!]));
     await writeSafetensors(file, oneLess, metadata);
     await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/momentum buffers must cover every parameter: 'fHead.fc.bias' is missing/);
+    // A NaN in the momentum is refused as one in the weights is (taken, it made the weights NaN at the first step).
+    const spoilt = new Map(tensors);
+    spoilt.set('momentum.fHead.fc.bias', Tensor.from(new Float32Array(tensors.get('momentum.fHead.fc.bias')!.numel).fill(NaN), tensors.get('momentum.fHead.fc.bias')!.shape));
+    await writeSafetensors(file, spoilt, metadata);
+    await expect(Trainer.resume(file, tiny.dataset())).rejects.toThrow(/momentum buffer 'fHead.fc.bias' must be finite, got a NaN or infinite value/);
   });
 
   test('a resume with another thread count is warned of: it continues, but not bit for bit', async () => {

@@ -91,6 +91,9 @@ void Sgd::setMomentumBuffers(const std::map<std::string, at::Tensor>& buffers) {
     if (it == buffers.end()) continue;
     TORCH_CHECK_VALUE(it->second.sizes() == p.sizes(), "momentum buffer '", name, "' must have shape ", p.sizes(),
                       ", got ", it->second.sizes());
+    // As the weights: a NaN here would be in every weight it touches after the first step.
+    TORCH_CHECK_VALUE(at::isfinite(it->second).all().item<bool>(), "momentum buffer '", name,
+                      "' must be finite, got a NaN or infinite value");
     // In the parameter's memory format (a checkpoint's buffers are contiguous): _foreach updates take their
     // fast path only where a parameter and its buffer are laid out alike.
     restored.emplace(name, at::empty_like(p).copy_(it->second));
