@@ -101,9 +101,13 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   const at::Tensor counts = at::zeros({B}, f.options()).index_add_(0, group, at::ones({B}, f.options()));
   const at::Tensor mean = (sums / counts.clamp_min(1).unsqueeze(1)).index_select(0, group);  // each sample's group mean
   std::lock_guard<std::mutex> lock(mutex_);
-  const at::Tensor mixed = momentum * rows_.index_select(0, idx) + (1 - momentum) * mean;
+  const at::Tensor old = rows_.index_select(0, idx);
+  const at::Tensor mixed = momentum * old + (1 - momentum) * mean;
+  // An update that cancels (f̂ = −m at μ = 0.5, a repeated index's opposite f̂ at μ = 0) has no direction left
+  // (float32 rounding of unit rows is ~1e-7): the row keeps its own rather than become a row of zeros.
+  const at::Tensor norms = mixed.norm(2, 1, true);
   // A repeated index writes the same row once per repeat: equal values, so the order does not matter.
-  rows_.index_copy_(0, idx, unitRows(mixed));
+  rows_.index_copy_(0, idx, at::where(norms > 1e-6, mixed / norms.clamp_min(1e-6), old));
 }
 
 at::Tensor MemoryBank::onDevice(const at::Tensor& t) const {

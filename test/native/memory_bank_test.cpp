@@ -48,6 +48,21 @@ TEST(MemoryBank, ARepeatedIndexIsUpdatedOnceWithTheMeanOfItsRows) {
   EXPECT_TRUE(at::allclose(bank.rows(), swapped.rows(), 1e-6, 1e-6)) << "the order of the batch must not matter";
 }
 
+// An update with no direction left keeps its row (normalised, it was a row of zeros, which a restore refuses): f̂ = −m
+// at μ = 0.5, and a repeated index's opposite rows at μ = 0. The batch's other rows update as ever.
+TEST(MemoryBank, AnUpdateThatCancelsKeepsItsRow) {
+  pirl::MemoryBank bank(6, 3, 2);
+  const at::Tensor before = bank.rows().clone();
+  const at::Tensor e = at::tensor({1.0f, 0.0f, 0.0f});
+  bank.update(at::tensor({1, 3}, at::kLong), at::stack({-before[1], e}), 0.5, pirl::IndexCheck::Check);
+  EXPECT_TRUE(at::equal(bank.rows()[1], before[1]));
+  const at::Tensor expected = (0.5 * before[3] + 0.5 * e) / (0.5 * before[3] + 0.5 * e).norm();
+  EXPECT_TRUE(at::allclose(bank.rows()[3], expected, 1e-6, 1e-6));
+  bank.update(at::tensor({2, 2}, at::kLong), at::stack({e, -e}), 0.0, pirl::IndexCheck::Check);
+  EXPECT_TRUE(at::equal(bank.rows()[2], before[2]));
+  EXPECT_NEAR(bank.rows().norm(2, 1).min().item<double>(), 1.0, 1e-6);
+}
+
 TEST(MemoryBank, SamplingIsSeededUniformAndCanExcludeThePositive) {
   pirl::MemoryBank a(50, 4, 3), b(50, 4, 3);
   EXPECT_TRUE(at::equal(a.sampleNegatives(8, 100), b.sampleNegatives(8, 100)));
