@@ -304,6 +304,14 @@ describe('evaluation', () => {
         await expect(loadImageFeatures(altered)).rejects.toThrow(message);
       }
       await expect(saveImageFeatures(file, { files: 'x' } as never)).rejects.toThrow('pass must be an ImageFeatures (what embedImages gives), got an object');
+      // What the reader would refuse is refused before a file is written (it wrote files that would not load).
+      const refused = path.join(dir, 'refused.safetensors');
+      await expect(saveImageFeatures(refused, { ...pass, files: pass.files.slice(1) })).rejects.toThrow('pass.files.length must be 5, one entry per row of pass.features, got 4');
+      await expect(saveImageFeatures(refused, { ...pass, features: Tensor.zeros([5]) })).rejects.toThrow('pass.features must be a 2-D float Tensor (rows of features), got "float32 5"');
+      const spoilt = Tensor.from(Float32Array.from(f0.data() as Float32Array), f0.shape);
+      (spoilt.data() as Float32Array)[3 * f0.shape[1]] = NaN;
+      await expect(saveImageFeatures(refused, { ...pass, features: spoilt })).rejects.toThrow(`pass.features must hold finite rows: row 3 (${pass.files[3]}) holds NaN or infinity`);
+      expect(fs.existsSync(refused)).toBe(false);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -5,9 +5,9 @@ import * as path from 'path';
 
 import { EMBED_LAYERS, MAX_IMAGE_SIDE, type EmbedLayer } from '../config';
 import { VERSION_FIELDS, relativeTo, type FileVersion } from '../data/imageFolder';
-import { checkInteger, checkOneOf, typeError } from '../errors';
+import { checkInteger, checkOneOf, rangeError, typeError } from '../errors';
 import type { ImageFeatures } from './embed';
-import { rowsAtOnce } from './rows';
+import { checkFeatureRows, rowsAtOnce } from './rows';
 import { parsedMetadata, readSafetensors, readSafetensorsMetadata, writeSafetensors } from '../safetensors';
 import { Tensor } from '../tensor';
 
@@ -73,17 +73,21 @@ export async function readFeaturesFile(file: string): Promise<FeaturesRead> {
   // and would be printed as a neighbour — a path a service might then serve.
   const outside = (names as string[]).findIndex((f) => dir !== undefined && (path.isAbsolute(f) || f.split(/[\\/]/).includes('..')));
   if (outside >= 0) throw new Error(`${file}: metadata "files"[${outside}] (${JSON.stringify(names[outside])}) names a file outside its folder ${dir}: embed the images again`);
-  const width = features.shape[1];
-  for (let start = 0, chunk = rowsAtOnce(features); start < rows; start += chunk) {
-    const broken = (features.rows(start, Math.min(chunk, rows - start)).data() as Float32Array).findIndex((v) => !Number.isFinite(v));
-    if (broken >= 0) {
-      const row = start + Math.floor(broken / width);
-      throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
-    }
-  }
+  const row = firstNonFiniteRow(features);
+  if (row >= 0) throw new Error(`${file}: the features of row ${row} (${names[row]}) are not finite: embed the images again (a model that makes NaN is broken)`);
   return {
     features, names: names as string[], dir, ...made, versions: versionsOf(file, tensors.get(VERSIONS), rows), readClasses: () => classesOf(file, tensors.get('labels'), metadata, rows),
   };
+}
+
+/** The first row of `features` (2-D) holding NaN or infinity, or -1; read in parts (a catalogue's pass a typed array cannot hold). */
+function firstNonFiniteRow(features: Tensor): number {
+  const [rows, width] = features.shape;
+  for (let start = 0, chunk = rowsAtOnce(features); start < rows; start += chunk) {
+    const broken = (features.rows(start, Math.min(chunk, rows - start)).data() as Float32Array).findIndex((v) => !Number.isFinite(v));
+    if (broken >= 0) return start + Math.floor(broken / width);
+  }
+  return -1;
 }
 
 // Labeled data's rows: each one's class, of the names in metadata "classes".
@@ -132,6 +136,16 @@ export async function writeFeaturesFile(out: string, content: FeaturesFile): Pro
  */
 export async function saveImageFeatures(file: string, pass: ImageFeatures): Promise<void> {
   if (typeof pass !== 'object' || pass === null || !Array.isArray(pass.files)) throw typeError('pass', 'an ImageFeatures (what embedImages gives)', pass);
+  // What loadImageFeatures would refuse is refused here, before a file is written.
+  const rows = checkFeatureRows('pass.features', pass.features).shape[0];
+  const perRow = (arg: string, value: { length: number } | null) => {
+    if (value && value.length !== rows) throw rangeError(`${arg}.length`, `${rows}, one entry per row of pass.features`, value.length);
+  };
+  perRow('pass.files', pass.files);
+  perRow('pass.labels', pass.labels);
+  perRow('pass.versions', pass.versions);
+  const row = firstNonFiniteRow(pass.features);
+  if (row >= 0) throw new RangeError(`pass.features must hold finite rows: row ${row} (${pass.files[row]}) holds NaN or infinity`);
   const relative = pass.dir === null ? null : relativeTo(pass.dir);
   await writeFeaturesFile(file, {
     features: pass.features, names: relative ? pass.files.map(relative) : pass.files, ...(pass.dir === null ? {} : { dir: path.resolve(pass.dir) }),
