@@ -190,11 +190,20 @@ export class PirlModel {
     return shape;
   }
 
+  /**
+   * @internal A batch's views checked as forward takes them (named `${prefix}images`, `${prefix}patches`: a trainer's
+   * step checks its batch here too): its size.
+   */
+  checkViews(images: Tensor, patches: Tensor, prefix = ''): number {
+    const [batch] = this.checkImages(`${prefix}images`, images, 1);
+    const [patchBatch] = this.checkImages(`${prefix}patches`, patches, 2);
+    if (batch !== patchBatch) throw rangeError(`${prefix}patches`, `a batch of ${batch} like ${prefix}images`, patches.shape);
+    return batch;
+  }
+
   /** f(v_I) and g(v_It) for a batch: images B×3×H×W, patches B×9×3×P×P in their sampled order. */
   async forward(images: Tensor, patches: Tensor): Promise<Embeddings> {
-    const [batch] = this.checkImages('images', images, 1);
-    const [patchBatch] = this.checkImages('patches', patches, 2);
-    if (batch !== patchBatch) throw rangeError('patches', `a batch of ${batch} like images`, patches.shape);
+    this.checkViews(images, patches);
     const out = await nativeCall(() => this.handle.forward(images.handle, patches.handle));
     return { f: new Tensor(out.f), g: new Tensor(out.g) };
   }

@@ -157,7 +157,7 @@ describe('Trainer', () => {
     expect((await trainer.model.embed(images)).data()).toEqual(before);
     // 1e20: a finite loss and gradients (BatchNorm normalises the values), but an overflowing running variance.
     (batch!.images.data() as Float32Array).fill(1e20);
-    await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^BatchNorm's running statistics overflowed float32 in this step's forward, though its loss \([\d.]+\) and gradients were finite: training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step\. The batch holds values up to 1e\+20: the model takes normalised images/);
+    await expect(trainer.step(batch!, 0.1)).rejects.toThrow(/^BatchNorm's running statistics overflowed float32 in this step's forward, though its loss \([\d.]+\) and gradients were finite: training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step\. The batch's values reach 1e\+20: the model takes normalised images/);
     expect((await trainer.model.embed(images)).data()).toEqual(before);
     // A step taken at an lr that overflows the weights (float32's largest is 3.4e38): embed says so, naming the first.
     await trainer.step(next!, 3.4e38);
@@ -487,6 +487,13 @@ describe('Trainer', () => {
     const batch = await trainer.loader.makeBatch(trainer.loader.batchesOf(0)[0], 0);
     await expect(trainer.step(null as never, 0.1)).rejects.toThrow(/^batch must be an object, got null$/);
     await expect(trainer.step({ ...batch, patches: undefined } as never, 0.1)).rejects.toThrow(/^batch\.patches must be a Tensor, got undefined$/);
+    // The views are checked as model.forward checks them, under the batch's names (a 1-D images tensor blamed the patches).
+    const [B, , S] = batch.images.shape;
+    await expect(trainer.step({ ...batch, images: Tensor.zeros([3]) }, 0.1)).rejects.toThrow('batch.images must be B×3×H×W, got [3]');
+    await expect(trainer.step({ ...batch, images: Tensor.zeros(batch.images.shape, { dtype: 'float64' }) }, 0.1)).rejects.toThrow('batch.images must be a float32 Tensor, got "float64"');
+    await expect(trainer.step({ ...batch, images: Tensor.zeros([B, 1, S, S]) }, 0.1)).rejects.toThrow(`batch.images must be B×3×H×W with 3 channels, got [${B}, 1, ${S}, ${S}]`);
+    await expect(trainer.step({ ...batch, images: Tensor.zeros([B + 1, 3, S, S]) }, 0.1)).rejects.toThrow(`batch.patches must be a batch of ${B + 1} like batch.images`);
+    await expect(trainer.step({ ...batch, indices: Tensor.zeros([B]) }, 0.1)).rejects.toThrow(`batch.indices must be an int64 Tensor of the batch's ${B} bank rows, got "float32 [${B}]"`);
     // Argument errors, naming the argument (the native check's RangeError named none).
     for (const [lr, stop, argument] of [[-1, false, 'lr'], [NaN, false, 'lr'], [Infinity, false, 'lr'], [0.1, 'yes', 'stop']] as const) {
       const refused = await trainer.step(batch, lr, stop as boolean).then(() => null, (e: unknown) => e);

@@ -11,7 +11,7 @@ import { Subset, checkDataset, type Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { dataDigest, folderOf, type DataDigest } from '../data/digest';
 import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
-import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, unknownOptionError } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, typeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
 import { PirlModel, checkTensorsFitOptions } from '../model';
@@ -376,6 +376,11 @@ export class Trainer {
   private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<StepResult> {
     const { images, patches, indices } = checkObject('batch', batch);
     const handles = [handleOf('batch.images', images), handleOf('batch.patches', patches), handleOf('batch.indices', indices)] as const;
+    const size = this.model.checkViews(images as Tensor, patches as Tensor, 'batch.');
+    const rows = indices as Tensor;
+    if (rows.dtype !== 'int64' || rows.shape.length !== 1 || rows.shape[0] !== size) {
+      throw typeError('batch.indices', `an int64 Tensor of the batch's ${size} bank rows`, `${rows.dtype} [${rows.shape.join(', ')}]`);
+    }
     return nativeCall(() => this.handle.step(...handles, lr, stop));
   }
   /**

@@ -210,16 +210,18 @@ TEST(TrainState, AStepThatThrowsLeavesZAndBuffersAsTheyWere) {
   EXPECT_EQ(s.steps(), 1);
 }
 
-// A failed step says what the weights were: already non-finite (naming the first such), diverged (past 10^4), or sound.
-TEST(TrainState, AFailedStepDescribesTheWeights) {
-  const auto failure = [](const std::function<void(model::PirlModel)>& spoil) {
+// A failed step says what caused it: weights already non-finite (naming the first such), a batch holding NaN (naming
+// the sample) or values far outside normalised images, else the lr and the largest weight (past 10^4: diverged). The
+// loss is made NaN by a bank row, which none of them is.
+TEST(TrainState, AFailedStepDescribesItsCause) {
+  const auto failure = [](const std::function<void(train::TrainState&, at::Tensor&)>& spoil) {
     auto s = pirl::testing::tinyTrainState(2, 40);
+    at::Tensor images = at::randn({4, 3, 16, 16});
     {
       const c10::NoGradGuard noGrad;  // weights written in place
-      spoil(s.model());
+      s.bank().rows()[2][0] = std::numeric_limits<float>::quiet_NaN();
+      spoil(s, images);
     }
-    at::Tensor images = at::randn({4, 3, 16, 16});
-    images[0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
     try {
       s.step(images, at::randn({4, 9, 3, 8, 8}), at::arange(4, at::kLong), 0.25);
     } catch (const c10::Error& e) {
@@ -227,19 +229,22 @@ TEST(TrainState, AFailedStepDescribesTheWeights) {
     }
     return std::string("no error");
   };
-  const std::string sound = failure([](model::PirlModel) {});
+  const std::string sound = failure([](train::TrainState&, at::Tensor&) {});
   EXPECT_NE(sound.find("non-finite loss (loss NaN"), std::string::npos) << sound;
   EXPECT_NE(sound.find("This step's lr: 0.25; the largest weight: "), std::string::npos) << sound;
   EXPECT_EQ(sound.find("diverged"), std::string::npos) << sound;
-  const std::string diverged = failure([](model::PirlModel m) { m->fHead->fc->weight[0][0] = 3e5; });
+  const std::string diverged = failure([](train::TrainState& s, at::Tensor&) { s.model()->fHead->fc->weight[0][0] = 3e5; });
   EXPECT_NE(diverged.find("the largest weight: 300000 (fHead.fc.weight): the updates diverged; lower the lr"), std::string::npos) << diverged;
-  const std::string broken = failure([](model::PirlModel m) { m->gHead->fc->bias[1] = std::numeric_limits<float>::infinity(); });
+  const std::string broken = failure([](train::TrainState& s, at::Tensor&) { s.model()->gHead->fc->bias[1] = std::numeric_limits<float>::infinity(); });
   EXPECT_NE(broken.find("The weights were already non-finite (gHead.fc.bias first): the step before overflowed them; lower the lr "
                         "(this step's: 0.25)"),
             std::string::npos)
       << broken;
+  const std::string nanImage = failure([](train::TrainState&, at::Tensor& images) { images[2][1][5][5] = std::numeric_limits<float>::quiet_NaN(); });
+  EXPECT_NE(nanImage.find(". The batch's images hold NaN or infinity (sample 2 first): the data is broken, not the run"), std::string::npos) << nanImage;
+  const std::string huge = failure([](train::TrainState&, at::Tensor& images) { images[1][0][0][0] = 1e30; });
+  EXPECT_NE(huge.find(". The batch's values reach 1e+30: the model takes normalised images"), std::string::npos) << huge;
 }
-
 
 // CUDA graphs hold what they captured: a CPU model has none, and an EMA of Z under NCE would change the
 // captured step every step. (Their steps are compared with eager ones in train_cuda_test.cpp.)

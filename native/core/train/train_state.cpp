@@ -185,12 +185,24 @@ std::vector<int64_t> TrainState::graphKey() {
   return key;
 }
 
-// What a failed step adds of the weights: a loss that turns NaN after finite steps is most often weights the updates
-// blew up (an lr far too large), which the loss alone does not show. Read only when failing.
-std::string TrainState::describeWeights(double lr) const {
+// What a failed step says of its cause, read only when failing (the loss alone shows none): weights already
+// non-finite; else a batch holding NaN or infinity, or values far outside normalised images (BatchNorm hides them
+// from the loss); else this step's lr and the largest weight (past 10^4: the updates blew the weights up).
+std::string TrainState::describeCause(const at::Tensor& images, const at::Tensor& patches, double lr) const {
   model::WeightExtremes w;
+  const char* broken = nullptr;  // the views holding NaN or infinity, first of them sample `brokenSample`
+  int64_t brokenSample = 0;
+  double largest = 0;
   try {
     w = model_->weightExtremes(/*statistics=*/false);  // this step's pass has just moved them
+    for (const auto& [views, name] : {std::pair<const at::Tensor&, const char*>{images, "images"}, {patches, "patches"}}) {
+      const at::Tensor bad = at::isfinite(views).logical_not().flatten(1).any(1);
+      if (!broken && bad.any().item<bool>()) {
+        broken = name;
+        brokenSample = bad.to(at::kByte).argmax().item<int64_t>();
+      }
+      largest = std::max(largest, views.abs().max().item<double>());
+    }
   } catch (const c10::Error&) {
     return "";  // the step's own error matters more than this detail of it (a device out of memory by now)
   }
@@ -198,24 +210,14 @@ std::string TrainState::describeWeights(double lr) const {
     return c10::str(". The weights were already non-finite (", w.firstNonFinite,
                     " first): the step before overflowed them; lower the lr (this step's: ", asJs(lr), ")");
   }
+  const char* whose = communicator_ ? "This rank's" : "The batch's";
+  if (broken) return c10::str(". ", whose, " ", broken, " hold NaN or infinity (sample ", brokenSample, " first): the data is broken, not the run");
+  if (largest > model::kOverflowing) {
+    return c10::str(". ", whose, " values reach ", asJs(largest), ": the model takes normalised images (per channel mean 0 and "
+                    "standard deviation 1, as the Loader's are)");
+  }
   return c10::str(". This step's lr: ", asJs(lr), "; the largest weight: ", asJs(w.largestValue), " (", w.largest, ")",
                   w.largestValue > model::kOverflowing ? ": the updates diverged; lower the lr" : "");
-}
-
-// What overflowed activations that the loss did not show (BatchNorm normalises them) say of the batch: its values
-// far outside normalised images, or else the weights. Read only when failing.
-std::string TrainState::describeInputs(const at::Tensor& images, const at::Tensor& patches, double lr) const {
-  double largest = 0;
-  try {
-    largest = std::max(images.abs().max().item<double>(), patches.abs().max().item<double>());
-  } catch (const c10::Error&) {
-    return "";  // the step's own error matters more than this detail of it
-  }
-  if (largest > model::kOverflowing) {
-    return c10::str(communicator_ ? ". This rank's" : ". The", " batch holds values up to ", asJs(largest), ": the model takes normalised images (per channel "
-                    "mean 0 and standard deviation 1, as the Loader's are)");
-  }
-  return describeWeights(lr);
 }
 
 std::vector<at::Tensor> TrainState::runningBuffers(bool statistics) const {
@@ -323,14 +325,14 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
     putBack(before);
     TORCH_CHECK(false, "non-finite ", std::isfinite(loss) ? "gradient" : "loss", " (loss ", asJs(loss), ", gradient norm ",
                 asJs(norm), "): training stopped; the weights, BatchNorm's statistics and the memory bank were not changed by this step",
-                describeWeights(lr));
+                describeCause(images, patches, lr));
   }
   if (overflowed > 0) {
     putBack(before);
     TORCH_CHECK(false, "BatchNorm's running statistics overflowed float32 in this step's forward",
                 ranks > 0 ? c10::str(" (on ", asJs(overflowed), " of the ", ranks, " ranks)") : std::string(),
                 ", though its loss (", asJs(loss), ") and gradients were finite: training stopped; the weights, BatchNorm's "
-                "statistics and the memory bank were not changed by this step", describeInputs(images, patches, lr));
+                "statistics and the memory bank were not changed by this step", describeCause(images, patches, lr));
   }
   // Z follows the batches whose steps are taken.
   if (n > 3) loss_.updateZ(s[3], s[4]);

@@ -100,11 +100,9 @@ class TrainState {
   std::vector<at::Tensor> computeStats(const std::vector<at::Tensor>& out, int64_t batch, bool stopRequested);
   // What a captured step depends on besides its inputs: see StepGraph::Key.
   std::vector<int64_t> graphKey();
-  // What a failed step says of the weights: the lr and the largest weight, or the first non-finite one.
-  std::string describeWeights(double lr) const;
-  // What a step whose BatchNorm statistics overflowed says of its batch (values far outside normalised images) or else
-  // of the weights.
-  std::string describeInputs(const at::Tensor& images, const at::Tensor& patches, double lr) const;
+  // What a failed step says of its cause: weights already non-finite, a batch of NaN or of values far outside
+  // normalised images, or the lr and the largest weight.
+  std::string describeCause(const at::Tensor& images, const at::Tensor& patches, double lr) const;
   // The model's buffers a forward pass in training moves: BatchNorm's running statistics (floating point), or its
   // step counts (int64).
   std::vector<at::Tensor> runningBuffers(bool statistics) const;
