@@ -229,10 +229,10 @@ function resolveSampler(arg: string, given: unknown, fallback: SamplerConfig, co
  * as a Loader takes them), 64 px at least.
  */
 export function folderImageSize(sampler: SamplerOptions = DEFAULT_PRESET): number {
-  // Only the two sides are read (the crops' other options are the Loader's to check).
+  // Each option checked (a misspelt one, imagesize, was ignored and the preset's side given); how the crops fit
+  // together is the Loader's to check.
   const { base, overrides } = samplerSpec('sampler', sampler, PRESETS[DEFAULT_PRESET], false);
-  const imageSize = SAMPLER.imageSize.resolve('sampler.imageSize', overrides.imageSize as number | undefined, base.imageSize, false);
-  const jigsawSize = SAMPLER.jigsawSize.resolve('sampler.jigsawSize', overrides.jigsawSize as number | undefined, base.jigsawSize, false);
+  const { imageSize, jigsawSize } = resolve(SAMPLER, base, overrides, 'sampler', false);
   return Math.max(64, Math.ceil((Math.max(imageSize, jigsawSize) * 8) / 7));
 }
 

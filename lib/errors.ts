@@ -27,7 +27,8 @@ export function describe(value: unknown, depth = 0): string {
   if (value === null) return 'null';
   if (value === undefined) return 'undefined';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (typeof value === 'bigint') return `${value}n`; // as JavaScript writes it: "got 3" for 3n read as the number it is not
   if (Array.isArray(value)) {
     // Three levels: a file's array nested 100,000 deep overflowed the stack ("Maximum call stack size exceeded").
     if (depth >= 3) return '[…]';

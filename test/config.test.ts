@@ -64,6 +64,8 @@ describe('resolveX: one owner of every default and allowed value', () => {
     expect(() => resolveTrainConfig({ epoch: 1 })).toThrow(/^config.epoch is not an option/);
     // Seeds past 32 bits repeated smaller ones (the data order, the bank and the weights took their low 32 bits).
     expect(() => resolveRunOptions({ seed: 2 ** 32 })).toThrow('options.seed must be an integer in [0, 4294967295], got 4294967296');
+    // A BigInt is written as one: "got 3" read as the number the check wanted.
+    expect(() => resolveRunOptions({ seed: 3n as never })).toThrow('options.seed must be an integer in [0, 4294967295], got 3n');
     expect(resolveRunOptions({ seed: 2 ** 32 - 1 }).seed).toBe(4294967295);
     // @ts-expect-error size is required
     expect(() => resolveMemoryBankOptions({ dim: 8 })).toThrow(/^options.size must be an integer/);

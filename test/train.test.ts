@@ -56,6 +56,8 @@ describe('learning-rate schedule', () => {
     expect([folderImageSize('paper'), folderImageSize({ preset: 'paper' }), folderImageSize()]).toEqual([292, 292, folderImageSize('small')]);
     expect(folderImageSize({ imageSize: 112 })).toBe(128);
     expect(() => folderImageSize('huge' as never)).toThrow(/^sampler\.preset must be 'paper' or 'small', got "huge"$/);
+    // A misspelt option is named (it was ignored: the preset's side given).
+    expect(() => folderImageSize({ preset: 'paper', imagesize: 500 } as never)).toThrow(/^sampler\.imagesize is not an option; sampler takes imageSize, .* \(did you mean imageSize\?\)$/);
     expect(() => folderImageSize({ imageSize: 0 })).toThrow(/^sampler\.imageSize must be /);
     expect(folderImageSize({ imageSize: 16, jigsawSize: 12 })).toBe(64); // the sides alone: the crops' geometry is the Loader's to check
   });
