@@ -111,6 +111,9 @@ describe('Loader', () => {
     expect(() => new Loader(short, { batchSize: 5, config })).toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
     // Its length an integer, named as the data set's (it was found as the memory bank's options.size).
     expect(() => new Loader({ ...short, length: 31.5, labels: null }, { batchSize: 5, config })).toThrow('dataset.length must be an integer >= 0, got 31.5');
+    // An Int32Array of labels >= 0 (an array of [0, 0.5, 'a'] scored kNN against labels 0 and 0).
+    expect(() => new Loader({ ...short, labels: [0, 0.5, 'a'] as never }, { batchSize: 5, config })).toThrow('dataset.labels must be an Int32Array (one label per sample) or null, got [0, 0.5, "a"]');
+    expect(() => new Loader({ ...short, labels: Int32Array.from({ length: 20 }, (_, i) => 3 - i) }, { batchSize: 5, config })).toThrow('dataset.labels[4] must be a label >= 0, got -1');
     const model = await PirlModel.create({ width: 0.125 });
     await expect(datasetFeatures(model, short, { size: 12 })).rejects.toThrow('dataset.labels must be one label per sample (20), got "12 labels"');
   });

@@ -78,10 +78,15 @@ export async function sourceOf(dataset: Dataset, indices: readonly number[]): Pr
 /** A data set's labels, one per sample, or null; errors name `arg`.labels. */
 export function labelsOf(dataset: Dataset, arg = 'dataset'): Int32Array | null {
   const { labels } = dataset;
-  if (labels !== null && labels !== undefined && labels.length !== dataset.length) {
+  if (labels === null || labels === undefined) return null;
+  // A custom data set's array of [0, 0.5, 'a'] scored kNN against labels 0 and 0.
+  if (!(labels instanceof Int32Array)) throw typeError(`${arg}.labels`, 'an Int32Array (one label per sample) or null', labels);
+  if (labels.length !== dataset.length) {
     throw rangeError(`${arg}.labels`, `one label per sample (${dataset.length})`, `${labels.length} labels`);
   }
-  return labels ?? null;
+  const bad = labels.findIndex((label) => label < 0);
+  if (bad >= 0) throw rangeError(`${arg}.labels[${bad}]`, 'a label >= 0', labels[bad]);
+  return labels;
 }
 
 /**
