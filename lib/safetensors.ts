@@ -6,7 +6,7 @@ import * as path from 'path';
 import { threadId } from 'worker_threads';
 
 import { binding } from './binding';
-import { checkFile, checkObject, errorFrom, rangeError, typeError } from './errors';
+import { checkFile, checkObject, describe, errorFrom, rangeError, typeError } from './errors';
 import { atExit } from './exitActions';
 import { describeStart, makeFolder, openRegular } from './folders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
@@ -135,17 +135,17 @@ function spansOf(header: Record<string, unknown>, dataLength: number, fail: Fail
   const spans: Span[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(`tensor '${name}' is ${JSON.stringify(entry)}, not an object`);
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(`tensor '${name}' is ${describe(entry)}, not an object`);
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const kind = typeof e.dtype === 'string' && Object.hasOwn(DTYPES, e.dtype) ? DTYPES[e.dtype] : undefined;
-    if (!kind) fail(`tensor '${name}' has unknown dtype ${JSON.stringify(e.dtype)} (pirl reads ${Object.keys(DTYPES).join(', ')})`);
+    if (!kind) fail(`tensor '${name}' has unknown dtype ${describe(e.dtype)} (pirl reads ${Object.keys(DTYPES).join(', ')})`);
     const shape = e.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      fail(`tensor '${name}' has shape ${JSON.stringify(shape)}, not a list of non-negative integers`);
+      fail(`tensor '${name}' has shape ${describe(shape)}, not a list of non-negative integers`);
     }
     const offsets = e.data_offsets;
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-      fail(`tensor '${name}' has data_offsets ${JSON.stringify(offsets)}, not [begin, end]`);
+      fail(`tensor '${name}' has data_offsets ${describe(offsets)}, not [begin, end]`);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) fail(`tensor '${name}' spans bytes [${begin}, ${end}) of a ${dataLength}-byte data section`);

@@ -88,6 +88,8 @@ describe('safetensors', () => {
     ['header length of 2^64−1', file({}, new Uint8Array(0), 2n ** 64n - 1n), /header length .* is beyond/],
     ['header not JSON', file('{not json'), /header is not JSON/],
     ['header not an object', file('[1,2]'), /header is not a JSON object/],
+    // Described to a depth (written whole, it overflowed the stack: a RangeError, not this error).
+    ['a tensor entry nested 10^5 deep', file(`{"x": ${'['.repeat(100000)}${']'.repeat(100000)}}`), /tensor 'x' is \[\[\[\[…\]\]\]\], not an object/],
     ['a name twice', file('{"w": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}, "v": {"dtype":"F32","shape":[0],"data_offsets":[4,4]}, "w" :{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32(1)), /header names 'w' twice/],
     ['a name twice, once escaped', file('{"w": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}, "\\u0077": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32(1)), /header names 'w' twice/],
     ['metadata twice', file('{"__metadata__": {"a": "1"}, "__metadata__": {}}'), /header names '__metadata__' twice/],
@@ -100,7 +102,7 @@ describe('safetensors', () => {
     ['unknown dtype', file({ w: { dtype: 'F16', shape: [2], data_offsets: [0, 4] } }, f32(1)), /unknown dtype "F16"/],
     ['offsets out of range', file({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, f32(2)), /spans bytes \[0, 16\) of a 8-byte data section: the file looks cut short \(8 byte\(s\) missing\)$/],
     ['reversed offsets', file({ w: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }, f32(2)), /spans bytes \[8, 4\)/],
-    ['negative offset', file({ w: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, f32(2)), /data_offsets \[-4,0\]/],
+    ['negative offset', file({ w: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, f32(2)), /data_offsets \[-4, 0\]/],
     ['shape and size disagree', file({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, f32(2)), /needs 12 bytes, its offsets give 8/],
     ['bad shape', file({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, f32(1)), /shape \[-1\]/],
     ['overlap', file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, f32(3)), /tensor 'b' overlaps the tensor before it/],
