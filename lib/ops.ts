@@ -1,7 +1,7 @@
 // Tensor operations that run on the native thread pool and resolve to new tensors.
 import { binding } from './binding';
 import { checkArrayOf, checkInteger, checkOptions, nativeCall, rangeError, typeError } from './errors';
-import { Tensor, handleOf } from './tensor';
+import { MAX_ELEMENTS, Tensor, handleOf } from './tensor';
 
 const shapeText = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
@@ -9,6 +9,12 @@ const shapeText = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 function checkAlike(arg: string, t: Tensor, firstArg: string, first: Tensor): void {
   if (t.dtype !== first.dtype) throw typeError(arg, `a ${first.dtype} Tensor like ${firstArg}`, t.dtype);
   if (t.device !== first.device) throw rangeError(arg, `a Tensor on ${first.device} like ${firstArg}`, t.device);
+}
+
+/** A result of `shape` of at most 2^50 values, as a Tensor's; else `arg` (given `received`) must be `expected`. */
+function checkResultSize(arg: string, shape: number[], expected: string, received: unknown): void {
+  const count = shape.reduce((a, b) => a * b, 1);
+  if (count > MAX_ELEMENTS) throw rangeError(arg, `${expected} (it would be ${shapeText(shape)})`, received);
 }
 
 /** Matrix product with numpy/torch broadcasting rules. */
@@ -30,6 +36,10 @@ export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
     const [x, y] = [ba[ba.length - i], bb[bb.length - i]];
     if (x !== y && x !== 1 && y !== 1) throw rangeError('b', `a Tensor whose batch dimensions broadcast with a's ${shapeText(ba)} (each equal, or 1)`, sb);
   }
+  // The product's size, checked as a Tensor's: [2^40, 0]·[0, 2^40] met libtorch's "Storage size calculation overflowed".
+  const batch = Array.from({ length: Math.max(ba.length, bb.length) }, (_, i) => Math.max(ba[ba.length - 1 - i] ?? 1, bb[bb.length - 1 - i] ?? 1));
+  const out = [...batch, ...(sa.length > 1 ? [sa[sa.length - 2]] : []), ...(sb.length > 1 ? [sb[sb.length - 1]] : [])];
+  checkResultSize('b', out, `a Tensor whose product with a ${shapeText(sa)} holds at most 2^50 values`, sb);
   return nativeCall(async () => new Tensor(await binding.matmul(ha, hb)));
 }
 
@@ -56,6 +66,11 @@ export async function conv2d(input: Tensor, weight: Tensor, options: Conv2dOptio
   const stride = pair('options.stride', strideGiven ?? 1, 1);
   const padding = pair('options.padding', paddingGiven ?? 0, 0);
   checkConv2d(input, weight, bias ?? null, padding);
+  const [h, w] = input.shape.slice(-2);
+  const outHeight = Math.floor((h + 2 * padding[0] - weight.shape[2]) / stride[0]) + 1;
+  const outWidth = Math.floor((w + 2 * padding[1] - weight.shape[3]) / stride[1]) + 1;
+  checkResultSize('options.padding', [...input.shape.slice(0, -3), weight.shape[0], outHeight, outWidth],
+    `a padding whose output of input ${shapeText(input.shape)} holds at most 2^50 values`, padding);
   return nativeCall(async () => new Tensor(await binding.conv2d(hi, hw, hb, stride, padding)));
 }
 
@@ -70,6 +85,7 @@ function checkConv2d(input: Tensor, weight: Tensor, bias: Tensor | null, padding
   const [channels, height, width] = si.slice(-3);
   if (sw[1] !== channels) throw rangeError('weight', `O×${channels}×kH×kW: input has ${channels} channels (input is ${shapeText(si)})`, sw);
   const [h, w] = [height + 2 * padding[0], width + 2 * padding[1]];
+  if (sw[2] < 1 || sw[3] < 1) throw rangeError('weight', 'O×C×kH×kW with a kernel of at least 1×1', sw);
   if (sw[2] > h || sw[3] > w) throw rangeError('weight', `a kernel no larger than the padded input's ${h}×${w} (input is ${shapeText(si)}, options.padding [${padding.join(', ')}])`, sw);
   if (bias && (bias.shape.length !== 1 || bias.shape[0] !== sw[0])) throw rangeError('options.bias', `${sw[0]} values, one per output channel of weight ${shapeText(sw)}`, bias.shape);
 }

@@ -178,6 +178,12 @@ describe('bad input is refused with errors naming the argument', () => {
     await refused(ops.conv2d(input, f32([4, 3, 3])), RangeError, 'weight must be O×C×kH×kW, got [4, 3, 3]');
     await refused(ops.conv2d(f32([5, 5]), f32([4, 3, 3, 3])), RangeError, 'input must be N×C×H×W (or one image, C×H×W), got [5, 5]');
     await refused(ops.conv2d(Tensor.zeros([2, 3, 5, 5], { dtype: 'int64' }), f32([4, 3, 3, 3])), TypeError, 'input must be a float32 or float64 Tensor, got "int64"');
+    // Results checked as a Tensor's size, and kernels of at least a pixel (libtorch's words: storage overflow, a negative size).
+    await refused(ops.matmul(f32([2 ** 40, 0]), f32([0, 2 ** 40])), RangeError,
+      'b must be a Tensor whose product with a [1099511627776, 0] holds at most 2^50 values (it would be [1099511627776, 1099511627776]), got [0, 1099511627776]');
+    await refused(ops.conv2d(f32([1, 1, 4, 4]), f32([1, 1, 2, 2]), { padding: 2 ** 30 }), RangeError,
+      'options.padding must be a padding whose output of input [1, 1, 4, 4] holds at most 2^50 values (it would be [1, 1, 2147483651, 2147483651]), got [1073741824, 1073741824]');
+    await refused(ops.conv2d(f32([1, 1, 4, 4]), f32([1, 1, 0, 0])), RangeError, 'weight must be O×C×kH×kW with a kernel of at least 1×1, got [1, 1, 0, 0]');
     // What fits still runs: broadcast batches, a padded kernel as large as the padded input, one image.
     expect((await ops.matmul(f32([5, 2, 3]), f32([1, 3, 4]))).shape).toEqual([5, 2, 4]);
     expect((await ops.conv2d(input, f32([4, 3, 7, 7]), { padding: 1, bias: f32([4]) })).shape).toEqual([2, 4, 1, 1]);
