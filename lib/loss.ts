@@ -1,6 +1,6 @@
 // The NCE loss against the memory bank and the PIRL objective (docs/PIRL.md, "Loss").
 import { binding, type PirlLossHandle } from './binding';
-import { checkNumber, checkObject, nativeCall, typeError } from './errors';
+import { checkNumber, checkObject, nativeCall, rangeError, typeError } from './errors';
 import { resolveLossOptions, resolveNceOptions, type NceLossOptions, type PirlLossOptions, type ResolvedLossOptions } from './config';
 import { MemoryBank, indexTensor, type Indices } from './memoryBank';
 import { Tensor, handleOf } from './tensor';
@@ -28,6 +28,9 @@ export async function nceLoss(
   const hx = handleOf('x', x);
   const rows = bank instanceof MemoryBank ? bank.rows() : bank;
   const hb = handleOf('bank', rows);
+  // Named here: libtorch's words were of gradients (an int64 x) and of argmax (a bank of no rows).
+  if (x.dtype !== 'float32' && x.dtype !== 'float64') throw typeError('x', 'a float32 or float64 Tensor of embeddings', x.dtype);
+  if (rows.shape.length !== 2 || rows.shape[0] === 0) throw rangeError('bank', 'a MemoryBank, or a Tensor of N×D rows with N >= 1', rows.shape);
   const hp = indexTensor('positives', positives).handle;
   const hn = indexTensor('negatives', negatives).handle;
   const { tau, mode, z } = resolveNceOptions(options);

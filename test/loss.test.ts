@@ -119,6 +119,8 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     expect((await nceLoss(x, bank, [0, 1], neg, { tau: 0.001, mode: 'infonce' })).loss).toBeCloseTo(Math.log(4), 5);
     await expect(nceLoss(x, bank, [0, 1], neg, { mode: 'softmax' as never })).rejects.toThrow(/options.mode must be 'nce' or 'infonce'/);
     await expect(nceLoss(Tensor.zeros([2, 5]), bank, [0, 1], neg)).rejects.toThrow(/bank rows must have x's width 5, got 4/);
+    await expect(nceLoss(Tensor.zeros([2, 4], { dtype: 'int64' }), bank, [0, 1], neg)).rejects.toThrow('x must be a float32 or float64 Tensor of embeddings, got "int64"');
+    await expect(nceLoss(x, Tensor.zeros([0, 4]), [0, 1], neg)).rejects.toThrow('bank must be a MemoryBank, or a Tensor of N×D rows with N >= 1, got [0, 4]');
     await expect(nceLoss(x, bank, [0], neg)).rejects.toThrow(/positives must have shape \[2\]/);
     // Rows of another length than 1 score other than cosines: of 1000, a NaN loss; of norm 2, another loss, silently.
     await expect(nceLoss(Tensor.from(new Float32Array([2, 0, 0, 0, 1, 0, 0, 0]), [2, 4]), bank, [0, 1], neg)).rejects.toThrow(/^x must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 0 has norm 2; divide each row by its norm first$/);

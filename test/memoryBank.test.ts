@@ -107,5 +107,7 @@ describe('MemoryBank', () => {
     const rows = Tensor.from(new Float32Array([0, 0, 0, 1]), [1, 4]);
     await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([4], { dtype: 'uint8' }) })).rejects.toThrow(/^state\.generator must be the \d+ bytes \(uint8\) of a bank's generator state, got Byte of shape \[4\]$/);
     await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([generator.shape[0]]) })).rejects.toThrow(/^state\.generator must be .*, got Float of shape/);
+    // Bytes of the right count that are no state: named (libtorch's words named nothing).
+    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([generator.shape[0]], { dtype: 'uint8' }) })).rejects.toThrow(/^state\.generator must be a bank's generator state \(the bytes its state\(\) gave\), got bytes libtorch refuses \(.*\): the state was damaged$/);
   });
 });

@@ -57,7 +57,12 @@ MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState, const 
   TORCH_CHECK_VALUE(generatorState.scalar_type() == at::kByte && generatorState.dim() == 1 && generatorState.numel() == bytes,
                     names.generator, " must be the ", bytes, " bytes (uint8) of a bank's generator state, got ",
                     generatorState.scalar_type(), " of shape ", generatorState.sizes());
-  generator_.set_state(generatorState);
+  try {
+    generator_.set_state(generatorState);
+  } catch (const c10::Error& e) {  // libtorch's words name no argument ("Invalid mt19937 state")
+    TORCH_CHECK_VALUE(false, names.generator, " must be a bank's generator state (the bytes its state() gave), got bytes libtorch "
+                      "refuses (", e.what_without_backtrace(), "): the state was damaged");
+  }
 }
 
 void MemoryBank::checkIndices(const at::Tensor& indices, const char* name) const {
