@@ -139,6 +139,14 @@ TEST(SyncBatchNorm, TheModuleNormalisesLikeTorchsBatchNorm2d) {
   EXPECT_TRUE(at::allclose(bn->forward(x), at::batch_norm(x, bn->weight, bn->bias, bn->running_mean, bn->running_var,
                                                            false, 0.1, 1e-5, false)));
   EXPECT_THROW(bn->forward(at::randn({4, 2, 6, 6})), c10::ValueError);
+  // One value per channel in training (one image, a 1×1 map): said, with what to do.
+  bn->train();
+  try {
+    bn->forward(at::randn({1, 3, 1, 1}));
+    ADD_FAILURE() << "a batch of one 1×1 map was normalised";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("train on batches of 2 or more (or larger images)"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

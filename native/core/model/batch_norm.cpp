@@ -104,7 +104,8 @@ at::Tensor BatchNormImpl::forward(const at::Tensor& x) {
     return at::batch_norm(x, weight, bias, running_mean, running_var, false, 0.0, eps, at::globalContext().userEnabledCuDNN());
   }
   TORCH_CHECK_VALUE(x.numel() > features, "BatchNorm: expected more than one value per channel when training, got ",
-                    x.sizes());
+                    x.sizes(), ": a batch of one image whose maps shrink to 1×1 has no statistics to normalise by; train on "
+                    "batches of 2 or more (or larger images)");
   const bool cudnn = at::globalContext().userEnabledCuDNN();
   if (runningFrozen) {
     if (sumAcrossRanks) return syncBatchNorm(x, weight, bias, running_mean, running_var, 0.0, eps, sumAcrossRanks);
