@@ -46,7 +46,7 @@ export function describe(value: unknown, depth = 0): string {
 }
 
 // Node 20 has no ArrayBuffer.prototype.detached: a view over a detached buffer cannot be made.
-function isDetached(buffer: ArrayBufferLike): boolean {
+export function isDetached(buffer: ArrayBufferLike): boolean {
   try {
     new Uint8Array(buffer);
     return false;

@@ -359,6 +359,10 @@ describe('evaluation', () => {
       await expect(embedImages(model, [dir])).rejects.toThrow(`${dir}: not a file (images[0]; a folder's images: embedImages(model, folder))`);
       await expect(embedImages(model, bytes[0] as never)).rejects.toThrow(/^images must be a non-empty array of image file paths or encoded images, got /);
       await expect(ImageFolder.fromFiles([bytes[0], ''])).rejects.toThrow('files[1] must be an image file path or an encoded image (Buffer, Uint8Array), got ""');
+      // Bytes sent away to a worker (detached) are named as such (V8: "Cannot perform Construct on a detached ArrayBuffer").
+      const sent = Uint8Array.from(bytes[0]);
+      structuredClone(sent.buffer, { transfer: [sent.buffer] });
+      await expect(ImageFolder.fromFiles([bytes[0], sent])).rejects.toThrow("files[1] must be an encoded image whose bytes are still this thread's, got Uint8Array whose memory was detached (transferred away)");
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

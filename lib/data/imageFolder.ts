@@ -8,7 +8,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 
 import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
-import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, rangeError, typeError } from '../errors';
+import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
 import { describeStart, openRegular } from '../folders';
 import { takeLock } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
@@ -557,7 +557,12 @@ export class ImageFolder implements Dataset {
   static async fromList(list: readonly (string | Uint8Array)[], name: string, options: DecodeOptions): Promise<ImageFolder> {
     if (!Array.isArray(list) || list.length === 0) throw typeError(name, 'a non-empty array of image file paths or encoded images', list);
     const inputs = list.map((entry: unknown, i): ImageInput => {
-      if (entry instanceof Uint8Array) return Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
+      if (entry instanceof Uint8Array) {
+        // Bytes transferred away (to a worker) are named (V8 spoke of "Construct on a detached ArrayBuffer"); an empty
+        // buffer is an unreadable image, as an empty file is.
+        if (entry.byteLength === 0 && isDetached(entry.buffer)) throw typeError(`${name}[${i}]`, "an encoded image whose bytes are still this thread's", entry);
+        return Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
+      }
       if (typeof entry !== 'string' || entry === '') throw typeError(`${name}[${i}]`, 'an image file path or an encoded image (Buffer, Uint8Array)', entry);
       return entry;
     });
