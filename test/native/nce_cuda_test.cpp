@@ -13,18 +13,27 @@ namespace {
 
 using pirl::nce::Mode;
 
+// N unit bank rows, B positives among them and B unit embeddings `noise` away from their rows (the caller seeds).
+struct NearTheirRows {
+  at::Tensor bank, positives, x;
+};
+
+NearTheirRows nearTheirRows(int64_t N, int64_t D, int64_t B, double noise, at::ScalarType type = at::kFloat) {
+  const auto opts = at::TensorOptions().dtype(type);
+  at::Tensor bank = at::randn({N, D}, opts);
+  bank = bank / bank.norm(2, 1, true);
+  const at::Tensor positives = at::randint(N, {B}, at::kLong);
+  at::Tensor x = bank.index_select(0, positives) + noise * at::randn({B, D}, opts);
+  return {bank, positives, x / x.norm(2, 1, true)};
+}
+
 class NceCuda : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, Mode, bool, at::ScalarType>> {};
 
 TEST_P(NceCuda, MatchesCpuAndReference) {
   PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped");
   const auto [B, K, D, mode, shared, type] = GetParam();
   at::manual_seed(B * 31 + K);
-  const auto opts = at::TensorOptions().dtype(type);
-  at::Tensor bank = at::randn({257, D}, opts);
-  bank = bank / bank.norm(2, 1, true);
-  const at::Tensor positives = at::randint(257, {B}, at::kLong);
-  at::Tensor x = bank.index_select(0, positives) + 0.5 * at::randn({B, D}, opts);
-  x = x / x.norm(2, 1, true);
+  const auto [bank, positives, x] = nearTheirRows(257, D, B, 0.5, type);
   const at::Tensor negatives = shared ? at::randint(257, {K}, at::kLong) : at::randint(257, {B, K}, at::kLong);
   // Relative plus absolute: a float32 loss near 0 (B=1, K=1) carries ~1e-7 of absolute rounding.
   const double tol = type == at::kDouble ? 1e-10 : 1e-5, atol = type == at::kDouble ? 1e-12 : 1e-6;
@@ -73,11 +82,7 @@ TEST(NceCudaSmallTau, LossGradientAndZAsInFloat64) {
   for (const int64_t D : {128, 16}) {
     const int64_t B = 8, K = 300, N = 257;
     at::manual_seed(D);
-    at::Tensor bank = at::randn({N, D});
-    bank = bank / bank.norm(2, 1, true);
-    const at::Tensor positives = at::randint(N, {B}, at::kLong);
-    at::Tensor x = bank.index_select(0, positives) + 0.02 * at::randn({B, D});
-    x = x / x.norm(2, 1, true);
+    const auto [bank, positives, x] = nearTheirRows(N, D, B, 0.02);
     const at::Tensor negatives = at::randint(N, {B, K}, at::kLong);
     const double zExact =
         pirl::nce::nceLossReference(x.to(at::kDouble), bank.to(at::kDouble), positives, negatives, {0.01, Mode::Nce, -1.0})
@@ -107,11 +112,7 @@ TEST(NceCudaPaperScale, MatchesCpu) {
   PIRL_REQUIRE(at::hasCUDA(), "no CUDA device (or a CPU-only libtorch): CUDA comparisons skipped");
   const int64_t B = 256, K = 32000, D = 128, N = 1281167;
   at::manual_seed(7);
-  at::Tensor bank = at::randn({N, D});
-  bank = bank / bank.norm(2, 1, true);
-  const at::Tensor positives = at::randint(N, {B}, at::kLong);
-  at::Tensor x = bank.index_select(0, positives) + 0.5 * at::randn({B, D});
-  x = x / x.norm(2, 1, true);
+  const auto [bank, positives, x] = nearTheirRows(N, D, B, 0.5);
   const at::Tensor negatives = at::randint(N, {B, K}, at::kLong);
   const at::Tensor bankGpu = bank.cuda();
   for (const Mode mode : {Mode::Nce, Mode::InfoNce}) {
