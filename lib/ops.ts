@@ -37,7 +37,10 @@ export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
     if (x !== y && x !== 1 && y !== 1) throw rangeError('b', `a Tensor whose batch dimensions broadcast with a's ${shapeText(ba)} (each equal, or 1)`, sb);
   }
   // The product's size, checked as a Tensor's: [2^40, 0]·[0, 2^40] met libtorch's "Storage size calculation overflowed".
-  const batch = Array.from({ length: Math.max(ba.length, bb.length) }, (_, i) => Math.max(ba[ba.length - 1 - i] ?? 1, bb[bb.length - 1 - i] ?? 1));
+  const batch = Array.from({ length: Math.max(ba.length, bb.length) }, (_, i) => {
+    const [x, y] = [ba[ba.length - 1 - i] ?? 1, bb[bb.length - 1 - i] ?? 1];
+    return x === 1 ? y : x; // broadcast: a 1 takes the other's (0 too)
+  });
   const out = [...batch, ...(sa.length > 1 ? [sa[sa.length - 2]] : []), ...(sb.length > 1 ? [sb[sb.length - 1]] : [])];
   checkResultSize('b', out, `a Tensor whose product with a ${shapeText(sa)} holds at most 2^50 values`, sb);
   return nativeCall(async () => new Tensor(await binding.matmul(ha, hb)));
@@ -69,8 +72,12 @@ export async function conv2d(input: Tensor, weight: Tensor, options: Conv2dOptio
   const [h, w] = input.shape.slice(-2);
   const outHeight = Math.floor((h + 2 * padding[0] - weight.shape[2]) / stride[0]) + 1;
   const outWidth = Math.floor((w + 2 * padding[1] - weight.shape[3]) / stride[1]) + 1;
-  checkResultSize('options.padding', [...input.shape.slice(0, -3), weight.shape[0], outHeight, outWidth],
-    `a padding whose output of input ${shapeText(input.shape)} holds at most 2^50 values`, padding);
+  // Blamed on the padding where there is one (2^30 of it), else on the weight's output channels.
+  const [arg, expected, received] = padding[0] + padding[1] > 0
+    ? ['options.padding', 'a padding', padding]
+    : ['weight', 'a weight', weight.shape];
+  checkResultSize(arg, [...input.shape.slice(0, -3), weight.shape[0], outHeight, outWidth],
+    `${expected} whose output of input ${shapeText(input.shape)} holds at most 2^50 values`, received);
   return nativeCall(async () => new Tensor(await binding.conv2d(hi, hw, hb, stride, padding)));
 }
 

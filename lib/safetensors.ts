@@ -343,13 +343,14 @@ export async function writeViaTemporary(file: string, write: (tmp: string) => Pr
   const existing = await fs.stat(file).catch(() => null);
   if (existing && !existing.isFile()) {
     const kind = existing.isDirectory() ? 'a folder' : existing.isFIFO() ? 'a FIFO' : existing.isSocket() ? 'a socket' : 'a device';
-    throw new Error(`it is ${kind}, not a regular file: give the path of a file to write`);
+    throw new Error(`cannot write ${file}: it is ${kind}, not a regular file: give the path of a file to write`);
   }
   const tmp = temporaryFor(file);
   const forget = atExit(() => rmSync(tmp, { force: true }));
   try {
-    await write(tmp);
-    await fs.rename(tmp, file); // in the try: a failed rename (onto a folder) leaves no temporary file behind
+    await write(tmp); // its errors are the caller's to name
+    // In the try: a failed rename leaves no temporary file behind.
+    await fs.rename(tmp, file).catch((err: Error) => Promise.reject(errorFrom(`cannot write ${file}: ${err.message}`, err)));
   } catch (err) {
     await fs.rm(tmp, { force: true });
     throw err;
@@ -376,8 +377,8 @@ export async function writeSafetensors(file: string, tensors: Iterable<[string, 
   checkFile('file', file);
   const { head, entries } = headerOf(tensors, metadata);
   await makeFolderFor(file);
-  try {
-    await writeViaTemporary(file, async (tmp) => {
+  await writeViaTemporary(file, async (tmp) => {
+    try {
       const handle = await fs.open(tmp, 'w');
       try {
         await handle.writeFile(head);
@@ -386,10 +387,10 @@ export async function writeSafetensors(file: string, tensors: Iterable<[string, 
       } finally {
         await handle.close();
       }
-    });
-  } catch (err) {
-    throw errorFrom(`cannot write ${file}: ${(err as Error).message}`, err);
-  }
+    } catch (err) {
+      throw errorFrom(`cannot write ${file}: ${(err as Error).message}`, err);
+    }
+  });
   await syncFolder(path.dirname(path.resolve(file)));
 }
 

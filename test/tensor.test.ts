@@ -184,6 +184,11 @@ describe('bad input is refused with errors naming the argument', () => {
     await refused(ops.conv2d(f32([1, 1, 4, 4]), f32([1, 1, 2, 2]), { padding: 2 ** 30 }), RangeError,
       'options.padding must be a padding whose output of input [1, 1, 4, 4] holds at most 2^50 values (it would be [1, 1, 2147483651, 2147483651]), got [1073741824, 1073741824]');
     await refused(ops.conv2d(f32([1, 1, 4, 4]), f32([1, 1, 0, 0])), RangeError, 'weight must be O×C×kH×kW with a kernel of at least 1×1, got [1, 1, 0, 0]');
+    // Without padding the weight's output channels are named (tensors of no channels: nothing allocated).
+    await refused(ops.conv2d(f32([2 ** 20, 0, 2 ** 10, 2 ** 10]), f32([2 ** 20, 0, 1, 1])), RangeError,
+      'weight must be a weight whose output of input [1048576, 0, 1024, 1024] holds at most 2^50 values (it would be [1048576, 1048576, 1024, 1024]), got [1048576, 0, 1, 1]');
+    // A batch dimension of 0 broadcasts to 0: an empty product, not a refusal.
+    expect((await ops.matmul(f32([0, 2 ** 25, 0]), f32([1, 0, 2 ** 26]))).shape).toEqual([0, 2 ** 25, 2 ** 26]);
     // What fits still runs: broadcast batches, a padded kernel as large as the padded input, one image.
     expect((await ops.matmul(f32([5, 2, 3]), f32([1, 3, 4]))).shape).toEqual([5, 2, 4]);
     expect((await ops.conv2d(input, f32([4, 3, 7, 7]), { padding: 1, bias: f32([4]) })).shape).toEqual([2, 4, 1, 1]);

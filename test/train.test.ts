@@ -495,7 +495,8 @@ describe('Trainer', () => {
     await expect(trainer.step({ ...batch, images: Tensor.zeros(batch.images.shape, { dtype: 'float64' }) }, 0.1)).rejects.toThrow('batch.images must be a float32 Tensor, got "float64"');
     await expect(trainer.step({ ...batch, images: Tensor.zeros([B, 1, S, S]) }, 0.1)).rejects.toThrow(`batch.images must be B×3×H×W with 3 channels, got [${B}, 1, ${S}, ${S}]`);
     await expect(trainer.step({ ...batch, images: Tensor.zeros([B + 1, 3, S, S]) }, 0.1)).rejects.toThrow(`batch.patches must be a batch of ${B + 1} like batch.images`);
-    await expect(trainer.step({ ...batch, indices: Tensor.zeros([B]) }, 0.1)).rejects.toThrow(`batch.indices must be an int64 Tensor of the batch's ${B} bank rows, got "float32 [${B}]"`);
+    await expect(trainer.step({ ...batch, indices: Tensor.zeros([B]) }, 0.1)).rejects.toThrow(`batch.indices must be an int64 Tensor of the batch's bank rows, got "float32"`);
+    await expect(trainer.step({ ...batch, indices: batch.indices.rows(0, B - 1) }, 0.1)).rejects.toThrow(`batch.indices must be the batch's ${B} bank rows, one per sample, got [${B - 1}]`);
     // Argument errors, naming the argument (the native check's RangeError named none).
     for (const [lr, stop, argument] of [[-1, false, 'lr'], [NaN, false, 'lr'], [Infinity, false, 'lr'], [0.1, 'yes', 'stop']] as const) {
       const refused = await trainer.step(batch, lr, stop as boolean).then(() => null, (e: unknown) => e);

@@ -373,14 +373,14 @@ export class Trainer {
     return result;
   }
 
-  private nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<StepResult> {
+  // Async: a refused batch rejects (fit disposes it then too), as a failed step does.
+  private async nativeStep(batch: PirlBatch, lr: number, stop: boolean): Promise<StepResult> {
     const { images, patches, indices } = checkObject('batch', batch);
     const handles = [handleOf('batch.images', images), handleOf('batch.patches', patches), handleOf('batch.indices', indices)] as const;
     const size = this.model.checkViews(images as Tensor, patches as Tensor, 'batch.');
     const rows = indices as Tensor;
-    if (rows.dtype !== 'int64' || rows.shape.length !== 1 || rows.shape[0] !== size) {
-      throw typeError('batch.indices', `an int64 Tensor of the batch's ${size} bank rows`, `${rows.dtype} [${rows.shape.join(', ')}]`);
-    }
+    if (rows.dtype !== 'int64') throw typeError('batch.indices', "an int64 Tensor of the batch's bank rows", rows.dtype);
+    if (rows.shape.length !== 1 || rows.shape[0] !== size) throw rangeError('batch.indices', `the batch's ${size} bank rows, one per sample`, rows.shape);
     return nativeCall(() => this.handle.step(...handles, lr, stop));
   }
   /**

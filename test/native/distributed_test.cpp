@@ -182,6 +182,32 @@ TEST_F(Distributed, BatchesOfDifferentSizesUpdateEveryReplicaAlike) {
   EXPECT_FALSE(moved.narrow(0, 7, 57).any().item<bool>());
 }
 
+// One rank's batch far outside normalised images overflows its BatchNorm statistics with a finite loss: every rank
+// refuses the step (the count rides in the step's allreduce), saying on how many ranks, and no replica changes.
+TEST_F(Distributed, ARankWhoseStatisticsOverflowStopsEveryRank) {
+  std::vector<std::unique_ptr<train::TrainState>> states(2);
+  for (int64_t rank = 0; rank < 2; ++rank) states[rank] = std::make_unique<train::TrainState>(pirl::testing::tinyTrainState(100 + rank, 64));
+  std::vector<std::string> errors(2);
+  std::vector<at::Tensor> banks(2);
+  onRanks(2, [&](int64_t rank, std::shared_ptr<Communicator> c) {
+    states[rank]->distribute(c, /*syncBatchNorm=*/false);
+    banks[rank] = states[rank]->bank().rows().clone();
+    const at::Generator data = at::make_generator<at::CPUGeneratorImpl>(60 + rank);
+    const at::Tensor images = at::randn({4, 3, 16, 16}, data) * (rank == 1 ? 1e20 : 1.0), patches = at::randn({4, 9, 3, 8, 8}, data);
+    try {
+      states[rank]->step(images, patches, at::arange(4, at::kLong) + rank * 4, 0.05);
+    } catch (const c10::Error& e) {
+      errors[rank] = e.what_without_backtrace();
+    }
+  });
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(errors[rank].rfind("BatchNorm's running statistics overflowed float32 in this step's forward (on 1 of the 2 ranks)", 0), 0u)
+        << rank << ": " << errors[rank];
+    EXPECT_TRUE(at::equal(banks[rank], states[rank]->bank().rows())) << rank;
+  }
+  EXPECT_NE(errors[1].find("e+20: the model takes normalised images"), std::string::npos) << errors[1];  // randn·1e20's largest
+}
+
 // tinyTrainState in float64 (model, bank and loss): training amplifies rounding differences (~10⁴× over 20
 // steps here), which in float32 would hide what the comparisons look at.
 train::TrainState float64TrainState(int64_t bankRows, ZMode zMode) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/memory_bank.h"
+#include "core/unit_rows.h"
 
 namespace {
 
@@ -54,10 +55,12 @@ TEST(MemoryBank, AnUpdateThatCancelsKeepsItsRow) {
   pirl::MemoryBank bank(6, 3, 2);
   const at::Tensor before = bank.rows().clone();
   const at::Tensor e = at::tensor({1.0f, 0.0f, 0.0f});
-  bank.update(at::tensor({1, 3}, at::kLong), at::stack({-before[1], e}), 0.5, pirl::IndexCheck::Check);
+  const at::Tensor idx = at::tensor({1, 3}, at::kLong), fHat = at::stack({-before[1], e});
+  bank.update(idx, fHat, 0.5, pirl::IndexCheck::Check);
   EXPECT_TRUE(at::equal(bank.rows()[1], before[1]));
-  const at::Tensor expected = (0.5 * before[3] + 0.5 * e) / (0.5 * before[3] + 0.5 * e).norm();
-  EXPECT_TRUE(at::allclose(bank.rows()[3], expected, 1e-6, 1e-6));
+  // Row 3 bit for bit as the rule before this one made it (normalised, zero rows left zero); the rest untouched.
+  EXPECT_TRUE(at::equal(bank.rows()[3], pirl::unitRows(0.5 * before.index_select(0, idx) + (1 - 0.5) * fHat)[1]));
+  for (const int64_t row : {0, 2, 4, 5}) EXPECT_TRUE(at::equal(bank.rows()[row], before[row])) << row;
   bank.update(at::tensor({2, 2}, at::kLong), at::stack({e, -e}), 0.0, pirl::IndexCheck::Check);
   EXPECT_TRUE(at::equal(bank.rows()[2], before[2]));
   EXPECT_NEAR(bank.rows().norm(2, 1).min().item<double>(), 1.0, 1e-6);

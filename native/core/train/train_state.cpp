@@ -316,7 +316,8 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
   const double overflowed = s[n + 1];  // ranks whose BatchNorm statistics did
   const double loss = s[0], norm = std::sqrt(s[n + 2 + ranks]) / scale;
   const bool finite = std::isfinite(loss) && std::isfinite(norm);
-  if (scaled && std::isfinite(loss) && !scaler_.update(finite)) {
+  if (scaled && std::isfinite(loss) && !finite) {  // fp16's overflow: skipped, the scale halved
+    scaler_.update(false);
     putBack(before);
     ++steps_;
     return {loss, s[1], s[2], norm, false, stop, replayed};
@@ -334,6 +335,7 @@ StepResult TrainState::step(const at::Tensor& images, const at::Tensor& patches,
                 ", though its loss (", asJs(loss), ") and gradients were finite: training stopped; the weights, BatchNorm's "
                 "statistics and the memory bank were not changed by this step", describeCause(images, patches, lr));
   }
+  if (scaled) scaler_.update(true);  // counted only once the step is taken: a refused one changes nothing
   // Z follows the batches whose steps are taken.
   if (n > 3) loss_.updateZ(s[3], s[4]);
   if (scaled) sgd_.scaleGradients(1.0 / scale);
