@@ -1,6 +1,6 @@
 // The NCE loss against the memory bank and the PIRL objective (docs/PIRL.md, "Loss").
 import { binding, type PirlLossHandle } from './binding';
-import { checkNumber, checkObject, nativeCall, rangeError, typeError } from './errors';
+import { checkNumber, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { resolveLossOptions, resolveNceOptions, type NceLossOptions, type PirlLossOptions, type ResolvedLossOptions } from './config';
 import { MemoryBank, indexTensor, type Indices } from './memoryBank';
 import { Tensor, handleOf } from './tensor';
@@ -85,7 +85,7 @@ export class PirlLoss {
 
   /** Restores Z from a checkpoint; refused while a compute() is in progress (it would change the Z that step uses). */
   setZ(z: { image: number; jigsaw: number }): void {
-    const { image, jigsaw } = checkObject('z', z);
+    const { image, jigsaw } = checkOptions('z', z, ['image', 'jigsaw']);
     this.handle.setZ(checkNumber('z.image', image), checkNumber('z.jigsaw', jigsaw));
   }
 }

@@ -1,7 +1,7 @@
 // PIRL's memory bank: one unit row m_y per training image (docs/PIRL.md, "Memory bank").
 import { binding, type MemoryBankHandle } from './binding';
 import { placementDevice, resolveBankMomentum, resolveMemoryBankOptions, type Device, type MemoryBankOptions, type Placement } from './config';
-import { checkInteger, checkObject, checkOptions, nativeCall, rangeError, typeError } from './errors';
+import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from './errors';
 import { MAX_ELEMENTS, Tensor, handleOf, int64Tensor } from './tensor';
 
 /** What a checkpoint stores to restore a bank exactly, sampling generator included. */
@@ -50,7 +50,7 @@ export class MemoryBank {
 
   /** @internal restore, its errors calling the two tensors by `names` (a checkpoint's: 'bank.rows', 'bank.generator'). */
   static async restoreNamed(state: MemoryBankState, placement: Placement, names: readonly [string, string]): Promise<MemoryBank> {
-    checkObject('state', state);
+    checkOptions('state', state, ['rows', 'generator']); // a misspelt key is said, not ignored
     const device = placementDevice(placement);
     const [rows, generator] = [handleOf(names[0], state.rows), handleOf(names[1], state.generator)];
     return new MemoryBank(await nativeCall(() => binding.restoreMemoryBank(rows, generator, device, ...names)));

@@ -207,6 +207,7 @@ describe('PirlLoss', () => {
     expect(done.zImage).toBeGreaterThan(0); // NCE's first step estimated it
     loss.setZ({ image: 2, jigsaw: 3 });
     expect(loss.z).toEqual({ image: 2, jigsaw: 3 });
+    expect(() => loss.setZ({ image: 2, jigsaw: 3, imageZ: 4 } as never)).toThrow(/^z\.imageZ is not an option; z takes image, jigsaw/);
   });
 
   test("the bank's own calls are refused while a compute on it is in flight (they ran between its reads: another loss, silently)", async () => {

@@ -103,6 +103,7 @@ describe('MemoryBank', () => {
     // Rows that are not unit rows (a file edited, another model's features) gave losses of no meaning: refused as update refuses them.
     await expect(MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, 0, 0, 1, 0, 3, 0, 0]), [2, 4]), generator })).rejects.toThrow(/^state\.rows must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 1 has norm 3; divide each row by its norm first$/);
     await expect(MemoryBank.restore({ rows: Tensor.zeros([3, 0]), generator })).rejects.toThrow(/^state\.rows must be N×D with N, D >= 1, got \[3, 0\]$/);
+    await expect(MemoryBank.restore({ ...bank.state(), seed: 3 } as never)).rejects.toThrow(/^state\.seed is not an option; state takes rows, generator$/);
     await expect(bank.update([1], Tensor.from(new Int32Array([0, 0, 0, 1]), [1, 4]))).rejects.toThrow(/^fHat must be a float tensor, got Int$/);
     const rows = Tensor.from(new Float32Array([0, 0, 0, 1]), [1, 4]);
     await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([4], { dtype: 'uint8' }) })).rejects.toThrow(/^state\.generator must be the \d+ bytes \(uint8\) of a bank's generator state, got Byte of shape \[4\]$/);
