@@ -107,6 +107,17 @@ describe('nceLoss matches a float64 JavaScript reference', () => {
     }
   });
 
+  test("InfoNCE's zUsed is the batch's estimate whatever z is given (it uses none); NCE's is the z given", async () => {
+    const bank = await MemoryBank.create({ size: 20, dim: 4, seed: 2 });
+    const x = Tensor.from(unitRows(2, 4), [2, 4]);
+    const negatives = await bank.sampleNegatives(2, 5);
+    for (const z of [undefined, 5]) {
+      const info = await nceLoss(x, bank, [0, 1], negatives, { mode: 'infonce', z });
+      expect({ z, zUsed: info.zUsed }).toEqual({ z, zUsed: info.zBatch });
+    }
+    expect((await nceLoss(x, bank, [0, 1], negatives, { mode: 'nce', z: 5 })).zUsed).toBe(5);
+  });
+
   test('argument errors name the argument', async () => {
     // Every bank row e2 and every x e1: each score is 0.
     const bank = await MemoryBank.restore({ rows: Tensor.from(new Float32Array(40).map((_, i) => (i % 4 === 1 ? 1 : 0)), [10, 4]), generator: (await MemoryBank.create({ size: 10, dim: 4 })).state().generator });

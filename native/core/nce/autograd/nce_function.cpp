@@ -42,8 +42,11 @@ FusedResult fused(const at::Tensor& x, const at::Tensor& bank, const at::Tensor&
   return fusedNceCpu(x, bank, positives, negatives, tau, mode, noise);
 }
 
-// Z as a 0-dim double where the scores are; `z` > 0 is a given Z.
-at::Tensor given(double z, const at::Tensor& like) { return at::scalar_tensor(z, like.options().dtype(at::kDouble)); }
+// The Z a loss used, a 0-dim double where the scores are: NCE's given one (`z` > 0), else this batch's estimate
+// (InfoNCE uses none: its estimate, for information, whatever z was given).
+at::Tensor zUsedOf(const Options& o, const at::Tensor& zBatch) {
+  return o.mode == Mode::Nce && o.z > 0 ? at::scalar_tensor(o.z, zBatch.options().dtype(at::kDouble)) : zBatch;
+}
 
 // Per-sample negatives: the one-pass kernel (two passes on the step that estimates Z).
 Forward perSample(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& positives,
@@ -61,7 +64,7 @@ Forward perSample(const at::Tensor& x, const at::Tensor& bank, const at::Tensor&
   const FusedResult r = fused(x, bank, positives, negatives, o.tau, o.mode, logNoise(K, z, N));
   // The estimating pass computed zBatch exactly; the loss pass derives it from its own terms.
   const at::Tensor zBatch = estimate ? zEstimate : r.expSum * static_cast<double>(N) / scores;
-  return {r.rowLoss.mean(), r.grad, o.z > 0 ? given(o.z, zBatch) : zBatch, zBatch};
+  return {r.rowLoss.mean(), r.grad, zUsedOf(o, zBatch), zBatch};
 }
 
 // Shared negatives: the B×(K+1) logits are one matrix product (1/τ folded into x); the loss and dL/ds are
@@ -90,11 +93,10 @@ Forward shared(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& po
     rows = lse - logits.select(1, 0);
     coef = at::softmax(logits, 1);
   }
-  const at::Tensor zUsed = o.z > 0 ? given(o.z, zBatch) : zBatch;
   coef.select(1, 0).sub_(1);  // d/ds_pos of both losses carries the −1 of the positive term
   const at::Tensor grad = (coef.select(1, 0).unsqueeze(1) * positiveRows + at::matmul(coef.narrow(1, 1, K), negativeRows)) /
                           (o.tau * static_cast<double>(B));
-  return {rows.mean(), grad, zUsed, zBatch};
+  return {rows.mean(), grad, zUsedOf(o, zBatch), zBatch};
 }
 
 struct NceFunction : public torch::autograd::Function<NceFunction> {
