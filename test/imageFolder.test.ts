@@ -152,6 +152,19 @@ describe('ImageFolder', () => {
       expect.stringMatching(/1 image\(s\) beside the class folders are not in a class and are left out/),
       `${dir}: 2 image(s) in subfolders of class folders are left out (${path.join('cats', 'kittens')}, ${path.join('cats', 'kittens', 'tiny')}; a class is one folder's own images)`,
     ]);
+    // A would-be class whose images are one level deeper, and an empty folder: no class, said (they vanished silently).
+    fs.rmSync(path.join(dir, 'loose.png'));
+    fs.rmSync(path.join(dir, 'cats', 'kittens'), { recursive: true });
+    fs.mkdirSync(path.join(dir, 'birds', '2019'), { recursive: true });
+    await raw(20, 20).png().toFile(path.join(dir, 'birds', '2019', 'b.png'));
+    fs.mkdirSync(path.join(dir, 'fish'));
+    warnings.length = 0;
+    const deeper = await ImageFolder.open(dir, { size: 8, onWarning: (m) => warnings.push(m) });
+    expect(deeper.classes).toEqual(['cats', 'dogs']);
+    expect(warnings).toEqual([
+      `${dir}: 1 image(s) in subfolders of folders that hold no images of their own are left out (${path.join('birds', '2019')}; a class is one folder's own images: move them up into the class folder)`,
+      `${dir}: 1 subfolder(s) hold no images and are no class (fish)`,
+    ]);
   });
 
   test('a folder with images of its own and subfolders of images: its layout must be said, then is followed', async () => {

@@ -376,9 +376,13 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
   let classes: string[] | null = null;
   let below = 0; // images in subfolders a flat read leaves out
   const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
+  const unlistedNames = new Set<string>();
   const perClassListing = await Promise.all(subdirs.map(async (d) => {
     const listing = await listedOrLeftOut(path.join(dir, d), listFiles, warnLeftOut);
-    if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
+    if (listing === null) {
+      unlisted.add(await fs.realpath(path.join(dir, d)));
+      unlistedNames.add(d);
+    }
     return listing ?? { images: [], others: [] };
   }));
   const perClass = perClassListing.map((l) => l.images);
@@ -401,6 +405,20 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     const holding: string[] = [];
     for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut, holding);
     if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (${someOf(dir, holding)}; a class is one folder's own images)`);
+    // Subfolders with no images of their own are no class: images deeper in them (c/2019/*.jpg) are left out, said, as
+    // are empty ones (a class of that name had vanished without a word).
+    const deeperHolding: string[] = [], empty: string[] = [];
+    let deeper = 0;
+    for (const d of subdirs.filter((_, i) => perClass[i].length === 0 && !unlistedNames.has(subdirs[i]))) {
+      const n = await nestedImages(path.join(dir, d), seen, warnLeftOut, deeperHolding);
+      if (n > 0) deeper += n;
+      else empty.push(path.join(dir, d));
+    }
+    if (deeper > 0) {
+      warnLeftOut(`${dir}: ${deeper} image(s) in subfolders of folders that hold no images of their own are left out (${someOf(dir, deeperHolding)}; ` +
+        "a class is one folder's own images: move them up into the class folder)");
+    }
+    if (empty.length > 0) warnLeftOut(`${dir}: ${empty.length} subfolder(s) hold no images and are no class (${someOf(dir, empty)})`);
   } else {
     files = own;
     // Every level below, not its subfolders' own images only.
