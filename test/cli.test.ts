@@ -659,6 +659,11 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--lr-update', 'hourly'], /--lr-update must be 'step' or 'epoch', got 'hourly'/);
     usage(['train', data, '--lr-update', 'epoch', '--warmup', '0.5'], /--warmup must be whole epochs with lrUpdate 'epoch' \(--lr-update epoch\), got '0.5'/);
     usage(['train', data, '--threads', '10000'], /--threads must be an integer in \[1, 256\], got '10000'/);
+    // An unset shell variable: refused (the run went to the current folder, the config was not read). A flag given
+    // twice takes its last value, as in most tools (defaults, then an override).
+    usage(['train', data, '--out', ''], /^pirl: --out needs a value, got '' \(an unset variable\?\)\n/);
+    usage(['train', data, '--config='], /^pirl: --config needs a value, got '' \(an unset variable\?\)\n/);
+    usage(['train', ''], /^pirl: argument 1 is empty \('': an unset variable\?\)\n/);
     // parseArgs's refusals, said as pirl's: the flag meant, a missing value, a switch given one (its word taken as data).
     usage(['train', data, '--epoch', '3'], /^pirl: unknown flag --epoch \(did you mean --epochs\?\)\n/);
     usage(['train', data, '--wdith', '0.5'], /^pirl: unknown flag --wdith \(did you mean --width\?\)\n/);

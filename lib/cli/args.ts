@@ -54,11 +54,6 @@ export function parseFlags(args: string[], flags: Flags, count: number | { atLea
   }
   const empty = parsed.positionals.indexOf('');
   if (empty >= 0) throw new UsageError(`argument ${empty + 1} is empty ('': an unset variable?)`);
-  // The last of two took effect, silently: which was meant is not known.
-  for (const name of [...strings, ...booleans]) {
-    const given = joined.filter((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-    if (given.length > 1) throw new UsageError(`--${name} is given ${given.length} times: give it once`);
-  }
   const n = parsed.positionals.length;
   if (typeof count === 'number' ? n !== count : n < count.atLeast) {
     // `--resume run/checkpoint.safetensors`: a switch given a value reads it as an argument, which the count alone hides.
