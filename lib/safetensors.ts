@@ -359,6 +359,11 @@ export async function writeViaTemporary(file: string, write: (tmp: string) => Pr
   }
 }
 
+/** `bytes` written to `file` atomically (a temporary file, then a rename): a failed write leaves the old file whole. */
+export async function writeFileAtomically(file: string, bytes: string | Uint8Array): Promise<void> {
+  await writeViaTemporary(file, (tmp) => fs.writeFile(tmp, bytes).catch((err: Error) => Promise.reject(errorFrom(`cannot write ${file}: ${err.message}`, err))));
+}
+
 /** The folder `file` goes in, made where missing; an error names `file` when it cannot be. */
 export async function makeFolderFor(file: string): Promise<void> {
   try {

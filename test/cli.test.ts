@@ -512,6 +512,16 @@ describe('pirl train / eval / embed / export', () => {
     const plain = train();
     expect({ status: plain.status, stderr: plain.stderr.split('\n')[0] }).toEqual({ status: 2, stderr: inUse });
     fs.rmSync(lock);
+    // Curves that cannot be written are said once and the run goes on (at an epoch's end a throw cost its checkpoint).
+    fs.rmSync(path.join(locked, 'curves.png'));
+    fs.mkdirSync(path.join(locked, 'curves.png', 'in-the-way'), { recursive: true });
+    const undrawn = train('--resume', '--epochs', '2');
+    expect(undrawn.status).toBe(0);
+    expect(undrawn.stderr.split('\n').filter((l) => l.includes('curves.png'))).toEqual([
+      `pirl: warning: cannot write ${path.join(locked, 'curves.png')}: it is a folder, not a regular file: give the path of a file to write (the training curves; the run goes on)`]);
+    expect(undrawn.stdout).toMatch(/to step 4 of 4/);
+    expect(undrawn.stdout).not.toMatch(/wrote .*curves\.png/);
+    fs.rmSync(path.join(locked, 'curves.png'), { recursive: true });
     // A flag's own mistake is said before what --out holds; a file given as --out is said as one, --resume or not.
     const flagFirst = train('--epoch-length', '0');
     expect(flagFirst.stderr.split('\n')[0]).toBe("pirl: --epoch-length must be an integer in [1, 9007199254740991], got '0'");

@@ -3,7 +3,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 
-import { writeViaTemporary } from '../safetensors';
+import { writeFileAtomically } from '../safetensors';
 import type { BatchLogs, EpochLogs } from '../train/trainer';
 
 const CSV_COLUMNS = ['time', 'epoch', 'step', 'loss', 'lossImage', 'lossJigsaw', 'lr', 'gradNorm', 'imagesPerSecond'] as const;
@@ -100,5 +100,5 @@ function parseLine(file: string, line: TextLine, last: boolean): Line | null {
 }
 
 async function replace(file: string, text: string): Promise<void> {
-  await writeViaTemporary(file, (tmp) => fs.writeFile(tmp, text));
+  await writeFileAtomically(file, text);
 }

@@ -2,6 +2,8 @@
 // and rendered by sharp.
 import sharp from 'sharp';
 
+import { writeFileAtomically } from '../safetensors';
+
 // [min, max] by a loop: spreading a long run's points into Math.min overflows the call stack.
 function extent(values: readonly number[]): [number, number] {
   let lo = Infinity, hi = -Infinity;
@@ -56,7 +58,7 @@ function panel(box: Box, title: string, xName: string, points: Array<[number, nu
  * ended at (dashed marks on the loss panel).
  */
 export async function writeCurves(file: string, loss: Array<[number, number]>, knn: Array<[number, number]>, epochEnds: readonly number[] = []): Promise<void> {
-  await sharp(Buffer.from(curvesSvg(loss, knn, epochEnds))).png().toFile(file);
+  await writeFileAtomically(file, await sharp(Buffer.from(curvesSvg(loss, knn, epochEnds))).png().toBuffer());
 }
 
 /** The curves' SVG (writeCurves' drawing, before it is rendered). */

@@ -481,6 +481,13 @@ export async function train(args: string[]): Promise<number | void> {
   const lossCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'batch' ? [[l.step, l.loss] as [number, number]] : []));
   const knnCurve: Array<[number, number]> = logged.flatMap((l) => (l.type === 'epoch' && l.knn !== undefined ? [[l.epoch + 1, l.knn] as [number, number]] : []));
   const epochEnds: number[] = logged.flatMap((l) => (l.type === 'epoch' ? [(l.epoch + 1) * trainer.stepsPerEpoch] : []));
+  // A picture of the metrics file: one that cannot be written is said once, and the run goes on (at an epoch's end a
+  // throw cost the epoch's checkpoint).
+  let curvesFailed = false;
+  const drawCurves = () => writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds).catch((err: Error) => {
+    if (!curvesFailed) console.error(`pirl: warning: ${err.message} (the training curves; the run goes on)`);
+    curvesFailed = true;
+  });
   const progress = new Progress();
   const started = Date.now();
   const firstStep = trainer.progress.step; // a resumed run has done steps before this process
@@ -542,7 +549,7 @@ export async function train(args: string[]): Promise<number | void> {
         progress.update(`epoch ${l.epoch + 1}/${trainer.config.epochs} loss ${l.loss.toFixed(4)}${Number.isNaN(l.imagesPerSecond) ? '' : ` ${rate(l.imagesPerSecond)} img/s`}${knn === undefined ? '' : ` kNN top-1 ${(knn * 100).toFixed(2)}%`}`, true);
         await log.epoch({ ...l, knn });
         epochEnds.push(trainer.progress.step);
-        await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds);
+        await drawCurves();
       },
     },
   }).catch(async (err: Error) => {
@@ -556,7 +563,7 @@ export async function train(args: string[]): Promise<number | void> {
   });
   signals.detach(); // trained: what is left is written atomically, and a signal now quits
   await trainer.model.save(path.join(out, 'model.safetensors'));
-  await writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds); // a run stopped mid-epoch, or resumed complete, too
+  await drawCurves(); // a run stopped mid-epoch, or resumed complete, too
   const steps = trainer.progress.step - firstStep;
   if (steps === 0 && trainer.progress.epoch >= trainer.config.epochs) console.log(`the run in ${out} was already complete (${trainer.config.epochs} epochs): nothing to train (--epochs N, more than ${trainer.config.epochs}, trains it on)`);
   const skipped = steps - taken > 0 ? ` (${steps - taken} skipped: their batches held no readable image)` : '';
@@ -573,7 +580,7 @@ export async function train(args: string[]): Promise<number | void> {
   const after = await Promise.all(updated.map(modified));
   const changed = updated.filter((_, i) => after[i] !== null && after[i] !== before[i]);
   const curves = path.join(out, 'curves.png');
-  const drawn = await fs.access(curves).then(() => [curves], () => []); // none of a run that logged nothing
+  const drawn = curvesFailed ? [] : await fs.access(curves).then(() => [curves], () => []); // none of a run that logged nothing
   console.log(`wrote ${[path.join(out, 'model.safetensors'), ...changed, ...drawn].join(', ')}`);
   const code = stoppedCode();
   if (code !== undefined && signals.code() === undefined) console.error('pirl: stopped with the other ranks: one of them was told to stop (a signal reached it)');

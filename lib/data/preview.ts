@@ -5,6 +5,7 @@ import sharp, { type OverlayOptions } from 'sharp';
 import { normalization } from '../config';
 import { JIGSAW_CELLS, JIGSAW_PATCHES, patchCell } from './jigsaw';
 import { disposeBatch, type Loader, type PirlBatch } from './loader';
+import { writeFileAtomically } from '../safetensors';
 
 const GAP = 2;
 
@@ -74,5 +75,6 @@ async function drawPreview(batch: PirlBatch, loader: Loader, file: string, scale
     .composite(layers)
     .png()
     .toBuffer();
-  await sharp(canvas).resize(width * scale, rows * rowHeight * scale, { kernel: 'nearest' }).png().toFile(file);
+  // Atomically: a full disk left a truncated PNG in place of an earlier preview, and libvips' words.
+  await writeFileAtomically(file, await sharp(canvas).resize(width * scale, rows * rowHeight * scale, { kernel: 'nearest' }).png().toBuffer());
 }
