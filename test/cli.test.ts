@@ -256,8 +256,11 @@ describe('pirl train / eval / embed / export', () => {
     fs.copyFileSync(path.join(data, 'dark', '1.png'), path.join(mixed, 'a.png'));
     fs.writeFileSync(path.join(mixed, 'b.png'), 'not an image');
     fs.copyFileSync(path.join(data, 'dark', '2.png'), path.join(mixed, 'c.png'));
+    // A link to nothing is a line of its own too (it ended the search).
+    fs.symlinkSync(path.join(dir, 'gone.png'), path.join(mixed, 'b2.png'));
     const inOrder = run(['search', model, features, mixed]).trim().split('\n').map((l) => JSON.parse(l));
-    expect(inOrder.map((l) => [path.basename(l.query), l.error === undefined])).toEqual([['a.png', true], ['b.png', false], ['c.png', true]]);
+    expect(inOrder.map((l) => [path.basename(l.query), l.error ?? true])).toEqual([['a.png', true], ['b.png', expect.any(String)], ['b2.png', 'no such file'], ['c.png', true]]);
+    fs.rmSync(path.join(mixed, 'b2.png'));
     // --max-pixels: an image of more pixels (24² = 576 here) is left out undecoded, its line saying why.
     fs.writeFileSync(path.join(mixed, 'notes.txt'), 'no image');
     const limitedRun = spawnSync(process.execPath, [cli, 'search', model, features, mixed, '--max-pixels', '575'], { encoding: 'utf8' });

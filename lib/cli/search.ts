@@ -4,7 +4,7 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 
 import type { EmbedLayer } from '../config';
-import { AmbiguousLayoutError, ImageFolder, type FolderLayout } from '../data/imageFolder';
+import { AmbiguousLayoutError, ImageFolder, unopenable, type FolderLayout } from '../data/imageFolder';
 import { embedImages, weightsDigest, type ImageFeatures } from '../eval/embed';
 import { featureOptionsFor, nearestNeighbours } from '../eval/knn';
 import { checkInteger, errorFrom } from '../errors';
@@ -111,10 +111,14 @@ export async function search(args: string[]): Promise<void | number> {
   const counted = progress.images('query images');
   for (let start = 0; start < images.length; start += chunk) {
     const batch = images.slice(start, start + chunk);
-    const found = await lines(await embedImages(model, batch, {
+    // A folder's file that cannot be opened by its name (a link to nothing, a name not UTF-8) is an error line, as an
+    // undecodable one is, not the end of the search.
+    const problems = await unopenable(batch);
+    const openable = batch.filter((_, j) => problems[j] === null);
+    const found = openable.length === 0 ? new Map<string, string>() : await lines(await embedImages(model, openable, {
       layer: catalogue.layer, size: catalogue.size, ...decoding, onProgress: (done: number) => counted(start + done, images.length),
     }));
-    for (const file of batch) console.log(found.get(file));
+    batch.forEach((file, j) => console.log(found.get(file) ?? JSON.stringify({ query: path.resolve(file), error: problems[j]!.why })));
   }
   // Every query an error line: a script reading the exit status alone would have taken them for answers.
   if (answered === 0) {

@@ -104,6 +104,17 @@ function notUtf8(name: string): string | null {
   return name.includes('\uFFFD') ? 'its name is not valid UTF-8, which pirl cannot open: rename it (e.g. convmv -f latin1 -t utf8 -r --notest DIR)' : null;
 }
 
+/**
+ * @internal Why each of `files` cannot be opened as an image file by its name, or null: missing (a link to nothing), a name
+ * not UTF-8, the stat's error (`cause`); or not a file (no cause).
+ */
+export async function unopenable(files: readonly string[]): Promise<Array<{ why: string; cause?: Error } | null>> {
+  return (await statAll(files)).map((stat, j) => {
+    if (stat instanceof Error) return { why: notUtf8(files[j]) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message), cause: stat };
+    return stat.isFile() ? null : { why: 'not a file' };
+  });
+}
+
 // Formats by their first bytes: what an undecodable file is.
 const SIGNATURES: Array<[string, (b: Buffer) => boolean]> = [
   ['JPEG', (b) => b[0] === 0xff && b[1] === 0xd8],
@@ -587,15 +598,13 @@ export class ImageFolder implements Dataset {
     checkFunctions('options', checkOptions('options', options, DECODE_OPTIONS), ['onWarning']);
     const { size, maxPixels, warn } = decoding(options);
     const paths = inputs.map((input, i) => ({ file: input, i })).filter((p): p is { file: string; i: number } => typeof p.file === 'string');
-    (await statAll(paths.map((p) => p.file))).forEach((stat, j) => {
+    (await unopenable(paths.map((p) => p.file))).forEach((problem, j) => {
+      if (!problem) return;
       const { file, i } = paths[j];
-      if (stat instanceof Error) {
-        const why = notUtf8(file) ?? ((stat as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : stat.message);
-        throw errorFrom(`${file}: ${why} (${name}[${i}])`, stat); // its code (ENOENT) kept, as a model file's is
-      }
+      if (problem.cause) throw errorFrom(`${file}: ${problem.why} (${name}[${i}])`, problem.cause); // its code (ENOENT) kept, as a model file's is
       // The folder's own images are one call away: embedImages takes the folder itself, a data set ImageFolder.open.
       const folderCall = name === 'images' ? 'embedImages(model, folder)' : 'ImageFolder.open';
-      if (!stat.isFile()) throw new Error(`${file}: not a file (${name}[${i}]; a folder's images: ${folderCall})`);
+      throw new Error(`${file}: not a file (${name}[${i}]; a folder's images: ${folderCall})`);
     });
     const resolved = paths.map((p) => path.resolve(p.file));
     let dir = resolved.length > 0 ? path.dirname(resolved[0]) : process.cwd();
