@@ -19,6 +19,11 @@ export interface HeldLock {
   release(): Promise<void>;
 }
 
+/** Whether `err` (of takeLock) says its folder cannot be written by this process: a permission or a read-only mount. */
+export function unwritable(err: unknown): err is NodeJS.ErrnoException {
+  return ['EACCES', 'EPERM', 'EROFS'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+}
+
 /** `lock` taken (`held`), or who holds it: "HOST pid N", null while its holder has yet to write its name. */
 export async function takeLock(lock: string): Promise<{ held: HeldLock } | { holder: string | null }> {
   for (;;) {

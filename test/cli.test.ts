@@ -677,6 +677,12 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--out', ''], /^pirl: --out needs a value, got '' \(an unset variable\?\)\n/);
     usage(['train', data, '--config='], /^pirl: --config needs a value, got '' \(an unset variable\?\)\n/);
     usage(['train', ''], /^pirl: argument 1 is empty \('': an unset variable\?\)\n/);
+    // A folder this process cannot write (sysfs refuses new files, to root too): the flag named, not a lock file's raw error.
+    if (fs.existsSync('/sys/kernel')) {
+      usage(['train', data, '--out', '/sys', '--epochs', '1'], /^pirl: --out \/sys: cannot write there \((EACCES|EPERM|EROFS)\): give an --out you can write\n/);
+      usage(['train', data, '--out', path.join(dir, 'sys-cache'), '--cache', '/sys/c.bin', '--epochs', '1'],
+        /^pirl: --cache must be a path in a folder this process can write \((EACCES|EPERM|EROFS) there\), got '\/sys\/c\.bin'\n/);
+    }
     // parseArgs's refusals, said as pirl's: the flag meant, a missing value, a switch given one (its word taken as data).
     usage(['train', data, '--epoch', '3'], /^pirl: unknown flag --epoch \(did you mean --epochs\?\)\n/);
     usage(['train', data, '--wdith', '0.5'], /^pirl: unknown flag --wdith \(did you mean --width\?\)\n/);

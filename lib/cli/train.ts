@@ -13,7 +13,7 @@ import { ImageFolder } from '../data/imageFolder';
 import { checkInteger, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { atExit } from '../exitActions';
-import { takeLock } from '../lockFile';
+import { takeLock, unwritable } from '../lockFile';
 import { readSafetensorsMetadata } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
@@ -278,7 +278,10 @@ const locked = new Set<string>();
 /** One run at a time in `out` (its run.lock, held until this process exits): two interleaved their metrics and checkpoints. */
 async function lockRun(out: string): Promise<void> {
   if (locked.has(path.resolve(out))) return;
-  const taken = await takeLock(path.join(out, 'run.lock'));
+  const taken = await takeLock(path.join(out, 'run.lock')).catch((err: unknown) => {
+    // Said as the flag's (it was the lock file's raw error).
+    throw unwritable(err) ? new UsageError(`--out ${out}: cannot write there (${err.code}): give an --out you can write`) : err;
+  });
   if ('holder' in taken) throw new UsageError(`${out} is in use by another run (${taken.holder ?? 'one starting'}): wait for it to end, or give another --out`);
   locked.add(path.resolve(out)); // freed when this process exits or quits (lockFile.ts)
 }

@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
 import { describeStart, openRegular } from '../folders';
-import { takeLock } from '../lockFile';
+import { takeLock, unwritable } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import { LISTED_PLACES, Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
@@ -500,7 +500,10 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   const waitingSince = Date.now();
   let said = false;
   for (;;) {
-    const taken = await takeLock(lock);
+    const taken = await takeLock(lock).catch((err: unknown) => {
+      // Said as the option's (it was the lock file's raw error).
+      throw unwritable(err) ? rangeError('options.cache', `a path in a folder this process can write (${err.code} there)`, file) : err;
+    });
     if ('held' in taken) {
       try {
         await removeStaleTemporaries(file); // of builders killed midway (Ctrl-C), which no one else removes
