@@ -786,6 +786,11 @@ describe('pirl train / eval / embed / export', () => {
     const ranks = spawnSync(process.execPath, [cli, 'train', data, '--nproc', '2', '--batch', '60000', '--out', path.join(dir, 'ranks')], { encoding: 'utf8' });
     expect({ status: ranks.status, said: ranks.stderr.match(/--batch must be at most/g)?.length, usage: ranks.stderr.match(/^\(pirl train --help: its options\)$/gm)?.length })
       .toEqual({ status: 2, said: 1, usage: 1 });
+    // More CPU ranks than cores is warned of before they start (each a process of its own libtorch, contending).
+    const cores = os.availableParallelism();
+    const crowded = spawnSync(process.execPath, [cli, 'train', data, '--nproc', String(cores + 1), '--batch', '60000', '--out', path.join(dir, 'ranks')], { encoding: 'utf8' });
+    expect(crowded.stderr.split('\n').filter((l) => l.includes('--nproc'))).toEqual([
+      `pirl: warning: --nproc ${cores + 1} on ${cores} cores: each rank gets less than a core and they contend (one rank per core at most trains fastest)`]);
     const mixed = path.join(dir, 'mixed');
     fs.mkdirSync(path.join(mixed, 'thumbs'), { recursive: true });
     for (const f of ['0.png', path.join('thumbs', '0.png')]) fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(mixed, f));

@@ -440,7 +440,10 @@ export async function train(args: string[]): Promise<number | void> {
   if (nproc > 1) {
     if (distributed) throw new UsageError('--nproc starts the ranks itself: do not combine it with a launcher that sets WORLD_SIZE (torchrun)');
     if (values['cuda-graphs']) throw new UsageError('--cuda-graphs: not in a data-parallel run (--nproc); its gradient all-reduce is driven from the host');
-    runFlags(values); // --device and --threads checked here as each rank will, said once
+    const { device } = runFlags(values); // --device and --threads checked here as each rank will, said once
+    // Each rank a process with its own libtorch (~100 MB): more than the cores only contend (100 ranks on 2 cores took 40 s and 7 GB to start).
+    const cores = os.availableParallelism();
+    if (device === 'cpu' && nproc > cores) console.error(`pirl: warning: --nproc ${nproc} on ${cores} cores: each rank gets less than a core and they contend (one rank per core at most trains fastest)`);
     const i = args.indexOf('--nproc');
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
     return launchLocalRanks(nproc, ['train', ...rest]);
