@@ -165,7 +165,10 @@ describe('pirl train / eval / embed / export', () => {
     expect(evaluation.knnTop1).toBeLessThanOrEqual(1);
     expect([evaluation.train, evaluation.test]).toEqual([16, 4]);
     expect(held.stderr).toContain("pirl: --k 200 is more than the 16 images that voted (--data's four fifths): each test image was voted on by all 16");
-    const itself = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', data, '--size', '16'], { encoding: 'utf8' });
+    // Through a link to it, too (compared by real paths).
+    const linked = path.join(dir, 'data-link');
+    fs.symlinkSync(data, linked);
+    const itself = spawnSync(process.execPath, [cli, 'eval', model, '--data', data, '--test', linked, '--size', '16'], { encoding: 'utf8' });
     expect(JSON.parse(itself.stdout.trim()).test).toBe(20);
     expect(itself.stderr).toContain('pirl: warning: --test is --data: every test image votes for itself');
     expect(itself.stderr).toContain('pirl: --k 200 is more than the 20 images that voted (--data): each test image was voted on by all 20');
