@@ -680,6 +680,11 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '--out', ''], /^pirl: --out needs a value, got '' \(an unset variable\?\)\n/);
     usage(['train', data, '--config='], /^pirl: --config needs a value, got '' \(an unset variable\?\)\n/);
     usage(['train', ''], /^pirl: argument 1 is empty \('': an unset variable\?\)\n/);
+    // A --cache that is the run's folder or one of its files, refused before the cache is built (the run took it for a run).
+    const cacheRun = path.join(dir, 'cache-run');
+    usage(['train', data, '--out', cacheRun, '--cache', path.join(cacheRun, 'checkpoint.safetensors')], /^pirl: --cache .*checkpoint\.safetensors is the run's own checkpoint\.safetensors in --out: give --cache another name\n/);
+    usage(['train', data, '--out', cacheRun, '--cache', cacheRun], /^pirl: --cache .*cache-run is --out: the run's folder cannot be its cache file; give --cache another path\n/);
+    expect(fs.existsSync(cacheRun)).toBe(false);
     // A folder this process cannot write (sysfs refuses new files, to root too): the flag named, not a lock file's raw error.
     if (fs.existsSync('/sys/kernel')) {
       usage(['train', data, '--out', '/sys', '--epochs', '1'], /^pirl: --out \/sys: cannot write there \((EACCES|EPERM|EROFS)\): give an --out you can write\n/);

@@ -365,6 +365,12 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   await checkOutsideData('--out', out, spec, values.out === undefined);
   const outStat = await fs.stat(out).catch(() => null);
   if (outStat !== null && !outStat.isDirectory()) throw new UsageError(`--out ${out}: it is a file, not a folder (a run's folder)`);
+  // Before the cache is built: the run would take it for a run of its own, or --force write its checkpoint over it.
+  if (typeof values.cache === 'string') {
+    const cache = path.resolve(values.cache), own = [...RUN_FILES, 'curves.png', 'run.lock'].find((f) => path.resolve(out, f) === cache);
+    if (cache === path.resolve(out)) throw new UsageError(`--cache ${values.cache} is --out: the run's folder cannot be its cache file; give --cache another path`);
+    if (own) throw new UsageError(`--cache ${values.cache} is the run's own ${own} in --out: give --cache another name`);
+  }
   // A run in progress there is said first: what it holds, and --resume or --force, are not this command's to weigh.
   if (main && outStat !== null) await lockRun(out);
   const checkpoint = path.join(out, 'checkpoint.safetensors');
