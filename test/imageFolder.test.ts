@@ -165,6 +165,19 @@ describe('ImageFolder', () => {
       `${dir}: 1 image(s) in subfolders of folders that hold no images of their own are left out (${path.join('birds', '2019')}; a class is one folder's own images: move them up into the class folder)`,
       `${dir}: 1 subfolder(s) hold no images and are no class (fish)`,
     ]);
+    // Not walked: links out of the data folder (to /, to ..) and to a class, nor the cache's folder; files of other
+    // extensions are said as such.
+    fs.symlinkSync('/', path.join(dir, 'root'));
+    fs.symlinkSync('..', path.join(dir, 'up'));
+    fs.symlinkSync(path.join(dir, 'cats'), path.join(dir, 'felines'));
+    fs.writeFileSync(path.join(dir, 'fish', 'notes.txt'), 'no image');
+    fs.mkdirSync(path.join(dir, 'cache'));
+    warnings.length = 0;
+    const walked = await ImageFolder.open(dir, { size: 8, cache: path.join(dir, 'cache', 'c.bin'), onWarning: (m) => warnings.push(m) });
+    expect(walked.classes).toEqual(['cats', 'dogs', 'felines']);
+    expect(warnings.filter((w) => !w.includes('subfolders of folders'))).toEqual([
+      `${dir}: 1 subfolder(s) hold no images and are no class (fish (1 file(s) without an image extension))`,
+    ]);
   });
 
   test('a folder with images of its own and subfolders of images: its layout must be said, then is followed', async () => {

@@ -118,7 +118,8 @@ export async function search(args: string[]): Promise<void | number> {
     const found = openable.length === 0 ? new Map<string, string>() : await lines(await embedImages(model, openable, {
       layer: catalogue.layer, size: catalogue.size, ...decoding, onProgress: (done: number) => counted(start + done, images.length),
     }));
-    batch.forEach((file, j) => console.log(found.get(file) ?? JSON.stringify({ query: path.resolve(file), error: problems[j]!.why })));
+    batch.forEach((file, j) => console.log(found.get(file) ?? JSON.stringify({ query: path.resolve(file), error: problems[j]?.why ?? 'not embedded' })));
+    counted(start + batch.length, images.length); // the unopenable ones too: the count reaches its total
   }
   // Every query an error line: a script reading the exit status alone would have taken them for answers.
   if (answered === 0) {

@@ -365,11 +365,15 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   await checkOutsideData('--out', out, spec, values.out === undefined);
   const outStat = await fs.stat(out).catch(() => null);
   if (outStat !== null && !outStat.isDirectory()) throw new UsageError(`--out ${out}: it is a file, not a folder (a run's folder)`);
-  // Before the cache is built: the run would take it for a run of its own, or --force write its checkpoint over it.
+  // Before the cache is built: the run would take it for a run of its own, --force write its checkpoint over it, or its
+  // lock (FILE.lock) be the run's (the run waited on itself). By real paths: a link to --out is --out.
   if (typeof values.cache === 'string') {
-    const cache = path.resolve(values.cache), own = [...RUN_FILES, 'curves.png', 'run.lock'].find((f) => path.resolve(out, f) === cache);
-    if (cache === path.resolve(out)) throw new UsageError(`--cache ${values.cache} is --out: the run's folder cannot be its cache file; give --cache another path`);
+    const real = async (p: string) => path.join(await fs.realpath(path.dirname(path.resolve(p))).catch(() => path.dirname(path.resolve(p))), path.basename(p));
+    const [cache, outReal] = [await real(values.cache), await real(out)];
+    const own = [...RUN_FILES, 'curves.png', 'run.lock'].find((f) => cache === path.join(outReal, f));
+    if (cache === outReal || (await fs.realpath(cache).catch(() => null)) === outReal) throw new UsageError(`--cache ${values.cache} is --out: the run's folder cannot be its cache file; give --cache another path`);
     if (own) throw new UsageError(`--cache ${values.cache} is the run's own ${own} in --out: give --cache another name`);
+    if (`${cache}.lock` === path.join(outReal, 'run.lock')) throw new UsageError(`--cache ${values.cache}: its lock, ${values.cache}.lock, would be the run's own run.lock in --out: give --cache another name`);
   }
   // A run in progress there is said first: what it holds, and --resume or --force, are not this command's to weigh.
   if (main && outStat !== null) await lockRun(out);
@@ -446,10 +450,11 @@ export async function train(args: string[]): Promise<number | void> {
   if (nproc > 1) {
     if (distributed) throw new UsageError('--nproc starts the ranks itself: do not combine it with a launcher that sets WORLD_SIZE (torchrun)');
     if (values['cuda-graphs']) throw new UsageError('--cuda-graphs: not in a data-parallel run (--nproc); its gradient all-reduce is driven from the host');
-    const { device } = runFlags(values); // --device and --threads checked here as each rank will, said once
-    // Each rank a process with its own libtorch (~100 MB): more than the cores only contend (100 ranks on 2 cores took 40 s and 7 GB to start).
+    runFlags(values); // --device and --threads checked here as each rank will, said once
+    // Each rank a process with its own libtorch (~100 MB) and its own loader: more than the cores only contend (100 ranks
+    // on 2 cores took 40 s and 7 GB to start), on the CPU or beside GPUs.
     const cores = os.availableParallelism();
-    if (device === 'cpu' && nproc > cores) console.error(`pirl: warning: --nproc ${nproc} on ${cores} cores: each rank gets less than a core and they contend (one rank per core at most trains fastest)`);
+    if (nproc > cores) console.error(`pirl: warning: --nproc ${nproc} on ${cores} cores: each rank gets less than a core and they contend (one rank per core at most trains fastest)`);
     const i = args.indexOf('--nproc');
     const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args.filter((a) => !a.startsWith('--nproc='));
     return launchLocalRanks(nproc, ['train', ...rest]);
@@ -495,10 +500,11 @@ export async function train(args: string[]): Promise<number | void> {
   const epochEnds: number[] = logged.flatMap((l) => (l.type === 'epoch' ? [(l.epoch + 1) * trainer.stepsPerEpoch] : []));
   // A picture of the metrics file: one that cannot be written is said once, and the run goes on (at an epoch's end a
   // throw cost the epoch's checkpoint).
-  let curvesFailed = false;
-  const drawCurves = () => writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds).catch((err: Error) => {
-    if (!curvesFailed) console.error(`pirl: warning: ${err.message} (the training curves; the run goes on)`);
-    curvesFailed = true;
+  let curvesWarned = false, curvesDrawn = true;
+  const drawCurves = () => writeCurves(path.join(out, 'curves.png'), lossCurve, knnCurve, epochEnds).then(() => void (curvesDrawn = true), (err: Error) => {
+    if (!curvesWarned) console.error(`pirl: warning: ${err.message} (the training curves, not drawn: training is not affected)`);
+    curvesWarned = true;
+    curvesDrawn = false;
   });
   const progress = new Progress();
   const started = Date.now();
@@ -592,7 +598,7 @@ export async function train(args: string[]): Promise<number | void> {
   const after = await Promise.all(updated.map(modified));
   const changed = updated.filter((_, i) => after[i] !== null && after[i] !== before[i]);
   const curves = path.join(out, 'curves.png');
-  const drawn = curvesFailed ? [] : await fs.access(curves).then(() => [curves], () => []); // none of a run that logged nothing
+  const drawn = curvesDrawn ? await fs.access(curves).then(() => [curves], () => []) : []; // none of a run that logged nothing
   console.log(`wrote ${[path.join(out, 'model.safetensors'), ...changed, ...drawn].join(', ')}`);
   const code = stoppedCode();
   if (code !== undefined && signals.code() === undefined) console.error('pirl: stopped with the other ranks: one of them was told to stop (a signal reached it)');

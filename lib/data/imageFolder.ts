@@ -417,13 +417,22 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut, holding);
     if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (${someOf(dir, holding)}; a class is one folder's own images)`);
     // Subfolders with no images of their own are no class: images deeper in them (c/2019/*.jpg) are left out, said, as
-    // are empty ones (a class of that name had vanished without a word).
+    // are folders of no images (a class of that name had vanished without a word). Walked only inside the data folder
+    // (not through a link to / or ..), and not the cache's folder.
+    const realDir = await fs.realpath(dir);
+    const cacheDir = cache === null ? null : await fs.realpath(path.dirname(path.resolve(cache))).catch(() => null);
     const deeperHolding: string[] = [], empty: string[] = [];
     let deeper = 0;
-    for (const d of subdirs.filter((_, i) => perClass[i].length === 0 && !unlistedNames.has(subdirs[i]))) {
-      const n = await nestedImages(path.join(dir, d), seen, warnLeftOut, deeperHolding);
+    for (const [i, d] of subdirs.entries()) {
+      if (perClass[i].length > 0 || unlistedNames.has(d)) continue;
+      const sub = path.join(dir, d);
+      const real = await fs.realpath(sub).catch(() => null);
+      const holdsCache = cacheDir !== null && real !== null && (cacheDir === real || cacheDir.startsWith(real + path.sep));
+      if (real === null || seen.has(real) || !real.startsWith(realDir + path.sep) || holdsCache) continue;
+      const n = await nestedImages(sub, seen, warnLeftOut, deeperHolding, realDir).catch(() => 0);
+      const others = perClassListing[i].others.length;
       if (n > 0) deeper += n;
-      else empty.push(path.join(dir, d));
+      else empty.push(others > 0 ? `${sub} (${others} file(s) without an image extension)` : sub);
     }
     if (deeper > 0) {
       warnLeftOut(`${dir}: ${deeper} image(s) in subfolders of folders that hold no images of their own are left out (${someOf(dir, deeperHolding)}; ` +
@@ -502,7 +511,7 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   for (;;) {
     const taken = await takeLock(lock).catch((err: unknown) => {
       // Said as the option's (it was the lock file's raw error).
-      throw unwritable(err) ? rangeError('options.cache', `a path in a folder this process can write (${err.code} there)`, file) : err;
+      throw unwritable(err) ? Object.assign(rangeError('options.cache', `a path in a folder this process can write (${err.code} there)`, file), { code: err.code }) : err;
     });
     if ('held' in taken) {
       try {

@@ -76,7 +76,8 @@ Result nceLossReference(const at::Tensor& x, const at::Tensor& bank, const at::T
   } else {
     loss = at::cross_entropy_loss(logits, at::zeros({B}, index.options()));
   }
-  return {loss, at::scalar_tensor(z, zBatch.options()), zBatch};
+  // InfoNCE uses no Z: its zUsed is the estimate, whatever z was given.
+  return {loss, o.mode == Mode::Nce ? at::scalar_tensor(z, zBatch.options()) : zBatch, zBatch};
 }
 
 }  // namespace pirl::nce
