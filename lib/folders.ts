@@ -29,6 +29,15 @@ export async function makeFolder(dir: string): Promise<void> {
   }
 }
 
+/** `p` resolved, its links followed as far as it exists (the rest, to be made, appended as given). */
+export async function realPathOf(p: string): Promise<string> {
+  const resolved = path.resolve(p);
+  const real = await fs.realpath(resolved).catch(() => null);
+  if (real !== null) return real;
+  const parent = path.dirname(resolved);
+  return parent === resolved ? resolved : path.join(await realPathOf(parent), path.basename(resolved));
+}
+
 /**
  * `file` opened for reading without blocking (a FIFO's open waits for a writer forever); unless it is a regular file it
  * is closed and `notRegular()` thrown. Errors of the open itself are the system's.

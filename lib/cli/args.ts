@@ -9,7 +9,7 @@ import { MAX_IMAGE_SIDE, folderImageSize, resolveRunOptions, type ResolvedRunOpt
 import { IdxDataset, holdOut, type Dataset } from '../data/datasets';
 import { AmbiguousLayoutError, DEFAULT_LAYOUT, FOLDER_LAYOUTS, ImageFolder, SHARP_MAX_PIXELS, sampleFiles, type FolderLayout } from '../data/imageFolder';
 import { checkInteger, checkObject, checkOneOf, errorFrom, isArgumentError, nearest } from '../errors';
-import { makeFolder, openRegular } from '../folders';
+import { makeFolder, openRegular, realPathOf } from '../folders';
 import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
 import { setNumThreads } from '../runtime';
@@ -222,18 +222,10 @@ export async function openData(spec: string, size: number, values: FlagValues, s
   }
 }
 
-// A path with its symlinks resolved as far as it exists (the rest, to be made, appended as given).
-async function realPath(p: string): Promise<string> {
-  const real = await fs.realpath(p).catch(() => null);
-  if (real !== null) return real;
-  const parent = path.dirname(p);
-  return parent === p ? p : path.join(await realPath(parent), path.basename(p));
-}
-
 /** `flag`'s path outside the data folder `spec`: what pirl writes there (a run's curves.png, a preview) would be read as its images next time. */
 export async function checkOutsideData(flag: string, target: string, spec: string, defaulted = false): Promise<void> {
   if (spec === 'fashion-mnist') return;
-  const [data, written] = await Promise.all([realPath(path.resolve(spec)), realPath(path.resolve(target))]);
+  const [data, written] = await Promise.all([realPathOf(spec), realPathOf(target)]);
   const relative = path.relative(data, written);
   if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) return;
   throw new UsageError(`${flag} ${target}${defaulted ? ' (the default)' : ''} is inside the data folder ${spec}: what pirl writes there would be read as its images next time; give ${flag} outside it`);
@@ -336,9 +328,9 @@ export async function outputFile(file: string, extension?: string, replacing?: {
 // Trained work is not lost to a slip of --out: never the command's own input (its --cache too, not made yet), a model or
 // checkpoint only with --force.
 async function checkReplaceable(file: string, exists: boolean, inputs: string[], force: boolean): Promise<void> {
-  const target = await realPath(path.resolve(file));
+  const target = await realPathOf(file);
   for (const input of inputs) {
-    if ((await realPath(path.resolve(input))) === target) throw new UsageError(`--out ${file} is the file this command reads (${input}): give another file`);
+    if ((await realPathOf(input)) === target) throw new UsageError(`--out ${file} is the file this command reads (${input}): give another file`);
   }
   if (!exists) return;
   const metadata = await readSafetensorsMetadata(file).catch(() => ({} as Record<string, string>));

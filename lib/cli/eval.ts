@@ -1,11 +1,9 @@
 // `pirl eval`: the weighted-kNN top-1 of a saved model's trunk (and with --linear-probe, the probe's).
-import { promises as fs } from 'fs';
-import * as path from 'path';
-
 import { EVAL_SIZE, KNN_DEFAULTS, resolveKnnOptions } from '../config';
 import { evaluateTrunk, featureOptionsFor } from '../eval/knn';
 import { PirlModel } from '../model';
 import { describe, isArgumentError } from '../errors';
+import { realPathOf } from '../folders';
 import { UsageError, applyRunFlags, asFlags, knnSplit, largestClass, openData, optionsFromFlags, parseFlags, unreadableIn, unreadableOf, warnOfSize, type Flags } from './args';
 import { Progress } from './progress';
 
@@ -29,8 +27,7 @@ export async function evaluate(args: string[]): Promise<void> {
   const spec = typeof values.data === 'string' ? values.data : 'fashion-mnist';
   if (values.data === undefined) console.error('pirl: no --data: kNN on fashion-mnist (its train set votes for its test set)');
   // By their real paths: a link to the data folder is the data folder.
-  const real = (p: string) => fs.realpath(p).catch(() => path.resolve(p));
-  if (typeof values.test === 'string' && (await real(values.test)) === (await real(spec))) {
+  if (typeof values.test === 'string' && (await realPathOf(values.test)) === (await realPathOf(spec))) {
     console.error('pirl: warning: --test is --data: every test image votes for itself (k=1 scores 1); hold some out instead (drop --test)');
   }
   const { train, test } = await knnSplit(await openData(spec, size, values, 'train'), spec, typeof values.test === 'string' ? values.test : undefined, size, values);

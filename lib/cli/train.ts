@@ -10,6 +10,7 @@ import type { DeepReadonly } from '../schema';
 import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
+import { realPathOf } from '../folders';
 import { checkInteger, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { atExit } from '../exitActions';
@@ -368,10 +369,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // Before the cache is built: the run would take it for a run of its own, --force write its checkpoint over it, or its
   // lock (FILE.lock) be the run's (the run waited on itself). By real paths: a link to --out is --out.
   if (typeof values.cache === 'string') {
-    const real = async (p: string) => path.join(await fs.realpath(path.dirname(path.resolve(p))).catch(() => path.dirname(path.resolve(p))), path.basename(p));
-    const [cache, outReal] = [await real(values.cache), await real(out)];
+    const [cache, outReal] = [await realPathOf(values.cache), await realPathOf(out)];
     const own = [...RUN_FILES, 'curves.png', 'run.lock'].find((f) => cache === path.join(outReal, f));
-    if (cache === outReal || (await fs.realpath(cache).catch(() => null)) === outReal) throw new UsageError(`--cache ${values.cache} is --out: the run's folder cannot be its cache file; give --cache another path`);
+    if (cache === outReal) throw new UsageError(`--cache ${values.cache} is --out: the run's folder cannot be its cache file; give --cache another path`);
     if (own) throw new UsageError(`--cache ${values.cache} is the run's own ${own} in --out: give --cache another name`);
     if (`${cache}.lock` === path.join(outReal, 'run.lock')) throw new UsageError(`--cache ${values.cache}: its lock, ${values.cache}.lock, would be the run's own run.lock in --out: give --cache another name`);
   }
