@@ -104,10 +104,10 @@ describe('MemoryBank', () => {
     await expect(MemoryBank.restore({ rows: Tensor.from(new Float32Array([0, 0, 0, 1, 0, 3, 0, 0]), [2, 4]), generator })).rejects.toThrow(/^state\.rows must hold L2-normalised rows \(PIRL's scores are cosines with the bank's unit rows\): row 1 has norm 3; divide each row by its norm first$/);
     await expect(MemoryBank.restore({ rows: Tensor.zeros([3, 0]), generator })).rejects.toThrow(/^state\.rows must be N×D with N, D >= 1, got \[3, 0\]$/);
     await expect(MemoryBank.restore({ ...bank.state(), seed: 3 } as never)).rejects.toThrow(/^state\.seed is not an option; state takes rows, generator$/);
-    await expect(bank.update([1], Tensor.from(new Int32Array([0, 0, 0, 1]), [1, 4]))).rejects.toThrow(/^fHat must be a float tensor, got Int$/);
+    await expect(bank.update([1], Tensor.from(new Int32Array([0, 0, 0, 1]), [1, 4]))).rejects.toThrow(/^fHat must be a float tensor, got int32$/);
     const rows = Tensor.from(new Float32Array([0, 0, 0, 1]), [1, 4]);
-    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([4], { dtype: 'uint8' }) })).rejects.toThrow(/^state\.generator must be the \d+ bytes \(uint8\) of a bank's generator state, got Byte of shape \[4\]$/);
-    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([generator.shape[0]]) })).rejects.toThrow(/^state\.generator must be .*, got Float of shape/);
+    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([4], { dtype: 'uint8' }) })).rejects.toThrow(/^state\.generator must be the \d+ bytes \(uint8\) of a bank's generator state, got uint8 of shape \[4\]$/);
+    await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([generator.shape[0]]) })).rejects.toThrow(/^state\.generator must be .*, got float32 of shape/);
     // Bytes of the right count that are no state: named (libtorch's words named nothing).
     await expect(MemoryBank.restore({ rows, generator: Tensor.zeros([generator.shape[0]], { dtype: 'uint8' }) })).rejects.toThrow(/^state\.generator must be a bank's generator state \(the bytes its state\(\) gave\), got bytes libtorch refuses \(.*\): the state was damaged$/);
   });

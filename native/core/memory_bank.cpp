@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "dtype.h"
 #include "negatives/negative_streams.h"
 #include "splitmix.h"
 #include "unit_rows.h"
@@ -46,7 +47,7 @@ MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState, const 
   TORCH_CHECK_VALUE(rows_.dim() == 2 && rows_.size(0) >= 1 && rows_.size(1) >= 1, names.rows,
                     " must be N×D with N, D >= 1, got ", rows_.sizes());
   TORCH_CHECK_TYPE(rows_.scalar_type() == at::kFloat || rows_.scalar_type() == at::kDouble, names.rows,
-                   " must be float32 (or float64, for numerical checks), got ", rows_.scalar_type());
+                   " must be float32 (or float64, for numerical checks), got ", dtypeName(rows_.scalar_type()));
   // As create and update keep them: a zero or unnormalised row (a file edited) gave losses of no meaning, silently.
   DeviceNumbers numbers;
   const size_t unit = addUnitRowChecks(numbers, rows_);
@@ -56,7 +57,7 @@ MemoryBank::MemoryBank(at::Tensor rows, const at::Tensor& generatorState, const 
   const int64_t bytes = generator_.get_state().numel();
   TORCH_CHECK_VALUE(generatorState.scalar_type() == at::kByte && generatorState.dim() == 1 && generatorState.numel() == bytes,
                     names.generator, " must be the ", bytes, " bytes (uint8) of a bank's generator state, got ",
-                    generatorState.scalar_type(), " of shape ", generatorState.sizes());
+                    dtypeName(generatorState.scalar_type()), " of shape ", generatorState.sizes());
   try {
     generator_.set_state(generatorState);
   } catch (const c10::Error& e) {  // libtorch's words name no argument ("Invalid mt19937 state")
@@ -81,7 +82,7 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   TORCH_CHECK_VALUE(fHat.dim() == 2 && fHat.size(0) == indices.size(0) && fHat.size(1) == dim(), "fHat must be ",
                     indices.size(0), "×", dim(), ", got ", fHat.sizes());
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "momentum must be in [0, 1), got ", momentum);
-  TORCH_CHECK_TYPE(at::isFloatingType(fHat.scalar_type()), "fHat must be a float tensor, got ", fHat.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(fHat.scalar_type()), "fHat must be a float tensor, got ", dtypeName(fHat.scalar_type()));
   // The training step checked its gradients (and so f) before it updates; other callers are checked here.
   if (check == IndexCheck::Check && indices.size(0) > 0) {
     DeviceNumbers numbers;
@@ -135,7 +136,7 @@ at::Tensor MemoryBank::sampleNegatives(int64_t batch, int64_t k, const at::Tenso
   if (streams.keys.defined()) {
     const at::Tensor& keys = streams.keys;
     TORCH_CHECK_VALUE(keys.dim() == 1 && keys.size(0) == batch && keys.scalar_type() == at::kLong,
-                      "the negatives' stream keys must be ", batch, " int64 values, got ", keys.sizes(), " ", keys.scalar_type());
+                      "the negatives' stream keys must be ", batch, " int64 values, got ", keys.sizes(), " ", dtypeName(keys.scalar_type()));
     return negatives::drawKeyed(onDevice(keys), streams.seed, k, size(), exclude ? positives() : at::Tensor());
   }
   std::lock_guard<std::mutex> lock(mutex_);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "../dtype.h"
 #include "jigsaw.h"
 
 namespace pirl::data {
@@ -13,7 +14,7 @@ namespace {
 
 void checkSource(const at::Tensor& source, const at::Tensor& rows) {
   TORCH_CHECK_TYPE(source.scalar_type() == at::kByte && source.is_cpu(), "source must be a uint8 CPU tensor, got ",
-                   source.scalar_type(), " on ", source.device());
+                   dtypeName(source.scalar_type()), " on ", source.device());
   TORCH_CHECK_VALUE(source.dim() == 4 && (source.size(3) == 1 || source.size(3) == 3) && source.size(1) > 0 &&
                         source.size(2) > 0,
                     "source must be N×H×W×C with C = 1 or 3, got ", source.sizes());

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "../device_numbers.h"
+#include "../dtype.h"
 
 namespace pirl::model {
 
@@ -50,7 +51,7 @@ void loadStateDict(torch::nn::Module& module, const NamedTensors& values, bool s
     TORCH_CHECK_VALUE(it->second.sizes() == value.sizes(), "tensor '", name, "' must have shape ", it->second.sizes(),
                       ", got ", value.sizes());
     TORCH_CHECK_TYPE(at::isFloatingType(it->second.scalar_type()) == at::isFloatingType(value.scalar_type()),
-                     "tensor '", name, "' must be ", it->second.scalar_type(), ", got ", value.scalar_type());
+                     "tensor '", name, "' must be ", dtypeName(it->second.scalar_type()), ", got ", dtypeName(value.scalar_type()));
     given.insert(name);
   }
   // PyTorch's BatchNorm loads a state dict without its num_batches_tracked (torchvision's older files), counting from 0.

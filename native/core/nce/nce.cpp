@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "../dtype.h"
 #include "../unit_rows.h"
 #include "autograd/nce_function.h"
 
@@ -18,7 +19,7 @@ void checkArguments(const at::Tensor& x, const at::Tensor& bank, const at::Tenso
   TORCH_CHECK_VALUE(x.dim() == 2, "x must be B×D, got ", x.sizes());
   TORCH_CHECK_VALUE(bank.dim() == 2, "bank must be N×D, got ", bank.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16,
-                   "x must be float32 or float64, got ", x.scalar_type());
+                   "x must be float32 or float64, got ", dtypeName(x.scalar_type()));
   TORCH_CHECK_TYPE(bank.scalar_type() == x.scalar_type(), "bank must have x's dtype ", x.scalar_type(), ", got ",
                    bank.scalar_type());
   TORCH_CHECK_TYPE(bank.device() == x.device() && positives.device() == x.device() && negatives.device() == x.device(),

@@ -1,6 +1,8 @@
 // The keyed draws: argument checks, then the device's kernel (cpu/, cuda/).
 #include "negative_streams.h"
 
+#include "../dtype.h"
+
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 
@@ -33,7 +35,7 @@ void draw(const int64_t* keys, const int64_t* exclude, uint64_t seed, int64_t ro
 at::Tensor drawKeyed(const at::Tensor& keys, uint64_t seed, int64_t k, int64_t bound, const at::Tensor& exclude) {
   checkShape(k, bound);
   TORCH_CHECK_VALUE(keys.dim() == 1 && keys.scalar_type() == at::kLong, "the negatives' stream keys must be B int64 values, got ",
-                    keys.sizes(), " ", keys.scalar_type());
+                    keys.sizes(), " ", dtypeName(keys.scalar_type()));
   const at::Tensor key = keys.contiguous();
   at::Tensor excluded;
   if (exclude.defined()) {
@@ -41,7 +43,7 @@ at::Tensor drawKeyed(const at::Tensor& keys, uint64_t seed, int64_t k, int64_t b
     TORCH_CHECK_VALUE(exclude.dim() == 1 && exclude.size(0) == key.size(0) && exclude.scalar_type() == at::kLong &&
                           exclude.device() == key.device(),
                       "the rows to exclude must be ", key.size(0), " int64 values on ", key.device(), ", got ", exclude.sizes(),
-                      " ", exclude.scalar_type(), " on ", exclude.device());
+                      " ", dtypeName(exclude.scalar_type()), " on ", exclude.device());
     excluded = exclude.contiguous();
   }
   at::Tensor out = at::empty({key.size(0), k}, key.options());
