@@ -84,9 +84,7 @@ export function labelsOf(dataset: Dataset, arg = 'dataset'): Int32Array | null {
   if (labels.length !== dataset.length) {
     throw rangeError(`${arg}.labels`, `one label per sample (${dataset.length})`, `${labels.length} labels`);
   }
-  const bad = labels.findIndex((label) => label < 0);
-  if (bad >= 0) throw rangeError(`${arg}.labels[${bad}]`, 'a label >= 0', labels[bad]);
-  return labels;
+  return checkLabels(`${arg}.labels`, labels, dataset.length); // each label >= 0
 }
 
 /**

@@ -9,7 +9,7 @@ import sharp from 'sharp';
 
 import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
 import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
-import { describeStart, openRegular } from '../folders';
+import { describeStart, openRegular, realPathOf } from '../folders';
 import { takeLock, unwritable } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
@@ -387,13 +387,9 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
   let classes: string[] | null = null;
   let below = 0; // images in subfolders a flat read leaves out
   const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
-  const unlistedNames = new Set<string>();
   const perClassListing = await Promise.all(subdirs.map(async (d) => {
     const listing = await listedOrLeftOut(path.join(dir, d), listFiles, warnLeftOut);
-    if (listing === null) {
-      unlisted.add(await fs.realpath(path.join(dir, d)));
-      unlistedNames.add(d);
-    }
+    if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
     return listing ?? { images: [], others: [] };
   }));
   const perClass = perClassListing.map((l) => l.images);
@@ -418,13 +414,13 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (${someOf(dir, holding)}; a class is one folder's own images)`);
     // Subfolders with no images of their own are no class: images deeper in them (c/2019/*.jpg) are left out, said, as
     // are folders of no images (a class of that name had vanished without a word). Walked only inside the data folder
-    // (not through a link to / or ..), and not the cache's folder.
+    // (not through a link to / or ..), and not the cache's folder; those left out unlisted are in `seen`, said already.
     const realDir = await fs.realpath(dir);
-    const cacheDir = cache === null ? null : await fs.realpath(path.dirname(path.resolve(cache))).catch(() => null);
+    const cacheDir = cache === null ? null : path.dirname(await realPathOf(cache));
     const deeperHolding: string[] = [], empty: string[] = [];
     let deeper = 0;
     for (const [i, d] of subdirs.entries()) {
-      if (perClass[i].length > 0 || unlistedNames.has(d)) continue;
+      if (perClass[i].length > 0) continue;
       const sub = path.join(dir, d);
       const real = await fs.realpath(sub).catch(() => null);
       const holdsCache = cacheDir !== null && real !== null && (cacheDir === real || cacheDir.startsWith(real + path.sep));

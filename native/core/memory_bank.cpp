@@ -111,9 +111,8 @@ void MemoryBank::update(const at::Tensor& indices, const at::Tensor& fHat, doubl
   const at::Tensor mixed = momentum * old + (1 - momentum) * mean;
   // An update that cancels (f̂ = −m at μ = 0.5, a repeated index's opposite f̂ at μ = 0) has no direction left
   // (float32 rounding of unit rows is ~1e-7): the row keeps its own rather than become a row of zeros.
-  const at::Tensor norms = mixed.norm(2, 1, true);
   // A repeated index writes the same row once per repeat: equal values, so the order does not matter.
-  rows_.index_copy_(0, idx, at::where(norms > 1e-6, mixed / norms.clamp_min(1e-6), old));
+  rows_.index_copy_(0, idx, at::where(mixed.norm(2, 1, true) > 1e-6, unitRows(mixed), old));
 }
 
 at::Tensor MemoryBank::onDevice(const at::Tensor& t) const {
