@@ -251,6 +251,8 @@ export interface Binding {
   /** null in a build without CUDA. */
   cudaMemory(device: number, resetPeak: boolean): { allocated: number; peakAllocated: number; reserved: number; peakReserved: number } | null;
   setNumThreads(n: number): void;
+  /** setNumThreads unless this process set a count already (another Worker's pirl): false then. */
+  setDefaultNumThreads(n: number): boolean;
   getNumThreads(): number;
   setTf32(convolutions: boolean, matmul: boolean): void;
   getTf32(): { convolutions: boolean; matmul: boolean };

@@ -1,14 +1,14 @@
-// A lock file between processes of one host or of several (a shared file system): it names its holder (host,
-// pid and a token) and is touched while held, so that a lock whose holder died is taken over — its pid gone on
-// this host, or untouched for a minute anywhere.
+// A lock file between processes of one host or of several (a shared file system), and between the Worker threads of
+// one process: it names its holder (host, pid, thread and a token) and is touched while held, so that a lock whose
+// holder died is taken over — its process or thread gone on this host, or untouched for a minute anywhere.
 import { randomBytes } from 'crypto';
 import { promises as fs, rmSync } from 'fs';
 import * as os from 'os';
 
 import { atExit } from './exitActions';
-import { processAlive } from './safetensors';
+import { holderAlive, taskOf, taskTag, thisTask } from './holders';
 
-/** The locks this process holds (their tokens): a lock naming this pid but not here is a dead holder's (a container's pids repeat). */
+/** The locks this thread holds (their tokens): one naming this pid and thread but not here is a dead holder's (a container's pids repeat). */
 const heldTokens = new Set<string>();
 /** A holder touches its lock this often; one untouched for STALE_LOCK_MS lost its holder (another host's too). */
 const LOCK_TOUCH_MS = 5_000;
@@ -32,7 +32,7 @@ export async function takeLock(lock: string): Promise<{ held: HeldLock } | { hol
       throw err;
     });
     if (handle) {
-      const token = `${os.hostname()} ${process.pid} ${randomBytes(8).toString('hex')}`;
+      const token = [os.hostname(), process.pid, taskTag(), randomBytes(8).toString('hex')].filter((part) => part !== '').join(' ');
       heldTokens.add(token);
       const touch = setInterval(() => void fs.utimes(lock, new Date(), new Date()).catch(() => undefined), LOCK_TOUCH_MS).unref();
       let released = false;
@@ -58,8 +58,10 @@ export async function takeLock(lock: string): Promise<{ held: HeldLock } | { hol
     }
     const token = await fs.readFile(lock, 'utf8').catch(() => null);
     const age = Date.now() - ((await fs.stat(lock).catch(() => null))?.mtimeMs ?? Date.now());
-    const [host, pid] = (token ?? '').split(' ');
-    const deadHere = host === os.hostname() && Number(pid) > 0 && (!processAlive(Number(pid)) || (Number(pid) === process.pid && !heldTokens.has(token!)));
+    const [host, pid, thread] = (token ?? '').split(' ');
+    const task = taskOf(thread);
+    const mine = Number(pid) === process.pid && (task === null || task === thisTask());
+    const deadHere = host === os.hostname() && Number(pid) > 0 && (mine ? !heldTokens.has(token!) : !holderAlive(Number(pid), task));
     if (token !== null && (deadHere || age > STALE_LOCK_MS)) {
       // Only one taker wins the rename; the others see the lock gone, or the winner's, and go round again.
       const taken = `${lock}.${process.pid}.taken`;

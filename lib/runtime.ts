@@ -83,9 +83,15 @@ export function setNumThreads(n: number): void {
   setThreads(n, '--threads, setNumThreads');
 }
 
-// setNumThreads, with where `n` came from (said if it oversubscribes the cores).
-function setThreads(n: number, from: string): void {
-  binding.setNumThreads(checkInteger('n', n, 1, binding.buildInfo().maxThreads));
+// setNumThreads, with where `n` came from (said if it oversubscribes the cores); `asDefault`: only where this process
+// has no count yet (the count is the process's: a Worker loading pirl leaves one set on another thread as it is).
+function setThreads(n: number, from: string, asDefault = false): void {
+  checkInteger('n', n, 1, binding.buildInfo().maxThreads);
+  if (asDefault) {
+    if (!binding.setDefaultNumThreads(n)) return;
+  } else {
+    binding.setNumThreads(n);
+  }
   const ranks = localRanks(process.env);
   const share = coreShare(ranks);
   // Of a data-parallel run's ranks, started alike, rank 0 alone says it.
@@ -199,15 +205,15 @@ export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number 
 let initialised = false;
 
 /**
- * Applies the defaults once per process: threads, and the warning about a slow BLAS. Runs when the addon loads,
- * whichever use loads it first; calling it loads the addon.
+ * Applies the defaults once per process: threads (left as they are where another Worker thread's pirl set them), and the
+ * warning about a slow BLAS. Runs when the addon loads, whichever use loads it first; calling it loads the addon.
  */
 export function initRuntime(): void {
   if (initialised) return;
   initialised = true; // the calls below load the addon, which runs this again: done once
   try {
     const env = ['PIRL_NUM_THREADS', 'OMP_NUM_THREADS'].find((name) => (process.env[name] ?? '') !== '');
-    setThreads(defaultNumThreads(), env ?? 'the default');
+    setThreads(defaultNumThreads(), env ?? 'the default', true);
   } catch (err) {
     initialised = false; // a bad PIRL_NUM_THREADS: said again at each use, never trained past with libtorch's defaults
     throw err;

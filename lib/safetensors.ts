@@ -9,6 +9,7 @@ import { binding } from './binding';
 import { checkFile, checkObject, describe, errorFrom, rangeError, typeError } from './errors';
 import { atExit } from './exitActions';
 import { describeStart, makeFolder, openRegular } from './folders';
+import { holderAlive, taskOf, taskTag, thisTask } from './holders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
@@ -329,10 +330,11 @@ let temporaries = 0;
 
 /**
  * A new temporary file name beside `file`, for one write: two writes of the same file at once (a periodic save and an
- * asked one, two worker threads) each have their own (one shared name mixed their bytes). It starts with the pid.
+ * asked one, two worker threads) each have their own (one shared name mixed their bytes). It names the pid, then the
+ * thread's task (holders.ts): a Worker terminated mid-write leaves one that its process's later writers remove.
  */
 export const temporaryFor = (file: string): string =>
-  path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${threadId}-${++temporaries}.tmp`);
+  path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${taskTag() || `thread${threadId}`}-${++temporaries}.tmp`);
 
 /**
  * `file` replaced whole or not at all: `write` fills a temporary file beside it, renamed onto it. The temporary is
@@ -410,7 +412,7 @@ async function syncFolder(dir: string): Promise<void> {
   }
 }
 
-/** Removes the temporary files that writers of `file` killed mid-write left behind (their process is gone). */
+/** Removes the temporary files that writers of `file` killed mid-write left behind (their process or thread is gone). */
 export async function removeStaleTemporaries(file: string): Promise<string[]> {
   const prefix = `.${path.basename(file)}.`;
   let names: string[];
@@ -421,9 +423,13 @@ export async function removeStaleTemporaries(file: string): Promise<string[]> {
   }
   const removed: string[] = [];
   for (const name of names) {
-    // .NAME.PID.tmp (an older pirl's) or .NAME.PID.THREAD-N.tmp
-    const pid = name.startsWith(prefix) && name.endsWith('.tmp') ? Number(name.slice(prefix.length, -4).split('.')[0]) : NaN;
-    if (!Number.isSafeInteger(pid) || pid === process.pid || processAlive(pid)) continue;
+    // .NAME.PID.taskTID-N.tmp, or an older pirl's .NAME.PID.tmp and .NAME.PID.THREAD-N.tmp (no task: this process's kept)
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const [pidText, thread] = name.slice(prefix.length, -4).split('.');
+    const pid = Number(pidText), task = taskOf(thread?.split('-')[0]);
+    if (!Number.isSafeInteger(pid) || pid <= 0) continue;
+    const own = pid === process.pid && (task === null || task === thisTask()); // this thread's may be mid-write
+    if (own || holderAlive(pid, task)) continue;
     const stale = path.join(path.dirname(file), name);
     await fs.rm(stale, { force: true });
     removed.push(stale);
@@ -431,11 +437,3 @@ export async function removeStaleTemporaries(file: string): Promise<string[]> {
   return removed;
 }
 
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
-  }
-}

@@ -755,6 +755,54 @@ describe('ImageFolder', () => {
     }
   });
 
+  test("Worker threads opening one cache at once build it once; a Worker terminated mid-build leaves nothing its process's next opener waits on", async () => {
+    // The lock named the pid alone: each Worker took another's live lock for a dead holder's, and every one decoded the folder.
+    const dir = tmpDir('pirl-data-');
+    await Promise.all(Array.from({ length: 192 }, (_, i) => raw(32, 32).png().toFile(path.join(dir, `${i}.png`))));
+    const cache = path.join(tmpDir('pirl-cache-'), 'images.cache');
+    const opener = `
+      const { parentPort, workerData } = require('worker_threads');
+      const { ImageFolder } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      parentPort.once('message', async () => {
+        let built = false;
+        const onCacheProgress = () => { built = true; if (workerData.tell) parentPort.postMessage('building'); };
+        await (await ImageFolder.open(${JSON.stringify(dir)}, { size: 8, cache: ${JSON.stringify(cache)}, onCacheProgress })).close();
+        parentPort.postMessage({ built });
+      });
+      parentPort.postMessage('ready');`;
+    const script = `
+      const { Worker } = require('worker_threads');
+      const fs = require('fs');
+      const { ImageFolder } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      const start = (tell) => new Promise((resolve) => {
+        const worker = new Worker(${JSON.stringify(opener)}, { eval: true, workerData: { tell } });
+        worker.once('message', () => resolve(worker)); // loaded: ready
+      });
+      const answer = (worker) => new Promise((resolve) => worker.once('message', resolve));
+      (async () => {
+        const workers = await Promise.all([0, 1, 2].map(() => start(false)));
+        const answers = workers.map(answer);
+        workers.forEach((w) => w.postMessage('go'));
+        const builders = (await Promise.all(answers)).filter((a) => a.built).length;
+        await Promise.all(workers.map((w) => w.terminate()));
+        fs.rmSync(${JSON.stringify(cache)});
+        const doomed = await start(true);
+        const building = answer(doomed);
+        doomed.postMessage('go');
+        await building;
+        await doomed.terminate();
+        const left = fs.readdirSync(${JSON.stringify(path.dirname(cache))}).length;
+        let rebuilt = false;
+        const t0 = Date.now();
+        await (await ImageFolder.open(${JSON.stringify(dir)}, { size: 8, cache: ${JSON.stringify(cache)}, onCacheProgress: () => { rebuilt = true; } })).close();
+        console.log(JSON.stringify({ builders, left, rebuilt, waited: Date.now() - t0 < 10000, after: fs.readdirSync(${JSON.stringify(path.dirname(cache))}) }));
+      })();`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 120_000 });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    // The terminated builder left its lock and its temporary (2 files): taken over and removed within seconds, not a minute.
+    expect(JSON.parse(r.stdout)).toEqual({ builders: 1, left: 2, rebuilt: true, waited: true, after: ['images.cache'] });
+  });
+
   test('symbolic links to images and to class folders are followed; a link to nothing is skipped as unreadable', async () => {
     const elsewhere = tmpDir('pirl-elsewhere-');
     await raw(20, 20).png().toFile(path.join(elsewhere, 'outside.png'));

@@ -175,14 +175,17 @@ describe('npm install of the tarball in a fresh project, no compiler on PATH', (
       expect(trainStep(dir)).toMatchObject({ steps: [{ step: 1, loss: expect.any(Number) }], addon: path.join(dir, 'node_modules/pirl/prebuilds', platform, tag, 'pirl.node') });
     });
 
-    test('import and require give the same exports (the exports map)', () => {
-      const esm = `import * as esm from 'pirl'; import { createRequire } from 'module';
+    test('import and require give the same exports (the exports map), and a default import the whole API', () => {
+      const esm = `import * as esm from 'pirl'; import pirl from 'pirl'; import { createRequire } from 'module';
         const cjs = createRequire(import.meta.url)('pirl');
-        const interop = ['default', '__esModule']; // what Node adds when ESM imports CommonJS
-        console.log(JSON.stringify({ esm: Object.keys(esm).filter((k) => !interop.includes(k)).sort(), cjs: Object.keys(cjs).sort() }));`;
+        const named = (m) => Object.keys(m).filter((k) => !['default', '__esModule'].includes(k)).sort();
+        // TypeScript's and bundlers' CommonJS interop (__importDefault) reads default where __esModule is set.
+        const interop = cjs.__esModule ? cjs.default : cjs;
+        console.log(JSON.stringify({ esm: named(esm), cjs: named(cjs), defaults: [pirl.Trainer === cjs.Trainer, interop.Trainer === cjs.Trainer] }));`;
       const out = JSON.parse(expectOk(run(dir, 'node', ['--input-type=module', '-e', esm])));
       expect(out.cjs.length).toBeGreaterThan(30);
       expect(out.esm).toEqual(out.cjs);
+      expect(out.defaults).toEqual([true, true]);
       expect(run(dir, 'node', ['-e', "require('pirl/dist/tensor')"]).stderr).toMatch(/ERR_PACKAGE_PATH_NOT_EXPORTED/);
     });
 
@@ -196,9 +199,9 @@ describe('npm install of the tarball in a fresh project, no compiler on PATH', (
       const use = `const t = Tensor.from(new Float32Array(4), [2, 2]);
         const bytes: Uint8Array = serializeSafetensors([['t', t]]);
         const info: BuildInfo = buildInfo();
-        export const summary = [bytes.length, info.libtorch.tag, resolveTrainConfig({}).batchSize];`;
-      fs.writeFileSync(path.join(dir, 'use.mts'), `import { Tensor, buildInfo, resolveTrainConfig, serializeSafetensors, type BuildInfo } from 'pirl';\n${use}`);
-      fs.writeFileSync(path.join(dir, 'use.cts'), `import pirl = require('pirl');\nconst { Tensor, buildInfo, resolveTrainConfig, serializeSafetensors } = pirl;\ntype BuildInfo = pirl.BuildInfo;\n${use}`);
+        export const summary = [bytes.length, info.libtorch.tag, resolveTrainConfig({}).batchSize, whole.Trainer.name];`;
+      fs.writeFileSync(path.join(dir, 'use.mts'), `import whole, { Tensor, buildInfo, resolveTrainConfig, serializeSafetensors, type BuildInfo } from 'pirl';\n${use}`);
+      fs.writeFileSync(path.join(dir, 'use.cts'), `import pirl = require('pirl');\nimport whole from 'pirl';\nconst { Tensor, buildInfo, resolveTrainConfig, serializeSafetensors } = pirl;\ntype BuildInfo = pirl.BuildInfo;\n${use}`);
       return run(dir, 'node', [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', dir]);
     };
 

@@ -104,6 +104,23 @@ describe('threads', () => {
     expect(() => setNumThreads('2' as never)).toThrow(/got "2"/);
   });
 
+  test("the count is the process's: a Worker thread that loads pirl leaves the count another thread set as it is", () => {
+    // Each Worker applied the default again (its module state is its own): a service's setNumThreads(1) undone by its pool.
+    const other = defaultNumThreads({ ...process.env, PIRL_NUM_THREADS: '' }) === 1 ? 2 : 1;
+    const script = `
+      const { Worker } = require('worker_threads');
+      const pirl = require(${JSON.stringify(root)});
+      pirl.setNumThreads(${other});
+      const worker = new Worker("const p = require(${JSON.stringify(root).replace(/"/g, "'")}); require('worker_threads').parentPort.postMessage(p.getNumThreads());", { eval: true });
+      worker.once('message', async (inWorker) => {
+        await worker.terminate();
+        console.log(JSON.stringify({ inWorker, main: pirl.getNumThreads() }));
+      });`;
+    const env = { ...process.env, PIRL_NUM_THREADS: '', OMP_NUM_THREADS: '', LOCAL_WORLD_SIZE: '' };
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env, timeout: 60_000 });
+    expect({ status: r.status, out: r.stdout.trim() }).toEqual({ status: 0, out: JSON.stringify({ inWorker: other, main: other }) });
+  });
+
   test("more threads than this process's share of the cores is warned of, once per count", () => {
     const cores = os.availableParallelism();
     const said = (counts: number[], env?: NodeJS.ProcessEnv) => {

@@ -39,13 +39,21 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
-  const int64_t n = AsInt64(info[0], "n");
+int threadCount(const Napi::Value& value) {
+  const int64_t n = AsInt64(value, "n");
   if (n < 1 || n > kMaxThreads) {
     throw std::out_of_range("n must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " + std::to_string(n));
   }
-  pirl::setNumThreads(static_cast<int>(n));
+  return static_cast<int>(n);
+}
+
+Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
+  pirl::setNumThreads(threadCount(info[0]));
   return info.Env().Undefined();
+}
+
+Napi::Value setDefaultNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), pirl::setDefaultNumThreads(threadCount(info[0])));
 }
 
 Napi::Value getNumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), numThreads()); }
@@ -105,6 +113,7 @@ Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
 void registerRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New<binding<buildInfo>>(env, "buildInfo"));
   exports.Set("setNumThreads", Napi::Function::New<binding<setNumThreads>>(env, "setNumThreads"));
+  exports.Set("setDefaultNumThreads", Napi::Function::New<binding<setDefaultNumThreads>>(env, "setDefaultNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<binding<getNumThreads>>(env, "getNumThreads"));
   exports.Set("setTf32", Napi::Function::New<binding<setTf32>>(env, "setTf32"));
   exports.Set("getTf32", Napi::Function::New<binding<getTf32>>(env, "getTf32"));

@@ -27,16 +27,29 @@ std::string realPath(const char* p) {
 }
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
-}  // namespace
 
-void setNumThreads(int n) {
+void checkThreads(int n) {
   if (n < 1 || n > kMaxThreads) {
     throw std::out_of_range("numThreads must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " +
                             std::to_string(n));
   }
+}
+}  // namespace
+
+void setNumThreads(int n) {
+  checkThreads(n);
   desiredThreads = n;
   ++settingsGeneration;
   applyThreadSettings();
+}
+
+bool setDefaultNumThreads(int n) {
+  checkThreads(n);
+  int unset = 0;
+  if (!desiredThreads.compare_exchange_strong(unset, n)) return false;
+  ++settingsGeneration;
+  applyThreadSettings();
+  return true;
 }
 
 int numThreads() {

@@ -12,6 +12,9 @@ constexpr int kMaxThreads = 256;
 // Sets the intra-op thread count used by every pirl computation, in every thread that runs one:
 // n in [1, kMaxThreads], std::out_of_range otherwise.
 void setNumThreads(int n);
+// setNumThreads(n) unless a count was set already in this process: false then. The defaults are the process's,
+// applied once: a Worker thread that loads pirl leaves the count another thread set as it is.
+bool setDefaultNumThreads(int n);
 int numThreads();
 
 // OpenMP keeps the thread count per calling thread: call this first in any worker thread

@@ -32,6 +32,15 @@ TEST(Runtime, SetNumThreadsReachesOtherThreads) {
 
 TEST(Runtime, RejectsNonPositiveThreads) { EXPECT_THROW(pirl::setNumThreads(0), std::out_of_range); }
 
+// The default is applied once per process: a second thread loading pirl (a Node Worker) leaves a count set as it is.
+TEST(Runtime, ADefaultLeavesACountAlreadySet) {
+  pirl::setNumThreads(2);
+  EXPECT_FALSE(pirl::setDefaultNumThreads(1));
+  EXPECT_EQ(pirl::numThreads(), 2);
+  EXPECT_THROW(pirl::setDefaultNumThreads(0), std::out_of_range);
+  pirl::setNumThreads(1);
+}
+
 TEST(Runtime, DeterministicTurnsBenchmarkModeOffAndBackAsItWas) {
   at::Context& context = at::globalContext();
   const bool benchmark = context.benchmarkCuDNN();
