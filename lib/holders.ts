@@ -1,32 +1,57 @@
 // Who holds a lock file or writes a temporary file: a process and, since Worker threads share its pid, the thread in
-// it — named by its kernel task (/proc/PID/task/TID), which ends with the thread, a terminated Worker's too.
-import { readlinkSync, statSync } from 'fs';
+// it — named by its kernel task (/proc/PID/task/TID) and that task's start time, so that a thread that ended (a
+// terminated Worker too), or one whose id another has since taken (a restarted container's), is known to be gone.
+import { readFileSync, readlinkSync, statSync } from 'fs';
 
-let ownTask: number | null | undefined;
+export interface Task {
+  id: number;
+  /** Since boot, in clock ticks (field 22 of /proc/PID/task/TID/stat). */
+  start: string;
+}
 
-/** This thread's kernel task id (synchronous: /proc/thread-self names the thread that reads it); null without /proc. */
-export function thisTask(): number | null {
+let ownTask: Task | null | undefined;
+
+/** A task's start time; null where it cannot be read, ENOENT's code where there is no such task (or /proc hides it). */
+function startOf(path: string): string | null | 'ENOENT' {
+  try {
+    const stat = readFileSync(`${path}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null; // after "(comm) ", field 3 on
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'ENOENT' : null;
+  }
+}
+
+/**
+ * This thread's task (synchronous: /proc/thread-self names the thread that reads it); null without a /proc of this
+ * process's own pid namespace (another's names other pids), where holders are told apart by pid alone.
+ */
+export function thisTask(): Task | null {
   if (ownTask === undefined) {
+    ownTask = null;
     try {
-      ownTask = Number(readlinkSync('/proc/thread-self').split('/')[2]) || null;
+      const [pid, , id] = readlinkSync('/proc/thread-self').split('/');
+      const start = startOf('/proc/thread-self');
+      if (pid === String(process.pid) && Number(id) > 0 && start !== null && start !== 'ENOENT') ownTask = { id: Number(id), start };
     } catch {
-      ownTask = null;
+      // no /proc
     }
   }
   return ownTask;
 }
 
-/** `task${id}` of this thread, as holders are named in lock files and temporary files' names ('' without /proc). */
+/** `task${id}s${start}` of this thread, as holders are named in lock files and temporary files' names ('' without one). */
 export function taskTag(): string {
   const task = thisTask();
-  return task === null ? '' : `task${task}`;
+  return task === null ? '' : `task${task.id}s${task.start}`;
 }
 
-/** The task id in a tag taskTag wrote; null for anything else (an older pirl's names). */
-export function taskOf(tag: string | undefined): number | null {
-  const m = /^task(\d+)$/.exec(tag ?? '');
-  return m ? Number(m[1]) : null;
+/** The task in a tag taskTag wrote; null for anything else (an older pirl's names). */
+export function taskOf(tag: string | undefined): Task | null {
+  const m = /^task(\d+)s(\d+)$/.exec(tag ?? '');
+  return m ? { id: Number(m[1]), start: m[2] } : null;
 }
+
+export const sameTask = (a: Task | null, b: Task | null): boolean => a !== null && b !== null && a.id === b.id && a.start === b.start;
 
 export function processAlive(pid: number): boolean {
   try {
@@ -37,20 +62,21 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-/** Whether thread `task` of process `pid` runs (a /proc this user may not read: taken as running). */
-export function taskAlive(pid: number, task: number): boolean {
-  try {
-    statSync(`/proc/${pid}/task/${task}`);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
-  }
-}
-
 /**
  * Whether the holder (`pid`, and `task` where named) of something this thread does not hold may still use it: its
- * process runs and, where named, its thread. Another thread of this process counts as another holder.
+ * process runs and, where named, its thread — the same one, by its start time. A thread this user's /proc cannot
+ * show (hidepid, another pid namespace) is taken as running, as its process.
  */
-export function holderAlive(pid: number, task: number | null): boolean {
-  return processAlive(pid) && (task === null || taskAlive(pid, task));
+export function holderAlive(pid: number, task: Task | null): boolean {
+  if (!processAlive(pid)) return false;
+  if (task === null) return true;
+  const start = startOf(`/proc/${pid}/task/${task.id}`);
+  if (start === null) return true; // unreadable to this user
+  if (start !== 'ENOENT') return start === task.start;
+  try {
+    statSync(`/proc/${pid}/task`); // the process is visible: its thread is gone
+    return false;
+  } catch {
+    return true;
+  }
 }

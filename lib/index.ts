@@ -1,11 +1,8 @@
 // Public entry point of pirl.
 // Public types use Node's Buffer: the package depends on @types/node, and this keeps the reference in index.d.ts.
 /// <reference types="node" preserve="true" />
+import './start';
 import * as api from './api';
-import { initRuntime } from './runtime';
-
-// Loads the addon now: a missing libtorch is said at require('pirl'), not at the first call.
-initRuntime();
 
 export * from './api';
 /**

@@ -4,9 +4,10 @@
 import { randomBytes } from 'crypto';
 import { promises as fs, rmSync } from 'fs';
 import * as os from 'os';
+import { threadId } from 'worker_threads';
 
 import { atExit } from './exitActions';
-import { holderAlive, taskOf, taskTag, thisTask } from './holders';
+import { holderAlive, sameTask, taskOf, taskTag, thisTask } from './holders';
 
 /** The locks this thread holds (their tokens): one naming this pid and thread but not here is a dead holder's (a container's pids repeat). */
 const heldTokens = new Set<string>();
@@ -60,12 +61,16 @@ export async function takeLock(lock: string): Promise<{ held: HeldLock } | { hol
     const age = Date.now() - ((await fs.stat(lock).catch(() => null))?.mtimeMs ?? Date.now());
     const [host, pid, thread] = (token ?? '').split(' ');
     const task = taskOf(thread);
-    const mine = Number(pid) === process.pid && (task === null || task === thisTask());
+    const mine = Number(pid) === process.pid && (task === null || sameTask(task, thisTask()));
     const deadHere = host === os.hostname() && Number(pid) > 0 && (mine ? !heldTokens.has(token!) : !holderAlive(Number(pid), task));
     if (token !== null && (deadHere || age > STALE_LOCK_MS)) {
-      // Only one taker wins the rename; the others see the lock gone, or the winner's, and go round again.
-      const taken = `${lock}.${process.pid}.taken`;
-      if (await fs.rename(lock, taken).then(() => true, () => false)) await fs.rm(taken, { force: true });
+      // Only one taker wins the rename; the others see the lock gone, or the winner's, and go round again. A lock
+      // moved that is not the one judged dead (freed and taken anew meanwhile) is put back, unless another is there.
+      const taken = `${lock}.${process.pid}.${taskTag() || threadId}.${randomBytes(4).toString('hex')}.taken`;
+      if (await fs.rename(lock, taken).then(() => true, () => false)) {
+        if ((await fs.readFile(taken, 'utf8').catch(() => null)) !== token) await fs.link(taken, lock).catch(() => undefined);
+        await fs.rm(taken, { force: true });
+      }
       continue;
     }
     if (token === null) continue; // released meanwhile

@@ -9,7 +9,7 @@ import { binding } from './binding';
 import { checkFile, checkObject, describe, errorFrom, rangeError, typeError } from './errors';
 import { atExit } from './exitActions';
 import { describeStart, makeFolder, openRegular } from './folders';
-import { holderAlive, taskOf, taskTag, thisTask } from './holders';
+import { holderAlive, sameTask, taskOf, taskTag, thisTask } from './holders';
 import { Tensor, handleOf, type DType, type TypedArray } from './tensor';
 
 const DTYPES: Record<string, { dtype: DType; bytes: number; array: new (b: ArrayBuffer, o: number, n: number) => TypedArray }> = {
@@ -423,12 +423,12 @@ export async function removeStaleTemporaries(file: string): Promise<string[]> {
   }
   const removed: string[] = [];
   for (const name of names) {
-    // .NAME.PID.taskTID-N.tmp, or an older pirl's .NAME.PID.tmp and .NAME.PID.THREAD-N.tmp (no task: this process's kept)
-    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
-    const [pidText, thread] = name.slice(prefix.length, -4).split('.');
-    const pid = Number(pidText), task = taskOf(thread?.split('-')[0]);
-    if (!Number.isSafeInteger(pid) || pid <= 0) continue;
-    const own = pid === process.pid && (task === null || task === thisTask()); // this thread's may be mid-write
+    // .NAME.PID.taskTIDsSTART-N.tmp, or an older pirl's .NAME.PID.tmp and .NAME.PID.THREAD-N.tmp (no task: this process's
+    // kept); not another file's (.NAME.5.safetensors.PID…tmp, of NAME.5.safetensors)
+    const m = name.startsWith(prefix) ? /^(\d+)(?:\.([^.-]+)-\d+)?\.tmp$/.exec(name.slice(prefix.length)) : null;
+    if (!m) continue;
+    const pid = Number(m[1]), task = taskOf(m[2]);
+    const own = pid === process.pid && (task === null || sameTask(task, thisTask())); // this thread's may be mid-write
     if (own || holderAlive(pid, task)) continue;
     const stale = path.join(path.dirname(file), name);
     await fs.rm(stale, { force: true });

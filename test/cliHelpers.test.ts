@@ -174,7 +174,7 @@ describe('a signal quits a command (quit.ts), leaving no lock and no temporary f
     const exited = new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr })));
     const writing = (async () => {
       for (let waited = 0; !stdout.includes('writing') && waited < 30_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
-      expect(fs.readdirSync(dir).sort()).toEqual([expect.stringMatching(/^\.images\.cache\.\d+\.task\d+-\d+\.tmp$/), 'images.cache.lock']);
+      expect(fs.readdirSync(dir).sort()).toEqual([expect.stringMatching(/^\.images\.cache\.\d+\.task\d+s\d+-\d+\.tmp$/), 'images.cache.lock']);
     })();
     return { child, exited, writing };
   };

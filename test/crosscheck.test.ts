@@ -83,6 +83,8 @@ suite('training steps against an independent float64 reference of PIRL (test/pyt
     ['NCE with an EMA of Z', { ...paper, loss: { ...paper.loss, z: 'ema' } }, 2],
     ['λ, τ and the bank momentum changed', { ...paper, loss: { ...paper.loss, lambda: 0.3, tau: 0.1, momentum: 0.7 } }, 1],
     ['shared negatives', { ...paper, loss: { ...paper.loss, sharedNegatives: true } }, 1],
+    // 1e-4's weight decay is within the gradients' tolerance: 500× of it shows where it applies, and where not.
+    ['a large weight decay', { ...paper, weightDecay: 0.05 }, 2],
     ["InfoNCE with the positive excluded from the negatives; VISSL's running statistics from both passes", { ...paper, loss: { ...paper.loss, mode: 'infonce', excludePositive: true }, model: { ...small.model, patchRunningStats: true } }, 1],
     ['a bank row twice and three times in one batch', paper, 1, true],
     ["the default recipe: InfoNCE, the bank from the initial model's features", {}, 2],

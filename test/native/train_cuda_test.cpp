@@ -184,6 +184,12 @@ TEST(TrainStateCuda, OneNcclRankTrainsAsTheProcessAlone) {
   EXPECT_LE((banks[1] - banks[0]).abs().max().item<double>(), 1e-9);
 }
 
+// The warnings raised while it is installed (c10::WarningUtils::WarningHandlerGuard), a line each.
+struct Warnings : c10::WarningHandler {
+  void process(const c10::Warning& warning) override { messages += std::string(warning.msg()) + "\n"; }
+  std::string messages;
+};
+
 // Runs the same steps eagerly and with CUDA graphs from one seed, over batches of the sizes given (a size
 // change recaptures), fp16 at the loss scales given (one per step; else 1024); the graph run's step results, and
 // both runs' final weights and banks.
@@ -258,6 +264,17 @@ TEST(TrainStateCuda, GraphsRecaptureWhenTheBatchSizeChanges) {
                                {false, true, false, true, false, true}, 1e-4);
 }
 
+// A batch shrunk by an unreadable image (no decode cache) every other step recaptured at every step: past the
+// CaptureBudget the run goes on eagerly, saying why.
+TEST(TrainStateCuda, GraphsTurnOffWhenTheBatchShapeKeepsChanging) {
+  PIRL_REQUIRE(at::hasCUDA(), "no CUDA device");
+  Warnings warnings;
+  c10::WarningUtils::WarningHandlerGuard collect(&warnings);
+  expectGraphsFollowEagerSteps(compareWithGraphs(nce::Mode::InfoNce, train::Precision::Fp32, {8, 7, 8, 7, 8, 8, 8}),
+                               std::vector<bool>(7, false), 1e-4);
+  EXPECT_NE(warnings.messages.find("keep changing shape"), std::string::npos) << warnings.messages;
+}
+
 // The fp16 loss scale is one of the graph's inputs: its halvings and doublings replay. A scale baked into the capture
 // would scale the replayed gradients by the old one and unscale them by the new one (the gradient norm 2× off).
 TEST(TrainStateCuda, GraphsReplayAcrossLossScaleChanges) {
@@ -297,10 +314,7 @@ TEST(StepGraphCuda, AFailedCaptureIsEndedAndTheRunGoesOnEagerly) {
     return std::vector<at::Tensor>{in[0] * 2 + total};
   };
   const at::Tensor x = at::arange(4, at::TensorOptions(at::kFloat).device(at::kCUDA));
-  struct : c10::WarningHandler {
-    void process(const c10::Warning& warning) override { messages += std::string(warning.msg()) + "\n"; }
-    std::string messages;
-  } warnings;
+  Warnings warnings;
   c10::WarningUtils::WarningHandlerGuard collect(&warnings);
   const auto key = [] { return std::vector<int64_t>{}; };
   const std::vector<at::Tensor> first = graph.run({x}, key, body);

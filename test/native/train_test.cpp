@@ -10,6 +10,7 @@
 #include "core/eval/knn.h"
 #include "core/eval/linear_probe.h"
 #include "core/splitmix.h"
+#include "core/train/step_graph.h"
 #include "core/train/train_state.h"
 #include "presets.h"
 #include "requires.h"
@@ -47,6 +48,20 @@ TEST(Sgd, RestoredMomentumBuffersTakeTheirParametersLayout) {
   EXPECT_TRUE(at::equal(buffer, saved.to(at::kFloat)));
   saved.fill_(0);
   EXPECT_FALSE(at::equal(buffer, saved.to(at::kFloat))) << "a copy, not a view of the caller's tensor";
+}
+
+// Three captures within 50 steps are what settings changes cost (Z's first value, TF32); a fourth is a shape that keeps
+// changing, and ends the graphs. Captures further apart are not counted against each other.
+TEST(CaptureBudget, AllowsThreeCapturesWithinFiftySteps) {
+  train::CaptureBudget budget;
+  EXPECT_TRUE(budget.allow(0));
+  EXPECT_TRUE(budget.allow(1));
+  EXPECT_TRUE(budget.allow(2));
+  EXPECT_FALSE(budget.allow(3));
+  train::CaptureBudget spread;
+  for (const int64_t step : {0, 30, 49, 50, 80, 99, 100, 130, 149}) EXPECT_TRUE(spread.allow(step)) << step;
+  EXPECT_TRUE(spread.allow(150)) << "100 is 50 steps back";
+  EXPECT_FALSE(spread.allow(151)) << "130, 149 and 150 are within 50";
 }
 
 TEST(TrainState, StepsAreDeterministic) {

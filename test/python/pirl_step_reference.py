@@ -172,9 +172,9 @@ class Checks:
         ours, ref = torch.as_tensor(ours, dtype=F64), torch.as_tensor(ref, dtype=F64)
         excess = (ours - ref).abs() - tol - (0 if kinks is None else kinks)
         self.compared += 1
-        if ours.shape != ref.shape or not torch.isfinite(ours).all():
-            self.failures.append(f"{what}: pirl's {list(ours.shape)} {ours.flatten()[:4].tolist()} vs {list(ref.shape)}")
-        elif excess.max() > 0:
+        if ours.shape != ref.shape or not torch.isfinite(ours).all() or not torch.isfinite(ref).all():
+            self.failures.append(f"{what}: pirl's {list(ours.shape)} {ours.flatten()[:4].tolist()} vs {list(ref.shape)} {ref.flatten()[:4].tolist()}")
+        elif not (excess <= 0).all():  # a NaN tolerance fails too
             i = int(excess.flatten().argmax())
             self.failures.append(f"{what}: pirl {ours.flatten()[i].item():.9g} vs reference {ref.flatten()[i].item():.9g} "
                                  f"(element {i}; tolerance {tol if isinstance(tol, float) else float(tol):.3g})")

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+
 #ifdef PIRL_WITH_CUDA
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -18,6 +20,13 @@
 #include "../error_message.h"
 
 namespace pirl::train {
+
+bool CaptureBudget::allow(int64_t step) {
+  recent_.erase(std::remove_if(recent_.begin(), recent_.end(), [&](int64_t s) { return step - s >= kWindow; }), recent_.end());
+  if (static_cast<int>(recent_.size()) >= kMaxCaptures) return false;
+  recent_.push_back(step);
+  return true;
+}
 
 #ifdef PIRL_WITH_CUDA
 
@@ -101,7 +110,9 @@ struct StepGraph::Impl {
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   std::vector<at::Tensor> inputs, outputs;
   std::vector<int64_t> key;
-  bool disabled = false;  // a capture failed: the run goes on without graphs
+  bool disabled = false;  // a capture failed, or one too many: the run goes on without graphs
+  CaptureBudget budget;
+  int64_t runs = 0;
 
   explicit Impl(c10::Device d) : device(d) {}
 
@@ -124,6 +135,7 @@ StepGraph::~StepGraph() = default;
 std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, const Key& key, const Body& body) {
   Impl& g = *impl_;
   replayed_ = false;
+  const int64_t run = g.runs++;
   if (g.disabled) return body(inputs);
   const c10::cuda::CUDAGuard onDevice(g.device);
   const at::cuda::CUDAStream current = at::cuda::getCurrentCUDAStream(g.device.index());
@@ -134,6 +146,15 @@ std::vector<at::Tensor> StepGraph::run(const std::vector<at::Tensor>& inputs, co
     return g.outputs;
   }
   g.forget();
+  if (!g.budget.allow(run)) {
+    g.disabled = true;
+    TORCH_WARN("pirl: the training step's inputs keep changing shape (or settings), each change a new CUDA graph capture ",
+               "(more than ", CaptureBudget::kMaxCaptures, " within ", CaptureBudget::kWindow, " steps), so this run goes on ",
+               "without CUDA graphs (as with cudaGraphs: false). The likely cause: batches shrunk by unreadable images, read ",
+               "without a decode cache; a cache (pirl train --cache, ImageFolder's cache option) leaves them out of the data ",
+               "set, so that every batch is full.");
+    return body(inputs);
+  }
   const std::lock_guard<std::mutex> oneCapture(captureMutex());
   const at::cuda::CUDAStream stream = captureStream(g.device.index());
   // This step eagerly, on the stream the capture will use: what runs once per stream and thread (cuBLAS

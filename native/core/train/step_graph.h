@@ -12,6 +12,21 @@
 
 namespace pirl::train {
 
+// Whether another capture is worth it. A step whose inputs keep changing shape (a batch shrunk by an unreadable image,
+// without a decode cache) recaptures at every change — a warm-up step, a device sync and a capture each: beyond
+// kMaxCaptures captures within kWindow steps, graphs cost more than they save and the run goes on without them.
+class CaptureBudget {
+ public:
+  static constexpr int kMaxCaptures = 3;
+  static constexpr int64_t kWindow = 50;
+
+  // Counts a capture at run `step` (runs numbered from 0); false where it would be one too many.
+  bool allow(int64_t step);
+
+ private:
+  std::vector<int64_t> recent_;  // the steps of the captures within the window
+};
+
 class StepGraph {
  public:
   using Body = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>& inputs)>;
@@ -28,7 +43,8 @@ class StepGraph {
   // by the next replay). Otherwise `body` runs as it is — this step's work, and the warm-up a capture
   // needs (cuDNN's autotuning, handles and tensors made on first use) — and is then captured for the
   // next steps. `body` must read the device only through its inputs and the key's tensors. A capture that
-  // fails (an operation a graph cannot hold) warns once and leaves this graph running `body` as it is.
+  // fails (an operation a graph cannot hold), or one past the CaptureBudget, warns once and leaves this graph
+  // running `body` as it is.
   std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, const Key& key, const Body& body);
 
   bool replayed() const { return replayed_; }  // whether the last run replayed
