@@ -15,7 +15,7 @@ import { checkInteger, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { atExit } from '../exitActions';
 import { takeLock, unwritable } from '../lockFile';
-import { readSafetensorsMetadata } from '../safetensors';
+import { readSafetensorsMetadata, removeStaleTemporaries } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
@@ -135,7 +135,7 @@ function settingsOf(options: Record<string, unknown>, prefix = ''): string[] {
 }
 
 async function resumeRun(values: FlagValues, spec: string, checkpoint: string, device: Device, distributed: ResolvedDistributedOptions | null):
-  Promise<{ data: Dataset; start: () => Promise<Trainer> }> {
+  Promise<{ data: Dataset; config: ResolvedTrainConfig; start: () => Promise<Trainer> }> {
   const moved = values.device === undefined ? {} : { device }; // without --device the run stays where its checkpoint says
   const saved = checkpointRunOf(checkpoint, await readSafetensorsMetadata(checkpoint), moved.device);
   const rescale = values['rescale-batch'] === true;
@@ -177,7 +177,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
     }
     return trainer;
   };
-  return { data, start };
+  return { data, config: { ...saved.config, epochs }, start };
 }
 
 /**
@@ -212,13 +212,14 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig, u
   return changed;
 }
 
-/** Flags given that this run will not use, or not as their names promise: said, not refused (a script may share them). */
-function idleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null, knnEvery: number): string[] {
+/** Flags given that this run (new or resumed) will not use, or not as their names promise: said by rank 0, not refused (a script may share them). */
+function warnOfIdleSettings(values: FlagValues, c: ResolvedTrainConfig, distributed: ResolvedDistributedOptions | null, knnEvery: number): void {
+  if ((distributed?.rank ?? 0) !== 0) return;
   const idle: string[] = [];
   if (knnEvery > c.epochs) idle.push(`--knn-every ${knnEvery} scores the epochs that are multiples of ${knnEvery}: a run of ${c.epochs} epoch(s) has none (--knn-every ${c.epochs} scores its last)`);
   if (values['sync-batch-norm'] && distributed === null) idle.push('--sync-batch-norm does nothing in a single process (it syncs the ranks of --nproc or a launcher)');
   if (values.z !== undefined && c.loss.mode !== 'nce') idle.push(`--z sets NCE's normaliser: --mode ${c.loss.mode} does not use it`);
-  return idle;
+  for (const text of idle) console.error(`pirl: warning: ${text}`);
 }
 
 /** --cuda-graphs insists, --no-cuda-graphs turns them off; neither: the Trainer's default (on for one CUDA process). */
@@ -265,9 +266,16 @@ async function runFilesIn(out: string): Promise<string[]> {
   return present.filter((n): n is string => n !== null);
 }
 
-function holdsRun(out: string, found: string[]): UsageError {
+function holdsRun(out: string, found: string[], auto: boolean): UsageError {
   const resumable = found.includes('checkpoint.safetensors') ? '--resume continues it, ' : 'it has no checkpoint to resume from; ';
-  return new UsageError(`${out} already holds a run (${found.join(', ')}): ${resumable}--force starts a new one in its place`);
+  // --auto-resume never replaces a model, and refuses --force beside it: a command of its own does.
+  const force = auto ? 'a command with --force in place of --auto-resume' : '--force';
+  return new UsageError(`${out} already holds a run (${found.join(', ')}): ${resumable}${force} starts a new one in its place`);
+}
+
+/** Removes what writes of the run's files killed midway (kill -9, a power cut) left in `out`: their temporaries. */
+async function removeRunTemporaries(out: string): Promise<void> {
+  for (const file of [...RUN_FILES, 'curves.png']) await removeStaleTemporaries(path.join(out, file));
 }
 
 // The exit code of a rank that stopped because another was told to (its run unfinished, not failed): as SIGTERM's.
@@ -391,8 +399,10 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
       throw new UsageError(`--resume: ${out} holds no checkpoint to continue from (a run writes ${checkpoint} every --checkpoint-every steps and at each epoch's end); --force starts the run again`);
     }
     if (main) await lockRun(out);
-    const { data, start } = await resumeRun(values, spec, checkpoint, device, distributed);
+    const { data, config, start } = await resumeRun(values, spec, checkpoint, device, distributed);
+    warnOfIdleSettings(values, config, distributed, knnEvery);
     checkKnnData(knnEvery, spec, data);
+    if (main) await removeRunTemporaries(out);
     return { resumed: true, start };
   }
   // The flags' own mistakes first: they are said whatever --out holds.
@@ -403,8 +413,8 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again,
   // but never over a model (a finished run's, or one put there), which only --force replaces.
   const kept = (files: string[]) => (values.force ? [] : auto ? files.filter((f) => f === 'model.safetensors') : files);
-  if (kept(earlier).length > 0 && main) throw holdsRun(out, earlier);
-  if (main) for (const text of idleSettings(values, config, distributed, knnEvery)) console.error(`pirl: warning: ${text}`);
+  if (kept(earlier).length > 0 && main) throw holdsRun(out, earlier, auto);
+  warnOfIdleSettings(values, config, distributed, knnEvery);
   // The data first: a folder that cannot be read (or whose --layout is unclear) leaves --out as it was.
   const data = await openData(spec, size, values);
   checkKnnData(knnEvery, spec, data); // before the bank's pass over the data
@@ -416,8 +426,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     await lockRun(out);
     // A run that began in --out since it was looked at (and has ended, or the lock would be its) is not this one's to replace.
     const since = await runFilesIn(out);
-    if (kept(since).length > 0) throw holdsRun(out, since);
+    if (kept(since).length > 0) throw holdsRun(out, since, auto);
     await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
+    await removeRunTemporaries(out);
     await log.clear();
   };
   // bankInit 'features' embeds the data set (each rank a shard; rank 0's shown) before the first step: minutes on a large folder.
