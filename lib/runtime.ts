@@ -75,7 +75,7 @@ export function cudaMemory(device: Device = 'cuda', options: { resetPeak?: boole
 let oversubscribedWarned = 0;
 
 /**
- * Sets the intra-op threads of every native computation (default: the available cores). More than this
+ * Sets the intra-op threads of every native computation, OpenBLAS's matrix products too (default: the available cores). More than this
  * process's share of the cores is warned of, once per count: OpenMP's threads then wait for each other
  * (100 threads on 2 cores trained ~20× slower than 2).
  */

@@ -34,21 +34,42 @@ void checkThreads(int n) {
                             std::to_string(n));
   }
 }
+
+// OpenBLAS runs a matrix product on pthreads of its own, as many as the cores unless told, whatever OpenMP's count
+// (at::set_num_threads leaves them, PyTorch's too): setNumThreads(1) still took every core for a product, and each
+// of N ranks on a host all of them. Its own setter, found once the BLAS loaded is known to be OpenBLAS.
+void setBlasThreads(int n) {
+  using SetThreads = void (*)(int);
+  static std::atomic<SetThreads> found{nullptr};
+  SetThreads set = found.load();
+  if (set == nullptr) {
+    const BlasInfo blas = detectBlas();
+    void* library = blas.kind == BlasKind::OpenBLAS ? dlopen(blas.library.c_str(), RTLD_LAZY | RTLD_NOLOAD) : nullptr;
+    set = library ? reinterpret_cast<SetThreads>(dlsym(library, "openblas_set_num_threads")) : nullptr;
+    if (set == nullptr) return;  // another BLAS (MKL follows OpenMP's count), or not loaded yet: looked for again next time
+    found = set;
+  }
+  set(n);
+}
+
+void setThreads(int n) {
+  ++settingsGeneration;
+  applyThreadSettings();
+  setBlasThreads(n);
+}
 }  // namespace
 
 void setNumThreads(int n) {
   checkThreads(n);
   desiredThreads = n;
-  ++settingsGeneration;
-  applyThreadSettings();
+  setThreads(n);
 }
 
 bool setDefaultNumThreads(int n) {
   checkThreads(n);
   int unset = 0;
   if (!desiredThreads.compare_exchange_strong(unset, n)) return false;
-  ++settingsGeneration;
-  applyThreadSettings();
+  setThreads(n);
   return true;
 }
 

@@ -9,8 +9,8 @@ namespace pirl {
 // More intra-op threads than this only thrash (10,000 were seen to stall a step forever).
 constexpr int kMaxThreads = 256;
 
-// Sets the intra-op thread count used by every pirl computation, in every thread that runs one:
-// n in [1, kMaxThreads], std::out_of_range otherwise.
+// Sets the intra-op thread count used by every pirl computation, in every thread that runs one, OpenBLAS's
+// matrix products too: n in [1, kMaxThreads], std::out_of_range otherwise.
 void setNumThreads(int n);
 // setNumThreads(n) unless a count was set already in this process: false then. The defaults are the process's,
 // applied once: a Worker thread that loads pirl leaves the count another thread set as it is.

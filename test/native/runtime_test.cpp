@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -85,6 +86,21 @@ TEST(Runtime, BlasIsDetectedOnceAMatmulHasRun) {
   if (blas.kind != pirl::BlasKind::MKL) {
     EXPECT_FALSE(blas.library.empty());
   }
+}
+
+// OpenBLAS's own threads follow the count: they took every core under setNumThreads(1).
+TEST(Runtime, OpenBlasThreadsFollowTheCount) {
+  at::mm(at::ones({8, 8}), at::ones({8, 8}));
+  const auto blas = pirl::detectBlas();
+  if (blas.kind != pirl::BlasKind::OpenBLAS) GTEST_SKIP() << "the BLAS loaded is not OpenBLAS: " << blas.library;
+  void* library = dlopen(blas.library.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  ASSERT_NE(library, nullptr) << dlerror();
+  const auto get = reinterpret_cast<int (*)()>(dlsym(library, "openblas_get_num_threads"));
+  ASSERT_NE(get, nullptr);
+  pirl::setNumThreads(2);
+  EXPECT_EQ(get(), 2);
+  pirl::setNumThreads(1);
+  EXPECT_EQ(get(), 1);
 }
 
 }  // namespace
