@@ -159,7 +159,10 @@ c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chr
     tcp.port = static_cast<uint16_t>(o.masterPort);
     tcp.isServer = o.rank == 0 && !o.launcherStore;
     tcp.numWorkers = static_cast<size_t>(o.worldSize);
-    tcp.waitWorkers = true;  // the server waits for every rank; a client only counts itself in
+    // agree() waits for every rank, within one timeout. c10d's own wait for the workers added a second on rank 0
+    // (libtorch 1.13's gives up silently), and a client's count-in reads a reply with no timeout: a MASTER_PORT held
+    // by another program hung every rank but 0 for ever.
+    tcp.waitWorkers = false;
     tcp.timeout = timeout;
     try {
       store = tcpStore<c10d::TCPStoreOptions>(o.masterAddr, tcp);
@@ -227,9 +230,18 @@ std::string judge(const std::vector<Term>& terms, int64_t mine, int64_t other, c
 // read (beyond its world size) then judges itself. Rank 0 keeps the store (its TCPStore's server; a FileStore
 // ends with its last user) until every rank has said it heard.
 std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::string& entry) {
+  // Two processes given one RANK (a launcher's mistake): the second to claim it is told at once (it waited for Gloo's
+  // connection timeout, several times the group's, and was told nothing of the cause). Claimed after a read that waits
+  // within the timeout: add's own reply has none, and only a store answers it.
+  const auto claim = [&] {
+    if (store.add("join/claimed/" + std::to_string(o.rank), 1) == 1) return std::string();
+    return "RANK " + std::to_string(o.rank) + " is claimed by another process too: each of the " + std::to_string(o.worldSize) +
+           " processes needs its own RANK in [0, " + std::to_string(o.worldSize) + ") (WORLD_SIZE)";
+  };
   if (o.rank != 0) {
     store.set("join/entry/" + std::to_string(o.rank), bytes(entry));
     std::string verdict = text(store.get("join/verdict"));
+    if (std::string taken = claim(); !taken.empty()) return taken;
     if (verdict.empty() && !cannotStart(entry)) verdict = judge(o.terms, o.rank, 0, text(store.get("join/entry/0")));
     store.set("join/heard/" + std::to_string(o.rank), std::vector<uint8_t>{});
     return verdict;
@@ -240,6 +252,7 @@ std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::s
     if (verdict.empty()) verdict = judge(o.terms, 0, r, text(store.get("join/entry/" + std::to_string(r))));
     heard.push_back("join/heard/" + std::to_string(r));
   }
+  if (std::string taken = claim(); !taken.empty()) return taken;
   store.set("join/entry/0", bytes(entry));
   store.set("join/verdict", bytes(verdict));
   if (!heard.empty()) store.wait(heard);
