@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -35,9 +36,11 @@ void checkThreads(int n) {
   }
 }
 
-// OpenBLAS runs a matrix product on pthreads of its own, as many as the cores unless told, whatever OpenMP's count
-// (at::set_num_threads leaves them, PyTorch's too): setNumThreads(1) still took every core for a product, and each
-// of N ranks on a host all of them. Its own setter, found once the BLAS loaded is known to be OpenBLAS.
+// OpenBLAS's pthreads build runs a matrix product on threads of its own, as many as the cores unless told, whatever
+// OpenMP's count (at::set_num_threads leaves them, PyTorch's too): setNumThreads(1) still took every core for a
+// product, and each of N ranks on a host all of them. Its own setter, found once the BLAS loaded is known to be
+// OpenBLAS's pthreads build (its OpenMP build follows OpenMP's count, and frees buffers a product in flight may use
+// when told another).
 void setBlasThreads(int n) {
   using SetThreads = void (*)(int);
   static std::atomic<SetThreads> found{nullptr};
@@ -45,31 +48,42 @@ void setBlasThreads(int n) {
   if (set == nullptr) {
     const BlasInfo blas = detectBlas();
     void* library = blas.kind == BlasKind::OpenBLAS ? dlopen(blas.library.c_str(), RTLD_LAZY | RTLD_NOLOAD) : nullptr;
-    set = library ? reinterpret_cast<SetThreads>(dlsym(library, "openblas_set_num_threads")) : nullptr;
+    const auto parallel = library ? reinterpret_cast<int (*)()>(dlsym(library, "openblas_get_parallel")) : nullptr;
+    constexpr int kPthreads = 1;  // openblas_get_parallel(): 0 single-threaded, 1 pthreads, 2 OpenMP
+    set = parallel && parallel() == kPthreads ? reinterpret_cast<SetThreads>(dlsym(library, "openblas_set_num_threads")) : nullptr;
     if (set == nullptr) return;  // another BLAS (MKL follows OpenMP's count), or not loaded yet: looked for again next time
     found = set;
   }
   set(n);
 }
 
-void setThreads(int n) {
+// OpenBLAS's own variables, set by a user (or a cluster's environment): a default leaves its count to them.
+bool blasCountGiven() {
+  for (const char* name : {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS"}) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && *v != '\0') return true;
+  }
+  return false;
+}
+
+void setThreads(int n, bool blas) {
   ++settingsGeneration;
   applyThreadSettings();
-  setBlasThreads(n);
+  if (blas) setBlasThreads(n);
 }
 }  // namespace
 
 void setNumThreads(int n) {
   checkThreads(n);
   desiredThreads = n;
-  setThreads(n);
+  setThreads(n, /*blas=*/true);
 }
 
 bool setDefaultNumThreads(int n) {
   checkThreads(n);
   int unset = 0;
   if (!desiredThreads.compare_exchange_strong(unset, n)) return false;
-  setThreads(n);
+  setThreads(n, !blasCountGiven());
   return true;
 }
 

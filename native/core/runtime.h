@@ -13,7 +13,8 @@ constexpr int kMaxThreads = 256;
 // matrix products too: n in [1, kMaxThreads], std::out_of_range otherwise.
 void setNumThreads(int n);
 // setNumThreads(n) unless a count was set already in this process: false then. The defaults are the process's,
-// applied once: a Worker thread that loads pirl leaves the count another thread set as it is.
+// applied once: a Worker thread that loads pirl leaves the count another thread set as it is. OpenBLAS's count is
+// left to OPENBLAS_NUM_THREADS or GOTO_NUM_THREADS where the environment sets one.
 bool setDefaultNumThreads(int n);
 int numThreads();
 

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -148,7 +149,17 @@ std::string boundTo(const CommunicatorOptions& o) {
 // How a rank 0 whose MASTER_PORT is taken fails: before any wait, said as it is.
 constexpr const char* kPortInUse = "distributed training: rank 0 cannot serve the rendezvous: MASTER_PORT ";
 
-// The rendezvous: c10d's store where the ranks meet (keys under "pirl/", beside a launcher's own).
+// How many groups this process's rank `o.rank` has joined at a launcher's store before: it outlives a group (two
+// Trainers, one after the other, in one torchrun worker), and each group's keys must be its own (a store of pirl's
+// own ends with its group). Keyed by rank too: the tests join a group's ranks as threads of one process.
+int64_t joinsBefore(const CommunicatorOptions& o) {
+  static std::mutex mutex;
+  static std::map<std::string, int64_t> joins;
+  const std::lock_guard<std::mutex> lock(mutex);
+  return joins[o.masterAddr + ":" + std::to_string(o.masterPort) + "#" + std::to_string(o.rank)]++;
+}
+
+// The rendezvous: c10d's store where the ranks meet (keys under "pirl/", beside a launcher's own: "pirl/<join>/").
 c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chrono::milliseconds timeout) {
   c10::intrusive_ptr<c10d::Store> store;
   if (!o.storeFile.empty()) {
@@ -181,7 +192,7 @@ c10::intrusive_ptr<c10d::Store> openStore(const CommunicatorOptions& o, std::chr
       store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restartCount), store);
     }
   }
-  return c10::make_intrusive<c10d::PrefixStore>("pirl", store);
+  return c10::make_intrusive<c10d::PrefixStore>(o.launcherStore ? "pirl/" + std::to_string(joinsBefore(o)) : "pirl", store);
 }
 
 // A rank's entry in the agreement: its terms' values, each ended by '\0', or kCannotStart and why.
@@ -230,18 +241,21 @@ std::string judge(const std::vector<Term>& terms, int64_t mine, int64_t other, c
 // read (beyond its world size) then judges itself. Rank 0 keeps the store (its TCPStore's server; a FileStore
 // ends with its last user) until every rank has said it heard.
 std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::string& entry) {
-  // Two processes given one RANK (a launcher's mistake): the second to claim it is told at once (it waited for Gloo's
-  // connection timeout, several times the group's, and was told nothing of the cause). Claimed after a read that waits
-  // within the timeout: add's own reply has none, and only a store answers it.
-  const auto claim = [&] {
-    if (store.add("join/claimed/" + std::to_string(o.rank), 1) == 1) return std::string();
+  // Two processes given one RANK (a launcher's mistake): the second to claim it is told at once, before it posts its
+  // entry (it waited for Gloo's connection timeout, several times the group's, and was told nothing of the cause). A
+  // rank other than 0 claims once rank 0 has opened the join: a wait within the timeout, where add's own reply has none.
+  if (o.rank == 0) {
+    store.set("join/open", std::vector<uint8_t>{});
+  } else {
+    store.wait({"join/open"});
+  }
+  if (store.add("join/claimed/" + std::to_string(o.rank), 1) != 1) {
     return "RANK " + std::to_string(o.rank) + " is claimed by another process too: each of the " + std::to_string(o.worldSize) +
            " processes needs its own RANK in [0, " + std::to_string(o.worldSize) + ") (WORLD_SIZE)";
-  };
+  }
   if (o.rank != 0) {
     store.set("join/entry/" + std::to_string(o.rank), bytes(entry));
     std::string verdict = text(store.get("join/verdict"));
-    if (std::string taken = claim(); !taken.empty()) return taken;
     if (verdict.empty() && !cannotStart(entry)) verdict = judge(o.terms, o.rank, 0, text(store.get("join/entry/0")));
     store.set("join/heard/" + std::to_string(o.rank), std::vector<uint8_t>{});
     return verdict;
@@ -252,7 +266,6 @@ std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::s
     if (verdict.empty()) verdict = judge(o.terms, 0, r, text(store.get("join/entry/" + std::to_string(r))));
     heard.push_back("join/heard/" + std::to_string(r));
   }
-  if (std::string taken = claim(); !taken.empty()) return taken;
   store.set("join/entry/0", bytes(entry));
   store.set("join/verdict", bytes(verdict));
   if (!heard.empty()) store.wait(heard);
