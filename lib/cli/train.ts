@@ -260,6 +260,8 @@ function checkKnnData(knnEvery: number, spec: string, data: Dataset): void {
 
 /** Output files of a run in `out` that a new run would overwrite or append to. */
 const RUN_FILES = ['checkpoint.safetensors', 'model.safetensors', 'metrics.jsonl', 'metrics.csv'];
+/** Every file a run writes in `out`: RUN_FILES and its picture of the metrics. */
+const RUN_OUTPUTS = [...RUN_FILES, 'curves.png'];
 
 async function runFilesIn(out: string): Promise<string[]> {
   const present = await Promise.all(RUN_FILES.map((n) => fs.access(path.join(out, n)).then(() => n, () => null)));
@@ -275,7 +277,7 @@ function holdsRun(out: string, found: string[], auto: boolean): UsageError {
 
 /** Removes what writes of the run's files killed midway (kill -9, a power cut) left in `out`: their temporaries. */
 async function removeRunTemporaries(out: string): Promise<void> {
-  for (const file of [...RUN_FILES, 'curves.png']) await removeStaleTemporaries(path.join(out, file));
+  for (const file of RUN_OUTPUTS) await removeStaleTemporaries(path.join(out, file));
 }
 
 // The exit code of a rank that stopped because another was told to (its run unfinished, not failed): as SIGTERM's.
@@ -378,7 +380,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // lock (FILE.lock) be the run's (the run waited on itself). By real paths: a link to --out is --out.
   if (typeof values.cache === 'string') {
     const [cache, outReal] = [await realPathOf(values.cache), await realPathOf(out)];
-    const own = [...RUN_FILES, 'curves.png', 'run.lock'].find((f) => cache === path.join(outReal, f));
+    const own = [...RUN_OUTPUTS, 'run.lock'].find((f) => cache === path.join(outReal, f));
     if (cache === outReal) throw new UsageError(`--cache ${values.cache} is --out: the run's folder cannot be its cache file; give --cache another path`);
     if (own) throw new UsageError(`--cache ${values.cache} is the run's own ${own} in --out: give --cache another name`);
     if (`${cache}.lock` === path.join(outReal, 'run.lock')) throw new UsageError(`--cache ${values.cache}: its lock, ${values.cache}.lock, would be the run's own run.lock in --out: give --cache another name`);
@@ -427,7 +429,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
     // A run that began in --out since it was looked at (and has ended, or the lock would be its) is not this one's to replace.
     const since = await runFilesIn(out);
     if (kept(since).length > 0) throw holdsRun(out, since, auto);
-    await Promise.all([...RUN_FILES, 'curves.png'].map((f) => fs.rm(path.join(out, f), { force: true })));
+    await Promise.all(RUN_OUTPUTS.map((f) => fs.rm(path.join(out, f), { force: true })));
     await removeRunTemporaries(out);
     await log.clear();
   };

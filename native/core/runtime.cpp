@@ -44,14 +44,19 @@ void checkThreads(int n) {
 void setBlasThreads(int n) {
   using SetThreads = void (*)(int);
   static std::atomic<SetThreads> found{nullptr};
+  static std::atomic<bool> none{false};  // the BLAS loaded is known, and is not OpenBLAS's pthreads build
   SetThreads set = found.load();
   if (set == nullptr) {
+    if (none) return;
     const BlasInfo blas = detectBlas();
     void* library = blas.kind == BlasKind::OpenBLAS ? dlopen(blas.library.c_str(), RTLD_LAZY | RTLD_NOLOAD) : nullptr;
     const auto parallel = library ? reinterpret_cast<int (*)()>(dlsym(library, "openblas_get_parallel")) : nullptr;
     constexpr int kPthreads = 1;  // openblas_get_parallel(): 0 single-threaded, 1 pthreads, 2 OpenMP
     set = parallel && parallel() == kPthreads ? reinterpret_cast<SetThreads>(dlsym(library, "openblas_set_num_threads")) : nullptr;
-    if (set == nullptr) return;  // another BLAS (MKL follows OpenMP's count), or not loaded yet: looked for again next time
+    if (set == nullptr) {
+      none = blas.kind != BlasKind::None;  // MKL (it follows OpenMP's count) or another; none loaded yet: looked for next time
+      return;
+    }
     found = set;
   }
   set(n);
