@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -28,6 +29,7 @@
 #endif
 
 #include "../error_message.h"
+#include "deadline.h"
 
 namespace pirl::distributed {
 
@@ -239,15 +241,25 @@ std::string judge(const std::vector<Term>& terms, int64_t mine, int64_t other, c
 // The agreement, through the store: every rank posts its entry; rank 0 reads them in rank order and posts the
 // verdict ("" or why the run cannot start) with its own entry, which every rank reads — a rank rank 0 did not
 // read (beyond its world size) then judges itself. Rank 0 keeps the store (its TCPStore's server; a FileStore
-// ends with its last user) until every rank has said it heard.
-std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::string& entry) {
+// ends with its last user) until every rank has said it heard. Every read waits until `until`, the join's one deadline
+// (c10d's reads would each take a timeout of their own).
+std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::string& entry,
+                  std::chrono::steady_clock::time_point until) {
+  const auto waitFor = [&](const std::vector<std::string>& keys) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    store.wait(keys, std::max(left, std::chrono::milliseconds(1)));  // c10d reads 0 as no timeout
+  };
+  const auto read = [&](const std::string& key) {
+    waitFor({key});
+    return text(store.get(key));
+  };
   // Two processes given one RANK (a launcher's mistake): the second to claim it is told at once, before it posts its
   // entry (it waited for Gloo's connection timeout, several times the group's, and was told nothing of the cause). A
   // rank other than 0 claims once rank 0 has opened the join: a wait within the timeout, where add's own reply has none.
   if (o.rank == 0) {
     store.set("join/open", std::vector<uint8_t>{});
   } else {
-    store.wait({"join/open"});
+    waitFor({"join/open"});
   }
   if (store.add("join/claimed/" + std::to_string(o.rank), 1) != 1) {
     return "RANK " + std::to_string(o.rank) + " is claimed by another process too: each of the " + std::to_string(o.worldSize) +
@@ -255,21 +267,42 @@ std::string agree(c10d::Store& store, const CommunicatorOptions& o, const std::s
   }
   if (o.rank != 0) {
     store.set("join/entry/" + std::to_string(o.rank), bytes(entry));
-    std::string verdict = text(store.get("join/verdict"));
-    if (verdict.empty() && !cannotStart(entry)) verdict = judge(o.terms, o.rank, 0, text(store.get("join/entry/0")));
+    std::string verdict = read("join/verdict");
+    if (verdict.empty() && !cannotStart(entry)) verdict = judge(o.terms, o.rank, 0, read("join/entry/0"));
     store.set("join/heard/" + std::to_string(o.rank), std::vector<uint8_t>{});
     return verdict;
   }
   std::string verdict = judge(o.terms, 0, 0, entry);
   std::vector<std::string> heard;
   for (int64_t r = 1; r < o.worldSize; ++r) {
-    if (verdict.empty()) verdict = judge(o.terms, 0, r, text(store.get("join/entry/" + std::to_string(r))));
+    if (verdict.empty()) verdict = judge(o.terms, 0, r, read("join/entry/" + std::to_string(r)));
     heard.push_back("join/heard/" + std::to_string(r));
   }
   store.set("join/entry/0", bytes(entry));
   store.set("join/verdict", bytes(verdict));
-  if (!heard.empty()) store.wait(heard);
+  if (!heard.empty()) waitFor(heard);
   return verdict;
+}
+
+// How much later than the join's timeout a rendezvous still unanswered is given up on (deadline.h).
+constexpr std::chrono::milliseconds kUnanswered{2000};
+
+// The rendezvous, the join's first two steps: the store reached and the agreement, within one timeout in all. The
+// store and the verdict.
+std::pair<c10::intrusive_ptr<c10d::Store>, std::string> rendezvous(const CommunicatorOptions& o, const std::string& entry) {
+  const auto timeout = std::chrono::milliseconds(o.timeoutMs);
+  return withinDeadline(
+      [o, entry, timeout] {
+        const auto until = std::chrono::steady_clock::now() + timeout;
+        auto store = openStore(o, timeout);
+        std::string verdict = agree(*store, o, entry, until);
+        return std::make_pair(std::move(store), std::move(verdict));
+      },
+      timeout + kUnanswered,
+      o.storeFile.empty() ? "no answer " + std::to_string(kUnanswered.count()) + " ms past the timeout: does another program, "
+                            "not a rendezvous (a TCPStore), hold MASTER_PORT " + std::to_string(o.masterPort) + "?"
+                          : "the rendezvous file " + o.storeFile + " still unanswered " + std::to_string(kUnanswered.count()) +
+                            " ms past the timeout");
 }
 
 void checkOptions(const CommunicatorOptions& o, const c10::Device& device) {
@@ -287,8 +320,7 @@ void checkOptions(const CommunicatorOptions& o, const c10::Device& device) {
 void failToJoin(const CommunicatorOptions& o, const std::string& why) {
   try {
     checkOptions(o, c10::Device(o.device));
-    const auto timeout = std::chrono::milliseconds(o.timeoutMs);
-    agree(*openStore(o, timeout), o, kCannotStart + why);
+    rendezvous(o, kCannotStart + why);
   } catch (const std::exception&) {  // no peer to tell (or it did not come within the timeout): it fails either way
   }
 }
@@ -314,8 +346,8 @@ Communicator::Communicator(const CommunicatorOptions& o)
                   ") within ", o.timeoutMs, " ms: ", messageOf(e));
     }
   };
-  group_->store = joining([&] { return openStore(o, timeout()); });
-  const std::string verdict = joining([&] { return agree(*group_->store, o, entryOf(o.terms)); });
+  std::string verdict;
+  std::tie(group_->store, verdict) = joining([&] { return rendezvous(o, entryOf(o.terms)); });
   TORCH_CHECK(verdict.empty(), "distributed training: ", verdict);
   joining([&] {
 #if PIRL_WITH_NCCL
