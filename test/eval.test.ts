@@ -233,6 +233,9 @@ describe('evaluation', () => {
       } finally {
         fs.renameSync(moved, dir);
       }
+      // An unchanged image this pass leaves out (a lower maxPixels; 00.png is 30×30) is left out, not kept from before.
+      const limited = await embedImages(model, dir, { reuse: second, maxPixels: 600, onWarning: () => undefined });
+      expect([limited.files, [...limited.failures.keys()], limited.reused]).toEqual([['0.png', '2.png', '3.png'].map((f) => path.join(dir, f)), [path.join(dir, '00.png')], 3]);
       // What a reuse would mix silently wrong is refused, naming what differs.
       await expect(embedImages(model, dir, { reuse: first, size: 20 })).rejects.toThrow('options.reuse.size must be 20, the side embedded at now, got 16');
       await expect(embedImages(model, dir, { reuse: first, layer: 'f' })).rejects.toThrow("options.reuse.layer must be 'f', the layer embedded now, got \"res5\"");
@@ -245,6 +248,7 @@ describe('evaluation', () => {
       await expect(embedImages(model, dir, { reuse: { ...first, files: first.files.slice(1) } })).rejects.toThrow('options.reuse.files.length must be one per row of options.reuse.features (4), got 3');
       await expect(embedImages(model, dir, { reuse: { ...first, versions: [null, null, null, { bytes: 'x' } as never] } })).rejects.toThrow('options.reuse.versions[3] must be a file version ({ bytes, modifiedMs, changedMs }) or null');
       const list = await embedImages(model, [path.join(dir, '0.png')]);
+      expect(list.weights).toBe(first.weights); // a list's pass says which model made it too (pirl search checks it)
       await expect(embedImages(model, dir, { reuse: list })).rejects.toThrow("options.reuse.dir must be the folder of a folder's pass (a list's pass has none), got null");
       // With a cache, each row's version is the one its pixels were read at (the cache's check), not a later one: a file
       // rewritten while the cache is built is embedded again next time, not kept stale.

@@ -40,7 +40,7 @@ async function reusable(out: string, dir: string, weights: string, options: Reso
     : made.size !== options.size ? `${made.size === null ? 'at a side it did not record' : `at ${made.size} px`}, not ${options.size}` : null;
   const old = differs === null ? await readFeaturesFile(out).catch(refused) : null;
   if (old === null || old.versions === null) {
-    console.error(`pirl: --update: ${out} was embedded ${differs ?? "without its files' versions (by an older pirl, or of fashion-mnist)"}: every image is embedded again`);
+    console.error(`pirl: --update: ${out} was embedded ${differs ?? "without its files' versions (of a list of images, of fashion-mnist, or by an older pirl)"}: every image is embedded again`);
     return null;
   }
   return { features: old.features, files: old.names.map((f) => path.join(dir, f)), dir, size: options.size, layer: old.layer, weights, versions: old.versions };
