@@ -97,7 +97,7 @@ shard_logs() {  # shard_logs STAGE: each shard's whole log beside the stage's (i
 stage native-cuda 120 env GTEST_FILTER='*Cuda*:Distributed.ARankWhoseMasterPortAnotherProgramHolds*:Deadline.*' "${native[@]}"
 note native-cuda.log "^native suite: .* in "
 shard_logs native-cuda
-stage jest 100 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
+stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts
 note jest.log "^Tests:"
 # DEVICE_CHECK_BENCH_CASES=nce,resnet50-paper@128 measures those only (bench-gpu.js --cases): what an earlier loan left.
 bench_gpu_json=bench-gpu${DEVICE_CHECK_BENCH_CASES:+-selected}.json  # a selection is not the whole run's figures

@@ -163,8 +163,9 @@ const DETERMINISTIC_CUBLAS = [':4096:8', ':16:8'];
  * a run on a GPU repeats itself bit for bit — a second run of the same seed, or a resume, as on the CPU — at some
  * cost in speed: cuDNN's benchmark mode is off and its deterministic convolutions are used, and an op that has no
  * deterministic kernel throws. CUBLAS_WORKSPACE_CONFIG is set to ':4096:8' where unset (cuBLAS reads it as this
- * process first uses it: set it before any GPU work). Off (the default; off again, benchmark mode is as it was), a
- * trainer on a GPU times cuDNN's algorithms and keeps the fastest. The CPU's kernels are deterministic either way.
+ * process first uses it: turn this on before any GPU work, or the next product on the GPU fails, saying so). Off (the
+ * default; off again, benchmark mode is as it was), a trainer on a GPU times cuDNN's algorithms and keeps the fastest.
+ * The CPU's kernels are deterministic either way.
  */
 export function setDeterministic(on: boolean): void {
   checkBoolean('on', on);

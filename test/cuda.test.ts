@@ -97,28 +97,23 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     expect(() => setDeterministic(true)).toThrow("CUBLAS_WORKSPACE_CONFIG must be :4096:8 or :16:8 for deterministic cuBLAS (or unset, and pirl sets it), got \":4096:2\"");
     if (cublas === undefined) delete process.env.CUBLAS_WORKSPACE_CONFIG;
     else process.env.CUBLAS_WORKSPACE_CONFIG = cublas;
-    setDeterministic(true);
-    expect(process.env.CUBLAS_WORKSPACE_CONFIG).toBe(cublas || ':4096:8');
-    try {
-      for (const cudaGraphs of [false, true]) {
-        const config = { ...tiny.config, device: 'cuda' as const };
-        const whole = await Trainer.create(tiny.dataset(), config, { cudaGraphs });
-        const losses: number[] = [];
-        await whole.fit({ callbacks: { onBatchEnd: (l) => void losses.push(l.loss) } });
-        const file = path.join(tmpDir(), 'run.ckpt');
-        const first = await Trainer.create(tiny.dataset(), config, { cudaGraphs });
-        const again: number[] = [];
-        await expect(first.fit({ checkpoint: file, checkpointEvery: 1, callbacks: { onBatchEnd: (l) => { again.push(l.loss); if (l.step === 4) throw new Error('stop'); } } }))
-          .rejects.toThrow('stop');
-        const resumed = await Trainer.resume(file, tiny.dataset(), { cudaGraphs });
-        again.length = 3; // step 4 was reported before its checkpoint, which the stop skipped: the resume takes it again
-        await resumed.fit({ callbacks: { onBatchEnd: (l) => void again.push(l.loss) } });
-        expect({ cudaGraphs, losses: again }).toEqual({ cudaGraphs, losses });
-        expect(await weightsDigest(resumed.model)).toBe(await weightsDigest(whole.model));
-      }
-    } finally {
-      setDeterministic(false);
+    // The runs in a process of their own that turns it on first, as pirl train --deterministic does: cuBLAS reads the
+    // variable once, at a process's first product on the GPU, which this one made in the tests above.
+    const env = { ...process.env };
+    delete env.CUBLAS_WORKSPACE_CONFIG;
+    const child = (mode: string) => {
+      const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'deterministic-run.js'), mode, 'cuda'], { encoding: 'utf8', env });
+      expect({ mode, status: r.status, stderr: r.status === 0 ? '' : r.stderr }).toEqual({ mode, status: 0, stderr: '' });
+      return JSON.parse(r.stdout.trim().split('\n').pop()!);
+    };
+    const runs = child('runs') as Array<{ cudaGraphs: boolean; stopped: string; losses: number[]; resumedLosses: number[]; digest: string; resumedDigest: string }>;
+    expect(runs.map((r) => r.cudaGraphs)).toEqual([false, true]);
+    for (const r of runs) {
+      expect({ cudaGraphs: r.cudaGraphs, stopped: r.stopped, losses: r.resumedLosses, digest: r.resumedDigest }).toEqual({ cudaGraphs: r.cudaGraphs, stopped: 'stop', losses: r.losses, digest: r.digest });
     }
+    expect(runs[0].losses.length).toBeGreaterThan(4);
+    // Turned on after the process's first product: the next one fails, saying the variable came too late.
+    expect(child('late')).toMatch(/CUBLAS_WORKSPACE_CONFIG is :4096:8, but it was set after this process first used cuBLAS, which reads it once: turn deterministic mode on before any GPU work/);
   });
 
   test('a run moves between CUDA and the CPU through its checkpoint', async () => {

@@ -13,6 +13,8 @@
 #include <string>
 #include <system_error>
 
+#include "../core/runtime.h"
+
 namespace pirl::addon {
 
 enum class ErrorKind { Error, TypeError, RangeError };
@@ -57,7 +59,7 @@ inline CaughtError classifyCurrentException() {
     const std::string message = e.what_without_backtrace();
     const size_t cpu = message.find("DefaultCPUAllocator: can't allocate memory");
     if (cpu != std::string::npos) return {ErrorKind::Error, message.substr(cpu), kOutOfMemoryCode};
-    return {ErrorKind::Error, message};
+    return {ErrorKind::Error, explainCublasConfig(message)};
   } catch (const std::invalid_argument& e) {
     return {ErrorKind::TypeError, e.what()};
   } catch (const std::out_of_range& e) {
@@ -67,7 +69,7 @@ inline CaughtError classifyCurrentException() {
   } catch (const std::system_error& e) {
     return {ErrorKind::Error, e.what(), errnoName(e.code())};
   } catch (const std::exception& e) {
-    return {ErrorKind::Error, e.what()};
+    return {ErrorKind::Error, explainCublasConfig(e.what())};
   } catch (...) {
     return {ErrorKind::Error, "unknown C++ exception"};
   }

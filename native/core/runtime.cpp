@@ -11,7 +11,9 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <string>
 
 #include "distributed/communicator.h"
 
@@ -111,8 +113,32 @@ void setTf32(Tf32 tf32) {
 
 Tf32 tf32() { return {at::globalContext().allowTF32CuDNN(), at::globalContext().allowTF32CuBLAS()}; }
 
+namespace {
+// CUBLAS_WORKSPACE_CONFIG as setDeterministic(true) last found it ("": unset), read on the caller's thread (the
+// environment's writer): an error explained on another only reads this.
+std::mutex cublasConfigMutex;
+std::string cublasConfigWhenDeterministic;
+}  // namespace
+
+std::string explainCublasConfig(const std::string& message) {
+  if (message.find("CUBLAS_WORKSPACE_CONFIG") == std::string::npos) return message;
+  std::string set;
+  {
+    const std::lock_guard<std::mutex> lock(cublasConfigMutex);
+    set = cublasConfigWhenDeterministic;
+  }
+  if (set.empty()) return message;
+  return message + " (CUBLAS_WORKSPACE_CONFIG is " + set + ", but it was set after this process first used cuBLAS, which reads it "
+         "once: turn deterministic mode on before any GPU work, or start the process with CUBLAS_WORKSPACE_CONFIG=" + set + ")";
+}
+
 void setDeterministic(bool on) {
   static bool benchmarkBefore = false;  // cuDNN's benchmark mode as it was when the process turned deterministic
+  if (on) {
+    const char* cublas = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+    const std::lock_guard<std::mutex> lock(cublasConfigMutex);
+    cublasConfigWhenDeterministic = cublas == nullptr ? "" : cublas;
+  }
   at::Context& context = at::globalContext();
   const bool was = context.deterministicAlgorithms();
   // Benchmark mode picks each convolution's algorithm by timing it: a run's choice may differ from the next's.

@@ -36,6 +36,9 @@ Tf32 tf32();
 // was before (a trainer on a GPU turns it on as it is made). The CPU's kernels are deterministic either way.
 void setDeterministic(bool on);
 bool deterministic();
+// `message`, and where it is libtorch's refusal of cuBLAS in deterministic mode though CUBLAS_WORKSPACE_CONFIG was set
+// when setDeterministic(true) ran, why: libtorch read the variable once, at this process's first cuBLAS product, before.
+std::string explainCublasConfig(const std::string& message);
 
 enum class BlasKind { OpenBLAS, MKL, Reference, Other, None };
 const char* blasKindName(BlasKind kind);

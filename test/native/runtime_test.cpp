@@ -3,7 +3,10 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "core/runtime.h"
@@ -58,6 +61,30 @@ TEST(Runtime, DeterministicTurnsBenchmarkModeOffAndBackAsItWas) {
     EXPECT_EQ(context.benchmarkCuDNN(), before);
   }
   context.setBenchmarkCuDNN(benchmark);
+}
+
+// libtorch reads CUBLAS_WORKSPACE_CONFIG once, at the first cuBLAS product: its refusal in deterministic mode, when the
+// variable was set by the time deterministic mode was turned on, says that it came too late (libtorch's words ask to set it).
+TEST(Runtime, ACublasRefusalWithTheVariableSetSaysItWasSetTooLate) {
+  const char* env = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+  const std::optional<std::string> before = env == nullptr ? std::nullopt : std::optional<std::string>(env);
+  const std::string refusal = "Deterministic behavior was enabled with either `torch.use_deterministic_algorithms(True)` or "
+                              "`at::Context::setDeterministicAlgorithms(true)`, but this operation is not deterministic because it "
+                              "uses CuBLAS and you have CUDA >= 10.2. To enable deterministic behavior in this case, you must set "
+                              "an environment variable before running your PyTorch application: CUBLAS_WORKSPACE_CONFIG=:4096:8 or "
+                              "CUBLAS_WORKSPACE_CONFIG=:16:8.";
+  unsetenv("CUBLAS_WORKSPACE_CONFIG");
+  pirl::setDeterministic(true);
+  EXPECT_EQ(pirl::explainCublasConfig(refusal), refusal);  // unset: libtorch's own words say what to do
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8", 1);
+  pirl::setDeterministic(true);
+  EXPECT_EQ(pirl::explainCublasConfig(refusal), refusal + " (CUBLAS_WORKSPACE_CONFIG is :16:8, but it was set after this process first "
+            "used cuBLAS, which reads it once: turn deterministic mode on before any GPU work, or start the process with "
+            "CUBLAS_WORKSPACE_CONFIG=:16:8)");
+  EXPECT_EQ(pirl::explainCublasConfig("CUDA out of memory"), "CUDA out of memory");
+  pirl::setDeterministic(false);
+  if (before) setenv("CUBLAS_WORKSPACE_CONFIG", before->c_str(), 1);
+  else unsetenv("CUBLAS_WORKSPACE_CONFIG");
 }
 
 TEST(Runtime, BuildInfoDescribesTheLoadedLibtorch) {
