@@ -38,6 +38,12 @@ function trunkHint(described: string | undefined): string {
   return `it is ${what}, not a pirl model: in the API, PirlModel.create(${options}) then model.importTrunk(file) loads it`;
 }
 
+// What a file of pirl's that holds no model or trunk is, by its metadata (undefined: neither of these).
+function otherFileKind(m: Record<string, string>): string | undefined {
+  if (m.files !== undefined && m.layer !== undefined) return 'a features file of `pirl embed` (image embeddings)';
+  return m['pirl-linear-probe'] !== undefined ? 'a linear probe (LinearProbe.load reads it)' : undefined;
+}
+
 /**
  * The model a model file (save's) or a training checkpoint (its model.* tensors: a run killed before it wrote its
  * model) describes in its metadata: its options, checked like user input (errors name the file and the field), the
@@ -51,10 +57,8 @@ function modelOf(file: string, m: Record<string, string>, device: Device): { opt
   }
   const object = jsonMetadata(file, m, 'pirl');
   if (object === undefined) {
-    const hint = m.files !== undefined && m.layer !== undefined
-      ? 'it is a features file of `pirl embed` (image embeddings), not a model: give the model that made it'
-      : m['pirl-linear-probe'] !== undefined ? 'it is a linear probe (LinearProbe.load reads it), not a model: give the model whose features it classifies'
-        : trunkHint(m['pirl-trunk']);
+    const other = otherFileKind(m);
+    const hint = other ? `it is ${other}, not a model: give the model ${other.startsWith('a features') ? 'that made it' : 'whose features it classifies'}` : trunkHint(m['pirl-trunk']);
     throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
   }
   const field = metadataField(file, 'pirl');
@@ -312,9 +316,11 @@ export class PirlModel {
   async importTrunk(file: string): Promise<void> {
     checkFile('file', file);
     const { tensors, metadata } = await readSafetensors(file);
-    if (metadata.pirl !== undefined) {
+    if (metadata.pirl !== undefined || metadata['pirl-checkpoint'] !== undefined) {
       throw new TypeError(`${file} is a whole pirl model, not a trunk: PirlModel.load(file) reads it (and its exportTrunk(file) writes its trunk)`);
     }
+    const other = otherFileKind(metadata);
+    if (other) throw new TypeError(`${file} is ${other}, not a trunk: importTrunk reads what exportTrunk (pirl export) writes, or torchvision's`);
     const described = jsonMetadata(file, metadata, 'pirl-trunk');
     if (described !== undefined) {
       const { arch, stem, width } = this.options;

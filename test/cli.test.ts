@@ -707,7 +707,10 @@ describe('pirl train / eval / embed / export', () => {
     // Other tools' names for a flag (argparse's --batch-size), and --cuda: the flag meant, not the nearest spelling (--cuda-graphs).
     usage(['train', data, '--batch-size', '8'], /^pirl: unknown flag --batch-size \(did you mean --batch\?\)\n/);
     usage(['train', data, '--cuda'], /^pirl: unknown flag --cuda \(did you mean --device cuda\?\)\n/);
-    usage(['train', data, '-o', 'run'], /^pirl: unknown flag -o \(did you mean --out\?\)\n/);
+    usage(['train', data, '-o', 'run'], /^pirl: unknown flag -o \(did you mean --out\? pirl's flags take two dashes; a file named so: \.\/-o, or -- before it\)\n/);
+    // A flag of one letter with one dash (parseArgs took `-k` for --k, and a query file `-k.jpg` for --k=.jpg).
+    usage(['search', data, data, '-k.jpg'], /^pirl: unknown flag -k\.jpg \(pirl's flags take two dashes; a file named so: \.\/-k\.jpg, or -- before it\)\n/);
+    usage(['search', data, data, '-k', '3'], /^pirl: unknown flag -k \(did you mean --k\? pirl's flags take two dashes; a file named so: \.\/-k, or -- before it\)\n/);
     // A folder of text named .jpg: each file's warning, then the failure that points to them (it came first).
     const texts = path.join(dir, 'texts');
     fs.mkdirSync(texts, { recursive: true });

@@ -184,6 +184,10 @@ describe('PirlModel', () => {
       const whole = path.join(dir, 'model.safetensors');
       await source.save(whole);
       await expect(target.importTrunk(whole)).rejects.toThrow(`${whole} is a whole pirl model, not a trunk: PirlModel.load(file) reads it`);
+      // Other files of pirl's are named as what they are (they were said to hold a tensor the model has no parameter for).
+      const features = path.join(dir, 'features.safetensors');
+      await writeSafetensors(features, [['features', Tensor.zeros([2, 64])]], { files: '["a.png","b.png"]', layer: 'res5' });
+      await expect(target.importTrunk(features)).rejects.toThrow(`${features} is a features file of \`pirl embed\` (image embeddings), not a trunk: importTrunk reads what exportTrunk (pirl export) writes, or torchvision's`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -38,6 +38,16 @@ export function parseFlags(args: string[], flags: Flags, count: number | { atLea
   // parseArgs reads `--lr -1` as two flags ("ambiguous"); `--lr=-1` is what was meant.
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') {
+      joined.push(...args.slice(i));
+      break;
+    }
+    // parseArgs reads `-k` as --k (a flag of one letter), so that a file `-k.jpg` became --k=.jpg: pirl's flags take two dashes.
+    const single = /^-([^-\d.][^=]*)/.exec(args[i]);
+    if (single) {
+      const near = closest(single[1], [...strings, ...booleans]);
+      throw new UsageError(`unknown flag ${args[i]} (${near === null ? '' : `did you mean --${near}? `}pirl's flags take two dashes; a file named so: ./${args[i]}, or -- before it)`);
+    }
     const flag = args[i].startsWith('--') ? args[i].slice(2) : '';
     if (strings.includes(flag) && i + 1 < args.length && /^-\d|^-\.\d/.test(args[i + 1])) joined.push(`${args[i]}=${args[++i]}`);
     else joined.push(args[i]);
