@@ -26,7 +26,7 @@ describe('formatDuration', () => {
 });
 
 describe('Progress.images', () => {
-  test("a pass's rate and time run from its report of 0 done where it gives one (it began after its reporter was made), else from the reporter", () => {
+  test("a pass's rate and time run from its report of 0 done where it gives one (it began after its reporter was made), else from the reporter; its end is said once", () => {
     let now = 1_000_000;
     const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
     const written: string[] = [];
@@ -38,6 +38,7 @@ describe('Progress.images', () => {
       late(0, 20);
       now += 2_000;
       late(20, 20);
+      late(20, 20); // the end said again (a pass's last report, then its caller's): once
       const prompt = progress.images('features');
       now += 4_000;
       prompt(20, 20);

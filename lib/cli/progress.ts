@@ -19,9 +19,12 @@ export class Progress {
    * reporter was made). `last` false: the line stays open for what follows it.
    */
   images(label: string, last = true): (done: number, total: number) => void {
-    let started = Date.now();
+    let started = Date.now(), ended = false;
     return (done, total) => {
-      if (done === 0) started = Date.now();
+      if (done === 0) [started, ended] = [Date.now(), false];
+      // The end is said once (a pass's last report and its caller's own both reach it).
+      if (done === total && ended) return;
+      ended = done === total;
       const seconds = (Date.now() - started) / 1000;
       const time = done === total ? `in ${formatDuration(seconds)}` : `ETA ${formatDuration((seconds / done) * (total - done))}`;
       this.update(`${label} ${done}/${total} images${done > 0 && seconds > 0 ? `, ${rate(done / seconds)} img/s, ${time}` : ''}`, last && done === total);
