@@ -39,13 +39,7 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
-int threadCount(const Napi::Value& value) {
-  const int64_t n = AsInt64(value, "n");
-  if (n < 1 || n > kMaxThreads) {
-    throw std::out_of_range("n must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " + std::to_string(n));
-  }
-  return static_cast<int>(n);
-}
+int threadCount(const Napi::Value& value) { return checkThreads(AsInt64(value, "n"), "n"); }
 
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   pirl::setNumThreads(threadCount(info[0]));

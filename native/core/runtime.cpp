@@ -31,13 +31,6 @@ std::string realPath(const char* p) {
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
-void checkThreads(int n) {
-  if (n < 1 || n > kMaxThreads) {
-    throw std::out_of_range("numThreads must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " +
-                            std::to_string(n));
-  }
-}
-
 // OpenBLAS's pthreads build runs a matrix product on threads of its own, as many as the cores unless told, whatever
 // OpenMP's count (at::set_num_threads leaves them, PyTorch's too): setNumThreads(1) still took every core for a
 // product, and each of N ranks on a host all of them. Its own setter, found once the BLAS loaded is known to be
@@ -79,6 +72,14 @@ void setThreads(int n, bool blas) {
   if (blas) setBlasThreads(n);
 }
 }  // namespace
+
+int checkThreads(int64_t n, const char* name) {
+  if (n < 1 || n > kMaxThreads) {
+    throw std::out_of_range(std::string(name) + " must be an integer in [1, " + std::to_string(kMaxThreads) + "], got " +
+                            std::to_string(n));
+  }
+  return static_cast<int>(n);
+}
 
 void setNumThreads(int n) {
   checkThreads(n);

@@ -8,6 +8,8 @@ namespace pirl {
 
 // More intra-op threads than this only thrash (10,000 were seen to stall a step forever).
 constexpr int kMaxThreads = 256;
+// `n` as a thread count: in [1, kMaxThreads], else std::out_of_range naming it `name`.
+int checkThreads(int64_t n, const char* name = "numThreads");
 
 // Sets the intra-op thread count used by every pirl computation, in every thread that runs one, OpenBLAS's
 // matrix products too: n in [1, kMaxThreads], std::out_of_range otherwise.
