@@ -94,7 +94,7 @@ shard_logs() {  # shard_logs STAGE: each shard's whole log beside the stage's (i
   return 0
 }
 # With them the join's cases that only a libtorch 2.x tells (its TCPStore reads some answers with no timeout: deadline.h).
-stage native-cuda 120 env GTEST_FILTER='*Cuda*:Distributed.ARankWhoseMasterPortAnotherProgramHolds*:Deadline.*' "${native[@]}"
+stage native-cuda 120 env GTEST_FILTER='*Cuda*:DistributedJoin.*:Deadline.*' "${native[@]}"
 note native-cuda.log "^native suite: .* in "
 shard_logs native-cuda
 stage jest 150 node node_modules/jest/bin/jest.js --ci test/cuda.test.ts test/device.test.ts

@@ -315,6 +315,9 @@ describe('pirl train / eval / embed / export', () => {
     const fromOlder = spawnSync(process.execPath, [cli, 'search', model, older, query], { encoding: 'utf8' });
     expect(fromOlder.status).toBe(0);
     expect(fromOlder.stderr).toContain(`pirl: warning: ${older} does not record the side its images were embedded at (an older pirl embed): queries are embedded at 32 px`);
+    // Nor its model (a list's pass saved so is another such file): taken unchecked but by width, said.
+    expect(fromOlder.stderr).toContain(`pirl: warning: ${older} does not record the model that made it (a list's pass saved without its weights, or an older pirl's file): ` +
+      `its rows are taken as ${model}'s, checked by their width alone (pirl embed records the model)`);
     // (It was embedded at 16 px, which it could not say: the warning's case.) Its files are as recorded, relative.
     expect(JSON.parse(fromOlder.stdout).neighbours.map((n: { file: string }) => path.isAbsolute(n.file))).toEqual(Array(5).fill(false));
     const otherModel = path.join(dir, 'other.safetensors');
@@ -710,6 +713,7 @@ describe('pirl train / eval / embed / export', () => {
     usage(['train', data, '-o', 'run'], /^pirl: unknown flag -o \(did you mean --out\? pirl's flags take two dashes; a file named so: \.\/-o, or -- before it\)\n/);
     // A flag of one letter with one dash (parseArgs took `-k` for --k, and a query file `-k.jpg` for --k=.jpg).
     usage(['search', data, data, '-k.jpg'], /^pirl: unknown flag -k\.jpg \(pirl's flags take two dashes; a file named so: \.\/-k\.jpg, or -- before it\)\n/);
+    usage(['train', data, '--out', '-run'], /^pirl: --out -run: a value that starts with '-' is written --out=-run \(or --out misses its value\)\n/);
     usage(['search', data, data, '-k', '3'], /^pirl: unknown flag -k \(did you mean --k\? pirl's flags take two dashes; a file named so: \.\/-k, or -- before it\)\n/);
     // A folder of text named .jpg: each file's warning, then the failure that points to them (it came first).
     const texts = path.join(dir, 'texts');

@@ -102,7 +102,7 @@ const close = (a: number, b: number, rel: number) => Math.abs(a - b) <= rel * Ma
     const env = { ...process.env };
     delete env.CUBLAS_WORKSPACE_CONFIG;
     const child = (mode: string) => {
-      const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'deterministic-run.js'), mode, 'cuda'], { encoding: 'utf8', env });
+      const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'deterministic-run.js'), mode, 'cuda'], { encoding: 'utf8', env, timeout: 90_000 });
       expect({ mode, status: r.status, stderr: r.status === 0 ? '' : r.stderr }).toEqual({ mode, status: 0, stderr: '' });
       return JSON.parse(r.stdout.trim().split('\n').pop()!);
     };

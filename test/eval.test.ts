@@ -248,7 +248,7 @@ describe('evaluation', () => {
       await expect(embedImages(model, dir, { reuse: { ...first, files: first.files.slice(1) } })).rejects.toThrow('options.reuse.files.length must be one per row of options.reuse.features (4), got 3');
       await expect(embedImages(model, dir, { reuse: { ...first, versions: [null, null, null, { bytes: 'x' } as never] } })).rejects.toThrow('options.reuse.versions[3] must be a file version ({ bytes, modifiedMs, changedMs }) or null');
       const list = await embedImages(model, [path.join(dir, '0.png')]);
-      expect(list.weights).toBe(first.weights); // a list's pass says which model made it too (pirl search checks it)
+      expect(list.weights).toBeNull(); // a list's pass (a request's uploads) skips the digest
       await expect(embedImages(model, dir, { reuse: list })).rejects.toThrow("options.reuse.dir must be the folder of a folder's pass (a list's pass has none), got null");
       // With a cache, each row's version is the one its pixels were read at (the cache's check), not a later one: a file
       // rewritten while the cache is built is embedded again next time, not kept stale.

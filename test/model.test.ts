@@ -188,6 +188,12 @@ describe('PirlModel', () => {
       const features = path.join(dir, 'features.safetensors');
       await writeSafetensors(features, [['features', Tensor.zeros([2, 64])]], { files: '["a.png","b.png"]', layer: 'res5' });
       await expect(target.importTrunk(features)).rejects.toThrow(`${features} is a features file of \`pirl embed\` (image embeddings), not a trunk: importTrunk reads what exportTrunk (pirl export) writes, or torchvision's`);
+      const probe = path.join(dir, 'probe.safetensors');
+      await writeSafetensors(probe, [['weight', Tensor.zeros([3, 64])]], { 'pirl-linear-probe': '{}' });
+      await expect(target.importTrunk(probe)).rejects.toThrow(`${probe} is a linear probe (LinearProbe.load reads it), not a trunk`);
+      const checkpoint = path.join(dir, 'checkpoint.safetensors');
+      await writeSafetensors(checkpoint, [['model.trunk.conv1.weight', Tensor.zeros([8, 3, 3, 3])]], { 'pirl-checkpoint': '{}' });
+      await expect(target.importTrunk(checkpoint)).rejects.toThrow(`${checkpoint} is a whole pirl model, not a trunk`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -49,8 +49,11 @@ export function parseFlags(args: string[], flags: Flags, count: number | { atLea
       throw new UsageError(`unknown flag ${args[i]} (${near === null ? '' : `did you mean --${near}? `}pirl's flags take two dashes; a file named so: ./${args[i]}, or -- before it)`);
     }
     const flag = args[i].startsWith('--') ? args[i].slice(2) : '';
-    if (strings.includes(flag) && i + 1 < args.length && /^-\d|^-\.\d/.test(args[i + 1])) joined.push(`${args[i]}=${args[++i]}`);
-    else joined.push(args[i]);
+    const next = args[i + 1];
+    if (strings.includes(flag) && next !== undefined && /^-\d|^-\.\d/.test(next)) joined.push(`${args[i]}=${args[++i]}`);
+    else if (strings.includes(flag) && next !== undefined && /^-[^-]/.test(next)) {
+      throw new UsageError(`${args[i]} ${next}: a value that starts with '-' is written ${args[i]}=${next} (or ${args[i]} misses its value)`);
+    } else joined.push(args[i]);
   }
   let parsed;
   try {

@@ -35,6 +35,10 @@ async function readCatalogue(file: string, modelFile: string, model: PirlModel):
   if (weights !== null && weights !== (await weightsDigest(model))) {
     throw new Error(`${file} was embedded by another model than ${modelFile}: search with the model that made it, or embed the images again with this one`);
   }
+  if (weights === null) {
+    console.error(`pirl: warning: ${file} does not record the model that made it (a list's pass saved without its weights, or an older pirl's file): ` +
+      `its rows are taken as ${modelFile}'s, checked by their width alone (pirl embed records the model)`);
+  }
   const width = model.widthOf(layer);
   if (features.shape[1] !== width) throw new Error(`${file} holds ${features.shape[1]} features per image, ${modelFile}'s ${layer} has ${width}: embed the images again with this model`);
   const files = names.map((f) => (dir === undefined ? f : path.join(dir, f)));

@@ -46,7 +46,11 @@ export interface ImageFeatures {
   layer: EmbedLayer;
   /** A folder's pass: the folder, as given (each of `files` is under it); null for a list. */
   dir: string | null;
-  /** The SHA-256 (hex) of the model's weights and buffers (weightsDigest), which `reuse` and pirl search compare; null in a file of an older pirl. */
+  /**
+   * A folder's pass: the SHA-256 (hex) of the model's weights and buffers (weightsDigest), which `reuse` and pirl search
+   * compare. Null for a list (a request's uploads: the digest took ResNet-50 ten times a one-image pass); a list's pass
+   * saved for pirl search records its model where set first: `{ ...pass, weights: await weightsDigest(model) }`.
+   */
   weights: string | null;
   /** A folder's pass: each row's file as it was when read (null: it could not be looked at), which `reuse` compares; null for a list. */
   versions: Array<FileVersion | null> | null;
@@ -94,7 +98,7 @@ function checkReuse(value: unknown, resolved: Resolved, width: number, weights: 
   if (reuse.layer !== resolved.layer) throw rangeError('options.reuse.layer', `'${resolved.layer}', the layer embedded now`, reuse.layer);
   if (reuse.size !== resolved.size) throw rangeError('options.reuse.size', `${resolved.size}, the side embedded at now`, reuse.size);
   if (reuse.weights !== weights) {
-    const whose = reuse.weights === null ? " (null: a file of an older pirl, which did not record its model)" : '';
+    const whose = reuse.weights === null ? " (null: a pass of a list, or a file of an older pirl, which did not record its model)" : '';
     throw rangeError('options.reuse.weights', `this model's (SHA-256 ${weights}): rows of another model's features mixed with its own would be silently wrong${whose}`, reuse.weights);
   }
   const [rows, columns] = checkFeatureRows('options.reuse.features', reuse.features).shape;
@@ -185,9 +189,9 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
     if (typeof images === 'string' && (await fs.stat(images).catch(() => null))?.isFile()) {
       throw rangeError('images', 'a folder, or an array of image files and encoded images (one file: [file])', images);
     }
-    // A pass says which model made it (for a later reuse, and a search against it): its weights read before its work.
-    const weights = await weightsDigest(own);
-    const reusable = reuse === undefined ? null : checkReuse(reuse, resolved, own.widthOf(resolved.layer), weights);
+    // A folder's pass says which model made it (for a later reuse, and a search against it): its weights read before its work.
+    const weights = typeof images === 'string' ? await weightsDigest(own) : null;
+    const reusable = reuse === undefined ? null : checkReuse(reuse, resolved, own.widthOf(resolved.layer), weights!);
     const folder = typeof images === 'string'
       ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...decoding })
       : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...decoding });
