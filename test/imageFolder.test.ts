@@ -609,16 +609,28 @@ describe('ImageFolder', () => {
     const a = (await first.batchSource([0, 1, 2])).source.data().slice();
     await first.close();
     const built = fs.statSync(cache).mtimeMs;
-    const second = await ImageFolder.open(dir, { size: 16, cache });
+    // A rebuild is said (it decodes every image again, as the first build), and its progress runs from 0.
+    const rebuilds: string[] = [], progress: number[] = [];
+    const told = { onWarning: (m: string, code: string) => void (code === 'PIRL_CACHE_REBUILT' && rebuilds.push(m)), onCacheProgress: (done: number) => void progress.push(done) };
+    const second = await ImageFolder.open(dir, { size: 16, cache, ...told });
     expect(fs.statSync(cache).mtimeMs).toBe(built); // reused
+    expect([rebuilds, progress]).toEqual([[], []]);
     expect([...(await second.batchSource([0, 1, 2])).source.data()]).toEqual([...a]);
     await second.close();
     await new Promise((r) => setTimeout(r, 20));
     await raw(50, 40).negate().jpeg().toFile(path.join(dir, 'a.jpg')); // content changes
-    const third = await ImageFolder.open(dir, { size: 16, cache });
+    const third = await ImageFolder.open(dir, { size: 16, cache, ...told });
     expect(fs.statSync(cache).mtimeMs).not.toBe(built);
+    expect(rebuilds).toEqual([`the decode cache ${cache} was built before files of ${dir} were added, removed or changed (name, size, modification time), ` +
+      'or under another maxPixels: rebuilding it, every image decoded again']);
+    expect([progress[0], progress[progress.length - 1]]).toEqual([0, third.length + third.leftOut]);
     expect([...(await third.batchSource([0])).source.data()]).not.toEqual([...a.subarray(0, 16 * 16 * 3)]);
     await third.close();
+    // One cut short (a disk that filled up under an earlier pirl) is said as such.
+    fs.truncateSync(cache, fs.statSync(cache).size - 1);
+    rebuilds.length = 0;
+    await (await ImageFolder.open(dir, { size: 16, cache, ...told })).close();
+    expect(rebuilds).toEqual([`the decode cache ${cache} is not as long as its header says (cut short?): rebuilding it, every image decoded again`]);
     // Another size's cache (another run's, or pirl embed's next to pirl train's) is refused, not rebuilt under it.
     const before = fs.readFileSync(cache);
     await expect(ImageFolder.open(dir, { size: 8, cache })).rejects.toThrow(

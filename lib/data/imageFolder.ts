@@ -69,12 +69,12 @@ export interface ImageFolderOptions {
    * service taking uploads wants less: a 745 KB PNG of 16,000² px below the default costs ~1 GB and seconds.
    */
   maxPixels?: number;
-  /** Called as the cache is built (the first time: every image decoded), with images done of all. */
+  /** Called as the cache is built (first, or again: every image decoded), with images done of all, from 0. */
   onCacheProgress?: (done: number, total: number) => void;
   /**
-   * Called once per unreadable or damaged file, for what the layout leaves out, and while another process builds
-   * the cache (default: process.emitWarning, codes PIRL_UNREADABLE_IMAGE, PIRL_DAMAGED_IMAGE, PIRL_IMAGES_LEFT_OUT,
-   * PIRL_CACHE_WAIT); it is told the code too.
+   * Called once per unreadable or damaged file, for what the layout leaves out, while another process builds the
+   * cache, and when a stale cache is rebuilt (default: process.emitWarning, codes PIRL_UNREADABLE_IMAGE,
+   * PIRL_DAMAGED_IMAGE, PIRL_IMAGES_LEFT_OUT, PIRL_CACHE_WAIT, PIRL_CACHE_REBUILT); it is told the code too.
    */
   onWarning?: (message: string, code: FolderWarning) => void;
 }
@@ -360,7 +360,7 @@ async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: s
 }
 
 /** The codes of a folder's warnings. */
-export const FOLDER_WARNINGS = ['PIRL_UNREADABLE_IMAGE', 'PIRL_DAMAGED_IMAGE', 'PIRL_IMAGES_LEFT_OUT', 'PIRL_CACHE_WAIT'] as const;
+export const FOLDER_WARNINGS = ['PIRL_UNREADABLE_IMAGE', 'PIRL_DAMAGED_IMAGE', 'PIRL_IMAGES_LEFT_OUT', 'PIRL_CACHE_WAIT', 'PIRL_CACHE_REBUILT'] as const;
 export type FolderWarning = (typeof FOLDER_WARNINGS)[number];
 
 // The first three of `paths` relative to `dir`, for a warning: which files or folders, not only how many.
@@ -738,8 +738,15 @@ export class ImageFolder implements Dataset {
   private async openCache(file: string, onProgress?: (done: number, total: number) => void): Promise<ImageFolder> {
     const versions = await this.versions(); // a link to nothing: unreadable until it names a file
     const signature = this.signature(versions);
-    const ready = () => this.cacheMatches(file, signature);
-    if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
+    const ready = async () => (await this.cacheState(file, signature)) === 'ready';
+    const state = await this.cacheState(file, signature);
+    if (state === 'stale' || state === 'cut') {
+      // Said: a rebuild decodes every image again, as long as the first build, which a changed file alone would not explain.
+      const why = state === 'cut' ? 'is not as long as its header says (cut short?)'
+        : `was built before files of ${this.dir} were added, removed or changed (name, size, modification time), or under another maxPixels`;
+      this.warn(`the decode cache ${file} ${why}: rebuilding it, every image decoded again`, 'PIRL_CACHE_REBUILT');
+    }
+    if (state !== 'ready') await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
     const handle = await openRegular(file, () => notRegularCache(file));
     try {
       const head = Buffer.alloc(8);
@@ -789,13 +796,13 @@ export class ImageFolder implements Dataset {
   // Whether `file` holds this folder's images at this size (false: none yet, or stale: rebuilt). Any other file
   // is refused, not overwritten (--cache naming a checkpoint by mistake), and so is another size's cache
   // (another run's, or another side's: pirl embed's next to pirl train's).
-  private async cacheMatches(file: string, signature: string): Promise<boolean> {
+  private async cacheState(file: string, signature: string): Promise<'ready' | 'missing' | 'stale' | 'cut'> {
     let header: unknown, bytes: number, length = 0;
     try {
       const handle = await openRegular(file, () => notRegularCache(file)); // made one since open() checked it
       try {
         bytes = (await handle.stat()).size;
-        if (bytes === 0) return false; // holds nothing to lose
+        if (bytes === 0) return 'missing'; // holds nothing to lose
         const head = Buffer.alloc(8);
         await handle.read(head, 0, 8, 0);
         length = Number(head.readBigUInt64LE(0));
@@ -806,7 +813,7 @@ export class ImageFolder implements Dataset {
         await handle.close();
       }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
       if (isArgumentError(err)) throw err;
       header = null; // unreadable as a cache
     }
@@ -822,7 +829,8 @@ export class ImageFolder implements Dataset {
     if (h.signature !== signature && typeof h.folder === 'string' && h.folder !== folder) {
       throw new Error(`${file} caches the images of another folder, ${h.folder}: give another cache file (or remove ${file} to cache ${folder} in it)`);
     }
-    return h.signature === signature && bytes! === this.cacheBytes(length);
+    if (h.signature !== signature) return 'stale';
+    return bytes! === this.cacheBytes(length) ? 'ready' : 'cut';
   }
 
   private async buildCache(file: string, signature: string, onProgress?: (done: number, total: number) => void): Promise<void> {
@@ -837,6 +845,7 @@ export class ImageFolder implements Dataset {
     try {
       await handle.write(header, 0, header.length, 0);
       const flagsStart = header.length, dataStart = flagsStart + this.files.length;
+      onProgress?.(0, this.files.length); // its rate runs from here (not from the listing, the hashing or a wait for the lock)
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
         const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
