@@ -451,8 +451,14 @@ describe('pirl train / eval / embed / export', () => {
     expect(viaApi.reused).toBe(20);
     await saveImageFeatures(file, viaApi);
     expect(embed(['--out', file, '--update']).stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
-    // --cache rebuilds at any change, so it is said to cost --update its saving.
-    expect(embed(['--out', file, '--update', '--cache', path.join(dir, 'growing.cache')]).stderr).toContain('pirl: note: --cache with --update: a change to any image rebuilds the cache');
+    // With --cache too: a change rebuilds the cache, decoding the changed images alone (said), and embeds them alone.
+    const growingCache = path.join(dir, 'growing.cache');
+    expect(embed(['--out', file, '--update', '--cache', growingCache]).stdout).toContain('(at 16 px; 20 kept from before, 0 embedded now)');
+    await new Promise((r) => setTimeout(r, 20));
+    await sharp(Buffer.alloc(24 * 24 * 3, 30), { raw: { width: 24, height: 24, channels: 3 } }).png().toFile(path.join(growing, 'dark', '0.png'));
+    const cachedUpdate = embed(['--out', file, '--update', '--cache', growingCache]);
+    expect(cachedUpdate.stderr).toContain(`pirl: the decode cache ${growingCache} was built before files of ${growing} were added, removed or changed (name, size, modification time): rebuilding it, 1 of 20 images decoded again (the unchanged ones' pixels kept)`);
+    expect(cachedUpdate.stdout).toContain('(at 16 px; 19 kept from before, 1 embedded now)');
     // Made at another layer, side or by another model: all embedded again, said; the file then holds the new rows.
     const otherLayer = embed(['--out', file, '--update', '--layer', 'f']);
     expect(otherLayer.stderr).toContain(`pirl: --update: ${file} was embedded at layer res5, not f: every image is embedded again\n`);

@@ -601,6 +601,46 @@ describe('ImageFolder', () => {
     }
   });
 
+  test("a cache's rebuild decodes only the changed, added and unreadable images: the file equals a fresh build's, byte for byte; under another maxPixels it decodes all", async () => {
+    const dir = tmpDir('pirl-data-');
+    for (let i = 0; i < 12; i++) await raw(20 + i, 24).png().toFile(path.join(dir, `${String(i).padStart(2, '0')}.png`));
+    fs.writeFileSync(path.join(dir, '05.png'), 'not an image');
+    const caches = tmpDir('pirl-data-');
+    const cache = path.join(caches, 'images.cache'), fresh = path.join(caches, 'fresh.cache');
+    const decodedBy = async (file: string, options: { maxPixels?: number } = {}) => {
+      const warnings: string[] = [];
+      await (await ImageFolder.open(dir, { size: 8, cache: file, ...options, onWarning: (m, code) => void (code === 'PIRL_CACHE_REBUILT' && warnings.push(m)) })).close();
+      return { warnings };
+    };
+    await decodedBy(cache);
+    // Changed (rewritten), removed, added, and left as they were.
+    await new Promise((r) => setTimeout(r, 20));
+    await raw(40, 24).negate().png().toFile(path.join(dir, '03.png'));
+    fs.rmSync(path.join(dir, '07.png'));
+    await raw(26, 26).png().toFile(path.join(dir, '04b.png'));
+    const spy = jest.spyOn(ImageFolder.prototype as unknown as { decodeNow: (input: unknown) => Promise<Buffer> }, 'decodeNow');
+    try {
+      const { warnings } = await decodedBy(cache);
+      const decoded = () => [...new Set(spy.mock.calls.map(([input]) => path.basename(String(input))))].sort();
+      expect(decoded()).toEqual(['03.png', '04b.png', '05.png']); // 05.png, unreadable, is decoded again to say why
+      expect(warnings).toEqual([`the decode cache ${cache} was built before files of ${dir} were added, removed or changed (name, size, modification time): ` +
+        "rebuilding it, 3 of 12 images decoded again (the unchanged ones' pixels kept)"]);
+      spy.mockClear();
+      await decodedBy(fresh);
+      expect(decoded()).toHaveLength(12);
+      expect(fs.readFileSync(cache).equals(fs.readFileSync(fresh))).toBe(true);
+      // Under another limit an image kept would be one the limit leaves out: all decoded again.
+      spy.mockClear();
+      expect((await decodedBy(cache, { maxPixels: 100_000 })).warnings).toEqual([`the decode cache ${cache} was built before files of ${dir} were added, removed or changed ` +
+        '(name, size, modification time), or under another maxPixels: rebuilding it, every image decoded again']);
+      expect(decoded()).toHaveLength(12);
+    } finally {
+      spy.mockRestore();
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(caches, { recursive: true, force: true });
+    }
+  });
+
   test('the cache decodes once, is rebuilt when a file changes, and refused at another size', async () => {
     const dir = tmpDir('pirl-data-');
     await writeAllKinds(dir);
@@ -621,9 +661,11 @@ describe('ImageFolder', () => {
     await raw(50, 40).negate().jpeg().toFile(path.join(dir, 'a.jpg')); // content changes
     const third = await ImageFolder.open(dir, { size: 16, cache, ...told });
     expect(fs.statSync(cache).mtimeMs).not.toBe(built);
-    expect(rebuilds).toEqual([`the decode cache ${cache} was built before files of ${dir} were added, removed or changed (name, size, modification time), ` +
-      'or under another maxPixels: rebuilding it, every image decoded again']);
-    expect([progress[0], progress[progress.length - 1]]).toEqual([0, third.length + third.leftOut]);
+    // Only the changed image and the unreadable ones are decoded again: the others' pixels are the earlier cache's.
+    const total = third.length + third.leftOut;
+    expect(rebuilds).toEqual([`the decode cache ${cache} was built before files of ${dir} were added, removed or changed (name, size, modification time): ` +
+      `rebuilding it, ${1 + third.leftOut} of ${total} images decoded again (the unchanged ones' pixels kept)`]);
+    expect([progress[0], progress[progress.length - 1]]).toEqual([0, total]);
     expect([...(await third.batchSource([0])).source.data()]).not.toEqual([...a.subarray(0, 16 * 16 * 3)]);
     await third.close();
     // One cut short (a disk that filled up under an earlier pirl) is said as such.

@@ -59,9 +59,6 @@ export async function embed(args: string[]): Promise<void> {
   const options = asFlags(values, FEATURE_FLAGS, 'options', () => featureOptionsFor(model, flags));
   warnOfSize(model, options.size);
   const reuse = values.update === true ? await reusable(out, spec, weights, options) : null;
-  if (values.update === true && values.cache !== undefined) {
-    console.error('pirl: note: --cache with --update: a change to any image rebuilds the cache, decoding every image; --update alone decodes only the new and changed ones');
-  }
   const data = await openData(spec, Math.max(options.size, 8), values);
   const counted = new Progress().images('features');
   // A folder's rows are named by their files, with their versions (for a later --update); fashion-mnist's by their sample numbers.

@@ -527,6 +527,20 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   }
 }
 
+// A cache header's first line (its JSON; a file index follows it, in caches since the index was added).
+function headerLine(text: Buffer): string {
+  const end = text.indexOf(0x0a);
+  return text.subarray(0, end < 0 ? text.length : end).toString('utf8');
+}
+
+// A cache being rebuilt: its file, why, where its pixels start, and which of its records hold this folder's unchanged images.
+interface EarlierCache {
+  handle: fs.FileHandle;
+  records: Map<number, number>;
+  dataStart: number;
+  why: string;
+}
+
 // A folder dropped without close() closes its cache file when collected (Node warned, and will throw, when the
 // handle itself was collected open).
 const openCaches = new FinalizationRegistry<fs.FileHandle>((handle) => void handle.close().catch(() => undefined));
@@ -728,8 +742,8 @@ export class ImageFolder implements Dataset {
     return this.size * this.size * 3;
   }
 
-  // Cache file: 8-byte header length, JSON header {signature, count, size, folder}, one validity byte per image (read
-  // at once when opened: a byte per record was a read per image, 35 s for ImageNet), then the images' pixels.
+  // Cache file: 8-byte header length, the header (buildCache's: a line of JSON, then the file index), one validity byte per
+  // image (read at once when opened: a byte per record was a read per image, 35 s for ImageNet), then the images' pixels.
   private cacheBytes(headerBytes: number): number {
     return 8 + headerBytes + this.files.length * (1 + this.imageBytes);
   }
@@ -739,14 +753,7 @@ export class ImageFolder implements Dataset {
     const versions = await this.versions(); // a link to nothing: unreadable until it names a file
     const signature = this.signature(versions);
     const ready = async () => (await this.cacheState(file, signature)) === 'ready';
-    const state = await this.cacheState(file, signature);
-    if (state === 'stale' || state === 'cut') {
-      // Said: a rebuild decodes every image again, as long as the first build, which a changed file alone would not explain.
-      const why = state === 'cut' ? 'is not as long as its header says (cut short?)'
-        : `was built before files of ${this.dir} were added, removed or changed (name, size, modification time), or under another maxPixels`;
-      this.warn(`the decode cache ${file} ${why}: rebuilding it, every image decoded again`, 'PIRL_CACHE_REBUILT');
-    }
-    if (state !== 'ready') await buildOnce(file, ready, () => this.buildCache(file, signature, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
+    if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, versions, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
     const handle = await openRegular(file, () => notRegularCache(file));
     try {
       const head = Buffer.alloc(8);
@@ -808,7 +815,7 @@ export class ImageFolder implements Dataset {
         length = Number(head.readBigUInt64LE(0));
         const json = Buffer.alloc(Math.min(length, 1 << 20));
         await handle.read(json, 0, json.length, 8);
-        header = JSON.parse(json.toString('utf8'));
+        header = JSON.parse(headerLine(json));
       } finally {
         await handle.close();
       }
@@ -833,14 +840,69 @@ export class ImageFolder implements Dataset {
     return bytes! === this.cacheBytes(length) ? 'ready' : 'cut';
   }
 
-  private async buildCache(file: string, signature: string, onProgress?: (done: number, total: number) => void): Promise<void> {
-    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir) }));
+  // The cache's header: a line of JSON ({signature, count, size, folder, maxPixels}), then each file's name in the folder
+  // and version ([name, bytes, modifiedMs]: what the signature hashes), by which a rebuild keeps the unchanged ones.
+  private async buildCache(file: string, signature: string, versions: ReadonlyArray<FileVersion | null>, onProgress?: (done: number, total: number) => void): Promise<void> {
+    const relative = relativeTo(this.dir);
+    const index = this.files.map((f, i) => [relative(f), versions[i]?.bytes ?? null, versions[i]?.modifiedMs ?? null]);
+    const json = Buffer.from(`${JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir), maxPixels: this.maxPixels })}\n${JSON.stringify(index)}`);
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
-    await writeViaTemporary(file, (tmp) => this.writeCache(tmp, Buffer.concat([head, json]), onProgress));
+    const earlier = await this.earlierRecords(file, index);
+    try {
+      if (earlier) {
+        // Said: a rebuild is long where many images changed, as the first build (it was silent, and decoded them all).
+        const decoded = this.files.length - earlier.records.size;
+        this.warn(`the decode cache ${file} ${earlier.why}: rebuilding it, ${earlier.records.size === 0 ? 'every image decoded again'
+          : `${decoded} of ${this.files.length} images decoded again (the unchanged ones' pixels kept)`}`, 'PIRL_CACHE_REBUILT');
+      }
+      await writeViaTemporary(file, (tmp) => this.writeCache(tmp, Buffer.concat([head, json]), earlier, onProgress));
+    } finally {
+      await earlier?.handle.close();
+    }
   }
 
-  private async writeCache(tmp: string, header: Buffer, onProgress?: (done: number, total: number) => void): Promise<void> {
+  // A cache `file` already there (stale: built from other files, or cut short), open, with why it is rebuilt and, where it
+  // holds this folder at this size and limit with a file index, the record of each unchanged readable image (this
+  // folder's place → its record there); null where there is none.
+  private async earlierRecords(file: string, index: ReadonlyArray<ReadonlyArray<string | number | null>>): Promise<EarlierCache | null> {
+    const handle = await fs.open(file, 'r').catch(() => null);
+    if (handle === null) return null;
+    const records = new Map<number, number>();
+    try {
+      const bytes = (await handle.stat()).size;
+      if (bytes < 8) {
+        await handle.close();
+        return null; // holds nothing (a first build)
+      }
+      const head = Buffer.alloc(8);
+      await handle.read(head, 0, 8, 0);
+      const length = Number(head.readBigUInt64LE(0));
+      const text = Buffer.alloc(Math.min(length, bytes - 8));
+      await handle.read(text, 0, text.length, 8);
+      const line = headerLine(text);
+      const h = JSON.parse(line) as { count: number; maxPixels?: number };
+      const dataStart = 8 + length + h.count;
+      if (bytes !== dataStart + h.count * this.imageBytes) return { handle, records, dataStart, why: 'is not as long as its header says (cut short?)' };
+      const otherLimit = h.maxPixels !== undefined && h.maxPixels !== this.maxPixels;
+      const why = `was built before files of ${this.dir} were added, removed or changed (name, size, modification time)${otherLimit ? ', or under another maxPixels' : ''}`;
+      // An earlier pirl's cache has no file index (nor its limit), and one under another limit may hold images this one leaves out.
+      if (h.maxPixels !== this.maxPixels || Buffer.byteLength(line) === text.length) return { handle, records, dataStart, why };
+      const then = JSON.parse(text.subarray(Buffer.byteLength(line) + 1).toString('utf8')) as Array<[string, number | null, number | null]>;
+      const flags = Buffer.alloc(h.count);
+      await handle.read(flags, 0, h.count, 8 + length);
+      const recordOf = new Map(then.map(([name, size, modified], record) => [`${name}\0${size}\0${modified}`, record]));
+      index.forEach(([name, size, modified], i) => {
+        const record = size === null ? undefined : recordOf.get(`${name}\0${size}\0${modified}`);
+        if (record !== undefined && flags[record] === 1) records.set(i, record);
+      });
+      return { handle, records, dataStart, why };
+    } catch {
+      return { handle, records, dataStart: 0, why: 'could not be read as a cache of its files' }; // cacheState read its header line
+    }
+  }
+
+  private async writeCache(tmp: string, header: Buffer, earlier: EarlierCache | null, onProgress?: (done: number, total: number) => void): Promise<void> {
     const handle = await fs.open(tmp, 'w');
     try {
       await handle.write(header, 0, header.length, 0);
@@ -849,10 +911,20 @@ export class ImageFolder implements Dataset {
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
         const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
-        const decoded = await Promise.all(indices.map((i) => this.decode(i)));
-        const flags = Buffer.from(decoded.map((d) => (d ? 1 : 0)));
         const images = Buffer.alloc(indices.length * this.imageBytes); // an unreadable image's stay zero
-        decoded.forEach((d, i) => d?.copy(images, i * this.imageBytes));
+        const slot = (k: number) => images.subarray(k * this.imageBytes, (k + 1) * this.imageBytes);
+        // An unchanged image's pixels are the earlier cache's; the others are decoded.
+        const read = await Promise.all(indices.map(async (i, k) => {
+          const record = earlier?.records.get(i);
+          if (record !== undefined) {
+            await earlier!.handle.read(slot(k), 0, this.imageBytes, earlier!.dataStart + record * this.imageBytes);
+            return true;
+          }
+          const decoded = await this.decode(i);
+          decoded?.copy(slot(k));
+          return decoded !== null;
+        }));
+        const flags = Buffer.from(read.map((r) => (r ? 1 : 0)));
         await handle.write(flags, 0, flags.length, flagsStart + begin);
         await handle.write(images, 0, images.length, dataStart + begin * this.imageBytes);
         onProgress?.(begin + indices.length, this.files.length);
