@@ -69,7 +69,7 @@ export interface ImageFolderOptions {
    * service taking uploads wants less: a 745 KB PNG of 16,000² px below the default costs ~1 GB and seconds.
    */
   maxPixels?: number;
-  /** Called as the cache is built (first, or again: every image decoded), with images done of all, from 0. */
+  /** Called as the cache is built (first, or again: the images added, changed or unreadable decoded), with images done of all, from 0. */
   onCacheProgress?: (done: number, total: number) => void;
   /**
    * Called once per unreadable or damaged file, for what the layout leaves out, while another process builds the
@@ -527,11 +527,13 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   }
 }
 
-// A cache header's first line (its JSON; a file index follows it, in caches since the index was added).
-function headerLine(text: Buffer): string {
-  const end = text.indexOf(0x0a);
-  return text.subarray(0, end < 0 ? text.length : end).toString('utf8');
+// The bytes of a cache's file index, as its header says (0: none, as in caches of an earlier pirl).
+function indexBytesOf(header: { index?: unknown }): number {
+  return Number.isSafeInteger(header.index) && (header.index as number) > 0 ? (header.index as number) : 0;
 }
+
+// Folders of more files rebuild their cache whole: a rebuild holds a Map of the index's entries.
+const MAX_INDEXED_FILES = 2_000_000;
 
 // A cache being rebuilt: its file, why, where its pixels start, and which of its records hold this folder's unchanged images.
 interface EarlierCache {
@@ -742,8 +744,8 @@ export class ImageFolder implements Dataset {
     return this.size * this.size * 3;
   }
 
-  // Cache file: 8-byte header length, the header (buildCache's: a line of JSON, then the file index), one validity byte per
-  // image (read at once when opened: a byte per record was a read per image, 35 s for ImageNet), then the images' pixels.
+  // Cache file: 8-byte header length, JSON header (buildCache's), one validity byte per image (read at once when opened: a
+  // byte per record was a read per image, 35 s for ImageNet), the images' pixels, then the file index (buildCache's).
   private cacheBytes(headerBytes: number): number {
     return 8 + headerBytes + this.files.length * (1 + this.imageBytes);
   }
@@ -815,7 +817,7 @@ export class ImageFolder implements Dataset {
         length = Number(head.readBigUInt64LE(0));
         const json = Buffer.alloc(Math.min(length, 1 << 20));
         await handle.read(json, 0, json.length, 8);
-        header = JSON.parse(headerLine(json));
+        header = JSON.parse(json.toString('utf8'));
       } finally {
         await handle.close();
       }
@@ -824,7 +826,7 @@ export class ImageFolder implements Dataset {
       if (isArgumentError(err)) throw err;
       header = null; // unreadable as a cache
     }
-    const h = header as { signature?: unknown; count?: unknown; size?: unknown; folder?: unknown } | null;
+    const h = header as { signature?: unknown; count?: unknown; size?: unknown; folder?: unknown; index?: unknown } | null;
     if (typeof h?.signature !== 'string' || !/^[0-9a-f]{64}$/.test(h.signature) || typeof h.count !== 'number' || typeof h.size !== 'number') {
       throw rangeError('options.cache', 'a new file or a pirl decode cache, not a file that holds something else (pirl does not overwrite it)', file);
     }
@@ -837,18 +839,23 @@ export class ImageFolder implements Dataset {
       throw new Error(`${file} caches the images of another folder, ${h.folder}: give another cache file (or remove ${file} to cache ${folder} in it)`);
     }
     if (h.signature !== signature) return 'stale';
-    return bytes! === this.cacheBytes(length) ? 'ready' : 'cut';
+    return bytes! === this.cacheBytes(length) + indexBytesOf(h) ? 'ready' : 'cut';
   }
 
-  // The cache's header: a line of JSON ({signature, count, size, folder, maxPixels}), then each file's name in the folder
-  // and version ([name, bytes, modifiedMs]: what the signature hashes), by which a rebuild keeps the unchanged ones.
+  // The cache's header: {signature, count, size, folder, version, maxPixels, index: the index's bytes}; the file index
+  // after the pixels (where an earlier pirl, which reads the header alone, finds a stale cache, and rebuilds it): a line
+  // per file, its name in the folder and version ([name, bytes, modifiedMs]: what the signature hashes), by which a
+  // rebuild keeps the unchanged images' pixels.
   private async buildCache(file: string, signature: string, versions: ReadonlyArray<FileVersion | null>, onProgress?: (done: number, total: number) => void): Promise<void> {
     const relative = relativeTo(this.dir);
-    const index = this.files.map((f, i) => [relative(f), versions[i]?.bytes ?? null, versions[i]?.modifiedMs ?? null]);
-    const json = Buffer.from(`${JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir), maxPixels: this.maxPixels })}\n${JSON.stringify(index)}`);
+    const indexed = this.files.length <= MAX_INDEXED_FILES; // a Map of its entries in a rebuild: ~400 bytes each
+    const line = (i: number) => `${JSON.stringify([relative(this.files[i]), versions[i]?.bytes ?? null, versions[i]?.modifiedMs ?? null])}\n`;
+    let index = 0;
+    if (indexed) for (let i = 0; i < this.files.length; i++) index += Buffer.byteLength(line(i));
+    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir), version: CACHE_VERSION, maxPixels: this.maxPixels, index }));
     const head = Buffer.alloc(8);
     head.writeBigUInt64LE(BigInt(json.length));
-    const earlier = await this.earlierRecords(file, index);
+    const earlier = await this.earlierRecords(file, (i) => line(i).slice(0, -1));
     try {
       if (earlier) {
         // Said: a rebuild is long where many images changed, as the first build (it was silent, and decoded them all).
@@ -856,16 +863,17 @@ export class ImageFolder implements Dataset {
         this.warn(`the decode cache ${file} ${earlier.why}: rebuilding it, ${earlier.records.size === 0 ? 'every image decoded again'
           : `${decoded} of ${this.files.length} images decoded again (the unchanged ones' pixels kept)`}`, 'PIRL_CACHE_REBUILT');
       }
-      await writeViaTemporary(file, (tmp) => this.writeCache(tmp, Buffer.concat([head, json]), earlier, onProgress));
+      await writeViaTemporary(file, (tmp) => this.writeCache(tmp, Buffer.concat([head, json]), earlier, onProgress, indexed ? line : null));
     } finally {
       await earlier?.handle.close();
     }
   }
 
   // A cache `file` already there (stale: built from other files, or cut short), open, with why it is rebuilt and, where it
-  // holds this folder at this size and limit with a file index, the record of each unchanged readable image (this
-  // folder's place → its record there); null where there is none.
-  private async earlierRecords(file: string, index: ReadonlyArray<ReadonlyArray<string | number | null>>): Promise<EarlierCache | null> {
+  // holds this folder's images as this pirl decodes them at this size and limit, with a file index, the record of each
+  // unchanged readable image (this folder's place → its record there); null where there is none. `entry(i)`: file i's
+  // index line as this build writes it.
+  private async earlierRecords(file: string, entry: (i: number) => string): Promise<EarlierCache | null> {
     const handle = await fs.open(file, 'r').catch(() => null);
     if (handle === null) return null;
     const records = new Map<number, number>();
@@ -878,31 +886,39 @@ export class ImageFolder implements Dataset {
       const head = Buffer.alloc(8);
       await handle.read(head, 0, 8, 0);
       const length = Number(head.readBigUInt64LE(0));
-      const text = Buffer.alloc(Math.min(length, bytes - 8));
+      const text = Buffer.alloc(Math.min(length, 1 << 20));
       await handle.read(text, 0, text.length, 8);
-      const line = headerLine(text);
-      const h = JSON.parse(line) as { count: number; maxPixels?: number };
-      const dataStart = 8 + length + h.count;
-      if (bytes !== dataStart + h.count * this.imageBytes) return { handle, records, dataStart, why: 'is not as long as its header says (cut short?)' };
-      const otherLimit = h.maxPixels !== undefined && h.maxPixels !== this.maxPixels;
-      const why = `was built before files of ${this.dir} were added, removed or changed (name, size, modification time)${otherLimit ? ', or under another maxPixels' : ''}`;
-      // An earlier pirl's cache has no file index (nor its limit), and one under another limit may hold images this one leaves out.
-      if (h.maxPixels !== this.maxPixels || Buffer.byteLength(line) === text.length) return { handle, records, dataStart, why };
-      const then = JSON.parse(text.subarray(Buffer.byteLength(line) + 1).toString('utf8')) as Array<[string, number | null, number | null]>;
+      const h = JSON.parse(text.toString('utf8')) as { count: number; size: number; version?: number; maxPixels?: number; index?: unknown };
+      const dataStart = 8 + length + h.count, indexStart = dataStart + h.count * this.imageBytes, index = indexBytesOf(h);
+      if (bytes !== indexStart + index) return { handle, records, dataStart, why: 'is not as long as its header says (cut short?)' };
+      // Another pirl's pixels (its decoding, or none of its index) and another limit's (images this one leaves out) are not kept.
+      const why = h.version !== CACHE_VERSION ? 'was built by another version of pirl'
+        : h.maxPixels !== this.maxPixels ? 'was built under another maxPixels'
+          : `was built before files of ${this.dir} were added, removed or changed (name, size, modification time)`;
+      if (h.version !== CACHE_VERSION || h.maxPixels !== this.maxPixels || h.size !== this.size || index === 0) return { handle, records, dataStart, why };
+      const recordOf = new Map<string, number>();
+      let record = 0, rest = '';
+      for (let at = 0; at < index; at += 1 << 24) {
+        const part = Buffer.alloc(Math.min(1 << 24, index - at));
+        await handle.read(part, 0, part.length, indexStart + at);
+        const lines = (rest + part.toString('utf8')).split('\n');
+        rest = lines.pop()!; // cut mid-line (or mid-character: the index's UTF-8 is split at a line's end only by chance)
+        for (const l of lines) recordOf.set(l, record++);
+      }
       const flags = Buffer.alloc(h.count);
       await handle.read(flags, 0, h.count, 8 + length);
-      const recordOf = new Map(then.map(([name, size, modified], record) => [`${name}\0${size}\0${modified}`, record]));
-      index.forEach(([name, size, modified], i) => {
-        const record = size === null ? undefined : recordOf.get(`${name}\0${size}\0${modified}`);
-        if (record !== undefined && flags[record] === 1) records.set(i, record);
-      });
+      for (let i = 0; i < this.files.length; i++) {
+        const then = recordOf.get(entry(i));
+        if (then !== undefined && then < h.count && flags[then] === 1) records.set(i, then);
+      }
       return { handle, records, dataStart, why };
     } catch {
-      return { handle, records, dataStart: 0, why: 'could not be read as a cache of its files' }; // cacheState read its header line
+      return { handle, records, dataStart: 0, why: 'could not be read as a cache of its files' }; // cacheState read its header
     }
   }
 
-  private async writeCache(tmp: string, header: Buffer, earlier: EarlierCache | null, onProgress?: (done: number, total: number) => void): Promise<void> {
+  private async writeCache(tmp: string, header: Buffer, earlier: EarlierCache | null, onProgress: ((done: number, total: number) => void) | undefined,
+    line: ((i: number) => string) | null): Promise<void> {
     const handle = await fs.open(tmp, 'w');
     try {
       await handle.write(header, 0, header.length, 0);
@@ -928,6 +944,13 @@ export class ImageFolder implements Dataset {
         await handle.write(flags, 0, flags.length, flagsStart + begin);
         await handle.write(images, 0, images.length, dataStart + begin * this.imageBytes);
         onProgress?.(begin + indices.length, this.files.length);
+      }
+      // The index, a part at a time (one string of ten million entries is past V8's longest).
+      let at = dataStart + this.files.length * this.imageBytes;
+      for (let begin = 0; line && begin < this.files.length; begin += 65_536) {
+        const part = Buffer.from(Array.from({ length: Math.min(65_536, this.files.length - begin) }, (_, k) => line(begin + k)).join(''));
+        await handle.write(part, 0, part.length, at);
+        at += part.length;
       }
     } finally {
       await handle.close();
