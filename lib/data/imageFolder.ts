@@ -4,6 +4,7 @@
 import { createHash } from 'crypto';
 import { promises as fs, type Dirent, type Stats } from 'fs';
 import * as path from 'path';
+import { StringDecoder } from 'string_decoder';
 
 import sharp from 'sharp';
 
@@ -897,12 +898,13 @@ export class ImageFolder implements Dataset {
           : `was built before files of ${this.dir} were added, removed or changed (name, size, modification time)`;
       if (h.version !== CACHE_VERSION || h.maxPixels !== this.maxPixels || h.size !== this.size || index === 0) return { handle, records, dataStart, why };
       const recordOf = new Map<string, number>();
+      const utf8 = new StringDecoder('utf8'); // a part may end inside a character
       let record = 0, rest = '';
       for (let at = 0; at < index; at += 1 << 24) {
         const part = Buffer.alloc(Math.min(1 << 24, index - at));
         await handle.read(part, 0, part.length, indexStart + at);
-        const lines = (rest + part.toString('utf8')).split('\n');
-        rest = lines.pop()!; // cut mid-line (or mid-character: the index's UTF-8 is split at a line's end only by chance)
+        const lines = (rest + utf8.write(part)).split('\n');
+        rest = lines.pop()!; // a line the next part ends
         for (const l of lines) recordOf.set(l, record++);
       }
       const flags = Buffer.alloc(h.count);
