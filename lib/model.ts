@@ -38,10 +38,10 @@ function trunkHint(described: string | undefined): string {
   return `it is ${what}, not a pirl model: in the API, PirlModel.create(${options}) then model.importTrunk(file) loads it`;
 }
 
-// What a file of pirl's that holds no model or trunk is, by its metadata (undefined: neither of these).
-function otherFileKind(m: Record<string, string>): string | undefined {
-  if (m.files !== undefined && m.layer !== undefined) return 'a features file of `pirl embed` (image embeddings)';
-  return m['pirl-linear-probe'] !== undefined ? 'a linear probe (LinearProbe.load reads it)' : undefined;
+// What a file of pirl's that holds no model or trunk is, by its metadata, and which model to give instead (undefined: neither).
+function otherFileKind(m: Record<string, string>): { kind: string; model: string } | undefined {
+  if (m.files !== undefined && m.layer !== undefined) return { kind: 'a features file of `pirl embed` (image embeddings)', model: 'that made it' };
+  return m['pirl-linear-probe'] !== undefined ? { kind: 'a linear probe (LinearProbe.load reads it)', model: 'whose features it classifies' } : undefined;
 }
 
 /**
@@ -58,7 +58,7 @@ function modelOf(file: string, m: Record<string, string>, device: Device): { opt
   const object = jsonMetadata(file, m, 'pirl');
   if (object === undefined) {
     const other = otherFileKind(m);
-    const hint = other ? `it is ${other}, not a model: give the model ${other.startsWith('a features') ? 'that made it' : 'whose features it classifies'}` : trunkHint(m['pirl-trunk']);
+    const hint = other ? `it is ${other.kind}, not a model: give the model ${other.model}` : trunkHint(m['pirl-trunk']);
     throw new TypeError(`${file}: no pirl model options in its metadata; ${hint}`);
   }
   const field = metadataField(file, 'pirl');
@@ -320,7 +320,7 @@ export class PirlModel {
       throw new TypeError(`${file} is a whole pirl model, not a trunk: PirlModel.load(file) reads it (and its exportTrunk(file) writes its trunk)`);
     }
     const other = otherFileKind(metadata);
-    if (other) throw new TypeError(`${file} is ${other}, not a trunk: importTrunk reads what exportTrunk (pirl export) writes, or torchvision's`);
+    if (other) throw new TypeError(`${file} is ${other.kind}, not a trunk: importTrunk reads what exportTrunk (pirl export) writes, or torchvision's`);
     const described = jsonMetadata(file, metadata, 'pirl-trunk');
     if (described !== undefined) {
       const { arch, stem, width } = this.options;
