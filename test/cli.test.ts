@@ -598,14 +598,14 @@ describe('pirl train / eval / embed / export', () => {
     expect([Number(steps), Number(skipped)]).toEqual([4, expect.any(Number)]);
     const logged = fs.readFileSync(path.join(runOut, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"batch"')).length;
     expect(logged).toBe(4 - Number(skipped));
-    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} were skipped (each said above: unreadable, or over --max-pixels) and left out of their batches (--cache FILE leaves them out of the data set: every batch full)`);
+    expect(r.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} were skipped (said above: unreadable, or over --max-pixels) and left out of their batches (--cache FILE leaves them out of the data set: every batch full)`);
     // With --cache they are known before training: the data set is the 3 readable images, one full batch, no step skipped.
     const cached = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-cached`, '--epochs', '1', '--width', '0.125', '--batch', '3', '--negatives', '2', '--size', '24',
       '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect(cached.status).toBe(0);
     expect(cached.stdout).toMatch(/trained 1 step\(s\) in /);
     expect(cached.stderr.match(/^pirl: skipping unreadable image .*page\d\.png: not an image: text starting "<html>not found<\/html>"$/gm)).toHaveLength(9);
-    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} were skipped (each said above: unreadable, or over --max-pixels) and left out of the data set\n`);
+    expect(cached.stderr).toContain(`pirl: warning: 9 of the 12 images of ${bad} were skipped (said above: unreadable, or over --max-pixels) and left out of the data set\n`);
     // The run read without a cache kept them as samples: resumed through one, the difference is named.
     const resumed = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '2', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24',
       '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
@@ -614,6 +614,11 @@ describe('pirl train / eval / embed / export', () => {
       '(it read the folder without a cache, or through one with an earlier pirl): resume it without the cache (options.cache, --cache)')]);
     const big = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-big`, '--batch', '4', '--size', '24', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([big.status, big.stderr]).toEqual([2, expect.stringMatching(/--batch must be at most 3 \(the data set's 3 samples/)]);
+    // Read back from the cache, they are said in one line, not one each.
+    const page = (i: number) => `page${i}.png: not an image: text starting "<html>not found</html>"`;
+    expect(big.stderr).toContain(`pirl: ${bad}: skipping 9 image(s) found unreadable or too large when its decode cache ${path.join(dir, 'mostly-bad.cache')} was built ` +
+      `(${page(0)}; ${page(1)}; ${page(2)}; and 6 more)\n`);
+    expect(big.stderr).not.toContain('skipping unreadable image');
   });
 
   test('a closed stdout and stderr (pirl train … | head) end no run', async () => {

@@ -358,15 +358,16 @@ describe('ImageFolder', () => {
       fs.writeFileSync(path.join(dir, 'b-large.png'), await png(30, 20));
       const large = 'a PNG image too large to decode (30×20): more than the limit of 500 pixels (maxPixels, --max-pixels)';
       const cache = path.join(dir, '.images.cache');
-      for (const options of [{}, { cache }, { cache }]) { // decoded; the cache built; read back
-        const warnings: string[] = [];
+      for (const [pass, options] of [{}, { cache }, { cache }].entries()) { // decoded; the cache built; read back
+        const warnings: string[] = [], readBack = pass === 2;
         const folder = await ImageFolder.open(dir, { size: 8, maxPixels: 500, onWarning: (m) => warnings.push(m), ...options });
         expect(await folder.decode(0)).not.toBeNull();
         // Decoded, it is skipped when read; a cache leaves it out of the data set.
         if (options.cache) expect([folder.length, folder.leftOut]).toEqual([1, 1]);
         else expect(await folder.decode(1)).toBeNull();
         expect([...folder.failures].map(([f, why]) => [path.basename(f), why])).toEqual([['b-large.png', large]]);
-        expect(warnings).toEqual([`skipping image ${path.join(dir, 'b-large.png')}: ${large}`]); // whole and valid: not "unreadable"
+        expect(warnings).toEqual([readBack ? `${dir}: skipping 1 image(s) found unreadable or too large when its decode cache ${cache} was built (b-large.png: ${large})`
+          : `skipping image ${path.join(dir, 'b-large.png')}: ${large}`]); // whole and valid: not "unreadable"
         await folder.close();
       }
       // The default (sharp's limit) decodes both; the cache made under 500 is rebuilt, not read as if it held them.
@@ -542,12 +543,16 @@ describe('ImageFolder', () => {
     expect((await folder.decode(0))!.length).toBe(8 * 8 * 3);
   });
 
-  test('a cache gives what decoding gives: the same pixels, the same images found unreadable — and leaves those out of the data set', async () => {
+  test('a cache gives what decoding gives: the same pixels, the same images found unreadable and why, said once as a whole when read back — and leaves those out of the data set', async () => {
     const dir = tmpDir('pirl-data-');
     try {
       const names = await writeAllKinds(dir);
       fs.writeFileSync(path.join(dir, 'c-broken.png'), 'not a png');
-      const all = [...names, 'c-broken.png'].map((_, i) => i);
+      // Why only its decoder says (its bytes look whole): read back, it was "cannot be decoded (truncated or corrupt)" alone.
+      const huffman = Buffer.from(await raw(32, 32).jpeg().toBuffer());
+      huffman.fill(0xff, huffman.indexOf(Buffer.from([0xff, 0xc4])) + 5, huffman.indexOf(Buffer.from([0xff, 0xc4])) + 21); // its codes' counts
+      fs.writeFileSync(path.join(dir, 'c-huffman.jpg'), huffman);
+      const all = [...names, 'c-broken.png', 'c-huffman.jpg'].map((_, i) => i);
       const warned: string[] = [];
       const plain = await ImageFolder.open(dir, { size: 16, onWarning: () => undefined });
       const expected = await plain.batchSource(all);
@@ -556,17 +561,20 @@ describe('ImageFolder', () => {
       for (const pass of ['built', 'read back']) {
         const cached = await ImageFolder.open(dir, { size: 16, cache, onWarning: (m) => warned.push(m) });
         // Left out of the data set, not of the batches: its samples are the readable images, each batch full.
-        expect({ pass, files: cached.files, length: cached.length, leftOut: cached.leftOut }).toEqual({ pass, files: readable, length: all.length - 1, leftOut: 1 });
+        expect({ pass, files: cached.files, length: cached.length, leftOut: cached.leftOut }).toEqual({ pass, files: readable, length: all.length - 2, leftOut: 2 });
         const got = await cached.batchSource(readable.map((_, i) => i));
         expect(got.indices).toEqual(readable.map((_, i) => i));
         const images = (b: BatchSource) => Buffer.concat([...(b.rows.data() as BigInt64Array)].map((r) => Buffer.from(b.source.rows(Number(r), 1).data() as Uint8Array)));
-        expect([got.rows.shape, images(got).equals(images(expected))]).toEqual([[all.length - 1], true]);
+        expect([got.rows.shape, images(got).equals(images(expected))]).toEqual([[all.length - 2], true]);
         expect([...cached.failures]).toEqual([...plain.failures]); // the reason too, read back or not
-        expect([...cached.failures.keys()].map((f) => path.basename(f))).toEqual(['c-broken.png']);
+        expect([...cached.failures.keys()].map((f) => path.basename(f))).toEqual(['c-broken.png', 'c-huffman.jpg']);
         await cached.close();
       }
-      // Said when built and when read back (no run goes without hearing of it).
-      expect(warned.filter((m) => m.startsWith('skipping unreadable image') && m.includes('c-broken.png'))).toHaveLength(2);
+      expect(plain.failures.get(path.join(dir, 'c-huffman.jpg'))).toMatch(/: .*VipsJpeg: Bogus Huffman table definition$/);
+      // Said when built, each as found; read back, once (no run goes without hearing of them, nor hears of each every time).
+      const why = (f: string) => `${f}: ${plain.failures.get(path.join(dir, f))}`;
+      expect(warned).toEqual([...['c-broken.png', 'c-huffman.jpg'].map((f) => `skipping unreadable image ${path.join(dir, f)}: ${plain.failures.get(path.join(dir, f))}`),
+        `${dir}: skipping 2 image(s) found unreadable or too large when its decode cache ${cache} was built (${why('c-broken.png')}; ${why('c-huffman.jpg')})`]);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -633,15 +641,17 @@ describe('ImageFolder', () => {
       spy.mockClear();
       expect((await decodedBy(cache, { maxPixels: 100_000 })).warnings).toEqual([`the decode cache ${cache} was built under another maxPixels: rebuilding it, every image decoded again`]);
       expect(decoded()).toHaveLength(12);
-      // One of an earlier pirl (no version, no index, the header alone: as it reads them) is read as it is, and rebuilt whole.
+      // One of an earlier pirl (no version, no index, no reasons, the header alone: as it reads them) is read as it is, its
+      // image left out said from what the file holds, and rebuilt whole.
       const bytes = fs.readFileSync(fresh), length = Number(bytes.readBigUInt64LE(0));
-      const { version, maxPixels, index, ...older } = JSON.parse(bytes.subarray(8, 8 + length).toString());
-      expect([version, maxPixels, index > 0]).toEqual([2, 268402689, true]);
+      const { version, maxPixels, index, leftOut, ...older } = JSON.parse(bytes.subarray(8, 8 + length).toString());
+      expect([version, maxPixels, index > 0, bytes.subarray(bytes.length - leftOut).toString()]).toEqual([2, 268402689, true, '[6,"not an image: text starting \\"not an image\\""]\n']);
       const header = Buffer.from(JSON.stringify(older)), head = Buffer.alloc(8);
       head.writeBigUInt64LE(BigInt(header.length));
-      fs.writeFileSync(fresh, Buffer.concat([head, header, bytes.subarray(8 + length, bytes.length - index)]));
-      const unchanged = await ImageFolder.open(dir, { size: 8, cache: fresh });
-      expect(unchanged.length).toBe(11);
+      fs.writeFileSync(fresh, Buffer.concat([head, header, bytes.subarray(8 + length, bytes.length - index - leftOut)]));
+      const told: string[] = [];
+      const unchanged = await ImageFolder.open(dir, { size: 8, cache: fresh, onWarning: (m) => told.push(m) });
+      expect([unchanged.length, told]).toEqual([11, [`${dir}: skipping 1 image(s) found unreadable or too large when its decode cache ${fresh} was built (05.png: not an image: text starting "not an image")`]]);
       await unchanged.close();
       spy.mockClear();
       await new Promise((r) => setTimeout(r, 20));

@@ -603,7 +603,7 @@ export async function train(args: string[]): Promise<number | void> {
   const unreadable = unreadableOf(data).length;
   const cached = data instanceof ImageFolder && data.leftOut > 0;
   if (unreadable > 0) {
-    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} ${unreadable === 1 ? 'was' : 'were'} skipped (each said above: unreadable, or over --max-pixels) and left out` +
+    console.error(`pirl: warning: ${unreadable} of the ${imagesFound(data)} images of ${spec} ${unreadable === 1 ? 'was' : 'were'} skipped (said above: unreadable, or over --max-pixels) and left out` +
       (cached ? ' of the data set' : ' of their batches (--cache FILE leaves them out of the data set: every batch full)'));
   }
   // What this command wrote: its model and curves, and of the run's other files those it changed (a run stopped before

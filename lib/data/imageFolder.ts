@@ -528,9 +528,32 @@ async function buildOnce(file: string, ready: () => Promise<boolean>, build: () 
   }
 }
 
-// The bytes of a cache's file index, as its header says (0: none, as in caches of an earlier pirl).
-function indexBytesOf(header: { index?: unknown }): number {
-  return Number.isSafeInteger(header.index) && (header.index as number) > 0 ? (header.index as number) : 0;
+/** A cache's header as its JSON says (buildCache's); `length`: that JSON's bytes (spaces after it included). */
+interface CacheHeader {
+  length: number;
+  signature?: unknown;
+  count?: unknown;
+  size?: unknown;
+  folder?: unknown;
+  version?: unknown;
+  maxPixels?: unknown;
+  index?: unknown;
+  leftOut?: unknown;
+}
+
+async function readCacheHeader(handle: fs.FileHandle): Promise<CacheHeader> {
+  const head = Buffer.alloc(8);
+  await handle.read(head, 0, 8, 0);
+  const length = Number(head.readBigUInt64LE(0));
+  const json = Buffer.alloc(Math.min(length, 1 << 20));
+  await handle.read(json, 0, json.length, 8);
+  return { ...(JSON.parse(json.toString('utf8')) as object), length };
+}
+
+// The bytes of a cache's part after its pixels, as its header says (0: none, as in caches of an earlier pirl).
+function trailerBytes(header: CacheHeader, part: 'index' | 'leftOut'): number {
+  const bytes = header[part];
+  return Number.isSafeInteger(bytes) && (bytes as number) > 0 ? (bytes as number) : 0;
 }
 
 // Folders of more files rebuild their cache whole: a rebuild holds a Map of the index's entries.
@@ -759,18 +782,20 @@ export class ImageFolder implements Dataset {
     if (!(await ready())) await buildOnce(file, ready, () => this.buildCache(file, signature, versions, onProgress), (m) => this.warn(m, 'PIRL_CACHE_WAIT'));
     const handle = await openRegular(file, () => notRegularCache(file));
     try {
-      const head = Buffer.alloc(8);
-      await handle.read(head, 0, 8, 0);
-      const flagsStart = 8 + Number(head.readBigUInt64LE(0));
+      const h = await readCacheHeader(handle);
+      const flagsStart = 8 + h.length;
       const flags = Buffer.alloc(this.files.length);
       await handle.read(flags, 0, flags.length, flagsStart);
-      // Why each was left out, as when the cache was built (its builder knows already, and said so).
-      const unreadable = this.files.filter((file, i) => flags[i] !== 1 && !this.failures.has(file));
-      for (let begin = 0; begin < unreadable.length; begin += 256) {
-        const files = unreadable.slice(begin, begin + 256);
-        const reasons = await Promise.all(files.map((f) => whyLeftOut(f, '', this.maxPixels)));
-        files.forEach((f, i) => this.failures.set(f, reasons[i].reason));
-        files.forEach((f, i) => this.warnLeftOut(f, reasons[i]));
+      // Those its builder did not say in this process (it said each as it found it), said once as a whole: a run
+      // through the cache told each every time, ~5,000 lines at 0.5% of a million images.
+      const unsaid = this.files.map((_, i) => i).filter((i) => flags[i] !== 1 && !this.failures.has(this.files[i]));
+      if (unsaid.length > 0) {
+        const why = await this.leftOutReasons(handle, h, unsaid);
+        unsaid.forEach((i, k) => this.failures.set(this.files[i], why[k]));
+        const relative = relativeTo(this.dir);
+        const some = unsaid.slice(0, 3).map((i, k) => `${relative(this.files[i])}: ${why[k]}`).join('; ');
+        this.warn(`${this.dir}: skipping ${unsaid.length} image(s) found unreadable or too large when its decode cache ${file} was built ` +
+          `(${some}${unsaid.length > 3 ? `; and ${unsaid.length - 3} more` : ''})`, 'PIRL_UNREADABLE_IMAGE');
       }
       if (flags.every((flag) => flag !== 1)) throw new Error(`${this.dir}: none of its ${this.files.length} images could be decoded`);
       const records = this.files.map((_, i) => i).filter((i) => flags[i] === 1);
@@ -784,6 +809,26 @@ export class ImageFolder implements Dataset {
       await handle.close();
       throw err;
     }
+  }
+
+  // Why each of the images at `places` was left out, as the cache's builder said it; found again from what each file
+  // holds where the cache does not say (one of an earlier pirl).
+  private async leftOutReasons(handle: fs.FileHandle, h: CacheHeader, places: readonly number[]): Promise<string[]> {
+    const bytes = trailerBytes(h, 'leftOut'), said = new Map<number, string>();
+    if (bytes > 0) {
+      const text = Buffer.alloc(bytes);
+      await handle.read(text, 0, bytes, this.cacheBytes(h.length) + trailerBytes(h, 'index'));
+      for (const l of text.toString('utf8').split('\n')) {
+        let entry: unknown;
+        try {
+          entry = JSON.parse(l);
+        } catch {
+          continue; // damaged: its image's reason found again
+        }
+        if (Array.isArray(entry) && typeof entry[0] === 'number' && typeof entry[1] === 'string') said.set(entry[0], entry[1]);
+      }
+    }
+    return eachLimited(places, 256, async (i) => said.get(i) ?? (await whyLeftOut(this.files[i], '', this.maxPixels)).reason);
   }
 
   /** @internal See LISTED_PLACES: with a cache that left images out, each sample's place in the folder's listing. */
@@ -807,27 +852,21 @@ export class ImageFolder implements Dataset {
   // is refused, not overwritten (--cache naming a checkpoint by mistake), and so is another size's cache
   // (another run's, or another side's: pirl embed's next to pirl train's).
   private async cacheState(file: string, signature: string): Promise<'ready' | 'missing' | 'stale' | 'cut'> {
-    let header: unknown, bytes: number, length = 0;
+    let h: CacheHeader | null, bytes: number;
     try {
       const handle = await openRegular(file, () => notRegularCache(file)); // made one since open() checked it
       try {
         bytes = (await handle.stat()).size;
         if (bytes === 0) return 'missing'; // holds nothing to lose
-        const head = Buffer.alloc(8);
-        await handle.read(head, 0, 8, 0);
-        length = Number(head.readBigUInt64LE(0));
-        const json = Buffer.alloc(Math.min(length, 1 << 20));
-        await handle.read(json, 0, json.length, 8);
-        header = JSON.parse(json.toString('utf8'));
+        h = await readCacheHeader(handle);
       } finally {
         await handle.close();
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
       if (isArgumentError(err)) throw err;
-      header = null; // unreadable as a cache
+      h = null; // unreadable as a cache
     }
-    const h = header as { signature?: unknown; count?: unknown; size?: unknown; folder?: unknown; index?: unknown } | null;
     if (typeof h?.signature !== 'string' || !/^[0-9a-f]{64}$/.test(h.signature) || typeof h.count !== 'number' || typeof h.size !== 'number') {
       throw rangeError('options.cache', 'a new file or a pirl decode cache, not a file that holds something else (pirl does not overwrite it)', file);
     }
@@ -840,22 +879,20 @@ export class ImageFolder implements Dataset {
       throw new Error(`${file} caches the images of another folder, ${h.folder}: give another cache file (or remove ${file} to cache ${folder} in it)`);
     }
     if (h.signature !== signature) return 'stale';
-    return bytes! === this.cacheBytes(length) + indexBytesOf(h) ? 'ready' : 'cut';
+    return bytes! === this.cacheBytes(h.length) + trailerBytes(h, 'index') + trailerBytes(h, 'leftOut') ? 'ready' : 'cut';
   }
 
-  // The cache's header: {signature, count, size, folder, version, maxPixels, index: the index's bytes}; the file index
-  // after the pixels (where an earlier pirl, which reads the header alone, finds a stale cache, and rebuilds it): a line
-  // per file, its name in the folder and version ([name, bytes, modifiedMs]: what the signature hashes), by which a
-  // rebuild keeps the unchanged images' pixels.
+  // The cache's header: {signature, count, size, folder, version, maxPixels, index, leftOut: the bytes of the two parts
+  // after the pixels}. The file index (where an earlier pirl, which reads the header alone, finds a stale cache, and
+  // rebuilds it): a line per file, its name in the folder and version ([name, bytes, modifiedMs]: what the signature
+  // hashes), by which a rebuild keeps the unchanged images' pixels. Then a line per image left out, [its place, why]: as
+  // the build said it, read back (the file again gave less: no decoder's own words).
   private async buildCache(file: string, signature: string, versions: ReadonlyArray<FileVersion | null>, onProgress?: (done: number, total: number) => void): Promise<void> {
     const relative = relativeTo(this.dir);
     const indexed = this.files.length <= MAX_INDEXED_FILES; // a Map of its entries in a rebuild: ~400 bytes each
     const line = (i: number) => `${JSON.stringify([relative(this.files[i]), versions[i]?.bytes ?? null, versions[i]?.modifiedMs ?? null])}\n`;
-    let index = 0;
-    if (indexed) for (let i = 0; i < this.files.length; i++) index += Buffer.byteLength(line(i));
-    const json = Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size, folder: path.resolve(this.dir), version: CACHE_VERSION, maxPixels: this.maxPixels, index }));
-    const head = Buffer.alloc(8);
-    head.writeBigUInt64LE(BigInt(json.length));
+    const header = (index: number, leftOut: number) => Buffer.from(JSON.stringify({ signature, count: this.files.length, size: this.size,
+      folder: path.resolve(this.dir), version: CACHE_VERSION, maxPixels: this.maxPixels, index, leftOut }));
     const earlier = await this.earlierRecords(file, (i) => line(i).slice(0, -1));
     try {
       if (earlier) {
@@ -864,7 +901,7 @@ export class ImageFolder implements Dataset {
         this.warn(`the decode cache ${file} ${earlier.why}: rebuilding it, ${earlier.records.size === 0 ? 'every image decoded again'
           : `${decoded} of ${this.files.length} images decoded again (the unchanged ones' pixels kept)`}`, 'PIRL_CACHE_REBUILT');
       }
-      await writeViaTemporary(file, (tmp) => this.writeCache(tmp, Buffer.concat([head, json]), earlier, onProgress, indexed ? line : null));
+      await writeViaTemporary(file, (tmp) => this.writeCache(tmp, header, earlier, onProgress, indexed ? line : null));
     } finally {
       await earlier?.handle.close();
     }
@@ -884,14 +921,9 @@ export class ImageFolder implements Dataset {
         await handle.close();
         return null; // holds nothing (a first build)
       }
-      const head = Buffer.alloc(8);
-      await handle.read(head, 0, 8, 0);
-      const length = Number(head.readBigUInt64LE(0));
-      const text = Buffer.alloc(Math.min(length, 1 << 20));
-      await handle.read(text, 0, text.length, 8);
-      const h = JSON.parse(text.toString('utf8')) as { count: number; size: number; version?: number; maxPixels?: number; index?: unknown };
-      const dataStart = 8 + length + h.count, indexStart = dataStart + h.count * this.imageBytes, index = indexBytesOf(h);
-      if (bytes !== indexStart + index) return { handle, records, dataStart, why: 'is not as long as its header says (cut short?)' };
+      const h = await readCacheHeader(handle) as CacheHeader & { count: number };
+      const dataStart = 8 + h.length + h.count, indexStart = dataStart + h.count * this.imageBytes, index = trailerBytes(h, 'index');
+      if (bytes !== indexStart + index + trailerBytes(h, 'leftOut')) return { handle, records, dataStart, why: 'is not as long as its header says (cut short?)' };
       // Another pirl's pixels (its decoding, or none of its index) and another limit's (images this one leaves out) are not kept.
       const why = h.version !== CACHE_VERSION ? 'was built by another version of pirl'
         : h.maxPixels !== this.maxPixels ? 'was built under another maxPixels'
@@ -908,7 +940,7 @@ export class ImageFolder implements Dataset {
         for (const l of lines) recordOf.set(l, record++);
       }
       const flags = Buffer.alloc(h.count);
-      await handle.read(flags, 0, h.count, 8 + length);
+      await handle.read(flags, 0, h.count, 8 + h.length);
       for (let i = 0; i < this.files.length; i++) {
         const then = recordOf.get(entry(i));
         if (then !== undefined && then < h.count && flags[then] === 1) records.set(i, then);
@@ -919,12 +951,15 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  private async writeCache(tmp: string, header: Buffer, earlier: EarlierCache | null, onProgress: ((done: number, total: number) => void) | undefined,
-    line: ((i: number) => string) | null): Promise<void> {
+  // The cache: its header written last, in the room its JSON takes at the largest sizes of the parts after the pixels
+  // (padded with spaces, which JSON allows), as they are known only once every image is decoded.
+  private async writeCache(tmp: string, header: (index: number, leftOut: number) => Buffer, earlier: EarlierCache | null,
+    onProgress: ((done: number, total: number) => void) | undefined, line: ((i: number) => string) | null): Promise<void> {
     const handle = await fs.open(tmp, 'w');
     try {
-      await handle.write(header, 0, header.length, 0);
-      const flagsStart = header.length, dataStart = flagsStart + this.files.length;
+      const room = header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length;
+      const flagsStart = 8 + room, dataStart = flagsStart + this.files.length;
+      const leftOut: string[] = [];
       onProgress?.(0, this.files.length); // its rate runs from here (not from the listing, the hashing or a wait for the lock)
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
@@ -942,18 +977,26 @@ export class ImageFolder implements Dataset {
           decoded?.copy(slot(k));
           return decoded !== null;
         }));
+        for (const [k, i] of indices.entries()) if (!read[k]) leftOut.push(`${JSON.stringify([i, this.failures.get(this.files[i])])}\n`);
         const flags = Buffer.from(read.map((r) => (r ? 1 : 0)));
         await handle.write(flags, 0, flags.length, flagsStart + begin);
         await handle.write(images, 0, images.length, dataStart + begin * this.imageBytes);
         onProgress?.(begin + indices.length, this.files.length);
       }
       // The index, a part at a time (one string of ten million entries is past V8's longest).
-      let at = dataStart + this.files.length * this.imageBytes;
+      const indexStart = dataStart + this.files.length * this.imageBytes;
+      let at = indexStart;
       for (let begin = 0; line && begin < this.files.length; begin += 65_536) {
         const part = Buffer.from(Array.from({ length: Math.min(65_536, this.files.length - begin) }, (_, k) => line(begin + k)).join(''));
         await handle.write(part, 0, part.length, at);
         at += part.length;
       }
+      const reasons = Buffer.from(leftOut.join(''));
+      await handle.write(reasons, 0, reasons.length, at);
+      const json = header(at - indexStart, reasons.length), head = Buffer.alloc(8 + room, ' ');
+      head.writeBigUInt64LE(BigInt(room));
+      json.copy(head, 8);
+      await handle.write(head, 0, head.length, 0);
     } finally {
       await handle.close();
     }
