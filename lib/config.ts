@@ -495,12 +495,26 @@ export function resolveLoaderOptions(options: LoaderOptions = {}, arg = 'options
   return o;
 }
 
+/** The model options that a model's weights fix: a run started from them (Trainer.create's options.init) takes these. */
+export const WEIGHTS_SHAPE = ['arch', 'stem', 'width', 'embeddingDim'] as const;
+
+/** A model whose weights a run starts from: its options, and how it was given (for errors: 'options.init'). */
+export interface StartingModel {
+  options: Pick<ResolvedModelOptions, (typeof WEIGHTS_SHAPE)[number]>;
+  name: string;
+}
+
 /**
  * A training run's every option: the recipe's defaults (config.recipe, default 'default') under what
- * is given; with `complete` (a checkpoint's config) every option must be given.
+ * is given; with `complete` (a checkpoint's config) every option must be given. A run from `start`'s weights takes
+ * their shape (WEIGHTS_SHAPE) where config.model leaves it out, and refuses another.
  */
-export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', complete = false): ResolvedTrainConfig {
-  const given = config === undefined ? {} : checkObject(arg, config);
+export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', complete = false, start?: StartingModel): ResolvedTrainConfig {
+  const checked = config === undefined ? {} : checkObject(arg, config);
+  const shape = start ? Object.fromEntries(WEIGHTS_SHAPE.map((k) => [k, start.options[k]])) : {};
+  const model = checked.model ?? {};
+  // A model given that is not an object is left for resolve() to refuse.
+  const given = start && typeof model === 'object' && model !== null && !Array.isArray(model) ? { ...checked, model: { ...shape, ...model } } : checked;
   const recipe = RECIPE_DEFAULTS[checkOneOf(`${arg}.recipe`, given.recipe ?? (complete ? undefined : 'default'), RECIPES)];
   // The model is seeded by the run's seed unless model.seed says otherwise.
   // Checked here, under its own name, before it stands in for model.seed.
@@ -510,6 +524,10 @@ export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', com
   if (c.lrUpdate === 'epoch' && !Number.isInteger(c.warmupEpochs)) throw rangeError(`${arg}.warmupEpochs`, "whole epochs with lrUpdate 'epoch' (--lr-update epoch)", c.warmupEpochs);
   checkLoss(c.loss, `${arg}.loss`);
   checkSamplerFitsStem(c, arg);
+  for (const k of start ? WEIGHTS_SHAPE : []) {
+    const fixed = start!.options[k];
+    if (c.model[k] !== fixed) throw rangeError(`${arg}.model.${k}`, `${typeof fixed === 'string' ? `'${fixed}'` : fixed}, the ${k} of ${start!.name} (the run starts from its weights)`, c.model[k]);
+  }
   return c;
 }
 

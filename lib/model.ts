@@ -74,6 +74,12 @@ function modelOf(file: string, m: Record<string, string>, device: Device): { opt
  * digits of `width` can ask for gigabytes) before any tensor is compared: this compares first.
  * `tensors` are named as in the model's state dict.
  */
+/** `value` as a PirlModel: by handle, not class (a model of another copy of pirl is one too, as sourceOf's tensors). */
+export function checkModel(arg: string, value: unknown): PirlModel {
+  if (!((value as PirlModel | undefined)?.handle instanceof binding.PirlModelHandle)) throw typeError(arg, 'a PirlModel', value);
+  return value as PirlModel;
+}
+
 export function checkTensorsFitOptions(file: string, tensors: Map<string, Tensor>, o: ResolvedModelOptions): void {
   const expected: Array<[string, number[]]> = [
     ['trunk.conv1.weight', [Math.max(1, Math.round(64 * o.width)), 3, o.stem === 'small' ? 3 : 7, o.stem === 'small' ? 3 : 7]],

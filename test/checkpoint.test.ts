@@ -3,12 +3,14 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
+import { ArrayDataset, ImageFolder, PirlModel, Tensor, Trainer, datasetFeatures, getNumThreads, readSafetensors, setNumThreads, writeSafetensors } from '../lib';
 import * as safetensors from '../lib/safetensors';
 import { raw, tmpDir } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const tiny = require('./fixtures/tiny-run.js') as { dataset(): import('../lib').Dataset; config: import('../lib').TrainConfig };
+
+const maxAbsDiff = (a: unknown, b: unknown) => Array.from(a as Float32Array, (x, i) => Math.abs(x - (b as Float32Array)[i])).reduce((m, d) => Math.max(m, d), (a as Float32Array).length === (b as Float32Array).length ? 0 : Infinity);
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -224,8 +226,30 @@ describe('checkpoint metadata fuzz', () => {
       await expect(Trainer.resume(file, arrays)).rejects.toThrow(
         `${file}: the data set given is not the one the run trained on: the run's was a folder of images, the one given is not a folder (its samples have no file names)`);
       await raw(32, 32).png().toFile(path.join(images, 'img98.png')); // one more: the bank says what the run had
-      await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
-        `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), or start a new run`);
+      const grown = await ImageFolder.open(images, { size: 24 });
+      await expect(Trainer.resume(file, grown)).rejects.toThrow(
+        `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), ` +
+        `or start a new run from its weights (options.init: PirlModel.load(${file}); pirl train --init ${file})`);
+      // That new run: its model starts as the run's (weights and BatchNorm statistics), its options taken from it, the bank
+      // its features (bankInit 'features'); the model given is left as it was.
+      const init = await PirlModel.load(file);
+      const before = await init.stateDict();
+      const { model: _, ...rest } = config;
+      const again = await Trainer.create(grown, { ...rest, bankInit: 'features' }, { init });
+      const started = await again.model.stateDict();
+      expect([again.config.model, [...started.keys()]]).toEqual([{ ...init.options, seed: config.seed }, [...before.keys()]]);
+      for (const [name, t] of before) expect([name, started.get(name)!.data()]).toEqual([name, t.data()]);
+      const features = await datasetFeatures(init, grown, { size: 16, layer: 'f' });
+      expect(maxAbsDiff(again.bank.rows().data(), features.features.data())).toBeLessThan(1e-5);
+      await again.fit();
+      for (const [name, t] of await init.stateDict()) expect([name, t.data()]).toEqual([name, before.get(name)!.data()]);
+      expect(maxAbsDiff((await again.model.stateDict('trunk')).get('conv1.weight')!.data(), before.get('trunk.conv1.weight')!.data())).toBeGreaterThan(0); // it trained
+      // Another shape than its weights' is refused, naming the option; so is what is no model, or one disposed.
+      await expect(Trainer.create(grown, { ...config, model: { ...config.model, width: 0.25 } }, { init })).rejects.toThrow(
+        'config.model.width must be 0.125, the width of options.init (the run starts from its weights), got 0.25');
+      await expect(Trainer.create(grown, config, { init: file as never })).rejects.toThrow(`options.init must be a PirlModel, got "${file}"`);
+      init.dispose();
+      await expect(Trainer.create(grown, config, { init })).rejects.toThrow('options.init must be a PirlModel not disposed');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

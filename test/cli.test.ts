@@ -137,6 +137,27 @@ describe('pirl train / eval / embed / export', () => {
     expect(fs.readFileSync(path.join(modelOnly, 'model.safetensors'))).toEqual(fs.readFileSync(path.join(auto, 'model.safetensors')));
   });
 
+  test("--init starts a new run from a run's weights (its folder grown since, which --resume refuses), of their arch, stem and width", async () => {
+    const grown = path.join(dir, 'grown');
+    fs.cpSync(data, grown, { recursive: true });
+    fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(grown, 'light', 'new.png'));
+    const checkpoint = path.join(out, 'checkpoint.safetensors');
+    const resumed = spawnSync(process.execPath, [cli, 'train', grown, '--out', out, ...small, '--resume'], { encoding: 'utf8' });
+    expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining(`or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint})`)]);
+    const from = path.join(dir, 'from-init');
+    const rest = ['--batch', '8', '--negatives', '16', '--epoch-length', '2', '--size', '24', '--epochs', '1']; // no --width: the weights'
+    expect(run(['train', grown, '--out', from, '--init', checkpoint, ...rest])).toMatch(/^trained 2 step\(s\) in /m);
+    const { metadata } = await readSafetensors(path.join(from, 'checkpoint.safetensors'));
+    const started = (await PirlModel.load(checkpoint)).options;
+    expect(JSON.parse(metadata['pirl-checkpoint']).config.model).toEqual({ ...started, seed: expect.any(Number) });
+    const other = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-init-2'), '--init', checkpoint, ...rest, '--width', '0.25'], { encoding: 'utf8' });
+    expect([other.status, other.stderr.split('\n')[0]]).toEqual([2, `pirl: --width must be 0.125, the width of --init ${checkpoint} (the run starts from its weights), got '0.25'`]);
+    const both = spawnSync(process.execPath, [cli, 'train', grown, '--out', from, '--init', checkpoint, '--resume'], { encoding: 'utf8' });
+    expect([both.status, both.stderr.split('\n')[0]]).toEqual([2, "pirl: --init starts a new run from a model's weights and --resume continues the run in --out: give one of them"]);
+    const none = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-init-3'), '--init', path.join(dir, 'nothing.safetensors'), ...rest], { encoding: 'utf8' });
+    expect([none.status, none.stderr.split('\n')[0]]).toEqual([1, expect.stringMatching(/^pirl: --init: .*nothing\.safetensors.*no such file/i)]);
+  });
+
   test('--cache keeps the decoded folder: built once with progress, then read', () => {
     const cache = path.join(dir, 'caches', 'images.bin');
     const command = ['train', data, '--out', path.join(dir, 'cached'), '--force', '--cache', cache, '--epochs', '1', ...small];

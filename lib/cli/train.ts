@@ -5,16 +5,17 @@ import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
-import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, KNN_DEFAULTS, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig } from '../config';
+import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, KNN_DEFAULTS, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig, type StartingModel } from '../config';
 import type { DeepReadonly } from '../schema';
 import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
 import { ImageFolder } from '../data/imageFolder';
 import { realPathOf } from '../folders';
-import { checkInteger, isArgumentError, nearest } from '../errors';
+import { checkInteger, errorFrom, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { atExit } from '../exitActions';
 import { takeLock, unwritable } from '../lockFile';
+import { PirlModel } from '../model';
 import { readSafetensorsMetadata, removeStaleTemporaries } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
@@ -37,7 +38,7 @@ const CONFIG_FLAGS: FlagMap = {
 };
 /** The flags of CONFIG_FLAGS that take no value. */
 const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
-const OTHER_FLAGS = ['out', 'config', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
+const OTHER_FLAGS = ['out', 'config', 'init', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 export const TRAIN_FLAGS: Flags = {
   values: [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS],
   switches: ['resume', 'auto-resume', 'rescale-batch', 'force', 'cuda-graphs', 'no-cuda-graphs', 'deterministic', ...SWITCHES],
@@ -47,6 +48,7 @@ const d = DEFAULT_TRAIN_CONFIG;
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
         --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume (with --epochs N: a run's new length)  --force (replace a run in DIR)
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
+        --init FILE (a new run from the weights of a model file or a run's checkpoint: a folder grown since; their arch, stem and width)
         --rescale-batch (with --resume/--auto-resume: on another number of ranks, each rank's batch the run's global batch / ranks; a resume reads no --batch)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
@@ -108,11 +110,11 @@ async function configFile(values: FlagValues): Promise<Record<string, unknown>> 
   return fromFile;
 }
 
-/** The config the flags give over `base` (--config's options). */
-function configOf(values: FlagValues, base: Record<string, unknown>): ResolvedTrainConfig {
+/** The config the flags give over `base` (--config's options), of a run from `start`'s weights if given (--init). */
+function configOf(values: FlagValues, base: Record<string, unknown>, start?: StartingModel): ResolvedTrainConfig {
   const merged = mergeOptions(base, optionsFromFlags(values, CONFIG_FLAGS));
   try {
-    return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged));
+    return asFlags(values, CONFIG_FLAGS, 'config', () => resolveTrainConfig(merged, 'config', false, start));
   } catch (err) {
     // The sampler's views too small for the stem (--preset small's patches under --stem imagenet): the flags that chose them.
     const chosenBy = ['recipe', 'stem', 'preset'].filter((f) => values[f] !== undefined).map((f) => `--${f} ${values[f]}`);
@@ -121,8 +123,8 @@ function configOf(values: FlagValues, base: Record<string, unknown>): ResolvedTr
   }
 }
 
-async function newRunConfig(values: FlagValues): Promise<ResolvedTrainConfig> {
-  return configOf(values, await configFile(values));
+async function newRunConfig(values: FlagValues, init: PirlModel | null): Promise<ResolvedTrainConfig> {
+  return configOf(values, await configFile(values), init ? { options: init.options, name: `--init ${values.init}` } : undefined);
 }
 
 // The settings an options object gives, as config paths ('loss.tau'); a sampler preset stands for the whole sampler.
@@ -363,7 +365,9 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
  * with --nproc again for the ranks of one; under another launcher, its command.
  */
 function resumeCommand(args: string[], distributed: ResolvedDistributedOptions | null): string {
-  const again = args.includes('--auto-resume') ? args : [...args.filter((a) => a !== '--force' && a !== '--resume'), '--resume'];
+  const init = args.indexOf('--init'); // the run's start: --resume refuses it
+  const resumable = args.filter((a, i) => a !== '--force' && a !== '--resume' && !a.startsWith('--init=') && (init < 0 || (i !== init && i !== init + 1)));
+  const again = args.includes('--auto-resume') ? args : [...resumable, '--resume'];
   if (distributed && process.env.PIRL_LAUNCHED === '1') again.push('--nproc', String(distributed.worldSize));
   const command = ['pirl', 'train', ...again].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
   return distributed && process.env.PIRL_LAUNCHED !== '1' ? `the launcher's command, its ranks running ${command}` : command;
@@ -392,6 +396,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // --auto-resume: one command for a launcher's first start and its restarts (torchrun --max-restarts, Slurm --requeue).
   const auto = values['auto-resume'] === true;
   if (auto && (values.resume || values.force)) throw new UsageError(`--auto-resume decides between --resume and a new run itself: drop --${values.resume ? 'resume' : 'force'}`);
+  if (values.resume && values.init !== undefined) throw new UsageError("--init starts a new run from a model's weights and --resume continues the run in --out: give one of them");
   if (values.resume || (auto && earlier.includes('checkpoint.safetensors'))) {
     if (values.force) throw new UsageError('--resume continues a run and --force replaces it: give one of them');
     if (!earlier.includes('checkpoint.safetensors')) {
@@ -409,7 +414,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   }
   // The flags' own mistakes first: they are said whatever --out holds.
   if (values['rescale-batch'] && !auto) throw new UsageError('--rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');
-  const config = await newRunConfig(values);
+  // Its weights on the CPU until the run's model is made from them (on the run's device), then let go.
+  const init = typeof values.init === 'string' ? await PirlModel.load(values.init).catch((err: Error) => Promise.reject(errorFrom(`--init: ${err.message}`, err))) : null;
+  const config = await newRunConfig(values, init);
   const size = folderSize(values, config.sampler, spec);
   layoutFlag(values);
   // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again,
@@ -439,7 +446,8 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   const onBankInit = main ? prepared.images(`memory bank from features${share}:`) : undefined;
   return {
     resumed: false,
-    start: () => withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: cudaGraphsFlag(values), onBankInit, onChecked })),
+    start: () => withLibraryFlags(values, 'the default', () => Trainer.create(data, config, { distributed, cudaGraphs: cudaGraphsFlag(values), init: init ?? undefined, onBankInit, onChecked }))
+      .finally(() => init?.dispose()),
   };
 }
 

@@ -8,7 +8,7 @@ import {
 import { checkDataset, labelsOf, type Dataset } from '../data/datasets';
 import { evalBatch } from '../data/loader';
 import { checkInteger, checkOptions, nativeCall, rangeError, typeError } from '../errors';
-import type { PirlModel } from '../model';
+import { checkModel, type PirlModel } from '../model';
 import { Tensor, disposeAll, int64Tensor } from '../tensor';
 import { LinearProbe } from './linearProbe';
 import { checkLabels, checkSearch } from './rows';
@@ -33,7 +33,7 @@ export type FeatureProgress = (done: number, total: number) => void;
  * stem, and a batch that suits that side (PirlModel.embedBatchSize) unless given.
  */
 export function featureOptionsFor(model: PirlModel, options: FeatureOptions = {}, arg = 'options'): { size: number; batchSize: number; layer: EmbedLayer; signal: AbortSignal | null } {
-  checkModel(model);
+  checkModel('model', model);
   const o = resolveFeatureOptions(options, arg);
   const size = o.size ?? model.imageSize ?? EVAL_SIZE;
   if (size < model.minInputSize) throw rangeError(`${arg}.size`, `at least ${model.minInputSize} px for model.stem '${model.options.stem}'`, size);
@@ -46,14 +46,9 @@ function checkProgress(onProgress: unknown): void {
   if (onProgress !== undefined && typeof onProgress !== 'function') throw typeError('onProgress', 'a function', onProgress);
 }
 
-// By handle, not class: a model of another copy of pirl is one too (as sourceOf's tensors).
-function checkModel(model: PirlModel): void {
-  if (!((model as PirlModel | undefined)?.handle instanceof binding.PirlModelHandle)) throw typeError('model', 'a PirlModel', model);
-}
-
 /** `work` with a reference of its own to `model`: its calls end even if the model is disposed meanwhile (a service swapping models). */
 export async function retained<T>(model: PirlModel, work: (own: PirlModel) => Promise<T>): Promise<T> {
-  checkModel(model);
+  checkModel('model', model);
   const own = model.retain();
   try {
     return await work(own);

@@ -14,7 +14,7 @@ import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
 import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, typeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
 import { MemoryBank } from '../memoryBank';
-import { PirlModel, checkTensorsFitOptions } from '../model';
+import { PirlModel, checkModel, checkTensorsFitOptions } from '../model';
 import { makeFolderFor, metadataField, readSafetensors, removeStaleTemporaries, temporaryFor, writeSafetensors } from '../safetensors';
 import type { DeepReadonly } from '../schema';
 import { Tensor, disposeAll, handleOf } from '../tensor';
@@ -127,8 +127,16 @@ export interface ProcessOptions {
   cudaGraphs?: boolean;
 }
 
-/** What create() takes besides the process: a report of the work before the first step. */
+/** What create() takes besides the process: where the model starts, a report of the work before the first step. */
 export interface CreateOptions extends ProcessOptions {
+  /**
+   * A model whose weights (and BatchNorm statistics) the run starts from instead of a new model's: one trained before
+   * (`PirlModel.load` of a run's model or checkpoint: a folder that has grown since, which that run cannot resume
+   * over), or a trunk imported into a new model (`importTrunk`). Copied: the model given is left as it is. Its arch,
+   * stem, width and embeddingDim are the run's (taken where config.model leaves them out; another is refused). The
+   * memory bank is new: with bankInit 'features', these weights' features.
+   */
+  init?: PirlModel;
   /** Called as bankInit 'features' embeds the data set (a rank its shard): images done of all (minutes for a large folder), first 0 as it begins. */
   onBankInit?: (done: number, total: number) => void;
   /** Called once the data, config and options are found to fit together (and the ranks of a data-parallel run to agree), before the bank is filled (the CLI replaces an earlier run then). */
@@ -262,9 +270,11 @@ export class Trainer {
    * weights and bank; config.batchSize is then each rank's share of the global batch.
    */
   static async create(dataset: Dataset, config: TrainConfig = {}, options: CreateOptions = {}): Promise<Trainer> {
-    const group = groupOf(options, ['distributed', 'cudaGraphs', 'onBankInit', 'onChecked']);
+    const group = groupOf(options, ['distributed', 'cudaGraphs', 'init', 'onBankInit', 'onChecked']);
     const trainer = await beforeJoining(group, async () => {
-      const c = resolveTrainConfig(config);
+      const init = options.init === undefined ? null : checkModel('options.init', options.init);
+      if (init?.disposed) throw typeError('options.init', 'a PirlModel not disposed', init);
+      const c = resolveTrainConfig(config, 'config', false, init ? { options: init.options, name: 'options.init' } : undefined);
       const place = resolveProcess(options, c, group);
       checkFunctions('options', options as Record<string, unknown>, ['onBankInit', 'onChecked']);
       const loader = Trainer.loaderFor(dataset, c, place);
@@ -274,8 +284,14 @@ export class Trainer {
         warnOfPaperBatchAcrossRanks(c, group?.worldSize ?? 1);
       }
       const model = await PirlModel.create(c.model, { device: place.device });
-      const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
-      return new Trainer(model, bank, loader, c, place, dataDigest(dataset));
+      try {
+        if (init) await startFrom(model, init);
+        const bank = await MemoryBank.create({ size: dataset.length, dim: c.model.embeddingDim, seed: c.seed, device: place.device });
+        return new Trainer(model, bank, loader, c, place, dataDigest(dataset));
+      } catch (err) {
+        model.dispose(); // its memory and thread now, not at a collection
+        throw err;
+      }
     });
     await trainer.joinRanks();
     await options.onChecked?.();
@@ -601,7 +617,7 @@ export class Trainer {
           // pirl's checkpoints before format 4 read hidden files (._x.jpg, .thumbs/) as images, as pirl no longer does.
           const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
             'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
-          throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || ": resume over the run's data (the folder it trained on, as it was), or start a new run"}` +
+          throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || `: resume over the run's data (the folder it trained on, as it was), ${newRunFrom(file)}`}` +
             cacheHint(dataset, rows?.shape[0]));
         }
         const data = dataDigest(dataset);
@@ -649,6 +665,16 @@ export class Trainer {
   }
 }
 
+// `model` given `init`'s weights and buffers (a copy of each, let go once loaded).
+async function startFrom(model: PirlModel, init: PirlModel): Promise<void> {
+  const weights = await init.stateDict();
+  try {
+    await model.loadStateDict(weights);
+  } finally {
+    disposeAll(weights.values());
+  }
+}
+
 // A folder's unreadable images are samples read without a cache and left out of the data set through one: a run
 // resumed the other way finds another number of samples.
 function cacheHint(dataset: Dataset, trained: number | undefined): string {
@@ -663,6 +689,9 @@ function cacheHint(dataset: Dataset, trained: number | undefined): string {
   return '';
 }
 
+// What a run over other data than its checkpoint's can do instead of resuming.
+const newRunFrom = (checkpoint: string) => `or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint})`;
+
 // A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many
 // images (one removed, one added) would silently pair each row with another image.
 function checkSameData(file: string, saved: DataDigest | null, data: DataDigest): void {
@@ -672,12 +701,12 @@ function checkSameData(file: string, saved: DataDigest | null, data: DataDigest)
   if (wasFolder !== null && isFolder !== null && wasFolder !== isFolder) {
     const [was, is] = [wasFolder, isFolder].map((f) => (f ? 'a folder of images' : 'not a folder (its samples have no file names)'));
     throw new Error(`${file}: the data set given is not the one the run trained on: the run's was ${was}, the one given is ${is} ` +
-      "(each bank row would belong to another image): resume over the run's data, or start a new run");
+      `(each bank row would belong to another image): resume over the run's data, ${newRunFrom(file)}`);
   }
   const differs = saved.files !== data.files ? 'its files (names, in the folder)' : saved.labels !== data.labels ? 'its labels' : null;
   if (differs) {
     throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
-      "(each bank row would belong to another image): resume over the run's data, or start a new run");
+      `(each bank row would belong to another image): resume over the run's data, ${newRunFrom(file)}`);
   }
   // 'unknown': a Dataset of one's own (or of another copy of pirl), whose samples pirl cannot describe.
   if (saved.images !== null && saved.images !== 'unknown' && data.images !== 'unknown' && saved.images !== data.images) {
