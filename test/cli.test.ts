@@ -855,7 +855,11 @@ describe('pirl train / eval / embed / export', () => {
     fs.mkdirSync(path.join(mixed, 'thumbs'), { recursive: true });
     for (const f of ['0.png', path.join('thumbs', '0.png')]) fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(mixed, f));
     usage(['preview', mixed, '--out', path.join(dir, 'p.png')], /mixed holds 1 image\(s\) of its own and 1 subfolder\(s\) of images \(thumbs\): say which is the data set with --layout 'flat' .* or 'classes'/);
-    run(['preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--count', '1']);
+    const ownOnly = spawnSync(process.execPath, [cli, 'preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--count', '1'], { encoding: 'utf8' });
+    expect([ownOnly.status, ownOnly.stderr]).toEqual([0, expect.stringContaining('1 image(s) in its subfolders are left out (thumbs; layout \'flat\' read the folder\'s own images: recursive (--recursive) reads those below too)')]);
+    const below = spawnSync(process.execPath, [cli, 'preview', mixed, '--out', path.join(dir, 'p.png'), '--layout', 'flat', '--recursive', '--count', '2'], { encoding: 'utf8' });
+    expect([below.status, below.stderr]).toEqual([0, '']);
+    usage(['train', 'fashion-mnist', '--recursive'], /--recursive says how a folder is read: fashion-mnist is not a folder/);
     // --out is checked before the work: the format a verb writes, a folder that cannot be made.
     usage(['preview', mixed, '--out', path.join(dir, 'p.jpg'), '--layout', 'flat'], /--out must name a \.png file, got '.*p\.jpg'\n\(pirl preview --help: its options\)\n$/);
     usage(['embed', path.join(out, 'model.safetensors'), data, '--out', '/proc/pirl-x/f.safetensors'], /--out \/proc\/pirl-x: cannot create \/proc\/pirl-x/);

@@ -5,7 +5,7 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import sharp from 'sharp';
 
-import { AmbiguousLayoutError, ArrayDataset, ImageFolder, Loader, Subset, Tensor, holdOut, serializeSafetensors, type BatchSource } from '../lib';
+import { AmbiguousLayoutError, ArrayDataset, IMAGE_EXTENSIONS, ImageFolder, Loader, Subset, Tensor, holdOut, serializeSafetensors, type BatchSource } from '../lib';
 import { dataDigest } from '../lib/data/digest';
 import { tmpDir, raw } from './helpers';
 
@@ -150,7 +150,7 @@ describe('ImageFolder', () => {
     expect(again.length).toBe(6);
     expect(warnings).toEqual([
       expect.stringMatching(/1 image\(s\) beside the class folders are not in a class and are left out/),
-      `${dir}: 2 image(s) in subfolders of class folders are left out (${path.join('cats', 'kittens')}, ${path.join('cats', 'kittens', 'tiny')}; a class is one folder's own images)`,
+      `${dir}: 2 image(s) in subfolders of class folders are left out (${path.join('cats', 'kittens')}, ${path.join('cats', 'kittens', 'tiny')}; a class is its folder's own images: recursive (--recursive) reads those below too)`,
     ]);
     // A would-be class whose images are one level deeper, and an empty folder: no class, said (they vanished silently).
     fs.rmSync(path.join(dir, 'loose.png'));
@@ -162,7 +162,7 @@ describe('ImageFolder', () => {
     const deeper = await ImageFolder.open(dir, { size: 8, onWarning: (m) => warnings.push(m) });
     expect(deeper.classes).toEqual(['cats', 'dogs']);
     expect(warnings).toEqual([
-      `${dir}: 1 image(s) in subfolders of folders that hold no images of their own are left out (${path.join('birds', '2019')}; a class is one folder's own images: move them up into the class folder)`,
+      `${dir}: 1 image(s) in subfolders of folders that hold no images of their own are left out (${path.join('birds', '2019')}; a class is its folder's own images: recursive (--recursive) reads those below too)`,
       `${dir}: 1 subfolder(s) hold no images and are no class (fish)`,
     ]);
     // Not walked: links out of the data folder (to /, to ..) and to a class, nor the cache's folder; files of other
@@ -180,6 +180,53 @@ describe('ImageFolder', () => {
     ]);
   });
 
+  test('recursive reads the images below at any depth: a class is every image below its folder (torchvision\'s ImageFolder), a flat folder every image below it', async () => {
+    const dir = tmpDir('pirl-data-');
+    try {
+      const image = async (...at: string[]) => {
+        fs.mkdirSync(path.join(dir, ...at.slice(0, -1)), { recursive: true });
+        await raw(20, 20).png().toFile(path.join(dir, ...at));
+      };
+      await image('shoes', 'a.png');
+      await image('shoes', '2019', 'q1', 'c.png');
+      await image('shoes', '2019', 'b.png');
+      await image('bags', '2020', 'd.png'); // a class whose images are all deeper
+      await image('bags', '.thumbs', 'hidden.png'); // hidden: no image
+      fs.mkdirSync(path.join(dir, 'empty', 'sub'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'shoes', '2019', 'notes.txt'), 'no image');
+      // Links: back up the tree (read once), out of the class (not followed), and to a folder of its own class (read once).
+      fs.symlinkSync(path.join(dir, 'shoes'), path.join(dir, 'shoes', '2019', 'up'));
+      fs.symlinkSync(path.join(dir, 'bags'), path.join(dir, 'shoes', 'bags-too'));
+      fs.symlinkSync(path.join(dir, 'shoes', '2019', 'q1'), path.join(dir, 'shoes', 'q1-again'));
+      const warnings: string[] = [];
+      const folder = await ImageFolder.open(dir, { size: 8, recursive: true, onWarning: (m) => warnings.push(m) });
+      const names = (f: ImageFolder) => f.files.map((file) => path.relative(dir, file));
+      expect([folder.classes, names(folder), [...folder.labels!]]).toEqual([['bags', 'shoes'],
+        [path.join('bags', '2020', 'd.png'), path.join('shoes', 'a.png'), path.join('shoes', '2019', 'b.png'), path.join('shoes', '2019', 'q1', 'c.png')], [0, 1, 1, 1]]);
+      expect(warnings).toEqual([
+        `${dir}: 1 subfolder(s) hold no images and are no class (empty)`,
+        `${dir}: 1 file(s) without an image extension are left out (${path.join('shoes', '2019', 'notes.txt')}; read: ${IMAGE_EXTENSIONS.join(' ')})`,
+      ]);
+      // Without it, the same folder: bags is no class, and the images below shoes' own are left out, said.
+      warnings.length = 0;
+      const own = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: (m) => warnings.push(m) });
+      expect([own.classes, names(own)]).toEqual([['shoes'], [path.join('shoes', 'a.png')]]);
+      expect(warnings.filter((w) => w.includes('left out') && !w.includes('extension'))).toHaveLength(2);
+      // Flat: every image below, its own first; listed alone too (a query folder).
+      await image('own.png');
+      const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', recursive: true, onWarning: () => undefined });
+      expect(names(flat)).toEqual(['own.png', ...names(folder)]);
+      expect(await ImageFolder.list(dir, { layout: 'flat', recursive: true, onWarning: () => undefined })).toEqual(flat.files);
+      await expect(ImageFolder.open(dir, { recursive: 'yes' as never })).rejects.toThrow('options.recursive must be a boolean, got "yes"');
+      // A folder whose images are all deeper: found, not "no images".
+      const onlyDeep = path.join(dir, 'empty');
+      await image('empty', 'sub', 'x.png');
+      expect((await ImageFolder.open(onlyDeep, { size: 8, recursive: true })).files).toEqual([path.join(onlyDeep, 'sub', 'x.png')]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a folder with images of its own and subfolders of images: its layout must be said, then is followed', async () => {
     const dir = tmpDir('pirl-data-');
     for (let i = 0; i < 4; i++) await raw(20, 20).png().toFile(path.join(dir, `${i}.png`));
@@ -195,7 +242,7 @@ describe('ImageFolder', () => {
     await raw(10, 10).png().toFile(path.join(dir, 'thumbnails', 'small', 's.png'));
     const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', onWarning: (m) => warnings.push(m) });
     expect([flat.length, flat.labels, flat.classes]).toEqual([4, null, null]);
-    expect(warnings).toEqual([`${dir}: 2 image(s) in its subfolders are left out (thumbnails, ${path.join('thumbnails', 'small')}; layout 'flat' read the folder's own images)`]);
+    expect(warnings).toEqual([`${dir}: 2 image(s) in its subfolders are left out (thumbnails, ${path.join('thumbnails', 'small')}; layout 'flat' read the folder's own images: recursive (--recursive) reads those below too)`]);
     const classes = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: () => undefined });
     expect([classes.length, classes.classes]).toEqual([1, ['thumbnails']]);
     await expect(ImageFolder.open(dir, { size: 8, layout: 'tree' as 'flat' })).rejects.toThrow(/options\.layout must be one of 'auto', 'flat', 'classes', got "tree"/);
@@ -211,7 +258,7 @@ describe('ImageFolder', () => {
     const onlyDeep = tmpDir('pirl-data-');
     fs.mkdirSync(path.join(onlyDeep, 'a', 'b'), { recursive: true });
     await raw(20, 20).png().toFile(path.join(onlyDeep, 'a', 'b', 'x.png'));
-    await expect(ImageFolder.open(onlyDeep, { size: 8 })).rejects.toThrow(/1 image\(s\) are deeper in its subfolders, which no layout reads: give the folder that holds them\)$/);
+    await expect(ImageFolder.open(onlyDeep, { size: 8 })).rejects.toThrow(/1 image\(s\) are deeper in its subfolders, which only recursive \(--recursive\) reads\)$/);
     // The default warning names what happened: images left out, not unreadable ones (a process of its own:
     // jest's process object does not see the warnings of the real one).
     const script = `process.on('warning', (w) => console.log(w.code)); require('./dist').ImageFolder.open(${JSON.stringify(dir)}, { size: 8, layout: 'flat' });`;
@@ -751,7 +798,7 @@ describe('ImageFolder', () => {
   test('a misspelt option is an error naming the options there are, not ignored', async () => {
     const dir = tmpDir('pirl-data-');
     await raw(20, 20).png().toFile(path.join(dir, 'a.png'));
-    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, cache, maxPixels, onCacheProgress, onWarning \(did you mean size\?\)$/);
+    await expect(ImageFolder.open(dir, { sizes: 32 } as never)).rejects.toThrow(/^options\.sizes is not an option; options takes size, layout, recursive, cache, maxPixels, onCacheProgress, onWarning \(did you mean size\?\)$/);
     await expect(ImageFolder.open(dir, 'big' as never)).rejects.toThrow(/options must be an object, got "big"/);
     await expect(ImageFolder.open(dir, { onWarning: 'log' as never })).rejects.toThrow(/options\.onWarning must be a function, got "log"/);
     await expect(ImageFolder.open(dir, { cache: 3 as never })).rejects.toThrow(/options\.cache must be a file path, got 3/);
@@ -921,6 +968,6 @@ describe('ImageFolder', () => {
     const folder = await ImageFolder.open(labeled, { size: 8, onWarning: (m) => warnings.push(m) });
     expect(folder.classes).toEqual(['cats', 'dogs']);
     expect(folder.files.map((f) => path.relative(labeled, f))).toEqual([path.join('cats', 'outside.png'), path.join('dogs', 'd.png')]);
-    expect(warnings).toEqual([`${labeled}: 1 image(s) in subfolders of class folders are left out (${path.join('dogs', 'puppies')}; a class is one folder's own images)`]);
+    expect(warnings).toEqual([`${labeled}: 1 image(s) in subfolders of class folders are left out (${path.join('dogs', 'puppies')}; a class is its folder's own images: recursive (--recursive) reads those below too)`]);
   });
 });

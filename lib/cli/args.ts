@@ -193,7 +193,7 @@ export async function readOptionsFile(file: string): Promise<Record<string, unkn
 }
 
 /** The usage line of --layout, for the verbs that read image folders. */
-export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with images of its own and subfolders of images needs flat or classes)";
+export const LAYOUT_USAGE = "--layout auto|flat|classes (auto; a folder with images of its own and subfolders of images needs flat or classes)  --recursive (images in subfolders at any depth too: a class is every image below its folder)";
 
 /** The usage line of --max-pixels, for the verbs that decode images. */
 export const MAX_PIXELS_USAGE = `--max-pixels N (${SHARP_MAX_PIXELS}, sharp's limit: an image of more pixels is left out undecoded)`;
@@ -204,9 +204,9 @@ export function maxPixelsOption(values: FlagValues): { maxPixels?: number } {
   return maxPixels === undefined ? {} : { maxPixels };
 }
 
-/** --layout, checked (auto when not given). */
-export function layoutFlag(values: FlagValues): FolderLayout {
-  return checkFlag(values, 'layout', DEFAULT_LAYOUT, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS));
+/** --layout (checked: auto when not given) and --recursive, as ImageFolder's options. */
+export function layoutFlag(values: FlagValues): { layout: FolderLayout; recursive: boolean } {
+  return { layout: checkFlag(values, 'layout', DEFAULT_LAYOUT, (arg, value) => checkOneOf(arg, value, FOLDER_LAYOUTS)), recursive: values.recursive === true };
 }
 
 /**
@@ -220,14 +220,14 @@ export async function openData(spec: string, size: number, values: FlagValues, s
   const cache = split === 'train' && typeof values.cache === 'string' ? values.cache : undefined;
   if (spec === 'fashion-mnist') {
     if (cache !== undefined) throw new UsageError("--cache keeps a folder's decoded images: fashion-mnist is read into memory whole");
-    if (values.layout !== undefined) throw new UsageError("--layout says how a folder is read: fashion-mnist is not a folder");
+    for (const flag of ['layout', 'recursive']) if (values[flag] !== undefined) throw new UsageError(`--${flag} says how a folder is read: fashion-mnist is not a folder`);
     if (values['max-pixels'] !== undefined) throw new UsageError('--max-pixels limits the images decoded: fashion-mnist is read as 28×28 arrays');
     return IdxDataset.fashionMnist(split);
   }
   const progress = new Progress();
   const onCacheProgress = progress.images(`decode cache ${cache}:`);
   try {
-    return await ImageFolder.open(spec, { size, layout, ...decoding, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
+    return await ImageFolder.open(spec, { size, ...layout, ...decoding, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
   } catch (err) {
     if (err instanceof AmbiguousLayoutError) throw new UsageError(err.explain('--layout'));
     if (isArgumentError(err) && err.argument === 'options.cache') throw new UsageError(`--cache must be ${err.expected}, got '${cache}'`);

@@ -12,9 +12,9 @@ import { readFeaturesFile, readFeaturesMade, writeFeaturesFile } from '../eval/f
 import { Progress } from './progress';
 
 const FEATURE_FLAGS = { layer: 'layer', size: 'size' };
-export const EMBED_FLAGS: Flags = { values: ['out', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], switches: ['force', 'update'] };
+export const EMBED_FLAGS: Flags = { values: ['out', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(FEATURE_FLAGS)], switches: ['force', 'update', 'recursive'] };
 
-export const EMBED_USAGE = `embed <model> <data> --out FILE [--update] [--force] [--layer res5|f] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EMBED_USAGE = `embed <model> <data> --out FILE [--update] [--force] [--layer res5|f] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|flat|classes] [--recursive] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 features of every image, with the file list (or sample numbers) in the metadata (pirl search reads it);
                                 --update: the rows of --out's images unchanged since it was written are kept, only new and changed
                                 images embedded (all of them where --out was made by another model, layer or side: said);

@@ -8,9 +8,9 @@ import { UsageError, applyRunFlags, asFlags, knnSplit, largestClass, openData, o
 import { Progress } from './progress';
 
 const KNN_FLAGS = { k: 'k', tau: 'tau', size: 'size' };
-export const EVAL_FLAGS: Flags = { values: ['data', 'test', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], switches: ['linear-probe'] };
+export const EVAL_FLAGS: Flags = { values: ['data', 'test', 'layout', 'max-pixels', 'cache', 'device', 'threads', ...Object.keys(KNN_FLAGS)], switches: ['linear-probe', 'recursive'] };
 
-export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULTS.k}] [--tau ${KNN_DEFAULTS.tau}] [--linear-probe] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|classes] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
+export const EVAL_USAGE = `eval <model> [--data D] [--test D] [--k ${KNN_DEFAULTS.k}] [--tau ${KNN_DEFAULTS.tau}] [--linear-probe] [--size N (the model's training size, else ${EVAL_SIZE})] [--layout auto|classes] [--recursive] [--max-pixels N] [--cache FILE] [--device cpu|cuda] [--threads N]
                                 weighted kNN top-1 of a saved model's trunk (default data: fashion-mnist); --linear-probe:
                                 also a linear probe's top-1 (LinearProbe's defaults, trained on the same features); --cache: --data's
                                 images decoded at this side, for later evaluations (of other checkpoints)`;

@@ -8,7 +8,7 @@ import { LAYOUT_USAGE, MAX_PIXELS_USAGE, UsageError, asFlags, checkFlag, checkOu
 // The verb's own options (writePreview is the CLI's alone).
 const COUNT = { default: 8, max: 1024 }, EPOCH = 0;
 
-export const PREVIEW_FLAGS: Flags = { values: ['out', 'count', 'preset', 'seed', 'epoch', 'size', 'layout', 'max-pixels'], switches: [] };
+export const PREVIEW_FLAGS: Flags = { values: ['out', 'count', 'preset', 'seed', 'epoch', 'size', 'layout', 'max-pixels'], switches: ['recursive'] };
 export const PREVIEW_USAGE = `preview <data> --out FILE     a PNG of samples: each image view, its 9 jigsaw patches in order, and the solved grid
         --count N (${COUNT.default})  --preset small|paper (${DEFAULT_PRESET})  --seed N (${RUN_DEFAULTS.seed})  --epoch N (${EPOCH})  --size N (folders)
         ${LAYOUT_USAGE}

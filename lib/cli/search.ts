@@ -14,8 +14,8 @@ import { UsageError, applyRunFlags, checkFlag, layoutFlag, maxPixelsOption, pars
 import { readFeaturesFile } from '../eval/featuresFile';
 import { Progress } from './progress';
 
-export const SEARCH_FLAGS: Flags = { values: ['k', 'layout', 'max-pixels', 'device', 'threads'], switches: [] };
-export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--max-pixels N] [--device cpu|cuda] [--threads N]
+export const SEARCH_FLAGS: Flags = { values: ['k', 'layout', 'max-pixels', 'device', 'threads'], switches: ['recursive'] };
+export const SEARCH_USAGE = `search <model> <features> <image|folder>... [--k 5] [--layout auto|flat|classes] [--recursive] [--max-pixels N] [--device cpu|cuda] [--threads N]
                                 the k images of <features> (pirl embed's file, made with <model>) most like each query:
                                 one JSON line per query image, in the order given — its neighbours' files (a folder's: absolute paths)
                                 and cosine similarities, best first, or the error that left it out`;
@@ -62,9 +62,9 @@ function sideOfOlderFile(file: string, model: PirlModel): number {
 // A query folder's images in their order, listed (what its layout leaves out is said; none is decoded): each is then
 // embedded, or given its error line. What leaves it no images stops the run (exit 1, as a missing file); an ambiguous
 // layout is a flag's to settle (exit 2).
-async function queryFolderImages(dir: string, layout: FolderLayout): Promise<readonly string[]> {
+async function queryFolderImages(dir: string, layout: { layout: FolderLayout; recursive: boolean }): Promise<readonly string[]> {
   try {
-    return await ImageFolder.list(dir, { layout });
+    return await ImageFolder.list(dir, layout);
   } catch (err) {
     throw err instanceof AmbiguousLayoutError ? new UsageError(err.explain('--layout')) : errorFrom(`query ${(err as Error).message}`, err);
   }

@@ -41,7 +41,7 @@ const SWITCHES = ['sync-batch-norm', 'shared-negatives', 'exclude-positive'];
 const OTHER_FLAGS = ['out', 'config', 'init', 'size', 'layout', 'max-pixels', 'cache', 'checkpoint-every', 'knn-every', 'threads', 'nproc'];
 export const TRAIN_FLAGS: Flags = {
   values: [...Object.keys(CONFIG_FLAGS).filter((f) => !SWITCHES.includes(f)), ...OTHER_FLAGS],
-  switches: ['resume', 'auto-resume', 'rescale-batch', 'force', 'cuda-graphs', 'no-cuda-graphs', 'deterministic', ...SWITCHES],
+  switches: ['resume', 'auto-resume', 'rescale-batch', 'force', 'cuda-graphs', 'no-cuda-graphs', 'deterministic', 'recursive', ...SWITCHES],
 };
 
 const d = DEFAULT_TRAIN_CONFIG;

@@ -9,7 +9,7 @@ import { StringDecoder } from 'string_decoder';
 import sharp from 'sharp';
 
 import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../config';
-import { checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
+import { checkBoolean, checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
 import { describeStart, openRegular, realPathOf } from '../folders';
 import { takeLock, unwritable } from '../lockFile';
 import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
@@ -63,6 +63,12 @@ export interface ImageFolderOptions {
   size?: number;
   /** Which images the folder's data set is (default 'auto'; see FOLDER_LAYOUTS). */
   layout?: FolderLayout;
+  /**
+   * Images in subfolders at any depth are read too (default false: a class is its folder's own images, a flat folder
+   * its own; those below are left out, said): a class is every image below its folder, as in torchvision's
+   * ImageFolder (a catalogue's shoes/2019/*.jpg are shoes), a flat folder every image below it.
+   */
+  recursive?: boolean;
   /** A file that keeps the decoded images, so later epochs and runs do not decode again. */
   cache?: string;
   /**
@@ -80,7 +86,7 @@ export interface ImageFolderOptions {
   onWarning?: (message: string, code: FolderWarning) => void;
 }
 
-const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'cache', 'maxPixels', 'onCacheProgress', 'onWarning'] as const satisfies ReadonlyArray<keyof ImageFolderOptions>;
+const IMAGE_FOLDER_OPTIONS = ['size', 'layout', 'recursive', 'cache', 'maxPixels', 'onCacheProgress', 'onWarning'] as const satisfies ReadonlyArray<keyof ImageFolderOptions>;
 
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
@@ -90,9 +96,36 @@ interface Listing {
   others: string[];
 }
 
-async function listFiles(dir: string): Promise<Listing> {
-  const files = (await readFolder(dir)).filter((e) => e.kind === 'file').map((e) => path.join(dir, e.name)).sort();
+function listingOf(dir: string, entries: readonly Entry[]): Listing {
+  const files = entries.filter((e) => e.kind === 'file').map((e) => path.join(dir, e.name)).sort();
   return { images: files.filter((f) => isImage(f)), others: files.filter((f) => !isImage(f)) };
+}
+
+async function listFiles(dir: string): Promise<Listing> {
+  return listingOf(dir, await readFolder(dir));
+}
+
+/**
+ * The files of `dir` and of every folder below it (options.recursive: as torchvision's ImageFolder reads a class), its
+ * own first, then each subfolder's in name order. Symbolic links are followed within the folder first listed (`ln -s /
+ * photos/root` would walk the whole file system), each folder read once (a link back up ends there); a subfolder
+ * this user may not list is left out, said.
+ */
+async function listTree(dir: string, leftOut: (message: string) => void, seen = new Set<string>(), within?: string): Promise<Listing> {
+  const real = await fs.realpath(dir);
+  const inside = within ?? real;
+  seen.add(real);
+  const entries = await readFolder(dir);
+  const listing = listingOf(dir, entries);
+  for (const name of entries.filter((e) => e.kind === 'folder').map((e) => e.name).sort()) {
+    const sub = path.join(dir, name);
+    const target = await fs.realpath(sub);
+    if (seen.has(target) || !target.startsWith(inside.endsWith(path.sep) ? inside : inside + path.sep)) continue;
+    const below = await listedOrLeftOut(sub, (d) => listTree(d, leftOut, seen, inside), leftOut);
+    listing.images.push(...(below?.images ?? []));
+    listing.others.push(...(below?.others ?? []));
+  }
+  return listing;
 }
 
 async function listImages(dir: string): Promise<string[]> {
@@ -368,10 +401,10 @@ export type FolderWarning = (typeof FOLDER_WARNINGS)[number];
 const someOf = (dir: string, paths: readonly string[]): string => paths.slice(0, 3).map((p) => path.relative(dir, p)).join(', ') + (paths.length > 3 ? ', …' : '');
 
 /**
- * The images `layout` reads in `dir` (each class folder's own, or the folder's own), their labels and classes, in
+ * The images `layout` reads in `dir` (each class folder's own, or the folder's own; `recursive`: every image below them too), their labels and classes, in
  * order; what it leaves out is told to `warnLeftOut`. Lists only: nothing is decoded.
  */
-async function listFolder(dir: string, layout: FolderLayout, cache: string | null, warnLeftOut: (message: string) => void):
+async function listFolder(dir: string, layout: FolderLayout, recursive: boolean, cache: string | null, warnLeftOut: (message: string) => void):
 Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }> {
   let stat;
   try {
@@ -388,8 +421,10 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
   let classes: string[] | null = null;
   let below = 0; // images in subfolders a flat read leaves out
   const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
+  // Each subfolder's own files, or (recursive) every file below it: a class's images, or a flat folder's below its own.
+  const list = recursive ? (d: string) => listTree(d, warnLeftOut) : listFiles;
   const perClassListing = await Promise.all(subdirs.map(async (d) => {
-    const listing = await listedOrLeftOut(path.join(dir, d), listFiles, warnLeftOut);
+    const listing = await listedOrLeftOut(path.join(dir, d), list, warnLeftOut);
     if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
     return listing ?? { images: [], others: [] };
   }));
@@ -411,8 +446,8 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     const seen = new Set([...unlisted, ...(await Promise.all([dir, ...classes.map((c) => path.join(dir, c))].map((d) => fs.realpath(d))))]);
     let nested = 0;
     const holding: string[] = [];
-    for (const c of classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut, holding);
-    if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (${someOf(dir, holding)}; a class is one folder's own images)`);
+    for (const c of recursive ? [] : classes) nested += await nestedImages(path.join(dir, c), seen, warnLeftOut, holding);
+    if (nested > 0) warnLeftOut(`${dir}: ${nested} image(s) in subfolders of class folders are left out (${someOf(dir, holding)}; a class is its folder's own images: recursive (--recursive) reads those below too)`);
     // Subfolders with no images of their own are no class: images deeper in them (c/2019/*.jpg) are left out, said, as
     // are folders of no images (a class of that name had vanished without a word). Walked only inside the data folder
     // (not through a link to / or ..), and not the cache's folder; those left out unlisted are in `seen`, said already.
@@ -426,33 +461,34 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
       const real = await fs.realpath(sub).catch(() => null);
       const holdsCache = cacheDir !== null && real !== null && (cacheDir === real || cacheDir.startsWith(real + path.sep));
       if (real === null || seen.has(real) || !real.startsWith(realDir + path.sep) || holdsCache) continue;
-      const n = await nestedImages(sub, seen, warnLeftOut, deeperHolding, realDir).catch(() => 0);
+      const n = recursive ? 0 : await nestedImages(sub, seen, warnLeftOut, deeperHolding, realDir).catch(() => 0); // recursive: none below it either
       const others = perClassListing[i].others.length;
       if (n > 0) deeper += n;
       else empty.push(others > 0 ? `${sub} (${others} file(s) without an image extension)` : sub);
     }
     if (deeper > 0) {
       warnLeftOut(`${dir}: ${deeper} image(s) in subfolders of folders that hold no images of their own are left out (${someOf(dir, deeperHolding)}; ` +
-        "a class is one folder's own images: move them up into the class folder)");
+        "a class is its folder's own images: recursive (--recursive) reads those below too)");
     }
     if (empty.length > 0) warnLeftOut(`${dir}: ${empty.length} subfolder(s) hold no images and are no class (${someOf(dir, empty)})`);
   } else {
-    files = own;
+    files = recursive ? [...own, ...perClass.flat()] : own;
     // Every level below, not its subfolders' own images only.
     const holding: string[] = [];
-    below = subdirs.length > 0 ? await nestedImages(dir, new Set(unlisted), warnLeftOut, holding) : 0;
-    if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (${someOf(dir, holding)}; layout '${layout}' read the folder's own images)`);
+    below = subdirs.length > 0 && !recursive ? await nestedImages(dir, new Set(unlisted), warnLeftOut, holding) : 0;
+    if (below > 0 && own.length > 0) warnLeftOut(`${dir}: ${below} image(s) in its subfolders are left out (${someOf(dir, holding)}; layout '${layout}' read the folder's own images: recursive (--recursive) reads those below too)`);
   }
   // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
   // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
-  const read = classes ? perClassListing.filter((l) => l.images.length > 0) : [ownListing];
+  const read = classes ? perClassListing.filter((l) => l.images.length > 0) : recursive ? [ownListing, ...perClassListing] : [ownListing];
   const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
   if (skipped.length > 0) warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${someOf(dir, skipped)}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
   if (files.length === 0) {
-    const where = layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
+    const where = recursive ? (layout === 'classes' ? 'in class subfolders, at any depth' : 'in the folder and its subfolders, at any depth')
+      : layout === 'flat' ? 'directly in the folder' : layout === 'classes' ? 'in class subfolders' : 'flat or in class subfolders';
     const deeper = below === 0 ? '' : classFolders.length > 0
       ? `; ${below} image(s) are in its subfolders: layout 'classes' reads class folders`
-      : `; ${below} image(s) are deeper in its subfolders, which no layout reads: give the folder that holds them`;
+      : `; ${below} image(s) are deeper in its subfolders, which only recursive (--recursive) reads`;
     throw new Error(`${dir}: no images (looked for ${IMAGE_EXTENSIONS.join(' ')} files, ${where}${deeper})`);
   }
   return { files, labels, classes };
@@ -477,6 +513,11 @@ function decoding(options: DecodeOptions): { size: number; maxPixels: number; wa
     maxPixels: checkInteger('options.maxPixels', options.maxPixels ?? SHARP_MAX_PIXELS, 1, Number.MAX_SAFE_INTEGER),
     warn: onWarning ?? ((message, code) => process.emitWarning(message, { code })),
   };
+}
+
+// options.layout and options.recursive, checked.
+function layoutOf(options: Pick<ImageFolderOptions, 'layout' | 'recursive'>): { layout: FolderLayout; recursive: boolean } {
+  return { layout: checkOneOf('options.layout', options.layout ?? DEFAULT_LAYOUT, FOLDER_LAYOUTS), recursive: checkBoolean('options.recursive', options.recursive ?? false) };
 }
 
 // A FIFO's open waited for a writer forever, and /dev/null read as an empty cache that the build renamed its copy over.
@@ -598,9 +639,9 @@ export class ImageFolder implements Dataset {
     checkFunctions('options', checkOptions('options', options, IMAGE_FOLDER_OPTIONS), ['onWarning', 'onCacheProgress']);
     const { size, maxPixels, warn } = decoding(options);
     const warnLeftOut = (message: string) => warn(message, 'PIRL_IMAGES_LEFT_OUT');
-    const layout = checkOneOf('options.layout', options.layout ?? DEFAULT_LAYOUT, FOLDER_LAYOUTS);
+    const { layout, recursive } = layoutOf(options);
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
-    const { files, labels, classes } = await listFolder(dir, layout, cache, warnLeftOut);
+    const { files, labels, classes } = await listFolder(dir, layout, recursive, cache, warnLeftOut);
     const folder = new ImageFolder(dir, files, labels, classes, size, maxPixels, warn);
     if (cache) return folder.openCache(cache, options.onCacheProgress);
     await folder.probe();
@@ -611,12 +652,12 @@ export class ImageFolder implements Dataset {
    * @internal The images open() reads in `dir` by `options.layout`, what it leaves out warned of, listed and not
    * decoded (not probed): a query folder's, whose unreadable images are each told as they are embedded.
    */
-  static async list(dir: string, options: Pick<ImageFolderOptions, 'layout' | 'onWarning'> = {}): Promise<readonly string[]> {
+  static async list(dir: string, options: Pick<ImageFolderOptions, 'layout' | 'recursive' | 'onWarning'> = {}): Promise<readonly string[]> {
     if (typeof dir !== 'string' || dir === '') throw typeError('dir', 'a folder path', dir);
-    checkFunctions('options', checkOptions('options', options, ['layout', 'onWarning']), ['onWarning']);
+    checkFunctions('options', checkOptions('options', options, ['layout', 'recursive', 'onWarning']), ['onWarning']);
     const { warn } = decoding({ onWarning: options.onWarning });
-    const layout = checkOneOf('options.layout', options.layout ?? DEFAULT_LAYOUT, FOLDER_LAYOUTS);
-    return (await listFolder(dir, layout, null, (message) => warn(message, 'PIRL_IMAGES_LEFT_OUT'))).files;
+    const { layout, recursive } = layoutOf(options);
+    return (await listFolder(dir, layout, recursive, null, (message) => warn(message, 'PIRL_IMAGES_LEFT_OUT'))).files;
   }
 
   /**

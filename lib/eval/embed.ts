@@ -15,6 +15,8 @@ import { checkFeatureRows, rowsAtOnce } from './rows';
 export interface EmbedImagesOptions extends FeatureOptions {
   /** How a folder is read (ImageFolder.open's layout; default 'auto'). */
   layout?: FolderLayout;
+  /** Images in a folder's subfolders at any depth too (ImageFolder.open's recursive; default false). */
+  recursive?: boolean;
   /** A folder's images decoded at the side they are embedded at, kept in this file for later passes (ImageFolder.open's cache). */
   cache?: string;
   /** An image of more pixels is left out undecoded (ImageFolder's maxPixels; default sharp's 268,402,689). */
@@ -61,7 +63,7 @@ export interface ImageFeatures {
 /** What options.reuse takes of an earlier pass (`pirl embed --update` reads it from its features file). */
 export type ReusableFeatures = Pick<ImageFeatures, 'features' | 'files' | 'dir' | 'size' | 'layer' | 'weights' | 'versions'>;
 
-const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 'cache', 'maxPixels', 'onProgress', 'onWarning', 'reuse'] as const;
+const EMBED_IMAGES_OPTIONS = ['size', 'batchSize', 'layer', 'signal', 'layout', 'recursive', 'cache', 'maxPixels', 'onProgress', 'onWarning', 'reuse'] as const;
 
 /**
  * The SHA-256 (hex) of a model's weights and buffers (names, dtypes, shapes, bytes): which model made a set of features.
@@ -175,10 +177,12 @@ function unchangedRows(reuse: ReusableFeatures, folder: ImageFolder, versions: R
  */
 export async function embedImages(model: PirlModel, images: string | readonly (string | Uint8Array)[], options: EmbedImagesOptions = {}): Promise<ImageFeatures> {
   checkFunctions('options', checkOptions('options', options, EMBED_IMAGES_OPTIONS), ['onProgress', 'onWarning']);
-  const { layout, cache, maxPixels, onProgress, onWarning, reuse, ...given } = options;
+  const { layout, recursive, cache, maxPixels, onProgress, onWarning, reuse, ...given } = options;
   // (A list that is none is fromList's to refuse.)
   if (images === '') throw typeError('images', 'a folder path, or a non-empty array of image file paths or encoded images', images);
-  if (typeof images !== 'string' && layout !== undefined) throw rangeError('options.layout', 'left out for a list of files (it says how a folder is read)', layout);
+  for (const [name, value] of Object.entries({ layout, recursive })) {
+    if (typeof images !== 'string' && value !== undefined) throw rangeError(`options.${name}`, 'left out for a list of files (it says how a folder is read)', value);
+  }
   if (typeof images !== 'string' && cache !== undefined) throw rangeError('options.cache', "left out for a list of files (it keeps a folder's images)", cache);
   const resolved = featureOptionsFor(model, given);
   if (typeof images !== 'string' && reuse !== undefined) throw rangeError('options.reuse', "left out for a list of files (it keeps rows of a folder's unchanged files)", reuse);
@@ -193,7 +197,7 @@ export async function embedImages(model: PirlModel, images: string | readonly (s
     const weights = typeof images === 'string' ? await weightsDigest(own) : null;
     const reusable = reuse === undefined ? null : checkReuse(reuse, resolved, own.widthOf(resolved.layer), weights!);
     const folder = typeof images === 'string'
-      ? await ImageFolder.open(images, { size: resolved.size, ...(layout === undefined ? {} : { layout }), ...(cache === undefined ? {} : { cache }), ...decoding })
+      ? await ImageFolder.open(images, { size: resolved.size, layout, recursive, cache, ...decoding })
       : await ImageFolder.fromList(images, 'images', { size: resolved.size, ...decoding });
     const pass = typeof images === 'string'
       ? folderFeatures(own, folder, resolved, onProgress, reusable)
