@@ -520,14 +520,14 @@ export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', com
   // Checked here, under its own name, before it stands in for model.seed.
   const runSeed = given.seed === undefined ? recipe.seed : TRAIN.seed.resolve(`${arg}.seed`, given.seed as number, recipe.seed, complete);
   const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
+  for (const k of start ? WEIGHTS_SHAPE : []) { // before what follows from the shape (the sampler a stem needs)
+    const fixed = start!.options[k];
+    if (c.model[k] !== fixed) throw rangeError(`${arg}.model.${k}`, `${typeof fixed === 'string' ? `'${fixed}'` : fixed}, the ${k} of ${start!.name} (the run starts from its weights)`, c.model[k]);
+  }
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
   if (c.lrUpdate === 'epoch' && !Number.isInteger(c.warmupEpochs)) throw rangeError(`${arg}.warmupEpochs`, "whole epochs with lrUpdate 'epoch' (--lr-update epoch)", c.warmupEpochs);
   checkLoss(c.loss, `${arg}.loss`);
   checkSamplerFitsStem(c, arg);
-  for (const k of start ? WEIGHTS_SHAPE : []) {
-    const fixed = start!.options[k];
-    if (c.model[k] !== fixed) throw rangeError(`${arg}.model.${k}`, `${typeof fixed === 'string' ? `'${fixed}'` : fixed}, the ${k} of ${start!.name} (the run starts from its weights)`, c.model[k]);
-  }
   return c;
 }
 

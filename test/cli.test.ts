@@ -150,6 +150,11 @@ describe('pirl train / eval / embed / export', () => {
     const { metadata } = await readSafetensors(path.join(from, 'checkpoint.safetensors'));
     const started = (await PirlModel.load(checkpoint)).options;
     expect(JSON.parse(metadata['pirl-checkpoint']).config.model).toEqual({ ...started, seed: expect.any(Number) });
+    // Restarted by a launcher (--auto-resume), the run resumes: the model not restated is its weights', not the recipe's
+    // (whose imagenet stem the small preset's patches do not fit).
+    const paper = ['train', grown, '--out', path.join(dir, 'from-init-paper'), '--init', checkpoint, '--recipe', 'paper', '--preset', 'small', ...rest, '--auto-resume'];
+    expect(run(paper)).toMatch(/^trained 2 step\(s\) in /m);
+    expect(run(paper)).toMatch(/^trained 0 step\(s\) in .*, to step 2 of 2/m);
     const other = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-init-2'), '--init', checkpoint, ...rest, '--width', '0.25'], { encoding: 'utf8' });
     expect([other.status, other.stderr.split('\n')[0]]).toEqual([2, `pirl: --width must be 0.125, the width of --init ${checkpoint} (the run starts from its weights), got '0.25'`]);
     const both = spawnSync(process.execPath, [cli, 'train', grown, '--out', from, '--init', checkpoint, '--resume'], { encoding: 'utf8' });
@@ -631,7 +636,8 @@ describe('pirl train / eval / embed / export', () => {
     const resumed = spawnSync(process.execPath, [cli, 'train', bad, '--out', runOut, '--epochs', '2', '--width', '0.125', '--batch', '3', '--negatives', '8', '--size', '24',
       '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining("the run trained on a data set of 12 samples (its memory bank's rows); the one given has 3: " +
-      "resume over the run's data (the folder it trained on, as it was), or start a new run. The folder's cache left out its 9 unreadable image(s), which the run kept as samples " +
+      `resume over the run's data (the folder it trained on, as it was), or start a new run from its weights (options.init: PirlModel.load(${path.join(runOut, 'checkpoint.safetensors')}); ` +
+      `pirl train --init ${path.join(runOut, 'checkpoint.safetensors')}). The folder's cache left out its 9 unreadable image(s), which the run kept as samples ` +
       '(it read the folder without a cache, or through one with an earlier pirl): resume it without the cache (options.cache, --cache)')]);
     const big = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-big`, '--batch', '4', '--size', '24', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([big.status, big.stderr]).toEqual([2, expect.stringMatching(/--batch must be at most 3 \(the data set's 3 samples/)]);

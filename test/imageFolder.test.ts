@@ -181,7 +181,7 @@ describe('ImageFolder', () => {
   });
 
   test('recursive reads the images below at any depth: a class is every image below its folder (torchvision\'s ImageFolder), a flat folder every image below it', async () => {
-    const dir = tmpDir('pirl-data-');
+    const dir = tmpDir('pirl-data-'), elsewhere = tmpDir('pirl-data-');
     try {
       const image = async (...at: string[]) => {
         fs.mkdirSync(path.join(dir, ...at.slice(0, -1)), { recursive: true });
@@ -192,18 +192,23 @@ describe('ImageFolder', () => {
       await image('shoes', '2019', 'b.png');
       await image('bags', '2020', 'd.png'); // a class whose images are all deeper
       await image('bags', '.thumbs', 'hidden.png'); // hidden: no image
+      await raw(20, 20).png().toFile(path.join(elsewhere, 'e.png'));
       fs.mkdirSync(path.join(dir, 'empty', 'sub'), { recursive: true });
       fs.writeFileSync(path.join(dir, 'shoes', '2019', 'notes.txt'), 'no image');
-      // Links: back up the tree (read once), out of the class (not followed), and to a folder of its own class (read once).
+      // Links: back up the tree (read once), to another class (read there, not as shoes), to a folder of its own class (read
+      // once); out of the data folder, or to it (not followed, said).
       fs.symlinkSync(path.join(dir, 'shoes'), path.join(dir, 'shoes', '2019', 'up'));
       fs.symlinkSync(path.join(dir, 'bags'), path.join(dir, 'shoes', 'bags-too'));
       fs.symlinkSync(path.join(dir, 'shoes', '2019', 'q1'), path.join(dir, 'shoes', 'q1-again'));
+      fs.symlinkSync(elsewhere, path.join(dir, 'shoes', 'elsewhere'));
+      fs.symlinkSync('.', path.join(dir, 'self'));
       const warnings: string[] = [];
       const folder = await ImageFolder.open(dir, { size: 8, recursive: true, onWarning: (m) => warnings.push(m) });
       const names = (f: ImageFolder) => f.files.map((file) => path.relative(dir, file));
       expect([folder.classes, names(folder), [...folder.labels!]]).toEqual([['bags', 'shoes'],
         [path.join('bags', '2020', 'd.png'), path.join('shoes', 'a.png'), path.join('shoes', '2019', 'b.png'), path.join('shoes', '2019', 'q1', 'c.png')], [0, 1, 1, 1]]);
       expect(warnings).toEqual([
+        `${dir}: 2 link(s) to folders out of it, or to it, are not followed (self, ${path.join('shoes', 'elsewhere')}): their images are left out`,
         `${dir}: 1 subfolder(s) hold no images and are no class (empty)`,
         `${dir}: 1 file(s) without an image extension are left out (${path.join('shoes', '2019', 'notes.txt')}; read: ${IMAGE_EXTENSIONS.join(' ')})`,
       ]);
@@ -212,7 +217,7 @@ describe('ImageFolder', () => {
       const own = await ImageFolder.open(dir, { size: 8, layout: 'classes', onWarning: (m) => warnings.push(m) });
       expect([own.classes, names(own)]).toEqual([['shoes'], [path.join('shoes', 'a.png')]]);
       expect(warnings.filter((w) => w.includes('left out') && !w.includes('extension'))).toHaveLength(2);
-      // Flat: every image below, its own first; listed alone too (a query folder).
+      // Flat: every image below, its own first, each once (bags-too is bags, read as itself); listed alone too (a query folder).
       await image('own.png');
       const flat = await ImageFolder.open(dir, { size: 8, layout: 'flat', recursive: true, onWarning: () => undefined });
       expect(names(flat)).toEqual(['own.png', ...names(folder)]);
@@ -222,7 +227,10 @@ describe('ImageFolder', () => {
       const onlyDeep = path.join(dir, 'empty');
       await image('empty', 'sub', 'x.png');
       expect((await ImageFolder.open(onlyDeep, { size: 8, recursive: true })).files).toEqual([path.join(onlyDeep, 'sub', 'x.png')]);
+      // 'flat' says what it reads: every image below too.
+      await expect(ImageFolder.open(dir, { size: 8, recursive: true, onWarning: () => undefined })).rejects.toThrow("with options.layout 'flat' (its images and those below, unlabeled)");
     } finally {
+      fs.rmSync(elsewhere, { recursive: true, force: true });
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
-import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, KNN_DEFAULTS, PRESETS, PRESET_NAMES, RECIPES, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig, type StartingModel } from '../config';
+import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, KNN_DEFAULTS, PRESETS, PRESET_NAMES, RECIPES, WEIGHTS_SHAPE, distributedFromEnv, resolveTrainConfig, type Device, type ResolvedDistributedOptions, type ResolvedTrainConfig, type StartingModel } from '../config';
 import type { DeepReadonly } from '../schema';
 import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
@@ -193,7 +193,9 @@ async function changedSettings(values: FlagValues, saved: ResolvedTrainConfig, u
   const fromFile = await configFile(values);
   // A sampler not restated is the run's: the default one under a restated --stem imagenet was refused as too small for it.
   const sampler = values.preset === undefined && values.recipe === undefined && fromFile.sampler === undefined ? { sampler: saved.sampler } : {};
-  const stated = configOf(values, { device: saved.device, ...sampler, ...fromFile }); // the file and the flags, as they made the run
+  // The model's shape not restated is the run's too (its --init's weights': the recipe's model may not fit the sampler).
+  const model = Object.fromEntries(WEIGHTS_SHAPE.map((k) => [k, saved.model[k]]));
+  const stated = configOf(values, { device: saved.device, ...sampler, ...fromFile, model: { ...model, ...(fromFile.model as object) } }); // the file and the flags, as they made the run
   // A preset restated stands for the run's sampler: its photometric step is the run's unless the file names it (runs
   // checkpointed before format 6 applied one op, which the paper preset now names 'all').
   const restated = settingsOf(fromFile).includes('sampler.photometricOps') ? stated
@@ -365,8 +367,7 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
  * with --nproc again for the ranks of one; under another launcher, its command.
  */
 function resumeCommand(args: string[], distributed: ResolvedDistributedOptions | null): string {
-  const init = args.indexOf('--init'); // the run's start: --resume refuses it
-  const resumable = args.filter((a, i) => a !== '--force' && a !== '--resume' && !a.startsWith('--init=') && (init < 0 || (i !== init && i !== init + 1)));
+  const resumable = args.filter((a, i) => a !== '--force' && a !== '--resume' && a !== '--init' && args[i - 1] !== '--init' && !a.startsWith('--init=')); // --init: the run's start, which --resume refuses
   const again = args.includes('--auto-resume') ? args : [...resumable, '--resume'];
   if (distributed && process.env.PIRL_LAUNCHED === '1') again.push('--nproc', String(distributed.worldSize));
   const command = ['pirl', 'train', ...again].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');

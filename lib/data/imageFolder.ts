@@ -45,7 +45,7 @@ export const DEFAULT_LAYOUT: FolderLayout = 'auto';
 export class AmbiguousLayoutError extends Error {
   readonly code = 'PIRL_AMBIGUOUS_LAYOUT';
 
-  constructor(readonly dir: string, readonly ownImages: number, readonly classFolders: readonly string[]) {
+  constructor(readonly dir: string, readonly ownImages: number, readonly classFolders: readonly string[], readonly recursive = false) {
     super('');
     this.message = this.explain('options.layout');
   }
@@ -54,7 +54,7 @@ export class AmbiguousLayoutError extends Error {
   explain(option: string): string {
     const shown = this.classFolders.slice(0, 3).join(', ') + (this.classFolders.length > 3 ? ', …' : '');
     return `${this.dir} holds ${this.ownImages} image(s) of its own and ${this.classFolders.length} subfolder(s) of images (${shown}): ` +
-      `say which is the data set with ${option} 'flat' (its own images, unlabeled) or 'classes' (one class per subfolder)`;
+      `say which is the data set with ${option} 'flat' (${this.recursive ? 'its images and those below' : 'its own images'}, unlabeled) or 'classes' (one class per subfolder)`;
   }
 }
 
@@ -105,23 +105,30 @@ async function listFiles(dir: string): Promise<Listing> {
   return listingOf(dir, await readFolder(dir));
 }
 
+/** Whether the real path `inner` is `outer` or below it. */
+const isWithin = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer.endsWith(path.sep) ? outer : outer + path.sep);
+
 /**
  * The files of `dir` and of every folder below it (options.recursive: as torchvision's ImageFolder reads a class), its
- * own first, then each subfolder's in name order. Symbolic links are followed within the folder first listed (`ln -s /
- * photos/root` would walk the whole file system), each folder read once (a link back up ends there); a subfolder
- * this user may not list is left out, said.
+ * own first, then each subfolder's in name order, each folder once (a link back up ends there). A symbolic link is
+ * followed to a folder inside the one walked (`tree`) only: one elsewhere in the data folder (`data`) is read there
+ * (here it would give another class's images this one's label), and one out of it (`ln -s / photos/root` would walk
+ * the whole file system) is added to `outside`. A subfolder this user may not list is left out, said.
  */
-async function listTree(dir: string, leftOut: (message: string) => void, seen = new Set<string>(), within?: string): Promise<Listing> {
+async function listTree(dir: string, walk: { data: string; leftOut: (message: string) => void; outside: string[] }, seen = new Set<string>(), tree?: string): Promise<Listing> {
   const real = await fs.realpath(dir);
-  const inside = within ?? real;
+  const root = tree ?? real;
   seen.add(real);
   const entries = await readFolder(dir);
   const listing = listingOf(dir, entries);
   for (const name of entries.filter((e) => e.kind === 'folder').map((e) => e.name).sort()) {
     const sub = path.join(dir, name);
     const target = await fs.realpath(sub);
-    if (seen.has(target) || !target.startsWith(inside.endsWith(path.sep) ? inside : inside + path.sep)) continue;
-    const below = await listedOrLeftOut(sub, (d) => listTree(d, leftOut, seen, inside), leftOut);
+    if (seen.has(target) || !isWithin(target, root)) {
+      if (!seen.has(target) && !isWithin(target, walk.data)) walk.outside.push(sub);
+      continue;
+    }
+    const below = await listedOrLeftOut(sub, (d) => listTree(d, walk, seen, root), walk.leftOut);
     listing.images.push(...(below?.images ?? []));
     listing.others.push(...(below?.others ?? []));
   }
@@ -382,7 +389,7 @@ async function nestedImages(dir: string, seen: Set<string>, leftOut: (message: s
     const sub = path.join(dir, e.name);
     if (e.kind !== 'folder') continue;
     const target = await fs.realpath(sub);
-    if (seen.has(target) || !target.startsWith(inside.endsWith(path.sep) ? inside : inside + path.sep)) continue;
+    if (seen.has(target) || !isWithin(target, inside)) continue;
     const images = await listedOrLeftOut(sub, listImages, leftOut);
     if (images === null) seen.add(target);
     else {
@@ -422,17 +429,26 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
   let below = 0; // images in subfolders a flat read leaves out
   const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
   // Each subfolder's own files, or (recursive) every file below it: a class's images, or a flat folder's below its own.
-  const list = recursive ? (d: string) => listTree(d, warnLeftOut) : listFiles;
-  const perClassListing = await Promise.all(subdirs.map(async (d) => {
-    const listing = await listedOrLeftOut(path.join(dir, d), list, warnLeftOut);
-    if (listing === null) unlisted.add(await fs.realpath(path.join(dir, d)));
+  // Recursive, a subfolder that is a link to the folder or above it is not walked: it would read them again.
+  const realDir = await fs.realpath(dir);
+  const outside = subdirs.map(() => [] as string[]); // the links each subfolder's walk does not follow, in order
+  const perClassListing = await Promise.all(subdirs.map(async (d, i) => {
+    const sub = path.join(dir, d);
+    if (recursive && isWithin(realDir, await fs.realpath(sub))) {
+      outside[i].push(sub);
+      return { images: [], others: [] };
+    }
+    const listing = await listedOrLeftOut(sub, recursive ? (f) => listTree(f, { data: realDir, leftOut: warnLeftOut, outside: outside[i] }) : listFiles, warnLeftOut);
+    if (listing === null) unlisted.add(await fs.realpath(sub));
     return listing ?? { images: [], others: [] };
   }));
+  const links = outside.flat();
+  if (links.length > 0) warnLeftOut(`${dir}: ${links.length} link(s) to folders out of it, or to it, are not followed (${someOf(dir, links)}): their images are left out`);
   const perClass = perClassListing.map((l) => l.images);
   const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
   const ownListing = await listFiles(dir);
   const own = ownListing.images;
-  if (layout === 'auto' && own.length > 0 && classFolders.length > 0) throw new AmbiguousLayoutError(dir, own.length, classFolders);
+  if (layout === 'auto' && own.length > 0 && classFolders.length > 0) throw new AmbiguousLayoutError(dir, own.length, classFolders, recursive);
   if (layout === 'classes' || (layout === 'auto' && classFolders.length > 0)) {
     classes = classFolders;
     const lists = perClass.filter((list) => list.length > 0);
@@ -451,7 +467,6 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     // Subfolders with no images of their own are no class: images deeper in them (c/2019/*.jpg) are left out, said, as
     // are folders of no images (a class of that name had vanished without a word). Walked only inside the data folder
     // (not through a link to / or ..), and not the cache's folder; those left out unlisted are in `seen`, said already.
-    const realDir = await fs.realpath(dir);
     const cacheDir = cache === null ? null : path.dirname(await realPathOf(cache));
     const deeperHolding: string[] = [], empty: string[] = [];
     let deeper = 0;
