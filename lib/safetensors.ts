@@ -338,7 +338,7 @@ export const temporaryFor = (file: string): string =>
 
 /**
  * `file` replaced whole or not at all: `write` fills a temporary file beside it, renamed onto it. The temporary is
- * removed if the write fails, or if this process quits meanwhile (a cache's holds every image decoded).
+ * removed if the write fails, or if this process quits meanwhile.
  */
 export async function writeViaTemporary(file: string, write: (tmp: string) => Promise<void>): Promise<void> {
   // The rename would replace a FIFO or a device with the file (as root, /dev/null itself).

@@ -826,10 +826,53 @@ describe('ImageFolder', () => {
     fs.mkdirSync(taken);
     await expect(ImageFolder.open(dir, { size: 8, cache: taken })).rejects.toThrow(`options.cache must be a file, not a folder, got ${JSON.stringify(taken)}`);
     await expect(ImageFolder.open(dir, { size: 8, cache: path.join(where, 'new') + path.sep })).rejects.toThrow(/options\.cache must be a file, not a folder/);
-    // A build that fails midway (here the warning callback throws) removes its temporary file.
+    // A build that fails midway (here the warning callback throws) keeps what it wrote for the next, and nothing else.
     const failing = path.join(where, 'failing.cache');
     await expect(ImageFolder.open(dir, { size: 8, cache: failing, onWarning: () => { throw new Error('stop here'); } })).rejects.toThrow('stop here');
-    expect(fs.readdirSync(where).sort()).toEqual(['not', 'taken']);
+    expect(fs.readdirSync(where).sort()).toEqual(['failing.cache.partial', 'not', 'taken']);
+  });
+
+  test('a build of the cache interrupted (an error, kill -9) continues where it stopped: only the images it had not written are decoded, and the cache equals a fresh build', async () => {
+    const dir = tmpDir('pirl-data-'), where = tmpDir('pirl-cache-');
+    const spy = jest.spyOn(ImageFolder.prototype as unknown as { decodeNow: (input: unknown) => Promise<Buffer> }, 'decodeNow');
+    try {
+      for (let i = 0; i < 150; i++) await raw(20 + (i % 7), 20).png().toFile(path.join(dir, `${String(i).padStart(3, '0')}.png`)); // 3 parts of 64
+      fs.writeFileSync(path.join(dir, '100.png'), 'not an image');
+      const [cache, fresh] = [path.join(where, 'images.cache'), path.join(where, 'fresh.cache')];
+      await (await ImageFolder.open(dir, { size: 8, cache: fresh, onWarning: () => undefined })).close();
+      const continued = async () => {
+        spy.mockClear();
+        const warnings: string[] = [], progress: number[][] = [];
+        await (await ImageFolder.open(dir, { size: 8, cache, onWarning: (m, code) => void (code === 'PIRL_CACHE_REBUILT' && warnings.push(m)), onCacheProgress: (d, t) => void progress.push([d, t]) })).close();
+        const decoded = [...new Set(spy.mock.calls.map(([input]) => path.basename(String(input))))]; // an unreadable one is tried twice
+        expect([fs.readFileSync(cache).equals(fs.readFileSync(fresh)), fs.existsSync(`${cache}.partial`)]).toEqual([true, false]);
+        return { warnings, progress, decoded };
+      };
+      // An error after the first part: its images are kept.
+      await expect(ImageFolder.open(dir, { size: 8, cache, onWarning: () => undefined, onCacheProgress: (d) => { if (d >= 64) throw new Error('stop'); } })).rejects.toThrow('stop');
+      const again = await continued();
+      expect(again.warnings).toEqual([`continuing the build of the decode cache ${cache} that was interrupted (${cache}.partial): 64 of 150 images written before`]);
+      expect([again.decoded.length, again.decoded.every((f) => f >= '064'), again.progress[0], again.progress.at(-1)]).toEqual([86, true, [0, 86], [86, 86]]);
+      // A process killed after two parts, a few seconds apart (their validity bytes were written once the pixels were synced).
+      fs.rmSync(cache);
+      const script = `const { ImageFolder } = require('./dist'); const t0 = Date.now();
+        ImageFolder.open(${JSON.stringify(dir)}, { size: 8, cache: ${JSON.stringify(cache)}, onWarning: () => undefined, onCacheProgress: (d) => {
+          if (d === 64) while (Date.now() - t0 < 2500); if (d >= 128) process.kill(process.pid, 'SIGKILL'); } });`;
+      expect(spawnSync(process.execPath, ['-e', script], { cwd: path.join(__dirname, '..') }).signal).toBe('SIGKILL');
+      const killed = await continued();
+      expect([killed.warnings[0].endsWith(': 127 of 150 images written before'), killed.decoded.length]).toEqual([true, 23]); // 100.png, unreadable, tried again
+      // Another folder's, or this one's changed since, is not continued: removed, the build starts over.
+      fs.copyFileSync(fresh, `${cache}.partial`);
+      await new Promise((r) => setTimeout(r, 20));
+      await raw(30, 30).png().toFile(path.join(dir, '000.png'));
+      fs.rmSync(cache);
+      await (await ImageFolder.open(dir, { size: 8, cache: fresh, onWarning: () => undefined })).close();
+      expect((await continued()).decoded).toHaveLength(150);
+    } finally {
+      spy.mockRestore();
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(where, { recursive: true, force: true });
+    }
   });
 
   test('a cache that is a FIFO is refused before any work (its open waited for a writer forever)', async () => {

@@ -12,7 +12,7 @@ import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../con
 import { checkBoolean, checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
 import { describeStart, openRegular, realPathOf } from '../folders';
 import { takeLock, unwritable } from '../lockFile';
-import { makeFolderFor, removeStaleTemporaries, writeViaTemporary } from '../safetensors';
+import { makeFolderFor, removeStaleTemporaries } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import { LISTED_PLACES, Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
@@ -76,7 +76,7 @@ export interface ImageFolderOptions {
    * service taking uploads wants less: a 745 KB PNG of 16,000² px below the default costs ~1 GB and seconds.
    */
   maxPixels?: number;
-  /** Called as the cache is built (first, or again: the images added, changed or unreadable decoded), with images done of all, from 0. */
+  /** Called as the cache is built (first, or again: the images added, changed or unreadable decoded), with images done of all, from 0 (a build continued: of those it had left). */
   onCacheProgress?: (done: number, total: number) => void;
   /**
    * Called once per unreadable or damaged file, for what the layout leaves out, while another process builds the
@@ -951,16 +951,42 @@ export class ImageFolder implements Dataset {
       folder: path.resolve(this.dir), version: CACHE_VERSION, maxPixels: this.maxPixels, index, leftOut }));
     const earlier = await this.earlierRecords(file, (i) => line(i).slice(0, -1));
     try {
-      if (earlier) {
+      const partial = `${file}.partial`;
+      const done = await this.partialDone(partial, signature, header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length);
+      const before = done?.reduce((n, flag) => n + flag, 0) ?? 0;
+      if (done) {
+        this.warn(`continuing the build of the decode cache ${file} that was interrupted (${partial}): ${before} of ${this.files.length} images written before`, 'PIRL_CACHE_REBUILT');
+      } else if (earlier) {
         // Said: a rebuild is long where many images changed, as the first build (it was silent, and decoded them all).
         const decoded = this.files.length - earlier.records.size;
         this.warn(`the decode cache ${file} ${earlier.why}: rebuilding it, ${earlier.records.size === 0 ? 'every image decoded again'
           : `${decoded} of ${this.files.length} images decoded again (the unchanged ones' pixels kept)`}`, 'PIRL_CACHE_REBUILT');
       }
-      await writeViaTemporary(file, (tmp) => this.writeCache(tmp, header, earlier, onProgress, indexed ? line : null));
+      await this.writeCache(partial, header, earlier, done, onProgress, indexed ? line : null);
+      await fs.rename(partial, file).catch((err: Error) => Promise.reject(errorFrom(`cannot write ${file}: ${err.message}`, err)));
     } finally {
       await earlier?.handle.close();
     }
+  }
+
+  // The validity bytes of `partial`, a build of this cache interrupted (each 1: its image was written), where it was of
+  // these files as they are now (`signature`), at this size and limit, by this pirl; otherwise, or with none, null (one
+  // of other files is removed: a build starts over).
+  private async partialDone(partial: string, signature: string, room: number): Promise<Buffer | null> {
+    const handle = await fs.open(partial, 'r').catch(() => null);
+    if (handle === null) return null;
+    try {
+      const h = await readCacheHeader(handle);
+      const flags = Buffer.alloc(this.files.length);
+      const ours = h.signature === signature && h.version === CACHE_VERSION && h.count === this.files.length && h.size === this.size && h.maxPixels === this.maxPixels && h.length === room;
+      if (ours && (await handle.read(flags, 0, flags.length, 8 + room)).bytesRead === flags.length) return Buffer.from(flags.map((flag) => (flag === 1 ? 1 : 0)));
+    } catch {
+      // not one: removed below
+    } finally {
+      await handle.close();
+    }
+    await fs.rm(partial, { force: true });
+    return null;
   }
 
   // A cache `file` already there (stale: built from other files, or cut short), open, with why it is rebuilt and, where it
@@ -1007,26 +1033,48 @@ export class ImageFolder implements Dataset {
     }
   }
 
-  // The cache: its header written last, in the room its JSON takes at the largest sizes of the parts after the pixels
-  // (padded with spaces, which JSON allows), as they are known only once every image is decoded.
-  private async writeCache(tmp: string, header: (index: number, leftOut: number) => Buffer, earlier: EarlierCache | null,
+  // The cache, built in `partial`: its header first with its parts after the pixels empty, then again once they are
+  // written, in the room its JSON takes at their largest sizes (padded with spaces, which JSON allows). Each image's
+  // validity byte is written after its pixels are on the disk (synced every few seconds, and when the build fails), so
+  // that a build interrupted anyhow (Ctrl-C, kill -9, a power cut) leaves `partial` to continue: `done` holds the images
+  // it wrote (1), which are not written again.
+  private async writeCache(partial: string, header: (index: number, leftOut: number) => Buffer, earlier: EarlierCache | null, done: Buffer | null,
     onProgress: ((done: number, total: number) => void) | undefined, line: ((i: number) => string) | null): Promise<void> {
-    const handle = await fs.open(tmp, 'w');
+    const room = header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length;
+    const flagsStart = 8 + room, dataStart = flagsStart + this.files.length;
+    const handle = await fs.open(partial, done ? 'r+' : 'w');
+    const writeHeader = (json: Buffer) => {
+      const head = Buffer.alloc(8 + room, ' ');
+      head.writeBigUInt64LE(BigInt(room));
+      json.copy(head, 8);
+      return handle.write(head, 0, head.length, 0);
+    };
+    let pending: Array<{ at: number; flags: Buffer }> = [], synced = Date.now();
+    const flush = async () => {
+      await handle.datasync(); // the pixels first: a validity byte on the disk says its image is there too
+      for (const { at, flags } of pending) await handle.write(flags, 0, flags.length, at);
+      [pending, synced] = [[], Date.now()];
+    };
     try {
-      const room = header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length;
-      const flagsStart = 8 + room, dataStart = flagsStart + this.files.length;
+      if (!done) await writeHeader(header(0, 0));
       const leftOut: string[] = [];
-      onProgress?.(0, this.files.length); // its rate runs from here (not from the listing, the hashing or a wait for the lock)
+      const total = this.files.length - (done?.reduce((n, flag) => n + flag, 0) ?? 0);
+      let written = 0;
+      onProgress?.(0, total); // its rate runs from here (not from the listing, the hashing or a wait for the lock)
       const chunk = 64;
       for (let begin = 0; begin < this.files.length; begin += chunk) {
         const indices = this.files.slice(begin, begin + chunk).map((_, i) => begin + i);
+        const fresh = indices.filter((i) => done?.[i] !== 1);
+        if (fresh.length === 0) continue;
         const images = Buffer.alloc(indices.length * this.imageBytes); // an unreadable image's stay zero
         const slot = (k: number) => images.subarray(k * this.imageBytes, (k + 1) * this.imageBytes);
-        // An unchanged image's pixels are the earlier cache's; the others are decoded.
+        // An image written before the build was interrupted is read back (the chunk is written whole), an unchanged one's
+        // pixels are the earlier cache's; the others are decoded.
         const read = await Promise.all(indices.map(async (i, k) => {
           const record = earlier?.records.get(i);
-          if (record !== undefined) {
-            await earlier!.handle.read(slot(k), 0, this.imageBytes, earlier!.dataStart + record * this.imageBytes);
+          if (done?.[i] === 1 || record !== undefined) {
+            const [from, at] = done?.[i] === 1 ? [handle, dataStart + i * this.imageBytes] : [earlier!.handle, earlier!.dataStart + record! * this.imageBytes];
+            await from.read(slot(k), 0, this.imageBytes, at);
             return true;
           }
           const decoded = await this.decode(i);
@@ -1034,11 +1082,13 @@ export class ImageFolder implements Dataset {
           return decoded !== null;
         }));
         for (const [k, i] of indices.entries()) if (!read[k]) leftOut.push(`${JSON.stringify([i, this.failures.get(this.files[i])])}\n`);
-        const flags = Buffer.from(read.map((r) => (r ? 1 : 0)));
-        await handle.write(flags, 0, flags.length, flagsStart + begin);
         await handle.write(images, 0, images.length, dataStart + begin * this.imageBytes);
-        onProgress?.(begin + indices.length, this.files.length);
+        pending.push({ at: flagsStart + begin, flags: Buffer.from(read.map((r) => (r ? 1 : 0))) });
+        if (Date.now() - synced > 2_000) await flush();
+        written += fresh.length;
+        onProgress?.(written, total);
       }
+      await flush();
       // The index, a part at a time (one string of ten million entries is past V8's longest).
       const indexStart = dataStart + this.files.length * this.imageBytes;
       let at = indexStart;
@@ -1049,10 +1099,11 @@ export class ImageFolder implements Dataset {
       }
       const reasons = Buffer.from(leftOut.join(''));
       await handle.write(reasons, 0, reasons.length, at);
-      const json = header(at - indexStart, reasons.length), head = Buffer.alloc(8 + room, ' ');
-      head.writeBigUInt64LE(BigInt(room));
-      json.copy(head, 8);
-      await handle.write(head, 0, head.length, 0);
+      await handle.truncate(at + reasons.length);
+      await writeHeader(header(at - indexStart, reasons.length));
+    } catch (err) {
+      await flush().catch(() => undefined); // what is written stays written for the next build
+      throw err;
     } finally {
       await handle.close();
     }
