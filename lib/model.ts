@@ -44,6 +44,12 @@ function otherFileKind(m: Record<string, string>): { kind: string; model: string
   return m['pirl-linear-probe'] !== undefined ? { kind: 'a linear probe (LinearProbe.load reads it)', model: 'whose features it classifies' } : undefined;
 }
 
+/** A file's weights by its metadata: a whole model (a model file, a checkpoint's), a trunk (pirl export's, torchvision's), or neither. */
+export function weightsKind(m: Record<string, string>): 'model' | 'trunk' | 'other' {
+  if (m.pirl !== undefined || m['pirl-checkpoint'] !== undefined) return 'model';
+  return otherFileKind(m) ? 'other' : 'trunk';
+}
+
 /**
  * The model a model file (save's) or a training checkpoint (its model.* tensors: a run killed before it wrote its
  * model) describes in its metadata: its options, checked like user input (errors name the file and the field), the

@@ -402,7 +402,7 @@ export async function writeSafetensors(file: string, tensors: Iterable<[string, 
 }
 
 // The rename itself made durable. Where a folder cannot be opened to sync (Windows), the file system orders it anyway.
-async function syncFolder(dir: string): Promise<void> {
+export async function syncFolder(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r').catch(() => null);
   if (!handle) return;
   try {

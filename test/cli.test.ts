@@ -137,7 +137,7 @@ describe('pirl train / eval / embed / export', () => {
     expect(fs.readFileSync(path.join(modelOnly, 'model.safetensors'))).toEqual(fs.readFileSync(path.join(auto, 'model.safetensors')));
   });
 
-  test("--init starts a new run from a run's weights (its folder grown since, which --resume refuses), of their arch, stem and width", async () => {
+  test("--init starts a new run from a run's weights (its folder grown since, which --resume refuses), of their arch, stem and width, or from a trunk's", async () => {
     const grown = path.join(dir, 'grown');
     fs.cpSync(data, grown, { recursive: true });
     fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(grown, 'light', 'new.png'));
@@ -155,6 +155,20 @@ describe('pirl train / eval / embed / export', () => {
     const paper = ['train', grown, '--out', path.join(dir, 'from-init-paper'), '--init', checkpoint, '--recipe', 'paper', '--preset', 'small', ...rest, '--auto-resume'];
     expect(run(paper)).toMatch(/^trained 2 step\(s\) in /m);
     expect(run(paper)).toMatch(/^trained 0 step\(s\) in .*, to step 2 of 2/m);
+    // A trunk (pirl export's, its arch, stem and width said; torchvision's, which says none: the flags'): the run's trunk
+    // starts as it (--lr 0 keeps it), its heads new.
+    const trunk = path.join(dir, 'trunk.safetensors'), bare = path.join(dir, 'bare-trunk.safetensors');
+    await (await PirlModel.load(checkpoint)).exportTrunk(trunk);
+    const { tensors } = await readSafetensors(trunk);
+    await writeSafetensors(bare, tensors);
+    const fromTrunk = path.join(dir, 'from-trunk');
+    expect(run(['train', grown, '--out', fromTrunk, '--init', trunk, ...rest, '--lr', '0'])).toMatch(/^trained 2 step\(s\) in /m);
+    const trained = await PirlModel.load(path.join(fromTrunk, 'model.safetensors'));
+    expect([(await trained.stateDict('trunk')).get('layer4.1.conv2.weight')!.data()]).toEqual([tensors.get('layer4.1.conv2.weight')!.data()]);
+    expect(trained.options).toEqual({ ...started, seed: expect.any(Number) });
+    const unsaid = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-bare'), '--init', bare, ...rest], { encoding: 'utf8' });
+    expect([unsaid.status, unsaid.stderr]).toEqual([1, expect.stringMatching(/^pirl: --init: .*bare-trunk\.safetensors: .*\(this model: resnet18, stem small, width 1\): --arch, --stem and --width say which model its weights fit\n/)]);
+    expect(run(['train', grown, '--out', path.join(dir, 'from-bare'), '--init', bare, ...rest, '--width', '0.125'])).toMatch(/^trained 2 step\(s\) in /m);
     const other = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-init-2'), '--init', checkpoint, ...rest, '--width', '0.25'], { encoding: 'utf8' });
     expect([other.status, other.stderr.split('\n')[0]]).toEqual([2, `pirl: --width must be 0.125, the width of --init ${checkpoint} (the run starts from its weights), got '0.25'`]);
     const both = spawnSync(process.execPath, [cli, 'train', grown, '--out', from, '--init', checkpoint, '--resume'], { encoding: 'utf8' });

@@ -868,6 +868,14 @@ describe('ImageFolder', () => {
       fs.rmSync(cache);
       await (await ImageFolder.open(dir, { size: 8, cache: fresh, onWarning: () => undefined })).close();
       expect((await continued()).decoded).toHaveLength(150);
+      // Another folder's (a --cache shared by two runs) is refused, and kept.
+      const other = tmpDir('pirl-data-'), otherCache = path.join(where, 'other.cache');
+      await raw(20, 20).png().toFile(path.join(other, 'a.png'));
+      fs.copyFileSync(fresh, `${otherCache}.partial`);
+      await expect(ImageFolder.open(other, { size: 8, cache: otherCache })).rejects.toThrow(
+        `${otherCache}.partial is the interrupted build of the cache of another folder, ${path.resolve(dir)}: give another cache file (or remove ${otherCache}.partial)`);
+      expect(fs.existsSync(`${otherCache}.partial`)).toBe(true);
+      fs.rmSync(other, { recursive: true, force: true });
     } finally {
       spy.mockRestore();
       fs.rmSync(dir, { recursive: true, force: true });

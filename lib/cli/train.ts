@@ -15,8 +15,8 @@ import { checkInteger, errorFrom, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
 import { atExit } from '../exitActions';
 import { takeLock, unwritable } from '../lockFile';
-import { PirlModel } from '../model';
-import { readSafetensorsMetadata, removeStaleTemporaries } from '../safetensors';
+import { PirlModel, weightsKind } from '../model';
+import { jsonMetadata, readSafetensorsMetadata, removeStaleTemporaries } from '../safetensors';
 import { checkpointRunOf } from '../train/checkpoint';
 import { Trainer } from '../train/trainer';
 import { beforeJoining } from '../train/rendezvous';
@@ -48,7 +48,7 @@ const d = DEFAULT_TRAIN_CONFIG;
 export const TRAIN_USAGE = `train <data> [options]          pretrain PIRL on a folder of images or 'fashion-mnist'
         --out DIR (pirl-run)  --config FILE.json (options as in the API)  --resume (with --epochs N: a run's new length)  --force (replace a run in DIR)
         --auto-resume (continue the run in DIR if it has a checkpoint, else start it: for launchers that restart a job)
-        --init FILE (a new run from the weights of a model file or a run's checkpoint: a folder grown since; their arch, stem and width)
+        --init FILE (a new run from the weights of a model file or a run's checkpoint, a folder grown since: their arch, stem and width; or of a trunk: pirl export's, torchvision's)
         --rescale-batch (with --resume/--auto-resume: on another number of ranks, each rank's batch the run's global batch / ranks; a resume reads no --batch)
         --recipe ${RECIPES.join('|')} (${d.recipe}: measured to learn; paper: the paper's setup)
         --arch ${ARCHS.join('|')} (${d.model.arch})  --stem small|imagenet (${d.model.stem})  --width W (${d.model.width})
@@ -121,6 +121,26 @@ function configOf(values: FlagValues, base: Record<string, unknown>, start?: Sta
     if (isArgumentError(err) && err.expected.includes('for model.stem') && chosenBy.length > 0) throw new UsageError(`${chosenBy.join(' with ')}: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * --init's model: a model file's or a run checkpoint's as it is; a trunk (pirl export's, or torchvision's weights) in a
+ * new model of the flags' options, of the trunk's arch, stem and width where it says them, whose heads are new.
+ */
+async function initModel(file: string, values: FlagValues): Promise<PirlModel> {
+  const metadata = await readSafetensorsMetadata(file);
+  if (weightsKind(metadata) !== 'trunk') return PirlModel.load(file); // a model, or what it says a file that is neither is
+  const described = jsonMetadata(file, metadata, 'pirl-trunk') ?? {}; // pirl export's: arch, stem, width
+  const base = await configFile(values);
+  const shape = Object.fromEntries(['arch', 'stem', 'width'].flatMap((k) => (described[k] === undefined ? [] : [[k, described[k]]])));
+  const model = await PirlModel.create(configOf(values, { ...base, model: { ...shape, ...(base.model as object) } }).model);
+  try {
+    await model.importTrunk(file);
+  } catch (err) {
+    model.dispose();
+    throw described.arch === undefined && err instanceof Error ? errorFrom(`${err.message}: --arch, --stem and --width say which model its weights fit`, err) : err;
+  }
+  return model;
 }
 
 async function newRunConfig(values: FlagValues, init: PirlModel | null): Promise<ResolvedTrainConfig> {
@@ -416,7 +436,7 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // The flags' own mistakes first: they are said whatever --out holds.
   if (values['rescale-batch'] && !auto) throw new UsageError('--rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');
   // Its weights on the CPU until the run's model is made from them (on the run's device), then let go.
-  const init = typeof values.init === 'string' ? await PirlModel.load(values.init).catch((err: Error) => Promise.reject(errorFrom(`--init: ${err.message}`, err))) : null;
+  const init = typeof values.init === 'string' ? await initModel(values.init, values).catch((err: Error) => Promise.reject(errorFrom(`--init: ${err.message}`, err))) : null;
   const config = await newRunConfig(values, init);
   const size = folderSize(values, config.sampler, spec);
   layoutFlag(values);

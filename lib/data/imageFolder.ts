@@ -12,7 +12,7 @@ import { DEFAULT_PRESET, MAX_IMAGE_SIDE, PRESETS, folderImageSize } from '../con
 import { checkBoolean, checkFile, checkFunctions, checkInteger, checkOneOf, checkOptions, errorFrom, isArgumentError, isDetached, rangeError, typeError } from '../errors';
 import { describeStart, openRegular, realPathOf } from '../folders';
 import { takeLock, unwritable } from '../lockFile';
-import { makeFolderFor, removeStaleTemporaries } from '../safetensors';
+import { makeFolderFor, removeStaleTemporaries, syncFolder } from '../safetensors';
 import { Tensor, int64Tensor } from '../tensor';
 import { LISTED_PLACES, Subset, checkIndices, type BatchSource, type Dataset } from './datasets';
 
@@ -615,6 +615,21 @@ function trailerBytes(header: CacheHeader, part: 'index' | 'leftOut'): number {
 // Folders of more files rebuild their cache whole: a rebuild holds a Map of the index's entries.
 const MAX_INDEXED_FILES = 2_000_000;
 
+// `bytes` written at `at` of `file`'s `handle` whole: a write may end short (a disk filling up), and its image would be taken as there.
+async function writeAll(handle: fs.FileHandle, bytes: Buffer, at: number, file: string): Promise<void> {
+  for (let done = 0; done < bytes.length;) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, at + done);
+    if (bytesWritten === 0) throw new Error(`cannot write ${file}: the disk took none of ${bytes.length - done} bytes`);
+    done += bytesWritten;
+  }
+}
+
+// `slot` filled from `at` of `file`'s `handle`: one cut short gives an error, not an image of zeros.
+async function readAll(handle: fs.FileHandle, slot: Buffer, at: number, file: string): Promise<void> {
+  const { bytesRead } = await handle.read(slot, 0, slot.length, at);
+  if (bytesRead !== slot.length) throw new Error(`${file} is cut short: ${bytesRead} of an image's ${slot.length} bytes at byte ${at} (remove it to build the cache anew)`);
+}
+
 // A cache being rebuilt: its file, why, where its pixels start, and which of its records hold this folder's unchanged images.
 interface EarlierCache {
   handle: fs.FileHandle;
@@ -964,6 +979,7 @@ export class ImageFolder implements Dataset {
       }
       await this.writeCache(partial, header, earlier, done, onProgress, indexed ? line : null);
       await fs.rename(partial, file).catch((err: Error) => Promise.reject(errorFrom(`cannot write ${file}: ${err.message}`, err)));
+      await syncFolder(path.dirname(path.resolve(file)));
     } finally {
       await earlier?.handle.close();
     }
@@ -971,20 +987,26 @@ export class ImageFolder implements Dataset {
 
   // The validity bytes of `partial`, a build of this cache interrupted (each 1: its image was written), where it was of
   // these files as they are now (`signature`), at this size and limit, by this pirl; otherwise, or with none, null (one
-  // of other files is removed: a build starts over).
+  // of this folder's files as they were is removed: a build starts over; another folder's is refused).
   private async partialDone(partial: string, signature: string, room: number): Promise<Buffer | null> {
     const handle = await fs.open(partial, 'r').catch(() => null);
     if (handle === null) return null;
+    let h: CacheHeader | null = null, read = 0;
+    const flags = Buffer.alloc(this.files.length);
     try {
-      const h = await readCacheHeader(handle);
-      const flags = Buffer.alloc(this.files.length);
-      const ours = h.signature === signature && h.version === CACHE_VERSION && h.count === this.files.length && h.size === this.size && h.maxPixels === this.maxPixels && h.length === room;
-      if (ours && (await handle.read(flags, 0, flags.length, 8 + room)).bytesRead === flags.length) return Buffer.from(flags.map((flag) => (flag === 1 ? 1 : 0)));
+      h = await readCacheHeader(handle);
+      read = (await handle.read(flags, 0, flags.length, 8 + room)).bytesRead;
     } catch {
-      // not one: removed below
+      h = null; // not one: removed below
     } finally {
       await handle.close();
     }
+    // Another folder's (--cache shared by two runs) is refused, as its cache would be: not removed.
+    if (h && h.signature !== signature && typeof h.folder === 'string' && h.folder !== path.resolve(this.dir)) {
+      throw new Error(`${partial} is the interrupted build of the cache of another folder, ${h.folder}: give another cache file (or remove ${partial})`);
+    }
+    const ours = h?.signature === signature && h.version === CACHE_VERSION && h.count === this.files.length && h.size === this.size && h.maxPixels === this.maxPixels && h.length === room;
+    if (ours && read === flags.length) return Buffer.from(flags.map((flag) => (flag === 1 ? 1 : 0)));
     await fs.rm(partial, { force: true });
     return null;
   }
@@ -1043,16 +1065,19 @@ export class ImageFolder implements Dataset {
     const room = header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length;
     const flagsStart = 8 + room, dataStart = flagsStart + this.files.length;
     const handle = await fs.open(partial, done ? 'r+' : 'w');
+    const write = (bytes: Buffer, at: number) => writeAll(handle, bytes, at, partial);
     const writeHeader = (json: Buffer) => {
       const head = Buffer.alloc(8 + room, ' ');
       head.writeBigUInt64LE(BigInt(room));
       json.copy(head, 8);
-      return handle.write(head, 0, head.length, 0);
+      return write(head, 0);
     };
-    let pending: Array<{ at: number; flags: Buffer }> = [], synced = Date.now();
+    let pending: Array<{ at: number; flags: Buffer }> = [], synced = Date.now(), syncFailed = false;
     const flush = async () => {
-      await handle.datasync(); // the pixels first: a validity byte on the disk says its image is there too
-      for (const { at, flags } of pending) await handle.write(flags, 0, flags.length, at);
+      if (syncFailed) return; // a second sync may succeed without the pages the first lost: no validity byte after it
+      // The pixels first: a validity byte on the disk says its image is there too.
+      await handle.datasync().catch((err: unknown) => Promise.reject(((syncFailed = true), err)));
+      for (const { at, flags } of pending) await write(flags, at);
       [pending, synced] = [[], Date.now()];
     };
     try {
@@ -1074,7 +1099,7 @@ export class ImageFolder implements Dataset {
           const record = earlier?.records.get(i);
           if (done?.[i] === 1 || record !== undefined) {
             const [from, at] = done?.[i] === 1 ? [handle, dataStart + i * this.imageBytes] : [earlier!.handle, earlier!.dataStart + record! * this.imageBytes];
-            await from.read(slot(k), 0, this.imageBytes, at);
+            await readAll(from, slot(k), at, done?.[i] === 1 ? partial : 'the earlier cache');
             return true;
           }
           const decoded = await this.decode(i);
@@ -1082,7 +1107,7 @@ export class ImageFolder implements Dataset {
           return decoded !== null;
         }));
         for (const [k, i] of indices.entries()) if (!read[k]) leftOut.push(`${JSON.stringify([i, this.failures.get(this.files[i])])}\n`);
-        await handle.write(images, 0, images.length, dataStart + begin * this.imageBytes);
+        await write(images, dataStart + begin * this.imageBytes);
         pending.push({ at: flagsStart + begin, flags: Buffer.from(read.map((r) => (r ? 1 : 0))) });
         if (Date.now() - synced > 2_000) await flush();
         written += fresh.length;
@@ -1094,13 +1119,14 @@ export class ImageFolder implements Dataset {
       let at = indexStart;
       for (let begin = 0; line && begin < this.files.length; begin += 65_536) {
         const part = Buffer.from(Array.from({ length: Math.min(65_536, this.files.length - begin) }, (_, k) => line(begin + k)).join(''));
-        await handle.write(part, 0, part.length, at);
+        await write(part, at);
         at += part.length;
       }
       const reasons = Buffer.from(leftOut.join(''));
-      await handle.write(reasons, 0, reasons.length, at);
+      await write(reasons, at);
       await handle.truncate(at + reasons.length);
       await writeHeader(header(at - indexStart, reasons.length));
+      await handle.sync(); // whole on the disk before its rename makes it the cache
     } catch (err) {
       await flush().catch(() => undefined); // what is written stays written for the next build
       throw err;
