@@ -498,9 +498,9 @@ export function resolveLoaderOptions(options: LoaderOptions = {}, arg = 'options
 /** The model options that a model's weights fix: a run started from them (Trainer.create's options.init) takes these. */
 export const WEIGHTS_SHAPE = ['arch', 'stem', 'width', 'embeddingDim'] as const;
 
-/** A model whose weights a run starts from: its options, and how it was given (for errors: 'options.init'). */
+/** A model whose weights a run starts from: the options they fix (a trunk's, not embeddingDim), and how it was given (for errors: 'options.init'). */
 export interface StartingModel {
-  options: Pick<ResolvedModelOptions, (typeof WEIGHTS_SHAPE)[number]>;
+  options: Partial<Pick<ResolvedModelOptions, (typeof WEIGHTS_SHAPE)[number]>>;
   name: string;
 }
 
@@ -511,7 +511,8 @@ export interface StartingModel {
  */
 export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', complete = false, start?: StartingModel): ResolvedTrainConfig {
   const checked = config === undefined ? {} : checkObject(arg, config);
-  const shape = start ? Object.fromEntries(WEIGHTS_SHAPE.map((k) => [k, start.options[k]])) : {};
+  const fixed = WEIGHTS_SHAPE.filter((k) => start?.options[k] !== undefined);
+  const shape = Object.fromEntries(fixed.map((k) => [k, start!.options[k]]));
   const model = checked.model ?? {};
   // A model given that is not an object is left for resolve() to refuse.
   const given = start && typeof model === 'object' && model !== null && !Array.isArray(model) ? { ...checked, model: { ...shape, ...model } } : checked;
@@ -520,9 +521,9 @@ export function resolveTrainConfig(config: TrainConfig = {}, arg = 'config', com
   // Checked here, under its own name, before it stands in for model.seed.
   const runSeed = given.seed === undefined ? recipe.seed : TRAIN.seed.resolve(`${arg}.seed`, given.seed as number, recipe.seed, complete);
   const c = resolve(TRAIN, { ...recipe, model: { ...recipe.model, seed: runSeed } }, given, arg, complete);
-  for (const k of start ? WEIGHTS_SHAPE : []) { // before what follows from the shape (the sampler a stem needs)
-    const fixed = start!.options[k];
-    if (c.model[k] !== fixed) throw rangeError(`${arg}.model.${k}`, `${typeof fixed === 'string' ? `'${fixed}'` : fixed}, the ${k} of ${start!.name} (the run starts from its weights)`, c.model[k]);
+  for (const k of fixed) { // before what follows from the shape (the sampler a stem needs)
+    const value = start!.options[k]!;
+    if (c.model[k] !== value) throw rangeError(`${arg}.model.${k}`, `${typeof value === 'string' ? `'${value}'` : value}, the ${k} of ${start!.name} (the run starts from its weights)`, c.model[k]);
   }
   if (c.precision === 'fp16' && c.device === 'cpu') throw rangeError(`${arg}.precision`, "'fp32' or 'bf16' on the CPU (fp16 autocast needs CUDA)", c.precision);
   if (c.lrUpdate === 'epoch' && !Number.isInteger(c.warmupEpochs)) throw rangeError(`${arg}.warmupEpochs`, "whole epochs with lrUpdate 'epoch' (--lr-update epoch)", c.warmupEpochs);

@@ -229,7 +229,7 @@ describe('checkpoint metadata fuzz', () => {
       const grown = await ImageFolder.open(images, { size: 24 });
       await expect(Trainer.resume(file, grown)).rejects.toThrow(
         `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), ` +
-        `or start a new run from its weights (options.init: PirlModel.load(${file}); pirl train --init ${file})`);
+        `or start a new run from its weights (options.init: PirlModel.load(${file}); pirl train --init ${file}, in another --out)`);
       // That new run: its model starts as the run's (weights and BatchNorm statistics), its options taken from it, the bank
       // its features (bankInit 'features'); the model given is left as it was.
       const init = await PirlModel.load(file);

@@ -143,13 +143,14 @@ describe('pirl train / eval / embed / export', () => {
     fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(grown, 'light', 'new.png'));
     const checkpoint = path.join(out, 'checkpoint.safetensors');
     const resumed = spawnSync(process.execPath, [cli, 'train', grown, '--out', out, ...small, '--resume'], { encoding: 'utf8' });
-    expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining(`or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint})`)]);
+    expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining(`or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint}, in another --out)`)]);
     const from = path.join(dir, 'from-init');
     const rest = ['--batch', '8', '--negatives', '16', '--epoch-length', '2', '--size', '24', '--epochs', '1']; // no --width: the weights'
-    expect(run(['train', grown, '--out', from, '--init', checkpoint, ...rest])).toMatch(/^trained 2 step\(s\) in /m);
+    const started = spawnSync(process.execPath, [cli, 'train', grown, '--out', from, '--init', checkpoint, ...rest], { encoding: 'utf8' });
+    expect([started.status, started.stdout, started.stderr]).toEqual([0, expect.stringMatching(/^trained 2 step\(s\) in /m), expect.stringContaining(`pirl: the run starts from the weights of ${checkpoint}\n`)]);
     const { metadata } = await readSafetensors(path.join(from, 'checkpoint.safetensors'));
-    const started = (await PirlModel.load(checkpoint)).options;
-    expect(JSON.parse(metadata['pirl-checkpoint']).config.model).toEqual({ ...started, seed: expect.any(Number) });
+    const initial = (await PirlModel.load(checkpoint)).options;
+    expect(JSON.parse(metadata['pirl-checkpoint']).config.model).toEqual({ ...initial, seed: expect.any(Number) });
     // Restarted by a launcher (--auto-resume), the run resumes: the model not restated is its weights', not the recipe's
     // (whose imagenet stem the small preset's patches do not fit).
     const paper = ['train', grown, '--out', path.join(dir, 'from-init-paper'), '--init', checkpoint, '--recipe', 'paper', '--preset', 'small', ...rest, '--auto-resume'];
@@ -165,10 +166,13 @@ describe('pirl train / eval / embed / export', () => {
     expect(run(['train', grown, '--out', fromTrunk, '--init', trunk, ...rest, '--lr', '0'])).toMatch(/^trained 2 step\(s\) in /m);
     const trained = await PirlModel.load(path.join(fromTrunk, 'model.safetensors'));
     expect([(await trained.stateDict('trunk')).get('layer4.1.conv2.weight')!.data()]).toEqual([tensors.get('layer4.1.conv2.weight')!.data()]);
-    expect(trained.options).toEqual({ ...started, seed: expect.any(Number) });
+    expect(trained.options).toEqual({ ...initial, seed: expect.any(Number) });
     const unsaid = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-bare'), '--init', bare, ...rest], { encoding: 'utf8' });
     expect([unsaid.status, unsaid.stderr]).toEqual([1, expect.stringMatching(/^pirl: --init: .*bare-trunk\.safetensors: .*\(this model: resnet18, stem small, width 1\): --arch, --stem and --width say which model its weights fit\n/)]);
     expect(run(['train', grown, '--out', path.join(dir, 'from-bare'), '--init', bare, ...rest, '--width', '0.125'])).toMatch(/^trained 2 step\(s\) in /m);
+    // A flag that differs from what a trunk of pirl export's says: refused as against a model's weights.
+    const wider = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-trunk-2'), '--init', trunk, ...rest, '--width', '0.25'], { encoding: 'utf8' });
+    expect([wider.status, wider.stderr.split('\n')[0]]).toEqual([2, `pirl: --width must be 0.125, the width of --init ${trunk} (the run starts from its weights), got '0.25'`]);
     const other = spawnSync(process.execPath, [cli, 'train', grown, '--out', path.join(dir, 'from-init-2'), '--init', checkpoint, ...rest, '--width', '0.25'], { encoding: 'utf8' });
     expect([other.status, other.stderr.split('\n')[0]]).toEqual([2, `pirl: --width must be 0.125, the width of --init ${checkpoint} (the run starts from its weights), got '0.25'`]);
     const both = spawnSync(process.execPath, [cli, 'train', grown, '--out', from, '--init', checkpoint, '--resume'], { encoding: 'utf8' });
@@ -651,7 +655,7 @@ describe('pirl train / eval / embed / export', () => {
       '--resume', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([resumed.status, resumed.stderr]).toEqual([1, expect.stringContaining("the run trained on a data set of 12 samples (its memory bank's rows); the one given has 3: " +
       `resume over the run's data (the folder it trained on, as it was), or start a new run from its weights (options.init: PirlModel.load(${path.join(runOut, 'checkpoint.safetensors')}); ` +
-      `pirl train --init ${path.join(runOut, 'checkpoint.safetensors')}). The folder's cache left out its 9 unreadable image(s), which the run kept as samples ` +
+      `pirl train --init ${path.join(runOut, 'checkpoint.safetensors')}, in another --out). The folder's cache left out its 9 unreadable image(s), which the run kept as samples ` +
       '(it read the folder without a cache, or through one with an earlier pirl): resume it without the cache (options.cache, --cache)')]);
     const big = spawnSync(process.execPath, [cli, 'train', bad, '--out', `${runOut}-big`, '--batch', '4', '--size', '24', '--cache', path.join(dir, 'mostly-bad.cache')], { encoding: 'utf8' });
     expect([big.status, big.stderr]).toEqual([2, expect.stringMatching(/--batch must be at most 3 \(the data set's 3 samples/)]);

@@ -14,6 +14,7 @@ import type { PirlModel } from '../model';
 import { readSafetensorsMetadata } from '../safetensors';
 import { setNumThreads } from '../runtime';
 import { Progress } from './progress';
+import { keptOnQuit } from './quit';
 
 /** A command-line mistake: `pirl` prints it with the usage and exits 2. */
 export class UsageError extends Error {}
@@ -224,8 +225,11 @@ export async function openData(spec: string, size: number, values: FlagValues, s
     if (values['max-pixels'] !== undefined) throw new UsageError('--max-pixels limits the images decoded: fashion-mnist is read as 28×28 arrays');
     return IdxDataset.fashionMnist(split);
   }
-  const progress = new Progress();
-  const onCacheProgress = progress.images(`decode cache ${cache}:`);
+  const shown = new Progress().images(`decode cache ${cache}:`);
+  const onCacheProgress = (done: number, total: number) => {
+    keptOnQuit(done < total ? `the decode cache's build is kept in ${cache}.partial: the next run continues it` : null);
+    shown(done, total);
+  };
   try {
     return await ImageFolder.open(spec, { size, ...layout, ...decoding, ...(cache === undefined ? {} : { cache, onCacheProgress }) });
   } catch (err) {

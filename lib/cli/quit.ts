@@ -27,9 +27,16 @@ export function quit(signal: QuitSignal): void {
   setImmediate(() => process.exit(128 + os.constants.signals[signal]));
 }
 
+// What a quit now would leave for the next command to continue (a decode cache's build), said as it quits.
+let kept: string | null = null;
+export function keptOnQuit(what: string | null): void {
+  kept = what;
+}
+export const keptNote = (): string => (kept === null ? '' : ` (${kept})`);
+
 // After a progress line: on a line of its own. Of a data-parallel run's ranks, rank 0 alone says it (all heard it).
 const sayAndQuit = (signal: QuitSignal) => {
-  if (!(Number(process.env.RANK) > 0)) process.stderr.write(`\npirl: ${SIGNAL_CAUSES[signal]}\n`);
+  if (!(Number(process.env.RANK) > 0)) process.stderr.write(`\npirl: ${SIGNAL_CAUSES[signal]}${keptNote()}\n`);
   quit(signal);
 };
 

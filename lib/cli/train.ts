@@ -26,7 +26,7 @@ import { writeCurves } from './plot';
 import { MetricsLog, type Line } from './metrics';
 import { Progress, formatDuration, rate } from './progress';
 import { setDeterministic, withHostThreads } from '../runtime';
-import { SIGNAL_CAUSES, handleSignals, quit, type QuitSignal } from './quit';
+import { SIGNAL_CAUSES, handleSignals, keptNote, quit, type QuitSignal } from './quit';
 
 /** The flags that set training options, and the option each sets. */
 const CONFIG_FLAGS: FlagMap = {
@@ -125,20 +125,19 @@ function configOf(values: FlagValues, base: Record<string, unknown>, start?: Sta
 
 /**
  * --init's model: a model file's or a run checkpoint's as it is; a trunk (pirl export's, or torchvision's weights) in a
- * new model of the flags' options, of the trunk's arch, stem and width where it says them, whose heads are new.
+ * new model of the flags' options and of the trunk's arch, stem and width where it says them (another flag refused,
+ * as against a model's), whose heads are new.
  */
 async function initModel(file: string, values: FlagValues): Promise<PirlModel> {
   const metadata = await readSafetensorsMetadata(file);
   if (weightsKind(metadata) !== 'trunk') return PirlModel.load(file); // a model, or what it says a file that is neither is
-  const described = jsonMetadata(file, metadata, 'pirl-trunk') ?? {}; // pirl export's: arch, stem, width
-  const base = await configFile(values);
-  const shape = Object.fromEntries(['arch', 'stem', 'width'].flatMap((k) => (described[k] === undefined ? [] : [[k, described[k]]])));
-  const model = await PirlModel.create(configOf(values, { ...base, model: { ...shape, ...(base.model as object) } }).model);
+  const { arch, stem, width } = (jsonMetadata(file, metadata, 'pirl-trunk') ?? {}) as Partial<ResolvedTrainConfig['model']>; // pirl export's
+  const model = await PirlModel.create(configOf(values, await configFile(values), { options: { arch, stem, width }, name: `--init ${file}` }).model);
   try {
     await model.importTrunk(file);
   } catch (err) {
     model.dispose();
-    throw described.arch === undefined && err instanceof Error ? errorFrom(`${err.message}: --arch, --stem and --width say which model its weights fit`, err) : err;
+    throw arch === undefined && err instanceof Error ? errorFrom(`${err.message}: --arch, --stem and --width say which model its weights fit`, err) : err;
   }
   return model;
 }
@@ -352,7 +351,7 @@ function stopOnSignals(checkpoint: string, main: boolean): StopSignals {
     quit(signal);
   };
   const stop = (signal: QuitSignal, why: string) => {
-    if (trainer === null && !began && main) console.error(`\npirl: ${why} before training began (data, cache, memory bank): nothing to save`);
+    if (trainer === null && !began && main) console.error(`\npirl: ${why} before training began (data, cache, memory bank): nothing to save${keptNote()}`);
     if (trainer === null) return quitting(signal); // before the first step (data, cache, bank), or after the last
     if (first !== null) return;
     first = signal;
@@ -436,8 +435,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // The flags' own mistakes first: they are said whatever --out holds.
   if (values['rescale-batch'] && !auto) throw new UsageError('--rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');
   // Its weights on the CPU until the run's model is made from them (on the run's device), then let go.
-  const init = typeof values.init === 'string' ? await initModel(values.init, values).catch((err: Error) => Promise.reject(errorFrom(`--init: ${err.message}`, err))) : null;
+  const init = typeof values.init === 'string' ? await initModel(values.init, values).catch((err: Error) => Promise.reject(err instanceof UsageError ? err : errorFrom(`--init: ${err.message}`, err))) : null;
   const config = await newRunConfig(values, init);
+  if (init && main) console.error(`pirl: the run starts from the weights of ${values.init}`); // said: nothing else shows it
   const size = folderSize(values, config.sampler, spec);
   layoutFlag(values);
   // A run with no checkpoint yet (stopped before its first) has nothing to continue: --auto-resume starts it again,

@@ -113,7 +113,8 @@ const isWithin = (inner: string, outer: string): boolean => inner === outer || i
  * own first, then each subfolder's in name order, each folder once (a link back up ends there). A symbolic link is
  * followed to a folder inside the one walked (`tree`) only: one elsewhere in the data folder (`data`) is read there
  * (here it would give another class's images this one's label), and one out of it (`ln -s / photos/root` would walk
- * the whole file system) is added to `outside`. A subfolder this user may not list is left out, said.
+ * the whole file system) is added to `outside`. A subfolder this user may not list is left out, said. (The walk's own
+ * root may be a link anywhere: a class, or a flat folder's subfolder, that is a link is read where it leads.)
  */
 async function listTree(dir: string, walk: { data: string; leftOut: (message: string) => void; outside: string[] }, seen = new Set<string>(), tree?: string): Promise<Listing> {
   const real = await fs.realpath(dir);
@@ -427,23 +428,26 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
   let labels: Int32Array | null = null;
   let classes: string[] | null = null;
   let below = 0; // images in subfolders a flat read leaves out
+  const flatBelow: Listing[] = []; // a recursive flat read's subfolders, each read once
   const unlisted = new Set<string>(); // real paths of the subfolders left out (listedOrLeftOut), said once
   // Each subfolder's own files, or (recursive) every file below it: a class's images, or a flat folder's below its own.
-  // Recursive, a subfolder that is a link to the folder or above it is not walked: it would read them again.
+  // Recursive, a subfolder that is a link to the folder or above it is not walked: it would read them again (a link
+  // above is said: what it leads to beside the folder is left out).
   const realDir = await fs.realpath(dir);
-  const outside = subdirs.map(() => [] as string[]); // the links each subfolder's walk does not follow, in order
+  const roots = await Promise.all(subdirs.map((d) => fs.realpath(path.join(dir, d)).catch(() => path.join(realDir, d)))); // (its listing says why it cannot be read)
+  const outside = subdirs.map(() => [] as string[]); // the links out of the folder each subfolder's walk does not follow, in order
   const perClassListing = await Promise.all(subdirs.map(async (d, i) => {
     const sub = path.join(dir, d);
-    if (recursive && isWithin(realDir, await fs.realpath(sub))) {
-      outside[i].push(sub);
+    if (recursive && isWithin(realDir, roots[i])) {
+      if (roots[i] !== realDir) outside[i].push(sub);
       return { images: [], others: [] };
     }
     const listing = await listedOrLeftOut(sub, recursive ? (f) => listTree(f, { data: realDir, leftOut: warnLeftOut, outside: outside[i] }) : listFiles, warnLeftOut);
-    if (listing === null) unlisted.add(await fs.realpath(sub));
+    if (listing === null) unlisted.add(roots[i]);
     return listing ?? { images: [], others: [] };
   }));
   const links = outside.flat();
-  if (links.length > 0) warnLeftOut(`${dir}: ${links.length} link(s) to folders out of it, or to it, are not followed (${someOf(dir, links)}): their images are left out`);
+  if (links.length > 0) warnLeftOut(`${dir}: ${links.length} link(s) to folders out of it are not followed (${someOf(dir, links)}): their images are left out`);
   const perClass = perClassListing.map((l) => l.images);
   const classFolders = subdirs.filter((_, i) => perClass[i].length > 0);
   const ownListing = await listFiles(dir);
@@ -487,7 +491,16 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
     }
     if (empty.length > 0) warnLeftOut(`${dir}: ${empty.length} subfolder(s) hold no images and are no class (${someOf(dir, empty)})`);
   } else {
-    files = recursive ? [...own, ...perClass.flat()] : own;
+    // Recursive, each folder once: a subfolder that is a link into the folder (read where it leads) or into one read
+    // before it (two links to one folder elsewhere) is not read again; its images are read there.
+    const walked: string[] = [];
+    for (const [i, root] of roots.entries()) {
+      const intoFolder = root !== path.join(realDir, subdirs[i]) && isWithin(root, realDir);
+      if (!recursive || intoFolder || walked.some((r) => isWithin(root, r))) continue;
+      walked.push(root);
+      flatBelow.push(perClassListing[i]);
+    }
+    files = [...own, ...flatBelow.flatMap((l) => l.images)];
     // Every level below, not its subfolders' own images only.
     const holding: string[] = [];
     below = subdirs.length > 0 && !recursive ? await nestedImages(dir, new Set(unlisted), warnLeftOut, holding) : 0;
@@ -495,7 +508,7 @@ Promise<{ files: string[]; labels: Int32Array | null; classes: string[] | null }
   }
   // Files of the folders read that are not read for their extension (a .bmp, a README): said, so that none is
   // missed unknowingly; the folder's own cache (FILE, FILE.lock) is no image either, nor news.
-  const read = classes ? perClassListing.filter((l) => l.images.length > 0) : recursive ? [ownListing, ...perClassListing] : [ownListing];
+  const read = classes ? perClassListing.filter((l) => l.images.length > 0) : [ownListing, ...flatBelow];
   const skipped = read.flatMap((l) => l.others).filter((f) => cache === null || !path.resolve(f).startsWith(path.resolve(cache)));
   if (skipped.length > 0) warnLeftOut(`${dir}: ${skipped.length} file(s) without an image extension are left out (${someOf(dir, skipped)}; read: ${IMAGE_EXTENSIONS.join(' ')})`);
   if (files.length === 0) {

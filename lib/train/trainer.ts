@@ -690,7 +690,7 @@ function cacheHint(dataset: Dataset, trained: number | undefined): string {
 }
 
 // What a run over other data than its checkpoint's can do instead of resuming.
-const newRunFrom = (checkpoint: string) => `or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint})`;
+const newRunFrom = (checkpoint: string) => `or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint}, in another --out)`;
 
 // A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many
 // images (one removed, one added) would silently pair each row with another image.
