@@ -920,6 +920,19 @@ describe('Ctrl-C, and SIGTERM (a scheduler, torchrun)', () => {
     // Said, and the run folder's lock freed (it was left for the next run to take over).
     expect(stderr).toContain('pirl: interrupted before training began (data, cache, memory bank): nothing to save');
     expect(fs.existsSync(path.join(dir, 'run', 'run.lock'))).toBe(false);
+    // While a decode cache is built, what it has written is kept for the next run, said.
+    const images = path.join(dir, 'images'), cache = path.join(dir, 'images.cache');
+    fs.mkdirSync(images);
+    for (let i = 0; i < 600; i++) await sharp(Buffer.alloc(24 * 24 * 3, i % 251), { raw: { width: 24, height: 24, channels: 3 } }).png().toFile(path.join(images, `${i}.png`));
+    const building = spawn(process.execPath, [cli, 'train', images, '--out', path.join(dir, 'run2'), '--cache', cache, '--size', '24'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let said = '';
+    building.stderr.on('data', (d) => void (said += d));
+    const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) => building.on('close', (code, signal) => resolve({ code, signal })));
+    for (let waited = 0; !said.includes(`decode cache ${cache}: 0/600`) && waited < 60_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    building.kill('SIGINT');
+    expect(await ended).toEqual({ code: null, signal: 'SIGINT' });
+    expect(said).toContain(`nothing to save (the decode cache's build is kept in ${cache}.partial: the next run continues it)`);
+    expect([fs.existsSync(`${cache}.partial`), fs.existsSync(`${cache}.lock`), fs.existsSync(cache)]).toEqual([true, false, false]);
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
