@@ -128,11 +128,11 @@ function configOf(values: FlagValues, base: Record<string, unknown>, start?: Sta
  * new model of the flags' options and of the trunk's arch, stem and width where it says them (another flag refused,
  * as against a model's), whose heads are new.
  */
-async function initModel(file: string, values: FlagValues): Promise<PirlModel> {
+async function initModel(file: string, values: FlagValues, base: Record<string, unknown>): Promise<PirlModel> {
   const metadata = await readSafetensorsMetadata(file);
   if (weightsKind(metadata) !== 'trunk') return PirlModel.load(file); // a model, or what it says a file that is neither is
   const { arch, stem, width } = (jsonMetadata(file, metadata, 'pirl-trunk') ?? {}) as Partial<ResolvedTrainConfig['model']>; // pirl export's
-  const model = await PirlModel.create(configOf(values, await configFile(values), { options: { arch, stem, width }, name: `--init ${file}` }).model);
+  const model = await PirlModel.create(configOf(values, base, { options: { arch, stem, width }, name: `--init ${file}` }).model);
   try {
     await model.importTrunk(file);
   } catch (err) {
@@ -142,8 +142,8 @@ async function initModel(file: string, values: FlagValues): Promise<PirlModel> {
   return model;
 }
 
-async function newRunConfig(values: FlagValues, init: PirlModel | null): Promise<ResolvedTrainConfig> {
-  return configOf(values, await configFile(values), init ? { options: init.options, name: `--init ${values.init}` } : undefined);
+function newRunConfig(values: FlagValues, base: Record<string, unknown>, init: PirlModel | null): ResolvedTrainConfig {
+  return configOf(values, base, init ? { options: init.options, name: `--init ${values.init}` } : undefined);
 }
 
 // The settings an options object gives, as config paths ('loss.tau'); a sampler preset stands for the whole sampler.
@@ -435,8 +435,9 @@ async function planRun(values: FlagValues, spec: string, out: string, log: Metri
   // The flags' own mistakes first: they are said whatever --out holds.
   if (values['rescale-batch'] && !auto) throw new UsageError('--rescale-batch applies to a run resumed (--resume, --auto-resume): a new run takes --batch as it is');
   // Its weights on the CPU until the run's model is made from them (on the run's device), then let go.
-  const init = typeof values.init === 'string' ? await initModel(values.init, values).catch((err: Error) => Promise.reject(err instanceof UsageError ? err : errorFrom(`--init: ${err.message}`, err))) : null;
-  const config = await newRunConfig(values, init);
+  const base = await configFile(values); // --config's options, read once
+  const init = typeof values.init === 'string' ? await initModel(values.init, values, base).catch((err: Error) => Promise.reject(err instanceof UsageError ? err : errorFrom(`--init: ${err.message}`, err))) : null;
+  const config = newRunConfig(values, base, init);
   if (init && main) console.error(`pirl: the run starts from the weights of ${values.init}`); // said: nothing else shows it
   const size = folderSize(values, config.sampler, spec);
   layoutFlag(values);

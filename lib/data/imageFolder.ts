@@ -980,17 +980,17 @@ export class ImageFolder implements Dataset {
     const earlier = await this.earlierRecords(file, (i) => line(i).slice(0, -1));
     try {
       const partial = `${file}.partial`;
-      const done = await this.partialDone(partial, signature, header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length);
-      const before = done?.reduce((n, flag) => n + flag, 0) ?? 0;
+      const room = header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length; // the header's, at the largest sizes of the parts after the pixels
+      const done = await this.partialDone(partial, signature, room);
       if (done) {
-        this.warn(`continuing the build of the decode cache ${file} that was interrupted (${partial}): ${before} of ${this.files.length} images written before`, 'PIRL_CACHE_REBUILT');
+        this.warn(`continuing the build of the decode cache ${file} that was interrupted (${partial}): ${done.written} of ${this.files.length} images written before`, 'PIRL_CACHE_REBUILT');
       } else if (earlier) {
         // Said: a rebuild is long where many images changed, as the first build (it was silent, and decoded them all).
         const decoded = this.files.length - earlier.records.size;
         this.warn(`the decode cache ${file} ${earlier.why}: rebuilding it, ${earlier.records.size === 0 ? 'every image decoded again'
           : `${decoded} of ${this.files.length} images decoded again (the unchanged ones' pixels kept)`}`, 'PIRL_CACHE_REBUILT');
       }
-      await this.writeCache(partial, header, earlier, done, onProgress, indexed ? line : null);
+      await this.writeCache(partial, header, room, earlier, done, onProgress, indexed ? line : null);
       await fs.rename(partial, file).catch((err: Error) => Promise.reject(errorFrom(`cannot write ${file}: ${err.message}`, err)));
       await syncFolder(path.dirname(path.resolve(file)));
     } finally {
@@ -1001,7 +1001,7 @@ export class ImageFolder implements Dataset {
   // The validity bytes of `partial`, a build of this cache interrupted (each 1: its image was written), where it was of
   // these files as they are now (`signature`), at this size and limit, by this pirl; otherwise, or with none, null (one
   // of this folder's files as they were is removed: a build starts over; another folder's is refused).
-  private async partialDone(partial: string, signature: string, room: number): Promise<Buffer | null> {
+  private async partialDone(partial: string, signature: string, room: number): Promise<{ flags: Buffer; written: number } | null> {
     const handle = await fs.open(partial, 'r').catch(() => null);
     if (handle === null) return null;
     let h: CacheHeader | null = null, read = 0;
@@ -1019,7 +1019,7 @@ export class ImageFolder implements Dataset {
       throw new Error(`${partial} is the interrupted build of the cache of another folder, ${h.folder}: give another cache file (or remove ${partial})`);
     }
     const ours = h?.signature === signature && h.version === CACHE_VERSION && h.count === this.files.length && h.size === this.size && h.maxPixels === this.maxPixels && h.length === room;
-    if (ours && read === flags.length) return Buffer.from(flags.map((flag) => (flag === 1 ? 1 : 0)));
+    if (ours && read === flags.length) return { flags: Buffer.from(flags.map((flag) => (flag === 1 ? 1 : 0))), written: flags.reduce((n, flag) => n + (flag === 1 ? 1 : 0), 0) };
     await fs.rm(partial, { force: true });
     return null;
   }
@@ -1071,11 +1071,11 @@ export class ImageFolder implements Dataset {
   // The cache, built in `partial`: its header first with its parts after the pixels empty, then again once they are
   // written, in the room its JSON takes at their largest sizes (padded with spaces, which JSON allows). Each image's
   // validity byte is written after its pixels are on the disk (synced every few seconds, and when the build fails), so
-  // that a build interrupted anyhow (Ctrl-C, kill -9, a power cut) leaves `partial` to continue: `done` holds the images
-  // it wrote (1), which are not written again.
-  private async writeCache(partial: string, header: (index: number, leftOut: number) => Buffer, earlier: EarlierCache | null, done: Buffer | null,
-    onProgress: ((done: number, total: number) => void) | undefined, line: ((i: number) => string) | null): Promise<void> {
-    const room = header(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).length;
+  // that a build interrupted anyhow (Ctrl-C, kill -9, a power cut) leaves `partial` to continue: `continued` holds the
+  // images it wrote (1), which are not written again, and how many. `room`: the header's bytes.
+  private async writeCache(partial: string, header: (index: number, leftOut: number) => Buffer, room: number, earlier: EarlierCache | null,
+    continued: { flags: Buffer; written: number } | null, onProgress: ((done: number, total: number) => void) | undefined, line: ((i: number) => string) | null): Promise<void> {
+    const done = continued?.flags ?? null;
     const flagsStart = 8 + room, dataStart = flagsStart + this.files.length;
     const handle = await fs.open(partial, done ? 'r+' : 'w');
     const write = (bytes: Buffer, at: number) => writeAll(handle, bytes, at, partial);
@@ -1096,7 +1096,7 @@ export class ImageFolder implements Dataset {
     try {
       if (!done) await writeHeader(header(0, 0));
       const leftOut: string[] = [];
-      const total = this.files.length - (done?.reduce((n, flag) => n + flag, 0) ?? 0);
+      const total = this.files.length - (continued?.written ?? 0);
       let written = 0;
       onProgress?.(0, total); // its rate runs from here (not from the listing, the hashing or a wait for the lock)
       const chunk = 64;
