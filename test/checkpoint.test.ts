@@ -211,12 +211,21 @@ describe('checkpoint metadata fuzz', () => {
       const file = path.join(dir, 'run.ckpt');
       const config = { ...tiny.config, batchSize: 4, epochs: 1, epochLength: 2 };
       await (await Trainer.create(await ImageFolder.open(images, { size: 24 }), config)).fit({ checkpoint: file });
+      const newRun = `or start a new run from its weights (options.init: PirlModel.load(${file}); pirl train --init ${file}, in another --out)`;
       // The same folder by another path (another mount point, a relative spelling) is the same data.
       const relative = path.relative(process.cwd(), images);
       expect((await Trainer.resume(file, await ImageFolder.open(relative, { size: 24 }))).progress.step).toBe(2);
       // The same folder opened at another side: each view would be cut from other pixels.
       await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 32 }))).rejects.toThrow(
         `${file}: the run trained on its images stored at 24×24×3; the data set given holds them at 32×32×3: open it as the run did`);
+      // Read recursive, a folder without subfolders is the same data; one with a subfolder of images is not, said as the option.
+      expect((await Trainer.resume(file, await ImageFolder.open(images, { size: 24, recursive: true }))).progress.step).toBe(2);
+      fs.mkdirSync(path.join(images, 'older'));
+      await raw(32, 32).png().toFile(path.join(images, 'older', 'img00.png'));
+      await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24, layout: 'flat', recursive: true }))).rejects.toThrow(
+        `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), ` +
+        `${newRun}. The run read its folder with recursive false (the data set given: true): open it as the run did (ImageFolder.open's options.layout and options.recursive; pirl train --layout, --recursive)`);
+      fs.rmSync(path.join(images, 'older'), { recursive: true });
       fs.rmSync(path.join(images, 'img00.png'));
       await raw(32, 32).png().toFile(path.join(images, 'img99.png'));
       await expect(Trainer.resume(file, await ImageFolder.open(images, { size: 24 }))).rejects.toThrow(
@@ -228,8 +237,7 @@ describe('checkpoint metadata fuzz', () => {
       await raw(32, 32).png().toFile(path.join(images, 'img98.png')); // one more: the bank says what the run had
       const grown = await ImageFolder.open(images, { size: 24 });
       await expect(Trainer.resume(file, grown)).rejects.toThrow(
-        `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), ` +
-        `or start a new run from its weights (options.init: PirlModel.load(${file}); pirl train --init ${file}, in another --out)`);
+        `${file}: the run trained on a data set of 16 samples (its memory bank's rows); the one given has 17: resume over the run's data (the folder it trained on, as it was), ${newRun}`);
       // That new run: its model starts as the run's (weights and BatchNorm statistics), its options taken from it, the bank
       // its features (bankInit 'features'); the model given is left as it was.
       const init = await PirlModel.load(file);

@@ -137,6 +137,21 @@ describe('pirl train / eval / embed / export', () => {
     expect(fs.readFileSync(path.join(modelOnly, 'model.safetensors'))).toEqual(fs.readFileSync(path.join(auto, 'model.safetensors')));
   });
 
+  test('a resume reads the folder as the run did: --recursive and --layout left out are the run\'s; said where given otherwise', () => {
+    const nested = path.join(dir, 'nested');
+    fs.cpSync(data, nested, { recursive: true });
+    fs.mkdirSync(path.join(nested, 'light', '2019'));
+    fs.copyFileSync(path.join(data, 'light', '0.png'), path.join(nested, 'light', '2019', 'old.png'));
+    const runDir = path.join(dir, 'nested-run');
+    expect(run(['train', nested, '--out', runDir, '--recursive', '--epochs', '2', ...small, '--epoch-length', '1'])).toMatch(/^trained 2 step\(s\) in /m);
+    // A resume typed by hand, without --recursive: it read 20 images of the 21 and was refused as other data.
+    expect(run(['train', nested, '--out', runDir, '--resume', ...small, '--epoch-length', '1'])).toMatch(/^trained 0 step\(s\) in .*, to step 2 of 2/m);
+    const flat = spawnSync(process.execPath, [cli, 'train', nested, '--out', runDir, '--resume', '--layout', 'flat', ...small, '--epoch-length', '1'], { encoding: 'utf8' });
+    expect([flat.status, flat.stderr]).toEqual([1, expect.stringContaining("its labels differ, though it has as many samples (each bank row would belong to another image): resume over the run's data, " +
+      `or start a new run from its weights (options.init: PirlModel.load(${path.join(runDir, 'checkpoint.safetensors')}); pirl train --init ${path.join(runDir, 'checkpoint.safetensors')}, in another --out). ` +
+      "The run read its folder with layout 'classes' (the data set given: 'flat'): open it as the run did (ImageFolder.open's options.layout and options.recursive; pirl train --layout, --recursive)")]);
+  });
+
   test("--init starts a new run from a run's weights (its folder grown since, which --resume refuses), of their arch, stem and width, or from a trunk's", async () => {
     const grown = path.join(dir, 'grown');
     fs.cpSync(data, grown, { recursive: true });

@@ -563,7 +563,10 @@ describe('ImageFolder', () => {
       // The samples as stored: a folder's side, an array's shape.
       expect(dataDigest(await ImageFolder.open(dir, { size: 12 }))).toEqual({ ...digest, images: '12×12×3' });
       expect(digest.images).toBe('8×8×3');
-      expect(dataDigest(new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3]))).toEqual({ size: 1, labels: 'none', files: 'not a folder', images: '2×2×3' });
+      expect(dataDigest(new ArrayDataset(new Uint8Array(12), [1, 2, 2, 3]))).toEqual({ size: 1, labels: 'none', files: 'not a folder', images: '2×2×3', read: null });
+      // How the folder was read ('auto' as found), which a resume reads it by: a list of files, or a subset, has none.
+      expect([digest.read, dataDigest(subset).read]).toEqual([{ layout: 'flat', recursive: false }, null]);
+      expect(dataDigest(await ImageFolder.open(dir, { size: 8, recursive: true })).read).toEqual({ layout: 'flat', recursive: true });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

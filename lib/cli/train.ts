@@ -9,7 +9,7 @@ import { ARCHS, DEFAULT_PRESET, DEFAULT_TRAIN_CONFIG, KNN_DEFAULTS, PRESETS, PRE
 import type { DeepReadonly } from '../schema';
 import { LR_UPDATES } from '../train/schedule';
 import type { Dataset } from '../data/datasets';
-import { ImageFolder } from '../data/imageFolder';
+import { ImageFolder, type FolderRead } from '../data/imageFolder';
 import { realPathOf } from '../folders';
 import { checkInteger, errorFrom, isArgumentError, nearest } from '../errors';
 import { knnAccuracy } from '../eval/knn';
@@ -186,7 +186,7 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
   if (saved.storedSide !== null && size !== saved.storedSide) {
     throw new UsageError(`${flag} continues the run its checkpoint describes; --size cannot change it (the run stored its images at ${saved.storedSide} px: drop --size)`);
   }
-  const data = await openData(spec, size, values);
+  const data = await openData(spec, size, readLikeTheRun(values, saved.read));
   const start = async () => {
     const trainer = await withLibraryFlags(values, "the run's", () => Trainer.resume(checkpoint, data, { ...moved, ...length, distributed, cudaGraphs: cudaGraphsFlag(values), rescaleBatch: rescale }));
     if (saved.worldSize !== ranks && trainer.isMain) {
@@ -199,6 +199,12 @@ async function resumeRun(values: FlagValues, spec: string, checkpoint: string, d
     return trainer;
   };
   return { data, config: { ...saved.config, epochs }, start };
+}
+
+// The folder read as the run read it where --layout and --recursive are left out (a resume by hand without
+// --recursive listed other images); given, they are the command's, and other data is refused by Trainer.resume.
+function readLikeTheRun(values: FlagValues, read: FolderRead | null): FlagValues {
+  return read === null ? values : { ...values, layout: values.layout ?? read.layout, ...(read.recursive ? { recursive: true } : {}) };
 }
 
 /**

@@ -2,7 +2,7 @@
 // and a checkpoint keeps it, so that a resumed run's bank rows still belong to their images.
 import { createHash } from 'crypto';
 import { ArrayDataset, Subset, type Dataset } from './datasets';
-import { ImageFolder, relativeTo, sampleFiles } from './imageFolder';
+import { ImageFolder, relativeTo, sampleFiles, type FolderRead } from './imageFolder';
 
 export interface DataDigest {
   size: number;
@@ -11,6 +11,8 @@ export interface DataDigest {
   files: string;
   /** The samples as stored, H×W×C ('64×64×3': a folder's stored side), or 'unknown' (a Dataset of one's own; absent before format 5: null). */
   images: string | null;
+  /** How a folder was read (its layout, recursive or not); null for other data sets (and before this field). */
+  read: FolderRead | null;
 }
 
 // Fed piece by piece: ten million names joined would pass V8's longest string.
@@ -41,6 +43,12 @@ function storedImages(dataset: Dataset): string {
   return 'unknown';
 }
 
+// A folder read otherwise (recursive, or flat and not as classes) lists other samples, or labels them otherwise. A
+// subset's samples are the ones its indices pick, however its folder was read.
+export function folderRead(dataset: Dataset): FolderRead | null {
+  return dataset instanceof ImageFolder ? dataset.readAs : null;
+}
+
 // DataDigest.files of a data set whose samples have no file names (not a folder).
 const NOT_A_FOLDER = 'not a folder';
 const DIGEST = /^[0-9a-f]{16}$/;
@@ -58,5 +66,6 @@ export function dataDigest(dataset: Dataset): DataDigest {
     labels: labels ? sha([new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength)]) : 'none',
     files: names ? sha(lines(dataset.length, names)) : NOT_A_FOLDER,
     images: storedImages(dataset),
+    read: folderRead(dataset),
   };
 }

@@ -37,6 +37,12 @@ export const FOLDER_LAYOUTS = ['auto', 'flat', 'classes'] as const;
 export type FolderLayout = (typeof FOLDER_LAYOUTS)[number];
 export const DEFAULT_LAYOUT: FolderLayout = 'auto';
 
+/** How ImageFolder.open read a folder: its layout as found ('auto' resolved) and whether it read below the subfolders. */
+export interface FolderRead {
+  layout: Exclude<FolderLayout, 'auto'>;
+  recursive: boolean;
+}
+
 /**
  * A folder with images of its own and subfolders of images, opened with layout 'auto': which of them is
  * the data set is the user's to say (before, the subfolders won and a flat folder with one stray
@@ -664,6 +670,7 @@ export class ImageFolder implements Dataset {
   private cacheRecords: readonly number[] | null = null; // each sample's record in the cache, where some are left out
   private cachedVersions: Array<FileVersion | null> | null = null; // the files' versions that the cache's pixels are of
   private leftOutByCache = 0; // not failures.size: a file changed since the build may fail later, a sample still
+  private openedAs: FolderRead | null = null; // open()'s, kept with a run's checkpoint: its resume reads the folder so again
 
   private constructor(
     readonly dir: string,
@@ -686,6 +693,7 @@ export class ImageFolder implements Dataset {
     const cache = options.cache === undefined ? null : await checkCacheFile(options.cache);
     const { files, labels, classes } = await listFolder(dir, layout, recursive, cache, warnLeftOut);
     const folder = new ImageFolder(dir, files, labels, classes, size, maxPixels, warn);
+    folder.openedAs = { layout: labels ? 'classes' : 'flat', recursive };
     if (cache) return folder.openCache(cache, options.onCacheProgress);
     await folder.probe();
     return folder;
@@ -748,6 +756,11 @@ export class ImageFolder implements Dataset {
 
   get length(): number {
     return this.files.length;
+  }
+
+  /** @internal How open() read the folder; null for a list of files (fromFiles). */
+  get readAs(): FolderRead | null {
+    return this.openedAs;
   }
 
   /**

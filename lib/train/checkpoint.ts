@@ -3,7 +3,8 @@
 import type { NativeTrainScalars } from '../binding';
 import { resolveTrainConfig, type Device, type ResolvedTrainConfig } from '../config';
 import type { DataDigest } from '../data/digest';
-import { checkInteger, checkNumber, checkObject, checkOptions, checkString, rangeError } from '../errors';
+import type { FolderRead } from '../data/imageFolder';
+import { checkBoolean, checkInteger, checkNumber, checkObject, checkOneOf, checkOptions, checkString, rangeError } from '../errors';
 import { jsonMetadata, metadataField } from '../safetensors';
 
 /** Where a run stands: the next step to take. */
@@ -20,6 +21,7 @@ export interface Position {
  * Format of a checkpoint's `pirl-checkpoint` metadata; earlier ones resume without what they lack (1:
  * config.syncBatchNorm and state.steps; 2: epochSoFar; 3: data, the data set's digest; 4: data.images and threads;
  * 5: config.sampler.photometricOps, 'one' then; 6: config.lrUpdate, 'step' then). A newer one is refused by its format.
+ * data.read, added within format 7 (an earlier pirl ignores it), is null where absent.
  */
 export const CHECKPOINT_FORMAT = 7;
 
@@ -46,14 +48,20 @@ export interface EpochSoFar {
 }
 
 /**
- * A checkpoint's training config, the ranks it trained on and the side its folder's images were stored at (null: not a
- * folder, or not recorded), from its metadata (readSafetensorsMetadata), checked; `device` replaces the saved one.
+ * A checkpoint's training config, the ranks it trained on, and the side its folder's images were stored at and how the
+ * folder was read (null: not a folder, or not recorded), from its metadata (readSafetensorsMetadata), checked; `device` replaces the saved one.
  */
-export function checkpointRunOf(file: string, metadata: Record<string, string>, device?: Device): { config: ResolvedTrainConfig; worldSize: number; storedSide: number | null } {
+export function checkpointRunOf(file: string, metadata: Record<string, string>, device?: Device):
+  { config: ResolvedTrainConfig; worldSize: number; storedSide: number | null; read: FolderRead | null } {
   const { config, worldSize, data } = checkpointMeta(file, metadata, device);
   // A folder's images are stored square, H×H×3; other data sets have no side to open at.
   const side = /^(\d+)×\1×3$/.exec(data?.images ?? '');
-  return { config, worldSize, storedSide: side ? Number(side[1]) : null };
+  return { config, worldSize, storedSide: side ? Number(side[1]) : null, read: data?.read ?? null };
+}
+
+function folderReadOf(field: string, value: unknown): FolderRead {
+  const r = checkOptions(field, checkObject(field, value), ['layout', 'recursive']);
+  return { layout: checkOneOf(`${field}.layout`, r.layout, ['flat', 'classes']), recursive: checkBoolean(`${field}.recursive`, r.recursive) };
 }
 
 /** The checkpoint's metadata, checked like user input (errors name the file and the field); `device` replaces the saved one. */
@@ -100,6 +108,7 @@ export function checkpointMeta(file: string, metadata: Record<string, string>, d
     labels: checkString(`${field}.data.labels`, d.labels),
     files: checkString(`${field}.data.files`, d.files),
     images: recordsImages ? checkString(`${field}.data.images`, d.images) : null,
+    read: d.read === undefined || d.read === null ? null : folderReadOf(`${field}.data.read`, d.read),
   };
   const threads = recordsImages ? checkInteger(`${field}.threads`, meta.threads, 1) : null;
   return { format: CHECKPOINT_FORMAT, config, worldSize, position, state, epochSoFar, data, threads };

@@ -8,8 +8,8 @@ import {
   type ResolvedDistributedOptions, type ResolvedTrainConfig, type TrainConfig,
 } from '../config';
 import { Subset, checkDataset, type Dataset } from '../data/datasets';
-import { ImageFolder } from '../data/imageFolder';
-import { dataDigest, folderOf, type DataDigest } from '../data/digest';
+import { ImageFolder, type FolderRead } from '../data/imageFolder';
+import { dataDigest, folderOf, folderRead, type DataDigest } from '../data/digest';
 import { Loader, disposeBatch, type PirlBatch } from '../data/loader';
 import { checkBoolean, checkFile, checkFunctions, checkInteger, checkNumber, checkObject, checkOptions, errorFrom, isArgumentError, nativeCall, rangeError, typeError, unknownOptionError } from '../errors';
 import { featureBatches } from '../eval/knn';
@@ -618,10 +618,10 @@ export class Trainer {
           const earlier = meta.data === null ? ' (an earlier pirl wrote it, which read hidden files and folders as images — ._x.jpg, .thumbs/ — ' +
             'as pirl no longer does: if the folder holds some, resume with the pirl that wrote it, or start anew)' : '';
           throw new RangeError(`${file}: the run trained on a data set of ${rows?.shape[0]} samples (its memory bank's rows); the one given has ${dataset.length}${earlier || `: resume over the run's data (the folder it trained on, as it was), ${newRunFrom(file)}`}` +
-            cacheHint(dataset, rows?.shape[0]));
+            (readHint(meta.data?.read ?? null, dataset) || cacheHint(dataset, rows?.shape[0])));
         }
         const data = dataDigest(dataset);
-        checkSameData(file, meta.data, data);
+        checkSameData(file, meta.data, data, readHint(meta.data?.read ?? null, dataset));
         if ((group?.rank ?? 0) === 0) warnOfOtherThreads(meta.threads);
         const generator = tensors.get('bank.generator');
         if (!generator) throw new TypeError(`${file}: no tensor 'bank.generator' (the memory bank's sampling state)`);
@@ -692,9 +692,22 @@ function cacheHint(dataset: Dataset, trained: number | undefined): string {
 // What a run over other data than its checkpoint's can do instead of resuming.
 const newRunFrom = (checkpoint: string) => `or start a new run from its weights (options.init: PirlModel.load(${checkpoint}); pirl train --init ${checkpoint}, in another --out)`;
 
+// A folder read otherwise than the run read it lists other images, or labels them otherwise: where the data set differs,
+// the options that read it so. (A folder without subfolders is the same data, recursive or not.)
+function readHint(saved: FolderRead | null, dataset: Dataset): string {
+  const now = folderRead(dataset);
+  if (saved === null || now === null) return '';
+  const differs = [
+    ...(saved.layout !== now.layout ? [`layout '${saved.layout}' (the data set given: '${now.layout}')`] : []),
+    ...(saved.recursive !== now.recursive ? [`recursive ${saved.recursive} (the data set given: ${now.recursive})`] : []),
+  ];
+  if (differs.length === 0) return '';
+  return `. The run read its folder with ${differs.join(' and ')}: open it as the run did (ImageFolder.open's options.layout and options.recursive; pirl train --layout, --recursive)`;
+}
+
 // A resumed run's bank rows, momentum and position belong to the samples it trained on: another folder of as many
 // images (one removed, one added) would silently pair each row with another image.
-function checkSameData(file: string, saved: DataDigest | null, data: DataDigest): void {
+function checkSameData(file: string, saved: DataDigest | null, data: DataDigest, hint: string): void {
   if (saved === null) return;
   // One a folder's digest of names, the other none: the kinds differ (a value edited into the file is only another digest).
   const [wasFolder, isFolder] = [saved, data].map((d) => folderOf(d.files));
@@ -706,7 +719,7 @@ function checkSameData(file: string, saved: DataDigest | null, data: DataDigest)
   const differs = saved.files !== data.files ? 'its files (names, in the folder)' : saved.labels !== data.labels ? 'its labels' : null;
   if (differs) {
     throw new Error(`${file}: the data set given is not the one the run trained on: ${differs} differ, though it has as many samples ` +
-      `(each bank row would belong to another image): resume over the run's data, ${newRunFrom(file)}`);
+      `(each bank row would belong to another image): resume over the run's data, ${newRunFrom(file)}${hint}`);
   }
   // 'unknown': a Dataset of one's own (or of another copy of pirl), whose samples pirl cannot describe.
   if (saved.images !== null && saved.images !== 'unknown' && data.images !== 'unknown' && saved.images !== data.images) {
